@@ -1,0 +1,218 @@
+"""The frozen configuration and ``configure()``.
+
+Environment variables are read in one place, ``Config.from_env``, and only when
+``configure()`` runs (or on first use without it), never at import. syncperf's own
+variables start with ``SYNCPERF_`` and never shadow an ``OTEL_*`` one; the standard
+``OTEL_SDK_DISABLED`` and ``OTEL_METRIC_EXPORT_INTERVAL`` / ``_TIMEOUT`` are honoured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from syncperf.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics.export import MetricExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.trace import TracerProvider
+
+__all__ = ["Config", "configure"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every syncperf setting. Build one with ``Config.from_env(...)`` or ``configure(...)``.
+
+    Attributes:
+        enabled: Master switch. ``OTEL_SDK_DISABLED=true`` turns it off.
+        strict: Raise ``MeasurementError`` on request-time misuse instead of dropping it
+            (on inside ``syncperf.testing.capture()``).
+        max_entities: How many distinct ``sync.entity`` values are kept before the rest
+            are reported as ``_other``.
+        entities: An allowlist of entity names; when given, any other name is ``_other``.
+        trace_sample_rate: syncperf's own head-sampling rate for sync spans, applied before
+            the tracer provider's sampler. Metrics are never sampled.
+        slow_threshold: Seconds; an operation slower than this is traced even when sampled out.
+        overhead_budget: Seconds of syncperf's own time one operation may cost before
+            syncperf sheds span work for ``shed_cooldown`` seconds (metrics continue).
+        shed_cooldown: Seconds without spans after the budget was exceeded.
+        max_series: Series limit per metric; beyond it measurements go to the
+            ``otel.metric.overflow=true`` series.
+        tracer_provider: Tracer provider for sync spans (default: the global one).
+        resource: Resource of exported metrics (default: the tracer provider's resource,
+            else ``Resource.create()`` which honours ``OTEL_SERVICE_NAME`` and
+            ``OTEL_RESOURCE_ATTRIBUTES``).
+        metric_exporters: OpenTelemetry ``MetricExporter`` objects fed every
+            ``export_interval`` seconds from syncperf's aggregates.
+        export_interval: Seconds between exports (``OTEL_METRIC_EXPORT_INTERVAL``, ms).
+        export_timeout: Seconds one export may take (``OTEL_METRIC_EXPORT_TIMEOUT``, ms).
+        prometheus: Register syncperf's collector with ``prometheus_client``: ``True`` for
+            the default registry, or a ``CollectorRegistry``.
+    """
+
+    enabled: bool = True
+    strict: bool = False
+    max_entities: int = 100
+    entities: frozenset[str] | None = None
+    trace_sample_rate: float = 1.0
+    slow_threshold: float = 2.0
+    overhead_budget: float = 0.05
+    shed_cooldown: float = 30.0
+    max_series: int = 2000
+    tracer_provider: TracerProvider | None = field(default=None, compare=False)
+    resource: Resource | None = field(default=None, compare=False)
+    metric_exporters: tuple[MetricExporter, ...] = field(default=(), compare=False)
+    export_interval: float = 60.0
+    export_timeout: float = 30.0
+    prometheus: Any = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_bool("enabled", self.enabled)
+        _check_bool("strict", self.strict)
+        _check_int("max_entities", self.max_entities, minimum=1)
+        _check_int("max_series", self.max_series, minimum=1)
+        if self.entities is not None:
+            if isinstance(self.entities, str) or not isinstance(self.entities, Iterable):
+                raise ConfigError("entities", self.entities, "an iterable of entity names or None")
+            names = frozenset(self.entities)
+            if not all(isinstance(n, str) and n for n in names):
+                raise ConfigError("entities", self.entities, "non-empty strings")
+            object.__setattr__(self, "entities", names)
+        _check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
+        for name in ("slow_threshold", "overhead_budget", "export_interval", "export_timeout"):
+            _check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
+        _check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
+        exporters = self.metric_exporters
+        if not isinstance(exporters, (tuple, list)):
+            raise ConfigError("metric_exporters", exporters, "a sequence of MetricExporter")
+        object.__setattr__(self, "metric_exporters", tuple(exporters))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a config from the environment, then apply ``overrides``.
+
+        Reads ``OTEL_SDK_DISABLED``, ``OTEL_METRIC_EXPORT_INTERVAL``,
+        ``OTEL_METRIC_EXPORT_TIMEOUT`` and the ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
+        ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
+        ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
+        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``.
+
+        Raises:
+            ConfigError: a variable or override holds a value syncperf does not accept.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if (raw := env.get("OTEL_SDK_DISABLED")) is not None:
+            values["enabled"] = not _parse_bool("OTEL_SDK_DISABLED", raw)
+        for var, key in (("OTEL_METRIC_EXPORT_INTERVAL", "export_interval"),
+                         ("OTEL_METRIC_EXPORT_TIMEOUT", "export_timeout")):
+            if (raw := env.get(var)) is not None:
+                values[key] = _parse_number(var, raw) / 1000.0
+        for key, parse in _SYNCPERF_VARS.items():
+            var = "SYNCPERF_" + key.upper()
+            if (raw := env.get(var)) is not None:
+                values[key] = parse(var, raw)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(name, overrides[name], "one of " + ", ".join(
+                f.name for f in dataclasses.fields(cls)))
+        values.update(overrides)
+        return cls(**values)
+
+
+def configure(config: Config | None = None, **options: Any) -> Config:
+    """Install syncperf's settings and return the active config.
+
+    Call it once at start-up, after your OpenTelemetry providers are set up. Without a call,
+    the first sync operation configures syncperf from the environment. Calling it again
+    replaces the settings (aggregates start afresh, exporters get a last flush).
+
+    Args:
+        config: A complete ``Config``; ``options`` may not be combined with it.
+        **options: Any ``Config`` field, applied over ``Config.from_env()``.
+
+    Raises:
+        ConfigError: an option has a value syncperf does not accept.
+    """
+    from syncperf._runtime import install
+
+    if config is not None and options:
+        raise ConfigError("config", config, "either a Config or keyword options, not both")
+    if config is not None and not isinstance(config, Config):
+        raise ConfigError("config", config, "a syncperf.Config")
+    active = config or Config.from_env(**options)
+    install(active)
+    return active
+
+
+def _parse_bool(var: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(var, raw, "true or false")
+
+
+def _parse_number(var: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(var, raw, "a number") from None
+
+
+def _parse_int(var: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(var, raw, "an integer") from None
+
+
+def _parse_names(var: str, raw: str) -> frozenset[str]:
+    return frozenset(n.strip() for n in raw.split(",") if n.strip())
+
+
+_SYNCPERF_VARS = {
+    "strict": _parse_bool,
+    "max_entities": _parse_int,
+    "entities": _parse_names,
+    "trace_sample_rate": _parse_number,
+    "slow_threshold": _parse_number,
+    "overhead_budget": _parse_number,
+    "shed_cooldown": _parse_number,
+    "max_series": _parse_int,
+}
+
+
+def _check_bool(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(name, value, "True or False")
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(name, value, f"an integer >= {minimum}")
+
+
+def _check_float(
+    name: str, value: object, *, low: float, high: float, open_low: bool = False
+) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        number = float(value)  # type: ignore[arg-type]
+        ok = not math.isnan(number) and (number > low if open_low else number >= low)
+        ok = ok and number <= high
+    if not ok:
+        low_text = f"> {low}" if open_low else f">= {low}"
+        high_text = "" if high == math.inf else f" and <= {high}"
+        raise ConfigError(name, value, f"a number {low_text}{high_text}")

@@ -1,0 +1,1 @@
+"""syncperf's metrics engine: in-process aggregates exported as OpenTelemetry data."""

@@ -1,0 +1,281 @@
+"""In-process aggregates: instruments, their pre-bound series, and the registry.
+
+The request path only ever touches a series: ``hist_series.record(v)`` is a bisect and four
+field updates, ``counter_series.add(n)`` one addition. Callers hold ``Registry.lock`` around
+a group of updates (one acquisition per sync operation), which makes every count exact under
+threads. Collection drains what accumulated since the previous drain and hands it to every
+reader (see ``_export``), so the hot path never knows who reads or at which temporality.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, Union
+
+Attributes = tuple[tuple[str, Union[str, bool]], ...]
+"""A frozen attribute set: sorted ``(key, value)`` pairs (hashable, cheap to compare)."""
+
+Kind = Literal["histogram", "counter", "updowncounter", "gauge"]
+
+OVERFLOW: Attributes = (("otel.metric.overflow", True),)
+"""Where measurements go once an instrument reaches its series limit (OTel spec)."""
+
+
+def freeze(attributes: dict[str, str | bool]) -> Attributes:
+    """Turn an attribute dict into the registry's hashable key."""
+    return tuple(sorted(attributes.items()))
+
+
+class HistogramSeries:
+    """Explicit-bucket histogram state for one attribute set."""
+
+    __slots__ = ("attributes", "bounds", "count", "counts", "created_ns", "max", "min", "sum")
+
+    def __init__(self, attributes: Attributes, bounds: tuple[float, ...]) -> None:
+        self.attributes = attributes
+        self.bounds = bounds
+        self.created_ns = time.time_ns()
+        self.counts = [0] * (len(bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+
+    def record(self, value: float) -> None:
+        """Add one value; bucket i holds ``bounds[i-1] < value <= bounds[i]`` (OTel)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def drain(self) -> HistogramDelta | None:
+        if not self.count:
+            return None
+        delta = HistogramDelta(self.counts, self.count, self.sum, self.min, self.max)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.count = 0
+        self.sum = 0.0
+        self.min = float("inf")
+        self.max = float("-inf")
+        return delta
+
+
+class SumSeries:
+    """Counter / up-down counter state for one attribute set."""
+
+    __slots__ = ("attributes", "created_ns", "touched", "value")
+
+    def __init__(self, attributes: Attributes) -> None:
+        self.attributes = attributes
+        self.created_ns = time.time_ns()
+        self.value: float = 0
+        self.touched = False
+
+    def add(self, amount: float) -> None:
+        """Add to the running value (callers validate sign for monotonic counters)."""
+        self.value += amount
+        self.touched = True
+
+    def drain(self) -> float | None:
+        if not self.touched:
+            return None
+        value, self.value, self.touched = self.value, 0, False
+        return value
+
+
+@dataclass(slots=True)
+class HistogramDelta:
+    """What one histogram series accumulated between two drains."""
+
+    counts: list[int]
+    count: int
+    sum: float
+    min: float
+    max: float
+
+
+Series = Union[HistogramSeries, SumSeries]
+GaugeCallback = Callable[[], Iterable[tuple[dict[str, str | bool], float]]]
+
+
+class Instrument:
+    """One metric stream: name, kind, unit and its bounded set of series."""
+
+    __slots__ = (
+        "bounds",
+        "callbacks",
+        "description",
+        "kind",
+        "max_series",
+        "monotonic",
+        "name",
+        "series",
+        "unit",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        kind: Kind,
+        unit: str,
+        description: str,
+        *,
+        bounds: Sequence[float] = (),
+        max_series: int = 2000,
+    ) -> None:
+        self.name = name
+        self.kind = kind
+        self.unit = unit
+        self.description = description
+        self.bounds = tuple(float(b) for b in bounds)
+        self.max_series = max_series
+        self.monotonic = kind == "counter"
+        self.series: dict[Attributes, Series] = {}
+        self.callbacks: list[GaugeCallback] = []
+
+    def bind(self, attributes: Attributes) -> Series:
+        """Return the series for ``attributes``, creating it within the series limit.
+
+        Not on the per-call path: callers cache what this returns.
+        """
+        series = self.series.get(attributes)
+        if series is None:
+            if len(self.series) >= self.max_series:
+                attributes = OVERFLOW
+                series = self.series.get(attributes)
+            if series is None:
+                series = (
+                    HistogramSeries(attributes, self.bounds)
+                    if self.kind == "histogram"
+                    else SumSeries(attributes)
+                )
+                self.series[attributes] = series
+        return series
+
+    def histogram(self, attributes: Attributes) -> HistogramSeries:
+        """`bind` for a histogram instrument, typed."""
+        series = self.bind(attributes)
+        assert isinstance(series, HistogramSeries)
+        return series
+
+    def sum(self, attributes: Attributes) -> SumSeries:
+        """`bind` for a counter or up-down counter instrument, typed."""
+        series = self.bind(attributes)
+        assert isinstance(series, SumSeries)
+        return series
+
+
+@dataclass(slots=True)
+class Drained:
+    """One series' activity since the previous drain, or a gauge's current value."""
+
+    instrument: Instrument
+    attributes: Attributes
+    created_ns: int
+    value: float | HistogramDelta
+
+
+class Registry:
+    """All instruments of one syncperf runtime, one lock, and the readers fed from them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.instruments: dict[str, Instrument] = {}
+        self._readers: list[_Sink] = []
+        self._collect_lock = threading.Lock()
+
+    def instrument(
+        self,
+        name: str,
+        kind: Kind,
+        unit: str,
+        description: str,
+        *,
+        bounds: Sequence[float] = (),
+        max_series: int = 2000,
+    ) -> Instrument:
+        """Create (or return the existing) instrument called ``name``."""
+        existing = self.instruments.get(name)
+        if existing is not None:
+            return existing
+        created = Instrument(
+            name, kind, unit, description, bounds=bounds, max_series=max_series
+        )
+        self.instruments[name] = created
+        return created
+
+    def gauge(self, name: str, unit: str, description: str, callback: GaugeCallback) -> Instrument:
+        """Register an observed gauge; ``callback`` yields ``(attributes, value)`` pairs."""
+        instrument = self.instrument(name, "gauge", unit, description)
+        instrument.callbacks.append(callback)
+        return instrument
+
+    def remove_gauge_callback(self, name: str, callback: GaugeCallback) -> None:
+        """Stop observing ``callback`` (its last values stay with the readers)."""
+        instrument = self.instruments.get(name)
+        if instrument is not None and callback in instrument.callbacks:
+            instrument.callbacks.remove(callback)
+
+    def add_reader(self, reader: _Sink) -> None:
+        """Feed ``reader`` with every future drain."""
+        with self._collect_lock:
+            self._readers.append(reader)
+
+    def remove_reader(self, reader: _Sink) -> None:
+        """Stop feeding ``reader``."""
+        with self._collect_lock:
+            if reader in self._readers:
+                self._readers.remove(reader)
+
+    def collect(self) -> None:
+        """Drain every series and hand the result to every reader."""
+        with self._collect_lock:
+            drained: list[Drained] = []
+            with self.lock:
+                for instrument in list(self.instruments.values()):
+                    if instrument.kind == "gauge":
+                        continue
+                    for series in list(instrument.series.values()):
+                        value = series.drain()
+                        if value is not None:
+                            drained.append(
+                                Drained(instrument, series.attributes, series.created_ns, value)
+                            )
+            drained.extend(self._observe_gauges())
+            for reader in self._readers:
+                reader.accept(drained)
+
+    def _observe_gauges(self) -> list[Drained]:
+        observed: list[Drained] = []
+        now = time.time_ns()
+        for instrument in list(self.instruments.values()):
+            for callback in list(instrument.callbacks):
+                try:
+                    points = list(callback())
+                except Exception:  # a failing probe drops its gauge for this collection
+                    _log_gauge_failure(instrument.name)
+                    continue
+                observed.extend(
+                    Drained(instrument, freeze(attrs), now, float(value))
+                    for attrs, value in points
+                )
+        return observed
+
+
+class _Sink(Protocol):
+    """What a registry reader implements (see ``_export.Reader``)."""
+
+    def accept(self, drained: list[Drained]) -> None: ...
+
+
+def _log_gauge_failure(name: str) -> None:
+    from syncperf._errors import report_internal
+
+    report_internal("gauge_callback_failed", f"the callback of gauge {name} raised")

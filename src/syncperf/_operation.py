@@ -1,0 +1,516 @@
+"""The sync-operation recorder, ``sync_operation()`` and ``current_operation()``.
+
+Nesting rule: the outermost sync operation owns the measurement. A decorated handler, a
+``sync_operation`` block or the ASGI middleware that starts while another sync operation is
+active *joins* it: its recorder calls go to the outer operation, an entity it names fills in
+the outer operation's entity if that has none, and nothing is counted twice (one duration,
+one span, one ``sync.operations.active`` increment per request).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from syncperf import _runtime
+from syncperf._runtime import Runtime
+from syncperf._tracing import attach, detach
+from syncperf.exceptions import ConfigError
+
+__all__ = ["SyncOperation", "current_operation", "sync_operation"]
+
+CHANGES = frozenset({"created", "updated", "deleted"})
+_OPERATION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_valid_operations: set[str] = {"pull", "push"}
+_perf = time.perf_counter_ns
+_CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
+_error_names: dict[type, str] = {}
+
+
+def check_operation(operation: object, option: str = "operation") -> str:
+    """Validate an operation name once (decoration / construction time)."""
+    if isinstance(operation, str) and operation in _valid_operations:
+        return operation
+    if not isinstance(operation, str) or not _OPERATION_RE.fullmatch(operation):
+        raise ConfigError(
+            option, operation, '"pull", "push" or another lowercase name matching [a-z][a-z0-9_]{0,31}'
+        )
+    _valid_operations.add(operation)
+    return operation
+
+
+def check_entity(entity: object, option: str = "entity") -> str | None:
+    """Validate a static entity name (decoration / construction time)."""
+    if entity is None or (isinstance(entity, str) and entity):
+        return entity
+    raise ConfigError(option, entity, "a non-empty string or None")
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type`` of an exception: its fully qualified class name (builtins unqualified)."""
+    cls = type(exc)
+    name = _error_names.get(cls)
+    if name is None:
+        module = cls.__module__
+        name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+        if len(_error_names) < 1000:
+            _error_names[cls] = name
+    return name
+
+
+class SyncOperation:
+    """Records one sync operation. Get it from ``sync_operation()``, the decorator, or
+    ``current_operation()``; every method is cheap and never raises into your code
+    (outside strict mode)."""
+
+    __slots__ = (
+        "_batch", "_conflict_detail", "_conflicts", "_db_ns", "_db_queries", "_entity",
+        "_error_type", "_exception", "_idempotent", "_items", "_kind", "_own_ns",
+        "_parent_ctx", "_rt", "_span", "_span_attrs", "_start_ns", "_token", "_ctx_token",
+        "operation", "scratch",
+    )
+
+    def __init__(self, rt: Runtime, operation: str, entity: str | None) -> None:
+        self._rt = rt
+        self.operation = operation
+        self._entity = entity
+        self._batch: int | None = None
+        self._items: dict[tuple[str | None, str | None], int] | None = None
+        self._conflicts = 0
+        self._conflict_detail: dict[tuple[str | None, str | None], int] | None = None
+        self._idempotent = False
+        self._span: trace.Span | None = None
+        self._span_attrs: dict[str, Any] | None = None
+        self._token: object = None
+        self._ctx_token: Token[SyncOperation | None] | None = None
+        self._parent_ctx: trace.SpanContext | None = None
+        self._db_queries = 0
+        self._db_ns = 0
+        self._error_type: str | None = None
+        self._exception: BaseException | None = None
+        self._kind = SpanKind.INTERNAL
+        self._start_ns = 0
+        self._own_ns = 0
+        self.scratch: dict[str, Any] | None = None
+        """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
+
+    # --- public recorder API ---------------------------------------------------------------
+
+    @property
+    def entity(self) -> str | None:
+        """The operation's entity after bounding (``_other`` past the limit), or None."""
+        return self._entity
+
+    @property
+    def span(self) -> trace.Span:
+        """The operation's span, or an invalid non-recording span when it has none."""
+        return self._span or trace.INVALID_SPAN
+
+    @property
+    def recording(self) -> bool:
+        """Whether measurements go anywhere (False for the no-op operation)."""
+        return True
+
+    def set_entity(self, entity: str) -> None:
+        """Name the operation's entity (bounded by ``max_entities``)."""
+        if not isinstance(entity, str) or not entity:
+            self._rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
+            return
+        self._entity = self._rt.entities(entity)
+
+    def set_batch_size(self, n: int) -> None:
+        """Set the number of items in this request or response."""
+        if type(n) is not int or n < 0:
+            self._rt.reject("invalid_batch_size", f"batch size must be an int >= 0, got {n!r}")
+            return
+        self._batch = n
+
+    def record_items(self, n: int, *, entity: str | None = None, change: str | None = None) -> None:
+        """Count ``n`` items synced, optionally per entity and change type.
+
+        Args:
+            n: Item count (an int >= 0).
+            entity: The items' entity; defaults to the operation's entity.
+            change: ``"created"``, ``"updated"`` or ``"deleted"``, or None when unknown.
+        """
+        rt = self._rt
+        if type(n) is not int or n < 0:
+            rt.reject("invalid_count", f"item count must be an int >= 0, got {n!r}")
+            return
+        if change is not None and change not in CHANGES:
+            rt.reject("invalid_change", f"change must be created, updated or deleted, got {change!r}")
+            return
+        if entity is not None:
+            if not isinstance(entity, str) or not entity:
+                rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
+                return
+            entity = rt.entities(entity)
+        items = self._items
+        if items is None:
+            items = self._items = {}
+        key = (entity, change)
+        items[key] = items.get(key, 0) + n
+
+    def record_conflict(
+        self, *, entity: str | None = None, count: int = 1, resolution: str | None = None
+    ) -> None:
+        """Count conflicts detected while applying a push.
+
+        Args:
+            entity: The conflicting records' entity; defaults to the operation's entity.
+            count: How many conflicts (an int >= 0).
+            resolution: How they were resolved, e.g. ``"server_wins"`` (low cardinality).
+        """
+        rt = self._rt
+        if type(count) is not int or count < 0:
+            rt.reject("invalid_count", f"conflict count must be an int >= 0, got {count!r}")
+            return
+        if entity is not None:
+            if not isinstance(entity, str) or not entity:
+                rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
+                return
+            entity = rt.entities(entity)
+        if resolution is not None:
+            if not isinstance(resolution, str) or not resolution:
+                rt.reject("invalid_resolution", f"resolution must be a string, got {resolution!r}")
+                return
+            resolution = rt.resolutions(resolution)
+        if count == 0:
+            return
+        self._conflicts += count
+        detail = self._conflict_detail
+        if detail is None:
+            detail = self._conflict_detail = {}
+        key = (entity, resolution)
+        detail[key] = detail.get(key, 0) + count
+
+    def record_idempotency_hit(self) -> None:
+        """Mark this request as a duplicate (an idempotent replay)."""
+        self._idempotent = True
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set an attribute on the operation's span only (never on a metric)."""
+        if not isinstance(key, str) or not key:
+            self._rt.reject("invalid_attribute", f"attribute key must be a string, got {key!r}")
+            return
+        if self._span is not None:
+            self._span.set_attribute(key, value)
+        else:
+            attrs = self._span_attrs
+            if attrs is None:
+                attrs = self._span_attrs = {}
+            attrs[key] = value
+
+    def set_error(self, error_type: str) -> None:
+        """Mark the operation failed without an exception (e.g. a 5xx response)."""
+        self._error_type = self._rt.error_types(str(error_type))
+
+    def add_db_time(self, duration_ns: int) -> None:
+        """Attribute one database query of ``duration_ns`` to this operation."""
+        self._db_queries += 1
+        self._db_ns += duration_ns
+
+    @property
+    def conflicts(self) -> int:
+        """Conflicts recorded so far."""
+        return self._conflicts
+
+    @property
+    def db_queries(self) -> int:
+        """Database queries attributed so far."""
+        return self._db_queries
+
+    def __repr__(self) -> str:
+        return f"<SyncOperation {self.operation} entity={self._entity!r}>"
+
+
+class _NoopOperation(SyncOperation):
+    """What ``current_operation()`` returns outside a sync operation: records nothing."""
+
+    __slots__ = ()
+
+    @property
+    def recording(self) -> bool:
+        return False
+
+    def set_entity(self, entity: str) -> None:
+        pass
+
+    def set_batch_size(self, n: int) -> None:
+        pass
+
+    def record_items(self, n: int, *, entity: str | None = None, change: str | None = None) -> None:
+        pass
+
+    def record_conflict(
+        self, *, entity: str | None = None, count: int = 1, resolution: str | None = None
+    ) -> None:
+        pass
+
+    def record_idempotency_hit(self) -> None:
+        pass
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_error(self, error_type: str) -> None:
+        pass
+
+    def add_db_time(self, duration_ns: int) -> None:
+        pass
+
+
+_NOOP = _NoopOperation(None, "none", None)  # type: ignore[arg-type]
+
+
+def current_operation() -> SyncOperation:
+    """The active sync operation, or a no-op one that records nothing."""
+    return _CURRENT.get() or _NOOP
+
+
+def active_operation() -> SyncOperation | None:
+    """The active sync operation or None (for integrations)."""
+    return _CURRENT.get()
+
+
+# --- life cycle ------------------------------------------------------------------------
+
+
+def begin(
+    rt: Runtime,
+    operation: str,
+    entity: str | None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> SyncOperation:
+    """Start an operation (the caller checked that none is active) and make it current."""
+    t0 = _perf()
+    op = SyncOperation(rt, operation, None if entity is None else rt.entities(entity))
+    op._start_ns = t0
+    op._kind = kind
+    active = rt.active_for(operation)
+    with rt.lock:
+        active.add(1)
+    name = "sync " + operation
+    if rt.shed_until < t0 and rt.tracing.decide(name, kind, t0):
+        attrs: dict[str, Any] = {"sync.operation": operation}
+        if op._entity is not None:
+            attrs["sync.entity"] = op._entity
+        if attributes:
+            attrs.update(attributes)
+        try:
+            span = rt.tracing.tracer.start_span(name, kind=kind, attributes=attrs)  # type: ignore[union-attr]
+        except Exception as error:
+            rt.internal_error("span_start_failed", error)
+        else:
+            op._span = span
+            op._token = attach(span)
+    elif rt.tracing.active:
+        op._parent_ctx = trace.get_current_span().get_span_context()
+        if attributes:
+            op._span_attrs = dict(attributes)
+    op._ctx_token = _CURRENT.set(op)
+    op._own_ns = _perf() - t0
+    return op
+
+
+def end(op: SyncOperation, exc: BaseException | None) -> None:
+    """Finish ``op``: record every metric under one lock, end or rescue its span."""
+    t2 = _perf()
+    rt = op._rt
+    if op._ctx_token is not None:
+        try:
+            _CURRENT.reset(op._ctx_token)
+        except ValueError:  # ended in another context (e.g. an abandoned async generator)
+            _CURRENT.set(None)
+    duration_ns = t2 - op._start_ns
+    entity = op._entity
+    if exc is not None:
+        outcome, etype = "error", rt.error_types(error_type(exc))
+    elif op._error_type is not None:
+        outcome, etype = "error", op._error_type
+    elif op._conflicts:
+        outcome, etype = "conflict", None
+    else:
+        outcome, etype = "success", None
+
+    span = op._span
+    if span is not None:
+        _finish_span(op, span, outcome, etype, exc, duration_ns)
+        detach(op._token)
+        rt.finisher.end(span, time.time_ns())
+    elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns) \
+            and rt.shed_until < t2:
+        _rescue(op, outcome, etype, exc, duration_ns)
+
+    series = rt.series(op.operation, entity)
+    active = rt.active_for(op.operation)
+    overhead = rt.overhead_for("operation")
+    items = op._items
+    detail = op._conflict_detail
+    with rt.lock:
+        if etype is not None:
+            series.error(etype).record(duration_ns / 1e9)
+        elif outcome == "conflict":
+            series.conflict.record(duration_ns / 1e9)
+        else:
+            series.success.record(duration_ns / 1e9)
+        if op._batch is not None:
+            series.batch.record(op._batch)
+        if op._idempotent:
+            series.idempotency.add(1)
+        if items:
+            for (item_entity, change), n in items.items():
+                rt.items_for(op.operation, item_entity or entity, change).add(n)
+        if detail:
+            for (conflict_entity, resolution), n in detail.items():
+                rt.conflicts_for(conflict_entity or entity, resolution).add(n)
+        if op._db_queries or rt.db_instrumented:
+            series.db_queries.record(op._db_queries)
+            series.db_duration.record(op._db_ns / 1e9)
+        active.add(-1)
+        own = op._own_ns + _perf() - t2
+        overhead.record(own / 1e9)
+    if own > rt.budget_ns:
+        rt.shed_spans("overhead_budget")
+
+
+def _finish_span(
+    op: SyncOperation,
+    span: trace.Span,
+    outcome: str,
+    etype: str | None,
+    exc: BaseException | None,
+    duration_ns: int,
+) -> None:
+    attrs: dict[str, Any] = {
+        "sync.outcome": outcome,
+        "sync.conflicts": op._conflicts,
+        "sync.idempotency.hit": op._idempotent,
+    }
+    if op._entity is not None:
+        attrs["sync.entity"] = op._entity
+    if op._batch is not None:
+        attrs["sync.batch.size"] = op._batch
+    if op._db_queries or op._rt.db_instrumented:
+        attrs["sync.db.queries"] = op._db_queries
+        attrs["sync.db.duration"] = op._db_ns / 1e9
+    if op._items:
+        attrs["sync.items"] = sum(op._items.values())
+    if op._span_attrs:
+        attrs.update(op._span_attrs)
+    if etype is not None:
+        attrs["error.type"] = etype
+        if exc is not None:
+            span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, etype))
+    span.set_attributes(attrs)
+
+
+def _rescue(
+    op: SyncOperation,
+    outcome: str,
+    etype: str | None,
+    exc: BaseException | None,
+    duration_ns: int,
+) -> None:
+    """Trace an error, conflict or slow operation that head sampling dropped.
+
+    A new root span with the operation's real start time and a link to the context it ran in.
+    """
+    rt = op._rt
+    tracer = rt.tracing.tracer
+    if tracer is None:
+        return
+    now = time.time_ns()
+    parent = op._parent_ctx
+    links = [Link(parent)] if parent is not None and parent.is_valid else []
+    attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}
+    span = tracer.start_span(
+        "sync " + op.operation,
+        context=trace.set_span_in_context(trace.INVALID_SPAN),
+        kind=op._kind,
+        attributes=attrs,
+        links=links,
+        start_time=now - duration_ns,
+    )
+    _finish_span(op, span, outcome, etype, exc, duration_ns)
+    rt.finisher.end(span, now)
+
+
+# --- the context manager -------------------------------------------------------------------
+
+
+class OperationScope:
+    """``with`` / ``async with`` block that starts (or joins) a sync operation."""
+
+    __slots__ = ("_entity", "_joined", "_op", "_operation")
+
+    def __init__(self, operation: str, entity: str | None) -> None:
+        self._operation = operation
+        self._entity = entity
+        self._op: SyncOperation | None = None
+
+    def __enter__(self) -> SyncOperation:
+        outer = _CURRENT.get()
+        if outer is not None:
+            if self._entity is not None and outer._entity is None:
+                outer.set_entity(self._entity)
+            return outer
+        rt = _runtime._current or _runtime.current()
+        if not rt.enabled:
+            return _NOOP
+        self._op = op = begin(rt, self._operation, self._entity)
+        return op
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        op = self._op
+        if op is not None:
+            self._op = None
+            try:
+                end(op, exc)
+            except Exception as error:
+                op._rt.internal_error("operation_end_failed", error)
+
+    async def __aenter__(self) -> SyncOperation:
+        return self.__enter__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def sync_operation(operation: str, *, entity: str | None = None) -> OperationScope:
+    """Measure a block as one sync operation (``with`` or ``async with``).
+
+    Args:
+        operation: ``"pull"``, ``"push"`` or another low-cardinality name.
+        entity: The entity synced (e.g. a table); bounded by ``max_entities``.
+
+    Returns:
+        A context manager yielding the ``SyncOperation`` recorder.
+
+    Raises:
+        ConfigError: ``operation`` or ``entity`` is not accepted.
+    """
+    if operation not in _valid_operations:
+        check_operation(operation)
+    if entity is not None and (not isinstance(entity, str) or not entity):
+        check_entity(entity)
+    return OperationScope(operation, entity)

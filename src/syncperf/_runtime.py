@@ -1,0 +1,350 @@
+"""The precomputed hot-path state built from a ``Config``: instruments, bounds, tracing.
+
+One ``Runtime`` is current at a time (``current()``); ``configure()`` and
+``testing.capture()`` swap it. Code on the request path reads the module global once per
+operation and then only touches pre-bound series cached on the runtime.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+from typing import Any
+
+from syncperf._config import Config
+from syncperf._engine._export import PeriodicExporter, Reader
+from syncperf._engine._instruments import HistogramSeries, Registry, SumSeries
+from syncperf._tracing import SpanFinisher, Tracing
+from syncperf.exceptions import MeasurementError
+
+_logger = logging.getLogger("syncperf")
+
+DURATION_BOUNDS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+)
+"""Seconds; 0.2 s, 2 s and 5 s (the KPI and alert thresholds) are exact boundaries."""
+BATCH_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+QUERY_COUNT_BOUNDS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+OVERHEAD_BOUNDS = (
+    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1,
+)
+OTHER = "_other"
+
+
+class Bounded:
+    """Admits the first ``limit`` names (or an allowlist); everything else is ``overflow``."""
+
+    __slots__ = ("_allow", "_limit", "_lock", "names", "overflow")
+
+    def __init__(self, limit: int, allow: frozenset[str] | None = None,
+                 overflow: str = OTHER) -> None:
+        self._limit = limit
+        self._allow = allow
+        self._lock = threading.Lock()
+        self.names: set[str] = set()
+        self.overflow = overflow
+
+    def __call__(self, name: str) -> str:
+        if name in self.names:
+            return name
+        if self._allow is not None:
+            return name if name in self._allow else self.overflow
+        with self._lock:
+            if len(self.names) < self._limit:
+                self.names.add(name)
+                return name
+        return self.overflow
+
+
+class OpSeries:
+    """Pre-bound series of one (operation, entity) pair."""
+
+    __slots__ = ("attrs", "batch", "conflict", "db_duration", "db_queries", "errors",
+                 "idempotency", "success", "_rt")
+
+    def __init__(self, rt: Runtime, operation: str, entity: str | None) -> None:
+        attrs: dict[str, str | bool] = {"sync.operation": operation}
+        if entity is not None:
+            attrs["sync.entity"] = entity
+        self.attrs = attrs
+        self._rt = rt
+        key = tuple(sorted(attrs.items()))
+        self.success = rt.duration.histogram(tuple(sorted({**attrs, "sync.outcome": "success"}.items())))
+        self.conflict = rt.duration.histogram(tuple(sorted({**attrs, "sync.outcome": "conflict"}.items())))
+        self.errors: dict[str, HistogramSeries] = {}
+        self.batch = rt.batch_size.histogram(key)
+        self.idempotency = rt.idempotency.sum(key)
+        self.db_queries = rt.db_queries.histogram(key)
+        self.db_duration = rt.db_duration.histogram(key)
+
+    def error(self, error_type: str) -> HistogramSeries:
+        """Duration series for an error of ``error_type`` (bounded)."""
+        series = self.errors.get(error_type)
+        if series is None:
+            attrs = {**self.attrs, "sync.outcome": "error", "error.type": error_type}
+            series = self.errors[error_type] = self._rt.duration.histogram(
+                tuple(sorted(attrs.items()))
+            )
+        return series
+
+
+class Runtime:
+    """Everything the request path needs, built once per configuration."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.enabled = config.enabled
+        self.strict = config.strict
+        self.registry = registry = Registry()
+        self.lock = registry.lock
+        limit = config.max_series
+
+        def hist(name: str, unit: str, doc: str, bounds: tuple[float, ...]) -> Any:
+            return registry.instrument(name, "histogram", unit, doc, bounds=bounds, max_series=limit)
+
+        def counter(name: str, unit: str, doc: str, kind: Any = "counter") -> Any:
+            return registry.instrument(name, kind, unit, doc, max_series=limit)
+
+        self.duration = hist("sync.operation.duration", "s",
+                             "Duration of sync operations.", DURATION_BOUNDS)
+        self.batch_size = hist("sync.batch.size", "{item}",
+                               "Items in one sync request or response.", BATCH_BOUNDS)
+        self.items = counter("sync.items", "{item}", "Items synced, by entity and change type.")
+        self.conflicts = counter("sync.conflicts", "{conflict}", "Conflicts detected on push.")
+        self.idempotency = counter("sync.idempotency.hits", "{request}",
+                                   "Duplicate (replayed) sync requests.")
+        self.active = counter("sync.operations.active", "{operation}",
+                              "Sync operations in progress.", "updowncounter")
+        self.db_queries = hist("sync.db.queries", "{query}",
+                               "Database queries per sync operation.", QUERY_COUNT_BOUNDS)
+        self.db_duration = hist("sync.db.duration", "s",
+                                "Database time per sync operation.", DURATION_BOUNDS)
+        self.overhead = hist("syncperf.overhead", "s",
+                             "syncperf's own time per operation.", OVERHEAD_BOUNDS)
+        self.dropped = counter("syncperf.dropped", "{measurement}",
+                               "Measurements dropped as invalid, by reason.")
+        self.shed = counter("syncperf.shed", "{event}",
+                            "Times syncperf shed span work to stay within its overhead budget.")
+        self.export_failures = counter("syncperf.export.failures", "{export}",
+                                       "Failed metric exports.")
+
+        self.entities = Bounded(config.max_entities, config.entities)
+        self.error_types = Bounded(100, overflow="_OTHER")
+        self.resolutions = Bounded(20)
+        self.op_series: dict[tuple[str, str | None], OpSeries] = {}
+        self.items_series: dict[tuple[str, str | None, str | None], SumSeries] = {}
+        self.conflict_series: dict[tuple[str | None, str | None], SumSeries] = {}
+        self.active_series: dict[str, SumSeries] = {}
+        self.overhead_series: dict[str, HistogramSeries] = {}
+        self.cache: dict[Any, Any] = {}
+        """Per-runtime cache for integrations (pre-bound series keyed by their own keys)."""
+        self.db_instrumented = 0
+        self._logged: set[str] = set()
+
+        self.budget_ns = int(config.overhead_budget * 1e9)
+        self.cooldown_ns = int(config.shed_cooldown * 1e9)
+        self.slow_ns = int(config.slow_threshold * 1e9)
+        self.shed_until = 0
+        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate)
+        self.finisher = SpanFinisher(
+            lambda: self.shed_spans("slow_span_end"),
+            lambda: self.shed_spans("span_queue_full"),
+            self.budget_ns,
+        )
+        self.resource = config.resource or _resource(self.tracing)
+        self.scope = _scope()
+        self.exporters = [
+            PeriodicExporter(
+                registry, exporter, self.resource, self.scope,
+                interval=config.export_interval, timeout=config.export_timeout,
+                on_failure=self._export_failed,
+            )
+            for exporter in config.metric_exporters
+        ]
+        self.prometheus_registry: Any = None
+        if config.prometheus:
+            from syncperf._engine._prometheus import register
+
+            self.prometheus_registry = register(self, config.prometheus)
+
+    # --- cached series -------------------------------------------------------------------
+
+    def series(self, operation: str, entity: str | None) -> OpSeries:
+        """Pre-bound series for an (operation, bounded entity) pair."""
+        key = (operation, entity)
+        found = self.op_series.get(key)
+        if found is None:
+            with self.lock:
+                found = self.op_series.get(key) or OpSeries(self, operation, entity)
+                self.op_series[key] = found
+        return found
+
+    def active_for(self, operation: str) -> SumSeries:
+        """The ``sync.operations.active`` series of ``operation``."""
+        found = self.active_series.get(operation)
+        if found is None:
+            with self.lock:
+                found = self.active_series[operation] = self.active.sum(
+                    (("sync.operation", operation),)
+                )
+        return found
+
+    def overhead_for(self, component: str) -> HistogramSeries:
+        """The ``syncperf.overhead`` series of ``component``."""
+        found = self.overhead_series.get(component)
+        if found is None:
+            with self.lock:
+                found = self.overhead_series[component] = self.overhead.histogram(
+                    (("syncperf.component", component),)
+                )
+        return found
+
+    def items_for(self, operation: str, entity: str | None, change: str | None) -> SumSeries:
+        """The ``sync.items`` series (entity already bounded)."""
+        key = (operation, entity, change)
+        found = self.items_series.get(key)
+        if found is None:
+            attrs: dict[str, str | bool] = {"sync.operation": operation}
+            if entity is not None:
+                attrs["sync.entity"] = entity
+            if change is not None:
+                attrs["sync.change"] = change
+            found = self.items_series[key] = self.items.sum(tuple(sorted(attrs.items())))
+        return found
+
+    def conflicts_for(self, entity: str | None, resolution: str | None) -> SumSeries:
+        """The ``sync.conflicts`` series (entity and resolution already bounded)."""
+        key = (entity, resolution)
+        found = self.conflict_series.get(key)
+        if found is None:
+            attrs: dict[str, str | bool] = {}
+            if entity is not None:
+                attrs["sync.entity"] = entity
+            if resolution is not None:
+                attrs["sync.conflict.resolution"] = resolution
+            found = self.conflict_series[key] = self.conflicts.sum(tuple(sorted(attrs.items())))
+        return found
+
+    # --- the guard and misuse ------------------------------------------------------------
+
+    def shed_spans(self, reason: str) -> None:
+        """Stop creating spans for the cool-down; count and log it."""
+        self.shed_until = time.perf_counter_ns() + self.cooldown_ns
+        with self.lock:
+            self.shed.sum((("syncperf.reason", reason),)).add(1)
+        self.log_once(
+            "shed:" + reason,
+            "syncperf exceeded its overhead budget (%s); spans are off for %.0f s, "
+            "metrics continue",
+            reason,
+            self.cooldown_ns / 1e9,
+        )
+
+    def reject(self, reason: str, detail: str) -> None:
+        """Request-time misuse: raise in strict mode, else drop, count and log once."""
+        if self.strict:
+            raise MeasurementError(reason, detail)
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", reason),)).add(1)
+        self.log_once("reject:" + reason, "syncperf dropped a measurement (%s): %s", reason, detail)
+
+    def internal_error(self, reason: str, exc: BaseException) -> None:
+        """A hook of syncperf's failed: count and log once; strict mode re-raises."""
+        if self.strict:
+            raise exc
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", reason),)).add(1)
+        self.log_once("internal:" + reason, "syncperf hook failed (%s): %r", reason, exc)
+
+    def log_once(self, key: str, message: str, *args: object) -> None:
+        """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
+        if key not in self._logged:
+            self._logged.add(key)
+            _logger.warning(message, *args)
+
+    def _export_failed(self) -> None:
+        with self.lock:
+            self.export_failures.sum((("syncperf.signal", "metrics"),)).add(1)
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    def reader(self) -> Reader:
+        """A new cumulative reader of this runtime's aggregates."""
+        return Reader(self.registry, self.resource, self.scope)
+
+    def flush(self) -> None:
+        """End queued spans and export metrics now."""
+        self.finisher.flush()
+        for exporter in self.exporters:
+            exporter.export_once()
+
+    def shutdown(self) -> None:
+        """Flush, stop exporters and unregister the Prometheus collector."""
+        self.finisher.flush()
+        for exporter in self.exporters:
+            exporter.shutdown()
+        if self.prometheus_registry is not None:
+            from syncperf._engine._prometheus import unregister
+
+            unregister(self)
+
+
+def _resource(tracing: Tracing) -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    tracer = tracing.tracer
+    if tracer is not None:
+        return tracer.resource
+    return Resource.create()
+
+
+def _scope() -> Any:
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from syncperf import __version__
+
+    return InstrumentationScope("syncperf", __version__)
+
+
+_current: Runtime | None = None
+_install_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    """The active runtime, configured from the environment on first use."""
+    global _current
+    rt = _current
+    if rt is None:
+        with _install_lock:
+            if _current is None:
+                _current = Runtime(Config.from_env())
+            rt = _current
+    return rt
+
+
+def install(config: Config) -> Runtime:
+    """Build a runtime for ``config`` and make it current (the previous one shuts down)."""
+    rt = Runtime(config)
+    previous = replace(rt)
+    if previous is not None:
+        previous.shutdown()
+    return rt
+
+
+def replace(rt: Runtime | None) -> Runtime | None:
+    """Make ``rt`` current without shutting anything down; return the previous runtime."""
+    global _current
+    with _install_lock:
+        previous, _current = _current, rt
+    return previous
+
+
+def force_flush() -> None:
+    """End queued spans and export metrics of the current runtime now."""
+    if _current is not None:
+        _current.flush()
+
+
+atexit.register(force_flush)

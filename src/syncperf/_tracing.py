@@ -1,0 +1,155 @@
+"""Span decisions made in front of the SDK, and span ends made behind the request.
+
+* ``Tracing.decide`` asks the tracer provider's own sampler (and syncperf's
+  ``trace_sample_rate``) before any span exists, so a sampled-out operation never builds an
+  SDK span; sampled operations start through a copy of the SDK tracer whose sampler is
+  ``ALWAYS_ON`` (the decision was already taken, so it must not be taken twice).
+* With no SDK tracer provider installed, ``decide`` is a flag read: spans cost nothing.
+* ``SpanFinisher`` ends spans on a daemon thread with the recorded end time, so a span
+  processor that blocks (a ``SimpleSpanProcessor`` whose exporter hangs) never stalls the
+  request; its queue is bounded and a slow ``end()`` trips the overhead guard.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import Span, SpanKind
+
+_logger = logging.getLogger("syncperf")
+_RECHECK_NS = 1_000_000_000
+_INVALID = trace.INVALID_SPAN_CONTEXT
+
+
+class Tracing:
+    """Resolved tracing state for one runtime."""
+
+    def __init__(self, provider: trace.TracerProvider | None, sample_rate: float) -> None:
+        self._explicit = provider
+        self.sample_rate = sample_rate
+        self.active = False
+        self.tracer: SdkTracer | None = None
+        self._sampler: Any = None
+        self._next_check = 0
+        self.resolve(time.perf_counter_ns())
+
+    def resolve(self, now: int) -> None:
+        """Look at the provider; a proxy (no SDK yet) is looked at again a second later."""
+        self._next_check = now + _RECHECK_NS
+        provider = self._explicit or trace.get_tracer_provider()
+        if not isinstance(provider, SdkTracerProvider):
+            self.active = False
+            return
+        tracer = provider.get_tracer("syncperf", _version())
+        if not isinstance(tracer, SdkTracer):  # e.g. a disabled tracer configurator
+            self.active = False
+            return
+        self._sampler = tracer.sampler
+        forced = copy.copy(tracer)
+        forced.sampler = ALWAYS_ON
+        self.tracer = forced
+        self._next_check = 1 << 62
+        self.active = True
+
+    def decide(self, name: str, kind: SpanKind, now: int) -> bool:
+        """Whether the operation starting now gets a span (parent: the current context)."""
+        if not self.active:
+            if now < self._next_check:
+                return False
+            self.resolve(now)
+            if not self.active:
+                return False
+        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+            return False
+        parent = trace.get_current_span().get_span_context()
+        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
+        result = self._sampler.should_sample(None, trace_id, name, kind)
+        return bool(result.decision.is_sampled())
+
+
+def parent_span_context() -> trace.SpanContext:
+    """The current span's context (for links from rescued spans)."""
+    return trace.get_current_span().get_span_context()
+
+
+class SpanFinisher:
+    """Ends spans on a daemon thread; bounded; flushable."""
+
+    def __init__(self, on_slow_end: Callable[[], None], on_overflow: Callable[[], None],
+                 budget_ns: int, max_queue: int = 4096) -> None:
+        self._queue: deque[tuple[Span, int]] = deque()
+        self._max_queue = max_queue
+        self._budget_ns = budget_ns
+        self._on_slow_end = on_slow_end
+        self._on_overflow = on_overflow
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def end(self, span: Span, end_ns: int) -> None:
+        """Queue ``span`` to be ended at wall time ``end_ns`` (never blocks)."""
+        if len(self._queue) >= self._max_queue:
+            self._on_overflow()
+            return
+        self._queue.append((span, end_ns))
+        if self._thread is None or self._pid != os.getpid():
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._run, name="syncperf-span-finisher", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(0.02)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """End every queued span now, on the calling thread."""
+        with self._lock:
+            while self._queue:
+                span, end_ns = self._queue.popleft()
+                started = time.perf_counter_ns()
+                try:
+                    span.end(end_time=end_ns)
+                except Exception:
+                    _logger.debug("syncperf: span.end raised", exc_info=True)
+                if time.perf_counter_ns() - started > self._budget_ns:
+                    self._on_slow_end()
+
+
+def attach(span: Span) -> object:
+    """Make ``span`` current; returns the token for ``detach``."""
+    return context_api.attach(trace.set_span_in_context(span))
+
+
+def detach(token: object) -> None:
+    """Undo ``attach``."""
+    context_api.detach(token)  # type: ignore[arg-type]
+
+
+def _version() -> str:
+    from syncperf import __version__
+
+    return __version__

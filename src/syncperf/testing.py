@@ -1,0 +1,107 @@
+"""Test helpers: ``capture()`` and the pytest plugin (fixture ``syncperf_capture``).
+
+Inside ``capture()`` syncperf records into a fresh, private runtime in strict mode (misuse
+raises ``MeasurementError``), with spans in memory, and restores the previous runtime on exit.
+Global OpenTelemetry providers are neither read nor replaced::
+
+    def test_push_counts_conflicts(syncperf_capture):
+        push(...)
+        (point,) = syncperf_capture.points("sync.conflicts", {"sync.entity": "todo"})
+        assert point.value == 1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics.export import Metric
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
+
+from syncperf import _runtime
+from syncperf._config import Config
+from syncperf._engine._export import Reader
+
+__all__ = ["Capture", "capture", "syncperf_capture"]
+
+
+class Capture:
+    """What ``capture()`` yields: finished spans and metrics as they would be exported now."""
+
+    def __init__(self, runtime: _runtime.Runtime, exporter: InMemorySpanExporter) -> None:
+        self.runtime = runtime
+        self.tracer_provider = runtime.config.tracer_provider
+        self._exporter = exporter
+        self._reader: Reader = runtime.reader()
+
+    def spans(self) -> list[ReadableSpan]:
+        """Finished spans, oldest first (queued span ends are flushed first)."""
+        self.runtime.finisher.flush()
+        return list(self._exporter.get_finished_spans())
+
+    def metrics(self) -> list[Metric]:
+        """Every metric with data, as a cumulative exporter would receive it now."""
+        data = self._reader.collect()
+        return [m for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics]
+
+    def metric(self, name: str) -> Metric | None:
+        """The metric called ``name`` (``opentelemetry.sdk.metrics.export.Metric``), or None."""
+        return next((m for m in self.metrics() if m.name == name), None)
+
+    def points(self, name: str, attributes: Mapping[str, Any] | None = None) -> list[Any]:
+        """Data points of ``name`` whose attributes include ``attributes``."""
+        metric = self.metric(name)
+        if metric is None:
+            return []
+        wanted = dict(attributes or {})
+        return [
+            point
+            for point in metric.data.data_points
+            if all((point.attributes or {}).get(k) == v for k, v in wanted.items())
+        ]
+
+    def total(self, name: str, attributes: Mapping[str, Any] | None = None) -> float:
+        """Sum of counter values, or of histogram counts, over the matching points."""
+        return sum(getattr(p, "count", None) or getattr(p, "value", 0)
+                   for p in self.points(name, attributes))
+
+    def clear_spans(self) -> None:
+        """Forget the spans captured so far."""
+        self.runtime.finisher.flush()
+        self._exporter.clear()
+
+
+@contextmanager
+def capture(*, sampler: Sampler = ALWAYS_ON, **options: Any) -> Iterator[Capture]:
+    """Record syncperf's telemetry in memory for the duration of the block.
+
+    Args:
+        sampler: Sampler of the capture's private tracer provider.
+        **options: ``Config`` fields (``strict`` defaults to True here).
+    """
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    options.setdefault("strict", True)
+    options.setdefault("tracer_provider", provider)
+    config = Config.from_env(**options)
+    rt = _runtime.Runtime(config)
+    previous = _runtime.replace(rt)
+    try:
+        yield Capture(rt, exporter)
+    finally:
+        _runtime.replace(previous)
+        rt.shutdown()
+        provider.shutdown()
+
+
+@pytest.fixture
+def syncperf_capture() -> Iterator[Capture]:
+    """pytest fixture: ``syncperf.testing.capture()`` around the test."""
+    with capture() as cap:
+        yield cap
