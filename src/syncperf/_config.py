@@ -79,7 +79,7 @@ class Config:
         _check_bool("enabled", self.enabled)
         _check_bool("strict", self.strict)
         _check_int("max_entities", self.max_entities, minimum=1)
-        _check_int("max_series", self.max_series, minimum=1)
+        _check_int("max_series", self.max_series, minimum=2)
         if self.entities is not None:
             if isinstance(self.entities, str) or not isinstance(self.entities, Iterable):
                 raise ConfigError("entities", self.entities, "an iterable of entity names or None")

@@ -312,6 +312,10 @@ def begin(
         else:
             op._span = span
             op._token = attach(span)
+        if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked
+            rt.over_budget("slow_span_start")
+        elif rt.budget_streak:
+            rt.budget_streak = 0
     elif rt.tracing.active:
         op._parent_ctx = trace.get_current_span().get_span_context()
         if attributes:
@@ -359,7 +363,7 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
         if etype is not None:
             series.error(etype).record(duration_ns / 1e9)
         elif outcome == "conflict":
-            series.conflict.record(duration_ns / 1e9)
+            series.conflicted().record(duration_ns / 1e9)
         else:
             series.success.record(duration_ns / 1e9)
         if op._batch is not None:
@@ -378,8 +382,6 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
         active.add(-1)
         own = op._own_ns + _perf() - t2
         overhead.record(own / 1e9)
-    if own > rt.budget_ns:
-        rt.shed_spans("overhead_budget")
 
 
 def _finish_span(

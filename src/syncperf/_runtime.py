@@ -31,6 +31,8 @@ OVERHEAD_BOUNDS = (
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1,
 )
 OTHER = "_other"
+BUDGET_STREAK = 3
+"""Consecutive over-budget operations that make syncperf shed span work."""
 
 
 class Bounded:
@@ -72,12 +74,20 @@ class OpSeries:
         self._rt = rt
         key = tuple(sorted(attrs.items()))
         self.success = rt.duration.histogram(tuple(sorted({**attrs, "sync.outcome": "success"}.items())))
-        self.conflict = rt.duration.histogram(tuple(sorted({**attrs, "sync.outcome": "conflict"}.items())))
+        self.conflict: HistogramSeries | None = None
         self.errors: dict[str, HistogramSeries] = {}
         self.batch = rt.batch_size.histogram(key)
         self.idempotency = rt.idempotency.sum(key)
         self.db_queries = rt.db_queries.histogram(key)
         self.db_duration = rt.db_duration.histogram(key)
+
+    def conflicted(self) -> HistogramSeries:
+        """Duration series for the conflict outcome (bound on first use)."""
+        series = self.conflict
+        if series is None:
+            attrs = {**self.attrs, "sync.outcome": "conflict"}
+            series = self.conflict = self._rt.duration.histogram(tuple(sorted(attrs.items())))
+        return series
 
     def error(self, error_type: str) -> HistogramSeries:
         """Duration series for an error of ``error_type`` (bounded)."""
@@ -98,6 +108,7 @@ class Runtime:
         self.enabled = config.enabled
         self.strict = config.strict
         self.registry = registry = Registry()
+        registry.on_gauge_error = self._gauge_failed
         self.lock = registry.lock
         limit = config.max_series
 
@@ -147,10 +158,12 @@ class Runtime:
         self.cooldown_ns = int(config.shed_cooldown * 1e9)
         self.slow_ns = int(config.slow_threshold * 1e9)
         self.shed_until = 0
+        self.budget_streak = 0
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate)
         self.finisher = SpanFinisher(
-            lambda: self.shed_spans("slow_span_end"),
-            lambda: self.shed_spans("span_queue_full"),
+            lambda: self.over_budget("slow_span_end"),
+            self._within_budget,
+            lambda: self.shed_spans("span_export_stalled"),
             self.budget_ns,
         )
         self.resource = config.resource or _resource(self.tracing)
@@ -229,6 +242,21 @@ class Runtime:
 
     # --- the guard and misuse ------------------------------------------------------------
 
+    def over_budget(self, reason: str) -> None:
+        """One operation (or span end) exceeded the budget; shed after three in a row.
+
+        Wall-clock time includes waits for the GIL caused by the application's other threads;
+        one slow operation is noise, three in a row mean syncperf itself is slow.
+        """
+        self.budget_streak += 1
+        if self.budget_streak >= BUDGET_STREAK:
+            self.budget_streak = 0
+            self.shed_spans(reason)
+
+    def _within_budget(self) -> None:
+        if self.budget_streak:
+            self.budget_streak = 0
+
     def shed_spans(self, reason: str) -> None:
         """Stop creating spans for the cool-down; count and log it."""
         self.shed_until = time.perf_counter_ns() + self.cooldown_ns
@@ -263,6 +291,11 @@ class Runtime:
         if key not in self._logged:
             self._logged.add(key)
             _logger.warning(message, *args)
+
+    def _gauge_failed(self, name: str, error: BaseException) -> None:
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "gauge_callback_failed"),)).add(1)
+        self.log_once("gauge:" + name, "syncperf: the callback of gauge %s raised %r", name, error)
 
     def _export_failed(self) -> None:
         with self.lock:

@@ -88,22 +88,33 @@ def parent_span_context() -> trace.SpanContext:
 class SpanFinisher:
     """Ends spans on a daemon thread; bounded; flushable."""
 
-    def __init__(self, on_slow_end: Callable[[], None], on_overflow: Callable[[], None],
-                 budget_ns: int, max_queue: int = 4096) -> None:
+    def __init__(self, on_slow_end: Callable[[], None], on_fast_end: Callable[[], None],
+                 on_overflow: Callable[[], None], budget_ns: int, max_queue: int = 4096) -> None:
         self._queue: deque[tuple[Span, int]] = deque()
         self._max_queue = max_queue
         self._budget_ns = budget_ns
         self._on_slow_end = on_slow_end
+        self._on_fast_end = on_fast_end
         self._on_overflow = on_overflow
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._ending_since = 0
 
     def end(self, span: Span, end_ns: int) -> None:
-        """Queue ``span`` to be ended at wall time ``end_ns`` (never blocks)."""
+        """Queue ``span`` to be ended at wall time ``end_ns``.
+
+        With the queue full, a finisher stuck in one ``end()`` past the budget means span
+        export is stalled: the span is dropped and syncperf sheds. Otherwise the finisher is
+        merely behind, and the caller ends the span itself (backpressure, not loss).
+        """
         if len(self._queue) >= self._max_queue:
-            self._on_overflow()
+            since = self._ending_since
+            if since and time.perf_counter_ns() - since > self._budget_ns:
+                self._on_overflow()
+            else:
+                self._end_one(span, end_ns)
             return
         self._queue.append((span, end_ns))
         if self._thread is None or self._pid != os.getpid():
@@ -130,13 +141,20 @@ class SpanFinisher:
         with self._lock:
             while self._queue:
                 span, end_ns = self._queue.popleft()
-                started = time.perf_counter_ns()
-                try:
-                    span.end(end_time=end_ns)
-                except Exception:
-                    _logger.debug("syncperf: span.end raised", exc_info=True)
-                if time.perf_counter_ns() - started > self._budget_ns:
-                    self._on_slow_end()
+                self._ending_since = time.perf_counter_ns()
+                self._end_one(span, end_ns)
+                self._ending_since = 0
+
+    def _end_one(self, span: Span, end_ns: int) -> None:
+        started = time.perf_counter_ns()
+        try:
+            span.end(end_time=end_ns)
+        except Exception:
+            _logger.debug("syncperf: span.end raised", exc_info=True)
+        if time.perf_counter_ns() - started > self._budget_ns:
+            self._on_slow_end()
+        else:
+            self._on_fast_end()
 
 
 def attach(span: Span) -> object:

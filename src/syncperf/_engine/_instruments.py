@@ -147,7 +147,7 @@ class Instrument:
         """
         series = self.series.get(attributes)
         if series is None:
-            if len(self.series) >= self.max_series:
+            if len(self.series) >= self.max_series - 1:  # the overflow series counts too
                 attributes = OVERFLOW
                 series = self.series.get(attributes)
             if series is None:
@@ -190,6 +190,8 @@ class Registry:
         self.instruments: dict[str, Instrument] = {}
         self._readers: list[_Sink] = []
         self._collect_lock = threading.Lock()
+        self.on_gauge_error: Callable[[str, BaseException], None] = lambda name, error: None
+        """Called when a gauge callback raises (the runtime counts and logs it)."""
 
     def instrument(
         self,
@@ -259,8 +261,8 @@ class Registry:
             for callback in list(instrument.callbacks):
                 try:
                     points = list(callback())
-                except Exception:  # a failing probe drops its gauge for this collection
-                    _log_gauge_failure(instrument.name)
+                except Exception as error:  # a failing probe drops its gauge this time
+                    self.on_gauge_error(instrument.name, error)
                     continue
                 observed.extend(
                     Drained(instrument, freeze(attrs), now, float(value))
@@ -273,9 +275,3 @@ class _Sink(Protocol):
     """What a registry reader implements (see ``_export.Reader``)."""
 
     def accept(self, drained: list[Drained]) -> None: ...
-
-
-def _log_gauge_failure(name: str) -> None:
-    from syncperf._errors import report_internal
-
-    report_internal("gauge_callback_failed", f"the callback of gauge {name} raised")

@@ -1,0 +1,61 @@
+"""Exact totals under threads and asyncio tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import syncperf
+from syncperf.testing import Capture
+
+
+def test_eight_threads_record_exact_totals(syncperf_capture: Capture) -> None:
+    per_thread = 5_000
+    barrier = threading.Barrier(8)
+
+    def work(index: int) -> None:
+        barrier.wait()
+        for _ in range(per_thread):
+            with syncperf.sync_operation("push", entity=f"e{index % 2}") as op:
+                op.set_batch_size(2)
+                op.record_items(2, change="created")
+                op.record_conflict()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    cap = syncperf_capture
+    total = 8 * per_thread
+    assert cap.total("sync.operation.duration") == total
+    assert cap.total("sync.items") == 2 * total
+    assert cap.total("sync.conflicts") == total
+    assert sum(p.sum for p in cap.points("sync.batch.size")) == 2 * total
+    assert cap.total("sync.operations.active") == 0
+    assert len(cap.spans()) == total
+
+
+async def test_a_thousand_concurrent_tasks_record_exact_totals(syncperf_capture: Capture) -> None:
+    started = asyncio.Event()
+
+    @syncperf.instrument_sync("pull", entity="todo", batch_size=lambda n: n)
+    async def pull(n: int) -> int:
+        await started.wait()
+        syncperf.current_operation().record_items(n)
+        await asyncio.sleep(0)
+        return n
+
+    tasks = [asyncio.create_task(pull(i % 7)) for i in range(1_000)]
+    await asyncio.sleep(0)
+    (active,) = syncperf_capture.points("sync.operations.active")
+    assert active.value == 1_000
+    started.set()
+    results = await asyncio.gather(*tasks)
+    cap = syncperf_capture
+    assert cap.total("sync.operation.duration") == 1_000
+    assert cap.total("sync.items") == sum(results)
+    assert cap.total("sync.operations.active") == 0
+    spans = cap.spans()
+    assert len(spans) == 1_000
+    assert all(s.parent is None for s in spans)  # no task's span leaked into another's context

@@ -1,0 +1,177 @@
+"""instrument_sync on def and async def handlers."""
+
+from __future__ import annotations
+
+import inspect
+import traceback
+
+import pytest
+
+import syncperf
+from syncperf.testing import Capture
+
+
+def duration_count(cap: Capture, **attrs: str) -> int:
+    return sum(p.count for p in cap.points("sync.operation.duration", attrs))
+
+
+def test_sync_function_is_measured_once_per_call(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> str:
+        return "ok"
+
+    assert push() == "ok"
+    assert push() == "ok"
+    assert duration_count(syncperf_capture, **{"sync.operation": "push", "sync.entity": "todo",
+                                               "sync.outcome": "success"}) == 2
+
+
+async def test_async_function_is_measured(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync("pull", entity="note")
+    async def pull() -> int:
+        return 7
+
+    assert await pull() == 7
+    assert duration_count(syncperf_capture, **{"sync.operation": "pull"}) == 1
+    (span,) = syncperf_capture.spans()
+    assert span.name == "sync pull"
+
+
+def test_decorator_preserves_name_doc_and_signature() -> None:
+    def handler(table: str, body: dict[str, int], *, dry_run: bool = False) -> int:
+        """Docstring."""
+        return 1
+
+    wrapped = syncperf.instrument_sync("push")(handler)
+    assert wrapped.__name__ == "handler"
+    assert wrapped.__doc__ == "Docstring."
+    assert inspect.signature(wrapped) == inspect.signature(handler)
+    assert wrapped.__wrapped__ is handler  # type: ignore[attr-defined]
+
+
+def test_async_decorator_keeps_coroutine_function_identity() -> None:
+    async def handler() -> None:
+        return None
+
+    assert inspect.iscoroutinefunction(syncperf.instrument_sync("pull")(handler))
+
+
+def test_extractors_read_arguments_by_name_and_the_result(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync(
+        "push",
+        entity=lambda table: table,
+        batch_size=lambda body: len(body["changes"]),
+        items=lambda result: {"todo": result["applied"]},
+        conflicts=lambda result: result["conflicts"],
+        idempotency_hit=lambda replayed: replayed,
+    )
+    def push(table: str, body: dict[str, list[int]], replayed: bool = False) -> dict[str, int]:
+        return {"applied": 2, "conflicts": 1}
+
+    push("todo", body={"changes": [1, 2, 3]}, replayed=True)
+    push("todo", {"changes": [1]})
+    cap = syncperf_capture
+    assert [p.count for p in cap.points("sync.batch.size", {"sync.entity": "todo"})] == [2]
+    assert cap.total("sync.items", {"sync.entity": "todo"}) == 4
+    assert cap.total("sync.conflicts", {"sync.entity": "todo"}) == 2
+    assert cap.total("sync.idempotency.hits", {"sync.entity": "todo"}) == 1
+    assert duration_count(cap, **{"sync.outcome": "conflict"}) == 2
+
+
+def test_extractor_naming_an_unknown_parameter_is_a_config_error() -> None:
+    with pytest.raises(syncperf.ConfigError, match="batch_size") as info:
+        syncperf.instrument_sync("push", batch_size=lambda payload: 1)(lambda body: None)
+    assert "'payload' is neither" in str(info.value)
+
+
+@pytest.mark.parametrize("operation", ["", "Push", "push now", "x" * 40, 3, None])
+def test_invalid_operation_names_are_rejected_at_decoration(operation: object) -> None:
+    with pytest.raises(syncperf.ConfigError, match="operation="):
+        syncperf.instrument_sync(operation)  # type: ignore[arg-type]
+
+
+def test_custom_low_cardinality_operation_names_are_allowed(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync("bootstrap")
+    def bootstrap() -> None:
+        return None
+
+    bootstrap()
+    assert duration_count(syncperf_capture, **{"sync.operation": "bootstrap"}) == 1
+
+
+def test_generator_functions_are_rejected_with_a_clear_message() -> None:
+    def stream():  # type: ignore[no-untyped-def]
+        yield 1
+
+    with pytest.raises(syncperf.ConfigError, match="not a generator"):
+        syncperf.instrument_sync("pull")(stream)
+
+
+def test_user_exception_propagates_as_the_same_object_with_its_traceback(
+    syncperf_capture: Capture,
+) -> None:
+    error = ValueError("bad change")
+
+    @syncperf.instrument_sync("push")
+    def push() -> None:
+        raise error
+
+    with pytest.raises(ValueError, match="bad change") as info:
+        push()
+    assert info.value is error
+    frames = [frame.name for frame in traceback.extract_tb(info.value.__traceback__)]
+    assert frames[-1] == "push"
+    assert duration_count(syncperf_capture, **{"error.type": "ValueError"}) == 1
+
+
+async def test_async_user_exception_propagates_unchanged(syncperf_capture: Capture) -> None:
+    class SyncRejected(Exception):
+        pass
+
+    @syncperf.instrument_sync("push")
+    async def push() -> None:
+        raise SyncRejected
+
+    with pytest.raises(SyncRejected):
+        await push()
+    (point,) = syncperf_capture.points("sync.operation.duration", {"sync.outcome": "error"})
+    assert point.attributes["error.type"] == (
+        f"{__name__}.test_async_user_exception_propagates_unchanged.<locals>.SyncRejected"
+    )
+
+
+def test_a_failing_extractor_never_breaks_the_handler_in_lenient_mode() -> None:
+    from syncperf.testing import capture
+
+    with capture(strict=False) as cap:
+
+        @syncperf.instrument_sync("push", batch_size=lambda body: body["missing"])
+        def push(body: dict[str, int]) -> str:
+            return "applied"
+
+        assert push({}) == "applied"
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "extractor_failed"}) == 1
+        assert duration_count(cap, **{"sync.outcome": "success"}) == 1
+
+
+def test_a_failing_extractor_raises_in_strict_mode(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync("push", batch_size=lambda body: body["missing"])
+    def push(body: dict[str, int]) -> str:
+        return "applied"
+
+    with pytest.raises(KeyError):
+        push({})
+    assert syncperf_capture.total("sync.operations.active") == 0
+
+
+def test_disabled_syncperf_calls_straight_through() -> None:
+    from syncperf.testing import capture
+
+    with capture(enabled=False) as cap:
+
+        @syncperf.instrument_sync("push")
+        def push() -> int:
+            return 1
+
+        assert push() == 1
+        assert cap.metrics() == []

@@ -1,0 +1,227 @@
+"""sync_operation(), current_operation(), nesting, outcomes and the recorder methods."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from opentelemetry.trace import SpanKind, StatusCode
+
+import syncperf
+from syncperf.testing import Capture, capture
+
+
+def test_context_manager_measures_a_block(syncperf_capture: Capture) -> None:
+    with syncperf.sync_operation("pull", entity="todo") as op:
+        op.set_batch_size(12)
+        op.record_items(12, change="updated")
+    cap = syncperf_capture
+    (point,) = cap.points("sync.operation.duration", {"sync.outcome": "success"})
+    assert point.attributes == {"sync.operation": "pull", "sync.entity": "todo",
+                                "sync.outcome": "success"}
+    (batch,) = cap.points("sync.batch.size")
+    assert (batch.count, batch.sum) == (1, 12)
+    (items,) = cap.points("sync.items")
+    assert items.attributes == {"sync.operation": "pull", "sync.entity": "todo",
+                                "sync.change": "updated"}
+    assert items.value == 12
+
+
+async def test_async_context_manager_measures_a_block(syncperf_capture: Capture) -> None:
+    async with syncperf.sync_operation("push", entity="todo") as op:
+        op.record_conflict(resolution="server_wins")
+    (point,) = syncperf_capture.points("sync.conflicts")
+    assert point.attributes == {"sync.entity": "todo", "sync.conflict.resolution": "server_wins"}
+    assert syncperf_capture.total("sync.operation.duration", {"sync.outcome": "conflict"}) == 1
+
+
+def test_current_operation_outside_any_operation_records_nothing(syncperf_capture: Capture) -> None:
+    op = syncperf.current_operation()
+    assert op.recording is False
+    op.set_batch_size(-5)  # even invalid input: nothing happens, nothing raises
+    op.record_conflict()
+    assert syncperf_capture.metrics() == []
+
+
+def test_current_operation_inside_returns_the_active_recorder(syncperf_capture: Capture) -> None:
+    with syncperf.sync_operation("push") as op:
+        assert syncperf.current_operation() is op
+        assert op.recording is True
+    assert syncperf.current_operation() is not op
+
+
+def test_nested_decorator_and_block_count_once(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync("push")
+    def push() -> None:
+        with syncperf.sync_operation("push", entity="todo") as inner:
+            inner.set_batch_size(3)
+
+    push()
+    cap = syncperf_capture
+    assert cap.total("sync.operation.duration") == 1
+    assert cap.total("sync.batch.size", {"sync.entity": "todo"}) == 1
+    assert len(cap.spans()) == 1
+    assert cap.spans()[0].attributes["sync.entity"] == "todo"
+
+
+def test_inner_entity_does_not_replace_an_outer_entity(syncperf_capture: Capture) -> None:
+    with syncperf.sync_operation("push", entity="todo"), syncperf.sync_operation(
+        "push", entity="note"
+    ) as inner:
+        assert inner.entity == "todo"
+    assert syncperf_capture.total("sync.operation.duration", {"sync.entity": "todo"}) == 1
+
+
+def test_exception_inside_a_nested_block_is_counted_once(syncperf_capture: Capture) -> None:
+    with pytest.raises(RuntimeError), syncperf.sync_operation("push"), \
+            syncperf.sync_operation("push"):
+        raise RuntimeError("boom")
+    assert syncperf_capture.total("sync.operation.duration", {"sync.outcome": "error"}) == 1
+
+
+@pytest.mark.parametrize(
+    ("conflicts", "raises", "outcome"),
+    [(0, False, "success"), (2, False, "conflict"), (0, True, "error"), (2, True, "error")],
+)
+def test_outcome_rules(syncperf_capture: Capture, conflicts: int, raises: bool,
+                       outcome: str) -> None:
+    with pytest.raises(LookupError) if raises else _nothing():  # noqa: SIM117
+        with syncperf.sync_operation("push", entity="todo") as op:
+            if conflicts:
+                op.record_conflict(count=conflicts)
+            if raises:
+                raise LookupError
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == outcome
+    assert ("error.type" in point.attributes) is raises
+    (span,) = syncperf_capture.spans()
+    assert span.attributes["sync.outcome"] == outcome
+
+
+def test_set_error_marks_an_operation_failed_without_an_exception(
+    syncperf_capture: Capture,
+) -> None:
+    with syncperf.sync_operation("push") as op:
+        op.set_error("503")
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes["error.type"] == "503"
+    assert syncperf_capture.spans()[0].status.status_code is StatusCode.ERROR
+
+
+def test_error_span_has_status_error_and_an_exception_event(syncperf_capture: Capture) -> None:
+    with pytest.raises(KeyError), syncperf.sync_operation("push"):
+        raise KeyError("k")
+    (span,) = syncperf_capture.spans()
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "KeyError"
+    assert [e.name for e in span.events] == ["exception"]
+    assert span.kind is SpanKind.INTERNAL
+
+
+def test_span_carries_the_metric_attributes_and_sync_details(syncperf_capture: Capture) -> None:
+    with syncperf.sync_operation("push", entity="todo") as op:
+        op.set_batch_size(4)
+        op.record_conflict(count=1)
+        op.record_idempotency_hit()
+        op.set_attribute("app.client.version", "1.2.3")
+    (span,) = syncperf_capture.spans()
+    assert span.name == "sync push"
+    attributes = dict(span.attributes or {})
+    assert attributes["sync.operation"] == "push"
+    assert attributes["sync.entity"] == "todo"
+    assert attributes["sync.batch.size"] == 4
+    assert attributes["sync.conflicts"] == 1
+    assert attributes["sync.idempotency.hit"] is True
+    assert attributes["app.client.version"] == "1.2.3"
+
+
+def test_set_attribute_never_reaches_a_metric(syncperf_capture: Capture) -> None:
+    with syncperf.sync_operation("push") as op:
+        op.set_attribute("enduser.id", "user-42")
+    for metric in syncperf_capture.metrics():
+        for point in metric.data.data_points:
+            assert "user-42" not in (point.attributes or {}).values()
+
+
+def test_items_per_entity_and_change(syncperf_capture: Capture) -> None:
+    with syncperf.sync_operation("pull", entity="todo") as op:
+        op.record_items(3, change="created")
+        op.record_items(2, change="created")
+        op.record_items(1, entity="note", change="deleted")
+        op.record_items(4)
+    cap = syncperf_capture
+    assert cap.total("sync.items", {"sync.entity": "todo", "sync.change": "created"}) == 5
+    assert cap.total("sync.items", {"sync.entity": "note", "sync.change": "deleted"}) == 1
+    (unknown,) = [p for p in cap.points("sync.items") if "sync.change" not in p.attributes]
+    assert unknown.value == 4
+
+
+def test_active_operations_go_up_and_back_down(syncperf_capture: Capture) -> None:
+    with syncperf.sync_operation("pull"):
+        (point,) = syncperf_capture.points("sync.operations.active")
+        assert point.value == 1
+    (point,) = syncperf_capture.points("sync.operations.active")
+    assert point.value == 0
+
+
+def test_overhead_is_measured_per_operation(syncperf_capture: Capture) -> None:
+    for _ in range(3):
+        with syncperf.sync_operation("pull"):
+            pass
+    (point,) = syncperf_capture.points("syncperf.overhead", {"syncperf.component": "operation"})
+    assert point.count == 3
+    assert 0 < point.max < 0.05
+
+
+@pytest.mark.parametrize(
+    ("call", "reason"),
+    [
+        (lambda op: op.set_batch_size("12"), "invalid_batch_size"),
+        (lambda op: op.set_batch_size(-1), "invalid_batch_size"),
+        (lambda op: op.set_batch_size(True), "invalid_batch_size"),
+        (lambda op: op.record_items(-3), "invalid_count"),
+        (lambda op: op.record_items(2.5), "invalid_count"),
+        (lambda op: op.record_items(1, change="upserted"), "invalid_change"),
+        (lambda op: op.record_conflict(count=-1), "invalid_count"),
+        (lambda op: op.record_items(1, entity=""), "invalid_entity"),
+        (lambda op: op.set_entity(42), "invalid_entity"),
+    ],
+)
+def test_bad_values_raise_in_strict_mode(call, reason: str) -> None:  # type: ignore[no-untyped-def]
+    with capture() as cap, syncperf.sync_operation("push") as op:
+        with pytest.raises(syncperf.MeasurementError, match=reason) as info:
+            call(op)
+        assert isinstance(info.value, syncperf.SyncPerfError)
+    assert cap.total("sync.operation.duration") == 1
+
+
+def test_bad_values_are_dropped_counted_and_logged_once_in_lenient_mode(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with capture(strict=False) as cap:
+        with caplog.at_level(logging.WARNING, logger="syncperf"):
+            for _ in range(3):
+                with syncperf.sync_operation("push") as op:
+                    op.set_batch_size("many")  # type: ignore[arg-type]
+                    op.record_items(5, change="upserted")
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_batch_size"}) == 3
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_change"}) == 3
+        assert cap.points("sync.batch.size") == []
+        assert cap.points("sync.items") == []
+        assert cap.total("sync.operation.duration") == 3
+    messages = [r.getMessage() for r in caplog.records if r.name == "syncperf"]
+    assert len(messages) == 2
+    assert any("invalid_batch_size" in m for m in messages)
+
+
+def test_invalid_entity_in_sync_operation_is_a_config_error() -> None:
+    with pytest.raises(syncperf.ConfigError, match="entity="):
+        syncperf.sync_operation("push", entity="")
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
