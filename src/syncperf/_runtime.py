@@ -11,6 +11,7 @@ import atexit
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from syncperf._config import Config
@@ -31,6 +32,8 @@ OVERHEAD_BOUNDS = (
     1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1,
 )
 OTHER = "_other"
+RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
+"""Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
 BUDGET_STREAK = 3
 """Consecutive over-budget operations that make syncperf shed span work."""
 
@@ -181,6 +184,11 @@ class Runtime:
             from syncperf._engine._prometheus import register
 
             self.prometheus_registry = register(self, config.prometheus)
+        for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
+            try:
+                hook(self)
+            except Exception:
+                _logger.warning("syncperf: a runtime hook failed", exc_info=True)
 
     # --- cached series -------------------------------------------------------------------
 
