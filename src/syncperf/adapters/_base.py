@@ -1,0 +1,379 @@
+"""What every protocol adapter shares: payload access, the tally, the request-time guard.
+
+An adapter reads a payload the handler already has (a ``dict`` from ``json.loads``, or a
+pydantic model, or any object with attributes) and never parses JSON itself. It first
+*tallies* the whole payload into locals and only then commits the tally to the operation,
+so a payload that turns out malformed halfway records nothing rather than half a message.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from syncperf._operation import CHANGES, SyncOperation
+from syncperf.exceptions import ConfigError
+
+MISSING: Any = object()
+"""Sentinel: the payload has no such field."""
+
+NameMap = Callable[[str], "str | None"]
+
+
+class Malformed(Exception):
+    """The payload does not have the protocol's shape."""
+
+
+class CallbackFailed(Exception):
+    """A user callback raised; ``error`` is what it raised."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+# --- payload access ---------------------------------------------------------------------
+
+_ALIASES: dict[type, dict[str, str]] = {}
+_SNAKE_RE = re.compile(r"(?<=[a-z0-9])([A-Z])")
+_SCALARS = (str, bytes, bytearray, int, float, list, tuple, type(None))
+
+
+def _alias_table(cls: type) -> dict[str, str]:
+    """Wire name -> attribute name of a pydantic model class (empty for other classes)."""
+    table: dict[str, str] = {}
+    fields = getattr(cls, "model_fields", None)
+    if isinstance(fields, Mapping):
+        for name, info in fields.items():
+            table[name] = name
+            for alias_attr in ("alias", "validation_alias", "serialization_alias"):
+                alias = getattr(info, alias_attr, None)
+                if isinstance(alias, str):
+                    table[alias] = name
+    if len(_ALIASES) < 1000:
+        _ALIASES[cls] = table
+    return table
+
+
+def field(obj: Any, key: str) -> Any:
+    """``obj[key]`` of a mapping, or the attribute behind wire name ``key`` of a model.
+
+    Pydantic models are read by alias (``clientGroupID``) or by field name; other objects
+    by ``key`` and then its snake_case form. Returns ``MISSING`` when there is no such field.
+    """
+    if type(obj) is dict:
+        return obj.get(key, MISSING)
+    if isinstance(obj, Mapping):
+        return obj.get(key, MISSING)
+    if isinstance(obj, _SCALARS):
+        return MISSING
+    cls = type(obj)
+    table = _ALIASES.get(cls)
+    if table is None:
+        table = _alias_table(cls)
+    name = table.get(key)
+    if name is not None:
+        return getattr(obj, name, MISSING)
+    value = getattr(obj, key, MISSING)
+    if value is MISSING:
+        snake = _SNAKE_RE.sub(r"_\1", key).lower()
+        if snake != key:
+            value = getattr(obj, snake, MISSING)
+    if callable(value):  # a method, not a field
+        return MISSING
+    return value
+
+
+def is_mapping(obj: Any) -> bool:
+    """Whether ``obj`` is a JSON object: a mapping or a model with fields."""
+    if type(obj) is dict or isinstance(obj, Mapping):
+        return True
+    if isinstance(obj, _SCALARS):
+        return False
+    return isinstance(getattr(type(obj), "model_fields", None), Mapping)
+
+
+def seq(obj: Any, what: str) -> list[Any] | tuple[Any, ...]:
+    """``obj`` as a JSON array (a list, a tuple or a pydantic ``RootModel`` of one)."""
+    if type(obj) is list or isinstance(obj, (list, tuple)):
+        return obj
+    if not isinstance(obj, _SCALARS) and not isinstance(obj, Mapping):
+        fields = getattr(type(obj), "model_fields", None)
+        if isinstance(fields, Mapping) and "root" in fields:
+            return seq(obj.root, what)
+    raise Malformed(f"{what} is not an array but {type(obj).__name__}")
+
+
+def entries(obj: Any, what: str) -> Iterable[tuple[Any, Any]]:
+    """``(key, value)`` pairs of a JSON object (a mapping, or a model's set fields)."""
+    if type(obj) is dict or isinstance(obj, Mapping):
+        return obj.items()
+    if not isinstance(obj, _SCALARS):
+        fields = getattr(type(obj), "model_fields", None)
+        if isinstance(fields, Mapping):
+            if "root" in fields:
+                return entries(obj.root, what)
+            pairs = []
+            for name in getattr(obj, "model_fields_set", fields):
+                info = fields.get(name)
+                alias = getattr(info, "alias", None)
+                pairs.append((alias if isinstance(alias, str) else name, getattr(obj, name)))
+            extra = getattr(obj, "model_extra", None)
+            if extra:
+                pairs.extend(extra.items())
+            return pairs
+    raise Malformed(f"{what} is not an object but {type(obj).__name__}")
+
+
+def count(obj: Any, what: str) -> int:
+    """Length of a JSON array; a missing or null array counts 0."""
+    if type(obj) is list:
+        return len(obj)
+    if obj is MISSING or obj is None:
+        return 0
+    return len(seq(obj, what))
+
+
+def name(value: Any, what: str) -> str:
+    """A non-empty string (an entity, a table, a mutator name)."""
+    if type(value) is str and value:
+        return value
+    if isinstance(value, str) and value:
+        return str(value)
+    raise Malformed(f"{what} is not a non-empty string: {type(value).__name__}")
+
+
+def integer(value: Any) -> int | None:
+    """An int (not a bool) or None."""
+    return value if type(value) is int else None
+
+
+def to_plain(obj: Any) -> Any:
+    """A model as a plain dict by alias (only where a comparison needs it)."""
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump) and not isinstance(obj, Mapping):
+        return dump(by_alias=True)
+    return obj
+
+
+# --- callbacks ------------------------------------------------------------------------
+
+
+def call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a user callback; its exception becomes ``CallbackFailed``."""
+    try:
+        return fn(*args)
+    except Exception as error:
+        raise CallbackFailed(error) from error
+
+
+def check_callable(option: str, value: Any) -> None:
+    """``ConfigError`` unless ``value`` is None or callable."""
+    if value is not None and not callable(value):
+        raise ConfigError(option, value, "a callable or None")
+
+
+def check_entity_name(value: Any, what: str) -> str | None:
+    """A callback's entity answer: None or a non-empty string."""
+    if value is None or (isinstance(value, str) and value):
+        return value
+    raise CallbackFailed(TypeError(f"{what} must return a non-empty string or None, got {value!r}"))
+
+
+def check_change(value: Any, what: str) -> str | None:
+    """A callback's change answer: None, created, updated or deleted."""
+    if value is None or value in CHANGES:
+        return value  # type: ignore[no-any-return]
+    raise CallbackFailed(
+        ValueError(f"{what} must return 'created', 'updated', 'deleted' or None, got {value!r}")
+    )
+
+
+class NameCache:
+    """Maps a low-cardinality name (a mutator name) to ``(entity, change)``, memoised.
+
+    ``entity`` and ``change`` are each a mapping, a callable or None; ``default_entity``
+    applies when ``entity`` is None. At most ``limit`` names are memoised.
+    """
+
+    __slots__ = ("_change", "_default", "_entity", "_limit", "_memo")
+
+    def __init__(
+        self,
+        entity: Mapping[str, str] | Callable[[str], str | None] | None,
+        change: Mapping[str, str] | Callable[[str], str | None] | None,
+        default_entity: Callable[[str], str | None],
+        limit: int = 1024,
+    ) -> None:
+        _check_map("entity", entity, allowed=None)
+        _check_map("change", change, allowed=CHANGES)
+        self._entity = entity
+        self._change = change
+        self._default = default_entity
+        self._limit = limit
+        self._memo: dict[str, tuple[str | None, str | None]] = {}
+
+    def __call__(self, key: str) -> tuple[str | None, str | None]:
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        entity_map, change_map = self._entity, self._change
+        if entity_map is None:
+            entity = self._default(key)
+        elif isinstance(entity_map, Mapping):
+            entity = entity_map.get(key)
+        else:
+            entity = check_entity_name(call(entity_map, key), "entity callback")
+        if change_map is None:
+            change = None
+        elif isinstance(change_map, Mapping):
+            change = change_map.get(key)
+        else:
+            change = check_change(call(change_map, key), "change callback")
+        found = (entity, change)
+        if len(self._memo) < self._limit:
+            self._memo[key] = found
+        return found
+
+
+def _check_map(option: str, value: Any, allowed: frozenset[str] | None) -> None:
+    if value is None or (callable(value) and not isinstance(value, Mapping)):
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigError(option, value, "a mapping, a callable or None")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str) or not item:
+            raise ConfigError(option, value, "a mapping of names to non-empty strings")
+        if allowed is not None and item not in allowed:
+            raise ConfigError(
+                option, value, "a mapping whose values are " + ", ".join(sorted(allowed))
+            )
+
+
+# --- the tally and the guard ------------------------------------------------------------
+
+
+class Tally:
+    """Everything one payload says, gathered before anything is recorded."""
+
+    __slots__ = ("attributes", "batch", "conflicts", "duplicate", "items")
+
+    def __init__(self) -> None:
+        self.batch: int | None = None
+        self.items: dict[tuple[str | None, str | None], int] = {}
+        self.conflicts: dict[tuple[str | None, str | None], int] = {}
+        self.duplicate = False
+        self.attributes: dict[str, Any] | None = None
+
+    def item(self, entity: str | None, change: str | None, n: int = 1) -> None:
+        """Count ``n`` items of ``entity`` and ``change``."""
+        key = (entity, change)
+        items = self.items
+        items[key] = items.get(key, 0) + n
+
+    def conflict(self, entity: str | None, resolution: str | None = None, n: int = 1) -> None:
+        """Count ``n`` conflicts of ``entity``."""
+        key = (entity, resolution)
+        conflicts = self.conflicts
+        conflicts[key] = conflicts.get(key, 0) + n
+
+    def attribute(self, key: str, value: Any) -> None:
+        """Set a span attribute (only for the unusual: duplicates, rejections, turbo)."""
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = value
+
+    def commit(self, op: SyncOperation) -> None:
+        """Record the tally on ``op``."""
+        if self.batch is not None:
+            op.set_batch_size(self.batch)
+        for (entity, change), n in self.items.items():
+            if n:
+                op.record_items(n, entity=entity, change=change)
+        for (entity, resolution), n in self.conflicts.items():
+            op.record_conflict(entity=entity, count=n, resolution=resolution)
+        if self.duplicate:
+            op.record_idempotency_hit()
+        if self.attributes:
+            for key, value in self.attributes.items():
+                op.set_attribute(key, value)
+
+
+class ProtocolAdapter:
+    """Base of the shipped adapters: ``on_request`` / ``on_response`` never raise into the
+    handler. A malformed payload is counted as ``unparseable_payload``, a failing callback
+    as ``adapter_callback_failed`` (``syncperf.dropped``); strict mode raises instead.
+
+    Subclasses implement ``_request(op, payload)`` and ``_response(op, payload)`` returning a
+    ``Tally`` (or None for nothing to record) and raising ``Malformed`` on a bad shape.
+    """
+
+    __slots__ = ()
+    protocol = "adapter"
+    """Names the adapter in drop messages, e.g. ``replicache push``."""
+
+    def on_request(self, op: SyncOperation, request: Any) -> None:
+        """Read the parsed request into ``op`` (batch size, items, duplicates)."""
+        try:
+            tally = self._request(op, request)
+        except CallbackFailed as failed:
+            _failed(op, failed.error)
+            return
+        except Exception as error:
+            _unparseable(op, self.protocol + " request", error)
+            return
+        if tally is not None:
+            tally.commit(op)
+
+    def on_response(self, op: SyncOperation, response: Any) -> None:
+        """Read the handler's return value into ``op`` (conflicts, pulled items)."""
+        try:
+            tally = self._response(op, response)
+        except CallbackFailed as failed:
+            _failed(op, failed.error)
+            return
+        except Exception as error:
+            _unparseable(op, self.protocol + " response", error)
+            return
+        if tally is not None:
+            tally.commit(op)
+
+    def _request(self, op: SyncOperation, payload: Any) -> Tally | None:
+        return None
+
+    def _response(self, op: SyncOperation, payload: Any) -> Tally | None:
+        return None
+
+    def __repr__(self) -> str:
+        return f"<syncperf adapter {self.protocol}>"
+
+
+def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
+    rt = op._rt
+    if rt is None:  # the no-op operation
+        return
+    detail = f"{what}: {error}" if isinstance(error, Malformed) else f"{what}: {error!r}"
+    rt.reject("unparseable_payload", detail[:300])
+
+
+def _failed(op: SyncOperation, error: BaseException) -> None:
+    rt = op._rt
+    if rt is not None:
+        rt.internal_error("adapter_callback_failed", error)
+
+
+def stash(op: SyncOperation, key: str, value: Any) -> None:
+    """Keep per-request state for ``on_response`` on the operation."""
+    scratch = op.scratch
+    if scratch is None:
+        scratch = op.scratch = {}
+    scratch[key] = value
+
+
+def unstash(op: SyncOperation, key: str) -> Any:
+    """Take back what ``stash`` kept (None when the request was not seen)."""
+    scratch = op.scratch
+    if scratch is None:
+        return None
+    return scratch.pop(key, None)

@@ -1,0 +1,205 @@
+"""Replicache push (v0 and v1) and pull.
+
+Push ``{pushVersion, clientGroupID, mutations: [{id, clientID, name, args, timestamp}]}``
+(v0: ``clientID`` on the body, not on each mutation). Replicache ignores the push response,
+and conflicts are not on the wire: the server re-runs each mutator and decides. A
+mutation whose ``id`` is at or below the client's last mutation ID was already processed
+(a retried push); only the server knows that number, hence the ``last_mutation_id``
+callback.
+
+Pull request ``{pullVersion, clientGroupID, cookie}``; response
+``{cookie, lastMutationIDChanges, patch: [{op: "put", key, value} | {op: "del", key} |
+{op: "clear"}]}`` (v0: ``lastMutationID``), or ``{error: ...}``.
+
+Example::
+
+    from syncperf.adapters import replicache
+
+    @app.post("/replicache/push")
+    @syncperf.instrument_sync("push", adapter=replicache.Push(
+        last_mutation_id=lambda group, client: store.last_mutation_id(group, client),
+        entity={"createTodo": "todo", "updateTodo": "todo", "deleteTodo": "todo"},
+        change={"createTodo": "created", "updateTodo": "updated", "deleteTodo": "deleted"},
+    ))
+    async def push(body: dict) -> dict: ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from syncperf._operation import SyncOperation
+from syncperf.adapters._base import (
+    MISSING,
+    CallbackFailed,
+    Malformed,
+    NameCache,
+    ProtocolAdapter,
+    Tally,
+    call,
+    check_callable,
+    check_entity_name,
+    field,
+    integer,
+    name,
+    seq,
+)
+from syncperf.exceptions import ConfigError
+
+__all__ = ["Pull", "Push", "key_prefix"]
+
+LastMutationID = Callable[[Any, str], "int | None"]
+"""``(client_group_id, client_id) -> last processed mutation ID or None``."""
+
+
+def _mutator_name(mutator: str) -> str | None:
+    return mutator
+
+
+class Push(ProtocolAdapter):
+    """Adapter for a Replicache push endpoint (push v0 and v1).
+
+    Records the batch size (mutations in the request), one item per new mutation (by
+    entity and change type), and an idempotency hit when the push carries mutations the
+    server already processed; those are not counted as items. Conflicts are decided by
+    your mutators: record them with ``syncperf.current_operation().record_conflict()``.
+
+    Args:
+        last_mutation_id: ``(client_group_id, client_id) -> int | None``, the last
+            mutation ID the server processed for that client, read *before* the handler
+            runs. Synchronous and cheap (called once per client in the push); v0 pushes
+            pass ``None`` as the group. Without it duplicates are not detected.
+        entity: Mutator name -> entity: a mapping (unlisted names get none) or a
+            callable. Default: the mutator name itself (mutator names are code, so
+            bounded).
+        change: Mutator name -> ``"created"``, ``"updated"``, ``"deleted"``: a mapping
+            or a callable. Default: unknown.
+
+    Raises:
+        ConfigError: an option is not accepted.
+    """
+
+    __slots__ = ("_last_mutation_id", "_names")
+    protocol = "replicache push"
+
+    def __init__(
+        self,
+        *,
+        last_mutation_id: LastMutationID | None = None,
+        entity: Mapping[str, str] | Callable[[str], str | None] | None = None,
+        change: Mapping[str, str] | Callable[[str], str | None] | None = None,
+    ) -> None:
+        check_callable("last_mutation_id", last_mutation_id)
+        self._last_mutation_id = last_mutation_id
+        self._names = NameCache(entity, change, _mutator_name)
+
+    def _request(self, op: SyncOperation, body: Any) -> Tally:
+        mutations = seq(field(body, "mutations"), "mutations")
+        tally = Tally()
+        tally.batch = len(mutations)
+        names = self._names
+        last_id = self._last_mutation_id
+        if last_id is None:
+            for mutation in mutations:
+                entity, change = names(name(field(mutation, "name"), "mutation name"))
+                tally.item(entity, change)
+            return tally
+        group = field(body, "clientGroupID")
+        v0_client = MISSING if group is not MISSING else field(body, "clientID")
+        group = None if group is MISSING else name(group, "clientGroupID")
+        known: dict[str, int | None] = {}
+        duplicates = 0
+        for mutation in mutations:
+            mutator = name(field(mutation, "name"), "mutation name")
+            mutation_id = integer(field(mutation, "id"))
+            if mutation_id is None:
+                raise Malformed("mutation id is not an integer")
+            client = field(mutation, "clientID") if v0_client is MISSING else v0_client
+            client = name(client, "clientID")
+            if client in known:
+                last = known[client]
+            else:
+                last = known[client] = _last_id(call(last_id, group, client))
+            if last is not None and mutation_id <= last:
+                duplicates += 1
+                continue
+            entity, change = names(mutator)
+            tally.item(entity, change)
+        if duplicates:
+            tally.duplicate = True
+            tally.attribute("sync.replicache.duplicate_mutations", duplicates)
+        return tally
+
+
+def _last_id(value: Any) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    raise CallbackFailed(TypeError(f"last_mutation_id must return an int or None, got {value!r}"))
+
+
+def key_prefix(separator: str = "/") -> Callable[[str], str | None]:
+    """Entity of a Replicache key: the part before ``separator`` (``todo/42`` -> ``todo``).
+
+    Keys without the separator have no entity (the operation's entity applies).
+    """
+    if not isinstance(separator, str) or not separator:
+        raise ConfigError("separator", separator, "a non-empty string")
+
+    def prefix(key: str) -> str | None:
+        head, sep, _ = key.partition(separator)
+        return head if sep and head else None
+
+    return prefix
+
+
+_SLASH_PREFIX = key_prefix("/")
+
+
+class Pull(ProtocolAdapter):
+    """Adapter for a Replicache pull endpoint (pull v0 and v1).
+
+    Records the batch size (patch operations in the response) and one item per ``put``
+    (change unknown: a put is an upsert) or ``del`` (``deleted``) by the entity of its key.
+    A ``clear`` patch and error responses are set on the span.
+
+    Args:
+        entity: Key -> entity name or None. Default: ``key_prefix("/")``.
+
+    Raises:
+        ConfigError: an option is not accepted.
+    """
+
+    __slots__ = ("_entity",)
+    protocol = "replicache pull"
+
+    def __init__(self, *, entity: Callable[[str], str | None] | None = None) -> None:
+        check_callable("entity", entity)
+        self._entity = entity
+
+    def _response(self, op: SyncOperation, body: Any) -> Tally:
+        patch = field(body, "patch")
+        tally = Tally()
+        if patch is MISSING:
+            error = field(body, "error")
+            if isinstance(error, str):
+                tally.attribute("sync.replicache.error", error)
+                return tally
+            raise Malformed("pull response has neither patch nor error")
+        patch = seq(patch, "patch")
+        tally.batch = len(patch)
+        entity_of = self._entity
+        for operation in patch:
+            kind = field(operation, "op")
+            if kind == "put" or kind == "del":
+                key = name(field(operation, "key"), "patch key")
+                if entity_of is None:
+                    entity = _SLASH_PREFIX(key)
+                else:
+                    entity = check_entity_name(call(entity_of, key), "entity callback")
+                tally.item(entity, None if kind == "put" else "deleted")
+            elif kind == "clear":
+                tally.attribute("sync.replicache.clear", True)
+            else:
+                raise Malformed(f"unknown patch op {kind!r}")
+        return tally

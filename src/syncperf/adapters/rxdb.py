@@ -1,0 +1,160 @@
+"""RxDB HTTP replication: pull and push.
+
+Pull (``GET /pull?id&updatedAt&batchSize``) answers ``{documents: [...], checkpoint}``;
+a document with ``_deleted: true`` is a deletion. Push sends an array of
+``{assumedMasterState, newDocumentState}`` rows and answers ``200`` with the array of
+master documents that conflicted. RxDB usually has one endpoint per collection, so the
+entity comes from the route (``instrument_sync(..., entity="todo")`` or ``{entity}``).
+The ``/pullStream`` server-sent-events endpoint is long-lived and not an operation.
+
+Example::
+
+    from syncperf.adapters import rxdb
+
+    @app.post("/todos/push")
+    @syncperf.instrument_sync("push", entity="todo", adapter=rxdb.Push())
+    async def push(rows: list[dict]) -> list[dict]: ...
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from syncperf._operation import SyncOperation
+from syncperf.adapters._base import (
+    MISSING,
+    Malformed,
+    ProtocolAdapter,
+    Tally,
+    field,
+    seq,
+    stash,
+    to_plain,
+    unstash,
+)
+from syncperf.exceptions import ConfigError
+
+__all__ = ["IGNORED_FIELDS", "Pull", "Push"]
+
+IGNORED_FIELDS = frozenset({"_meta", "_rev", "_attachments"})
+"""Fields left out when comparing a returned master document with the pushed state."""
+_NOT_COMPARED = IGNORED_FIELDS | {"_deleted"}  # compared as a boolean, absent = False
+
+
+def _documents(body: Any, key: str, what: str) -> list[Any] | tuple[Any, ...]:
+    """A bare array, or the array under ``key`` (``{documents}``, ``{conflicts}``)."""
+    if isinstance(body, (list, tuple)):
+        return body
+    inner = field(body, key)
+    if inner is MISSING:
+        return seq(body, what)
+    return seq(inner, what)
+
+
+class Pull(ProtocolAdapter):
+    """Adapter for an RxDB HTTP pull endpoint.
+
+    Records the batch size (documents in the response) and items: ``deleted`` for
+    documents with ``_deleted: true``, change unknown for the rest (a pulled document
+    may be new or changed). The request (query parameters) is not read.
+    """
+
+    __slots__ = ()
+    protocol = "rxdb pull"
+
+    def _response(self, op: SyncOperation, body: Any) -> Tally:
+        documents = _documents(body, "documents", "documents")
+        tally = Tally()
+        tally.batch = len(documents)
+        deleted = sum(1 for doc in documents if field(doc, "_deleted") is True)
+        tally.item(None, "deleted", deleted)
+        tally.item(None, None, len(documents) - deleted)
+        return tally
+
+
+class Push(ProtocolAdapter):
+    """Adapter for an RxDB HTTP push endpoint.
+
+    Records the batch size (rows), items (``created`` when ``assumedMasterState`` is
+    absent, ``deleted`` when the new state has ``_deleted: true``, else ``updated``) and
+    the returned conflicts. A returned master document equal to the state this push wanted
+    to write (a retried push whose first attempt was applied) is an idempotency hit,
+    not a conflict.
+
+    Args:
+        primary_key: The collection's primary key field, to match returned documents
+            with pushed rows. Default ``"id"``.
+
+    Raises:
+        ConfigError: an option is not accepted.
+    """
+
+    __slots__ = ("_key", "_primary_key")
+    protocol = "rxdb push"
+
+    def __init__(self, *, primary_key: str = "id") -> None:
+        if not isinstance(primary_key, str) or not primary_key:
+            raise ConfigError("primary_key", primary_key, "a non-empty string")
+        self._primary_key = primary_key
+        self._key = f"syncperf.adapters.rxdb.{id(self)}"
+
+    def _request(self, op: SyncOperation, body: Any) -> Tally:
+        rows = _documents(body, "rows", "push rows")
+        tally = Tally()
+        tally.batch = len(rows)
+        created = deleted = 0
+        for row in rows:
+            new_state = field(row, "newDocumentState")
+            if new_state is MISSING or new_state is None:
+                raise Malformed("push row has no newDocumentState")
+            if field(new_state, "_deleted") is True:
+                deleted += 1
+            else:
+                assumed = field(row, "assumedMasterState")
+                if assumed is MISSING or assumed is None:
+                    created += 1
+        tally.item(None, "created", created)
+        tally.item(None, "deleted", deleted)
+        tally.item(None, "updated", len(rows) - created - deleted)
+        stash(op, self._key, rows)
+        return tally
+
+    def _response(self, op: SyncOperation, body: Any) -> Tally:
+        rows = unstash(op, self._key)
+        conflicts = _documents(body, "conflicts", "conflicts")
+        tally = Tally()
+        if not conflicts:
+            return tally
+        wanted: dict[Any, Any] = {}
+        pk = self._primary_key
+        for row in rows or ():
+            state = to_plain(field(row, "newDocumentState"))
+            key = field(state, pk)
+            if key is not MISSING and key is not None:
+                wanted[key] = state
+        real = duplicates = 0
+        for doc in conflicts:
+            master = to_plain(doc)
+            key = field(master, pk)
+            if key is MISSING:
+                raise Malformed(f"conflict document has no {pk!r}")
+            state = wanted.get(key, MISSING)
+            if state is not MISSING and _same(master, state):
+                duplicates += 1
+            else:
+                real += 1
+        if real:
+            tally.conflict(None, None, real)
+        if duplicates:
+            tally.duplicate = True
+            tally.attribute("sync.rxdb.applied_conflicts", duplicates)
+        return tally
+
+
+def _same(master: Any, state: Any) -> bool:
+    if not isinstance(master, dict) or not isinstance(state, dict):
+        return bool(master == state)
+    if bool(master.get("_deleted")) != bool(state.get("_deleted")):
+        return False
+    keys = (master.keys() | state.keys()) - _NOT_COMPARED
+    return all(master.get(k, MISSING) == state.get(k, MISSING) for k in keys)
