@@ -34,7 +34,7 @@ def interleaved(
     gc.disable()
     try:
         for index in range(rounds):
-            order = names[index % len(names):] + names[: index % len(names)]
+            order = names[index % len(names) :] + names[: index % len(names)]
             for name in order:
                 fn = variants[name]
                 start = time.perf_counter_ns()
@@ -56,7 +56,13 @@ def added(results: Mapping[str, float], baseline: str) -> dict[str, float]:
 
 def table(rows: list[tuple[str, float, float, float]], title: str) -> str:
     """A markdown table: what, syncperf µs, reference µs, ratio."""
-    lines = [f"### {title}", "", "| case | syncperf µs | reference µs | ratio |",
-             "|---|---:|---:|---:|"]
-    lines += [f"| {case} | {ours:.1f} | {ref:.1f} | {ratio:.3f} |" for case, ours, ref, ratio in rows]
+    lines = [
+        f"### {title}",
+        "",
+        "| case | syncperf µs | reference µs | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {case} | {ours:.1f} | {ref:.1f} | {ratio:.3f} |" for case, ours, ref, ratio in rows
+    ]
     return "\n".join(lines)

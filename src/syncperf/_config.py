@@ -113,8 +113,10 @@ class Config:
         values: dict[str, Any] = {}
         if (raw := env.get("OTEL_SDK_DISABLED")) is not None:
             values["enabled"] = not _parse_bool("OTEL_SDK_DISABLED", raw)
-        for var, key in (("OTEL_METRIC_EXPORT_INTERVAL", "export_interval"),
-                         ("OTEL_METRIC_EXPORT_TIMEOUT", "export_timeout")):
+        for var, key in (
+            ("OTEL_METRIC_EXPORT_INTERVAL", "export_interval"),
+            ("OTEL_METRIC_EXPORT_TIMEOUT", "export_timeout"),
+        ):
             if (raw := env.get(var)) is not None:
                 values[key] = _parse_number(var, raw) / 1000.0
         for key, parse in _SYNCPERF_VARS.items():
@@ -124,8 +126,11 @@ class Config:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             name = sorted(unknown)[0]
-            raise ConfigError(name, overrides[name], "one of " + ", ".join(
-                f.name for f in dataclasses.fields(cls)))
+            raise ConfigError(
+                name,
+                overrides[name],
+                "one of " + ", ".join(f.name for f in dataclasses.fields(cls)),
+            )
         values.update(overrides)
         return cls(**values)
 

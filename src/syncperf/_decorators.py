@@ -65,8 +65,9 @@ class _Extractor:
     args: tuple[_Arg, ...]
     wants_result: bool
 
-    def run(self, op: SyncOperation, args: tuple[Any, ...], kwargs: dict[str, Any],
-            result: Any) -> None:
+    def run(
+        self, op: SyncOperation, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> None:
         values = []
         for arg in self.args:
             if arg.position is not None and arg.position < len(args):
@@ -167,7 +168,8 @@ def instrument_sync(
             raise ConfigError("instrument_sync target", fn, "a function")
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             raise ConfigError(
-                "instrument_sync target", fn,
+                "instrument_sync target",
+                fn,
                 "a def or async def function returning a value (not a generator); "
                 "use sync_operation() inside a streaming response instead",
             )
@@ -228,7 +230,8 @@ def _build(
             continue
         if name not in params:
             raise ConfigError(
-                option, extractor,
+                option,
+                extractor,
                 f"a callable whose parameters are 'result' or parameters of the handler "
                 f"({', '.join(params) or 'none'}); '{name}' is neither",
             )
@@ -241,7 +244,9 @@ def _build(
 def _request_param(request: str | None, params: dict[str, _Arg]) -> str:
     if request is not None:
         if request not in params:
-            raise ConfigError("request", request, "a parameter of the handler: " + ", ".join(params))
+            raise ConfigError(
+                "request", request, "a parameter of the handler: " + ", ".join(params)
+            )
         return request
     if len(params) == 1:
         return next(iter(params))

@@ -40,7 +40,9 @@ def check_operation(operation: object, option: str = "operation") -> str:
         return operation
     if not isinstance(operation, str) or not _OPERATION_RE.fullmatch(operation):
         raise ConfigError(
-            option, operation, '"pull", "push" or another lowercase name matching [a-z][a-z0-9_]{0,31}'
+            option,
+            operation,
+            '"pull", "push" or another lowercase name matching [a-z][a-z0-9_]{0,31}',
         )
     _valid_operations.add(operation)
     return operation
@@ -71,10 +73,27 @@ class SyncOperation:
     (outside strict mode)."""
 
     __slots__ = (
-        "_batch", "_conflict_detail", "_conflicts", "_db_ns", "_db_queries", "_entity",
-        "_error_type", "_exception", "_idempotent", "_items", "_kind", "_own_ns",
-        "_parent_ctx", "_rt", "_span", "_span_attrs", "_start_ns", "_token", "_ctx_token",
-        "operation", "scratch",
+        "_batch",
+        "_conflict_detail",
+        "_conflicts",
+        "_db_ns",
+        "_db_queries",
+        "_entity",
+        "_error_type",
+        "_exception",
+        "_idempotent",
+        "_items",
+        "_kind",
+        "_own_ns",
+        "_parent_ctx",
+        "_rt",
+        "_span",
+        "_span_attrs",
+        "_start_ns",
+        "_token",
+        "_ctx_token",
+        "operation",
+        "scratch",
     )
 
     def __init__(self, rt: Runtime, operation: str, entity: str | None) -> None:
@@ -145,7 +164,9 @@ class SyncOperation:
             rt.reject("invalid_count", f"item count must be an int >= 0, got {n!r}")
             return
         if change is not None and change not in CHANGES:
-            rt.reject("invalid_change", f"change must be created, updated or deleted, got {change!r}")
+            rt.reject(
+                "invalid_change", f"change must be created, updated or deleted, got {change!r}"
+            )
             return
         if entity is not None:
             if not isinstance(entity, str) or not entity:
@@ -350,8 +371,11 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
         _finish_span(op, span, outcome, etype, exc, duration_ns)
         detach(op._token)
         rt.finisher.end(span, time.time_ns())
-    elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns) \
-            and rt.shed_until < t2:
+    elif (
+        op._parent_ctx is not None
+        and (outcome != "success" or duration_ns > rt.slow_ns)
+        and rt.shed_until < t2
+    ):
         _rescue(op, outcome, etype, exc, duration_ns)
 
     series = rt.series(op.operation, entity)

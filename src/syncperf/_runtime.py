@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 from syncperf._config import Config
 from syncperf._engine._export import PeriodicExporter, Reader
@@ -23,13 +23,40 @@ from syncperf.exceptions import MeasurementError
 _logger = logging.getLogger("syncperf")
 
 DURATION_BOUNDS = (
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 """Seconds; 0.2 s, 2 s and 5 s (the KPI and alert thresholds) are exact boundaries."""
 BATCH_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 QUERY_COUNT_BOUNDS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 OVERHEAD_BOUNDS = (
-    1e-6, 2.5e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 0.01, 0.05, 0.1,
+    1e-6,
+    2.5e-6,
+    5e-6,
+    1e-5,
+    2.5e-5,
+    5e-5,
+    1e-4,
+    2.5e-4,
+    5e-4,
+    1e-3,
+    5e-3,
+    0.01,
+    0.05,
+    0.1,
 )
 OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
@@ -43,8 +70,9 @@ class Bounded:
 
     __slots__ = ("_allow", "_limit", "_lock", "names", "overflow")
 
-    def __init__(self, limit: int, allow: frozenset[str] | None = None,
-                 overflow: str = OTHER) -> None:
+    def __init__(
+        self, limit: int, allow: frozenset[str] | None = None, overflow: str = OTHER
+    ) -> None:
         self._limit = limit
         self._allow = allow
         self._lock = threading.Lock()
@@ -66,8 +94,17 @@ class Bounded:
 class OpSeries:
     """Pre-bound series of one (operation, entity) pair."""
 
-    __slots__ = ("attrs", "batch", "conflict", "db_duration", "db_queries", "errors",
-                 "idempotency", "success", "_rt")
+    __slots__ = (
+        "attrs",
+        "batch",
+        "conflict",
+        "db_duration",
+        "db_queries",
+        "errors",
+        "idempotency",
+        "success",
+        "_rt",
+    )
 
     def __init__(self, rt: Runtime, operation: str, entity: str | None) -> None:
         attrs: dict[str, str | bool] = {"sync.operation": operation}
@@ -76,7 +113,9 @@ class OpSeries:
         self.attrs = attrs
         self._rt = rt
         key = tuple(sorted(attrs.items()))
-        self.success = rt.duration.histogram(tuple(sorted({**attrs, "sync.outcome": "success"}.items())))
+        self.success = rt.duration.histogram(
+            tuple(sorted({**attrs, "sync.outcome": "success"}.items()))
+        )
         self.conflict: HistogramSeries | None = None
         self.errors: dict[str, HistogramSeries] = {}
         self.batch = rt.batch_size.histogram(key)
@@ -106,6 +145,9 @@ class OpSeries:
 class Runtime:
     """Everything the request path needs, built once per configuration."""
 
+    db_instrumented: ClassVar[int] = 0
+    """Engines instrumented by ``syncperf.sqlalchemy`` (class-wide: survives runtime swaps)."""
+
     def __init__(self, config: Config) -> None:
         self.config = config
         self.enabled = config.enabled
@@ -116,33 +158,47 @@ class Runtime:
         limit = config.max_series
 
         def hist(name: str, unit: str, doc: str, bounds: tuple[float, ...]) -> Any:
-            return registry.instrument(name, "histogram", unit, doc, bounds=bounds, max_series=limit)
+            return registry.instrument(
+                name, "histogram", unit, doc, bounds=bounds, max_series=limit
+            )
 
         def counter(name: str, unit: str, doc: str, kind: Any = "counter") -> Any:
             return registry.instrument(name, kind, unit, doc, max_series=limit)
 
-        self.duration = hist("sync.operation.duration", "s",
-                             "Duration of sync operations.", DURATION_BOUNDS)
-        self.batch_size = hist("sync.batch.size", "{item}",
-                               "Items in one sync request or response.", BATCH_BOUNDS)
+        self.duration = hist(
+            "sync.operation.duration", "s", "Duration of sync operations.", DURATION_BOUNDS
+        )
+        self.batch_size = hist(
+            "sync.batch.size", "{item}", "Items in one sync request or response.", BATCH_BOUNDS
+        )
         self.items = counter("sync.items", "{item}", "Items synced, by entity and change type.")
         self.conflicts = counter("sync.conflicts", "{conflict}", "Conflicts detected on push.")
-        self.idempotency = counter("sync.idempotency.hits", "{request}",
-                                   "Duplicate (replayed) sync requests.")
-        self.active = counter("sync.operations.active", "{operation}",
-                              "Sync operations in progress.", "updowncounter")
-        self.db_queries = hist("sync.db.queries", "{query}",
-                               "Database queries per sync operation.", QUERY_COUNT_BOUNDS)
-        self.db_duration = hist("sync.db.duration", "s",
-                                "Database time per sync operation.", DURATION_BOUNDS)
-        self.overhead = hist("syncperf.overhead", "s",
-                             "syncperf's own time per operation.", OVERHEAD_BOUNDS)
-        self.dropped = counter("syncperf.dropped", "{measurement}",
-                               "Measurements dropped as invalid, by reason.")
-        self.shed = counter("syncperf.shed", "{event}",
-                            "Times syncperf shed span work to stay within its overhead budget.")
-        self.export_failures = counter("syncperf.export.failures", "{export}",
-                                       "Failed metric exports.")
+        self.idempotency = counter(
+            "sync.idempotency.hits", "{request}", "Duplicate (replayed) sync requests."
+        )
+        self.active = counter(
+            "sync.operations.active", "{operation}", "Sync operations in progress.", "updowncounter"
+        )
+        self.db_queries = hist(
+            "sync.db.queries", "{query}", "Database queries per sync operation.", QUERY_COUNT_BOUNDS
+        )
+        self.db_duration = hist(
+            "sync.db.duration", "s", "Database time per sync operation.", DURATION_BOUNDS
+        )
+        self.overhead = hist(
+            "syncperf.overhead", "s", "syncperf's own time per operation.", OVERHEAD_BOUNDS
+        )
+        self.dropped = counter(
+            "syncperf.dropped", "{measurement}", "Measurements dropped as invalid, by reason."
+        )
+        self.shed = counter(
+            "syncperf.shed",
+            "{event}",
+            "Times syncperf shed span work to stay within its overhead budget.",
+        )
+        self.export_failures = counter(
+            "syncperf.export.failures", "{export}", "Failed metric exports."
+        )
 
         self.entities = Bounded(config.max_entities, config.entities)
         self.error_types = Bounded(100, overflow="_OTHER")
@@ -154,7 +210,6 @@ class Runtime:
         self.overhead_series: dict[str, HistogramSeries] = {}
         self.cache: dict[Any, Any] = {}
         """Per-runtime cache for integrations (pre-bound series keyed by their own keys)."""
-        self.db_instrumented = 0
         self._logged: set[str] = set()
 
         self.budget_ns = int(config.overhead_budget * 1e9)
@@ -166,15 +221,19 @@ class Runtime:
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
             self._within_budget,
-            lambda: self.shed_spans("span_export_stalled"),
+            self._span_queue_full,
             self.budget_ns,
         )
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
         self.exporters = [
             PeriodicExporter(
-                registry, exporter, self.resource, self.scope,
-                interval=config.export_interval, timeout=config.export_timeout,
+                registry,
+                exporter,
+                self.resource,
+                self.scope,
+                interval=config.export_interval,
+                timeout=config.export_timeout,
                 on_failure=self._export_failed,
             )
             for exporter in config.metric_exporters
@@ -260,6 +319,12 @@ class Runtime:
         if self.budget_streak >= BUDGET_STREAK:
             self.budget_streak = 0
             self.shed_spans(reason)
+
+    def _span_queue_full(self, stalled: bool) -> None:
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "span_queue_full"),)).add(1)
+        if stalled:
+            self.shed_spans("span_export_stalled")
 
     def _within_budget(self) -> None:
         if self.budget_streak:

@@ -88,8 +88,14 @@ def parent_span_context() -> trace.SpanContext:
 class SpanFinisher:
     """Ends spans on a daemon thread; bounded; flushable."""
 
-    def __init__(self, on_slow_end: Callable[[], None], on_fast_end: Callable[[], None],
-                 on_overflow: Callable[[], None], budget_ns: int, max_queue: int = 4096) -> None:
+    def __init__(
+        self,
+        on_slow_end: Callable[[], None],
+        on_fast_end: Callable[[], None],
+        on_overflow: Callable[[bool], None],
+        budget_ns: int,
+        max_queue: int = 4096,
+    ) -> None:
         self._queue: deque[tuple[Span, int]] = deque()
         self._max_queue = max_queue
         self._budget_ns = budget_ns
@@ -105,16 +111,13 @@ class SpanFinisher:
     def end(self, span: Span, end_ns: int) -> None:
         """Queue ``span`` to be ended at wall time ``end_ns``.
 
-        With the queue full, a finisher stuck in one ``end()`` past the budget means span
-        export is stalled: the span is dropped and syncperf sheds. Otherwise the finisher is
-        merely behind, and the caller ends the span itself (backpressure, not loss).
+        With the queue full the span is dropped and counted, as ``BatchSpanProcessor`` does;
+        a finisher stuck in one ``end()`` past the budget means span export is stalled, and
+        syncperf sheds.
         """
         if len(self._queue) >= self._max_queue:
             since = self._ending_since
-            if since and time.perf_counter_ns() - since > self._budget_ns:
-                self._on_overflow()
-            else:
-                self._end_one(span, end_ns)
+            self._on_overflow(bool(since) and time.perf_counter_ns() - since > self._budget_ns)
             return
         self._queue.append((span, end_ns))
         if self._thread is None or self._pid != os.getpid():

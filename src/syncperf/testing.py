@@ -67,8 +67,9 @@ class Capture:
 
     def total(self, name: str, attributes: Mapping[str, Any] | None = None) -> float:
         """Sum of counter values, or of histogram counts, over the matching points."""
-        return sum(getattr(p, "count", None) or getattr(p, "value", 0)
-                   for p in self.points(name, attributes))
+        return float(
+            sum(p.count if hasattr(p, "count") else p.value for p in self.points(name, attributes))
+        )
 
     def clear_spans(self) -> None:
         """Forget the spans captured so far."""

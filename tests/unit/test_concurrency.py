@@ -6,10 +6,17 @@ import asyncio
 import threading
 
 import syncperf
-from syncperf.testing import Capture
+from syncperf.testing import Capture, capture
 
 
-def test_eight_threads_record_exact_totals(syncperf_capture: Capture) -> None:
+def test_eight_threads_record_exact_totals() -> None:
+    # A CPU-starved machine can make span calls look slow in wall-clock time; this test is
+    # about exact totals, so the guard is given room (tests/unit/test_guard.py covers it).
+    with capture(overhead_budget=10.0) as cap:
+        _hammer_from_eight_threads(cap)
+
+
+def _hammer_from_eight_threads(cap: Capture) -> None:
     per_thread = 5_000
     barrier = threading.Barrier(8)
 
@@ -26,14 +33,16 @@ def test_eight_threads_record_exact_totals(syncperf_capture: Capture) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    cap = syncperf_capture
     total = 8 * per_thread
     assert cap.total("sync.operation.duration") == total
     assert cap.total("sync.items") == 2 * total
     assert cap.total("sync.conflicts") == total
     assert sum(p.sum for p in cap.points("sync.batch.size")) == 2 * total
     assert cap.total("sync.operations.active") == 0
-    assert len(cap.spans()) == total
+    # Spans are never lost silently: an overfull span queue drops and counts, like the SDK's
+    # BatchSpanProcessor (8 threads doing nothing but syncperf can outrun the finisher).
+    dropped = cap.total("syncperf.dropped", {"syncperf.reason": "span_queue_full"})
+    assert len(cap.spans()) + dropped == total
 
 
 async def test_a_thousand_concurrent_tasks_record_exact_totals(syncperf_capture: Capture) -> None:

@@ -22,8 +22,13 @@ def test_sync_function_is_measured_once_per_call(syncperf_capture: Capture) -> N
 
     assert push() == "ok"
     assert push() == "ok"
-    assert duration_count(syncperf_capture, **{"sync.operation": "push", "sync.entity": "todo",
-                                               "sync.outcome": "success"}) == 2
+    assert (
+        duration_count(
+            syncperf_capture,
+            **{"sync.operation": "push", "sync.entity": "todo", "sync.outcome": "success"},
+        )
+        == 2
+    )
 
 
 async def test_async_function_is_measured(syncperf_capture: Capture) -> None:

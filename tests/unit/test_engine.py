@@ -36,7 +36,7 @@ def test_histogram_equals_a_straightforward_aggregation(samples: list[float], dr
     series = hist.histogram((("k", "v"),))
     chunk = max(1, math.ceil(len(samples) / drains))
     for start in range(0, len(samples), chunk):
-        for v in samples[start:start + chunk]:
+        for v in samples[start : start + chunk]:
             series.record(v)
         registry.collect()  # intermediate drains must not change the totals
     data = reader.collect()
@@ -73,9 +73,12 @@ def test_delta_reader_reports_each_interval_and_cumulative_reader_the_total(
     registry = Registry()
     hist = registry.instrument("h", "histogram", "s", "", bounds=BOUNDS)
     counter = registry.instrument("c", "counter", "{item}", "")
-    delta = Reader(registry, Resource.get_empty(), SCOPE,
-                   {"histogram": AggregationTemporality.DELTA,
-                    "counter": AggregationTemporality.DELTA})
+    delta = Reader(
+        registry,
+        Resource.get_empty(),
+        SCOPE,
+        {"histogram": AggregationTemporality.DELTA, "counter": AggregationTemporality.DELTA},
+    )
     cumulative = Reader(registry, Resource.get_empty(), SCOPE)
     series, count = hist.histogram(()), counter.sum(())
     seen: list[float] = []

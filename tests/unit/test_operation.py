@@ -17,13 +17,19 @@ def test_context_manager_measures_a_block(syncperf_capture: Capture) -> None:
         op.record_items(12, change="updated")
     cap = syncperf_capture
     (point,) = cap.points("sync.operation.duration", {"sync.outcome": "success"})
-    assert point.attributes == {"sync.operation": "pull", "sync.entity": "todo",
-                                "sync.outcome": "success"}
+    assert point.attributes == {
+        "sync.operation": "pull",
+        "sync.entity": "todo",
+        "sync.outcome": "success",
+    }
     (batch,) = cap.points("sync.batch.size")
     assert (batch.count, batch.sum) == (1, 12)
     (items,) = cap.points("sync.items")
-    assert items.attributes == {"sync.operation": "pull", "sync.entity": "todo",
-                                "sync.change": "updated"}
+    assert items.attributes == {
+        "sync.operation": "pull",
+        "sync.entity": "todo",
+        "sync.change": "updated",
+    }
     assert items.value == 12
 
 
@@ -65,16 +71,20 @@ def test_nested_decorator_and_block_count_once(syncperf_capture: Capture) -> Non
 
 
 def test_inner_entity_does_not_replace_an_outer_entity(syncperf_capture: Capture) -> None:
-    with syncperf.sync_operation("push", entity="todo"), syncperf.sync_operation(
-        "push", entity="note"
-    ) as inner:
+    with (
+        syncperf.sync_operation("push", entity="todo"),
+        syncperf.sync_operation("push", entity="note") as inner,
+    ):
         assert inner.entity == "todo"
     assert syncperf_capture.total("sync.operation.duration", {"sync.entity": "todo"}) == 1
 
 
 def test_exception_inside_a_nested_block_is_counted_once(syncperf_capture: Capture) -> None:
-    with pytest.raises(RuntimeError), syncperf.sync_operation("push"), \
-            syncperf.sync_operation("push"):
+    with (
+        pytest.raises(RuntimeError),
+        syncperf.sync_operation("push"),
+        syncperf.sync_operation("push"),
+    ):
         raise RuntimeError("boom")
     assert syncperf_capture.total("sync.operation.duration", {"sync.outcome": "error"}) == 1
 
@@ -83,8 +93,9 @@ def test_exception_inside_a_nested_block_is_counted_once(syncperf_capture: Captu
     ("conflicts", "raises", "outcome"),
     [(0, False, "success"), (2, False, "conflict"), (0, True, "error"), (2, True, "error")],
 )
-def test_outcome_rules(syncperf_capture: Capture, conflicts: int, raises: bool,
-                       outcome: str) -> None:
+def test_outcome_rules(
+    syncperf_capture: Capture, conflicts: int, raises: bool, outcome: str
+) -> None:
     with pytest.raises(LookupError) if raises else _nothing():  # noqa: SIM117
         with syncperf.sync_operation("push", entity="todo") as op:
             if conflicts:

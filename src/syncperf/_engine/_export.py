@@ -117,7 +117,9 @@ class Reader:
                 by_name.setdefault(name, []).append((attributes, point))
             for name in sorted(by_name):
                 instrument = self._instruments[name]
-                metrics.append(_metric(instrument, by_name[name], now, self.temporality_of(instrument)))
+                metrics.append(
+                    _metric(instrument, by_name[name], now, self.temporality_of(instrument))
+                )
             self._forget_deltas(now)
         return MetricsData(
             resource_metrics=[
@@ -131,7 +133,9 @@ class Reader:
 
     def _forget_deltas(self, now: int) -> None:
         self._last_collect_ns = now
-        for key in [k for k in self._points if self.temporality_of(self._instruments[k[0]]) is DELTA]:
+        for key in [
+            k for k in self._points if self.temporality_of(self._instruments[k[0]]) is DELTA
+        ]:
             del self._points[key]
 
 
@@ -143,7 +147,7 @@ def _copy(value: float | HistogramDelta) -> float | HistogramDelta:
 
 def _merge(into: float | HistogramDelta, new: float | HistogramDelta) -> float | HistogramDelta:
     if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
-        into.counts = [a + b for a, b in zip(into.counts, new.counts)]
+        into.counts = [a + b for a, b in zip(into.counts, new.counts, strict=True)]
         into.count += new.count
         into.sum += new.sum
         into.min = min(into.min, new.min)
@@ -212,15 +216,12 @@ def _number(value: float | HistogramDelta) -> int | float:
 def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:
     """The exporter's preferred temporality per instrument kind (SDK default: cumulative).
 
-    The SDK keeps the preference on the exporter (``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``
-    is applied by the OTLP exporter's constructor); ``PeriodicExportingMetricReader`` reads it
-    the same way.
+    The SDK keeps the preference on the exporter (the OTLP exporter's constructor applies
+    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``); ``PeriodicExportingMetricReader``
+    reads it the same way.
     """
     preferred = getattr(exporter, "_preferred_temporality", None) or {}
-    return {
-        kind: preferred.get(sdk_type, CUMULATIVE)  # type: ignore[misc]
-        for kind, sdk_type in _SDK_TYPES.items()
-    }
+    return {kind: preferred.get(sdk_type, CUMULATIVE) for kind, sdk_type in _SDK_TYPES.items()}
 
 
 class PeriodicExporter:

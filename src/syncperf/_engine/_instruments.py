@@ -14,9 +14,9 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Union
+from typing import Literal, Protocol
 
-Attributes = tuple[tuple[str, Union[str, bool]], ...]
+Attributes = tuple[tuple[str, str | bool], ...]
 """A frozen attribute set: sorted ``(key, value)`` pairs (hashable, cheap to compare)."""
 
 Kind = Literal["histogram", "counter", "updowncounter", "gauge"]
@@ -101,7 +101,7 @@ class HistogramDelta:
     max: float
 
 
-Series = Union[HistogramSeries, SumSeries]
+Series = HistogramSeries | SumSeries
 GaugeCallback = Callable[[], Iterable[tuple[dict[str, str | bool], float]]]
 
 
@@ -207,9 +207,7 @@ class Registry:
         existing = self.instruments.get(name)
         if existing is not None:
             return existing
-        created = Instrument(
-            name, kind, unit, description, bounds=bounds, max_series=max_series
-        )
+        created = Instrument(name, kind, unit, description, bounds=bounds, max_series=max_series)
         self.instruments[name] = created
         return created
 
@@ -265,8 +263,7 @@ class Registry:
                     self.on_gauge_error(instrument.name, error)
                     continue
                 observed.extend(
-                    Drained(instrument, freeze(attrs), now, float(value))
-                    for attrs, value in points
+                    Drained(instrument, freeze(attrs), now, float(value)) for attrs, value in points
                 )
         return observed
 

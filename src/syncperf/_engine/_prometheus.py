@@ -71,7 +71,7 @@ def _family(metric: Metric) -> Any:
 
     data = metric.data
     doc = metric.description or metric.name
-    points = list(data.data_points)
+    points: list[Any] = list(data.data_points)
     keys = sorted({k for p in points for k in (p.attributes or {})})
     labels = [label_name(k) for k in keys]
 
@@ -79,20 +79,24 @@ def _family(metric: Metric) -> Any:
         attrs = point.attributes or {}
         return [_label_value(attrs.get(k, "")) for k in keys]
 
+    name = prometheus_name(metric.name, metric.unit)
     if isinstance(data, Histogram):
-        family = HistogramMetricFamily(prometheus_name(metric.name, metric.unit), doc, labels=labels)
+        histogram = HistogramMetricFamily(name, doc, labels=labels)
         for point in points:
             buckets, running = [], 0
-            for bound, count in zip([*point.explicit_bounds, math.inf], point.bucket_counts):
+            for bound, count in zip(
+                [*point.explicit_bounds, math.inf], point.bucket_counts, strict=True
+            ):
                 running += count
                 buckets.append((_le(bound), running))
-            family.add_metric(values(point), buckets, point.sum)
-        return family
+            histogram.add_metric(values(point), buckets, point.sum)
+        return histogram
+    family: CounterMetricFamily | GaugeMetricFamily
     if isinstance(data, Sum) and data.is_monotonic:
-        family = CounterMetricFamily(prometheus_name(metric.name, metric.unit), doc, labels=labels)
+        family = CounterMetricFamily(name, doc, labels=labels)
     else:
         assert isinstance(data, (Sum, Gauge))
-        family = GaugeMetricFamily(prometheus_name(metric.name, metric.unit), doc, labels=labels)
+        family = GaugeMetricFamily(name, doc, labels=labels)
     for point in points:
         family.add_metric(values(point), point.value)
     return family

@@ -1,0 +1,81 @@
+"""The overhead budget is a guard: a blocking exporter never stalls requests."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+import syncperf
+from syncperf.testing import capture
+
+
+class SleepingExporter(SpanExporter):
+    """Blocks every export, as an exporter whose collector hangs would."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.exported = 0
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait(self.seconds)
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def test_a_stalled_exporter_never_puts_an_operation_over_budget() -> None:
+    exporter = SleepingExporter(0.2)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider, shed_cooldown=60) as cap:
+        started = time.perf_counter()
+        for _ in range(200):
+            with syncperf.sync_operation("push", entity="todo"):
+                pass
+        elapsed = time.perf_counter() - started
+        (overhead,) = cap.points("syncperf.overhead")
+        assert overhead.count == 200
+        assert overhead.max < 0.05
+        assert elapsed < 1.0  # 200 x 0.2 s if ends were inline
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not cap.points("syncperf.shed"):
+            time.sleep(0.05)
+        (shed,) = cap.points("syncperf.shed")
+        assert shed.attributes == {"syncperf.reason": "slow_span_end"}
+        assert cap.runtime.shed_until > time.perf_counter_ns()
+        assert cap.total("sync.operation.duration") == 200  # metrics continue
+        exporter.release.set()
+    provider.shutdown()
+
+
+def test_while_shedding_no_spans_are_started_but_metrics_continue() -> None:
+    with capture() as cap:
+        cap.runtime.shed_spans("test")
+        with syncperf.sync_operation("push"):
+            pass
+        assert cap.spans() == []
+        assert cap.total("sync.operation.duration") == 1
+        assert cap.total("syncperf.shed", {"syncperf.reason": "test"}) == 1
+
+
+def test_a_full_span_queue_with_a_stuck_finisher_sheds_instead_of_blocking() -> None:
+    exporter = SleepingExporter(10)
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider) as cap:
+        finisher = cap.runtime.finisher
+        finisher._max_queue = 5
+        started = time.perf_counter()
+        for _ in range(50):
+            with syncperf.sync_operation("push"):
+                pass
+            time.sleep(0.002)
+        assert time.perf_counter() - started < 2
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "span_queue_full"}) >= 1
+        assert cap.total("syncperf.shed", {"syncperf.reason": "span_export_stalled"}) >= 1
+        exporter.release.set()
+    provider.shutdown()

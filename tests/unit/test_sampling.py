@@ -1,0 +1,130 @@
+"""Spans follow the provider's sampler and syncperf's rate; errors, conflicts and slow
+operations are traced anyway; metrics are never sampled."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+import syncperf
+from syncperf.testing import capture
+
+
+def run_ops(n: int = 20, **record: object) -> None:
+    for _ in range(n):
+        with syncperf.sync_operation("push", entity="todo"):
+            pass
+
+
+def test_sampled_out_operations_make_no_span_but_full_metrics() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)) as cap:
+        run_ops(20)
+        assert cap.spans() == []
+        assert cap.total("sync.operation.duration") == 20
+
+
+def test_a_sampled_out_error_is_rescued_as_a_root_span_with_its_real_start() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)) as cap:
+        before = time.time_ns()
+        with pytest.raises(ValueError), syncperf.sync_operation("push"):
+            time.sleep(0.01)
+            raise ValueError
+        (span,) = cap.spans()
+    assert span.name == "sync push"
+    assert span.attributes["syncperf.rescued"] is True
+    assert span.attributes["sync.outcome"] == "error"
+    assert span.parent is None
+    assert span.start_time >= before
+    assert span.end_time - span.start_time >= 10_000_000
+    assert [e.name for e in span.events] == ["exception"]
+
+
+def test_a_sampled_out_conflict_is_rescued_and_links_to_its_context() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)) as cap:
+        tracer = cap.tracer_provider.get_tracer("app")
+        with (
+            tracer.start_as_current_span("POST /push") as request_span,
+            syncperf.sync_operation("push") as op,
+        ):
+            op.record_conflict()
+        (span,) = cap.spans()
+    assert span.attributes["sync.outcome"] == "conflict"
+    assert [link.context.trace_id for link in span.links] == [
+        request_span.get_span_context().trace_id
+    ]
+
+
+def test_a_slow_sampled_out_operation_is_rescued() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF), slow_threshold=0.005) as cap:
+        with syncperf.sync_operation("pull"):
+            time.sleep(0.01)
+        with syncperf.sync_operation("pull"):
+            pass
+        (span,) = cap.spans()
+    assert span.attributes["sync.outcome"] == "success"
+
+
+def test_children_follow_a_sampled_parent_and_join_its_trace() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)) as cap:
+        tracer = cap.tracer_provider.get_tracer("app")
+        parent_ctx = trace.SpanContext(
+            trace_id=0xABC,
+            span_id=0x123,
+            is_remote=True,
+            trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+        )
+        ctx = trace.set_span_in_context(trace.NonRecordingSpan(parent_ctx))
+        with tracer.start_as_current_span("request", context=ctx), syncperf.sync_operation("pull"):
+            pass
+        spans = {s.name: s for s in cap.spans()}
+    assert spans["sync pull"].context.trace_id == 0xABC
+    assert spans["sync pull"].parent.span_id == spans["request"].context.span_id
+
+
+def test_syncperf_sample_rate_zero_keeps_metrics_and_rescues_errors() -> None:
+    with capture(sampler=ALWAYS_ON, trace_sample_rate=0.0) as cap:
+        run_ops(10)
+        with pytest.raises(KeyError), syncperf.sync_operation("push"):
+            raise KeyError
+        spans = cap.spans()
+        assert cap.total("sync.operation.duration") == 11
+    assert [s.attributes["sync.outcome"] for s in spans] == ["error"]
+
+
+def test_a_ratio_sampler_keeps_roughly_its_share_without_double_sampling() -> None:
+    with capture(sampler=TraceIdRatioBased(0.5)) as cap:
+        run_ops(2000)
+        kept = len(cap.spans())
+    assert 850 < kept < 1150  # 0.5 of 2000, not 0.25 (that would be sampling twice)
+
+
+def test_without_an_sdk_tracer_provider_no_span_is_made() -> None:
+    with capture(tracer_provider=trace.NoOpTracerProvider()) as cap:
+        with pytest.raises(KeyError), syncperf.sync_operation("push"):
+            raise KeyError
+        assert cap.runtime.tracing.active is False
+        assert cap.spans() == []
+        assert cap.total("sync.operation.duration") == 1
+
+
+def test_a_global_sdk_provider_installed_after_start_is_picked_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    with capture(tracer_provider=None) as cap:
+        run_ops(1)
+        assert cap.runtime.tracing.active is False
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
+        cap.runtime.tracing._next_check = 0  # skip the one-second wait
+        run_ops(1)
+        cap.runtime.finisher.flush()
+    assert [s.name for s in exporter.get_finished_spans()] == ["sync push"]
