@@ -1,0 +1,197 @@
+"""Sync-route templates for the ASGI middleware: compiled once, matched cheaply per request.
+
+Only the user's *sync* templates are matched here (a dict lookup for static paths, a prefix
+check and one regex for parameterised ones); the application's own routing is never
+re-run. ``http.route`` for other requests is read from what the framework's router left in
+the scope (``scope["route"]``), never from the raw path.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from syncperf._decorators import Adapter
+from syncperf._operation import check_entity, check_operation
+from syncperf.exceptions import ConfigError
+
+__all__ = ["CompiledRoute", "RouteTable", "SyncRoute", "framework_route", "route_path"]
+
+_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*))?}")
+_CONVERTORS = {  # Starlette's convertor regexes, so our matches agree with the router's
+    "str": "[^/]+",
+    "path": ".*",
+    "int": "[0-9]+",
+    "float": r"[0-9]+(?:\.[0-9]+)?",
+    "uuid": "[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}",
+}
+
+
+@dataclass(frozen=True)
+class SyncRoute:
+    """What one sync route template measures.
+
+    Attributes:
+        operation: ``"pull"``, ``"push"`` or another low-cardinality operation name.
+        entity: A fixed entity for the route. Leave it None to take the entity from an
+            ``{entity}`` path parameter of the template (or from the handler).
+        adapter: A protocol adapter (``syncperf.Adapter``: ``on_request(op, body)`` and
+            ``on_response(op, body)``) fed the JSON-decoded request and response bodies.
+    """
+
+    operation: str
+    entity: str | None = None
+    adapter: Adapter | None = None
+
+    def __post_init__(self) -> None:
+        check_operation(self.operation, "SyncRoute.operation")
+        check_entity(self.entity, "SyncRoute.entity")
+        adapter = self.adapter
+        if adapter is not None and not (
+            callable(getattr(adapter, "on_request", None))
+            and callable(getattr(adapter, "on_response", None))
+        ):
+            raise ConfigError(
+                "SyncRoute.adapter", adapter, "an object with on_request() and on_response()"
+            )
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    """A sync template ready for matching."""
+
+    template: str
+    route: SyncRoute
+    entity_param: bool
+    prefix: str
+    regex: re.Pattern[str] | None
+
+
+class RouteTable:
+    """The sync templates of one middleware: ``match(path)`` -> (route, entity) or None."""
+
+    __slots__ = ("dynamic", "static")
+
+    def __init__(self, routes: Mapping[str, str | SyncRoute] | None) -> None:
+        self.static: dict[str, CompiledRoute] = {}
+        self.dynamic: tuple[CompiledRoute, ...] = ()
+        if routes is None:
+            return
+        if not isinstance(routes, Mapping):
+            raise ConfigError(
+                "routes",
+                routes,
+                'a mapping of route template to operation, e.g. {"/sync/pull": "pull"}',
+            )
+        dynamic = []
+        for template, value in routes.items():
+            compiled = _compile(template, value)
+            if compiled.regex is None:
+                self.static[template] = compiled
+            else:
+                dynamic.append(compiled)
+        self.dynamic = tuple(dynamic)
+
+    def __bool__(self) -> bool:
+        return bool(self.static or self.dynamic)
+
+    def match(self, path: str) -> tuple[CompiledRoute, str | None] | None:
+        """The sync route ``path`` belongs to and its ``{entity}`` value, or None."""
+        found = self.static.get(path)
+        if found is not None:
+            return found, None
+        for compiled in self.dynamic:
+            if path.startswith(compiled.prefix):
+                hit = compiled.regex.fullmatch(path)  # type: ignore[union-attr]
+                if hit is not None:
+                    return compiled, hit.group("entity") if compiled.entity_param else None
+        return None
+
+
+def _compile(template: object, value: object) -> CompiledRoute:
+    if not isinstance(template, str) or not template.startswith("/"):
+        raise ConfigError("routes", template, 'route templates starting with "/"')
+    if isinstance(value, str):
+        route = SyncRoute(check_operation(value, f"routes[{template!r}]"))
+    elif isinstance(value, SyncRoute):
+        route = value
+    else:
+        raise ConfigError(f"routes[{template!r}]", value, "an operation name or a SyncRoute")
+    pattern = ["^"]
+    position = 0
+    names = set()
+    for param in _PARAM.finditer(template):
+        name, convertor = param.group(1), param.group(2) or "str"
+        if convertor not in _CONVERTORS:
+            raise ConfigError(
+                f"routes[{template!r}]",
+                convertor,
+                "a path convertor among " + ", ".join(_CONVERTORS),
+            )
+        if name in names:
+            raise ConfigError(f"routes[{template!r}]", name, "distinct path parameter names")
+        names.add(name)
+        pattern.append(re.escape(template[position : param.start()]))
+        pattern.append(f"(?P<{name}>{_CONVERTORS[convertor]})")
+        position = param.end()
+    if "{" in template[position:] or "}" in template[position:]:
+        raise ConfigError(
+            "routes", template, "templates whose parameters look like {name} or {name:convertor}"
+        )
+    entity_param = "entity" in names
+    if entity_param and route.entity is not None:
+        raise ConfigError(
+            f"routes[{template!r}]",
+            route.entity,
+            "either an {entity} path parameter or SyncRoute(entity=...), not both",
+        )
+    if not names:
+        return CompiledRoute(template, route, False, template, None)
+    pattern.append(re.escape(template[position:]) + "$")
+    first = _PARAM.search(template)
+    prefix = template[: first.start()] if first else template
+    return CompiledRoute(template, route, entity_param, prefix, re.compile("".join(pattern)))
+
+
+def route_path(scope: MutableMapping[str, Any]) -> str:
+    """The request path relative to the application's ``root_path`` (as Starlette routes it)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
+
+
+def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | None:
+    """``http.route`` from the route the framework matched, or None (never the raw path).
+
+    Starlette and FastAPI leave the matched route in ``scope["route"]``. Inside a mount its
+    template is relative to the mount, whose literal path is added back (a mount with path
+    parameters has no safe template and yields None).
+    """
+    route = scope.get("route")
+    if route is None:
+        return None
+    template = getattr(route, "path_format", None)
+    if not isinstance(template, str):
+        return None
+    root = scope.get("root_path", "")
+    if root == entry_root:
+        return template
+    if not isinstance(root, str) or not root.startswith(entry_root):
+        return None
+    params = scope.get("path_params")
+    if params and not set(params) <= set(getattr(route, "param_convertors", ())):
+        return None  # a mount contributed parameters: its prefix holds raw values
+    prefix = root[len(entry_root) :]
+    if hasattr(route, "routes") or type(route).__name__ == "Mount":
+        # the mount itself is the matched route: root_path already holds its path
+        mount_path = getattr(route, "path", "")
+        if not isinstance(mount_path, str) or not prefix.endswith(mount_path):
+            return None
+        prefix = prefix[: len(prefix) - len(mount_path)]
+    return prefix + template

@@ -1,0 +1,520 @@
+"""``SyncPerfMiddleware``: drop-in sync observability for FastAPI, Starlette and any ASGI app.
+
+A pure ASGI middleware (no ``BaseHTTPMiddleware``, no framework import)::
+
+    from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+
+    app.add_middleware(
+        SyncPerfMiddleware,
+        routes={"/sync/pull": "pull", "/sync/{entity}/push": "push"},
+    )
+
+For a request to a sync route a sync operation is active while the handler runs, so
+``syncperf.current_operation()`` and decorated handlers attach to it. Every HTTP request
+also gets the ``http.server.*`` metrics of the semantic conventions, unless another
+instrumentation (contrib's ``OpenTelemetryMiddleware`` / ``FastAPIInstrumentor`` or FastAPI's
+native telemetry) already records them. See ``docs/asgi.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
+
+from syncperf import _runtime
+from syncperf._asgi_http import (
+    HEADERS,
+    METHODS,
+    VERSIONS,
+    SeenKeys,
+    contrib_in_stack,
+    http_series,
+    key_hash,
+    owners,
+)
+from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
+from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
+from syncperf._runtime import Runtime
+from syncperf.exceptions import ConfigError
+
+__all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_perf = time.perf_counter_ns
+_store_ids = itertools.count()
+_TRUE = (b"true", b"1")
+
+
+def live_request(scope: Scope) -> bool:
+    """The default ``live`` predicate: ``?live=true`` (or ``1``) or ``Accept: text/event-stream``.
+
+    Args:
+        scope: The ASGI HTTP scope.
+
+    Returns:
+        True for a long-poll or streaming request.
+    """
+    query = scope.get("query_string")
+    if query and b"live=" in query:
+        for part in query.split(b"&"):
+            if part in (b"live=true", b"live=1"):
+                return True
+    for name, value in scope.get("headers") or ():
+        if name == b"accept" and b"text/event-stream" in value:
+            return True
+    return False
+
+
+def _admit(status: int | None) -> bool:
+    """Whether a path ``{entity}`` may become a metric attribute: not for rejected requests."""
+    return status is None or status < 400 or status == 409 or status >= 500
+
+
+class SyncPerfMiddleware:
+    """Measures sync routes as sync operations and every request as an HTTP server request.
+
+    Args:
+        app: The ASGI application to wrap.
+        routes: Route template -> operation name or ``SyncRoute``, e.g.
+            ``{"/sync/pull": "pull", "/sync/{entity}/push": "push"}``. Templates use the
+            framework's syntax and are relative to the app's ``root_path``; an ``{entity}``
+            path parameter names the entity. ``OPTIONS`` (CORS preflight) requests are never
+            sync operations.
+        http_metrics: Record ``http.server.request.duration``, ``.active_requests``,
+            ``.request.body.size`` and ``.response.body.size``. Even when True they are left
+            to another instrumentation that records them for the same request.
+        idempotency_header: Request header carrying the idempotency key (IETF draft
+            ``Idempotency-Key``). The key is never exported; on spans only as a hash.
+        replay_header: Response header by which the application marks a replayed response
+            (value ``true`` or ``1``); it counts an idempotency hit. None to disable.
+        idempotency_ttl: Seconds; when set, a key repeating within this window also counts
+            as a hit (opt-in; keeps at most ``idempotency_max_keys`` hashes).
+        idempotency_max_keys: Bound of the key window.
+        live: Predicate on the ASGI scope marking long-poll / streaming sync requests.
+            They are reported as operation ``<operation>_live`` and kept out of
+            ``http.server.request.duration``, so they cannot poison latency percentiles.
+            None disables it; default ``live_request`` (``?live=true`` or SSE).
+        max_body_bytes: Bodies buffered for a route's adapter are capped at this size;
+            larger ones are not parsed (counted in ``syncperf.dropped``).
+
+    Raises:
+        ConfigError: an option has a value that is not accepted.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        routes: Mapping[str, str | SyncRoute] | None = None,
+        *,
+        http_metrics: bool = True,
+        idempotency_header: str = "idempotency-key",
+        replay_header: str | None = "idempotent-replayed",
+        idempotency_ttl: float | None = None,
+        idempotency_max_keys: int = 10_000,
+        live: Callable[[Scope], bool] | None = live_request,
+        max_body_bytes: int = 1_048_576,
+    ) -> None:
+        if not callable(app):
+            raise ConfigError("app", app, "an ASGI application")
+        if not isinstance(http_metrics, bool):
+            raise ConfigError("http_metrics", http_metrics, "True or False")
+        if not isinstance(idempotency_header, str) or not idempotency_header:
+            raise ConfigError("idempotency_header", idempotency_header, "a header name")
+        if replay_header is not None and (not isinstance(replay_header, str) or not replay_header):
+            raise ConfigError("replay_header", replay_header, "a header name or None")
+        if idempotency_ttl is not None and (
+            isinstance(idempotency_ttl, bool)
+            or not isinstance(idempotency_ttl, (int, float))
+            or not idempotency_ttl > 0
+        ):
+            raise ConfigError("idempotency_ttl", idempotency_ttl, "a number of seconds > 0 or None")
+        if (
+            isinstance(idempotency_max_keys, bool)
+            or not isinstance(idempotency_max_keys, int)
+            or idempotency_max_keys < 1
+        ):
+            raise ConfigError("idempotency_max_keys", idempotency_max_keys, "an integer >= 1")
+        if live is not None and not callable(live):
+            raise ConfigError("live", live, "a callable taking the ASGI scope, or None")
+        if (
+            isinstance(max_body_bytes, bool)
+            or not isinstance(max_body_bytes, int)
+            or max_body_bytes < 0
+        ):
+            raise ConfigError("max_body_bytes", max_body_bytes, "an integer >= 0")
+        self.app = app
+        self._routes = RouteTable(routes)
+        self._live_names = {
+            c.route.operation: check_operation(c.route.operation + "_live", "routes")
+            for c in (*self._routes.static.values(), *self._routes.dynamic)
+        }
+        self._http_metrics = http_metrics
+        self._idem_name = idempotency_header.lower().encode("latin-1")
+        self._replay_name = (
+            None if replay_header is None else replay_header.lower().encode("latin-1")
+        )
+        self._ttl = idempotency_ttl
+        self._max_keys = idempotency_max_keys
+        self._store_key = ("syncperf.asgi", "idempotency", next(_store_ids))
+        self._live = live
+        self._max_body = max_body_bytes
+        self._contrib: bool | None = None  # wiring of the app, decided on the first request
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI connection (websocket and lifespan pass through untouched)."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rt = _runtime._current or _runtime.current()
+        if not rt.enabled:
+            await self.app(scope, receive, send)
+            return
+        t0 = _perf()
+        contrib = self._contrib
+        if contrib is None:
+            contrib = self._contrib = contrib_in_stack(scope.get("app"))
+        hit = self._routes.match(route_path(scope)) if self._routes else None
+        if hit is not None and (scope.get("method") == "OPTIONS" or _CURRENT.get() is not None):
+            hit = None  # preflight, or an outer sync operation already measures this request
+        owner_span, owned, metrics_elsewhere = owners(scope, contrib)
+        metering = self._http_metrics and not metrics_elsewhere
+        if hit is None and not metering:
+            await self.app(scope, receive, send)
+            return
+
+        # --- prologue: everything decided before the application runs -------------------
+        method = scope.get("method") or "GET"
+        if method not in METHODS:
+            method = "_OTHER"
+        scheme = scope.get("scheme") or "http"
+        entry_root = scope.get("root_path", "")
+        headers = scope.get("headers") or ()
+        content_length = -1
+        idem_key: bytes | None = None
+        idem_name = self._idem_name
+        for name, value in headers:
+            if name == b"content-length":
+                content_length = int(value) if value.isdigit() else -1
+            elif name == idem_name:
+                idem_key = value
+        op: SyncOperation | None = None
+        token: Any = None
+        live = False
+        entity_value: str | None = None
+        template: str | None = None
+        adapter = None
+        if hit is not None:
+            compiled, entity_value = hit
+            route = compiled.route
+            template = compiled.template
+            adapter = route.adapter
+            try:
+                live = self._live is not None and bool(self._live(scope))
+            except Exception as error:
+                rt.internal_error("asgi_live_predicate_failed", error)
+            operation = self._live_names[route.operation] if live else route.operation
+            attributes = None
+            if not owned and rt.tracing.active:
+                token = context_api.attach(propagate.extract(headers, getter=HEADERS))
+                attributes = {
+                    "http.request.method": method,
+                    "url.scheme": scheme,
+                    "url.path": scope.get("path", ""),
+                    "http.route": template,
+                }
+            op = begin(
+                rt,
+                operation,
+                route.entity,
+                kind=SpanKind.INTERNAL if owned else SpanKind.SERVER,
+                attributes=attributes,
+            )
+            if owner_span is not None:
+                owner_span.set_attribute("sync.operation", operation)
+            if idem_key is not None:
+                self._idempotency(rt, op, idem_key)
+
+        hs = None
+        if metering:
+            hs = http_series(rt)
+            with rt.lock:
+                active = hs.active_for(method, scheme)
+                active.add(1)
+
+        # --- the request ---------------------------------------------------------------------
+        status: int | None = None
+        sent = 0
+        received = 0
+        complete_ns = 0
+        disconnected = False
+        replayed = False
+        cap = self._max_body
+        request_chunks: list[bytes] | None = [] if adapter is not None else None
+        response_chunks: list[bytes] | None = [] if adapter is not None else None
+        replay_name = self._replay_name if op is not None else None
+        prologue_ns = _perf() - t0
+
+        async def wrapped_receive() -> Message:
+            nonlocal received, disconnected
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.request":
+                body = message.get("body", b"")
+                received += len(body)
+                if request_chunks is not None and received <= cap:
+                    request_chunks.append(body)
+            elif kind == "http.disconnect":
+                disconnected = True
+            return message
+
+        async def wrapped_send(message: Message) -> None:
+            nonlocal status, sent, complete_ns, replayed
+            kind = message["type"]
+            final = False
+            if kind == "http.response.body":
+                body = message.get("body", b"")
+                sent += len(body)
+                if response_chunks is not None and sent <= cap:
+                    response_chunks.append(body)
+                final = not message.get("more_body", False)
+            elif kind == "http.response.start":
+                status = message["status"]
+                if op is not None:
+                    if replay_name is not None:
+                        for name, value in message.get("headers") or ():
+                            if name.lower() == replay_name and value.lower() in _TRUE:
+                                replayed = True
+                    if entity_value is not None and op.entity is None and _admit(status):
+                        op.set_entity(entity_value)
+                    if owner_span is not None and op.entity is not None:
+                        owner_span.set_attribute("sync.entity", op.entity)
+            elif kind == "http.response.pathsend":
+                final = True
+            await send(message)
+            if final:
+                complete_ns = _perf()
+
+        failure: BaseException | None = None
+        try:
+            await self.app(scope, wrapped_receive, wrapped_send)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            t_end = _perf()
+            reason = None
+            if failure is None and not complete_ns:
+                reason = "client_disconnected" if disconnected else "incomplete_response"
+            if op is not None:
+                try:
+                    self._finish_operation(
+                        rt,
+                        op,
+                        failure,
+                        status,
+                        reason,
+                        replayed,
+                        entity_value,
+                        template,
+                        scope,
+                        entry_root,
+                        owned,
+                        adapter,
+                        request_chunks,
+                        response_chunks,
+                        received,
+                        sent,
+                    )
+                finally:
+                    if token is not None:
+                        context_api.detach(token)
+            if hs is not None:
+                status_attr: int | None = status
+                if failure is not None:
+                    etype: str | None = rt.error_types(error_type(failure))
+                    status_attr = 500 if status is None else status
+                elif status is not None and status >= 500:
+                    etype = str(status)
+                else:
+                    etype = reason
+                http_route = framework_route(scope, entry_root) or template
+                version = scope.get("http_version")
+                size = content_length if content_length >= 0 else received
+                duration = ((complete_ns or t_end) - t0) / 1e9
+                overhead = rt.overhead_for("asgi")
+                with rt.lock:
+                    dur, req_size, resp_size = hs.bound(
+                        method,
+                        scheme,
+                        status_attr,
+                        http_route,
+                        etype,
+                        version if version in VERSIONS else None,
+                    )
+                    if not live:
+                        dur.record(duration)
+                    if size > 0 or content_length == 0:
+                        req_size.record(size)
+                    resp_size.record(sent)
+                    active.add(-1)
+                    overhead.record((prologue_ns + _perf() - t_end) / 1e9)
+            else:
+                overhead = rt.overhead_for("asgi")
+                with rt.lock:
+                    overhead.record((prologue_ns + _perf() - t_end) / 1e9)
+
+    def _idempotency(self, rt: Runtime, op: SyncOperation, key: bytes) -> None:
+        """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
+        recording = op.span.is_recording()
+        if not recording and self._ttl is None:
+            return
+        digest = key_hash(key)
+        if recording:
+            op.set_attribute("sync.idempotency.key_hash", digest)
+        if self._ttl is not None:
+            store = rt.cache.get(self._store_key)
+            if store is None:
+                store = rt.cache.setdefault(self._store_key, SeenKeys(self._ttl, self._max_keys))
+            if store.seen(digest):
+                op.record_idempotency_hit()
+
+    def _finish_operation(
+        self,
+        rt: Runtime,
+        op: SyncOperation,
+        failure: BaseException | None,
+        status: int | None,
+        reason: str | None,
+        replayed: bool,
+        entity_value: str | None,
+        template: str | None,
+        scope: Scope,
+        entry_root: str,
+        owned: bool,
+        adapter: Any,
+        request_chunks: list[bytes] | None,
+        response_chunks: list[bytes] | None,
+        received: int,
+        sent: int,
+    ) -> None:
+        """Outcome from the response, adapter feeding, then ``end()`` (never raises)."""
+        try:
+            if adapter is not None:
+                _feed(rt, op, adapter.on_request, request_chunks, received, self._max_body)
+                _feed(rt, op, adapter.on_response, response_chunks, sent, self._max_body)
+            if replayed:
+                op.record_idempotency_hit()
+            if entity_value is not None and op.entity is None and _admit(status):
+                op.set_entity(entity_value)
+            if failure is None:
+                if status is not None and status >= 500:
+                    op.set_error(str(status))
+                elif reason is not None:
+                    op.set_error(reason)
+                elif status == 409 and not op.conflicts:
+                    op.record_conflict()
+            if not owned and op.span.is_recording():
+                if status is not None or failure is not None:
+                    op.set_attribute("http.response.status_code", 500 if status is None else status)
+                op.set_attribute("http.route", framework_route(scope, entry_root) or template)
+        except Exception as error:
+            rt.internal_error("asgi_outcome_failed", error)
+        try:
+            end(op, failure)
+        except Exception as error:
+            rt.internal_error("operation_end_failed", error)
+
+
+def _feed(
+    rt: Runtime,
+    op: SyncOperation,
+    hook: Callable[[SyncOperation, Any], None],
+    chunks: list[bytes] | None,
+    size: int,
+    cap: int,
+) -> None:
+    """JSON-decode a buffered body and hand it to an adapter hook (never raises)."""
+    if not chunks or size == 0:
+        return
+    if size > cap:
+        _drop(rt, "asgi_body_too_large", f"a body of {size} bytes exceeds max_body_bytes={cap}")
+        return
+    import json
+
+    try:
+        parsed = json.loads(b"".join(chunks))
+    except ValueError:
+        _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
+        return
+    try:
+        hook(op, parsed)
+    except Exception as error:
+        rt.internal_error("adapter_failed", error)
+
+
+def _drop(rt: Runtime, reason: str, detail: str) -> None:
+    """Count a body the client or app sent that syncperf cannot read (never raises)."""
+    with rt.lock:
+        rt.dropped.sum((("syncperf.reason", reason),)).add(1)
+    rt.log_once("drop:" + reason, "syncperf could not read a body (%s): %s", reason, detail)
+
+
+def instrument_app(
+    app: Any, routes: Mapping[str, str | SyncRoute] | None = None, **options: Any
+) -> Any:
+    """Add ``SyncPerfMiddleware`` to a FastAPI or Starlette app in one call.
+
+    Equivalent to ``app.add_middleware(SyncPerfMiddleware, routes=routes, **options)``, but
+    validates the options now and warns (on the ``syncperf`` logger) about sync templates
+    that match none of the app's routes, which usually means a typo.
+
+    Args:
+        app: A FastAPI or Starlette application (anything with ``add_middleware``).
+        routes: Sync route templates, as for ``SyncPerfMiddleware``.
+        **options: Other ``SyncPerfMiddleware`` options.
+
+    Returns:
+        The same app.
+
+    Raises:
+        ConfigError: ``app`` has no ``add_middleware`` or an option is not accepted.
+    """
+    if not callable(getattr(app, "add_middleware", None)):
+        raise ConfigError("app", app, "a FastAPI or Starlette application")
+    SyncPerfMiddleware(app, routes, **options)  # validate now, not on the first request
+    known = set(_templates(getattr(app, "routes", ()), ""))
+    if known:
+        import logging
+
+        for template in routes or {}:
+            if template not in known:
+                logging.getLogger("syncperf").warning(
+                    "syncperf: sync route %r matches no route of %r", template, app
+                )
+    app.add_middleware(SyncPerfMiddleware, routes=routes, **options)
+    return app
+
+
+def _templates(routes: Any, prefix: str) -> list[str]:
+    found: list[str] = []
+    for route in routes or ():
+        children = getattr(route, "routes", None)
+        path = getattr(route, "path" if children else "path_format", None)
+        if not isinstance(path, str):
+            continue
+        if children:
+            found.extend(_templates(children, prefix + path))
+        else:
+            found.append(prefix + path)
+    return found

@@ -1,0 +1,565 @@
+"""SyncPerfMiddleware through httpx's ASGI transport: sync routes, HTTP metrics, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi.responses import JSONResponse, StreamingResponse
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+from opentelemetry.trace import SpanKind, StatusCode
+
+import syncperf
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute, live_request
+from syncperf.testing import Capture, capture
+
+ROUTES: dict[str, str | SyncRoute] = {
+    "/sync/pull": "pull",
+    "/sync/{entity}/push": "push",
+    "/sync/items/pull": SyncRoute("pull", entity="item"),
+}
+KNOWN = {"todo", "note"}
+
+
+class Boom(Exception):
+    """The handler's own error."""
+
+
+def make_app(**options: Any) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/sync/pull")
+    async def pull(request: Request) -> Response:
+        op = syncperf.current_operation()
+        op.set_batch_size(3)
+        op.record_items(3, entity="todo", change="updated")
+        status = int(request.query_params.get("status", "200"))
+        headers = {}
+        if request.query_params.get("replayed"):
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse({"changes": []}, status_code=status, headers=headers)
+
+    @app.post("/sync/{entity}/push")
+    async def push(entity: str, request: Request) -> dict[str, Any]:
+        if entity not in KNOWN:
+            raise HTTPException(404)
+        body = await request.json()
+        if body.get("raise"):
+            raise Boom("push failed")
+        if body.get("conflict"):
+            raise HTTPException(409)
+        return {"ok": True}
+
+    @app.get("/sync/items/pull")
+    @syncperf.instrument_sync("pull", batch_size=lambda: 7)
+    def items_pull() -> dict[str, Any]:
+        return {"items": []}
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    @app.get("/stream")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(3):
+                yield b"x" * 10
+
+        return StreamingResponse(chunks())
+
+    app.add_middleware(SyncPerfMiddleware, routes=ROUTES, **options)
+    return app
+
+
+def client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, **kwargs), base_url="http://testserver"
+    )
+
+
+def active_total(cap: Capture, name: str) -> float:
+    return sum(p.value for p in cap.points(name))
+
+
+async def test_a_pull_is_one_sync_operation_with_a_server_span(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        response = await c.get("/sync/pull")
+    assert response.status_code == 200
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes == {"sync.operation": "pull", "sync.outcome": "success"}
+    assert point.count == 1
+    assert cap.total("sync.items", {"sync.entity": "todo", "sync.change": "updated"}) == 3
+    (span,) = cap.spans()
+    assert span.name == "sync pull"
+    assert span.kind is SpanKind.SERVER
+    attrs = dict(span.attributes or {})
+    assert attrs["http.request.method"] == "GET"
+    assert attrs["http.route"] == "/sync/pull"
+    assert attrs["url.path"] == "/sync/pull"
+    assert attrs["http.response.status_code"] == 200
+    assert attrs["sync.batch.size"] == 3
+
+
+async def test_http_server_metrics_follow_the_semantic_conventions(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        await c.post("/sync/todo/push", json={"a": 1})
+    duration = cap.metric("http.server.request.duration")
+    assert duration is not None and duration.unit == "s"
+    (point,) = duration.data.data_points
+    assert point.attributes == {
+        "http.request.method": "POST",
+        "url.scheme": "http",
+        "http.response.status_code": 200,
+        "http.route": "/sync/{entity}/push",
+        "network.protocol.version": "1.1",
+    }
+    assert {0.2, 2.0, 5.0, 0.005, 10.0} <= set(point.explicit_bounds)
+    (request_size,) = cap.points("http.server.request.body.size")
+    assert request_size.sum == len(json.dumps({"a": 1}).replace(" ", ""))
+    (response_size,) = cap.points("http.server.response.body.size")
+    assert response_size.sum == len(b'{"ok":true}')
+    (active,) = cap.points("http.server.active_requests")
+    assert active.attributes == {"http.request.method": "POST", "url.scheme": "http"}
+    assert active.value == 0
+    assert cap.metric("http.server.active_requests").unit == "{request}"  # type: ignore[union-attr]
+
+
+async def test_the_entity_comes_from_the_path_parameter(syncperf_capture: Capture) -> None:
+    async with client(make_app()) as c:
+        await c.post("/sync/todo/push", json={})
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes["sync.entity"] == "todo"
+    assert point.attributes["sync.operation"] == "push"
+
+
+async def test_a_rejected_path_entity_never_becomes_a_metric_attribute(
+    syncperf_capture: Capture,
+) -> None:
+    async with client(make_app()) as c:
+        for n in range(5):
+            assert (await c.post(f"/sync/junk{n}/push", json={})).status_code == 404
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert "sync.entity" not in point.attributes
+    assert point.count == 5
+    assert syncperf_capture.runtime.entities.names == set()
+
+
+async def test_a_decorated_handler_joins_the_middleware_operation(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        await c.get("/sync/items/pull")
+    (point,) = cap.points("sync.operation.duration")
+    assert point.count == 1
+    assert point.attributes["sync.entity"] == "item"
+    (batch,) = cap.points("sync.batch.size")
+    assert batch.sum == 7
+    assert len(cap.spans()) == 1
+    assert active_total(cap, "sync.operations.active") == 0
+
+
+async def test_a_5xx_response_is_an_error_with_the_status_as_error_type(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        await c.get("/sync/pull?status=503")
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "error"
+    assert point.attributes["error.type"] == "503"
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["error.type"] == "503"
+    (span,) = cap.spans()
+    assert span.status.status_code is StatusCode.ERROR
+
+
+async def test_a_4xx_response_keeps_what_the_handler_recorded(syncperf_capture: Capture) -> None:
+    async with client(make_app()) as c:
+        await c.get("/sync/pull?status=400")
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "success"
+    (span,) = syncperf_capture.spans()
+    assert span.status.status_code is StatusCode.UNSET
+
+
+async def test_a_409_response_is_a_conflict(syncperf_capture: Capture) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        assert (await c.post("/sync/todo/push", json={"conflict": True})).status_code == 409
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "conflict"
+    assert cap.total("sync.conflicts", {"sync.entity": "todo"}) == 1
+
+
+async def test_an_exception_propagates_unchanged_and_is_an_error(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        with pytest.raises(Boom, match="push failed"):
+            await c.post("/sync/todo/push", json={"raise": True})
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["error.type"] == f"{__name__}.Boom"
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["http.response.status_code"] == 500
+    assert http.attributes["error.type"] == f"{__name__}.Boom"
+    assert active_total(cap, "sync.operations.active") == 0
+    assert active_total(cap, "http.server.active_requests") == 0
+    (span,) = cap.spans()
+    assert span.events[0].name == "exception"
+
+
+async def test_the_exception_object_is_the_handlers_own() -> None:
+    raised = Boom("mine")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise raised
+
+    middleware = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
+    with capture(), pytest.raises(Boom) as info:
+        await middleware(
+            {"type": "http", "method": "GET", "path": "/sync/pull", "headers": []},
+            _no_body,
+            _discard,
+        )
+    assert info.value is raised
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def _discard(message: Any) -> None:
+    return None
+
+
+async def test_other_routes_get_http_metrics_with_the_template_and_no_span(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        await c.get("/items/42")
+        await c.get("/no/such/path")
+    routes = {p.attributes.get("http.route") for p in cap.points("http.server.request.duration")}
+    assert routes == {"/items/{item_id}", None}
+    assert all("42" not in str(p.attributes) for p in cap.points("http.server.request.duration"))
+    assert cap.spans() == []
+    assert cap.metric("sync.operation.duration") is None
+
+
+async def test_a_mounted_app_reports_the_full_template(syncperf_capture: Capture) -> None:
+    outer = FastAPI()
+    inner = FastAPI()
+
+    @inner.get("/x/{y}")
+    async def x(y: str) -> dict[str, str]:
+        return {}
+
+    outer.mount("/sub", inner)
+    outer.add_middleware(SyncPerfMiddleware, routes={})
+    async with client(outer) as c:
+        await c.get("/sub/x/abc")
+    (point,) = syncperf_capture.points("http.server.request.duration")
+    assert point.attributes["http.route"] == "/sub/x/{y}"
+
+
+async def test_http_metrics_can_be_switched_off(syncperf_capture: Capture) -> None:
+    async with client(make_app(http_metrics=False)) as c:
+        await c.get("/sync/pull")
+        await c.get("/items/1")
+    assert syncperf_capture.metric("http.server.request.duration") is None
+    assert syncperf_capture.total("sync.operation.duration") == 1
+
+
+async def test_a_replayed_response_header_counts_an_idempotency_hit(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        await c.get("/sync/pull?replayed=1", headers={"Idempotency-Key": "k-1"})
+        await c.get("/sync/pull", headers={"Idempotency-Key": "k-2"})
+    assert cap.total("sync.idempotency.hits", {"sync.operation": "pull"}) == 1
+    hit, fresh = cap.spans()
+    assert hit.attributes["sync.idempotency.hit"] is True  # type: ignore[index]
+    assert fresh.attributes["sync.idempotency.hit"] is False  # type: ignore[index]
+
+
+async def test_the_idempotency_key_is_exported_only_as_a_hash(syncperf_capture: Capture) -> None:
+    async with client(make_app()) as c:
+        await c.get("/sync/pull", headers={"Idempotency-Key": "secret-key-123"})
+    (span,) = syncperf_capture.spans()
+    digest = span.attributes["sync.idempotency.key_hash"]  # type: ignore[index]
+    assert isinstance(digest, str) and len(digest) == 16
+    assert "secret-key-123" not in repr(dict(span.attributes or {}))
+    exported = repr([m.data for m in syncperf_capture.metrics()])
+    assert "secret-key-123" not in exported and digest not in exported
+
+
+async def test_a_repeated_key_within_the_ttl_counts_as_a_hit_when_opted_in(
+    syncperf_capture: Capture,
+) -> None:
+    async with client(make_app(idempotency_ttl=60)) as c:
+        for key in ("a", "b", "a", "a"):
+            await c.get("/sync/pull", headers={"Idempotency-Key": key})
+    assert syncperf_capture.total("sync.idempotency.hits") == 2
+
+
+async def test_repeated_keys_are_not_hits_without_the_opt_in(syncperf_capture: Capture) -> None:
+    async with client(make_app()) as c:
+        for _ in range(3):
+            await c.get("/sync/pull", headers={"Idempotency-Key": "a"})
+    assert syncperf_capture.total("sync.idempotency.hits") == 0
+
+
+async def test_live_requests_stay_out_of_the_latency_histograms(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        await c.get("/sync/pull?live=true")
+        await c.get("/sync/pull")
+    ops = {p.attributes["sync.operation"]: p.count for p in cap.points("sync.operation.duration")}
+    assert ops == {"pull": 1, "pull_live": 1}
+    assert cap.total("http.server.request.duration") == 1
+    assert cap.total("http.server.response.body.size") == 2
+    assert active_total(cap, "sync.operations.active") == 0
+
+
+def test_the_default_live_predicate_reads_the_query_and_accept_header() -> None:
+    def scope(query: bytes = b"", accept: bytes = b"*/*") -> dict[str, Any]:
+        return {"query_string": query, "headers": [(b"accept", accept)]}
+
+    assert live_request(scope(b"cursor=3&live=true"))
+    assert live_request(scope(b"live=1"))
+    assert not live_request(scope(b"live=false"))
+    assert not live_request(scope(b"alive=true"))
+    assert live_request(scope(accept=b"text/event-stream"))
+    assert not live_request(scope())
+
+
+async def test_an_incoming_traceparent_is_continued(syncperf_capture: Capture) -> None:
+    trace_id = "0af7651916cd43dd8448eb211c80319c"
+    parent = "b7ad6b7169203331"
+    async with client(make_app()) as c:
+        await c.get("/sync/pull", headers={"traceparent": f"00-{trace_id}-{parent}-01"})
+    (span,) = syncperf_capture.spans()
+    assert f"{span.context.trace_id:032x}" == trace_id
+    assert span.parent is not None and f"{span.parent.span_id:016x}" == parent
+    assert span.parent.is_remote
+
+
+async def test_a_streaming_response_passes_through_chunk_by_chunk(
+    syncperf_capture: Capture,
+) -> None:
+    async with client(make_app()) as c, c.stream("GET", "/stream") as response:
+        chunks = [chunk async for chunk in response.aiter_raw()]
+    assert b"".join(chunks) == b"x" * 30
+    (size,) = syncperf_capture.points("http.server.response.body.size")
+    assert size.sum == 30
+    assert active_total(syncperf_capture, "http.server.active_requests") == 0
+
+
+async def test_500_concurrent_requests_end_with_exact_counts_and_idle_gauges(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    async with client(make_app()) as c:
+        responses = await asyncio.gather(
+            *[c.post("/sync/todo/push", json={"conflict": n % 5 == 0}) for n in range(250)],
+            *[c.get("/sync/pull") for _ in range(250)],
+        )
+    assert sorted({r.status_code for r in responses}) == [200, 409]
+    assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 250
+    assert cap.total("sync.operation.duration", {"sync.outcome": "conflict"}) == 50
+    assert cap.total("sync.operation.duration", {"sync.operation": "pull"}) == 250
+    assert cap.total("sync.items") == 750
+    assert cap.total("http.server.request.duration") == 500
+    assert active_total(cap, "sync.operations.active") == 0
+    assert active_total(cap, "http.server.active_requests") == 0
+    assert len(cap.spans()) == 500
+
+
+async def test_a_client_disconnect_mid_response_leaves_no_request_active(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    release = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        assert (await receive())["type"] == "http.request"
+        message = await receive()
+        assert message["type"] == "http.disconnect"
+        release.set()  # the app notices the disconnect and stops sending
+
+    messages = iter(
+        [{"type": "http.request", "body": b"", "more_body": False}, {"type": "http.disconnect"}]
+    )
+
+    async def receive() -> Any:
+        return next(messages)
+
+    middleware = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/sync/pull",
+        "headers": [],
+        "scheme": "http",
+        "http_version": "1.1",
+    }
+    await middleware(scope, receive, _discard)
+    assert release.is_set()
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["error.type"] == "client_disconnected"
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["error.type"] == "client_disconnected"
+    assert active_total(cap, "sync.operations.active") == 0
+    assert active_total(cap, "http.server.active_requests") == 0
+
+
+async def test_a_cancelled_request_leaves_no_request_active(syncperf_capture: Capture) -> None:
+    started = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    middleware = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
+    scope = {"type": "http", "method": "GET", "path": "/sync/pull", "headers": []}
+    task = asyncio.ensure_future(middleware(scope, _no_body, _discard))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    cap = syncperf_capture
+    assert active_total(cap, "sync.operations.active") == 0
+    assert active_total(cap, "http.server.active_requests") == 0
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "error"
+
+
+async def test_websocket_and_lifespan_pass_through_untouched(syncperf_capture: Capture) -> None:
+    seen: list[tuple[str, Any, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append((scope["type"], receive, send))
+
+    middleware = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
+    for kind in ("websocket", "lifespan"):
+        await middleware({"type": kind, "path": "/sync/pull"}, _no_body, _discard)
+    assert seen == [("websocket", _no_body, _discard), ("lifespan", _no_body, _discard)]
+    assert syncperf_capture.metrics() == []
+
+
+async def test_a_websocket_route_works_behind_the_middleware(syncperf_capture: Capture) -> None:
+    app = FastAPI()
+
+    @app.websocket("/sync/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text((await websocket.receive_text()).upper())
+        await websocket.close()
+
+    app.add_middleware(SyncPerfMiddleware, routes={"/sync/ws": "pull"})
+    incoming = iter([{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hello"}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> Any:
+        return next(incoming)
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/sync/ws",
+        "raw_path": b"/sync/ws",
+        "root_path": "",
+        "headers": [],
+        "query_string": b"",
+        "scheme": "ws",
+        "subprotocols": [],
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "client": ("127.0.0.1", 5000),
+        "server": ("testserver", 80),
+    }
+    await app(scope, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert sent[1]["text"] == "HELLO"
+    assert syncperf_capture.metric("sync.operation.duration") is None
+    assert syncperf_capture.metric("http.server.request.duration") is None
+
+
+async def test_preflight_requests_are_not_sync_operations(syncperf_capture: Capture) -> None:
+    async with client(make_app()) as c:
+        await c.options("/sync/pull")
+    assert syncperf_capture.metric("sync.operation.duration") is None
+    assert syncperf_capture.total("http.server.request.duration") == 1
+
+
+async def test_sampled_out_errors_are_rescued_as_server_spans() -> None:
+    with capture(sampler=ALWAYS_OFF) as cap:
+        async with client(make_app()) as c:
+            await c.get("/sync/pull")
+            await c.get("/sync/pull?status=500")
+        (span,) = cap.spans()
+        assert span.kind is SpanKind.SERVER
+        assert span.attributes["syncperf.rescued"] is True  # type: ignore[index]
+        assert cap.total("sync.operation.duration") == 2
+
+
+async def test_the_middleware_records_its_own_overhead(syncperf_capture: Capture) -> None:
+    async with client(make_app()) as c:
+        await c.get("/sync/pull")
+        await c.get("/items/1")
+    (point,) = syncperf_capture.points("syncperf.overhead", {"syncperf.component": "asgi"})
+    assert point.count == 2
+    assert 0 < point.sum < 0.05
+
+
+async def test_a_disabled_syncperf_is_a_pass_through() -> None:
+    with capture(enabled=False) as cap:
+        async with client(make_app()) as c:
+            assert (await c.get("/sync/pull")).status_code == 200
+        assert cap.metrics() == []
+
+
+def test_configuration_mistakes_raise_config_error() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    bad: list[dict[str, Any]] = [
+        {"routes": ["/sync/pull"]},
+        {"routes": {"sync/pull": "pull"}},
+        {"routes": {"/sync/pull": "Pull!"}},
+        {"routes": {"/sync/pull": 3}},
+        {"routes": {"/sync/{entity:bogus}/push": "push"}},
+        {"routes": {"/sync/{entity}/push": SyncRoute("push", entity="todo")}},
+        {"routes": {"/sync/{a}/{a}": "push"}},
+        {"http_metrics": "yes"},
+        {"idempotency_ttl": 0},
+        {"idempotency_max_keys": 0},
+        {"live": "live=true"},
+        {"max_body_bytes": -1},
+        {"replay_header": ""},
+    ]
+    for options in bad:
+        with pytest.raises(syncperf.ConfigError):
+            SyncPerfMiddleware(app, **options)
+    with pytest.raises(syncperf.ConfigError):
+        SyncRoute("pull", adapter=object())  # type: ignore[arg-type]
