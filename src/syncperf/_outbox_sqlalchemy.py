@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, column, event, func, select, table
@@ -75,6 +76,8 @@ class SQLAlchemyProbe:
                 connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
             count, oldest = connection.execute(self.statement).one()
             connection.rollback()
+        if isinstance(oldest, str):  # SQLite keeps timestamps as ISO text
+            oldest = datetime.fromisoformat(oldest)
         return OutboxStats(int(count), None if oldest is None else age_of(oldest))
 
     def __repr__(self) -> str:

@@ -1,0 +1,297 @@
+"""syncperf.outbox gauges (depth, oldest age), the SQLAlchemy probe and commit-tied counting."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, insert
+from sqlalchemy.orm import Session
+
+import syncperf
+from syncperf.exceptions import ConfigError, MeasurementError
+from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
+from syncperf.testing import Capture, capture
+
+
+def gauge(cap: Capture, name: str, outbox: str = "orders") -> float | None:
+    points = cap.points(name, {"outbox.name": outbox})
+    assert len(points) <= 1
+    return points[0].value if points else None
+
+
+def probe_failures(cap: Capture, outbox: str = "orders") -> dict[str, float]:
+    return {
+        p.attributes["error.type"]: p.value
+        for p in cap.points("outbox.probe.failures", {"outbox.name": outbox})
+    }
+
+
+class Counting:
+    """A stats callback that counts its calls."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
+
+
+# --- gauges from a callback --------------------------------------------------------------
+
+
+def test_gauges_report_depth_and_oldest_age_from_one_call_per_collection(
+    syncperf_capture: Capture,
+) -> None:
+    stats = Counting(OutboxStats(7, 42.5))
+    outbox = Outbox("orders", stats=stats)
+    metrics = {m.name: m for m in syncperf_capture.metrics()}
+    assert stats.calls == 1
+    (depth,) = metrics["outbox.depth"].data.data_points
+    (age,) = metrics["outbox.oldest_age"].data.data_points
+    assert (depth.value, age.value) == (7, 42.5)
+    assert dict(depth.attributes) == {"outbox.name": "orders"}
+    assert metrics["outbox.depth"].unit == "{message}"
+    assert metrics["outbox.oldest_age"].unit == "s"
+    syncperf_capture.metrics()
+    assert stats.calls == 2
+    outbox.close()
+
+
+def test_an_empty_outbox_has_age_zero(syncperf_capture: Capture) -> None:
+    outbox = Outbox("orders", stats=lambda: (0, None))
+    assert gauge(syncperf_capture, "outbox.depth") == 0
+    assert gauge(syncperf_capture, "outbox.oldest_age") == 0
+    outbox.close()
+
+
+def test_an_unknown_age_reports_depth_only(syncperf_capture: Capture) -> None:
+    outbox = Outbox("orders", stats=lambda: (3, None))
+    metrics = {m.name: m for m in syncperf_capture.metrics()}
+    assert metrics["outbox.depth"].data.data_points[0].value == 3
+    assert "outbox.oldest_age" not in metrics
+    outbox.close()
+
+
+def test_a_failing_callback_drops_the_gauges_and_is_counted(syncperf_capture: Capture) -> None:
+    stats = Counting(RuntimeError("db down"))
+    outbox = Outbox("orders", stats=stats)
+    names = {m.name for m in syncperf_capture.metrics()}  # strict mode: still never raises
+    assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+    assert stats.calls == 1  # one failed call, not one per gauge
+    assert probe_failures(syncperf_capture) == {"RuntimeError": 1}  # seen one pass later
+    stats.result = OutboxStats(1, 5.0)
+    assert gauge(syncperf_capture, "outbox.depth") == 1
+    outbox.close()
+
+
+def test_a_nonsense_answer_counts_as_a_failure(syncperf_capture: Capture) -> None:
+    outbox = Outbox("orders", stats=lambda: (-1, 2.0))
+    assert gauge(syncperf_capture, "outbox.depth") is None
+    assert probe_failures(syncperf_capture) == {"TypeError": 1}
+    outbox.close()
+
+
+def test_a_slow_callback_times_out_and_the_next_collection_fails_fast(
+    syncperf_capture: Capture,
+) -> None:
+    release = threading.Event()
+
+    def slow() -> OutboxStats:
+        release.wait(5)
+        return OutboxStats(1, 1.0)
+
+    outbox = Outbox("orders", stats=slow, stats_timeout=0.05)
+    started = time.monotonic()
+    assert gauge(syncperf_capture, "outbox.depth") is None
+    assert gauge(syncperf_capture, "outbox.depth") is None
+    assert time.monotonic() - started < 1.0
+    assert probe_failures(syncperf_capture) == {"timeout": 1, "busy": 1}
+    release.set()
+    deadline = time.monotonic() + 2
+    while gauge(syncperf_capture, "outbox.depth") is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gauge(syncperf_capture, "outbox.depth") == 1
+    outbox.close()
+
+
+def test_gauges_follow_configure_and_capture() -> None:
+    outbox = Outbox("orders", stats=lambda: (2, 9.0))
+    with capture() as first:
+        assert gauge(first, "outbox.depth") == 2
+    with capture() as second:
+        assert gauge(second, "outbox.oldest_age") == 9.0
+    outbox.close()
+
+
+def test_closed_outboxes_stop_reporting(syncperf_capture: Capture) -> None:
+    outbox = Outbox("orders", stats=lambda: (2, 9.0))
+    assert gauge(syncperf_capture, "outbox.depth") == 2
+    outbox.close()
+    with capture() as later:
+        assert later.metric("outbox.depth") is None
+
+
+# --- the SQLAlchemy probe ----------------------------------------------------------------
+
+metadata = MetaData()
+outbox_table = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("aggregatetype", String),
+    Column("status", String, default="pending"),
+    Column("created_at", DateTime(timezone=True)),
+)
+
+
+@pytest.fixture
+def engine(tmp_path: Any) -> Any:
+    engine = create_engine(f"sqlite:///{tmp_path / 'outbox.db'}")  # shared by the probe thread
+    metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def test_probe_counts_pending_rows_and_ages_the_oldest(engine: Any) -> None:
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(outbox_table),
+            [
+                {"status": "pending", "created_at": now - timedelta(seconds=120)},
+                {"status": "pending", "created_at": now - timedelta(seconds=10)},
+                {"status": "published", "created_at": now - timedelta(seconds=900)},
+            ],
+        )
+    stats = sqlalchemy_probe(engine, status="status")()
+    assert stats.depth == 2
+    assert stats.oldest_age is not None and 119 < stats.oldest_age < 130
+
+
+def test_probe_without_status_counts_every_row(engine: Any) -> None:
+    assert sqlalchemy_probe(engine)() == OutboxStats(0, None)
+    with engine.begin() as connection:
+        connection.execute(insert(outbox_table), [{"status": "x", "created_at": None}])
+    assert sqlalchemy_probe(engine)().depth == 1
+
+
+def test_probe_feeds_the_gauges(engine: Any, syncperf_capture: Capture) -> None:
+    outbox = Outbox("orders", stats=sqlalchemy_probe(engine, status="status"))
+    assert gauge(syncperf_capture, "outbox.depth") == 0
+    with engine.begin() as connection:
+        connection.execute(
+            insert(outbox_table),
+            [
+                {"created_at": datetime.now(timezone.utc) - timedelta(seconds=60)},
+            ],
+        )
+    assert gauge(syncperf_capture, "outbox.depth") == 1
+    age = gauge(syncperf_capture, "outbox.oldest_age")
+    assert age is not None and 59 < age < 70
+    outbox.close()
+
+
+def test_probe_on_a_missing_table_fails_without_raising(syncperf_capture: Capture) -> None:
+    engine = create_engine("sqlite:///:memory:")
+    outbox = Outbox("orders", stats=sqlalchemy_probe(engine, "nope"))
+    assert gauge(syncperf_capture, "outbox.depth") is None
+    assert probe_failures(syncperf_capture) == {"sqlalchemy.exc.OperationalError": 1}
+    outbox.close()
+    engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("table", ""), ("status", ""), ("pending", "pending"), ("pending", ()), ("timeout", 0)],
+)
+def test_probe_rejects_bad_options(engine: Any, option: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as raised:
+        sqlalchemy_probe(engine, **{option: value})
+    assert raised.value.option == option
+
+
+def test_probe_asks_for_a_sync_engine() -> None:
+    with pytest.raises(ConfigError) as raised:
+        sqlalchemy_probe("sqlite://")  # type: ignore[arg-type]
+    assert raised.value.option == "engine"
+
+
+# --- counting enqueues when the session commits ------------------------------------------
+
+
+def test_enqueue_with_a_session_counts_on_commit_only(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:
+        outbox.enqueue(2, session=session)
+        outbox.enqueue(session=session)
+        assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 0
+        session.commit()
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 3
+
+
+def test_enqueue_with_a_session_is_forgotten_on_rollback_or_close(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:
+        session.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=session)
+        session.rollback()
+    with Session(engine) as session:
+        session.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=session)
+    with Session(engine) as session:  # a later commit does not count the forgotten ones
+        session.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=session)
+        session.commit()
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 1
+
+
+def test_enqueue_inside_a_savepoint_counts_with_the_outer_commit(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:
+        with session.begin_nested():
+            outbox.enqueue(session=session)
+        session.commit()
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 1
+
+
+def test_enqueue_rejects_a_session_that_is_not_sqlalchemy(syncperf_capture: Capture) -> None:
+    with pytest.raises(MeasurementError):
+        Outbox("orders").enqueue(session=object())
+
+
+def test_push_writes_row_and_enqueue_in_one_transaction(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+
+    @syncperf.instrument_sync("push", entity="order")
+    def push(fail: bool) -> None:
+        with Session(engine) as session, session.begin():
+            session.execute(
+                insert(outbox_table).values(
+                    status="pending", aggregatetype=outbox.enqueue(session=session)
+                )
+            )
+            if fail:
+                raise ValueError("conflict")
+
+    push(False)
+    with pytest.raises(ValueError, match="conflict"):
+        push(True)
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 1
+    with Session(engine) as session:
+        assert session.query(outbox_table).count() == 1
