@@ -11,9 +11,12 @@ console, in-memory) from a daemon thread.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
@@ -79,6 +82,7 @@ class Reader:
         self._lock = threading.Lock()
         self._start_ns = self._last_collect_ns = time.time_ns()
         registry.add_reader(self)
+        _readers.add(self)
 
     def temporality_of(self, instrument: Instrument) -> AggregationTemporality:
         """Delta only where asked and meaningful (never for up-down counters or gauges)."""
@@ -105,6 +109,22 @@ class Reader:
     def close(self) -> None:
         """Stop receiving drains."""
         self._registry.remove_reader(self)
+        _readers.discard(self)
+
+    def after_fork(self, now: int, instance_ids: dict[str, str]) -> None:
+        """In a forked child: forget the parent's data and start new streams at ``now``.
+
+        A ``service.instance.id`` the SDK generated in the parent is replaced by the
+        child's own (``instance_ids`` maps old to new), so each worker is its own stream.
+        """
+        self._lock = threading.Lock()
+        self._points.clear()
+        self._start_ns = self._last_collect_ns = now
+        old = self._resource.attributes.get("service.instance.id")
+        if isinstance(old, str) and old in instance_ids:
+            self._resource = self._resource.merge(
+                Resource({"service.instance.id": instance_ids[old]})
+            )
 
     def collect(self) -> MetricsData:
         """Drain the registry and return this reader's ``MetricsData`` as of now."""
@@ -244,10 +264,20 @@ class PeriodicExporter:
         self._timeout_ms = timeout * 1000
         self._on_failure = on_failure
         self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, name="syncperf-metric-export", daemon=True
-        )
-        self._thread.start()
+        self._thread = self._start_thread()
+        _exporters.add(self)
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="syncperf-metric-export", daemon=True)
+        thread.start()
+        return thread
+
+    def after_fork(self) -> None:
+        """In a forked child: restart the export thread (threads do not survive ``fork``)."""
+        if self._stop.is_set():
+            return
+        self._stop = threading.Event()
+        self._thread = self._start_thread()
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -273,7 +303,63 @@ class PeriodicExporter:
         if flush:
             self.export_once()
         self.reader.close()
+        _exporters.discard(self)
         try:
             self.exporter.shutdown(timeout_millis=self._timeout_ms)
         except Exception:
             _logger.debug("syncperf metric exporter shutdown raised", exc_info=True)
+
+
+# --- fork safety -------------------------------------------------------------------------
+
+_readers: weakref.WeakSet[Reader] = weakref.WeakSet()
+_exporters: weakref.WeakSet[PeriodicExporter] = weakref.WeakSet()
+
+
+def _release(lock: Any) -> None:
+    """Free a lock a thread of the parent held at ``fork`` (that thread is gone here)."""
+    if lock.locked():
+        lock.release()
+
+
+def _child_instance_ids() -> dict[str, str]:
+    """The parent's SDK-generated ``service.instance.id`` mapped to this process's own."""
+    from opentelemetry.sdk import resources
+
+    parent = getattr(resources, "_service_instance_id", None)
+    if not isinstance(parent, str):
+        return {}
+    child = resources.Resource.create().attributes.get("service.instance.id")
+    return {parent: child} if isinstance(child, str) and child != parent else {}
+
+
+def after_fork_in_child() -> None:
+    """Make syncperf's metrics correct and alive in a forked child.
+
+    The child inherits the parent's aggregates, reader state and locks but none of its
+    threads: locks held by a parent thread are freed, everything not yet exported is
+    dropped (the parent exports it), readers start new streams, and periodic exporters
+    restart their threads.
+    """
+    now = time.time_ns()
+    from syncperf import _runtime
+
+    current = _runtime._current
+    if current is not None:  # a span end in progress on the finisher thread at fork time
+        _release(current.finisher._lock)
+    registries = {id(r._registry): r._registry for r in list(_readers)}
+    for registry in registries.values():
+        _release(registry._collect_lock)
+        _release(registry.lock)
+        for instrument in list(registry.instruments.values()):
+            for series in list(instrument.series.values()):
+                series.drain()
+    instance_ids = _child_instance_ids() if registries else {}
+    for reader in list(_readers):
+        reader.after_fork(now, instance_ids)
+    for exporter in list(_exporters):
+        exporter.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=after_fork_in_child)

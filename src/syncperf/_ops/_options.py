@@ -1,0 +1,168 @@
+"""Thresholds and windows of the generated rules, monitors and dashboard."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+
+from syncperf.exceptions import ConfigError
+
+DEFAULT_RUNBOOK_URL = "https://github.com/syncperf/syncperf/blob/main/docs/runbooks.md"
+_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+
+
+def parse_duration(option: str, value: object) -> float:
+    """Seconds in a Prometheus duration such as ``30s``, ``5m`` or ``1h30m``.
+
+    Raises:
+        ConfigError: ``value`` is not a Prometheus duration.
+    """
+    if (
+        isinstance(value, str)
+        and value
+        and "".join(m.group(0) for m in _DURATION.finditer(value)) == value
+    ):
+        return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(value))
+    raise ConfigError(option, value, "a Prometheus duration such as 30s, 5m or 1h")
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest Prometheus duration for a whole number of seconds (``0s`` for zero)."""
+    total = round(seconds)
+    if total <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("h", 3600), ("m", 60), ("s", 1)):
+        if total >= size:
+            count, total = divmod(total, size)
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
+
+
+def number(value: float) -> str:
+    """A threshold as people write it (``5``, ``0.1``)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def percent(value: float) -> str:
+    """A ratio as a percentage (``0.1`` -> ``10%``)."""
+    return f"{value * 100:g}%"
+
+
+@dataclass(frozen=True)
+class RuleOptions:
+    """Thresholds and windows of the alert rules (defaults match docs/runbooks.md).
+
+    Attributes:
+        conflict_rate: Share of pushes with outcome ``conflict``, per entity.
+        p95_seconds: p95 sync duration, per operation and entity.
+        error_rate: Share of sync operations with outcome ``error``.
+        volume_spike_factor: Operation rate relative to its own baseline.
+        idempotency_spike_factor: Idempotency-hit ratio relative to its own baseline.
+        idempotency_min_ratio: Hit ratio below which no idempotency spike is reported.
+        outbox_age_seconds: Age of the oldest unpublished outbox message.
+        n_plus_one: N+1 detections tolerated per window (alert when above).
+        slow_queries_per_hour: Slow queries per hour, per statement kind and table.
+        min_rate: Operations per second below which ratio and spike alerts stay silent.
+        window: Rate window of the recording rules and alerts.
+        baseline_window: Length of the baseline the spike alerts compare against.
+        slow_query_window: Window of the slow-query rate.
+        for_: Overrides every alert's ``for`` duration (None: per-alert defaults).
+        evaluation_interval: Rule group ``interval`` (None: Prometheus's global one).
+        runbook_url: Base URL of docs/runbooks.md; alerts link to ``URL#alertname``.
+    """
+
+    conflict_rate: float = 0.10
+    p95_seconds: float = 5.0
+    error_rate: float = 0.05
+    volume_spike_factor: float = 3.0
+    idempotency_spike_factor: float = 3.0
+    idempotency_min_ratio: float = 0.05
+    outbox_age_seconds: float = 300.0
+    n_plus_one: float = 0.0
+    slow_queries_per_hour: float = 100.0
+    min_rate: float = 0.05
+    window: str = "5m"
+    baseline_window: str = "1h"
+    slow_query_window: str = "1h"
+    for_: str | None = None
+    evaluation_interval: str | None = None
+    runbook_url: str = DEFAULT_RUNBOOK_URL
+
+    def __post_init__(self) -> None:
+        _ratio("conflict_rate", self.conflict_rate)
+        _ratio("error_rate", self.error_rate)
+        _ratio("idempotency_min_ratio", self.idempotency_min_ratio, high=0.9)
+        _positive("p95_seconds", self.p95_seconds, low=0.001, high=30.0)
+        _positive("volume_spike_factor", self.volume_spike_factor, low=1.0)
+        _positive("idempotency_spike_factor", self.idempotency_spike_factor, low=1.0)
+        _positive("outbox_age_seconds", self.outbox_age_seconds)
+        _positive("slow_queries_per_hour", self.slow_queries_per_hour)
+        _positive("min_rate", self.min_rate, low=0.0)
+        _positive("n_plus_one", self.n_plus_one, low=0.0)
+        for name in ("window", "baseline_window", "slow_query_window"):
+            if parse_duration(name, getattr(self, name)) < 1:
+                raise ConfigError(name, getattr(self, name), "a duration of at least 1s")
+        if self.for_ is not None:
+            parse_duration("for", self.for_)
+        if self.evaluation_interval is not None:
+            parse_duration("evaluation_interval", self.evaluation_interval)
+        if not isinstance(self.runbook_url, str) or not self.runbook_url:
+            raise ConfigError("runbook_url", self.runbook_url, "a URL")
+
+    def seconds(self, name: str) -> float:
+        """A duration option in seconds."""
+        return parse_duration(name, getattr(self, name))
+
+    def for_duration(self, default: str) -> str:
+        """An alert's ``for``: the override when given, else ``default``."""
+        return self.for_ if self.for_ is not None else default
+
+    def runbook(self, alert: str) -> str:
+        """The runbook link of ``alert`` (its section in docs/runbooks.md)."""
+        return f"{self.runbook_url}#{alert.lower()}"
+
+
+def _ratio(name: str, value: object, high: float = 1.0) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < high:
+        raise ConfigError(name, value, f"a number between 0 and {number(high)} (exclusive)")
+
+
+def _positive(name: str, value: object, low: float = 0.0, high: float = math.inf) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or math.isnan(float(value)) or not low <= float(value) < high:  # type: ignore[arg-type]
+        bound = f" and below {number(high)}" if high != math.inf else ""
+        raise ConfigError(name, value, f"a number of at least {number(low)}{bound}")
+    if low == 0.0 and name not in ("min_rate", "n_plus_one") and float(value) <= 0:  # type: ignore[arg-type]
+        raise ConfigError(name, value, "a number above 0")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--option`` per ``RuleOptions`` field to ``parser``."""
+    defaults = RuleOptions()
+    for field in dataclasses.fields(RuleOptions):
+        flag = "--" + field.name.rstrip("_").replace("_", "-")
+        default = getattr(defaults, field.name)
+        kind = float if isinstance(default, float) else str
+        parser.add_argument(
+            flag,
+            dest=field.name,
+            type=kind,
+            default=default,
+            metavar=field.name.rstrip("_").upper(),
+            help=f"default: {default if default is not None else 'per alert'}",
+        )
+
+
+def from_arguments(namespace: argparse.Namespace) -> RuleOptions:
+    """Build ``RuleOptions`` from parsed arguments.
+
+    Raises:
+        ConfigError: an option has a value the rules cannot use.
+    """
+    values = {f.name: getattr(namespace, f.name) for f in dataclasses.fields(RuleOptions)}
+    return RuleOptions(**values)

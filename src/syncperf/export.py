@@ -1,0 +1,520 @@
+"""Export set-up in one call: OTLP (gRPC or HTTP) and a Prometheus scrape endpoint.
+
+For applications that have not configured OpenTelemetry themselves::
+
+    import syncperf.export
+
+    syncperf.export.setup_otlp()                   # OTEL_* variables decide the rest
+    syncperf.export.setup_prometheus(port=9464)    # or scrape http://127.0.0.1:9464/metrics
+
+``setup_otlp`` builds SDK providers with the OTLP exporters of the protocol named by
+``OTEL_EXPORTER_OTLP_PROTOCOL`` (per-signal ``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_PROTOCOL``
+win), leaving every other ``OTEL_*`` variable to the SDK and exporters that define them
+(endpoint, headers, timeout, compression, certificates, temporality preference, sampler,
+batch processor, resource). Global providers that already exist are used, never replaced.
+syncperf's own metrics are exported from its aggregates through
+``syncperf.configure(metric_exporters=[...])``.
+
+Both are safe in forked workers: syncperf's export threads restart in the child and the
+child starts with empty aggregates (see docs/export.md). Export failures never reach the
+request path; they are counted in ``syncperf.export.failures`` by ``syncperf.signal``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry import metrics as otel_metrics
+from opentelemetry import trace
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from syncperf import _runtime
+from syncperf._config import Config, configure
+from syncperf.exceptions import ConfigError
+
+__all__ = [
+    "CountingSpanExporter",
+    "OtlpExport",
+    "PrometheusEndpoint",
+    "RenewableMetricExporter",
+    "prometheus_asgi_app",
+    "setup_otlp",
+    "setup_prometheus",
+]
+
+_logger = logging.getLogger("syncperf")
+PROTOCOLS = ("grpc", "http/protobuf")
+DEFAULT_PROTOCOL = "http/protobuf"
+"""The OpenTelemetry specification's default when ``OTEL_EXPORTER_OTLP_PROTOCOL`` is unset."""
+_EXPORTER_CHOICES = ("otlp", "none")
+
+
+@dataclass
+class OtlpExport:
+    """What ``setup_otlp`` installed.
+
+    Attributes:
+        config: The syncperf config now active.
+        tracer_provider: The tracer provider sync spans go to (the existing global one, or
+            the one created here), or None when traces are off.
+        meter_provider: The global meter provider created here for other instrumentation,
+            or None (one existed, or metrics are off).
+        traces_protocol: Protocol of the span exporter, or None.
+        metrics_protocol: Protocol of the metric exporter, or None.
+        owns_tracer_provider: True when the tracer provider was created (and set global) here.
+    """
+
+    config: Config
+    tracer_provider: Any = None
+    meter_provider: Any = None
+    traces_protocol: str | None = None
+    metrics_protocol: str | None = None
+    owns_tracer_provider: bool = False
+    _runtime: Any = field(default=None, repr=False)
+    _shut: bool = field(default=False, repr=False)
+
+    def shutdown(self) -> None:
+        """Flush and stop what ``setup_otlp`` created (a global provider stays registered)."""
+        if self._shut:
+            return
+        self._shut = True
+        rt = self._runtime
+        if rt is not None:
+            rt.finisher.flush()
+            for exporter in rt.exporters:
+                exporter.shutdown()
+        if self.owns_tracer_provider and self.tracer_provider is not None:
+            self.tracer_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
+
+
+def setup_otlp(
+    *,
+    protocol: str | None = None,
+    endpoint: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    traces: bool | None = None,
+    metrics: bool | None = None,
+    global_meter_provider: bool = True,
+    environ: Mapping[str, str] | None = None,
+    **options: Any,
+) -> OtlpExport:
+    """Export sync spans and syncperf's metrics over OTLP; returns what was installed.
+
+    Call it once at start-up instead of ``syncperf.configure()`` (in a pre-fork server,
+    preferably in each worker, e.g. gunicorn's ``post_fork`` hook). Everything left as None
+    comes from the standard ``OTEL_*`` variables, read by the SDK and exporters themselves.
+
+    Args:
+        protocol: ``"grpc"`` or ``"http/protobuf"``; default ``OTEL_EXPORTER_OTLP_PROTOCOL``
+            (per-signal variables win), else ``"http/protobuf"`` as the specification says.
+        endpoint: Collector endpoint for both signals (default: ``OTEL_EXPORTER_OTLP_*``
+            variables, else the exporter's default, ``localhost:4317`` / ``:4318``). For
+            HTTP give the base URL; ``/v1/traces`` and ``/v1/metrics`` are appended.
+        headers: Extra request headers (default ``OTEL_EXPORTER_OTLP_HEADERS``).
+        timeout: Seconds per export request (default ``OTEL_EXPORTER_OTLP_TIMEOUT``).
+        traces: Export spans (default: unless ``OTEL_TRACES_EXPORTER=none``).
+        metrics: Export syncperf's metrics (default: unless ``OTEL_METRICS_EXPORTER=none``).
+        global_meter_provider: Also install an SDK ``MeterProvider`` exporting over OTLP as
+            the global one, for other instrumentation, when none is set.
+        environ: Environment to read instead of ``os.environ`` (tests).
+        **options: ``syncperf.configure`` options (``export_interval``, ``prometheus``...).
+
+    Raises:
+        ConfigError: an unknown protocol or exporter name, an option syncperf rejects, or the
+            exporter package for the protocol is not installed.
+    """
+    env = os.environ if environ is None else environ
+    for name in ("metric_exporters", "tracer_provider"):
+        if name in options:
+            raise ConfigError(name, options[name], "not an option of setup_otlp (it sets it)")
+    traces_on = _signal_on("OTEL_TRACES_EXPORTER", env) if traces is None else bool(traces)
+    metrics_on = _signal_on("OTEL_METRICS_EXPORTER", env) if metrics is None else bool(metrics)
+    traces_protocol = _protocol(protocol, "TRACES", env) if traces_on else None
+    metrics_protocol = _protocol(protocol, "METRICS", env) if metrics_on else None
+    disabled = _disabled(env)
+    resource = options.pop("resource", None) or _resource()
+
+    tracer_provider: Any = None
+    owns = False
+    if traces_on and not disabled:
+        tracer_provider = _sdk_provider(trace.get_tracer_provider())
+        if tracer_provider is None:
+            tracer_provider, owns = (
+                _tracer_provider(resource, traces_protocol, endpoint, headers, timeout),
+                True,
+            )
+            trace.set_tracer_provider(tracer_provider)
+        else:
+            _logger.info("syncperf: using the existing global tracer provider")
+    metric_exporters = []
+    meter_provider: Any = None
+    if metrics_on and not disabled:
+        metric_exporters.append(_metric_exporter(metrics_protocol, endpoint, headers, timeout))
+        if global_meter_provider and _is_proxy_meter_provider(otel_metrics.get_meter_provider()):
+            meter_provider = _meter_provider(resource, metrics_protocol, endpoint, headers, timeout)
+            otel_metrics.set_meter_provider(meter_provider)
+    config = configure(
+        metric_exporters=metric_exporters,
+        resource=resource,
+        tracer_provider=tracer_provider,
+        **options,
+    )
+    return OtlpExport(
+        config,
+        tracer_provider,
+        meter_provider,
+        traces_protocol,
+        metrics_protocol,
+        owns,
+        _runtime.current(),
+    )
+
+
+def _disabled(env: Mapping[str, str]) -> bool:
+    return env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _signal_on(var: str, env: Mapping[str, str]) -> bool:
+    raw = env.get(var, "otlp").strip().lower() or "otlp"
+    names = {n.strip() for n in raw.split(",") if n.strip()}
+    unknown = names - set(_EXPORTER_CHOICES)
+    if unknown:
+        raise ConfigError(var, raw, "otlp or none (setup_otlp installs OTLP exporters only)")
+    return "otlp" in names
+
+
+def _protocol(explicit: str | None, signal: str, env: Mapping[str, str]) -> str:
+    if explicit is not None:
+        option, value = "protocol", explicit
+    elif (raw := env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")) is not None:
+        option, value = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", raw
+    else:
+        option = "OTEL_EXPORTER_OTLP_PROTOCOL"
+        value = env.get(option, DEFAULT_PROTOCOL)
+    value = value.strip().lower()
+    if value not in PROTOCOLS:
+        raise ConfigError(option, value, " or ".join(PROTOCOLS))
+    return value
+
+
+def _resource() -> Any:
+    from opentelemetry.sdk.resources import Resource
+
+    return Resource.create()
+
+
+def _sdk_provider(provider: Any) -> Any:
+    """The provider when it is a real one (not the API's proxy or no-op)."""
+    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+        return None
+    return provider
+
+
+def _is_proxy_meter_provider(provider: Any) -> bool:
+    from opentelemetry.metrics import NoOpMeterProvider
+    from opentelemetry.metrics._internal import _ProxyMeterProvider
+
+    return isinstance(provider, (_ProxyMeterProvider, NoOpMeterProvider))
+
+
+def _kwargs(
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+    protocol: str | None,
+    path: str,
+) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    if endpoint is not None:
+        if protocol == "http/protobuf":
+            kwargs["endpoint"] = endpoint.rstrip("/") + path
+        else:
+            kwargs["endpoint"] = endpoint
+            if endpoint.startswith("http://"):
+                kwargs["insecure"] = True
+    if headers is not None:
+        kwargs["headers"] = dict(headers)
+    if timeout is not None:
+        kwargs["timeout"] = timeout
+    return kwargs
+
+
+def _import(protocol: str | None, signal: str) -> Any:
+    module = {
+        ("grpc", "trace"): "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
+        ("grpc", "metric"): "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
+        ("http/protobuf", "trace"): "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        ("http/protobuf", "metric"): "opentelemetry.exporter.otlp.proto.http.metric_exporter",
+    }[(protocol or DEFAULT_PROTOCOL, signal)]
+    try:
+        import importlib
+
+        loaded = importlib.import_module(module)
+    except ImportError:
+        package = (
+            "opentelemetry-exporter-otlp-proto-grpc"
+            if protocol == "grpc"
+            else "opentelemetry-exporter-otlp-proto-http"
+        )
+        raise ConfigError(
+            "protocol",
+            protocol,
+            f"a protocol whose exporter is installed (pip install {package}, or syncperf[otlp])",
+        ) from None
+    name = "OTLPSpanExporter" if signal == "trace" else "OTLPMetricExporter"
+    return getattr(loaded, name)
+
+
+def _tracer_provider(
+    resource: Any,
+    protocol: str | None,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+) -> Any:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    cls = _import(protocol, "trace")
+    kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/traces")
+    provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
+    exporter = CountingSpanExporter(factory=lambda: cls(**kwargs))
+    provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
+    return provider
+
+
+def _metric_exporter(
+    protocol: str | None,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+) -> Any:
+    cls = _import(protocol, "metric")
+    kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/metrics")
+    return RenewableMetricExporter(lambda: cls(**kwargs))
+
+
+def _meter_provider(
+    resource: Any,
+    protocol: str | None,
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+) -> Any:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    reader = PeriodicExportingMetricReader(  # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
+        _metric_exporter(protocol, endpoint, headers, timeout)
+    )
+    return MeterProvider(metric_readers=[reader], resource=resource)
+
+
+class CountingSpanExporter(SpanExporter):
+    """Wraps a span exporter: failed or raising exports are counted, never propagated.
+
+    Counts go to ``syncperf.export.failures{syncperf.signal="traces"}`` of the current
+    runtime (the batch processor calls ``export`` on its own thread, never on a request).
+    Built from a factory, the wrapped exporter is rebuilt in a forked child (a gRPC channel
+    or HTTP session must not be shared across ``fork()``).
+    """
+
+    def __init__(
+        self,
+        inner: SpanExporter | None = None,
+        *,
+        factory: Callable[[], SpanExporter] | None = None,
+    ) -> None:
+        if inner is None:
+            if factory is None:
+                raise ConfigError("inner", None, "a SpanExporter or a factory")
+            inner = factory()
+        self.inner = inner
+        self._factory = factory
+        _renewable.add(self)
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        """Export through the wrapped exporter; count a failure."""
+        try:
+            result = self.inner.export(spans)
+        except Exception:
+            _logger.debug("syncperf: span export raised", exc_info=True)
+            result = SpanExportResult.FAILURE
+        if result is not SpanExportResult.SUCCESS:
+            count_failure("traces")
+        return result
+
+    def shutdown(self) -> None:
+        """Shut the wrapped exporter down."""
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """Flush the wrapped exporter."""
+        return bool(self.inner.force_flush(timeout_millis))
+
+    def renew(self) -> None:
+        """Rebuild the wrapped exporter (after ``fork()``), when built from a factory."""
+        if self._factory is not None:
+            self.inner = self._factory()
+
+
+class RenewableMetricExporter(MetricExporter):
+    """A metric exporter built by ``factory``, rebuilt in a forked child.
+
+    Keeps the wrapped exporter's temporality and aggregation preferences (so
+    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` still applies).
+    """
+
+    def __init__(self, factory: Callable[[], MetricExporter]) -> None:
+        self._factory = factory
+        self.inner = factory()
+        super().__init__(
+            preferred_temporality=getattr(self.inner, "_preferred_temporality", None),
+            preferred_aggregation=getattr(self.inner, "_preferred_aggregation", None),
+        )
+        _renewable.add(self)
+
+    def export(
+        self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
+    ) -> MetricExportResult:
+        """Export through the wrapped exporter."""
+        return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """Flush the wrapped exporter."""
+        return bool(self.inner.force_flush(timeout_millis=timeout_millis))
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
+        """Shut the wrapped exporter down."""
+        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
+
+    def renew(self) -> None:
+        """Rebuild the wrapped exporter (after ``fork()``)."""
+        self.inner = self._factory()
+
+
+_renewable: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _renew_after_fork() -> None:
+    for exporter in list(_renewable):
+        try:
+            exporter.renew()
+        except Exception:  # never break the child over telemetry
+            _logger.debug("syncperf: rebuilding an exporter after fork failed", exc_info=True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_after_fork)
+
+
+def count_failure(signal: str) -> None:
+    """Add one to ``syncperf.export.failures`` for ``signal`` in the current runtime."""
+    rt = _runtime.current()
+    with rt.lock:
+        rt.export_failures.sum((("syncperf.signal", signal),)).add(1)
+
+
+# --- Prometheus ------------------------------------------------------------------------
+
+
+@dataclass
+class PrometheusEndpoint:
+    """A running scrape endpoint.
+
+    Attributes:
+        host: Address the server is bound to.
+        port: Port it listens on (the real one when 0 was asked for).
+        registry: The ``prometheus_client`` registry it serves.
+        config: The syncperf config now active.
+    """
+
+    host: str
+    port: int
+    registry: Any
+    config: Config
+    _server: Any = field(repr=False, default=None)
+    _thread: threading.Thread | None = field(repr=False, default=None)
+
+    @property
+    def url(self) -> str:
+        """The scrape URL."""
+        return f"http://{self.host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def setup_prometheus(
+    port: int = 9464,
+    *,
+    host: str = "127.0.0.1",
+    registry: Any = None,
+    **options: Any,
+) -> PrometheusEndpoint:
+    """Serve syncperf's metrics for Prometheus at ``http://host:port/metrics``.
+
+    Configures syncperf with ``prometheus=registry`` (plus ``options``) and starts
+    ``prometheus_client``'s HTTP server on a daemon thread. Bound to loopback by default;
+    pass ``host="0.0.0.0"`` to expose it. In a pre-fork server each worker needs its own
+    port (call this in the worker); or mount ``prometheus_asgi_app()`` in your app, or
+    export over OTLP to a collector (docs/export.md).
+
+    Args:
+        port: TCP port (9464, OpenTelemetry's Prometheus exporter port, by default; 0 picks
+            a free one).
+        host: Address to bind.
+        registry: A ``prometheus_client.CollectorRegistry`` (default: a new one holding only
+            syncperf's metrics; pass ``prometheus_client.REGISTRY`` to add them to yours).
+        **options: ``syncperf.configure`` options.
+
+    Raises:
+        ConfigError: a bad port, or an option syncperf rejects.
+    """
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError("port", port, "an integer between 0 and 65535")
+    if "prometheus" in options:
+        raise ConfigError(
+            "prometheus", options["prometheus"], "not an option of setup_prometheus (use registry=)"
+        )
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ConfigError(
+            "prometheus", True, "an installed prometheus-client (pip install syncperf[prometheus])"
+        ) from None
+    registry = CollectorRegistry() if registry is None else registry
+    config = configure(prometheus=registry, **options)
+    try:
+        server, thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise ConfigError("port", port, f"a free port on {host} ({exc.strerror})") from None
+    return PrometheusEndpoint(host, int(server.server_address[1]), registry, config, server, thread)
+
+
+def prometheus_asgi_app(registry: Any = None) -> Any:
+    """An ASGI app serving a registry (mount it, e.g. ``app.mount("/metrics", ...)``).
+
+    Args:
+        registry: The registry syncperf was configured with (``configure(prometheus=...)``);
+            default: the registry of the current syncperf runtime, else the global one.
+    """
+    from prometheus_client import REGISTRY, make_asgi_app
+
+    if registry is None:
+        registry = _runtime.current().prometheus_registry or REGISTRY
+    return make_asgi_app(registry=registry)
