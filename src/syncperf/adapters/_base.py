@@ -117,6 +117,8 @@ def entries(obj: Any, what: str) -> Iterable[tuple[Any, Any]]:
             pairs = []
             for name in getattr(obj, "model_fields_set", fields):
                 info = fields.get(name)
+                if info is None:  # an extra field: listed below
+                    continue
                 alias = getattr(info, "alias", None)
                 pairs.append((alias if isinstance(alias, str) else name, getattr(obj, name)))
             extra = getattr(obj, "model_extra", None)

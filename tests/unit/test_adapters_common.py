@@ -1,0 +1,367 @@
+"""Behaviour shared by every protocol adapter, plus helpers for the per-protocol tests.
+
+Per-protocol tests import ``run`` and ``recorded`` from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel, ConfigDict, Field, RootModel
+
+import syncperf
+from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb, zero
+from syncperf.exceptions import ConfigError, MeasurementError
+from syncperf.testing import Capture, capture
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def run(
+    adapter: Any,
+    request: Any = None,
+    response: Any = None,
+    *,
+    operation: str = "push",
+    entity: str | None = None,
+    skip_request: bool = False,
+) -> None:
+    """Feed one exchange to ``adapter`` the way the decorator and the middleware do."""
+    with syncperf.sync_operation(operation, entity=entity) as op:
+        if not skip_request:
+            adapter.on_request(op, request)
+        adapter.on_response(op, response)
+
+
+@dataclass
+class Recorded:
+    """What one capture holds, keyed the way tests compute expectations."""
+
+    items: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
+    conflicts: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
+    batches: list[tuple[int, float]] = field(default_factory=list)  # (count, sum)
+    idempotency: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def batch_sum(self) -> float:
+        return sum(total for _, total in self.batches)
+
+    @property
+    def batch_count(self) -> int:
+        return sum(n for n, _ in self.batches)
+
+
+def recorded(cap: Capture) -> Recorded:
+    """Read items, conflicts, batch sizes, idempotency hits and drops from ``cap``."""
+    out = Recorded()
+    for metric in cap.metrics():
+        for point in metric.data.data_points:
+            attrs = dict(point.attributes or {})
+            if metric.name == "sync.items" and point.value:
+                key = (attrs.get("sync.entity"), attrs.get("sync.change"))
+                out.items[key] = out.items.get(key, 0) + point.value
+            elif metric.name == "sync.conflicts" and point.value:
+                key = (attrs.get("sync.entity"), attrs.get("sync.conflict.resolution"))
+                out.conflicts[key] = out.conflicts.get(key, 0) + point.value
+            elif metric.name == "sync.batch.size":
+                out.batches.append((point.count, point.sum))
+            elif metric.name == "sync.idempotency.hits":
+                out.idempotency += point.value
+            elif metric.name == "syncperf.dropped" and point.value:
+                reason = attrs["syncperf.reason"]
+                out.dropped[reason] = out.dropped.get(reason, 0) + point.value
+            elif metric.name == "sync.operation.duration":
+                outcome = attrs["sync.outcome"]
+                out.outcomes[outcome] = out.outcomes.get(outcome, 0) + point.count
+    return out
+
+
+def span_attributes(cap: Capture) -> dict[str, Any]:
+    """Attributes of the only span captured."""
+    (span,) = cap.spans()
+    return dict(span.attributes or {})
+
+
+# --- every adapter, fed the wrong thing --------------------------------------------------
+
+ADAPTERS: dict[str, Callable[[], Any]] = {
+    "replicache.Push": lambda: replicache.Push(last_mutation_id=lambda group, client: 3),
+    "replicache.Pull": replicache.Pull,
+    "zero.Push": lambda: zero.Push(last_mutation_id=lambda group, client: 3),
+    "watermelondb.Pull": watermelondb.Pull,
+    "watermelondb.Push": lambda: watermelondb.Push(count_existing=lambda table, ids: 0),
+    "rxdb.Pull": rxdb.Pull,
+    "rxdb.Push": rxdb.Push,
+    "couchdb.BulkDocs": couchdb.BulkDocs,
+    "couchdb.Changes": couchdb.Changes,
+    "couchdb.RevsDiff": couchdb.RevsDiff,
+    "powersync.Upload": lambda: powersync.Upload(last_tx_id=lambda body: 3),
+}
+
+PROTOCOL_KEYS = [
+    "mutations", "name", "id", "clientID", "clientGroupID", "pushVersion", "patch", "op", "key",
+    "changes", "created", "updated", "deleted", "experimentalRejectedIds", "syncJson",
+    "documents", "rows", "newDocumentState", "assumedMasterState", "_deleted", "conflicts",
+    "docs", "new_edits", "_id", "_rev", "type", "results", "rev", "missing", "pending",
+    "batch", "crud", "table", "tx_id", "transactionId", "result", "error", "args", "ops",
+    "tableName", "entityType",
+]  # fmt: skip
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-5, max_value=10)
+    | st.floats(allow_nan=True)
+    | st.sampled_from(["put", "del", "clear", "PUT", "PATCH", "DELETE", "app", "conflict",
+                       "_zero_crud", "insert", "upsert", "1-a", "2-b", "", "x", "todo/1"])
+    | st.text(max_size=4)
+)  # fmt: skip
+garbage = st.recursive(
+    scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(PROTOCOL_KEYS) | st.text(max_size=3), children, max_size=5
+        )
+    ),
+    max_leaves=25,
+)
+
+
+def test_fuzzed_garbage_never_raises_in_lenient_mode() -> None:
+    with capture(strict=False) as cap:
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(adapter_name=st.sampled_from(sorted(ADAPTERS)), request=garbage, response=garbage)
+        def exchange(adapter_name: str, request: Any, response: Any) -> None:
+            run(ADAPTERS[adapter_name](), request, response)
+
+        exchange()
+        got = recorded(cap)
+    assert set(got.dropped) == {"unparseable_payload"}
+    assert got.outcomes.get("error", 0) == 0
+
+
+def test_fuzzed_garbage_raises_only_measurement_errors_in_strict_mode() -> None:
+    with capture():
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+        @given(adapter_name=st.sampled_from(sorted(ADAPTERS)), request=garbage, response=garbage)
+        def exchange(adapter_name: str, request: Any, response: Any) -> None:
+            try:
+                run(ADAPTERS[adapter_name](), request, response)
+            except MeasurementError as error:
+                assert error.reason == "unparseable_payload"
+
+        exchange()
+
+
+@pytest.mark.parametrize("adapter_name", sorted(ADAPTERS))
+def test_a_malformed_payload_is_counted_and_the_operation_still_timed(adapter_name: str) -> None:
+    adapter = ADAPTERS[adapter_name]()
+    with capture(strict=False) as cap:
+        run(adapter, 42, 42)
+        got = recorded(cap)
+    assert got.dropped["unparseable_payload"] >= 1
+    assert got.outcomes == {"success": 1}
+    assert got.items == {}
+
+
+@pytest.mark.parametrize("adapter_name", sorted(ADAPTERS))
+def test_a_malformed_payload_raises_measurement_error_in_strict_mode(adapter_name: str) -> None:
+    adapter = ADAPTERS[adapter_name]()
+    with capture(), pytest.raises(MeasurementError, match="unparseable_payload"):
+        run(adapter, 42, 42)
+
+
+def test_a_half_malformed_payload_records_nothing_rather_than_half_of_it() -> None:
+    body = {"mutations": [{"id": 1, "name": "createTodo"}, {"id": 2, "name": 7}]}
+    with capture(strict=False) as cap:
+        run(replicache.Push(), body)
+        got = recorded(cap)
+    assert got.items == {}
+    assert got.batch_count == 0
+    assert got.dropped == {"unparseable_payload": 1}
+
+
+def test_the_decorated_handler_runs_and_returns_even_when_the_payload_is_garbage() -> None:
+    @syncperf.instrument_sync("push", adapter=watermelondb.Push())
+    def push(body: Any) -> str:
+        return "handled"
+
+    with capture(strict=False) as cap:
+        assert push(["not", "changes"]) == "handled"
+        got = recorded(cap)
+    assert got.dropped == {"unparseable_payload": 2}
+    assert got.outcomes == {"success": 1}
+
+
+def test_a_failing_callback_is_counted_not_raised_in_lenient_mode() -> None:
+    def broken(group: Any, client: str) -> int:
+        raise RuntimeError("database down")
+
+    body = {"clientGroupID": "g", "mutations": [{"id": 1, "clientID": "c", "name": "m"}]}
+    with capture(strict=False) as cap:
+        run(replicache.Push(last_mutation_id=broken), body)
+        got = recorded(cap)
+    assert got.dropped == {"adapter_callback_failed": 1}
+    assert got.items == {}
+
+
+def test_a_failing_callback_raises_its_own_exception_in_strict_mode() -> None:
+    error = RuntimeError("database down")
+
+    def broken(table: str, ids: Any) -> int:
+        raise error
+
+    with capture(), pytest.raises(RuntimeError) as raised:
+        run(watermelondb.Push(count_existing=broken), {"t": {"created": [{"id": "a"}]}})
+    assert raised.value is error
+
+
+def test_a_callback_returning_the_wrong_type_is_a_callback_failure() -> None:
+    with capture(strict=False) as cap:
+        run(powersync.Upload(last_tx_id=lambda body: "7"), {"batch": []})
+        got = recorded(cap)
+    assert got.dropped == {"adapter_callback_failed": 1}
+
+
+def test_adapters_do_nothing_on_the_noop_operation() -> None:
+    op = syncperf.current_operation()
+    for make in ADAPTERS.values():
+        adapter = make()
+        adapter.on_request(op, 42)
+        adapter.on_response(op, 42)
+
+
+def test_adapters_plug_into_instrument_sync_with_an_explicit_request_parameter() -> None:
+    @syncperf.instrument_sync("push", adapter=powersync.Upload(), request="payload")
+    def upload(user: str, payload: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    with capture() as cap:
+        upload("u1", {"batch": [{"op": "PUT", "table": "todo", "id": "1", "data": {}}]})
+        got = recorded(cap)
+    assert got.items == {("todo", "created"): 1}
+
+
+@pytest.mark.parametrize(
+    ("make", "option"),
+    [
+        (lambda: replicache.Push(last_mutation_id=3), "last_mutation_id"),  # type: ignore[arg-type]
+        (lambda: replicache.Push(entity=5), "entity"),  # type: ignore[arg-type]
+        (lambda: replicache.Push(change={"m": "renamed"}), "change"),
+        (lambda: replicache.Pull(entity="todo"), "entity"),  # type: ignore[arg-type]
+        (lambda: replicache.key_prefix(""), "separator"),
+        (lambda: zero.Push(entity={"m": ""}), "entity"),
+        (lambda: watermelondb.Push(count_existing=[]), "count_existing"),  # type: ignore[arg-type]
+        (lambda: rxdb.Push(primary_key=""), "primary_key"),
+        (lambda: couchdb.BulkDocs(type_field=""), "type_field"),
+        (lambda: couchdb.Changes(entity="type"), "entity"),  # type: ignore[arg-type]
+        (lambda: powersync.Upload(conflicts=1), "conflicts"),  # type: ignore[arg-type]
+    ],
+)
+def test_configuration_mistakes_raise_config_error_naming_the_option(
+    make: Callable[[], Any], option: str
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make()
+    assert raised.value.option == option
+
+
+# --- payload forms: dicts, pydantic models, plain objects ---------------------------------
+
+
+class Mutation(BaseModel):
+    id: int
+    client_id: str = Field(alias="clientID")
+    name: str
+    args: Any = None
+
+
+class PushRequest(BaseModel):
+    push_version: int = Field(alias="pushVersion")
+    client_group_id: str = Field(alias="clientGroupID")
+    mutations: list[Mutation]
+
+
+class TableChanges(BaseModel):
+    created: list[dict[str, Any]] = []
+    updated: list[dict[str, Any]] = []
+    deleted: list[str] = []
+
+
+class Changes(RootModel[dict[str, TableChanges]]):
+    pass
+
+
+class PullResponse(BaseModel):
+    changes: dict[str, TableChanges]
+    timestamp: int
+
+
+class FixedTables(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    todos: TableChanges | None = None
+    projects: TableChanges | None = None
+
+
+def test_pydantic_models_are_read_by_alias_without_serialising_them() -> None:
+    body = PushRequest.model_validate(
+        {
+            "pushVersion": 1,
+            "clientGroupID": "g",
+            "mutations": [
+                {"id": 1, "clientID": "c", "name": "createTodo"},
+                {"id": 2, "clientID": "c", "name": "createTodo"},
+            ],
+        }
+    )
+    with capture() as cap:
+        run(replicache.Push(last_mutation_id=lambda group, client: 1), body)
+        got = recorded(cap)
+    assert got.items == {("createTodo", None): 1}
+    assert got.idempotency == 1
+
+
+def test_root_models_and_nested_models_are_read_like_dicts() -> None:
+    changes = Changes.model_validate(
+        {"todos": {"created": [{"id": "a"}], "deleted": ["b", "c"]}, "projects": {}}
+    )
+    response = PullResponse.model_validate({"changes": changes.root, "timestamp": 5})
+    with capture() as cap:
+        run(watermelondb.Push(), changes)
+        run(watermelondb.Pull(), None, response, operation="pull")
+        got = recorded(cap)
+    assert got.items == {("todos", "created"): 2, ("todos", "deleted"): 4}
+
+
+def test_a_model_with_one_field_per_table_counts_the_tables_that_were_set() -> None:
+    body = FixedTables.model_validate(
+        {"todos": {"updated": [{"id": "a"}]}, "tags": {"created": [{"id": "t"}]}}
+    )
+    with capture() as cap:
+        run(watermelondb.Push(), body)
+        got = recorded(cap)
+    assert got.items == {("todos", "updated"): 1, ("tags", "created"): 1}
+
+
+def test_plain_objects_are_read_by_attribute_in_camel_or_snake_case() -> None:
+    body = SimpleNamespace(
+        client_group_id="g",
+        mutations=[SimpleNamespace(id=5, clientID="c", name="m", args=None)],
+    )
+    seen: list[Any] = []
+    with capture() as cap:
+        run(replicache.Push(last_mutation_id=lambda g, c: seen.append((g, c)) or 4), body)
+        got = recorded(cap)
+    assert seen == [("g", "c")]
+    assert got.items == {("m", None): 1}
