@@ -111,18 +111,24 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     _m("db.client.connection.max", "updowncounter", "{connection}", _POOL, "sqlalchemy"),
     _m("db.client.connection.idle.max", "updowncounter", "{connection}", _POOL, "sqlalchemy"),
-    _m("db.client.connection.idle.min", "updowncounter", "{connection}", _POOL, "sqlalchemy"),
     _m("db.client.connection.pending_requests", "updowncounter", "{request}", _POOL, "sqlalchemy"),
     _m("db.client.connection.timeouts", "counter", "{timeout}", _POOL, "sqlalchemy"),
-    _m("db.client.connection.create_time", "histogram", "s", _POOL, "sqlalchemy"),
     _m("db.client.connection.wait_time", "histogram", "s", _POOL, "sqlalchemy"),
     _m("db.client.connection.use_time", "histogram", "s", _POOL, "sqlalchemy"),
     # syncperf.outbox
-    _m("outbox.messages", "counter", "{message}", ("outbox.name", "outbox.event"), "outbox"),
+    _m(
+        "outbox.messages",
+        "counter",
+        "{message}",
+        ("outbox.name", "outbox.event", "error.type"),
+        "outbox",
+    ),
     _m("outbox.depth", "gauge", "{message}", ("outbox.name",), "outbox"),
     _m("outbox.oldest_age", "gauge", "s", ("outbox.name",), "outbox"),
     _m("outbox.publish.duration", "histogram", "s", ("outbox.name",), "outbox"),
     _m("outbox.lag", "histogram", "s", ("outbox.name",), "outbox"),
+    _m("outbox.batch.size", "histogram", "{message}", ("outbox.name",), "outbox"),
+    _m("outbox.probe.failures", "counter", "{failure}", ("outbox.name", "error.type"), "outbox"),
     # syncperf.asgi (HTTP semantic conventions)
     _m("http.server.request.duration", "histogram", "s", _HTTP, "asgi"),
     _m(

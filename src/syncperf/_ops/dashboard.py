@@ -24,6 +24,8 @@ ENTITY = 'sync_entity=~"$entity"'
 DUR_COUNT = prom("sync.operation.duration", "_count")
 DUR_BUCKET = prom("sync.operation.duration", "_bucket")
 _ALL = f"{{{ENTITY}}}"
+_DB_BY = "db_operation_name, db_collection_name"
+_POOL_BY = "db_client_connection_pool_name"
 _ERRORS = f'{{sync_outcome="error", {ENTITY}}}'
 _PUSHES = f'{{sync_operation="push", {ENTITY}}}'
 _CONFLICTS = f'{{sync_operation="push", sync_outcome="conflict", {ENTITY}}}'
@@ -232,8 +234,7 @@ PANELS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "Queries over the slow-query threshold.",
                 (
                     (
-                        f"{_rate(prom('sync.db.slow_queries'), 'db_operation_name, db_collection_name')}"
-                        " * 3600",
+                        _rate(prom("sync.db.slow_queries"), _DB_BY) + " * 3600",
                         "{{db_operation_name}} {{db_collection_name}}",
                     ),
                 ),
@@ -264,7 +265,7 @@ PANELS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                         "{{db_client_connection_pool_name}} {{db_client_connection_state}}",
                     ),
                     (
-                        f"sum by (db_client_connection_pool_name) ({_pool('db.client.connection.max')})",
+                        f"sum by ({_POOL_BY}) ({_pool('db.client.connection.max')})",
                         "{{db_client_connection_pool_name}} max",
                     ),
                     (

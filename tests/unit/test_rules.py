@@ -1,0 +1,187 @@
+"""`syncperf rules`: Prometheus rules, promtool tests and Datadog monitors as generated text."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from syncperf import ConfigError
+from syncperf._ops import rules
+from syncperf._ops._alerts import alerts
+from syncperf._ops._datadog import monitors
+from syncperf._ops._metrics import BY_NAME, PROMETHEUS_SERIES
+from syncperf._ops._options import RuleOptions, format_duration, parse_duration
+from syncperf._ops._promql import metric_names
+from syncperf._ops._yaml import dump
+
+ROOT = Path(__file__).resolve().parents[2]
+OPS = ROOT / "ops"
+REQUIRED_ALERTS = {
+    "SyncPushConflictRateHigh",
+    "SyncLatencyP95High",
+    "SyncErrorRateHigh",
+    "SyncVolumeSpike",
+    "OutboxOldestMessageTooOld",
+    "SyncNPlusOneDetected",
+    "SyncSlowQueriesHigh",
+    "SyncIdempotencyHitSpike",
+    "SyncPerfShedding",
+}
+
+
+def _rule_file(**options: object) -> dict:
+    return yaml.safe_load(rules.render(RuleOptions(**options)))  # type: ignore[arg-type]
+
+
+def _alert_rules(doc: dict) -> dict[str, dict]:
+    return {r["alert"]: r for g in doc["groups"] for r in g["rules"] if "alert" in r}
+
+
+def test_committed_artifacts_are_what_the_generators_write_now() -> None:
+    o = RuleOptions()
+    assert (OPS / "prometheus/syncperf-rules.yml").read_text() == rules.render(o)
+    assert (OPS / "prometheus/syncperf-rules.test.yml").read_text() == rules.render(
+        o, "promtool-tests"
+    )
+    assert (OPS / "datadog/monitors.json").read_text() == rules.render(o, "datadog")
+
+
+def test_output_is_deterministic() -> None:
+    o = RuleOptions(conflict_rate=0.2)
+    for fmt in rules.FORMATS:
+        assert rules.render(o, fmt) == rules.render(RuleOptions(conflict_rate=0.2), fmt)
+
+
+def test_every_required_alert_is_generated() -> None:
+    assert set(_alert_rules(_rule_file())) >= REQUIRED_ALERTS
+
+
+def test_recording_rules_cover_quantiles_error_and_conflict_rates() -> None:
+    records = {r["record"] for g in _rule_file()["groups"] for r in g["rules"] if "record" in r}
+    assert {
+        "sync:operations:rate5m",
+        "sync:error_ratio:rate5m",
+        "sync:conflict_ratio:rate5m",
+        "sync:duration_seconds:p50_5m",
+        "sync:duration_seconds:p95_5m",
+        "sync:duration_seconds:p99_5m",
+    } <= records
+
+
+def test_each_alert_has_severity_summary_with_its_labels_and_a_runbook_link() -> None:
+    runbooks = (ROOT / "docs/runbooks.md").read_text()
+    anchors = {h.strip().lower() for h in re.findall(r"^## (\w+)\s*$", runbooks, re.M)}
+    for alert in alerts(RuleOptions()):
+        rule = _alert_rules(_rule_file())[alert.name]
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
+        for label in alert.labels:
+            assert "{{ $labels." + label + " }}" in rule["annotations"]["summary"]
+        url = rule["annotations"]["runbook_url"]
+        assert url.endswith("#" + alert.name.lower())
+        assert alert.name.lower() in anchors, f"docs/runbooks.md lacks ## {alert.name}"
+
+
+def test_rules_name_only_metrics_syncperf_emits() -> None:
+    doc = _rule_file()
+    records = {r["record"] for g in doc["groups"] for r in g["rules"] if "record" in r}
+    for group in doc["groups"]:
+        for rule in group["rules"]:
+            unknown = metric_names(rule["expr"]) - PROMETHEUS_SERIES - records
+            assert not unknown, (rule.get("alert") or rule.get("record"), unknown)
+
+
+def test_thresholds_are_configurable() -> None:
+    doc = _rule_file(
+        conflict_rate=0.25,
+        p95_seconds=2.0,
+        error_rate=0.01,
+        window="1m",
+        for_="30s",
+        evaluation_interval="15s",
+    )
+    by_name = _alert_rules(doc)
+    assert "sync:conflict_ratio:rate1m > 0.25" in by_name["SyncPushConflictRateHigh"]["expr"]
+    assert "sync:duration_seconds:p95_1m > 2" in by_name["SyncLatencyP95High"]["expr"]
+    assert "> 0.01" in by_name["SyncErrorRateHigh"]["expr"]
+    assert {r["for"] for r in by_name.values()} == {"30s"}
+    assert {g["interval"] for g in doc["groups"]} == {"15s"}
+
+
+def test_cli_takes_thresholds_and_writes_a_file(tmp_path: Path) -> None:
+    out = tmp_path / "rules.yml"
+    assert rules.main(["--conflict-rate", "0.3", "--for", "1m", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert "sync:conflict_ratio:rate5m > 0.3" in text
+    assert str(out) not in text
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("conflict_rate", 1.5),
+        ("error_rate", 0),
+        ("p95_seconds", -1),
+        ("window", "5 minutes"),
+        ("for_", "soon"),
+        ("volume_spike_factor", 0.5),
+        ("min_rate", float("nan")),
+    ],
+)
+def test_bad_thresholds_raise_config_error_naming_the_option(option: str, value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        RuleOptions(**{option: value})  # type: ignore[arg-type]
+    assert option.rstrip("_") in str(info.value)
+
+
+def test_cli_reports_a_bad_threshold_without_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert rules.main(["--conflict-rate", "2"]) == 2
+    assert "conflict_rate" in capsys.readouterr().err
+
+
+def test_durations_round_trip() -> None:
+    assert parse_duration("w", "1h30m") == 5400
+    assert format_duration(5400) == "1h30m"
+    assert format_duration(0) == "0s"
+
+
+def test_yaml_emitter_output_reads_back_identically() -> None:
+    value = {
+        "a": [{"b": "x: y", "c": "multi\nline", "d": 1.5, "e": True, "f": None}, "yes", "10m", ""],
+        "g": {},
+        "h": [],
+        "i": '{{ $labels.x }} "q"',
+    }
+    assert yaml.safe_load(dump(value)) == value
+
+
+def test_datadog_monitors_mirror_every_alert_with_otel_names_and_runbooks() -> None:
+    o = RuleOptions()
+    found = monitors(o)
+    assert [m["tags"][1] for m in found] == [f"alert:{a.name}" for a in alerts(o)]
+    for monitor, alert in zip(found, alerts(o), strict=True):
+        assert monitor["type"] == "query alert"
+        assert o.runbook(alert.name) in monitor["message"]
+        metrics = set(re.findall(r"(?:count|sum|max|p95):([a-z_.]+)\{", monitor["query"]))
+        assert metrics, monitor["query"]
+        assert metrics <= set(BY_NAME), metrics
+        tags = set(re.findall(r"by \{([^}]*)\}", monitor["query"])[0].split(","))
+        for metric in metrics:
+            assert tags <= set(BY_NAME[metric].attributes), (metric, tags)
+    assert json.loads(rules.render(o, "datadog")) == found
+
+
+def test_datadog_threshold_matches_the_query() -> None:
+    for monitor in monitors(RuleOptions(conflict_rate=0.2, slow_queries_per_hour=50)):
+        critical = monitor["options"]["thresholds"]["critical"]
+        assert monitor["query"].endswith(f"> {critical:g}".replace("e+", "e"))
+
+
+def test_datadog_rejects_sub_minute_windows() -> None:
+    with pytest.raises(ConfigError):
+        rules.render(RuleOptions(window="30s"), "datadog")
