@@ -69,6 +69,12 @@ class OtlpReceiver:
         self._server.start()
         return self
 
+    def __enter__(self) -> OtlpReceiver:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Stop serving now (in-flight RPCs are cancelled)."""
         self._release.set()

@@ -1,0 +1,127 @@
+"""The generated rules and dashboard, checked by Prometheus's own promtool."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from syncperf._ops import dashboard, rules
+from syncperf._ops._options import RuleOptions
+from syncperf._ops._promql import substitute
+from syncperf._ops._yaml import dump
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PROMTOOL = shutil.which("promtool")
+
+
+def _promtool(*args: str, cwd: Path) -> str:
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    done = subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_committed_rules_pass_promtool_check_and_their_unit_tests() -> None:
+    folder = ROOT / "ops/prometheus"
+    assert "SUCCESS" in _promtool("check", "rules", "syncperf-rules.yml", cwd=folder)
+    assert "SUCCESS" in _promtool("test", "rules", "syncperf-rules.test.yml", cwd=folder)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        RuleOptions(
+            window="15s",
+            baseline_window="1m",
+            slow_query_window="1m",
+            for_="2s",
+            evaluation_interval="1s",
+        ),
+        RuleOptions(conflict_rate=0.6, error_rate=0.9, p95_seconds=0.3, n_plus_one=4, min_rate=2.0),
+        RuleOptions(
+            window="1m",
+            for_="0s",
+            volume_spike_factor=1.5,
+            idempotency_spike_factor=10,
+            outbox_age_seconds=30,
+            slow_queries_per_hour=5,
+        ),
+    ],
+    ids=["short-windows", "high-thresholds", "tight-spikes"],
+)
+def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(
+    tmp_path: Path, options: RuleOptions
+) -> None:
+    (tmp_path / "r.yml").write_text(rules.render(options))
+    (tmp_path / "t.yml").write_text(rules.render(options, "promtool-tests", rule_file="r.yml"))
+    _promtool("check", "rules", "r.yml", cwd=tmp_path)
+    _promtool("test", "rules", "t.yml", cwd=tmp_path)
+
+
+def test_promtool_tests_fail_when_a_rule_is_wrong(tmp_path: Path) -> None:
+    # Rules generated with a higher conflict threshold than the tests expect: the conflict
+    # test's "above" series (20 %) no longer fires, and promtool must say so.
+    (tmp_path / "r.yml").write_text(rules.render(RuleOptions(conflict_rate=0.3)))
+    (tmp_path / "t.yml").write_text(
+        rules.render(RuleOptions(), "promtool-tests", rule_file="r.yml")
+    )
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed")
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", "t.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "SyncPushConflictRateHigh" in done.stdout + done.stderr
+
+
+def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
+    board = json.loads((ROOT / "ops/grafana/syncperf-dashboard.json").read_text())
+    assert board == json.loads(dashboard.render())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    doc = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:expr:{i}", "expr": substitute(e)}
+                    for i, e in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    (tmp_path / "d.yml").write_text(dump(doc))
+    assert f"SUCCESS: {len(exprs)} rules found" in _promtool(
+        "check", "rules", "d.yml", cwd=tmp_path
+    )
+
+
+def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
+    (tmp_path / "bad.yml").write_text(
+        dump(
+            {
+                "groups": [
+                    {"name": "g", "rules": [{"record": "x:y", "expr": "sum by (a (rate(x[5m]))"}]}
+                ]
+            }
+        )
+    )
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed")
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", "bad.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
