@@ -207,37 +207,33 @@ class Relay:
             session.begin(),
         ):
             for row in rows:
+                attempt, traceparent = row["attempts"], row["traceparent"]
+                # only the relay holding the row's current lease may settle it
+                mine = (outbox.c.id == row["id"]) & (outbox.c.attempts == attempt)
                 try:
                     self.broker.send(row)
                 except BrokerError as error:
-                    dead = row["attempts"] >= self.max_attempts
-                    batch.failed(
-                        error,
-                        traceparent=row["traceparent"],
-                        attempt=row["attempts"],
-                        dead_letter=dead,
-                    )
-                    session.execute(
-                        update(outbox)
-                        .where(outbox.c.id == row["id"])
-                        .values(
-                            status="dead" if dead else "pending",
-                            locked_until=None,
-                            last_error=repr(error),
+                    dead = attempt >= self.max_attempts
+                    values = {"status": "dead" if dead else "pending", "last_error": repr(error)}
+                    if self._settle(session, mine, values):
+                        batch.failed(
+                            error, traceparent=traceparent, attempt=attempt, dead_letter=dead
                         )
-                    )
+                        continue
                 else:
-                    batch.published(
-                        as_utc(row["created_at"]),
-                        traceparent=row["traceparent"],
-                        attempt=row["attempts"],
-                    )
-                    session.execute(
-                        update(outbox)
-                        .where(outbox.c.id == row["id"])
-                        .values(status="published", locked_until=None)
-                    )
+                    if self._settle(session, mine, {"status": "published"}):
+                        batch.published(
+                            as_utc(row["created_at"]), traceparent=traceparent, attempt=attempt
+                        )
+                        continue
+                # the lease expired and another relay took the row over: not ours to count
+                batch.failed("lease_lost", traceparent=traceparent, attempt=attempt)
         return len(rows)
+
+    @staticmethod
+    def _settle(session: Session, mine: Any, values: dict[str, Any]) -> bool:
+        result = session.execute(update(outbox).where(mine).values(locked_until=None, **values))
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def drain(self) -> None:
         """Publish until nothing is claimable."""
