@@ -1,0 +1,209 @@
+"""syncperf.outbox against a real PostgreSQL: a relay crashes mid-batch and restarts."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, create_engine, func, select, text
+
+from syncperf.outbox import Outbox, sqlalchemy_probe
+from syncperf.testing import Capture
+
+pytestmark = pytest.mark.integration
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "outbox_relay.py"
+SCHEMA = "syncperf_outbox_it"
+
+
+def load_example() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("outbox_relay_pg_example", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def engine(postgres_dsn: str) -> Iterator[Engine]:
+    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = create_engine(url)
+    with admin.begin() as connection:
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE"))
+        connection.execute(text(f"CREATE SCHEMA {SCHEMA}"))
+    admin.dispose()
+    engine = create_engine(url, connect_args={"options": f"-csearch_path={SCHEMA}"})
+    yield engine
+    engine.dispose()
+
+
+def gauge(cap: Capture, name: str) -> float | None:
+    points = cap.points(name, {"outbox.name": "todos"})
+    return points[0].value if points else None
+
+
+def run_until_drained(relay: Any, engine: Engine, example: ModuleType, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not relay.run_once():
+            if example.outbox_counts(engine).get("pending", 0) == 0:
+                return
+            time.sleep(0.05)  # leased rows: wait for their lease to expire
+    raise AssertionError("the relay did not drain the outbox in time")
+
+
+def test_relay_crash_and_restart_keeps_every_count_exact(
+    engine: Engine, syncperf_capture: Capture
+) -> None:
+    example = load_example()
+    example.metadata.create_all(engine)
+    box = Outbox(
+        "todos",
+        destination="todo.events",
+        stats=sqlalchemy_probe(engine, "outbox", status="status"),
+        stats_timeout=5,
+    )
+    service = example.TodoService(engine, box)
+    cap = syncperf_capture
+
+    attempts_by_title: dict[str, int] = {}
+    sends = 0
+    lock = threading.Lock()
+
+    def policy(crash_at: int | None) -> Any:
+        def fail(row: dict[str, Any]) -> Exception | None:
+            nonlocal sends
+            title = json.loads(row["payload"])["title"]
+            with lock:
+                sends += 1
+                attempts_by_title[title] = attempts_by_title.get(title, 0) + 1
+                if crash_at is not None and sends == crash_at:
+                    return example.RelayCrash("relay killed mid-batch")
+                seen = attempts_by_title[title]
+            if title.startswith("poison"):
+                return example.BrokerError("payload rejected")
+            if title.startswith("flaky") and seen == 1:
+                return example.BrokerError("broker busy")
+            return None
+
+        return fail
+
+    for index in range(12):
+        second = f"flaky {index}" if index % 4 == 0 else f"more {index}"
+        service.push([f"todo {index}", second])
+    service.push(["poison pill"])
+    with pytest.raises(ValueError, match="rejected"):
+        service.push(["rolled back"], fail=True)
+    assert gauge(cap, "outbox.depth") == 25
+
+    # relay 1 crashes at its 4th send: its whole first batch (8 rows, attempt 1) rolls back
+    crashed = example.Relay(
+        engine, box, example.Broker(fail=policy(crash_at=4)), batch_size=8, lease=2.5
+    )
+    with pytest.raises(example.RelayCrash):
+        crashed.drain()
+    assert example.outbox_counts(engine) == {"pending": 25}
+    # "flaky 0" failed on its own before the crash; the other 7 count with the crash's type
+    assert cap.total("outbox.messages", {"outbox.event": "failed"}) == 8
+    assert (
+        cap.total(
+            "outbox.messages",
+            {"outbox.event": "failed", "error.type": "outbox_relay_pg_example.RelayCrash"},
+        )
+        == 7
+    )
+    assert cap.total("outbox.messages", {"outbox.event": "published"}) == 0
+
+    # while no relay runs, the depth stays and the oldest message keeps ageing
+    first_age = gauge(cap, "outbox.oldest_age")
+    time.sleep(1.2)
+    later_age = gauge(cap, "outbox.oldest_age")
+    assert first_age is not None and later_age is not None
+    assert later_age >= first_age + 1.0
+    assert gauge(cap, "outbox.depth") == 25
+
+    # restart: two relays drain concurrently (SKIP LOCKED); crashed rows return after the lease
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        relay = example.Relay(
+            engine, box, example.Broker(fail=policy(None)), batch_size=5, lease=2.5
+        )
+        try:
+            run_until_drained(relay, engine, example, timeout=60)
+        except BaseException as error:  # reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(90)
+    assert not errors
+
+    with engine.connect() as connection:
+        statuses = example.outbox_counts(engine)
+        attempts = connection.execute(select(func.sum(example.outbox.c.attempts))).scalar_one()
+    assert statuses == {"published": 24, "dead": 1}
+
+    event = {
+        e: cap.total("outbox.messages", {"outbox.name": "todos", "outbox.event": e})
+        for e in ("enqueued", "published", "failed", "retried", "dead_lettered")
+    }
+    # every committed message ended published or dead-lettered exactly once, as recorded
+    assert event["enqueued"] == 25
+    assert event["published"] == statuses["published"]
+    assert event["dead_lettered"] == statuses["dead"]
+    # every claim was one attempt, counted exactly once as published or failed ...
+    assert event["published"] + event["failed"] == attempts
+    # ... and every attempt after a message's first counted as retried
+    assert event["retried"] == attempts - 25
+    # the crashed batch (8, "flaky 0" among them), "flaky 4" and "flaky 8", the poison pill (2)
+    assert event["retried"] >= 8 + 2 + 2
+    assert cap.total("outbox.lag", {"outbox.name": "todos"}) == 24
+
+    # the backlog is gone: depth back to zero, the oldest age falls to zero
+    assert gauge(cap, "outbox.depth") == 0
+    assert gauge(cap, "outbox.oldest_age") == 0
+    assert cap.points("outbox.probe.failures") == []
+
+    # send spans link back to the pushes' create spans, with the attempt number
+    spans = cap.spans()
+    creates = {s.context.span_id for s in spans if s.name == "create todo.events"}
+    links = [link for s in spans if s.name == "send todo.events" for link in s.links]
+    assert {link.context.span_id for link in links} <= creates
+    assert len({link.context.span_id for link in links}) == 25
+    assert max(link.attributes["outbox.attempt"] for link in links) >= 3
+    box.close()
+
+
+def test_probe_timeout_on_postgres_is_counted_not_raised(
+    engine: Engine, syncperf_capture: Capture
+) -> None:
+    example = load_example()
+    example.metadata.create_all(engine)
+    blocker = engine.connect()
+    blocker.execute(text("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"))
+    try:
+        box = Outbox(
+            "todos", stats=sqlalchemy_probe(engine, "outbox", timeout=0.2), stats_timeout=3
+        )
+        assert gauge(syncperf_capture, "outbox.depth") is None
+        failures = syncperf_capture.points("outbox.probe.failures", {"outbox.name": "todos"})
+        assert [p.attributes["error.type"] for p in failures] == [
+            "sqlalchemy.exc.OperationalError"
+        ]  # the server cancelled the query
+    finally:
+        blocker.rollback()
+        blocker.close()
+    assert gauge(syncperf_capture, "outbox.depth") == 0
+    box.close()
