@@ -107,23 +107,76 @@ ADAPTERS: dict[str, Callable[[], Any]] = {
 }
 
 PROTOCOL_KEYS = [
-    "mutations", "name", "id", "clientID", "clientGroupID", "pushVersion", "patch", "op", "key",
-    "changes", "created", "updated", "deleted", "experimentalRejectedIds", "syncJson",
-    "documents", "rows", "newDocumentState", "assumedMasterState", "_deleted", "conflicts",
-    "docs", "new_edits", "_id", "_rev", "type", "results", "rev", "missing", "pending",
-    "batch", "crud", "table", "tx_id", "transactionId", "result", "error", "args", "ops",
-    "tableName", "entityType",
-]  # fmt: skip
+    "mutations",
+    "name",
+    "id",
+    "clientID",
+    "clientGroupID",
+    "pushVersion",
+    "patch",
+    "op",
+    "key",
+    "changes",
+    "created",
+    "updated",
+    "deleted",
+    "experimentalRejectedIds",
+    "syncJson",
+    "documents",
+    "rows",
+    "newDocumentState",
+    "assumedMasterState",
+    "_deleted",
+    "conflicts",
+    "docs",
+    "new_edits",
+    "_id",
+    "_rev",
+    "type",
+    "results",
+    "rev",
+    "missing",
+    "pending",
+    "batch",
+    "crud",
+    "table",
+    "tx_id",
+    "transactionId",
+    "result",
+    "error",
+    "args",
+    "ops",
+    "tableName",
+    "entityType",
+]
 
 scalars = (
     st.none()
     | st.booleans()
     | st.integers(min_value=-5, max_value=10)
     | st.floats(allow_nan=True)
-    | st.sampled_from(["put", "del", "clear", "PUT", "PATCH", "DELETE", "app", "conflict",
-                       "_zero_crud", "insert", "upsert", "1-a", "2-b", "", "x", "todo/1"])
+    | st.sampled_from(
+        [
+            "put",
+            "del",
+            "clear",
+            "PUT",
+            "PATCH",
+            "DELETE",
+            "app",
+            "conflict",
+            "_zero_crud",
+            "insert",
+            "upsert",
+            "1-a",
+            "2-b",
+            "",
+            "x",
+            "todo/1",
+        ]
+    )
     | st.text(max_size=4)
-)  # fmt: skip
+)
 garbage = st.recursive(
     scalars,
     lambda children: (

@@ -129,8 +129,10 @@ class BulkDocs(_Documents):
         stash(op, self._key, sent)
         return tally
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
         sent: list[tuple[Any, str | None]] = unstash(op, self._key) or []
+        if body is None:  # the response was not seen
+            return None
         tally = Tally()
         if not isinstance(body, (list, tuple)):
             error = field(body, "error")
@@ -232,8 +234,10 @@ class RevsDiff(ProtocolAdapter):
         stash(op, self._key, offered)
         return tally
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
         offered = unstash(op, self._key)
+        if body is None:  # the response was not seen
+            return None
         missing = 0
         for doc_id, diff in entries(body, "_revs_diff response"):
             name(doc_id, "document id")

@@ -119,8 +119,10 @@ class Push(ProtocolAdapter):
         stash(op, self._key, rows)
         return tally
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
         rows = unstash(op, self._key)
+        if body is None:  # the response was not seen
+            return None
         conflicts = _documents(body, "conflicts", "conflicts")
         tally = Tally()
         if not conflicts:

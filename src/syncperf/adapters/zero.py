@@ -137,8 +137,10 @@ class Push(ProtocolAdapter):
         stash(op, self._key, entities)
         return tally
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
         sent: list[tuple[Any, Any, str | None]] | None = unstash(op, self._key)
+        if body is None:  # the response was not seen
+            return None
         tally = Tally()
         if isinstance(body, (list, tuple)) and body and body[0] == "error":
             tally.attribute("sync.zero.push_error", _error_kind(body[1] if len(body) > 1 else None))

@@ -1,0 +1,204 @@
+"""Replicache push (v0, v1) and pull, from the documented request/response shapes."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncperf.adapters import replicache
+from syncperf.testing import Capture, capture
+from tests.unit.test_adapters_common import recorded, run, span_attributes
+
+PUSH_V1 = {
+    "pushVersion": 1,
+    "clientGroupID": "cg1",
+    "profileID": "p1",
+    "schemaVersion": "",
+    "mutations": [
+        {"id": 7, "clientID": "c1", "name": "createTodo", "args": {"id": "t1"}, "timestamp": 1.0},
+        {"id": 8, "clientID": "c1", "name": "updateTodo", "args": {"id": "t1"}, "timestamp": 2.0},
+        {"id": 3, "clientID": "c2", "name": "deleteTodo", "args": {"id": "t9"}, "timestamp": 3.0},
+    ],
+}
+PUSH_V0 = {
+    "pushVersion": 0,
+    "clientID": "c1",
+    "mutations": [
+        {"id": 1, "name": "createTodo", "args": {}, "timestamp": 1.0},
+        {"id": 2, "name": "createTodo", "args": {}, "timestamp": 2.0},
+    ],
+}
+TODO_ENTITY = {"createTodo": "todo", "updateTodo": "todo", "deleteTodo": "todo"}
+TODO_CHANGE = {"createTodo": "created", "updateTodo": "updated", "deleteTodo": "deleted"}
+
+
+def test_push_counts_mutations_per_mutator_name_by_default(syncperf_capture: Capture) -> None:
+    run(replicache.Push(), PUSH_V1)
+    got = recorded(syncperf_capture)
+    assert got.batches == [(1, 3)]
+    assert got.items == {("createTodo", None): 1, ("updateTodo", None): 1, ("deleteTodo", None): 1}
+    assert got.idempotency == 0
+
+
+def test_push_maps_mutators_to_entities_and_change_types(syncperf_capture: Capture) -> None:
+    run(replicache.Push(entity=TODO_ENTITY, change=TODO_CHANGE), PUSH_V1)
+    got = recorded(syncperf_capture)
+    assert got.items == {("todo", "created"): 1, ("todo", "updated"): 1, ("todo", "deleted"): 1}
+
+
+def test_push_mapping_callables_are_called_once_per_mutator_name(
+    syncperf_capture: Capture,
+) -> None:
+    calls: list[str] = []
+
+    def entity(mutator: str) -> str:
+        calls.append(mutator)
+        return "todo"
+
+    adapter = replicache.Push(entity=entity)
+    run(adapter, PUSH_V1)
+    run(adapter, PUSH_V1)
+    assert sorted(calls) == ["createTodo", "deleteTodo", "updateTodo"]
+    assert recorded(syncperf_capture).items == {("todo", None): 6}
+
+
+def test_push_v1_mutations_at_or_below_the_last_mutation_id_are_duplicates(
+    syncperf_capture: Capture,
+) -> None:
+    asked: list[tuple[Any, str]] = []
+
+    def last_mutation_id(group: Any, client: str) -> int | None:
+        asked.append((group, client))
+        return {"c1": 7}.get(client)
+
+    run(replicache.Push(last_mutation_id=last_mutation_id, entity=TODO_ENTITY), PUSH_V1)
+    got = recorded(syncperf_capture)
+    assert asked == [("cg1", "c1"), ("cg1", "c2")]  # once per client, not per mutation
+    assert got.batches == [(1, 3)]
+    assert got.items == {("todo", None): 2}  # mutation 7 of c1 was already processed
+    assert got.idempotency == 1
+    assert span_attributes(syncperf_capture)["sync.replicache.duplicate_mutations"] == 1
+
+
+def test_push_v0_passes_no_group_and_the_body_client(syncperf_capture: Capture) -> None:
+    asked: list[tuple[Any, str]] = []
+
+    def last_mutation_id(group: Any, client: str) -> int:
+        asked.append((group, client))
+        return 2
+
+    run(replicache.Push(last_mutation_id=last_mutation_id), PUSH_V0)
+    got = recorded(syncperf_capture)
+    assert asked == [(None, "c1")]
+    assert got.items == {}
+    assert got.idempotency == 1
+    assert got.batches == [(1, 2)]
+
+
+def test_push_ignores_the_response_replicache_ignores_too(syncperf_capture: Capture) -> None:
+    run(replicache.Push(), PUSH_V1, {"anything": "at all"})
+    assert recorded(syncperf_capture).dropped == {}
+
+
+PULL_V1_RESPONSE = {
+    "cookie": 42,
+    "lastMutationIDChanges": {"c1": 8},
+    "patch": [
+        {"op": "clear"},
+        {"op": "put", "key": "todo/t1", "value": {"title": "a"}},
+        {"op": "put", "key": "todo/t2", "value": {"title": "b"}},
+        {"op": "del", "key": "list/l1"},
+        {"op": "put", "key": "settings", "value": {}},
+    ],
+}
+
+
+def test_pull_counts_patch_operations_by_key_prefix(syncperf_capture: Capture) -> None:
+    request = {"pullVersion": 1, "clientGroupID": "cg1", "cookie": 40, "profileID": "p"}
+    run(replicache.Pull(), request, PULL_V1_RESPONSE, operation="pull")
+    got = recorded(syncperf_capture)
+    assert got.batches == [(1, 5)]
+    assert got.items == {("todo", None): 2, ("list", "deleted"): 1, (None, None): 1}
+    assert span_attributes(syncperf_capture)["sync.replicache.clear"] is True
+
+
+def test_pull_v0_response_and_a_custom_key_mapping(syncperf_capture: Capture) -> None:
+    response = {
+        "cookie": "c",
+        "lastMutationID": 3,
+        "patch": [{"op": "put", "key": "a:1", "value": 1}],
+    }
+    run(replicache.Pull(entity=replicache.key_prefix(":")), None, response, operation="pull")
+    assert recorded(syncperf_capture).items == {("a", None): 1}
+
+
+def test_pull_error_response_is_set_on_the_span_not_counted(syncperf_capture: Capture) -> None:
+    run(replicache.Pull(), None, {"error": "ClientStateNotFound"}, operation="pull")
+    got = recorded(syncperf_capture)
+    assert got.items == {}
+    assert got.dropped == {}
+    assert span_attributes(syncperf_capture)["sync.replicache.error"] == "ClientStateNotFound"
+
+
+# --- hypothesis: valid payloads, counts equal a direct computation ------------------------
+
+clients = st.sampled_from(["c1", "c2", "c3"])
+mutators = st.sampled_from(["createTodo", "updateTodo", "deleteTodo", "renameList"])
+mutations = st.lists(
+    st.fixed_dictionaries(
+        {"id": st.integers(0, 20), "clientID": clients, "name": mutators, "args": st.just({})}
+    ),
+    max_size=30,
+)
+last_ids = st.dictionaries(clients, st.integers(0, 20) | st.none())
+
+
+@settings(max_examples=150, deadline=None)
+@given(mutations=mutations, last_ids=last_ids)
+def test_push_counts_match_a_direct_computation(
+    mutations: list[dict[str, Any]], last_ids: dict[str, int | None]
+) -> None:
+    body = {"pushVersion": 1, "clientGroupID": "g", "mutations": mutations}
+    adapter = replicache.Push(last_mutation_id=lambda group, client: last_ids.get(client))
+    with capture() as cap:
+        run(adapter, body)
+        got = recorded(cap)
+
+    def duplicate(m: dict[str, Any]) -> bool:
+        last = last_ids.get(m["clientID"])
+        return last is not None and m["id"] <= last
+
+    expected = Counter((m["name"], None) for m in mutations if not duplicate(m))
+    assert got.items == dict(expected)
+    assert got.batches == [(1, len(mutations))]
+    assert got.idempotency == (1 if any(duplicate(m) for m in mutations) else 0)
+
+
+patch_ops = st.lists(
+    st.one_of(
+        st.builds(
+            lambda k: {"op": "put", "key": k, "value": {}}, st.from_regex(r"[a-c]{1,2}(/x)?")
+        ),
+        st.builds(lambda k: {"op": "del", "key": k}, st.from_regex(r"[a-c]{1,2}(/x)?")),
+        st.just({"op": "clear"}),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(patch=patch_ops)
+def test_pull_counts_match_a_direct_computation(patch: list[dict[str, Any]]) -> None:
+    with capture() as cap:
+        run(replicache.Pull(), None, {"cookie": 1, "patch": patch}, operation="pull")
+        got = recorded(cap)
+    expected: Counter[tuple[str | None, str | None]] = Counter()
+    for op in patch:
+        if op["op"] != "clear":
+            prefix = op["key"].split("/")[0] if "/" in op["key"] else None
+            expected[(prefix, None if op["op"] == "put" else "deleted")] += 1
+    assert got.items == dict(expected)
+    assert got.batches == [(1, len(patch))]

@@ -1,0 +1,201 @@
+"""Zero push: CRUD and custom mutators, per-mutation results."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from syncperf.adapters import zero
+from syncperf.testing import Capture, capture
+from tests.unit.test_adapters_common import recorded, run, span_attributes
+
+
+def crud(mutation_id: int, client: str, *ops: tuple[str, str]) -> dict[str, Any]:
+    return {
+        "type": "crud",
+        "id": mutation_id,
+        "clientID": client,
+        "name": "_zero_crud",
+        "args": [
+            {
+                "ops": [
+                    {"op": op, "tableName": table, "primaryKey": ["id"], "value": {"id": "x"}}
+                    for op, table in ops
+                ]
+            }
+        ],
+        "timestamp": 1.0,
+    }
+
+
+def custom(mutation_id: int, client: str, name: str) -> dict[str, Any]:
+    return {
+        "type": "custom",
+        "id": mutation_id,
+        "clientID": client,
+        "name": name,
+        "args": [{"id": "i1"}],
+        "timestamp": 1.0,
+    }
+
+
+def push_body(*mutations: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "clientGroupID": "cg",
+        "mutations": list(mutations),
+        "pushVersion": 1,
+        "timestamp": 1.0,
+        "requestID": "r1",
+    }
+
+
+def result(mutation_id: int, client: str, **outcome: Any) -> dict[str, Any]:
+    return {"id": {"id": mutation_id, "clientID": client}, "result": outcome}
+
+
+def test_crud_ops_are_items_by_table_and_change(syncperf_capture: Capture) -> None:
+    body = push_body(
+        crud(1, "c", ("insert", "issue"), ("update", "issue"), ("delete", "comment")),
+        crud(2, "c", ("upsert", "label")),
+    )
+    run(zero.Push(), body, {"mutations": [result(1, "c"), result(2, "c")]})
+    got = recorded(syncperf_capture)
+    assert got.batches == [(1, 2)]
+    assert got.items == {
+        ("issue", "created"): 1,
+        ("issue", "updated"): 1,
+        ("comment", "deleted"): 1,
+        ("label", None): 1,
+    }
+    assert got.conflicts == {}
+
+
+def test_the_older_crud_shape_with_entity_type_is_read_too(syncperf_capture: Capture) -> None:
+    mutation = {
+        "id": 1,
+        "clientID": "c",
+        "name": "_zero_crud",
+        "timestamp": 1,
+        "args": [
+            {
+                "ops": [
+                    {"op": "create", "entityType": "issue", "id": {}, "value": {}},
+                    {"op": "set", "entityType": "issue", "id": {}, "value": {}},
+                ]
+            }
+        ],
+    }
+    run(zero.Push(), push_body(mutation), {"mutations": [result(1, "c", data={})]})
+    assert recorded(syncperf_capture).items == {("issue", "created"): 1, ("issue", None): 1}
+
+
+def test_custom_mutators_count_under_their_namespace(syncperf_capture: Capture) -> None:
+    body = push_body(
+        custom(1, "c", "issue.create"), custom(2, "c", "issue|update"), custom(3, "c", "ping")
+    )
+    run(zero.Push(change={"issue.create": "created"}), body, {"mutations": []})
+    assert recorded(syncperf_capture).items == {
+        ("issue", "created"): 1,
+        ("issue", None): 1,
+        ("ping", None): 1,
+    }
+
+
+def test_app_errors_are_conflicts_of_the_mutations_entity(syncperf_capture: Capture) -> None:
+    body = push_body(custom(1, "c", "issue.update"), crud(2, "c", ("update", "comment")))
+    response = {
+        "mutations": [
+            result(1, "c", error="app", message="stale"),
+            result(2, "c", error="app", details={"why": "gone"}),
+        ]
+    }
+    run(zero.Push(), body, response)
+    got = recorded(syncperf_capture)
+    assert got.conflicts == {("issue", "rejected"): 1, ("comment", "rejected"): 1}
+    assert got.outcomes == {"conflict": 1}
+
+
+def test_already_processed_mutations_are_an_idempotency_hit(syncperf_capture: Capture) -> None:
+    body = push_body(custom(1, "c", "a.x"), custom(2, "c", "a.x"), custom(3, "c", "a.x"))
+    response = {
+        "mutations": [
+            result(1, "c", error="alreadyProcessed"),
+            result(2, "c"),
+            result(3, "c", error="oooMutation"),
+        ]
+    }
+    run(zero.Push(), body, response)
+    got = recorded(syncperf_capture)
+    assert got.idempotency == 1
+    assert got.conflicts == {}
+    attributes = span_attributes(syncperf_capture)
+    assert attributes["sync.zero.already_processed"] == 1
+    assert attributes["sync.zero.out_of_order"] == 1
+
+
+def test_the_last_mutation_id_callback_keeps_duplicates_out_of_items(
+    syncperf_capture: Capture,
+) -> None:
+    body = push_body(custom(4, "c1", "a.x"), custom(5, "c1", "a.x"), custom(1, "c2", "a.x"))
+    run(zero.Push(last_mutation_id=lambda group, client: {"c1": 4}.get(client)), body)
+    got = recorded(syncperf_capture)
+    assert got.items == {("a", None): 2}
+    assert got.idempotency == 1
+
+
+def test_push_level_errors_are_set_on_the_span(syncperf_capture: Capture) -> None:
+    run(zero.Push(), push_body(), {"error": "unsupportedPushVersion"})
+    run(zero.Push(), push_body(), ["error", {"kind": "PushFailed", "message": "x"}])
+    got = recorded(syncperf_capture)
+    assert got.dropped == {}
+    values = [dict(s.attributes or {})["sync.zero.push_error"] for s in syncperf_capture.spans()]
+    assert values == ["unsupportedPushVersion", "PushFailed"]
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    mutations=st.lists(
+        st.tuples(
+            st.sampled_from(["c1", "c2"]),
+            st.one_of(
+                st.sampled_from(["issue.create", "label.add"]),
+                st.lists(
+                    st.tuples(
+                        st.sampled_from(list(zero._CRUD_CHANGES)), st.sampled_from(["t", "u"])
+                    ),
+                    min_size=1,
+                    max_size=3,
+                ),
+            ),
+            st.sampled_from([None, "app", "alreadyProcessed"]),
+        ),
+        max_size=15,
+    )
+)
+def test_counts_match_a_direct_computation(mutations: list[tuple[str, Any, str | None]]) -> None:
+    sent, results = [], []
+    items: Counter[tuple[str | None, str | None]] = Counter()
+    conflicts: Counter[tuple[str | None, str | None]] = Counter()
+    for index, (client, what, error) in enumerate(mutations):
+        if isinstance(what, str):
+            sent.append(custom(index, client, what))
+            entity: str = what.split(".")[0]
+            items[(entity, None)] += 1
+        else:
+            sent.append(crud(index, client, *what))
+            entity = what[0][1]
+            for op, table in what:
+                items[(table, zero._CRUD_CHANGES[op])] += 1
+        results.append(result(index, client, error=error) if error else result(index, client))
+        if error == "app":
+            conflicts[(entity, "rejected")] += 1
+    with capture() as cap:
+        run(zero.Push(), push_body(*sent), {"mutations": results})
+        got = recorded(cap)
+    assert got.items == dict(items)
+    assert got.conflicts == dict(conflicts)
+    assert got.batches == [(1, len(mutations))]
+    assert got.idempotency == (1 if any(e == "alreadyProcessed" for *_, e in mutations) else 0)
