@@ -22,7 +22,15 @@ from opentelemetry.propagators.textmap import Getter
 from syncperf._engine._instruments import HistogramSeries, SumSeries
 from syncperf._runtime import Runtime
 
-__all__ = ["HEADERS", "HttpSeries", "SeenKeys", "http_series", "key_hash", "owners"]
+__all__ = [
+    "HEADERS",
+    "HttpSeries",
+    "SeenKeys",
+    "http_series",
+    "key_hash",
+    "owners",
+    "propagation_fields",
+]
 
 # fmt: off
 HTTP_DURATION_BOUNDS = (
@@ -220,6 +228,19 @@ class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
 
 
 HEADERS = _HeaderGetter()
+_FIELDS_KEY = ("syncperf.asgi", "propagation_fields")
+
+
+def propagation_fields(rt: Runtime) -> frozenset[bytes]:
+    """Header names the global propagator reads (cached per runtime and propagator)."""
+    from opentelemetry import propagate
+
+    textmap = propagate.get_global_textmap()
+    cached = rt.cache.get(_FIELDS_KEY)
+    if cached is None or cached[0] is not textmap:
+        fields = frozenset(f.lower().encode("latin-1") for f in textmap.fields)
+        cached = rt.cache[_FIELDS_KEY] = (textmap, fields)
+    return cached[1]  # type: ignore[no-any-return,unused-ignore]
 
 
 def key_hash(key: bytes) -> str:

@@ -37,6 +37,7 @@ from syncperf._asgi_http import (
     http_series,
     key_hash,
     owners,
+    propagation_fields,
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
@@ -226,7 +227,11 @@ class SyncPerfMiddleware:
             operation = self._live_names[route.operation] if live else route.operation
             attributes = None
             if not owned and rt.tracing.active:
-                token = context_api.attach(propagate.extract(headers, getter=HEADERS))
+                fields = propagation_fields(rt)
+                for name, _ in headers:
+                    if name in fields:  # only parse when there is something to continue
+                        token = context_api.attach(propagate.extract(headers, getter=HEADERS))
+                        break
                 attributes = {
                     "http.request.method": method,
                     "url.scheme": scheme,
@@ -427,7 +432,9 @@ class SyncPerfMiddleware:
             if not owned and op.span.is_recording():
                 if status is not None or failure is not None:
                     op.set_attribute("http.response.status_code", 500 if status is None else status)
-                op.set_attribute("http.route", framework_route(scope, entry_root) or template)
+                route_template = framework_route(scope, entry_root)
+                if route_template is not None and route_template != template:
+                    op.set_attribute("http.route", route_template)
         except Exception as error:
             rt.internal_error("asgi_outcome_failed", error)
         try:
