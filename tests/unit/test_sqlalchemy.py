@@ -1,0 +1,579 @@
+"""syncperf.sqlalchemy on SQLite: per-operation counts, N+1, slow queries, spans, secrets."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+from opentelemetry.trace import SpanKind, StatusCode
+
+# Imported before any test runs SQLAlchemyInstrumentor: importing sqlalchemy.ext.asyncio for the
+# first time while contrib has create_engine wrapped binds the wrapper into it for good.
+from sqlalchemy.ext.asyncio import create_async_engine
+
+import syncperf
+from syncperf._runtime import Runtime
+from syncperf.exceptions import ConfigError
+from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
+from syncperf.testing import Capture, capture
+
+SECRET = "tok_s3cr3t_9f8e7d6c5b4a"
+SECRET_NUMBER = 8675309123
+
+
+@pytest.fixture
+def engine() -> Iterator[sa.Engine]:
+    eng = sa.create_engine("sqlite://")
+
+    @sa.event.listens_for(eng, "connect")
+    def _functions(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.create_function("sleep_ms", 1, lambda ms: time.sleep(ms / 1000) or ms)
+
+    with eng.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE todo (id INTEGER PRIMARY KEY, title TEXT, owner INT)")
+        conn.execute(
+            sa.text("INSERT INTO todo (id, title, owner) VALUES (:id, :title, :owner)"),
+            [{"id": i, "title": f"t{i}", "owner": i % 3} for i in range(60)],
+        )
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def instrumented(engine: sa.Engine) -> Iterator[EngineInstrumentation]:
+    handle = instrument_engine(engine)
+    yield handle
+    handle.uninstrument()
+
+
+def select_one(conn: sa.Connection, todo_id: int) -> Any:
+    return conn.execute(sa.text("SELECT title FROM todo WHERE id = :id"), {"id": todo_id}).all()
+
+
+# --- per-operation cost --------------------------------------------------------------------
+
+
+def test_queries_and_db_time_per_operation_are_exact(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with syncperf.sync_operation("pull", entity="todo"), engine.connect() as conn:
+        for todo_id in range(7):
+            select_one(conn, todo_id)
+
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
+    assert (queries.count, queries.sum) == (1, 7)
+    (db_time,) = syncperf_capture.points("sync.db.duration", {"sync.entity": "todo"})
+    assert db_time.count == 1
+    assert 0 < db_time.sum < 1
+    (span,) = [s for s in syncperf_capture.spans() if s.name == "sync pull"]
+    assert span.attributes is not None
+    assert span.attributes["sync.db.queries"] == 7
+    assert span.attributes["sync.db.duration"] == pytest.approx(db_time.sum)
+
+
+def test_an_operation_without_queries_records_zero_when_an_engine_is_instrumented(
+    syncperf_capture: Capture, instrumented: EngineInstrumentation
+) -> None:
+    with syncperf.sync_operation("pull", entity="todo"):
+        pass
+
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
+    assert (queries.count, queries.sum) == (1, 0)
+
+
+def test_instrumenting_before_capture_still_counts_inside_it(
+    engine: sa.Engine,
+) -> None:
+    handle = instrument_engine(engine)
+    try:
+        with capture() as cap, syncperf.sync_operation("push"):
+            pass
+        (queries,) = cap.points("sync.db.queries", {"sync.operation": "push"})
+        assert queries.sum == 0
+    finally:
+        handle.uninstrument()
+
+
+def test_queries_outside_an_operation_feed_only_the_query_histogram(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with engine.connect() as conn:
+        select_one(conn, 1)
+        select_one(conn, 2)
+
+    assert syncperf_capture.metric("sync.db.queries") is None
+    (point,) = syncperf_capture.points(
+        "db.client.operation.duration",
+        {"db.system.name": "sqlite", "db.operation.name": "SELECT", "db.collection.name": "todo"},
+    )
+    assert point.count == 2
+    assert "error.type" not in point.attributes
+
+
+def test_query_histogram_has_sub_millisecond_and_kpi_boundaries(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with engine.connect() as conn:
+        select_one(conn, 1)
+
+    (point,) = syncperf_capture.points("db.client.operation.duration")
+    bounds = list(point.explicit_bounds)
+    for boundary in (0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0):
+        assert boundary in bounds
+    metric = syncperf_capture.metric("db.client.operation.duration")
+    assert metric is not None
+    assert metric.unit == "s"
+
+
+def test_failed_queries_carry_error_type_on_metric_and_span(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    with (
+        tracer.start_as_current_span("request"),
+        engine.connect() as conn,
+        pytest.raises(sa.exc.OperationalError) as raised,
+    ):
+        conn.execute(sa.text("SELECT * FROM missing_table"))
+    assert "missing_table" in str(raised.value)  # the user's exception is untouched
+
+    (point,) = syncperf_capture.points(
+        "db.client.operation.duration", {"error.type": "sqlite3.OperationalError"}
+    )
+    assert point.count == 1
+    assert point.attributes["db.collection.name"] == "missing_table"
+    (span,) = [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT]
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes is not None
+    assert span.attributes["error.type"] == "sqlite3.OperationalError"
+
+
+def test_a_failed_query_counts_towards_the_operation(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with syncperf.sync_operation("push"), engine.connect() as conn:
+        select_one(conn, 1)
+        with pytest.raises(sa.exc.OperationalError):
+            conn.execute(sa.text("SELECT * FROM missing_table"))
+
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
+    assert queries.sum == 2
+
+
+# --- N+1 -------------------------------------------------------------------------------------
+
+
+def test_an_n_plus_one_loop_over_a_50_item_push_is_detected(
+    syncperf_capture: Capture,
+    engine: sa.Engine,
+    instrumented: EngineInstrumentation,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with (
+        caplog.at_level(logging.WARNING, "syncperf"),
+        syncperf.sync_operation("push", entity="todo") as op,
+        engine.connect() as conn,
+    ):
+        op.set_batch_size(50)
+        for todo_id in range(50):
+            select_one(conn, todo_id)
+
+    (detection,) = syncperf_capture.points("sync.db.n_plus_one")
+    assert detection.value == 1
+    assert detection.attributes == {
+        "sync.operation": "push",
+        "sync.entity": "todo",
+        "db.collection.name": "todo",
+    }
+    (span,) = [s for s in syncperf_capture.spans() if s.name == "sync push"]
+    (event,) = [e for e in span.events if e.name == "sync.db.n_plus_one"]
+    assert event.attributes is not None
+    assert event.attributes["db.query.text"] == "SELECT title FROM todo WHERE id = ?"
+    assert event.attributes["db.collection.name"] == "todo"
+    assert span.attributes is not None
+    assert span.attributes["sync.db.n_plus_one"] == 1
+    (record,) = [r for r in caplog.records if "N+1" in r.getMessage()]
+    assert "SELECT title FROM todo WHERE id = ?" in record.getMessage()
+    assert "sync push" in record.getMessage()
+    assert record.levelno == logging.WARNING
+
+
+def test_the_batched_version_of_the_push_is_not_an_n_plus_one(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    todo = sa.table("todo", sa.column("id"), sa.column("title"))
+    with syncperf.sync_operation("push", entity="todo"), engine.connect() as conn:
+        conn.execute(sa.select(todo.c.title).where(todo.c.id.in_(range(50)))).all()
+        conn.execute(sa.update(todo).values(title="x").where(todo.c.id.in_(range(50))))
+
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
+    assert queries.sum == 2
+
+
+def test_n_plus_one_fires_at_the_default_threshold_of_ten(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with syncperf.sync_operation("pull"), engine.connect() as conn:
+        for todo_id in range(9):
+            select_one(conn, todo_id)
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+
+    with syncperf.sync_operation("pull"), engine.connect() as conn:
+        for todo_id in range(25):  # once per statement per operation, not per execution
+            select_one(conn, todo_id)
+    assert syncperf_capture.total("sync.db.n_plus_one") == 1
+
+
+def test_statements_differing_only_in_literals_are_one_statement_for_n_plus_one(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=3)
+    try:
+        with syncperf.sync_operation("pull"), engine.connect() as conn:
+            for todo_id in range(3):
+                conn.execute(sa.text(f"SELECT title FROM todo WHERE id = {todo_id}")).all()
+    finally:
+        handle.uninstrument()
+    assert syncperf_capture.total("sync.db.n_plus_one") == 1
+
+
+def test_n_plus_one_warnings_are_rate_limited_but_counted(
+    syncperf_capture: Capture, engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=2)
+    try:
+        with caplog.at_level(logging.WARNING, "syncperf"):
+            for _ in range(3):
+                with syncperf.sync_operation("pull"), engine.connect() as conn:
+                    select_one(conn, 1)
+                    select_one(conn, 2)
+    finally:
+        handle.uninstrument()
+    assert syncperf_capture.total("sync.db.n_plus_one") == 3
+    assert len([r for r in caplog.records if "N+1" in r.getMessage()]) == 1
+
+
+def test_n_plus_one_detection_can_be_turned_off(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=None)
+    try:
+        with syncperf.sync_operation("pull"), engine.connect() as conn:
+            for todo_id in range(20):
+                select_one(conn, todo_id)
+    finally:
+        handle.uninstrument()
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+
+
+# --- slow queries ----------------------------------------------------------------------------
+
+
+def test_a_slow_query_is_counted_with_an_event_and_a_log(
+    syncperf_capture: Capture, engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = instrument_engine(engine, slow_query_threshold=0.03)
+    try:
+        with (
+            caplog.at_level(logging.WARNING, "syncperf"),
+            syncperf.sync_operation("push", entity="todo"),
+            engine.connect() as conn,
+        ):
+            conn.execute(sa.text("SELECT sleep_ms(60) FROM todo WHERE id = 1")).all()
+            select_one(conn, 1)
+    finally:
+        handle.uninstrument()
+
+    (slow,) = syncperf_capture.points("sync.db.slow_queries")
+    assert slow.value == 1
+    assert slow.attributes == {"db.operation.name": "SELECT", "db.collection.name": "todo"}
+    (span,) = [s for s in syncperf_capture.spans() if s.name == "sync push"]
+    (event,) = [e for e in span.events if e.name == "sync.db.slow_query"]
+    assert event.attributes is not None
+    assert event.attributes["db.query.text"] == "SELECT sleep_ms(?) FROM todo WHERE id = ?"
+    assert event.attributes["sync.db.query.duration"] >= 0.06
+    (record,) = [r for r in caplog.records if "slow query" in r.getMessage()]
+    assert "SELECT sleep_ms(?) FROM todo WHERE id = ?" in record.getMessage()
+    assert "sync push" in record.getMessage()
+
+
+def test_fast_queries_are_not_slow_at_the_default_threshold(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    assert instrumented.slow_query_threshold == 0.5
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT sleep_ms(5)")).all()
+    assert syncperf_capture.metric("sync.db.slow_queries") is None
+
+
+# --- spans -----------------------------------------------------------------------------------
+
+
+def test_no_client_span_without_a_parent(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with engine.connect() as conn:
+        select_one(conn, 1)
+    assert syncperf_capture.spans() == []
+
+
+def test_no_client_span_under_a_sampled_out_parent(engine: sa.Engine) -> None:
+    handle = instrument_engine(engine)
+    try:
+        with capture(sampler=ParentBased(ALWAYS_OFF)) as cap:
+            tracer = cap.tracer_provider.get_tracer("test")
+            with tracer.start_as_current_span("request"), engine.connect() as conn:
+                select_one(conn, 1)
+            assert cap.spans() == []
+            assert cap.total("db.client.operation.duration") == 1  # metrics are never sampled
+    finally:
+        handle.uninstrument()
+
+
+def test_a_client_span_under_a_sampled_parent_follows_the_conventions(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request") as parent, engine.connect() as conn:
+        started = time.time_ns()
+        select_one(conn, 1)
+        finished = time.time_ns()
+
+    (span,) = [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT]
+    assert span.name == "SELECT todo"
+    assert span.parent is not None
+    assert span.parent.span_id == parent.get_span_context().span_id
+    assert span.attributes == {
+        "db.system.name": "sqlite",
+        "db.operation.name": "SELECT",
+        "db.collection.name": "todo",
+        "db.query.text": "SELECT title FROM todo WHERE id = ?",
+    }
+    assert span.start_time is not None
+    assert span.end_time is not None
+    assert started <= span.start_time <= span.end_time <= finished
+
+
+def test_spans_and_query_text_can_be_turned_off(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    handle = instrument_engine(engine, query_text=False)
+    try:
+        with tracer.start_as_current_span("request"), engine.connect() as conn:
+            select_one(conn, 1)
+    finally:
+        handle.uninstrument()
+    (span,) = [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT]
+    assert span.attributes is not None
+    assert "db.query.text" not in span.attributes
+
+    syncperf_capture.clear_spans()
+    handle = instrument_engine(engine, spans=False)
+    try:
+        with tracer.start_as_current_span("request"), engine.connect() as conn:
+            select_one(conn, 1)
+    finally:
+        handle.uninstrument()
+    assert [s.name for s in syncperf_capture.spans()] == ["request"]
+
+
+def test_one_span_per_query_alongside_the_opentelemetry_instrumentor(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    otel = SQLAlchemyInstrumentor()
+    otel.instrument(
+        engine=engine, tracer_provider=syncperf_capture.tracer_provider, skip_dep_check=True
+    )
+    try:
+        tracer = syncperf_capture.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("request"), engine.connect() as conn:
+            select_one(conn, 1)
+            select_one(conn, 2)
+    finally:
+        otel.uninstrument()
+    selects = [
+        s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT and s.name != "connect"
+    ]
+    assert len(selects) == 2
+    assert all(s.instrumentation_scope.name.startswith("opentelemetry") for s in selects)
+    assert syncperf_capture.total("db.client.operation.duration") == 2  # metrics still ours
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def _exported_text(cap: Capture, caplog: pytest.LogCaptureFixture) -> str:
+    parts: list[str] = []
+    for span in cap.spans():
+        parts.append(span.name)
+        parts.extend(f"{k}={v}" for k, v in (span.attributes or {}).items())
+        for event in span.events:
+            parts.append(event.name)
+            parts.extend(f"{k}={v}" for k, v in (event.attributes or {}).items())
+    for metric in cap.metrics():
+        for point in metric.data.data_points:
+            parts.extend(f"{k}={v}" for k, v in (point.attributes or {}).items())
+    parts.extend(record.getMessage() for record in caplog.records)
+    return "\n".join(parts)
+
+
+def test_no_bound_or_literal_value_reaches_spans_events_logs_or_metrics(
+    syncperf_capture: Capture, engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=2, slow_query_threshold=0.001)
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    try:
+        with (
+            caplog.at_level(logging.DEBUG, "syncperf"),
+            tracer.start_as_current_span("req"),
+            syncperf.sync_operation("push", entity="todo"),
+            engine.connect() as conn,
+        ):
+            for _ in range(3):
+                conn.execute(  # bound parameters
+                    sa.text("SELECT sleep_ms(3), :t, :n"), {"t": SECRET, "n": SECRET_NUMBER}
+                ).all()
+                conn.execute(  # literals inlined into the statement
+                    sa.text(
+                        f"SELECT sleep_ms(3), title FROM todo WHERE title = '{SECRET}' "
+                        f"OR owner = {SECRET_NUMBER} /* {SECRET} */"
+                    )
+                ).all()
+            with pytest.raises(sa.exc.OperationalError):
+                conn.execute(sa.text(f"SELECT '{SECRET}' FROM nowhere"))
+    finally:
+        handle.uninstrument()
+
+    exported = _exported_text(syncperf_capture, caplog)
+    assert "sync.db.n_plus_one" in exported and "sync.db.slow_query" in exported
+    assert "db.query.text=SELECT sleep_ms(?), ?, ?" in exported
+    literal = "SELECT sleep_ms(?), title FROM todo WHERE title = ? OR owner = ?"
+    assert f"db.query.text={literal}" in exported
+    assert SECRET not in exported
+    assert str(SECRET_NUMBER) not in exported
+    assert "s3cr3t" not in exported
+
+
+# --- life cycle and configuration ------------------------------------------------------------
+
+
+def test_instrumenting_twice_returns_the_same_handle(engine: sa.Engine) -> None:
+    first = instrument_engine(engine)
+    try:
+        assert instrument_engine(engine) is first
+        assert Runtime.db_instrumented >= 1
+        with pytest.raises(ConfigError, match="engine"):
+            instrument_engine(engine, n_plus_one_threshold=3)
+    finally:
+        first.uninstrument()
+
+
+def test_each_query_is_recorded_once_even_when_instrumented_twice(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handles = [instrument_engine(engine), instrument_engine(engine)]
+    try:
+        with syncperf.sync_operation("pull"), engine.connect() as conn:
+            select_one(conn, 1)
+    finally:
+        handles[0].uninstrument()
+    assert syncperf_capture.points("sync.db.queries")[0].sum == 1
+
+
+def test_uninstrument_removes_everything(syncperf_capture: Capture, engine: sa.Engine) -> None:
+    before = Runtime.db_instrumented
+    handle = instrument_engine(engine)
+    assert Runtime.db_instrumented == before + 1
+    assert "connect" in vars(engine.pool)
+    handle.uninstrument()
+    handle.uninstrument()  # idempotent
+    assert Runtime.db_instrumented == before
+    assert "connect" not in vars(engine.pool)
+    assert not handle.active
+    with engine.connect() as conn:
+        select_one(conn, 1)
+    assert syncperf_capture.metric("db.client.operation.duration") is None
+    assert instrument_engine(engine) is not handle
+    instrument_engine(engine).uninstrument()
+
+
+def test_a_collected_engine_releases_its_count() -> None:
+    import gc
+
+    before = Runtime.db_instrumented
+    eng = sa.create_engine("sqlite://")
+    instrument_engine(eng)
+    assert Runtime.db_instrumented == before + 1
+    del eng
+    gc.collect()
+    assert Runtime.db_instrumented == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("n_plus_one_threshold", 1),
+        ("n_plus_one_threshold", 2.5),
+        ("n_plus_one_threshold", True),
+        ("slow_query_threshold", 0),
+        ("slow_query_threshold", -1.0),
+        ("slow_query_threshold", "1s"),
+        ("pool_name", ""),
+        ("spans", "yes"),
+        ("query_text", 1),
+        ("pool_metrics", None),
+        ("log_interval", -1),
+    ],
+)
+def test_bad_options_raise_config_error_naming_the_option(
+    engine: sa.Engine, option: str, value: object
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        instrument_engine(engine, **{option: value})
+    assert raised.value.option == option
+
+
+def test_a_non_engine_is_rejected() -> None:
+    with pytest.raises(ConfigError) as raised:
+        instrument_engine("sqlite://")
+    assert raised.value.option == "engine"
+
+
+async def test_an_async_engine_is_instrumented_once(syncperf_capture: Capture) -> None:
+    async_engine = create_async_engine("sqlite+aiosqlite://")
+    handle = instrument_engine(async_engine)
+    try:
+        assert instrument_engine(async_engine.sync_engine) is handle
+        async with (
+            syncperf.sync_operation("pull", entity="todo"),
+            async_engine.connect() as conn,
+        ):
+            for value in range(4):
+                await conn.execute(sa.text("SELECT :v"), {"v": value})
+        tracer = syncperf_capture.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("request"):
+            async with async_engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+    finally:
+        handle.uninstrument()
+        await async_engine.dispose()
+
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
+    assert queries.sum == 4
+    spans = syncperf_capture.spans()
+    (sync_span,) = [s for s in spans if s.name == "sync pull"]
+    (request,) = [s for s in spans if s.name == "request"]
+    client = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in client] == ["SELECT"] * 5  # one per query, never two
+    parents = sorted(s.parent.span_id for s in client if s.parent is not None)
+    expected = [sync_span.context.span_id] * 4 + [request.context.span_id]
+    assert parents == sorted(expected)
