@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -98,7 +99,7 @@ class Reader:
                 self._instruments[instrument.name] = instrument
                 key = (instrument.name, item.attributes)
                 point = self._points.get(key)
-                if point is None or instrument.kind == "gauge":
+                if point is None or instrument.callbacks:  # observations replace
                     since = self._last_collect_ns
                     if self.temporality_of(instrument) is CUMULATIVE:
                         since = self._start_ns
@@ -323,14 +324,21 @@ def _release(lock: Any) -> None:
 
 
 def _child_instance_ids() -> dict[str, str]:
-    """The parent's SDK-generated ``service.instance.id`` mapped to this process's own."""
+    """The parent's SDK-generated ``service.instance.id`` mapped to this process's own.
+
+    ``Resource.create()`` cannot run here (its detector pool deadlocks in a fork hook), so
+    a new id is made here and handed to the SDK's detector, which would make the same
+    per-process choice later; every resource of this child then agrees on it.
+    """
     from opentelemetry.sdk import resources
 
     parent = getattr(resources, "_service_instance_id", None)
-    if not isinstance(parent, str):
+    if not isinstance(parent, str) or getattr(resources, "_service_instance_id_pid", None) is None:
         return {}
-    child = resources.Resource.create().attributes.get("service.instance.id")
-    return {parent: child} if isinstance(child, str) and child != parent else {}
+    child = str(uuid.uuid4())
+    resources._service_instance_id = child
+    resources._service_instance_id_pid = os.getpid()
+    return {parent: child}
 
 
 def after_fork_in_child() -> None:
