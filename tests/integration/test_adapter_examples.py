@@ -1,0 +1,74 @@
+"""The WatermelonDB and Replicache example servers on a real uvicorn, over loopback TCP.
+
+The client exchanges (pulls, a conflicting push, a retried push) are the ones the unit
+tests drive through ``httpx.ASGITransport``; here they go through uvicorn's HTTP parser,
+its event loop and a real socket, with syncperf capturing in strict mode.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from examples import replicache_server, watermelondb_server
+
+from syncperf.testing import Capture
+from tests.integration.conftest import free_port
+from tests.unit.test_adapters_examples import (
+    assert_replicache_metrics,
+    assert_watermelondb_metrics,
+    replicache_exchange,
+    watermelondb_exchange,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _serve(app: Any) -> Iterator[str]:
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started, "uvicorn did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def watermelondb_url(syncperf_capture: Capture) -> Iterator[str]:
+    yield from _serve(watermelondb_server.create_app())
+
+
+@pytest.fixture
+def replicache_url(syncperf_capture: Capture) -> Iterator[str]:
+    yield from _serve(replicache_server.create_app())
+
+
+async def test_watermelondb_example_on_uvicorn(
+    watermelondb_url: str, syncperf_capture: Capture
+) -> None:
+    async with httpx.AsyncClient(base_url=watermelondb_url) as client:
+        seen = await watermelondb_exchange(client)
+    assert_watermelondb_metrics(syncperf_capture, seen)
+
+
+async def test_replicache_example_on_uvicorn(
+    replicache_url: str, syncperf_capture: Capture
+) -> None:
+    async with httpx.AsyncClient(base_url=replicache_url) as client:
+        seen = await replicache_exchange(client)
+    assert_replicache_metrics(syncperf_capture, seen)
