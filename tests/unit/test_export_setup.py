@@ -1,0 +1,291 @@
+"""`syncperf.export`: setup_otlp() and setup_prometheus() (no collector needed)."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+    OTLPMetricExporter as GrpcMetricExporter,
+)
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+    OTLPSpanExporter as GrpcSpanExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
+    OTLPMetricExporter as HttpMetricExporter,
+)
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+    OTLPSpanExporter as HttpSpanExporter,
+)
+from opentelemetry.sdk.metrics import Counter
+from opentelemetry.sdk.metrics.export import AggregationTemporality
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.util._once import Once
+
+import syncperf
+from syncperf import ConfigError, _runtime
+from syncperf.export import (
+    CountingSpanExporter,
+    RenewableMetricExporter,
+    prometheus_asgi_app,
+    setup_otlp,
+    setup_prometheus,
+)
+from syncperf.testing import capture
+
+
+def _reset_globals() -> None:
+    trace._TRACER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    trace._TRACER_PROVIDER = None  # type: ignore[attr-defined]
+    metrics._internal._METER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    metrics._internal._METER_PROVIDER = None  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No global providers, no syncperf runtime, a fast-failing unreachable collector."""
+    for name in list(__import__("os").environ):
+        if name.startswith(("OTEL_", "SYNCPERF_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "0.2")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "200")
+    _reset_globals()
+    previous = _runtime.replace(None)
+    try:
+        yield
+    finally:
+        provider: Any = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.shutdown()
+        meter_provider: Any = metrics.get_meter_provider()
+        if hasattr(meter_provider, "shutdown"):
+            meter_provider.shutdown(timeout_millis=500)
+        rt = _runtime.replace(previous)
+        if rt is not None:
+            rt.shutdown()
+        _reset_globals()
+
+
+def _span_exporter(provider: Any) -> Any:
+    (processor,) = provider._active_span_processor._span_processors
+    exporter = processor._batch_processor._exporter
+    assert isinstance(exporter, CountingSpanExporter)
+    return exporter.inner
+
+
+def _metric_exporter() -> Any:
+    (periodic,) = _runtime.current().exporters
+    assert isinstance(periodic.exporter, RenewableMetricExporter)
+    return periodic.exporter.inner
+
+
+@pytest.mark.usefixtures("clean")
+def test_default_protocol_is_http_protobuf_and_providers_are_installed() -> None:
+    handle = setup_otlp()
+    assert (handle.traces_protocol, handle.metrics_protocol) == ("http/protobuf",) * 2
+    assert trace.get_tracer_provider() is handle.tracer_provider
+    assert handle.owns_tracer_provider
+    assert isinstance(_span_exporter(handle.tracer_provider), HttpSpanExporter)
+    assert isinstance(_metric_exporter(), HttpMetricExporter)
+    assert metrics.get_meter_provider() is handle.meter_provider
+    assert handle.config.tracer_provider is handle.tracer_provider
+
+
+@pytest.mark.usefixtures("clean")
+def test_grpc_protocol_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    handle = setup_otlp()
+    assert isinstance(_span_exporter(handle.tracer_provider), GrpcSpanExporter)
+    assert isinstance(_metric_exporter(), GrpcMetricExporter)
+
+
+@pytest.mark.usefixtures("clean")
+def test_per_signal_protocol_variables_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "http/protobuf")
+    handle = setup_otlp()
+    assert (handle.traces_protocol, handle.metrics_protocol) == ("grpc", "http/protobuf")
+
+
+@pytest.mark.usefixtures("clean")
+def test_standard_variables_reach_the_exporters_and_resource(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "sync-api")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=prod")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "http://127.0.0.1:9/custom")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-team=sync")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_INTERVAL", "5000")
+    handle = setup_otlp()
+    resource = handle.tracer_provider.resource.attributes
+    assert resource["service.name"] == "sync-api"
+    assert resource["deployment.environment.name"] == "prod"
+    assert _runtime.current().resource.attributes["service.name"] == "sync-api"
+    exporter = _metric_exporter()
+    assert exporter._endpoint == "http://127.0.0.1:9/custom"
+    assert exporter._client._headers["x-team"] == "sync"
+    wrapper = _runtime.current().exporters[0].exporter
+    assert wrapper._preferred_temporality[Counter] is AggregationTemporality.DELTA
+    assert handle.config.export_interval == 5.0
+
+
+@pytest.mark.usefixtures("clean")
+def test_explicit_arguments_override_the_environment() -> None:
+    setup_otlp(
+        protocol="http/protobuf",
+        endpoint="http://127.0.0.1:9/base/",
+        headers={"a": "b"},
+        timeout=1.5,
+    )
+    exporter = _metric_exporter()
+    assert exporter._endpoint == "http://127.0.0.1:9/base/v1/metrics"
+    assert exporter._client._headers["a"] == "b"
+    assert exporter._client._timeout == 1.5
+
+
+@pytest.mark.usefixtures("clean")
+def test_an_existing_global_tracer_provider_is_used_not_replaced() -> None:
+    mine = TracerProvider()
+    trace.set_tracer_provider(mine)
+    handle = setup_otlp()
+    assert trace.get_tracer_provider() is mine
+    assert handle.tracer_provider is mine
+    assert not handle.owns_tracer_provider
+    assert mine._active_span_processor._span_processors == ()
+
+
+@pytest.mark.usefixtures("clean")
+def test_an_existing_global_meter_provider_is_not_replaced() -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    mine = MeterProvider()
+    metrics.set_meter_provider(mine)
+    handle = setup_otlp()
+    assert metrics.get_meter_provider() is mine
+    assert handle.meter_provider is None
+    assert len(_runtime.current().exporters) == 1  # syncperf's own metrics still go out
+
+
+@pytest.mark.usefixtures("clean")
+def test_exporter_none_turns_a_signal_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    handle = setup_otlp()
+    assert handle.tracer_provider is None
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    assert handle.metrics_protocol == "http/protobuf"
+
+
+@pytest.mark.usefixtures("clean")
+def test_sdk_disabled_installs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    handle = setup_otlp()
+    assert handle.tracer_provider is None
+    assert handle.config.enabled is False
+    assert _runtime.current().exporters == []
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize(
+    ("env", "kwargs", "option"),
+    [
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, {}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
+        ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"}, {}, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
+        ({}, {"protocol": "thrift"}, "protocol"),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, {}, "OTEL_TRACES_EXPORTER"),
+        ({}, {"metric_exporters": []}, "metric_exporters"),
+        ({}, {"max_entities": 0}, "max_entities"),
+    ],
+)
+def test_configuration_mistakes_raise_config_error(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], kwargs: dict[str, Any], option: str
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError) as info:
+        setup_otlp(**kwargs)
+    assert info.value.args[0] == option or option in str(info.value)
+
+
+class _Failing(SpanExporter):
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+
+    def export(self, spans: Any) -> SpanExportResult:
+        if self.mode == "raise":
+            raise ConnectionError("collector down")
+        return SpanExportResult.FAILURE
+
+    def shutdown(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode", ["fail", "raise"])
+def test_span_export_failures_are_counted_never_raised(mode: str) -> None:
+    with capture() as cap:
+        exporter = CountingSpanExporter(_Failing(mode))
+        assert exporter.export([]) is SpanExportResult.FAILURE
+        assert exporter.export([]) is SpanExportResult.FAILURE
+        assert cap.total("syncperf.export.failures", {"syncperf.signal": "traces"}) == 2
+
+
+def test_renewable_exporters_rebuild_from_their_factory() -> None:
+    built: list[_Failing] = []
+
+    def factory() -> _Failing:
+        built.append(_Failing("fail"))
+        return built[-1]
+
+    exporter = CountingSpanExporter(factory=factory)
+    exporter.renew()
+    assert exporter.inner is built[1]
+    with pytest.raises(ConfigError):
+        CountingSpanExporter()
+
+
+@pytest.mark.usefixtures("clean")
+def test_prometheus_endpoint_binds_loopback_and_serves_syncperf_metrics() -> None:
+    endpoint = setup_prometheus(port=0)
+    try:
+        assert endpoint.host == "127.0.0.1"
+        assert endpoint.url == f"http://127.0.0.1:{endpoint.port}/metrics"
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push() -> None:
+            syncperf.current_operation().record_conflict()
+
+        push()
+        with urllib.request.urlopen(endpoint.url, timeout=5) as response:
+            text = response.read().decode()
+        assert 'sync_conflicts_total{sync_entity="todo"} 1.0' in text
+        assert "sync_operation_duration_seconds_bucket{" in text
+    finally:
+        endpoint.close()
+
+
+@pytest.mark.usefixtures("clean")
+def test_prometheus_endpoint_rejects_a_bad_port() -> None:
+    with pytest.raises(ConfigError):
+        setup_prometheus(port=70000)
+    with pytest.raises(ConfigError):
+        setup_prometheus(prometheus=True)
+
+
+@pytest.mark.usefixtures("clean")
+async def test_prometheus_asgi_app_serves_the_configured_registry() -> None:
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    syncperf.configure(prometheus=registry)
+    with syncperf.sync_operation("pull", entity="note"):
+        pass
+    transport = httpx.ASGITransport(app=prometheus_asgi_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.get("/")
+    assert 'sync_operation_duration_seconds_count{sync_entity="note"' in response.text
