@@ -36,6 +36,7 @@ from syncperf.adapters._base import (
     count,
     entries,
     field,
+    is_mapping,
     name,
     seq,
     stash,
@@ -112,19 +113,36 @@ class BulkDocs(_Documents):
         tally = Tally()
         tally.batch = len(docs)
         sent: list[tuple[Any, str | None]] = []
+        counts = tally.items
+        entity_fn, type_field = self._entity, self._type_field
         for doc in docs:
-            doc_id = field(doc, "_id")
-            if field(doc, "_deleted") is True:
-                change: str | None = "deleted"
-            else:
+            if type(doc) is dict:
+                doc_id = doc.get("_id", MISSING)
+                gone = doc.get("_deleted")
+                rev = doc.get("_rev")
+                kind = doc.get(type_field) if type_field is not None else None
+            elif is_mapping(doc):
+                doc_id = field(doc, "_id")
+                gone = field(doc, "_deleted")
                 rev = field(doc, "_rev")
-                if new_edits:
-                    change = "created" if rev is MISSING or rev is None else "updated"
-                else:
-                    first = _first_generation(rev)
-                    change = None if first is None else "created" if first else "updated"
-            entity = self._entity_of(None if doc_id is MISSING else doc_id, doc)
-            tally.item(entity, change)
+                kind = field(doc, type_field) if type_field is not None else None
+            else:
+                raise Malformed(f"document is not an object but {type(doc).__name__}")
+            if gone is True:
+                change: str | None = "deleted"
+            elif new_edits:
+                change = "created" if rev is MISSING or rev is None else "updated"
+            else:
+                first = _first_generation(rev)
+                change = None if first is None else "created" if first else "updated"
+            if entity_fn is not None:
+                entity = check_entity_name(
+                    call(entity_fn, None if doc_id is MISSING else doc_id, doc), "entity callback"
+                )
+            else:
+                entity = kind if type(kind) is str and kind else None
+            key = (entity, change)
+            counts[key] = counts.get(key, 0) + 1
             sent.append((doc_id, entity))
         stash(op, self._key, sent)
         return tally
@@ -143,7 +161,7 @@ class BulkDocs(_Documents):
         by_id: dict[Any, str | None] | None = None
         rejected = 0
         for index, result in enumerate(results):
-            error = field(result, "error")
+            error = result.get("error") if type(result) is dict else field(result, "error")
             if error is MISSING or error is None:
                 continue
             if error != "conflict":

@@ -42,7 +42,7 @@ from syncperf.adapters._base import (
 
 __all__ = ["Upload"]
 
-_CHANGES = {"PUT": "created", "PATCH": "updated", "DELETE": "deleted"}
+_CHANGES: dict[Any, Any] = {"PUT": "created", "PATCH": "updated", "DELETE": "deleted"}
 
 LastTxID = Callable[[Any], "int | None"]
 """``(request_body) -> the last transaction ID applied for this client, or None``."""
@@ -103,23 +103,35 @@ class Upload(ProtocolAdapter):
                     TypeError(f"last_tx_id must return an int or None, got {last!r}")
                 )
         duplicates = 0
+        counts = tally.items
         for entry in batch:
-            kind = field(entry, "op")
-            change = _CHANGES.get(kind.upper()) if isinstance(kind, str) else None
-            if change is None:
-                raise Malformed(f"unknown CRUD op {kind!r}")
-            table = field(entry, "table")
-            if table is MISSING:
-                table = field(entry, "type")
-            table = name(table, "table")
+            if type(entry) is dict:
+                kind = entry.get("op")
+                table = entry.get("table", MISSING)
+                if table is MISSING:
+                    table = entry.get("type", MISSING)
+                tx_id = entry.get("tx_id") if last is not None else None
+            else:
+                kind = field(entry, "op")
+                table = field(entry, "table")
+                if table is MISSING:
+                    table = field(entry, "type")
+                tx_id = field(entry, "tx_id") if last is not None else None
+            change = _CHANGES.get(kind, MISSING)
+            if change is MISSING:
+                change = _CHANGES.get(kind.upper(), MISSING) if isinstance(kind, str) else MISSING
+                if change is MISSING:
+                    raise Malformed(f"unknown CRUD op {kind!r}")
+            if type(table) is not str or not table:
+                table = name(table, "table")
             if last is not None:
-                tx_id = integer(field(entry, "tx_id"))
-                if tx_id is None:
+                if type(tx_id) is not int:
                     tx_id = top_tx
                 if tx_id is not None and tx_id <= last:
                     duplicates += 1
                     continue
-            tally.item(table, change)
+            key = (table, change)
+            counts[key] = counts.get(key, 0) + 1
         if duplicates:
             tally.duplicate = True
             tally.attribute("sync.powersync.duplicate_entries", duplicates)

@@ -41,7 +41,6 @@ from syncperf.adapters._base import (
     check_callable,
     check_entity_name,
     field,
-    integer,
     name,
     seq,
 )
@@ -98,37 +97,45 @@ class Push(ProtocolAdapter):
         mutations = seq(field(body, "mutations"), "mutations")
         tally = Tally()
         tally.batch = len(mutations)
-        names = self._names
+        by_name: dict[Any, int] = {}  # mutator name -> new mutations
         last_id = self._last_mutation_id
         if last_id is None:
             for mutation in mutations:
-                entity, change = names(name(field(mutation, "name"), "mutation name"))
-                tally.item(entity, change)
-            return tally
-        group = field(body, "clientGroupID")
-        v0_client = MISSING if group is not MISSING else field(body, "clientID")
-        group = None if group is MISSING else name(group, "clientGroupID")
-        known: dict[str, int | None] = {}
-        duplicates = 0
-        for mutation in mutations:
-            mutator = name(field(mutation, "name"), "mutation name")
-            mutation_id = integer(field(mutation, "id"))
-            if mutation_id is None:
-                raise Malformed("mutation id is not an integer")
-            client = field(mutation, "clientID") if v0_client is MISSING else v0_client
-            client = name(client, "clientID")
-            if client in known:
-                last = known[client]
-            else:
-                last = known[client] = _last_id(call(last_id, group, client))
-            if last is not None and mutation_id <= last:
-                duplicates += 1
-                continue
-            entity, change = names(mutator)
-            tally.item(entity, change)
-        if duplicates:
-            tally.duplicate = True
-            tally.attribute("sync.replicache.duplicate_mutations", duplicates)
+                mutator = (
+                    mutation.get("name") if type(mutation) is dict else field(mutation, "name")
+                )
+                by_name[mutator] = by_name.get(mutator, 0) + 1
+        else:
+            group = field(body, "clientGroupID")
+            v0_client = MISSING if group is not MISSING else field(body, "clientID")
+            group = None if group is MISSING else name(group, "clientGroupID")
+            known: dict[Any, int | None] = {}
+            duplicates = 0
+            for mutation in mutations:
+                if type(mutation) is dict:
+                    mutator = mutation.get("name")
+                    mutation_id = mutation.get("id")
+                    client = mutation.get("clientID") if v0_client is MISSING else v0_client
+                else:
+                    mutator = field(mutation, "name")
+                    mutation_id = field(mutation, "id")
+                    client = field(mutation, "clientID") if v0_client is MISSING else v0_client
+                if type(mutation_id) is not int:
+                    raise Malformed("mutation id is not an integer")
+                last = known.get(client, MISSING)
+                if last is MISSING:
+                    last = known[client] = _last_id(call(last_id, group, name(client, "clientID")))
+                if last is not None and mutation_id <= last:
+                    duplicates += 1
+                    continue
+                by_name[mutator] = by_name.get(mutator, 0) + 1
+            if duplicates:
+                tally.duplicate = True
+                tally.attribute("sync.replicache.duplicate_mutations", duplicates)
+        names = self._names
+        for mutator, n in by_name.items():
+            entity, change = names(name(mutator, "mutation name"))
+            tally.item(entity, change, n)
         return tally
 
 
@@ -151,9 +158,6 @@ def key_prefix(separator: str = "/") -> Callable[[str], str | None]:
         return head if sep and head else None
 
     return prefix
-
-
-_SLASH_PREFIX = key_prefix("/")
 
 
 class Pull(ProtocolAdapter):
@@ -189,17 +193,30 @@ class Pull(ProtocolAdapter):
         patch = seq(patch, "patch")
         tally.batch = len(patch)
         entity_of = self._entity
+        counts = tally.items
         for operation in patch:
-            kind = field(operation, "op")
-            if kind == "put" or kind == "del":
-                key = name(field(operation, "key"), "patch key")
-                if entity_of is None:
-                    entity = _SLASH_PREFIX(key)
-                else:
-                    entity = check_entity_name(call(entity_of, key), "entity callback")
-                tally.item(entity, None if kind == "put" else "deleted")
+            if type(operation) is dict:
+                kind = operation.get("op")
+                key = operation.get("key")
+            else:
+                kind = field(operation, "op")
+                key = field(operation, "key")
+            if kind == "put":
+                change = None
+            elif kind == "del":
+                change = "deleted"
             elif kind == "clear":
                 tally.attribute("sync.replicache.clear", True)
+                continue
             else:
                 raise Malformed(f"unknown patch op {kind!r}")
+            if type(key) is not str or not key:
+                key = name(key, "patch key")
+            if entity_of is None:
+                head, sep, _ = key.partition("/")
+                entity = head if sep and head else None
+            else:
+                entity = check_entity_name(call(entity_of, key), "entity callback")
+            counted = (entity, change)
+            counts[counted] = counts.get(counted, 0) + 1
         return tally

@@ -27,6 +27,7 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     field,
+    is_mapping,
     seq,
     stash,
     to_plain,
@@ -66,7 +67,16 @@ class Pull(ProtocolAdapter):
         documents = _documents(body, "documents", "documents")
         tally = Tally()
         tally.batch = len(documents)
-        deleted = sum(1 for doc in documents if field(doc, "_deleted") is True)
+        deleted = 0
+        for doc in documents:
+            if type(doc) is dict:
+                gone = doc.get("_deleted")
+            elif is_mapping(doc):
+                gone = field(doc, "_deleted")
+            else:
+                raise Malformed(f"document is not an object but {type(doc).__name__}")
+            if gone is True:
+                deleted += 1
         tally.item(None, "deleted", deleted)
         tally.item(None, None, len(documents) - deleted)
         return tally
@@ -104,15 +114,23 @@ class Push(ProtocolAdapter):
         tally.batch = len(rows)
         created = deleted = 0
         for row in rows:
-            new_state = field(row, "newDocumentState")
+            if type(row) is dict:
+                new_state = row.get("newDocumentState")
+                assumed = row.get("assumedMasterState")
+            else:
+                new_state = field(row, "newDocumentState")
+                assumed = field(row, "assumedMasterState")
             if new_state is MISSING or new_state is None:
                 raise Malformed("push row has no newDocumentState")
-            if field(new_state, "_deleted") is True:
+            gone = (
+                new_state.get("_deleted")
+                if type(new_state) is dict
+                else field(new_state, "_deleted")
+            )
+            if gone is True:
                 deleted += 1
-            else:
-                assumed = field(row, "assumedMasterState")
-                if assumed is MISSING or assumed is None:
-                    created += 1
+            elif assumed is MISSING or assumed is None:
+                created += 1
         tally.item(None, "created", created)
         tally.item(None, "deleted", deleted)
         tally.item(None, "updated", len(rows) - created - deleted)
@@ -127,19 +145,23 @@ class Push(ProtocolAdapter):
         tally = Tally()
         if not conflicts:
             return tally
-        wanted: dict[Any, Any] = {}
         pk = self._primary_key
-        for row in rows or ():
-            state = to_plain(field(row, "newDocumentState"))
-            key = field(state, pk)
-            if key is not MISSING and key is not None:
-                wanted[key] = state
-        real = duplicates = 0
+        masters: list[tuple[Any, Any]] = []
         for doc in conflicts:
             master = to_plain(doc)
             key = field(master, pk)
             if key is MISSING:
                 raise Malformed(f"conflict document has no {pk!r}")
+            masters.append((key, master))
+        keys = {key for key, _ in masters}
+        wanted: dict[Any, Any] = {}  # the pushed states of the conflicting documents
+        for row in rows or ():
+            state = field(row, "newDocumentState")
+            key = field(state, pk)
+            if key in keys:
+                wanted[key] = to_plain(state)
+        real = duplicates = 0
+        for key, master in masters:
             state = wanted.get(key, MISSING)
             if state is not MISSING and _same(master, state):
                 duplicates += 1

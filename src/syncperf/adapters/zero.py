@@ -31,7 +31,6 @@ from syncperf.adapters._base import (
     call,
     check_callable,
     field,
-    integer,
     name,
     seq,
     stash,
@@ -42,7 +41,7 @@ from syncperf.adapters.replicache import LastMutationID, _last_id
 __all__ = ["CRUD_MUTATION", "Push", "mutator_namespace"]
 
 CRUD_MUTATION = "_zero_crud"
-_CRUD_CHANGES = {
+_CRUD_CHANGES: dict[Any, Any] = {
     "insert": "created",
     "create": "created",
     "update": "updated",
@@ -105,40 +104,52 @@ class Push(ProtocolAdapter):
         tally.batch = len(mutations)
         last_id = self._last_mutation_id
         group: Any = None
-        known: dict[str, int | None] = {}
+        known: dict[Any, int | None] = {}
         if last_id is not None:
             group = name(field(body, "clientGroupID"), "clientGroupID")
-        names = self._names
-        entities: list[tuple[Any, Any, str | None]] = []
+        by_name: dict[Any, int] = {}  # custom mutator name -> new mutations
         duplicates = 0
         for mutation in mutations:
-            mutator = name(field(mutation, "name"), "mutation name")
+            plain = type(mutation) is dict
+            mutator = mutation.get("name") if plain else field(mutation, "name")
             if last_id is not None:
-                mutation_id = integer(field(mutation, "id"))
-                if mutation_id is None:
-                    raise Malformed("mutation id is not an integer")
-                client = name(field(mutation, "clientID"), "clientID")
-                if client in known:
-                    last = known[client]
+                if plain:
+                    mutation_id = mutation.get("id")
+                    client = mutation.get("clientID")
                 else:
-                    last = known[client] = _last_id(call(last_id, group, client))
+                    mutation_id = field(mutation, "id")
+                    client = field(mutation, "clientID")
+                if type(mutation_id) is not int:
+                    raise Malformed("mutation id is not an integer")
+                last = known.get(client, MISSING)
+                if last is MISSING:
+                    last = known[client] = _last_id(call(last_id, group, name(client, "clientID")))
                 if last is not None and mutation_id <= last:
                     duplicates += 1
                     continue
             if mutator == CRUD_MUTATION:
-                entity = _crud_items(tally, mutation)
+                _crud_items(tally.items, mutation)
             else:
-                entity, change = names(mutator)
-                tally.item(entity, change)
-            entities.append((field(mutation, "clientID"), field(mutation, "id"), entity))
+                by_name[mutator] = by_name.get(mutator, 0) + 1
+        names = self._names
+        for mutator, n in by_name.items():
+            entity, change = names(name(mutator, "mutation name"))
+            tally.item(entity, change, n)
         if duplicates:
             tally.duplicate = True
             tally.attribute("sync.zero.duplicate_mutations", duplicates)
-        stash(op, self._key, entities)
+        stash(op, self._key, mutations)
         return tally
 
+    def _entity(self, mutation: Any) -> str | None:
+        """The entity a mutation's conflict is counted under (its first table for CRUD)."""
+        mutator = field(mutation, "name")
+        if mutator == CRUD_MUTATION:
+            return _crud_items({}, mutation)
+        return self._names(name(mutator, "mutation name"))[0]
+
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
-        sent: list[tuple[Any, Any, str | None]] | None = unstash(op, self._key)
+        sent: Any = unstash(op, self._key)
         if body is None:  # the response was not seen
             return None
         tally = Tally()
@@ -152,22 +163,25 @@ class Push(ProtocolAdapter):
                 tally.attribute("sync.zero.push_error", error)
                 return tally
             raise Malformed("push response has neither mutations nor error")
-        by_id: dict[tuple[Any, Any], str | None] | None = None
-        rejected = processed = out_of_order = 0
+        by_id: dict[tuple[Any, Any], Any] | None = None
+        processed = out_of_order = 0
         for response in seq(results, "mutations"):
-            result = field(response, "result")
+            result = (
+                response.get("result", MISSING)
+                if type(response) is dict
+                else field(response, "result")
+            )
             if result is MISSING:
                 raise Malformed("mutation response has no result")
-            error = field(result, "error")
+            error = result.get("error") if type(result) is dict else field(result, "error")
             if error is MISSING or error is None:
                 continue
             if error == "app":
                 if by_id is None:
-                    by_id = {(c, i): e for c, i, e in sent} if sent else {}
+                    by_id = {(field(m, "clientID"), field(m, "id")): m for m in (sent or ())}
                 ident = field(response, "id")
-                entity = by_id.get((field(ident, "clientID"), field(ident, "id")))
-                tally.conflict(entity, "rejected")
-                rejected += 1
+                mutation = by_id.get((field(ident, "clientID"), field(ident, "id")), MISSING)
+                tally.conflict(None if mutation is MISSING else self._entity(mutation), "rejected")
             elif error == "alreadyProcessed":
                 processed += 1
             elif error == "oooMutation":
@@ -182,22 +196,30 @@ class Push(ProtocolAdapter):
         return tally
 
 
-def _crud_items(tally: Tally, mutation: Any) -> str | None:
-    """Count a CRUD mutation's ops; return the table of its first op."""
-    args = seq(field(mutation, "args"), "CRUD args")
+def _crud_items(counts: dict[tuple[str | None, str | None], int], mutation: Any) -> str | None:
+    """Count a CRUD mutation's ops into ``counts``; return the table of its first op."""
+    args = mutation.get("args") if type(mutation) is dict else field(mutation, "args")
     first: str | None = None
-    for arg in args:
-        for crud in seq(field(arg, "ops"), "CRUD ops"):
-            kind = field(crud, "op")
-            if kind not in _CRUD_CHANGES:
+    for arg in seq(args, "CRUD args"):
+        ops = arg.get("ops") if type(arg) is dict else field(arg, "ops")
+        for crud in seq(ops, "CRUD ops"):
+            if type(crud) is dict:
+                kind = crud.get("op")
+                table = crud.get("tableName", MISSING)
+            else:
+                kind = field(crud, "op")
+                table = field(crud, "tableName")
+            change = _CRUD_CHANGES.get(kind, MISSING)
+            if change is MISSING:
                 raise Malformed(f"unknown CRUD op {kind!r}")
-            table = field(crud, "tableName")
             if table is MISSING:
                 table = field(crud, "entityType")
-            table = name(table, "CRUD tableName")
+            if type(table) is not str or not table:
+                table = name(table, "CRUD tableName")
             if first is None:
                 first = table
-            tally.item(table, _CRUD_CHANGES[kind])
+            key = (table, change)
+            counts[key] = counts.get(key, 0) + 1
     return first
 
 
