@@ -3,8 +3,8 @@
 Measured where they happen:
 
 * ``pending_requests``, ``wait_time`` and ``timeouts`` around the engine's ``pool.connect()``
-  (an attribute set on that one pool instance, re-applied after ``engine.dispose()``
-  recreates the pool; never a class-level patch).
+  (an attribute set on that one pool instance, moved to the new pool when
+  ``engine.dispose()`` recreates it; never a class-level patch).
 * ``use_time`` from the pool's ``checkout`` to its ``checkin`` event.
 
 Observed at collection time (no per-checkout cost): ``count`` by state (``idle`` / ``used``),
@@ -125,7 +125,6 @@ class PoolMetrics:
         """Listen on ``engine``'s pool events and wrap its pool's ``connect``."""
         event.listen(engine, "checkout", self._on_checkout)
         event.listen(engine, "checkin", self._on_checkin)
-        event.listen(engine, "engine_disposed", self._on_disposed)
         self._wrap(engine.pool)
 
     def uninstall(self) -> None:
@@ -133,11 +132,7 @@ class PoolMetrics:
         self.closed = True
         engine = self._engine()
         if engine is not None:
-            for name, fn in (
-                ("checkout", self._on_checkout),
-                ("checkin", self._on_checkin),
-                ("engine_disposed", self._on_disposed),
-            ):
+            for name, fn in (("checkout", self._on_checkout), ("checkin", self._on_checkin)):
                 if event.contains(engine, name, fn):
                     event.remove(engine, name, fn)
         self._unwrap()
@@ -185,22 +180,29 @@ class PoolMetrics:
                 series.wait.record(waited / 1e9)
             return connection
 
+        original_recreate = pool.recreate
+
+        def recreate() -> Pool:
+            # engine.dispose() swaps in a new pool: move the wrappers over to it
+            new_pool = original_recreate()
+            metrics._unwrap()
+            if not metrics.closed:
+                metrics._wrap(new_pool)
+            return new_pool
+
         connect.__wrapped__ = original  # type: ignore[attr-defined]
         pool.connect = connect  # type: ignore[method-assign]
+        pool.recreate = recreate  # type: ignore[method-assign]
         self._wrapped = weakref.ref(pool)
         self._track = not isinstance(pool, QueuePool)
 
     def _unwrap(self) -> None:
         pool = self._wrapped() if self._wrapped is not None else None
-        if pool is not None and "connect" in vars(pool):
-            del pool.connect
+        if pool is not None:
+            for name in ("connect", "recreate"):
+                if name in vars(pool):
+                    delattr(pool, name)
         self._wrapped = None
-
-    def _on_disposed(self, engine: Engine) -> None:
-        """``engine.dispose()`` replaced the pool: move the ``connect`` wrapper to the new one."""
-        self._unwrap()
-        if not self.closed:
-            self._wrap(engine.pool)
 
     def series(self, rt: Runtime) -> _Series:
         """This pool's event-driven series in ``rt`` (bound once, cached on the runtime)."""

@@ -577,3 +577,95 @@ async def test_an_async_engine_is_instrumented_once(syncperf_capture: Capture) -
     parents = sorted(s.parent.span_id for s in client if s.parent is not None)
     expected = [sync_span.context.span_id] * 4 + [request.context.span_id]
     assert parents == sorted(expected)
+
+
+# --- pool ------------------------------------------------------------------------------------
+
+
+def _pool_value(cap: Capture, name: str, **attrs: str) -> float:
+    return sum(p.value for p in cap.points(name, attrs))
+
+
+def test_queries_add_no_connection_event_listeners(engine: sa.Engine) -> None:
+    handle = instrument_engine(engine)
+    try:
+        assert not engine._has_events  # SQLAlchemy's fast, event-free execution path stays on
+        assert "do_execute" in vars(engine.dialect)
+    finally:
+        handle.uninstrument()
+    assert "do_execute" not in vars(engine.dialect)
+
+
+def test_queue_pool_counts_idle_and_used_connections(
+    syncperf_capture: Capture, tmp_path: Any
+) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", pool_size=2, max_overflow=3)
+    handle = instrument_engine(eng, pool_name="main")
+    try:
+        first, second = eng.connect(), eng.connect()
+        first.execute(sa.text("SELECT 1"))
+        second.execute(sa.text("SELECT 1"))
+        used = {"db.client.connection.state": "used"}
+        idle = {"db.client.connection.state": "idle"}
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 2
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **idle) == 0
+        second.close()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 1
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **idle) == 1
+        assert _pool_value(syncperf_capture, "db.client.connection.max") == 5
+        assert _pool_value(syncperf_capture, "db.client.connection.idle.max") == 2
+        first.close()
+        (use,) = syncperf_capture.points("db.client.connection.use_time")
+        assert use.count == 2
+        assert use.attributes == {"db.client.connection.pool.name": "main"}
+        metric = syncperf_capture.metric("db.client.connection.count")
+        assert metric is not None
+        assert not metric.data.is_monotonic  # an UpDownCounter, per the conventions
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+def test_static_pool_has_one_connection_at_most(syncperf_capture: Capture) -> None:
+    eng = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    handle = instrument_engine(eng)
+    try:
+        with eng.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            assert (
+                _pool_value(
+                    syncperf_capture,
+                    "db.client.connection.count",
+                    **{"db.client.connection.state": "used"},
+                )
+                == 1
+            )
+        assert _pool_value(syncperf_capture, "db.client.connection.max") == 1
+        assert (
+            _pool_value(
+                syncperf_capture,
+                "db.client.connection.count",
+                **{"db.client.connection.state": "idle"},
+            )
+            == 1
+        )
+    finally:
+        handle.uninstrument()
+
+
+def test_dispose_moves_the_pool_wrappers_to_the_new_pool(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handle = instrument_engine(engine)
+    try:
+        old_pool = engine.pool
+        engine.dispose()
+        assert engine.pool is not old_pool
+        assert "connect" in vars(engine.pool)
+        assert "connect" not in vars(old_pool)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        assert syncperf_capture.total("db.client.connection.wait_time") == 1
+    finally:
+        handle.uninstrument()
+    assert "connect" not in vars(engine.pool)
