@@ -25,6 +25,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace import SpanKind
 
 import syncperf
 from benchmarks._compare import added, interleaved, table
@@ -36,6 +37,27 @@ NO_NATIVE = {"tracing": False, "metrics": False, "logs": False}
 class _Discard(SpanExporter):
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         return SpanExportResult.SUCCESS
+
+
+class _OneSpan:
+    """The floor: a minimal pure-ASGI middleware with one SDK server span and no metrics."""
+
+    def __init__(self, app: Any, tracer: Any) -> None:
+        self.app = app
+        self.tracer = tracer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        attributes = {
+            "http.request.method": scope["method"],
+            "url.scheme": scope["scheme"],
+            "url.path": scope["path"],
+            "http.route": "/sync/push",
+        }
+        with self.tracer.start_as_current_span(
+            "POST /sync/push", kind=SpanKind.SERVER, attributes=attributes
+        ) as span:
+            await self.app(scope, receive, send)
+            span.set_attribute("http.response.status_code", 200)
 
 
 def _app(**fastapi_options: Any) -> FastAPI:
@@ -75,6 +97,8 @@ def variants() -> Iterator[dict[str, Callable[[], object]]]:
     )
     ours = _app(telemetry=NO_NATIVE)
     ours.add_middleware(SyncPerfMiddleware, routes={"/sync/push": "push"})
+    floor = _app(telemetry=NO_NATIVE)
+    floor.add_middleware(_OneSpan, tracer=tracer_provider.get_tracer("bench"))
     ours_http = _app(telemetry=NO_NATIVE)
     ours_http.add_middleware(SyncPerfMiddleware, routes={})
 
@@ -87,6 +111,7 @@ def variants() -> Iterator[dict[str, Callable[[], object]]]:
             "native": native,
             "syncperf": ours,
             "syncperf_http_only": ours_http,
+            "one_span_floor": floor,
         }.items()
     }
 
@@ -131,6 +156,12 @@ def test_sync_request_overhead_vs_fastapi_instrumentor(
             extra["syncperf"],
             extra["native"],
             extra["syncperf"] / extra["native"],
+        ),
+        (
+            "reference: minimal middleware, 1 SDK server span, no metrics, vs FastAPIInstrumentor",
+            extra["one_span_floor"],
+            contrib,
+            extra["one_span_floor"] / contrib,
         ),
     ]
     print()
