@@ -10,9 +10,9 @@ Measured where they happen:
 Observed at collection time (no per-checkout cost): ``count`` by state (``idle`` / ``used``),
 ``max`` and ``idle.max``, read from the pool itself (``QueuePool.checkedout()`` /
 ``checkedin()``), so they are exact whatever happened in between (invalidations, overflow
-connections closed on return, pre-ping reconnects). The semantic conventions make them
-UpDownCounters; syncperf's registry exports an instrument's drained values as a running sum,
-so each runtime's observer reports the *change* since its previous observation.
+connections closed on return, pre-ping reconnects). They are observed UpDownCounters, as
+the semantic conventions want (an instrument with callbacks: each observation replaces the
+previous value); when the engine is uninstrumented or collected they drop to 0, then stop.
 
 Pool kinds: ``QueuePool`` / ``AsyncAdaptedQueuePool`` report everything; ``NullPool`` has no
 idle connections and no maximum (``max`` is not reported); ``StaticPool`` and
@@ -286,7 +286,7 @@ class PoolMetrics:
 
 
 class _Observer:
-    """Reports one pool's observed values to one runtime's registry as changes."""
+    """Reports one pool's observed values to one runtime's registry (one callback each)."""
 
     def __init__(self, metrics: PoolMetrics, rt: Runtime) -> None:
         self._metrics = metrics
@@ -313,17 +313,18 @@ class _Observer:
         return observe
 
     def _changes(self, name: str) -> list[tuple[dict[str, str | bool], float]]:
+        """Current values; series that disappeared (pool closed, max gone) report 0 once."""
         current = self._metrics.observe()[name]
         last = self._last[name]
-        changes: list[tuple[dict[str, str | bool], float]] = []
-        for attrs, value in current.items():
-            changes.append((dict(attrs), value - last.get(attrs, 0)))
-            last[attrs] = value
-        gone = [a for a in last if a not in current]
-        changes.extend((dict(attrs), -last.pop(attrs)) for attrs in gone)
-        if self._metrics.closed and not last:
+        if self._metrics.closed and not current and not last:
+            # the zeros went out with the previous collection; detaching during the one
+            # that carries them would turn them into a sum for the reader
             self._detach(name)
-        return changes
+            return []
+        values = [(dict(attrs), value) for attrs, value in current.items()]
+        values.extend((dict(attrs), 0.0) for attrs in last if attrs not in current)
+        self._last[name] = current
+        return values
 
     def _detach(self, name: str) -> None:
         registry = self._registry()

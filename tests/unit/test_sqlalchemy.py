@@ -624,6 +624,10 @@ def test_queue_pool_counts_idle_and_used_connections(
     finally:
         handle.uninstrument()
         eng.dispose()
+    assert _pool_value(syncperf_capture, "db.client.connection.count") == 0  # zeros once
+    assert _pool_value(syncperf_capture, "db.client.connection.max") == 0
+    instrument = syncperf_capture.runtime.registry.instruments["db.client.connection.count"]
+    assert instrument.callbacks == []  # then the observer is gone
 
 
 def test_static_pool_has_one_connection_at_most(syncperf_capture: Capture) -> None:
