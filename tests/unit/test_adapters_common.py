@@ -10,13 +10,19 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict, Field, RootModel
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 import syncperf
 from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb, zero
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.testing import Capture, capture
 
@@ -418,3 +424,35 @@ def test_plain_objects_are_read_by_attribute_in_camel_or_snake_case() -> None:
         got = recorded(cap)
     assert seen == [("g", "c")]
     assert got.items == {("m", None): 1}
+
+
+# --- through the ASGI middleware's route configuration ------------------------------------
+
+
+async def test_adapters_plug_into_the_asgi_middleware_routes(syncperf_capture: Capture) -> None:
+    async def push(request: Request) -> JSONResponse:
+        await request.json()
+        return JSONResponse({"experimentalRejectedIds": {"tasks": ["t2"]}})
+
+    async def pull(request: Request) -> JSONResponse:
+        return JSONResponse({"changes": {"tasks": {"updated": [{"id": "t1"}]}}, "timestamp": 9})
+
+    app = Starlette(routes=[Route("/sync", push, methods=["POST"]), Route("/sync", pull)])
+    wrapped = SyncPerfMiddleware(
+        app,
+        routes={"/sync": SyncRoute("push", adapter=watermelondb.Push())},
+    )
+    pulled = SyncPerfMiddleware(
+        app, routes={"/sync": SyncRoute("pull", adapter=watermelondb.Pull())}
+    )
+    body = {"tasks": {"created": [{"id": "t1"}], "updated": [{"id": "t2"}], "deleted": []}}
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.post("/sync", json=body)).status_code == 200
+    transport = httpx.ASGITransport(app=pulled)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        assert (await client.get("/sync")).status_code == 200
+    got = recorded(syncperf_capture)
+    assert got.items == {("tasks", "created"): 1, ("tasks", "updated"): 2}
+    assert got.conflicts == {("tasks", "rejected"): 1}
+    assert got.outcomes == {"conflict": 1, "success": 1}
