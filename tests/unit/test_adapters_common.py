@@ -456,3 +456,115 @@ async def test_adapters_plug_into_the_asgi_middleware_routes(syncperf_capture: C
     assert got.items == {("tasks", "created"): 1, ("tasks", "updated"): 2}
     assert got.conflicts == {("tasks", "rejected"): 1}
     assert got.outcomes == {"conflict": 1, "success": 1}
+
+
+# --- models record exactly what dicts record ----------------------------------------------
+
+
+class Obj(BaseModel):
+    """A pydantic model holding any JSON object as extra fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def as_models(value: Any) -> Any:
+    """The same payload with every JSON object turned into a pydantic model."""
+    if isinstance(value, dict):
+        return Obj(**{key: as_models(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return [as_models(item) for item in value]
+    return value
+
+
+def _documented_exchanges() -> list[tuple[str, Callable[[], Any], Any, Any, str]]:
+    from tests.unit import (
+        test_adapters_couchdb as c,
+    )
+    from tests.unit import (
+        test_adapters_replicache as r,
+    )
+    from tests.unit import (
+        test_adapters_watermelondb as w,
+    )
+
+    zero_body = {
+        "clientGroupID": "g",
+        "mutations": [
+            {
+                "id": 1,
+                "clientID": "c",
+                "name": "_zero_crud",
+                "args": [{"ops": [{"op": "insert", "tableName": "issue", "value": {}}]}],
+            },
+            {"id": 2, "clientID": "c", "name": "issue.close", "args": []},
+        ],
+    }
+    zero_response = {
+        "mutations": [
+            {"id": {"id": 1, "clientID": "c"}, "result": {"error": "app"}},
+            {"id": {"id": 2, "clientID": "c"}, "result": {}},
+        ]
+    }
+    rows = [
+        {"assumedMasterState": None, "newDocumentState": {"id": "a", "_deleted": False}},
+        {"assumedMasterState": {"id": "b"}, "newDocumentState": {"id": "b", "v": 2}},
+    ]
+    upload = {
+        "crud": [
+            {"op": "PUT", "type": "todos", "id": "1", "tx_id": 4},
+            {"op": "DELETE", "type": "todos", "id": "2", "tx_id": 5},
+        ]
+    }
+    return [
+        (
+            "replicache push",
+            lambda: replicache.Push(last_mutation_id=lambda g, c: 7),
+            r.PUSH_V1,
+            {},
+            "push",
+        ),
+        ("replicache pull", replicache.Pull, None, r.PULL_V1_RESPONSE, "pull"),
+        ("zero push", zero.Push, zero_body, zero_response, "push"),
+        (
+            "watermelondb push",
+            watermelondb.Push,
+            w.CHANGES,
+            {"experimentalRejectedIds": {"tasks": ["tttt"]}},
+            "push",
+        ),
+        ("watermelondb pull", watermelondb.Pull, None, {"changes": w.CHANGES}, "pull"),
+        ("rxdb push", rxdb.Push, rows, [{"id": "b", "v": 3, "_deleted": False}], "push"),
+        ("rxdb pull", rxdb.Pull, None, {"documents": [{"id": "a", "_deleted": True}]}, "pull"),
+        ("couchdb bulk docs", couchdb.BulkDocs, c.BULK, c.BULK_RESPONSE, "push"),
+        (
+            "couchdb revs diff",
+            couchdb.RevsDiff,
+            {"a": ["1-x", "2-y"]},
+            {"a": {"missing": ["2-y"]}},
+            "push",
+        ),
+        (
+            "powersync upload",
+            lambda: powersync.Upload(last_tx_id=lambda body: 4),
+            upload,
+            {},
+            "push",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "request_body", "response_body", "operation"),
+    [pytest.param(*case[1:], id=case[0]) for case in _documented_exchanges()],
+)
+def test_pydantic_payloads_record_exactly_what_dicts_record(
+    make: Callable[[], Any], request_body: Any, response_body: Any, operation: str
+) -> None:
+    with capture() as cap:
+        run(make(), request_body, response_body, operation=operation)
+        from_dicts = recorded(cap)
+    with capture() as cap:
+        run(make(), as_models(request_body), as_models(response_body), operation=operation)
+        from_models = recorded(cap)
+    assert from_models == from_dicts
+    assert from_dicts.items or from_dicts.idempotency  # the exchange recorded something
