@@ -83,10 +83,10 @@ def _cases() -> dict[str, tuple[Any, Any, Any, str]]:
     zero_results = {
         "mutations": [
             {
-                "id": {"id": m["id"], "clientID": "client-1"},
-                "result": {"error": "app", "message": "no"} if m["id"] % 10 == 0 else {},
+                "id": {"id": i, "clientID": "client-1"},
+                "result": {"error": "app", "message": "no"} if i % 10 == 0 else {},
             }
-            for m in zero_mutations
+            for i in range(1, 26)
         ]
     }
     rx_rows = [
