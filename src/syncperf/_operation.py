@@ -20,7 +20,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from syncperf import _runtime
-from syncperf._runtime import Runtime
+from syncperf._runtime import OpSeries, Runtime
 from syncperf._tracing import attach, detach
 from syncperf.exceptions import ConfigError
 
@@ -72,53 +72,34 @@ class SyncOperation:
     ``current_operation()``; every method is cheap and never raises into your code
     (outside strict mode)."""
 
-    __slots__ = (
-        "_batch",
-        "_conflict_detail",
-        "_conflicts",
-        "_db_ns",
-        "_db_queries",
-        "_entity",
-        "_error_type",
-        "_exception",
-        "_idempotent",
-        "_items",
-        "_kind",
-        "_own_ns",
-        "_parent_ctx",
-        "_rt",
-        "_span",
-        "_span_attrs",
-        "_start_ns",
-        "_token",
-        "_ctx_token",
-        "operation",
-        "scratch",
-    )
+    # Defaults live on the class: an operation only writes what it records.
+    _batch: int | None = None
+    _items: dict[str | None, int] | None = None
+    """Items of the operation's own entity, by change type."""
+    _entity_items: dict[tuple[str, str | None], int] | None = None
+    """Items of other entities, by (bounded entity, change type)."""
+    _conflicts = 0
+    _conflict_detail: dict[tuple[str | None, str | None], int] | None = None
+    _idempotent = False
+    _span: trace.Span | None = None
+    _span_attrs: dict[str, Any] | None = None
+    _token: object = None
+    _ctx_token: Token[SyncOperation | None] | None = None
+    _parent_ctx: trace.SpanContext | None = None
+    _db_queries = 0
+    _db_ns = 0
+    _error_type: str | None = None
+    _kind = SpanKind.INTERNAL
+    _start_ns = 0
+    _own_ns = 0
+    scratch: dict[str, Any] | None = None
+    """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
 
-    def __init__(self, rt: Runtime, operation: str, entity: str | None) -> None:
+    def __init__(self, rt: Runtime, series: OpSeries) -> None:
         self._rt = rt
-        self.operation = operation
-        self._entity = entity
-        self._batch: int | None = None
-        self._items: dict[tuple[str | None, str | None], int] | None = None
-        self._conflicts = 0
-        self._conflict_detail: dict[tuple[str | None, str | None], int] | None = None
-        self._idempotent = False
-        self._span: trace.Span | None = None
-        self._span_attrs: dict[str, Any] | None = None
-        self._token: object = None
-        self._ctx_token: Token[SyncOperation | None] | None = None
-        self._parent_ctx: trace.SpanContext | None = None
-        self._db_queries = 0
-        self._db_ns = 0
-        self._error_type: str | None = None
-        self._exception: BaseException | None = None
-        self._kind = SpanKind.INTERNAL
-        self._start_ns = 0
-        self._own_ns = 0
-        self.scratch: dict[str, Any] | None = None
-        """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
+        self._series = series
+        self.operation = series.operation
+        self._entity = series.entity
 
     # --- public recorder API ---------------------------------------------------------------
 
@@ -168,16 +149,22 @@ class SyncOperation:
                 "invalid_change", f"change must be created, updated or deleted, got {change!r}"
             )
             return
-        if entity is not None:
-            if not isinstance(entity, str) or not entity:
-                rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
-                return
-            entity = rt.entities(entity)
-        items = self._items
-        if items is None:
-            items = self._items = {}
-        key = (entity, change)
-        items[key] = items.get(key, 0) + n
+        if entity is None:
+            items = self._items
+            if items is None:
+                self._items = {change: n}
+            else:
+                items[change] = items.get(change, 0) + n
+            return
+        if not isinstance(entity, str) or not entity:
+            rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
+            return
+        key = (rt.entities(entity), change)
+        others = self._entity_items
+        if others is None:
+            self._entity_items = {key: n}
+        else:
+            others[key] = others.get(key, 0) + n
 
     def record_conflict(
         self, *, entity: str | None = None, count: int = 1, resolution: str | None = None
@@ -288,7 +275,10 @@ class _NoopOperation(SyncOperation):
         pass
 
 
-_NOOP = _NoopOperation(None, "none", None)  # type: ignore[arg-type]
+_NOOP = _NoopOperation.__new__(_NoopOperation)
+_NOOP.operation = "none"
+_NOOP._entity = None
+_NOOP._rt = None  # type: ignore[assignment]
 
 
 def current_operation() -> SyncOperation:
@@ -313,21 +303,20 @@ def begin(
 ) -> SyncOperation:
     """Start an operation (the caller checked that none is active) and make it current."""
     t0 = _perf()
-    op = SyncOperation(rt, operation, None if entity is None else rt.entities(entity))
+    series = rt.op_series.get((operation, entity)) or rt.series(operation, entity)
+    op = SyncOperation(rt, series)
     op._start_ns = t0
-    op._kind = kind
-    active = rt.active_for(operation)
-    with rt.lock:
-        active.add(1)
-    name = "sync " + operation
-    if rt.shed_until < t0 and rt.tracing.decide(name, kind, t0):
-        attrs: dict[str, Any] = {"sync.operation": operation}
-        if op._entity is not None:
-            attrs["sync.entity"] = op._entity
+    series.inflight.append(None)
+    if kind is not SpanKind.INTERNAL:
+        op._kind = kind
+    if rt.shed_until < t0 and rt.tracing.decide(series.span_name, kind, t0):
+        attrs: dict[str, Any] = dict(series.attrs)
         if attributes:
             attrs.update(attributes)
         try:
-            span = rt.tracing.tracer.start_span(name, kind=kind, attributes=attrs)  # type: ignore[union-attr]
+            span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
+                series.span_name, kind=kind, attributes=attrs
+            )
         except Exception as error:
             rt.internal_error("span_start_failed", error)
         else:
@@ -350,13 +339,11 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
     """Finish ``op``: record every metric under one lock, end or rescue its span."""
     t2 = _perf()
     rt = op._rt
-    if op._ctx_token is not None:
-        try:
-            _CURRENT.reset(op._ctx_token)
-        except ValueError:  # ended in another context (e.g. an abandoned async generator)
-            _CURRENT.set(None)
+    try:
+        _CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
+    except ValueError:  # ended in another context (e.g. an abandoned async generator)
+        _CURRENT.set(None)
     duration_ns = t2 - op._start_ns
-    entity = op._entity
     if exc is not None:
         outcome, etype = "error", rt.error_types(error_type(exc))
     elif op._error_type is not None:
@@ -368,7 +355,7 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
 
     span = op._span
     if span is not None:
-        _finish_span(op, span, outcome, etype, exc, duration_ns)
+        _finish_span(op, span, outcome, etype, exc)
         detach(op._token)
         rt.finisher.end(span, time.time_ns())
     elif (
@@ -378,34 +365,41 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
     ):
         _rescue(op, outcome, etype, exc, duration_ns)
 
-    series = rt.series(op.operation, entity)
-    active = rt.active_for(op.operation)
-    overhead = rt.overhead_for("operation")
+    series = op._series
+    entity = op._entity
+    if entity is not series.entity:
+        series = rt.series(op.operation, entity)
+    seconds = duration_ns / 1e9
     items = op._items
-    detail = op._conflict_detail
+    others = op._entity_items and [
+        (rt.series(op.operation, item_entity), change, n)
+        for (item_entity, change), n in op._entity_items.items()
+    ]
     with rt.lock:
         if etype is not None:
-            series.error(etype).record(duration_ns / 1e9)
+            series.error(etype).record(seconds)
         elif outcome == "conflict":
-            series.conflicted().record(duration_ns / 1e9)
+            series.conflicted().record(seconds)
         else:
-            series.success.record(duration_ns / 1e9)
+            series.success.record(seconds)
         if op._batch is not None:
             series.batch.record(op._batch)
         if op._idempotent:
             series.idempotency.add(1)
         if items:
-            for (item_entity, change), n in items.items():
-                rt.items_for(op.operation, item_entity or entity, change).add(n)
-        if detail:
-            for (conflict_entity, resolution), n in detail.items():
+            for change, n in items.items():
+                series.items_of(change).add(n)
+        if others:
+            for other, change, n in others:
+                other.items_of(change).add(n)
+        if op._conflict_detail:
+            for (conflict_entity, resolution), n in op._conflict_detail.items():
                 rt.conflicts_for(conflict_entity or entity, resolution).add(n)
         if op._db_queries or rt.db_instrumented:
             series.db_queries.record(op._db_queries)
             series.db_duration.record(op._db_ns / 1e9)
-        active.add(-1)
-        own = op._own_ns + _perf() - t2
-        overhead.record(own / 1e9)
+        series.overhead.record((op._own_ns + _perf() - t2) / 1e9)
+    op._series.inflight.pop()
 
 
 def _finish_span(
@@ -414,7 +408,6 @@ def _finish_span(
     outcome: str,
     etype: str | None,
     exc: BaseException | None,
-    duration_ns: int,
 ) -> None:
     attrs: dict[str, Any] = {
         "sync.outcome": outcome,
@@ -428,8 +421,10 @@ def _finish_span(
     if op._db_queries or op._rt.db_instrumented:
         attrs["sync.db.queries"] = op._db_queries
         attrs["sync.db.duration"] = op._db_ns / 1e9
-    if op._items:
-        attrs["sync.items"] = sum(op._items.values())
+    if op._items or op._entity_items:
+        attrs["sync.items"] = sum((op._items or {}).values()) + sum(
+            (op._entity_items or {}).values()
+        )
     if op._span_attrs:
         attrs.update(op._span_attrs)
     if etype is not None:
@@ -467,7 +462,7 @@ def _rescue(
         links=links,
         start_time=now - duration_ns,
     )
-    _finish_span(op, span, outcome, etype, exc, duration_ns)
+    _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
 
 

@@ -11,6 +11,7 @@ import atexit
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -80,7 +81,7 @@ class Bounded:
         self.overflow = overflow
 
     def __call__(self, name: str) -> str:
-        if name in self.names:
+        if name in self.names or name == self.overflow:
             return name
         if self._allow is not None:
             return name if name in self._allow else self.overflow
@@ -92,7 +93,7 @@ class Bounded:
 
 
 class OpSeries:
-    """Pre-bound series of one (operation, entity) pair."""
+    """Everything one (operation, bounded entity) pair records into, bound once."""
 
     __slots__ = (
         "attrs",
@@ -100,35 +101,53 @@ class OpSeries:
         "conflict",
         "db_duration",
         "db_queries",
+        "entity",
         "errors",
         "idempotency",
+        "inflight",
+        "items",
+        "operation",
+        "overhead",
+        "span_name",
         "success",
         "_rt",
     )
 
-    def __init__(self, rt: Runtime, operation: str, entity: str | None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        operation: str,
+        entity: str | None,
+        inflight: deque[None],
+        overhead: HistogramSeries,
+    ) -> None:
+        """Bind the series (the caller holds ``rt.lock``)."""
         attrs: dict[str, str | bool] = {"sync.operation": operation}
         if entity is not None:
             attrs["sync.entity"] = entity
         self.attrs = attrs
+        self.operation = operation
+        self.entity = entity
+        self.span_name = "sync " + operation
         self._rt = rt
-        key = tuple(sorted(attrs.items()))
-        self.success = rt.duration.histogram(
-            tuple(sorted({**attrs, "sync.outcome": "success"}.items()))
-        )
+        key = _key(attrs)
+        self.success = rt.duration.histogram(_key({**attrs, "sync.outcome": "success"}))
         self.conflict: HistogramSeries | None = None
         self.errors: dict[str, HistogramSeries] = {}
+        self.items: dict[str | None, SumSeries] = {}
         self.batch = rt.batch_size.histogram(key)
         self.idempotency = rt.idempotency.sum(key)
         self.db_queries = rt.db_queries.histogram(key)
         self.db_duration = rt.db_duration.histogram(key)
+        self.inflight = inflight
+        self.overhead = overhead
 
     def conflicted(self) -> HistogramSeries:
         """Duration series for the conflict outcome (bound on first use)."""
         series = self.conflict
         if series is None:
             attrs = {**self.attrs, "sync.outcome": "conflict"}
-            series = self.conflict = self._rt.duration.histogram(tuple(sorted(attrs.items())))
+            series = self.conflict = self._rt.duration.histogram(_key(attrs))
         return series
 
     def error(self, error_type: str) -> HistogramSeries:
@@ -136,10 +155,22 @@ class OpSeries:
         series = self.errors.get(error_type)
         if series is None:
             attrs = {**self.attrs, "sync.outcome": "error", "error.type": error_type}
-            series = self.errors[error_type] = self._rt.duration.histogram(
-                tuple(sorted(attrs.items()))
-            )
+            series = self.errors[error_type] = self._rt.duration.histogram(_key(attrs))
         return series
+
+    def items_of(self, change: str | None) -> SumSeries:
+        """The ``sync.items`` series for this pair and ``change`` (bound on first use)."""
+        series = self.items.get(change)
+        if series is None:
+            attrs = dict(self.attrs)
+            if change is not None:
+                attrs["sync.change"] = change
+            series = self.items[change] = self._rt.items.sum(_key(attrs))
+        return series
+
+
+def _key(attrs: dict[str, str | bool]) -> tuple[tuple[str, str | bool], ...]:
+    return tuple(sorted(attrs.items()))
 
 
 class Runtime:
@@ -176,9 +207,14 @@ class Runtime:
         self.idempotency = counter(
             "sync.idempotency.hits", "{request}", "Duplicate (replayed) sync requests."
         )
-        self.active = counter(
-            "sync.operations.active", "{operation}", "Sync operations in progress.", "updowncounter"
+        self.active = registry.instrument(
+            "sync.operations.active",
+            "updowncounter",
+            "{operation}",
+            "Sync operations in progress.",
+            max_series=limit,
         )
+        self.active.callbacks.append(self._observe_active)
         self.db_queries = hist(
             "sync.db.queries", "{query}", "Database queries per sync operation.", QUERY_COUNT_BOUNDS
         )
@@ -204,9 +240,10 @@ class Runtime:
         self.error_types = Bounded(100, overflow="_OTHER")
         self.resolutions = Bounded(20)
         self.op_series: dict[tuple[str, str | None], OpSeries] = {}
-        self.items_series: dict[tuple[str, str | None, str | None], SumSeries] = {}
         self.conflict_series: dict[tuple[str | None, str | None], SumSeries] = {}
-        self.active_series: dict[str, SumSeries] = {}
+        self.inflight: dict[str, deque[None]] = {}
+        """In-flight operations per name: ``deque.append``/``pop`` are atomic, so ``begin``
+        needs no lock; ``sync.operations.active`` observes their lengths at collection."""
         self.overhead_series: dict[str, HistogramSeries] = {}
         self.cache: dict[Any, Any] = {}
         """Per-runtime cache for integrations (pre-bound series keyed by their own keys)."""
@@ -252,24 +289,34 @@ class Runtime:
     # --- cached series -------------------------------------------------------------------
 
     def series(self, operation: str, entity: str | None) -> OpSeries:
-        """Pre-bound series for an (operation, bounded entity) pair."""
+        """Pre-bound series for ``operation`` and a raw entity name (bounded here).
+
+        Cached under the raw name only when the name was admitted, so overflow names cannot
+        grow the cache.
+        """
         key = (operation, entity)
         found = self.op_series.get(key)
         if found is None:
+            bounded = None if entity is None else self.entities(entity)
+            inflight = self.inflight_for(operation)
+            overhead = self.overhead_for("operation")
             with self.lock:
-                found = self.op_series.get(key) or OpSeries(self, operation, entity)
-                self.op_series[key] = found
+                found = self.op_series.get((operation, bounded))
+                if found is None:
+                    found = self.op_series[(operation, bounded)] = OpSeries(
+                        self, operation, bounded, inflight, overhead
+                    )
         return found
 
-    def active_for(self, operation: str) -> SumSeries:
-        """The ``sync.operations.active`` series of ``operation``."""
-        found = self.active_series.get(operation)
+    def inflight_for(self, operation: str) -> deque[None]:
+        """The in-flight deque of ``operation``."""
+        found = self.inflight.get(operation)
         if found is None:
-            with self.lock:
-                found = self.active_series[operation] = self.active.sum(
-                    (("sync.operation", operation),)
-                )
+            found = self.inflight.setdefault(operation, deque())
         return found
+
+    def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
+        return [({"sync.operation": op}, len(q)) for op, q in list(self.inflight.items())]
 
     def overhead_for(self, component: str) -> HistogramSeries:
         """The ``syncperf.overhead`` series of ``component``."""
@@ -279,19 +326,6 @@ class Runtime:
                 found = self.overhead_series[component] = self.overhead.histogram(
                     (("syncperf.component", component),)
                 )
-        return found
-
-    def items_for(self, operation: str, entity: str | None, change: str | None) -> SumSeries:
-        """The ``sync.items`` series (entity already bounded)."""
-        key = (operation, entity, change)
-        found = self.items_series.get(key)
-        if found is None:
-            attrs: dict[str, str | bool] = {"sync.operation": operation}
-            if entity is not None:
-                attrs["sync.entity"] = entity
-            if change is not None:
-                attrs["sync.change"] = change
-            found = self.items_series[key] = self.items.sum(tuple(sorted(attrs.items())))
         return found
 
     def conflicts_for(self, entity: str | None, resolution: str | None) -> SumSeries:
@@ -387,8 +421,8 @@ class Runtime:
             exporter.export_once()
 
     def shutdown(self) -> None:
-        """Flush, stop exporters and unregister the Prometheus collector."""
-        self.finisher.flush()
+        """Flush, stop exporters and threads, and unregister the Prometheus collector."""
+        self.finisher.shutdown()
         for exporter in self.exporters:
             exporter.shutdown()
         if self.prometheus_registry is not None:

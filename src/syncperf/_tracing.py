@@ -107,6 +107,7 @@ class SpanFinisher:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._ending_since = 0
+        self._stopped = False
 
     def end(self, span: Span, end_ns: int) -> None:
         """Queue ``span`` to be ended at wall time ``end_ns``.
@@ -120,8 +121,10 @@ class SpanFinisher:
             self._on_overflow(bool(since) and time.perf_counter_ns() - since > self._budget_ns)
             return
         self._queue.append((span, end_ns))
-        if self._thread is None or self._pid != os.getpid():
-            self._start()
+        if not self._wake.is_set():  # wake the finisher once per batch, not per span
+            if self._thread is None or self._pid != os.getpid():
+                self._start()
+            self._wake.set()
 
     def _start(self) -> None:
         with self._lock:
@@ -134,10 +137,19 @@ class SpanFinisher:
             self._thread.start()
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait(0.02)
+        while not self._stopped:
+            self._wake.wait()
             self._wake.clear()
             self.flush()
+
+    def shutdown(self) -> None:
+        """End what is queued and stop the thread."""
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        self.flush()
 
     def flush(self) -> None:
         """End every queued span now, on the calling thread."""
