@@ -12,7 +12,6 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 
-
 _clock = time.thread_time_ns
 """CPU time of the measuring thread: what the code under test costs, without the time the
 (noisy, shared) machine spent running other processes. Work handed to other threads is not
