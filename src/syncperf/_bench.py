@@ -3,7 +3,8 @@
 Both record the same measurements with the same attributes for one push of 10 items:
 duration (operation, entity, outcome), batch size (operation, entity), items (operation,
 entity, change), active operations (+1/-1), and one span. The naive version is what a user
-would write: a decorator, ``start_as_current_span`` and the SDK's synchronous instruments.
+would write (the reference in ``shared/research/baselines.md``): a ``wrapt`` decorator,
+``start_as_current_span`` and the SDK's synchronous instruments.
 Variants run round-robin in one process (see ``benchmarks/_compare.py`` for the method); the
 cost reported is the time *added* to an empty handler, and the ratio is syncperf / naive.
 """
@@ -91,25 +92,26 @@ def _naive(tracer_provider: TracerProvider | None) -> Callable[[], object]:
     base = {"sync.operation": "push"}
     attrs = {"sync.operation": "push", "sync.entity": "todo"}
 
-    def instrument(fn: Callable[[], int]) -> Callable[[], int]:
-        @functools.wraps(fn)
-        def wrapper() -> int:
-            start = time.perf_counter()
-            active.add(1, base)
-            if tracer is None:
-                result = fn()
-            else:
-                with tracer.start_as_current_span("sync push", attributes=attrs):
-                    result = fn()
-            batch.record(result, attrs)
-            items.add(result, {**attrs, "sync.change": "created"})
-            duration.record(time.perf_counter() - start, {**attrs, "sync.outcome": "success"})
-            active.add(-1, base)
-            return result
+    def measure(wrapped: Callable[[], int], instance: Any, args: Any, kwargs: Any) -> int:
+        start = time.perf_counter()
+        active.add(1, base)
+        if tracer is None:
+            result = wrapped(*args, **kwargs)
+        else:
+            with tracer.start_as_current_span("sync push", attributes=attrs):
+                result = wrapped(*args, **kwargs)
+        batch.record(result, attrs)
+        items.add(result, {**attrs, "sync.change": "created"})
+        duration.record(time.perf_counter() - start, {**attrs, "sync.outcome": "success"})
+        active.add(-1, base)
+        return result
 
-        return wrapper
+    try:  # the reference in shared/research/baselines.md wraps with wrapt
+        import wrapt
 
-    return instrument(_handler)
+        return wrapt.decorator(measure)(_handler)
+    except ImportError:  # pragma: no cover - wrapt is in the test extra
+        return functools.wraps(_handler)(lambda: measure(_handler, None, (), {}))
 
 
 def _handler() -> int:

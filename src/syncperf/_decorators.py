@@ -29,6 +29,7 @@ from syncperf._operation import (
     check_entity,
     check_operation,
     end,
+    start,
 )
 from syncperf.exceptions import ConfigError
 
@@ -263,6 +264,8 @@ def _wrap(
     before: tuple[_Extractor, ...],
     after: tuple[_Extractor, ...],
 ) -> F:
+    if not before and not after:
+        return _wrap_plain(fn, operation, entity)
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
@@ -315,6 +318,73 @@ def _wrap(
             raise
         if owner is not None:
             _end(owner, None)
+        return result
+
+    return cast(F, wrapper)
+
+
+def _wrap_plain(fn: F, operation: str, entity: str | None) -> F:
+    """The wrappers without extractors (the common, fastest case).
+
+    ``bound`` caches ``(runtime, pre-bound series)`` for the current runtime (swapped by
+    ``configure()`` and ``capture()``; one tuple, so a reader never sees a torn pair), so a
+    call does no lookup at all.
+    """
+    bound: list[tuple[Any, Any]] = [(None, None)]
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            outer = _CURRENT.get()
+            if outer is not None:
+                if entity is not None and outer._entity is None:
+                    outer.set_entity(entity)
+                return await fn(*args, **kwargs)
+            rt = _runtime._current or _runtime.current()
+            cached = bound[0]
+            if cached[0] is not rt:
+                cached = bound[0] = (rt, rt.series(operation, entity) if rt.enabled else None)
+            series = cached[1]
+            if series is None:
+                return await fn(*args, **kwargs)
+            op = start(rt, series)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                _end(op, exc)
+                raise
+            try:
+                end(op, None)
+            except Exception as error:
+                rt.internal_error("operation_end_failed", error)
+            return result
+
+        return cast(F, async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        outer = _CURRENT.get()
+        if outer is not None:
+            if entity is not None and outer._entity is None:
+                outer.set_entity(entity)
+            return fn(*args, **kwargs)
+        rt = _runtime._current or _runtime.current()
+        cached = bound[0]
+        if cached[0] is not rt:
+            cached = bound[0] = (rt, rt.series(operation, entity) if rt.enabled else None)
+        series = cached[1]
+        if series is None:
+            return fn(*args, **kwargs)
+        op = start(rt, series)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            _end(op, exc)
+            raise
+        try:
+            end(op, None)
+        except Exception as error:
+            rt.internal_error("operation_end_failed", error)
         return result
 
     return cast(F, wrapper)

@@ -95,11 +95,12 @@ class SyncOperation:
     scratch: dict[str, Any] | None = None
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
 
-    def __init__(self, rt: Runtime, series: OpSeries) -> None:
+    def __init__(self, rt: Runtime, series: OpSeries, start_ns: int) -> None:
         self._rt = rt
         self._series = series
         self.operation = series.operation
         self._entity = series.entity
+        self._start_ns = start_ns
 
     # --- public recorder API ---------------------------------------------------------------
 
@@ -302,19 +303,31 @@ def begin(
     attributes: Mapping[str, Any] | None = None,
 ) -> SyncOperation:
     """Start an operation (the caller checked that none is active) and make it current."""
-    t0 = _perf()
     series = rt.op_series.get((operation, entity)) or rt.series(operation, entity)
-    op = SyncOperation(rt, series)
-    op._start_ns = t0
+    return start(rt, series, kind, attributes)
+
+
+def start(
+    rt: Runtime,
+    series: OpSeries,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> SyncOperation:
+    """``begin`` with the operation's pre-bound series already at hand."""
+    t0 = _perf()
+    op = SyncOperation(rt, series, t0)
     series.inflight.append(None)
     if kind is not SpanKind.INTERNAL:
         op._kind = kind
-    if rt.shed_until < t0 and rt.tracing.decide(series.span_name, kind, t0):
+    tracing = rt.tracing
+    if not tracing.active and (t0 < tracing.next_check or not tracing.refresh(t0)):
+        pass  # no SDK tracer provider: spans cost nothing
+    elif rt.shed_until < t0 and tracing.sample(series.span_name, kind):
         attrs: dict[str, Any] = dict(series.attrs)
         if attributes:
             attrs.update(attributes)
         try:
-            span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
+            span = tracing.tracer.start_span(  # type: ignore[union-attr]
                 series.span_name, kind=kind, attributes=attrs
             )
         except Exception as error:
@@ -326,7 +339,7 @@ def begin(
             rt.over_budget("slow_span_start")
         elif rt.budget_streak:
             rt.budget_streak = 0
-    elif rt.tracing.active:
+    else:
         op._parent_ctx = trace.get_current_span().get_span_context()
         if attributes:
             op._span_attrs = dict(attributes)
@@ -388,7 +401,9 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
             series.idempotency.add(1)
         if items:
             for change, n in items.items():
-                series.items_of(change).add(n)
+                counter = series.items.get(change) or series.items_of(change)
+                counter.value += n
+                counter.touched = True
         if others:
             for other, change, n in others:
                 other.items_of(change).add(n)

@@ -43,12 +43,14 @@ class Tracing:
         self.active = False
         self.tracer: SdkTracer | None = None
         self._sampler: Any = None
-        self._next_check = 0
+        self._static: bool | None = None
+        self._parent_based = False
+        self.next_check = 0
         self.resolve(time.perf_counter_ns())
 
     def resolve(self, now: int) -> None:
         """Look at the provider; a proxy (no SDK yet) is looked at again a second later."""
-        self._next_check = now + _RECHECK_NS
+        self.next_check = now + _RECHECK_NS
         provider = self._explicit or trace.get_tracer_provider()
         if not isinstance(provider, SdkTracerProvider):
             self.active = False
@@ -58,31 +60,60 @@ class Tracing:
             self.active = False
             return
         self._sampler = tracer.sampler
+        self._static, self._parent_based = _classify(tracer.sampler)
         forced = copy.copy(tracer)
         forced.sampler = ALWAYS_ON
         self.tracer = forced
-        self._next_check = 1 << 62
+        self.next_check = 1 << 62
         self.active = True
 
+    def refresh(self, now: int) -> bool:
+        """Look at the provider again (a proxy may have been replaced); True when active."""
+        self.resolve(now)
+        return self.active
+
     def decide(self, name: str, kind: SpanKind, now: int) -> bool:
-        """Whether the operation starting now gets a span (parent: the current context)."""
-        if not self.active:
-            if now < self._next_check:
-                return False
-            self.resolve(now)
-            if not self.active:
-                return False
+        """Whether an operation starting at ``now`` gets a span (parent: the current context)."""
+        if not self.active and (now < self.next_check or not self.refresh(now)):
+            return False
+        return self.sample(name, kind)
+
+    def sample(self, name: str, kind: SpanKind) -> bool:
+        """``decide`` once tracing is known to be active."""
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return False
+        static = self._static
+        if static is not None:  # a standard sampler, decided without building a SamplingResult
+            if not self._parent_based:
+                return static
+            parent = trace.get_current_span().get_span_context()
+            return bool(parent.trace_flags.sampled) if parent.is_valid else static
         parent = trace.get_current_span().get_span_context()
         trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
         result = self._sampler.should_sample(None, trace_id, name, kind)
         return bool(result.decision.is_sampled())
 
 
-def parent_span_context() -> trace.SpanContext:
-    """The current span's context (for links from rescued spans)."""
-    return trace.get_current_span().get_span_context()
+_PARENT_DEFAULTS = (
+    ",remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler"
+    ",localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
+)
+_STATIC = {"AlwaysOnSampler": True, "AlwaysOffSampler": False}
+
+
+def _classify(sampler: Any) -> tuple[bool | None, bool]:
+    """(constant root decision, parent-based) for the SDK's standard samplers, by their
+    public description; ``(None, False)`` for any other sampler (asked every time)."""
+    try:
+        description = sampler.get_description()
+    except Exception:
+        return None, False
+    if description in _STATIC:
+        return _STATIC[description], False
+    for root, decision in _STATIC.items():
+        if description == f"ParentBased{{root:{root}{_PARENT_DEFAULTS}":
+            return decision, True
+    return None, False
 
 
 class SpanFinisher:

@@ -313,7 +313,7 @@ class EngineInstrumentation:
                 series = rt.cache.get((query, etype)) or self._bind(rt, query, etype)
             if self._spans:
                 tracing = rt.tracing
-                if (tracing.active or t1 >= tracing._next_check) and rt.shed_until < t1:
+                if (tracing.active or t1 >= tracing.next_check) and rt.shed_until < t1:
                     parent = _current_span()
                     if (
                         parent.get_span_context().trace_flags & 1  # sampled

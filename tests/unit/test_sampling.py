@@ -124,7 +124,7 @@ def test_a_global_sdk_provider_installed_after_start_is_picked_up(
         run_ops(1)
         assert cap.runtime.tracing.active is False
         monkeypatch.setattr(trace, "_TRACER_PROVIDER", provider)
-        cap.runtime.tracing._next_check = 0  # skip the one-second wait
+        cap.runtime.tracing.next_check = 0  # skip the one-second wait
         run_ops(1)
         cap.runtime.finisher.flush()
     assert [s.name for s in exporter.get_finished_spans()] == ["sync push"]
