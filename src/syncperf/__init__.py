@@ -1,5 +1,8 @@
 """syncperf: observability for the sync endpoints of offline-first backends."""
 
+import importlib
+from typing import Any
+
 from syncperf._config import Config, configure
 from syncperf._decorators import Adapter, instrument_sync
 from syncperf._operation import SyncOperation, current_operation, sync_operation
@@ -22,3 +25,12 @@ __all__ = [
     "instrument_sync",
     "sync_operation",
 ]
+
+_SUBMODULES = frozenset({"adapters", "asgi", "export", "outbox", "sqlalchemy", "testing"})
+
+
+def __getattr__(name: str) -> Any:
+    """Import integration submodules on first access (``syncperf.asgi``), never at import."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"syncperf.{name}")
+    raise AttributeError(f"module 'syncperf' has no attribute {name!r}")
