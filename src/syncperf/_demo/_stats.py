@@ -106,10 +106,10 @@ def quantile(q: float, point: HistogramDataPoint | None) -> float | None:
     bounds = list(point.explicit_bounds)
     for index, count in enumerate(point.bucket_counts):
         if count and cumulative + count >= rank:
-            lower = 0.0 if index == 0 else bounds[index - 1]
-            upper = bounds[index] if index < len(bounds) else point.max
-            estimate = lower + (upper - lower) * (rank - cumulative) / count
-            return float(min(max(estimate, point.min), point.max))
+            # the bucket's range, narrowed by the recorded min and max
+            lower = max(0.0 if index == 0 else bounds[index - 1], point.min)
+            upper = min(bounds[index] if index < len(bounds) else point.max, point.max)
+            return float(lower + (upper - lower) * (rank - cumulative) / count)
         cumulative += count
     return float(point.max)
 

@@ -1,0 +1,131 @@
+"""``syncperf demo`` end to end: syncperf's numbers equal the traffic the simulator drove."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SYNCPERF = Path(sys.executable).with_name("syncperf")
+ENTITIES = ("todo", "list", "comment")
+
+
+def _by_pair(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(o["operation"], o["entity"]): o for o in summary["operations"]}
+
+
+def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = True) -> None:
+    """Compare the simulator's counts with syncperf's, independently of the demo's checks.
+
+    ``exercised``: the run was long enough that every kind of traffic happened.
+    """
+    driven = summary["driven"]
+    ops = _by_pair(summary)
+    totals = summary["totals"]
+    assert driven["transport_errors"] == 0
+    server_errors = 0
+    for entity in ENTITIES:
+        push = driven["by_operation"][f"push {entity}"]
+        pull = driven["by_operation"][f"pull {entity}"]
+        assert ops[("push", entity)]["count"] == push["requests"]
+        assert ops[("pull", entity)]["count"] == pull["requests"]
+        assert ops[("push", entity)]["conflicts"] == push["conflicts"]
+        assert ops[("push", entity)]["conflicted"] == push["conflicted"]
+        assert ops[("push", entity)]["items_created"] == push["created"]
+        assert ops[("push", entity)]["items_updated"] == push["updated"]
+        assert ops[("push", entity)]["idempotency_hits"] == push["replayed"]
+        server_errors += push["server_errors"] + pull["server_errors"]
+    assert totals["conflicts"] == sum(
+        driven["by_operation"][f"push {e}"]["conflicts"] for e in ENTITIES
+    )
+    assert totals["idempotency_hits"] == driven["idempotent_retries"]
+    assert totals["errors"] == server_errors
+    assert totals["n_plus_one"] == driven["by_operation"]["pull comment"]["n_plus_one"]
+    if exercised:
+        assert min(o["count"] for o in summary["operations"]) > 0
+        assert totals["conflicts"] > 0
+        assert totals["idempotency_hits"] > 0
+        assert totals["n_plus_one"] > 0
+    applied = sum(
+        driven["by_operation"][f"push {e}"]["created"]
+        + driven["by_operation"][f"push {e}"]["updated"]
+        for e in ENTITIES
+    )
+    assert summary["outbox"]["enqueued"] == applied
+    assert summary["outbox"]["published"] == summary["outbox"]["rows"].get("published", 0)
+    assert all(check["ok"] for check in summary["checks"]), summary["checks"]
+
+
+def test_the_console_script_runs_the_demo_and_its_numbers_match_the_traffic(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "summary.json"
+    result = subprocess.run(
+        [str(SYNCPERF), "demo", "--duration", "5", "--no-tui", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "syncperf demo completed" in result.stdout
+    assert "SyncPushConflictRateHigh" in result.stdout
+    summary = json.loads(out.read_text())
+    assert summary["run"]["database"] == "sqlite"
+    assert not summary["run"]["interrupted"]
+    assert_numbers_match_traffic(summary)
+    fired = {a["alert"] for a in summary["alerts"] if a["fired"]}
+    assert {"SyncNPlusOneDetected", "SyncPushConflictRateHigh"} <= fired
+    assert "SyncPerfShedding" not in fired
+    assert set(summary["overhead"]) >= {"asgi", "operation", "sqlalchemy", "outbox"}
+
+
+def test_the_demo_runs_on_postgresql_in_process(
+    postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncperf._demo import main
+
+    out = tmp_path / "summary.json"
+    argv = ["--duration", "4", "--clients", "12", "--no-tui", "--seed", "7"]
+    status = main([*argv, "--database-url", postgres_dsn, "--json", str(out)])
+    summary = json.loads(out.read_text())
+    assert status == 0, summary["checks"]
+    assert summary["run"]["database"] == "postgresql"
+    assert_numbers_match_traffic(summary)
+    assert "syncperf demo completed" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_the_demo_cleanly_and_still_prints_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "summary.json"
+    process = subprocess.Popen(
+        [str(SYNCPERF), "demo", "--duration", "120", "--no-tui", "--json", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()  # the service is up once this is printed
+        assert "syncperf demo: service on" in first
+        while "[" not in process.stdout.readline():  # one progress line: clients are running
+            pass
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "syncperf demo interrupted" in stdout
+    assert "Traceback" not in stderr
+    summary = json.loads(out.read_text())
+    assert summary["run"]["interrupted"]
+    assert summary["run"]["seconds"] < 60
+    assert_numbers_match_traffic(summary, exercised=False)

@@ -1,0 +1,103 @@
+"""The demo's statistics: percentiles from syncperf's buckets, alerts, arguments."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
+
+import syncperf
+from syncperf._demo import main
+from syncperf._demo._stats import Snapshot, alert_report, operation_stats, quantile
+from syncperf.testing import Capture
+
+
+def _point(bounds: list[float], counts: list[int], low: float, high: float) -> HistogramDataPoint:
+    return HistogramDataPoint(
+        attributes={},
+        start_time_unix_nano=0,
+        time_unix_nano=1,
+        count=sum(counts),
+        sum=0.0,
+        bucket_counts=counts,
+        explicit_bounds=bounds,
+        min=low,
+        max=high,
+    )
+
+
+def test_quantiles_interpolate_within_a_bucket_like_prometheus() -> None:
+    point = _point([1.0, 2.0, 5.0], [0, 10, 0, 0], 1.0, 2.0)
+    assert quantile(0.5, point) == pytest.approx(1.5)
+    assert quantile(0.95, point) == pytest.approx(1.95)
+
+
+def test_quantiles_are_clamped_to_the_recorded_min_and_max() -> None:
+    point = _point([1.0, 2.0, 5.0], [4, 0, 0, 0], 0.3, 0.4)
+    assert quantile(0.01, point) == pytest.approx(0.301)
+    assert quantile(0.99, point) == pytest.approx(0.399)
+    overflow = _point([1.0], [0, 2], 3.0, 7.0)
+    assert quantile(0.99, overflow) == pytest.approx(3.0 + 4.0 * 0.99)
+
+
+def test_an_empty_histogram_has_no_quantile() -> None:
+    assert quantile(0.5, None) is None
+    assert quantile(0.5, _point([1.0], [0, 0], 0.0, 0.0)) is None
+
+
+def _push(conflicts: int) -> None:
+    with syncperf.sync_operation("push", entity="todo") as op:
+        op.set_batch_size(1)
+        if conflicts:
+            op.record_conflict(count=conflicts)
+
+
+def test_operation_stats_count_outcomes_conflicts_and_rates(syncperf_capture: Capture) -> None:
+    for conflicts in (0, 0, 2, 0, 1):
+        _push(conflicts)
+    snap = Snapshot.of(syncperf_capture.runtime.reader().collect(), 10.0)
+    stats = operation_stats(snap, "push", "todo", seconds=5.0)
+    assert stats["count"] == 5
+    assert stats["conflicted"] == 2
+    assert stats["conflicts"] == 3
+    assert stats["conflict_rate"] == pytest.approx(0.4)
+    assert stats["throughput"] == pytest.approx(1.0)
+    assert stats["errors"] == 0
+
+
+def test_the_conflict_alert_fires_above_ten_percent_and_not_below(
+    syncperf_capture: Capture,
+) -> None:
+    reader = syncperf_capture.runtime.reader()
+    for _ in range(19):
+        _push(0)
+    _push(1)  # 5 % of pushes conflicted
+    quiet = {a["alert"]: a for a in alert_report(Snapshot.of(reader.collect(), 0.0), 10.0)}
+    assert quiet["SyncPushConflictRateHigh"]["fired"] is False
+    for _ in range(3):
+        _push(1)  # 4 of 23 = 17 %
+    loud = {a["alert"]: a for a in alert_report(Snapshot.of(reader.collect(), 0.0), 10.0)}
+    assert loud["SyncPushConflictRateHigh"]["fired"] is True
+    assert loud["SyncPushConflictRateHigh"]["details"] == ["push todo: conflict rate 17.4% > 10%"]
+    assert loud["SyncErrorRateHigh"]["fired"] is False
+    assert loud["SyncVolumeSpike"]["fired"] is None  # needs the hour before
+
+
+def test_alerts_stay_silent_below_the_minimum_rate(syncperf_capture: Capture) -> None:
+    _push(1)  # 100 % conflicts, but one push in 100 s is 0.01/s < min_rate 0.05/s
+    snap = Snapshot.of(syncperf_capture.runtime.reader().collect(), 0.0)
+    report = {a["alert"]: a for a in alert_report(snap, 100.0)}
+    assert report["SyncPushConflictRateHigh"]["fired"] is False
+
+
+@pytest.mark.parametrize(
+    "argv", [["--duration", "0"], ["--clients", "-1"], ["--duration", "soon"], ["--bogus"]]
+)
+def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    assert raised.value.code == 2
+
+
+def test_a_bad_prometheus_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--prometheus-port", "70000"]) == 2
+    assert "--prometheus-port" in capsys.readouterr().err
