@@ -31,6 +31,7 @@ from opentelemetry.trace import Span, SpanKind
 
 _logger = logging.getLogger("syncperf")
 _RECHECK_NS = 1_000_000_000
+_LINGER_S = 0.01
 _INVALID = trace.INVALID_SPAN_CONTEXT
 
 
@@ -170,6 +171,8 @@ class SpanFinisher:
     def _run(self) -> None:
         while not self._stopped:
             self._wake.wait()
+            # Linger to gather a batch: one wake-up (one GIL hand-off) per batch, not per span.
+            time.sleep(_LINGER_S)
             self._wake.clear()
             self.flush()
 
