@@ -98,9 +98,13 @@ class SyncOperation:
     def __init__(self, rt: Runtime, series: OpSeries, start_ns: int) -> None:
         self._rt = rt
         self._series = series
-        self.operation = series.operation
         self._entity = series.entity
         self._start_ns = start_ns
+
+    @property
+    def operation(self) -> str:
+        """The operation's name (``pull``, ``push``...)."""
+        return self._series.operation
 
     # --- public recorder API ---------------------------------------------------------------
 
@@ -249,6 +253,10 @@ class _NoopOperation(SyncOperation):
     def recording(self) -> bool:
         return False
 
+    @property
+    def operation(self) -> str:
+        return "none"
+
     def set_entity(self, entity: str) -> None:
         pass
 
@@ -277,7 +285,7 @@ class _NoopOperation(SyncOperation):
 
 
 _NOOP = _NoopOperation.__new__(_NoopOperation)
-_NOOP.operation = "none"
+_NOOP._series = None  # type: ignore[assignment]
 _NOOP._entity = None
 _NOOP._rt = None  # type: ignore[assignment]
 

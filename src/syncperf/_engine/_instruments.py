@@ -33,14 +33,13 @@ def freeze(attributes: dict[str, str | bool]) -> Attributes:
 class HistogramSeries:
     """Explicit-bucket histogram state for one attribute set."""
 
-    __slots__ = ("attributes", "bounds", "count", "counts", "created_ns", "max", "min", "sum")
+    __slots__ = ("attributes", "bounds", "counts", "created_ns", "max", "min", "sum")
 
     def __init__(self, attributes: Attributes, bounds: tuple[float, ...]) -> None:
         self.attributes = attributes
         self.bounds = bounds
         self.created_ns = time.time_ns()
         self.counts = [0] * (len(bounds) + 1)
-        self.count = 0
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
@@ -48,7 +47,6 @@ class HistogramSeries:
     def record(self, value: float) -> None:
         """Add one value; bucket i holds ``bounds[i-1] < value <= bounds[i]`` (OTel)."""
         self.counts[bisect_left(self.bounds, value)] += 1
-        self.count += 1
         self.sum += value
         if value < self.min:
             self.min = value
@@ -56,11 +54,11 @@ class HistogramSeries:
             self.max = value
 
     def drain(self) -> HistogramDelta | None:
-        if not self.count:
+        count = sum(self.counts)  # not kept per record: one field update less on the hot path
+        if not count:
             return None
-        delta = HistogramDelta(self.counts, self.count, self.sum, self.min, self.max)
+        delta = HistogramDelta(self.counts, count, self.sum, self.min, self.max)
         self.counts = [0] * (len(self.bounds) + 1)
-        self.count = 0
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
