@@ -133,3 +133,20 @@ def test_a_failing_gauge_callback_drops_only_that_gauge() -> None:
         assert cap.points("outbox.oldest_age")[0].value == 3.5
         # one failure per collection so far (each cap call collects once)
         assert cap.total("syncperf.dropped", {"syncperf.reason": "gauge_callback_failed"}) == 2
+
+
+def test_a_gauge_not_observed_any_more_is_gone_not_frozen() -> None:
+    from syncperf.testing import capture
+
+    with capture(strict=False) as cap:
+        state = {"fail": False}
+
+        def probe():  # type: ignore[no-untyped-def]
+            if state["fail"]:
+                raise RuntimeError("database down")
+            return [({"outbox.name": "o"}, 1000.0)]
+
+        cap.runtime.registry.gauge("outbox.oldest_age", "s", "", probe)
+        assert cap.points("outbox.oldest_age")[0].value == 1000.0
+        state["fail"] = True
+        assert cap.points("outbox.oldest_age") == []

@@ -62,6 +62,7 @@ DELTA = AggregationTemporality.DELTA
 class _Point:
     start_ns: int
     value: float | HistogramDelta
+    observed: bool = False
 
 
 class Reader:
@@ -94,12 +95,21 @@ class Reader:
     def accept(self, drained: list[Drained]) -> None:
         """Merge one drain into this reader's points (called by ``Registry.collect``)."""
         with self._lock:
+            # Observations replace the previous ones: a gauge that was not observed this time
+            # (its callback failed or was removed) is gone, not frozen at its last value.
+            observed_before = {k: p.start_ns for k, p in self._points.items() if p.observed}
+            for key in observed_before:
+                del self._points[key]
             for item in drained:
                 instrument = item.instrument
                 self._instruments[instrument.name] = instrument
                 key = (instrument.name, item.attributes)
+                if item.observed:
+                    start = observed_before.get(key, item.created_ns)
+                    self._points[key] = _Point(start, item.value, observed=True)
+                    continue
                 point = self._points.get(key)
-                if point is None or instrument.callbacks:  # observations replace
+                if point is None:
                     since = self._last_collect_ns
                     if self.temporality_of(instrument) is CUMULATIVE:
                         since = self._start_ns

@@ -178,6 +178,8 @@ class Drained:
     attributes: Attributes
     created_ns: int
     value: float | HistogramDelta
+    observed: bool = False
+    """A callback's current value (replaces the previous collection's) rather than a delta."""
 
 
 class Registry:
@@ -261,7 +263,8 @@ class Registry:
                     self.on_gauge_error(instrument.name, error)
                     continue
                 observed.extend(
-                    Drained(instrument, freeze(attrs), now, float(value)) for attrs, value in points
+                    Drained(instrument, freeze(attrs), now, float(value), True)
+                    for attrs, value in points
                 )
         return observed
 
