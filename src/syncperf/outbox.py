@@ -340,6 +340,13 @@ class Outbox:
         }
         if self._runner is not None:
             with _live_lock:
+                if any(other.name == name for other in _live):
+                    raise ConfigError(
+                        "name",
+                        name,
+                        "a name no other open Outbox with stats uses (their gauges would hide "
+                        "each other); close() the other one first",
+                    )
                 _live.add(self)
             rt = _runtime._current
             if rt is not None:

@@ -295,3 +295,16 @@ def test_push_writes_row_and_enqueue_in_one_transaction(
     assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 1
     with Session(engine) as session:
         assert session.query(outbox_table).count() == 1
+
+
+def test_two_open_outboxes_with_stats_may_not_share_a_name() -> None:
+    from syncperf import ConfigError
+    from syncperf.outbox import Outbox
+
+    first = Outbox("dup_name", stats=lambda: (5, 1.0))
+    try:
+        with pytest.raises(ConfigError, match="dup_name"):
+            Outbox("dup_name", stats=lambda: (7, 1.0))
+    finally:
+        first.close()
+    Outbox("dup_name", stats=lambda: (7, 1.0)).close()  # fine once the first is closed
