@@ -84,7 +84,7 @@ class _Extractor:
 
 
 def _set_entity(op: SyncOperation, value: Any) -> None:
-    if value is not None:
+    if value is not None and op._entity is None:  # fills in; never replaces (nesting rule)
         op.set_entity(value)
 
 

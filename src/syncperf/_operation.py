@@ -29,6 +29,8 @@ __all__ = ["SyncOperation", "current_operation", "sync_operation"]
 CHANGES = frozenset({"created", "updated", "deleted"})
 _OPERATION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _valid_operations: set[str] = {"pull", "push"}
+MAX_OPERATIONS = 64
+"""Distinct operation names accepted per process (they are metric attributes)."""
 _perf = time.perf_counter_ns
 _CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 _error_names: dict[type, str] = {}
@@ -43,6 +45,10 @@ def check_operation(operation: object, option: str = "operation") -> str:
             option,
             operation,
             '"pull", "push" or another lowercase name matching [a-z][a-z0-9_]{0,31}',
+        )
+    if len(_valid_operations) >= MAX_OPERATIONS:
+        raise ConfigError(
+            option, operation, f"one of at most {MAX_OPERATIONS} low-cardinality operation names"
         )
     _valid_operations.add(operation)
     return operation
@@ -324,25 +330,38 @@ def start(
     """``begin`` with the operation's pre-bound series already at hand."""
     t0 = _perf()
     op = SyncOperation(rt, series, t0)
-    series.inflight.append(None)
     if kind is not SpanKind.INTERNAL:
         op._kind = kind
     tracing = rt.tracing
-    if not tracing.active and (t0 < tracing.next_check or not tracing.refresh(t0)):
-        pass  # no SDK tracer provider: spans cost nothing
-    elif rt.shed_until < t0 and tracing.sample(series.span_name, kind):
+    if tracing.active or (t0 >= tracing.next_check and tracing.refresh(t0)):
+        try:
+            _start_span(rt, op, series, kind, attributes, t0)
+        except Exception as error:  # a sampler or span processor failed: no span, no harm
+            rt.internal_error("span_start_failed", error)
+    series.inflight.append(None)
+    op._ctx_token = _CURRENT.set(op)
+    op._own_ns = _perf() - t0
+    return op
+
+
+def _start_span(
+    rt: Runtime,
+    op: SyncOperation,
+    series: OpSeries,
+    kind: SpanKind,
+    attributes: Mapping[str, Any] | None,
+    t0: int,
+) -> None:
+    tracing = rt.tracing
+    if rt.shed_until < t0 and tracing.sample(series.span_name, kind):
         attrs: dict[str, Any] = dict(series.attrs)
         if attributes:
             attrs.update(attributes)
-        try:
-            span = tracing.tracer.start_span(  # type: ignore[union-attr]
-                series.span_name, kind=kind, attributes=attrs
-            )
-        except Exception as error:
-            rt.internal_error("span_start_failed", error)
-        else:
-            op._span = span
-            op._token = attach(span)
+        span = tracing.tracer.start_span(  # type: ignore[union-attr]
+            series.span_name, kind=kind, attributes=attrs
+        )
+        op._span = span
+        op._token = attach(span)
         if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked
             rt.over_budget("slow_span_start")
         elif rt.budget_streak:
@@ -351,9 +370,6 @@ def start(
         op._parent_ctx = trace.get_current_span().get_span_context()
         if attributes:
             op._span_attrs = dict(attributes)
-    op._ctx_token = _CURRENT.set(op)
-    op._own_ns = _perf() - t0
-    return op
 
 
 def end(op: SyncOperation, exc: BaseException | None) -> None:
@@ -375,54 +391,81 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
         outcome, etype = "success", None
 
     span = op._span
-    if span is not None:
-        _finish_span(op, span, outcome, etype, exc)
-        detach(op._token)
-        rt.finisher.end(span, time.time_ns())
-    elif (
-        op._parent_ctx is not None
-        and (outcome != "success" or duration_ns > rt.slow_ns)
-        and rt.shed_until < t2
-    ):
-        _rescue(op, outcome, etype, exc, duration_ns)
+    try:
+        if span is not None:
+            _finish_span(op, span, outcome, etype, exc)
+            rt.finisher.end(span, time.time_ns())
+        elif (
+            op._parent_ctx is not None
+            and (outcome != "success" or duration_ns > rt.slow_ns)
+            and rt.shed_until < t2
+        ):
+            _rescue(op, outcome, etype, exc, duration_ns)
+    except Exception as error:  # a span processor failed; the metrics below still count
+        _end_metrics_then_raise(op, t2, duration_ns, outcome, etype, error)
+        return
+    finally:
+        if span is not None:
+            detach(op._token)
+    _end_metrics(op, t2, duration_ns, outcome, etype)
 
-    series = op._series
-    entity = op._entity
-    if entity is not series.entity:
-        series = rt.series(op.operation, entity)
-    seconds = duration_ns / 1e9
-    items = op._items
-    others = op._entity_items and [
-        (rt.series(op.operation, item_entity), change, n)
-        for (item_entity, change), n in op._entity_items.items()
-    ]
-    with rt.lock:
-        if etype is not None:
-            series.error(etype).record(seconds)
-        elif outcome == "conflict":
-            series.conflicted().record(seconds)
-        else:
-            series.success.record(seconds)
-        if op._batch is not None:
-            series.batch.record(op._batch)
-        if op._idempotent:
-            series.idempotency.add(1)
-        if items:
-            for change, n in items.items():
-                counter = series.items.get(change) or series.items_of(change)
-                counter.value += n
-                counter.touched = True
-        if others:
-            for other, change, n in others:
-                other.items_of(change).add(n)
-        if op._conflict_detail:
-            for (conflict_entity, resolution), n in op._conflict_detail.items():
-                rt.conflicts_for(conflict_entity or entity, resolution).add(n)
-        if op._db_queries or rt.db_instrumented:
-            series.db_queries.record(op._db_queries)
-            series.db_duration.record(op._db_ns / 1e9)
-        series.overhead.record((op._own_ns + _perf() - t2) / 1e9)
-    op._series.inflight.pop()
+
+def _end_metrics_then_raise(
+    op: SyncOperation,
+    t2: int,
+    duration_ns: int,
+    outcome: str,
+    etype: str | None,
+    error: Exception,
+) -> None:
+    _end_metrics(op, t2, duration_ns, outcome, etype)
+    op._rt.internal_error("span_end_failed", error)
+
+
+def _end_metrics(
+    op: SyncOperation, t2: int, duration_ns: int, outcome: str, etype: str | None
+) -> None:
+    """Record the operation's metrics under one lock and leave the in-flight count."""
+    rt = op._rt
+    try:
+        series = op._series
+        entity = op._entity
+        if entity is not series.entity:
+            series = rt.series(op.operation, entity)
+        seconds = duration_ns / 1e9
+        items = op._items
+        others = op._entity_items and [
+            (rt.series(op.operation, item_entity), change, n)
+            for (item_entity, change), n in op._entity_items.items()
+        ]
+        with rt.lock:
+            if etype is not None:
+                series.error(etype).record(seconds)
+            elif outcome == "conflict":
+                series.conflicted().record(seconds)
+            else:
+                series.success.record(seconds)
+            if op._batch is not None:
+                series.batch.record(op._batch)
+            if op._idempotent:
+                series.idempotency.add(1)
+            if items:
+                for change, n in items.items():
+                    counter = series.items.get(change) or series.items_of(change)
+                    counter.value += n
+                    counter.touched = True
+            if others:
+                for other, change, n in others:
+                    other.items_of(change).add(n)
+            if op._conflict_detail:
+                for (conflict_entity, resolution), n in op._conflict_detail.items():
+                    rt.conflicts_for(conflict_entity or entity, resolution).add(n)
+            if op._db_queries or rt.db_instrumented:
+                series.db_queries.record(op._db_queries)
+                series.db_duration.record(op._db_ns / 1e9)
+            series.overhead.record((op._own_ns + _perf() - t2) / 1e9)
+    finally:
+        op._series.inflight.pop()
 
 
 def _finish_span(
@@ -493,25 +536,32 @@ def _rescue(
 
 
 class OperationScope:
-    """``with`` / ``async with`` block that starts (or joins) a sync operation."""
+    """``with`` / ``async with`` block that starts (or joins) a sync operation.
 
-    __slots__ = ("_entity", "_joined", "_op", "_operation")
+    Re-entrant and shareable: each ``__enter__`` pushes what it started (or None when it
+    joined an outer operation) and its ``__exit__`` ends exactly that.
+    """
+
+    __slots__ = ("_entity", "_operation", "_started")
 
     def __init__(self, operation: str, entity: str | None) -> None:
         self._operation = operation
         self._entity = entity
-        self._op: SyncOperation | None = None
+        self._started: list[SyncOperation | None] = []
 
     def __enter__(self) -> SyncOperation:
         outer = _CURRENT.get()
         if outer is not None:
             if self._entity is not None and outer._entity is None:
                 outer.set_entity(self._entity)
+            self._started.append(None)
             return outer
         rt = _runtime._current or _runtime.current()
         if not rt.enabled:
+            self._started.append(None)
             return _NOOP
-        self._op = op = begin(rt, self._operation, self._entity)
+        op = begin(rt, self._operation, self._entity)
+        self._started.append(op)
         return op
 
     def __exit__(
@@ -520,9 +570,8 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        op = self._op
+        op = self._started.pop() if self._started else None
         if op is not None:
-            self._op = None
             try:
                 end(op, exc)
             except Exception as error:
@@ -556,5 +605,8 @@ def sync_operation(operation: str, *, entity: str | None = None) -> OperationSco
     if operation not in _valid_operations:
         check_operation(operation)
     if entity is not None and (not isinstance(entity, str) or not entity):
-        check_entity(entity)
+        # the entity is often request data: a bad one is request-time misuse, not config
+        rt = _runtime._current or _runtime.current()
+        rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
+        entity = None
     return OperationScope(operation, entity)

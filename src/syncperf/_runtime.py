@@ -19,7 +19,7 @@ from syncperf._config import Config
 from syncperf._engine._export import PeriodicExporter, Reader
 from syncperf._engine._instruments import HistogramSeries, Registry, SumSeries
 from syncperf._tracing import SpanFinisher, Tracing
-from syncperf.exceptions import MeasurementError
+from syncperf.exceptions import ConfigError, MeasurementError
 
 _logger = logging.getLogger("syncperf")
 
@@ -420,11 +420,15 @@ class Runtime:
         for exporter in self.exporters:
             exporter.export_once()
 
-    def shutdown(self) -> None:
-        """Flush, stop exporters and threads, and unregister the Prometheus collector."""
+    def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
+        """Flush, stop exporters and threads, and unregister the Prometheus collector.
+
+        Exporter objects in ``keep`` (reused by the next runtime) get a last export but are
+        not shut down.
+        """
         self.finisher.shutdown()
         for exporter in self.exporters:
-            exporter.shutdown()
+            exporter.shutdown(close=not any(exporter.exporter is k for k in keep))
         if self.prometheus_registry is not None:
             from syncperf._engine._prometheus import unregister
 
@@ -459,9 +463,19 @@ def current() -> Runtime:
     if rt is None:
         with _install_lock:
             if _current is None:
-                _current = Runtime(Config.from_env())
+                _current = Runtime(_config_from_env())
             rt = _current
     return rt
+
+
+def _config_from_env() -> Config:
+    """The environment's config; on first use (the request path) a bad variable is logged and
+    the defaults are used instead, rather than raising into every request."""
+    try:
+        return Config.from_env()
+    except ConfigError as error:
+        _logger.error("syncperf: ignoring the environment's settings: %s", error)
+        return Config()
 
 
 def install(config: Config) -> Runtime:
@@ -469,7 +483,7 @@ def install(config: Config) -> Runtime:
     rt = Runtime(config)
     previous = replace(rt)
     if previous is not None:
-        previous.shutdown()
+        previous.shutdown(keep=config.metric_exporters)
     return rt
 
 

@@ -148,6 +148,9 @@ class SpanFinisher:
         a finisher stuck in one ``end()`` past the budget means span export is stalled, and
         syncperf sheds.
         """
+        if self._stopped:  # the runtime was replaced while this operation ran
+            self._end_one(span, end_ns)
+            return
         if len(self._queue) >= self._max_queue:
             since = self._ending_since
             self._on_overflow(bool(since) and time.perf_counter_ns() - since > self._budget_ns)

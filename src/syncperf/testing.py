@@ -16,7 +16,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import pytest
 from opentelemetry.sdk.metrics.export import Metric
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -89,6 +88,7 @@ def capture(*, sampler: Sampler = ALWAYS_ON, **options: Any) -> Iterator[Capture
     provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     options.setdefault("strict", True)
+    options.setdefault("enabled", True)  # OTEL_SDK_DISABLED must not silently empty a test
     options.setdefault("tracer_provider", provider)
     config = Config.from_env(**options)
     rt = _runtime.Runtime(config)
@@ -101,8 +101,14 @@ def capture(*, sampler: Sampler = ALWAYS_ON, **options: Any) -> Iterator[Capture
         provider.shutdown()
 
 
-@pytest.fixture
-def syncperf_capture() -> Iterator[Capture]:
-    """pytest fixture: ``syncperf.testing.capture()`` around the test."""
-    with capture() as cap:
-        yield cap
+try:
+    import pytest
+except ImportError:  # pragma: no cover - capture() works without pytest
+    pass
+else:
+
+    @pytest.fixture
+    def syncperf_capture() -> Iterator[Capture]:
+        """pytest fixture: ``syncperf.testing.capture()`` around the test."""
+        with capture() as cap:
+            yield cap

@@ -52,6 +52,7 @@ class ListExporter(MetricExporter):
     def __init__(self, temporality: dict[type, AggregationTemporality] | None = None) -> None:
         super().__init__(preferred_temporality=temporality)
         self.batches: list[MetricsData] = []
+        self.shut_down = False
 
     def export(
         self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
@@ -63,7 +64,7 @@ class ListExporter(MetricExporter):
         return True
 
     def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
-        return None
+        self.shut_down = True
 
 
 def test_console_exporter_receives_every_contract_metric_with_units_and_attributes() -> None:
@@ -187,3 +188,21 @@ def test_failed_exports_are_counted() -> None:
     with capture(metric_exporters=[Failing()], export_interval=3600) as cap:
         _runtime.force_flush()
         assert cap.total("syncperf.export.failures", {"syncperf.signal": "metrics"}) == 1
+
+
+def test_configuring_again_with_the_same_exporter_keeps_it_working() -> None:
+    exporter = ListExporter()
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600, max_entities=5)
+        with syncperf.sync_operation("push"):
+            pass
+        before = len(exporter.batches)
+        _runtime.force_flush()
+        assert len(exporter.batches) == before + 1
+        assert exporter.shut_down is False
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()

@@ -225,9 +225,76 @@ def test_bad_values_are_dropped_counted_and_logged_once_in_lenient_mode(
     assert any("invalid_batch_size" in m for m in messages)
 
 
-def test_invalid_entity_in_sync_operation_is_a_config_error() -> None:
-    with pytest.raises(syncperf.ConfigError, match="entity="):
+def test_an_empty_entity_is_request_time_misuse_not_config(syncperf_capture: Capture) -> None:
+    with pytest.raises(syncperf.MeasurementError, match="invalid_entity"):
         syncperf.sync_operation("push", entity="")
+    with capture(strict=False) as cap:
+        with syncperf.sync_operation("push", entity=""):
+            pass
+        (point,) = cap.points("sync.operation.duration")
+        assert "sync.entity" not in point.attributes
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_entity"}) == 1
+
+
+def test_a_reused_scope_ends_only_the_operation_it_started(syncperf_capture: Capture) -> None:
+    scope = syncperf.sync_operation("push")
+    with scope as outer:
+        with scope as inner:
+            assert inner is outer
+        assert syncperf.current_operation() is outer
+    assert syncperf_capture.total("sync.operation.duration") == 1
+
+
+def test_a_failing_sampler_never_raises_and_leaves_active_at_zero() -> None:
+    from opentelemetry.sdk.trace.sampling import Sampler
+
+    class Broken(Sampler):
+        def should_sample(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise RuntimeError("sampler bug")
+
+        def get_description(self) -> str:
+            return "Broken"
+
+    with capture(sampler=Broken(), strict=False) as cap:
+        with syncperf.sync_operation("push"):
+            pass
+        assert cap.total("sync.operation.duration") == 1
+        assert cap.total("sync.operations.active") == 0
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "span_start_failed"}) == 1
+
+
+def test_a_failing_span_processor_at_end_still_counts_the_operation() -> None:
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
+
+    class Exploding(SpanProcessor):
+        def on_start(self, span, parent_context=None):  # type: ignore[no-untyped-def]
+            raise RuntimeError("processor bug")
+
+    with capture(sampler=ParentBased(ALWAYS_OFF), strict=False) as cap:
+        cap.tracer_provider.add_span_processor(Exploding())
+        with pytest.raises(KeyError), syncperf.sync_operation("push"):
+            raise KeyError  # rescued span start fails in the processor
+        assert cap.total("sync.operation.duration", {"sync.outcome": "error"}) == 1
+        assert cap.total("sync.operations.active") == 0
+        assert syncperf.current_operation().recording is False
+
+
+def test_a_bad_environment_variable_never_raises_into_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from syncperf import _runtime
+
+    monkeypatch.setenv("SYNCPERF_MAX_ENTITIES", "lots")
+    previous = _runtime.replace(None)
+    try:
+        with syncperf.sync_operation("push"):
+            pass
+        assert _runtime.current().config.max_entities == 100
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
 
 
 class _nothing:

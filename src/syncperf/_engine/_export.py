@@ -306,8 +306,9 @@ class PeriodicExporter:
             self._on_failure()
         return ok
 
-    def shutdown(self, *, flush: bool = True) -> None:
-        """Stop the thread, export a last time and shut the exporter down."""
+    def shutdown(self, *, flush: bool = True, close: bool = True) -> None:
+        """Stop the thread, export a last time and (unless ``close`` is False, for an
+        exporter that a new runtime reuses) shut the exporter down."""
         self._stop.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=self._timeout_ms / 1000 + 1)
@@ -315,6 +316,8 @@ class PeriodicExporter:
             self.export_once()
         self.reader.close()
         _exporters.discard(self)
+        if not close:
+            return
         try:
             self.exporter.shutdown(timeout_millis=self._timeout_ms)
         except Exception:
