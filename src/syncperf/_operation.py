@@ -372,15 +372,29 @@ def _start_span(
             op._span_attrs = dict(attributes)
 
 
-def end(op: SyncOperation, exc: BaseException | None) -> None:
-    """Finish ``op``: record every metric under one lock, end or rescue its span."""
+def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None) -> None:
+    """Finish ``op``: record every metric under one lock, end or rescue its span.
+
+    Args:
+        op: The operation ``begin()`` returned.
+        exc: The exception that ended it, or None.
+        end_ns: When the operation ended (``time.perf_counter_ns()``), if earlier than now:
+            the ASGI middleware passes the time the response was complete, so background
+            tasks that ran after it (with the operation still current) are not part of its
+            duration. None: now.
+    """
     t2 = _perf()
     rt = op._rt
     try:
         _CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
     except ValueError:  # ended in another context (e.g. an abandoned async generator)
         _CURRENT.set(None)
-    duration_ns = t2 - op._start_ns
+    if end_ns is None:
+        duration_ns = t2 - op._start_ns
+        lag_ns = 0
+    else:
+        lag_ns = min(max(t2 - end_ns, 0), t2 - op._start_ns)
+        duration_ns = t2 - lag_ns - op._start_ns
     if exc is not None:
         outcome, etype = "error", rt.error_types(error_type(exc))
     elif op._error_type is not None:
@@ -394,13 +408,13 @@ def end(op: SyncOperation, exc: BaseException | None) -> None:
     try:
         if span is not None:
             _finish_span(op, span, outcome, etype, exc)
-            rt.finisher.end(span, time.time_ns())
+            rt.finisher.end(span, time.time_ns() - lag_ns)
         elif (
             op._parent_ctx is not None
             and (outcome != "success" or duration_ns > rt.slow_ns)
             and rt.shed_until < t2
         ):
-            _rescue(op, outcome, etype, exc, duration_ns)
+            _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
     except Exception as error:  # a span processor failed; the metrics below still count
         _end_metrics_then_raise(op, t2, duration_ns, outcome, etype, error)
         return
@@ -507,16 +521,18 @@ def _rescue(
     etype: str | None,
     exc: BaseException | None,
     duration_ns: int,
+    lag_ns: int = 0,
 ) -> None:
     """Trace an error, conflict or slow operation that head sampling dropped.
 
-    A new root span with the operation's real start time and a link to the context it ran in.
+    A new root span with the operation's real start time and a link to the context it ran in;
+    it ends ``lag_ns`` before now (see ``end()``).
     """
     rt = op._rt
     tracer = rt.tracing.tracer
     if tracer is None:
         return
-    now = time.time_ns()
+    now = time.time_ns() - lag_ns
     parent = op._parent_ctx
     links = [Link(parent)] if parent is not None and parent.is_valid else []
     attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}

@@ -321,63 +321,77 @@ class SyncPerfMiddleware:
             reason = None
             if failure is None and not complete_ns:
                 reason = "client_disconnected" if disconnected else "incomplete_response"
-            if op is not None:
+            try:
+                if op is not None:
+                    try:
+                        self._finish_operation(
+                            rt,
+                            op,
+                            failure,
+                            status,
+                            reason,
+                            replayed,
+                            entity_value,
+                            template,
+                            scope,
+                            entry_root,
+                            owned,
+                            adapter,
+                            request_chunks,
+                            response_chunks,
+                            received,
+                            sent,
+                            complete_ns,
+                        )
+                    finally:
+                        if token is not None:
+                            context_api.detach(token)
+            finally:
+                # Runs even when strict mode raised above: the gauge must return to zero.
+                # Never replaces the application's exception (see _hook_failed).
+                left = False
                 try:
-                    self._finish_operation(
-                        rt,
-                        op,
-                        failure,
-                        status,
-                        reason,
-                        replayed,
-                        entity_value,
-                        template,
-                        scope,
-                        entry_root,
-                        owned,
-                        adapter,
-                        request_chunks,
-                        response_chunks,
-                        received,
-                        sent,
-                    )
+                    if hs is not None:
+                        status_attr: int | None = status
+                        if failure is not None:
+                            etype: str | None = rt.error_types(error_type(failure))
+                            status_attr = 500 if status is None else status
+                        elif status is not None and status >= 500:
+                            etype = str(status)
+                        else:
+                            etype = reason
+                        http_route = framework_route(scope, entry_root) or template
+                        version = scope.get("http_version")
+                        size = content_length if content_length >= 0 else received
+                        duration = ((complete_ns or t_end) - t0) / 1e9
+                        overhead = rt.overhead_for("asgi")
+                        with rt.lock:
+                            active.add(-1)
+                            left = True
+                            dur, req_size, resp_size = hs.bound(
+                                method,
+                                scheme,
+                                status_attr,
+                                http_route,
+                                etype,
+                                version if version in VERSIONS else None,
+                            )
+                            if not live:
+                                dur.record(duration)
+                            if size > 0 or content_length == 0:
+                                req_size.record(size)
+                            resp_size.record(sent)
+                            overhead.record((prologue_ns + _perf() - t_end) / 1e9)
+                    else:
+                        overhead = rt.overhead_for("asgi")
+                        with rt.lock:
+                            overhead.record((prologue_ns + _perf() - t_end) / 1e9)
+                except Exception as error:
+                    _hook_failed(rt, "asgi_http_metrics_failed", error, failure)
                 finally:
-                    if token is not None:
-                        context_api.detach(token)
-            if hs is not None:
-                status_attr: int | None = status
-                if failure is not None:
-                    etype: str | None = rt.error_types(error_type(failure))
-                    status_attr = 500 if status is None else status
-                elif status is not None and status >= 500:
-                    etype = str(status)
-                else:
-                    etype = reason
-                http_route = framework_route(scope, entry_root) or template
-                version = scope.get("http_version")
-                size = content_length if content_length >= 0 else received
-                duration = ((complete_ns or t_end) - t0) / 1e9
-                overhead = rt.overhead_for("asgi")
-                with rt.lock:
-                    dur, req_size, resp_size = hs.bound(
-                        method,
-                        scheme,
-                        status_attr,
-                        http_route,
-                        etype,
-                        version if version in VERSIONS else None,
-                    )
-                    if not live:
-                        dur.record(duration)
-                    if size > 0 or content_length == 0:
-                        req_size.record(size)
-                    resp_size.record(sent)
-                    active.add(-1)
-                    overhead.record((prologue_ns + _perf() - t_end) / 1e9)
-            else:
-                overhead = rt.overhead_for("asgi")
-                with rt.lock:
-                    overhead.record((prologue_ns + _perf() - t_end) / 1e9)
+                    if hs is not None and not left:
+                        with rt.lock:
+                            active.add(-1)
 
     def _idempotency(self, rt: Runtime, op: SyncOperation, key: bytes) -> None:
         """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
@@ -412,8 +426,14 @@ class SyncPerfMiddleware:
         response_chunks: list[bytes] | None,
         received: int,
         sent: int,
+        complete_ns: int,
     ) -> None:
-        """Outcome from the response, adapter feeding, then ``end()`` (never raises)."""
+        """Outcome from the response, adapter feeding, then ``end()``.
+
+        Never raises, except in strict mode when the application itself did not raise.
+        The operation's duration stops when the response was complete (``complete_ns``, 0
+        when it never was): background tasks that run after it are not part of it.
+        """
         try:
             if adapter is not None:
                 _feed(rt, op, adapter.on_request, request_chunks, received, self._max_body)
@@ -436,11 +456,26 @@ class SyncPerfMiddleware:
                 if route_template is not None and route_template != template:
                     op.set_attribute("http.route", route_template)
         except Exception as error:
-            rt.internal_error("asgi_outcome_failed", error)
-        try:
-            end(op, failure)
-        except Exception as error:
-            rt.internal_error("operation_end_failed", error)
+            _hook_failed(rt, "asgi_outcome_failed", error, failure)
+        finally:  # the operation ends even when strict mode raised just above
+            try:
+                end(op, failure, complete_ns or None)
+            except Exception as error:
+                _hook_failed(rt, "operation_end_failed", error, failure)
+
+
+def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
+    """``rt.internal_error``, except that it never replaces the application's exception.
+
+    When the application raised, a failure of syncperf's is counted and logged even in strict
+    mode, and the application's exception propagates unchanged.
+    """
+    if failure is None:
+        rt.internal_error(reason, error)
+        return
+    with rt.lock:
+        rt.dropped.sum((("syncperf.reason", reason),)).add(1)
+    rt.log_once("internal:" + reason, "syncperf hook failed (%s): %r", reason, error)
 
 
 def _feed(

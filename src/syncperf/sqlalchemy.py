@@ -40,6 +40,7 @@ they appear on a span, an event or a log line, and no statement text is a metric
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import threading
@@ -83,6 +84,13 @@ _current_op = _CURRENT.get
 _current_span = trace.get_current_span
 _SCRATCH = "syncperf.sqlalchemy"
 _MAX_STATEMENTS = 2000
+_MAX_BOUND = 1000
+"""Pre-bound ``db.client.operation.duration`` series one engine caches per runtime, at most.
+
+Keys are ``(handle serial, operation, collection)``: statements differing only in inlined
+literals share one; past the limit (only unbounded table names get there), series are looked up
+on each query instead of cached."""
+_serials = itertools.count()
 _NOT_COUNTED = frozenset(
     {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "SHOW", "START", "END"}
 )
@@ -117,10 +125,11 @@ class _Options:
 class _Query:
     """What syncperf knows about one statement string (cached per engine)."""
 
-    __slots__ = ("collection", "counted", "operation", "span_attrs", "span_name", "text")
+    __slots__ = ("collection", "counted", "key", "operation", "span_attrs", "span_name", "text")
 
     def __init__(
         self,
+        key: tuple[int, str | None, str | None],
         text: str,
         operation: str | None,
         collection: str | None,
@@ -128,6 +137,8 @@ class _Query:
         span_attrs: dict[str, Any],
         counted: bool,
     ) -> None:
+        self.key = key
+        """The ``rt.cache`` key of the query's series: bounded, unlike statement strings."""
         self.text = text
         self.operation = operation
         self.collection = collection
@@ -231,6 +242,8 @@ class EngineInstrumentation:
         self._mysql = name in ("mysql", "mariadb")
         self._base = _connection_attributes(self.system, engine.url)
         self._queries: dict[str, _Query] = {}
+        self._serial = next(_serials)
+        self._bound_key = (_SCRATCH, self._serial)
         self._texts: dict[str, str] = {}
         self.pool_name = options.pool_name or _pool_name(engine)
         self._pool: PoolMetrics | None = None
@@ -305,12 +318,12 @@ class EngineInstrumentation:
                 query = self._classify(statement)
             etype = None
             if error is None:
-                series: HistogramSeries | None = rt.cache.get(query)
+                series: HistogramSeries | None = rt.cache.get(query.key)
                 if series is None:
                     series = self._bind(rt, query, None)
             else:
                 etype = rt.error_types(error_type(error))
-                series = rt.cache.get((query, etype)) or self._bind(rt, query, etype)
+                series = rt.cache.get((query.key, etype)) or self._bind(rt, query, etype)
             if self._spans:
                 tracing = rt.tracing
                 if (tracing.active or t1 >= tracing.next_check) and rt.shed_until < t1:
@@ -371,7 +384,13 @@ class EngineInstrumentation:
         else:
             span_name = f"{operation} {collection}"
         query = _Query(
-            text, operation, collection, span_name, span_attrs, operation not in _NOT_COUNTED
+            (self._serial, operation, collection),
+            text,
+            operation,
+            collection,
+            span_name,
+            span_attrs,
+            operation not in _NOT_COUNTED,
         )
         if len(self._queries) >= _MAX_STATEMENTS:  # e.g. literals inlined into statements
             self._queries.clear()
@@ -397,7 +416,10 @@ class EngineInstrumentation:
         )
         with rt.lock:
             series = instrument.histogram(freeze(attrs))
-        rt.cache[query if etype is None else (query, etype)] = series
+        bound: int = rt.cache.get(self._bound_key, 0)
+        if bound < _MAX_BOUND:  # a racing thread may add one more: still bounded
+            rt.cache[self._bound_key] = bound + 1
+            rt.cache[query.key if etype is None else (query.key, etype)] = series
         return series
 
     def _span(

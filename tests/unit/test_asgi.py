@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, HTTPException, Request, Response, WebSocket
+from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
@@ -243,6 +243,102 @@ async def _no_body() -> dict[str, Any]:
 
 async def _discard(message: Any) -> None:
     return None
+
+
+class HookBroke(Exception):
+    """A helper of syncperf's failed."""
+
+
+def _broken(*args: Any, **kwargs: Any) -> Any:
+    raise HookBroke("syncperf helper failed")
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("helper", ["framework_route", "overhead_for", "bound"])
+async def test_a_failing_http_metrics_helper_never_replaces_the_apps_exception(
+    monkeypatch: pytest.MonkeyPatch, helper: str, strict: bool
+) -> None:
+    import syncperf._asgi_http
+    import syncperf.asgi
+    from syncperf._runtime import Runtime
+
+    if helper == "framework_route":
+        monkeypatch.setattr(syncperf.asgi, "framework_route", _broken)
+    elif helper == "overhead_for":
+        original = Runtime.overhead_for
+
+        def overhead_for(self: Runtime, component: str) -> Any:
+            return _broken() if component == "asgi" else original(self, component)
+
+        monkeypatch.setattr(Runtime, "overhead_for", overhead_for)
+    else:
+        monkeypatch.setattr(syncperf._asgi_http.HttpSeries, "bound", _broken)
+    with capture(strict=strict) as cap:
+        async with client(make_app()) as c:
+            with pytest.raises(Boom, match="push failed"):
+                await c.post("/sync/todo/push", json={"raise": True})
+            with pytest.raises(Boom):
+                await c.post("/sync/todo/push", json={"raise": True})
+            if strict:  # no exception of the app's to keep: strict mode surfaces syncperf's
+                with pytest.raises(HookBroke):
+                    await c.get("/items/3")
+            else:
+                assert (await c.get("/items/3")).status_code == 200
+        assert active_total(cap, "http.server.active_requests") == 0
+        assert active_total(cap, "sync.operations.active") == 0
+        dropped = cap.total("syncperf.dropped", {"syncperf.reason": "asgi_http_metrics_failed"})
+        assert dropped == (2 if strict else 3)
+
+
+async def test_an_operation_end_failing_in_strict_mode_still_ends_the_http_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import syncperf.asgi
+
+    monkeypatch.setattr(syncperf.asgi, "end", _broken)
+    with capture() as cap:
+        async with client(make_app()) as c:
+            with pytest.raises(HookBroke):
+                await c.get("/sync/pull")
+            with pytest.raises(Boom):  # the app's own exception wins over syncperf's
+                await c.post("/sync/todo/push", json={"raise": True})
+        (http,) = cap.points("http.server.request.duration", {"http.route": "/sync/pull"})
+        assert http.count == 1
+        assert active_total(cap, "http.server.active_requests") == 0
+
+
+async def test_background_tasks_are_not_part_of_the_operation_duration(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    app = FastAPI()
+    ran: list[float] = []
+
+    async def background() -> None:
+        await asyncio.sleep(0.2)
+        # the operation is still current: background work (e.g. DB queries) attaches to it
+        syncperf.current_operation().record_items(2, entity="todo", change="created")
+        ran.append(0.2)
+
+    @app.post("/sync/push")
+    async def push(tasks: BackgroundTasks) -> dict[str, bool]:
+        tasks.add_task(background)
+        return {"ok": True}
+
+    app.add_middleware(SyncPerfMiddleware, routes={"/sync/push": "push"})
+    async with client(app) as c:
+        assert (await c.post("/sync/push")).status_code == 200
+    assert ran == [0.2]
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "success"
+    assert point.sum < 0.15
+    (http,) = cap.points("http.server.request.duration")
+    assert http.sum < 0.15
+    assert cap.total("sync.items", {"sync.entity": "todo", "sync.change": "created"}) == 2
+    (span,) = cap.spans()
+    assert span.end_time is not None and span.start_time is not None
+    assert (span.end_time - span.start_time) / 1e9 < 0.15
+    assert active_total(cap, "sync.operations.active") == 0
 
 
 async def test_other_routes_get_http_metrics_with_the_template_and_no_span(

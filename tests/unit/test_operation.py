@@ -303,3 +303,27 @@ class _nothing:
 
     def __exit__(self, *exc: object) -> None:
         return None
+
+
+def test_end_with_an_explicit_end_time_stops_the_duration_and_span_there(
+    syncperf_capture: Capture,
+) -> None:
+    import time
+
+    from syncperf import _runtime
+    from syncperf._operation import active_operation, begin, end
+
+    cap = syncperf_capture
+    op = begin(_runtime.current(), "push", "todo")
+    stop = time.perf_counter_ns()
+    time.sleep(0.2)  # e.g. background tasks after the response: the operation is still current
+    assert active_operation() is op
+    end(op, None, stop)
+    assert active_operation() is None
+
+    (point,) = cap.points("sync.operation.duration")
+    assert point.sum < 0.1
+    (span,) = cap.spans()
+    assert span.start_time is not None and span.end_time is not None
+    assert (span.end_time - span.start_time) / 1e9 < 0.1
+    assert sum(p.value for p in cap.points("sync.operations.active")) == 0

@@ -165,7 +165,36 @@ def test_a_failed_query_counts_towards_the_operation(
     assert queries.sum == 2
 
 
-# --- N+1 -------------------------------------------------------------------------------------
+def test_distinct_literal_statements_do_not_grow_the_runtime_cache(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    cache = syncperf_capture.runtime.cache
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 0").all()
+        before = len(cache)
+        for i in range(2500):  # literals inlined: every statement string is new
+            conn.exec_driver_sql(f"SELECT title FROM todo WHERE id = {i}").all()
+            conn.exec_driver_sql(f"SELECT {i}").all()
+        for i in range(50):
+            with pytest.raises(sa.exc.OperationalError):
+                conn.exec_driver_sql(f"SELECT * FROM missing_table WHERE id = {i}")
+
+    assert len(cache) - before <= 5
+    assert syncperf_capture.total("db.client.operation.duration") == 5051
+
+
+def test_unbounded_table_names_do_not_grow_the_runtime_cache_past_its_limit(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    cache = syncperf_capture.runtime.cache
+    before = len(cache)
+    with engine.connect() as conn:
+        for i in range(1300):
+            with pytest.raises(sa.exc.OperationalError):
+                conn.exec_driver_sql(f"SELECT * FROM tmp_{i}")
+
+    assert len(cache) - before <= 1000 + 3
+    assert syncperf_capture.total("db.client.operation.duration") == 1300
 
 
 def test_an_n_plus_one_loop_over_a_50_item_push_is_detected(
