@@ -405,6 +405,7 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         outcome, etype = "success", None
 
     span = op._span
+    failure: Exception | None = None
     try:
         if span is not None:
             _finish_span(op, span, outcome, etype, exc)
@@ -415,25 +416,14 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             and rt.shed_until < t2
         ):
             _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
-    except Exception as error:  # a span processor failed; the metrics below still count
-        _end_metrics_then_raise(op, t2, duration_ns, outcome, etype, error)
-        return
+    except Exception as error:  # a span processor failed; the metrics still count
+        failure = error
     finally:
         if span is not None:
             detach(op._token)
     _end_metrics(op, t2, duration_ns, outcome, etype)
-
-
-def _end_metrics_then_raise(
-    op: SyncOperation,
-    t2: int,
-    duration_ns: int,
-    outcome: str,
-    etype: str | None,
-    error: Exception,
-) -> None:
-    _end_metrics(op, t2, duration_ns, outcome, etype)
-    op._rt.internal_error("span_end_failed", error)
+    if failure is not None:
+        rt.internal_error("span_end_failed", failure)
 
 
 def _end_metrics(
