@@ -143,6 +143,9 @@ def setup_otlp(
     metrics_protocol = _protocol(protocol, "METRICS", env) if metrics_on else None
     disabled = _disabled(env)
     resource = options.pop("resource", None) or _resource()
+    # Every option is checked before anything global changes: a mistyped option raises
+    # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
+    Config.from_env(resource=resource, **options)
 
     tracer_provider: Any = None
     owns = False
@@ -153,7 +156,6 @@ def setup_otlp(
                 _tracer_provider(resource, traces_protocol, endpoint, headers, timeout),
                 True,
             )
-            trace.set_tracer_provider(tracer_provider)
         else:
             _logger.info("syncperf: using the existing global tracer provider")
     metric_exporters = []
@@ -162,13 +164,17 @@ def setup_otlp(
         metric_exporters.append(_metric_exporter(metrics_protocol, endpoint, headers, timeout))
         if global_meter_provider and _is_proxy_meter_provider(otel_metrics.get_meter_provider()):
             meter_provider = _meter_provider(resource, metrics_protocol, endpoint, headers, timeout)
-            otel_metrics.set_meter_provider(meter_provider)
-    config = configure(
+    config = Config.from_env(
         metric_exporters=metric_exporters,
         resource=resource,
         tracer_provider=tracer_provider,
         **options,
     )
+    if owns:
+        trace.set_tracer_provider(tracer_provider)
+    if meter_provider is not None:
+        otel_metrics.set_meter_provider(meter_provider)
+    configure(config)
     return OtlpExport(
         config,
         tracer_provider,
@@ -498,11 +504,19 @@ def setup_prometheus(
             "prometheus", True, "an installed prometheus-client (pip install syncperf[prometheus])"
         ) from None
     registry = CollectorRegistry() if registry is None else registry
-    config = configure(prometheus=registry, **options)
+    # Options are checked and the port bound before syncperf is reconfigured: a bad option
+    # or a busy port raises ConfigError and leaves the running configuration in place.
+    config = Config.from_env(prometheus=registry, **options)
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError("port", port, f"a free port on {host} ({exc.strerror})") from None
+    try:
+        configure(config)
+    except BaseException:
+        server.shutdown()
+        server.server_close()
+        raise
     return PrometheusEndpoint(host, int(server.server_address[1]), registry, config, server, thread)
 
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
 import json
+import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from syncperf._ops import dashboard
 from syncperf._ops._metrics import PROMETHEUS_SERIES
@@ -13,18 +18,27 @@ ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "ops/grafana/syncperf-dashboard.json"
 
 
+@pytest.fixture
+def sdk() -> None:
+    """Skip where grafana-foundation-sdk (Python >= 3.11) is not installed."""
+    pytest.importorskip("grafana_foundation_sdk")
+
+
 def _exprs(board: dict) -> list[str]:
     return [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
 
 
+@pytest.mark.usefixtures("sdk")
 def test_committed_dashboard_is_what_the_generator_writes_now() -> None:
     assert COMMITTED.read_text() == dashboard.render()
 
 
+@pytest.mark.usefixtures("sdk")
 def test_render_is_deterministic() -> None:
     assert dashboard.render() == dashboard.render()
 
 
+@pytest.mark.usefixtures("sdk")
 def test_every_expression_names_only_metrics_syncperf_emits() -> None:
     exprs = _exprs(json.loads(dashboard.render()))
     assert len(exprs) >= 30
@@ -34,6 +48,7 @@ def test_every_expression_names_only_metrics_syncperf_emits() -> None:
         assert names <= PROMETHEUS_SERIES, (expr, names - PROMETHEUS_SERIES)
 
 
+@pytest.mark.usefixtures("sdk")
 def test_panels_cover_the_issue_list() -> None:
     titles = " | ".join(p["title"].lower() for p in json.loads(dashboard.render())["panels"])
     for topic in (
@@ -55,6 +70,7 @@ def test_panels_cover_the_issue_list() -> None:
         assert topic in titles, topic
 
 
+@pytest.mark.usefixtures("sdk")
 def test_panels_use_the_datasource_variable_and_have_unique_ids() -> None:
     board = json.loads(dashboard.render())
     names = [v["name"] for v in board["templating"]["list"]]
@@ -66,7 +82,58 @@ def test_panels_use_the_datasource_variable_and_have_unique_ids() -> None:
             assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
 
 
+@pytest.mark.usefixtures("sdk")
 def test_cli_writes_the_dashboard(tmp_path: Path) -> None:
     out = tmp_path / "d.json"
     assert dashboard.main(["-o", str(out)]) == 0
     assert json.loads(out.read_text())["uid"] == "syncperf"
+
+
+def _hide_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every ``grafana_foundation_sdk`` import fail, as when the extra is missing."""
+    for name in list(sys.modules):
+        if name == "grafana_foundation_sdk" or name.startswith("grafana_foundation_sdk."):
+            monkeypatch.delitem(sys.modules, name)
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == "grafana_foundation_sdk" or name.startswith("grafana_foundation_sdk."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+def test_render_without_the_sdk_raises_runtime_error_with_an_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _hide_sdk(monkeypatch)
+    with pytest.raises(RuntimeError, match=r"pip install 'syncperf\[ops\]'"):
+        dashboard.render()
+
+
+def test_cli_without_the_sdk_prints_an_install_hint_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    _hide_sdk(monkeypatch)
+    out = tmp_path / "d.json"
+    assert dashboard.main(["-o", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert "grafana-foundation-sdk" in captured.err
+    assert "pip install" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""
+    assert not out.exists()
+
+
+def test_cli_reports_an_import_error_from_inside_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken() -> str:
+        raise ImportError("cannot import name 'JSONEncoder'")
+
+    monkeypatch.setattr(dashboard, "render", broken)
+    assert dashboard.main([]) == 2
+    err = capsys.readouterr().err
+    assert "pip install" in err
+    assert "JSONEncoder" in err

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import io
+import re
+import socket
+import urllib.request
+
 import pytest
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
+from rich.console import Console
 
 import syncperf
+from syncperf import _runtime
 from syncperf._demo import main
+from syncperf._demo._run import Options, telemetry
 from syncperf._demo._stats import Snapshot, alert_report, operation_stats, quantile
 from syncperf.testing import Capture
 
@@ -101,3 +109,49 @@ def test_bad_arguments_are_usage_errors(argv: list[str]) -> None:
 def test_a_bad_prometheus_port_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--prometheus-port", "70000"]) == 2
     assert "--prometheus-port" in capsys.readouterr().err
+
+
+def test_a_busy_prometheus_port_is_a_usage_error_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    before = _runtime.replace(None)
+    _runtime.replace(before)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["--prometheus-port", str(port), "--duration", "1", "--no-tui"]) == 2
+    err = capsys.readouterr().err
+    assert "--prometheus-port" in err
+    assert str(port) in err
+    assert "Traceback" not in err
+    assert _runtime.replace(before) is before  # the runtime in place before is still current
+
+
+def test_prometheus_port_0_prints_the_url_it_bound_and_cleans_up() -> None:
+    out = io.StringIO()
+    before = _runtime.replace(None)
+    _runtime.replace(before)
+    with telemetry(Options(prometheus_port=0), Console(file=out, width=200)) as rt:
+        assert _runtime.replace(rt) is rt
+        with syncperf.sync_operation("pull", entity="todo"):
+            pass
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", out.getvalue())
+        assert match, out.getvalue()
+        port = int(match.group(1))
+        assert port != 0
+        with urllib.request.urlopen(match.group(0), timeout=5) as response:
+            assert "sync_operation_duration_seconds_count" in response.read().decode()
+    assert _runtime.replace(before) is before
+    with socket.socket() as again:  # the endpoint is closed: its port can be bound again
+        again.bind(("127.0.0.1", port))
+
+
+def test_the_demo_reports_outbox_probe_failures() -> None:
+    point = type("Point", (), {"value": 2.0})()
+    snap = Snapshot(0.0, {"outbox.probe.failures": [({"outbox.name": "events"}, point)]})
+    report = {a["alert"]: a for a in alert_report(snap, 10.0)}
+    assert report["OutboxProbeFailing"]["fired"] is True
+    assert report["OutboxProbeFailing"]["details"] == ["outbox events: 2 probe failures"]
+    quiet = {a["alert"]: a for a in alert_report(Snapshot(0.0, {}), 10.0)}
+    assert quiet["OutboxProbeFailing"]["fired"] is False

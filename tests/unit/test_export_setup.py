@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -212,6 +213,22 @@ def test_configuration_mistakes_raise_config_error(
     assert info.value.args[0] == option or option in str(info.value)
 
 
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("options", [{"max_entites": 5}, {"export_interval": -1}])
+def test_a_rejected_option_leaves_providers_and_syncperf_untouched(
+    options: dict[str, Any],
+) -> None:
+    before = syncperf.configure(max_entities=7)
+    runtime = _runtime.current()
+    with pytest.raises(ConfigError) as info:
+        setup_otlp(**options)
+    assert next(iter(options)) in str(info.value)
+    assert not isinstance(trace.get_tracer_provider(), TracerProvider)
+    assert not hasattr(metrics.get_meter_provider(), "shutdown")
+    assert _runtime.current() is runtime
+    assert runtime.config is before
+
+
 class _Failing(SpanExporter):
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -274,6 +291,35 @@ def test_prometheus_endpoint_rejects_a_bad_port() -> None:
         setup_prometheus(port=70000)
     with pytest.raises(ConfigError):
         setup_prometheus(prometheus=True)
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_busy_port_raises_before_syncperf_is_reconfigured() -> None:
+    before = syncperf.configure(max_entities=7)
+    runtime = _runtime.current()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ConfigError) as info:
+            setup_prometheus(port=port, max_entities=9)
+    assert info.value.option == "port"
+    assert _runtime.current() is runtime
+    assert runtime.config is before
+    assert runtime.prometheus_registry is None
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_rejected_option_raises_before_the_port_is_bound() -> None:
+    before = syncperf.configure(max_entities=7)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConfigError):
+        setup_prometheus(port=port, max_entites=9)
+    assert _runtime.current().config is before
+    with socket.socket() as again:  # nothing listens on it: the server was never started
+        again.bind(("127.0.0.1", port))
 
 
 @pytest.mark.usefixtures("clean")

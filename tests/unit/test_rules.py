@@ -26,6 +26,7 @@ REQUIRED_ALERTS = {
     "SyncErrorRateHigh",
     "SyncVolumeSpike",
     "OutboxOldestMessageTooOld",
+    "OutboxProbeFailing",
     "SyncNPlusOneDetected",
     "SyncSlowQueriesHigh",
     "SyncIdempotencyHitSpike",
@@ -185,3 +186,56 @@ def test_datadog_threshold_matches_the_query() -> None:
 def test_datadog_rejects_sub_minute_windows() -> None:
     with pytest.raises(ConfigError):
         rules.render(RuleOptions(window="30s"), "datadog")
+
+
+def _monitor(o: RuleOptions, alert: str) -> dict:
+    (found,) = [m for m in monitors(o) if f"alert:{alert}" in m["tags"]]
+    return found
+
+
+def test_datadog_slow_queries_count_events_over_the_window() -> None:
+    # Summing per-second rates over an hour would inflate the count ~60x: count instead.
+    query = _monitor(RuleOptions(), "SyncSlowQueriesHigh")["query"]
+    assert query.startswith("sum(last_1h):sum:sync.db.slow_queries{*} by ")
+    assert query.endswith(".as_count() > 100")
+    assert "as_rate" not in query
+    assert "3600" not in query
+    half_hour = _monitor(
+        RuleOptions(slow_query_window="30m", slow_queries_per_hour=50), "SyncSlowQueriesHigh"
+    )
+    assert half_hour["query"].startswith("sum(last_30m):")
+    assert half_hour["query"].endswith(".as_count() > 25")
+    assert half_hour["options"]["thresholds"]["critical"] == 25
+
+
+def test_datadog_idempotency_spike_watches_the_share_of_pushes_like_the_prometheus_rule() -> None:
+    query = _monitor(RuleOptions(), "SyncIdempotencyHitSpike")["query"]
+    numerator, denominator = query.split(" / ")
+    assert numerator.startswith("pct_change(sum(last_5m),last_1h):sum:sync.idempotency.hits")
+    assert "{sync.operation:push}" in numerator
+    assert numerator.endswith(".as_count()")
+    assert denominator.startswith("count:sync.operation.duration{sync.operation:push}")
+    by = " by {sync.operation,sync.entity}.as_count()"
+    assert by in numerator
+    assert by in denominator
+    assert denominator.endswith(" > 200")
+
+
+def test_datadog_doc_names_the_guards_the_monitors_lack() -> None:
+    text = (ROOT / "docs/datadog.md").read_text()
+    assert "as_rate() * 3600" not in text
+    for needed in ("--min-rate", "--idempotency-min-ratio", "composite monitor"):
+        assert needed in text, needed
+    for alert in alerts(RuleOptions()):
+        assert f"`{alert.name}`" in text, f"docs/datadog.md lacks {alert.name}"
+
+
+def test_outbox_probe_failures_have_an_alert_and_a_monitor() -> None:
+    rule = _alert_rules(_rule_file())["OutboxProbeFailing"]
+    assert "outbox_probe_failures_total" in rule["expr"]
+    assert "by (outbox_name)" in rule["expr"]
+    assert rule["labels"]["severity"] == "warning"
+    monitor = _monitor(RuleOptions(), "OutboxProbeFailing")
+    assert monitor["query"] == (
+        "sum(last_5m):sum:outbox.probe.failures{*} by {outbox.name}.as_count() > 0"
+    )

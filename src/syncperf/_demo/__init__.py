@@ -110,24 +110,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.console import Console
 
     from syncperf._demo._run import Options, run
+    from syncperf.exceptions import ConfigError
 
     console = Console()
     if not console.is_terminal:  # piped or captured: wide enough for the tables
         console = Console(width=max(console.width, 150))
 
-    summary = run(
-        Options(
-            duration=args.duration,
-            clients=args.clients,
-            seed=args.seed,
-            database_url=args.database_url,
-            otlp=args.otlp,
-            prometheus_port=args.prometheus_port,
-            tui=args.tui,
-            json_path=args.json_path,
-        ),
-        console,
-    )
+    try:
+        summary = run(
+            Options(
+                duration=args.duration,
+                clients=args.clients,
+                seed=args.seed,
+                database_url=args.database_url,
+                otlp=args.otlp,
+                prometheus_port=args.prometheus_port,
+                tui=args.tui,
+                json_path=args.json_path,
+            ),
+            console,
+        )
+    except ConfigError as exc:  # a busy --prometheus-port, a rejected OTLP setting
+        print(f"syncperf demo: {exc}", file=sys.stderr)
+        return 2
     if summary["run"]["interrupted"]:
         return 130
     return 0 if all(check["ok"] for check in summary["checks"]) else 1

@@ -32,6 +32,7 @@ from syncperf._demo._stats import (
     pool_stats,
 )
 from syncperf._demo._view import Warnings, live_view, plain_line, print_summary
+from syncperf.exceptions import ConfigError
 
 
 @dataclass(frozen=True)
@@ -85,43 +86,66 @@ class UvicornThread:
 
 
 @contextlib.contextmanager
-def telemetry(options: Options) -> Iterator[_runtime.Runtime]:
-    """Configure syncperf for the run (OTLP and/or a Prometheus endpoint when asked)."""
+def telemetry(options: Options, console: Console | None = None) -> Iterator[_runtime.Runtime]:
+    """Configure syncperf for the run (OTLP and/or a Prometheus endpoint when asked).
+
+    The Prometheus port is bound first, so a busy ``--prometheus-port`` changes nothing;
+    whatever was set up is undone when a later step fails, and when the run ends.
+
+    Raises:
+        ConfigError: the Prometheus port cannot be bound, or an OTLP setting is rejected.
+    """
     registry: Any = None
-    if options.prometheus_port is not None:
-        from prometheus_client import CollectorRegistry
-
-        registry = CollectorRegistry()
     cleanup: list[Callable[[], object]] = []
-    if options.otlp:
-        from syncperf.export import setup_otlp
+    try:
+        if options.prometheus_port is not None:
+            from prometheus_client import CollectorRegistry, start_http_server
 
-        installed = setup_otlp(
-            endpoint=options.otlp, export_interval=5.0, prometheus=registry or False
-        )
-        rt = _runtime.current()
-        cleanup.append(installed.shutdown)
-    else:
-        rt = _runtime.Runtime(Config.from_env(prometheus=registry or False))
-        previous = _runtime.replace(rt)
+            registry = CollectorRegistry()
+            try:
+                server, _thread = start_http_server(
+                    options.prometheus_port, addr="127.0.0.1", registry=registry
+                )
+            except OSError as exc:
+                raise ConfigError(
+                    "--prometheus-port",
+                    options.prometheus_port,
+                    f"a free port on 127.0.0.1 ({exc.strerror or exc})",
+                ) from None
+            cleanup.append(server.server_close)
+            cleanup.append(server.shutdown)
+            port = int(server.server_address[1])  # the one bound (--prometheus-port 0 picks)
+            (console or Console()).print(f"Prometheus metrics on http://127.0.0.1:{port}/metrics")
+        if options.otlp:
+            from syncperf.export import setup_otlp
 
-        def restore() -> None:
-            _runtime.replace(previous)
-            rt.shutdown()
+            installed = setup_otlp(
+                endpoint=options.otlp, export_interval=5.0, prometheus=registry or False
+            )
+            rt = _runtime.current()
+            cleanup.append(installed.shutdown)
+        else:
+            rt = _runtime.Runtime(Config.from_env(prometheus=registry or False))
+            previous = _runtime.replace(rt)
 
-        cleanup.append(restore)
-    if registry is not None:
-        from prometheus_client import start_http_server
+            def restore() -> None:
+                _runtime.replace(previous)
+                rt.shutdown()
 
-        server, _thread = start_http_server(
-            options.prometheus_port or 0, addr="127.0.0.1", registry=registry
-        )
-        cleanup.append(server.shutdown)
+            cleanup.append(restore)
+    except BaseException:
+        _undo(cleanup)
+        raise
     try:
         yield rt
     finally:
-        for step in reversed(cleanup):
-            step()
+        _undo(cleanup)
+
+
+def _undo(cleanup: list[Callable[[], object]]) -> None:
+    """Run clean-up steps newest first."""
+    for step in reversed(cleanup):
+        step()
 
 
 def run(options: Options, console: Console | None = None) -> dict[str, Any]:
@@ -133,7 +157,7 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="syncperf-demo-"))
             url = f"sqlite:///{Path(tmp) / 'demo.db'}"
         warnings = stack.enter_context(Warnings().installed())
-        rt = stack.enter_context(telemetry(options))
+        rt = stack.enter_context(telemetry(options, console))
         service = Service(url, seed=options.seed)
         stack.callback(service.close)
         server = UvicornThread(service.app)

@@ -281,6 +281,12 @@ def alert_report(
                 if age > o.outbox_age_seconds
             ]
             fired = bool(details)
+        elif alert.name == "OutboxProbeFailing":
+            found = by_labels("outbox.probe.failures", ["outbox.name"])
+            details = [
+                f"outbox {name}: {n:.0f} probe failures" for (name,), n in found.items() if n > 0
+            ]
+            fired = bool(details)
         elif alert.name == "SyncNPlusOneDetected":
             found = by_labels(
                 "sync.db.n_plus_one", ["sync.operation", "sync.entity", "db.collection.name"]

@@ -188,6 +188,16 @@ def alerts(o: RuleOptions) -> list[Alert]:
         ("outbox_name",),
     )
     add(
+        "OutboxProbeFailing",
+        f"sum by (outbox_name) (increase({prom('outbox.probe.failures')}[{w}])) > 0",
+        "5m",
+        "warning",
+        "Outbox {{ $labels.outbox_name }}: the depth and age probe is failing",
+        f"The outbox stats probe failed over the last {w}: outbox.depth and outbox.oldest_age "
+        "are not reported, so OutboxOldestMessageTooOld cannot fire for this outbox.",
+        ("outbox_name",),
+    )
+    add(
         "SyncNPlusOneDetected",
         f"sum by ({BY}, db_collection_name) (increase({prom('sync.db.n_plus_one')}[{w}]))"
         f" > {number(o.n_plus_one)}",

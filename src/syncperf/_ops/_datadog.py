@@ -52,6 +52,7 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
     duration = metric("sync.operation.duration")
     by = _by(_OP_ENTITY)
     entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
+    slow_per_window = round(o.slow_queries_per_hour * o.seconds("slow_query_window") / 3600, 6)
     queries: dict[str, tuple[str, float, str, tuple[str, ...]]] = {
         "SyncPushConflictRateHigh": (
             f"sum(last_{w}):count:{duration}{{sync.operation:push,sync.outcome:conflict}}"
@@ -82,8 +83,13 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
             _OP_ENTITY,
         ),
         "SyncIdempotencyHitSpike": (
-            f"pct_change(sum(last_{w}),last_{b}):sum:{metric('sync.idempotency.hits')}{{*}}"
-            f"{by}.as_count() > {number((o.idempotency_spike_factor - 1) * 100)}",
+            # The share of pushes that were replays, now against one baseline earlier (the
+            # Prometheus rule's ratio); its min-share and min-rate guards need a composite
+            # monitor (docs/datadog.md).
+            f"pct_change(sum(last_{w}),last_{b}):sum:{metric('sync.idempotency.hits')}"
+            f"{{sync.operation:push}}{by}.as_count()"
+            f" / count:{duration}{{sync.operation:push}}{by}.as_count()"
+            f" > {number((o.idempotency_spike_factor - 1) * 100)}",
             (o.idempotency_spike_factor - 1) * 100,
             f"Idempotency-hit spike for {entity_op}",
             _OP_ENTITY,
@@ -95,6 +101,13 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
             f"Outbox {_var('outbox.name')}: oldest message too old",
             ("outbox.name",),
         ),
+        "OutboxProbeFailing": (
+            f"sum(last_{w}):sum:{metric('outbox.probe.failures')}{{*}} by {{outbox.name}}"
+            ".as_count() > 0",
+            0.0,
+            f"Outbox {_var('outbox.name')}: depth and age probe failing",
+            ("outbox.name",),
+        ),
         "SyncNPlusOneDetected": (
             f"sum(last_{w}):sum:{metric('sync.db.n_plus_one')}{{*}}"
             f"{_by((*_OP_ENTITY, 'db.collection.name'))}.as_count() > {number(o.n_plus_one)}",
@@ -103,10 +116,12 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
             (*_OP_ENTITY, "db.collection.name"),
         ),
         "SyncSlowQueriesHigh": (
+            # The count over the window (as_count() summed), against the hourly threshold
+            # scaled to the window: the Prometheus rule's rate() * 3600 > N.
             f"sum(last_{sw}):sum:{metric('sync.db.slow_queries')}{{*}}"
-            f"{_by(('db.operation.name', 'db.collection.name'))}.as_rate() * 3600"
-            f" > {number(o.slow_queries_per_hour)}",
-            o.slow_queries_per_hour,
+            f"{_by(('db.operation.name', 'db.collection.name'))}.as_count()"
+            f" > {number(slow_per_window)}",
+            slow_per_window,
             f"Slow queries: {_var('db.operation.name')} on {_var('db.collection.name')}",
             ("db.operation.name", "db.collection.name"),
         ),

@@ -291,6 +291,9 @@ _FIXTURES: dict[str, Builder] = {
     "SyncVolumeSpike": _volume,
     "SyncIdempotencyHitSpike": _idempotency,
     "OutboxOldestMessageTooOld": _outbox,
+    "OutboxProbeFailing": _counter_alert(
+        "outbox.probe.failures", "outbox_name", "orders", "emails"
+    ),
     "SyncNPlusOneDetected": _n_plus_one,
     "SyncSlowQueriesHigh": _slow_queries,
     "SyncPerfShedding": _counter_alert(

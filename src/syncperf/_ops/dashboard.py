@@ -407,6 +407,13 @@ PANELS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
 """Rows of the dashboard and their panels."""
 
 
+INSTALL_HINT = (
+    "syncperf dashboard needs grafana-foundation-sdk (Python >= 3.11): "
+    "pip install 'syncperf[ops]' (or pip install grafana-foundation-sdk)"
+)
+"""The message ``syncperf dashboard`` prints when the SDK is missing."""
+
+
 def build(title: str = "syncperf: sync endpoints", uid: str = "syncperf") -> Any:
     """The dashboard as a ``grafana_foundation_sdk`` model.
 
@@ -419,11 +426,8 @@ def build(title: str = "syncperf: sync endpoints", uid: str = "syncperf") -> Any
         from grafana_foundation_sdk.builders import prometheus, timeseries
         from grafana_foundation_sdk.models import common as cm
         from grafana_foundation_sdk.models import dashboard as dm
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "syncperf dashboard needs grafana-foundation-sdk (Python >= 3.11): "
-            "pip install grafana-foundation-sdk"
-        ) from exc
+    except ImportError as exc:
+        raise RuntimeError(INSTALL_HINT) from exc
 
     source = dm.DataSourceRef(type_val="prometheus", uid="${datasource}")
     board = (
@@ -491,8 +495,15 @@ def build(title: str = "syncperf: sync endpoints", uid: str = "syncperf") -> Any
 
 
 def render() -> str:
-    """The dashboard JSON (deterministic: sorted keys, two-space indent, final newline)."""
-    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    """The dashboard JSON (deterministic: sorted keys, two-space indent, final newline).
+
+    Raises:
+        RuntimeError: ``grafana-foundation-sdk`` is not installed (needs Python >= 3.11).
+    """
+    try:
+        from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    except ImportError as exc:
+        raise RuntimeError(INSTALL_HINT) from exc
 
     return str(JSONEncoder(sort_keys=True, indent=2).encode(build())) + "\n"
 
@@ -507,6 +518,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     namespace = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         text = render()
+    except ImportError as exc:  # an SDK too old or partly installed
+        print(f"syncperf dashboard: {INSTALL_HINT} ({exc})", file=sys.stderr)
+        return 2
     except RuntimeError as exc:
         print(f"syncperf dashboard: {exc}", file=sys.stderr)
         return 2
