@@ -143,8 +143,10 @@ def test_prometheus_port_0_prints_the_url_it_bound_and_cleans_up() -> None:
         with urllib.request.urlopen(match.group(0), timeout=5) as response:
             assert "sync_operation_duration_seconds_count" in response.read().decode()
     assert _runtime.replace(before) is before
-    with socket.socket() as again:  # the endpoint is closed: its port can be bound again
+    with socket.socket() as again:  # nothing listens any more (TIME_WAIT from the scrape may)
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         again.bind(("127.0.0.1", port))
+        again.listen()
 
 
 def test_the_demo_reports_outbox_probe_failures() -> None:
