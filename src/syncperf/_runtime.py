@@ -85,6 +85,8 @@ class Bounded:
             return name
         if self._allow is not None:
             return name if name in self._allow else self.overflow
+        if len(self.names) >= self._limit:  # full: no lock needed to say "overflow"
+            return self.overflow
         with self._lock:
             if len(self.names) < self._limit:
                 self.names.add(name)
@@ -298,6 +300,9 @@ class Runtime:
         found = self.op_series.get(key)
         if found is None:
             bounded = None if entity is None else self.entities(entity)
+            found = self.op_series.get((operation, bounded))
+            if found is not None:  # e.g. an overflowed name: its "_other" series exists
+                return found
             inflight = self.inflight_for(operation)
             overhead = self.overhead_for("operation")
             with self.lock:

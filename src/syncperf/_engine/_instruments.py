@@ -190,6 +190,7 @@ class Registry:
         self.instruments: dict[str, Instrument] = {}
         self._readers: list[_Sink] = []
         self._collect_lock = threading.Lock()
+        self._instrument_lock = threading.Lock()
         self.on_gauge_error: Callable[[str, BaseException], None] = lambda name, error: None
         """Called when a gauge callback raises (the runtime counts and logs it)."""
 
@@ -203,13 +204,15 @@ class Registry:
         bounds: Sequence[float] = (),
         max_series: int = 2000,
     ) -> Instrument:
-        """Create (or return the existing) instrument called ``name``."""
+        """Create (or return the existing) instrument called ``name`` (thread-safe)."""
         existing = self.instruments.get(name)
         if existing is not None:
             return existing
-        created = Instrument(name, kind, unit, description, bounds=bounds, max_series=max_series)
-        self.instruments[name] = created
-        return created
+        with self._instrument_lock:
+            return self.instruments.setdefault(
+                name,
+                Instrument(name, kind, unit, description, bounds=bounds, max_series=max_series),
+            )
 
     def gauge(self, name: str, unit: str, description: str, callback: GaugeCallback) -> Instrument:
         """Register an observed gauge; ``callback`` yields ``(attributes, value)`` pairs."""
