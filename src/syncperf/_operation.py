@@ -421,16 +421,7 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
     finally:
         if span is not None:
             detach(op._token)
-    _end_metrics(op, t2, duration_ns, outcome, etype)
-    if failure is not None:
-        rt.internal_error("span_end_failed", failure)
-
-
-def _end_metrics(
-    op: SyncOperation, t2: int, duration_ns: int, outcome: str, etype: str | None
-) -> None:
-    """Record the operation's metrics under one lock and leave the in-flight count."""
-    rt = op._rt
+    # The metrics, under one lock; the in-flight count is left whatever happens.
     try:
         series = op._series
         entity = op._entity
@@ -470,6 +461,8 @@ def _end_metrics(
             series.overhead.record((op._own_ns + _perf() - t2) / 1e9)
     finally:
         op._series.inflight.pop()
+    if failure is not None:
+        rt.internal_error("span_end_failed", failure)
 
 
 def _finish_span(
