@@ -181,7 +181,7 @@ def test_overhead_is_measured_per_operation(syncperf_capture: Capture) -> None:
             pass
     (point,) = syncperf_capture.points("syncperf.overhead", {"syncperf.component": "operation"})
     assert point.count == 3
-    assert 0 < point.max < 0.05
+    assert 0 < point.max < 1.0  # wall-clock: sane, not a benchmark
 
 
 @pytest.mark.parametrize(
