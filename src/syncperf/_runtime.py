@@ -360,8 +360,7 @@ class Runtime:
             self.shed_spans(reason)
 
     def _span_queue_full(self, stalled: bool) -> None:
-        with self.lock:
-            self.dropped.sum((("syncperf.reason", "span_queue_full"),)).add(1)
+        self.drop("span_queue_full", "syncperf dropped spans: the span queue is full")
         if stalled:
             self.shed_spans("span_export_stalled")
 
@@ -386,17 +385,20 @@ class Runtime:
         """Request-time misuse: raise in strict mode, else drop, count and log once."""
         if self.strict:
             raise MeasurementError(reason, detail)
-        with self.lock:
-            self.dropped.sum((("syncperf.reason", reason),)).add(1)
-        self.log_once("reject:" + reason, "syncperf dropped a measurement (%s): %s", reason, detail)
+        self.drop(reason, "syncperf dropped a measurement (%s): %s", reason, detail)
 
     def internal_error(self, reason: str, exc: BaseException) -> None:
         """A hook of syncperf's failed: count and log once; strict mode re-raises."""
         if self.strict:
             raise exc
+        self.drop(reason, "syncperf hook failed (%s): %r", reason, exc)
+
+    def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
+        """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
+        ``key`` (default: the reason). Never raises."""
         with self.lock:
             self.dropped.sum((("syncperf.reason", reason),)).add(1)
-        self.log_once("internal:" + reason, "syncperf hook failed (%s): %r", reason, exc)
+        self.log_once(key or "drop:" + reason, message, *args)
 
     def log_once(self, key: str, message: str, *args: object) -> None:
         """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
@@ -405,9 +407,13 @@ class Runtime:
             _logger.warning(message, *args)
 
     def _gauge_failed(self, name: str, error: BaseException) -> None:
-        with self.lock:
-            self.dropped.sum((("syncperf.reason", "gauge_callback_failed"),)).add(1)
-        self.log_once("gauge:" + name, "syncperf: the callback of gauge %s raised %r", name, error)
+        self.drop(
+            "gauge_callback_failed",
+            "syncperf: the callback of gauge %s raised %r",
+            name,
+            error,
+            key="gauge:" + name,
+        )
 
     def _export_failed(self) -> None:
         with self.lock:

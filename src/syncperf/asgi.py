@@ -473,9 +473,7 @@ def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcept
     if failure is None:
         rt.internal_error(reason, error)
         return
-    with rt.lock:
-        rt.dropped.sum((("syncperf.reason", reason),)).add(1)
-    rt.log_once("internal:" + reason, "syncperf hook failed (%s): %r", reason, error)
+    rt.drop(reason, "syncperf hook failed (%s): %r", reason, error)
 
 
 def _feed(
@@ -507,9 +505,7 @@ def _feed(
 
 def _drop(rt: Runtime, reason: str, detail: str) -> None:
     """Count a body the client or app sent that syncperf cannot read (never raises)."""
-    with rt.lock:
-        rt.dropped.sum((("syncperf.reason", reason),)).add(1)
-    rt.log_once("drop:" + reason, "syncperf could not read a body (%s): %s", reason, detail)
+    rt.drop(reason, "syncperf could not read a body (%s): %s", reason, detail)
 
 
 def instrument_app(
