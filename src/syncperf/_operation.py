@@ -21,6 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from syncperf import _runtime
 from syncperf._runtime import OpSeries, Runtime
+from syncperf._spans import Span
 from syncperf._tracing import attach, detach
 from syncperf.exceptions import ConfigError
 
@@ -87,7 +88,7 @@ class SyncOperation:
     _conflicts = 0
     _conflict_detail: dict[tuple[str | None, str | None], int] | None = None
     _idempotent = False
-    _span: trace.Span | None = None
+    _span: Span | None = None
     _span_attrs: dict[str, Any] | None = None
     _token: object = None
     _ctx_token: Token[SyncOperation | None] | None = None
@@ -354,9 +355,7 @@ def _start_span(
 ) -> None:
     tracing = rt.tracing
     if rt.shed_until < t0 and tracing.sample(series.span_name, kind):
-        attrs: dict[str, Any] = dict(series.attrs)
-        if attributes:
-            attrs.update(attributes)
+        attrs = {**series.attrs, **attributes} if attributes else series.attrs
         span = tracing.tracer.start_span(  # type: ignore[union-attr]
             series.span_name, kind=kind, attributes=attrs
         )
@@ -467,7 +466,7 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
 
 def _finish_span(
     op: SyncOperation,
-    span: trace.Span,
+    span: Span,
     outcome: str,
     etype: str | None,
     exc: BaseException | None,
@@ -488,14 +487,14 @@ def _finish_span(
         attrs["sync.items"] = sum((op._items or {}).values()) + sum(
             (op._entity_items or {}).values()
         )
-    if op._span_attrs:
-        attrs.update(op._span_attrs)
     if etype is not None:
         attrs["error.type"] = etype
         if exc is not None:
             span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, etype))
-    span.set_attributes(attrs)
+    span.update(attrs)
+    if op._span_attrs:  # the application's, checked
+        span.set_attributes(op._span_attrs)
 
 
 def _rescue(

@@ -1,9 +1,9 @@
 """Span decisions made in front of the SDK, and span ends made behind the request.
 
 * ``Tracing.decide`` asks the tracer provider's own sampler (and syncperf's
-  ``trace_sample_rate``) before any span exists, so a sampled-out operation never builds an
-  SDK span; sampled operations start through a copy of the SDK tracer whose sampler is
-  ``ALWAYS_ON`` (the decision was already taken, so it must not be taken twice).
+  ``trace_sample_rate``) before any span exists, so a sampled-out operation builds no span;
+  sampled operations start through ``Tracing.tracer``, syncperf's own span factory on the
+  provider's processors, resource and id generator (see ``_spans``).
 * With no SDK tracer provider installed, ``decide`` is a flag read: spans cost nothing.
 * ``SpanFinisher`` ends spans on a daemon thread with the recorded end time, so a span
   processor that blocks (a ``SimpleSpanProcessor`` whose exporter hangs) never stalls the
@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import random
@@ -26,8 +25,10 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Span, SpanKind
+
+from syncperf._spans import Tracer
 
 _logger = logging.getLogger("syncperf")
 _RECHECK_NS = 1_000_000_000
@@ -42,7 +43,7 @@ class Tracing:
         self._explicit = provider
         self.sample_rate = sample_rate
         self.active = False
-        self.tracer: SdkTracer | None = None
+        self.tracer: Tracer | None = None
         self._sampler: Any = None
         self._static: bool | None = None
         self._parent_based = False
@@ -62,9 +63,7 @@ class Tracing:
             return
         self._sampler = tracer.sampler
         self._static, self._parent_based = _classify(tracer.sampler)
-        forced = copy.copy(tracer)
-        forced.sampler = ALWAYS_ON
-        self.tracer = forced
+        self.tracer = Tracer(tracer, InstrumentationScope("syncperf", _version()))
         self.next_check = 1 << 62
         self.active = True
 

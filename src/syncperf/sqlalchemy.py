@@ -22,9 +22,9 @@ Per query (every query, inside a sync operation or not):
   ``db.operation.name``, ``db.collection.name``, ``server.address``, ``server.port`` and
   ``error.type`` (failures only), recorded in syncperf's in-process aggregates;
 * a CLIENT span, only when the current span is sampled, named ``{operation} {collection}``,
-  with the sanitized statement as ``db.query.text``, started through the tracer provider's
-  ALWAYS_ON copy (the parent's sampling decision stands). The request thread only notes
-  parent, start and end; the span is built and ended by the span finisher thread.
+  with the sanitized statement as ``db.query.text`` (the parent's sampling decision stands).
+  The request thread only notes parent, start and end; the span is built and ended by the
+  span finisher thread.
   No span when OpenTelemetry's ``SQLAlchemyInstrumentor`` already made one for this query.
 
 Per sync operation (when one is active): the query count and DB time go to the operation
@@ -63,7 +63,7 @@ from syncperf._sql_statement import classify
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace import Tracer
+    from syncperf._spans import Tracer
     from sqlalchemy.engine import URL
 
 __all__ = ["EngineInstrumentation", "instrument_engine"]
@@ -151,7 +151,7 @@ class _DeferredSpan:
     """A finished query's CLIENT span, built by the span finisher thread, not the request.
 
     The request thread only notes what the span needs (a few hundred nanoseconds); the
-    ``SpanFinisher`` calls ``end()``, which starts the SDK span as a child of the recorded
+    ``SpanFinisher`` calls ``end()``, which starts the span as a child of the recorded
     parent with the recorded start time and ends it at the recorded end time. Span processors
     therefore see ``on_start`` on the finisher thread, after the fact.
     """

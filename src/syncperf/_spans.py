@@ -1,0 +1,229 @@
+"""syncperf's spans: built without the SDK's per-span machinery, delivered to its processors.
+
+The SDK's ``Span`` validates every attribute through ``BoundedAttributes``, takes a lock per
+change and copies itself into a ``ReadableSpan`` when it ends: about 20 µs per span on the
+project's machine, more than everything else syncperf does per operation. syncperf builds
+its spans from attributes it made itself (known-valid types), so its ``Span`` is both the
+live API span and the ``ReadableSpan`` that processors receive: plain dicts inside, the
+provider's ``span_processor`` called with ``on_start`` and ``on_end`` as the SDK calls it,
+the provider's resource and id generator, and the SDK's own rules (``BoundedAttributes``,
+``SpanLimits``) for whatever the application sets on it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace import Span as SdkSpan
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.util.types import Attributes, AttributeValue
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
+_get_current_span = trace.get_current_span
+_time_ns = time.time_ns
+
+
+class Tracer:
+    """Starts syncperf's spans for one SDK tracer provider (the sampling decision is taken
+    before, by ``Tracing``: every span started here is sampled)."""
+
+    def __init__(self, sdk_tracer: SdkTracer, scope: InstrumentationScope) -> None:
+        self.resource = sdk_tracer.resource
+        self.processor = sdk_tracer.span_processor
+        ids = sdk_tracer.id_generator
+        self.new_trace_id = ids.generate_trace_id
+        self.new_span_id = ids.generate_span_id
+        self.scope = scope
+        self.limits = SpanLimits()
+        self.lock = threading.Lock()
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+    ) -> Span:
+        """Start a sampled span, child of the span in ``context`` (default: the current one).
+
+        ``attributes`` must already be valid attribute values: they are not checked.
+        """
+        parent: SpanContext | None = _get_current_span(context).get_span_context()
+        if parent is not None and parent.is_valid:
+            span_context = SpanContext(
+                parent.trace_id, self.new_span_id(), False, _SAMPLED, parent.trace_state
+            )
+        else:
+            parent = None
+            span_context = SpanContext(
+                self.new_trace_id(), self.new_span_id(), False, _SAMPLED, DEFAULT_TRACE_STATE
+            )
+        span = Span(
+            self,
+            name,
+            span_context,
+            parent,
+            kind,
+            dict(attributes) if attributes else {},
+            list(links) if links else (),
+            start_time or _time_ns(),
+        )
+        # Processors are typed for the SDK's Span; they get this one's (identical) API.
+        self.processor.on_start(cast(SdkSpan, span), parent_context=context)
+        return span
+
+
+class Span(trace.Span, ReadableSpan):
+    """A recording span whose data is plain dicts and lists; a ``ReadableSpan`` itself."""
+
+    _dropped_attributes = 0
+    _attributes: dict[str, Any]
+    _context: SpanContext
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        links: Sequence[Link],
+        start_time: int,
+    ) -> None:
+        # ReadableSpan's fields, set directly (its __init__ would only do the same).
+        self._tracer = tracer
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes = attributes
+        self._events: Sequence[Event] = ()
+        self._links = links
+        self._status = _UNSET
+        self._start_time = start_time
+        self._end_time: int | None = None
+        self._resource = tracer.resource
+        self._instrumentation_scope = tracer.scope
+        self._instrumentation_info = None
+
+    # --- what syncperf calls (trusted values) ----------------------------------------------
+
+    def update(self, attributes: Mapping[str, Any]) -> None:
+        """Add attributes syncperf built itself (valid by construction; not checked)."""
+        self._attributes.update(attributes)
+
+    # --- the OpenTelemetry Span API (the application's values are checked) -----------------
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        if self._end_time is not None or not attributes:
+            return
+        limits = self._tracer.limits
+        clean = BoundedAttributes(
+            attributes=attributes, max_value_len=limits.max_span_attribute_length
+        )
+        attrs = self._attributes
+        room = limits.max_span_attributes
+        for key, value in clean.items():
+            if key in attrs or room is None or len(attrs) < room:
+                attrs[key] = value
+            else:
+                self._dropped_attributes += 1
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        self.set_attributes({key: value})
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end_time is not None:
+            return
+        limits = self._tracer.limits
+        clean = BoundedAttributes(
+            maxlen=limits.max_event_attributes,
+            attributes=attributes,
+            max_value_len=limits.max_attribute_length,
+        )
+        with self._tracer.lock:
+            events = self._events
+            if not isinstance(events, list):
+                events = self._events = []
+            if limits.max_events is None or len(events) < limits.max_events:
+                events.append(Event(name, clean, timestamp or _time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if self._end_time is not None or not context.is_valid:
+            return
+        with self._tracer.lock:
+            links = self._links
+            if not isinstance(links, list):
+                links = self._links = list(links)
+            if self._tracer.limits.max_links is None or len(links) < self._tracer.limits.max_links:
+                links.append(Link(context, BoundedAttributes(attributes=attributes)))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        cls = type(exception)
+        module = cls.__module__
+        event: dict[str, Any] = {
+            "exception.type": cls.__qualname__
+            if module in (None, "builtins")
+            else f"{module}.{cls.__qualname__}",
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            event.update(attributes)
+        self.add_event("exception", event, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        """End the span and hand it to the span processor (once)."""
+        if self._end_time is not None:
+            return
+        self._end_time = end_time or _time_ns()
+        self._tracer.processor.on_end(self)
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_attributes
+
+    def __repr__(self) -> str:
+        return f'<syncperf Span "{self._name}" {self._context.span_id:016x}>'

@@ -1,0 +1,173 @@
+"""syncperf's own spans behave like SDK spans for the application and for span processors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from opentelemetry import baggage, trace
+from opentelemetry import context as context_api
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+import syncperf
+from syncperf.testing import capture
+
+
+class Recorder(SpanProcessor):
+    """Sees on_start and on_end, and sets an attribute on start (as baggage processors do)."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[object, object]] = []
+        self.ended: list[ReadableSpan] = []
+
+    def on_start(self, span: object, parent_context: object = None) -> None:
+        self.started.append((span, parent_context))
+        span.set_attribute("tenant", baggage.get_baggage("tenant") or "none")  # type: ignore[attr-defined]
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.ended.append(span)
+
+
+class FixedIds(IdGenerator):
+    def generate_span_id(self) -> int:
+        return 0x1111
+
+    def generate_trace_id(self) -> int:
+        return 0x2222
+
+
+def test_span_processors_see_on_start_and_on_end_once_with_the_same_span() -> None:
+    recorder = Recorder()
+    provider = TracerProvider()
+    provider.add_span_processor(recorder)
+    token = context_api.attach(baggage.set_baggage("tenant", "acme"))
+    try:
+        with capture(tracer_provider=provider):
+            with syncperf.sync_operation("push", entity="todo"):
+                pass
+            syncperf.force_flush()
+    finally:
+        context_api.detach(token)
+    ((started, _),) = recorder.started
+    (ended,) = recorder.ended
+    assert started is ended
+    assert ended.attributes["tenant"] == "acme"
+    assert ended.attributes["sync.entity"] == "todo"
+    assert ended.end_time is not None
+    assert ended.end_time >= ended.start_time
+
+
+def test_the_providers_resource_and_id_generator_are_used() -> None:
+    provider = TracerProvider(id_generator=FixedIds())
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider):
+        with syncperf.sync_operation("pull"):
+            pass
+        syncperf.force_flush()
+    (span,) = exporter.get_finished_spans()
+    assert span.context.trace_id == 0x2222
+    assert span.context.span_id == 0x1111
+    assert span.resource is provider.resource
+    assert span.instrumentation_scope.name == "syncperf"
+    assert span.context.trace_flags.sampled
+
+
+def test_application_spans_inside_an_operation_are_its_children() -> None:
+    with capture() as cap:
+        tracer = cap.tracer_provider.get_tracer("app")
+        with syncperf.sync_operation("push") as op, tracer.start_as_current_span("apply"):
+            pass
+        spans = {span.name: span for span in cap.spans()}
+    assert spans["apply"].parent.span_id == op.span.get_span_context().span_id
+    assert spans["apply"].context.trace_id == spans["sync push"].context.trace_id
+    assert spans["sync push"].parent is None
+
+
+def test_the_application_can_enrich_the_current_span() -> None:
+    with capture() as cap:
+        with syncperf.sync_operation("push"):
+            span = trace.get_current_span()
+            span.set_attribute("user.id", "u1")
+            span.set_attributes({"tags": ["a", "b"], "n": 3})
+            span.add_event("validated", {"rows": 3})
+            span.update_name("sync push todo")
+            span.set_status(Status(StatusCode.OK))
+            span.set_status(StatusCode.ERROR, "ignored after OK")
+        (span,) = cap.spans()
+    assert span.name == "sync push todo"
+    assert span.attributes["user.id"] == "u1"
+    assert span.attributes["tags"] == ("a", "b")
+    assert span.attributes["n"] == 3
+    assert [(e.name, dict(e.attributes)) for e in span.events] == [("validated", {"rows": 3})]
+    assert span.status.status_code is StatusCode.OK
+
+
+def test_application_attribute_values_are_cleaned_as_the_sdk_cleans_them() -> None:
+    values = {"bad": object(), "mixed": [1, "a"], "nested": {"a": [1]}, "": "no key", "ok": 1.5}
+    with capture() as cap:
+        sdk_span = cap.tracer_provider.get_tracer("app").start_span("sdk")
+        with syncperf.sync_operation("push") as op:
+            for key, value in values.items():
+                op.span.set_attribute(key, value)
+                sdk_span.set_attribute(key, value)
+        sdk_span.end()
+        ours = next(span for span in cap.spans() if span.name == "sync push")
+    expected = dict(sdk_span.attributes)  # type: ignore[attr-defined]
+    assert {key: ours.attributes[key] for key in expected} == expected
+    assert "" not in ours.attributes
+
+
+def test_the_attribute_count_limit_applies_to_application_attributes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT", "8")
+    with capture() as cap:
+        with syncperf.sync_operation("push"):
+            for i in range(20):
+                trace.get_current_span().set_attribute(f"k{i}", i)
+        (span,) = cap.spans()
+    assert span.dropped_attributes > 0
+    assert sum(key.startswith("k") for key in span.attributes) < 20
+
+
+def test_an_exception_is_recorded_as_the_sdk_records_it() -> None:
+    with capture() as cap:
+        with pytest.raises(KeyError), syncperf.sync_operation("push"):
+            raise KeyError("x")
+        (span,) = cap.spans()
+    (event,) = span.events
+    assert event.name == "exception"
+    assert event.attributes["exception.type"] == "KeyError"
+    assert "Traceback" in event.attributes["exception.stacktrace"]
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_a_span_ends_once_and_stops_recording() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider):
+        with syncperf.sync_operation("push") as op:
+            span = op.span
+        syncperf.force_flush()
+        span.end()
+        span.set_attribute("late", 1)
+    (finished,) = exporter.get_finished_spans()
+    assert not span.is_recording()
+    assert "late" not in finished.attributes
+
+
+def test_a_span_serialises_like_an_sdk_span() -> None:
+    with capture() as cap:
+        with syncperf.sync_operation("push", entity="todo") as op:
+            op.set_batch_size(3)
+        (span,) = cap.spans()
+    data = json.loads(span.to_json())
+    assert data["name"] == "sync push"
+    assert data["kind"] == str(SpanKind.INTERNAL)
+    assert data["attributes"]["sync.batch.size"] == 3
