@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, MutableMapping
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 
 from syncperf._engine._instruments import HistogramSeries, SumSeries
@@ -233,8 +233,6 @@ _FIELDS_KEY = ("syncperf.asgi", "propagation_fields")
 
 def propagation_fields(rt: Runtime) -> frozenset[bytes]:
     """Header names the global propagator reads (cached per runtime and propagator)."""
-    from opentelemetry import propagate
-
     textmap = propagate.get_global_textmap()
     cached = rt.cache.get(_FIELDS_KEY)
     if cached is None or cached[0] is not textmap:

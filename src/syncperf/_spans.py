@@ -31,6 +31,8 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
+_PLAIN = frozenset({str, bool, int, float})
+"""Attribute value types stored as they are (anything else is cleaned by the SDK's rules)."""
 _get_current_span = trace.get_current_span
 _time_ns = time.time_ns
 
@@ -136,22 +138,28 @@ class Span(trace.Span, ReadableSpan):
         return self._end_time is None
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
-        if self._end_time is not None or not attributes:
-            return
-        limits = self._tracer.limits
-        clean = BoundedAttributes(
-            attributes=attributes, max_value_len=limits.max_span_attribute_length
-        )
-        attrs = self._attributes
-        room = limits.max_span_attributes
-        for key, value in clean.items():
-            if key in attrs or room is None or len(attrs) < room:
-                attrs[key] = value
-            else:
-                self._dropped_attributes += 1
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
-        self.set_attributes({key: value})
+        if self._end_time is not None:
+            return
+        limits = self._tracer.limits
+        if type(value) not in _PLAIN or not key or type(key) is not str:
+            cleaned = BoundedAttributes(
+                attributes={key: value}, max_value_len=limits.max_span_attribute_length
+            )
+            if key not in cleaned:
+                return
+            value = cleaned[key]
+        elif type(value) is str and limits.max_span_attribute_length is not None:
+            value = value[: limits.max_span_attribute_length]
+        attrs = self._attributes
+        room = limits.max_span_attributes
+        if key in attrs or room is None or len(attrs) < room:
+            attrs[key] = value
+        else:
+            self._dropped_attributes += 1
 
     def add_event(
         self, name: str, attributes: Attributes = None, timestamp: int | None = None

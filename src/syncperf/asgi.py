@@ -395,12 +395,12 @@ class SyncPerfMiddleware:
 
     def _idempotency(self, rt: Runtime, op: SyncOperation, key: bytes) -> None:
         """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
-        recording = op.span.is_recording()
-        if not recording and self._ttl is None:
+        span = op._span
+        if span is None and self._ttl is None:
             return
         digest = key_hash(key)
-        if recording:
-            op.set_attribute("sync.idempotency.key_hash", digest)
+        if span is not None:
+            span.update({"sync.idempotency.key_hash": digest})
         if self._ttl is not None:
             store = rt.cache.get(self._store_key)
             if store is None:
@@ -449,12 +449,13 @@ class SyncPerfMiddleware:
                     op.set_error(reason)
                 elif status == 409 and not op.conflicts:
                     op.record_conflict()
-            if not owned and op.span.is_recording():
+            span = op._span
+            if span is not None and not owned:
                 if status is not None or failure is not None:
-                    op.set_attribute("http.response.status_code", 500 if status is None else status)
-                route_template = framework_route(scope, entry_root)
-                if route_template is not None and route_template != template:
-                    op.set_attribute("http.route", route_template)
+                    span.update({"http.response.status_code": 500 if status is None else status})
+                matched = framework_route(scope, entry_root)
+                if matched is not None and matched != template:
+                    span.update({"http.route": matched})
         except Exception as error:
             _hook_failed(rt, "asgi_outcome_failed", error, failure)
         finally:  # the operation ends even when strict mode raised just above

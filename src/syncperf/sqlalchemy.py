@@ -63,8 +63,9 @@ from syncperf._sql_statement import classify
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from syncperf._spans import Tracer
     from sqlalchemy.engine import URL
+
+    from syncperf._spans import Tracer
 
 __all__ = ["EngineInstrumentation", "instrument_engine"]
 
