@@ -123,6 +123,19 @@ def _caller(loop: asyncio.AbstractEventLoop, app: Any) -> Callable[[], object]:
     return call
 
 
+def _flushing(call: Callable[[], object]) -> Callable[[], object]:
+    """End syncperf's queued span inside the measured call (not later on its finisher thread,
+    where its cost could land in another variant's round)."""
+    from syncperf import _runtime
+
+    def flushed() -> object:
+        result = call()
+        _runtime.current().finisher.flush()
+        return result
+
+    return flushed
+
+
 @pytest.fixture(scope="module")
 def variants() -> Iterator[dict[str, Callable[[], object]]]:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
@@ -164,7 +177,10 @@ def variants() -> Iterator[dict[str, Callable[[], object]]]:
         "syncperf_http_only": ours_http,
         "one_span_floor": floor,
     }
-    yield {name: _caller(loop, app) for name, app in apps.items()}
+    calls = {name: _caller(loop, app) for name, app in apps.items()}
+    for name in ("syncperf", "syncperf_http_only"):
+        calls[name] = _flushing(calls[name])
+    yield calls
     loop.close()
     FastAPIInstrumentor.uninstrument_app(contrib)
     tracer_provider.shutdown()
