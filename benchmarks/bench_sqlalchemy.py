@@ -101,7 +101,9 @@ def _measure(setup: dict[str, Any], case: str) -> tuple[float, float, float]:
     return ours, ref, ratio
 
 
-def _cpu_per_query(setup: dict[str, Any], queries: int = 2000, rounds: int = 15) -> dict[str, float]:
+def _cpu_per_query(
+    setup: dict[str, Any], queries: int = 2000, rounds: int = 15
+) -> dict[str, float]:
     """Process CPU µs per query, background span work included (finisher and batch processor
     flushed inside the measured window), median over alternating rounds."""
     sessions: dict[str, Session] = setup["sessions"]

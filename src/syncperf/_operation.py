@@ -354,10 +354,13 @@ def _start_span(
     t0: int,
 ) -> None:
     tracing = rt.tracing
-    if rt.shed_until < t0 and tracing.sample(series.span_name, kind):
-        attrs = {**series.attrs, **attributes} if attributes else series.attrs
-        span = tracing.tracer.start_span(  # type: ignore[union-attr]
-            series.span_name, kind=kind, attributes=attrs
+    parent = trace.get_current_span().get_span_context()
+    if rt.shed_until < t0 and tracing.sample(series.span_name, kind, parent):
+        span = tracing.tracer.start(  # type: ignore[union-attr]
+            series.span_name,
+            parent,
+            kind,
+            {**series.attrs, **attributes} if attributes else series.attrs,
         )
         op._span = span
         op._token = attach(span)
@@ -366,7 +369,7 @@ def _start_span(
         elif rt.budget_streak:
             rt.budget_streak = 0
     else:
-        op._parent_ctx = trace.get_current_span().get_span_context()
+        op._parent_ctx = parent
         if attributes:
             op._span_attrs = dict(attributes)
 
@@ -471,11 +474,10 @@ def _finish_span(
     etype: str | None,
     exc: BaseException | None,
 ) -> None:
-    attrs: dict[str, Any] = {
-        "sync.outcome": outcome,
-        "sync.conflicts": op._conflicts,
-        "sync.idempotency.hit": op._idempotent,
-    }
+    attrs = span._attributes  # syncperf's own values: valid by construction
+    attrs["sync.outcome"] = outcome
+    attrs["sync.conflicts"] = op._conflicts
+    attrs["sync.idempotency.hit"] = op._idempotent
     if op._entity is not None:
         attrs["sync.entity"] = op._entity
     if op._batch is not None:
@@ -492,7 +494,6 @@ def _finish_span(
         if exc is not None:
             span.record_exception(exc)
         span.set_status(Status(StatusCode.ERROR, etype))
-    span.update(attrs)
     if op._span_attrs:  # the application's, checked
         span.set_attributes(op._span_attrs)
 

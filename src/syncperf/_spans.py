@@ -12,6 +12,7 @@ the provider's resource and id generator, and the SDK's own rules (``BoundedAttr
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 import traceback
@@ -24,6 +25,7 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
@@ -34,6 +36,7 @@ _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, bool, int, float})
 """Attribute value types stored as they are (anything else is cleaned by the SDK's rules)."""
 _get_current_span = trace.get_current_span
+_getrandbits = random.getrandbits
 _time_ns = time.time_ns
 
 
@@ -45,8 +48,12 @@ class Tracer:
         self.resource = sdk_tracer.resource
         self.processor = sdk_tracer.span_processor
         ids = sdk_tracer.id_generator
-        self.new_trace_id = ids.generate_trace_id
-        self.new_span_id = ids.generate_span_id
+        if type(ids) is RandomIdGenerator:  # the default: the same bits, two calls fewer
+            self.new_trace_id = _random_trace_id
+            self.new_span_id = _random_span_id
+        else:
+            self.new_trace_id = ids.generate_trace_id
+            self.new_span_id = ids.generate_span_id
         self.scope = scope
         self.limits = SpanLimits()
         self.lock = threading.Lock()
@@ -64,35 +71,56 @@ class Tracer:
 
         ``attributes`` must already be valid attribute values: they are not checked.
         """
-        parent: SpanContext | None = _get_current_span(context).get_span_context()
-        if parent is not None and parent.is_valid:
+        parent = _get_current_span(context).get_span_context()
+        return self.start(name, parent, kind, attributes, links, start_time, context)
+
+    def start(
+        self,
+        name: str,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        context: Context | None = None,
+    ) -> Span:
+        """``start_span`` with the parent's span context (current or from ``context``) at hand."""
+        if parent.is_valid:
             span_context = SpanContext(
                 parent.trace_id, self.new_span_id(), False, _SAMPLED, parent.trace_state
             )
+            span = Span(self, name, span_context, parent, kind, attributes, start_time)
         else:
-            parent = None
             span_context = SpanContext(
                 self.new_trace_id(), self.new_span_id(), False, _SAMPLED, DEFAULT_TRACE_STATE
             )
-        span = Span(
-            self,
-            name,
-            span_context,
-            parent,
-            kind,
-            dict(attributes) if attributes else {},
-            list(links) if links else (),
-            start_time or _time_ns(),
-        )
+            span = Span(self, name, span_context, None, kind, attributes, start_time)
+        if links:
+            span._links = list(links)
         # Processors are typed for the SDK's Span; they get this one's (identical) API.
         self.processor.on_start(cast(SdkSpan, span), parent_context=context)
         return span
 
 
+def _random_span_id() -> int:
+    """What the SDK's ``RandomIdGenerator`` returns (never the invalid 0)."""
+    return _getrandbits(64) or 1
+
+
+def _random_trace_id() -> int:
+    return _getrandbits(128) or 1
+
+
 class Span(trace.Span, ReadableSpan):
     """A recording span whose data is plain dicts and lists; a ``ReadableSpan`` itself."""
 
+    # Fields every span starts with, read from the class until the span changes them.
     _dropped_attributes = 0
+    _events: Sequence[Event] = ()
+    _links: Sequence[Link] = ()
+    _status = _UNSET
+    _end_time: int | None = None
+    _instrumentation_info = None
     _attributes: dict[str, Any]
     _context: SpanContext
 
@@ -103,9 +131,8 @@ class Span(trace.Span, ReadableSpan):
         context: SpanContext,
         parent: SpanContext | None,
         kind: SpanKind,
-        attributes: dict[str, Any],
-        links: Sequence[Link],
-        start_time: int,
+        attributes: Mapping[str, Any] | None,
+        start_time: int | None,
     ) -> None:
         # ReadableSpan's fields, set directly (its __init__ would only do the same).
         self._tracer = tracer
@@ -113,15 +140,10 @@ class Span(trace.Span, ReadableSpan):
         self._context = context
         self._parent = parent
         self._kind = kind
-        self._attributes = attributes
-        self._events: Sequence[Event] = ()
-        self._links = links
-        self._status = _UNSET
-        self._start_time = start_time
-        self._end_time: int | None = None
+        self._attributes = dict(attributes) if attributes else {}
+        self._start_time = start_time or _time_ns()
         self._resource = tracer.resource
         self._instrumentation_scope = tracer.scope
-        self._instrumentation_info = None
 
     # --- what syncperf calls (trusted values) ----------------------------------------------
 

@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry.trace import Span, SpanContext, SpanKind
 
 from syncperf._spans import Tracer
 
@@ -78,17 +78,18 @@ class Tracing:
             return False
         return self.sample(name, kind)
 
-    def sample(self, name: str, kind: SpanKind) -> bool:
-        """``decide`` once tracing is known to be active."""
+    def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> bool:
+        """``decide`` once tracing is known to be active; ``parent``: the current span's
+        context, when the caller has it at hand."""
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return False
         static = self._static
-        if static is not None:  # a standard sampler, decided without building a SamplingResult
-            if not self._parent_based:
-                return static
+        if static is not None and not self._parent_based:
+            return static  # a standard sampler, decided without building a SamplingResult
+        if parent is None:
             parent = trace.get_current_span().get_span_context()
+        if static is not None:
             return bool(parent.trace_flags.sampled) if parent.is_valid else static
-        parent = trace.get_current_span().get_span_context()
         trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
         result = self._sampler.should_sample(None, trace_id, name, kind)
         return bool(result.decision.is_sampled())

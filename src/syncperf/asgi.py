@@ -55,6 +55,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 _perf = time.perf_counter_ns
 _store_ids = itertools.count()
 _TRUE = (b"true", b"1")
+_NO_FIELDS: frozenset[bytes] = frozenset()
 
 
 def live_request(scope: Scope) -> bool:
@@ -204,11 +205,16 @@ class SyncPerfMiddleware:
         content_length = -1
         idem_key: bytes | None = None
         idem_name = self._idem_name
+        traced = hit is not None and not owned and rt.tracing.active
+        fields = propagation_fields(rt) if traced else _NO_FIELDS
+        propagated = False  # only parse trace headers when there is something to continue
         for name, value in headers:
             if name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
             elif name == idem_name:
                 idem_key = value
+            elif name in fields:
+                propagated = True
         op: SyncOperation | None = None
         token: Any = None
         live = False
@@ -226,12 +232,9 @@ class SyncPerfMiddleware:
                 rt.internal_error("asgi_live_predicate_failed", error)
             operation = self._live_names[route.operation] if live else route.operation
             attributes = None
-            if not owned and rt.tracing.active:
-                fields = propagation_fields(rt)
-                for name, _ in headers:
-                    if name in fields:  # only parse when there is something to continue
-                        token = context_api.attach(propagate.extract(headers, getter=HEADERS))
-                        break
+            if traced:
+                if propagated:
+                    token = context_api.attach(propagate.extract(headers, getter=HEADERS))
                 attributes = {
                     "http.request.method": method,
                     "url.scheme": scheme,
