@@ -56,6 +56,7 @@ _perf = time.perf_counter_ns
 _store_ids = itertools.count()
 _TRUE = (b"true", b"1")
 _NO_FIELDS: frozenset[bytes] = frozenset()
+_INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup costs ~70 ns
 
 
 def live_request(scope: Scope) -> bool:
@@ -245,7 +246,7 @@ class SyncPerfMiddleware:
                 rt,
                 operation,
                 route.entity,
-                kind=SpanKind.INTERNAL if owned else SpanKind.SERVER,
+                kind=_INTERNAL if owned else _SERVER,
                 attributes=attributes,
             )
             if owner_span is not None:

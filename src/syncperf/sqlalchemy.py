@@ -80,6 +80,7 @@ DB_DURATION_BOUNDS = (0.0001, 0.00025, 0.0005, *DURATION_BOUNDS)
 
 _logger = logging.getLogger("syncperf.sqlalchemy")
 _perf = time.perf_counter_ns
+_CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
 _wall = time.time_ns
 _current_op = _CURRENT.get
 _current_span = trace.get_current_span
@@ -174,7 +175,7 @@ class _DeferredSpan:
         span = self._tracer.start_span(
             query.span_name,
             context=trace.set_span_in_context(self._parent),
-            kind=SpanKind.CLIENT,
+            kind=_CLIENT,
             attributes=attrs,
             start_time=self._start,
         )
