@@ -24,6 +24,7 @@ from syncperf._runtime import Runtime
 
 __all__ = [
     "HEADERS",
+    "HTTP_KEY",
     "HttpSeries",
     "SeenKeys",
     "http_series",
@@ -45,7 +46,8 @@ METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
 VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
-_KEY = ("syncperf.asgi", "http")
+HTTP_KEY = ("syncperf.asgi", "http")
+"""Where a runtime caches its ``HttpSeries`` (``rt.cache``)."""
 
 
 class HttpSeries:
@@ -134,12 +136,12 @@ class HttpSeries:
 
 def http_series(rt: Runtime) -> HttpSeries:
     """The runtime's ``HttpSeries`` (created once per runtime)."""
-    found = rt.cache.get(_KEY)
+    found = rt.cache.get(HTTP_KEY)
     if found is None:
         with rt.lock:
-            found = rt.cache.get(_KEY)
+            found = rt.cache.get(HTTP_KEY)
             if found is None:
-                found = rt.cache[_KEY] = HttpSeries(rt)
+                found = rt.cache[HTTP_KEY] = HttpSeries(rt)
     return found
 
 

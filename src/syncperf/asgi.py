@@ -30,6 +30,7 @@ from opentelemetry.trace import SpanKind
 from syncperf import _runtime
 from syncperf._asgi_http import (
     HEADERS,
+    HTTP_KEY,
     METHODS,
     VERSIONS,
     SeenKeys,
@@ -158,6 +159,7 @@ class SyncPerfMiddleware:
             raise ConfigError("max_body_bytes", max_body_bytes, "an integer >= 0")
         self.app = app
         self._routes = RouteTable(routes)
+        self._has_routes = bool(self._routes)
         self._live_names = {
             c.route.operation: check_operation(c.route.operation + "_live", "routes")
             for c in (*self._routes.static.values(), *self._routes.dynamic)
@@ -187,7 +189,7 @@ class SyncPerfMiddleware:
         contrib = self._contrib
         if contrib is None:
             contrib = self._contrib = contrib_in_stack(scope.get("app"))
-        hit = self._routes.match(route_path(scope)) if self._routes else None
+        hit = self._routes.match(route_path(scope)) if self._has_routes else None
         if hit is not None and (scope.get("method") == "OPTIONS" or _CURRENT.get() is not None):
             hit = None  # preflight, or an outer sync operation already measures this request
         owner_span, owned, metrics_elsewhere = owners(scope, contrib)
@@ -256,10 +258,11 @@ class SyncPerfMiddleware:
 
         hs = None
         if metering:
-            hs = http_series(rt)
+            hs = rt.cache.get(HTTP_KEY) or http_series(rt)
             with rt.lock:
-                active = hs.active_for(method, scheme)
-                active.add(1)
+                active = hs.active_series.get((method, scheme)) or hs.active_for(method, scheme)
+                active.value += 1
+                active.touched = True
 
         # --- the request ---------------------------------------------------------------------
         status: int | None = None
@@ -368,18 +371,20 @@ class SyncPerfMiddleware:
                         version = scope.get("http_version")
                         size = content_length if content_length >= 0 else received
                         duration = ((complete_ns or t_end) - t0) / 1e9
-                        overhead = rt.overhead_for("asgi")
+                        overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
+                        key = (
+                            method,
+                            scheme,
+                            status_attr,
+                            http_route,
+                            etype,
+                            version if version in VERSIONS else None,
+                        )
+                        bound = hs.series.get(key)
                         with rt.lock:
-                            active.add(-1)
+                            active.value -= 1
                             left = True
-                            dur, req_size, resp_size = hs.bound(
-                                method,
-                                scheme,
-                                status_attr,
-                                http_route,
-                                etype,
-                                version if version in VERSIONS else None,
-                            )
+                            dur, req_size, resp_size = bound or hs.bound(*key)
                             if not live:
                                 dur.record(duration)
                             if size > 0 or content_length == 0:
@@ -387,7 +392,7 @@ class SyncPerfMiddleware:
                             resp_size.record(sent)
                             overhead.record((prologue_ns + _perf() - t_end) / 1e9)
                     else:
-                        overhead = rt.overhead_for("asgi")
+                        overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
                         with rt.lock:
                             overhead.record((prologue_ns + _perf() - t_end) / 1e9)
                 except Exception as error:
