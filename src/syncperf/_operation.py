@@ -91,7 +91,7 @@ class SyncOperation:
     _idempotent = False
     _span: Span | None = None
     _span_attrs: dict[str, Any] | None = None
-    _token: object = None
+    _token: Any = None
     _ctx_token: Token[SyncOperation | None] | None = None
     _parent_ctx: trace.SpanContext | None = None
     _db_queries = 0

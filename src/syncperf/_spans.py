@@ -17,13 +17,12 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
-from opentelemetry.sdk.trace import Span as SdkSpan
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -48,12 +47,9 @@ class Tracer:
         self.resource = sdk_tracer.resource
         self.processor = sdk_tracer.span_processor
         ids = sdk_tracer.id_generator
-        if type(ids) is RandomIdGenerator:  # the default: the same bits, two calls fewer
-            self.new_trace_id = _random_trace_id
-            self.new_span_id = _random_span_id
-        else:
-            self.new_trace_id = ids.generate_trace_id
-            self.new_span_id = ids.generate_span_id
+        self.random_ids = type(ids) is RandomIdGenerator  # the default: drawn inline
+        self.new_trace_id = ids.generate_trace_id
+        self.new_span_id = ids.generate_span_id
         self.scope = scope
         self.limits = SpanLimits()
         self.lock = threading.Lock()
@@ -85,30 +81,22 @@ class Tracer:
         context: Context | None = None,
     ) -> Span:
         """``start_span`` with the parent's span context (current or from ``context``) at hand."""
+        # What the SDK's RandomIdGenerator returns (never the invalid 0), without two calls.
+        span_id = (_getrandbits(64) or 1) if self.random_ids else self.new_span_id()
         if parent.is_valid:
             span_context = SpanContext(
-                parent.trace_id, self.new_span_id(), False, _SAMPLED, parent.trace_state
+                parent.trace_id, span_id, False, _SAMPLED, parent.trace_state
             )
             span = Span(self, name, span_context, parent, kind, attributes, start_time)
         else:
-            span_context = SpanContext(
-                self.new_trace_id(), self.new_span_id(), False, _SAMPLED, DEFAULT_TRACE_STATE
-            )
+            trace_id = (_getrandbits(128) or 1) if self.random_ids else self.new_trace_id()
+            span_context = SpanContext(trace_id, span_id, False, _SAMPLED, DEFAULT_TRACE_STATE)
             span = Span(self, name, span_context, None, kind, attributes, start_time)
         if links:
             span._links = list(links)
         # Processors are typed for the SDK's Span; they get this one's (identical) API.
-        self.processor.on_start(cast(SdkSpan, span), parent_context=context)
+        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
-
-
-def _random_span_id() -> int:
-    """What the SDK's ``RandomIdGenerator`` returns (never the invalid 0)."""
-    return _getrandbits(64) or 1
-
-
-def _random_trace_id() -> int:
-    return _getrandbits(128) or 1
 
 
 class Span(trace.Span, ReadableSpan):

@@ -34,6 +34,8 @@ _logger = logging.getLogger("syncperf")
 _RECHECK_NS = 1_000_000_000
 _LINGER_S = 0.01
 _INVALID = trace.INVALID_SPAN_CONTEXT
+_attach = context_api.attach
+_in_context = trace.set_span_in_context
 
 
 class Tracing:
@@ -209,14 +211,13 @@ class SpanFinisher:
             self._on_fast_end()
 
 
-def attach(span: Span) -> object:
+def attach(span: Span) -> Any:
     """Make ``span`` current; returns the token for ``detach``."""
-    return context_api.attach(trace.set_span_in_context(span))
+    return _attach(_in_context(span))
 
 
-def detach(token: object) -> None:
-    """Undo ``attach``."""
-    context_api.detach(token)  # type: ignore[arg-type]
+detach = context_api.detach
+"""Undo ``attach``."""
 
 
 def _version() -> str:

@@ -642,7 +642,7 @@ class PublishBatch:
         self._max_attempt = 0
         self._links: list[tuple[SpanContext, int]] | None = None
         self._span: trace.Span | None = None
-        self._span_token: object = None
+        self._span_token: Any = None
         self._rescuable = False
         self._token: Token[PublishBatch | None] | None = None
         self._own_ns = 0
