@@ -110,6 +110,7 @@ class Span(trace.Span, ReadableSpan):
     _end_time: int | None = None
     _instrumentation_info = None
     _attributes: dict[str, Any]
+    """syncperf writes its own values here directly (valid by construction, not checked)."""
     _context: SpanContext
 
     def __init__(
@@ -132,12 +133,6 @@ class Span(trace.Span, ReadableSpan):
         self._start_time = start_time or _time_ns()
         self._resource = tracer.resource
         self._instrumentation_scope = tracer.scope
-
-    # --- what syncperf calls (trusted values) ----------------------------------------------
-
-    def update(self, attributes: Mapping[str, Any]) -> None:
-        """Add attributes syncperf built itself (valid by construction; not checked)."""
-        self._attributes.update(attributes)
 
     # --- the OpenTelemetry Span API (the application's values are checked) -----------------
 

@@ -329,9 +329,10 @@ class SyncPerfMiddleware:
             if failure is None and not complete_ns:
                 reason = "client_disconnected" if disconnected else "incomplete_response"
             try:
+                matched: str | None = None
                 if op is not None:
                     try:
-                        self._finish_operation(
+                        matched = self._finish_operation(
                             rt,
                             op,
                             failure,
@@ -367,7 +368,9 @@ class SyncPerfMiddleware:
                             etype = str(status)
                         else:
                             etype = reason
-                        http_route = framework_route(scope, entry_root) or template
+                        if op is None:
+                            matched = framework_route(scope, entry_root)
+                        http_route = matched or template
                         version = scope.get("http_version")
                         size = content_length if content_length >= 0 else received
                         duration = ((complete_ns or t_end) - t0) / 1e9
@@ -409,7 +412,7 @@ class SyncPerfMiddleware:
             return
         digest = key_hash(key)
         if span is not None:
-            span.update({"sync.idempotency.key_hash": digest})
+            span._attributes["sync.idempotency.key_hash"] = digest
         if self._ttl is not None:
             store = rt.cache.get(self._store_key)
             if store is None:
@@ -436,13 +439,17 @@ class SyncPerfMiddleware:
         received: int,
         sent: int,
         complete_ns: int,
-    ) -> None:
+    ) -> str | None:
         """Outcome from the response, adapter feeding, then ``end()``.
 
         Never raises, except in strict mode when the application itself did not raise.
         The operation's duration stops when the response was complete (``complete_ns``, 0
         when it never was): background tasks that run after it are not part of it.
+
+        Returns:
+            The route template the framework matched (``framework_route``), or None.
         """
+        matched = None
         try:
             if adapter is not None:
                 _feed(rt, op, adapter.on_request, request_chunks, received, self._max_body)
@@ -458,13 +465,14 @@ class SyncPerfMiddleware:
                     op.set_error(reason)
                 elif status == 409 and not op.conflicts:
                     op.record_conflict()
+            matched = framework_route(scope, entry_root)
             span = op._span
             if span is not None and not owned:
+                attrs = span._attributes  # syncperf's own values: valid by construction
                 if status is not None or failure is not None:
-                    span.update({"http.response.status_code": 500 if status is None else status})
-                matched = framework_route(scope, entry_root)
+                    attrs["http.response.status_code"] = 500 if status is None else status
                 if matched is not None and matched != template:
-                    span.update({"http.route": matched})
+                    attrs["http.route"] = matched
         except Exception as error:
             _hook_failed(rt, "asgi_outcome_failed", error, failure)
         finally:  # the operation ends even when strict mode raised just above
@@ -472,6 +480,7 @@ class SyncPerfMiddleware:
                 end(op, failure, complete_ns or None)
             except Exception as error:
                 _hook_failed(rt, "operation_end_failed", error, failure)
+        return matched
 
 
 def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
