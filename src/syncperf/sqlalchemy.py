@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from sqlalchemy.engine import Engine
 
 from syncperf import _runtime
@@ -161,7 +161,7 @@ class _DeferredSpan:
     __slots__ = ("_etype", "_parent", "_query", "_start", "_tracer")
 
     def __init__(
-        self, tracer: Tracer, query: _Query, parent: trace.Span, start: int, etype: str | None
+        self, tracer: Tracer, query: _Query, parent: SpanContext, start: int, etype: str | None
     ) -> None:
         self._tracer = tracer
         self._query = query
@@ -172,12 +172,8 @@ class _DeferredSpan:
     def end(self, end_time: int | None = None) -> None:
         query, etype = self._query, self._etype
         attrs = query.span_attrs if etype is None else {**query.span_attrs, "error.type": etype}
-        span = self._tracer.start_span(
-            query.span_name,
-            context=trace.set_span_in_context(self._parent),
-            kind=_CLIENT,
-            attributes=attrs,
-            start_time=self._start,
+        span = self._tracer.start(
+            query.span_name, self._parent, _CLIENT, attrs, start_time=self._start
         )
         if etype is not None:
             span.set_status(Status(StatusCode.ERROR, etype))
@@ -329,9 +325,9 @@ class EngineInstrumentation:
             if self._spans:
                 tracing = rt.tracing
                 if (tracing.active or t1 >= tracing.next_check) and rt.shed_until < t1:
-                    parent = _current_span()
+                    parent = _current_span().get_span_context()
                     if (
-                        parent.get_span_context().trace_flags & 1  # sampled
+                        parent.trace_flags & 1  # sampled
                         and getattr(context, "_otel_span", None) is None  # contrib has one
                     ):
                         self._span(rt, query, duration_ns, etype, t1, parent)
@@ -431,7 +427,7 @@ class EngineInstrumentation:
         duration_ns: int,
         etype: str | None,
         t1: int,
-        parent: trace.Span,
+        parent: SpanContext,
     ) -> None:
         tracing = rt.tracing
         if not tracing.active:

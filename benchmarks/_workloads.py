@@ -1,0 +1,99 @@
+"""Workloads for ``bench_instructions.py``: ``python -m benchmarks._workloads <name> <calls>``.
+
+Each builds one variant exactly as the timed benchmarks do and calls it ``calls`` times, so
+the instructions it executes can be counted from the outside (valgrind) without the noise of
+a clock. Span work that syncperf leaves to its finisher thread is flushed inline.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+
+def _core(name: str) -> Callable[[], object]:
+    from syncperf import _bench, _runtime
+
+    case, _, who = name.partition(":")
+    provider = None
+    if case != "metrics":
+        sampler = ParentBased(ALWAYS_ON if case == "recording" else ALWAYS_OFF)
+        provider = _bench._provider(sampler)
+    if who == "handler":
+        return _bench._handler
+    if who == "naive":
+        return _bench._naive(provider)
+    ours, runtime = _bench._syncperf(provider)
+    _runtime.replace(runtime)
+    return ours
+
+
+def _asgi(name: str) -> Iterator[Callable[[], object]]:
+    import benchmarks.bench_asgi as bench
+
+    fixture: Any = bench.variants
+    variants = getattr(fixture, "__pytest_wrapped__", None)
+    make = variants.obj if variants is not None else fixture.__wrapped__
+    yield from (calls[name] for calls in make())
+
+
+def _sqlalchemy(name: str) -> Callable[[], object]:
+    """``session.execute(select(1))`` under a sampled parent span (both make a CLIENT span)."""
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    import syncperf
+    from benchmarks.bench_asgi import _Discard
+
+    provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
+    provider.add_span_processor(BatchSpanProcessor(_Discard()))
+    syncperf.configure(tracer_provider=provider)
+    engine = create_engine("sqlite://")
+    if name == "contrib":
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+        SQLAlchemyInstrumentor().instrument(
+            engine=engine, tracer_provider=provider, skip_dep_check=True
+        )
+    elif name == "syncperf":
+        from syncperf.sqlalchemy import instrument_engine
+
+        instrument_engine(engine)
+    session = Session(engine)
+    statement = select(1)
+    session.execute(statement)
+    parent = provider.get_tracer("bench").start_span("parent")
+    context_api.attach(trace.set_span_in_context(parent))
+    flush = syncperf.force_flush
+
+    def query() -> object:
+        result = session.execute(statement)
+        flush()
+        return result
+
+    return query
+
+
+def main() -> None:
+    """Run one workload: ``<suite>/<variant> <calls>``."""
+    workload, calls = sys.argv[1], int(sys.argv[2])
+    suite, _, name = workload.partition("/")
+    if suite == "core":
+        call = _core(name)
+    elif suite == "asgi":
+        call = next(_asgi(name))
+    else:
+        call = _sqlalchemy(name)
+    for _ in range(calls):
+        call()
+
+
+if __name__ == "__main__":
+    main()
