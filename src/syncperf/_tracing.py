@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
@@ -119,6 +119,12 @@ def _classify(sampler: Any) -> tuple[bool | None, bool]:
     return None, False
 
 
+class Endable(Protocol):
+    """What the finisher ends: a span, or anything that builds and ends one (a query's)."""
+
+    def end(self, end_time: int | None = None) -> None: ...
+
+
 class SpanFinisher:
     """Ends spans on a daemon thread; bounded; flushable."""
 
@@ -130,7 +136,7 @@ class SpanFinisher:
         budget_ns: int,
         max_queue: int = 4096,
     ) -> None:
-        self._queue: deque[tuple[Span, int]] = deque()
+        self._queue: deque[tuple[Endable, int]] = deque()
         self._max_queue = max_queue
         self._budget_ns = budget_ns
         self._on_slow_end = on_slow_end
@@ -141,9 +147,10 @@ class SpanFinisher:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._ending_since = 0
+        self._slow = False
         self._stopped = False
 
-    def end(self, span: Span, end_ns: int) -> None:
+    def end(self, span: Endable, end_ns: int) -> None:
         """Queue ``span`` to be ended at wall time ``end_ns``.
 
         With the queue full the span is dropped and counted, as ``BatchSpanProcessor`` does;
@@ -194,20 +201,20 @@ class SpanFinisher:
         """End every queued span now, on the calling thread."""
         with self._lock:
             while self._queue:
-                span, end_ns = self._queue.popleft()
-                self._ending_since = time.perf_counter_ns()
-                self._end_one(span, end_ns)
-                self._ending_since = 0
+                self._end_one(*self._queue.popleft())
 
-    def _end_one(self, span: Span, end_ns: int) -> None:
-        started = time.perf_counter_ns()
+    def _end_one(self, span: Endable, end_ns: int) -> None:
+        self._ending_since = started = time.perf_counter_ns()
         try:
             span.end(end_time=end_ns)
         except Exception:
             _logger.debug("syncperf: span.end raised", exc_info=True)
+        self._ending_since = 0
         if time.perf_counter_ns() - started > self._budget_ns:
+            self._slow = True
             self._on_slow_end()
-        else:
+        elif self._slow:  # the first fast end after slow ones breaks their streak
+            self._slow = False
             self._on_fast_end()
 
 

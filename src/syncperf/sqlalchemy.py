@@ -48,7 +48,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
@@ -437,7 +437,7 @@ class EngineInstrumentation:
             return
         end = _wall()
         deferred = _DeferredSpan(tracer, query, parent, end - duration_ns, etype)
-        rt.finisher.end(cast(trace.Span, deferred), end)
+        rt.finisher.end(deferred, end)
 
     def _n_plus_one(self, rt: Runtime, op: SyncOperation, query: _Query, count: int) -> None:
         reports = _reports(rt)
