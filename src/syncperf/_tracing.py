@@ -148,6 +148,8 @@ class SpanFinisher:
         self._pid = os.getpid()
         self._ending_since = 0
         self._slow = False
+        self._pending = False
+        """A wake-up is on its way (``Event.is_set()`` is a Python call per span)."""
         self._stopped = False
 
     def end(self, span: Endable, end_ns: int) -> None:
@@ -165,7 +167,8 @@ class SpanFinisher:
             self._on_overflow(bool(since) and time.perf_counter_ns() - since > self._budget_ns)
             return
         self._queue.append((span, end_ns))
-        if not self._wake.is_set():  # wake the finisher once per batch, not per span
+        if not self._pending:  # wake the finisher once per batch, not per span
+            self._pending = True
             if self._thread is None or self._pid != os.getpid():
                 self._start()
             self._wake.set()
@@ -186,7 +189,18 @@ class SpanFinisher:
             # Linger to gather a batch: one wake-up (one GIL hand-off) per batch, not per span.
             time.sleep(_LINGER_S)
             self._wake.clear()
+            self._pending = False  # spans queued from here on wake the thread again
             self.flush()
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: the parent ends what it had queued, and the
+        parent's thread (and any wake-up it had pending) did not come along."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queue.clear()
+        self._thread = None
+        self._pending = False
+        self._ending_since = 0
 
     def shutdown(self) -> None:
         """End what is queued and stop the thread."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 from opentelemetry import baggage, trace
@@ -171,3 +173,29 @@ def test_a_span_serialises_like_an_sdk_span() -> None:
     assert data["name"] == "sync push"
     assert data["kind"] == str(SpanKind.INTERNAL)
     assert data["attributes"]["sync.batch.size"] == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+def test_a_forked_child_ends_its_spans_although_the_parent_had_a_wake_up_pending() -> None:
+    provider = TracerProvider()
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider) as cap:
+        finisher = cap.runtime.finisher
+        finisher._pending = True  # the parent's finisher is lingering over a batch
+        pid = os.fork()
+        if pid == 0:  # the child: its span must be ended by a thread of its own
+            code = 1
+            try:
+                with syncperf.sync_operation("push"):
+                    pass
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline and not exporter.get_finished_spans():
+                    time.sleep(0.01)
+                code = 0 if exporter.get_finished_spans() else 3
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        finisher._pending = False
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -366,8 +366,8 @@ def after_fork_in_child() -> None:
     from syncperf import _runtime
 
     current = _runtime._current
-    if current is not None:  # a span end in progress on the finisher thread at fork time
-        _release(current.finisher._lock)
+    if current is not None:
+        current.finisher.after_fork_in_child()
     registries = {id(r._registry): r._registry for r in list(_readers)}
     for registry in registries.values():
         _release(registry._collect_lock)
