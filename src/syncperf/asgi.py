@@ -261,8 +261,7 @@ class SyncPerfMiddleware:
             hs = rt.cache.get(HTTP_KEY) or http_series(rt)
             with rt.lock:
                 active = hs.active_series.get((method, scheme)) or hs.active_for(method, scheme)
-                active.value += 1
-                active.touched = True
+                active.add(1)
 
         # --- the request ---------------------------------------------------------------------
         status: int | None = None
@@ -385,7 +384,7 @@ class SyncPerfMiddleware:
                         )
                         bound = hs.series.get(key)
                         with rt.lock:
-                            active.value -= 1
+                            active.add(-1)
                             left = True
                             dur, req_size, resp_size = bound or hs.bound(*key)
                             if not live:

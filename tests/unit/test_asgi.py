@@ -662,3 +662,18 @@ def test_configuration_mistakes_raise_config_error() -> None:
             SyncPerfMiddleware(app, **options)
     with pytest.raises(syncperf.ConfigError):
         SyncRoute("pull", adapter=object())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("path", ["/sync/pull", "/other"])
+async def test_active_requests_return_to_zero_when_collected_mid_request(path: str) -> None:
+    with capture() as cap:
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            assert active_total(cap, "http.server.active_requests") == 1  # a collection
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        async with client(SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})) as c:
+            assert (await c.get(path)).status_code == 200
+        assert active_total(cap, "http.server.active_requests") == 0
+        assert active_total(cap, "sync.operations.active") == 0
