@@ -358,6 +358,7 @@ class SyncPerfMiddleware:
                 # Never replaces the application's exception (see _hook_failed).
                 left = False
                 try:
+                    overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
                     if hs is not None:
                         status_attr: int | None = status
                         if failure is not None:
@@ -373,7 +374,6 @@ class SyncPerfMiddleware:
                         version = scope.get("http_version")
                         size = content_length if content_length >= 0 else received
                         duration = ((complete_ns or t_end) - t0) / 1e9
-                        overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
                         key = (
                             method,
                             scheme,
@@ -394,7 +394,6 @@ class SyncPerfMiddleware:
                             resp_size.record(sent)
                             overhead.record((prologue_ns + _perf() - t_end) / 1e9)
                     else:
-                        overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
                         with rt.lock:
                             overhead.record((prologue_ns + _perf() - t_end) / 1e9)
                 except Exception as error:
