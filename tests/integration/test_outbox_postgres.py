@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -17,20 +14,15 @@ from sqlalchemy import Engine, create_engine, func, select, text
 
 from syncperf.outbox import Outbox, sqlalchemy_probe
 from syncperf.testing import Capture
+from tests._examples import load_example
 
 pytestmark = pytest.mark.integration
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "outbox_relay.py"
 SCHEMA = "syncperf_outbox_it"
 
 
-def load_example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("outbox_relay_pg_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def example_module() -> ModuleType:
+    return load_example("outbox_relay.py", "outbox_relay_pg_example")
 
 
 @pytest.fixture
@@ -64,7 +56,7 @@ def run_until_drained(relay: Any, engine: Engine, example: ModuleType, timeout: 
 def test_relay_crash_and_restart_keeps_every_count_exact(
     engine: Engine, syncperf_capture: Capture
 ) -> None:
-    example = load_example()
+    example = example_module()
     example.metadata.create_all(engine)
     box = Outbox(
         "todos",
@@ -189,7 +181,7 @@ def test_relay_crash_and_restart_keeps_every_count_exact(
 def test_probe_timeout_on_postgres_is_counted_not_raised(
     engine: Engine, syncperf_capture: Capture
 ) -> None:
-    example = load_example()
+    example = example_module()
     example.metadata.create_all(engine)
     blocker = engine.connect()
     blocker.execute(text("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import subprocess
 import sys
 import time
@@ -15,17 +14,13 @@ import httpx
 import pytest
 
 from syncperf.testing import Capture
+from tests._examples import load_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fastapi_service.py"
 
 
 def load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fastapi_service_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("fastapi_service.py", "fastapi_service_example")
 
 
 def client(app: Any) -> httpx.AsyncClient:

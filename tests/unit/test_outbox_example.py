@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +11,14 @@ from typing import Any
 import pytest
 
 from syncperf.testing import Capture
+from tests._examples import load_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "outbox_relay.py"
 
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("outbox_relay_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("outbox_relay.py", "outbox_relay_example")
 
 
 def test_example_relay_publishes_every_committed_push_with_right_metrics_and_links(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,18 +11,14 @@ from types import ModuleType
 import pytest
 
 from syncperf.testing import Capture
+from tests._examples import load_example
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "n_plus_one.py"
 
 
 @pytest.fixture(scope="module")
 def example() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("n_plus_one_example", EXAMPLE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_example("n_plus_one.py", "n_plus_one_example")
 
 
 def test_the_one_by_one_push_is_reported_and_the_batched_one_is_not(
