@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncperf._bench import TARGETS, measure, render
+from syncperf._bench import TARGETS, _syncperf, measure, render
 
 # Loose ceilings for CI: twice the targets (the targets themselves are reported, not gated).
 CEILINGS = {case: 2 * target for case, target in TARGETS.items()}
@@ -27,16 +27,12 @@ def test_operation_cost_against_naive_otel(benchmark: Any) -> None:
 
 
 def test_decorated_operation_metrics_only(benchmark: Any) -> None:
-    import syncperf
-    from syncperf.testing import capture
+    from syncperf import _runtime
 
-    with capture(tracer_provider=None, strict=False):
-
-        @syncperf.instrument_sync("push", entity="todo")
-        def push() -> int:
-            op = syncperf.current_operation()
-            op.set_batch_size(10)
-            op.record_items(10, change="created")
-            return 10
-
+    push, runtime = _syncperf(None)  # the metrics-only operation measured above
+    previous = _runtime.replace(runtime)
+    try:
         benchmark(push)
+    finally:
+        _runtime.replace(previous)
+        runtime.shutdown()

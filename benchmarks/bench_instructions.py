@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGETS = {"core": {"metrics": 0.10, "sampled": 0.15, "recording": 0.50}, "asgi": 0.25}
+CORE_TARGETS = {"metrics": 0.10, "sampled": 0.15, "recording": 0.50}
 pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs valgrind")
 
 
@@ -82,36 +82,23 @@ def test_core_instructions(benchmark: Any) -> None:
     benchmark.extra_info.update({row[0]: round(row[3], 3) for row in rows})
     benchmark.pedantic(lambda: None, rounds=1)
     for case, _, _, ratio in rows:  # deterministic, but machines differ: a loose bound
-        assert ratio <= 1.5 * TARGETS["core"][case]
+        assert ratio <= 1.5 * CORE_TARGETS[case]
 
 
-def test_asgi_instructions(benchmark: Any) -> None:
-    counts = per_call(["asgi/plain", "asgi/contrib", "asgi/syncperf"], 300, 1300)
-    rows = [
-        _row(
-            "sync route vs FastAPIInstrumentor",
-            counts["asgi/syncperf"],
-            counts["asgi/contrib"],
-            counts["asgi/plain"],
-        )
-    ]
-    _print("ASGI: instructions added per sync request", rows)
+@pytest.mark.parametrize(
+    ("suite", "case", "calls", "target"),
+    [
+        ("asgi", "ASGI sync route vs FastAPIInstrumentor", (300, 1300), 0.25),
+        ("sql", "SQLAlchemy traced query (sampled parent), all threads", (500, 3000), 0.25),
+    ],
+)
+def test_integration_instructions(
+    benchmark: Any, suite: str, case: str, calls: tuple[int, int], target: float
+) -> None:
+    plain, contrib, ours = (f"{suite}/{name}" for name in ("plain", "contrib", "syncperf"))
+    counts = per_call([plain, contrib, ours], *calls)
+    rows = [_row(case, counts[ours], counts[contrib], counts[plain])]
+    _print(f"{case}: instructions added per call", rows)
     benchmark.extra_info["ratio"] = round(rows[0][3], 3)
     benchmark.pedantic(lambda: None, rounds=1)
-    assert rows[0][3] <= 1.5 * TARGETS["asgi"]
-
-
-def test_sqlalchemy_instructions(benchmark: Any) -> None:
-    counts = per_call(["sql/plain", "sql/contrib", "sql/syncperf"], 500, 3000)
-    rows = [
-        _row(
-            "traced query (sampled parent), all threads",
-            counts["sql/syncperf"],
-            counts["sql/contrib"],
-            counts["sql/plain"],
-        )
-    ]
-    _print("SQLAlchemy: instructions added per query", rows)
-    benchmark.extra_info["ratio"] = round(rows[0][3], 3)
-    benchmark.pedantic(lambda: None, rounds=1)
-    assert rows[0][3] <= 1.5 * 0.25
+    assert rows[0][3] <= 1.5 * target
