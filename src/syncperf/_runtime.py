@@ -265,28 +265,55 @@ class Runtime:
         )
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
-        self.exporters = [
-            PeriodicExporter(
-                registry,
-                exporter,
-                self.resource,
-                self.scope,
-                interval=config.export_interval,
-                timeout=config.export_timeout,
-                on_failure=self._export_failed,
-            )
-            for exporter in config.metric_exporters
-        ]
-        self.prometheus_registry: Any = None
-        if config.prometheus:
-            from syncperf._engine._prometheus import register
-
-            self.prometheus_registry = register(self, config.prometheus)
+        self.exporters: list[PeriodicExporter] = []
+        self.prometheus: list[tuple[Any, Any]] = []
+        """``(registry, collector)`` pairs this runtime feeds."""
+        self.sync_outputs()
         for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
             try:
                 hook(self)
             except Exception:
                 _logger.warning("syncperf: a runtime hook failed", exc_info=True)
+
+    # --- outputs -------------------------------------------------------------------------
+
+    @property
+    def prometheus_registry(self) -> Any:
+        """The first ``prometheus_client`` registry syncperf's metrics are served from."""
+        return self.prometheus[0][0] if self.prometheus else None
+
+    def sync_outputs(self) -> None:
+        """Feed exactly the config's outputs plus ``OUTPUTS``: start what is missing, stop
+        what is gone (each exporter and registry once, however often it was named)."""
+        with _outputs_lock:
+            wanted = _unique([*self.config.metric_exporters, *OUTPUTS.exporters.values()])
+            for periodic in [p for p in self.exporters if not _has(wanted, p.exporter)]:
+                self.exporters.remove(periodic)
+                periodic.shutdown()
+            for exporter in wanted:
+                if not any(p.exporter is exporter for p in self.exporters):
+                    self.exporters.append(self._periodic(exporter))
+            registries = [_registry(self.config.prometheus)] if self.config.prometheus else []
+            registries = _unique([*registries, *OUTPUTS.registries])
+            from syncperf._engine import _prometheus
+
+            for pair in [p for p in self.prometheus if not _has(registries, p[0])]:
+                self.prometheus.remove(pair)
+                _prometheus.unregister(*pair)
+            for registry in registries:
+                if not any(p[0] is registry for p in self.prometheus):
+                    self.prometheus.append((registry, _prometheus.register(self, registry)))
+
+    def _periodic(self, exporter: Any) -> PeriodicExporter:
+        return PeriodicExporter(
+            self.registry,
+            exporter,
+            self.resource,
+            self.scope,
+            interval=self.config.export_interval,
+            timeout=self.config.export_timeout,
+            on_failure=self._export_failed,
+        )
 
     # --- cached series -------------------------------------------------------------------
 
@@ -439,11 +466,13 @@ class Runtime:
         """
         self.finisher.shutdown()
         for exporter in self.exporters:
-            exporter.shutdown(close=not any(exporter.exporter is k for k in keep))
-        if self.prometheus_registry is not None:
+            exporter.shutdown(close=not _has(keep, exporter.exporter))
+        if self.prometheus:
             from syncperf._engine._prometheus import unregister
 
-            unregister(self)
+            for registry, collector in self.prometheus:
+                unregister(registry, collector)
+            self.prometheus = []
 
 
 def _resource(tracing: Tracing) -> Any:
@@ -461,6 +490,48 @@ def _scope() -> Any:
     from syncperf import __version__
 
     return InstrumentationScope("syncperf", __version__)
+
+
+class Outputs:
+    """Outputs the set-ups added (``syncperf.export``): every runtime feeds them, and a new
+    configuration keeps them, so set-ups compose in any order and repeat harmlessly."""
+
+    def __init__(self) -> None:
+        self.exporters: dict[str, Any] = {}
+        """Metric exporters by the name of the set-up that owns them (``"otlp"``)."""
+        self.registries: list[Any] = []
+        """``prometheus_client`` registries serving syncperf's metrics."""
+
+
+OUTPUTS = Outputs()
+_outputs_lock = threading.RLock()
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    found: list[Any] = []
+    for item in items:
+        if not _has(found, item):
+            found.append(item)
+    return found
+
+
+def _has(items: Any, item: Any) -> bool:
+    return any(i is item for i in items)
+
+
+def _registry(target: Any) -> Any:
+    if target is True:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY
+    return target
+
+
+def sync_outputs() -> Runtime:
+    """Make the current runtime (built from the environment if none) feed ``OUTPUTS``."""
+    rt = current()
+    rt.sync_outputs()
+    return rt
 
 
 _current: Runtime | None = None
@@ -494,7 +565,7 @@ def install(config: Config) -> Runtime:
     rt = Runtime(config)
     previous = replace(rt)
     if previous is not None:
-        previous.shutdown(keep=config.metric_exporters)
+        previous.shutdown(keep=(*config.metric_exporters, *OUTPUTS.exporters.values()))
     return rt
 
 

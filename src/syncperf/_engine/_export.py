@@ -66,7 +66,11 @@ class _Point:
 
 
 class Reader:
-    """One consumer's view of a registry at one temporality per instrument kind."""
+    """One consumer's view of a registry at one temporality per instrument kind.
+
+    ``beside``: the SDK meter provider whose pipeline this reader feeds (or stands beside);
+    series another instrumentation already records into that provider are skipped.
+    """
 
     def __init__(
         self,
@@ -74,8 +78,10 @@ class Reader:
         resource: Resource,
         scope: InstrumentationScope,
         temporality: dict[str, AggregationTemporality] | None = None,
+        beside: object = None,
     ) -> None:
         self._registry = registry
+        self._beside = beside
         self._resource = resource
         self._scope = scope
         self._temporality = temporality or {}
@@ -100,8 +106,11 @@ class Reader:
             observed_before = {k: p.start_ns for k, p in self._points.items() if p.observed}
             for key in observed_before:
                 del self._points[key]
+            beside = self._beside
             for item in drained:
                 instrument = item.instrument
+                if beside is not None and instrument.beside is beside:
+                    continue
                 self._instruments[instrument.name] = instrument
                 key = (instrument.name, item.attributes)
                 if item.observed:
@@ -270,7 +279,13 @@ class PeriodicExporter:
         on_failure: object = None,
     ) -> None:
         self.exporter = exporter
-        self.reader = Reader(registry, resource, scope, exporter_temporality(exporter))
+        self.reader = Reader(
+            registry,
+            resource,
+            scope,
+            exporter_temporality(exporter),
+            beside=getattr(exporter, "beside", None),
+        )
         self._interval = interval
         self._timeout_ms = timeout * 1000
         self._on_failure = on_failure

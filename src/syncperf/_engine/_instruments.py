@@ -107,6 +107,7 @@ class Instrument:
     """One metric stream: name, kind, unit and its bounded set of series."""
 
     __slots__ = (
+        "beside",
         "bounds",
         "callbacks",
         "description",
@@ -127,6 +128,7 @@ class Instrument:
         *,
         bounds: Sequence[float] = (),
         max_series: int = 2000,
+        beside: object = None,
     ) -> None:
         self.name = name
         self.kind = kind
@@ -137,6 +139,9 @@ class Instrument:
         self.monotonic = kind == "counter"
         self.series: dict[Attributes, Series] = {}
         self.callbacks: list[GaugeCallback] = []
+        self.beside = beside
+        """An SDK meter provider that already records these series through another
+        instrumentation: readers feeding that provider's pipeline skip this instrument."""
 
     def bind(self, attributes: Attributes) -> Series:
         """Return the series for ``attributes``, creating it within the series limit.
@@ -187,7 +192,7 @@ class Registry:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.instruments: dict[str, Instrument] = {}
+        self.instruments: dict[str | tuple[str, int], Instrument] = {}
         self._readers: list[_Sink] = []
         self._collect_lock = threading.Lock()
         self._instrument_lock = threading.Lock()
@@ -203,15 +208,30 @@ class Registry:
         *,
         bounds: Sequence[float] = (),
         max_series: int = 2000,
+        beside: object = None,
     ) -> Instrument:
-        """Create (or return the existing) instrument called ``name`` (thread-safe)."""
-        existing = self.instruments.get(name)
+        """Create (or return the existing) instrument called ``name`` (thread-safe).
+
+        With ``beside`` (a meter provider), a second stream of the same name is kept apart
+        for the series that provider's pipeline already has (see ``Instrument.beside``);
+        every other reader merges both streams into one metric.
+        """
+        key = name if beside is None else (name, id(beside))
+        existing = self.instruments.get(key)
         if existing is not None:
             return existing
         with self._instrument_lock:
             return self.instruments.setdefault(
-                name,
-                Instrument(name, kind, unit, description, bounds=bounds, max_series=max_series),
+                key,
+                Instrument(
+                    name,
+                    kind,
+                    unit,
+                    description,
+                    bounds=bounds,
+                    max_series=max_series,
+                    beside=beside,
+                ),
             )
 
     def gauge(self, name: str, unit: str, description: str, callback: GaugeCallback) -> Instrument:

@@ -43,11 +43,11 @@ class SyncPerfCollector:
     """Yields syncperf's metrics on each scrape (cumulative, as Prometheus expects)."""
 
     def __init__(self, rt: Runtime) -> None:
-        self._reader = rt.reader()
+        self.reader = rt.reader()
 
     def close(self) -> None:
         """Stop receiving data."""
-        self._reader.close()
+        self.reader.close()
 
     def describe(self) -> list[Any]:
         """No up-front description: metric families appear as they get data."""
@@ -55,11 +55,28 @@ class SyncPerfCollector:
 
     def collect(self) -> Iterator[Any]:
         """Translate one cumulative collection into Prometheus metric families."""
-        data = self._reader.collect()
+        data = self.reader.collect()
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     yield _family(metric)
+
+
+def family_samples(metric: Metric) -> tuple[str, str, tuple[str, ...], list[tuple[Any, Any]]]:
+    """``(name, help, label names, [(label values, data point)])`` of a metric family."""
+    points: list[Any] = list(metric.data.data_points)
+    keys = sorted({k for p in points for k in (p.attributes or {})})
+
+    def values(point: Any) -> tuple[str, ...]:
+        attrs = point.attributes or {}
+        return tuple(_label_value(attrs.get(k, "")) for k in keys)
+
+    return (
+        prometheus_name(metric.name, metric.unit),
+        metric.description or metric.name,
+        tuple(label_name(k) for k in keys),
+        [(values(point), point) for point in points],
+    )
 
 
 def _family(metric: Metric) -> Any:
@@ -70,26 +87,18 @@ def _family(metric: Metric) -> Any:
     )
 
     data = metric.data
-    doc = metric.description or metric.name
-    points: list[Any] = list(data.data_points)
-    keys = sorted({k for p in points for k in (p.attributes or {})})
-    labels = [label_name(k) for k in keys]
-
-    def values(point: Any) -> list[str]:
-        attrs = point.attributes or {}
-        return [_label_value(attrs.get(k, "")) for k in keys]
-
-    name = prometheus_name(metric.name, metric.unit)
+    name, doc, keys, points = family_samples(metric)
+    labels = list(keys)
     if isinstance(data, Histogram):
         histogram = HistogramMetricFamily(name, doc, labels=labels)
-        for point in points:
+        for values, point in points:
             buckets, running = [], 0
             for bound, count in zip(
                 [*point.explicit_bounds, math.inf], point.bucket_counts, strict=True
             ):
                 running += count
                 buckets.append((_le(bound), running))
-            histogram.add_metric(values(point), buckets, point.sum)
+            histogram.add_metric(list(values), buckets, point.sum)
         return histogram
     family: CounterMetricFamily | GaugeMetricFamily
     if isinstance(data, Sum) and data.is_monotonic:
@@ -97,8 +106,8 @@ def _family(metric: Metric) -> Any:
     else:
         assert isinstance(data, (Sum, Gauge))
         family = GaugeMetricFamily(name, doc, labels=labels)
-    for point in points:
-        family.add_metric(values(point), point.value)
+    for values, point in points:
+        family.add_metric(list(values), point.value)
     return family
 
 
@@ -114,20 +123,29 @@ def _label_value(value: object) -> str:
     return str(value)
 
 
-def register(rt: Runtime, target: Any) -> Any:
-    """Register a collector for ``rt`` with ``target`` (True: the default registry)."""
-    from prometheus_client import REGISTRY
+def register(rt: Runtime, registry: Any) -> Any:
+    """Register a collector of ``rt``'s metrics with ``registry``; return the collector.
 
-    registry = REGISTRY if target is True else target
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's multiprocess mode) the
+    collector is the writer of this process's files instead (``_multiprocess``).
+    """
+    from syncperf._engine import _multiprocess
+
+    if _multiprocess.directory() is not None:
+        return _multiprocess.register(rt, registry)
     collector = SyncPerfCollector(rt)
     registry.register(collector)
-    rt.cache["prometheus_collector"] = collector
-    return registry
+    return collector
 
 
-def unregister(rt: Runtime) -> None:
+def unregister(registry: Any, collector: Any) -> None:
     """Undo ``register``."""
-    collector = rt.cache.pop("prometheus_collector", None)
-    if collector is not None and rt.prometheus_registry is not None:
-        rt.prometheus_registry.unregister(collector)
-        collector.close()
+    from syncperf._engine import _multiprocess
+
+    try:
+        registry.unregister(collector)
+    except KeyError:  # already gone (e.g. the application cleared its registry)
+        pass
+    if isinstance(collector, _multiprocess.MultiprocessWriter):
+        _multiprocess.unregister(registry, collector)
+    collector.close()
