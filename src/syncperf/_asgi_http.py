@@ -55,7 +55,7 @@ class HttpSeries:
 
     __slots__ = ("active", "active_series", "duration", "request_size", "response_size", "series")
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, beside: object = None) -> None:
         registry, limit = rt.registry, rt.config.max_series
         self.duration = registry.instrument(
             "http.server.request.duration",
@@ -64,6 +64,7 @@ class HttpSeries:
             "Duration of HTTP server requests.",
             bounds=HTTP_DURATION_BOUNDS,
             max_series=limit,
+            beside=beside,
         )
         self.active = registry.instrument(
             "http.server.active_requests",
@@ -71,6 +72,7 @@ class HttpSeries:
             "{request}",
             "Number of active HTTP server requests.",
             max_series=limit,
+            beside=beside,
         )
         self.request_size = registry.instrument(
             "http.server.request.body.size",
@@ -79,6 +81,7 @@ class HttpSeries:
             "Size of HTTP server request bodies.",
             bounds=BODY_SIZE_BOUNDS,
             max_series=limit,
+            beside=beside,
         )
         self.response_size = registry.instrument(
             "http.server.response.body.size",
@@ -87,6 +90,7 @@ class HttpSeries:
             "Size of HTTP server response bodies.",
             bounds=BODY_SIZE_BOUNDS,
             max_series=limit,
+            beside=beside,
         )
         self.series: dict[
             tuple[Any, ...], tuple[HistogramSeries, HistogramSeries, HistogramSeries]
@@ -134,14 +138,17 @@ class HttpSeries:
         return found
 
 
-def http_series(rt: Runtime) -> HttpSeries:
-    """The runtime's ``HttpSeries`` (created once per runtime)."""
-    found = rt.cache.get(HTTP_KEY)
+def http_series(rt: Runtime, beside: object = None) -> HttpSeries:
+    """The runtime's ``HttpSeries`` (created once per runtime); with ``beside``, the
+    series of requests whose HTTP metrics another instrumentation records into that meter
+    provider (kept out of the outputs that feed it, so no output has them twice)."""
+    key = HTTP_KEY if beside is None else (HTTP_KEY, id(beside))
+    found = rt.cache.get(key)
     if found is None:
         with rt.lock:
-            found = rt.cache.get(HTTP_KEY)
+            found = rt.cache.get(key)
             if found is None:
-                found = rt.cache[HTTP_KEY] = HttpSeries(rt)
+                found = rt.cache[key] = HttpSeries(rt, beside)
     return found
 
 
@@ -167,51 +174,58 @@ def contrib_in_stack(app: Any) -> bool:
     return False
 
 
-def _native_meters(scope: MutableMapping[str, Any]) -> bool:
-    """Whether FastAPI's native telemetry records HTTP metrics for this request.
-
-    Mirrors FastAPI (>= 0.142): on unless ``telemetry={"metrics": False}``, and only with a
-    configured meter provider (explicit, or a global one that is not the API's proxy).
-    """
-    if scope.get("type") != "http":
-        return False
-    config = getattr(scope.get("app"), "_telemetry", None)
-    provider = None
-    if isinstance(config, dict):
-        if not config.get("metrics", True):
-            return False
-        provider = config.get("meter_provider")
+def _sdk_meter_provider(provider: Any) -> Any:
+    """``provider`` (default: the global one) when it records anything, else None."""
     if provider is None:
         from opentelemetry import metrics
 
         provider = metrics.get_meter_provider()
         cls = type(provider)
         if (cls.__module__, cls.__name__) == _PROXY_METER:
-            return False
+            return None
     from opentelemetry.metrics import NoOpMeterProvider
 
-    return not isinstance(provider, NoOpMeterProvider)
+    return None if isinstance(provider, NoOpMeterProvider) else provider
 
 
-def owners(scope: MutableMapping[str, Any], contrib: bool) -> tuple[trace.Span | None, bool, bool]:
+def _native_meters(scope: MutableMapping[str, Any]) -> Any:
+    """The meter provider FastAPI's native telemetry records HTTP metrics into, or None.
+
+    Mirrors FastAPI (>= 0.142): on unless ``telemetry={"metrics": False}``, and only with a
+    configured meter provider (explicit, or a global one that is not the API's proxy).
+    """
+    if scope.get("type") != "http":
+        return None
+    config = getattr(scope.get("app"), "_telemetry", None)
+    provider = None
+    if isinstance(config, dict):
+        if not config.get("metrics", True):
+            return None
+        provider = config.get("meter_provider")
+    return _sdk_meter_provider(provider)
+
+
+def owners(scope: MutableMapping[str, Any], contrib: bool) -> tuple[trace.Span | None, bool, Any]:
     """Who else instruments this request.
 
     Returns:
-        ``(server_span, owns_span, owns_metrics)``: another instrumentation's recording
+        ``(server_span, owns_span, metrics_provider)``: another instrumentation's recording
         server span to enrich (or None), whether another instrumentation owns the server
-        span (even a sampled-out one), and whether it records ``http.server.*`` metrics.
+        span (even a sampled-out one), and the meter provider another instrumentation
+        records ``http.server.*`` metrics into (or None).
     """
     telemetry = scope.get("fastapi.telemetry")
     if telemetry is not None:  # FastAPI's native telemetry is active for this request
         span = getattr(telemetry, "span", None)
         recording = span if span is not None and span.is_recording() else None
-        return recording, span is not None, contrib or _native_meters(scope)
+        provider = _sdk_meter_provider(None) if contrib else _native_meters(scope)
+        return recording, span is not None, provider
     current = trace.get_current_span()
     if current.is_recording() and getattr(current, "kind", None) is trace.SpanKind.SERVER:
-        return current, True, True
+        return current, True, _sdk_meter_provider(None)
     if contrib:
-        return None, current.get_span_context().is_valid, True
-    return None, False, False
+        return None, current.get_span_context().is_valid, _sdk_meter_provider(None)
+    return None, False, None
 
 
 # --- headers and idempotency ---------------------------------------------------------------

@@ -192,8 +192,8 @@ class SyncPerfMiddleware:
         hit = self._routes.match(route_path(scope)) if self._has_routes else None
         if hit is not None and (scope.get("method") == "OPTIONS" or _CURRENT.get() is not None):
             hit = None  # preflight, or an outer sync operation already measures this request
-        owner_span, owned, metrics_elsewhere = owners(scope, contrib)
-        metering = self._http_metrics and not metrics_elsewhere
+        owner_span, owned, metered_into = owners(scope, contrib)
+        metering = self._http_metrics
         if hit is None and not metering:
             await self.app(scope, receive, send)
             return
@@ -258,7 +258,11 @@ class SyncPerfMiddleware:
 
         hs = None
         if metering:
-            hs = rt.cache.get(HTTP_KEY) or http_series(rt)
+            hs = (
+                rt.cache.get(HTTP_KEY) or http_series(rt)
+                if metered_into is None
+                else http_series(rt, metered_into)
+            )
             with rt.lock:
                 active = hs.active_series.get((method, scheme)) or hs.active_for(method, scheme)
                 active.add(1)

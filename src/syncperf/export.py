@@ -11,9 +11,13 @@ For applications that have not configured OpenTelemetry themselves::
 ``OTEL_EXPORTER_OTLP_PROTOCOL`` (per-signal ``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_PROTOCOL``
 win), leaving every other ``OTEL_*`` variable to the SDK and exporters that define them
 (endpoint, headers, timeout, compression, certificates, temporality preference, sampler,
-batch processor, resource). Global providers that already exist are used, never replaced.
-syncperf's own metrics are exported from its aggregates through
-``syncperf.configure(metric_exporters=[...])``.
+batch processor, resource). Global providers that already exist are used, never replaced:
+an application's own SDK ``MeterProvider`` gets syncperf's metrics in its readers
+(``setup_meter_provider``), otherwise syncperf exports its aggregates itself.
+
+The set-ups compose: each adds its output to every current and future configuration, in
+any order, with ``configure()`` before, between or after; calling one again replaces its
+own output rather than adding a second one.
 
 Both are safe in forked workers: syncperf's export threads restart in the child and the
 child starts with empty aggregates (see docs/export.md). Export failures never reach the
@@ -25,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +50,7 @@ __all__ = [
     "PrometheusEndpoint",
     "RenewableMetricExporter",
     "prometheus_asgi_app",
+    "setup_meter_provider",
     "setup_otlp",
     "setup_prometheus",
 ]
@@ -66,6 +72,8 @@ class OtlpExport:
             the one created here), or None when traces are off.
         meter_provider: The global meter provider created here for other instrumentation,
             or None (one existed, or metrics are off).
+        joined_meter_provider: The application's global SDK meter provider whose readers
+            receive syncperf's metrics (instead of an exporter of syncperf's own), or None.
         traces_protocol: Protocol of the span exporter, or None.
         metrics_protocol: Protocol of the metric exporter, or None.
         owns_tracer_provider: True when the tracer provider was created (and set global) here.
@@ -77,7 +85,8 @@ class OtlpExport:
     traces_protocol: str | None = None
     metrics_protocol: str | None = None
     owns_tracer_provider: bool = False
-    _runtime: Any = field(default=None, repr=False)
+    joined_meter_provider: Any = None
+    _exporter: Any = field(default=None, repr=False)
     _shut: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
@@ -85,11 +94,11 @@ class OtlpExport:
         if self._shut:
             return
         self._shut = True
-        rt = self._runtime
-        if rt is not None:
-            rt.finisher.flush()
-            for exporter in rt.exporters:
-                exporter.shutdown()
+        rt = _runtime.current()
+        rt.finisher.flush()
+        if self._exporter is not None and _runtime.OUTPUTS.exporters.get("otlp") is self._exporter:
+            del _runtime.OUTPUTS.exporters["otlp"]
+            rt.sync_outputs()  # a last export, then the exporter shuts down
         if self.owns_tracer_provider and self.tracer_provider is not None:
             self.tracer_provider.shutdown()
         if self.meter_provider is not None:
@@ -110,9 +119,12 @@ def setup_otlp(
 ) -> OtlpExport:
     """Export sync spans and syncperf's metrics over OTLP; returns what was installed.
 
-    Call it once at start-up instead of ``syncperf.configure()`` (in a pre-fork server,
-    preferably in each worker, e.g. gunicorn's ``post_fork`` hook). Everything left as None
-    comes from the standard ``OTEL_*`` variables, read by the SDK and exporters themselves.
+    Call it at start-up (in a pre-fork server, preferably in each worker, e.g. gunicorn's
+    ``post_fork`` hook). It composes with ``configure()`` and ``setup_prometheus()`` in any
+    order; called again, it replaces its own exporter. Everything left as None comes from
+    the standard ``OTEL_*`` variables, read by the SDK and exporters themselves. When a
+    global SDK meter provider already exists (the application's, or the one
+    ``opentelemetry-instrument`` built), syncperf's metrics join its readers instead.
 
     Args:
         protocol: ``"grpc"`` or ``"http/protobuf"``; default ``OTEL_EXPORTER_OTLP_PROTOCOL``
@@ -127,7 +139,9 @@ def setup_otlp(
         global_meter_provider: Also install an SDK ``MeterProvider`` exporting over OTLP as
             the global one, for other instrumentation, when none is set.
         environ: Environment to read instead of ``os.environ`` (tests).
-        **options: ``syncperf.configure`` options (``export_interval``, ``prometheus``...).
+        **options: ``syncperf.configure`` options (``export_interval``, ``max_entities``...);
+            given any, the settings are rebuilt from them and the environment, else the
+            current settings stay.
 
     Raises:
         ConfigError: an unknown protocol or exporter name, an option syncperf rejects, or the
@@ -158,32 +172,92 @@ def setup_otlp(
             )
         else:
             _logger.info("syncperf: using the existing global tracer provider")
-    metric_exporters = []
+    exporter: Any = None
     meter_provider: Any = None
+    joined: Any = None
     if metrics_on and not disabled:
-        metric_exporters.append(_metric_exporter(metrics_protocol, endpoint, headers, timeout))
-        if global_meter_provider and _is_proxy_meter_provider(otel_metrics.get_meter_provider()):
-            meter_provider = _meter_provider(resource, metrics_protocol, endpoint, headers, timeout)
-    config = Config.from_env(
-        metric_exporters=metric_exporters,
-        resource=resource,
-        tracer_provider=tracer_provider,
-        **options,
-    )
+        existing = otel_metrics.get_meter_provider()
+        if _is_proxy_meter_provider(existing) or existing in _OWN_METER_PROVIDERS:
+            exporter = _metric_exporter(metrics_protocol, endpoint, headers, timeout)
+            if global_meter_provider and _is_proxy_meter_provider(existing):
+                meter_provider = _meter_provider(
+                    resource, metrics_protocol, endpoint, headers, timeout
+                )
+            # FastAPI's native HTTP metrics in the global provider's OTLP export are not
+            # repeated by syncperf's own exporter to the same collector.
+            exporter.beside = meter_provider if meter_provider is not None else existing
+        else:
+            joined = existing
     if owns:
         trace.set_tracer_provider(tracer_provider)
     if meter_provider is not None:
+        _OWN_METER_PROVIDERS.add(meter_provider)
         otel_metrics.set_meter_provider(meter_provider)
-    configure(config)
+    if exporter is not None:
+        _runtime.OUTPUTS.exporters["otlp"] = exporter
+    else:
+        _runtime.OUTPUTS.exporters.pop("otlp", None)
+    rt = _apply(options, resource=resource)
+    if tracer_provider is not None:
+        rt.tracing.refresh(time.perf_counter_ns())  # no wait for the next look at the global
+    if joined is not None:
+        setup_meter_provider(joined)
     return OtlpExport(
-        config,
+        rt.config,
         tracer_provider,
         meter_provider,
         traces_protocol,
         metrics_protocol,
         owns,
-        _runtime.current(),
+        joined,
+        exporter,
     )
+
+
+_OWN_METER_PROVIDERS: weakref.WeakSet[Any] = weakref.WeakSet()
+"""Meter providers ``setup_otlp`` created: syncperf exports beside them, never into them."""
+
+
+def _apply(options: Mapping[str, Any], **defaults: Any) -> Any:
+    """Rebuild the settings from ``options`` (when given, or when syncperf is not configured
+    yet) and make the runtime feed every output; returns the runtime."""
+    if options or _runtime._current is None:
+        configure(Config.from_env(**{**defaults, **options}))
+    return _runtime.sync_outputs()
+
+
+def setup_meter_provider(meter_provider: Any = None) -> bool:
+    """Give every reader of an SDK ``MeterProvider`` syncperf's metrics.
+
+    Its readers (a ``PeriodicExportingMetricReader`` with any exporter, a
+    ``PrometheusMetricReader``, an in-memory reader) then receive syncperf's aggregates in
+    each collection, at their own temporality, with the provider's resource. syncperf keeps
+    recording into its own aggregates: nothing goes through the SDK's instruments on the
+    request path. Calling it again is harmless. Under ``opentelemetry-instrument`` it runs
+    by itself (docs/export.md, "Zero-code").
+
+    Args:
+        meter_provider: An SDK ``MeterProvider`` (default: the global one).
+
+    Returns:
+        True when syncperf now feeds the provider's readers; False when there is no SDK
+        meter provider, or it is the one ``setup_otlp`` created (syncperf exports beside
+        it itself).
+    """
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    from syncperf._engine import _bridge
+
+    provider = otel_metrics.get_meter_provider() if meter_provider is None else meter_provider
+    if not isinstance(provider, MeterProvider):
+        if meter_provider is not None:
+            raise ConfigError("meter_provider", meter_provider, "an SDK MeterProvider")
+        return False
+    if provider in _OWN_METER_PROVIDERS:
+        return False
+    _runtime.current()
+    _bridge.bridge(provider)
+    return True
 
 
 def _disabled(env: Mapping[str, str]) -> bool:
@@ -384,6 +458,8 @@ class RenewableMetricExporter(MetricExporter):
     def __init__(self, factory: Callable[[], MetricExporter]) -> None:
         self._factory = factory
         self.inner = factory()
+        self.beside: Any = None
+        """The meter provider exporting to the same place (its series are not repeated)."""
         super().__init__(
             preferred_temporality=getattr(self.inner, "_preferred_temporality", None),
             preferred_aggregation=getattr(self.inner, "_preferred_aggregation", None),
@@ -458,11 +534,21 @@ class PrometheusEndpoint:
         return f"http://{self.host}:{self.port}/metrics"
 
     def close(self) -> None:
-        """Stop serving."""
+        """Stop serving and stop feeding the registry."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        if self in _ENDPOINTS:
+            _ENDPOINTS.remove(self)
+        if not any(e.registry is self.registry for e in _ENDPOINTS):
+            outputs = _runtime.OUTPUTS.registries
+            outputs[:] = [r for r in outputs if r is not self.registry]
+            if _runtime._current is not None:
+                _runtime._current.sync_outputs()
+
+
+_ENDPOINTS: list[PrometheusEndpoint] = []
 
 
 def setup_prometheus(
@@ -474,11 +560,12 @@ def setup_prometheus(
 ) -> PrometheusEndpoint:
     """Serve syncperf's metrics for Prometheus at ``http://host:port/metrics``.
 
-    Configures syncperf with ``prometheus=registry`` (plus ``options``) and starts
-    ``prometheus_client``'s HTTP server on a daemon thread. Bound to loopback by default;
-    pass ``host="0.0.0.0"`` to expose it. In a pre-fork server each worker needs its own
-    port (call this in the worker); or mount ``prometheus_asgi_app()`` in your app, or
-    export over OTLP to a collector (docs/export.md).
+    Adds ``registry`` to syncperf's outputs (composing with ``configure()`` and
+    ``setup_otlp()`` in any order) and starts ``prometheus_client``'s HTTP server on a
+    daemon thread. Bound to loopback by default; pass ``host="0.0.0.0"`` to expose it.
+    Called again for the same address, it returns the running endpoint. With
+    ``PROMETHEUS_MULTIPROC_DIR`` set (pre-fork workers), every scrape shows the totals of
+    all worker processes (docs/export.md, "Deployments").
 
     Args:
         port: TCP port (9464, OpenTelemetry's Prometheus exporter port, by default; 0 picks
@@ -486,7 +573,8 @@ def setup_prometheus(
         host: Address to bind.
         registry: A ``prometheus_client.CollectorRegistry`` (default: a new one holding only
             syncperf's metrics; pass ``prometheus_client.REGISTRY`` to add them to yours).
-        **options: ``syncperf.configure`` options.
+        **options: ``syncperf.configure`` options; given any, the settings are rebuilt
+            from them and the environment, else the current settings stay.
 
     Raises:
         ConfigError: a bad port, or an option syncperf rejects.
@@ -503,32 +591,56 @@ def setup_prometheus(
         raise ConfigError(
             "prometheus", True, "an installed prometheus-client (pip install syncperf[prometheus])"
         ) from None
-    registry = CollectorRegistry() if registry is None else registry
     # Options are checked and the port bound before syncperf is reconfigured: a bad option
     # or a busy port raises ConfigError and leaves the running configuration in place.
-    config = Config.from_env(prometheus=registry, **options)
+    Config.from_env(**options)
+    for running in _ENDPOINTS:
+        if (
+            running.host == host
+            and port in (0, running.port)
+            and registry in (None, running.registry)
+        ):
+            running.config = _apply(options).config
+            return running
+    registry = CollectorRegistry() if registry is None else registry
     try:
         server, thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:
         raise ConfigError("port", port, f"a free port on {host} ({exc.strerror})") from None
     try:
-        configure(config)
+        if not any(r is registry for r in _runtime.OUTPUTS.registries):
+            _runtime.OUTPUTS.registries.append(registry)
+        rt = _apply(options)
     except BaseException:
         server.shutdown()
         server.server_close()
+        _runtime.OUTPUTS.registries[:] = [
+            r for r in _runtime.OUTPUTS.registries if r is not registry
+        ]
         raise
-    return PrometheusEndpoint(host, int(server.server_address[1]), registry, config, server, thread)
+    endpoint = PrometheusEndpoint(
+        host, int(server.server_address[1]), registry, rt.config, server, thread
+    )
+    _ENDPOINTS.append(endpoint)
+    return endpoint
 
 
 def prometheus_asgi_app(registry: Any = None) -> Any:
     """An ASGI app serving a registry (mount it, e.g. ``app.mount("/metrics", ...)``).
 
     Args:
-        registry: The registry syncperf was configured with (``configure(prometheus=...)``);
-            default: the registry of the current syncperf runtime, else the global one.
+        registry: The registry to serve; default: the first registry syncperf feeds, else
+            ``prometheus_client``'s global one, which then gets syncperf's metrics (in
+            multiprocess mode a new registry, as prometheus_client prescribes there).
     """
-    from prometheus_client import REGISTRY, make_asgi_app
+    from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
+
+    from syncperf._engine import _multiprocess
 
     if registry is None:
-        registry = _runtime.current().prometheus_registry or REGISTRY
+        registry = _runtime.current().prometheus_registry
+        if registry is None:
+            registry = REGISTRY if _multiprocess.directory() is None else CollectorRegistry()
+            _runtime.OUTPUTS.registries.append(registry)
+            _runtime.sync_outputs()
     return make_asgi_app(registry=registry)

@@ -22,7 +22,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
 from opentelemetry.sdk.metrics import Counter
-from opentelemetry.sdk.metrics.export import AggregationTemporality
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util._once import Once
@@ -94,7 +94,7 @@ def test_default_protocol_is_http_protobuf_and_providers_are_installed() -> None
     assert isinstance(_span_exporter(handle.tracer_provider), HttpSpanExporter)
     assert isinstance(_metric_exporter(), HttpMetricExporter)
     assert metrics.get_meter_provider() is handle.meter_provider
-    assert handle.config.tracer_provider is handle.tracer_provider
+    assert _runtime.current().tracing.active  # sync spans go to the global provider now
 
 
 @pytest.mark.usefixtures("clean")
@@ -165,12 +165,20 @@ def test_an_existing_global_tracer_provider_is_used_not_replaced() -> None:
 def test_an_existing_global_meter_provider_is_not_replaced() -> None:
     from opentelemetry.sdk.metrics import MeterProvider
 
-    mine = MeterProvider()
+    reader = InMemoryMetricReader()
+    mine = MeterProvider(metric_readers=[reader])
     metrics.set_meter_provider(mine)
     handle = setup_otlp()
     assert metrics.get_meter_provider() is mine
     assert handle.meter_provider is None
-    assert len(_runtime.current().exporters) == 1  # syncperf's own metrics still go out
+    assert handle.joined_meter_provider is mine
+    assert _runtime.current().exporters == []  # syncperf's metrics go out through its readers
+    with syncperf.sync_operation("pull"):
+        pass
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = {m.name for rm in data.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert "sync.operation.duration" in names
 
 
 @pytest.mark.usefixtures("clean")

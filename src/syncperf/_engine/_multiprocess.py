@@ -48,7 +48,7 @@ def _values() -> Any:
         found = values.ValueClass
         _value_class = found if getattr(found, "_multiprocess", False) else None
         if _value_class is None:
-            _value_class = values.MultiProcessValue()
+            _value_class = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     return _value_class
 
 
@@ -117,7 +117,7 @@ class MultiprocessWriter:
             if kind == "histogram":
                 bounds = [*point.explicit_bounds, float("inf")]
                 for bound, count in zip(bounds, point.bucket_counts, strict=True):
-                    le = (*labels, floatToGoString(bound))
+                    le = (*labels, floatToGoString(bound))  # type: ignore[no-untyped-call]
                     self._set(kind, name, "_bucket", (*keys, "le"), le, doc, mode, count, now)
                 self._set(kind, name, "_sum", keys, labels, doc, mode, point.sum, now)
             else:
@@ -169,7 +169,7 @@ def register(rt: Runtime, registry: Any) -> MultiprocessWriter:
     registry.register(writer)
     collectors = getattr(registry, "_collector_to_names", {})
     if not any(isinstance(c, MultiProcessCollector) for c in list(collectors)):
-        writer.added = MultiProcessCollector(registry)
+        writer.added = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return writer
 
 

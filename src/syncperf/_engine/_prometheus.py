@@ -9,6 +9,7 @@ attribute keys become label names with underscores.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from collections.abc import Iterator
@@ -142,10 +143,8 @@ def unregister(registry: Any, collector: Any) -> None:
     """Undo ``register``."""
     from syncperf._engine import _multiprocess
 
-    try:
+    with contextlib.suppress(KeyError):  # already gone (the application cleared it)
         registry.unregister(collector)
-    except KeyError:  # already gone (e.g. the application cleared its registry)
-        pass
     if isinstance(collector, _multiprocess.MultiprocessWriter):
         _multiprocess.unregister(registry, collector)
     collector.close()
