@@ -9,8 +9,6 @@ short windows so the test finishes in bounded time.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 import urllib.parse
@@ -34,9 +32,9 @@ from syncperf._ops._options import RuleOptions
 from syncperf.asgi import SyncPerfMiddleware
 from syncperf.export import setup_prometheus
 from tests.integration.conftest import free_port
+from tests.integration.prometheus_server import query, running_prometheus, value
 
 pytestmark = pytest.mark.integration
-PROMETHEUS = shutil.which("prometheus")
 OPTIONS = RuleOptions(
     window="15s",
     baseline_window="1m",
@@ -109,73 +107,13 @@ def service() -> Iterator[tuple[str, str]]:
 @pytest.fixture
 def prometheus(tmp_path: Path, service: tuple[str, str]) -> Iterator[str]:
     """Prometheus scraping the service every second; yields its base URL."""
-    if PROMETHEUS is None:
-        pytest.skip("prometheus not installed (apt-get install prometheus)")
-    (tmp_path / "rules.yml").write_text(rules.render(OPTIONS))
-    (tmp_path / "prometheus.yml").write_text(
-        json.dumps(
-            {  # JSON is YAML
-                "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-                "rule_files": [str(tmp_path / "rules.yml")],
-                "scrape_configs": [
-                    {"job_name": "syncperf", "static_configs": [{"targets": [service[1]]}]}
-                ],
-            }
-        )
-    )
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prometheus.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(url + "/-/ready", timeout=1) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                assert process.poll() is None, (tmp_path / "prometheus.log").read_text()
-                time.sleep(0.2)
+    with running_prometheus(tmp_path, [service[1]], rules=rules.render(OPTIONS)) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        log.close()
-
-
-def _query(base: str, promql: str) -> list[dict[str, Any]]:
-    url = base + "/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=5) as response:
-        body = json.load(response)
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
-
-
-def _value(base: str, promql: str, **labels: str) -> float | None:
-    for sample in _query(base, promql):
-        if all(sample["metric"].get(k) == v for k, v in labels.items()):
-            return float(sample["value"][1])
-    return None
 
 
 def _firing(base: str, alertname: str) -> list[dict[str, str]]:
     return [
-        s["metric"] for s in _query(base, f'ALERTS{{alertname="{alertname}", alertstate="firing"}}')
+        s["metric"] for s in query(base, f'ALERTS{{alertname="{alertname}", alertstate="firing"}}')
     ]
 
 
@@ -215,8 +153,8 @@ def test_recording_rules_get_values_and_the_conflict_alert_fires_on_a_spike(
         # Phase 1, no conflicts: the recording rules fill in, the alert stays silent.
         ratio = None
         while time.monotonic() - started < DEADLINE / 2:
-            ratio = _value(prometheus, "sync:conflict_ratio:rate15s", sync_entity="todo")
-            p95 = _value(
+            ratio = value(prometheus, "sync:conflict_ratio:rate15s", sync_entity="todo")
+            p95 = value(
                 prometheus,
                 "sync:duration_seconds:p95_15s",
                 sync_operation="push",
@@ -241,13 +179,13 @@ def test_recording_rules_get_values_and_the_conflict_alert_fires_on_a_spike(
     assert [(a["sync_entity"], a["sync_operation"], a["severity"]) for a in firing] == [
         ("todo", "push", "warning")
     ]
-    ratio = _value(prometheus, "sync:conflict_ratio:rate15s", sync_entity="todo")
+    ratio = value(prometheus, "sync:conflict_ratio:rate15s", sync_entity="todo")
     assert ratio is not None and 0.1 < ratio <= 0.5 + 1e-9
-    assert _value(prometheus, "sync:conflict_ratio:rate15s", sync_entity="note") == 0.0
+    assert value(prometheus, "sync:conflict_ratio:rate15s", sync_entity="note") == 0.0
     for q in ("p50", "p95", "p99"):
-        assert _value(prometheus, f"sync:duration_seconds:{q}_15s", sync_operation="pull")
-    assert _value(prometheus, "sync:error_ratio:rate15s", sync_operation="pull") == 0.0
-    assert _value(prometheus, "sync:operations:rate15s", sync_operation="push", sync_entity="todo")
+        assert value(prometheus, f"sync:duration_seconds:{q}_15s", sync_operation="pull")
+    assert value(prometheus, "sync:error_ratio:rate15s", sync_operation="pull") == 0.0
+    assert value(prometheus, "sync:operations:rate15s", sync_operation="push", sync_entity="todo")
     with urllib.request.urlopen(prometheus + "/api/v1/alerts", timeout=5) as response:
         payload = json.load(response)["data"]["alerts"]
     (conflict,) = [a for a in payload if a["labels"]["alertname"] == "SyncPushConflictRateHigh"]

@@ -1,0 +1,314 @@
+"""Deployments on real processes: how services are really started and scraped.
+
+Each test runs ``tests/integration/deploy_app.py`` in its own server process (uvicorn,
+``uvicorn --workers 2``, gunicorn with uvicorn workers, or under ``opentelemetry-instrument``)
+against the loopback OTLP receiver and a real Prometheus scrape, and checks that every
+configured output has every syncperf metric, exactly once, with the exact counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.integration.conftest import free_port
+from tests.integration.otlp_receiver import OtlpReceiver, attributes
+from tests.integration.prometheus_server import query, running_prometheus
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+APP = "tests.integration.deploy_app:app"
+PUSHES = 24
+
+
+@contextlib.contextmanager
+def serving(command: list[str], port: int, log: Path, **env: str) -> Iterator[httpx.Client]:
+    """Run a server process on ``port`` until it answers; yields a client for it."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
+    clean.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    path = os.pathsep.join(filter(None, [str(ROOT / "src"), str(ROOT), clean.get("PYTHONPATH")]))
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**clean, "PYTHONPATH": path, **env},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its workers are stopped with it
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                if httpx.get(base + "/debug/outputs", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server never answered:\n" + log.read_text()
+            time.sleep(0.2)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            yield client
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def push_all(base: str, count: int = PUSHES) -> set[int]:
+    """``count`` pushes, each on a new connection; returns the worker pids that served them."""
+    pids = set()
+    for _ in range(count):
+        response = httpx.post(base + "/sync/todo/push", json={"changes": [1, 2, 3]}, timeout=10)
+        assert response.status_code == 200
+        pids.add(response.json()["pid"])
+    return pids
+
+
+def scrape_total(url: str, family: str, **labels: str) -> float:
+    """Sum of the samples of ``family`` whose labels include ``labels`` on one scrape."""
+    text = httpx.get(url, timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        match = re.match(rf"{family}(\{{(.*)\}})? (\S+)$", line)
+        if match and all(f'{k}="{v}"' in (match.group(2) or "") for k, v in labels.items()):
+            total += float(match.group(3))
+    return total
+
+
+def otlp_total(
+    receiver: OtlpReceiver, name: str, scope: Callable[[str], bool], **labels: Any
+) -> int:
+    """Latest cumulative count of histogram ``name`` from scopes matching ``scope``."""
+    latest: dict[tuple[str, tuple[Any, ...]], int] = {}
+    for _, scope_name, metric in receiver.metrics():
+        if metric.name != name or not scope(scope_name):
+            continue
+        for point in metric.histogram.data_points:
+            attrs = attributes(point.attributes)
+            if all(attrs.get(k) == v for k, v in labels.items()):
+                latest[(scope_name, tuple(sorted(attrs.items())))] = point.count
+    return sum(latest.values())
+
+
+def eventually(check: Callable[[], Any], expected: Any, timeout: float = 20.0) -> Any:
+    """Poll ``check()`` until it returns ``expected``; returns the last value."""
+    deadline = time.monotonic() + timeout
+    while (value := check()) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as running:
+        yield running
+
+
+def _otlp_env(receiver: OtlpReceiver) -> dict[str, str]:
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+        "OTEL_METRIC_EXPORT_INTERVAL": "300",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_LOGS_EXPORTER": "none",
+    }
+
+
+SYNCPERF = lambda scope: scope == "syncperf"  # noqa: E731
+
+
+# --- 1. set-ups compose ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        "otlp,prometheus",
+        "prometheus,otlp",
+        "otlp,prometheus,configure,otlp,prometheus",
+        "configure,prometheus,prometheus,otlp,otlp,configure",
+    ],
+)
+def test_every_order_and_repeat_of_the_setups_feeds_otlp_and_prometheus_once(
+    steps: str, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    port, scrape_port = free_port(), free_port()
+    command = [str(BIN / "python"), "-m", "uvicorn", APP, "--port", str(port)]
+    env = {"DEPLOY_SETUP": steps, "DEPLOY_PROMETHEUS_PORT": str(scrape_port), **_otlp_env(receiver)}
+    with serving(command, port, tmp_path / "server.log", **env) as client:
+        assert client.get("/debug/outputs").json()["exporters"] == 1
+        assert client.get("/debug/outputs").json()["prometheus"] == 1
+        push_all(str(client.base_url))
+        scrape = f"http://127.0.0.1:{scrape_port}/metrics"
+        count = "sync_operation_duration_seconds_count"
+        assert eventually(lambda: scrape_total(scrape, count, sync_operation="push"), PUSHES) == (
+            PUSHES
+        )
+        pushes = {"sync.operation": "push"}
+        assert (
+            eventually(
+                lambda: otlp_total(receiver, "sync.operation.duration", SYNCPERF, **pushes), PUSHES
+            )
+            == PUSHES
+        )
+        body = httpx.get(scrape, timeout=10).text
+        assert body.count(f"# TYPE {count[:-6]} histogram") == 1  # one collector, not two
+
+
+# --- 2. zero-code: opentelemetry-instrument ----------------------------------------------------
+
+
+@pytest.fixture
+def instrument_launcher() -> str:
+    launcher = BIN / "opentelemetry-instrument"
+    if not launcher.exists():
+        pytest.skip("opentelemetry-instrument not installed (pip install -e '.[test]')")
+    found = importlib.metadata.entry_points(group="opentelemetry_instrumentor", name="syncperf")
+    if not found:
+        pytest.skip("syncperf's entry points are not installed (pip install -e .)")
+    return str(launcher)
+
+
+def test_opentelemetry_instrument_exports_syncperf_metrics_with_no_syncperf_call(
+    instrument_launcher: str, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    port, scrape_port = free_port(), free_port()
+    command = [instrument_launcher, str(BIN / "python"), "-m", "uvicorn", APP, "--port", str(port)]
+    env = {
+        **_otlp_env(receiver),
+        "DEPLOY_SETUP": "",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_METRICS_EXPORTER": "otlp,prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(scrape_port),
+        "OTEL_SERVICE_NAME": "zero-code",
+    }
+    with serving(command, port, tmp_path / "server.log", **env) as client:
+        assert client.get("/debug/outputs").json()["exporters"] == 0  # the app's pipeline only
+        push_all(str(client.base_url))
+        pushes = {"sync.operation": "push"}
+        assert (
+            eventually(
+                lambda: otlp_total(receiver, "sync.operation.duration", SYNCPERF, **pushes), PUSHES
+            )
+            == PUSHES
+        )
+        scrape = f"http://127.0.0.1:{scrape_port}/metrics"
+        count = "sync_operation_duration_seconds_count"
+        assert eventually(lambda: scrape_total(scrape, count, sync_operation="push"), PUSHES) == (
+            PUSHES
+        )
+        assert eventually(lambda: any(s.name == "sync push" for _, s in receiver.spans()), True)
+    resources = {r.get("service.name") for r, scope, _ in receiver.metrics() if scope == "syncperf"}
+    assert resources == {"zero-code"}  # the provider's resource
+    # HTTP metrics: the contrib instrumentation's, once; syncperf does not repeat them there.
+    http = {m.name for _, scope, m in receiver.metrics() if m.name.startswith("http.server")}
+    assert http
+    assert not [m for _, scope, m in receiver.metrics() if scope == "syncperf" and m.name in http]
+
+
+# --- 5. pre-fork workers and Prometheus ---------------------------------------------------------
+
+
+def _uvicorn_workers(port: int) -> list[str]:
+    return [str(BIN / "python"), "-m", "uvicorn", APP, "--port", str(port), "--workers", "2"]
+
+
+def _gunicorn(port: int) -> list[str]:
+    return [
+        str(BIN / "gunicorn"),
+        "-w",
+        "2",
+        "-k",
+        "uvicorn_worker.UvicornWorker",
+        "-b",
+        f"127.0.0.1:{port}",
+        APP,
+    ]
+
+
+@pytest.mark.parametrize("server", [_uvicorn_workers, _gunicorn], ids=["uvicorn", "gunicorn"])
+def test_every_scrape_of_any_worker_shows_the_whole_groups_totals(
+    server: Callable[[int], list[str]], tmp_path: Path
+) -> None:
+    port = free_port()
+    (tmp_path / "multiproc").mkdir()
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc"), "DEPLOY_METRICS_ROUTE": "1"}
+    with serving(server(port), port, tmp_path / "server.log", **env) as client:
+        base = str(client.base_url)
+        pids = push_all(base)
+        sent = PUSHES
+        while len(pids) < 2 and sent < 20 * PUSHES:  # both workers must have served pushes
+            pids |= push_all(base, 4)
+            sent += 4
+        assert len(pids) == 2, "one worker took every connection"
+        time.sleep(1.5)  # every worker has written its totals since (INTERVAL = 1 s)
+        count = "sync_operation_duration_seconds_count"
+        scrapes = [scrape_total(base + "/metrics/", count, sync_operation="push") for _ in range(8)]
+        assert scrapes == [sent] * 8
+        with running_prometheus(tmp_path, [f"127.0.0.1:{port}"], metrics_path="/metrics/") as prom:
+            series = f'{count}{{sync_operation="push"}}'
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                samples = query(prom, f"count_over_time({series}[30s])")
+                if samples and float(samples[0]["value"][1]) >= 6:
+                    break
+                time.sleep(0.5)
+            assert [float(s["value"][1]) for s in query(prom, f"min_over_time({series}[30s])")] == [
+                sent
+            ]
+            assert [float(s["value"][1]) for s in query(prom, f"max_over_time({series}[30s])")] == [
+                sent
+            ]
+
+
+# --- 7. HTTP metrics in every output, once ------------------------------------------------------
+
+
+def test_http_metrics_reach_prometheus_and_otlp_once_when_fastapi_telemetry_records_them(
+    receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    port, scrape_port = free_port(), free_port()
+    command = [str(BIN / "python"), "-m", "uvicorn", APP, "--port", str(port)]
+    env = {
+        "DEPLOY_SETUP": "otlp,prometheus",  # a global meter provider: FastAPI's telemetry is on
+        "DEPLOY_PROMETHEUS_PORT": str(scrape_port),
+        **_otlp_env(receiver),
+    }
+    with serving(command, port, tmp_path / "server.log", **env) as client:
+        push_all(str(client.base_url))
+        scrape = f"http://127.0.0.1:{scrape_port}/metrics"
+        family = "http_server_request_duration_seconds_count"
+        route = {"http_route": "/sync/{entity}/push"}
+        assert eventually(lambda: scrape_total(scrape, family, **route), PUSHES) == PUSHES
+        everywhere = lambda scope: True  # noqa: E731
+        http = {"http.route": "/sync/{entity}/push"}
+        assert (
+            eventually(
+                lambda: otlp_total(receiver, "http.server.request.duration", everywhere, **http),
+                PUSHES,
+            )
+            == PUSHES
+        )
+        time.sleep(1)  # a few more exports: still once
+        assert otlp_total(receiver, "http.server.request.duration", everywhere, **http) == PUSHES
+        assert otlp_total(receiver, "http.server.request.duration", SYNCPERF, **http) == 0
