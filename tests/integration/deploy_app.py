@@ -2,7 +2,8 @@
 
 ``DEPLOY_SETUP`` lists syncperf set-up calls made at import, in order (comma-separated):
 ``otlp`` (``setup_otlp()``), ``prometheus`` (``setup_prometheus(port=DEPLOY_PROMETHEUS_PORT)``),
-``configure`` (``syncperf.configure(max_entities=50)``). Empty: no syncperf call at all (the
+``configure`` (``syncperf.configure(max_entities=50)``), ``configure-prometheus``
+(``syncperf.configure(prometheus=CollectorRegistry())``). Empty: no syncperf call at all (the
 zero-code case). ``DEPLOY_METRICS_ROUTE=1`` mounts ``prometheus_asgi_app()`` at ``/metrics``.
 ``GET /debug/outputs`` tells what this worker feeds.
 """
@@ -13,6 +14,7 @@ import os
 from typing import Any
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 import syncperf
 import syncperf.export
@@ -26,6 +28,8 @@ for step in filter(None, os.environ.get("DEPLOY_SETUP", "").split(",")):
         syncperf.export.setup_prometheus(port=int(os.environ["DEPLOY_PROMETHEUS_PORT"]))
     elif step == "configure":
         syncperf.configure(max_entities=50)
+    elif step == "configure-prometheus":
+        syncperf.configure(prometheus=CollectorRegistry())
     else:
         raise ValueError(f"unknown DEPLOY_SETUP step {step!r}")
 

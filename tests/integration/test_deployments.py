@@ -252,7 +252,11 @@ def test_every_scrape_of_any_worker_shows_the_whole_groups_totals(
 ) -> None:
     port = free_port()
     (tmp_path / "multiproc").mkdir()
-    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc"), "DEPLOY_METRICS_ROUTE": "1"}
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc"),
+        "DEPLOY_SETUP": "configure-prometheus",  # the documented in-app /metrics
+        "DEPLOY_METRICS_ROUTE": "1",
+    }
     with serving(server(port), port, tmp_path / "server.log", **env) as client:
         base = str(client.base_url)
         pids = push_all(base)
