@@ -181,8 +181,11 @@ class Runtime:
     db_instrumented: ClassVar[int] = 0
     """Engines instrumented by ``syncperf.sqlalchemy`` (class-wide: survives runtime swaps)."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, shared_outputs: bool = True) -> None:
+        """Build the runtime; ``shared_outputs=False`` (``testing.capture()``) feeds only the
+        config's own outputs, not those the set-ups added."""
         self.config = config
+        self._shared = shared_outputs
         self.enabled = config.enabled
         self.strict = config.strict
         self.registry = registry = Registry()
@@ -285,8 +288,9 @@ class Runtime:
     def sync_outputs(self) -> None:
         """Feed exactly the config's outputs plus ``OUTPUTS``: start what is missing, stop
         what is gone (each exporter and registry once, however often it was named)."""
+        shared = OUTPUTS if self._shared else Outputs()
         with _outputs_lock:
-            wanted = _unique([*self.config.metric_exporters, *OUTPUTS.exporters.values()])
+            wanted = _unique([*self.config.metric_exporters, *shared.exporters.values()])
             for periodic in [p for p in self.exporters if not _has(wanted, p.exporter)]:
                 self.exporters.remove(periodic)
                 periodic.shutdown()
@@ -294,7 +298,7 @@ class Runtime:
                 if not any(p.exporter is exporter for p in self.exporters):
                     self.exporters.append(self._periodic(exporter))
             registries = [_registry(self.config.prometheus)] if self.config.prometheus else []
-            registries = _unique([*registries, *OUTPUTS.registries])
+            registries = _unique([*registries, *shared.registries])
             from syncperf._engine import _prometheus
 
             for pair in [p for p in self.prometheus if not _has(registries, p[0])]:
@@ -461,12 +465,13 @@ class Runtime:
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Flush, stop exporters and threads, and unregister the Prometheus collector.
 
-        Exporter objects in ``keep`` (reused by the next runtime) get a last export but are
-        not shut down.
+        Exporter objects in ``keep`` (reused by the next runtime) and those of ``OUTPUTS`` get
+        a last export but are not shut down.
         """
         self.finisher.shutdown()
+        shared = tuple(OUTPUTS.exporters.values())  # closed only by the set-up that owns them
         for exporter in self.exporters:
-            exporter.shutdown(close=not _has(keep, exporter.exporter))
+            exporter.shutdown(close=not _has((*keep, *shared), exporter.exporter))
         if self.prometheus:
             from syncperf._engine._prometheus import unregister
 

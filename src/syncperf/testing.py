@@ -91,7 +91,7 @@ def capture(*, sampler: Sampler = ALWAYS_ON, **options: Any) -> Iterator[Capture
     options.setdefault("enabled", True)  # OTEL_SDK_DISABLED must not silently empty a test
     options.setdefault("tracer_provider", provider)
     config = Config.from_env(**options)
-    rt = _runtime.Runtime(config)
+    rt = _runtime.Runtime(config, shared_outputs=False)  # the application's outputs stay its own
     previous = _runtime.replace(rt)
     try:
         yield Capture(rt, exporter)

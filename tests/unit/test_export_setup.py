@@ -28,9 +28,11 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util._once import Once
 
 import syncperf
+import syncperf.export
 from syncperf import ConfigError, _runtime
 from syncperf.export import (
     CountingSpanExporter,
+    PrometheusEndpoint,
     RenewableMetricExporter,
     prometheus_asgi_app,
     setup_otlp,
@@ -57,9 +59,18 @@ def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "200")
     _reset_globals()
     previous = _runtime.replace(None)
+    outputs = _runtime.OUTPUTS
+    monkeypatch.setattr(_runtime, "OUTPUTS", _runtime.Outputs())
+    monkeypatch.setattr(syncperf.export, "_ENDPOINTS", [])
     try:
         yield
     finally:
+        for endpoint in list(syncperf.export._ENDPOINTS):
+            endpoint.close()
+        for exporter in _runtime.OUTPUTS.exporters.values():
+            exporter.shutdown(timeout_millis=200)
+        _runtime.OUTPUTS.exporters.clear()
+        assert outputs is not _runtime.OUTPUTS
         provider: Any = trace.get_tracer_provider()
         if isinstance(provider, TracerProvider):
             provider.shutdown()
@@ -343,3 +354,103 @@ async def test_prometheus_asgi_app_serves_the_configured_registry() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get("/")
     assert 'sync_operation_duration_seconds_count{sync_entity="note"' in response.text
+
+
+# --- composition: any order, any repeat ------------------------------------------------------
+
+
+def _scrape(endpoint: PrometheusEndpoint) -> str:
+    with urllib.request.urlopen(endpoint.url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _one_pull() -> None:
+    with syncperf.sync_operation("pull"):
+        pass
+
+
+PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("prometheus_first", [False, True], ids=["otlp-first", "prometheus-first"])
+def test_otlp_and_prometheus_setups_compose_in_either_order(prometheus_first: bool) -> None:
+    if prometheus_first:
+        endpoint = setup_prometheus(port=0)
+        setup_otlp()
+    else:
+        setup_otlp()
+        endpoint = setup_prometheus(port=0)
+    rt = _runtime.current()
+    assert len(rt.exporters) == 1
+    assert [registry for registry, _ in rt.prometheus] == [endpoint.registry]
+    _one_pull()
+    assert f"{PULLS} 1.0" in _scrape(endpoint)
+
+
+@pytest.mark.usefixtures("clean")
+def test_configure_before_between_and_after_the_setups_keeps_every_output() -> None:
+    syncperf.configure(max_entities=7)
+    endpoint = setup_prometheus(port=0)
+    syncperf.configure(max_entities=8)
+    setup_otlp()
+    syncperf.configure(max_entities=9)
+    rt = _runtime.current()
+    assert rt.config.max_entities == 9
+    assert len(rt.exporters) == 1
+    assert [registry for registry, _ in rt.prometheus] == [endpoint.registry]
+    _one_pull()
+    assert f"{PULLS} 1.0" in _scrape(endpoint)
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_setup_without_options_keeps_the_configured_settings() -> None:
+    syncperf.configure(max_entities=7)
+    setup_prometheus(port=0)
+    setup_otlp()
+    assert _runtime.current().config.max_entities == 7
+
+
+@pytest.mark.usefixtures("clean")
+def test_repeated_setups_keep_one_exporter_and_one_collector() -> None:
+    first = setup_otlp()
+    endpoint = setup_prometheus(port=0)
+    second = setup_otlp()
+    assert setup_prometheus(port=0) is endpoint
+    assert setup_prometheus(port=endpoint.port) is endpoint
+    rt = _runtime.current()
+    assert len(rt.exporters) == 1
+    assert rt.exporters[0].exporter is second._exporter is not first._exporter
+    assert len(rt.prometheus) == 1
+    assert first.tracer_provider is second.tracer_provider  # the global one, reused
+    _one_pull()
+    body = _scrape(endpoint)
+    assert body.count("# TYPE sync_operation_duration_seconds histogram") == 1
+    assert f"{PULLS} 1.0" in body
+
+
+@pytest.mark.usefixtures("clean")
+def test_closing_an_endpoint_and_shutting_otlp_down_remove_only_their_own_output() -> None:
+    handle = setup_otlp()
+    endpoint = setup_prometheus(port=0)
+    endpoint.close()
+    rt = _runtime.current()
+    assert rt.prometheus == [] and len(rt.exporters) == 1
+    endpoint = setup_prometheus(port=0)
+    handle.shutdown()
+    assert rt.exporters == [] and len(rt.prometheus) == 1
+
+
+@pytest.mark.usefixtures("clean")
+def test_capture_leaves_the_applications_outputs_alone() -> None:
+    setup_otlp()
+    endpoint = setup_prometheus(port=0)
+    outer = _runtime.current()
+    with capture() as cap:
+        _one_pull()
+        assert cap.total("sync.operation.duration") == 1
+        assert _runtime.current().exporters == [] and _runtime.current().prometheus == []
+    assert _runtime.current() is outer
+    _one_pull()
+    assert f"{PULLS} 1.0" in _scrape(endpoint)
+    assert outer.exporters[0].exporter.inner._shutdown is False  # not shut by the capture
