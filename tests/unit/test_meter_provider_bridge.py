@@ -1,0 +1,148 @@
+"""`setup_meter_provider`: an application's SDK MeterProvider readers get syncperf's metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry import metrics
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.util._once import Once
+from prometheus_client import CollectorRegistry, generate_latest
+
+import syncperf
+from syncperf import ConfigError, _runtime
+from syncperf.export import setup_meter_provider
+
+DELTA = AggregationTemporality.DELTA
+
+
+@pytest.fixture(autouse=True)
+def fresh_runtime() -> Iterator[None]:
+    previous = _runtime.replace(None)
+    syncperf.configure()
+    try:
+        yield
+    finally:
+        rt = _runtime.replace(previous)
+        if rt is not None:
+            rt.shutdown()
+
+
+@pytest.fixture
+def provider() -> Iterator[tuple[MeterProvider, InMemoryMetricReader]]:
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    yield mp, reader
+    mp.shutdown()
+
+
+def pulls(n: int) -> None:
+    for _ in range(n):
+        with syncperf.sync_operation("pull", entity="note"):
+            pass
+
+
+def syncperf_metrics(reader: InMemoryMetricReader) -> dict[str, Any]:
+    data = reader.get_metrics_data()
+    found: dict[str, Any] = {}
+    for rm in data.resource_metrics if data else ():
+        for sm in rm.scope_metrics:
+            if sm.scope.name == "syncperf":
+                assert not set(found) & {m.name for m in sm.metrics}, "syncperf's scope twice"
+                found.update({m.name: m for m in sm.metrics})
+    return found
+
+
+def count(metric: Any) -> int:
+    return sum(p.count for p in metric.data.data_points)
+
+
+def test_every_reader_of_the_provider_gets_syncperfs_metrics_with_its_own(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    mp, reader = provider
+    mp.get_meter("app").create_counter("app.orders").add(2)
+    assert setup_meter_provider(mp)
+    pulls(3)
+    data = reader.get_metrics_data()
+    assert data is not None
+    (resource_metrics,) = data.resource_metrics  # one resource: the provider's
+    scopes = {sm.scope.name: [m.name for m in sm.metrics] for sm in resource_metrics.scope_metrics}
+    assert scopes["app"] == ["app.orders"]
+    assert "sync.operation.duration" in scopes["syncperf"]
+    assert resource_metrics.resource is mp._sdk_config.resource
+
+
+def test_setting_it_up_twice_feeds_each_reader_once(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    mp, reader = provider
+    assert setup_meter_provider(mp)
+    assert setup_meter_provider(mp)
+    pulls(2)
+    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
+
+
+def test_a_delta_reader_gets_deltas() -> None:
+    reader = InMemoryMetricReader(preferred_temporality={Histogram: DELTA, Counter: DELTA})
+    mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    setup_meter_provider(mp)
+    pulls(2)
+    first = syncperf_metrics(reader)["sync.operation.duration"]
+    assert first.data.aggregation_temporality is DELTA and count(first) == 2
+    pulls(1)
+    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 1
+    mp.shutdown()
+
+
+def test_the_readers_follow_a_new_configuration(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    mp, reader = provider
+    setup_meter_provider(mp)
+    pulls(2)
+    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
+    syncperf.configure(max_entities=3)
+    pulls(1)
+    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 1  # a new stream
+
+
+def test_a_prometheus_metric_reader_serves_syncperfs_metrics() -> None:
+    registry = CollectorRegistry()
+    mp = MeterProvider(metric_readers=[PrometheusMetricReader(registry=registry)])
+    setup_meter_provider(mp)
+    pulls(4)
+    body = generate_latest(registry).decode()
+    assert any(
+        line.startswith("sync_operation_duration_seconds_count{")
+        and 'sync_entity="note"' in line
+        and line.endswith(" 4.0")
+        for line in body.splitlines()
+    )
+    mp.shutdown()
+
+
+def test_the_request_path_never_records_through_the_sdk(
+    provider: tuple[MeterProvider, InMemoryMetricReader], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mp, reader = provider
+    setup_meter_provider(mp)
+    consumer = mp._measurement_consumer
+    seen: list[Any] = []
+    original = consumer.consume_measurement
+    monkeypatch.setattr(consumer, "consume_measurement", lambda m: (seen.append(m), original(m)))
+    pulls(50)
+    assert seen == []
+    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 50
+
+
+def test_without_an_sdk_provider_there_is_nothing_to_join() -> None:
+    metrics._internal._METER_PROVIDER_SET_ONCE = Once()  # type: ignore[attr-defined]
+    metrics._internal._METER_PROVIDER = None  # type: ignore[attr-defined]
+    assert setup_meter_provider() is False
+    with pytest.raises(ConfigError, match="meter_provider"):
+        setup_meter_provider(object())
