@@ -146,3 +146,34 @@ def test_without_an_sdk_provider_there_is_nothing_to_join() -> None:
     assert setup_meter_provider() is False
     with pytest.raises(ConfigError, match="meter_provider"):
         setup_meter_provider(object())
+
+
+def test_the_instrumentor_entry_point_is_declared_and_joins_the_provider(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    from pathlib import Path
+
+    import tomllib
+
+    from syncperf._zero_code import SyncPerfInstrumentor
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    declared = pyproject["project"]["entry-points"]["opentelemetry_instrumentor"]
+    assert declared == {"syncperf": "syncperf._zero_code:SyncPerfInstrumentor"}
+    mp, reader = provider
+    instrumentor = SyncPerfInstrumentor()
+    instrumentor.instrument(meter_provider=mp)  # what opentelemetry-instrument calls
+    try:
+        pulls(2)
+        assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
+    finally:
+        instrumentor.uninstrument()
+
+
+def test_the_instrumentor_never_breaks_start_up(caplog: pytest.LogCaptureFixture) -> None:
+    from syncperf._zero_code import SyncPerfInstrumentor
+
+    instrumentor = SyncPerfInstrumentor()
+    instrumentor.instrument(meter_provider=object())  # not an SDK provider: logged, not raised
+    instrumentor.uninstrument()
+    assert "joining the OpenTelemetry pipeline failed" in caplog.text
