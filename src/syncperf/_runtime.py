@@ -93,6 +93,11 @@ class Bounded:
                 return name
         return self.overflow
 
+    def release(self, name: str) -> None:
+        """Give back the slot ``name`` took (a name admitted for a request later rejected)."""
+        with self._lock:
+            self.names.discard(name)
+
 
 class OpSeries:
     """Everything one (operation, bounded entity) pair records into, bound once."""

@@ -40,6 +40,7 @@ from syncperf._asgi_http import (
     owners,
     propagation_fields,
 )
+from syncperf._decorators import apply_http_status
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
 from syncperf._runtime import Runtime
@@ -78,11 +79,6 @@ def live_request(scope: Scope) -> bool:
         if name == b"accept" and b"text/event-stream" in value:
             return True
     return False
-
-
-def _admit(status: int | None) -> bool:
-    """Whether a path ``{entity}`` may become a metric attribute: not for rejected requests."""
-    return status is None or status < 400 or status == 409 or status >= 500
 
 
 class SyncPerfMiddleware:
@@ -222,6 +218,7 @@ class SyncPerfMiddleware:
         token: Any = None
         live = False
         entity_value: str | None = None
+        fresh = False  # this request's path entity took a new slot of the entity bound
         template: str | None = None
         adapter = None
         if hit is not None:
@@ -251,6 +248,11 @@ class SyncPerfMiddleware:
                 kind=_INTERNAL if owned else _SERVER,
                 attributes=attributes,
             )
+            if entity_value is not None:  # known while the handler runs (query metrics)
+                fresh = entity_value not in rt.entities.names
+                op.set_entity(entity_value)
+                if fresh and op.entity != entity_value:
+                    fresh = False  # not admitted (allow-list, bound reached)
             if owner_span is not None:
                 owner_span.set_attribute("sync.operation", operation)
             if idem_key is not None:
@@ -271,26 +273,43 @@ class SyncPerfMiddleware:
         disconnected = False
         replayed = False
         cap = self._max_body
-        request_chunks: list[bytes] | None = [] if adapter is not None else None
+        read_ahead: list[Message] = []  # what the adapter read before the app: replayed
         response_chunks: list[bytes] | None = [] if adapter is not None else None
         replay_name = self._replay_name if op is not None else None
         prologue_ns = _perf() - t0
 
         async def wrapped_receive() -> Message:
             nonlocal received, disconnected
+            if read_ahead:
+                return read_ahead.pop(0)
             message = await receive()
             kind = message["type"]
             if kind == "http.request":
-                body = message.get("body", b"")
-                received += len(body)
-                if request_chunks is not None and received <= cap:
-                    request_chunks.append(body)
+                received += len(message.get("body", b""))
             elif kind == "http.disconnect":
                 disconnected = True
             return message
 
+        async def read_request() -> None:
+            """Read the body (up to ``cap``) for the adapter before the app sees it: its
+            server-state callbacks must run before the handler changes that state."""
+            nonlocal received, disconnected
+            chunks: list[bytes] = []
+            while True:
+                message = await receive()
+                read_ahead.append(message)
+                if message["type"] != "http.request":
+                    disconnected = message["type"] == "http.disconnect"
+                    return
+                body = message.get("body", b"")
+                received += len(body)
+                chunks.append(body)
+                if not message.get("more_body", False) or received > cap:
+                    break
+            _feed(rt, op, adapter.on_request, chunks, received, cap)  # type: ignore[arg-type,union-attr]
+
         async def wrapped_send(message: Message) -> None:
-            nonlocal status, sent, complete_ns, replayed
+            nonlocal status, sent, complete_ns, replayed, response_chunks
             kind = message["type"]
             final = False
             if kind == "http.response.body":
@@ -301,13 +320,13 @@ class SyncPerfMiddleware:
                 final = not message.get("more_body", False)
             elif kind == "http.response.start":
                 status = message["status"]
+                if response_chunks is not None and not _json(message):
+                    response_chunks = None  # not the protocol's answer (text, HTML...)
                 if op is not None:
                     if replay_name is not None:
                         for name, value in message.get("headers") or ():
                             if name.lower() == replay_name and value.lower() in _TRUE:
                                 replayed = True
-                    if entity_value is not None and op.entity is None and _admit(status):
-                        op.set_entity(entity_value)
                     if owner_span is not None and op.entity is not None:
                         owner_span.set_attribute("sync.entity", op.entity)
             elif kind == "http.response.pathsend":
@@ -318,6 +337,8 @@ class SyncPerfMiddleware:
 
         failure: BaseException | None = None
         try:
+            if adapter is not None:
+                await read_request()
             await self.app(scope, wrapped_receive, wrapped_send)
         except BaseException as exc:
             failure = exc
@@ -338,15 +359,13 @@ class SyncPerfMiddleware:
                             status,
                             reason,
                             replayed,
-                            entity_value,
+                            entity_value if fresh else None,
                             template,
                             scope,
                             entry_root,
                             owned,
                             adapter,
-                            request_chunks,
                             response_chunks,
-                            received,
                             sent,
                             complete_ns,
                         )
@@ -426,15 +445,13 @@ class SyncPerfMiddleware:
         status: int | None,
         reason: str | None,
         replayed: bool,
-        entity_value: str | None,
+        fresh_entity: str | None,
         template: str | None,
         scope: Scope,
         entry_root: str,
         owned: bool,
         adapter: Any,
-        request_chunks: list[bytes] | None,
         response_chunks: list[bytes] | None,
-        received: int,
         sent: int,
         complete_ns: int,
     ) -> str | None:
@@ -449,20 +466,26 @@ class SyncPerfMiddleware:
         """
         matched = None
         try:
-            if adapter is not None:
-                _feed(rt, op, adapter.on_request, request_chunks, received, self._max_body)
+            if response_chunks is not None:
                 _feed(rt, op, adapter.on_response, response_chunks, sent, self._max_body)
             if replayed:
                 op.record_idempotency_hit()
-            if entity_value is not None and op.entity is None and _admit(status):
-                op.set_entity(entity_value)
             if failure is None:
-                if status is not None and status >= 500:
-                    op.set_error(str(status))
-                elif reason is not None:
+                if reason is not None and (status is None or status < 500):
                     op.set_error(reason)
-                elif status == 409 and not op.conflicts:
-                    op.record_conflict()
+                elif status is not None:
+                    apply_http_status(op, status)
+            if (
+                fresh_entity is not None
+                and status is not None
+                and 400 <= status < 500
+                and not op.conflicts
+                and op.entity == fresh_entity
+            ):
+                # A rejected request (a junk URL answered 404) gives its path entity back:
+                # junk cannot use up the max_entities bound.
+                rt.entities.release(fresh_entity)
+                op._entity = None
             matched = framework_route(scope, entry_root)
             span = op._span
             if span is not None and not owned:
@@ -479,6 +502,14 @@ class SyncPerfMiddleware:
             except Exception as error:
                 _hook_failed(rt, "operation_end_failed", error, failure)
         return matched
+
+
+def _json(start: Message) -> bool:
+    """Whether a response's ``content-type`` is JSON (``application/json``, ``+json``)."""
+    for name, value in start.get("headers") or ():
+        if name.lower() == b"content-type":
+            return b"json" in value.lower()
+    return False
 
 
 def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:

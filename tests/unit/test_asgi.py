@@ -185,13 +185,14 @@ async def test_a_5xx_response_is_an_error_with_the_status_as_error_type(
     assert span.status.status_code is StatusCode.ERROR
 
 
-async def test_a_4xx_response_keeps_what_the_handler_recorded(syncperf_capture: Capture) -> None:
+async def test_a_4xx_response_without_conflicts_is_an_error_named_by_its_status(
+    syncperf_capture: Capture,
+) -> None:
     async with client(make_app()) as c:
         await c.get("/sync/pull?status=400")
     (point,) = syncperf_capture.points("sync.operation.duration")
-    assert point.attributes["sync.outcome"] == "success"
-    (span,) = syncperf_capture.spans()
-    assert span.status.status_code is StatusCode.UNSET
+    assert point.attributes["sync.outcome"] == "error"
+    assert point.attributes["error.type"] == "400"
 
 
 async def test_a_409_response_is_a_conflict(syncperf_capture: Capture) -> None:

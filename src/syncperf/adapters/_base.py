@@ -314,6 +314,13 @@ class ProtocolAdapter:
     __slots__ = ()
     protocol = "adapter"
     """Names the adapter in drop messages, e.g. ``replicache push``."""
+    reads_request = False
+    """Whether ``on_request`` reads anything (a pull adapter reads only the response, so a
+    decorated GET handler needs no ``request=`` parameter for it)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reads_request = cls._request is not ProtocolAdapter._request
 
     def on_request(self, op: SyncOperation, request: Any) -> None:
         """Read the parsed request into ``op`` (batch size, items, duplicates)."""
