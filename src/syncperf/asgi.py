@@ -40,8 +40,8 @@ from syncperf._asgi_http import (
     owners,
     propagation_fields,
 )
-from syncperf._decorators import apply_http_status
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
+from syncperf._decorators import apply_http_status
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError

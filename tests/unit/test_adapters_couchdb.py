@@ -1,4 +1,4 @@
-"""CouchDB ``_bulk_docs``, ``_revs_diff``, ``_changes`` and ``_bulk_get``, from the CouchDB API shapes."""
+"""CouchDB ``_bulk_docs``, ``_revs_diff``, ``_changes`` and ``_bulk_get``, from the API shapes."""
 
 from __future__ import annotations
 

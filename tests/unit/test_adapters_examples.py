@@ -20,31 +20,31 @@ async def watermelondb_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
     """Two devices syncing tasks; returns what the clients saw."""
     seen: dict[str, Any] = {}
     # device A: first pull, then creates two tasks and a project
-    first = (await client.get("/sync", params={"schema_version": 1})).json()
+    first = (await client.get("/sync/pull", params={"schema_version": 1})).json()
     a_pulled_at = first["timestamp"]
     created = {
         "tasks": {"created": [{"id": "t1", "name": "Buy eggs"}, {"id": "t2", "name": "Call"}],
                   "updated": [], "deleted": []},
         "projects": {"created": [{"id": "p1", "name": "Home"}], "updated": [], "deleted": []},
     }  # fmt: skip
-    response = await client.post("/sync", params={"last_pulled_at": a_pulled_at}, json=created)
+    response = await client.post("/sync/push", params={"last_pulled_at": a_pulled_at}, json=created)
     assert response.status_code == 200, response.text
     # device B: pulls everything, renames t1
-    b_pull = (await client.get("/sync")).json()
+    b_pull = (await client.get("/sync/pull")).json()
     seen["b_pull"] = b_pull["changes"]
     rename = {"tasks": {"created": [], "updated": [{"id": "t1", "name": "Buy 12 eggs"}],
                         "deleted": []}}  # fmt: skip
-    await client.post("/sync", params={"last_pulled_at": b_pull["timestamp"]}, json=rename)
+    await client.post("/sync/push", params={"last_pulled_at": b_pull["timestamp"]}, json=rename)
     # device A, offline since its first pull: edits t1 too and deletes t2 -> t1 conflicts
     stale = {"tasks": {"created": [], "updated": [{"id": "t1", "name": "Buy milk"}],
                        "deleted": ["t2"]}}  # fmt: skip
-    conflict = await client.post("/sync", params={"last_pulled_at": a_pulled_at}, json=stale)
+    conflict = await client.post("/sync/push", params={"last_pulled_at": a_pulled_at}, json=stale)
     seen["conflict"] = conflict.json()
     # device A: its first push timed out client-side, so it is retried as is
-    retry = await client.post("/sync", params={"last_pulled_at": a_pulled_at}, json=created)
+    retry = await client.post("/sync/push", params={"last_pulled_at": a_pulled_at}, json=created)
     assert retry.status_code == 200
     # device A pulls what changed since its first pull
-    seen["a_pull"] = (await client.get("/sync", params={"last_pulled_at": a_pulled_at})).json()
+    seen["a_pull"] = (await client.get("/sync/pull", params={"last_pulled_at": a_pulled_at})).json()
     return seen
 
 

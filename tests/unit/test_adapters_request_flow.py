@@ -249,7 +249,7 @@ def test_a_pull_adapter_that_never_reads_the_request_needs_no_request_parameter(
     syncperf_capture: Capture,
 ) -> None:
     @syncperf.instrument_sync("pull", entity="todo", adapter=rxdb.Pull())
-    def pull(id: str | None = None, updatedAt: int | None = None, batchSize: int = 10) -> Any:  # noqa: A002, N803
+    def pull(id: str | None = None, updatedAt: int | None = None, batchSize: int = 10) -> Any:
         return {"documents": [{"id": "a", "_deleted": False}], "checkpoint": None}
 
     pull(None, None, 10)

@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from syncperf._operation import SyncOperation
@@ -95,18 +96,26 @@ class Push(ProtocolAdapter):
     Args:
         primary_key: The collection's primary key field, to match returned documents
             with pushed rows. Default ``"id"``.
+        server_fields: Fields your server sets on every write (e.g. ``"updatedAt"`` for
+            the pull checkpoint); left out, with ``IGNORED_FIELDS``, when comparing a
+            returned master with the pushed state.
 
     Raises:
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ("_key", "_primary_key")
+    __slots__ = ("_ignored", "_key", "_primary_key")
     protocol = "rxdb push"
 
-    def __init__(self, *, primary_key: str = "id") -> None:
+    def __init__(self, *, primary_key: str = "id", server_fields: Iterable[str] = ()) -> None:
         if not isinstance(primary_key, str) or not primary_key:
             raise ConfigError("primary_key", primary_key, "a non-empty string")
+        if isinstance(server_fields, str) or not all(
+            isinstance(f, str) and f for f in server_fields
+        ):
+            raise ConfigError("server_fields", server_fields, "field names (strings)")
         self._primary_key = primary_key
+        self._ignored = _NOT_COMPARED | frozenset(server_fields)
         self._key = f"syncperf.adapters.rxdb.{id(self)}"
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:
@@ -169,7 +178,7 @@ class Push(ProtocolAdapter):
         applied: set[int] = set()
         for key, master in masters:
             found = wanted.get(key)
-            if found is not None and _same(master, found[0]):
+            if found is not None and _same(master, found[0], self._ignored):
                 duplicates += 1
                 applied.add(found[1])
             else:
@@ -188,10 +197,10 @@ def _count(tally: Tally, changes: list[str]) -> None:
         tally.item(None, change)
 
 
-def _same(master: Any, state: Any) -> bool:
+def _same(master: Any, state: Any, ignored: frozenset[str]) -> bool:
     if not isinstance(master, dict) or not isinstance(state, dict):
         return bool(master == state)
     if bool(master.get("_deleted")) != bool(state.get("_deleted")):
         return False
-    keys = (master.keys() | state.keys()) - _NOT_COMPARED
+    keys = (master.keys() | state.keys()) - ignored
     return all(master.get(k, MISSING) == state.get(k, MISSING) for k in keys)
