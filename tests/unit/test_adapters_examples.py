@@ -10,7 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from examples import replicache_server, watermelondb_server
+import pytest
+from examples import (
+    couchdb_server,
+    powersync_server,
+    replicache_server,
+    rxdb_server,
+    watermelondb_server,
+)
 
 from syncperf.testing import Capture
 from tests.unit.test_adapters_common import recorded
@@ -83,6 +90,42 @@ async def replicache_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
     return seen
 
 
+async def powersync_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Two PowerSync clients uploading CRUD transactions; returns what they saw."""
+    seen: dict[str, Any] = {}
+
+    async def upload(client_id: str, tx_id: int, *entries: tuple[str, str, str]) -> Any:
+        batch = [{"op": op, "table": table, "id": row, "tx_id": tx_id, "data": {"v": tx_id}}
+                 for op, table, row in entries]  # fmt: skip
+        response = await client.post("/api/upload", json={"client_id": client_id, "batch": batch})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    created = ("PUT", "lists", "l1"), ("PUT", "todos", "t1"), ("PUT", "todos", "t2")
+    await upload("a", 1, *created)
+    await upload("b", 1, ("DELETE", "todos", "t1"))
+    # a edits t1, which b deleted: rejected (answered 200, as PowerSync asks)
+    seen["rejected"] = await upload("a", 2, ("PATCH", "todos", "t1"), ("PATCH", "todos", "t2"))
+    # a never saw the answer to its first upload: the transaction is retried
+    await upload("a", 1, *created)
+    return seen
+
+
+def assert_powersync_metrics(cap: Capture, seen: dict[str, Any]) -> None:
+    assert seen["rejected"] == {"rejected": {"todos": 1}}
+    got = recorded(cap)
+    assert got.items == {
+        ("lists", "created"): 1,
+        ("todos", "created"): 2,
+        ("todos", "deleted"): 1,
+        ("todos", "updated"): 2,  # one of them rejected
+    }
+    assert got.conflicts == {("todos", "rejected"): 1}
+    assert got.idempotency == 1
+    assert got.outcomes == {"success": 3, "conflict": 1}
+    assert got.dropped == {}
+
+
 def client_for(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
@@ -128,18 +171,37 @@ def assert_replicache_metrics(cap: Capture, seen: dict[str, Any]) -> None:
     assert got.dropped == {}
 
 
-async def test_watermelondb_example_exchange(syncperf_capture: Capture) -> None:
-    async with client_for(watermelondb_server.create_app()) as client:
+MEASURED_BY = pytest.mark.parametrize("measured_by", ["decorator", "middleware"])
+
+
+@MEASURED_BY
+async def test_watermelondb_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(watermelondb_server.create_app(measured_by=measured_by)) as client:
         seen = await watermelondb_exchange(client)
     assert_watermelondb_metrics(syncperf_capture, seen)
 
 
-async def test_replicache_example_exchange(syncperf_capture: Capture) -> None:
-    async with client_for(replicache_server.create_app()) as client:
+@MEASURED_BY
+async def test_replicache_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(replicache_server.create_app(measured_by=measured_by)) as client:
         seen = await replicache_exchange(client)
     assert_replicache_metrics(syncperf_capture, seen)
 
 
+@MEASURED_BY
+async def test_powersync_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(powersync_server.create_app(measured_by=measured_by)) as client:
+        seen = await powersync_exchange(client)
+    assert_powersync_metrics(syncperf_capture, seen)
+
+
 def test_the_examples_expose_an_app() -> None:
-    assert watermelondb_server.app.routes
-    assert replicache_server.app.routes
+    for example in (
+        couchdb_server, powersync_server, replicache_server, rxdb_server, watermelondb_server
+    ):  # fmt: skip
+        assert example.app.routes
+
+
+def test_an_example_refuses_an_unknown_way_of_measuring() -> None:
+    with pytest.raises(ValueError, match="measured_by"):
+        rxdb_server.create_app(measured_by="magic")
