@@ -911,6 +911,8 @@ def sqlalchemy_probe(
     status: str | None = None,
     pending: Sequence[Any] = ("pending",),
     timeout: float = 1.0,
+    totals: bool = False,
+    attempts: str | None = None,
 ) -> Callable[[], OutboxStats]:
     """A stats source for ``Outbox(stats=...)`` over an outbox table (extra ``[sqlalchemy]``).
 
@@ -929,9 +931,15 @@ def sqlalchemy_probe(
         status: The status column, or None when every row in the table is pending.
         pending: The ``status`` values that mean "not yet published or dead-lettered".
         timeout: Server-side statement timeout in seconds (PostgreSQL).
+        totals: Also count every row by status (``outbox.rows``) in the same query
+            (``SELECT status, count(*), min(created_at)[, sum(attempts)] ... GROUP BY
+            status``): the relay's outcomes as the table holds them, which a relay crash
+            cannot lose. Needs ``status``; reads the whole table each collection.
+        attempts: With ``totals``, the attempt-counter column: its sum is reported as
+            ``outbox.attempts`` (publish attempts, crashed ones included).
 
     Returns:
-        A callable returning ``OutboxStats(depth, oldest_age)``.
+        A callable returning ``OutboxStats``.
 
     Raises:
         ConfigError: an argument is not accepted.
@@ -946,6 +954,8 @@ def sqlalchemy_probe(
         status=status,
         pending=pending,
         timeout=timeout,
+        totals=totals,
+        attempts=attempts,
     )
 
 
