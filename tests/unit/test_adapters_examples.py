@@ -17,6 +17,7 @@ from examples import (
     replicache_server,
     rxdb_server,
     watermelondb_server,
+    zero_server,
 )
 
 from syncperf.testing import Capture
@@ -126,6 +127,47 @@ def assert_powersync_metrics(cap: Capture, seen: dict[str, Any]) -> None:
     assert got.dropped == {}
 
 
+async def zero_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Two Zero clients pushing custom mutators; returns what they saw."""
+    seen: dict[str, Any] = {}
+
+    async def push(client_id: str, *mutations: tuple[int, str, str]) -> Any:
+        body = {
+            "clientGroupID": f"g-{client_id}", "pushVersion": 1, "requestID": "r",
+            "timestamp": 1, "mutations": [
+                {"type": "custom", "id": i, "clientID": client_id, "name": name,
+                 "args": [{"id": issue, "title": name}], "timestamp": 1}
+                for i, name, issue in mutations
+            ],
+        }  # fmt: skip
+        response = await client.post("/api/zero/push", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    created = (1, "issue.create", "i1"), (2, "issue.create", "i2")
+    await push("a", *created)
+    await push("b", (1, "issue.delete", "i1"))
+    seen["refused"] = await push("a", (3, "issue.update", "i1"), (4, "issue.update", "i2"))
+    # a never saw the answer to its first push: the cache server resends it
+    seen["resent"] = await push("a", *created)
+    return seen
+
+
+def assert_zero_metrics(cap: Capture, seen: dict[str, Any]) -> None:
+    assert seen["refused"]["mutations"][0]["result"]["error"] == "app"
+    assert {m["result"].get("error") for m in seen["resent"]["mutations"]} == {"alreadyProcessed"}
+    got = recorded(cap)
+    assert got.items == {
+        ("issue", "created"): 2,  # the resent push is all duplicates
+        ("issue", "deleted"): 1,
+        ("issue", "updated"): 2,  # one of them refused
+    }
+    assert got.conflicts == {("issue", "rejected"): 1}
+    assert got.idempotency == 1
+    assert got.outcomes == {"success": 3, "conflict": 1}
+    assert got.dropped == {}
+
+
 def client_for(app: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test")
 
@@ -195,9 +237,17 @@ async def test_powersync_example_exchange(measured_by: str, syncperf_capture: Ca
     assert_powersync_metrics(syncperf_capture, seen)
 
 
+@MEASURED_BY
+async def test_zero_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(zero_server.create_app(measured_by=measured_by)) as client:
+        seen = await zero_exchange(client)
+    assert_zero_metrics(syncperf_capture, seen)
+
+
 def test_the_examples_expose_an_app() -> None:
     for example in (
-        couchdb_server, powersync_server, replicache_server, rxdb_server, watermelondb_server
+        couchdb_server, powersync_server, replicache_server, rxdb_server, watermelondb_server,
+        zero_server,
     ):  # fmt: skip
         assert example.app.routes
 
