@@ -136,7 +136,12 @@ def instrument_sync(
         adapter: A protocol adapter (see ``syncperf.adapters``) fed the parsed request and
             the return value.
         request: The handler parameter holding the parsed request for ``adapter``
-            (default: the handler's only parameter, or one named ``body``/``payload``/``request``).
+            (default: the handler's only parameter, or one named ``body``/``payload``/``request``;
+            not needed when the adapter reads no request, e.g. a pull adapter on a GET).
+
+    A returned ``Response`` or a raised ``HTTPException`` (anything with an int
+    ``status_code``) decides the outcome as behind the ASGI middleware: 5xx and unconflicted
+    4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict.
 
     An extractor's parameter names choose what it receives: a handler parameter name gets
     that argument, ``result`` gets the return value. Extractors run inside syncperf's guard:
