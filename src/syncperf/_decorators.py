@@ -212,11 +212,13 @@ _PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
 
 def http_status(value: Any) -> int | None:
     """The HTTP status a handler's return value or exception carries (a Starlette or FastAPI
-    ``Response`` or ``HTTPException``: an int ``status_code``), or None."""
+    ``Response`` or ``HTTPException``: an int ``status_code`` beside ``headers``), or None."""
     if type(value) in _PLAIN:
         return None
     status = getattr(value, "status_code", None)
-    return status if type(status) is int and 100 <= status <= 599 else None
+    if type(status) is not int or not 100 <= status <= 599 or not hasattr(value, "headers"):
+        return None
+    return status
 
 
 def apply_http_status(op: SyncOperation, status: int) -> None:

@@ -321,3 +321,29 @@ async def test_a_decorated_handler_the_framework_never_called_records_nothing(
 
     assert (await post(app, "/sync/push", {"not": "changes"})).status_code == 422
     assert recorded(syncperf_capture).outcomes == {}
+
+
+class Reply(BaseModel):
+    status_code: int  # a data field that happens to share the name
+
+
+async def test_a_plain_decorated_handler_answering_409_is_a_conflict(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    async def push() -> Any:
+        return JSONResponse({}, status_code=409)
+
+    await push()
+    assert recorded(syncperf_capture).outcomes == {"conflict": 1}
+
+
+async def test_a_returned_model_with_a_status_code_field_is_data_not_a_response(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    async def push() -> Reply:
+        return Reply(status_code=404)
+
+    await push()
+    assert recorded(syncperf_capture).outcomes == {"success": 1}
