@@ -96,7 +96,8 @@ _serials = itertools.count()
 _NOT_COUNTED = frozenset(
     {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "SHOW", "START", "END"}
 )
-"""Verbs that never make an N+1 (transaction control and session settings)."""
+"""Verbs that never make an N+1 (transaction control and session settings; unknown statements
+neither: they all normalize to ``?``)."""
 _SYSTEMS = {
     "postgresql": "postgresql",
     "mysql": "mysql",
@@ -237,7 +238,7 @@ class EngineInstrumentation:
         dialect = engine.dialect
         name = "mariadb" if getattr(dialect, "is_mariadb", False) else dialect.name
         self.system = _SYSTEMS.get(name, "other_sql")
-        self._mysql = name in ("mysql", "mariadb")
+        self._dialect = name
         self._base = _connection_attributes(self.system, engine.url)
         self._queries: dict[str, _Query] = {}
         self._serial = next(_serials)
@@ -361,7 +362,7 @@ class EngineInstrumentation:
     # --- off the common path -----------------------------------------------------------------
 
     def _classify(self, statement: str) -> _Query:
-        found = classify(statement, mysql=self._mysql)
+        found = classify(statement, dialect=self._dialect)
         text = self._texts.get(found.text)
         if text is None:
             if len(self._texts) >= _MAX_STATEMENTS:
@@ -388,7 +389,7 @@ class EngineInstrumentation:
             collection,
             span_name,
             span_attrs,
-            operation not in _NOT_COUNTED,
+            operation is not None and operation not in _NOT_COUNTED,
         )
         if len(self._queries) >= _MAX_STATEMENTS:  # e.g. literals inlined into statements
             self._queries.clear()
