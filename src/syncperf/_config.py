@@ -57,6 +57,9 @@ class Config:
         export_timeout: Seconds one export may take (``OTEL_METRIC_EXPORT_TIMEOUT``, ms).
         prometheus: Register syncperf's collector with ``prometheus_client``: ``True`` for
             the default registry, or a ``CollectorRegistry``.
+        record_exception_messages: Export exception messages and full tracebacks on spans
+            and in log lines as the OpenTelemetry SDK does, data included. Off by default:
+            only the type, safe database details and the frames (see docs/security.md).
     """
 
     enabled: bool = True
@@ -74,10 +77,12 @@ class Config:
     export_interval: float = 60.0
     export_timeout: float = 30.0
     prometheus: Any = field(default=False, compare=False)
+    record_exception_messages: bool = False
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
         _check_bool("strict", self.strict)
+        _check_bool("record_exception_messages", self.record_exception_messages)
         _check_int("max_entities", self.max_entities, minimum=1)
         _check_int("max_series", self.max_series, minimum=2)
         if self.entities is not None:
@@ -104,7 +109,8 @@ class Config:
         ``OTEL_METRIC_EXPORT_TIMEOUT`` and the ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
-        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``.
+        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
+        ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -196,6 +202,7 @@ _SYNCPERF_VARS = {
     "overhead_budget": _parse_number,
     "shed_cooldown": _parse_number,
     "max_series": _parse_int,
+    "record_exception_messages": _parse_bool,
 }
 
 

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from syncperf._config import Config
 from syncperf._engine._export import PeriodicExporter, Reader
 from syncperf._engine._instruments import HistogramSeries, Registry, SumSeries
+from syncperf._redact import describe
 from syncperf._tracing import SpanFinisher, Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
 
@@ -391,7 +392,12 @@ class Runtime:
         """A hook of syncperf's failed: count and log once; strict mode re-raises."""
         if self.strict:
             raise exc
-        self.drop(reason, "syncperf hook failed (%s): %r", reason, exc)
+        self.drop(
+            reason,
+            "syncperf hook failed (%s): %s",
+            reason,
+            describe(exc, self.config.record_exception_messages),
+        )
 
     def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
         """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
@@ -409,9 +415,9 @@ class Runtime:
     def _gauge_failed(self, name: str, error: BaseException) -> None:
         self.drop(
             "gauge_callback_failed",
-            "syncperf: the callback of gauge %s raised %r",
+            "syncperf: the callback of gauge %s raised %s",
             name,
-            error,
+            describe(error, self.config.record_exception_messages),
             key="gauge:" + name,
         )
 

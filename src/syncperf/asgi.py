@@ -42,6 +42,7 @@ from syncperf._asgi_http import (
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
+from syncperf._redact import describe
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 
@@ -490,7 +491,8 @@ def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcept
     if failure is None:
         rt.internal_error(reason, error)
         return
-    rt.drop(reason, "syncperf hook failed (%s): %r", reason, error)
+    message = describe(error, rt.config.record_exception_messages)
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, message)
 
 
 def _feed(

@@ -151,6 +151,9 @@ def test_failed_queries_carry_error_type_on_metric_and_span(
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None
     assert span.attributes["error.type"] == "sqlite3.OperationalError"
+    # SQLite has no SQLSTATE: its (extended) result code name is the response status code
+    assert span.attributes["db.response.status_code"] == "SQLITE_ERROR"
+    assert point.attributes["db.response.status_code"] == "SQLITE_ERROR"
 
 
 def test_a_failed_query_counts_towards_the_operation(
