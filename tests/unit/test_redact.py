@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import syncperf
 from syncperf import Config
@@ -150,3 +153,33 @@ def test_hostile_exceptions_are_described_by_type() -> None:
     attrs = exception_attributes(error)
     assert attrs["exception.type"].endswith("Hostile")
     assert status_code(error) is None
+
+
+_SECRET = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=30
+).map(lambda s: "zq" + s)
+
+
+@settings(max_examples=200, deadline=None)
+@given(secret=_SECRET, code=st.sampled_from(["23505", "22P02", None]))
+def test_no_message_parameter_or_literal_of_a_database_error_is_exported(
+    secret: str, code: str | None
+) -> None:
+    quoted = secret.replace("'", "''")
+    orig = sqlite3.IntegrityError(f"duplicate key: Key (email)=({secret}) already exists")
+    if code is not None:
+        orig.sqlstate = code  # type: ignore[attr-defined]  # as psycopg and asyncpg report it
+    error = sa.exc.IntegrityError(
+        f"INSERT INTO account (email, note) VALUES (:email, '{quoted}')",
+        {"email": secret},
+        orig,
+    )
+    try:
+        raise error from orig
+    except sa.exc.IntegrityError as raised:
+        attrs = exception_attributes(raised)
+        line = describe(raised)
+    exported = repr(attrs) + line
+    assert "zq" not in exported
+    assert "[SQL: INSERT INTO account (email, note) VALUES (?)]" in attrs["exception.message"]
+    assert attrs.get("db.response.status_code") == code
