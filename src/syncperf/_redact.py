@@ -27,7 +27,7 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-__all__ = ["describe", "exception_attributes", "record_exception", "status_code"]
+__all__ = ["Description", "describe", "exception_attributes", "record_exception", "status_code"]
 
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 _SQLITE_NAME = re.compile(r"SQLITE_[A-Z_]{1,60}")
@@ -74,6 +74,19 @@ def describe(exc: BaseException, full: bool = False) -> str:
         message = None
     name = _type_name(exc)
     return f"{name}: {message}" if message else name
+
+
+class Description:
+    """``describe(exc, full)`` as a log argument: built only when the line is emitted."""
+
+    __slots__ = ("_exc", "_full")
+
+    def __init__(self, exc: BaseException, full: bool = False) -> None:
+        self._exc = exc
+        self._full = full
+
+    def __str__(self) -> str:
+        return describe(self._exc, self._full)
 
 
 def status_code(exc: BaseException) -> str | None:

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from syncperf._config import Config
 from syncperf._engine._export import PeriodicExporter, Reader
 from syncperf._engine._instruments import HistogramSeries, Registry, SumSeries
-from syncperf._redact import describe
+from syncperf._redact import Description
 from syncperf._tracing import SpanFinisher, Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
 
@@ -396,7 +396,7 @@ class Runtime:
             reason,
             "syncperf hook failed (%s): %s",
             reason,
-            describe(exc, self.config.record_exception_messages),
+            Description(exc, self.config.record_exception_messages),
         )
 
     def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
@@ -417,7 +417,7 @@ class Runtime:
             "gauge_callback_failed",
             "syncperf: the callback of gauge %s raised %s",
             name,
-            describe(error, self.config.record_exception_messages),
+            Description(error, self.config.record_exception_messages),
             key="gauge:" + name,
         )
 

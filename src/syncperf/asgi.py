@@ -42,7 +42,7 @@ from syncperf._asgi_http import (
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
-from syncperf._redact import describe
+from syncperf._redact import Description
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 
@@ -491,8 +491,8 @@ def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcept
     if failure is None:
         rt.internal_error(reason, error)
         return
-    message = describe(error, rt.config.record_exception_messages)
-    rt.drop(reason, "syncperf hook failed (%s): %s", reason, message)
+    full = rt.config.record_exception_messages
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, Description(error, full))
 
 
 def _feed(

@@ -63,7 +63,7 @@ from syncperf._outbox_gauges import (
     register,
     unregister,
 )
-from syncperf._redact import describe, record_exception
+from syncperf._redact import Description, record_exception
 from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime
 from syncperf._tracing import attach, detach
 from syncperf.exceptions import ConfigError
@@ -396,7 +396,7 @@ class Outbox:
             "syncperf: the stats of outbox %s failed (%s); its gauges are skipped "
             "for this collection",
             self.name,
-            describe(error, rt.config.record_exception_messages),
+            Description(error, rt.config.record_exception_messages),
         )
 
     def close(self) -> None:
