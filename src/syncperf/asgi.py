@@ -42,7 +42,7 @@ from syncperf._asgi_http import (
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
-from syncperf._runtime import Runtime
+from syncperf._runtime import Runtime, raised_at
 from syncperf.exceptions import ConfigError
 
 __all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request"]
@@ -490,7 +490,7 @@ def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcept
     if failure is None:
         rt.internal_error(reason, error)
         return
-    rt.drop(reason, "syncperf hook failed (%s): %r", reason, error)
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))
 
 
 def _feed(
