@@ -44,9 +44,10 @@ _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
 def check_operation(operation: object, option: str = "operation") -> str:
     """Validate an operation name once (decoration / construction time)."""
-    if isinstance(operation, str) and operation in _valid_operations:
-        return operation
-    if not isinstance(operation, str) or not _OPERATION_RE.fullmatch(operation):
+    name = gate.name(operation)
+    if name in _valid_operations:
+        return name  # type: ignore[return-value]
+    if name is None or not _OPERATION_RE.fullmatch(name):
         raise ConfigError(
             option,
             operation,
@@ -56,8 +57,8 @@ def check_operation(operation: object, option: str = "operation") -> str:
         raise ConfigError(
             option, operation, f"one of at most {MAX_OPERATIONS} low-cardinality operation names"
         )
-    _valid_operations.add(operation)
-    return operation
+    _valid_operations.add(name)
+    return name
 
 
 def check_entity(entity: object, option: str = "entity") -> str | None:
@@ -641,11 +642,13 @@ def sync_operation(operation: str, *, entity: str | None = None) -> OperationSco
     Raises:
         ConfigError: ``operation`` or ``entity`` is not accepted.
     """
-    if operation not in _valid_operations:
-        check_operation(operation)
-    if entity is not None and (not isinstance(entity, str) or not entity):
+    if type(operation) is not str or operation not in _valid_operations:
+        operation = check_operation(operation)
+    if entity is not None and (type(entity) is not str or not 0 < len(entity) <= MAX_NAME):
         # the entity is often request data: a bad one is request-time misuse, not config
-        rt = _runtime._current or _runtime.current()
-        rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
-        entity = None
+        name = gate.name(entity)
+        if name is None:
+            rt = _runtime._current or _runtime.current()
+            rt.reject("invalid_entity", "an entity: " + _NAME, entity)
+        entity = name
     return OperationScope(operation, entity)
