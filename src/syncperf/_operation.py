@@ -46,7 +46,7 @@ def check_operation(operation: object, option: str = "operation") -> str:
     """Validate an operation name once (decoration / construction time)."""
     name = gate.name(operation)
     if name in _valid_operations:
-        return name  # type: ignore[return-value]
+        return name
     if name is None or not _OPERATION_RE.fullmatch(name):
         raise ConfigError(
             option,

@@ -422,6 +422,19 @@ class Runtime:
             self.dropped.sum((("syncperf.reason", reason),)).add(1)
         self.log_once(key or "drop:" + reason, message, *args)
 
+    def names_from_requests(self, source: str) -> None:
+        """Entity names are about to come from request data (a path, a payload): warn once
+        when no allow-list bounds them to the application's own names."""
+        if self.config.entities is None and "unlisted" not in self._logged:
+            self.log_once(
+                "unlisted",
+                "syncperf: sync.entity names come from requests (%s) and no entity allow-list "
+                "is configured, so the first %d names any client sends become metric series; "
+                "set configure(entities=[...]) or SYNCPERF_ENTITIES (see docs/core.md)",
+                source,
+                self.config.max_entities,
+            )
+
     def log_once(self, key: str, message: str, *args: object) -> None:
         """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
         if key not in self._logged:

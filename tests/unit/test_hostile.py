@@ -487,3 +487,95 @@ def test_fuzzed_payloads_with_hostile_names_never_break_export() -> None:
             assert_exportable(cap, registry)
 
         example()
+
+
+# --- names from outside: the middleware ----------------------------------------------------
+
+
+def entity_app(**options: Any) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from syncperf.asgi import SyncPerfMiddleware
+
+    async def push(request: Any) -> Any:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/sync/{entity}/push", push, methods=["POST"])])
+    return SyncPerfMiddleware(app, routes={"/sync/{entity}/push": "push"}, **options)
+
+
+def post(app: Any, *paths: str) -> None:
+    import asyncio
+
+    import httpx
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for path in paths:
+                assert (await client.post(path, json={})).status_code == 200
+
+    asyncio.run(go())
+
+
+def test_a_path_parameter_value_never_reaches_url_path_on_the_span() -> None:
+    with capture() as cap:
+        post(entity_app(entities=["todo"]), "/sync/alice%40example.com/push")
+        (span,) = cap.spans()
+        labels = repr([p.attributes for p in cap.points("sync.operation.duration")])
+    assert span.attributes["url.path"] == "/sync/{entity}/push"
+    assert span.attributes["sync.entity"] == "_other"
+    assert "alice" not in repr(dict(span.attributes)) + labels
+
+
+def test_the_middleware_entities_option_keeps_path_values_to_the_allow_list() -> None:
+    with capture() as cap:
+        post(entity_app(entities=["todo"]), "/sync/todo/push", "/sync/whatever/push")
+        entities = {p.attributes["sync.entity"] for p in cap.points("sync.operation.duration")}
+    assert entities == {"todo", "_other"}
+
+
+def test_path_entities_without_an_allow_list_warn_once(caplog: pytest.LogCaptureFixture) -> None:
+    with capture():
+        post(entity_app(), "/sync/a/push", "/sync/b/push")
+    warnings = [r for r in caplog.records if "allow-list" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "SYNCPERF_ENTITIES" in warnings[0].getMessage()
+
+
+def test_path_entities_with_a_configured_allow_list_do_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with capture(entities={"a"}) as cap:
+        post(entity_app(), "/sync/a/push", "/sync/b/push")
+        entities = {p.attributes["sync.entity"] for p in cap.points("sync.operation.duration")}
+    assert entities == {"a", "_other"}
+    assert not [r for r in caplog.records if "allow-list" in r.getMessage()]
+
+
+def test_payload_entities_without_an_allow_list_warn_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    push = watermelondb.Push(count_existing=lambda table, ids: 0)
+    with capture():
+        for table in ("a", "b"):
+            with syncperf.sync_operation("push") as op:
+                push.on_request(op, {table: {"created": [{"id": "1"}]}})
+    assert len([r for r in caplog.records if "allow-list" in r.getMessage()]) == 1
+
+
+def test_fuzzed_paths_never_break_the_middleware_or_export() -> None:
+    app = entity_app()
+    with lenient() as (cap, registry):
+
+        @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(segment=st.text(min_size=1, max_size=300).filter(lambda s: "/" not in s))
+        def example(segment: str) -> None:
+            from urllib.parse import quote
+
+            post(app, "/sync/" + quote(segment.encode("utf-8", "surrogatepass"), safe="") + "/push")
+            assert_exportable(cap, registry)
+
+        example()

@@ -294,6 +294,9 @@ class Tally:
 
     def commit(self, op: SyncOperation) -> None:
         """Record the tally on ``op``."""
+        rt = op._rt
+        if rt is not None and any(e is not None for e, _ in (*self.items, *self.conflicts)):
+            rt.names_from_requests("a sync payload")
         if self.batch is not None:
             op.set_batch_size(self.batch)
         for (entity, change), n in self.items.items():
