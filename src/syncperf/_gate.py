@@ -9,8 +9,8 @@ encodes exactly and every backend accepts:
 - a name (a metric attribute value: entity, resolution, error type) is a plain ``str`` of
   1 to ``MAX_NAME`` printable characters: no control characters, no lone surrogates (which
   cannot be encoded as UTF-8 and would break the Prometheus exposition for good);
-- a span attribute is a ``str`` (valid UTF-8, at most ``MAX_TEXT`` characters), a ``bool``, an
-  ``int`` that fits int64, a ``float``, or a homogeneous sequence of those.
+- a span attribute is what the OpenTelemetry SDK accepts, made encodable: strings valid UTF-8
+  and at most ``MAX_TEXT`` characters, ints within int64.
 
 Nothing here calls a method of a user object (``__repr__``, ``__hash__``, ``__eq__``,
 ``__len__``, ``__str__``) except ``str.__str__`` of a ``str`` subclass, so a hostile object can
@@ -21,7 +21,6 @@ and size only: log lines never quote content.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -85,41 +84,34 @@ def text(value: str) -> str:
     return value
 
 
-def attribute(value: object) -> Any:
-    """``value`` as a span attribute value, or ``REJECT``."""
+def attribute(value: object, depth: int = 0) -> Any:
+    """``value`` as a span attribute value every OTLP encoder accepts, or ``REJECT``.
+
+    The SDK's attribute values (str, bool, int, float, bytes, None, sequences and mappings of
+    them) pass; strings are cut at ``MAX_TEXT`` characters and lone surrogates replaced, an
+    int beyond int64 is rejected, a sequence keeps ``MAX_SEQUENCE`` elements.
+    """
     kind = type(value)
     if kind is str:
         return text(value)  # type: ignore[arg-type]
-    if kind is bool or kind is float:
+    if kind is bool or kind is float or value is None or kind is bytes:
         return value
     if kind is int:
         return value if -_INT64 <= value < _INT64 else REJECT  # type: ignore[operator]
+    if depth > 4:
+        return REJECT
     try:
         if isinstance(value, str):
             return text(value)
         if isinstance(value, (list, tuple)):
-            return _sequence(value)
-    except Exception:  # a hostile subclass
+            items = tuple(attribute(item, depth + 1) for item in list(value)[:MAX_SEQUENCE])
+            return REJECT if any(item is REJECT for item in items) else items
+        if isinstance(value, dict):
+            pairs = {text(k): attribute(v, depth + 1) for k, v in list(dict.items(value))}
+            return REJECT if any(v is REJECT for v in pairs.values()) else pairs
+    except Exception:  # a hostile subclass, a non-string key
         return REJECT
     return REJECT
-
-
-def _sequence(values: Sequence[Any]) -> Any:
-    cleaned: list[Any] = []
-    kind: type | None = None
-    for item in list(values)[:MAX_SEQUENCE]:
-        if item is None:
-            cleaned.append(None)
-            continue
-        one = attribute(item)
-        if one is REJECT or isinstance(one, (list, tuple)):
-            return REJECT
-        if kind is None:
-            kind = type(one)
-        elif type(one) is not kind:
-            return REJECT  # OTLP arrays are homogeneous
-        cleaned.append(one)
-    return tuple(cleaned)
 
 
 def describe(value: object) -> str:

@@ -247,7 +247,8 @@ class SyncOperation:
     def set_attribute(self, key: str, value: Any) -> None:
         """Set an attribute on the operation's span only (never on a metric).
 
-        Strings are cut at 1,024 characters and made valid UTF-8; ints must fit in 64 bits.
+        Values are what the OpenTelemetry SDK accepts; strings are cut at 1,024 characters and
+        made valid UTF-8, and ints must fit in 64 bits.
         """
         rt = self._rt
         if type(key) is not str or not 0 < len(key) <= MAX_NAME or not key.isprintable():
@@ -255,7 +256,7 @@ class SyncOperation:
             return
         value = gate.attribute(value)
         if value is gate.REJECT:
-            rt.reject("invalid_attribute", "an attribute value: str, bool, int64, float or a list")
+            rt.reject("invalid_attribute", "an attribute value the SDK accepts, ints within int64")
             return
         if self._span is not None:
             self._span.set_attribute(key, value)

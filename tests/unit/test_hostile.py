@@ -579,3 +579,22 @@ def test_fuzzed_paths_never_break_the_middleware_or_export() -> None:
             assert_exportable(cap, registry)
 
         example()
+
+
+def test_attributes_the_application_sets_on_the_sync_span_stay_encodable() -> None:
+    from opentelemetry import trace
+
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="todo") as op:
+            span = trace.get_current_span()
+            span.set_attribute("app.name", "\ud800" + "x" * 5000)
+            span.set_attribute("app.count", 2**70)
+            span.set_attribute("app.list", ["a", "\udfff"])
+            op.set_attribute("app.other", "\ud83d")
+        assert_exportable(cap, registry)
+        (exported,) = cap.spans()
+    attrs = dict(exported.attributes or {})
+    assert "app.count" not in attrs
+    assert len(attrs["app.name"]) == 1024
+    assert attrs["app.list"] == ("a", "?")
+    assert attrs["app.other"] == "?"
