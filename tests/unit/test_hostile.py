@@ -598,3 +598,111 @@ def test_attributes_the_application_sets_on_the_sync_span_stay_encodable() -> No
     assert len(attrs["app.name"]) == 1024
     assert attrs["app.list"] == ("a", "?")
     assert attrs["app.other"] == "?"
+
+
+def adapter_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+
+    async def push(request: Any) -> Any:
+        await request.body()
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/sync/push", push, methods=["POST"])])
+    route = SyncRoute("push", adapter=watermelondb.Push(count_existing=lambda table, ids: 0))
+    return SyncPerfMiddleware(app, routes={"/sync/push": route}, idempotency_ttl=60)
+
+
+header_values = st.binary(max_size=300).filter(lambda b: b"\r" not in b and b"\n" not in b)
+
+
+def test_fuzzed_headers_and_bodies_never_break_the_middleware_or_export() -> None:
+    import asyncio
+
+    app = adapter_app()
+    with lenient() as (cap, registry):
+        requests = 0
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            body=json_like.map(lambda v: {"changes": v}) | st.binary(max_size=2000).map(bytes),
+            headers=st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        [
+                            b"idempotency-key",
+                            b"traceparent",
+                            b"tracestate",
+                            b"baggage",
+                            b"content-length",
+                            b"accept",
+                            b"x-any",
+                        ]
+                    ),
+                    header_values,
+                ),
+                max_size=6,
+            ),
+        )
+        def example(body: Any, headers: list[tuple[bytes, bytes]]) -> None:
+            import json
+
+            nonlocal requests
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8", "replace")
+            sent: list[Any] = []
+
+            async def receive() -> Any:
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            async def send(message: Any) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/sync/push",
+                "raw_path": b"/sync/push",
+                "root_path": "",
+                "query_string": b"",
+                "headers": headers,
+                "server": ("t", 80),
+                "client": ("c", 1),
+            }
+            asyncio.run(app(scope, receive, send))
+            requests += 1
+            assert sent[0]["status"] == 200
+            assert_exportable(cap, registry)
+
+        example()
+        assert cap.total("sync.operation.duration") == requests
+
+
+def test_fuzzed_outbox_calls_never_escape_and_never_break_export() -> None:
+    from syncperf.outbox import Outbox
+
+    outbox = Outbox("orders")
+    with lenient() as (cap, registry):
+        published = 0
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(a=hostile, b=hostile, c=hostile)
+        def example(a: Any, b: Any, c: Any) -> None:
+            nonlocal published
+            outbox.enqueue(a)
+            outbox.enqueue(a, session=b)
+            with outbox.publish(count=a) as batch:
+                batch.published(a, traceparent=b, attempt=c)
+                batch.published(1.0e9)
+                batch.failed(a, traceparent=b, attempt=c, dead_letter=c)
+                batch.dead_lettered(a)
+            published += 1
+            assert_exportable(cap, registry)
+
+        example()
+        assert cap.total("outbox.messages", {"outbox.event": "published"}) >= published
