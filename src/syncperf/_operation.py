@@ -178,10 +178,11 @@ class SyncOperation:
             rt.reject("invalid_count", "an item count: " + _COUNT, n)
             return
         if change is not None and (type(change) is not str or change not in CHANGES):
-            change = gate.name(change)
-            if change not in CHANGES:
+            name = gate.name(change)  # a StrEnum member is its plain value
+            if name not in CHANGES:
                 rt.reject("invalid_change", "change: created, updated, deleted or None", change)
                 return
+            change = name
         if entity is None:
             items = self._items
             if items is None:
