@@ -5,7 +5,7 @@ a pushed record, SQLAlchemy appends ``[SQL: ...]`` with inlined literals and
 ``[parameters: (...)]`` with the bound values, PostgreSQL adds ``DETAIL: Key (email)=(...)``,
 and Python's own messages echo values (``invalid literal for int() with base 10: '...'``).
 No pattern can tell data from prose in arbitrary text, so by default nothing of a message is
-exported or logged. What is:
+exported on a span. What is:
 
 * ``exception.type``, the fully qualified class name;
 * for a database error, a message built only from what the driver reports in separate
@@ -27,7 +27,7 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-__all__ = ["Description", "describe", "exception_attributes", "record_exception", "status_code"]
+__all__ = ["exception_attributes", "record_exception", "status_code", "summary"]
 
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 _SQLITE_NAME = re.compile(r"SQLITE_[A-Z_]{1,60}")
@@ -63,30 +63,14 @@ def exception_attributes(exc: BaseException) -> dict[str, str]:
     return attrs
 
 
-def describe(exc: BaseException, full: bool = False) -> str:
-    """A one-line description of ``exc`` for a log line: its type (and safe database details),
-    or ``repr(exc)`` when ``full``."""
+def summary(exc: BaseException) -> str:
+    """One line about ``exc``: its type, and for a database error the driver's safe details."""
     try:
-        if full:
-            return repr(exc)
         message = _database_message(exc)
-    except Exception:
+    except Exception:  # a hostile exception object
         message = None
     name = _type_name(exc)
     return f"{name}: {message}" if message else name
-
-
-class Description:
-    """``describe(exc, full)`` as a log argument: built only when the line is emitted."""
-
-    __slots__ = ("_exc", "_full")
-
-    def __init__(self, exc: BaseException, full: bool = False) -> None:
-        self._exc = exc
-        self._full = full
-
-    def __str__(self) -> str:
-        return describe(self._exc, self._full)
 
 
 def status_code(exc: BaseException) -> str | None:
@@ -179,6 +163,6 @@ def _stacktrace(exc: BaseException) -> str:
         if error.__traceback__ is not None:
             lines.append("Traceback (most recent call last):\n")
             lines.extend(traceback.format_tb(error.__traceback__))
-        lines.append(describe(error) + "\n")
+        lines.append(summary(error) + "\n")
         lines.append(after)
     return "".join(lines)

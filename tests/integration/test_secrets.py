@@ -365,8 +365,6 @@ def test_no_password_email_or_token_reaches_any_exported_byte(exported: Exported
 
 
 def test_no_url_path_value_or_client_text_reaches_any_exported_byte(exported: Exported) -> None:
-    # PENDING on main (issue 12, the lead's part): `url.path` on sync spans is still the raw
-    # path here (the path email leaks through the span attribute), and the adapters' log
-    # lines still quote the client's CRUD op. Both are fixed on main; this branch only adds
-    # the assertion. Do not weaken it.
+    # `url.path` on sync spans is the route template, and adapters describe bad payload
+    # values by type, never by content (both leaked before issue 12).
     assert exported.leaks((PATH_EMAIL, "carol@", CLIENT_OP, "c1ient-t3xt")) == []

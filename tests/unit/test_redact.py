@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import syncperf
 from syncperf import Config
-from syncperf._redact import describe, exception_attributes, status_code
+from syncperf._redact import exception_attributes, status_code, summary
 from syncperf.outbox import Outbox
 from syncperf.testing import Capture, capture
 
@@ -137,7 +137,8 @@ def test_internal_error_log_lines_name_the_type_only(caplog: pytest.LogCaptureFi
     with capture(strict=False) as cap, caplog.at_level(logging.WARNING, "syncperf"):
         cap.runtime.internal_error("span_end_failed", ValueError(f"boom {TOKEN}"))
     (line,) = [r.getMessage() for r in caplog.records]
-    assert line == "syncperf hook failed (span_end_failed): ValueError"
+    assert line.startswith("syncperf hook failed (span_end_failed): builtins.ValueError")
+    assert TOKEN not in line
 
 
 def test_hostile_exceptions_are_described_by_type() -> None:
@@ -149,7 +150,7 @@ def test_hostile_exceptions_are_described_by_type() -> None:
             raise RuntimeError("no")
 
     error = Hostile()
-    assert describe(error).endswith("Hostile")
+    assert summary(error).endswith("Hostile")
     attrs = exception_attributes(error)
     assert attrs["exception.type"].endswith("Hostile")
     assert status_code(error) is None
@@ -178,7 +179,7 @@ def test_no_message_parameter_or_literal_of_a_database_error_is_exported(
         raise error from orig
     except sa.exc.IntegrityError as raised:
         attrs = exception_attributes(raised)
-        line = describe(raised)
+        line = summary(raised)
     exported = repr(attrs) + line
     assert "zq" not in exported
     assert "[SQL: INSERT INTO account (email, note) VALUES (?)]" in attrs["exception.message"]
