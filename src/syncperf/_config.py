@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from syncperf import _gate as gate
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -57,6 +58,9 @@ class Config:
         export_timeout: Seconds one export may take (``OTEL_METRIC_EXPORT_TIMEOUT``, ms).
         prometheus: Register syncperf's collector with ``prometheus_client``: ``True`` for
             the default registry, or a ``CollectorRegistry``.
+        record_exception_messages: Export exception messages and full tracebacks on the
+            spans' ``exception`` events as the OpenTelemetry SDK does, data included. Off by
+            default: only the type, safe database details and the frames (docs/security.md).
     """
 
     enabled: bool = True
@@ -74,19 +78,16 @@ class Config:
     export_interval: float = 60.0
     export_timeout: float = 30.0
     prometheus: Any = field(default=False, compare=False)
+    record_exception_messages: bool = False
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
         _check_bool("strict", self.strict)
+        _check_bool("record_exception_messages", self.record_exception_messages)
         _check_int("max_entities", self.max_entities, minimum=1)
         _check_int("max_series", self.max_series, minimum=2)
         if self.entities is not None:
-            if isinstance(self.entities, str) or not isinstance(self.entities, Iterable):
-                raise ConfigError("entities", self.entities, "an iterable of entity names or None")
-            names = frozenset(self.entities)
-            if not all(isinstance(n, str) and n for n in names):
-                raise ConfigError("entities", self.entities, "non-empty strings")
-            object.__setattr__(self, "entities", names)
+            object.__setattr__(self, "entities", check_names("entities", self.entities))
         _check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
         for name in ("slow_threshold", "overhead_budget", "export_interval", "export_timeout"):
             _check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
@@ -104,7 +105,8 @@ class Config:
         ``OTEL_METRIC_EXPORT_TIMEOUT`` and the ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
-        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``.
+        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
+        ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -196,7 +198,18 @@ _SYNCPERF_VARS = {
     "overhead_budget": _parse_number,
     "shed_cooldown": _parse_number,
     "max_series": _parse_int,
+    "record_exception_messages": _parse_bool,
 }
+
+
+def check_names(option: str, value: object) -> frozenset[str]:
+    """An allow-list of names (e.g. entities) as a frozenset of plain strings."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(option, value, "an iterable of names or None")
+    names = frozenset(gate.name(n) for n in value)
+    if None in names:
+        raise ConfigError(option, value, f"strings of 1 to {gate.MAX_NAME} printable characters")
+    return names  # type: ignore[return-value]
 
 
 def _check_bool(name: str, value: object) -> None:

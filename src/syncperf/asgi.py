@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -41,9 +41,10 @@ from syncperf._asgi_http import (
     propagation_fields,
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
+from syncperf._config import check_names
 from syncperf._decorators import apply_http_status
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
-from syncperf._runtime import Runtime
+from syncperf._runtime import OTHER, Runtime, raised_at
 from syncperf.exceptions import ConfigError
 
 __all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request"]
@@ -107,6 +108,10 @@ class SyncPerfMiddleware:
             None disables it; default ``live_request`` (``?live=true`` or SSE).
         max_body_bytes: Bodies buffered for a route's adapter are capped at this size;
             larger ones are not parsed (counted in ``syncperf.dropped``).
+        entities: The entity names a route's ``{entity}`` may report; any other value is
+            reported as ``_other``. Without it (and without ``configure(entities=...)``) the
+            first ``max_entities`` values any client sends become ``sync.entity`` series, and
+            syncperf warns once.
 
     Raises:
         ConfigError: an option has a value that is not accepted.
@@ -124,6 +129,7 @@ class SyncPerfMiddleware:
         idempotency_max_keys: int = 10_000,
         live: Callable[[Scope], bool] | None = live_request,
         max_body_bytes: int = 1_048_576,
+        entities: Iterable[str] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("app", app, "an ASGI application")
@@ -171,6 +177,7 @@ class SyncPerfMiddleware:
         self._live = live
         self._max_body = max_body_bytes
         self._contrib: bool | None = None  # wiring of the app, decided on the first request
+        self._entities = None if entities is None else check_names("entities", entities)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection (websocket and lifespan pass through untouched)."""
@@ -223,6 +230,8 @@ class SyncPerfMiddleware:
         adapter = None
         if hit is not None:
             compiled, entity_value = hit
+            if entity_value is not None:
+                entity_value = self._path_entity(rt, entity_value)
             route = compiled.route
             template = compiled.template
             adapter = route.adapter
@@ -238,7 +247,7 @@ class SyncPerfMiddleware:
                 attributes = {
                     "http.request.method": method,
                     "url.scheme": scheme,
-                    "url.path": scope.get("path", ""),
+                    "url.path": entry_root + template,  # never a path parameter's value
                     "http.route": template,
                 }
             op = begin(
@@ -422,6 +431,14 @@ class SyncPerfMiddleware:
                         with rt.lock:
                             active.add(-1)
 
+    def _path_entity(self, rt: Runtime, value: str) -> str:
+        """A route's ``{entity}`` value, bounded by ``entities=`` when given."""
+        allowed = self._entities
+        if allowed is None:
+            rt.names_from_requests("the {entity} of a route")
+            return value
+        return value if value in allowed else OTHER
+
     def _idempotency(self, rt: Runtime, op: SyncOperation, key: bytes) -> None:
         """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
         span = op._span
@@ -521,7 +538,7 @@ def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcept
     if failure is None:
         rt.internal_error(reason, error)
         return
-    rt.drop(reason, "syncperf hook failed (%s): %r", reason, error)
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))
 
 
 def _feed(

@@ -121,7 +121,9 @@ async def test_the_application_still_reads_the_whole_body_after_syncperf_did(
         return {}
 
     app = build("middleware", "/push", "push", replicache.Push(), push)
-    mutations = [{"id": i, "clientID": "c", "name": "m" * 500, "args": {}} for i in range(200)]
+    mutations = [
+        {"id": i, "clientID": "c", "name": "m", "args": {"t": "x" * 500}} for i in range(200)
+    ]
     body = {"pushVersion": 1, "clientGroupID": "g", "mutations": mutations}
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
