@@ -356,12 +356,13 @@ def _start_span(
 ) -> None:
     tracing = rt.tracing
     parent = trace.get_current_span().get_span_context()
-    if rt.shed_until < t0 and tracing.sample(series.span_name, kind, parent):
+    if rt.shed_until < t0 and (trace_id := tracing.sample(series.span_name, kind, parent)):
         span = tracing.tracer.start(  # type: ignore[union-attr]
             series.span_name,
             parent,
             kind,
             {**series.attrs, **attributes} if attributes else series.attrs,
+            trace_id=trace_id,
         )
         op._span = span
         op._token = attach(span)

@@ -74,17 +74,24 @@ class Tracing:
         self.resolve(now)
         return self.active
 
-    def decide(self, name: str, kind: SpanKind, now: int) -> bool:
-        """Whether an operation starting at ``now`` gets a span (parent: the current context)."""
+    def decide(self, name: str, kind: SpanKind, now: int) -> int:
+        """Whether an operation starting at ``now`` gets a span (parent: the current context);
+        the value ``sample`` returns."""
         if not self.active and (now < self.next_check or not self.refresh(now)):
-            return False
+            return 0
         return self.sample(name, kind)
 
-    def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> bool:
+    def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> int:
         """``decide`` once tracing is known to be active; ``parent``: the current span's
-        context, when the caller has it at hand."""
+        context, when the caller has it at hand.
+
+        Returns:
+            0 (false) when no span is made; otherwise the trace id the sampler decided on for a
+            new root span, which ``Tracer.start(trace_id=...)`` must give it, or 1 when the
+            decision did not depend on one (the tracer draws the ids).
+        """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
-            return False
+            return 0
         static = self._static
         if static is not None and not self._parent_based:
             return static  # a standard sampler, decided without building a SamplingResult
@@ -92,9 +99,12 @@ class Tracing:
             parent = trace.get_current_span().get_span_context()
         if static is not None:
             return bool(parent.trace_flags.sampled) if parent.is_valid else static
-        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
+        if parent.is_valid:
+            trace_id, answer = parent.trace_id, 1
+        else:  # a root: the id the span will get, drawn now for the sampler to decide on
+            trace_id = answer = self.tracer.trace_id()  # type: ignore[union-attr]
         result = self._sampler.should_sample(None, trace_id, name, kind)
-        return bool(result.decision.is_sampled())
+        return answer if result.decision.is_sampled() else 0
 
 
 _PARENT_DEFAULTS = (

@@ -435,13 +435,13 @@ class Outbox:
             return current_traceparent()
         bound = rt.cache.get(self._key) or self._bound(rt)
         traceparent = None
-        if rt.shed_until < t0 and rt.tracing.decide(self._create_name, _PRODUCER, t0):
+        if rt.shed_until < t0 and (trace_id := rt.tracing.decide(self._create_name, _PRODUCER, t0)):
             attrs = self._create_attrs
             if count != 1:
                 attrs = {**attrs, "messaging.batch.message_count": count}
             try:
                 span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
-                    self._create_name, kind=_PRODUCER, attributes=attrs
+                    self._create_name, kind=_PRODUCER, attributes=attrs, trace_id=trace_id
                 )
             except Exception as error:
                 rt.internal_error("span_start_failed", error)
@@ -511,13 +511,13 @@ class Outbox:
             count = None
         bound = rt.cache.get(self._key) or self._bound(rt)
         batch = PublishBatch(rt, bound, self, count, t0)
-        if rt.shed_until < t0 and rt.tracing.decide(self._send_name, _CLIENT, t0):
+        if rt.shed_until < t0 and (trace_id := rt.tracing.decide(self._send_name, _CLIENT, t0)):
             attrs = self._send_attrs
             if count is not None and count != 1:
                 attrs = {**attrs, "messaging.batch.message_count": count}
             try:
                 span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
-                    self._send_name, kind=_CLIENT, attributes=attrs
+                    self._send_name, kind=_CLIENT, attributes=attrs, trace_id=trace_id
                 )
             except Exception as error:
                 rt.internal_error("span_start_failed", error)
