@@ -256,13 +256,13 @@ class Runtime:
         self.slow_ns = int(config.slow_threshold * 1e9)
         self.shed_until = 0
         self.budget_streak = 0
-        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate)
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
             self._within_budget,
             self._span_queue_full,
             self.budget_ns,
         )
+        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
         self.exporters = [

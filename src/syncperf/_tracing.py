@@ -8,6 +8,9 @@
 * ``SpanFinisher`` ends spans on a daemon thread with the recorded end time, so a span
   processor that blocks (a ``SimpleSpanProcessor`` whose exporter hangs) never stalls the
   request; its queue is bounded and a slow ``end()`` trips the overhead guard.
+* ``QueueFlusher`` puts that queue inside the provider's own flush and shutdown: it is the
+  provider's first span processor, so ``TracerProvider.force_flush()`` / ``shutdown()`` hand
+  syncperf's ended spans to the processors behind it before those flush.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -41,8 +46,14 @@ _in_context = trace.set_span_in_context
 class Tracing:
     """Resolved tracing state for one runtime."""
 
-    def __init__(self, provider: trace.TracerProvider | None, sample_rate: float) -> None:
+    def __init__(
+        self,
+        provider: trace.TracerProvider | None,
+        sample_rate: float,
+        finisher: SpanFinisher | None = None,
+    ) -> None:
         self._explicit = provider
+        self._finisher = finisher
         self.sample_rate = sample_rate
         self.active = False
         self.tracer: Tracer | None = None
@@ -63,6 +74,8 @@ class Tracing:
         if not isinstance(tracer, SdkTracer):  # e.g. a disabled tracer configurator
             self.active = False
             return
+        if self._finisher is not None:
+            QueueFlusher.of(provider).finishers.add(self._finisher)
         self._sampler = tracer.sampler
         self._static, self._parent_based = _classify(tracer.sampler)
         self.tracer = Tracer(tracer, InstrumentationScope("syncperf", _version()))
@@ -127,6 +140,61 @@ def _classify(sampler: Any) -> tuple[bool | None, bool]:
         if description == f"ParentBased{{root:{root}{_PARENT_DEFAULTS}":
             return decision, True
     return None, False
+
+
+class QueueFlusher(SpanProcessor):
+    """The first span processor of a provider: its ``force_flush`` and ``shutdown`` end the
+    spans queued in syncperf's finishers, so the processors after it receive them in time.
+
+    The SDK's ``SynchronousMultiSpanProcessor`` flushes and shuts its processors down in
+    order; this one is put first in it. With a ``ConcurrentMultiSpanProcessor`` (no order) it
+    is added last and flushes the others again once the queue is drained.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, provider: SdkTracerProvider) -> None:
+        self.finishers: weakref.WeakSet[SpanFinisher] = weakref.WeakSet()
+        self._provider = weakref.ref(provider)
+        self._first = False
+
+    @classmethod
+    def of(cls, provider: SdkTracerProvider) -> QueueFlusher:
+        """The provider's flusher, registered on first use."""
+        with cls._lock:
+            found: QueueFlusher | None = provider.__dict__.get("_syncperf_flusher")
+            if found is not None:
+                return found
+            found = cls(provider)
+            provider.__dict__["_syncperf_flusher"] = found
+            multi = getattr(provider, "_active_span_processor", None)
+            if type(multi) is SynchronousMultiSpanProcessor:
+                with multi._lock:
+                    multi._span_processors = (found, *multi._span_processors)
+                found._first = True
+            else:
+                provider.add_span_processor(found)
+        return found
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """End every queued span within ``timeout_millis``."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        done = all(
+            f.flush(timeout=max(deadline - time.monotonic(), 0)) for f in list(self.finishers)
+        )
+        provider = self._provider()
+        if not self._first and provider is not None:  # the others flushed before us
+            left = int(max(deadline - time.monotonic(), 0) * 1000)
+            multi = getattr(provider, "_active_span_processor", None)
+            for processor in getattr(multi, "_span_processors", ()):
+                if processor is not self:
+                    done = processor.force_flush(left) and done
+        return done
+
+    def shutdown(self) -> None:
+        """End every queued span (the provider shuts down)."""
+        for finisher in list(self.finishers):
+            finisher.flush()
 
 
 class Endable(Protocol):
@@ -221,11 +289,26 @@ class SpanFinisher:
             thread.join(timeout=1.0)
         self.flush()
 
-    def flush(self) -> None:
-        """End every queued span now, on the calling thread."""
-        with self._lock:
-            while self._queue:
-                self._end_one(*self._queue.popleft())
+    def flush(self, timeout: float | None = None) -> bool:
+        """End every queued span now, on the calling thread; False when ``timeout`` (seconds)
+        ran out first (e.g. a span processor blocks)."""
+        if timeout is None:
+            deadline = None
+            locked = self._lock.acquire()
+        else:
+            deadline = time.monotonic() + timeout
+            locked = self._lock.acquire(timeout=timeout)
+        if not locked:
+            return False
+        try:
+            queue = self._queue
+            while queue:
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                self._end_one(*queue.popleft())
+            return True
+        finally:
+            self._lock.release()
 
     def _end_one(self, span: Endable, end_ns: int) -> None:
         self._ending_since = started = time.perf_counter_ns()
