@@ -57,6 +57,9 @@ class Config:
         export_timeout: Seconds one export may take (``OTEL_METRIC_EXPORT_TIMEOUT``, ms).
         prometheus: Register syncperf's collector with ``prometheus_client``: ``True`` for
             the default registry, or a ``CollectorRegistry``.
+        shutdown_timeout: Seconds a flush may hold its caller: ``force_flush()``, the ASGI
+            lifespan shutdown and the interpreter's exit (``SYNCPERF_SHUTDOWN_TIMEOUT``).
+            Keep it well below the platform's grace period (Kubernetes: 30 s).
     """
 
     enabled: bool = True
@@ -74,6 +77,7 @@ class Config:
     export_interval: float = 60.0
     export_timeout: float = 30.0
     prometheus: Any = field(default=False, compare=False)
+    shutdown_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
@@ -88,7 +92,13 @@ class Config:
                 raise ConfigError("entities", self.entities, "non-empty strings")
             object.__setattr__(self, "entities", names)
         _check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
-        for name in ("slow_threshold", "overhead_budget", "export_interval", "export_timeout"):
+        for name in (
+            "slow_threshold",
+            "overhead_budget",
+            "export_interval",
+            "export_timeout",
+            "shutdown_timeout",
+        ):
             _check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
         _check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
         exporters = self.metric_exporters
@@ -104,7 +114,8 @@ class Config:
         ``OTEL_METRIC_EXPORT_TIMEOUT`` and the ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
-        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``.
+        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
+        ``SYNCPERF_SHUTDOWN_TIMEOUT``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -196,6 +207,7 @@ _SYNCPERF_VARS = {
     "overhead_budget": _parse_number,
     "shed_cooldown": _parse_number,
     "max_series": _parse_int,
+    "shutdown_timeout": _parse_number,
 }
 
 

@@ -62,6 +62,9 @@ OVERHEAD_BOUNDS = (
 OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
+FLUSHES: list[Callable[[int], object]] = []
+"""More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
+provider that ``setup_otlp`` built for other instrumentation."""
 BUDGET_STREAK = 3
 """Consecutive over-budget operations that make syncperf shed span work."""
 
@@ -425,11 +428,44 @@ class Runtime:
         """A new cumulative reader of this runtime's aggregates."""
         return Reader(self.registry, self.resource, self.scope)
 
-    def flush(self) -> None:
-        """End queued spans and export metrics now."""
-        self.finisher.flush()
-        for exporter in self.exporters:
-            exporter.export_once()
+    def flush(self, timeout: float | None = None) -> bool:
+        """End queued spans, flush the tracer provider they go to and export metrics now.
+
+        Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
+        on a daemon thread, so a collector that accepts and never answers cannot hold the
+        caller (or the process's exit) longer. True when everything finished in time.
+        """
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        done = threading.Event()
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.0)
+
+        def work() -> None:
+            try:
+                self.finisher.flush(timeout=left())
+                provider = self.tracing.provider
+                if provider is not None:
+                    provider.force_flush(int(left() * 1000))
+                for exporter in self.exporters:
+                    exporter.export_once(timeout=left())
+                for extra in tuple(FLUSHES):
+                    extra(int(left() * 1000))
+            except Exception:  # never raise into the caller (an exit hook, a lifespan)
+                _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
+            done.set()
+
+        threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
+        if done.wait(limit):
+            return True
+        self.log_once(
+            "flush_timeout",
+            "syncperf: flushing telemetry took longer than %.1f s (is the collector "
+            "answering?); what was not exported by then is lost",
+            limit,
+        )
+        return False
 
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Flush, stop exporters and threads, and unregister the Prometheus collector.
@@ -506,10 +542,41 @@ def replace(rt: Runtime | None) -> Runtime | None:
     return previous
 
 
-def force_flush() -> None:
-    """End queued spans and export metrics of the current runtime now."""
-    if _current is not None:
-        _current.flush()
+def force_flush(timeout: float | None = None) -> bool:
+    """Export what syncperf recorded so far: end queued spans, flush the tracer provider they
+    go to, and export metrics now.
+
+    Call it from shutdown hooks that run before the process exits (a lifespan shutdown
+    handler, gunicorn's ``worker_exit``, a serverless handler's end); ``SyncPerfMiddleware``
+    already does on the ASGI lifespan shutdown, and syncperf does at interpreter exit.
+
+    Args:
+        timeout: Seconds to wait at most (default: the ``shutdown_timeout`` setting, 5 s).
+
+    Returns:
+        True when everything was exported in time.
+    """
+    rt = _current
+    return True if rt is None else rt.flush(timeout)
 
 
-atexit.register(force_flush)
+_exit_stalled = False
+
+
+def flush_for_exit() -> bool:
+    """``force_flush`` for a process that is stopping (ASGI lifespan shutdown, exit).
+
+    Bounded by ``shutdown_timeout``; once such a flush ran out of time (the collector does not
+    answer), later ones in the same process do not wait again, so a lifespan shutdown followed
+    by the interpreter's exit stays within one bound.
+    """
+    global _exit_stalled
+    rt = _current
+    if rt is None:
+        return True
+    done = rt.flush(0.0 if _exit_stalled else None)
+    _exit_stalled = _exit_stalled or not done
+    return done
+
+
+atexit.register(flush_for_exit)

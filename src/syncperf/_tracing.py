@@ -57,6 +57,8 @@ class Tracing:
         self.sample_rate = sample_rate
         self.active = False
         self.tracer: Tracer | None = None
+        self.provider: SdkTracerProvider | None = None
+        """The SDK provider syncperf's spans go to, once resolved."""
         self._sampler: Any = None
         self._static: bool | None = None
         self._parent_based = False
@@ -78,6 +80,7 @@ class Tracing:
             QueueFlusher.of(provider).finishers.add(self._finisher)
         self._sampler = tracer.sampler
         self._static, self._parent_based = _classify(tracer.sampler)
+        self.provider = provider
         self.tracer = Tracer(tracer, InstrumentationScope("syncperf", _version()))
         self.next_check = 1 << 62
         self.active = True

@@ -177,8 +177,11 @@ class SyncPerfMiddleware:
         self._contrib: bool | None = None  # wiring of the app, decided on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI connection (websocket and lifespan pass through untouched)."""
+        """Handle one ASGI connection (websocket passes through untouched; at the lifespan
+        shutdown what syncperf recorded is exported, see ``flush_on_shutdown``)."""
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
         rt = _runtime._current or _runtime.current()
@@ -479,6 +482,26 @@ class SyncPerfMiddleware:
             except Exception as error:
                 _hook_failed(rt, "operation_end_failed", error, failure)
         return matched
+
+
+_SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
+
+
+def flush_on_shutdown(send: Send) -> Send:
+    """Wrap a lifespan ``send`` so that, once the application finished its own shutdown,
+    syncperf exports what it recorded before the server is told (bounded by the
+    ``shutdown_timeout`` setting).
+
+    uvicorn re-raises SIGTERM after its graceful stop, so the interpreter's exit hooks never
+    run there: the lifespan shutdown is the last moment a server gives the application.
+    """
+
+    async def flushing_send(message: Message) -> None:
+        if message.get("type") in _SHUTDOWN_DONE:
+            _runtime.flush_for_exit()
+        await send(message)
+
+    return flushing_send
 
 
 def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:

@@ -293,7 +293,9 @@ def _tracer_provider(
 
     cls = _import(protocol, "trace")
     kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/traces")
-    provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
+    # sampler: OTEL_TRACES_SAMPLER(_ARG); flushed at exit by syncperf, within its
+    # shutdown_timeout (the SDK's own exit hook waits on a silent collector unbounded)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     exporter = CountingSpanExporter(factory=lambda: cls(**kwargs))
     provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
     return provider
@@ -323,7 +325,10 @@ def _meter_provider(
     reader = PeriodicExportingMetricReader(  # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
         _metric_exporter(protocol, endpoint, headers, timeout)
     )
-    return MeterProvider(metric_readers=[reader], resource=resource)
+    provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
+    flush = weakref.WeakMethod(provider.force_flush)
+    _runtime.FLUSHES.append(lambda ms: (method := flush()) is not None and method(ms))
+    return provider
 
 
 class CountingSpanExporter(SpanExporter):
