@@ -60,6 +60,9 @@ class Config:
         shutdown_timeout: Seconds a flush may hold its caller: ``force_flush()``, the ASGI
             lifespan shutdown and the interpreter's exit (``SYNCPERF_SHUTDOWN_TIMEOUT``).
             Keep it well below the platform's grace period (Kubernetes: 30 s).
+        span_queue_size: Spans waiting to be ended by syncperf's finisher thread; past it
+            they are dropped and counted (``OTEL_BSP_MAX_QUEUE_SIZE``, as the SDK's batch
+            processor behind it; default 2048, the SDK's).
     """
 
     enabled: bool = True
@@ -78,12 +81,14 @@ class Config:
     export_timeout: float = 30.0
     prometheus: Any = field(default=False, compare=False)
     shutdown_timeout: float = 5.0
+    span_queue_size: int = 2048
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
         _check_bool("strict", self.strict)
         _check_int("max_entities", self.max_entities, minimum=1)
         _check_int("max_series", self.max_series, minimum=2)
+        _check_int("span_queue_size", self.span_queue_size, minimum=1)
         if self.entities is not None:
             if isinstance(self.entities, str) or not isinstance(self.entities, Iterable):
                 raise ConfigError("entities", self.entities, "an iterable of entity names or None")
@@ -111,7 +116,8 @@ class Config:
         """Build a config from the environment, then apply ``overrides``.
 
         Reads ``OTEL_SDK_DISABLED``, ``OTEL_METRIC_EXPORT_INTERVAL``,
-        ``OTEL_METRIC_EXPORT_TIMEOUT`` and the ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
+        ``OTEL_METRIC_EXPORT_TIMEOUT``, ``OTEL_BSP_MAX_QUEUE_SIZE`` and the ``SYNCPERF_*``
+        variables: ``SYNCPERF_STRICT``,
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
         ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
@@ -130,6 +136,10 @@ class Config:
         ):
             if (raw := env.get(var)) is not None:
                 values[key] = _parse_number(var, raw) / 1000.0
+        if (raw := env.get("OTEL_BSP_MAX_QUEUE_SIZE")) is not None:
+            values["span_queue_size"] = size = _parse_int("OTEL_BSP_MAX_QUEUE_SIZE", raw)
+            if size < 1:
+                raise ConfigError("OTEL_BSP_MAX_QUEUE_SIZE", raw, "an integer >= 1")
         for key, parse in _SYNCPERF_VARS.items():
             var = "SYNCPERF_" + key.upper()
             if (raw := env.get(var)) is not None:

@@ -264,6 +264,8 @@ class Runtime:
             self._within_budget,
             self._span_queue_full,
             self.budget_ns,
+            config.span_queue_size,
+            self._span_end_failed,
         )
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
@@ -366,6 +368,18 @@ class Runtime:
         self.drop("span_queue_full", "syncperf dropped spans: the span queue is full")
         if stalled:
             self.shed_spans("span_export_stalled")
+
+    def _span_end_failed(self, error: Exception) -> None:
+        self.drop(
+            "span_end_failed",
+            "syncperf lost spans: a span processor's on_end raised %s",
+            type(error).__name__,
+        )
+
+    def span_shed(self) -> None:
+        """Count one span not made because syncperf is shedding (logged when it started)."""
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "span_shed"),)).add(1)
 
     def _within_budget(self) -> None:
         if self.budget_streak:

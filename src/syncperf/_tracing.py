@@ -206,8 +206,20 @@ class Endable(Protocol):
     def end(self, end_time: int | None = None) -> None: ...
 
 
+STALL_NS = 5_000_000_000
+"""A finisher in one ``end()`` for this long (wall clock) is stalled on span export: far above
+what waiting for the GIL behind the application's threads takes, even on a loaded machine."""
+_thread_time_ns = time.thread_time_ns
+
+
 class SpanFinisher:
-    """Ends spans on a daemon thread; bounded; flushable."""
+    """Ends spans on a daemon thread; bounded; flushable.
+
+    An ``end()`` is slow when it spends more than the budget of this thread's CPU time (a
+    span processor doing heavy work on syncperf's spans): time spent waiting for the GIL
+    while the application's threads run, or for a blocked exporter, is not syncperf's. A
+    blocked exporter shows as a full queue while one ``end()`` has lasted ``STALL_NS``.
+    """
 
     def __init__(
         self,
@@ -215,7 +227,8 @@ class SpanFinisher:
         on_fast_end: Callable[[], None],
         on_overflow: Callable[[bool], None],
         budget_ns: int,
-        max_queue: int = 4096,
+        max_queue: int = 2048,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self._queue: deque[tuple[Endable, int]] = deque()
         self._max_queue = max_queue
@@ -223,6 +236,8 @@ class SpanFinisher:
         self._on_slow_end = on_slow_end
         self._on_fast_end = on_fast_end
         self._on_overflow = on_overflow
+        self._on_error = on_error
+        self.stall_ns = STALL_NS
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -245,7 +260,7 @@ class SpanFinisher:
             return
         if len(self._queue) >= self._max_queue:
             since = self._ending_since
-            self._on_overflow(bool(since) and time.perf_counter_ns() - since > self._budget_ns)
+            self._on_overflow(bool(since) and time.perf_counter_ns() - since > self.stall_ns)
             return
         self._queue.append((span, end_ns))
         if not self._pending:  # wake the finisher once per batch, not per span
@@ -314,13 +329,15 @@ class SpanFinisher:
             self._lock.release()
 
     def _end_one(self, span: Endable, end_ns: int) -> None:
-        self._ending_since = started = time.perf_counter_ns()
+        self._ending_since = time.perf_counter_ns()
+        cpu = _thread_time_ns()
         try:
             span.end(end_time=end_ns)
-        except Exception:
-            _logger.debug("syncperf: span.end raised", exc_info=True)
+        except Exception as error:  # a span processor's on_end failed: the span is lost
+            if self._on_error is not None:
+                self._on_error(error)
         self._ending_since = 0
-        if time.perf_counter_ns() - started > self._budget_ns:
+        if _thread_time_ns() - cpu > self._budget_ns:
             self._slow = True
             self._on_slow_end()
         elif self._slow:  # the first fast end after slow ones breaks their streak
