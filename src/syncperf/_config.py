@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -63,6 +64,10 @@ class Config:
         span_queue_size: Spans waiting to be ended by syncperf's finisher thread; past it
             they are dropped and counted (``OTEL_BSP_MAX_QUEUE_SIZE``, as the SDK's batch
             processor behind it; default 2048, the SDK's).
+        excluded_urls: Comma-separated regular expressions; an HTTP request whose URL
+            matches one is not recorded by ``SyncPerfMiddleware`` (unless it has its own
+            ``excluded_urls=``). From ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``, else
+            ``OTEL_PYTHON_EXCLUDED_URLS``, as the contrib instrumentations read them.
     """
 
     enabled: bool = True
@@ -82,6 +87,7 @@ class Config:
     prometheus: Any = field(default=False, compare=False)
     shutdown_timeout: float = 5.0
     span_queue_size: int = 2048
+    excluded_urls: str | None = None
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
@@ -106,6 +112,8 @@ class Config:
         ):
             _check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
         _check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
+        if self.excluded_urls is not None:
+            _check_patterns("excluded_urls", self.excluded_urls)
         exporters = self.metric_exporters
         if not isinstance(exporters, (tuple, list)):
             raise ConfigError("metric_exporters", exporters, "a sequence of MetricExporter")
@@ -116,8 +124,9 @@ class Config:
         """Build a config from the environment, then apply ``overrides``.
 
         Reads ``OTEL_SDK_DISABLED``, ``OTEL_METRIC_EXPORT_INTERVAL``,
-        ``OTEL_METRIC_EXPORT_TIMEOUT``, ``OTEL_BSP_MAX_QUEUE_SIZE`` and the ``SYNCPERF_*``
-        variables: ``SYNCPERF_STRICT``,
+        ``OTEL_METRIC_EXPORT_TIMEOUT``, ``OTEL_BSP_MAX_QUEUE_SIZE``,
+        ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS`` and the
+        ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
         ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
@@ -136,6 +145,10 @@ class Config:
         ):
             if (raw := env.get(var)) is not None:
                 values[key] = _parse_number(var, raw) / 1000.0
+        for var in ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"):
+            if (raw := env.get(var)) is not None:
+                values["excluded_urls"] = raw
+                break
         if (raw := env.get("OTEL_BSP_MAX_QUEUE_SIZE")) is not None:
             values["span_queue_size"] = size = _parse_int("OTEL_BSP_MAX_QUEUE_SIZE", raw)
             if size < 1:
@@ -219,6 +232,17 @@ _SYNCPERF_VARS = {
     "max_series": _parse_int,
     "shutdown_timeout": _parse_number,
 }
+
+
+def _check_patterns(name: str, value: object) -> None:
+    """Comma-separated regular expressions (the contrib instrumentations' format)."""
+    accepted = "comma-separated regular expressions (a string)"
+    if not isinstance(value, str):
+        raise ConfigError(name, value, accepted)
+    try:
+        re.compile("|".join(part.strip() for part in value.split(",")))
+    except re.error:
+        raise ConfigError(name, value, accepted) from None
 
 
 def _check_bool(name: str, value: object) -> None:
