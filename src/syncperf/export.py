@@ -535,7 +535,7 @@ def setup_prometheus(
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError:  # pragma: no cover - depends on the environment
         raise ConfigError(
-            "prometheus", True, "an installed prometheus-client (pip install syncperf[prometheus])"
+            "prometheus", True, "an installed prometheus-client: pip install 'syncperf[prometheus]'"
         ) from None
     registry = CollectorRegistry() if registry is None else registry
     # Options are checked and the port bound before syncperf is reconfigured: a bad option
@@ -560,9 +560,16 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
     Args:
         registry: The registry syncperf was configured with (``configure(prometheus=...)``);
             default: the registry of the current syncperf runtime, else the global one.
-    """
-    from prometheus_client import REGISTRY, make_asgi_app
 
+    Raises:
+        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra).
+    """
+    try:
+        from prometheus_client import REGISTRY, make_asgi_app
+    except ImportError:
+        raise ConfigError(
+            "prometheus", True, "an installed prometheus-client: pip install 'syncperf[prometheus]'"
+        ) from None
     if registry is None:
         registry = _runtime.current().prometheus_registry or REGISTRY
     return make_asgi_app(registry=registry)

@@ -52,7 +52,15 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
-from sqlalchemy.engine import Engine
+
+try:
+    from sqlalchemy.engine import Engine
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"syncperf.sqlalchemy needs SQLAlchemy ({exc.name} is missing): "
+        "pip install 'syncperf[sqlalchemy]'",
+        name=exc.name,
+    ) from exc
 
 from syncperf import _runtime
 from syncperf._engine._instruments import HistogramSeries, SumSeries, freeze
