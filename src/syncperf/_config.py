@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from syncperf import _gate as gate
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -96,12 +97,7 @@ class Config:
         _check_int("max_series", self.max_series, minimum=2)
         _check_int("span_queue_size", self.span_queue_size, minimum=1)
         if self.entities is not None:
-            if isinstance(self.entities, str) or not isinstance(self.entities, Iterable):
-                raise ConfigError("entities", self.entities, "an iterable of entity names or None")
-            names = frozenset(self.entities)
-            if not all(isinstance(n, str) and n for n in names):
-                raise ConfigError("entities", self.entities, "non-empty strings")
-            object.__setattr__(self, "entities", names)
+            object.__setattr__(self, "entities", check_names("entities", self.entities))
         _check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
         for name in (
             "slow_threshold",
@@ -243,6 +239,16 @@ def _check_patterns(name: str, value: object) -> None:
         re.compile("|".join(part.strip() for part in value.split(",")))
     except re.error:
         raise ConfigError(name, value, accepted) from None
+
+
+def check_names(option: str, value: object) -> frozenset[str]:
+    """An allow-list of names (e.g. entities) as a frozenset of plain strings."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(option, value, "an iterable of names or None")
+    names = frozenset(gate.name(n) for n in value)
+    if None in names:
+        raise ConfigError(option, value, f"strings of 1 to {gate.MAX_NAME} printable characters")
+    return names  # type: ignore[return-value]
 
 
 def _check_bool(name: str, value: object) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -36,7 +37,7 @@ from syncperf.exceptions import ConfigError
 __all__ = ["Adapter", "instrument_sync"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_MISSING = object()
+_perf = time.perf_counter_ns
 
 
 class Adapter(Protocol):
@@ -280,11 +281,15 @@ def _wrap(
             elif entity is not None and op._entity is None:
                 op.set_entity(entity)
             try:
+                t = _perf()  # extractors run on syncperf's behalf: their time is overhead
                 for extractor in before:
                     extractor.run(op, args, kwargs, None)
+                t1 = _perf()
                 result = await fn(*args, **kwargs)
+                t2 = _perf()
                 for extractor in after:
                     extractor.run(op, args, kwargs, result)
+                op._own_ns += t1 - t + _perf() - t2
             except BaseException as exc:
                 if owner is not None:
                     _end(owner, exc)
@@ -307,11 +312,15 @@ def _wrap(
         elif entity is not None and op._entity is None:
             op.set_entity(entity)
         try:
+            t = _perf()  # extractors run on syncperf's behalf: their time is overhead
             for extractor in before:
                 extractor.run(op, args, kwargs, None)
+            t1 = _perf()
             result = fn(*args, **kwargs)
+            t2 = _perf()
             for extractor in after:
                 extractor.run(op, args, kwargs, result)
+            op._own_ns += t1 - t + _perf() - t2
         except BaseException as exc:
             if owner is not None:
                 _end(owner, exc)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from syncperf._gate import MAX_COUNT
 from syncperf._operation import error_type
 
 if TYPE_CHECKING:
@@ -120,10 +121,10 @@ def age_of(created_at: object, now: float | None = None) -> float:
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=timezone.utc)
         seconds = created_at.timestamp()
-    elif isinstance(created_at, (int, float)) and not isinstance(created_at, bool):
+    elif (type(created_at) is int or type(created_at) is float) and abs(created_at) < MAX_COUNT:
         seconds = float(created_at)
-    else:
-        raise TypeError(f"created_at must be a datetime or POSIX seconds, got {created_at!r}")
+    else:  # NaN fails the comparison above
+        raise TypeError("created_at must be a datetime or finite POSIX seconds")
     age = now - seconds
     return age if age > 0.0 else 0.0
 

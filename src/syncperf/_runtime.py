@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from syncperf._config import Config
 from syncperf._engine._export import PeriodicExporter, Reader
 from syncperf._engine._instruments import HistogramSeries, Registry, SumSeries
+from syncperf._gate import describe
 from syncperf._tracing import SpanFinisher, Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
 
@@ -65,6 +66,7 @@ RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 FLUSHES: list[Callable[[int], object]] = []
 """More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
 provider that ``setup_otlp`` built for other instrumentation."""
+_UNSET: Any = object()
 BUDGET_STREAK = 3
 """Consecutive over-budget operations that make syncperf shed span work."""
 
@@ -398,17 +400,37 @@ class Runtime:
             self.cooldown_ns / 1e9,
         )
 
-    def reject(self, reason: str, detail: str) -> None:
-        """Request-time misuse: raise in strict mode, else drop, count and log once."""
+    def reject(self, reason: str, expected: str, value: object = _UNSET) -> None:
+        """Request-time misuse: raise in strict mode, else drop, count and log once.
+
+        Args:
+            reason: The ``syncperf.reason`` the drop is counted under.
+            expected: What was expected, e.g. ``"an item count: an int in [0, 2**53)"``.
+                Must not quote request data.
+            value: The rejected value: described by type and size only, and only when the
+                message is logged, so a rejection costs what an accepted value costs.
+        """
         if self.strict:
-            raise MeasurementError(reason, detail)
-        self.drop(reason, "syncperf dropped a measurement (%s): %s", reason, detail)
+            raise MeasurementError(reason, _expected(expected, value))
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", reason),)).add(1)
+        key = "drop:" + reason
+        if key not in self._logged:
+            self.log_once(
+                key, "syncperf dropped a measurement (%s): %s", reason, _expected(expected, value)
+            )
 
     def internal_error(self, reason: str, exc: BaseException) -> None:
-        """A hook of syncperf's failed: count and log once; strict mode re-raises."""
+        """A hook of syncperf's (or a callback it runs) failed: count and log once, naming
+        the exception's type and where it was raised, never its message (which may quote
+        request data). Strict mode re-raises."""
         if self.strict:
             raise exc
-        self.drop(reason, "syncperf hook failed (%s): %r", reason, exc)
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", reason),)).add(1)
+        key = "drop:" + reason
+        if key not in self._logged:
+            self.log_once(key, "syncperf hook failed (%s): %s", reason, raised_at(exc))
 
     def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
         """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
@@ -416,6 +438,19 @@ class Runtime:
         with self.lock:
             self.dropped.sum((("syncperf.reason", reason),)).add(1)
         self.log_once(key or "drop:" + reason, message, *args)
+
+    def names_from_requests(self, source: str) -> None:
+        """Entity names are about to come from request data (a path, a payload): warn once
+        when no allow-list bounds them to the application's own names."""
+        if self.config.entities is None and "unlisted" not in self._logged:
+            self.log_once(
+                "unlisted",
+                "syncperf: sync.entity names come from requests (%s) and no entity allow-list "
+                "is configured, so the first %d names any client sends become metric series; "
+                "set configure(entities=[...]) or SYNCPERF_ENTITIES (see docs/core.md)",
+                source,
+                self.config.max_entities,
+            )
 
     def log_once(self, key: str, message: str, *args: object) -> None:
         """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
@@ -426,9 +461,9 @@ class Runtime:
     def _gauge_failed(self, name: str, error: BaseException) -> None:
         self.drop(
             "gauge_callback_failed",
-            "syncperf: the callback of gauge %s raised %r",
+            "syncperf: the callback of gauge %s raised %s",
             name,
-            error,
+            raised_at(error),
             key="gauge:" + name,
         )
 
@@ -494,6 +529,26 @@ class Runtime:
             from syncperf._engine._prometheus import unregister
 
             unregister(self)
+
+
+def _expected(expected: str, value: object) -> str:
+    return expected if value is _UNSET else f"expected {expected}, got {describe(value)}"
+
+
+def raised_at(exc: BaseException) -> str:
+    """An exception's type and the innermost frame that raised it, never its message."""
+    try:
+        where = ""
+        tb = exc.__traceback__
+        if tb is not None:
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code
+            where = f" at {code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+        cls = type(exc)
+        return f"{cls.__module__}.{cls.__qualname__}{where}"
+    except Exception:
+        return "an exception"
 
 
 def _resource(tracing: Tracing) -> Any:

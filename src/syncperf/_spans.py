@@ -30,6 +30,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from syncperf import _gate as gate
+
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, bool, int, float})
@@ -170,6 +172,9 @@ class Span(trace.Span, ReadableSpan):
             value = cleaned[key]
         elif type(value) is str and limits.max_span_attribute_length is not None:
             value = value[: limits.max_span_attribute_length]
+        value = gate.attribute(value)  # valid UTF-8, bounded, int64: what OTLP can encode
+        if value is gate.REJECT:
+            return
         attrs = self._attributes
         room = limits.max_span_attributes
         if key in attrs or room is None or len(attrs) < room:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -41,9 +41,9 @@ from syncperf._asgi_http import (
     propagation_fields,
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
-from syncperf._config import _check_patterns
+from syncperf._config import _check_patterns, check_names
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
-from syncperf._runtime import Runtime
+from syncperf._runtime import OTHER, Runtime, raised_at
 from syncperf.exceptions import ConfigError
 
 __all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request", "uninstrument_app"]
@@ -117,6 +117,10 @@ class SyncPerfMiddleware:
             recorded at all. None (default): the ``excluded_urls`` setting, from
             ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` or ``OTEL_PYTHON_EXCLUDED_URLS``; ``""``:
             none, whatever the environment says.
+        entities: The entity names a route's ``{entity}`` may report; any other value is
+            reported as ``_other``. Without it (and without ``configure(entities=...)``) the
+            first ``max_entities`` values any client sends become ``sync.entity`` series, and
+            syncperf warns once.
 
     Raises:
         ConfigError: an option has a value that is not accepted.
@@ -135,6 +139,7 @@ class SyncPerfMiddleware:
         live: Callable[[Scope], bool] | None = live_request,
         max_body_bytes: int = 1_048_576,
         excluded_urls: str | None = None,
+        entities: Iterable[str] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("app", app, "an ASGI application")
@@ -183,6 +188,7 @@ class SyncPerfMiddleware:
         self._live = live
         self._max_body = max_body_bytes
         self._contrib: bool | None = None  # wiring of the app, decided on the first request
+        self._entities = None if entities is None else check_names("entities", entities)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one ASGI connection (websocket passes through untouched; at the lifespan
@@ -242,6 +248,8 @@ class SyncPerfMiddleware:
         adapter = None
         if hit is not None:
             compiled, entity_value = hit
+            if entity_value is not None:
+                entity_value = self._path_entity(rt, entity_value)
             route = compiled.route
             template = compiled.template
             adapter = route.adapter
@@ -257,7 +265,7 @@ class SyncPerfMiddleware:
                 attributes = {
                     "http.request.method": method,
                     "url.scheme": scheme,
-                    "url.path": scope.get("path", ""),
+                    "url.path": entry_root + template,  # never a path parameter's value
                     "http.route": template,
                 }
             op = begin(
@@ -419,6 +427,14 @@ class SyncPerfMiddleware:
                         with rt.lock:
                             active.add(-1)
 
+    def _path_entity(self, rt: Runtime, value: str) -> str:
+        """A route's ``{entity}`` value, bounded by ``entities=`` when given."""
+        allowed = self._entities
+        if allowed is None:
+            rt.names_from_requests("the {entity} of a route")
+            return value
+        return value if value in allowed else OTHER
+
     def _idempotency(self, rt: Runtime, op: SyncOperation, key: bytes) -> None:
         """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
         span = op._span
@@ -556,7 +572,7 @@ def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcept
     if failure is None:
         rt.internal_error(reason, error)
         return
-    rt.drop(reason, "syncperf hook failed (%s): %r", reason, error)
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))
 
 
 def _feed(

@@ -53,6 +53,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from syncperf import _runtime
 from syncperf._engine._instruments import HistogramSeries, SumSeries, freeze
+from syncperf._gate import is_count
+from syncperf._gate import name as gate_name
 from syncperf._operation import error_type
 from syncperf._outbox_gauges import (
     GaugeSource,
@@ -430,8 +432,8 @@ class Outbox:
         rt = _runtime._current or _runtime.current()
         if not rt.enabled:
             return current_traceparent()
-        if type(count) is not int or count < 0:
-            rt.reject("invalid_count", f"outbox message count must be an int >= 0, got {count!r}")
+        if not is_count(count):
+            rt.reject("invalid_count", "an outbox message count: an int in [0, 2**53)", count)
             return current_traceparent()
         bound = rt.cache.get(self._key) or self._bound(rt)
         traceparent = None
@@ -471,7 +473,7 @@ class Outbox:
         else:
             deferred = defer_enqueue(session, self._key, self._count_enqueued, count)
         if not deferred:
-            rt.reject("invalid_session", f"session must be a SQLAlchemy Session, got {session!r}")
+            rt.reject("invalid_session", "a SQLAlchemy Session or AsyncSession", session)
         return deferred
 
     def _count_enqueued(self, count: int) -> None:
@@ -509,8 +511,8 @@ class Outbox:
         rt = _runtime._current or _runtime.current()
         if not rt.enabled:
             return _NOOP_BATCH
-        if count is not None and (type(count) is not int or count < 0):
-            rt.reject("invalid_count", f"outbox batch count must be an int >= 0, got {count!r}")
+        if count is not None and not is_count(count):
+            rt.reject("invalid_count", "an outbox batch count: an int in [0, 2**53)", count)
             count = None
         bound = rt.cache.get(self._key) or self._bound(rt)
         batch = PublishBatch(rt, bound, self, count, t0)
@@ -680,8 +682,10 @@ class PublishBatch:
         if created_at is not None:
             try:
                 self._lags.append(age_of(created_at))
-            except TypeError as error:
-                self._rt.reject("invalid_created_at", str(error))
+            except TypeError:
+                self._rt.reject(
+                    "invalid_created_at", "a datetime or finite POSIX seconds", created_at
+                )
         self._published += 1
         self._own_ns += _perf() - t0
 
@@ -708,10 +712,10 @@ class PublishBatch:
         rt = self._rt
         if isinstance(error, BaseException):
             etype = rt.error_types(error_type(error))
-        elif isinstance(error, str) and error:
-            etype = rt.error_types(error)
+        elif (name := gate_name(error)) is not None:
+            etype = rt.error_types(name)
         else:
-            rt.reject("invalid_error", f"error must be an exception or a string, got {error!r}")
+            rt.reject("invalid_error", "an exception or an error type string", error)
             etype = rt.error_types("_OTHER")
         self._failed[etype] = self._failed.get(etype, 0) + 1
         if self._first_error is None:
@@ -722,16 +726,14 @@ class PublishBatch:
 
     def dead_lettered(self, count: int = 1) -> None:
         """Report ``count`` messages given up on without a new attempt in this batch."""
-        if type(count) is not int or count < 0:
-            self._rt.reject(
-                "invalid_count", f"dead-letter count must be an int >= 0, got {count!r}"
-            )
+        if not is_count(count):
+            self._rt.reject("invalid_count", "a dead-letter count: an int in [0, 2**53)", count)
             return
         self._dead += count
 
     def _attempt(self, attempt: int, traceparent: str | None) -> bool:
-        if type(attempt) is not int or attempt < 1:
-            self._rt.reject("invalid_attempt", f"attempt must be an int >= 1, got {attempt!r}")
+        if not is_count(attempt) or attempt < 1:
+            self._rt.reject("invalid_attempt", "an attempt: an int in [1, 2**53)", attempt)
             return False
         if attempt > 1:
             self._retried += 1

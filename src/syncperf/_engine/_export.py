@@ -65,6 +65,9 @@ class _Point:
     observed: bool = False
 
 
+_INT64 = 2**63
+
+
 class Reader:
     """One consumer's view of a registry at one temporality per instrument kind."""
 
@@ -240,8 +243,11 @@ def _metric(
 
 
 def _number(value: float | HistogramDelta) -> int | float:
+    """A sum as OTLP encodes it: an int when it is one that fits int64, else a double."""
     assert not isinstance(value, HistogramDelta)
-    return int(value) if float(value).is_integer() else value
+    if type(value) is int:
+        return value if -_INT64 <= value < _INT64 else float(value)
+    return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value
 
 
 def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:
