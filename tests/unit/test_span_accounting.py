@@ -51,6 +51,33 @@ def test_eight_busy_threads_do_not_make_syncperf_shed() -> None:
         assert len(cap.spans()) + _not_made(cap) == total
 
 
+def test_eight_cpu_bound_application_threads_do_not_make_syncperf_shed() -> None:
+    """Threads that never touch syncperf hold the GIL while one thread records operations."""
+    with capture() as cap:
+        done = threading.Event()
+
+        def burn() -> None:
+            while not done.is_set():
+                sum(range(10_000))
+
+        threads = [threading.Thread(target=burn) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        total = 0
+        deadline = time.monotonic() + 3.0
+        try:
+            while time.monotonic() < deadline:
+                with syncperf.sync_operation("push", entity="todo"):
+                    pass
+                total += 1
+        finally:
+            done.set()
+            for thread in threads:
+                thread.join()
+        assert cap.points("syncperf.shed") == []
+        assert len(cap.spans()) + _not_made(cap) == total
+
+
 def test_spans_not_made_while_shedding_are_counted() -> None:
     with capture() as cap:
         cap.runtime.shed_spans("test")
