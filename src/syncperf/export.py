@@ -321,8 +321,9 @@ class _CountingDrops:
     def drop_items(self, count: int, error_type: str = "queue_full") -> None:
         reason = "span_export_" + ("queue_full" if error_type == "queue_full" else "shutdown")
         rt = _runtime.current()
-        with rt.lock:
-            rt.dropped.sum((("syncperf.reason", reason),)).add(count - 1)
+        if count > 1:  # ``drop`` below counts one
+            with rt.lock:
+                rt.dropped.sum((("syncperf.reason", reason),)).add(count - 1)
         rt.drop(reason, "syncperf: the batch span processor dropped spans (%s)", error_type)
         self._inner.drop_items(count, error_type)
 
