@@ -332,13 +332,16 @@ class EngineInstrumentation:
                 series = rt.cache.get((query.key, etype)) or self._bind(rt, query, etype)
             if self._spans:
                 tracing = rt.tracing
-                if (tracing.active or t1 >= tracing.next_check) and rt.shed_until < t1:
+                if tracing.active or t1 >= tracing.next_check:
                     parent = _current_span().get_span_context()
                     if (
                         parent.trace_flags & 1  # sampled
                         and getattr(context, "_otel_span", None) is None  # contrib has one
                     ):
-                        self._span(rt, query, duration_ns, etype, t1, parent)
+                        if rt.shed_until < t1:
+                            self._span(rt, query, duration_ns, etype, t1, parent)
+                        else:  # syncperf is shedding: not made, but counted
+                            rt.span_shed()
             op = _current_op()
             detected = 0
             if op is not None:
