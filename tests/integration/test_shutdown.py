@@ -1,6 +1,7 @@
 """Graceful shutdown exports what was recorded, within ``shutdown_timeout``.
 
-Real servers in their own processes (uvicorn; gunicorn with uvicorn workers) serve an app
+Real servers in their own processes (uvicorn, with and without ``--workers 2``; gunicorn with
+two uvicorn workers) serve an app
 set up with ``setup_otlp()``; metric and span exports are scheduled an hour away, so only
 the shutdown can export. After 200 sync operations the server gets SIGTERM, as an
 orchestrator sends it: every operation must reach the loopback OTLP receiver, and a
@@ -57,6 +58,17 @@ APP = textwrap.dedent(
 
 SERVERS = {
     "uvicorn": ["-m", "uvicorn", "app:app", "--host", "127.0.0.1", "--lifespan", "on"],
+    "uvicorn-workers": [
+        "-m",
+        "uvicorn",
+        "app:app",
+        "--host",
+        "127.0.0.1",
+        "--lifespan",
+        "on",
+        "--workers",
+        "2",
+    ],
     "gunicorn": [
         "-m",
         "gunicorn",
@@ -71,7 +83,7 @@ SERVERS = {
 
 def _command(server: str, port: int) -> list[str]:
     args = [sys.executable, *SERVERS[server]]
-    if server == "uvicorn":
+    if server.startswith("uvicorn"):
         return [*args, "--port", str(port)]
     return [*args, "--bind", f"127.0.0.1:{port}"]
 
