@@ -205,7 +205,7 @@ _SYNCPERF_VARS = {
 def check_names(option: str, value: object) -> frozenset[str]:
     """An allow-list of names (e.g. entities) as a frozenset of plain strings."""
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigError(option, value, "an iterable of names or None")
+        raise ConfigError(option, value, "an iterable of entity names or None")
     names = frozenset(gate.name(n) for n in value)
     if None in names:
         raise ConfigError(option, value, f"strings of 1 to {gate.MAX_NAME} printable characters")
