@@ -69,6 +69,9 @@ class Config:
             matches one is not recorded by ``SyncPerfMiddleware`` (unless it has its own
             ``excluded_urls=``). From ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``, else
             ``OTEL_PYTHON_EXCLUDED_URLS``, as the contrib instrumentations read them.
+        record_exception_messages: Export exception messages and full tracebacks on the
+            spans' ``exception`` events as the OpenTelemetry SDK does, data included. Off by
+            default: only the type, safe database details and the frames (docs/security.md).
     """
 
     enabled: bool = True
@@ -89,10 +92,12 @@ class Config:
     shutdown_timeout: float = 5.0
     span_queue_size: int = 2048
     excluded_urls: str | None = None
+    record_exception_messages: bool = False
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
         _check_bool("strict", self.strict)
+        _check_bool("record_exception_messages", self.record_exception_messages)
         _check_int("max_entities", self.max_entities, minimum=1)
         _check_int("max_series", self.max_series, minimum=2)
         _check_int("span_queue_size", self.span_queue_size, minimum=1)
@@ -126,7 +131,7 @@ class Config:
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
         ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
-        ``SYNCPERF_SHUTDOWN_TIMEOUT``.
+        ``SYNCPERF_SHUTDOWN_TIMEOUT``, ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -227,6 +232,7 @@ _SYNCPERF_VARS = {
     "shed_cooldown": _parse_number,
     "max_series": _parse_int,
     "shutdown_timeout": _parse_number,
+    "record_exception_messages": _parse_bool,
 }
 
 
@@ -244,7 +250,7 @@ def _check_patterns(name: str, value: object) -> None:
 def check_names(option: str, value: object) -> frozenset[str]:
     """An allow-list of names (e.g. entities) as a frozenset of plain strings."""
     if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigError(option, value, "an iterable of names or None")
+        raise ConfigError(option, value, "an iterable of entity names or None")
     names = frozenset(gate.name(n) for n in value)
     if None in names:
         raise ConfigError(option, value, f"strings of 1 to {gate.MAX_NAME} printable characters")

@@ -22,6 +22,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from syncperf import _gate as gate
 from syncperf import _runtime
 from syncperf._gate import MAX_COUNT, MAX_NAME
+from syncperf._redact import record_exception
 from syncperf._runtime import OpSeries, Runtime
 from syncperf._spans import Span
 from syncperf._tracing import attach, detach
@@ -538,7 +539,7 @@ def _finish_span(
     if etype is not None:
         attrs["error.type"] = etype
         if exc is not None:
-            span.record_exception(exc)
+            record_exception(span, exc, op._rt.config.record_exception_messages)
         span.set_status(Status(StatusCode.ERROR, etype))
     if op._span_attrs:  # the application's, checked
         span.set_attributes(op._span_attrs)

@@ -35,6 +35,20 @@ from syncperf import _gate as gate
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, bool, int, float})
+
+
+def _encodable(attributes: Attributes) -> Attributes:
+    """Event attributes every OTLP encoder accepts (see ``_gate.attribute``)."""
+    if not attributes:
+        return attributes
+    cleaned = {}
+    for key, value in attributes.items():
+        value = gate.attribute(value)
+        if value is not gate.REJECT:
+            cleaned[key] = value
+    return cleaned
+
+
 """Attribute value types stored as they are (anything else is cleaned by the SDK's rules)."""
 _get_current_span = trace.get_current_span
 _getrandbits = random.getrandbits
@@ -190,7 +204,7 @@ class Span(trace.Span, ReadableSpan):
         limits = self._tracer.limits
         clean = BoundedAttributes(
             maxlen=limits.max_event_attributes,
-            attributes=attributes,
+            attributes=_encodable(attributes),
             max_value_len=limits.max_attribute_length,
         )
         with self._tracer.lock:

@@ -65,7 +65,8 @@ from syncperf._outbox_gauges import (
     register,
     unregister,
 )
-from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime
+from syncperf._redact import record_exception
+from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime, raised_at
 from syncperf._tracing import attach, detach
 from syncperf.exceptions import ConfigError
 
@@ -394,10 +395,10 @@ class Outbox:
             bound.probe_failure(rt.error_types(etype)).add(1)
         rt.log_once(
             "outbox_probe:" + self.name,
-            "syncperf: the stats of outbox %s failed (%r); its gauges are skipped "
+            "syncperf: the stats of outbox %s failed (%s); its gauges are skipped "
             "for this collection",
             self.name,
-            error,
+            raised_at(error),
         )
 
     def close(self) -> None:
@@ -830,7 +831,7 @@ class PublishBatch:
                 span.add_link(context, {"outbox.attempt": attempt})
             span.set_attributes(self._span_attributes(size, n_failed, etype))
             if exc is not None:
-                span.record_exception(exc)
+                record_exception(span, exc, self._rt.config.record_exception_messages)
             if etype is not None or n_failed:
                 span.set_status(Status(StatusCode.ERROR, etype or self._first_error))
         except Exception as error:
