@@ -399,12 +399,16 @@ def _start_span(
 ) -> None:
     tracing = rt.tracing
     parent = trace.get_current_span().get_span_context()
-    if rt.shed_until < t0 and tracing.sample(series.span_name, kind, parent):
+    trace_id = tracing.sample(series.span_name, kind, parent)
+    if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+        rt.span_shed()
+    elif trace_id:
         span = tracing.tracer.start(  # type: ignore[union-attr]
             series.span_name,
             parent,
             kind,
             {**series.attrs, **attributes} if attributes else series.attrs,
+            trace_id=trace_id,
         )
         op._span = span
         op._token = attach(span)
@@ -456,12 +460,11 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         if span is not None:
             _finish_span(op, span, outcome, etype, exc)
             rt.finisher.end(span, time.time_ns() - lag_ns)
-        elif (
-            op._parent_ctx is not None
-            and (outcome != "success" or duration_ns > rt.slow_ns)
-            and rt.shed_until < t2
-        ):
-            _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
+        elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns):
+            if rt.shed_until < t2:
+                _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
+            else:
+                rt.span_shed()
     except Exception as error:  # a span processor failed; the metrics still count
         failure = error
     finally:

@@ -63,6 +63,9 @@ OVERHEAD_BOUNDS = (
 OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
+FLUSHES: list[Callable[[int], object]] = []
+"""More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
+provider that ``setup_otlp`` built for other instrumentation."""
 _UNSET: Any = object()
 BUDGET_STREAK = 3
 """Consecutive over-budget operations that make syncperf shed span work."""
@@ -263,13 +266,15 @@ class Runtime:
         self.slow_ns = int(config.slow_threshold * 1e9)
         self.shed_until = 0
         self.budget_streak = 0
-        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate)
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
             self._within_budget,
             self._span_queue_full,
             self.budget_ns,
+            config.span_queue_size,
+            self._span_end_failed,
         )
+        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
         self.exporters = [
@@ -371,6 +376,18 @@ class Runtime:
         if stalled:
             self.shed_spans("span_export_stalled")
 
+    def _span_end_failed(self, error: Exception) -> None:
+        self.drop(
+            "span_end_failed",
+            "syncperf lost spans: a span processor's on_end raised %s",
+            type(error).__name__,
+        )
+
+    def span_shed(self) -> None:
+        """Count one span not made because syncperf is shedding (logged when it started)."""
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "span_shed"),)).add(1)
+
     def _within_budget(self) -> None:
         if self.budget_streak:
             self.budget_streak = 0
@@ -465,11 +482,44 @@ class Runtime:
         """A new cumulative reader of this runtime's aggregates."""
         return Reader(self.registry, self.resource, self.scope)
 
-    def flush(self) -> None:
-        """End queued spans and export metrics now."""
-        self.finisher.flush()
-        for exporter in self.exporters:
-            exporter.export_once()
+    def flush(self, timeout: float | None = None) -> bool:
+        """End queued spans, flush the tracer provider they go to and export metrics now.
+
+        Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
+        on a daemon thread, so a collector that accepts and never answers cannot hold the
+        caller (or the process's exit) longer. True when everything finished in time.
+        """
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        done = threading.Event()
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.0)
+
+        def work() -> None:
+            try:
+                self.finisher.flush(timeout=left())
+                provider = self.tracing.provider
+                if provider is not None:
+                    provider.force_flush(int(left() * 1000))
+                for exporter in self.exporters:
+                    exporter.export_once(timeout=left())
+                for extra in tuple(FLUSHES):
+                    extra(int(left() * 1000))
+            except Exception:  # never raise into the caller (an exit hook, a lifespan)
+                _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
+            done.set()
+
+        threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
+        if done.wait(limit):
+            return True
+        self.log_once(
+            "flush_timeout",
+            "syncperf: flushing telemetry took longer than %.1f s (is the collector "
+            "answering?); what was not exported by then is lost",
+            limit,
+        )
+        return False
 
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Flush, stop exporters and threads, and unregister the Prometheus collector.
@@ -566,10 +616,41 @@ def replace(rt: Runtime | None) -> Runtime | None:
     return previous
 
 
-def force_flush() -> None:
-    """End queued spans and export metrics of the current runtime now."""
-    if _current is not None:
-        _current.flush()
+def force_flush(timeout: float | None = None) -> bool:
+    """Export what syncperf recorded so far: end queued spans, flush the tracer provider they
+    go to, and export metrics now.
+
+    Call it from shutdown hooks that run before the process exits (a lifespan shutdown
+    handler, gunicorn's ``worker_exit``, a serverless handler's end); ``SyncPerfMiddleware``
+    already does on the ASGI lifespan shutdown, and syncperf does at interpreter exit.
+
+    Args:
+        timeout: Seconds to wait at most (default: the ``shutdown_timeout`` setting, 5 s).
+
+    Returns:
+        True when everything was exported in time.
+    """
+    rt = _current
+    return True if rt is None else rt.flush(timeout)
 
 
-atexit.register(force_flush)
+_exit_stalled = False
+
+
+def flush_for_exit() -> bool:
+    """``force_flush`` for a process that is stopping (ASGI lifespan shutdown, exit).
+
+    Bounded by ``shutdown_timeout``; once such a flush ran out of time (the collector does not
+    answer), later ones in the same process do not wait again, so a lifespan shutdown followed
+    by the interpreter's exit stays within one bound.
+    """
+    global _exit_stalled
+    rt = _current
+    if rt is None:
+        return True
+    done = rt.flush(0.0 if _exit_stalled else None)
+    _exit_stalled = _exit_stalled or not done
+    return done
+
+
+atexit.register(flush_for_exit)

@@ -29,6 +29,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from syncperf._gate import name as gate_name
+
 __all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
 MAX_TEXT = 2048
@@ -183,7 +185,9 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     text = _render(tokens, dialect, operation, index) if operation or not tokens else "?"
     collection = None
     if operation is not None:
-        collection = _collection(tokens, operation, index, mysql)
+        # a table name is a metric attribute: the value gate's bound (a name built from
+        # request data, say a table per tenant, can be anything)
+        collection = gate_name(_collection(tokens, operation, index, mysql))
     return Classified(text, operation, collection)
 
 

@@ -41,13 +41,13 @@ from syncperf._asgi_http import (
     propagation_fields,
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
-from syncperf._config import check_names
+from syncperf._config import _check_patterns, check_names
 from syncperf._decorators import apply_http_status
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
 from syncperf._runtime import OTHER, Runtime, raised_at
 from syncperf.exceptions import ConfigError
 
-__all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request"]
+__all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request", "uninstrument_app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -108,6 +108,11 @@ class SyncPerfMiddleware:
             None disables it; default ``live_request`` (``?live=true`` or SSE).
         max_body_bytes: Bodies buffered for a route's adapter are capped at this size;
             larger ones are not parsed (counted in ``syncperf.dropped``).
+        excluded_urls: Comma-separated regular expressions, as the contrib instrumentations
+            take them (e.g. ``"healthz,/metrics"``); a request whose URL matches one is not
+            recorded at all. None (default): the ``excluded_urls`` setting, from
+            ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` or ``OTEL_PYTHON_EXCLUDED_URLS``; ``""``:
+            none, whatever the environment says.
         entities: The entity names a route's ``{entity}`` may report; any other value is
             reported as ``_other``. Without it (and without ``configure(entities=...)``) the
             first ``max_entities`` values any client sends become ``sync.entity`` series, and
@@ -129,6 +134,7 @@ class SyncPerfMiddleware:
         idempotency_max_keys: int = 10_000,
         live: Callable[[Scope], bool] | None = live_request,
         max_body_bytes: int = 1_048_576,
+        excluded_urls: str | None = None,
         entities: Iterable[str] | None = None,
     ) -> None:
         if not callable(app):
@@ -159,6 +165,7 @@ class SyncPerfMiddleware:
             or max_body_bytes < 0
         ):
             raise ConfigError("max_body_bytes", max_body_bytes, "an integer >= 0")
+        self._excluded = None if excluded_urls is None else _exclusions(excluded_urls)
         self.app = app
         self._routes = RouteTable(routes)
         self._has_routes = bool(self._routes)
@@ -180,12 +187,20 @@ class SyncPerfMiddleware:
         self._entities = None if entities is None else check_names("entities", entities)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI connection (websocket and lifespan pass through untouched)."""
+        """Handle one ASGI connection (websocket passes through untouched; at the lifespan
+        shutdown what syncperf recorded is exported, see ``flush_on_shutdown``)."""
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
         rt = _runtime._current or _runtime.current()
-        if not rt.enabled:
+        excluded = self._excluded
+        if excluded is None:
+            excluded = rt.cache.get(_EXCLUDED)
+            if excluded is None:
+                excluded = rt.cache[_EXCLUDED] = _exclusions(rt.config.excluded_urls)
+        if not rt.enabled or (excluded and excluded.url_disabled(_url(scope))):
             await self.app(scope, receive, send)
             return
         t0 = _perf()
@@ -529,6 +544,56 @@ def _json(start: Message) -> bool:
     return False
 
 
+_SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
+
+
+def flush_on_shutdown(send: Send) -> Send:
+    """Wrap a lifespan ``send`` so that, once the application finished its own shutdown,
+    syncperf exports what it recorded before the server is told (bounded by the
+    ``shutdown_timeout`` setting).
+
+    uvicorn re-raises SIGTERM after its graceful stop, so the interpreter's exit hooks never
+    run there: the lifespan shutdown is the last moment a server gives the application.
+    """
+
+    async def flushing_send(message: Message) -> None:
+        if message.get("type") in _SHUTDOWN_DONE:
+            _runtime.flush_for_exit()
+        await send(message)
+
+    return flushing_send
+
+
+_EXCLUDED = ("syncperf.asgi", "excluded_urls")
+
+
+def _exclusions(patterns: str | None) -> Any:
+    """The contrib instrumentations' ``ExcludeList`` for ``patterns``, or False for none.
+
+    Raises:
+        ConfigError: ``patterns`` is not a string of valid regular expressions.
+    """
+    if patterns is None or patterns == "":
+        return False
+    _check_patterns("excluded_urls", patterns)
+    from opentelemetry.util.http import parse_excluded_urls
+
+    return parse_excluded_urls(patterns)
+
+
+def _url(scope: Scope) -> str:
+    """The URL the contrib instrumentations match excluded URLs against (no query string)."""
+    host = None
+    for name, value in scope.get("headers") or ():
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server") or ("0.0.0.0", 80)
+        host = server[0] if server[1] in (80, 443, None) else f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme') or 'http'}://{host}{scope.get('path', '')}"
+
+
 def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
     """``rt.internal_error``, except that it never replaces the application's exception.
 
@@ -580,7 +645,9 @@ def instrument_app(
 
     Equivalent to ``app.add_middleware(SyncPerfMiddleware, routes=routes, **options)``, but
     validates the options now and warns (on the ``syncperf`` logger) about sync templates
-    that match none of the app's routes, which usually means a typo.
+    that match none of the app's routes, which usually means a typo. An app that already has
+    the middleware is left as it is (with a warning), as the contrib instrumentors do;
+    ``uninstrument_app`` first to change its options.
 
     Args:
         app: A FastAPI or Starlette application (anything with ``add_middleware``).
@@ -596,6 +663,13 @@ def instrument_app(
     if not callable(getattr(app, "add_middleware", None)):
         raise ConfigError("app", app, "a FastAPI or Starlette application")
     SyncPerfMiddleware(app, routes, **options)  # validate now, not on the first request
+    if any(m.cls is SyncPerfMiddleware for m in getattr(app, "user_middleware", ())):
+        import logging
+
+        logging.getLogger("syncperf").warning(
+            "syncperf: %r is already instrumented; instrument_app did nothing", app
+        )
+        return app
     known = set(_templates(getattr(app, "routes", ()), ""))
     if known:
         import logging
@@ -606,6 +680,29 @@ def instrument_app(
                     "syncperf: sync route %r matches no route of %r", template, app
                 )
     app.add_middleware(SyncPerfMiddleware, routes=routes, **options)
+    return app
+
+
+def uninstrument_app(app: Any) -> Any:
+    """Remove ``SyncPerfMiddleware`` from a FastAPI or Starlette app (``instrument_app``'s
+    or ``add_middleware``'s), even after it served requests.
+
+    Args:
+        app: A FastAPI or Starlette application.
+
+    Returns:
+        The same app.
+
+    Raises:
+        ConfigError: ``app`` is not a FastAPI or Starlette application.
+    """
+    middleware = getattr(app, "user_middleware", None)
+    if not isinstance(middleware, list):
+        raise ConfigError("app", app, "a FastAPI or Starlette application")
+    kept = [m for m in middleware if m.cls is not SyncPerfMiddleware]
+    if len(kept) != len(middleware):
+        middleware[:] = kept
+        app.middleware_stack = None  # built again, without it, on the next request
     return app
 
 

@@ -438,13 +438,16 @@ class Outbox:
             return current_traceparent()
         bound = rt.cache.get(self._key) or self._bound(rt)
         traceparent = None
-        if rt.shed_until < t0 and rt.tracing.decide(self._create_name, _PRODUCER, t0):
+        trace_id = rt.tracing.decide(self._create_name, _PRODUCER, t0)
+        if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+            rt.span_shed()
+        elif trace_id:
             attrs = self._create_attrs
             if count != 1:
                 attrs = {**attrs, "messaging.batch.message_count": count}
             try:
                 span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
-                    self._create_name, kind=_PRODUCER, attributes=attrs
+                    self._create_name, kind=_PRODUCER, attributes=attrs, trace_id=trace_id
                 )
             except Exception as error:
                 rt.internal_error("span_start_failed", error)
@@ -514,13 +517,16 @@ class Outbox:
             count = None
         bound = rt.cache.get(self._key) or self._bound(rt)
         batch = PublishBatch(rt, bound, self, count, t0)
-        if rt.shed_until < t0 and rt.tracing.decide(self._send_name, _CLIENT, t0):
+        trace_id = rt.tracing.decide(self._send_name, _CLIENT, t0)
+        if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+            rt.span_shed()
+        elif trace_id:
             attrs = self._send_attrs
             if count is not None and count != 1:
                 attrs = {**attrs, "messaging.batch.message_count": count}
             try:
                 span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
-                    self._send_name, kind=_CLIENT, attributes=attrs
+                    self._send_name, kind=_CLIENT, attributes=attrs, trace_id=trace_id
                 )
             except Exception as error:
                 rt.internal_error("span_start_failed", error)
@@ -770,8 +776,11 @@ class PublishBatch:
             detach(self._span_token)
             self._finish_span(span, size, n_failed, exc, etype)
             rt.finisher.end(span, time.time_ns())
-        elif self._rescuable and (etype or n_failed) and rt.shed_until < t1:
-            self._rescue(size, n_failed, exc, etype, duration)
+        elif self._rescuable and (etype or n_failed):
+            if rt.shed_until < t1:
+                self._rescue(size, n_failed, exc, etype, duration)
+            else:
+                rt.span_shed()
         lags = self._lags
         with rt.lock:
             if size or exc is not None or self._dead:

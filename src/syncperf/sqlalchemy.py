@@ -53,7 +53,15 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
-from sqlalchemy.engine import Engine
+
+try:
+    from sqlalchemy.engine import Engine
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"syncperf.sqlalchemy needs SQLAlchemy ({exc.name} is missing): "
+        "pip install 'syncperf[sqlalchemy]'",
+        name=exc.name,
+    ) from exc
 
 from syncperf import _runtime
 from syncperf._engine._instruments import HistogramSeries, SumSeries, freeze
@@ -347,13 +355,16 @@ class EngineInstrumentation:
                 )
             if self._spans:
                 tracing = rt.tracing
-                if (tracing.active or t1 >= tracing.next_check) and rt.shed_until < t1:
+                if tracing.active or t1 >= tracing.next_check:
                     parent = _current_span().get_span_context()
                     if (
                         parent.trace_flags & 1  # sampled
                         and getattr(context, "_otel_span", None) is None  # contrib has one
                     ):
-                        self._span(rt, query, duration_ns, etype, code, t1, parent)
+                        if rt.shed_until < t1:
+                            self._span(rt, query, duration_ns, etype, code, t1, parent)
+                        else:  # syncperf is shedding: not made, but counted
+                            rt.span_shed()
             op = _current_op()
             detected = 0
             if op is not None:

@@ -591,6 +591,7 @@ def test_attributes_the_application_sets_on_the_sync_span_stay_encodable() -> No
             span.set_attribute("app.count", 2**70)
             span.set_attribute("app.list", ["a", "\udfff"])
             op.set_attribute("app.other", "\ud83d")
+            span.add_event("app.event", {"text": "\ud800", "n": 2**70, "ok": 1})
         assert_exportable(cap, registry)
         (exported,) = cap.spans()
     attrs = dict(exported.attributes or {})
@@ -706,3 +707,12 @@ def test_fuzzed_outbox_calls_never_escape_and_never_break_export() -> None:
 
         example()
         assert cap.total("outbox.messages", {"outbox.event": "published"}) >= published
+
+
+@pytest.mark.parametrize("table", ['"' + "t" * 300 + '"', '"a\ud800"', '"a\x01b"'])
+def test_a_table_name_no_exporter_can_carry_is_no_db_collection_name(table: str) -> None:
+    from syncperf._sql_statement import classify
+
+    classified = classify(f"SELECT * FROM {table} WHERE id = 1")
+    assert classified.operation == "SELECT"
+    assert classified.collection is None

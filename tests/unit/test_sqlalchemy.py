@@ -738,3 +738,14 @@ def test_dispose_moves_the_pool_wrappers_to_the_new_pool(
     finally:
         handle.uninstrument()
     assert "connect" not in vars(engine.pool)
+
+
+def test_a_client_span_not_made_while_shedding_is_counted(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    syncperf_capture.runtime.shed_spans("test")
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request"), engine.connect() as conn:
+        select_one(conn, 1)
+    assert [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT] == []
+    assert syncperf_capture.total("syncperf.dropped", {"syncperf.reason": "span_shed"}) == 1

@@ -300,10 +300,12 @@ class PeriodicExporter:
         while not self._stop.wait(self._interval):
             self.export_once()
 
-    def export_once(self) -> bool:
-        """Collect and export now; True when the exporter reported success."""
+    def export_once(self, timeout: float | None = None) -> bool:
+        """Collect and export now (within ``timeout`` seconds when shorter than the export
+        timeout); True when the exporter reported success."""
+        timeout_ms = self._timeout_ms if timeout is None else min(self._timeout_ms, timeout * 1000)
         try:
-            result = self.exporter.export(self.reader.collect(), timeout_millis=self._timeout_ms)
+            result = self.exporter.export(self.reader.collect(), timeout_millis=timeout_ms)
         except Exception:
             _logger.debug("syncperf metric export raised", exc_info=True)
             result = MetricExportResult.FAILURE
