@@ -42,9 +42,18 @@ EXAMPLES = {
 @pytest.fixture(scope="module")
 def node() -> str:
     """The node binary, with the pinned clients installed."""
-    found = shutil.which("node")
-    if found is None or not (CLIENTS / "node_modules").is_dir():
-        pytest.skip("node or the npm clients are missing (cd tests/integration/clients; npm ci)")
+    found, npm = shutil.which("node"), shutil.which("npm")
+    if found is None:
+        pytest.skip("node is not installed")
+    if not (CLIENTS / "node_modules").is_dir():
+        if npm is None:
+            pytest.skip("npm is not installed (cd tests/integration/clients; npm ci)")
+        cache = CLIENTS.parents[2] / ".cache" / "npm"  # the workspace's npm cache, as .ci/run
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error", "--cache", str(cache)],
+            cwd=CLIENTS,
+            check=True,
+        )
     return found
 
 
