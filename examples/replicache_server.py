@@ -22,6 +22,7 @@ from fastapi import Body, FastAPI
 
 import syncperf
 from syncperf.adapters import replicache
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 
 __all__ = ["Store", "app", "create_app"]
 
@@ -117,8 +118,16 @@ def delete_todo(store: Store, args: dict[str, Any]) -> None:
 MUTATORS = {"createTodo": create_todo, "updateTodo": update_todo, "deleteTodo": delete_todo}
 
 
-def create_app(store: Store | None = None) -> FastAPI:
-    """A FastAPI app serving ``POST /replicache/push`` and ``POST /replicache/pull``."""
+def create_app(store: Store | None = None, *, measured_by: str = "decorator") -> FastAPI:
+    """A FastAPI app serving ``POST /replicache/push`` and ``POST /replicache/pull``.
+
+    Args:
+        store: The state (a new one by default).
+        measured_by: ``"decorator"`` (``instrument_sync`` on each handler) or
+            ``"middleware"`` (``SyncPerfMiddleware`` routes with the same adapters).
+    """
+    if measured_by not in ("decorator", "middleware"):
+        raise ValueError(f"measured_by must be 'decorator' or 'middleware', not {measured_by!r}")
     store = store or Store()
     app = FastAPI(title="Replicache backend (syncperf example)")
     app.state.store = store
@@ -126,18 +135,28 @@ def create_app(store: Store | None = None) -> FastAPI:
     push_adapter = replicache.Push(
         last_mutation_id=store.last_mutation_id, entity=MUTATOR_ENTITY, change=MUTATOR_CHANGE
     )
+    pull_adapter = replicache.Pull()
 
-    @app.post("/replicache/push")
-    @syncperf.instrument_sync("push", adapter=push_adapter)
     async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         store.push(body)
         return {}
 
-    @app.post("/replicache/pull")
-    @syncperf.instrument_sync("pull", adapter=replicache.Pull())
     async def pull(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
         return store.pull(body)
 
+    if measured_by == "decorator":
+        push = syncperf.instrument_sync("push", adapter=push_adapter)(push)
+        pull = syncperf.instrument_sync("pull", adapter=pull_adapter)(pull)
+    else:
+        app.add_middleware(
+            SyncPerfMiddleware,
+            routes={
+                "/replicache/push": SyncRoute("push", adapter=push_adapter),
+                "/replicache/pull": SyncRoute("pull", adapter=pull_adapter),
+            },
+        )
+    app.post("/replicache/push")(push)
+    app.post("/replicache/pull")(pull)
     return app
 
 

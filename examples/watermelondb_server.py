@@ -24,6 +24,7 @@ from fastapi import Body, FastAPI
 
 import syncperf
 from syncperf.adapters import watermelondb
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 
 __all__ = ["Store", "app", "create_app"]
 
@@ -97,30 +98,47 @@ class Store:
             row.update(record=clean, changed_at=now)
 
 
-def create_app(store: Store | None = None) -> FastAPI:
-    """A FastAPI app serving ``GET /sync`` (pull) and ``POST /sync`` (push)."""
+def create_app(store: Store | None = None, *, measured_by: str = "decorator") -> FastAPI:
+    """A FastAPI app serving ``GET /sync/pull`` and ``POST /sync/push``.
+
+    Args:
+        store: The state (a new one by default).
+        measured_by: ``"decorator"`` (``instrument_sync`` on each handler) or
+            ``"middleware"`` (``SyncPerfMiddleware`` routes with the same adapters).
+    """
+    if measured_by not in ("decorator", "middleware"):
+        raise ValueError(f"measured_by must be 'decorator' or 'middleware', not {measured_by!r}")
     store = store or Store()
     app = FastAPI(title="WatermelonDB sync backend (syncperf example)")
     app.state.store = store
+    pull_adapter = watermelondb.Pull()
+    push_adapter = watermelondb.Push(count_existing=store.count_existing)
 
-    @app.get("/sync")
-    @syncperf.instrument_sync("pull", adapter=watermelondb.Pull(), request="last_pulled_at")
     async def pull(
         last_pulled_at: int | None = None, schema_version: int = 1, migration: str | None = None
     ) -> dict[str, Any]:
         timestamp = store.now()
         return {"changes": store.changes_since(last_pulled_at or 0), "timestamp": timestamp}
 
-    @app.post("/sync")
-    @syncperf.instrument_sync(
-        "push", adapter=watermelondb.Push(count_existing=store.count_existing)
-    )
     async def push(
         body: Annotated[dict[str, Any], Body()], last_pulled_at: int | None = None
     ) -> dict[str, Any]:
         rejected = store.apply(body, last_pulled_at or 0)
         return {"experimentalRejectedIds": rejected} if rejected else {}
 
+    if measured_by == "decorator":
+        pull = syncperf.instrument_sync("pull", adapter=pull_adapter)(pull)
+        push = syncperf.instrument_sync("push", adapter=push_adapter)(push)
+    else:
+        app.add_middleware(
+            SyncPerfMiddleware,
+            routes={
+                "/sync/pull": SyncRoute("pull", adapter=pull_adapter),
+                "/sync/push": SyncRoute("push", adapter=push_adapter),
+            },
+        )
+    app.get("/sync/pull")(pull)
+    app.post("/sync/push")(push)
     return app
 
 

@@ -3,10 +3,10 @@
 Both record the same measurements with the same attributes for one push of 10 items:
 duration (operation, entity, outcome), batch size (operation, entity), items (operation,
 entity, change), active operations (+1/-1), and one span. The naive version is what a user
-would write (the reference in ``shared/research/baselines.md``): a ``wrapt`` decorator,
-``start_as_current_span`` and the SDK's synchronous instruments.
-Variants run round-robin in one process (see ``benchmarks/_compare.py`` for the method); the
-cost reported is the time *added* to an empty handler, and the ratio is syncperf / naive.
+would write: a ``wrapt`` decorator, ``start_as_current_span`` and the SDK's synchronous
+instruments. Variants run round-robin in one process, interleaved so that a noisy machine
+slows them alike; the cost reported is the time *added* to an empty handler, and the ratio
+is syncperf / naive.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _naive(tracer_provider: TracerProvider | None) -> Callable[[], object]:
         active.add(-1, base)
         return result
 
-    try:  # the reference in shared/research/baselines.md wraps with wrapt
+    try:  # the usual hand-written reference wraps with wrapt
         import wrapt
 
         return wrapt.decorator(measure)(_handler)
@@ -207,9 +207,17 @@ def render(rows: Sequence[Row]) -> str:
 
 def main(argv: Sequence[str]) -> int:
     """Run the comparison and print the table."""
-    parser = argparse.ArgumentParser(prog="syncperf bench", description=__doc__)
-    parser.add_argument("--loops", type=int, default=2000, help="calls per variant per round")
-    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds")
+    from syncperf.cli import Parser, positive
+
+    parser = Parser(
+        prog="syncperf bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--loops", type=positive(int), default=2000, help="calls per variant per round"
+    )
+    parser.add_argument("--rounds", type=positive(int), default=15, help="interleaved rounds")
     args = parser.parse_args(argv)
     rows = measure(loops=args.loops, rounds=args.rounds)
     print(render(rows))

@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from syncperf import _gate as gate
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -57,6 +59,19 @@ class Config:
         export_timeout: Seconds one export may take (``OTEL_METRIC_EXPORT_TIMEOUT``, ms).
         prometheus: Register syncperf's collector with ``prometheus_client``: ``True`` for
             the default registry, or a ``CollectorRegistry``.
+        shutdown_timeout: Seconds a flush may hold its caller: ``force_flush()``, the ASGI
+            lifespan shutdown and the interpreter's exit (``SYNCPERF_SHUTDOWN_TIMEOUT``).
+            Keep it well below the platform's grace period (Kubernetes: 30 s).
+        span_queue_size: Spans waiting to be ended by syncperf's finisher thread; past it
+            they are dropped and counted (``OTEL_BSP_MAX_QUEUE_SIZE``, as the SDK's batch
+            processor behind it; default 2048, the SDK's).
+        excluded_urls: Comma-separated regular expressions; an HTTP request whose URL
+            matches one is not recorded by ``SyncPerfMiddleware`` (unless it has its own
+            ``excluded_urls=``). From ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS``, else
+            ``OTEL_PYTHON_EXCLUDED_URLS``, as the contrib instrumentations read them.
+        record_exception_messages: Export exception messages and full tracebacks on the
+            spans' ``exception`` events as the OpenTelemetry SDK does, data included. Off by
+            default: only the type, safe database details and the frames (docs/security.md).
     """
 
     enabled: bool = True
@@ -74,23 +89,32 @@ class Config:
     export_interval: float = 60.0
     export_timeout: float = 30.0
     prometheus: Any = field(default=False, compare=False)
+    shutdown_timeout: float = 5.0
+    span_queue_size: int = 2048
+    excluded_urls: str | None = None
+    record_exception_messages: bool = False
 
     def __post_init__(self) -> None:
         _check_bool("enabled", self.enabled)
         _check_bool("strict", self.strict)
+        _check_bool("record_exception_messages", self.record_exception_messages)
         _check_int("max_entities", self.max_entities, minimum=1)
         _check_int("max_series", self.max_series, minimum=2)
+        _check_int("span_queue_size", self.span_queue_size, minimum=1)
         if self.entities is not None:
-            if isinstance(self.entities, str) or not isinstance(self.entities, Iterable):
-                raise ConfigError("entities", self.entities, "an iterable of entity names or None")
-            names = frozenset(self.entities)
-            if not all(isinstance(n, str) and n for n in names):
-                raise ConfigError("entities", self.entities, "non-empty strings")
-            object.__setattr__(self, "entities", names)
+            object.__setattr__(self, "entities", check_names("entities", self.entities))
         _check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
-        for name in ("slow_threshold", "overhead_budget", "export_interval", "export_timeout"):
+        for name in (
+            "slow_threshold",
+            "overhead_budget",
+            "export_interval",
+            "export_timeout",
+            "shutdown_timeout",
+        ):
             _check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
         _check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
+        if self.excluded_urls is not None:
+            _check_patterns("excluded_urls", self.excluded_urls)
         exporters = self.metric_exporters
         if not isinstance(exporters, (tuple, list)):
             raise ConfigError("metric_exporters", exporters, "a sequence of MetricExporter")
@@ -101,10 +125,13 @@ class Config:
         """Build a config from the environment, then apply ``overrides``.
 
         Reads ``OTEL_SDK_DISABLED``, ``OTEL_METRIC_EXPORT_INTERVAL``,
-        ``OTEL_METRIC_EXPORT_TIMEOUT`` and the ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
+        ``OTEL_METRIC_EXPORT_TIMEOUT``, ``OTEL_BSP_MAX_QUEUE_SIZE``,
+        ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` / ``OTEL_PYTHON_EXCLUDED_URLS`` and the
+        ``SYNCPERF_*`` variables: ``SYNCPERF_STRICT``,
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
-        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``.
+        ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
+        ``SYNCPERF_SHUTDOWN_TIMEOUT``, ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -119,6 +146,14 @@ class Config:
         ):
             if (raw := env.get(var)) is not None:
                 values[key] = _parse_number(var, raw) / 1000.0
+        for var in ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"):
+            if (raw := env.get(var)) is not None:
+                values["excluded_urls"] = raw
+                break
+        if (raw := env.get("OTEL_BSP_MAX_QUEUE_SIZE")) is not None:
+            values["span_queue_size"] = size = _parse_int("OTEL_BSP_MAX_QUEUE_SIZE", raw)
+            if size < 1:
+                raise ConfigError("OTEL_BSP_MAX_QUEUE_SIZE", raw, "an integer >= 1")
         for key, parse in _SYNCPERF_VARS.items():
             var = "SYNCPERF_" + key.upper()
             if (raw := env.get(var)) is not None:
@@ -196,7 +231,30 @@ _SYNCPERF_VARS = {
     "overhead_budget": _parse_number,
     "shed_cooldown": _parse_number,
     "max_series": _parse_int,
+    "shutdown_timeout": _parse_number,
+    "record_exception_messages": _parse_bool,
 }
+
+
+def _check_patterns(name: str, value: object) -> None:
+    """Comma-separated regular expressions (the contrib instrumentations' format)."""
+    accepted = "comma-separated regular expressions (a string)"
+    if not isinstance(value, str):
+        raise ConfigError(name, value, accepted)
+    try:
+        re.compile("|".join(part.strip() for part in value.split(",")))
+    except re.error:
+        raise ConfigError(name, value, accepted) from None
+
+
+def check_names(option: str, value: object) -> frozenset[str]:
+    """An allow-list of names (e.g. entities) as a frozenset of plain strings."""
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        raise ConfigError(option, value, "an iterable of entity names or None")
+    names = frozenset(gate.name(n) for n in value)
+    if None in names:
+        raise ConfigError(option, value, f"strings of 1 to {gate.MAX_NAME} printable characters")
+    return names  # type: ignore[return-value]
 
 
 def _check_bool(name: str, value: object) -> None:

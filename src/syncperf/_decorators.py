@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -33,10 +35,10 @@ from syncperf._operation import (
 )
 from syncperf.exceptions import ConfigError
 
-__all__ = ["Adapter", "instrument_sync"]
+__all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_MISSING = object()
+_perf = time.perf_counter_ns
 
 
 class Adapter(Protocol):
@@ -135,7 +137,12 @@ def instrument_sync(
         adapter: A protocol adapter (see ``syncperf.adapters``) fed the parsed request and
             the return value.
         request: The handler parameter holding the parsed request for ``adapter``
-            (default: the handler's only parameter, or one named ``body``/``payload``/``request``).
+            (default: the handler's only parameter, or one named ``body``/``payload``/``request``;
+            not needed when the adapter reads no request, e.g. a pull adapter on a GET).
+
+    A returned ``Response`` or a raised ``HTTPException`` (anything with an int
+    ``status_code``) decides the outcome as behind the ASGI middleware: 5xx and unconflicted
+    4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict.
 
     An extractor's parameter names choose what it receives: a handler parameter name gets
     that argument, ``result`` gets the return value. Extractors run inside syncperf's guard:
@@ -185,9 +192,10 @@ def instrument_sync(
             built = _build(option, extractor, apply, params)
             (after if built.wants_result else before).append(built)
         if adapter is not None:
-            name = _request_param(request, params)
-            before.append(_Extractor(adapter.on_request, _identity, (params[name],), False))
-            after.append(_Extractor(adapter.on_response, _identity, (), True))
+            name = _request_param(request, params, getattr(adapter, "reads_request", True))
+            if name is not None:
+                before.append(_Extractor(adapter.on_request, _identity, (params[name],), False))
+            after.append(_Extractor(_responder(adapter.on_response), _identity, (), True))
         elif request is not None:
             raise ConfigError("request", request, "only together with adapter=")
         return _wrap(fn, operation, static_entity, tuple(before), tuple(after))
@@ -197,6 +205,58 @@ def instrument_sync(
 
 def _identity(value: Any) -> Any:
     return value
+
+
+_PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
+"""Return types that are never a framework response object (checked before ``getattr``)."""
+
+
+def http_status(value: Any) -> int | None:
+    """The HTTP status a handler's return value or exception carries (a Starlette or FastAPI
+    ``Response`` or ``HTTPException``: an int ``status_code`` beside ``headers``), or None."""
+    if type(value) in _PLAIN:
+        return None
+    status = getattr(value, "status_code", None)
+    if type(status) is not int or not 100 <= status <= 599 or not hasattr(value, "headers"):
+        return None
+    return status
+
+
+def apply_http_status(op: SyncOperation, status: int) -> None:
+    """The outcome an HTTP status gives an operation (one rule for decorator and middleware).
+
+    5xx: ``error`` (``error.type`` the status code). 4xx: ``conflict`` when the handler
+    recorded conflicts, or for a 409 (which counts one conflict if none was recorded);
+    any other 4xx is ``error`` with the status code as ``error.type`` (the request was
+    refused: nothing synced, e.g. a 422 from validation before the handler ran).
+    """
+    if status >= 500:
+        op.set_error(str(status))
+    elif status >= 400 and not op.conflicts:
+        if status == 409:
+            op.record_conflict()
+        else:
+            op.set_error(str(status))
+
+
+def _responder(on_response: Callable[[SyncOperation, Any], None]) -> Callable[..., None]:
+    """``on_response`` fed a returned ``Response`` object's JSON body instead of the object
+    (a body that is not JSON is not the protocol's response: nothing to read)."""
+
+    def feed(op: SyncOperation, result: Any) -> None:
+        if http_status(result) is not None:
+            body = getattr(result, "body", None)
+            media = getattr(result, "media_type", None) or ""
+            if not isinstance(body, (bytes, bytearray)) or "json" not in media or not body:
+                return
+            try:
+                result = json.loads(body)
+            except ValueError:
+                op._rt.reject("unparseable_payload", "a returned JSON response is not JSON")
+                return
+        on_response(op, result)
+
+    return feed
 
 
 def _parameters(fn: Callable[..., Any]) -> dict[str, _Arg]:
@@ -242,7 +302,7 @@ def _build(
     return _Extractor(apply, extractor, tuple(args), wants_result)
 
 
-def _request_param(request: str | None, params: dict[str, _Arg]) -> str:
+def _request_param(request: str | None, params: dict[str, _Arg], required: bool) -> str | None:
     if request is not None:
         if request not in params:
             raise ConfigError(
@@ -254,6 +314,8 @@ def _request_param(request: str | None, params: dict[str, _Arg]) -> str:
     for name in ("body", "payload", "request"):
         if name in params:
             return name
+    if not required:  # the adapter never reads the request (a pull's GET parameters)
+        return None
     raise ConfigError("request", None, "the name of the handler parameter holding the request")
 
 
@@ -280,17 +342,21 @@ def _wrap(
             elif entity is not None and op._entity is None:
                 op.set_entity(entity)
             try:
+                t = _perf()  # extractors run on syncperf's behalf: their time is overhead
                 for extractor in before:
                     extractor.run(op, args, kwargs, None)
+                t1 = _perf()
                 result = await fn(*args, **kwargs)
+                t2 = _perf()
                 for extractor in after:
                     extractor.run(op, args, kwargs, result)
+                op._own_ns += t1 - t + _perf() - t2
             except BaseException as exc:
                 if owner is not None:
                     _end(owner, exc)
                 raise
             if owner is not None:
-                _end(owner, None)
+                _end(owner, None, result)
             return result
 
         return cast(F, async_wrapper)
@@ -307,17 +373,21 @@ def _wrap(
         elif entity is not None and op._entity is None:
             op.set_entity(entity)
         try:
+            t = _perf()  # extractors run on syncperf's behalf: their time is overhead
             for extractor in before:
                 extractor.run(op, args, kwargs, None)
+            t1 = _perf()
             result = fn(*args, **kwargs)
+            t2 = _perf()
             for extractor in after:
                 extractor.run(op, args, kwargs, result)
+            op._own_ns += t1 - t + _perf() - t2
         except BaseException as exc:
             if owner is not None:
                 _end(owner, exc)
             raise
         if owner is not None:
-            _end(owner, None)
+            _end(owner, None, result)
         return result
 
     return cast(F, wrapper)
@@ -353,6 +423,9 @@ def _wrap_plain(fn: F, operation: str, entity: str | None) -> F:
             except BaseException as exc:
                 _end(op, exc)
                 raise
+            if type(result) not in _PLAIN:
+                _end(op, None, result)
+                return result
             try:
                 end(op, None)
             except Exception as error:
@@ -381,6 +454,9 @@ def _wrap_plain(fn: F, operation: str, entity: str | None) -> F:
         except BaseException as exc:
             _end(op, exc)
             raise
+        if type(result) not in _PLAIN:
+            _end(op, None, result)
+            return result
         try:
             end(op, None)
         except Exception as error:
@@ -390,8 +466,18 @@ def _wrap_plain(fn: F, operation: str, entity: str | None) -> F:
     return cast(F, wrapper)
 
 
-def _end(op: SyncOperation, exc: BaseException | None) -> None:
+def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
+    """End an operation this wrapper owns; an HTTP status the handler answered with (a
+    returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
+    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
     try:
+        status = http_status(result if exc is None else exc)
+        if status is not None:
+            if exc is None:
+                apply_http_status(op, status)
+            elif status < 500 and (op.conflicts or status == 409):
+                apply_http_status(op, status)
+                exc = None  # the exception is the conflict's answer, not a failure
         end(op, exc)
     except Exception as error:
         op._rt.internal_error("operation_end_failed", error)

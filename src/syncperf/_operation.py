@@ -19,7 +19,10 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from syncperf import _gate as gate
 from syncperf import _runtime
+from syncperf._gate import MAX_COUNT, MAX_NAME
+from syncperf._redact import record_exception
 from syncperf._runtime import OpSeries, Runtime
 from syncperf._spans import Span
 from syncperf._tracing import attach, detach
@@ -36,13 +39,16 @@ _perf = time.perf_counter_ns
 _CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 _error_names: dict[type, str] = {}
 _INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
+_COUNT = "an int in [0, 2**53)"
+_NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
 
 def check_operation(operation: object, option: str = "operation") -> str:
     """Validate an operation name once (decoration / construction time)."""
-    if isinstance(operation, str) and operation in _valid_operations:
-        return operation
-    if not isinstance(operation, str) or not _OPERATION_RE.fullmatch(operation):
+    name = gate.name(operation)
+    if name in _valid_operations:
+        return name
+    if name is None or not _OPERATION_RE.fullmatch(name):
         raise ConfigError(
             option,
             operation,
@@ -52,15 +58,27 @@ def check_operation(operation: object, option: str = "operation") -> str:
         raise ConfigError(
             option, operation, f"one of at most {MAX_OPERATIONS} low-cardinality operation names"
         )
-    _valid_operations.add(operation)
-    return operation
+    _valid_operations.add(name)
+    return name
 
 
 def check_entity(entity: object, option: str = "entity") -> str | None:
     """Validate a static entity name (decoration / construction time)."""
-    if entity is None or (isinstance(entity, str) and entity):
-        return entity
-    raise ConfigError(option, entity, "a non-empty string or None")
+    if entity is None:
+        return None
+    name = gate.name(entity)
+    if name is None:
+        raise ConfigError(option, entity, "None or " + _NAME)
+    return name
+
+
+def _entity(rt: Runtime, entity: object) -> str | None:
+    """A request-time entity name, bounded; None (and a counted drop) when not acceptable."""
+    name = entity if type(entity) is str and 0 < len(entity) <= MAX_NAME else gate.name(entity)
+    if name is None or not name.isprintable():
+        rt.reject("invalid_entity", "an entity: " + _NAME, entity)
+        return None
+    return rt.entities(name)
 
 
 def error_type(exc: BaseException) -> str:
@@ -68,8 +86,12 @@ def error_type(exc: BaseException) -> str:
     cls = type(exc)
     name = _error_names.get(cls)
     if name is None:
-        module = cls.__module__
-        name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+        try:
+            module, qualname = cls.__module__, cls.__qualname__
+            full = qualname if module == "builtins" else f"{module}.{qualname}"
+            name = gate.name(full[-MAX_NAME:]) or "_OTHER"
+        except Exception:  # a class with a hostile __module__ or __qualname__
+            name = "_OTHER"
         if len(_error_names) < 1000:
             _error_names[cls] = name
     return name
@@ -133,17 +155,16 @@ class SyncOperation:
 
     def set_entity(self, entity: str) -> None:
         """Name the operation's entity (bounded by ``max_entities``)."""
-        if not isinstance(entity, str) or not entity:
-            self._rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
-            return
-        self._entity = self._rt.entities(entity)
+        bounded = _entity(self._rt, entity)
+        if bounded is not None:
+            self._entity = bounded
 
     def set_batch_size(self, n: int) -> None:
         """Set the number of items in this request or response."""
-        if type(n) is not int or n < 0:
-            self._rt.reject("invalid_batch_size", f"batch size must be an int >= 0, got {n!r}")
-            return
-        self._batch = n
+        if type(n) is int and 0 <= n < MAX_COUNT:
+            self._batch = n
+        else:
+            self._rt.reject("invalid_batch_size", "a batch size: " + _COUNT, n)
 
     def record_items(self, n: int, *, entity: str | None = None, change: str | None = None) -> None:
         """Count ``n`` items synced, optionally per entity and change type.
@@ -154,30 +175,35 @@ class SyncOperation:
             change: ``"created"``, ``"updated"`` or ``"deleted"``, or None when unknown.
         """
         rt = self._rt
-        if type(n) is not int or n < 0:
-            rt.reject("invalid_count", f"item count must be an int >= 0, got {n!r}")
+        if type(n) is not int or not 0 <= n < MAX_COUNT:
+            rt.reject("invalid_count", "an item count: " + _COUNT, n)
             return
-        if change is not None and change not in CHANGES:
-            rt.reject(
-                "invalid_change", f"change must be created, updated or deleted, got {change!r}"
-            )
-            return
+        if change is not None and (type(change) is not str or change not in CHANGES):
+            name = gate.name(change)  # a StrEnum member is its plain value
+            if name not in CHANGES:
+                rt.reject("invalid_change", "change: created, updated, deleted or None", change)
+                return
+            change = name
         if entity is None:
             items = self._items
             if items is None:
                 self._items = {change: n}
+            elif (total := items.get(change, 0) + n) < MAX_COUNT:
+                items[change] = total
             else:
-                items[change] = items.get(change, 0) + n
+                rt.reject("invalid_count", "item counts whose total is below 2**53")
             return
-        if not isinstance(entity, str) or not entity:
-            rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
+        bounded = _entity(rt, entity)
+        if bounded is None:
             return
-        key = (rt.entities(entity), change)
+        key = (bounded, change)
         others = self._entity_items
         if others is None:
             self._entity_items = {key: n}
+        elif (total := others.get(key, 0) + n) < MAX_COUNT:
+            others[key] = total
         else:
-            others[key] = others.get(key, 0) + n
+            rt.reject("invalid_count", "item counts whose total is below 2**53")
 
     def record_conflict(
         self, *, entity: str | None = None, count: int = 1, resolution: str | None = None
@@ -190,22 +216,26 @@ class SyncOperation:
             resolution: How they were resolved, e.g. ``"server_wins"`` (low cardinality).
         """
         rt = self._rt
-        if type(count) is not int or count < 0:
-            rt.reject("invalid_count", f"conflict count must be an int >= 0, got {count!r}")
+        if type(count) is not int or not 0 <= count < MAX_COUNT:
+            rt.reject("invalid_count", "a conflict count: " + _COUNT, count)
             return
         if entity is not None:
-            if not isinstance(entity, str) or not entity:
-                rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
+            entity = _entity(rt, entity)
+            if entity is None:
                 return
-            entity = rt.entities(entity)
         if resolution is not None:
-            if not isinstance(resolution, str) or not resolution:
-                rt.reject("invalid_resolution", f"resolution must be a string, got {resolution!r}")
+            name = gate.name(resolution)
+            if name is None:
+                rt.reject("invalid_resolution", "a resolution: " + _NAME, resolution)
                 return
-            resolution = rt.resolutions(resolution)
+            resolution = rt.resolutions(name)
         if count == 0:
             return
-        self._conflicts += count
+        total = self._conflicts + count
+        if total >= MAX_COUNT:
+            rt.reject("invalid_count", "conflict counts whose total is below 2**53")
+            return
+        self._conflicts = total
         detail = self._conflict_detail
         if detail is None:
             detail = self._conflict_detail = {}
@@ -217,9 +247,18 @@ class SyncOperation:
         self._idempotent = True
 
     def set_attribute(self, key: str, value: Any) -> None:
-        """Set an attribute on the operation's span only (never on a metric)."""
-        if not isinstance(key, str) or not key:
-            self._rt.reject("invalid_attribute", f"attribute key must be a string, got {key!r}")
+        """Set an attribute on the operation's span only (never on a metric).
+
+        Values are what the OpenTelemetry SDK accepts; strings are cut at 1,024 characters and
+        made valid UTF-8, and ints must fit in 64 bits.
+        """
+        rt = self._rt
+        if type(key) is not str or not 0 < len(key) <= MAX_NAME or not key.isprintable():
+            rt.reject("invalid_attribute", "an attribute key: " + _NAME, key)
+            return
+        value = gate.attribute(value)
+        if value is gate.REJECT:
+            rt.reject("invalid_attribute", "an attribute value the SDK accepts, ints within int64")
             return
         if self._span is not None:
             self._span.set_attribute(key, value)
@@ -231,7 +270,11 @@ class SyncOperation:
 
     def set_error(self, error_type: str) -> None:
         """Mark the operation failed without an exception (e.g. a 5xx response)."""
-        self._error_type = self._rt.error_types(str(error_type))
+        name = gate.name(error_type)
+        if name is None:
+            self._rt.reject("invalid_error_type", "an error type: " + _NAME, error_type)
+            name = "_OTHER"
+        self._error_type = self._rt.error_types(name)
 
     def add_db_time(self, duration_ns: int) -> None:
         """Attribute one database query of ``duration_ns`` to this operation."""
@@ -356,12 +399,16 @@ def _start_span(
 ) -> None:
     tracing = rt.tracing
     parent = trace.get_current_span().get_span_context()
-    if rt.shed_until < t0 and tracing.sample(series.span_name, kind, parent):
+    trace_id = tracing.sample(series.span_name, kind, parent)
+    if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+        rt.span_shed()
+    elif trace_id:
         span = tracing.tracer.start(  # type: ignore[union-attr]
             series.span_name,
             parent,
             kind,
             {**series.attrs, **attributes} if attributes else series.attrs,
+            trace_id=trace_id,
         )
         op._span = span
         op._token = attach(span)
@@ -413,12 +460,11 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         if span is not None:
             _finish_span(op, span, outcome, etype, exc)
             rt.finisher.end(span, time.time_ns() - lag_ns)
-        elif (
-            op._parent_ctx is not None
-            and (outcome != "success" or duration_ns > rt.slow_ns)
-            and rt.shed_until < t2
-        ):
-            _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
+        elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns):
+            if rt.shed_until < t2:
+                _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
+            else:
+                rt.span_shed()
     except Exception as error:  # a span processor failed; the metrics still count
         failure = error
     finally:
@@ -493,7 +539,7 @@ def _finish_span(
     if etype is not None:
         attrs["error.type"] = etype
         if exc is not None:
-            span.record_exception(exc)
+            record_exception(span, exc, op._rt.config.record_exception_messages)
         span.set_status(Status(StatusCode.ERROR, etype))
     if op._span_attrs:  # the application's, checked
         span.set_attributes(op._span_attrs)
@@ -602,11 +648,13 @@ def sync_operation(operation: str, *, entity: str | None = None) -> OperationSco
     Raises:
         ConfigError: ``operation`` or ``entity`` is not accepted.
     """
-    if operation not in _valid_operations:
-        check_operation(operation)
-    if entity is not None and (not isinstance(entity, str) or not entity):
+    if type(operation) is not str or operation not in _valid_operations:
+        operation = check_operation(operation)
+    if entity is not None and (type(entity) is not str or not 0 < len(entity) <= MAX_NAME):
         # the entity is often request data: a bad one is request-time misuse, not config
-        rt = _runtime._current or _runtime.current()
-        rt.reject("invalid_entity", f"entity must be a non-empty string, got {entity!r}")
-        entity = None
+        name = gate.name(entity)
+        if name is None:
+            rt = _runtime._current or _runtime.current()
+            rt.reject("invalid_entity", "an entity: " + _NAME, entity)
+        entity = name
     return OperationScope(operation, entity)

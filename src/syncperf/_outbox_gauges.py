@@ -15,30 +15,40 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from syncperf._gate import MAX_COUNT
 from syncperf._operation import error_type
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
 
+MAX_STATUSES = 20
+"""At most this many statuses are reported on ``outbox.rows`` (status values are code)."""
 _REUSE_S = 10.0
 """How long the first gauge's answer may be reused by the second one of the same pass."""
 
 
 class OutboxStats(NamedTuple):
-    """What a stats source returns: pending messages and the age of the oldest one.
+    """What a stats source returns: pending messages and the age of the oldest one, and
+    optionally the table's totals (which survive a relay crash, unlike in-memory counters).
 
     Attributes:
         depth: Messages written and not yet published or dead-lettered.
         oldest_age: Seconds since the oldest of them was written (0 when empty); ``None``
             when unknown (then only ``outbox.depth`` is reported).
+        rows: Messages in the table by status, or None.
+        attempts: The sum of the rows' attempt counters, or None.
     """
 
     depth: int
     oldest_age: float | None = None
+    rows: Mapping[str, int] | None = None
+    """Messages in the table by status (``outbox.rows``), when the source counts them."""
+    attempts: int | None = None
+    """The sum of the rows' attempt counters (``outbox.attempts``), when known."""
 
 
 class ProbeTimeout(Exception):
@@ -94,16 +104,32 @@ class StatsRunner:
 
 
 def _validate(value: Any) -> OutboxStats:
-    depth, age = value if isinstance(value, tuple) else (value, None)
+    rows = attempts = None
+    if isinstance(value, OutboxStats):
+        depth, age, rows, attempts = value
+    else:
+        depth, age = value if isinstance(value, tuple) else (value, None)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise TypeError(f"stats depth must be an int >= 0, got {depth!r}")
+    if rows is not None and not (
+        isinstance(rows, Mapping)
+        and len(rows) <= MAX_STATUSES
+        and all(isinstance(k, str) and _count(n) for k, n in rows.items())
+    ):
+        raise TypeError(f"stats rows must map at most {MAX_STATUSES} statuses to counts")
+    if attempts is not None and not _count(attempts):
+        raise TypeError(f"stats attempts must be an int >= 0 or None, got {attempts!r}")
     if depth == 0:
-        return OutboxStats(0, 0.0)
-    if age is None:
-        return OutboxStats(depth, None)
-    if isinstance(age, bool) or not isinstance(age, (int, float)) or math.isnan(age):
-        raise TypeError(f"stats oldest_age must be seconds (a number) or None, got {age!r}")
-    return OutboxStats(depth, max(0.0, float(age)))
+        age = 0.0
+    elif age is not None:
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or math.isnan(age):
+            raise TypeError(f"stats oldest_age must be seconds (a number) or None, got {age!r}")
+        age = max(0.0, float(age))
+    return OutboxStats(depth, age, rows, attempts)
+
+
+def _count(n: object) -> bool:
+    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
 
 
 def age_of(created_at: object, now: float | None = None) -> float:
@@ -120,10 +146,10 @@ def age_of(created_at: object, now: float | None = None) -> float:
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=timezone.utc)
         seconds = created_at.timestamp()
-    elif isinstance(created_at, (int, float)) and not isinstance(created_at, bool):
+    elif (type(created_at) is int or type(created_at) is float) and abs(created_at) < MAX_COUNT:
         seconds = float(created_at)
-    else:
-        raise TypeError(f"created_at must be a datetime or POSIX seconds, got {created_at!r}")
+    else:  # NaN fails the comparison above
+        raise TypeError("created_at must be a datetime or finite POSIX seconds")
     age = now - seconds
     return age if age > 0.0 else 0.0
 
@@ -149,7 +175,7 @@ def register(
         return
     ref = weakref.ref(owner)
 
-    def callback(gauge: str, pick: Callable[[OutboxStats], float | None]) -> Any:
+    def callback(gauge: str, pick: Callable[[OutboxStats], Iterable[tuple[str, float]]]) -> Any:
         def observe() -> Iterable[tuple[dict[str, str | bool], float]]:
             if ref() is None:
                 return ()
@@ -162,21 +188,53 @@ def register(
                     if ran:
                         found.on_failure(result)
                     return ()
-                value = pick(result)
-                return () if value is None else (({"outbox.name": found.name}, value),)
+                return [
+                    ({"outbox.name": found.name, "outbox.status": status}
+                     if status else {"outbox.name": found.name}, value)
+                    for status, value in pick(result)
+                ]  # fmt: skip
             except Exception:  # never raise into the collector
                 return ()
 
         return observe
 
-    depth = callback("depth", lambda s: float(s.depth))
-    age = callback("oldest_age", lambda s: s.oldest_age)
-    rt.cache[key] = (ref, depth, age)
-    rt.registry.gauge(
-        "outbox.depth", "{message}", "Outbox messages waiting to be published.", depth
+    gauges = {
+        "outbox.depth": callback("depth", lambda s: (("", float(s.depth)),)),
+        "outbox.oldest_age": callback(
+            "oldest_age", lambda s: () if s.oldest_age is None else (("", s.oldest_age),)
+        ),
+        "outbox.rows": callback(
+            "rows", lambda s: [(k, float(n)) for k, n in sorted((s.rows or {}).items())]
+        ),
+        "outbox.attempts": callback(
+            "attempts", lambda s: () if s.attempts is None else (("", float(s.attempts)),)
+        ),
+    }
+    rt.cache[key] = (ref, gauges)
+    registry = rt.registry
+    registry.gauge(
+        "outbox.depth",
+        "{message}",
+        "Outbox messages waiting to be published.",
+        gauges["outbox.depth"],
     )
-    rt.registry.gauge(
-        "outbox.oldest_age", "s", "Age of the oldest outbox message waiting to be published.", age
+    registry.gauge(
+        "outbox.oldest_age",
+        "s",
+        "Age of the oldest outbox message waiting to be published.",
+        gauges["outbox.oldest_age"],
+    )
+    registry.gauge(
+        "outbox.rows",
+        "{message}",
+        "Outbox messages in the table by status, read from the table.",
+        gauges["outbox.rows"],
+    )
+    registry.gauge(
+        "outbox.attempts",
+        "{attempt}",
+        "Publish attempts recorded in the outbox table's rows.",
+        gauges["outbox.attempts"],
     )
 
 
@@ -184,9 +242,8 @@ def unregister(rt: Runtime, token: int) -> None:
     """Remove the gauges ``register`` added under ``token`` on ``rt``."""
     entry = rt.cache.pop(("outbox.gauges", token), None)
     if entry is not None:
-        _, depth, age = entry
-        rt.registry.remove_gauge_callback("outbox.depth", depth)
-        rt.registry.remove_gauge_callback("outbox.oldest_age", age)
+        for name, observe in entry[1].items():
+            rt.registry.remove_gauge_callback(name, observe)
 
 
 def failure_type(error: BaseException) -> str:

@@ -41,6 +41,8 @@ class SQLAlchemyProbe:
         status: str | None = None,
         pending: Sequence[Any] = ("pending",),
         timeout: float = 1.0,
+        totals: bool = False,
+        attempts: str | None = None,
     ) -> None:
         if not isinstance(engine, Engine):
             raise ConfigError(
@@ -58,13 +60,31 @@ class SQLAlchemyProbe:
             raise ConfigError("pending", pending, "a non-empty sequence of status values")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigError("timeout", timeout, "seconds > 0")
+        if not isinstance(totals, bool) or (totals and status is None):
+            raise ConfigError("totals", totals, "True (with a status column) or False")
+        if attempts is not None and (not isinstance(attempts, str) or not attempts or not totals):
+            raise ConfigError("attempts", attempts, "a column name (with totals=True) or None")
         columns: list[Any] = [column(created_at)] + ([column(status)] if status else [])
+        if attempts:
+            columns.append(column(attempts))
         source = table(table_name, *columns, schema=schema)
-        statement = select(func.count(), func.min(source.c[created_at])).select_from(source)
-        if status:
-            statement = statement.where(source.c[status].in_(list(pending)))
+        if totals:  # one pass over the table: every status, pending ones give depth and age
+            assert status is not None
+            statement = select(
+                source.c[status],
+                func.count(),
+                func.min(source.c[created_at]),
+                func.sum(source.c[attempts]) if attempts else func.count(),
+            ).group_by(source.c[status])
+        else:
+            statement = select(func.count(), func.min(source.c[created_at])).select_from(source)
+            if status:
+                statement = statement.where(source.c[status].in_(list(pending)))
         self.engine = engine
         self.statement = statement
+        self.totals = totals
+        self.attempts = attempts is not None
+        self.pending = frozenset(pending)
         self.timeout = float(timeout)
         self._postgres = engine.dialect.name == "postgresql"
 
@@ -74,14 +94,37 @@ class SQLAlchemyProbe:
             if self._postgres:  # the server stops the query; the caller stops waiting
                 milliseconds = max(1, int(self.timeout * 1000))
                 connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
-            count, oldest = connection.execute(self.statement).one()
+            if self.totals:
+                groups = connection.execute(self.statement).all()
+            else:
+                count, oldest = connection.execute(self.statement).one()
             connection.rollback()
-        if isinstance(oldest, str):  # SQLite keeps timestamps as ISO text
-            oldest = datetime.fromisoformat(oldest)
-        return OutboxStats(int(count), None if oldest is None else age_of(oldest))
+        rows: dict[str, int] | None = None
+        attempts: int | None = None
+        if self.totals:
+            count, oldest, rows, attempts = 0, None, {}, 0
+            for status, n, first, tries in groups:
+                rows[str(status)] = int(n)
+                attempts += int(tries or 0)
+                if status in self.pending:
+                    count += int(n)
+                    first = _timestamp(first)
+                    oldest = first if oldest is None or first < oldest else oldest
+        oldest = _timestamp(oldest)
+        return OutboxStats(
+            int(count),
+            None if oldest is None else age_of(oldest),
+            rows,
+            attempts if self.attempts else None,
+        )
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyProbe {self.statement}>"
+
+
+def _timestamp(value: Any) -> Any:
+    """SQLite keeps timestamps as ISO text."""
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
 
 
 def defer_enqueue(session: Any, key: object, record: Callable[[int], None], count: int) -> bool:

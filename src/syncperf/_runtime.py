@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 from syncperf._config import Config
 from syncperf._engine._export import PeriodicExporter, Reader
 from syncperf._engine._instruments import HistogramSeries, Registry, SumSeries
+from syncperf._gate import describe
 from syncperf._tracing import SpanFinisher, Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
 
@@ -62,6 +63,21 @@ OVERHEAD_BOUNDS = (
 OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
+FLUSHES: list[Callable[[int], object]] = []
+"""More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
+provider that ``setup_otlp`` built for other instrumentation."""
+_UNSET: Any = object()
+
+
+def flush_also(provider: Any) -> None:
+    """Add ``provider.force_flush`` to ``FLUSHES`` (held weakly: a provider that is gone is
+    skipped)."""
+    import weakref
+
+    flush = weakref.WeakMethod(provider.force_flush)
+    FLUSHES.append(lambda ms: (method := flush()) is not None and method(ms))
+
+
 BUDGET_STREAK = 3
 """Consecutive over-budget operations that make syncperf shed span work."""
 
@@ -92,6 +108,11 @@ class Bounded:
                 self.names.add(name)
                 return name
         return self.overflow
+
+    def release(self, name: str) -> None:
+        """Give back the slot ``name`` took (a name admitted for a request later rejected)."""
+        with self._lock:
+            self.names.discard(name)
 
 
 class OpSeries:
@@ -259,13 +280,15 @@ class Runtime:
         self.slow_ns = int(config.slow_threshold * 1e9)
         self.shed_until = 0
         self.budget_streak = 0
-        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate)
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
             self._within_budget,
             self._span_queue_full,
             self.budget_ns,
+            config.span_queue_size,
+            self._span_end_failed,
         )
+        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
         self.exporters: list[PeriodicExporter] = []
@@ -395,6 +418,18 @@ class Runtime:
         if stalled:
             self.shed_spans("span_export_stalled")
 
+    def _span_end_failed(self, error: Exception) -> None:
+        self.drop(
+            "span_end_failed",
+            "syncperf lost spans: a span processor's on_end raised %s",
+            type(error).__name__,
+        )
+
+    def span_shed(self) -> None:
+        """Count one span not made because syncperf is shedding (logged when it started)."""
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "span_shed"),)).add(1)
+
     def _within_budget(self) -> None:
         if self.budget_streak:
             self.budget_streak = 0
@@ -412,17 +447,37 @@ class Runtime:
             self.cooldown_ns / 1e9,
         )
 
-    def reject(self, reason: str, detail: str) -> None:
-        """Request-time misuse: raise in strict mode, else drop, count and log once."""
+    def reject(self, reason: str, expected: str, value: object = _UNSET) -> None:
+        """Request-time misuse: raise in strict mode, else drop, count and log once.
+
+        Args:
+            reason: The ``syncperf.reason`` the drop is counted under.
+            expected: What was expected, e.g. ``"an item count: an int in [0, 2**53)"``.
+                Must not quote request data.
+            value: The rejected value: described by type and size only, and only when the
+                message is logged, so a rejection costs what an accepted value costs.
+        """
         if self.strict:
-            raise MeasurementError(reason, detail)
-        self.drop(reason, "syncperf dropped a measurement (%s): %s", reason, detail)
+            raise MeasurementError(reason, _expected(expected, value))
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", reason),)).add(1)
+        key = "drop:" + reason
+        if key not in self._logged:
+            self.log_once(
+                key, "syncperf dropped a measurement (%s): %s", reason, _expected(expected, value)
+            )
 
     def internal_error(self, reason: str, exc: BaseException) -> None:
-        """A hook of syncperf's failed: count and log once; strict mode re-raises."""
+        """A hook of syncperf's (or a callback it runs) failed: count and log once, naming
+        the exception's type and where it was raised, never its message (which may quote
+        request data). Strict mode re-raises."""
         if self.strict:
             raise exc
-        self.drop(reason, "syncperf hook failed (%s): %r", reason, exc)
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", reason),)).add(1)
+        key = "drop:" + reason
+        if key not in self._logged:
+            self.log_once(key, "syncperf hook failed (%s): %s", reason, raised_at(exc))
 
     def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
         """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
@@ -430,6 +485,19 @@ class Runtime:
         with self.lock:
             self.dropped.sum((("syncperf.reason", reason),)).add(1)
         self.log_once(key or "drop:" + reason, message, *args)
+
+    def names_from_requests(self, source: str) -> None:
+        """Entity names are about to come from request data (a path, a payload): warn once
+        when no allow-list bounds them to the application's own names."""
+        if self.config.entities is None and "unlisted" not in self._logged:
+            self.log_once(
+                "unlisted",
+                "syncperf: sync.entity names come from requests (%s) and no entity allow-list "
+                "is configured, so the first %d names any client sends become metric series; "
+                "set configure(entities=[...]) or SYNCPERF_ENTITIES (see docs/core.md)",
+                source,
+                self.config.max_entities,
+            )
 
     def log_once(self, key: str, message: str, *args: object) -> None:
         """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
@@ -440,9 +508,9 @@ class Runtime:
     def _gauge_failed(self, name: str, error: BaseException) -> None:
         self.drop(
             "gauge_callback_failed",
-            "syncperf: the callback of gauge %s raised %r",
+            "syncperf: the callback of gauge %s raised %s",
             name,
-            error,
+            raised_at(error),
             key="gauge:" + name,
         )
 
@@ -456,11 +524,44 @@ class Runtime:
         """A new cumulative reader of this runtime's aggregates."""
         return Reader(self.registry, self.resource, self.scope)
 
-    def flush(self) -> None:
-        """End queued spans and export metrics now."""
-        self.finisher.flush()
-        for exporter in self.exporters:
-            exporter.export_once()
+    def flush(self, timeout: float | None = None) -> bool:
+        """End queued spans, flush the tracer provider they go to and export metrics now.
+
+        Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
+        on a daemon thread, so a collector that accepts and never answers cannot hold the
+        caller (or the process's exit) longer. True when everything finished in time.
+        """
+        limit = self.config.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        done = threading.Event()
+
+        def left() -> float:
+            return max(deadline - time.monotonic(), 0.0)
+
+        def work() -> None:
+            try:
+                self.finisher.flush(timeout=left())
+                provider = self.tracing.provider
+                if provider is not None:
+                    provider.force_flush(int(left() * 1000))
+                for exporter in self.exporters:
+                    exporter.export_once(timeout=left())
+                for extra in tuple(FLUSHES):
+                    extra(int(left() * 1000))
+            except Exception:  # never raise into the caller (an exit hook, a lifespan)
+                _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
+            done.set()
+
+        threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
+        if done.wait(limit):
+            return True
+        self.log_once(
+            "flush_timeout",
+            "syncperf: flushing telemetry took longer than %.1f s (is the collector "
+            "answering?); what was not exported by then is lost",
+            limit,
+        )
+        return False
 
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Flush, stop exporters and threads, and unregister the Prometheus collector.
@@ -478,6 +579,26 @@ class Runtime:
             for registry, collector in self.prometheus:
                 unregister(registry, collector)
             self.prometheus = []
+
+
+def _expected(expected: str, value: object) -> str:
+    return expected if value is _UNSET else f"expected {expected}, got {describe(value)}"
+
+
+def raised_at(exc: BaseException) -> str:
+    """An exception's type and the innermost frame that raised it, never its message."""
+    try:
+        where = ""
+        tb = exc.__traceback__
+        if tb is not None:
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code
+            where = f" at {code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+        cls = type(exc)
+        return f"{cls.__module__}.{cls.__qualname__}{where}"
+    except Exception:
+        return "an exception"
 
 
 def _resource(tracing: Tracing) -> Any:
@@ -582,10 +703,41 @@ def replace(rt: Runtime | None) -> Runtime | None:
     return previous
 
 
-def force_flush() -> None:
-    """End queued spans and export metrics of the current runtime now."""
-    if _current is not None:
-        _current.flush()
+def force_flush(timeout: float | None = None) -> bool:
+    """Export what syncperf recorded so far: end queued spans, flush the tracer provider they
+    go to, and export metrics now.
+
+    Call it from shutdown hooks that run before the process exits (a lifespan shutdown
+    handler, gunicorn's ``worker_exit``, a serverless handler's end); ``SyncPerfMiddleware``
+    already does on the ASGI lifespan shutdown, and syncperf does at interpreter exit.
+
+    Args:
+        timeout: Seconds to wait at most (default: the ``shutdown_timeout`` setting, 5 s).
+
+    Returns:
+        True when everything was exported in time.
+    """
+    rt = _current
+    return True if rt is None else rt.flush(timeout)
 
 
-atexit.register(force_flush)
+_exit_stalled = False
+
+
+def flush_for_exit() -> bool:
+    """``force_flush`` for a process that is stopping (ASGI lifespan shutdown, exit).
+
+    Bounded by ``shutdown_timeout``; once such a flush ran out of time (the collector does not
+    answer), later ones in the same process do not wait again, so a lifespan shutdown followed
+    by the interpreter's exit stays within one bound.
+    """
+    global _exit_stalled
+    rt = _current
+    if rt is None:
+        return True
+    done = rt.flush(0.0 if _exit_stalled else None)
+    _exit_stalled = _exit_stalled or not done
+    return done
+
+
+atexit.register(flush_for_exit)

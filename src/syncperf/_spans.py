@@ -30,9 +30,25 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from syncperf import _gate as gate
+
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, bool, int, float})
+
+
+def _encodable(attributes: Attributes) -> Attributes:
+    """Event attributes every OTLP encoder accepts (see ``_gate.attribute``)."""
+    if not attributes:
+        return attributes
+    cleaned = {}
+    for key, value in attributes.items():
+        value = gate.attribute(value)
+        if value is not gate.REJECT:
+            cleaned[key] = value
+    return cleaned
+
+
 """Attribute value types stored as they are (anything else is cleaned by the SDK's rules)."""
 _get_current_span = trace.get_current_span
 _getrandbits = random.getrandbits
@@ -54,6 +70,10 @@ class Tracer:
         self.limits = SpanLimits()
         self.lock = threading.Lock()
 
+    def trace_id(self) -> int:
+        """A new trace id from the provider's id generator (never the invalid 0)."""
+        return (_getrandbits(128) or 1) if self.random_ids else self.new_trace_id()
+
     def start_span(
         self,
         name: str,
@@ -62,13 +82,15 @@ class Tracer:
         attributes: Mapping[str, AttributeValue] | None = None,
         links: Sequence[Link] | None = None,
         start_time: int | None = None,
+        trace_id: int = 1,
     ) -> Span:
         """Start a sampled span, child of the span in ``context`` (default: the current one).
 
         ``attributes`` must already be valid attribute values: they are not checked.
+        ``trace_id``: what ``Tracing.sample`` returned (the id of a new root span).
         """
         parent = _get_current_span(context).get_span_context()
-        return self.start(name, parent, kind, attributes, links, start_time, context)
+        return self.start(name, parent, kind, attributes, links, start_time, context, trace_id)
 
     def start(
         self,
@@ -79,8 +101,12 @@ class Tracer:
         links: Sequence[Link] | None = None,
         start_time: int | None = None,
         context: Context | None = None,
+        trace_id: int = 1,
     ) -> Span:
-        """``start_span`` with the parent's span context (current or from ``context``) at hand."""
+        """``start_span`` with the parent's span context (current or from ``context``) at hand.
+
+        A new root span gets ``trace_id`` when it is not 1 (the id its sampler decided on).
+        """
         # What the SDK's RandomIdGenerator returns (never the invalid 0), without two calls.
         span_id = (_getrandbits(64) or 1) if self.random_ids else self.new_span_id()
         if parent.is_valid:
@@ -89,7 +115,8 @@ class Tracer:
             )
             span = Span(self, name, span_context, parent, kind, attributes, start_time)
         else:
-            trace_id = (_getrandbits(128) or 1) if self.random_ids else self.new_trace_id()
+            if trace_id == 1:
+                trace_id = self.trace_id()
             span_context = SpanContext(trace_id, span_id, False, _SAMPLED, DEFAULT_TRACE_STATE)
             span = Span(self, name, span_context, None, kind, attributes, start_time)
         if links:
@@ -159,6 +186,9 @@ class Span(trace.Span, ReadableSpan):
             value = cleaned[key]
         elif type(value) is str and limits.max_span_attribute_length is not None:
             value = value[: limits.max_span_attribute_length]
+        value = gate.attribute(value)  # valid UTF-8, bounded, int64: what OTLP can encode
+        if value is gate.REJECT:
+            return
         attrs = self._attributes
         room = limits.max_span_attributes
         if key in attrs or room is None or len(attrs) < room:
@@ -174,7 +204,7 @@ class Span(trace.Span, ReadableSpan):
         limits = self._tracer.limits
         clean = BoundedAttributes(
             maxlen=limits.max_event_attributes,
-            attributes=attributes,
+            attributes=_encodable(attributes),
             max_value_len=limits.max_attribute_length,
         )
         with self._tracer.lock:

@@ -1,14 +1,24 @@
 """SQL statement sanitizing and classification for ``syncperf.sqlalchemy``.
 
 ``normalize()`` turns a statement as sent to the driver into text that is safe to export:
-every literal (strings, dollar-quoted strings, numbers, hex and bit strings) and every
-placeholder becomes ``?``, comments are dropped (a sqlcommenter comment carries per-request
-IDs), whitespace collapses, and lists of placeholders collapse to one, so ``IN (?, ?, ?)`` and
-``IN (?)``, or a 3-row and a 50-row ``VALUES`` list, normalize alike. The result is both the
-``db.query.text`` of spans and the identity of a statement for N+1 detection.
+every literal (strings, dollar-quoted strings, numbers, hex and bit strings, and SQLite's
+double-quoted strings) and every placeholder becomes ``?``, the value of a setting
+(``SET name TO value``, ``PRAGMA key = value``) becomes ``?``, comments are dropped (nested
+ones whole; a sqlcommenter comment carries per-request IDs), whitespace collapses, and lists of
+placeholders collapse to one, so ``IN (?, ?, ?)`` and ``IN (?)``, or a 3-row and a 50-row
+``VALUES`` list, normalize alike. The result is both the ``db.query.text`` of spans and the
+identity of a statement for N+1 detection.
 
-``classify()`` reads ``db.operation.name`` (the statement's verb; the main verb after a
-``WITH`` clause) and ``db.collection.name`` (the first table the verb acts on) from the tokens.
+``classify()`` reads ``db.operation.name`` (the statement's verb, only from an allow-list of
+SQL keywords; the main verb after a ``WITH`` clause) and ``db.collection.name`` (the first
+table the verb acts on) from the tokens. A statement that does not start with one of those
+keywords is not understood, so its whole text is ``?``.
+
+Lexing follows the dialect: PostgreSQL (``standard_conforming_strings`` on, the default since
+9.1: a backslash escapes only in ``E'...'``), SQLite (``"..."`` is a string literal wherever
+SQLite could not read it as a name, see ``_sqlite_name``), MySQL / MariaDB (``"..."`` is a
+string and a backslash escapes in every string). When in doubt a token is treated as a value:
+over-redacting costs readability, under-redacting would leak.
 
 Both run once per distinct statement string (callers cache the result): cost does not matter
 here, correctness does. Bound parameter *values* never reach this module; only the statement.
@@ -19,20 +29,40 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAX_TEXT", "Classified", "classify", "normalize"]
+from syncperf._gate import name as gate_name
+
+__all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
 MAX_TEXT = 2048
 """Longest ``db.query.text`` exported; longer normalized statements are cut and end in ``...``."""
 
+OPERATIONS = frozenset(
+    {
+        # data
+        "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "REPLACE", "VALUES",
+        "TABLE", "COPY", "CALL", "DO", "EXECUTE", "PREPARE", "DEALLOCATE", "EXPLAIN",
+        "DECLARE", "FETCH", "MOVE", "CLOSE", "LOCK",
+        # transactions and sessions
+        "BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT", "RELEASE",
+        "SET", "RESET", "SHOW", "DISCARD", "USE", "PRAGMA", "LISTEN", "UNLISTEN", "NOTIFY",
+        # schema and maintenance
+        "CREATE", "ALTER", "DROP", "TRUNCATE", "RENAME", "COMMENT", "GRANT", "REVOKE",
+        "ANALYZE", "VACUUM", "REINDEX", "CLUSTER", "REFRESH", "CHECKPOINT", "ATTACH",
+        "DETACH", "DESCRIBE", "OPTIMIZE",
+    }
+)  # fmt: skip
+"""The only values ``db.operation.name`` takes (it is a metric attribute and the span name)."""
+
 _PATTERN = r"""
-      (?P<comment>--[^\n]*|/\*.*?(?:\*/|\Z)HASH_COMMENT)
+      (?P<comment>--[^\n]*|/\*HASH_COMMENT)
     | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
     | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
     | (?P<bquote>`[^`]*(?:`|\Z))
-    | (?P<param>%\([^)]*\)s|%s|\?|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
-    | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F]+|\d+(?:\.\d*)?(?:[eE][-+]?\d+)?
-                              |\.\d+(?:[eE][-+]?\d+)?))
+    | (?P<param>%\([^)]*\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
+    | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
+                              |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?
+                              |\.\d[\d_]*(?:[eE][-+]?\d+)?))
     | (?P<word>[A-Za-z_][\w$]*)
     | (?P<space>\s+)
     | (?P<other>.)
@@ -56,9 +86,12 @@ def _compile(backslash: bool) -> re.Pattern[str]:
 
 _TOKEN = _compile(backslash=False)
 _TOKEN_MYSQL = _compile(backslash=True)
+_MYSQL = frozenset({"mysql", "mariadb"})
+_COMMENT_MARK = re.compile(r"/\*|\*/")
 _LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
 _SANITIZED = frozenset({"string", "dollar", "param", "number"})
+_NAMES = frozenset({"word", "dquote", "bquote"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
 _TABLE_AFTER = {
@@ -92,6 +125,25 @@ _SKIP_BEFORE_NAME = frozenset(
 )
 _MAX_NAME = 128
 
+# Settings: ``SET [scope] name {TO | =} value``, ``PRAGMA name = value``, ``ALTER ... SET``.
+_SET_SCOPES = frozenset({"SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"})
+_SET_TWO_WORDS = frozenset({("TIME", "ZONE"), ("SESSION", "AUTHORIZATION")})
+
+# SQLite: where a double-quoted token can only be a name.
+_SQLITE_NAME_AFTER = frozenset(
+    {
+        "FROM", "JOIN", "INTO", "UPDATE", "TABLE", "INDEX", "VIEW", "TRIGGER", "REFERENCES",
+        "EXISTS", "AS", "ON", "SET", "BY", "TO", "COLUMN",
+    }
+)  # fmt: skip
+_COLUMN_LIST_AFTER_NAME = frozenset(
+    {"INTO", "TABLE", "REFERENCES", "EXISTS", "VIEW", "WITH", "RECURSIVE"}
+)
+_COLUMN_LIST_AFTER = frozenset({"KEY", "UNIQUE", "CONFLICT"})
+
+Token = tuple[str, str, bool]
+"""``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
+
 
 @dataclass(frozen=True)
 class Classified:
@@ -100,100 +152,215 @@ class Classified:
     text: str
     """The normalized, sanitized statement (``db.query.text``), at most ``MAX_TEXT`` long."""
     operation: str | None
-    """``db.operation.name``: the statement's verb in upper case, or None."""
+    """``db.operation.name``: one of ``OPERATIONS``, or None."""
     collection: str | None
     """``db.collection.name``: the first table the verb acts on, unquoted, or None."""
 
 
-def normalize(statement: str, *, mysql: bool = False) -> str:
-    """Sanitize ``statement``: literals and placeholders become ``?``; comments go.
+def normalize(statement: str, *, dialect: str = "postgresql") -> str:
+    """Sanitize ``statement``: literals, setting values and placeholders become ``?``.
 
     Args:
         statement: SQL as sent to the driver.
-        mysql: MySQL / MariaDB lexing: ``"..."`` is a string literal (not a quoted
-            identifier) and a backslash escapes the next character in every string.
+        dialect: SQLAlchemy's dialect name (``postgresql``, ``sqlite``, ``mysql``,
+            ``mariadb``...); any other name lexes as standard SQL (``"..."`` is a name).
 
     Returns:
         The normalized statement, whitespace collapsed, at most ``MAX_TEXT`` characters.
     """
-    return _normalize(_tokens(statement, mysql), mysql)
+    return classify(statement, dialect=dialect).text
 
 
-def classify(statement: str, *, mysql: bool = False) -> Classified:
+def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     """Normalize ``statement`` and read its operation and collection names.
 
     Args:
         statement: SQL as sent to the driver.
-        mysql: MySQL / MariaDB lexing (see ``normalize``).
+        dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
-    double_quoted_strings = mysql
-    tokens = _tokens(statement, mysql)
-    text = _normalize(tokens, double_quoted_strings)
-    significant = [(kind, value) for kind, value in tokens if kind not in ("space", "comment")]
-    operation, index = _verb(significant)
+    mysql = dialect in _MYSQL
+    tokens = _tokens(statement, _TOKEN_MYSQL if mysql else _TOKEN)
+    operation, index = _verb(tokens)
+    # A statement that does not start with a known keyword is not read: nothing of it is kept.
+    text = _render(tokens, dialect, operation, index) if operation or not tokens else "?"
     collection = None
     if operation is not None:
-        collection = _collection(significant, operation, index, double_quoted_strings)
+        # a table name is a metric attribute: the value gate's bound (a name built from
+        # request data, say a table per tenant, can be anything)
+        collection = gate_name(_collection(tokens, operation, index, mysql))
     return Classified(text, operation, collection)
 
 
-def _tokens(statement: str, mysql: bool = False) -> list[tuple[str, str]]:
-    pattern = _TOKEN_MYSQL if mysql else _TOKEN
-    return [(match.lastgroup or "other", match.group()) for match in pattern.finditer(statement)]
+def _tokens(statement: str, lexer: re.Pattern[str]) -> list[Token]:
+    tokens: list[Token] = []
+    spaced = False
+    position, size = 0, len(statement)
+    match = lexer.match
+    while position < size:
+        found = match(statement, position)
+        if found is None:  # unreachable: ``other`` matches any character
+            break
+        kind = found.lastgroup or "other"
+        end = found.end()
+        if kind == "comment" or kind == "space":
+            if found.group() == "/*":
+                end = _comment_end(statement, position)
+            spaced = True
+        else:
+            tokens.append((kind, found.group(), spaced))
+            spaced = False
+        position = end
+    return tokens
 
 
-def _normalize(tokens: list[tuple[str, str]], double_quoted_strings: bool) -> str:
+def _comment_end(statement: str, start: int) -> int:
+    """End of the ``/* ... */`` comment at ``start``; comments nest (as in PostgreSQL)."""
+    depth = 0
+    for mark in _COMMENT_MARK.finditer(statement, start):
+        depth += 1 if mark.group() == "/*" else -1
+        if depth == 0:
+            return mark.end()
+    return len(statement)  # unterminated: swallowed to the end
+
+
+def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> str:
+    cut = _setting_value(tokens, verb, index)
+    dquote_values = dialect in _MYSQL
+    sqlite = dialect == "sqlite"
     out: list[str] = []
-    pending_space = False
-    for kind, value in tokens:
-        if kind in ("space", "comment"):
-            pending_space = bool(out)
-            continue
-        if kind in _SANITIZED or (double_quoted_strings and kind == "dquote"):
+    column_lists: list[bool] = []  # per open parenthesis: does it hold a list of names?
+    for position, (kind, value, spaced) in enumerate(tokens[:cut]):
+        if kind in _SANITIZED or (
+            kind == "dquote"
+            and (dquote_values or (sqlite and not _sqlite_name(tokens, position, column_lists)))
+        ):
             value = "?"
-        if pending_space:
+        elif value == "(":
+            column_lists.append(_opens_column_list(tokens, position, verb))
+        elif value == ")" and column_lists:
+            column_lists.pop()
+        if spaced and out:
             out.append(" ")
-            pending_space = False
         out.append(value)
+    if cut is not None and cut < len(tokens):
+        out.append(" ?")
     text = _ROWS.sub("(?)", _LIST.sub("(?)", "".join(out)))
     if len(text) > MAX_TEXT:
         text = text[: MAX_TEXT - 3] + "..."
     return text
 
 
-def _verb(tokens: list[tuple[str, str]]) -> tuple[str | None, int]:
+def _setting_value(tokens: list[Token], verb: str | None, index: int) -> int | None:
+    """Where the value of a setting starts (everything from there is one ``?``), or None."""
+    if verb == "SET" or verb == "PRAGMA":
+        position = index + 1
+        if verb == "SET":
+            while position + 1 < len(tokens):
+                pair = (tokens[position][1].upper(), tokens[position + 1][1].upper())
+                if pair in _SET_TWO_WORDS:
+                    return position + 2
+                if pair[0] not in _SET_SCOPES or tokens[position + 1][0] != "word":
+                    break
+                position += 1
+        return _after_name(tokens, position)
+    if verb == "ALTER":
+        depth = 0
+        for position in range(index + 1, len(tokens)):
+            kind, value, _ = tokens[position]
+            depth += (value == "(") - (value == ")")
+            if depth == 0 and kind == "word" and value.upper() == "SET":
+                start = _after_name(tokens, position + 1)
+                if start > position + 2 and tokens[start - 1][1].upper() in ("TO", "="):
+                    return start
+                return None
+    return None
+
+
+def _after_name(tokens: list[Token], position: int) -> int:
+    """Skip a (dotted) setting name and a following ``TO`` / ``=``."""
+    size = len(tokens)
+    while position < size and tokens[position][0] in ("word", "dquote", "bquote", "param"):
+        position += 1
+        if position + 1 < size and tokens[position][1] == ".":
+            position += 1
+            continue
+        break
+    if position < size and tokens[position][1].upper() in ("TO", "="):
+        position += 1
+    return position
+
+
+def _sqlite_name(tokens: list[Token], position: int, column_lists: list[bool]) -> bool:
+    """Whether SQLite reads the double-quoted token at ``position`` as a name.
+
+    SQLite takes ``"x"`` for a string literal when no column ``x`` exists: only positions
+    where nothing but a name can stand keep it. A qualified name (``"t".c``, ``t."c"``); after
+    ``FROM``, ``INTO``, ``UPDATE``, ``SET``, ``AS``, ``BY`` ...; an element of a column list
+    (``INSERT INTO t ("a", "b")``, ``CREATE TABLE t ("a" ...)``, ``PRIMARY KEY ("a")``); the
+    target of an assignment after a comma (``SET a = 1, "b" = 2``). Anywhere else it is a value.
+    """
+    before = tokens[position - 1] if position else None
+    after = tokens[position + 1] if position + 1 < len(tokens) else None
+    if (before is not None and before[1] == ".") or (after is not None and after[1] == "."):
+        return True
+    if before is None:
+        return False
+    if before[0] == "word" and before[1].upper() in _SQLITE_NAME_AFTER:
+        return True
+    if before[1] in ("(", ",") and column_lists and column_lists[-1]:
+        return True
+    return before[1] == "," and after is not None and after[1] == "="
+
+
+def _opens_column_list(tokens: list[Token], position: int, verb: str | None) -> bool:
+    """Whether the ``(`` at ``position`` opens a list of column names."""
+    before = position - 1
+    if before < 0:
+        return False
+    if tokens[before][0] == "word" and tokens[before][1].upper() in _COLUMN_LIST_AFTER:
+        return True
+    if tokens[before][0] not in _NAMES:
+        return False
+    while before >= 2 and tokens[before - 1][1] == "." and tokens[before - 2][0] in _NAMES:
+        before -= 2
+    keyword = tokens[before - 1] if before >= 1 else None
+    if keyword is None or keyword[0] != "word":
+        return False
+    word = keyword[1].upper()
+    return word in _COLUMN_LIST_AFTER_NAME or (word == "ON" and verb == "CREATE")
+
+
+def _verb(tokens: list[Token]) -> tuple[str | None, int]:
     """The statement's verb and its token index (the main verb after ``WITH ...``)."""
-    for index, (kind, value) in enumerate(tokens):
+    for index, (kind, value, _) in enumerate(tokens):
         if kind == "word":
             verb = value.upper()
             if verb != "WITH":
-                return verb, index
+                return (verb, index) if verb in OPERATIONS else (None, -1)
             depth = 0
             for later in range(index + 1, len(tokens)):
-                later_kind, later_value = tokens[later]
+                later_kind, later_value, _ = tokens[later]
                 if later_value == "(":
                     depth += 1
                 elif later_value == ")":
                     depth -= 1
                 elif depth == 0 and later_kind == "word" and later_value.upper() in _MAIN_VERBS:
                     return later_value.upper(), later
-            return verb, index
+            return None, -1
         if value != "(":
             return None, -1
     return None, -1
 
 
-def _collection(
-    tokens: list[tuple[str, str]], verb: str, index: int, double_quoted_strings: bool
-) -> str | None:
+def _collection(tokens: list[Token], verb: str, index: int, mysql: bool) -> str | None:
     if verb == "UPDATE":
-        return _name_at(tokens, index + 1, double_quoted_strings)
+        return _name_at(tokens, index + 1, mysql)
     markers = _TABLE_AFTER.get(verb)
     if markers is None:
         return None
     depth = 0
     for position in range(index + 1, len(tokens)):
-        kind, value = tokens[position]
+        kind, value, _ = tokens[position]
         if value == "(":
             depth += 1
         elif value == ")":
@@ -201,15 +368,13 @@ def _collection(
             if depth < 0:
                 return None
         elif depth == 0 and kind == "word" and value.upper() in markers:
-            return _name_at(tokens, position + 1, double_quoted_strings)
+            return _name_at(tokens, position + 1, mysql)
     if verb == "TRUNCATE":
-        return _name_at(tokens, index + 1, double_quoted_strings)
+        return _name_at(tokens, index + 1, mysql)
     return None
 
 
-def _name_at(
-    tokens: list[tuple[str, str]], position: int, double_quoted_strings: bool
-) -> str | None:
+def _name_at(tokens: list[Token], position: int, mysql: bool) -> str | None:
     """A possibly qualified name (``schema.table``, quotes removed) at ``position``."""
     while (
         position < len(tokens)
@@ -219,10 +384,10 @@ def _name_at(
         position += 1
     parts: list[str] = []
     while position < len(tokens):
-        kind, value = tokens[position]
+        kind, value, _ = tokens[position]
         if kind == "word":
             parts.append(value)
-        elif kind == "bquote" or (kind == "dquote" and not double_quoted_strings):
+        elif kind == "bquote" or (kind == "dquote" and not mysql):
             parts.append(value[1:-1].replace(value[0] * 2, value[0]))
         else:
             break

@@ -8,6 +8,9 @@
 * ``SpanFinisher`` ends spans on a daemon thread with the recorded end time, so a span
   processor that blocks (a ``SimpleSpanProcessor`` whose exporter hangs) never stalls the
   request; its queue is bounded and a slow ``end()`` trips the overhead guard.
+* ``QueueFlusher`` puts that queue inside the provider's own flush and shutdown: it is the
+  provider's first span processor, so ``TracerProvider.force_flush()`` / ``shutdown()`` hand
+  syncperf's ended spans to the processors behind it before those flush.
 """
 
 from __future__ import annotations
@@ -17,12 +20,14 @@ import os
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
@@ -41,11 +46,19 @@ _in_context = trace.set_span_in_context
 class Tracing:
     """Resolved tracing state for one runtime."""
 
-    def __init__(self, provider: trace.TracerProvider | None, sample_rate: float) -> None:
+    def __init__(
+        self,
+        provider: trace.TracerProvider | None,
+        sample_rate: float,
+        finisher: SpanFinisher | None = None,
+    ) -> None:
         self._explicit = provider
+        self._finisher = finisher
         self.sample_rate = sample_rate
         self.active = False
         self.tracer: Tracer | None = None
+        self.provider: SdkTracerProvider | None = None
+        """The SDK provider syncperf's spans go to, once resolved."""
         self._sampler: Any = None
         self._static: bool | None = None
         self._parent_based = False
@@ -63,8 +76,11 @@ class Tracing:
         if not isinstance(tracer, SdkTracer):  # e.g. a disabled tracer configurator
             self.active = False
             return
+        if self._finisher is not None:
+            QueueFlusher.of(provider).finishers.add(self._finisher)
         self._sampler = tracer.sampler
         self._static, self._parent_based = _classify(tracer.sampler)
+        self.provider = provider
         self.tracer = Tracer(tracer, InstrumentationScope("syncperf", _version()))
         self.next_check = 1 << 62
         self.active = True
@@ -74,17 +90,24 @@ class Tracing:
         self.resolve(now)
         return self.active
 
-    def decide(self, name: str, kind: SpanKind, now: int) -> bool:
-        """Whether an operation starting at ``now`` gets a span (parent: the current context)."""
+    def decide(self, name: str, kind: SpanKind, now: int) -> int:
+        """Whether an operation starting at ``now`` gets a span (parent: the current context);
+        the value ``sample`` returns."""
         if not self.active and (now < self.next_check or not self.refresh(now)):
-            return False
+            return 0
         return self.sample(name, kind)
 
-    def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> bool:
+    def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> int:
         """``decide`` once tracing is known to be active; ``parent``: the current span's
-        context, when the caller has it at hand."""
+        context, when the caller has it at hand.
+
+        Returns:
+            0 (false) when no span is made; otherwise the trace id the sampler decided on for a
+            new root span, which ``Tracer.start(trace_id=...)`` must give it, or 1 when the
+            decision did not depend on one (the tracer draws the ids).
+        """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
-            return False
+            return 0
         static = self._static
         if static is not None and not self._parent_based:
             return static  # a standard sampler, decided without building a SamplingResult
@@ -92,9 +115,12 @@ class Tracing:
             parent = trace.get_current_span().get_span_context()
         if static is not None:
             return bool(parent.trace_flags.sampled) if parent.is_valid else static
-        trace_id = parent.trace_id if parent.is_valid else random.getrandbits(128)
+        if parent.is_valid:
+            trace_id, answer = parent.trace_id, 1
+        else:  # a root: the id the span will get, drawn now for the sampler to decide on
+            trace_id = answer = self.tracer.trace_id()  # type: ignore[union-attr]
         result = self._sampler.should_sample(None, trace_id, name, kind)
-        return bool(result.decision.is_sampled())
+        return answer if result.decision.is_sampled() else 0
 
 
 _PARENT_DEFAULTS = (
@@ -119,14 +145,81 @@ def _classify(sampler: Any) -> tuple[bool | None, bool]:
     return None, False
 
 
+class QueueFlusher(SpanProcessor):
+    """The first span processor of a provider: its ``force_flush`` and ``shutdown`` end the
+    spans queued in syncperf's finishers, so the processors after it receive them in time.
+
+    The SDK's ``SynchronousMultiSpanProcessor`` flushes and shuts its processors down in
+    order; this one is put first in it. With a ``ConcurrentMultiSpanProcessor`` (no order) it
+    is added last and flushes the others again once the queue is drained.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, provider: SdkTracerProvider) -> None:
+        self.finishers: weakref.WeakSet[SpanFinisher] = weakref.WeakSet()
+        self._provider = weakref.ref(provider)
+        self._first = False
+
+    @classmethod
+    def of(cls, provider: SdkTracerProvider) -> QueueFlusher:
+        """The provider's flusher, registered on first use."""
+        with cls._lock:
+            found: QueueFlusher | None = provider.__dict__.get("_syncperf_flusher")
+            if found is not None:
+                return found
+            found = cls(provider)
+            provider.__dict__["_syncperf_flusher"] = found
+            multi = getattr(provider, "_active_span_processor", None)
+            if type(multi) is SynchronousMultiSpanProcessor:
+                with multi._lock:
+                    multi._span_processors = (found, *multi._span_processors)
+                found._first = True
+            else:
+                provider.add_span_processor(found)
+        return found
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """End every queued span within ``timeout_millis``."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        done = all(
+            f.flush(timeout=max(deadline - time.monotonic(), 0)) for f in list(self.finishers)
+        )
+        provider = self._provider()
+        if not self._first and provider is not None:  # the others flushed before us
+            left = int(max(deadline - time.monotonic(), 0) * 1000)
+            multi = getattr(provider, "_active_span_processor", None)
+            for processor in getattr(multi, "_span_processors", ()):
+                if processor is not self:
+                    done = processor.force_flush(left) and done
+        return done
+
+    def shutdown(self) -> None:
+        """End every queued span (the provider shuts down)."""
+        for finisher in list(self.finishers):
+            finisher.flush()
+
+
 class Endable(Protocol):
     """What the finisher ends: a span, or anything that builds and ends one (a query's)."""
 
     def end(self, end_time: int | None = None) -> None: ...
 
 
+STALL_NS = 5_000_000_000
+"""A finisher in one ``end()`` for this long (wall clock) is stalled on span export: far above
+what waiting for the GIL behind the application's threads takes, even on a loaded machine."""
+_thread_time_ns = time.thread_time_ns
+
+
 class SpanFinisher:
-    """Ends spans on a daemon thread; bounded; flushable."""
+    """Ends spans on a daemon thread; bounded; flushable.
+
+    An ``end()`` is slow when it spends more than the budget of this thread's CPU time (a
+    span processor doing heavy work on syncperf's spans): time spent waiting for the GIL
+    while the application's threads run, or for a blocked exporter, is not syncperf's. A
+    blocked exporter shows as a full queue while one ``end()`` has lasted ``STALL_NS``.
+    """
 
     def __init__(
         self,
@@ -134,7 +227,8 @@ class SpanFinisher:
         on_fast_end: Callable[[], None],
         on_overflow: Callable[[bool], None],
         budget_ns: int,
-        max_queue: int = 4096,
+        max_queue: int = 2048,
+        on_error: Callable[[Exception], None] | None = None,
     ) -> None:
         self._queue: deque[tuple[Endable, int]] = deque()
         self._max_queue = max_queue
@@ -142,6 +236,8 @@ class SpanFinisher:
         self._on_slow_end = on_slow_end
         self._on_fast_end = on_fast_end
         self._on_overflow = on_overflow
+        self._on_error = on_error
+        self.stall_ns = STALL_NS
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -164,7 +260,7 @@ class SpanFinisher:
             return
         if len(self._queue) >= self._max_queue:
             since = self._ending_since
-            self._on_overflow(bool(since) and time.perf_counter_ns() - since > self._budget_ns)
+            self._on_overflow(bool(since) and time.perf_counter_ns() - since > self.stall_ns)
             return
         self._queue.append((span, end_ns))
         if not self._pending:  # wake the finisher once per batch, not per span
@@ -211,20 +307,37 @@ class SpanFinisher:
             thread.join(timeout=1.0)
         self.flush()
 
-    def flush(self) -> None:
-        """End every queued span now, on the calling thread."""
-        with self._lock:
-            while self._queue:
-                self._end_one(*self._queue.popleft())
+    def flush(self, timeout: float | None = None) -> bool:
+        """End every queued span now, on the calling thread; False when ``timeout`` (seconds)
+        ran out first (e.g. a span processor blocks)."""
+        if timeout is None:
+            deadline = None
+            locked = self._lock.acquire()
+        else:
+            deadline = time.monotonic() + timeout
+            locked = self._lock.acquire(timeout=timeout)
+        if not locked:
+            return False
+        try:
+            queue = self._queue
+            while queue:
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                self._end_one(*queue.popleft())
+            return True
+        finally:
+            self._lock.release()
 
     def _end_one(self, span: Endable, end_ns: int) -> None:
-        self._ending_since = started = time.perf_counter_ns()
+        self._ending_since = time.perf_counter_ns()
+        cpu = _thread_time_ns()
         try:
             span.end(end_time=end_ns)
-        except Exception:
-            _logger.debug("syncperf: span.end raised", exc_info=True)
+        except Exception as error:  # a span processor's on_end failed: the span is lost
+            if self._on_error is not None:
+                self._on_error(error)
         self._ending_since = 0
-        if time.perf_counter_ns() - started > self._budget_ns:
+        if _thread_time_ns() - cpu > self._budget_ns:
             self._slow = True
             self._on_slow_end()
         elif self._slow:  # the first fast end after slow ones breaks their streak

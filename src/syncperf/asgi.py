@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -41,11 +41,13 @@ from syncperf._asgi_http import (
     propagation_fields,
 )
 from syncperf._asgi_routes import RouteTable, SyncRoute, framework_route, route_path
+from syncperf._config import _check_patterns, check_names
+from syncperf._decorators import apply_http_status
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
-from syncperf._runtime import Runtime
+from syncperf._runtime import OTHER, Runtime, raised_at
 from syncperf.exceptions import ConfigError
 
-__all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request"]
+__all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request", "uninstrument_app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -80,11 +82,6 @@ def live_request(scope: Scope) -> bool:
     return False
 
 
-def _admit(status: int | None) -> bool:
-    """Whether a path ``{entity}`` may become a metric attribute: not for rejected requests."""
-    return status is None or status < 400 or status == 409 or status >= 500
-
-
 class SyncPerfMiddleware:
     """Measures sync routes as sync operations and every request as an HTTP server request.
 
@@ -111,6 +108,15 @@ class SyncPerfMiddleware:
             None disables it; default ``live_request`` (``?live=true`` or SSE).
         max_body_bytes: Bodies buffered for a route's adapter are capped at this size;
             larger ones are not parsed (counted in ``syncperf.dropped``).
+        excluded_urls: Comma-separated regular expressions, as the contrib instrumentations
+            take them (e.g. ``"healthz,/metrics"``); a request whose URL matches one is not
+            recorded at all. None (default): the ``excluded_urls`` setting, from
+            ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` or ``OTEL_PYTHON_EXCLUDED_URLS``; ``""``:
+            none, whatever the environment says.
+        entities: The entity names a route's ``{entity}`` may report; any other value is
+            reported as ``_other``. Without it (and without ``configure(entities=...)``) the
+            first ``max_entities`` values any client sends become ``sync.entity`` series, and
+            syncperf warns once.
 
     Raises:
         ConfigError: an option has a value that is not accepted.
@@ -128,6 +134,8 @@ class SyncPerfMiddleware:
         idempotency_max_keys: int = 10_000,
         live: Callable[[Scope], bool] | None = live_request,
         max_body_bytes: int = 1_048_576,
+        excluded_urls: str | None = None,
+        entities: Iterable[str] | None = None,
     ) -> None:
         if not callable(app):
             raise ConfigError("app", app, "an ASGI application")
@@ -157,6 +165,7 @@ class SyncPerfMiddleware:
             or max_body_bytes < 0
         ):
             raise ConfigError("max_body_bytes", max_body_bytes, "an integer >= 0")
+        self._excluded = None if excluded_urls is None else _exclusions(excluded_urls)
         self.app = app
         self._routes = RouteTable(routes)
         self._has_routes = bool(self._routes)
@@ -175,14 +184,23 @@ class SyncPerfMiddleware:
         self._live = live
         self._max_body = max_body_bytes
         self._contrib: bool | None = None  # wiring of the app, decided on the first request
+        self._entities = None if entities is None else check_names("entities", entities)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI connection (websocket and lifespan pass through untouched)."""
+        """Handle one ASGI connection (websocket passes through untouched; at the lifespan
+        shutdown what syncperf recorded is exported, see ``flush_on_shutdown``)."""
         if scope["type"] != "http":
+            if scope["type"] == "lifespan":
+                send = flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
         rt = _runtime._current or _runtime.current()
-        if not rt.enabled:
+        excluded = self._excluded
+        if excluded is None:
+            excluded = rt.cache.get(_EXCLUDED)
+            if excluded is None:
+                excluded = rt.cache[_EXCLUDED] = _exclusions(rt.config.excluded_urls)
+        if not rt.enabled or (excluded and excluded.url_disabled(_url(scope))):
             await self.app(scope, receive, send)
             return
         t0 = _perf()
@@ -222,10 +240,13 @@ class SyncPerfMiddleware:
         token: Any = None
         live = False
         entity_value: str | None = None
+        fresh = False  # this request's path entity took a new slot of the entity bound
         template: str | None = None
         adapter = None
         if hit is not None:
             compiled, entity_value = hit
+            if entity_value is not None:
+                entity_value = self._path_entity(rt, entity_value)
             route = compiled.route
             template = compiled.template
             adapter = route.adapter
@@ -241,7 +262,7 @@ class SyncPerfMiddleware:
                 attributes = {
                     "http.request.method": method,
                     "url.scheme": scheme,
-                    "url.path": scope.get("path", ""),
+                    "url.path": entry_root + template,  # never a path parameter's value
                     "http.route": template,
                 }
             op = begin(
@@ -251,6 +272,11 @@ class SyncPerfMiddleware:
                 kind=_INTERNAL if owned else _SERVER,
                 attributes=attributes,
             )
+            if entity_value is not None:  # known while the handler runs (query metrics)
+                fresh = entity_value not in rt.entities.names
+                op.set_entity(entity_value)
+                if fresh and op.entity != entity_value:
+                    fresh = False  # not admitted (allow-list, bound reached)
             if owner_span is not None:
                 owner_span.set_attribute("sync.operation", operation)
             if idem_key is not None:
@@ -275,26 +301,43 @@ class SyncPerfMiddleware:
         disconnected = False
         replayed = False
         cap = self._max_body
-        request_chunks: list[bytes] | None = [] if adapter is not None else None
+        read_ahead: list[Message] = []  # what the adapter read before the app: replayed
         response_chunks: list[bytes] | None = [] if adapter is not None else None
         replay_name = self._replay_name if op is not None else None
         prologue_ns = _perf() - t0
 
         async def wrapped_receive() -> Message:
             nonlocal received, disconnected
+            if read_ahead:
+                return read_ahead.pop(0)
             message = await receive()
             kind = message["type"]
             if kind == "http.request":
-                body = message.get("body", b"")
-                received += len(body)
-                if request_chunks is not None and received <= cap:
-                    request_chunks.append(body)
+                received += len(message.get("body", b""))
             elif kind == "http.disconnect":
                 disconnected = True
             return message
 
+        async def read_request() -> None:
+            """Read the body (up to ``cap``) for the adapter before the app sees it: its
+            server-state callbacks must run before the handler changes that state."""
+            nonlocal received, disconnected
+            chunks: list[bytes] = []
+            while True:
+                message = await receive()
+                read_ahead.append(message)
+                if message["type"] != "http.request":
+                    disconnected = message["type"] == "http.disconnect"
+                    return
+                body = message.get("body", b"")
+                received += len(body)
+                chunks.append(body)
+                if not message.get("more_body", False) or received > cap:
+                    break
+            _feed(rt, op, adapter.on_request, chunks, received, cap)  # type: ignore[arg-type,union-attr]
+
         async def wrapped_send(message: Message) -> None:
-            nonlocal status, sent, complete_ns, replayed
+            nonlocal status, sent, complete_ns, replayed, response_chunks
             kind = message["type"]
             final = False
             if kind == "http.response.body":
@@ -305,13 +348,13 @@ class SyncPerfMiddleware:
                 final = not message.get("more_body", False)
             elif kind == "http.response.start":
                 status = message["status"]
+                if response_chunks is not None and not _json(message):
+                    response_chunks = None  # not the protocol's answer (text, HTML...)
                 if op is not None:
                     if replay_name is not None:
                         for name, value in message.get("headers") or ():
                             if name.lower() == replay_name and value.lower() in _TRUE:
                                 replayed = True
-                    if entity_value is not None and op.entity is None and _admit(status):
-                        op.set_entity(entity_value)
                     if owner_span is not None and op.entity is not None:
                         owner_span.set_attribute("sync.entity", op.entity)
             elif kind == "http.response.pathsend":
@@ -322,6 +365,8 @@ class SyncPerfMiddleware:
 
         failure: BaseException | None = None
         try:
+            if adapter is not None:
+                await read_request()
             await self.app(scope, wrapped_receive, wrapped_send)
         except BaseException as exc:
             failure = exc
@@ -342,15 +387,13 @@ class SyncPerfMiddleware:
                             status,
                             reason,
                             replayed,
-                            entity_value,
+                            entity_value if fresh else None,
                             template,
                             scope,
                             entry_root,
                             owned,
                             adapter,
-                            request_chunks,
                             response_chunks,
-                            received,
                             sent,
                             complete_ns,
                         )
@@ -407,6 +450,14 @@ class SyncPerfMiddleware:
                         with rt.lock:
                             active.add(-1)
 
+    def _path_entity(self, rt: Runtime, value: str) -> str:
+        """A route's ``{entity}`` value, bounded by ``entities=`` when given."""
+        allowed = self._entities
+        if allowed is None:
+            rt.names_from_requests("the {entity} of a route")
+            return value
+        return value if value in allowed else OTHER
+
     def _idempotency(self, rt: Runtime, op: SyncOperation, key: bytes) -> None:
         """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
         span = op._span
@@ -430,15 +481,13 @@ class SyncPerfMiddleware:
         status: int | None,
         reason: str | None,
         replayed: bool,
-        entity_value: str | None,
+        fresh_entity: str | None,
         template: str | None,
         scope: Scope,
         entry_root: str,
         owned: bool,
         adapter: Any,
-        request_chunks: list[bytes] | None,
         response_chunks: list[bytes] | None,
-        received: int,
         sent: int,
         complete_ns: int,
     ) -> str | None:
@@ -453,20 +502,26 @@ class SyncPerfMiddleware:
         """
         matched = None
         try:
-            if adapter is not None:
-                _feed(rt, op, adapter.on_request, request_chunks, received, self._max_body)
+            if response_chunks is not None:
                 _feed(rt, op, adapter.on_response, response_chunks, sent, self._max_body)
             if replayed:
                 op.record_idempotency_hit()
-            if entity_value is not None and op.entity is None and _admit(status):
-                op.set_entity(entity_value)
             if failure is None:
-                if status is not None and status >= 500:
-                    op.set_error(str(status))
-                elif reason is not None:
+                if reason is not None and (status is None or status < 500):
                     op.set_error(reason)
-                elif status == 409 and not op.conflicts:
-                    op.record_conflict()
+                elif status is not None:
+                    apply_http_status(op, status)
+            if (
+                fresh_entity is not None
+                and status is not None
+                and 400 <= status < 500
+                and not op.conflicts
+                and op.entity == fresh_entity
+            ):
+                # A rejected request (a junk URL answered 404) gives its path entity back:
+                # junk cannot use up the max_entities bound.
+                rt.entities.release(fresh_entity)
+                op._entity = None
             matched = framework_route(scope, entry_root)
             span = op._span
             if span is not None and not owned:
@@ -485,6 +540,64 @@ class SyncPerfMiddleware:
         return matched
 
 
+def _json(start: Message) -> bool:
+    """Whether a response's ``content-type`` is JSON (``application/json``, ``+json``)."""
+    for name, value in start.get("headers") or ():
+        if name.lower() == b"content-type":
+            return b"json" in value.lower()
+    return False
+
+
+_SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
+
+
+def flush_on_shutdown(send: Send) -> Send:
+    """Wrap a lifespan ``send`` so that, once the application finished its own shutdown,
+    syncperf exports what it recorded before the server is told (bounded by the
+    ``shutdown_timeout`` setting).
+
+    uvicorn re-raises SIGTERM after its graceful stop, so the interpreter's exit hooks never
+    run there: the lifespan shutdown is the last moment a server gives the application.
+    """
+
+    async def flushing_send(message: Message) -> None:
+        if message.get("type") in _SHUTDOWN_DONE:
+            _runtime.flush_for_exit()
+        await send(message)
+
+    return flushing_send
+
+
+_EXCLUDED = ("syncperf.asgi", "excluded_urls")
+
+
+def _exclusions(patterns: str | None) -> Any:
+    """The contrib instrumentations' ``ExcludeList`` for ``patterns``, or False for none.
+
+    Raises:
+        ConfigError: ``patterns`` is not a string of valid regular expressions.
+    """
+    if patterns is None or patterns == "":
+        return False
+    _check_patterns("excluded_urls", patterns)
+    from opentelemetry.util.http import parse_excluded_urls
+
+    return parse_excluded_urls(patterns)
+
+
+def _url(scope: Scope) -> str:
+    """The URL the contrib instrumentations match excluded URLs against (no query string)."""
+    host = None
+    for name, value in scope.get("headers") or ():
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server") or ("0.0.0.0", 80)
+        host = server[0] if server[1] in (80, 443, None) else f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme') or 'http'}://{host}{scope.get('path', '')}"
+
+
 def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
     """``rt.internal_error``, except that it never replaces the application's exception.
 
@@ -494,7 +607,7 @@ def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcept
     if failure is None:
         rt.internal_error(reason, error)
         return
-    rt.drop(reason, "syncperf hook failed (%s): %r", reason, error)
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))
 
 
 def _feed(
@@ -536,7 +649,9 @@ def instrument_app(
 
     Equivalent to ``app.add_middleware(SyncPerfMiddleware, routes=routes, **options)``, but
     validates the options now and warns (on the ``syncperf`` logger) about sync templates
-    that match none of the app's routes, which usually means a typo.
+    that match none of the app's routes, which usually means a typo. An app that already has
+    the middleware is left as it is (with a warning), as the contrib instrumentors do;
+    ``uninstrument_app`` first to change its options.
 
     Args:
         app: A FastAPI or Starlette application (anything with ``add_middleware``).
@@ -552,6 +667,13 @@ def instrument_app(
     if not callable(getattr(app, "add_middleware", None)):
         raise ConfigError("app", app, "a FastAPI or Starlette application")
     SyncPerfMiddleware(app, routes, **options)  # validate now, not on the first request
+    if any(m.cls is SyncPerfMiddleware for m in getattr(app, "user_middleware", ())):
+        import logging
+
+        logging.getLogger("syncperf").warning(
+            "syncperf: %r is already instrumented; instrument_app did nothing", app
+        )
+        return app
     known = set(_templates(getattr(app, "routes", ()), ""))
     if known:
         import logging
@@ -562,6 +684,29 @@ def instrument_app(
                     "syncperf: sync route %r matches no route of %r", template, app
                 )
     app.add_middleware(SyncPerfMiddleware, routes=routes, **options)
+    return app
+
+
+def uninstrument_app(app: Any) -> Any:
+    """Remove ``SyncPerfMiddleware`` from a FastAPI or Starlette app (``instrument_app``'s
+    or ``add_middleware``'s), even after it served requests.
+
+    Args:
+        app: A FastAPI or Starlette application.
+
+    Returns:
+        The same app.
+
+    Raises:
+        ConfigError: ``app`` is not a FastAPI or Starlette application.
+    """
+    middleware = getattr(app, "user_middleware", None)
+    if not isinstance(middleware, list):
+        raise ConfigError("app", app, "a FastAPI or Starlette application")
+    kept = [m for m in middleware if m.cls is not SyncPerfMiddleware]
+    if len(kept) != len(middleware):
+        middleware[:] = kept
+        app.middleware_stack = None  # built again, without it, on the next request
     return app
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 _COMMANDS = {
     "demo": ("syncperf._demo", "Run a live instrumented sync service under simulated clients."),
@@ -12,6 +14,44 @@ _COMMANDS = {
     "dashboard": ("syncperf._ops.dashboard", "Write a Grafana dashboard (JSON) to stdout."),
     "bench": ("syncperf._bench", "Measure syncperf's per-operation cost against naive OTel."),
 }
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` whose usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: message`` and exit 2 (argparse prints the whole usage first)."""
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
+    """An argparse ``type`` accepting numbers of ``kind`` above 0."""
+
+    def parse(raw: str) -> float | int:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {raw}")
+        return value
+
+    return parse
+
+
+def write_output(prog: str, path: str | None, text: str) -> int:
+    """Write ``text`` to ``path`` (stdout when None); a path that cannot be written is a
+    one-line error and exit status 2."""
+    if path is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as exc:
+        print(f"{prog}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,16 @@ class ConfigError(SyncPerfError, ValueError):
         self.option = option
         self.value = value
         self.accepted = accepted
-        super().__init__(f"{option}={value!r} is not accepted: expected {accepted}")
+        super().__init__(f"{option}={_bounded_repr(value)} is not accepted: expected {accepted}")
+
+
+def _bounded_repr(value: object) -> str:
+    """``repr(value)`` cut at 200 characters, or its type when ``__repr__`` raises."""
+    try:
+        text = repr(value)
+    except Exception:
+        return f"<{type(value).__name__} object>"
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 class MeasurementError(SyncPerfError, ValueError):

@@ -38,7 +38,7 @@ from typing import Any
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from syncperf import _runtime
 from syncperf._config import Config, configure
@@ -363,14 +363,46 @@ def _tracer_provider(
     timeout: float | None,
 ) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     cls = _import(protocol, "trace")
     kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/traces")
-    provider = TracerProvider(resource=resource)  # sampler: OTEL_TRACES_SAMPLER(_ARG)
+    # sampler: OTEL_TRACES_SAMPLER(_ARG); flushed at exit by syncperf, within its
+    # shutdown_timeout (the SDK's own exit hook waits on a silent collector unbounded)
+    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     exporter = CountingSpanExporter(factory=lambda: cls(**kwargs))
-    provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
+    provider.add_span_processor(_CountingBatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
     return provider
+
+
+class _CountingBatchSpanProcessor(BatchSpanProcessor):
+    """The SDK's batch processor; the spans it drops (its queue is full, or it was shut
+    down) are counted in ``syncperf.dropped`` as well as logged by the SDK."""
+
+    def __init__(self, exporter: SpanExporter) -> None:
+        super().__init__(exporter)
+        batch = getattr(self, "_batch_processor", None)
+        metrics = getattr(batch, "_metrics", None)  # where the SDK reports each drop
+        if metrics is not None:
+            batch._metrics = _CountingDrops(metrics)  # type: ignore[union-attr]
+
+
+class _CountingDrops:
+    """The SDK batch processor's own metrics, with each drop also counted by syncperf."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
+        reason = "span_export_" + ("queue_full" if error_type == "queue_full" else "shutdown")
+        rt = _runtime.current()
+        if count > 1:  # ``drop`` below counts one
+            with rt.lock:
+                rt.dropped.sum((("syncperf.reason", reason),)).add(count - 1)
+        rt.drop(reason, "syncperf: the batch span processor dropped spans (%s)", error_type)
+        self._inner.drop_items(count, error_type)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def _metric_exporter(
@@ -397,7 +429,9 @@ def _meter_provider(
     reader = PeriodicExportingMetricReader(  # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
         _metric_exporter(protocol, endpoint, headers, timeout)
     )
-    return MeterProvider(metric_readers=[reader], resource=resource)
+    provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
+    _runtime.flush_also(provider)
+    return provider
 
 
 class CountingSpanExporter(SpanExporter):
@@ -589,7 +623,7 @@ def setup_prometheus(
         from prometheus_client import CollectorRegistry, start_http_server
     except ImportError:  # pragma: no cover - depends on the environment
         raise ConfigError(
-            "prometheus", True, "an installed prometheus-client (pip install syncperf[prometheus])"
+            "prometheus", True, "an installed prometheus-client: pip install 'syncperf[prometheus]'"
         ) from None
     # Options are checked and the port bound before syncperf is reconfigured: a bad option
     # or a busy port raises ConfigError and leaves the running configuration in place.
@@ -632,9 +666,16 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
         registry: The registry to serve; default: the first registry syncperf feeds, else
             ``prometheus_client``'s global one, which then gets syncperf's metrics (in
             multiprocess mode a new registry, as prometheus_client prescribes there).
-    """
-    from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
 
+    Raises:
+        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra).
+    """
+    try:
+        from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
+    except ImportError:
+        raise ConfigError(
+            "prometheus", True, "an installed prometheus-client: pip install 'syncperf[prometheus]'"
+        ) from None
     from syncperf._engine import _multiprocess
 
     if registry is None:

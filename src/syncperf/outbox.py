@@ -53,6 +53,8 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 
 from syncperf import _runtime
 from syncperf._engine._instruments import HistogramSeries, SumSeries, freeze
+from syncperf._gate import is_count
+from syncperf._gate import name as gate_name
 from syncperf._operation import error_type
 from syncperf._outbox_gauges import (
     GaugeSource,
@@ -63,7 +65,8 @@ from syncperf._outbox_gauges import (
     register,
     unregister,
 )
-from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime
+from syncperf._redact import record_exception
+from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime, raised_at
 from syncperf._tracing import attach, detach
 from syncperf.exceptions import ConfigError
 
@@ -392,10 +395,10 @@ class Outbox:
             bound.probe_failure(rt.error_types(etype)).add(1)
         rt.log_once(
             "outbox_probe:" + self.name,
-            "syncperf: the stats of outbox %s failed (%r); its gauges are skipped "
+            "syncperf: the stats of outbox %s failed (%s); its gauges are skipped "
             "for this collection",
             self.name,
-            error,
+            raised_at(error),
         )
 
     def close(self) -> None:
@@ -430,18 +433,21 @@ class Outbox:
         rt = _runtime._current or _runtime.current()
         if not rt.enabled:
             return current_traceparent()
-        if type(count) is not int or count < 0:
-            rt.reject("invalid_count", f"outbox message count must be an int >= 0, got {count!r}")
+        if not is_count(count):
+            rt.reject("invalid_count", "an outbox message count: an int in [0, 2**53)", count)
             return current_traceparent()
         bound = rt.cache.get(self._key) or self._bound(rt)
         traceparent = None
-        if rt.shed_until < t0 and rt.tracing.decide(self._create_name, _PRODUCER, t0):
+        trace_id = rt.tracing.decide(self._create_name, _PRODUCER, t0)
+        if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+            rt.span_shed()
+        elif trace_id:
             attrs = self._create_attrs
             if count != 1:
                 attrs = {**attrs, "messaging.batch.message_count": count}
             try:
                 span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
-                    self._create_name, kind=_PRODUCER, attributes=attrs
+                    self._create_name, kind=_PRODUCER, attributes=attrs, trace_id=trace_id
                 )
             except Exception as error:
                 rt.internal_error("span_start_failed", error)
@@ -468,7 +474,7 @@ class Outbox:
         else:
             deferred = defer_enqueue(session, self._key, self._count_enqueued, count)
         if not deferred:
-            rt.reject("invalid_session", f"session must be a SQLAlchemy Session, got {session!r}")
+            rt.reject("invalid_session", "a SQLAlchemy Session or AsyncSession", session)
         return deferred
 
     def _count_enqueued(self, count: int) -> None:
@@ -506,18 +512,21 @@ class Outbox:
         rt = _runtime._current or _runtime.current()
         if not rt.enabled:
             return _NOOP_BATCH
-        if count is not None and (type(count) is not int or count < 0):
-            rt.reject("invalid_count", f"outbox batch count must be an int >= 0, got {count!r}")
+        if count is not None and not is_count(count):
+            rt.reject("invalid_count", "an outbox batch count: an int in [0, 2**53)", count)
             count = None
         bound = rt.cache.get(self._key) or self._bound(rt)
         batch = PublishBatch(rt, bound, self, count, t0)
-        if rt.shed_until < t0 and rt.tracing.decide(self._send_name, _CLIENT, t0):
+        trace_id = rt.tracing.decide(self._send_name, _CLIENT, t0)
+        if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+            rt.span_shed()
+        elif trace_id:
             attrs = self._send_attrs
             if count is not None and count != 1:
                 attrs = {**attrs, "messaging.batch.message_count": count}
             try:
                 span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
-                    self._send_name, kind=_CLIENT, attributes=attrs
+                    self._send_name, kind=_CLIENT, attributes=attrs, trace_id=trace_id
                 )
             except Exception as error:
                 rt.internal_error("span_start_failed", error)
@@ -674,8 +683,10 @@ class PublishBatch:
         if created_at is not None:
             try:
                 self._lags.append(age_of(created_at))
-            except TypeError as error:
-                self._rt.reject("invalid_created_at", str(error))
+            except TypeError:
+                self._rt.reject(
+                    "invalid_created_at", "a datetime or finite POSIX seconds", created_at
+                )
         self._published += 1
         self._own_ns += _perf() - t0
 
@@ -702,10 +713,10 @@ class PublishBatch:
         rt = self._rt
         if isinstance(error, BaseException):
             etype = rt.error_types(error_type(error))
-        elif isinstance(error, str) and error:
-            etype = rt.error_types(error)
+        elif (name := gate_name(error)) is not None:
+            etype = rt.error_types(name)
         else:
-            rt.reject("invalid_error", f"error must be an exception or a string, got {error!r}")
+            rt.reject("invalid_error", "an exception or an error type string", error)
             etype = rt.error_types("_OTHER")
         self._failed[etype] = self._failed.get(etype, 0) + 1
         if self._first_error is None:
@@ -716,16 +727,14 @@ class PublishBatch:
 
     def dead_lettered(self, count: int = 1) -> None:
         """Report ``count`` messages given up on without a new attempt in this batch."""
-        if type(count) is not int or count < 0:
-            self._rt.reject(
-                "invalid_count", f"dead-letter count must be an int >= 0, got {count!r}"
-            )
+        if not is_count(count):
+            self._rt.reject("invalid_count", "a dead-letter count: an int in [0, 2**53)", count)
             return
         self._dead += count
 
     def _attempt(self, attempt: int, traceparent: str | None) -> bool:
-        if type(attempt) is not int or attempt < 1:
-            self._rt.reject("invalid_attempt", f"attempt must be an int >= 1, got {attempt!r}")
+        if not is_count(attempt) or attempt < 1:
+            self._rt.reject("invalid_attempt", "an attempt: an int in [1, 2**53)", attempt)
             return False
         if attempt > 1:
             self._retried += 1
@@ -767,8 +776,11 @@ class PublishBatch:
             detach(self._span_token)
             self._finish_span(span, size, n_failed, exc, etype)
             rt.finisher.end(span, time.time_ns())
-        elif self._rescuable and (etype or n_failed) and rt.shed_until < t1:
-            self._rescue(size, n_failed, exc, etype, duration)
+        elif self._rescuable and (etype or n_failed):
+            if rt.shed_until < t1:
+                self._rescue(size, n_failed, exc, etype, duration)
+            else:
+                rt.span_shed()
         lags = self._lags
         with rt.lock:
             if size or exc is not None or self._dead:
@@ -819,7 +831,7 @@ class PublishBatch:
                 span.add_link(context, {"outbox.attempt": attempt})
             span.set_attributes(self._span_attributes(size, n_failed, etype))
             if exc is not None:
-                span.record_exception(exc)
+                record_exception(span, exc, self._rt.config.record_exception_messages)
             if etype is not None or n_failed:
                 span.set_status(Status(StatusCode.ERROR, etype or self._first_error))
         except Exception as error:
@@ -911,6 +923,8 @@ def sqlalchemy_probe(
     status: str | None = None,
     pending: Sequence[Any] = ("pending",),
     timeout: float = 1.0,
+    totals: bool = False,
+    attempts: str | None = None,
 ) -> Callable[[], OutboxStats]:
     """A stats source for ``Outbox(stats=...)`` over an outbox table (extra ``[sqlalchemy]``).
 
@@ -929,9 +943,15 @@ def sqlalchemy_probe(
         status: The status column, or None when every row in the table is pending.
         pending: The ``status`` values that mean "not yet published or dead-lettered".
         timeout: Server-side statement timeout in seconds (PostgreSQL).
+        totals: Also count every row by status (``outbox.rows``) in the same query
+            (``SELECT status, count(*), min(created_at)[, sum(attempts)] ... GROUP BY
+            status``): the relay's outcomes as the table holds them, which a relay crash
+            cannot lose. Needs ``status``; reads the whole table each collection.
+        attempts: With ``totals``, the attempt-counter column: its sum is reported as
+            ``outbox.attempts`` (publish attempts, crashed ones included).
 
     Returns:
-        A callable returning ``OutboxStats(depth, oldest_age)``.
+        A callable returning ``OutboxStats``.
 
     Raises:
         ConfigError: an argument is not accepted.
@@ -946,6 +966,8 @@ def sqlalchemy_probe(
         status=status,
         pending=pending,
         timeout=timeout,
+        totals=totals,
+        attempts=attempts,
     )
 
 

@@ -19,8 +19,9 @@ instance. An ``AsyncEngine`` is instrumented through its ``sync_engine``, once.
 Per query (every query, inside a sync operation or not):
 
 * ``db.client.operation.duration`` with ``db.system.name``, ``db.namespace``,
-  ``db.operation.name``, ``db.collection.name``, ``server.address``, ``server.port`` and
-  ``error.type`` (failures only), recorded in syncperf's in-process aggregates;
+  ``db.operation.name``, ``db.collection.name``, ``server.address``, ``server.port``,
+  ``error.type`` and ``db.response.status_code`` (failures only), recorded in syncperf's
+  in-process aggregates;
 * a CLIENT span, only when the current span is sampled, named ``{operation} {collection}``,
   with the sanitized statement as ``db.query.text`` (the parent's sampling decision stands).
   The request thread only notes parent, start and end; the span is built and ended by the
@@ -52,11 +53,20 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
-from sqlalchemy.engine import Engine
+
+try:
+    from sqlalchemy.engine import Engine
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError(
+        f"syncperf.sqlalchemy needs SQLAlchemy ({exc.name} is missing): "
+        "pip install 'syncperf[sqlalchemy]'",
+        name=exc.name,
+    ) from exc
 
 from syncperf import _runtime
 from syncperf._engine._instruments import HistogramSeries, SumSeries, freeze
 from syncperf._operation import _CURRENT, SyncOperation, error_type
+from syncperf._redact import status_code
 from syncperf._runtime import DURATION_BOUNDS, Bounded, Runtime
 from syncperf._sql_pool import PoolMetrics
 from syncperf._sql_statement import classify
@@ -94,9 +104,13 @@ literals share one; past the limit (only unbounded table names get there), serie
 on each query instead of cached."""
 _serials = itertools.count()
 _NOT_COUNTED = frozenset(
-    {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "SHOW", "START", "END"}
-)
-"""Verbs that never make an N+1 (transaction control and session settings)."""
+    {
+        "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW", "START",
+        "END", "PRAGMA",
+    }
+)  # fmt: skip
+"""Verbs that never make an N+1 (transaction control and session settings; unknown statements
+neither: they all normalize to ``?``)."""
 _SYSTEMS = {
     "postgresql": "postgresql",
     "mysql": "mysql",
@@ -158,20 +172,31 @@ class _DeferredSpan:
     therefore see ``on_start`` on the finisher thread, after the fact.
     """
 
-    __slots__ = ("_etype", "_parent", "_query", "_start", "_tracer")
+    __slots__ = ("_code", "_etype", "_parent", "_query", "_start", "_tracer")
 
     def __init__(
-        self, tracer: Tracer, query: _Query, parent: SpanContext, start: int, etype: str | None
+        self,
+        tracer: Tracer,
+        query: _Query,
+        parent: SpanContext,
+        start: int,
+        etype: str | None,
+        code: str | None,
     ) -> None:
         self._tracer = tracer
         self._query = query
         self._parent = parent
         self._start = start
         self._etype = etype
+        self._code = code
 
     def end(self, end_time: int | None = None) -> None:
         query, etype = self._query, self._etype
-        attrs = query.span_attrs if etype is None else {**query.span_attrs, "error.type": etype}
+        attrs = query.span_attrs
+        if etype is not None:
+            attrs = {**attrs, "error.type": etype}
+            if self._code is not None:
+                attrs["db.response.status_code"] = self._code
         span = self._tracer.start(
             query.span_name, self._parent, _CLIENT, attrs, start_time=self._start
         )
@@ -183,9 +208,10 @@ class _DeferredSpan:
 class _Reports:
     """Per-runtime bounds and series of the rare events (bound lazily)."""
 
-    __slots__ = ("collections", "n_plus_one", "operations", "slow")
+    __slots__ = ("codes", "collections", "n_plus_one", "operations", "slow")
 
     def __init__(self, rt: Runtime) -> None:
+        self.codes = Bounded(100, overflow="_OTHER")
         self.collections = Bounded(200)
         self.operations = Bounded(50, overflow="_OTHER")
         limit = rt.config.max_series
@@ -237,7 +263,7 @@ class EngineInstrumentation:
         dialect = engine.dialect
         name = "mariadb" if getattr(dialect, "is_mariadb", False) else dialect.name
         self.system = _SYSTEMS.get(name, "other_sql")
-        self._mysql = name in ("mysql", "mariadb")
+        self._dialect = name
         self._base = _connection_attributes(self.system, engine.url)
         self._queries: dict[str, _Query] = {}
         self._serial = next(_serials)
@@ -314,23 +340,31 @@ class EngineInstrumentation:
             query = self._queries.get(statement)
             if query is None:
                 query = self._classify(statement)
-            etype = None
+            etype = code = None
             if error is None:
                 series: HistogramSeries | None = rt.cache.get(query.key)
                 if series is None:
                     series = self._bind(rt, query, None)
             else:
                 etype = rt.error_types(error_type(error))
-                series = rt.cache.get((query.key, etype)) or self._bind(rt, query, etype)
+                code = status_code(error)
+                if code is not None:
+                    code = _reports(rt).codes(code)
+                series = rt.cache.get((query.key, etype, code)) or self._bind(
+                    rt, query, etype, code
+                )
             if self._spans:
                 tracing = rt.tracing
-                if (tracing.active or t1 >= tracing.next_check) and rt.shed_until < t1:
+                if tracing.active or t1 >= tracing.next_check:
                     parent = _current_span().get_span_context()
                     if (
                         parent.trace_flags & 1  # sampled
                         and getattr(context, "_otel_span", None) is None  # contrib has one
                     ):
-                        self._span(rt, query, duration_ns, etype, t1, parent)
+                        if rt.shed_until < t1:
+                            self._span(rt, query, duration_ns, etype, code, t1, parent)
+                        else:  # syncperf is shedding: not made, but counted
+                            rt.span_shed()
             op = _current_op()
             detected = 0
             if op is not None:
@@ -361,7 +395,7 @@ class EngineInstrumentation:
     # --- off the common path -----------------------------------------------------------------
 
     def _classify(self, statement: str) -> _Query:
-        found = classify(statement, mysql=self._mysql)
+        found = classify(statement, dialect=self._dialect)
         text = self._texts.get(found.text)
         if text is None:
             if len(self._texts) >= _MAX_STATEMENTS:
@@ -388,14 +422,16 @@ class EngineInstrumentation:
             collection,
             span_name,
             span_attrs,
-            operation not in _NOT_COUNTED,
+            operation is not None and operation not in _NOT_COUNTED,
         )
         if len(self._queries) >= _MAX_STATEMENTS:  # e.g. literals inlined into statements
             self._queries.clear()
         self._queries[statement] = query
         return query
 
-    def _bind(self, rt: Runtime, query: _Query, etype: str | None) -> HistogramSeries:
+    def _bind(
+        self, rt: Runtime, query: _Query, etype: str | None, code: str | None = None
+    ) -> HistogramSeries:
         reports = _reports(rt)
         attrs: dict[str, Any] = dict(self._base)
         if query.operation is not None:
@@ -404,6 +440,8 @@ class EngineInstrumentation:
             attrs["db.collection.name"] = reports.collections(query.collection)
         if etype is not None:
             attrs["error.type"] = etype
+        if code is not None:
+            attrs["db.response.status_code"] = code
         instrument = rt.registry.instrument(
             "db.client.operation.duration",
             "histogram",
@@ -417,7 +455,7 @@ class EngineInstrumentation:
         bound: int = rt.cache.get(self._bound_key, 0)
         if bound < _MAX_BOUND:  # a racing thread may add one more: still bounded
             rt.cache[self._bound_key] = bound + 1
-            rt.cache[query.key if etype is None else (query.key, etype)] = series
+            rt.cache[query.key if etype is None else (query.key, etype, code)] = series
         return series
 
     def _span(
@@ -426,6 +464,7 @@ class EngineInstrumentation:
         query: _Query,
         duration_ns: int,
         etype: str | None,
+        code: str | None,
         t1: int,
         parent: SpanContext,
     ) -> None:
@@ -436,7 +475,7 @@ class EngineInstrumentation:
         if not tracing.active or tracer is None:
             return
         end = _wall()
-        deferred = _DeferredSpan(tracer, query, parent, end - duration_ns, etype)
+        deferred = _DeferredSpan(tracer, query, parent, end - duration_ns, etype, code)
         rt.finisher.end(deferred, end)
 
     def _n_plus_one(self, rt: Runtime, op: SyncOperation, query: _Query, count: int) -> None:

@@ -1,4 +1,4 @@
-"""The WatermelonDB and Replicache example servers on a real uvicorn, over loopback TCP.
+"""The WatermelonDB, Replicache, PowerSync and Zero example servers on uvicorn, over loopback.
 
 The client exchanges (pulls, a conflicting push, a retried push) are the ones the unit
 tests drive through ``httpx.ASGITransport``; here they go through uvicorn's HTTP parser,
@@ -15,15 +15,19 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from examples import replicache_server, watermelondb_server
+from examples import powersync_server, replicache_server, watermelondb_server, zero_server
 
 from syncperf.testing import Capture
 from tests.integration.conftest import free_port
 from tests.unit.test_adapters_examples import (
+    assert_powersync_metrics,
     assert_replicache_metrics,
     assert_watermelondb_metrics,
+    assert_zero_metrics,
+    powersync_exchange,
     replicache_exchange,
     watermelondb_exchange,
+    zero_exchange,
 )
 
 pytestmark = pytest.mark.integration
@@ -72,3 +76,25 @@ async def test_replicache_example_on_uvicorn(
     async with httpx.AsyncClient(base_url=replicache_url) as client:
         seen = await replicache_exchange(client)
     assert_replicache_metrics(syncperf_capture, seen)
+
+
+@pytest.fixture(params=["decorator", "middleware"])
+def powersync_url(request: pytest.FixtureRequest, syncperf_capture: Capture) -> Iterator[str]:
+    yield from _serve(powersync_server.create_app(measured_by=request.param))
+
+
+async def test_powersync_example_on_uvicorn(powersync_url: str, syncperf_capture: Capture) -> None:
+    async with httpx.AsyncClient(base_url=powersync_url) as client:
+        seen = await powersync_exchange(client)
+    assert_powersync_metrics(syncperf_capture, seen)
+
+
+@pytest.fixture(params=["decorator", "middleware"])
+def zero_url(request: pytest.FixtureRequest, syncperf_capture: Capture) -> Iterator[str]:
+    yield from _serve(zero_server.create_app(measured_by=request.param))
+
+
+async def test_zero_example_on_uvicorn(zero_url: str, syncperf_capture: Capture) -> None:
+    async with httpx.AsyncClient(base_url=zero_url) as client:
+        seen = await zero_exchange(client)
+    assert_zero_metrics(syncperf_capture, seen)

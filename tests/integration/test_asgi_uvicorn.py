@@ -107,6 +107,8 @@ async def test_500_concurrent_pushes_over_real_http_are_counted_exactly(
             ]
         )
     assert {r.status_code for r in responses} == {200}
+    # the server ends an operation just after its response is sent: wait for the last one
+    wait_for(lambda: active(cap, "http.server.active_requests") == 0)
     assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 500
     assert cap.total("sync.operation.duration", {"sync.entity": "todo"}) == 250
     assert cap.total("sync.items", {"sync.change": "created"}) == 1500
@@ -158,6 +160,7 @@ async def test_an_incoming_traceparent_over_http_is_continued(
             headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
         )
     assert response.status_code == 200
+    wait_for(lambda: syncperf_capture.spans())  # ended just after the response was sent
     (span,) = syncperf_capture.spans()
     assert f"{span.context.trace_id:032x}" == trace_id
     assert span.attributes["http.response.status_code"] == 200  # type: ignore[index]

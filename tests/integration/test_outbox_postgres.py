@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +17,7 @@ from sqlalchemy import Engine, create_engine, func, select, text
 
 from syncperf.outbox import Outbox, sqlalchemy_probe
 from syncperf.testing import Capture
-from tests._examples import load_example
+from tests._examples import EXAMPLES, load_example
 
 pytestmark = pytest.mark.integration
 
@@ -199,3 +202,57 @@ def test_probe_timeout_on_postgres_is_counted_not_raised(
         blocker.close()
     assert gauge(syncperf_capture, "outbox.depth") == 0
     box.close()
+
+
+RELAY_PROCESS = """
+import importlib.util, os, signal, sys
+from sqlalchemy import create_engine
+from syncperf.outbox import Outbox
+
+spec = importlib.util.spec_from_file_location("relay_child", sys.argv[1])
+example = importlib.util.module_from_spec(spec)
+sys.modules["relay_child"] = example
+spec.loader.exec_module(example)
+engine = create_engine(sys.argv[2], connect_args={"options": "-csearch_path=%s" % sys.argv[3]})
+sends = 0
+
+
+def fail(row):
+    global sends
+    sends += 1
+    if sends == 13:  # mid second batch, after its lease was committed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+example.Relay(engine, Outbox("todos"), example.Broker(fail=fail), batch_size=10, lease=0.5).drain()
+"""
+
+
+def test_the_table_totals_survive_a_relay_killed_mid_batch(
+    engine: Engine, postgres_dsn: str, syncperf_capture: Capture
+) -> None:
+    example = example_module()
+    example.metadata.create_all(engine)
+    probe = sqlalchemy_probe(engine, "outbox", status="status", totals=True, attempts="attempts")
+    box = Outbox("todos", stats=probe, stats_timeout=5)
+    example.TodoService(engine, box).push([f"todo {i}" for i in range(30)])
+    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    killed = subprocess.run(
+        [sys.executable, "-c", RELAY_PROCESS, str(EXAMPLES / "outbox_relay.py"), url, SCHEMA],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    # the killed relay published its first batch; what it counted died with it
+    relay = example.Relay(engine, box, example.Broker(), batch_size=10, lease=0.5)
+    run_until_drained(relay, engine, example, timeout=20)
+
+    cap = syncperf_capture
+    rows = {p.attributes["outbox.status"]: p.value for p in cap.points("outbox.rows")}
+    assert rows == {"published": 30}
+    (attempts,) = cap.points("outbox.attempts", {"outbox.name": "todos"})
+    assert attempts.value == 10 + 2 * 10 + 10  # the killed batch was attempted twice
+    # this process's counters saw only the restart: 20 published, 10 of them retries
+    assert cap.total("outbox.messages", {"outbox.event": "published"}) == 20
+    assert cap.total("outbox.messages", {"outbox.event": "retried"}) == 10

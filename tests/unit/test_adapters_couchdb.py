@@ -1,4 +1,4 @@
-"""CouchDB ``_bulk_docs``, ``_revs_diff`` and ``_changes``, from the CouchDB API shapes."""
+"""CouchDB ``_bulk_docs``, ``_revs_diff``, ``_changes`` and ``_bulk_get``, from the API shapes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import syncperf
 from syncperf.adapters import couchdb
 from syncperf.testing import Capture, capture
 from tests.unit.test_adapters_common import recorded, run, span_attributes
@@ -121,11 +122,94 @@ def test_changes_counts_results_by_change(syncperf_capture: Capture) -> None:
     assert span_attributes(syncperf_capture)["sync.couchdb.pending"] == 12
 
 
-def test_changes_without_docs_need_an_id_mapping_for_entities(syncperf_capture: Capture) -> None:
+def test_changes_without_docs_deliver_no_items_yet(syncperf_capture: Capture) -> None:
+    # a replicating client fetches the revisions it lacks through _bulk_get, counted there
     response = {"results": [{"seq": 1, "id": "todo:9", "changes": [{"rev": "1-a"}]}], "last_seq": 1}
     run(couchdb.Changes(), None, response, operation="pull")
-    run(couchdb.Changes(entity=lambda i, d: i.split(":")[0]), None, response, operation="pull")
-    assert recorded(syncperf_capture).items == {(None, "created"): 1, ("todo", "created"): 1}
+    got = recorded(syncperf_capture)
+    assert got.items == {}
+    assert got.batches == [(1, 1)]
+
+
+def test_changes_reads_every_leaf_revision_and_counts_conflicted_documents(
+    syncperf_capture: Capture,
+) -> None:
+    response = {
+        "results": [
+            {"seq": 1, "id": "todo:1", "changes": [{"rev": "2-a"}, {"rev": "2-b"}]},
+            {"seq": 2, "id": "todo:2", "changes": [{"rev": "3-c"}]},
+            {"seq": 3, "id": "todo:3", "changes": [{"rev": "1-d"}, {"rev": "4-e"}]},
+        ],
+        "last_seq": 3,
+    }
+    run(couchdb.Changes(), None, response, operation="pull")
+    assert span_attributes(syncperf_capture)["sync.couchdb.conflicted_docs"] == 2
+
+
+def test_bulk_get_counts_the_revisions_actually_pulled(syncperf_capture: Capture) -> None:
+    request = {"docs": [{"id": "todo:1", "rev": "1-a"}, {"id": "todo:2", "rev": "3-b"}]}
+    response = {
+        "results": [
+            {"id": "todo:1", "docs": [{"ok": {"_id": "todo:1", "_rev": "1-a", "type": "todo"}}]},
+            {
+                "id": "todo:2",
+                "docs": [
+                    {"ok": {"_id": "todo:2", "_rev": "3-b", "_deleted": True}},
+                    {"ok": {"_id": "todo:2", "_rev": "2-z", "type": "todo"}},
+                ],
+            },
+            {"id": "gone", "docs": [{"error": {"id": "gone", "rev": "1-x", "error": "not_found"}}]},
+        ]
+    }
+    run(couchdb.BulkGet(id_separator=":"), request, response, operation="pull")
+    got = recorded(syncperf_capture)
+    assert got.batches == [(1, 3)]
+    assert got.items == {
+        ("todo", "created"): 1,
+        ("todo", "deleted"): 1,
+        ("todo", "updated"): 1,
+    }
+    assert span_attributes(syncperf_capture)["sync.couchdb.missing_docs"] == 1
+
+
+def test_a_replicated_revision_that_leaves_a_document_conflicted_is_a_conflict(
+    syncperf_capture: Capture,
+) -> None:
+    leaves = {"todo:1": 0, "todo:2": 0}
+    body = {
+        "new_edits": False,
+        "docs": [
+            {"_id": "todo:1", "_rev": "2-mine", "type": "todo"},
+            {"_id": "todo:2", "_rev": "2-next", "type": "todo"},
+        ],
+    }
+    adapter = couchdb.BulkDocs(open_conflicts=lambda doc_id: leaves[doc_id])
+    with syncperf.sync_operation("push") as op:
+        adapter.on_request(op, body)
+        leaves["todo:1"] = 1  # the handler stored 2-mine beside the server's 2-theirs
+        adapter.on_response(op, [])
+    got = recorded(syncperf_capture)
+    assert got.conflicts == {("todo", None): 1}
+    assert got.outcomes == {"conflict": 1}
+    assert got.items == {("todo", "updated"): 2}
+
+
+def test_a_deleted_document_keeps_its_entity_from_its_id(syncperf_capture: Capture) -> None:
+    body = {"docs": [{"_id": "todo:1", "_rev": "3-a", "_deleted": True}]}
+    run(couchdb.BulkDocs(id_separator=":"), body, [{"ok": True, "id": "todo:1", "rev": "4-b"}])
+    response = {
+        "results": [
+            {
+                "seq": 4,
+                "id": "todo:1",
+                "deleted": True,
+                "changes": [{"rev": "4-b"}],
+                "doc": {"_id": "todo:1", "_rev": "4-b", "_deleted": True},
+            }
+        ]
+    }
+    run(couchdb.Changes(id_separator=":"), None, response, operation="pull")
+    assert recorded(syncperf_capture).items == {("todo", "deleted"): 2}
 
 
 @settings(max_examples=150, deadline=None)

@@ -10,7 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from examples import replicache_server, watermelondb_server
+import pytest
+from examples import (
+    couchdb_server,
+    powersync_server,
+    replicache_server,
+    rxdb_server,
+    watermelondb_server,
+    zero_server,
+)
 
 from syncperf.testing import Capture
 from tests.unit.test_adapters_common import recorded
@@ -20,31 +28,31 @@ async def watermelondb_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
     """Two devices syncing tasks; returns what the clients saw."""
     seen: dict[str, Any] = {}
     # device A: first pull, then creates two tasks and a project
-    first = (await client.get("/sync", params={"schema_version": 1})).json()
+    first = (await client.get("/sync/pull", params={"schema_version": 1})).json()
     a_pulled_at = first["timestamp"]
     created = {
         "tasks": {"created": [{"id": "t1", "name": "Buy eggs"}, {"id": "t2", "name": "Call"}],
                   "updated": [], "deleted": []},
         "projects": {"created": [{"id": "p1", "name": "Home"}], "updated": [], "deleted": []},
     }  # fmt: skip
-    response = await client.post("/sync", params={"last_pulled_at": a_pulled_at}, json=created)
+    response = await client.post("/sync/push", params={"last_pulled_at": a_pulled_at}, json=created)
     assert response.status_code == 200, response.text
     # device B: pulls everything, renames t1
-    b_pull = (await client.get("/sync")).json()
+    b_pull = (await client.get("/sync/pull")).json()
     seen["b_pull"] = b_pull["changes"]
     rename = {"tasks": {"created": [], "updated": [{"id": "t1", "name": "Buy 12 eggs"}],
                         "deleted": []}}  # fmt: skip
-    await client.post("/sync", params={"last_pulled_at": b_pull["timestamp"]}, json=rename)
+    await client.post("/sync/push", params={"last_pulled_at": b_pull["timestamp"]}, json=rename)
     # device A, offline since its first pull: edits t1 too and deletes t2 -> t1 conflicts
     stale = {"tasks": {"created": [], "updated": [{"id": "t1", "name": "Buy milk"}],
                        "deleted": ["t2"]}}  # fmt: skip
-    conflict = await client.post("/sync", params={"last_pulled_at": a_pulled_at}, json=stale)
+    conflict = await client.post("/sync/push", params={"last_pulled_at": a_pulled_at}, json=stale)
     seen["conflict"] = conflict.json()
     # device A: its first push timed out client-side, so it is retried as is
-    retry = await client.post("/sync", params={"last_pulled_at": a_pulled_at}, json=created)
+    retry = await client.post("/sync/push", params={"last_pulled_at": a_pulled_at}, json=created)
     assert retry.status_code == 200
     # device A pulls what changed since its first pull
-    seen["a_pull"] = (await client.get("/sync", params={"last_pulled_at": a_pulled_at})).json()
+    seen["a_pull"] = (await client.get("/sync/pull", params={"last_pulled_at": a_pulled_at})).json()
     return seen
 
 
@@ -81,6 +89,83 @@ async def replicache_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
     await push("g1", "c1", todo_1, todo_2, edit)
     seen["a_pull"] = await pull("g1", first["cookie"])
     return seen
+
+
+async def powersync_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Two PowerSync clients uploading CRUD transactions; returns what they saw."""
+    seen: dict[str, Any] = {}
+
+    async def upload(client_id: str, tx_id: int, *entries: tuple[str, str, str]) -> Any:
+        batch = [{"op": op, "table": table, "id": row, "tx_id": tx_id, "data": {"v": tx_id}}
+                 for op, table, row in entries]  # fmt: skip
+        response = await client.post("/api/upload", json={"client_id": client_id, "batch": batch})
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    created = ("PUT", "lists", "l1"), ("PUT", "todos", "t1"), ("PUT", "todos", "t2")
+    await upload("a", 1, *created)
+    await upload("b", 1, ("DELETE", "todos", "t1"))
+    # a edits t1, which b deleted: rejected (answered 200, as PowerSync asks)
+    seen["rejected"] = await upload("a", 2, ("PATCH", "todos", "t1"), ("PATCH", "todos", "t2"))
+    # a never saw the answer to its first upload: the transaction is retried
+    await upload("a", 1, *created)
+    return seen
+
+
+def assert_powersync_metrics(cap: Capture, seen: dict[str, Any]) -> None:
+    assert seen["rejected"] == {"rejected": {"todos": 1}}
+    got = recorded(cap)
+    assert got.items == {
+        ("lists", "created"): 1,
+        ("todos", "created"): 2,
+        ("todos", "deleted"): 1,
+        ("todos", "updated"): 2,  # one of them rejected
+    }
+    assert got.conflicts == {("todos", "rejected"): 1}
+    assert got.idempotency == 1
+    assert got.outcomes == {"success": 3, "conflict": 1}
+    assert got.dropped == {}
+
+
+async def zero_exchange(client: httpx.AsyncClient) -> dict[str, Any]:
+    """Two Zero clients pushing custom mutators; returns what they saw."""
+    seen: dict[str, Any] = {}
+
+    async def push(client_id: str, *mutations: tuple[int, str, str]) -> Any:
+        body = {
+            "clientGroupID": f"g-{client_id}", "pushVersion": 1, "requestID": "r",
+            "timestamp": 1, "mutations": [
+                {"type": "custom", "id": i, "clientID": client_id, "name": name,
+                 "args": [{"id": issue, "title": name}], "timestamp": 1}
+                for i, name, issue in mutations
+            ],
+        }  # fmt: skip
+        response = await client.post("/api/zero/push", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    created = (1, "issue.create", "i1"), (2, "issue.create", "i2")
+    await push("a", *created)
+    await push("b", (1, "issue.delete", "i1"))
+    seen["refused"] = await push("a", (3, "issue.update", "i1"), (4, "issue.update", "i2"))
+    # a never saw the answer to its first push: the cache server resends it
+    seen["resent"] = await push("a", *created)
+    return seen
+
+
+def assert_zero_metrics(cap: Capture, seen: dict[str, Any]) -> None:
+    assert seen["refused"]["mutations"][0]["result"]["error"] == "app"
+    assert {m["result"].get("error") for m in seen["resent"]["mutations"]} == {"alreadyProcessed"}
+    got = recorded(cap)
+    assert got.items == {
+        ("issue", "created"): 2,  # the resent push is all duplicates
+        ("issue", "deleted"): 1,
+        ("issue", "updated"): 2,  # one of them refused
+    }
+    assert got.conflicts == {("issue", "rejected"): 1}
+    assert got.idempotency == 1
+    assert got.outcomes == {"success": 3, "conflict": 1}
+    assert got.dropped == {}
 
 
 def client_for(app: Any) -> httpx.AsyncClient:
@@ -128,18 +213,45 @@ def assert_replicache_metrics(cap: Capture, seen: dict[str, Any]) -> None:
     assert got.dropped == {}
 
 
-async def test_watermelondb_example_exchange(syncperf_capture: Capture) -> None:
-    async with client_for(watermelondb_server.create_app()) as client:
+MEASURED_BY = pytest.mark.parametrize("measured_by", ["decorator", "middleware"])
+
+
+@MEASURED_BY
+async def test_watermelondb_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(watermelondb_server.create_app(measured_by=measured_by)) as client:
         seen = await watermelondb_exchange(client)
     assert_watermelondb_metrics(syncperf_capture, seen)
 
 
-async def test_replicache_example_exchange(syncperf_capture: Capture) -> None:
-    async with client_for(replicache_server.create_app()) as client:
+@MEASURED_BY
+async def test_replicache_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(replicache_server.create_app(measured_by=measured_by)) as client:
         seen = await replicache_exchange(client)
     assert_replicache_metrics(syncperf_capture, seen)
 
 
+@MEASURED_BY
+async def test_powersync_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(powersync_server.create_app(measured_by=measured_by)) as client:
+        seen = await powersync_exchange(client)
+    assert_powersync_metrics(syncperf_capture, seen)
+
+
+@MEASURED_BY
+async def test_zero_example_exchange(measured_by: str, syncperf_capture: Capture) -> None:
+    async with client_for(zero_server.create_app(measured_by=measured_by)) as client:
+        seen = await zero_exchange(client)
+    assert_zero_metrics(syncperf_capture, seen)
+
+
 def test_the_examples_expose_an_app() -> None:
-    assert watermelondb_server.app.routes
-    assert replicache_server.app.routes
+    for example in (
+        couchdb_server, powersync_server, replicache_server, rxdb_server, watermelondb_server,
+        zero_server,
+    ):  # fmt: skip
+        assert example.app.routes
+
+
+def test_an_example_refuses_an_unknown_way_of_measuring() -> None:
+    with pytest.raises(ValueError, match="measured_by"):
+        rxdb_server.create_app(measured_by="magic")

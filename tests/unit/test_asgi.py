@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 import syncperf
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute, live_request
 from syncperf.testing import Capture, capture
+from tests.unit.test_export_contract import ListExporter
 
 ROUTES: dict[str, str | SyncRoute] = {
     "/sync/pull": "pull",
@@ -185,13 +186,14 @@ async def test_a_5xx_response_is_an_error_with_the_status_as_error_type(
     assert span.status.status_code is StatusCode.ERROR
 
 
-async def test_a_4xx_response_keeps_what_the_handler_recorded(syncperf_capture: Capture) -> None:
+async def test_a_4xx_response_without_conflicts_is_an_error_named_by_its_status(
+    syncperf_capture: Capture,
+) -> None:
     async with client(make_app()) as c:
         await c.get("/sync/pull?status=400")
     (point,) = syncperf_capture.points("sync.operation.duration")
-    assert point.attributes["sync.outcome"] == "success"
-    (span,) = syncperf_capture.spans()
-    assert span.status.status_code is StatusCode.UNSET
+    assert point.attributes["sync.outcome"] == "error"
+    assert point.attributes["error.type"] == "400"
 
 
 async def test_a_409_response_is_a_conflict(syncperf_capture: Capture) -> None:
@@ -551,7 +553,7 @@ async def test_a_cancelled_request_leaves_no_request_active(syncperf_capture: Ca
     assert point.attributes["sync.outcome"] == "error"
 
 
-async def test_websocket_and_lifespan_pass_through_untouched(syncperf_capture: Capture) -> None:
+async def test_websocket_and_lifespan_pass_through(syncperf_capture: Capture) -> None:
     seen: list[tuple[str, Any, Any]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -560,8 +562,30 @@ async def test_websocket_and_lifespan_pass_through_untouched(syncperf_capture: C
     middleware = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
     for kind in ("websocket", "lifespan"):
         await middleware({"type": kind, "path": "/sync/pull"}, _no_body, _discard)
-    assert seen == [("websocket", _no_body, _discard), ("lifespan", _no_body, _discard)]
+    assert seen[0] == ("websocket", _no_body, _discard)
+    assert seen[1][:2] == ("lifespan", _no_body)  # send: wrapped to flush at shutdown
     assert syncperf_capture.metrics() == []
+
+
+async def test_the_lifespan_shutdown_exports_before_the_server_is_told() -> None:
+    exporter = ListExporter()
+    with capture(metric_exporters=[exporter], export_interval=3600):
+        with syncperf.sync_operation("push"):
+            pass
+        told: list[tuple[str, int]] = []
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "lifespan.shutdown"}
+
+        async def send(message: dict[str, Any]) -> None:
+            told.append((message["type"], len(exporter.batches)))
+
+        await SyncPerfMiddleware(app)({"type": "lifespan"}, receive, send)
+    assert told == [("lifespan.shutdown.complete", 1)]  # exported once, before the server knew
 
 
 async def test_a_websocket_route_works_behind_the_middleware(syncperf_capture: Capture) -> None:

@@ -27,8 +27,19 @@ class SleepingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class BusyExporter(SleepingExporter):
+    """Spends CPU on every export on the finisher's thread (a heavy span pipeline)."""
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        until = time.thread_time() + self.seconds
+        while time.thread_time() < until and not self.release.is_set():
+            pass
+        self.exported += len(spans)
+        return SpanExportResult.SUCCESS
+
+
 def test_a_stalled_exporter_never_puts_an_operation_over_budget() -> None:
-    exporter = SleepingExporter(0.2)
+    exporter = BusyExporter(0.2)
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     with capture(tracer_provider=provider, shed_cooldown=60) as cap:
@@ -79,6 +90,7 @@ def test_a_full_span_queue_with_a_stuck_finisher_sheds_instead_of_blocking() -> 
     with capture(tracer_provider=provider) as cap:
         finisher = cap.runtime.finisher
         finisher._max_queue = 5
+        finisher.stall_ns = 50_000_000  # 5 s by default
         started = time.perf_counter()
         for _ in range(50):
             with syncperf.sync_operation("push"):

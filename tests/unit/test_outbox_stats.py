@@ -149,6 +149,7 @@ outbox_table = Table(
     Column("aggregatetype", String),
     Column("status", String, default="pending"),
     Column("created_at", DateTime(timezone=True)),
+    Column("attempts", Integer, default=0),
 )
 
 
@@ -199,6 +200,34 @@ def test_probe_feeds_the_gauges(engine: Any, syncperf_capture: Capture) -> None:
     outbox.close()
 
 
+def test_probe_totals_count_every_row_by_status_and_sum_the_attempts(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(outbox_table),
+            [
+                {"status": "pending", "created_at": now - timedelta(seconds=30), "attempts": 1},
+                {"status": "published", "created_at": now - timedelta(seconds=90), "attempts": 2},
+                {"status": "published", "created_at": now, "attempts": 1},
+                {"status": "dead", "created_at": now, "attempts": 3},
+            ],
+        )
+    probe = sqlalchemy_probe(engine, status="status", totals=True, attempts="attempts")
+    stats = probe()
+    assert stats.depth == 1
+    assert stats.oldest_age is not None and 29 < stats.oldest_age < 40
+    assert stats.rows == {"pending": 1, "published": 2, "dead": 1}
+    assert stats.attempts == 7
+    outbox = Outbox("orders", stats=probe)
+    rows = syncperf_capture.points("outbox.rows", {"outbox.name": "orders"})
+    assert {p.attributes["outbox.status"]: p.value for p in rows} == stats.rows
+    assert gauge(syncperf_capture, "outbox.attempts") == 7
+    assert gauge(syncperf_capture, "outbox.depth") == 1
+    outbox.close()
+
+
 def test_probe_on_a_missing_table_fails_without_raising(syncperf_capture: Capture) -> None:
     engine = create_engine("sqlite:///:memory:")
     outbox = Outbox("orders", stats=sqlalchemy_probe(engine, "nope"))
@@ -210,7 +239,15 @@ def test_probe_on_a_missing_table_fails_without_raising(syncperf_capture: Captur
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("table", ""), ("status", ""), ("pending", "pending"), ("pending", ()), ("timeout", 0)],
+    [
+        ("table", ""),
+        ("status", ""),
+        ("pending", "pending"),
+        ("pending", ()),
+        ("timeout", 0),
+        ("totals", True),  # needs a status column
+        ("attempts", "attempts"),  # needs totals=True
+    ],
 )
 def test_probe_rejects_bad_options(engine: Any, option: str, value: Any) -> None:
     with pytest.raises(ConfigError) as raised:

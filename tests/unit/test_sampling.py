@@ -128,3 +128,15 @@ def test_a_global_sdk_provider_installed_after_start_is_picked_up(
         run_ops(1)
         cap.runtime.finisher.flush()
     assert [s.name for s in exporter.get_finished_spans()] == ["sync push"]
+
+
+@pytest.mark.parametrize("sampler", [TraceIdRatioBased(0.5), ParentBased(TraceIdRatioBased(0.5))])
+def test_a_ratio_sampler_decides_on_the_trace_id_the_root_span_gets(sampler: object) -> None:
+    ratio = TraceIdRatioBased(0.5)
+    with capture(sampler=sampler) as cap:  # type: ignore[arg-type]
+        run_ops(200)
+        spans = cap.spans()
+    assert 40 < len(spans) < 160  # about half were sampled
+    for span in spans:
+        trace_id = span.get_span_context().trace_id
+        assert ratio.should_sample(None, trace_id, span.name).decision.is_sampled()

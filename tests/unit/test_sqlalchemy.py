@@ -151,6 +151,9 @@ def test_failed_queries_carry_error_type_on_metric_and_span(
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None
     assert span.attributes["error.type"] == "sqlite3.OperationalError"
+    # SQLite has no SQLSTATE: its (extended) result code name is the response status code
+    assert span.attributes["db.response.status_code"] == "SQLITE_ERROR"
+    assert point.attributes["db.response.status_code"] == "SQLITE_ERROR"
 
 
 def test_a_failed_query_counts_towards_the_operation(
@@ -492,6 +495,39 @@ def test_no_bound_or_literal_value_reaches_spans_events_logs_or_metrics(
     assert "s3cr3t" not in exported
 
 
+def test_sqlite_double_quoted_literals_and_comment_text_never_reach_events_logs_or_names(
+    syncperf_capture: Capture, engine: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=2, slow_query_threshold=0.001)
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    try:
+        with (
+            caplog.at_level(logging.DEBUG, "syncperf"),
+            tracer.start_as_current_span("req"),
+            syncperf.sync_operation("push", entity="todo"),
+            engine.connect() as conn,
+        ):
+            for _ in range(3):
+                conn.execute(  # SQLite reads "..." as a string when no such column exists
+                    sa.text(f'SELECT sleep_ms(3), id FROM todo WHERE title = "{SECRET}"')
+                ).all()
+            with pytest.raises(sa.exc.OperationalError):  # SQLite does not nest comments
+                conn.exec_driver_sql(f"/* a /* b */ {SECRET} */ SELECT 1")
+            with pytest.raises(sa.exc.OperationalError):
+                conn.exec_driver_sql(f"{SECRET} FROM todo")
+    finally:
+        handle.uninstrument()
+
+    exported = _exported_text(syncperf_capture, caplog)
+    assert "db.query.text=SELECT sleep_ms(?), id FROM todo WHERE title = ?" in exported
+    assert "s3cr3t" not in exported
+    names = {
+        p.attributes.get("db.operation.name")
+        for p in syncperf_capture.points("db.client.operation.duration")
+    }
+    assert names <= {"SELECT", None}
+
+
 # --- life cycle and configuration ------------------------------------------------------------
 
 
@@ -702,3 +738,14 @@ def test_dispose_moves_the_pool_wrappers_to_the_new_pool(
     finally:
         handle.uninstrument()
     assert "connect" not in vars(engine.pool)
+
+
+def test_a_client_span_not_made_while_shedding_is_counted(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    syncperf_capture.runtime.shed_spans("test")
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    with tracer.start_as_current_span("request"), engine.connect() as conn:
+        select_one(conn, 1)
+    assert [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT] == []
+    assert syncperf_capture.total("syncperf.dropped", {"syncperf.reason": "span_shed"}) == 1

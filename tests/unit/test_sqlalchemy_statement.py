@@ -16,6 +16,14 @@ from syncperf._sql_statement import MAX_TEXT, classify, normalize
         ("SELECT E'a\\'b', X'DEADBEEF', B'0101', N'n', U&'d\\0061t'", "SELECT ?, ?, ?, ?, ?"),
         ("SELECT $$dollar$$, $tag$quoted $x$ $tag$", "SELECT ?, ?"),
         ("SELECT 1.5e-3, .25, 0x1F, -7", "SELECT ?, ?, ?, -?"),
+        ("SELECT 0b1010, 0o17, 0X1f_ff, 1_000_000, 2.5E+10", "SELECT ?, ?, ?, ?, ?"),
+        ("SELECT a FROM t WHERE b = ?1 AND c = ?2", "SELECT a FROM t WHERE b = ? AND c = ?"),
+        ("/* a /* b */ secret */ SELECT 1", "SELECT ?"),
+        (
+            "SELECT /* x /* y */ z */ a FROM t /* unterminated /* nested */ secret",
+            "SELECT a FROM t",
+        ),
+        ("SELECT a -- secret */ 'x\nFROM t", "SELECT a FROM t"),
         ("SELECT a FROM t -- trailing 123\nWHERE b = :b", "SELECT a FROM t WHERE b = ?"),
         ("SELECT /* traceparent='00-abc' */ a FROM t", "SELECT a FROM t"),
         (
@@ -35,9 +43,103 @@ def test_literals_placeholders_and_comments_are_sanitized(statement: str, expect
 
 def test_mysql_lexing_treats_double_quotes_and_backslashes_as_string_syntax() -> None:
     statement = "SELECT \"a\\\"b secret\", 'c\\'d secret', `col` FROM `db`.`t` # note secret"
-    text = normalize(statement, mysql=True)
+    text = normalize(statement, dialect="mysql")
     assert text == "SELECT ?, ?, `col` FROM `db`.`t`"
-    assert classify(statement, mysql=True).collection == "db.t"
+    assert classify(statement, dialect="mysql").collection == "db.t"
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (
+            'SELECT id FROM users WHERE email = "alice@example.com"',
+            "SELECT id FROM users WHERE email = ?",
+        ),
+        (
+            'SELECT "user".id, "user"."select" FROM "user" WHERE "user".email == "x" OR a IN ("y")',
+            'SELECT "user".id, "user"."select" FROM "user" WHERE "user".email == ? OR a IN (?)',
+        ),
+        (
+            'INSERT INTO "user" ("select", name) VALUES ("a", "b"), ("c", "d")',
+            'INSERT INTO "user" ("select", name) VALUES (?)',
+        ),
+        (
+            'UPDATE "t" SET "col" = "v", "other" = lower("w") WHERE id = 1',
+            'UPDATE "t" SET "col" = ?, "other" = lower(?) WHERE id = ?',
+        ),
+        (
+            'CREATE TABLE IF NOT EXISTS "t" ("id" INTEGER, "n" TEXT DEFAULT "x", '
+            'PRIMARY KEY ("id"))',
+            'CREATE TABLE IF NOT EXISTS "t" ("id" INTEGER, "n" TEXT DEFAULT ?, PRIMARY KEY ("id"))',
+        ),
+        (
+            'SELECT "secret", a AS "alias" FROM t ORDER BY "alias"',
+            'SELECT ?, a AS "alias" FROM t ORDER BY "alias"',
+        ),
+        ('SELECT * FROM t WHERE a = "unterminated secret', "SELECT * FROM t WHERE a = ?"),
+    ],
+)
+def test_sqlite_double_quoted_values_are_literals_outside_identifier_positions(
+    statement: str, expected: str
+) -> None:
+    assert normalize(statement, dialect="sqlite") == expected
+
+
+def test_postgresql_double_quotes_are_identifiers() -> None:
+    statement = 'SELECT "userId" FROM "Todo" WHERE "userId" = $1 AND "t"."x" = \'v\''
+    expected = 'SELECT "userId" FROM "Todo" WHERE "userId" = ? AND "t"."x" = ?'
+    assert normalize(statement, dialect="postgresql") == expected
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ("SET application_name TO secret", "SET application_name TO ?"),
+        ("set local statement_timeout = 5000", "set local statement_timeout = ?"),
+        ('SET SESSION search_path TO "my secret", public', "SET SESSION search_path TO ?"),
+        ("SET TIME ZONE 'Europe/Paris'", "SET TIME ZONE ?"),
+        ("SET TIME ZONE secret_zone", "SET TIME ZONE ?"),
+        ("SET ROLE secret_role", "SET ROLE ?"),
+        ("SET SESSION AUTHORIZATION secret_user", "SET SESSION AUTHORIZATION ?"),
+        ("SET NAMES secret_charset", "SET NAMES ?"),
+        ("ALTER ROLE app SET search_path TO secret, public", "ALTER ROLE app SET search_path TO ?"),
+        ("ALTER DATABASE app SET work_mem = secret", "ALTER DATABASE app SET work_mem = ?"),
+        ("PRAGMA key = passphrase", "PRAGMA key = ?"),
+        ('PRAGMA main.key = "passphrase"', "PRAGMA main.key = ?"),
+        ("UPDATE t SET a = b WHERE c = d", "UPDATE t SET a = b WHERE c = d"),
+        ("SHOW search_path", "SHOW search_path"),
+    ],
+)
+def test_setting_values_are_sanitized(statement: str, expected: str) -> None:
+    assert normalize(statement) == expected
+    assert normalize(statement, dialect="sqlite") == expected
+
+
+@pytest.mark.parametrize(
+    ("statement", "operation"),
+    [
+        ("/* a /* b */ secret */ SELECT 1", "SELECT"),
+        ("secretword FROM t", None),
+        ("alice@example.com", None),
+        ("sk_live_123 SELECT 1", None),
+        ("explain analyze select 1", "EXPLAIN"),
+        ("values (1), (2)", "VALUES"),
+        ("COPY t FROM STDIN", "COPY"),
+        ("CALL refresh_all()", "CALL"),
+        ("WITH x AS (SELECT 1) UPDATE t SET a = 1", "UPDATE"),
+        ("WITH x AS (SELECT 1) secret", None),
+        ("PRAGMA foreign_keys = ON", "PRAGMA"),
+        ("SAVEPOINT sa_savepoint_1", "SAVEPOINT"),
+        ("START TRANSACTION", "START"),
+        ('"SELECT" FROM t', None),
+    ],
+)
+def test_operation_name_comes_only_from_sql_keywords(statement: str, operation: str | None) -> None:
+    for dialect in ("postgresql", "sqlite", "mysql"):
+        found = classify(statement, dialect=dialect)
+        assert found.operation == operation
+        if operation is None:
+            assert found.text == "?"
 
 
 def test_long_statements_are_cut() -> None:
@@ -107,5 +209,65 @@ def test_no_string_or_number_literal_survives(secret: str, number: int) -> None:
 @given(secret=_SECRET)
 def test_no_literal_survives_mysql_escaping(secret: str) -> None:
     escaped = secret.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
-    text = normalize(f"SELECT a FROM t WHERE s = '{escaped}' OR d = \"{escaped}\"", mysql=True)
+    text = normalize(f"SELECT a FROM t WHERE s = '{escaped}' OR d = \"{escaped}\"", dialect="mysql")
     assert text == "SELECT a FROM t WHERE s = ? OR d = ?"
+
+
+_WORD_SECRET = st.from_regex(r"[a-z0-9_]{1,20}", fullmatch=True).map(lambda s: "zq" + s)
+
+
+def _shapes(secret: str, word: str, number: int, dialect: str) -> list[str]:
+    """Statements embedding ``secret`` (any text), ``word`` and ``number`` as literal values."""
+    quoted = secret.replace("'", "''")
+    tag = "t" + "x" * len(secret)  # longer than the secret: never inside it
+    no_comment = secret.replace("*", "").replace("/", "").replace("\n", " ")
+    shapes = [
+        f"SELECT a FROM t WHERE s = '{quoted}'",
+        f"INSERT INTO t (a, b) VALUES ('{quoted}', {number}), ('{quoted}', {number})",
+        f"UPDATE t SET a = '{quoted}', b = {number} WHERE id = {number}",
+        f"SELECT a FROM t WHERE s IN ('{quoted}', '{quoted}') AND n > {number}",
+        f"SELECT a FROM t WHERE s LIKE '%{quoted}%' -- {no_comment}\nAND n = -{number}.5e3",
+        f"/* {no_comment} /* {no_comment} */ {no_comment} */ SELECT a FROM t",
+        f"SELECT a /* {no_comment} */ FROM t",
+        f"SELECT 0x{number:x}, X'{number:x}', 0b{number:b}, {number:_}",
+        f"SET application_name TO {word}",
+        f"SET app.value = {word}",
+        f"SET ROLE {word}",
+        f"ALTER ROLE r SET search_path TO {word}",
+        f"PRAGMA key = {word}",
+        f"SELECT * FROM t WHERE s = '{quoted}",  # unterminated
+    ]
+    if dialect == "postgresql":
+        e_quoted = quoted.replace("\\", "\\\\")
+        shapes += [
+            f"SELECT E'{e_quoted}', $${secret.replace('$', '')}$$, ${tag}${secret}${tag}$",
+            f"DO ${tag}$BEGIN PERFORM '{quoted}'; END${tag}$",
+        ]
+    if dialect == "sqlite":
+        dquoted = secret.replace('"', '""')
+        shapes += [
+            f'SELECT id FROM users WHERE email = "{dquoted}"',
+            f'INSERT INTO "t" ("a") VALUES ("{dquoted}")',
+            f'UPDATE t SET a = "{dquoted}" WHERE b IN ("{dquoted}", "{dquoted}")',
+            f'SELECT "{dquoted}" FROM t WHERE a <> "{dquoted}" OR b BETWEEN "{dquoted}" AND 1',
+            f'SELECT lower("{dquoted}") || "{dquoted}" FROM t WHERE a = "{dquoted}',
+        ]
+    return shapes
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secret=_SECRET,
+    word=_WORD_SECRET,
+    number=st.integers(min_value=10_000, max_value=10**15),
+    dialect=st.sampled_from(["postgresql", "sqlite"]),
+)
+def test_no_secret_survives_in_any_statement_shape(
+    secret: str, word: str, number: int, dialect: str
+) -> None:
+    for statement in _shapes(secret, word, number, dialect):
+        found = classify(statement, dialect=dialect)
+        exported = f"{found.text}|{found.operation}|{found.collection}"
+        assert "zq" not in exported, statement
+        for digits in (str(number), f"{number:x}", f"{number:b}", f"{number:_}"):
+            assert digits not in exported, statement

@@ -11,40 +11,45 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from syncperf.cli import Parser, positive
 
 __all__ = ["main"]
 
 
-def _positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
-    def parse(raw: str) -> float | int:
-        try:
-            value = kind(raw)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {raw}")
-        return value
+def _endpoint(raw: str) -> str:
+    """An OTLP endpoint: ``http(s)://host[:port]``."""
+    from urllib.parse import urlsplit
 
-    return parse
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"not a URL: {raw!r} (expected http://host:port, e.g. http://localhost:4318)"
+        )
+    return raw
 
 
 def parser() -> argparse.ArgumentParser:
     """The ``syncperf demo`` argument parser."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="syncperf demo",
         description="Run a live instrumented sync service under simulated clients.",
     )
     p.add_argument(
         "--duration",
-        type=_positive(float),
+        type=positive(float),
         default=20.0,
         metavar="SECONDS",
         help="how long the clients run (default: 20)",
     )
     p.add_argument(
         "--clients",
-        type=_positive(int),
+        type=positive(int),
         default=20,
         metavar="N",
         help="simulated clients (default: 20)",
@@ -58,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--otlp",
+        type=_endpoint,
         metavar="ENDPOINT",
         help="also export spans and metrics over OTLP to ENDPOINT "
         "(OTEL_EXPORTER_OTLP_PROTOCOL picks grpc or http/protobuf)",
@@ -130,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             console,
         )
-    except ConfigError as exc:  # a busy --prometheus-port, a rejected OTLP setting
+    except ConfigError as exc:  # a busy --prometheus-port, a rejected OTLP setting or database
         print(f"syncperf demo: {exc}", file=sys.stderr)
         return 2
     if summary["run"]["interrupted"]:

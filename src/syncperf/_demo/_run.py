@@ -158,7 +158,7 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
             url = f"sqlite:///{Path(tmp) / 'demo.db'}"
         warnings = stack.enter_context(Warnings().installed())
         rt = stack.enter_context(telemetry(options, console))
-        service = Service(url, seed=options.seed)
+        service = _service(url, options)
         stack.callback(service.close)
         server = UvicornThread(service.app)
         base_url = server.start()
@@ -186,6 +186,28 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
             Path(options.json_path).write_text(json.dumps(summary, indent=2, default=str))
             console.print(f"summary written to {options.json_path}")
     return summary
+
+
+def _service(url: str, options: Options) -> Service:
+    """The demo service on ``url``; a URL that cannot be used is a ``ConfigError`` naming
+    ``--database-url`` (password hidden) and the reason, in one line."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        return Service(url, seed=options.seed)
+    except (SQLAlchemyError, ImportError) as exc:
+        try:
+            shown = make_url(url).render_as_string(hide_password=True)
+        except (SQLAlchemyError, ValueError):
+            shown = "(not a SQLAlchemy URL)"
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise ConfigError(
+            "--database-url",
+            shown,
+            "a SQLAlchemy URL of a database the demo can reach, e.g. "
+            f"postgresql://user@host/db ({type(exc).__name__}: {reason[0] if reason else ''})",
+        ) from None
 
 
 async def _simulate(

@@ -157,6 +157,11 @@ def bridge(provider: Any) -> Bridge:
         found = _bridges.get(provider)
         if found is None:
             found = _bridges[provider] = Bridge(provider)
+            from syncperf import _runtime
+
+            # A flush for exit (the ASGI lifespan's, under uvicorn's SIGTERM) also collects
+            # the provider's readers, which now carry syncperf's metrics.
+            _runtime.flush_also(provider)
     _register_hook()
     found.attach()
     return found

@@ -65,6 +65,9 @@ class _Point:
     observed: bool = False
 
 
+_INT64 = 2**63
+
+
 class Reader:
     """One consumer's view of a registry at one temporality per instrument kind.
 
@@ -249,8 +252,11 @@ def _metric(
 
 
 def _number(value: float | HistogramDelta) -> int | float:
+    """A sum as OTLP encodes it: an int when it is one that fits int64, else a double."""
     assert not isinstance(value, HistogramDelta)
-    return int(value) if float(value).is_integer() else value
+    if type(value) is int:
+        return value if -_INT64 <= value < _INT64 else float(value)
+    return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value
 
 
 def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:
@@ -309,10 +315,12 @@ class PeriodicExporter:
         while not self._stop.wait(self._interval):
             self.export_once()
 
-    def export_once(self) -> bool:
-        """Collect and export now; True when the exporter reported success."""
+    def export_once(self, timeout: float | None = None) -> bool:
+        """Collect and export now (within ``timeout`` seconds when shorter than the export
+        timeout); True when the exporter reported success."""
+        timeout_ms = self._timeout_ms if timeout is None else min(self._timeout_ms, timeout * 1000)
         try:
-            result = self.exporter.export(self.reader.collect(), timeout_millis=self._timeout_ms)
+            result = self.exporter.export(self.reader.collect(), timeout_millis=timeout_ms)
         except Exception:
             _logger.debug("syncperf metric export raised", exc_info=True)
             result = MetricExportResult.FAILURE

@@ -9,6 +9,7 @@ reader (see ``_export``), so the hot path never knows who reads or at which temp
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from bisect import bisect_left
@@ -23,6 +24,23 @@ Kind = Literal["histogram", "counter", "updowncounter", "gauge"]
 
 OVERFLOW: Attributes = (("otel.metric.overflow", True),)
 """Where measurements go once an instrument reaches its series limit (OTel spec)."""
+
+
+_INVALID: Attributes = (("syncperf.invalid_attributes", True),)
+"""Where a measurement goes whose attributes could not be exported (never expected)."""
+
+
+def _exportable(attributes: Attributes) -> bool:
+    """Whether every key and string value is printable and at most 256 characters."""
+    for key, value in attributes:
+        if not (type(key) is str and 0 < len(key) <= 256 and key.isprintable()):
+            return False
+        if type(value) is str:
+            if not (len(value) <= 256 and value.isprintable()):
+                return False
+        elif not isinstance(value, int):  # bool is an int
+            return False
+    return True
 
 
 def freeze(attributes: dict[str, str | bool]) -> Attributes:
@@ -150,6 +168,11 @@ class Instrument:
         """
         series = self.series.get(attributes)
         if series is None:
+            if not _exportable(attributes):  # the entry gates let nothing like it through
+                attributes = _INVALID
+                series = self.series.get(attributes)
+            if series is not None:
+                return series
             if len(self.series) >= self.max_series - 1:  # the overflow series counts too
                 attributes = OVERFLOW
                 series = self.series.get(attributes)
@@ -281,15 +304,24 @@ class Registry:
         for instrument in list(self.instruments.values()):
             for callback in list(instrument.callbacks):
                 try:
-                    points = list(callback())
+                    points = [
+                        Drained(instrument, freeze(attrs), now, _finite(value), True)
+                        for attrs, value in callback()
+                    ]
                 except Exception as error:  # a failing probe drops its gauge this time
                     self.on_gauge_error(instrument.name, error)
                     continue
-                observed.extend(
-                    Drained(instrument, freeze(attrs), now, float(value), True)
-                    for attrs, value in points
-                )
+                observed.extend(points)
         return observed
+
+
+def _finite(value: object) -> float:
+    """A gauge value as a float; ``ValueError`` unless it is a finite real number."""
+    if type(value) is float or type(value) is int or type(value) is bool:
+        number = float(value)  # raises OverflowError for an int beyond a double
+        if math.isfinite(number):
+            return number
+    raise ValueError("a gauge value must be a finite int or float")
 
 
 class _Sink(Protocol):

@@ -125,6 +125,8 @@ METRICS: tuple[MetricSpec, ...] = (
     ),
     _m("outbox.depth", "gauge", "{message}", ("outbox.name",), "outbox"),
     _m("outbox.oldest_age", "gauge", "s", ("outbox.name",), "outbox"),
+    _m("outbox.rows", "gauge", "{message}", ("outbox.name", "outbox.status"), "outbox"),
+    _m("outbox.attempts", "gauge", "{attempt}", ("outbox.name",), "outbox"),
     _m("outbox.publish.duration", "histogram", "s", ("outbox.name",), "outbox"),
     _m("outbox.lag", "histogram", "s", ("outbox.name",), "outbox"),
     _m("outbox.batch.size", "histogram", "{message}", ("outbox.name",), "outbox"),

@@ -9,13 +9,13 @@ expression with promtool. Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from syncperf._ops._metrics import prom
+from syncperf.cli import Parser, write_output
 
 __all__ = ["PANELS", "Panel", "build", "main", "render"]
 
@@ -510,7 +510,7 @@ def render() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``syncperf dashboard``; writes JSON to stdout (or ``--output``)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="syncperf dashboard",
         description="Write a Grafana dashboard (JSON) over syncperf's Prometheus metrics.",
     )
@@ -524,9 +524,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"syncperf dashboard: {exc}", file=sys.stderr)
         return 2
-    if namespace.output:
-        with open(namespace.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_output("syncperf dashboard", namespace.output, text)

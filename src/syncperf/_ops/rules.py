@@ -12,7 +12,6 @@ Thresholds and windows are options (``syncperf rules --help``); output is determ
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -23,6 +22,7 @@ from syncperf._ops import _options
 from syncperf._ops._alerts import alerts, recordings
 from syncperf._ops._options import RuleOptions
 from syncperf._ops._yaml import dump
+from syncperf.cli import Parser, write_output
 from syncperf.exceptions import ConfigError
 
 __all__ = ["main", "prometheus_rules", "render"]
@@ -97,7 +97,7 @@ def render(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``syncperf rules``; writes to stdout (or ``--output``)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="syncperf rules",
         description="Write syncperf's alert and recording rules (Prometheus), their promtool "
         "unit tests, or equivalent Datadog monitors.",
@@ -118,9 +118,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"syncperf rules: {exc}", file=sys.stderr)
         return 2
-    if namespace.output:
-        with open(namespace.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
-    else:
-        sys.stdout.write(text)
-    return 0
+    return write_output("syncperf rules", namespace.output, text)

@@ -16,7 +16,7 @@ One module per protocol; each adapter is an object with ``on_request(op, request
 | ``zero`` | ``Push`` |
 | ``watermelondb`` | ``Pull``, ``Push`` |
 | ``rxdb`` | ``Pull``, ``Push`` |
-| ``couchdb`` | ``BulkDocs``, ``RevsDiff``, ``Changes`` |
+| ``couchdb`` | ``BulkDocs``, ``RevsDiff``, ``Changes``, ``BulkGet`` |
 | ``powersync`` | ``Upload`` |
 
 Adapters never parse JSON and never raise into the handler: a payload that does not have

@@ -12,7 +12,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from syncperf._gate import describe
 from syncperf._operation import CHANGES, SyncOperation
+from syncperf._runtime import raised_at
 from syncperf.exceptions import ConfigError
 
 MISSING: Any = object()
@@ -29,7 +31,7 @@ class CallbackFailed(Exception):
     """A user callback raised; ``error`` is what it raised."""
 
     def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
+        super().__init__(type(error).__name__)
         self.error = error
 
 
@@ -180,15 +182,19 @@ def check_entity_name(value: Any, what: str) -> str | None:
     """A callback's entity answer: None or a non-empty string."""
     if value is None or (isinstance(value, str) and value):
         return value
-    raise CallbackFailed(TypeError(f"{what} must return a non-empty string or None, got {value!r}"))
+    raise CallbackFailed(
+        TypeError(f"{what} must return a non-empty string or None, got {describe(value)}")
+    )
 
 
 def check_change(value: Any, what: str) -> str | None:
     """A callback's change answer: None, created, updated or deleted."""
-    if value is None or value in CHANGES:
-        return value  # type: ignore[no-any-return]
+    if value is None or (type(value) is str and value in CHANGES):
+        return value
     raise CallbackFailed(
-        ValueError(f"{what} must return 'created', 'updated', 'deleted' or None, got {value!r}")
+        ValueError(
+            f"{what} must return 'created', 'updated', 'deleted' or None, got {describe(value)}"
+        )
     )
 
 
@@ -288,6 +294,9 @@ class Tally:
 
     def commit(self, op: SyncOperation) -> None:
         """Record the tally on ``op``."""
+        rt = op._rt
+        if rt is not None and any(e is not None for e, _ in (*self.items, *self.conflicts)):
+            rt.names_from_requests("a sync payload")
         if self.batch is not None:
             op.set_batch_size(self.batch)
         for (entity, change), n in self.items.items():
@@ -314,6 +323,13 @@ class ProtocolAdapter:
     __slots__ = ()
     protocol = "adapter"
     """Names the adapter in drop messages, e.g. ``replicache push``."""
+    reads_request = False
+    """Whether ``on_request`` reads anything (a pull adapter reads only the response, so a
+    decorated GET handler needs no ``request=`` parameter for it)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.reads_request = cls._request is not ProtocolAdapter._request
 
     def on_request(self, op: SyncOperation, request: Any) -> None:
         """Read the parsed request into ``op`` (batch size, items, duplicates)."""
@@ -355,7 +371,7 @@ def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
     rt = op._rt
     if rt is None:  # the no-op operation
         return
-    detail = f"{what}: {error}" if isinstance(error, Malformed) else f"{what}: {error!r}"
+    detail = f"{what}: {error}" if isinstance(error, Malformed) else f"{what}: {raised_at(error)}"
     rt.reject("unparseable_payload", detail[:300])
 
 

@@ -1,4 +1,4 @@
-"""CouchDB replication endpoints: ``_bulk_docs``, ``_revs_diff`` and ``_changes``.
+"""CouchDB replication endpoints: ``_bulk_docs``, ``_revs_diff``, ``_changes``, ``_bulk_get``.
 
 * ``POST _bulk_docs {docs: [...], new_edits}`` answers ``201`` with one result per
   document: ``{id, rev, ok}`` or ``{id, error: "conflict" | "forbidden" | ..., reason}``.
@@ -6,9 +6,14 @@
   revisions offered but not missing are already on the server (duplicates).
 * ``_changes`` answers ``{results: [{seq, id, changes: [{rev}], deleted, doc}],
   last_seq, pending}`` (normal and longpoll feeds; a continuous feed is a stream).
+* ``POST _bulk_get {docs: [{id, rev}]}`` answers ``{results: [{id, docs: [{ok: doc}]}]}``:
+  the revisions a replicating client (PouchDB) actually pulls.
 
 CouchDB has no tables: a document's entity comes from its ``type`` field by default, or
-from an ``entity(doc_id, doc)`` callback (``doc`` is None where only the ID is known).
+from an ``entity(doc_id, doc)`` callback (``doc`` is None where only the ID is known), or
+from the ID's prefix (``id_separator=":"`` reads ``todo`` from ``todo:42``). A deletion
+(a tombstone ``{_id, _rev, _deleted: true}``) has no type field: only the callback or the
+ID prefix can name its entity.
 
 Example::
 
@@ -27,6 +32,7 @@ from typing import Any
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
+    CallbackFailed,
     Malformed,
     ProtocolAdapter,
     Tally,
@@ -44,32 +50,51 @@ from syncperf.adapters._base import (
 )
 from syncperf.exceptions import ConfigError
 
-__all__ = ["BulkDocs", "Changes", "RevsDiff"]
+__all__ = ["BulkDocs", "BulkGet", "Changes", "RevsDiff"]
 
 EntityOf = Callable[[Any, Any], "str | None"]
 """``(doc_id, doc_or_None) -> entity name or None``."""
+OpenConflicts = Callable[[str], int]
+"""``(doc_id) -> conflicting leaf revisions the server holds for it (``_conflicts``)``."""
 
 
 class _Documents(ProtocolAdapter):
-    __slots__ = ("_entity", "_key", "_type_field")
+    __slots__ = ("_entity", "_id_separator", "_key", "_type_field")
 
-    def __init__(self, *, entity: EntityOf | None = None, type_field: str | None = "type") -> None:
+    def __init__(
+        self,
+        *,
+        entity: EntityOf | None = None,
+        type_field: str | None = "type",
+        id_separator: str | None = None,
+    ) -> None:
         check_callable("entity", entity)
         if type_field is not None and (not isinstance(type_field, str) or not type_field):
             raise ConfigError("type_field", type_field, "a non-empty string or None")
+        if id_separator is not None and (not isinstance(id_separator, str) or not id_separator):
+            raise ConfigError("id_separator", id_separator, "a non-empty string or None")
         self._entity = entity
         self._type_field = type_field
+        self._id_separator = id_separator
         self._key = f"syncperf.adapters.couchdb.{id(self)}"
 
     def _entity_of(self, doc_id: Any, doc: Any) -> str | None:
+        """The callback's answer; else the type field; else the ID's prefix (a tombstone
+        ``{_id, _rev, _deleted}`` has no type field: only its ID can name its entity)."""
         entity_fn = self._entity
         if entity_fn is not None:
             return check_entity_name(call(entity_fn, doc_id, doc), "entity callback")
         type_field = self._type_field
-        if doc is None or type_field is None:
-            return None
-        value = field(doc, type_field)
-        return value if isinstance(value, str) and value else None
+        if doc is not None and type_field is not None:
+            value = field(doc, type_field)
+            if isinstance(value, str) and value:
+                return value
+        separator = self._id_separator
+        if separator is not None and isinstance(doc_id, str):
+            head, sep, _ = doc_id.partition(separator)
+            if sep and head:
+                return head
+        return None
 
 
 def _first_generation(rev: Any) -> bool | None:
@@ -91,17 +116,41 @@ class BulkDocs(_Documents):
     and conflicts by entity from ``error: "conflict"`` results (resolution ``rejected``).
     Other per-document errors (``forbidden``, ``unauthorized``) are set on the span.
 
+    A replicating client (``new_edits: false``, how PouchDB pushes) never gets a conflict
+    error: a revision on another branch is stored as a second leaf and the document is
+    left conflicted. Give ``open_conflicts`` to count those: each increase of a
+    document's conflicting leaves across the handler is a conflict (no resolution).
+
     Args:
-        entity: ``(doc_id, doc) -> entity``. Default: the document's ``type_field``.
+        entity: ``(doc_id, doc) -> entity``. Default: the document's ``type_field``,
+            else the ID's prefix before ``id_separator``.
         type_field: Field naming a document's entity when ``entity`` is not given
             (default ``"type"``; None for no entity).
+        id_separator: When set, a document without the type field (a tombstone) gets
+            the part of its ID before this separator as its entity.
+        open_conflicts: Optional ``(doc_id) -> int``: how many conflicting leaf
+            revisions the server holds for the document (the length of its
+            ``_conflicts``); called for each document of a ``new_edits: false`` push
+            before the handler runs and again when its response is read.
 
     Raises:
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ()
+    __slots__ = ("_open_conflicts",)
     protocol = "couchdb _bulk_docs"
+
+    def __init__(
+        self,
+        *,
+        entity: EntityOf | None = None,
+        type_field: str | None = "type",
+        id_separator: str | None = None,
+        open_conflicts: OpenConflicts | None = None,
+    ) -> None:
+        super().__init__(entity=entity, type_field=type_field, id_separator=id_separator)
+        check_callable("open_conflicts", open_conflicts)
+        self._open_conflicts = open_conflicts
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:
         docs = seq(field(body, "docs"), "docs")
@@ -135,23 +184,43 @@ class BulkDocs(_Documents):
             else:
                 first = _first_generation(rev)
                 change = None if first is None else "created" if first else "updated"
-            if entity_fn is not None:
-                entity = check_entity_name(
-                    call(entity_fn, None if doc_id is MISSING else doc_id, doc), "entity callback"
-                )
+            if type(kind) is str and kind and entity_fn is None:
+                entity: str | None = kind
             else:
-                entity = kind if type(kind) is str and kind else None
+                entity = self._entity_of(None if doc_id is MISSING else doc_id, doc)
             key = (entity, change)
             counts[key] = counts.get(key, 0) + 1
             sent.append((doc_id, entity))
-        stash(op, self._key, sent)
+        before: dict[str, int] | None = None
+        if not new_edits and self._open_conflicts is not None:
+            before = self._leaves(sent)
+        stash(op, self._key, (sent, before))
         return tally
 
+    def _leaves(self, sent: list[tuple[Any, str | None]]) -> dict[str, int]:
+        """``open_conflicts`` of every document ID in the push (one call per ID)."""
+        found: dict[str, int] = {}
+        fn = self._open_conflicts
+        for doc_id, _ in sent:
+            if isinstance(doc_id, str) and doc_id not in found:
+                n = call(fn, doc_id)  # type: ignore[arg-type]
+                if type(n) is not int or n < 0:
+                    raise CallbackFailed(
+                        TypeError(f"open_conflicts must return an int >= 0, got {n!r}")
+                    )
+                found[doc_id] = n
+        return found
+
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
-        sent: list[tuple[Any, str | None]] = unstash(op, self._key) or []
+        sent, before = unstash(op, self._key) or ([], None)
         if body is None:  # the response was not seen
             return None
         tally = Tally()
+        if before:  # replication: a conflicting revision is stored as another leaf
+            entities = {doc_id: entity for doc_id, entity in sent if isinstance(doc_id, str)}
+            for doc_id, n in self._leaves(sent).items():
+                if n > before.get(doc_id, 0):
+                    tally.conflict(entities.get(doc_id), None, n - before.get(doc_id, 0))
         if not isinstance(body, (list, tuple)):
             error = field(body, "error")
             if isinstance(error, str):
@@ -183,16 +252,21 @@ class BulkDocs(_Documents):
 class Changes(_Documents):
     """Adapter for ``_changes`` (normal or longpoll feed).
 
-    Records the batch size (results) and items by entity and change type: ``deleted``
-    for deletions, ``created`` when the winning revision is a first generation,
-    ``updated`` otherwise. With ``include_docs=true`` the entity comes from the document;
-    without, only an ``entity`` callback (given the ID) can name it. ``pending`` is set
-    on the span.
+    Records the batch size (changes listed) and, for results that carry their document
+    (``include_docs=true``), one item by entity and change type: ``deleted`` for
+    deletions, ``created`` when the winning revision is a first generation, ``updated``
+    otherwise. A result without its document delivers nothing yet: a replicating client
+    fetches the revisions it lacks through ``_bulk_get`` (see ``BulkGet``), which counts
+    them, so pulled items equal the documents the client received. Every leaf revision of
+    a result is read (``style=all_docs`` lists them all): results with more than one
+    live leaf are conflicted documents, counted on the span
+    (``sync.couchdb.conflicted_docs``); ``pending`` is set on the span too.
 
     Args:
         entity: ``(doc_id, doc_or_None) -> entity``. Default: the document's
-            ``type_field`` when docs are included.
+            ``type_field``, else the ID's prefix before ``id_separator``.
         type_field: See ``BulkDocs``.
+        id_separator: See ``BulkDocs``.
 
     Raises:
         ConfigError: an option is not accepted.
@@ -205,26 +279,78 @@ class Changes(_Documents):
         results = seq(field(body, "results"), "results")
         tally = Tally()
         tally.batch = len(results)
+        conflicted = 0
         for result in results:
+            revs = field(result, "changes")
+            revs = () if revs is MISSING or revs is None else seq(revs, "changes")
+            deleted = field(result, "deleted") is True
+            if len(revs) > 1 and not deleted:
+                conflicted += 1
             doc = field(result, "doc")
-            doc_id = field(result, "id")
-            if field(result, "deleted") is True:
+            if doc is MISSING or doc is None:
+                continue
+            if deleted:
                 change: str | None = "deleted"
             else:
-                revs = field(result, "changes")
-                first = None
-                if revs is not MISSING and revs is not None:
-                    revs = seq(revs, "changes")
-                    if revs:
-                        first = _first_generation(field(revs[0], "rev"))
+                first = _first_generation(field(revs[0], "rev")) if revs else None
+                if first is None:
+                    first = _first_generation(field(doc, "_rev"))
                 change = None if first is None else "created" if first else "updated"
-            entity = self._entity_of(
-                None if doc_id is MISSING else doc_id, None if doc is MISSING else doc
-            )
-            tally.item(entity, change)
+            doc_id = field(result, "id")
+            tally.item(self._entity_of(None if doc_id is MISSING else doc_id, doc), change)
+        if conflicted:
+            tally.attribute("sync.couchdb.conflicted_docs", conflicted)
         pending = field(body, "pending")
         if type(pending) is int:
             tally.attribute("sync.couchdb.pending", pending)
+        return tally
+
+
+class BulkGet(_Documents):
+    """Adapter for ``_bulk_get``: the documents a replicating client actually pulls.
+
+    Request ``{docs: [{id, rev}]}``; response ``{results: [{id, docs: [{ok: doc} |
+    {error: {...}}]}]}``. Records the batch size (documents returned) and one item per
+    returned revision by entity and change type (``deleted`` for a tombstone, ``created``
+    for a first-generation revision, else ``updated``). Revisions answered with an error
+    (``not_found``) are set on the span (``sync.couchdb.missing_docs``).
+
+    Args:
+        entity: ``(doc_id, doc) -> entity``. Default: the document's ``type_field``, else
+            the ID's prefix before ``id_separator``.
+        type_field: See ``BulkDocs``.
+        id_separator: See ``BulkDocs``.
+
+    Raises:
+        ConfigError: an option is not accepted.
+    """
+
+    __slots__ = ()
+    protocol = "couchdb _bulk_get"
+
+    def _response(self, op: SyncOperation, body: Any) -> Tally:
+        results = seq(field(body, "results"), "results")
+        tally = Tally()
+        returned = missing = 0
+        for result in results:
+            for answer in seq(field(result, "docs"), "docs"):
+                doc = field(answer, "ok")
+                if doc is MISSING or doc is None:
+                    missing += 1
+                    continue
+                if not is_mapping(doc):
+                    raise Malformed(f"document is not an object but {type(doc).__name__}")
+                returned += 1
+                if field(doc, "_deleted") is True:
+                    change: str | None = "deleted"
+                else:
+                    first = _first_generation(field(doc, "_rev"))
+                    change = None if first is None else "created" if first else "updated"
+                doc_id = field(doc, "_id")
+                tally.item(self._entity_of(None if doc_id is MISSING else doc_id, doc), change)
+        tally.batch = returned
+        if missing:
+            tally.attribute("sync.couchdb.missing_docs", missing)
         return tally
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
@@ -121,7 +122,7 @@ class Upload(ProtocolAdapter):
             if change is MISSING:
                 change = _CHANGES.get(kind.upper(), MISSING) if isinstance(kind, str) else MISSING
                 if change is MISSING:
-                    raise Malformed(f"unknown CRUD op {kind!r}")
+                    raise Malformed("unknown CRUD op: " + describe(kind))
             if type(table) is not str or not table:
                 table = name(table, "table")
             if last is not None:

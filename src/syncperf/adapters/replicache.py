@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
@@ -209,7 +210,7 @@ class Pull(ProtocolAdapter):
                 tally.attribute("sync.replicache.clear", True)
                 continue
             else:
-                raise Malformed(f"unknown patch op {kind!r}")
+                raise Malformed("unknown patch op: " + describe(kind))
             if type(key) is not str or not key:
                 key = name(key, "patch key")
             if entity_of is None:

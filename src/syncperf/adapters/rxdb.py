@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from syncperf._operation import SyncOperation
@@ -89,30 +90,39 @@ class Push(ProtocolAdapter):
     absent, ``deleted`` when the new state has ``_deleted: true``, else ``updated``) and
     the returned conflicts. A returned master document equal to the state this push wanted
     to write (a retried push whose first attempt was applied) is an idempotency hit,
-    not a conflict.
+    neither a conflict nor an item again. Items are recorded when the response is read:
+    a push whose handler raised records its batch size but no items.
 
     Args:
         primary_key: The collection's primary key field, to match returned documents
             with pushed rows. Default ``"id"``.
+        server_fields: Fields your server sets on every write (e.g. ``"updatedAt"`` for
+            the pull checkpoint); left out, with ``IGNORED_FIELDS``, when comparing a
+            returned master with the pushed state.
 
     Raises:
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ("_key", "_primary_key")
+    __slots__ = ("_ignored", "_key", "_primary_key")
     protocol = "rxdb push"
 
-    def __init__(self, *, primary_key: str = "id") -> None:
+    def __init__(self, *, primary_key: str = "id", server_fields: Iterable[str] = ()) -> None:
         if not isinstance(primary_key, str) or not primary_key:
             raise ConfigError("primary_key", primary_key, "a non-empty string")
+        if isinstance(server_fields, str) or not all(
+            isinstance(f, str) and f for f in server_fields
+        ):
+            raise ConfigError("server_fields", server_fields, "field names (strings)")
         self._primary_key = primary_key
+        self._ignored = _NOT_COMPARED | frozenset(server_fields)
         self._key = f"syncperf.adapters.rxdb.{id(self)}"
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:
         rows = _documents(body, "rows", "push rows")
         tally = Tally()
         tally.batch = len(rows)
-        created = deleted = 0
+        changes: list[str] = []
         for row in rows:
             if type(row) is dict:
                 new_state = row.get("newDocumentState")
@@ -128,22 +138,26 @@ class Push(ProtocolAdapter):
                 else field(new_state, "_deleted")
             )
             if gone is True:
-                deleted += 1
+                changes.append("deleted")
             elif assumed is MISSING or assumed is None:
-                created += 1
-        tally.item(None, "created", created)
-        tally.item(None, "deleted", deleted)
-        tally.item(None, "updated", len(rows) - created - deleted)
-        stash(op, self._key, rows)
+                changes.append("created")
+            else:
+                changes.append("updated")
+        # Items wait for the response: a row the server had already applied (a retry after
+        # a lost response) comes back as a master equal to it and is not an item again.
+        stash(op, self._key, (rows, changes))
         return tally
 
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
-        rows = unstash(op, self._key)
-        if body is None:  # the response was not seen
-            return None
-        conflicts = _documents(body, "conflicts", "conflicts")
+        pushed = unstash(op, self._key)
+        rows, changes = pushed if pushed is not None else ((), [])
         tally = Tally()
+        if body is None:  # the handler returned nothing: no conflicts
+            _count(tally, changes)
+            return tally
+        conflicts = _documents(body, "conflicts", "conflicts")
         if not conflicts:
+            _count(tally, changes)
             return tally
         pk = self._primary_key
         masters: list[tuple[Any, Any]] = []
@@ -154,19 +168,22 @@ class Push(ProtocolAdapter):
                 raise Malformed(f"conflict document has no {pk!r}")
             masters.append((key, master))
         keys = {key for key, _ in masters}
-        wanted: dict[Any, Any] = {}  # the pushed states of the conflicting documents
-        for row in rows or ():
+        wanted: dict[Any, tuple[Any, int]] = {}  # key -> (pushed state, row index)
+        for index, row in enumerate(rows):
             state = field(row, "newDocumentState")
             key = field(state, pk)
             if key in keys:
-                wanted[key] = to_plain(state)
+                wanted[key] = (to_plain(state), index)
         real = duplicates = 0
+        applied: set[int] = set()
         for key, master in masters:
-            state = wanted.get(key, MISSING)
-            if state is not MISSING and _same(master, state):
+            found = wanted.get(key)
+            if found is not None and _same(master, found[0], self._ignored):
                 duplicates += 1
+                applied.add(found[1])
             else:
                 real += 1
+        _count(tally, [c for i, c in enumerate(changes) if i not in applied])
         if real:
             tally.conflict(None, None, real)
         if duplicates:
@@ -175,10 +192,15 @@ class Push(ProtocolAdapter):
         return tally
 
 
-def _same(master: Any, state: Any) -> bool:
+def _count(tally: Tally, changes: list[str]) -> None:
+    for change in changes:
+        tally.item(None, change)
+
+
+def _same(master: Any, state: Any, ignored: frozenset[str]) -> bool:
     if not isinstance(master, dict) or not isinstance(state, dict):
         return bool(master == state)
     if bool(master.get("_deleted")) != bool(state.get("_deleted")):
         return False
-    keys = (master.keys() | state.keys()) - _NOT_COMPARED
+    keys = (master.keys() | state.keys()) - ignored
     return all(master.get(k, MISSING) == state.get(k, MISSING) for k in keys)

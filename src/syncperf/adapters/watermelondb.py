@@ -11,7 +11,7 @@ Example::
     from syncperf.adapters import watermelondb
 
     @app.get("/sync")
-    @syncperf.instrument_sync("pull", adapter=watermelondb.Pull(), request="last_pulled_at")
+    @syncperf.instrument_sync("pull", adapter=watermelondb.Pull())  # reads the response only
     async def pull(last_pulled_at: int | None = None, schema_version: int = 1) -> dict: ...
 
     @app.post("/sync")

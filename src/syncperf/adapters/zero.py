@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
@@ -187,7 +188,7 @@ class Push(ProtocolAdapter):
             elif error == "oooMutation":
                 out_of_order += 1
             else:
-                raise Malformed(f"unknown mutation error {error!r}")
+                raise Malformed("unknown mutation error: " + describe(error))
         if processed:
             tally.duplicate = True
             tally.attribute("sync.zero.already_processed", processed)
@@ -211,7 +212,7 @@ def _crud_items(counts: dict[tuple[str | None, str | None], int], mutation: Any)
                 table = field(crud, "tableName")
             change = _CRUD_CHANGES.get(kind, MISSING)
             if change is MISSING:
-                raise Malformed(f"unknown CRUD op {kind!r}")
+                raise Malformed("unknown CRUD op: " + describe(kind))
             if table is MISSING:
                 table = field(crud, "entityType")
             if type(table) is not str or not table:

@@ -1,0 +1,138 @@
+"""The one gate every value passes before it becomes telemetry.
+
+Counts, sizes and names reach syncperf from handlers, extractors, adapters (client payloads),
+URL paths and SQL. Whatever they are, what leaves this module is something every exporter
+encodes exactly and every backend accepts:
+
+- a count is an ``int`` with ``0 <= n < 2**53`` (exact in a double, so in OTLP, Prometheus
+  and every JSON backend alike);
+- a name (a metric attribute value: entity, resolution, error type) is a plain ``str`` of
+  1 to ``MAX_NAME`` printable characters: no control characters, no lone surrogates (which
+  cannot be encoded as UTF-8 and would break the Prometheus exposition for good);
+- a span attribute is what the OpenTelemetry SDK accepts, made encodable: strings valid UTF-8
+  and at most ``MAX_TEXT`` characters, ints within int64.
+
+Nothing here calls a method of a user object (``__repr__``, ``__hash__``, ``__eq__``,
+``__len__``, ``__str__``) except ``str.__str__`` of a ``str`` subclass, so a hostile object can
+be rejected but cannot raise through. ``describe()`` tells what a rejected value was by type
+and size only: log lines never quote content.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = [
+    "MAX_COUNT",
+    "MAX_NAME",
+    "MAX_TEXT",
+    "REJECT",
+    "attribute",
+    "describe",
+    "is_count",
+    "name",
+]
+
+MAX_COUNT = 2**53
+"""Counts and sizes are ints in ``[0, MAX_COUNT)``."""
+MAX_NAME = 128
+"""Characters in a name that becomes a metric attribute value."""
+MAX_TEXT = 1024
+"""Characters kept of a string span attribute (longer ones are truncated)."""
+MAX_SEQUENCE = 128
+"""Elements kept of a sequence span attribute."""
+_INT64 = 2**63
+REJECT: Any = object()
+"""What ``attribute()`` returns for a value that cannot be a span attribute."""
+
+
+def is_count(value: object) -> bool:
+    """Whether ``value`` is an acceptable count (an ``int``, not a ``bool``, in range)."""
+    return type(value) is int and 0 <= value < MAX_COUNT
+
+
+def name(value: object) -> str | None:
+    """``value`` as a metric attribute value, or None when it is not acceptable.
+
+    A ``str`` subclass (a ``StrEnum`` member, say) is normalised to a plain ``str``.
+    """
+    if type(value) is not str:
+        try:
+            if not isinstance(value, str):
+                return None
+            value = str.__str__(value)
+        except Exception:  # a hostile __class__
+            return None
+    if 0 < len(value) <= MAX_NAME and value.isprintable():
+        return value
+    return None
+
+
+def text(value: str) -> str:
+    """A string span attribute: at most ``MAX_TEXT`` characters, valid UTF-8."""
+    if type(value) is not str:
+        value = str.__str__(value)
+    if len(value) > MAX_TEXT:
+        value = value[:MAX_TEXT]
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def attribute(value: object, depth: int = 0) -> Any:
+    """``value`` as a span attribute value every OTLP encoder accepts, or ``REJECT``.
+
+    The SDK's attribute values (str, bool, int, float, bytes, None, sequences and mappings of
+    them) pass; strings are cut at ``MAX_TEXT`` characters and lone surrogates replaced, an
+    int beyond int64 is rejected, a sequence keeps ``MAX_SEQUENCE`` elements.
+    """
+    kind = type(value)
+    if kind is str:
+        return text(value)  # type: ignore[arg-type]
+    if kind is bool or kind is float or value is None or kind is bytes:
+        return value
+    if kind is int:
+        return value if -_INT64 <= value < _INT64 else REJECT  # type: ignore[operator]
+    if depth > 4:
+        return REJECT
+    try:
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, (list, tuple)):
+            items = tuple(attribute(item, depth + 1) for item in list(value)[:MAX_SEQUENCE])
+            return REJECT if any(item is REJECT for item in items) else items
+        if isinstance(value, dict):
+            pairs = {text(k): attribute(v, depth + 1) for k, v in list(dict.items(value))}
+            return REJECT if any(v is REJECT for v in pairs.values()) else pairs
+    except Exception:  # a hostile subclass, a non-string key
+        return REJECT
+    return REJECT
+
+
+def describe(value: object) -> str:
+    """What a rejected value was, by type and size only (never its content)."""
+    try:
+        kind = type(value)
+        if kind is bool or value is None:
+            return repr(value)
+        if kind is int:
+            assert isinstance(value, int)
+            return f"an int of {value.bit_length()} bits" if value >= 0 else "a negative int"
+        if kind is float:
+            assert isinstance(value, float)
+            return "a float" if math.isfinite(value) else "a non-finite float"
+        if kind in (str, bytes, bytearray, list, tuple, dict, set, frozenset):
+            return f"a {kind.__name__} of length {len(value)}"  # type: ignore[arg-type]
+        return "an object of type " + _type_name(kind)
+    except Exception:
+        return "an object"
+
+
+def _type_name(kind: type) -> str:
+    qualname = type.__dict__["__qualname__"].__get__(kind)
+    return str.__str__(qualname)[:MAX_NAME] if isinstance(qualname, str) else "?"

@@ -1,0 +1,168 @@
+"""What syncperf may say about an exception: its type, and never the data in its message.
+
+An exception's message is whatever its raiser put there: a handler's ``ValueError`` may quote
+a pushed record, SQLAlchemy appends ``[SQL: ...]`` with inlined literals and
+``[parameters: (...)]`` with the bound values, PostgreSQL adds ``DETAIL: Key (email)=(...)``,
+and Python's own messages echo values (``invalid literal for int() with base 10: '...'``).
+No pattern can tell data from prose in arbitrary text, so by default nothing of a message is
+exported on a span. What is:
+
+* ``exception.type``, the fully qualified class name;
+* for a database error, a message built only from what the driver reports in separate
+  fields: the SQLSTATE (or SQLite's error name), the schema, table, column and constraint
+  names, and the statement sanitized like ``db.query.text``;
+* ``exception.stacktrace``: every frame (file, line, function, source line) of the exception
+  and of its causes, each exception shown by the above instead of its message;
+* ``db.response.status_code``, the SQLSTATE, as the semantic conventions name it.
+
+``record_exception_messages=True`` (``SYNCPERF_RECORD_EXCEPTION_MESSAGES=true``) restores the
+OpenTelemetry SDK's behaviour: ``str(exc)`` and the full traceback, data included.
+"""
+
+from __future__ import annotations
+
+import re
+import traceback
+from typing import Any
+
+from opentelemetry.trace import Span
+
+__all__ = ["exception_attributes", "record_exception", "status_code", "summary"]
+
+_SQLSTATE = re.compile(r"[0-9A-Z]{5}")
+_SQLITE_NAME = re.compile(r"SQLITE_[A-Z_]{1,60}")
+_NAME_FIELDS = ("schema_name", "table_name", "column_name", "constraint_name")
+_MAX_NAME = 128
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+_DIALECTS = {"sqlite3": "sqlite", "pymysql": "mysql", "MySQLdb": "mysql", "mysql": "mysql"}
+
+
+def record_exception(span: Span, exc: BaseException, full: bool) -> None:
+    """Add the ``exception`` event of ``exc`` to ``span``, redacted unless ``full``."""
+    if full:
+        span.record_exception(exc)
+    else:
+        span.add_event("exception", exception_attributes(exc))
+
+
+def exception_attributes(exc: BaseException) -> dict[str, str]:
+    """The redacted attributes of an ``exception`` event (see the module's docstring)."""
+    attrs = {"exception.type": _type_name(exc)}
+    try:
+        message = _database_message(exc)
+        if message:
+            attrs["exception.message"] = message
+        attrs["exception.stacktrace"] = _stacktrace(exc)
+        code = status_code(exc)
+        if code is not None:
+            attrs["db.response.status_code"] = code
+    except Exception:  # a hostile exception object: its type is all there is to say
+        pass
+    attrs["exception.escaped"] = "False"
+    return attrs
+
+
+def summary(exc: BaseException) -> str:
+    """One line about ``exc``: its type, and for a database error the driver's safe details."""
+    try:
+        message = _database_message(exc)
+    except Exception:  # a hostile exception object
+        message = None
+    name = _type_name(exc)
+    return f"{name}: {message}" if message else name
+
+
+def status_code(exc: BaseException) -> str | None:
+    """``db.response.status_code`` of a database error: the SQLSTATE (PostgreSQL, through
+    psycopg, psycopg2, asyncpg or SQLAlchemy) or SQLite's error name; None otherwise."""
+    try:
+        for candidate in _database_errors(exc):
+            for field in ("sqlstate", "pgcode"):
+                code = getattr(candidate, field, None)
+                if type(code) is str and _SQLSTATE.fullmatch(code):
+                    return code
+            name = getattr(candidate, "sqlite_errorname", None)
+            if type(name) is str and _SQLITE_NAME.fullmatch(name):
+                return name
+    except Exception:  # a hostile exception object
+        pass
+    return None
+
+
+def _type_name(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
+
+
+def _database_errors(exc: BaseException) -> list[Any]:
+    """``exc``, the DBAPI error SQLAlchemy wrapped (``orig``) and the driver's own error an
+    adapter translated (asyncpg's, as ``orig.__cause__``)."""
+    found: list[Any] = [exc]
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException):
+        found.append(orig)
+        if isinstance(orig.__cause__, BaseException):
+            found.append(orig.__cause__)
+    return found
+
+
+def _database_message(exc: BaseException) -> str | None:
+    """The safe message of a database error, from the driver's separate fields only."""
+    errors = _database_errors(exc)
+    code = status_code(exc)
+    statement = getattr(exc, "statement", None) if len(errors) > 1 else None
+    if code is None and type(statement) is not str:
+        return None
+    parts: list[str] = []
+    if len(errors) > 1:
+        parts.append(f"({_type_name(errors[1])})")
+    if code is not None:
+        parts.append(f"{'SQLSTATE' if _SQLSTATE.fullmatch(code) else 'code'} {code}")
+    for field in _NAME_FIELDS:
+        name = _field(errors, field)
+        if name is not None:
+            parts.append(f"{field.replace('_name', '')} {name}")
+    if type(statement) is str:
+        from syncperf._sql_statement import normalize  # compiling its lexer takes milliseconds
+
+        module = type(errors[-1]).__module__.partition(".")[0]
+        text = normalize(statement, dialect=_DIALECTS.get(module, "postgresql"))
+        parts.append(f"[SQL: {text}]")
+    return " ".join(parts)
+
+
+def _field(errors: list[Any], field: str) -> str | None:
+    """A schema name the driver reports (psycopg's ``diag``, asyncpg's attributes)."""
+    for error in errors:
+        for holder in (getattr(error, "diag", None), error):
+            value = getattr(holder, field, None) if holder is not None else None
+            if type(value) is str and 0 < len(value) <= _MAX_NAME and value.isprintable():
+                return value
+    return None
+
+
+def _stacktrace(exc: BaseException) -> str:
+    """The traceback of ``exc`` and its causes, each exception described, never quoted."""
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    note = ""
+    while current is not None and id(current) not in seen and len(chain) < 16:
+        seen.add(id(current))
+        chain.append((current, note))
+        if current.__cause__ is not None:
+            current, note = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, note = current.__context__, _CONTEXT
+        else:
+            current = None
+    lines: list[str] = []
+    for error, after in reversed(chain):
+        if error.__traceback__ is not None:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(traceback.format_tb(error.__traceback__))
+        lines.append(summary(error) + "\n")
+        lines.append(after)
+    return "".join(lines)

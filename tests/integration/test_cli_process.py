@@ -1,0 +1,40 @@
+"""The ``syncperf`` command as a user runs it: a mistake is one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--database-url", "postgresql://demo:s3cret@127.0.0.1:1/demo", "--no-tui"],
+        ["demo", "--database-url", "not a url", "--no-tui"],
+        ["demo", "--otlp", "notaurl"],
+        ["bench", "--loops", "0"],
+        ["rules", "-o", "missing/dir/file.yml"],
+    ],
+)
+def test_a_mistake_is_one_line_and_exit_status_2(argv: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    result = subprocess.run(
+        [sys.executable, "-m", "syncperf.cli", *argv],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"syncperf {argv[0]}: ")
+    assert "s3cret" not in result.stderr + result.stdout

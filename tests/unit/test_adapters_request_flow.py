@@ -1,0 +1,351 @@
+"""Adapters in the request flow: when they see the request, and what the response's status means.
+
+The same handler measured by the decorator and by the middleware must report the same
+figures: server-state callbacks read the state *before* the handler changes it, a conflict
+answered with a 4xx is a conflict, a returned ``Response`` object is read like a returned
+dict, and a request the framework rejects before the handler is never a success.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from fastapi import Body, FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+import syncperf
+from syncperf.adapters import powersync, replicache, rxdb, watermelondb
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+from syncperf.sqlalchemy import instrument_engine
+from syncperf.testing import Capture
+from tests.unit.test_adapters_common import recorded
+
+MODES = ("decorator", "middleware")
+JSON = {"content-type": "application/json"}
+
+
+async def post(app: Any, path: str, body: Any) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        return await client.post(path, json=body)
+
+
+def build(mode: str, path: str, operation: str, adapter: Any, handler: Callable[..., Any]) -> Any:
+    """A FastAPI app serving ``handler`` at ``path``, measured by ``mode``."""
+    app = FastAPI()
+    if mode == "decorator":
+        app.post(path)(syncperf.instrument_sync(operation, adapter=adapter)(handler))
+        return app
+    app.post(path)(handler)
+    return SyncPerfMiddleware(app, routes={path: SyncRoute(operation, adapter=adapter)})
+
+
+# --- 1. server-state callbacks run before the handler, behind the middleware too ----------
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_replicache_last_mutation_id_is_read_before_the_push_is_applied(
+    mode: str, syncperf_capture: Capture
+) -> None:
+    last: dict[str, int] = {}
+
+    async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        for mutation in body["mutations"]:
+            last[mutation["clientID"]] = mutation["id"]
+        return {}
+
+    adapter = replicache.Push(last_mutation_id=lambda group, client: last.get(client))
+    app = build(mode, "/push", "push", adapter, push)
+    mutations = [{"id": i, "clientID": "c", "name": "createTodo", "args": {}} for i in (1, 2, 3)]
+    body = {"pushVersion": 1, "clientGroupID": "g", "mutations": mutations}
+    assert (await post(app, "/push", body)).status_code == 200
+    assert (await post(app, "/push", body)).status_code == 200  # the retry: all known
+    got = recorded(syncperf_capture)
+    assert got.items == {("createTodo", None): 3}
+    assert got.idempotency == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_watermelondb_count_existing_is_read_before_the_push_is_applied(
+    mode: str, syncperf_capture: Capture
+) -> None:
+    rows: set[str] = set()
+
+    async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        rows.update(record["id"] for record in body["tasks"]["created"])
+        return {}
+
+    adapter = watermelondb.Push(
+        count_existing=lambda table, records: sum(r["id"] in rows for r in records)
+    )
+    app = build(mode, "/sync", "push", adapter, push)
+    body = {"tasks": {"created": [{"id": "a"}, {"id": "b"}], "updated": [], "deleted": []}}
+    await post(app, "/sync", body)
+    got = recorded(syncperf_capture)
+    assert got.items == {("tasks", "created"): 2}
+    assert got.idempotency == 0
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_powersync_last_tx_id_is_read_before_the_upload_is_applied(
+    mode: str, syncperf_capture: Capture
+) -> None:
+    applied: list[int] = []
+
+    async def upload(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        applied.extend(entry["tx_id"] for entry in body["batch"])
+        return {}
+
+    adapter = powersync.Upload(last_tx_id=lambda body: max(applied, default=None))
+    app = build(mode, "/upload", "push", adapter, upload)
+    batch = [{"op": "PUT", "table": "lists", "id": "l1", "tx_id": 7, "data": {}}]
+    await post(app, "/upload", {"batch": batch})
+    got = recorded(syncperf_capture)
+    assert got.items == {("lists", "created"): 1}
+    assert got.idempotency == 0
+
+
+async def test_the_application_still_reads_the_whole_body_after_syncperf_did(
+    syncperf_capture: Capture,
+) -> None:
+    seen: list[int] = []
+
+    async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        seen.append(len(body["mutations"]))
+        return {}
+
+    app = build("middleware", "/push", "push", replicache.Push(), push)
+    mutations = [
+        {"id": i, "clientID": "c", "name": "m", "args": {"t": "x" * 500}} for i in range(200)
+    ]
+    body = {"pushVersion": 1, "clientGroupID": "g", "mutations": mutations}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        # a streamed body arrives in several http.request messages
+        response = await client.post("/push", content=_chunks(body), headers=JSON)
+    assert response.status_code == 200
+    assert seen == [200]
+    assert recorded(syncperf_capture).batches == [(1, 200)]
+
+
+async def _chunks(body: Any) -> AsyncIterator[bytes]:
+    data = json.dumps(body).encode()
+    for start in range(0, len(data), 4096):
+        yield data[start : start + 4096]
+
+
+async def test_a_body_over_max_body_bytes_reaches_the_application_unread(
+    syncperf_capture: Capture,
+) -> None:
+    seen: list[int] = []
+
+    async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        seen.append(len(body["mutations"]))
+        return {}
+
+    app = FastAPI()
+    app.post("/push")(push)
+    wrapped = SyncPerfMiddleware(
+        app, routes={"/push": SyncRoute("push", adapter=replicache.Push())}, max_body_bytes=1000
+    )
+    mutations = [{"id": i, "clientID": "c", "name": "m", "args": {}} for i in range(100)]
+    transport = httpx.ASGITransport(app=wrapped)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        response = await client.post(
+            "/push",
+            content=_chunks({"pushVersion": 1, "clientGroupID": "g", "mutations": mutations}),
+            headers=JSON,
+        )
+    assert response.status_code == 200
+    assert seen == [100]
+    got = recorded(syncperf_capture)
+    assert got.dropped == {"asgi_body_too_large": 1}
+    assert got.batches == []
+
+
+# --- 2. and 3. a conflict answered with a 4xx; a returned Response object -----------------
+
+
+def conflicting_push(answer: str) -> Callable[..., Any]:
+    async def push(body: Annotated[dict[str, Any], Body()]) -> Any:
+        syncperf.current_operation().record_conflict(entity="tasks")
+        if answer == "raise":
+            raise HTTPException(status_code=409, detail="changed since last pull")
+        return JSONResponse({"error": "changed since last pull"}, status_code=409)
+
+    return push
+
+
+@pytest.mark.parametrize("answer", ["raise", "return"])
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_recorded_conflict_answered_with_409_is_a_conflict(
+    mode: str, answer: str, syncperf_capture: Capture
+) -> None:
+    app = build(mode, "/sync", "push", watermelondb.Push(), conflicting_push(answer))
+    body = {"tasks": {"created": [], "updated": [{"id": "a"}], "deleted": []}}
+    assert (await post(app, "/sync", body)).status_code == 409
+    got = recorded(syncperf_capture)
+    assert got.outcomes == {"conflict": 1}
+    assert got.conflicts == {("tasks", None): 1}
+    assert got.items == {("tasks", "updated"): 1}
+    assert got.dropped == {}
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert "error.type" not in (point.attributes or {})
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_409_without_a_recorded_conflict_counts_one(
+    mode: str, syncperf_capture: Capture
+) -> None:
+    async def push(body: Annotated[dict[str, Any], Body()]) -> Any:
+        raise HTTPException(status_code=409)
+
+    app = build(mode, "/sync", "push", watermelondb.Push(), push)
+    await post(app, "/sync", {"tasks": {"updated": [{"id": "a"}]}})
+    got = recorded(syncperf_capture)
+    assert got.outcomes == {"conflict": 1}
+    assert sum(got.conflicts.values()) == 1
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_returned_response_object_is_read_like_a_returned_dict(
+    mode: str, syncperf_capture: Capture
+) -> None:
+    async def push(body: Annotated[dict[str, Any], Body()]) -> Any:
+        return JSONResponse({"experimentalRejectedIds": {"tasks": ["a"]}})
+
+    app = build(mode, "/sync", "push", watermelondb.Push(), push)
+    await post(app, "/sync", {"tasks": {"updated": [{"id": "a"}, {"id": "b"}]}})
+    got = recorded(syncperf_capture)
+    assert got.conflicts == {("tasks", "rejected"): 1}
+    assert got.outcomes == {"conflict": 1}
+    assert got.dropped == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_returned_non_json_response_is_not_a_malformed_payload(
+    mode: str, syncperf_capture: Capture
+) -> None:
+    from fastapi.responses import PlainTextResponse
+
+    async def push(body: Annotated[dict[str, Any], Body()]) -> Any:
+        return PlainTextResponse("ok")
+
+    app = build(mode, "/sync", "push", watermelondb.Push(), push)
+    await post(app, "/sync", {"tasks": {"updated": [{"id": "a"}]}})
+    got = recorded(syncperf_capture)
+    assert got.outcomes == {"success": 1}
+    assert got.dropped == {}
+
+
+# --- 7. GET handlers need no request= ------------------------------------------------------
+
+
+def test_a_pull_adapter_that_never_reads_the_request_needs_no_request_parameter(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("pull", entity="todo", adapter=rxdb.Pull())
+    def pull(id: str | None = None, updatedAt: int | None = None, batchSize: int = 10) -> Any:
+        return {"documents": [{"id": "a", "_deleted": False}], "checkpoint": None}
+
+    pull(None, None, 10)
+    assert recorded(syncperf_capture).items == {("todo", None): 1}
+
+
+# --- 8. the path entity is known while the handler runs -------------------------------------
+
+
+async def test_query_metrics_during_the_handler_carry_the_path_entity(
+    syncperf_capture: Capture,
+) -> None:
+    engine = sa.create_engine("sqlite://")
+    handle = instrument_engine(engine, n_plus_one_threshold=3)
+    seen: list[str | None] = []
+
+    async def push(entity: str, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        seen.append(syncperf.current_operation().entity)
+        with engine.connect() as conn:
+            for i in range(5):
+                conn.execute(sa.text("SELECT :i"), {"i": i})
+        return {}
+
+    app = FastAPI()
+    app.post("/sync/{entity}/push")(push)
+    wrapped = SyncPerfMiddleware(app, routes={"/sync/{entity}/push": "push"})
+    try:
+        await post(wrapped, "/sync/todo/push", {})
+    finally:
+        handle.uninstrument()
+    assert seen == ["todo"]
+    (point,) = syncperf_capture.points("sync.db.n_plus_one")
+    assert (point.attributes or {}).get("sync.entity") == "todo"
+
+
+# --- 9. rejected before the handler ---------------------------------------------------------
+
+
+class Changes(BaseModel):
+    changes: dict[str, Any]
+
+
+async def test_a_request_rejected_before_the_handler_is_an_error_not_a_success(
+    syncperf_capture: Capture,
+) -> None:
+    async def push(entity: str, body: Changes) -> dict[str, Any]:
+        return {}
+
+    app = FastAPI()
+    app.post("/sync/{entity}/push")(push)
+    wrapped = SyncPerfMiddleware(app, routes={"/sync/{entity}/push": "push"})
+    response = await post(wrapped, "/sync/todo/push", {"not": "changes"})
+    assert response.status_code == 422
+    got = recorded(syncperf_capture)
+    assert got.outcomes == {"error": 1}
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["error.type"] == "422"
+
+
+async def test_a_decorated_handler_the_framework_never_called_records_nothing(
+    syncperf_capture: Capture,
+) -> None:
+    app = FastAPI()
+
+    @app.post("/sync/push")
+    @syncperf.instrument_sync("push")
+    async def push(body: Changes) -> dict[str, Any]:
+        return {}
+
+    assert (await post(app, "/sync/push", {"not": "changes"})).status_code == 422
+    assert recorded(syncperf_capture).outcomes == {}
+
+
+class Reply(BaseModel):
+    status_code: int  # a data field that happens to share the name
+
+
+async def test_a_plain_decorated_handler_answering_409_is_a_conflict(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    async def push() -> Any:
+        return JSONResponse({}, status_code=409)
+
+    await push()
+    assert recorded(syncperf_capture).outcomes == {"conflict": 1}
+
+
+async def test_a_returned_model_with_a_status_code_field_is_data_not_a_response(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    async def push() -> Reply:
+        return Reply(status_code=404)
+
+    await push()
+    assert recorded(syncperf_capture).outcomes == {"success": 1}

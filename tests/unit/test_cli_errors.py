@@ -1,0 +1,136 @@
+"""Every CLI mistake is one line on stderr and exit status 2; packaging names what to install."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomllib
+
+from syncperf import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "src" / "syncperf"
+
+
+def _fails_with_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code  # type: ignore[assignment]
+    captured = capsys.readouterr()
+    assert status == 2, captured
+    err = captured.err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+    return err
+
+
+@pytest.mark.parametrize("command", ["rules", "dashboard"])
+def test_an_output_file_in_a_missing_directory(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "missing" / "dir" / "file.yml"
+    err = _fails_with_one_line(capsys, [command, "-o", str(target)])
+    assert str(target) in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--loops", "0"],
+        ["bench", "--rounds", "-1"],
+        ["bench", "--loops", "many"],
+        ["demo", "--duration", "0"],
+        ["demo", "--bogus"],
+        ["rules", "--format", "nope"],
+    ],
+)
+def test_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    err = _fails_with_one_line(capsys, argv)
+    assert err.startswith(f"syncperf {argv[0]}: ")
+
+
+@pytest.mark.parametrize("endpoint", ["notaurl", "localhost", "ftp://collector:4317", "http://"])
+def test_demo_rejects_an_otlp_endpoint_that_is_not_a_url(
+    endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _fails_with_one_line(capsys, ["demo", "--otlp", endpoint, "--duration", "1"])
+    assert "--otlp" in err
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "nosuchdialect://host/db",
+        "postgresql+psycopg://demo:s3cret@127.0.0.1:1/demo",  # nothing listens on port 1
+    ],
+)
+def test_demo_with_a_bad_or_unreachable_database_url(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _fails_with_one_line(capsys, ["demo", "--database-url", url, "--no-tui"])
+    assert "--database-url" in err
+    assert "s3cret" not in err
+
+
+def test_bench_help_cites_no_file_that_is_not_shipped(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["bench", "--help"])
+    text = capsys.readouterr().out
+    for path in re.findall(r"[\w./-]+\.(?:md|py)\b", text):
+        assert (PACKAGE / path).exists() or path.startswith("http"), path
+
+
+def test_the_wheel_metadata_has_project_urls() -> None:
+    urls = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]
+    assert {"Homepage", "Documentation", "Repository", "Issues", "Changelog"} <= set(urls)
+    assert all(url.startswith("https://") for url in urls.values())
+
+
+def test_the_readme_links_are_absolute() -> None:
+    """The README is the PyPI page: a relative link is broken there."""
+    links = re.findall(r"\]\(([^)]+)\)", (ROOT / "README.md").read_text())
+    assert links
+    relative = [link for link in links if not link.startswith(("https://", "#"))]
+    assert relative == []
+
+
+def _hide(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name == package or name.startswith(package + "."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+
+
+def test_syncperf_sqlalchemy_without_its_extra_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _hide(monkeypatch, "sqlalchemy")
+    monkeypatch.delitem(sys.modules, "syncperf.sqlalchemy", raising=False)
+    monkeypatch.delitem(sys.modules, "syncperf._sql_pool", raising=False)
+    with pytest.raises(ModuleNotFoundError, match=r"pip install 'syncperf\[sqlalchemy\]'"):
+        importlib.import_module("syncperf.sqlalchemy")
+
+
+def test_prometheus_asgi_app_without_its_extra_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import syncperf
+    from syncperf.export import prometheus_asgi_app
+
+    _hide(monkeypatch, "prometheus_client")
+    with pytest.raises(syncperf.ConfigError, match=r"pip install 'syncperf\[prometheus\]'"):
+        prometheus_asgi_app()

@@ -1,0 +1,110 @@
+"""The tracer provider's own flush and shutdown cover syncperf's queued span ends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import syncperf
+from syncperf import _runtime
+
+
+@pytest.fixture
+def exporter() -> Iterator[InMemorySpanExporter]:
+    yield InMemorySpanExporter()
+    previous = _runtime.replace(None)
+    if previous is not None:
+        previous.shutdown()
+
+
+def _run(provider: TracerProvider, n: int) -> None:
+    syncperf.configure(tracer_provider=provider)
+    for _ in range(n):
+        with syncperf.sync_operation("push", entity="todo"):
+            pass
+
+
+def _batch_provider(exporter: InMemorySpanExporter, **kwargs: object) -> TracerProvider:
+    provider = TracerProvider(shutdown_on_exit=False, **kwargs)  # type: ignore[arg-type]
+    # A schedule far away: only a flush exports.
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=600_000))
+    return provider
+
+
+def test_provider_force_flush_exports_every_span_that_ended_before_it(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = _batch_provider(exporter)
+    _run(provider, 300)
+    assert provider.force_flush(5_000)
+    assert len(exporter.get_finished_spans()) == 300
+
+
+def test_provider_shutdown_exports_every_span_that_ended_before_it(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = _batch_provider(exporter)
+    _run(provider, 300)
+    provider.shutdown()
+    assert len(exporter.get_finished_spans()) == 300
+
+
+def test_a_concurrent_multi_processor_is_flushed_after_the_queue(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = _batch_provider(exporter, active_span_processor=ConcurrentMultiSpanProcessor())
+    _run(provider, 300)
+    assert provider.force_flush(5_000)
+    assert len(exporter.get_finished_spans()) == 300
+
+
+def test_the_queue_flusher_is_registered_once_per_provider(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = _batch_provider(exporter)
+    _run(provider, 1)
+    _run(provider, 1)  # a second configure() on the same provider
+    processors = provider._active_span_processor._span_processors
+    assert [type(p).__name__ for p in processors] == ["QueueFlusher", "BatchSpanProcessor"]
+
+
+class _Blocking(InMemorySpanExporter):
+    """A span exporter stuck in export (a collector that accepts and never answers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.release.wait(30)
+        return super().export(spans)
+
+
+def test_force_flush_returns_within_its_timeout_when_the_exporter_hangs(
+    exporter: InMemorySpanExporter,
+) -> None:
+    blocking = _Blocking()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(blocking))
+    _run(provider, 3)
+    started = time.monotonic()
+    try:
+        assert syncperf.force_flush(timeout=0.3) is False
+        assert time.monotonic() - started < 2.0
+    finally:
+        blocking.release.set()
+
+
+def test_the_shutdown_timeout_comes_from_the_environment() -> None:
+    config = syncperf.Config.from_env({"SYNCPERF_SHUTDOWN_TIMEOUT": "1.5"})
+    assert config.shutdown_timeout == 1.5
+    assert syncperf.Config().shutdown_timeout == 5.0
+    with pytest.raises(syncperf.ConfigError, match="shutdown_timeout"):
+        syncperf.Config(shutdown_timeout=0)

@@ -1,0 +1,718 @@
+"""Hostile input: nothing a client, a handler or a database sends breaks export or escapes.
+
+Every test here failed before the value gate (``syncperf._gate``): a value that one export
+could not encode, that raised in ``repr()``/``hash()``, or that quoted request data in a log.
+After every hostile call the tests check the invariants of the first promise: no exception
+escaped, OTLP encoding and Prometheus exposition still succeed, no exported label is longer
+than the bound, and the exact totals of the valid traffic next to it are unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from prometheus_client import CollectorRegistry, generate_latest
+
+import syncperf
+from syncperf.adapters import couchdb, powersync, rxdb, watermelondb, zero
+from syncperf.exceptions import MeasurementError
+from syncperf.testing import Capture, capture
+
+SECRET = "sk_live_51HostileSecretToken"
+MAX_LABEL = 128
+
+
+class Hostile:
+    """Every dunder syncperf might be tempted to call raises."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__ " + SECRET)
+
+    __str__ = __repr__
+
+    def __hash__(self) -> int:
+        raise RuntimeError("__hash__")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("__eq__")
+
+    def __len__(self) -> int:
+        raise RuntimeError("__len__")
+
+    def __bool__(self) -> bool:
+        raise RuntimeError("__bool__")
+
+    def __index__(self) -> int:
+        raise RuntimeError("__index__")
+
+    __int__ = __float__ = __index__  # type: ignore[assignment]
+
+
+class HostileStr(str):
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("__hash__")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("__eq__")
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__")
+
+
+class HostileInt(int):
+    def __repr__(self) -> str:
+        raise RuntimeError("__repr__")
+
+    def __hash__(self) -> int:
+        raise RuntimeError("__hash__")
+
+
+class CountingList(list[Any]):
+    """A list that counts how often syncperf renders it."""
+
+    reprs = 0
+
+    def __repr__(self) -> str:
+        CountingList.reprs += 1
+        return super().__repr__()
+
+
+HOSTILE = [
+    2**53,
+    2**63,
+    -(2**63) - 1,
+    10**400,
+    -1,
+    float("nan"),
+    float("inf"),
+    1e308,
+    "\ud800",
+    "a\x00b",
+    "x" * 100_000,
+    "",
+    SECRET + "\ud83d",
+    Hostile(),
+    HostileStr("note"),
+    HostileInt(3),
+    True,
+    b"bytes",
+    ["list"],
+    {"a": 1},
+    None,
+]
+
+hostile = (
+    st.sampled_from(range(len(HOSTILE))).map(HOSTILE.__getitem__)  # no hashing of the values
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=200)
+    | st.text(min_size=129, max_size=300)
+    | st.lists(st.integers(), max_size=3)
+)
+
+
+@contextmanager
+def lenient() -> Iterator[tuple[Capture, CollectorRegistry]]:
+    """A capture that drops misuse (as in production) and also feeds Prometheus."""
+    registry = CollectorRegistry()
+    with capture(strict=False, prometheus=registry) as cap:
+        yield cap, registry
+
+
+def assert_exportable(cap: Capture, registry: CollectorRegistry) -> None:
+    """OTLP and Prometheus still encode everything, and no label exceeds the bound."""
+    data = cap._reader.collect()
+    encode_metrics(data).SerializeToString()
+    encode_spans(cap.spans()).SerializeToString()
+    text = generate_latest(registry).decode("utf-8")
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for metric in sm.metrics:
+                for point in metric.data.data_points:
+                    for value in (point.attributes or {}).values():
+                        if isinstance(value, str):
+                            assert len(value) <= MAX_LABEL, (metric.name, len(value))
+    assert SECRET not in text
+
+
+def valid_push(n: int = 3) -> None:
+    with syncperf.sync_operation("push", entity="todo") as op:
+        op.set_batch_size(n)
+        op.record_items(n, change="created")
+        op.record_conflict(count=1, resolution="server_wins")
+
+
+def assert_valid_totals(cap: Capture, pushes: int, n: int = 3) -> None:
+    assert cap.total("sync.items", {"sync.entity": "todo", "sync.change": "created"}) == n * pushes
+    assert cap.total("sync.conflicts", {"sync.entity": "todo"}) == pushes
+    conflicted = {"sync.entity": "todo", "sync.outcome": "conflict"}
+    assert cap.total("sync.operation.duration", conflicted) == pushes
+
+
+# --- the cases of the report, one by one ---------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [2**53, 2**63, 10**400, -1, 1.5, float("nan"), True])
+def test_an_unencodable_count_is_dropped_and_export_keeps_working(n: Any) -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="todo") as op:
+            op.record_items(n)
+            op.record_conflict(count=n)
+            op.set_batch_size(n)
+        valid_push()
+        assert_exportable(cap, registry)
+        assert_valid_totals(cap, pushes=1)
+        assert cap.total("syncperf.dropped") == 3
+
+
+def test_counts_summing_past_two_to_the_53_within_one_operation_are_dropped() -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="todo") as op:
+            for _ in range(3):
+                op.record_items(2**53 - 1)
+        assert_exportable(cap, registry)
+        assert cap.total("sync.items") == 2**53 - 1
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_count"}) == 2
+
+
+def test_a_cumulative_counter_past_int64_is_exported_as_a_double() -> None:
+    with lenient() as (cap, registry):
+        for _ in range(1100):
+            with syncperf.sync_operation("push", entity="todo") as op:
+                op.record_items(2**53 - 1)
+        assert_exportable(cap, registry)
+        assert cap.total("sync.items") == pytest.approx(1100 * (2**53 - 1))
+
+
+@pytest.mark.parametrize("name", ["\ud800", "a\x00b", "line\nbreak", "x" * 129, ""])
+def test_an_entity_that_no_exporter_can_carry_is_dropped_not_exported(name: str) -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push") as op:
+            op.set_entity(name)
+            op.record_items(1, entity=name)
+            op.record_conflict(entity=name)
+        valid_push()
+        assert_exportable(cap, registry)
+        assert_valid_totals(cap, pushes=1)
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_entity"}) == 3
+
+
+def test_a_lone_surrogate_table_in_a_watermelondb_push_cannot_break_the_scrape() -> None:
+    push = watermelondb.Push(count_existing=lambda table, ids: 0)
+    body = {"\ud800": {"created": [{"id": "1"}], "updated": [], "deleted": []}}
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push") as op:
+            push.on_request(op, body)
+        with syncperf.sync_operation("push") as op:
+            push.on_request(op, {"\udfff": {"created": [{"id": "2"}]}})
+        valid_push()
+        assert_exportable(cap, registry)
+        assert_valid_totals(cap, pushes=1)
+        entities = {p.attributes.get("sync.entity") for p in cap.points("sync.items")}
+        assert entities == {"todo"}
+
+
+def test_a_hundred_pushes_naming_100_kb_tables_keep_the_scrape_small() -> None:
+    push = watermelondb.Push(count_existing=lambda table, ids: 0)
+    with lenient() as (cap, registry):
+        for i in range(100):
+            table = f"{i}" + "t" * 100_000
+            with syncperf.sync_operation("push") as op:
+                push.on_request(op, {table: {"created": [{"id": "1"}]}})
+        assert_exportable(cap, registry)
+        assert len(generate_latest(registry)) < 100_000
+        assert len(encode_metrics(cap._reader.collect()).SerializeToString()) < 100_000
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda op, v: op.set_batch_size(v),
+        lambda op, v: op.record_items(v),
+        lambda op, v: op.record_items(1, entity=v),
+        lambda op, v: op.record_items(1, change=v),
+        lambda op, v: op.record_conflict(count=v),
+        lambda op, v: op.record_conflict(entity=v),
+        lambda op, v: op.record_conflict(resolution=v),
+        lambda op, v: op.set_entity(v),
+        lambda op, v: op.set_error(v),
+        lambda op, v: op.set_attribute("k", v),
+        lambda op, v: op.set_attribute(v, 1),
+    ],
+)
+@pytest.mark.parametrize(
+    "value", [Hostile(), HostileStr("note"), HostileInt(2)], ids=["object", "str", "int"]
+)
+def test_objects_whose_dunders_raise_cannot_escape_into_the_handler(call: Any, value: Any) -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="note") as op:
+            call(op, value)
+        with syncperf.sync_operation("push", entity=value):
+            pass
+        valid_push()
+        assert_exportable(cap, registry)
+        assert_valid_totals(cap, pushes=1)
+
+
+def test_a_str_subclass_such_as_a_str_enum_is_accepted_as_its_plain_value() -> None:
+    class Change(str):
+        pass
+
+    with capture() as cap:
+        with syncperf.sync_operation("push", entity=Change("todo")) as op:
+            op.record_items(2, entity=Change("note"), change=Change("created"))
+        (point,) = cap.points("sync.items")
+        assert dict(point.attributes) == {
+            "sync.operation": "push",
+            "sync.entity": "note",
+            "sync.change": "created",
+        }
+        assert type(point.attributes["sync.entity"]) is str
+
+
+def test_strict_mode_raises_a_measurement_error_not_the_hostile_objects_error() -> None:
+    with (
+        capture(),
+        pytest.raises(MeasurementError) as raised,
+        syncperf.sync_operation("push") as op,
+    ):
+        op.set_batch_size(Hostile())
+    assert raised.value.reason == "invalid_batch_size"
+    assert "Hostile" in str(raised.value)
+
+
+def test_a_rejected_extractor_value_is_never_rendered() -> None:
+    @syncperf.instrument_sync("push", entity="todo", batch_size=lambda body: body["changes"])
+    def push(body: dict[str, Any]) -> None:
+        pass
+
+    body = {"changes": CountingList(range(10_000))}
+    with lenient() as (cap, _):
+        for _ in range(50):
+            push(body)
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_batch_size"}) == 50
+    assert CountingList.reprs == 0
+
+
+def test_end_is_whole_when_one_recorded_value_was_rejected() -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="todo") as op:
+            op.set_batch_size(10**400)
+            op.record_items(4, change="updated")
+            op.record_conflict(count=2)
+            op.record_idempotency_hit()
+        assert_exportable(cap, registry)
+        assert cap.points("sync.batch.size") == []
+        assert cap.total("sync.items", {"sync.change": "updated"}) == 4
+        assert cap.total("sync.conflicts") == 2
+        assert cap.total("sync.idempotency.hits") == 1
+        assert cap.total("sync.operation.duration", {"sync.outcome": "conflict"}) == 1
+        assert cap.total("syncperf.overhead", {"syncperf.component": "operation"}) == 1
+        assert cap.total("syncperf.dropped") == 1
+
+
+def test_a_non_finite_gauge_value_drops_that_gauge_not_the_collection() -> None:
+    with lenient() as (cap, registry):
+        cap.runtime.registry.gauge("test.gauge", "1", "", lambda: [({}, float("nan"))])
+        cap.runtime.registry.gauge("test.huge", "1", "", lambda: [({}, 10**400)])
+        valid_push()
+        assert_exportable(cap, registry)
+        assert_valid_totals(cap, pushes=1)
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "gauge_callback_failed"}) >= 2
+
+
+def test_outbox_lag_from_a_hostile_created_at_is_dropped() -> None:
+    from syncperf.outbox import Outbox
+
+    outbox = Outbox("orders")
+    with lenient() as (cap, registry):
+        with outbox.publish(count=4) as batch:
+            for created_at in (float("-inf"), float("nan"), 10**400, Hostile()):
+                batch.published(created_at)
+        assert_exportable(cap, registry)
+        assert cap.total("outbox.messages", {"outbox.event": "published"}) == 4
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_created_at"}) == 4
+
+
+# --- log lines never quote content -------------------------------------------------------
+
+
+def test_log_lines_describe_bad_data_by_type_and_size_never_by_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo", items=lambda body: body[SECRET])
+    def push(body: dict[str, Any]) -> None:
+        pass
+
+    caplog.set_level(logging.DEBUG, logger="syncperf")
+    with lenient():
+        push({})  # KeyError quoting the secret
+        with syncperf.sync_operation("push") as op:
+            op.set_entity(SECRET + "\x00")
+            op.set_error(SECRET * 10)
+            op.set_batch_size(SECRET)  # type: ignore[arg-type]
+            op.record_items(1, change=SECRET)  # type: ignore[arg-type]
+            zero.Push().on_request(
+                op, {"mutations": [{"name": "_zero_crud", "args": [{"ops": [{"op": SECRET}]}]}]}
+            )
+            powersync.Upload().on_request(op, {"batch": [{"op": SECRET, "table": "t", "id": "1"}]})
+    assert caplog.records
+    assert SECRET not in caplog.text
+
+
+# --- fuzzing every entry point -----------------------------------------------------------
+
+CALLS = [
+    lambda op, v: op.set_batch_size(v),
+    lambda op, v: op.record_items(v),
+    lambda op, v: op.record_items(1, entity=v),
+    lambda op, v: op.record_items(1, change=v),
+    lambda op, v: op.record_conflict(count=v),
+    lambda op, v: op.record_conflict(entity=v, resolution=v),
+    lambda op, v: op.set_entity(v),
+    lambda op, v: op.set_error(v),
+    lambda op, v: op.set_attribute("k", v),
+    lambda op, v: op.set_attribute(v, v),
+]
+
+
+def test_fuzzed_recorder_calls_never_escape_and_never_break_export() -> None:
+    with lenient() as (cap, registry):
+        pushes = 0
+
+        @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            calls=st.lists(st.tuples(st.sampled_from(range(len(CALLS))), hostile), max_size=6),
+            entity=hostile,
+        )
+        def example(calls: list[tuple[int, Any]], entity: Any) -> None:
+            nonlocal pushes
+            with syncperf.sync_operation("push", entity=entity) as op:
+                for index, value in calls:
+                    CALLS[index](op, value)
+            valid_push()
+            pushes += 1
+            assert_exportable(cap, registry)
+
+        example()
+        assert_valid_totals(cap, pushes=pushes)
+
+
+def test_fuzzed_extractors_never_escape_into_the_handler() -> None:
+    with lenient() as (cap, registry):
+        calls = 0
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(value=hostile, other=hostile)
+        def example(value: Any, other: Any) -> None:
+            nonlocal calls
+
+            @syncperf.instrument_sync(
+                "push",
+                entity=lambda body: body["e"],
+                batch_size=lambda body: body["v"],
+                items=lambda body: {body["e"]: body["v"]},
+                conflicts=lambda result: result,
+                idempotency_hit=lambda result: result,
+            )
+            def push(body: dict[str, Any]) -> Any:
+                return other
+
+            assert push({"e": value, "v": value}) is other
+            calls += 1
+            assert_exportable(cap, registry)
+
+        example()
+        assert cap.total("sync.operation.duration") == calls
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.sampled_from(["\ud800", "x" * 5000, "todo", "put", "PUT", "created", "a\x00"])
+)
+json_like = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(json_scalars.filter(lambda v: isinstance(v, str)), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+ADAPTERS: dict[str, Any] = {
+    "watermelondb.Push": lambda: watermelondb.Push(count_existing=lambda table, ids: 0),
+    "watermelondb.Pull": watermelondb.Pull,
+    "rxdb.Push": rxdb.Push,
+    "rxdb.Pull": rxdb.Pull,
+    "couchdb.BulkDocs": couchdb.BulkDocs,
+    "couchdb.Changes": couchdb.Changes,
+    "powersync.Upload": powersync.Upload,
+    "zero.Push": zero.Push,
+}
+
+
+def test_fuzzed_payloads_with_hostile_names_never_break_export() -> None:
+    with lenient() as (cap, registry):
+
+        @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            name=st.sampled_from(sorted(ADAPTERS)),
+            table=json_scalars,
+            request=json_like,
+            response=json_like,
+        )
+        def example(name: str, table: Any, request: Any, response: Any) -> None:
+            adapter = ADAPTERS[name]()
+            shaped = {
+                table if isinstance(table, str) else "t": {"created": [{"id": "1", "type": table}]}
+            }
+            with syncperf.sync_operation("push") as op:
+                adapter.on_request(op, request)
+                adapter.on_request(op, shaped)
+                adapter.on_response(op, response)
+            assert_exportable(cap, registry)
+
+        example()
+
+
+# --- names from outside: the middleware ----------------------------------------------------
+
+
+def entity_app(**options: Any) -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from syncperf.asgi import SyncPerfMiddleware
+
+    async def push(request: Any) -> Any:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/sync/{entity}/push", push, methods=["POST"])])
+    return SyncPerfMiddleware(app, routes={"/sync/{entity}/push": "push"}, **options)
+
+
+def post(app: Any, *paths: str) -> None:
+    import asyncio
+
+    import httpx
+
+    async def go() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            for path in paths:
+                assert (await client.post(path, json={})).status_code == 200
+
+    asyncio.run(go())
+
+
+def test_a_path_parameter_value_never_reaches_url_path_on_the_span() -> None:
+    with capture() as cap:
+        post(entity_app(entities=["todo"]), "/sync/alice%40example.com/push")
+        (span,) = cap.spans()
+        labels = repr([p.attributes for p in cap.points("sync.operation.duration")])
+    assert span.attributes["url.path"] == "/sync/{entity}/push"
+    assert span.attributes["sync.entity"] == "_other"
+    assert "alice" not in repr(dict(span.attributes)) + labels
+
+
+def test_the_middleware_entities_option_keeps_path_values_to_the_allow_list() -> None:
+    with capture() as cap:
+        post(entity_app(entities=["todo"]), "/sync/todo/push", "/sync/whatever/push")
+        entities = {p.attributes["sync.entity"] for p in cap.points("sync.operation.duration")}
+    assert entities == {"todo", "_other"}
+
+
+def test_path_entities_without_an_allow_list_warn_once(caplog: pytest.LogCaptureFixture) -> None:
+    with capture():
+        post(entity_app(), "/sync/a/push", "/sync/b/push")
+    warnings = [r for r in caplog.records if "allow-list" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "SYNCPERF_ENTITIES" in warnings[0].getMessage()
+
+
+def test_path_entities_with_a_configured_allow_list_do_not_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with capture(entities={"a"}) as cap:
+        post(entity_app(), "/sync/a/push", "/sync/b/push")
+        entities = {p.attributes["sync.entity"] for p in cap.points("sync.operation.duration")}
+    assert entities == {"a", "_other"}
+    assert not [r for r in caplog.records if "allow-list" in r.getMessage()]
+
+
+def test_payload_entities_without_an_allow_list_warn_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    push = watermelondb.Push(count_existing=lambda table, ids: 0)
+    with capture():
+        for table in ("a", "b"):
+            with syncperf.sync_operation("push") as op:
+                push.on_request(op, {table: {"created": [{"id": "1"}]}})
+    assert len([r for r in caplog.records if "allow-list" in r.getMessage()]) == 1
+
+
+def test_fuzzed_paths_never_break_the_middleware_or_export() -> None:
+    app = entity_app()
+    with lenient() as (cap, registry):
+
+        @settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(segment=st.text(min_size=1, max_size=300).filter(lambda s: "/" not in s))
+        def example(segment: str) -> None:
+            from urllib.parse import quote
+
+            post(app, "/sync/" + quote(segment.encode("utf-8", "surrogatepass"), safe="") + "/push")
+            assert_exportable(cap, registry)
+
+        example()
+
+
+def test_attributes_the_application_sets_on_the_sync_span_stay_encodable() -> None:
+    from opentelemetry import trace
+
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="todo") as op:
+            span = trace.get_current_span()
+            span.set_attribute("app.name", "\ud800" + "x" * 5000)
+            span.set_attribute("app.count", 2**70)
+            span.set_attribute("app.list", ["a", "\udfff"])
+            op.set_attribute("app.other", "\ud83d")
+            span.add_event("app.event", {"text": "\ud800", "n": 2**70, "ok": 1})
+        assert_exportable(cap, registry)
+        (exported,) = cap.spans()
+    attrs = dict(exported.attributes or {})
+    assert "app.count" not in attrs
+    assert len(attrs["app.name"]) == 1024
+    assert attrs["app.list"] == ("a", "?")
+    assert attrs["app.other"] == "?"
+
+
+def adapter_app() -> Any:
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+
+    async def push(request: Any) -> Any:
+        await request.body()
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/sync/push", push, methods=["POST"])])
+    route = SyncRoute("push", adapter=watermelondb.Push(count_existing=lambda table, ids: 0))
+    return SyncPerfMiddleware(app, routes={"/sync/push": route}, idempotency_ttl=60)
+
+
+header_values = st.binary(max_size=300).filter(lambda b: b"\r" not in b and b"\n" not in b)
+
+
+def test_fuzzed_headers_and_bodies_never_break_the_middleware_or_export() -> None:
+    import asyncio
+
+    app = adapter_app()
+    with lenient() as (cap, registry):
+        requests = 0
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(
+            body=json_like.map(lambda v: {"changes": v}) | st.binary(max_size=2000).map(bytes),
+            headers=st.lists(
+                st.tuples(
+                    st.sampled_from(
+                        [
+                            b"idempotency-key",
+                            b"traceparent",
+                            b"tracestate",
+                            b"baggage",
+                            b"content-length",
+                            b"accept",
+                            b"x-any",
+                        ]
+                    ),
+                    header_values,
+                ),
+                max_size=6,
+            ),
+        )
+        def example(body: Any, headers: list[tuple[bytes, bytes]]) -> None:
+            import json
+
+            nonlocal requests
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8", "replace")
+            sent: list[Any] = []
+
+            async def receive() -> Any:
+                return {"type": "http.request", "body": raw, "more_body": False}
+
+            async def send(message: Any) -> None:
+                sent.append(message)
+
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/sync/push",
+                "raw_path": b"/sync/push",
+                "root_path": "",
+                "query_string": b"",
+                "headers": headers,
+                "server": ("t", 80),
+                "client": ("c", 1),
+            }
+            asyncio.run(app(scope, receive, send))
+            requests += 1
+            assert sent[0]["status"] == 200
+            assert_exportable(cap, registry)
+
+        example()
+        assert cap.total("sync.operation.duration") == requests
+
+
+def test_fuzzed_outbox_calls_never_escape_and_never_break_export() -> None:
+    from syncperf.outbox import Outbox
+
+    outbox = Outbox("orders")
+    with lenient() as (cap, registry):
+        published = 0
+
+        @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(a=hostile, b=hostile, c=hostile)
+        def example(a: Any, b: Any, c: Any) -> None:
+            nonlocal published
+            outbox.enqueue(a)
+            outbox.enqueue(a, session=b)
+            with outbox.publish(count=a) as batch:
+                batch.published(a, traceparent=b, attempt=c)
+                batch.published(1.0e9)
+                batch.failed(a, traceparent=b, attempt=c, dead_letter=c)
+                batch.dead_lettered(a)
+            published += 1
+            assert_exportable(cap, registry)
+
+        example()
+        assert cap.total("outbox.messages", {"outbox.event": "published"}) >= published
+
+
+@pytest.mark.parametrize("table", ['"' + "t" * 300 + '"', '"a\ud800"', '"a\x01b"'])
+def test_a_table_name_no_exporter_can_carry_is_no_db_collection_name(table: str) -> None:
+    from syncperf._sql_statement import classify
+
+    classified = classify(f"SELECT * FROM {table} WHERE id = 1")
+    assert classified.operation == "SELECT"
+    assert classified.collection is None
