@@ -459,10 +459,7 @@ class Runtime:
         """
         if self.strict:
             raise MeasurementError(reason, _expected(expected, value))
-        with self.lock:
-            self.dropped.sum((("syncperf.reason", reason),)).add(1)
-        key = "drop:" + reason
-        if key not in self._logged:
+        if (key := self._count(reason)) is not None:
             self.log_once(
                 key, "syncperf dropped a measurement (%s): %s", reason, _expected(expected, value)
             )
@@ -473,18 +470,21 @@ class Runtime:
         request data). Strict mode re-raises."""
         if self.strict:
             raise exc
-        with self.lock:
-            self.dropped.sum((("syncperf.reason", reason),)).add(1)
-        key = "drop:" + reason
-        if key not in self._logged:
+        if (key := self._count(reason)) is not None:
             self.log_once(key, "syncperf hook failed (%s): %s", reason, raised_at(exc))
 
     def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
         """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
         ``key`` (default: the reason). Never raises."""
+        if (due := self._count(reason, key)) is not None:
+            self.log_once(due, message, *args)
+
+    def _count(self, reason: str, key: str | None = None) -> str | None:
+        """Count one drop; return its log key while its one log line is still due."""
         with self.lock:
             self.dropped.sum((("syncperf.reason", reason),)).add(1)
-        self.log_once(key or "drop:" + reason, message, *args)
+        key = key or "drop:" + reason
+        return None if key in self._logged else key
 
     def names_from_requests(self, source: str) -> None:
         """Entity names are about to come from request data (a path, a payload): warn once
