@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from syncperf._bench import interleaved
+from syncperf._tools.bench import interleaved
 
 __all__ = ["added", "interleaved", "table"]
 

@@ -19,7 +19,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
 
 
 def _core(name: str) -> Callable[[], object]:
-    from syncperf import _bench, _runtime
+    from syncperf import _runtime
+    from syncperf._tools import bench as _bench
 
     case, _, who = name.partition(":")
     provider = None

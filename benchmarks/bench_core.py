@@ -2,7 +2,7 @@
 
 Run: ``pytest benchmarks/bench_core.py -p no:cacheprovider -o python_files='bench_*.py' -s``
 (or ``syncperf bench``). Both sides record the same measurements with the same attributes
-(see ``syncperf._bench``); variants run round-robin in one process and the ratio of the
+(see ``syncperf._tools.bench``); variants run round-robin in one process and the ratio of the
 costs *added* to an empty handler is reported. Only loose ratios are asserted, so a noisy
 machine cannot flake CI; the measured table goes to docs/performance.md.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from syncperf._bench import TARGETS, _syncperf, measure, render
+from syncperf._tools.bench import TARGETS, _syncperf, measure, render
 
 # Loose ceilings for CI: twice the targets (the targets themselves are reported, not gated).
 CEILINGS = {case: 2 * target for case, target in TARGETS.items()}

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from syncperf._demo._clients import Behaviour, Tally, drive
+from syncperf._tools.demo._clients import Behaviour, Tally, drive
 
 SECONDS = float(os.environ.get("SYNCPERF_LOAD_SECONDS", "4"))
 CLIENTS = int(os.environ.get("SYNCPERF_LOAD_CLIENTS", "1000"))
@@ -47,7 +47,7 @@ def _free_port() -> int:
 
 def _serve(plain: bool) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
-    args = [sys.executable, "-m", "syncperf._demo._serve", "--port", str(port)]
+    args = [sys.executable, "-m", "syncperf._tools.demo._serve", "--port", str(port)]
     process = subprocess.Popen([*args, "--plain"] if plain else args)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -23,10 +23,10 @@ from pathlib import Path
 
 from syncperf import _runtime
 from syncperf._config import Config
-from syncperf._demo._clients import Behaviour, Tally, drive
-from syncperf._demo._run import UvicornThread
-from syncperf._demo._service import Service
-from syncperf._demo._stats import Snapshot
+from syncperf._tools.demo._clients import Behaviour, Tally, drive
+from syncperf._tools.demo._run import UvicornThread
+from syncperf._tools.demo._service import Service
+from syncperf._tools.demo._stats import Snapshot
 
 SECONDS = float(os.environ.get("SYNCPERF_SOAK_SECONDS", "60"))
 STEP = max(SECONDS / 12, 2.0)

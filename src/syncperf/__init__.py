@@ -3,13 +3,12 @@
 import importlib
 from typing import Any
 
-from syncperf._config import Config, configure
+from syncperf._config import Config
 from syncperf._decorators import Adapter, instrument_sync
 from syncperf._operation import SyncOperation, current_operation, sync_operation
-from syncperf._runtime import force_flush
+from syncperf._runtime import configure, force_flush
+from syncperf._version import __version__
 from syncperf.exceptions import ConfigError, MeasurementError, SyncPerfError
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Adapter",

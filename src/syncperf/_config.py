@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.trace import TracerProvider
 
-__all__ = ["Config", "configure"]
+__all__ = ["Config"]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -95,15 +95,15 @@ class Config:
     record_exception_messages: bool = False
 
     def __post_init__(self) -> None:
-        _check_bool("enabled", self.enabled)
-        _check_bool("strict", self.strict)
-        _check_bool("record_exception_messages", self.record_exception_messages)
-        _check_int("max_entities", self.max_entities, minimum=1)
-        _check_int("max_series", self.max_series, minimum=2)
-        _check_int("span_queue_size", self.span_queue_size, minimum=1)
+        check_bool("enabled", self.enabled)
+        check_bool("strict", self.strict)
+        check_bool("record_exception_messages", self.record_exception_messages)
+        check_int("max_entities", self.max_entities, minimum=1)
+        check_int("max_series", self.max_series, minimum=2)
+        check_int("span_queue_size", self.span_queue_size, minimum=1)
         if self.entities is not None:
             object.__setattr__(self, "entities", check_names("entities", self.entities))
-        _check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
+        check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
         for name in (
             "slow_threshold",
             "overhead_budget",
@@ -111,10 +111,10 @@ class Config:
             "export_timeout",
             "shutdown_timeout",
         ):
-            _check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
-        _check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
+            check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
+        check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
         if self.excluded_urls is not None:
-            _check_patterns("excluded_urls", self.excluded_urls)
+            check_patterns("excluded_urls", self.excluded_urls)
         exporters = self.metric_exporters
         if not isinstance(exporters, (tuple, list)):
             raise ConfigError("metric_exporters", exporters, "a sequence of MetricExporter")
@@ -170,31 +170,6 @@ class Config:
         return cls(**values)
 
 
-def configure(config: Config | None = None, **options: Any) -> Config:
-    """Install syncperf's settings and return the active config.
-
-    Call it once at start-up, after your OpenTelemetry providers are set up. Without a call,
-    the first sync operation configures syncperf from the environment. Calling it again
-    replaces the settings (aggregates start afresh, exporters get a last flush).
-
-    Args:
-        config: A complete ``Config``; ``options`` may not be combined with it.
-        **options: Any ``Config`` field, applied over ``Config.from_env()``.
-
-    Raises:
-        ConfigError: an option has a value syncperf does not accept.
-    """
-    from syncperf._runtime import install
-
-    if config is not None and options:
-        raise ConfigError("config", config, "either a Config or keyword options, not both")
-    if config is not None and not isinstance(config, Config):
-        raise ConfigError("config", config, "a syncperf.Config")
-    active = config or Config.from_env(**options)
-    install(active)
-    return active
-
-
 def _parse_bool(var: str, raw: str) -> bool:
     value = raw.strip().lower()
     if value in _TRUE:
@@ -236,7 +211,7 @@ _SYNCPERF_VARS = {
 }
 
 
-def _check_patterns(name: str, value: object) -> None:
+def check_patterns(name: str, value: object) -> None:
     """Comma-separated regular expressions (the contrib instrumentations' format)."""
     accepted = "comma-separated regular expressions (a string)"
     if not isinstance(value, str):
@@ -257,17 +232,17 @@ def check_names(option: str, value: object) -> frozenset[str]:
     return names  # type: ignore[return-value]
 
 
-def _check_bool(name: str, value: object) -> None:
+def check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError(name, value, "True or False")
 
 
-def _check_int(name: str, value: object, *, minimum: int) -> None:
+def check_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ConfigError(name, value, f"an integer >= {minimum}")
 
 
-def _check_float(
+def check_float(
     name: str, value: object, *, low: float, high: float, open_low: bool = False
 ) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -24,8 +24,7 @@ from syncperf import _runtime
 from syncperf._gate import MAX_COUNT, MAX_NAME
 from syncperf._redact import record_exception
 from syncperf._runtime import OpSeries, Runtime
-from syncperf._spans import Span
-from syncperf._tracing import attach, detach
+from syncperf._tracing.span import Span, attach, detach
 from syncperf.exceptions import ConfigError
 
 __all__ = ["SyncOperation", "current_operation", "sync_operation"]

@@ -125,7 +125,7 @@ def _database_message(exc: BaseException) -> str | None:
         if name is not None:
             parts.append(f"{field.replace('_name', '')} {name}")
     if type(statement) is str:
-        from syncperf._sql_statement import normalize  # compiling its lexer takes milliseconds
+        from syncperf._sql import normalize  # compiling its lexer takes milliseconds
 
         module = type(errors[-1]).__module__.partition(".")[0]
         text = normalize(statement, dialect=_DIALECTS.get(module, "postgresql"))

@@ -16,10 +16,12 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from syncperf._config import Config
-from syncperf._engine._export import PeriodicExporter, Reader
-from syncperf._engine._instruments import HistogramSeries, Registry, SumSeries
 from syncperf._gate import describe
-from syncperf._tracing import SpanFinisher, Tracing
+from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
+from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
+from syncperf._metrics.reader import PeriodicExporter, Reader
+from syncperf._tracing.finisher import SpanFinisher
+from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
 
 _logger = logging.getLogger("syncperf")
@@ -63,19 +65,7 @@ OVERHEAD_BOUNDS = (
 OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
-FLUSHES: list[Callable[[int], object]] = []
-"""More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
-provider that ``setup_otlp`` built for other instrumentation."""
 _UNSET: Any = object()
-
-
-def flush_also(provider: Any) -> None:
-    """Add ``provider.force_flush`` to ``FLUSHES`` (held weakly: a provider that is gone is
-    skipped)."""
-    import weakref
-
-    flush = weakref.WeakMethod(provider.force_flush)
-    FLUSHES.append(lambda ms: (method := flush()) is not None and method(ms))
 
 
 BUDGET_STREAK = 3
@@ -206,7 +196,6 @@ class Runtime:
         """Build the runtime; ``shared_outputs=False`` (``testing.capture()``) feeds only the
         config's own outputs, not those the set-ups added."""
         self.config = config
-        self._shared = shared_outputs
         self.enabled = config.enabled
         self.strict = config.strict
         self.registry = registry = Registry()
@@ -291,8 +280,9 @@ class Runtime:
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
-        self.exporters: list[PeriodicExporter] = []
-        self.prometheus: list[tuple[Any, Any]] = []
+        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs)
+        self.exporters = self.feeds.exporters
+        self.prometheus = self.feeds.prometheus
         """``(registry, collector)`` pairs this runtime feeds."""
         self.sync_outputs()
         for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
@@ -309,27 +299,8 @@ class Runtime:
         return self.prometheus[0][0] if self.prometheus else None
 
     def sync_outputs(self) -> None:
-        """Feed exactly the config's outputs plus ``OUTPUTS``: start what is missing, stop
-        what is gone (each exporter and registry once, however often it was named)."""
-        shared = OUTPUTS if self._shared else Outputs()
-        with _outputs_lock:
-            wanted = _unique([*self.config.metric_exporters, *shared.exporters.values()])
-            for periodic in [p for p in self.exporters if not _has(wanted, p.exporter)]:
-                self.exporters.remove(periodic)
-                periodic.shutdown()
-            for exporter in wanted:
-                if not any(p.exporter is exporter for p in self.exporters):
-                    self.exporters.append(self._periodic(exporter))
-            registries = [_registry(self.config.prometheus)] if self.config.prometheus else []
-            registries = _unique([*registries, *shared.registries])
-            from syncperf._engine import _prometheus
-
-            for pair in [p for p in self.prometheus if not _has(registries, p[0])]:
-                self.prometheus.remove(pair)
-                _prometheus.unregister(*pair)
-            for registry in registries:
-                if not any(p[0] is registry for p in self.prometheus):
-                    self.prometheus.append((registry, _prometheus.register(self, registry)))
+        """Feed exactly the config's outputs plus ``OUTPUTS`` (see ``Feeds.sync``)."""
+        self.feeds.sync(self.config.metric_exporters, self.config.prometheus)
 
     def _periodic(self, exporter: Any) -> PeriodicExporter:
         return PeriodicExporter(
@@ -570,15 +541,7 @@ class Runtime:
         a last export but are not shut down.
         """
         self.finisher.shutdown()
-        shared = tuple(OUTPUTS.exporters.values())  # closed only by the set-up that owns them
-        for exporter in self.exporters:
-            exporter.shutdown(close=not _has((*keep, *shared), exporter.exporter))
-        if self.prometheus:
-            from syncperf._engine._prometheus import unregister
-
-            for registry, collector in self.prometheus:
-                unregister(registry, collector)
-            self.prometheus = []
+        self.feeds.shutdown(keep)
 
 
 def _expected(expected: str, value: object) -> str:
@@ -613,44 +576,9 @@ def _resource(tracing: Tracing) -> Any:
 def _scope() -> Any:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-    from syncperf import __version__
+    from syncperf._version import __version__
 
     return InstrumentationScope("syncperf", __version__)
-
-
-class Outputs:
-    """Outputs the set-ups added (``syncperf.export``): every runtime feeds them, and a new
-    configuration keeps them, so set-ups compose in any order and repeat harmlessly."""
-
-    def __init__(self) -> None:
-        self.exporters: dict[str, Any] = {}
-        """Metric exporters by the name of the set-up that owns them (``"otlp"``)."""
-        self.registries: list[Any] = []
-        """``prometheus_client`` registries serving syncperf's metrics."""
-
-
-OUTPUTS = Outputs()
-_outputs_lock = threading.RLock()
-
-
-def _unique(items: list[Any]) -> list[Any]:
-    found: list[Any] = []
-    for item in items:
-        if not _has(found, item):
-            found.append(item)
-    return found
-
-
-def _has(items: Any, item: Any) -> bool:
-    return any(i is item for i in items)
-
-
-def _registry(target: Any) -> Any:
-    if target is True:
-        from prometheus_client import REGISTRY
-
-        return REGISTRY
-    return target
 
 
 def sync_outputs() -> Runtime:
@@ -693,6 +621,29 @@ def install(config: Config) -> Runtime:
     if previous is not None:
         previous.shutdown(keep=(*config.metric_exporters, *OUTPUTS.exporters.values()))
     return rt
+
+
+def configure(config: Config | None = None, **options: Any) -> Config:
+    """Install syncperf's settings and return the active config.
+
+    Call it once at start-up, after your OpenTelemetry providers are set up. Without a call,
+    the first sync operation configures syncperf from the environment. Calling it again
+    replaces the settings (aggregates start afresh, exporters get a last flush).
+
+    Args:
+        config: A complete ``Config``; ``options`` may not be combined with it.
+        **options: Any ``Config`` field, applied over ``Config.from_env()``.
+
+    Raises:
+        ConfigError: an option has a value syncperf does not accept.
+    """
+    if config is not None and options:
+        raise ConfigError("config", config, "either a Config or keyword options, not both")
+    if config is not None and not isinstance(config, Config):
+        raise ConfigError("config", config, "a syncperf.Config")
+    active = config or Config.from_env(**options)
+    install(active)
+    return active
 
 
 def replace(rt: Runtime | None) -> Runtime | None:

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 _COMMANDS = {
-    "demo": ("syncperf._demo", "Run a live instrumented sync service under simulated clients."),
-    "rules": ("syncperf._ops.rules", "Write Prometheus alert and recording rules to stdout."),
-    "dashboard": ("syncperf._ops.dashboard", "Write a Grafana dashboard (JSON) to stdout."),
-    "bench": ("syncperf._bench", "Measure syncperf's per-operation cost against naive OTel."),
+    "demo": ("demo", "Run a live instrumented sync service under simulated clients."),
+    "rules": ("monitoring.rules", "Write Prometheus alert and recording rules to stdout."),
+    "dashboard": ("monitoring.dashboard", "Write a Grafana dashboard (JSON) to stdout."),
+    "bench": ("bench", "Measure syncperf's per-operation cost against naive OTel."),
 }
 
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         print(f"syncperf: unknown command {args[0]!r}; try 'syncperf --help'", file=sys.stderr)
         return 2
-    module = importlib.import_module(command[0])
+    module = importlib.import_module("syncperf._tools." + command[0])
     return int(module.main(args[1:]) or 0)
 
 

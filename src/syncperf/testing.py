@@ -24,7 +24,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 
 from syncperf import _runtime
 from syncperf._config import Config
-from syncperf._engine._export import Reader
+from syncperf._metrics.reader import Reader
 
 __all__ = ["Capture", "capture", "syncperf_capture"]
 

@@ -90,7 +90,7 @@ def test_the_console_script_runs_the_demo_and_its_numbers_match_the_traffic(
 def test_the_demo_runs_on_postgresql_in_process(
     postgres_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from syncperf._demo import main
+    from syncperf._tools.demo import main
 
     out = tmp_path / "summary.json"
     argv = ["--duration", "4", "--clients", "12", "--no-tui", "--seed", "7"]

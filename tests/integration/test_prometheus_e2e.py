@@ -27,8 +27,8 @@ from starlette.routing import Route
 
 import syncperf
 from syncperf import _runtime
-from syncperf._ops import rules
-from syncperf._ops._options import RuleOptions
+from syncperf._tools.monitoring import rules
+from syncperf._tools.monitoring._options import RuleOptions
 from syncperf.asgi import SyncPerfMiddleware
 from syncperf.export import setup_prometheus
 from tests.integration.conftest import free_port

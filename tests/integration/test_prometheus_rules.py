@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from syncperf._ops import dashboard, rules
-from syncperf._ops._options import RuleOptions
-from syncperf._ops._promql import substitute
-from syncperf._ops._yaml import dump
+from syncperf._tools.monitoring import dashboard, rules
+from syncperf._tools.monitoring._options import RuleOptions
+from syncperf._tools.monitoring._promql import substitute
+from syncperf._tools.monitoring._yaml import dump
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

@@ -260,8 +260,8 @@ def _broken(*args: Any, **kwargs: Any) -> Any:
 async def test_a_failing_http_metrics_helper_never_replaces_the_apps_exception(
     monkeypatch: pytest.MonkeyPatch, helper: str, strict: bool
 ) -> None:
-    import syncperf._asgi_http
     import syncperf.asgi
+    import syncperf.asgi._http
     from syncperf._runtime import Runtime
 
     if helper == "framework_route":
@@ -274,7 +274,7 @@ async def test_a_failing_http_metrics_helper_never_replaces_the_apps_exception(
 
         monkeypatch.setattr(Runtime, "overhead_for", overhead_for)
     else:
-        monkeypatch.setattr(syncperf._asgi_http.HttpSeries, "bound", _broken)
+        monkeypatch.setattr(syncperf.asgi._http.HttpSeries, "bound", _broken)
     with capture(strict=strict) as cap:
         async with client(make_app()) as c:
             with pytest.raises(Boom, match="push failed"):

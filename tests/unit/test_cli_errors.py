@@ -120,7 +120,7 @@ def test_syncperf_sqlalchemy_without_its_extra_names_the_extra(
 ) -> None:
     _hide(monkeypatch, "sqlalchemy")
     monkeypatch.delitem(sys.modules, "syncperf.sqlalchemy", raising=False)
-    monkeypatch.delitem(sys.modules, "syncperf._sql_pool", raising=False)
+    monkeypatch.delitem(sys.modules, "syncperf.sqlalchemy._pool", raising=False)
     with pytest.raises(ModuleNotFoundError, match=r"pip install 'syncperf\[sqlalchemy\]'"):
         importlib.import_module("syncperf.sqlalchemy")
 

@@ -13,9 +13,9 @@ from rich.console import Console
 
 import syncperf
 from syncperf import _runtime
-from syncperf._demo import main
-from syncperf._demo._run import Options, telemetry
-from syncperf._demo._stats import Snapshot, alert_report, operation_stats, quantile
+from syncperf._tools.demo import main
+from syncperf._tools.demo._run import Options, telemetry
+from syncperf._tools.demo._stats import Snapshot, alert_report, operation_stats, quantile
 from syncperf.testing import Capture
 
 

@@ -11,8 +11,8 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
-from syncperf._engine._export import Reader
-from syncperf._engine._instruments import Registry
+from syncperf._metrics.aggregates import Registry
+from syncperf._metrics.reader import Reader
 
 BOUNDS = (0.005, 0.01, 0.2, 2.0, 5.0)
 SCOPE = InstrumentationScope("test")

@@ -30,7 +30,8 @@ from opentelemetry.util._once import Once
 import syncperf
 import syncperf.export
 from syncperf import ConfigError, _runtime
-from syncperf._tracing import QueueFlusher
+from syncperf._metrics import outputs
+from syncperf._tracing.finisher import QueueFlusher
 from syncperf.export import (
     CountingSpanExporter,
     PrometheusEndpoint,
@@ -60,18 +61,18 @@ def clean(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "200")
     _reset_globals()
     previous = _runtime.replace(None)
-    outputs = _runtime.OUTPUTS
-    monkeypatch.setattr(_runtime, "OUTPUTS", _runtime.Outputs())
+    shared = outputs.OUTPUTS
+    monkeypatch.setattr(outputs, "OUTPUTS", outputs.Outputs())
     monkeypatch.setattr(syncperf.export, "_ENDPOINTS", [])
     try:
         yield
     finally:
         for endpoint in list(syncperf.export._ENDPOINTS):
             endpoint.close()
-        for exporter in _runtime.OUTPUTS.exporters.values():
+        for exporter in outputs.OUTPUTS.exporters.values():
             exporter.shutdown(timeout_millis=200)
-        _runtime.OUTPUTS.exporters.clear()
-        assert outputs is not _runtime.OUTPUTS
+        outputs.OUTPUTS.exporters.clear()
+        assert shared is not outputs.OUTPUTS
         provider: Any = trace.get_tracer_provider()
         if isinstance(provider, TracerProvider):
             provider.shutdown()

@@ -715,7 +715,7 @@ def test_fuzzed_outbox_calls_never_escape_and_never_break_export() -> None:
 
 @pytest.mark.parametrize("table", ['"' + "t" * 300 + '"', '"a\ud800"', '"a\x01b"'])
 def test_a_table_name_no_exporter_can_carry_is_no_db_collection_name(table: str) -> None:
-    from syncperf._sql_statement import classify
+    from syncperf._sql import classify
 
     classified = classify(f"SELECT * FROM {table} WHERE id = 1")
     assert classified.operation == "SELECT"

@@ -9,8 +9,8 @@ import pytest
 
 from syncperf import _runtime
 from syncperf._config import Config
-from syncperf._ops._metrics import BY_NAME, METRICS, PROMETHEUS_SERIES, prom
-from syncperf._ops._promql import metric_names
+from syncperf._tools.monitoring._metrics import BY_NAME, METRICS, PROMETHEUS_SERIES, prom
+from syncperf._tools.monitoring._promql import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC = ROOT / "src/syncperf"
@@ -29,7 +29,7 @@ def _registered_by_integrations() -> dict[str, tuple[str, str]]:
         for name, unit in _GAUGE.findall(text):
             found[name] = ("gauge", unit)
     try:
-        from syncperf import _sql_pool
+        from syncperf.sqlalchemy import _pool as _sql_pool
 
         for name, unit, _ in _sql_pool._OBSERVED:
             found[name] = ("updowncounter", unit)

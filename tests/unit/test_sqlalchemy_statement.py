@@ -1,4 +1,4 @@
-"""Statement sanitizing and classification (``syncperf._sql_statement``)."""
+"""Statement sanitizing and classification (``syncperf._sql``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from syncperf._sql_statement import MAX_TEXT, classify, normalize
+from syncperf._sql import MAX_TEXT, classify, normalize
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,135 @@
+"""Where a runtime's metrics go: periodic exporters and ``prometheus_client`` registries.
+
+``OUTPUTS`` holds the outputs the set-ups added (``syncperf.export``); every runtime feeds
+them besides its config's own, so set-ups compose in any order and repeat harmlessly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from syncperf._metrics import multiprocess
+from syncperf._metrics.prometheus import SyncPerfCollector
+from syncperf._metrics.reader import PeriodicExporter, Reader
+
+FLUSHES: list[Callable[[int], object]] = []
+"""More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
+provider that ``setup_otlp`` built for other instrumentation."""
+
+
+def flush_also(provider: Any) -> None:
+    """Add ``provider.force_flush`` to ``FLUSHES`` (held weakly: a provider that is gone is
+    skipped)."""
+    flush = weakref.WeakMethod(provider.force_flush)
+    FLUSHES.append(lambda ms: (method := flush()) is not None and method(ms))
+
+
+class Outputs:
+    """Outputs the set-ups added: every runtime feeds them, and a new configuration keeps
+    them."""
+
+    def __init__(self) -> None:
+        self.exporters: dict[str, Any] = {}
+        """Metric exporters by the name of the set-up that owns them (``"otlp"``)."""
+        self.registries: list[Any] = []
+        """``prometheus_client`` registries serving syncperf's metrics."""
+
+
+OUTPUTS = Outputs()
+_lock = threading.RLock()
+
+
+class Feeds:
+    """The outputs one runtime feeds, kept equal to what it is asked to feed."""
+
+    def __init__(
+        self,
+        periodic: Callable[[Any], PeriodicExporter],
+        reader: Callable[[], Reader],
+        *,
+        shared: bool = True,
+    ) -> None:
+        self._periodic = periodic
+        self._reader = reader
+        self._shared = shared
+        self.exporters: list[PeriodicExporter] = []
+        self.prometheus: list[tuple[Any, Any]] = []
+        """``(registry, collector)`` pairs."""
+
+    def sync(self, exporters: tuple[Any, ...], prometheus: Any) -> None:
+        """Feed exactly ``exporters`` and the ``prometheus`` registry (``True``: the default
+        one) plus ``OUTPUTS``: start what is missing, stop what is gone (each exporter and
+        registry once, however often it was named)."""
+        shared = OUTPUTS if self._shared else Outputs()
+        with _lock:
+            wanted = _unique([*exporters, *shared.exporters.values()])
+            for periodic in [p for p in self.exporters if not _has(wanted, p.exporter)]:
+                self.exporters.remove(periodic)
+                periodic.shutdown()
+            for exporter in wanted:
+                if not any(p.exporter is exporter for p in self.exporters):
+                    self.exporters.append(self._periodic(exporter))
+            registries = [_registry(prometheus)] if prometheus else []
+            registries = _unique([*registries, *shared.registries])
+            for pair in [p for p in self.prometheus if not _has(registries, p[0])]:
+                self.prometheus.remove(pair)
+                unregister(*pair)
+            for registry in registries:
+                if not any(p[0] is registry for p in self.prometheus):
+                    self.prometheus.append((registry, register(self._reader(), registry)))
+
+    def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
+        """Stop exporters and unregister collectors. Exporter objects in ``keep`` (reused by
+        the next runtime) and those of ``OUTPUTS`` get a last export but are not closed."""
+        shared = tuple(OUTPUTS.exporters.values())  # closed only by the set-up that owns them
+        for exporter in self.exporters:
+            exporter.shutdown(close=not _has((*keep, *shared), exporter.exporter))
+        for registry, collector in self.prometheus:
+            unregister(registry, collector)
+        self.prometheus.clear()
+
+
+def register(reader: Reader, registry: Any) -> Any:
+    """Serve ``reader``'s metrics from ``registry``; return the collector.
+
+    With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's multiprocess mode) the
+    collector is the writer of this process's files instead (``multiprocess``).
+    """
+    if multiprocess.directory() is not None:
+        return multiprocess.register(reader, registry)
+    collector = SyncPerfCollector(reader)
+    registry.register(collector)
+    return collector
+
+
+def unregister(registry: Any, collector: Any) -> None:
+    """Undo ``register``."""
+    with contextlib.suppress(KeyError):  # already gone (the application cleared it)
+        registry.unregister(collector)
+    if isinstance(collector, multiprocess.MultiprocessWriter):
+        multiprocess.unregister(registry, collector)
+    collector.close()
+
+
+def _unique(items: list[Any]) -> list[Any]:
+    found: list[Any] = []
+    for item in items:
+        if not _has(found, item):
+            found.append(item)
+    return found
+
+
+def _has(items: Any, item: Any) -> bool:
+    return any(i is item for i in items)
+
+
+def _registry(target: Any) -> Any:
+    if target is True:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY
+    return target

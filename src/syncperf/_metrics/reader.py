@@ -1,0 +1,404 @@
+"""Readers: turn drained aggregates into OpenTelemetry ``MetricsData`` and ship them.
+
+A ``Reader`` keeps its own view of every series at its own temporality, fed by
+``Registry.collect``: a cumulative reader adds each drain to running totals (min and max
+included); a delta reader emits what arrived since its previous collection and forgets it.
+Up-down counters stay cumulative and gauges report their last observation, as in the SDK.
+``PeriodicExporter`` hands a reader's ``MetricsData`` to any SDK ``MetricExporter`` (OTLP,
+console, in-memory) from a daemon thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    HistogramDataPoint,
+    Metric,
+    MetricExporter,
+    MetricExportResult,
+    MetricsData,
+    NumberDataPoint,
+    ResourceMetrics,
+    ScopeMetrics,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from syncperf._metrics.aggregates import (
+    Attributes,
+    Drained,
+    HistogramDelta,
+    Instrument,
+    Registry,
+)
+
+_logger = logging.getLogger("syncperf")
+
+_SDK_TYPES = {
+    "histogram": Histogram,
+    "counter": Counter,
+    "updowncounter": UpDownCounter,
+    "gauge": ObservableGauge,
+}
+
+CUMULATIVE = AggregationTemporality.CUMULATIVE
+DELTA = AggregationTemporality.DELTA
+
+
+@dataclass(slots=True)
+class _Point:
+    start_ns: int
+    value: float | HistogramDelta
+    observed: bool = False
+
+
+_INT64 = 2**63
+
+
+class Reader:
+    """One consumer's view of a registry at one temporality per instrument kind.
+
+    ``beside``: the SDK meter provider whose pipeline this reader feeds (or stands beside);
+    series another instrumentation already records into that provider are skipped.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        resource: Resource,
+        scope: InstrumentationScope,
+        temporality: dict[str, AggregationTemporality] | None = None,
+        beside: object = None,
+    ) -> None:
+        self._registry = registry
+        self._beside = beside
+        self._resource = resource
+        self._scope = scope
+        self._temporality = temporality or {}
+        self._points: dict[tuple[str, Attributes], _Point] = {}
+        self._instruments: dict[str, Instrument] = {}
+        self._lock = threading.Lock()
+        self._start_ns = self._last_collect_ns = time.time_ns()
+        registry.add_reader(self)
+        _readers.add(self)
+
+    def temporality_of(self, instrument: Instrument) -> AggregationTemporality:
+        """Delta only where asked and meaningful (never for up-down counters or gauges)."""
+        if instrument.kind in ("updowncounter", "gauge"):
+            return CUMULATIVE
+        return self._temporality.get(instrument.kind, CUMULATIVE)
+
+    def accept(self, drained: list[Drained]) -> None:
+        """Merge one drain into this reader's points (called by ``Registry.collect``)."""
+        with self._lock:
+            # Observations replace the previous ones: a gauge that was not observed this time
+            # (its callback failed or was removed) is gone, not frozen at its last value.
+            observed_before = {k: p.start_ns for k, p in self._points.items() if p.observed}
+            for key in observed_before:
+                del self._points[key]
+            beside = self._beside
+            for item in drained:
+                instrument = item.instrument
+                if beside is not None and instrument.beside is beside:
+                    continue
+                self._instruments[instrument.name] = instrument
+                key = (instrument.name, item.attributes)
+                if item.observed:
+                    start = observed_before.get(key, item.created_ns)
+                    self._points[key] = _Point(start, item.value, observed=True)
+                    continue
+                point = self._points.get(key)
+                if point is None:
+                    since = self._last_collect_ns
+                    if self.temporality_of(instrument) is CUMULATIVE:
+                        since = self._start_ns
+                    self._points[key] = _Point(max(item.created_ns, since), _copy(item.value))
+                else:
+                    point.value = _merge(point.value, item.value)
+
+    def close(self) -> None:
+        """Stop receiving drains."""
+        self._registry.remove_reader(self)
+        _readers.discard(self)
+
+    def after_fork(self, now: int, instance_ids: dict[str, str]) -> None:
+        """In a forked child: forget the parent's data and start new streams at ``now``.
+
+        A ``service.instance.id`` the SDK generated in the parent is replaced by the
+        child's own (``instance_ids`` maps old to new), so each worker is its own stream.
+        """
+        self._lock = threading.Lock()
+        self._points.clear()
+        self._start_ns = self._last_collect_ns = now
+        old = self._resource.attributes.get("service.instance.id")
+        if isinstance(old, str) and old in instance_ids:
+            self._resource = self._resource.merge(
+                Resource({"service.instance.id": instance_ids[old]})
+            )
+
+    def collect(self) -> MetricsData:
+        """Drain the registry and return this reader's ``MetricsData`` as of now."""
+        self._registry.collect()
+        now = time.time_ns()
+        metrics: list[Metric] = []
+        with self._lock:
+            by_name: dict[str, list[tuple[Attributes, _Point]]] = {}
+            for (name, attributes), point in self._points.items():
+                by_name.setdefault(name, []).append((attributes, point))
+            for name in sorted(by_name):
+                instrument = self._instruments[name]
+                metrics.append(
+                    _metric(instrument, by_name[name], now, self.temporality_of(instrument))
+                )
+            self._forget_deltas(now)
+        return MetricsData(
+            resource_metrics=[
+                ResourceMetrics(
+                    resource=self._resource,
+                    scope_metrics=[ScopeMetrics(scope=self._scope, metrics=metrics, schema_url="")],
+                    schema_url="",
+                )
+            ]
+        )
+
+    def _forget_deltas(self, now: int) -> None:
+        self._last_collect_ns = now
+        for key in [
+            k for k in self._points if self.temporality_of(self._instruments[k[0]]) is DELTA
+        ]:
+            del self._points[key]
+
+
+def _copy(value: float | HistogramDelta) -> float | HistogramDelta:
+    if isinstance(value, HistogramDelta):
+        return HistogramDelta(list(value.counts), value.count, value.sum, value.min, value.max)
+    return value
+
+
+def _merge(into: float | HistogramDelta, new: float | HistogramDelta) -> float | HistogramDelta:
+    if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
+        into.counts = [a + b for a, b in zip(into.counts, new.counts, strict=True)]
+        into.count += new.count
+        into.sum += new.sum
+        into.min = min(into.min, new.min)
+        into.max = max(into.max, new.max)
+        return into
+    assert not isinstance(into, HistogramDelta) and not isinstance(new, HistogramDelta)
+    return into + new
+
+
+def _metric(
+    instrument: Instrument,
+    points: list[tuple[Attributes, _Point]],
+    now: int,
+    temporality: AggregationTemporality,
+) -> Metric:
+    if instrument.kind == "histogram":
+        data: HistogramData | Sum | Gauge = HistogramData(
+            data_points=[
+                HistogramDataPoint(
+                    attributes=dict(attributes),
+                    start_time_unix_nano=point.start_ns,
+                    time_unix_nano=now,
+                    count=delta.count,
+                    sum=delta.sum,
+                    bucket_counts=list(delta.counts),
+                    explicit_bounds=list(instrument.bounds),
+                    min=delta.min,
+                    max=delta.max,
+                )
+                for attributes, point in points
+                if isinstance(delta := point.value, HistogramDelta)
+            ],
+            aggregation_temporality=temporality,
+        )
+    else:
+        number_points = [
+            NumberDataPoint(
+                attributes=dict(attributes),
+                start_time_unix_nano=point.start_ns,
+                time_unix_nano=now,
+                value=_number(point.value),
+            )
+            for attributes, point in points
+        ]
+        if instrument.kind == "gauge":
+            data = Gauge(data_points=number_points)
+        else:
+            data = Sum(
+                data_points=number_points,
+                aggregation_temporality=temporality,
+                is_monotonic=instrument.monotonic,
+            )
+    return Metric(
+        name=instrument.name,
+        description=instrument.description,
+        unit=instrument.unit,
+        data=data,
+    )
+
+
+def _number(value: float | HistogramDelta) -> int | float:
+    """A sum as OTLP encodes it: an int when it is one that fits int64, else a double."""
+    assert not isinstance(value, HistogramDelta)
+    if type(value) is int:
+        return value if -_INT64 <= value < _INT64 else float(value)
+    return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value
+
+
+def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:
+    """The exporter's preferred temporality per instrument kind (SDK default: cumulative).
+
+    The SDK keeps the preference on the exporter (the OTLP exporter's constructor applies
+    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE``); ``PeriodicExportingMetricReader``
+    reads it the same way.
+    """
+    preferred = getattr(exporter, "_preferred_temporality", None) or {}
+    return {kind: preferred.get(sdk_type, CUMULATIVE) for kind, sdk_type in _SDK_TYPES.items()}
+
+
+class PeriodicExporter:
+    """Exports a reader's data through ``exporter`` every ``interval`` seconds."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        exporter: MetricExporter,
+        resource: Resource,
+        scope: InstrumentationScope,
+        *,
+        interval: float,
+        timeout: float,
+        on_failure: object = None,
+    ) -> None:
+        self.exporter = exporter
+        self.reader = Reader(
+            registry,
+            resource,
+            scope,
+            exporter_temporality(exporter),
+            beside=getattr(exporter, "beside", None),
+        )
+        self._interval = interval
+        self._timeout_ms = timeout * 1000
+        self._on_failure = on_failure
+        self._stop = threading.Event()
+        self._thread = self._start_thread()
+        _exporters.add(self)
+
+    def _start_thread(self) -> threading.Thread:
+        thread = threading.Thread(target=self._run, name="syncperf-metric-export", daemon=True)
+        thread.start()
+        return thread
+
+    def after_fork(self) -> None:
+        """In a forked child: restart the export thread (threads do not survive ``fork``)."""
+        if self._stop.is_set():
+            return
+        self._stop = threading.Event()
+        self._thread = self._start_thread()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            self.export_once()
+
+    def export_once(self, timeout: float | None = None) -> bool:
+        """Collect and export now (within ``timeout`` seconds when shorter than the export
+        timeout); True when the exporter reported success."""
+        timeout_ms = self._timeout_ms if timeout is None else min(self._timeout_ms, timeout * 1000)
+        try:
+            result = self.exporter.export(self.reader.collect(), timeout_millis=timeout_ms)
+        except Exception:
+            _logger.debug("syncperf metric export raised", exc_info=True)
+            result = MetricExportResult.FAILURE
+        ok = result is MetricExportResult.SUCCESS
+        if not ok and callable(self._on_failure):
+            self._on_failure()
+        return ok
+
+    def shutdown(self, *, flush: bool = True, close: bool = True) -> None:
+        """Stop the thread, export a last time and (unless ``close`` is False, for an
+        exporter that a new runtime reuses) shut the exporter down."""
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=self._timeout_ms / 1000 + 1)
+        if flush:
+            self.export_once()
+        self.reader.close()
+        _exporters.discard(self)
+        if not close:
+            return
+        try:
+            self.exporter.shutdown(timeout_millis=self._timeout_ms)
+        except Exception:
+            _logger.debug("syncperf metric exporter shutdown raised", exc_info=True)
+
+
+# --- fork safety -------------------------------------------------------------------------
+
+_readers: weakref.WeakSet[Reader] = weakref.WeakSet()
+_exporters: weakref.WeakSet[PeriodicExporter] = weakref.WeakSet()
+
+
+def _release(lock: Any) -> None:
+    """Free a lock a thread of the parent held at ``fork`` (that thread is gone here)."""
+    if lock.locked():
+        lock.release()
+
+
+def _child_instance_ids() -> dict[str, str]:
+    """The parent's SDK-generated ``service.instance.id`` mapped to this process's own.
+
+    ``Resource.create()`` cannot run here (its detector pool deadlocks in a fork hook), so
+    a new id is made here and handed to the SDK's detector, which would make the same
+    per-process choice later; every resource of this child then agrees on it.
+    """
+    from opentelemetry.sdk import resources
+
+    parent = getattr(resources, "_service_instance_id", None)
+    if not isinstance(parent, str) or getattr(resources, "_service_instance_id_pid", None) is None:
+        return {}
+    child = str(uuid.uuid4())
+    resources._service_instance_id = child
+    resources._service_instance_id_pid = os.getpid()
+    return {parent: child}
+
+
+def after_fork_in_child() -> None:
+    """Make syncperf's metrics correct and alive in a forked child.
+
+    The child inherits the parent's aggregates, reader state and locks but none of its
+    threads: locks held by a parent thread are freed, everything not yet exported is
+    dropped (the parent exports it), readers start new streams, and periodic exporters
+    restart their threads.
+    """
+    now = time.time_ns()
+    registries = {id(r._registry): r._registry for r in list(_readers)}
+    for registry in registries.values():
+        _release(registry._collect_lock)
+        _release(registry.lock)
+        for instrument in list(registry.instruments.values()):
+            for series in list(instrument.series.values()):
+                series.drain()
+    instance_ids = _child_instance_ids() if registries else {}
+    for reader in list(_readers):
+        reader.after_fork(now, instance_ids)
+    for exporter in list(_exporters):
+        exporter.after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=after_fork_in_child)

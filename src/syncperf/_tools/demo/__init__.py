@@ -1,0 +1,144 @@
+"""``syncperf demo``: a live instrumented sync service under simulated offline-first clients.
+
+Starts the bundled FastAPI + SQLAlchemy sync service on loopback under uvicorn (a SQLite file
+in a temporary directory, or ``--database-url``), instrumented with ``SyncPerfMiddleware``,
+``syncperf.sqlalchemy`` and ``syncperf.outbox``; drives simulated clients against it over
+HTTP; shows syncperf's numbers live; ends with a summary that checks them against the traffic
+the simulator drove, and the default alerts that would have fired. Needs the ``demo`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from syncperf.cli import Parser, positive
+
+__all__ = ["main"]
+
+
+def _endpoint(raw: str) -> str:
+    """An OTLP endpoint: ``http(s)://host[:port]``."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(
+            f"not a URL: {raw!r} (expected http://host:port, e.g. http://localhost:4318)"
+        )
+    return raw
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``syncperf demo`` argument parser."""
+    p = Parser(
+        prog="syncperf demo",
+        description="Run a live instrumented sync service under simulated clients.",
+    )
+    p.add_argument(
+        "--duration",
+        type=positive(float),
+        default=20.0,
+        metavar="SECONDS",
+        help="how long the clients run (default: 20)",
+    )
+    p.add_argument(
+        "--clients",
+        type=positive(int),
+        default=20,
+        metavar="N",
+        help="simulated clients (default: 20)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="SQLAlchemy URL, e.g. postgresql://user@host/db (default: a SQLite "
+        "file in a temporary directory); the demo's tables are dropped and recreated",
+    )
+    p.add_argument(
+        "--otlp",
+        type=_endpoint,
+        metavar="ENDPOINT",
+        help="also export spans and metrics over OTLP to ENDPOINT "
+        "(OTEL_EXPORTER_OTLP_PROTOCOL picks grpc or http/protobuf)",
+    )
+    p.add_argument(
+        "--prometheus-port",
+        type=int,
+        metavar="PORT",
+        help="also serve syncperf's metrics at http://127.0.0.1:PORT/metrics",
+    )
+    p.add_argument(
+        "--no-tui",
+        dest="tui",
+        action="store_false",
+        help="plain progress lines instead of the live view",
+    )
+    p.add_argument(
+        "--json", dest="json_path", metavar="PATH", help="write the summary as JSON to PATH"
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``syncperf demo``; returns the exit status.
+
+    Args:
+        argv: Arguments after ``demo`` (default: ``sys.argv[2:]``).
+
+    Returns:
+        0 when the run completed and syncperf's numbers matched the simulated traffic,
+        1 on a mismatch, 2 on a usage error or a missing extra, 130 when interrupted.
+    """
+    args = parser().parse_args(sys.argv[2:] if argv is None else list(argv))
+    if args.prometheus_port is not None and not 0 <= args.prometheus_port <= 65535:
+        print("syncperf demo: --prometheus-port must be between 0 and 65535", file=sys.stderr)
+        return 2
+    try:
+        import fastapi  # noqa: F401
+        import httpx  # noqa: F401
+        import rich  # noqa: F401
+        import sqlalchemy  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as error:
+        print(
+            f"syncperf demo needs the demo extra ({error.name} is missing): "
+            "pip install 'syncperf[demo]'",
+            file=sys.stderr,
+        )
+        return 2
+    from rich.console import Console
+
+    from syncperf._tools.demo._run import Options, run
+    from syncperf.exceptions import ConfigError
+
+    console = Console()
+    if not console.is_terminal:  # piped or captured: wide enough for the tables
+        console = Console(width=max(console.width, 150))
+
+    try:
+        summary = run(
+            Options(
+                duration=args.duration,
+                clients=args.clients,
+                seed=args.seed,
+                database_url=args.database_url,
+                otlp=args.otlp,
+                prometheus_port=args.prometheus_port,
+                tui=args.tui,
+                json_path=args.json_path,
+            ),
+            console,
+        )
+    except ConfigError as exc:  # a busy --prometheus-port, a rejected OTLP setting or database
+        print(f"syncperf demo: {exc}", file=sys.stderr)
+        return 2
+    if summary["run"]["interrupted"]:
+        return 130
+    return 0 if all(check["ok"] for check in summary["checks"]) else 1

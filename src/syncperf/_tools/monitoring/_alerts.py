@@ -1,0 +1,248 @@
+"""The alert and recording rules, as data: PromQL over the names in ``_metrics``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from syncperf._tools.monitoring._metrics import prom
+from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, percent
+
+BY = "sync_operation, sync_entity"
+"""The labels sync alerts are grouped by (operation and entity)."""
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One recording rule."""
+
+    record: str
+    expr: str
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert rule.
+
+    Attributes:
+        name: ``alertname`` (also the runbook section).
+        expr: PromQL.
+        for_: Pending duration before firing.
+        severity: ``critical``, ``warning`` or ``info``.
+        summary: Annotation template naming the entity and operation (``{{ $labels.x }}``).
+        description: What crossed which threshold.
+        labels: Labels of the alert's series (its ``by`` clause).
+    """
+
+    name: str
+    expr: str
+    for_: str
+    severity: str
+    summary: str
+    description: str
+    labels: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Names:
+    """Recording-rule names for one window."""
+
+    ops: str
+    error_ratio: str
+    conflict_ratio: str
+    quantiles: dict[str, str]
+
+
+def names(o: RuleOptions) -> Names:
+    """The recording-rule names (they carry the window, e.g. ``rate5m``)."""
+    w = o.window
+    return Names(
+        ops=f"sync:operations:rate{w}",
+        error_ratio=f"sync:error_ratio:rate{w}",
+        conflict_ratio=f"sync:conflict_ratio:rate{w}",
+        quantiles={q: f"sync:duration_seconds:{q}_{w}" for q in ("p50", "p95", "p99")},
+    )
+
+
+def _rate(series: str, window: str, selector: str = "", by: str = BY, offset: str = "") -> str:
+    shift = f" offset {offset}" if offset else ""
+    return f"sum by ({by}) (rate({series}{selector}[{window}]{shift}))"
+
+
+def _ratio(numerator: str, denominator: str) -> str:
+    """``numerator / denominator`` that is 0 (not absent) when the numerator has no series."""
+    return f"(\n  {numerator}\n  or {denominator} * 0\n)\n/ {denominator}"
+
+
+def recordings(o: RuleOptions) -> list[Recording]:
+    """Recording rules: rates, error and conflict ratios, p50/p95/p99 per operation and entity."""
+    n = names(o)
+    w = o.window
+    count = prom("sync.operation.duration", "_count")
+    bucket = prom("sync.operation.duration", "_bucket")
+    ops = _rate(count, w)
+    errors = _rate(count, w, '{sync_outcome="error"}')
+    pushes = _rate(count, w, '{sync_operation="push"}')
+    conflicts = _rate(count, w, '{sync_operation="push", sync_outcome="conflict"}')
+    rules = [
+        Recording(n.ops, ops),
+        Recording(n.error_ratio, _ratio(errors, ops)),
+        Recording(n.conflict_ratio, _ratio(conflicts, pushes)),
+    ]
+    for q, record in n.quantiles.items():
+        quantile = {"p50": "0.5", "p95": "0.95", "p99": "0.99"}[q]
+        buckets = _rate(bucket, w, by=BY + ", le")
+        rules.append(Recording(record, f"histogram_quantile({quantile}, {buckets})"))
+    return rules
+
+
+def alerts(o: RuleOptions) -> list[Alert]:
+    """The alert rules, thresholds from ``o``."""
+    n = names(o)
+    w = o.window
+    b = o.baseline_window
+    count = prom("sync.operation.duration", "_count")
+    hits = prom("sync.idempotency.hits")
+    guard = f"and on ({BY}) {n.ops} > {number(o.min_rate)}"
+    op_entity = "sync {{ $labels.sync_operation }} of entity {{ $labels.sync_entity }}"
+    result: list[Alert] = []
+
+    def add(
+        name: str,
+        expr: str,
+        for_: str,
+        severity: str,
+        summary: str,
+        description: str,
+        labels: tuple[str, ...] = ("sync_operation", "sync_entity"),
+    ) -> None:
+        result.append(
+            Alert(name, expr, o.for_duration(for_), severity, summary, description, labels)
+        )
+
+    add(
+        "SyncPushConflictRateHigh",
+        f"{n.conflict_ratio} > {number(o.conflict_rate)}\n{guard}",
+        "10m",
+        "warning",
+        f"Push conflict rate above {percent(o.conflict_rate)} for entity "
+        "{{ $labels.sync_entity }} ({{ $labels.sync_operation }})",
+        f"More than {percent(o.conflict_rate)} of pushes of this entity ended in a conflict "
+        f"over the last {w}.",
+    )
+    add(
+        "SyncLatencyP95High",
+        f"{n.quantiles['p95']} > {number(o.p95_seconds)}\n{guard}",
+        "10m",
+        "warning",
+        f"p95 latency of {op_entity} above {number(o.p95_seconds)} s",
+        f"The 95th percentile of sync operation duration exceeded {number(o.p95_seconds)} s "
+        f"over the last {w}.",
+    )
+    add(
+        "SyncErrorRateHigh",
+        f"{n.error_ratio} > {number(o.error_rate)}\n{guard}",
+        "5m",
+        "critical",
+        f"Error rate of {op_entity} above {percent(o.error_rate)}",
+        f"More than {percent(o.error_rate)} of sync operations failed over the last {w}.",
+    )
+
+    volume_for = o.for_duration("10m")
+    offset = format_duration(o.seconds("window") + _seconds(volume_for))
+    add(
+        "SyncVolumeSpike",
+        f"{n.ops}\n> {number(o.volume_spike_factor)} * {_rate(count, b, offset=offset)}\n"
+        f"and {n.ops} > {number(o.min_rate)}",
+        "10m",
+        "warning",
+        f"Volume of {op_entity} above {number(o.volume_spike_factor)}x its {b} baseline",
+        f"The {w} operation rate is more than {number(o.volume_spike_factor)} times the rate "
+        f"of the {b} before it.",
+    )
+
+    idem_for = o.for_duration("10m")
+    offset = format_duration(o.seconds("window") + _seconds(idem_for))
+    now = f"({_rate(hits, w)} / on ({BY}) {n.ops})"
+    base = _ratio(_rate(hits, b, offset=offset), _rate(count, b, offset=offset))
+    add(
+        "SyncIdempotencyHitSpike",
+        f"{now}\n> {number(o.idempotency_spike_factor)} * (\n{base}\n)\n"
+        f"and {now} > {number(o.idempotency_min_ratio)}\n{guard}",
+        "10m",
+        "warning",
+        f"Idempotency hits of {op_entity} above "
+        f"{number(o.idempotency_spike_factor)}x their {b} baseline",
+        f"More than {percent(o.idempotency_min_ratio)} of requests are replays, "
+        f"{number(o.idempotency_spike_factor)} times the share of the {b} before: "
+        "clients are retrying.",
+    )
+
+    add(
+        "OutboxOldestMessageTooOld",
+        f"max by (outbox_name) ({prom('outbox.oldest_age')}) > {number(o.outbox_age_seconds)}",
+        "5m",
+        "warning",
+        "Outbox {{ $labels.outbox_name }}: oldest unpublished message older than "
+        f"{number(o.outbox_age_seconds)} s",
+        "The relay is not keeping up, or is stopped: changes reach other clients late.",
+        ("outbox_name",),
+    )
+    add(
+        "OutboxProbeFailing",
+        f"sum by (outbox_name) (increase({prom('outbox.probe.failures')}[{w}])) > 0",
+        "5m",
+        "warning",
+        "Outbox {{ $labels.outbox_name }}: the depth and age probe is failing",
+        f"The outbox stats probe failed over the last {w}: outbox.depth and outbox.oldest_age "
+        "are not reported, so OutboxOldestMessageTooOld cannot fire for this outbox.",
+        ("outbox_name",),
+    )
+    add(
+        "SyncNPlusOneDetected",
+        f"sum by ({BY}, db_collection_name) (increase({prom('sync.db.n_plus_one')}[{w}]))"
+        f" > {number(o.n_plus_one)}",
+        "0s",
+        "info",
+        "N+1 queries on {{ $labels.db_collection_name }} in " + op_entity,
+        f"More than {number(o.n_plus_one)} N+1 detections over the last {w}.",
+        ("sync_operation", "sync_entity", "db_collection_name"),
+    )
+    add(
+        "SyncSlowQueriesHigh",
+        "sum by (db_operation_name, db_collection_name) "
+        f"(rate({prom('sync.db.slow_queries')}[{o.slow_query_window}])) * 3600"
+        f" > {number(o.slow_queries_per_hour)}",
+        "0s",
+        "warning",
+        f"More than {number(o.slow_queries_per_hour)} slow queries per hour: "
+        "{{ $labels.db_operation_name }} on {{ $labels.db_collection_name }}",
+        f"Slow queries (over the sqlalchemy slow-query threshold) at more than "
+        f"{number(o.slow_queries_per_hour)} per hour over the last {o.slow_query_window}.",
+        ("db_operation_name", "db_collection_name"),
+    )
+    add(
+        "SyncPerfShedding",
+        f"sum by (syncperf_reason) (increase({prom('syncperf.shed')}[{w}])) > 0",
+        "0s",
+        "info",
+        "syncperf is shedding span work ({{ $labels.syncperf_reason }})",
+        "syncperf exceeded its overhead budget and stopped creating spans for its cool-down; "
+        "metrics are unaffected.",
+        ("syncperf_reason",),
+    )
+    add(
+        "SyncPerfExportFailing",
+        f"sum by (syncperf_signal) (increase({prom('syncperf.export.failures')}[{w}])) > 0",
+        "10m",
+        "warning",
+        "syncperf cannot export {{ $labels.syncperf_signal }}",
+        f"OTLP exports failed over the last {w}: telemetry is being dropped.",
+        ("syncperf_signal",),
+    )
+    return result
+
+
+def _seconds(duration: str) -> float:
+    from syncperf._tools.monitoring._options import parse_duration
+
+    return parse_duration("for", duration)

@@ -1,0 +1,338 @@
+"""``promtool test rules`` unit tests for the generated rules.
+
+Each alert gets one test: synthetic series for one label set above its threshold (the alert
+must fire, with exactly these labels and annotations) and one below it (it must stay
+silent), derived from the same options as the rules, so the tests follow any threshold a
+user chooses. A further test checks the recording rules' values.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from syncperf._runtime import DURATION_BOUNDS
+from syncperf._tools.monitoring._alerts import Alert, alerts, names
+from syncperf._tools.monitoring._metrics import prom
+from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, parse_duration
+
+COUNT = prom("sync.operation.duration", "_count")
+BUCKET = prom("sync.operation.duration", "_bucket")
+
+
+@dataclass
+class Fixture:
+    """Input series of one alert test and the label sets that must fire."""
+
+    series: list[dict[str, str]] = field(default_factory=list)
+    firing: list[dict[str, str]] = field(default_factory=list)
+    eval_seconds: float = 0.0
+
+
+class Timeline:
+    """Builds promtool expanding-notation values on a fixed sample step."""
+
+    def __init__(self, step: int, samples: int) -> None:
+        self.step = step
+        self.samples = samples
+
+    def counter(self, segments: list[tuple[int, float]]) -> str:
+        """A counter growing at ``rate`` per second for ``steps`` samples, per segment.
+
+        The last segment is extended to the end of the timeline.
+        """
+        parts, value, used = [], 0.0, 0
+        for index, (steps, rate) in enumerate(segments):
+            n = self.samples - used if index == len(segments) - 1 else steps
+            inc = rate * self.step
+            start = value if index == 0 else value + inc
+            parts.append(f"{_n(start)}+{_n(inc)}x{n - 1}")
+            value = start + inc * (n - 1)
+            used += n
+        return " ".join(parts)
+
+    def gauge(self, value: float) -> str:
+        """A constant gauge."""
+        return f"{_n(value)}+0x{self.samples - 1}"
+
+    def steps(self, seconds: float) -> int:
+        """Whole steps covering ``seconds``."""
+        return max(1, math.ceil(seconds / self.step))
+
+
+def _n(value: float) -> str:
+    rounded = round(value, 9)
+    return str(int(rounded)) if float(rounded).is_integer() else repr(rounded)
+
+
+def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
+    inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{metric}{{{inner}}}", "values": values}
+
+
+def _ops(
+    t: Timeline,
+    op: str,
+    entity: str,
+    rates: dict[str, float],
+    segments: Callable[[float], list[tuple[int, float]]] | None = None,
+    error_type: str = "TimeoutError",
+) -> list[dict[str, str]]:
+    """``_count`` series of sync.operation.duration per outcome at constant rates."""
+    out = []
+    for outcome, rate in rates.items():
+        labels = {"sync_operation": op, "sync_entity": entity, "sync_outcome": outcome}
+        if outcome == "error":
+            labels["error_type"] = error_type
+        segs = segments(rate) if segments else [(t.samples, rate)]
+        out.append(_series(COUNT, labels, t.counter(segs)))
+    return out
+
+
+def _buckets(
+    t: Timeline, op: str, entity: str, rate: float, shares: dict[float, float]
+) -> list[dict[str, str]]:
+    """``_bucket`` series: ``shares`` maps an upper bound to the share of operations in it."""
+    out = []
+    bounds = [*DURATION_BOUNDS, math.inf]
+    for bound in bounds:
+        cumulative = sum(s for b, s in shares.items() if b <= bound)
+        le = "+Inf" if bound == math.inf else repr(float(bound))
+        labels = {"sync_operation": op, "sync_entity": entity, "sync_outcome": "success", "le": le}
+        out.append(_series(BUCKET, labels, t.counter([(t.samples, rate * cumulative)])))
+    out.extend(_ops(t, op, entity, {"success": rate}))
+    return out
+
+
+def _above(threshold: float, ceiling: float = 1.0) -> float:
+    return min(2 * threshold, (threshold + ceiling) / 2)
+
+
+def tests_document(o: RuleOptions, rule_file: str) -> dict[str, Any]:
+    """The promtool test file for the rules ``o`` produces."""
+    window = o.seconds("window")
+    step = max(1, int(window // 10))
+    for_s = {a.name: parse_duration("for", a.for_) for a in alerts(o)}
+    longest = (
+        o.seconds("baseline_window")
+        + o.seconds("slow_query_window")
+        + 3 * window
+        + 4 * max(for_s.values())
+        + 20 * step
+    )
+    t = Timeline(step, math.ceil(longest / step) + 1)
+    rate = max(1.0, 4 * o.min_rate)
+    tests = []
+    for alert in alerts(o):
+        fixture = _FIXTURES[alert.name](o, t, rate, for_s[alert.name])
+        tests.append(_alert_test(o, alert, fixture, t))
+    tests.append(_recording_test(o, t))
+    return {
+        "rule_files": [rule_file],
+        "evaluation_interval": format_duration(step),
+        "tests": tests,
+    }
+
+
+def _alert_test(o: RuleOptions, alert: Alert, fixture: Fixture, t: Timeline) -> dict[str, Any]:
+    eval_at = math.ceil(fixture.eval_seconds / t.step) * t.step
+    expected = [
+        {
+            "exp_labels": {"severity": alert.severity, **labels},
+            "exp_annotations": {
+                "summary": _render(alert.summary, labels),
+                "description": alert.description,
+                "runbook_url": o.runbook(alert.name),
+            },
+        }
+        for labels in fixture.firing
+    ]
+    return {
+        "name": f"{alert.name} fires above its threshold and stays silent below it",
+        "interval": format_duration(t.step),
+        "input_series": fixture.series,
+        "alert_rule_test": [
+            {
+                "eval_time": format_duration(eval_at),
+                "alertname": alert.name,
+                "exp_alerts": expected,
+            },
+        ],
+    }
+
+
+def _render(template: str, labels: dict[str, str]) -> str:
+    return re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels.get(m.group(1), ""), template)
+
+
+# --- one fixture per alert ---------------------------------------------------------------
+
+Builder = Callable[[RuleOptions, Timeline, float, float], Fixture]
+
+
+def _steady(o: RuleOptions, for_s: float, t: Timeline) -> float:
+    return o.seconds("window") + for_s + 2 * t.step
+
+
+def _conflicts(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    hi, lo = _above(o.conflict_rate), o.conflict_rate / 2
+    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    f.series += _ops(t, "push", "todo", {"conflict": rate * hi, "success": rate * (1 - hi)})
+    f.series += _ops(t, "push", "note", {"conflict": rate * lo, "success": rate * (1 - lo)})
+    f.firing.append({"sync_operation": "push", "sync_entity": "todo"})
+    return f
+
+
+def _latency(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    bounds = [*DURATION_BOUNDS, math.inf]
+    slow = next(b for b in bounds if b > o.p95_seconds)  # lower edge >= threshold
+    lower = max(b for b in bounds if b <= o.p95_seconds) if o.p95_seconds >= bounds[0] else 0
+    fast_bound = bounds[0]
+    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    # 10% of pulls of "todo" in the bucket above the threshold: p95 lies inside it (> T).
+    f.series += _buckets(t, "pull", "todo", rate, {fast_bound: 0.9, slow: 0.1})
+    # Every pull of "note" at or below the threshold: p95 <= T.
+    f.series += _buckets(t, "pull", "note", rate, {lower or fast_bound: 1.0})
+    f.firing.append({"sync_operation": "pull", "sync_entity": "todo"})
+    return f
+
+
+def _errors(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    hi, lo = _above(o.error_rate), o.error_rate / 2
+    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    f.series += _ops(t, "pull", "todo", {"error": rate * hi, "success": rate * (1 - hi)})
+    f.series += _ops(t, "pull", "note", {"error": rate * lo, "success": rate * (1 - lo)})
+    f.firing.append({"sync_operation": "pull", "sync_entity": "todo"})
+    return f
+
+
+def _spike_start(o: RuleOptions, t: Timeline, for_s: float) -> int:
+    """Steps of baseline before the spike (the baseline window plus its offset)."""
+    return t.steps(o.seconds("baseline_window") + o.seconds("window") + 2 * for_s) + 2
+
+
+def _volume(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    start = _spike_start(o, t, for_s)
+    spike = 4 * o.volume_spike_factor
+    f = Fixture(eval_seconds=start * t.step + _steady(o, for_s, t))
+    f.series += _ops(
+        t, "push", "todo", {"success": rate}, segments=lambda r: [(start, r), (0, r * spike)]
+    )
+    f.series += _ops(t, "push", "note", {"success": rate})
+    f.firing.append({"sync_operation": "push", "sync_entity": "todo"})
+    return f
+
+
+def _idempotency(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    start = _spike_start(o, t, for_s)
+    base = 0.3 / o.idempotency_spike_factor
+    hits = prom("sync.idempotency.hits")
+    f = Fixture(eval_seconds=start * t.step + _steady(o, for_s, t))
+    for entity, after in (("todo", 0.9), ("note", base)):
+        f.series += _ops(t, "push", entity, {"success": rate})
+        labels = {"sync_operation": "push", "sync_entity": entity}
+        f.series.append(_series(hits, labels, t.counter([(start, rate * base), (0, rate * after)])))
+    f.firing.append({"sync_operation": "push", "sync_entity": "todo"})
+    return f
+
+
+def _outbox(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    metric = prom("outbox.oldest_age")
+    f = Fixture(eval_seconds=for_s + 2 * t.step)
+    f.series.append(_series(metric, {"outbox_name": "orders"}, t.gauge(2 * o.outbox_age_seconds)))
+    f.series.append(_series(metric, {"outbox_name": "emails"}, t.gauge(o.outbox_age_seconds / 2)))
+    f.firing.append({"outbox_name": "orders"})
+    return f
+
+
+def _n_plus_one(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    metric = prom("sync.db.n_plus_one")
+    window = o.seconds("window")
+    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    for collection, per_window in (("tags", 3 * (o.n_plus_one + 1)), ("users", o.n_plus_one / 2)):
+        labels = {"sync_operation": "pull", "sync_entity": "todo", "db_collection_name": collection}
+        f.series.append(_series(metric, labels, t.counter([(t.samples, per_window / window)])))
+    f.firing.append({"sync_operation": "pull", "sync_entity": "todo", "db_collection_name": "tags"})
+    return f
+
+
+def _slow_queries(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    metric = prom("sync.db.slow_queries")
+    f = Fixture(eval_seconds=o.seconds("slow_query_window") + for_s + 2 * t.step)
+    for table, per_hour in (
+        ("todos", 2 * o.slow_queries_per_hour),
+        ("notes", o.slow_queries_per_hour / 2),
+    ):
+        labels = {"db_operation_name": "SELECT", "db_collection_name": table}
+        f.series.append(_series(metric, labels, t.counter([(t.samples, per_hour / 3600)])))
+    f.firing.append({"db_operation_name": "SELECT", "db_collection_name": "todos"})
+    return f
+
+
+def _counter_alert(metric_name: str, label: str, firing: str, silent: str) -> Builder:
+    def build(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+        metric = prom(metric_name)
+        f = Fixture(eval_seconds=_steady(o, for_s, t))
+        f.series.append(_series(metric, {label: firing}, t.counter([(t.samples, 0.1)])))
+        f.series.append(_series(metric, {label: silent}, t.counter([(t.samples, 0.0)])))
+        f.firing.append({label: firing})
+        return f
+
+    return build
+
+
+_FIXTURES: dict[str, Builder] = {
+    "SyncPushConflictRateHigh": _conflicts,
+    "SyncLatencyP95High": _latency,
+    "SyncErrorRateHigh": _errors,
+    "SyncVolumeSpike": _volume,
+    "SyncIdempotencyHitSpike": _idempotency,
+    "OutboxOldestMessageTooOld": _outbox,
+    "OutboxProbeFailing": _counter_alert(
+        "outbox.probe.failures", "outbox_name", "orders", "emails"
+    ),
+    "SyncNPlusOneDetected": _n_plus_one,
+    "SyncSlowQueriesHigh": _slow_queries,
+    "SyncPerfShedding": _counter_alert(
+        "syncperf.shed", "syncperf_reason", "operation_budget", "span_queue_full"
+    ),
+    "SyncPerfExportFailing": _counter_alert(
+        "syncperf.export.failures", "syncperf_signal", "metrics", "traces"
+    ),
+}
+
+
+def _recording_test(o: RuleOptions, t: Timeline) -> dict[str, Any]:
+    """Recording rules: exact ratios (powers of two) and quantiles of one known bucket."""
+    n = names(o)
+    series = _ops(t, "push", "todo", {"conflict": 0.25, "success": 0.5, "error": 0.25})
+    series += _buckets(t, "pull", "todo", 1.0, {2.0: 1.0})  # all pulls in (1 s, 2 s]
+    eval_at = math.ceil((o.seconds("window") + 2 * t.step) / t.step) * t.step
+    labels = 'sync_entity="todo", sync_operation="push"'
+    pull = 'sync_entity="todo", sync_operation="pull"'
+
+    def sample(record: str, lbl: str, value: float) -> dict[str, Any]:
+        return {
+            "expr": f"{record}{{{lbl}}}",
+            "eval_time": format_duration(eval_at),
+            "exp_samples": [{"labels": f"{record}{{{lbl}}}", "value": value}],
+        }
+
+    return {
+        "name": "recording rules compute ratios and quantiles per operation and entity",
+        "interval": format_duration(t.step),
+        "input_series": series,
+        "promql_expr_test": [
+            sample(n.error_ratio, labels, 0.25),
+            sample(n.conflict_ratio, labels, 0.25),
+            sample(n.error_ratio, pull, 0.0),
+            sample(n.quantiles["p50"], pull, 1.5),
+            sample(n.quantiles["p99"], pull, 1.99),
+        ],
+    }
+
+
+__all__ = ["Fixture", "Timeline", "number", "tests_document"]

@@ -1,0 +1,237 @@
+"""Span ends made behind the request.
+
+* ``SpanFinisher`` ends spans on a daemon thread with the recorded end time, so a span
+  processor that blocks (a ``SimpleSpanProcessor`` whose exporter hangs) never stalls the
+  request; its queue is bounded and a slow ``end()`` trips the overhead guard.
+* ``QueueFlusher`` puts that queue inside the provider's own flush and shutdown: it is the
+  provider's first span processor, so ``TracerProvider.force_flush()`` / ``shutdown()`` hand
+  syncperf's ended spans to the processors behind it before those flush.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from opentelemetry.sdk.trace import SpanProcessor, SynchronousMultiSpanProcessor
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+
+_logger = logging.getLogger("syncperf")
+_LINGER_S = 0.01
+_live: weakref.WeakSet[SpanFinisher] = weakref.WeakSet()
+
+
+class QueueFlusher(SpanProcessor):
+    """The first span processor of a provider: its ``force_flush`` and ``shutdown`` end the
+    spans queued in syncperf's finishers, so the processors after it receive them in time.
+
+    The SDK's ``SynchronousMultiSpanProcessor`` flushes and shuts its processors down in
+    order; this one is put first in it. With a ``ConcurrentMultiSpanProcessor`` (no order) it
+    is added last and flushes the others again once the queue is drained.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, provider: SdkTracerProvider) -> None:
+        self.finishers: weakref.WeakSet[SpanFinisher] = weakref.WeakSet()
+        self._provider = weakref.ref(provider)
+        self._first = False
+
+    @classmethod
+    def of(cls, provider: SdkTracerProvider) -> QueueFlusher:
+        """The provider's flusher, registered on first use."""
+        with cls._lock:
+            found: QueueFlusher | None = provider.__dict__.get("_syncperf_flusher")
+            if found is not None:
+                return found
+            found = cls(provider)
+            provider.__dict__["_syncperf_flusher"] = found
+            multi = getattr(provider, "_active_span_processor", None)
+            if type(multi) is SynchronousMultiSpanProcessor:
+                with multi._lock:
+                    multi._span_processors = (found, *multi._span_processors)
+                found._first = True
+            else:
+                provider.add_span_processor(found)
+        return found
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        """End every queued span within ``timeout_millis``."""
+        deadline = time.monotonic() + timeout_millis / 1000
+        done = all(
+            f.flush(timeout=max(deadline - time.monotonic(), 0)) for f in list(self.finishers)
+        )
+        provider = self._provider()
+        if not self._first and provider is not None:  # the others flushed before us
+            left = int(max(deadline - time.monotonic(), 0) * 1000)
+            multi = getattr(provider, "_active_span_processor", None)
+            for processor in getattr(multi, "_span_processors", ()):
+                if processor is not self:
+                    done = processor.force_flush(left) and done
+        return done
+
+    def shutdown(self) -> None:
+        """End every queued span (the provider shuts down)."""
+        for finisher in list(self.finishers):
+            finisher.flush()
+
+
+class Endable(Protocol):
+    """What the finisher ends: a span, or anything that builds and ends one (a query's)."""
+
+    def end(self, end_time: int | None = None) -> None: ...
+
+
+STALL_NS = 5_000_000_000
+"""A finisher in one ``end()`` for this long (wall clock) is stalled on span export: far above
+what waiting for the GIL behind the application's threads takes, even on a loaded machine."""
+_thread_time_ns = time.thread_time_ns
+
+
+class SpanFinisher:
+    """Ends spans on a daemon thread; bounded; flushable.
+
+    An ``end()`` is slow when it spends more than the budget of this thread's CPU time (a
+    span processor doing heavy work on syncperf's spans): time spent waiting for the GIL
+    while the application's threads run, or for a blocked exporter, is not syncperf's. A
+    blocked exporter shows as a full queue while one ``end()`` has lasted ``STALL_NS``.
+    """
+
+    def __init__(
+        self,
+        on_slow_end: Callable[[], None],
+        on_fast_end: Callable[[], None],
+        on_overflow: Callable[[bool], None],
+        budget_ns: int,
+        max_queue: int = 2048,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        _live.add(self)
+        self._queue: deque[tuple[Endable, int]] = deque()
+        self._max_queue = max_queue
+        self._budget_ns = budget_ns
+        self._on_slow_end = on_slow_end
+        self._on_fast_end = on_fast_end
+        self._on_overflow = on_overflow
+        self._on_error = on_error
+        self.stall_ns = STALL_NS
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._ending_since = 0
+        self._slow = False
+        self._pending = False
+        """A wake-up is on its way (``Event.is_set()`` is a Python call per span)."""
+        self._stopped = False
+
+    def end(self, span: Endable, end_ns: int) -> None:
+        """Queue ``span`` to be ended at wall time ``end_ns``.
+
+        With the queue full the span is dropped and counted, as ``BatchSpanProcessor`` does;
+        a finisher stuck in one ``end()`` past the budget means span export is stalled, and
+        syncperf sheds.
+        """
+        if self._stopped:  # the runtime was replaced while this operation ran
+            self._end_one(span, end_ns)
+            return
+        if len(self._queue) >= self._max_queue:
+            since = self._ending_since
+            self._on_overflow(bool(since) and time.perf_counter_ns() - since > self.stall_ns)
+            return
+        self._queue.append((span, end_ns))
+        if not self._pending:  # wake the finisher once per batch, not per span
+            self._pending = True
+            if self._thread is None or self._pid != os.getpid():
+                self._start()
+            self._wake.set()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None and self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._thread = threading.Thread(
+                target=self._run, name="syncperf-span-finisher", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped:
+            self._wake.wait()
+            # Linger to gather a batch: one wake-up (one GIL hand-off) per batch, not per span.
+            time.sleep(_LINGER_S)
+            self._wake.clear()
+            self._pending = False  # spans queued from here on wake the thread again
+            self.flush()
+
+    def after_fork_in_child(self) -> None:
+        """Start afresh in a forked child: the parent ends what it had queued, and the
+        parent's thread (and any wake-up it had pending) did not come along."""
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._queue.clear()
+        self._thread = None
+        self._pending = False
+        self._ending_since = 0
+
+    def shutdown(self) -> None:
+        """End what is queued and stop the thread."""
+        self._stopped = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        self.flush()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """End every queued span now, on the calling thread; False when ``timeout`` (seconds)
+        ran out first (e.g. a span processor blocks)."""
+        if timeout is None:
+            deadline = None
+            locked = self._lock.acquire()
+        else:
+            deadline = time.monotonic() + timeout
+            locked = self._lock.acquire(timeout=timeout)
+        if not locked:
+            return False
+        try:
+            queue = self._queue
+            while queue:
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+                self._end_one(*queue.popleft())
+            return True
+        finally:
+            self._lock.release()
+
+    def _end_one(self, span: Endable, end_ns: int) -> None:
+        self._ending_since = time.perf_counter_ns()
+        cpu = _thread_time_ns()
+        try:
+            span.end(end_time=end_ns)
+        except Exception as error:  # a span processor's on_end failed: the span is lost
+            if self._on_error is not None:
+                self._on_error(error)
+        self._ending_since = 0
+        if _thread_time_ns() - cpu > self._budget_ns:
+            self._slow = True
+            self._on_slow_end()
+        elif self._slow:  # the first fast end after slow ones breaks their streak
+            self._slow = False
+            self._on_fast_end()
+
+
+def _after_fork_in_child() -> None:
+    for finisher in list(_live):
+        finisher.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,131 @@
+"""Span decisions made in front of the SDK.
+
+* ``Tracing.decide`` asks the tracer provider's own sampler (and syncperf's
+  ``trace_sample_rate``) before any span exists, so a sampled-out operation builds no span;
+  sampled operations start through ``Tracing.tracer``, syncperf's own span factory on the
+  provider's processors, resource and id generator (see ``span``).
+* With no SDK tracer provider installed, ``decide`` is a flag read: spans cost nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind
+
+from syncperf._tracing.finisher import QueueFlusher, SpanFinisher
+from syncperf._tracing.span import Tracer
+from syncperf._version import __version__
+
+_logger = logging.getLogger("syncperf")
+_RECHECK_NS = 1_000_000_000
+_INVALID = trace.INVALID_SPAN_CONTEXT
+
+
+class Tracing:
+    """Resolved tracing state for one runtime."""
+
+    def __init__(
+        self,
+        provider: trace.TracerProvider | None,
+        sample_rate: float,
+        finisher: SpanFinisher | None = None,
+    ) -> None:
+        self._explicit = provider
+        self._finisher = finisher
+        self.sample_rate = sample_rate
+        self.active = False
+        self.tracer: Tracer | None = None
+        self.provider: SdkTracerProvider | None = None
+        """The SDK provider syncperf's spans go to, once resolved."""
+        self._sampler: Any = None
+        self._static: bool | None = None
+        self._parent_based = False
+        self.next_check = 0
+        self.resolve(time.perf_counter_ns())
+
+    def resolve(self, now: int) -> None:
+        """Look at the provider; a proxy (no SDK yet) is looked at again a second later."""
+        self.next_check = now + _RECHECK_NS
+        provider = self._explicit or trace.get_tracer_provider()
+        if not isinstance(provider, SdkTracerProvider):
+            self.active = False
+            return
+        tracer = provider.get_tracer("syncperf", __version__)
+        if not isinstance(tracer, SdkTracer):  # e.g. a disabled tracer configurator
+            self.active = False
+            return
+        if self._finisher is not None:
+            QueueFlusher.of(provider).finishers.add(self._finisher)
+        self._sampler = tracer.sampler
+        self._static, self._parent_based = _classify(tracer.sampler)
+        self.provider = provider
+        self.tracer = Tracer(tracer, InstrumentationScope("syncperf", __version__))
+        self.next_check = 1 << 62
+        self.active = True
+
+    def refresh(self, now: int) -> bool:
+        """Look at the provider again (a proxy may have been replaced); True when active."""
+        self.resolve(now)
+        return self.active
+
+    def decide(self, name: str, kind: SpanKind, now: int) -> int:
+        """Whether an operation starting at ``now`` gets a span (parent: the current context);
+        the value ``sample`` returns."""
+        if not self.active and (now < self.next_check or not self.refresh(now)):
+            return 0
+        return self.sample(name, kind)
+
+    def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> int:
+        """``decide`` once tracing is known to be active; ``parent``: the current span's
+        context, when the caller has it at hand.
+
+        Returns:
+            0 (false) when no span is made; otherwise the trace id the sampler decided on for a
+            new root span, which ``Tracer.start(trace_id=...)`` must give it, or 1 when the
+            decision did not depend on one (the tracer draws the ids).
+        """
+        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+            return 0
+        static = self._static
+        if static is not None and not self._parent_based:
+            return static  # a standard sampler, decided without building a SamplingResult
+        if parent is None:
+            parent = trace.get_current_span().get_span_context()
+        if static is not None:
+            return bool(parent.trace_flags.sampled) if parent.is_valid else static
+        if parent.is_valid:
+            trace_id, answer = parent.trace_id, 1
+        else:  # a root: the id the span will get, drawn now for the sampler to decide on
+            trace_id = answer = self.tracer.trace_id()  # type: ignore[union-attr]
+        result = self._sampler.should_sample(None, trace_id, name, kind)
+        return answer if result.decision.is_sampled() else 0
+
+
+_PARENT_DEFAULTS = (
+    ",remoteParentSampled:AlwaysOnSampler,remoteParentNotSampled:AlwaysOffSampler"
+    ",localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
+)
+_STATIC = {"AlwaysOnSampler": True, "AlwaysOffSampler": False}
+
+
+def _classify(sampler: Any) -> tuple[bool | None, bool]:
+    """(constant root decision, parent-based) for the SDK's standard samplers, by their
+    public description; ``(None, False)`` for any other sampler (asked every time)."""
+    try:
+        description = sampler.get_description()
+    except Exception:
+        return None, False
+    if description in _STATIC:
+        return _STATIC[description], False
+    for root, decision in _STATIC.items():
+        if description == f"ParentBased{{root:{root}{_PARENT_DEFAULTS}":
+            return decision, True
+    return None, False

@@ -1,0 +1,286 @@
+"""syncperf's spans: built without the SDK's per-span machinery, delivered to its processors.
+
+The SDK's ``Span`` validates every attribute through ``BoundedAttributes``, takes a lock per
+change and copies itself into a ``ReadableSpan`` when it ends: about 20 µs per span on the
+project's machine, more than everything else syncperf does per operation. syncperf builds
+its spans from attributes it made itself (known-valid types), so its ``Span`` is both the
+live API span and the ``ReadableSpan`` that processors receive: plain dicts inside, the
+provider's ``span_processor`` called with ``on_start`` and ``on_end`` as the SDK calls it,
+the provider's resource and id generator, and the SDK's own rules (``BoundedAttributes``,
+``SpanLimits``) for whatever the application sets on it.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.attributes import BoundedAttributes
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.util.types import Attributes, AttributeValue
+
+from syncperf import _gate as gate
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
+_PLAIN = frozenset({str, bool, int, float})
+
+
+def _encodable(attributes: Attributes) -> Attributes:
+    """Event attributes every OTLP encoder accepts (see ``_gate.attribute``)."""
+    if not attributes:
+        return attributes
+    cleaned = {}
+    for key, value in attributes.items():
+        value = gate.attribute(value)
+        if value is not gate.REJECT:
+            cleaned[key] = value
+    return cleaned
+
+
+"""Attribute value types stored as they are (anything else is cleaned by the SDK's rules)."""
+_get_current_span = trace.get_current_span
+_getrandbits = random.getrandbits
+_time_ns = time.time_ns
+
+
+class Tracer:
+    """Starts syncperf's spans for one SDK tracer provider (the sampling decision is taken
+    before, by ``Tracing``: every span started here is sampled)."""
+
+    def __init__(self, sdk_tracer: SdkTracer, scope: InstrumentationScope) -> None:
+        self.resource = sdk_tracer.resource
+        self.processor = sdk_tracer.span_processor
+        ids = sdk_tracer.id_generator
+        self.random_ids = type(ids) is RandomIdGenerator  # the default: drawn inline
+        self.new_trace_id = ids.generate_trace_id
+        self.new_span_id = ids.generate_span_id
+        self.scope = scope
+        self.limits = SpanLimits()
+        self.lock = threading.Lock()
+
+    def trace_id(self) -> int:
+        """A new trace id from the provider's id generator (never the invalid 0)."""
+        return (_getrandbits(128) or 1) if self.random_ids else self.new_trace_id()
+
+    def start_span(
+        self,
+        name: str,
+        context: Context | None = None,
+        kind: SpanKind = SpanKind.INTERNAL,
+        attributes: Mapping[str, AttributeValue] | None = None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        trace_id: int = 1,
+    ) -> Span:
+        """Start a sampled span, child of the span in ``context`` (default: the current one).
+
+        ``attributes`` must already be valid attribute values: they are not checked.
+        ``trace_id``: what ``Tracing.sample`` returned (the id of a new root span).
+        """
+        parent = _get_current_span(context).get_span_context()
+        return self.start(name, parent, kind, attributes, links, start_time, context, trace_id)
+
+    def start(
+        self,
+        name: str,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        context: Context | None = None,
+        trace_id: int = 1,
+    ) -> Span:
+        """``start_span`` with the parent's span context (current or from ``context``) at hand.
+
+        A new root span gets ``trace_id`` when it is not 1 (the id its sampler decided on).
+        """
+        # What the SDK's RandomIdGenerator returns (never the invalid 0), without two calls.
+        span_id = (_getrandbits(64) or 1) if self.random_ids else self.new_span_id()
+        if parent.is_valid:
+            span_context = SpanContext(
+                parent.trace_id, span_id, False, _SAMPLED, parent.trace_state
+            )
+            span = Span(self, name, span_context, parent, kind, attributes, start_time)
+        else:
+            if trace_id == 1:
+                trace_id = self.trace_id()
+            span_context = SpanContext(trace_id, span_id, False, _SAMPLED, DEFAULT_TRACE_STATE)
+            span = Span(self, name, span_context, None, kind, attributes, start_time)
+        if links:
+            span._links = list(links)
+        # Processors are typed for the SDK's Span; they get this one's (identical) API.
+        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        return span
+
+
+class Span(trace.Span, ReadableSpan):
+    """A recording span whose data is plain dicts and lists; a ``ReadableSpan`` itself."""
+
+    # Fields every span starts with, read from the class until the span changes them.
+    _dropped_attributes = 0
+    _events: Sequence[Event] = ()
+    _links: Sequence[Link] = ()
+    _status = _UNSET
+    _end_time: int | None = None
+    _instrumentation_info = None
+    _attributes: dict[str, Any]
+    """syncperf writes its own values here directly (valid by construction, not checked)."""
+    _context: SpanContext
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: Mapping[str, Any] | None,
+        start_time: int | None,
+    ) -> None:
+        # ReadableSpan's fields, set directly (its __init__ would only do the same).
+        self._tracer = tracer
+        self._name = name
+        self._context = context
+        self._parent = parent
+        self._kind = kind
+        self._attributes = dict(attributes) if attributes else {}
+        self._start_time = start_time or _time_ns()
+        self._resource = tracer.resource
+        self._instrumentation_scope = tracer.scope
+
+    # --- the OpenTelemetry Span API (the application's values are checked) -----------------
+
+    def get_span_context(self) -> SpanContext:
+        return self._context
+
+    def is_recording(self) -> bool:
+        return self._end_time is None
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        for key, value in attributes.items():
+            self.set_attribute(key, value)
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        if self._end_time is not None:
+            return
+        limits = self._tracer.limits
+        if type(value) not in _PLAIN or not key or type(key) is not str:
+            cleaned = BoundedAttributes(
+                attributes={key: value}, max_value_len=limits.max_span_attribute_length
+            )
+            if key not in cleaned:
+                return
+            value = cleaned[key]
+        elif type(value) is str and limits.max_span_attribute_length is not None:
+            value = value[: limits.max_span_attribute_length]
+        value = gate.attribute(value)  # valid UTF-8, bounded, int64: what OTLP can encode
+        if value is gate.REJECT:
+            return
+        attrs = self._attributes
+        room = limits.max_span_attributes
+        if key in attrs or room is None or len(attrs) < room:
+            attrs[key] = value
+        else:
+            self._dropped_attributes += 1
+
+    def add_event(
+        self, name: str, attributes: Attributes = None, timestamp: int | None = None
+    ) -> None:
+        if self._end_time is not None:
+            return
+        limits = self._tracer.limits
+        clean = BoundedAttributes(
+            maxlen=limits.max_event_attributes,
+            attributes=_encodable(attributes),
+            max_value_len=limits.max_attribute_length,
+        )
+        with self._tracer.lock:
+            events = self._events
+            if not isinstance(events, list):
+                events = self._events = []
+            if limits.max_events is None or len(events) < limits.max_events:
+                events.append(Event(name, clean, timestamp or _time_ns()))
+
+    def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
+        if self._end_time is not None or not context.is_valid:
+            return
+        with self._tracer.lock:
+            links = self._links
+            if not isinstance(links, list):
+                links = self._links = list(links)
+            if self._tracer.limits.max_links is None or len(links) < self._tracer.limits.max_links:
+                links.append(Link(context, BoundedAttributes(attributes=attributes)))
+
+    def update_name(self, name: str) -> None:
+        if self._end_time is None:
+            self._name = name
+
+    def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
+        if self._end_time is not None or self._status.status_code is StatusCode.OK:
+            return
+        if isinstance(status, StatusCode):
+            status = Status(status, description)
+        if status.status_code is not StatusCode.UNSET:
+            self._status = status
+
+    def record_exception(
+        self,
+        exception: BaseException,
+        attributes: Attributes = None,
+        timestamp: int | None = None,
+        escaped: bool = False,
+    ) -> None:
+        cls = type(exception)
+        module = cls.__module__
+        event: dict[str, Any] = {
+            "exception.type": cls.__qualname__
+            if module in (None, "builtins")
+            else f"{module}.{cls.__qualname__}",
+            "exception.message": str(exception),
+            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.escaped": str(escaped),
+        }
+        if attributes:
+            event.update(attributes)
+        self.add_event("exception", event, timestamp)
+
+    def end(self, end_time: int | None = None) -> None:
+        """End the span and hand it to the span processor (once)."""
+        if self._end_time is not None:
+            return
+        self._end_time = end_time or _time_ns()
+        self._tracer.processor.on_end(self)
+
+    @property
+    def dropped_attributes(self) -> int:
+        return self._dropped_attributes
+
+    def __repr__(self) -> str:
+        return f'<syncperf Span "{self._name}" {self._context.span_id:016x}>'
+
+
+_attach = context_api.attach
+_in_context = trace.set_span_in_context
+
+
+def attach(span: Span) -> Any:
+    """Make ``span`` current; returns the token for ``detach``."""
+    return _attach(_in_context(span))
+
+
+detach = context_api.detach
+"""Undo ``attach``."""

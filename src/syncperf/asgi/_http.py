@@ -1,0 +1,291 @@
+"""HTTP server metrics, coexistence detection and idempotency bookkeeping for ``asgi``.
+
+* ``HttpSeries``: the ``http.server.*`` instruments of one runtime (created in its registry)
+  and their pre-bound series, cached on ``rt.cache`` (``configure()`` / ``capture()`` replace
+  the runtime, so nothing is cached on the middleware).
+* ``owners``: does another instrumentation already own the server span or the HTTP metrics
+  of this request (contrib's ``OpenTelemetryMiddleware``, FastAPI's native telemetry)?
+* ``SeenKeys``: a bounded, TTL'd set of hashed ``Idempotency-Key`` values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.textmap import Getter
+
+from syncperf._metrics.aggregates import HistogramSeries, SumSeries
+from syncperf._runtime import Runtime
+
+__all__ = [
+    "HEADERS",
+    "HTTP_KEY",
+    "HttpSeries",
+    "SeenKeys",
+    "http_series",
+    "key_hash",
+    "owners",
+    "propagation_fields",
+]
+
+# fmt: off
+HTTP_DURATION_BOUNDS = (
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0,
+)
+"""The semantic-convention advisory buckets plus 0.2 s and 2 s (syncperf's KPI thresholds)."""
+BODY_SIZE_BOUNDS = (
+    0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)
+# fmt: on
+METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
+HTTP_KEY = ("syncperf.asgi", "http")
+"""Where a runtime caches its ``HttpSeries`` (``rt.cache``)."""
+
+
+class HttpSeries:
+    """``http.server.*`` instruments of one runtime and their bound series."""
+
+    __slots__ = ("active", "active_series", "duration", "request_size", "response_size", "series")
+
+    def __init__(self, rt: Runtime, beside: object = None) -> None:
+        registry, limit = rt.registry, rt.config.max_series
+        self.duration = registry.instrument(
+            "http.server.request.duration",
+            "histogram",
+            "s",
+            "Duration of HTTP server requests.",
+            bounds=HTTP_DURATION_BOUNDS,
+            max_series=limit,
+            beside=beside,
+        )
+        self.active = registry.instrument(
+            "http.server.active_requests",
+            "updowncounter",
+            "{request}",
+            "Number of active HTTP server requests.",
+            max_series=limit,
+            beside=beside,
+        )
+        self.request_size = registry.instrument(
+            "http.server.request.body.size",
+            "histogram",
+            "By",
+            "Size of HTTP server request bodies.",
+            bounds=BODY_SIZE_BOUNDS,
+            max_series=limit,
+            beside=beside,
+        )
+        self.response_size = registry.instrument(
+            "http.server.response.body.size",
+            "histogram",
+            "By",
+            "Size of HTTP server response bodies.",
+            bounds=BODY_SIZE_BOUNDS,
+            max_series=limit,
+            beside=beside,
+        )
+        self.series: dict[
+            tuple[Any, ...], tuple[HistogramSeries, HistogramSeries, HistogramSeries]
+        ] = {}
+        self.active_series: dict[tuple[str, str], SumSeries] = {}
+
+    def active_for(self, method: str, scheme: str) -> SumSeries:
+        """The active-requests series (call under ``rt.lock``)."""
+        key = (method, scheme)
+        found = self.active_series.get(key)
+        if found is None:
+            found = self.active_series[key] = self.active.sum(
+                (("http.request.method", method), ("url.scheme", scheme))
+            )
+        return found
+
+    def bound(
+        self,
+        method: str,
+        scheme: str,
+        status: int | None,
+        route: str | None,
+        error: str | None,
+        version: str | None,
+    ) -> tuple[HistogramSeries, HistogramSeries, HistogramSeries]:
+        """Duration, request-size and response-size series (call under ``rt.lock``)."""
+        key = (method, scheme, status, route, error, version)
+        found = self.series.get(key)
+        if found is None:
+            attrs: dict[str, Any] = {"http.request.method": method, "url.scheme": scheme}
+            if status is not None:
+                attrs["http.response.status_code"] = status
+            if route is not None:
+                attrs["http.route"] = route
+            if error is not None:
+                attrs["error.type"] = error
+            if version is not None:
+                attrs["network.protocol.version"] = version
+            frozen = tuple(sorted(attrs.items()))
+            found = self.series[key] = (
+                self.duration.histogram(frozen),
+                self.request_size.histogram(frozen),
+                self.response_size.histogram(frozen),
+            )
+        return found
+
+
+def http_series(rt: Runtime, beside: object = None) -> HttpSeries:
+    """The runtime's ``HttpSeries`` (created once per runtime); with ``beside``, the
+    series of requests whose HTTP metrics another instrumentation records into that meter
+    provider (kept out of the outputs that feed it, so no output has them twice)."""
+    key = HTTP_KEY if beside is None else (HTTP_KEY, id(beside))
+    found = rt.cache.get(key)
+    if found is None:
+        with rt.lock:
+            found = rt.cache.get(key)
+            if found is None:
+                found = rt.cache[key] = HttpSeries(rt, beside)
+    return found
+
+
+# --- coexistence ---------------------------------------------------------------------------
+
+_CONTRIB = ("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware")
+_PROXY_METER = ("opentelemetry.metrics._internal", "_ProxyMeterProvider")
+
+
+def contrib_in_stack(app: Any) -> bool:
+    """Whether contrib's ``OpenTelemetryMiddleware`` is in a Starlette app's middleware stack.
+
+    The same test FastAPI's native telemetry uses to switch itself off.
+    """
+    stack = getattr(app, "middleware_stack", None)
+    seen: set[int] = set()
+    while stack is not None and id(stack) not in seen and len(seen) < 64:
+        seen.add(id(stack))
+        cls = type(stack)
+        if (cls.__module__, cls.__name__) == _CONTRIB:
+            return True
+        stack = getattr(stack, "app", None)
+    return False
+
+
+def _sdk_meter_provider(provider: Any) -> Any:
+    """``provider`` (default: the global one) when it records anything, else None."""
+    if provider is None:
+        from opentelemetry import metrics
+
+        provider = metrics.get_meter_provider()
+        cls = type(provider)
+        if (cls.__module__, cls.__name__) == _PROXY_METER:
+            return None
+    from opentelemetry.metrics import NoOpMeterProvider
+
+    return None if isinstance(provider, NoOpMeterProvider) else provider
+
+
+def _native_meters(scope: MutableMapping[str, Any]) -> Any:
+    """The meter provider FastAPI's native telemetry records HTTP metrics into, or None.
+
+    Mirrors FastAPI (>= 0.142): on unless ``telemetry={"metrics": False}``, and only with a
+    configured meter provider (explicit, or a global one that is not the API's proxy).
+    """
+    if scope.get("type") != "http":
+        return None
+    config = getattr(scope.get("app"), "_telemetry", None)
+    provider = None
+    if isinstance(config, dict):
+        if not config.get("metrics", True):
+            return None
+        provider = config.get("meter_provider")
+    return _sdk_meter_provider(provider)
+
+
+def owners(scope: MutableMapping[str, Any], contrib: bool) -> tuple[trace.Span | None, bool, Any]:
+    """Who else instruments this request.
+
+    Returns:
+        ``(server_span, owns_span, metrics_provider)``: another instrumentation's recording
+        server span to enrich (or None), whether another instrumentation owns the server
+        span (even a sampled-out one), and the meter provider another instrumentation
+        records ``http.server.*`` metrics into (or None).
+    """
+    telemetry = scope.get("fastapi.telemetry")
+    if telemetry is not None:  # FastAPI's native telemetry is active for this request
+        span = getattr(telemetry, "span", None)
+        recording = span if span is not None and span.is_recording() else None
+        provider = _sdk_meter_provider(None) if contrib else _native_meters(scope)
+        return recording, span is not None, provider
+    current = trace.get_current_span()
+    if current.is_recording() and getattr(current, "kind", None) is trace.SpanKind.SERVER:
+        return current, True, _sdk_meter_provider(None)
+    if contrib:
+        return None, current.get_span_context().is_valid, _sdk_meter_provider(None)
+    return None, False, None
+
+
+# --- headers and idempotency ---------------------------------------------------------------
+
+
+class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
+    """Reads propagation headers straight from the ASGI header list."""
+
+    def get(self, carrier: Iterable[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        name = key.lower().encode("latin-1")
+        values = [v.decode("latin-1") for k, v in carrier if k == name]
+        return values or None
+
+    def keys(self, carrier: Iterable[tuple[bytes, bytes]]) -> list[str]:
+        return [k.decode("latin-1") for k, _ in carrier]
+
+
+HEADERS = _HeaderGetter()
+_FIELDS_KEY = ("syncperf.asgi", "propagation_fields")
+
+
+def propagation_fields(rt: Runtime) -> frozenset[bytes]:
+    """Header names the global propagator reads (cached per runtime and propagator)."""
+    textmap = propagate.get_global_textmap()
+    cached = rt.cache.get(_FIELDS_KEY)
+    if cached is None or cached[0] is not textmap:
+        fields = frozenset(f.lower().encode("latin-1") for f in textmap.fields)
+        cached = rt.cache[_FIELDS_KEY] = (textmap, fields)
+    return cached[1]  # type: ignore[no-any-return,unused-ignore]
+
+
+def key_hash(key: bytes) -> str:
+    """A short, stable hash of an idempotency key (the key itself is never exported)."""
+    return hashlib.blake2b(key, digest_size=8, person=b"syncperf-idem").hexdigest()
+
+
+class SeenKeys:
+    """Idempotency-key hashes seen within ``ttl`` seconds; at most ``max_keys`` kept."""
+
+    __slots__ = ("_keys", "_lock", "max_keys", "ttl_ns")
+
+    def __init__(self, ttl: float, max_keys: int) -> None:
+        self.ttl_ns = int(ttl * 1e9)
+        self.max_keys = max_keys
+        self._keys: dict[str, int] = {}  # hash -> expiry (monotonic ns), oldest first
+        self._lock = threading.Lock()
+
+    def seen(self, digest: str) -> bool:
+        """Record ``digest`` now; True when it was already seen within the TTL."""
+        now = time.monotonic_ns()
+        keys = self._keys
+        with self._lock:
+            expiry = keys.pop(digest, None)
+            keys[digest] = now + self.ttl_ns
+            while keys:
+                oldest = next(iter(keys))
+                if keys[oldest] > now and len(keys) <= self.max_keys:
+                    break
+                del keys[oldest]
+            return expiry is not None and expiry > now
+
+    def __len__(self) -> int:
+        return len(self._keys)

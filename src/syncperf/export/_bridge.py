@@ -1,0 +1,173 @@
+"""syncperf's aggregates as an extra producer of an SDK ``MeterProvider``'s readers.
+
+The OpenTelemetry specification's answer is a ``MetricProducer`` registered on each
+``MetricReader``; the Python SDK does not have one yet (opentelemetry-python #4768), so a
+bridge does what the SDK's own collection will do with producers: each reader's collect
+callback (the provider's ``MeasurementConsumer.collect``, handed to the reader by the
+provider through ``MetricReader._set_collect_callback``) is wrapped so that what the
+provider collected is returned together with syncperf's metrics, read at that reader's
+temporality by a syncperf ``Reader`` of its own. Readers of any kind (periodic OTLP
+exporters, ``PrometheusMetricReader``, in-memory readers) then see syncperf's metrics in
+the same collection as the application's, and syncperf never records through the SDK's
+synchronous instruments.
+
+Wrapping twice is a no-op; the bridge follows ``configure()`` (a new runtime gets a new
+syncperf reader at the next collection); a failing merge returns the provider's own data.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from typing import Any
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    MetricsData,
+    ResourceMetrics,
+)
+
+from syncperf import _runtime
+from syncperf._metrics import outputs
+from syncperf._metrics.reader import CUMULATIVE, Reader
+
+_logger = logging.getLogger("syncperf")
+_MARK = "__syncperf_bridge__"
+_KINDS = {"_Counter": "counter", "_Histogram": "histogram"}
+
+
+def readers_of(provider: Any) -> list[Any]:
+    """The metric readers registered on an SDK ``MeterProvider`` (constructor and
+    ``add_metric_reader``)."""
+    consumer = getattr(provider, "_measurement_consumer", None)
+    storages = getattr(consumer, "_reader_storages", None)
+    if isinstance(storages, dict):
+        return list(storages)
+    return list(getattr(provider, "_metric_readers", ()))
+
+
+def temporality_of(sdk_reader: Any) -> dict[str, AggregationTemporality]:
+    """The SDK reader's temporality per syncperf instrument kind."""
+    preferred = getattr(sdk_reader, "_instrument_class_temporality", None) or {}
+    by_name = {getattr(cls, "__name__", ""): t for cls, t in preferred.items()}
+    return {kind: by_name.get(name, CUMULATIVE) for name, kind in _KINDS.items()}
+
+
+class Bridge:
+    """Feeds the current syncperf runtime's metrics to every reader of one provider."""
+
+    def __init__(self, provider: Any) -> None:
+        self.provider = provider
+        self._lock = threading.Lock()
+        self._readers: weakref.WeakKeyDictionary[Any, dict[int, Reader]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._warned = False
+
+    def attach(self) -> int:
+        """Wrap the collect callback of each reader not wrapped yet; return how many
+        readers the bridge feeds."""
+        fed = 0
+        for sdk_reader in readers_of(self.provider):
+            inner = getattr(sdk_reader, "_collect", None)
+            if inner is None:
+                continue
+            fed += 1
+            if getattr(inner, _MARK, None) is not None:
+                continue
+            sdk_reader._set_collect_callback(self._wrap(inner))
+        self.readers_for(_runtime.current())
+        return fed
+
+    def readers_for(self, rt: Any) -> dict[int, Reader]:
+        """syncperf readers of ``rt``, one per SDK reader (made as soon as the runtime
+        exists, so they see every drain of its aggregates)."""
+        with self._lock:
+            found = self._readers.get(rt)
+            if found is None:
+                found = self._readers[rt] = {}
+            for sdk_reader in readers_of(self.provider):
+                if id(sdk_reader) not in found:
+                    found[id(sdk_reader)] = Reader(
+                        rt.registry,
+                        rt.resource,
+                        rt.scope,
+                        temporality_of(sdk_reader),
+                        beside=self.provider,
+                    )
+            return found
+
+    def _wrap(self, inner: Any) -> Any:
+        def collect(sdk_reader: Any, *args: Any, **kwargs: Any) -> Any:
+            data = inner(sdk_reader, *args, **kwargs)
+            try:
+                return self.merge(sdk_reader, data)
+            except Exception:
+                if not self._warned:
+                    self._warned = True
+                    _logger.warning("syncperf: merging into a metric reader failed", exc_info=True)
+                return data
+
+        setattr(collect, _MARK, self)
+        return collect
+
+    def merge(self, sdk_reader: Any, data: MetricsData | None) -> MetricsData | None:
+        """``data`` with syncperf's metrics added as one more instrumentation scope."""
+        rt = _runtime.current()
+        if not rt.enabled:
+            return data
+        reader = self.readers_for(rt)[id(sdk_reader)]
+        ours = reader.collect()
+        scopes = [
+            scope
+            for resource_metrics in ours.resource_metrics
+            for scope in resource_metrics.scope_metrics
+            if scope.metrics
+        ]
+        if not scopes:
+            return data
+        if data is None or not data.resource_metrics:
+            resource = getattr(getattr(self.provider, "_sdk_config", None), "resource", None)
+            return MetricsData(
+                resource_metrics=[
+                    ResourceMetrics(
+                        resource=resource or rt.resource, scope_metrics=scopes, schema_url=""
+                    )
+                ]
+            )
+        first, *rest = data.resource_metrics
+        merged = ResourceMetrics(
+            resource=first.resource,
+            scope_metrics=[*first.scope_metrics, *scopes],
+            schema_url=first.schema_url,
+        )
+        return MetricsData(resource_metrics=[merged, *rest])
+
+
+_bridges: weakref.WeakKeyDictionary[Any, Bridge] = weakref.WeakKeyDictionary()
+_bridges_lock = threading.Lock()
+
+
+def bridge(provider: Any) -> Bridge:
+    """The one bridge of ``provider``, attached to its readers."""
+    with _bridges_lock:
+        found = _bridges.get(provider)
+        if found is None:
+            found = _bridges[provider] = Bridge(provider)
+            # A flush for exit (the ASGI lifespan's, under uvicorn's SIGTERM) also collects
+            # the provider's readers, which now carry syncperf's metrics.
+            outputs.flush_also(provider)
+    _register_hook()
+    found.attach()
+    return found
+
+
+def _on_new_runtime(rt: Any) -> None:
+    for found in list(_bridges.values()):
+        found.readers_for(rt)
+
+
+def _register_hook() -> None:
+    if _on_new_runtime not in _runtime.RUNTIME_HOOKS:
+        _runtime.RUNTIME_HOOKS.append(_on_new_runtime)
