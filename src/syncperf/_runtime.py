@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from syncperf._config import Config
 from syncperf._gate import describe
@@ -25,6 +25,7 @@ from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
 
 _logger = logging.getLogger("syncperf")
+T = TypeVar("T")
 
 DURATION_BOUNDS = (
     0.001,
@@ -260,8 +261,9 @@ class Runtime:
         """In-flight operations per name: ``deque.append``/``pop`` are atomic, so ``begin``
         needs no lock; ``sync.operations.active`` observes their lengths at collection."""
         self.overhead_series: dict[str, HistogramSeries] = {}
-        self.cache: dict[Any, Any] = {}
-        """Per-runtime cache for integrations (pre-bound series keyed by their own keys)."""
+        self._state: dict[object, Any] = {}
+        self.cache: dict[Any, Any] = {}  # being replaced by ``state()``
+        self._state_lock = threading.RLock()  # a factory may bind series under ``lock``
         self._logged: set[str] = set()
 
         self.budget_ns = int(config.overhead_budget * 1e9)
@@ -312,6 +314,31 @@ class Runtime:
             timeout=self.config.export_timeout,
             on_failure=self._export_failed,
         )
+
+    # --- per-runtime state of integrations ------------------------------------------------
+
+    def state(self, factory: Callable[[Runtime], T], key: object = None) -> T:
+        """This runtime's one ``factory(self)`` (one per ``key`` when given): an integration's
+        pre-bound series and stores, made on first use and dropped with the runtime, so
+        ``configure()`` and ``capture()`` start them afresh.
+
+        Args:
+            factory: Builds the state (a class taking the runtime); it is also the key.
+            key: Tells apart several states of one factory (e.g. one per engine).
+        """
+        slot = factory if key is None else (factory, key)
+        found = self._state.get(slot)
+        if found is None:
+            with self._state_lock:
+                found = self._state.get(slot)
+                if found is None:
+                    found = self._state[slot] = factory(self)
+        return found
+
+    def forget(self, factory: Callable[[Runtime], Any], key: object = None) -> Any:
+        """Remove and return the state ``state(factory, key)`` made, or None."""
+        with self._state_lock:
+            return self._state.pop(factory if key is None else (factory, key), None)
 
     # --- cached series -------------------------------------------------------------------
 
