@@ -64,10 +64,11 @@ except ModuleNotFoundError as exc:
     ) from exc
 
 from syncperf import _runtime
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries, freeze
 from syncperf._operation import _CURRENT, SyncOperation, error_type
 from syncperf._redact import status_code
-from syncperf._runtime import DURATION_BOUNDS, Bounded, Runtime
+from syncperf._runtime import Bounded, Runtime
 from syncperf._sql import classify
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy._pool import PoolMetrics
@@ -85,8 +86,6 @@ SLOW_QUERY_THRESHOLD = 0.5
 """Default: seconds above which a query is slow."""
 LOG_INTERVAL = 60.0
 """Default: seconds between two warning logs about the same statement."""
-DB_DURATION_BOUNDS = (0.0001, 0.00025, 0.0005, *DURATION_BOUNDS)
-"""Seconds: the semantic conventions' boundaries, 0.2 s / 2 s / 5 s, and sub-millisecond ones."""
 
 _logger = logging.getLogger("syncperf.sqlalchemy")
 _perf = time.perf_counter_ns
@@ -215,20 +214,8 @@ class _Reports:
         self.collections = Bounded(200)
         self.operations = Bounded(50, overflow="_OTHER")
         limit = rt.config.max_series
-        self.n_plus_one = rt.registry.instrument(
-            "sync.db.n_plus_one",
-            "counter",
-            "{detection}",
-            "Statements executed at least the N+1 threshold times within one sync operation.",
-            max_series=limit,
-        )
-        self.slow = rt.registry.instrument(
-            "sync.db.slow_queries",
-            "counter",
-            "{query}",
-            "Queries slower than the slow-query threshold.",
-            max_series=limit,
-        )
+        self.n_plus_one = catalogue.SYNC_DB_N_PLUS_ONE.create(rt.registry, max_series=limit)
+        self.slow = catalogue.SYNC_DB_SLOW_QUERIES.create(rt.registry, max_series=limit)
 
 
 def _reports(rt: Runtime) -> _Reports:
@@ -272,7 +259,7 @@ class EngineInstrumentation:
         self.pool_name = options.pool_name or _pool_name(engine)
         self._pool: PoolMetrics | None = None
         if options.pool_metrics:
-            self._pool = PoolMetrics(engine, self.pool_name, DB_DURATION_BOUNDS)
+            self._pool = PoolMetrics(engine, self.pool_name)
         self._active = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
 
@@ -442,13 +429,8 @@ class EngineInstrumentation:
             attrs["error.type"] = etype
         if code is not None:
             attrs["db.response.status_code"] = code
-        instrument = rt.registry.instrument(
-            "db.client.operation.duration",
-            "histogram",
-            "s",
-            "Duration of database client operations.",
-            bounds=DB_DURATION_BOUNDS,
-            max_series=rt.config.max_series,
+        instrument = catalogue.DB_OPERATION_DURATION.create(
+            rt.registry, max_series=rt.config.max_series
         )
         with rt.lock:
             series = instrument.histogram(freeze(attrs))
