@@ -81,6 +81,17 @@ def test_docs_list_every_catalogued_metric_in_order_with_its_kind_unit_and_attri
         assert set(doc.attributes) == set(metric.attributes), metric.name
 
 
+def test_docs_give_every_histogram_its_bucket_boundaries() -> None:
+    text = (ROOT / "docs/metrics.md").read_text().split("## Bucket boundaries", 1)[1]
+    documented: dict[str, tuple[float, ...]] = {}
+    for names, bounds in re.findall(r"^\| (`.+`) \| `([^`]+)`.* \|$", text, re.M):
+        for name in re.findall(r"`([a-z_.]+)`", names):
+            assert name not in documented, name
+            documented[name] = tuple(float(b) for b in bounds.split(", "))
+    histograms = {m.name: m.bounds for m in METRICS if m.kind == "histogram"}
+    assert documented == {name: tuple(map(float, b)) for name, b in histograms.items()}
+
+
 def test_the_docs_parser_reads_values_and_explanations_as_no_attributes() -> None:
     documented = _documented()
     assert documented["outbox.rows"].attributes == ("outbox.name", "outbox.status")
