@@ -52,7 +52,7 @@ from syncperf._config import check_float
 from syncperf._gate import is_count
 from syncperf._runtime import Runtime, raised_at
 from syncperf.exceptions import ConfigError
-from syncperf.outbox._batch import MAX_LINKS, PublishBatch, PublishScope, current_batch
+from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
 from syncperf.outbox._gauges import (
     GaugeSource,
     OutboxStats,
@@ -61,6 +61,7 @@ from syncperf.outbox._gauges import (
     register,
     unregister,
 )
+from syncperf.outbox._publish import PublishScope
 from syncperf.outbox._series import LAG_BOUNDS, MAX_NAMES, OutboxSeries, outbox_names
 from syncperf.outbox._spans import (
     current_traceparent,

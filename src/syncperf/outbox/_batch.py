@@ -1,4 +1,4 @@
-"""One relay batch: ``Outbox.publish()``, the ``PublishBatch`` it yields, its ``send`` span.
+"""One relay batch: the ``PublishBatch`` ``Outbox.publish()`` yields, and its ``send`` span.
 
 The batch counts its messages in plain attributes while the relay reports them and records
 everything under one lock when the block ends (``PublishBatch._end``). The ``send`` span is
@@ -8,120 +8,33 @@ sync operations.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
-from collections.abc import Callable
 from contextvars import ContextVar, Token
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
-from syncperf import _runtime
 from syncperf._gate import is_count
 from syncperf._gate import name as gate_name
 from syncperf._operation import error_type
 from syncperf._redact import record_exception
-from syncperf._tracing.span import attach, detach
-from syncperf.exceptions import ConfigError
+from syncperf._tracing.span import detach
 from syncperf.outbox._gauges import age_of
-from syncperf.outbox._spans import parse_traceparent, start_span
+from syncperf.outbox._spans import parse_traceparent
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
     from syncperf.outbox import Outbox
     from syncperf.outbox._series import OutboxSeries
 
-F = TypeVar("F", bound=Callable[..., Any])
-
 MAX_LINKS = 128
 """Links per ``send`` span (the SDK's default link limit)."""
 
 _perf = time.perf_counter_ns
 _CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
-_BATCH: ContextVar[PublishBatch | None] = ContextVar("syncperf_outbox_batch", default=None)
-
-
-# --- one relay batch -----------------------------------------------------------------------
-
-
-def begin(outbox: Outbox, count: int | None) -> PublishBatch:
-    """Start one relay batch of ``outbox`` (``count``: its size, when known up front)."""
-    t0 = _perf()
-    rt = _runtime._current or _runtime.current()
-    if not rt.enabled:
-        return _NOOP_BATCH
-    if count is not None and not is_count(count):
-        rt.reject("invalid_count", "an outbox batch count: an int in [0, 2**53)", count)
-        count = None
-    batch = PublishBatch(rt, outbox.series(rt), outbox, count, t0)
-    span = start_span(rt, outbox.send_name, _CLIENT, outbox.send_attrs, t0, count)
-    if span is not None:
-        batch._span = span
-        batch._span_token = attach(span)
-    elif rt.tracing.active:
-        batch._rescuable = True
-    batch._token = _BATCH.set(batch)
-    batch._own_ns = _perf() - t0
-    return batch
-
-
-class PublishScope:
-    """What ``Outbox.publish()`` returns: ``with``, ``async with`` or a decorator."""
-
-    __slots__ = ("_batch", "_count", "_outbox")
-
-    def __init__(self, outbox: Outbox, count: int | None) -> None:
-        self._outbox = outbox
-        self._count = count
-        self._batch: PublishBatch | None = None
-
-    def __enter__(self) -> PublishBatch:
-        self._batch = batch = begin(self._outbox, self._count)
-        return batch
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        batch, self._batch = self._batch, None
-        if batch is not None:
-            batch._end(exc)
-
-    async def __aenter__(self) -> PublishBatch:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-    def __call__(self, fn: F) -> F:
-        if not callable(fn):
-            raise ConfigError("fn", fn, "a function or coroutine function to decorate")
-        outbox, count = self._outbox, self._count
-        if inspect.iscoroutinefunction(fn):
-
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with PublishScope(outbox, count):
-                    return await fn(*args, **kwargs)
-
-            return cast(F, async_wrapper)
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with PublishScope(outbox, count):
-                return fn(*args, **kwargs)
-
-        return cast(F, wrapper)
+BATCH: ContextVar[PublishBatch | None] = ContextVar("syncperf_outbox_batch", default=None)
+"""The innermost active batch (``current_batch()``)."""
 
 
 class PublishBatch:
@@ -280,9 +193,9 @@ class PublishBatch:
         rt, series = self._rt, self._series
         if self._token is not None:
             try:
-                _BATCH.reset(self._token)
+                BATCH.reset(self._token)
             except ValueError:  # ended in another context
-                _BATCH.set(None)
+                BATCH.set(None)
         failed = self._failed
         etype = None
         if exc is not None:
@@ -429,9 +342,9 @@ class _NoopBatch(PublishBatch):
         pass
 
 
-_NOOP_BATCH = _NoopBatch(None, None, None, None, 0)  # type: ignore[arg-type]
+NOOP_BATCH = _NoopBatch(None, None, None, None, 0)  # type: ignore[arg-type]
 
 
 def current_batch() -> PublishBatch:
     """The innermost active ``PublishBatch`` (e.g. inside ``@outbox.publish``), or a no-op."""
-    return _BATCH.get() or _NOOP_BATCH
+    return BATCH.get() or NOOP_BATCH

@@ -251,11 +251,10 @@ class QueryRecorder:
                             counts = scratch[SCRATCH] = {}
                     detected = counts.get(query.text, 0) + 1
                     counts[query.text] = detected
-            overhead = held.overhead
             own = _perf() - t1
             with rt.lock:
                 series.record(duration_ns / 1e9)
-                overhead.record(own / 1e9)
+                held.overhead.record(own / 1e9)
             if detected and detected == self._n1 and op is not None:
                 self._detector.n_plus_one(rt, held.detections, op, query, detected)
             if duration_ns >= self._slow_ns:
