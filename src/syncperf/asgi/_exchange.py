@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
 from syncperf._decorators import Adapter, apply_http_status
@@ -60,28 +60,39 @@ _INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup
 class Exchange:
     """One request: wraps ``receive`` and ``send``, records the request when it ends."""
 
-    # Defaults live on the class: an exchange only writes what its request changes.
-    op: SyncOperation | None = None
-    token: Any = None
-    """The context token of a propagated parent (detached when the request ends)."""
-    template: str | None = None
-    adapter: Adapter | None = None
-    live = False
-    fresh_entity: str | None = None
-    """The path entity this request introduced into the entity bound, if any."""
-    http: HttpSeries | None = None
-    active: SumSeries | None = None
-    content_length = -1
-    status: int | None = None
-    sent = 0
-    received = 0
-    complete_ns = 0
-    disconnected = False
-    replayed = False
-    read_ahead: list[Message] | None = None
-    """What the adapter read before the application: replayed to it first."""
-    response_chunks: list[bytes] | None = None
-    prologue_ns = 0
+    __slots__ = (
+        "active",
+        "adapter",
+        "complete_ns",
+        "content_length",
+        "disconnected",
+        "entry_root",
+        "fresh_entity",
+        "http",
+        "live",
+        "metered_into",
+        "method",
+        "mw",
+        "op",
+        "owned",
+        "owner_span",
+        "prologue_ns",
+        "read_ahead",
+        "received",
+        "replayed",
+        "response_chunks",
+        "rt",
+        "scheme",
+        "scope",
+        "sent",
+        "server_receive",
+        "server_send",
+        "shared",
+        "status",
+        "t0",
+        "template",
+        "token",
+    )
 
     def __init__(
         self, mw: SyncPerfMiddleware, rt: Runtime, shared: AsgiState, scope: Scope, t0: int
@@ -91,11 +102,25 @@ class Exchange:
         self.shared = shared
         self.scope = scope
         self.t0 = t0
+        self.op: SyncOperation | None = None
+        self.token: Any = None  # the context of a propagated parent, detached at the end
+        self.template: str | None = None
+        self.adapter: Adapter | None = None
+        self.live = False
+        self.fresh_entity: str | None = None  # a path entity this request made known
+        self.http: HttpSeries | None = None
+        self.active: SumSeries | None = None
+        self.content_length = -1
+        self.status: int | None = None
+        self.sent = self.received = self.complete_ns = 0
+        self.disconnected = self.replayed = False
+        self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
+        self.response_chunks: list[bytes] | None = None
         method = scope.get("method") or "GET"
         self.method = method if method in METHODS else "_OTHER"
         self.scheme = scope.get("scheme") or "http"
         self.entry_root = scope.get("root_path", "")
-        self.owner_span, self.owned, self.metered_into = owners(scope, bool(mw._contrib))
+        self.owner_span, self.owned, self.metered_into = owners(scope, mw._contrib is True)
 
     # --- before the application ----------------------------------------------------------
 
@@ -330,7 +355,13 @@ class Exchange:
                 release_entity(op, fresh)
             matched = framework_route(self.scope, self.entry_root)
             if not self.owned:
-                self.describe_response(op.span, failure, matched)
+                span = op.span
+                if status is not None or failure is not None:
+                    span.set_attribute(
+                        "http.response.status_code", 500 if status is None else status
+                    )
+                if matched is not None and matched != self.template:
+                    span.set_attribute("http.route", matched)
         except Exception as error:
             _hook_failed(rt, "asgi_outcome_failed", error, failure)
         finally:  # the operation ends even when strict mode raised just above
@@ -339,16 +370,6 @@ class Exchange:
             except Exception as error:
                 _hook_failed(rt, "operation_end_failed", error, failure)
         return matched
-
-    def describe_response(
-        self, span: trace.Span, failure: BaseException | None, matched: str | None
-    ) -> None:
-        """The response's status code and the framework's route on the operation's span."""
-        if self.status is not None or failure is not None:
-            status = 500 if self.status is None else self.status
-            span.set_attribute("http.response.status_code", status)
-        if matched is not None and matched != self.template:
-            span.set_attribute("http.route", matched)
 
     def record_http(
         self, failure: BaseException | None, reason: str | None, matched: str | None, t_end: int
