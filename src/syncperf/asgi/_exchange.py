@@ -60,39 +60,15 @@ _INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup
 class Exchange:
     """One request: wraps ``receive`` and ``send``, records the request when it ends."""
 
+    # fmt: off
     __slots__ = (
-        "active",
-        "adapter",
-        "complete_ns",
-        "content_length",
-        "disconnected",
-        "entry_root",
-        "fresh_entity",
-        "http",
-        "live",
-        "metered_into",
-        "method",
-        "mw",
-        "op",
-        "owned",
-        "owner_span",
-        "prologue_ns",
-        "read_ahead",
-        "received",
-        "replayed",
-        "response_chunks",
-        "rt",
-        "scheme",
-        "scope",
-        "sent",
-        "server_receive",
-        "server_send",
-        "shared",
-        "status",
-        "t0",
-        "template",
-        "token",
+        "active", "adapter", "complete_ns", "content_length", "disconnected", "entry_root",
+        "fresh_entity", "http", "live", "metered_into", "method", "mw", "op", "owned",
+        "owner_span", "prologue_ns", "read_ahead", "received", "replayed", "response_chunks", "rt",
+        "scheme", "scope", "sent", "server_receive", "server_send", "shared", "status", "t0",
+        "template", "token",
     )
+    # fmt: on
 
     def __init__(
         self, mw: SyncPerfMiddleware, rt: Runtime, shared: AsgiState, scope: Scope, t0: int
