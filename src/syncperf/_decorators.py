@@ -24,15 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
 
 from syncperf import _runtime
-from syncperf._operation import (
-    _CURRENT,
-    SyncOperation,
-    begin,
-    check_entity,
-    check_operation,
-    end,
-    start,
-)
+from syncperf._lifecycle import end, series, start
+from syncperf._operation import SyncOperation, active_operation, check_entity, check_operation
 from syncperf.exceptions import ConfigError
 
 __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
@@ -82,7 +75,7 @@ class _Extractor:
         try:
             self.apply(op, self.fn(*values))
         except Exception as error:
-            op._rt.internal_error("extractor_failed", error)
+            _guard(op).internal_error("extractor_failed", error)
 
 
 def _set_entity(op: SyncOperation, value: Any) -> None:
@@ -252,7 +245,7 @@ def _responder(on_response: Callable[[SyncOperation, Any], None]) -> Callable[..
             try:
                 result = json.loads(body)
             except ValueError:
-                op._rt.reject("unparseable_payload", "a returned JSON response is not JSON")
+                _guard(op).reject("unparseable_payload", "a returned JSON response is not JSON")
                 return
         on_response(op, result)
 
@@ -326,31 +319,40 @@ def _wrap(
     before: tuple[_Extractor, ...],
     after: tuple[_Extractor, ...],
 ) -> F:
-    if not before and not after:
-        return _wrap_plain(fn, operation, entity)
+    """The two wrappers, one for ``def`` and one for ``async def`` handlers.
+
+    ``bound`` caches ``(runtime, pre-bound series)`` for the current runtime (swapped by
+    ``configure()`` and ``capture()``; one tuple, so a reader never sees a torn pair), so a
+    call does no lookup at all. Extractors run on syncperf's behalf: their time is overhead.
+    """
+    bound: list[tuple[Any, Any]] = [(None, None)]
+
+    def own() -> SyncOperation | None:
+        """Start an operation for this call (None: syncperf is disabled)."""
+        rt = _runtime.current()
+        cached = bound[0]
+        if cached[0] is not rt:
+            cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
+        return None if cached[1] is None else start(rt, cached[1])
+
     if inspect.iscoroutinefunction(fn):
 
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            op = _CURRENT.get()
+            op = active_operation()
             owner = None
             if op is None:
-                rt = _runtime._current or _runtime.current()
-                if not rt.enabled:
+                op = owner = own()
+                if op is None:
                     return await fn(*args, **kwargs)
-                op = owner = begin(rt, operation, entity)
             elif entity is not None and op._entity is None:
                 op.set_entity(entity)
             try:
-                t = _perf()  # extractors run on syncperf's behalf: their time is overhead
-                for extractor in before:
-                    extractor.run(op, args, kwargs, None)
-                t1 = _perf()
+                if before:
+                    _extract(before, op, args, kwargs, None)
                 result = await fn(*args, **kwargs)
-                t2 = _perf()
-                for extractor in after:
-                    extractor.run(op, args, kwargs, result)
-                op._own_ns += t1 - t + _perf() - t2
+                if after:
+                    _extract(after, op, args, kwargs, result)
             except BaseException as exc:
                 if owner is not None:
                     _end(owner, exc)
@@ -363,25 +365,20 @@ def _wrap(
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        op = _CURRENT.get()
+        op = active_operation()
         owner = None
         if op is None:
-            rt = _runtime._current or _runtime.current()
-            if not rt.enabled:
+            op = owner = own()
+            if op is None:
                 return fn(*args, **kwargs)
-            op = owner = begin(rt, operation, entity)
         elif entity is not None and op._entity is None:
             op.set_entity(entity)
         try:
-            t = _perf()  # extractors run on syncperf's behalf: their time is overhead
-            for extractor in before:
-                extractor.run(op, args, kwargs, None)
-            t1 = _perf()
+            if before:
+                _extract(before, op, args, kwargs, None)
             result = fn(*args, **kwargs)
-            t2 = _perf()
-            for extractor in after:
-                extractor.run(op, args, kwargs, result)
-            op._own_ns += t1 - t + _perf() - t2
+            if after:
+                _extract(after, op, args, kwargs, result)
         except BaseException as exc:
             if owner is not None:
                 _end(owner, exc)
@@ -393,77 +390,17 @@ def _wrap(
     return cast(F, wrapper)
 
 
-def _wrap_plain(fn: F, operation: str, entity: str | None) -> F:
-    """The wrappers without extractors (the common, fastest case).
-
-    ``bound`` caches ``(runtime, pre-bound series)`` for the current runtime (swapped by
-    ``configure()`` and ``capture()``; one tuple, so a reader never sees a torn pair), so a
-    call does no lookup at all.
-    """
-    bound: list[tuple[Any, Any]] = [(None, None)]
-    if inspect.iscoroutinefunction(fn):
-
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            outer = _CURRENT.get()
-            if outer is not None:
-                if entity is not None and outer._entity is None:
-                    outer.set_entity(entity)
-                return await fn(*args, **kwargs)
-            rt = _runtime._current or _runtime.current()
-            cached = bound[0]
-            if cached[0] is not rt:
-                cached = bound[0] = (rt, rt.series(operation, entity) if rt.enabled else None)
-            series = cached[1]
-            if series is None:
-                return await fn(*args, **kwargs)
-            op = start(rt, series)
-            try:
-                result = await fn(*args, **kwargs)
-            except BaseException as exc:
-                _end(op, exc)
-                raise
-            if type(result) not in _PLAIN:
-                _end(op, None, result)
-                return result
-            try:
-                end(op, None)
-            except Exception as error:
-                rt.internal_error("operation_end_failed", error)
-            return result
-
-        return cast(F, async_wrapper)
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        outer = _CURRENT.get()
-        if outer is not None:
-            if entity is not None and outer._entity is None:
-                outer.set_entity(entity)
-            return fn(*args, **kwargs)
-        rt = _runtime._current or _runtime.current()
-        cached = bound[0]
-        if cached[0] is not rt:
-            cached = bound[0] = (rt, rt.series(operation, entity) if rt.enabled else None)
-        series = cached[1]
-        if series is None:
-            return fn(*args, **kwargs)
-        op = start(rt, series)
-        try:
-            result = fn(*args, **kwargs)
-        except BaseException as exc:
-            _end(op, exc)
-            raise
-        if type(result) not in _PLAIN:
-            _end(op, None, result)
-            return result
-        try:
-            end(op, None)
-        except Exception as error:
-            rt.internal_error("operation_end_failed", error)
-        return result
-
-    return cast(F, wrapper)
+def _extract(
+    extractors: tuple[_Extractor, ...],
+    op: SyncOperation,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+) -> None:
+    t = _perf()
+    for extractor in extractors:
+        extractor.run(op, args, kwargs, result)
+    op._own_ns += _perf() - t
 
 
 def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
@@ -471,6 +408,9 @@ def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> No
     returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
     behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
     try:
+        if exc is None and type(result) in _PLAIN:  # the common case: no status to read
+            end(op, None)
+            return
         status = http_status(result if exc is None else exc)
         if status is not None:
             if exc is None:
@@ -480,4 +420,9 @@ def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> No
                 exc = None  # the exception is the conflict's answer, not a failure
         end(op, exc)
     except Exception as error:
-        op._rt.internal_error("operation_end_failed", error)
+        _guard(op).internal_error("operation_end_failed", error)
+
+
+def _guard(op: SyncOperation) -> _runtime.Runtime:
+    """Where a failure during ``op`` is counted: its runtime (the current one for the no-op)."""
+    return op.runtime or _runtime.current()

@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from syncperf._config import Config
 from syncperf._gate import describe
@@ -23,6 +23,9 @@ from syncperf._metrics.reader import PeriodicExporter, Reader
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
+
+if TYPE_CHECKING:
+    from syncperf._lifecycle import OperationSeries
 
 _logger = logging.getLogger("syncperf")
 T = TypeVar("T")
@@ -106,87 +109,6 @@ class Bounded:
             self.names.discard(name)
 
 
-class OpSeries:
-    """Everything one (operation, bounded entity) pair records into, bound once."""
-
-    __slots__ = (
-        "attrs",
-        "batch",
-        "conflict",
-        "db_duration",
-        "db_queries",
-        "entity",
-        "errors",
-        "idempotency",
-        "inflight",
-        "items",
-        "operation",
-        "overhead",
-        "span_name",
-        "success",
-        "_rt",
-    )
-
-    def __init__(
-        self,
-        rt: Runtime,
-        operation: str,
-        entity: str | None,
-        inflight: deque[None],
-        overhead: HistogramSeries,
-    ) -> None:
-        """Bind the series (the caller holds ``rt.lock``)."""
-        attrs: dict[str, str | bool] = {"sync.operation": operation}
-        if entity is not None:
-            attrs["sync.entity"] = entity
-        self.attrs = attrs
-        self.operation = operation
-        self.entity = entity
-        self.span_name = "sync " + operation
-        self._rt = rt
-        key = _key(attrs)
-        self.success = rt.duration.histogram(_key({**attrs, "sync.outcome": "success"}))
-        self.conflict: HistogramSeries | None = None
-        self.errors: dict[str, HistogramSeries] = {}
-        self.items: dict[str | None, SumSeries] = {}
-        self.batch = rt.batch_size.histogram(key)
-        self.idempotency = rt.idempotency.sum(key)
-        self.db_queries = rt.db_queries.histogram(key)
-        self.db_duration = rt.db_duration.histogram(key)
-        self.inflight = inflight
-        self.overhead = overhead
-
-    def conflicted(self) -> HistogramSeries:
-        """Duration series for the conflict outcome (bound on first use)."""
-        series = self.conflict
-        if series is None:
-            attrs = {**self.attrs, "sync.outcome": "conflict"}
-            series = self.conflict = self._rt.duration.histogram(_key(attrs))
-        return series
-
-    def error(self, error_type: str) -> HistogramSeries:
-        """Duration series for an error of ``error_type`` (bounded)."""
-        series = self.errors.get(error_type)
-        if series is None:
-            attrs = {**self.attrs, "sync.outcome": "error", "error.type": error_type}
-            series = self.errors[error_type] = self._rt.duration.histogram(_key(attrs))
-        return series
-
-    def items_of(self, change: str | None) -> SumSeries:
-        """The ``sync.items`` series for this pair and ``change`` (bound on first use)."""
-        series = self.items.get(change)
-        if series is None:
-            attrs = dict(self.attrs)
-            if change is not None:
-                attrs["sync.change"] = change
-            series = self.items[change] = self._rt.items.sum(_key(attrs))
-        return series
-
-
-def _key(attrs: dict[str, str | bool]) -> tuple[tuple[str, str | bool], ...]:
-    return tuple(sorted(attrs.items()))
-
-
 class Runtime:
     """Everything the request path needs, built once per configuration."""
 
@@ -255,7 +177,8 @@ class Runtime:
         self.entities = Bounded(config.max_entities, config.entities)
         self.error_types = Bounded(100, overflow="_OTHER")
         self.resolutions = Bounded(20)
-        self.op_series: dict[tuple[str, str | None], OpSeries] = {}
+        self.op_series: dict[tuple[str, str | None], OperationSeries] = {}
+        """``_lifecycle.series()``'s cache: the pre-bound series of (operation, entity)."""
         self.conflict_series: dict[tuple[str | None, str | None], SumSeries] = {}
         self.inflight: dict[str, deque[None]] = {}
         """In-flight operations per name: ``deque.append``/``pop`` are atomic, so ``begin``
@@ -342,29 +265,6 @@ class Runtime:
 
     # --- cached series -------------------------------------------------------------------
 
-    def series(self, operation: str, entity: str | None) -> OpSeries:
-        """Pre-bound series for ``operation`` and a raw entity name (bounded here).
-
-        Cached under the raw name only when the name was admitted, so overflow names cannot
-        grow the cache.
-        """
-        key = (operation, entity)
-        found = self.op_series.get(key)
-        if found is None:
-            bounded = None if entity is None else self.entities(entity)
-            found = self.op_series.get((operation, bounded))
-            if found is not None:  # e.g. an overflowed name: its "_other" series exists
-                return found
-            inflight = self.inflight_for(operation)
-            overhead = self.overhead_for("operation")
-            with self.lock:
-                found = self.op_series.get((operation, bounded))
-                if found is None:
-                    found = self.op_series[(operation, bounded)] = OpSeries(
-                        self, operation, bounded, inflight, overhead
-                    )
-        return found
-
     def inflight_for(self, operation: str) -> deque[None]:
         """The in-flight deque of ``operation``."""
         found = self.inflight.get(operation)
@@ -383,19 +283,6 @@ class Runtime:
                 found = self.overhead_series[component] = self.overhead.histogram(
                     (("syncperf.component", component),)
                 )
-        return found
-
-    def conflicts_for(self, entity: str | None, resolution: str | None) -> SumSeries:
-        """The ``sync.conflicts`` series (entity and resolution already bounded)."""
-        key = (entity, resolution)
-        found = self.conflict_series.get(key)
-        if found is None:
-            attrs: dict[str, str | bool] = {}
-            if entity is not None:
-                attrs["sync.entity"] = entity
-            if resolution is not None:
-                attrs["sync.conflict.resolution"] = resolution
-            found = self.conflict_series[key] = self.conflicts.sum(tuple(sorted(attrs.items())))
         return found
 
     # --- the guard and misuse ------------------------------------------------------------

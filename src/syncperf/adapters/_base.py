@@ -20,8 +20,6 @@ from syncperf.exceptions import ConfigError
 MISSING: Any = object()
 """Sentinel: the payload has no such field."""
 
-NameMap = Callable[[str], "str | None"]
-
 
 class Malformed(Exception):
     """The payload does not have the protocol's shape."""
@@ -294,7 +292,7 @@ class Tally:
 
     def commit(self, op: SyncOperation) -> None:
         """Record the tally on ``op``."""
-        rt = op._rt
+        rt = op.runtime
         if rt is not None and any(e is not None for e, _ in (*self.items, *self.conflicts)):
             rt.names_from_requests("a sync payload")
         if self.batch is not None:
@@ -368,7 +366,7 @@ class ProtocolAdapter:
 
 
 def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
-    rt = op._rt
+    rt = op.runtime
     if rt is None:  # the no-op operation
         return
     detail = f"{what}: {error}" if isinstance(error, Malformed) else f"{what}: {raised_at(error)}"
@@ -376,7 +374,7 @@ def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
 
 
 def _failed(op: SyncOperation, error: BaseException) -> None:
-    rt = op._rt
+    rt = op.runtime
     if rt is not None:
         rt.internal_error("adapter_callback_failed", error)
 

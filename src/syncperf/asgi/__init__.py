@@ -30,7 +30,8 @@ from opentelemetry.trace import SpanKind
 from syncperf import _runtime
 from syncperf._config import check_names, check_patterns
 from syncperf._decorators import apply_http_status
-from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
+from syncperf._lifecycle import begin, end
+from syncperf._operation import SyncOperation, active_operation, check_operation, error_type
 from syncperf._runtime import OTHER, Runtime, raised_at
 from syncperf.asgi._http import (
     HEADERS,
@@ -208,7 +209,7 @@ class SyncPerfMiddleware:
         if contrib is None:
             contrib = self._contrib = contrib_in_stack(scope.get("app"))
         hit = self._routes.match(route_path(scope)) if self._has_routes else None
-        if hit is not None and (scope.get("method") == "OPTIONS" or _CURRENT.get() is not None):
+        if hit is not None and (scope.get("method") == "OPTIONS" or active_operation() is not None):
             hit = None  # preflight, or an outer sync operation already measures this request
         owner_span, owned, metered_into = owners(scope, contrib)
         metering = self._http_metrics

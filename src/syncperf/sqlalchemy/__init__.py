@@ -65,7 +65,7 @@ except ModuleNotFoundError as exc:
 
 from syncperf import _runtime
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries, freeze
-from syncperf._operation import _CURRENT, SyncOperation, error_type
+from syncperf._operation import SyncOperation, active_operation, error_type
 from syncperf._redact import status_code
 from syncperf._runtime import DURATION_BOUNDS, Bounded, Runtime
 from syncperf._sql import classify
@@ -92,7 +92,7 @@ _logger = logging.getLogger("syncperf.sqlalchemy")
 _perf = time.perf_counter_ns
 _CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
 _wall = time.time_ns
-_current_op = _CURRENT.get
+_current_op = active_operation
 _current_span = trace.get_current_span
 _SCRATCH = "syncperf.sqlalchemy"
 _MAX_STATEMENTS = 2000
@@ -355,14 +355,14 @@ class EngineInstrumentation:
                 )
             if self._spans:
                 tracing = rt.tracing
-                if tracing.active or t1 >= tracing.next_check:
+                if tracing.active or tracing.due(t1):
                     parent = _current_span().get_span_context()
                     if (
                         parent.trace_flags & 1  # sampled
                         and getattr(context, "_otel_span", None) is None  # contrib has one
                     ):
                         if rt.shed_until < t1:
-                            self._span(rt, query, duration_ns, etype, code, t1, parent)
+                            self._span(rt, query, duration_ns, etype, code, parent)
                         else:  # syncperf is shedding: not made, but counted
                             rt.span_shed()
             op = _current_op()
@@ -465,12 +465,9 @@ class EngineInstrumentation:
         duration_ns: int,
         etype: str | None,
         code: str | None,
-        t1: int,
         parent: SpanContext,
     ) -> None:
         tracing = rt.tracing
-        if not tracing.active:
-            tracing.resolve(t1)
         tracer = tracing.tracer
         if not tracing.active or tracer is None:
             return
