@@ -1,15 +1,11 @@
-"""An operation's life cycle: its pre-bound series, ``begin``/``end``, its span, and the
-``sync_operation()`` block.
+"""An operation's life cycle: its pre-bound series, ``begin``/``end`` and its span.
 
 ``begin`` makes a ``SyncOperation`` current and maybe starts its span; the recorder collects;
 ``end`` records every metric under one lock, then ends the span, or *rescues* an error,
 conflict or slow operation that head sampling dropped with a span of its own.
 
-Nesting rule: the outermost sync operation owns the measurement. A decorated handler, a
-``sync_operation`` block or the ASGI middleware that starts while another sync operation is
-active *joins* it: its recorder calls go to the outer operation, an entity it names fills in
-the outer operation's entity if that has none, and nothing is counted twice (one duration,
-one span, one ``sync.operations.active`` increment per request).
+Callers start an operation only when none is active (``active_operation()`` is None); see
+``_scope`` for the nesting rule.
 """
 
 from __future__ import annotations
@@ -17,32 +13,21 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
-from syncperf import _gate as gate
-from syncperf import _runtime
-from syncperf._gate import MAX_NAME
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
-from syncperf._operation import (
-    CURRENT,
-    NOOP,
-    SyncOperation,
-    check_operation,
-    error_type,
-)
+from syncperf._operation import CURRENT, SyncOperation, error_type
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._tracing.span import Span, attach, detach
 
-__all__ = ["OperationScope", "OperationSeries", "begin", "end", "series", "sync_operation"]
+__all__ = ["OperationSeries", "begin", "end", "series", "start"]
 
 _perf = time.perf_counter_ns
 _INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
-_NAME = f"a string of 1 to {MAX_NAME} printable characters"
 Attrs = dict[str, str | bool]
 
 
@@ -412,83 +397,3 @@ def _rescue(
     )
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
-
-
-# --- the context manager -------------------------------------------------------------------
-
-
-class OperationScope:
-    """``with`` / ``async with`` block that starts (or joins) a sync operation.
-
-    Re-entrant and shareable: each ``__enter__`` pushes what it started (or None when it
-    joined an outer operation) and its ``__exit__`` ends exactly that.
-    """
-
-    __slots__ = ("_entity", "_operation", "_started")
-
-    def __init__(self, operation: str, entity: str | None) -> None:
-        self._operation = operation
-        self._entity = entity
-        self._started: list[SyncOperation | None] = []
-
-    def __enter__(self) -> SyncOperation:
-        outer = CURRENT.get()
-        if outer is not None:
-            if self._entity is not None and outer._entity is None:
-                outer.set_entity(self._entity)
-            self._started.append(None)
-            return outer
-        rt = _runtime.current()
-        if not rt.enabled:
-            self._started.append(None)
-            return NOOP
-        op = begin(rt, self._operation, self._entity)
-        self._started.append(op)
-        return op
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        op = self._started.pop() if self._started else None
-        if op is not None:
-            try:
-                end(op, exc)
-            except Exception as error:
-                op._rt.internal_error("operation_end_failed", error)
-
-    async def __aenter__(self) -> SyncOperation:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-
-def sync_operation(operation: str, *, entity: str | None = None) -> OperationScope:
-    """Measure a block as one sync operation (``with`` or ``async with``).
-
-    Args:
-        operation: ``"pull"``, ``"push"`` or another low-cardinality name.
-        entity: The entity synced (e.g. a table); bounded by ``max_entities``.
-
-    Returns:
-        A context manager yielding the ``SyncOperation`` recorder.
-
-    Raises:
-        ConfigError: ``operation`` or ``entity`` is not accepted.
-    """
-    operation = check_operation(operation)
-    if entity is not None and (type(entity) is not str or not 0 < len(entity) <= MAX_NAME):
-        # the entity is often request data: a bad one is request-time misuse, not config
-        name = gate.name(entity)
-        if name is None:
-            _runtime.current().reject("invalid_entity", "an entity: " + _NAME, entity)
-        entity = name
-    return OperationScope(operation, entity)

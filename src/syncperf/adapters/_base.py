@@ -12,9 +12,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from syncperf._gate import describe
+from syncperf._gate import describe, raised_at
 from syncperf._operation import CHANGES, SyncOperation
-from syncperf._runtime import raised_at
 from syncperf.exceptions import ConfigError
 
 MISSING: Any = object()

@@ -30,9 +30,10 @@ from opentelemetry.trace import SpanKind
 from syncperf import _runtime
 from syncperf._config import check_names, check_patterns
 from syncperf._decorators import apply_http_status
+from syncperf._gate import raised_at
 from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, active_operation, check_operation, error_type
-from syncperf._runtime import OTHER, Runtime, raised_at
+from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._http import (
     HEADERS,
     HTTP_KEY,

@@ -52,12 +52,12 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from syncperf import _runtime
-from syncperf._gate import is_count
+from syncperf._gate import is_count, raised_at
 from syncperf._gate import name as gate_name
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries, freeze
 from syncperf._operation import error_type
 from syncperf._redact import record_exception
-from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime, raised_at
+from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime
 from syncperf._tracing.span import attach, detach
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import (
