@@ -169,12 +169,6 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
         raise CallbackFailed(error) from error
 
 
-def check_callable(option: str, value: Any) -> None:
-    """``ConfigError`` unless ``value`` is None or callable."""
-    if value is not None and not callable(value):
-        raise ConfigError(option, value, "a callable or None")
-
-
 def check_entity_name(value: Any, what: str) -> str | None:
     """A callback's entity answer: None or a non-empty string."""
     if value is None or (isinstance(value, str) and value):
