@@ -29,6 +29,7 @@ from syncperf.exceptions import ConfigError
 __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+Extractors = tuple[Extractor, ...]
 _perf = time.perf_counter_ns
 
 
@@ -149,8 +150,8 @@ def _wrap(
     fn: F,
     operation: str,
     entity: str | None,
-    before: tuple[Extractor, ...],
-    after: tuple[Extractor, ...],
+    before: Extractors,
+    after: Extractors,
 ) -> F:
     """The two wrappers, one for ``def`` and one for ``async def`` handlers.
 
@@ -168,34 +169,14 @@ def _wrap(
             cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
         return None if cached[1] is None else start(rt, cached[1])
 
-    if inspect.iscoroutinefunction(fn):
+    wrap = _async_wrapper if inspect.iscoroutinefunction(fn) else _sync_wrapper
+    return wrap(fn, own, entity, before, after)
 
-        @functools.wraps(fn)
-        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-            op = active_operation()
-            owner = None
-            if op is None:
-                op = owner = own()
-                if op is None:
-                    return await fn(*args, **kwargs)
-            elif entity is not None and op._entity is None:
-                op.set_entity(entity)
-            try:
-                if before:
-                    _extract(before, op, args, kwargs, None)
-                result = await fn(*args, **kwargs)
-                if after:
-                    _extract(after, op, args, kwargs, result)
-            except BaseException as exc:
-                if owner is not None:
-                    _end(owner, exc)
-                raise
-            if owner is not None:
-                _end(owner, None, result)
-            return result
 
-        return cast(F, async_wrapper)
+Own = Callable[[], "SyncOperation | None"]
 
+
+def _sync_wrapper(fn: F, own: Own, entity: str | None, before: Extractors, after: Extractors) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         op = active_operation()
@@ -223,8 +204,36 @@ def _wrap(
     return cast(F, wrapper)
 
 
+def _async_wrapper(fn: F, own: Own, entity: str | None, before: Extractors, after: Extractors) -> F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        op = active_operation()
+        owner = None
+        if op is None:
+            op = owner = own()
+            if op is None:
+                return await fn(*args, **kwargs)
+        elif entity is not None and op._entity is None:
+            op.set_entity(entity)
+        try:
+            if before:
+                _extract(before, op, args, kwargs, None)
+            result = await fn(*args, **kwargs)
+            if after:
+                _extract(after, op, args, kwargs, result)
+        except BaseException as exc:
+            if owner is not None:
+                _end(owner, exc)
+            raise
+        if owner is not None:
+            _end(owner, None, result)
+        return result
+
+    return cast(F, wrapper)
+
+
 def _extract(
-    extractors: tuple[Extractor, ...],
+    extractors: Extractors,
     op: SyncOperation,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
