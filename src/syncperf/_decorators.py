@@ -159,32 +159,27 @@ def _wrap(
     ``configure()`` and ``capture()``; one tuple, so a reader never sees a torn pair), so a
     call does no lookup at all. Extractors run on syncperf's behalf: their time is overhead.
     """
-    bound: list[tuple[Any, Any]] = [(None, None)]
-
-    def own() -> SyncOperation | None:
-        """Start an operation for this call (None: syncperf is disabled)."""
-        rt = _runtime.current()
-        cached = bound[0]
-        if cached[0] is not rt:
-            cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
-        return None if cached[1] is None else start(rt, cached[1])
-
     wrap = _async_wrapper if inspect.iscoroutinefunction(fn) else _sync_wrapper
-    return wrap(fn, own, entity, before, after)
+    return wrap(fn, operation, entity, before, after)
 
 
-Own = Callable[[], "SyncOperation | None"]
+def _sync_wrapper(
+    fn: F, operation: str, entity: str | None, before: Extractors, after: Extractors
+) -> F:
+    bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
 
-
-def _sync_wrapper(fn: F, own: Own, entity: str | None, before: Extractors, after: Extractors) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         op = active_operation()
         owner = None
         if op is None:
-            op = owner = own()
-            if op is None:
+            rt = _runtime.current()
+            cached = bound[0]
+            if cached[0] is not rt:
+                cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
+            if cached[1] is None:
                 return fn(*args, **kwargs)
+            op = owner = start(rt, cached[1])
         elif entity is not None and op._entity is None:
             op.set_entity(entity)
         try:
@@ -197,22 +192,37 @@ def _sync_wrapper(fn: F, own: Own, entity: str | None, before: Extractors, after
             if owner is not None:
                 _end(owner, exc)
             raise
-        if owner is not None:
+        if owner is None:
+            return result
+        if type(result) not in _PLAIN:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
+            return result
+        try:
+            end(owner, None)
+        except Exception as error:
+            guard(owner).internal_error("operation_end_failed", error)
         return result
 
     return cast(F, wrapper)
 
 
-def _async_wrapper(fn: F, own: Own, entity: str | None, before: Extractors, after: Extractors) -> F:
+def _async_wrapper(
+    fn: F, operation: str, entity: str | None, before: Extractors, after: Extractors
+) -> F:
+    bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
+
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         op = active_operation()
         owner = None
         if op is None:
-            op = owner = own()
-            if op is None:
+            rt = _runtime.current()
+            cached = bound[0]
+            if cached[0] is not rt:
+                cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
+            if cached[1] is None:
                 return await fn(*args, **kwargs)
+            op = owner = start(rt, cached[1])
         elif entity is not None and op._entity is None:
             op.set_entity(entity)
         try:
@@ -225,8 +235,15 @@ def _async_wrapper(fn: F, own: Own, entity: str | None, before: Extractors, afte
             if owner is not None:
                 _end(owner, exc)
             raise
-        if owner is not None:
+        if owner is None:
+            return result
+        if type(result) not in _PLAIN:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
+            return result
+        try:
+            end(owner, None)
+        except Exception as error:
+            guard(owner).internal_error("operation_end_failed", error)
         return result
 
     return cast(F, wrapper)
@@ -250,9 +267,6 @@ def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> No
     returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
     behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
     try:
-        if exc is None and type(result) in _PLAIN:  # the common case: no status to read
-            end(op, None)
-            return
         status = http_status(result if exc is None else exc)
         if status is not None:
             if exc is None:

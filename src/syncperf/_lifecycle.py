@@ -257,8 +257,44 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
     failure = None
     if op._span is not None or op._parent_ctx is not None:
         failure = _end_span(rt, op, outcome, etype, exc, duration_ns, lag_ns, t2)
-    try:  # the in-flight count is left whatever happens
-        _record(rt, op, outcome, etype, duration_ns / 1e9, t2)
+    # The metrics, under one lock; the in-flight count is left whatever happens.
+    try:
+        seconds = duration_ns / 1e9
+        bound = op._series
+        entity = op._entity
+        if entity is not bound.entity:
+            bound = series(rt, bound.operation, entity)
+        items = op._items
+        others = op._entity_items and [
+            (series(rt, bound.operation, item_entity), change, n)
+            for (item_entity, change), n in op._entity_items.items()
+        ]
+        with rt.lock:
+            if etype is not None:
+                bound.error(etype).record(seconds)
+            elif outcome == "conflict":
+                bound.conflicted().record(seconds)
+            else:
+                bound.success.record(seconds)
+            if op._batch is not None:
+                bound.batch.record(op._batch)
+            if op._idempotent:
+                bound.idempotency.add(1)
+            if items:
+                for change, n in items.items():
+                    counter = bound.items.get(change) or bound.items_of(change)
+                    counter.value += n
+                    counter.touched = True
+            if others:
+                for other, change, n in others:
+                    other.items_of(change).add(n)
+            if op._conflict_detail:
+                for (conflict_entity, resolution), n in op._conflict_detail.items():
+                    _conflicts(rt, conflict_entity or entity, resolution).add(n)
+            if op._db_queries or rt.db_instrumented:
+                bound.db_queries.record(op._db_queries)
+                bound.db_duration.record(op._db_ns / 1e9)
+            bound.overhead.record((op._own_ns + _perf() - t2) / 1e9)
     finally:
         op._series.inflight.pop()
     if failure is not None:
@@ -292,47 +328,6 @@ def _end_span(
         if span is not None:
             detach(op._token)
     return None
-
-
-def _record(
-    rt: Runtime, op: SyncOperation, outcome: str, etype: str | None, seconds: float, t2: int
-) -> None:
-    """Every metric of the operation, under one lock."""
-    bound = op._series
-    entity = op._entity
-    if entity is not bound.entity:
-        bound = series(rt, bound.operation, entity)
-    items = op._items
-    others = op._entity_items and [
-        (series(rt, bound.operation, item_entity), change, n)
-        for (item_entity, change), n in op._entity_items.items()
-    ]
-    with rt.lock:
-        if etype is not None:
-            bound.error(etype).record(seconds)
-        elif outcome == "conflict":
-            bound.conflicted().record(seconds)
-        else:
-            bound.success.record(seconds)
-        if op._batch is not None:
-            bound.batch.record(op._batch)
-        if op._idempotent:
-            bound.idempotency.add(1)
-        if items:
-            for change, n in items.items():
-                counter = bound.items.get(change) or bound.items_of(change)
-                counter.value += n
-                counter.touched = True
-        if others:
-            for other, change, n in others:
-                other.items_of(change).add(n)
-        if op._conflict_detail:
-            for (conflict_entity, resolution), n in op._conflict_detail.items():
-                _conflicts(rt, conflict_entity or entity, resolution).add(n)
-        if op._db_queries or rt.db_instrumented:
-            bound.db_queries.record(op._db_queries)
-            bound.db_duration.record(op._db_ns / 1e9)
-        bound.overhead.record((op._own_ns + _perf() - t2) / 1e9)
 
 
 def _finish_span(
