@@ -361,3 +361,10 @@ NOOP = _NoopOperation()
 def current_operation() -> SyncOperation:
     """The active sync operation, or a no-op one that records nothing."""
     return CURRENT.get() or NOOP
+
+
+def release_entity(op: SyncOperation, entity: str) -> None:
+    """Report ``op`` without ``entity`` and give back the slot it took in the entity bound
+    (for integrations: a rejected request cannot use up ``max_entities``)."""
+    op._rt.entities.release(entity)
+    op._entity = None
