@@ -180,7 +180,7 @@ def setup_otlp(
         outputs.OUTPUTS.exporters.pop("otlp", None)
     rt = _apply(options, resource=resource)
     if tracer_provider is not None:
-        rt.tracing.refresh(time.perf_counter_ns())  # no wait for the next look at the global
+        rt.tracing.resolve(time.perf_counter_ns())  # no wait for the next look at the global
     if joined is not None:
         setup_meter_provider(joined)
     return OtlpExport(

@@ -49,8 +49,8 @@ from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
 from syncperf._config import check_float
-from syncperf._gate import is_count
-from syncperf._runtime import Runtime, raised_at
+from syncperf._gate import is_count, raised_at
+from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
 from syncperf.outbox._gauges import (
