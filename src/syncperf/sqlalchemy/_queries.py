@@ -199,7 +199,7 @@ class QueryRecorder:
         self, statement: str, t1: int, duration_ns: int, error: BaseException | None, context: Any
     ) -> None:
         """Record one query that ended at ``t1`` (``perf_counter_ns``), raising ``error``."""
-        rt = _runtime._current or _runtime.current()
+        rt = _runtime.installed or _runtime.current()
         if not rt.enabled:
             return
         try:
