@@ -232,14 +232,14 @@ def _parse_names(var: str, raw: str) -> frozenset[str]:
     return frozenset(n.strip() for n in raw.split(",") if n.strip())
 
 
-def _parse_levels(var: str, raw: str) -> dict[str, str]:
-    levels = {}
+def _parse_levels(var: str, raw: str) -> dict[str, str | int]:
+    levels: dict[str, str | int] = {}
     for part in raw.split(","):
         if part.strip():
-            kind, sep, level = part.partition("=")
+            kind, sep, level = (text.strip() for text in part.partition("="))
             if not sep:
-                raise ConfigError(var, raw, "comma-separated kind=LEVEL pairs")
-            levels[kind.strip()] = level.strip()
+                raise ConfigError(var, raw, "comma-separated kind=LEVEL pairs, e.g. error=ERROR")
+            levels[kind] = int(level) if level.isascii() and level.isdigit() else level
     return levels
 
 

@@ -110,6 +110,7 @@ class SyncOperation:
     _conflicts = 0
     _conflict_detail: dict[tuple[str | None, str | None], int] | None = None
     _idempotent = False
+    _log_started = False
     _span: Span | None = None
     _span_attrs: dict[str, Any] | None = None
     _token: Any = None
@@ -384,6 +385,8 @@ def start(
             rt.internal_error("span_start_failed", error)
     series.inflight.append(None)
     op._ctx_token = _CURRENT.set(op)
+    if rt.sync_log.starts:
+        _log_start(rt, op)
     op._own_ns = _perf() - t0
     return op
 
@@ -454,14 +457,16 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         outcome, etype = "success", None
 
     span = op._span
+    context = op._parent_ctx
     failure: Exception | None = None
     try:
         if span is not None:
+            context = span.get_span_context()
             _finish_span(op, span, outcome, etype, exc)
             rt.finisher.end(span, time.time_ns() - lag_ns)
-        elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns):
+        elif context is not None and (outcome != "success" or duration_ns > rt.slow_ns):
             if rt.shed_until < t2:
-                _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
+                context = _rescue(op, outcome, etype, exc, duration_ns, lag_ns) or context
             else:
                 rt.span_shed()
     except Exception as error:  # a span processor failed; the metrics still count
@@ -511,6 +516,17 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
+    try:
+        rt.sync_log.end(op, outcome, etype, duration_ns, context)
+    except Exception as error:  # a logging filter or handler raised
+        rt.internal_error("sync_log_failed", error)
+
+
+def _log_start(rt: Runtime, op: SyncOperation) -> None:
+    try:
+        rt.sync_log.start(op)
+    except Exception as error:
+        rt.internal_error("sync_log_failed", error)
 
 
 def _finish_span(
@@ -551,16 +567,16 @@ def _rescue(
     exc: BaseException | None,
     duration_ns: int,
     lag_ns: int = 0,
-) -> None:
+) -> trace.SpanContext | None:
     """Trace an error, conflict or slow operation that head sampling dropped.
 
     A new root span with the operation's real start time and a link to the context it ran in;
-    it ends ``lag_ns`` before now (see ``end()``).
+    it ends ``lag_ns`` before now (see ``end()``). Returns the new span's context.
     """
     rt = op._rt
     tracer = rt.tracing.tracer
     if tracer is None:
-        return
+        return None
     now = time.time_ns() - lag_ns
     parent = op._parent_ctx
     links = [Link(parent)] if parent is not None and parent.is_valid else []
@@ -575,6 +591,7 @@ def _rescue(
     )
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
+    return span.get_span_context()
 
 
 # --- the context manager -------------------------------------------------------------------

@@ -20,6 +20,7 @@ from syncperf._gate import describe
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
 from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
 from syncperf._metrics.reader import PeriodicExporter, Reader
+from syncperf._synclog import SyncLog
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError, MeasurementError
@@ -280,6 +281,7 @@ class Runtime:
             self._span_end_failed,
         )
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
+        self.sync_log = SyncLog(config, self.drop)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
         self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs)

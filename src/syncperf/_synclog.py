@@ -1,0 +1,215 @@
+"""Sync logs: one structured record per finished sync operation on ``syncperf.sync``.
+
+The record's fields are set through ``extra=``, so they are attributes of the stdlib
+``LogRecord`` under their telemetry names (``sync.operation``, ``dd.trace_id``...): what
+python-json-logger, structlog's ``ExtraAdder`` and OpenTelemetry's ``LoggingHandler`` export.
+Only syncperf's own, bounded values go in (names, counts, the error's type): never a message,
+a payload or an identifier from the request.
+
+Cost: deciding costs one dict lookup and the logger's cached ``isEnabledFor``; everything else
+runs only for a record that is written (see docs/logging.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as context_api
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+from syncperf._config import Config
+
+if TYPE_CHECKING:
+    from syncperf._operation import SyncOperation
+
+__all__ = ["LOGGER", "SyncLog", "correlation"]
+
+LOGGER = logging.getLogger("syncperf.sync")
+_LOW64 = (1 << 64) - 1
+_random = random.random
+_perf = time.perf_counter_ns
+
+
+def correlation(context: SpanContext) -> dict[str, str]:
+    """The fields that tie a record to its trace: W3C hex ids, and Datadog's decimal ones
+    (the trace id's lower 64 bits, as ddtrace's log injection writes them)."""
+    return {
+        "trace_id": format(context.trace_id, "032x"),
+        "span_id": format(context.span_id, "016x"),
+        "dd.trace_id": str(context.trace_id & _LOW64),
+        "dd.span_id": str(context.span_id),
+    }
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, holding one second's worth (at least 1)."""
+
+    __slots__ = ("_capacity", "_lock", "_per_ns", "_stamp", "_tokens")
+
+    def __init__(self, rate: float) -> None:
+        self._per_ns = rate / 1e9
+        self._capacity = self._tokens = max(rate, 1.0)
+        self._stamp = _perf()
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            now = _perf()
+            tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._per_ns)
+            self._stamp = now
+            if tokens >= 1.0:
+                self._tokens = tokens - 1.0
+                return True
+            self._tokens = tokens
+            return False
+
+
+class SyncLog:
+    """The sync-log settings of one runtime and its rate limiter."""
+
+    def __init__(self, config: Config, drop: Callable[..., None]) -> None:
+        """Args:
+        config: The runtime's settings.
+        drop: ``Runtime.drop``, to count (and log once) a record over the rate limit.
+        """
+        levels = config.sync_log_levels
+        self.levels = {k: levels[k] for k in ("success", "conflict", "error")}
+        slow = levels["slow"]
+        self.slow_levels = {k: max(v, slow) for k, v in self.levels.items()}
+        self.start_level = levels["start"]
+        self.starts = config.sync_log_starts
+        self.slow_ns = int(config.slow_threshold * 1e9)
+        self.sample_rate = config.sync_log_sample_rate
+        self._limit = config.sync_log_rate_limit
+        self._bucket = _Bucket(config.sync_log_rate_limit)
+        self._drop = drop
+        self._enabled = LOGGER.isEnabledFor
+
+    def start(self, op: SyncOperation) -> None:
+        """Log the start of ``op`` when its operation is one of ``sync_log_starts`` (the
+        caller checked that the set is not empty); its end is then always logged."""
+        level = self.start_level
+        if op.operation not in self.starts or not self._enabled(level) or not self._admit():
+            return
+        op._log_started = True
+        fields: dict[str, Any] = {"sync.event": "start", "sync.operation": op.operation}
+        entity = op._entity
+        if entity is not None:
+            fields["sync.entity"] = entity
+        where = op.operation if entity is None else f"{op.operation} {entity}"
+        self._write(level, _context(op), fields, "sync %s: started", (where,))
+
+    def end(
+        self,
+        op: SyncOperation,
+        outcome: str,
+        error_type: str | None,
+        duration_ns: int,
+        context: SpanContext | None,
+    ) -> None:
+        """Log the end of ``op`` if its level is enabled and it is kept.
+
+        Args:
+            op: The finished operation.
+            outcome: ``success``, ``conflict`` or ``error``.
+            error_type: Its ``error.type`` (bounded), for errors.
+            duration_ns: Its duration.
+            context: The span context it ran in: its span's (possibly rescued), else the
+                enclosing one, or None.
+        """
+        slow = duration_ns > self.slow_ns
+        level = self.slow_levels[outcome] if slow else self.levels[outcome]
+        if op._log_started:  # its start was logged: so is its end
+            level = max(level, self.start_level)
+        elif not self._enabled(level):
+            return
+        elif outcome == "success" and not slow:
+            if self.sample_rate < 1.0 and _random() >= self.sample_rate:
+                return
+        elif not self._admit():
+            return
+        fields = _fields(op, outcome, error_type, duration_ns)
+        text = outcome if error_type is None else f"error ({error_type})"
+        where = op.operation if op._entity is None else f"{op.operation} {op._entity}"
+        self._write(level, context, fields, "sync %s: %s in %.1f ms", (where, text, duration_ns / 1e6))
+
+    def _admit(self) -> bool:
+        if self._bucket.take():
+            return True
+        self._drop(
+            "sync_log_limited",
+            "syncperf.sync: more than %g records per second (sync_log_rate_limit); the excess "
+            "is dropped and counted as syncperf.dropped{syncperf.reason=sync_log_limited}",
+            self._limit,
+        )
+        return False
+
+    def _write(
+        self,
+        level: int,
+        context: SpanContext | None,
+        fields: dict[str, Any],
+        message: str,
+        args: tuple[object, ...],
+    ) -> None:
+        """Emit one record with ``context`` current, so handlers that read the active span
+        (OpenTelemetry's ``LoggingHandler``) see the operation's."""
+        token = None
+        if context is not None and context.is_valid:
+            fields.update(correlation(context))
+            if trace.get_current_span().get_span_context() is not context:
+                token = context_api.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+        try:
+            LOGGER.log(level, message, *args, extra=fields)
+        finally:
+            if token is not None:
+                context_api.detach(token)
+
+
+def _context(op: SyncOperation) -> SpanContext | None:
+    span = op._span
+    return op._parent_ctx if span is None else span.get_span_context()
+
+
+def _fields(
+    op: SyncOperation, outcome: str, error_type: str | None, duration_ns: int
+) -> dict[str, Any]:
+    """The end record's fields: syncperf's own bounded values only."""
+    fields: dict[str, Any] = {
+        "sync.event": "end",
+        "sync.operation": op.operation,
+        "sync.outcome": outcome,
+        "sync.operation.duration": duration_ns / 1e9,
+    }
+    if op._entity is not None:
+        fields["sync.entity"] = op._entity
+    if error_type is not None:
+        fields["error.type"] = error_type
+    if op._batch is not None:
+        fields["sync.batch.size"] = op._batch
+    if op._items or op._entity_items:
+        fields["sync.items"] = sum((op._items or {}).values()) + sum(
+            (op._entity_items or {}).values()
+        )
+    fields["sync.conflicts"] = op._conflicts
+    if op._conflict_detail:
+        fields["sync.conflicts.detail"] = detail = []
+        for (entity, resolution), n in op._conflict_detail.items():
+            entry: dict[str, Any] = {}
+            if entity := entity or op._entity:
+                entry["sync.entity"] = entity
+            if resolution is not None:
+                entry["sync.conflict.resolution"] = resolution
+            entry["count"] = n
+            detail.append(entry)
+    fields["sync.idempotency.hit"] = op._idempotent
+    if op._db_queries or op._rt.db_instrumented:
+        fields["sync.db.queries"] = op._db_queries
+        fields["sync.db.duration"] = op._db_ns / 1e9
+    return fields
