@@ -137,7 +137,9 @@ class SyncLog:
         fields = _fields(op, outcome, error_type, duration_ns)
         text = outcome if error_type is None else f"error ({error_type})"
         where = op.operation if op._entity is None else f"{op.operation} {op._entity}"
-        self._write(level, context, fields, "sync %s: %s in %.1f ms", (where, text, duration_ns / 1e6))
+        self._write(
+            level, context, fields, "sync %s: %s in %.1f ms", (where, text, duration_ns / 1e6)
+        )
 
     def _admit(self) -> bool:
         if self._bucket.take():
