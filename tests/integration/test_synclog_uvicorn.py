@@ -138,9 +138,9 @@ def test_log_records_carry_the_ids_of_the_exported_spans(
         assert fields["span_id"] == span.span_id.hex()
         assert fields["dd.trace_id"] == str(int.from_bytes(span.trace_id[8:], "big"))
         assert fields["dd.span_id"] == str(int.from_bytes(span.span_id, "big"))
-        assert fields["sync.outcome"] == dict(
-            (kv.key, kv.value.string_value) for kv in span.attributes
-        ).get("sync.outcome")
+        assert fields["sync.outcome"] == {
+            kv.key: kv.value.string_value for kv in span.attributes
+        }.get("sync.outcome")
     error = attributes(logs[2].attributes)
     assert error["error.type"] == "RuntimeError"
     assert error["sync.batch.size"] == 3

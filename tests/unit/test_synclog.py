@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanContext, TraceFlags
 import syncperf
 from syncperf import Config, ConfigError, _synclog
 from syncperf._config import SYNC_LOG_LEVELS
-from syncperf.testing import Capture, capture
+from syncperf.testing import capture
 
 SECRET = "sk_live_planted_7f3a"
 _CORRELATION = ("trace_id", "span_id", "dd.trace_id", "dd.span_id")
@@ -83,10 +83,9 @@ def test_a_finished_push_logs_one_record_with_exact_fields(
 
 
 def test_conflicts_are_logged_by_entity_and_resolution(records: pytest.LogCaptureFixture) -> None:
-    with capture():
-        with syncperf.sync_operation("push", entity="todo") as op:
-            op.record_conflict(count=2, resolution="server_wins")
-            op.record_conflict(entity="note", resolution="merged")
+    with capture(), syncperf.sync_operation("push", entity="todo") as op:
+        op.record_conflict(count=2, resolution="server_wins")
+        op.record_conflict(entity="note", resolution="merged")
     (record,) = sync_records(records)
     assert record.levelno == logging.INFO
     assert fields(record)["sync.outcome"] == "conflict"
@@ -98,9 +97,8 @@ def test_conflicts_are_logged_by_entity_and_resolution(records: pytest.LogCaptur
 
 
 def test_an_error_logs_its_type_never_its_message(records: pytest.LogCaptureFixture) -> None:
-    with capture(), pytest.raises(ValueError):
-        with syncperf.sync_operation("pull", entity="todo"):
-            raise ValueError(f"token={SECRET} in payload")
+    with capture(), pytest.raises(ValueError), syncperf.sync_operation("pull", entity="todo"):
+        raise ValueError(f"token={SECRET} in payload")
     (record,) = sync_records(records)
     assert record.levelno == logging.WARNING
     assert fields(record)["error.type"] == "ValueError"
@@ -113,9 +111,8 @@ def test_an_error_logs_its_type_never_its_message(records: pytest.LogCaptureFixt
 def test_successes_are_debug_by_default_so_an_info_logger_writes_none(
     records: pytest.LogCaptureFixture,
 ) -> None:
-    with capture():
-        with syncperf.sync_operation("push"):
-            pass
+    with capture(), syncperf.sync_operation("push"):
+        pass
     assert sync_records(records) == []
 
 
@@ -158,9 +155,8 @@ def test_the_sample_rate_thins_successes_only(records: pytest.LogCaptureFixture)
 def test_slow_operations_are_always_logged_at_the_slow_level(
     records: pytest.LogCaptureFixture,
 ) -> None:
-    with capture(sync_log_sample_rate=0.0, slow_threshold=1e-9):
-        with syncperf.sync_operation("pull"):
-            pass
+    with capture(sync_log_sample_rate=0.0, slow_threshold=1e-9), syncperf.sync_operation("pull"):
+        pass
     (record,) = sync_records(records)
     assert record.levelno == logging.WARNING
     assert fields(record)["sync.outcome"] == "success"
@@ -181,9 +177,12 @@ def test_records_over_the_rate_limit_are_dropped_and_counted(
 def test_a_sampled_out_error_carries_the_ids_of_its_rescued_span(
     records: pytest.LogCaptureFixture,
 ) -> None:
-    with capture(sampler=ALWAYS_OFF) as cap, pytest.raises(KeyError):
-        with syncperf.sync_operation("push"):
-            raise KeyError("x")
+    with (
+        capture(sampler=ALWAYS_OFF) as cap,
+        pytest.raises(KeyError),
+        syncperf.sync_operation("push"),
+    ):
+        raise KeyError("x")
     (span,) = cap.spans()
     (record,) = sync_records(records)
     assert {k: fields(record)[k] for k in _CORRELATION} == ids(span.context)
@@ -193,10 +192,12 @@ def test_a_sampled_out_success_carries_the_ids_of_the_enclosing_span(
     records: pytest.LogCaptureFixture,
 ) -> None:
     outer = TracerProvider().get_tracer("app")
-    with capture(sampler=ALWAYS_OFF, sync_log_levels={"success": "INFO"}):
-        with outer.start_as_current_span("request") as request:
-            with syncperf.sync_operation("pull"):
-                pass
+    with (
+        capture(sampler=ALWAYS_OFF, sync_log_levels={"success": "INFO"}),
+        outer.start_as_current_span("request") as request,
+        syncperf.sync_operation("pull"),
+    ):
+        pass
     (record,) = sync_records(records)
     assert {k: fields(record)[k] for k in _CORRELATION} == ids(request.get_span_context())
 
