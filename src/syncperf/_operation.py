@@ -457,16 +457,15 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         outcome, etype = "success", None
 
     span = op._span
-    context = op._parent_ctx
+    traced: trace.Span | None = span
     failure: Exception | None = None
     try:
         if span is not None:
-            context = span.get_span_context()
             _finish_span(op, span, outcome, etype, exc)
             rt.finisher.end(span, time.time_ns() - lag_ns)
-        elif context is not None and (outcome != "success" or duration_ns > rt.slow_ns):
+        elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns):
             if rt.shed_until < t2:
-                context = _rescue(op, outcome, etype, exc, duration_ns, lag_ns) or context
+                traced = _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
             else:
                 rt.span_shed()
     except Exception as error:  # a span processor failed; the metrics still count
@@ -517,7 +516,7 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
     try:
-        rt.sync_log.end(op, outcome, etype, duration_ns, context)
+        rt.sync_log.end(op, outcome, etype, duration_ns, traced)
     except Exception as error:  # a logging filter or handler raised
         rt.internal_error("sync_log_failed", error)
 
@@ -567,11 +566,11 @@ def _rescue(
     exc: BaseException | None,
     duration_ns: int,
     lag_ns: int = 0,
-) -> trace.SpanContext | None:
+) -> trace.Span | None:
     """Trace an error, conflict or slow operation that head sampling dropped.
 
     A new root span with the operation's real start time and a link to the context it ran in;
-    it ends ``lag_ns`` before now (see ``end()``). Returns the new span's context.
+    it ends ``lag_ns`` before now (see ``end()``). Returns the new span.
     """
     rt = op._rt
     tracer = rt.tracing.tracer
@@ -591,7 +590,7 @@ def _rescue(
     )
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
-    return span.get_span_context()
+    return span
 
 
 # --- the context manager -------------------------------------------------------------------

@@ -103,7 +103,7 @@ class SyncLog:
         if entity is not None:
             fields["sync.entity"] = entity
         where = op.operation if entity is None else f"{op.operation} {entity}"
-        self._write(level, _context(op), fields, "sync %s: started", (where,))
+        self._write(level, _context(op, op._span), fields, "sync %s: started", (where,))
 
     def end(
         self,
@@ -111,7 +111,7 @@ class SyncLog:
         outcome: str,
         error_type: str | None,
         duration_ns: int,
-        context: SpanContext | None,
+        span: trace.Span | None,
     ) -> None:
         """Log the end of ``op`` if its level is enabled and it is kept.
 
@@ -120,8 +120,8 @@ class SyncLog:
             outcome: ``success``, ``conflict`` or ``error``.
             error_type: Its ``error.type`` (bounded), for errors.
             duration_ns: Its duration.
-            context: The span context it ran in: its span's (possibly rescued), else the
-                enclosing one, or None.
+            span: Its span (possibly one made after head sampling dropped it), or None:
+                the record then carries the ids of the span the operation ran in.
         """
         slow = duration_ns > self.slow_ns
         level = self.slow_levels[outcome] if slow else self.levels[outcome]
@@ -138,7 +138,11 @@ class SyncLog:
         text = outcome if error_type is None else f"error ({error_type})"
         where = op.operation if op._entity is None else f"{op.operation} {op._entity}"
         self._write(
-            level, context, fields, "sync %s: %s in %.1f ms", (where, text, duration_ns / 1e6)
+            level,
+            _context(op, span),
+            fields,
+            "sync %s: %s in %.1f ms",
+            (where, text, duration_ns / 1e6),
         )
 
     def _admit(self) -> bool:
@@ -174,8 +178,7 @@ class SyncLog:
                 context_api.detach(token)
 
 
-def _context(op: SyncOperation) -> SpanContext | None:
-    span = op._span
+def _context(op: SyncOperation, span: trace.Span | None) -> SpanContext | None:
     return op._parent_ctx if span is None else span.get_span_context()
 
 
