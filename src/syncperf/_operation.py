@@ -457,7 +457,6 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         outcome, etype = "success", None
 
     span = op._span
-    traced: trace.Span | None = span
     failure: Exception | None = None
     try:
         if span is not None:
@@ -465,7 +464,7 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             rt.finisher.end(span, time.time_ns() - lag_ns)
         elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns):
             if rt.shed_until < t2:
-                traced = _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
+                _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
             else:
                 rt.span_shed()
     except Exception as error:  # a span processor failed; the metrics still count
@@ -515,10 +514,13 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
-    try:
-        rt.sync_log.end(op, outcome, etype, duration_ns, traced)
-    except Exception as error:  # a logging filter or handler raised
-        rt.internal_error("sync_log_failed", error)
+    log = rt.sync_log  # one cached level check decides; nothing is built before it
+    level = log.levels[outcome] if duration_ns <= log.slow_ns else log.slow_levels[outcome]
+    if log.enabled(level) or log.starts:
+        try:
+            log.end(op, outcome, etype, duration_ns, level)
+        except Exception as error:  # a logging filter or handler raised
+            rt.internal_error("sync_log_failed", error)
 
 
 def _log_start(rt: Runtime, op: SyncOperation) -> None:
@@ -566,16 +568,16 @@ def _rescue(
     exc: BaseException | None,
     duration_ns: int,
     lag_ns: int = 0,
-) -> trace.Span | None:
+) -> None:
     """Trace an error, conflict or slow operation that head sampling dropped.
 
     A new root span with the operation's real start time and a link to the context it ran in;
-    it ends ``lag_ns`` before now (see ``end()``). Returns the new span.
+    it ends ``lag_ns`` before now (see ``end()``), and becomes the operation's span.
     """
     rt = op._rt
     tracer = rt.tracing.tracer
     if tracer is None:
-        return None
+        return
     now = time.time_ns() - lag_ns
     parent = op._parent_ctx
     links = [Link(parent)] if parent is not None and parent.is_valid else []
@@ -590,7 +592,7 @@ def _rescue(
     )
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
-    return span
+    op._span = span
 
 
 # --- the context manager -------------------------------------------------------------------

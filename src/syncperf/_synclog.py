@@ -73,6 +73,19 @@ class _Bucket:
 class SyncLog:
     """The sync-log settings of one runtime and its rate limiter."""
 
+    __slots__ = (
+        "_bucket",
+        "_drop",
+        "_limit",
+        "enabled",
+        "levels",
+        "sample_rate",
+        "slow_levels",
+        "slow_ns",
+        "start_level",
+        "starts",
+    )
+
     def __init__(self, config: Config, drop: Callable[..., None]) -> None:
         """Args:
         config: The runtime's settings.
@@ -89,13 +102,14 @@ class SyncLog:
         self._limit = config.sync_log_rate_limit
         self._bucket = _Bucket(config.sync_log_rate_limit)
         self._drop = drop
-        self._enabled = LOGGER.isEnabledFor
+        self.enabled = LOGGER.isEnabledFor
+        """``logging``'s cached check (a dict lookup until a level changes)."""
 
     def start(self, op: SyncOperation) -> None:
         """Log the start of ``op`` when its operation is one of ``sync_log_starts`` (the
         caller checked that the set is not empty); its end is then always logged."""
         level = self.start_level
-        if op.operation not in self.starts or not self._enabled(level) or not self._admit():
+        if op.operation not in self.starts or not self.enabled(level) or not self._admit():
             return
         op._log_started = True
         fields: dict[str, Any] = {"sync.event": "start", "sync.operation": op.operation}
@@ -103,33 +117,27 @@ class SyncLog:
         if entity is not None:
             fields["sync.entity"] = entity
         where = op.operation if entity is None else f"{op.operation} {entity}"
-        self._write(level, _context(op, op._span), fields, "sync %s: started", (where,))
+        self._write(level, _context(op), fields, "sync %s: started", (where,))
 
     def end(
-        self,
-        op: SyncOperation,
-        outcome: str,
-        error_type: str | None,
-        duration_ns: int,
-        span: trace.Span | None,
+        self, op: SyncOperation, outcome: str, error_type: str | None, duration_ns: int, level: int
     ) -> None:
-        """Log the end of ``op`` if its level is enabled and it is kept.
+        """Log the end of ``op`` if it is kept. The caller checked, cheaply, that ``level`` is
+        enabled (``levels`` or ``slow_levels`` of the outcome) or that starts may be logged.
 
         Args:
-            op: The finished operation.
+            op: The finished operation; its span, if any, is the one the record refers to
+                (else the span it ran in).
             outcome: ``success``, ``conflict`` or ``error``.
             error_type: Its ``error.type`` (bounded), for errors.
             duration_ns: Its duration.
-            span: Its span (possibly one made after head sampling dropped it), or None:
-                the record then carries the ids of the span the operation ran in.
+            level: The record's level.
         """
-        slow = duration_ns > self.slow_ns
-        level = self.slow_levels[outcome] if slow else self.levels[outcome]
         if op._log_started:  # its start was logged: so is its end
             level = max(level, self.start_level)
-        elif not self._enabled(level):
+        elif not self.enabled(level):
             return
-        elif outcome == "success" and not slow:
+        elif outcome == "success" and duration_ns <= self.slow_ns:
             if self.sample_rate < 1.0 and _random() >= self.sample_rate:
                 return
         elif not self._admit():
@@ -138,11 +146,7 @@ class SyncLog:
         text = outcome if error_type is None else f"error ({error_type})"
         where = op.operation if op._entity is None else f"{op.operation} {op._entity}"
         self._write(
-            level,
-            _context(op, span),
-            fields,
-            "sync %s: %s in %.1f ms",
-            (where, text, duration_ns / 1e6),
+            level, _context(op), fields, "sync %s: %s in %.1f ms", (where, text, duration_ns / 1e6)
         )
 
     def _admit(self) -> bool:
@@ -178,7 +182,8 @@ class SyncLog:
                 context_api.detach(token)
 
 
-def _context(op: SyncOperation, span: trace.Span | None) -> SpanContext | None:
+def _context(op: SyncOperation) -> SpanContext | None:
+    span = op._span
     return op._parent_ctx if span is None else span.get_span_context()
 
 
