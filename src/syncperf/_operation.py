@@ -514,11 +514,10 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
-    log = rt.sync_log  # one cached level check decides; nothing is built before it
-    level = log.levels[outcome] if duration_ns <= log.slow_ns else log.slow_levels[outcome]
-    if log.enabled(level) or log.starts:
+    log = rt.sync_log  # a cheap pre-check; nothing is built for a record not written
+    if log.on[outcome] or duration_ns > log.slow_ns or t2 >= log.next_check:
         try:
-            log.end(op, outcome, etype, duration_ns, level)
+            log.end(op, outcome, etype, duration_ns, t2)
         except Exception as error:  # a logging filter or handler raised
             rt.internal_error("sync_log_failed", error)
 

@@ -6,8 +6,10 @@ python-json-logger, structlog's ``ExtraAdder`` and OpenTelemetry's ``LoggingHand
 Only syncperf's own, bounded values go in (names, counts, the error's type): never a message,
 a payload or an identifier from the request.
 
-Cost: deciding costs one dict lookup and the logger's cached ``isEnabledFor``; everything else
-runs only for a record that is written (see docs/logging.md).
+Cost: an operation that is not logged costs a dict lookup and two comparisons. The logger's
+levels are read when the runtime is built and again once a second (``logging`` has no hook
+for level changes, and ``isEnabledFor`` per operation would cost more than the rest of the
+decision); everything else runs only for a record that is written (see docs/logging.md).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ __all__ = ["LOGGER", "SyncLog", "correlation"]
 LOGGER = logging.getLogger("syncperf.sync")
 _LOW64 = (1 << 64) - 1
 _random = random.random
+_enabled = LOGGER.isEnabledFor
+_RECHECK_NS = 1_000_000_000
+"""How often the hot path's pre-check reads the logger's levels again."""
 _perf = time.perf_counter_ns
 
 
@@ -77,8 +82,9 @@ class SyncLog:
         "_bucket",
         "_drop",
         "_limit",
-        "enabled",
         "levels",
+        "next_check",
+        "on",
         "sample_rate",
         "slow_levels",
         "slow_ns",
@@ -102,14 +108,23 @@ class SyncLog:
         self._limit = config.sync_log_rate_limit
         self._bucket = _Bucket(config.sync_log_rate_limit)
         self._drop = drop
-        self.enabled = LOGGER.isEnabledFor
-        """``logging``'s cached check (a dict lookup until a level changes)."""
+        self.on: dict[str, bool] = {}
+        """By outcome: whether its level is enabled (or starts may be logged), as of the
+        last ``refresh``: the hot path's pre-check."""
+        self.next_check = 0
+        self.refresh(_perf())
+
+    def refresh(self, now: int) -> None:
+        """Read the logger's levels (again): on construction, then once a second."""
+        self.next_check = now + _RECHECK_NS
+        enabled = LOGGER.isEnabledFor
+        self.on = {kind: bool(self.starts) or enabled(lvl) for kind, lvl in self.levels.items()}
 
     def start(self, op: SyncOperation) -> None:
         """Log the start of ``op`` when its operation is one of ``sync_log_starts`` (the
         caller checked that the set is not empty); its end is then always logged."""
         level = self.start_level
-        if op.operation not in self.starts or not self.enabled(level) or not self._admit():
+        if op.operation not in self.starts or not _enabled(level) or not self._admit():
             return
         op._log_started = True
         fields: dict[str, Any] = {"sync.event": "start", "sync.operation": op.operation}
@@ -120,10 +135,13 @@ class SyncLog:
         self._write(level, _context(op), fields, "sync %s: started", (where,))
 
     def end(
-        self, op: SyncOperation, outcome: str, error_type: str | None, duration_ns: int, level: int
+        self, op: SyncOperation, outcome: str, error_type: str | None, duration_ns: int, now: int
     ) -> None:
-        """Log the end of ``op`` if it is kept. The caller checked, cheaply, that ``level`` is
-        enabled (``levels`` or ``slow_levels`` of the outcome) or that starts may be logged.
+        """Log the end of ``op`` if its level is enabled and it is kept.
+
+        The caller calls it only when ``on[outcome]``, when the operation is slow, or when
+        ``now`` is past ``next_check``: an operation that is not logged costs a dict lookup
+        and two comparisons, and nothing is built for it.
 
         Args:
             op: The finished operation; its span, if any, is the one the record refers to
@@ -131,13 +149,17 @@ class SyncLog:
             outcome: ``success``, ``conflict`` or ``error``.
             error_type: Its ``error.type`` (bounded), for errors.
             duration_ns: Its duration.
-            level: The record's level.
+            now: ``time.perf_counter_ns()`` when it ended.
         """
+        if now >= self.next_check:
+            self.refresh(now)
+        slow = duration_ns > self.slow_ns
+        level = self.slow_levels[outcome] if slow else self.levels[outcome]
         if op._log_started:  # its start was logged: so is its end
             level = max(level, self.start_level)
-        elif not self.enabled(level):
+        elif not _enabled(level):
             return
-        elif outcome == "success" and duration_ns <= self.slow_ns:
+        elif outcome == "success" and not slow:
             if self.sample_rate < 1.0 and _random() >= self.sample_rate:
                 return
         elif not self._admit():
