@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -53,26 +52,28 @@ def correlation(context: SpanContext) -> dict[str, str]:
 
 
 class _Bucket:
-    """A token bucket: ``rate`` tokens a second, holding one second's worth (at least 1)."""
+    """A token bucket: ``rate`` tokens a second, holding one second's worth (at least 1).
 
-    __slots__ = ("_capacity", "_lock", "_per_ns", "_stamp", "_tokens")
+    No lock (nothing to reset after a fork): threads racing on it may admit a record or two
+    more than the rate, never fewer.
+    """
+
+    __slots__ = ("_capacity", "_per_ns", "_stamp", "_tokens")
 
     def __init__(self, rate: float) -> None:
         self._per_ns = rate / 1e9
         self._capacity = self._tokens = max(rate, 1.0)
         self._stamp = _perf()
-        self._lock = threading.Lock()
 
     def take(self) -> bool:
-        with self._lock:
-            now = _perf()
-            tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._per_ns)
-            self._stamp = now
-            if tokens >= 1.0:
-                self._tokens = tokens - 1.0
-                return True
-            self._tokens = tokens
-            return False
+        now = _perf()
+        tokens = min(self._capacity, self._tokens + (now - self._stamp) * self._per_ns)
+        self._stamp = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        return False
 
 
 class SyncLog:
