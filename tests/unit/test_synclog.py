@@ -348,3 +348,14 @@ def test_a_level_change_applies_at_the_next_check(caplog: pytest.LogCaptureFixtu
             pass
     (record,) = sync_records(caplog)
     assert record.levelno == logging.DEBUG
+
+
+def test_the_rate_limit_refills_over_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0]
+    monkeypatch.setattr(_synclog, "_perf", lambda: now[0])
+    bucket = _synclog._Bucket(2.0)  # two a second, a burst of two
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    now[0] += 500_000_000
+    assert [bucket.take() for _ in range(2)] == [True, False]
+    now[0] += 10_000_000_000  # a long pause refills one second's worth, not more
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
