@@ -20,6 +20,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from syncperf._gate import MAX_COUNT
+from syncperf._metrics.catalogue import (
+    OUTBOX_ATTEMPTS,
+    OUTBOX_DEPTH,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_ROWS,
+)
 from syncperf._operation import error_type
 
 if TYPE_CHECKING:
@@ -154,6 +160,14 @@ def age_of(created_at: object, now: float | None = None) -> float:
     return age if age > 0.0 else 0.0
 
 
+class GaugeCallbacks:
+    """The gauge callbacks registered on one runtime, by outbox (``rt.state(GaugeCallbacks)``)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.lock = threading.Lock()
+        self.callbacks: dict[int, dict[str, Callable[[], Any]]] = {}
+
+
 class GaugeSource(NamedTuple):
     """What the gauges need from an ``Outbox``: its runner and its name on one runtime."""
 
@@ -165,14 +179,25 @@ class GaugeSource(NamedTuple):
 def register(
     rt: Runtime, owner: object, token: int, source: Callable[[], GaugeSource | None]
 ) -> None:
-    """Register the two gauges of ``owner`` (unique ``token``) on ``rt``, once per runtime.
+    """Register the gauges of ``owner`` (unique ``token``) on ``rt``, once per runtime.
 
     ``source`` is called at collection time; it returns None once the owner is gone or closed,
     and the gauges then report nothing (the callbacks hold the owner only weakly).
     """
-    key = ("outbox.gauges", token)
-    if rt.cache.get(key) is not None:
-        return
+    registered = rt.state(GaugeCallbacks)
+    with registered.lock:
+        if token in registered.callbacks:
+            return
+        gauges = registered.callbacks[token] = _callbacks(owner, source)
+    registry = rt.registry
+    for spec in (OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, OUTBOX_ROWS, OUTBOX_ATTEMPTS):
+        spec.observe(registry, gauges[spec.name])
+
+
+def _callbacks(
+    owner: object, source: Callable[[], GaugeSource | None]
+) -> dict[str, Callable[[], Iterable[tuple[dict[str, str | bool], float]]]]:
+    """The four gauges' callbacks, by gauge name."""
     ref = weakref.ref(owner)
 
     def callback(gauge: str, pick: Callable[[OutboxStats], Iterable[tuple[str, float]]]) -> Any:
@@ -198,7 +223,7 @@ def register(
 
         return observe
 
-    gauges = {
+    return {
         "outbox.depth": callback("depth", lambda s: (("", float(s.depth)),)),
         "outbox.oldest_age": callback(
             "oldest_age", lambda s: () if s.oldest_age is None else (("", s.oldest_age),)
@@ -210,40 +235,15 @@ def register(
             "attempts", lambda s: () if s.attempts is None else (("", float(s.attempts)),)
         ),
     }
-    rt.cache[key] = (ref, gauges)
-    registry = rt.registry
-    registry.gauge(
-        "outbox.depth",
-        "{message}",
-        "Outbox messages waiting to be published.",
-        gauges["outbox.depth"],
-    )
-    registry.gauge(
-        "outbox.oldest_age",
-        "s",
-        "Age of the oldest outbox message waiting to be published.",
-        gauges["outbox.oldest_age"],
-    )
-    registry.gauge(
-        "outbox.rows",
-        "{message}",
-        "Outbox messages in the table by status, read from the table.",
-        gauges["outbox.rows"],
-    )
-    registry.gauge(
-        "outbox.attempts",
-        "{attempt}",
-        "Publish attempts recorded in the outbox table's rows.",
-        gauges["outbox.attempts"],
-    )
 
 
 def unregister(rt: Runtime, token: int) -> None:
     """Remove the gauges ``register`` added under ``token`` on ``rt``."""
-    entry = rt.cache.pop(("outbox.gauges", token), None)
-    if entry is not None:
-        for name, observe in entry[1].items():
-            rt.registry.remove_gauge_callback(name, observe)
+    registered = rt.state(GaugeCallbacks)
+    with registered.lock:
+        gauges = registered.callbacks.pop(token, None)
+    for name, observe in (gauges or {}).items():
+        rt.registry.remove_gauge_callback(name, observe)
 
 
 def failure_type(error: BaseException) -> str:
