@@ -17,17 +17,15 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext
 
-from syncperf._config import Config
-
 if TYPE_CHECKING:
     from syncperf._operation import SyncOperation
+    from syncperf._runtime import Runtime
 
 __all__ = ["LOGGER", "SyncLog", "correlation"]
 
@@ -77,12 +75,16 @@ class _Bucket:
 
 
 class SyncLog:
-    """The sync-log settings of one runtime and its rate limiter."""
+    """The sync-log settings of one runtime and its rate limiter: ``rt.state(SyncLog)``.
+
+    Never raises: a logging filter or handler that fails is counted and logged once
+    (``syncperf.dropped``, reason ``sync_log_failed``), as any hook of syncperf's.
+    """
 
     __slots__ = (
         "_bucket",
-        "_drop",
         "_limit",
+        "_rt",
         "levels",
         "next_check",
         "on",
@@ -93,11 +95,8 @@ class SyncLog:
         "starts",
     )
 
-    def __init__(self, config: Config, drop: Callable[..., None]) -> None:
-        """Args:
-        config: The runtime's settings.
-        drop: ``Runtime.drop``, to count (and log once) a record over the rate limit.
-        """
+    def __init__(self, rt: Runtime) -> None:
+        config = rt.config
         levels = config.sync_log_levels
         self.levels = {k: levels[k] for k in ("success", "conflict", "error")}
         slow = levels["slow"]
@@ -108,7 +107,7 @@ class SyncLog:
         self.sample_rate = config.sync_log_sample_rate
         self._limit = config.sync_log_rate_limit
         self._bucket = _Bucket(config.sync_log_rate_limit)
-        self._drop = drop
+        self._rt = rt
         self.on: dict[str, bool] = {}
         """By outcome: whether its level is enabled (or starts may be logged), as of the
         last ``refresh``: the hot path's pre-check."""
@@ -175,7 +174,7 @@ class SyncLog:
     def _admit(self) -> bool:
         if self._bucket.take():
             return True
-        self._drop(
+        self._rt.drop(
             "sync_log_limited",
             "syncperf.sync: more than %g records per second (sync_log_rate_limit); the excess "
             "is dropped and counted as syncperf.dropped{syncperf.reason=sync_log_limited}",
@@ -200,6 +199,8 @@ class SyncLog:
                 token = context_api.attach(trace.set_span_in_context(NonRecordingSpan(context)))
         try:
             LOGGER.log(level, message, *args, extra=fields)
+        except Exception as error:  # a logging filter or handler raised
+            self._rt.internal_error("sync_log_failed", error)
         finally:
             if token is not None:
                 context_api.detach(token)

@@ -339,13 +339,15 @@ def test_sync_log_settings_come_from_the_environment() -> None:
 def test_a_level_change_applies_at_the_next_check(caplog: pytest.LogCaptureFixture) -> None:
     from syncperf import _runtime
 
-    with capture(), caplog.at_level(logging.DEBUG, logger="syncperf.sync"):
-        with syncperf.sync_operation("push"):  # the runtime read WARNING: not logged
-            pass
-        assert sync_records(caplog) == []
-        _runtime.current().sync_log.next_check = 0  # a second later
-        with syncperf.sync_operation("push"):
-            pass
+    with capture():
+        log = _runtime.current().state(_synclog.SyncLog)  # reads the levels: WARNING
+        with caplog.at_level(logging.DEBUG, logger="syncperf.sync"):
+            with syncperf.sync_operation("push"):  # not logged yet
+                pass
+            assert sync_records(caplog) == []
+            log.next_check = 0  # a second later
+            with syncperf.sync_operation("push"):
+                pass
     (record,) = sync_records(caplog)
     assert record.levelno == logging.DEBUG
 
