@@ -46,10 +46,10 @@ class OperationSeries:
         "idempotency",
         "inflight",
         "items",
+        "log",
         "operation",
         "overhead",
         "span_name",
-        "log",
         "success",
         "_rt",
     )
