@@ -22,6 +22,7 @@ from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import CURRENT, SyncOperation, error_type
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
+from syncperf._synclog import SyncLog
 from syncperf._tracing.span import Span, attach, detach
 
 __all__ = ["OperationSeries", "begin", "end", "series", "start"]
@@ -45,6 +46,7 @@ class OperationSeries:
         "idempotency",
         "inflight",
         "items",
+        "log",
         "operation",
         "overhead",
         "span_name",
@@ -59,6 +61,7 @@ class OperationSeries:
         entity: str | None,
         inflight: deque[None],
         overhead: HistogramSeries,
+        log: SyncLog,
     ) -> None:
         """Bind the series (the caller holds ``rt.lock``)."""
         attrs: Attrs = {"sync.operation": operation}
@@ -80,6 +83,7 @@ class OperationSeries:
         self.db_duration = rt.db_duration.histogram(key)
         self.inflight = inflight
         self.overhead = overhead
+        self.log = log
 
     def conflicted(self) -> HistogramSeries:
         """Duration series for the conflict outcome (bound on first use)."""
@@ -126,11 +130,12 @@ def series(rt: Runtime, operation: str, entity: str | None) -> OperationSeries:
             return found
         inflight = rt.inflight_for(operation)
         overhead = rt.overhead_for("operation")
+        log = rt.state(SyncLog)
         with rt.lock:
             found = rt.op_series.get((operation, bounded))
             if found is None:
                 found = rt.op_series[(operation, bounded)] = OperationSeries(
-                    rt, operation, bounded, inflight, overhead
+                    rt, operation, bounded, inflight, overhead, log
                 )
     return found
 
@@ -183,6 +188,8 @@ def start(
             rt.internal_error("span_start_failed", error)
     bound.inflight.append(None)
     op._ctx_token = CURRENT.set(op)
+    if bound.log.starts:
+        bound.log.start(op)
     op._own_ns = _perf() - t0
     return op
 
@@ -299,6 +306,9 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
+    log = op._series.log  # a cheap pre-check: nothing is built for a record not written
+    if log.on[outcome] or duration_ns > log.slow_ns or t2 >= log.next_check:
+        log.end(op, outcome, etype, duration_ns, t2)
 
 
 def _end_span(
@@ -372,7 +382,7 @@ def _rescue(
     """Trace an error, conflict or slow operation that head sampling dropped.
 
     A new root span with the operation's real start time and a link to the context it ran in;
-    it ends ``lag_ns`` before now (see ``end()``).
+    it ends ``lag_ns`` before now (see ``end()``), and becomes the operation's span.
     """
     rt = op._rt
     tracer = rt.tracing.tracer
@@ -392,3 +402,4 @@ def _rescue(
     )
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
+    op._span = span

@@ -116,6 +116,7 @@ class SyncOperation:
     _conflicts = 0
     _conflict_detail: dict[tuple[str | None, str | None], int] | None = None
     _idempotent = False
+    _log_started = False
     _span: Span | None = None
     _span_attrs: dict[str, Any] | None = None
     _token: Any = None

@@ -99,6 +99,7 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))  # includes any exc_info traceback
+        self.lines.extend(f"{key}={value!r}" for key, value in vars(record).items())  # extra=
 
 
 def _app(pg_async: Any, pg_sync: sa.Engine, lite: sa.Engine, registry: Any) -> FastAPI:
