@@ -1,0 +1,179 @@
+"""``syncperf compare`` without a server: the test, the windows, the verdicts, the CLI errors."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncperf import cli
+from syncperf._runtime import DURATION_BOUNDS
+from syncperf._tools._stats import above, bucket_of, grew, normal_sf
+from syncperf._tools._window import (
+    CompareError,
+    Histogram,
+    Recorded,
+    Window,
+    check_selector,
+    parse_window,
+)
+from syncperf._tools.compare import Thresholds, compare
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc).timestamp()
+
+
+def test_the_two_proportion_test_matches_the_textbook_value() -> None:
+    # 10/100 before, 20/100 after: pooled 0.15, z = 0.1 / sqrt(0.15 * 0.85 * 0.02) = 1.980
+    shares = grew(10, 100, 20, 100)
+    assert shares.p_value == pytest.approx(0.02385, abs=1e-4)
+    assert normal_sf(1.959964) == pytest.approx(0.025, abs=1e-6)
+
+
+def test_too_few_events_are_not_tested() -> None:
+    assert grew(0, 1000, 3, 1000).p_value is None
+    assert grew(1, 3, 2, 3).p_value is None
+
+
+@given(
+    st.lists(st.integers(0, 1000), min_size=2, max_size=20).filter(lambda c: sum(c) > 0),
+    st.sampled_from([0.5, 0.95, 0.99]),
+)
+def test_at_most_one_minus_q_lies_above_the_quantiles_bucket(counts: list[int], q: float) -> None:
+    index = bucket_of(q, counts)
+    assert index is not None
+    bounds = [float(i) for i in range(len(counts) - 1)]
+    assert above(bounds, counts, index) <= (1 - q) * sum(counts) + 1e-9
+    assert sum(counts[: index + 1]) >= q * sum(counts) - 1e-9
+
+
+def _histogram(rng: random.Random, n: int, median: float) -> Histogram:
+    counts = [0] * (len(DURATION_BOUNDS) + 1)
+    for _ in range(n):
+        value = median * math.exp(rng.gauss(0.0, 0.6))
+        counts[next((i for i, b in enumerate(DURATION_BOUNDS) if value <= b), -1)] += 1
+    return Histogram(list(DURATION_BOUNDS), [float(c) for c in counts])
+
+
+def _window(rng: random.Random, n: int, median: float, error_rate: float) -> Recorded:
+    key = ("push", "todo")
+    errors = sum(rng.random() < error_rate for _ in range(n))
+    recorded = Recorded(Window(0.0, 1800.0))
+    recorded.durations[key] = _histogram(rng, n, median)
+    recorded.outcomes[key] = {"success": float(n - errors), "error": float(errors)}
+    return recorded
+
+
+def _regressions(before: Recorded, after: Recorded) -> list[str]:
+    return [r.metric for r in compare(before, after, Thresholds()) if r.verdict == "regression"]
+
+
+def test_windows_of_the_same_load_are_rarely_called_a_regression() -> None:
+    rng = random.Random(1)
+    flagged = sum(
+        bool(_regressions(_window(rng, 2000, 0.02, 0.01), _window(rng, 2000, 0.02, 0.01)))
+        for _ in range(200)
+    )
+    assert flagged <= 4  # alpha = 0.01 over all tests made: about 2 in 200 at most
+
+
+def test_a_fifty_percent_slowdown_is_found_almost_always() -> None:
+    rng = random.Random(2)
+    found = sum(
+        "p50 latency"
+        in _regressions(_window(rng, 2000, 0.02, 0.01), _window(rng, 2000, 0.03, 0.01))
+        for _ in range(100)
+    )
+    assert found >= 95
+
+
+def test_a_small_significant_change_is_not_a_regression() -> None:
+    before = Recorded(Window(0, 60))
+    after = Recorded(Window(0, 60))
+    before.outcomes[("push", "-")] = {"success": 1_000_000.0, "error": 10_000.0}
+    after.outcomes[("push", "-")] = {"success": 1_000_000.0, "error": 11_000.0}
+    (row,) = [r for r in compare(before, after, Thresholds()) if r.metric == "error rate"]
+    assert row.p_value is not None and row.p_value < 1e-9  # real, but 0.1 points < 0.5
+    assert row.verdict == "unchanged"
+
+
+def test_fewer_errors_are_better() -> None:
+    before = Recorded(Window(0, 60))
+    after = Recorded(Window(0, 60))
+    before.outcomes[("push", "-")] = {"success": 900.0, "error": 100.0}
+    after.outcomes[("push", "-")] = {"success": 990.0, "error": 10.0}
+    (row,) = [r for r in compare(before, after, Thresholds()) if r.metric == "error rate"]
+    assert row.verdict == "better"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("-2h..now", (NOW - 7200, NOW)),
+        ("now-90m..-1h30m5s", (NOW - 5400, NOW - 5405)),
+        ("2026-12-01T10:00:00Z..2026-12-01T11:00:00+00:00", (NOW - 7200, NOW - 3600)),
+    ],
+)
+def test_windows_take_rfc3339_and_relative_times(raw: str, expected: tuple[float, float]) -> None:
+    if expected[1] <= expected[0]:
+        with pytest.raises(CompareError, match="not after the start"):
+            parse_window(raw, "--before", NOW)
+        return
+    window = parse_window(raw, "--before", NOW)
+    assert (window.start, window.end) == expected
+
+
+@pytest.mark.parametrize(
+    "raw", ["-2h", "yesterday..now", "2026-12-01T10:00:00..now", "-1x..now", "now..-1h"]
+)
+def test_a_bad_window_is_a_compare_error(raw: str) -> None:
+    with pytest.raises(CompareError, match="--after"):
+        parse_window(raw, "--after", NOW)
+
+
+def test_a_selector_is_label_matchers() -> None:
+    assert check_selector('{job="api"}') == 'job="api"'
+    with pytest.raises(CompareError):
+        check_selector("job) or vector(1")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare"],
+        ["compare", "--before", "-2h..-1h"],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h"],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--alpha", "1.5"],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--prometheus", "nope"],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--selector", "}{"],
+        # nothing listens on port 1
+        [
+            "compare",
+            "--before",
+            "-2h..-1h",
+            "--after",
+            "-1h..now",
+            "--prometheus",
+            "http://127.0.0.1:1",
+            "--timeout",
+            "2",
+        ],
+        ["check"],
+        ["check", "results.json"],
+    ],
+)
+def test_usage_and_connection_errors_are_one_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code  # type: ignore[assignment]
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert captured.err.startswith(f"syncperf {argv[0]}: ")
