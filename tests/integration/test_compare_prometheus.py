@@ -241,3 +241,14 @@ def test_the_table_names_the_regressions(
     out = capsys.readouterr().out
     assert "push todo" in out
     assert "regression" in out
+
+
+def test_a_query_prometheus_rejects_is_a_one_line_error(
+    prometheus: tuple[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, start = prometheus
+    window = (start, start + WINDOW)
+    assert _compare(url, window, window, "--selector", 'job=~"("') == 2
+    err = capsys.readouterr().err
+    assert err.startswith("syncperf compare: Prometheus rejected a query: ")
+    assert len(err.splitlines()) == 1
