@@ -73,7 +73,7 @@ def latency_of(point: HistogramDataPoint | None) -> dict[str, float]:
     if point is None:
         return {}
     return {
-        name: round(value, 6)
+        name: float(f"{value:.2g}")  # two digits: timings vary, the baseline's diff should not
         for name, q in QUANTILES.items()
         if meaningful(q, point.count) and (value := quantile(q, point)) is not None
     }
