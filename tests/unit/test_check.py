@@ -235,6 +235,10 @@ HOSTILE = {
     "string count": b'{"format": "syncperf-check/1", "operations": {"push": {"todo": '
     b'{"queries_per_operation": {"value": "5", "first_seen": "x"}}}}}',
     "newline in a name": b'{"format": "syncperf-check/1", "operations": {"pu\\nsh": 1}}',
+    "escape codes in a name": b'{"format": "syncperf-check/1", "operations": {"push": '
+    b'{"\\u001b[31mtodo": {"operations": 1}}}}',
+    "escape codes in a test": b'{"format": "syncperf-check/1", "operations": {"push": {"todo": '
+    b'{"queries_per_operation": {"value": 5, "first_seen": "\\u001b[2J"}}}}}',
     "huge latency": b'{"format": "syncperf-check/1", "operations": {"push": {"todo": '
     b'{"latency_seconds": {"p50": 1' + b"0" * 400 + b"}}}}}",
     "huge int": b'{"format": "syncperf-check/1", "operations": {"push": {"todo": '

@@ -25,7 +25,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, MetricsData
 
-from syncperf import _runtime
+from syncperf import _gate, _runtime
 from syncperf._metrics.reader import Reader
 from syncperf._tools.demo._stats import Snapshot, quantile
 
@@ -176,22 +176,20 @@ class Record:
         if top.get("format") != FORMAT:
             raise _Invalid(f'"format" is not "{FORMAT}"')
         record = cls()
-        for operation, entities in _mapping(top.get("operations", {}), "operations").items():
-            where = f"operations.{_name(operation)}"
-            for entity, raw in _mapping(entities, where).items():
-                at = f"{where}.{_name(entity)}"
+        for operation, entities, where in _named(top.get("operations", {}), "operations"):
+            for entity, raw, at in _named(entities, where):
                 fields = _mapping(raw, at)
                 entry = record.entry((operation, entity))
                 entry.operations = _int(fields.get("operations", 0), f"{at}.operations")
                 if "queries_per_operation" in fields:
                     entry.queries = _parse_seen(fields["queries_per_operation"], at)
-                for table, seen in _mapping(fields.get("n_plus_one", {}), at).items():
-                    entry.n_plus_one[table] = _parse_seen(seen, f"{at}.{_name(table)}")
-                for table, kinds in _mapping(fields.get("plan_findings", {}), at).items():
-                    for kind, seen in _mapping(kinds, f"{at}.{_name(table)}").items():
-                        entry.plan_findings[(table, kind)] = _parse_seen(seen, at)
-                for name, value in _mapping(fields.get("latency_seconds", {}), at).items():
-                    entry.latency[name] = _float(value, f"{at}.latency_seconds")
+                for table, seen, there in _named(fields.get("n_plus_one", {}), at):
+                    entry.n_plus_one[table] = _parse_seen(seen, there)
+                for table, kinds, there in _named(fields.get("plan_findings", {}), at):
+                    for kind, seen, place in _named(kinds, there):
+                        entry.plan_findings[(table, kind)] = _parse_seen(seen, place)
+                for name, value, there in _named(fields.get("latency_seconds", {}), at):
+                    entry.latency[name] = _float(value, there)
         return record
 
 
@@ -206,8 +204,13 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _name(value: str) -> str:
-    return repr(value[:40])
+def _named(value: object, where: str) -> Iterator[tuple[str, Any, str]]:
+    """``(key, value, path)`` of an object whose keys must be names (printable, 1 to 128)."""
+    for key, item in _mapping(value, where).items():
+        at = f"{where}.{key[:40]!r}"
+        if _gate.name(key) is None:
+            raise _Invalid(f"{at} is not a name (1 to {_gate.MAX_NAME} printable characters)")
+        yield key, item, at
 
 
 def _mapping(value: object, where: str) -> Mapping[str, Any]:
@@ -233,8 +236,8 @@ def _float(value: object, where: str) -> float:
 def _parse_seen(value: object, where: str) -> Seen:
     fields = _mapping(value, where)
     test = fields.get("first_seen", "")
-    if not isinstance(test, str):
-        raise _Invalid(f"{where}.first_seen is not a string")
+    if not isinstance(test, str) or len(test) > 4096 or not test.isprintable():
+        raise _Invalid(f"{where}.first_seen is not a test name")
     return Seen(_int(fields.get("value"), f"{where}.value"), test)
 
 
