@@ -177,3 +177,10 @@ def test_usage_and_connection_errors_are_one_line(
     assert captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1, captured.err
     assert captured.err.startswith(f"syncperf {argv[0]}: ")
+
+
+def test_label_values_are_shown_as_text_not_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from syncperf._tools.compare import Row, _table
+
+    _table([Row("push [bold]x[/bold]", "throughput", "/s", 1.0, 2.0)], "a", "b")
+    assert "push [bold]x[/bold]" in capsys.readouterr().out

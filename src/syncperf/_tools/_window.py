@@ -198,7 +198,13 @@ def _error_body(exc: urllib.error.HTTPError) -> Any:
 
 
 def _key(labels: dict[str, str]) -> Key:
-    return labels.get("sync_operation", NO_ENTITY), labels.get("sync_entity", NO_ENTITY)
+    return _label(labels, "sync_operation"), _label(labels, "sync_entity")
+
+
+def _label(labels: dict[str, str], name: str) -> str:
+    """A label value fit for a terminal: control characters become ``?``, at most 128."""
+    value = labels.get(name) or NO_ENTITY
+    return "".join(c if c.isprintable() else "?" for c in value[:128])
 
 
 def _histograms(
@@ -214,7 +220,7 @@ def _histograms(
             continue
         if le != le:
             continue
-        key = tuple(labels.get(name, NO_ENTITY) for name in names)
+        key = tuple(_label(labels, name) for name in names)
         cumulative.setdefault(key, {})[le] = value
     histograms: dict[Any, Histogram] = {}
     for key, buckets in cumulative.items():

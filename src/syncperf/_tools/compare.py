@@ -300,6 +300,7 @@ def _table(rows: list[Row], before: str, after: str) -> None:
     try:
         from rich.console import Console
         from rich.table import Table
+        from rich.text import Text
     except ImportError:
         raise CompareError(
             "the table needs rich (pip install 'syncperf[ops]'); or use --json"
@@ -310,7 +311,7 @@ def _table(rows: list[Row], before: str, after: str) -> None:
     for row in rows:
         change = row.change
         table.add_row(
-            row.subject,
+            Text(row.subject),  # label values are data, never rich markup
             row.metric,
             _show(row.before, row.unit),
             _show(row.after, row.unit),
