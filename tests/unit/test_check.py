@@ -270,3 +270,15 @@ def test_a_missing_results_file_is_a_one_line_error(
     assert cli.main(["check", str(tmp_path / "none.json"), "--baseline", str(base)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("syncperf check: cannot read results") and err.count("\n") == 1
+
+
+def test_operations_inside_the_capture_fixture_are_recorded(pytester: pytest.Pytester) -> None:
+    suite = SUITE.format(batched=False).replace("():\n    push(", "(syncperf_capture):\n    push(")
+    assert suite.count("syncperf_capture") == 2
+    pytester.makepyfile(test_sync=suite)
+    result = pytester.runpytest(*QUIET, "--syncperf-results=results.json")
+    result.assert_outcomes(passed=3)
+    push = Record.load(pytester.path / "results.json").entries[("push", "todo")]
+    assert push.operations == 2
+    assert push.queries == Seen(30, "test_sync.py::test_push_many")
+    assert push.n_plus_one == {"records": Seen(1, "test_sync.py::test_push_many")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from datetime import datetime, timezone
@@ -53,8 +54,7 @@ def test_at_most_one_minus_q_lies_above_the_quantiles_bucket(counts: list[int], 
 def _histogram(rng: random.Random, n: int, median: float) -> Histogram:
     counts = [0] * (len(DURATION_BOUNDS) + 1)
     for _ in range(n):
-        value = median * math.exp(rng.gauss(0.0, 0.6))
-        counts[next((i for i, b in enumerate(DURATION_BOUNDS) if value <= b), -1)] += 1
+        counts[bisect.bisect_left(DURATION_BOUNDS, median * math.exp(rng.gauss(0.0, 0.6)))] += 1
     return Histogram(list(DURATION_BOUNDS), [float(c) for c in counts])
 
 
