@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
+import sys
 from datetime import datetime, timezone
 
 import pytest
@@ -184,3 +185,11 @@ def test_label_values_are_shown_as_text_not_markup(capsys: pytest.CaptureFixture
 
     _table([Row("push [bold]x[/bold]", "throughput", "/s", 1.0, 2.0)], "a", "b")
     assert "push [bold]x[/bold]" in capsys.readouterr().out
+
+
+def test_the_table_without_rich_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncperf._tools.compare import _table
+
+    monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
+    with pytest.raises(CompareError, match=r"pip install 'syncperf\[ops\]'\); or use --json"):
+        _table([], "a", "b")
