@@ -12,7 +12,9 @@ import sqlalchemy.orm
 
 import syncperf.sqlalchemy
 from syncperf import _runtime, cli
-from syncperf._tools._record import Entry, Record, Seen
+from syncperf._metrics.aggregates import freeze
+from syncperf._tools._record import Entry, Record, Recorder, Seen
+from syncperf.testing import capture
 
 pytest_plugins = ["pytester"]
 QUIET = ("-p", "no:asyncio", "-p", "no:hypothesispytest", "-p", "no:benchmark", "-p", "no:cov")
@@ -282,3 +284,24 @@ def test_operations_inside_the_capture_fixture_are_recorded(pytester: pytest.Pyt
     assert push.operations == 2
     assert push.queries == Seen(30, "test_sync.py::test_push_many")
     assert push.n_plus_one == {"records": Seen(1, "test_sync.py::test_push_many")}
+
+
+def test_plan_findings_are_read_by_name_from_what_the_test_recorded() -> None:
+    recorder = Recorder()
+    recorder.start()
+    with capture() as cap:
+        findings = cap.runtime.registry.instrument(
+            "sync.db.plan.findings", "counter", "{finding}", "Query plan findings."
+        )
+        attributes = {
+            "sync.operation": "pull",
+            "sync.entity": "todo",
+            "db.collection.name": "records",
+            "sync.db.plan.finding": "seq_scan",
+        }
+        findings.sum(freeze(attributes)).add(2)
+    recorder.stop("t.py::test_pull")
+    record = recorder.close()
+    assert record.entries[("pull", "todo")].plan_findings == {
+        ("records", "seq_scan"): Seen(2, "t.py::test_pull")
+    }

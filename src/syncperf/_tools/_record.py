@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -287,6 +288,7 @@ class Recorder:
 
     def stop(self, test: str) -> None:
         """Finish recording ``test`` (call after its tear-down)."""
+        _settle_plans()
         with self._lock:
             self._active = False
             readers, self._readers = self._readers, []
@@ -299,6 +301,16 @@ class Recorder:
         if self._on_new_runtime in _runtime.RUNTIME_HOOKS:
             _runtime.RUNTIME_HOOKS.remove(self._on_new_runtime)
         return self.record.finish()
+
+
+def _settle_plans(timeout: float = 10.0) -> None:
+    """Wait for the query plans the test's statements queued: they are explained off the
+    request thread, and a finding belongs to the test that ran the statement."""
+    module = sys.modules.get("syncperf.sqlalchemy")
+    for handle in list(getattr(module, "_instrumented", {}).values()):
+        planner = getattr(handle, "plans", None)
+        if planner is not None:
+            planner.wait(timeout)
 
 
 def _delta_reader(rt: _runtime.Runtime) -> Reader:
