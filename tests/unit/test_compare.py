@@ -18,6 +18,7 @@ from syncperf._tools._stats import above, bucket_of, grew, normal_sf
 from syncperf._tools._window import (
     CompareError,
     Histogram,
+    Prometheus,
     Recorded,
     Window,
     check_selector,
@@ -193,3 +194,24 @@ def test_the_table_without_rich_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "rich.console", None)  # import fails
     with pytest.raises(CompareError, match=r"pip install 'syncperf\[ops\]'\); or use --json"):
         _table([], "a", "b")
+
+
+@pytest.mark.parametrize(
+    "url", ["nope", "http://", "http://[::1", "http://host:99999", "ftp://host:9090"]
+)
+def test_a_bad_prometheus_url_is_a_compare_error(url: str) -> None:
+    with pytest.raises(CompareError, match="--prometheus"):
+        Prometheus(url)
+
+
+def test_credentials_in_the_url_become_basic_auth_and_are_never_shown(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    server = Prometheus("http://ops:s3cret@127.0.0.1:1/prom/")
+    assert server.url == "http://127.0.0.1:1/prom"
+    argv = ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--timeout", "2"]
+    assert cli.main([*argv, "--prometheus", "http://ops:s3cret@127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert "127.0.0.1:1" in err
+    assert "s3cret" not in err
+    assert "ops" not in err

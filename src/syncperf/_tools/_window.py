@@ -8,6 +8,7 @@ instant queries at its end: ``increase(metric[length])`` summed by the labels co
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -24,6 +25,7 @@ DURATION = prometheus_name("sync.operation.duration", "s")
 QUERIES = prometheus_name("sync.db.queries", "{query}")
 OUTBOX_LAG = prometheus_name("outbox.lag", "s")
 NO_ENTITY = "-"
+MAX_ANSWER = 64 * 1024 * 1024
 
 _RELATIVE = re.compile(r"^(?:now)?(?:-((?:\d+[smhdw])+))?$")
 _PART = re.compile(r"(\d+)([smhdw])")
@@ -126,10 +128,26 @@ class Prometheus:
     """Instant queries against a Prometheus server's HTTP API."""
 
     def __init__(self, url: str, selector: str = "", timeout: float = 30.0) -> None:
-        parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise CompareError(f"--prometheus {url!r}: expected http(s)://host:port")
-        self.url = url.rstrip("/")
+        usage = "--prometheus: expected http(s)://host:port"
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            host, port = parsed.hostname, parsed.port
+        except ValueError:
+            raise CompareError(usage) from None
+        if parsed.scheme not in ("http", "https") or not host:
+            raise CompareError(usage)
+        netloc = host if port is None else f"{host}:{port}"
+        if ":" in host:
+            netloc = f"[{host}]" if port is None else f"[{host}]:{port}"
+        self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
+        self.url = self.url.rstrip("/")
+        """The base URL without credentials: safe to print."""
+        self._headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if parsed.username is not None:  # http://user:password@host: basic authentication
+            user = urllib.parse.unquote(parsed.username)
+            password = urllib.parse.unquote(parsed.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
         self.selector = selector
         self.timeout = timeout
 
@@ -137,13 +155,16 @@ class Prometheus:
         """The result vector of ``promql`` evaluated at ``at``."""
         body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
         request = urllib.request.Request(
-            self.url + "/api/v1/query",
-            data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+            self.url + "/api/v1/query", data=body, headers=self._headers
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer = json.load(response)
+                raw = response.read(MAX_ANSWER + 1)
+            if len(raw) > MAX_ANSWER:
+                raise CompareError(
+                    f"Prometheus at {self.url} answered more than {MAX_ANSWER} bytes"
+                )
+            answer = json.loads(raw)
         except urllib.error.HTTPError as exc:
             answer = _error_body(exc)
             if answer is None:

@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--timeout", type=positive(float), default=30.0, metavar="SECONDS")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_windows_as_values(sys.argv[1:] if argv is None else argv))
     limits = Thresholds(args.alpha, args.min_change, args.min_rate_change)
     try:
         before = parse_window(args.before, "--before")
@@ -256,6 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syncperf compare: {error}", file=sys.stderr)
         return 2
     return 1 if any(row.verdict == "regression" for row in rows) else 0
+
+
+def _windows_as_values(argv: Sequence[str]) -> list[str]:
+    """``--before -2h..-1h`` as ``--before=-2h..-1h`` (argparse takes ``-2h..`` for an option)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--before", "--after") and arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def _probability(raw: str) -> float:
