@@ -140,6 +140,8 @@ else:
         update = bool(config.getoption("syncperf_update_baseline", False))
         if baseline is None and results is None and not update:
             return
+        if getattr(config.option, "numprocesses", None):
+            raise pytest.UsageError("syncperf check does not support pytest-xdist (-n) yet")
         from syncperf._tools._pytest import CheckPlugin
 
         config.pluginmanager.register(CheckPlugin(baseline, update, results), "syncperf-check")
