@@ -28,11 +28,11 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDa
 
 from syncperf import _gate, _runtime
 from syncperf._metrics.reader import Reader
+from syncperf._tools._stats import QUANTILES
 from syncperf._tools.demo._stats import Snapshot, quantile
 
 FORMAT = "syncperf-check/1"
 NO_ENTITY = "-"
-QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
 DURATION = "sync.operation.duration"

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MIN_EXPECTED = 5.0
+QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+"""The percentiles syncperf check and compare report."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
 
-from syncperf._tools._stats import Shares, above, bucket_of, grew
+from syncperf._tools._stats import QUANTILES, Shares, above, bucket_of, grew
 from syncperf._tools._window import (
     NO_ENTITY,
     CompareError,
@@ -31,8 +31,6 @@ from syncperf._tools._window import (
 )
 from syncperf._tools.demo._stats import quantile
 from syncperf.cli import Parser, positive
-
-QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99))
 
 
 @dataclass
@@ -81,7 +79,7 @@ def compare(before: Recorded, after: Recorded, limits: Thresholds) -> list[Row]:
     for key in sorted(set(before.outcomes) | set(after.outcomes)):
         rows.extend(_operation_rows(key, before, after, limits, tested))
     for name in sorted(set(before.outbox_lag) | set(after.outbox_lag)):
-        for label, q in QUANTILES:
+        for label, q in QUANTILES.items():
             row = Row(f"outbox {name}", f"{label} lag", "s", None, None)
             rows.append(row)
             _quantile(
@@ -123,7 +121,7 @@ def _operation_rows(
         totals[1] / after.window.seconds,
     )
     durations = before.durations.get(key), after.durations.get(key)
-    for label, q in QUANTILES:
+    for label, q in QUANTILES.items():
         row = Row(subject, f"{label} latency", "s", None, None)
         _quantile(row, q, *durations, limits, tested)
         yield row
@@ -148,7 +146,7 @@ def _operation_rows(
             for window, h in zip((before, after), queries, strict=True)
         ]
         yield Row(subject, "queries/sync (mean)", "", means[0], means[1])
-        for label, q in QUANTILES[:2]:
+        for label, q in list(QUANTILES.items())[:2]:
             row = Row(subject, f"queries/sync {label}", "", None, None)
             _quantile(row, q, *queries, limits, tested)
             yield row
