@@ -23,6 +23,7 @@ PRELOADED = (sqlalchemy.dialects.sqlite, sqlalchemy.orm, syncperf.sqlalchemy)
 """Imported here, so the inner runs (whose new imports pytester unloads) share them."""
 
 SUITE = """
+import pytest
 import syncperf
 from sqlalchemy import String, create_engine, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -43,7 +44,14 @@ class Row(Base):
 
 engine = create_engine("sqlite://")
 Base.metadata.create_all(engine)
-instrument_engine(engine)
+handle = instrument_engine(engine)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _uninstrument():
+    yield
+    handle.uninstrument()  # this process runs other tests after this suite
+    engine.dispose()
 
 
 def push(ids):
