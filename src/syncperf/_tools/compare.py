@@ -222,13 +222,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "Times: RFC 3339 (2026-12-01T10:00:00Z), now, or relative (-2h, now-30m). "
         "Exit status: 0 no regression, 1 regression, 2 usage or connection error.",
     )
-    parser.add_argument("--before", required=True, metavar="START..END")
-    parser.add_argument("--after", required=True, metavar="START..END")
-    parser.add_argument("--prometheus", default="http://localhost:9090", metavar="URL")
-    parser.add_argument("--selector", help='label matchers added to every query: job="api"')
-    parser.add_argument("--alpha", type=_probability, default=0.01, help="family-wise error")
+    parser.add_argument("--before", required=True, metavar="START..END", help="the window before")
+    parser.add_argument("--after", required=True, metavar="START..END", help="the window after")
     parser.add_argument(
-        "--min-change", type=positive(float), default=0.10, help="smallest percentile change"
+        "--prometheus",
+        default="http://localhost:9090",
+        metavar="URL",
+        help="Prometheus's base URL (default: %(default)s)",
+    )
+    parser.add_argument("--selector", help='label matchers added to every query: job="api"')
+    parser.add_argument(
+        "--alpha",
+        type=_probability,
+        default=0.01,
+        help="chance of any false alarm in one run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-change",
+        type=positive(float),
+        default=0.10,
+        help="smallest relative percentile change (default: %(default)s)",
     )
     parser.add_argument(
         "--min-rate-change",
@@ -236,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.005,
         help="smallest error or conflict rate change (0.005 = 0.5 points)",
     )
-    parser.add_argument("--timeout", type=positive(float), default=30.0, metavar="SECONDS")
+    parser.add_argument(
+        "--timeout", type=positive(float), default=30.0, metavar="SECONDS", help="per request"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(_windows_as_values(sys.argv[1:] if argv is None else argv))
     limits = Thresholds(args.alpha, args.min_change, args.min_rate_change)
