@@ -166,23 +166,15 @@ def _quantile(
     if before is None or after is None or before.bounds != after.bounds:
         row.verdict = "too few to tell" if before is None or after is None else "buckets differ"
         return
-    up_at, down_at = bucket_of(q, before.counts), bucket_of(q, after.counts)
-    last = len(before.bounds)
-    if up_at is None or down_at is None or up_at >= last or down_at >= last:
+    # the threshold comes from both windows together: with no change, neither is favoured
+    both = [a + b for a, b in zip(before.counts, after.counts, strict=True)]
+    at = bucket_of(q, both)
+    if at is None or at >= len(before.bounds):
         row.verdict = "too few to tell"
         return
-    up = grew(
-        above(before.bounds, before.counts, up_at),
-        before.total,
-        above(after.bounds, after.counts, up_at),
-        after.total,
-    )
-    down = grew(
-        above(after.bounds, after.counts, down_at),
-        after.total,
-        above(before.bounds, before.counts, down_at),
-        before.total,
-    )
+    slower = above(before.counts, at), above(after.counts, at)
+    up = grew(slower[0], before.total, slower[1], after.total)
+    down = grew(slower[1], after.total, slower[0], before.total)
     change = row.change
     tested.append(
         _Tested(
