@@ -1,11 +1,13 @@
 """The statistics behind ``syncperf compare``: one test, on counts Prometheus already has.
 
 Every question compare asks is "did a share grow?": the error rate is the share of operations
-that failed, the conflict rate the share that conflicted, and a percentile moved up when a
-larger share of operations than before is slower than a fixed threshold near it. For a
-percentile ``q`` that threshold is the bucket boundary at or above the ``q`` quantile of both
-windows together (chosen from both, so that with no change neither window is favoured), and
-both shares are read from bucket counts, without interpolation.
+that failed, the conflict rate the share that conflicted, and a percentile moved up exactly
+when more operations than before exceed the old percentile. For a percentile ``q`` the
+threshold is the bucket boundary at or above the before-window's ``q`` quantile, so both
+shares are read from bucket counts without interpolation: at most ``1 - q`` of the
+before-window lies above it, and if the after-window's ``q`` quantile is beyond it, more than
+``1 - q`` of the after-window does. (A threshold from both windows together would be blind
+when the windows do not overlap at all: 5 queries per push before, 35 after.)
 
 The test is the one-sided two-proportion z-test (pooled variance, normal approximation), used
 only where the approximation holds (at least ``MIN_EXPECTED`` expected events and non-events

@@ -166,15 +166,17 @@ def _quantile(
     if before is None or after is None or before.bounds != after.bounds:
         row.verdict = "too few to tell" if before is None or after is None else "buckets differ"
         return
-    # the threshold comes from both windows together: with no change, neither is favoured
-    both = [a + b for a, b in zip(before.counts, after.counts, strict=True)]
-    at = bucket_of(q, both)
-    if at is None or at >= len(before.bounds):
+    # "slower": the share above the before-window's q bucket grew; "faster": the share above
+    # the after-window's q bucket shrank
+    up_at, down_at = bucket_of(q, before.counts), bucket_of(q, after.counts)
+    last = len(before.bounds)
+    if up_at is None or down_at is None or up_at >= last or down_at >= last:
         row.verdict = "too few to tell"
         return
-    slower = above(before.counts, at), above(after.counts, at)
-    up = grew(slower[0], before.total, slower[1], after.total)
-    down = grew(slower[1], after.total, slower[0], before.total)
+    up = grew(above(before.counts, up_at), before.total, above(after.counts, up_at), after.total)
+    down = grew(
+        above(after.counts, down_at), after.total, above(before.counts, down_at), before.total
+    )
     change = row.change
     tested.append(
         _Tested(
