@@ -214,3 +214,19 @@ def test_credentials_in_the_url_become_basic_auth_and_are_never_shown(
     assert "127.0.0.1:1" in err
     assert "s3cret" not in err
     assert "ops" not in err
+
+
+def test_windows_that_do_not_overlap_are_told_apart() -> None:
+    """5 queries per push before, 35 after: no operation of one window is like the other's."""
+    bounds = [0.0, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0]
+    windows = []
+    for bucket in (3, 6):  # (2, 5] then (20, 50]
+        recorded = Recorded(Window(0.0, 600.0))
+        counts = [0.0] * (len(bounds) + 1)
+        counts[bucket] = 1000.0
+        recorded.outcomes[("push", "todo")] = {"success": 1000.0}
+        recorded.queries[("push", "todo")] = Histogram(bounds, counts)
+        windows.append(recorded)
+    rows = {r.metric: r for r in compare(*windows, Thresholds())}
+    assert rows["queries/sync p50"].verdict == "regression"
+    assert rows["queries/sync p95"].verdict == "regression"
