@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from syncperf import cli
 from syncperf._runtime import DURATION_BOUNDS
-from syncperf._tools._stats import above, bucket_of, grew, normal_sf
+from syncperf._tools._stats import above, bucket_of, grew, normal_sf, quantile_interval, wilson
 from syncperf._tools._window import (
     CompareError,
     Histogram,
@@ -230,3 +230,24 @@ def test_windows_that_do_not_overlap_are_told_apart() -> None:
     rows = {r.metric: r for r in compare(*windows, Thresholds())}
     assert rows["queries/sync p50"].verdict == "regression"
     assert rows["queries/sync p95"].verdict == "regression"
+
+
+def test_intervals_match_the_textbook_values() -> None:
+    low, high = wilson(10, 100) or (0.0, 0.0)
+    assert (low, high) == (pytest.approx(0.0552, abs=1e-4), pytest.approx(0.1744, abs=1e-4))
+    assert quantile_interval(0.5, 100) == (
+        pytest.approx(0.402, abs=1e-3),
+        pytest.approx(0.598, abs=1e-3),
+    )
+    assert wilson(0, 0) is None
+
+
+def test_a_percentile_row_carries_each_windows_interval() -> None:
+    rng = random.Random(3)
+    rows = compare(_window(rng, 2000, 0.02, 0.01), _window(rng, 2000, 0.03, 0.01), Thresholds())
+    (p95,) = [r for r in rows if r.metric == "p95 latency"]
+    assert p95.before_interval is not None and p95.after_interval is not None
+    low, high = p95.before_interval
+    assert low is not None and high is not None and p95.before is not None
+    assert low <= p95.before <= high
+    assert high < p95.after_interval[0]  # 50 % slower: the intervals do not overlap

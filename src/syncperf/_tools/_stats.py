@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 MIN_EXPECTED = 5.0
+Z95 = 1.959964
 QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 """The percentiles syncperf check and compare report."""
 
@@ -80,3 +81,22 @@ def bucket_of(q: float, counts: Sequence[float]) -> int | None:
         if count and cumulative >= rank:
             return index
     return len(counts) - 1
+
+
+def quantile_interval(q: float, n: float) -> tuple[float, float]:
+    """Quantiles bounding a 95 % distribution-free interval of the ``q`` quantile from ``n``
+    observations: the number of observations below the true quantile is Binomial(n, q), so
+    the order statistics at ``n q -+ 1.96 sqrt(n q (1 - q))`` bracket it (normal
+    approximation)."""
+    half = Z95 * math.sqrt(q * (1.0 - q) / n) if n > 0 else 1.0
+    return max(q - half, 0.0), min(q + half, 1.0)
+
+
+def wilson(hits: float, n: float) -> tuple[float, float] | None:
+    """The 95 % Wilson score interval of a share (None without observations)."""
+    if n <= 0:
+        return None
+    share, z2 = hits / n, Z95 * Z95
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(centre - half, 0.0), min(centre + half, 1.0)

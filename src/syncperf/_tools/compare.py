@@ -18,7 +18,15 @@ from dataclasses import asdict, dataclass
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
 
-from syncperf._tools._stats import QUANTILES, Shares, above, bucket_of, grew
+from syncperf._tools._stats import (
+    QUANTILES,
+    Shares,
+    above,
+    bucket_of,
+    grew,
+    quantile_interval,
+    wilson,
+)
 from syncperf._tools._window import (
     NO_ENTITY,
     CompareError,
@@ -44,6 +52,9 @@ class Row:
     after: float | None
     p_value: float | None = None
     verdict: str = "info"
+    before_interval: tuple[float | None, float | None] | None = None
+    """95 % interval of the before figure (percentiles and rates)."""
+    after_interval: tuple[float | None, float | None] | None = None
     """``regression``, ``better``, ``unchanged``, ``too few to tell`` or ``info`` (not tested)."""
 
     @property
@@ -132,6 +143,8 @@ def _operation_rows(
         up = grew(hits[0], totals[0], hits[1], totals[1])
         down = grew(hits[1], totals[1], hits[0], totals[0])
         row = Row(subject, f"{outcome} rate", "%", up.before, up.after)
+        row.before_interval = wilson(hits[0], totals[0])
+        row.after_interval = wilson(hits[1], totals[1])
         change = up.after - up.before
         tested.append(
             _Tested(
@@ -161,8 +174,8 @@ def _quantile(
     tested: list[_Tested],
 ) -> None:
     """Fill ``row`` with the ``q`` quantiles and queue its exceedance tests."""
-    row.before = _estimate(q, before)
-    row.after = _estimate(q, after)
+    row.before, row.before_interval = _estimate(q, before), _interval(q, before)
+    row.after, row.after_interval = _estimate(q, after), _interval(q, after)
     if before is None or after is None or before.bounds != after.bounds:
         row.verdict = "too few to tell" if before is None or after is None else "buckets differ"
         return
@@ -187,6 +200,13 @@ def _quantile(
             change is not None and -change >= limits.min_change,
         )
     )
+
+
+def _interval(q: float, histogram: Histogram | None) -> tuple[float | None, float | None] | None:
+    if histogram is None or not histogram.total:
+        return None
+    low, high = quantile_interval(q, histogram.total)
+    return _estimate(low, histogram), _estimate(high, histogram)
 
 
 def _estimate(q: float, histogram: Histogram | None) -> float | None:
