@@ -313,3 +313,23 @@ def test_plan_findings_are_read_by_name_from_what_the_test_recorded() -> None:
     assert record.entries[("pull", "todo")].plan_findings == {
         ("records", "seq_scan"): Seen(2, "t.py::test_pull")
     }
+
+
+def test_without_its_options_the_check_is_not_even_registered(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_plain="""
+        def test_plain(pytestconfig):
+            assert pytestconfig.pluginmanager.get_plugin("syncperf-check") is None
+        """
+    )
+    pytester.runpytest(*QUIET).assert_outcomes(passed=1)
+    pytester.runpytest(*QUIET, "--syncperf-results=r.json").assert_outcomes(failed=1)
+
+
+def test_update_without_a_baseline_file_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest(*QUIET, "--syncperf-update-baseline")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["ERROR: --syncperf-update-baseline needs --syncperf-baseline=FILE"]
+    )
