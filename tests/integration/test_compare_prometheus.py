@@ -23,11 +23,21 @@ from typing import Any
 import pytest
 
 from syncperf import cli
-from syncperf._runtime import DURATION_BOUNDS, QUERY_COUNT_BOUNDS
+from syncperf._metrics.catalogue import (
+    DURATION_BOUNDS,
+    LAG_BOUNDS,
+    OUTBOX_LAG,
+    QUERY_COUNT_BOUNDS,
+    SYNC_DB_QUERIES,
+    SYNC_OPERATION_DURATION,
+)
 from tests.integration.prometheus_server import running_prometheus
 
 pytestmark = pytest.mark.integration
 
+DURATION = SYNC_OPERATION_DURATION.prometheus
+QUERIES = SYNC_DB_QUERIES.prometheus
+LAG = OUTBOX_LAG.prometheus
 STEP = 15
 WINDOW = 1800
 OPS = {("push", "todo"): 4.0, ("pull", None): 2.0}  # operations per second
@@ -45,7 +55,7 @@ def _load(start: int, windows: list[bool], seed: int = 17) -> str:
     sums_d: dict[Any, float] = {}
     hist_q: dict[Any, list[int]] = {}
     sums_q: dict[Any, float] = {}
-    hist_l = [0] * (len(DURATION_BOUNDS) + 1)
+    hist_l = [0] * (len(LAG_BOUNDS) + 1)
     sum_l = 0.0
     steps = len(windows) * WINDOW // STEP
     for step in range(steps + 1):
@@ -71,14 +81,14 @@ def _load(start: int, windows: list[bool], seed: int = 17) -> str:
                 sums_q[(operation, entity)] = sums_q.get((operation, entity), 0.0) + n
             for _ in range(_poisson(rng, 3.0 * STEP) if step else 0):
                 seconds = _lognormal(rng, 0.5)
-                hist_l[_bucket(DURATION_BOUNDS, seconds)] += 1
+                hist_l[_bucket(LAG_BOUNDS, seconds)] += 1
                 sum_l += seconds
         for key, counts in hist_d.items():
             operation, entity, outcome = key
             labels = _labels(operation, entity, sync_outcome=outcome)
             _histogram(
                 lines["d"],
-                "sync_operation_duration_seconds",
+                DURATION,
                 labels,
                 DURATION_BOUNDS,
                 counts,
@@ -89,7 +99,7 @@ def _load(start: int, windows: list[bool], seed: int = 17) -> str:
             labels = _labels(operation, entity)
             _histogram(
                 lines["q"],
-                "sync_db_queries",
+                QUERIES,
                 labels,
                 QUERY_COUNT_BOUNDS,
                 counts,
@@ -98,17 +108,17 @@ def _load(start: int, windows: list[bool], seed: int = 17) -> str:
             )
         _histogram(
             lines["l"],
-            "outbox_lag_seconds",
+            LAG,
             'outbox_name="changes"',
-            DURATION_BOUNDS,
+            LAG_BOUNDS,
             hist_l,
             sum_l,
             ts,
         )
     families = [
-        ("sync_operation_duration_seconds", lines["d"]),
-        ("sync_db_queries", lines["q"]),
-        ("outbox_lag_seconds", lines["l"]),
+        (DURATION, lines["d"]),
+        (QUERIES, lines["q"]),
+        (LAG, lines["l"]),
     ]
     out = []
     for name, family in families:

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncperf import cli
-from syncperf._runtime import DURATION_BOUNDS
+from syncperf._metrics.catalogue import DURATION_BOUNDS
 from syncperf._tools._stats import above, bucket_of, grew, normal_sf, quantile_interval, wilson
 from syncperf._tools._window import (
     CompareError,

@@ -27,6 +27,7 @@ from typing import Any
 from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDataPoint, MetricsData
 
 from syncperf import _gate, _runtime
+from syncperf._metrics import catalogue
 from syncperf._metrics.reader import Reader
 from syncperf._tools._stats import QUANTILES
 from syncperf._tools.demo._stats import Snapshot, quantile
@@ -35,10 +36,12 @@ FORMAT = "syncperf-check/1"
 NO_ENTITY = "-"
 MAX_FILE_BYTES = 16 * 1024 * 1024
 
-DURATION = "sync.operation.duration"
-QUERIES = "sync.db.queries"
-N_PLUS_ONE = "sync.db.n_plus_one"
+DURATION = catalogue.SYNC_OPERATION_DURATION.name
+QUERIES = catalogue.SYNC_DB_QUERIES.name
+N_PLUS_ONE = catalogue.SYNC_DB_N_PLUS_ONE.name
 PLAN_FINDINGS = "sync.db.plan.findings"
+"""Query-plan findings (``syncperf.sqlalchemy`` with ``plans=True``), read by name: a run
+without them simply has none."""
 
 
 class CheckError(Exception):
@@ -278,7 +281,7 @@ class Recorder:
         """Begin recording a test (call before its set-up)."""
         if self._on_new_runtime not in _runtime.RUNTIME_HOOKS:
             _runtime.RUNTIME_HOOKS.append(self._on_new_runtime)
-        rt = _runtime._current
+        rt = _runtime.installed  # not current(): recording must not build a runtime
         with self._lock:
             self._active = True
             if rt is not None:

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from syncperf._metrics.prometheus import prometheus_name
+from syncperf._metrics import catalogue
 
-DURATION = prometheus_name("sync.operation.duration", "s")
-QUERIES = prometheus_name("sync.db.queries", "{query}")
-OUTBOX_LAG = prometheus_name("outbox.lag", "s")
+DURATION = catalogue.SYNC_OPERATION_DURATION.prometheus
+QUERIES = catalogue.SYNC_DB_QUERIES.prometheus
+OUTBOX_LAG = catalogue.OUTBOX_LAG.prometheus
 NO_ENTITY = "-"
 MAX_ANSWER = 64 * 1024 * 1024
 
