@@ -308,12 +308,12 @@ class Recorder:
 
 def _settle_plans(timeout: float = 10.0) -> None:
     """Wait for the query plans the test's statements queued: they are explained off the
-    request thread, and a finding belongs to the test that ran the statement."""
+    request thread, and a finding belongs to the test that ran the statement
+    (``syncperf.sqlalchemy.wait_for_plans``, when plans exist in this installation)."""
     module = sys.modules.get("syncperf.sqlalchemy")
-    for handle in list(getattr(module, "_instrumented", {}).values()):
-        planner = getattr(handle, "plans", None)
-        if planner is not None:
-            planner.wait(timeout)
+    wait = getattr(module, "wait_for_plans", None)
+    if callable(wait):
+        wait(timeout)
 
 
 def _delta_reader(rt: _runtime.Runtime) -> Reader:
