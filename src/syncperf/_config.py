@@ -72,6 +72,8 @@ class Config:
         record_exception_messages: Export exception messages and full tracebacks on the
             spans' ``exception`` events as the OpenTelemetry SDK does, data included. Off by
             default: only the type, safe database details and the frames (docs/security.md).
+        plans: Read the query plans of sync statements on engines instrumented without an
+            explicit ``plans=`` (``SYNCPERF_PLANS``; docs/plans.md).
     """
 
     enabled: bool = True
@@ -93,11 +95,13 @@ class Config:
     span_queue_size: int = 2048
     excluded_urls: str | None = None
     record_exception_messages: bool = False
+    plans: bool = False
 
     def __post_init__(self) -> None:
         check_bool("enabled", self.enabled)
         check_bool("strict", self.strict)
         check_bool("record_exception_messages", self.record_exception_messages)
+        check_bool("plans", self.plans)
         check_int("max_entities", self.max_entities, minimum=1)
         check_int("max_series", self.max_series, minimum=2)
         check_int("span_queue_size", self.span_queue_size, minimum=1)
@@ -131,7 +135,8 @@ class Config:
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
         ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
-        ``SYNCPERF_SHUTDOWN_TIMEOUT``, ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``.
+        ``SYNCPERF_SHUTDOWN_TIMEOUT``, ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``,
+        ``SYNCPERF_PLANS``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -208,6 +213,7 @@ _SYNCPERF_VARS = {
     "max_series": _parse_int,
     "shutdown_timeout": _parse_number,
     "record_exception_messages": _parse_bool,
+    "plans": _parse_bool,
 }
 
 

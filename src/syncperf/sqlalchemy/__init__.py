@@ -70,6 +70,7 @@ from syncperf._redact import status_code
 from syncperf._runtime import DURATION_BOUNDS, Bounded, Runtime
 from syncperf._sql import classify
 from syncperf.exceptions import ConfigError
+from syncperf.sqlalchemy._plans import Planner, PlanOptions, check_plans, planner_for
 from syncperf.sqlalchemy._pool import PoolMetrics
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ if TYPE_CHECKING:
 
     from syncperf._tracing.span import Tracer
 
-__all__ = ["EngineInstrumentation", "instrument_engine"]
+__all__ = ["EngineInstrumentation", "PlanOptions", "instrument_engine"]
 
 N_PLUS_ONE_THRESHOLD = 10
 """Default: executions of one normalized statement within one sync operation that make an N+1."""
@@ -136,6 +137,8 @@ class _Options:
     query_text: bool
     pool_metrics: bool
     log_interval: float
+    plans: PlanOptions | None = None
+    plans_from_config: bool = False
 
 
 class _Query:
@@ -275,6 +278,11 @@ class EngineInstrumentation:
             self._pool = PoolMetrics(engine, self.pool_name, DB_DURATION_BOUNDS)
         self._active = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        plans: PlanOptions | bool | None = options.plans
+        if options.plans_from_config:
+            plans = (_runtime._current or _runtime.current()).config.plans
+        self.plans: Planner | None = planner_for(engine, plans, options.log_interval)
+        """The engine's query plan analysis (``plans=``), or None when off."""
 
     @property
     def engine(self) -> Engine | None:
@@ -321,12 +329,19 @@ class EngineInstrumentation:
                         del attrs[name]
             if self._pool is not None:
                 self._pool.uninstall()
+            if self.plans is not None:
+                self.plans.close()
             if self._finalizer is not None:
                 self._finalizer()
 
     def _attach_runtime(self, rt: Runtime) -> None:
         if self._active and self._pool is not None:
             self._pool.attach(rt)
+        engine = self._engine()
+        if self._active and self._options.plans_from_config and engine is not None:
+            if self.plans is not None:
+                self.plans.close()
+            self.plans = planner_for(engine, rt.config.plans, self._options.log_interval)
 
     # --- the hot path --------------------------------------------------------------------------
 
@@ -369,6 +384,11 @@ class EngineInstrumentation:
             detected = 0
             if op is not None:
                 op.add_db_time(duration_ns)
+                plans = self.plans
+                if plans is not None:
+                    plans.offer(
+                        statement, query.text, query.operation, query.collection, op, context, t1
+                    )
                 if self._n1 and query.counted:
                     scratch = op.scratch
                     if scratch is None:
@@ -583,6 +603,7 @@ def instrument_engine(
     query_text: bool = True,
     pool_metrics: bool = True,
     log_interval: float = LOG_INTERVAL,
+    plans: bool | PlanOptions | None = None,
 ) -> EngineInstrumentation:
     """Instrument one SQLAlchemy ``Engine`` or ``AsyncEngine`` (idempotent).
 
@@ -597,6 +618,9 @@ def instrument_engine(
         query_text: Put the sanitized statement on spans as ``db.query.text``.
         pool_metrics: Report ``db.client.connection.*`` for the engine's pool.
         log_interval: Seconds between two warnings about the same statement (>= 0).
+        plans: Read the query plans of sync statements (docs/plans.md): True for the
+            default ``PlanOptions()``, a ``PlanOptions`` to tune them, False for off, or
+            None to follow ``configure(plans=...)`` / ``SYNCPERF_PLANS`` (default off).
 
     Returns:
         The handle; ``handle.uninstrument()`` removes the instrumentation. Instrumenting an
@@ -617,6 +641,8 @@ def instrument_engine(
         check_bool("query_text", query_text),
         check_bool("pool_metrics", pool_metrics),
         _check_interval(log_interval),
+        check_plans(sync_engine, plans),
+        plans is None,
     )
     with _instrument_lock:
         existing = _instrumented.get(sync_engine)

@@ -1,0 +1,542 @@
+"""Query plans of sync statements: one EXPLAIN per statement shape and interval, off the request.
+
+The request thread only decides (one dict lookup per query inside a sync operation) whether the
+statement's shape is due; when it is and the per-minute budget allows, it hands the statement
+and its parameters to a bounded queue. A daemon worker per engine takes a connection from the
+engine (``engine.connect()``: the application's own connect events, search_path and
+credentials apply), and in a transaction it rolls back runs, on the raw DBAPI cursor (so the
+EXPLAIN itself is not measured as an application query):
+
+* PostgreSQL: ``SET LOCAL statement_timeout`` / ``lock_timeout``, then
+  ``EXPLAIN (FORMAT JSON) <statement>`` with the statement's own parameters. Never
+  ``ANALYZE``: the statement is planned, not executed.
+* SQLite (file databases): ``EXPLAIN QUERY PLAN <statement>``.
+
+Parameters live in memory until the EXPLAIN returns; they are never exported, logged or put on
+a span, and neither is the plan itself (its filter and index conditions quote them). What leaves
+the process is the finding kind, table names, estimated rows and costs, and the statement's
+sanitized shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import queue
+import re
+import threading
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from syncperf import _runtime
+from syncperf._config import check_float, check_int
+from syncperf._metrics.aggregates import freeze
+from syncperf._runtime import Bounded, Runtime
+from syncperf.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
+    from sqlalchemy.engine import Engine
+
+__all__ = ["Finding", "PlanOptions", "Planner", "postgresql_findings", "sqlite_findings"]
+
+_logger = logging.getLogger("syncperf.sqlalchemy")
+_perf = time.perf_counter_ns
+_NEVER = 1 << 62
+_MINUTE = 60_000_000_000
+_MAX_SHAPES = 2000
+EXPLAINED = frozenset({"SELECT", "UPDATE", "DELETE"})
+"""Verbs whose plans are read. ``INSERT ... VALUES`` plans scan nothing; transaction control
+and session settings have none."""
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    """Settings of plan analysis: ``instrument_engine(engine, plans=PlanOptions(...))``.
+
+    Attributes:
+        interval: Seconds between two EXPLAINs of one statement shape on one engine.
+        max_per_minute: EXPLAINs one engine runs per minute at most, whatever the shapes.
+        rows: The planner's row estimate of a table above which a sequential scan of it is a
+            finding; also the sorted rows above which a sort is one.
+        cost_jump: Factor by which a shape's estimated total cost must grow against its
+            previous plan to be a ``cost_jump`` finding.
+        timeout: Seconds: ``statement_timeout`` and ``lock_timeout`` of each EXPLAIN.
+        queue_size: Statements waiting for the worker; past it they are dropped and counted
+            (``syncperf.dropped{syncperf.reason="plan_queue_full"}``).
+    """
+
+    interval: float = 300.0
+    max_per_minute: int = 30
+    rows: int = 10_000
+    cost_jump: float = 10.0
+    timeout: float = 1.0
+    queue_size: int = 64
+
+    def __post_init__(self) -> None:
+        check_float("interval", self.interval, low=0.0, high=math.inf)
+        check_int("max_per_minute", self.max_per_minute, minimum=1)
+        check_int("rows", self.rows, minimum=1)
+        check_float("cost_jump", self.cost_jump, low=1.0, high=math.inf, open_low=True)
+        check_float("timeout", self.timeout, low=0.0, high=3600.0, open_low=True)
+        check_int("queue_size", self.queue_size, minimum=1)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing a plan shows: ``kind`` (``seq_scan``, ``sort``, ``hash_join``,
+    ``cost_jump``), the table it is about (or None) and the planner's row estimate."""
+
+    kind: str
+    table: str | None
+    rows: float
+
+
+@dataclass
+class _Job:
+    statement: str
+    parameters: Any = field(repr=False)
+    shape: str
+    collection: str | None
+    operation: str
+    entity: str | None
+    span: Span
+    time_ns: int
+
+
+class _Reports:
+    """Per-runtime series of ``sync.db.plan.findings`` and the bound on table names."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.tables = Bounded(200)
+        self.findings = rt.registry.instrument(
+            "sync.db.plan.findings",
+            "counter",
+            "{finding}",
+            "Findings in the query plans of sync statements (seq_scan, sort, hash_join, "
+            "cost_jump).",
+            max_series=rt.config.max_series,
+        )
+
+
+class Planner:
+    """Plans of one engine's sync statements (made by ``instrument_engine(plans=...)``).
+
+    Attributes:
+        options: The settings.
+        explained: EXPLAINs run so far.
+        capped: Times a due shape waited because the minute's budget was spent.
+    """
+
+    def __init__(self, engine: Engine, options: PlanOptions, log_interval: float) -> None:
+        self.options = options
+        self._engine = weakref.ref(engine)
+        self._sqlite = engine.dialect.name == "sqlite"
+        self._interval_ns = int(options.interval * 1e9)
+        self._log_interval_ns = int(log_interval * 1e9)
+        self._due: dict[str, int] = {}
+        self._costs: dict[str, float] = {}
+        self._next_log: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._minute = -1
+        self._spent = 0
+        self._queue: queue.Queue[_Job | None] = queue.Queue(options.queue_size)
+        self._thread: threading.Thread | None = None
+        self.explained = 0
+        self.capped = 0
+
+    # --- the request thread ------------------------------------------------------------------
+
+    def offer(
+        self,
+        statement: str,
+        shape: str,
+        verb: str | None,
+        collection: str | None,
+        op: Any,
+        context: Any,
+        now: int,
+    ) -> None:
+        """Called per query inside a sync operation; cheap unless the shape is due."""
+        if now < self._due.get(shape, 0):
+            return
+        with self._lock:
+            if now < self._due.get(shape, 0):
+                return
+            if len(self._due) >= _MAX_SHAPES:
+                self._due.clear()
+            if verb not in EXPLAINED:
+                self._due[shape] = _NEVER
+                return
+            minute = now // _MINUTE
+            if minute != self._minute:
+                self._minute, self._spent = minute, 0
+            if self._spent >= self.options.max_per_minute:
+                self._due[shape] = (minute + 1) * _MINUTE  # next minute, not every query
+                self.capped += 1
+                return
+            self._spent += 1
+            self._due[shape] = now + self._interval_ns
+        job = _Job(
+            statement,
+            _parameters(context),
+            shape,
+            collection,
+            op.operation,
+            op.entity,
+            op.span,
+            time.time_ns(),
+        )
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            rt = _runtime._current or _runtime.current()
+            rt.drop(
+                "plan_queue_full",
+                "syncperf: the query plan queue is full (queue_size %d); statements are "
+                "skipped until the worker catches up",
+                self.options.queue_size,
+            )
+            return
+        thread = self._thread
+        if thread is None or not thread.is_alive():  # first use, or after a fork
+            self._start()
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._work, name="syncperf-plans", daemon=True
+                )
+                self._thread.start()
+
+    def wait(self, timeout: float = 10.0) -> bool:
+        """Block until every queued statement was explained (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.unfinished_tasks == 0:
+                return True
+            time.sleep(0.005)
+        return False
+
+    def close(self) -> None:
+        """Stop the worker (queued statements are discarded)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._queue.get_nowait()
+                self._queue.task_done()
+        if self._thread is not None and self._thread.is_alive():
+            with contextlib.suppress(queue.Full):  # a racing offer filled it: the thread idles
+                self._queue.put_nowait(None)
+
+    # --- the worker --------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                self._explain(job)
+            except Exception as failure:
+                rt = _runtime._current or _runtime.current()
+                rt.drop(
+                    "plan_failed",
+                    "syncperf: a query plan could not be read (%s); plans of other "
+                    "statements continue",
+                    type(failure).__name__,
+                )
+            finally:
+                job = None  # the parameters go now, not with the next job
+                self._queue.task_done()
+
+    def _explain(self, job: _Job) -> None:
+        engine = self._engine()
+        if engine is None:
+            return
+        with engine.connect() as connection:
+            dbapi = connection.connection.dbapi_connection
+            if dbapi is None:  # pragma: no cover - a fresh checkout always has one
+                return
+            cursor = dbapi.cursor()
+            try:
+                if self._sqlite:
+                    findings, cost, summary = self._sqlite_plan(cursor, job)
+                else:
+                    findings, cost, summary = self._postgresql_plan(cursor, job)
+            finally:
+                try:
+                    cursor.close()
+                finally:
+                    dbapi.rollback()
+        self.explained += 1
+        if cost is not None:
+            previous = self._costs.get(job.shape)
+            if len(self._costs) >= _MAX_SHAPES:
+                self._costs.clear()
+            self._costs[job.shape] = cost
+            if previous is not None and previous > 0 and cost >= previous * self.options.cost_jump:
+                findings.append(Finding("cost_jump", job.collection, cost))
+        if findings:
+            self._report(job, findings, cost, summary)
+
+    def _postgresql_plan(self, cursor: Any, job: _Job) -> tuple[list[Finding], float | None, str]:
+        ms = max(1, int(self.options.timeout * 1000))
+        cursor.execute(f"SET LOCAL statement_timeout = {ms}")
+        cursor.execute(f"SET LOCAL lock_timeout = {ms}")
+        if job.parameters is None:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + job.statement)
+        else:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + job.statement, job.parameters)
+        document = cursor.fetchone()[0]
+        job.parameters = None
+        if isinstance(document, (str, bytes)):
+            document = json.loads(document)
+        plan = document[0]["Plan"]
+        scanned = {n["Relation Name"] for n in _nodes(plan) if n.get("Node Type") == "Seq Scan"}
+        tables: dict[str, float] = {}
+        for name in scanned:
+            cursor.execute(
+                "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass(%s)",
+                (_quote(name),),
+            )
+            row = cursor.fetchone()
+            if row is not None and row[0] is not None and row[0] >= 0:
+                tables[name] = float(row[0])
+        cursor.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'work_mem'")
+        work_mem = int(cursor.fetchone()[0]) * 1024
+        findings = postgresql_findings(plan, tables, work_mem, self.options.rows)
+        return findings, float(plan.get("Total Cost", 0.0)), _summary(plan)
+
+    def _sqlite_plan(self, cursor: Any, job: _Job) -> tuple[list[Finding], None, str]:
+        if job.parameters is None:
+            cursor.execute("EXPLAIN QUERY PLAN " + job.statement)
+        else:
+            cursor.execute("EXPLAIN QUERY PLAN " + job.statement, job.parameters)
+        details = [str(row[3]) for row in cursor.fetchall()]
+        job.parameters = None
+        tables = {}
+        for name in _sqlite_scans(details):
+            cursor.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            )
+            table = name if cursor.fetchone() else job.collection
+            if table is None:
+                continue
+            try:
+                cursor.execute(f"SELECT max(rowid) FROM {_quote(table)}")
+                rows = float(cursor.fetchone()[0] or 0)
+            except Exception:  # a WITHOUT ROWID table: no cheap estimate, report the scan
+                rows = math.inf
+            tables[name] = (table, rows)
+        findings = sqlite_findings(details, tables, job.collection, self.options.rows)
+        summary = "; ".join(details)  # SQLite shows parameters as ?, never their values
+        return findings, None, summary
+
+    def _report(self, job: _Job, findings: list[Finding], cost: float | None, summary: str) -> None:
+        rt = _runtime._current or _runtime.current()
+        if not rt.enabled:
+            return
+        reports = rt.state(_Reports)
+        base: dict[str, Any] = {"sync.operation": job.operation}
+        if job.entity is not None:
+            base["sync.entity"] = job.entity
+        span = job.span
+        recording = span.is_recording()
+        for finding in findings:
+            attrs = dict(base)
+            table = finding.table or job.collection
+            if table is not None:
+                attrs["db.collection.name"] = reports.tables(table)
+            attrs["sync.db.plan.finding"] = finding.kind
+            with rt.lock:
+                reports.findings.sum(freeze(attrs)).add(1)
+            if recording:  # the sync span is still open: the event goes on it
+                event: dict[str, Any] = {
+                    "sync.db.plan.finding": finding.kind,
+                    "db.query.text": job.shape,
+                    "sync.db.plan.rows": finding.rows,
+                }
+                if table is not None:
+                    event["db.collection.name"] = table
+                if cost is not None:
+                    event["sync.db.plan.cost"] = cost
+                span.add_event("sync.db.plan.finding", event, timestamp=job.time_ns)
+        now = _perf()
+        if now >= self._next_log.get(job.shape, 0):
+            if len(self._next_log) >= _MAX_SHAPES:
+                self._next_log.clear()
+            self._next_log[job.shape] = now + self._log_interval_ns
+            kinds = ", ".join(
+                f.kind + (f" on {f.table}" if f.table else "") + f" (~{f.rows:.0f} rows)"
+                for f in findings
+            )
+            entity = f" (entity {job.entity})" if job.entity else ""
+            _logger.warning(
+                "syncperf: query plan of sync %s%s: %s; statement %s; plan %s",
+                job.operation,
+                entity,
+                kinds,
+                job.shape,
+                summary,
+            )
+
+
+def check_plans(engine: Engine, value: object) -> PlanOptions | None:
+    """``instrument_engine(plans=...)`` as a ``PlanOptions``, or None for off."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = PlanOptions()
+    if not isinstance(value, PlanOptions):
+        raise ConfigError("plans", value, "True, False, None or a PlanOptions")
+    if planner_for(engine, True, 0.0) is None:
+        raise ConfigError(
+            "plans",
+            value,
+            "False on this engine (plans need a synchronous driver and, for SQLite, a file "
+            "database)",
+        )
+    return value
+
+
+def planner_for(
+    engine: Engine, options: PlanOptions | bool | None, log_interval: float
+) -> Planner | None:
+    """A planner for ``engine``, or None when plans are off or the engine cannot have one."""
+    if options is None or options is False:
+        return None
+    dialect = engine.dialect
+    if getattr(dialect, "is_async", False) or dialect.name not in ("postgresql", "sqlite"):
+        return None
+    if dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
+        return None
+    return Planner(engine, PlanOptions() if options is True else options, log_interval)
+
+
+# --- plan analysis (pure functions) ------------------------------------------------------------
+
+
+def postgresql_findings(
+    plan: Mapping[str, Any], tables: Mapping[str, float], work_mem: int, rows: int
+) -> list[Finding]:
+    """Findings of one PostgreSQL ``EXPLAIN (FORMAT JSON)`` plan (its ``"Plan"`` node).
+
+    Args:
+        plan: The top plan node.
+        tables: ``pg_class.reltuples`` of the sequentially scanned tables, where known.
+        work_mem: Bytes a sort or hash may use before it spills to disk.
+        rows: The row threshold of ``PlanOptions.rows``.
+    """
+    found: dict[tuple[str, str | None], Finding] = {}
+
+    def add(kind: str, table: str | None, estimate: float) -> None:
+        if (kind, table) not in found:
+            found[kind, table] = Finding(kind, table, estimate)
+
+    for node in _nodes(plan):
+        kind = node.get("Node Type")
+        estimate = float(node.get("Plan Rows", 0))
+        size = estimate * float(node.get("Plan Width", 0))
+        if kind == "Seq Scan":
+            table = node.get("Relation Name")
+            table_rows = tables.get(table, estimate) if isinstance(table, str) else estimate
+            if table_rows >= rows:
+                add("seq_scan", table, table_rows)
+        elif kind == "Sort" and (estimate >= rows or size > work_mem):
+            add("sort", _relation(node), estimate)
+        elif kind == "Hash Join":
+            for child in node.get("Plans", ()):
+                hashed = float(child.get("Plan Rows", 0)) * float(child.get("Plan Width", 0))
+                if child.get("Node Type") == "Hash" and hashed > work_mem:
+                    add("hash_join", _relation(child), float(child.get("Plan Rows", 0)))
+    return list(found.values())
+
+
+_SQLITE_SCAN = re.compile(r"^SCAN (?!CONSTANT ROW)([^\s(][^\s]*)(?: AS \S+)?$")
+_SQLITE_AUTO = re.compile(r"^SEARCH (\S+) USING AUTOMATIC (?:COVERING |PARTIAL )*INDEX")
+
+
+def _sqlite_scans(details: list[str]) -> Iterator[str]:
+    for detail in details:
+        match = _SQLITE_SCAN.match(detail) or _SQLITE_AUTO.match(detail)
+        if match:
+            yield match.group(1)
+
+
+def sqlite_findings(
+    details: list[str],
+    tables: Mapping[str, tuple[str, float]],
+    collection: str | None,
+    rows: int,
+) -> list[Finding]:
+    """Findings of one SQLite ``EXPLAIN QUERY PLAN`` (its ``detail`` column).
+
+    ``SCAN <table>`` (and an automatic index, which SQLite builds by scanning) is a
+    ``seq_scan``; ``USE TEMP B-TREE FOR ORDER BY`` over such a scan is a ``sort``.
+
+    Args:
+        details: The ``detail`` strings in plan order.
+        tables: ``{name in the plan: (table, estimated rows)}`` of the scanned names.
+        collection: The statement's main table.
+        rows: The row threshold of ``PlanOptions.rows``.
+    """
+    found: list[Finding] = []
+    largest: tuple[str, float] | None = None
+    for name in _sqlite_scans(details):
+        table, estimate = tables.get(name, (name, math.inf))
+        if estimate >= rows:
+            found.append(Finding("seq_scan", table, estimate))
+            if largest is None or estimate > largest[1]:
+                largest = (table, estimate)
+    if largest is not None and any(d.startswith("USE TEMP B-TREE FOR ORDER BY") for d in details):
+        found.append(Finding("sort", largest[0] or collection, largest[1]))
+    return found
+
+
+def _nodes(plan: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    yield plan
+    for child in plan.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def _relation(node: Mapping[str, Any]) -> str | None:
+    for child in _nodes(node):
+        name = child.get("Relation Name")
+        if isinstance(name, str):
+            return name
+    return None
+
+
+def _summary(plan: Mapping[str, Any]) -> str:
+    """The plan as node types, tables, indexes and estimates; never a condition or key
+    (they quote the statement's parameters)."""
+    parts = []
+    for node in _nodes(plan):
+        text = str(node.get("Node Type", "?"))
+        if "Index Name" in node:
+            text += f" using {node['Index Name']}"
+        if "Relation Name" in node:
+            text += f" on {node['Relation Name']}"
+        parts.append(f"{text} (rows={node.get('Plan Rows', 0)} cost={node.get('Total Cost', 0)})")
+    return " <- ".join(parts)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _parameters(context: Any) -> Any:
+    """The statement's first parameter set (a copy), or None when it has none."""
+    if context is None or getattr(context, "no_parameters", False):
+        return None
+    parameters = getattr(context, "parameters", None)
+    if not parameters:
+        return None
+    first = parameters[0]
+    return dict(first) if isinstance(first, Mapping) else tuple(first)
