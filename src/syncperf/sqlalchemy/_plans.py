@@ -289,25 +289,26 @@ class Planner:
         ms = max(1, int(self.options.timeout * 1000))
         cursor.execute(f"SET LOCAL statement_timeout = {ms}")
         cursor.execute(f"SET LOCAL lock_timeout = {ms}")
+        explain = "EXPLAIN (FORMAT JSON, VERBOSE) " + job.statement
         if job.parameters is None:
-            cursor.execute("EXPLAIN (FORMAT JSON) " + job.statement)
+            cursor.execute(explain)
         else:
-            cursor.execute("EXPLAIN (FORMAT JSON) " + job.statement, job.parameters)
-        document = cursor.fetchone()[0]
+            cursor.execute(explain, job.parameters)
+        plan = _document(cursor.fetchone()[0])
         job.parameters = None
-        if isinstance(document, (str, bytes)):
-            document = json.loads(document)
-        plan = document[0]["Plan"]
-        scanned = {n["Relation Name"] for n in _nodes(plan) if n.get("Node Type") == "Seq Scan"}
         tables: dict[str, float] = {}
-        for name in scanned:
-            cursor.execute(
-                "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass(%s)",
-                (_quote(name),),
-            )
-            row = cursor.fetchone()
-            if row is not None and row[0] is not None and row[0] >= 0:
-                tables[name] = float(row[0])
+        for node in _nodes(plan):
+            name = node.get("Relation Name")
+            if node.get("Node Type") == "Seq Scan" and name not in tables:
+                # The planner's estimate of the whole table (analyzed or not), not of the
+                # rows the statement's filter keeps.
+                cursor.execute(
+                    "EXPLAIN (FORMAT JSON) SELECT 1 FROM "
+                    + _quote(str(node.get("Schema", "")))
+                    + "."
+                    + _quote(str(name))
+                )
+                tables[name] = float(_document(cursor.fetchone()[0]).get("Plan Rows", 0))
         cursor.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'work_mem'")
         work_mem = int(cursor.fetchone()[0]) * 1024
         findings = postgresql_findings(plan, tables, work_mem, self.options.rows)
@@ -525,6 +526,14 @@ def _summary(plan: Mapping[str, Any]) -> str:
             text += f" on {node['Relation Name']}"
         parts.append(f"{text} (rows={node.get('Plan Rows', 0)} cost={node.get('Total Cost', 0)})")
     return " <- ".join(parts)
+
+
+def _document(value: Any) -> Mapping[str, Any]:
+    """The top plan node of an ``EXPLAIN (FORMAT JSON)`` result (parsed or text)."""
+    if isinstance(value, (str, bytes)):
+        value = json.loads(value)
+    plan: Mapping[str, Any] = value[0]["Plan"]
+    return plan
 
 
 def _quote(name: str) -> str:
