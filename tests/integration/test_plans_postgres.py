@@ -103,6 +103,28 @@ def test_a_missing_index_is_a_seq_scan_finding_and_adding_it_clears_it(
     assert _findings(syncperf_capture, **seq) == 1  # no new finding
 
 
+def test_a_plan_whose_estimated_cost_jumped_is_a_finding(
+    syncperf_capture: Capture, pg: sa.Engine, table: str
+) -> None:
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"CREATE INDEX {table}_owner ON {table} (owner)")
+        conn.exec_driver_sql(f"ANALYZE {table}")
+    handle = instrument_engine(pg, plans=PlanOptions(interval=0, rows=10**9, cost_jump=2.0))
+    try:
+        _pull(pg, table, "user7")
+        assert _planner(handle).wait()
+        assert _findings(syncperf_capture) == 0  # the first plan of a shape: nothing to compare
+        with pg.begin() as conn:
+            conn.exec_driver_sql(f"DROP INDEX {table}_owner")
+        _pull(pg, table, "user7")
+        assert _planner(handle).wait()
+    finally:
+        handle.uninstrument()
+    jump = {"sync.db.plan.finding": "cost_jump", "db.collection.name": table}
+    assert _findings(syncperf_capture, **jump) == 1
+    assert _findings(syncperf_capture) == 1  # the scan is below this test's row threshold
+
+
 def test_a_sort_without_an_index_is_a_finding(
     syncperf_capture: Capture, pg: sa.Engine, planned: EngineInstrumentation, table: str
 ) -> None:
