@@ -269,6 +269,28 @@ def test_a_shape_is_explained_once_per_interval(syncperf_capture: Capture, db: s
         handle.uninstrument()
 
 
+def test_a_plan_waits_for_a_spare_connection_and_is_put_off_without_one(
+    syncperf_capture: Capture, tmp_path: Path
+) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'one.db'}", pool_size=1, max_overflow=0)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+    handle = instrument_engine(engine, plans=PlanOptions(interval=3600, rows=1, timeout=0.2))
+    planner = _planner(handle)
+    try:
+        with syncperf.sync_operation("pull"), engine.connect() as conn:  # holds the only one
+            conn.execute(sa.text("SELECT id FROM t WHERE v = :v"), {"v": "x"}).all()
+            assert planner.wait()
+            assert (planner.explained, planner.deferred) == (0, 1)
+        with syncperf.sync_operation("pull"), engine.connect() as conn:  # due again
+            conn.execute(sa.text("SELECT id FROM t WHERE v = :v"), {"v": "y"}).all()
+        assert planner.wait()  # the connection went back to the pool: the plan is read
+        assert (planner.explained, planner.deferred) == (1, 1)
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+
+
 def test_a_plan_that_cannot_be_read_is_counted_and_logged_once_without_data(
     db: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -131,6 +131,7 @@ class Planner:
         options: The settings.
         explained: EXPLAINs run so far.
         capped: Times a due shape waited because the minute's budget was spent.
+        deferred: Plans put off because the engine's pool had no connection to spare.
     """
 
     def __init__(self, engine: Engine, options: PlanOptions, log_interval: float) -> None:
@@ -149,6 +150,7 @@ class Planner:
         self._thread: threading.Thread | None = None
         self.explained = 0
         self.capped = 0
+        self.deferred = 0
 
     # --- the request thread ------------------------------------------------------------------
 
@@ -259,6 +261,14 @@ class Planner:
         engine = self._engine()
         if engine is None:
             return
+        deadline = _perf() + int(self.options.timeout * 1e9)
+        while _pool_full(engine.pool):  # never queue for the application's last connection
+            if _perf() >= deadline:
+                with self._lock:
+                    self._due.pop(job.shape, None)  # due again: its next execution retries
+                self.deferred += 1
+                return
+            time.sleep(0.01)
         with engine.connect() as connection:
             dbapi = connection.connection.dbapi_connection
             if dbapi is None:  # pragma: no cover - a fresh checkout always has one
@@ -498,6 +508,14 @@ def sqlite_findings(
     if largest is not None and any(d.startswith("USE TEMP B-TREE FOR ORDER BY") for d in details):
         found.append(Finding("sort", largest[0] or collection, largest[1]))
     return found
+
+
+def _pool_full(pool: Any) -> bool:
+    """No idle connection, and none can be opened without overflowing the pool's size."""
+    try:
+        return bool(pool.checkedin() == 0 and pool.checkedout() >= pool.size())
+    except AttributeError:  # a pool without these counts (NullPool, StaticPool...)
+        return False
 
 
 def _nodes(plan: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
