@@ -54,6 +54,11 @@ def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = T
         assert totals["conflicts"] > 0
         assert totals["idempotency_hits"] > 0
         assert totals["n_plus_one"] > 0
+        # the tombstones table lacks the index its pull query needs: its plan says so
+        assert {(p["finding"], p["table"]) for p in summary["plans"]} == {
+            ("seq_scan", "tombstones")
+        }
+        assert totals["plan_findings"] == sum(p["count"] for p in summary["plans"]) >= 1
     applied = sum(
         driven["by_operation"][f"push {e}"]["created"]
         + driven["by_operation"][f"push {e}"]["updated"]

@@ -210,7 +210,7 @@ def print_summary(console: Console, summary: dict[str, Any], snap: Snapshot) -> 
     console.print(checks)
     if summary["plans"]:
         plans = Table(title="query plans of sync statements", title_justify="left")
-        for column in ("finding", "table", "first seen in", "count"):
+        for column in ("finding", "table", "sync operation", "count"):
             plans.add_column(column, justify="right" if column == "count" else "left")
         for found in summary["plans"]:
             where = f"{found['operation']} {found['entity']}"
