@@ -7,6 +7,7 @@ budget under concurrent load and search every exported byte for a planted parame
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from sqlalchemy.ext.asyncio import create_async_engine
 
 import syncperf
 from syncperf.sqlalchemy import EngineInstrumentation, PlanOptions, instrument_engine
@@ -196,7 +198,7 @@ def test_the_per_minute_budget_holds_under_concurrent_load(
 
     def worker(k: int) -> None:
         try:
-            for i in range(40):  # 40 distinct shapes per thread (the alias differs)
+            for i in range(50):  # 50 distinct shapes per thread (the alias differs)
                 with syncperf.sync_operation("pull", entity="todo"), pg.connect() as conn:
                     conn.execute(
                         sa.text(f"SELECT id AS c{k}_{i} FROM {table} WHERE owner = :o"),
@@ -207,7 +209,8 @@ def test_the_per_minute_budget_holds_under_concurrent_load(
 
     try:
         start = time.perf_counter_ns() // 60_000_000_000
-        threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+        # three threads and the plan worker: the pool (4) has a connection for each
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
         for thread in threads:
             thread.start()
         for thread in threads:
@@ -220,10 +223,41 @@ def test_the_per_minute_budget_holds_under_concurrent_load(
     assert minutes <= 2
     assert 5 <= planner.explained <= 5 * minutes
     assert planner.capped > 0
+    assert planner.deferred == 0
     assert _findings(syncperf_capture, **{"sync.db.plan.finding": "seq_scan"}) == (
         planner.explained
     )
     assert not syncperf_capture.points("syncperf.dropped")
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_async_engines_read_plans_on_the_workers_own_loop_and_connection(
+    syncperf_capture: Capture, pg: sa.Engine, postgres_dsn: str, table: str, driver: str
+) -> None:
+    url = postgres_dsn.replace("postgresql://", f"postgresql+{driver}://", 1)
+    engine = create_async_engine(url, pool_size=1, max_overflow=0)
+    handle = instrument_engine(engine, plans=EVERY_TIME)
+    planner = _planner(handle)
+    try:
+        async with engine.connect():  # the dialect's first-connect queries, outside any sync
+            pass
+        async with syncperf.sync_operation("pull", entity="todo"), engine.connect() as conn:
+            statement = sa.text(f"SELECT id FROM {table} WHERE owner = :o")
+            await conn.execute(statement, {"o": SECRET})
+            # the application holds its pool's only connection: the worker has its own
+            assert await asyncio.to_thread(planner.wait)
+        async with syncperf.sync_operation("push", entity="todo"), engine.begin() as conn:
+            await conn.execute(sa.text(f"UPDATE {table} SET n = n + 1 WHERE updated_at = 5"))
+        assert await asyncio.to_thread(planner.wait)
+    finally:
+        handle.uninstrument()
+        await engine.dispose()
+    assert planner.explained == 2
+    seq = {"sync.db.plan.finding": "seq_scan", "db.collection.name": table}
+    assert _findings(syncperf_capture, **seq, **{"sync.operation": "pull"}) == 1
+    assert _findings(syncperf_capture, **seq, **{"sync.operation": "push"}) == 1
+    with pg.connect() as conn:  # the update ran once
+        assert conn.exec_driver_sql(f"SELECT sum(n) FROM {table}").scalar() == 1
 
 
 class _Records(logging.Handler):

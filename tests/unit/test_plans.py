@@ -172,9 +172,9 @@ def test_plans_must_be_a_bool_none_or_plan_options(db: sa.Engine) -> None:
     assert error.value.option == "plans"
 
 
-def test_plans_on_an_engine_that_cannot_have_them_is_a_config_error() -> None:
+def test_plans_on_an_engine_that_cannot_have_them_is_a_config_error(tmp_path: Path) -> None:
     memory = sa.create_engine("sqlite://")  # another connection would see another database
-    unsupported = create_async_engine("postgresql+asyncpg://u@127.0.0.1:1/db")
+    unsupported = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
     for engine in (memory, unsupported):
         with pytest.raises(ConfigError, match="synchronous driver"):
             instrument_engine(engine, plans=True)

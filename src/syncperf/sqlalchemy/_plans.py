@@ -20,10 +20,12 @@ sanitized shape.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
 import math
+import os
 import queue
 import re
 import threading
@@ -124,6 +126,49 @@ class _Reports:
         )
 
 
+class _AsyncConnection:
+    """The plan worker's own connection for an async engine.
+
+    The application's pooled connections belong to its event loop; the worker has its own
+    loop and a pool of its own, made by the engine's pool (``recreate()``: the same creator,
+    connect arguments and connect events), holding the one connection it uses.
+    """
+
+    def __init__(self) -> None:
+        self._pid = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: Any = None
+
+    def read(self, engine: Engine, read: Any, job: _Job) -> Any:
+        from sqlalchemy.util import greenlet_spawn
+
+        if self._pid != os.getpid():  # first use, or a forked child: nothing to reuse
+            self._pid = os.getpid()
+            self._loop = asyncio.new_event_loop()
+            pool = engine.pool
+            self._pool = type(pool).recreate(pool)  # not the instance's (metrics) wrapper
+
+        def on_connection() -> Any:
+            pooled = self._pool.connect()
+            try:
+                return read(pooled, job)
+            finally:
+                pooled.close()
+
+        loop: asyncio.AbstractEventLoop = self._loop  # type: ignore[assignment]
+        return loop.run_until_complete(greenlet_spawn(on_connection))
+
+    def close(self) -> None:
+        if self._loop is not None and self._pid == os.getpid():
+            from sqlalchemy.util import greenlet_spawn
+
+            with contextlib.suppress(Exception):
+                self._loop.run_until_complete(greenlet_spawn(self._pool.dispose))
+            self._loop.close()
+        self._loop = self._pool = None
+        self._pid = 0
+
+
 class Planner:
     """Plans of one engine's sync statements (made by ``instrument_engine(plans=...)``).
 
@@ -138,6 +183,7 @@ class Planner:
         self.options = options
         self._engine = weakref.ref(engine)
         self._sqlite = engine.dialect.name == "sqlite"
+        self._async = _AsyncConnection() if getattr(engine.dialect, "is_async", False) else None
         self._interval_ns = int(options.interval * 1e9)
         self._log_interval_ns = int(log_interval * 1e9)
         self._due: dict[str, int] = {}
@@ -243,6 +289,8 @@ class Planner:
             job = self._queue.get()
             try:
                 if job is None:
+                    if self._async is not None:
+                        self._async.close()
                     return
                 self._explain(job)
             except Exception as failure:
@@ -261,29 +309,19 @@ class Planner:
         engine = self._engine()
         if engine is None:
             return
-        deadline = _perf() + int(self.options.timeout * 1e9)
-        while _pool_full(engine.pool):  # never queue for the application's last connection
-            if _perf() >= deadline:
-                with self._lock:
-                    self._due.pop(job.shape, None)  # due again: its next execution retries
-                self.deferred += 1
-                return
-            time.sleep(0.01)
-        with engine.connect() as connection:
-            dbapi = connection.connection.dbapi_connection
-            if dbapi is None:  # pragma: no cover - a fresh checkout always has one
-                return
-            cursor = dbapi.cursor()
-            try:
-                if self._sqlite:
-                    findings, cost, summary = self._sqlite_plan(cursor, job)
-                else:
-                    findings, cost, summary = self._postgresql_plan(cursor, job)
-            finally:
-                try:
-                    cursor.close()
-                finally:
-                    dbapi.rollback()
+        if self._async is not None:
+            findings, cost, summary = self._async.read(engine, self._read, job)
+        else:
+            deadline = _perf() + int(self.options.timeout * 1e9)
+            while _pool_full(engine.pool):  # never queue for the application's last connection
+                if _perf() >= deadline:
+                    with self._lock:
+                        self._due.pop(job.shape, None)  # due again: its next execution retries
+                    self.deferred += 1
+                    return
+                time.sleep(0.01)
+            with engine.connect() as connection:
+                findings, cost, summary = self._read(connection.connection, job)
         self.explained += 1
         if cost is not None:
             previous = self._costs.get(job.shape)
@@ -294,6 +332,20 @@ class Planner:
                 findings.append(Finding("cost_jump", job.collection, cost))
         if findings:
             self._report(job, findings, cost, summary)
+
+    def _read(self, pooled: Any, job: _Job) -> tuple[list[Finding], float | None, str]:
+        """The plan's findings, on one pooled connection, in a transaction rolled back."""
+        dbapi = pooled.dbapi_connection
+        cursor = dbapi.cursor()
+        try:
+            if self._sqlite:
+                return self._sqlite_plan(cursor, job)
+            return self._postgresql_plan(cursor, job)
+        finally:
+            try:
+                cursor.close()
+            finally:
+                dbapi.rollback()
 
     def _postgresql_plan(self, cursor: Any, job: _Job) -> tuple[list[Finding], float | None, str]:
         ms = max(1, int(self.options.timeout * 1000))
@@ -309,14 +361,14 @@ class Planner:
         tables: dict[str, float] = {}
         for node in _nodes(plan):
             name = node.get("Relation Name")
-            if node.get("Node Type") == "Seq Scan" and name not in tables:
+            if node.get("Node Type") == "Seq Scan" and isinstance(name, str) and name not in tables:
                 # The planner's estimate of the whole table (analyzed or not), not of the
                 # rows the statement's filter keeps.
                 cursor.execute(
                     "EXPLAIN (FORMAT JSON) SELECT 1 FROM "
                     + _quote(str(node.get("Schema", "")))
                     + "."
-                    + _quote(str(name))
+                    + _quote(name)
                 )
                 tables[name] = float(_document(cursor.fetchone()[0]).get("Plan Rows", 0))
         cursor.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'work_mem'")
@@ -410,8 +462,8 @@ def check_plans(engine: Engine, value: object) -> PlanOptions | None:
         raise ConfigError(
             "plans",
             value,
-            "False on this engine (plans need a synchronous driver and, for SQLite, a file "
-            "database)",
+            "False on this engine (plans need PostgreSQL, or SQLite with a file database and "
+            "a synchronous driver)",
         )
     return value
 
@@ -423,7 +475,9 @@ def planner_for(
     if options is None or options is False:
         return None
     dialect = engine.dialect
-    if getattr(dialect, "is_async", False) or dialect.name not in ("postgresql", "sqlite"):
+    if dialect.name not in ("postgresql", "sqlite"):
+        return None
+    if getattr(dialect, "is_async", False) and dialect.name != "postgresql":
         return None
     if dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
         return None
