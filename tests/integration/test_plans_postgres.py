@@ -230,6 +230,38 @@ def test_the_per_minute_budget_holds_under_concurrent_load(
     assert not syncperf_capture.points("syncperf.dropped")
 
 
+def test_a_migration_lock_times_the_plan_out_and_the_timeouts_stay_in_its_transaction(
+    postgres_dsn: str, table: str, pg: sa.Engine
+) -> None:
+    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    one = sa.create_engine(url, pool_size=1, max_overflow=0)
+    with capture(strict=False) as cap:
+        handle = instrument_engine(one, plans=PlanOptions(interval=0, timeout=2.0))
+        planner = _planner(handle)
+        migration = pg.connect()
+        try:
+            with syncperf.sync_operation("pull"):
+                with one.connect() as conn:  # the worker waits for this, the only connection
+                    conn.exec_driver_sql(f"SELECT id FROM {table} WHERE owner = 'x'").all()
+                    migration.begin()  # then a migration takes its lock, as ALTER TABLE would
+                    migration.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                started = time.monotonic()
+                assert planner.wait()
+                waited = time.monotonic() - started
+        finally:
+            migration.rollback()
+            migration.close()
+            handle.uninstrument()
+        assert 1.5 < waited < 10  # lock_timeout, not the migration, ended the wait
+        assert planner.explained == 0
+        (failed,) = cap.points("syncperf.dropped", {"syncperf.reason": "plan_failed"})
+        assert failed.value == 1
+        with one.connect() as conn:  # the worker's connection: no timeout left behind
+            assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+    one.dispose()
+
+
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
 async def test_async_engines_read_plans_on_the_workers_own_loop_and_connection(
     syncperf_capture: Capture, pg: sa.Engine, postgres_dsn: str, table: str, driver: str

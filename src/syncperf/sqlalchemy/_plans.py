@@ -7,7 +7,7 @@ engine (``engine.connect()``: the application's own connect events, search_path 
 credentials apply), and in a transaction it rolls back runs, on the raw DBAPI cursor (so the
 EXPLAIN itself is not measured as an application query):
 
-* PostgreSQL: ``SET LOCAL statement_timeout`` / ``lock_timeout``, then
+* PostgreSQL: ``statement_timeout`` / ``lock_timeout`` for the transaction only, then
   ``EXPLAIN (FORMAT JSON) <statement>`` with the statement's own parameters. Never
   ``ANALYZE``: the statement is planned, not executed.
 * SQLite (file databases): ``EXPLAIN QUERY PLAN <statement>``.
@@ -349,8 +349,12 @@ class Planner:
 
     def _postgresql_plan(self, cursor: Any, job: _Job) -> tuple[list[Finding], float | None, str]:
         ms = max(1, int(self.options.timeout * 1000))
-        cursor.execute(f"SET LOCAL statement_timeout = {ms}")
-        cursor.execute(f"SET LOCAL lock_timeout = {ms}")
+        cursor.execute(  # one round trip: both timeouts for this transaction only, work_mem
+            f"SELECT set_config('statement_timeout', '{ms}', true), "
+            f"set_config('lock_timeout', '{ms}', true), "
+            "(SELECT setting FROM pg_catalog.pg_settings WHERE name = 'work_mem')"
+        )
+        work_mem = int(cursor.fetchone()[2]) * 1024
         explain = "EXPLAIN (FORMAT JSON, VERBOSE) " + job.statement
         if job.parameters is None:
             cursor.execute(explain)
@@ -371,8 +375,6 @@ class Planner:
                     + _quote(name)
                 )
                 tables[name] = float(_document(cursor.fetchone()[0]).get("Plan Rows", 0))
-        cursor.execute("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'work_mem'")
-        work_mem = int(cursor.fetchone()[0]) * 1024
         findings = postgresql_findings(plan, tables, work_mem, self.options.rows)
         return findings, float(plan.get("Total Cost", 0.0)), _summary(plan)
 
