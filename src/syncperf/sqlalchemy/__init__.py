@@ -385,10 +385,8 @@ class EngineInstrumentation:
             if op is not None:
                 op.add_db_time(duration_ns)
                 plans = self.plans
-                if plans is not None:
-                    plans.offer(
-                        statement, query.text, query.operation, query.collection, op, context, t1
-                    )
+                if plans is not None and t1 >= plans.due.get(query.text, 0):
+                    plans.offer(statement, query, op, context, t1)
                 if self._n1 and query.counted:
                     scratch = op.scratch
                     if scratch is None:

@@ -186,7 +186,8 @@ class Planner:
         self._async = _AsyncConnection() if getattr(engine.dialect, "is_async", False) else None
         self._interval_ns = int(options.interval * 1e9)
         self._log_interval_ns = int(log_interval * 1e9)
-        self._due: dict[str, int] = {}
+        self.due: dict[str, int] = {}
+        """When each statement shape is next due (``perf_counter_ns``)."""
         self._costs: dict[str, float] = {}
         self._next_log: dict[str, int] = {}
         self._lock = threading.Lock()
@@ -200,41 +201,35 @@ class Planner:
 
     # --- the request thread ------------------------------------------------------------------
 
-    def offer(
-        self,
-        statement: str,
-        shape: str,
-        verb: str | None,
-        collection: str | None,
-        op: Any,
-        context: Any,
-        now: int,
-    ) -> None:
-        """Called per query inside a sync operation; cheap unless the shape is due."""
-        if now < self._due.get(shape, 0):
-            return
+    def offer(self, statement: str, query: Any, op: Any, context: Any, now: int) -> None:
+        """A statement ran inside sync operation ``op``: queue its plan if its shape is due.
+
+        The caller checks ``now >= due.get(query.text, 0)`` first (one dict lookup per query);
+        ``query`` is the statement's classification (``text``, ``operation``, ``collection``).
+        """
+        shape = query.text
         with self._lock:
-            if now < self._due.get(shape, 0):
+            if now < self.due.get(shape, 0):
                 return
-            if len(self._due) >= _MAX_SHAPES:
-                self._due.clear()
-            if verb not in EXPLAINED:
-                self._due[shape] = _NEVER
+            if len(self.due) >= _MAX_SHAPES:
+                self.due.clear()
+            if query.operation not in EXPLAINED:
+                self.due[shape] = _NEVER
                 return
             minute = now // _MINUTE
             if minute != self._minute:
                 self._minute, self._spent = minute, 0
             if self._spent >= self.options.max_per_minute:
-                self._due[shape] = (minute + 1) * _MINUTE  # next minute, not every query
+                self.due[shape] = (minute + 1) * _MINUTE  # next minute, not every query
                 self.capped += 1
                 return
             self._spent += 1
-            self._due[shape] = now + self._interval_ns
+            self.due[shape] = now + self._interval_ns
         job = _Job(
             statement,
             _parameters(context),
             shape,
-            collection,
+            query.collection,
             op.operation,
             op.entity,
             op.span,
@@ -316,7 +311,7 @@ class Planner:
             while _pool_full(engine.pool):  # never queue for the application's last connection
                 if _perf() >= deadline:
                     with self._lock:
-                        self._due.pop(job.shape, None)  # due again: its next execution retries
+                        self.due.pop(job.shape, None)  # due again: its next execution retries
                     self.deferred += 1
                     return
                 time.sleep(0.01)
