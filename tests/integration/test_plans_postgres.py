@@ -235,6 +235,8 @@ def test_a_migration_lock_times_the_plan_out_and_the_timeouts_stay_in_its_transa
 ) -> None:
     url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
     one = sa.create_engine(url, pool_size=1, max_overflow=0)
+    with one.connect():  # the dialect's first-connect queries, outside any sync operation
+        pass
     with capture(strict=False) as cap:
         handle = instrument_engine(one, plans=PlanOptions(interval=0, timeout=2.0))
         planner = _planner(handle)
@@ -243,6 +245,7 @@ def test_a_migration_lock_times_the_plan_out_and_the_timeouts_stay_in_its_transa
             with syncperf.sync_operation("pull"):
                 with one.connect() as conn:  # the worker waits for this, the only connection
                     conn.exec_driver_sql(f"SELECT id FROM {table} WHERE owner = 'x'").all()
+                    conn.rollback()  # its own lock on the table goes
                     migration.begin()  # then a migration takes its lock, as ALTER TABLE would
                     migration.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
                 started = time.monotonic()
