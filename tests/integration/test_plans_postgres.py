@@ -106,7 +106,7 @@ def test_a_missing_index_is_a_seq_scan_finding_and_adding_it_clears_it(
 
 
 def test_a_plan_whose_estimated_cost_jumped_is_a_finding(
-    syncperf_capture: Capture, pg: sa.Engine, table: str
+    syncperf_capture: Capture, pg: sa.Engine, table: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pg.begin() as conn:
         conn.exec_driver_sql(f"CREATE INDEX {table}_owner ON {table} (owner)")
@@ -124,6 +124,7 @@ def test_a_plan_whose_estimated_cost_jumped_is_a_finding(
         handle.uninstrument()
     jump = {"sync.db.plan.finding": "cost_jump", "db.collection.name": table}
     assert _findings(syncperf_capture, **jump) == 1
+    assert any("cost_jump on " + table + " (cost " in r.getMessage() for r in caplog.records)
     assert _findings(syncperf_capture) == 1  # the scan is below this test's row threshold
 
 

@@ -247,6 +247,20 @@ def test_sqlite_a_missing_index_is_found_and_adding_it_clears_it(
     assert _findings(syncperf_capture) == 2  # nothing new
 
 
+def test_a_plan_read_after_its_span_ended_is_counted_without_a_span_event(
+    syncperf_capture: Capture, db: sa.Engine, planned: EngineInstrumentation, monkeypatch: Any
+) -> None:
+    ended = threading.Event()
+    read = Planner._read
+    monkeypatch.setattr(Planner, "_read", lambda self, *a: (ended.wait(10), read(self, *a))[1])
+    _pull(db, "user1")
+    (span,) = [s for s in syncperf_capture.spans() if s.name == "sync pull"]  # span ended
+    ended.set()
+    assert _planner(planned).wait()
+    assert _findings(syncperf_capture, **{"sync.db.plan.finding": "seq_scan"}) == 1
+    assert not [e for e in span.events if e.name == "sync.db.plan.finding"]
+
+
 def test_statements_outside_sync_operations_and_inserts_are_not_explained(
     syncperf_capture: Capture, db: sa.Engine, planned: EngineInstrumentation
 ) -> None:

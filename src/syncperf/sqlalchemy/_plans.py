@@ -92,11 +92,20 @@ class PlanOptions:
 @dataclass(frozen=True)
 class Finding:
     """One thing a plan shows: ``kind`` (``seq_scan``, ``sort``, ``hash_join``,
-    ``cost_jump``), the table it is about (or None) and the planner's row estimate."""
+    ``cost_jump``), the table it is about (or None), the planner's row estimate (the scanned
+    table's, the sorted or hashed rows) and, for ``cost_jump``, the previous plan's cost."""
 
     kind: str
     table: str | None
-    rows: float
+    rows: float | None = None
+    previous_cost: float | None = None
+
+    def describe(self, cost: float | None) -> str:
+        """``seq_scan on todo (~20000 rows)``, ``cost_jump on todo (cost 12 -> 398)``."""
+        text = self.kind + (f" on {self.table}" if self.table else "")
+        if self.previous_cost is not None:
+            return text + f" (cost {self.previous_cost:.0f} -> {cost or 0:.0f})"
+        return text + (f" (~{self.rows:.0f} rows)" if self.rows is not None else "")
 
 
 @dataclass
@@ -324,7 +333,7 @@ class Planner:
                 self._costs.clear()
             self._costs[job.shape] = cost
             if previous is not None and previous > 0 and cost >= previous * self.options.cost_jump:
-                findings.append(Finding("cost_jump", job.collection, cost))
+                findings.append(Finding("cost_jump", job.collection, previous_cost=previous))
         if findings:
             self._report(job, findings, cost, summary)
 
@@ -420,22 +429,22 @@ class Planner:
                 event: dict[str, Any] = {
                     "sync.db.plan.finding": finding.kind,
                     "db.query.text": job.shape,
-                    "sync.db.plan.rows": finding.rows,
                 }
                 if table is not None:
                     event["db.collection.name"] = table
+                if finding.rows is not None:
+                    event["sync.db.plan.rows"] = finding.rows
                 if cost is not None:
                     event["sync.db.plan.cost"] = cost
+                if finding.previous_cost is not None:
+                    event["sync.db.plan.previous_cost"] = finding.previous_cost
                 span.add_event("sync.db.plan.finding", event, timestamp=job.time_ns)
         now = _perf()
         if now >= self._next_log.get(job.shape, 0):
             if len(self._next_log) >= _MAX_SHAPES:
                 self._next_log.clear()
             self._next_log[job.shape] = now + self._log_interval_ns
-            kinds = ", ".join(
-                f.kind + (f" on {f.table}" if f.table else "") + f" (~{f.rows:.0f} rows)"
-                for f in findings
-            )
+            kinds = ", ".join(f.describe(cost) for f in findings)
             entity = f" (entity {job.entity})" if job.entity else ""
             _logger.warning(
                 "syncperf: query plan of sync %s%s: %s; statement %s; plan %s",
