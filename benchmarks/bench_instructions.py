@@ -107,7 +107,7 @@ def test_integration_instructions(
 def test_sqlalchemy_plans_instructions(benchmark: Any) -> None:
     """Inside a sync operation, plans on vs off, both against contrib (docs/plans.md)."""
     names = [f"sqlop/{n}" for n in ("plain", "contrib", "syncperf", "plans")]
-    counts = per_call(names, 500, 3000)
+    counts = per_call(names, 300, 1300)
     plain, contrib = counts["sqlop/plain"], counts["sqlop/contrib"]
     rows = [
         _row(

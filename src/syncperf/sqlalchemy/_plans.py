@@ -2,20 +2,21 @@
 
 The request thread only decides (one dict lookup per query inside a sync operation) whether the
 statement's shape is due; when it is and the per-minute budget allows, it hands the statement
-and its parameters to a bounded queue. A daemon worker per engine takes a connection from the
-engine (``engine.connect()``: the application's own connect events, search_path and
-credentials apply), and in a transaction it rolls back runs, on the raw DBAPI cursor (so the
-EXPLAIN itself is not measured as an application query):
+and a copy of its parameters to a bounded queue. A daemon worker per engine takes a connection
+from the engine's pool (``engine.connect()``: the application's own connect events,
+search_path and credentials apply; an async engine gets the worker's own event loop and a
+one-connection pool the engine's pool makes) and, on the raw DBAPI cursor (the EXPLAIN is not
+measured as an application query), in a transaction it always rolls back, runs:
 
-* PostgreSQL: ``statement_timeout`` / ``lock_timeout`` for the transaction only, then
-  ``EXPLAIN (FORMAT JSON) <statement>`` with the statement's own parameters. Never
+* PostgreSQL: ``statement_timeout`` / ``lock_timeout`` for that transaction only, then
+  ``EXPLAIN (FORMAT JSON, VERBOSE) <statement>`` with the statement's own parameters. Never
   ``ANALYZE``: the statement is planned, not executed.
 * SQLite (file databases): ``EXPLAIN QUERY PLAN <statement>``.
 
 Parameters live in memory until the EXPLAIN returns; they are never exported, logged or put on
 a span, and neither is the plan itself (its filter and index conditions quote them). What leaves
 the process is the finding kind, table names, estimated rows and costs, and the statement's
-sanitized shape.
+sanitized shape. docs/plans.md has the whole story.
 """
 
 from __future__ import annotations
