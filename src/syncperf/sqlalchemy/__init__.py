@@ -36,9 +36,11 @@ event ``sync.db.n_plus_one``, rate-limited warning log); a query slower than
 rate-limited log.
 
 The mechanics live beside this module: ``_queries`` (the per-query recorder and the dialect
-wrappers), ``_detections`` (N+1 and slow queries), ``_pool`` (connection-pool metrics).
+wrappers), ``_detections`` (N+1 and slow queries), ``_pool`` (connection-pool metrics),
+``_plans`` (query plans of sync statements, with ``plans=``).
 
-Bound parameter values are never read. Statements are sanitized (``syncperf._sql``) before
+Bound parameter values are never read (with ``plans=`` on, those of a statement whose plan is
+due are copied for its ``EXPLAIN`` only, never exported or logged). Statements are sanitized (``syncperf._sql``) before
 they appear on a span, an event or a log line, and no statement text is a metric attribute.
 """
 
