@@ -40,8 +40,9 @@ wrappers), ``_detections`` (N+1 and slow queries), ``_pool`` (connection-pool me
 ``_plans`` (query plans of sync statements, with ``plans=``).
 
 Bound parameter values are never read (with ``plans=`` on, those of a statement whose plan is
-due are copied for its ``EXPLAIN`` only, never exported or logged). Statements are sanitized (``syncperf._sql``) before
-they appear on a span, an event or a log line, and no statement text is a metric attribute.
+due are copied for its ``EXPLAIN`` only, never exported or logged). Statements are sanitized
+(``syncperf._sql``) before they appear on a span, an event or a log line, and no statement text
+is a metric attribute.
 """
 
 from __future__ import annotations
