@@ -312,6 +312,17 @@ def alert_report(
                 if n > o.n_plus_one
             ]
             fired = bool(details)
+        elif alert.name == "SyncQueryPlanFinding":
+            found = by_labels(
+                "sync.db.plan.findings",
+                ["sync.operation", "sync.entity", "db.collection.name", "sync.db.plan.finding"],
+            )
+            details = [
+                f"{finding} on {table} in {op} {entity}: {n:.0f}"
+                for (op, entity, table, finding), n in found.items()
+                if n > 0
+            ]
+            fired = bool(details)
         elif alert.name == "SyncSlowQueriesHigh":
             found = by_labels("sync.db.slow_queries", ["db.operation.name", "db.collection.name"])
             details = [
