@@ -87,7 +87,7 @@ def test_the_console_script_runs_the_demo_and_its_numbers_match_the_traffic(
     assert not summary["run"]["interrupted"]
     assert_numbers_match_traffic(summary)
     fired = {a["alert"] for a in summary["alerts"] if a["fired"]}
-    assert {"SyncNPlusOneDetected", "SyncPushConflictRateHigh"} <= fired
+    assert {"SyncNPlusOneDetected", "SyncPushConflictRateHigh", "SyncQueryPlanFinding"} <= fired
     assert "SyncPerfShedding" not in fired
     assert set(summary["overhead"]) >= {"asgi", "operation", "sqlalchemy", "outbox"}
 
