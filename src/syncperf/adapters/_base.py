@@ -12,15 +12,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from syncperf._gate import describe
+from syncperf._gate import describe, raised_at
 from syncperf._operation import CHANGES, SyncOperation
-from syncperf._runtime import raised_at
 from syncperf.exceptions import ConfigError
 
 MISSING: Any = object()
 """Sentinel: the payload has no such field."""
-
-NameMap = Callable[[str], "str | None"]
 
 
 class Malformed(Exception):
@@ -172,12 +169,6 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
         raise CallbackFailed(error) from error
 
 
-def check_callable(option: str, value: Any) -> None:
-    """``ConfigError`` unless ``value`` is None or callable."""
-    if value is not None and not callable(value):
-        raise ConfigError(option, value, "a callable or None")
-
-
 def check_entity_name(value: Any, what: str) -> str | None:
     """A callback's entity answer: None or a non-empty string."""
     if value is None or (isinstance(value, str) and value):
@@ -294,7 +285,7 @@ class Tally:
 
     def commit(self, op: SyncOperation) -> None:
         """Record the tally on ``op``."""
-        rt = op._rt
+        rt = op.runtime
         if rt is not None and any(e is not None for e, _ in (*self.items, *self.conflicts)):
             rt.names_from_requests("a sync payload")
         if self.batch is not None:
@@ -368,7 +359,7 @@ class ProtocolAdapter:
 
 
 def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
-    rt = op._rt
+    rt = op.runtime
     if rt is None:  # the no-op operation
         return
     detail = f"{what}: {error}" if isinstance(error, Malformed) else f"{what}: {raised_at(error)}"
@@ -376,7 +367,7 @@ def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
 
 
 def _failed(op: SyncOperation, error: BaseException) -> None:
-    rt = op._rt
+    rt = op.runtime
     if rt is not None:
         rt.internal_error("adapter_callback_failed", error)
 

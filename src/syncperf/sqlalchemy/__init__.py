@@ -67,7 +67,7 @@ from syncperf._config import check_bool, check_float, check_int
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy._plans import Planner, PlanOptions, check_plans, planner_for
 from syncperf.sqlalchemy._pool import PoolMetrics
-from syncperf.sqlalchemy._queries import DB_DURATION_BOUNDS, QueryRecorder
+from syncperf.sqlalchemy._queries import QueryRecorder
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -130,7 +130,7 @@ class EngineInstrumentation:
         self.pool_name = options.pool_name or _pool_name(engine)
         self._pool: PoolMetrics | None = None
         if options.pool_metrics:
-            self._pool = PoolMetrics(engine, self.pool_name, DB_DURATION_BOUNDS)
+            self._pool = PoolMetrics(engine, self.pool_name)
         self._active = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
         plans: PlanOptions | bool | None = options.plans
@@ -157,7 +157,7 @@ class EngineInstrumentation:
         self._recorder.install(engine.dialect)
         if self._pool is not None:
             self._pool.install(engine)
-            self._pool.attach(_runtime._current or _runtime.current())
+            self._pool.attach(_runtime.installed or _runtime.current())
         self._active = True
         _runtime.note_database_instrumented(1)
         self._finalizer = weakref.finalize(engine, _runtime.note_database_instrumented, -1)

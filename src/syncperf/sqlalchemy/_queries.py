@@ -19,10 +19,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from syncperf import _runtime
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, freeze
 from syncperf._operation import active_operation, error_type
 from syncperf._redact import status_code
-from syncperf._runtime import DURATION_BOUNDS, Runtime
+from syncperf._runtime import Runtime
 from syncperf._sql import classify
 from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
 
@@ -32,8 +33,6 @@ if TYPE_CHECKING:
     from syncperf._tracing.span import Tracer
     from syncperf.sqlalchemy._plans import Planner
 
-DB_DURATION_BOUNDS = (0.0001, 0.00025, 0.0005, *DURATION_BOUNDS)
-"""Seconds: the semantic conventions' boundaries, 0.2 s / 2 s / 5 s, and sub-millisecond ones."""
 
 _perf = time.perf_counter_ns
 _CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
@@ -140,13 +139,8 @@ class QuerySeries:
     def __init__(self, rt: Runtime) -> None:
         self.durations: dict[Any, HistogramSeries] = {}
         """``db.client.operation.duration`` by ``Query.key`` (and error type and code)."""
-        self.instrument = rt.registry.instrument(
-            "db.client.operation.duration",
-            "histogram",
-            "s",
-            "Duration of database client operations.",
-            bounds=DB_DURATION_BOUNDS,
-            max_series=rt.config.max_series,
+        self.instrument = catalogue.DB_OPERATION_DURATION.create(
+            rt.registry, max_series=rt.config.max_series
         )
         self.overhead = rt.overhead_for("sqlalchemy")
         self.detections = rt.state(DetectionSeries)
@@ -208,7 +202,7 @@ class QueryRecorder:
         self, statement: str, t1: int, duration_ns: int, error: BaseException | None, context: Any
     ) -> None:
         """Record one query that ended at ``t1`` (``perf_counter_ns``), raising ``error``."""
-        rt = _runtime._current or _runtime.current()
+        rt = _runtime.installed or _runtime.current()
         if not rt.enabled:
             return
         try:
@@ -229,14 +223,14 @@ class QueryRecorder:
                 )
             if self._spans:
                 tracing = rt.tracing
-                if tracing.active or t1 >= tracing.next_check:
+                if tracing.active or tracing.due(t1):
                     parent = _current_span().get_span_context()
                     if (
                         parent.trace_flags & 1  # sampled
                         and getattr(context, "_otel_span", None) is None  # contrib has one
                     ):
                         if rt.shed_until < t1:
-                            self._span(rt, query, duration_ns, etype, code, t1, parent)
+                            self._span(rt, query, duration_ns, etype, code, parent)
                         else:  # syncperf is shedding: not made, but counted
                             rt.span_shed()
             op = active_operation()
@@ -331,14 +325,10 @@ class QueryRecorder:
         duration_ns: int,
         etype: str | None,
         code: str | None,
-        t1: int,
         parent: SpanContext,
     ) -> None:
-        tracing = rt.tracing
-        if not tracing.active:
-            tracing.resolve(t1)
-        tracer = tracing.tracer
-        if not tracing.active or tracer is None:
+        tracer = rt.tracing.tracer
+        if tracer is None:
             return
         end = _wall()
         deferred = DeferredSpan(tracer, query, parent, end - duration_ns, etype, code)

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncperf._runtime import DURATION_BOUNDS
+from syncperf._metrics.catalogue import DURATION_BOUNDS
 from syncperf._tools.monitoring._alerts import Alert, alerts, names
-from syncperf._tools.monitoring._metrics import prom
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, parse_duration
+from syncperf._tools.monitoring._series import prom
 
 COUNT = prom("sync.operation.duration", "_count")
 BUCKET = prom("sync.operation.duration", "_bucket")
