@@ -135,7 +135,7 @@ class EngineInstrumentation:
         self._finalizer: weakref.finalize[Any, Any] | None = None
         plans: PlanOptions | bool | None = options.plans
         if options.plans_from_config:
-            plans = (_runtime._current or _runtime.current()).config.plans
+            plans = (_runtime.installed or _runtime.current()).config.plans
         self._recorder.plans = planner_for(engine, plans, options.log_interval)
 
     @property

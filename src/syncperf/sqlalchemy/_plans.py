@@ -38,9 +38,11 @@ from typing import TYPE_CHECKING, Any
 
 from syncperf import _runtime
 from syncperf._config import check_float, check_int
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import freeze
-from syncperf._runtime import Bounded, Runtime
+from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
+from syncperf.sqlalchemy._detections import DetectionSeries
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span
@@ -122,17 +124,13 @@ class _Job:
 
 
 class _Reports:
-    """Per-runtime series of ``sync.db.plan.findings`` and the bound on table names."""
+    """Per-runtime series of ``sync.db.plan.findings``; table names share the bound of the
+    other ``sync.db.*`` metrics (``DetectionSeries.collections``)."""
 
     def __init__(self, rt: Runtime) -> None:
-        self.tables = Bounded(200)
-        self.findings = rt.registry.instrument(
-            "sync.db.plan.findings",
-            "counter",
-            "{finding}",
-            "Findings in the query plans of sync statements (seq_scan, sort, hash_join, "
-            "cost_jump).",
-            max_series=rt.config.max_series,
+        self.tables = rt.state(DetectionSeries).collections
+        self.findings = catalogue.SYNC_DB_PLAN_FINDINGS.create(
+            rt.registry, max_series=rt.config.max_series
         )
 
 
@@ -248,7 +246,7 @@ class Planner:
         try:
             self._queue.put_nowait(job)
         except queue.Full:
-            rt = _runtime._current or _runtime.current()
+            rt = _runtime.installed or _runtime.current()
             rt.drop(
                 "plan_queue_full",
                 "syncperf: the query plan queue is full (queue_size %d); statements are "
@@ -299,7 +297,7 @@ class Planner:
                     return
                 self._explain(job)
             except Exception as failure:
-                rt = _runtime._current or _runtime.current()
+                rt = _runtime.installed or _runtime.current()
                 rt.drop(
                     "plan_failed",
                     "syncperf: a query plan could not be read (%s); plans of other "
@@ -409,7 +407,7 @@ class Planner:
         return findings, None, summary
 
     def _report(self, job: _Job, findings: list[Finding], cost: float | None, summary: str) -> None:
-        rt = _runtime._current or _runtime.current()
+        rt = _runtime.installed or _runtime.current()
         if not rt.enabled:
             return
         reports = rt.state(_Reports)

@@ -49,6 +49,7 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
     w = _window("window", o.window)
     b = _window("baseline_window", o.baseline_window)
     sw = _window("slow_query_window", o.slow_query_window)
+    pw = _window("plan_window", o.plan_window)
     duration = metric("sync.operation.duration")
     by = _by(_OP_ENTITY)
     entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
@@ -114,6 +115,15 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
             o.n_plus_one,
             f"N+1 queries on {_var('db.collection.name')} in {entity_op}",
             (*_OP_ENTITY, "db.collection.name"),
+        ),
+        "SyncQueryPlanFinding": (
+            f"sum(last_{pw}):sum:{metric('sync.db.plan.findings')}{{*}}"
+            f"{_by((*_OP_ENTITY, 'db.collection.name', 'sync.db.plan.finding'))}.as_count()"
+            " > 0",
+            0.0,
+            f"Query plan finding {_var('sync.db.plan.finding')} on "
+            f"{_var('db.collection.name')} in {entity_op}",
+            (*_OP_ENTITY, "db.collection.name", "sync.db.plan.finding"),
         ),
         "SyncSlowQueriesHigh": (
             # The count over the window (as_count() summed), against the hourly threshold
