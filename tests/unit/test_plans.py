@@ -15,13 +15,8 @@ import syncperf
 from syncperf._config import Config
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, PlanOptions, instrument_engine
-from syncperf.sqlalchemy._plans import (
-    Finding,
-    Planner,
-    _summary,
-    postgresql_findings,
-    sqlite_findings,
-)
+from syncperf.sqlalchemy._explain import Finding, _summary, postgresql_findings, sqlite_findings
+from syncperf.sqlalchemy._plans import Planner
 from syncperf.testing import Capture, capture
 
 SECRET = "pl4n_un1t_s3cr3t"

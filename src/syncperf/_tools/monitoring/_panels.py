@@ -290,32 +290,15 @@ PANELS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         "Query plans",
         (
             Panel(
-                "Plan findings by table (last 30 min)",
+                "Plan findings (last 30 min)",
                 "short",
-                "Findings in the plans of sync statements (plans=True, docs/plans.md): "
-                "seq_scan, sort, hash_join, cost_jump. A finding that is not fixed is found "
-                "again at each plan of its statement (every 5 min by default).",
+                "Findings in the plans of sync statements (plans=True, docs/plans.md) by sync "
+                "operation, table and kind; an unfixed one recurs at each plan (every 5 min).",
                 (
                     (
-                        "sum by (db_collection_name, sync_db_plan_finding) "
+                        "sum by (sync_operation, db_collection_name, sync_db_plan_finding) "
                         f"(increase({prom('sync.db.plan.findings')}{_ALL}[30m]))",
-                        "{{sync_db_plan_finding}} {{db_collection_name}}",
-                    ),
-                ),
-            ),
-            Panel(
-                "Plan findings by sync operation per hour",
-                "short",
-                "Which sync operations run the statements whose plans show findings.",
-                (
-                    (
-                        _rate(
-                            prom("sync.db.plan.findings"),
-                            "sync_operation, sync_entity, sync_db_plan_finding",
-                            _ALL,
-                        )
-                        + " * 3600",
-                        "{{sync_operation}} {{sync_entity}} {{sync_db_plan_finding}}",
+                        "{{sync_operation}} {{sync_db_plan_finding}} {{db_collection_name}}",
                     ),
                 ),
             ),
