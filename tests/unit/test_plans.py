@@ -134,6 +134,7 @@ def test_sqlite_index_searches_constant_rows_and_small_tables_are_not_findings()
     ("option", "value"),
     [
         ("interval", -1),
+        ("interval", float("inf")),
         ("max_per_minute", 0),
         ("rows", 0),
         ("rows", 1.5),

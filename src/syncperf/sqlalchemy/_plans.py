@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import queue
+import sys
 import threading
 import time
 import weakref
@@ -81,10 +81,10 @@ class PlanOptions:
     queue_size: int = 64
 
     def __post_init__(self) -> None:
-        check_float("interval", self.interval, low=0.0, high=math.inf)
+        check_float("interval", self.interval, low=0.0, high=sys.float_info.max)  # ns: finite
         check_int("max_per_minute", self.max_per_minute, minimum=1)
         check_int("rows", self.rows, minimum=1)
-        check_float("cost_jump", self.cost_jump, low=1.0, high=math.inf, open_low=True)
+        check_float("cost_jump", self.cost_jump, low=1.0, high=sys.float_info.max, open_low=True)
         check_float("timeout", self.timeout, low=0.0, high=3600.0, open_low=True)
         check_int("queue_size", self.queue_size, minimum=1)
 
