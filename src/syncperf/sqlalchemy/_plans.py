@@ -303,7 +303,7 @@ class Planner:
             attrs["sync.db.plan.finding"] = finding.kind
             with rt.lock:
                 reports.findings.sum(freeze(attrs)).add(1)
-            if recording:  # the sync span is still open: the event goes on it
+            if recording:  # the sync span was not ended yet: the event goes on it
                 event: dict[str, Any] = {
                     "sync.db.plan.finding": finding.kind,
                     "db.query.text": job.shape,
