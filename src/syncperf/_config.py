@@ -90,6 +90,8 @@ class Config:
             counted (``syncperf.dropped``, reason ``sync_log_limited``).
         sync_log_starts: Operations (e.g. a long initial pull) that also log a record when
             they start; their end is then always logged.
+        plans: Read the query plans of sync statements on engines instrumented without an
+            explicit ``plans=`` (``SYNCPERF_PLANS``; docs/plans.md).
     """
 
     enabled: bool = True
@@ -115,11 +117,13 @@ class Config:
     sync_log_sample_rate: float = 1.0
     sync_log_rate_limit: float = 10.0
     sync_log_starts: frozenset[str] = frozenset()
+    plans: bool = False
 
     def __post_init__(self) -> None:
         check_bool("enabled", self.enabled)
         check_bool("strict", self.strict)
         check_bool("record_exception_messages", self.record_exception_messages)
+        check_bool("plans", self.plans)
         check_int("max_entities", self.max_entities, minimum=1)
         check_int("max_series", self.max_series, minimum=2)
         check_int("span_queue_size", self.span_queue_size, minimum=1)
@@ -165,8 +169,8 @@ class Config:
         ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
         ``SYNCPERF_SHUTDOWN_TIMEOUT``, ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``,
         ``SYNCPERF_SYNC_LOG_LEVELS`` (e.g. ``success=INFO,error=ERROR``),
-        ``SYNCPERF_SYNC_LOG_SAMPLE_RATE``, ``SYNCPERF_SYNC_LOG_RATE_LIMIT`` and
-        ``SYNCPERF_SYNC_LOG_STARTS`` (comma-separated operations).
+        ``SYNCPERF_SYNC_LOG_SAMPLE_RATE``, ``SYNCPERF_SYNC_LOG_RATE_LIMIT``,
+        ``SYNCPERF_SYNC_LOG_STARTS`` (comma-separated operations) and ``SYNCPERF_PLANS``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -258,6 +262,7 @@ _SYNCPERF_VARS = {
     "sync_log_sample_rate": _parse_number,
     "sync_log_rate_limit": _parse_number,
     "sync_log_starts": _parse_names,
+    "plans": _parse_bool,
 }
 
 

@@ -27,7 +27,7 @@ from syncperf._tools.monitoring._options import RuleOptions
 from syncperf._tools.monitoring._series import prom
 from syncperf.asgi import SyncPerfMiddleware
 from syncperf.outbox import Outbox, OutboxStats
-from syncperf.sqlalchemy import instrument_engine
+from syncperf.sqlalchemy import PlanOptions, instrument_engine
 from syncperf.testing import Capture, capture
 from tests._promql import metric_names, substitute
 
@@ -38,7 +38,6 @@ _ROW = re.compile(r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]+)` \| (.+) \|$", re.M)
 _KEY = re.compile(r"`([a-z_]+(?:\.[a-z_]+)+)`")
 _ANY_SERIES = {"otel.metric.overflow", "syncperf.invalid_attributes"}
 _QUIET = {
-    "db.client.connection.idle.max",  # SQLite's in-memory pool has no idle maximum
     "db.client.connection.timeouts",
     "outbox.probe.failures",
     "syncperf.dropped",
@@ -180,6 +179,7 @@ def _exercise(engine: sa.Engine, outbox: Outbox) -> None:
         conn.execute(sa.text("SELECT 1")).all()
 
     with syncperf.sync_operation("push", entity="todo") as op, engine.connect() as conn:
+        conn.execute(sa.text("SELECT id FROM todo WHERE v = :v"), {"v": "x"}).all()  # a plan
         op.set_batch_size(3)
         op.record_items(3, change="created")
         op.record_conflict(resolution="rejected")
@@ -210,13 +210,22 @@ def _exercise(engine: sa.Engine, outbox: Outbox) -> None:
 
 
 @pytest.fixture
-def everything() -> Iterator[Capture]:
-    engine = sa.create_engine("sqlite://")
-    handle = instrument_engine(engine, n_plus_one_threshold=2, slow_query_threshold=1e-9)
+def everything(tmp_path: Path) -> Iterator[Capture]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'all.db'}")  # plans need a file
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE todo (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.exec_driver_sql("INSERT INTO todo VALUES (1, 'a')")
+    handle = instrument_engine(
+        engine,
+        n_plus_one_threshold=2,
+        slow_query_threshold=1e-9,
+        plans=PlanOptions(rows=1),  # the scan of a one-row table is a finding
+    )
     outbox = Outbox("orders", stats=lambda: OutboxStats(2, 9.0, {"pending": 2}, 3))
     try:
         with capture(strict=False) as cap:
             _exercise(engine, outbox)
+            assert handle.plans is not None and handle.plans.wait()
             yield cap
     finally:
         outbox.close()

@@ -172,6 +172,11 @@ SYNC_DB_N_PLUS_ONE = _spec(
     "Statements executed at least the N+1 threshold times within one sync operation.",
     (*_SYNC, "db.collection.name"),
 )
+SYNC_DB_PLAN_FINDINGS = _spec(
+    "sync.db.plan.findings", "counter", "{finding}",
+    "Findings in the query plans of sync statements (seq_scan, sort, hash_join, cost_jump).",
+    (*_SYNC, "db.collection.name", "sync.db.plan.finding"),
+)
 DB_CONNECTION_COUNT = _spec(
     "db.client.connection.count", "updowncounter", "{connection}",
     "Connections in the pool by state (idle, used).",
@@ -292,6 +297,7 @@ METRICS: tuple[MetricSpec, ...] = (
     DB_OPERATION_DURATION,
     SYNC_DB_SLOW_QUERIES,
     SYNC_DB_N_PLUS_ONE,
+    SYNC_DB_PLAN_FINDINGS,
     DB_CONNECTION_COUNT,
     DB_CONNECTION_MAX,
     DB_CONNECTION_IDLE_MAX,

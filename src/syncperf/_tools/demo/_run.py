@@ -29,6 +29,7 @@ from syncperf._tools.demo._stats import (
     operations,
     outbox_stats,
     overhead,
+    plan_findings,
     pool_stats,
 )
 from syncperf._tools.demo._view import Warnings, live_view, plain_line, print_summary
@@ -178,6 +179,8 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
         )
         seconds = time.monotonic() - started
         _wait_idle(rt)
+        if service.handle is not None and service.handle.plans is not None:
+            service.handle.plans.wait()  # plans still being read count in the summary
         service.stop_relay()
         snap = Snapshot.of(reader.collect(), time.monotonic())
         summary = summarize(snap, tally, service, options, seconds, interrupted)
@@ -373,8 +376,10 @@ def summarize(
             "errors": int(snap.total("sync.operation.duration", {"sync.outcome": "error"})),
             "n_plus_one": int(snap.total("sync.db.n_plus_one")),
             "slow_queries": int(snap.total("sync.db.slow_queries")),
+            "plan_findings": int(snap.total("sync.db.plan.findings")),
             "series": snap.series_count(),
         },
+        "plans": plan_findings(snap),
         "outbox": {**box, "rows": rows},
         "pool": pool_stats(snap),
         "overhead": overhead(snap),

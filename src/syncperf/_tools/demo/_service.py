@@ -5,7 +5,9 @@ Endpoints (``{entity}`` is ``todo``, ``list`` or ``comment``):
 * ``GET /sync/{entity}/pull?cursor=N``: changes after a cursor, one query. ``comment`` is the
   deliberate N+1: it reads the change log, then each record with its own ``SELECT``.
   ``&snapshot=true`` is a full re-sync that first runs a deliberately slow query (0.6 s) on
-  the ``snapshot_lock`` table.
+  the ``snapshot_lock`` table. Every pull also reads the deletions after the cursor from
+  ``tombstones``, a table of old deletions that lacks the index on ``(entity, seq)`` the
+  query needs: syncperf's query plans report it (a ``seq_scan`` finding).
 * ``POST /sync/{entity}/push``: ``{"changes": [{"id", "base_version", "title", "done"}]}``
   with optimistic versions. A change whose ``base_version`` is not the server's version is a
   conflict (the server wins). Applied changes, their change-log rows and outbox rows are
@@ -105,6 +107,17 @@ idempotency = Table(
     Column("body", Text, nullable=False),
 )
 snapshot_lock = Table("snapshot_lock", metadata, Column("id", Integer, primary_key=True))
+tombstones = Table(  # deliberately without an index on (entity, seq): see the module docstring
+    "tombstones",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entity", String(16), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+)
+TOMBSTONES = 20_000
+"""Old deletions seeded at start: twice the 10,000 rows from which a sequential scan is a plan
+finding by default."""
 
 
 def utcnow() -> datetime:
@@ -155,6 +168,15 @@ def reset_schema(engine: Engine) -> None:
             ],
         )
         connection.execute(insert(snapshot_lock).values(id=1))
+        connection.execute(  # deleted long ago: before every cursor a client holds
+            insert(tombstones),
+            [
+                {"entity": ENTITIES[i % len(ENTITIES)], "record_id": f"gone-{i}", "seq": 0}
+                for i in range(TOMBSTONES)
+            ],
+        )
+        if engine.dialect.name == "postgresql":  # as autovacuum would: planner statistics
+            connection.execute(text("ANALYZE tombstones"))
 
 
 @dataclass
@@ -203,7 +225,8 @@ class Service:
             from syncperf.outbox import Outbox, sqlalchemy_probe
             from syncperf.sqlalchemy import instrument_engine
 
-            self.handle = instrument_engine(self.engine)
+            memory = self.sqlite and self.engine.url.database in (None, "", ":memory:")
+            self.handle = instrument_engine(self.engine, plans=not memory)
             self.outbox = Outbox(
                 "changes",
                 destination="changes",
@@ -294,6 +317,11 @@ class Service:
                         .limit(PULL_LIMIT)
                     )
                 ]
+            connection.execute(  # the statement without its index (a plan finding)
+                select(tombstones.c.record_id).where(
+                    tombstones.c.entity == entity, tombstones.c.seq > cursor
+                )
+            ).all()
         op = syncperf.current_operation()
         op.set_batch_size(len(rows))
         kinds: dict[str, int] = {}

@@ -205,6 +205,21 @@ def outbox_stats(snap: Snapshot, name: str = "changes") -> dict[str, Any]:
     }
 
 
+def plan_findings(snap: Snapshot) -> list[dict[str, Any]]:
+    """Query plan findings (``sync.db.plan.findings``), most frequent first."""
+    found = [
+        {
+            "finding": str(attrs.get("sync.db.plan.finding")),
+            "table": str(attrs.get("db.collection.name", "-")),
+            "operation": str(attrs.get("sync.operation")),
+            "entity": str(attrs.get("sync.entity", "-")),
+            "count": int(point.value),
+        }
+        for attrs, point in snap.points("sync.db.plan.findings")
+    ]
+    return sorted(found, key=lambda f: (-f["count"], f["finding"], f["table"]))
+
+
 def pool_stats(snap: Snapshot) -> dict[str, Any]:
     """Connection pool use (all pools together)."""
     wait = snap.merged("db.client.connection.wait_time")
@@ -295,6 +310,17 @@ def alert_report(
                 f"{op} {entity} on {table}: {n:.0f} detections"
                 for (op, entity, table), n in found.items()
                 if n > o.n_plus_one
+            ]
+            fired = bool(details)
+        elif alert.name == "SyncQueryPlanFinding":
+            found = by_labels(
+                "sync.db.plan.findings",
+                ["sync.operation", "sync.entity", "db.collection.name", "sync.db.plan.finding"],
+            )
+            details = [
+                f"{finding} on {table} in {op} {entity}: {n:.0f}"
+                for (op, entity, table, finding), n in found.items()
+                if n > 0
             ]
             fired = bool(details)
         elif alert.name == "SyncSlowQueriesHigh":

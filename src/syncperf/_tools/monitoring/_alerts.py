@@ -236,6 +236,17 @@ def _database_alerts(o: RuleOptions, add: Add) -> None:
         ("sync_operation", "sync_entity", "db_collection_name"),
     )
     add(
+        "SyncQueryPlanFinding",
+        f"sum by ({BY}, db_collection_name, sync_db_plan_finding) "
+        f"(increase({prom('sync.db.plan.findings')}[{o.plan_window}])) > 0",
+        "0s",
+        "info",
+        "Query plan finding {{ $labels.sync_db_plan_finding }} on "
+        "{{ $labels.db_collection_name }} in " + op_entity,
+        f"A sync statement's plan showed this finding in the last {o.plan_window}.",
+        ("sync_operation", "sync_entity", "db_collection_name", "sync_db_plan_finding"),
+    )
+    add(
         "SyncSlowQueriesHigh",
         "sum by (db_operation_name, db_collection_name) "
         f"(rate({prom('sync.db.slow_queries')}[{o.slow_query_window}])) * 3600"

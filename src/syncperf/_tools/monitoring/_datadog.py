@@ -109,6 +109,7 @@ def _other_queries(o: RuleOptions) -> dict[str, Query]:
     """The monitors of the outbox, the database and syncperf itself, by alert name."""
     w = _window("window", o.window)
     sw = _window("slow_query_window", o.slow_query_window)
+    pw = _window("plan_window", o.plan_window)
     entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
     slow_per_window = round(o.slow_queries_per_hour * o.seconds("slow_query_window") / 3600, 6)
     return {
@@ -132,6 +133,15 @@ def _other_queries(o: RuleOptions) -> dict[str, Query]:
             o.n_plus_one,
             f"N+1 queries on {_var('db.collection.name')} in {entity_op}",
             (*_OP_ENTITY, "db.collection.name"),
+        ),
+        "SyncQueryPlanFinding": (
+            f"sum(last_{pw}):sum:{metric('sync.db.plan.findings')}{{*}}"
+            f"{_by((*_OP_ENTITY, 'db.collection.name', 'sync.db.plan.finding'))}.as_count()"
+            " > 0",
+            0.0,
+            f"Query plan finding {_var('sync.db.plan.finding')} on "
+            f"{_var('db.collection.name')} in {entity_op}",
+            (*_OP_ENTITY, "db.collection.name", "sync.db.plan.finding"),
         ),
         "SyncSlowQueriesHigh": (
             # The count over the window (as_count() summed), against the hourly threshold

@@ -71,6 +71,8 @@ class RuleOptions:
         window: Rate window of the recording rules and alerts.
         baseline_window: Length of the baseline the spike alerts compare against.
         slow_query_window: Window of the slow-query rate.
+        plan_window: Window in which a query plan finding keeps its alert firing (plans are
+            read once per statement shape every 5 min by default: keep it above that).
         for_: Overrides every alert's ``for`` duration (None: per-alert defaults).
         evaluation_interval: Rule group ``interval`` (None: Prometheus's global one).
         runbook_url: Base URL of docs/runbooks.md; alerts link to ``URL#alertname``.
@@ -89,6 +91,7 @@ class RuleOptions:
     window: str = "5m"
     baseline_window: str = "1h"
     slow_query_window: str = "1h"
+    plan_window: str = "30m"
     for_: str | None = None
     evaluation_interval: str | None = None
     runbook_url: str = DEFAULT_RUNBOOK_URL
@@ -104,7 +107,7 @@ class RuleOptions:
         _positive("slow_queries_per_hour", self.slow_queries_per_hour)
         _positive("min_rate", self.min_rate, low=0.0)
         _positive("n_plus_one", self.n_plus_one, low=0.0)
-        for name in ("window", "baseline_window", "slow_query_window"):
+        for name in ("window", "baseline_window", "slow_query_window", "plan_window"):
             if parse_duration(name, getattr(self, name)) < 1:
                 raise ConfigError(name, getattr(self, name), "a duration of at least 1s")
         if self.for_ is not None:

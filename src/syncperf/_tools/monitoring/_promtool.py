@@ -259,6 +259,18 @@ def _n_plus_one(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixtu
     return f
 
 
+def _plan_findings(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    metric = prom("sync.db.plan.findings")
+    f = Fixture(eval_seconds=o.seconds("plan_window") + for_s + 2 * t.step)
+    base = {"sync_operation": "pull", "sync_entity": "todo", "sync_db_plan_finding": "seq_scan"}
+    found = {**base, "db_collection_name": "tombstones"}
+    fixed = {**base, "db_collection_name": "records"}
+    f.series.append(_series(metric, found, t.counter([(t.samples, 1 / 300)])))  # every plan
+    f.series.append(_series(metric, fixed, t.counter([(t.samples, 0.0)])))  # indexed long ago
+    f.firing.append(found)
+    return f
+
+
 def _slow_queries(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     metric = prom("sync.db.slow_queries")
     f = Fixture(eval_seconds=o.seconds("slow_query_window") + for_s + 2 * t.step)
@@ -295,6 +307,7 @@ _FIXTURES: dict[str, Builder] = {
         "outbox.probe.failures", "outbox_name", "orders", "emails"
     ),
     "SyncNPlusOneDetected": _n_plus_one,
+    "SyncQueryPlanFinding": _plan_findings,
     "SyncSlowQueriesHigh": _slow_queries,
     "SyncPerfShedding": _counter_alert(
         "syncperf.shed", "syncperf_reason", "operation_budget", "span_queue_full"
