@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
+from datetime import datetime
 from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import Any
@@ -21,9 +22,12 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from syncperf import _gate as gate
 from syncperf import _runtime
+from syncperf._client_series import Observed
+from syncperf._client_series import record as record_observed
 from syncperf._gate import MAX_COUNT, MAX_NAME
 from syncperf._redact import record_exception
 from syncperf._runtime import OpSeries, Runtime
+from syncperf._staleness import age_of
 from syncperf._tracing.span import Span, attach, detach
 from syncperf.exceptions import ConfigError
 
@@ -123,6 +127,8 @@ class SyncOperation:
     _own_ns = 0
     scratch: dict[str, Any] | None = None
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
+    _observed: Observed | None = None
+    """What the request told about its client (checkpoint, change times, Sync-Client)."""
 
     def __init__(self, rt: Runtime, series: OpSeries, start_ns: int) -> None:
         self._rt = rt
@@ -245,6 +251,42 @@ class SyncOperation:
         """Mark this request as a duplicate (an idempotent replay)."""
         self._idempotent = True
 
+    def record_checkpoint(self, at: datetime | float) -> None:
+        """Record how far behind the client is: now minus its checkpoint (``sync.pull.staleness``).
+
+        Adapters do this from the protocol's checkpoint; call it for any other protocol.
+
+        Args:
+            at: The time the client's checkpoint stands for (its last pull): a ``datetime``
+                (naive means UTC) or seconds since the epoch. Zero or earlier means "never
+                synced" and records nothing. Times further ahead of the server's clock than
+                clock skew explains, or older than a year, are dropped and counted.
+        """
+        age = age_of(self._rt, at)
+        if age is not None:
+            self.observed().staleness = age
+
+    def record_change_time(self, at: datetime | float) -> None:
+        """Record when a pushed change was made on the client (``sync.push.change_age``: the
+        age of the batch's oldest change). Call it for each change or once with the oldest.
+
+        Args:
+            at: A ``datetime`` (naive means UTC) or seconds since the epoch; bounded as for
+                ``record_checkpoint``.
+        """
+        age = age_of(self._rt, at)
+        if age is not None:
+            observed = self.observed()
+            if observed.change_age is None or age > observed.change_age:
+                observed.change_age = age
+
+    def observed(self) -> Observed:
+        """What this operation's request told about its client (made on first use)."""
+        observed = self._observed
+        if observed is None:
+            observed = self._observed = Observed()
+        return observed
+
     def set_attribute(self, key: str, value: Any) -> None:
         """Set an attribute on the operation's span only (never on a metric).
 
@@ -329,6 +371,15 @@ class _NoopOperation(SyncOperation):
 
     def set_error(self, error_type: str) -> None:
         pass
+
+    def record_checkpoint(self, at: datetime | float) -> None:
+        pass
+
+    def record_change_time(self, at: datetime | float) -> None:
+        pass
+
+    def observed(self) -> Observed:
+        return Observed()  # discarded: the no-op operation is shared
 
     def add_db_time(self, duration_ns: int) -> None:
         pass
@@ -503,6 +554,8 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             if op._conflict_detail:
                 for (conflict_entity, resolution), n in op._conflict_detail.items():
                     rt.conflicts_for(conflict_entity or entity, resolution).add(n)
+            if op._observed is not None:
+                record_observed(rt, op.operation, entity, op._observed)
             if op._db_queries or rt.db_instrumented:
                 series.db_queries.record(op._db_queries)
                 series.db_duration.record(op._db_ns / 1e9)
