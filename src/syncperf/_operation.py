@@ -12,8 +12,8 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from contextvars import ContextVar, Token
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 

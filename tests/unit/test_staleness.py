@@ -99,9 +99,8 @@ def test_a_wrong_clock_is_dropped_and_counted_even_in_strict_mode(
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1700000000", True, None, [1]])
 def test_a_checkpoint_that_is_not_a_time_is_misuse(bad: Any) -> None:
-    with capture() as cap, syncperf.sync_operation("pull") as op:
-        with pytest.raises(MeasurementError):
-            op.record_checkpoint(bad)
+    with capture(), syncperf.sync_operation("pull") as op, pytest.raises(MeasurementError):
+        op.record_checkpoint(bad)
     with capture(strict=False) as cap, syncperf.sync_operation("pull") as op:
         op.record_checkpoint(bad)
     assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_checkpoint"}) == 1
