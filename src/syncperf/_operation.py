@@ -65,6 +65,12 @@ def check_operation(operation: object, option: str = "operation") -> str:
     return name
 
 
+def is_operation(name: str) -> bool:
+    """Whether ``name`` is an operation the application declared (so client data may name it
+    without adding one)."""
+    return name in _valid_operations
+
+
 def check_entity(entity: object, option: str = "entity") -> str | None:
     """Validate a static entity name (decoration / construction time)."""
     if entity is None:

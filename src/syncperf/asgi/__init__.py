@@ -32,6 +32,7 @@ from syncperf._config import check_names, check_patterns
 from syncperf._decorators import apply_http_status
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
 from syncperf._runtime import OTHER, Runtime, raised_at
+from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._http import (
     HEADERS,
     HTTP_KEY,
@@ -47,7 +48,14 @@ from syncperf.asgi._http import (
 from syncperf.asgi._routes import RouteTable, SyncRoute, framework_route, route_path
 from syncperf.exceptions import ConfigError
 
-__all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request", "uninstrument_app"]
+__all__ = [
+    "SyncPerfMiddleware",
+    "SyncRoute",
+    "client_metrics_app",
+    "instrument_app",
+    "live_request",
+    "uninstrument_app",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
