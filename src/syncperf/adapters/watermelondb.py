@@ -92,8 +92,9 @@ class Pull(ProtocolAdapter):
     Records the batch size (records in the response), items per table and change type, and
     how far behind the client is (``sync.pull.staleness``, from the ``last_pulled_at`` query
     parameter: the server timestamp of the client's previous pull, in milliseconds; absent
-    or ``null`` on a first sync). A turbo response (``{syncJson}``, or the JSON text itself) records nothing but
-    ``sync.watermelondb.turbo`` on the span: its counts are unknown without a second parse.
+    or ``null`` on a first sync). A turbo response (``{syncJson}``, or the JSON text
+    itself) records nothing but ``sync.watermelondb.turbo`` on the span: its counts are
+    unknown without a second parse.
     The request body is not read.
     """
 
