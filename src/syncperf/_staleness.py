@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def age_of(rt: Runtime, at: object, now: float | None = None) -> float | None:
             return None
     elif isinstance(at, datetime):
         try:
-            seconds = (at if at.tzinfo is not None else at.replace(tzinfo=UTC)).timestamp()
+            seconds = (at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)).timestamp()
         except Exception:  # a hostile tzinfo
             rt.reject("invalid_checkpoint", _EXPECTED, at)
             return None

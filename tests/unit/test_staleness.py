@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ def test_a_checkpoint_records_now_minus_its_time_by_operation_and_entity(
 
 
 def test_a_datetime_checkpoint_counts_and_a_naive_one_means_utc(syncperf_capture: Capture) -> None:
-    now = datetime.now(UTC)
+    now = datetime.now(timezone.utc)
     with syncperf.sync_operation("pull") as op:
         op.record_checkpoint(now - timedelta(hours=3))
     with syncperf.sync_operation("pull") as op:
@@ -63,7 +63,7 @@ def test_the_oldest_change_of_a_push_is_its_change_age(syncperf_capture: Capture
     assert point.sum == pytest.approx(4000, abs=1)
 
 
-@pytest.mark.parametrize("never", [0, 0.0, -5, datetime(1960, 1, 1, tzinfo=UTC)])
+@pytest.mark.parametrize("never", [0, 0.0, -5, datetime(1960, 1, 1, tzinfo=timezone.utc)])
 def test_a_checkpoint_of_zero_means_never_synced_and_records_nothing(
     never: Any, syncperf_capture: Capture
 ) -> None:
@@ -111,7 +111,7 @@ def test_a_checkpoint_that_is_not_a_time_is_misuse(bad: Any) -> None:
     st.one_of(
         st.floats(allow_nan=True, allow_infinity=True),
         st.integers(min_value=-(2**70), max_value=2**70),
-        st.datetimes(timezones=st.just(UTC)),
+        st.datetimes(timezones=st.just(timezone.utc)),
     )
 )
 def test_no_checkpoint_ever_records_a_negative_or_absurd_age(at: Any) -> None:

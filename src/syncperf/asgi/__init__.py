@@ -22,12 +22,15 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from opentelemetry import context as context_api
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
+from syncperf._client_header import HEADER as CLIENT_HEADER
+from syncperf._client_header import read as read_client_header
 from syncperf._config import check_names, check_patterns
 from syncperf._decorators import apply_http_status
 from syncperf._operation import _CURRENT, SyncOperation, begin, check_operation, end, error_type
@@ -237,6 +240,7 @@ class SyncPerfMiddleware:
         traced = hit is not None and not owned and rt.tracing.active
         fields = propagation_fields(rt) if traced else _NO_FIELDS
         propagated = False  # only parse trace headers when there is something to continue
+        client_header: bytes | None = None
         for name, value in headers:
             if name == b"content-length":
                 content_length = int(value) if value.isdigit() else -1
@@ -244,6 +248,8 @@ class SyncPerfMiddleware:
                 idem_key = value
             elif name in fields:
                 propagated = True
+            elif name == CLIENT_HEADER:  # several lines form one list (RFC 9110)
+                client_header = value if client_header is None else client_header + b"," + value
         op: SyncOperation | None = None
         token: Any = None
         live = False
@@ -289,6 +295,10 @@ class SyncPerfMiddleware:
                 owner_span.set_attribute("sync.operation", operation)
             if idem_key is not None:
                 self._idempotency(rt, op, idem_key)
+            if client_header is not None:
+                read_client_header(rt, client_header, op.observed())
+            if adapter is not None and getattr(adapter, "query", None):
+                _feed_query(rt, op, adapter, scope.get("query_string"))
 
         hs = None
         if metering:
@@ -641,6 +651,16 @@ def _feed(
         return
     try:
         hook(op, parsed)
+    except Exception as error:
+        rt.internal_error("adapter_failed", error)
+
+
+def _feed_query(rt: Runtime, op: SyncOperation, adapter: Any, query: bytes | None) -> None:
+    """Hand the query parameters an adapter reads (``adapter.query``) to ``on_query``."""
+    try:
+        wanted = adapter.query
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else ()
+        adapter.on_query(op, {key: value for key, value in pairs if key in wanted})
     except Exception as error:
         rt.internal_error("adapter_failed", error)
 
