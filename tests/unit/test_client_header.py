@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from decimal import Decimal
 from typing import Any
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 import syncperf
 from syncperf._client_header import MAX_HEADER, parse
 from syncperf.testing import Capture, capture
+from tests.unit.test_hostile import SECRET, assert_exportable, lenient
 
 EXAMPLE = 'pending=12, retries=2, last-sync-age=340, db-size=5242880, app="1.4.2"'
 
@@ -191,3 +193,40 @@ def test_a_hostile_header_costs_bounded_time() -> None:
         parse(value)
         worst = max(worst, time.perf_counter() - t)
     assert worst < 0.01
+
+
+_header_text = st.one_of(
+    st.text(st.characters(min_codepoint=0, max_codepoint=255), max_size=80),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["pending", "retries", "last-sync-age", "db-size", "app", "x"]),
+            st.sampled_from(
+                ["-1", "1.5", "?1", f'"{SECRET}"', SECRET, "(1 2)", "9" * 16, '"1.2"', "12"]
+            ),
+        ),
+        max_size=6,
+    ).map(lambda ms: ", ".join(f"{k}={v}" for k, v in ms)),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_header_text)
+def test_hostile_headers_never_raise_break_export_or_leak(value: str) -> None:
+    from syncperf._client_header import read
+
+    logs: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: logs.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger("syncperf")
+    logger.addHandler(handler)
+    try:
+        with capture() as cap, syncperf.sync_operation("pull") as op:  # strict: still no raise
+            read(op._rt, value.encode("latin-1"), op.observed())
+        with lenient() as (cap, registry):
+            with syncperf.sync_operation("pull") as op:
+                read(op._rt, value.encode("latin-1"), op.observed())
+            assert_exportable(cap, registry)
+            assert SECRET not in repr(cap._reader.collect())
+    finally:
+        logger.removeHandler(handler)
+    assert not any(SECRET in line for line in logs)
