@@ -205,6 +205,26 @@ def outbox_stats(snap: Snapshot, name: str = "changes") -> dict[str, Any]:
     }
 
 
+def client_stats(snap: Snapshot) -> dict[str, Any]:
+    """What the clients see: staleness, their reported queues, their own failure rate."""
+    staleness = snap.merged("sync.pull.staleness")
+    pending = snap.merged("sync.client.pending_changes")
+    measured = snap.total("sync.client.operation.duration")
+    failed = snap.total("sync.client.operation.duration", {"sync.outcome": "error"})
+    versions = {
+        str(attrs.get("sync.client.app_version"))
+        for attrs, _ in snap.points("sync.client.pending_changes")
+    }
+    return {
+        "staleness_p50": quantile(0.5, staleness),
+        "staleness_p95": quantile(0.95, staleness),
+        "staleness_max": staleness.max if staleness is not None else None,
+        "pending_p95": quantile(0.95, pending),
+        "client_error_ratio": failed / measured if measured else None,
+        "app_versions": sorted(versions),
+    }
+
+
 def pool_stats(snap: Snapshot) -> dict[str, Any]:
     """Connection pool use (all pools together)."""
     wait = snap.merged("db.client.connection.wait_time")
