@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import syncperf
-from syncperf.adapters import replicache, rxdb, watermelondb
+from syncperf.adapters import couchdb, replicache, rxdb, watermelondb
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.testing import Capture, capture
 
@@ -84,3 +84,18 @@ def test_replicache_maps_the_cookie_to_a_time_through_the_application(
     count, total = staleness_sum(syncperf_capture)
     assert count == 1
     assert total == pytest.approx(600, abs=1)
+
+
+def test_couchdb_changes_maps_since_to_a_time_only_through_the_application(
+    syncperf_capture: Capture,
+) -> None:
+    times = {"42-g1AAAA": time.time() - 3600}
+    adapter = couchdb.Changes(since_time=times.get)
+    assert adapter.query == ("since",)
+    assert couchdb.Changes().query == ()
+    for since in ("42-g1AAAA", "0", "now", None, "unknown"):
+        with syncperf.sync_operation("pull") as op:
+            adapter.on_query(op, {"since": since})
+    count, total = staleness_sum(syncperf_capture)
+    assert count == 1
+    assert total == pytest.approx(3600, abs=1)
