@@ -18,6 +18,7 @@ reference implementation takes ~100 us per header, this one a few, on every sync
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import TYPE_CHECKING
 
@@ -44,18 +45,28 @@ _BARE = (
 )
 _PARAMS = rf"(?:;[ ]*{_KEY}(?:={_BARE})?)*"
 _INNER = rf"\([ ]*(?:{_BARE}{_PARAMS}(?:[ ]+{_BARE}{_PARAMS})*[ ]*)?\)"
-_MEMBER = re.compile(
-    rf"({_KEY})"
-    rf'(?:=(?:({_INT})|"({_STR_BODY})"|({_TOKEN})|{_BARE}|{_INNER}){_PARAMS}|{_PARAMS})'
-    r"(?:[ \t]*,[ \t]*(?=[a-z*])|[ ]*\Z)"
-)
 _SIMPLE_VALUE = rf'(?:{_INT}|"{_STR_BODY}"|{_TOKEN})'
-_SIMPLE = re.compile(  # the common shape: key=value members, each an Integer, String or Token
-    rf"{_KEY}={_SIMPLE_VALUE}(?:[ \t]*,[ \t]*{_KEY}={_SIMPLE_VALUE})*"
-)
-_SIMPLE_MEMBER = re.compile(rf'({_KEY})=(?:({_INT})|"({_STR_BODY})"|({_TOKEN}))')
-_UNESCAPE = re.compile(r"\\(.)")
 _INVALID = object()
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """``(simple dictionary, one simple member, one member)``, compiled on first use (not at
+    ``import syncperf``: only servers whose clients send the header pay for them)."""
+    simple = re.compile(  # the common shape: key=value members, Integers, Strings or Tokens
+        rf"{_KEY}={_SIMPLE_VALUE}(?:[ \t]*,[ \t]*{_KEY}={_SIMPLE_VALUE})*"
+    )
+    simple_member = re.compile(rf'({_KEY})=(?:({_INT})|"({_STR_BODY})"|({_TOKEN}))')
+    member = re.compile(
+        rf"({_KEY})"
+        rf'(?:=(?:({_INT})|"({_STR_BODY})"|({_TOKEN})|{_BARE}|{_INNER}){_PARAMS}|{_PARAMS})'
+        r"(?:[ \t]*,[ \t]*(?=[a-z*])|[ ]*\Z)"
+    )
+    return simple, simple_member, member
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text) if "\\" in text else text
 
 
 def parse(value: str) -> dict[str, int | str | object] | None:
@@ -66,16 +77,17 @@ def parse(value: str) -> dict[str, int | str | object] | None:
     """
     value = value.strip(" ")
     members: dict[str, int | str | object] = {}
-    if _SIMPLE.fullmatch(value):  # members one after another: findall reads them in order
-        for key, number, text, token in _SIMPLE_MEMBER.findall(value):
+    simple, simple_member, member = _patterns()
+    if simple.fullmatch(value):  # members one after another: findall reads them in order
+        for key, number, text, token in simple_member.findall(value):
             if number:
                 members[key] = int(number)
             elif token:
                 members[key] = token
             else:
-                members[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
+                members[key] = _unescape(text)
         return members
-    pos, end, match = 0, len(value), _MEMBER.match
+    pos, end, match = 0, len(value), member.match
     while pos < end:
         found = match(value, pos)
         if found is None:
@@ -84,7 +96,7 @@ def parse(value: str) -> dict[str, int | str | object] | None:
         if number is not None:
             members[key] = int(number)
         elif text is not None:
-            members[key] = _UNESCAPE.sub(r"\1", text) if "\\" in text else text
+            members[key] = _unescape(text)
         elif token is not None:
             members[key] = token
         else:

@@ -56,7 +56,8 @@ REPORTED: dict[str, tuple[str, str, str, tuple[float, ...]]] = {
     ),
 }
 """The numbers a client reports (``Sync-Client`` header members and batch fields)."""
-_VERSION_RE = re.compile(r"v?([0-9]{1,6}(?:\.[0-9]{1,6}){0,3})(?![0-9])")
+_VERSION = r"v?([0-9]{1,6}(?:\.[0-9]{1,6}){0,3})(?![0-9])"
+"""An app version's numeric part (compiled on first use by ``re``'s cache)."""
 _OTHER = "_other"
 MAX_BOUND = 10_000
 """Series handles kept per runtime (all attribute values are bounded; this bounds the cache)."""
@@ -71,7 +72,7 @@ def app_version(value: object) -> str | None:
     """
     if value is None:
         return None
-    if type(value) is str and len(value) <= 64 and (found := _VERSION_RE.match(value)):
+    if type(value) is str and len(value) <= 64 and (found := re.match(_VERSION, value)):
         return found.group(1)
     return _OTHER
 
