@@ -230,3 +230,73 @@ def test_hostile_headers_never_raise_break_export_or_leak(value: str) -> None:
     finally:
         logger.removeHandler(handler)
     assert not any(SECRET in line for line in logs)
+
+
+def _app(**routes: str) -> Any:
+    from fastapi import FastAPI
+
+    from syncperf.asgi import SyncPerfMiddleware
+
+    app = FastAPI()
+
+    @app.get("/sync/{entity}/pull")
+    def pull(entity: str) -> dict[str, Any]:
+        return {}
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {}
+
+    app.add_middleware(SyncPerfMiddleware, routes={"/sync/{entity}/pull": "pull"})
+    return app
+
+
+async def _get(app: Any, path: str, headers: list[tuple[str, str]]) -> None:
+    import httpx
+
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        assert (await http.get(path, headers=headers)).status_code == 200
+
+
+async def test_the_middleware_reads_the_header_on_sync_routes_only(
+    syncperf_capture: Capture,
+) -> None:
+    app = _app()
+    await _get(
+        app,
+        "/sync/todo/pull",
+        [("Sync-Client", 'pending=4, app="3.0"'), ("Sync-Client", "retries=1")],
+    )
+    await _get(app, "/health", [("Sync-Client", "pending=99")])
+    (pending,) = syncperf_capture.points("sync.client.pending_changes")
+    assert dict(pending.attributes) == {
+        "sync.operation": "pull",
+        "sync.entity": "todo",
+        "sync.client.app_version": "3.0",
+    }
+    assert (pending.count, pending.sum) == (1, 4)
+    (retries,) = syncperf_capture.points("sync.client.retries")
+    assert retries.sum == 1  # a second header line is the same list (RFC 9110)
+
+
+def test_the_decorator_reads_the_header_from_the_request_parameter(
+    syncperf_capture: Capture,
+) -> None:
+    from starlette.requests import Request
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push(request: Request) -> int:
+        return 1
+
+    @syncperf.instrument_sync("push", entity="note")
+    def push_plain(body: dict[str, Any]) -> int:  # no request object: nothing to read
+        return 1
+
+    headers = [(b"sync-client", b"pending=7, db-size=1024")]
+    push(Request({"type": "http", "headers": headers}))
+    push_plain({})
+    (pending,) = syncperf_capture.points("sync.client.pending_changes")
+    assert dict(pending.attributes) == {"sync.operation": "push", "sync.entity": "todo"}
+    assert pending.sum == 7
+    assert [p.sum for p in syncperf_capture.points("sync.client.db_size")] == [1024]
