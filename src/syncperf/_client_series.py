@@ -157,9 +157,9 @@ class ClientSeries:
         return found
 
 
-def record(rt: Runtime, operation: str, entity: str | None, observed: Observed) -> None:
-    """Add what one operation observed (the caller holds ``rt.lock``)."""
-    cs = rt.state(ClientSeries)
+def record(cs: ClientSeries, operation: str, entity: str | None, observed: Observed) -> None:
+    """Add what one operation observed (the caller holds ``rt.lock``; it took
+    ``cs = rt.state(ClientSeries)`` before, as state is made under its own lock)."""
     if observed.staleness is not None:
         cs.series(cs.staleness, operation, entity, None).record(observed.staleness)
     if observed.change_age is not None:

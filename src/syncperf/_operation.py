@@ -22,7 +22,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from syncperf import _gate as gate
 from syncperf import _runtime
-from syncperf._client_series import Observed
+from syncperf._client_series import ClientSeries, Observed
 from syncperf._client_series import record as record_observed
 from syncperf._gate import MAX_COUNT, MAX_NAME
 from syncperf._redact import record_exception
@@ -538,6 +538,9 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             (rt.series(op.operation, item_entity), change, n)
             for (item_entity, change), n in op._entity_items.items()
         ]
+        observed = op._observed
+        if observed is not None:  # bound before the lock: state is made under its own
+            client_series = rt.state(ClientSeries)
         with rt.lock:
             if etype is not None:
                 series.error(etype).record(seconds)
@@ -560,8 +563,8 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             if op._conflict_detail:
                 for (conflict_entity, resolution), n in op._conflict_detail.items():
                     rt.conflicts_for(conflict_entity or entity, resolution).add(n)
-            if op._observed is not None:
-                record_observed(rt, op.operation, entity, op._observed)
+            if observed is not None:
+                record_observed(client_series, op.operation, entity, observed)
             if op._db_queries or rt.db_instrumented:
                 series.db_queries.record(op._db_queries)
                 series.db_duration.record(op._db_ns / 1e9)
