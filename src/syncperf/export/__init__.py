@@ -30,21 +30,20 @@ import logging
 import os
 import threading
 import time
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
-from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._metrics import outputs
 from syncperf._runtime import configure
 from syncperf.exceptions import ConfigError
+from syncperf.export import _otlp
+from syncperf.export._otlp import CountingSpanExporter, RenewableMetricExporter
 
 __all__ = [
     "CountingSpanExporter",
@@ -58,10 +57,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("syncperf")
-PROTOCOLS = ("grpc", "http/protobuf")
-DEFAULT_PROTOCOL = "http/protobuf"
-"""The OpenTelemetry specification's default when ``OTEL_EXPORTER_OTLP_PROTOCOL`` is unset."""
-_EXPORTER_CHOICES = ("otlp", "none")
 
 
 @dataclass
@@ -153,12 +148,12 @@ def setup_otlp(
     for name in ("metric_exporters", "tracer_provider"):
         if name in options:
             raise ConfigError(name, options[name], "not an option of setup_otlp (it sets it)")
-    traces_on = _signal_on("OTEL_TRACES_EXPORTER", env) if traces is None else bool(traces)
-    metrics_on = _signal_on("OTEL_METRICS_EXPORTER", env) if metrics is None else bool(metrics)
-    traces_protocol = _protocol(protocol, "TRACES", env) if traces_on else None
-    metrics_protocol = _protocol(protocol, "METRICS", env) if metrics_on else None
-    disabled = _disabled(env)
-    resource = options.pop("resource", None) or _resource()
+    traces_on = _otlp.signal_on("OTEL_TRACES_EXPORTER", env) if traces is None else bool(traces)
+    metrics_on = _otlp.signal_on("OTEL_METRICS_EXPORTER", env) if metrics is None else bool(metrics)
+    traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_on else None
+    metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_on else None
+    disabled = _otlp.disabled(env)
+    resource = options.pop("resource", None) or _otlp.default_resource()
     # Every option is checked before anything global changes: a mistyped option raises
     # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
     Config.from_env(resource=resource, **options)
@@ -166,34 +161,18 @@ def setup_otlp(
     tracer_provider: Any = None
     owns = False
     if traces_on and not disabled:
-        tracer_provider = _sdk_provider(trace.get_tracer_provider())
-        if tracer_provider is None:
-            tracer_provider, owns = (
-                _tracer_provider(resource, traces_protocol, endpoint, headers, timeout),
-                True,
-            )
-        else:
-            _logger.info("syncperf: using the existing global tracer provider")
-    exporter: Any = None
-    meter_provider: Any = None
-    joined: Any = None
+        tracer_provider, owns = _otlp.tracer_provider_of(
+            resource, traces_protocol, endpoint, headers, timeout
+        )
+    exporter = meter_provider = joined = None
     if metrics_on and not disabled:
-        existing = otel_metrics.get_meter_provider()
-        if _is_proxy_meter_provider(existing) or existing in _OWN_METER_PROVIDERS:
-            exporter = _metric_exporter(metrics_protocol, endpoint, headers, timeout)
-            if global_meter_provider and _is_proxy_meter_provider(existing):
-                meter_provider = _meter_provider(
-                    resource, metrics_protocol, endpoint, headers, timeout
-                )
-            # FastAPI's native HTTP metrics in the global provider's OTLP export are not
-            # repeated by syncperf's own exporter to the same collector.
-            exporter.beside = meter_provider if meter_provider is not None else existing
-        else:
-            joined = existing
+        exporter, meter_provider, joined = _otlp.metric_outputs(
+            resource, metrics_protocol, endpoint, headers, timeout, global_meter_provider
+        )
     if owns:
         trace.set_tracer_provider(tracer_provider)
     if meter_provider is not None:
-        _OWN_METER_PROVIDERS.add(meter_provider)
+        _otlp.OWN_METER_PROVIDERS.add(meter_provider)
         otel_metrics.set_meter_provider(meter_provider)
     if exporter is not None:
         outputs.OUTPUTS.exporters["otlp"] = exporter
@@ -214,10 +193,6 @@ def setup_otlp(
         joined,
         exporter,
     )
-
-
-_OWN_METER_PROVIDERS: weakref.WeakSet[Any] = weakref.WeakSet()
-"""Meter providers ``setup_otlp`` created: syncperf exports beside them, never into them."""
 
 
 def _apply(options: Mapping[str, Any], **defaults: Any) -> Any:
@@ -255,292 +230,11 @@ def setup_meter_provider(meter_provider: Any = None) -> bool:
         if meter_provider is not None:
             raise ConfigError("meter_provider", meter_provider, "an SDK MeterProvider")
         return False
-    if provider in _OWN_METER_PROVIDERS:
+    if provider in _otlp.OWN_METER_PROVIDERS:
         return False
     _runtime.current()
     _bridge.bridge(provider)
     return True
-
-
-def _disabled(env: Mapping[str, str]) -> bool:
-    return env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
-
-
-def _signal_on(var: str, env: Mapping[str, str]) -> bool:
-    raw = env.get(var, "otlp").strip().lower() or "otlp"
-    names = {n.strip() for n in raw.split(",") if n.strip()}
-    unknown = names - set(_EXPORTER_CHOICES)
-    if unknown:
-        raise ConfigError(var, raw, "otlp or none (setup_otlp installs OTLP exporters only)")
-    return "otlp" in names
-
-
-def _protocol(explicit: str | None, signal: str, env: Mapping[str, str]) -> str:
-    if explicit is not None:
-        option, value = "protocol", explicit
-    elif (raw := env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")) is not None:
-        option, value = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", raw
-    else:
-        option = "OTEL_EXPORTER_OTLP_PROTOCOL"
-        value = env.get(option, DEFAULT_PROTOCOL)
-    value = value.strip().lower()
-    if value not in PROTOCOLS:
-        raise ConfigError(option, value, " or ".join(PROTOCOLS))
-    return value
-
-
-def _resource() -> Any:
-    from opentelemetry.sdk.resources import Resource
-
-    return Resource.create()
-
-
-def _sdk_provider(provider: Any) -> Any:
-    """The provider when it is a real one (not the API's proxy or no-op)."""
-    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
-        return None
-    return provider
-
-
-def _is_proxy_meter_provider(provider: Any) -> bool:
-    from opentelemetry.metrics import NoOpMeterProvider
-    from opentelemetry.metrics._internal import _ProxyMeterProvider
-
-    return isinstance(provider, (_ProxyMeterProvider, NoOpMeterProvider))
-
-
-def _kwargs(
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
-    protocol: str | None,
-    path: str,
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if endpoint is not None:
-        if protocol == "http/protobuf":
-            kwargs["endpoint"] = endpoint.rstrip("/") + path
-        else:
-            kwargs["endpoint"] = endpoint
-            if endpoint.startswith("http://"):
-                kwargs["insecure"] = True
-    if headers is not None:
-        kwargs["headers"] = dict(headers)
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    return kwargs
-
-
-def _import(protocol: str | None, signal: str) -> Any:
-    module = {
-        ("grpc", "trace"): "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
-        ("grpc", "metric"): "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
-        ("http/protobuf", "trace"): "opentelemetry.exporter.otlp.proto.http.trace_exporter",
-        ("http/protobuf", "metric"): "opentelemetry.exporter.otlp.proto.http.metric_exporter",
-    }[(protocol or DEFAULT_PROTOCOL, signal)]
-    try:
-        import importlib
-
-        loaded = importlib.import_module(module)
-    except ImportError:
-        package = (
-            "opentelemetry-exporter-otlp-proto-grpc"
-            if protocol == "grpc"
-            else "opentelemetry-exporter-otlp-proto-http"
-        )
-        raise ConfigError(
-            "protocol",
-            protocol,
-            f"a protocol whose exporter is installed (pip install {package}, or syncperf[otlp])",
-        ) from None
-    name = "OTLPSpanExporter" if signal == "trace" else "OTLPMetricExporter"
-    return getattr(loaded, name)
-
-
-def _tracer_provider(
-    resource: Any,
-    protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
-) -> Any:
-    from opentelemetry.sdk.trace import TracerProvider
-
-    cls = _import(protocol, "trace")
-    kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/traces")
-    # sampler: OTEL_TRACES_SAMPLER(_ARG); flushed at exit by syncperf, within its
-    # shutdown_timeout (the SDK's own exit hook waits on a silent collector unbounded)
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    exporter = CountingSpanExporter(factory=lambda: cls(**kwargs))
-    provider.add_span_processor(_CountingBatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
-    return provider
-
-
-class _CountingBatchSpanProcessor(BatchSpanProcessor):
-    """The SDK's batch processor; the spans it drops (its queue is full, or it was shut
-    down) are counted in ``syncperf.dropped`` as well as logged by the SDK."""
-
-    def __init__(self, exporter: SpanExporter) -> None:
-        super().__init__(exporter)
-        batch = getattr(self, "_batch_processor", None)
-        metrics = getattr(batch, "_metrics", None)  # where the SDK reports each drop
-        if metrics is not None:
-            batch._metrics = _CountingDrops(metrics)  # type: ignore[union-attr]
-
-
-class _CountingDrops:
-    """The SDK batch processor's own metrics, with each drop also counted by syncperf."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        reason = "span_export_" + ("queue_full" if error_type == "queue_full" else "shutdown")
-        rt = _runtime.current()
-        if count > 1:  # ``drop`` below counts one
-            with rt.lock:
-                rt.dropped.sum((("syncperf.reason", reason),)).add(count - 1)
-        rt.drop(reason, "syncperf: the batch span processor dropped spans (%s)", error_type)
-        self._inner.drop_items(count, error_type)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _metric_exporter(
-    protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
-) -> Any:
-    cls = _import(protocol, "metric")
-    kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/metrics")
-    return RenewableMetricExporter(lambda: cls(**kwargs))
-
-
-def _meter_provider(
-    resource: Any,
-    protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
-) -> Any:
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    reader = PeriodicExportingMetricReader(  # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
-        _metric_exporter(protocol, endpoint, headers, timeout)
-    )
-    provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
-    outputs.flush_also(provider)
-    return provider
-
-
-class CountingSpanExporter(SpanExporter):
-    """Wraps a span exporter: failed or raising exports are counted, never propagated.
-
-    Counts go to ``syncperf.export.failures{syncperf.signal="traces"}`` of the current
-    runtime (the batch processor calls ``export`` on its own thread, never on a request).
-    Built from a factory, the wrapped exporter is rebuilt in a forked child (a gRPC channel
-    or HTTP session must not be shared across ``fork()``).
-    """
-
-    def __init__(
-        self,
-        inner: SpanExporter | None = None,
-        *,
-        factory: Callable[[], SpanExporter] | None = None,
-    ) -> None:
-        if inner is None:
-            if factory is None:
-                raise ConfigError("inner", None, "a SpanExporter or a factory")
-            inner = factory()
-        self.inner = inner
-        self._factory = factory
-        _renewable.add(self)
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        """Export through the wrapped exporter; count a failure."""
-        try:
-            result = self.inner.export(spans)
-        except Exception:
-            _logger.debug("syncperf: span export raised", exc_info=True)
-            result = SpanExportResult.FAILURE
-        if result is not SpanExportResult.SUCCESS:
-            count_failure("traces")
-        return result
-
-    def shutdown(self) -> None:
-        """Shut the wrapped exporter down."""
-        self.inner.shutdown()
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        """Flush the wrapped exporter."""
-        return bool(self.inner.force_flush(timeout_millis))
-
-    def renew(self) -> None:
-        """Rebuild the wrapped exporter (after ``fork()``), when built from a factory."""
-        if self._factory is not None:
-            self.inner = self._factory()
-
-
-class RenewableMetricExporter(MetricExporter):
-    """A metric exporter built by ``factory``, rebuilt in a forked child.
-
-    Keeps the wrapped exporter's temporality and aggregation preferences (so
-    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` still applies).
-    """
-
-    def __init__(self, factory: Callable[[], MetricExporter]) -> None:
-        self._factory = factory
-        self.inner = factory()
-        self.beside: Any = None
-        """The meter provider exporting to the same place (its series are not repeated)."""
-        super().__init__(
-            preferred_temporality=getattr(self.inner, "_preferred_temporality", None),
-            preferred_aggregation=getattr(self.inner, "_preferred_aggregation", None),
-        )
-        _renewable.add(self)
-
-    def export(
-        self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
-    ) -> MetricExportResult:
-        """Export through the wrapped exporter."""
-        return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
-
-    def force_flush(self, timeout_millis: float = 10_000) -> bool:
-        """Flush the wrapped exporter."""
-        return bool(self.inner.force_flush(timeout_millis=timeout_millis))
-
-    def shutdown(self, timeout_millis: float = 30_000, **kwargs: Any) -> None:
-        """Shut the wrapped exporter down."""
-        self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
-
-    def renew(self) -> None:
-        """Rebuild the wrapped exporter (after ``fork()``)."""
-        self.inner = self._factory()
-
-
-_renewable: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def _renew_after_fork() -> None:
-    for exporter in list(_renewable):
-        try:
-            exporter.renew()
-        except Exception:  # never break the child over telemetry
-            _logger.debug("syncperf: rebuilding an exporter after fork failed", exc_info=True)
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_after_fork)
-
-
-def count_failure(signal: str) -> None:
-    """Add one to ``syncperf.export.failures`` for ``signal`` in the current runtime."""
-    rt = _runtime.current()
-    with rt.lock:
-        rt.export_failures.sum((("syncperf.signal", signal),)).add(1)
 
 
 # --- Prometheus ------------------------------------------------------------------------
