@@ -36,6 +36,11 @@ def metric(name: str) -> str:
     return name
 
 
+def _quantile(q: float) -> str:
+    """Datadog's aggregation of the distribution quantile ``q`` (``0.75`` -> ``p75``)."""
+    return "p" + number(round(q * 100, 6))
+
+
 def _by(tags: tuple[str, ...]) -> str:
     return " by {" + ",".join(tags) + "}"
 
@@ -50,6 +55,7 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
     b = _window("baseline_window", o.baseline_window)
     sw = _window("slow_query_window", o.slow_query_window)
     duration = metric("sync.operation.duration")
+    client = metric("sync.client.operation.duration")
     by = _by(_OP_ENTITY)
     entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
     slow_per_window = round(o.slow_queries_per_hour * o.seconds("slow_query_window") / 3600, 6)
@@ -92,6 +98,30 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
             f" > {number((o.idempotency_spike_factor - 1) * 100)}",
             (o.idempotency_spike_factor - 1) * 100,
             f"Idempotency-hit spike for {entity_op}",
+            _OP_ENTITY,
+        ),
+        "SyncClientsFarBehind": (
+            # More than a share s of pulls over T behind is the (1 - s) quantile over T: the
+            # Prometheus rule counts the share in the buckets, Datadog's distribution answers
+            # the quantile (stale_share is limited to the quantiles it offers).
+            f"avg(last_{w}):{_quantile(1 - o.stale_share)}:{metric('sync.pull.staleness')}{{*}}"
+            f"{by} > {number(o.stale_hours * 3600)}",
+            o.stale_hours * 3600,
+            f"Clients far behind for {entity_op}",
+            _OP_ENTITY,
+        ),
+        "SyncClientPendingChangesHigh": (
+            f"avg(last_{w}):p95:{metric('sync.client.pending_changes')}{{*}}{by}"
+            f" > {number(o.pending_changes)}",
+            o.pending_changes,
+            f"Changes piling up on devices for {entity_op}",
+            _OP_ENTITY,
+        ),
+        "SyncClientFailureRateHigh": (
+            f"sum(last_{w}):count:{client}{{sync.outcome:error}}{by}.as_count()"
+            f" / count:{client}{{*}}{by}.as_count() > {number(o.client_error_rate)}",
+            o.client_error_rate,
+            f"Client-side failure rate high for {entity_op}",
             _OP_ENTITY,
         ),
         "OutboxOldestMessageTooOld": (

@@ -16,6 +16,7 @@ from syncperf._metrics.prometheus import label_name, prometheus_name
 Kind = Literal["histogram", "counter", "updowncounter", "gauge"]
 
 _SYNC = ("sync.operation", "sync.entity")
+_CLIENT = (*_SYNC, "sync.client.app_version")
 _DB = ("db.system.name", "db.operation.name", "db.collection.name", "error.type")
 _POOL = ("db.client.connection.pool.name",)
 _HTTP = (
@@ -90,6 +91,21 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("syncperf.dropped", "counter", "{measurement}", ("syncperf.reason",), "core"),
     _m("syncperf.shed", "counter", "{event}", ("syncperf.reason",), "core"),
     _m("syncperf.export.failures", "counter", "{export}", ("syncperf.signal",), "core"),
+    # what clients see (syncperf._client_series; the batch endpoint in syncperf.asgi)
+    _m("sync.pull.staleness", "histogram", "s", _SYNC, "core"),
+    _m("sync.push.change_age", "histogram", "s", _SYNC, "core"),
+    _m("sync.client.pending_changes", "histogram", "{change}", _CLIENT, "core"),
+    _m("sync.client.retries", "histogram", "{retry}", _CLIENT, "core"),
+    _m("sync.client.last_sync_age", "histogram", "s", _CLIENT, "core"),
+    _m("sync.client.db_size", "histogram", "By", _CLIENT, "core"),
+    _m(
+        "sync.client.operation.duration",
+        "histogram",
+        "s",
+        (*_CLIENT, "sync.outcome"),
+        "core",
+    ),
+    _m("sync.client.batches", "counter", "{batch}", ("sync.client.batch.result",), "asgi"),
     # syncperf.sqlalchemy
     _m(
         "sync.db.slow_queries",
