@@ -407,6 +407,13 @@ def active_operation() -> SyncOperation | None:
     return _CURRENT.get()
 
 
+def release_entity(op: SyncOperation, entity: str) -> None:
+    """Report ``op`` without ``entity`` and give back the slot it took in the entity bound
+    (for integrations: a rejected request cannot use up ``max_entities``)."""
+    op._rt.entities.release(entity)
+    op._entity = None
+
+
 # --- life cycle ------------------------------------------------------------------------
 
 

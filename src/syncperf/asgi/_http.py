@@ -1,11 +1,14 @@
 """HTTP server metrics, coexistence detection and idempotency bookkeeping for ``asgi``.
 
+* ``AsgiState``: the middleware's state on one runtime (``rt.state(AsgiState)``): its
+  ``HttpSeries``, excluded URLs, propagation header names and idempotency windows.
+  ``configure()`` / ``capture()`` replace the runtime, so nothing is kept on the middleware.
 * ``HttpSeries``: the ``http.server.*`` instruments of one runtime (created in its registry)
-  and their pre-bound series, cached on ``rt.cache`` (``configure()`` / ``capture()`` replace
-  the runtime, so nothing is cached on the middleware).
+  and their pre-bound series.
 * ``owners``: does another instrumentation already own the server span or the HTTP metrics
   of this request (contrib's ``OpenTelemetryMiddleware``, FastAPI's native telemetry)?
 * ``SeenKeys``: a bounded, TTL'd set of hashed ``Idempotency-Key`` values.
+* ``feed_body``: a buffered JSON body handed to a route's adapter.
 """
 
 from __future__ import annotations
@@ -13,24 +16,27 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
+from syncperf._operation import SyncOperation
 from syncperf._runtime import Runtime
+from syncperf.asgi._routes import exclusions
 
 __all__ = [
     "HEADERS",
-    "HTTP_KEY",
+    "AsgiState",
     "HttpSeries",
     "SeenKeys",
-    "http_series",
+    "feed_body",
+    "is_json",
     "key_hash",
     "owners",
-    "propagation_fields",
 ]
 
 # fmt: off
@@ -46,8 +52,6 @@ METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
 VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
-HTTP_KEY = ("syncperf.asgi", "http")
-"""Where a runtime caches its ``HttpSeries`` (``rt.cache``)."""
 
 
 class HttpSeries:
@@ -138,18 +142,52 @@ class HttpSeries:
         return found
 
 
-def http_series(rt: Runtime, beside: object = None) -> HttpSeries:
-    """The runtime's ``HttpSeries`` (created once per runtime); with ``beside``, the
-    series of requests whose HTTP metrics another instrumentation records into that meter
-    provider (kept out of the outputs that feed it, so no output has them twice)."""
-    key = HTTP_KEY if beside is None else (HTTP_KEY, id(beside))
-    found = rt.cache.get(key)
-    if found is None:
-        with rt.lock:
-            found = rt.cache.get(key)
-            if found is None:
-                found = rt.cache[key] = HttpSeries(rt, beside)
-    return found
+class AsgiState:
+    """The middleware's state on one runtime: ``rt.state(AsgiState)``.
+
+    Attributes:
+        excluded: The ``excluded_urls`` setting's ``ExcludeList``, or False for none.
+    """
+
+    __slots__ = ("_fields", "_lock", "_rt", "_series", "_stores", "_textmap", "excluded")
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        self._lock = threading.Lock()
+        self._series: dict[int | None, HttpSeries] = {}
+        self._stores: dict[object, SeenKeys] = {}
+        self._textmap: object = None
+        self._fields: frozenset[bytes] = frozenset()
+        self.excluded = exclusions(rt.config.excluded_urls)
+
+    def http(self, beside: object = None) -> HttpSeries:
+        """The ``HttpSeries`` (made once); with ``beside``, the series of requests whose HTTP
+        metrics another instrumentation records into that meter provider (kept out of the
+        outputs that feed it, so no output has them twice)."""
+        key = None if beside is None else id(beside)
+        found = self._series.get(key)
+        if found is None:
+            with self._lock:
+                found = self._series.get(key)
+                if found is None:
+                    found = self._series[key] = HttpSeries(self._rt, beside)
+        return found
+
+    def seen_keys(self, owner: object, ttl: float, max_keys: int) -> SeenKeys:
+        """The idempotency window of one middleware (``owner``), made on first use."""
+        found = self._stores.get(owner)
+        if found is None:
+            with self._lock:
+                found = self._stores.setdefault(owner, SeenKeys(ttl, max_keys))
+        return found
+
+    def propagation_fields(self) -> frozenset[bytes]:
+        """Header names the global propagator reads (kept until the propagator changes)."""
+        textmap = propagate.get_global_textmap()
+        if textmap is not self._textmap:
+            self._fields = frozenset(f.lower().encode("latin-1") for f in textmap.fields)
+            self._textmap = textmap
+        return self._fields
 
 
 # --- coexistence ---------------------------------------------------------------------------
@@ -244,17 +282,6 @@ class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
 
 
 HEADERS = _HeaderGetter()
-_FIELDS_KEY = ("syncperf.asgi", "propagation_fields")
-
-
-def propagation_fields(rt: Runtime) -> frozenset[bytes]:
-    """Header names the global propagator reads (cached per runtime and propagator)."""
-    textmap = propagate.get_global_textmap()
-    cached = rt.cache.get(_FIELDS_KEY)
-    if cached is None or cached[0] is not textmap:
-        fields = frozenset(f.lower().encode("latin-1") for f in textmap.fields)
-        cached = rt.cache[_FIELDS_KEY] = (textmap, fields)
-    return cached[1]  # type: ignore[no-any-return,unused-ignore]
 
 
 def key_hash(key: bytes) -> str:
@@ -289,3 +316,57 @@ class SeenKeys:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+# --- bodies for adapters ---------------------------------------------------------------
+
+
+def is_json(start: MutableMapping[str, Any]) -> bool:
+    """Whether a response's ``content-type`` is JSON (``application/json``, ``+json``)."""
+    for name, value in start.get("headers") or ():
+        if name.lower() == b"content-type":
+            return b"json" in value.lower()
+    return False
+
+
+def feed_body(
+    rt: Runtime,
+    op: SyncOperation,
+    hook: Callable[[SyncOperation, Any], None],
+    chunks: list[bytes] | None,
+    size: int,
+    cap: int,
+) -> None:
+    """JSON-decode a buffered body and hand it to an adapter hook (never raises)."""
+    if not chunks or size == 0:
+        return
+    if size > cap:
+        _drop(rt, "asgi_body_too_large", f"a body of {size} bytes exceeds max_body_bytes={cap}")
+        return
+    import json
+
+    try:
+        parsed = json.loads(b"".join(chunks))
+    except ValueError:
+        _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
+        return
+    try:
+        hook(op, parsed)
+    except Exception as error:
+        rt.internal_error("adapter_failed", error)
+
+
+def feed_query(rt: Runtime, op: SyncOperation, adapter: Any, query: bytes | None) -> None:
+    """Hand the query parameters an adapter reads (``adapter.query``) to ``on_query``
+    (never raises)."""
+    try:
+        wanted = adapter.query
+        pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else ()
+        adapter.on_query(op, {key: value for key, value in pairs if key in wanted})
+    except Exception as error:
+        rt.internal_error("adapter_failed", error)
+
+
+def _drop(rt: Runtime, reason: str, detail: str) -> None:
+    """Count a body the client or app sent that syncperf cannot read (never raises)."""
+    rt.drop(reason, "syncperf could not read a body (%s): %s", reason, detail)

@@ -1,4 +1,5 @@
-"""Sync-route templates for the ASGI middleware: compiled once, matched cheaply per request.
+"""Which requests the ASGI middleware records: sync-route templates compiled once and matched
+cheaply per request, and the excluded URLs.
 
 Only the user's *sync* templates are matched here (a dict lookup for static paths, a prefix
 check and one regex for parameterised ones); the application's own routing is never
@@ -13,11 +14,20 @@ from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
+from syncperf._config import check_patterns
 from syncperf._decorators import Adapter
 from syncperf._operation import check_entity, check_operation
 from syncperf.exceptions import ConfigError
 
-__all__ = ["CompiledRoute", "RouteTable", "SyncRoute", "framework_route", "route_path"]
+__all__ = [
+    "CompiledRoute",
+    "RouteTable",
+    "SyncRoute",
+    "exclusions",
+    "framework_route",
+    "request_url",
+    "route_path",
+]
 
 _PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::([a-zA-Z_][a-zA-Z0-9_]*))?}")
 _CONVERTORS = {  # Starlette's convertor regexes, so our matches agree with the router's
@@ -164,6 +174,33 @@ def route_path(scope: MutableMapping[str, Any]) -> str:
     if path == root:
         return ""
     return path[len(root) :] if path[len(root)] == "/" else path
+
+
+def exclusions(patterns: str | None) -> Any:
+    """The contrib instrumentations' ``ExcludeList`` for ``patterns``, or False for none.
+
+    Raises:
+        ConfigError: ``patterns`` is not a string of valid regular expressions.
+    """
+    if patterns is None or patterns == "":
+        return False
+    check_patterns("excluded_urls", patterns)
+    from opentelemetry.util.http import parse_excluded_urls
+
+    return parse_excluded_urls(patterns)
+
+
+def request_url(scope: MutableMapping[str, Any]) -> str:
+    """The URL the contrib instrumentations match excluded URLs against (no query string)."""
+    host = None
+    for name, value in scope.get("headers") or ():
+        if name == b"host":
+            host = value.decode("latin-1")
+            break
+    if host is None:
+        server = scope.get("server") or ("0.0.0.0", 80)
+        host = server[0] if server[1] in (80, 443, None) else f"{server[0]}:{server[1]}"
+    return f"{scope.get('scheme') or 'http'}://{host}{scope.get('path', '')}"
 
 
 def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | None:

@@ -1,0 +1,429 @@
+"""One HTTP request through ``SyncPerfMiddleware``: the ``Exchange``.
+
+The middleware decides whether a request is recorded at all, then makes one ``Exchange``
+for it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's
+``receive`` and ``send`` and owns everything the request records, so the middleware keeps
+no per-request state. Its steps, in order:
+
+* ``open``: what is decided before the application runs (the request's headers, the sync
+  operation of a sync route, ``http.server.active_requests``);
+* ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
+  route with an adapter, the request body read first);
+* ``finish``: the operation's outcome and end, then the HTTP metrics. It never replaces the
+  application's exception (see ``_hook_failed``), and the active-requests gauge always
+  returns to zero.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as context_api
+from opentelemetry import propagate
+from opentelemetry.trace import SpanKind
+
+from syncperf._client_header import HEADER as CLIENT_HEADER
+from syncperf._client_header import read as read_client_header
+from syncperf._decorators import Adapter, apply_http_status
+from syncperf._operation import SyncOperation, begin, end, error_type, release_entity
+from syncperf._runtime import OTHER, Runtime, raised_at
+from syncperf.asgi._http import (
+    HEADERS,
+    METHODS,
+    VERSIONS,
+    AsgiState,
+    HttpSeries,
+    feed_body,
+    feed_query,
+    is_json,
+    key_hash,
+    owners,
+)
+from syncperf.asgi._routes import CompiledRoute, framework_route
+
+if TYPE_CHECKING:
+    from syncperf._metrics.aggregates import SumSeries
+    from syncperf.asgi import SyncPerfMiddleware
+
+__all__ = ["Exchange"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_perf = time.perf_counter_ns
+_TRUE = (b"true", b"1")
+_NO_FIELDS: frozenset[bytes] = frozenset()
+_INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup costs ~70 ns
+
+
+class Exchange:
+    """One request: wraps ``receive`` and ``send``, records the request when it ends."""
+
+    # fmt: off
+    __slots__ = (
+        "active", "adapter", "complete_ns", "content_length", "disconnected", "entry_root",
+        "fresh_entity", "http", "live", "metered_into", "method", "mw", "op", "owned",
+        "owner_span", "prologue_ns", "read_ahead", "received", "replayed", "response_chunks", "rt",
+        "scheme", "scope", "sent", "server_receive", "server_send", "shared", "status", "t0",
+        "template", "token",
+    )
+    # fmt: on
+
+    def __init__(
+        self, mw: SyncPerfMiddleware, rt: Runtime, shared: AsgiState, scope: Scope, t0: int
+    ) -> None:
+        self.mw = mw
+        self.rt = rt
+        self.shared = shared
+        self.scope = scope
+        self.t0 = t0
+        self.op: SyncOperation | None = None
+        self.token: Any = None  # the context of a propagated parent, detached at the end
+        self.template: str | None = None
+        self.adapter: Adapter | None = None
+        self.live = False
+        self.fresh_entity: str | None = None  # a path entity this request made known
+        self.http: HttpSeries | None = None
+        self.active: SumSeries | None = None
+        self.content_length = -1
+        self.status: int | None = None
+        self.sent = self.received = self.complete_ns = 0
+        self.disconnected = self.replayed = False
+        self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
+        self.response_chunks: list[bytes] | None = None
+        method = scope.get("method") or "GET"
+        self.method = method if method in METHODS else "_OTHER"
+        self.scheme = scope.get("scheme") or "http"
+        self.entry_root = scope.get("root_path", "")
+        self.owner_span, self.owned, self.metered_into = owners(scope, mw._contrib is True)
+
+    # --- before the application ----------------------------------------------------------
+
+    def open(self, hit: tuple[CompiledRoute, str | None] | None) -> None:
+        """Read the headers, begin the sync operation of a sync route (``hit``), count the
+        request active."""
+        rt = self.rt
+        headers = self.scope.get("headers") or ()
+        traced = hit is not None and not self.owned and rt.tracing.active
+        fields = self.shared.propagation_fields() if traced else _NO_FIELDS
+        idem_name = self.mw._idem_name
+        idem_key: bytes | None = None
+        client: bytes | None = None
+        propagated = False  # only parse trace headers when there is something to continue
+        for name, value in headers:
+            if name == b"content-length":
+                self.content_length = int(value) if value.isdigit() else -1
+            elif name == idem_name:
+                idem_key = value
+            elif name in fields:
+                propagated = True
+            elif name == CLIENT_HEADER:  # several lines form one list (RFC 9110)
+                client = value if client is None else client + b"," + value
+        if hit is not None:
+            op = self.start_operation(hit, traced, headers if propagated else None)
+            if idem_key is not None:
+                self.idempotency(op, idem_key)
+            if client is not None:
+                read_client_header(rt, client, op.observed())
+            adapter = self.adapter
+            if adapter is not None and getattr(adapter, "query", None):
+                feed_query(rt, op, adapter, self.scope.get("query_string"))
+        if self.mw._http_metrics:
+            metered_into = self.metered_into
+            shared = self.shared
+            http = self.http = shared.http() if metered_into is None else shared.http(metered_into)
+            method, scheme = self.method, self.scheme
+            with rt.lock:
+                active = http.active_series.get((method, scheme)) or http.active_for(method, scheme)
+                active.add(1)
+            self.active = active
+        self.prologue_ns = _perf() - self.t0
+
+    def start_operation(
+        self,
+        hit: tuple[CompiledRoute, str | None],
+        traced: bool,
+        propagated: Iterable[tuple[bytes, bytes]] | None,
+    ) -> SyncOperation:
+        """Begin the sync operation; ``propagated``: the headers, when they carry a parent."""
+        rt, mw, scope = self.rt, self.mw, self.scope
+        compiled, entity = hit
+        route = compiled.route
+        template = self.template = compiled.template
+        self.adapter = route.adapter
+        if entity is not None:
+            entity = self.path_entity(entity)
+        try:
+            self.live = mw._live is not None and bool(mw._live(scope))
+        except Exception as error:
+            rt.internal_error("asgi_live_predicate_failed", error)
+        operation = mw._live_names[route.operation] if self.live else route.operation
+        attributes = None
+        if traced:
+            if propagated is not None:
+                self.token = context_api.attach(propagate.extract(propagated, getter=HEADERS))
+            attributes = {
+                "http.request.method": self.method,
+                "url.scheme": self.scheme,
+                "url.path": self.entry_root + template,  # never a path parameter's value
+                "http.route": template,
+            }
+        kind = _INTERNAL if self.owned else _SERVER
+        op = self.op = begin(rt, operation, route.entity, kind=kind, attributes=attributes)
+        if entity is not None:  # known while the handler runs (query metrics)
+            fresh = entity not in rt.entities.names
+            op.set_entity(entity)
+            if fresh and op.entity == entity:  # admitted (not past the allow-list or bound)
+                self.fresh_entity = entity
+        if self.owner_span is not None:
+            self.owner_span.set_attribute("sync.operation", operation)
+        if self.adapter is not None:
+            self.response_chunks = []
+        return op
+
+    def path_entity(self, value: str) -> str:
+        """A route's ``{entity}`` value, bounded by ``entities=`` when given."""
+        allowed = self.mw._entities
+        if allowed is None:
+            self.rt.names_from_requests("the {entity} of a route")
+            return value
+        return value if value in allowed else OTHER
+
+    def idempotency(self, op: SyncOperation, key: bytes) -> None:
+        """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
+        ttl = self.mw._ttl
+        span = op.span
+        recording = span.is_recording()
+        if not recording and ttl is None:
+            return
+        digest = key_hash(key)
+        if recording:
+            span.set_attribute("sync.idempotency.key_hash", digest)
+        if ttl is not None:
+            mw = self.mw
+            if self.shared.seen_keys(mw._store_id, ttl, mw._max_keys).seen(digest):
+                op.record_idempotency_hit()
+
+    # --- the request ---------------------------------------------------------------------
+
+    async def run(self, receive: Receive, send: Send) -> None:
+        """Run the application with the wrapped ``receive`` and ``send``, then ``finish``."""
+        self.server_receive = receive
+        self.server_send = send
+        failure: BaseException | None = None
+        try:
+            if self.adapter is not None:
+                await self.read_request()
+            await self.mw.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            self.finish(failure)
+
+    async def receive(self) -> Message:
+        if self.read_ahead:
+            return self.read_ahead.pop(0)
+        message = await self.server_receive()
+        kind = message["type"]
+        if kind == "http.request":
+            self.received += len(message.get("body", b""))
+        elif kind == "http.disconnect":
+            self.disconnected = True
+        return message
+
+    async def read_request(self) -> None:
+        """Read the body (up to ``max_body_bytes``) for the adapter before the app sees it:
+        its server-state callbacks must run before the handler changes that state."""
+        cap = self.mw._max_body
+        read_ahead: list[Message] = []
+        self.read_ahead = read_ahead
+        chunks: list[bytes] = []
+        while True:
+            message = await self.server_receive()
+            read_ahead.append(message)
+            if message["type"] != "http.request":
+                self.disconnected = message["type"] == "http.disconnect"
+                return
+            body = message.get("body", b"")
+            self.received += len(body)
+            chunks.append(body)
+            if not message.get("more_body", False) or self.received > cap:
+                break
+        feed_body(self.rt, self.op, self.adapter.on_request, chunks, self.received, cap)  # type: ignore[arg-type,union-attr]
+
+    async def send(self, message: Message) -> None:
+        kind = message["type"]
+        final = False
+        if kind == "http.response.body":
+            body = message.get("body", b"")
+            sent = self.sent = self.sent + len(body)
+            chunks = self.response_chunks
+            if chunks is not None and sent <= self.mw._max_body:
+                chunks.append(body)
+            final = not message.get("more_body", False)
+        elif kind == "http.response.start":
+            self.status = message["status"]
+            if self.response_chunks is not None and not is_json(message):
+                self.response_chunks = None  # not the protocol's answer (text, HTML...)
+            op = self.op
+            if op is not None:
+                replay_name = self.mw._replay_name
+                if replay_name is not None:
+                    for name, value in message.get("headers") or ():
+                        if name.lower() == replay_name and value.lower() in _TRUE:
+                            self.replayed = True
+                if self.owner_span is not None and op.entity is not None:
+                    self.owner_span.set_attribute("sync.entity", op.entity)
+        elif kind == "http.response.pathsend":
+            final = True
+        await self.server_send(message)
+        if final:
+            self.complete_ns = _perf()
+
+    # --- after the application -----------------------------------------------------------
+
+    def finish(self, failure: BaseException | None) -> None:
+        """End the operation, then record the HTTP metrics (both even in strict mode)."""
+        t_end = _perf()
+        reason = None
+        if failure is None and not self.complete_ns:
+            reason = "client_disconnected" if self.disconnected else "incomplete_response"
+        matched: str | None = None
+        try:
+            if self.op is not None:
+                try:
+                    matched = self.finish_operation(self.op, failure, reason)
+                finally:
+                    if self.token is not None:
+                        context_api.detach(self.token)
+        finally:
+            self.record_http(failure, reason, matched, t_end)
+
+    def finish_operation(
+        self, op: SyncOperation, failure: BaseException | None, reason: str | None
+    ) -> str | None:
+        """Outcome from the response, adapter feeding, then ``end()``.
+
+        Never raises, except in strict mode when the application itself did not raise.
+        The operation's duration stops when the response was complete (0 when it never
+        was): background tasks that run after it are not part of it.
+
+        Returns:
+            The route template the framework matched (``framework_route``), or None.
+        """
+        rt, status = self.rt, self.status
+        matched = None
+        try:
+            if self.response_chunks is not None:
+                hook = self.adapter.on_response  # type: ignore[union-attr]
+                feed_body(rt, op, hook, self.response_chunks, self.sent, self.mw._max_body)
+            if self.replayed:
+                op.record_idempotency_hit()
+            if failure is None:
+                if reason is not None and (status is None or status < 500):
+                    op.set_error(reason)
+                elif status is not None:
+                    apply_http_status(op, status)
+            fresh = self.fresh_entity
+            if (
+                fresh is not None
+                and status is not None
+                and 400 <= status < 500
+                and not op.conflicts
+                and op.entity == fresh
+            ):
+                # A rejected request (a junk URL answered 404) gives its path entity back:
+                # junk cannot use up the max_entities bound.
+                release_entity(op, fresh)
+            matched = framework_route(self.scope, self.entry_root)
+            if not self.owned:
+                span = op.span
+                if status is not None or failure is not None:
+                    span.set_attribute(
+                        "http.response.status_code", 500 if status is None else status
+                    )
+                if matched is not None and matched != self.template:
+                    span.set_attribute("http.route", matched)
+        except Exception as error:
+            _hook_failed(rt, "asgi_outcome_failed", error, failure)
+        finally:  # the operation ends even when strict mode raised just above
+            try:
+                end(op, failure, self.complete_ns or None)
+            except Exception as error:
+                _hook_failed(rt, "operation_end_failed", error, failure)
+        return matched
+
+    def record_http(
+        self, failure: BaseException | None, reason: str | None, matched: str | None, t_end: int
+    ) -> None:
+        """The ``http.server.*`` metrics and syncperf's overhead; the active-requests gauge
+        returns to zero whatever fails (never replacing the application's exception)."""
+        rt, http = self.rt, self.http
+        left = False
+        try:
+            overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
+            if http is not None:
+                key = self.http_key(failure, reason, matched)
+                size = self.content_length if self.content_length >= 0 else self.received
+                duration = ((self.complete_ns or t_end) - self.t0) / 1e9
+                bound = http.series.get(key)
+                with rt.lock:
+                    self.active.add(-1)  # type: ignore[union-attr]
+                    left = True
+                    dur, req_size, resp_size = bound or http.bound(*key)
+                    if not self.live:
+                        dur.record(duration)
+                    if size > 0 or self.content_length == 0:
+                        req_size.record(size)
+                    resp_size.record(self.sent)
+                    overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
+            else:
+                with rt.lock:
+                    overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
+        except Exception as error:
+            _hook_failed(rt, "asgi_http_metrics_failed", error, failure)
+        finally:
+            if http is not None and not left:
+                with rt.lock:
+                    self.active.add(-1)  # type: ignore[union-attr]
+
+    def http_key(
+        self, failure: BaseException | None, reason: str | None, matched: str | None
+    ) -> tuple[str, str, int | None, str | None, str | None, str | None]:
+        """The attributes of the request's HTTP series (see ``HttpSeries.bound``)."""
+        status: int | None = self.status
+        if failure is not None:
+            etype: str | None = self.rt.error_types(error_type(failure))
+            status = 500 if status is None else status
+        elif status is not None and status >= 500:
+            etype = str(status)
+        else:
+            etype = reason
+        if self.op is None:
+            matched = framework_route(self.scope, self.entry_root)
+        version = self.scope.get("http_version")
+        return (
+            self.method,
+            self.scheme,
+            status,
+            matched or self.template,
+            etype,
+            version if version in VERSIONS else None,
+        )
+
+
+def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
+    """``rt.internal_error``, except that it never replaces the application's exception.
+
+    When the application raised, a failure of syncperf's is counted and logged even in strict
+    mode, and the application's exception propagates unchanged.
+    """
+    if failure is None:
+        rt.internal_error(reason, error)
+        return
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))
