@@ -191,7 +191,8 @@ class Runtime:
     """Everything the request path needs, built once per configuration."""
 
     db_instrumented: ClassVar[int] = 0
-    """Engines instrumented by ``syncperf.sqlalchemy`` (class-wide: survives runtime swaps)."""
+    """Engines instrumented by ``syncperf.sqlalchemy`` (class-wide: survives runtime swaps);
+    changed through ``note_database_instrumented()``."""
 
     def __init__(self, config: Config, *, shared_outputs: bool = True) -> None:
         """Build the runtime; ``shared_outputs=False`` (``testing.capture()``) feeds only the
@@ -615,6 +616,17 @@ def sync_outputs() -> Runtime:
     return rt
 
 
+def note_database_instrumented(delta: int) -> None:
+    """A database integration instrumented (``+1``) or released (``-1``) an engine.
+
+    While any engine is instrumented, every sync operation reports ``sync.db.queries`` and
+    ``sync.db.duration``, zeros included (``Runtime.db_instrumented``).
+    """
+    with _db_lock:
+        Runtime.db_instrumented += delta
+
+
+_db_lock = threading.Lock()
 _current: Runtime | None = None
 _install_lock = threading.Lock()
 

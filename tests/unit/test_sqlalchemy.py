@@ -20,6 +20,7 @@ import syncperf
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
+from syncperf.sqlalchemy._queries import QuerySeries
 from syncperf.testing import Capture, capture
 
 SECRET = "tok_s3cr3t_9f8e7d6c5b4a"
@@ -49,6 +50,11 @@ def instrumented(engine: sa.Engine) -> Iterator[EngineInstrumentation]:
     handle = instrument_engine(engine)
     yield handle
     handle.uninstrument()
+
+
+def kept_series(cap: Capture, handle: EngineInstrumentation) -> dict[Any, Any]:
+    """The series ``handle``'s engine keeps pre-bound on the capture's runtime."""
+    return cap.runtime.state(QuerySeries, handle._recorder.serial).durations
 
 
 def select_one(conn: sa.Connection, todo_id: int) -> Any:
@@ -171,7 +177,7 @@ def test_a_failed_query_counts_towards_the_operation(
 def test_distinct_literal_statements_do_not_grow_the_runtime_cache(
     syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
 ) -> None:
-    cache = syncperf_capture.runtime.cache
+    cache = kept_series(syncperf_capture, instrumented)
     with engine.connect() as conn:
         conn.exec_driver_sql("SELECT 0").all()
         before = len(cache)
@@ -189,7 +195,7 @@ def test_distinct_literal_statements_do_not_grow_the_runtime_cache(
 def test_unbounded_table_names_do_not_grow_the_runtime_cache_past_its_limit(
     syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
 ) -> None:
-    cache = syncperf_capture.runtime.cache
+    cache = kept_series(syncperf_capture, instrumented)
     before = len(cache)
     with engine.connect() as conn:
         for i in range(1300):

@@ -36,6 +36,8 @@ from syncperf import _gate as gate
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, bool, int, float})
+_ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
+"""A context whose span is invalid: spans started in it are roots."""
 
 
 def _encodable(attributes: Attributes) -> Attributes:
@@ -92,6 +94,21 @@ class Tracer:
         """
         parent = _get_current_span(context).get_span_context()
         return self.start(name, parent, kind, attributes, links, start_time, context, trace_id)
+
+    def start_rescued(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue],
+        links: Sequence[Link],
+        start_time: int,
+    ) -> Span:
+        """A new root span (``syncperf.rescued``) for work whose span head sampling dropped
+        but that is worth a trace after all (an error, a conflict, a slow operation); linked
+        to the context the work ran in."""
+        return self.start_span(
+            name, _ROOT, kind, {**attributes, "syncperf.rescued": True}, links, start_time
+        )
 
     def start(
         self,

@@ -154,6 +154,14 @@ def age_of(created_at: object, now: float | None = None) -> float:
     return age if age > 0.0 else 0.0
 
 
+class GaugeCallbacks:
+    """The gauge callbacks registered on one runtime, by outbox (``rt.state(GaugeCallbacks)``)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.lock = threading.Lock()
+        self.callbacks: dict[int, dict[str, Callable[[], Any]]] = {}
+
+
 class GaugeSource(NamedTuple):
     """What the gauges need from an ``Outbox``: its runner and its name on one runtime."""
 
@@ -165,52 +173,16 @@ class GaugeSource(NamedTuple):
 def register(
     rt: Runtime, owner: object, token: int, source: Callable[[], GaugeSource | None]
 ) -> None:
-    """Register the two gauges of ``owner`` (unique ``token``) on ``rt``, once per runtime.
+    """Register the gauges of ``owner`` (unique ``token``) on ``rt``, once per runtime.
 
     ``source`` is called at collection time; it returns None once the owner is gone or closed,
     and the gauges then report nothing (the callbacks hold the owner only weakly).
     """
-    key = ("outbox.gauges", token)
-    if rt.cache.get(key) is not None:
-        return
-    ref = weakref.ref(owner)
-
-    def callback(gauge: str, pick: Callable[[OutboxStats], Iterable[tuple[str, float]]]) -> Any:
-        def observe() -> Iterable[tuple[dict[str, str | bool], float]]:
-            if ref() is None:
-                return ()
-            try:
-                found = source()
-                if found is None:
-                    return ()
-                result, ran = found.runner.observe(gauge)
-                if isinstance(result, BaseException):
-                    if ran:
-                        found.on_failure(result)
-                    return ()
-                return [
-                    ({"outbox.name": found.name, "outbox.status": status}
-                     if status else {"outbox.name": found.name}, value)
-                    for status, value in pick(result)
-                ]  # fmt: skip
-            except Exception:  # never raise into the collector
-                return ()
-
-        return observe
-
-    gauges = {
-        "outbox.depth": callback("depth", lambda s: (("", float(s.depth)),)),
-        "outbox.oldest_age": callback(
-            "oldest_age", lambda s: () if s.oldest_age is None else (("", s.oldest_age),)
-        ),
-        "outbox.rows": callback(
-            "rows", lambda s: [(k, float(n)) for k, n in sorted((s.rows or {}).items())]
-        ),
-        "outbox.attempts": callback(
-            "attempts", lambda s: () if s.attempts is None else (("", float(s.attempts)),)
-        ),
-    }
-    rt.cache[key] = (ref, gauges)
+    registered = rt.state(GaugeCallbacks)
+    with registered.lock:
+        if token in registered.callbacks:
+            return
+        gauges = registered.callbacks[token] = _callbacks(owner, source)
     registry = rt.registry
     registry.gauge(
         "outbox.depth",
@@ -238,12 +210,56 @@ def register(
     )
 
 
+def _callbacks(
+    owner: object, source: Callable[[], GaugeSource | None]
+) -> dict[str, Callable[[], Iterable[tuple[dict[str, str | bool], float]]]]:
+    """The four gauges' callbacks, by gauge name."""
+    ref = weakref.ref(owner)
+
+    def callback(gauge: str, pick: Callable[[OutboxStats], Iterable[tuple[str, float]]]) -> Any:
+        def observe() -> Iterable[tuple[dict[str, str | bool], float]]:
+            if ref() is None:
+                return ()
+            try:
+                found = source()
+                if found is None:
+                    return ()
+                result, ran = found.runner.observe(gauge)
+                if isinstance(result, BaseException):
+                    if ran:
+                        found.on_failure(result)
+                    return ()
+                return [
+                    ({"outbox.name": found.name, "outbox.status": status}
+                     if status else {"outbox.name": found.name}, value)
+                    for status, value in pick(result)
+                ]  # fmt: skip
+            except Exception:  # never raise into the collector
+                return ()
+
+        return observe
+
+    return {
+        "outbox.depth": callback("depth", lambda s: (("", float(s.depth)),)),
+        "outbox.oldest_age": callback(
+            "oldest_age", lambda s: () if s.oldest_age is None else (("", s.oldest_age),)
+        ),
+        "outbox.rows": callback(
+            "rows", lambda s: [(k, float(n)) for k, n in sorted((s.rows or {}).items())]
+        ),
+        "outbox.attempts": callback(
+            "attempts", lambda s: () if s.attempts is None else (("", float(s.attempts)),)
+        ),
+    }
+
+
 def unregister(rt: Runtime, token: int) -> None:
     """Remove the gauges ``register`` added under ``token`` on ``rt``."""
-    entry = rt.cache.pop(("outbox.gauges", token), None)
-    if entry is not None:
-        for name, observe in entry[1].items():
-            rt.registry.remove_gauge_callback(name, observe)
+    registered = rt.state(GaugeCallbacks)
+    with registered.lock:
+        gauges = registered.callbacks.pop(token, None)
+    for name, observe in (gauges or {}).items():
+        rt.registry.remove_gauge_callback(name, observe)
 
 
 def failure_type(error: BaseException) -> str:

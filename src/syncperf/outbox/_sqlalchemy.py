@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Engine, column, event, func, select, table
 from sqlalchemy.orm import Session, SessionTransaction
 
+from syncperf._config import check_bool, check_float
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import OutboxStats, age_of
 
@@ -58,9 +60,9 @@ class SQLAlchemyProbe:
             raise ConfigError("status", status, "a column name or None (every row is pending)")
         if isinstance(pending, (str, bytes)) or not isinstance(pending, Sequence) or not pending:
             raise ConfigError("pending", pending, "a non-empty sequence of status values")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ConfigError("timeout", timeout, "seconds > 0")
-        if not isinstance(totals, bool) or (totals and status is None):
+        check_float("timeout", timeout, low=0.0, high=math.inf, open_low=True)
+        check_bool("totals", totals)
+        if totals and status is None:
             raise ConfigError("totals", totals, "True (with a status column) or False")
         if attempts is not None and (not isinstance(attempts, str) or not attempts or not totals):
             raise ConfigError("attempts", attempts, "a column name (with totals=True) or None")

@@ -62,8 +62,8 @@ _OBSERVED = (
 )
 
 
-class _Series:
-    """Pre-bound event-driven series of one pool in one runtime."""
+class PoolSeries:
+    """Pre-bound event-driven series of one pool on one runtime (``PoolMetrics.series``)."""
 
     __slots__ = ("pending", "timeouts", "use", "wait")
 
@@ -204,12 +204,14 @@ class PoolMetrics:
                     delattr(pool, name)
         self._wrapped = None
 
-    def series(self, rt: Runtime) -> _Series:
-        """This pool's event-driven series in ``rt`` (bound once, cached on the runtime)."""
-        found: _Series | None = rt.cache.get(self)
-        if found is None:
-            found = rt.cache[self] = _Series(rt, self._attrs, self._bounds)
-        return found
+    def series(self, rt: Runtime) -> PoolSeries:
+        """This pool's event-driven series in ``rt`` (bound once, kept by the runtime)."""
+        return rt.state(self._new_series)
+
+    def _new_series(self, rt: Runtime) -> PoolSeries:
+        # the state's factory and key: bound methods of one object are equal
+        with rt.lock:
+            return PoolSeries(rt, self._attrs, self._bounds)
 
     # --- pool events -----------------------------------------------------------------------
 

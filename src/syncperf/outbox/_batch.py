@@ -1,0 +1,350 @@
+"""One relay batch: the ``PublishBatch`` ``Outbox.publish()`` yields, and its ``send`` span.
+
+The batch counts its messages in plain attributes while the relay reports them and records
+everything under one lock when the block ends (``PublishBatch._end``). The ``send`` span is
+started, or, when head sampling dropped it, rescued for a failed batch, as the core does for
+sync operations.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar, Token
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+from syncperf._gate import is_count
+from syncperf._gate import name as gate_name
+from syncperf._operation import error_type
+from syncperf._redact import record_exception
+from syncperf._tracing.span import detach
+from syncperf.outbox._gauges import age_of
+from syncperf.outbox._spans import parse_traceparent
+
+if TYPE_CHECKING:
+    from syncperf._runtime import Runtime
+    from syncperf.outbox import Outbox
+    from syncperf.outbox._series import OutboxSeries
+
+MAX_LINKS = 128
+"""Links per ``send`` span (the SDK's default link limit)."""
+
+_perf = time.perf_counter_ns
+_CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
+BATCH: ContextVar[PublishBatch | None] = ContextVar("syncperf_outbox_batch", default=None)
+"""The innermost active batch (``current_batch()``)."""
+
+
+class PublishBatch:
+    """Records one relay batch; yielded by ``Outbox.publish()``, or ``current_batch()``.
+
+    Report every message the batch tried once: ``published()`` or ``failed()``; a message given
+    up on without a new attempt with ``dead_lettered()``. ``attempt`` is the message's attempt
+    number (1 on the first try; keep a counter in the row): attempts above 1 count as
+    ``retried``.
+
+    Everything is recorded when the block ends. If the block raises, its transaction is taken
+    as rolled back: messages reported published in it count as ``failed`` (with the
+    exception's ``error.type``) since the relay will see them again, dead letters are not
+    counted, and with ``count=`` given the messages never reported count as ``failed`` too.
+    """
+
+    __slots__ = (
+        "_count",
+        "_dead",
+        "_failed",
+        "_first_error",
+        "_lags",
+        "_links",
+        "_max_attempt",
+        "_outbox",
+        "_own_ns",
+        "_published",
+        "_rescuable",
+        "_retried",
+        "_rt",
+        "_series",
+        "_span",
+        "_span_token",
+        "_start_ns",
+        "_token",
+    )
+
+    def __init__(
+        self, rt: Runtime, series: OutboxSeries, outbox: Outbox, count: int | None, start_ns: int
+    ) -> None:
+        self._rt = rt
+        self._series = series
+        self._outbox = outbox
+        self._count = count
+        self._start_ns = start_ns
+        self._published = 0
+        self._lags: list[float] = []
+        self._failed: dict[str, int] = {}
+        self._first_error: str | None = None
+        self._dead = 0
+        self._retried = 0
+        self._max_attempt = 0
+        self._links: list[tuple[SpanContext, int]] | None = None
+        self._span: trace.Span | None = None
+        self._span_token: Any = None
+        self._rescuable = False
+        self._token: Token[PublishBatch | None] | None = None
+        self._own_ns = 0
+
+    @property
+    def recording(self) -> bool:
+        """Whether reports go anywhere (False for the no-op batch)."""
+        return True
+
+    @property
+    def span(self) -> trace.Span:
+        """The batch's ``send`` span, or an invalid non-recording span when it has none."""
+        return self._span or trace.INVALID_SPAN
+
+    def published(
+        self, created_at: object = None, *, traceparent: str | None = None, attempt: int = 1
+    ) -> None:
+        """Report one message published.
+
+        Args:
+            created_at: When the message was enqueued (the row's created-at): a ``datetime``
+                (naive means UTC) or POSIX seconds; gives ``outbox.lag``. None: no lag.
+            traceparent: The value ``Outbox.enqueue()`` returned for it: the span links to it.
+            attempt: This attempt's number (1 = first try).
+        """
+        t0 = _perf()
+        if not self._attempt(attempt, traceparent):
+            return
+        if created_at is not None:
+            try:
+                self._lags.append(age_of(created_at))
+            except TypeError:
+                self._rt.reject(
+                    "invalid_created_at", "a datetime or finite POSIX seconds", created_at
+                )
+        self._published += 1
+        self._own_ns += _perf() - t0
+
+    def failed(
+        self,
+        error: BaseException | str,
+        *,
+        traceparent: str | None = None,
+        attempt: int = 1,
+        dead_letter: bool = False,
+    ) -> None:
+        """Report one message whose publish attempt failed.
+
+        Args:
+            error: The exception, or an ``error.type`` string (low cardinality).
+            traceparent: The value ``Outbox.enqueue()`` returned for it.
+            attempt: This attempt's number (1 = first try).
+            dead_letter: True if the message is given up on (moved to a dead-letter table or
+                queue): also counts ``dead_lettered``.
+        """
+        t0 = _perf()
+        if not self._attempt(attempt, traceparent):
+            return
+        rt = self._rt
+        if isinstance(error, BaseException):
+            etype = rt.error_types(error_type(error))
+        elif (name := gate_name(error)) is not None:
+            etype = rt.error_types(name)
+        else:
+            rt.reject("invalid_error", "an exception or an error type string", error)
+            etype = rt.error_types("_OTHER")
+        self._failed[etype] = self._failed.get(etype, 0) + 1
+        if self._first_error is None:
+            self._first_error = etype
+        if dead_letter:
+            self._dead += 1
+        self._own_ns += _perf() - t0
+
+    def dead_lettered(self, count: int = 1) -> None:
+        """Report ``count`` messages given up on without a new attempt in this batch."""
+        if not is_count(count):
+            self._rt.reject("invalid_count", "a dead-letter count: an int in [0, 2**53)", count)
+            return
+        self._dead += count
+
+    def _attempt(self, attempt: int, traceparent: str | None) -> bool:
+        if not is_count(attempt) or attempt < 1:
+            self._rt.reject("invalid_attempt", "an attempt: an int in [1, 2**53)", attempt)
+            return False
+        if attempt > 1:
+            self._retried += 1
+        if attempt > self._max_attempt:
+            self._max_attempt = attempt
+        if traceparent is not None and (self._span is not None or self._rescuable):
+            links = self._links
+            if links is None:
+                links = self._links = []
+            if len(links) < MAX_LINKS:
+                context = parse_traceparent(traceparent)
+                if context is not None:
+                    links.append((context, attempt))
+        return True
+
+    def _end(self, exc: BaseException | None) -> None:
+        t1 = _perf()
+        rt, series = self._rt, self._series
+        if self._token is not None:
+            try:
+                BATCH.reset(self._token)
+            except ValueError:  # ended in another context
+                BATCH.set(None)
+        failed = self._failed
+        etype = None
+        if exc is not None:
+            etype = rt.error_types(error_type(exc))
+            attempted = self._published + sum(failed.values())
+            lost = self._published + max(0, (self._count or 0) - attempted)
+            if lost:
+                failed[etype] = failed.get(etype, 0) + lost
+            self._published, self._dead = 0, 0
+            self._lags.clear()
+        n_failed = sum(failed.values())
+        size = max(self._count or 0, self._published + n_failed)
+        duration = (t1 - self._start_ns) / 1e9
+        span = self._span
+        if span is not None:
+            detach(self._span_token)
+            self._finish_span(span, size, n_failed, exc, etype)
+            rt.finisher.end(span, time.time_ns())
+        elif self._rescuable and (etype or n_failed):
+            if rt.shed_until < t1:
+                self._rescue(size, n_failed, exc, etype, duration)
+            else:
+                rt.span_shed()
+        lags = self._lags
+        with rt.lock:
+            if size or exc is not None or self._dead:
+                (series.duration if etype is None else series.duration_error(etype)).record(
+                    duration
+                )
+            if size:
+                series.batch_size.record(size)
+            if self._published:
+                series.published.add(self._published)
+                for lag in lags:
+                    series.lag.record(lag)
+            for kind, n in failed.items():
+                series.failed(kind).add(n)
+            if self._retried:
+                series.retried.add(self._retried)
+            if self._dead:
+                series.dead_lettered.add(self._dead)
+            own = self._own_ns + _perf() - t1
+            series.overhead.record(own / 1e9)
+        if own > rt.budget_ns:
+            rt.over_budget("outbox")
+
+    def _span_attributes(self, size: int, n_failed: int, etype: str | None) -> dict[str, Any]:
+        attrs: dict[str, Any] = {
+            "outbox.published": self._published,
+            "outbox.failed": n_failed,
+            "outbox.dead_lettered": self._dead,
+            "outbox.retried": self._retried,
+        }
+        if size != 1:
+            attrs["messaging.batch.message_count"] = size
+        if self._max_attempt:
+            attrs["outbox.attempt"] = self._max_attempt
+        error = etype or self._first_error
+        if error is not None:
+            attrs["error.type"] = error
+        return attrs
+
+    def _finish_span(
+        self,
+        span: trace.Span,
+        size: int,
+        n_failed: int,
+        exc: BaseException | None,
+        etype: str | None,
+    ) -> None:
+        try:
+            for context, attempt in self._links or ():
+                span.add_link(context, {"outbox.attempt": attempt})
+            span.set_attributes(self._span_attributes(size, n_failed, etype))
+            if exc is not None:
+                record_exception(span, exc, self._rt.config.record_exception_messages)
+            if etype is not None or n_failed:
+                span.set_status(Status(StatusCode.ERROR, etype or self._first_error))
+        except Exception as error:
+            self._rt.internal_error("span_end_failed", error)
+
+    def _rescue(
+        self,
+        size: int,
+        n_failed: int,
+        exc: BaseException | None,
+        etype: str | None,
+        duration: float,
+    ) -> None:
+        """Trace a failed batch that head sampling dropped (a root span, as for sync ops)."""
+        rt = self._rt
+        tracer = rt.tracing.tracer
+        if tracer is None:
+            return
+        now = time.time_ns()
+        outbox = self._outbox
+        try:
+            span = tracer.start_rescued(
+                outbox.send_name,
+                _CLIENT,
+                outbox.send_attrs,
+                [Link(c, {"outbox.attempt": a}) for c, a in self._links or ()],
+                now - int(duration * 1e9),
+            )
+        except Exception as error:
+            rt.internal_error("span_start_failed", error)
+            return
+        self._links = None
+        self._finish_span(span, size, n_failed, exc, etype)
+        rt.finisher.end(span, now)
+
+    def __repr__(self) -> str:
+        return f"<PublishBatch {self._outbox.name!r} published={self._published}>"
+
+
+class _NoopBatch(PublishBatch):
+    """What ``current_batch()`` returns outside a publish block (and when disabled)."""
+
+    __slots__ = ()
+
+    @property
+    def recording(self) -> bool:
+        return False
+
+    def published(
+        self, created_at: object = None, *, traceparent: str | None = None, attempt: int = 1
+    ) -> None:
+        pass
+
+    def failed(
+        self,
+        error: BaseException | str,
+        *,
+        traceparent: str | None = None,
+        attempt: int = 1,
+        dead_letter: bool = False,
+    ) -> None:
+        pass
+
+    def dead_lettered(self, count: int = 1) -> None:
+        pass
+
+    def _end(self, exc: BaseException | None) -> None:
+        pass
+
+
+NOOP_BATCH = _NoopBatch(None, None, None, None, 0)  # type: ignore[arg-type]
+
+
+def current_batch() -> PublishBatch:
+    """The innermost active ``PublishBatch`` (e.g. inside ``@outbox.publish``), or a no-op."""
+    return BATCH.get() or NOOP_BATCH

@@ -1,0 +1,142 @@
+"""The pre-bound series of one outbox on one runtime."""
+
+from __future__ import annotations
+
+from syncperf._metrics.aggregates import HistogramSeries, SumSeries, freeze
+from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime
+
+LAG_BOUNDS = (
+    0.01,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    14400.0,
+    43200.0,
+    86400.0,
+)
+"""``outbox.lag`` boundaries: 10 ms to a day (0.2 s, 2 s and 5 s exact, as for durations)."""
+MAX_NAMES = 100
+"""Distinct ``outbox.name`` values per runtime; later names are reported as ``_other``."""
+
+
+def outbox_names(rt: Runtime) -> Bounded:
+    """The ``outbox.name`` values one runtime admits (``rt.state(outbox_names)``)."""
+    return Bounded(MAX_NAMES)
+
+
+class OutboxSeries:
+    """The series one outbox records into on one runtime (``Outbox._series``)."""
+
+    __slots__ = (
+        "batch_size",
+        "dead_lettered",
+        "duration",
+        "enqueued",
+        "lag",
+        "name",
+        "overhead",
+        "published",
+        "retried",
+        "_base",
+        "_duration",
+        "_errors",
+        "_failed",
+        "_messages",
+        "_probe",
+        "_probe_failures",
+    )
+
+    def __init__(self, rt: Runtime, name: str, overhead: HistogramSeries) -> None:
+        """Bind the series of the (bounded) ``name`` (call under ``rt.lock``)."""
+        registry, limit = rt.registry, rt.config.max_series
+        self.name = name
+        self._base: dict[str, str | bool] = {"outbox.name": name}
+        self._messages = registry.instrument(
+            "outbox.messages",
+            "counter",
+            "{message}",
+            "Outbox messages by event: enqueued, published, failed, retried, dead_lettered.",
+            max_series=limit,
+        )
+        self.enqueued = self._event("enqueued")
+        self.published = self._event("published")
+        self.retried = self._event("retried")
+        self.dead_lettered = self._event("dead_lettered")
+        self._failed: dict[str, SumSeries] = {}
+        self._duration = registry.instrument(
+            "outbox.publish.duration",
+            "histogram",
+            "s",
+            "Duration of outbox relay batches.",
+            bounds=DURATION_BOUNDS,
+            max_series=limit,
+        )
+        self.duration = self._duration.histogram(freeze(self._base))
+        self._errors: dict[str, HistogramSeries] = {}
+        self.lag = registry.instrument(
+            "outbox.lag",
+            "histogram",
+            "s",
+            "Time from enqueueing an outbox message to publishing it.",
+            bounds=LAG_BOUNDS,
+            max_series=limit,
+        ).histogram(freeze(self._base))
+        self.batch_size = registry.instrument(
+            "outbox.batch.size",
+            "histogram",
+            "{message}",
+            "Messages per outbox relay batch.",
+            bounds=BATCH_BOUNDS,
+            max_series=limit,
+        ).histogram(freeze(self._base))
+        self._probe_failures = registry.instrument(
+            "outbox.probe.failures",
+            "counter",
+            "{failure}",
+            "Outbox stats calls (depth, oldest age) that failed or timed out.",
+            max_series=limit,
+        )
+        self._probe: dict[str, SumSeries] = {}
+        self.overhead = overhead
+
+    def _event(self, event: str) -> SumSeries:
+        return self._messages.sum(freeze({**self._base, "outbox.event": event}))
+
+    def failed(self, etype: str) -> SumSeries:
+        """``outbox.messages{outbox.event=failed, error.type}`` (call under ``rt.lock``)."""
+        series = self._failed.get(etype)
+        if series is None:
+            attrs = {**self._base, "outbox.event": "failed", "error.type": etype}
+            series = self._failed[etype] = self._messages.sum(freeze(attrs))
+        return series
+
+    def duration_error(self, etype: str) -> HistogramSeries:
+        """``outbox.publish.duration{error.type}`` (call under ``rt.lock``)."""
+        series = self._errors.get(etype)
+        if series is None:
+            series = self._errors[etype] = self._duration.histogram(
+                freeze({**self._base, "error.type": etype})
+            )
+        return series
+
+    def probe_failure(self, etype: str) -> SumSeries:
+        """``outbox.probe.failures{error.type}`` (call under ``rt.lock``)."""
+        series = self._probe.get(etype)
+        if series is None:
+            series = self._probe[etype] = self._probe_failures.sum(
+                freeze({**self._base, "error.type": etype})
+            )
+        return series

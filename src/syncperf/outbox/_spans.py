@@ -1,0 +1,82 @@
+"""The outbox's spans: the creation context a row carries, and how a span starts.
+
+``Outbox.enqueue()`` returns the W3C ``traceparent`` of its ``create`` span (or of the current
+span); the relay hands it back to ``PublishBatch.published()`` and the ``send`` span links to
+it. Spans start as sync operations' do: the provider's sampler decides before any span exists.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
+
+if TYPE_CHECKING:
+    from syncperf._runtime import Runtime
+    from syncperf._tracing.span import Span
+
+_TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def format_traceparent(context: SpanContext) -> str | None:
+    """The W3C ``traceparent`` of ``context``, or None if it is invalid."""
+    if not context.is_valid:
+        return None
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
+
+
+def current_traceparent() -> str | None:
+    """The W3C ``traceparent`` of the current span, or None without a valid current span."""
+    return format_traceparent(trace.get_current_span().get_span_context())
+
+
+def parse_traceparent(value: object) -> SpanContext | None:
+    """The remote ``SpanContext`` a stored ``traceparent`` names, or None if it names none.
+
+    Args:
+        value: What ``Outbox.enqueue()`` returned (read back from the outbox row).
+    """
+    if not isinstance(value, str):
+        return None
+    match = _TRACEPARENT_RE.fullmatch(value.strip())
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not trace_id or not span_id:
+        return None
+    return SpanContext(
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16) & 0x01)
+    )
+
+
+def start_span(
+    rt: Runtime,
+    name: str,
+    kind: SpanKind,
+    attributes: dict[str, Any],
+    t0: int,
+    count: int | None = 1,
+) -> Span | None:
+    """The span of outbox work on ``count`` messages starting at ``t0``, or None.
+
+    As for sync operations: the provider's sampler decides (``Tracing.decide``); while
+    syncperf sheds span work the span is not made but counted; a span processor that fails
+    is counted and logged, never raised.
+    """
+    trace_id = rt.tracing.decide(name, kind, t0)
+    if not trace_id:
+        return None
+    if rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+        rt.span_shed()
+        return None
+    if count is not None and count != 1:
+        attributes = {**attributes, "messaging.batch.message_count": count}
+    try:
+        return rt.tracing.tracer.start_span(  # type: ignore[union-attr]
+            name, kind=kind, attributes=attributes, trace_id=trace_id
+        )
+    except Exception as error:
+        rt.internal_error("span_start_failed", error)
+        return None
