@@ -11,51 +11,26 @@ same series. Device, user and client IDs are never attributes.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from syncperf._metrics.aggregates import HistogramSeries
-from syncperf._staleness import AGE_BOUNDS
-
-if TYPE_CHECKING:
-    from syncperf._runtime import Runtime
+from syncperf._metrics import catalogue
+from syncperf._metrics.aggregates import HistogramSeries, Instrument
+from syncperf._metrics.catalogue import MetricSpec
+from syncperf._runtime import Bounded, Runtime
 
 __all__ = ["REPORTED", "ClientSeries", "Observed", "app_version", "record"]
 
-COUNT_BOUNDS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-RETRY_BOUNDS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
-SIZE_BOUNDS = tuple(float(1024 * 4**i) for i in range(12))
-"""Bytes: 1 KiB, 4 KiB ... 4 GiB."""
 MAX_APP_VERSIONS = 20
 """Distinct app versions per runtime; later ones are reported as ``_other``."""
 
-REPORTED: dict[str, tuple[str, str, str, tuple[float, ...]]] = {
-    # wire name: (instrument, unit, description, bounds)
-    "pending": (
-        "sync.client.pending_changes",
-        "{change}",
-        "Changes waiting on the device, as the client reported.",
-        COUNT_BOUNDS,
-    ),
-    "retries": (
-        "sync.client.retries",
-        "{retry}",
-        "Failed attempts before this sync, as the client reported.",
-        RETRY_BOUNDS,
-    ),
-    "last-sync-age": (
-        "sync.client.last_sync_age",
-        "s",
-        "Seconds since the client's last successful sync, as it reported.",
-        AGE_BOUNDS,
-    ),
-    "db-size": (
-        "sync.client.db_size",
-        "By",
-        "Size of the client's local database, as it reported.",
-        SIZE_BOUNDS,
-    ),
+REPORTED: dict[str, MetricSpec] = {
+    "pending": catalogue.SYNC_CLIENT_PENDING_CHANGES,
+    "retries": catalogue.SYNC_CLIENT_RETRIES,
+    "last-sync-age": catalogue.SYNC_CLIENT_LAST_SYNC_AGE,
+    "db-size": catalogue.SYNC_CLIENT_DB_SIZE,
 }
-"""The numbers a client reports (``Sync-Client`` header members and batch fields)."""
+"""The numbers a client reports (``Sync-Client`` header members and batch fields) and the
+metric each one is recorded in."""
 _VERSION = r"v?([0-9]{1,6}(?:\.[0-9]{1,6}){0,3})(?![0-9])"
 """An app version's numeric part (compiled on first use by ``re``'s cache)."""
 _OTHER = "_other"
@@ -97,36 +72,14 @@ class ClientSeries:
     def __init__(self, rt: Runtime) -> None:
         registry, limit = rt.registry, rt.config.max_series
 
-        def hist(name: str, unit: str, doc: str, bounds: tuple[float, ...]) -> Any:
-            return registry.instrument(
-                name, "histogram", unit, doc, bounds=bounds, max_series=limit
-            )
+        def create(spec: MetricSpec) -> Instrument:
+            return spec.create(registry, max_series=limit)
 
-        from syncperf._runtime import DURATION_BOUNDS, Bounded
-
-        self.staleness = hist(
-            "sync.pull.staleness",
-            "s",
-            "Age of the client's checkpoint when it pulls: how far behind it is.",
-            AGE_BOUNDS,
-        )
-        self.change_age = hist(
-            "sync.push.change_age", "s", "Age of the oldest change in a pushed batch.", AGE_BOUNDS
-        )
-        self.reported = {key: hist(*spec) for key, spec in REPORTED.items()}
-        self.duration = hist(
-            "sync.client.operation.duration",
-            "s",
-            "Duration of sync operations as the client measured them, by outcome.",
-            DURATION_BOUNDS,
-        )
-        self.batches = registry.instrument(
-            "sync.client.batches",
-            "counter",
-            "{batch}",
-            "Client metric batches received, by result.",
-            max_series=limit,
-        )
+        self.staleness = create(catalogue.SYNC_PULL_STALENESS)
+        self.change_age = create(catalogue.SYNC_PUSH_CHANGE_AGE)
+        self.reported = {key: create(spec) for key, spec in REPORTED.items()}
+        self.duration = create(catalogue.SYNC_CLIENT_OPERATION_DURATION)
+        self.batches = create(catalogue.SYNC_CLIENT_BATCHES)
         self.versions = Bounded(MAX_APP_VERSIONS)
         self._bound: dict[tuple[Any, ...], HistogramSeries] = {}
 

@@ -17,7 +17,10 @@ from typing import Any, ClassVar, TypeVar
 
 from syncperf._config import Config
 from syncperf._gate import describe
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
+from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
+from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
 from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
 from syncperf._metrics.reader import PeriodicExporter, Reader
 from syncperf._tracing.finisher import SpanFinisher
@@ -27,42 +30,6 @@ from syncperf.exceptions import ConfigError, MeasurementError
 _logger = logging.getLogger("syncperf")
 T = TypeVar("T")
 
-DURATION_BOUNDS = (
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.2,
-    0.5,
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-)
-"""Seconds; 0.2 s, 2 s and 5 s (the KPI and alert thresholds) are exact boundaries."""
-BATCH_BOUNDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
-QUERY_COUNT_BOUNDS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
-OVERHEAD_BOUNDS = (
-    1e-6,
-    2.5e-6,
-    5e-6,
-    1e-5,
-    2.5e-5,
-    5e-5,
-    1e-4,
-    2.5e-4,
-    5e-4,
-    1e-3,
-    5e-3,
-    0.01,
-    0.05,
-    0.1,
-)
 OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
@@ -205,53 +172,20 @@ class Runtime:
         self.lock = registry.lock
         limit = config.max_series
 
-        def hist(name: str, unit: str, doc: str, bounds: tuple[float, ...]) -> Any:
-            return registry.instrument(
-                name, "histogram", unit, doc, bounds=bounds, max_series=limit
-            )
-
-        def counter(name: str, unit: str, doc: str, kind: Any = "counter") -> Any:
-            return registry.instrument(name, kind, unit, doc, max_series=limit)
-
-        self.duration = hist(
-            "sync.operation.duration", "s", "Duration of sync operations.", DURATION_BOUNDS
+        self.duration = catalogue.SYNC_OPERATION_DURATION.create(registry, max_series=limit)
+        self.batch_size = catalogue.SYNC_BATCH_SIZE.create(registry, max_series=limit)
+        self.items = catalogue.SYNC_ITEMS.create(registry, max_series=limit)
+        self.conflicts = catalogue.SYNC_CONFLICTS.create(registry, max_series=limit)
+        self.idempotency = catalogue.SYNC_IDEMPOTENCY_HITS.create(registry, max_series=limit)
+        self.active = catalogue.SYNC_OPERATIONS_ACTIVE.observe(
+            registry, self._observe_active, max_series=limit
         )
-        self.batch_size = hist(
-            "sync.batch.size", "{item}", "Items in one sync request or response.", BATCH_BOUNDS
-        )
-        self.items = counter("sync.items", "{item}", "Items synced, by entity and change type.")
-        self.conflicts = counter("sync.conflicts", "{conflict}", "Conflicts detected on push.")
-        self.idempotency = counter(
-            "sync.idempotency.hits", "{request}", "Duplicate (replayed) sync requests."
-        )
-        self.active = registry.instrument(
-            "sync.operations.active",
-            "updowncounter",
-            "{operation}",
-            "Sync operations in progress.",
-            max_series=limit,
-        )
-        self.active.callbacks.append(self._observe_active)
-        self.db_queries = hist(
-            "sync.db.queries", "{query}", "Database queries per sync operation.", QUERY_COUNT_BOUNDS
-        )
-        self.db_duration = hist(
-            "sync.db.duration", "s", "Database time per sync operation.", DURATION_BOUNDS
-        )
-        self.overhead = hist(
-            "syncperf.overhead", "s", "syncperf's own time per operation.", OVERHEAD_BOUNDS
-        )
-        self.dropped = counter(
-            "syncperf.dropped", "{measurement}", "Measurements dropped as invalid, by reason."
-        )
-        self.shed = counter(
-            "syncperf.shed",
-            "{event}",
-            "Times syncperf shed span work to stay within its overhead budget.",
-        )
-        self.export_failures = counter(
-            "syncperf.export.failures", "{export}", "Failed metric exports."
-        )
+        self.db_queries = catalogue.SYNC_DB_QUERIES.create(registry, max_series=limit)
+        self.db_duration = catalogue.SYNC_DB_DURATION.create(registry, max_series=limit)
+        self.overhead = catalogue.SYNCPERF_OVERHEAD.create(registry, max_series=limit)
+        self.dropped = catalogue.SYNCPERF_DROPPED.create(registry, max_series=limit)
+        self.shed = catalogue.SYNCPERF_SHED.create(registry, max_series=limit)
+        self.export_failures = catalogue.SYNCPERF_EXPORT_FAILURES.create(registry, max_series=limit)
 
         self.entities = Bounded(config.max_entities, config.entities)
         self.error_types = Bounded(100, overflow="_OTHER")

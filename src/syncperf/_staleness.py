@@ -23,28 +23,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
 
-__all__ = ["AGE_BOUNDS", "MAX_AGE", "MAX_SKEW", "age_of", "from_millis"]
+__all__ = ["MAX_AGE", "MAX_SKEW", "age_of", "from_millis"]
 
-AGE_BOUNDS = (
-    1.0,
-    5.0,
-    15.0,
-    30.0,
-    60.0,
-    300.0,
-    900.0,
-    1800.0,
-    3600.0,
-    7200.0,
-    14400.0,
-    28800.0,
-    86400.0,
-    172800.0,
-    604800.0,
-    1209600.0,
-    2592000.0,
-)
-"""Seconds, from one second to 30 days; 1 h, 8 h, 1 d and 1 week are exact boundaries."""
 MAX_AGE = 366 * 86400.0
 """An age beyond a year is not a client that is behind but a wrong clock or a bad value."""
 MAX_SKEW = 300.0

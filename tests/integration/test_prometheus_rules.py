@@ -11,8 +11,8 @@ import pytest
 
 from syncperf._tools.monitoring import dashboard, rules
 from syncperf._tools.monitoring._options import RuleOptions
-from syncperf._tools.monitoring._promql import substitute
 from syncperf._tools.monitoring._yaml import dump
+from tests._promql import substitute
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

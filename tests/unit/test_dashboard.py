@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from syncperf._metrics.catalogue import PROMETHEUS_SERIES
 from syncperf._tools.monitoring import dashboard
-from syncperf._tools.monitoring._metrics import PROMETHEUS_SERIES
-from syncperf._tools.monitoring._promql import metric_names, substitute
+from tests._promql import metric_names, substitute
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "ops/grafana/syncperf-dashboard.json"

@@ -10,13 +10,13 @@ import pytest
 import yaml
 
 from syncperf import ConfigError
+from syncperf._metrics.catalogue import BY_NAME, PROMETHEUS_SERIES
 from syncperf._tools.monitoring import rules
 from syncperf._tools.monitoring._alerts import alerts
 from syncperf._tools.monitoring._datadog import monitors
-from syncperf._tools.monitoring._metrics import BY_NAME, PROMETHEUS_SERIES
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, parse_duration
-from syncperf._tools.monitoring._promql import metric_names
 from syncperf._tools.monitoring._yaml import dump
+from tests._promql import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]
 OPS = ROOT / "ops"

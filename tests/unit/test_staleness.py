@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import syncperf
-from syncperf._staleness import AGE_BOUNDS, MAX_AGE, MAX_SKEW, from_millis
+from syncperf._metrics.catalogue import AGE_BOUNDS
+from syncperf._staleness import MAX_AGE, MAX_SKEW, from_millis
 from syncperf.exceptions import MeasurementError
 from syncperf.testing import Capture, capture
 

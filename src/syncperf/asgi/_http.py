@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import SyncOperation
 from syncperf._runtime import Runtime
@@ -39,15 +40,6 @@ __all__ = [
     "owners",
 ]
 
-# fmt: off
-HTTP_DURATION_BOUNDS = (
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.25, 0.5, 0.75, 1.0, 2.0, 2.5, 5.0, 7.5, 10.0,
-)
-"""The semantic-convention advisory buckets plus 0.2 s and 2 s (syncperf's KPI thresholds)."""
-BODY_SIZE_BOUNDS = (
-    0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
-)
-# fmt: on
 METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
@@ -61,40 +53,17 @@ class HttpSeries:
 
     def __init__(self, rt: Runtime, beside: object = None) -> None:
         registry, limit = rt.registry, rt.config.max_series
-        self.duration = registry.instrument(
-            "http.server.request.duration",
-            "histogram",
-            "s",
-            "Duration of HTTP server requests.",
-            bounds=HTTP_DURATION_BOUNDS,
-            max_series=limit,
-            beside=beside,
+        self.duration = catalogue.HTTP_SERVER_REQUEST_DURATION.create(
+            registry, max_series=limit, beside=beside
         )
-        self.active = registry.instrument(
-            "http.server.active_requests",
-            "updowncounter",
-            "{request}",
-            "Number of active HTTP server requests.",
-            max_series=limit,
-            beside=beside,
+        self.active = catalogue.HTTP_SERVER_ACTIVE_REQUESTS.create(
+            registry, max_series=limit, beside=beside
         )
-        self.request_size = registry.instrument(
-            "http.server.request.body.size",
-            "histogram",
-            "By",
-            "Size of HTTP server request bodies.",
-            bounds=BODY_SIZE_BOUNDS,
-            max_series=limit,
-            beside=beside,
+        self.request_size = catalogue.HTTP_SERVER_REQUEST_BODY_SIZE.create(
+            registry, max_series=limit, beside=beside
         )
-        self.response_size = registry.instrument(
-            "http.server.response.body.size",
-            "histogram",
-            "By",
-            "Size of HTTP server response bodies.",
-            bounds=BODY_SIZE_BOUNDS,
-            max_series=limit,
-            beside=beside,
+        self.response_size = catalogue.HTTP_SERVER_RESPONSE_BODY_SIZE.create(
+            registry, max_series=limit, beside=beside
         )
         self.series: dict[
             tuple[Any, ...], tuple[HistogramSeries, HistogramSeries, HistogramSeries]

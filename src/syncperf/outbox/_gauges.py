@@ -20,6 +20,12 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from syncperf._gate import MAX_COUNT
+from syncperf._metrics.catalogue import (
+    OUTBOX_ATTEMPTS,
+    OUTBOX_DEPTH,
+    OUTBOX_OLDEST_AGE,
+    OUTBOX_ROWS,
+)
 from syncperf._operation import error_type
 
 if TYPE_CHECKING:
@@ -184,30 +190,8 @@ def register(
             return
         gauges = registered.callbacks[token] = _callbacks(owner, source)
     registry = rt.registry
-    registry.gauge(
-        "outbox.depth",
-        "{message}",
-        "Outbox messages waiting to be published.",
-        gauges["outbox.depth"],
-    )
-    registry.gauge(
-        "outbox.oldest_age",
-        "s",
-        "Age of the oldest outbox message waiting to be published.",
-        gauges["outbox.oldest_age"],
-    )
-    registry.gauge(
-        "outbox.rows",
-        "{message}",
-        "Outbox messages in the table by status, read from the table.",
-        gauges["outbox.rows"],
-    )
-    registry.gauge(
-        "outbox.attempts",
-        "{attempt}",
-        "Publish attempts recorded in the outbox table's rows.",
-        gauges["outbox.attempts"],
-    )
+    for spec in (OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, OUTBOX_ROWS, OUTBOX_ATTEMPTS):
+        spec.observe(registry, gauges[spec.name])
 
 
 def _callbacks(

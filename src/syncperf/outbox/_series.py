@@ -2,32 +2,11 @@
 
 from __future__ import annotations
 
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries, freeze
-from syncperf._runtime import BATCH_BOUNDS, DURATION_BOUNDS, Bounded, Runtime
+from syncperf._metrics.catalogue import LAG_BOUNDS as LAG_BOUNDS
+from syncperf._runtime import Bounded, Runtime
 
-LAG_BOUNDS = (
-    0.01,
-    0.05,
-    0.1,
-    0.2,
-    0.5,
-    1.0,
-    2.0,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    120.0,
-    300.0,
-    600.0,
-    1800.0,
-    3600.0,
-    7200.0,
-    14400.0,
-    43200.0,
-    86400.0,
-)
-"""``outbox.lag`` boundaries: 10 ms to a day (0.2 s, 2 s and 5 s exact, as for durations)."""
 MAX_NAMES = 100
 """Distinct ``outbox.name`` values per runtime; later names are reported as ``_other``."""
 
@@ -64,51 +43,22 @@ class OutboxSeries:
         registry, limit = rt.registry, rt.config.max_series
         self.name = name
         self._base: dict[str, str | bool] = {"outbox.name": name}
-        self._messages = registry.instrument(
-            "outbox.messages",
-            "counter",
-            "{message}",
-            "Outbox messages by event: enqueued, published, failed, retried, dead_lettered.",
-            max_series=limit,
-        )
+        self._messages = catalogue.OUTBOX_MESSAGES.create(registry, max_series=limit)
         self.enqueued = self._event("enqueued")
         self.published = self._event("published")
         self.retried = self._event("retried")
         self.dead_lettered = self._event("dead_lettered")
         self._failed: dict[str, SumSeries] = {}
-        self._duration = registry.instrument(
-            "outbox.publish.duration",
-            "histogram",
-            "s",
-            "Duration of outbox relay batches.",
-            bounds=DURATION_BOUNDS,
-            max_series=limit,
-        )
+        self._duration = catalogue.OUTBOX_PUBLISH_DURATION.create(registry, max_series=limit)
         self.duration = self._duration.histogram(freeze(self._base))
         self._errors: dict[str, HistogramSeries] = {}
-        self.lag = registry.instrument(
-            "outbox.lag",
-            "histogram",
-            "s",
-            "Time from enqueueing an outbox message to publishing it.",
-            bounds=LAG_BOUNDS,
-            max_series=limit,
-        ).histogram(freeze(self._base))
-        self.batch_size = registry.instrument(
-            "outbox.batch.size",
-            "histogram",
-            "{message}",
-            "Messages per outbox relay batch.",
-            bounds=BATCH_BOUNDS,
-            max_series=limit,
-        ).histogram(freeze(self._base))
-        self._probe_failures = registry.instrument(
-            "outbox.probe.failures",
-            "counter",
-            "{failure}",
-            "Outbox stats calls (depth, oldest age) that failed or timed out.",
-            max_series=limit,
+        self.lag = catalogue.OUTBOX_LAG.create(registry, max_series=limit).histogram(
+            freeze(self._base)
         )
+        self.batch_size = catalogue.OUTBOX_BATCH_SIZE.create(registry, max_series=limit).histogram(
+            freeze(self._base)
+        )
+        self._probe_failures = catalogue.OUTBOX_PROBE_FAILURES.create(registry, max_series=limit)
         self._probe: dict[str, SumSeries] = {}
         self.overhead = overhead
 

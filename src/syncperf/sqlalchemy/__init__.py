@@ -63,7 +63,7 @@ from syncperf import _runtime
 from syncperf._config import check_bool, check_float, check_int
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy._pool import PoolMetrics
-from syncperf.sqlalchemy._queries import DB_DURATION_BOUNDS, QueryRecorder
+from syncperf.sqlalchemy._queries import QueryRecorder
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -124,7 +124,7 @@ class EngineInstrumentation:
         self.pool_name = options.pool_name or _pool_name(engine)
         self._pool: PoolMetrics | None = None
         if options.pool_metrics:
-            self._pool = PoolMetrics(engine, self.pool_name, DB_DURATION_BOUNDS)
+            self._pool = PoolMetrics(engine, self.pool_name)
         self._active = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import SumSeries, freeze
 from syncperf._runtime import Bounded, Runtime
 
@@ -41,20 +42,8 @@ class DetectionSeries:
         self.collections = Bounded(200)
         self.operations = Bounded(50, overflow="_OTHER")
         limit = rt.config.max_series
-        self.n_plus_one = rt.registry.instrument(
-            "sync.db.n_plus_one",
-            "counter",
-            "{detection}",
-            "Statements executed at least the N+1 threshold times within one sync operation.",
-            max_series=limit,
-        )
-        self.slow = rt.registry.instrument(
-            "sync.db.slow_queries",
-            "counter",
-            "{query}",
-            "Queries slower than the slow-query threshold.",
-            max_series=limit,
-        )
+        self.n_plus_one = catalogue.SYNC_DB_N_PLUS_ONE.create(rt.registry, max_series=limit)
+        self.slow = catalogue.SYNC_DB_SLOW_QUERIES.create(rt.registry, max_series=limit)
 
 
 class Detector:

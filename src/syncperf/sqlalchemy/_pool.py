@@ -39,6 +39,7 @@ from sqlalchemy.pool import (
 )
 
 from syncperf import _runtime
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import Attributes, HistogramSeries, SumSeries
 
 if TYPE_CHECKING:
@@ -52,13 +53,13 @@ _perf = time.perf_counter_ns
 _OUT = "_syncperf_checkout_ns"
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
-COUNT = "db.client.connection.count"
-MAX = "db.client.connection.max"
-IDLE_MAX = "db.client.connection.idle.max"
+COUNT = catalogue.DB_CONNECTION_COUNT.name
+MAX = catalogue.DB_CONNECTION_MAX.name
+IDLE_MAX = catalogue.DB_CONNECTION_IDLE_MAX.name
 _OBSERVED = (
-    (COUNT, "{connection}", "Connections in the pool by state (idle, used)."),
-    (MAX, "{connection}", "The maximum number of open connections allowed."),
-    (IDLE_MAX, "{connection}", "The maximum number of idle open connections allowed."),
+    catalogue.DB_CONNECTION_COUNT,
+    catalogue.DB_CONNECTION_MAX,
+    catalogue.DB_CONNECTION_IDLE_MAX,
 )
 
 
@@ -67,50 +68,31 @@ class PoolSeries:
 
     __slots__ = ("pending", "timeouts", "use", "wait")
 
-    def __init__(self, rt: Runtime, attrs: Attributes, bounds: tuple[float, ...]) -> None:
+    def __init__(self, rt: Runtime, attrs: Attributes) -> None:
         registry, limit = rt.registry, rt.config.max_series
-        self.pending: SumSeries = registry.instrument(
-            "db.client.connection.pending_requests",
-            "updowncounter",
-            "{request}",
-            "Pending requests for an open connection.",
-            max_series=limit,
+        self.pending: SumSeries = catalogue.DB_CONNECTION_PENDING_REQUESTS.create(
+            registry, max_series=limit
         ).sum(attrs)
-        self.timeouts: SumSeries = registry.instrument(
-            "db.client.connection.timeouts",
-            "counter",
-            "{timeout}",
-            "Connection checkouts that timed out waiting for the pool.",
-            max_series=limit,
+        self.timeouts: SumSeries = catalogue.DB_CONNECTION_TIMEOUTS.create(
+            registry, max_series=limit
         ).sum(attrs)
-        self.wait: HistogramSeries = registry.instrument(
-            "db.client.connection.wait_time",
-            "histogram",
-            "s",
-            "The time it took to obtain an open connection from the pool.",
-            bounds=bounds,
-            max_series=limit,
+        self.wait: HistogramSeries = catalogue.DB_CONNECTION_WAIT_TIME.create(
+            registry, max_series=limit
         ).histogram(attrs)
-        self.use: HistogramSeries = registry.instrument(
-            "db.client.connection.use_time",
-            "histogram",
-            "s",
-            "The time between borrowing a connection and returning it to the pool.",
-            bounds=bounds,
-            max_series=limit,
+        self.use: HistogramSeries = catalogue.DB_CONNECTION_USE_TIME.create(
+            registry, max_series=limit
         ).histogram(attrs)
 
 
 class PoolMetrics:
     """Pool instrumentation of one engine; ``install()`` / ``uninstall()``."""
 
-    def __init__(self, engine: Engine, name: str, bounds: tuple[float, ...]) -> None:
+    def __init__(self, engine: Engine, name: str) -> None:
         self.name = name
         self._engine = weakref.ref(engine)
         self._attrs: Attributes = ((POOL_NAME, name),)
         self._idle: Attributes = (*self._attrs, (STATE, "idle"))
         self._used: Attributes = (*self._attrs, (STATE, "used"))
-        self._bounds = bounds
         self._lock = threading.Lock()
         self._outstanding: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
         """Checked-out records of pools that cannot count them themselves (not QueuePool)."""
@@ -211,7 +193,7 @@ class PoolMetrics:
     def _new_series(self, rt: Runtime) -> PoolSeries:
         # the state's factory and key: bound methods of one object are equal
         with rt.lock:
-            return PoolSeries(rt, self._attrs, self._bounds)
+            return PoolSeries(rt, self._attrs)
 
     # --- pool events -----------------------------------------------------------------------
 
@@ -293,17 +275,14 @@ class _Observer:
     def __init__(self, metrics: PoolMetrics, rt: Runtime) -> None:
         self._metrics = metrics
         self._registry = weakref.ref(rt.registry)
-        self._last: dict[str, dict[Attributes, float]] = {name: {} for name, _, _ in _OBSERVED}
+        self._last: dict[str, dict[Attributes, float]] = {spec.name: {} for spec in _OBSERVED}
         self._callbacks: list[
             tuple[str, Callable[[], Iterable[tuple[dict[str, str | bool], float]]]]
         ] = []
-        for name, unit, doc in _OBSERVED:
-            instrument = rt.registry.instrument(
-                name, "updowncounter", unit, doc, max_series=rt.config.max_series
-            )
-            callback = self._callback(name)
-            instrument.callbacks.append(callback)
-            self._callbacks.append((name, callback))
+        for spec in _OBSERVED:
+            callback = self._callback(spec.name)
+            spec.observe(rt.registry, callback, max_series=rt.config.max_series)
+            self._callbacks.append((spec.name, callback))
 
     def alive(self) -> bool:
         return self._registry() is not None and bool(self._callbacks)

@@ -19,10 +19,11 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from syncperf import _runtime
+from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, freeze
 from syncperf._operation import active_operation, error_type
 from syncperf._redact import status_code
-from syncperf._runtime import DURATION_BOUNDS, Runtime
+from syncperf._runtime import Runtime
 from syncperf._sql import classify
 from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
 
     from syncperf._tracing.span import Tracer
 
-DB_DURATION_BOUNDS = (0.0001, 0.00025, 0.0005, *DURATION_BOUNDS)
-"""Seconds: the semantic conventions' boundaries, 0.2 s / 2 s / 5 s, and sub-millisecond ones."""
 
 _perf = time.perf_counter_ns
 _CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
@@ -139,13 +138,8 @@ class QuerySeries:
     def __init__(self, rt: Runtime) -> None:
         self.durations: dict[Any, HistogramSeries] = {}
         """``db.client.operation.duration`` by ``Query.key`` (and error type and code)."""
-        self.instrument = rt.registry.instrument(
-            "db.client.operation.duration",
-            "histogram",
-            "s",
-            "Duration of database client operations.",
-            bounds=DB_DURATION_BOUNDS,
-            max_series=rt.config.max_series,
+        self.instrument = catalogue.DB_OPERATION_DURATION.create(
+            rt.registry, max_series=rt.config.max_series
         )
         self.overhead = rt.overhead_for("sqlalchemy")
         self.detections = rt.state(DetectionSeries)

@@ -1,5 +1,6 @@
 """Operations tooling behind ``syncperf rules`` and ``syncperf dashboard``.
 
-Everything here is generated from one catalogue of emitted metrics (``_metrics``), so rules,
-monitors and dashboards can only name metrics syncperf really emits.
+Everything here is generated from the catalogue of emitted metrics
+(``syncperf._metrics.catalogue``), so rules, monitors and dashboards can only name metrics
+syncperf really emits.
 """

@@ -1,12 +1,12 @@
-"""The alert and recording rules, as data: PromQL over the names in ``_metrics``."""
+"""The alert and recording rules, as data: PromQL over the catalogue's names (``_series.prom``)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from syncperf._tools.monitoring._metrics import prom
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, percent
+from syncperf._tools.monitoring._series import prom
 
 BY = "sync_operation, sync_entity"
 """The labels sync alerts are grouped by (operation and entity)."""

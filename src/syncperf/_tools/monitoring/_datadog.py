@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from syncperf._metrics.catalogue import BY_NAME
 from syncperf._tools.monitoring._alerts import alerts
-from syncperf._tools.monitoring._metrics import BY_NAME
 from syncperf._tools.monitoring._options import RuleOptions, number, parse_duration
 from syncperf.exceptions import ConfigError
 

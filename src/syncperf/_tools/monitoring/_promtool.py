@@ -14,12 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncperf._client_series import COUNT_BOUNDS
-from syncperf._runtime import DURATION_BOUNDS
-from syncperf._staleness import AGE_BOUNDS
+from syncperf._metrics.catalogue import AGE_BOUNDS, DURATION_BOUNDS, PENDING_BOUNDS
 from syncperf._tools.monitoring._alerts import Alert, alerts, names
-from syncperf._tools.monitoring._metrics import prom
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, parse_duration
+from syncperf._tools.monitoring._series import prom
 
 COUNT = prom("sync.operation.duration", "_count")
 BUCKET = prom("sync.operation.duration", "_bucket")
@@ -310,7 +308,7 @@ def _stale(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
 
 
 def _pending(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
-    bounds = tuple(float(b) for b in COUNT_BOUNDS)
+    bounds = tuple(float(b) for b in PENDING_BOUNDS)
     above = next((b for b in bounds if b > o.pending_changes), math.inf)
     f = Fixture(eval_seconds=_steady(o, for_s, t))
     for entity, shares in (("todo", {1.0: 0.8, above: 0.2}), ("note", {1.0: 1.0})):

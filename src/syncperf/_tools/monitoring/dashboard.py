@@ -1,7 +1,7 @@
 """``syncperf dashboard``: a Grafana dashboard (JSON) over syncperf's Prometheus metrics.
 
 Built with ``grafana-foundation-sdk`` (Python >= 3.11). Every query names metrics through
-``_metrics.prom``, so the dashboard can only show metrics syncperf emits; a test parses each
+``_series.prom``, so the dashboard can only show metrics syncperf emits; a test parses each
 expression with promtool. Usage::
 
     syncperf dashboard > syncperf-dashboard.json     # import in Grafana, pick a Prometheus source
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from syncperf._tools.monitoring._metrics import prom
+from syncperf._tools.monitoring._series import prom
 from syncperf.cli import Parser, write_output
 
 __all__ = ["PANELS", "Panel", "build", "main", "render"]

@@ -1,4 +1,4 @@
-"""Just enough PromQL lexing to list the metric names an expression selects.
+"""Just enough PromQL lexing to list the metric names an expression selects (for tests).
 
 Parsing proper is promtool's job (the tests run ``promtool check rules`` on every
 expression); this finds the series names so tests can check they are all syncperf's.
