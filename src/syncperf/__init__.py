@@ -5,8 +5,9 @@ from typing import Any
 
 from syncperf._config import Config
 from syncperf._decorators import Adapter, instrument_sync
-from syncperf._operation import SyncOperation, current_operation, sync_operation
+from syncperf._operation import SyncOperation, current_operation
 from syncperf._runtime import configure, force_flush
+from syncperf._scope import sync_operation
 from syncperf._version import __version__
 from syncperf.exceptions import ConfigError, MeasurementError, SyncPerfError
 

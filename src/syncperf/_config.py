@@ -232,6 +232,18 @@ def check_names(option: str, value: object) -> frozenset[str]:
     return names  # type: ignore[return-value]
 
 
+def check_callable(name: str, value: object) -> None:
+    """None or a callable (an optional callback)."""
+    if value is not None and not callable(value):
+        raise ConfigError(name, value, "a callable or None")
+
+
+def check_text(name: str, value: object) -> None:
+    """None or a non-empty string (an optional field name or separator)."""
+    if value is not None and (not isinstance(value, str) or not value):
+        raise ConfigError(name, value, "a non-empty string or None")
+
+
 def check_bool(name: str, value: object) -> None:
     if not isinstance(value, bool):
         raise ConfigError(name, value, "True or False")

@@ -32,6 +32,7 @@ __all__ = [
     "describe",
     "is_count",
     "name",
+    "raised_at",
 ]
 
 MAX_COUNT = 2**53
@@ -131,6 +132,22 @@ def describe(value: object) -> str:
         return "an object of type " + _type_name(kind)
     except Exception:
         return "an object"
+
+
+def raised_at(exc: BaseException) -> str:
+    """An exception's type and the innermost frame that raised it, never its message."""
+    try:
+        where = ""
+        tb = exc.__traceback__
+        if tb is not None:
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            code = tb.tb_frame.f_code
+            where = f" at {code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+        cls = type(exc)
+        return f"{cls.__module__}.{cls.__qualname__}{where}"
+    except Exception:
+        return "an exception"
 
 
 def _type_name(kind: type) -> str:

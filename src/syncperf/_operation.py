@@ -1,4 +1,7 @@
-"""The sync-operation recorder, ``sync_operation()`` and ``current_operation()``.
+"""The sync-operation recorder, the no-op operation and ``current_operation()``.
+
+The recorder only collects; ``_lifecycle`` starts an operation, makes it current and, at its
+end, turns what was recorded into metrics and a span.
 
 Nesting rule: the outermost sync operation owns the measurement. A decorated handler, a
 ``sync_operation`` block or the ASGI middleware that starts while another sync operation is
@@ -10,44 +13,46 @@ one span, one ``sync.operations.active`` increment per request).
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from contextvars import ContextVar, Token
 from datetime import datetime
-from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind
 
 from syncperf import _gate as gate
-from syncperf import _runtime
-from syncperf._client_series import ClientSeries, Observed
-from syncperf._client_series import record as record_observed
+from syncperf._client_series import Observed
 from syncperf._gate import MAX_COUNT, MAX_NAME
-from syncperf._redact import record_exception
-from syncperf._runtime import OpSeries, Runtime
 from syncperf._staleness import age_of
-from syncperf._tracing.span import Span, attach, detach
+from syncperf._tracing.span import Span
 from syncperf.exceptions import ConfigError
 
-__all__ = ["SyncOperation", "current_operation", "sync_operation"]
+if TYPE_CHECKING:
+    from syncperf._lifecycle import OperationSeries
+    from syncperf._runtime import Runtime
+
+__all__ = ["SyncOperation", "active_operation", "current_operation"]
 
 CHANGES = frozenset({"created", "updated", "deleted"})
 _OPERATION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _valid_operations: set[str] = {"pull", "push"}
 MAX_OPERATIONS = 64
 """Distinct operation names accepted per process (they are metric attributes)."""
-_perf = time.perf_counter_ns
-_CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
+CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
+"""The operation in progress in this context; set and reset by ``_lifecycle`` only."""
+active_operation: Callable[[], SyncOperation | None] = CURRENT.get
+"""The active sync operation, or None: how decorators and integrations join an operation
+(``current_operation()`` is the user's form, never None)."""
 _error_names: dict[type, str] = {}
-_INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
 _COUNT = "an int in [0, 2**53)"
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
 
 def check_operation(operation: object, option: str = "operation") -> str:
     """Validate an operation name once (decoration / construction time)."""
+    if type(operation) is str and operation in _valid_operations:
+        return operation
     name = gate.name(operation)
     if name in _valid_operations:
         return name
@@ -136,7 +141,7 @@ class SyncOperation:
     _observed: Observed | None = None
     """What the request told about its client (checkpoint, change times, Sync-Client)."""
 
-    def __init__(self, rt: Runtime, series: OpSeries, start_ns: int) -> None:
+    def __init__(self, rt: Runtime, series: OperationSeries, start_ns: int) -> None:
         self._rt = rt
         self._series = series
         self._entity = series.entity
@@ -163,6 +168,12 @@ class SyncOperation:
     def recording(self) -> bool:
         """Whether measurements go anywhere (False for the no-op operation)."""
         return True
+
+    @property
+    def runtime(self) -> Runtime | None:
+        """For integrations: the runtime this operation records into (its ``reject``,
+        ``internal_error``, ``overhead_for``), or None for the no-op operation."""
+        return self._rt
 
     def set_entity(self, entity: str) -> None:
         """Name the operation's entity (bounded by ``max_entities``)."""
@@ -287,7 +298,8 @@ class SyncOperation:
                 observed.change_age = age
 
     def observed(self) -> Observed:
-        """What this operation's request told about its client (made on first use)."""
+        """What this operation's request told about its client (for integrations: the
+        middleware and the decorator read the ``Sync-Client`` header into it)."""
         observed = self._observed
         if observed is None:
             observed = self._observed = Observed()
@@ -346,10 +358,18 @@ class _NoopOperation(SyncOperation):
     """What ``current_operation()`` returns outside a sync operation: records nothing."""
 
     __slots__ = ()
+    _entity = None
+
+    def __init__(self) -> None:
+        pass
 
     @property
     def recording(self) -> bool:
         return False
+
+    @property
+    def runtime(self) -> None:
+        return None
 
     @property
     def operation(self) -> str:
@@ -391,20 +411,13 @@ class _NoopOperation(SyncOperation):
         pass
 
 
-_NOOP = _NoopOperation.__new__(_NoopOperation)
-_NOOP._series = None  # type: ignore[assignment]
-_NOOP._entity = None
-_NOOP._rt = None  # type: ignore[assignment]
+NOOP = _NoopOperation()
+"""The one no-op operation."""
 
 
 def current_operation() -> SyncOperation:
     """The active sync operation, or a no-op one that records nothing."""
-    return _CURRENT.get() or _NOOP
-
-
-def active_operation() -> SyncOperation | None:
-    """The active sync operation or None (for integrations)."""
-    return _CURRENT.get()
+    return CURRENT.get() or NOOP
 
 
 def release_entity(op: SyncOperation, entity: str) -> None:
@@ -412,317 +425,3 @@ def release_entity(op: SyncOperation, entity: str) -> None:
     (for integrations: a rejected request cannot use up ``max_entities``)."""
     op._rt.entities.release(entity)
     op._entity = None
-
-
-# --- life cycle ------------------------------------------------------------------------
-
-
-def begin(
-    rt: Runtime,
-    operation: str,
-    entity: str | None,
-    kind: SpanKind = SpanKind.INTERNAL,
-    attributes: Mapping[str, Any] | None = None,
-) -> SyncOperation:
-    """Start an operation (the caller checked that none is active) and make it current."""
-    series = rt.op_series.get((operation, entity)) or rt.series(operation, entity)
-    return start(rt, series, kind, attributes)
-
-
-def start(
-    rt: Runtime,
-    series: OpSeries,
-    kind: SpanKind = SpanKind.INTERNAL,
-    attributes: Mapping[str, Any] | None = None,
-) -> SyncOperation:
-    """``begin`` with the operation's pre-bound series already at hand."""
-    t0 = _perf()
-    op = SyncOperation(rt, series, t0)
-    if kind is not _INTERNAL:
-        op._kind = kind
-    tracing = rt.tracing
-    if tracing.active or (t0 >= tracing.next_check and tracing.refresh(t0)):
-        try:
-            _start_span(rt, op, series, kind, attributes, t0)
-        except Exception as error:  # a sampler or span processor failed: no span, no harm
-            rt.internal_error("span_start_failed", error)
-    series.inflight.append(None)
-    op._ctx_token = _CURRENT.set(op)
-    op._own_ns = _perf() - t0
-    return op
-
-
-def _start_span(
-    rt: Runtime,
-    op: SyncOperation,
-    series: OpSeries,
-    kind: SpanKind,
-    attributes: Mapping[str, Any] | None,
-    t0: int,
-) -> None:
-    tracing = rt.tracing
-    parent = trace.get_current_span().get_span_context()
-    trace_id = tracing.sample(series.span_name, kind, parent)
-    if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
-        rt.span_shed()
-    elif trace_id:
-        span = tracing.tracer.start(  # type: ignore[union-attr]
-            series.span_name,
-            parent,
-            kind,
-            {**series.attrs, **attributes} if attributes else series.attrs,
-            trace_id=trace_id,
-        )
-        op._span = span
-        op._token = attach(span)
-        if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked
-            rt.over_budget("slow_span_start")
-        elif rt.budget_streak:
-            rt.budget_streak = 0
-    else:
-        op._parent_ctx = parent
-        if attributes:
-            op._span_attrs = dict(attributes)
-
-
-def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None) -> None:
-    """Finish ``op``: record every metric under one lock, end or rescue its span.
-
-    Args:
-        op: The operation ``begin()`` returned.
-        exc: The exception that ended it, or None.
-        end_ns: When the operation ended (``time.perf_counter_ns()``), if earlier than now:
-            the ASGI middleware passes the time the response was complete, so background
-            tasks that ran after it (with the operation still current) are not part of its
-            duration. None: now.
-    """
-    t2 = _perf()
-    rt = op._rt
-    try:
-        _CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
-    except ValueError:  # ended in another context (e.g. an abandoned async generator)
-        _CURRENT.set(None)
-    if end_ns is None:
-        duration_ns = t2 - op._start_ns
-        lag_ns = 0
-    else:
-        lag_ns = min(max(t2 - end_ns, 0), t2 - op._start_ns)
-        duration_ns = t2 - lag_ns - op._start_ns
-    if exc is not None:
-        outcome, etype = "error", rt.error_types(error_type(exc))
-    elif op._error_type is not None:
-        outcome, etype = "error", op._error_type
-    elif op._conflicts:
-        outcome, etype = "conflict", None
-    else:
-        outcome, etype = "success", None
-
-    span = op._span
-    failure: Exception | None = None
-    try:
-        if span is not None:
-            _finish_span(op, span, outcome, etype, exc)
-            rt.finisher.end(span, time.time_ns() - lag_ns)
-        elif op._parent_ctx is not None and (outcome != "success" or duration_ns > rt.slow_ns):
-            if rt.shed_until < t2:
-                _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
-            else:
-                rt.span_shed()
-    except Exception as error:  # a span processor failed; the metrics still count
-        failure = error
-    finally:
-        if span is not None:
-            detach(op._token)
-    # The metrics, under one lock; the in-flight count is left whatever happens.
-    try:
-        series = op._series
-        entity = op._entity
-        if entity is not series.entity:
-            series = rt.series(op.operation, entity)
-        seconds = duration_ns / 1e9
-        items = op._items
-        others = op._entity_items and [
-            (rt.series(op.operation, item_entity), change, n)
-            for (item_entity, change), n in op._entity_items.items()
-        ]
-        observed = op._observed
-        if observed is not None:  # bound before the lock: state is made under its own
-            client_series = rt.state(ClientSeries)
-        with rt.lock:
-            if etype is not None:
-                series.error(etype).record(seconds)
-            elif outcome == "conflict":
-                series.conflicted().record(seconds)
-            else:
-                series.success.record(seconds)
-            if op._batch is not None:
-                series.batch.record(op._batch)
-            if op._idempotent:
-                series.idempotency.add(1)
-            if items:
-                for change, n in items.items():
-                    counter = series.items.get(change) or series.items_of(change)
-                    counter.value += n
-                    counter.touched = True
-            if others:
-                for other, change, n in others:
-                    other.items_of(change).add(n)
-            if op._conflict_detail:
-                for (conflict_entity, resolution), n in op._conflict_detail.items():
-                    rt.conflicts_for(conflict_entity or entity, resolution).add(n)
-            if observed is not None:
-                record_observed(client_series, op.operation, entity, observed)
-            if op._db_queries or rt.db_instrumented:
-                series.db_queries.record(op._db_queries)
-                series.db_duration.record(op._db_ns / 1e9)
-            series.overhead.record((op._own_ns + _perf() - t2) / 1e9)
-    finally:
-        op._series.inflight.pop()
-    if failure is not None:
-        rt.internal_error("span_end_failed", failure)
-
-
-def _finish_span(
-    op: SyncOperation,
-    span: Span,
-    outcome: str,
-    etype: str | None,
-    exc: BaseException | None,
-) -> None:
-    attrs = span._attributes  # syncperf's own values: valid by construction
-    attrs["sync.outcome"] = outcome
-    attrs["sync.conflicts"] = op._conflicts
-    attrs["sync.idempotency.hit"] = op._idempotent
-    if op._entity is not None:
-        attrs["sync.entity"] = op._entity
-    if op._batch is not None:
-        attrs["sync.batch.size"] = op._batch
-    if op._db_queries or op._rt.db_instrumented:
-        attrs["sync.db.queries"] = op._db_queries
-        attrs["sync.db.duration"] = op._db_ns / 1e9
-    if op._items or op._entity_items:
-        attrs["sync.items"] = sum((op._items or {}).values()) + sum(
-            (op._entity_items or {}).values()
-        )
-    if etype is not None:
-        attrs["error.type"] = etype
-        if exc is not None:
-            record_exception(span, exc, op._rt.config.record_exception_messages)
-        span.set_status(Status(StatusCode.ERROR, etype))
-    if op._span_attrs:  # the application's, checked
-        span.set_attributes(op._span_attrs)
-
-
-def _rescue(
-    op: SyncOperation,
-    outcome: str,
-    etype: str | None,
-    exc: BaseException | None,
-    duration_ns: int,
-    lag_ns: int = 0,
-) -> None:
-    """Trace an error, conflict or slow operation that head sampling dropped.
-
-    A new root span with the operation's real start time and a link to the context it ran in;
-    it ends ``lag_ns`` before now (see ``end()``).
-    """
-    rt = op._rt
-    tracer = rt.tracing.tracer
-    if tracer is None:
-        return
-    now = time.time_ns() - lag_ns
-    parent = op._parent_ctx
-    links = [Link(parent)] if parent is not None and parent.is_valid else []
-    attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}
-    span = tracer.start_span(
-        "sync " + op.operation,
-        context=trace.set_span_in_context(trace.INVALID_SPAN),
-        kind=op._kind,
-        attributes=attrs,
-        links=links,
-        start_time=now - duration_ns,
-    )
-    _finish_span(op, span, outcome, etype, exc)
-    rt.finisher.end(span, now)
-
-
-# --- the context manager -------------------------------------------------------------------
-
-
-class OperationScope:
-    """``with`` / ``async with`` block that starts (or joins) a sync operation.
-
-    Re-entrant and shareable: each ``__enter__`` pushes what it started (or None when it
-    joined an outer operation) and its ``__exit__`` ends exactly that.
-    """
-
-    __slots__ = ("_entity", "_operation", "_started")
-
-    def __init__(self, operation: str, entity: str | None) -> None:
-        self._operation = operation
-        self._entity = entity
-        self._started: list[SyncOperation | None] = []
-
-    def __enter__(self) -> SyncOperation:
-        outer = _CURRENT.get()
-        if outer is not None:
-            if self._entity is not None and outer._entity is None:
-                outer.set_entity(self._entity)
-            self._started.append(None)
-            return outer
-        rt = _runtime._current or _runtime.current()
-        if not rt.enabled:
-            self._started.append(None)
-            return _NOOP
-        op = begin(rt, self._operation, self._entity)
-        self._started.append(op)
-        return op
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        op = self._started.pop() if self._started else None
-        if op is not None:
-            try:
-                end(op, exc)
-            except Exception as error:
-                op._rt.internal_error("operation_end_failed", error)
-
-    async def __aenter__(self) -> SyncOperation:
-        return self.__enter__()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
-
-
-def sync_operation(operation: str, *, entity: str | None = None) -> OperationScope:
-    """Measure a block as one sync operation (``with`` or ``async with``).
-
-    Args:
-        operation: ``"pull"``, ``"push"`` or another low-cardinality name.
-        entity: The entity synced (e.g. a table); bounded by ``max_entities``.
-
-    Returns:
-        A context manager yielding the ``SyncOperation`` recorder.
-
-    Raises:
-        ConfigError: ``operation`` or ``entity`` is not accepted.
-    """
-    if type(operation) is not str or operation not in _valid_operations:
-        operation = check_operation(operation)
-    if entity is not None and (type(entity) is not str or not 0 < len(entity) <= MAX_NAME):
-        # the entity is often request data: a bad one is request-time misuse, not config
-        name = gate.name(entity)
-        if name is None:
-            rt = _runtime._current or _runtime.current()
-            rt.reject("invalid_entity", "an entity: " + _NAME, entity)
-        entity = name
-    return OperationScope(operation, entity)

@@ -13,10 +13,10 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from syncperf._config import Config
-from syncperf._gate import describe
+from syncperf._guard import Guard
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
 from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
@@ -25,7 +25,10 @@ from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
 from syncperf._metrics.reader import PeriodicExporter, Reader
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
-from syncperf.exceptions import ConfigError, MeasurementError
+from syncperf.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from syncperf._lifecycle import OperationSeries
 
 _logger = logging.getLogger("syncperf")
 T = TypeVar("T")
@@ -33,11 +36,6 @@ T = TypeVar("T")
 OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
-_UNSET: Any = object()
-
-
-BUDGET_STREAK = 3
-"""Consecutive over-budget operations that make syncperf shed span work."""
 
 
 class Bounded:
@@ -73,88 +71,7 @@ class Bounded:
             self.names.discard(name)
 
 
-class OpSeries:
-    """Everything one (operation, bounded entity) pair records into, bound once."""
-
-    __slots__ = (
-        "attrs",
-        "batch",
-        "conflict",
-        "db_duration",
-        "db_queries",
-        "entity",
-        "errors",
-        "idempotency",
-        "inflight",
-        "items",
-        "operation",
-        "overhead",
-        "span_name",
-        "success",
-        "_rt",
-    )
-
-    def __init__(
-        self,
-        rt: Runtime,
-        operation: str,
-        entity: str | None,
-        inflight: deque[None],
-        overhead: HistogramSeries,
-    ) -> None:
-        """Bind the series (the caller holds ``rt.lock``)."""
-        attrs: dict[str, str | bool] = {"sync.operation": operation}
-        if entity is not None:
-            attrs["sync.entity"] = entity
-        self.attrs = attrs
-        self.operation = operation
-        self.entity = entity
-        self.span_name = "sync " + operation
-        self._rt = rt
-        key = _key(attrs)
-        self.success = rt.duration.histogram(_key({**attrs, "sync.outcome": "success"}))
-        self.conflict: HistogramSeries | None = None
-        self.errors: dict[str, HistogramSeries] = {}
-        self.items: dict[str | None, SumSeries] = {}
-        self.batch = rt.batch_size.histogram(key)
-        self.idempotency = rt.idempotency.sum(key)
-        self.db_queries = rt.db_queries.histogram(key)
-        self.db_duration = rt.db_duration.histogram(key)
-        self.inflight = inflight
-        self.overhead = overhead
-
-    def conflicted(self) -> HistogramSeries:
-        """Duration series for the conflict outcome (bound on first use)."""
-        series = self.conflict
-        if series is None:
-            attrs = {**self.attrs, "sync.outcome": "conflict"}
-            series = self.conflict = self._rt.duration.histogram(_key(attrs))
-        return series
-
-    def error(self, error_type: str) -> HistogramSeries:
-        """Duration series for an error of ``error_type`` (bounded)."""
-        series = self.errors.get(error_type)
-        if series is None:
-            attrs = {**self.attrs, "sync.outcome": "error", "error.type": error_type}
-            series = self.errors[error_type] = self._rt.duration.histogram(_key(attrs))
-        return series
-
-    def items_of(self, change: str | None) -> SumSeries:
-        """The ``sync.items`` series for this pair and ``change`` (bound on first use)."""
-        series = self.items.get(change)
-        if series is None:
-            attrs = dict(self.attrs)
-            if change is not None:
-                attrs["sync.change"] = change
-            series = self.items[change] = self._rt.items.sum(_key(attrs))
-        return series
-
-
-def _key(attrs: dict[str, str | bool]) -> tuple[tuple[str, str | bool], ...]:
-    return tuple(sorted(attrs.items()))
-
-
-class Runtime:
+class Runtime(Guard):
     """Everything the request path needs, built once per configuration."""
 
     db_instrumented: ClassVar[int] = 0
@@ -167,11 +84,28 @@ class Runtime:
         self.config = config
         self.enabled = config.enabled
         self.strict = config.strict
-        self.registry = registry = Registry()
-        registry.on_gauge_error = self._gauge_failed
-        self.lock = registry.lock
-        limit = config.max_series
+        self.registry = Registry()
+        self.registry.on_gauge_error = self._gauge_failed
+        self.lock = self.registry.lock
+        self._instruments(self.registry, config.max_series)
+        self._caches(config)
+        self._budget(config)
+        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
+        self.resource = config.resource or _resource(self.tracing)
+        self.scope = _scope()
+        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs)
+        self.exporters = self.feeds.exporters
+        self.prometheus = self.feeds.prometheus
+        """``(registry, collector)`` pairs this runtime feeds."""
+        self.sync_outputs()
+        for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
+            try:
+                hook(self)
+            except Exception:
+                _logger.warning("syncperf: a runtime hook failed", exc_info=True)
 
+    def _instruments(self, registry: Registry, limit: int) -> None:
+        """The core instruments (at most ``limit`` series each)."""
         self.duration = catalogue.SYNC_OPERATION_DURATION.create(registry, max_series=limit)
         self.batch_size = catalogue.SYNC_BATCH_SIZE.create(registry, max_series=limit)
         self.items = catalogue.SYNC_ITEMS.create(registry, max_series=limit)
@@ -187,20 +121,24 @@ class Runtime:
         self.shed = catalogue.SYNCPERF_SHED.create(registry, max_series=limit)
         self.export_failures = catalogue.SYNCPERF_EXPORT_FAILURES.create(registry, max_series=limit)
 
+    def _caches(self, config: Config) -> None:
+        """The bounded names and the pre-bound series, filled as operations come."""
         self.entities = Bounded(config.max_entities, config.entities)
         self.error_types = Bounded(100, overflow="_OTHER")
         self.resolutions = Bounded(20)
-        self.op_series: dict[tuple[str, str | None], OpSeries] = {}
+        self.op_series: dict[tuple[str, str | None], OperationSeries] = {}
+        """``_lifecycle.series()``'s cache: the pre-bound series of (operation, entity)."""
         self.conflict_series: dict[tuple[str | None, str | None], SumSeries] = {}
         self.inflight: dict[str, deque[None]] = {}
         """In-flight operations per name: ``deque.append``/``pop`` are atomic, so ``begin``
         needs no lock; ``sync.operations.active`` observes their lengths at collection."""
         self.overhead_series: dict[str, HistogramSeries] = {}
         self._state: dict[object, Any] = {}
-        self.cache: dict[Any, Any] = {}  # being replaced by ``state()``
         self._state_lock = threading.RLock()  # a factory may bind series under ``lock``
         self._logged: set[str] = set()
 
+    def _budget(self, config: Config) -> None:
+        """The overhead budget and the span finisher it watches."""
         self.budget_ns = int(config.overhead_budget * 1e9)
         self.cooldown_ns = int(config.shed_cooldown * 1e9)
         self.slow_ns = int(config.slow_threshold * 1e9)
@@ -214,19 +152,6 @@ class Runtime:
             config.span_queue_size,
             self._span_end_failed,
         )
-        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
-        self.resource = config.resource or _resource(self.tracing)
-        self.scope = _scope()
-        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs)
-        self.exporters = self.feeds.exporters
-        self.prometheus = self.feeds.prometheus
-        """``(registry, collector)`` pairs this runtime feeds."""
-        self.sync_outputs()
-        for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
-            try:
-                hook(self)
-            except Exception:
-                _logger.warning("syncperf: a runtime hook failed", exc_info=True)
 
     # --- outputs -------------------------------------------------------------------------
 
@@ -277,29 +202,6 @@ class Runtime:
 
     # --- cached series -------------------------------------------------------------------
 
-    def series(self, operation: str, entity: str | None) -> OpSeries:
-        """Pre-bound series for ``operation`` and a raw entity name (bounded here).
-
-        Cached under the raw name only when the name was admitted, so overflow names cannot
-        grow the cache.
-        """
-        key = (operation, entity)
-        found = self.op_series.get(key)
-        if found is None:
-            bounded = None if entity is None else self.entities(entity)
-            found = self.op_series.get((operation, bounded))
-            if found is not None:  # e.g. an overflowed name: its "_other" series exists
-                return found
-            inflight = self.inflight_for(operation)
-            overhead = self.overhead_for("operation")
-            with self.lock:
-                found = self.op_series.get((operation, bounded))
-                if found is None:
-                    found = self.op_series[(operation, bounded)] = OpSeries(
-                        self, operation, bounded, inflight, overhead
-                    )
-        return found
-
     def inflight_for(self, operation: str) -> deque[None]:
         """The in-flight deque of ``operation``."""
         found = self.inflight.get(operation)
@@ -319,137 +221,6 @@ class Runtime:
                     (("syncperf.component", component),)
                 )
         return found
-
-    def conflicts_for(self, entity: str | None, resolution: str | None) -> SumSeries:
-        """The ``sync.conflicts`` series (entity and resolution already bounded)."""
-        key = (entity, resolution)
-        found = self.conflict_series.get(key)
-        if found is None:
-            attrs: dict[str, str | bool] = {}
-            if entity is not None:
-                attrs["sync.entity"] = entity
-            if resolution is not None:
-                attrs["sync.conflict.resolution"] = resolution
-            found = self.conflict_series[key] = self.conflicts.sum(tuple(sorted(attrs.items())))
-        return found
-
-    # --- the guard and misuse ------------------------------------------------------------
-
-    def over_budget(self, reason: str) -> None:
-        """One operation (or span end) exceeded the budget; shed after three in a row.
-
-        Wall-clock time includes waits for the GIL caused by the application's other threads;
-        one slow operation is noise, three in a row mean syncperf itself is slow.
-        """
-        self.budget_streak += 1
-        if self.budget_streak >= BUDGET_STREAK:
-            self.budget_streak = 0
-            self.shed_spans(reason)
-
-    def _span_queue_full(self, stalled: bool) -> None:
-        self.drop("span_queue_full", "syncperf dropped spans: the span queue is full")
-        if stalled:
-            self.shed_spans("span_export_stalled")
-
-    def _span_end_failed(self, error: Exception) -> None:
-        self.drop(
-            "span_end_failed",
-            "syncperf lost spans: a span processor's on_end raised %s",
-            type(error).__name__,
-        )
-
-    def span_shed(self) -> None:
-        """Count one span not made because syncperf is shedding (logged when it started)."""
-        with self.lock:
-            self.dropped.sum((("syncperf.reason", "span_shed"),)).add(1)
-
-    def _within_budget(self) -> None:
-        if self.budget_streak:
-            self.budget_streak = 0
-
-    def shed_spans(self, reason: str) -> None:
-        """Stop creating spans for the cool-down; count and log it."""
-        self.shed_until = time.perf_counter_ns() + self.cooldown_ns
-        with self.lock:
-            self.shed.sum((("syncperf.reason", reason),)).add(1)
-        self.log_once(
-            "shed:" + reason,
-            "syncperf exceeded its overhead budget (%s); spans are off for %.0f s, "
-            "metrics continue",
-            reason,
-            self.cooldown_ns / 1e9,
-        )
-
-    def reject(self, reason: str, expected: str, value: object = _UNSET) -> None:
-        """Request-time misuse: raise in strict mode, else drop, count and log once.
-
-        Args:
-            reason: The ``syncperf.reason`` the drop is counted under.
-            expected: What was expected, e.g. ``"an item count: an int in [0, 2**53)"``.
-                Must not quote request data.
-            value: The rejected value: described by type and size only, and only when the
-                message is logged, so a rejection costs what an accepted value costs.
-        """
-        if self.strict:
-            raise MeasurementError(reason, _expected(expected, value))
-        if (key := self._count(reason)) is not None:
-            self.log_once(
-                key, "syncperf dropped a measurement (%s): %s", reason, _expected(expected, value)
-            )
-
-    def internal_error(self, reason: str, exc: BaseException) -> None:
-        """A hook of syncperf's (or a callback it runs) failed: count and log once, naming
-        the exception's type and where it was raised, never its message (which may quote
-        request data). Strict mode re-raises."""
-        if self.strict:
-            raise exc
-        if (key := self._count(reason)) is not None:
-            self.log_once(key, "syncperf hook failed (%s): %s", reason, raised_at(exc))
-
-    def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
-        """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
-        ``key`` (default: the reason). Never raises."""
-        if (due := self._count(reason, key)) is not None:
-            self.log_once(due, message, *args)
-
-    def _count(self, reason: str, key: str | None = None) -> str | None:
-        """Count one drop; return its log key while its one log line is still due."""
-        with self.lock:
-            self.dropped.sum((("syncperf.reason", reason),)).add(1)
-        key = key or "drop:" + reason
-        return None if key in self._logged else key
-
-    def names_from_requests(self, source: str) -> None:
-        """Entity names are about to come from request data (a path, a payload): warn once
-        when no allow-list bounds them to the application's own names."""
-        if self.config.entities is None and "unlisted" not in self._logged:
-            self.log_once(
-                "unlisted",
-                "syncperf: sync.entity names come from requests (%s) and no entity allow-list "
-                "is configured, so the first %d names any client sends become metric series; "
-                "set configure(entities=[...]) or SYNCPERF_ENTITIES (see docs/core.md)",
-                source,
-                self.config.max_entities,
-            )
-
-    def log_once(self, key: str, message: str, *args: object) -> None:
-        """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
-        if key not in self._logged:
-            self._logged.add(key)
-            _logger.warning(message, *args)
-
-    def _gauge_failed(self, name: str, error: BaseException) -> None:
-        self.drop(
-            "gauge_callback_failed",
-            "syncperf: the callback of gauge %s raised %s",
-            name,
-            raised_at(error),
-            key="gauge:" + name,
-        )
-
-    def _export_failed(self) -> None:
-        with self.lock:
-            self.export_failures.sum((("syncperf.signal", "metrics"),)).add(1)
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -506,26 +277,6 @@ class Runtime:
         self.feeds.shutdown(keep)
 
 
-def _expected(expected: str, value: object) -> str:
-    return expected if value is _UNSET else f"expected {expected}, got {describe(value)}"
-
-
-def raised_at(exc: BaseException) -> str:
-    """An exception's type and the innermost frame that raised it, never its message."""
-    try:
-        where = ""
-        tb = exc.__traceback__
-        if tb is not None:
-            while tb.tb_next is not None:
-                tb = tb.tb_next
-            code = tb.tb_frame.f_code
-            where = f" at {code.co_filename}:{tb.tb_lineno} in {code.co_name}"
-        cls = type(exc)
-        return f"{cls.__module__}.{cls.__qualname__}{where}"
-    except Exception:
-        return "an exception"
-
-
 def _resource(tracing: Tracing) -> Any:
     from opentelemetry.sdk.resources import Resource
 
@@ -561,19 +312,21 @@ def note_database_instrumented(delta: int) -> None:
 
 
 _db_lock = threading.Lock()
-_current: Runtime | None = None
+installed: Runtime | None = None
+"""The runtime in force, or None before the first use: integrations read it on their hot path
+as ``installed or current()`` (one global read instead of a call)."""
 _install_lock = threading.Lock()
 
 
 def current() -> Runtime:
     """The active runtime, configured from the environment on first use."""
-    global _current
-    rt = _current
+    global installed
+    rt = installed
     if rt is None:
         with _install_lock:
-            if _current is None:
-                _current = Runtime(_config_from_env())
-            rt = _current
+            if installed is None:
+                installed = Runtime(_config_from_env())
+            rt = installed
     return rt
 
 
@@ -621,9 +374,9 @@ def configure(config: Config | None = None, **options: Any) -> Config:
 
 def replace(rt: Runtime | None) -> Runtime | None:
     """Make ``rt`` current without shutting anything down; return the previous runtime."""
-    global _current
+    global installed
     with _install_lock:
-        previous, _current = _current, rt
+        previous, installed = installed, rt
     return previous
 
 
@@ -641,7 +394,7 @@ def force_flush(timeout: float | None = None) -> bool:
     Returns:
         True when everything was exported in time.
     """
-    rt = _current
+    rt = installed
     return True if rt is None else rt.flush(timeout)
 
 
@@ -656,7 +409,7 @@ def flush_for_exit() -> bool:
     by the interpreter's exit stays within one bound.
     """
     global _exit_stalled
-    rt = _current
+    rt = installed
     if rt is None:
         return True
     done = rt.flush(0.0 if _exit_stalled else None)

@@ -311,7 +311,8 @@ def test_end_with_an_explicit_end_time_stops_the_duration_and_span_there(
     import time
 
     from syncperf import _runtime
-    from syncperf._operation import active_operation, begin, end
+    from syncperf._lifecycle import begin, end
+    from syncperf._operation import active_operation
 
     cap = syncperf_capture
     op = begin(_runtime.current(), "push", "todo")

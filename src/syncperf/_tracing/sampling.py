@@ -71,17 +71,23 @@ class Tracing:
         self.next_check = 1 << 62
         self.active = True
 
-    def refresh(self, now: int) -> bool:
-        """Look at the provider again (a proxy may have been replaced); True when active."""
+    def due(self, now: int) -> bool:
+        """Whether tracing turned on by ``now``: while it is off, the provider is looked at
+        again once a second (a proxy may have been replaced by an SDK provider).
+
+        The one way to ask "can spans be made now": ``tracing.active or tracing.due(now)``,
+        a flag read while tracing is on."""
+        if now < self.next_check:
+            return False
         self.resolve(now)
         return self.active
 
     def decide(self, name: str, kind: SpanKind, now: int) -> int:
         """Whether an operation starting at ``now`` gets a span (parent: the current context);
         the value ``sample`` returns."""
-        if not self.active and (now < self.next_check or not self.refresh(now)):
-            return 0
-        return self.sample(name, kind)
+        if self.active or self.due(now):
+            return self.sample(name, kind)
+        return 0
 
     def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> int:
         """``decide`` once tracing is known to be active; ``parent``: the current span's

@@ -12,16 +12,13 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from syncperf._gate import describe
+from syncperf._gate import describe, raised_at
 from syncperf._operation import CHANGES, SyncOperation
-from syncperf._runtime import raised_at
 from syncperf._staleness import from_millis
 from syncperf.exceptions import ConfigError
 
 MISSING: Any = object()
 """Sentinel: the payload has no such field."""
-
-NameMap = Callable[[str], "str | None"]
 
 
 class Malformed(Exception):
@@ -178,12 +175,6 @@ def call(fn: Callable[..., Any], *args: Any) -> Any:
         raise CallbackFailed(error) from error
 
 
-def check_callable(option: str, value: Any) -> None:
-    """``ConfigError`` unless ``value`` is None or callable."""
-    if value is not None and not callable(value):
-        raise ConfigError(option, value, "a callable or None")
-
-
 def check_entity_name(value: Any, what: str) -> str | None:
     """A callback's entity answer: None or a non-empty string."""
     if value is None or (isinstance(value, str) and value):
@@ -300,7 +291,7 @@ class Tally:
 
     def commit(self, op: SyncOperation) -> None:
         """Record the tally on ``op``."""
-        rt = op._rt
+        rt = op.runtime
         if rt is not None and any(e is not None for e, _ in (*self.items, *self.conflicts)):
             rt.names_from_requests("a sync payload")
         if self.batch is not None:
@@ -390,7 +381,7 @@ class ProtocolAdapter:
 
 
 def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
-    rt = op._rt
+    rt = op.runtime
     if rt is None:  # the no-op operation
         return
     detail = f"{what}: {error}" if isinstance(error, Malformed) else f"{what}: {raised_at(error)}"
@@ -398,7 +389,7 @@ def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:
 
 
 def _failed(op: SyncOperation, error: BaseException) -> None:
-    rt = op._rt
+    rt = op.runtime
     if rt is not None:
         rt.internal_error("adapter_callback_failed", error)
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from syncperf._config import check_callable, check_text
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
@@ -37,7 +38,6 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     call,
-    check_callable,
     check_entity_name,
     count,
     entries,
@@ -48,7 +48,6 @@ from syncperf.adapters._base import (
     stash,
     unstash,
 )
-from syncperf.exceptions import ConfigError
 
 __all__ = ["BulkDocs", "BulkGet", "Changes", "RevsDiff"]
 
@@ -69,10 +68,8 @@ class _Documents(ProtocolAdapter):
         id_separator: str | None = None,
     ) -> None:
         check_callable("entity", entity)
-        if type_field is not None and (not isinstance(type_field, str) or not type_field):
-            raise ConfigError("type_field", type_field, "a non-empty string or None")
-        if id_separator is not None and (not isinstance(id_separator, str) or not id_separator):
-            raise ConfigError("id_separator", id_separator, "a non-empty string or None")
+        check_text("type_field", type_field)
+        check_text("id_separator", id_separator)
         self._entity = entity
         self._type_field = type_field
         self._id_separator = id_separator

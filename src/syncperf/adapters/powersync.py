@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from syncperf._config import check_callable
 from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
@@ -34,7 +35,6 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     call,
-    check_callable,
     field,
     integer,
     name,

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from syncperf._config import check_callable
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
@@ -32,7 +33,6 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     call,
-    check_callable,
     checkpoint_ms,
     count,
     entries,

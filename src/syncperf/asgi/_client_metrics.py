@@ -31,11 +31,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from syncperf import _gate as gate
-from syncperf import _runtime
 from syncperf._client_series import REPORTED, ClientSeries, app_version
 from syncperf._config import check_float, check_int
 from syncperf._operation import is_operation
-from syncperf._runtime import Runtime
+from syncperf._runtime import Runtime, current, flush_for_exit
 from syncperf.asgi._http import SeenKeys, key_hash
 from syncperf.exceptions import ConfigError
 
@@ -138,7 +137,7 @@ def client_metrics_app(
             return
         if kind != "http":
             return
-        rt = _runtime._current or _runtime.current()
+        rt = current()
         if scope.get("method") != "POST":
             await _answer(send, 405, {"error": "POST a JSON batch"}, [(b"allow", b"POST")])
             return
@@ -313,6 +312,6 @@ async def _lifespan(receive: Receive, send: Send) -> None:
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            _runtime.flush_for_exit()
+            flush_for_exit()
             await send({"type": "lifespan.shutdown.complete"})
             return

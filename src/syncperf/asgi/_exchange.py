@@ -27,8 +27,10 @@ from opentelemetry.trace import SpanKind
 from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._client_header import read as read_client_header
 from syncperf._decorators import Adapter, apply_http_status
-from syncperf._operation import SyncOperation, begin, end, error_type, release_entity
-from syncperf._runtime import OTHER, Runtime, raised_at
+from syncperf._gate import raised_at
+from syncperf._lifecycle import begin, end
+from syncperf._operation import SyncOperation, error_type, release_entity
+from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._http import (
     HEADERS,
     METHODS,

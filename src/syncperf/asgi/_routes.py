@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from syncperf._config import check_patterns
-from syncperf._decorators import Adapter
+from syncperf._extractors import Adapter, check_adapter
 from syncperf._operation import check_entity, check_operation
 from syncperf.exceptions import ConfigError
 
@@ -59,13 +59,8 @@ class SyncRoute:
         check_operation(self.operation, "SyncRoute.operation")
         check_entity(self.entity, "SyncRoute.entity")
         adapter = self.adapter
-        if adapter is not None and not (
-            callable(getattr(adapter, "on_request", None))
-            and callable(getattr(adapter, "on_response", None))
-        ):
-            raise ConfigError(
-                "SyncRoute.adapter", adapter, "an object with on_request() and on_response()"
-            )
+        if adapter is not None:
+            check_adapter("SyncRoute.adapter", adapter)
 
 
 @dataclass(frozen=True)

@@ -180,7 +180,7 @@ def setup_otlp(
         outputs.OUTPUTS.exporters.pop("otlp", None)
     rt = _apply(options, resource=resource)
     if tracer_provider is not None:
-        rt.tracing.refresh(time.perf_counter_ns())  # no wait for the next look at the global
+        rt.tracing.resolve(time.perf_counter_ns())  # no wait for the next look at the global
     if joined is not None:
         setup_meter_provider(joined)
     return OtlpExport(
@@ -198,7 +198,7 @@ def setup_otlp(
 def _apply(options: Mapping[str, Any], **defaults: Any) -> Any:
     """Rebuild the settings from ``options`` (when given, or when syncperf is not configured
     yet) and make the runtime feed every output; returns the runtime."""
-    if options or _runtime._current is None:
+    if options or _runtime.installed is None:
         configure(Config.from_env(**{**defaults, **options}))
     return _runtime.sync_outputs()
 
@@ -274,8 +274,8 @@ class PrometheusEndpoint:
         if not any(e.registry is self.registry for e in _ENDPOINTS):
             served = outputs.OUTPUTS.registries
             served[:] = [r for r in served if r is not self.registry]
-            if _runtime._current is not None:
-                _runtime._current.sync_outputs()
+            if _runtime.installed is not None:
+                _runtime.installed.sync_outputs()
 
 
 _ENDPOINTS: list[PrometheusEndpoint] = []

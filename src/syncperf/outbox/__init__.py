@@ -49,8 +49,8 @@ from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
 from syncperf._config import check_float
-from syncperf._gate import is_count
-from syncperf._runtime import Runtime, raised_at
+from syncperf._gate import is_count, raised_at
+from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
 from syncperf.outbox._gauges import (
@@ -166,7 +166,7 @@ class Outbox:
                         "each other); close() the other one first",
                     )
                 _live.add(self)
-            rt = _runtime._current
+            rt = _runtime.installed
             if rt is not None:
                 self._register(rt)
 
@@ -220,7 +220,7 @@ class Outbox:
         self._closed = True
         with _live_lock:
             _live.discard(self)
-        rt = _runtime._current
+        rt = _runtime.installed
         if rt is not None:
             unregister(rt, self._serial)
 
@@ -244,7 +244,7 @@ class Outbox:
             The ``traceparent`` to store with the message(s), or None.
         """
         t0 = _perf()
-        rt = _runtime._current or _runtime.current()
+        rt = _runtime.installed or _runtime.current()
         if not rt.enabled:
             return current_traceparent()
         if not is_count(count):
@@ -280,7 +280,7 @@ class Outbox:
         return deferred
 
     def _count_enqueued(self, count: int) -> None:
-        rt = _runtime._current or _runtime.current()
+        rt = _runtime.installed or _runtime.current()
         if rt.enabled:
             series = self.series(rt)
             with rt.lock:

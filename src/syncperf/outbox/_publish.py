@@ -34,7 +34,7 @@ _CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
 def begin(outbox: Outbox, count: int | None) -> PublishBatch:
     """Start one relay batch of ``outbox`` (``count``: its size, when known up front)."""
     t0 = _perf()
-    rt = _runtime._current or _runtime.current()
+    rt = _runtime.installed or _runtime.current()
     if not rt.enabled:
         return NOOP_BATCH
     if count is not None and not is_count(count):

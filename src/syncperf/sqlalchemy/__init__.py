@@ -142,7 +142,7 @@ class EngineInstrumentation:
         self._recorder.install(engine.dialect)
         if self._pool is not None:
             self._pool.install(engine)
-            self._pool.attach(_runtime._current or _runtime.current())
+            self._pool.attach(_runtime.installed or _runtime.current())
         self._active = True
         _runtime.note_database_instrumented(1)
         self._finalizer = weakref.finalize(engine, _runtime.note_database_instrumented, -1)

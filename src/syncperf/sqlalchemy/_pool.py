@@ -134,7 +134,7 @@ class PoolMetrics:
         metrics = self
 
         def connect() -> Any:
-            rt = _runtime._current or _runtime.current()
+            rt = _runtime.installed or _runtime.current()
             if not rt.enabled:
                 return original()
             try:
@@ -214,7 +214,7 @@ class PoolMetrics:
             return
         setattr(record, _OUT, 0)
         used_ns = _perf() - started
-        rt = _runtime._current or _runtime.current()
+        rt = _runtime.installed or _runtime.current()
         if not rt.enabled:
             return
         try:

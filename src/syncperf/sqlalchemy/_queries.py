@@ -199,7 +199,7 @@ class QueryRecorder:
         self, statement: str, t1: int, duration_ns: int, error: BaseException | None, context: Any
     ) -> None:
         """Record one query that ended at ``t1`` (``perf_counter_ns``), raising ``error``."""
-        rt = _runtime._current or _runtime.current()
+        rt = _runtime.installed or _runtime.current()
         if not rt.enabled:
             return
         try:
@@ -220,14 +220,14 @@ class QueryRecorder:
                 )
             if self._spans:
                 tracing = rt.tracing
-                if tracing.active or t1 >= tracing.next_check:
+                if tracing.active or tracing.due(t1):
                     parent = _current_span().get_span_context()
                     if (
                         parent.trace_flags & 1  # sampled
                         and getattr(context, "_otel_span", None) is None  # contrib has one
                     ):
                         if rt.shed_until < t1:
-                            self._span(rt, query, duration_ns, etype, code, t1, parent)
+                            self._span(rt, query, duration_ns, etype, code, parent)
                         else:  # syncperf is shedding: not made, but counted
                             rt.span_shed()
             op = active_operation()
@@ -319,14 +319,10 @@ class QueryRecorder:
         duration_ns: int,
         etype: str | None,
         code: str | None,
-        t1: int,
         parent: SpanContext,
     ) -> None:
-        tracing = rt.tracing
-        if not tracing.active:
-            tracing.resolve(t1)
-        tracer = tracing.tracer
-        if not tracing.active or tracer is None:
+        tracer = rt.tracing.tracer
+        if tracer is None:
             return
         end = _wall()
         deferred = DeferredSpan(tracer, query, parent, end - duration_ns, etype, code)

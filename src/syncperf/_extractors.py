@@ -1,0 +1,256 @@
+"""Extractors and adapters of ``instrument_sync``, resolved once at decoration time.
+
+Extractors are plain callables whose *parameter names* say what they read: a name of the
+handler's parameters gets that argument (resolved to a position once, at decoration time,
+like FastAPI dependencies); ``result`` gets the return value. A protocol adapter becomes two
+extractors: ``on_request`` fed the request parameter, ``on_response`` the return value.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from syncperf import _runtime
+from syncperf._client_header import read as read_client_header
+from syncperf._operation import SyncOperation
+from syncperf.exceptions import ConfigError
+
+__all__ = ["Adapter", "Apply", "Extractor", "check_adapter", "guard", "plan", "specs"]
+
+Apply = Callable[[SyncOperation, Any], None]
+"""What an extractor's value is given to, with the operation."""
+
+
+class Adapter(Protocol):
+    """Reads a sync protocol's parsed request and response into an operation.
+
+    ``syncperf.adapters`` ships one per protocol; any object with these two methods works.
+    """
+
+    def on_request(self, op: SyncOperation, request: Any) -> None:
+        """Record what the request tells (batch size, items, entity, duplicates)."""
+
+    def on_response(self, op: SyncOperation, response: Any) -> None:
+        """Record what the response tells (conflicts, rejected items, pulled items)."""
+
+
+def check_adapter(option: str, adapter: object) -> None:
+    """Raise ``ConfigError`` unless ``adapter`` has callable ``on_request``/``on_response``."""
+    if not (
+        callable(getattr(adapter, "on_request", None))
+        and callable(getattr(adapter, "on_response", None))
+    ):
+        raise ConfigError(option, adapter, "an object with on_request() and on_response()")
+
+
+def guard(op: SyncOperation) -> _runtime.Runtime:
+    """Where a failure during ``op`` is counted: its runtime (the current one for the no-op)."""
+    return op.runtime or _runtime.current()
+
+
+@dataclass(frozen=True)
+class _Arg:
+    name: str
+    position: int | None
+    default: Any
+
+
+@dataclass(frozen=True)
+class Extractor:
+    apply: Apply
+    fn: Callable[..., Any]
+    args: tuple[_Arg, ...]
+    wants_result: bool
+
+    def run(
+        self, op: SyncOperation, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
+    ) -> None:
+        values = []
+        for arg in self.args:
+            if arg.position is not None and arg.position < len(args):
+                values.append(args[arg.position])
+            else:
+                values.append(kwargs.get(arg.name, arg.default))
+        if self.wants_result:
+            values.append(result)
+        try:
+            self.apply(op, self.fn(*values))
+        except Exception as error:
+            guard(op).internal_error("extractor_failed", error)
+
+
+def _set_entity(op: SyncOperation, value: Any) -> None:
+    if value is not None and op._entity is None:  # fills in; never replaces (nesting rule)
+        op.set_entity(value)
+
+
+def _set_batch(op: SyncOperation, value: Any) -> None:
+    op.set_batch_size(value)
+
+
+def _per_entity(record: Callable[..., None]) -> Apply:
+    def apply(op: SyncOperation, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for entity, n in value.items():
+                record(op, n, entity)
+        elif value is not None:
+            record(op, value, None)
+
+    return apply
+
+
+_add_items = _per_entity(lambda op, n, entity: op.record_items(n, entity=entity))
+_add_conflicts = _per_entity(lambda op, n, entity: op.record_conflict(entity=entity, count=n))
+
+
+def _set_idempotent(op: SyncOperation, value: Any) -> None:
+    if value:
+        op.record_idempotency_hit()
+
+
+def specs(
+    entity: object, batch_size: Any, items: Any, conflicts: Any, idempotency_hit: Any
+) -> list[tuple[str, Any, Apply]]:
+    """The ``(option, extractor, apply)`` of each extractor option (checked later)."""
+    found: list[tuple[str, Any, Apply]] = [
+        ("batch_size", batch_size, _set_batch),
+        ("items", items, _add_items),
+        ("conflicts", conflicts, _add_conflicts),
+        ("idempotency_hit", idempotency_hit, _set_idempotent),
+    ]
+    if callable(entity):
+        found.insert(0, ("entity", entity, _set_entity))
+    elif entity is not None and not isinstance(entity, str):
+        raise ConfigError("entity", entity, "a string, a callable or None")
+    return found
+
+
+def plan(
+    fn: Callable[..., Any],
+    options: list[tuple[str, Any, Apply]],
+    adapter: Adapter | None,
+    request: str | None,
+    on_response: Callable[[Apply], Apply],
+) -> tuple[tuple[Extractor, ...], tuple[Extractor, ...]]:
+    """The extractors to run before and after ``fn`` (``on_response`` wraps the adapter's)."""
+    params = _parameters(fn)
+    before: list[Extractor] = []
+    after: list[Extractor] = []
+    for option, extractor, apply in options:
+        if extractor is None:
+            continue
+        if not callable(extractor):
+            raise ConfigError(option, extractor, "a callable")
+        built = _build(option, extractor, apply, params)
+        (after if built.wants_result else before).append(built)
+    client = _http_request_param(fn, params)
+    if client is not None:  # the framework's request object: its Sync-Client header
+        before.append(Extractor(_read_client_header, _identity, (client,), False))
+    if adapter is not None:
+        name = _request_param(request, params, getattr(adapter, "reads_request", True))
+        if name is not None:
+            before.append(Extractor(adapter.on_request, _identity, (params[name],), False))
+        query = [params[n] for n in getattr(adapter, "query", ()) if n in params]
+        if query:  # the query parameters the framework parsed into handler arguments
+            on_query = adapter.on_query  # type: ignore[attr-defined]
+            before.append(Extractor(on_query, _named(query), tuple(query), False))
+        after.append(Extractor(on_response(adapter.on_response), _identity, (), True))
+    elif request is not None:
+        raise ConfigError("request", request, "only together with adapter=")
+    return tuple(before), tuple(after)
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+def _named(args: list[_Arg]) -> Callable[..., dict[str, Any]]:
+    names = [arg.name for arg in args]
+    return lambda *values: dict(zip(names, values, strict=True))
+
+
+def _http_request_param(fn: Callable[..., Any], params: dict[str, _Arg]) -> _Arg | None:
+    """The handler parameter the framework passes its request object in (annotated with a
+    class that has ``headers``, e.g. Starlette's or FastAPI's ``Request``), or None."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: only the conventional name
+        return params.get("request")
+    for name, arg in params.items():
+        hint = hints.get(name)
+        if isinstance(hint, type) and isinstance(getattr(hint, "headers", None), property):
+            return arg
+    return None
+
+
+def _read_client_header(op: SyncOperation, request: Any) -> None:
+    """Read a request's ``Sync-Client`` header into ``op`` (when it has one)."""
+    get = getattr(getattr(request, "headers", None), "get", None)
+    if get is not None:
+        raw = get("sync-client")
+        if type(raw) is str:
+            read_client_header(guard(op), raw, op.observed())
+
+
+def _parameters(fn: Callable[..., Any]) -> dict[str, _Arg]:
+    params: dict[str, _Arg] = {}
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return params
+    for index, param in enumerate(signature.parameters.values()):
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        position = index if param.kind != param.KEYWORD_ONLY else None
+        default = None if param.default is param.empty else param.default
+        params[param.name] = _Arg(param.name, position, default)
+    return params
+
+
+def _build(
+    option: str,
+    extractor: Callable[..., Any],
+    apply: Apply,
+    params: dict[str, _Arg],
+) -> Extractor:
+    try:
+        names = list(inspect.signature(extractor).parameters)
+    except (TypeError, ValueError):
+        raise ConfigError(option, extractor, "a callable with an inspectable signature") from None
+    wants_result = "result" in names and "result" not in params
+    args = []
+    for name in names:
+        if name == "result" and wants_result:
+            continue
+        if name not in params:
+            raise ConfigError(
+                option,
+                extractor,
+                f"a callable whose parameters are 'result' or parameters of the handler "
+                f"({', '.join(params) or 'none'}); '{name}' is neither",
+            )
+        args.append(params[name])
+    if wants_result and names[-1] != "result":
+        raise ConfigError(option, extractor, "'result' as the last parameter")
+    return Extractor(apply, extractor, tuple(args), wants_result)
+
+
+def _request_param(request: str | None, params: dict[str, _Arg], required: bool) -> str | None:
+    if request is not None:
+        if request not in params:
+            raise ConfigError(
+                "request", request, "a parameter of the handler: " + ", ".join(params)
+            )
+        return request
+    if len(params) == 1:
+        return next(iter(params))
+    for name in ("body", "payload", "request"):
+        if name in params:
+            return name
+    if not required:  # the adapter never reads the request (a pull's GET parameters)
+        return None
+    raise ConfigError("request", None, "the name of the handler parameter holding the request")

@@ -1,0 +1,164 @@
+"""The guard: syncperf's overhead budget and its policy toward misuse and its own failures.
+
+Request time never raises into the application: a bad value or a failing hook is dropped,
+counted (``syncperf.dropped`` by reason) and logged once per kind, naming types and places,
+never content; strict mode (``testing.capture()``) raises instead, so tests see the bug. Three
+over-budget operations in a row shed span work for a cool-down (``syncperf.shed``).
+``Runtime`` is a ``Guard``: integrations call ``rt.reject``, ``rt.drop``, ``rt.internal_error``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from syncperf._gate import describe, raised_at
+from syncperf.exceptions import MeasurementError
+
+if TYPE_CHECKING:
+    from syncperf._config import Config
+    from syncperf._metrics.aggregates import Instrument
+
+__all__ = ["BUDGET_STREAK", "Guard"]
+
+_logger = logging.getLogger("syncperf")
+_UNSET: Any = object()
+BUDGET_STREAK = 3
+"""Consecutive over-budget operations that make syncperf shed span work."""
+
+
+class Guard:
+    """The budget, shedding and drop policy of a ``Runtime`` (which sets these attributes)."""
+
+    config: Config
+    strict: bool
+    lock: threading.Lock
+    dropped: Instrument
+    shed: Instrument
+    export_failures: Instrument
+    cooldown_ns: int
+    shed_until: int
+    budget_streak: int
+    _logged: set[str]
+
+    def over_budget(self, reason: str) -> None:
+        """One operation (or span end) exceeded the budget; shed after three in a row.
+
+        Wall-clock time includes waits for the GIL caused by the application's other threads;
+        one slow operation is noise, three in a row mean syncperf itself is slow.
+        """
+        self.budget_streak += 1
+        if self.budget_streak >= BUDGET_STREAK:
+            self.budget_streak = 0
+            self.shed_spans(reason)
+
+    def _span_queue_full(self, stalled: bool) -> None:
+        self.drop("span_queue_full", "syncperf dropped spans: the span queue is full")
+        if stalled:
+            self.shed_spans("span_export_stalled")
+
+    def _span_end_failed(self, error: Exception) -> None:
+        self.drop(
+            "span_end_failed",
+            "syncperf lost spans: a span processor's on_end raised %s",
+            type(error).__name__,
+        )
+
+    def span_shed(self) -> None:
+        """Count one span not made because syncperf is shedding (logged when it started)."""
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "span_shed"),)).add(1)
+
+    def _within_budget(self) -> None:
+        if self.budget_streak:
+            self.budget_streak = 0
+
+    def shed_spans(self, reason: str) -> None:
+        """Stop creating spans for the cool-down; count and log it."""
+        self.shed_until = time.perf_counter_ns() + self.cooldown_ns
+        with self.lock:
+            self.shed.sum((("syncperf.reason", reason),)).add(1)
+        self.log_once(
+            "shed:" + reason,
+            "syncperf exceeded its overhead budget (%s); spans are off for %.0f s, "
+            "metrics continue",
+            reason,
+            self.cooldown_ns / 1e9,
+        )
+
+    def reject(self, reason: str, expected: str, value: object = _UNSET) -> None:
+        """Request-time misuse: raise in strict mode, else drop, count and log once.
+
+        Args:
+            reason: The ``syncperf.reason`` the drop is counted under.
+            expected: What was expected, e.g. ``"an item count: an int in [0, 2**53)"``.
+                Must not quote request data.
+            value: The rejected value: described by type and size only, and only when the
+                message is logged, so a rejection costs what an accepted value costs.
+        """
+        if self.strict:
+            raise MeasurementError(reason, _expected(expected, value))
+        if (key := self._count(reason)) is not None:
+            self.log_once(
+                key, "syncperf dropped a measurement (%s): %s", reason, _expected(expected, value)
+            )
+
+    def internal_error(self, reason: str, exc: BaseException) -> None:
+        """A hook of syncperf's (or a callback it runs) failed: count and log once, naming
+        the exception's type and where it was raised, never its message (which may quote
+        request data). Strict mode re-raises."""
+        if self.strict:
+            raise exc
+        if (key := self._count(reason)) is not None:
+            self.log_once(key, "syncperf hook failed (%s): %s", reason, raised_at(exc))
+
+    def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
+        """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
+        ``key`` (default: the reason). Never raises."""
+        if (due := self._count(reason, key)) is not None:
+            self.log_once(due, message, *args)
+
+    def _count(self, reason: str, key: str | None = None) -> str | None:
+        """Count one drop; return its log key while its one log line is still due."""
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", reason),)).add(1)
+        key = key or "drop:" + reason
+        return None if key in self._logged else key
+
+    def names_from_requests(self, source: str) -> None:
+        """Entity names are about to come from request data (a path, a payload): warn once
+        when no allow-list bounds them to the application's own names."""
+        if self.config.entities is None and "unlisted" not in self._logged:
+            self.log_once(
+                "unlisted",
+                "syncperf: sync.entity names come from requests (%s) and no entity allow-list "
+                "is configured, so the first %d names any client sends become metric series; "
+                "set configure(entities=[...]) or SYNCPERF_ENTITIES (see docs/core.md)",
+                source,
+                self.config.max_entities,
+            )
+
+    def log_once(self, key: str, message: str, *args: object) -> None:
+        """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
+        if key not in self._logged:
+            self._logged.add(key)
+            _logger.warning(message, *args)
+
+    def _gauge_failed(self, name: str, error: BaseException) -> None:
+        self.drop(
+            "gauge_callback_failed",
+            "syncperf: the callback of gauge %s raised %s",
+            name,
+            raised_at(error),
+            key="gauge:" + name,
+        )
+
+    def _export_failed(self) -> None:
+        with self.lock:
+            self.export_failures.sum((("syncperf.signal", "metrics"),)).add(1)
+
+
+def _expected(expected: str, value: object) -> str:
+    return expected if value is _UNSET else f"expected {expected}, got {describe(value)}"

@@ -1,0 +1,401 @@
+"""An operation's life cycle: its pre-bound series, ``begin``/``end`` and its span.
+
+``begin`` makes a ``SyncOperation`` current and maybe starts its span; the recorder collects;
+``end`` records every metric under one lock, then ends the span, or *rescues* an error,
+conflict or slow operation that head sampling dropped with a span of its own.
+
+Callers start an operation only when none is active (``active_operation()`` is None); see
+``_scope`` for the nesting rule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from syncperf._client_series import ClientSeries
+from syncperf._client_series import record as record_observed
+from syncperf._metrics.aggregates import HistogramSeries, SumSeries
+from syncperf._operation import CURRENT, SyncOperation, error_type
+from syncperf._redact import record_exception
+from syncperf._runtime import Runtime
+from syncperf._tracing.span import Span, attach, detach
+
+__all__ = ["OperationSeries", "begin", "end", "series", "start"]
+
+_perf = time.perf_counter_ns
+_INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
+Attrs = dict[str, str | bool]
+
+
+class OperationSeries:
+    """Everything one (operation, bounded entity) pair records into, bound once."""
+
+    __slots__ = (
+        "attrs",
+        "batch",
+        "conflict",
+        "db_duration",
+        "db_queries",
+        "entity",
+        "errors",
+        "idempotency",
+        "inflight",
+        "items",
+        "operation",
+        "overhead",
+        "span_name",
+        "success",
+        "_rt",
+    )
+
+    def __init__(
+        self,
+        rt: Runtime,
+        operation: str,
+        entity: str | None,
+        inflight: deque[None],
+        overhead: HistogramSeries,
+    ) -> None:
+        """Bind the series (the caller holds ``rt.lock``)."""
+        attrs: Attrs = {"sync.operation": operation}
+        if entity is not None:
+            attrs["sync.entity"] = entity
+        self.attrs = attrs
+        self.operation = operation
+        self.entity = entity
+        self.span_name = "sync " + operation
+        self._rt = rt
+        key = _key(attrs)
+        self.success = rt.duration.histogram(_key({**attrs, "sync.outcome": "success"}))
+        self.conflict: HistogramSeries | None = None
+        self.errors: dict[str, HistogramSeries] = {}
+        self.items: dict[str | None, SumSeries] = {}
+        self.batch = rt.batch_size.histogram(key)
+        self.idempotency = rt.idempotency.sum(key)
+        self.db_queries = rt.db_queries.histogram(key)
+        self.db_duration = rt.db_duration.histogram(key)
+        self.inflight = inflight
+        self.overhead = overhead
+
+    def conflicted(self) -> HistogramSeries:
+        """Duration series for the conflict outcome (bound on first use)."""
+        found = self.conflict
+        if found is None:
+            attrs = {**self.attrs, "sync.outcome": "conflict"}
+            found = self.conflict = self._rt.duration.histogram(_key(attrs))
+        return found
+
+    def error(self, error_type: str) -> HistogramSeries:
+        """Duration series for an error of ``error_type`` (bounded)."""
+        found = self.errors.get(error_type)
+        if found is None:
+            attrs = {**self.attrs, "sync.outcome": "error", "error.type": error_type}
+            found = self.errors[error_type] = self._rt.duration.histogram(_key(attrs))
+        return found
+
+    def items_of(self, change: str | None) -> SumSeries:
+        """The ``sync.items`` series for this pair and ``change`` (bound on first use)."""
+        found = self.items.get(change)
+        if found is None:
+            attrs = dict(self.attrs)
+            if change is not None:
+                attrs["sync.change"] = change
+            found = self.items[change] = self._rt.items.sum(_key(attrs))
+        return found
+
+
+def _key(attrs: Attrs) -> tuple[tuple[str, str | bool], ...]:
+    return tuple(sorted(attrs.items()))
+
+
+def series(rt: Runtime, operation: str, entity: str | None) -> OperationSeries:
+    """The pre-bound series of ``operation`` and a raw entity name (bounded here).
+
+    Cached under the bounded name, and under the raw name only when the name was admitted,
+    so overflow names cannot grow the cache.
+    """
+    found: OperationSeries | None = rt.op_series.get((operation, entity))
+    if found is None:
+        bounded = None if entity is None else rt.entities(entity)
+        found = rt.op_series.get((operation, bounded))
+        if found is not None:  # e.g. an overflowed name: its "_other" series exists
+            return found
+        inflight = rt.inflight_for(operation)
+        overhead = rt.overhead_for("operation")
+        with rt.lock:
+            found = rt.op_series.get((operation, bounded))
+            if found is None:
+                found = rt.op_series[(operation, bounded)] = OperationSeries(
+                    rt, operation, bounded, inflight, overhead
+                )
+    return found
+
+
+def _conflicts(rt: Runtime, entity: str | None, resolution: str | None) -> SumSeries:
+    """The ``sync.conflicts`` series (entity and resolution already bounded)."""
+    key = (entity, resolution)
+    found = rt.conflict_series.get(key)
+    if found is None:
+        attrs: Attrs = {}
+        if entity is not None:
+            attrs["sync.entity"] = entity
+        if resolution is not None:
+            attrs["sync.conflict.resolution"] = resolution
+        found = rt.conflict_series[key] = rt.conflicts.sum(_key(attrs))
+    return found
+
+
+# --- begin --------------------------------------------------------------------------------
+
+
+def begin(
+    rt: Runtime,
+    operation: str,
+    entity: str | None,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> SyncOperation:
+    """Start an operation (the caller checked that none is active) and make it current."""
+    bound = rt.op_series.get((operation, entity)) or series(rt, operation, entity)
+    return start(rt, bound, kind, attributes)
+
+
+def start(
+    rt: Runtime,
+    bound: OperationSeries,
+    kind: SpanKind = SpanKind.INTERNAL,
+    attributes: Mapping[str, Any] | None = None,
+) -> SyncOperation:
+    """``begin`` with the operation's pre-bound series already at hand."""
+    t0 = _perf()
+    op = SyncOperation(rt, bound, t0)
+    if kind is not _INTERNAL:
+        op._kind = kind
+    tracing = rt.tracing
+    if tracing.active or tracing.due(t0):
+        try:
+            _start_span(rt, op, bound, kind, attributes, t0)
+        except Exception as error:  # a sampler or span processor failed: no span, no harm
+            rt.internal_error("span_start_failed", error)
+    bound.inflight.append(None)
+    op._ctx_token = CURRENT.set(op)
+    op._own_ns = _perf() - t0
+    return op
+
+
+def _start_span(
+    rt: Runtime,
+    op: SyncOperation,
+    bound: OperationSeries,
+    kind: SpanKind,
+    attributes: Mapping[str, Any] | None,
+    t0: int,
+) -> None:
+    tracing = rt.tracing
+    parent = trace.get_current_span().get_span_context()
+    trace_id = tracing.sample(bound.span_name, kind, parent)
+    if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+        rt.span_shed()
+    elif trace_id:
+        span = tracing.tracer.start(  # type: ignore[union-attr]
+            bound.span_name,
+            parent,
+            kind,
+            {**bound.attrs, **attributes} if attributes else bound.attrs,
+            trace_id=trace_id,
+        )
+        op._span = span
+        op._token = attach(span)
+        if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked
+            rt.over_budget("slow_span_start")
+        elif rt.budget_streak:
+            rt.budget_streak = 0
+    else:
+        op._parent_ctx = parent
+        if attributes:
+            op._span_attrs = dict(attributes)
+
+
+# --- end ----------------------------------------------------------------------------------
+
+
+def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None) -> None:
+    """Finish ``op``: record every metric under one lock, end or rescue its span.
+
+    Args:
+        op: The operation ``begin()`` returned.
+        exc: The exception that ended it, or None.
+        end_ns: When the operation ended (``time.perf_counter_ns()``), if earlier than now:
+            the ASGI middleware passes the time the response was complete, so background
+            tasks that ran after it (with the operation still current) are not part of its
+            duration. None: now.
+    """
+    t2 = _perf()
+    rt = op._rt
+    try:
+        CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
+    except ValueError:  # ended in another context (e.g. an abandoned async generator)
+        CURRENT.set(None)
+    if end_ns is None:
+        duration_ns = t2 - op._start_ns
+        lag_ns = 0
+    else:
+        lag_ns = min(max(t2 - end_ns, 0), t2 - op._start_ns)
+        duration_ns = t2 - lag_ns - op._start_ns
+    if exc is not None:
+        outcome, etype = "error", rt.error_types(error_type(exc))
+    elif op._error_type is not None:
+        outcome, etype = "error", op._error_type
+    elif op._conflicts:
+        outcome, etype = "conflict", None
+    else:
+        outcome, etype = "success", None
+    failure = None
+    if op._span is not None or op._parent_ctx is not None:
+        failure = _end_span(rt, op, outcome, etype, exc, duration_ns, lag_ns, t2)
+    # The metrics, under one lock; the in-flight count is left whatever happens.
+    try:
+        seconds = duration_ns / 1e9
+        bound = op._series
+        entity = op._entity
+        if entity is not bound.entity:
+            bound = series(rt, bound.operation, entity)
+        items = op._items
+        others = op._entity_items and [
+            (series(rt, bound.operation, item_entity), change, n)
+            for (item_entity, change), n in op._entity_items.items()
+        ]
+        observed = op._observed
+        if observed is not None:  # bound before the lock: state is made under its own
+            client_series = rt.state(ClientSeries)
+        with rt.lock:
+            if etype is not None:
+                bound.error(etype).record(seconds)
+            elif outcome == "conflict":
+                bound.conflicted().record(seconds)
+            else:
+                bound.success.record(seconds)
+            if op._batch is not None:
+                bound.batch.record(op._batch)
+            if op._idempotent:
+                bound.idempotency.add(1)
+            if items:
+                for change, n in items.items():
+                    counter = bound.items.get(change) or bound.items_of(change)
+                    counter.value += n
+                    counter.touched = True
+            if others:
+                for other, change, n in others:
+                    other.items_of(change).add(n)
+            if op._conflict_detail:
+                for (conflict_entity, resolution), n in op._conflict_detail.items():
+                    _conflicts(rt, conflict_entity or entity, resolution).add(n)
+            if observed is not None:
+                record_observed(client_series, bound.operation, entity, observed)
+            if op._db_queries or rt.db_instrumented:
+                bound.db_queries.record(op._db_queries)
+                bound.db_duration.record(op._db_ns / 1e9)
+            bound.overhead.record((op._own_ns + _perf() - t2) / 1e9)
+    finally:
+        op._series.inflight.pop()
+    if failure is not None:
+        rt.internal_error("span_end_failed", failure)
+
+
+def _end_span(
+    rt: Runtime,
+    op: SyncOperation,
+    outcome: str,
+    etype: str | None,
+    exc: BaseException | None,
+    duration_ns: int,
+    lag_ns: int,
+    t2: int,
+) -> Exception | None:
+    """End the operation's span, or rescue it; what a span processor raised, if anything."""
+    span = op._span
+    try:
+        if span is not None:
+            _finish_span(op, span, outcome, etype, exc)
+            rt.finisher.end(span, time.time_ns() - lag_ns)
+        elif outcome != "success" or duration_ns > rt.slow_ns:
+            if rt.shed_until < t2:
+                _rescue(op, outcome, etype, exc, duration_ns, lag_ns)
+            else:
+                rt.span_shed()
+    except Exception as error:  # a span processor failed; the metrics still count
+        return error
+    finally:
+        if span is not None:
+            detach(op._token)
+    return None
+
+
+def _finish_span(
+    op: SyncOperation,
+    span: Span,
+    outcome: str,
+    etype: str | None,
+    exc: BaseException | None,
+) -> None:
+    attrs = span._attributes  # syncperf's own values: valid by construction
+    attrs["sync.outcome"] = outcome
+    attrs["sync.conflicts"] = op._conflicts
+    attrs["sync.idempotency.hit"] = op._idempotent
+    if op._entity is not None:
+        attrs["sync.entity"] = op._entity
+    if op._batch is not None:
+        attrs["sync.batch.size"] = op._batch
+    if op._db_queries or op._rt.db_instrumented:
+        attrs["sync.db.queries"] = op._db_queries
+        attrs["sync.db.duration"] = op._db_ns / 1e9
+    if op._items or op._entity_items:
+        attrs["sync.items"] = sum((op._items or {}).values()) + sum(
+            (op._entity_items or {}).values()
+        )
+    if etype is not None:
+        attrs["error.type"] = etype
+        if exc is not None:
+            record_exception(span, exc, op._rt.config.record_exception_messages)
+        span.set_status(Status(StatusCode.ERROR, etype))
+    if op._span_attrs:  # the application's, checked
+        span.set_attributes(op._span_attrs)
+
+
+def _rescue(
+    op: SyncOperation,
+    outcome: str,
+    etype: str | None,
+    exc: BaseException | None,
+    duration_ns: int,
+    lag_ns: int = 0,
+) -> None:
+    """Trace an error, conflict or slow operation that head sampling dropped.
+
+    A new root span with the operation's real start time and a link to the context it ran in;
+    it ends ``lag_ns`` before now (see ``end()``).
+    """
+    rt = op._rt
+    tracer = rt.tracing.tracer
+    if tracer is None:
+        return
+    now = time.time_ns() - lag_ns
+    parent = op._parent_ctx
+    links = [Link(parent)] if parent is not None and parent.is_valid else []
+    attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}
+    span = tracer.start_span(
+        "sync " + op.operation,
+        context=trace.set_span_in_context(trace.INVALID_SPAN),
+        kind=op._kind,
+        attributes=attrs,
+        links=links,
+        start_time=now - duration_ns,
+    )
+    _finish_span(op, span, outcome, etype, exc)
+    rt.finisher.end(span, now)
