@@ -64,8 +64,7 @@ def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = T
     clients = summary["clients"]  # what the clients reported (compared in the checks)
     assert set(clients["app_versions"]) <= {"2.4.1", "2.5.0"}
     if exercised:
-        assert driven["client_records"] > 0
-        assert driven["client_errors"] > 0  # failed attempts while offline, posted later
+        assert driven["client_records"] > 0  # each client posts every 4 rounds
         assert clients["staleness_p95"] is not None
     assert all(check["ok"] for check in summary["checks"]), summary["checks"]
 

@@ -56,7 +56,7 @@ class Behaviour:
     """Seconds between two rounds of one client."""
     offline_attempts: tuple[int, int] = (1, 3)
     """Sync attempts that fail while a client is offline (measured, posted later)."""
-    flush_rounds: int = 8
+    flush_rounds: int = 4
     """Online rounds between two posts of a client's stored measurements."""
 
 
