@@ -269,28 +269,20 @@ class SyncOperation:
         self._idempotent = True
 
     def record_checkpoint(self, at: datetime | float) -> None:
-        """Record how far behind the client is: now minus its checkpoint (``sync.pull.staleness``).
-
-        Adapters do this from the protocol's checkpoint; call it for any other protocol.
+        """Record how far behind the client is (``sync.pull.staleness``: now minus ``at``).
 
         Args:
-            at: The time the client's checkpoint stands for (its last pull): a ``datetime``
-                (naive means UTC) or seconds since the epoch. Zero or earlier means "never
-                synced" and records nothing. Times further ahead of the server's clock than
-                clock skew explains, or older than a year, are dropped and counted.
+            at: The time of the client's checkpoint: a ``datetime`` (naive means UTC) or
+                seconds since the epoch; 0 means "never synced" (nothing recorded). Far
+                future or over a year old: dropped and counted (docs/clients.md).
         """
         age = age_of(self._rt, at)
         if age is not None:
             self.observed().staleness = age
 
     def record_change_time(self, at: datetime | float) -> None:
-        """Record when a pushed change was made on the client (``sync.push.change_age``: the
-        age of the batch's oldest change). Call it for each change or once with the oldest.
-
-        Args:
-            at: A ``datetime`` (naive means UTC) or seconds since the epoch; bounded as for
-                ``record_checkpoint``.
-        """
+        """Record when a pushed change was made (``sync.push.change_age``: the age of the
+        oldest one); ``at`` as for ``record_checkpoint``, per change or once with the oldest."""
         age = age_of(self._rt, at)
         if age is not None:
             observed = self.observed()

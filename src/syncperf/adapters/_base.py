@@ -14,7 +14,6 @@ from typing import Any
 
 from syncperf._gate import describe, raised_at
 from syncperf._operation import CHANGES, SyncOperation
-from syncperf._staleness import from_millis
 from syncperf.exceptions import ConfigError
 
 MISSING: Any = object()
@@ -392,27 +391,6 @@ def _failed(op: SyncOperation, error: BaseException) -> None:
     rt = op.runtime
     if rt is not None:
         rt.internal_error("adapter_callback_failed", error)
-
-
-def checkpoint_ms(op: SyncOperation, params: Mapping[str, Any], names: tuple[str, ...]) -> None:
-    """Record the checkpoint of the first of ``names`` present in ``params`` as milliseconds
-    since the epoch; absent, empty, ``null`` and ``undefined`` mean "never synced".
-
-    Raises:
-        Malformed: the value is not a number of milliseconds.
-    """
-    for key in names:
-        value = params.get(key)
-        if value is None or value in _NO_CHECKPOINT:
-            continue
-        seconds = from_millis(value)
-        if seconds is None:
-            raise Malformed(f"{key} is not a number of milliseconds: {describe(value)}")
-        op.record_checkpoint(seconds)
-        return
-
-
-_NO_CHECKPOINT = frozenset({"", "null", "undefined"})
 
 
 def stash(op: SyncOperation, key: str, value: Any) -> None:

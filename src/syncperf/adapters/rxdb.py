@@ -27,7 +27,6 @@ from syncperf.adapters._base import (
     Malformed,
     ProtocolAdapter,
     Tally,
-    checkpoint_ms,
     field,
     is_mapping,
     seq,
@@ -36,6 +35,7 @@ from syncperf.adapters._base import (
     to_plain,
     unstash,
 )
+from syncperf.adapters._checkpoints import checkpoint_ms
 from syncperf.exceptions import ConfigError
 
 __all__ = ["IGNORED_FIELDS", "Pull", "Push"]

@@ -33,7 +33,6 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     call,
-    checkpoint_ms,
     count,
     entries,
     field,
@@ -41,6 +40,7 @@ from syncperf.adapters._base import (
     name,
     seq,
 )
+from syncperf.adapters._checkpoints import checkpoint_ms
 
 __all__ = ["Pull", "Push"]
 

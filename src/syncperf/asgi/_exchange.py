@@ -10,7 +10,7 @@ no per-request state. Its steps, in order:
 * ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
   route with an adapter, the request body read first);
 * ``finish``: the operation's outcome and end, then the HTTP metrics. It never replaces the
-  application's exception (see ``_hook_failed``), and the active-requests gauge always
+  application's exception (see ``_http.hook_failed``), and the active-requests gauge always
   returns to zero.
 """
 
@@ -24,10 +24,7 @@ from opentelemetry import context as context_api
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
-from syncperf._client_header import HEADER as CLIENT_HEADER
-from syncperf._client_header import read as read_client_header
 from syncperf._decorators import Adapter, apply_http_status
-from syncperf._gate import raised_at
 from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, error_type, release_entity
 from syncperf._runtime import OTHER, Runtime
@@ -38,10 +35,11 @@ from syncperf.asgi._http import (
     AsgiState,
     HttpSeries,
     feed_body,
-    feed_query,
+    hook_failed,
     is_json,
     key_hash,
     owners,
+    read_client,
 )
 from syncperf.asgi._routes import CompiledRoute, framework_route
 
@@ -114,7 +112,6 @@ class Exchange:
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
         idem_name = self.mw._idem_name
         idem_key: bytes | None = None
-        client: bytes | None = None
         propagated = False  # only parse trace headers when there is something to continue
         for name, value in headers:
             if name == b"content-length":
@@ -123,17 +120,11 @@ class Exchange:
                 idem_key = value
             elif name in fields:
                 propagated = True
-            elif name == CLIENT_HEADER:  # several lines form one list (RFC 9110)
-                client = value if client is None else client + b"," + value
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None)
             if idem_key is not None:
                 self.idempotency(op, idem_key)
-            if client is not None:
-                read_client_header(rt, client, op.observed())
-            adapter = self.adapter
-            if adapter is not None and getattr(adapter, "query", None):
-                feed_query(rt, op, adapter, self.scope.get("query_string"))
+            read_client(rt, op, self.adapter, self.scope)  # Sync-Client, checkpoints
         if self.mw._http_metrics:
             metered_into = self.metered_into
             shared = self.shared
@@ -352,12 +343,12 @@ class Exchange:
                 if matched is not None and matched != self.template:
                     span.set_attribute("http.route", matched)
         except Exception as error:
-            _hook_failed(rt, "asgi_outcome_failed", error, failure)
+            hook_failed(rt, "asgi_outcome_failed", error, failure)
         finally:  # the operation ends even when strict mode raised just above
             try:
                 end(op, failure, self.complete_ns or None)
             except Exception as error:
-                _hook_failed(rt, "operation_end_failed", error, failure)
+                hook_failed(rt, "operation_end_failed", error, failure)
         return matched
 
     def record_http(
@@ -388,7 +379,7 @@ class Exchange:
                 with rt.lock:
                     overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
         except Exception as error:
-            _hook_failed(rt, "asgi_http_metrics_failed", error, failure)
+            hook_failed(rt, "asgi_http_metrics_failed", error, failure)
         finally:
             if http is not None and not left:
                 with rt.lock:
@@ -417,15 +408,3 @@ class Exchange:
             etype,
             version if version in VERSIONS else None,
         )
-
-
-def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
-    """``rt.internal_error``, except that it never replaces the application's exception.
-
-    When the application raised, a failure of syncperf's is counted and logged even in strict
-    mode, and the application's exception propagates unchanged.
-    """
-    if failure is None:
-        rt.internal_error(reason, error)
-        return
-    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))

@@ -20,6 +20,7 @@ from rich.live import Live
 
 from syncperf import _runtime
 from syncperf._config import Config
+from syncperf._tools.demo._client_checks import client_checks
 from syncperf._tools.demo._clients import Behaviour, Tally, drive
 from syncperf._tools.demo._service import ENTITIES, N_PLUS_ONE_ENTITY, Service
 from syncperf._tools.demo._stats import (
@@ -357,7 +358,7 @@ def summarize(
     check("outbox rows published = outbox published", rows.get("published", 0), box["published"])
     check("outbox rows pending = outbox depth", rows.get("pending", 0), box["depth"] or 0)
     check("transport errors", 0, tally.transport_errors)
-    _client_checks(snap, tally, check)
+    client_checks(snap, tally, check)
     return {
         "run": {
             "seconds": seconds,
@@ -385,38 +386,3 @@ def summarize(
         "driven": tally.as_dict(),
         "checks": checks,
     }
-
-
-def _client_checks(
-    snap: Snapshot, tally: Tally, check: Callable[[str, float, float], None]
-) -> None:
-    """What the clients reported about themselves against what syncperf recorded."""
-    requests = sum(c.requests for c in tally.counts.values())
-    check("Sync-Client headers sent", requests, snap.total("sync.client.pending_changes"))
-    pending = snap.merged("sync.client.pending_changes")
-    check(
-        "pending changes reported",
-        sum(c.reported_pending for c in tally.counts.values()),
-        pending.sum if pending is not None else 0,
-    )
-    for entity in ENTITIES:
-        check(
-            f"pulls with a checkpoint ({entity})",
-            tally.of("pull", entity).checkpoints,
-            snap.total("sync.pull.staleness", {"sync.entity": entity}),
-        )
-    check(
-        "client-side measurements posted",
-        tally.client_records,
-        snap.total("sync.client.operation.duration"),
-    )
-    check(
-        "client-side failures posted",
-        tally.client_errors,
-        snap.total("sync.client.operation.duration", {"sync.outcome": "error"}),
-    )
-    check(
-        "client metric batches resent = deduplicated",
-        tally.resent_batches,
-        snap.total("sync.client.batches", {"sync.client.batch.result": "duplicate"}),
-    )
