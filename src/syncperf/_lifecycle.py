@@ -18,6 +18,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from syncperf._client_series import ClientSeries
+from syncperf._client_series import record as record_observed
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import CURRENT, SyncOperation, error_type
 from syncperf._redact import record_exception
@@ -276,6 +278,8 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             (series(rt, bound.operation, item_entity), change, n)
             for (item_entity, change), n in op._entity_items.items()
         ]
+        observed = op._observed  # the client's reports: their series bound before the lock
+        client = None if observed is None else rt.state(ClientSeries)
         with rt.lock:
             if etype is not None:
                 bound.error(etype).record(seconds)
@@ -298,6 +302,8 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             if op._conflict_detail:
                 for (conflict_entity, resolution), n in op._conflict_detail.items():
                     _conflicts(rt, conflict_entity or entity, resolution).add(n)
+            if client is not None and observed is not None:
+                record_observed(client, bound.operation, entity, observed)
             if op._db_queries or rt.db_instrumented:
                 bound.db_queries.record(op._db_queries)
                 bound.db_duration.record(op._db_ns / 1e9)

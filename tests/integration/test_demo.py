@@ -66,6 +66,11 @@ def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = T
     )
     assert summary["outbox"]["enqueued"] == applied
     assert summary["outbox"]["published"] == summary["outbox"]["rows"].get("published", 0)
+    clients = summary["clients"]  # what the clients reported (compared in the checks)
+    assert set(clients["app_versions"]) <= {"2.4.1", "2.5.0"}
+    if exercised:
+        assert driven["client_records"] > 0  # each client posts every 4 rounds
+        assert clients["staleness_p95"] is not None
     assert all(check["ok"] for check in summary["checks"]), summary["checks"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +26,7 @@ from syncperf._tools.monitoring import dashboard, rules
 from syncperf._tools.monitoring._datadog import monitors
 from syncperf._tools.monitoring._options import RuleOptions
 from syncperf._tools.monitoring._series import prom
-from syncperf.asgi import SyncPerfMiddleware
+from syncperf.asgi import SyncPerfMiddleware, client_metrics_app
 from syncperf.outbox import Outbox, OutboxStats
 from syncperf.sqlalchemy import PlanOptions, instrument_engine
 from syncperf.testing import Capture, capture
@@ -133,7 +134,7 @@ def test_every_metric_a_datadog_monitor_queries_is_catalogued_with_its_tags() ->
     assert found
     for monitor in found:
         query = monitor["query"]
-        metrics = set(re.findall(r"(?:count|sum|max|p95):([a-z_.]+)\{", query))
+        metrics = set(re.findall(r"(?:count|sum|max|p\d+):([a-z_.]+)\{", query))
         assert metrics and metrics <= set(BY_NAME), query
         tags = {t for by in re.findall(r"by \{([^}]*)\}", query) for t in by.split(",")}
         for metric in metrics:
@@ -184,6 +185,8 @@ def _exercise(engine: sa.Engine, outbox: Outbox) -> None:
         op.record_items(3, change="created")
         op.record_conflict(resolution="rejected")
         op.record_idempotency_hit()
+        op.record_checkpoint(time.time() - 60)
+        op.record_change_time(time.time() - 30)
         for _ in range(3):
             select(conn)
         outbox.enqueue()
@@ -204,7 +207,18 @@ def _exercise(engine: sa.Engine, outbox: Outbox) -> None:
     async def request() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            assert (await client.post("/sync/push", json={"x": 1})).status_code == 200
+            health = {
+                "Sync-Client": 'pending=2, retries=1, last-sync-age=60, db-size=4096, app="1.0"'
+            }
+            response = await client.post("/sync/push", json={"x": 1}, headers=health)
+            assert response.status_code == 200
+        batch = {
+            "batch": "b",
+            "records": [{"operation": "push", "duration": 0.1, "outcome": "success"}],
+        }
+        transport = httpx.ASGITransport(app=client_metrics_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.post("/", json=batch)).status_code == 202
 
     asyncio.run(request())
 

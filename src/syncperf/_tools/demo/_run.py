@@ -20,11 +20,13 @@ from rich.live import Live
 
 from syncperf import _runtime
 from syncperf._config import Config
+from syncperf._tools.demo._client_checks import client_checks
 from syncperf._tools.demo._clients import Behaviour, Tally, drive
 from syncperf._tools.demo._service import ENTITIES, N_PLUS_ONE_ENTITY, Service
 from syncperf._tools.demo._stats import (
     Snapshot,
     alert_report,
+    client_stats,
     operation_stats,
     operations,
     outbox_stats,
@@ -359,6 +361,7 @@ def summarize(
     check("outbox rows published = outbox published", rows.get("published", 0), box["published"])
     check("outbox rows pending = outbox depth", rows.get("pending", 0), box["depth"] or 0)
     check("transport errors", 0, tally.transport_errors)
+    client_checks(snap, tally, check)
     return {
         "run": {
             "seconds": seconds,
@@ -381,6 +384,7 @@ def summarize(
         },
         "plans": plan_findings(snap),
         "outbox": {**box, "rows": rows},
+        "clients": client_stats(snap),
         "pool": pool_stats(snap),
         "overhead": overhead(snap),
         "alerts": alert_report(snap, seconds),

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from syncperf._tools.demo._stats import (
     Snapshot,
+    client_stats,
     fmt_seconds,
     operation_stats,
     operations,
@@ -88,6 +89,14 @@ def side_table(snap: Snapshot) -> Table:
     table.add_row("pool wait p99", fmt_seconds(pool["wait_p99"]))
     table.add_row("slow queries", f"{snap.total('sync.db.slow_queries'):.0f}")
     table.add_row("query plan findings", f"{snap.total('sync.db.plan.findings'):.0f}")
+    clients = client_stats(snap)
+    table.add_row(
+        "client staleness p50 / p95",
+        f"{fmt_seconds(clients['staleness_p50'])} / {fmt_seconds(clients['staleness_p95'])}",
+    )
+    table.add_row("client pending changes p95", _num(clients["pending_p95"], ".0f"))
+    ratio = clients["client_error_ratio"]
+    table.add_row("client-side failure rate", "-" if ratio is None else f"{ratio:.0%}")
     for component, o in sorted(overhead(snap).items()):
         table.add_row(
             f"syncperf overhead ({component})",
