@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from syncperf._tools.demo._clients import Tally
-from syncperf._tools.demo._service import ENTITIES
+from syncperf._tools.demo._schema import ENTITIES
 from syncperf._tools.demo._stats import Snapshot
 
 __all__ = ["client_checks"]

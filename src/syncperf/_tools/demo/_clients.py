@@ -28,7 +28,8 @@ from typing import Any
 
 import httpx
 
-from syncperf._tools.demo._service import CLIENT_METRICS, ENTITIES, HOT_RECORDS, N_PLUS_ONE_ENTITY
+from syncperf._tools.demo._schema import ENTITIES, HOT_RECORDS, N_PLUS_ONE_ENTITY
+from syncperf._tools.demo._service import CLIENT_METRICS
 
 N_PLUS_ONE_THRESHOLD = 10
 """syncperf.sqlalchemy's default: a statement executed this often in one operation is an N+1."""

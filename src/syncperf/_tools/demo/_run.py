@@ -22,7 +22,8 @@ from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._tools.demo._client_checks import client_checks
 from syncperf._tools.demo._clients import Behaviour, Tally, drive
-from syncperf._tools.demo._service import ENTITIES, N_PLUS_ONE_ENTITY, Service
+from syncperf._tools.demo._schema import ENTITIES, N_PLUS_ONE_ENTITY
+from syncperf._tools.demo._service import Service
 from syncperf._tools.demo._stats import (
     Snapshot,
     alert_report,
