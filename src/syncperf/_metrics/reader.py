@@ -17,7 +17,8 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
@@ -66,6 +67,7 @@ class _Point:
 
 
 _INT64 = 2**63
+T = TypeVar("T")
 
 
 class Reader:
@@ -88,7 +90,8 @@ class Reader:
         self._resource = resource
         self._scope = scope
         self._temporality = temporality or {}
-        self._points: dict[tuple[str, Attributes], _Point] = {}
+        self._points: dict[str, dict[Attributes, _Point]] = {}
+        """Per instrument name, its series' points (the order series first appeared in)."""
         self._instruments: dict[str, Instrument] = {}
         self._lock = threading.Lock()
         self._start_ns = self._last_collect_ns = time.time_ns()
@@ -106,26 +109,35 @@ class Reader:
         with self._lock:
             # Observations replace the previous ones: a gauge that was not observed this time
             # (its callback failed or was removed) is gone, not frozen at its last value.
-            observed_before = {k: p.start_ns for k, p in self._points.items() if p.observed}
-            for key in observed_before:
-                del self._points[key]
+            observed_before = {
+                (name, attributes): point.start_ns
+                for name, points in self._points.items()
+                if self._instruments[name].kind == "gauge"
+                for attributes, point in points.items()
+            }
+            for name, _ in observed_before:
+                self._points.pop(name, None)
             beside = self._beside
             for item in drained:
                 instrument = item.instrument
                 if beside is not None and instrument.beside is beside:
                     continue
-                self._instruments[instrument.name] = instrument
-                key = (instrument.name, item.attributes)
+                name = instrument.name
+                self._instruments[name] = instrument
+                points = self._points.get(name)
+                if points is None:
+                    points = self._points[name] = {}
                 if item.observed:
-                    start = observed_before.get(key, item.created_ns)
-                    self._points[key] = _Point(start, item.value, observed=True)
+                    start = observed_before.get((name, item.attributes), item.created_ns)
+                    points[item.attributes] = _Point(start, item.value, observed=True)
                     continue
-                point = self._points.get(key)
+                point = points.get(item.attributes)
                 if point is None:
                     since = self._last_collect_ns
                     if self.temporality_of(instrument) is CUMULATIVE:
                         since = self._start_ns
-                    self._points[key] = _Point(max(item.created_ns, since), _copy(item.value))
+                    start = max(item.created_ns, since)
+                    points[item.attributes] = _Point(start, _copy(item.value))
                 else:
                     point.value = _merge(point.value, item.value)
 
@@ -149,21 +161,32 @@ class Reader:
                 Resource({"service.instance.id": instance_ids[old]})
             )
 
-    def collect(self) -> MetricsData:
-        """Drain the registry and return this reader's ``MetricsData`` as of now."""
+    def read(self, render: Callable[[list[tuple[Instrument, dict[Attributes, _Point]]], int], T]) -> T:
+        """Drain the registry and return ``render(points by instrument, now)``.
+
+        ``render`` runs under this reader's lock and must not keep the points it is given.
+        """
         self._registry.collect()
         now = time.time_ns()
-        metrics: list[Metric] = []
         with self._lock:
-            by_name: dict[str, list[tuple[Attributes, _Point]]] = {}
-            for (name, attributes), point in self._points.items():
-                by_name.setdefault(name, []).append((attributes, point))
-            for name in sorted(by_name):
-                instrument = self._instruments[name]
-                metrics.append(
-                    _metric(instrument, by_name[name], now, self.temporality_of(instrument))
-                )
-            self._forget_deltas(now)
+            instruments = self._instruments
+            found = [(instruments[name], self._points[name]) for name in sorted(self._points)]
+            try:
+                return render(found, now)
+            finally:
+                self._forget_deltas(now)
+
+    def collect(self) -> MetricsData:
+        """Drain the registry and return this reader's ``MetricsData`` as of now."""
+        return self.read(self._metrics_data)
+
+    def _metrics_data(
+        self, found: list[tuple[Instrument, dict[Attributes, _Point]]], now: int
+    ) -> MetricsData:
+        metrics = [
+            _metric(instrument, points, now, self.temporality_of(instrument))
+            for instrument, points in found
+        ]
         return MetricsData(
             resource_metrics=[
                 ResourceMetrics(
@@ -176,10 +199,9 @@ class Reader:
 
     def _forget_deltas(self, now: int) -> None:
         self._last_collect_ns = now
-        for key in [
-            k for k in self._points if self.temporality_of(self._instruments[k[0]]) is DELTA
-        ]:
-            del self._points[key]
+        for name, instrument in self._instruments.items():
+            if self.temporality_of(instrument) is DELTA:
+                self._points.pop(name, None)
 
 
 def _copy(value: float | HistogramDelta) -> float | HistogramDelta:
@@ -202,7 +224,7 @@ def _merge(into: float | HistogramDelta, new: float | HistogramDelta) -> float |
 
 def _metric(
     instrument: Instrument,
-    points: list[tuple[Attributes, _Point]],
+    points: dict[Attributes, _Point],
     now: int,
     temporality: AggregationTemporality,
 ) -> Metric:
@@ -220,7 +242,7 @@ def _metric(
                     min=delta.min,
                     max=delta.max,
                 )
-                for attributes, point in points
+                for attributes, point in points.items()
                 if isinstance(delta := point.value, HistogramDelta)
             ],
             aggregation_temporality=temporality,
@@ -233,7 +255,7 @@ def _metric(
                 time_unix_nano=now,
                 value=_number(point.value),
             )
-            for attributes, point in points
+            for attributes, point in points.items()
         ]
         if instrument.kind == "gauge":
             data = Gauge(data_points=number_points)
