@@ -63,7 +63,9 @@ DELTA = AggregationTemporality.DELTA
 class _Point:
     start_ns: int
     value: float | HistogramDelta
-    observed: bool = False
+    attributes: dict[str, str | bool]
+    """The series' attributes as OTLP data points take them (built once, shared by every
+    collection; exporters only read them)."""
 
 
 _INT64 = 2**63
@@ -129,7 +131,7 @@ class Reader:
                     points = self._points[name] = {}
                 if item.observed:
                     start = observed_before.get((name, item.attributes), item.created_ns)
-                    points[item.attributes] = _Point(start, item.value, observed=True)
+                    points[item.attributes] = _Point(start, item.value, dict(item.attributes))
                     continue
                 point = points.get(item.attributes)
                 if point is None:
@@ -137,7 +139,8 @@ class Reader:
                     if self.temporality_of(instrument) is CUMULATIVE:
                         since = self._start_ns
                     start = max(item.created_ns, since)
-                    points[item.attributes] = _Point(start, _copy(item.value))
+                    value = _copy(item.value)
+                    points[item.attributes] = _Point(start, value, dict(item.attributes))
                 else:
                     point.value = _merge(point.value, item.value)
 
@@ -229,20 +232,22 @@ def _metric(
     temporality: AggregationTemporality,
 ) -> Metric:
     if instrument.kind == "histogram":
+        bounds = list(instrument.bounds)  # one list for every point: exporters only read it
+        # ``bucket_counts``: the point's own list, which ``_merge`` replaces and never changes
         data: HistogramData | Sum | Gauge = HistogramData(
             data_points=[
                 HistogramDataPoint(
-                    attributes=dict(attributes),
+                    attributes=point.attributes,
                     start_time_unix_nano=point.start_ns,
                     time_unix_nano=now,
                     count=delta.count,
                     sum=delta.sum,
-                    bucket_counts=list(delta.counts),
-                    explicit_bounds=list(instrument.bounds),
+                    bucket_counts=delta.counts,
+                    explicit_bounds=bounds,
                     min=delta.min,
                     max=delta.max,
                 )
-                for attributes, point in points.items()
+                for point in points.values()
                 if isinstance(delta := point.value, HistogramDelta)
             ],
             aggregation_temporality=temporality,
@@ -250,12 +255,12 @@ def _metric(
     else:
         number_points = [
             NumberDataPoint(
-                attributes=dict(attributes),
+                attributes=point.attributes,
                 start_time_unix_nano=point.start_ns,
                 time_unix_nano=now,
                 value=_number(point.value),
             )
-            for attributes, point in points.items()
+            for point in points.values()
         ]
         if instrument.kind == "gauge":
             data = Gauge(data_points=number_points)
