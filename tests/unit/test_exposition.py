@@ -36,7 +36,11 @@ def _build(ops: list[tuple[int, str, dict[str, Any], float]]) -> CollectorRegist
     for number, kind, attributes, value in ops:
         name = f"sync.m{number}.{kind}"
         instrument = registry.instrument(
-            name, kind, "s", 'doc "\\ x\n', bounds=(0, 0.5, 1, 1e7)  # type: ignore[arg-type]
+            name,
+            kind,
+            "s",
+            'doc "\\ x\n',
+            bounds=(0, 0.5, 1, 1e7),  # type: ignore[arg-type]
         )
         if kind == "histogram":
             instrument.histogram(freeze(attributes)).record(value)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
 from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument
 from syncperf._metrics.reader import Reader
@@ -83,7 +83,8 @@ class _Family:
     def bind(self, attributes: Attributes) -> SeriesText:
         """The pre-built pieces of one series' sample lines."""
         found = dict(attributes)
-        labels = dict(zip(self.names, (label_value(found.get(k, "")) for k in self.keys)))
+        values = [label_value(found.get(key, "")) for key in self.keys]
+        labels = dict(zip(self.names, values, strict=True))
         plain = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
         plain = "{" + plain + "}" if plain else ""
         if not self.histogram:
@@ -119,8 +120,9 @@ class Exposition:
         return self._reader.read(lambda found, now: self._render(found, openmetrics))
 
     def _render(self, found: list[tuple[Instrument, dict[Attributes, Any]]], om: bool) -> str:
-        from prometheus_client.utils import floatToGoString as go
+        from prometheus_client.utils import floatToGoString
 
+        go = cast(Callable[[object], str], floatToGoString)
         out: list[str] = []
         for instrument, points in found:
             family = self._family(instrument, points)
@@ -138,7 +140,7 @@ class Exposition:
                 running = list(accumulate(delta.counts))
                 out += [
                     f"{head}{le}{tail}{c}.0\n" if c < 1000000 else f"{head}{le}{tail}{go(c)}\n"
-                    for le, c in zip(les, running)
+                    for le, c in zip(les, running, strict=True)
                 ]
                 out.append(f"{count_at}{go(running[-1])}\n{sum_at}{go(delta.sum)}\n")
         return "".join(out)

@@ -52,9 +52,7 @@ class SyncPerfCollector:
         self.reader = reader
         self.registry: Any = None
         """The registry this collector is registered in (set by ``register``)."""
-        self.exposition = Exposition(
-            reader, lambda i: prometheus_name(i.name, i.unit), label_name
-        )
+        self.exposition = Exposition(reader, lambda i: prometheus_name(i.name, i.unit), label_name)
 
     def register(self, registry: Any) -> None:
         """Register in ``registry``; its scrapes by ``scrape`` take the direct path."""

@@ -16,8 +16,8 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter
@@ -40,10 +40,11 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from syncperf._metrics.aggregates import (
     Attributes,
-    Drained,
     HistogramDelta,
     Instrument,
+    Observed,
     Registry,
+    Series,
 )
 
 _logger = logging.getLogger("syncperf")
@@ -68,6 +69,8 @@ class _Point:
     collection; exporters only read them)."""
 
 
+Points = dict[Attributes, _Point]
+"""One instrument's series in a reader: the point of each attribute set."""
 _INT64 = 2**63
 T = TypeVar("T")
 
@@ -106,22 +109,14 @@ class Reader:
             return CUMULATIVE
         return self._temporality.get(instrument.kind, CUMULATIVE)
 
-    def accept(self, drained: list[Drained]) -> None:
+    def accept(
+        self, drained: list[tuple[Instrument, list[Series]]], observed: list[Observed]
+    ) -> None:
         """Merge one drain into this reader's points (called by ``Registry.collect``)."""
         with self._lock:
-            # Observations replace the previous ones: a gauge that was not observed this time
-            # (its callback failed or was removed) is gone, not frozen at its last value.
-            observed_before = {
-                (name, attributes): point.start_ns
-                for name, points in self._points.items()
-                if self._instruments[name].kind == "gauge"
-                for attributes, point in points.items()
-            }
-            for name, _ in observed_before:
-                self._points.pop(name, None)
+            self._observe(observed)
             beside = self._beside
-            for item in drained:
-                instrument = item.instrument
+            for instrument, series in drained:
                 if beside is not None and instrument.beside is beside:
                     continue
                 name = instrument.name
@@ -129,20 +124,39 @@ class Reader:
                 points = self._points.get(name)
                 if points is None:
                     points = self._points[name] = {}
-                if item.observed:
-                    start = observed_before.get((name, item.attributes), item.created_ns)
-                    points[item.attributes] = _Point(start, item.value, dict(item.attributes))
-                    continue
-                point = points.get(item.attributes)
-                if point is None:
-                    since = self._last_collect_ns
-                    if self.temporality_of(instrument) is CUMULATIVE:
-                        since = self._start_ns
-                    start = max(item.created_ns, since)
-                    value = _copy(item.value)
-                    points[item.attributes] = _Point(start, value, dict(item.attributes))
-                else:
-                    point.value = _merge(point.value, item.value)
+                since = self._last_collect_ns
+                if self.temporality_of(instrument) is CUMULATIVE:
+                    since = self._start_ns
+                for one in series:
+                    point = points.get(one.attributes)
+                    if point is None:
+                        start = max(one.created_ns, since)
+                        value = _copy(one.drained)
+                        points[one.attributes] = _Point(start, value, dict(one.attributes))
+                    else:
+                        point.value = _merge(point.value, one.drained)
+
+    def _observe(self, observed: list[Observed]) -> None:
+        # Observations replace the previous ones: a gauge that was not observed this time
+        # (its callback failed or was removed) is gone, not frozen at its last value.
+        before = {
+            (name, attributes): point.start_ns
+            for name, points in self._points.items()
+            if self._instruments[name].kind == "gauge"
+            for attributes, point in points.items()
+        }
+        for name, _ in before:
+            self._points.pop(name, None)
+        beside = self._beside
+        for item in observed:
+            instrument = item.instrument
+            if beside is not None and instrument.beside is beside:
+                continue
+            name = instrument.name
+            self._instruments[name] = instrument
+            start = before.get((name, item.attributes), item.at_ns)
+            point = _Point(start, item.value, dict(item.attributes))
+            self._points.setdefault(name, {})[item.attributes] = point
 
     def close(self) -> None:
         """Stop receiving drains."""
@@ -164,7 +178,7 @@ class Reader:
                 Resource({"service.instance.id": instance_ids[old]})
             )
 
-    def read(self, render: Callable[[list[tuple[Instrument, dict[Attributes, _Point]]], int], T]) -> T:
+    def read(self, render: Callable[[list[tuple[Instrument, Points]], int], T]) -> T:
         """Drain the registry and return ``render(points by instrument, now)``.
 
         ``render`` runs under this reader's lock and must not keep the points it is given.
@@ -183,9 +197,7 @@ class Reader:
         """Drain the registry and return this reader's ``MetricsData`` as of now."""
         return self.read(self._metrics_data)
 
-    def _metrics_data(
-        self, found: list[tuple[Instrument, dict[Attributes, _Point]]], now: int
-    ) -> MetricsData:
+    def _metrics_data(self, found: list[tuple[Instrument, Points]], now: int) -> MetricsData:
         metrics = [
             _metric(instrument, points, now, self.temporality_of(instrument))
             for instrument, points in found
@@ -207,13 +219,16 @@ class Reader:
                 self._points.pop(name, None)
 
 
-def _copy(value: float | HistogramDelta) -> float | HistogramDelta:
+def _copy(value: float | HistogramDelta | None) -> float | HistogramDelta:
     if isinstance(value, HistogramDelta):
         return HistogramDelta(list(value.counts), value.count, value.sum, value.min, value.max)
+    assert value is not None
     return value
 
 
-def _merge(into: float | HistogramDelta, new: float | HistogramDelta) -> float | HistogramDelta:
+def _merge(
+    into: float | HistogramDelta, new: float | HistogramDelta | None
+) -> float | HistogramDelta:
     if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
         into.counts = [a + b for a, b in zip(into.counts, new.counts, strict=True)]
         into.count += new.count
@@ -222,6 +237,7 @@ def _merge(into: float | HistogramDelta, new: float | HistogramDelta) -> float |
         into.max = max(into.max, new.max)
         return into
     assert not isinstance(into, HistogramDelta) and not isinstance(new, HistogramDelta)
+    assert new is not None
     return into + new
 
 

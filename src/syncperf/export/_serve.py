@@ -48,7 +48,7 @@ def start_server(port: int, host: str, registry: Any) -> tuple[Any, threading.Th
         address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
 
     class Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             """No access log."""
 
     server = make_server(host, port, wsgi_app(registry), Server, handler_class=Quiet)
