@@ -262,6 +262,7 @@ def _metric(
                     explicit_bounds=bounds,
                     min=delta.min,
                     max=delta.max,
+                    exemplars=(),
                 )
                 for point in points.values()
                 if isinstance(delta := point.value, HistogramDelta)
@@ -275,6 +276,7 @@ def _metric(
                 start_time_unix_nano=point.start_ns,
                 time_unix_nano=now,
                 value=_number(point.value),
+                exemplars=(),
             )
             for point in points.values()
         ]
