@@ -1,4 +1,5 @@
-"""Collection workloads at 10,000 series: ``python -m benchmarks._collect <variant> <rounds>``.
+"""Collection workloads at 10,000 series (``python -m benchmarks._workloads collect/<who>:<what>
+<rounds>``).
 
 Each round touches every series once (one histogram observation) and then collects; the
 ``*:touch`` variants only touch, so the difference is what the collection itself costs.
@@ -6,7 +7,6 @@ Each round touches every series once (one histogram observation) and then collec
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 SERIES = 10_000
@@ -91,13 +91,12 @@ def build(workload: str) -> tuple[Callable[[], object], Callable[[], object]]:
     return VARIANTS[who](collect)
 
 
-def main() -> None:
-    """Run ``rounds`` rounds of one workload."""
-    touch, collect = build(sys.argv[1])
-    for _ in range(int(sys.argv[2])):
+def round_of(workload: str) -> Callable[[], object]:
+    """One round of ``workload``: touch every series, then collect."""
+    touch, collect = build(workload)
+
+    def one() -> object:
         touch()
-        collect()
+        return collect()
 
-
-if __name__ == "__main__":
-    main()
+    return one
