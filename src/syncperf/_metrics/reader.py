@@ -17,35 +17,28 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    Gauge,
-    HistogramDataPoint,
-    Metric,
     MetricExporter,
     MetricExportResult,
     MetricsData,
-    NumberDataPoint,
     ResourceMetrics,
     ScopeMetrics,
-    Sum,
 )
-from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from syncperf._metrics.aggregates import (
     Attributes,
-    HistogramDelta,
     Instrument,
     Observed,
     Registry,
     Series,
 )
+from syncperf._metrics.points import Point, Points, copy_value, merge_value, to_metric
 
 _logger = logging.getLogger("syncperf")
 
@@ -60,18 +53,6 @@ CUMULATIVE = AggregationTemporality.CUMULATIVE
 DELTA = AggregationTemporality.DELTA
 
 
-@dataclass(slots=True)
-class _Point:
-    start_ns: int
-    value: float | HistogramDelta
-    attributes: dict[str, str | bool]
-    """The series' attributes as OTLP data points take them (built once, shared by every
-    collection; exporters only read them)."""
-
-
-Points = dict[Attributes, _Point]
-"""One instrument's series in a reader: the point of each attribute set."""
-_INT64 = 2**63
 T = TypeVar("T")
 
 
@@ -95,7 +76,7 @@ class Reader:
         self._resource = resource
         self._scope = scope
         self._temporality = temporality or {}
-        self._points: dict[str, dict[Attributes, _Point]] = {}
+        self._points: dict[str, dict[Attributes, Point]] = {}
         """Per instrument name, its series' points (the order series first appeared in)."""
         self._instruments: dict[str, Instrument] = {}
         self._lock = threading.Lock()
@@ -131,10 +112,10 @@ class Reader:
                     point = points.get(one.attributes)
                     if point is None:
                         start = max(one.created_ns, since)
-                        value = _copy(one.drained)
-                        points[one.attributes] = _Point(start, value, dict(one.attributes))
+                        value = copy_value(one.drained)
+                        points[one.attributes] = Point(start, value, dict(one.attributes))
                     else:
-                        point.value = _merge(point.value, one.drained)
+                        point.value = merge_value(point.value, one.drained)
 
     def _observe(self, observed: list[Observed]) -> None:
         # Observations replace the previous ones: a gauge that was not observed this time
@@ -155,7 +136,7 @@ class Reader:
             name = instrument.name
             self._instruments[name] = instrument
             start = before.get((name, item.attributes), item.at_ns)
-            point = _Point(start, item.value, dict(item.attributes))
+            point = Point(start, item.value, dict(item.attributes))
             self._points.setdefault(name, {})[item.attributes] = point
 
     def close(self) -> None:
@@ -199,7 +180,7 @@ class Reader:
 
     def _metrics_data(self, found: list[tuple[Instrument, Points]], now: int) -> MetricsData:
         metrics = [
-            _metric(instrument, points, now, self.temporality_of(instrument))
+            to_metric(instrument, points, now, self.temporality_of(instrument))
             for instrument, points in found
         ]
         return MetricsData(
@@ -217,91 +198,6 @@ class Reader:
         for name, instrument in self._instruments.items():
             if self.temporality_of(instrument) is DELTA:
                 self._points.pop(name, None)
-
-
-def _copy(value: float | HistogramDelta | None) -> float | HistogramDelta:
-    if isinstance(value, HistogramDelta):
-        return HistogramDelta(list(value.counts), value.count, value.sum, value.min, value.max)
-    assert value is not None
-    return value
-
-
-def _merge(
-    into: float | HistogramDelta, new: float | HistogramDelta | None
-) -> float | HistogramDelta:
-    if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
-        into.counts = [a + b for a, b in zip(into.counts, new.counts, strict=True)]
-        into.count += new.count
-        into.sum += new.sum
-        into.min = min(into.min, new.min)
-        into.max = max(into.max, new.max)
-        return into
-    assert not isinstance(into, HistogramDelta) and not isinstance(new, HistogramDelta)
-    assert new is not None
-    return into + new
-
-
-def _metric(
-    instrument: Instrument,
-    points: dict[Attributes, _Point],
-    now: int,
-    temporality: AggregationTemporality,
-) -> Metric:
-    if instrument.kind == "histogram":
-        bounds = list(instrument.bounds)  # one list for every point: exporters only read it
-        # ``bucket_counts``: the point's own list, which ``_merge`` replaces and never changes
-        data: HistogramData | Sum | Gauge = HistogramData(
-            data_points=[
-                HistogramDataPoint(
-                    attributes=point.attributes,
-                    start_time_unix_nano=point.start_ns,
-                    time_unix_nano=now,
-                    count=delta.count,
-                    sum=delta.sum,
-                    bucket_counts=delta.counts,
-                    explicit_bounds=bounds,
-                    min=delta.min,
-                    max=delta.max,
-                    exemplars=(),
-                )
-                for point in points.values()
-                if isinstance(delta := point.value, HistogramDelta)
-            ],
-            aggregation_temporality=temporality,
-        )
-    else:
-        number_points = [
-            NumberDataPoint(
-                attributes=point.attributes,
-                start_time_unix_nano=point.start_ns,
-                time_unix_nano=now,
-                value=_number(point.value),
-                exemplars=(),
-            )
-            for point in points.values()
-        ]
-        if instrument.kind == "gauge":
-            data = Gauge(data_points=number_points)
-        else:
-            data = Sum(
-                data_points=number_points,
-                aggregation_temporality=temporality,
-                is_monotonic=instrument.monotonic,
-            )
-    return Metric(
-        name=instrument.name,
-        description=instrument.description,
-        unit=instrument.unit,
-        data=data,
-    )
-
-
-def _number(value: float | HistogramDelta) -> int | float:
-    """A sum as OTLP encodes it: an int when it is one that fits int64, else a double."""
-    assert not isinstance(value, HistogramDelta)
-    if type(value) is int:
-        return value if -_INT64 <= value < _INT64 else float(value)
-    return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value
 
 
 def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:
