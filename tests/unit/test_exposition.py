@@ -78,3 +78,15 @@ def test_scrape_keeps_other_collectors_and_negotiates() -> None:
     assert plain[1] == [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]
     only = scrape(served, None, None, {"name[]": ["app_requests_total"]})[2].decode()
     assert "app_requests_total" in only and "sync_m0" not in only
+
+
+def test_counts_of_a_million_and_more_are_written_as_prometheus_client_writes_them() -> None:
+    served = _build([(0, "histogram", {"entity": "a"}, 0.2)])
+    (collector,) = [c for c in list(served._collector_to_names) if isinstance(c, SyncPerfCollector)]
+    registry = collector.reader._registry
+    (instrument,) = registry.instruments.values()
+    (series,) = instrument.series.values()
+    series.counts[1] += 1_234_567  # as if recorded that often
+    for accept, encode in ((None, generate_latest), (OPENMETRICS, openmetrics_latest)):
+        assert scrape(served, accept, None, {})[2] == encode(served)
+    assert "1.234568e+06" in generate_latest(served).decode()

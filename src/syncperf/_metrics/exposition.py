@@ -43,7 +43,7 @@ class _Family:
         "headers",
         "histogram",
         "keys",
-        "les",
+        "lines",
         "name",
         "names",
         "sample",
@@ -64,7 +64,15 @@ class _Family:
             f"# HELP {self.sample} {text_doc}\n# TYPE {self.sample} {kind}\n",
             f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n",
         )
-        self.les = [le_value(b) for b in (*instrument.bounds, math.inf)]
+        les = [le_value(b) for b in (*instrument.bounds, math.inf)]
+        last = 4 + len(les)
+        self.lines = tuple(  # the lines of one series: counts below a million, then any
+            "".join(f"{{0}}{le}{{1}}{{{i}}}{end}\n" for i, le in enumerate(les, 5))
+            + f"{{2}}{{{last}}}{end}\n{{3}}{{4}}\n"
+            for end in (".0", "")
+        )
+        """Format strings of a series' bucket, count and sum lines, filled with the series'
+        label pieces, its sum and its cumulative counts (``str.format``: one call)."""
         self.keys: tuple[str, ...] = ()
         self.names: tuple[str, ...] = ()
         self.series: dict[Attributes, SeriesText] = {}
@@ -133,16 +141,15 @@ class Exposition:
                     (prefix,) = series.get(attributes) or bind(attributes)
                     out.append(f"{prefix}{go(point.value)}\n")
                 continue
-            les = family.les
+            small, large = family.lines
             for attributes, point in points.items():
-                head, tail, count_at, sum_at = series.get(attributes) or bind(attributes)
+                labels = series.get(attributes) or bind(attributes)
                 delta: HistogramDelta = point.value
                 running = list(accumulate(delta.counts))
-                out += [
-                    f"{head}{le}{tail}{c}.0\n" if c < 1000000 else f"{head}{le}{tail}{go(c)}\n"
-                    for le, c in zip(les, running, strict=True)
-                ]
-                out.append(f"{count_at}{go(running[-1])}\n{sum_at}{go(delta.sum)}\n")
+                if running[-1] < 1000000:  # "3.0", as floatToGoString writes 3
+                    out.append(small.format(*labels, go(delta.sum), *running))
+                else:
+                    out.append(large.format(*labels, go(delta.sum), *map(go, running)))
         return "".join(out)
 
     def _family(self, instrument: Instrument, points: dict[Attributes, Any]) -> _Family:

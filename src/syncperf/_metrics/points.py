@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import add
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -48,7 +49,7 @@ def merge_value(
     """``into`` with ``new`` added (a histogram's count list is replaced, never changed:
     data points handed out earlier keep theirs)."""
     if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
-        into.counts = [a + b for a, b in zip(into.counts, new.counts, strict=True)]
+        into.counts = list(map(add, into.counts, new.counts))
         into.count += new.count
         into.sum += new.sum
         into.min = min(into.min, new.min)
