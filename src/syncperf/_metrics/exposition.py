@@ -9,10 +9,8 @@ a scrape joins pre-built pieces with the numbers.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections.abc import Callable
-from itertools import accumulate, islice, repeat
-from operator import add
+from itertools import accumulate
 from typing import Any, cast
 
 from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument
@@ -45,7 +43,7 @@ class _Family:
         "headers",
         "histogram",
         "keys",
-        "les",
+        "lines",
         "name",
         "names",
         "sample",
@@ -66,7 +64,15 @@ class _Family:
             f"# HELP {self.sample} {text_doc}\n# TYPE {self.sample} {kind}\n",
             f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n",
         )
-        self.les = [le_value(b) for b in (*instrument.bounds, math.inf)]
+        les = [le_value(b) for b in (*instrument.bounds, math.inf)]
+        last = 4 + len(les)
+        self.lines = tuple(  # the lines of one series: counts below a million, then any
+            "".join(f"{{0}}{le}{{1}}{{{i}}}{end}\n" for i, le in enumerate(les, 5))
+            + f"{{2}}{{{last}}}{end}\n{{3}}{{4}}\n"
+            for end in (".0", "")
+        )
+        """Format strings of a series' bucket, count and sum lines, filled with the series'
+        label pieces, its sum and its cumulative counts (``str.format``: one call)."""
         self.keys: tuple[str, ...] = ()
         self.names: tuple[str, ...] = ()
         self.series: dict[Attributes, SeriesText] = {}
@@ -97,35 +103,12 @@ class _Family:
             head, _, tail = bucket.partition("\0")
             text = (
                 f"{self.name}_bucket{{{head}",
-                f".0\n{self.name}_bucket{{{head}",
                 f"{tail}}} ",
                 f"{self.name}_count{plain} ",
                 f"{self.name}_sum{plain} ",
             )
         self.series[attributes] = text
         return text
-
-
-def _histogram(
-    out: list[str],
-    les: list[str],
-    labels: SeriesText,
-    delta: HistogramDelta,
-    go: Callable[[object], str],
-) -> None:
-    """Append one histogram series' lines: built by C loops (``join``, ``map``) for the
-    bucket counts below a million, which ``floatToGoString`` writes as ``"3.0"``."""
-    head, glue, tail, count_at, sum_at = labels
-    running = list(accumulate(delta.counts))
-    small = bisect_left(running, 1000000)
-    if small:
-        ends = map(add, les, repeat(tail))
-        out += (head, glue.join(map(add, ends, map(str, islice(running, small)))), ".0\n")
-    for le, count in zip(les[small:], running[small:], strict=True):
-        out.append(f"{head}{le}{tail}{go(count)}\n")
-    count = running[-1]
-    out.append(f"{count_at}{count}.0\n" if count < 1000000 else f"{count_at}{go(count)}\n")
-    out.append(f"{sum_at}{go(delta.sum)}\n")
 
 
 class Exposition:
@@ -158,9 +141,15 @@ class Exposition:
                     (prefix,) = series.get(attributes) or bind(attributes)
                     out.append(f"{prefix}{go(point.value)}\n")
                 continue
+            small, large = family.lines
             for attributes, point in points.items():
                 labels = series.get(attributes) or bind(attributes)
-                _histogram(out, family.les, labels, point.value, go)
+                delta: HistogramDelta = point.value
+                running = list(accumulate(delta.counts))
+                if running[-1] < 1000000:  # "3.0", as floatToGoString writes 3
+                    out.append(small.format(*labels, go(delta.sum), *running))
+                else:
+                    out.append(large.format(*labels, go(delta.sum), *map(go, running)))
         return "".join(out)
 
     def _family(self, instrument: Instrument, points: dict[Attributes, Any]) -> _Family:
