@@ -2,10 +2,15 @@
 
 Endpoints (``{entity}`` is ``todo``, ``list`` or ``comment``):
 
-* ``GET /sync/{entity}/pull?cursor=N``: changes after a cursor, one query. ``comment`` is the
-  deliberate N+1: it reads the change log, then each record with its own ``SELECT``.
+* ``GET /sync/{entity}/pull?cursor=N&checkpoint=MS``: changes after a cursor, one query.
+  ``checkpoint`` is the ``timestamp`` (server milliseconds) of the client's previous pull of
+  the entity: syncperf records how far behind the client is (``sync.pull.staleness``).
+  ``comment`` is the deliberate N+1: it reads the change log, then each record with its own
+  ``SELECT``.
   ``&snapshot=true`` is a full re-sync that first runs a deliberately slow query (0.6 s) on
-  the ``snapshot_lock`` table.
+  the ``snapshot_lock`` table. Every pull also reads the deletions after the cursor from
+  ``tombstones``, a table of old deletions that lacks the index on ``(entity, seq)`` the
+  query needs: syncperf's query plans report it (a ``seq_scan`` finding).
 * ``POST /sync/{entity}/push``: ``{"changes": [{"id", "base_version", "title", "done"}]}``
   with optimistic versions. A change whose ``base_version`` is not the server's version is a
   conflict (the server wins). Applied changes, their change-log rows and outbox rows are
@@ -13,6 +18,10 @@ Endpoints (``{entity}`` is ``todo``, ``list`` or ``comment``):
   stores the response; a retry with the same key gets it back with
   ``Idempotent-Replayed: true``. A change without a title violates ``NOT NULL``: the
   transaction rolls back and the push answers 500.
+
+Clients report their own health in a ``Sync-Client`` header on every sync request (the
+middleware reads it), and post what they measured while offline to ``/client-metrics/``
+(``syncperf.asgi.client_metrics_app``).
 
 The relay (a thread) publishes pending outbox rows to an in-memory broker that refuses a few
 messages (they are retried on the next round).
@@ -65,6 +74,8 @@ SLOW_QUERY_SECONDS = 0.6
 PULL_LIMIT = 200
 ROUTES = {"/sync/{entity}/pull": "pull", "/sync/{entity}/push": "push"}
 """The sync routes given to ``SyncPerfMiddleware``."""
+CLIENT_METRICS = "/client-metrics"
+"""Where ``client_metrics_app()`` is mounted."""
 
 metadata = MetaData()
 records = Table(
@@ -105,6 +116,17 @@ idempotency = Table(
     Column("body", Text, nullable=False),
 )
 snapshot_lock = Table("snapshot_lock", metadata, Column("id", Integer, primary_key=True))
+tombstones = Table(  # deliberately without an index on (entity, seq): see the module docstring
+    "tombstones",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("entity", String(16), nullable=False),
+    Column("record_id", String(64), nullable=False),
+    Column("seq", Integer, nullable=False),
+)
+TOMBSTONES = 20_000
+"""Old deletions seeded at start: twice the 10,000 rows from which a sequential scan is a plan
+finding by default."""
 
 
 def utcnow() -> datetime:
@@ -155,6 +177,15 @@ def reset_schema(engine: Engine) -> None:
             ],
         )
         connection.execute(insert(snapshot_lock).values(id=1))
+        connection.execute(  # deleted long ago: before every cursor a client holds
+            insert(tombstones),
+            [
+                {"entity": ENTITIES[i % len(ENTITIES)], "record_id": f"gone-{i}", "seq": 0}
+                for i in range(TOMBSTONES)
+            ],
+        )
+        if engine.dialect.name == "postgresql":  # as autovacuum would: planner statistics
+            connection.execute(text("ANALYZE tombstones"))
 
 
 @dataclass
@@ -203,7 +234,8 @@ class Service:
             from syncperf.outbox import Outbox, sqlalchemy_probe
             from syncperf.sqlalchemy import instrument_engine
 
-            self.handle = instrument_engine(self.engine)
+            memory = self.sqlite and self.engine.url.database in (None, "", ":memory:")
+            self.handle = instrument_engine(self.engine, plans=not memory)
             self.outbox = Outbox(
                 "changes",
                 destination="changes",
@@ -294,6 +326,11 @@ class Service:
                         .limit(PULL_LIMIT)
                     )
                 ]
+            connection.execute(  # the statement without its index (a plan finding)
+                select(tombstones.c.record_id).where(
+                    tombstones.c.entity == entity, tombstones.c.seq > cursor
+                )
+            ).all()
         op = syncperf.current_operation()
         op.set_batch_size(len(rows))
         kinds: dict[str, int] = {}
@@ -485,13 +522,18 @@ class Service:
         service = self
 
         @app.get("/sync/{entity}/pull")
-        def pull(entity: str, cursor: int = 0, snapshot: bool = False) -> JSONResponse:
+        def pull(
+            entity: str, cursor: int = 0, snapshot: bool = False, checkpoint: int = 0
+        ) -> JSONResponse:
             if entity not in ENTITIES:
                 return JSONResponse({"error": "unknown entity"}, status_code=404)
             # named now (the middleware names a path entity only once the response is known),
             # so per-query reports such as N+1 detections carry it too
-            syncperf.current_operation().set_entity(entity)
-            return JSONResponse(service.pull(entity, cursor, snapshot))
+            op = syncperf.current_operation()
+            op.set_entity(entity)
+            op.record_checkpoint(checkpoint / 1000)  # 0: a first pull, nothing recorded
+            timestamp = time.time_ns() // 1_000_000
+            return JSONResponse({**service.pull(entity, cursor, snapshot), "timestamp": timestamp})
 
         @app.post("/sync/{entity}/push")
         async def push(
@@ -514,9 +556,10 @@ class Service:
             return {"status": "ok"}
 
         if self.instrumented:
-            from syncperf.asgi import SyncPerfMiddleware
+            from syncperf.asgi import SyncPerfMiddleware, client_metrics_app
 
             app.add_middleware(SyncPerfMiddleware, routes=ROUTES)
+            app.mount(CLIENT_METRICS, client_metrics_app())
         return app
 
 
