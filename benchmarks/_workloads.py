@@ -101,6 +101,10 @@ def main() -> None:
         call = _core(name)
     elif suite == "asgi":
         call = next(_asgi(name))
+    elif suite == "collect":
+        from benchmarks._collect import round_of
+
+        call = round_of(name)
     else:
         call = _sqlalchemy(name, in_operation=suite == "sqlop")
     for _ in range(calls):
