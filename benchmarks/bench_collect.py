@@ -1,12 +1,15 @@
 """Collection at 10,000 series: CPU instructions per series and garbage-collector runs.
 
+``SYNCPERF_COLLECT_SERIES`` changes the number (CI's smoke run: 1,000; the ratios per series
+barely move, and counting the reference at 10,000 series takes callgrind ten minutes).
+
 Each workload (``benchmarks/_collect.py``) touches every series once per round and then
 collects: a Prometheus scrape (text format and OpenMetrics, as ``setup_prometheus`` serves
 it), the old path (syncperf's collector through ``prometheus_client.generate_latest``), an
 OTLP collection (``MetricsData``), and as references ``generate_latest`` of
 prometheus_client's own histogram and the OpenTelemetry SDK reader's ``collect``. Counted
-with valgrind like ``bench_instructions.py`` (one and two rounds; the touch-only round is
-subtracted). Run::
+with valgrind like ``bench_instructions.py`` (a warm-up round, then one counted round; the
+touch-only round is subtracted). Run::
 
     pytest benchmarks/bench_collect.py -p no:cacheprovider -o python_files='bench_*.py' -s
 """
@@ -56,7 +59,7 @@ def test_collection_instructions(benchmark: Any) -> None:
     def series(who: str, what: str) -> float:
         return (counts[f"collect/{who}:{what}"] - counts[f"collect/{who}:touch"]) / SERIES
 
-    print("\n### Collection: instructions per series (10,000 series, every one touched)\n")
+    print(f"\n### Collection: instructions per series ({SERIES:,} series, every one touched)\n")
     print("| case | syncperf | reference | ratio |")
     print("|---|---:|---:|---:|")
     for case, (who, what, ref) in CASES.items():
@@ -85,7 +88,7 @@ def _gc_runs(collect: Callable[[], object]) -> int:
 
 
 def test_collection_garbage_collector_runs(benchmark: Any) -> None:
-    """One collection of 10,000 touched series wakes the collector no more than the SDK's."""
+    """One collection of every touched series wakes the collector no more than the SDK's."""
     runs = {}
     for workload in ("syncperf:text", "syncperf:openmetrics", "syncperf:otlp", "sdk:collect"):
         touch, collect = build(workload)
@@ -93,7 +96,7 @@ def test_collection_garbage_collector_runs(benchmark: Any) -> None:
         collect()
         touch()
         runs[workload] = _gc_runs(collect)
-    print("\n### Garbage-collector runs in one collection of 10,000 series\n")
+    print(f"\n### Garbage-collector runs in one collection of {SERIES:,} series\n")
     print("| collection | runs |\n|---|---:|")
     for workload, count in runs.items():
         print(f"| {workload} | {count} |")
