@@ -6,13 +6,23 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
 import syncperf
+from syncperf._tracing.sampling import Tracing
 from syncperf.testing import capture
 
 
@@ -140,3 +150,34 @@ def test_a_ratio_sampler_decides_on_the_trace_id_the_root_span_gets(sampler: obj
     for span in spans:
         trace_id = span.get_span_context().trace_id
         assert ratio.should_sample(None, trace_id, span.name).decision.is_sampled()
+
+
+@given(rate=st.floats(0.0, 1.0), trace_ids=st.lists(st.integers(1, (1 << 128) - 1), max_size=20))
+@settings(max_examples=60, deadline=None)
+def test_ratio_samplers_decided_in_front_of_the_sdk_agree_with_it(
+    rate: float, trace_ids: list[int]
+) -> None:
+    """``OTEL_TRACES_SAMPLER=traceidratio`` and ``parentbased_traceidratio`` are decided without
+    the SDK's ``should_sample``: the decision for every trace id is the SDK's own."""
+    for sampler in (TraceIdRatioBased(rate), ParentBasedTraceIdRatio(rate)):
+        tracing = Tracing(TracerProvider(sampler=sampler), 1.0)
+        assert tracing._ratio is not None  # the fast path is the one under test
+        for trace_id in trace_ids:
+            tracing.tracer.trace_id = lambda trace_id=trace_id: trace_id  # type: ignore[union-attr,method-assign]
+            expected = sampler.should_sample(None, trace_id, "sync push").decision.is_sampled()
+            assert bool(tracing.sample("sync push", SpanKind.INTERNAL)) is expected
+
+
+def test_a_parent_based_ratio_sampler_follows_a_valid_parent() -> None:
+    tracing = Tracing(TracerProvider(sampler=ParentBasedTraceIdRatio(0.0)), 1.0)
+    for flags, sampled in ((TraceFlags.SAMPLED, True), (TraceFlags.DEFAULT, False)):
+        parent = SpanContext(1, 2, is_remote=True, trace_flags=TraceFlags(flags))
+        assert bool(tracing.sample("sync push", SpanKind.INTERNAL, parent)) is sampled
+
+
+def test_a_subclassed_or_custom_sampler_is_still_asked() -> None:
+    class EveryOther(TraceIdRatioBased):
+        def get_description(self) -> str:
+            return "EveryOther"
+
+    assert Tracing(TracerProvider(sampler=EveryOther(0.5)), 1.0)._ratio is None

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
@@ -47,6 +49,7 @@ class Tracing:
         """The SDK provider syncperf's spans go to, once resolved."""
         self._sampler: Any = None
         self._static: bool | None = None
+        self._ratio: int | None = None
         self._parent_based = False
         self.next_check = 0
         self.resolve(time.perf_counter_ns())
@@ -65,7 +68,7 @@ class Tracing:
         if self._finisher is not None:
             QueueFlusher.of(provider).finishers.add(self._finisher)
         self._sampler = tracer.sampler
-        self._static, self._parent_based = _classify(tracer.sampler)
+        self._static, self._ratio, self._parent_based = _classify(tracer.sampler)
         self.provider = provider
         self.tracer = Tracer(tracer, InstrumentationScope("syncperf", __version__))
         self.next_check = 1 << 62
@@ -100,13 +103,19 @@ class Tracing:
         """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return 0
-        static = self._static
-        if static is not None and not self._parent_based:
-            return static  # a standard sampler, decided without building a SamplingResult
+        static, ratio = self._static, self._ratio
+        if static is not None or ratio is not None:  # a standard sampler: no SamplingResult
+            if self._parent_based:
+                if parent is None:
+                    parent = trace.get_current_span().get_span_context()
+                if parent.is_valid:  # the default delegates follow the parent
+                    return bool(parent.trace_flags.sampled)
+            if static is not None:
+                return static
+            trace_id = self.tracer.trace_id()  # type: ignore[union-attr]
+            return trace_id if trace_id & _TRACE_ID_LIMIT < ratio else 0  # type: ignore[operator]
         if parent is None:
             parent = trace.get_current_span().get_span_context()
-        if static is not None:
-            return bool(parent.trace_flags.sampled) if parent.is_valid else static
         if parent.is_valid:
             trace_id, answer = parent.trace_id, 1
         else:  # a root: the id the span will get, drawn now for the sampler to decide on
@@ -120,18 +129,29 @@ _PARENT_DEFAULTS = (
     ",localParentSampled:AlwaysOnSampler,localParentNotSampled:AlwaysOffSampler}"
 )
 _STATIC = {"AlwaysOnSampler": True, "AlwaysOffSampler": False}
+_RATIO = re.compile(r"TraceIdRatioBased\{([0-9.e+-]+)\}")
+_TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
 
 
-def _classify(sampler: Any) -> tuple[bool | None, bool]:
-    """(constant root decision, parent-based) for the SDK's standard samplers, by their
-    public description; ``(None, False)`` for any other sampler (asked every time)."""
+def _classify(sampler: Any) -> tuple[bool | None, int | None, bool]:
+    """(constant root decision, ``TraceIdRatioBased`` bound, parent-based) for the SDK's
+    standard samplers (``OTEL_TRACES_SAMPLER``'s), by their public description; ``(None,
+    None, False)`` for any other sampler (asked every time)."""
     try:
         description = sampler.get_description()
     except Exception:
-        return None, False
-    if description in _STATIC:
-        return _STATIC[description], False
-    for root, decision in _STATIC.items():
-        if description == f"ParentBased{{root:{root}{_PARENT_DEFAULTS}":
-            return decision, True
-    return None, False
+        return None, None, False
+    root, parent_based = description, False
+    if description.startswith("ParentBased{root:") and description.endswith(_PARENT_DEFAULTS):
+        root, parent_based = description[len("ParentBased{root:") : -len(_PARENT_DEFAULTS)], True
+    if root in _STATIC:
+        return _STATIC[root], None, parent_based
+    ratio = _RATIO.fullmatch(root)
+    if ratio is not None:
+        try:
+            rate = float(ratio.group(1))
+        except ValueError:
+            return None, None, False
+        if 0.0 <= rate <= 1.0:
+            return None, TraceIdRatioBased.get_bound_for_rate(rate), parent_based
+    return None, None, False
