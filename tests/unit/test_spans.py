@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 
 import pytest
@@ -16,6 +17,8 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 import syncperf
+from syncperf._tracing import finisher as finisher_module
+from syncperf._tracing.finisher import SpanFinisher
 from syncperf.testing import capture
 
 
@@ -199,3 +202,27 @@ def test_a_forked_child_ends_its_spans_although_the_parent_had_a_wake_up_pending
         _, status = os.waitpid(pid, 0)
         finisher._pending = False
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+class _Ended:
+    def __init__(self) -> None:
+        self.ended = threading.Event()
+
+    def end(self, end_time: int | None = None) -> None:
+        self.ended.set()
+
+
+def test_the_finisher_lingers_over_a_batch_but_a_burst_ends_the_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(finisher_module, "_LINGER_S", 30.0)
+    finisher = SpanFinisher(lambda: None, lambda: None, lambda stalled: None, 10**9, max_queue=8)
+    try:
+        first = _Ended()
+        finisher.end(first, time.time_ns())  # wakes the thread, which lingers for 30 s
+        assert not first.ended.wait(0.3)
+        second = _Ended()
+        finisher.end(second, time.time_ns())  # a quarter of the queue: the batch goes now
+        assert first.ended.wait(10) and second.ended.wait(10)
+    finally:
+        finisher.shutdown()

@@ -126,7 +126,6 @@ class SpanFinisher:
         self.stall_ns = STALL_NS
         self._wake = threading.Event()
         self._hurry = threading.Event()
-        self._hurry_at = max(max_queue // 4, 1)
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
@@ -157,7 +156,7 @@ class SpanFinisher:
             if self._thread is None or self._pid != os.getpid():
                 self._start()
             self._wake.set()
-        elif len(queue) == self._hurry_at:  # a burst: end the linger now
+        elif len(queue) == self._max_queue >> 2:  # a burst: end the linger now
             self._hurry.set()
 
     def _start(self) -> None:
