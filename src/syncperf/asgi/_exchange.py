@@ -24,6 +24,7 @@ from opentelemetry import context as context_api
 from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
+from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._decorators import Adapter, apply_http_status
 from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, error_type, release_entity
@@ -112,19 +113,22 @@ class Exchange:
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
         idem_name = self.mw._idem_name
         idem_key: bytes | None = None
+        client: list[bytes] | None = None  # Sync-Client lines (several form one list)
         propagated = False  # only parse trace headers when there is something to continue
         for name, value in headers:
             if name == b"content-length":
                 self.content_length = int(value) if value.isdigit() else -1
             elif name == idem_name:
                 idem_key = value
+            elif name == CLIENT_HEADER:
+                client = [value] if client is None else [*client, value]
             elif name in fields:
                 propagated = True
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None)
             if idem_key is not None:
                 self.idempotency(op, idem_key)
-            read_client(rt, op, self.adapter, self.scope)  # Sync-Client, checkpoints
+            read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
         if self.mw._http_metrics:
             metered_into = self.metered_into
             shared = self.shared

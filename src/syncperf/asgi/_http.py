@@ -23,7 +23,6 @@ from urllib.parse import parse_qsl
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 
-from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._client_header import read as read_client_header
 from syncperf._gate import raised_at
 from syncperf._metrics import catalogue
@@ -329,12 +328,15 @@ def feed_body(
 
 
 def read_client(
-    rt: Runtime, op: SyncOperation, adapter: Any, scope: MutableMapping[str, Any]
+    rt: Runtime,
+    op: SyncOperation,
+    adapter: Any,
+    scope: MutableMapping[str, Any],
+    client: list[bytes] | None,
 ) -> None:
-    """What a sync request tells about its client: the ``Sync-Client`` header (several lines
-    form one list, RFC 9110) and the query parameters its adapter reads (``adapter.query``:
-    checkpoints) handed to ``on_query``. Never raises."""
-    client = [value for name, value in scope.get("headers") or () if name == CLIENT_HEADER]
+    """What a sync request tells about its client: the ``Sync-Client`` header (``client``, its
+    lines: several form one list, RFC 9110) and the query parameters its adapter reads
+    (``adapter.query``: checkpoints) handed to ``on_query``. Never raises."""
     if client:
         read_client_header(rt, b",".join(client), op.observed())
     if adapter is not None and getattr(adapter, "query", None):
