@@ -232,7 +232,9 @@ def _start_span(
 # --- end ----------------------------------------------------------------------------------
 
 
-def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None) -> None:
+def end(
+    op: SyncOperation, exc: BaseException | None, end_ns: int | None = None, now: int = 0
+) -> None:
     """Finish ``op``: record every metric under one lock, end or rescue its span.
 
     Args:
@@ -242,8 +244,10 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             the ASGI middleware passes the time the response was complete, so background
             tasks that ran after it (with the operation still current) are not part of its
             duration. None: now.
+        now: ``time.perf_counter_ns()`` when the caller's own wrap-up began, if it read it
+            (the time from there counts as syncperf's); 0: read here.
     """
-    t2 = _perf()
+    t2 = now or _perf()
     rt = op._rt
     try:
         CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]

@@ -294,7 +294,7 @@ class Exchange:
         try:
             if self.op is not None:
                 try:
-                    matched = self.finish_operation(self.op, failure, reason)
+                    matched = self.finish_operation(self.op, failure, reason, t_end)
                 finally:
                     if self.token is not None:
                         context_api.detach(self.token)
@@ -302,7 +302,7 @@ class Exchange:
             self.record_http(failure, reason, matched, t_end)
 
     def finish_operation(
-        self, op: SyncOperation, failure: BaseException | None, reason: str | None
+        self, op: SyncOperation, failure: BaseException | None, reason: str | None, t_end: int
     ) -> str | None:
         """Outcome from the response, adapter feeding, then ``end()``.
 
@@ -350,7 +350,7 @@ class Exchange:
             hook_failed(rt, "asgi_outcome_failed", error, failure)
         finally:  # the operation ends even when strict mode raised just above
             try:
-                end(op, failure, self.complete_ns or None)
+                end(op, failure, self.complete_ns or None, t_end)
             except Exception as error:
                 hook_failed(rt, "operation_end_failed", error, failure)
         return matched
