@@ -294,7 +294,7 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             if op._db_queries or rt.db_instrumented:
                 bound.db_queries.record(op._db_queries)
                 bound.db_duration.record(op._db_ns / 1e9)
-            bound.overhead.record((op._own_ns + _perf() - t2) / 1e9)
+            bound.overhead.record((op._own_ns + _perf() - (op._resumed_ns or t2)) / 1e9)
     finally:
         op._series.inflight.pop()
     if failure is not None:

@@ -127,6 +127,9 @@ class SyncOperation:
     _kind = SpanKind.INTERNAL
     _start_ns = 0
     _own_ns = 0
+    _resumed_ns = 0
+    """When syncperf's own work before ``end`` began (the decorator's result extractors);
+    0: ``end`` itself is the start."""
     scratch: dict[str, Any] | None = None
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
 
