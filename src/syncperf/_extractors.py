@@ -18,7 +18,17 @@ from syncperf._gate import MAX_COUNT
 from syncperf._operation import SyncOperation
 from syncperf.exceptions import ConfigError
 
-__all__ = ["Adapter", "Apply", "Extractor", "Run", "check_adapter", "guard", "phase", "plan", "specs"]
+__all__ = [
+    "Adapter",
+    "Apply",
+    "Extractor",
+    "Run",
+    "check_adapter",
+    "guard",
+    "phase",
+    "plan",
+    "specs",
+]
 
 Apply = Callable[[SyncOperation, Any], None]
 """What an extractor's value is given to, with the operation."""
@@ -97,9 +107,12 @@ class Extractor:
                     guard(op).internal_error("extractor_failed", error)
 
             return on_result
-        if self.wants_result or len(self.args) != 1 or self.args[0].position is None:
+        if self.wants_result or len(self.args) != 1:
             return self.run
-        ((name, position, default),) = ((a.name, a.position, a.default) for a in self.args)
+        (arg,) = self.args
+        name, default, position = arg.name, arg.default, arg.position
+        if position is None:  # a keyword-only parameter
+            return self.run
 
         def on_argument(op: SyncOperation, args: Any, kwargs: Any, result: Any) -> None:
             try:
@@ -165,7 +178,7 @@ _ANY = (None, None)
 
 
 def _add_conflicts(op: SyncOperation, value: Any) -> None:
-    if type(value) is int and 0 < value and (total := op._conflicts + value) < MAX_COUNT:
+    if type(value) is int and value > 0 and (total := op._conflicts + value) < MAX_COUNT:
         op._conflicts = total  # ``record_conflict(count=value)``, inlined
         detail = op._conflict_detail
         if detail is None:

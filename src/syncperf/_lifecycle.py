@@ -24,7 +24,7 @@ from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._tracing.span import Span, attach, detach
 
-__all__ = ["OperationSeries", "begin", "end", "series", "start"]
+__all__ = ["OperationSeries", "begin", "end", "fold", "series", "start"]
 
 _perf = time.perf_counter_ns
 _INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
@@ -257,48 +257,81 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
     failure = None
     if op._span is not None or op._parent_ctx is not None:
         failure = _end_span(rt, op, outcome, etype, exc, duration_ns, lag_ns, t2)
-    # The metrics, under one lock; the in-flight count is left whatever happens.
+    # The metrics: queued without a lock, folded in batches (``fold``); the in-flight count
+    # is left whatever happens.
     try:
-        seconds = duration_ns / 1e9
         bound = op._series
         entity = op._entity
         if entity is not bound.entity:
             bound = series(rt, bound.operation, entity)
-        items = op._items
         others = op._entity_items and [
             (series(rt, bound.operation, item_entity), change, n)
             for (item_entity, change), n in op._entity_items.items()
         ]
-        with rt.lock:
-            if etype is not None:
-                bound.error(etype).record(seconds)
-            elif outcome == "conflict":
-                bound.conflicted().record(seconds)
-            else:
-                bound.success.record(seconds)
-            if op._batch is not None:
-                bound.batch.record(op._batch)
-            if op._idempotent:
-                bound.idempotency.add(1)
-            if items:
-                for change, n in items.items():
-                    counter = bound.items.get(change) or bound.items_of(change)
-                    counter.value += n
-                    counter.touched = True
-            if others:
-                for other, change, n in others:
-                    other.items_of(change).add(n)
-            if op._conflict_detail:
-                for (conflict_entity, resolution), n in op._conflict_detail.items():
-                    _conflicts(rt, conflict_entity or entity, resolution).add(n)
-            if op._db_queries or rt.db_instrumented:
-                bound.db_queries.record(op._db_queries)
-                bound.db_duration.record(op._db_ns / 1e9)
-            bound.overhead.record((op._own_ns + _perf() - (op._resumed_ns or t2)) / 1e9)
+        ended = rt.ended
+        ended.append(
+            (
+                op,
+                bound,
+                etype,
+                outcome,
+                duration_ns,
+                others,
+                op._own_ns + _perf() - (op._resumed_ns or t2),
+            )
+        )
+        if len(ended) >= FOLD_AT and rt.lock.acquire(blocking=False):  # else: one is folding
+            try:
+                fold(rt)
+            finally:
+                rt.lock.release()
     finally:
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
+
+
+FOLD_AT = 64
+"""Ended operations queued before the one ending folds them in (collection folds the rest)."""
+
+
+def fold(rt: Runtime) -> None:
+    """Record the operations queued by ``end`` into their series (the caller holds
+    ``rt.lock``; collection calls it first, so every count is exact when read).
+
+    ``end`` only appends to a deque (atomic): threads ending operations at once do not wait
+    on each other, and one of them folds a whole batch under one lock acquisition.
+    """
+    ended = rt.ended
+    take = ended.popleft
+    for _ in range(len(ended)):  # what is there now: more may come while folding
+        op, bound, etype, outcome, duration_ns, others, own_ns = take()
+        seconds = duration_ns / 1e9
+        if etype is not None:
+            bound.error(etype).record(seconds)
+        elif outcome == "conflict":
+            bound.conflicted().record(seconds)
+        else:
+            bound.success.record(seconds)
+        if op._batch is not None:
+            bound.batch.record(op._batch)
+        if op._idempotent:
+            bound.idempotency.add(1)
+        if op._items:
+            for change, n in op._items.items():
+                counter = bound.items.get(change) or bound.items_of(change)
+                counter.value += n
+                counter.touched = True
+        if others:
+            for other, change, n in others:
+                other.items_of(change).add(n)
+        if op._conflict_detail:
+            for (conflict_entity, resolution), n in op._conflict_detail.items():
+                _conflicts(rt, conflict_entity or op._entity, resolution).add(n)
+        if op._db_queries or rt.db_instrumented:
+            bound.db_queries.record(op._db_queries)
+            bound.db_duration.record(op._db_ns / 1e9)
+        bound.overhead.record(own_ns / 1e9)
 
 
 def _end_span(

@@ -89,6 +89,9 @@ class Runtime(Guard):
         self.lock = self.registry.lock
         self._instruments(self.registry, config.max_series)
         self._caches(config)
+        from syncperf._lifecycle import fold  # the life cycle needs the runtime first
+
+        self.registry.folds.append(lambda: fold(self))
         self._budget(config)
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
@@ -133,6 +136,8 @@ class Runtime(Guard):
         """In-flight operations per name: ``deque.append``/``pop`` are atomic, so ``begin``
         needs no lock; ``sync.operations.active`` observes their lengths at collection."""
         self.overhead_series: dict[str, HistogramSeries] = {}
+        self.ended: deque[Any] = deque()
+        """Operations ``_lifecycle.end`` queued for ``_lifecycle.fold`` (collection folds first)."""
         self._state: dict[object, Any] = {}
         self._state_lock = threading.RLock()  # a factory may bind series under ``lock``
         self._logged: set[str] = set()

@@ -219,6 +219,9 @@ class Registry:
         self._readers: list[_Sink] = []
         self._collect_lock = threading.Lock()
         self._instrument_lock = threading.Lock()
+        self.folds: list[Callable[[], None]] = []
+        """Called under ``lock`` before every drain: move measurements the request path queued
+        into their series (``_lifecycle.fold``)."""
         self.on_gauge_error: Callable[[str, BaseException], None] = lambda name, error: None
         """Called when a gauge callback raises (the runtime counts and logs it)."""
 
@@ -285,6 +288,8 @@ class Registry:
         with self._collect_lock:
             drained: list[Drained] = []
             with self.lock:
+                for fold in self.folds:
+                    fold()
                 for instrument in list(self.instruments.values()):
                     if instrument.kind == "gauge":
                         continue
