@@ -59,13 +59,17 @@ def _prometheus(prebound: bool) -> Callable[..., Any]:
         return found
 
     def labels(entity: str) -> tuple[Any, ...]:
-        return bind(entity) if prebound else (
-            duration.labels("push", entity, "conflict"),
-            batch.labels("push", entity),
-            items.labels("push", entity, "created"),
-            items.labels("push", entity, "updated"),
-            conflicts.labels("push", entity),
-            active.labels("push"),
+        return (
+            bind(entity)
+            if prebound
+            else (
+                duration.labels("push", entity, "conflict"),
+                batch.labels("push", entity),
+                items.labels("push", entity, "created"),
+                items.labels("push", entity, "updated"),
+                conflicts.labels("push", entity),
+                active.labels("push"),
+            )
         )
 
     def wrapper(table: str, body: dict[str, Any]) -> Any:
