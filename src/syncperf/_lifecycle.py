@@ -18,13 +18,14 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from syncperf._fold import FOLD_AT, fold
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import CURRENT, SyncOperation, error_type
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._tracing.span import Span, attach, detach
 
-__all__ = ["OperationSeries", "begin", "end", "fold", "series", "start"]
+__all__ = ["OperationSeries", "begin", "end", "series", "start"]
 
 _perf = time.perf_counter_ns
 _INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
@@ -132,20 +133,6 @@ def series(rt: Runtime, operation: str, entity: str | None) -> OperationSeries:
                 found = rt.op_series[(operation, bounded)] = OperationSeries(
                     rt, operation, bounded, inflight, overhead
                 )
-    return found
-
-
-def _conflicts(rt: Runtime, entity: str | None, resolution: str | None) -> SumSeries:
-    """The ``sync.conflicts`` series (entity and resolution already bounded)."""
-    key = (entity, resolution)
-    found = rt.conflict_series.get(key)
-    if found is None:
-        attrs: Attrs = {}
-        if entity is not None:
-            attrs["sync.entity"] = entity
-        if resolution is not None:
-            attrs["sync.conflict.resolution"] = resolution
-        found = rt.conflict_series[key] = rt.conflicts.sum(_key(attrs))
     return found
 
 
@@ -289,49 +276,6 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
-
-
-FOLD_AT = 64
-"""Ended operations queued before the one ending folds them in (collection folds the rest)."""
-
-
-def fold(rt: Runtime) -> None:
-    """Record the operations queued by ``end`` into their series (the caller holds
-    ``rt.lock``; collection calls it first, so every count is exact when read).
-
-    ``end`` only appends to a deque (atomic): threads ending operations at once do not wait
-    on each other, and one of them folds a whole batch under one lock acquisition.
-    """
-    ended = rt.ended
-    take = ended.popleft
-    for _ in range(len(ended)):  # what is there now: more may come while folding
-        op, bound, etype, outcome, duration_ns, others, own_ns = take()
-        seconds = duration_ns / 1e9
-        if etype is not None:
-            bound.error(etype).record(seconds)
-        elif outcome == "conflict":
-            bound.conflicted().record(seconds)
-        else:
-            bound.success.record(seconds)
-        if op._batch is not None:
-            bound.batch.record(op._batch)
-        if op._idempotent:
-            bound.idempotency.add(1)
-        if op._items:
-            for change, n in op._items.items():
-                counter = bound.items.get(change) or bound.items_of(change)
-                counter.value += n
-                counter.touched = True
-        if others:
-            for other, change, n in others:
-                other.items_of(change).add(n)
-        if op._conflict_detail:
-            for (conflict_entity, resolution), n in op._conflict_detail.items():
-                _conflicts(rt, conflict_entity or op._entity, resolution).add(n)
-        if op._db_queries or rt.db_instrumented:
-            bound.db_queries.record(op._db_queries)
-            bound.db_duration.record(op._db_ns / 1e9)
-        bound.overhead.record(own_ns / 1e9)
 
 
 def _end_span(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from syncperf._config import Config
+from syncperf._fold import fold
 from syncperf._guard import Guard
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
@@ -89,8 +90,6 @@ class Runtime(Guard):
         self.lock = self.registry.lock
         self._instruments(self.registry, config.max_series)
         self._caches(config)
-        from syncperf._lifecycle import fold  # the life cycle needs the runtime first
-
         self.registry.folds.append(lambda: fold(self))
         self._budget(config)
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)

@@ -1,0 +1,78 @@
+"""Ended operations, recorded into their series in batches.
+
+``_lifecycle.end`` appends what an operation recorded to ``rt.ended`` (a deque: appending is
+atomic, so threads ending operations at once never wait on each other) and, every
+``FOLD_AT`` operations, folds the queue under ``rt.lock`` if no other thread is folding.
+The registry folds before every collection (``Registry.folds``), so counts are exact
+whenever they are read.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from syncperf._metrics.aggregates import SumSeries
+
+if TYPE_CHECKING:
+    from syncperf._runtime import Runtime
+
+__all__ = ["FOLD_AT", "conflict_series", "fold"]
+
+Attrs = dict[str, str | bool]
+
+
+FOLD_AT = 64
+"""Ended operations queued before the one ending folds them in (collection folds the rest)."""
+
+
+def fold(rt: Runtime) -> None:
+    """Record the operations queued by ``end`` into their series (the caller holds
+    ``rt.lock``; collection calls it first, so every count is exact when read).
+
+    ``end`` only appends to a deque (atomic): threads ending operations at once do not wait
+    on each other, and one of them folds a whole batch under one lock acquisition.
+    """
+    ended = rt.ended
+    take = ended.popleft
+    for _ in range(len(ended)):  # what is there now: more may come while folding
+        op, bound, etype, outcome, duration_ns, others, own_ns = take()
+        seconds = duration_ns / 1e9
+        if etype is not None:
+            bound.error(etype).record(seconds)
+        elif outcome == "conflict":
+            bound.conflicted().record(seconds)
+        else:
+            bound.success.record(seconds)
+        if op._batch is not None:
+            bound.batch.record(op._batch)
+        if op._idempotent:
+            bound.idempotency.add(1)
+        if op._items:
+            for change, n in op._items.items():
+                counter = bound.items.get(change) or bound.items_of(change)
+                counter.value += n
+                counter.touched = True
+        if others:
+            for other, change, n in others:
+                other.items_of(change).add(n)
+        if op._conflict_detail:
+            for (conflict_entity, resolution), n in op._conflict_detail.items():
+                conflict_series(rt, conflict_entity or op._entity, resolution).add(n)
+        if op._db_queries or rt.db_instrumented:
+            bound.db_queries.record(op._db_queries)
+            bound.db_duration.record(op._db_ns / 1e9)
+        bound.overhead.record(own_ns / 1e9)
+
+
+def conflict_series(rt: Runtime, entity: str | None, resolution: str | None) -> SumSeries:
+    """The ``sync.conflicts`` series (entity and resolution already bounded)."""
+    key = (entity, resolution)
+    found = rt.conflict_series.get(key)
+    if found is None:
+        attrs: Attrs = {}
+        if entity is not None:
+            attrs["sync.entity"] = entity
+        if resolution is not None:
+            attrs["sync.conflict.resolution"] = resolution
+        found = rt.conflict_series[key] = rt.conflicts.sum(tuple(sorted(attrs.items())))
+    return found
