@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, percent
@@ -95,15 +96,14 @@ def recordings(o: RuleOptions) -> list[Recording]:
     return rules
 
 
+OP_ENTITY = "sync {{ $labels.sync_operation }} of entity {{ $labels.sync_entity }}"
+"""How an alert's summary names the operation and entity it fired for."""
+Add = Callable[..., None]
+"""``add(name, expr, for_, severity, summary, description, labels=(operation, entity))``."""
+
+
 def alerts(o: RuleOptions) -> list[Alert]:
     """The alert rules, thresholds from ``o``."""
-    n = names(o)
-    w = o.window
-    b = o.baseline_window
-    count = prom("sync.operation.duration", "_count")
-    hits = prom("sync.idempotency.hits")
-    guard = f"and on ({BY}) {n.ops} > {number(o.min_rate)}"
-    op_entity = "sync {{ $labels.sync_operation }} of entity {{ $labels.sync_entity }}"
     result: list[Alert] = []
 
     def add(
@@ -119,6 +119,19 @@ def alerts(o: RuleOptions) -> list[Alert]:
             Alert(name, expr, o.for_duration(for_), severity, summary, description, labels)
         )
 
+    for group in (_sync_alerts, _spike_alerts, _outbox_alerts, _database_alerts, _self_alerts):
+        group(o, add)
+    return result
+
+
+def _guard(o: RuleOptions) -> str:
+    """The clause that keeps an alert quiet below ``min_rate`` operations per second."""
+    return f"and on ({BY}) {names(o).ops} > {number(o.min_rate)}"
+
+
+def _sync_alerts(o: RuleOptions, add: Add) -> None:
+    """Conflicts, latency and errors of sync operations."""
+    n, w, guard, op_entity = names(o), o.window, _guard(o), OP_ENTITY
     add(
         "SyncPushConflictRateHigh",
         f"{n.conflict_ratio} > {number(o.conflict_rate)}\n{guard}",
@@ -147,6 +160,12 @@ def alerts(o: RuleOptions) -> list[Alert]:
         f"More than {percent(o.error_rate)} of sync operations failed over the last {w}.",
     )
 
+
+def _spike_alerts(o: RuleOptions, add: Add) -> None:
+    """Volume and idempotency hits against their baseline window."""
+    n, w, b, guard, op_entity = names(o), o.window, o.baseline_window, _guard(o), OP_ENTITY
+    count = prom("sync.operation.duration", "_count")
+    hits = prom("sync.idempotency.hits")
     volume_for = o.for_duration("10m")
     offset = format_duration(o.seconds("window") + _seconds(volume_for))
     add(
@@ -177,6 +196,10 @@ def alerts(o: RuleOptions) -> list[Alert]:
         "clients are retrying.",
     )
 
+
+def _outbox_alerts(o: RuleOptions, add: Add) -> None:
+    """The transactional outbox."""
+    w = o.window
     add(
         "OutboxOldestMessageTooOld",
         f"max by (outbox_name) ({prom('outbox.oldest_age')}) > {number(o.outbox_age_seconds)}",
@@ -197,6 +220,11 @@ def alerts(o: RuleOptions) -> list[Alert]:
         "are not reported, so OutboxOldestMessageTooOld cannot fire for this outbox.",
         ("outbox_name",),
     )
+
+
+def _database_alerts(o: RuleOptions, add: Add) -> None:
+    """N+1 and slow queries."""
+    w, op_entity = o.window, OP_ENTITY
     add(
         "SyncNPlusOneDetected",
         f"sum by ({BY}, db_collection_name) (increase({prom('sync.db.n_plus_one')}[{w}]))"
@@ -220,6 +248,11 @@ def alerts(o: RuleOptions) -> list[Alert]:
         f"{number(o.slow_queries_per_hour)} per hour over the last {o.slow_query_window}.",
         ("db_operation_name", "db_collection_name"),
     )
+
+
+def _self_alerts(o: RuleOptions, add: Add) -> None:
+    """syncperf's own health."""
+    w = o.window
     add(
         "SyncPerfShedding",
         f"sum by (syncperf_reason) (increase({prom('syncperf.shed')}[{w}])) > 0",
@@ -239,7 +272,6 @@ def alerts(o: RuleOptions) -> list[Alert]:
         f"OTLP exports failed over the last {w}: telemetry is being dropped.",
         ("syncperf_signal",),
     )
-    return result
 
 
 def _seconds(duration: str) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from syncperf._metrics.catalogue import BY_NAME
-from syncperf._tools.monitoring._alerts import alerts
+from syncperf._tools.monitoring._alerts import Alert, alerts
 from syncperf._tools.monitoring._options import RuleOptions, number, parse_duration
 from syncperf.exceptions import ConfigError
 
@@ -44,16 +44,24 @@ def _var(tag: str) -> str:
     return "{{[" + tag + "].name}}"
 
 
+Query = tuple[str, float, str, tuple[str, ...]]
+"""A monitor's ``(query, critical threshold, title, group tags)``."""
+
+
 def monitors(o: RuleOptions) -> list[dict[str, Any]]:
     """Datadog monitor definitions (API ``POST /api/v1/monitor`` bodies), one per alert."""
+    queries = {**_sync_queries(o), **_other_queries(o)}
+    return [_monitor(o, alert, *queries[alert.name]) for alert in alerts(o)]
+
+
+def _sync_queries(o: RuleOptions) -> dict[str, Query]:
+    """The monitors of sync operations, by alert name."""
     w = _window("window", o.window)
     b = _window("baseline_window", o.baseline_window)
-    sw = _window("slow_query_window", o.slow_query_window)
     duration = metric("sync.operation.duration")
     by = _by(_OP_ENTITY)
     entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
-    slow_per_window = round(o.slow_queries_per_hour * o.seconds("slow_query_window") / 3600, 6)
-    queries: dict[str, tuple[str, float, str, tuple[str, ...]]] = {
+    return {
         "SyncPushConflictRateHigh": (
             f"sum(last_{w}):count:{duration}{{sync.operation:push,sync.outcome:conflict}}"
             f"{by}.as_count() / count:{duration}{{sync.operation:push}}{by}.as_count()"
@@ -94,6 +102,16 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
             f"Idempotency-hit spike for {entity_op}",
             _OP_ENTITY,
         ),
+    }
+
+
+def _other_queries(o: RuleOptions) -> dict[str, Query]:
+    """The monitors of the outbox, the database and syncperf itself, by alert name."""
+    w = _window("window", o.window)
+    sw = _window("slow_query_window", o.slow_query_window)
+    entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
+    slow_per_window = round(o.slow_queries_per_hour * o.seconds("slow_query_window") / 3600, 6)
+    return {
         "OutboxOldestMessageTooOld": (
             f"max(last_{w}):max:{metric('outbox.oldest_age')}{{*}} by {{outbox.name}}"
             f" > {number(o.outbox_age_seconds)}",
@@ -140,28 +158,27 @@ def monitors(o: RuleOptions) -> list[dict[str, Any]]:
             ("syncperf.signal",),
         ),
     }
-    result = []
-    for alert in alerts(o):
-        query, threshold, title, tags = queries[alert.name]
-        result.append(
-            {
-                "name": f"[syncperf] {title}",
-                "type": "query alert",
-                "query": query,
-                "message": (
-                    f"{alert.description}\n\n"
-                    f"Runbook: {o.runbook(alert.name)}\n\n"
-                    "Group: " + ", ".join(f"{t}={_var(t)}" for t in tags)
-                ),
-                "tags": ["source:syncperf", f"alert:{alert.name}", f"severity:{alert.severity}"],
-                "priority": _PRIORITY[alert.severity],
-                "options": {
-                    "thresholds": {"critical": threshold},
-                    "notify_no_data": False,
-                    "require_full_window": False,
-                    "include_tags": True,
-                    "new_group_delay": 60,
-                },
-            }
-        )
-    return result
+
+
+def _monitor(
+    o: RuleOptions, alert: Alert, query: str, threshold: float, title: str, tags: tuple[str, ...]
+) -> dict[str, Any]:
+    return {
+        "name": f"[syncperf] {title}",
+        "type": "query alert",
+        "query": query,
+        "message": (
+            f"{alert.description}\n\n"
+            f"Runbook: {o.runbook(alert.name)}\n\n"
+            "Group: " + ", ".join(f"{t}={_var(t)}" for t in tags)
+        ),
+        "tags": ["source:syncperf", f"alert:{alert.name}", f"severity:{alert.severity}"],
+        "priority": _PRIORITY[alert.severity],
+        "options": {
+            "thresholds": {"critical": threshold},
+            "notify_no_data": False,
+            "require_full_window": False,
+            "include_tags": True,
+            "new_group_delay": 60,
+        },
+    }
