@@ -174,7 +174,7 @@ def _sync_wrapper(
         op = active_operation()
         owner = None
         if op is None:
-            rt = _runtime.current()
+            rt = _runtime.installed or _runtime.current()
             cached = bound[0]
             if cached[0] is not rt:
                 cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
@@ -219,7 +219,7 @@ def _async_wrapper(
         op = active_operation()
         owner = None
         if op is None:
-            rt = _runtime.current()
+            rt = _runtime.installed or _runtime.current()
             cached = bound[0]
             if cached[0] is not rt:
                 cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)

@@ -163,7 +163,7 @@ def start(
     if kind is not _INTERNAL:
         op._kind = kind
     tracing = rt.tracing
-    if tracing.active or tracing.due(t0):
+    if tracing.active or (t0 >= tracing.next_check and tracing.due(t0)):
         try:
             _start_span(rt, op, bound, kind, attributes, t0)
         except Exception as error:  # a sampler or span processor failed: no span, no harm
