@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from syncperf._metrics.aggregates import SumSeries
+from syncperf._runtime import RUNTIME_HOOKS
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -62,6 +63,13 @@ def fold(rt: Runtime) -> None:
             bound.db_queries.record(op._db_queries)
             bound.db_duration.record(op._db_ns / 1e9)
         bound.overhead.record(own_ns / 1e9)
+
+
+def _register(rt: Runtime) -> None:
+    rt.registry.folds.append(lambda: fold(rt))
+
+
+RUNTIME_HOOKS.append(_register)
 
 
 def conflict_series(rt: Runtime, entity: str | None, resolution: str | None) -> SumSeries:
