@@ -45,8 +45,14 @@ def _asgi(name: str) -> Iterator[Callable[[], object]]:
     yield from (calls[name] for calls in make())
 
 
-def _sqlalchemy(name: str) -> Callable[[], object]:
-    """``session.execute(select(1))`` under a sampled parent span (both make a CLIENT span)."""
+def _sqlalchemy(name: str, in_operation: bool = False) -> Callable[[], object]:
+    """``session.execute(select(1))`` under a sampled parent span (both make a CLIENT span).
+
+    ``in_operation``: inside one sampled sync operation, on a SQLite file (``plans`` needs
+    one), with a fourth variant ``plans``: syncperf with ``plans=True``.
+    """
+    import tempfile
+
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
 
@@ -56,22 +62,27 @@ def _sqlalchemy(name: str) -> Callable[[], object]:
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
     provider.add_span_processor(BatchSpanProcessor(_Discard()))
     syncperf.configure(tracer_provider=provider)
-    engine = create_engine("sqlite://")
+    url = "sqlite://"
+    if in_operation:
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='syncperf-bench-')}/bench.db"
+    engine = create_engine(url)
     if name == "contrib":
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         SQLAlchemyInstrumentor().instrument(
             engine=engine, tracer_provider=provider, skip_dep_check=True
         )
-    elif name == "syncperf":
+    elif name in ("syncperf", "plans"):
         from syncperf.sqlalchemy import instrument_engine
 
-        instrument_engine(engine)
+        instrument_engine(engine, plans=name == "plans")
     session = Session(engine)
     statement = select(1)
-    session.execute(statement)
     parent = provider.get_tracer("bench").start_span("parent")
     context_api.attach(trace.set_span_in_context(parent))
+    if in_operation:
+        syncperf.sync_operation("push", entity="todo").__enter__()
+    session.execute(statement)  # the plan of its shape, if any, is read here
     flush = syncperf.force_flush
 
     def query() -> object:
@@ -127,8 +138,12 @@ def main() -> None:
         call = build(name)
     elif suite == "sqlm":
         call = _sql_metrics(name)
+    elif suite == "collect":
+        from benchmarks._collect import round_of
+
+        call = round_of(name)
     else:
-        call = _sqlalchemy(name)
+        call = _sqlalchemy(name, in_operation=suite == "sqlop")
     for _ in range(calls):
         call()
 

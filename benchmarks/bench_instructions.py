@@ -153,3 +153,29 @@ def test_sql_metrics_instructions(benchmark: Any) -> None:
     benchmark.pedantic(lambda: None, rounds=1)
     for case, guard in SQL_GUARDS.items():
         assert added[case] <= guard
+
+
+def test_sqlalchemy_plans_instructions(benchmark: Any) -> None:
+    """Inside a sync operation, plans on vs off, both against contrib (docs/plans.md)."""
+    names = [f"sqlop/{n}" for n in ("plain", "contrib", "syncperf", "plans")]
+    counts = per_call(names, 300, 1300)
+    plain, contrib = counts["sqlop/plain"], counts["sqlop/contrib"]
+    rows = [
+        _row(
+            "SQLAlchemy query in a sync operation, plans off",
+            counts["sqlop/syncperf"],
+            contrib,
+            plain,
+        ),
+        _row(
+            "SQLAlchemy query in a sync operation, plans=True",
+            counts["sqlop/plans"],
+            contrib,
+            plain,
+        ),
+    ]
+    _print("SQLAlchemy inside a sync operation: instructions added per query", rows)
+    benchmark.extra_info.update({row[0]: round(row[3], 3) for row in rows})
+    benchmark.pedantic(lambda: None, rounds=1)
+    for row in rows:
+        assert row[3] <= 1.5 * 0.25

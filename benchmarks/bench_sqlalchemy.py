@@ -8,7 +8,11 @@ Contrib is instrumented with ``skip_dep_check=True`` (it declares ``sqlalchemy <
 
 Cases: no current span (contrib makes a root span per query, syncperf records metrics only);
 a sampled parent (both make a CLIENT span per query); a sampled-out parent; a sampled sync
-operation (syncperf also does its per-operation accounting and N+1 counting).
+operation (syncperf also does its per-operation accounting and N+1 counting). A fourth engine,
+``plans``, is syncperf with ``plans=True`` (docs/plans.md): its statement's shape is explained
+once (the first query of the operation, off the request thread), then each query only checks
+that the shape is not due. The engines use one SQLite file, which plans need (an in-memory
+database is a different database on the plan worker's own connection).
 
 Target: syncperf's added cost <= 0.25x what contrib adds. Run::
 
@@ -46,23 +50,26 @@ class _Discard(SpanExporter):
 
 
 @pytest.fixture(scope="module")
-def setup() -> Iterator[dict[str, Any]]:
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
     provider = TracerProvider(sampler=ParentBased(ALWAYS_ON))
     provider.add_span_processor(BatchSpanProcessor(_Discard()))
     syncperf.configure(tracer_provider=provider)
-    engines = {name: create_engine("sqlite://") for name in ("plain", "contrib", "syncperf")}
+    url = f"sqlite:///{tmp_path_factory.mktemp('bench') / 'bench.db'}"
+    engines = {name: create_engine(url) for name in ("plain", "contrib", "syncperf", "plans")}
     contrib = SQLAlchemyInstrumentor()
     contrib.instrument(engine=engines["contrib"], tracer_provider=provider, skip_dep_check=True)
-    handle = instrument_engine(engines["syncperf"])
+    handle = instrument_engine(engines["syncperf"], plans=False)
+    planned = instrument_engine(engines["plans"], plans=True)
     sessions = {name: Session(engine) for name, engine in engines.items()}
     for session in sessions.values():
         session.execute(select(1))  # the session keeps its connection from here on
-    yield {"provider": provider, "sessions": sessions}
+    yield {"provider": provider, "sessions": sessions, "plans": planned.plans}
     for session in sessions.values():
         session.close()
     handle.uninstrument()
+    planned.uninstrument()
     contrib.uninstrument()
     provider.shutdown()
     if RESULTS:
@@ -89,16 +96,19 @@ def _measure(setup: dict[str, Any], case: str) -> tuple[float, float, float]:
     ours, ref = extra["syncperf"], extra["contrib"]
     ratio = ours / ref
     RESULTS.append((f"{case}: request thread (plain {results['plain']:.0f} µs)", ours, ref, ratio))
+    planned = extra["plans"]
+    RESULTS.append((f"{case}: request thread, plans=True", planned, ref, planned / ref))
     cpu = added(_cpu_per_query(setup), "plain")
-    CPU.append(
-        (
-            f"{case}: CPU of all threads",
-            cpu["syncperf"],
-            cpu["contrib"],
-            cpu["syncperf"] / cpu["contrib"],
+    for name, label in (("syncperf", ""), ("plans", ", plans=True")):
+        CPU.append(
+            (
+                f"{case}: CPU of all threads{label}",
+                cpu[name],
+                cpu["contrib"],
+                cpu[name] / cpu["contrib"],
+            )
         )
-    )
-    return ours, ref, ratio
+    return max(ours, planned), ref, max(ratio, planned / ref)
 
 
 def _cpu_per_query(
@@ -165,6 +175,8 @@ def test_inside_a_sync_operation(setup: dict[str, Any]) -> None:
         ours, ref, ratio = _measure(setup, "inside a sampled sync operation")
     finally:
         scope.__exit__(None, None, None)
+    assert setup["plans"].wait()
+    assert setup["plans"].explained == 1  # the shape was explained, once
     assert ratio < 0.5, (ours, ref)
 
 
@@ -172,4 +184,4 @@ def test_engines_are_the_ones_measured(setup: dict[str, Any]) -> None:
     sessions: dict[str, Session] = setup["sessions"]
     bind = sessions["syncperf"].get_bind()
     assert isinstance(bind, Engine)
-    assert instrument_engine(bind).active
+    assert instrument_engine(bind, plans=False).active

@@ -2,7 +2,9 @@
 
 The handlers contain no measurement code: ``syncperf.adapters.watermelondb`` reads the
 changes the handlers already receive and return, and records batch sizes, items per table
-and change type, rejected records as conflicts and retried pushes as idempotency hits.
+and change type, rejected records as conflicts, retried pushes as idempotency hits and how
+far behind each client is (``last_pulled_at``). The ``request`` parameters let the decorator
+read the clients' ``Sync-Client`` header (the middleware reads it anyway).
 
 Run it::
 
@@ -20,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Request
 
 import syncperf
 from syncperf.adapters import watermelondb
@@ -115,13 +117,16 @@ def create_app(store: Store | None = None, *, measured_by: str = "decorator") ->
     push_adapter = watermelondb.Push(count_existing=store.count_existing)
 
     async def pull(
-        last_pulled_at: int | None = None, schema_version: int = 1, migration: str | None = None
+        request: Request,
+        last_pulled_at: int | None = None,
+        schema_version: int = 1,
+        migration: str | None = None,
     ) -> dict[str, Any]:
         timestamp = store.now()
         return {"changes": store.changes_since(last_pulled_at or 0), "timestamp": timestamp}
 
     async def push(
-        body: Annotated[dict[str, Any], Body()], last_pulled_at: int | None = None
+        body: Annotated[dict[str, Any], Body()], request: Request, last_pulled_at: int | None = None
     ) -> dict[str, Any]:
         rejected = store.apply(body, last_pulled_at or 0)
         return {"experimentalRejectedIds": rejected} if rejected else {}

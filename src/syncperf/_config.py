@@ -14,6 +14,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from syncperf import _gate as gate
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["Config"]
 
 _TRUE = {"1", "true", "yes", "on"}
+SYNC_LOG_LEVELS: Mapping[str, int] = MappingProxyType(
+    {"success": 10, "start": 20, "conflict": 20, "slow": 30, "error": 30}
+)
+"""Default level of each kind of sync log record (DEBUG, INFO, INFO, WARNING, WARNING)."""
+_LEVEL_NAMES = {"CRITICAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20, "DEBUG": 10}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
@@ -72,6 +78,20 @@ class Config:
         record_exception_messages: Export exception messages and full tracebacks on the
             spans' ``exception`` events as the OpenTelemetry SDK does, data included. Off by
             default: only the type, safe database details and the frames (docs/security.md).
+        sync_log_levels: Level of each kind of record on the ``syncperf.sync`` logger:
+            ``success``, ``conflict``, ``error``, ``slow`` (an operation slower than
+            ``slow_threshold``) and ``start``; names or numbers, merged over
+            ``SYNC_LOG_LEVELS`` (docs/logging.md).
+        sync_log_sample_rate: Share of ordinary operations (successful and not slow) logged.
+            Errors, conflicts and slow operations are always logged, up to
+            ``sync_log_rate_limit``.
+        sync_log_rate_limit: Records per second for errors, conflicts, slow operations and
+            starts (a token bucket holding one second's worth); the excess is dropped and
+            counted (``syncperf.dropped``, reason ``sync_log_limited``).
+        sync_log_starts: Operations (e.g. a long initial pull) that also log a record when
+            they start; their end is then always logged.
+        plans: Read the query plans of sync statements on engines instrumented without an
+            explicit ``plans=`` (``SYNCPERF_PLANS``; docs/plans.md).
     """
 
     enabled: bool = True
@@ -93,11 +113,17 @@ class Config:
     span_queue_size: int = 2048
     excluded_urls: str | None = None
     record_exception_messages: bool = False
+    sync_log_levels: Mapping[str, int] = field(default_factory=lambda: SYNC_LOG_LEVELS, hash=False)
+    sync_log_sample_rate: float = 1.0
+    sync_log_rate_limit: float = 10.0
+    sync_log_starts: frozenset[str] = frozenset()
+    plans: bool = False
 
     def __post_init__(self) -> None:
         check_bool("enabled", self.enabled)
         check_bool("strict", self.strict)
         check_bool("record_exception_messages", self.record_exception_messages)
+        check_bool("plans", self.plans)
         check_int("max_entities", self.max_entities, minimum=1)
         check_int("max_series", self.max_series, minimum=2)
         check_int("span_queue_size", self.span_queue_size, minimum=1)
@@ -113,6 +139,16 @@ class Config:
         ):
             check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
         check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
+        check_float("sync_log_sample_rate", self.sync_log_sample_rate, low=0.0, high=1.0)
+        check_float(
+            "sync_log_rate_limit", self.sync_log_rate_limit, low=0.0, high=math.inf, open_low=True
+        )
+        object.__setattr__(
+            self, "sync_log_levels", check_levels("sync_log_levels", self.sync_log_levels)
+        )
+        object.__setattr__(
+            self, "sync_log_starts", check_names("sync_log_starts", self.sync_log_starts)
+        )
         if self.excluded_urls is not None:
             check_patterns("excluded_urls", self.excluded_urls)
         exporters = self.metric_exporters
@@ -131,7 +167,10 @@ class Config:
         ``SYNCPERF_MAX_ENTITIES``, ``SYNCPERF_ENTITIES`` (comma-separated),
         ``SYNCPERF_TRACE_SAMPLE_RATE``, ``SYNCPERF_SLOW_THRESHOLD``,
         ``SYNCPERF_OVERHEAD_BUDGET``, ``SYNCPERF_SHED_COOLDOWN``, ``SYNCPERF_MAX_SERIES``,
-        ``SYNCPERF_SHUTDOWN_TIMEOUT``, ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``.
+        ``SYNCPERF_SHUTDOWN_TIMEOUT``, ``SYNCPERF_RECORD_EXCEPTION_MESSAGES``,
+        ``SYNCPERF_SYNC_LOG_LEVELS`` (e.g. ``success=INFO,error=ERROR``),
+        ``SYNCPERF_SYNC_LOG_SAMPLE_RATE``, ``SYNCPERF_SYNC_LOG_RATE_LIMIT``,
+        ``SYNCPERF_SYNC_LOG_STARTS`` (comma-separated operations) and ``SYNCPERF_PLANS``.
 
         Raises:
             ConfigError: a variable or override holds a value syncperf does not accept.
@@ -197,6 +236,17 @@ def _parse_names(var: str, raw: str) -> frozenset[str]:
     return frozenset(n.strip() for n in raw.split(",") if n.strip())
 
 
+def _parse_levels(var: str, raw: str) -> dict[str, str | int]:
+    levels: dict[str, str | int] = {}
+    for part in raw.split(","):
+        if part.strip():
+            kind, sep, level = (text.strip() for text in part.partition("="))
+            if not sep:
+                raise ConfigError(var, raw, "comma-separated kind=LEVEL pairs, e.g. error=ERROR")
+            levels[kind] = int(level) if level.isascii() and level.isdigit() else level
+    return levels
+
+
 _SYNCPERF_VARS = {
     "strict": _parse_bool,
     "max_entities": _parse_int,
@@ -208,6 +258,11 @@ _SYNCPERF_VARS = {
     "max_series": _parse_int,
     "shutdown_timeout": _parse_number,
     "record_exception_messages": _parse_bool,
+    "sync_log_levels": _parse_levels,
+    "sync_log_sample_rate": _parse_number,
+    "sync_log_rate_limit": _parse_number,
+    "sync_log_starts": _parse_names,
+    "plans": _parse_bool,
 }
 
 
@@ -230,6 +285,30 @@ def check_names(option: str, value: object) -> frozenset[str]:
     if None in names:
         raise ConfigError(option, value, f"strings of 1 to {gate.MAX_NAME} printable characters")
     return names  # type: ignore[return-value]
+
+
+def check_levels(option: str, value: object) -> Mapping[str, int]:
+    """Levels by record kind (names or numbers), merged over ``SYNC_LOG_LEVELS``, read-only."""
+    accepted = (
+        "a mapping of " + ", ".join(SYNC_LOG_LEVELS) + " to a logging level "
+        "(DEBUG, INFO, WARNING, ERROR, CRITICAL or an integer from 1 to 50)"
+    )
+    if not isinstance(value, Mapping):
+        raise ConfigError(option, value, accepted)
+    levels = dict(SYNC_LOG_LEVELS)
+    for kind, level in value.items():
+        if isinstance(level, str):
+            level = _LEVEL_NAMES.get(level.strip().upper(), level)
+        if (
+            not isinstance(kind, str)
+            or kind not in SYNC_LOG_LEVELS
+            or isinstance(level, bool)
+            or not isinstance(level, int)
+            or not 1 <= level <= 50
+        ):
+            raise ConfigError(option, value, accepted)
+        levels[kind] = level
+    return MappingProxyType(levels)
 
 
 def check_callable(name: str, value: object) -> None:

@@ -9,11 +9,13 @@ extractors: ``on_request`` fed the request parameter, ``on_response`` the return
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from syncperf import _runtime
+from syncperf._client_header import read as read_client_header
 from syncperf._gate import MAX_COUNT
 from syncperf._operation import SyncOperation
 from syncperf.exceptions import ConfigError
@@ -229,10 +231,17 @@ def plan(
             raise ConfigError(option, extractor, "a callable")
         built = _build(option, extractor, apply, params)
         (after if built.wants_result else before).append(built)
+    client = _http_request_param(fn, params)
+    if client is not None:  # the framework's request object: its Sync-Client header
+        before.append(Extractor(_read_client_header, _identity, (client,), False))
     if adapter is not None:
         name = _request_param(request, params, getattr(adapter, "reads_request", True))
         if name is not None:
             before.append(Extractor(adapter.on_request, _identity, (params[name],), False))
+        query = [params[n] for n in getattr(adapter, "query", ()) if n in params]
+        if query:  # the query parameters the framework parsed into handler arguments
+            on_query = adapter.on_query  # type: ignore[attr-defined]
+            before.append(Extractor(on_query, _named(query), tuple(query), False))
         after.append(Extractor(on_response(adapter.on_response), _identity, (), True))
     elif request is not None:
         raise ConfigError("request", request, "only together with adapter=")
@@ -241,6 +250,34 @@ def plan(
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def _named(args: list[_Arg]) -> Callable[..., dict[str, Any]]:
+    names = [arg.name for arg in args]
+    return lambda *values: dict(zip(names, values, strict=True))
+
+
+def _http_request_param(fn: Callable[..., Any], params: dict[str, _Arg]) -> _Arg | None:
+    """The handler parameter the framework passes its request object in (annotated with a
+    class that has ``headers``, e.g. Starlette's or FastAPI's ``Request``), or None."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable annotations: only the conventional name
+        return params.get("request")
+    for name, arg in params.items():
+        hint = hints.get(name)
+        if isinstance(hint, type) and isinstance(getattr(hint, "headers", None), property):
+            return arg
+    return None
+
+
+def _read_client_header(op: SyncOperation, request: Any) -> None:
+    """Read a request's ``Sync-Client`` header into ``op`` (when it has one)."""
+    get = getattr(getattr(request, "headers", None), "get", None)
+    if get is not None:
+        raw = get("sync-client")
+        if type(raw) is str:
+            read_client_header(guard(op), raw, op.observed())
 
 
 def _parameters(fn: Callable[..., Any]) -> dict[str, _Arg]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from syncperf._client_series import record as record_observed
 from syncperf._metrics.aggregates import SumSeries
 from syncperf._runtime import RUNTIME_HOOKS
 
@@ -36,7 +37,7 @@ def fold(rt: Runtime) -> None:
     ended = rt.ended
     take = ended.popleft
     for _ in range(len(ended)):  # what is there now: more may come while folding
-        op, bound, etype, outcome, duration_ns, others, own_ns = take()
+        op, bound, etype, outcome, duration_ns, others, own_ns, client = take()
         seconds = duration_ns / 1e9
         if etype is not None:
             bound.error(etype).record(seconds)
@@ -59,6 +60,8 @@ def fold(rt: Runtime) -> None:
         if op._conflict_detail:
             for (conflict_entity, resolution), n in op._conflict_detail.items():
                 conflict_series(rt, conflict_entity or op._entity, resolution).add(n)
+        if client is not None:
+            record_observed(client, bound.operation, op._entity, op._observed)
         if op._db_queries or rt.db_instrumented:
             bound.db_queries.record(op._db_queries)
             bound.db_duration.record(op._db_ns / 1e9)

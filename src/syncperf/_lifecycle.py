@@ -18,11 +18,13 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from syncperf._client_series import ClientSeries
 from syncperf._fold import FOLD_AT, fold
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import CURRENT, SyncOperation, error_type
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
+from syncperf._synclog import SyncLog
 from syncperf._tracing.span import Span, attach, detach
 
 __all__ = ["OperationSeries", "begin", "end", "series", "start"]
@@ -46,6 +48,7 @@ class OperationSeries:
         "idempotency",
         "inflight",
         "items",
+        "log",
         "operation",
         "overhead",
         "span_name",
@@ -60,6 +63,7 @@ class OperationSeries:
         entity: str | None,
         inflight: deque[None],
         overhead: HistogramSeries,
+        log: SyncLog,
     ) -> None:
         """Bind the series (the caller holds ``rt.lock``)."""
         attrs: Attrs = {"sync.operation": operation}
@@ -81,6 +85,7 @@ class OperationSeries:
         self.db_duration = rt.db_duration.histogram(key)
         self.inflight = inflight
         self.overhead = overhead
+        self.log = log
 
     def conflicted(self) -> HistogramSeries:
         """Duration series for the conflict outcome (bound on first use)."""
@@ -127,11 +132,12 @@ def series(rt: Runtime, operation: str, entity: str | None) -> OperationSeries:
             return found
         inflight = rt.inflight_for(operation)
         overhead = rt.overhead_for("operation")
+        log = rt.state(SyncLog)
         with rt.lock:
             found = rt.op_series.get((operation, bounded))
             if found is None:
                 found = rt.op_series[(operation, bounded)] = OperationSeries(
-                    rt, operation, bounded, inflight, overhead
+                    rt, operation, bounded, inflight, overhead, log
                 )
     return found
 
@@ -170,6 +176,8 @@ def start(
             rt.internal_error("span_start_failed", error)
     bound.inflight.append(None)
     op._ctx_token = CURRENT.set(op)
+    if bound.log.starts:
+        bound.log.start(op)
     op._own_ns = _perf() - t0
     return op
 
@@ -255,6 +263,8 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             (series(rt, bound.operation, item_entity), change, n)
             for (item_entity, change), n in op._entity_items.items()
         ]
+        observed = op._observed  # the client's reports: their series bound before the fold
+        client = None if observed is None else rt.state(ClientSeries)
         ended = rt.ended
         ended.append(
             (
@@ -265,6 +275,7 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
                 duration_ns,
                 others,
                 op._own_ns + _perf() - (op._resumed_ns or t2),
+                client,
             )
         )
         if len(ended) >= FOLD_AT and rt.lock.acquire(blocking=False):  # else: one is folding
@@ -276,6 +287,9 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
+    log = op._series.log  # a cheap pre-check: nothing is built for a record not written
+    if log.on[outcome] or duration_ns > log.slow_ns or t2 >= log.next_check:
+        log.end(op, outcome, etype, duration_ns, t2)
 
 
 def _end_span(
@@ -349,7 +363,7 @@ def _rescue(
     """Trace an error, conflict or slow operation that head sampling dropped.
 
     A new root span with the operation's real start time and a link to the context it ran in;
-    it ends ``lag_ns`` before now (see ``end()``).
+    it ends ``lag_ns`` before now (see ``end()``), and becomes the operation's span.
     """
     rt = op._rt
     tracer = rt.tracing.tracer
@@ -369,3 +383,4 @@ def _rescue(
     )
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
+    op._span = span

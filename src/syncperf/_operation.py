@@ -15,13 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from contextvars import ContextVar, Token
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from syncperf import _gate as gate
+from syncperf._client_series import Observed
 from syncperf._gate import MAX_COUNT, MAX_NAME
+from syncperf._staleness import age_of
 from syncperf._tracing.span import Span
 from syncperf.exceptions import ConfigError
 
@@ -65,6 +68,12 @@ def check_operation(operation: object, option: str = "operation") -> str:
         )
     _valid_operations.add(name)
     return name
+
+
+def is_operation(name: str) -> bool:
+    """Whether ``name`` is an operation the application declared (so client data may name it
+    without adding one)."""
+    return name in _valid_operations
 
 
 def check_entity(entity: object, option: str = "entity") -> str | None:
@@ -116,6 +125,7 @@ class SyncOperation:
     _conflicts = 0
     _conflict_detail: dict[tuple[str | None, str | None], int] | None = None
     _idempotent = False
+    _log_started = False
     _span: Span | None = None
     _span_attrs: dict[str, Any] | None = None
     _token: Any = None
@@ -132,6 +142,8 @@ class SyncOperation:
     0: ``end`` itself is the start."""
     scratch: dict[str, Any] | None = None
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
+    _observed: Observed | None = None
+    """What the request told about its client (checkpoint, change times, Sync-Client)."""
 
     def __init__(self, rt: Runtime, series: OperationSeries, start_ns: int) -> None:
         self._rt = rt
@@ -260,6 +272,35 @@ class SyncOperation:
         """Mark this request as a duplicate (an idempotent replay)."""
         self._idempotent = True
 
+    def record_checkpoint(self, at: datetime | float) -> None:
+        """Record how far behind the client is (``sync.pull.staleness``: now minus ``at``).
+
+        Args:
+            at: The time of the client's checkpoint: a ``datetime`` (naive means UTC) or
+                seconds since the epoch; 0 means "never synced" (nothing recorded). Far
+                future or over a year old: dropped and counted (docs/clients.md).
+        """
+        age = age_of(self._rt, at)
+        if age is not None:
+            self.observed().staleness = age
+
+    def record_change_time(self, at: datetime | float) -> None:
+        """Record when a pushed change was made (``sync.push.change_age``: the age of the
+        oldest one); ``at`` as for ``record_checkpoint``, per change or once with the oldest."""
+        age = age_of(self._rt, at)
+        if age is not None:
+            observed = self.observed()
+            if observed.change_age is None or age > observed.change_age:
+                observed.change_age = age
+
+    def observed(self) -> Observed:
+        """What this operation's request told about its client (for integrations: the
+        middleware and the decorator read the ``Sync-Client`` header into it)."""
+        observed = self._observed
+        if observed is None:
+            observed = self._observed = Observed()
+        return observed
+
     def set_attribute(self, key: str, value: Any) -> None:
         """Set an attribute on the operation's span only (never on a metric).
 
@@ -352,6 +393,15 @@ class _NoopOperation(SyncOperation):
 
     def set_error(self, error_type: str) -> None:
         pass
+
+    def record_checkpoint(self, at: datetime | float) -> None:
+        pass
+
+    def record_change_time(self, at: datetime | float) -> None:
+        pass
+
+    def observed(self) -> Observed:
+        return Observed()  # discarded: the no-op operation is shared
 
     def add_db_time(self, duration_ns: int) -> None:
         pass

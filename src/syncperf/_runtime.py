@@ -184,9 +184,11 @@ class Runtime(Guard):
 
         Args:
             factory: Builds the state (a class taking the runtime); it is also the key.
-            key: Tells apart several states of one factory (e.g. one per engine).
+            key: Tells apart several states of one factory (e.g. one per engine). With a key,
+                a bound method of the owner may be the factory: the slot keeps the method's
+                function, never the owner, so the runtime does not keep owners alive.
         """
-        slot = factory if key is None else (factory, key)
+        slot = factory if key is None else (getattr(factory, "__func__", factory), key)
         found = self._state.get(slot)
         if found is None:
             with self._state_lock:
@@ -198,7 +200,8 @@ class Runtime(Guard):
     def forget(self, factory: Callable[[Runtime], Any], key: object = None) -> Any:
         """Remove and return the state ``state(factory, key)`` made, or None."""
         with self._state_lock:
-            return self._state.pop(factory if key is None else (factory, key), None)
+            slot = factory if key is None else (getattr(factory, "__func__", factory), key)
+            return self._state.pop(slot, None)
 
     # --- cached series -------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The ``syncperf`` command: ``demo``, ``rules``, ``dashboard``, ``bench``."""
+"""The ``syncperf`` command: ``demo``, ``rules``, ``dashboard``, ``bench``, ``check``,
+``compare``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ _COMMANDS = {
     "rules": ("monitoring.rules", "Write Prometheus alert and recording rules to stdout."),
     "dashboard": ("monitoring.dashboard", "Write a Grafana dashboard (JSON) to stdout."),
     "bench": ("bench", "Measure syncperf's per-operation cost against naive OTel."),
+    "check": ("check", "Compare a test run's queries, N+1 and plan findings with a baseline."),
+    "compare": ("compare", "Compare two time windows in Prometheus (before/after a deploy)."),
 }
 
 

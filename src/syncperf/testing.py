@@ -112,3 +112,36 @@ else:
         """pytest fixture: ``syncperf.testing.capture()`` around the test."""
         with capture() as cap:
             yield cap
+
+    def pytest_addoption(parser: pytest.Parser) -> None:
+        """``syncperf check`` options: a baseline to compare with, to update, a results file."""
+        group = parser.getgroup("syncperf")
+        group.addoption(
+            "--syncperf-baseline",
+            metavar="FILE",
+            help="fail the run when sync operations regress against this baseline "
+            "(queries per operation, N+1, query-plan findings)",
+        )
+        group.addoption(
+            "--syncperf-update-baseline",
+            action="store_true",
+            help="write what this run recorded to the --syncperf-baseline file instead",
+        )
+        group.addoption(
+            "--syncperf-results",
+            metavar="FILE",
+            help="write what this run recorded to FILE (for 'syncperf check FILE --baseline')",
+        )
+
+    def pytest_configure(config: pytest.Config) -> None:
+        """Register the check when one of its options is given (otherwise: no cost)."""
+        baseline = config.getoption("syncperf_baseline", None)
+        results = config.getoption("syncperf_results", None)
+        update = bool(config.getoption("syncperf_update_baseline", False))
+        if baseline is None and results is None and not update:
+            return
+        if getattr(config.option, "numprocesses", None):
+            raise pytest.UsageError("syncperf check does not support pytest-xdist (-n) yet")
+        from syncperf._tools._pytest import CheckPlugin
+
+        config.pluginmanager.register(CheckPlugin(baseline, update, results), "syncperf-check")

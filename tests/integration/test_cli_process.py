@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parents[2]
         ["demo", "--otlp", "notaurl"],
         ["bench", "--loops", "0"],
         ["rules", "-o", "missing/dir/file.yml"],
+        ["check", "results.json", "--baseline", "missing.json"],
+        [
+            "compare",
+            "--before",
+            "-2h..-1h",
+            "--after",
+            "-1h..now",
+            "--timeout",
+            "2",
+            "--prometheus",
+            "http://ops:s3cret@127.0.0.1:1",
+        ],
     ],
 )
 def test_a_mistake_is_one_line_and_exit_status_2(argv: list[str], tmp_path: Path) -> None:

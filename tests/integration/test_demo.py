@@ -54,6 +54,11 @@ def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = T
         assert totals["conflicts"] > 0
         assert totals["idempotency_hits"] > 0
         assert totals["n_plus_one"] > 0
+        # the tombstones table lacks the index its pull query needs: its plan says so
+        assert {(p["finding"], p["table"]) for p in summary["plans"]} == {
+            ("seq_scan", "tombstones")
+        }
+        assert totals["plan_findings"] == sum(p["count"] for p in summary["plans"]) >= 1
     applied = sum(
         driven["by_operation"][f"push {e}"]["created"]
         + driven["by_operation"][f"push {e}"]["updated"]
@@ -61,6 +66,11 @@ def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = T
     )
     assert summary["outbox"]["enqueued"] == applied
     assert summary["outbox"]["published"] == summary["outbox"]["rows"].get("published", 0)
+    clients = summary["clients"]  # what the clients reported (compared in the checks)
+    assert set(clients["app_versions"]) <= {"2.4.1", "2.5.0"}
+    if exercised:
+        assert driven["client_records"] > 0  # each client posts every 4 rounds
+        assert clients["staleness_p95"] is not None
     assert all(check["ok"] for check in summary["checks"]), summary["checks"]
 
 
@@ -82,7 +92,7 @@ def test_the_console_script_runs_the_demo_and_its_numbers_match_the_traffic(
     assert not summary["run"]["interrupted"]
     assert_numbers_match_traffic(summary)
     fired = {a["alert"] for a in summary["alerts"] if a["fired"]}
-    assert {"SyncNPlusOneDetected", "SyncPushConflictRateHigh"} <= fired
+    assert {"SyncNPlusOneDetected", "SyncPushConflictRateHigh", "SyncQueryPlanFinding"} <= fired
     assert "SyncPerfShedding" not in fired
     assert set(summary["overhead"]) >= {"asgi", "operation", "sqlalchemy", "outbox"}
 

@@ -235,24 +235,27 @@ def test_the_table_totals_survive_a_relay_killed_mid_batch(
     example.metadata.create_all(engine)
     probe = sqlalchemy_probe(engine, "outbox", status="status", totals=True, attempts="attempts")
     box = Outbox("todos", stats=probe, stats_timeout=5)
-    example.TodoService(engine, box).push([f"todo {i}" for i in range(30)])
-    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-    killed = subprocess.run(
-        [sys.executable, "-c", RELAY_PROCESS, str(EXAMPLES / "outbox_relay.py"), url, SCHEMA],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    # the killed relay published its first batch; what it counted died with it
-    relay = example.Relay(engine, box, example.Broker(), batch_size=10, lease=0.5)
-    run_until_drained(relay, engine, example, timeout=20)
+    try:
+        example.TodoService(engine, box).push([f"todo {i}" for i in range(30)])
+        url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+        killed = subprocess.run(
+            [sys.executable, "-c", RELAY_PROCESS, str(EXAMPLES / "outbox_relay.py"), url, SCHEMA],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        # the killed relay published its first batch; what it counted died with it
+        relay = example.Relay(engine, box, example.Broker(), batch_size=10, lease=0.5)
+        run_until_drained(relay, engine, example, timeout=20)
 
-    cap = syncperf_capture
-    rows = {p.attributes["outbox.status"]: p.value for p in cap.points("outbox.rows")}
-    assert rows == {"published": 30}
-    (attempts,) = cap.points("outbox.attempts", {"outbox.name": "todos"})
-    assert attempts.value == 10 + 2 * 10 + 10  # the killed batch was attempted twice
-    # this process's counters saw only the restart: 20 published, 10 of them retries
-    assert cap.total("outbox.messages", {"outbox.event": "published"}) == 20
-    assert cap.total("outbox.messages", {"outbox.event": "retried"}) == 10
+        cap = syncperf_capture
+        rows = {p.attributes["outbox.status"]: p.value for p in cap.points("outbox.rows")}
+        assert rows == {"published": 30}
+        (attempts,) = cap.points("outbox.attempts", {"outbox.name": "todos"})
+        assert attempts.value == 10 + 2 * 10 + 10  # the killed batch was attempted twice
+        # this process's counters saw only the restart: 20 published, 10 of them retries
+        assert cap.total("outbox.messages", {"outbox.event": "published"}) == 20
+        assert cap.total("outbox.messages", {"outbox.event": "retried"}) == 10
+    finally:
+        box.close()  # its gauges must not outlive the test (it may sit in a cycle until gc)

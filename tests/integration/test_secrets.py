@@ -36,7 +36,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 import syncperf
 from syncperf.adapters import powersync
-from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute, client_metrics_app
 from syncperf.export import prometheus_asgi_app
 from syncperf.sqlalchemy import instrument_engine
 from syncperf.testing import capture
@@ -63,7 +63,22 @@ HEADERS = {
     "Idempotency-Key": TOKEN,
     "X-User-Email": EMAIL,
     "User-Agent": f"app/1.0 ({EMAIL})",
+    # the client's own numbers: a token as the app version, an email in an unknown member,
+    # a password where a number belongs
+    "Sync-Client": f'pending=3, app="{TOKEN}", note="{EMAIL}", retries="{PASSWORD}"',
+    "Sync-Client-Id": TOKEN,
 }
+BATCH = {  # stored client measurements, secrets in every text field a client controls
+    "batch": TOKEN,
+    "app": f"2.0.1-{TOKEN}",
+    "records": [
+        {"operation": "push", "entity": "account", "duration": 0.5, "outcome": "error",
+         "pending": 4, "device": EMAIL},
+        {"operation": "push", "entity": EMAIL, "pending": 1},
+        {"operation": PASSWORD, "pending": 1},
+        {"operation": "push", "outcome": TOKEN, "duration": 1.0},
+    ],
+}  # fmt: skip
 
 
 @dataclass
@@ -99,6 +114,7 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines.append(self.format(record))  # includes any exc_info traceback
+        self.lines.extend(f"{key}={value!r}" for key, value in vars(record).items())  # extra=
 
 
 def _app(pg_async: Any, pg_sync: sa.Engine, lite: sa.Engine, registry: Any) -> FastAPI:
@@ -150,6 +166,7 @@ def _app(pg_async: Any, pg_sync: sa.Engine, lite: sa.Engine, registry: Any) -> F
         return {"ok": True}
 
     app.mount("/metrics", prometheus_asgi_app(registry))
+    app.mount("/client-metrics", client_metrics_app())
     app.add_middleware(
         SyncPerfMiddleware,
         routes={
@@ -199,6 +216,7 @@ def _traffic(base: str) -> list[int]:
         statuses.append(client.post("/powersync/upload", json={"batch": [entry]}).status_code)
         bad = {"op": CLIENT_OP, "type": "account", "id": "1", "data": ROW}
         statuses.append(client.post("/powersync/upload", json={"batch": [bad]}).status_code)
+        statuses += [client.post("/client-metrics/", json=BATCH).status_code for _ in range(2)]
     return statuses
 
 
@@ -332,7 +350,7 @@ def exported(postgres_dsn: str) -> Iterator[Exported]:
 
 def test_the_traffic_reached_every_output(exported: Exported) -> None:
     """The searches below are meaningful: each output holds what the traffic produced."""
-    assert exported.responses == [200, 500, 500, 200, 200, 200, 200, 200]
+    assert exported.responses == [200, 500, 500, 200, 200, 200, 200, 200, 202, 202]
     exceptions = [
         dict(event.attributes or {})
         for span in exported.spans
@@ -354,6 +372,12 @@ def test_the_traffic_reached_every_output(exported: Exported) -> None:
     assert "SELECT id FROM account WHERE email = ? AND token = ?" in queries
     assert "SET application_name TO ?" in queries
     assert "sync_operation_duration_seconds_count" in exported.texts["prometheus scrape"]
+    scrape = exported.texts["prometheus scrape"]  # the header's and the batch's numbers
+    assert 'sync_client_pending_changes_count{sync_client_app_version="_other"' in scrape
+    assert 'sync_client_app_version="2.0.1"' in scrape
+    assert 'sync_client_batch_result="duplicate"' in scrape
+    assert 'syncperf_reason="invalid_client_header"' in scrape
+    assert 'syncperf_reason="invalid_client_metric"' in scrape
     assert b"sync.operation.duration" in exported.blobs["OTLP metric requests"]
     assert b"sync push" in exported.blobs["OTLP trace requests"]
     assert "slow query" in exported.texts["syncperf log records"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,9 +26,9 @@ from syncperf._tools.monitoring import dashboard, rules
 from syncperf._tools.monitoring._datadog import monitors
 from syncperf._tools.monitoring._options import RuleOptions
 from syncperf._tools.monitoring._series import prom
-from syncperf.asgi import SyncPerfMiddleware
+from syncperf.asgi import SyncPerfMiddleware, client_metrics_app
 from syncperf.outbox import Outbox, OutboxStats
-from syncperf.sqlalchemy import instrument_engine
+from syncperf.sqlalchemy import PlanOptions, instrument_engine
 from syncperf.testing import Capture, capture
 from tests._promql import metric_names, substitute
 
@@ -38,7 +39,6 @@ _ROW = re.compile(r"^\| `([a-z_.]+)` \| (\w+) \| `([^`]+)` \| (.+) \|$", re.M)
 _KEY = re.compile(r"`([a-z_]+(?:\.[a-z_]+)+)`")
 _ANY_SERIES = {"otel.metric.overflow", "syncperf.invalid_attributes"}
 _QUIET = {
-    "db.client.connection.idle.max",  # SQLite's in-memory pool has no idle maximum
     "db.client.connection.timeouts",
     "outbox.probe.failures",
     "syncperf.dropped",
@@ -134,7 +134,7 @@ def test_every_metric_a_datadog_monitor_queries_is_catalogued_with_its_tags() ->
     assert found
     for monitor in found:
         query = monitor["query"]
-        metrics = set(re.findall(r"(?:count|sum|max|p95):([a-z_.]+)\{", query))
+        metrics = set(re.findall(r"(?:count|sum|max|p\d+):([a-z_.]+)\{", query))
         assert metrics and metrics <= set(BY_NAME), query
         tags = {t for by in re.findall(r"by \{([^}]*)\}", query) for t in by.split(",")}
         for metric in metrics:
@@ -180,10 +180,13 @@ def _exercise(engine: sa.Engine, outbox: Outbox) -> None:
         conn.execute(sa.text("SELECT 1")).all()
 
     with syncperf.sync_operation("push", entity="todo") as op, engine.connect() as conn:
+        conn.execute(sa.text("SELECT id FROM todo WHERE v = :v"), {"v": "x"}).all()  # a plan
         op.set_batch_size(3)
         op.record_items(3, change="created")
         op.record_conflict(resolution="rejected")
         op.record_idempotency_hit()
+        op.record_checkpoint(time.time() - 60)
+        op.record_change_time(time.time() - 30)
         for _ in range(3):
             select(conn)
         outbox.enqueue()
@@ -204,19 +207,39 @@ def _exercise(engine: sa.Engine, outbox: Outbox) -> None:
     async def request() -> None:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-            assert (await client.post("/sync/push", json={"x": 1})).status_code == 200
+            health = {
+                "Sync-Client": 'pending=2, retries=1, last-sync-age=60, db-size=4096, app="1.0"'
+            }
+            response = await client.post("/sync/push", json={"x": 1}, headers=health)
+            assert response.status_code == 200
+        batch = {
+            "batch": "b",
+            "records": [{"operation": "push", "duration": 0.1, "outcome": "success"}],
+        }
+        transport = httpx.ASGITransport(app=client_metrics_app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            assert (await client.post("/", json=batch)).status_code == 202
 
     asyncio.run(request())
 
 
 @pytest.fixture
-def everything() -> Iterator[Capture]:
-    engine = sa.create_engine("sqlite://")
-    handle = instrument_engine(engine, n_plus_one_threshold=2, slow_query_threshold=1e-9)
+def everything(tmp_path: Path) -> Iterator[Capture]:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'all.db'}")  # plans need a file
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE todo (id INTEGER PRIMARY KEY, v TEXT)")
+        conn.exec_driver_sql("INSERT INTO todo VALUES (1, 'a')")
+    handle = instrument_engine(
+        engine,
+        n_plus_one_threshold=2,
+        slow_query_threshold=1e-9,
+        plans=PlanOptions(rows=1),  # the scan of a one-row table is a finding
+    )
     outbox = Outbox("orders", stats=lambda: OutboxStats(2, 9.0, {"pending": 2}, 3))
     try:
         with capture(strict=False) as cap:
             _exercise(engine, outbox)
+            assert handle.plans is not None and handle.plans.wait()
             yield cap
     finally:
         outbox.close()

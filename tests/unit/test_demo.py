@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import re
 import socket
+import time
 import urllib.request
 
 import pytest
@@ -157,3 +158,19 @@ def test_the_demo_reports_outbox_probe_failures() -> None:
     assert report["OutboxProbeFailing"]["details"] == ["outbox events: 2 probe failures"]
     quiet = {a["alert"]: a for a in alert_report(Snapshot(0.0, {}), 10.0)}
     assert quiet["OutboxProbeFailing"]["fired"] is False
+
+
+def test_the_client_alerts_are_evaluated_on_the_run(syncperf_capture: Capture) -> None:
+    from syncperf._tools.demo._stats import Snapshot, alert_report
+
+    now = time.time()
+    for _ in range(10):
+        with syncperf.sync_operation("pull", entity="todo") as op:
+            op.record_checkpoint(now - 3 * 86400)  # every pull from a client days behind
+        with syncperf.sync_operation("pull", entity="note") as op:
+            op.record_checkpoint(now - 60)
+    snap = Snapshot.of(syncperf_capture.runtime.reader().collect(), 0.0)
+    report = {r["alert"]: r for r in alert_report(snap, seconds=10.0)}
+    assert report["SyncClientsFarBehind"]["fired"] is True
+    assert report["SyncClientsFarBehind"]["details"] == ["pull todo: 100% over 24 h behind"]
+    assert report["SyncClientPendingChangesHigh"]["fired"] is False

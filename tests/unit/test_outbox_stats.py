@@ -139,6 +139,22 @@ def test_closed_outboxes_stop_reporting(syncperf_capture: Capture) -> None:
         assert later.metric("outbox.depth") is None
 
 
+def test_an_outbox_the_application_drops_is_not_kept_alive_and_stops_reporting(
+    syncperf_capture: Capture,
+) -> None:
+    import gc
+    import weakref
+
+    outbox = Outbox("orders", stats=lambda: (2, 9.0))
+    outbox.enqueue(1)  # binds its series on the runtime
+    assert gauge(syncperf_capture, "outbox.depth") == 2
+    gone = weakref.ref(outbox)
+    del outbox
+    gc.collect()
+    assert gone() is None
+    assert syncperf_capture.metric("outbox.depth") is None
+
+
 # --- the SQLAlchemy probe ----------------------------------------------------------------
 
 metadata = MetaData()

@@ -47,6 +47,6 @@ def test_the_cli_lists_its_commands(capsys) -> None:  # type: ignore[no-untyped-
 
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    for command in ("demo", "rules", "dashboard", "bench"):
+    for command in ("demo", "rules", "dashboard", "bench", "check", "compare"):
         assert command in out
     assert main(["nonsense"]) == 2

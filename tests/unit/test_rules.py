@@ -168,7 +168,7 @@ def test_datadog_monitors_mirror_every_alert_with_otel_names_and_runbooks() -> N
     for monitor, alert in zip(found, alerts(o), strict=True):
         assert monitor["type"] == "query alert"
         assert o.runbook(alert.name) in monitor["message"]
-        metrics = set(re.findall(r"(?:count|sum|max|p95):([a-z_.]+)\{", monitor["query"]))
+        metrics = set(re.findall(r"(?:count|sum|max|p\d+):([a-z_.]+)\{", monitor["query"]))
         assert metrics, monitor["query"]
         assert metrics <= set(BY_NAME), metrics
         tags = set(re.findall(r"by \{([^}]*)\}", monitor["query"])[0].split(","))

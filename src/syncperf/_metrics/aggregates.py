@@ -51,7 +51,7 @@ def freeze(attributes: dict[str, str | bool]) -> Attributes:
 class HistogramSeries:
     """Explicit-bucket histogram state for one attribute set."""
 
-    __slots__ = ("attributes", "bounds", "counts", "created_ns", "max", "min", "sum")
+    __slots__ = ("attributes", "bounds", "counts", "created_ns", "drained", "max", "min", "sum")
 
     def __init__(self, attributes: Attributes, bounds: tuple[float, ...]) -> None:
         self.attributes = attributes
@@ -61,6 +61,8 @@ class HistogramSeries:
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
+        self.drained: HistogramDelta | None = None
+        """What the last ``drain`` took (reused by the next one: readers copy, never keep)."""
 
     def record(self, value: float) -> None:
         """Add one value; bucket i holds ``bounds[i-1] < value <= bounds[i]`` (OTel)."""
@@ -71,39 +73,59 @@ class HistogramSeries:
         if value > self.max:
             self.max = value
 
-    def drain(self) -> HistogramDelta | None:
-        count = sum(self.counts)  # not kept per record: one field update less on the hot path
+    def drain(self) -> bool:
+        """Move what accumulated since the previous drain into ``drained``; False when
+        nothing did. The two count lists take turns, so a collection allocates nothing."""
+        counts = self.counts
+        count = sum(counts)  # not kept per record: one field update less on the hot path
         if not count:
-            return None
-        delta = HistogramDelta(self.counts, count, self.sum, self.min, self.max)
-        self.counts = [0] * (len(self.bounds) + 1)
+            return False
+        drained = self.drained
+        if drained is None:
+            self.counts = [0] * len(counts)
+            self.drained = HistogramDelta(counts, count, self.sum, self.min, self.max)
+        else:
+            spare = drained.counts
+            if len(spare) <= len(_ZEROS):
+                spare[:] = _ZEROS[: len(spare)]
+            else:
+                spare = [0] * len(spare)
+            self.counts = spare
+            drained.counts, drained.count, drained.sum = counts, count, self.sum
+            drained.min, drained.max = self.min, self.max
         self.sum = 0.0
         self.min = float("inf")
         self.max = float("-inf")
-        return delta
+        return True
+
+
+_ZEROS = (0,) * 1024
 
 
 class SumSeries:
     """Counter / up-down counter state for one attribute set."""
 
-    __slots__ = ("attributes", "created_ns", "touched", "value")
+    __slots__ = ("attributes", "created_ns", "drained", "touched", "value")
 
     def __init__(self, attributes: Attributes) -> None:
         self.attributes = attributes
         self.created_ns = time.time_ns()
         self.value: float = 0
         self.touched = False
+        self.drained: float = 0
+        """What the last ``drain`` took."""
 
     def add(self, amount: float) -> None:
         """Add to the running value (callers validate sign for monotonic counters)."""
         self.value += amount
         self.touched = True
 
-    def drain(self) -> float | None:
+    def drain(self) -> bool:
+        """Move the running value into ``drained``; False when nothing was added."""
         if not self.touched:
-            return None
-        value, self.value, self.touched = self.value, 0, False
-        return value
+            return False
+        self.drained, self.value, self.touched = self.value, 0, False
+        return True
 
 
 @dataclass(slots=True)
@@ -199,15 +221,13 @@ class Instrument:
 
 
 @dataclass(slots=True)
-class Drained:
-    """One series' activity since the previous drain, or a gauge's current value."""
+class Observed:
+    """A gauge's current value (replaces the previous collection's)."""
 
     instrument: Instrument
     attributes: Attributes
-    created_ns: int
-    value: float | HistogramDelta
-    observed: bool = False
-    """A callback's current value (replaces the previous collection's) rather than a delta."""
+    value: float
+    at_ns: int
 
 
 class Registry:
@@ -284,33 +304,34 @@ class Registry:
                 self._readers.remove(reader)
 
     def collect(self) -> None:
-        """Drain every series and hand the result to every reader."""
+        """Drain every series and hand the result to every reader.
+
+        Readers get the drained series themselves (``series.drained``), grouped by
+        instrument: no object per series, so a collection does not wake the garbage
+        collector more often than the series count requires.
+        """
         with self._collect_lock:
-            drained: list[Drained] = []
+            drained: list[tuple[Instrument, list[Series]]] = []
             with self.lock:
                 for fold in self.folds:
                     fold()
                 for instrument in list(self.instruments.values()):
-                    if instrument.kind == "gauge":
-                        continue
-                    for series in list(instrument.series.values()):
-                        value = series.drain()
-                        if value is not None:
-                            drained.append(
-                                Drained(instrument, series.attributes, series.created_ns, value)
-                            )
-            drained.extend(self._observe_gauges())
+                    if instrument.kind != "gauge":
+                        active = [s for s in list(instrument.series.values()) if s.drain()]
+                        if active:
+                            drained.append((instrument, active))
+            observed = self._observe_gauges()
             for reader in self._readers:
-                reader.accept(drained)
+                reader.accept(drained, observed)
 
-    def _observe_gauges(self) -> list[Drained]:
-        observed: list[Drained] = []
+    def _observe_gauges(self) -> list[Observed]:
+        observed: list[Observed] = []
         now = time.time_ns()
         for instrument in list(self.instruments.values()):
             for callback in list(instrument.callbacks):
                 try:
                     points = [
-                        Drained(instrument, freeze(attrs), now, _finite(value), True)
+                        Observed(instrument, freeze(attrs), _finite(value), now)
                         for attrs, value in callback()
                     ]
                 except Exception as error:  # a failing probe drops its gauge this time
@@ -332,4 +353,6 @@ def _finite(value: object) -> float:
 class _Sink(Protocol):
     """What a registry reader implements (see ``_export.Reader``)."""
 
-    def accept(self, drained: list[Drained]) -> None: ...
+    def accept(
+        self, drained: list[tuple[Instrument, list[Series]]], observed: list[Observed]
+    ) -> None: ...

@@ -39,6 +39,16 @@ HTTP_DURATION_BOUNDS = (
 BODY_SIZE_BOUNDS = (
     0, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )
+AGE_BOUNDS = (
+    1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 28800.0,
+    86400.0, 172800.0, 604800.0, 1209600.0, 2592000.0,
+)
+"""Client ages (staleness, change age, time since the last sync), seconds to 30 days:
+1 h, 8 h, 1 day and 1 week are exact boundaries (the alert thresholds)."""
+PENDING_BOUNDS = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+RETRY_BOUNDS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
+DB_SIZE_BOUNDS = tuple(float(1024 * 4**i) for i in range(12))
+"""Bytes of a client's local database: 1 KiB, 4 KiB ... 4 GiB."""
 # fmt: on
 
 
@@ -111,6 +121,7 @@ def _spec(
 
 
 _SYNC = ("sync.operation", "sync.entity")
+_CLIENT = (*_SYNC, "sync.client.app_version")
 _POOL = ("db.client.connection.pool.name",)
 _OUTBOX = ("outbox.name",)
 _HTTP = (
@@ -171,6 +182,11 @@ SYNC_DB_N_PLUS_ONE = _spec(
     "sync.db.n_plus_one", "counter", "{detection}",
     "Statements executed at least the N+1 threshold times within one sync operation.",
     (*_SYNC, "db.collection.name"),
+)
+SYNC_DB_PLAN_FINDINGS = _spec(
+    "sync.db.plan.findings", "counter", "{finding}",
+    "Findings in the query plans of sync statements (seq_scan, sort, hash_join, cost_jump).",
+    (*_SYNC, "db.collection.name", "sync.db.plan.finding"),
 )
 DB_CONNECTION_COUNT = _spec(
     "db.client.connection.count", "updowncounter", "{connection}",
@@ -243,6 +259,41 @@ OUTBOX_PROBE_FAILURES = _spec(
     (*_OUTBOX, "error.type"),
 )
 
+# --- what clients see (staleness, the Sync-Client header, the client metrics endpoint) -----
+SYNC_PULL_STALENESS = _spec(
+    "sync.pull.staleness", "histogram", "s",
+    "Age of the client's checkpoint when it pulls: how far behind it is.", _SYNC, AGE_BOUNDS,
+)
+SYNC_PUSH_CHANGE_AGE = _spec(
+    "sync.push.change_age", "histogram", "s", "Age of the oldest change in a pushed batch.",
+    _SYNC, AGE_BOUNDS,
+)
+SYNC_CLIENT_PENDING_CHANGES = _spec(
+    "sync.client.pending_changes", "histogram", "{change}",
+    "Changes waiting on the device, as the client reported.", _CLIENT, PENDING_BOUNDS,
+)
+SYNC_CLIENT_RETRIES = _spec(
+    "sync.client.retries", "histogram", "{retry}",
+    "Failed attempts before this sync, as the client reported.", _CLIENT, RETRY_BOUNDS,
+)
+SYNC_CLIENT_LAST_SYNC_AGE = _spec(
+    "sync.client.last_sync_age", "histogram", "s",
+    "Seconds since the client's last successful sync, as it reported.", _CLIENT, AGE_BOUNDS,
+)
+SYNC_CLIENT_DB_SIZE = _spec(
+    "sync.client.db_size", "histogram", "By",
+    "Size of the client's local database, as it reported.", _CLIENT, DB_SIZE_BOUNDS,
+)
+SYNC_CLIENT_OPERATION_DURATION = _spec(
+    "sync.client.operation.duration", "histogram", "s",
+    "Duration of sync operations as the client measured them, by outcome.",
+    (*_CLIENT, "sync.outcome"), DURATION_BOUNDS,
+)
+SYNC_CLIENT_BATCHES = _spec(
+    "sync.client.batches", "counter", "{batch}", "Client metric batches received, by result.",
+    ("sync.client.batch.result",),
+)
+
 # --- HTTP server (syncperf.asgi) ----------------------------------------------------------
 HTTP_SERVER_REQUEST_DURATION = _spec(
     "http.server.request.duration", "histogram", "s", "Duration of HTTP server requests.",
@@ -292,6 +343,7 @@ METRICS: tuple[MetricSpec, ...] = (
     DB_OPERATION_DURATION,
     SYNC_DB_SLOW_QUERIES,
     SYNC_DB_N_PLUS_ONE,
+    SYNC_DB_PLAN_FINDINGS,
     DB_CONNECTION_COUNT,
     DB_CONNECTION_MAX,
     DB_CONNECTION_IDLE_MAX,
@@ -308,6 +360,14 @@ METRICS: tuple[MetricSpec, ...] = (
     OUTBOX_LAG,
     OUTBOX_BATCH_SIZE,
     OUTBOX_PROBE_FAILURES,
+    SYNC_PULL_STALENESS,
+    SYNC_PUSH_CHANGE_AGE,
+    SYNC_CLIENT_PENDING_CHANGES,
+    SYNC_CLIENT_RETRIES,
+    SYNC_CLIENT_LAST_SYNC_AGE,
+    SYNC_CLIENT_DB_SIZE,
+    SYNC_CLIENT_OPERATION_DURATION,
+    SYNC_CLIENT_BATCHES,
     HTTP_SERVER_REQUEST_DURATION,
     HTTP_SERVER_ACTIVE_REQUESTS,
     HTTP_SERVER_REQUEST_BODY_SIZE,

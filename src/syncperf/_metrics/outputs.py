@@ -102,7 +102,7 @@ def register(reader: Reader, registry: Any) -> Any:
     if multiprocess.directory() is not None:
         return multiprocess.register(reader, registry)
     collector = SyncPerfCollector(reader)
-    registry.register(collector)
+    collector.register(registry)
     return collector
 
 

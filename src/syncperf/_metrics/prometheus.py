@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 
+from syncperf._metrics.exposition import Exposition, label_value, le_value
 from syncperf._metrics.reader import Reader
 
 _UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio"}
@@ -39,13 +42,28 @@ def label_name(key: str) -> str:
 
 
 class SyncPerfCollector:
-    """Yields syncperf's metrics on each scrape (cumulative, as Prometheus expects)."""
+    """Yields syncperf's metrics on each scrape (cumulative, as Prometheus expects).
+
+    ``prometheus_client``'s encoders get metric families from ``collect``; syncperf's own
+    endpoints render the same bytes directly (``render``, see ``scrape``).
+    """
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
+        self.registry: Any = None
+        """The registry this collector is registered in (set by ``register``)."""
+        self.exposition = Exposition(reader, lambda i: prometheus_name(i.name, i.unit), label_name)
+
+    def register(self, registry: Any) -> None:
+        """Register in ``registry``; its scrapes by ``scrape`` take the direct path."""
+        registry.register(self)
+        self.registry = registry
+        _collectors.add(self)
 
     def close(self) -> None:
         """Stop receiving data."""
+        _collectors.discard(self)
+        self.registry = None
         self.reader.close()
 
     def describe(self) -> list[Any]:
@@ -54,11 +72,50 @@ class SyncPerfCollector:
 
     def collect(self) -> Iterator[Any]:
         """Translate one cumulative collection into Prometheus metric families."""
+        if getattr(_muted, "on", False):  # ``scrape`` renders this collector itself
+            return
         data = self.reader.collect()
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
                 for metric in scope_metrics.metrics:
                     yield _family(metric)
+
+
+_collectors: weakref.WeakSet[SyncPerfCollector] = weakref.WeakSet()
+_muted = threading.local()
+
+
+def scrape(
+    registry: Any, accept: str | None, accept_encoding: str | None, params: dict[str, Any]
+) -> tuple[str, list[tuple[str, str]], bytes]:
+    """``(status, headers, body)`` of a scrape of ``registry``, as prometheus_client serves
+    it (content negotiation, ``name[]`` filters, gzip), with syncperf's collectors rendered
+    directly instead of through metric families."""
+    import gzip
+
+    from prometheus_client.exposition import choose_encoder, gzip_accepted
+
+    encoder, content_type = choose_encoder(accept or "")
+    ours = [c for c in list(_collectors) if c.registry is registry]
+    if "name[]" in params:
+        registry, ours = registry.restricted_registry(params["name[]"]), []
+    openmetrics = content_type.startswith("application/openmetrics-text")
+    _muted.on = bool(ours)
+    try:
+        output = encoder(registry)
+    finally:
+        _muted.on = False
+    if ours:
+        text = "".join(c.exposition.render(openmetrics) for c in ours).encode()
+        if openmetrics:
+            output = output.removesuffix(b"# EOF\n") + text + b"# EOF\n"
+        else:
+            output += text
+    headers = [("Content-Type", content_type)]
+    if gzip_accepted(accept_encoding or ""):
+        output = gzip.compress(output)
+        headers.append(("Content-Encoding", "gzip"))
+    return "200 OK", headers, output
 
 
 def family_samples(metric: Metric) -> tuple[str, str, tuple[str, ...], list[tuple[Any, Any]]]:
@@ -68,7 +125,7 @@ def family_samples(metric: Metric) -> tuple[str, str, tuple[str, ...], list[tupl
 
     def values(point: Any) -> tuple[str, ...]:
         attrs = point.attributes or {}
-        return tuple(_label_value(attrs.get(k, "")) for k in keys)
+        return tuple(label_value(attrs.get(k, "")) for k in keys)
 
     return (
         prometheus_name(metric.name, metric.unit),
@@ -96,7 +153,7 @@ def _family(metric: Metric) -> Any:
                 [*point.explicit_bounds, math.inf], point.bucket_counts, strict=True
             ):
                 running += count
-                buckets.append((_le(bound), running))
+                buckets.append((le_value(bound), running))
             histogram.add_metric(list(values), buckets, point.sum)
         return histogram
     family: CounterMetricFamily | GaugeMetricFamily
@@ -108,15 +165,3 @@ def _family(metric: Metric) -> Any:
     for values, point in points:
         family.add_metric(list(values), point.value)
     return family
-
-
-def _le(bound: float) -> str:
-    if bound == math.inf:
-        return "+Inf"
-    return repr(float(bound))
-
-
-def _label_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)

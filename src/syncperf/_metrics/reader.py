@@ -16,34 +16,29 @@ import threading
 import time
 import uuid
 import weakref
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
-    Gauge,
-    HistogramDataPoint,
-    Metric,
     MetricExporter,
     MetricExportResult,
     MetricsData,
-    NumberDataPoint,
     ResourceMetrics,
     ScopeMetrics,
-    Sum,
 )
-from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from syncperf._metrics.aggregates import (
     Attributes,
-    Drained,
-    HistogramDelta,
     Instrument,
+    Observed,
     Registry,
+    Series,
 )
+from syncperf._metrics.points import Point, Points, copy_value, merge_value, to_metric
 
 _logger = logging.getLogger("syncperf")
 
@@ -58,14 +53,7 @@ CUMULATIVE = AggregationTemporality.CUMULATIVE
 DELTA = AggregationTemporality.DELTA
 
 
-@dataclass(slots=True)
-class _Point:
-    start_ns: int
-    value: float | HistogramDelta
-    observed: bool = False
-
-
-_INT64 = 2**63
+T = TypeVar("T")
 
 
 class Reader:
@@ -88,7 +76,8 @@ class Reader:
         self._resource = resource
         self._scope = scope
         self._temporality = temporality or {}
-        self._points: dict[tuple[str, Attributes], _Point] = {}
+        self._points: dict[str, dict[Attributes, Point]] = {}
+        """Per instrument name, its series' points (the order series first appeared in)."""
         self._instruments: dict[str, Instrument] = {}
         self._lock = threading.Lock()
         self._start_ns = self._last_collect_ns = time.time_ns()
@@ -101,33 +90,54 @@ class Reader:
             return CUMULATIVE
         return self._temporality.get(instrument.kind, CUMULATIVE)
 
-    def accept(self, drained: list[Drained]) -> None:
+    def accept(
+        self, drained: list[tuple[Instrument, list[Series]]], observed: list[Observed]
+    ) -> None:
         """Merge one drain into this reader's points (called by ``Registry.collect``)."""
         with self._lock:
-            # Observations replace the previous ones: a gauge that was not observed this time
-            # (its callback failed or was removed) is gone, not frozen at its last value.
-            observed_before = {k: p.start_ns for k, p in self._points.items() if p.observed}
-            for key in observed_before:
-                del self._points[key]
+            self._observe(observed)
             beside = self._beside
-            for item in drained:
-                instrument = item.instrument
+            for instrument, series in drained:
                 if beside is not None and instrument.beside is beside:
                     continue
-                self._instruments[instrument.name] = instrument
-                key = (instrument.name, item.attributes)
-                if item.observed:
-                    start = observed_before.get(key, item.created_ns)
-                    self._points[key] = _Point(start, item.value, observed=True)
-                    continue
-                point = self._points.get(key)
-                if point is None:
-                    since = self._last_collect_ns
-                    if self.temporality_of(instrument) is CUMULATIVE:
-                        since = self._start_ns
-                    self._points[key] = _Point(max(item.created_ns, since), _copy(item.value))
-                else:
-                    point.value = _merge(point.value, item.value)
+                name = instrument.name
+                self._instruments[name] = instrument
+                points = self._points.get(name)
+                if points is None:
+                    points = self._points[name] = {}
+                since = self._last_collect_ns
+                if self.temporality_of(instrument) is CUMULATIVE:
+                    since = self._start_ns
+                for one in series:
+                    point = points.get(one.attributes)
+                    if point is None:
+                        start = max(one.created_ns, since)
+                        value = copy_value(one.drained)
+                        points[one.attributes] = Point(start, value, dict(one.attributes))
+                    else:
+                        point.value = merge_value(point.value, one.drained)
+
+    def _observe(self, observed: list[Observed]) -> None:
+        # Observations replace the previous ones: a gauge that was not observed this time
+        # (its callback failed or was removed) is gone, not frozen at its last value.
+        before = {
+            (name, attributes): point.start_ns
+            for name, points in self._points.items()
+            if self._instruments[name].kind == "gauge"
+            for attributes, point in points.items()
+        }
+        for name, _ in before:
+            self._points.pop(name, None)
+        beside = self._beside
+        for item in observed:
+            instrument = item.instrument
+            if beside is not None and instrument.beside is beside:
+                continue
+            name = instrument.name
+            self._instruments[name] = instrument
+            start = before.get((name, item.attributes), item.at_ns)
+            point = Point(start, item.value, dict(item.attributes))
+            self._points.setdefault(name, {})[item.attributes] = point
 
     def close(self) -> None:
         """Stop receiving drains."""
@@ -149,21 +159,30 @@ class Reader:
                 Resource({"service.instance.id": instance_ids[old]})
             )
 
-    def collect(self) -> MetricsData:
-        """Drain the registry and return this reader's ``MetricsData`` as of now."""
+    def read(self, render: Callable[[list[tuple[Instrument, Points]], int], T]) -> T:
+        """Drain the registry and return ``render(points by instrument, now)``.
+
+        ``render`` runs under this reader's lock and must not keep the points it is given.
+        """
         self._registry.collect()
         now = time.time_ns()
-        metrics: list[Metric] = []
         with self._lock:
-            by_name: dict[str, list[tuple[Attributes, _Point]]] = {}
-            for (name, attributes), point in self._points.items():
-                by_name.setdefault(name, []).append((attributes, point))
-            for name in sorted(by_name):
-                instrument = self._instruments[name]
-                metrics.append(
-                    _metric(instrument, by_name[name], now, self.temporality_of(instrument))
-                )
-            self._forget_deltas(now)
+            instruments = self._instruments
+            found = [(instruments[name], self._points[name]) for name in sorted(self._points)]
+            try:
+                return render(found, now)
+            finally:
+                self._forget_deltas(now)
+
+    def collect(self) -> MetricsData:
+        """Drain the registry and return this reader's ``MetricsData`` as of now."""
+        return self.read(self._metrics_data)
+
+    def _metrics_data(self, found: list[tuple[Instrument, Points]], now: int) -> MetricsData:
+        metrics = [
+            to_metric(instrument, points, now, self.temporality_of(instrument))
+            for instrument, points in found
+        ]
         return MetricsData(
             resource_metrics=[
                 ResourceMetrics(
@@ -176,87 +195,9 @@ class Reader:
 
     def _forget_deltas(self, now: int) -> None:
         self._last_collect_ns = now
-        for key in [
-            k for k in self._points if self.temporality_of(self._instruments[k[0]]) is DELTA
-        ]:
-            del self._points[key]
-
-
-def _copy(value: float | HistogramDelta) -> float | HistogramDelta:
-    if isinstance(value, HistogramDelta):
-        return HistogramDelta(list(value.counts), value.count, value.sum, value.min, value.max)
-    return value
-
-
-def _merge(into: float | HistogramDelta, new: float | HistogramDelta) -> float | HistogramDelta:
-    if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
-        into.counts = [a + b for a, b in zip(into.counts, new.counts, strict=True)]
-        into.count += new.count
-        into.sum += new.sum
-        into.min = min(into.min, new.min)
-        into.max = max(into.max, new.max)
-        return into
-    assert not isinstance(into, HistogramDelta) and not isinstance(new, HistogramDelta)
-    return into + new
-
-
-def _metric(
-    instrument: Instrument,
-    points: list[tuple[Attributes, _Point]],
-    now: int,
-    temporality: AggregationTemporality,
-) -> Metric:
-    if instrument.kind == "histogram":
-        data: HistogramData | Sum | Gauge = HistogramData(
-            data_points=[
-                HistogramDataPoint(
-                    attributes=dict(attributes),
-                    start_time_unix_nano=point.start_ns,
-                    time_unix_nano=now,
-                    count=delta.count,
-                    sum=delta.sum,
-                    bucket_counts=list(delta.counts),
-                    explicit_bounds=list(instrument.bounds),
-                    min=delta.min,
-                    max=delta.max,
-                )
-                for attributes, point in points
-                if isinstance(delta := point.value, HistogramDelta)
-            ],
-            aggregation_temporality=temporality,
-        )
-    else:
-        number_points = [
-            NumberDataPoint(
-                attributes=dict(attributes),
-                start_time_unix_nano=point.start_ns,
-                time_unix_nano=now,
-                value=_number(point.value),
-            )
-            for attributes, point in points
-        ]
-        if instrument.kind == "gauge":
-            data = Gauge(data_points=number_points)
-        else:
-            data = Sum(
-                data_points=number_points,
-                aggregation_temporality=temporality,
-                is_monotonic=instrument.monotonic,
-            )
-    return Metric(
-        name=instrument.name,
-        description=instrument.description,
-        unit=instrument.unit,
-        data=data,
-    )
-
-
-def _number(value: float | HistogramDelta) -> int | float:
-    """A sum as OTLP encodes it: an int when it is one that fits int64, else a double."""
-    assert not isinstance(value, HistogramDelta)
-    if type(value) is int:
-        return value if -_INT64 <= value < _INT64 else float(value)
-    return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value
+        for name, instrument in self._instruments.items():
+            if self.temporality_of(instrument) is DELTA:
+                self._points.pop(name, None)
 
 
 def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:

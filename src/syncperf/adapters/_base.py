@@ -76,12 +76,17 @@ def field(obj: Any, key: str) -> Any:
         return getattr(obj, name, MISSING)
     value = getattr(obj, key, MISSING)
     if value is MISSING:
-        snake = _SNAKE_RE.sub(r"_\1", key).lower()
+        snake = snake_case(key)
         if snake != key:
             value = getattr(obj, snake, MISSING)
     if callable(value):  # a method, not a field
         return MISSING
     return value
+
+
+def snake_case(key: str) -> str:
+    """``lastPulledAt`` -> ``last_pulled_at``."""
+    return _SNAKE_RE.sub(r"_\1", key).lower()
 
 
 def is_mapping(obj: Any) -> bool:
@@ -317,10 +322,15 @@ class ProtocolAdapter:
     reads_request = False
     """Whether ``on_request`` reads anything (a pull adapter reads only the response, so a
     decorated GET handler needs no ``request=`` parameter for it)."""
+    query: tuple[str, ...] = ()
+    """Query parameters ``on_query`` reads (e.g. WatermelonDB's ``last_pulled_at``): the
+    middleware reads them from the URL, the decorator from the handler's parameters of the
+    same names."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        cls.reads_request = cls._request is not ProtocolAdapter._request
+        if "reads_request" not in cls.__dict__:  # unless the class decides it per instance
+            cls.reads_request = cls._request is not ProtocolAdapter._request
 
     def on_request(self, op: SyncOperation, request: Any) -> None:
         """Read the parsed request into ``op`` (batch size, items, duplicates)."""
@@ -347,6 +357,17 @@ class ProtocolAdapter:
             return
         if tally is not None:
             tally.commit(op)
+
+    def on_query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
+        """Read the request's query parameters named in ``query`` (strings from a URL, or
+        the values a framework parsed them into); absent ones are missing or None."""
+        try:
+            self._query(op, params)
+        except Exception as error:
+            _unparseable(op, self.protocol + " query", error)
+
+    def _query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
+        return None
 
     def _request(self, op: SyncOperation, payload: Any) -> Tally | None:
         return None

@@ -26,7 +26,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from syncperf._config import check_callable, check_text
@@ -264,13 +264,37 @@ class Changes(_Documents):
             ``type_field``, else the ID's prefix before ``id_separator``.
         type_field: See ``BulkDocs``.
         id_separator: See ``BulkDocs``.
+        since_time: Optional ``since -> time``: the time the request's ``since`` query
+            parameter stands for (a ``datetime`` or seconds since the epoch; None when
+            unknown), for ``sync.pull.staleness``. A CouchDB sequence is not a time: only a
+            server that keeps one per sequence can map it.
 
     Raises:
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ()
+    __slots__ = ("_since_time", "query")
     protocol = "couchdb _changes"
+
+    def __init__(
+        self,
+        *,
+        entity: EntityOf | None = None,
+        type_field: str | None = "type",
+        id_separator: str | None = None,
+        since_time: Callable[[str], Any] | None = None,
+    ) -> None:
+        super().__init__(entity=entity, type_field=type_field, id_separator=id_separator)
+        check_callable("since_time", since_time)
+        self._since_time = since_time
+        self.query: tuple[str, ...] = () if since_time is None else ("since",)
+
+    def _query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
+        since, since_time = params.get("since"), self._since_time
+        if since_time is not None and since not in (None, "", "0", "now", 0):
+            at = call(since_time, since)
+            if at is not None:
+                op.record_checkpoint(at)
 
     def _response(self, op: SyncOperation, body: Any) -> Tally:
         results = seq(field(body, "results"), "results")

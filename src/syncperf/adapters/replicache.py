@@ -170,17 +170,46 @@ class Pull(ProtocolAdapter):
 
     Args:
         entity: Key -> entity name or None. Default: ``key_prefix("/")``.
+        cookie_time: Optional ``cookie -> time``: the time the request's ``cookie`` stands
+            for (a ``datetime`` or seconds since the epoch; None when it has none, e.g. on
+            a first pull), for ``sync.pull.staleness``. The cookie is the application's own
+            value, so only the application can map it to a time. With it, the request body
+            is read too.
 
     Raises:
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ("_entity",)
+    __slots__ = ("_cookie_time", "_entity")
     protocol = "replicache pull"
 
-    def __init__(self, *, entity: Callable[[str], str | None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        entity: Callable[[str], str | None] | None = None,
+        cookie_time: Callable[[Any], Any] | None = None,
+    ) -> None:
         check_callable("entity", entity)
+        check_callable("cookie_time", cookie_time)
         self._entity = entity
+        self._cookie_time = cookie_time
+
+    @property
+    def reads_request(self) -> bool:  # type: ignore[override]
+        """Whether the request body is read: only to map the cookie to a time."""
+        return self._cookie_time is not None
+
+    def _request(self, op: SyncOperation, body: Any) -> None:
+        cookie_time = self._cookie_time
+        if cookie_time is None:
+            return
+        cookie = field(body, "cookie")
+        if cookie is MISSING:
+            raise Malformed("pull request has no cookie")
+        if cookie is not None:
+            at = call(cookie_time, cookie)
+            if at is not None:
+                op.record_checkpoint(at)
 
     def _response(self, op: SyncOperation, body: Any) -> Tally:
         patch = field(body, "patch")

@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from syncperf._operation import SyncOperation
@@ -30,10 +30,12 @@ from syncperf.adapters._base import (
     field,
     is_mapping,
     seq,
+    snake_case,
     stash,
     to_plain,
     unstash,
 )
+from syncperf.adapters._checkpoints import checkpoint_ms
 from syncperf.exceptions import ConfigError
 
 __all__ = ["IGNORED_FIELDS", "Pull", "Push"]
@@ -58,11 +60,30 @@ class Pull(ProtocolAdapter):
 
     Records the batch size (documents in the response) and items: ``deleted`` for
     documents with ``_deleted: true``, change unknown for the rest (a pulled document
-    may be new or changed). The request (query parameters) is not read.
+    may be new or changed). The request body is not read.
+
+    Args:
+        checkpoint_ms: The query parameter carrying the checkpoint's time in milliseconds
+            since the epoch, when your checkpoint has one (e.g. ``"updatedAt"`` stamped with
+            ``Date.now()``): it records ``sync.pull.staleness``. RxDB's checkpoint is the
+            application's, so by default nothing is read. A handler parameter of the same
+            name (or its snake_case form) works behind the decorator.
+
+    Raises:
+        ConfigError: an option is not accepted.
     """
 
-    __slots__ = ()
+    __slots__ = ("query",)
     protocol = "rxdb pull"
+
+    def __init__(self, *, checkpoint_ms: str | None = None) -> None:
+        if checkpoint_ms is not None and (not isinstance(checkpoint_ms, str) or not checkpoint_ms):
+            raise ConfigError("checkpoint_ms", checkpoint_ms, "a query parameter name or None")
+        names = () if checkpoint_ms is None else (checkpoint_ms, snake_case(checkpoint_ms))
+        self.query: tuple[str, ...] = tuple(dict.fromkeys(names))
+
+    def _query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
+        checkpoint_ms(op, params, self.query)
 
     def _response(self, op: SyncOperation, body: Any) -> Tally:
         documents = _documents(body, "documents", "documents")

@@ -21,7 +21,7 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from syncperf._config import check_callable
@@ -40,6 +40,7 @@ from syncperf.adapters._base import (
     name,
     seq,
 )
+from syncperf.adapters._checkpoints import checkpoint_ms
 
 __all__ = ["Pull", "Push"]
 
@@ -88,14 +89,21 @@ def _tally_changes(changes: Any, tally: Tally) -> dict[str, Sequence[Any]]:
 class Pull(ProtocolAdapter):
     """Adapter for a WatermelonDB pull endpoint.
 
-    Records the batch size (records in the response) and items per table and change type.
-    A turbo response (``{syncJson}``, or the JSON text itself) records nothing but
-    ``sync.watermelondb.turbo`` on the span: its counts are unknown without a second parse.
-    The request (query parameters) is not read.
+    Records the batch size (records in the response), items per table and change type, and
+    how far behind the client is (``sync.pull.staleness``, from the ``last_pulled_at`` query
+    parameter: the server timestamp of the client's previous pull, in milliseconds; absent
+    or ``null`` on a first sync). A turbo response (``{syncJson}``, or the JSON text
+    itself) records nothing but ``sync.watermelondb.turbo`` on the span: its counts are
+    unknown without a second parse.
+    The request body is not read.
     """
 
     __slots__ = ()
     protocol = "watermelondb pull"
+    query = ("last_pulled_at", "lastPulledAt")
+
+    def _query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
+        checkpoint_ms(op, params, self.query)
 
     def _response(self, op: SyncOperation, body: Any) -> Tally:
         tally = Tally()

@@ -27,12 +27,20 @@ from typing import Any
 from syncperf._config import check_bool, check_float, check_int, check_names
 from syncperf._operation import active_operation, check_operation
 from syncperf._runtime import current, flush_for_exit
+from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._exchange import Exchange
 from syncperf.asgi._http import AsgiState, contrib_in_stack
 from syncperf.asgi._routes import RouteTable, SyncRoute, exclusions, request_url, route_path
 from syncperf.exceptions import ConfigError
 
-__all__ = ["SyncPerfMiddleware", "SyncRoute", "instrument_app", "live_request", "uninstrument_app"]
+__all__ = [
+    "SyncPerfMiddleware",
+    "SyncRoute",
+    "client_metrics_app",
+    "instrument_app",
+    "live_request",
+    "uninstrument_app",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

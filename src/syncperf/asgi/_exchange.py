@@ -10,7 +10,7 @@ no per-request state. Its steps, in order:
 * ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
   route with an adapter, the request body read first);
 * ``finish``: the operation's outcome and end, then the HTTP metrics. It never replaces the
-  application's exception (see ``_hook_failed``), and the active-requests gauge always
+  application's exception (see ``_http.hook_failed``), and the active-requests gauge always
   returns to zero.
 """
 
@@ -25,7 +25,6 @@ from opentelemetry import propagate
 from opentelemetry.trace import SpanKind
 
 from syncperf._decorators import Adapter, apply_http_status
-from syncperf._gate import raised_at
 from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, error_type, release_entity
 from syncperf._runtime import OTHER, Runtime
@@ -36,9 +35,11 @@ from syncperf.asgi._http import (
     AsgiState,
     HttpSeries,
     feed_body,
+    hook_failed,
     is_json,
     key_hash,
     owners,
+    read_client,
 )
 from syncperf.asgi._routes import CompiledRoute, framework_route
 
@@ -123,6 +124,7 @@ class Exchange:
             op = self.start_operation(hit, traced, headers if propagated else None)
             if idem_key is not None:
                 self.idempotency(op, idem_key)
+            read_client(rt, op, self.adapter, self.scope)  # Sync-Client, checkpoints
         if self.mw._http_metrics:
             metered_into = self.metered_into
             shared = self.shared
@@ -341,12 +343,12 @@ class Exchange:
                 if matched is not None and matched != self.template:
                     span.set_attribute("http.route", matched)
         except Exception as error:
-            _hook_failed(rt, "asgi_outcome_failed", error, failure)
+            hook_failed(rt, "asgi_outcome_failed", error, failure)
         finally:  # the operation ends even when strict mode raised just above
             try:
                 end(op, failure, self.complete_ns or None)
             except Exception as error:
-                _hook_failed(rt, "operation_end_failed", error, failure)
+                hook_failed(rt, "operation_end_failed", error, failure)
         return matched
 
     def record_http(
@@ -377,7 +379,7 @@ class Exchange:
                 with rt.lock:
                     overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
         except Exception as error:
-            _hook_failed(rt, "asgi_http_metrics_failed", error, failure)
+            hook_failed(rt, "asgi_http_metrics_failed", error, failure)
         finally:
             if http is not None and not left:
                 with rt.lock:
@@ -406,15 +408,3 @@ class Exchange:
             etype,
             version if version in VERSIONS else None,
         )
-
-
-def _hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
-    """``rt.internal_error``, except that it never replaces the application's exception.
-
-    When the application raised, a failure of syncperf's is counted and logged even in strict
-    mode, and the application's exception propagates unchanged.
-    """
-    if failure is None:
-        rt.internal_error(reason, error)
-        return
-    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))

@@ -18,10 +18,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from opentelemetry import propagate, trace
 from opentelemetry.propagators.textmap import Getter
 
+from syncperf._client_header import HEADER as CLIENT_HEADER
+from syncperf._client_header import read as read_client_header
+from syncperf._gate import raised_at
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import SyncOperation
@@ -322,6 +326,36 @@ def feed_body(
         hook(op, parsed)
     except Exception as error:
         rt.internal_error("adapter_failed", error)
+
+
+def read_client(
+    rt: Runtime, op: SyncOperation, adapter: Any, scope: MutableMapping[str, Any]
+) -> None:
+    """What a sync request tells about its client: the ``Sync-Client`` header (several lines
+    form one list, RFC 9110) and the query parameters its adapter reads (``adapter.query``:
+    checkpoints) handed to ``on_query``. Never raises."""
+    client = [value for name, value in scope.get("headers") or () if name == CLIENT_HEADER]
+    if client:
+        read_client_header(rt, b",".join(client), op.observed())
+    if adapter is not None and getattr(adapter, "query", None):
+        try:
+            query = scope.get("query_string")
+            pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else ()
+            adapter.on_query(op, {key: value for key, value in pairs if key in adapter.query})
+        except Exception as error:
+            rt.internal_error("adapter_failed", error)
+
+
+def hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseException | None) -> None:
+    """``rt.internal_error``, except that it never replaces the application's exception.
+
+    When the application raised, a failure of syncperf's is counted and logged even in strict
+    mode, and the application's exception propagates unchanged.
+    """
+    if failure is None:
+        rt.internal_error(reason, error)
+        return
+    rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))
 
 
 def _drop(rt: Runtime, reason: str, detail: str) -> None:

@@ -42,7 +42,7 @@ from syncperf._config import Config
 from syncperf._metrics import outputs
 from syncperf._runtime import configure
 from syncperf.exceptions import ConfigError
-from syncperf.export import _otlp
+from syncperf.export import _otlp, _serve
 from syncperf.export._otlp import CountingSpanExporter, RenewableMetricExporter
 
 __all__ = [
@@ -316,7 +316,7 @@ def setup_prometheus(
             "prometheus", options["prometheus"], "not an option of setup_prometheus (use registry=)"
         )
     try:
-        from prometheus_client import CollectorRegistry, start_http_server
+        from prometheus_client import CollectorRegistry
     except ImportError:  # pragma: no cover - depends on the environment
         raise ConfigError(
             "prometheus", True, "an installed prometheus-client: pip install 'syncperf[prometheus]'"
@@ -334,7 +334,7 @@ def setup_prometheus(
             return running
     registry = CollectorRegistry() if registry is None else registry
     try:
-        server, thread = start_http_server(port, addr=host, registry=registry)
+        server, thread = _serve.start_server(port, host, registry)
     except OSError as exc:
         raise ConfigError("port", port, f"a free port on {host} ({exc.strerror})") from None
     try:
@@ -365,7 +365,7 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
         ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra).
     """
     try:
-        from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
+        from prometheus_client import REGISTRY, CollectorRegistry
     except ImportError:
         raise ConfigError(
             "prometheus", True, "an installed prometheus-client: pip install 'syncperf[prometheus]'"
@@ -378,4 +378,4 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
             registry = REGISTRY if _multiprocess.directory() is None else CollectorRegistry()
             outputs.OUTPUTS.registries.append(registry)
             _runtime.sync_outputs()
-    return make_asgi_app(registry=registry)
+    return _serve.asgi_app(registry)

@@ -177,10 +177,9 @@ class Outbox:
 
     def series(self, rt: Runtime) -> OutboxSeries:
         """This outbox's series on ``rt`` (bound once, kept by the runtime)."""
-        return rt.state(self._new_series)
+        return rt.state(self._new_series, self._serial)
 
     def _new_series(self, rt: Runtime) -> OutboxSeries:
-        # the state's factory and key: bound methods of one object are equal
         name = rt.state(outbox_names)(self.name)
         overhead = rt.overhead_for("outbox")
         with rt.lock:

@@ -36,10 +36,13 @@ event ``sync.db.n_plus_one``, rate-limited warning log); a query slower than
 rate-limited log.
 
 The mechanics live beside this module: ``_queries`` (the per-query recorder and the dialect
-wrappers), ``_detections`` (N+1 and slow queries), ``_pool`` (connection-pool metrics).
+wrappers), ``_detections`` (N+1 and slow queries), ``_pool`` (connection-pool metrics),
+``_plans`` and ``_explain`` (query plans of sync statements, with ``plans=``).
 
-Bound parameter values are never read. Statements are sanitized (``syncperf._sql``) before
-they appear on a span, an event or a log line, and no statement text is a metric attribute.
+Bound parameter values are never read (with ``plans=`` on, those of a statement whose plan is
+due are copied for its ``EXPLAIN`` only, never exported or logged). Statements are sanitized
+(``syncperf._sql``) before they appear on a span, an event or a log line, and no statement text
+is a metric attribute.
 """
 
 from __future__ import annotations
@@ -62,13 +65,14 @@ except ModuleNotFoundError as exc:
 from syncperf import _runtime
 from syncperf._config import check_bool, check_float, check_int
 from syncperf.exceptions import ConfigError
+from syncperf.sqlalchemy._plans import Planner, PlanOptions, check_plans, planner_for
 from syncperf.sqlalchemy._pool import PoolMetrics
 from syncperf.sqlalchemy._queries import QueryRecorder
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
 
-__all__ = ["EngineInstrumentation", "instrument_engine"]
+__all__ = ["EngineInstrumentation", "PlanOptions", "instrument_engine"]
 
 N_PLUS_ONE_THRESHOLD = 10
 """Default: executions of one normalized statement within one sync operation that make an N+1."""
@@ -94,6 +98,8 @@ class _Options:
     query_text: bool
     pool_metrics: bool
     log_interval: float
+    plans: PlanOptions | None = None
+    plans_from_config: bool = False
 
 
 class EngineInstrumentation:
@@ -127,6 +133,15 @@ class EngineInstrumentation:
             self._pool = PoolMetrics(engine, self.pool_name)
         self._active = False
         self._finalizer: weakref.finalize[Any, Any] | None = None
+        plans: PlanOptions | bool | None = options.plans
+        if options.plans_from_config:
+            plans = (_runtime.installed or _runtime.current()).config.plans
+        self._recorder.plans = planner_for(engine, plans, options.log_interval)
+
+    @property
+    def plans(self) -> Planner | None:
+        """The engine's query plan analysis (``plans=``), or None when off."""
+        return self._recorder.plans
 
     @property
     def engine(self) -> Engine | None:
@@ -160,12 +175,19 @@ class EngineInstrumentation:
                 self._recorder.uninstall(engine.dialect)
             if self._pool is not None:
                 self._pool.uninstall()
+            if self._recorder.plans is not None:
+                self._recorder.plans.close()
             if self._finalizer is not None:
                 self._finalizer()  # runs at most once: uninstrumented or collected
 
     def _attach_runtime(self, rt: Runtime) -> None:
         if self._active and self._pool is not None:
             self._pool.attach(rt)
+        engine = self._engine()
+        if self._active and self._options.plans_from_config and engine is not None:
+            if self._recorder.plans is not None:
+                self._recorder.plans.close()
+            self._recorder.plans = planner_for(engine, rt.config.plans, self._options.log_interval)
 
     def __repr__(self) -> str:
         state = "active" if self._active else "removed"
@@ -182,6 +204,7 @@ def instrument_engine(
     query_text: bool = True,
     pool_metrics: bool = True,
     log_interval: float = LOG_INTERVAL,
+    plans: bool | PlanOptions | None = None,
 ) -> EngineInstrumentation:
     """Instrument one SQLAlchemy ``Engine`` or ``AsyncEngine`` (idempotent).
 
@@ -196,6 +219,9 @@ def instrument_engine(
         query_text: Put the sanitized statement on spans as ``db.query.text``.
         pool_metrics: Report ``db.client.connection.*`` for the engine's pool.
         log_interval: Seconds between two warnings about the same statement (>= 0).
+        plans: Read the query plans of sync statements (docs/plans.md): True for the
+            default ``PlanOptions()``, a ``PlanOptions`` to tune them, False for off, or
+            None to follow ``configure(plans=...)`` / ``SYNCPERF_PLANS`` (default off).
 
     Returns:
         The handle; ``handle.uninstrument()`` removes the instrumentation. Instrumenting an
@@ -216,6 +242,8 @@ def instrument_engine(
         query_text,
         pool_metrics,
         log_interval,
+        check_plans(sync_engine, plans),
+        plans is None,
     )
     with _instrument_lock:
         existing = _instrumented.get(sync_engine)
@@ -242,6 +270,8 @@ def _options(
     query_text: bool,
     pool_metrics: bool,
     log_interval: float,
+    plans: PlanOptions | None,
+    plans_from_config: bool,
 ) -> _Options:
     """The checked options (``ConfigError`` naming the first one not accepted)."""
     if n_plus_one_threshold is not None:
@@ -265,6 +295,8 @@ def _options(
         query_text,
         pool_metrics,
         float(log_interval),
+        plans,
+        plans_from_config,
     )
 
 

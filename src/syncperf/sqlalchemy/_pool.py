@@ -22,6 +22,7 @@ to its ``pool_size``.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import weakref
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 __all__ = ["PoolMetrics"]
 
 _perf = time.perf_counter_ns
+_serials = itertools.count(1)
 _OUT = "_syncperf_checkout_ns"
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
@@ -89,6 +91,7 @@ class PoolMetrics:
 
     def __init__(self, engine: Engine, name: str) -> None:
         self.name = name
+        self._serial = next(_serials)
         self._engine = weakref.ref(engine)
         self._attrs: Attributes = ((POOL_NAME, name),)
         self._idle: Attributes = (*self._attrs, (STATE, "idle"))
@@ -192,12 +195,11 @@ class PoolMetrics:
         """This pool's event-driven series in ``rt`` (bound once, kept by the runtime)."""
         held, series = self._held
         if held is not rt or series is None:  # one tuple: a reader never sees a torn pair
-            series = rt.state(self._new_series)
+            series = rt.state(self._new_series, self._serial)
             self._held = (rt, series)
         return series
 
     def _new_series(self, rt: Runtime) -> PoolSeries:
-        # the state's factory and key: bound methods of one object are equal
         with rt.lock:
             return PoolSeries(rt, self._attrs)
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
     from syncperf._tracing.span import Tracer
+    from syncperf.sqlalchemy._plans import Planner
 
 
 _perf = time.perf_counter_ns
@@ -180,6 +181,8 @@ class QueryRecorder:
         self._texts: dict[str, str] = {}
         self._held = QuerySeries(None)
         """The ``QuerySeries`` of the runtime that recorded last (one attribute read)."""
+        self.plans: Planner | None = None
+        """Query plans of sync statements (``plans=``), or None when off."""
 
     # --- dialect wrappers ----------------------------------------------------------------
     # The engine's own dialect instance gets these as instance attributes: every cursor
@@ -242,6 +245,9 @@ class QueryRecorder:
             detected = 0
             if op is not None:
                 op.add_db_time(duration_ns)
+                plans = self.plans
+                if plans is not None and t1 >= plans.due.get(query.text, 0):
+                    plans.offer(statement, query, op, context, t1)
                 if self._n1 and query.counted:
                     scratch = op.scratch
                     if scratch is None:

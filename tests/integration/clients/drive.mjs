@@ -150,19 +150,30 @@ async function watermelondb() {
   });
   let beforePush = null;  // runs between a device's pull and its push (a concurrent device)
   const rejectedSeen = [];
+  // The client's own health on every push (the Sync-Client header), and each pull's
+  // checkpoint with the client's clock before and after the request (staleness bounds).
+  const checkpoints = [];
+  let reportedPending = 0;
   async function syncDevice(db) {
     await synchronize({
       database: db,
       pullChanges: async ({lastPulledAt, schemaVersion}) => {
         const since = lastPulledAt ? `last_pulled_at=${lastPulledAt}&` : '';
+        const before = Date.now();
         const r = await tap.fetch(`${base}/sync/pull?${since}schema_version=${schemaVersion}`);
+        if (lastPulledAt) checkpoints.push({last_pulled_at: lastPulledAt, before, after: Date.now()});
         if (!r.ok) throw new Error(`pull failed: ${r.status}`);
         return await r.json();
       },
       pushChanges: async ({changes, lastPulledAt}) => {
         if (beforePush) { const run = beforePush; beforePush = null; await run(); }
+        const pending = Object.values(changes).reduce(
+          (n, kinds) => n + kinds.created.length + kinds.updated.length + kinds.deleted.length, 0);
+        reportedPending += pending;
         const r = await tap.fetch(`${base}/sync/push?last_pulled_at=${lastPulledAt}`, {
-          method: 'POST', headers: {'content-type': 'application/json'},
+          method: 'POST',
+          headers: {'content-type': 'application/json',
+                    'sync-client': `pending=${pending}, app="0.28.0"`},
           body: JSON.stringify(changes),
         });
         if (!r.ok) throw new Error(`push failed: ${r.status}`);
@@ -241,6 +252,7 @@ async function watermelondb() {
     pushes: pushes.length, pushed, pushed_deleted: pushedDeleted, duplicates, conflicts,
     pulls: pulls.length, pulled, pulled_deleted: pulledDeleted,
     lost: tap.log.filter((e) => e.lost).length,
+    checkpoints, reported_pending: reportedPending,
   };
 }
 

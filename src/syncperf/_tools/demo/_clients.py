@@ -7,6 +7,13 @@ response and are retried with the same ``Idempotency-Key`` (the service replays 
 carry an invalid change (the service answers 500); a few pulls are full snapshots (one slow
 query). The ``Tally`` counts what the service answered, per operation and entity, so the
 demo can check syncperf's numbers against it.
+
+Clients also report on themselves, as a real app would: every sync request carries a
+``Sync-Client`` header (changes waiting on the device, retries, seconds since the last good
+sync, app version), every pull after the first sends back the previous pull's ``timestamp``
+as its checkpoint, and each client keeps its own measurement of every sync (duration and
+outcome as it saw them, failed attempts while offline included) and posts them in batches to
+the client metrics endpoint; some batch responses are lost and the batch is resent.
 """
 
 from __future__ import annotations
@@ -21,10 +28,15 @@ from typing import Any
 
 import httpx
 
-from syncperf._tools.demo._service import ENTITIES, HOT_RECORDS, N_PLUS_ONE_ENTITY
+from syncperf._tools.demo._schema import ENTITIES, HOT_RECORDS, N_PLUS_ONE_ENTITY
+from syncperf._tools.demo._service import CLIENT_METRICS
 
 N_PLUS_ONE_THRESHOLD = 10
 """syncperf.sqlalchemy's default: a statement executed this often in one operation is an N+1."""
+APP_VERSIONS = ("2.4.1", "2.5.0")
+"""The app versions the simulated clients run (the ``app`` member of their header)."""
+MAX_STORED = 500
+"""Measurements a client keeps while it cannot post them (the oldest are dropped)."""
 
 
 @dataclass
@@ -43,6 +55,10 @@ class Behaviour:
     """Chance that a pull is a full snapshot (one deliberately slow query)."""
     think: tuple[float, float] = (0.15, 0.6)
     """Seconds between two rounds of one client."""
+    offline_attempts: tuple[int, int] = (1, 3)
+    """Sync attempts that fail while a client is offline (measured, posted later)."""
+    flush_rounds: int = 4
+    """Online rounds between two posts of a client's stored measurements."""
 
 
 @dataclass
@@ -59,6 +75,10 @@ class Counts:
     items: int = 0
     n_plus_one: int = 0
     snapshots: int = 0
+    reported_pending: int = 0
+    """Sum of the ``pending`` the clients reported in their ``Sync-Client`` headers."""
+    checkpoints: int = 0
+    """Pulls that sent the previous pull's timestamp as their checkpoint."""
     latencies: list[float] = field(default_factory=list, repr=False)
 
 
@@ -72,6 +92,13 @@ class Tally:
     offline_batches: int = 0
     transport_errors: int = 0
     clients: int = 0
+    client_records: int = 0
+    """Client-side measurements the client metrics endpoint accepted."""
+    client_errors: int = 0
+    """Of those, syncs the clients saw fail (offline attempts, 5xx)."""
+    client_batches: int = 0
+    resent_batches: int = 0
+    """Batches posted again because their response was lost (the endpoint dedupes them)."""
 
     def of(self, operation: str, entity: str) -> Counts:
         """The counts of one (operation, entity), created on first use."""
@@ -92,6 +119,10 @@ class Tally:
             "invalid_pushes": self.invalid_pushes,
             "offline_batches": self.offline_batches,
             "transport_errors": self.transport_errors,
+            "client_records": self.client_records,
+            "client_errors": self.client_errors,
+            "client_batches": self.client_batches,
+            "resent_batches": self.resent_batches,
             "by_operation": per,
         }
 
@@ -119,6 +150,19 @@ class Client:
         self.mine: dict[str, deque[str]] = {e: deque(maxlen=20) for e in ENTITIES}
         self.prefix = uuid.UUID(int=rng.getrandbits(128)).hex[:12]
         self.serial = 0
+        self.app = rng.choice(APP_VERSIONS)
+        self.pulled_at: dict[str, int] = {}
+        """The ``timestamp`` of the last pull per entity: the next pull's checkpoint."""
+        self.unpushed = 0
+        """Local changes not pushed yet (the header's ``pending``)."""
+        self.failed = 0
+        """Failed attempts since the last successful sync (the header's ``retries``)."""
+        self.last_ok: float | None = None
+        self.stored: list[dict[str, Any]] = []
+        """This client's own measurements, waiting to be posted."""
+        self.rounds = 0
+        self.seconds = 0.0
+        """Duration of the last request, as this client measured it."""
 
     async def run(self) -> None:
         """Sync until ``stop`` is set (a request in flight is always completed)."""
@@ -126,8 +170,12 @@ class Client:
         while not self.stop.is_set():
             if self.rng.random() < self.b.offline:
                 await self._offline_round()
+                await self.flush()  # back online: post what was measured meanwhile
             else:
                 await self._online_round()
+                self.rounds += 1
+                if self.rounds % self.b.flush_rounds == 0:
+                    await self.flush()
             await self._pause(self.rng.uniform(*self.b.think))
 
     async def _pause(self, seconds: float) -> None:
@@ -141,6 +189,7 @@ class Client:
             return
         target = self.rng.choice(ENTITIES)
         edits = [self._edit(target) for _ in range(self.rng.randint(1, 3))]
+        self.unpushed += len(edits)
         await self.push(target, edits)
 
     async def _offline_round(self) -> None:
@@ -148,7 +197,12 @@ class Client:
         for _ in range(self.rng.randint(*self.b.offline_edits)):
             entity = self.rng.choice(ENTITIES)
             pending.setdefault(entity, []).append(self._edit(entity))
-        await self._pause(self.rng.uniform(*self.b.offline_seconds))
+            self.unpushed += 1
+        offline = self.rng.uniform(*self.b.offline_seconds)
+        for _ in range(self.rng.randint(*self.b.offline_attempts)):  # no network: they fail
+            self.failed += 1
+            self._measured("push", self.rng.choice(ENTITIES), offline / 2, "error")
+        await self._pause(offline)
         for entity, edits in pending.items():  # back online: one batch per entity
             if self.stop.is_set():
                 return
@@ -183,16 +237,23 @@ class Client:
         params: dict[str, Any] = {"cursor": self.cursor[entity]}
         if snapshot:
             params["snapshot"] = "true"
+        checkpoint = self.pulled_at.get(entity)
+        if checkpoint is not None:
+            params["checkpoint"] = checkpoint
         response = await self._send("pull", entity, "GET", f"/sync/{entity}/pull", params=params)
         if response is None:
             return
         counts = self.tally.of("pull", entity)
+        counts.checkpoints += checkpoint is not None
         if snapshot:
             counts.snapshots += 1
         if response.status_code >= 500:
             counts.server_errors += 1
+            self._measured("pull", entity, self.seconds, "error")
             return
         body = response.json()
+        self.pulled_at[entity] = body["timestamp"]
+        self._measured("pull", entity, self.seconds, "success")
         pulled = body["changes"]
         counts.items += len(pulled)
         if entity == N_PLUS_ONE_ENTITY and len(pulled) >= N_PLUS_ONE_THRESHOLD:
@@ -220,23 +281,29 @@ class Client:
         if response.status_code < 500 and self.rng.random() < self.b.lost_response:
             # the response never reached the device: it retries the same push, same key
             self.tally.idempotent_retries += 1
+            self._measured("push", entity, self.seconds, "error")
+            self.failed += 1
             retry = await self._send(
                 "push", entity, "POST", f"/sync/{entity}/push", json=payload, headers=headers
             )
             if retry is not None:
                 self._account(entity, edits, retry)
+        self.unpushed = max(0, self.unpushed - len(edits))  # pushed: applied or conflicted
 
     def _account(self, entity: str, edits: list[dict[str, Any]], response: httpx.Response) -> None:
         counts = self.tally.of("push", entity)
         if response.status_code >= 500:
             counts.server_errors += 1
+            self._measured("push", entity, self.seconds, "error")
             return
         if response.headers.get("idempotent-replayed") == "true":
             counts.replayed += 1  # the service applied nothing this time
+            self._measured("push", entity, self.seconds, "success")
             return
         body = response.json()
         applied: list[dict[str, Any]] = body["applied"]
         conflicts: list[dict[str, Any]] = body["conflicts"]
+        self._measured("push", entity, self.seconds, "conflict" if conflicts else "success")
         counts.conflicts += len(conflicts)
         counts.conflicted += bool(conflicts)
         known = self.versions[entity]
@@ -254,21 +321,72 @@ class Client:
         for record_id in [r for r in known if r not in own and not r.startswith(entity)]:
             del known[record_id]  # keep the client's state bounded
 
+    def _health(self, now: float) -> str:
+        """The ``Sync-Client`` header: this client's own numbers (RFC 8941 dictionary)."""
+        members = [f"pending={self.unpushed}", f"retries={self.failed}"]
+        if self.last_ok is not None:
+            members.append(f"last-sync-age={int(now - self.last_ok)}")
+        members.append(f'app="{self.app}"')
+        return ", ".join(members)
+
+    def _measured(self, operation: str, entity: str, seconds: float, outcome: str) -> None:
+        """Keep one of this client's own measurements until the next post."""
+        if len(self.stored) >= MAX_STORED:
+            del self.stored[0]
+        record = {"operation": operation, "entity": entity, "duration": seconds}
+        self.stored.append({**record, "outcome": outcome})
+
     async def _send(
         self, operation: str, entity: str, method: str, url: str, **kwargs: Any
     ) -> httpx.Response | None:
         loop = asyncio.get_running_loop()
         start = loop.time()
+        headers = {**kwargs.pop("headers", {}), "Sync-Client": self._health(start)}
         try:
-            response = await self.http.request(method, url, **kwargs)
+            response = await self.http.request(method, url, headers=headers, **kwargs)
         except httpx.HTTPError:
             self.tally.transport_errors += 1
             return None
+        self.seconds = loop.time() - start
         counts = self.tally.of(operation, entity)
         counts.requests += 1
+        counts.reported_pending += self.unpushed
         if len(counts.latencies) < 100_000:
-            counts.latencies.append(loop.time() - start)
+            counts.latencies.append(self.seconds)
+        if response.status_code < 500:
+            self.last_ok = loop.time()
+            self.failed = 0
         return response
+
+    async def flush(self) -> None:
+        """Post the stored measurements as one batch; resend it when the answer is lost."""
+        if not self.stored:
+            return
+        records, self.stored = self.stored[:100], self.stored[100:]
+        batch = {
+            "batch": uuid.UUID(int=self.rng.getrandbits(128)).hex,
+            "app": self.app,
+            "records": records,
+        }
+        headers = {"Sync-Client-Id": self.prefix}
+        lose = self.rng.random() < self.b.lost_response
+        for attempt in range(2 if lose else 1):
+            try:
+                response = await self.http.post(CLIENT_METRICS + "/", json=batch, headers=headers)
+            except httpx.HTTPError:
+                self.tally.transport_errors += 1
+                self.stored[:0] = records
+                return
+            if response.status_code != 202:  # rate-limited or not mounted: keep them
+                self.stored[:0] = records[: MAX_STORED - len(self.stored)]
+                return
+            answer = response.json()
+            if attempt == 0:
+                self.tally.client_batches += 1
+                self.tally.client_records += answer["accepted"]
+                self.tally.client_errors += sum(r["outcome"] == "error" for r in records)
+            else:
+                self.tally.resent_batches += answer.get("duplicate", False)
 
 
 async def drive(

@@ -20,15 +20,19 @@ from rich.live import Live
 
 from syncperf import _runtime
 from syncperf._config import Config
+from syncperf._tools.demo._client_checks import client_checks
 from syncperf._tools.demo._clients import Behaviour, Tally, drive
-from syncperf._tools.demo._service import ENTITIES, N_PLUS_ONE_ENTITY, Service
+from syncperf._tools.demo._schema import ENTITIES, N_PLUS_ONE_ENTITY
+from syncperf._tools.demo._service import Service
 from syncperf._tools.demo._stats import (
     Snapshot,
     alert_report,
+    client_stats,
     operation_stats,
     operations,
     outbox_stats,
     overhead,
+    plan_findings,
     pool_stats,
 )
 from syncperf._tools.demo._view import Warnings, live_view, plain_line, print_summary
@@ -178,6 +182,8 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
         )
         seconds = time.monotonic() - started
         _wait_idle(rt)
+        if service.handle is not None and service.handle.plans is not None:
+            service.handle.plans.wait()  # plans still being read count in the summary
         service.stop_relay()
         snap = Snapshot.of(reader.collect(), time.monotonic())
         summary = summarize(snap, tally, service, options, seconds, interrupted)
@@ -356,6 +362,7 @@ def summarize(
     check("outbox rows published = outbox published", rows.get("published", 0), box["published"])
     check("outbox rows pending = outbox depth", rows.get("pending", 0), box["depth"] or 0)
     check("transport errors", 0, tally.transport_errors)
+    client_checks(snap, tally, check)
     return {
         "run": {
             "seconds": seconds,
@@ -373,9 +380,12 @@ def summarize(
             "errors": int(snap.total("sync.operation.duration", {"sync.outcome": "error"})),
             "n_plus_one": int(snap.total("sync.db.n_plus_one")),
             "slow_queries": int(snap.total("sync.db.slow_queries")),
+            "plan_findings": int(snap.total("sync.db.plan.findings")),
             "series": snap.series_count(),
         },
+        "plans": plan_findings(snap),
         "outbox": {**box, "rows": rows},
+        "clients": client_stats(snap),
         "pool": pool_stats(snap),
         "overhead": overhead(snap),
         "alerts": alert_report(snap, seconds),

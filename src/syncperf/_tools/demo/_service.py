@@ -2,10 +2,15 @@
 
 Endpoints (``{entity}`` is ``todo``, ``list`` or ``comment``):
 
-* ``GET /sync/{entity}/pull?cursor=N``: changes after a cursor, one query. ``comment`` is the
-  deliberate N+1: it reads the change log, then each record with its own ``SELECT``.
+* ``GET /sync/{entity}/pull?cursor=N&checkpoint=MS``: changes after a cursor, one query.
+  ``checkpoint`` is the ``timestamp`` (server milliseconds) of the client's previous pull of
+  the entity: syncperf records how far behind the client is (``sync.pull.staleness``).
+  ``comment`` is the deliberate N+1: it reads the change log, then each record with its own
+  ``SELECT``.
   ``&snapshot=true`` is a full re-sync that first runs a deliberately slow query (0.6 s) on
-  the ``snapshot_lock`` table.
+  the ``snapshot_lock`` table. Every pull also reads the deletions after the cursor from
+  ``tombstones``, a table of old deletions that lacks the index on ``(entity, seq)`` the
+  query needs: syncperf's query plans report it (a ``seq_scan`` finding).
 * ``POST /sync/{entity}/push``: ``{"changes": [{"id", "base_version", "title", "done"}]}``
   with optimistic versions. A change whose ``base_version`` is not the server's version is a
   conflict (the server wins). Applied changes, their change-log rows and outbox rows are
@@ -13,6 +18,10 @@ Endpoints (``{entity}`` is ``todo``, ``list`` or ``comment``):
   stores the response; a retry with the same key gets it back with
   ``Idempotent-Replayed: true``. A change without a title violates ``NOT NULL``: the
   transaction rolls back and the push answers 500.
+
+Clients report their own health in a ``Sync-Client`` header on every sync request (the
+middleware reads it), and post what they measured while offline to ``/client-metrics/``
+(``syncperf.asgi.client_metrics_app``).
 
 The relay (a thread) publishes pending outbox rows to an in-memory broker that refuses a few
 messages (they are retried on the next round).
@@ -33,18 +42,7 @@ from typing import Any
 from fastapi import FastAPI, Header, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import (
-    Boolean,
-    Column,
-    DateTime,
-    Engine,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
     bindparam,
-    create_engine,
-    event,
     insert,
     select,
     text,
@@ -54,107 +52,26 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 import syncperf
+from syncperf._tools.demo._schema import (
+    ENTITIES,
+    N_PLUS_ONE_ENTITY,
+    changes,
+    idempotency,
+    make_engine,
+    outbox,
+    records,
+    reset_schema,
+    tombstones,
+    utcnow,
+)
 
-ENTITIES = ("todo", "list", "comment")
-"""Entities the service syncs; ``comment`` pulls are the deliberate N+1."""
-N_PLUS_ONE_ENTITY = "comment"
-HOT_RECORDS = 8
-"""Records per entity seeded at start; every client edits them, so edits collide."""
 SLOW_QUERY_SECONDS = 0.6
 """The deliberately slow snapshot query (syncperf's default slow-query threshold is 0.5 s)."""
 PULL_LIMIT = 200
 ROUTES = {"/sync/{entity}/pull": "pull", "/sync/{entity}/push": "push"}
 """The sync routes given to ``SyncPerfMiddleware``."""
-
-metadata = MetaData()
-records = Table(
-    "records",
-    metadata,
-    Column("entity", String(16), primary_key=True),
-    Column("id", String(64), primary_key=True),
-    Column("title", Text, nullable=False),
-    Column("done", Boolean, nullable=False, default=False),
-    Column("version", Integer, nullable=False),
-)
-changes = Table(
-    "changes",
-    metadata,
-    Column("seq", Integer, primary_key=True, autoincrement=True),
-    Column("entity", String(16), nullable=False, index=True),
-    Column("record_id", String(64), nullable=False),
-    Column("kind", String(8), nullable=False),
-    Column("version", Integer, nullable=False),
-)
-outbox = Table(
-    "outbox",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("entity", String(16), nullable=False),
-    Column("record_id", String(64), nullable=False),
-    Column("payload", Text, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("status", String(16), nullable=False, index=True),
-    Column("attempts", Integer, nullable=False, default=0),
-    Column("traceparent", String(55)),
-)
-idempotency = Table(
-    "idempotency",
-    metadata,
-    Column("key", String(128), primary_key=True),
-    Column("status", Integer, nullable=False),
-    Column("body", Text, nullable=False),
-)
-snapshot_lock = Table("snapshot_lock", metadata, Column("id", Integer, primary_key=True))
-
-
-def utcnow() -> datetime:
-    """Now, in UTC."""
-    return datetime.now(timezone.utc)
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite files get WAL, a busy timeout and a ``demo_sleep()``."""
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @event.listens_for(engine, "connect")
-        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.create_function("demo_sleep", 1, _sleep)
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_size=10, max_overflow=10)
-
-
-def _sleep(seconds: float) -> int:
-    time.sleep(seconds)
-    return 0
-
-
-def reset_schema(engine: Engine) -> None:
-    """Drop and create the demo's tables, seed the hot records and the snapshot lock row."""
-    metadata.drop_all(engine)
-    metadata.create_all(engine)
-    with engine.begin() as connection:
-        rows = [
-            {"entity": e, "id": f"{e}-{i}", "title": f"shared {e} {i}", "done": False, "version": 1}
-            for e in ENTITIES
-            for i in range(HOT_RECORDS)
-        ]
-        connection.execute(insert(records), rows)
-        connection.execute(
-            insert(changes),
-            [
-                {"entity": r["entity"], "record_id": r["id"], "kind": "created", "version": 1}
-                for r in rows
-            ],
-        )
-        connection.execute(insert(snapshot_lock).values(id=1))
+CLIENT_METRICS = "/client-metrics"
+"""Where ``client_metrics_app()`` is mounted."""
 
 
 @dataclass
@@ -203,7 +120,8 @@ class Service:
             from syncperf.outbox import Outbox, sqlalchemy_probe
             from syncperf.sqlalchemy import instrument_engine
 
-            self.handle = instrument_engine(self.engine)
+            memory = self.sqlite and self.engine.url.database in (None, "", ":memory:")
+            self.handle = instrument_engine(self.engine, plans=not memory)
             self.outbox = Outbox(
                 "changes",
                 destination="changes",
@@ -294,6 +212,11 @@ class Service:
                         .limit(PULL_LIMIT)
                     )
                 ]
+            connection.execute(  # the statement without its index (a plan finding)
+                select(tombstones.c.record_id).where(
+                    tombstones.c.entity == entity, tombstones.c.seq > cursor
+                )
+            ).all()
         op = syncperf.current_operation()
         op.set_batch_size(len(rows))
         kinds: dict[str, int] = {}
@@ -346,80 +269,8 @@ class Service:
             if not self.sqlite:
                 query = query.with_for_update()
             current = {row[0]: row[1] for row in connection.execute(query)}
-            inserts: list[dict[str, Any]] = []
-            updates: list[dict[str, Any]] = []
-            conflicts: list[dict[str, Any]] = []
-            log: list[dict[str, Any]] = []
-            versions: dict[str, int] = {}
-            applied: list[dict[str, Any]] = []
-            for item, record_id in zip(items, ids, strict=True):
-                server = current.get(record_id)
-                base = item.get("base_version", 0)
-                if server is None and base == 0 and record_id not in versions:
-                    version, kind = 1, "created"
-                    inserts.append(
-                        {
-                            "entity": entity,
-                            "id": record_id,
-                            "title": item.get("title"),
-                            "done": bool(item.get("done", False)),
-                            "version": 1,
-                        }
-                    )
-                elif server is not None and base == server:
-                    version, kind = server + 1, "updated"
-                    current[record_id] = version
-                    updates.append(
-                        {
-                            "b_id": record_id,
-                            "title": item.get("title"),
-                            "done": bool(item.get("done", False)),
-                            "version": version,
-                        }
-                    )
-                else:
-                    conflicts.append({"id": record_id, "server_version": server})
-                    continue
-                versions[record_id] = version
-                applied.append({"id": record_id, "kind": kind, "version": version})
-                log.append(
-                    {"entity": entity, "record_id": record_id, "kind": kind, "version": version}
-                )
-            if inserts:
-                connection.execute(insert(records), inserts)
-            if updates:
-                connection.execute(
-                    update(records)
-                    .where(records.c.entity == entity, records.c.id == bindparam("b_id"))
-                    .values(
-                        title=bindparam("title"),
-                        done=bindparam("done"),
-                        version=bindparam("version"),
-                    ),
-                    updates,
-                )
-            if log:
-                connection.execute(insert(changes), log)
-                now = utcnow()
-                traceparent = None
-                if self.outbox is not None:
-                    # counted when the transaction commits, never for a rolled-back push
-                    traceparent = self.outbox.enqueue(len(log), session=connection)
-                connection.execute(
-                    insert(outbox),
-                    [
-                        {
-                            "entity": entity,
-                            "record_id": row["record_id"],
-                            "payload": json.dumps(row),
-                            "created_at": now,
-                            "status": "pending",
-                            "attempts": 0,
-                            "traceparent": traceparent,
-                        }
-                        for row in log
-                    ],
-                )
+            inserts, updates, conflicts, log, applied = _plan(entity, items, ids, current)
+            self._write(connection, entity, inserts, updates, log)
             result = {"applied": applied, "conflicts": conflicts}
             status = 200
             if key is not None:
@@ -427,6 +278,50 @@ class Service:
                     insert(idempotency).values(key=key, status=status, body=json.dumps(result))
                 )
         return status, result, len(inserts), len(updates), len(conflicts)
+
+    def _write(
+        self,
+        connection: Session,
+        entity: str,
+        inserts: list[dict[str, Any]],
+        updates: list[dict[str, Any]],
+        log: list[dict[str, Any]],
+    ) -> None:
+        if inserts:
+            connection.execute(insert(records), inserts)
+        if updates:
+            connection.execute(
+                update(records)
+                .where(records.c.entity == entity, records.c.id == bindparam("b_id"))
+                .values(
+                    title=bindparam("title"),
+                    done=bindparam("done"),
+                    version=bindparam("version"),
+                ),
+                updates,
+            )
+        if log:
+            connection.execute(insert(changes), log)
+            now = utcnow()
+            traceparent = None
+            if self.outbox is not None:
+                # counted when the transaction commits, never for a rolled-back push
+                traceparent = self.outbox.enqueue(len(log), session=connection)
+            connection.execute(
+                insert(outbox),
+                [
+                    {
+                        "entity": entity,
+                        "record_id": row["record_id"],
+                        "payload": json.dumps(row),
+                        "created_at": now,
+                        "status": "pending",
+                        "attempts": 0,
+                        "traceparent": traceparent,
+                    }
+                    for row in log
+                ],
+            )
 
     # --- relay ---------------------------------------------------------------------------
 
@@ -485,13 +380,18 @@ class Service:
         service = self
 
         @app.get("/sync/{entity}/pull")
-        def pull(entity: str, cursor: int = 0, snapshot: bool = False) -> JSONResponse:
+        def pull(
+            entity: str, cursor: int = 0, snapshot: bool = False, checkpoint: int = 0
+        ) -> JSONResponse:
             if entity not in ENTITIES:
                 return JSONResponse({"error": "unknown entity"}, status_code=404)
             # named now (the middleware names a path entity only once the response is known),
             # so per-query reports such as N+1 detections carry it too
-            syncperf.current_operation().set_entity(entity)
-            return JSONResponse(service.pull(entity, cursor, snapshot))
+            op = syncperf.current_operation()
+            op.set_entity(entity)
+            op.record_checkpoint(checkpoint / 1000)  # 0: a first pull, nothing recorded
+            timestamp = time.time_ns() // 1_000_000
+            return JSONResponse({**service.pull(entity, cursor, snapshot), "timestamp": timestamp})
 
         @app.post("/sync/{entity}/push")
         async def push(
@@ -514,11 +414,57 @@ class Service:
             return {"status": "ok"}
 
         if self.instrumented:
-            from syncperf.asgi import SyncPerfMiddleware
+            from syncperf.asgi import SyncPerfMiddleware, client_metrics_app
 
             app.add_middleware(SyncPerfMiddleware, routes=ROUTES)
+            app.mount(CLIENT_METRICS, client_metrics_app())
         return app
 
 
 def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _plan(
+    entity: str, items: Sequence[dict[str, Any]], ids: list[str], current: dict[str, int]
+) -> tuple[list[dict[str, Any]], ...]:
+    """``(inserts, updates, conflicts, change log, applied)`` of a push against ``current``
+    (record id -> server version; updated in place)."""
+    inserts: list[dict[str, Any]] = []
+    updates: list[dict[str, Any]] = []
+    conflicts: list[dict[str, Any]] = []
+    log: list[dict[str, Any]] = []
+    versions: dict[str, int] = {}
+    applied: list[dict[str, Any]] = []
+    for item, record_id in zip(items, ids, strict=True):
+        server = current.get(record_id)
+        base = item.get("base_version", 0)
+        if server is None and base == 0 and record_id not in versions:
+            version, kind = 1, "created"
+            inserts.append(
+                {
+                    "entity": entity,
+                    "id": record_id,
+                    "title": item.get("title"),
+                    "done": bool(item.get("done", False)),
+                    "version": 1,
+                }
+            )
+        elif server is not None and base == server:
+            version, kind = server + 1, "updated"
+            current[record_id] = version
+            updates.append(
+                {
+                    "b_id": record_id,
+                    "title": item.get("title"),
+                    "done": bool(item.get("done", False)),
+                    "version": version,
+                }
+            )
+        else:
+            conflicts.append({"id": record_id, "server_version": server})
+            continue
+        versions[record_id] = version
+        applied.append({"id": record_id, "kind": kind, "version": version})
+        log.append({"entity": entity, "record_id": record_id, "kind": kind, "version": version})
+    return inserts, updates, conflicts, log, applied

@@ -205,6 +205,41 @@ def outbox_stats(snap: Snapshot, name: str = "changes") -> dict[str, Any]:
     }
 
 
+def plan_findings(snap: Snapshot) -> list[dict[str, Any]]:
+    """Query plan findings (``sync.db.plan.findings``), most frequent first."""
+    found = [
+        {
+            "finding": str(attrs.get("sync.db.plan.finding")),
+            "table": str(attrs.get("db.collection.name", "-")),
+            "operation": str(attrs.get("sync.operation")),
+            "entity": str(attrs.get("sync.entity", "-")),
+            "count": int(point.value),
+        }
+        for attrs, point in snap.points("sync.db.plan.findings")
+    ]
+    return sorted(found, key=lambda f: (-f["count"], f["finding"], f["table"]))
+
+
+def client_stats(snap: Snapshot) -> dict[str, Any]:
+    """What the clients see: staleness, their reported queues, their own failure rate."""
+    staleness = snap.merged("sync.pull.staleness")
+    pending = snap.merged("sync.client.pending_changes")
+    measured = snap.total("sync.client.operation.duration")
+    failed = snap.total("sync.client.operation.duration", {"sync.outcome": "error"})
+    versions = {
+        str(attrs.get("sync.client.app_version"))
+        for attrs, _ in snap.points("sync.client.pending_changes")
+    }
+    return {
+        "staleness_p50": quantile(0.5, staleness),
+        "staleness_p95": quantile(0.95, staleness),
+        "staleness_max": staleness.max if staleness is not None else None,
+        "pending_p95": quantile(0.95, pending),
+        "client_error_ratio": failed / measured if measured else None,
+        "app_versions": sorted(versions),
+    }
+
+
 def pool_stats(snap: Snapshot) -> dict[str, Any]:
     """Connection pool use (all pools together)."""
     wait = snap.merged("db.client.connection.wait_time")
@@ -297,6 +332,17 @@ def alert_report(
                 if n > o.n_plus_one
             ]
             fired = bool(details)
+        elif alert.name == "SyncQueryPlanFinding":
+            found = by_labels(
+                "sync.db.plan.findings",
+                ["sync.operation", "sync.entity", "db.collection.name", "sync.db.plan.finding"],
+            )
+            details = [
+                f"{finding} on {table} in {op} {entity}: {n:.0f}"
+                for (op, entity, table, finding), n in found.items()
+                if n > 0
+            ]
+            fired = bool(details)
         elif alert.name == "SyncSlowQueriesHigh":
             found = by_labels("sync.db.slow_queries", ["db.operation.name", "db.collection.name"])
             details = [
@@ -313,6 +359,9 @@ def alert_report(
             found = by_labels("syncperf.export.failures", ["syncperf.signal"])
             details = [f"{signal}: {n:.0f} failed" for (signal,), n in found.items() if n > 0]
             fired = bool(details)
+        elif alert.name in _CLIENT_ALERTS:
+            details = _client_alert(snap, alert.name, o, seconds)
+            fired = bool(details)
         else:  # volume and idempotency spikes compare with the hour before the window
             fired = None
             details = [f"needs a {o.baseline_window} baseline"]
@@ -320,6 +369,48 @@ def alert_report(
             {"alert": alert.name, "severity": alert.severity, "fired": fired, "details": details}
         )
     return report
+
+
+_CLIENT_ALERTS = frozenset(
+    {"SyncClientsFarBehind", "SyncClientPendingChangesHigh", "SyncClientFailureRateHigh"}
+)
+
+
+def _client_alert(snap: Snapshot, name: str, o: RuleOptions, seconds: float) -> list[str]:
+    """The client alerts, per operation and entity, on the run's totals (as ``alert_report``)."""
+    metric = {
+        "SyncClientsFarBehind": "sync.pull.staleness",
+        "SyncClientPendingChangesHigh": "sync.client.pending_changes",
+        "SyncClientFailureRateHigh": "sync.client.operation.duration",
+    }[name]
+    pairs = sorted(
+        {(a.get("sync.operation"), a.get("sync.entity")) for a, _ in snap.points(metric)},
+        key=str,
+    )
+    details = []
+    for op, entity in pairs:
+        match = {"sync.operation": op, "sync.entity": entity}
+        point = snap.merged(metric, match)
+        if point is None or point.count / seconds <= o.min_rate:
+            continue
+        if name == "SyncClientsFarBehind":
+            limit = o.stale_hours * 3600
+            bounds, counts = point.explicit_bounds, point.bucket_counts[:-1]  # no +Inf
+            within = sum(n for b, n in zip(bounds, counts, strict=True) if b <= limit)
+            share = 1 - within / point.count
+            if share > o.stale_share:
+                details.append(f"{op} {entity}: {share:.0%} over {o.stale_hours:g} h behind")
+        elif name == "SyncClientPendingChangesHigh":
+            p95 = quantile(0.95, point)
+            if p95 is not None and p95 > o.pending_changes:
+                details.append(f"{op} {entity}: p95 {p95:.0f} > {o.pending_changes:g}")
+        else:
+            failed = snap.total(metric, {**match, "sync.outcome": "error"})
+            if failed / point.count > o.client_error_rate:
+                details.append(
+                    f"{op} {entity}: {failed / point.count:.0%} > {o.client_error_rate:.0%}"
+                )
+    return details
 
 
 def fmt_seconds(value: float | None) -> str:

@@ -15,6 +15,7 @@ from rich.text import Text
 
 from syncperf._tools.demo._stats import (
     Snapshot,
+    client_stats,
     fmt_seconds,
     operation_stats,
     operations,
@@ -87,6 +88,15 @@ def side_table(snap: Snapshot) -> Table:
     table.add_row("pool used / max", f"{_num(pool['used'])} / {_num(pool['max'])}")
     table.add_row("pool wait p99", fmt_seconds(pool["wait_p99"]))
     table.add_row("slow queries", f"{snap.total('sync.db.slow_queries'):.0f}")
+    table.add_row("query plan findings", f"{snap.total('sync.db.plan.findings'):.0f}")
+    clients = client_stats(snap)
+    table.add_row(
+        "client staleness p50 / p95",
+        f"{fmt_seconds(clients['staleness_p50'])} / {fmt_seconds(clients['staleness_p95'])}",
+    )
+    table.add_row("client pending changes p95", _num(clients["pending_p95"], ".0f"))
+    ratio = clients["client_error_ratio"]
+    table.add_row("client-side failure rate", "-" if ratio is None else f"{ratio:.0%}")
     for component, o in sorted(overhead(snap).items()):
         table.add_row(
             f"syncperf overhead ({component})",
@@ -184,6 +194,12 @@ def plain_line(snap: Snapshot, previous: Snapshot | None, elapsed: float) -> str
     return "  ".join(parts)
 
 
+def _plan_line(plans: list[dict[str, Any]]) -> str:
+    return ", ".join(
+        f"{p['finding']} on {p['table']} ({p['operation']} {p['entity']})" for p in plans
+    )
+
+
 def print_summary(console: Console, summary: dict[str, Any], snap: Snapshot) -> None:
     """The final summary: tables, checks against the simulator, alerts."""
     run = summary["run"]
@@ -201,6 +217,15 @@ def print_summary(console: Console, summary: dict[str, Any], snap: Snapshot) -> 
         mark = Text("ok", style="green") if check["ok"] else Text("MISMATCH", style="bold red")
         checks.add_row(check["what"], str(check["driven"]), str(check["measured"]), mark)
     console.print(checks)
+    if summary["plans"]:
+        plans = Table(title="query plans of sync statements", title_justify="left")
+        for column in ("finding", "table", "sync operation", "count"):
+            plans.add_column(column, justify="right" if column == "count" else "left")
+        for found in summary["plans"]:
+            where = f"{found['operation']} {found['entity']}"
+            plans.add_row(found["finding"], found["table"], where, str(found["count"]))
+        console.print(plans)
+        console.print(f"query plans: {_plan_line(summary['plans'])} (docs/plans.md)")
     alerts = Table(title="default alerts on these numbers", title_justify="left")
     for column in ("alert", "severity", "would fire", "why"):
         alerts.add_column(column)

@@ -119,7 +119,14 @@ def alerts(o: RuleOptions) -> list[Alert]:
             Alert(name, expr, o.for_duration(for_), severity, summary, description, labels)
         )
 
-    for group in (_sync_alerts, _spike_alerts, _outbox_alerts, _database_alerts, _self_alerts):
+    for group in (
+        _sync_alerts,
+        _spike_alerts,
+        _client_alerts,
+        _outbox_alerts,
+        _database_alerts,
+        _self_alerts,
+    ):
         group(o, add)
     return result
 
@@ -236,6 +243,17 @@ def _database_alerts(o: RuleOptions, add: Add) -> None:
         ("sync_operation", "sync_entity", "db_collection_name"),
     )
     add(
+        "SyncQueryPlanFinding",
+        f"sum by ({BY}, db_collection_name, sync_db_plan_finding) "
+        f"(increase({prom('sync.db.plan.findings')}[{o.plan_window}])) > 0",
+        "0s",
+        "info",
+        "Query plan finding {{ $labels.sync_db_plan_finding }} on "
+        "{{ $labels.db_collection_name }} in " + op_entity,
+        f"A sync statement's plan showed this finding in the last {o.plan_window}.",
+        ("sync_operation", "sync_entity", "db_collection_name", "sync_db_plan_finding"),
+    )
+    add(
         "SyncSlowQueriesHigh",
         "sum by (db_operation_name, db_collection_name) "
         f"(rate({prom('sync.db.slow_queries')}[{o.slow_query_window}])) * 3600"
@@ -271,6 +289,51 @@ def _self_alerts(o: RuleOptions, add: Add) -> None:
         "syncperf cannot export {{ $labels.syncperf_signal }}",
         f"OTLP exports failed over the last {w}: telemetry is being dropped.",
         ("syncperf_signal",),
+    )
+
+
+def _client_alerts(o: RuleOptions, add: Add) -> None:
+    """What clients see: far behind, changes piling up on devices, their own failures."""
+    w = o.window
+    stale_le = repr(o.stale_hours * 3600)
+    staleness, pulls = prom("sync.pull.staleness", "_bucket"), prom("sync.pull.staleness", "_count")
+    recent = _rate(staleness, w, f'{{le="{stale_le}"}}')
+    add(
+        "SyncClientsFarBehind",
+        f"1 - (\n  {recent}\n  / {_rate(pulls, w)}\n) > {number(o.stale_share)}\n"
+        f"and {_rate(pulls, w)} > {number(o.min_rate)}",
+        "30m",
+        "warning",
+        f"More than {percent(o.stale_share)} of {{{{ $labels.sync_operation }}}}s of entity "
+        f"{{{{ $labels.sync_entity }}}} from clients over {number(o.stale_hours)} h behind",
+        f"More than {percent(o.stale_share)} of pulls over the last {w} came from clients whose "
+        f"checkpoint was more than {number(o.stale_hours)} hours old.",
+    )
+    pending = prom("sync.client.pending_changes", "_bucket")
+    reports = prom("sync.client.pending_changes", "_count")
+    add(
+        "SyncClientPendingChangesHigh",
+        f"histogram_quantile(0.95, {_rate(pending, w, by=BY + ', le')})"
+        f" > {number(o.pending_changes)}\nand {_rate(reports, w)} > {number(o.min_rate)}",
+        "15m",
+        "warning",
+        f"Clients report more than {number(o.pending_changes)} changes waiting "
+        "({{ $labels.sync_operation }} of entity {{ $labels.sync_entity }}, p95)",
+        f"The 95th percentile of the changes clients report waiting on their devices exceeded "
+        f"{number(o.pending_changes)} over the last {w}: pushes are not getting through.",
+    )
+    measured = prom("sync.client.operation.duration", "_count")
+    failed = _rate(measured, w, '{sync_outcome="error"}')
+    add(
+        "SyncClientFailureRateHigh",
+        f"{_ratio(failed, _rate(measured, w))} > {number(o.client_error_rate)}\n"
+        f"and {_rate(measured, w)} > {number(o.min_rate)}",
+        "15m",
+        "warning",
+        f"Client-side failure rate of {{{{ $labels.sync_operation }}}} of entity "
+        f"{{{{ $labels.sync_entity }}}} above {percent(o.client_error_rate)}",
+        f"More than {percent(o.client_error_rate)} of the syncs clients measured themselves "
+        f"failed over the last {w} (as they reported them to the client metrics endpoint).",
     )
 
 

@@ -50,7 +50,7 @@ Query = tuple[str, float, str, tuple[str, ...]]
 
 def monitors(o: RuleOptions) -> list[dict[str, Any]]:
     """Datadog monitor definitions (API ``POST /api/v1/monitor`` bodies), one per alert."""
-    queries = {**_sync_queries(o), **_other_queries(o)}
+    queries = {**_sync_queries(o), **_client_queries(o), **_other_queries(o)}
     return [_monitor(o, alert, *queries[alert.name]) for alert in alerts(o)]
 
 
@@ -105,10 +105,50 @@ def _sync_queries(o: RuleOptions) -> dict[str, Query]:
     }
 
 
+def _client_queries(o: RuleOptions) -> dict[str, Query]:
+    """The monitors of what clients see, by alert name."""
+    w = _window("window", o.window)
+    client = metric("sync.client.operation.duration")
+    by = _by(_OP_ENTITY)
+    entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
+    return {
+        "SyncClientsFarBehind": (
+            # More than a share s of pulls over T behind is the (1 - s) quantile over T: the
+            # Prometheus rule counts the share in the buckets, Datadog's distribution answers
+            # the quantile (stale_share is limited to the quantiles it offers).
+            f"avg(last_{w}):{_quantile(1 - o.stale_share)}:{metric('sync.pull.staleness')}{{*}}"
+            f"{by} > {number(o.stale_hours * 3600)}",
+            o.stale_hours * 3600,
+            f"Clients far behind for {entity_op}",
+            _OP_ENTITY,
+        ),
+        "SyncClientPendingChangesHigh": (
+            f"avg(last_{w}):p95:{metric('sync.client.pending_changes')}{{*}}{by}"
+            f" > {number(o.pending_changes)}",
+            o.pending_changes,
+            f"Changes piling up on devices for {entity_op}",
+            _OP_ENTITY,
+        ),
+        "SyncClientFailureRateHigh": (
+            f"sum(last_{w}):count:{client}{{sync.outcome:error}}{by}.as_count()"
+            f" / count:{client}{{*}}{by}.as_count() > {number(o.client_error_rate)}",
+            o.client_error_rate,
+            f"Client-side failure rate high for {entity_op}",
+            _OP_ENTITY,
+        ),
+    }
+
+
+def _quantile(q: float) -> str:
+    """Datadog's aggregation of the distribution quantile ``q`` (``0.75`` -> ``p75``)."""
+    return "p" + number(round(q * 100, 6))
+
+
 def _other_queries(o: RuleOptions) -> dict[str, Query]:
     """The monitors of the outbox, the database and syncperf itself, by alert name."""
     w = _window("window", o.window)
     sw = _window("slow_query_window", o.slow_query_window)
+    pw = _window("plan_window", o.plan_window)
     entity_op = f"entity {_var('sync.entity')} ({_var('sync.operation')})"
     slow_per_window = round(o.slow_queries_per_hour * o.seconds("slow_query_window") / 3600, 6)
     return {
@@ -132,6 +172,15 @@ def _other_queries(o: RuleOptions) -> dict[str, Query]:
             o.n_plus_one,
             f"N+1 queries on {_var('db.collection.name')} in {entity_op}",
             (*_OP_ENTITY, "db.collection.name"),
+        ),
+        "SyncQueryPlanFinding": (
+            f"sum(last_{pw}):sum:{metric('sync.db.plan.findings')}{{*}}"
+            f"{_by((*_OP_ENTITY, 'db.collection.name', 'sync.db.plan.finding'))}.as_count()"
+            " > 0",
+            0.0,
+            f"Query plan finding {_var('sync.db.plan.finding')} on "
+            f"{_var('db.collection.name')} in {entity_op}",
+            (*_OP_ENTITY, "db.collection.name", "sync.db.plan.finding"),
         ),
         "SyncSlowQueriesHigh": (
             # The count over the window (as_count() summed), against the hourly threshold

@@ -67,10 +67,18 @@ class RuleOptions:
         outbox_age_seconds: Age of the oldest unpublished outbox message.
         n_plus_one: N+1 detections tolerated per window (alert when above).
         slow_queries_per_hour: Slow queries per hour, per statement kind and table.
+        stale_hours: Staleness that counts as "far behind" (a bucket boundary of
+            ``sync.pull.staleness``: 1, 2, 4, 8, 24, 48, 168, 336 or 720 hours).
+        stale_share: Share of pulls from clients that far behind (0.5, 0.25, 0.1, 0.05 or
+            0.01: the complement of a quantile Datadog computes, for the twin monitor).
+        pending_changes: p95 of the changes clients report waiting on their devices.
+        client_error_rate: Share of the syncs clients measured themselves that failed.
         min_rate: Operations per second below which ratio and spike alerts stay silent.
         window: Rate window of the recording rules and alerts.
         baseline_window: Length of the baseline the spike alerts compare against.
         slow_query_window: Window of the slow-query rate.
+        plan_window: Window in which a query plan finding keeps its alert firing (plans are
+            read once per statement shape every 5 min by default: keep it above that).
         for_: Overrides every alert's ``for`` duration (None: per-alert defaults).
         evaluation_interval: Rule group ``interval`` (None: Prometheus's global one).
         runbook_url: Base URL of docs/runbooks.md; alerts link to ``URL#alertname``.
@@ -85,10 +93,15 @@ class RuleOptions:
     outbox_age_seconds: float = 300.0
     n_plus_one: float = 0.0
     slow_queries_per_hour: float = 100.0
+    stale_hours: float = 24.0
+    stale_share: float = 0.25
+    pending_changes: float = 100.0
+    client_error_rate: float = 0.20
     min_rate: float = 0.05
     window: str = "5m"
     baseline_window: str = "1h"
     slow_query_window: str = "1h"
+    plan_window: str = "30m"
     for_: str | None = None
     evaluation_interval: str | None = None
     runbook_url: str = DEFAULT_RUNBOOK_URL
@@ -104,7 +117,11 @@ class RuleOptions:
         _positive("slow_queries_per_hour", self.slow_queries_per_hour)
         _positive("min_rate", self.min_rate, low=0.0)
         _positive("n_plus_one", self.n_plus_one, low=0.0)
-        for name in ("window", "baseline_window", "slow_query_window"):
+        _one_of("stale_hours", self.stale_hours, STALE_HOURS)
+        _one_of("stale_share", self.stale_share, STALE_SHARES)
+        _positive("pending_changes", self.pending_changes)
+        _ratio("client_error_rate", self.client_error_rate)
+        for name in ("window", "baseline_window", "slow_query_window", "plan_window"):
             if parse_duration(name, getattr(self, name)) < 1:
                 raise ConfigError(name, getattr(self, name), "a duration of at least 1s")
         if self.for_ is not None:
@@ -125,6 +142,17 @@ class RuleOptions:
     def runbook(self, alert: str) -> str:
         """The runbook link of ``alert`` (its section in docs/runbooks.md)."""
         return f"{self.runbook_url}#{alert.lower()}"
+
+
+STALE_HOURS = (1.0, 2.0, 4.0, 8.0, 24.0, 48.0, 168.0, 336.0, 720.0)
+"""Staleness thresholds that are exact ``sync.pull.staleness`` bucket boundaries."""
+STALE_SHARES = (0.5, 0.25, 0.1, 0.05, 0.01)
+"""Shares whose complement is a quantile Datadog distributions offer (p50 ... p99)."""
+
+
+def _one_of(name: str, value: object, accepted: tuple[float, ...]) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in accepted:
+        raise ConfigError(name, value, "one of " + ", ".join(number(a) for a in accepted))
 
 
 def _ratio(name: str, value: object, high: float = 1.0) -> None:

@@ -287,6 +287,24 @@ PANELS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         ),
     ),
     (
+        "Query plans",
+        (
+            Panel(
+                "Plan findings (last 30 min)",
+                "short",
+                "Findings in the plans of sync statements (plans=True, docs/plans.md) by sync "
+                "operation, table and kind; an unfixed one recurs at each plan (every 5 min).",
+                (
+                    (
+                        "sum by (sync_operation, db_collection_name, sync_db_plan_finding) "
+                        f"(increase({prom('sync.db.plan.findings')}{_ALL}[30m]))",
+                        "{{sync_operation}} {{sync_db_plan_finding}} {{db_collection_name}}",
+                    ),
+                ),
+            ),
+        ),
+    ),
+    (
         "Outbox",
         (
             Panel(

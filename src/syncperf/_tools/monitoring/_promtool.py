@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from syncperf._metrics.catalogue import DURATION_BOUNDS
+from syncperf._metrics.catalogue import AGE_BOUNDS, DURATION_BOUNDS, PENDING_BOUNDS
 from syncperf._tools.monitoring._alerts import Alert, alerts, names
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, parse_duration
 from syncperf._tools.monitoring._series import prom
@@ -259,6 +259,18 @@ def _n_plus_one(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixtu
     return f
 
 
+def _plan_findings(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    metric = prom("sync.db.plan.findings")
+    f = Fixture(eval_seconds=o.seconds("plan_window") + for_s + 2 * t.step)
+    base = {"sync_operation": "pull", "sync_entity": "todo", "sync_db_plan_finding": "seq_scan"}
+    found = {**base, "db_collection_name": "tombstones"}
+    fixed = {**base, "db_collection_name": "records"}
+    f.series.append(_series(metric, found, t.counter([(t.samples, 1 / 300)])))  # every plan
+    f.series.append(_series(metric, fixed, t.counter([(t.samples, 0.0)])))  # indexed long ago
+    f.firing.append(found)
+    return f
+
+
 def _slow_queries(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     metric = prom("sync.db.slow_queries")
     f = Fixture(eval_seconds=o.seconds("slow_query_window") + for_s + 2 * t.step)
@@ -269,6 +281,64 @@ def _slow_queries(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fix
         labels = {"db_operation_name": "SELECT", "db_collection_name": table}
         f.series.append(_series(metric, labels, t.counter([(t.samples, per_hour / 3600)])))
     f.firing.append({"db_operation_name": "SELECT", "db_collection_name": "todos"})
+    return f
+
+
+def _histogram(
+    t: Timeline,
+    metric: str,
+    labels: dict[str, str],
+    bounds: tuple[float, ...],
+    rate: float,
+    shares: dict[float, float],
+) -> list[dict[str, str]]:
+    """``_bucket`` and ``_count`` series of ``metric``: ``shares`` maps a bucket's upper
+    bound to the share of observations in it."""
+    out = []
+    for bound in [*bounds, math.inf]:
+        cumulative = sum(share for b, share in shares.items() if b <= bound)
+        le = "+Inf" if bound == math.inf else repr(float(bound))
+        bucket = prom(metric, "_bucket")
+        out.append(
+            _series(bucket, {**labels, "le": le}, t.counter([(t.samples, rate * cumulative)]))
+        )
+    out.append(_series(prom(metric, "_count"), labels, t.counter([(t.samples, rate)])))
+    return out
+
+
+def _stale(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    threshold = o.stale_hours * 3600
+    older = next(b for b in AGE_BOUNDS if b > threshold)
+    hi, lo = _above(o.stale_share), o.stale_share / 2
+    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    for entity, share in (("todo", hi), ("note", lo)):
+        labels = {"sync_operation": "pull", "sync_entity": entity}
+        shares = {60.0: 1 - share, older: share}
+        f.series += _histogram(t, "sync.pull.staleness", labels, AGE_BOUNDS, rate, shares)
+    f.firing.append({"sync_operation": "pull", "sync_entity": "todo"})
+    return f
+
+
+def _pending(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    bounds = tuple(float(b) for b in PENDING_BOUNDS)
+    above = next((b for b in bounds if b > o.pending_changes), math.inf)
+    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    for entity, shares in (("todo", {1.0: 0.8, above: 0.2}), ("note", {1.0: 1.0})):
+        labels = {"sync_operation": "push", "sync_entity": entity, "sync_client_app_version": "2.4"}
+        f.series += _histogram(t, "sync.client.pending_changes", labels, bounds, rate, shares)
+    f.firing.append({"sync_operation": "push", "sync_entity": "todo"})
+    return f
+
+
+def _client_failures(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
+    hi, lo = _above(o.client_error_rate), o.client_error_rate / 2
+    metric = prom("sync.client.operation.duration", "_count")
+    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    for entity, share in (("todo", hi), ("note", lo)):
+        for outcome, part in (("error", share), ("success", 1 - share)):
+            labels = {"sync_operation": "push", "sync_entity": entity, "sync_outcome": outcome}
+            f.series.append(_series(metric, labels, t.counter([(t.samples, rate * part)])))
+    f.firing.append({"sync_operation": "push", "sync_entity": "todo"})
     return f
 
 
@@ -294,7 +364,11 @@ _FIXTURES: dict[str, Builder] = {
     "OutboxProbeFailing": _counter_alert(
         "outbox.probe.failures", "outbox_name", "orders", "emails"
     ),
+    "SyncClientsFarBehind": _stale,
+    "SyncClientPendingChangesHigh": _pending,
+    "SyncClientFailureRateHigh": _client_failures,
     "SyncNPlusOneDetected": _n_plus_one,
+    "SyncQueryPlanFinding": _plan_findings,
     "SyncSlowQueriesHigh": _slow_queries,
     "SyncPerfShedding": _counter_alert(
         "syncperf.shed", "syncperf_reason", "operation_budget", "span_queue_full"

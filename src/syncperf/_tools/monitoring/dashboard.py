@@ -13,10 +13,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from syncperf._tools.monitoring._panels import DUR_COUNT, PANELS, Panel
+from syncperf._tools.monitoring._client_panels import CLIENT_ROW
+from syncperf._tools.monitoring._panels import DUR_COUNT, Panel
+from syncperf._tools.monitoring._panels import PANELS as CORE_PANELS
 from syncperf.cli import Parser, write_output
 
 __all__ = ["PANELS", "Panel", "build", "main", "render"]
+
+PANELS = (*CORE_PANELS[:-1], CLIENT_ROW, CORE_PANELS[-1])
+"""Rows of the dashboard and their panels (syncperf's own row last)."""
 
 INSTALL_HINT = (
     "syncperf dashboard needs grafana-foundation-sdk (Python >= 3.11): "

@@ -1,0 +1,165 @@
+"""Prometheus exposition text rendered straight from a reader's cumulative points.
+
+The bytes are those ``SyncPerfCollector`` and ``prometheus_client``'s encoders produce (text
+format 0.0.4 and OpenMetrics 1.0), without a metric-family object per scrape: each series'
+label text is built once (when it first appears), each instrument's ``le`` values once, and
+a scrape joins pre-built pieces with the numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from itertools import accumulate
+from typing import Any, cast
+
+from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument
+from syncperf._metrics.reader import Reader
+
+SeriesText = tuple[str, ...]
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def le_value(bound: float) -> str:
+    """A bucket's ``le`` label value (as the collector has always written it)."""
+    return "+Inf" if bound == math.inf else repr(float(bound))
+
+
+def label_value(value: object) -> str:
+    """An attribute value as a label value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class _Family:
+    """What one instrument's family renders from: headers, ``le`` values, series labels."""
+
+    __slots__ = (
+        "_label_name",
+        "headers",
+        "histogram",
+        "keys",
+        "lines",
+        "name",
+        "names",
+        "sample",
+        "series",
+    )
+
+    def __init__(self, instrument: Instrument, name: str, label_name: Callable[[str], str]):
+        counter = instrument.kind == "counter"
+        self.histogram = instrument.kind == "histogram"
+        if counter and name.endswith("_total"):  # as CounterMetricFamily does
+            name = name[:-6]
+        self.name = name
+        self.sample = name + "_total" if counter else name
+        kind = "histogram" if self.histogram else "counter" if counter else "gauge"
+        doc = instrument.description or instrument.name
+        text_doc = doc.replace("\\", r"\\").replace("\n", r"\n")
+        self.headers = (
+            f"# HELP {self.sample} {text_doc}\n# TYPE {self.sample} {kind}\n",
+            f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n",
+        )
+        les = [le_value(b) for b in (*instrument.bounds, math.inf)]
+        last = 4 + len(les)
+        self.lines = tuple(  # the lines of one series: counts below a million, then any
+            "".join(f"{{0}}{le}{{1}}{{{i}}}{end}\n" for i, le in enumerate(les, 5))
+            + f"{{2}}{{{last}}}{end}\n{{3}}{{4}}\n"
+            for end in (".0", "")
+        )
+        """Format strings of a series' bucket, count and sum lines, filled with the series'
+        label pieces, its sum and its cumulative counts (``str.format``: one call)."""
+        self.keys: tuple[str, ...] = ()
+        self.names: tuple[str, ...] = ()
+        self.series: dict[Attributes, SeriesText] = {}
+        self._label_name = label_name
+
+    def refresh(self, points: dict[Attributes, Any]) -> None:
+        """Use the label names of the series present now (their union, as the collector)."""
+        keys = tuple(sorted({key for attributes in points for key, _ in attributes}))
+        if keys != self.keys:
+            self.keys = keys
+            self.names = tuple(self._label_name(key) for key in keys)
+            self.series.clear()
+        elif len(self.series) > 2 * len(points) + 64:  # gauges whose series come and go
+            self.series.clear()
+
+    def bind(self, attributes: Attributes) -> SeriesText:
+        """The pre-built pieces of one series' sample lines."""
+        found = dict(attributes)
+        values = [label_value(found.get(key, "")) for key in self.keys]
+        labels = dict(zip(self.names, values, strict=True))
+        plain = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+        plain = "{" + plain + "}" if plain else ""
+        if not self.histogram:
+            text: SeriesText = (f"{self.sample}{plain} ",)
+        else:
+            labels["le"] = "\0"
+            bucket = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
+            head, _, tail = bucket.partition("\0")
+            text = (
+                f"{self.name}_bucket{{{head}",
+                f"{tail}}} ",
+                f"{self.name}_count{plain} ",
+                f"{self.name}_sum{plain} ",
+            )
+        self.series[attributes] = text
+        return text
+
+
+class Exposition:
+    """Renders one reader's metrics as Prometheus text or OpenMetrics."""
+
+    def __init__(
+        self, reader: Reader, name: Callable[[Instrument], str], label_name: Callable[[str], str]
+    ) -> None:
+        self._reader = reader
+        self._name = name
+        self._label_name = label_name
+        self._families: dict[str, _Family] = {}
+        self._seen: dict[str, int] = {}
+
+    def render(self, openmetrics: bool = False) -> str:
+        """The exposition of every series as of now (without OpenMetrics' ``# EOF``)."""
+        return self._reader.read(lambda found, now: self._render(found, openmetrics))
+
+    def _render(self, found: list[tuple[Instrument, dict[Attributes, Any]]], om: bool) -> str:
+        from prometheus_client.utils import floatToGoString
+
+        go = cast(Callable[[object], str], floatToGoString)
+        out: list[str] = []
+        for instrument, points in found:
+            family = self._family(instrument, points)
+            out.append(family.headers[om])
+            series, bind = family.series, family.bind
+            if not family.histogram:
+                for attributes, point in points.items():
+                    (prefix,) = series.get(attributes) or bind(attributes)
+                    out.append(f"{prefix}{go(point.value)}\n")
+                continue
+            small, large = family.lines
+            for attributes, point in points.items():
+                labels = series.get(attributes) or bind(attributes)
+                delta: HistogramDelta = point.value
+                running = list(accumulate(delta.counts))
+                if running[-1] < 1000000:  # "3.0", as floatToGoString writes 3
+                    out.append(small.format(*labels, go(delta.sum), *running))
+                else:
+                    out.append(large.format(*labels, go(delta.sum), *map(go, running)))
+        return "".join(out)
+
+    def _family(self, instrument: Instrument, points: dict[Attributes, Any]) -> _Family:
+        name = instrument.name
+        family = self._families.get(name)
+        if family is None:
+            family = self._families[name] = _Family(
+                instrument, self._name(instrument), self._label_name
+            )
+        if instrument.kind == "gauge" or self._seen.get(name) != len(points):
+            family.refresh(points)
+            self._seen[name] = len(points)
+        return family

@@ -1,0 +1,124 @@
+"""A reader's points (one per series) and their OpenTelemetry form (``Metric``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import add
+
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    Gauge,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+    Sum,
+)
+from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+
+from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument
+
+_INT64 = 2**63
+
+
+@dataclass(slots=True)
+class Point:
+    """A reader's state of one series: since when, and what it holds."""
+
+    start_ns: int
+    value: float | HistogramDelta
+    attributes: dict[str, str | bool]
+    """The series' attributes as OTLP data points take them (built once, shared by every
+    collection; exporters only read them)."""
+
+
+Points = dict[Attributes, Point]
+"""One instrument's series in a reader: the point of each attribute set."""
+
+
+def copy_value(value: float | HistogramDelta | None) -> float | HistogramDelta:
+    """A reader's own copy of a drained value (the series reuses its object)."""
+    if isinstance(value, HistogramDelta):
+        return HistogramDelta(list(value.counts), value.count, value.sum, value.min, value.max)
+    assert value is not None
+    return value
+
+
+def merge_value(
+    into: float | HistogramDelta, new: float | HistogramDelta | None
+) -> float | HistogramDelta:
+    """``into`` with ``new`` added (a histogram's count list is replaced, never changed:
+    data points handed out earlier keep theirs)."""
+    if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
+        into.counts = list(map(add, into.counts, new.counts))
+        into.count += new.count
+        into.sum += new.sum
+        into.min = min(into.min, new.min)
+        into.max = max(into.max, new.max)
+        return into
+    assert not isinstance(into, HistogramDelta) and not isinstance(new, HistogramDelta)
+    assert new is not None
+    return into + new
+
+
+def to_metric(
+    instrument: Instrument,
+    points: dict[Attributes, Point],
+    now: int,
+    temporality: AggregationTemporality,
+) -> Metric:
+    """One instrument's points as an OpenTelemetry ``Metric``."""
+    if instrument.kind == "histogram":
+        bounds = list(instrument.bounds)  # one list for every point: exporters only read it
+        # ``bucket_counts``: the point's own list, which ``_merge`` replaces and never changes
+        data: HistogramData | Sum | Gauge = HistogramData(
+            data_points=[
+                HistogramDataPoint(
+                    attributes=point.attributes,
+                    start_time_unix_nano=point.start_ns,
+                    time_unix_nano=now,
+                    count=delta.count,
+                    sum=delta.sum,
+                    bucket_counts=delta.counts,
+                    explicit_bounds=bounds,
+                    min=delta.min,
+                    max=delta.max,
+                    exemplars=(),
+                )
+                for point in points.values()
+                if isinstance(delta := point.value, HistogramDelta)
+            ],
+            aggregation_temporality=temporality,
+        )
+    else:
+        number_points = [
+            NumberDataPoint(
+                attributes=point.attributes,
+                start_time_unix_nano=point.start_ns,
+                time_unix_nano=now,
+                value=_number(point.value),
+                exemplars=(),
+            )
+            for point in points.values()
+        ]
+        if instrument.kind == "gauge":
+            data = Gauge(data_points=number_points)
+        else:
+            data = Sum(
+                data_points=number_points,
+                aggregation_temporality=temporality,
+                is_monotonic=instrument.monotonic,
+            )
+    return Metric(
+        name=instrument.name,
+        description=instrument.description,
+        unit=instrument.unit,
+        data=data,
+    )
+
+
+def _number(value: float | HistogramDelta) -> int | float:
+    """A sum as OTLP encodes it: an int when it is one that fits int64, else a double."""
+    assert not isinstance(value, HistogramDelta)
+    if type(value) is int:
+        return value if -_INT64 <= value < _INT64 else float(value)
+    return int(value) if value.is_integer() and -_INT64 <= value < _INT64 else value

@@ -1,0 +1,95 @@
+"""How far behind a client is: the age of a pull's checkpoint and of a push's oldest change.
+
+A pull carries the client's checkpoint (WatermelonDB's ``lastPulledAt``, RxDB's checkpoint
+``updatedAt``...): ``sync.pull.staleness`` is now minus the checkpoint's time. A push whose
+protocol carries client timestamps (Replicache and Zero mutations) gives
+``sync.push.change_age``: the age of the oldest change in the batch. Both are measured when
+the value arrives and recorded when the operation ends, under its final entity.
+
+Clients have wrong clocks and send junk. A time before the epoch or of zero means "never
+synced" and records nothing; a time up to ``MAX_SKEW`` seconds ahead of the server's clock is
+clock skew and counts as age 0; further ahead, or more than ``MAX_AGE`` in the past, the value
+is dropped and counted (``syncperf.dropped``, reasons ``checkpoint_in_future`` and
+``checkpoint_too_old``). Ages are never negative.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from syncperf._runtime import Runtime
+
+__all__ = ["MAX_AGE", "MAX_SKEW", "age_of", "from_millis"]
+
+MAX_AGE = 366 * 86400.0
+"""An age beyond a year is not a client that is behind but a wrong clock or a bad value."""
+MAX_SKEW = 300.0
+"""Seconds a client time may be ahead of the server's clock and still count (as age 0)."""
+_EXPECTED = "a time: a datetime or seconds since the epoch (an int or a finite float)"
+
+
+def age_of(rt: Runtime, at: object, now: float | None = None) -> float | None:
+    """Seconds from ``at`` to ``now`` (default: the current time), or None.
+
+    None when ``at`` is zero or earlier (never synced: nothing to record), and when it is
+    not a time or outside the bounds (dropped and counted; a value of the wrong type is
+    request-time misuse, so strict mode raises).
+    """
+    kind = type(at)
+    if kind is float or kind is int:
+        seconds: float = at  # type: ignore[assignment]
+        if kind is float and not math.isfinite(seconds):
+            rt.reject("invalid_checkpoint", _EXPECTED, at)
+            return None
+    elif isinstance(at, datetime):
+        try:
+            seconds = (at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)).timestamp()
+        except Exception:  # a hostile tzinfo
+            rt.reject("invalid_checkpoint", _EXPECTED, at)
+            return None
+    else:
+        rt.reject("invalid_checkpoint", _EXPECTED, at)
+        return None
+    if seconds <= 0:
+        return None
+    age = (time.time() if now is None else now) - seconds
+    if age < 0:
+        if age < -MAX_SKEW:
+            rt.drop(
+                "checkpoint_in_future",
+                "syncperf dropped a client time more than %d s ahead of the server's clock "
+                "(the client's clock is wrong); such values are counted, not recorded",
+                int(MAX_SKEW),
+            )
+            return None
+        return 0.0
+    if age > MAX_AGE:
+        rt.drop(
+            "checkpoint_too_old",
+            "syncperf dropped a client time more than %d days old (a wrong clock or a value "
+            "in the wrong unit); such values are counted, not recorded",
+            int(MAX_AGE // 86400),
+        )
+        return None
+    return age
+
+
+def from_millis(value: object) -> float | None:
+    """Milliseconds since the epoch (an int, or a decimal string from a query) as seconds.
+
+    None when ``value`` is absent or not such a number (the caller decides whether that is
+    malformed).
+    """
+    if type(value) is str:
+        if not (0 < len(value) <= 16 and value.isdigit() and value.isascii()):
+            return None
+        value = int(value)
+    if type(value) is int:
+        return value / 1000
+    if type(value) is float and math.isfinite(value):
+        return value / 1000
+    return None

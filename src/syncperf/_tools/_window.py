@@ -1,0 +1,257 @@
+"""Time windows and what Prometheus recorded in them, over its HTTP API.
+
+A window ``START..END`` takes RFC 3339 times (``2026-12-01T10:00:00Z``), ``now``, or times
+relative to now (``-2h``, ``now-90m``, ``-1h30m``). What happened in a window is read with
+instant queries at its end: ``increase(metric[length])`` summed by the labels compare needs
+(``sync_operation``, ``sync_entity``, ``sync_outcome``, ``le``, ``outbox_name``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from syncperf._metrics import catalogue
+
+DURATION = catalogue.SYNC_OPERATION_DURATION.prometheus
+QUERIES = catalogue.SYNC_DB_QUERIES.prometheus
+OUTBOX_LAG = catalogue.OUTBOX_LAG.prometheus
+NO_ENTITY = "-"
+MAX_ANSWER = 64 * 1024 * 1024
+
+_RELATIVE = re.compile(r"^(?:now)?(?:-((?:\d+[smhdw])+))?$")
+_PART = re.compile(r"(\d+)([smhdw])")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SELECTOR = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"')
+
+Key = tuple[str, str]
+
+
+class CompareError(Exception):
+    """A usage or connection problem (its message is one line)."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """``[start, end]`` in Unix seconds."""
+
+    start: float
+    end: float
+
+    @property
+    def seconds(self) -> int:
+        """The window's length, whole seconds."""
+        return max(round(self.end - self.start), 1)
+
+    def describe(self) -> str:
+        """``START..END`` in RFC 3339 (UTC)."""
+        return f"{_rfc3339(self.start)}..{_rfc3339(self.end)}"
+
+
+def parse_window(raw: str, option: str, now: float | None = None) -> Window:
+    """A ``START..END`` window; a bad one raises ``CompareError`` naming ``option``."""
+    now = time.time() if now is None else now
+    start, sep, end = raw.partition("..")
+    if not sep:
+        raise CompareError(f"{option} {raw!r}: expected START..END (RFC 3339, now, -2h)")
+    window = Window(_parse_time(start, option, now), _parse_time(end, option, now))
+    if window.end <= window.start:
+        raise CompareError(f"{option} {raw!r}: the end is not after the start")
+    return window
+
+
+def _parse_time(raw: str, option: str, now: float) -> float:
+    text = raw.strip()
+    match = _RELATIVE.match(text) if text else None
+    if match:
+        ago = sum(int(n) * _SECONDS[unit] for n, unit in _PART.findall(match.group(1) or ""))
+        return now - ago
+    try:
+        stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise CompareError(
+            f"{option}: {raw!r} is not a time (RFC 3339, 'now', or relative like -2h)"
+        ) from None
+    if stamp.tzinfo is None:
+        raise CompareError(f"{option}: {raw!r} has no time zone (add Z or +00:00)")
+    return stamp.timestamp()
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_selector(selector: str | None) -> str:
+    """The label matchers to add to every query (``job="api"``), braces excluded."""
+    if not selector:
+        return ""
+    inner = selector.strip().removeprefix("{").removesuffix("}").strip()
+    if not _SELECTOR.match(inner):
+        raise CompareError(f'--selector {selector!r}: expected label matchers like job="api"')
+    return inner
+
+
+@dataclass
+class Histogram:
+    """Bucket counts (per bucket, the last one +Inf) of one series in one window."""
+
+    bounds: list[float] = field(default_factory=list)
+    counts: list[float] = field(default_factory=list)
+
+    @property
+    def total(self) -> float:
+        """Observations in the window."""
+        return float(sum(self.counts))
+
+
+@dataclass
+class Recorded:
+    """What one window holds, per (operation, entity) and per outbox."""
+
+    window: Window
+    durations: dict[Key, Histogram] = field(default_factory=dict)
+    outcomes: dict[Key, dict[str, float]] = field(default_factory=dict)
+    queries: dict[Key, Histogram] = field(default_factory=dict)
+    query_sums: dict[Key, float] = field(default_factory=dict)
+    outbox_lag: dict[str, Histogram] = field(default_factory=dict)
+
+
+class Prometheus:
+    """Instant queries against a Prometheus server's HTTP API."""
+
+    def __init__(self, url: str, selector: str = "", timeout: float = 30.0) -> None:
+        usage = "--prometheus: expected http(s)://host:port"
+        try:
+            parsed = urllib.parse.urlsplit(url)
+            host, port = parsed.hostname, parsed.port
+        except ValueError:
+            raise CompareError(usage) from None
+        if parsed.scheme not in ("http", "https") or not host:
+            raise CompareError(usage)
+        netloc = host if port is None else f"{host}:{port}"
+        if ":" in host:
+            netloc = f"[{host}]" if port is None else f"[{host}]:{port}"
+        self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
+        self.url = self.url.rstrip("/")
+        """The base URL without credentials: safe to print."""
+        self._headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        if parsed.username is not None:  # http://user:password@host: basic authentication
+            user = urllib.parse.unquote(parsed.username)
+            password = urllib.parse.unquote(parsed.password or "")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {token}"
+        self.selector = selector
+        self.timeout = timeout
+
+    def query(self, promql: str, at: float) -> list[dict[str, Any]]:
+        """The result vector of ``promql`` evaluated at ``at``."""
+        body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
+        request = urllib.request.Request(
+            self.url + "/api/v1/query", data=body, headers=self._headers
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                raw = response.read(MAX_ANSWER + 1)
+            if len(raw) > MAX_ANSWER:
+                raise CompareError(
+                    f"Prometheus at {self.url} answered more than {MAX_ANSWER} bytes"
+                )
+            answer = json.loads(raw)
+        except urllib.error.HTTPError as exc:
+            answer = _error_body(exc)
+            if answer is None:
+                raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise CompareError(f"cannot query Prometheus at {self.url}: {reason}") from None
+        if not isinstance(answer, dict) or answer.get("status") != "success":
+            error = str(answer.get("error", "unknown error")) if isinstance(answer, dict) else ""
+            raise CompareError(f"Prometheus rejected a query: {error.splitlines()[0][:200]}")
+        data = answer.get("data") or {}
+        result = data.get("result") if isinstance(data, dict) else None
+        return result if isinstance(result, list) else []
+
+    def increase(self, metric: str, by: str, window: Window) -> list[tuple[dict[str, str], float]]:
+        """``sum by (by) (increase(metric{selector}[window]))`` at the window's end."""
+        promql = f"sum by ({by}) (increase({metric}{{{self.selector}}}[{window.seconds}s]))"
+        samples = []
+        for sample in self.query(promql, window.end):
+            try:
+                labels = {str(k): str(v) for k, v in dict(sample["metric"]).items()}
+                value = float(sample["value"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                continue
+            if value == value:  # NaN when the window holds no samples
+                samples.append((labels, value))
+        return samples
+
+    def recorded(self, window: Window) -> Recorded:
+        """Everything compare needs from ``window``."""
+        found = Recorded(window)
+        op = "sync_operation, sync_entity"
+        for labels, value in self.increase(DURATION + "_count", op + ", sync_outcome", window):
+            outcome = labels.get("sync_outcome", "success")
+            found.outcomes.setdefault(_key(labels), {})[outcome] = value
+        found.durations = _histograms(self.increase(DURATION + "_bucket", op + ", le", window))
+        found.queries = _histograms(self.increase(QUERIES + "_bucket", op + ", le", window))
+        for labels, value in self.increase(QUERIES + "_sum", op, window):
+            found.query_sums[_key(labels)] = value
+        lag = self.increase(OUTBOX_LAG + "_bucket", "outbox_name, le", window)
+        found.outbox_lag = {
+            name[0]: histogram for name, histogram in _histograms(lag, ("outbox_name",)).items()
+        }
+        return found
+
+
+def _error_body(exc: urllib.error.HTTPError) -> Any:
+    try:
+        return json.loads(exc.read(65536))
+    except (OSError, ValueError):
+        return None
+
+
+def _key(labels: dict[str, str]) -> Key:
+    return _label(labels, "sync_operation"), _label(labels, "sync_entity")
+
+
+def _label(labels: dict[str, str], name: str) -> str:
+    """A label value fit for a terminal: control characters become ``?``, at most 128."""
+    value = labels.get(name) or NO_ENTITY
+    return "".join(c if c.isprintable() else "?" for c in value[:128])
+
+
+def _histograms(
+    samples: list[tuple[dict[str, str], float]],
+    names: tuple[str, ...] = ("sync_operation", "sync_entity"),
+) -> dict[Any, Histogram]:
+    """Cumulative ``le`` buckets per series, turned into per-bucket counts."""
+    cumulative: dict[Any, dict[float, float]] = {}
+    for labels, value in samples:
+        try:
+            le = float(labels.get("le", "nan"))
+        except ValueError:
+            continue
+        if le != le:
+            continue
+        key = tuple(_label(labels, name) for name in names)
+        cumulative.setdefault(key, {})[le] = value
+    histograms: dict[Any, Histogram] = {}
+    for key, buckets in cumulative.items():
+        bounds = sorted(buckets)
+        if not bounds or bounds[-1] != float("inf"):
+            continue
+        counts, previous = [], 0.0
+        for le in bounds:
+            running = max(buckets[le], previous)  # increase() extrapolates bucket by bucket
+            counts.append(float(round(running - previous)))
+            previous = running
+        histograms[key] = Histogram(bounds[:-1], counts)
+    return histograms

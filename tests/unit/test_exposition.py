@@ -1,0 +1,92 @@
+"""The direct Prometheus exposition equals what prometheus_client encodes from the collector."""
+
+from __future__ import annotations
+
+import gzip
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as openmetrics_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from syncperf._metrics.aggregates import Registry, freeze
+from syncperf._metrics.prometheus import SyncPerfCollector, scrape
+from syncperf._metrics.reader import Reader
+
+OPENMETRICS = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+_text = st.text(st.characters(codec="utf-8", exclude_categories=("C",)), max_size=8)
+_attributes = st.dictionaries(
+    st.sampled_from(["entity", "status", "sync.mode", "sync_mode", "le", "zeta"]),
+    st.one_of(_text, st.booleans()),
+    max_size=3,
+)
+_kinds = st.sampled_from(["histogram", "counter", "updowncounter"])
+_values = st.one_of(st.integers(-(10**7), 10**7), st.floats(-1e9, 1e9, allow_nan=False))
+
+
+def _build(ops: list[tuple[int, str, dict[str, Any], float]]) -> CollectorRegistry:
+    registry = Registry()
+    reader = Reader(registry, Resource({}), InstrumentationScope("t"))
+    served = CollectorRegistry()
+    SyncPerfCollector(reader).register(served)
+    for number, kind, attributes, value in ops:
+        name = f"sync.m{number}.{kind}"
+        instrument = registry.instrument(
+            name,
+            kind,
+            "s",
+            'doc "\\ x\n',
+            bounds=(0, 0.5, 1, 1e7),  # type: ignore[arg-type]
+        )
+        if kind == "histogram":
+            instrument.histogram(freeze(attributes)).record(value)
+        else:
+            instrument.sum(freeze(attributes)).add(abs(value) if kind == "counter" else value)
+    return served
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), _kinds, _attributes, _values), max_size=25))
+def test_direct_exposition_is_byte_identical(ops: list[tuple[int, str, dict[str, Any], float]]):
+    served = _build(ops)
+    for accept, encode in ((None, generate_latest), (OPENMETRICS, openmetrics_latest)):
+        expected = encode(served)
+        body = scrape(served, accept, None, {})[2]
+        assert body == expected
+        again = scrape(served, accept, None, {})[2]  # cached label text, same bytes
+        assert again == expected
+    parsed = list(text_string_to_metric_families(scrape(served, None, None, {})[2].decode()))
+    assert parsed == list(text_string_to_metric_families(generate_latest(served).decode()))
+
+
+def test_scrape_keeps_other_collectors_and_negotiates() -> None:
+    served = _build([(0, "counter", {"entity": "a"}, 2)])
+    Counter("app_requests", "requests", registry=served).inc()
+    status, headers, body = scrape(served, OPENMETRICS, "gzip", {})
+    text = gzip.decompress(body).decode()
+    assert status == "200 OK"
+    assert ("Content-Encoding", "gzip") in headers
+    assert headers[0][1].startswith("application/openmetrics-text")
+    assert text.endswith("# EOF\n") and text.count("# EOF") == 1
+    assert "app_requests_total 1.0" in text
+    assert 'sync_m0_counter_seconds_total{entity="a"} 2.0' in text
+    plain = scrape(served, "text/plain", None, {})
+    assert plain[1] == [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")]
+    only = scrape(served, None, None, {"name[]": ["app_requests_total"]})[2].decode()
+    assert "app_requests_total" in only and "sync_m0" not in only
+
+
+def test_counts_of_a_million_and_more_are_written_as_prometheus_client_writes_them() -> None:
+    served = _build([(0, "histogram", {"entity": "a"}, 0.2)])
+    (collector,) = [c for c in list(served._collector_to_names) if isinstance(c, SyncPerfCollector)]
+    registry = collector.reader._registry
+    (instrument,) = registry.instruments.values()
+    (series,) = instrument.series.values()
+    series.counts[1] += 1_234_567  # as if recorded that often
+    for accept, encode in ((None, generate_latest), (OPENMETRICS, openmetrics_latest)):
+        assert scrape(served, accept, None, {})[2] == encode(served)
+    assert "1.234568e+06" in generate_latest(served).decode()
