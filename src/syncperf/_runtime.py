@@ -132,7 +132,7 @@ class Runtime(Guard):
         """In-flight operations per name (``sync.operations.active``), and ``ended``: what ended
         operations recorded, for ``_fold.fold``. Appends and pops are atomic: no lock."""
         self.overhead_series: dict[str, HistogramSeries] = {}
-        self.ended: deque[Any] = deque()
+        self.ended: deque[Any] = self.registry.pending
         self._state: dict[object, Any] = {}
         self._state_lock = threading.RLock()  # a factory may bind series under ``lock``
         self._logged: set[str] = set()
