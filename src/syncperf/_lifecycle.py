@@ -1,7 +1,7 @@
 """An operation's life cycle: its pre-bound series, ``begin``/``end`` and its span.
 
 ``begin`` makes a ``SyncOperation`` current and maybe starts its span; the recorder collects;
-``end`` records every metric under one lock, then ends the span, or *rescues* an error,
+``end`` queues its metrics for ``_fold`` (no lock), then ends the span, or *rescues* an error,
 conflict or slow operation that head sampling dropped with a span of its own.
 
 Callers start an operation only when none is active (``active_operation()`` is None); see
@@ -19,9 +19,9 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from syncperf._client_series import ClientSeries
-from syncperf._fold import FOLD_AT, fold
+from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
-from syncperf._operation import CURRENT, SyncOperation, error_type
+from syncperf._operation import CURRENT, Ended, SyncOperation, error_type
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._synclog import SyncLog
@@ -219,7 +219,7 @@ def _start_span(
 
 
 def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None) -> None:
-    """Finish ``op``: record every metric under one lock, end or rescue its span.
+    """Finish ``op``: queue its metrics (``_fold``), end or rescue its span.
 
     Args:
         op: The operation ``begin()`` returned.
@@ -278,12 +278,16 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
                 client,
             )
         )
-        if len(ended) >= FOLD_AT and rt.lock.acquire(blocking=False):  # else: one is folding
+        queued = len(ended)
+        # Fold a batch unless another thread holds the lock (it is folding, or collecting,
+        # which folds); wait for it only when the queue is full, so it stays bounded.
+        if queued >= FOLD_AT and rt.lock.acquire(queued >= MAX_QUEUED):
             try:
                 fold(rt)
             finally:
                 rt.lock.release()
     finally:
+        op.__class__ = Ended  # what it recorded is final (it may still be queued)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
