@@ -12,10 +12,12 @@ import threading
 import time
 
 import pytest
+from opentelemetry.sdk.metrics.export import MetricsData
 
 import syncperf
-from syncperf import _fold
+from syncperf import _fold, _runtime
 from syncperf.testing import capture
+from tests.unit.test_export_contract import ListExporter
 
 
 def _push(items: int = 2) -> None:
@@ -80,13 +82,13 @@ def test_the_queue_stays_bounded_while_another_thread_holds_the_lock() -> None:
         holder.start()
         held.wait()
         longest = 0
-        calls = getattr(_fold, "MAX_QUEUED", 1024) + 500
+        calls = _fold.MAX_QUEUED + 500
         for _ in range(calls):
             _push()
             longest = max(longest, len(rt.ended))
         release.set()
         holder.join()
-        assert longest <= getattr(_fold, "MAX_QUEUED", 1024)
+        assert longest <= _fold.MAX_QUEUED
         assert cap.total("sync.operation.duration") == calls + 1
         assert cap.total("sync.items") == 2 * (calls + 1)
 
@@ -146,3 +148,32 @@ def test_in_strict_mode_a_failure_while_folding_raises_after_the_rest_are_record
             cap.metrics()
         assert not cap.runtime.ended
         assert cap.total("sync.items") == 18
+
+
+def _operations(data: MetricsData) -> int:
+    return sum(
+        point.count
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "sync.operation.duration"
+        for point in metric.data.data_points
+    )
+
+
+def test_configure_exports_the_old_runtimes_queue_and_the_new_one_starts_empty() -> None:
+    exporter = ListExporter()
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+        for _ in range(10):
+            _push()
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600, max_entities=5)
+        assert _operations(exporter.batches[-1]) == 10  # the old runtime's last export
+        _push()
+        _runtime.force_flush()
+        assert _operations(exporter.batches[-1]) == 1
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
