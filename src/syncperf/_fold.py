@@ -5,8 +5,8 @@ atomic, so threads ending operations at once never wait on each other) and, ever
 ``FOLD_AT`` operations, folds the queue under ``rt.lock`` if no other thread is folding
 (at ``MAX_QUEUED`` it waits for the lock). The registry folds before every collection
 (``Registry.folds``), so counts are exact whenever they are read; a forked child discards
-its parent's queue (``Registry.pending``); an ended operation ignores further recorder
-calls, so what is folded is what it had at its end.
+its parent's queue (``Registry.pending``); what is queued is what the operation had at its
+end (later recorder calls on it change nothing).
 """
 
 from __future__ import annotations
@@ -49,7 +49,23 @@ def fold(rt: Runtime) -> None:
         try:
             while left:
                 left -= 1
-                op, bound, etype, outcome, duration_ns, others, own_ns, client = take()
+                (
+                    bound,
+                    etype,
+                    outcome,
+                    duration_ns,
+                    others,
+                    own_ns,
+                    client,
+                    observed,
+                    entity,
+                    batch,
+                    idempotent,
+                    items,
+                    conflict_detail,
+                    db_queries,
+                    db_ns,
+                ) = take()
                 seconds = duration_ns / 1e9
                 if etype is not None:
                     bound.error(etype).record(seconds)
@@ -57,26 +73,26 @@ def fold(rt: Runtime) -> None:
                     bound.conflicted().record(seconds)
                 else:
                     bound.success.record(seconds)
-                if op._batch is not None:
-                    bound.batch.record(op._batch)
-                if op._idempotent:
+                if batch is not None:
+                    bound.batch.record(batch)
+                if idempotent:
                     bound.idempotency.add(1)
-                if op._items:
-                    for change, n in op._items.items():
+                if items:
+                    for change, n in items.items():
                         counter = bound.items.get(change) or bound.items_of(change)
                         counter.value += n
                         counter.touched = True
                 if others:
                     for other, change, n in others:
                         other.items_of(change).add(n)
-                if op._conflict_detail:
-                    for (conflict_entity, resolution), n in op._conflict_detail.items():
-                        conflict_series(rt, conflict_entity or op._entity, resolution).add(n)
+                if conflict_detail:
+                    for (conflict_entity, resolution), n in conflict_detail.items():
+                        conflict_series(rt, conflict_entity or entity, resolution).add(n)
                 if client is not None:
-                    record_observed(client, bound.operation, op._entity, op._observed)
-                if op._db_queries or rt.db_instrumented:
-                    bound.db_queries.record(op._db_queries)
-                    bound.db_duration.record(op._db_ns / 1e9)
+                    record_observed(client, bound.operation, entity, observed)
+                if db_queries or rt.db_instrumented:
+                    bound.db_queries.record(db_queries)
+                    bound.db_duration.record(db_ns / 1e9)
                 bound.overhead.record(own_ns / 1e9)
         except Exception as error:  # the rest of this operation is lost (counted), not others
             failures.append(error)

@@ -21,7 +21,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from syncperf._client_series import ClientSeries
 from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
-from syncperf._operation import CURRENT, Ended, SyncOperation, error_type
+from syncperf._operation import CURRENT, SyncOperation, error_type
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._synclog import SyncLog
@@ -266,9 +266,8 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
         observed = op._observed  # the client's reports: their series bound before the fold
         client = None if observed is None else rt.state(ClientSeries)
         ended = rt.ended
-        ended.append(
+        ended.append(  # what the operation recorded, as of now (see the end of ``end``)
             (
-                op,
                 bound,
                 etype,
                 outcome,
@@ -276,6 +275,14 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
                 others,
                 op._own_ns + _perf() - (op._resumed_ns or t2),
                 client,
+                observed,
+                entity,
+                op._batch,
+                op._idempotent,
+                op._items,
+                op._conflict_detail,
+                op._db_queries,
+                op._db_ns,
             )
         )
         queued = len(ended)
@@ -287,13 +294,15 @@ def end(op: SyncOperation, exc: BaseException | None, end_ns: int | None = None)
             finally:
                 rt.lock.release()
     finally:
-        op.__class__ = Ended  # what it recorded is final (it may still be queued)
         op._series.inflight.pop()
     if failure is not None:
         rt.internal_error("span_end_failed", failure)
     log = op._series.log  # a cheap pre-check: nothing is built for a record not written
     if log.on[outcome] or duration_ns > log.slow_ns or t2 >= log.next_check:
         log.end(op, outcome, etype, duration_ns, t2)
+    # Queued, not yet folded: a task that kept the operation in its context must not change
+    # what it recorded (its scalars were copied above, its collections are let go here).
+    op._items = op._conflict_detail = op._observed = None
 
 
 def _end_span(

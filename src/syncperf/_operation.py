@@ -347,42 +347,7 @@ class SyncOperation:
         return f"<SyncOperation {self.operation} entity={self._entity!r}>"
 
 
-class Ended(SyncOperation):
-    """What an operation becomes at its end (``_lifecycle.end`` sets its class): its recorder
-    calls do nothing, so a task or caller that kept it cannot change what it recorded (its
-    measurements may still wait to be folded into their series)."""
-
-    __slots__ = ()
-
-    def set_entity(self, entity: str) -> None: ...
-
-    def set_batch_size(self, n: int) -> None: ...
-
-    def record_items(
-        self, n: int, *, entity: str | None = None, change: str | None = None
-    ) -> None: ...
-
-    def record_conflict(
-        self, *, entity: str | None = None, count: int = 1, resolution: str | None = None
-    ) -> None: ...
-
-    def record_idempotency_hit(self) -> None: ...
-
-    def set_attribute(self, key: str, value: Any) -> None: ...
-
-    def set_error(self, error_type: str) -> None: ...
-
-    def record_checkpoint(self, at: datetime | float) -> None: ...
-
-    def record_change_time(self, at: datetime | float) -> None: ...
-
-    def observed(self) -> Observed:
-        return Observed()  # discarded
-
-    def add_db_time(self, duration_ns: int) -> None: ...
-
-
-class _NoopOperation(Ended):
+class _NoopOperation(SyncOperation):
     """What ``current_operation()`` returns outside a sync operation: records nothing."""
 
     __slots__ = ()
@@ -402,6 +367,41 @@ class _NoopOperation(Ended):
     @property
     def operation(self) -> str:
         return "none"
+
+    def set_entity(self, entity: str) -> None:
+        pass
+
+    def set_batch_size(self, n: int) -> None:
+        pass
+
+    def record_items(self, n: int, *, entity: str | None = None, change: str | None = None) -> None:
+        pass
+
+    def record_conflict(
+        self, *, entity: str | None = None, count: int = 1, resolution: str | None = None
+    ) -> None:
+        pass
+
+    def record_idempotency_hit(self) -> None:
+        pass
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        pass
+
+    def set_error(self, error_type: str) -> None:
+        pass
+
+    def record_checkpoint(self, at: datetime | float) -> None:
+        pass
+
+    def record_change_time(self, at: datetime | float) -> None:
+        pass
+
+    def observed(self) -> Observed:
+        return Observed()  # discarded: the no-op operation is shared
+
+    def add_db_time(self, duration_ns: int) -> None:
+        pass
 
 
 NOOP = _NoopOperation()
