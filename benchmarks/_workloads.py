@@ -95,6 +95,37 @@ def _sqlalchemy(name: str, in_operation: bool = False) -> Callable[[], object]:
     return query
 
 
+def _sql_metrics(name: str) -> Callable[[], object]:
+    """Metrics only (no tracer provider, no current span): ``sqlm/<plain|query|pool|nopool>``.
+
+    ``query``: ``session.execute(select(1))`` in one open session, instrumented without pool
+    metrics; ``pool`` / ``nopool``: one whole session (check-out, query, check-in) with and
+    without pool metrics, so their difference is the pool metrics of one session.
+    """
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    import syncperf
+    from syncperf.sqlalchemy import instrument_engine
+
+    syncperf.configure()
+    engine = create_engine("sqlite://")
+    if name != "plain":
+        instrument_engine(engine, pool_metrics=name == "pool")
+    statement = select(1)
+    if name in ("plain", "query"):
+        session = Session(engine)
+        session.execute(statement)
+        return lambda: session.execute(statement)
+
+    def one_session() -> object:
+        with Session(engine) as session:
+            return session.execute(statement)
+
+    one_session()
+    return one_session
+
+
 def main() -> None:
     """Run one workload: ``<suite>/<variant> <warm-up calls> <measured calls>``.
 
@@ -110,6 +141,12 @@ def main() -> None:
         call = next(_asgi(name))
     elif suite == "asgi10":  # 10 % of requests traced, against prometheus-fastapi-instrumentator
         call = next(_asgi(name, "sampled_variants"))
+    elif suite == "push":
+        from benchmarks._push import build
+
+        call = build(name)
+    elif suite == "sqlm":
+        call = _sql_metrics(name)
     elif suite == "collect":
         from benchmarks._collect import round_of
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, cast
 
 from syncperf import _runtime
-from syncperf._extractors import Adapter, Apply, Extractor, check_adapter, guard, plan, specs
+from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
 from syncperf._lifecycle import end, series, start
 from syncperf._operation import SyncOperation, active_operation, check_entity, check_operation
 from syncperf.exceptions import ConfigError
@@ -29,7 +29,6 @@ from syncperf.exceptions import ConfigError
 __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-Extractors = tuple[Extractor, ...]
 _perf = time.perf_counter_ns
 
 
@@ -89,7 +88,7 @@ def instrument_sync(
                 "use sync_operation() inside a streaming response instead",
             )
         before, after = plan(fn, options, adapter, request, _responder)
-        return _wrap(fn, operation, static_entity, before, after)
+        return _wrap(fn, operation, static_entity, phase(before), phase(after))
 
     return decorate
 
@@ -150,21 +149,23 @@ def _wrap(
     fn: F,
     operation: str,
     entity: str | None,
-    before: Extractors,
-    after: Extractors,
+    before: Run | None,
+    after: Run | None,
 ) -> F:
     """The two wrappers, one for ``def`` and one for ``async def`` handlers.
 
     ``bound`` caches ``(runtime, pre-bound series)`` for the current runtime (swapped by
     ``configure()`` and ``capture()``; one tuple, so a reader never sees a torn pair), so a
-    call does no lookup at all. Extractors run on syncperf's behalf: their time is overhead.
+    call does no lookup at all. Extractors (compiled into one ``Run`` per phase) run on
+    syncperf's behalf: their time is overhead, measured with one clock read per phase when
+    the wrapper owns the operation (``start`` and ``end`` read the clock on either side).
     """
     wrap = _async_wrapper if inspect.iscoroutinefunction(fn) else _sync_wrapper
     return wrap(fn, operation, entity, before, after)
 
 
 def _sync_wrapper(
-    fn: F, operation: str, entity: str | None, before: Extractors, after: Extractors
+    fn: F, operation: str, entity: str | None, before: Run | None, after: Run | None
 ) -> F:
     bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
 
@@ -173,7 +174,7 @@ def _sync_wrapper(
         op = active_operation()
         owner = None
         if op is None:
-            rt = _runtime.current()
+            rt = _runtime.installed or _runtime.current()
             cached = bound[0]
             if cached[0] is not rt:
                 cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
@@ -183,11 +184,13 @@ def _sync_wrapper(
         elif entity is not None and op._entity is None:
             op.set_entity(entity)
         try:
-            if before:
-                _extract(before, op, args, kwargs, None)
+            if before is not None:
+                t = _perf() if owner is None else op._start_ns + op._own_ns
+                before(op, args, kwargs, None)
+                op._own_ns += _perf() - t
             result = fn(*args, **kwargs)
-            if after:
-                _extract(after, op, args, kwargs, result)
+            if after is not None:
+                _after(after, op, owner, args, kwargs, result)
         except BaseException as exc:
             if owner is not None:
                 _end(owner, exc)
@@ -207,7 +210,7 @@ def _sync_wrapper(
 
 
 def _async_wrapper(
-    fn: F, operation: str, entity: str | None, before: Extractors, after: Extractors
+    fn: F, operation: str, entity: str | None, before: Run | None, after: Run | None
 ) -> F:
     bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
 
@@ -216,7 +219,7 @@ def _async_wrapper(
         op = active_operation()
         owner = None
         if op is None:
-            rt = _runtime.current()
+            rt = _runtime.installed or _runtime.current()
             cached = bound[0]
             if cached[0] is not rt:
                 cached = bound[0] = (rt, series(rt, operation, entity) if rt.enabled else None)
@@ -226,11 +229,13 @@ def _async_wrapper(
         elif entity is not None and op._entity is None:
             op.set_entity(entity)
         try:
-            if before:
-                _extract(before, op, args, kwargs, None)
+            if before is not None:
+                t = _perf() if owner is None else op._start_ns + op._own_ns
+                before(op, args, kwargs, None)
+                op._own_ns += _perf() - t
             result = await fn(*args, **kwargs)
-            if after:
-                _extract(after, op, args, kwargs, result)
+            if after is not None:
+                _after(after, op, owner, args, kwargs, result)
         except BaseException as exc:
             if owner is not None:
                 _end(owner, exc)
@@ -249,17 +254,20 @@ def _async_wrapper(
     return cast(F, wrapper)
 
 
-def _extract(
-    extractors: Extractors,
+def _after(
+    after: Run,
     op: SyncOperation,
+    owner: SyncOperation | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     result: Any,
 ) -> None:
     t = _perf()
-    for extractor in extractors:
-        extractor.run(op, args, kwargs, result)
-    op._own_ns += _perf() - t
+    after(op, args, kwargs, result)
+    if owner is None:
+        op._own_ns += _perf() - t
+    else:  # ``end`` measures its own time from ``t``
+        op._resumed_ns = t
 
 
 def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:

@@ -16,10 +16,21 @@ from typing import Any, Protocol
 
 from syncperf import _runtime
 from syncperf._client_header import read as read_client_header
+from syncperf._gate import MAX_COUNT
 from syncperf._operation import SyncOperation
 from syncperf.exceptions import ConfigError
 
-__all__ = ["Adapter", "Apply", "Extractor", "check_adapter", "guard", "plan", "specs"]
+__all__ = [
+    "Adapter",
+    "Apply",
+    "Extractor",
+    "Run",
+    "check_adapter",
+    "guard",
+    "phase",
+    "plan",
+    "specs",
+]
 
 Apply = Callable[[SyncOperation, Any], None]
 """What an extractor's value is given to, with the operation."""
@@ -59,6 +70,10 @@ class _Arg:
     default: Any
 
 
+Run = Callable[[SyncOperation, tuple[Any, ...], dict[str, Any], Any], None]
+"""An extractor compiled for one handler: ``run(op, args, kwargs, result)``."""
+
+
 @dataclass(frozen=True)
 class Extractor:
     apply: Apply
@@ -82,14 +97,63 @@ class Extractor:
         except Exception as error:
             guard(op).internal_error("extractor_failed", error)
 
+    def compiled(self) -> Run:
+        """``run`` specialized at decoration time for the usual one-value extractor."""
+        fn, apply = self.fn, self.apply
+        if self.wants_result and not self.args:
+
+            def on_result(op: SyncOperation, args: Any, kwargs: Any, result: Any) -> None:
+                try:
+                    apply(op, fn(result))
+                except Exception as error:
+                    guard(op).internal_error("extractor_failed", error)
+
+            return on_result
+        if self.wants_result or len(self.args) != 1:
+            return self.run
+        (arg,) = self.args
+        name, default, position = arg.name, arg.default, arg.position
+        if position is None:  # a keyword-only parameter
+            return self.run
+
+        def on_argument(op: SyncOperation, args: Any, kwargs: Any, result: Any) -> None:
+            try:
+                apply(op, fn(args[position] if position < len(args) else kwargs.get(name, default)))
+            except Exception as error:
+                guard(op).internal_error("extractor_failed", error)
+
+        return on_argument
+
+
+def phase(extractors: tuple[Extractor, ...]) -> Run | None:
+    """One callable running ``extractors`` in order (None when there are none)."""
+    runs = tuple(extractor.compiled() for extractor in extractors)
+    if len(runs) <= 1:
+        return runs[0] if runs else None
+
+    def run_all(op: SyncOperation, args: Any, kwargs: Any, result: Any) -> None:
+        for run in runs:
+            run(op, args, kwargs, result)
+
+    return run_all
+
 
 def _set_entity(op: SyncOperation, value: Any) -> None:
     if value is not None and op._entity is None:  # fills in; never replaces (nesting rule)
+        if type(value) is str:  # a name seen before: its bounded series at once
+            found = op._rt.op_series.get((op._series.operation, value))
+            if found is not None:
+                op._entity = found.entity
+                op._series = found
+                return
         op.set_entity(value)
 
 
 def _set_batch(op: SyncOperation, value: Any) -> None:
-    op.set_batch_size(value)
+    if type(value) is int and 0 <= value < MAX_COUNT:
+        op._batch = value
+    else:
+        op.set_batch_size(value)
 
 
 def _per_entity(record: Callable[..., None]) -> Apply:
@@ -103,8 +167,28 @@ def _per_entity(record: Callable[..., None]) -> Apply:
     return apply
 
 
-_add_items = _per_entity(lambda op, n, entity: op.record_items(n, entity=entity))
-_add_conflicts = _per_entity(lambda op, n, entity: op.record_conflict(entity=entity, count=n))
+def _add_items(op: SyncOperation, value: Any) -> None:
+    if type(value) is int:
+        op.record_items(value)
+    else:
+        _add_items_of(op, value)
+
+
+_add_items_of = _per_entity(lambda op, n, entity: op.record_items(n, entity=entity))
+_add_conflicts_of = _per_entity(lambda op, n, entity: op.record_conflict(entity=entity, count=n))
+_ANY = (None, None)
+
+
+def _add_conflicts(op: SyncOperation, value: Any) -> None:
+    if type(value) is int and value > 0 and (total := op._conflicts + value) < MAX_COUNT:
+        op._conflicts = total  # ``record_conflict(count=value)``, inlined
+        detail = op._conflict_detail
+        if detail is None:
+            op._conflict_detail = {_ANY: value}
+        else:
+            detail[_ANY] = detail.get(_ANY, 0) + value
+    elif type(value) is not int or value:
+        _add_conflicts_of(op, value)
 
 
 def _set_idempotent(op: SyncOperation, value: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 from syncperf._gate import describe, raised_at
@@ -105,13 +106,13 @@ class Guard:
                 key, "syncperf dropped a measurement (%s): %s", reason, _expected(expected, value)
             )
 
-    def internal_error(self, reason: str, exc: BaseException) -> None:
+    def internal_error(self, reason: str, exc: BaseException, *, held: bool = False) -> None:
         """A hook of syncperf's (or a callback it runs) failed: count and log once, naming
         the exception's type and where it was raised, never its message (which may quote
-        request data). Strict mode re-raises."""
+        request data). Strict mode re-raises. ``held``: the caller holds ``lock``."""
         if self.strict:
             raise exc
-        if (key := self._count(reason)) is not None:
+        if (key := self._count(reason, held=held)) is not None:
             self.log_once(key, "syncperf hook failed (%s): %s", reason, raised_at(exc))
 
     def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
@@ -120,9 +121,9 @@ class Guard:
         if (due := self._count(reason, key)) is not None:
             self.log_once(due, message, *args)
 
-    def _count(self, reason: str, key: str | None = None) -> str | None:
+    def _count(self, reason: str, key: str | None = None, *, held: bool = False) -> str | None:
         """Count one drop; return its log key while its one log line is still due."""
-        with self.lock:
+        with nullcontext() if held else self.lock:
             self.dropped.sum((("syncperf.reason", reason),)).add(1)
         key = key or "drop:" + reason
         return None if key in self._logged else key

@@ -1,7 +1,7 @@
 """An operation's life cycle: its pre-bound series, ``begin``/``end`` and its span.
 
 ``begin`` makes a ``SyncOperation`` current and maybe starts its span; the recorder collects;
-``end`` records every metric under one lock, then ends the span, or *rescues* an error,
+``end`` queues its metrics for ``_fold`` (no lock), then ends the span, or *rescues* an error,
 conflict or slow operation that head sampling dropped with a span of its own.
 
 Callers start an operation only when none is active (``active_operation()`` is None); see
@@ -19,7 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from syncperf._client_series import ClientSeries
-from syncperf._client_series import record as record_observed
+from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import CURRENT, SyncOperation, error_type
 from syncperf._redact import record_exception
@@ -142,20 +142,6 @@ def series(rt: Runtime, operation: str, entity: str | None) -> OperationSeries:
     return found
 
 
-def _conflicts(rt: Runtime, entity: str | None, resolution: str | None) -> SumSeries:
-    """The ``sync.conflicts`` series (entity and resolution already bounded)."""
-    key = (entity, resolution)
-    found = rt.conflict_series.get(key)
-    if found is None:
-        attrs: Attrs = {}
-        if entity is not None:
-            attrs["sync.entity"] = entity
-        if resolution is not None:
-            attrs["sync.conflict.resolution"] = resolution
-        found = rt.conflict_series[key] = rt.conflicts.sum(_key(attrs))
-    return found
-
-
 # --- begin --------------------------------------------------------------------------------
 
 
@@ -183,7 +169,7 @@ def start(
     if kind is not _INTERNAL:
         op._kind = kind
     tracing = rt.tracing
-    if tracing.active or tracing.due(t0):
+    if tracing.active or (t0 >= tracing.next_check and tracing.due(t0)):
         try:
             _start_span(rt, op, bound, kind, attributes, t0)
         except Exception as error:  # a sampler or span processor failed: no span, no harm
@@ -235,7 +221,7 @@ def _start_span(
 def end(
     op: SyncOperation, exc: BaseException | None, end_ns: int | None = None, now: int = 0
 ) -> None:
-    """Finish ``op``: record every metric under one lock, end or rescue its span.
+    """Finish ``op``: queue its metrics (``_fold``), end or rescue its span.
 
     Args:
         op: The operation ``begin()`` returned.
@@ -270,48 +256,47 @@ def end(
     failure = None
     if op._span is not None or op._parent_ctx is not None:
         failure = _end_span(rt, op, outcome, etype, exc, duration_ns, lag_ns, t2)
-    # The metrics, under one lock; the in-flight count is left whatever happens.
+    # The metrics: queued without a lock, folded in batches (``fold``); the in-flight count
+    # is left whatever happens.
     try:
-        seconds = duration_ns / 1e9
         bound = op._series
         entity = op._entity
         if entity is not bound.entity:
             bound = series(rt, bound.operation, entity)
-        items = op._items
         others = op._entity_items and [
             (series(rt, bound.operation, item_entity), change, n)
             for (item_entity, change), n in op._entity_items.items()
         ]
-        observed = op._observed  # the client's reports: their series bound before the lock
+        observed = op._observed  # the client's reports: their series bound before the fold
         client = None if observed is None else rt.state(ClientSeries)
-        with rt.lock:
-            if etype is not None:
-                bound.error(etype).record(seconds)
-            elif outcome == "conflict":
-                bound.conflicted().record(seconds)
-            else:
-                bound.success.record(seconds)
-            if op._batch is not None:
-                bound.batch.record(op._batch)
-            if op._idempotent:
-                bound.idempotency.add(1)
-            if items:
-                for change, n in items.items():
-                    counter = bound.items.get(change) or bound.items_of(change)
-                    counter.value += n
-                    counter.touched = True
-            if others:
-                for other, change, n in others:
-                    other.items_of(change).add(n)
-            if op._conflict_detail:
-                for (conflict_entity, resolution), n in op._conflict_detail.items():
-                    _conflicts(rt, conflict_entity or entity, resolution).add(n)
-            if client is not None and observed is not None:
-                record_observed(client, bound.operation, entity, observed)
-            if op._db_queries or rt.db_instrumented:
-                bound.db_queries.record(op._db_queries)
-                bound.db_duration.record(op._db_ns / 1e9)
-            bound.overhead.record((op._own_ns + _perf() - t2) / 1e9)
+        ended = rt.ended
+        ended.append(  # what the operation recorded, as of now (see the end of ``end``)
+            (
+                bound,
+                etype,
+                outcome,
+                duration_ns,
+                others,
+                op._own_ns + _perf() - (op._resumed_ns or t2),
+                client,
+                observed,
+                entity,
+                op._batch,
+                op._idempotent,
+                op._items,
+                op._conflict_detail,
+                op._db_queries,
+                op._db_ns,
+            )
+        )
+        queued = len(ended)
+        # Fold a batch unless another thread holds the lock (it is folding, or collecting,
+        # which folds); wait for it only when the queue is full, so it stays bounded.
+        if queued >= FOLD_AT and rt.lock.acquire(queued >= MAX_QUEUED):
+            try:
+                fold(rt)
+            finally:
+                rt.lock.release()
     finally:
         op._series.inflight.pop()
     if failure is not None:
@@ -319,6 +304,9 @@ def end(
     log = op._series.log  # a cheap pre-check: nothing is built for a record not written
     if log.on[outcome] or duration_ns > log.slow_ns or t2 >= log.next_check:
         log.end(op, outcome, etype, duration_ns, t2)
+    # Queued, not yet folded: a task that kept the operation in its context must not change
+    # what it recorded (its scalars were copied above, its collections are let go here).
+    op._items = op._conflict_detail = op._observed = None
 
 
 def _end_span(

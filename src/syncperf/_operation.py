@@ -136,7 +136,7 @@ class SyncOperation:
     _error_type: str | None = None
     _kind = SpanKind.INTERNAL
     _start_ns = 0
-    _own_ns = 0
+    _own_ns = _resumed_ns = 0  # resumed: when the result extractors began (0: at ``end``)
     scratch: dict[str, Any] | None = None
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
     _observed: Observed | None = None

@@ -122,17 +122,17 @@ class Runtime(Guard):
         self.export_failures = catalogue.SYNCPERF_EXPORT_FAILURES.create(registry, max_series=limit)
 
     def _caches(self, config: Config) -> None:
-        """The bounded names and the pre-bound series, filled as operations come."""
+        """The bounded names and the pre-bound series (``op_series``: ``_lifecycle.series()``'s)."""
         self.entities = Bounded(config.max_entities, config.entities)
         self.error_types = Bounded(100, overflow="_OTHER")
         self.resolutions = Bounded(20)
         self.op_series: dict[tuple[str, str | None], OperationSeries] = {}
-        """``_lifecycle.series()``'s cache: the pre-bound series of (operation, entity)."""
         self.conflict_series: dict[tuple[str | None, str | None], SumSeries] = {}
         self.inflight: dict[str, deque[None]] = {}
-        """In-flight operations per name: ``deque.append``/``pop`` are atomic, so ``begin``
-        needs no lock; ``sync.operations.active`` observes their lengths at collection."""
+        """In-flight operations per name (``sync.operations.active``), and ``ended``: what ended
+        operations recorded, for ``_fold.fold``. Appends and pops are atomic: no lock."""
         self.overhead_series: dict[str, HistogramSeries] = {}
+        self.ended: deque[Any] = self.registry.pending
         self._state: dict[object, Any] = {}
         self._state_lock = threading.RLock()  # a factory may bind series under ``lock``
         self._logged: set[str] = set()

@@ -68,3 +68,54 @@ async def test_a_thousand_concurrent_tasks_record_exact_totals(syncperf_capture:
     spans = cap.spans()
     assert len(spans) == 1_000
     assert all(s.parent is None for s in spans)  # no task's span leaked into another's context
+
+
+def test_eight_threads_and_a_collector_count_every_decorated_push_exactly() -> None:
+    # Operations end without taking the runtime's lock (they are queued and folded in
+    # batches); a collection running at the same time must neither lose nor repeat one.
+    per_thread, threads_n = 3_000, 8
+
+    @syncperf.instrument_sync(
+        "push",
+        entity=lambda table: table,
+        batch_size=lambda body: len(body),
+        conflicts=lambda result: result,
+    )
+    def push(table: str, body: list[int]) -> int:
+        syncperf.current_operation().record_items(len(body), change="created")
+        syncperf.current_operation().record_items(1, change="updated")
+        return len(body) % 2
+
+    with capture() as cap:
+        barrier = threading.Barrier(threads_n + 1)
+        done = threading.Event()
+        seen: list[float] = []
+
+        def work(index: int) -> None:
+            barrier.wait()
+            for i in range(per_thread):
+                push(f"t{index % 3}", [0] * (i % 5))
+
+        def collect() -> None:
+            barrier.wait()
+            while not done.is_set():
+                seen.append(cap.total("sync.operation.duration"))
+
+        threads = [threading.Thread(target=work, args=(i,)) for i in range(threads_n)]
+        collector = threading.Thread(target=collect)
+        for thread in [*threads, collector]:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        collector.join()
+        total = threads_n * per_thread
+        sizes = [i % 5 for i in range(per_thread)] * threads_n
+        assert seen == sorted(seen)  # cumulative: never goes back
+        assert cap.total("sync.operation.duration") == total
+        assert cap.total("syncperf.overhead", {"syncperf.component": "operation"}) == total
+        assert cap.total("sync.items", {"sync.change": "created"}) == sum(sizes)
+        assert cap.total("sync.items", {"sync.change": "updated"}) == total
+        assert cap.total("sync.conflicts") == sum(n % 2 for n in sizes)
+        assert sum(p.sum for p in cap.points("sync.batch.size")) == sum(sizes)
+        assert cap.total("sync.operations.active") == 0

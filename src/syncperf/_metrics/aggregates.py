@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 import threading
 import time
+import weakref
 from bisect import bisect_left
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 Attributes = tuple[tuple[str, str | bool], ...]
 """A frozen attribute set: sorted ``(key, value)`` pairs (hashable, cheap to compare)."""
@@ -239,8 +241,15 @@ class Registry:
         self._readers: list[_Sink] = []
         self._collect_lock = threading.Lock()
         self._instrument_lock = threading.Lock()
+        self.pending: deque[Any] = deque()
+        """Measurements the request path queued without the lock (``_fold``); a forked child
+        discards them with the parent's series (``reader.after_fork_in_child``)."""
+        self.folds: list[Callable[[], None]] = []
+        """Called under ``lock`` before every drain: move ``pending`` into the series
+        (``_fold.fold``)."""
         self.on_gauge_error: Callable[[str, BaseException], None] = lambda name, error: None
         """Called when a gauge callback raises (the runtime counts and logs it)."""
+        REGISTRIES.add(self)
 
     def instrument(
         self,
@@ -310,6 +319,8 @@ class Registry:
         with self._collect_lock:
             drained: list[tuple[Instrument, list[Series]]] = []
             with self.lock:
+                for fold in self.folds:
+                    fold()
                 for instrument in list(self.instruments.values()):
                     if instrument.kind != "gauge":
                         active = [s for s in list(instrument.series.values()) if s.drain()]
@@ -343,6 +354,10 @@ def _finite(value: object) -> float:
         if math.isfinite(number):
             return number
     raise ValueError("a gauge value must be a finite int or float")
+
+
+REGISTRIES: weakref.WeakSet[Registry] = weakref.WeakSet()
+"""Every live registry (a forked child resets them all, read or not)."""
 
 
 class _Sink(Protocol):

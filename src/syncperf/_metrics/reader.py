@@ -32,6 +32,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from syncperf._metrics.aggregates import (
+    REGISTRIES,
     Attributes,
     Instrument,
     Observed,
@@ -322,20 +323,21 @@ def after_fork_in_child() -> None:
     """Make syncperf's metrics correct and alive in a forked child.
 
     The child inherits the parent's aggregates, reader state and locks but none of its
-    threads: locks held by a parent thread are freed, everything not yet exported is
-    dropped (the parent exports it), readers start new streams, and periodic exporters
-    restart their threads.
+    threads: locks held by a parent thread are freed, everything not yet exported (or still
+    queued for the series) is dropped (the parent exports it), readers start new streams,
+    and periodic exporters restart their threads.
     """
     now = time.time_ns()
-    registries = {id(r._registry): r._registry for r in list(_readers)}
-    for registry in registries.values():
+    for registry in list(REGISTRIES):
         _release(registry._collect_lock)
         _release(registry.lock)
+        registry.pending.clear()  # the parent's queued operations: the parent folds them
         for instrument in list(registry.instruments.values()):
             for series in list(instrument.series.values()):
                 series.drain()
-    instance_ids = _child_instance_ids() if registries else {}
-    for reader in list(_readers):
+    readers = list(_readers)
+    instance_ids = _child_instance_ids() if readers else {}
+    for reader in readers:
         reader.after_fork(now, instance_ids)
     for exporter in list(_exporters):
         exporter.after_fork()

@@ -103,6 +103,8 @@ class PoolMetrics:
         self._track = False
         self._observers: list[_Observer] = []
         self.closed = False
+        self._held: tuple[Runtime | None, PoolSeries | None] = (None, None)
+        """``(runtime, PoolSeries)`` of the runtime that recorded last."""
 
     # --- life cycle ------------------------------------------------------------------------
 
@@ -191,7 +193,11 @@ class PoolMetrics:
 
     def series(self, rt: Runtime) -> PoolSeries:
         """This pool's event-driven series in ``rt`` (bound once, kept by the runtime)."""
-        return rt.state(self._new_series, self._serial)
+        held, series = self._held
+        if held is not rt or series is None:  # one tuple: a reader never sees a torn pair
+            series = rt.state(self._new_series, self._serial)
+            self._held = (rt, series)
+        return series
 
     def _new_series(self, rt: Runtime) -> PoolSeries:
         with rt.lock:

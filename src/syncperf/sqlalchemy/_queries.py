@@ -134,9 +134,13 @@ class QuerySeries:
     """The pre-bound series one engine records its queries into on one runtime
     (``rt.state(QuerySeries, engine serial)``)."""
 
-    __slots__ = ("detections", "durations", "instrument", "overhead")
+    __slots__ = ("detections", "durations", "instrument", "overhead", "rt")
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime | None) -> None:
+        self.rt = rt
+        """The runtime these series belong to (None: the recorder's placeholder)."""
+        if rt is None:
+            return
         self.durations: dict[Any, HistogramSeries] = {}
         """``db.client.operation.duration`` by ``Query.key`` (and error type and code)."""
         self.instrument = catalogue.DB_OPERATION_DURATION.create(
@@ -175,6 +179,8 @@ class QueryRecorder:
         self.serial = next(_serials)
         """Tells this engine's ``QuerySeries`` apart on a runtime."""
         self._texts: dict[str, str] = {}
+        self._held = QuerySeries(None)
+        """The ``QuerySeries`` of the runtime that recorded last (one attribute read)."""
         self.plans: Planner | None = None
         """Query plans of sync statements (``plans=``), or None when off."""
 
@@ -207,7 +213,9 @@ class QueryRecorder:
             return
         try:
             query = self._queries.get(statement) or self._classify(statement)
-            held = rt.state(QuerySeries, self.serial)
+            held = self._held
+            if held.rt is not rt:  # another runtime (configure(), capture()): its own series
+                held = self._held = rt.state(QuerySeries, self.serial)
             etype = code = None
             if error is None:
                 series = held.durations.get(query.key)
@@ -223,7 +231,7 @@ class QueryRecorder:
                 )
             if self._spans:
                 tracing = rt.tracing
-                if tracing.active or tracing.due(t1):
+                if tracing.active or (t1 >= tracing.next_check and tracing.due(t1)):
                     parent = _current_span().get_span_context()
                     if (
                         parent.trace_flags & 1  # sampled

@@ -1,0 +1,121 @@
+"""Ended operations, recorded into their series in batches.
+
+``_lifecycle.end`` appends what an operation recorded to ``rt.ended`` (a deque: appending is
+atomic, so threads ending operations at once never wait on each other) and, every
+``FOLD_AT`` operations, folds the queue under ``rt.lock`` if no other thread is folding
+(at ``MAX_QUEUED`` it waits for the lock). The registry folds before every collection
+(``Registry.folds``), so counts are exact whenever they are read; a forked child discards
+its parent's queue (``Registry.pending``); what is queued is what the operation had at its
+end (later recorder calls on it change nothing).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from syncperf._client_series import record as record_observed
+from syncperf._metrics.aggregates import SumSeries
+from syncperf._runtime import RUNTIME_HOOKS
+
+if TYPE_CHECKING:
+    from syncperf._runtime import Runtime
+
+__all__ = ["FOLD_AT", "MAX_QUEUED", "conflict_series", "fold"]
+
+Attrs = dict[str, str | bool]
+
+
+FOLD_AT = 64
+"""Ended operations queued before the one ending folds them in (collection folds the rest)."""
+MAX_QUEUED = 1024
+"""Queued operations at which the one ending waits for the lock to fold them (another thread
+holds it for long): the queue, which keeps each operation until it is folded, stays bounded."""
+
+
+def fold(rt: Runtime) -> None:
+    """Record the operations queued by ``end`` into their series (the caller holds
+    ``rt.lock``; collection calls it first, so every count is exact when read).
+
+    ``end`` only appends to a deque (atomic): threads ending operations at once do not wait
+    on each other, and one of them folds a whole batch under one lock acquisition. An
+    operation that fails to record is counted (``operation_end_failed``) and the rest are
+    recorded; strict mode then raises the first failure.
+    """
+    ended = rt.ended
+    take = ended.popleft
+    left = len(ended)  # what is there now: more may come while folding
+    failures: list[Exception] = []
+    while left:
+        try:
+            while left:
+                left -= 1
+                (
+                    bound,
+                    etype,
+                    outcome,
+                    duration_ns,
+                    others,
+                    own_ns,
+                    client,
+                    observed,
+                    entity,
+                    batch,
+                    idempotent,
+                    items,
+                    conflict_detail,
+                    db_queries,
+                    db_ns,
+                ) = take()
+                seconds = duration_ns / 1e9
+                if etype is not None:
+                    bound.error(etype).record(seconds)
+                elif outcome == "conflict":
+                    bound.conflicted().record(seconds)
+                else:
+                    bound.success.record(seconds)
+                if batch is not None:
+                    bound.batch.record(batch)
+                if idempotent:
+                    bound.idempotency.add(1)
+                if items:
+                    for change, n in items.items():
+                        counter = bound.items.get(change) or bound.items_of(change)
+                        counter.value += n
+                        counter.touched = True
+                if others:
+                    for other, change, n in others:
+                        other.items_of(change).add(n)
+                if conflict_detail:
+                    for (conflict_entity, resolution), n in conflict_detail.items():
+                        conflict_series(rt, conflict_entity or entity, resolution).add(n)
+                if client is not None:
+                    record_observed(client, bound.operation, entity, observed)
+                if db_queries or rt.db_instrumented:
+                    bound.db_queries.record(db_queries)
+                    bound.db_duration.record(db_ns / 1e9)
+                bound.overhead.record(own_ns / 1e9)
+        except Exception as error:  # the rest of this operation is lost (counted), not others
+            failures.append(error)
+    for failure in failures:
+        rt.internal_error("operation_end_failed", failure, held=True)
+
+
+def _register(rt: Runtime) -> None:
+    rt.registry.folds.append(lambda: fold(rt))
+
+
+RUNTIME_HOOKS.append(_register)
+
+
+def conflict_series(rt: Runtime, entity: str | None, resolution: str | None) -> SumSeries:
+    """The ``sync.conflicts`` series (entity and resolution already bounded)."""
+    key = (entity, resolution)
+    found = rt.conflict_series.get(key)
+    if found is None:
+        attrs: Attrs = {}
+        if entity is not None:
+            attrs["sync.entity"] = entity
+        if resolution is not None:
+            attrs["sync.conflict.resolution"] = resolution
+        found = rt.conflict_series[key] = rt.conflicts.sum(tuple(sorted(attrs.items())))
+    return found

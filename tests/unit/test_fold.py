@@ -1,0 +1,179 @@
+"""The deferred fold: ended operations are queued and recorded in batches (``_fold``).
+
+Whatever is queued must count exactly once wherever it is read (a forked child starts
+empty), the queue stays bounded when the lock is busy, and a failure while recording one
+operation neither loses the others nor breaks a collection.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+from opentelemetry.sdk.metrics.export import MetricsData
+
+import syncperf
+from syncperf import _fold, _runtime
+from syncperf.testing import capture
+from tests.unit.test_export_contract import ListExporter
+
+
+def _push(items: int = 2) -> None:
+    with syncperf.sync_operation("push", entity="todo") as op:
+        op.record_items(items, change="created")
+
+
+def test_an_operation_changed_after_its_end_records_what_it_had_at_its_end() -> None:
+    # e.g. a task the handler started still holds the operation in its context and runs a
+    # query after the response: the operation's numbers were final at its end.
+    with capture() as cap:
+        with syncperf.sync_operation("push", entity="todo") as op:
+            op.record_items(2, change="created")
+        op.record_items(5, change="created")
+        op.set_batch_size(9)
+        op.add_db_time(1_000_000)
+        op.record_conflict()
+        op.record_idempotency_hit()
+        assert cap.total("sync.items") == 2
+        assert cap.total("sync.batch.size") == 0
+        assert cap.total("sync.conflicts") == 0
+        assert cap.total("sync.idempotency.hits") == 0
+        assert cap.total("sync.operation.duration", {"sync.outcome": "success"}) == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+def test_a_forked_child_does_not_count_the_operations_its_parent_had_queued() -> None:
+    with capture() as cap:
+        for _ in range(10):
+            _push()
+        assert cap.runtime.ended  # still queued (fewer than FOLD_AT): the case under test
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: a worker forked from a master that served requests
+            try:
+                _push()
+                os.write(write, repr(cap.total("sync.operation.duration")).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read) as pipe:
+            child_total = pipe.read()
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert child_total == "1.0"  # its own operation only
+        assert cap.total("sync.operation.duration") == 10  # the parent lost nothing
+
+
+def test_the_queue_stays_bounded_while_another_thread_holds_the_lock() -> None:
+    with capture() as cap:
+        rt = cap.runtime
+        _push()  # its series are bound (binding waits for the lock)
+        held, release = threading.Event(), threading.Event()
+
+        def hold() -> None:  # e.g. a long collection, or a thread binding series
+            with rt.lock:
+                held.set()
+                release.wait(0.5)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        held.wait()
+        longest = 0
+        calls = _fold.MAX_QUEUED + 500
+        for _ in range(calls):
+            _push()
+            longest = max(longest, len(rt.ended))
+        release.set()
+        holder.join()
+        assert longest <= _fold.MAX_QUEUED
+        assert cap.total("sync.operation.duration") == calls + 1
+        assert cap.total("sync.items") == 2 * (calls + 1)
+
+
+def test_with_no_collection_at_all_the_queue_holds_at_most_one_batch() -> None:
+    with capture() as cap:
+        for _ in range(10 * _fold.FOLD_AT):
+            _push()
+        assert len(cap.runtime.ended) < _fold.FOLD_AT
+
+
+def _failing_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make recording the client's reports fail for the first operation that has some."""
+    real = _fold.record_observed
+    calls = []
+
+    def record(*args: object) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_fold, "record_observed", record)
+
+
+def _push_with_a_report() -> None:
+    with syncperf.sync_operation("pull", entity="todo") as op:
+        op.record_checkpoint(time.time() - 5)
+
+
+def test_a_failure_while_folding_one_operation_is_counted_and_the_rest_are_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _failing_once(monkeypatch)
+    with capture(strict=False) as cap:
+        _push_with_a_report()
+        for _ in range(9):
+            _push()
+        # the collection folds the queue: it neither raises nor loses the other nine
+        assert cap.total("sync.items") == 18
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "operation_end_failed"}) == 1
+        for _ in range(3 * _fold.FOLD_AT):  # nothing is wedged
+            _push()
+        assert cap.total("sync.items") == 18 + 6 * _fold.FOLD_AT
+        assert len(cap.runtime.ended) < _fold.FOLD_AT
+
+
+def test_in_strict_mode_a_failure_while_folding_raises_after_the_rest_are_recorded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _failing_once(monkeypatch)
+    with capture() as cap:
+        _push_with_a_report()
+        for _ in range(9):
+            _push()
+        with pytest.raises(RuntimeError, match="boom"):
+            cap.metrics()
+        assert not cap.runtime.ended
+        assert cap.total("sync.items") == 18
+
+
+def _operations(data: MetricsData) -> int:
+    return sum(
+        point.count
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "sync.operation.duration"
+        for point in metric.data.data_points
+    )
+
+
+def test_configure_exports_the_old_runtimes_queue_and_the_new_one_starts_empty() -> None:
+    exporter = ListExporter()
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+        for _ in range(10):
+            _push()
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600, max_entities=5)
+        assert _operations(exporter.batches[-1]) == 10  # the old runtime's last export
+        _push()
+        _runtime.force_flush()
+        assert _operations(exporter.batches[-1]) == 1
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
