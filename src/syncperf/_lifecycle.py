@@ -239,12 +239,8 @@ def end(
         CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
     except ValueError:  # ended in another context (e.g. an abandoned async generator)
         CURRENT.set(None)
-    if end_ns is None:
-        duration_ns = t2 - op._start_ns
-        lag_ns = 0
-    else:
-        lag_ns = min(max(t2 - end_ns, 0), t2 - op._start_ns)
-        duration_ns = t2 - lag_ns - op._start_ns
+    lag_ns = 0 if end_ns is None else min(max(t2 - end_ns, 0), t2 - op._start_ns)
+    duration_ns = t2 - lag_ns - op._start_ns
     if exc is not None:
         outcome, etype = "error", rt.error_types(error_type(exc))
     elif op._error_type is not None:

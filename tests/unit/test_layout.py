@@ -15,7 +15,7 @@ MAX_MODULE_LINES = 420
 MAX_FUNCTION_LINES = 65
 """Lines of code, decorators included, docstring not."""
 KNOWN_LONG = {
-    "syncperf._lifecycle.end": 75,  # the metrics block stays inline: a call per operation
+    "syncperf._lifecycle.end": 73,  # the metrics block stays inline: a call per operation
     "syncperf._runtime": 425,
     "syncperf._tools.demo._service": 470,  # to split: the relay and the app builder
     "syncperf._tools.demo._stats": 425,
