@@ -45,32 +45,23 @@ def _prometheus(prebound: bool) -> Callable[..., Any]:
     perf = time.perf_counter
     children: dict[str, tuple[Any, ...]] = {}
 
+    def children_of(entity: str) -> tuple[Any, ...]:
+        return (
+            duration.labels("push", entity, "conflict"),
+            batch.labels("push", entity),
+            items.labels("push", entity, "created"),
+            items.labels("push", entity, "updated"),
+            conflicts.labels("push", entity),
+            active.labels("push"),
+        )
+
     def bind(entity: str) -> tuple[Any, ...]:
         found = children.get(entity)
         if found is None:
-            found = children[entity] = (
-                duration.labels("push", entity, "conflict"),
-                batch.labels("push", entity),
-                items.labels("push", entity, "created"),
-                items.labels("push", entity, "updated"),
-                conflicts.labels("push", entity),
-                active.labels("push"),
-            )
+            found = children[entity] = children_of(entity)
         return found
 
-    def labels(entity: str) -> tuple[Any, ...]:
-        return (
-            bind(entity)
-            if prebound
-            else (
-                duration.labels("push", entity, "conflict"),
-                batch.labels("push", entity),
-                items.labels("push", entity, "created"),
-                items.labels("push", entity, "updated"),
-                conflicts.labels("push", entity),
-                active.labels("push"),
-            )
-        )
+    labels = bind if prebound else children_of
 
     def wrapper(table: str, body: dict[str, Any]) -> Any:
         t0 = perf()
