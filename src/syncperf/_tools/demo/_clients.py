@@ -407,11 +407,8 @@ async def drive(
     tally = tally if tally is not None else Tally()
     tally.clients = clients
     rng = random.Random(seed)
-    limits = httpx.Limits(  # idle connections closed before uvicorn's 5 s keep-alive does:
-        max_connections=max_connections,  # else a request sent on one the server is closing
-        max_keepalive_connections=max_connections,  # fails ("Server disconnected")
-        keepalive_expiry=2.0,
-    )
+    n = max_connections  # idle ones closed before uvicorn's 5 s keep-alive closes them:
+    limits = httpx.Limits(max_connections=n, max_keepalive_connections=n, keepalive_expiry=2.0)
     timeout = httpx.Timeout(120.0, connect=30.0)
     async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=timeout) as http:
         sims = [
