@@ -7,6 +7,9 @@ a clock. Span work that syncperf leaves to its finisher thread is flushed inline
 
 from __future__ import annotations
 
+import os
+import random
+import select
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,6 +21,8 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+READY = "syncperf-bench: ready"
 
 
 def _core(name: str) -> Callable[[], object]:
@@ -134,6 +139,7 @@ def main() -> None:
     set-up and warm-up are left out without a second run to subtract.
     """
     workload, warm, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    random.seed(0)  # the same trace ids, so the same requests sampled, in every run
     suite, _, name = workload.partition("/")
     if suite == "core":
         call = _core(name)
@@ -155,7 +161,19 @@ def main() -> None:
         call = _sqlalchemy(name, in_operation=suite == "sqlop")
     for _ in range(warm):
         call()
+    if os.environ.get("SYNCPERF_BENCH_HANDSHAKE"):
+        _handshake()
     deque(starmap(call, repeat((), calls)), maxlen=0)
+
+
+def _handshake() -> None:
+    """Say ``ready`` and wait for a line on stdin, polling: the caller switches callgrind's
+    instrumentation on meanwhile (``callgrind_control -i on``), so start-up and warm-up run
+    at near-native speed, and a process blocked in a system call would not hear it."""
+    print(READY, flush=True)
+    while not select.select([sys.stdin], [], [], 0.01)[0]:
+        pass
+    sys.stdin.readline()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Time on a shared 2-vCPU VM drifts 10-30 % between runs, enough to hide whether a ratio is
 0.22 or 0.28. The number of instructions a variant executes per call does not drift: each
 workload (``benchmarks/_workloads.py``, built exactly as in the timed benchmarks) runs under
-``valgrind --tool=callgrind`` once: ``N`` warm-up calls, then ``M`` calls counted (callgrind
-collects only inside them), and the count over ``M`` is its per-call count. Instructions are
+``valgrind --tool=callgrind`` once: ``N`` warm-up calls with the instrumentation off, then ``M``
+calls counted (callgrind collects only inside them), and the count over ``M`` is its per-call
+count. Instructions are
 not time: code that misses caches or branch predictions more often costs more time per
 instruction, which is why docs/performance.md reports both. Skipped when valgrind is not
 installed. Run::
@@ -21,9 +22,12 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import pytest
+
+from benchmarks._workloads import READY
 
 ROOT = Path(__file__).resolve().parent.parent
 CORE_TARGETS = {"metrics": 0.10, "sampled": 0.15, "recording": 0.50}
@@ -31,28 +35,42 @@ pytestmark = pytest.mark.skipif(shutil.which("valgrind") is None, reason="needs 
 
 
 def _collected(workload: str, warm: int, calls: int) -> int:
-    done = subprocess.run(
-        [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            "--collect-atstart=no",
-            "--toggle-collect=starmap_next",  # the measured calls only (``_workloads.main``)
-            sys.executable,
-            "-m",
-            "benchmarks._workloads",
-            workload,
-            str(warm),
-            str(calls),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
-    )
-    found = re.search(r"Collected : (\d+)", done.stderr)
-    assert found, done.stderr[-2000:]
+    """Instructions executed inside the measured calls of one workload run.
+
+    Valgrind starts with its instrumentation off (start-up, imports and warm-up run at close
+    to native speed) and the workload waits after its warm-up until ``callgrind_control``
+    has switched it on; ``--toggle-collect`` then counts the measured calls only.
+    """
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        "--instr-atstart=no",
+        "--collect-atstart=no",
+        "--toggle-collect=starmap_next",  # the measured calls only (``_workloads.main``)
+        sys.executable,
+        "-m",
+        "benchmarks._workloads",
+        workload,
+        str(warm),
+        str(calls),
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "SYNCPERF_BENCH_HANDSHAKE": "1"}
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, text=True, stdin=PIPE, stdout=PIPE, stderr=PIPE
+    ) as child:
+        assert child.stdin is not None and child.stdout is not None
+        for line in child.stdout:
+            if line.strip() == READY:
+                switch = ["callgrind_control", "--instr=on", str(child.pid)]
+                subprocess.run(switch, check=True, capture_output=True)
+                child.stdin.write("go\n")
+                child.stdin.flush()
+                break
+        _, err = child.communicate()
+    assert child.returncode == 0, err[-2000:]
+    found = re.search(r"Collected : (\d+)", err)
+    assert found, err[-2000:]
     return int(found.group(1))
 
 

@@ -151,10 +151,11 @@ def begin(
     entity: str | None,
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
+    now: int = 0,
 ) -> SyncOperation:
     """Start an operation (the caller checked that none is active) and make it current."""
     bound = rt.op_series.get((operation, entity)) or series(rt, operation, entity)
-    return start(rt, bound, kind, attributes)
+    return start(rt, bound, kind, attributes, now)
 
 
 def start(
@@ -162,9 +163,15 @@ def start(
     bound: OperationSeries,
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
+    now: int = 0,
 ) -> SyncOperation:
-    """``begin`` with the operation's pre-bound series already at hand."""
-    t0 = _perf()
+    """``begin`` with the operation's pre-bound series already at hand.
+
+    ``now``: ``time.perf_counter_ns()`` when the caller (the ASGI middleware) began: the
+    operation starts then, and the caller sets ``op._own_ns`` to its own time once its
+    set-up is done (two clock reads less per request); 0: read here.
+    """
+    t0 = now or _perf()
     op = SyncOperation(rt, bound, t0)
     if kind is not _INTERNAL:
         op._kind = kind
@@ -178,7 +185,8 @@ def start(
     op._ctx_token = CURRENT.set(op)
     if bound.log.starts:
         bound.log.start(op)
-    op._own_ns = _perf() - t0
+    if not now:
+        op._own_ns = _perf() - t0
     return op
 
 

@@ -139,6 +139,8 @@ class Exchange:
                 active.add(1)
             self.active = active
         self.prologue_ns = _perf() - self.t0
+        if self.op is not None:  # the operation began with the request (``begin``'s ``now``)
+            self.op._own_ns = self.prologue_ns
 
     def start_operation(
         self,
@@ -170,7 +172,7 @@ class Exchange:
                 "http.route": template,
             }
         kind = _INTERNAL if self.owned else _SERVER
-        op = self.op = begin(rt, operation, route.entity, kind=kind, attributes=attributes)
+        op = self.op = begin(rt, operation, route.entity, kind, attributes, self.t0)
         if entity is not None:  # known while the handler runs (query metrics)
             fresh = entity not in rt.entities.names
             op.set_entity(entity)
