@@ -152,10 +152,11 @@ def begin(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
     now: int = 0,
+    current: trace.Span | None = None,
 ) -> SyncOperation:
     """Start an operation (the caller checked that none is active) and make it current."""
     bound = rt.op_series.get((operation, entity)) or series(rt, operation, entity)
-    return start(rt, bound, kind, attributes, now)
+    return start(rt, bound, kind, attributes, now, current)
 
 
 def start(
@@ -164,12 +165,14 @@ def start(
     kind: SpanKind = SpanKind.INTERNAL,
     attributes: Mapping[str, Any] | None = None,
     now: int = 0,
+    current: trace.Span | None = None,
 ) -> SyncOperation:
     """``begin`` with the operation's pre-bound series already at hand.
 
-    ``now``: ``time.perf_counter_ns()`` when the caller (the ASGI middleware) began: the
-    operation starts then, and the caller sets ``op._own_ns`` to its own time once its
-    set-up is done (two clock reads less per request); 0: read here.
+    For a caller that already read them (the ASGI middleware): ``now``,
+    ``time.perf_counter_ns()`` when it began (the operation starts then, and the caller sets
+    ``op._own_ns`` to its own time once its set-up is done; 0: read here), and ``current``,
+    the current span (the parent; None: read here).
     """
     t0 = now or _perf()
     op = SyncOperation(rt, bound, t0)
@@ -178,7 +181,7 @@ def start(
     tracing = rt.tracing
     if tracing.active or (t0 >= tracing.next_check and tracing.due(t0)):
         try:
-            _start_span(rt, op, bound, kind, attributes, t0)
+            _start_span(rt, op, bound, kind, attributes, t0, current)
         except Exception as error:  # a sampler or span processor failed: no span, no harm
             rt.internal_error("span_start_failed", error)
     bound.inflight.append(None)
@@ -197,9 +200,10 @@ def _start_span(
     kind: SpanKind,
     attributes: Mapping[str, Any] | None,
     t0: int,
+    current: trace.Span | None,
 ) -> None:
     tracing = rt.tracing
-    parent = trace.get_current_span().get_span_context()
+    parent = (trace.get_current_span() if current is None else current).get_span_context()
     trace_id = tracing.sample(bound.span_name, kind, parent)
     if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
         rt.span_shed()

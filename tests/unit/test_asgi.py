@@ -430,12 +430,30 @@ async def test_live_requests_stay_out_of_the_latency_histograms(
     cap = syncperf_capture
     async with client(make_app()) as c:
         await c.get("/sync/pull?live=true")
+        await c.get("/sync/pull", headers=[("accept", "application/json"), ("accept", SSE)])
         await c.get("/sync/pull")
     ops = {p.attributes["sync.operation"]: p.count for p in cap.points("sync.operation.duration")}
-    assert ops == {"pull": 1, "pull_live": 1}
+    assert ops == {"pull": 1, "pull_live": 2}
     assert cap.total("http.server.request.duration") == 1
-    assert cap.total("http.server.response.body.size") == 2
+    assert cap.total("http.server.response.body.size") == 3
     assert active_total(cap, "sync.operations.active") == 0
+
+
+SSE = "text/event-stream"
+
+
+async def test_a_live_predicate_of_ones_own_replaces_the_default(
+    syncperf_capture: Capture,
+) -> None:
+    app = make_app(live=lambda scope: scope.get("query_string") == b"watch")
+    async with client(app) as c:
+        await c.get("/sync/pull?watch")
+        await c.get("/sync/pull?live=true", headers={"accept": SSE})
+    points = syncperf_capture.points("sync.operation.duration")
+    assert {p.attributes["sync.operation"]: p.count for p in points} == {
+        "pull": 1,
+        "pull_live": 1,
+    }
 
 
 def test_the_default_live_predicate_reads_the_query_and_accept_header() -> None:

@@ -29,7 +29,7 @@ from syncperf._operation import active_operation, check_operation
 from syncperf._runtime import current, flush_for_exit
 from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._exchange import Exchange
-from syncperf.asgi._http import AsgiState, contrib_in_stack
+from syncperf.asgi._http import AsgiState, contrib_in_stack, live_request
 from syncperf.asgi._routes import RouteTable, SyncRoute, exclusions, request_url, route_path
 from syncperf.exceptions import ConfigError
 
@@ -50,26 +50,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _perf = time.perf_counter_ns
 _store_ids = itertools.count()
-
-
-def live_request(scope: Scope) -> bool:
-    """The default ``live`` predicate: ``?live=true`` (or ``1``) or ``Accept: text/event-stream``.
-
-    Args:
-        scope: The ASGI HTTP scope.
-
-    Returns:
-        True for a long-poll or streaming request.
-    """
-    query = scope.get("query_string")
-    if query and b"live=" in query:
-        for part in query.split(b"&"):
-            if part in (b"live=true", b"live=1"):
-                return True
-    for name, value in scope.get("headers") or ():
-        if name == b"accept" and b"text/event-stream" in value:
-            return True
-    return False
 
 
 class SyncPerfMiddleware:

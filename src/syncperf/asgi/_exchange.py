@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
-from opentelemetry import propagate
+from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
@@ -30,6 +30,7 @@ from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, error_type, release_entity
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._http import (
+    EVENT_STREAM,
     HEADERS,
     METHODS,
     VERSIONS,
@@ -39,6 +40,8 @@ from syncperf.asgi._http import (
     hook_failed,
     is_json,
     key_hash,
+    live_query,
+    live_request,
     owners,
     read_client,
 )
@@ -66,11 +69,11 @@ class Exchange:
 
     # fmt: off
     __slots__ = (
-        "active", "adapter", "complete_ns", "content_length", "disconnected", "entry_root",
-        "fresh_entity", "http", "live", "metered_into", "method", "mw", "op", "owned",
-        "owner_span", "prologue_ns", "read_ahead", "received", "replayed", "response_chunks", "rt",
-        "scheme", "scope", "sent", "server_receive", "server_send", "shared", "status", "t0",
-        "template", "token",
+        "active", "adapter", "complete_ns", "content_length", "current", "disconnected",
+        "entry_root", "fresh_entity", "http", "live", "metered_into", "method", "mw", "op",
+        "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
+        "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
+        "shared", "status", "t0", "template", "token",
     )
     # fmt: on
 
@@ -100,7 +103,10 @@ class Exchange:
         self.method = method if method in METHODS else "_OTHER"
         self.scheme = scope.get("scheme") or "http"
         self.entry_root = scope.get("root_path", "")
-        self.owner_span, self.owned, self.metered_into = owners(scope, mw._contrib is True)
+        self.current = trace.get_current_span()  # read once: ``owners`` and the span's parent
+        self.owner_span, self.owned, self.metered_into = owners(
+            scope, mw._contrib is True, self.current
+        )
 
     # --- before the application ----------------------------------------------------------
 
@@ -115,6 +121,7 @@ class Exchange:
         idem_key: bytes | None = None
         client: list[bytes] | None = None  # Sync-Client lines (several form one list)
         propagated = False  # only parse trace headers when there is something to continue
+        stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
         for name, value in headers:
             if name == b"content-length":
                 self.content_length = int(value) if value.isdigit() else -1
@@ -122,10 +129,12 @@ class Exchange:
                 idem_key = value
             elif name == CLIENT_HEADER:
                 client = [value] if client is None else [*client, value]
+            elif name == b"accept":
+                stream = stream or EVENT_STREAM in value
             elif name in fields:
                 propagated = True
         if hit is not None:
-            op = self.start_operation(hit, traced, headers if propagated else None)
+            op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
                 self.idempotency(op, idem_key)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
@@ -147,8 +156,10 @@ class Exchange:
         hit: tuple[CompiledRoute, str | None],
         traced: bool,
         propagated: Iterable[tuple[bytes, bytes]] | None,
+        stream: bool,
     ) -> SyncOperation:
-        """Begin the sync operation; ``propagated``: the headers, when they carry a parent."""
+        """Begin the sync operation; ``propagated``: the headers, when they carry a parent;
+        ``stream``: an ``Accept`` header asks for an event stream."""
         rt, mw, scope = self.rt, self.mw, self.scope
         compiled, entity = hit
         route = compiled.route
@@ -156,8 +167,12 @@ class Exchange:
         self.adapter = route.adapter
         if entity is not None:
             entity = self.path_entity(entity)
+        live = mw._live
         try:
-            self.live = mw._live is not None and bool(mw._live(scope))
+            if live is live_request:  # the default: its headers were read in ``open``
+                self.live = stream or live_query(scope.get("query_string"))
+            else:
+                self.live = live is not None and bool(live(scope))
         except Exception as error:
             rt.internal_error("asgi_live_predicate_failed", error)
         operation = mw._live_names[route.operation] if self.live else route.operation
@@ -172,7 +187,8 @@ class Exchange:
                 "http.route": template,
             }
         kind = _INTERNAL if self.owned else _SERVER
-        op = self.op = begin(rt, operation, route.entity, kind, attributes, self.t0)
+        current = None if self.token is not None else self.current  # None: the propagated one
+        op = self.op = begin(rt, operation, route.entity, kind, attributes, self.t0, current)
         if entity is not None:  # known while the handler runs (query metrics)
             fresh = entity not in rt.entities.names
             op.set_entity(entity)

@@ -39,6 +39,8 @@ __all__ = [
     "feed_body",
     "is_json",
     "key_hash",
+    "live_query",
+    "live_request",
     "owners",
 ]
 
@@ -214,8 +216,10 @@ def _native_meters(scope: MutableMapping[str, Any]) -> Any:
     return _sdk_meter_provider(provider)
 
 
-def owners(scope: MutableMapping[str, Any], contrib: bool) -> tuple[trace.Span | None, bool, Any]:
-    """Who else instruments this request.
+def owners(
+    scope: MutableMapping[str, Any], contrib: bool, current: trace.Span
+) -> tuple[trace.Span | None, bool, Any]:
+    """Who else instruments this request (``current``: the span current when it arrived).
 
     Returns:
         ``(server_span, owns_span, metrics_provider)``: another instrumentation's recording
@@ -229,12 +233,39 @@ def owners(scope: MutableMapping[str, Any], contrib: bool) -> tuple[trace.Span |
         recording = span if span is not None and span.is_recording() else None
         provider = _sdk_meter_provider(None) if contrib else _native_meters(scope)
         return recording, span is not None, provider
-    current = trace.get_current_span()
     if current.is_recording() and getattr(current, "kind", None) is trace.SpanKind.SERVER:
         return current, True, _sdk_meter_provider(None)
     if contrib:
         return None, current.get_span_context().is_valid, _sdk_meter_provider(None)
     return None, False, None
+
+
+# --- live requests -------------------------------------------------------------------------
+
+EVENT_STREAM = b"text/event-stream"
+"""In an ``Accept`` header: the client asks for a stream (a live request)."""
+
+
+def live_request(scope: MutableMapping[str, Any]) -> bool:
+    """The default ``live`` predicate: ``?live=true`` (or ``1``) or ``Accept: text/event-stream``.
+
+    Args:
+        scope: The ASGI HTTP scope.
+
+    Returns:
+        True for a long-poll or streaming request.
+    """
+    if live_query(scope.get("query_string")):
+        return True
+    headers = scope.get("headers") or ()
+    return any(name == b"accept" and EVENT_STREAM in value for name, value in headers)
+
+
+def live_query(query: bytes | None) -> bool:
+    """Whether a query string asks for a live request (``live=true`` or ``live=1``)."""
+    if query and b"live=" in query:
+        return any(part in (b"live=true", b"live=1") for part in query.split(b"&"))
+    return False
 
 
 # --- headers and idempotency ---------------------------------------------------------------
