@@ -29,8 +29,15 @@ from syncperf._operation import active_operation, check_operation
 from syncperf._runtime import current, flush_for_exit
 from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._exchange import Exchange
-from syncperf.asgi._http import AsgiState, contrib_in_stack, live_request
-from syncperf.asgi._routes import RouteTable, SyncRoute, exclusions, request_url, route_path
+from syncperf.asgi._http import AsgiState, contrib_in_stack
+from syncperf.asgi._routes import (
+    RouteTable,
+    SyncRoute,
+    exclusions,
+    live_request,
+    request_url,
+    route_path,
+)
 from syncperf.exceptions import ConfigError
 
 __all__ = [

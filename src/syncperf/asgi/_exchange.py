@@ -30,7 +30,6 @@ from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, error_type, release_entity
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._http import (
-    EVENT_STREAM,
     HEADERS,
     METHODS,
     VERSIONS,
@@ -39,13 +38,11 @@ from syncperf.asgi._http import (
     feed_body,
     hook_failed,
     is_json,
-    key_hash,
-    live_query,
-    live_request,
     owners,
     read_client,
+    record_key,
 )
-from syncperf.asgi._routes import CompiledRoute, framework_route
+from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, framework_route, is_live
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -136,7 +133,7 @@ class Exchange:
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
-                self.idempotency(op, idem_key)
+                record_key(op, idem_key, self.shared, self.mw)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
         if self.mw._http_metrics:
             metered_into = self.metered_into
@@ -167,12 +164,8 @@ class Exchange:
         self.adapter = route.adapter
         if entity is not None:
             entity = self.path_entity(entity)
-        live = mw._live
         try:
-            if live is live_request:  # the default: its headers were read in ``open``
-                self.live = stream or live_query(scope.get("query_string"))
-            else:
-                self.live = live is not None and bool(live(scope))
+            self.live = is_live(mw._live, scope, stream)
         except Exception as error:
             rt.internal_error("asgi_live_predicate_failed", error)
         operation = mw._live_names[route.operation] if self.live else route.operation
@@ -207,21 +200,6 @@ class Exchange:
             self.rt.names_from_requests("the {entity} of a route")
             return value
         return value if value in allowed else OTHER
-
-    def idempotency(self, op: SyncOperation, key: bytes) -> None:
-        """Hash the key onto the span and, opt-in, count a repeat within the TTL."""
-        ttl = self.mw._ttl
-        span = op.span
-        recording = span.is_recording()
-        if not recording and ttl is None:
-            return
-        digest = key_hash(key)
-        if recording:
-            span.set_attribute("sync.idempotency.key_hash", digest)
-        if ttl is not None:
-            mw = self.mw
-            if self.shared.seen_keys(mw._store_id, ttl, mw._max_keys).seen(digest):
-                op.record_idempotency_hit()
 
     # --- the request ---------------------------------------------------------------------
 

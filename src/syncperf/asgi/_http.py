@@ -39,9 +39,8 @@ __all__ = [
     "feed_body",
     "is_json",
     "key_hash",
-    "live_query",
-    "live_request",
     "owners",
+    "record_key",
 ]
 
 METHODS = frozenset(
@@ -240,34 +239,6 @@ def owners(
     return None, False, None
 
 
-# --- live requests -------------------------------------------------------------------------
-
-EVENT_STREAM = b"text/event-stream"
-"""In an ``Accept`` header: the client asks for a stream (a live request)."""
-
-
-def live_request(scope: MutableMapping[str, Any]) -> bool:
-    """The default ``live`` predicate: ``?live=true`` (or ``1``) or ``Accept: text/event-stream``.
-
-    Args:
-        scope: The ASGI HTTP scope.
-
-    Returns:
-        True for a long-poll or streaming request.
-    """
-    if live_query(scope.get("query_string")):
-        return True
-    headers = scope.get("headers") or ()
-    return any(name == b"accept" and EVENT_STREAM in value for name, value in headers)
-
-
-def live_query(query: bytes | None) -> bool:
-    """Whether a query string asks for a live request (``live=true`` or ``live=1``)."""
-    if query and b"live=" in query:
-        return any(part in (b"live=true", b"live=1") for part in query.split(b"&"))
-    return False
-
-
 # --- headers and idempotency ---------------------------------------------------------------
 
 
@@ -289,6 +260,21 @@ HEADERS = _HeaderGetter()
 def key_hash(key: bytes) -> str:
     """A short, stable hash of an idempotency key (the key itself is never exported)."""
     return hashlib.blake2b(key, digest_size=8, person=b"syncperf-idem").hexdigest()
+
+
+def record_key(op: SyncOperation, key: bytes, shared: AsgiState, mw: Any) -> None:
+    """An ``Idempotency-Key``: its hash onto the span and, opt-in (``mw``'s TTL), a repeat
+    within the TTL counted as an idempotency hit."""
+    ttl = mw._ttl
+    span = op.span
+    recording = span.is_recording()
+    if not recording and ttl is None:
+        return
+    digest = key_hash(key)
+    if recording:
+        span.set_attribute("sync.idempotency.key_hash", digest)
+    if ttl is not None and shared.seen_keys(mw._store_id, ttl, mw._max_keys).seen(digest):
+        op.record_idempotency_hit()
 
 
 class SeenKeys:

@@ -1,5 +1,5 @@
 """Which requests the ASGI middleware records: sync-route templates compiled once and matched
-cheaply per request, and the excluded URLs.
+cheaply per request, the excluded URLs, and which requests are live (long-poll, streams).
 
 Only the user's *sync* templates are matched here (a dict lookup for static paths, a prefix
 check and one regex for parameterised ones); the application's own routing is never
@@ -10,7 +10,7 @@ the scope (``scope["route"]``), never from the raw path.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,9 @@ __all__ = [
     "SyncRoute",
     "exclusions",
     "framework_route",
+    "is_live",
+    "live_query",
+    "live_request",
     "request_url",
     "route_path",
 ]
@@ -227,3 +230,37 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
             return None
         prefix = prefix[: len(prefix) - len(mount_path)]
     return prefix + template
+
+
+EVENT_STREAM = b"text/event-stream"
+"""In an ``Accept`` header: the client asks for a stream (a live request)."""
+
+
+def live_request(scope: MutableMapping[str, Any]) -> bool:
+    """The default ``live`` predicate: ``?live=true`` (or ``1``) or ``Accept: text/event-stream``.
+
+    Args:
+        scope: The ASGI HTTP scope.
+
+    Returns:
+        True for a long-poll or streaming request.
+    """
+    if live_query(scope.get("query_string")):
+        return True
+    headers = scope.get("headers") or ()
+    return any(name == b"accept" and EVENT_STREAM in value for name, value in headers)
+
+
+def is_live(predicate: Callable[[Any], bool] | None, scope: Any, stream: bool) -> bool:
+    """Whether a request is live by ``predicate`` (the ``live`` option); the default one's
+    header is already known (``stream``: read in the middleware's one pass over them)."""
+    if predicate is live_request:
+        return stream or live_query(scope.get("query_string"))
+    return predicate is not None and bool(predicate(scope))
+
+
+def live_query(query: bytes | None) -> bool:
+    """Whether a query string asks for a live request (``live=true`` or ``live=1``)."""
+    if query and b"live=" in query:
+        return any(part in (b"live=true", b"live=1") for part in query.split(b"&"))
+    return False
