@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import add
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -15,7 +16,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 
-from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument
+from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument, Series
 
 _INT64 = 2**63
 
@@ -43,21 +44,42 @@ def copy_value(value: float | HistogramDelta | None) -> float | HistogramDelta:
     return value
 
 
-def merge_value(
-    into: float | HistogramDelta, new: float | HistogramDelta | None
-) -> float | HistogramDelta:
-    """``into`` with ``new`` added (a histogram's count list is replaced, never changed:
-    data points handed out earlier keep theirs)."""
-    if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
-        into.counts = list(map(add, into.counts, new.counts))
-        into.count += new.count
-        into.sum += new.sum
-        into.min = min(into.min, new.min)
-        into.max = max(into.max, new.max)
-        return into
-    assert not isinstance(into, HistogramDelta) and not isinstance(new, HistogramDelta)
-    assert new is not None
-    return into + new
+def merge_histograms(points: Points, series: list[Series]) -> list[Series]:
+    """Add drained histogram series into their points; return the series that have none
+    yet. A point's count list is replaced, never changed: data points handed out earlier
+    keep theirs."""
+    new = []
+    get = points.get
+    for one in series:
+        point = get(one.attributes)
+        if point is None:
+            new.append(one)
+            continue
+        # a histogram's point and drained series hold HistogramDelta (no ``cast``: a call)
+        into: Any = point.value
+        delta: Any = one.drained
+        into.counts = list(map(add, into.counts, delta.counts))
+        into.count += delta.count
+        into.sum += delta.sum
+        if delta.min < into.min:
+            into.min = delta.min
+        if delta.max > into.max:
+            into.max = delta.max
+    return new
+
+
+def merge_sums(points: Points, series: list[Series]) -> list[Series]:
+    """Add drained counter series into their points; return the series that have none yet."""
+    new = []
+    get = points.get
+    for one in series:
+        point = get(one.attributes)
+        if point is None:
+            new.append(one)
+        else:
+            total: Any = point.value  # a number, as ``one.drained`` is
+            point.value = total + one.drained
+    return new
 
 
 def to_metric(
