@@ -8,6 +8,7 @@ a scrape joins pre-built pieces with the numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from itertools import accumulate
@@ -35,6 +36,32 @@ def label_value(value: object) -> str:
     return str(value)
 
 
+_INF = math.inf
+
+
+@functools.cache
+def _lines(buckets: int) -> Callable[..., Callable[..., str]]:
+    """A maker of a family's series renderer for ``buckets`` buckets, given their ``le``
+    texts: one f-string (Python's cheapest way to put numbers into text) per series.
+
+    The source is generated from the number of buckets alone; label and ``le`` texts are
+    arguments, never code.
+    """
+    les = ", ".join(f"l{i}" for i in range(buckets))
+    numbers = ", ".join(f"n{i}" for i in range(buckets))
+    text = "{g}".join(f"{{l{i}}}{{t}}{{n{i}}}" for i in range(buckets))
+    source = (
+        f"def make({les}):\n"
+        f"    def lines(h, g, t, c, s, counts, count, total):\n"
+        f"        {numbers}, = accumulate(counts)\n"
+        f'        return f"{{h}}{text}.0\\n{{c}}{{count}}.0\\n{{s}}{{total}}\\n"\n'
+        f"    return lines\n"
+    )
+    namespace: dict[str, Any] = {"accumulate": accumulate}
+    exec(source, namespace)  # the source holds no data, only the bucket count
+    return cast(Callable[..., Callable[..., str]], namespace["make"])
+
+
 class _Family:
     """What one instrument's family renders from: headers, ``le`` values, series labels."""
 
@@ -43,6 +70,7 @@ class _Family:
         "headers",
         "histogram",
         "keys",
+        "les",
         "lines",
         "name",
         "names",
@@ -64,15 +92,10 @@ class _Family:
             f"# HELP {self.sample} {text_doc}\n# TYPE {self.sample} {kind}\n",
             f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n",
         )
-        les = [le_value(b) for b in (*instrument.bounds, math.inf)]
-        last = 4 + len(les)
-        self.lines = tuple(  # the lines of one series: counts below a million, then any
-            "".join(f"{{0}}{le}{{1}}{{{i}}}{end}\n" for i, le in enumerate(les, 5))
-            + f"{{2}}{{{last}}}{end}\n{{3}}{{4}}\n"
-            for end in (".0", "")
-        )
-        """Format strings of a series' bucket, count and sum lines, filled with the series'
-        label pieces, its sum and its cumulative counts (``str.format``: one call)."""
+        self.les = tuple(le_value(b) for b in (*instrument.bounds, math.inf))
+        self.lines = _lines(len(self.les))(*self.les)
+        """A series' bucket, count and sum lines from its label pieces, its cumulative
+        bucket counts (below a million), its count and its sum's text."""
         self.keys: tuple[str, ...] = ()
         self.names: tuple[str, ...] = ()
         self.series: dict[Attributes, SeriesText] = {}
@@ -101,8 +124,10 @@ class _Family:
             labels["le"] = "\0"
             bucket = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
             head, _, tail = bucket.partition("\0")
+            bucket = f"{self.name}_bucket{{{head}"
             text = (
-                f"{self.name}_bucket{{{head}",
+                bucket,
+                f".0\n{bucket}",  # ends the line before: one piece less per line
                 f"{tail}}} ",
                 f"{self.name}_count{plain} ",
                 f"{self.name}_sum{plain} ",
@@ -141,15 +166,18 @@ class Exposition:
                     (prefix,) = series.get(attributes) or bind(attributes)
                     out.append(f"{prefix}{go(point.value)}\n")
                 continue
-            small, large = family.lines
+            lines, les = family.lines, family.les
             for attributes, point in points.items():
-                labels = series.get(attributes) or bind(attributes)
+                h, g, t, c, s = series.get(attributes) or bind(attributes)
                 delta: HistogramDelta = point.value
-                running = list(accumulate(delta.counts))
-                if running[-1] < 1000000:  # "3.0", as floatToGoString writes 3
-                    out.append(small.format(*labels, go(delta.sum), *running))
+                total = delta.sum
+                text = repr(total) if -_INF < total < 1e6 else go(total)  # as go writes it
+                if delta.count < 1000000:  # "3.0", as floatToGoString writes 3
+                    out.append(lines(h, g, t, c, s, delta.counts, delta.count, text))
                 else:
-                    out.append(large.format(*labels, go(delta.sum), *map(go, running)))
+                    running = accumulate(delta.counts)
+                    out.extend([f"{h}{le}{t}{go(n)}\n" for le, n in zip(les, running, strict=True)])
+                    out.append(f"{c}{go(delta.count)}\n{s}{text}\n")
         return "".join(out)
 
     def _family(self, instrument: Instrument, points: dict[Attributes, Any]) -> _Family:
