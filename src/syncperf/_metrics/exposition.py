@@ -40,25 +40,30 @@ _INF = math.inf
 
 
 @functools.cache
-def _lines(buckets: int) -> Callable[..., Callable[..., str]]:
-    """A maker of a family's series renderer for ``buckets`` buckets, given their ``le``
-    texts: one f-string (Python's cheapest way to put numbers into text) per series.
+def _lines(buckets: int, head: bool, tail: bool) -> Callable[..., Callable[..., str]]:
+    """A maker of a series renderer for a family of ``buckets`` buckets: one f-string
+    (Python's cheapest way to put numbers into text) per series.
 
-    The source is generated from the number of buckets alone; label and ``le`` texts are
-    arguments, never code.
+    Each bucket line is the text before its count (``k0``, ``k1``, ... given to the maker,
+    from the family's ``le`` texts) and the count; the series' own label text goes in
+    before the ``le`` label when ``head`` and after it when ``tail`` (otherwise the
+    family's, the same for every series, is part of the maker's texts). The source comes
+    from these three values alone; label and ``le`` texts are arguments, never code.
     """
-    les = ", ".join(f"l{i}" for i in range(buckets))
+    lines = []
+    for i in range(buckets):
+        before = ("{h}" if i == 0 else "{g}") if head else ""
+        lines.append(f"{before}{{k{i}}}{'{t}' if tail else ''}{{n{i}}}")
     numbers = ", ".join(f"n{i}" for i in range(buckets))
-    text = "{g}".join(f"{{l{i}}}{{t}}{{n{i}}}" for i in range(buckets))
     source = (
-        f"def make({les}):\n"
+        f"def make({', '.join(f'k{i}' for i in range(buckets))}):\n"
         f"    def lines(h, g, t, c, s, counts, count, total):\n"
         f"        {numbers}, = accumulate(counts)\n"
-        f'        return f"{{h}}{text}.0\\n{{c}}{{count}}.0\\n{{s}}{{total}}\\n"\n'
+        f'        return f"{"".join(lines)}.0\\n{{c}}{{count}}.0\\n{{s}}{{total}}\\n"\n'
         f"    return lines\n"
     )
     namespace: dict[str, Any] = {"accumulate": accumulate}
-    exec(source, namespace)  # the source holds no data, only the bucket count
+    exec(source, namespace)  # the source holds no data, only the three values
     return cast(Callable[..., Callable[..., str]], namespace["make"])
 
 
@@ -93,13 +98,23 @@ class _Family:
             f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n",
         )
         self.les = tuple(le_value(b) for b in (*instrument.bounds, math.inf))
-        self.lines = _lines(len(self.les))(*self.les)
-        """A series' bucket, count and sum lines from its label pieces, its cumulative
-        bucket counts (below a million), its count and its sum's text."""
         self.keys: tuple[str, ...] = ()
         self.names: tuple[str, ...] = ()
         self.series: dict[Attributes, SeriesText] = {}
         self._label_name = label_name
+        self.lines = self._lines()
+        """A series' bucket, count and sum lines from its label pieces, its cumulative
+        bucket counts (below a million), its count and its sum's text."""
+
+    def _lines(self) -> Callable[..., str]:
+        head = any(name < "le" for name in self.names)  # a label before ``le``
+        tail = any(name > "le" for name in self.names)
+        h, g, t, *_ = self.texts(()) if self.histogram else ("", "", "")
+        texts = [
+            f"{'' if head else h if i == 0 else g}{le}{'' if tail else t}"
+            for i, le in enumerate(self.les)
+        ]
+        return _lines(len(texts), head, tail)(*texts)
 
     def refresh(self, points: dict[Attributes, Any]) -> None:
         """Use the label names of the series present now (their union, as the collector)."""
@@ -108,11 +123,17 @@ class _Family:
             self.keys = keys
             self.names = tuple(self._label_name(key) for key in keys)
             self.series.clear()
+            self.lines = self._lines()
         elif len(self.series) > 2 * len(points) + 64:  # gauges whose series come and go
             self.series.clear()
 
     def bind(self, attributes: Attributes) -> SeriesText:
-        """The pre-built pieces of one series' sample lines."""
+        """The pre-built pieces of one series' sample lines (kept)."""
+        text = self.series[attributes] = self.texts(attributes)
+        return text
+
+    def texts(self, attributes: Attributes) -> SeriesText:
+        """The pieces of one series' sample lines."""
         found = dict(attributes)
         values = [label_value(found.get(key, "")) for key in self.keys]
         labels = dict(zip(self.names, values, strict=True))
@@ -132,7 +153,6 @@ class _Family:
                 f"{self.name}_count{plain} ",
                 f"{self.name}_sum{plain} ",
             )
-        self.series[attributes] = text
         return text
 
 
