@@ -40,7 +40,7 @@ _INF = math.inf
 
 
 @functools.cache
-def _lines(buckets: int, head: bool, tail: bool) -> Callable[..., Callable[..., str]]:
+def _line_maker(buckets: int, head: bool, tail: bool) -> Callable[..., Callable[..., str]]:
     """A maker of a series renderer for a family of ``buckets`` buckets: one f-string
     (Python's cheapest way to put numbers into text) per series.
 
@@ -114,7 +114,7 @@ class _Family:
             f"{'' if head else h if i == 0 else g}{le}{'' if tail else t}"
             for i, le in enumerate(self.les)
         ]
-        return _lines(len(texts), head, tail)(*texts)
+        return _line_maker(len(texts), head, tail)(*texts)
 
     def refresh(self, points: dict[Attributes, Any]) -> None:
         """Use the label names of the series present now (their union, as the collector)."""
