@@ -90,3 +90,27 @@ def test_counts_of_a_million_and_more_are_written_as_prometheus_client_writes_th
     for accept, encode in ((None, generate_latest), (OPENMETRICS, openmetrics_latest)):
         assert scrape(served, accept, None, {})[2] == encode(served)
     assert "1.234568e+06" in generate_latest(served).decode()
+
+
+def test_label_values_are_escaped_and_kept_as_prometheus_client_writes_them() -> None:
+    # "new\nline" is not exportable: it is counted under syncperf.invalid_attributes
+    values = ['say "hi"', "back\\slash", "new\nline", "ünïcødé ✓", "", "le"]
+    ops = [
+        (n, kind, {"entity": v, "zeta": v[::-1]}, 0.7)
+        for n, v in enumerate(values)
+        for kind in ("histogram", "counter")
+    ]
+    ops += [(0, "histogram", {"le": "x", "status": "ok"}, 2e7), (1, "updowncounter", {}, -3)]
+    served = _build(ops)
+    for accept, encode in ((None, generate_latest), (OPENMETRICS, openmetrics_latest)):
+        expected = encode(served)
+        assert scrape(served, accept, None, {})[2] == expected
+        assert scrape(served, accept, None, {})[2] == expected
+    text = scrape(served, None, None, {})[2].decode()
+    assert 'entity="say \\"hi\\""' in text and 'syncperf_invalid_attributes="true"' in text
+    assert 'entity="back\\\\slash"' in text and "ünïcødé ✓" in text
+    assert 'le="+Inf"' in text and text.count("# TYPE") == 13
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    bucket = families["sync_m0_histogram_seconds"].samples[0]
+    assert bucket.labels["entity"] == 'say "hi"' and bucket.labels["zeta"] == '"ih" yas'
+    assert bucket.labels["le"] == "0.0" and bucket.value == 0.0

@@ -9,6 +9,7 @@ reader (see ``_export``), so the hot path never knows who reads or at which temp
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 import time
@@ -50,19 +51,36 @@ def freeze(attributes: dict[str, str | bool]) -> Attributes:
     return tuple(sorted(attributes.items()))
 
 
+@functools.cache
+def _zeros(length: int) -> tuple[int, ...]:
+    """A tuple of ``length`` zeros (one per bucket count, shared by every series)."""
+    return (0,) * length
+
+
 class HistogramSeries:
     """Explicit-bucket histogram state for one attribute set."""
 
-    __slots__ = ("attributes", "bounds", "counts", "created_ns", "drained", "max", "min", "sum")
+    __slots__ = (
+        "attributes",
+        "bounds",
+        "counts",
+        "created_ns",
+        "drained",
+        "max",
+        "min",
+        "sum",
+        "zeros",
+    )
 
     def __init__(self, attributes: Attributes, bounds: tuple[float, ...]) -> None:
         self.attributes = attributes
         self.bounds = bounds
         self.created_ns = time.time_ns()
-        self.counts = [0] * (len(bounds) + 1)
+        self.zeros = _zeros(len(bounds) + 1)
+        self.counts = list(self.zeros)
         self.sum = 0.0
-        self.min = float("inf")
-        self.max = float("-inf")
+        self.min = _INF
+        self.max = _NEG_INF
         self.drained: HistogramDelta | None = None
         """What the last ``drain`` took (reused by the next one: readers copy, never keep)."""
 
@@ -88,20 +106,18 @@ class HistogramSeries:
             self.drained = HistogramDelta(counts, count, self.sum, self.min, self.max)
         else:
             spare = drained.counts
-            if len(spare) <= len(_ZEROS):
-                spare[:] = _ZEROS[: len(spare)]
-            else:
-                spare = [0] * len(spare)
+            spare[:] = self.zeros
             self.counts = spare
             drained.counts, drained.count, drained.sum = counts, count, self.sum
             drained.min, drained.max = self.min, self.max
         self.sum = 0.0
-        self.min = float("inf")
-        self.max = float("-inf")
+        self.min = _INF
+        self.max = _NEG_INF
         return True
 
 
-_ZEROS = (0,) * 1024
+_INF = math.inf
+_NEG_INF = -math.inf
 
 
 class SumSeries:

@@ -8,6 +8,7 @@ a scrape joins pre-built pieces with the numbers.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from itertools import accumulate
@@ -35,6 +36,37 @@ def label_value(value: object) -> str:
     return str(value)
 
 
+_INF = math.inf
+
+
+@functools.cache
+def _line_maker(buckets: int, head: bool, tail: bool) -> Callable[..., Callable[..., str]]:
+    """A maker of a series renderer for a family of ``buckets`` buckets: one f-string
+    (Python's cheapest way to put numbers into text) per series.
+
+    Each bucket line is the text before its count (``k0``, ``k1``, ... given to the maker,
+    from the family's ``le`` texts) and the count; the series' own label text goes in
+    before the ``le`` label when ``head`` and after it when ``tail`` (otherwise the
+    family's, the same for every series, is part of the maker's texts). The source comes
+    from these three values alone; label and ``le`` texts are arguments, never code.
+    """
+    lines = []
+    for i in range(buckets):
+        before = ("{h}" if i == 0 else "{g}") if head else ""
+        lines.append(f"{before}{{k{i}}}{'{t}' if tail else ''}{{n{i}}}")
+    numbers = ", ".join(f"n{i}" for i in range(buckets))
+    source = (
+        f"def make({', '.join(f'k{i}' for i in range(buckets))}):\n"
+        f"    def lines(h, g, t, c, s, counts, count, total):\n"
+        f"        {numbers}, = accumulate(counts)\n"
+        f'        return f"{"".join(lines)}.0\\n{{c}}{{count}}.0\\n{{s}}{{total}}\\n"\n'
+        f"    return lines\n"
+    )
+    namespace: dict[str, Any] = {"accumulate": accumulate}
+    exec(source, namespace)  # the source holds no data, only the three values
+    return cast(Callable[..., Callable[..., str]], namespace["make"])
+
+
 class _Family:
     """What one instrument's family renders from: headers, ``le`` values, series labels."""
 
@@ -43,6 +75,7 @@ class _Family:
         "headers",
         "histogram",
         "keys",
+        "les",
         "lines",
         "name",
         "names",
@@ -64,19 +97,24 @@ class _Family:
             f"# HELP {self.sample} {text_doc}\n# TYPE {self.sample} {kind}\n",
             f"# HELP {name} {_escape(doc)}\n# TYPE {name} {kind}\n",
         )
-        les = [le_value(b) for b in (*instrument.bounds, math.inf)]
-        last = 4 + len(les)
-        self.lines = tuple(  # the lines of one series: counts below a million, then any
-            "".join(f"{{0}}{le}{{1}}{{{i}}}{end}\n" for i, le in enumerate(les, 5))
-            + f"{{2}}{{{last}}}{end}\n{{3}}{{4}}\n"
-            for end in (".0", "")
-        )
-        """Format strings of a series' bucket, count and sum lines, filled with the series'
-        label pieces, its sum and its cumulative counts (``str.format``: one call)."""
+        self.les = tuple(le_value(b) for b in (*instrument.bounds, math.inf))
         self.keys: tuple[str, ...] = ()
         self.names: tuple[str, ...] = ()
         self.series: dict[Attributes, SeriesText] = {}
         self._label_name = label_name
+        self.lines = self._lines()
+        """A series' bucket, count and sum lines from its label pieces, its cumulative
+        bucket counts (below a million), its count and its sum's text."""
+
+    def _lines(self) -> Callable[..., str]:
+        head = any(name < "le" for name in self.names)  # a label before ``le``
+        tail = any(name > "le" for name in self.names)
+        h, g, t, *_ = self.texts(()) if self.histogram else ("", "", "")
+        texts = [
+            f"{'' if head else h if i == 0 else g}{le}{'' if tail else t}"
+            for i, le in enumerate(self.les)
+        ]
+        return _line_maker(len(texts), head, tail)(*texts)
 
     def refresh(self, points: dict[Attributes, Any]) -> None:
         """Use the label names of the series present now (their union, as the collector)."""
@@ -85,11 +123,17 @@ class _Family:
             self.keys = keys
             self.names = tuple(self._label_name(key) for key in keys)
             self.series.clear()
+            self.lines = self._lines()
         elif len(self.series) > 2 * len(points) + 64:  # gauges whose series come and go
             self.series.clear()
 
     def bind(self, attributes: Attributes) -> SeriesText:
-        """The pre-built pieces of one series' sample lines."""
+        """The pre-built pieces of one series' sample lines (kept)."""
+        text = self.series[attributes] = self.texts(attributes)
+        return text
+
+    def texts(self, attributes: Attributes) -> SeriesText:
+        """The pieces of one series' sample lines."""
         found = dict(attributes)
         values = [label_value(found.get(key, "")) for key in self.keys]
         labels = dict(zip(self.names, values, strict=True))
@@ -101,13 +145,14 @@ class _Family:
             labels["le"] = "\0"
             bucket = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(labels.items()))
             head, _, tail = bucket.partition("\0")
+            bucket = f"{self.name}_bucket{{{head}"
             text = (
-                f"{self.name}_bucket{{{head}",
+                bucket,
+                f".0\n{bucket}",  # ends the line before: one piece less per line
                 f"{tail}}} ",
                 f"{self.name}_count{plain} ",
                 f"{self.name}_sum{plain} ",
             )
-        self.series[attributes] = text
         return text
 
 
@@ -141,15 +186,18 @@ class Exposition:
                     (prefix,) = series.get(attributes) or bind(attributes)
                     out.append(f"{prefix}{go(point.value)}\n")
                 continue
-            small, large = family.lines
+            lines, les = family.lines, family.les
             for attributes, point in points.items():
-                labels = series.get(attributes) or bind(attributes)
+                h, g, t, c, s = series.get(attributes) or bind(attributes)
                 delta: HistogramDelta = point.value
-                running = list(accumulate(delta.counts))
-                if running[-1] < 1000000:  # "3.0", as floatToGoString writes 3
-                    out.append(small.format(*labels, go(delta.sum), *running))
+                total = delta.sum
+                text = repr(total) if -_INF < total < 1e6 else go(total)  # as go writes it
+                if delta.count < 1000000:  # "3.0", as floatToGoString writes 3
+                    out.append(lines(h, g, t, c, s, delta.counts, delta.count, text))
                 else:
-                    out.append(large.format(*labels, go(delta.sum), *map(go, running)))
+                    running = accumulate(delta.counts)
+                    out.extend([f"{h}{le}{t}{go(n)}\n" for le, n in zip(les, running, strict=True)])
+                    out.append(f"{c}{go(delta.count)}\n{s}{text}\n")
         return "".join(out)
 
     def _family(self, instrument: Instrument, points: dict[Attributes, Any]) -> _Family:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from operator import add
+from sys import getrefcount
+from typing import Any
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -15,7 +17,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.metrics.export import Histogram as HistogramData
 
-from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument
+from syncperf._metrics.aggregates import Attributes, HistogramDelta, Instrument, Series
 
 _INT64 = 2**63
 
@@ -29,6 +31,12 @@ class Point:
     attributes: dict[str, str | bool]
     """The series' attributes as OTLP data points take them (built once, shared by every
     collection; exporters only read them)."""
+    exported: Any = None
+    """The data point the last collection handed out. Building a frozen SDK data point
+    costs ~20,000 instructions, so the next collection rewrites this one in place when
+    nothing but this point holds it any more (the exporter let go of the data: its
+    reference count says so); while anything else holds it, it stays as it was and a new
+    one is built."""
 
 
 Points = dict[Attributes, Point]
@@ -43,21 +51,42 @@ def copy_value(value: float | HistogramDelta | None) -> float | HistogramDelta:
     return value
 
 
-def merge_value(
-    into: float | HistogramDelta, new: float | HistogramDelta | None
-) -> float | HistogramDelta:
-    """``into`` with ``new`` added (a histogram's count list is replaced, never changed:
-    data points handed out earlier keep theirs)."""
-    if isinstance(into, HistogramDelta) and isinstance(new, HistogramDelta):
-        into.counts = list(map(add, into.counts, new.counts))
-        into.count += new.count
-        into.sum += new.sum
-        into.min = min(into.min, new.min)
-        into.max = max(into.max, new.max)
-        return into
-    assert not isinstance(into, HistogramDelta) and not isinstance(new, HistogramDelta)
-    assert new is not None
-    return into + new
+def merge_histograms(points: Points, series: list[Series]) -> list[Series]:
+    """Add drained histogram series into their points; return the series that have none
+    yet. A point's count list is replaced, never changed: data points handed out earlier
+    keep theirs."""
+    new = []
+    get = points.get
+    for one in series:
+        point = get(one.attributes)
+        if point is None:
+            new.append(one)
+            continue
+        # a histogram's point and drained series hold HistogramDelta (no ``cast``: a call)
+        into: Any = point.value
+        delta: Any = one.drained
+        into.counts = list(map(add, into.counts, delta.counts))
+        into.count += delta.count
+        into.sum += delta.sum
+        if delta.min < into.min:
+            into.min = delta.min
+        if delta.max > into.max:
+            into.max = delta.max
+    return new
+
+
+def merge_sums(points: Points, series: list[Series]) -> list[Series]:
+    """Add drained counter series into their points; return the series that have none yet."""
+    new = []
+    get = points.get
+    for one in series:
+        point = get(one.attributes)
+        if point is None:
+            new.append(one)
+        else:
+            total: Any = point.value  # a number, as ``one.drained`` is
+            point.value = total + one.drained
+    return new
 
 
 def to_metric(
@@ -68,38 +97,12 @@ def to_metric(
 ) -> Metric:
     """One instrument's points as an OpenTelemetry ``Metric``."""
     if instrument.kind == "histogram":
-        bounds = list(instrument.bounds)  # one list for every point: exporters only read it
-        # ``bucket_counts``: the point's own list, which ``_merge`` replaces and never changes
         data: HistogramData | Sum | Gauge = HistogramData(
-            data_points=[
-                HistogramDataPoint(
-                    attributes=point.attributes,
-                    start_time_unix_nano=point.start_ns,
-                    time_unix_nano=now,
-                    count=delta.count,
-                    sum=delta.sum,
-                    bucket_counts=delta.counts,
-                    explicit_bounds=bounds,
-                    min=delta.min,
-                    max=delta.max,
-                    exemplars=(),
-                )
-                for point in points.values()
-                if isinstance(delta := point.value, HistogramDelta)
-            ],
+            data_points=_histogram_points(points, list(instrument.bounds), now),
             aggregation_temporality=temporality,
         )
     else:
-        number_points = [
-            NumberDataPoint(
-                attributes=point.attributes,
-                start_time_unix_nano=point.start_ns,
-                time_unix_nano=now,
-                value=_number(point.value),
-                exemplars=(),
-            )
-            for point in points.values()
-        ]
+        number_points = _number_points(points, now)
         if instrument.kind == "gauge":
             data = Gauge(data_points=number_points)
         else:
@@ -114,6 +117,70 @@ def to_metric(
         unit=instrument.unit,
         data=data,
     )
+
+
+def _histogram_points(points: Points, bounds: list[float], now: int) -> list[Any]:
+    out = []
+    for point in points.values():
+        delta: Any = point.value  # a histogram's point holds a HistogramDelta
+        last = point.exported
+        if last is not None and getrefcount(last) <= _ALONE:
+            fields = vars(last)  # nothing else holds it: the next collection's, rewritten
+            fields["time_unix_nano"] = now
+            fields["count"] = delta.count
+            fields["sum"] = delta.sum
+            fields["bucket_counts"] = delta.counts  # replaced by merges, never changed
+            fields["min"] = delta.min
+            fields["max"] = delta.max
+        else:
+            last = point.exported = HistogramDataPoint(
+                point.attributes,
+                point.start_ns,
+                now,
+                delta.count,
+                delta.sum,
+                delta.counts,
+                bounds,  # one list for every point of the collection: exporters only read it
+                delta.min,
+                delta.max,
+                (),
+            )
+        out.append(last)
+    return out
+
+
+def _number_points(points: Points, now: int) -> list[Any]:
+    out = []
+    for point in points.values():
+        value = _number(point.value)
+        last = point.exported
+        if last is not None and getrefcount(last) <= _ALONE:
+            fields = vars(last)
+            fields["time_unix_nano"] = now
+            fields["value"] = value
+        else:
+            last = point.exported = NumberDataPoint(
+                point.attributes, point.start_ns, now, value, ()
+            )
+        out.append(last)
+    return out
+
+
+def _alone() -> int:
+    """What ``getrefcount`` says of a data point that only its ``Point`` holds, read as the
+    loops above read it; -1 (never rewrite) where another holder would not show."""
+    probe = Point(0, 0.0, {}, object())
+    try:
+        last = probe.exported
+        alone = getrefcount(last)
+        holders = [last]
+        held = getrefcount(last)
+    except Exception:  # no reference counts (not CPython)
+        return -1
+    return alone if held == alone + len(holders) else -1
+
+
+_ALONE = _alone()
 
 
 def _number(value: float | HistogramDelta) -> int | float:

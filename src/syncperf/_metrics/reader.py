@@ -39,7 +39,14 @@ from syncperf._metrics.aggregates import (
     Registry,
     Series,
 )
-from syncperf._metrics.points import Point, Points, copy_value, merge_value, to_metric
+from syncperf._metrics.points import (
+    Point,
+    Points,
+    copy_value,
+    merge_histograms,
+    merge_sums,
+    to_metric,
+)
 
 _logger = logging.getLogger("syncperf")
 
@@ -109,14 +116,12 @@ class Reader:
                 since = self._last_collect_ns
                 if self.temporality_of(instrument) is CUMULATIVE:
                     since = self._start_ns
-                for one in series:
-                    point = points.get(one.attributes)
-                    if point is None:
-                        start = max(one.created_ns, since)
-                        value = copy_value(one.drained)
-                        points[one.attributes] = Point(start, value, dict(one.attributes))
-                    else:
-                        point.value = merge_value(point.value, one.drained)
+                merge = merge_histograms if instrument.kind == "histogram" else merge_sums
+                new = merge(points, series)
+                for one in new:
+                    start = max(one.created_ns, since)
+                    value = copy_value(one.drained)
+                    points[one.attributes] = Point(start, value, dict(one.attributes))
 
     def _observe(self, observed: list[Observed]) -> None:
         # Observations replace the previous ones: a gauge that was not observed this time
