@@ -21,10 +21,13 @@ from typing import Protocol
 
 from syncperf._metrics.aggregates import HistogramSeries, Registry
 
-__all__ = ["FOLD_AT", "Batch", "Batches", "batches"]
+__all__ = ["FOLD_AT", "MAX_QUEUED", "Batch", "Batches", "batches"]
 
 FOLD_AT = 512
 """Values one batch queues before the thread adding the last ones records them all."""
+MAX_QUEUED = 8192
+"""Values at which the thread adding waits for the lock to record them: the queue stays
+bounded while another thread holds the lock for long."""
 _NS = 1e9
 
 
@@ -51,9 +54,14 @@ class Batch:
             self.fold_now()
 
     def fold_now(self) -> None:
-        """Record what is queued, under the registry's lock."""
-        with self._lock:
-            self.fold()
+        """Record what is queued if the registry's lock is free (its holder may be a
+        collection, which folds); past ``MAX_QUEUED`` values, wait for it."""
+        lock = self._lock
+        if lock.acquire(blocking=len(self.values) >= MAX_QUEUED):
+            try:
+                self.fold()
+            finally:
+                lock.release()
 
     def fold(self) -> None:
         """Record what is queued (the caller holds the registry's lock).
