@@ -146,7 +146,8 @@ PUSH_TARGETS = {"extractors": ("prometheus", 0.5), "fast": ("floor", 3.0)}
 """Issue 18's targets, not reached yet (docs/performance.md): CI guards today's levels."""
 PUSH_GUARDS = {"extractors": ("prometheus", 1.5), "fast": ("floor", 20.0)}
 SQL_TARGETS = {"query": 8000, "pool": 10000}
-SQL_GUARDS = {"query": 20000, "pool": 55000}
+SQL_GUARDS = {"query": 12000, "pool": 26000}
+"""~1.5x the counts of 2026-12-02 (7,716 and 17,143): machines differ."""
 
 
 def test_push_instructions(benchmark: Any) -> None:

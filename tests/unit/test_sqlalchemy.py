@@ -728,6 +728,55 @@ def test_static_pool_has_one_connection_at_most(syncperf_capture: Capture) -> No
         handle.uninstrument()
 
 
+def test_a_detached_connection_is_no_longer_counted_as_used(syncperf_capture: Capture) -> None:
+    eng = sa.create_engine("sqlite://", poolclass=sa.pool.NullPool)
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    try:
+        conn = eng.connect()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 1
+        conn.detach()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+        conn.close()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+    finally:
+        handle.uninstrument()
+
+
+def test_a_nested_connect_of_a_singleton_thread_pool_is_one_checkout(
+    syncperf_capture: Capture,
+) -> None:
+    eng = sa.create_engine("sqlite://", poolclass=sa.pool.SingletonThreadPool)
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    try:
+        outer = eng.raw_connection()
+        inner = eng.raw_connection()  # the same connection, checked out again by this thread
+        inner.close()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 1
+        outer.close()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+        assert syncperf_capture.total("db.client.connection.use_time") == 1
+        assert syncperf_capture.total("db.client.connection.wait_time") == 2
+    finally:
+        handle.uninstrument()
+
+
+def test_pending_requests_drop_to_zero_once_uninstrumented(syncperf_capture: Capture) -> None:
+    eng = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    handle = instrument_engine(eng, pool_name="p")
+    with eng.connect():
+        pass
+    assert syncperf_capture.points("db.client.connection.pending_requests")[0].value == 0
+    handle.uninstrument()
+    assert _pool_value(syncperf_capture, "db.client.connection.pending_requests") == 0
+    assert _pool_value(syncperf_capture, "db.client.connection.pending_requests") == 0
+    instrument = syncperf_capture.runtime.registry.instruments[
+        "db.client.connection.pending_requests"
+    ]
+    assert instrument.callbacks == []  # observed, then gone
+
+
 def test_dispose_moves_the_pool_wrappers_to_the_new_pool(
     syncperf_capture: Capture, engine: sa.Engine
 ) -> None:

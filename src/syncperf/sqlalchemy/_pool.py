@@ -1,18 +1,26 @@
 """Connection-pool metrics (``db.client.connection.*``) for one SQLAlchemy engine.
 
-Measured where they happen:
+Measured where they happen, by a wrapper of the engine's ``pool.connect()`` (an attribute set
+on that one pool instance, moved to the new pool when ``engine.dispose()`` recreates it; never
+a class-level patch) and a ``checkin`` pool listener:
 
-* ``pending_requests``, ``wait_time`` and ``timeouts`` around the engine's ``pool.connect()``
-  (an attribute set on that one pool instance, moved to the new pool when
-  ``engine.dispose()`` recreates it; never a class-level patch).
-* ``use_time`` from the pool's ``checkout`` to its ``checkin`` event.
+* ``wait_time`` and ``timeouts`` around ``pool.connect()``;
+* ``use_time`` from the end of that wait (the checkout) to the pool's ``checkin`` event: the
+  checkout time is pushed on the connection record (a stack: a ``StaticPool`` record can be
+  checked out more than once at a time), the checkin pops it.
+
+Histogram values are queued in batches, without a lock (``syncperf._metrics.batches``).
 
 Observed at collection time (no per-checkout cost): ``count`` by state (``idle`` / ``used``),
 ``max`` and ``idle.max``, read from the pool itself (``QueuePool.checkedout()`` /
 ``checkedin()``), so they are exact whatever happened in between (invalidations, overflow
-connections closed on return, pre-ping reconnects). They are observed UpDownCounters, as
-the semantic conventions want (an instrument with callbacks: each observation replaces the
-previous value); when the engine is uninstrumented or collected they drop to 0, then stop.
+connections closed on return, pre-ping reconnects); pools that do not count them are counted
+here (checkouts seen and not yet checked in or detached). ``pending_requests`` is the number
+of callers inside ``pool.connect()`` right now (a deque each caller appends to and pops from:
+atomic, no lock). They are observed UpDownCounters, as the semantic conventions want (an
+instrument with callbacks: each observation replaces the previous value); when the engine
+is uninstrumented or collected they drop to 0, then stop. A forked child forgets the
+parent's callers waiting in ``connect()`` (those threads do not exist in the child).
 
 Pool kinds: ``QueuePool`` / ``AsyncAdaptedQueuePool`` report everything; ``NullPool`` has no
 idle connections and no maximum (``max`` is not reported); ``StaticPool`` and
@@ -23,9 +31,11 @@ to its ``pool_size``.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +52,7 @@ from sqlalchemy.pool import (
 from syncperf import _runtime
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import Attributes, HistogramSeries, SumSeries
+from syncperf._metrics.batches import FOLD_AT, Batch, batches
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -52,38 +63,39 @@ __all__ = ["PoolMetrics"]
 
 _perf = time.perf_counter_ns
 _serials = itertools.count(1)
-_OUT = "_syncperf_checkout_ns"
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
 COUNT = catalogue.DB_CONNECTION_COUNT.name
 MAX = catalogue.DB_CONNECTION_MAX.name
 IDLE_MAX = catalogue.DB_CONNECTION_IDLE_MAX.name
+PENDING = catalogue.DB_CONNECTION_PENDING_REQUESTS.name
 _OBSERVED = (
     catalogue.DB_CONNECTION_COUNT,
     catalogue.DB_CONNECTION_MAX,
     catalogue.DB_CONNECTION_IDLE_MAX,
+    catalogue.DB_CONNECTION_PENDING_REQUESTS,
 )
 
 
 class PoolSeries:
     """Pre-bound event-driven series of one pool on one runtime (``PoolMetrics.series``)."""
 
-    __slots__ = ("pending", "timeouts", "use", "wait")
+    __slots__ = ("timeouts", "use", "wait", "wait_series")
 
     def __init__(self, rt: Runtime, attrs: Attributes) -> None:
         registry, limit = rt.registry, rt.config.max_series
-        self.pending: SumSeries = catalogue.DB_CONNECTION_PENDING_REQUESTS.create(
-            registry, max_series=limit
-        ).sum(attrs)
         self.timeouts: SumSeries = catalogue.DB_CONNECTION_TIMEOUTS.create(
             registry, max_series=limit
         ).sum(attrs)
-        self.wait: HistogramSeries = catalogue.DB_CONNECTION_WAIT_TIME.create(
+        self.wait_series: HistogramSeries = catalogue.DB_CONNECTION_WAIT_TIME.create(
             registry, max_series=limit
         ).histogram(attrs)
-        self.use: HistogramSeries = catalogue.DB_CONNECTION_USE_TIME.create(
+        use: HistogramSeries = catalogue.DB_CONNECTION_USE_TIME.create(
             registry, max_series=limit
         ).histogram(attrs)
+        queued = rt.state(batches)
+        self.wait: Batch = queued.of(self.wait_series)
+        self.use: Batch = queued.of(use)
 
 
 class PoolMetrics:
@@ -92,26 +104,31 @@ class PoolMetrics:
     def __init__(self, engine: Engine, name: str) -> None:
         self.name = name
         self._serial = next(_serials)
+        self._mark = f"_syncperf_checkouts_{self._serial}"
+        """The connection record's attribute holding its checkout times (a list: a stack)."""
         self._engine = weakref.ref(engine)
         self._attrs: Attributes = ((POOL_NAME, name),)
         self._idle: Attributes = (*self._attrs, (STATE, "idle"))
         self._used: Attributes = (*self._attrs, (STATE, "used"))
         self._lock = threading.Lock()
-        self._outstanding: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
-        """Checked-out records of pools that cannot count them themselves (not QueuePool)."""
+        self._waiting: deque[None] = deque()
+        """One entry per caller inside ``pool.connect()`` (``pending_requests``)."""
+        self._checked_out: deque[None] = deque()
+        """One entry per checkout not yet checked in or detached (``used`` of pools that do
+        not count it themselves)."""
         self._wrapped: weakref.ref[Pool] | None = None
-        self._track = False
         self._observers: list[_Observer] = []
         self.closed = False
         self._held: tuple[Runtime | None, PoolSeries | None] = (None, None)
         """``(runtime, PoolSeries)`` of the runtime that recorded last."""
+        _live.add(self)
 
     # --- life cycle ------------------------------------------------------------------------
 
     def install(self, engine: Engine) -> None:
         """Listen on ``engine``'s pool events and wrap its pool's ``connect``."""
-        event.listen(engine, "checkout", self._on_checkout)
         event.listen(engine, "checkin", self._on_checkin)
+        event.listen(engine, "detach", self._on_detach)
         self._wrap(engine.pool)
 
     def uninstall(self) -> None:
@@ -119,7 +136,7 @@ class PoolMetrics:
         self.closed = True
         engine = self._engine()
         if engine is not None:
-            for name, fn in (("checkout", self._on_checkout), ("checkin", self._on_checkin)):
+            for name, fn in (("checkin", self._on_checkin), ("detach", self._on_detach)):
                 if event.contains(engine, name, fn):
                     event.remove(engine, name, fn)
         self._unwrap()
@@ -132,40 +149,44 @@ class PoolMetrics:
         with self._lock:
             self._observers = [o for o in self._observers if o.alive()] + [observer]
 
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's callers waiting in ``connect()``: their threads are gone."""
+        self._waiting.clear()
+
     # --- connect wrapper -------------------------------------------------------------------
 
     def _wrap(self, pool: Pool) -> None:
         original = pool.connect
         metrics = self
+        waiting, checked_out, mark = self._waiting, self._checked_out, self._mark
 
         def connect() -> Any:
-            rt = _runtime.installed or _runtime.current()
-            if not rt.enabled:
-                return original()
-            try:
-                series = metrics.series(rt)
-                with rt.lock:
-                    series.pending.add(1)
-            except Exception as error:
-                rt.internal_error("sqlalchemy_pool_hook_failed", error)
-                return original()
+            waiting.append(None)
             t0 = _perf()
             try:
-                connection = original()
+                fairy = original()
             except BaseException as error:
-                waited = _perf() - t0
-                timed_out = isinstance(error, sa_exc.TimeoutError)
-                with rt.lock:
-                    series.pending.add(-1)
-                    if timed_out:
-                        series.timeouts.add(1)
-                        series.wait.record(waited / 1e9)
+                waiting.pop()
+                metrics._failed(_perf() - t0, error)
                 raise
-            waited = _perf() - t0
-            with rt.lock:
-                series.pending.add(-1)
-                series.wait.record(waited / 1e9)
-            return connection
+            t1 = _perf()
+            waiting.pop()
+            rt = _runtime.installed or _runtime.current()
+            try:
+                if fairy._counter == 1:  # a checkout (not a nested connect of the same one)
+                    fairy._connection_record.__dict__.setdefault(mark, []).append(t1)
+                    checked_out.append(None)
+                if rt.enabled:
+                    held, series = metrics._held
+                    if held is not rt or series is None:
+                        series = metrics.series(rt)
+                    values = series.wait.values  # Batch.add, inline: one frame less
+                    values.append(t1 - t0)
+                    if len(values) >= FOLD_AT:
+                        series.wait.fold_now()
+            except Exception as error:
+                rt.internal_error("sqlalchemy_pool_hook_failed", error)
+            return fairy
 
         original_recreate = pool.recreate
 
@@ -181,7 +202,6 @@ class PoolMetrics:
         pool.connect = connect  # type: ignore[method-assign]
         pool.recreate = recreate  # type: ignore[method-assign]
         self._wrapped = weakref.ref(pool)
-        self._track = not isinstance(pool, QueuePool)
 
     def _unwrap(self) -> None:
         pool = self._wrapped() if self._wrapped is not None else None
@@ -190,6 +210,19 @@ class PoolMetrics:
                 if name in vars(pool):
                     delattr(pool, name)
         self._wrapped = None
+
+    def _failed(self, waited_ns: int, error: BaseException) -> None:
+        """A ``pool.connect()`` that raised: a timeout is counted with its wait."""
+        rt = _runtime.installed or _runtime.current()
+        if not rt.enabled or not isinstance(error, sa_exc.TimeoutError):
+            return
+        try:
+            series = self.series(rt)
+            with rt.lock:
+                series.timeouts.add(1)
+                series.wait_series.record(waited_ns / 1e9)
+        except Exception as failure:
+            rt.internal_error("sqlalchemy_pool_hook_failed", failure)
 
     def series(self, rt: Runtime) -> PoolSeries:
         """This pool's event-driven series in ``rt`` (bound once, kept by the runtime)."""
@@ -205,41 +238,43 @@ class PoolMetrics:
 
     # --- pool events -----------------------------------------------------------------------
 
-    def _on_checkout(self, dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        setattr(record, _OUT, _perf())
-        if self._track:
-            with self._lock:
-                self._outstanding[record] = self._outstanding.get(record, 0) + 1
-
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
-        started = getattr(record, _OUT, 0)
-        if self._outstanding:
-            with self._lock:
-                depth = self._outstanding.pop(record, 0) - 1
-                if depth > 0:
-                    self._outstanding[record] = depth
-        if not started:
-            return
-        setattr(record, _OUT, 0)
-        used_ns = _perf() - started
-        rt = _runtime.installed or _runtime.current()
-        if not rt.enabled:
-            return
+        stamps = record.__dict__.get(self._mark)
+        if not stamps:
+            return  # checked out before instrumentation, or a failed checkout
         try:
-            series = self.series(rt)
-            with rt.lock:
-                series.use.record(used_ns / 1e9)
-        except Exception as error:
-            rt.internal_error("sqlalchemy_pool_hook_failed", error)
+            used_ns = _perf() - stamps.pop()
+        except IndexError:  # another thread checked in the same record's last checkout
+            return
+        self._checked_out.pop()
+        rt = _runtime.installed or _runtime.current()
+        if rt.enabled:
+            try:
+                held, series = self._held
+                if held is not rt or series is None:
+                    series = self.series(rt)
+                values = series.use.values  # Batch.add, inline: one frame less
+                values.append(used_ns)
+                if len(values) >= FOLD_AT:
+                    series.use.fold_now()
+            except Exception as error:
+                rt.internal_error("sqlalchemy_pool_hook_failed", error)
+
+    def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
+        # a detached connection leaves the pool: no checkin will come for its checkouts
+        stamps = record.__dict__.pop(self._mark, None)
+        for _ in stamps or ():
+            self._checked_out.pop()
 
     # --- observation -----------------------------------------------------------------------
 
     def observe(self) -> dict[str, dict[Attributes, float]]:
         """Current values of the observed instruments, by instrument name."""
-        values: dict[str, dict[Attributes, float]] = {COUNT: {}, MAX: {}, IDLE_MAX: {}}
+        values: dict[str, dict[Attributes, float]] = {COUNT: {}, MAX: {}, IDLE_MAX: {}, PENDING: {}}
         engine = self._engine()
         if engine is None or self.closed:
             return values
+        values[PENDING][self._attrs] = len(self._waiting)
         pool = engine.pool
         maximum: int | None = None
         idle_max: int | None = None
@@ -250,8 +285,7 @@ class PoolMetrics:
                 maximum = pool.size() + overflow
                 idle_max = pool.size()
         else:
-            with self._lock:
-                used = len(self._outstanding)
+            used = len(self._checked_out)
             if isinstance(pool, StaticPool):
                 record = vars(pool).get("connection")
                 opened = 1 if record is not None and record.dbapi_connection is not None else 0
@@ -323,3 +357,15 @@ class _Observer:
                     registry.remove_gauge_callback(name, callback)
                 del self._callbacks[index]
                 return
+
+
+_live: weakref.WeakSet[PoolMetrics] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for metrics in list(_live):
+        metrics.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -20,7 +20,8 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from syncperf import _runtime
 from syncperf._metrics import catalogue
-from syncperf._metrics.aggregates import HistogramSeries, freeze
+from syncperf._metrics.aggregates import freeze
+from syncperf._metrics.batches import FOLD_AT, Batch, batches
 from syncperf._operation import active_operation, error_type
 from syncperf._redact import status_code
 from syncperf._runtime import Runtime
@@ -30,6 +31,7 @@ from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
+    from syncperf._operation import SyncOperation
     from syncperf._tracing.span import Tracer
     from syncperf.sqlalchemy._plans import Planner
 
@@ -134,19 +136,21 @@ class QuerySeries:
     """The pre-bound series one engine records its queries into on one runtime
     (``rt.state(QuerySeries, engine serial)``)."""
 
-    __slots__ = ("detections", "durations", "instrument", "overhead", "rt")
+    __slots__ = ("batches", "detections", "durations", "instrument", "overhead", "rt")
 
     def __init__(self, rt: Runtime | None) -> None:
         self.rt = rt
         """The runtime these series belong to (None: the recorder's placeholder)."""
         if rt is None:
             return
-        self.durations: dict[Any, HistogramSeries] = {}
-        """``db.client.operation.duration`` by ``Query.key`` (and error type and code)."""
+        self.durations: dict[Any, Batch] = {}
+        """``db.client.operation.duration`` by ``Query.key`` (and error type and code), each
+        batched with the ``syncperf.overhead`` series: an entry is ``(duration, own time)``."""
         self.instrument = catalogue.DB_OPERATION_DURATION.create(
             rt.registry, max_series=rt.config.max_series
         )
         self.overhead = rt.overhead_for("sqlalchemy")
+        self.batches = rt.state(batches)
         self.detections = rt.state(DetectionSeries)
 
 
@@ -192,83 +196,148 @@ class QueryRecorder:
 
     def install(self, dialect: Any) -> None:
         """Wrap ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` of ``dialect``."""
-        for name, wrap in _WRAPPERS:
-            setattr(dialect, name, wrap(getattr(dialect, name), self.record))
+        for name, with_params in _WRAPPED:
+            setattr(dialect, name, self._wrap(getattr(dialect, name), with_params))
 
     def uninstall(self, dialect: Any) -> None:
         """Remove this recorder's wrappers from ``dialect`` (not another recorder's)."""
         attrs = vars(dialect)
-        for name, _ in _WRAPPERS:
-            if getattr(attrs.get(name), "_syncperf_record", None) == self.record:
+        for name, _ in _WRAPPED:
+            if getattr(attrs.get(name), "_syncperf_recorder", None) is self:
                 del attrs[name]
 
     # --- the hot path ----------------------------------------------------------------------
 
-    def record(
-        self, statement: str, t1: int, duration_ns: int, error: BaseException | None, context: Any
+    def _wrap(self, original: Callable[..., Any], with_params: bool) -> Callable[..., Any]:
+        """The wrapper of one dialect method: times the call and records the query.
+
+        ``do_execute`` / ``do_executemany`` take ``(cursor, statement, parameters, context)``,
+        ``do_execute_no_params`` ``(cursor, statement, context)``. What every query needs runs
+        in this one frame (a Python call costs as much as the rest of the recording); the rare
+        cases (a new statement or runtime, a failure, a span, a sync operation) call methods.
+        The duration and syncperf's own time go to the series' batch in one atomic extend,
+        without a lock (``syncperf._metrics.batches``).
+        """
+        queries = self._queries
+        recorder = self
+        spans = self._spans
+        slow_ns = self._slow_ns
+
+        def execute(
+            cursor: Any, statement: str, parameters: Any = None, context: Any = None
+        ) -> Any:
+            error: BaseException | None = None
+            t0 = _perf()
+            try:
+                if with_params:
+                    return original(cursor, statement, parameters, context)
+                context = parameters
+                return original(cursor, statement, context)
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                t1 = _perf()
+                rt = _runtime.installed or _runtime.current()
+                if rt.enabled:
+                    try:
+                        query = queries.get(statement) or recorder._classify(statement)
+                        held = recorder._held
+                        if held.rt is not rt:  # another runtime (configure(), capture())
+                            held = recorder._held = rt.state(QuerySeries, recorder.serial)
+                        if error is None:
+                            batch = held.durations.get(query.key) or recorder._bind(
+                                rt, held, query, None, None
+                            )
+                            etype = code = None
+                        else:
+                            batch, etype, code = recorder._failed(rt, held, query, error)
+                        if spans:
+                            tracing = rt.tracing
+                            if tracing.active or (t1 >= tracing.next_check and tracing.due(t1)):
+                                recorder._traced(rt, query, t1 - t0, etype, code, context)
+                        op = active_operation()
+                        if op is not None:
+                            recorder._in_operation(rt, held, op, statement, query, t0, t1, context)
+                        values = batch.values
+                        values += (t1 - t0, _perf() - t1)
+                        if len(values) >= FOLD_AT:
+                            batch.fold_now()
+                        if t1 - t0 >= slow_ns:
+                            recorder._detector.slow_query(rt, held.detections, op, query, t1 - t0)
+                    except Exception as failure:
+                        rt.internal_error("sqlalchemy_hook_failed", failure)
+                error = None  # no cycle through the traceback
+
+        execute._syncperf_recorder = self  # type: ignore[attr-defined]
+        execute.__wrapped__ = original  # type: ignore[attr-defined]
+        return execute
+
+    def _failed(
+        self, rt: Runtime, held: QuerySeries, query: Query, error: BaseException
+    ) -> tuple[Batch, str, str | None]:
+        """The batch of a failed query, its ``error.type`` and ``db.response.status_code``."""
+        etype = rt.error_types(error_type(error))
+        code = status_code(error)
+        if code is not None:
+            code = held.detections.codes(code)
+        batch = held.durations.get((query.key, etype, code)) or self._bind(
+            rt, held, query, etype, code
+        )
+        return batch, etype, code
+
+    def _traced(
+        self,
+        rt: Runtime,
+        query: Query,
+        duration_ns: int,
+        etype: str | None,
+        code: str | None,
+        context: Any,
     ) -> None:
-        """Record one query that ended at ``t1`` (``perf_counter_ns``), raising ``error``."""
-        rt = _runtime.installed or _runtime.current()
-        if not rt.enabled:
+        """Note a CLIENT span for the query when the current span is sampled."""
+        parent = _current_span().get_span_context()
+        if not parent.trace_flags & 1 or getattr(context, "_otel_span", None) is not None:
+            return  # not sampled, or contrib's instrumentation made one
+        if rt.shed_until >= _perf():  # syncperf is shedding: not made, but counted
+            rt.span_shed()
             return
-        try:
-            query = self._queries.get(statement) or self._classify(statement)
-            held = self._held
-            if held.rt is not rt:  # another runtime (configure(), capture()): its own series
-                held = self._held = rt.state(QuerySeries, self.serial)
-            etype = code = None
-            if error is None:
-                series = held.durations.get(query.key)
-                if series is None:
-                    series = self._bind(rt, held, query, None, None)
+        tracer = rt.tracing.tracer
+        if tracer is None:
+            return
+        end = _wall()
+        deferred = DeferredSpan(tracer, query, parent, end - duration_ns, etype, code)
+        rt.finisher.end(deferred, end)
+
+    def _in_operation(
+        self,
+        rt: Runtime,
+        held: QuerySeries,
+        op: SyncOperation,
+        statement: str,
+        query: Query,
+        t0: int,
+        t1: int,
+        context: Any,
+    ) -> None:
+        """The query's share of the current sync operation: DB time, plans, N+1."""
+        op.add_db_time(t1 - t0)
+        plans = self.plans
+        if plans is not None and t1 >= plans.due.get(query.text, 0):
+            plans.offer(statement, query, op, context, t1)
+        if self._n1 and query.counted:
+            scratch = op.scratch
+            if scratch is None:
+                counts: dict[str, int] = {}
+                op.scratch = {SCRATCH: counts}
             else:
-                etype = rt.error_types(error_type(error))
-                code = status_code(error)
-                if code is not None:
-                    code = held.detections.codes(code)
-                series = held.durations.get((query.key, etype, code)) or self._bind(
-                    rt, held, query, etype, code
-                )
-            if self._spans:
-                tracing = rt.tracing
-                if tracing.active or (t1 >= tracing.next_check and tracing.due(t1)):
-                    parent = _current_span().get_span_context()
-                    if (
-                        parent.trace_flags & 1  # sampled
-                        and getattr(context, "_otel_span", None) is None  # contrib has one
-                    ):
-                        if rt.shed_until < t1:
-                            self._span(rt, query, duration_ns, etype, code, parent)
-                        else:  # syncperf is shedding: not made, but counted
-                            rt.span_shed()
-            op = active_operation()
-            detected = 0
-            if op is not None:
-                op.add_db_time(duration_ns)
-                plans = self.plans
-                if plans is not None and t1 >= plans.due.get(query.text, 0):
-                    plans.offer(statement, query, op, context, t1)
-                if self._n1 and query.counted:
-                    scratch = op.scratch
-                    if scratch is None:
-                        counts: dict[str, int] = {}
-                        op.scratch = {SCRATCH: counts}
-                    else:
-                        counts = scratch.get(SCRATCH)  # type: ignore[assignment]
-                        if counts is None:
-                            counts = scratch[SCRATCH] = {}
-                    detected = counts.get(query.text, 0) + 1
-                    counts[query.text] = detected
-            own = _perf() - t1
-            with rt.lock:
-                series.record(duration_ns / 1e9)
-                held.overhead.record(own / 1e9)
-            if detected and detected == self._n1 and op is not None:
+                counts = scratch.get(SCRATCH)  # type: ignore[assignment]
+                if counts is None:
+                    counts = scratch[SCRATCH] = {}
+            detected = counts.get(query.text, 0) + 1
+            counts[query.text] = detected
+            if detected == self._n1:
                 self._detector.n_plus_one(rt, held.detections, op, query, detected)
-            if duration_ns >= self._slow_ns:
-                self._detector.slow_query(rt, held.detections, op, query, duration_ns)
-        except Exception as failure:
-            rt.internal_error("sqlalchemy_hook_failed", failure)
 
     # --- off the common path -----------------------------------------------------------------
 
@@ -308,7 +377,7 @@ class QueryRecorder:
 
     def _bind(
         self, rt: Runtime, held: QuerySeries, query: Query, etype: str | None, code: str | None
-    ) -> HistogramSeries:
+    ) -> Batch:
         detections = held.detections
         attrs: dict[str, Any] = dict(self._base)
         if query.operation is not None:
@@ -320,27 +389,11 @@ class QueryRecorder:
         if code is not None:
             attrs["db.response.status_code"] = code
         with rt.lock:
-            series = held.instrument.histogram(freeze(attrs))
+            series = held.batches.of(held.instrument.histogram(freeze(attrs)), held.overhead)
         durations = held.durations
         if len(durations) < _MAX_BOUND:  # a racing thread may add one more: still bounded
             durations[query.key if etype is None else (query.key, etype, code)] = series
         return series
-
-    def _span(
-        self,
-        rt: Runtime,
-        query: Query,
-        duration_ns: int,
-        etype: str | None,
-        code: str | None,
-        parent: SpanContext,
-    ) -> None:
-        tracer = rt.tracing.tracer
-        if tracer is None:
-            return
-        end = _wall()
-        deferred = DeferredSpan(tracer, query, parent, end - duration_ns, etype, code)
-        rt.finisher.end(deferred, end)
 
 
 def _connection_attributes(system: str, url: URL) -> dict[str, Any]:
@@ -355,53 +408,5 @@ def _connection_attributes(system: str, url: URL) -> dict[str, Any]:
     return attrs
 
 
-# --- dialect wrappers ------------------------------------------------------------------------
-
-Record = Callable[[str, int, int, "BaseException | None", Any], None]
-
-
-def _wrap_execute(original: Callable[..., Any], record: Record) -> Callable[..., Any]:
-    """``do_execute`` / ``do_executemany``: ``(cursor, statement, parameters, context)``."""
-
-    def execute(cursor: Any, statement: str, parameters: Any, context: Any = None) -> Any:
-        t0 = _perf()
-        try:
-            result = original(cursor, statement, parameters, context)
-        except BaseException as error:
-            t1 = _perf()
-            record(statement, t1, t1 - t0, error, context)
-            raise
-        t1 = _perf()
-        record(statement, t1, t1 - t0, None, context)
-        return result
-
-    execute._syncperf_record = record  # type: ignore[attr-defined]
-    execute.__wrapped__ = original  # type: ignore[attr-defined]
-    return execute
-
-
-def _wrap_no_params(original: Callable[..., Any], record: Record) -> Callable[..., Any]:
-    """``do_execute_no_params``: ``(cursor, statement, context)``."""
-
-    def execute(cursor: Any, statement: str, context: Any = None) -> Any:
-        t0 = _perf()
-        try:
-            result = original(cursor, statement, context)
-        except BaseException as error:
-            t1 = _perf()
-            record(statement, t1, t1 - t0, error, context)
-            raise
-        t1 = _perf()
-        record(statement, t1, t1 - t0, None, context)
-        return result
-
-    execute._syncperf_record = record  # type: ignore[attr-defined]
-    execute.__wrapped__ = original  # type: ignore[attr-defined]
-    return execute
-
-
-_WRAPPERS = (
-    ("do_execute", _wrap_execute),
-    ("do_executemany", _wrap_execute),
-    ("do_execute_no_params", _wrap_no_params),
-)
+_WRAPPED = (("do_execute", True), ("do_executemany", True), ("do_execute_no_params", False))
+"""The dialect methods wrapped, and whether they take parameters."""

@@ -1,0 +1,126 @@
+"""Histogram values queued without the lock and recorded in batches.
+
+A value measured on the request path (a query's duration, a connection's wait or use time)
+is appended to its series' ``Batch``: a list append, atomic, no lock. Once ``FOLD_AT`` values
+are queued the appending thread records them under the registry's lock in one go
+(``HistogramSeries.record_all``), and every collection records what is queued first
+(``Registry.folds``), so counts are exact whenever they are read. A forked child discards the
+values its parent queued (the parent records and exports them).
+
+A value costs an append here and a share of one C-level pass at the fold, instead of a lock
+acquisition and a Python-level ``record`` on the request thread.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from itertools import repeat
+from operator import truediv
+from typing import Protocol
+
+from syncperf._metrics.aggregates import HistogramSeries, Registry
+
+__all__ = ["FOLD_AT", "MAX_QUEUED", "Batch", "Batches", "batches"]
+
+FOLD_AT = 512
+"""Values one batch queues before the thread adding the last ones records them all."""
+MAX_QUEUED = 8192
+"""Values at which the thread adding waits for the lock to record them: the queue stays
+bounded while another thread holds the lock for long."""
+_NS = 1e9
+
+
+class Batch:
+    """Nanosecond values queued for one or more histogram series, recorded in seconds.
+
+    An entry is one value per series, appended in one atomic ``extend``: the request path
+    does ``values = batch.values; values += (a, b); if len(values) >= FOLD_AT:
+    batch.fold_now()`` (inline, or ``add``)."""
+
+    __slots__ = ("_lock", "series", "values")
+
+    def __init__(self, series: tuple[HistogramSeries, ...], registry: Registry) -> None:
+        self.series = series
+        self.values: list[int] = []
+        """Queued values, oldest first: threads extend it, folds take from the front."""
+        self._lock = registry.lock
+
+    def add(self, entry: tuple[int, ...]) -> None:
+        """Queue one value per series; record the batch once ``FOLD_AT`` values are queued."""
+        values = self.values
+        values += entry
+        if len(values) >= FOLD_AT:
+            self.fold_now()
+
+    def fold_now(self) -> None:
+        """Record what is queued if the registry's lock is free (its holder may be a
+        collection, which folds); past ``MAX_QUEUED`` values, wait for it."""
+        lock = self._lock
+        if lock.acquire(blocking=len(self.values) >= MAX_QUEUED):
+            try:
+                self.fold()
+            finally:
+                lock.release()
+
+    def fold(self) -> None:
+        """Record what is queued (the caller holds the registry's lock).
+
+        Only lock holders take values, from the front; appends go to the back meanwhile,
+        whole entries at a time.
+        """
+        values = self.values
+        taken = values[:]
+        del values[: len(taken)]
+        stride = len(self.series)
+        for index, series in enumerate(self.series):
+            series.record_all(list(map(truediv, taken[index::stride], repeat(_NS))))
+
+
+class Batches:
+    """The batches of one registry, recorded before each of its collections."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+        self._batches: dict[tuple[HistogramSeries, ...], Batch] = {}
+        registry.folds.append(self.fold)
+        _live.add(self)
+
+    def of(self, *series: HistogramSeries) -> Batch:
+        """The batch of ``series`` (one per tuple of series: bounded as series are)."""
+        found = self._batches.get(series)
+        if found is None:  # setdefault: threads binding at once share one batch
+            found = self._batches.setdefault(series, Batch(series, self._registry))
+        return found
+
+    def fold(self) -> None:
+        """Record every queued value (called under the registry's lock)."""
+        for batch in list(self._batches.values()):
+            batch.fold()
+
+    def after_fork_in_child(self) -> None:
+        """Forget what the parent queued: the parent records it."""
+        for batch in list(self._batches.values()):
+            batch.values.clear()
+
+
+class _HasRegistry(Protocol):
+    @property
+    def registry(self) -> Registry: ...
+
+
+def batches(owner: _HasRegistry) -> Batches:
+    """The batches of ``owner``'s registry (for a runtime: ``rt.state(batches)``)."""
+    return Batches(owner.registry)
+
+
+_live: weakref.WeakSet[Batches] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for found in list(_live):
+        found.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

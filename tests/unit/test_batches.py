@@ -1,0 +1,157 @@
+"""Histogram values queued without the lock and recorded in batches (``_metrics.batches``).
+
+Whatever is queued counts exactly once wherever it is read (collection folds first, a
+forked child starts empty), threads appending at once lose nothing, the queue stays bounded
+when the lock is busy, and a batch records exactly what ``record`` would.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from syncperf._metrics import batches as batches_module
+from syncperf._metrics.aggregates import HistogramSeries, Registry
+from syncperf._metrics.batches import FOLD_AT, MAX_QUEUED, Batch, Batches
+from syncperf._metrics.catalogue import DB_DURATION_BOUNDS
+
+BOUNDS = DB_DURATION_BOUNDS
+
+
+def _series(registry: Registry, name: str = "h") -> HistogramSeries:
+    return registry.instrument(name, "histogram", "s", "", bounds=BOUNDS).histogram(())
+
+
+def _state(series: HistogramSeries) -> tuple[list[int], float, float, float]:
+    return list(series.counts), series.sum, series.min, series.max
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from(BOUNDS),  # exactly on a boundary: bucket i holds bounds[i]
+            st.floats(min_value=0, max_value=100, allow_nan=False),
+        ),
+        max_size=50,
+    )
+)
+def test_record_all_records_what_record_records_one_by_one(values: list[float]) -> None:
+    one, many = HistogramSeries((), BOUNDS), HistogramSeries((), BOUNDS)
+    for value in values:
+        one.record(value)
+    many.record_all(values)
+    counts, total, low, high = _state(many)
+    assert counts == one.counts
+    assert total == pytest.approx(one.sum)
+    assert (low, high) == (one.min, one.max)
+
+
+def test_queued_nanoseconds_are_recorded_in_seconds_before_a_collection() -> None:
+    registry = Registry()
+    duration, overhead = _series(registry, "d"), _series(registry, "o")
+    batch = Batches(registry).of(duration, overhead)
+    batch.add((2_000_000, 5_000))
+    batch.add((30_000_000, 7_000))
+    assert sum(duration.counts) == 0  # queued, not recorded yet
+    registry.collect()
+    assert duration.drained is not None and overhead.drained is not None
+    assert duration.drained.count == 2
+    assert duration.drained.sum == pytest.approx(0.032)
+    assert overhead.drained.max == pytest.approx(7e-6)
+
+
+def test_a_batch_records_itself_once_fold_at_values_are_queued() -> None:
+    registry = Registry()
+    series = _series(registry)
+    batch = Batches(registry).of(series)
+    for _ in range(FOLD_AT):
+        batch.add((1000,))
+    assert sum(series.counts) == FOLD_AT
+    assert batch.values == []
+
+
+def test_threads_adding_at_once_lose_nothing() -> None:
+    registry = Registry()
+    first, second = _series(registry, "a"), _series(registry, "b")
+    batch = Batches(registry).of(first, second)
+    per_thread = 5 * FOLD_AT + 3
+
+    def add() -> None:
+        for n in range(per_thread):
+            batch.add((n, 2 * n))
+
+    threads = [threading.Thread(target=add) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    registry.collect()
+    assert first.drained is not None and second.drained is not None
+    assert first.drained.count == second.drained.count == 8 * per_thread
+    assert second.drained.sum == pytest.approx(2 * first.drained.sum)  # pairs stay pairs
+
+
+def test_the_queue_stays_bounded_while_another_thread_holds_the_lock() -> None:
+    registry = Registry()
+    series = _series(registry)
+    batch = Batches(registry).of(series)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # e.g. a long collection
+        with registry.lock:
+            held.set()
+            release.wait(0.5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    longest = 0
+    for _ in range(MAX_QUEUED + 500):
+        batch.add((1000,))
+        longest = max(longest, len(batch.values))
+    release.set()
+    holder.join()
+    registry.collect()
+    assert longest <= MAX_QUEUED
+    assert series.drained is not None and series.drained.count == MAX_QUEUED + 500
+
+
+def test_one_batch_per_series_however_often_it_is_asked_for() -> None:
+    registry = Registry()
+    found = Batches(registry)
+    series = _series(registry)
+    assert found.of(series) is found.of(series)
+    assert isinstance(found.of(series), Batch)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+def test_a_forked_child_does_not_count_what_its_parent_had_queued() -> None:
+    registry = Registry()
+    series = _series(registry)
+    batch = Batches(registry).of(series)
+    for _ in range(10):
+        batch.add((1000,))
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: a worker forked from a master that ran queries
+        try:
+            batch.add((1000,))
+            registry.collect()
+            count = series.drained.count if series.drained is not None else 0
+            os.write(write, repr(count).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read) as pipe:
+        child_count = pipe.read()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child_count == "1"  # its own value only
+    registry.collect()
+    assert series.drained is not None and series.drained.count == 10  # the parent's stay
+    assert batches_module._live  # the registry's batches are known to the fork handler
