@@ -20,6 +20,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from subprocess import PIPE
@@ -56,18 +57,27 @@ def _collected(workload: str, warm: int, calls: int) -> int:
         str(calls),
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0", "SYNCPERF_BENCH_HANDSHAKE": "1"}
-    with subprocess.Popen(
-        command, cwd=ROOT, env=env, text=True, stdin=PIPE, stdout=PIPE, stderr=PIPE
-    ) as child:
+    with (
+        tempfile.TemporaryFile("w+") as log,
+        subprocess.Popen(
+            command, cwd=ROOT, env=env, text=True, stdin=PIPE, stdout=PIPE, stderr=log
+        ) as child,
+    ):
         assert child.stdin is not None and child.stdout is not None
-        for line in child.stdout:
-            if line.strip() == READY:
-                switch = ["callgrind_control", "--instr=on", str(child.pid)]
-                subprocess.run(switch, check=True, capture_output=True)
-                child.stdin.write("go\n")
-                child.stdin.flush()
-                break
-        _, err = child.communicate()
+        try:
+            for line in child.stdout:
+                if line.strip() == READY:
+                    switch = ["callgrind_control", "--instr=on", str(child.pid)]
+                    subprocess.run(switch, check=True, capture_output=True, timeout=60)
+                    child.stdin.write("go\n")
+                    child.stdin.flush()
+                    break
+            child.communicate(timeout=1800)
+        except BaseException:
+            child.kill()  # a workload left waiting for the switch would wait for ever
+            raise
+        log.seek(0)
+        err = log.read()
     assert child.returncode == 0, err[-2000:]
     found = re.search(r"Collected : (\d+)", err)
     assert found, err[-2000:]
