@@ -804,3 +804,26 @@ def test_a_client_span_not_made_while_shedding_is_counted(
         select_one(conn, 1)
     assert [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT] == []
     assert syncperf_capture.total("syncperf.dropped", {"syncperf.reason": "span_shed"}) == 1
+
+
+@pytest.mark.parametrize("by_keyword", [False, True])
+def test_the_wrapped_dialect_methods_pass_the_context_however_it_is_given(
+    by_keyword: bool, syncperf_capture: Capture
+) -> None:
+    engine = sa.create_engine("sqlite://")
+    seen: list[Any] = []
+
+    def no_params(cursor: Any, statement: str, context: Any = None) -> None:
+        seen.append(context)
+        cursor.execute(statement)
+
+    engine.dialect.do_execute_no_params = no_params  # type: ignore[method-assign]
+    instrument_engine(engine)
+    context = object()
+    cursor = engine.raw_connection().cursor()
+    if by_keyword:
+        engine.dialect.do_execute_no_params(cursor, "SELECT 1", context=context)
+    else:
+        engine.dialect.do_execute_no_params(cursor, "SELECT 1", context)
+    assert seen == [context]
+    assert syncperf_capture.total("db.client.operation.duration") == 1

@@ -231,7 +231,8 @@ class QueryRecorder:
             try:
                 if with_params:
                     return original(cursor, statement, parameters, context)
-                context = parameters
+                if context is None:  # ``(cursor, statement, context)``, given by position
+                    context = parameters
                 return original(cursor, statement, context)
             except BaseException as raised:
                 error = raised
