@@ -728,6 +728,31 @@ def test_static_pool_has_one_connection_at_most(syncperf_capture: Capture) -> No
         handle.uninstrument()
 
 
+def test_overlapping_checkouts_of_a_static_pool_all_end_at_its_one_checkin(
+    syncperf_capture: Capture,
+) -> None:
+    # SQLAlchemy checks a StaticPool's connection in once, at the first close (the second
+    # close sends no checkin event). The counts follow the pool, and nothing is left behind
+    # for ever (used stuck at 1, checkout stamps piling up on the connection record).
+    eng = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    idle = {"db.client.connection.state": "idle"}
+    try:
+        for _ in range(3):
+            first, second = eng.raw_connection(), eng.raw_connection()
+            assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 1
+            first.close()
+            second.close()
+            assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+            assert _pool_value(syncperf_capture, "db.client.connection.count", **idle) == 1
+        assert syncperf_capture.total("db.client.connection.use_time") == 6
+        record = vars(eng.pool)["connection"]
+        assert not any(vars(record).get(name) for name in vars(record) if "syncperf" in name)
+    finally:
+        handle.uninstrument()
+
+
 def test_a_detached_connection_is_no_longer_counted_as_used(syncperf_capture: Capture) -> None:
     eng = sa.create_engine("sqlite://", poolclass=sa.pool.NullPool)
     handle = instrument_engine(eng)

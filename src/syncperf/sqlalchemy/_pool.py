@@ -6,8 +6,9 @@ a class-level patch) and a ``checkin`` pool listener:
 
 * ``wait_time`` and ``timeouts`` around ``pool.connect()``;
 * ``use_time`` from the end of that wait (the checkout) to the pool's ``checkin`` event: the
-  checkout time is pushed on the connection record (a stack: a ``StaticPool`` record can be
-  checked out more than once at a time), the checkin pops it.
+  checkout time is pushed on the connection record (a list: a ``StaticPool`` record can be
+  checked out more than once at a time), and the checkin ends every checkout on it
+  (SQLAlchemy checks such a record in once, at the first close).
 
 Histogram values are queued in batches, without a lock (``syncperf._metrics.batches``).
 
@@ -239,22 +240,28 @@ class PoolMetrics:
     # --- pool events -----------------------------------------------------------------------
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        # A checkin ends every checkout stamped on the record: a ``StaticPool`` connection
+        # checked out twice at once is checked in once, at the first close (SQLAlchemy
+        # sends no event for the second), and the pool counts it idle from then on.
         stamps = record.__dict__.get(self._mark)
         if not stamps:
             return  # checked out before instrumentation, or a failed checkout
-        try:
-            used_ns = _perf() - stamps.pop()
-        except IndexError:  # another thread checked in the same record's last checkout
-            return
-        self._checked_out.pop()
+        now = _perf()
+        ended = []
+        while stamps:
+            try:
+                ended.append(now - stamps.pop())
+            except IndexError:  # another thread checked in the same record meanwhile
+                break
+            self._checked_out.pop()
         rt = _runtime.installed or _runtime.current()
-        if rt.enabled:
+        if rt.enabled and ended:
             try:
                 held, series = self._held
                 if held is not rt or series is None:
                     series = self.series(rt)
                 values = series.use.values  # Batch.add, inline: one frame less
-                values.append(used_ns)
+                values.extend(ended)
                 if len(values) >= FOLD_AT:
                     series.use.fold_now()
             except Exception as error:
