@@ -340,3 +340,35 @@ def test_a_full_queue_drops_and_counts_without_blocking_the_request(
             handle.uninstrument()
         (point,) = cap.points("syncperf.dropped", {"syncperf.reason": "plan_queue_full"})
         assert 3 <= point.value <= 4
+
+
+@pytest.mark.parametrize("waiter", ["wait_for_plans", "check_plugin"])
+def test_waiting_for_plans_returns_once_every_queued_statement_was_explained(
+    db: sa.Engine, monkeypatch: pytest.MonkeyPatch, waiter: str
+) -> None:
+    from syncperf._tools._record import _settle_plans
+    from syncperf.sqlalchemy import wait_for_plans
+
+    explained: list[str] = []
+    slow = Planner._explain
+
+    def explain(self: Planner, job: Any) -> None:
+        threading.Event().wait(0.3)  # a slow EXPLAIN: the wait must outlast it
+        slow(self, job)
+        explained.append(job.shape)
+
+    monkeypatch.setattr(Planner, "_explain", explain)
+    with capture(strict=False):
+        handle = instrument_engine(db, plans=PlanOptions(interval=0))
+        try:
+            _pull(db, SECRET)
+            if waiter == "wait_for_plans":
+                assert wait_for_plans()
+            else:
+                _settle_plans()  # what the pytest plugin does at each test's end
+            assert len(explained) == 1
+            _pull(db, "other")
+            assert not wait_for_plans(timeout=0)  # a queued plan, no time to wait
+        finally:
+            handle.uninstrument()
+    assert wait_for_plans(timeout=0)  # nothing instrumented, nothing queued

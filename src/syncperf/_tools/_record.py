@@ -308,12 +308,12 @@ class Recorder:
 
 def _settle_plans(timeout: float = 10.0) -> None:
     """Wait for the query plans the test's statements queued: they are explained off the
-    request thread, and a finding belongs to the test that ran the statement
-    (``syncperf.sqlalchemy.wait_for_plans``, when plans exist in this installation)."""
-    module = sys.modules.get("syncperf.sqlalchemy")
-    wait = getattr(module, "wait_for_plans", None)
-    if callable(wait):
-        wait(timeout)
+    request thread, and a finding belongs to the test that ran the statement (only when
+    ``syncperf.sqlalchemy`` is in use: importing it would import SQLAlchemy)."""
+    if "syncperf.sqlalchemy" in sys.modules:
+        from syncperf.sqlalchemy import wait_for_plans
+
+        wait_for_plans(timeout)
 
 
 def _delta_reader(rt: _runtime.Runtime) -> Reader:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -72,7 +73,7 @@ from syncperf.sqlalchemy._queries import QueryRecorder
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
 
-__all__ = ["EngineInstrumentation", "PlanOptions", "instrument_engine"]
+__all__ = ["EngineInstrumentation", "PlanOptions", "instrument_engine", "wait_for_plans"]
 
 N_PLUS_ONE_THRESHOLD = 10
 """Default: executions of one normalized statement within one sync operation that make an N+1."""
@@ -298,6 +299,23 @@ def _options(
         plans,
         plans_from_config,
     )
+
+
+def wait_for_plans(timeout: float = 10.0) -> bool:
+    """Block until every instrumented engine has explained the statements queued so far.
+
+    Plans are read off the request thread; tests (and the ``syncperf check`` pytest plugin,
+    after each test) call this so that a finding belongs to the test that ran the statement.
+
+    Returns:
+        False when ``timeout`` seconds passed first.
+    """
+    deadline = time.monotonic() + timeout
+    for handle in list(_instrumented.values()):
+        plans = handle.plans
+        if plans is not None and not plans.wait(max(deadline - time.monotonic(), 0.0)):
+            return False
+    return True
 
 
 def _on_new_runtime(rt: Runtime) -> None:

@@ -204,11 +204,11 @@ class Planner:
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until every queued statement was explained (tests, shutdown)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._queue.unfinished_tasks == 0:
-                return True
+        while self._queue.unfinished_tasks:
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.005)
-        return False
+        return True
 
     def close(self) -> None:
         """Stop the worker (queued statements are discarded)."""
