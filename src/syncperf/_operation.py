@@ -147,6 +147,16 @@ class SyncOperation:
         self._series = series
         self._entity = series.entity
         self._start_ns = start_ns
+        # What ``end`` reads, set on the instance although the class has the same defaults:
+        # CPython (3.11) reads an attribute from the instance's own values at specialized
+        # speed, but falls back to a generic lookup, ~10x slower, to find a class default.
+        self._own_ns = self._resumed_ns = 0
+        self._ctx_token = self._span = self._parent_ctx = self._error_type = None
+        self._conflicts = 0
+        self._conflict_detail = self._batch = self._items = self._entity_items = None
+        self._idempotent = False
+        self._observed = None
+        self._db_queries = self._db_ns = 0
 
     @property
     def operation(self) -> str:
