@@ -175,7 +175,12 @@ class PoolMetrics:
             rt = _runtime.installed or _runtime.current()
             try:
                 if fairy._counter == 1:  # a checkout (not a nested connect of the same one)
-                    fairy._connection_record.__dict__.setdefault(mark, []).append(t1)
+                    record = fairy._connection_record.__dict__
+                    stamps = record.get(mark)
+                    if stamps is None:
+                        record[mark] = [t1]
+                    else:
+                        stamps.append(t1)
                     checked_out.append(None)
                 if rt.enabled:
                     held, series = metrics._held
