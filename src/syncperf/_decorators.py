@@ -102,8 +102,11 @@ def http_status(value: Any) -> int | None:
     ``Response`` or ``HTTPException``: an int ``status_code`` beside ``headers``), or None."""
     if type(value) in _PLAIN:
         return None
-    status = getattr(value, "status_code", None)
-    if type(status) is not int or not 100 <= status <= 599 or not hasattr(value, "headers"):
+    try:
+        status = getattr(value, "status_code", None)
+        if type(status) is not int or not 100 <= status <= 599 or not hasattr(value, "headers"):
+            return None
+    except Exception:  # an attribute that raises (a lazy load): not a response to read
         return None
     return status
 
@@ -282,6 +285,9 @@ def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> No
             elif status < 500 and (op.conflicts or status == 409):
                 apply_http_status(op, status)
                 exc = None  # the exception is the conflict's answer, not a failure
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+    try:  # whatever happened above: an operation left open would swallow every later one
         end(op, exc)
     except Exception as error:
         guard(op).internal_error("operation_end_failed", error)

@@ -21,6 +21,7 @@ and size only: log lines never quote content.
 from __future__ import annotations
 
 import math
+from itertools import islice
 from typing import Any
 
 __all__ = [
@@ -85,31 +86,46 @@ def text(value: str) -> str:
     return value
 
 
-def attribute(value: object, depth: int = 0) -> Any:
-    """``value`` as a span attribute value every OTLP encoder accepts, or ``REJECT``.
+def attribute(value: object) -> Any:
+    """``value`` as a bounded span attribute value every OTLP encoder accepts, or ``REJECT``.
 
-    The SDK's attribute values (str, bool, int, float, bytes, None, sequences and mappings of
-    them) pass; strings are cut at ``MAX_TEXT`` characters and lone surrogates replaced, an
-    int beyond int64 is rejected, a sequence keeps ``MAX_SEQUENCE`` elements.
+    The SDK's attribute values (str, bytes, bool, int, float, None, and sequences and
+    mappings of them) pass, bounded: a str or bytes is cut at ``MAX_TEXT`` characters or
+    bytes (lone surrogates replaced), an int beyond int64 is rejected, and sequences and
+    mappings keep ``MAX_SEQUENCE`` elements in all, nested at most four deep (one value
+    stays within a few hundred KB, whatever it was).
     """
+    return _bounded(value, [MAX_SEQUENCE], 0)
+
+
+def _bounded(value: object, left: list[int], depth: int) -> Any:
+    """``attribute``; ``left``: elements the whole value may still keep."""
     kind = type(value)
     if kind is str:
         return text(value)  # type: ignore[arg-type]
-    if kind is bool or kind is float or value is None or kind is bytes:
+    if kind is bool or kind is float or value is None:
         return value
     if kind is int:
         return value if -_INT64 <= value < _INT64 else REJECT  # type: ignore[operator]
-    if depth > 4:
+    if kind is bytes:
+        return value[:MAX_TEXT]  # type: ignore[index]
+    if depth >= 4:
         return REJECT
     try:
         if isinstance(value, str):
             return text(value)
         if isinstance(value, (list, tuple)):
-            items = tuple(attribute(item, depth + 1) for item in list(value)[:MAX_SEQUENCE])
-            return REJECT if any(item is REJECT for item in items) else items
+            items = []
+            for item in islice(value, max(left[0], 0)):
+                left[0] -= 1
+                items.append(_bounded(item, left, depth + 1))
+            return REJECT if any(item is REJECT for item in items) else tuple(items)
         if isinstance(value, dict):
-            pairs = {text(k): attribute(v, depth + 1) for k, v in list(dict.items(value))}
-            return REJECT if any(v is REJECT for v in pairs.values()) else pairs
+            pairs = {}
+            for key, item in islice(dict.items(value), max(left[0], 0)):
+                left[0] -= 1
+                pairs[text(key)] = _bounded(item, left, depth + 1)
+            return REJECT if any(item is REJECT for item in pairs.values()) else pairs
     except Exception:  # a hostile subclass, a non-string key
         return REJECT
     return REJECT

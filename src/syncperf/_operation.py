@@ -120,6 +120,8 @@ class SyncOperation:
     _batch: int | None = None
     _items: dict[str | None, int] | None = None
     """Items of the operation's own entity, by change type."""
+    _item_total = 0
+    """Items recorded so far, every entity and change (below ``MAX_COUNT``)."""
     _entity_items: dict[tuple[str, str | None], int] | None = None
     """Items of other entities, by (bounded entity, change type)."""
     _conflicts = 0
@@ -154,6 +156,7 @@ class SyncOperation:
         self._ctx_token = self._span = self._parent_ctx = self._error_type = None
         self._conflicts = 0
         self._conflict_detail = self._batch = self._items = self._entity_items = None
+        self._item_total = 0
         self._idempotent = False
         self._observed = None
         self._db_queries = self._db_ns = 0
@@ -217,14 +220,17 @@ class SyncOperation:
                 rt.reject("invalid_change", "change: created, updated, deleted or None", change)
                 return
             change = name
+        total = self._item_total + n  # one operation's items, all entities and changes
+        if total >= MAX_COUNT:
+            rt.reject("invalid_count", "item counts whose total is below 2**53")
+            return
         if entity is None:
             items = self._items
             if items is None:
                 self._items = {change: n}
-            elif (total := items.get(change, 0) + n) < MAX_COUNT:
-                items[change] = total
             else:
-                rt.reject("invalid_count", "item counts whose total is below 2**53")
+                items[change] = items.get(change, 0) + n
+            self._item_total = total
             return
         bounded = _entity(rt, entity)
         if bounded is None:
@@ -233,10 +239,9 @@ class SyncOperation:
         others = self._entity_items
         if others is None:
             self._entity_items = {key: n}
-        elif (total := others.get(key, 0) + n) < MAX_COUNT:
-            others[key] = total
         else:
-            rt.reject("invalid_count", "item counts whose total is below 2**53")
+            others[key] = others.get(key, 0) + n
+        self._item_total = total
 
     def record_conflict(
         self, *, entity: str | None = None, count: int = 1, resolution: str | None = None

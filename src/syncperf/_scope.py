@@ -90,7 +90,9 @@ def sync_operation(operation: str, *, entity: str | None = None) -> OperationSco
         ConfigError: ``operation`` or ``entity`` is not accepted.
     """
     operation = check_operation(operation)
-    if entity is not None and (type(entity) is not str or not 0 < len(entity) <= MAX_NAME):
+    if entity is not None and (
+        type(entity) is not str or not 0 < len(entity) <= MAX_NAME or not entity.isprintable()
+    ):
         # the entity is often request data: a bad one is request-time misuse, not config
         name = gate.name(entity)
         if name is None:

@@ -29,6 +29,8 @@ MAX_AGE = 366 * 86400.0
 """An age beyond a year is not a client that is behind but a wrong clock or a bad value."""
 MAX_SKEW = 300.0
 """Seconds a client time may be ahead of the server's clock and still count (as age 0)."""
+_FAR = 2**62
+"""An int time beyond this is treated as infinitely far ahead (a float cannot hold it all)."""
 _EXPECTED = "a time: a datetime or seconds since the epoch (an int or a finite float)"
 
 
@@ -42,7 +44,9 @@ def age_of(rt: Runtime, at: object, now: float | None = None) -> float | None:
     kind = type(at)
     if kind is float or kind is int:
         seconds: float = at  # type: ignore[assignment]
-        if kind is float and not math.isfinite(seconds):
+        if kind is int and seconds > _FAR:  # no clock reads that: far in the future
+            seconds = math.inf
+        elif kind is float and not math.isfinite(seconds):
             rt.reject("invalid_checkpoint", _EXPECTED, at)
             return None
     elif isinstance(at, datetime):

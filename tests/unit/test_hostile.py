@@ -720,3 +720,156 @@ def test_a_table_name_no_exporter_can_carry_is_no_db_collection_name(table: str)
     classified = classify(f"SELECT * FROM {table} WHERE id = 1")
     assert classified.operation == "SELECT"
     assert classified.collection is None
+
+
+# --- found by review, 2026-12-02 -------------------------------------------------------------
+
+
+class RaisingStatus:
+    """A returned object whose ``status_code`` raises (a detached ORM object's lazy load)."""
+
+    @property
+    def status_code(self) -> int:
+        raise RuntimeError("lazy load " + SECRET)
+
+
+class RaisingStatusError(Exception):
+    @property
+    def status_code(self) -> int:
+        raise RuntimeError("lazy load " + SECRET)
+
+
+def test_a_result_or_exception_whose_status_code_raises_still_ends_its_operation() -> None:
+    with lenient() as (cap, registry):
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push() -> Any:
+            return RaisingStatus()
+
+        @syncperf.instrument_sync("push", entity="todo")
+        async def push_async() -> Any:
+            return RaisingStatus()
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def fail() -> Any:
+            raise RaisingStatusError()
+
+        import asyncio
+
+        assert isinstance(push(), RaisingStatus)
+        assert isinstance(asyncio.run(push_async()), RaisingStatus)
+        with pytest.raises(RaisingStatusError):
+            fail()
+        assert not syncperf.current_operation().recording  # nothing left open
+        valid_push()
+        assert_exportable(cap, registry)
+        assert_valid_totals(cap, pushes=1)
+        success = {"sync.entity": "todo", "sync.outcome": "success"}
+        assert cap.total("sync.operation.duration", success) == 2
+        error = {"sync.outcome": "error", "error.type": f"{__name__}.RaisingStatusError"}
+        assert cap.total("sync.operation.duration", error) == 1
+        assert cap.total("sync.operations.active") == 0
+
+
+@pytest.mark.parametrize("name", ["\ud800", "a\x00b", "line\nbreak", "x" * 129])
+def test_a_sync_operation_entity_no_exporter_can_carry_is_dropped_not_exported(name: str) -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity=name) as op:
+            op.record_items(1)
+        assert_exportable(cap, registry)
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_entity"}) == 1
+        (span,) = cap.spans()
+        assert "sync.entity" not in (span.attributes or {})
+        assert cap.total("sync.items") == 1
+
+
+@pytest.mark.parametrize("at", [10**400, 10**309, 2**64, -(10**400)])
+@pytest.mark.parametrize("method", ["record_checkpoint", "record_change_time"])
+def test_a_client_time_as_a_huge_int_is_dropped_not_raised(at: int, method: str) -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("pull", entity="todo") as op:
+            getattr(op, method)(at)
+        assert_exportable(cap, registry)
+        dropped = cap.total("syncperf.dropped", {"syncperf.reason": "checkpoint_in_future"})
+        assert dropped == (1 if at > 0 else 0)  # a time before the epoch: never synced
+        assert cap.metric("sync.pull.staleness") is None
+        assert cap.metric("sync.push.change_age") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"s" * 1_000_000,
+        {f"k{i}": "v" * 2000 for i in range(10_000)},
+        ["x" * 5000] * 1000,
+        [[["x" * 5000] * 200] * 200] * 200,
+        {"a": {"b": {"c": ["x" * 5000] * 200}}},
+    ],
+    ids=["megabyte bytes", "ten thousand keys", "a thousand strings", "nested lists", "nested"],
+)
+@pytest.mark.parametrize("setter", ["recorder", "span"])
+def test_a_huge_span_attribute_is_cut_to_its_bounds(value: Any, setter: str) -> None:
+    from opentelemetry import trace
+
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="todo") as op:
+            if setter == "recorder":
+                op.set_attribute("app.value", value)
+            else:
+                trace.get_current_span().set_attribute("app.value", value)
+        assert_exportable(cap, registry)
+        (span,) = cap.spans()
+    assert len(encode_spans([span]).SerializeToString()) < 300_000
+
+
+def test_item_counts_summing_past_two_to_the_53_across_changes_are_dropped() -> None:
+    with lenient() as (cap, registry):
+        with syncperf.sync_operation("push", entity="todo") as op:
+            for change in ("created", "updated", "deleted", None):
+                op.record_items(2**53 - 1, change=change)
+            op.record_items(2**53 - 1, entity="other")
+        assert_exportable(cap, registry)
+        assert cap.total("sync.items") == 2**53 - 1
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_count"}) == 4
+        (span,) = cap.spans()
+        assert (span.attributes or {})["sync.items"] < 2**53
+
+
+@pytest.mark.parametrize("length", [b"9" * 5000, b"9" * 401, b"9" * 31, b"-5", b"1_0", b" 12"])
+def test_a_content_length_that_is_no_size_is_ignored(length: bytes) -> None:
+    import asyncio
+
+    from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    wrapped = SyncPerfMiddleware(app, routes={"/sync/push": SyncRoute("push")})
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/sync/push",
+        "raw_path": b"/sync/push",
+        "query_string": b"",
+        "headers": [(b"content-length", length), (b"content-type", b"application/json")],
+        "scheme": "http",
+        "server": ("t", 80),
+        "http_version": "1.1",
+    }
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    with lenient() as (cap, registry):
+        asyncio.run(wrapped(scope, receive, send))
+        assert_exportable(cap, registry)
+        assert cap.total("sync.operation.duration", {"sync.outcome": "success"}) == 1
+        size = cap.points("http.server.request.body.size")
+        assert all(point.sum <= 2 for point in size)
+        assert cap.total("syncperf.dropped") == 0
+        assert cap.total("syncperf.internal_errors") == 0

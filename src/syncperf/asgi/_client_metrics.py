@@ -180,7 +180,9 @@ def _client_key(scope: Scope, id_name: bytes | None) -> str:
 async def _read(scope: Scope, receive: Receive, cap: int) -> bytes:
     """The request body, or ``_Refused`` 413 past ``cap`` bytes (announced or sent)."""
     for name, value in scope.get("headers") or ():
-        if name == b"content-length" and (not value.isdigit() or int(value) > cap):
+        if name == b"content-length" and (
+            not value.isdigit() or len(value) > 15 or int(value) > cap
+        ):
             raise _Refused(413, "too_large", f"the body exceeds {cap} bytes")
     chunks: list[bytes] = []
     size = 0

@@ -121,7 +121,7 @@ class Exchange:
         stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
         for name, value in headers:
             if name == b"content-length":
-                self.content_length = int(value) if value.isdigit() else -1
+                self.content_length = int(value) if value.isdigit() and len(value) <= 15 else -1
             elif name == idem_name:
                 idem_key = value
             elif name == CLIENT_HEADER:
