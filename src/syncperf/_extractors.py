@@ -272,12 +272,18 @@ def _http_request_param(fn: Callable[..., Any], params: dict[str, _Arg]) -> _Arg
 
 
 def _read_client_header(op: SyncOperation, request: Any) -> None:
-    """Read a request's ``Sync-Client`` header into ``op`` (when it has one)."""
-    get = getattr(getattr(request, "headers", None), "get", None)
-    if get is not None:
-        raw = get("sync-client")
-        if type(raw) is str:
-            read_client_header(guard(op), raw, op.observed())
+    """Read a request's ``Sync-Client`` header into ``op`` (when it has one); repeated lines
+    are one list (RFC 9110), as behind the middleware."""
+    headers = getattr(request, "headers", None)
+    getlist = getattr(headers, "getlist", None)  # Starlette's and FastAPI's Headers
+    if getlist is not None:
+        lines = getlist("sync-client")
+        raw = ",".join(lines) if lines and all(type(line) is str for line in lines) else None
+    else:
+        get = getattr(headers, "get", None)
+        raw = None if get is None else get("sync-client")
+    if type(raw) is str:
+        read_client_header(guard(op), raw, op.observed())
 
 
 def _parameters(fn: Callable[..., Any]) -> dict[str, _Arg]:

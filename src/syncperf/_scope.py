@@ -9,6 +9,7 @@ one span, one ``sync.operations.active`` increment per request).
 
 from __future__ import annotations
 
+import threading
 from types import TracebackType
 
 from syncperf import _gate as gate
@@ -25,31 +26,39 @@ _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 class OperationScope:
     """``with`` / ``async with`` block that starts (or joins) a sync operation.
 
-    Re-entrant and shareable: each ``__enter__`` pushes what it started (or None when it
-    joined an outer operation) and its ``__exit__`` ends exactly that.
+    Re-entrant and shareable, also by concurrent tasks and threads: each ``__enter__``
+    notes what it started (or None when it joined an outer operation) beside the operation
+    then current in its context, and each ``__exit__`` ends the entry of its own context
+    (the one whose operation is current there).
     """
 
-    __slots__ = ("_entity", "_operation", "_started")
+    __slots__ = ("_entity", "_lock", "_operation", "_started")
 
     def __init__(self, operation: str, entity: str | None) -> None:
         self._operation = operation
         self._entity = entity
-        self._started: list[SyncOperation | None] = []
+        self._started: list[tuple[SyncOperation | None, SyncOperation | None]] = []
+        """``(started, current)`` per ``__enter__`` not yet exited: what it started, if
+        anything, and the operation current in its context after it."""
+        self._lock = threading.Lock()
 
     def __enter__(self) -> SyncOperation:
         outer = active_operation()
         if outer is not None:
             if self._entity is not None and outer._entity is None:
                 outer.set_entity(self._entity)
-            self._started.append(None)
-            return outer
-        rt = _runtime.current()
-        if not rt.enabled:
-            self._started.append(None)
-            return NOOP
-        op = begin(rt, self._operation, self._entity)
-        self._started.append(op)
-        return op
+            entry: tuple[SyncOperation | None, SyncOperation | None] = (None, outer)
+            result = outer
+        else:
+            rt = _runtime.current()
+            if not rt.enabled:
+                entry, result = (None, None), NOOP
+            else:
+                op = begin(rt, self._operation, self._entity)
+                entry, result = (op, op), op
+        with self._lock:
+            self._started.append(entry)
+        return result
 
     def __exit__(
         self,
@@ -57,7 +66,17 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        op = self._started.pop() if self._started else None
+        current = active_operation()
+        with self._lock:
+            started = self._started
+            # This context's entry: the latest whose operation is current here (entries
+            # with the same one are alike: joins of it). None found (exited in another
+            # context): the latest.
+            index = next(
+                (i for i in range(len(started) - 1, -1, -1) if started[i][1] is current),
+                len(started) - 1,
+            )
+            op = started.pop(index)[0] if started else None
         if op is not None:
             try:
                 end(op, exc)

@@ -568,3 +568,43 @@ def test_pydantic_payloads_record_exactly_what_dicts_record(
         from_models = recorded(cap)
     assert from_models == from_dicts
     assert from_dicts.items or from_dicts.idempotency  # the exchange recorded something
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [
+        lambda value: replicache.Push(last_mutation_id=lambda group, client: value),
+        lambda value: watermelondb.Push(count_existing=lambda table, ids: value),
+        lambda value: powersync.Upload(last_tx_id=lambda body: value),
+        lambda value: powersync.Upload(conflicts=lambda body: value),
+        lambda value: couchdb.BulkDocs(open_conflicts=lambda doc_id: value),
+    ],
+    ids=[
+        "replicache last_mutation_id",
+        "watermelondb count_existing",
+        "powersync last_tx_id",
+        "powersync conflicts",
+        "couchdb open_conflicts",
+    ],
+)
+def test_a_callback_result_of_the_wrong_type_is_described_never_rendered(adapter: Any) -> None:
+    class Secret:
+        def __repr__(self) -> str:
+            raise AssertionError("repr of a callback's result: sk_live_secret")
+
+        __str__ = __format__ = __repr__  # type: ignore[assignment]
+
+    kind = type(adapter(None)).__module__
+    body = {
+        "syncperf.adapters.replicache": {
+            "clientGroupID": "g",
+            "mutations": [{"id": 1, "clientID": "c", "name": "m"}],
+        },
+        "syncperf.adapters.watermelondb": {"t": {"created": [{"id": "a"}]}},
+        "syncperf.adapters.powersync": {"batch": [{"op": "PUT", "table": "t", "id": "1"}]},
+        "syncperf.adapters.couchdb": {"docs": [{"_id": "a", "_rev": "1-x"}], "new_edits": False},
+    }[kind]
+    with capture(), pytest.raises((TypeError, ValueError)) as raised:  # strict: raised
+        run(adapter(Secret()), body)
+    assert "an object of type" in str(raised.value)
+    assert "sk_live_secret" not in str(raised.value)

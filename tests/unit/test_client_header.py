@@ -300,3 +300,19 @@ def test_the_decorator_reads_the_header_from_the_request_parameter(
     assert dict(pending.attributes) == {"sync.operation": "push", "sync.entity": "todo"}
     assert pending.sum == 7
     assert [p.sum for p in syncperf_capture.points("sync.client.db_size")] == [1024]
+
+
+def test_the_decorator_reads_every_sync_client_header_line_as_one_list(
+    syncperf_capture: Capture,
+) -> None:
+    from starlette.requests import Request
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push(request: Request) -> int:
+        return 1
+
+    headers = [(b"sync-client", b"pending=12"), (b"sync-client", b"retries=2")]
+    push(Request({"type": "http", "headers": headers}))
+    assert syncperf_capture.total("sync.client.pending_changes") == 1
+    (retries,) = syncperf_capture.points("sync.client.retries")
+    assert retries.sum == 2  # the second line is the same list (RFC 9110), as in the middleware

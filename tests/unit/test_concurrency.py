@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import syncperf
@@ -119,3 +120,39 @@ def test_eight_threads_and_a_collector_count_every_decorated_push_exactly() -> N
         assert cap.total("sync.conflicts") == sum(n % 2 for n in sizes)
         assert sum(p.sum for p in cap.points("sync.batch.size")) == sum(sizes)
         assert cap.total("sync.operations.active") == 0
+
+
+async def test_one_sync_operation_object_shared_by_concurrent_tasks_ends_each_tasks_own(
+    syncperf_capture: Capture,
+) -> None:
+    shared = syncperf.sync_operation("pull")  # "re-entrant and shareable"
+    b_entered = asyncio.Event()
+    a_ended = asyncio.Event()
+
+    async def a() -> None:
+        with contextlib.suppress(RuntimeError):
+            async with shared as op:
+                op.record_items(1)
+                await b_entered.wait()
+                raise RuntimeError("a failed")
+        a_ended.set()
+
+    async def b() -> None:
+        async with shared as op:
+            b_entered.set()
+            op.record_items(2)
+            await a_ended.wait()
+            await asyncio.sleep(0.05)  # b lasts longer than a: durations tell them apart
+            async with shared as inner:  # re-entrant: joins b's own operation
+                assert inner is op
+
+    await asyncio.gather(a(), b())
+    cap = syncperf_capture
+    (error,) = cap.points("sync.operation.duration", {"sync.outcome": "error"})
+    (success,) = cap.points("sync.operation.duration", {"sync.outcome": "success"})
+    assert error.count == success.count == 1
+    assert success.sum >= 0.05 > error.sum
+    spans = {s.attributes["sync.outcome"]: s for s in cap.spans()}
+    assert spans["error"].attributes["sync.items"] == 1
+    assert spans["success"].attributes["sync.items"] == 2
+    assert cap.total("sync.operations.active") == 0

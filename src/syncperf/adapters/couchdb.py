@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from syncperf._config import check_callable, check_text
+from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
@@ -203,7 +204,7 @@ class BulkDocs(_Documents):
                 n = call(fn, doc_id)  # type: ignore[arg-type]
                 if type(n) is not int or n < 0:
                     raise CallbackFailed(
-                        TypeError(f"open_conflicts must return an int >= 0, got {n!r}")
+                        TypeError(f"open_conflicts must return an int >= 0, got {describe(n)}")
                     )
                 found[doc_id] = n
         return found

@@ -101,7 +101,7 @@ class Upload(ProtocolAdapter):
             last = call(self._last_tx_id, body)
             if last is not None and type(last) is not int:
                 raise CallbackFailed(
-                    TypeError(f"last_tx_id must return an int or None, got {last!r}")
+                    TypeError(f"last_tx_id must return an int or None, got {describe(last)}")
                 )
         duplicates = 0
         counts = tally.items
@@ -160,6 +160,7 @@ class Upload(ProtocolAdapter):
                 return tally
         raise CallbackFailed(
             TypeError(
-                f"conflicts must return an int >= 0, a mapping table -> int or None, got {found!r}"
+                "conflicts must return an int >= 0, a mapping table -> int or None, got "
+                + describe(found)
             )
         )

@@ -143,7 +143,9 @@ class Push(ProtocolAdapter):
 def _last_id(value: Any) -> int | None:
     if value is None or type(value) is int:
         return value
-    raise CallbackFailed(TypeError(f"last_mutation_id must return an int or None, got {value!r}"))
+    raise CallbackFailed(
+        TypeError(f"last_mutation_id must return an int or None, got {describe(value)}")
+    )
 
 
 def key_prefix(separator: str = "/") -> Callable[[str], str | None]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from syncperf._config import check_callable
+from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
@@ -157,7 +158,7 @@ class Push(ProtocolAdapter):
                     raise CallbackFailed(
                         ValueError(
                             f"count_existing must return an int between 0 and "
-                            f"{len(records)}, got {existing!r}"
+                            f"{len(records)}, got {describe(existing)}"
                         )
                     )
                 if existing:
