@@ -517,6 +517,10 @@ def test_sqlite_double_quoted_literals_and_comment_text_never_reach_events_logs_
                 conn.execute(  # SQLite reads "..." as a string when no such column exists
                     sa.text(f'SELECT sleep_ms(3), id FROM todo WHERE title = "{SECRET}"')
                 ).all()
+                conn.exec_driver_sql(  # and so after ON and BY, where an expression stands
+                    f'SELECT todo.id FROM todo JOIN todo AS b ON "{SECRET}" = b.title '
+                    f'GROUP BY "{SECRET}" ORDER BY "{SECRET}2"'
+                ).all()
             with pytest.raises(sa.exc.OperationalError):  # SQLite does not nest comments
                 conn.exec_driver_sql(f"/* a /* b */ {SECRET} */ SELECT 1")
             with pytest.raises(sa.exc.OperationalError):
@@ -526,6 +530,8 @@ def test_sqlite_double_quoted_literals_and_comment_text_never_reach_events_logs_
 
     exported = _exported_text(syncperf_capture, caplog)
     assert "db.query.text=SELECT sleep_ms(?), id FROM todo WHERE title = ?" in exported
+    joined = "SELECT todo.id FROM todo JOIN todo AS b ON ? = b.title GROUP BY ? ORDER BY ?"
+    assert f"db.query.text={joined}" in exported
     assert "s3cr3t" not in exported
     names = {
         p.attributes.get("db.operation.name")
