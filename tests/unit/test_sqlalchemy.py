@@ -9,14 +9,18 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry, generate_latest
 
 # Imported before any test runs SQLAlchemyInstrumentor: importing sqlalchemy.ext.asyncio for the
 # first time while contrib has create_engine wrapped binds the wrapper into it for good.
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import syncperf
+from syncperf import _gate as gate
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
@@ -605,6 +609,10 @@ def test_a_collected_engine_releases_its_count() -> None:
         ("slow_query_threshold", -1.0),
         ("slow_query_threshold", "1s"),
         ("pool_name", ""),
+        ("pool_name", "p\ud800"),  # a lone surrogate: no scrape could encode it
+        ("pool_name", "main\nfake_metric 1"),
+        ("pool_name", "p" * 129),
+        ("pool_name", 7),
         ("spans", "yes"),
         ("query_text", 1),
         ("pool_metrics", None),
@@ -617,6 +625,74 @@ def test_bad_options_raise_config_error_naming_the_option(
     with pytest.raises(ConfigError) as raised:
         instrument_engine(engine, **{option: value})
     assert raised.value.option == option
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(logging_name=st.text(min_size=1, max_size=300))
+def test_a_default_pool_name_from_any_logging_name_is_a_valid_name(logging_name: str) -> None:
+    eng = sa.create_engine("sqlite://")
+    eng.pool.logging_name = logging_name
+    handle = instrument_engine(eng)
+    try:
+        assert gate.name(handle.pool_name) == handle.pool_name
+        if gate.name(logging_name) == logging_name:
+            assert handle.pool_name == logging_name
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "pool_name", "connection"),
+    [
+        (
+            "postgresql+psycopg://u:p@ss@db.example:5/app",  # '@' not escaped: host 'ss@db...'
+            "postgresql://db.example:5/app",
+            {"server.address": "db.example", "server.port": 5, "db.namespace": "app"},
+        ),
+        (
+            "postgresql+psycopg://u:pw@db.example/a\nb",
+            "postgresql://db.example/ab",
+            {"server.address": "db.example", "db.namespace": "ab"},
+        ),
+        (
+            "postgresql+psycopg://u:pw@h/" + "d" * 200,
+            ("postgresql://h/" + "d" * 200)[:125] + "...",
+            {"server.address": "h", "db.namespace": "d" * 125 + "..."},
+        ),
+    ],
+)
+def test_names_and_addresses_from_the_url_are_valid_names_without_credentials(
+    url: str, pool_name: str, connection: dict[str, Any]
+) -> None:
+    eng = sa.create_engine(url)
+    handle = instrument_engine(eng)
+    try:
+        assert handle.pool_name == pool_name
+        base = handle._recorder._base
+        assert {key: base.get(key) for key in connection} == connection
+        assert "ss@" not in repr(base)
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+def test_a_bad_pool_logging_name_never_breaks_a_prometheus_scrape() -> None:
+    registry = CollectorRegistry()
+    eng = sa.create_engine("sqlite://")
+    eng.pool.logging_name = "p\ud800\nq" + "x" * 200
+    with capture(strict=False, prometheus=registry):
+        handle = instrument_engine(eng)
+        try:
+            with syncperf.sync_operation("pull"), eng.connect() as conn:
+                select_one_value = conn.execute(sa.text("SELECT 1")).scalar()
+            assert select_one_value == 1
+            scrape = generate_latest(registry).decode()
+        finally:
+            handle.uninstrument()
+            eng.dispose()
+    assert 'db_client_connection_pool_name="pq' in scrape
+    assert "x" * 130 not in scrape
 
 
 def test_a_non_engine_is_rejected() -> None:
