@@ -570,6 +570,60 @@ def test_each_query_is_recorded_once_even_when_instrumented_twice(
     assert syncperf_capture.points("sync.db.queries")[0].sum == 1
 
 
+def test_an_engine_derived_with_execution_options_shares_the_handle_and_counts_once(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    derived = engine.execution_options(stream_results=False)
+    handle = instrument_engine(engine)
+    try:
+        assert instrument_engine(derived) is handle
+        assert instrument_engine(derived.execution_options(logging_token="x")) is handle
+        with syncperf.sync_operation("push"), derived.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    finally:
+        handle.uninstrument()
+    assert syncperf_capture.points("sync.db.queries")[0].sum == 1
+    assert syncperf_capture.total("db.client.operation.duration") == 1
+    assert syncperf_capture.total("db.client.connection.wait_time") == 1
+    assert "do_execute" not in vars(engine.dialect)
+    assert "connect" not in vars(engine.pool)
+
+
+def test_instrumenting_a_derived_engine_first_instruments_the_engine_it_derives_from(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    import gc
+
+    before = Runtime.db_instrumented
+    derived = engine.execution_options(stream_results=False)
+    handle = instrument_engine(derived)
+    assert handle.engine is engine
+    assert instrument_engine(engine) is handle
+    del derived
+    gc.collect()  # the engine it derives from lives on: still instrumented
+    assert handle.active and Runtime.db_instrumented == before + 1
+    with syncperf.sync_operation("push"), engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    handle.uninstrument()
+    assert Runtime.db_instrumented == before
+    assert "do_execute" not in vars(engine.dialect)
+    assert syncperf_capture.points("sync.db.queries")[0].sum == 1
+
+
+def test_a_collected_derived_and_base_engine_release_their_count() -> None:
+    import gc
+
+    before = Runtime.db_instrumented
+    eng = sa.create_engine("sqlite://")
+    derived = eng.execution_options(stream_results=False)
+    instrument_engine(derived)
+    instrument_engine(eng)
+    assert Runtime.db_instrumented == before + 1
+    del eng, derived
+    gc.collect()
+    assert Runtime.db_instrumented == before
+
+
 def test_uninstrument_removes_everything(syncperf_capture: Capture, engine: sa.Engine) -> None:
     before = Runtime.db_instrumented
     handle = instrument_engine(engine)

@@ -86,9 +86,8 @@ LOG_INTERVAL = 60.0
 _FINITE = sys.float_info.max
 """Seconds options are finite: they become integer nanoseconds."""
 
-_instrumented: weakref.WeakKeyDictionary[Engine, EngineInstrumentation] = (
-    weakref.WeakKeyDictionary()
-)
+_instrumented: weakref.WeakKeyDictionary[Any, EngineInstrumentation] = weakref.WeakKeyDictionary()
+"""Handles by the engine's dialect: the wrapped object, shared by engines derived from it."""
 _instrument_lock = threading.Lock()
 
 
@@ -173,8 +172,8 @@ class EngineInstrumentation:
             self._active = False
             engine = self._engine()
             if engine is not None:
-                if _instrumented.get(engine) is self:
-                    del _instrumented[engine]
+                if _instrumented.get(engine.dialect) is self:
+                    del _instrumented[engine.dialect]
                 self._recorder.uninstall(engine.dialect)
             if self._pool is not None:
                 self._pool.uninstall()
@@ -229,7 +228,8 @@ def instrument_engine(
 
     Returns:
         The handle; ``handle.uninstrument()`` removes the instrumentation. Instrumenting an
-        engine again returns the same handle.
+        engine again, or an engine derived from it with ``execution_options()`` (same dialect
+        and pool), returns the same handle.
 
     Raises:
         ConfigError: an argument is not accepted, or the engine is already instrumented with
@@ -238,6 +238,7 @@ def instrument_engine(
     sync_engine = getattr(engine, "sync_engine", engine)
     if not isinstance(sync_engine, Engine):
         raise ConfigError("engine", engine, "a sqlalchemy Engine or AsyncEngine")
+    sync_engine = _root(sync_engine)
     options = _options(
         n_plus_one_threshold,
         slow_query_threshold,
@@ -250,7 +251,7 @@ def instrument_engine(
         plans is None,
     )
     with _instrument_lock:
-        existing = _instrumented.get(sync_engine)
+        existing = _instrumented.get(sync_engine.dialect)
         if existing is not None:
             if existing._options != options:
                 raise ConfigError(
@@ -262,8 +263,21 @@ def instrument_engine(
             return existing
         handle = EngineInstrumentation(sync_engine, options)
         handle._install(sync_engine)
-        _instrumented[sync_engine] = handle
+        _instrumented[sync_engine.dialect] = handle
     return handle
+
+
+def _root(engine: Any) -> Any:
+    """The engine ``engine`` was derived from with ``execution_options()``, else ``engine``.
+
+    A derived engine shares its origin's dialect and pool, and keeps its origin alive: the
+    instrumentation is that of the origin, which outlives every engine derived from it.
+    """
+    while True:
+        origin = vars(engine).get("_proxied")  # SQLAlchemy's OptionEngine
+        if not isinstance(origin, Engine) or origin.dialect is not engine.dialect:
+            return engine
+        engine = origin
 
 
 def _options(
