@@ -32,6 +32,7 @@ __all__ = [
     "attribute",
     "describe",
     "is_count",
+    "made_name",
     "name",
     "raised_at",
 ]
@@ -69,6 +70,18 @@ def name(value: object) -> str | None:
     if 0 < len(value) <= MAX_NAME and value.isprintable():
         return value
     return None
+
+
+def made_name(value: str) -> str | None:
+    """A name made of a configured string (a URL, a logging name), or None when none is left.
+
+    Characters that are not printable (controls, lone surrogates) are dropped and a result
+    longer than ``MAX_NAME`` is cut to end in ``...``.
+    """
+    value = name(value) or "".join(c for c in str.__str__(value) if c.isprintable())
+    if len(value) > MAX_NAME:
+        value = value[: MAX_NAME - 3] + "..."
+    return value or None
 
 
 def text(value: str) -> str:

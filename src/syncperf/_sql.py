@@ -129,13 +129,16 @@ _MAX_NAME = 128
 _SET_SCOPES = frozenset({"SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"})
 _SET_TWO_WORDS = frozenset({("TIME", "ZONE"), ("SESSION", "AUTHORIZATION")})
 
-# SQLite: where a double-quoted token can only be a name.
+# SQLite: where a double-quoted token can only be a name. Not ``ON`` nor ``BY``: an expression
+# follows ``JOIN ... ON``, ``ORDER BY``, ``GROUP BY`` and ``PARTITION BY``.
 _SQLITE_NAME_AFTER = frozenset(
     {
         "FROM", "JOIN", "INTO", "UPDATE", "TABLE", "INDEX", "VIEW", "TRIGGER", "REFERENCES",
-        "EXISTS", "AS", "ON", "SET", "BY", "TO", "COLUMN",
+        "EXISTS", "AS", "SET", "TO", "COLUMN",
     }
 )  # fmt: skip
+_SQLITE_TABLE_AFTER_ON = frozenset({"(", "FOR", "BEGIN", "WHEN"})
+"""What follows the table of ``CREATE INDEX ... ON t (`` and ``CREATE TRIGGER ... ON t ...``."""
 _COLUMN_LIST_AFTER_NAME = frozenset(
     {"INTO", "TABLE", "REFERENCES", "EXISTS", "VIEW", "WITH", "RECURSIVE"}
 )
@@ -229,10 +232,14 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
     sqlite = dialect == "sqlite"
     out: list[str] = []
     column_lists: list[bool] = []  # per open parenthesis: does it hold a list of names?
+    aliases: set[str] = set()  # ``AS "x"`` seen so far: exported already, so "x" may be kept
     for position, (kind, value, spaced) in enumerate(tokens[:cut]):
         if kind in _SANITIZED or (
             kind == "dquote"
-            and (dquote_values or (sqlite and not _sqlite_name(tokens, position, column_lists)))
+            and (
+                dquote_values
+                or (sqlite and not _sqlite_name(tokens, position, column_lists, verb, aliases))
+            )
         ):
             value = "?"
         elif value == "(":
@@ -290,14 +297,24 @@ def _after_name(tokens: list[Token], position: int) -> int:
     return position
 
 
-def _sqlite_name(tokens: list[Token], position: int, column_lists: list[bool]) -> bool:
+def _sqlite_name(
+    tokens: list[Token],
+    position: int,
+    column_lists: list[bool],
+    verb: str | None,
+    aliases: set[str],
+) -> bool:
     """Whether SQLite reads the double-quoted token at ``position`` as a name.
 
     SQLite takes ``"x"`` for a string literal when no column ``x`` exists: only positions
     where nothing but a name can stand keep it. A qualified name (``"t".c``, ``t."c"``); after
-    ``FROM``, ``INTO``, ``UPDATE``, ``SET``, ``AS``, ``BY`` ...; an element of a column list
-    (``INSERT INTO t ("a", "b")``, ``CREATE TABLE t ("a" ...)``, ``PRIMARY KEY ("a")``); the
-    target of an assignment after a comma (``SET a = 1, "b" = 2``). Anywhere else it is a value.
+    ``FROM``, ``INTO``, ``UPDATE``, ``SET``, ``AS`` ... (not after ``IS DISTINCT FROM``, nor
+    after ``ON`` or ``BY``, where an expression stands, except the table of ``CREATE INDEX ...
+    ON "t" (`` and ``CREATE TRIGGER ... ON "t"``, and ``INDEXED BY "i"``); an element of a
+    column list (``INSERT INTO t ("a", "b")``, ``CREATE TABLE t ("a" ...)``, ``PRIMARY KEY
+    ("a")``); the target of an assignment after a comma (``SET a = 1, "b" = 2``); an alias
+    declared earlier with ``AS "x"`` (exported there already, so ``ORDER BY "x"`` stays
+    readable). Anywhere else it is a value.
     """
     before = tokens[position - 1] if position else None
     after = tokens[position + 1] if position + 1 < len(tokens) else None
@@ -305,8 +322,19 @@ def _sqlite_name(tokens: list[Token], position: int, column_lists: list[bool]) -
         return True
     if before is None:
         return False
-    if before[0] == "word" and before[1].upper() in _SQLITE_NAME_AFTER:
+    value = tokens[position][1]
+    keyword = before[1].upper() if before[0] == "word" else ""
+    if keyword == "AS":
+        aliases.add(value)
         return True
+    if value in aliases:
+        return True
+    if keyword in _SQLITE_NAME_AFTER:
+        return keyword != "FROM" or position < 2 or tokens[position - 2][1].upper() != "DISTINCT"
+    if keyword == "ON":
+        return verb == "CREATE" and (after is None or after[1].upper() in _SQLITE_TABLE_AFTER_ON)
+    if keyword == "BY":
+        return position >= 2 and tokens[position - 2][1].upper() == "INDEXED"
     if before[1] in ("(", ",") and column_lists and column_lists[-1]:
         return True
     return before[1] == "," and after is not None and after[1] == "="

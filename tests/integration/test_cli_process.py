@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
     "argv",
     [
         ["demo", "--database-url", "postgresql://demo:s3cret@127.0.0.1:1/demo", "--no-tui"],
+        ["demo", "--database-url", "postgresql://demo@127.0.0.1:1/demo?password=s3cret"],
         ["demo", "--database-url", "not a url", "--no-tui"],
         ["demo", "--otlp", "notaurl"],
         ["bench", "--loops", "0"],

@@ -128,6 +128,11 @@ def _app(pg_async: Any, pg_sync: sa.Engine, lite: sa.Engine, registry: Any) -> F
             ).all()
         with lite.connect() as conn:  # SQLite reads "..." as a string: a literal value
             rows += conn.exec_driver_sql(f'SELECT id FROM account WHERE email = "{email}"').all()
+            for _ in range(2):  # an N+1 with "..." values where an expression stands
+                conn.exec_driver_sql(
+                    f'SELECT a.id FROM account AS a JOIN account AS b ON "{email}" = b.email '
+                    f'GROUP BY "{email}" ORDER BY "{email}"'
+                ).all()
         return rows
 
     @app.post("/sync/{entity}/push")
@@ -369,6 +374,8 @@ def test_the_traffic_reached_every_output(exported: Exported) -> None:
         if span.name.startswith(("SELECT", "INSERT", "SET"))
     }
     assert "SELECT id FROM account WHERE email = ?" in queries  # SQLite's "..." literal
+    joined = "SELECT a.id FROM account AS a JOIN account AS b ON ? = b.email GROUP BY ? ORDER BY ?"
+    assert joined in queries
     assert "SELECT id FROM account WHERE email = ? AND token = ?" in queries
     assert "SET application_name TO ?" in queries
     assert "sync_operation_duration_seconds_count" in exported.texts["prometheus scrape"]

@@ -92,6 +92,15 @@ def test_docs_give_every_histogram_its_bucket_boundaries() -> None:
     assert documented == {name: tuple(map(float, b)) for name, b in histograms.items()}
 
 
+def test_other_pages_that_give_bucket_boundaries_give_the_catalogued_ones() -> None:
+    """A page giving a histogram's boundaries lists them all: Boundaries of `m` (s): `a, ...`."""
+    text = (ROOT / "docs/sqlalchemy.md").read_text()
+    found = re.findall(r"Boundaries\s+of\s+`([a-z_.]+)`\s+\(s\):\s+`([^`]+)`", text)
+    assert found, "docs/sqlalchemy.md gives no boundaries of db.client.operation.duration"
+    for name, bounds in found:
+        assert tuple(float(b) for b in re.split(r",\s+", bounds)) == BY_NAME[name].bounds, name
+
+
 def test_the_docs_parser_reads_values_and_explanations_as_no_attributes() -> None:
     documented = _documented()
     assert documented["outbox.rows"].attributes == ("outbox.name", "outbox.status")

@@ -9,14 +9,18 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind, StatusCode
+from prometheus_client import CollectorRegistry, generate_latest
 
 # Imported before any test runs SQLAlchemyInstrumentor: importing sqlalchemy.ext.asyncio for the
 # first time while contrib has create_engine wrapped binds the wrapper into it for good.
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import syncperf
+from syncperf import _gate as gate
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
@@ -517,6 +521,10 @@ def test_sqlite_double_quoted_literals_and_comment_text_never_reach_events_logs_
                 conn.execute(  # SQLite reads "..." as a string when no such column exists
                     sa.text(f'SELECT sleep_ms(3), id FROM todo WHERE title = "{SECRET}"')
                 ).all()
+                conn.exec_driver_sql(  # and so after ON and BY, where an expression stands
+                    f'SELECT todo.id FROM todo JOIN todo AS b ON "{SECRET}" = b.title '
+                    f'GROUP BY "{SECRET}" ORDER BY "{SECRET}2"'
+                ).all()
             with pytest.raises(sa.exc.OperationalError):  # SQLite does not nest comments
                 conn.exec_driver_sql(f"/* a /* b */ {SECRET} */ SELECT 1")
             with pytest.raises(sa.exc.OperationalError):
@@ -526,6 +534,8 @@ def test_sqlite_double_quoted_literals_and_comment_text_never_reach_events_logs_
 
     exported = _exported_text(syncperf_capture, caplog)
     assert "db.query.text=SELECT sleep_ms(?), id FROM todo WHERE title = ?" in exported
+    joined = "SELECT todo.id FROM todo JOIN todo AS b ON ? = b.title GROUP BY ? ORDER BY ?"
+    assert f"db.query.text={joined}" in exported
     assert "s3cr3t" not in exported
     names = {
         p.attributes.get("db.operation.name")
@@ -558,6 +568,60 @@ def test_each_query_is_recorded_once_even_when_instrumented_twice(
     finally:
         handles[0].uninstrument()
     assert syncperf_capture.points("sync.db.queries")[0].sum == 1
+
+
+def test_an_engine_derived_with_execution_options_shares_the_handle_and_counts_once(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    derived = engine.execution_options(stream_results=False)
+    handle = instrument_engine(engine)
+    try:
+        assert instrument_engine(derived) is handle
+        assert instrument_engine(derived.execution_options(logging_token="x")) is handle
+        with syncperf.sync_operation("push"), derived.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    finally:
+        handle.uninstrument()
+    assert syncperf_capture.points("sync.db.queries")[0].sum == 1
+    assert syncperf_capture.total("db.client.operation.duration") == 1
+    assert syncperf_capture.total("db.client.connection.wait_time") == 1
+    assert "do_execute" not in vars(engine.dialect)
+    assert "connect" not in vars(engine.pool)
+
+
+def test_instrumenting_a_derived_engine_first_instruments_the_engine_it_derives_from(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    import gc
+
+    before = Runtime.db_instrumented
+    derived = engine.execution_options(stream_results=False)
+    handle = instrument_engine(derived)
+    assert handle.engine is engine
+    assert instrument_engine(engine) is handle
+    del derived
+    gc.collect()  # the engine it derives from lives on: still instrumented
+    assert handle.active and Runtime.db_instrumented == before + 1
+    with syncperf.sync_operation("push"), engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    handle.uninstrument()
+    assert Runtime.db_instrumented == before
+    assert "do_execute" not in vars(engine.dialect)
+    assert syncperf_capture.points("sync.db.queries")[0].sum == 1
+
+
+def test_a_collected_derived_and_base_engine_release_their_count() -> None:
+    import gc
+
+    before = Runtime.db_instrumented
+    eng = sa.create_engine("sqlite://")
+    derived = eng.execution_options(stream_results=False)
+    instrument_engine(derived)
+    instrument_engine(eng)
+    assert Runtime.db_instrumented == before + 1
+    del eng, derived
+    gc.collect()
+    assert Runtime.db_instrumented == before
 
 
 def test_uninstrument_removes_everything(syncperf_capture: Capture, engine: sa.Engine) -> None:
@@ -599,6 +663,10 @@ def test_a_collected_engine_releases_its_count() -> None:
         ("slow_query_threshold", -1.0),
         ("slow_query_threshold", "1s"),
         ("pool_name", ""),
+        ("pool_name", "p\ud800"),  # a lone surrogate: no scrape could encode it
+        ("pool_name", "main\nfake_metric 1"),
+        ("pool_name", "p" * 129),
+        ("pool_name", 7),
         ("spans", "yes"),
         ("query_text", 1),
         ("pool_metrics", None),
@@ -611,6 +679,74 @@ def test_bad_options_raise_config_error_naming_the_option(
     with pytest.raises(ConfigError) as raised:
         instrument_engine(engine, **{option: value})
     assert raised.value.option == option
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(logging_name=st.text(min_size=1, max_size=300))
+def test_a_default_pool_name_from_any_logging_name_is_a_valid_name(logging_name: str) -> None:
+    eng = sa.create_engine("sqlite://")
+    eng.pool.logging_name = logging_name
+    handle = instrument_engine(eng)
+    try:
+        assert gate.name(handle.pool_name) == handle.pool_name
+        if gate.name(logging_name) == logging_name:
+            assert handle.pool_name == logging_name
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "pool_name", "connection"),
+    [
+        (
+            "postgresql+psycopg://u:p@ss@db.example:5/app",  # '@' not escaped: host 'ss@db...'
+            "postgresql://db.example:5/app",
+            {"server.address": "db.example", "server.port": 5, "db.namespace": "app"},
+        ),
+        (
+            "postgresql+psycopg://u:pw@db.example/a\nb",
+            "postgresql://db.example/ab",
+            {"server.address": "db.example", "db.namespace": "ab"},
+        ),
+        (
+            "postgresql+psycopg://u:pw@h/" + "d" * 200,
+            ("postgresql://h/" + "d" * 200)[:125] + "...",
+            {"server.address": "h", "db.namespace": "d" * 125 + "..."},
+        ),
+    ],
+)
+def test_names_and_addresses_from_the_url_are_valid_names_without_credentials(
+    url: str, pool_name: str, connection: dict[str, Any]
+) -> None:
+    eng = sa.create_engine(url)
+    handle = instrument_engine(eng)
+    try:
+        assert handle.pool_name == pool_name
+        base = handle._recorder._base
+        assert {key: base.get(key) for key in connection} == connection
+        assert "ss@" not in repr(base)
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+def test_a_bad_pool_logging_name_never_breaks_a_prometheus_scrape() -> None:
+    registry = CollectorRegistry()
+    eng = sa.create_engine("sqlite://")
+    eng.pool.logging_name = "p\ud800\nq" + "x" * 200
+    with capture(strict=False, prometheus=registry):
+        handle = instrument_engine(eng)
+        try:
+            with syncperf.sync_operation("pull"), eng.connect() as conn:
+                select_one_value = conn.execute(sa.text("SELECT 1")).scalar()
+            assert select_one_value == 1
+            scrape = generate_latest(registry).decode()
+        finally:
+            handle.uninstrument()
+            eng.dispose()
+    assert 'db_client_connection_pool_name="pq' in scrape
+    assert "x" * 130 not in scrape
 
 
 def test_a_non_engine_is_rejected() -> None:

@@ -73,8 +73,38 @@ def test_mysql_lexing_treats_double_quotes_and_backslashes_as_string_syntax() ->
             'CREATE TABLE IF NOT EXISTS "t" ("id" INTEGER, "n" TEXT DEFAULT ?, PRIMARY KEY ("id"))',
         ),
         (
-            'SELECT "secret", a AS "alias" FROM t ORDER BY "alias"',
-            'SELECT ?, a AS "alias" FROM t ORDER BY "alias"',
+            'SELECT "secret", a AS "alias" FROM t ORDER BY "alias", "other"',
+            'SELECT ?, a AS "alias" FROM t ORDER BY "alias", ?',
+        ),
+        (
+            'SELECT * FROM a JOIN b ON "tok-SECRET" = b.x ORDER BY "SECRET2"',
+            "SELECT * FROM a JOIN b ON ? = b.x ORDER BY ?",
+        ),
+        (
+            'SELECT a FROM t GROUP BY "S" ORDER BY a, "S"',
+            "SELECT a FROM t GROUP BY ? ORDER BY a, ?",
+        ),
+        (
+            'SELECT rank() OVER (PARTITION BY "S" ORDER BY "S") FROM t',
+            "SELECT rank() OVER (PARTITION BY ? ORDER BY ?) FROM t",
+        ),
+        (
+            'SELECT * FROM (SELECT a FROM t ORDER BY "S") AS s ORDER BY "S"',
+            "SELECT * FROM (SELECT a FROM t ORDER BY ?) AS s ORDER BY ?",
+        ),
+        (
+            'SELECT a FROM t WHERE a IS DISTINCT FROM "S" OR a IS NOT DISTINCT FROM "S"',
+            "SELECT a FROM t WHERE a IS DISTINCT FROM ? OR a IS NOT DISTINCT FROM ?",
+        ),
+        ('SELECT a FROM "t" INDEXED BY "i"', 'SELECT a FROM "t" INDEXED BY "i"'),
+        ('CREATE INDEX "i" ON "t" ("a", "b")', 'CREATE INDEX "i" ON "t" ("a", "b")'),
+        (
+            'CREATE TRIGGER "g" AFTER INSERT ON "t" BEGIN SELECT 1; END',
+            'CREATE TRIGGER "g" AFTER INSERT ON "t" BEGIN SELECT ?; END',
+        ),
+        (
+            'CREATE VIEW "v" AS SELECT * FROM a JOIN b ON "S" = b.x',
+            'CREATE VIEW "v" AS SELECT * FROM a JOIN b ON ? = b.x',
         ),
         ('SELECT * FROM t WHERE a = "unterminated secret', "SELECT * FROM t WHERE a = ?"),
     ],
@@ -251,6 +281,10 @@ def _shapes(secret: str, word: str, number: int, dialect: str) -> list[str]:
             f'UPDATE t SET a = "{dquoted}" WHERE b IN ("{dquoted}", "{dquoted}")',
             f'SELECT "{dquoted}" FROM t WHERE a <> "{dquoted}" OR b BETWEEN "{dquoted}" AND 1',
             f'SELECT lower("{dquoted}") || "{dquoted}" FROM t WHERE a = "{dquoted}',
+            f'SELECT * FROM a JOIN b ON "{dquoted}" = b.x ORDER BY "{dquoted}"',
+            f'SELECT a, rank() OVER (PARTITION BY "{dquoted}") FROM t GROUP BY "{dquoted}"',
+            f'SELECT * FROM (SELECT a FROM t ORDER BY "{dquoted}") '
+            f'WHERE a IS DISTINCT FROM "{dquoted}"',
         ]
     return shapes
 

@@ -65,10 +65,12 @@ except ModuleNotFoundError as exc:
 
 from syncperf import _runtime
 from syncperf._config import check_bool, check_float, check_int
+from syncperf._gate import MAX_NAME, made_name
+from syncperf._gate import name as gate_name
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy._plans import Planner, PlanOptions, check_plans, planner_for
 from syncperf.sqlalchemy._pool import PoolMetrics
-from syncperf.sqlalchemy._queries import QueryRecorder
+from syncperf.sqlalchemy._queries import QueryRecorder, url_host
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -84,9 +86,8 @@ LOG_INTERVAL = 60.0
 _FINITE = sys.float_info.max
 """Seconds options are finite: they become integer nanoseconds."""
 
-_instrumented: weakref.WeakKeyDictionary[Engine, EngineInstrumentation] = (
-    weakref.WeakKeyDictionary()
-)
+_instrumented: weakref.WeakKeyDictionary[Any, EngineInstrumentation] = weakref.WeakKeyDictionary()
+"""Handles by the engine's dialect: the wrapped object, shared by engines derived from it."""
 _instrument_lock = threading.Lock()
 
 
@@ -171,8 +172,8 @@ class EngineInstrumentation:
             self._active = False
             engine = self._engine()
             if engine is not None:
-                if _instrumented.get(engine) is self:
-                    del _instrumented[engine]
+                if _instrumented.get(engine.dialect) is self:
+                    del _instrumented[engine.dialect]
                 self._recorder.uninstall(engine.dialect)
             if self._pool is not None:
                 self._pool.uninstall()
@@ -214,8 +215,9 @@ def instrument_engine(
         n_plus_one_threshold: Executions of one normalized statement within one sync
             operation that are reported as an N+1 (an int >= 2), or None to turn detection off.
         slow_query_threshold: Seconds above which a query is slow (> 0), or None for off.
-        pool_name: ``db.client.connection.pool.name``; defaults to the pool's
-            ``logging_name`` or ``{backend}://{host}:{port}/{database}`` (never credentials).
+        pool_name: ``db.client.connection.pool.name`` (1 to 128 printable characters);
+            defaults to the pool's ``logging_name`` or ``{backend}://{host}:{port}/{database}``
+            (never credentials), made a valid name (``syncperf._gate.made_name``).
         spans: Make a CLIENT span per query when the current span is sampled.
         query_text: Put the sanitized statement on spans as ``db.query.text``.
         pool_metrics: Report ``db.client.connection.*`` for the engine's pool.
@@ -226,7 +228,8 @@ def instrument_engine(
 
     Returns:
         The handle; ``handle.uninstrument()`` removes the instrumentation. Instrumenting an
-        engine again returns the same handle.
+        engine again, or an engine derived from it with ``execution_options()`` (same dialect
+        and pool), returns the same handle.
 
     Raises:
         ConfigError: an argument is not accepted, or the engine is already instrumented with
@@ -235,6 +238,7 @@ def instrument_engine(
     sync_engine = getattr(engine, "sync_engine", engine)
     if not isinstance(sync_engine, Engine):
         raise ConfigError("engine", engine, "a sqlalchemy Engine or AsyncEngine")
+    sync_engine = _root(sync_engine)
     options = _options(
         n_plus_one_threshold,
         slow_query_threshold,
@@ -247,7 +251,7 @@ def instrument_engine(
         plans is None,
     )
     with _instrument_lock:
-        existing = _instrumented.get(sync_engine)
+        existing = _instrumented.get(sync_engine.dialect)
         if existing is not None:
             if existing._options != options:
                 raise ConfigError(
@@ -259,8 +263,21 @@ def instrument_engine(
             return existing
         handle = EngineInstrumentation(sync_engine, options)
         handle._install(sync_engine)
-        _instrumented[sync_engine] = handle
+        _instrumented[sync_engine.dialect] = handle
     return handle
+
+
+def _root(engine: Any) -> Any:
+    """The engine ``engine`` was derived from with ``execution_options()``, else ``engine``.
+
+    A derived engine shares its origin's dialect and pool, and keeps its origin alive: the
+    instrumentation is that of the origin, which outlives every engine derived from it.
+    """
+    while True:
+        origin = vars(engine).get("_proxied")  # SQLAlchemy's OptionEngine
+        if not isinstance(origin, Engine) or origin.dialect is not engine.dialect:
+            return engine
+        engine = origin
 
 
 def _options(
@@ -282,8 +299,11 @@ def _options(
             "slow_query_threshold", slow_query_threshold, low=0.0, high=_FINITE, open_low=True
         )
         slow_query_threshold = float(slow_query_threshold)
-    if pool_name is not None and (not isinstance(pool_name, str) or not pool_name):
-        raise ConfigError("pool_name", pool_name, "a non-empty string or None")
+    if pool_name is not None and gate_name(pool_name) != pool_name:
+        raise ConfigError(
+            "pool_name", pool_name, f"a string of 1 to {MAX_NAME} printable characters, or None"
+        )
+    pool_name = gate_name(pool_name)
     check_bool("spans", spans)
     check_bool("query_text", query_text)
     check_bool("pool_metrics", pool_metrics)
@@ -327,11 +347,14 @@ _runtime.RUNTIME_HOOKS.append(_on_new_runtime)
 
 
 def _pool_name(engine: Engine) -> str:
+    """The pool's ``logging_name``, else ``{backend}://{host}:{port}/{database}``, made a name."""
     logging_name = getattr(engine.pool, "logging_name", None)
-    if isinstance(logging_name, str) and logging_name:
-        return logging_name
+    if isinstance(logging_name, str):
+        made = made_name(logging_name)
+        if made:
+            return made
     url = engine.url
-    host = url.host or ""
+    host = url_host(url)
     if host and url.port:
         host = f"{host}:{url.port}"
-    return f"{url.get_backend_name()}://{host}/{url.database or ''}"
+    return made_name(f"{url.get_backend_name()}://{host}/{url.database or ''}") or "pool"

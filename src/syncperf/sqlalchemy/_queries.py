@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from syncperf import _runtime
+from syncperf._gate import made_name
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import freeze
 from syncperf._metrics.batches import FOLD_AT, Batch, batches
@@ -399,14 +400,24 @@ class QueryRecorder:
 
 def _connection_attributes(system: str, url: URL) -> dict[str, Any]:
     attrs: dict[str, Any] = {"db.system.name": system}
-    database = url.database
+    database = made_name(url.database or "")
     if database and database != ":memory:":
         attrs["db.namespace"] = database
-    if url.host:
-        attrs["server.address"] = url.host
+    host = made_name(url_host(url))
+    if host:
+        attrs["server.address"] = host
     if url.port:
         attrs["server.port"] = int(url.port)
     return attrs
+
+
+def url_host(url: URL) -> str:
+    """The host of ``url``, or "".
+
+    A password with an unescaped ``@`` (``u:p@ss@host``) makes SQLAlchemy read the host as
+    ``ss@host``: a host never contains ``@``, so what precedes the last one is dropped.
+    """
+    return (url.host or "").rpartition("@")[2]
 
 
 _WRAPPED = (("do_execute", True), ("do_executemany", True), ("do_execute_no_params", False))

@@ -22,7 +22,7 @@ from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._tools.demo._client_checks import client_checks
 from syncperf._tools.demo._clients import Behaviour, Tally, drive
-from syncperf._tools.demo._schema import ENTITIES, N_PLUS_ONE_ENTITY
+from syncperf._tools.demo._schema import ENTITIES, N_PLUS_ONE_ENTITY, ShownUrl
 from syncperf._tools.demo._service import Service
 from syncperf._tools.demo._stats import (
     Snapshot,
@@ -196,21 +196,17 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
 
 def _service(url: str, options: Options) -> Service:
     """The demo service on ``url``; a URL that cannot be used is a ``ConfigError`` naming
-    ``--database-url`` (password hidden) and the reason, in one line."""
-    from sqlalchemy.engine import make_url
+    ``--database-url`` (password and query values hidden) and the reason, in one line."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         return Service(url, seed=options.seed)
-    except (SQLAlchemyError, ImportError) as exc:
-        try:
-            shown = make_url(url).render_as_string(hide_password=True)
-        except (SQLAlchemyError, ValueError):
-            shown = "(not a SQLAlchemy URL)"
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    except (SQLAlchemyError, ImportError, ValueError) as exc:  # ValueError: a bad port
+        shown = ShownUrl.of(url)
+        reason = shown.scrub(str(getattr(exc, "orig", None) or exc)).strip().splitlines()
         raise ConfigError(
             "--database-url",
-            shown,
+            shown.text,
             "a SQLAlchemy URL of a database the demo can reach, e.g. "
             f"postgresql://user@host/db ({type(exc).__name__}: {reason[0] if reason else ''})",
         ) from None

@@ -7,6 +7,8 @@ query plans report a sequential scan (docs/plans.md).
 from __future__ import annotations
 
 import time
+import urllib.parse
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
@@ -23,8 +25,12 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    make_url,
     text,
 )
+from sqlalchemy.exc import ArgumentError
+
+from syncperf.sqlalchemy._queries import url_host
 
 ENTITIES = ("todo", "list", "comment")
 """Entities the service syncs; ``comment`` pulls are the deliberate N+1."""
@@ -105,6 +111,52 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_size=10, max_overflow=10)
+
+
+@dataclass(frozen=True)
+class ShownUrl:
+    """A database URL as the demo may print it: no password, no query parameter value.
+
+    ``text`` shows the password and every query value (``?password=...`` is as much a
+    credential as ``user:password@``) as ``***``, and drops what precedes the last ``@`` of
+    a host parsed with one (a password with an unescaped ``@``). ``scrub()`` hides the same
+    values in a driver's message, which may quote them (``invalid sslmode value: "..."``).
+    """
+
+    text: str
+    secrets: tuple[str, ...] | None
+    """The values hidden, longest first; None when the URL cannot be parsed."""
+
+    @classmethod
+    def of(cls, url: str) -> ShownUrl:
+        """``url`` made printable; one that cannot be parsed shows as a placeholder."""
+        try:
+            parsed = make_url(url)
+        except (ArgumentError, ValueError):
+            return cls("(not a SQLAlchemy URL)", None)
+        host = parsed.host or ""
+        secrets = {parsed.password or ""}
+        for value in parsed.query.values():
+            secrets.update((value,) if isinstance(value, str) else value)
+        secrets = {s for s in secrets if len(s) >= 3}  # shorter: no secret, and ``***`` garbles
+        if "@" in host:  # a fragment of the password, whatever its length
+            secrets.add(host[: host.rindex("@") + 1])
+        shown = parsed.set(host=url_host(parsed) or None, query={})
+        text = shown.render_as_string(hide_password=True)
+        if parsed.query:
+            text += "?" + "&".join(f"{urllib.parse.quote(key)}=***" for key in parsed.query)
+        return cls(text, tuple(sorted(secrets, key=len, reverse=True)))
+
+    def scrub(self, message: str) -> str:
+        """``message`` with every secret of the URL replaced by ``***``.
+
+        The message of a URL that cannot be parsed may quote any part of it: none is kept.
+        """
+        if self.secrets is None:
+            return "the URL cannot be parsed"
+        for secret in self.secrets:
+            message = message.replace(secret, "***")
+        return message
 
 
 def _sleep(seconds: float) -> int:
