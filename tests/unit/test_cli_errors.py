@@ -56,12 +56,16 @@ def test_bad_arguments(argv: list[str], capsys: pytest.CaptureFixture[str]) -> N
     assert err.startswith(f"syncperf {argv[0]}: ")
 
 
-@pytest.mark.parametrize("endpoint", ["notaurl", "localhost", "ftp://collector:4317", "http://"])
+@pytest.mark.parametrize(
+    "endpoint",
+    ["notaurl", "localhost", "ftp://collector:4317", "http://", "http://u:SECRETPW@host:x"],
+)
 def test_demo_rejects_an_otlp_endpoint_that_is_not_a_url(
     endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     err = _fails_with_one_line(capsys, ["demo", "--otlp", endpoint, "--duration", "1"])
     assert "--otlp" in err
+    assert "SECRETPW" not in err  # the value is not echoed: it may carry credentials
 
 
 @pytest.mark.parametrize(

@@ -29,7 +29,7 @@ def _endpoint(raw: str) -> str:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(
-            f"not a URL: {raw!r} (expected http://host:port, e.g. http://localhost:4318)"
+            "not an http(s) URL with a host and a valid port (e.g. http://localhost:4318)"
         )
     return raw
 
