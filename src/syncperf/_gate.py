@@ -31,6 +31,7 @@ __all__ = [
     "REJECT",
     "attribute",
     "describe",
+    "error_type",
     "is_count",
     "made_name",
     "name",
@@ -142,6 +143,25 @@ def _bounded(value: object, left: list[int], depth: int) -> Any:
     except Exception:  # a hostile subclass, a non-string key
         return REJECT
     return REJECT
+
+
+def error_type(exc: BaseException) -> str:
+    """``error.type`` of an exception: its fully qualified class name (builtins unqualified)."""
+    cls = type(exc)
+    found = _error_names.get(cls)
+    if found is None:
+        try:
+            module, qualname = cls.__module__, cls.__qualname__
+            full = qualname if module == "builtins" else f"{module}.{qualname}"
+            found = name(full[-MAX_NAME:]) or "_OTHER"
+        except Exception:  # a class with a hostile __module__ or __qualname__
+            found = "_OTHER"
+        if len(_error_names) < 1000:
+            _error_names[cls] = found
+    return found
+
+
+_error_names: dict[type, str] = {}
 
 
 def describe(value: object) -> str:

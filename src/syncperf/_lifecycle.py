@@ -20,8 +20,9 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from syncperf._client_series import ClientSeries
 from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
+from syncperf._gate import error_type
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
-from syncperf._operation import CURRENT, SyncOperation, error_type
+from syncperf._operation import CURRENT, SyncOperation
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._synclog import SyncLog

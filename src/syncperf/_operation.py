@@ -44,7 +44,6 @@ CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", def
 active_operation: Callable[[], SyncOperation | None] = CURRENT.get
 """The active sync operation, or None: how decorators and integrations join an operation
 (``current_operation()`` is the user's form, never None)."""
-_error_names: dict[type, str] = {}
 _COUNT = "an int in [0, 2**53)"
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
@@ -93,22 +92,6 @@ def _entity(rt: Runtime, entity: object) -> str | None:
         rt.reject("invalid_entity", "an entity: " + _NAME, entity)
         return None
     return rt.entities(name)
-
-
-def error_type(exc: BaseException) -> str:
-    """``error.type`` of an exception: its fully qualified class name (builtins unqualified)."""
-    cls = type(exc)
-    name = _error_names.get(cls)
-    if name is None:
-        try:
-            module, qualname = cls.__module__, cls.__qualname__
-            full = qualname if module == "builtins" else f"{module}.{qualname}"
-            name = gate.name(full[-MAX_NAME:]) or "_OTHER"
-        except Exception:  # a class with a hostile __module__ or __qualname__
-            name = "_OTHER"
-        if len(_error_names) < 1000:
-            _error_names[cls] = name
-    return name
 
 
 class SyncOperation:

@@ -1,27 +1,23 @@
 """SQL statement sanitizing and classification for ``syncperf.sqlalchemy``.
 
-``normalize()`` turns a statement as sent to the driver into text that is safe to export:
-every literal (strings, dollar-quoted strings, numbers, hex and bit strings, and SQLite's
-double-quoted strings) and every placeholder becomes ``?``, the value of a setting
-(``SET name TO value``, ``PRAGMA key = value``) becomes ``?``, comments are dropped (nested
-ones whole; a sqlcommenter comment carries per-request IDs), whitespace collapses, and lists of
-placeholders collapse to one, so ``IN (?, ?, ?)`` and ``IN (?)``, or a 3-row and a 50-row
-``VALUES`` list, normalize alike. The result is both the ``db.query.text`` of spans and the
+``normalize()`` turns a statement as sent to the driver into text safe to export: every
+literal (strings, dollar-quoted, numbers, hex and bit strings, SQLite's double-quoted strings),
+every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``) become
+``?``, comments are dropped (a sqlcommenter comment carries per-request IDs), whitespace
+collapses, and lists of placeholders collapse to one (``IN (?, ?, ?)`` and ``IN (?)``, a
+3-row and a 50-row ``VALUES`` alike). The result is the ``db.query.text`` of spans and the
 identity of a statement for N+1 detection.
 
-``classify()`` reads ``db.operation.name`` (the statement's verb, only from an allow-list of
-SQL keywords; the main verb after a ``WITH`` clause) and ``db.collection.name`` (the first
-table the verb acts on) from the tokens. A statement that does not start with one of those
-keywords is not understood, so its whole text is ``?``.
+``classify()`` reads ``db.operation.name`` (the verb, from an allow-list of SQL keywords; the
+main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
+statement that does not start with one of those keywords is not understood: its text is ``?``.
 
-Lexing follows the dialect: PostgreSQL (``standard_conforming_strings`` on, the default since
-9.1: a backslash escapes only in ``E'...'``), SQLite (``"..."`` is a string literal wherever
-SQLite could not read it as a name, see ``_sqlite_name``), MySQL / MariaDB (``"..."`` is a
-string and a backslash escapes in every string). When in doubt a token is treated as a value:
-over-redacting costs readability, under-redacting would leak.
-
-Both run once per distinct statement string (callers cache the result): cost does not matter
-here, correctness does. Bound parameter *values* never reach this module; only the statement.
+Lexing follows the dialect: PostgreSQL (``standard_conforming_strings`` on: a backslash
+escapes only in ``E'...'``), SQLite (``"..."`` is a string wherever SQLite could not read it
+as a name, see ``_sqlite_name``), MySQL / MariaDB (``"..."`` is a string; a backslash escapes
+in every string). When in doubt a token is a value: over-redacting costs readability,
+under-redacting would leak. Both run once per distinct statement (callers cache the result):
+correctness matters here, not cost. Bound parameter *values* never reach this module.
 """
 
 from __future__ import annotations
@@ -129,14 +125,11 @@ _MAX_NAME = 128
 _SET_SCOPES = frozenset({"SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"})
 _SET_TWO_WORDS = frozenset({("TIME", "ZONE"), ("SESSION", "AUTHORIZATION")})
 
-# SQLite: where a double-quoted token can only be a name. Not ``ON`` nor ``BY``: an expression
-# follows ``JOIN ... ON``, ``ORDER BY``, ``GROUP BY`` and ``PARTITION BY``.
-_SQLITE_NAME_AFTER = frozenset(
-    {
-        "FROM", "JOIN", "INTO", "UPDATE", "TABLE", "INDEX", "VIEW", "TRIGGER", "REFERENCES",
-        "EXISTS", "AS", "SET", "TO", "COLUMN",
-    }
-)  # fmt: skip
+# SQLite: where a double-quoted token can only be a name (not ``ON``, ``BY``: see below).
+_SQLITE_NAME_AFTER = frozenset({
+    "FROM", "JOIN", "INTO", "UPDATE", "TABLE", "INDEX", "VIEW", "TRIGGER", "REFERENCES",
+    "EXISTS", "AS", "SET", "TO", "COLUMN",
+})  # fmt: skip
 _SQLITE_TABLE_AFTER_ON = frozenset({"(", "FOR", "BEGIN", "WHEN"})
 """What follows the table of ``CREATE INDEX ... ON t (`` and ``CREATE TRIGGER ... ON t ...``."""
 _COLUMN_LIST_AFTER_NAME = frozenset(
@@ -306,15 +299,12 @@ def _sqlite_name(
 ) -> bool:
     """Whether SQLite reads the double-quoted token at ``position`` as a name.
 
-    SQLite takes ``"x"`` for a string literal when no column ``x`` exists: only positions
-    where nothing but a name can stand keep it. A qualified name (``"t".c``, ``t."c"``); after
-    ``FROM``, ``INTO``, ``UPDATE``, ``SET``, ``AS`` ... (not after ``IS DISTINCT FROM``, nor
-    after ``ON`` or ``BY``, where an expression stands, except the table of ``CREATE INDEX ...
-    ON "t" (`` and ``CREATE TRIGGER ... ON "t"``, and ``INDEXED BY "i"``); an element of a
-    column list (``INSERT INTO t ("a", "b")``, ``CREATE TABLE t ("a" ...)``, ``PRIMARY KEY
-    ("a")``); the target of an assignment after a comma (``SET a = 1, "b" = 2``); an alias
-    declared earlier with ``AS "x"`` (exported there already, so ``ORDER BY "x"`` stays
-    readable). Anywhere else it is a value.
+    SQLite takes ``"x"`` for a string when no column ``x`` exists, so only positions where
+    nothing but a name can stand keep it: a qualified name (``t."c"``); after ``FROM`` (not
+    ``IS DISTINCT FROM``), ``INTO``, ``UPDATE``, ``SET``, ``AS`` ...; the table of ``CREATE
+    INDEX/TRIGGER ... ON "t"``; ``INDEXED BY "i"``; a column list element; an assignment's
+    target after a comma; an alias declared earlier with ``AS "x"`` (exported already).
+    Never after ``ON`` or ``BY`` otherwise: an expression stands there.
     """
     before = tokens[position - 1] if position else None
     after = tokens[position + 1] if position + 1 < len(tokens) else None

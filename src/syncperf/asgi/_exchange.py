@@ -26,8 +26,9 @@ from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._decorators import Adapter, apply_http_status
+from syncperf._gate import error_type
 from syncperf._lifecycle import begin, end
-from syncperf._operation import SyncOperation, error_type, release_entity
+from syncperf._operation import SyncOperation, release_entity
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._http import (
     HEADERS,

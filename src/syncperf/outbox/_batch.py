@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
-from syncperf._gate import is_count
+from syncperf._gate import error_type, is_count
 from syncperf._gate import name as gate_name
-from syncperf._operation import error_type
 from syncperf._redact import record_exception
 from syncperf._tracing.span import detach
 from syncperf.outbox._gauges import age_of

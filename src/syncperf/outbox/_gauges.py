@@ -19,14 +19,13 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from syncperf._gate import MAX_COUNT
+from syncperf._gate import MAX_COUNT, error_type
 from syncperf._metrics.catalogue import (
     OUTBOX_ATTEMPTS,
     OUTBOX_DEPTH,
     OUTBOX_OLDEST_AGE,
     OUTBOX_ROWS,
 )
-from syncperf._operation import error_type
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime

@@ -65,12 +65,13 @@ except ModuleNotFoundError as exc:
 
 from syncperf import _runtime
 from syncperf._config import check_bool, check_float, check_int
-from syncperf._gate import MAX_NAME, made_name
+from syncperf._gate import MAX_NAME
 from syncperf._gate import name as gate_name
 from syncperf.exceptions import ConfigError
+from syncperf.sqlalchemy._names import pool_name
 from syncperf.sqlalchemy._plans import Planner, PlanOptions, check_plans, planner_for
 from syncperf.sqlalchemy._pool import PoolMetrics
-from syncperf.sqlalchemy._queries import QueryRecorder, url_host
+from syncperf.sqlalchemy._queries import QueryRecorder
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -129,7 +130,7 @@ class EngineInstrumentation:
             log_interval=options.log_interval,
         )
         self.system = self._recorder.system
-        self.pool_name = options.pool_name or _pool_name(engine)
+        self.pool_name = options.pool_name or pool_name(engine)
         self._pool: PoolMetrics | None = None
         if options.pool_metrics:
             self._pool = PoolMetrics(engine, self.pool_name)
@@ -344,17 +345,3 @@ def _on_new_runtime(rt: Runtime) -> None:
 
 
 _runtime.RUNTIME_HOOKS.append(_on_new_runtime)
-
-
-def _pool_name(engine: Engine) -> str:
-    """The pool's ``logging_name``, else ``{backend}://{host}:{port}/{database}``, made a name."""
-    logging_name = getattr(engine.pool, "logging_name", None)
-    if isinstance(logging_name, str):
-        made = made_name(logging_name)
-        if made:
-            return made
-    url = engine.url
-    host = url_host(url)
-    if host and url.port:
-        host = f"{host}:{url.port}"
-    return made_name(f"{url.get_backend_name()}://{host}/{url.database or ''}") or "pool"

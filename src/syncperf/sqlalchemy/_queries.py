@@ -19,18 +19,19 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 
 from syncperf import _runtime
-from syncperf._gate import made_name
+from syncperf._gate import error_type
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import freeze
 from syncperf._metrics.batches import FOLD_AT, Batch, batches
-from syncperf._operation import active_operation, error_type
+from syncperf._operation import active_operation
 from syncperf._redact import status_code
 from syncperf._runtime import Runtime
 from syncperf._sql import classify
 from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
+from syncperf.sqlalchemy._names import connection_attributes
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import URL, Engine
+    from sqlalchemy.engine import Engine
 
     from syncperf._operation import SyncOperation
     from syncperf._tracing.span import Tracer
@@ -179,7 +180,7 @@ class QueryRecorder:
         self._spans = spans
         self._query_text = query_text
         self._dialect = name
-        self._base = _connection_attributes(self.system, engine.url)
+        self._base = connection_attributes(self.system, engine.url)
         self._queries: dict[str, Query] = {}
         self.serial = next(_serials)
         """Tells this engine's ``QuerySeries`` apart on a runtime."""
@@ -396,28 +397,6 @@ class QueryRecorder:
         if len(durations) < _MAX_BOUND:  # a racing thread may add one more: still bounded
             durations[query.key if etype is None else (query.key, etype, code)] = series
         return series
-
-
-def _connection_attributes(system: str, url: URL) -> dict[str, Any]:
-    attrs: dict[str, Any] = {"db.system.name": system}
-    database = made_name(url.database or "")
-    if database and database != ":memory:":
-        attrs["db.namespace"] = database
-    host = made_name(url_host(url))
-    if host:
-        attrs["server.address"] = host
-    if url.port:
-        attrs["server.port"] = int(url.port)
-    return attrs
-
-
-def url_host(url: URL) -> str:
-    """The host of ``url``, or "".
-
-    A password with an unescaped ``@`` (``u:p@ss@host``) makes SQLAlchemy read the host as
-    ``ss@host``: a host never contains ``@``, so what precedes the last one is dropped.
-    """
-    return (url.host or "").rpartition("@")[2]
 
 
 _WRAPPED = (("do_execute", True), ("do_executemany", True), ("do_execute_no_params", False))

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import ArgumentError
 
-from syncperf.sqlalchemy._queries import url_host
+from syncperf.sqlalchemy._names import url_host
 
 ENTITIES = ("todo", "list", "comment")
 """Entities the service syncs; ``comment`` pulls are the deliberate N+1."""
