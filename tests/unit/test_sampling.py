@@ -181,3 +181,24 @@ def test_a_subclassed_or_custom_sampler_is_still_asked() -> None:
             return "EveryOther"
 
     assert Tracing(TracerProvider(sampler=EveryOther(0.5)), 1.0)._ratio is None
+
+
+@given(
+    rate=st.floats(0.0, 1.0),
+    parents=st.lists(
+        st.tuples(st.integers(1, (1 << 128) - 1), st.booleans(), st.booleans()), max_size=20
+    ),
+)
+@settings(max_examples=60, deadline=None)
+def test_ratio_samplers_decide_a_child_on_its_parents_trace_id_as_the_sdk_does(
+    rate: float, parents: list[tuple[int, bool, bool]]
+) -> None:
+    for sampler in (TraceIdRatioBased(rate), ParentBasedTraceIdRatio(rate)):
+        tracing = Tracing(TracerProvider(sampler=sampler), 1.0)
+        for trace_id, sampled, remote in parents:
+            flags = TraceFlags(TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT)
+            parent = SpanContext(trace_id, 2, is_remote=remote, trace_flags=flags)
+            context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
+            expected = sampler.should_sample(context, trace_id, "sync push").decision
+            decided = tracing.sample("sync push", SpanKind.INTERNAL, parent)
+            assert bool(decided) is expected.is_sampled()

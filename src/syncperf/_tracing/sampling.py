@@ -112,6 +112,10 @@ class Tracing:
                     return bool(parent.trace_flags.sampled)
             if static is not None:
                 return static
+            if parent is None:
+                parent = trace.get_current_span().get_span_context()
+            if parent.is_valid:  # a child: decided on its trace's id, as the SDK decides it
+                return 1 if parent.trace_id & _TRACE_ID_LIMIT < ratio else 0  # type: ignore[operator]
             trace_id = self.tracer.trace_id()  # type: ignore[union-attr]
             return trace_id if trace_id & _TRACE_ID_LIMIT < ratio else 0  # type: ignore[operator]
         if parent is None:
