@@ -41,19 +41,27 @@ class Guard:
     export_failures: Instrument
     cooldown_ns: int
     shed_until: int
-    budget_streak: int
+    streaks: dict[str, int]
+    """Operations over budget in a row, per reason (span starts do not break span ends')."""
     _logged: set[str]
 
     def over_budget(self, reason: str) -> None:
-        """One operation (or span end) exceeded the budget; shed after three in a row.
+        """One operation (or span end) exceeded the budget; shed after three in a row of the
+        same ``reason``.
 
         Wall-clock time includes waits for the GIL caused by the application's other threads;
         one slow operation is noise, three in a row mean syncperf itself is slow.
         """
-        self.budget_streak += 1
-        if self.budget_streak >= BUDGET_STREAK:
-            self.budget_streak = 0
+        streak = self.streaks.get(reason, 0) + 1
+        if streak >= BUDGET_STREAK:
+            self.streaks.pop(reason, None)
             self.shed_spans(reason)
+        else:
+            self.streaks[reason] = streak
+
+    def within_budget(self, reason: str) -> None:
+        """One ``reason`` operation kept to the budget: its streak starts over."""
+        self.streaks.pop(reason, None)
 
     def _span_queue_full(self, stalled: bool) -> None:
         self.drop("span_queue_full", "syncperf dropped spans: the span queue is full")
@@ -71,10 +79,6 @@ class Guard:
         """Count one span not made because syncperf is shedding (logged when it started)."""
         with self.lock:
             self.dropped.sum((("syncperf.reason", "span_shed"),)).add(1)
-
-    def _within_budget(self) -> None:
-        if self.budget_streak:
-            self.budget_streak = 0
 
     def shed_spans(self, reason: str) -> None:
         """Stop creating spans for the cool-down; count and log it."""

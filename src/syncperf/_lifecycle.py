@@ -220,8 +220,8 @@ def _start_span(
         op._token = attach(span)
         if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked
             rt.over_budget("slow_span_start")
-        elif rt.budget_streak:
-            rt.budget_streak = 0
+        elif rt.streaks:
+            rt.within_budget("slow_span_start")
     else:
         op._parent_ctx = parent
         if attributes:

@@ -143,10 +143,10 @@ class Runtime(Guard):
         self.cooldown_ns = int(config.shed_cooldown * 1e9)
         self.slow_ns = int(config.slow_threshold * 1e9)
         self.shed_until = 0
-        self.budget_streak = 0
+        self.streaks = {}
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
-            self._within_budget,
+            lambda: self.within_budget("slow_span_end"),
             self._span_queue_full,
             self.budget_ns,
             config.span_queue_size,

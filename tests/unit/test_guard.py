@@ -101,3 +101,30 @@ def test_a_full_span_queue_with_a_stuck_finisher_sheds_instead_of_blocking() -> 
         assert cap.total("syncperf.shed", {"syncperf.reason": "span_export_stalled"}) >= 1
         exporter.release.set()
     provider.shutdown()
+
+
+def test_slow_span_ends_shed_even_when_the_span_starts_between_them_are_fast() -> None:
+    # Moderate traffic: each operation's span starts fast, then its end is slow. The starts
+    # must not break the streak the ends build (they used to share one streak).
+    exporter = BusyExporter(0.06)  # over the 50 ms budget, in this thread's CPU time
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider, shed_cooldown=60) as cap:
+        for _ in range(4):
+            with syncperf.sync_operation("push", entity="todo"):
+                pass
+            cap.runtime.finisher.flush()  # the end, before the next operation starts
+        assert cap.total("syncperf.shed", {"syncperf.reason": "slow_span_end"}) == 1
+    provider.shutdown()
+
+
+def test_slow_outbox_operations_shed_only_when_they_come_in_a_row() -> None:
+    with capture(shed_cooldown=60) as cap:
+        rt = cap.runtime
+        for _ in range(10):  # one slow in every two: noise, never three in a row
+            rt.over_budget("outbox")
+            rt.within_budget("outbox")
+        assert cap.metric("syncperf.shed") is None
+        for _ in range(3):
+            rt.over_budget("outbox")
+        assert cap.total("syncperf.shed", {"syncperf.reason": "outbox"}) == 1

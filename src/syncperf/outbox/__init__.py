@@ -265,6 +265,8 @@ class Outbox:
             series.overhead.record(own / 1e9)
         if own > rt.budget_ns:
             rt.over_budget("outbox")
+        elif rt.streaks:
+            rt.within_budget("outbox")
         return traceparent
 
     def _defer(self, rt: Runtime, session: Any, count: int) -> bool:

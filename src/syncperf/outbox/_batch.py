@@ -240,6 +240,8 @@ class PublishBatch:
             series.overhead.record(own / 1e9)
         if own > rt.budget_ns:
             rt.over_budget("outbox")
+        elif rt.streaks:
+            rt.within_budget("outbox")
 
     def _span_attributes(self, size: int, n_failed: int, etype: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {
