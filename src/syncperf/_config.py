@@ -34,11 +34,16 @@ SYNC_LOG_LEVELS: Mapping[str, int] = MappingProxyType(
 """Default level of each kind of sync log record (DEBUG, INFO, INFO, WARNING, WARNING)."""
 _LEVEL_NAMES = {"CRITICAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20, "DEBUG": 10}
 _FALSE = {"0", "false", "no", "off", ""}
+MAX_SECONDS = 86400.0
+"""The longest duration option (one day): the runtime turns durations into nanoseconds and
+waits on them, which a larger or infinite number would make fail on every request."""
 
 
 @dataclass(frozen=True)
 class Config:
     """Every syncperf setting. Build one with ``Config.from_env(...)`` or ``configure(...)``.
+
+    Durations are in seconds, at most ``MAX_SECONDS`` (one day).
 
     Attributes:
         enabled: Master switch. ``OTEL_SDK_DISABLED=true`` turns it off.
@@ -137,8 +142,8 @@ class Config:
             "export_timeout",
             "shutdown_timeout",
         ):
-            check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
-        check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
+            check_float(name, getattr(self, name), low=0.0, high=MAX_SECONDS, open_low=True)
+        check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=MAX_SECONDS)
         check_float("sync_log_sample_rate", self.sync_log_sample_rate, low=0.0, high=1.0)
         check_float(
             "sync_log_rate_limit", self.sync_log_rate_limit, low=0.0, high=math.inf, open_low=True
@@ -338,7 +343,10 @@ def check_float(
 ) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
-        number = float(value)  # type: ignore[arg-type]
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an int too large for a float
+            number = math.nan
         ok = not math.isnan(number) and (number > low if open_low else number >= low)
         ok = ok and number <= high
     if not ok:

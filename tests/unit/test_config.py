@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import syncperf
-from syncperf import Config, ConfigError
+import syncperf.testing
+from syncperf import Config, ConfigError, _runtime
 
 
 @pytest.mark.parametrize(
@@ -16,7 +19,7 @@ from syncperf import Config, ConfigError
         ("max_entities", 0, "an integer >= 1"),
         ("max_entities", "10", "an integer >= 1"),
         ("trace_sample_rate", 1.5, "a number >= 0.0 and <= 1.0"),
-        ("overhead_budget", 0, "a number > 0.0"),
+        ("overhead_budget", 0, "a number > 0.0 and <= 86400.0"),
         ("strict", "yes", "True or False"),
         ("entities", "todo", "an iterable of entity names or None"),
     ],
@@ -92,3 +95,84 @@ def test_configure_installs_and_returns_the_active_config() -> None:
 def test_configure_rejects_a_config_combined_with_options() -> None:
     with pytest.raises(ConfigError, match="config="):
         syncperf.configure(Config(), strict=True)
+
+
+_SECONDS_OPTIONS = (
+    "slow_threshold",
+    "overhead_budget",
+    "shed_cooldown",
+    "shutdown_timeout",
+    "export_interval",
+    "export_timeout",
+)
+_NUMBER_OPTIONS = (*_SECONDS_OPTIONS, "sync_log_rate_limit", "trace_sample_rate")
+_huge = st.one_of(
+    st.sampled_from([math.inf, -math.inf, math.nan, 1e300, 86400.0, 86400.5, 10**400, -(10**400)]),
+    st.floats(),
+    st.integers(min_value=-(10**500), max_value=10**500),
+)
+
+
+@given(st.sampled_from(_NUMBER_OPTIONS), _huge)
+def test_a_huge_or_non_finite_number_is_accepted_and_builds_a_runtime_or_is_a_config_error(
+    option: str, value: float
+) -> None:
+    try:
+        config = Config(**{option: value})
+    except ConfigError as error:
+        assert error.option == option
+        return
+    with syncperf.testing.capture(**{option: getattr(config, option)}):
+
+        @syncperf.instrument_sync("push")
+        def push() -> int:
+            return 1
+
+        assert push() == 1
+        assert _runtime.current().flush() is True
+
+
+@pytest.mark.parametrize("option", _SECONDS_OPTIONS)
+def test_seconds_options_name_their_finite_maximum(option: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(**{option: math.inf})
+    assert "<= 86400" in info.value.accepted
+    assert getattr(Config(**{option: 86400}), option) == 86400
+
+
+def test_configure_with_an_integer_too_large_for_a_float_raises_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        syncperf.configure(export_interval=10**400)
+    assert info.value.option == "export_interval"
+
+
+@pytest.mark.parametrize(
+    "var",
+    [
+        "SYNCPERF_SLOW_THRESHOLD",
+        "SYNCPERF_OVERHEAD_BUDGET",
+        "SYNCPERF_SHED_COOLDOWN",
+        "SYNCPERF_SHUTDOWN_TIMEOUT",
+    ],
+)
+@pytest.mark.parametrize("raw", ["inf", "1e300", "1e400"])
+def test_an_infinite_environment_value_is_logged_and_the_default_used_on_first_use(
+    var: str, raw: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(var, raw)
+    previous = _runtime.replace(None)
+    try:
+        rt = _runtime.current()
+
+        @syncperf.instrument_sync("push")
+        def push() -> int:
+            return 1
+
+        assert push() == 1
+        assert rt.flush() is True  # the exit hook's wait: the default, finite
+        assert var.removeprefix("SYNCPERF_").lower() in caplog.text.lower()
+        assert rt.config == Config()
+    finally:
+        installed = _runtime.replace(previous)
+        assert installed is not None
+        installed.shutdown()
