@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, insert
 from sqlalchemy.orm import Session
 
 import syncperf
+from syncperf import _gate as gate
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
+from syncperf.outbox._gauges import MAX_STATUSES, _validate
 from syncperf.testing import Capture, capture
 
 
@@ -97,6 +103,70 @@ def test_a_nonsense_answer_counts_as_a_failure(syncperf_capture: Capture) -> Non
     assert gauge(syncperf_capture, "outbox.depth") is None
     assert probe_failures(syncperf_capture) == {"TypeError": 1}
     outbox.close()
+
+
+@pytest.mark.parametrize("age", [math.inf, -math.inf, math.nan, 10**400])
+def test_a_non_finite_oldest_age_is_nonsense_and_counts_as_a_failure(
+    syncperf_capture: Capture, age: Any
+) -> None:
+    outbox = Outbox("orders", stats=lambda: (3, age))
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"TypeError": 1}
+    finally:
+        outbox.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["pend\ud800", "x" * 100_000, "a\nb", "", 7, None],
+    ids=["surrogate", "100kb", "newline", "empty", "int", "none"],
+)
+def test_a_status_no_exporter_can_carry_is_dropped_and_counted_and_the_rest_reported(
+    bad: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    with capture(strict=False, prometheus=registry) as cap:
+        outbox = Outbox("orders", stats=lambda: OutboxStats(1, 5.0, rows={bad: 9, "pending": 1}))
+        for _ in range(2):  # every scrape works
+            text = generate_latest(registry).decode("utf-8")
+        assert 'outbox_status="pending"' in text
+        assert len(text) < 20_000
+        rows = cap.points("outbox.rows", {"outbox.name": "orders"})
+        assert {p.attributes["outbox.status"]: p.value for p in rows} == {"pending": 1}
+        assert gauge(cap, "outbox.depth") == 1
+        assert gauge(cap, "outbox.oldest_age") == 5.0
+        assert set(probe_failures(cap)) == {"invalid_status"}
+        outbox.close()
+    assert "left out of outbox.rows" in caplog.text
+    if isinstance(bad, str) and bad:
+        assert bad not in caplog.text
+
+
+def test_more_than_20_statuses_keep_the_20_largest_and_fold_the_rest_into_other(
+    syncperf_capture: Capture,
+) -> None:
+    rows = {f"s{i:02}": 100 - i for i in range(25)} | {"z_tie": 81, "a_tie": 81}
+    outbox = Outbox("orders", stats=lambda: OutboxStats(4, 2.0, rows=rows))
+    points = syncperf_capture.points("outbox.rows", {"outbox.name": "orders"})
+    reported = {p.attributes["outbox.status"]: p.value for p in points}
+    kept = {f"s{i:02}": 100 - i for i in range(19)} | {"a_tie": 81}  # s19, z_tie: 81 too
+    assert reported == kept | {"_other": sum(rows.values()) - sum(kept.values())}
+    assert gauge(syncperf_capture, "outbox.depth") == 4
+    assert gauge(syncperf_capture, "outbox.oldest_age") == 2.0
+    assert probe_failures(syncperf_capture) == {}
+    outbox.close()
+
+
+@given(st.dictionaries(st.text(max_size=3), st.integers(min_value=0, max_value=10**6)))
+def test_folded_statuses_keep_the_total_and_report_at_most_21_values(
+    rows: dict[str, int],
+) -> None:
+    stats = _validate(OutboxStats(1, 1.0, rows=rows))
+    assert stats.rows is not None
+    assert len(stats.rows) <= MAX_STATUSES + 1
+    assert sum(stats.rows.values()) == sum(n for k, n in rows.items() if gate.name(k))
 
 
 def test_a_slow_callback_times_out_and_the_next_collection_fails_fast(
@@ -241,6 +311,28 @@ def test_probe_totals_count_every_row_by_status_and_sum_the_attempts(
     assert {p.attributes["outbox.status"]: p.value for p in rows} == stats.rows
     assert gauge(syncperf_capture, "outbox.attempts") == 7
     assert gauge(syncperf_capture, "outbox.depth") == 1
+    outbox.close()
+
+
+def test_probe_with_21_statuses_still_reports_depth_and_folds_the_smallest_into_other(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    now = datetime.now(timezone.utc)
+    values = [{"status": "pending", "created_at": now - timedelta(seconds=30), "attempts": 1}]
+    values += [{"status": f"s{i:02}", "created_at": now, "attempts": 0} for i in range(20)]
+    values += [{"status": "s00", "created_at": now, "attempts": 0}]
+    with engine.begin() as connection:
+        connection.execute(insert(outbox_table), values)
+    probe = sqlalchemy_probe(engine, status="status", totals=True, attempts="attempts")
+    outbox = Outbox("orders", stats=probe)
+    assert gauge(syncperf_capture, "outbox.depth") == 1
+    age = gauge(syncperf_capture, "outbox.oldest_age")
+    assert age is not None and 29 < age < 40
+    rows = syncperf_capture.points("outbox.rows", {"outbox.name": "orders"})
+    reported = {p.attributes["outbox.status"]: p.value for p in rows}
+    assert len(reported) == 21 and reported["_other"] == 1 and reported["s00"] == 2
+    assert "s19" not in reported  # the 19 statuses of 1 row after s00 and pending: by name
+    assert probe_failures(syncperf_capture) == {}
     outbox.close()
 
 
