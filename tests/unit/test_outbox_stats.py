@@ -12,7 +12,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, insert
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Session
 
 import syncperf
@@ -411,6 +422,95 @@ def test_enqueue_inside_a_savepoint_counts_with_the_outer_commit(
             outbox.enqueue(session=session)
         session.commit()
     assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 1
+
+
+def enqueued(cap: Capture) -> float:
+    return cap.total("outbox.messages", {"outbox.event": "enqueued"})
+
+
+def rows(engine: Any) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(outbox_table)).scalar())
+
+
+def test_enqueue_inside_a_savepoint_that_rolls_back_is_forgotten(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session, session.begin():
+        savepoint = session.begin_nested()
+        session.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=session)
+        savepoint.rollback()
+    assert rows(engine) == 0
+    assert enqueued(syncperf_capture) == 0
+
+
+def test_enqueue_inside_a_released_savepoint_waits_for_the_outer_commit(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:
+        with session.begin_nested():
+            outbox.enqueue(2, session=session)
+        assert enqueued(syncperf_capture) == 0  # released, not committed yet
+        session.rollback()
+    assert enqueued(syncperf_capture) == 0
+    with Session(engine) as session:
+        with session.begin_nested():
+            outbox.enqueue(2, session=session)
+        session.commit()
+    assert enqueued(syncperf_capture) == 2
+
+
+def test_nested_savepoints_count_exactly_what_survives(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:
+        session.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=session)  # root: kept
+        with session.begin_nested():
+            session.execute(insert(outbox_table).values(status="pending"))
+            outbox.enqueue(10, session=session)  # released into the root: kept
+            inner = session.begin_nested()
+            session.execute(insert(outbox_table).values(status="pending"))
+            outbox.enqueue(100, session=session)
+            inner.rollback()  # forgotten
+            with session.begin_nested():
+                session.execute(insert(outbox_table).values(status="pending"))
+                outbox.enqueue(1000, session=session)  # kept
+        failed = session.begin_nested()
+        outbox.enqueue(10_000, session=session)
+        failed.rollback()  # forgotten
+        session.commit()
+    assert rows(engine) == 3
+    assert enqueued(syncperf_capture) == 1011
+
+
+@given(st.lists(st.sampled_from(["enqueue", "nest", "release", "rollback"]), max_size=12))
+def test_the_enqueued_count_matches_the_rows_any_savepoint_sequence_left(
+    steps: list[str],
+) -> None:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    outbox = Outbox("orders")
+    with capture() as cap:
+        with Session(engine) as session:
+            savepoints: list[Any] = []
+            for step in steps:
+                if step == "enqueue":
+                    session.execute(insert(outbox_table).values(status="pending"))
+                    outbox.enqueue(session=session)
+                elif step == "nest":
+                    savepoints.append(session.begin_nested())
+                elif savepoints and step == "release":
+                    savepoints.pop().commit()
+                elif savepoints:
+                    savepoints.pop().rollback()
+            session.commit()
+        assert enqueued(cap) == rows(engine)
+    engine.dispose()
 
 
 def test_enqueue_rejects_a_session_that_is_not_sqlalchemy(syncperf_capture: Capture) -> None:
