@@ -253,8 +253,7 @@ class Runtime(Guard):
                 ok = self.finisher.flush(timeout=left())
                 provider = self.tracing.provider
                 if provider is not None:
-                    # ``is not False``: a provider whose flush returns nothing did not fail
-                    ok = provider.force_flush(int(left() * 1000)) is not False and ok
+                    ok = provider.force_flush(int(left() * 1000)) is not False and ok  # None: ok
                 for exporter in self.exporters:
                     ok = exporter.export_once(timeout=left()) and ok
                 for extra in tuple(FLUSHES):
@@ -341,12 +340,8 @@ def current() -> Runtime:
 
 def _config_from_env() -> Config:
     """The environment's config; on first use (the request path) a bad variable is logged and
-    the defaults are used instead, rather than raising into every request."""
-    try:
-        return Config.from_env()
-    except ConfigError as error:
-        _logger.error("syncperf: ignoring the environment's settings: %s", error)
-        return Config()
+    ignored alone (its default used), rather than raising into every request."""
+    return Config.from_env(lenient=True)
 
 
 def install(config: Config) -> Runtime:

@@ -176,3 +176,95 @@ def test_an_infinite_environment_value_is_logged_and_the_default_used_on_first_u
         installed = _runtime.replace(previous)
         assert installed is not None
         installed.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("raw", "enabled"),
+    [("true", False), ("TRUE", False), (" True ", False), ("false", True), ("1", True),
+     ("yes", True), ("disabled", True), ("", True)],
+)  # fmt: skip
+def test_otel_sdk_disabled_follows_the_specification_only_true_disables(
+    raw: str, enabled: bool
+) -> None:
+    from syncperf.export import _otlp
+
+    env = {"OTEL_SDK_DISABLED": raw}
+    assert Config.from_env(env).enabled is enabled
+    assert _otlp.disabled(env) is not enabled  # one reading for both
+
+
+def test_an_otel_sdk_disabled_value_other_than_true_or_false_is_warned_about_unquoted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert Config.from_env({"OTEL_SDK_DISABLED": "sk_live_token"}).enabled is True
+    assert "OTEL_SDK_DISABLED" in caplog.text
+    assert "sk_live_token" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "var",
+    [
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_METRIC_EXPORT_TIMEOUT",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "OTEL_PYTHON_EXCLUDED_URLS",
+        "SYNCPERF_MAX_ENTITIES",
+        "SYNCPERF_SLOW_THRESHOLD",
+        "SYNCPERF_STRICT",
+    ],
+)
+@pytest.mark.parametrize("raw", ["", "  "], ids=["empty", "blank"])
+def test_an_empty_variable_is_the_same_as_unset(var: str, raw: str) -> None:
+    assert Config.from_env({var: raw}) == Config()
+
+
+def test_an_empty_fastapi_excluded_urls_falls_back_to_the_generic_variable() -> None:
+    env = {"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "", "OTEL_PYTHON_EXCLUDED_URLS": "healthz"}
+    assert Config.from_env(env).excluded_urls == "healthz"
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "-5"),
+        ("OTEL_METRIC_EXPORT_TIMEOUT", "inf"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
+        ("OTEL_PYTHON_EXCLUDED_URLS", "(unclosed"),
+    ],
+)
+def test_an_invalid_otel_variable_is_warned_about_and_ignored_as_the_specification_says(
+    var: str, raw: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config.from_env({var: raw, "SYNCPERF_MAX_ENTITIES": "7"})
+    assert config == Config(max_entities=7)
+    assert var in caplog.text
+
+
+def test_without_configure_one_bad_variable_is_ignored_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "")
+    monkeypatch.setenv("SYNCPERF_MAX_ENTITIES", "sk_live_secret")
+    monkeypatch.setenv("SYNCPERF_SLOW_THRESHOLD", "inf")
+    monkeypatch.setenv("SYNCPERF_MAX_SERIES", "50")
+    previous = _runtime.replace(None)
+    try:
+        config = _runtime.current().config
+        assert config.enabled is False
+        assert config.max_series == 50
+        assert (config.max_entities, config.slow_threshold) == (100, 2.0)
+        assert "SYNCPERF_MAX_ENTITIES" in caplog.text and "SYNCPERF_SLOW_THRESHOLD" in caplog.text
+        assert "sk_live_secret" not in caplog.text
+    finally:
+        installed = _runtime.replace(previous)
+        assert installed is not None
+        installed.shutdown()
+
+
+def test_configure_still_raises_for_a_bad_syncperf_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"SYNCPERF_SLOW_THRESHOLD": "inf"})
+    assert info.value.option == "SYNCPERF_SLOW_THRESHOLD"
