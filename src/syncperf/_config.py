@@ -18,6 +18,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from syncperf import _gate as gate
+from syncperf import _otel_env as otel_env
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -34,11 +35,16 @@ SYNC_LOG_LEVELS: Mapping[str, int] = MappingProxyType(
 """Default level of each kind of sync log record (DEBUG, INFO, INFO, WARNING, WARNING)."""
 _LEVEL_NAMES = {"CRITICAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20, "DEBUG": 10}
 _FALSE = {"0", "false", "no", "off", ""}
+MAX_SECONDS = 86400.0
+"""The longest duration option (one day): the runtime turns durations into nanoseconds and
+waits on them, which a larger or infinite number would make fail on every request."""
 
 
 @dataclass(frozen=True)
 class Config:
     """Every syncperf setting. Build one with ``Config.from_env(...)`` or ``configure(...)``.
+
+    Durations are in seconds, at most ``MAX_SECONDS`` (one day).
 
     Attributes:
         enabled: Master switch. ``OTEL_SDK_DISABLED=true`` turns it off.
@@ -137,8 +143,8 @@ class Config:
             "export_timeout",
             "shutdown_timeout",
         ):
-            check_float(name, getattr(self, name), low=0.0, high=math.inf, open_low=True)
-        check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=math.inf)
+            check_float(name, getattr(self, name), low=0.0, high=MAX_SECONDS, open_low=True)
+        check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=MAX_SECONDS)
         check_float("sync_log_sample_rate", self.sync_log_sample_rate, low=0.0, high=1.0)
         check_float(
             "sync_log_rate_limit", self.sync_log_rate_limit, low=0.0, high=math.inf, open_low=True
@@ -157,7 +163,9 @@ class Config:
         object.__setattr__(self, "metric_exporters", tuple(exporters))
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, lenient: bool = False, **overrides: Any
+    ) -> Config:
         """Build a config from the environment, then apply ``overrides``.
 
         Reads ``OTEL_SDK_DISABLED``, ``OTEL_METRIC_EXPORT_INTERVAL``,
@@ -172,31 +180,56 @@ class Config:
         ``SYNCPERF_SYNC_LOG_SAMPLE_RATE``, ``SYNCPERF_SYNC_LOG_RATE_LIMIT``,
         ``SYNCPERF_SYNC_LOG_STARTS`` (comma-separated operations) and ``SYNCPERF_PLANS``.
 
+        An empty variable is the same as an unset one. The ``OTEL_*`` variables mean what the
+        OpenTelemetry specification says (``_otel_env``): an invalid one is logged and
+        ignored. An invalid ``SYNCPERF_*`` variable raises, unless ``lenient``: then it is
+        logged (without its value) and ignored alone, the other variables still apply.
+
         Raises:
-            ConfigError: a variable or override holds a value syncperf does not accept.
+            ConfigError: a ``SYNCPERF_*`` variable (unless ``lenient``) or an override holds
+                a value syncperf does not accept.
         """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        if (raw := env.get("OTEL_SDK_DISABLED")) is not None:
-            values["enabled"] = not _parse_bool("OTEL_SDK_DISABLED", raw)
+
+        def offer(var: str, raw: str, key: str, value: Any, strict: bool) -> None:
+            try:
+                cls(**{key: value})  # each option is checked on its own
+            except ConfigError as error:
+                if strict:
+                    raise ConfigError(var, raw, error.accepted) from None
+                otel_env.warn(var, raw, error.accepted)
+            else:
+                values[key] = value
+
+        if otel_env.value(env, "OTEL_SDK_DISABLED") is not None:
+            values["enabled"] = not otel_env.sdk_disabled(env)
         for var, key in (
             ("OTEL_METRIC_EXPORT_INTERVAL", "export_interval"),
             ("OTEL_METRIC_EXPORT_TIMEOUT", "export_timeout"),
         ):
-            if (raw := env.get(var)) is not None:
-                values[key] = _parse_number(var, raw) / 1000.0
-        for var in ("OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"):
-            if (raw := env.get(var)) is not None:
-                values["excluded_urls"] = raw
-                break
-        if (raw := env.get("OTEL_BSP_MAX_QUEUE_SIZE")) is not None:
-            values["span_queue_size"] = size = _parse_int("OTEL_BSP_MAX_QUEUE_SIZE", raw)
-            if size < 1:
-                raise ConfigError("OTEL_BSP_MAX_QUEUE_SIZE", raw, "an integer >= 1")
+            if (ms := otel_env.number(env, var)) is not None:
+                offer(var, str(env.get(var)), key, ms / 1000.0, strict=False)
+        if (size := otel_env.integer(env, "OTEL_BSP_MAX_QUEUE_SIZE")) is not None:
+            queue = str(env.get("OTEL_BSP_MAX_QUEUE_SIZE"))
+            offer("OTEL_BSP_MAX_QUEUE_SIZE", queue, "span_queue_size", size, strict=False)
+        found = otel_env.first(
+            env, "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS", "OTEL_PYTHON_EXCLUDED_URLS"
+        )
+        if found is not None:
+            offer(found[0], found[1], "excluded_urls", found[1], strict=False)
         for key, parse in _SYNCPERF_VARS.items():
             var = "SYNCPERF_" + key.upper()
-            if (raw := env.get(var)) is not None:
-                values[key] = parse(var, raw)
+            if (raw := otel_env.value(env, var)) is None:
+                continue
+            try:
+                parsed = parse(var, raw)
+            except ConfigError as error:
+                if not lenient:
+                    raise
+                otel_env.warn(var, raw, error.accepted)
+            else:
+                offer(var, raw, key, parsed, strict=not lenient)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             name = sorted(unknown)[0]
@@ -338,7 +371,10 @@ def check_float(
 ) -> None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
-        number = float(value)  # type: ignore[arg-type]
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except OverflowError:  # an int too large for a float
+            number = math.nan
         ok = not math.isnan(number) and (number > low if open_low else number >= low)
         ok = ok and number <= high
     if not ok:

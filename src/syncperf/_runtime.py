@@ -143,6 +143,7 @@ class Runtime(Guard):
         self.cooldown_ns = int(config.shed_cooldown * 1e9)
         self.slow_ns = int(config.slow_threshold * 1e9)
         self.shed_until = 0
+        self.flush_timed_out = False
         self.streaks = {}
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
@@ -236,32 +237,36 @@ class Runtime(Guard):
 
         Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
         on a daemon thread, so a collector that accepts and never answers cannot hold the
-        caller (or the process's exit) longer. True when everything finished in time.
+        caller (or the process's exit) longer. True when everything finished in time and
+        succeeded: False when an export or a provider's flush failed, or flushing raised.
         """
         limit = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
         done = threading.Event()
+        succeeded: list[bool] = []
 
         def left() -> float:
             return max(deadline - time.monotonic(), 0.0)
 
         def work() -> None:
             try:
-                self.finisher.flush(timeout=left())
+                ok = self.finisher.flush(timeout=left())
                 provider = self.tracing.provider
                 if provider is not None:
-                    provider.force_flush(int(left() * 1000))
+                    ok = provider.force_flush(int(left() * 1000)) is not False and ok  # None: ok
                 for exporter in self.exporters:
-                    exporter.export_once(timeout=left())
+                    ok = exporter.export_once(timeout=left()) and ok
                 for extra in tuple(FLUSHES):
-                    extra(int(left() * 1000))
+                    ok = extra(int(left() * 1000)) is not False and ok
+                succeeded.append(ok)
             except Exception:  # never raise into the caller (an exit hook, a lifespan)
                 _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
             done.set()
 
         threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
-        if done.wait(limit):
-            return True
+        self.flush_timed_out = not done.wait(limit)
+        if not self.flush_timed_out:
+            return succeeded == [True]
         self.log_once(
             "flush_timeout",
             "syncperf: flushing telemetry took longer than %.1f s (is the collector "
@@ -335,12 +340,8 @@ def current() -> Runtime:
 
 def _config_from_env() -> Config:
     """The environment's config; on first use (the request path) a bad variable is logged and
-    the defaults are used instead, rather than raising into every request."""
-    try:
-        return Config.from_env()
-    except ConfigError as error:
-        _logger.error("syncperf: ignoring the environment's settings: %s", error)
-        return Config()
+    ignored alone (its default used), rather than raising into every request."""
+    return Config.from_env(lenient=True)
 
 
 def install(config: Config) -> Runtime:
@@ -395,7 +396,8 @@ def force_flush(timeout: float | None = None) -> bool:
         timeout: Seconds to wait at most (default: the ``shutdown_timeout`` setting, 5 s).
 
     Returns:
-        True when everything was exported in time.
+        True when everything was exported in time; False when an export or a provider's
+        flush failed, or ran out of time.
     """
     rt = installed
     return True if rt is None else rt.flush(timeout)
@@ -416,7 +418,7 @@ def flush_for_exit() -> bool:
     if rt is None:
         return True
     done = rt.flush(0.0 if _exit_stalled else None)
-    _exit_stalled = _exit_stalled or not done
+    _exit_stalled = _exit_stalled or rt.flush_timed_out  # not a quick failure: it may recover
     return done
 
 

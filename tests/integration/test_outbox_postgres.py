@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, func, select, text
+from sqlalchemy.orm import Session
 
 from syncperf.outbox import Outbox, sqlalchemy_probe
 from syncperf.testing import Capture
@@ -259,3 +260,34 @@ def test_the_table_totals_survive_a_relay_killed_mid_batch(
         assert cap.total("outbox.messages", {"outbox.event": "retried"}) == 10
     finally:
         box.close()  # its gauges must not outlive the test (it may sit in a cycle until gc)
+
+
+def test_savepoints_on_postgres_count_exactly_the_enqueues_whose_rows_were_committed(
+    engine: Engine, syncperf_capture: Capture
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE box (id serial PRIMARY KEY, n int)"))
+    box = Outbox("todos")
+
+    def write(session: Session, n: int) -> None:
+        session.execute(text("INSERT INTO box (n) VALUES (:n)"), {"n": n})
+        box.enqueue(session=session)
+
+    with Session(engine) as session, session.begin():
+        write(session, 1)
+        rejected = session.begin_nested()
+        write(session, 2)
+        rejected.rollback()  # a rejected push inside a savepoint
+        with session.begin_nested():
+            write(session, 3)
+            inner = session.begin_nested()
+            write(session, 4)
+            inner.rollback()
+    with Session(engine) as session, session.begin():
+        with session.begin_nested():
+            write(session, 5)  # released, then the whole transaction rolls back
+        session.rollback()
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT count(*) FROM box")).scalar()
+    assert kept == 2
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == kept

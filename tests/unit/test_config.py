@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import syncperf
-from syncperf import Config, ConfigError
+import syncperf.testing
+from syncperf import Config, ConfigError, _runtime
 
 
 @pytest.mark.parametrize(
@@ -16,7 +19,7 @@ from syncperf import Config, ConfigError
         ("max_entities", 0, "an integer >= 1"),
         ("max_entities", "10", "an integer >= 1"),
         ("trace_sample_rate", 1.5, "a number >= 0.0 and <= 1.0"),
-        ("overhead_budget", 0, "a number > 0.0"),
+        ("overhead_budget", 0, "a number > 0.0 and <= 86400.0"),
         ("strict", "yes", "True or False"),
         ("entities", "todo", "an iterable of entity names or None"),
     ],
@@ -92,3 +95,176 @@ def test_configure_installs_and_returns_the_active_config() -> None:
 def test_configure_rejects_a_config_combined_with_options() -> None:
     with pytest.raises(ConfigError, match="config="):
         syncperf.configure(Config(), strict=True)
+
+
+_SECONDS_OPTIONS = (
+    "slow_threshold",
+    "overhead_budget",
+    "shed_cooldown",
+    "shutdown_timeout",
+    "export_interval",
+    "export_timeout",
+)
+_NUMBER_OPTIONS = (*_SECONDS_OPTIONS, "sync_log_rate_limit", "trace_sample_rate")
+_huge = st.one_of(
+    st.sampled_from([math.inf, -math.inf, math.nan, 1e300, 86400.0, 86400.5, 10**400, -(10**400)]),
+    st.floats(),
+    st.integers(min_value=-(10**500), max_value=10**500),
+)
+
+
+@given(st.sampled_from(_NUMBER_OPTIONS), _huge)
+def test_a_huge_or_non_finite_number_is_accepted_and_builds_a_runtime_or_is_a_config_error(
+    option: str, value: float
+) -> None:
+    try:
+        config = Config(**{option: value})
+    except ConfigError as error:
+        assert error.option == option
+        return
+    with syncperf.testing.capture(**{option: getattr(config, option)}):
+
+        @syncperf.instrument_sync("push")
+        def push() -> int:
+            return 1
+
+        assert push() == 1
+        assert _runtime.current().flush() is True
+
+
+@pytest.mark.parametrize("option", _SECONDS_OPTIONS)
+def test_seconds_options_name_their_finite_maximum(option: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Config(**{option: math.inf})
+    assert "<= 86400" in info.value.accepted
+    assert getattr(Config(**{option: 86400}), option) == 86400
+
+
+def test_configure_with_an_integer_too_large_for_a_float_raises_config_error() -> None:
+    with pytest.raises(ConfigError) as info:
+        syncperf.configure(export_interval=10**400)
+    assert info.value.option == "export_interval"
+
+
+@pytest.mark.parametrize(
+    "var",
+    [
+        "SYNCPERF_SLOW_THRESHOLD",
+        "SYNCPERF_OVERHEAD_BUDGET",
+        "SYNCPERF_SHED_COOLDOWN",
+        "SYNCPERF_SHUTDOWN_TIMEOUT",
+    ],
+)
+@pytest.mark.parametrize("raw", ["inf", "1e300", "1e400"])
+def test_an_infinite_environment_value_is_logged_and_the_default_used_on_first_use(
+    var: str, raw: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(var, raw)
+    previous = _runtime.replace(None)
+    try:
+        rt = _runtime.current()
+
+        @syncperf.instrument_sync("push")
+        def push() -> int:
+            return 1
+
+        assert push() == 1
+        assert rt.flush() is True  # the exit hook's wait: the default, finite
+        assert var.removeprefix("SYNCPERF_").lower() in caplog.text.lower()
+        assert rt.config == Config()
+    finally:
+        installed = _runtime.replace(previous)
+        assert installed is not None
+        installed.shutdown()
+
+
+@pytest.mark.parametrize(
+    ("raw", "enabled"),
+    [("true", False), ("TRUE", False), (" True ", False), ("false", True), ("1", True),
+     ("yes", True), ("disabled", True), ("", True)],
+)  # fmt: skip
+def test_otel_sdk_disabled_follows_the_specification_only_true_disables(
+    raw: str, enabled: bool
+) -> None:
+    from syncperf.export import _otlp
+
+    env = {"OTEL_SDK_DISABLED": raw}
+    assert Config.from_env(env).enabled is enabled
+    assert _otlp.disabled(env) is not enabled  # one reading for both
+
+
+def test_an_otel_sdk_disabled_value_other_than_true_or_false_is_warned_about_unquoted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    assert Config.from_env({"OTEL_SDK_DISABLED": "sk_live_token"}).enabled is True
+    assert "OTEL_SDK_DISABLED" in caplog.text
+    assert "sk_live_token" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "var",
+    [
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_METRIC_EXPORT_TIMEOUT",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "OTEL_PYTHON_EXCLUDED_URLS",
+        "SYNCPERF_MAX_ENTITIES",
+        "SYNCPERF_SLOW_THRESHOLD",
+        "SYNCPERF_STRICT",
+    ],
+)
+@pytest.mark.parametrize("raw", ["", "  "], ids=["empty", "blank"])
+def test_an_empty_variable_is_the_same_as_unset(var: str, raw: str) -> None:
+    assert Config.from_env({var: raw}) == Config()
+
+
+def test_an_empty_fastapi_excluded_urls_falls_back_to_the_generic_variable() -> None:
+    env = {"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": "", "OTEL_PYTHON_EXCLUDED_URLS": "healthz"}
+    assert Config.from_env(env).excluded_urls == "healthz"
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("OTEL_METRIC_EXPORT_INTERVAL", "soon"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "-5"),
+        ("OTEL_METRIC_EXPORT_TIMEOUT", "inf"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
+        ("OTEL_BSP_MAX_QUEUE_SIZE", "many"),
+        ("OTEL_PYTHON_EXCLUDED_URLS", "(unclosed"),
+    ],
+)
+def test_an_invalid_otel_variable_is_warned_about_and_ignored_as_the_specification_says(
+    var: str, raw: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config.from_env({var: raw, "SYNCPERF_MAX_ENTITIES": "7"})
+    assert config == Config(max_entities=7)
+    assert var in caplog.text
+
+
+def test_without_configure_one_bad_variable_is_ignored_alone(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", "true")
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "")
+    monkeypatch.setenv("SYNCPERF_MAX_ENTITIES", "sk_live_secret")
+    monkeypatch.setenv("SYNCPERF_SLOW_THRESHOLD", "inf")
+    monkeypatch.setenv("SYNCPERF_MAX_SERIES", "50")
+    previous = _runtime.replace(None)
+    try:
+        config = _runtime.current().config
+        assert config.enabled is False
+        assert config.max_series == 50
+        assert (config.max_entities, config.slow_threshold) == (100, 2.0)
+        assert "SYNCPERF_MAX_ENTITIES" in caplog.text and "SYNCPERF_SLOW_THRESHOLD" in caplog.text
+        assert "sk_live_secret" not in caplog.text
+    finally:
+        installed = _runtime.replace(previous)
+        assert installed is not None
+        installed.shutdown()
+
+
+def test_configure_still_raises_for_a_bad_syncperf_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"SYNCPERF_SLOW_THRESHOLD": "inf"})
+    assert info.value.option == "SYNCPERF_SLOW_THRESHOLD"

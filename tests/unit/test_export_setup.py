@@ -219,6 +219,48 @@ def test_sdk_disabled_installs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("raw", ["1", "yes", "disabled", ""])
+def test_only_true_disables_the_sdk_and_syncperf_agrees(
+    monkeypatch: pytest.MonkeyPatch, raw: str
+) -> None:
+    monkeypatch.setenv("OTEL_SDK_DISABLED", raw)
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    handle = setup_otlp()
+    assert handle.tracer_provider is not None
+    assert handle.config.enabled is True
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize(
+    "var",
+    [
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "OTEL_METRIC_EXPORT_INTERVAL",
+        "OTEL_BSP_MAX_QUEUE_SIZE",
+        "OTEL_TRACES_EXPORTER",
+    ],
+)
+def test_an_empty_otel_variable_is_the_same_as_unset(
+    monkeypatch: pytest.MonkeyPatch, var: str
+) -> None:
+    monkeypatch.setenv(var, "")
+    handle = setup_otlp()
+    assert handle.traces_protocol == "http/protobuf"
+    assert handle.config == syncperf.Config(export_timeout=0.2)  # the fixture's
+
+
+@pytest.mark.usefixtures("clean")
+def test_an_empty_per_signal_protocol_falls_back_to_the_general_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    assert setup_otlp().traces_protocol == "grpc"
+
+
+@pytest.mark.usefixtures("clean")
 @pytest.mark.parametrize(
     ("env", "kwargs", "option"),
     [

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -108,3 +109,71 @@ def test_the_shutdown_timeout_comes_from_the_environment() -> None:
     assert syncperf.Config().shutdown_timeout == 5.0
     with pytest.raises(syncperf.ConfigError, match="shutdown_timeout"):
         syncperf.Config(shutdown_timeout=0)
+
+
+class _Failing(MetricExporter):
+    def __init__(self, *, raises: bool = False) -> None:
+        super().__init__()
+        self.raises = raises
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        if self.raises:
+            raise ConnectionError("collector down")
+        return MetricExportResult.FAILURE
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("raises", [False, True])
+def test_force_flush_returns_false_when_a_metric_export_failed(
+    exporter: InMemorySpanExporter, raises: bool
+) -> None:
+    syncperf.configure(metric_exporters=[_Failing(raises=raises)])
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    assert syncperf.force_flush(timeout=2) is False
+
+
+def test_force_flush_returns_false_when_the_tracer_provider_flush_failed(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.force_flush = lambda timeout_millis=30_000: False  # type: ignore[method-assign]
+    _run(provider, 1)
+    assert syncperf.force_flush(timeout=2) is False
+
+
+def test_force_flush_returns_false_when_flushing_raised(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(ms: int) -> object:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_runtime, "FLUSHES", [broken])
+    _run(TracerProvider(shutdown_on_exit=False), 1)
+    assert syncperf.force_flush(timeout=2) is False
+
+
+def test_force_flush_returns_true_when_everything_was_exported(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _run(provider, 2)
+    assert syncperf.force_flush(timeout=2) is True
+    assert len(exporter.get_finished_spans()) == 2
+
+
+def test_a_failed_export_at_shutdown_does_not_make_the_exit_flush_skip_its_wait(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_runtime, "_exit_stalled", False)
+    syncperf.configure(metric_exporters=[_Failing()])
+    assert _runtime.flush_for_exit() is False
+    assert _runtime._exit_stalled is False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -343,6 +344,48 @@ def test_outbox_lag_from_a_hostile_created_at_is_dropped() -> None:
         assert_exportable(cap, registry)
         assert cap.total("outbox.messages", {"outbox.event": "published"}) == 4
         assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_created_at"}) == 4
+
+
+class _ThirtyHours(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=30)
+
+
+class _Raising(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise RuntimeError(SECRET)
+
+
+class _NaT(datetime):
+    """Like pandas' NaT: a datetime whose timestamp() raises ValueError."""
+
+    def timestamp(self) -> float:
+        raise ValueError("NaTType does not support timestamp")
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    [
+        datetime(2024, 1, 1, tzinfo=_ThirtyHours()),
+        datetime(2024, 1, 1, tzinfo=_Raising()),
+        _NaT(2024, 1, 1, tzinfo=timezone.utc),
+    ],
+    ids=["utcoffset-30h", "utcoffset-raises", "nat"],
+)
+def test_a_created_at_whose_timestamp_fails_is_dropped_not_raised(
+    created_at: datetime, caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncperf.outbox import Outbox
+
+    outbox = Outbox("orders")
+    with lenient() as (cap, registry):
+        with outbox.publish(count=1) as batch:
+            batch.published(created_at)
+        assert_exportable(cap, registry)
+        assert cap.total("outbox.messages", {"outbox.event": "published"}) == 1
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_created_at"}) == 1
+        assert cap.points("outbox.lag") == []
+    assert SECRET not in caplog.text
 
 
 # --- log lines never quote content -------------------------------------------------------

@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, DateTime, Integer, MetaData, String, Table, create_engine, insert
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.orm import Session
 
 import syncperf
+from syncperf import _gate as gate
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
+from syncperf.outbox._gauges import MAX_STATUSES, _validate
 from syncperf.testing import Capture, capture
 
 
@@ -97,6 +114,70 @@ def test_a_nonsense_answer_counts_as_a_failure(syncperf_capture: Capture) -> Non
     assert gauge(syncperf_capture, "outbox.depth") is None
     assert probe_failures(syncperf_capture) == {"TypeError": 1}
     outbox.close()
+
+
+@pytest.mark.parametrize("age", [math.inf, -math.inf, math.nan, 10**400])
+def test_a_non_finite_oldest_age_is_nonsense_and_counts_as_a_failure(
+    syncperf_capture: Capture, age: Any
+) -> None:
+    outbox = Outbox("orders", stats=lambda: (3, age))
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"TypeError": 1}
+    finally:
+        outbox.close()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["pend\ud800", "x" * 100_000, "a\nb", "", 7, None],
+    ids=["surrogate", "100kb", "newline", "empty", "int", "none"],
+)
+def test_a_status_no_exporter_can_carry_is_dropped_and_counted_and_the_rest_reported(
+    bad: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = CollectorRegistry()
+    with capture(strict=False, prometheus=registry) as cap:
+        outbox = Outbox("orders", stats=lambda: OutboxStats(1, 5.0, rows={bad: 9, "pending": 1}))
+        for _ in range(2):  # every scrape works
+            text = generate_latest(registry).decode("utf-8")
+        assert 'outbox_status="pending"' in text
+        assert len(text) < 20_000
+        rows = cap.points("outbox.rows", {"outbox.name": "orders"})
+        assert {p.attributes["outbox.status"]: p.value for p in rows} == {"pending": 1}
+        assert gauge(cap, "outbox.depth") == 1
+        assert gauge(cap, "outbox.oldest_age") == 5.0
+        assert set(probe_failures(cap)) == {"invalid_status"}
+        outbox.close()
+    assert "left out of outbox.rows" in caplog.text
+    if isinstance(bad, str) and bad:
+        assert bad not in caplog.text
+
+
+def test_more_than_20_statuses_keep_the_20_largest_and_fold_the_rest_into_other(
+    syncperf_capture: Capture,
+) -> None:
+    rows = {f"s{i:02}": 100 - i for i in range(25)} | {"z_tie": 81, "a_tie": 81}
+    outbox = Outbox("orders", stats=lambda: OutboxStats(4, 2.0, rows=rows))
+    points = syncperf_capture.points("outbox.rows", {"outbox.name": "orders"})
+    reported = {p.attributes["outbox.status"]: p.value for p in points}
+    kept = {f"s{i:02}": 100 - i for i in range(19)} | {"a_tie": 81}  # s19, z_tie: 81 too
+    assert reported == kept | {"_other": sum(rows.values()) - sum(kept.values())}
+    assert gauge(syncperf_capture, "outbox.depth") == 4
+    assert gauge(syncperf_capture, "outbox.oldest_age") == 2.0
+    assert probe_failures(syncperf_capture) == {}
+    outbox.close()
+
+
+@given(st.dictionaries(st.text(max_size=3), st.integers(min_value=0, max_value=10**6)))
+def test_folded_statuses_keep_the_total_and_report_at_most_21_values(
+    rows: dict[str, int],
+) -> None:
+    stats = _validate(OutboxStats(1, 1.0, rows=rows))
+    assert stats.rows is not None
+    assert len(stats.rows) <= MAX_STATUSES + 1
+    assert sum(stats.rows.values()) == sum(n for k, n in rows.items() if gate.name(k))
 
 
 def test_a_slow_callback_times_out_and_the_next_collection_fails_fast(
@@ -244,6 +325,28 @@ def test_probe_totals_count_every_row_by_status_and_sum_the_attempts(
     outbox.close()
 
 
+def test_probe_with_21_statuses_still_reports_depth_and_folds_the_smallest_into_other(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    now = datetime.now(timezone.utc)
+    values = [{"status": "pending", "created_at": now - timedelta(seconds=30), "attempts": 1}]
+    values += [{"status": f"s{i:02}", "created_at": now, "attempts": 0} for i in range(20)]
+    values += [{"status": "s00", "created_at": now, "attempts": 0}]
+    with engine.begin() as connection:
+        connection.execute(insert(outbox_table), values)
+    probe = sqlalchemy_probe(engine, status="status", totals=True, attempts="attempts")
+    outbox = Outbox("orders", stats=probe)
+    assert gauge(syncperf_capture, "outbox.depth") == 1
+    age = gauge(syncperf_capture, "outbox.oldest_age")
+    assert age is not None and 29 < age < 40
+    rows = syncperf_capture.points("outbox.rows", {"outbox.name": "orders"})
+    reported = {p.attributes["outbox.status"]: p.value for p in rows}
+    assert len(reported) == 21 and reported["_other"] == 1 and reported["s00"] == 2
+    assert "s19" not in reported  # the 19 statuses of 1 row after s00 and pending: by name
+    assert probe_failures(syncperf_capture) == {}
+    outbox.close()
+
+
 def test_probe_on_a_missing_table_fails_without_raising(syncperf_capture: Capture) -> None:
     engine = create_engine("sqlite:///:memory:")
     outbox = Outbox("orders", stats=sqlalchemy_probe(engine, "nope"))
@@ -319,6 +422,95 @@ def test_enqueue_inside_a_savepoint_counts_with_the_outer_commit(
             outbox.enqueue(session=session)
         session.commit()
     assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == 1
+
+
+def enqueued(cap: Capture) -> float:
+    return cap.total("outbox.messages", {"outbox.event": "enqueued"})
+
+
+def rows(engine: Any) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(outbox_table)).scalar())
+
+
+def test_enqueue_inside_a_savepoint_that_rolls_back_is_forgotten(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session, session.begin():
+        savepoint = session.begin_nested()
+        session.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=session)
+        savepoint.rollback()
+    assert rows(engine) == 0
+    assert enqueued(syncperf_capture) == 0
+
+
+def test_enqueue_inside_a_released_savepoint_waits_for_the_outer_commit(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:
+        with session.begin_nested():
+            outbox.enqueue(2, session=session)
+        assert enqueued(syncperf_capture) == 0  # released, not committed yet
+        session.rollback()
+    assert enqueued(syncperf_capture) == 0
+    with Session(engine) as session:
+        with session.begin_nested():
+            outbox.enqueue(2, session=session)
+        session.commit()
+    assert enqueued(syncperf_capture) == 2
+
+
+def test_nested_savepoints_count_exactly_what_survives(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:
+        session.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=session)  # root: kept
+        with session.begin_nested():
+            session.execute(insert(outbox_table).values(status="pending"))
+            outbox.enqueue(10, session=session)  # released into the root: kept
+            inner = session.begin_nested()
+            session.execute(insert(outbox_table).values(status="pending"))
+            outbox.enqueue(100, session=session)
+            inner.rollback()  # forgotten
+            with session.begin_nested():
+                session.execute(insert(outbox_table).values(status="pending"))
+                outbox.enqueue(1000, session=session)  # kept
+        failed = session.begin_nested()
+        outbox.enqueue(10_000, session=session)
+        failed.rollback()  # forgotten
+        session.commit()
+    assert rows(engine) == 3
+    assert enqueued(syncperf_capture) == 1011
+
+
+@given(st.lists(st.sampled_from(["enqueue", "nest", "release", "rollback"]), max_size=12))
+def test_the_enqueued_count_matches_the_rows_any_savepoint_sequence_left(
+    steps: list[str],
+) -> None:
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    outbox = Outbox("orders")
+    with capture() as cap:
+        with Session(engine) as session:
+            savepoints: list[Any] = []
+            for step in steps:
+                if step == "enqueue":
+                    session.execute(insert(outbox_table).values(status="pending"))
+                    outbox.enqueue(session=session)
+                elif step == "nest":
+                    savepoints.append(session.begin_nested())
+                elif savepoints and step == "release":
+                    savepoints.pop().commit()
+                elif savepoints:
+                    savepoints.pop().rollback()
+            session.commit()
+        assert enqueued(cap) == rows(engine)
+    engine.dispose()
 
 
 def test_enqueue_rejects_a_session_that_is_not_sqlalchemy(syncperf_capture: Capture) -> None:

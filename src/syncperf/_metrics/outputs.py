@@ -25,7 +25,7 @@ def flush_also(provider: Any) -> None:
     """Add ``provider.force_flush`` to ``FLUSHES`` (held weakly: a provider that is gone is
     skipped)."""
     flush = weakref.WeakMethod(provider.force_flush)
-    FLUSHES.append(lambda ms: (method := flush()) is not None and method(ms))
+    FLUSHES.append(lambda ms: (method := flush()) is None or method(ms))
 
 
 class Outputs:

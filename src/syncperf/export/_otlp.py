@@ -14,6 +14,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from syncperf import _otel_env as otel_env
 from syncperf import _runtime
 from syncperf._metrics import outputs
 from syncperf.exceptions import ConfigError
@@ -29,11 +30,11 @@ OWN_METER_PROVIDERS: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def disabled(env: Mapping[str, str]) -> bool:
-    return env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+    return otel_env.sdk_disabled(env)
 
 
 def signal_on(var: str, env: Mapping[str, str]) -> bool:
-    raw = env.get(var, "otlp").strip().lower() or "otlp"
+    raw = (otel_env.value(env, var) or "otlp").lower()
     names = {n.strip() for n in raw.split(",") if n.strip()}
     unknown = names - set(_EXPORTER_CHOICES)
     if unknown:
@@ -44,11 +45,10 @@ def signal_on(var: str, env: Mapping[str, str]) -> bool:
 def protocol_of(explicit: str | None, signal: str, env: Mapping[str, str]) -> str:
     if explicit is not None:
         option, value = "protocol", explicit
-    elif (raw := env.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL")) is not None:
-        option, value = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", raw
-    else:
-        option = "OTEL_EXPORTER_OTLP_PROTOCOL"
-        value = env.get(option, DEFAULT_PROTOCOL)
+    else:  # empty is unset: a per-signal variable falls back to the general one
+        option, value = otel_env.first(
+            env, f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"
+        ) or ("OTEL_EXPORTER_OTLP_PROTOCOL", DEFAULT_PROTOCOL)
     value = value.strip().lower()
     if value not in PROTOCOLS:
         raise ConfigError(option, value, " or ".join(PROTOCOLS))

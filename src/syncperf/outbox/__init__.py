@@ -49,12 +49,13 @@ from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
 from syncperf._config import check_float
-from syncperf._gate import is_count, raised_at
+from syncperf._gate import MAX_NAME, is_count, raised_at
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
 from syncperf.outbox._gauges import (
     GaugeSource,
+    InvalidStatus,
     OutboxStats,
     StatsRunner,
     failure_type,
@@ -206,6 +207,16 @@ class Outbox:
         etype = failure_type(error)
         with rt.lock:
             series.probe_failure(rt.error_types(etype)).add(1)
+        if isinstance(error, InvalidStatus):
+            rt.log_once(
+                "outbox_status:" + self.name,
+                "syncperf: the stats of outbox %s named a status that is not 1 to %d "
+                "printable characters (%s); it is left out of outbox.rows",
+                self.name,
+                MAX_NAME,
+                error,
+            )
+            return
         rt.log_once(
             "outbox_probe:" + self.name,
             "syncperf: the stats of outbox %s failed (%s); its gauges are skipped "

@@ -120,7 +120,8 @@ class PublishBatch:
         if created_at is not None:
             try:
                 self._lags.append(age_of(created_at))
-            except TypeError:
+            except Exception:  # not a time, or a datetime whose timestamp() fails: a tzinfo
+                # with an offset of a day or more, pandas' NaT (ValueError), a hostile tzinfo
                 self._rt.reject(
                     "invalid_created_at", "a datetime or finite POSIX seconds", created_at
                 )

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from syncperf import _gate as gate
 from syncperf._gate import MAX_COUNT, error_type
 from syncperf._metrics.catalogue import (
     OUTBOX_ATTEMPTS,
@@ -31,7 +32,9 @@ if TYPE_CHECKING:
     from syncperf._runtime import Runtime
 
 MAX_STATUSES = 20
-"""At most this many statuses are reported on ``outbox.rows`` (status values are code)."""
+"""At most this many statuses are reported on ``outbox.rows`` (status values are code): the
+largest counts (ties by name); the rest are summed as ``OTHER``."""
+OTHER = "_other"
 _REUSE_S = 10.0
 """How long the first gauge's answer may be reused by the second one of the same pass."""
 
@@ -64,6 +67,13 @@ class ProbeBusy(Exception):
     """The previous, timed-out stats call is still running."""
 
 
+class InvalidStatus(Exception):
+    """The stats named a status no exporter can carry; that status was left out.
+
+    Its argument describes the status by type and size only (``gate.describe``).
+    """
+
+
 class StatsRunner:
     """Runs one stats source at most once per collection pass, off the collecting thread."""
 
@@ -74,41 +84,54 @@ class StatsRunner:
         self._running: threading.Event | None = None
         self._last: tuple[float, OutboxStats | BaseException, set[str]] | None = None
 
-    def observe(self, gauge: str) -> tuple[OutboxStats | BaseException, bool]:
-        """The current stats (or the failure), and whether this call ran the source."""
+    def observe(self, gauge: str) -> tuple[OutboxStats | BaseException, BaseException | None]:
+        """The current stats (or the failure), and what to report as a probe failure: None
+        unless this call ran the source and it failed, or named a status left out."""
         with self._lock:
             last = self._last
             now = time.monotonic()
             if last is not None and gauge not in last[2] and now - last[0] < _REUSE_S:
                 last[2].add(gauge)
-                return last[1], False
-            result = self._call()
+                return last[1], None
+            result, failure = self._call()
             self._last = (time.monotonic(), result, {gauge})
-            return result, True
+            return result, failure
 
-    def _call(self) -> OutboxStats | BaseException:
+    def _call(self) -> tuple[OutboxStats | BaseException, BaseException | None]:
         running = self._running
         if running is not None and not running.is_set():
-            return ProbeBusy("the previous stats call has not returned yet")
+            busy = ProbeBusy("the previous stats call has not returned yet")
+            return busy, busy
         done = threading.Event()
-        box: list[OutboxStats | BaseException] = []
+        box: list[tuple[OutboxStats | BaseException, BaseException | None]] = []
 
         def run() -> None:
             try:
-                box.append(_validate(self._fn()))
+                box.append(_checked(self._fn()))
             except BaseException as error:  # reported, never raised
-                box.append(error)
+                box.append((error, error))
             finally:
                 done.set()
 
         self._running = done
         threading.Thread(target=run, name="syncperf-outbox-probe", daemon=True).start()
         if not done.wait(self._timeout):
-            return ProbeTimeout(f"no answer within {self._timeout:g} s")
+            timeout = ProbeTimeout(f"no answer within {self._timeout:g} s")
+            return timeout, timeout
         return box[0]
 
 
 def _validate(value: Any) -> OutboxStats:
+    """``value`` as ``OutboxStats``, statuses gated and bounded (see ``_checked``)."""
+    return _checked(value)[0]
+
+
+def _checked(value: Any) -> tuple[OutboxStats, InvalidStatus | None]:
+    """``value`` as ``OutboxStats``, and an ``InvalidStatus`` when a status was left out.
+
+    Raises:
+        TypeError: ``value`` is nonsense (both gauges are dropped).
+    """
     rows = attempts = None
     if isinstance(value, OutboxStats):
         depth, age, rows, attempts = value
@@ -116,25 +139,57 @@ def _validate(value: Any) -> OutboxStats:
         depth, age = value if isinstance(value, tuple) else (value, None)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise TypeError(f"stats depth must be an int >= 0, got {depth!r}")
-    if rows is not None and not (
-        isinstance(rows, Mapping)
-        and len(rows) <= MAX_STATUSES
-        and all(isinstance(k, str) and _count(n) for k, n in rows.items())
-    ):
-        raise TypeError(f"stats rows must map at most {MAX_STATUSES} statuses to counts")
+    invalid = None
+    if rows is not None:
+        rows, invalid = _statuses(rows)
     if attempts is not None and not _count(attempts):
-        raise TypeError(f"stats attempts must be an int >= 0 or None, got {attempts!r}")
+        raise TypeError("stats attempts must be an int >= 0 or None")
     if depth == 0:
         age = 0.0
     elif age is not None:
-        if isinstance(age, bool) or not isinstance(age, (int, float)) or math.isnan(age):
-            raise TypeError(f"stats oldest_age must be seconds (a number) or None, got {age!r}")
+        if isinstance(age, bool) or not isinstance(age, (int, float)) or not _finite(age):
+            raise TypeError("stats oldest_age must be finite seconds (a number) or None")
         age = max(0.0, float(age))
-    return OutboxStats(depth, age, rows, attempts)
+    return OutboxStats(depth, age, rows, attempts), invalid
+
+
+def _statuses(rows: object) -> tuple[dict[str, int], InvalidStatus | None]:
+    """Counts by status: a status that is no metric attribute value (``gate.name``) is left
+    out; past ``MAX_STATUSES`` the smallest counts (ties: the later names) are summed as
+    ``OTHER``, so the table's total is kept.
+
+    Raises:
+        TypeError: ``rows`` is not a mapping of statuses to counts.
+    """
+    if not isinstance(rows, Mapping):
+        raise TypeError("stats rows must map statuses to counts")
+    counts: dict[str, int] = {}
+    invalid = None
+    for key, n in rows.items():
+        if not _count(n):
+            raise TypeError("stats rows must map statuses to counts")
+        status = gate.name(key)
+        if status is None:
+            invalid = invalid or InvalidStatus(gate.describe(key))
+        else:
+            counts[status] = counts.get(status, 0) + n
+    if len(counts) > MAX_STATUSES:
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        counts = dict(ranked[:MAX_STATUSES])
+        counts[OTHER] = counts.get(OTHER, 0) + sum(n for _, n in ranked[MAX_STATUSES:])
+    return counts, invalid
 
 
 def _count(n: object) -> bool:
-    return isinstance(n, int) and not isinstance(n, bool) and n >= 0
+    return gate.is_count(n)
+
+
+def _finite(number: int | float) -> bool:
+    """Whether ``number`` is a finite float (an int too large for one is not)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def age_of(created_at: object, now: float | None = None) -> float:
@@ -207,10 +262,10 @@ def _callbacks(
                 found = source()
                 if found is None:
                     return ()
-                result, ran = found.runner.observe(gauge)
+                result, failure = found.runner.observe(gauge)
+                if failure is not None:
+                    found.on_failure(failure)
                 if isinstance(result, BaseException):
-                    if ran:
-                        found.on_failure(result)
                     return ()
                 return [
                     ({"outbox.name": found.name, "outbox.status": status}
@@ -251,4 +306,6 @@ def failure_type(error: BaseException) -> str:
         return "timeout"
     if isinstance(error, ProbeBusy):
         return "busy"
+    if isinstance(error, InvalidStatus):
+        return "invalid_status"
     return error_type(error)

@@ -130,18 +130,38 @@ def _timestamp(value: Any) -> Any:
 
 
 def defer_enqueue(session: Any, key: object, record: Callable[[int], None], count: int) -> bool:
-    """Count ``count`` enqueues with ``record`` when ``session`` commits; False if no Session."""
+    """Count ``count`` enqueues with ``record`` when ``session`` commits; False if no Session.
+
+    The count belongs to the innermost transaction open now (a savepoint included): a savepoint
+    that rolls back forgets it, one that is released hands it to its parent, and it is recorded
+    only when the outermost transaction commits. Before any transaction began it belongs to the
+    outermost one to come.
+    """
     sync = getattr(session, "sync_session", session)  # AsyncSession -> its Session
     if not isinstance(sync, Session):
         return False
     _install()
-    pending: dict[object, list[Any]] = sync.info.setdefault(_PENDING, {})
-    entry = pending.get(key)
-    if entry is None:
-        pending[key] = [record, count]
-    else:
-        entry[1] += count
+    owner = sync.get_nested_transaction() or sync.get_transaction()
+    _add(_pending(sync).setdefault(owner, {}), {key: [record, count]})
     return True
+
+
+_Counts = dict[object, list[Any]]
+"""``[record, count]`` by outbox."""
+
+
+def _pending(session: Session) -> dict[SessionTransaction | None, _Counts]:
+    """The session's pending counts by owning transaction (None: the outermost, not begun)."""
+    return session.info.setdefault(_PENDING, {})  # type: ignore[no-any-return]
+
+
+def _add(into: _Counts, counts: _Counts) -> None:
+    for key, (record, count) in counts.items():
+        entry = into.get(key)
+        if entry is None:
+            into[key] = [record, count]
+        else:
+            entry[1] += count
 
 
 def _install() -> None:
@@ -156,15 +176,45 @@ def _install() -> None:
 
 
 def _after_commit(session: Session) -> None:
-    info = session.info
-    if _PENDING not in info:
+    """A transaction committed: the outermost records its counts, a released savepoint hands
+    them to the transaction it was opened in.
+
+    ``after_commit`` fires for a savepoint's release too, before the savepoint is closed, so
+    the committing transaction is still the innermost savepoint (or, with none, the outermost).
+    """
+    pending = session.info.get(_PENDING)
+    if not pending:
         return
-    pending = info.pop(_PENDING)
+    committed = session.get_nested_transaction() or session.get_transaction()
+    if committed is None:  # pragma: no cover - SQLAlchemy always has one here
+        return
+    counts = pending.pop(committed, None)
+    parent = _owner(committed.parent)
+    if parent is not None:
+        if counts:
+            _add(pending.setdefault(parent, {}), counts)
+        return
+    counts = counts or {}
+    _add(counts, pending.pop(None, {}))
     with contextlib.suppress(Exception):  # record() reports its own problems
-        for record, count in pending.values():
+        for record, count in counts.values():
             record(count)
 
 
+def _owner(transaction: SessionTransaction | None) -> SessionTransaction | None:
+    """The nearest savepoint or outermost transaction at or above ``transaction`` (the ORM's
+    own subtransactions, e.g. a flush's, neither commit nor roll back anything)."""
+    while transaction is not None and not transaction.nested and transaction.parent is not None:
+        transaction = transaction.parent
+    return transaction
+
+
 def _after_transaction_end(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None and _PENDING in session.info:  # rolled back or closed
+    """A transaction ended: what it still holds was not committed (rolled back or closed)."""
+    pending = session.info.get(_PENDING)
+    if pending is None:
+        return
+    if transaction.parent is None:  # the outermost: nothing pending survives it
         session.info.pop(_PENDING, None)
+    else:
+        pending.pop(transaction, None)
