@@ -150,3 +150,26 @@ def test_a_gauge_not_observed_any_more_is_gone_not_frozen() -> None:
         assert cap.points("outbox.oldest_age")[0].value == 1000.0
         state["fail"] = True
         assert cap.points("outbox.oldest_age") == []
+
+
+def test_an_observed_up_down_counter_not_observed_any_more_is_gone_not_frozen() -> None:
+    import syncperf
+    from syncperf._metrics import catalogue
+    from syncperf.testing import capture
+
+    with capture(strict=False) as cap:
+        state = {"fail": False}
+
+        def pool():  # type: ignore[no-untyped-def]
+            if state["fail"]:
+                raise RuntimeError("pool gone")
+            return [({"db.client.connection.pool.name": "main"}, 7)]
+
+        catalogue.DB_CONNECTION_COUNT.observe(cap.runtime.registry, pool)
+        with syncperf.sync_operation("pull"):
+            pass
+        assert cap.points("db.client.connection.count")[0].value == 7
+        state["fail"] = True
+        assert cap.points("db.client.connection.count") == []
+        (active,) = cap.points("sync.operations.active")  # still observed: still there
+        assert active.value == 0

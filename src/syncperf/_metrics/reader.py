@@ -87,6 +87,8 @@ class Reader:
         self._points: dict[str, dict[Attributes, Point]] = {}
         """Per instrument name, its series' points (the order series first appeared in)."""
         self._instruments: dict[str, Instrument] = {}
+        self._observed: set[str] = set()
+        """Instruments observed through callbacks: replaced, not merged, at each collection."""
         self._lock = threading.Lock()
         self._start_ns = self._last_collect_ns = time.time_ns()
         registry.add_reader(self)
@@ -124,16 +126,15 @@ class Reader:
                     points[one.attributes] = Point(start, value, dict(one.attributes))
 
     def _observe(self, observed: list[Observed]) -> None:
-        # Observations replace the previous ones: a gauge that was not observed this time
-        # (its callback failed or was removed) is gone, not frozen at its last value.
+        # Observations replace the previous ones: an observed instrument (a gauge, the pool's
+        # connection counts...) that was not observed this time (its callback failed or was
+        # removed) is gone, not frozen at its last value.
+        observed_before = self._observed
         before = {
             (name, attributes): point.start_ns
-            for name, points in self._points.items()
-            if self._instruments[name].kind == "gauge"
-            for attributes, point in points.items()
+            for name in observed_before
+            for attributes, point in self._points.pop(name, {}).items()
         }
-        for name, _ in before:
-            self._points.pop(name, None)
         beside = self._beside
         for item in observed:
             instrument = item.instrument
@@ -141,6 +142,7 @@ class Reader:
                 continue
             name = instrument.name
             self._instruments[name] = instrument
+            observed_before.add(name)
             start = before.get((name, item.attributes), item.at_ns)
             point = Point(start, item.value, dict(item.attributes))
             self._points.setdefault(name, {})[item.attributes] = point
