@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import os
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.resources import Resource
@@ -114,3 +117,46 @@ def test_label_values_are_escaped_and_kept_as_prometheus_client_writes_them() ->
     bucket = families["sync_m0_histogram_seconds"].samples[0]
     assert bucket.labels["entity"] == 'say "hi"' and bucket.labels["zeta"] == '"ih" yas'
     assert bucket.labels["le"] == "0.0" and bucket.value == 0.0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+def test_a_forked_childs_first_scrape_has_its_own_label_layout() -> None:
+    # The parent served a scrape of two series; the child's first two series carry another
+    # label (error.type): a layout cached by series count alone dropped it, duplicating lines.
+    import syncperf
+    from syncperf._metrics.prometheus import scrape
+    from syncperf.testing import capture
+
+    registry = CollectorRegistry()
+    with capture(strict=False, prometheus=registry):
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push(error: Exception | None = None) -> None:
+            if error is not None:
+                raise error
+
+        push()
+        with syncperf.sync_operation("pull", entity="todo"):
+            pass
+        scrape(registry, "", "", {})
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for error in (TimeoutError(), ValueError()):
+                    with contextlib.suppress(Exception):
+                        push(error)
+                os.write(write, scrape(registry, "", "", {})[2])
+            finally:
+                os._exit(0)
+        os.close(write)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(read, "rb") as pipe:
+            body = pipe.read().decode()
+    assert os.waitstatus_to_exitcode(status) == 0
+    samples = [line.rsplit(" ", 1)[0] for line in body.splitlines() if line[:1] != "#"]
+    assert len(samples) == len(set(samples))  # no series twice
+    counts = [s for s in samples if s.startswith("sync_operation_duration_seconds_count")]
+    assert len(counts) == 2
+    assert all('error_type="' in line for line in counts)

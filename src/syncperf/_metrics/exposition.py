@@ -166,7 +166,8 @@ class Exposition:
         self._name = name
         self._label_name = label_name
         self._families: dict[str, _Family] = {}
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, tuple[int, int]] = {}
+        """Per family, the reader's epoch and series count its label layout was made for."""
 
     def render(self, openmetrics: bool = False) -> str:
         """The exposition of every series as of now (without OpenMetrics' ``# EOF``)."""
@@ -207,7 +208,8 @@ class Exposition:
             family = self._families[name] = _Family(
                 instrument, self._name(instrument), self._label_name
             )
-        if instrument.kind == "gauge" or self._seen.get(name) != len(points):
+        seen = (self._reader.epoch, len(points))
+        if instrument.callbacks or self._seen.get(name) != seen:  # observed: series come and go
             family.refresh(points)
-            self._seen[name] = len(points)
+            self._seen[name] = seen
         return family

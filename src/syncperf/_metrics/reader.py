@@ -89,6 +89,8 @@ class Reader:
         self._instruments: dict[str, Instrument] = {}
         self._observed: set[str] = set()
         """Instruments observed through callbacks: replaced, not merged, at each collection."""
+        self.epoch = 0
+        """Bumped when every point is forgotten (a fork): caches keyed by points start over."""
         self._lock = threading.Lock()
         self._start_ns = self._last_collect_ns = time.time_ns()
         registry.add_reader(self)
@@ -160,6 +162,7 @@ class Reader:
         """
         self._lock = threading.Lock()
         self._points.clear()
+        self.epoch += 1
         self._start_ns = self._last_collect_ns = now
         old = self._resource.attributes.get("service.instance.id")
         if isinstance(old, str) and old in instance_ids:
