@@ -160,3 +160,17 @@ def test_a_forked_childs_first_scrape_has_its_own_label_layout() -> None:
     counts = [s for s in samples if s.startswith("sync_operation_duration_seconds_count")]
     assert len(counts) == 2
     assert all('error_type="' in line for line in counts)
+
+
+def test_name_filters_select_syncperfs_samples_as_prometheus_client_selects_its_own() -> None:
+    served = _build([(0, "histogram", {"entity": "a"}, 0.2), (1, "counter", {"entity": "b"}, 3)])
+    Counter("app_requests", "requests", registry=served).inc()
+    names = ["sync_m0_histogram_seconds_count", "sync_m1_counter_seconds_total"]
+    names.append("app_requests_total")
+    for accept in (None, OPENMETRICS):
+        body = scrape(served, accept, None, {"name[]": names})[2].decode()
+        lines = [line for line in body.splitlines() if line[:1] != "#"]
+        samples = [line.split("{")[0].split(" ")[0] for line in lines]
+        assert sorted(set(samples)) == sorted(names)
+        assert 'sync_m0_histogram_seconds_count{entity="a"} 1.0' in body
+        assert 'sync_m1_counter_seconds_total{entity="b"} 3.0' in body

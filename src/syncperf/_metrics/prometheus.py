@@ -97,8 +97,10 @@ def scrape(
 
     encoder, content_type = choose_encoder(accept or "")
     ours = [c for c in list(_collectors) if c.registry is registry]
-    if "name[]" in params:
-        registry, ours = registry.restricted_registry(params["name[]"]), []
+    if "name[]" in params:  # rare: through metric families, filtered as prometheus_client does
+        names = set(params["name[]"])
+        registry = _Joined(registry.restricted_registry(names), _Restricted(ours, names))
+        ours = []
     openmetrics = content_type.startswith("application/openmetrics-text")
     _muted.on = bool(ours)
     try:
@@ -116,6 +118,38 @@ def scrape(
         output = gzip.compress(output)
         headers.append(("Content-Encoding", "gzip"))
     return "200 OK", headers, output
+
+
+class _Restricted:
+    """syncperf's collectors as metric families, keeping the samples named in ``names`` (what
+    prometheus_client's ``restricted_registry`` does for collectors it knows the names of;
+    syncperf's describe none up front, so their names never clash with the application's)."""
+
+    def __init__(self, collectors: list[SyncPerfCollector], names: set[str]) -> None:
+        self._collectors = collectors
+        self._names = names
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client import Metric as Family
+
+        for collector in self._collectors:
+            for family in collector.collect():
+                samples = [sample for sample in family.samples if sample.name in self._names]
+                if samples:
+                    kept = Family(family.name, family.documentation, family.type, family.unit)
+                    kept.samples = samples
+                    yield kept
+
+
+class _Joined:
+    """Registries read one after the other, as one (what prometheus_client's encoders read)."""
+
+    def __init__(self, *parts: Any) -> None:
+        self._parts = parts
+
+    def collect(self) -> Iterator[Any]:
+        for part in self._parts:
+            yield from part.collect()
 
 
 def family_samples(metric: Metric) -> tuple[str, str, tuple[str, ...], list[tuple[Any, Any]]]:
