@@ -226,3 +226,27 @@ def test_the_finisher_lingers_over_a_batch_but_a_burst_ends_the_wait(
         assert first.ended.wait(10) and second.ended.wait(10)
     finally:
         finisher.shutdown()
+
+
+def test_link_attributes_follow_the_sdks_limits_and_stay_encodable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    monkeypatch.setenv("OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT", "10")
+    monkeypatch.setenv("OTEL_LINK_ATTRIBUTE_COUNT_LIMIT", "2")
+    context = trace.SpanContext(1, 2, False, trace.TraceFlags(1))
+    attributes = {f"k{i}": "x" * 50 for i in range(5)}
+    with capture() as cap:
+        sdk_span = cap.tracer_provider.get_tracer("app").start_span("sdk")
+        sdk_span.add_link(context, attributes)
+        sdk_span.end()
+        with syncperf.sync_operation("push"):
+            span = trace.get_current_span()
+            span.add_link(context, attributes)
+            span.add_link(context, {"k": "lone \ud800 surrogate", "n": 2**70})
+        ours = next(s for s in cap.spans() if s.name == "sync push")
+        expected = next(s for s in cap.spans() if s.name == "sdk")
+        encode_spans([ours]).SerializeToString()
+    assert dict(ours.links[0].attributes) == dict(expected.links[0].attributes)
+    assert dict(ours.links[1].attributes) == {"k": "lone ? sur"}  # cut at 10, made encodable

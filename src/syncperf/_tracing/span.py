@@ -235,12 +235,19 @@ class Span(trace.Span, ReadableSpan):
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if self._end_time is not None or not context.is_valid:
             return
+        limits = self._tracer.limits
+        clean = BoundedAttributes(
+            maxlen=limits.max_link_attributes,
+            attributes=_encodable(attributes),
+            max_value_len=limits.max_attribute_length,
+            immutable=True,
+        )
         with self._tracer.lock:
             links = self._links
             if not isinstance(links, list):
                 links = self._links = list(links)
-            if self._tracer.limits.max_links is None or len(links) < self._tracer.limits.max_links:
-                links.append(Link(context, BoundedAttributes(attributes=attributes)))
+            if limits.max_links is None or len(links) < limits.max_links:
+                links.append(Link(context, clean))
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
