@@ -694,6 +694,7 @@ def test_configuration_mistakes_raise_config_error() -> None:
         {"routes": {"/sync/{a}/{a}": "push"}},
         {"http_metrics": "yes"},
         {"idempotency_ttl": 0},
+        {"idempotency_ttl": float("inf")},  # would overflow as nanoseconds
         {"idempotency_max_keys": 0},
         {"live": "live=true"},
         {"max_body_bytes": -1},

@@ -343,7 +343,13 @@ def test_outbox_rejects_unbounded_looking_names(name: Any) -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("stats", 42), ("stats_timeout", 0), ("stats_timeout", True), ("destination", "")],
+    [
+        ("stats", 42),
+        ("stats_timeout", 0),
+        ("stats_timeout", True),
+        ("stats_timeout", 1e300),  # a thread wait of that long overflows
+        ("destination", ""),
+    ],
 )
 def test_outbox_rejects_bad_options(option: str, value: Any) -> None:
     with pytest.raises(ConfigError) as raised:

@@ -364,6 +364,7 @@ def test_probe_on_a_missing_table_fails_without_raising(syncperf_capture: Captur
         ("pending", "pending"),
         ("pending", ()),
         ("timeout", 0),
+        ("timeout", float("inf")),
         ("totals", True),  # needs a status column
         ("attempts", "attempts"),  # needs totals=True
     ],

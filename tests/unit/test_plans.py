@@ -135,6 +135,7 @@ def test_sqlite_index_searches_constant_rows_and_small_tables_are_not_findings()
     [
         ("interval", -1),
         ("interval", float("inf")),
+        ("interval", 1e300),  # would overflow as nanoseconds
         ("max_per_minute", 0),
         ("rows", 0),
         ("rows", 1.5),

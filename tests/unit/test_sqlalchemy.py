@@ -662,6 +662,8 @@ def test_a_collected_engine_releases_its_count() -> None:
         ("slow_query_threshold", 0),
         ("slow_query_threshold", -1.0),
         ("slow_query_threshold", "1s"),
+        ("slow_query_threshold", 1e300),  # would overflow as nanoseconds
+        ("log_interval", float("inf")),
         ("pool_name", ""),
         ("pool_name", "p\ud800"),  # a lone surrogate: no scrape could encode it
         ("pool_name", "main\nfake_metric 1"),

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 import threading
 import time
 import weakref
@@ -48,7 +47,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
-from syncperf._config import check_float
+from syncperf._config import MAX_SECONDS, check_float
 from syncperf._gate import MAX_NAME, is_count, raised_at
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
@@ -93,8 +92,6 @@ _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 _perf = time.perf_counter_ns
 _PRODUCER = SpanKind.PRODUCER  # an enum member lookup costs ~70 ns
 _serials = itertools.count(1)
-_FINITE = sys.float_info.max
-"""``stats_timeout`` is finite."""
 _live: weakref.WeakSet[Outbox] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
@@ -333,7 +330,7 @@ def _check(
         )
     if stats is not None and not callable(stats):
         raise ConfigError("stats", stats, "a callable returning (depth, oldest_age) or None")
-    check_float("stats_timeout", stats_timeout, low=0.0, high=_FINITE, open_low=True)
+    check_float("stats_timeout", stats_timeout, low=0.0, high=MAX_SECONDS, open_low=True)
     for option, value in (("destination", destination), ("system", system)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ConfigError(option, value, "a non-empty string or None")

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -18,7 +17,7 @@ from typing import Any
 from sqlalchemy import Engine, column, event, func, select, table
 from sqlalchemy.orm import Session, SessionTransaction
 
-from syncperf._config import check_bool, check_float
+from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import OutboxStats, age_of
 
@@ -60,7 +59,7 @@ class SQLAlchemyProbe:
             raise ConfigError("status", status, "a column name or None (every row is pending)")
         if isinstance(pending, (str, bytes)) or not isinstance(pending, Sequence) or not pending:
             raise ConfigError("pending", pending, "a non-empty sequence of status values")
-        check_float("timeout", timeout, low=0.0, high=math.inf, open_low=True)
+        check_float("timeout", timeout, low=0.0, high=MAX_SECONDS, open_low=True)
         check_bool("totals", totals)
         if totals and status is None:
             raise ConfigError("totals", totals, "True (with a status column) or False")

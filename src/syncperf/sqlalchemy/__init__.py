@@ -47,7 +47,6 @@ is a metric attribute.
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import weakref
@@ -64,7 +63,7 @@ except ModuleNotFoundError as exc:
     ) from exc
 
 from syncperf import _runtime
-from syncperf._config import check_bool, check_float, check_int
+from syncperf._config import MAX_SECONDS, check_bool, check_float, check_int
 from syncperf._gate import MAX_NAME
 from syncperf._gate import name as gate_name
 from syncperf.exceptions import ConfigError
@@ -84,8 +83,6 @@ SLOW_QUERY_THRESHOLD = 0.5
 """Default: seconds above which a query is slow."""
 LOG_INTERVAL = 60.0
 """Default: seconds between two warning logs about the same statement."""
-_FINITE = sys.float_info.max
-"""Seconds options are finite: they become integer nanoseconds."""
 
 _instrumented: weakref.WeakKeyDictionary[Any, EngineInstrumentation] = weakref.WeakKeyDictionary()
 """Handles by the engine's dialect: the wrapped object, shared by engines derived from it."""
@@ -297,7 +294,7 @@ def _options(
         check_int("n_plus_one_threshold", n_plus_one_threshold, minimum=2)
     if slow_query_threshold is not None:
         check_float(
-            "slow_query_threshold", slow_query_threshold, low=0.0, high=_FINITE, open_low=True
+            "slow_query_threshold", slow_query_threshold, low=0.0, high=MAX_SECONDS, open_low=True
         )
         slow_query_threshold = float(slow_query_threshold)
     if pool_name is not None and gate_name(pool_name) != pool_name:
@@ -308,7 +305,7 @@ def _options(
     check_bool("spans", spans)
     check_bool("query_text", query_text)
     check_bool("pool_metrics", pool_metrics)
-    check_float("log_interval", log_interval, low=0.0, high=_FINITE)
+    check_float("log_interval", log_interval, low=0.0, high=MAX_SECONDS)
     return _Options(
         n_plus_one_threshold,
         slow_query_threshold,
