@@ -219,6 +219,18 @@ def test_sdk_disabled_installs_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.usefixtures("clean")
+def test_an_environ_given_to_setup_otlp_is_the_only_environment_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SYNCPERF_MAX_ENTITIES", "7")  # the process's: not the one given
+    environ = {"OTEL_SDK_DISABLED": "true", "SYNCPERF_MAX_ENTITIES": "3"}
+    handle = setup_otlp(environ=environ)
+    assert handle.tracer_provider is None
+    assert handle.config.enabled is False
+    assert handle.config.max_entities == 3
+
+
+@pytest.mark.usefixtures("clean")
 @pytest.mark.parametrize("raw", ["1", "yes", "disabled", ""])
 def test_only_true_disables_the_sdk_and_syncperf_agrees(
     monkeypatch: pytest.MonkeyPatch, raw: str

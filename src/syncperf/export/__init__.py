@@ -156,7 +156,7 @@ def setup_otlp(
     resource = options.pop("resource", None) or _otlp.default_resource()
     # Every option is checked before anything global changes: a mistyped option raises
     # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
-    Config.from_env(resource=resource, **options)
+    Config.from_env(environ, resource=resource, **options)
 
     tracer_provider: Any = None
     owns = False
@@ -178,7 +178,7 @@ def setup_otlp(
         outputs.OUTPUTS.exporters["otlp"] = exporter
     else:
         outputs.OUTPUTS.exporters.pop("otlp", None)
-    rt = _apply(options, resource=resource)
+    rt = _apply(options, environ, resource=resource)
     if tracer_provider is not None:
         rt.tracing.resolve(time.perf_counter_ns())  # no wait for the next look at the global
     if joined is not None:
@@ -195,11 +195,14 @@ def setup_otlp(
     )
 
 
-def _apply(options: Mapping[str, Any], **defaults: Any) -> Any:
-    """Rebuild the settings from ``options`` (when given, or when syncperf is not configured
-    yet) and make the runtime feed every output; returns the runtime."""
+def _apply(
+    options: Mapping[str, Any], environ: Mapping[str, str] | None = None, **defaults: Any
+) -> Any:
+    """Rebuild the settings from ``options`` and ``environ`` (``os.environ`` when None; when
+    options are given, or when syncperf is not configured yet) and make the runtime feed
+    every output; returns the runtime."""
     if options or _runtime.installed is None:
-        configure(Config.from_env(**{**defaults, **options}))
+        configure(Config.from_env(environ, **{**defaults, **options}))
     return _runtime.sync_outputs()
 
 
