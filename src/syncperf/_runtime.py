@@ -233,7 +233,8 @@ class Runtime(Guard):
         return Reader(self.registry, self.resource, self.scope)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """End queued spans, flush the tracer provider they go to and export metrics now.
+        """End queued spans, flush the tracer provider they go to and export metrics now (with
+        ``PROMETHEUS_MULTIPROC_DIR``, write this worker's multiprocess files first).
 
         Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
         on a daemon thread, so a collector that accepts and never answers cannot hold the
@@ -250,7 +251,9 @@ class Runtime(Guard):
 
         def work() -> None:
             try:
-                ok = self.finisher.flush(timeout=left())
+                # First: local files, written in milliseconds whatever the collectors do.
+                ok = self.feeds.write_files()
+                ok = self.finisher.flush(timeout=left()) and ok
                 provider = self.tracing.provider
                 if provider is not None:
                     ok = provider.force_flush(int(left() * 1000)) is not False and ok  # None: ok

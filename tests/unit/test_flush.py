@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,8 @@ from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult,
 from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
 from syncperf import _runtime
@@ -177,3 +181,49 @@ def test_a_failed_export_at_shutdown_does_not_make_the_exit_flush_skip_its_wait(
     syncperf.configure(metric_exporters=[_Failing()])
     assert _runtime.flush_for_exit() is False
     assert _runtime._exit_stalled is False
+
+
+def _worker(pushes: int, end: Callable[[], object]) -> int:
+    """A forked worker: ``pushes`` operations, then ``end()`` and exit (its exit code)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for _ in range(pushes):
+                with syncperf.sync_operation("push", entity="todo"):
+                    pass
+            end()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _group_total(directory: Path) -> float:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "sync_operation_duration_seconds_count"
+    )
+
+
+@pytest.mark.parametrize(
+    "end",
+    [syncperf.force_flush, _runtime.flush_for_exit],  # the exit hook and lifespan flush
+    ids=["force_flush", "exit_hook"],
+)
+def test_a_worker_that_exits_right_after_its_last_request_keeps_every_count_in_the_group(
+    exporter: InMemorySpanExporter,
+    end: Callable[[], object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    syncperf.configure(prometheus=CollectorRegistry())  # before the fork (preload)
+    assert _worker(100, end) == 0  # well within the writer's 1 s interval
+    assert _worker(50, end) == 0
+    assert _group_total(tmp_path) == 150

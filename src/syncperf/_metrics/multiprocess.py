@@ -4,8 +4,10 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set, each worker process writes its cumulative
 totals into its own files in that directory, in prometheus_client's format (its
 ``MultiProcessValue``), and a scrape of any worker reads every worker's files through
 prometheus_client's ``MultiProcessCollector``: each scrape shows the whole group's totals.
-The request path never writes: a daemon thread writes every ``INTERVAL`` seconds, and the
-scraped worker writes its own totals just before the files are read.
+The request path never writes: a daemon thread writes every ``INTERVAL`` seconds, the
+scraped worker writes its own totals just before the files are read, and ``Runtime.flush``
+(``force_flush()``, the ASGI lifespan shutdown, the exit hook) writes them too, so a worker
+that exits right after its last request leaves all its counts behind.
 
 Counters and histograms of a worker that exited stay in the sums (as for prometheus_client's
 own metrics); up-down counters (``livesum``) and gauges (``livemostrecent``) of a dead worker
@@ -84,8 +86,8 @@ class MultiprocessWriter:
             self._lock = threading.Lock()
             self._thread = self._start()
 
-    def write(self) -> None:
-        """Write this process's current totals (never raises)."""
+    def write(self) -> bool:
+        """Write this process's current totals (never raises); False when writing failed."""
         try:
             with self._lock:
                 data = self._reader.collect()
@@ -95,6 +97,8 @@ class MultiprocessWriter:
                             self._write(metric)
         except Exception:
             _logger.debug("syncperf: writing multiprocess metrics failed", exc_info=True)
+            return False
+        return True
 
     def _write(self, metric: Metric) -> None:
         from prometheus_client.utils import floatToGoString
