@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from syncperf._config import Config
+from syncperf._guard import OTHER as OTHER
+from syncperf._guard import Bounded as Bounded
 from syncperf._guard import Guard
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
@@ -33,42 +35,8 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("syncperf")
 T = TypeVar("T")
 
-OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
-
-
-class Bounded:
-    """Admits the first ``limit`` names (or an allowlist); everything else is ``overflow``."""
-
-    __slots__ = ("_allow", "_limit", "_lock", "names", "overflow")
-
-    def __init__(
-        self, limit: int, allow: frozenset[str] | None = None, overflow: str = OTHER
-    ) -> None:
-        self._limit = limit
-        self._allow = allow
-        self._lock = threading.Lock()
-        self.names: set[str] = set()
-        self.overflow = overflow
-
-    def __call__(self, name: str) -> str:
-        if name in self.names or name == self.overflow:
-            return name
-        if self._allow is not None:
-            return name if name in self._allow else self.overflow
-        if len(self.names) >= self._limit:  # full: no lock needed to say "overflow"
-            return self.overflow
-        with self._lock:
-            if len(self.names) < self._limit:
-                self.names.add(name)
-                return name
-        return self.overflow
-
-    def release(self, name: str) -> None:
-        """Give back the slot ``name`` took (a name admitted for a request later rejected)."""
-        with self._lock:
-            self.names.discard(name)
 
 
 class Runtime(Guard):
