@@ -110,6 +110,18 @@ class Guard:
             type(error).__name__,
         )
 
+    def _spans_not_ended(self, count: int) -> None:
+        """Count spans a replaced runtime's finisher could not end within the shutdown
+        timeout (a span processor blocked); they are dropped."""
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "span_end_timeout"),)).add(count)
+        self.log_once(
+            "drop:span_end_timeout",
+            "syncperf dropped %d spans: they were not ended within shutdown_timeout when the "
+            "configuration changed (is the span exporter answering?)",
+            count,
+        )
+
     def span_shed(self) -> None:
         """Count one span not made because syncperf is shedding (logged when it started)."""
         with self.lock:

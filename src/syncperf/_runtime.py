@@ -116,11 +116,17 @@ class Runtime(Guard):
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
             lambda: self.within_budget("slow_span_end"),
-            self._span_queue_full,
+            self._late_queue_full,
             self.budget_ns,
             config.span_queue_size,
             self._span_end_failed,
+            self._spans_not_ended,
         )
+
+    def _late_queue_full(self, stalled: bool) -> None:
+        """A full span queue counts where it is seen: here while this runtime is current, in
+        the current one once this one was replaced (its outputs are gone)."""
+        (installed or self)._span_queue_full(stalled)
 
     # --- outputs -------------------------------------------------------------------------
 
@@ -249,10 +255,12 @@ class Runtime(Guard):
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Flush, stop exporters and threads, and unregister the Prometheus collector.
 
-        Exporter objects in ``keep`` (reused by the next runtime) and those of ``OUTPUTS`` get
-        a last export but are not shut down.
+        Queued spans get ``shutdown_timeout`` to end (what a blocked span processor keeps
+        longer is dropped and counted: ``span_end_timeout``). Exporter objects in ``keep``
+        (reused by the next runtime) and those of ``OUTPUTS`` get a last export but are not
+        shut down.
         """
-        self.finisher.shutdown()
+        self.finisher.shutdown(self.config.shutdown_timeout)
         self.feeds.shutdown(keep)
 
 
