@@ -22,12 +22,47 @@ if TYPE_CHECKING:
     from syncperf._config import Config
     from syncperf._metrics.aggregates import Instrument
 
-__all__ = ["BUDGET_STREAK", "Guard"]
+__all__ = ["BUDGET_STREAK", "OTHER", "Bounded", "Guard"]
 
 _logger = logging.getLogger("syncperf")
 _UNSET: Any = object()
 BUDGET_STREAK = 3
 """Consecutive over-budget operations that make syncperf shed span work."""
+OTHER = "_other"
+"""The overflow name of a ``Bounded`` (the names past its limit)."""
+
+
+class Bounded:
+    """Admits the first ``limit`` names (or an allowlist); everything else is ``overflow``."""
+
+    __slots__ = ("_allow", "_limit", "_lock", "names", "overflow")
+
+    def __init__(
+        self, limit: int, allow: frozenset[str] | None = None, overflow: str = OTHER
+    ) -> None:
+        self._limit = limit
+        self._allow = allow
+        self._lock = threading.Lock()
+        self.names: set[str] = set()
+        self.overflow = overflow
+
+    def __call__(self, name: str) -> str:
+        if name in self.names or name == self.overflow:
+            return name
+        if self._allow is not None:
+            return name if name in self._allow else self.overflow
+        if len(self.names) >= self._limit:  # full: no lock needed to say "overflow"
+            return self.overflow
+        with self._lock:
+            if len(self.names) < self._limit:
+                self.names.add(name)
+                return name
+        return self.overflow
+
+    def release(self, name: str) -> None:
+        """Give back the slot ``name`` took (a name admitted for a request later rejected)."""
+        with self._lock:
+            self.names.discard(name)
 
 
 class Guard:
@@ -73,6 +108,18 @@ class Guard:
             "span_end_failed",
             "syncperf lost spans: a span processor's on_end raised %s",
             type(error).__name__,
+        )
+
+    def _spans_not_ended(self, count: int) -> None:
+        """Count spans a replaced runtime's finisher could not end within the shutdown
+        timeout (a span processor blocked); they are dropped."""
+        with self.lock:
+            self.dropped.sum((("syncperf.reason", "span_end_timeout"),)).add(count)
+        self.log_once(
+            "drop:span_end_timeout",
+            "syncperf dropped %d spans: they were not ended within shutdown_timeout when the "
+            "configuration changed (is the span exporter answering?)",
+            count,
         )
 
     def span_shed(self) -> None:

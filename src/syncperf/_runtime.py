@@ -16,6 +16,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from syncperf._config import Config
+from syncperf._guard import OTHER as OTHER
+from syncperf._guard import Bounded as Bounded
 from syncperf._guard import Guard
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
@@ -33,42 +35,8 @@ if TYPE_CHECKING:
 _logger = logging.getLogger("syncperf")
 T = TypeVar("T")
 
-OTHER = "_other"
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
-
-
-class Bounded:
-    """Admits the first ``limit`` names (or an allowlist); everything else is ``overflow``."""
-
-    __slots__ = ("_allow", "_limit", "_lock", "names", "overflow")
-
-    def __init__(
-        self, limit: int, allow: frozenset[str] | None = None, overflow: str = OTHER
-    ) -> None:
-        self._limit = limit
-        self._allow = allow
-        self._lock = threading.Lock()
-        self.names: set[str] = set()
-        self.overflow = overflow
-
-    def __call__(self, name: str) -> str:
-        if name in self.names or name == self.overflow:
-            return name
-        if self._allow is not None:
-            return name if name in self._allow else self.overflow
-        if len(self.names) >= self._limit:  # full: no lock needed to say "overflow"
-            return self.overflow
-        with self._lock:
-            if len(self.names) < self._limit:
-                self.names.add(name)
-                return name
-        return self.overflow
-
-    def release(self, name: str) -> None:
-        """Give back the slot ``name`` took (a name admitted for a request later rejected)."""
-        with self._lock:
-            self.names.discard(name)
 
 
 class Runtime(Guard):
@@ -148,11 +116,17 @@ class Runtime(Guard):
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
             lambda: self.within_budget("slow_span_end"),
-            self._span_queue_full,
+            self._late_queue_full,
             self.budget_ns,
             config.span_queue_size,
             self._span_end_failed,
+            self._spans_not_ended,
         )
+
+    def _late_queue_full(self, stalled: bool) -> None:
+        """A full span queue counts where it is seen: here while this runtime is current, in
+        the current one once this one was replaced (its outputs are gone)."""
+        (installed or self)._span_queue_full(stalled)
 
     # --- outputs -------------------------------------------------------------------------
 
@@ -233,7 +207,8 @@ class Runtime(Guard):
         return Reader(self.registry, self.resource, self.scope)
 
     def flush(self, timeout: float | None = None) -> bool:
-        """End queued spans, flush the tracer provider they go to and export metrics now.
+        """End queued spans, flush the tracer provider they go to and export metrics now (with
+        ``PROMETHEUS_MULTIPROC_DIR``, write this worker's multiprocess files first).
 
         Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
         on a daemon thread, so a collector that accepts and never answers cannot hold the
@@ -250,7 +225,9 @@ class Runtime(Guard):
 
         def work() -> None:
             try:
-                ok = self.finisher.flush(timeout=left())
+                # First: local files, written in milliseconds whatever the collectors do.
+                ok = self.feeds.write_files()
+                ok = self.finisher.flush(timeout=left()) and ok
                 provider = self.tracing.provider
                 if provider is not None:
                     ok = provider.force_flush(int(left() * 1000)) is not False and ok  # None: ok
@@ -278,10 +255,12 @@ class Runtime(Guard):
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Flush, stop exporters and threads, and unregister the Prometheus collector.
 
-        Exporter objects in ``keep`` (reused by the next runtime) and those of ``OUTPUTS`` get
-        a last export but are not shut down.
+        Queued spans get ``shutdown_timeout`` to end (what a blocked span processor keeps
+        longer is dropped and counted: ``span_end_timeout``). Exporter objects in ``keep``
+        (reused by the next runtime) and those of ``OUTPUTS`` get a last export but are not
+        shut down.
         """
-        self.finisher.shutdown()
+        self.finisher.shutdown(self.config.shutdown_timeout)
         self.feeds.shutdown(keep)
 
 

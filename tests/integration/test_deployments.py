@@ -285,6 +285,41 @@ def test_every_scrape_of_any_worker_shows_the_whole_groups_totals(
             ]
 
 
+def test_workers_recycled_by_max_requests_or_stopped_by_sigterm_keep_every_count(
+    tmp_path: Path,
+) -> None:
+    """A worker flushes its files when it stops (lifespan shutdown, exit): none of the counts
+    of its last second is lost, whether gunicorn recycles it or the server is stopped."""
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    port = free_port()
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "DEPLOY_SETUP": "configure-prometheus",
+        "DEPLOY_METRICS_ROUTE": "1",
+    }
+    count = "sync_operation_duration_seconds_count"
+    command = [*_gunicorn(port), "--max-requests", "10"]  # a worker restarts every 10 requests
+    with serving(command, port, tmp_path / "server.log", **env) as client:
+        base = str(client.base_url)
+        push_all(base, 60)  # several recycles, each right after a push
+        time.sleep(1.5)  # the workers alive now have written their totals since
+        assert scrape_total(base + "/metrics/", count, sync_operation="push") == 60
+        push_all(base, 7)  # then SIGTERM within the second
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    written = sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == count and sample.labels.get("sync_operation") == "push"
+    )
+    assert written == 67
+
+
 # --- 7. HTTP metrics in every output, once ------------------------------------------------------
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import os
 import socket
+import traceback
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +30,8 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMet
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.util._once import Once
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
 import syncperf.export
@@ -463,6 +469,61 @@ def test_configure_before_between_and_after_the_setups_keeps_every_output() -> N
     assert [registry for registry, _ in rt.prometheus] == [endpoint.registry]
     _one_pull()
     assert f"{PULLS} 1.0" in _scrape(endpoint)
+
+
+def _in_a_worker(work: Callable[[], object]) -> object:
+    """Run ``work`` in a forked worker process (its own multiprocess files); its result."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            os.write(write, json.dumps(work()).encode())
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        result = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(result)
+
+
+def _pulls(exposition: str) -> float:
+    return sum(
+        float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(PULLS)
+    )
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("output", ["setup_prometheus", "configure"])
+def test_in_multiprocess_mode_a_new_configuration_keeps_serving_counts_that_never_go_back(
+    output: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    def worker() -> list[float]:
+        served = CollectorRegistry()
+        endpoint = setup_prometheus(port=0) if output == "setup_prometheus" else None
+        seen = []
+        for pulls, options in [(100, {}), (10, {"max_entities": 50}), (5, {"max_entities": 9})]:
+            if endpoint is None:
+                syncperf.configure(prometheus=served, **options)
+            elif options:
+                syncperf.configure(**options)
+            for _ in range(pulls):
+                _one_pull()
+            seen.append(_pulls(_scrape(endpoint) if endpoint else generate_latest(served).decode()))
+        return seen
+
+    assert _in_a_worker(worker) == [100, 110, 115]
+    group = CollectorRegistry()
+    MultiProcessCollector(group, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert _pulls(generate_latest(group).decode()) == 115
 
 
 @pytest.mark.usefixtures("clean")

@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult, MetricsData
 from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    SimpleSpanProcessor,
+    SpanExporter,
+    SpanExportResult,
+)
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry
+from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
 from syncperf import _runtime
@@ -177,3 +186,148 @@ def test_a_failed_export_at_shutdown_does_not_make_the_exit_flush_skip_its_wait(
     syncperf.configure(metric_exporters=[_Failing()])
     assert _runtime.flush_for_exit() is False
     assert _runtime._exit_stalled is False
+
+
+def _worker(pushes: int, end: Callable[[], object]) -> int:
+    """A forked worker: ``pushes`` operations, then ``end()`` and exit (its exit code)."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            for _ in range(pushes):
+                with syncperf.sync_operation("push", entity="todo"):
+                    pass
+            end()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _group_total(directory: Path) -> float:
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return sum(
+        sample.value
+        for family in registry.collect()
+        for sample in family.samples
+        if sample.name == "sync_operation_duration_seconds_count"
+    )
+
+
+@pytest.mark.parametrize(
+    "end",
+    [syncperf.force_flush, _runtime.flush_for_exit],  # the exit hook and lifespan flush
+    ids=["force_flush", "exit_hook"],
+)
+def test_a_worker_that_exits_right_after_its_last_request_keeps_every_count_in_the_group(
+    exporter: InMemorySpanExporter,
+    end: Callable[[], object],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    syncperf.configure(prometheus=CollectorRegistry())  # before the fork (preload)
+    assert _worker(100, end) == 0  # well within the writer's 1 s interval
+    assert _worker(50, end) == 0
+    assert _group_total(tmp_path) == 150
+
+
+class _Sleeping(SpanExporter):
+    """A span exporter that takes ``seconds`` per export (a collector that hangs)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.exported: list[Any] = []
+
+    def export(self, spans: Any) -> SpanExportResult:
+        time.sleep(self.seconds)
+        self.exported.extend(spans)
+        return SpanExportResult.SUCCESS
+
+
+class _Recording(MetricExporter):
+    """Keeps every ``MetricsData`` it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports: list[MetricsData] = []
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        self.exports.append(metrics_data)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        pass
+
+    def dropped(self, reason: str) -> list[float]:
+        return [
+            point.value
+            for data in self.exports
+            for resource in data.resource_metrics
+            for scope in resource.scope_metrics
+            for metric in scope.metrics
+            if metric.name == "syncperf.dropped"
+            for point in metric.data.data_points
+            if point.attributes.get("syncperf.reason") == reason
+        ]
+
+
+def _stalled_provider(seconds: float) -> tuple[TracerProvider, _Sleeping]:
+    sleeping = _Sleeping(seconds)
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(sleeping))
+    return provider, sleeping
+
+
+def test_an_operation_open_across_configure_ends_without_waiting_for_a_stalled_exporter(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider, sleeping = _stalled_provider(2.0)
+    syncperf.configure(tracer_provider=provider, shutdown_timeout=0.5)
+    inside, go = threading.Event(), threading.Event()
+    held: list[float] = []
+
+    def request() -> None:
+        with syncperf.sync_operation("push", entity="todo"):
+            inside.set()
+            go.wait(5)
+            started = time.perf_counter()
+        held.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=request)
+    thread.start()
+    assert inside.wait(5)
+    syncperf.configure(tracer_provider=provider, shutdown_timeout=0.5)  # e.g. a reload
+    go.set()
+    thread.join(10)
+    assert held and held[0] < 0.3  # the 50 ms ceiling, with room for a loaded machine
+    deadline = time.monotonic() + 5
+    while not sleeping.exported and time.monotonic() < deadline:  # ended behind the request
+        time.sleep(0.05)
+    assert [span.name for span in sleeping.exported] == ["sync push"]
+
+
+def test_configure_waits_at_most_the_shutdown_timeout_for_a_stalled_span_export(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider, _ = _stalled_provider(2.0)
+    recording = _Recording()
+    syncperf.configure(tracer_provider=provider, shutdown_timeout=0.3, metric_exporters=[recording])
+    with syncperf.sync_operation("pull"):
+        pass
+    time.sleep(0.4)  # the finisher took that span and is stuck exporting it
+    for _ in range(2):  # queued behind it
+        with syncperf.sync_operation("pull"):
+            pass
+    started = time.monotonic()
+    syncperf.configure(tracer_provider=provider, shutdown_timeout=0.3, metric_exporters=[recording])
+    assert time.monotonic() - started < 1.0
+    assert syncperf.force_flush(timeout=3)
+    assert 2 in recording.dropped("span_end_timeout")  # not ended in time: dropped, counted

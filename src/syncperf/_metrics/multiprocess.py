@@ -4,16 +4,25 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set, each worker process writes its cumulative
 totals into its own files in that directory, in prometheus_client's format (its
 ``MultiProcessValue``), and a scrape of any worker reads every worker's files through
 prometheus_client's ``MultiProcessCollector``: each scrape shows the whole group's totals.
-The request path never writes: a daemon thread writes every ``INTERVAL`` seconds, and the
-scraped worker writes its own totals just before the files are read.
+The request path never writes: a daemon thread writes every ``INTERVAL`` seconds, the
+scraped worker writes its own totals just before the files are read, and ``Runtime.flush``
+(``force_flush()``, the ASGI lifespan shutdown, the exit hook) writes them too, so a worker
+that exits right after its last request leaves all its counts behind.
 
 Counters and histograms of a worker that exited stay in the sums (as for prometheus_client's
 own metrics); up-down counters (``livesum``) and gauges (``livemostrecent``) of a dead worker
 are dropped once ``prometheus_client.multiprocess.mark_process_dead(pid)`` ran for it.
+
+``configure()`` replaces the runtime, whose new aggregates start from zero, while the worker's
+files go on: a counter or histogram value written is the sum of what every runtime of this
+process counted (``_Sums``), so it never goes back (which ``rate()`` would read as a reset).
+The ``MultiProcessCollector`` a writer registered passes to the next writer serving the same
+registry rather than being unregistered with the old runtime.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -32,6 +41,46 @@ INTERVAL = 1.0
 """Seconds between two writes of a worker's totals (the staleness bound of other workers)."""
 _writers: weakref.WeakSet[MultiprocessWriter] = weakref.WeakSet()
 _value_class: Any = None
+_owners = threading.Lock()
+"""Held while a ``MultiProcessCollector`` is registered or handed over."""
+
+
+class _Sums:
+    """The counter and histogram totals this process's runtimes wrote, per file key and per
+    runtime (its aggregates' registry); the files hold their sum."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        """Held from summing to writing the file, so two writers never write out of order."""
+        self.totals: dict[tuple[Any, ...], dict[int | None, float]] = {}
+        self.writers: dict[int, int] = {}
+
+    def open(self, source: int) -> None:
+        with self.lock:
+            self.writers[source] = self.writers.get(source, 0) + 1
+
+    def total(self, key: tuple[Any, ...], source: int, value: float) -> float:
+        """The sum to write once ``source``'s total for ``key`` is ``value`` (hold ``lock``)."""
+        per_source = self.totals.get(key)
+        if per_source is None:
+            per_source = self.totals[key] = {}
+        per_source[source] = value
+        return sum(per_source.values())
+
+    def close(self, source: int) -> None:
+        """A writer of ``source`` closed; once the last has, its totals are final: they are
+        folded into the ``None`` slot (and ``source``, an ``id``, may be reused)."""
+        with self.lock:
+            left = self.writers[source] = self.writers.get(source, 1) - 1
+            if left > 0:
+                return
+            del self.writers[source]
+            for per_source in self.totals.values():
+                if source in per_source:
+                    per_source[None] = per_source.get(None, 0.0) + per_source.pop(source)
+
+
+_sums = _Sums()
 
 
 def directory() -> str | None:
@@ -59,14 +108,20 @@ class MultiprocessWriter:
     before prometheus_client's ``MultiProcessCollector`` reads every worker's files.
     """
 
-    def __init__(self, reader: Reader) -> None:
+    def __init__(self, reader: Reader, registry: Any = None) -> None:
         self._reader = reader
+        self._source = id(reader._registry)
+        _sums.open(self._source)
         self._lock = threading.Lock()
         self._files: dict[tuple[Any, ...], Any] = {}
+        self._closed = False
         self._stop = threading.Event()
         self._thread = self._start()
+        self.registry = registry
+        """The ``prometheus_client`` registry this writer serves."""
         self.added: Any = None
-        """The ``MultiProcessCollector`` this writer registered (None: one was there)."""
+        """The ``MultiProcessCollector`` this writer is in charge of (None: another writer or
+        the application is)."""
         _writers.add(self)
 
     def _start(self) -> threading.Thread:
@@ -84,10 +139,12 @@ class MultiprocessWriter:
             self._lock = threading.Lock()
             self._thread = self._start()
 
-    def write(self) -> None:
-        """Write this process's current totals (never raises)."""
+    def write(self) -> bool:
+        """Write this process's current totals (never raises); False when writing failed."""
         try:
             with self._lock:
+                if self._closed:  # its totals were final and folded (``_Sums.close``)
+                    return True
                 data = self._reader.collect()
                 for resource_metrics in data.resource_metrics:
                     for scope_metrics in resource_metrics.scope_metrics:
@@ -95,6 +152,8 @@ class MultiprocessWriter:
                             self._write(metric)
         except Exception:
             _logger.debug("syncperf: writing multiprocess metrics failed", exc_info=True)
+            return False
+        return True
 
     def _write(self, metric: Metric) -> None:
         from prometheus_client.utils import floatToGoString
@@ -138,7 +197,10 @@ class MultiprocessWriter:
             found = self._files[key] = _values()(
                 kind, name, name + suffix, keys, labels, doc, multiprocess_mode=mode
             )
-        found.set(value, timestamp=now)
+        with _sums.lock:
+            if kind != "gauge":  # cumulative: add what the replaced runtimes counted
+                value = _sums.total(key, self._source, value)
+            found.set(value, timestamp=now)
 
     def describe(self) -> list[Any]:
         """No up-front description."""
@@ -153,29 +215,59 @@ class MultiprocessWriter:
         """Write a last time and stop."""
         self._stop.set()
         self.write()
+        with self._lock:
+            self._closed = True
         self._reader.close()
         _writers.discard(self)
+        _sums.close(self._source)
 
 
 def register(reader: Reader, registry: Any) -> MultiprocessWriter:
     """Start a writer for ``reader`` and make ``registry`` serve every worker's files."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    writer = MultiprocessWriter(reader)
+    writer = MultiprocessWriter(reader, registry)
     registry.register(writer)
-    collectors = getattr(registry, "_collector_to_names", {})
-    if not any(isinstance(c, MultiProcessCollector) for c in list(collectors)):
-        writer.added = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    with _owners:
+        collectors = getattr(registry, "_collector_to_names", {})
+        if not any(isinstance(c, MultiProcessCollector) for c in list(collectors)):
+            writer.added = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return writer
 
 
 def unregister(registry: Any, writer: MultiprocessWriter) -> None:
-    """Undo ``register``."""
-    if writer.added is not None:
-        registry.unregister(writer.added)
+    """Undo ``register``: the ``MultiProcessCollector`` it added passes to another writer
+    serving ``registry`` (the next runtime's), or is unregistered when none is left."""
+    with _owners:
+        added, writer.added = writer.added, None
+        if added is None:
+            return
+        for heir in list(_writers):
+            if heir is not writer and heir.registry is registry and not heir._stop.is_set():
+                heir.added = added
+                _move_last(registry, added)
+                return
+        with contextlib.suppress(KeyError):  # already gone (the application cleared it)
+            registry.unregister(added)
+
+
+def _move_last(registry: Any, collector: Any) -> None:
+    """Put ``collector`` after the others in ``registry``'s order: the heir writer, registered
+    after it, writes its files before a scrape reads them."""
+    lock, order = getattr(registry, "_lock", None), getattr(registry, "_collector_to_names", None)
+    if lock is None or not isinstance(order, dict):
+        registry.unregister(collector)
+        registry.register(collector)
+        return
+    with lock:  # in one step: no scrape sees the registry without it
+        order[collector] = order.pop(collector)
 
 
 def _after_fork_in_child() -> None:
+    global _owners
+    _owners = threading.Lock()
+    _sums.lock = threading.Lock()
+    _sums.totals.clear()  # the child's aggregates start from zero, in files of its own
     for writer in list(_writers):
         writer.after_fork()
 

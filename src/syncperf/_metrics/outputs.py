@@ -82,6 +82,15 @@ class Feeds:
                 if not any(p[0] is registry for p in self.prometheus):
                     self.prometheus.append((registry, register(self._reader(), registry)))
 
+    def write_files(self) -> bool:
+        """Write this process's multiprocess files now (``multiprocess``); False when a write
+        failed."""
+        ok = True
+        for _, collector in list(self.prometheus):
+            if isinstance(collector, multiprocess.MultiprocessWriter):
+                ok = collector.write() and ok
+        return ok
+
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Stop exporters and unregister collectors. Exporter objects in ``keep`` (reused by
         the next runtime) and those of ``OUTPUTS`` get a last export but are not closed."""

@@ -2,7 +2,9 @@
 
 * ``SpanFinisher`` ends spans on a daemon thread with the recorded end time, so a span
   processor that blocks (a ``SimpleSpanProcessor`` whose exporter hangs) never stalls the
-  request; its queue is bounded and a slow ``end()`` trips the overhead guard.
+  request; its queue is bounded and a slow ``end()`` trips the overhead guard. Once stopped
+  (its runtime was replaced), spans of operations that were still open are ended on a
+  short-lived daemon thread of their own, never on the request's.
 * ``QueueFlusher`` puts that queue inside the provider's own flush and shutdown: it is the
   provider's first span processor, so ``TracerProvider.force_flush()`` / ``shutdown()`` hand
   syncperf's ended spans to the processors behind it before those flush.
@@ -114,6 +116,7 @@ class SpanFinisher:
         budget_ns: int,
         max_queue: int = 2048,
         on_error: Callable[[Exception], None] | None = None,
+        on_lost: Callable[[int], None] | None = None,
     ) -> None:
         _live.add(self)
         self._queue: deque[tuple[Endable, int]] = deque()
@@ -123,6 +126,7 @@ class SpanFinisher:
         self._on_fast_end = on_fast_end
         self._on_overflow = on_overflow
         self._on_error = on_error
+        self._on_lost = on_lost
         self.stall_ns = STALL_NS
         self._wake = threading.Event()
         self._hurry = threading.Event()
@@ -134,6 +138,9 @@ class SpanFinisher:
         self._pending = False
         """A wake-up is on its way (``Event.is_set()`` is a Python call per span)."""
         self._stopped = False
+        self._late = threading.Lock()
+        self._late_running = False
+        """A thread ends the spans that reached the stopped finisher (``_end_late``)."""
 
     def end(self, span: Endable, end_ns: int) -> None:
         """Queue ``span`` to be ended at wall time ``end_ns``.
@@ -142,16 +149,15 @@ class SpanFinisher:
         a finisher stuck in one ``end()`` past the budget means span export is stalled, and
         syncperf sheds.
         """
-        if self._stopped:  # the runtime was replaced while this operation ran
-            self._end_one(span, end_ns)
-            return
         if len(self._queue) >= self._max_queue:
             since = self._ending_since
             self._on_overflow(bool(since) and time.perf_counter_ns() - since > self.stall_ns)
             return
         queue = self._queue
         queue.append((span, end_ns))
-        if not self._pending:  # wake the finisher once per batch, not per span
+        if self._stopped:  # the runtime was replaced while this operation ran
+            self._end_late()
+        elif not self._pending:  # wake the finisher once per batch, not per span
             self._pending = True
             if self._thread is None or self._pid != os.getpid():
                 self._start()
@@ -168,6 +174,22 @@ class SpanFinisher:
                 target=self._run, name="syncperf-span-finisher", daemon=True
             )
             self._thread.start()
+
+    def _end_late(self) -> None:
+        """End what reaches the stopped finisher on a thread that lives while there is some."""
+        with self._late:
+            if self._late_running:
+                return
+            self._late_running = True
+        threading.Thread(target=self._run_late, name="syncperf-span-finisher", daemon=True).start()
+
+    def _run_late(self) -> None:
+        while True:
+            self.flush()
+            with self._late:  # a span queued after this check starts a new thread
+                if not self._queue:
+                    self._late_running = False
+                    return
 
     def _run(self) -> None:
         while not self._stopped:
@@ -189,16 +211,37 @@ class SpanFinisher:
         self._thread = None
         self._pending = False
         self._ending_since = 0
+        self._late = threading.Lock()
+        self._late_running = False
 
-    def shutdown(self) -> None:
-        """End what is queued and stop the thread."""
+    def shutdown(self, timeout: float = 5.0) -> bool:
+        """End what is queued and stop the thread, within ``timeout`` seconds.
+
+        Spans not ended by then (a span processor blocks) are dropped and counted
+        (``on_lost``); the one being ended still ends when the processor returns.
+
+        Returns:
+            True when every queued span was ended in time.
+        """
+        deadline = time.monotonic() + timeout
         self._stopped = True
         self._wake.set()
         self._hurry.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=1.0)
-        self.flush()
+            thread.join(timeout=max(deadline - time.monotonic(), 0))
+        if self.flush(timeout=max(deadline - time.monotonic(), 0)):
+            return True
+        lost = 0
+        while True:
+            try:
+                self._queue.popleft()
+            except IndexError:
+                break
+            lost += 1
+        if lost and self._on_lost is not None:
+            self._on_lost(lost)
+        return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """End every queued span now, on the calling thread; False when ``timeout`` (seconds)
@@ -217,7 +260,11 @@ class SpanFinisher:
             while queue:
                 if deadline is not None and time.monotonic() > deadline:
                     return False
-                cpu = self._end_one(*queue.popleft(), cpu)
+                try:
+                    item = queue.popleft()
+                except IndexError:  # ``shutdown`` dropped the rest meanwhile
+                    break
+                cpu = self._end_one(*item, cpu)
             return True
         finally:
             self._lock.release()
