@@ -577,3 +577,34 @@ def test_capture_leaves_the_applications_outputs_alone() -> None:
     _one_pull()
     assert f"{PULLS} 1.0" in _scrape(endpoint)
     assert outer.exporters[0].exporter.inner._shutdown is False  # not shut by the capture
+
+
+@pytest.mark.usefixtures("clean")
+def test_under_the_launcher_other_exporter_names_are_the_launchers_and_setup_otlp_joins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # docs/export.md, zero-code: OTEL_METRICS_EXPORTER=otlp,prometheus, and a setup_otlp()
+    # left in the code joins the providers the launcher built (it raised ConfigError).
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp,prometheus")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp,console")
+    tracer_provider = TracerProvider()
+    meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    handle = setup_otlp()
+    assert handle.tracer_provider is tracer_provider
+    assert not handle.owns_tracer_provider
+    assert handle.joined_meter_provider is meter_provider
+    assert _processors(tracer_provider) == []
+
+
+@pytest.mark.usefixtures("clean")
+def test_without_providers_to_join_an_exporter_setup_otlp_cannot_install_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp,prometheus")
+    with pytest.raises(syncperf.ConfigError) as raised:
+        setup_otlp()
+    assert raised.value.option == "OTEL_METRICS_EXPORTER"

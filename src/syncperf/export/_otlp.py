@@ -33,11 +33,17 @@ def disabled(env: Mapping[str, str]) -> bool:
     return otel_env.sdk_disabled(env)
 
 
-def signal_on(var: str, env: Mapping[str, str]) -> bool:
+def signal_on(var: str, env: Mapping[str, str], joining: bool = False) -> bool:
+    """Whether ``var`` (``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``) asks for OTLP.
+
+    Exporters other than ``otlp`` are refused (``setup_otlp`` installs OTLP only), unless
+    ``joining``: a global SDK provider exists (under ``opentelemetry-instrument``, the
+    launcher built it with those exporters), and syncperf joins it.
+    """
     raw = (otel_env.value(env, var) or "otlp").lower()
     names = {n.strip() for n in raw.split(",") if n.strip()}
     unknown = names - set(_EXPORTER_CHOICES)
-    if unknown:
+    if unknown and not joining:
         raise ConfigError(var, raw, "otlp or none (setup_otlp installs OTLP exporters only)")
     return "otlp" in names
 
