@@ -9,7 +9,7 @@ one span, one ``sync.operations.active`` increment per request).
 
 from __future__ import annotations
 
-import threading
+from contextvars import ContextVar
 from types import TracebackType
 
 from syncperf import _gate as gate
@@ -23,41 +23,45 @@ __all__ = ["OperationScope", "sync_operation"]
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
 
+_ENTRIES: ContextVar[tuple[tuple[OperationScope, SyncOperation | None], ...]] = ContextVar(
+    "syncperf_scope_entries", default=()
+)
+"""This context's open ``OperationScope`` entries, innermost last: ``(scope, what it started,
+or None when it joined)``. A task or thread gets a copy: its entries are its own."""
+
+
 class OperationScope:
     """``with`` / ``async with`` block that starts (or joins) a sync operation.
 
-    Re-entrant and shareable, also by concurrent tasks and threads: each ``__enter__``
-    notes what it started (or None when it joined an outer operation) beside the operation
-    then current in its context, and each ``__exit__`` ends the entry of its own context
-    (the one whose operation is current there).
+    Re-entrant and shareable, also by concurrent tasks and threads: each ``__enter__`` notes
+    in its own context what it started (or that it joined), and each ``__exit__`` ends what
+    the same context's latest entry of this scope started.
     """
 
-    __slots__ = ("_entity", "_lock", "_operation", "_started")
+    __slots__ = ("_entity", "_operation", "_started")
 
     def __init__(self, operation: str, entity: str | None) -> None:
         self._operation = operation
         self._entity = entity
-        self._started: list[tuple[SyncOperation | None, SyncOperation | None]] = []
-        """``(started, current)`` per ``__enter__`` not yet exited: what it started, if
-        anything, and the operation current in its context after it."""
-        self._lock = threading.Lock()
+        self._started: list[SyncOperation] = []
+        """Operations this scope started and has not ended (for an exit in another context,
+        e.g. a generator finished elsewhere: the latest of them is ended)."""
 
     def __enter__(self) -> SyncOperation:
         outer = active_operation()
+        started = None
         if outer is not None:
             if self._entity is not None and outer._entity is None:
                 outer.set_entity(self._entity)
-            entry: tuple[SyncOperation | None, SyncOperation | None] = (None, outer)
             result = outer
         else:
             rt = _runtime.current()
-            if not rt.enabled:
-                entry, result = (None, None), NOOP
+            if rt.enabled:
+                started = result = begin(rt, self._operation, self._entity)
+                self._started.append(started)
             else:
-                op = begin(rt, self._operation, self._entity)
-                entry, result = (op, op), op
-        with self._lock:
-            self._started.append(entry)
+                result = NOOP
+        _ENTRIES.set((*_ENTRIES.get(), (self, started)))
         return result
 
     def __exit__(
@@ -66,22 +70,24 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        current = active_operation()
-        with self._lock:
-            started = self._started
-            # This context's entry: the latest whose operation is current here (entries
-            # with the same one are alike: joins of it). None found (exited in another
-            # context): the latest.
-            index = next(
-                (i for i in range(len(started) - 1, -1, -1) if started[i][1] is current),
-                len(started) - 1,
-            )
-            op = started.pop(index)[0] if started else None
-        if op is not None:
-            try:
-                end(op, exc)
-            except Exception as error:
-                op._rt.internal_error("operation_end_failed", error)
+        entries = _ENTRIES.get()
+        for index in range(len(entries) - 1, -1, -1):
+            if entries[index][0] is self:
+                op = entries[index][1]
+                _ENTRIES.set(entries[:index] + entries[index + 1 :])
+                break
+        else:  # entered in another context
+            op = self._started[-1] if self._started else None
+        if op is None:
+            return
+        try:
+            self._started.remove(op)
+        except ValueError:  # already ended, by an exit in another context
+            return
+        try:
+            end(op, exc)
+        except Exception as error:
+            op._rt.internal_error("operation_end_failed", error)
 
     async def __aenter__(self) -> SyncOperation:
         return self.__enter__()

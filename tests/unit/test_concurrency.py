@@ -156,3 +156,30 @@ async def test_one_sync_operation_object_shared_by_concurrent_tasks_ends_each_ta
     assert spans["error"].attributes["sync.items"] == 1
     assert spans["success"].attributes["sync.items"] == 2
     assert cap.total("sync.operations.active") == 0
+
+
+async def test_a_shared_sync_operation_left_by_its_owner_before_a_thread_that_joined_it(
+    syncperf_capture: Capture,
+) -> None:
+    shared = syncperf.sync_operation("pull")
+    joined = threading.Event()
+    release = threading.Event()
+
+    def work() -> None:
+        with shared:  # the context is copied: it joins the owner's operation
+            joined.set()
+            release.wait(5)
+
+    async with shared:
+        worker = asyncio.ensure_future(asyncio.to_thread(work))
+        await asyncio.to_thread(joined.wait, 5)
+    assert not syncperf.current_operation().recording  # the owner's exit ended its own
+    async with syncperf.sync_operation("push"):  # a later operation: its own, counted
+        pass
+    release.set()
+    await worker
+    cap = syncperf_capture
+    (pull,) = cap.points("sync.operation.duration", {"sync.operation": "pull"})
+    assert pull.count == 1
+    assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 1
+    assert cap.total("sync.operations.active") == 0
