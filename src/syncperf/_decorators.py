@@ -176,7 +176,7 @@ def _sync_wrapper(
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         op = active_operation()
         owner = None
-        if op is None:
+        if op is None or op._ended:
             rt = _runtime.installed or _runtime.current()
             cached = bound[0]
             if cached[0] is not rt:
@@ -221,7 +221,7 @@ def _async_wrapper(
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
         op = active_operation()
         owner = None
-        if op is None:
+        if op is None or op._ended:
             rt = _runtime.installed or _runtime.current()
             cached = bound[0]
             if cached[0] is not rt:

@@ -248,6 +248,7 @@ def end(
     """
     t2 = now or _perf()
     rt = op._rt
+    op._ended = True
     try:
         CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
     except ValueError:  # ended in another context (e.g. an abandoned async generator)

@@ -42,8 +42,9 @@ MAX_OPERATIONS = 64
 CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 """The operation in progress in this context; set and reset by ``_lifecycle`` only."""
 active_operation: Callable[[], SyncOperation | None] = CURRENT.get
-"""The active sync operation, or None: how decorators and integrations join an operation
-(``current_operation()`` is the user's form, never None)."""
+"""The operation current in this context, or None: how decorators and integrations join an
+operation (``current_operation()`` is the user's form, never None). One that already ended
+(``_ended``: a task spawned inside it outlived it) is not joined: callers check."""
 _COUNT = "an int in [0, 2**53)"
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
@@ -126,6 +127,9 @@ class SyncOperation:
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
     _observed: Observed | None = None
     """What the request told about its client (checkpoint, change times, Sync-Client)."""
+    _ended = False
+    """Set by ``end``: a task that copied the context while it ran still sees it current, but
+    joins it no more (its own operations start afresh) and records into the no-op."""
 
     def __init__(self, rt: Runtime, series: OperationSeries, start_ns: int) -> None:
         self._rt = rt
@@ -143,6 +147,7 @@ class SyncOperation:
         self._idempotent = False
         self._observed = None
         self._db_queries = self._db_ns = 0
+        self._ended = False
 
     @property
     def operation(self) -> str:
@@ -408,7 +413,8 @@ NOOP = _NoopOperation()
 
 def current_operation() -> SyncOperation:
     """The active sync operation, or a no-op one that records nothing."""
-    return CURRENT.get() or NOOP
+    op = CURRENT.get()
+    return NOOP if op is None or op._ended else op
 
 
 def release_entity(op: SyncOperation, entity: str) -> None:

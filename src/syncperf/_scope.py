@@ -50,7 +50,7 @@ class OperationScope:
     def __enter__(self) -> SyncOperation:
         outer = active_operation()
         started = None
-        if outer is not None:
+        if outer is not None and not outer._ended:
             if self._entity is not None and outer._entity is None:
                 outer.set_entity(self._entity)
             result = outer

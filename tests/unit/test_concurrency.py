@@ -183,3 +183,30 @@ async def test_a_shared_sync_operation_left_by_its_owner_before_a_thread_that_jo
     assert pull.count == 1
     assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 1
     assert cap.total("sync.operations.active") == 0
+
+
+async def test_operations_a_task_starts_after_the_operation_that_spawned_it_ended_are_its_own(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    async def push_later() -> None:
+        syncperf.current_operation().record_items(7)
+
+    pull_ended = asyncio.Event()
+
+    async def later() -> None:
+        await pull_ended.wait()
+        assert not syncperf.current_operation().recording  # the pull is over, here too
+        await push_later()
+        async with syncperf.sync_operation("push", entity="note") as op:
+            op.record_items(3)
+
+    async with syncperf.sync_operation("pull"):
+        task = asyncio.create_task(later())  # copies the context: the pull is current there
+    pull_ended.set()
+    await task
+    cap = syncperf_capture
+    assert cap.total("sync.operation.duration", {"sync.operation": "pull"}) == 1
+    assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 2
+    assert cap.total("sync.items", {"sync.entity": "todo"}) == 7
+    assert cap.total("sync.items", {"sync.entity": "note"}) == 3

@@ -166,7 +166,10 @@ class SyncPerfMiddleware:
         if self._contrib is None:
             self._contrib = contrib_in_stack(scope.get("app"))
         hit = self._routes.match(route_path(scope)) if self._has_routes else None
-        if hit is not None and (scope.get("method") == "OPTIONS" or active_operation() is not None):
+        outer = active_operation()
+        if hit is not None and (
+            scope.get("method") == "OPTIONS" or (outer is not None and not outer._ended)
+        ):
             hit = None  # preflight, or an outer sync operation already measures this request
         if hit is None and not self._http_metrics:
             await self.app(scope, receive, send)

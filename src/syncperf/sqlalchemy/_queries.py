@@ -260,6 +260,8 @@ class QueryRecorder:
                             if tracing.active or (t1 >= tracing.next_check and tracing.due(t1)):
                                 recorder._traced(rt, query, t1 - t0, etype, code, context)
                         op = active_operation()
+                        if op is not None and op._ended:  # outlived by this task: not its
+                            op = None
                         if op is not None:
                             recorder._in_operation(rt, held, op, statement, query, t0, t1, context)
                         values = batch.values
