@@ -156,6 +156,22 @@ async def test_a_rejected_path_entity_never_becomes_a_metric_attribute(
     assert syncperf_capture.runtime.entities.names == set()
 
 
+@pytest.mark.parametrize("entity", ["x" * 200, "%F0%9F%98%80" * 130, "a%0Ab"])
+async def test_a_path_entity_that_is_no_name_is_dropped_even_in_strict_mode(
+    syncperf_capture: Capture, entity: str
+) -> None:
+    # A URL is client data: in strict mode too it is counted, never raised, and the request's
+    # operation ends (a raise left it current and every later request of the context lost).
+    async with client(make_app()) as c:
+        assert (await c.post(f"/sync/{entity}/push", json={})).status_code in (200, 404)
+        assert not syncperf.current_operation().recording
+        await c.post("/sync/todo/push", json={})
+    cap = syncperf_capture
+    assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_entity"}) == 1
+    assert cap.total("sync.operation.duration") == 2
+    assert cap.total("sync.operations.active") == 0
+
+
 async def test_a_decorated_handler_joins_the_middleware_operation(
     syncperf_capture: Capture,
 ) -> None:

@@ -26,7 +26,8 @@ from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._decorators import Adapter, apply_http_status
-from syncperf._gate import error_type
+from syncperf._gate import MAX_NAME, error_type
+from syncperf._gate import name as gate_name
 from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, release_entity
 from syncperf._runtime import OTHER, Runtime
@@ -183,7 +184,13 @@ class Exchange:
         kind = _INTERNAL if self.owned else _SERVER
         current = None if self.token is not None else self.current  # None: the propagated one
         op = self.op = begin(rt, operation, route.entity, kind, attributes, self.t0, current)
-        if entity is not None:  # known while the handler runs (query metrics)
+        if entity is not None and gate_name(entity) is None:  # client data: never raised
+            rt.drop(
+                "invalid_entity",
+                "syncperf dropped a path entity that is not 1 to %d printable characters",
+                MAX_NAME,
+            )
+        elif entity is not None:  # known while the handler runs (query metrics)
             fresh = entity not in rt.entities.names
             op.set_entity(entity)
             if fresh and op.entity == entity:  # admitted (not past the allow-list or bound)
