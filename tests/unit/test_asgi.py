@@ -566,6 +566,55 @@ async def test_a_client_disconnect_mid_response_leaves_no_request_active(
     assert active_total(cap, "http.server.active_requests") == 0
 
 
+async def test_a_disconnect_the_server_reports_by_raising_from_send_is_client_disconnected(
+    syncperf_capture: Capture,
+) -> None:
+    # ASGI 2.4 servers (uvicorn's ClientDisconnected is an OSError) raise from send() once
+    # the client is gone; the app's framework then raises its own exception.
+    cap = syncperf_capture
+
+    class Gone(Exception):  # what the framework raises when send() failed (ClientDisconnect)
+        pass
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"part", "more_body": True})
+        try:
+            await send({"type": "http.response.body", "body": b"more", "more_body": True})
+        except OSError as error:
+            raise Gone() from error
+
+    sent = 0
+
+    async def send(message: Any) -> None:
+        nonlocal sent
+        sent += 1
+        if sent == 3:
+            raise OSError("the client is gone")
+
+    middleware = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "method": "GET",
+        "path": "/sync/pull",
+        "headers": [],
+        "scheme": "http",
+        "http_version": "1.1",
+    }
+    with pytest.raises(Gone):
+        await middleware(scope, _never_receive, send)
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["error.type"] == "client_disconnected"
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["error.type"] == "client_disconnected"
+    assert active_total(cap, "sync.operations.active") == 0
+
+
+async def _never_receive() -> Any:
+    await asyncio.Event().wait()
+
+
 async def test_a_cancelled_request_leaves_no_request_active(syncperf_capture: Capture) -> None:
     started = asyncio.Event()
 

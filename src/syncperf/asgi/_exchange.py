@@ -26,7 +26,7 @@ from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._decorators import Adapter, apply_http_status
-from syncperf._gate import MAX_NAME, error_type
+from syncperf._gate import error_type
 from syncperf._gate import name as gate_name
 from syncperf._lifecycle import begin, end
 from syncperf._operation import SyncOperation, release_entity
@@ -185,11 +185,7 @@ class Exchange:
         current = None if self.token is not None else self.current  # None: the propagated one
         op = self.op = begin(rt, operation, route.entity, kind, attributes, self.t0, current)
         if entity is not None and gate_name(entity) is None:  # client data: never raised
-            rt.drop(
-                "invalid_entity",
-                "syncperf dropped a path entity that is not 1 to %d printable characters",
-                MAX_NAME,
-            )
+            rt.drop("invalid_entity", "syncperf dropped a path entity that is not a valid name")
         elif entity is not None:  # known while the handler runs (query metrics)
             fresh = entity not in rt.entities.names
             op.set_entity(entity)
@@ -282,7 +278,11 @@ class Exchange:
                     self.owner_span.set_attribute("sync.entity", op.entity)
         elif kind == "http.response.pathsend":
             final = True
-        await self.server_send(message)
+        try:
+            await self.server_send(message)
+        except OSError:  # how an ASGI 2.4 server reports that the client is gone
+            self.disconnected = True
+            raise
         if final:
             self.complete_ns = _perf()
 
@@ -292,8 +292,10 @@ class Exchange:
         """End the operation, then record the HTTP metrics (both even in strict mode)."""
         t_end = _perf()
         reason = None
-        if failure is None and not self.complete_ns:
-            reason = "client_disconnected" if self.disconnected else "incomplete_response"
+        if not self.complete_ns and self.disconnected:  # whatever the framework raised then
+            reason, failure = "client_disconnected", None
+        elif failure is None and not self.complete_ns:
+            reason = "incomplete_response"
         matched: str | None = None
         try:
             if self.op is not None:
