@@ -266,8 +266,7 @@ def end(
     failure = None
     if op._span is not None or op._parent_ctx is not None:
         failure = _end_span(rt, op, outcome, etype, exc, duration_ns, lag_ns, t2)
-    # The metrics: queued without a lock, folded in batches (``fold``); the in-flight count
-    # is left whatever happens.
+    # The metrics: queued without a lock, folded in batches (``fold``); in-flight count left.
     try:
         bound = op._series
         entity = op._entity

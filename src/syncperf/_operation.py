@@ -42,9 +42,8 @@ MAX_OPERATIONS = 64
 CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 """The operation in progress in this context; set and reset by ``_lifecycle`` only."""
 active_operation: Callable[[], SyncOperation | None] = CURRENT.get
-"""The operation current in this context, or None: how decorators and integrations join an
-operation (``current_operation()`` is the user's form, never None). One that already ended
-(``_ended``: a task spawned inside it outlived it) is not joined: callers check."""
+"""The operation current in this context, or None: how decorators and integrations join one
+(callers skip an ``_ended`` one); ``current_operation()`` is the user's form, never None."""
 _COUNT = "an int in [0, 2**53)"
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
@@ -128,8 +127,8 @@ class SyncOperation:
     _observed: Observed | None = None
     """What the request told about its client (checkpoint, change times, Sync-Client)."""
     _ended = False
-    """Set by ``end``: a task that copied the context while it ran still sees it current, but
-    joins it no more (its own operations start afresh) and records into the no-op."""
+    """Set by ``end``: a task that copied the context still sees it current, but joins it no
+    more (its own operations start afresh)."""
 
     def __init__(self, rt: Runtime, series: OperationSeries, start_ns: int) -> None:
         self._rt = rt
@@ -139,15 +138,11 @@ class SyncOperation:
         # What ``end`` reads, set on the instance although the class has the same defaults:
         # CPython (3.11) reads an attribute from the instance's own values at specialized
         # speed, but falls back to a generic lookup, ~10x slower, to find a class default.
-        self._own_ns = self._resumed_ns = 0
-        self._ctx_token = self._span = self._parent_ctx = self._error_type = None
-        self._conflicts = 0
-        self._conflict_detail = self._batch = self._items = self._entity_items = None
-        self._item_total = 0
-        self._idempotent = False
-        self._observed = None
+        self._own_ns = self._resumed_ns = self._conflicts = self._item_total = 0
         self._db_queries = self._db_ns = 0
-        self._ended = False
+        self._ctx_token = self._span = self._parent_ctx = self._error_type = self._observed = None
+        self._conflict_detail = self._batch = self._items = self._entity_items = None
+        self._idempotent = self._ended = False
 
     @property
     def operation(self) -> str:

@@ -148,18 +148,7 @@ def setup_otlp(
     for name in ("metric_exporters", "tracer_provider"):
         if name in options:
             raise ConfigError(name, options[name], "not an option of setup_otlp (it sets it)")
-    tracer_global = _otlp.sdk_provider(trace.get_tracer_provider()) is not None
-    meter_global = not _otlp.is_proxy_meter_provider(otel_metrics.get_meter_provider())
-    traces_on = (
-        _otlp.signal_on("OTEL_TRACES_EXPORTER", env, tracer_global)
-        if traces is None
-        else bool(traces)
-    )
-    metrics_on = (
-        _otlp.signal_on("OTEL_METRICS_EXPORTER", env, meter_global)
-        if metrics is None
-        else bool(metrics)
-    )
+    traces_on, metrics_on = _otlp.signals(traces, metrics, env)
     traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_on else None
     metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_on else None
     disabled = _otlp.disabled(env)

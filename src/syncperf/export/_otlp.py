@@ -10,6 +10,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
@@ -46,6 +47,20 @@ def signal_on(var: str, env: Mapping[str, str], joining: bool = False) -> bool:
     if unknown and not joining:
         raise ConfigError(var, raw, "otlp or none (setup_otlp installs OTLP exporters only)")
     return "otlp" in names
+
+
+def signals(
+    traces: bool | None, metrics_: bool | None, env: Mapping[str, str]
+) -> tuple[bool, bool]:
+    """Whether traces and metrics go out over OTLP: the explicit arguments, else the
+    ``OTEL_*_EXPORTER`` variables (``signal_on``), joining the global SDK providers if any."""
+    if traces is None:
+        joining = sdk_provider(trace.get_tracer_provider()) is not None
+        traces = signal_on("OTEL_TRACES_EXPORTER", env, joining)
+    if metrics_ is None:
+        joining = not is_proxy_meter_provider(otel_metrics.get_meter_provider())
+        metrics_ = signal_on("OTEL_METRICS_EXPORTER", env, joining)
+    return bool(traces), bool(metrics_)
 
 
 def protocol_of(explicit: str | None, signal: str, env: Mapping[str, str]) -> str:
