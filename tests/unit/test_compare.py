@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import random
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given
@@ -251,3 +256,79 @@ def test_a_percentile_row_carries_each_windows_interval() -> None:
     assert low is not None and high is not None and p95.before is not None
     assert low <= p95.before <= high
     assert high < p95.after_interval[0]  # 50 % slower: the intervals do not overlap
+
+
+Answer = Callable[[BaseHTTPRequestHandler], None]
+
+
+@contextmanager
+def _fake_prometheus(answer: Answer) -> Iterator[tuple[str, list[BaseHTTPRequestHandler]]]:
+    """A server on a free loopback port calling ``answer`` per request; yields its URL and
+    the requests it got."""
+    seen: list[BaseHTTPRequestHandler] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append(self)
+            answer(self)
+
+        do_GET = do_POST
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, **headers: str) -> None:
+    handler.send_response(status)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _json(payload: object) -> Answer:
+    return lambda handler: _send(handler, 200, json.dumps(payload).encode())
+
+
+EMPTY = {"status": "success", "data": {"resultType": "vector", "result": []}}
+WINDOWS = ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--json"]
+
+
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code  # type: ignore[assignment]
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_basic_auth_credentials_never_follow_a_redirect_to_another_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with _fake_prometheus(_json(EMPTY)) as (elsewhere, received):
+        other = elsewhere.replace("127.0.0.1", "localhost")
+
+        def redirect(handler: BaseHTTPRequestHandler) -> None:
+            _send(handler, 302, b"", Location=other + handler.path)
+
+        with _fake_prometheus(redirect) as (url, _):
+            authed = url.replace("http://", "http://admin:s3cret@")
+            status, out, err = _run(capsys, [*WINDOWS, "--prometheus", authed])
+    assert [h.headers.get("Authorization") for h in received] == []
+    assert status == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--prometheus" in err and "302" in err
+    assert "s3cret" not in err

@@ -39,6 +39,17 @@ class CompareError(Exception):
     """A usage or connection problem (its message is one line)."""
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects end in ``HTTPError``: urllib would send the Authorization header to
+    wherever the server points, another host included."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 @dataclass(frozen=True)
 class Window:
     """``[start, end]`` in Unix seconds."""
@@ -158,7 +169,7 @@ class Prometheus:
             self.url + "/api/v1/query", data=body, headers=self._headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 raw = response.read(MAX_ANSWER + 1)
             if len(raw) > MAX_ANSWER:
                 raise CompareError(
@@ -166,6 +177,11 @@ class Prometheus:
                 )
             answer = json.loads(raw)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise CompareError(
+                    f"--prometheus: {self.url} answered HTTP {exc.code} (a redirect, not "
+                    "followed so credentials stay with this server): give the URL it points to"
+                ) from None
             answer = _error_body(exc)
             if answer is None:
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
