@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -18,6 +19,9 @@ _COMMANDS = {
     "compare": ("compare", "Compare two time windows in Prometheus (before/after a deploy)."),
 }
 
+MAX_SECONDS = 86400.0
+"""The most any seconds option takes (one day): larger values overflow socket timeouts."""
+
 
 class Parser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one line on stderr and exit status 2."""
@@ -27,16 +31,22 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
-    """An argparse ``type`` accepting numbers of ``kind`` above 0."""
+def positive(
+    kind: type[float] | type[int], most: float | None = None
+) -> Callable[[str], float | int]:
+    """An argparse ``type`` accepting finite numbers of ``kind`` above 0 (and at most
+    ``most`` when given)."""
 
     def parse(raw: str) -> float | int:
+        shown = raw if len(raw) <= 40 else raw[:37] + "..."
         try:
             value = kind(raw)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {raw}")
+            raise argparse.ArgumentTypeError(f"not a number: {shown!r}") from None
+        if not math.isfinite(value) or value <= 0:  # nan <= 0 is False: test finiteness
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {shown}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}, got {shown}")
         return value
 
     return parse

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import importlib
+import math
 import re
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Any
 
 import pytest
 import tomllib
+from hypothesis import given
+from hypothesis import strategies as st
 
 from syncperf import cli
 
@@ -91,6 +95,31 @@ def test_demo_with_a_bad_or_unreachable_database_url(
     assert "s3cret" not in err
     if "?" in url:
         assert "password=***" in err or "port=***" in err  # the keys stay readable
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["nan", "-inf", "1e400"]))
+def test_a_positive_number_option_takes_only_finite_numbers_up_to_its_cap(
+    value: float | str,
+) -> None:
+    parse = cli.positive(float, most=cli.MAX_SECONDS)
+    try:
+        parsed = parse(str(value))
+    except argparse.ArgumentTypeError:
+        return
+    assert math.isfinite(parsed) and 0 < parsed <= cli.MAX_SECONDS
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300", str(cli.MAX_SECONDS * 2)])
+def test_demo_rejects_a_duration_that_would_never_end(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncperf._tools import demo
+
+    with pytest.raises(SystemExit) as exit_:  # the parser alone: a demo that ran would not end
+        demo.parser().parse_args(["--duration", value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--duration" in err
 
 
 def test_bench_help_cites_no_file_that_is_not_shipped(capsys: pytest.CaptureFixture[str]) -> None:

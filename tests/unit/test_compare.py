@@ -332,3 +332,25 @@ def test_basic_auth_credentials_never_follow_a_redirect_to_another_server(
     assert len(err.strip().splitlines()) == 1, err
     assert "--prometheus" in err and "302" in err
     assert "s3cret" not in err
+
+
+@pytest.mark.parametrize("option", ["--alpha", "--min-change", "--min-rate-change", "--timeout"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_a_number_option_that_is_not_finite_is_a_usage_error_naming_it(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*WINDOWS, "--prometheus", "http://127.0.0.1:1", "--timeout", "2", option, value]
+    status, out, err = _run(capsys, argv)
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert option in err
+
+
+@pytest.mark.parametrize("value", ["1e300", "86401"])
+def test_a_timeout_longer_than_a_day_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = _run(capsys, [*WINDOWS, "--prometheus", "http://127.0.0.1:1", "--timeout", value])
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--timeout" in err
