@@ -140,6 +140,37 @@ def test_a_bad_window_is_a_compare_error(raw: str) -> None:
         parse_window(raw, "--after", NOW)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "-" + "9" * 400 + "w..now",
+        "-" + "9" * 5000 + "w..now",
+        "-999999999999w..now",
+        "now..9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00+14:00..now",
+        "1969-12-31T23:59:59Z..now",
+    ],
+)
+def test_a_time_outside_the_years_1970_to_9999_is_a_compare_error(raw: str) -> None:
+    with pytest.raises(CompareError, match="--before") as info:
+        parse_window(raw, "--before", NOW)
+    assert len(str(info.value)) < 300
+
+
+@given(st.integers(0, 10**30), st.sampled_from("smhdw"), st.booleans())
+def test_any_relative_time_is_a_window_or_a_compare_error(
+    count: int, unit: str, at_the_end: bool
+) -> None:
+    time = f"-{count}{unit}"
+    raw = f"{time}..now" if not at_the_end else f"1970-01-01T00:00:00Z..{time}"
+    try:
+        window = parse_window(raw, "--after", NOW)
+    except CompareError as error:
+        assert "--after" in str(error)
+        return
+    assert window.describe()
+
+
 def test_a_selector_is_label_matchers() -> None:
     assert check_selector('{job="api"}') == 'job="api"'
     with pytest.raises(CompareError):

@@ -30,6 +30,9 @@ MAX_ANSWER = 64 * 1024 * 1024
 _RELATIVE = re.compile(r"^(?:now)?(?:-((?:\d+[smhdw])+))?$")
 _PART = re.compile(r"(\d+)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_DIGITS = 12
+_EARLIEST = 0.0
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 _SELECTOR = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"')
 
 Key = tuple[str, str]
@@ -72,10 +75,10 @@ def parse_window(raw: str, option: str, now: float | None = None) -> Window:
     now = time.time() if now is None else now
     start, sep, end = raw.partition("..")
     if not sep:
-        raise CompareError(f"{option} {raw!r}: expected START..END (RFC 3339, now, -2h)")
+        raise CompareError(f"{option} {_shown(raw)}: expected START..END (RFC 3339, now, -2h)")
     window = Window(_parse_time(start, option, now), _parse_time(end, option, now))
     if window.end <= window.start:
-        raise CompareError(f"{option} {raw!r}: the end is not after the start")
+        raise CompareError(f"{option} {_shown(raw)}: the end is not after the start")
     return window
 
 
@@ -83,17 +86,28 @@ def _parse_time(raw: str, option: str, now: float) -> float:
     text = raw.strip()
     match = _RELATIVE.match(text) if text else None
     if match:
-        ago = sum(int(n) * _SECONDS[unit] for n, unit in _PART.findall(match.group(1) or ""))
-        return now - ago
-    try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise CompareError(
-            f"{option}: {raw!r} is not a time (RFC 3339, 'now', or relative like -2h)"
-        ) from None
-    if stamp.tzinfo is None:
-        raise CompareError(f"{option}: {raw!r} has no time zone (add Z or +00:00)")
-    return stamp.timestamp()
+        parts = _PART.findall(match.group(1) or "")
+        if any(len(n) > _MAX_DIGITS for n, _ in parts):  # int() of 5000 digits raises
+            raise CompareError(f"{option}: {_shown(raw)} is not between the years 1970 and 9999")
+        seconds = now - sum(int(n) * _SECONDS[unit] for n, unit in parts)
+    else:
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise CompareError(
+                f"{option}: {_shown(raw)} is not a time (RFC 3339, 'now', or relative like -2h)"
+            ) from None
+        if stamp.tzinfo is None:
+            raise CompareError(f"{option}: {_shown(raw)} has no time zone (add Z or +00:00)")
+        seconds = stamp.timestamp()
+    if not _EARLIEST <= seconds <= _LATEST:  # outside them, datetime cannot show it
+        raise CompareError(f"{option}: {_shown(raw)} is not between the years 1970 and 9999")
+    return seconds
+
+
+def _shown(raw: str) -> str:
+    """``raw`` quoted for a one-line message, cut at 60 characters."""
+    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
 
 
 def _rfc3339(seconds: float) -> str:
