@@ -310,7 +310,7 @@ def _fake_prometheus(answer: Answer) -> Iterator[tuple[str, list[BaseHTTPRequest
         do_GET = do_POST
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", seen
@@ -385,3 +385,30 @@ def test_a_timeout_longer_than_a_day_is_a_usage_error(
     assert status == 2
     assert len(err.strip().splitlines()) == 1, err
     assert "--timeout" in err
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        None,
+        "success",
+        {"status": "error", "error": ""},
+        {"status": "error"},
+        {"status": "error", "error": None},
+        {"status": "error", "error": ["a"]},
+        {"status": "error", "error": "\x1b[2J\nsecond line"},
+        {},
+        {"status": "success"},
+        {"status": "success", "data": []},
+        {"status": "success", "data": {"result": {}}},
+    ],
+)
+def test_an_answer_that_is_not_prometheus_json_is_a_one_line_error(
+    answer: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _fake_prometheus(_json(answer)) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("syncperf compare: ") and "\x1b" not in err

@@ -197,17 +197,30 @@ class Prometheus:
                     "followed so credentials stay with this server): give the URL it points to"
                 ) from None
             answer = _error_body(exc)
-            if answer is None:
+            if not isinstance(answer, dict):
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", exc)
             raise CompareError(f"cannot query Prometheus at {self.url}: {reason}") from None
-        if not isinstance(answer, dict) or answer.get("status") != "success":
-            error = str(answer.get("error", "unknown error")) if isinstance(answer, dict) else ""
-            raise CompareError(f"Prometheus rejected a query: {error.splitlines()[0][:200]}")
-        data = answer.get("data") or {}
+        return self._result(answer)
+
+    def _result(self, answer: Any) -> list[dict[str, Any]]:
+        """The result list of a decoded answer; anything else is a ``CompareError``."""
+        unexpected = CompareError(f"Prometheus at {self.url} gave an unexpected answer")
+        if not isinstance(answer, dict):
+            raise unexpected
+        if answer.get("status") != "success":
+            error = answer.get("error")
+            lines = error.splitlines() if isinstance(error, str) else []
+            if not lines or not lines[0].strip():
+                raise unexpected
+            shown = "".join(c if c.isprintable() else "?" for c in lines[0][:200])
+            raise CompareError(f"Prometheus rejected a query: {shown}")
+        data = answer.get("data")
         result = data.get("result") if isinstance(data, dict) else None
-        return result if isinstance(result, list) else []
+        if not isinstance(result, list):
+            raise unexpected
+        return result
 
     def increase(self, metric: str, by: str, window: Window) -> list[tuple[dict[str, str], float]]:
         """``sum by (by) (increase(metric{selector}[window]))`` at the window's end."""
