@@ -412,3 +412,37 @@ def test_an_answer_that_is_not_prometheus_json_is_a_one_line_error(
     assert (status, out) == (2, "")
     assert len(err.strip().splitlines()) == 1, err
     assert err.startswith("syncperf compare: ") and "\x1b" not in err
+
+
+class _Answers(Prometheus):
+    """A Prometheus whose every query answers the same samples."""
+
+    def __init__(self, samples: list[tuple[dict[str, str], str]]) -> None:
+        super().__init__("http://127.0.0.1:1")
+        self.samples = samples
+
+    def query(self, promql: str, at: float) -> list[dict[str, object]]:
+        return [{"metric": labels, "value": [at, value]} for labels, value in self.samples]
+
+
+VALUES = st.sampled_from(["+Inf", "-Inf", "NaN", "0", "10", "1e308"]) | st.floats().map(repr)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["0.1", "1", "+Inf"]), VALUES), max_size=6))
+def test_any_sample_values_give_rows_not_a_crash(samples: list[tuple[str, str]]) -> None:
+    op = {"sync_operation": "push", "sync_entity": "todo", "sync_outcome": "success"}
+    server = _Answers([({**op, "le": le}, value) for le, value in samples])
+    before = server.recorded(Window(NOW - 7200, NOW - 3600))
+    after = server.recorded(Window(NOW - 3600, NOW))
+    for row in compare(before, after, Thresholds()):
+        json.dumps(row.__dict__, allow_nan=False)  # finite numbers or None
+
+
+def test_an_infinite_sample_is_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    op = {"sync_operation": "push", "sync_entity": "todo", "sync_outcome": "success"}
+    samples = [{"metric": labels, "value": [0, "+Inf"]} for labels in (op, {**op, "le": "+Inf"})]
+    answer = {"status": "success", "data": {"result": samples}}
+    with _fake_prometheus(_json(answer)) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, err) == (0, "")
+    assert json.loads(out)["rows"] == []

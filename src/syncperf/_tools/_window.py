@@ -26,6 +26,9 @@ QUERIES = catalogue.SYNC_DB_QUERIES.prometheus
 OUTBOX_LAG = catalogue.OUTBOX_LAG.prometheus
 NO_ENTITY = "-"
 MAX_ANSWER = 64 * 1024 * 1024
+MAX_COUNT = float(2**53)
+"""Counts above it are not exact in a float64: such samples (and +Inf, NaN, negative ones,
+which ``increase()`` never yields) are dropped."""
 
 _RELATIVE = re.compile(r"^(?:now)?(?:-((?:\d+[smhdw])+))?$")
 _PART = re.compile(r"(\d+)([smhdw])")
@@ -232,7 +235,7 @@ class Prometheus:
                 value = float(sample["value"][1])
             except (KeyError, IndexError, TypeError, ValueError):
                 continue
-            if value == value:  # NaN when the window holds no samples
+            if 0.0 <= value <= MAX_COUNT:  # NaN when the window holds no samples; never +-Inf
                 samples.append((labels, value))
         return samples
 
