@@ -232,11 +232,46 @@ def test_the_table_without_rich_names_the_extra(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(
-    "url", ["nope", "http://", "http://[::1", "http://host:99999", "ftp://host:9090"]
+    "url",
+    [
+        "nope",
+        "http://",
+        "http://[::1",
+        "http://host:99999",
+        "ftp://host:9090",
+        "http://h:1/a b",
+        "http://ops:s3cret@h:1/a\tb",
+        "http://h:1/\x7f",
+        "http://ops:s3cret@h:1/a\nb",
+    ],
 )
 def test_a_bad_prometheus_url_is_a_compare_error(url: str) -> None:
-    with pytest.raises(CompareError, match="--prometheus"):
+    with pytest.raises(CompareError, match="--prometheus") as info:
         Prometheus(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_a_url_with_a_space_is_a_usage_error_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = _run(capsys, [*WINDOWS, "--prometheus", "http://ops:s3cret@h:1/a b"])
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1 and "--prometheus" in err
+    assert "s3cret" not in err
+
+
+def test_a_server_that_does_not_speak_http_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def garbage(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"NOT HTTP \x1b[2J AT ALL\r\n\r\n")
+        handler.close_connection = True
+
+    with _fake_prometheus(garbage) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("syncperf compare: cannot query Prometheus at ") and "\x1b" not in err
 
 
 def test_credentials_in_the_url_become_basic_auth_and_are_never_shown(

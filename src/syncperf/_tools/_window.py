@@ -9,6 +9,7 @@ instant queries at its end: ``increase(metric[length])`` summed by the labels co
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import time
@@ -157,6 +158,8 @@ class Prometheus:
 
     def __init__(self, url: str, selector: str = "", timeout: float = 30.0) -> None:
         usage = "--prometheus: expected http(s)://host:port"
+        if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit drops \t and \n
+            raise CompareError(usage + " (no spaces or control characters)")
         try:
             parsed = urllib.parse.urlsplit(url)
             host, port = parsed.hostname, parsed.port
@@ -202,8 +205,8 @@ class Prometheus:
             answer = _error_body(exc)
             if not isinstance(answer, dict):
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            reason = _printable(str(getattr(exc, "reason", exc)).strip())
             raise CompareError(f"cannot query Prometheus at {self.url}: {reason}") from None
         return self._result(answer)
 
@@ -217,8 +220,7 @@ class Prometheus:
             lines = error.splitlines() if isinstance(error, str) else []
             if not lines or not lines[0].strip():
                 raise unexpected
-            shown = "".join(c if c.isprintable() else "?" for c in lines[0][:200])
-            raise CompareError(f"Prometheus rejected a query: {shown}")
+            raise CompareError(f"Prometheus rejected a query: {_printable(lines[0])}")
         data = answer.get("data")
         result = data.get("result") if isinstance(data, dict) else None
         if not isinstance(result, list):
@@ -262,6 +264,12 @@ def _error_body(exc: urllib.error.HTTPError) -> Any:
         return json.loads(exc.read(65536))
     except (OSError, ValueError):
         return None
+
+
+def _printable(text: str) -> str:
+    """``text`` from the server fit for a one-line message: control characters become ``?``,
+    at most 200."""
+    return "".join(c if c.isprintable() else "?" for c in text[:200])
 
 
 def _key(labels: dict[str, str]) -> Key:
