@@ -145,6 +145,43 @@ def test_cli_reports_a_bad_threshold_without_a_traceback(
     assert "conflict_rate" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["5m5m", "1s1m", "1ms1s", "1m1h", "", "5", "0", "1h 5m", "5M", "-5m", "1.5h", "\u0665m",
+     "5m\n", "9" * 5000 + "s", "366d", "2y", "999999999999999w"],
+)
+@pytest.mark.parametrize("option", ["window", "baseline_window", "for_", "evaluation_interval"])
+def test_a_duration_prometheus_rejects_or_too_long_is_a_config_error(
+    option: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        RuleOptions(**{option: value})  # type: ignore[arg-type]
+    assert option.rstrip("_") in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1y", 31536000), ("1w2d3h4m5s6ms", 788645.006), ("90m", 5400), ("500ms", 0.5)],
+)
+def test_durations_in_prometheus_grammar_parse(value: str, seconds: float) -> None:
+    assert parse_duration("for", value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--window", "5m5m"], ["--for", "1s1m"], ["--window", "1ms1s"], ["--window", "9" * 5000 + "s"]],
+)
+def test_cli_rejects_a_duration_promtool_would_reject(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert rules.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert argv[0].lstrip("-") in captured.err
+
+
 def test_durations_round_trip() -> None:
     assert parse_duration("w", "1h30m") == 5400
     assert format_duration(5400) == "1h30m"

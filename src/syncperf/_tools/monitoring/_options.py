@@ -11,23 +11,34 @@ from dataclasses import dataclass
 from syncperf.exceptions import ConfigError
 
 DEFAULT_RUNBOOK_URL = "https://github.com/syncperf/syncperf/blob/main/docs/runbooks.md"
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNITS = ("y", "w", "d", "h", "m", "s", "ms")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile("".join(f"(?:([0-9]{{1,12}}){unit})?" for unit in _UNITS))
+"""Prometheus's grammar (prometheus/common model.ParseDuration): each unit at most once, in
+that order; 12 digits at most so ``int()`` stays cheap."""
+MAX_DURATION_SECONDS = _UNIT_SECONDS["y"]
+"""The longest duration an option takes: ``1y``."""
 
 
 def parse_duration(option: str, value: object) -> float:
-    """Seconds in a Prometheus duration such as ``30s``, ``5m`` or ``1h30m``.
+    """Seconds in a Prometheus duration such as ``30s``, ``5m`` or ``1h30m``, at most ``1y``.
 
     Raises:
-        ConfigError: ``value`` is not a Prometheus duration.
+        ConfigError: ``value`` is not a duration Prometheus accepts, or is longer than 1y.
     """
-    if (
-        isinstance(value, str)
-        and value
-        and "".join(m.group(0) for m in _DURATION.finditer(value)) == value
-    ):
-        return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(value))
-    raise ConfigError(option, value, "a Prometheus duration such as 30s, 5m or 1h")
+    match = _DURATION.fullmatch(value) if isinstance(value, str) and value else None
+    if match is not None:
+        seconds = sum(
+            int(n) * _UNIT_SECONDS[unit] for n, unit in zip(match.groups(), _UNITS) if n
+        )
+        if seconds <= MAX_DURATION_SECONDS:
+            return seconds
+    raise ConfigError(
+        option,
+        value,
+        "a Prometheus duration such as 30s, 5m or 1h30m (units y w d h m s ms, each at most "
+        "once and in that order), at most 1y",
+    )
 
 
 def format_duration(seconds: float) -> str:
