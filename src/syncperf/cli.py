@@ -54,7 +54,13 @@ def positive(
 
 def write_output(prog: str, path: str | None, text: str) -> int:
     """Write ``text`` to ``path`` (stdout when None); a path that cannot be written is a
-    one-line error and exit status 2."""
+    one-line error and exit status 2, and so is text that is not valid UTF-8 (an argument
+    holding undecodable bytes, which Python reads as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        print(f"{prog}: an argument holds bytes that are not UTF-8", file=sys.stderr)
+        return 2
     if path is None:
         sys.stdout.write(text)
         return 0

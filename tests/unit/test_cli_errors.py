@@ -44,6 +44,16 @@ def test_an_output_file_in_a_missing_directory(
     assert str(target) in err
 
 
+@pytest.mark.parametrize("to_file", [False, True])
+def test_an_argument_with_bytes_that_are_not_utf8_is_not_written(
+    to_file: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tests.yml"
+    argv = ["rules", "--format", "promtool-tests", "--rule-file", "rules\udcff.yml"]
+    _fails_with_one_line(capsys, [*argv, *(["-o", str(out)] if to_file else [])])
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -7,6 +7,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from syncperf.exceptions import ConfigError
 
@@ -139,8 +140,7 @@ class RuleOptions:
             parse_duration("for", self.for_)
         if self.evaluation_interval is not None:
             parse_duration("evaluation_interval", self.evaluation_interval)
-        if not isinstance(self.runbook_url, str) or not self.runbook_url:
-            raise ConfigError("runbook_url", self.runbook_url, "a URL")
+        _runbook_url(self.runbook_url)
 
     def seconds(self, name: str) -> float:
         """A duration option in seconds."""
@@ -178,6 +178,30 @@ def _positive(name: str, value: object, low: float = 0.0, high: float = math.inf
         raise ConfigError(name, value, f"a number of at least {number(low)}{bound}")
     if low == 0.0 and name not in ("min_rate", "n_plus_one") and float(value) <= 0:  # type: ignore[arg-type]
         raise ConfigError(name, value, "a number above 0")
+
+
+MAX_URL = 2000
+
+
+def _runbook_url(value: object) -> None:
+    """An http(s) URL of printable characters: it is written into YAML, JSON and a ``#``
+    header line, where a newline or a lone surrogate breaks the file."""
+    ok = (
+        isinstance(value, str)
+        and len(value) <= MAX_URL
+        and all(c.isprintable() and not c.isspace() for c in value)
+    )
+    if ok:
+        try:
+            parts = urlsplit(str(value))
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            ok = False
+        else:
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    if not ok:
+        accepted = f"an http(s) URL with a host, at most {MAX_URL} printable characters"
+        raise ConfigError("runbook_url", value, accepted + ", no spaces")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
