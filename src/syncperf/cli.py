@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -19,6 +21,9 @@ _COMMANDS = {
     "compare": ("compare", "Compare two time windows in Prometheus (before/after a deploy)."),
 }
 
+BROKEN_PIPE = 141
+"""Exit status when stdout closes early (``syncperf compare | head``): 128 + SIGPIPE, what a
+shell shows for a tool SIGPIPE ended; never 1, which compare and check mean as "regression"."""
 MAX_SECONDS = 86400.0
 """The most any seconds option takes (one day): larger values overflow socket timeouts."""
 
@@ -27,8 +32,23 @@ class Parser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one line on stderr and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``prog: message`` and exit 2 (argparse prints the whole usage first)."""
-        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        """Print ``prog: message`` and exit 2 (argparse prints the whole usage first); a URL
+        the message echoes loses its credentials."""
+        self.exit(2, f"{self.prog}: {without_userinfo(message)} (see '{self.prog} --help')\n")
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the ``user:password@`` of the URLs in it shown as ``***@``.
+
+    Everything from the first ``scheme://`` to the last ``@`` after it goes: a password may
+    hold spaces or ``/``, and hiding too much of an error message is the lesser harm.
+    """
+    match = _SCHEME.search(text)
+    at = text.rfind("@", match.end()) if match else -1
+    return text if match is None or at < 0 else text[: match.end()] + "***" + text[at:]
 
 
 def positive(
@@ -75,7 +95,27 @@ def write_output(prog: str, path: str | None, text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syncperf`` command."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            return _run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # a closed pipe fails here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again (the
+    recipe in the ``signal`` module's documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor (captured, embedded)
+        pass
+
+
+def _run(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print("usage: syncperf {" + ",".join(_COMMANDS) + "} [options]\n")
         for name, (_, summary) in _COMMANDS.items():
@@ -88,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = _COMMANDS.get(args[0])
     if command is None:
-        print(f"syncperf: unknown command {args[0]!r}; try 'syncperf --help'", file=sys.stderr)
+        shown = without_userinfo(repr(args[0]))
+        print(f"syncperf: unknown command {shown}; try 'syncperf --help'", file=sys.stderr)
         return 2
     module = importlib.import_module("syncperf._tools." + command[0])
     return int(module.main(args[1:]) or 0)

@@ -44,6 +44,55 @@ def test_an_output_file_in_a_missing_directory(
     assert str(target) in err
 
 
+URL = "http://admin:s3cret@127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", URL],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--alpha", URL],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--timeout", URL],
+        ["check", "results.json", "--baseline", "b.json", URL],
+        ["rules", URL],
+        ["rules", "--p95-seconds", URL],
+        ["dashboard", URL],
+        ["demo", URL],
+        ["bench", "--loops", URL],
+        [URL],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "https://ad/min:s3cret@h/x"],
+        ["dashboard", "-o", "x", "postgresql+psycopg://demo:s3cret@db/demo", "-q"],
+        ["rules", "http://admin:s3 cret@h", "http://h2/@x"],
+    ],
+)
+def test_a_url_echoed_in_a_usage_error_loses_its_credentials(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _fails_with_one_line(capsys, argv)
+    assert "s3cret" not in err and "admin" not in err
+    assert "***@" in err
+
+
+def test_a_closed_stdout_ends_compare_quietly_and_not_as_a_regression(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    from syncperf._tools import _window
+
+    monkeypatch.setattr(_window.Prometheus, "query", lambda self, promql, at: [])
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    argv = ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--json"]
+    status = cli.main(argv)
+    assert status == cli.BROKEN_PIPE != 1
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.parametrize("to_file", [False, True])
 def test_an_argument_with_bytes_that_are_not_utf8_is_not_written(
     to_file: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
