@@ -416,7 +416,9 @@ def test_a_number_option_that_is_not_finite_is_a_usage_error_naming_it(
 def test_a_timeout_longer_than_a_day_is_a_usage_error(
     value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    status, _, err = _run(capsys, [*WINDOWS, "--prometheus", "http://127.0.0.1:1", "--timeout", value])
+    status, _, err = _run(
+        capsys, [*WINDOWS, "--prometheus", "http://127.0.0.1:1", "--timeout", value]
+    )
     assert status == 2
     assert len(err.strip().splitlines()) == 1, err
     assert "--timeout" in err

@@ -147,8 +147,25 @@ def test_cli_reports_a_bad_threshold_without_a_traceback(
 
 @pytest.mark.parametrize(
     "value",
-    ["5m5m", "1s1m", "1ms1s", "1m1h", "", "5", "0", "1h 5m", "5M", "-5m", "1.5h", "\u0665m",
-     "5m\n", "9" * 5000 + "s", "366d", "2y", "999999999999999w"],
+    [
+        "5m5m",
+        "1s1m",
+        "1ms1s",
+        "1m1h",
+        "",
+        "5",
+        "0",
+        "1h 5m",
+        "5M",
+        "-5m",
+        "1.5h",
+        "\u0665m",
+        "5m\n",
+        "9" * 5000 + "s",
+        "366d",
+        "2y",
+        "999999999999999w",
+    ],
 )
 @pytest.mark.parametrize("option", ["window", "baseline_window", "for_", "evaluation_interval"])
 def test_a_duration_prometheus_rejects_or_too_long_is_a_config_error(
@@ -170,7 +187,12 @@ def test_durations_in_prometheus_grammar_parse(value: str, seconds: float) -> No
 
 @pytest.mark.parametrize(
     "argv",
-    [["--window", "5m5m"], ["--for", "1s1m"], ["--window", "1ms1s"], ["--window", "9" * 5000 + "s"]],
+    [
+        ["--window", "5m5m"],
+        ["--for", "1s1m"],
+        ["--window", "1ms1s"],
+        ["--window", "9" * 5000 + "s"],
+    ],
 )
 def test_cli_rejects_a_duration_promtool_would_reject(
     argv: list[str], capsys: pytest.CaptureFixture[str]

@@ -30,7 +30,9 @@ def parse_duration(option: str, value: object) -> float:
     match = _DURATION.fullmatch(value) if isinstance(value, str) and value else None
     if match is not None:
         seconds = sum(
-            int(n) * _UNIT_SECONDS[unit] for n, unit in zip(match.groups(), _UNITS) if n
+            int(n) * _UNIT_SECONDS[unit]
+            for n, unit in zip(match.groups(), _UNITS, strict=True)
+            if n
         )
         if seconds <= MAX_DURATION_SECONDS:
             return seconds
