@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -18,25 +21,52 @@ _COMMANDS = {
     "compare": ("compare", "Compare two time windows in Prometheus (before/after a deploy)."),
 }
 
+BROKEN_PIPE = 141
+"""Exit status when stdout closes early (``syncperf compare | head``): 128 + SIGPIPE, what a
+shell shows for a tool SIGPIPE ended; never 1, which compare and check mean as "regression"."""
+MAX_SECONDS = 86400.0
+"""The most any seconds option takes (one day): larger values overflow socket timeouts."""
+
 
 class Parser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one line on stderr and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        """Print ``prog: message`` and exit 2 (argparse prints the whole usage first)."""
-        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+        """Print ``prog: message`` and exit 2 (argparse prints the whole usage first); a URL
+        the message echoes loses its credentials."""
+        self.exit(2, f"{self.prog}: {without_userinfo(message)} (see '{self.prog} --help')\n")
 
 
-def positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
-    """An argparse ``type`` accepting numbers of ``kind`` above 0."""
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def without_userinfo(text: str) -> str:
+    """``text`` with the ``user:password@`` of the URLs in it shown as ``***@``.
+
+    Everything from the first ``scheme://`` to the last ``@`` after it goes: a password may
+    hold spaces or ``/``, and hiding too much of an error message is the lesser harm.
+    """
+    match = _SCHEME.search(text)
+    at = text.rfind("@", match.end()) if match else -1
+    return text if match is None or at < 0 else text[: match.end()] + "***" + text[at:]
+
+
+def positive(
+    kind: type[float] | type[int], most: float | None = None
+) -> Callable[[str], float | int]:
+    """An argparse ``type`` accepting finite numbers of ``kind`` above 0 (and at most
+    ``most`` when given)."""
 
     def parse(raw: str) -> float | int:
+        shown = raw if len(raw) <= 40 else raw[:37] + "..."
         try:
             value = kind(raw)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {raw!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {raw}")
+            raise argparse.ArgumentTypeError(f"not a number: {shown!r}") from None
+        if not math.isfinite(value) or value <= 0:  # nan <= 0 is False: test finiteness
+            raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {shown}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most:g}, got {shown}")
         return value
 
     return parse
@@ -44,7 +74,13 @@ def positive(kind: type[float] | type[int]) -> Callable[[str], float | int]:
 
 def write_output(prog: str, path: str | None, text: str) -> int:
     """Write ``text`` to ``path`` (stdout when None); a path that cannot be written is a
-    one-line error and exit status 2."""
+    one-line error and exit status 2, and so is text that is not valid UTF-8 (an argument
+    holding undecodable bytes, which Python reads as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        print(f"{prog}: an argument holds bytes that are not UTF-8", file=sys.stderr)
+        return 2
     if path is None:
         sys.stdout.write(text)
         return 0
@@ -59,7 +95,27 @@ def write_output(prog: str, path: str | None, text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syncperf`` command."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            return _run(list(sys.argv[1:] if argv is None else argv))
+        finally:
+            sys.stdout.flush()  # a closed pipe fails here, not at interpreter exit
+    except BrokenPipeError:
+        _silence_stdout()
+        return BROKEN_PIPE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's last flush cannot fail again (the
+    recipe in the ``signal`` module's documentation)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (AttributeError, OSError, ValueError):  # no file descriptor (captured, embedded)
+        pass
+
+
+def _run(args: list[str]) -> int:
     if not args or args[0] in ("-h", "--help"):
         print("usage: syncperf {" + ",".join(_COMMANDS) + "} [options]\n")
         for name, (_, summary) in _COMMANDS.items():
@@ -72,7 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     command = _COMMANDS.get(args[0])
     if command is None:
-        print(f"syncperf: unknown command {args[0]!r}; try 'syncperf --help'", file=sys.stderr)
+        shown = without_userinfo(repr(args[0]))
+        print(f"syncperf: unknown command {shown}; try 'syncperf --help'", file=sys.stderr)
         return 2
     module = importlib.import_module("syncperf._tools." + command[0])
     return int(module.main(args[1:]) or 0)

@@ -51,3 +51,19 @@ def test_a_mistake_is_one_line_and_exit_status_2(argv: list[str], tmp_path: Path
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(f"syncperf {argv[0]}: ")
     assert "s3cret" not in result.stderr + result.stdout
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """``syncperf rules | true``: exit status 141 (128 + SIGPIPE), no traceback."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncperf.cli", "rules", "--format", "promtool-tests"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.close()  # before the interpreter starts: its first write meets no reader
+    _, err = process.communicate(timeout=120)
+    assert (process.returncode, err) == (141, b"")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import builtins
 import importlib
+import math
 import re
 import sys
 from pathlib import Path
@@ -11,6 +13,8 @@ from typing import Any
 
 import pytest
 import tomllib
+from hypothesis import given
+from hypothesis import strategies as st
 
 from syncperf import cli
 
@@ -38,6 +42,65 @@ def test_an_output_file_in_a_missing_directory(
     target = tmp_path / "missing" / "dir" / "file.yml"
     err = _fails_with_one_line(capsys, [command, "-o", str(target)])
     assert str(target) in err
+
+
+URL = "http://admin:s3cret@127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", URL],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--alpha", URL],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--timeout", URL],
+        ["check", "results.json", "--baseline", "b.json", URL],
+        ["rules", URL],
+        ["rules", "--p95-seconds", URL],
+        ["dashboard", URL],
+        ["demo", URL],
+        ["bench", "--loops", URL],
+        [URL],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "https://ad/min:s3cret@h/x"],
+        ["dashboard", "-o", "x", "postgresql+psycopg://demo:s3cret@db/demo", "-q"],
+        ["rules", "http://admin:s3 cret@h", "http://h2/@x"],
+    ],
+)
+def test_a_url_echoed_in_a_usage_error_loses_its_credentials(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _fails_with_one_line(capsys, argv)
+    assert "s3cret" not in err and "admin" not in err
+    assert "***@" in err
+
+
+def test_a_closed_stdout_ends_compare_quietly_and_not_as_a_regression(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class ClosedPipe:
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    from syncperf._tools import _window
+
+    monkeypatch.setattr(_window.Prometheus, "query", lambda self, promql, at: [])
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    argv = ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--json"]
+    status = cli.main(argv)
+    assert status == cli.BROKEN_PIPE != 1
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_an_argument_with_bytes_that_are_not_utf8_is_not_written(
+    to_file: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "tests.yml"
+    argv = ["rules", "--format", "promtool-tests", "--rule-file", "rules\udcff.yml"]
+    _fails_with_one_line(capsys, [*argv, *(["-o", str(out)] if to_file else [])])
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
@@ -91,6 +154,31 @@ def test_demo_with_a_bad_or_unreachable_database_url(
     assert "s3cret" not in err
     if "?" in url:
         assert "password=***" in err or "port=***" in err  # the keys stay readable
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["nan", "-inf", "1e400"]))
+def test_a_positive_number_option_takes_only_finite_numbers_up_to_its_cap(
+    value: float | str,
+) -> None:
+    parse = cli.positive(float, most=cli.MAX_SECONDS)
+    try:
+        parsed = parse(str(value))
+    except argparse.ArgumentTypeError:
+        return
+    assert math.isfinite(parsed) and 0 < parsed <= cli.MAX_SECONDS
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300", str(cli.MAX_SECONDS * 2)])
+def test_demo_rejects_a_duration_that_would_never_end(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncperf._tools import demo
+
+    with pytest.raises(SystemExit) as exit_:  # the parser alone: a demo that ran would not end
+        demo.parser().parse_args(["--duration", value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--duration" in err
 
 
 def test_bench_help_cites_no_file_that_is_not_shipped(capsys: pytest.CaptureFixture[str]) -> None:

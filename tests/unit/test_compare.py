@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import bisect
+import json
 import math
 import random
 import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from hypothesis import given
@@ -135,6 +140,37 @@ def test_a_bad_window_is_a_compare_error(raw: str) -> None:
         parse_window(raw, "--after", NOW)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "-" + "9" * 400 + "w..now",
+        "-" + "9" * 5000 + "w..now",
+        "-999999999999w..now",
+        "now..9999-12-31T23:59:59-14:00",
+        "0001-01-01T00:00:00+14:00..now",
+        "1969-12-31T23:59:59Z..now",
+    ],
+)
+def test_a_time_outside_the_years_1970_to_9999_is_a_compare_error(raw: str) -> None:
+    with pytest.raises(CompareError, match="--before") as info:
+        parse_window(raw, "--before", NOW)
+    assert len(str(info.value)) < 300
+
+
+@given(st.integers(0, 10**30), st.sampled_from("smhdw"), st.booleans())
+def test_any_relative_time_is_a_window_or_a_compare_error(
+    count: int, unit: str, at_the_end: bool
+) -> None:
+    time = f"-{count}{unit}"
+    raw = f"{time}..now" if not at_the_end else f"1970-01-01T00:00:00Z..{time}"
+    try:
+        window = parse_window(raw, "--after", NOW)
+    except CompareError as error:
+        assert "--after" in str(error)
+        return
+    assert window.describe()
+
+
 def test_a_selector_is_label_matchers() -> None:
     assert check_selector('{job="api"}') == 'job="api"'
     with pytest.raises(CompareError):
@@ -196,11 +232,46 @@ def test_the_table_without_rich_names_the_extra(monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(
-    "url", ["nope", "http://", "http://[::1", "http://host:99999", "ftp://host:9090"]
+    "url",
+    [
+        "nope",
+        "http://",
+        "http://[::1",
+        "http://host:99999",
+        "ftp://host:9090",
+        "http://h:1/a b",
+        "http://ops:s3cret@h:1/a\tb",
+        "http://h:1/\x7f",
+        "http://ops:s3cret@h:1/a\nb",
+    ],
 )
 def test_a_bad_prometheus_url_is_a_compare_error(url: str) -> None:
-    with pytest.raises(CompareError, match="--prometheus"):
+    with pytest.raises(CompareError, match="--prometheus") as info:
         Prometheus(url)
+    assert "s3cret" not in str(info.value)
+
+
+def test_a_url_with_a_space_is_a_usage_error_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status, out, err = _run(capsys, [*WINDOWS, "--prometheus", "http://ops:s3cret@h:1/a b"])
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1 and "--prometheus" in err
+    assert "s3cret" not in err
+
+
+def test_a_server_that_does_not_speak_http_is_a_one_line_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def garbage(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(b"NOT HTTP \x1b[2J AT ALL\r\n\r\n")
+        handler.close_connection = True
+
+    with _fake_prometheus(garbage) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("syncperf compare: cannot query Prometheus at ") and "\x1b" not in err
 
 
 def test_credentials_in_the_url_become_basic_auth_and_are_never_shown(
@@ -251,3 +322,164 @@ def test_a_percentile_row_carries_each_windows_interval() -> None:
     assert low is not None and high is not None and p95.before is not None
     assert low <= p95.before <= high
     assert high < p95.after_interval[0]  # 50 % slower: the intervals do not overlap
+
+
+Answer = Callable[[BaseHTTPRequestHandler], None]
+
+
+@contextmanager
+def _fake_prometheus(answer: Answer) -> Iterator[tuple[str, list[BaseHTTPRequestHandler]]]:
+    """A server on a free loopback port calling ``answer`` per request; yields its URL and
+    the requests it got."""
+    seen: list[BaseHTTPRequestHandler] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append(self)
+            answer(self)
+
+        do_GET = do_POST
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _send(handler: BaseHTTPRequestHandler, status: int, body: bytes, **headers: str) -> None:
+    handler.send_response(status)
+    for name, value in {"Content-Length": str(len(body)), **headers}.items():
+        handler.send_header(name, value)
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def _json(payload: object) -> Answer:
+    return lambda handler: _send(handler, 200, json.dumps(payload).encode())
+
+
+EMPTY = {"status": "success", "data": {"resultType": "vector", "result": []}}
+WINDOWS = ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--json"]
+
+
+def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str, str]:
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code  # type: ignore[assignment]
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_basic_auth_credentials_never_follow_a_redirect_to_another_server(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with _fake_prometheus(_json(EMPTY)) as (elsewhere, received):
+        other = elsewhere.replace("127.0.0.1", "localhost")
+
+        def redirect(handler: BaseHTTPRequestHandler) -> None:
+            _send(handler, 302, b"", Location=other + handler.path)
+
+        with _fake_prometheus(redirect) as (url, _):
+            authed = url.replace("http://", "http://admin:s3cret@")
+            status, out, err = _run(capsys, [*WINDOWS, "--prometheus", authed])
+    assert [h.headers.get("Authorization") for h in received] == []
+    assert status == 2
+    assert out == ""
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--prometheus" in err and "302" in err
+    assert "s3cret" not in err
+
+
+@pytest.mark.parametrize("option", ["--alpha", "--min-change", "--min-rate-change", "--timeout"])
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400"])
+def test_a_number_option_that_is_not_finite_is_a_usage_error_naming_it(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*WINDOWS, "--prometheus", "http://127.0.0.1:1", "--timeout", "2", option, value]
+    status, out, err = _run(capsys, argv)
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert option in err
+
+
+@pytest.mark.parametrize("value", ["1e300", "86401"])
+def test_a_timeout_longer_than_a_day_is_a_usage_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, _, err = _run(
+        capsys, [*WINDOWS, "--prometheus", "http://127.0.0.1:1", "--timeout", value]
+    )
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--timeout" in err
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        [],
+        None,
+        "success",
+        {"status": "error", "error": ""},
+        {"status": "error"},
+        {"status": "error", "error": None},
+        {"status": "error", "error": ["a"]},
+        {"status": "error", "error": "\x1b[2J\nsecond line"},
+        {},
+        {"status": "success"},
+        {"status": "success", "data": []},
+        {"status": "success", "data": {"result": {}}},
+    ],
+)
+def test_an_answer_that_is_not_prometheus_json_is_a_one_line_error(
+    answer: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with _fake_prometheus(_json(answer)) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, out) == (2, "")
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith("syncperf compare: ") and "\x1b" not in err
+
+
+class _Answers(Prometheus):
+    """A Prometheus whose every query answers the same samples."""
+
+    def __init__(self, samples: list[tuple[dict[str, str], str]]) -> None:
+        super().__init__("http://127.0.0.1:1")
+        self.samples = samples
+
+    def query(self, promql: str, at: float) -> list[dict[str, object]]:
+        return [{"metric": labels, "value": [at, value]} for labels, value in self.samples]
+
+
+VALUES = st.sampled_from(["+Inf", "-Inf", "NaN", "0", "10", "1e308"]) | st.floats().map(repr)
+
+
+@given(st.lists(st.tuples(st.sampled_from(["0.1", "1", "+Inf"]), VALUES), max_size=6))
+def test_any_sample_values_give_rows_not_a_crash(samples: list[tuple[str, str]]) -> None:
+    op = {"sync_operation": "push", "sync_entity": "todo", "sync_outcome": "success"}
+    server = _Answers([({**op, "le": le}, value) for le, value in samples])
+    before = server.recorded(Window(NOW - 7200, NOW - 3600))
+    after = server.recorded(Window(NOW - 3600, NOW))
+    for row in compare(before, after, Thresholds()):
+        json.dumps(row.__dict__, allow_nan=False)  # finite numbers or None
+
+
+def test_an_infinite_sample_is_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    op = {"sync_operation": "push", "sync_entity": "todo", "sync_outcome": "success"}
+    samples = [{"metric": labels, "value": [0, "+Inf"]} for labels in (op, {**op, "le": "+Inf"})]
+    answer = {"status": "success", "data": {"result": samples}}
+    with _fake_prometheus(_json(answer)) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, err) == (0, "")
+    assert json.loads(out)["rows"] == []

@@ -145,6 +145,109 @@ def test_cli_reports_a_bad_threshold_without_a_traceback(
     assert "conflict_rate" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "5m5m",
+        "1s1m",
+        "1ms1s",
+        "1m1h",
+        "",
+        "5",
+        "0",
+        "1h 5m",
+        "5M",
+        "-5m",
+        "1.5h",
+        "\u0665m",
+        "5m\n",
+        "9" * 5000 + "s",
+        "366d",
+        "2y",
+        "999999999999999w",
+    ],
+)
+@pytest.mark.parametrize("option", ["window", "baseline_window", "for_", "evaluation_interval"])
+def test_a_duration_prometheus_rejects_or_too_long_is_a_config_error(
+    option: str, value: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        RuleOptions(**{option: value})  # type: ignore[arg-type]
+    assert option.rstrip("_") in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1y", 31536000), ("1w2d3h4m5s6ms", 788645.006), ("90m", 5400), ("500ms", 0.5)],
+)
+def test_durations_in_prometheus_grammar_parse(value: str, seconds: float) -> None:
+    assert parse_duration("for", value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--window", "5m5m"],
+        ["--for", "1s1m"],
+        ["--window", "1ms1s"],
+        ["--window", "9" * 5000 + "s"],
+    ],
+)
+def test_cli_rejects_a_duration_promtool_would_reject(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert rules.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert argv[0].lstrip("-") in captured.err
+
+
+BAD_RUNBOOK_URLS = [
+    "https://x\n# injected: yes",
+    "https://x\r",
+    "https://x\udcff",
+    "https://x\x1b[2J",
+    "https://x y",
+    "https://x\u2028y",
+    "https://" + "a" * 3000,
+    "javascript:alert(1)",
+    "ftp://wiki.example.com",
+    "https://",
+    "https://x:99999",
+    "",
+]
+
+
+@pytest.mark.parametrize("url", BAD_RUNBOOK_URLS)
+def test_a_runbook_url_that_is_not_a_printable_http_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        RuleOptions(runbook_url=url)
+    assert "runbook_url" in str(info.value)
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("url", ["https://x\n# injected: yes", "https://x\udcff"])
+@pytest.mark.parametrize("to_file", [False, True])
+def test_cli_rejects_a_runbook_url_that_would_break_the_rule_file(
+    url: str, to_file: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "rules.yml"
+    argv = ["--runbook-url", url, *(["-o", str(out)] if to_file else [])]
+    assert rules.main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and not out.exists()
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert "runbook_url" in captured.err
+
+
+def test_a_runbook_url_with_a_path_query_and_non_ascii_letters_is_kept() -> None:
+    url = "https://wiki.example.com/Sync-Läufe?space=ops"
+    doc = yaml.safe_load(rules.render(RuleOptions(runbook_url=url)))
+    assert doc["groups"][1]["rules"][0]["annotations"]["runbook_url"].startswith(url + "#")
+
+
 def test_durations_round_trip() -> None:
     assert parse_duration("w", "1h30m") == 5400
     assert format_duration(5400) == "1h30m"

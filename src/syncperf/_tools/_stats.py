@@ -96,7 +96,8 @@ def wilson(hits: float, n: float) -> tuple[float, float] | None:
     """The 95 % Wilson score interval of a share (None without observations)."""
     if n <= 0:
         return None
+    # the textbook form multiplied through by n: no 1 / n**2 to overflow when n is tiny
     share, z2 = hits / n, Z95 * Z95
-    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z95 * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    centre = (hits + z2 / 2) / (n + z2)
+    half = Z95 * math.sqrt(hits * (1 - share) + z2 / 4) / (n + z2)
     return max(centre - half, 0.0), min(centre + half, 1.0)

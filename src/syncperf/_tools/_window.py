@@ -9,6 +9,7 @@ instant queries at its end: ``increase(metric[length])`` summed by the labels co
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import re
 import time
@@ -26,10 +27,16 @@ QUERIES = catalogue.SYNC_DB_QUERIES.prometheus
 OUTBOX_LAG = catalogue.OUTBOX_LAG.prometheus
 NO_ENTITY = "-"
 MAX_ANSWER = 64 * 1024 * 1024
+MAX_COUNT = float(2**53)
+"""Counts above it are not exact in a float64: such samples (and +Inf, NaN, negative ones,
+which ``increase()`` never yields) are dropped."""
 
 _RELATIVE = re.compile(r"^(?:now)?(?:-((?:\d+[smhdw])+))?$")
 _PART = re.compile(r"(\d+)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MAX_DIGITS = 12
+_EARLIEST = 0.0
+_LATEST = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp()
 _SELECTOR = re.compile(r'^\s*[a-zA-Z_][a-zA-Z0-9_]*\s*(=|!=|=~|!~)\s*"')
 
 Key = tuple[str, str]
@@ -37,6 +44,17 @@ Key = tuple[str, str]
 
 class CompareError(Exception):
     """A usage or connection problem (its message is one line)."""
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects end in ``HTTPError``: urllib would send the Authorization header to
+    wherever the server points, another host included."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 @dataclass(frozen=True)
@@ -61,10 +79,10 @@ def parse_window(raw: str, option: str, now: float | None = None) -> Window:
     now = time.time() if now is None else now
     start, sep, end = raw.partition("..")
     if not sep:
-        raise CompareError(f"{option} {raw!r}: expected START..END (RFC 3339, now, -2h)")
+        raise CompareError(f"{option} {_shown(raw)}: expected START..END (RFC 3339, now, -2h)")
     window = Window(_parse_time(start, option, now), _parse_time(end, option, now))
     if window.end <= window.start:
-        raise CompareError(f"{option} {raw!r}: the end is not after the start")
+        raise CompareError(f"{option} {_shown(raw)}: the end is not after the start")
     return window
 
 
@@ -72,17 +90,28 @@ def _parse_time(raw: str, option: str, now: float) -> float:
     text = raw.strip()
     match = _RELATIVE.match(text) if text else None
     if match:
-        ago = sum(int(n) * _SECONDS[unit] for n, unit in _PART.findall(match.group(1) or ""))
-        return now - ago
-    try:
-        stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise CompareError(
-            f"{option}: {raw!r} is not a time (RFC 3339, 'now', or relative like -2h)"
-        ) from None
-    if stamp.tzinfo is None:
-        raise CompareError(f"{option}: {raw!r} has no time zone (add Z or +00:00)")
-    return stamp.timestamp()
+        parts = _PART.findall(match.group(1) or "")
+        if any(len(n) > _MAX_DIGITS for n, _ in parts):  # int() of 5000 digits raises
+            raise CompareError(f"{option}: {_shown(raw)} is not between the years 1970 and 9999")
+        seconds = now - sum(int(n) * _SECONDS[unit] for n, unit in parts)
+    else:
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise CompareError(
+                f"{option}: {_shown(raw)} is not a time (RFC 3339, 'now', or relative like -2h)"
+            ) from None
+        if stamp.tzinfo is None:
+            raise CompareError(f"{option}: {_shown(raw)} has no time zone (add Z or +00:00)")
+        seconds = stamp.timestamp()
+    if not _EARLIEST <= seconds <= _LATEST:  # outside them, datetime cannot show it
+        raise CompareError(f"{option}: {_shown(raw)} is not between the years 1970 and 9999")
+    return seconds
+
+
+def _shown(raw: str) -> str:
+    """``raw`` quoted for a one-line message, cut at 60 characters."""
+    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
 
 
 def _rfc3339(seconds: float) -> str:
@@ -129,6 +158,8 @@ class Prometheus:
 
     def __init__(self, url: str, selector: str = "", timeout: float = 30.0) -> None:
         usage = "--prometheus: expected http(s)://host:port"
+        if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit drops \t and \n
+            raise CompareError(usage + " (no spaces or control characters)")
         try:
             parsed = urllib.parse.urlsplit(url)
             host, port = parsed.hostname, parsed.port
@@ -158,7 +189,7 @@ class Prometheus:
             self.url + "/api/v1/query", data=body, headers=self._headers
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _OPENER.open(request, timeout=self.timeout) as response:
                 raw = response.read(MAX_ANSWER + 1)
             if len(raw) > MAX_ANSWER:
                 raise CompareError(
@@ -166,18 +197,35 @@ class Prometheus:
                 )
             answer = json.loads(raw)
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise CompareError(
+                    f"--prometheus: {self.url} answered HTTP {exc.code} (a redirect, not "
+                    "followed so credentials stay with this server): give the URL it points to"
+                ) from None
             answer = _error_body(exc)
-            if answer is None:
+            if not isinstance(answer, dict):
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
-        except (OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            reason = _printable(str(getattr(exc, "reason", exc)).strip())
             raise CompareError(f"cannot query Prometheus at {self.url}: {reason}") from None
-        if not isinstance(answer, dict) or answer.get("status") != "success":
-            error = str(answer.get("error", "unknown error")) if isinstance(answer, dict) else ""
-            raise CompareError(f"Prometheus rejected a query: {error.splitlines()[0][:200]}")
-        data = answer.get("data") or {}
+        return self._result(answer)
+
+    def _result(self, answer: Any) -> list[dict[str, Any]]:
+        """The result list of a decoded answer; anything else is a ``CompareError``."""
+        unexpected = CompareError(f"Prometheus at {self.url} gave an unexpected answer")
+        if not isinstance(answer, dict):
+            raise unexpected
+        if answer.get("status") != "success":
+            error = answer.get("error")
+            lines = error.splitlines() if isinstance(error, str) else []
+            if not lines or not lines[0].strip():
+                raise unexpected
+            raise CompareError(f"Prometheus rejected a query: {_printable(lines[0])}")
+        data = answer.get("data")
         result = data.get("result") if isinstance(data, dict) else None
-        return result if isinstance(result, list) else []
+        if not isinstance(result, list):
+            raise unexpected
+        return result
 
     def increase(self, metric: str, by: str, window: Window) -> list[tuple[dict[str, str], float]]:
         """``sum by (by) (increase(metric{selector}[window]))`` at the window's end."""
@@ -189,7 +237,7 @@ class Prometheus:
                 value = float(sample["value"][1])
             except (KeyError, IndexError, TypeError, ValueError):
                 continue
-            if value == value:  # NaN when the window holds no samples
+            if 0.0 <= value <= MAX_COUNT:  # NaN when the window holds no samples; never +-Inf
                 samples.append((labels, value))
         return samples
 
@@ -216,6 +264,12 @@ def _error_body(exc: urllib.error.HTTPError) -> Any:
         return json.loads(exc.read(65536))
     except (OSError, ValueError):
         return None
+
+
+def _printable(text: str) -> str:
+    """``text`` from the server fit for a one-line message: control characters become ``?``,
+    at most 200."""
+    return "".join(c if c.isprintable() else "?" for c in text[:200])
 
 
 def _key(labels: dict[str, str]) -> Key:

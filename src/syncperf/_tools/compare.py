@@ -38,7 +38,7 @@ from syncperf._tools._window import (
     parse_window,
 )
 from syncperf._tools.demo._stats import quantile
-from syncperf.cli import Parser, positive
+from syncperf.cli import MAX_SECONDS, Parser, positive
 
 
 @dataclass
@@ -264,7 +264,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="smallest error or conflict rate change (0.005 = 0.5 points)",
     )
     parser.add_argument(
-        "--timeout", type=positive(float), default=30.0, metavar="SECONDS", help="per request"
+        "--timeout",
+        type=positive(float, most=MAX_SECONDS),
+        default=30.0,
+        metavar="SECONDS",
+        help="per request, at most a day (default: %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(_windows_as_values(sys.argv[1:] if argv is None else argv))

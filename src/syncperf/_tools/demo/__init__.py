@@ -13,7 +13,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from syncperf.cli import Parser, positive
+from syncperf.cli import MAX_SECONDS, Parser, positive
 
 __all__ = ["main"]
 
@@ -42,10 +42,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--duration",
-        type=positive(float),
+        type=positive(float, most=MAX_SECONDS),
         default=20.0,
         metavar="SECONDS",
-        help="how long the clients run (default: 20)",
+        help="how long the clients run, at most a day (default: 20)",
     )
     p.add_argument(
         "--clients",

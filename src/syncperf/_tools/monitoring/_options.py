@@ -7,27 +7,41 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from syncperf.exceptions import ConfigError
 
 DEFAULT_RUNBOOK_URL = "https://github.com/syncperf/syncperf/blob/main/docs/runbooks.md"
-_DURATION = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_UNITS = ("y", "w", "d", "h", "m", "s", "ms")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+_DURATION = re.compile("".join(f"(?:([0-9]{{1,12}}){unit})?" for unit in _UNITS))
+"""Prometheus's grammar (prometheus/common model.ParseDuration): each unit at most once, in
+that order; 12 digits at most so ``int()`` stays cheap."""
+MAX_DURATION_SECONDS = _UNIT_SECONDS["y"]
+"""The longest duration an option takes: ``1y``."""
 
 
 def parse_duration(option: str, value: object) -> float:
-    """Seconds in a Prometheus duration such as ``30s``, ``5m`` or ``1h30m``.
+    """Seconds in a Prometheus duration such as ``30s``, ``5m`` or ``1h30m``, at most ``1y``.
 
     Raises:
-        ConfigError: ``value`` is not a Prometheus duration.
+        ConfigError: ``value`` is not a duration Prometheus accepts, or is longer than 1y.
     """
-    if (
-        isinstance(value, str)
-        and value
-        and "".join(m.group(0) for m in _DURATION.finditer(value)) == value
-    ):
-        return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION.findall(value))
-    raise ConfigError(option, value, "a Prometheus duration such as 30s, 5m or 1h")
+    match = _DURATION.fullmatch(value) if isinstance(value, str) and value else None
+    if match is not None:
+        seconds = sum(
+            int(n) * _UNIT_SECONDS[unit]
+            for n, unit in zip(match.groups(), _UNITS, strict=True)
+            if n
+        )
+        if seconds <= MAX_DURATION_SECONDS:
+            return seconds
+    raise ConfigError(
+        option,
+        value,
+        "a Prometheus duration such as 30s, 5m or 1h30m (units y w d h m s ms, each at most "
+        "once and in that order), at most 1y",
+    )
 
 
 def format_duration(seconds: float) -> str:
@@ -128,8 +142,7 @@ class RuleOptions:
             parse_duration("for", self.for_)
         if self.evaluation_interval is not None:
             parse_duration("evaluation_interval", self.evaluation_interval)
-        if not isinstance(self.runbook_url, str) or not self.runbook_url:
-            raise ConfigError("runbook_url", self.runbook_url, "a URL")
+        _runbook_url(self.runbook_url)
 
     def seconds(self, name: str) -> float:
         """A duration option in seconds."""
@@ -167,6 +180,30 @@ def _positive(name: str, value: object, low: float = 0.0, high: float = math.inf
         raise ConfigError(name, value, f"a number of at least {number(low)}{bound}")
     if low == 0.0 and name not in ("min_rate", "n_plus_one") and float(value) <= 0:  # type: ignore[arg-type]
         raise ConfigError(name, value, "a number above 0")
+
+
+MAX_URL = 2000
+
+
+def _runbook_url(value: object) -> None:
+    """An http(s) URL of printable characters: it is written into YAML, JSON and a ``#``
+    header line, where a newline or a lone surrogate breaks the file."""
+    ok = (
+        isinstance(value, str)
+        and len(value) <= MAX_URL
+        and all(c.isprintable() and not c.isspace() for c in value)
+    )
+    if ok:
+        try:
+            parts = urlsplit(str(value))
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError:
+            ok = False
+        else:
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    if not ok:
+        accepted = f"an http(s) URL with a host, at most {MAX_URL} printable characters"
+        raise ConfigError("runbook_url", value, accepted + ", no spaces")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
