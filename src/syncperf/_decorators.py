@@ -192,6 +192,8 @@ def _sync_wrapper(
                 before(op, args, kwargs, None)
                 op._own_ns += _perf() - t
             result = fn(*args, **kwargs)
+            if type(result) not in _PLAIN and inspect.isawaitable(result):  # async after all
+                return _completed(result, op, owner, after, args, kwargs)
             if after is not None:
                 _after(after, op, owner, args, kwargs, result)
         except BaseException as exc:
@@ -210,6 +212,30 @@ def _sync_wrapper(
         return result
 
     return cast(F, wrapper)
+
+
+async def _completed(
+    awaitable: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """What a ``def`` handler returned that is awaitable (a coroutine function behind a
+    wrapper that does not say so, an object with an ``async __call__``): the operation lasts
+    until it completes, as for an ``async def`` handler."""
+    try:
+        result = await awaitable
+        if after is not None:
+            _after(after, op, owner, args, kwargs, result)
+    except BaseException as exc:
+        if owner is not None:
+            _end(owner, exc)
+        raise
+    if owner is not None:
+        _end(owner, None, result)
+    return result
 
 
 def _async_wrapper(

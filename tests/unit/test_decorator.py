@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import traceback
+from typing import Any
 
 import pytest
 
@@ -180,3 +181,37 @@ def test_disabled_syncperf_calls_straight_through() -> None:
 
         assert push() == 1
         assert cap.metrics() == []
+
+
+@pytest.mark.parametrize("shape", ["wrapped coroutine function", "async __call__"])
+async def test_a_handler_returning_an_awaitable_is_measured_until_it_completes(
+    syncperf_capture: Capture, shape: str
+) -> None:
+    import asyncio
+
+    async def handler() -> None:
+        await asyncio.sleep(0.05)
+        syncperf.current_operation().record_items(3)
+        raise ValueError("failed after the await")
+
+    if shape == "async __call__":
+
+        class Handler:
+            async def __call__(self) -> None:
+                await handler()
+
+        plain: Any = Handler()
+    else:
+
+        def plain() -> Any:  # a decorator that does not mark its wrapper as a coroutine
+            return handler()
+
+    measured = syncperf.instrument_sync("push", entity="todo")(plain)
+    with pytest.raises(ValueError):
+        await measured()
+    cap = syncperf_capture
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "error"
+    assert point.sum >= 0.05
+    assert cap.total("sync.items") == 3
+    assert cap.total("sync.operations.active") == 0
