@@ -85,7 +85,7 @@ def instrument_sync(
                 "instrument_sync target",
                 fn,
                 "a def or async def function returning a value (not a generator); "
-                "use sync_operation() inside a streaming response instead",
+                "measure a stream with the ASGI middleware (docs/core.md)",
             )
         before, after = plan(fn, options, adapter, request, _responder)
         return _wrap(fn, operation, static_entity, phase(before), phase(after))

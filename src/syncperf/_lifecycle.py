@@ -253,6 +253,7 @@ def end(
         CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
     except ValueError:  # ended in another context (e.g. an abandoned async generator)
         CURRENT.set(None)
+        op._token = None  # the span's context token was made there too: not detached here
     lag_ns = 0 if end_ns is None else min(max(t2 - end_ns, 0), t2 - op._start_ns)
     duration_ns = t2 - lag_ns - op._start_ns
     if exc is not None:
@@ -276,8 +277,7 @@ def end(
             (series(rt, bound.operation, item_entity), change, n)
             for (item_entity, change), n in op._entity_items.items()
         ]
-        observed = op._observed  # the client's reports: their series bound before the fold
-        client = None if observed is None else rt.state(ClientSeries)
+        client = None if op._observed is None else rt.state(ClientSeries)  # before the fold
         ended = rt.ended
         ended.append(  # what the operation recorded, as of now (see the end of ``end``)
             (
@@ -288,7 +288,7 @@ def end(
                 others,
                 op._own_ns + _perf() - (op._resumed_ns or t2),
                 client,
-                observed,
+                op._observed,
                 entity,
                 op._batch,
                 op._idempotent,
@@ -342,7 +342,7 @@ def _end_span(
     except Exception as error:  # a span processor failed; the metrics still count
         return error
     finally:
-        if span is not None:
+        if span is not None and op._token is not None:
             detach(op._token)
     return None
 

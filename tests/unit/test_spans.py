@@ -250,3 +250,18 @@ def test_link_attributes_follow_the_sdks_limits_and_stay_encodable(
         encode_spans([ours]).SerializeToString()
     assert dict(ours.links[0].attributes) == dict(expected.links[0].attributes)
     assert dict(ours.links[1].attributes) == {"k": "lone ? sur"}  # cut at 10, made encodable
+
+
+def test_an_operation_ended_in_another_context_ends_its_span_without_an_error_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import contextvars
+
+    with capture() as cap:
+        scope = syncperf.sync_operation("pull")
+        scope.__enter__()
+        contextvars.copy_context().run(scope.__exit__, None, None, None)  # e.g. a generator
+        (span,) = cap.spans()
+        assert span.name == "sync pull"
+        assert cap.total("sync.operation.duration") == 1
+    assert "Failed to detach context" not in caplog.text
