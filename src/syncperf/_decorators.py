@@ -22,8 +22,9 @@ from typing import Any, TypeVar, cast
 
 from syncperf import _runtime
 from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
+from syncperf._gate import check_entity, check_operation
 from syncperf._lifecycle import end, series, start
-from syncperf._operation import SyncOperation, active_operation, check_entity, check_operation
+from syncperf._operation import SyncOperation, active_operation
 from syncperf.exceptions import ConfigError
 
 __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]

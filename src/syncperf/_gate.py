@@ -21,8 +21,11 @@ and size only: log lines never quote content.
 from __future__ import annotations
 
 import math
+import re
 from itertools import islice
 from typing import Any
+
+from syncperf.exceptions import ConfigError
 
 __all__ = [
     "MAX_COUNT",
@@ -30,8 +33,11 @@ __all__ = [
     "MAX_TEXT",
     "REJECT",
     "attribute",
+    "check_entity",
+    "check_operation",
     "describe",
     "error_type",
+    "is_operation",
     "is_count",
     "made_name",
     "name",
@@ -83,6 +89,51 @@ def made_name(value: str) -> str | None:
     if len(value) > MAX_NAME:
         value = value[: MAX_NAME - 3] + "..."
     return value or None
+
+
+_OPERATION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+_valid_operations: set[str] = {"pull", "push"}
+MAX_OPERATIONS = 64
+"""Distinct operation names accepted per process (they are metric attributes)."""
+
+
+def check_operation(operation: object, option: str = "operation") -> str:
+    """Validate an operation name once (decoration / construction time)."""
+    if type(operation) is str and operation in _valid_operations:
+        return operation
+    found = name(operation)
+    if found in _valid_operations:
+        return found
+    if found is None or not _OPERATION_RE.fullmatch(found):
+        raise ConfigError(
+            option,
+            operation,
+            '"pull", "push" or another lowercase name matching [a-z][a-z0-9_]{0,31}',
+        )
+    if len(_valid_operations) >= MAX_OPERATIONS:
+        raise ConfigError(
+            option, operation, f"one of at most {MAX_OPERATIONS} low-cardinality operation names"
+        )
+    _valid_operations.add(found)
+    return found
+
+
+def is_operation(value: str) -> bool:
+    """Whether ``value`` is an operation the application declared (so client data may name it
+    without adding one)."""
+    return value in _valid_operations
+
+
+def check_entity(entity: object, option: str = "entity") -> str | None:
+    """Validate a static entity name (decoration / construction time)."""
+    if entity is None:
+        return None
+    found = name(entity)
+    if found is None:
+        raise ConfigError(
+            option, entity, f"None or a string of 1 to {MAX_NAME} printable characters"
+        )
+    return found
 
 
 def text(value: str) -> str:

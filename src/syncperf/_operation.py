@@ -12,7 +12,6 @@ one span, one ``sync.operations.active`` increment per request).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from contextvars import ContextVar, Token
 from datetime import datetime
@@ -26,7 +25,6 @@ from syncperf._client_series import Observed
 from syncperf._gate import MAX_COUNT, MAX_NAME
 from syncperf._staleness import age_of
 from syncperf._tracing.span import Span
-from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
     from syncperf._lifecycle import OperationSeries
@@ -35,10 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["SyncOperation", "active_operation", "current_operation"]
 
 CHANGES = frozenset({"created", "updated", "deleted"})
-_OPERATION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
-_valid_operations: set[str] = {"pull", "push"}
-MAX_OPERATIONS = 64
-"""Distinct operation names accepted per process (they are metric attributes)."""
 CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 """The operation in progress in this context; set and reset by ``_lifecycle`` only."""
 active_operation: Callable[[], SyncOperation | None] = CURRENT.get
@@ -46,43 +40,6 @@ active_operation: Callable[[], SyncOperation | None] = CURRENT.get
 (callers skip an ``_ended`` one); ``current_operation()`` is the user's form, never None."""
 _COUNT = "an int in [0, 2**53)"
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
-
-
-def check_operation(operation: object, option: str = "operation") -> str:
-    """Validate an operation name once (decoration / construction time)."""
-    if type(operation) is str and operation in _valid_operations:
-        return operation
-    name = gate.name(operation)
-    if name in _valid_operations:
-        return name
-    if name is None or not _OPERATION_RE.fullmatch(name):
-        raise ConfigError(
-            option,
-            operation,
-            '"pull", "push" or another lowercase name matching [a-z][a-z0-9_]{0,31}',
-        )
-    if len(_valid_operations) >= MAX_OPERATIONS:
-        raise ConfigError(
-            option, operation, f"one of at most {MAX_OPERATIONS} low-cardinality operation names"
-        )
-    _valid_operations.add(name)
-    return name
-
-
-def is_operation(name: str) -> bool:
-    """Whether ``name`` is an operation the application declared (so client data may name it
-    without adding one)."""
-    return name in _valid_operations
-
-
-def check_entity(entity: object, option: str = "entity") -> str | None:
-    """Validate a static entity name (decoration / construction time)."""
-    if entity is None:
-        return None
-    name = gate.name(entity)
-    if name is None:
-        raise ConfigError(option, entity, "None or " + _NAME)
-    return name
 
 
 def _entity(rt: Runtime, entity: object) -> str | None:

@@ -14,9 +14,9 @@ from types import TracebackType
 
 from syncperf import _gate as gate
 from syncperf import _runtime
-from syncperf._gate import MAX_NAME
+from syncperf._gate import MAX_NAME, check_operation
 from syncperf._lifecycle import begin, end
-from syncperf._operation import NOOP, SyncOperation, active_operation, check_operation
+from syncperf._operation import NOOP, SyncOperation, active_operation
 
 __all__ = ["OperationScope", "sync_operation"]
 

@@ -24,7 +24,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any
 
 from syncperf._config import check_bool, check_float, check_int, check_names
-from syncperf._operation import active_operation, check_operation
+from syncperf._gate import check_operation
+from syncperf._operation import active_operation
 from syncperf._runtime import current, flush_for_exit
 from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._exchange import Exchange

@@ -33,7 +33,7 @@ from typing import Any
 from syncperf import _gate as gate
 from syncperf._client_series import REPORTED, ClientSeries, app_version
 from syncperf._config import check_float, check_int
-from syncperf._operation import is_operation
+from syncperf._gate import is_operation
 from syncperf._runtime import Runtime, current, flush_for_exit
 from syncperf.asgi._http import SeenKeys, key_hash
 from syncperf.exceptions import ConfigError

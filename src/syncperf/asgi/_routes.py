@@ -16,7 +16,7 @@ from typing import Any
 
 from syncperf._config import check_patterns
 from syncperf._extractors import Adapter, check_adapter
-from syncperf._operation import check_entity, check_operation
+from syncperf._gate import check_entity, check_operation
 from syncperf.exceptions import ConfigError
 
 __all__ = [
