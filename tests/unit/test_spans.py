@@ -259,8 +259,8 @@ def test_an_operation_ended_in_another_context_ends_its_span_without_an_error_lo
 
     with capture() as cap:
         scope = syncperf.sync_operation("pull")
-        scope.__enter__()
-        contextvars.copy_context().run(scope.__exit__, None, None, None)  # e.g. a generator
+        contextvars.copy_context().run(scope.__enter__)  # e.g. a generator's first step
+        contextvars.copy_context().run(scope.__exit__, None, None, None)  # and its last
         (span,) = cap.spans()
         assert span.name == "sync pull"
         assert cap.total("sync.operation.duration") == 1

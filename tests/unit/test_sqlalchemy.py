@@ -981,12 +981,18 @@ def test_the_wrapped_dialect_methods_pass_the_context_however_it_is_given(
         cursor.execute(statement)
 
     engine.dialect.do_execute_no_params = no_params  # type: ignore[method-assign]
-    instrument_engine(engine)
+    handle = instrument_engine(engine)
     context = object()
-    cursor = engine.raw_connection().cursor()
-    if by_keyword:
-        engine.dialect.do_execute_no_params(cursor, "SELECT 1", context=context)
-    else:
-        engine.dialect.do_execute_no_params(cursor, "SELECT 1", context)
-    assert seen == [context]
-    assert syncperf_capture.total("db.client.operation.duration") == 1
+    connection = engine.raw_connection()
+    try:
+        cursor = connection.cursor()
+        if by_keyword:
+            engine.dialect.do_execute_no_params(cursor, "SELECT 1", context=context)
+        else:
+            engine.dialect.do_execute_no_params(cursor, "SELECT 1", context)
+        assert seen == [context]
+        assert syncperf_capture.total("db.client.operation.duration") == 1
+    finally:
+        connection.close()
+        handle.uninstrument()
+        engine.dispose()
