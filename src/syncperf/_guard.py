@@ -94,9 +94,10 @@ class Guard:
         else:
             self.streaks[reason] = streak
 
-    def within_budget(self, reason: str) -> None:
-        """One ``reason`` operation kept to the budget: its streak starts over."""
-        self.streaks.pop(reason, None)
+    def within_budget(self, *reasons: str) -> None:
+        """One operation of each of ``reasons`` kept to the budget: their streaks start over."""
+        for reason in reasons:
+            self.streaks.pop(reason, None)
 
     def _span_queue_full(self, stalled: bool) -> None:
         self.drop("span_queue_full", "syncperf dropped spans: the span queue is full")

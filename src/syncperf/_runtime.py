@@ -115,7 +115,9 @@ class Runtime(Guard):
         self.streaks = {}
         self.finisher = SpanFinisher(
             lambda: self.over_budget("slow_span_end"),
-            lambda: self.within_budget("slow_span_end"),
+            # a span end is timed in CPU time: a fast one also tells that slow span starts
+            # (wall-clock time, GIL waits included) were the application's threads, not ours
+            lambda: self.within_budget("slow_span_end", "slow_span_start"),
             self._late_queue_full,
             self.budget_ns,
             config.span_queue_size,
