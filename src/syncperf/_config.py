@@ -38,6 +38,8 @@ _FALSE = {"0", "false", "no", "off", ""}
 MAX_SECONDS = 86400.0
 """The longest duration option (one day): the runtime turns durations into nanoseconds and
 waits on them, which a larger or infinite number would make fail on every request."""
+MAX_TTL = 30 * MAX_SECONDS
+"""The longest time-to-live or interval option (30 days), bounded for the same reason."""
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,6 @@ _COMMANDS = {
 BROKEN_PIPE = 141
 """Exit status when stdout closes early (``syncperf compare | head``): 128 + SIGPIPE, what a
 shell shows for a tool SIGPIPE ended; never 1, which compare and check mean as "regression"."""
-MAX_SECONDS = 86400.0
-"""The most any seconds option takes (one day): larger values overflow socket timeouts."""
 
 
 class Parser(argparse.ArgumentParser):

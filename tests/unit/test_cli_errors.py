@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from syncperf import cli
+from syncperf._config import MAX_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "syncperf"
@@ -160,15 +161,15 @@ def test_demo_with_a_bad_or_unreachable_database_url(
 def test_a_positive_number_option_takes_only_finite_numbers_up_to_its_cap(
     value: float | str,
 ) -> None:
-    parse = cli.positive(float, most=cli.MAX_SECONDS)
+    parse = cli.positive(float, most=MAX_SECONDS)
     try:
         parsed = parse(str(value))
     except argparse.ArgumentTypeError:
         return
-    assert math.isfinite(parsed) and 0 < parsed <= cli.MAX_SECONDS
+    assert math.isfinite(parsed) and 0 < parsed <= MAX_SECONDS
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300", str(cli.MAX_SECONDS * 2)])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e300", str(MAX_SECONDS * 2)])
 def test_demo_rejects_a_duration_that_would_never_end(
     value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
 
+from syncperf._config import MAX_SECONDS
 from syncperf._tools._stats import (
     QUANTILES,
     Shares,
@@ -38,7 +39,7 @@ from syncperf._tools._window import (
     parse_window,
 )
 from syncperf._tools.demo._stats import quantile
-from syncperf.cli import MAX_SECONDS, Parser, positive
+from syncperf.cli import Parser, positive
 
 
 @dataclass

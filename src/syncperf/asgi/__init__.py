@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from syncperf._config import check_bool, check_float, check_int, check_names
+from syncperf._config import MAX_TTL, check_bool, check_float, check_int, check_names
 from syncperf._gate import check_operation
 from syncperf._operation import active_operation
 from syncperf._runtime import current, flush_for_exit
@@ -57,8 +57,6 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _perf = time.perf_counter_ns
 _store_ids = itertools.count()
-_MAX_TTL = 30 * 86400.0
-"""``idempotency_ttl`` at most: 30 days (it becomes integer nanoseconds)."""
 
 
 class SyncPerfMiddleware:
@@ -123,7 +121,7 @@ class SyncPerfMiddleware:
         if replay_header is not None:
             _check_header("replay_header", replay_header, "a header name or None")
         if idempotency_ttl is not None:
-            check_float("idempotency_ttl", idempotency_ttl, low=0, high=_MAX_TTL, open_low=True)
+            check_float("idempotency_ttl", idempotency_ttl, low=0, high=MAX_TTL, open_low=True)
         check_int("idempotency_max_keys", idempotency_max_keys, minimum=1)
         if live is not None and not callable(live):
             raise ConfigError("live", live, "a callable taking the ASGI scope, or None")

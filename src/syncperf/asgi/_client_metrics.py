@@ -32,7 +32,7 @@ from typing import Any
 
 from syncperf import _gate as gate
 from syncperf._client_series import REPORTED, ClientSeries, app_version
-from syncperf._config import check_float, check_int
+from syncperf._config import MAX_TTL, check_float, check_int
 from syncperf._gate import is_operation
 from syncperf._runtime import Runtime, current, flush_for_exit
 from syncperf.asgi._http import SeenKeys, key_hash
@@ -117,7 +117,7 @@ def client_metrics_app(
     """
     check_int("max_body_bytes", max_body_bytes, minimum=1)
     check_int("max_records", max_records, minimum=1)
-    check_float("dedupe_ttl", dedupe_ttl, low=0, high=30 * 86400.0, open_low=True)
+    check_float("dedupe_ttl", dedupe_ttl, low=0, high=MAX_TTL, open_low=True)
     check_int("dedupe_max_keys", dedupe_max_keys, minimum=1)
     check_float("rate", rate, low=0, high=1e6, open_low=True)
     check_int("burst", burst, minimum=1)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from syncperf import _runtime
-from syncperf._config import check_float, check_int
+from syncperf._config import MAX_TTL, check_float, check_int
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import freeze
 from syncperf._runtime import Runtime
@@ -81,7 +81,7 @@ class PlanOptions:
     queue_size: int = 64
 
     def __post_init__(self) -> None:
-        check_float("interval", self.interval, low=0.0, high=30 * 86400.0)  # 30 days
+        check_float("interval", self.interval, low=0.0, high=MAX_TTL)
         check_int("max_per_minute", self.max_per_minute, minimum=1)
         check_int("rows", self.rows, minimum=1)
         check_float("cost_jump", self.cost_jump, low=1.0, high=sys.float_info.max, open_low=True)

@@ -13,7 +13,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from syncperf.cli import MAX_SECONDS, Parser, positive
+from syncperf._config import MAX_SECONDS
+from syncperf.cli import Parser, positive
 
 __all__ = ["main"]
 
