@@ -8,6 +8,7 @@ import socket
 import traceback
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -438,6 +439,7 @@ def _one_pull() -> None:
 
 
 PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
+DURATION_COUNT = "sync_operation_duration_seconds_count"
 
 
 @pytest.mark.usefixtures("clean")
@@ -524,6 +526,95 @@ def test_in_multiprocess_mode_a_new_configuration_keeps_serving_counts_that_neve
     group = CollectorRegistry()
     MultiProcessCollector(group, path=str(tmp_path))  # type: ignore[no-untyped-call]
     assert _pulls(generate_latest(group).decode()) == 115
+
+
+def _samples(exposition: str, name: str) -> dict[frozenset[tuple[str, str]], list[float]]:
+    """Samples of ``name`` by label set as Prometheus reads them (an empty label is none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[frozenset[tuple[str, str]], list[float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name:
+                labels = frozenset((k, v) for k, v in sample.labels.items() if v != "")
+                found.setdefault(labels, []).append(sample.value)
+    return found
+
+
+@pytest.mark.usefixtures("clean")
+def test_in_multiprocess_mode_a_series_keeps_one_sample_when_its_family_gains_a_label(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first error adds ``error.type`` to the duration family: the success series written
+    before must go on as the same sample, not as a second one (which Prometheus, reading an
+    empty label as none, takes for the same series and keeps only one of)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    def push(fail: bool = False) -> None:
+        failed = pytest.raises(TimeoutError) if fail else nullcontext()
+        with failed, syncperf.sync_operation("push", entity="todo"):
+            if fail:
+                raise TimeoutError
+
+    def worker() -> str:
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        push()
+        generate_latest(served)  # this worker's files written with the first label set
+        push()
+        push(fail=True)
+        return generate_latest(served).decode()
+
+    def success(exposition: str) -> dict[frozenset[tuple[str, str]], list[float]]:
+        return {
+            labels: values
+            for labels, values in _samples(exposition, DURATION_COUNT).items()
+            if ("sync_outcome", "success") in labels
+        }
+
+    key = frozenset(
+        {("sync_operation", "push"), ("sync_entity", "todo"), ("sync_outcome", "success")}
+    )
+    assert success(str(_in_a_worker(worker))) == {key: [2.0]}
+    group = CollectorRegistry()
+    MultiProcessCollector(group, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert success(generate_latest(group).decode()) == {key: [2.0]}
+
+
+@pytest.mark.usefixtures("clean")
+def test_in_multiprocess_mode_a_gauge_no_longer_observed_is_dropped_not_frozen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/outbox.md: a failing probe drops both gauges for that collection; in multiprocess
+    mode the worker's file must not keep serving the last good values."""
+    from syncperf.outbox import Outbox
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    def worker() -> list[list[str]]:
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        failing = [False]
+
+        def stats() -> tuple[int, float]:
+            if failing[0]:
+                raise ConnectionError("database down")
+            return (5, 42.0)
+
+        outbox = Outbox("orders", stats=stats)
+        seen = []
+        for fail in (False, True, True, False):
+            failing[0] = fail
+            lines = generate_latest(served).decode().splitlines()
+            seen.append(sorted(x for x in lines if x.startswith(("outbox_depth", "outbox_oldest"))))
+        del outbox
+        return seen
+
+    good = [
+        'outbox_depth{outbox_name="orders"} 5.0',
+        'outbox_oldest_age_seconds{outbox_name="orders"} 42.0',
+    ]
+    assert _in_a_worker(worker) == [good, [], [], good]
 
 
 @pytest.mark.usefixtures("clean")

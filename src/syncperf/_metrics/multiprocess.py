@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -33,7 +34,8 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 
-from syncperf._metrics.prometheus import family_samples
+from syncperf._metrics.exposition import label_value, le_value
+from syncperf._metrics.prometheus import label_name, prometheus_name
 from syncperf._metrics.reader import Reader
 
 _logger = logging.getLogger("syncperf")
@@ -114,6 +116,8 @@ class MultiprocessWriter:
         _sums.open(self._source)
         self._lock = threading.Lock()
         self._files: dict[tuple[Any, ...], Any] = {}
+        self._gauges: set[tuple[Any, ...]] = set()
+        """The gauge entries the last write set (see ``_unobserved``)."""
         self._closed = False
         self._stop = threading.Event()
         self._thread = self._start()
@@ -146,18 +150,18 @@ class MultiprocessWriter:
                 if self._closed:  # its totals were final and folded (``_Sums.close``)
                     return True
                 data = self._reader.collect()
+                written: set[tuple[Any, ...]] = set()
                 for resource_metrics in data.resource_metrics:
                     for scope_metrics in resource_metrics.scope_metrics:
                         for metric in scope_metrics.metrics:
-                            self._write(metric)
+                            self._write(metric, written)
+                self._unobserved(written)
         except Exception:
             _logger.debug("syncperf: writing multiprocess metrics failed", exc_info=True)
             return False
         return True
 
-    def _write(self, metric: Metric) -> None:
-        from prometheus_client.utils import floatToGoString
-
+    def _write(self, metric: Metric, written: set[tuple[Any, ...]]) -> None:
         data = metric.data
         if isinstance(data, Histogram):
             kind, mode = "histogram", ""
@@ -166,18 +170,28 @@ class MultiprocessWriter:
         else:
             kind = "gauge"
             mode = "livemostrecent" if isinstance(data, Gauge) else "livesum"
-        name, doc, keys, points = family_samples(metric)
+        name = prometheus_name(metric.name, metric.unit)
+        doc = metric.description or metric.name
         now = time.time()
-        for labels, point in points:
+        points: list[Any] = list(data.data_points)
+        for point in points:
+            # Each series under its own label names (not the family's union, which grows
+            # with a new attribute): its file entry never changes, so every worker's and every
+            # write's values add up (an empty label is no label to Prometheus).
+            attrs = sorted((k, label_value(v)) for k, v in (point.attributes or {}).items())
+            keys = tuple(label_name(k) for k, v in attrs if v != "")
+            labels = tuple(v for _, v in attrs if v != "")
             if kind == "histogram":
-                bounds = [*point.explicit_bounds, float("inf")]
+                bounds = [*point.explicit_bounds, math.inf]
                 for bound, count in zip(bounds, point.bucket_counts, strict=True):
-                    le = (*labels, floatToGoString(bound))  # type: ignore[no-untyped-call]
+                    le = (*labels, le_value(bound))
                     self._set(kind, name, "_bucket", (*keys, "le"), le, doc, mode, count, now)
                 self._set(kind, name, "_sum", keys, labels, doc, mode, point.sum, now)
             else:
                 suffix = "_total" if kind == "counter" else ""
-                self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
+                key = self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
+                if kind == "gauge":
+                    written.add(key)
 
     def _set(
         self,
@@ -190,7 +204,7 @@ class MultiprocessWriter:
         mode: str,
         value: float,
         now: float,
-    ) -> None:
+    ) -> tuple[Any, ...]:
         key = (kind, name + suffix, keys, labels, mode)
         found = self._files.get(key)
         if found is None:
@@ -201,6 +215,16 @@ class MultiprocessWriter:
             if kind != "gauge":  # cumulative: add what the replaced runtimes counted
                 value = _sums.total(key, self._source, value)
             found.set(value, timestamp=now)
+        return key
+
+    def _unobserved(self, written: set[tuple[Any, ...]]) -> None:
+        """Gauges written before and not in this collection (a probe failed, a pool closed):
+        a ``livesum`` one adds nothing any more (0); a ``livemostrecent`` one is written as
+        NaN, its newest value, which the collector ``register`` adds leaves out."""
+        now = time.time()
+        for key in self._gauges - written:
+            self._files[key].set(0.0 if key[-1] == "livesum" else math.nan, timestamp=now)
+        self._gauges = written
 
     def describe(self) -> list[Any]:
         """No up-front description."""
@@ -226,12 +250,23 @@ def register(reader: Reader, registry: Any) -> MultiprocessWriter:
     """Start a writer for ``reader`` and make ``registry`` serve every worker's files."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
+    class Collector(MultiProcessCollector):
+        """Every worker's files, less the gauges no longer observed (written as NaN)."""
+
+        def collect(self) -> Iterator[Any]:
+            for family in super().collect():  # type: ignore[no-untyped-call]
+                if family.type == "gauge":
+                    family.samples = [s for s in family.samples if not math.isnan(s.value)]
+                    if not family.samples:
+                        continue
+                yield family
+
     writer = MultiprocessWriter(reader, registry)
     registry.register(writer)
     with _owners:
         collectors = getattr(registry, "_collector_to_names", {})
         if not any(isinstance(c, MultiProcessCollector) for c in list(collectors)):
-            writer.added = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            writer.added = Collector(registry)  # type: ignore[no-untyped-call]
     return writer
 
 
