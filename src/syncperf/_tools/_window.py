@@ -110,8 +110,10 @@ def _parse_time(raw: str, option: str, now: float) -> float:
 
 
 def _shown(raw: str) -> str:
-    """``raw`` quoted for a one-line message, cut at 60 characters."""
-    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
+    """``raw`` quoted for a one-line message, at most 63 characters (cut after quoting:
+    ``repr`` writes an unprintable character in up to 10)."""
+    text = repr(raw[:61])
+    return text if len(text) <= 63 else text[:60] + "..."
 
 
 def _rfc3339(seconds: float) -> str:
@@ -124,7 +126,11 @@ def check_selector(selector: str | None) -> str:
         return ""
     inner = selector.strip().removeprefix("{").removesuffix("}").strip()
     if not _SELECTOR.match(inner):
-        raise CompareError(f'--selector {selector!r}: expected label matchers like job="api"')
+        raise CompareError(f'--selector {_shown(selector)}: expected label matchers like job="api"')
+    try:
+        inner.encode("utf-8")  # lone surrogates: argument bytes that were not UTF-8
+    except UnicodeEncodeError:
+        raise CompareError("--selector: holds bytes that are not UTF-8") from None
     return inner
 
 
