@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import re
+import string
 import time
 import urllib.error
 import urllib.parse
@@ -166,6 +167,8 @@ class Prometheus:
         usage = "--prometheus: expected http(s)://host:port"
         if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit drops \t and \n
             raise CompareError(usage + " (no spaces or control characters)")
+        if "#" in url:  # a fragment is never sent: a '#' in a password or token cut it short
+            raise CompareError(usage + " (a '#' ends the URL: write a '#' in it as %23)")
         try:
             parsed = urllib.parse.urlsplit(url)
             host, port = parsed.hostname, parsed.port
@@ -176,9 +179,12 @@ class Prometheus:
         netloc = host if port is None else f"{host}:{port}"
         if ":" in host:
             netloc = f"[{host}]" if port is None else f"[{host}]:{port}"
-        self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
-        self.url = self.url.rstrip("/")
-        """The base URL without credentials: safe to print."""
+        path = urllib.parse.quote(parsed.path, safe=string.punctuation)  # non-ASCII: UTF-8
+        self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, path, "", "")).rstrip("/")
+        """The base URL without credentials or query string: safe to print."""
+        query = urllib.parse.quote(parsed.query, safe=string.punctuation)
+        self._endpoint = self.url + "/api/v1/query" + (f"?{query}" if query else "")
+        """Where queries go: the query string too (a proxy's token), never printed."""
         self._headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if parsed.username is not None:  # http://user:password@host: basic authentication
             user = urllib.parse.unquote(parsed.username)
@@ -191,9 +197,7 @@ class Prometheus:
     def query(self, promql: str, at: float) -> list[dict[str, Any]]:
         """The result vector of ``promql`` evaluated at ``at``."""
         body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
-        request = urllib.request.Request(
-            self.url + "/api/v1/query", data=body, headers=self._headers
-        )
+        request = urllib.request.Request(self._endpoint, data=body, headers=self._headers)
         try:
             with _OPENER.open(request, timeout=self.timeout) as response:
                 raw = response.read(MAX_ANSWER + 1)
