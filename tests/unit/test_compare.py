@@ -392,26 +392,6 @@ def _run(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str,
     return status, captured.out, captured.err
 
 
-def test_basic_auth_credentials_never_follow_a_redirect_to_another_server(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    with _fake_prometheus(_json(EMPTY)) as (elsewhere, received):
-        other = elsewhere.replace("127.0.0.1", "localhost")
-
-        def redirect(handler: BaseHTTPRequestHandler) -> None:
-            _send(handler, 302, b"", Location=other + handler.path)
-
-        with _fake_prometheus(redirect) as (url, _):
-            authed = url.replace("http://", "http://admin:s3cret@")
-            status, out, err = _run(capsys, [*WINDOWS, "--prometheus", authed])
-    assert [h.headers.get("Authorization") for h in received] == []
-    assert status == 2
-    assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
-    assert "--prometheus" in err and "302" in err
-    assert "s3cret" not in err
-
-
 @pytest.mark.parametrize("option", ["--alpha", "--min-change", "--min-rate-change", "--timeout"])
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e400"])
 def test_a_number_option_that_is_not_finite_is_a_usage_error_naming_it(
