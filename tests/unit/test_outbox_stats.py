@@ -24,7 +24,7 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, registry
 
 import syncperf
 from syncperf import _gate as gate
@@ -510,6 +510,111 @@ def test_the_enqueued_count_matches_the_rows_any_savepoint_sequence_left(
                 elif savepoints:
                     savepoints.pop().rollback()
             session.commit()
+        assert enqueued(cap) == rows(engine)
+    engine.dispose()
+
+
+class OutboxRow:
+    """An outbox row written with ``session.add()``, which begins no transaction."""
+
+    def __init__(self) -> None:
+        self.status = "pending"
+
+
+registry().map_imperatively(OutboxRow, outbox_table)
+
+
+def test_an_enqueue_before_the_session_began_counts_with_the_transaction_that_follows(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:  # the insert begins it
+        outbox.enqueue(session=session)
+        session.execute(insert(outbox_table).values(status="pending"))
+        session.commit()
+    with Session(engine) as session:  # commit() begins and commits it
+        outbox.enqueue(session=session)
+        session.add(OutboxRow())
+        session.commit()
+    with Session(engine) as session:  # an explicit begin after the enqueue
+        outbox.enqueue(session=session)
+        with session.begin():
+            session.add(OutboxRow())
+    with Session(engine) as session:  # begun by the insert, rolled back
+        outbox.enqueue(session=session)
+        session.execute(insert(outbox_table).values(status="pending"))
+        session.rollback()
+    assert (rows(engine), enqueued(syncperf_capture)) == (3, 3)
+
+
+@pytest.mark.parametrize("end", ["close", "reset"])
+def test_an_enqueue_before_the_session_began_is_forgotten_when_it_closes(
+    end: str, engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    session = Session(engine)
+    outbox.enqueue(2, session=session)  # a push that gave up before writing its row
+    getattr(session, end)()  # nothing began: SQLAlchemy sends no transaction event
+    with session.begin():  # the session used again
+        session.add(OutboxRow())
+    outbox.enqueue(session=session)
+    session.add(OutboxRow())
+    session.commit()
+    session.close()
+    assert (rows(engine), enqueued(syncperf_capture)) == (2, 1)
+
+
+async def test_an_async_session_closed_before_it_began_forgets_the_enqueue(
+    tmp_path: Any, syncperf_capture: Capture
+) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    outbox = Outbox("orders")
+    session = AsyncSession(engine)
+    outbox.enqueue(session=session)
+    await session.close()
+    outbox.enqueue(session=session)  # the session used again: the first enqueue is gone
+    session.add(OutboxRow())
+    await session.commit()
+    await session.close()
+    await engine.dispose()
+    assert enqueued(syncperf_capture) == 1
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["insert", "add", "abandon", "nest", "release", "rollback", "commit", "close"]
+        ),
+        max_size=14,
+    )
+)
+def test_the_enqueued_count_matches_the_rows_whatever_the_session_did(steps: list[str]) -> None:
+    """``insert`` and ``add`` write a row after the enqueue (each begins a transaction when
+    none has begun); ``abandon`` closes the session right after the enqueue."""
+    engine = create_engine("sqlite://")
+    metadata.create_all(engine)
+    outbox = Outbox("orders")
+    with capture() as cap, Session(engine) as session:
+        savepoints: list[Any] = []
+        for step in steps:
+            if step in ("insert", "add", "abandon"):
+                outbox.enqueue(session=session)
+            if step == "add":
+                session.add(OutboxRow())
+            elif step == "insert":
+                session.execute(insert(outbox_table).values(status="pending"))
+            elif step == "nest":
+                savepoints.append(session.begin_nested())
+            elif savepoints and step in ("release", "rollback"):
+                getattr(savepoints.pop(), "commit" if step == "release" else "rollback")()
+            elif step in ("commit", "close", "abandon"):
+                getattr(session, "commit" if step == "commit" else "close")()
+                savepoints.clear()
+        session.commit()
         assert enqueued(cap) == rows(engine)
     engine.dispose()
 
