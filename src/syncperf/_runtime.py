@@ -123,6 +123,7 @@ class Runtime(Guard):
             config.span_queue_size,
             self._span_end_failed,
             self._spans_not_ended,
+            timeout=config.shutdown_timeout,
         )
 
     def _late_queue_full(self, stalled: bool) -> None:
