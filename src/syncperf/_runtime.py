@@ -215,8 +215,10 @@ class Runtime(Guard):
 
         Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
         on a daemon thread, so a collector that accepts and never answers cannot hold the
-        caller (or the process's exit) longer. True when everything finished in time and
-        succeeded: False when an export or a provider's flush failed, or flushing raised.
+        caller (or the process's exit) longer. In an exit hook on Python 3.12, which starts no
+        thread, it runs on the caller's, each step given what is left of the bound. True when
+        everything finished in time and succeeded: False when an export or a provider's flush
+        failed, or flushing raised.
         """
         limit = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
@@ -243,7 +245,10 @@ class Runtime(Guard):
                 _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
             done.set()
 
-        threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
+        try:
+            threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
+        except RuntimeError:  # no new thread in an exit hook (Python 3.12): on this one
+            work()
         self.flush_timed_out = not done.wait(limit)
         if not self.flush_timed_out:
             return succeeded == [True]

@@ -371,3 +371,24 @@ def test_the_providers_shutdown_ends_the_queue_inline_where_no_thread_can_start(
     monkeypatch.setattr(threading.Thread, "start", refused)
     provider.shutdown()
     assert len(exporter.get_finished_spans()) == 5
+
+
+def test_the_exit_flush_exports_where_no_thread_can_start(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.12 refuses new threads in atexit handlers: the exit flush then runs on the
+    # caller's thread rather than raising and exporting nothing.
+    recording = _Recording()
+    provider = _batch_provider(exporter)
+    syncperf.configure(tracer_provider=provider, metric_exporters=[recording])
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    monkeypatch.setattr(_runtime, "_exit_stalled", False)
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    assert _runtime.flush_for_exit() is True
+    assert len(exporter.get_finished_spans()) == 1
+    assert recording.exports
