@@ -61,7 +61,7 @@ class Runtime(Guard):
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
-        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs)
+        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs, idle=self._idle)
         self.exporters = self.feeds.exporters
         self.prometheus = self.feeds.prometheus
         """``(registry, collector)`` pairs this runtime feeds."""
@@ -189,6 +189,10 @@ class Runtime(Guard):
         if found is None:
             found = self.inflight.setdefault(operation, deque())
         return found
+
+    def _idle(self) -> bool:
+        """No operation of this runtime is open (each records into it when it ends)."""
+        return not any(list(self.inflight.values()))
 
     def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
         return [({"sync.operation": op}, len(q)) for op, q in list(self.inflight.items())]
