@@ -16,7 +16,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
 from syncperf import _runtime
-from syncperf._metrics import outputs
+from syncperf._metrics import multiprocess, outputs
 
 PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
 
@@ -153,3 +153,29 @@ def test_a_worker_forked_while_an_operation_is_open_across_configure_drops_the_o
         return [child, _writer_threads()]  # type: ignore[list-item]
 
     assert _in_a_worker(worker) == [1, 1]
+
+
+def _values_kept() -> int:
+    """How many value objects prometheus_client's multiprocess value class keeps (it appends
+    every one it makes to a list it never shrinks, to reset them after a fork)."""
+    value_class = multiprocess._values()
+    init = value_class.__init__
+    cells = dict(zip(init.__code__.co_freevars, init.__closure__ or (), strict=True))
+    return len(cells["values"].cell_contents)
+
+
+def test_repeated_configure_keeps_a_bounded_number_of_multiprocess_values(
+    multiprocess_dir: Path,
+) -> None:
+    def worker() -> list[int]:
+        served = CollectorRegistry()
+        kept = []
+        for round in range(12):
+            syncperf.configure(prometheus=served, max_entities=50 + round)
+            _one_pull()
+            generate_latest(served)  # writes the files
+            kept.append(_values_kept())
+        return kept
+
+    kept = _in_a_worker(worker)
+    assert kept[-1] == kept[1]  # once every series was written: one value per series

@@ -44,6 +44,10 @@ INTERVAL = 1.0
 """Seconds between two writes of a worker's totals (the staleness bound of other workers)."""
 _writers: weakref.WeakSet[MultiprocessWriter] = weakref.WeakSet()
 _value_class: Any = None
+_files: dict[tuple[Any, ...], Any] = {}
+"""The value object of each file key, shared by every writer of the process: prometheus_client
+keeps each value object it makes for good (to move it to the child's files after a fork), so
+one per writer would grow its list by every series at each ``configure()``."""
 _owners = threading.Lock()
 """Held while a ``MultiProcessCollector`` is registered or handed over."""
 
@@ -122,7 +126,6 @@ class MultiprocessWriter:
         self._source = id(reader._registry)
         _sums.open(self._source)
         self._lock = threading.Lock()
-        self._files: dict[tuple[Any, ...], Any] = {}
         self._closed = False
         self._stop = threading.Event()
         self._thread = self._start()
@@ -209,12 +212,12 @@ class MultiprocessWriter:
         now: float,
     ) -> None:
         key = (kind, name + suffix, keys, labels, mode)
-        found = self._files.get(key)
-        if found is None:
-            found = self._files[key] = _values()(
-                kind, name, name + suffix, keys, labels, doc, multiprocess_mode=mode
-            )
         with _sums.lock:
+            found = _files.get(key)
+            if found is None:
+                found = _files[key] = _values()(
+                    kind, name, name + suffix, keys, labels, doc, multiprocess_mode=mode
+                )
             if kind != "gauge":  # cumulative: add what the replaced runtimes counted
                 value = _sums.total(key, self._source, value)
             found.set(value, timestamp=now)
