@@ -17,6 +17,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 import syncperf
 from syncperf import _runtime
 from syncperf._metrics import multiprocess, outputs
+from syncperf._metrics.prometheus import scrape
 
 PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
 
@@ -179,3 +180,25 @@ def test_repeated_configure_keeps_a_bounded_number_of_multiprocess_values(
 
     kept = _in_a_worker(worker)
     assert kept[-1] == kept[1]  # once every series was written: one value per series
+
+
+@pytest.mark.parametrize("scraped_by", ["prometheus_client", "syncperf"])
+def test_a_multiprocess_collector_the_application_registered_reads_the_files_once_written(
+    multiprocess_dir: Path, scraped_by: str
+) -> None:
+    def worker() -> list[float]:
+        served = CollectorRegistry()
+        MultiProcessCollector(served)  # type: ignore[no-untyped-call]  # the application's own
+        syncperf.configure(prometheus=served)
+        seen = []
+        for _ in range(2):  # across a new configuration as well
+            _one_pull()
+            if scraped_by == "syncperf":
+                _, _, body = scrape(served, None, None, {})
+                seen.append(_pulls(body.decode()))
+            else:
+                seen.append(_pulls(generate_latest(served).decode()))
+            syncperf.configure(prometheus=served, max_entities=50)
+        return seen
+
+    assert _in_a_worker(worker) == [1, 2]  # not the files as the writer left them a second ago

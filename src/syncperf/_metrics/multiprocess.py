@@ -280,8 +280,11 @@ def register(
     registry.register(writer)
     with _owners:
         collectors = getattr(registry, "_collector_to_names", {})
-        if not any(isinstance(c, MultiProcessCollector) for c in list(collectors)):
+        found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
+        if not found:
             writer.added = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        for collector in found:  # the application's (or an older writer's): it reads the
+            _move_last(registry, collector)  # files once this writer wrote them, not before
     return writer
 
 
