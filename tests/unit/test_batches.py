@@ -15,8 +15,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from syncperf._metrics import batches as batches_module
-from syncperf._metrics.aggregates import HistogramSeries, Registry, _limits_ns
-from syncperf._metrics.batches import FOLD_AT, MAX_QUEUED, Batch, Batches
+from syncperf._metrics.aggregates import HistogramSeries, Registry
+from syncperf._metrics.batches import FOLD_AT, MAX_QUEUED, Batch, Batches, _limits_ns, record_ns
 from syncperf._metrics.catalogue import DB_DURATION_BOUNDS
 
 BOUNDS = DB_DURATION_BOUNDS
@@ -68,7 +68,7 @@ def test_record_ns_records_what_record_records_of_the_values_in_seconds(
     one, many = HistogramSeries((), BOUNDS), HistogramSeries((), BOUNDS)
     for value in values:
         one.record(value / 1e9)
-    many.record_ns(list(values))
+    record_ns(many, list(values))
     counts, total, low, high = _state(many)
     assert counts == one.counts
     assert total == pytest.approx(one.sum)
@@ -92,7 +92,7 @@ def test_record_ns_buckets_exactly_for_any_bounds(bounds: list[float], data: st.
     one, many = HistogramSeries((), edges), HistogramSeries((), edges)
     for value in values:
         one.record(value / 1e9)
-    many.record_ns(list(values))
+    record_ns(many, list(values))
     assert many.counts == one.counts
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
 import traceback
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -29,7 +31,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.metrics import Counter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.util._once import Once
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -699,3 +701,31 @@ def test_without_providers_to_join_an_exporter_setup_otlp_cannot_install_is_refu
     with pytest.raises(syncperf.ConfigError) as raised:
         setup_otlp()
     assert raised.value.option == "OTEL_METRICS_EXPORTER"
+
+
+class _Stuck(SpanExporter):
+    """A span exporter that waits for ``release`` (a collector that accepts, never answers)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+
+@pytest.mark.usefixtures("clean")
+def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_stalled_span_processor() -> None:
+    stuck = _Stuck()
+    provider = TracerProvider(shutdown_on_exit=False)  # the application's, with its own export
+    provider.add_span_processor(SimpleSpanProcessor(stuck))
+    trace.set_tracer_provider(provider)
+    handle = setup_otlp(metrics=False, shutdown_timeout=0.3)
+    try:
+        for _ in range(3):
+            _one_pull()
+        started = time.monotonic()
+        handle.shutdown()
+        assert time.monotonic() - started < 1.5  # 30 s per span when it ended them itself
+    finally:
+        stuck.release.set()

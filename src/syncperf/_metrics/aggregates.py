@@ -14,7 +14,7 @@ import math
 import threading
 import time
 import weakref
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -108,29 +108,6 @@ class HistogramSeries:
         if high > self.max:
             self.max = high
 
-    def record_ns(self, values: list[int]) -> None:
-        """``record`` each of ``values``, nanoseconds, in seconds (``value / 1e9``); sorts
-        ``values``. A batch: one C-level sort, then one bisect per bucket bound rather than
-        one per value, and one division for the sum."""
-        if not values:
-            return
-        values.sort()
-        counts, n, below = self.counts, len(values), 0
-        for index, limit in enumerate(_limits_ns(self.bounds)):
-            upto = bisect_right(values, limit, below)
-            counts[index] += upto - below
-            below = upto
-            if below == n:
-                break
-        else:
-            counts[-1] += n - below
-        self.sum += sum(values) / 1e9
-        low, high = values[0] / 1e9, values[-1] / 1e9
-        if low < self.min:
-            self.min = low
-        if high > self.max:
-            self.max = high
-
     def drain(self) -> bool:
         """Move what accumulated since the previous drain into ``drained``; False when
         nothing did. The two count lists take turns, so a collection allocates nothing."""
@@ -156,25 +133,6 @@ class HistogramSeries:
 
 _INF = math.inf
 _NEG_INF = -math.inf
-
-
-@functools.cache
-def _limits_ns(bounds: tuple[float, ...]) -> tuple[int, ...]:
-    """Per bound, the largest nanosecond count ``t`` with ``t / 1e9 <= bound``: comparing
-    nanoseconds with it buckets exactly as ``record`` buckets the value in seconds (dividing
-    by 1e9 is monotonic, so the float rounding of ``bound * 1e9`` is stepped over here)."""
-    limits = []
-    for bound in bounds:
-        t = math.floor(bound * 1e9)
-        for _ in range(4):  # a few ulps at most below 2**53, where t / 1e9 is exact enough
-            if (t + 1) / 1e9 <= bound:
-                t += 1
-            elif t / 1e9 > bound:
-                t -= 1
-            else:
-                break
-        limits.append(t)
-    return tuple(limits)
 
 
 class SumSeries:
