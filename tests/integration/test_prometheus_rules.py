@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from syncperf._tools.monitoring import dashboard, rules
 from syncperf._tools.monitoring._options import RuleOptions
@@ -52,8 +55,9 @@ def test_committed_rules_pass_promtool_check_and_their_unit_tests() -> None:
             outbox_age_seconds=30,
             slow_queries_per_hour=5,
         ),
+        RuleOptions(for_="10m", slow_query_window="30m", plan_window="10m"),
     ],
-    ids=["short-windows", "high-thresholds", "tight-spikes"],
+    ids=["short-windows", "high-thresholds", "tight-spikes", "long-for"],
 )
 def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(
     tmp_path: Path, options: RuleOptions
@@ -61,6 +65,48 @@ def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(
     (tmp_path / "r.yml").write_text(rules.render(options))
     (tmp_path / "t.yml").write_text(rules.render(options, "promtool-tests", rule_file="r.yml"))
     _promtool("check", "rules", "r.yml", cwd=tmp_path)
+    _promtool("test", "rules", "t.yml", cwd=tmp_path)
+
+
+def _expected(rule: dict[str, Any], **labels: str) -> dict[str, Any]:
+    """An ``exp_alerts`` entry of ``rule`` for the label set ``labels``."""
+    notes = {
+        key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
+        for key, text in rule["annotations"].items()
+    }
+    return {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": notes}
+
+
+def test_event_alerts_see_a_series_first_events_and_restarts_not_old_or_gapped_ones(
+    tmp_path: Path,
+) -> None:
+    # Counters as syncperf exposes them (no 0 sample before a series' first event), one
+    # sample a minute, the default 5m window.
+    doc = yaml.safe_load(rules.render(RuleOptions()))
+    (rule,) = [r for g in doc["groups"] for r in g["rules"] if r.get("alert") == "SyncPerfShedding"]
+    shed = "syncperf_shed_total"
+    values = {
+        ("first", "a"): "_x20 1x40",  # a one-off: the series appears at 1 at 20m
+        ("restart", "a"): "3x20 _x2 1x40",  # the process restarted at 23m (a reset)
+        ("gap", "a"): "3x20 _x10 3x40",  # ten minutes unscraped, nothing new
+        ("old", "a"): "3x60",  # events long ago
+        ("two", "a"): "2x60",  # one process had its events long ago,
+        ("two", "b"): "_x20 1x40",  # another has its first at 20m: one alert for both
+    }
+    series = [
+        {"series": f'{shed}{{syncperf_reason="{r}", instance="{i}"}}', "values": v}
+        for (r, i), v in values.items()
+    ]
+
+    def at(minute: int, *reasons: str) -> dict[str, Any]:
+        expected = [_expected(rule, syncperf_reason=r) for r in reasons]
+        return {"eval_time": f"{minute}m", "alertname": rule["alert"], "exp_alerts": expected}
+
+    checks = [at(20, "first", "two"), at(24, "first", "restart", "two")]
+    checks += [at(29), at(33), at(36)]  # the window has passed; the gap never fired
+    test = {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+    (tmp_path / "r.yml").write_text(rules.render(RuleOptions()))
+    (tmp_path / "t.yml").write_text(dump({"rule_files": ["r.yml"], "tests": [test]}))
     _promtool("test", "rules", "t.yml", cwd=tmp_path)
 
 

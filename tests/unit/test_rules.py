@@ -15,6 +15,7 @@ from syncperf._tools.monitoring import rules
 from syncperf._tools.monitoring._alerts import alerts
 from syncperf._tools.monitoring._datadog import monitors
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, parse_duration
+from syncperf._tools.monitoring._timeline import Timeline, notation
 from syncperf._tools.monitoring._yaml import dump
 from tests._promql import metric_names
 
@@ -342,3 +343,33 @@ def test_outbox_probe_failures_have_an_alert_and_a_monitor() -> None:
     assert monitor["query"] == (
         "sum(last_5m):sum:outbox.probe.failures{*} by {outbox.name}.as_count() > 0"
     )
+
+
+def test_alerts_on_counted_events_also_count_a_series_first_events() -> None:
+    # increase() alone misses them (the series appears at its count, no 0 before it): every
+    # increase() of an alert goes with the check for a series that is new in its window.
+    for rule in _alert_rules(_rule_file()).values():
+        expr = rule["expr"]
+        assert expr.count("increase(") == expr.count("present_over_time("), rule["alert"]
+        assert "rate(sync_db_slow_queries" not in expr
+    expr = _alert_rules(_rule_file(plan_window="45m"))["SyncQueryPlanFinding"]["expr"]
+    new = "sync_db_plan_findings_total unless present_over_time(sync_db_plan_findings_total[1h]"
+    assert f"({new} offset 45m)) or increase(sync_db_plan_findings_total[45m])" in expr
+
+
+def test_slow_query_threshold_is_scaled_to_its_window_as_the_datadog_monitor_does() -> None:
+    o = RuleOptions(slow_query_window="30m", slow_queries_per_hour=50)
+    expr = _alert_rules(yaml.safe_load(rules.render(o)))["SyncSlowQueriesHigh"]["expr"]
+    assert expr.endswith(") > 25")
+    assert _monitor(o, "SyncSlowQueriesHigh")["query"].endswith(" > 25")
+
+
+def test_promtool_counters_are_absent_until_their_first_event() -> None:
+    t = Timeline(step=60, samples=5)
+    assert t.counter([(5, 1 / 60)]) == "_x1 1+1x3"
+    assert t.counter([(2, 1 / 60), (0, 2 / 60)]) == "_x1 1+2x3"  # 0 1 3 5 7
+    assert t.counter([(5, 0.0)]) == "_x5"
+    assert t.event(120, 3) == "_x2 3+0x2"
+    # A histogram's buckets appear with its first observation, at 0 when none fell in them.
+    assert t.counter([(5, 0.0)], bucket=True) == "_x1 0+0x3"
+    assert notation([0, 0, 2, 2, 3, 4]) == "_x2 2+0x1 3+1x1"

@@ -20,3 +20,23 @@ def prom(name: str, suffix: str = "") -> str:
     if series not in PROMETHEUS_SERIES:
         raise KeyError(series)
     return series
+
+
+HISTORY = "1h"
+"""How far back before a window ``events`` looks for a series' earlier samples: a gap in
+scraping (or a Prometheus restart) longer than this makes a series look new."""
+
+
+def events(series: str, window: str, selector: str = "") -> str:
+    """PromQL for the events each series of the counter ``series`` counted in ``window``.
+
+    ``increase()`` alone misses the first events of a series: syncperf exposes a counter
+    series only once it has counted something, so the series appears at its count (1 for
+    a one-off event) with no 0 sample before it (and no ``_created`` series), and
+    ``increase()`` over an absent-then-1 series is empty. A series with no sample in the
+    ``HISTORY`` before the window is new: all of its count is events in the window. The
+    others are counted by ``increase()`` (which also reads a restart's reset).
+    """
+    s = series + selector
+    new = f"{s} unless present_over_time({s}[{HISTORY}] offset {window})"
+    return f"({new}) or increase({s}[{window}])"
