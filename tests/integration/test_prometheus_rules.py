@@ -55,7 +55,9 @@ def test_committed_rules_pass_promtool_check_and_their_unit_tests() -> None:
             outbox_age_seconds=30,
             slow_queries_per_hour=5,
         ),
-        RuleOptions(for_="10m", slow_query_window="30m", plan_window="10m"),
+        RuleOptions(
+            for_="10m", slow_query_window="30m", plan_window="10m", stale_hours=336, stale_share=0.1
+        ),
     ],
     ids=["short-windows", "high-thresholds", "tight-spikes", "long-for"],
 )
@@ -148,6 +150,33 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     (tmp_path / "d.yml").write_text(dump(doc))
     assert f"SUCCESS: {len(exprs)} rules found" in _promtool(
         "check", "rules", "d.yml", cwd=tmp_path
+    )
+
+
+def _doc_queries() -> list[str]:
+    """The PromQL queries of the docs' ``promql`` blocks: one a line, or a paragraph whose
+    further lines are indented or start with an operator."""
+    queries: list[str] = []
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```promql\n(.*?)```", doc.read_text(), re.S):
+            joined = False
+            for line in block.splitlines():
+                continues = line[:1].isspace() or line.strip()[:1] in ("/", "-", "+", "*")
+                if line.strip() and queries and (continues or joined):
+                    queries[-1] += "\n" + line
+                elif line.strip():
+                    queries.append(line)
+                joined = line.strip() in ("/", "-", "+", "*")
+    return [q.replace("<entity>", "todo") for q in queries]
+
+
+def test_every_promql_query_in_the_docs_parses(tmp_path: Path) -> None:
+    queries = _doc_queries()
+    assert len(queries) > 40
+    records = [{"record": f"docs:query:{i}", "expr": q} for i, q in enumerate(queries)]
+    (tmp_path / "q.yml").write_text(dump({"groups": [{"name": "docs", "rules": records}]}))
+    assert f"SUCCESS: {len(queries)} rules found" in _promtool(
+        "check", "rules", "q.yml", cwd=tmp_path
     )
 
 

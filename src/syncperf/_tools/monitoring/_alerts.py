@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, percent
-from syncperf._tools.monitoring._series import events, prom
+from syncperf._tools.monitoring._series import events, le_matcher, prom
 
 BY = "sync_operation, sync_entity"
 """The labels sync alerts are grouped by (operation and entity)."""
@@ -297,9 +297,8 @@ def _self_alerts(o: RuleOptions, add: Add) -> None:
 def _client_alerts(o: RuleOptions, add: Add) -> None:
     """What clients see: far behind, changes piling up on devices, their own failures."""
     w = o.window
-    stale_le = repr(o.stale_hours * 3600)
     staleness, pulls = prom("sync.pull.staleness", "_bucket"), prom("sync.pull.staleness", "_count")
-    recent = _rate(staleness, w, f'{{le="{stale_le}"}}')
+    recent = _rate(staleness, w, "{" + le_matcher(o.stale_hours * 3600) + "}")
     add(
         "SyncClientsFarBehind",
         f"1 - (\n  {recent}\n  / {_rate(pulls, w)}\n) > {number(o.stale_share)}\n"

@@ -22,7 +22,7 @@ from syncperf._tools.monitoring._counter_fixtures import (
     slow_queries,
 )
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, parse_duration
-from syncperf._tools.monitoring._series import prom
+from syncperf._tools.monitoring._series import le_texts, prom
 from syncperf._tools.monitoring._timeline import Builder, Fixture, Timeline, steady
 from syncperf._tools.monitoring._timeline import series as _series
 
@@ -207,13 +207,15 @@ def _histogram(
     bounds: tuple[float, ...],
     rate: float,
     shares: dict[float, float],
+    path: int = 0,
 ) -> list[dict[str, str]]:
     """``_bucket`` and ``_count`` series of ``metric``: ``shares`` maps a bucket's upper
-    bound to the share of observations in it."""
+    bound to the share of observations in it; ``le`` as the ``path``-th of ``le_texts``
+    writes it (0 syncperf's endpoint, 1 OTLP into Prometheus, 2 a Prometheus 3 scrape)."""
     out = []
     for bound in [*bounds, math.inf]:
         cumulative = sum(share for b, share in shares.items() if b <= bound)
-        le = "+Inf" if bound == math.inf else repr(float(bound))
+        le = "+Inf" if bound == math.inf else le_texts(bound)[path]
         bucket = prom(metric, "_bucket")
         out.append(
             _series(bucket, {**labels, "le": le}, t.counter([(t.samples, rate * cumulative)], True))
@@ -227,11 +229,13 @@ def _stale(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     older = next(b for b in AGE_BOUNDS if b > threshold)
     hi, lo = _above(o.stale_share), o.stale_share / 2
     f = Fixture(eval_seconds=steady(o, for_s, t))
-    for entity, share in (("todo", hi), ("note", lo)):
+    # The same histogram with its `le` as each path writes it: the rule must match them all.
+    for entity, share, path in (("todo", hi, 0), ("note", lo, 0), ("task", hi, 1), ("list", hi, 2)):
         labels = {"sync_operation": "pull", "sync_entity": entity}
         shares = {60.0: 1 - share, older: share}
-        f.series += _histogram(t, "sync.pull.staleness", labels, AGE_BOUNDS, rate, shares)
-    f.firing.append({"sync_operation": "pull", "sync_entity": "todo"})
+        f.series += _histogram(t, "sync.pull.staleness", labels, AGE_BOUNDS, rate, shares, path)
+        if share == hi:
+            f.firing.append(labels)
     return f
 
 
