@@ -10,11 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 
+import syncperf
 from syncperf._tools.monitoring import dashboard, rules
 from syncperf._tools.monitoring._options import RuleOptions
 from syncperf._tools.monitoring._yaml import dump
+from syncperf.sqlalchemy import instrument_engine
+from syncperf.testing import capture
 from tests._promql import substitute
 
 pytestmark = pytest.mark.integration
@@ -178,6 +183,49 @@ def test_every_promql_query_in_the_docs_parses(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(queries)} rules found" in _promtool(
         "check", "rules", "q.yml", cwd=tmp_path
     )
+
+
+SEMCONV_COUNT = (
+    'db_client_connection_count non-histogram and non-summary metrics should not have "_count"'
+    " suffix"
+)
+"""promtool's one lint of syncperf's exposition: the semantic conventions' own name."""
+
+
+def test_promtool_lints_the_exposition_only_for_the_documented_semconv_name(
+    tmp_path: Path,
+) -> None:
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed")
+    registry = CollectorRegistry()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", pool_size=2)
+    with capture(prometheus=registry):
+        handle = instrument_engine(engine, pool_name="main")
+        try:
+            with syncperf.sync_operation("push", entity="todo") as op, engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                op.set_batch_size(3)
+                op.record_items(3, change="created")
+                op.record_conflict(resolution="rejected")
+                op.record_idempotency_hit()
+            with pytest.raises(TimeoutError), syncperf.sync_operation("pull", entity="todo"):
+                raise TimeoutError
+            exposition = generate_latest(registry).decode()
+        finally:
+            handle.uninstrument()
+            engine.dispose()
+    assert "db_client_connection_count{" in exposition
+    assert "sync_operation_duration_seconds_bucket{" in exposition
+    done = subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr  # 3: lint problems, not errors
+    assert (done.stdout + done.stderr).strip().splitlines() == [SEMCONV_COUNT]
+    assert SEMCONV_COUNT in " ".join((ROOT / "docs/metrics.md").read_text().split())
 
 
 def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:
