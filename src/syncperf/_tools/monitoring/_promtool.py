@@ -3,7 +3,8 @@
 Each alert gets one test: synthetic series for one label set above its threshold (the alert
 must fire, with exactly these labels and annotations) and one below it (it must stay
 silent), derived from the same options as the rules, so the tests follow any threshold a
-user chooses. A further test checks the recording rules' values.
+user chooses; counters and bucket labels are written as syncperf and each export path write
+them (``_timeline``, ``_series.le_texts``). A further test checks the recording rules' values.
 """
 
 from __future__ import annotations
