@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -24,7 +25,7 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.orm import Session, registry
+from sqlalchemy.orm import Session, registry, scoped_session, sessionmaker
 
 import syncperf
 from syncperf import _gate as gate
@@ -582,6 +583,57 @@ async def test_an_async_session_closed_before_it_began_forgets_the_enqueue(
     await session.close()
     await engine.dispose()
     assert enqueued(syncperf_capture) == 1
+
+
+def test_enqueue_with_a_scoped_session_counts_on_commit_only(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    """The registry proxy (Flask-SQLAlchemy's ``db.session``) stands for its current Session."""
+    outbox = Outbox("orders")
+    scoped = scoped_session(sessionmaker(engine))
+    with pytest.raises(BrokerDown), scoped.begin():
+        scoped.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=scoped)
+        raise BrokerDown  # the push is rejected: its transaction rolls back
+    scoped.remove()
+    with scoped.begin():
+        scoped.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(2, session=scoped)
+        assert enqueued(syncperf_capture) == 0
+    outbox.enqueue(session=scoped)  # before the session began: the next transaction's
+    scoped.add(OutboxRow())
+    scoped.commit()
+    scoped.remove()
+    assert (rows(engine), enqueued(syncperf_capture)) == (2, 3)
+
+
+async def test_enqueue_with_an_async_scoped_session_counts_on_commit_only(
+    tmp_path: Any, syncperf_capture: Capture
+) -> None:
+    from sqlalchemy.ext.asyncio import (
+        async_scoped_session,
+        async_sessionmaker,
+        create_async_engine,
+    )
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    outbox = Outbox("orders")
+    scoped = async_scoped_session(async_sessionmaker(engine), scopefunc=asyncio.current_task)
+    await scoped.execute(insert(outbox_table).values(status="pending"))
+    outbox.enqueue(session=scoped)
+    await scoped.rollback()
+    outbox.enqueue(2, session=scoped)  # before the next transaction began: counts with it
+    scoped.add(OutboxRow())
+    await scoped.commit()
+    await scoped.remove()
+    await engine.dispose()
+    assert enqueued(syncperf_capture) == 2
+
+
+class BrokerDown(Exception):
+    pass
 
 
 @given(

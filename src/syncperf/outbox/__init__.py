@@ -244,8 +244,9 @@ class Outbox:
 
         Args:
             count: Messages written (an int >= 0); one ``create`` span covers them all.
-            session: A SQLAlchemy ``Session`` or ``AsyncSession``: count the messages when its
-                transaction commits and never if it rolls back. Without it they count now.
+            session: A SQLAlchemy ``Session`` or ``AsyncSession`` (or a ``scoped_session``:
+                its current session): count the messages when its transaction commits and
+                never if it rolls back. Without it they count now.
 
         Returns:
             The ``traceparent`` to store with the message(s), or None.
@@ -285,7 +286,9 @@ class Outbox:
         else:
             deferred = defer_enqueue(session, self._serial, self._count_enqueued, count)
         if not deferred:
-            rt.reject("invalid_session", "a SQLAlchemy Session or AsyncSession", session)
+            rt.reject(
+                "invalid_session", "a SQLAlchemy Session, AsyncSession or scoped_session", session
+            )
         return deferred
 
     def _count_enqueued(self, count: int) -> None:
