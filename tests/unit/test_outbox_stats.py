@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Integer,
@@ -29,6 +30,7 @@ from sqlalchemy.orm import Session, registry, scoped_session, sessionmaker
 
 import syncperf
 from syncperf import _gate as gate
+from syncperf._staleness import MAX_SKEW
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
 from syncperf.outbox._gauges import MAX_STATUSES, _validate
@@ -128,6 +130,30 @@ def test_a_non_finite_oldest_age_is_nonsense_and_counts_as_a_failure(
         assert probe_failures(syncperf_capture) == {"TypeError": 1}
     finally:
         outbox.close()
+
+
+@pytest.mark.parametrize("age", [-7200 * 1000.0, -MAX_SKEW - 1, -(2**52)])
+def test_an_oldest_age_far_below_zero_is_a_failure_not_age_0(
+    age: float, syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``now - created_at_ms / 1000`` done as ``now - created_at_ms``: a huge negative age."""
+    outbox = Outbox("orders", stats=lambda: (3, age))
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"invalid_created_at": 1}
+        assert "in the future" in caplog.text and str(int(age)) not in caplog.text
+    finally:
+        outbox.close()
+
+
+def test_an_oldest_age_a_little_below_zero_is_clock_skew_and_reads_0(
+    syncperf_capture: Capture,
+) -> None:
+    outbox = Outbox("orders", stats=lambda: (3, -MAX_SKEW / 2))
+    assert gauge(syncperf_capture, "outbox.oldest_age") == 0
+    assert probe_failures(syncperf_capture) == {}
+    outbox.close()
 
 
 @pytest.mark.parametrize(
@@ -346,6 +372,38 @@ def test_probe_with_21_statuses_still_reports_depth_and_folds_the_smallest_into_
     assert "s19" not in reported  # the 19 statuses of 1 row after s00 and pending: by name
     assert probe_failures(syncperf_capture) == {}
     outbox.close()
+
+
+def test_probe_of_a_created_at_in_epoch_milliseconds_fails_and_says_so(
+    tmp_path: Any, syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A BIGINT column written by ``Date.now()`` or ``System.currentTimeMillis()``."""
+    millis_table = Table(
+        "outbox",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("created_at", BigInteger),
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'millis.db'}")
+    millis_table.metadata.create_all(engine)
+    millis = int((time.time() - 7200) * 1000)
+    with engine.begin() as connection:
+        connection.execute(insert(millis_table), [{"created_at": millis}])
+    outbox = Outbox("orders", stats=sqlalchemy_probe(engine))
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"invalid_created_at": 1}
+        with engine.begin() as connection:  # the same table in POSIX seconds: 2 h old
+            connection.execute(millis_table.update().values(created_at=millis // 1000))
+        age = gauge(syncperf_capture, "outbox.oldest_age")
+        assert age is not None and 7199 < age < 7260
+    finally:
+        outbox.close()
+        engine.dispose()
+    (warning,) = [r for r in caplog.records if r.name.startswith("syncperf")]
+    assert "milliseconds" in warning.getMessage()
+    assert str(millis) not in caplog.text and str(millis // 1000) not in caplog.text
 
 
 def test_probe_on_a_missing_table_fails_without_raising(syncperf_capture: Capture) -> None:

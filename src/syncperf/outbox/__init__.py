@@ -54,6 +54,7 @@ from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
 from syncperf.outbox._gauges import (
     GaugeSource,
+    InvalidCreatedAt,
     InvalidStatus,
     OutboxStats,
     StatsRunner,
@@ -214,12 +215,15 @@ class Outbox:
                 error,
             )
             return
+        key, what = "outbox_probe:", raised_at(error)
+        if isinstance(error, InvalidCreatedAt):  # the probe's own finding, told apart
+            key, what = "outbox_created_at:", f"its oldest created_at is {error}"
         rt.log_once(
-            "outbox_probe:" + self.name,
+            key + self.name,
             "syncperf: the stats of outbox %s failed (%s); its gauges are skipped "
             "for this collection",
             self.name,
-            raised_at(error),
+            what,
         )
 
     def close(self) -> None:
@@ -367,7 +371,8 @@ def sqlalchemy_probe(
         engine: A synchronous ``sqlalchemy.Engine`` (the probe runs off the request path).
         table: The outbox table.
         schema: Its schema, if not the default.
-        created_at: The column holding when a row was written (timestamp or POSIX seconds).
+        created_at: The column holding when a row was written (a timestamp or POSIX seconds;
+            epoch milliseconds fail the probe with ``error.type=invalid_created_at``).
         status: The status column, or None when every row in the table is pending.
         pending: The ``status`` values that mean "not yet published or dead-lettered".
         timeout: Server-side statement timeout in seconds (PostgreSQL).
