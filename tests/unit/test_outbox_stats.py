@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    event,
     func,
     insert,
     select,
@@ -548,11 +549,31 @@ def test_nested_savepoints_count_exactly_what_survives(
     assert enqueued(syncperf_capture) == 1011
 
 
+def sqlite_with_savepoints() -> Any:
+    """An in-memory SQLite engine whose savepoints behave (SQLAlchemy's pysqlite recipe).
+
+    pysqlite emits no BEGIN before a SAVEPOINT, so a savepoint opened first is the outermost
+    transaction and releasing it commits for good: a later rollback or close would not undo
+    its rows while SQLAlchemy (and syncperf's count) takes them as rolled back.
+    """
+    engine = create_engine("sqlite://")
+
+    @event.listens_for(engine, "connect")
+    def no_implicit_begin(connection: Any, record: Any) -> None:
+        connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
 @given(st.lists(st.sampled_from(["enqueue", "nest", "release", "rollback"]), max_size=12))
 def test_the_enqueued_count_matches_the_rows_any_savepoint_sequence_left(
     steps: list[str],
 ) -> None:
-    engine = create_engine("sqlite://")
+    engine = sqlite_with_savepoints()
     metadata.create_all(engine)
     outbox = Outbox("orders")
     with capture() as cap:
@@ -705,7 +726,7 @@ class BrokerDown(Exception):
 def test_the_enqueued_count_matches_the_rows_whatever_the_session_did(steps: list[str]) -> None:
     """``insert`` and ``add`` write a row after the enqueue (each begins a transaction when
     none has begun); ``abandon`` closes the session right after the enqueue."""
-    engine = create_engine("sqlite://")
+    engine = sqlite_with_savepoints()
     metadata.create_all(engine)
     outbox = Outbox("orders")
     with capture() as cap, Session(engine) as session:
