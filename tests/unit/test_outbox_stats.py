@@ -37,6 +37,8 @@ from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
 from syncperf.outbox._gauges import MAX_STATUSES, _validate
 from syncperf.testing import Capture, capture
 
+SECRET = "sk_live_51OutboxStatsSecret"
+
 
 def gauge(cap: Capture, name: str, outbox: str = "orders") -> float | None:
     points = cap.points(name, {"outbox.name": outbox})
@@ -118,6 +120,88 @@ def test_a_nonsense_answer_counts_as_a_failure(syncperf_capture: Capture) -> Non
     assert gauge(syncperf_capture, "outbox.depth") is None
     assert probe_failures(syncperf_capture) == {"TypeError": 1}
     outbox.close()
+
+
+class SecretInt(int):
+    """An int whose conversions and comparisons raise, quoting a secret."""
+
+    def __float__(self) -> float:
+        raise RuntimeError("password=" + SECRET)
+
+    __index__ = __int__ = __float__  # type: ignore[assignment]
+
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("password=" + SECRET)
+
+    __gt__ = __le__ = __ge__ = __lt__  # type: ignore[assignment]
+
+
+class SecretFloat(float):
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("password=" + SECRET)
+
+    __gt__ = __le__ = __ge__ = __lt__  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        (2**53, 5.0),  # not exact as a double: would be exported rounded
+        (2**60 + 1, 5.0),
+        (2**1100, 5.0),  # no double at all
+        (SecretInt(3), 5.0),
+        (True, 5.0),
+        (3, SecretInt(5)),
+        (3, SecretFloat(5.0)),
+        OutboxStats(2**60 + 1, 5.0, {"pending": 3}, None),
+    ],
+    ids=[
+        "2**53",
+        "2**60+1",
+        "2**1100",
+        "int-subclass",
+        "bool",
+        "age-int-sub",
+        "age-float-sub",
+        "stats",
+    ],
+)
+def test_a_depth_or_age_that_is_no_bounded_number_fails_both_gauges(
+    stats: Any, syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As ``rows`` and ``attempts``: an int in [0, 2**53), exactly; an age an exact number."""
+    outbox = Outbox("orders", stats=lambda: stats)
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"TypeError": 1}
+        warnings = [r for r in caplog.records if r.name.startswith("syncperf")]
+        assert len(warnings) == 1 and "failed" in warnings[0].getMessage()
+        assert SECRET not in caplog.text
+    finally:
+        outbox.close()
+
+
+@given(
+    depth=st.integers(min_value=-(2**70), max_value=2**70),
+    age=st.one_of(st.none(), st.floats(), st.integers(min_value=-(2**70), max_value=2**70)),
+)
+def test_any_depth_and_age_are_exported_exactly_or_fail_together(depth: int, age: Any) -> None:
+    with capture() as cap:
+        outbox = Outbox("fuzzed", stats=lambda: (depth, age))
+        metrics = {
+            m.name: m.data.data_points[0].value
+            for m in cap.metrics()
+            if m.name.startswith("outbox.")
+        }
+        outbox.close()
+    age_ok = age is None or -MAX_SKEW <= age < math.inf  # NaN is not
+    if 0 <= depth < 2**53 and (depth == 0 or age_ok):  # an empty outbox is age 0 whatever
+        assert metrics["outbox.depth"] == depth
+        expected = 0 if depth == 0 else None if age is None else max(0.0, float(age))
+        assert metrics.get("outbox.oldest_age") == expected
+    else:
+        assert "outbox.depth" not in metrics and "outbox.oldest_age" not in metrics
 
 
 @pytest.mark.parametrize("age", [math.inf, -math.inf, math.nan, 10**400])

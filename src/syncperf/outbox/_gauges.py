@@ -45,7 +45,8 @@ class OutboxStats(NamedTuple):
     optionally the table's totals (which survive a relay crash, unlike in-memory counters).
 
     Attributes:
-        depth: Messages written and not yet published or dead-lettered.
+        depth: Messages written and not yet published or dead-lettered (a count: an
+            ``int`` in [0, 2**53), as ``rows`` and ``attempts``).
         oldest_age: Seconds since the oldest of them was written (0 when empty); ``None``
             when unknown (then only ``outbox.depth`` is reported).
         rows: Messages in the table by status, or None.
@@ -151,8 +152,8 @@ def _checked(value: Any) -> tuple[OutboxStats, InvalidStatus | None]:
         depth, age, rows, attempts = value
     else:
         depth, age = value if isinstance(value, tuple) else (value, None)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise TypeError(f"stats depth must be an int >= 0, got {depth!r}")
+    if not _count(depth):  # as rows and attempts: an int that no exporter rounds, exactly
+        raise TypeError("stats depth must be an int in [0, 2**53)")
     invalid = None
     if rows is not None:
         rows, invalid = _statuses(rows)
@@ -161,7 +162,7 @@ def _checked(value: Any) -> tuple[OutboxStats, InvalidStatus | None]:
     if depth == 0:
         age = 0.0
     elif age is not None:
-        if isinstance(age, bool) or not isinstance(age, (int, float)) or not _finite(age):
+        if not (type(age) is int or type(age) is float) or not _finite(age):  # no subclass
             raise TypeError("stats oldest_age must be finite seconds (a number) or None")
         if age < -MAX_SKEW:  # now minus a created-at in milliseconds, say
             raise InvalidCreatedAt
