@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import (
@@ -653,6 +653,7 @@ def sqlite_with_savepoints() -> Any:
     return engine
 
 
+@settings(deadline=None)  # an engine per example: slow on a busy machine
 @given(st.lists(st.sampled_from(["enqueue", "nest", "release", "rollback"]), max_size=12))
 def test_the_enqueued_count_matches_the_rows_any_savepoint_sequence_left(
     steps: list[str],
@@ -799,6 +800,7 @@ class BrokerDown(Exception):
     pass
 
 
+@settings(deadline=None)  # an engine per example: slow on a busy machine
 @given(
     st.lists(
         st.sampled_from(
