@@ -293,6 +293,28 @@ def test_invalid_reports_are_dropped_outside_strict_mode() -> None:
         assert cap.total("syncperf.dropped") == 2
 
 
+def test_a_dead_letter_that_is_no_bool_is_dropped_and_the_failure_still_counts() -> None:
+    """Only ``True`` and ``False`` (compared by identity: no ``__bool__`` is called), so a
+    truthy look-alike such as ``numpy.bool_(True)`` is dropped too."""
+
+    class BoolLike:
+        def __bool__(self) -> bool:
+            raise AssertionError("__bool__ called")
+
+    with capture(strict=False) as cap:
+        with Outbox("orders").publish() as batch:
+            batch.failed("timeout", dead_letter=BoolLike())  # type: ignore[arg-type]
+            batch.failed("timeout", dead_letter="yes")  # type: ignore[arg-type]
+            batch.failed("timeout", dead_letter=1)  # type: ignore[arg-type]
+            batch.failed("timeout", dead_letter=True)
+            batch.failed("timeout", dead_letter=False)
+        assert events(cap)["failed"] == 5
+        assert events(cap)["dead_lettered"] == 1
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_dead_letter"}) == 3
+    with capture(), Outbox("orders").publish() as batch, pytest.raises(MeasurementError):
+        batch.failed("timeout", dead_letter=None)  # type: ignore[arg-type]
+
+
 def test_a_created_at_far_in_the_future_is_dropped_not_read_as_lag_0(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -132,7 +132,7 @@ class Outbox:
         destination: str | None = None,
         system: str | None = None,
     ) -> None:
-        _check(name, stats, stats_timeout, destination, system)
+        name, destination, system = _check(name, stats, stats_timeout, destination, system)
         self.name = name
         self._serial = next(_serials)
         self._runner = None if stats is None else StatsRunner(stats, float(stats_timeout))
@@ -328,8 +328,12 @@ class Outbox:
 
 def _check(
     name: object, stats: object, stats_timeout: object, destination: object, system: object
-) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+) -> tuple[str, str | None, str | None]:
+    """The names as plain ``str``: no method of a subclass is called later (series, spans)."""
+    name, destination, system = (
+        str.__str__(v) if isinstance(v, str) else v for v in (name, destination, system)
+    )
+    if type(name) is not str or not _NAME_RE.fullmatch(name):
         raise ConfigError(
             "name",
             name,
@@ -339,8 +343,9 @@ def _check(
         raise ConfigError("stats", stats, "a callable returning (depth, oldest_age) or None")
     check_float("stats_timeout", stats_timeout, low=0.0, high=MAX_SECONDS, open_low=True)
     for option, value in (("destination", destination), ("system", system)):
-        if value is not None and (not isinstance(value, str) or not value):
+        if value is not None and (type(value) is not str or not value):
             raise ConfigError(option, value, "a non-empty string or None")
+    return name, destination, system  # type: ignore[return-value]
 
 
 # --- stats sources -----------------------------------------------------------------------------

@@ -147,7 +147,9 @@ class PublishBatch:
             traceparent: The value ``Outbox.enqueue()`` returned for it.
             attempt: This attempt's number (1 = first try).
             dead_letter: True if the message is given up on (moved to a dead-letter table or
-                queue): also counts ``dead_lettered``.
+                queue): also counts ``dead_lettered``. Anything but a ``bool`` (a
+                ``numpy.bool_`` too) is dropped and counted (``invalid_dead_letter``); the
+                failure still counts.
         """
         t0 = _perf()
         if not self._attempt(attempt, traceparent):
@@ -160,6 +162,9 @@ class PublishBatch:
         else:
             rt.reject("invalid_error", "an exception or an error type string", error)
             etype = rt.error_types("_OTHER")
+        if dead_letter is not False and dead_letter is not True:  # identity: no __bool__
+            rt.reject("invalid_dead_letter", "dead_letter: True or False", dead_letter)
+            dead_letter = False  # the failure counts; that it was given up on is unknown
         self._failed[etype] = self._failed.get(etype, 0) + 1
         if self._first_error is None:
             self._first_error = etype
