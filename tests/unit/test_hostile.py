@@ -363,14 +363,22 @@ class _NaT(datetime):
         raise ValueError("NaTType does not support timestamp")
 
 
+class _NaNStamp(datetime):
+    """A datetime whose timestamp() is NaN: no lag (it read as 0 before)."""
+
+    def timestamp(self) -> float:
+        return float("nan")
+
+
 @pytest.mark.parametrize(
     "created_at",
     [
         datetime(2024, 1, 1, tzinfo=_ThirtyHours()),
         datetime(2024, 1, 1, tzinfo=_Raising()),
         _NaT(2024, 1, 1, tzinfo=timezone.utc),
+        _NaNStamp(2024, 1, 1, tzinfo=timezone.utc),
     ],
-    ids=["utcoffset-30h", "utcoffset-raises", "nat"],
+    ids=["utcoffset-30h", "utcoffset-raises", "nat", "nan-timestamp"],
 )
 def test_a_created_at_whose_timestamp_fails_is_dropped_not_raised(
     created_at: datetime, caplog: pytest.LogCaptureFixture

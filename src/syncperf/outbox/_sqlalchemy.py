@@ -17,7 +17,8 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, column, event, func, select, table
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf.exceptions import ConfigError
@@ -134,15 +135,16 @@ def _timestamp(value: Any) -> Any:
 
 
 def defer_enqueue(session: Any, key: object, record: Callable[[int], None], count: int) -> bool:
-    """Count ``count`` enqueues with ``record`` when ``session`` commits; False if no Session.
+    """Count ``count`` enqueues with ``record`` when ``session`` commits; False if ``session``
+    stands for no Session (see ``_session_of``).
 
     The count belongs to the innermost transaction open now (a savepoint included): a savepoint
     that rolls back forgets it, one that is released hands it to its parent, and it is recorded
     only when the outermost transaction commits. Before any transaction began it belongs to the
     outermost one to come, unless the session is closed (or reset) before it begins.
     """
-    sync = getattr(session, "sync_session", session)  # AsyncSession -> its Session
-    if not isinstance(sync, Session):
+    sync = _session_of(session)
+    if sync is None:
         return False
     _install()
     owner = sync.get_nested_transaction() or sync.get_transaction()
@@ -153,6 +155,24 @@ def defer_enqueue(session: Any, key: object, record: Callable[[int], None], coun
         sync.info[_UNBEGUN] = sync.identity_map
     _add(pending.setdefault(owner, {}), {key: [record, count]})
     return True
+
+
+def _session_of(value: object) -> Session | None:
+    """The ``Session`` that ``value`` stands for, or None.
+
+    An ``AsyncSession`` stands for its sync session; a ``scoped_session`` or
+    ``async_scoped_session`` (the registry proxy, Flask-SQLAlchemy's ``db.session``) for the
+    session current in its scope, as any method called on the proxy would. Only the exact
+    type is looked at (``type()``, not ``__class__``): nothing of an unknown object is read.
+    """
+    try:
+        if issubclass(type(value), (scoped_session, async_scoped_session)):
+            value = value.registry()  # type: ignore[attr-defined]
+        if issubclass(type(value), AsyncSession):
+            value = value.sync_session  # type: ignore[attr-defined]
+    except Exception:  # a scope function that failed
+        return None
+    return value if issubclass(type(value), Session) else None  # type: ignore[return-value]
 
 
 _Counts = dict[object, list[Any]]
