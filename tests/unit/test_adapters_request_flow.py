@@ -244,6 +244,99 @@ async def test_a_returned_non_json_response_is_not_a_malformed_payload(
     assert got.dropped == {}
 
 
+# --- 4. a decorated handler joining an operation: one source of counts ----------------------
+
+TWO_CREATED = {"tasks": {"created": [{"id": "a"}, {"id": "b"}], "updated": [], "deleted": []}}
+
+
+async def rejecting_push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    return {"experimentalRejectedIds": {"tasks": ["a"]}}
+
+
+def assert_counted_once(cap: Capture) -> None:
+    got = recorded(cap)
+    assert got.outcomes == {"conflict": 1}
+    assert got.batches == [(1, 2)]
+    assert got.items == {("tasks", "created"): 2}  # not 4
+    assert got.conflicts == {("tasks", "rejected"): 1}  # not 2
+    assert got.dropped == {}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"adapter": watermelondb.Push()},
+        {"items": lambda body: 2, "conflicts": lambda result: 1, "batch_size": lambda body: 9},
+        {"adapter": watermelondb.Push(), "items": lambda body: 2},
+    ],
+    ids=["adapter", "extractors", "both"],
+)
+async def test_a_decorated_handler_inside_a_route_with_an_adapter_counts_nothing_twice(
+    options: dict[str, Any], syncperf_capture: Capture
+) -> None:
+    app = FastAPI()
+    app.post("/sync")(syncperf.instrument_sync("push", **options)(rejecting_push))
+    wrapped = SyncPerfMiddleware(
+        app, routes={"/sync": SyncRoute("push", adapter=watermelondb.Push())}
+    )
+    assert (await post(wrapped, "/sync", TWO_CREATED)).status_code == 200
+    assert_counted_once(syncperf_capture)
+
+
+async def test_a_decorated_handler_with_an_adapter_feeds_a_route_without_one(
+    syncperf_capture: Capture,
+) -> None:
+    adapter = watermelondb.Push()
+
+    @syncperf.instrument_sync("push", adapter=adapter)  # a helper the handler calls
+    def apply(body: dict[str, Any]) -> dict[str, Any]:
+        return {"experimentalRejectedIds": {"tasks": ["a"]}}
+
+    async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        return apply(body)
+
+    app = FastAPI()
+    app.post("/sync")(syncperf.instrument_sync("push", adapter=adapter)(push))
+    wrapped = SyncPerfMiddleware(app, routes={"/sync": "push"})
+    assert (await post(wrapped, "/sync", TWO_CREATED)).status_code == 200
+    assert_counted_once(syncperf_capture)
+
+
+def test_nested_decorated_functions_with_adapters_count_once(syncperf_capture: Capture) -> None:
+    adapter = watermelondb.Push()
+
+    @syncperf.instrument_sync("push", adapter=adapter)
+    def inner(body: dict[str, Any]) -> dict[str, Any]:
+        return {"experimentalRejectedIds": {"tasks": ["a"]}}
+
+    @syncperf.instrument_sync("push", adapter=adapter, idempotency_hit=lambda body: True)
+    def outer(body: dict[str, Any]) -> dict[str, Any]:
+        return inner(body)
+
+    outer(TWO_CREATED)
+    assert_counted_once(syncperf_capture)
+    assert recorded(syncperf_capture).idempotency == 1
+
+
+async def test_a_joined_handler_still_names_the_entity_and_flags_a_replay(
+    syncperf_capture: Capture,
+) -> None:
+    app = FastAPI()
+    decorate = syncperf.instrument_sync(
+        "push", entity=lambda body: "task", idempotency_hit=lambda body: True, items=lambda body: 5
+    )
+    app.post("/sync")(decorate(rejecting_push))
+    wrapped = SyncPerfMiddleware(
+        app, routes={"/sync": SyncRoute("push", adapter=watermelondb.Push())}
+    )
+    await post(wrapped, "/sync", {"x": {"created": [{"id": "a"}]}})
+    got = recorded(syncperf_capture)
+    assert got.items == {("x", "created"): 1}
+    assert got.idempotency == 1  # a flag, never counted twice: it still applies
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["sync.entity"] == "task"
+
+
 # --- 7. GET handlers need no request= ------------------------------------------------------
 
 

@@ -9,9 +9,8 @@ no per-request state. Its steps, in order:
   operation of a sync route, ``http.server.active_requests``);
 * ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
   route with an adapter, the request body read first);
-* ``finish``: the operation's outcome and end, then the HTTP metrics. It never replaces the
-  application's exception (see ``_http.hook_failed``), and the active-requests gauge always
-  returns to zero.
+* ``finish``: the operation's outcome and end, then the HTTP metrics, never replacing the
+  application's exception (``_http.hook_failed``); the active-requests gauge returns to zero.
 """
 
 from __future__ import annotations
@@ -195,6 +194,7 @@ class Exchange:
             self.owner_span.set_attribute("sync.operation", operation)
         if self.adapter is not None:
             self.response_chunks = []
+            op._fed = True  # its adapter counts: a decorated handler joining it adds none
         return op
 
     def path_entity(self, value: str) -> str:
