@@ -141,11 +141,16 @@ def apply_http_status(op: SyncOperation, status: int) -> None:
 
 
 def _responder(on_response: Apply) -> Apply:
-    """``on_response`` fed a returned ``Response`` object's JSON body instead of the object
-    (a body that is not JSON is not the protocol's response: nothing to read)."""
+    """``on_response`` fed a returned ``Response`` object's JSON body instead of the object.
+    Only a 2xx answer is the protocol's: a 401, 404 or 503 JSON body is an error's (the
+    framework's, CouchDB's ``{error, reason}``), not a malformed payload; a body that is not
+    JSON is not the protocol's response either."""
 
     def feed(op: SyncOperation, result: Any) -> None:
-        if http_status(result) is not None:
+        status = http_status(result)
+        if status is not None:
+            if not 200 <= status < 300:
+                return
             body = getattr(result, "body", None)
             media = getattr(result, "media_type", None) or ""
             if not isinstance(body, (bytes, bytearray)) or "json" not in media or not body:

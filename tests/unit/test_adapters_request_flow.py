@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 import syncperf
-from syncperf.adapters import powersync, replicache, rxdb, watermelondb
+from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.sqlalchemy import instrument_engine
 from syncperf.testing import Capture
@@ -242,6 +242,44 @@ async def test_a_returned_non_json_response_is_not_a_malformed_payload(
     got = recorded(syncperf_capture)
     assert got.outcomes == {"success": 1}
     assert got.dropped == {}
+
+
+# --- 3b. an error answer is not the protocol's answer ---------------------------------------
+
+PULL_ADAPTERS = {
+    "replicache.Pull": replicache.Pull,
+    "rxdb.Pull": rxdb.Pull,
+    "watermelondb.Pull": watermelondb.Pull,
+    "couchdb.Changes": couchdb.Changes,
+    "couchdb.BulkGet": couchdb.BulkGet,
+}
+
+
+async def unauthorized(body: Annotated[dict[str, Any], Body()]) -> Any:
+    raise HTTPException(status_code=401, detail="Not authenticated")
+
+
+async def couch_not_found(body: Annotated[dict[str, Any], Body()]) -> Any:
+    return JSONResponse({"error": "not_found", "reason": "Database does not exist."}, 404)
+
+
+async def unavailable(body: Annotated[dict[str, Any], Body()]) -> Any:
+    return JSONResponse({"detail": "database is restarting"}, status_code=503)
+
+
+@pytest.mark.parametrize("handler", [unauthorized, couch_not_found, unavailable])
+@pytest.mark.parametrize("adapter", sorted(PULL_ADAPTERS))
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_json_error_answer_is_an_error_not_an_unparseable_payload(
+    mode: str, adapter: str, handler: Callable[..., Any], syncperf_capture: Capture
+) -> None:
+    # strict mode (the fixture's) raised MeasurementError here: a user's own 401 test failed
+    app = build(mode, "/pull", "pull", PULL_ADAPTERS[adapter](), handler)
+    assert (await post(app, "/pull", {"cookie": None})).status_code >= 400
+    got = recorded(syncperf_capture)
+    assert got.outcomes == {"error": 1}
+    assert got.dropped == {}
+    assert got.items == {}
 
 
 # --- 4. a decorated handler joining an operation: one source of counts ----------------------

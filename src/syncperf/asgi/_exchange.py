@@ -322,9 +322,9 @@ class Exchange:
         rt, status = self.rt, self.status
         matched = None
         try:
-            if self.response_chunks is not None:
-                hook = self.adapter.on_response  # type: ignore[union-attr]
-                feed_body(rt, op, hook, self.response_chunks, self.sent, self.mw._max_body)
+            if self.response_chunks is not None and status is not None and 200 <= status < 300:
+                hook, cap = self.adapter.on_response, self.mw._max_body  # type: ignore[union-attr]
+                feed_body(rt, op, hook, self.response_chunks, self.sent, cap)  # only an answer
             if self.replayed:
                 op.record_idempotency_hit()
             if failure is None:
