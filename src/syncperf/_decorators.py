@@ -141,10 +141,11 @@ def apply_http_status(op: SyncOperation, status: int) -> None:
 
 
 def _responder(on_response: Apply) -> Apply:
-    """``on_response`` fed a returned ``Response`` object's JSON body instead of the object.
-    Only a 2xx answer is the protocol's: a 401, 404 or 503 JSON body is an error's (the
-    framework's, CouchDB's ``{error, reason}``), not a malformed payload; a body that is not
-    JSON is not the protocol's response either."""
+    """``on_response`` fed a returned ``Response`` object's JSON body instead of the object,
+    or None when it has none to read (a 204, text): a push adapter that counts its rows when
+    it reads the answer still counts them, as behind the middleware. Only a 2xx answer is
+    the protocol's: a 401, 404 or 503 JSON body is an error's (the framework's, CouchDB's
+    ``{error, reason}``), not a malformed payload."""
 
     def feed(op: SyncOperation, result: Any) -> None:
         status = http_status(result)
@@ -154,12 +155,13 @@ def _responder(on_response: Apply) -> Apply:
             body = getattr(result, "body", None)
             media = getattr(result, "media_type", None) or ""
             if not isinstance(body, (bytes, bytearray)) or "json" not in media or not body:
-                return
-            try:
-                result = json.loads(body)
-            except ValueError:
-                guard(op).reject("unparseable_payload", "a returned JSON response is not JSON")
-                return
+                result = None
+            else:
+                try:
+                    result = json.loads(body)
+                except ValueError:
+                    guard(op).reject("unparseable_payload", "a returned JSON response is not JSON")
+                    return
         on_response(op, result)
 
     return feed

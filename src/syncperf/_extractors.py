@@ -46,7 +46,8 @@ class Adapter(Protocol):
         """Record what the request tells (batch size, items, entity, duplicates)."""
 
     def on_response(self, op: SyncOperation, response: Any) -> None:
-        """Record what the response tells (conflicts, rejected items, pulled items)."""
+        """Record what a 2xx response tells (conflicts, rejected items, pulled items);
+        ``response`` is None when the answer had no body to read (a 204, text)."""
 
 
 def check_adapter(option: str, adapter: object) -> None:

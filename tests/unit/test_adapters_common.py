@@ -571,6 +571,26 @@ def test_pydantic_payloads_record_exactly_what_dicts_record(
 
 
 @pytest.mark.parametrize(
+    ("make", "request_body", "operation"),
+    [
+        *(pytest.param(case[1], case[2], case[4], id=case[0]) for case in _documented_exchanges()),
+        pytest.param(couchdb.Changes, None, "pull", id="couchdb changes"),
+        pytest.param(couchdb.BulkGet, None, "pull", id="couchdb bulk get"),
+    ],
+)
+def test_every_adapter_takes_a_2xx_answer_without_a_body(
+    make: Callable[[], Any], request_body: Any, operation: str
+) -> None:
+    # None: the handler returned nothing, or the middleware read no JSON body (a 204)
+    with capture() as cap:  # strict: a drop would raise
+        run(make(), request_body, None, operation=operation)
+        got = recorded(cap)
+    assert got.dropped == {}
+    if operation == "push" and make is not couchdb.RevsDiff:  # what the request carried
+        assert got.items
+
+
+@pytest.mark.parametrize(
     "adapter",
     [
         lambda value: replicache.Push(last_mutation_id=lambda group, client: value),
@@ -605,6 +625,6 @@ def test_a_callback_result_of_the_wrong_type_is_described_never_rendered(adapter
         "syncperf.adapters.couchdb": {"docs": [{"_id": "a", "_rev": "1-x"}], "new_edits": False},
     }[kind]
     with capture(), pytest.raises((TypeError, ValueError)) as raised:  # strict: raised
-        run(adapter(Secret()), body)
+        run(adapter(Secret()), body, {})
     assert "an object of type" in str(raised.value)
     assert "sk_live_secret" not in str(raised.value)

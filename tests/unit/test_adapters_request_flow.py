@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from fastapi import Body, FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import Body, FastAPI, HTTPException, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 import syncperf
@@ -280,6 +280,48 @@ async def test_a_json_error_answer_is_an_error_not_an_unparseable_payload(
     assert got.outcomes == {"error": 1}
     assert got.dropped == {}
     assert got.items == {}
+
+
+# --- 3c. a 2xx answer without a JSON body -------------------------------------------------
+
+ROWS = [{"newDocumentState": {"id": f"t{i}", "title": "x", "_deleted": False}} for i in range(3)]
+
+
+async def applied_no_content(rows: Annotated[list[dict[str, Any]], Body()]) -> None:
+    return None
+
+
+async def applied_text(rows: Annotated[list[dict[str, Any]], Body()]) -> Any:
+    return PlainTextResponse("ok")
+
+
+async def applied_empty(rows: Annotated[list[dict[str, Any]], Body()]) -> Any:
+    return Response(status_code=204)
+
+
+@pytest.mark.parametrize(
+    ("handler", "status_code"),
+    [(applied_no_content, 204), (applied_text, 200), (applied_empty, 200)],
+    ids=["204 from the route", "text/plain", "a returned 204 Response"],
+)
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_rxdb_push_answered_without_a_json_body_counts_its_rows(
+    mode: str, handler: Callable[..., Any], status_code: int, syncperf_capture: Capture
+) -> None:
+    # rxdb.Push counts rows when it reads the answer: behind the middleware a 204 lost them
+    app = FastAPI()
+    decorate = syncperf.instrument_sync("push", entity="todo", adapter=rxdb.Push())
+    app.post("/todos/push", status_code=status_code)(
+        decorate(handler) if mode == "decorator" else handler
+    )
+    if mode == "middleware":
+        route = SyncRoute("push", entity="todo", adapter=rxdb.Push())
+        app = SyncPerfMiddleware(app, routes={"/todos/push": route})  # type: ignore[assignment]
+    assert (await post(app, "/todos/push", ROWS)).status_code in (200, 204)
+    got = recorded(syncperf_capture)
+    assert got.items == {("todo", "created"): 3}
+    assert got.outcomes == {"success": 1}
+    assert got.dropped == {}
 
 
 # --- 4. a decorated handler joining an operation: one source of counts ----------------------

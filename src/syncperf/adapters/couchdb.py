@@ -211,14 +211,14 @@ class BulkDocs(_Documents):
 
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
         sent, before = unstash(op, self._key) or ([], None)
-        if body is None:  # the response was not seen
-            return None
         tally = Tally()
         if before:  # replication: a conflicting revision is stored as another leaf
             entities = {doc_id: entity for doc_id, entity in sent if isinstance(doc_id, str)}
             for doc_id, n in self._leaves(sent).items():
                 if n > before.get(doc_id, 0):
                     tally.conflict(entities.get(doc_id), None, n - before.get(doc_id, 0))
+        if body is None:  # a 2xx without a body: the server state above still tells
+            return tally
         if not isinstance(body, (list, tuple)):
             error = field(body, "error")
             if isinstance(error, str):
@@ -297,7 +297,9 @@ class Changes(_Documents):
             if at is not None:
                 op.record_checkpoint(at)
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         results = seq(field(body, "results"), "results")
         tally = Tally()
         tally.batch = len(results)
@@ -350,7 +352,9 @@ class BulkGet(_Documents):
     __slots__ = ()
     protocol = "couchdb _bulk_get"
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         results = seq(field(body, "results"), "results")
         tally = Tally()
         returned = missing = 0

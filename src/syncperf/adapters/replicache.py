@@ -213,7 +213,9 @@ class Pull(ProtocolAdapter):
             if at is not None:
                 op.record_checkpoint(at)
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         patch = field(body, "patch")
         tally = Tally()
         if patch is MISSING:
