@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from syncperf._gate import describe, raised_at
+from syncperf._guard import OTHER
 from syncperf._operation import CHANGES, SyncOperation
 from syncperf.exceptions import ConfigError
 
@@ -148,6 +149,12 @@ def name(value: Any, what: str) -> str:
     if isinstance(value, str) and value:
         return str(value)
     raise Malformed(f"{what} is not a non-empty string: {type(value).__name__}")
+
+
+def token(value: Any, known: frozenset[str]) -> str:
+    """An error string as exported: one of the protocol's tokens (``known``), else ``_other``.
+    A server's error text can carry anything (a database message quoting a user's email)."""
+    return value if type(value) is str and value in known else OTHER
 
 
 def integer(value: Any) -> int | None:

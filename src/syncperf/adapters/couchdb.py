@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from syncperf._config import check_callable, check_text
+from syncperf._config import check_callable
 from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
@@ -39,7 +39,6 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     call,
-    check_entity_name,
     count,
     entries,
     field,
@@ -47,65 +46,29 @@ from syncperf.adapters._base import (
     name,
     seq,
     stash,
+    token,
     unstash,
 )
+from syncperf.adapters._documents import Documents, EntityOf, first_generation
 
-__all__ = ["BulkDocs", "BulkGet", "Changes", "RevsDiff"]
+__all__ = ["ERRORS", "BulkDocs", "BulkGet", "Changes", "RevsDiff"]
 
-EntityOf = Callable[[Any, Any], "str | None"]
-"""``(doc_id, doc_or_None) -> entity name or None``."""
+ERRORS = frozenset(
+    {
+        "bad_request", "unauthorized", "forbidden", "not_found", "conflict", "file_exists",
+        "missing_stub", "doc_validation", "illegal_docid", "bad_content_type", "too_large",
+        "method_not_allowed", "not_implemented", "unknown_error", "internal_server_error",
+        "timeout",
+    }
+)  # fmt: skip
+"""CouchDB's ``error`` tokens; any other text (a validation function's) is exported as
+``_other``."""
+
 OpenConflicts = Callable[[str], int]
 """``(doc_id) -> conflicting leaf revisions the server holds for it (``_conflicts``)``."""
 
 
-class _Documents(ProtocolAdapter):
-    __slots__ = ("_entity", "_id_separator", "_key", "_type_field")
-
-    def __init__(
-        self,
-        *,
-        entity: EntityOf | None = None,
-        type_field: str | None = "type",
-        id_separator: str | None = None,
-    ) -> None:
-        check_callable("entity", entity)
-        check_text("type_field", type_field)
-        check_text("id_separator", id_separator)
-        self._entity = entity
-        self._type_field = type_field
-        self._id_separator = id_separator
-        self._key = f"syncperf.adapters.couchdb.{id(self)}"
-
-    def _entity_of(self, doc_id: Any, doc: Any) -> str | None:
-        """The callback's answer; else the type field; else the ID's prefix (a tombstone
-        ``{_id, _rev, _deleted}`` has no type field: only its ID can name its entity)."""
-        entity_fn = self._entity
-        if entity_fn is not None:
-            return check_entity_name(call(entity_fn, doc_id, doc), "entity callback")
-        type_field = self._type_field
-        if doc is not None and type_field is not None:
-            value = field(doc, type_field)
-            if isinstance(value, str) and value:
-                return value
-        separator = self._id_separator
-        if separator is not None and isinstance(doc_id, str):
-            head, sep, _ = doc_id.partition(separator)
-            if sep and head:
-                return head
-        return None
-
-
-def _first_generation(rev: Any) -> bool | None:
-    """Whether revision ``N-hash`` is a document's first (None when not a revision)."""
-    if not isinstance(rev, str):
-        return None
-    generation, sep, _ = rev.partition("-")
-    if not sep:
-        return None
-    return generation == "1"
-
-
-class BulkDocs(_Documents):
+class BulkDocs(Documents):
     """Adapter for ``_bulk_docs``.
 
     Records the batch size (documents), items by entity and change type (``deleted`` for
@@ -180,7 +143,7 @@ class BulkDocs(_Documents):
             elif new_edits:
                 change = "created" if rev is MISSING or rev is None else "updated"
             else:
-                first = _first_generation(rev)
+                first = first_generation(rev)
                 change = None if first is None else "created" if first else "updated"
             if type(kind) is str and kind and entity_fn is None:
                 entity: str | None = kind
@@ -222,7 +185,7 @@ class BulkDocs(_Documents):
         if not isinstance(body, (list, tuple)):
             error = field(body, "error")
             if isinstance(error, str):
-                tally.attribute("sync.couchdb.error", error)
+                tally.attribute("sync.couchdb.error", token(error, ERRORS))
                 return tally
         results = seq(body, "_bulk_docs results")
         by_id: dict[Any, str | None] | None = None
@@ -247,7 +210,7 @@ class BulkDocs(_Documents):
         return tally
 
 
-class Changes(_Documents):
+class Changes(Documents):
     """Adapter for ``_changes`` (normal or longpoll feed).
 
     Records the batch size (changes listed) and, for results that carry their document
@@ -316,9 +279,9 @@ class Changes(_Documents):
             if deleted:
                 change: str | None = "deleted"
             else:
-                first = _first_generation(field(revs[0], "rev")) if revs else None
+                first = first_generation(field(revs[0], "rev")) if revs else None
                 if first is None:
-                    first = _first_generation(field(doc, "_rev"))
+                    first = first_generation(field(doc, "_rev"))
                 change = None if first is None else "created" if first else "updated"
             doc_id = field(result, "id")
             tally.item(self._entity_of(None if doc_id is MISSING else doc_id, doc), change)
@@ -330,7 +293,7 @@ class Changes(_Documents):
         return tally
 
 
-class BulkGet(_Documents):
+class BulkGet(Documents):
     """Adapter for ``_bulk_get``: the documents a replicating client actually pulls.
 
     Request ``{docs: [{id, rev}]}``; response ``{results: [{id, docs: [{ok: doc} |
@@ -370,7 +333,7 @@ class BulkGet(_Documents):
                 if field(doc, "_deleted") is True:
                     change: str | None = "deleted"
                 else:
-                    first = _first_generation(field(doc, "_rev"))
+                    first = first_generation(field(doc, "_rev"))
                     change = None if first is None else "created" if first else "updated"
                 doc_id = field(doc, "_id")
                 tally.item(self._entity_of(None if doc_id is MISSING else doc_id, doc), change)

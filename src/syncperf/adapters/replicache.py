@@ -44,10 +44,15 @@ from syncperf.adapters._base import (
     field,
     name,
     seq,
+    token,
 )
 from syncperf.exceptions import ConfigError
 
-__all__ = ["Pull", "Push", "key_prefix"]
+__all__ = ["ERRORS", "Pull", "Push", "key_prefix"]
+
+ERRORS = frozenset({"ClientStateNotFound", "VersionNotSupported"})
+"""The ``error`` tokens of Replicache's push and pull responses; any other text is exported
+as ``_other`` (the client accepts any string, which may quote data)."""
 
 LastMutationID = Callable[[Any, str], "int | None"]
 """``(client_group_id, client_id) -> last processed mutation ID or None``."""
@@ -221,7 +226,7 @@ class Pull(ProtocolAdapter):
         if patch is MISSING:
             error = field(body, "error")
             if isinstance(error, str):
-                tally.attribute("sync.replicache.error", error)
+                tally.attribute("sync.replicache.error", token(error, ERRORS))
                 return tally
             raise Malformed("pull response has neither patch nor error")
         patch = seq(patch, "patch")

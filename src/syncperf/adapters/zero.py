@@ -35,11 +35,25 @@ from syncperf.adapters._base import (
     name,
     seq,
     stash,
+    token,
     unstash,
 )
 from syncperf.adapters.replicache import LastMutationID, _last_id
 
-__all__ = ["CRUD_MUTATION", "Push", "mutator_namespace"]
+__all__ = ["CRUD_MUTATION", "ERRORS", "Push", "mutator_namespace"]
+
+ERRORS = frozenset(
+    {  # ``{error}`` (older releases) and the ``kind`` of ``["error", {kind, ...}]``
+        "unsupportedPushVersion", "unsupportedSchemaVersion", "http", "zeroPusher",
+        "AuthInvalidated", "ClientNotFound", "InvalidConnectionRequest",
+        "InvalidConnectionRequestBaseCookie", "InvalidConnectionRequestLastMutationID",
+        "InvalidConnectionRequestClientDeleted", "InvalidMessage", "InvalidPush", "PushFailed",
+        "MutationFailed", "MutationRateLimited", "Rebalance", "Rehome", "TransformFailed",
+        "Unauthorized", "VersionNotSupported", "SchemaVersionNotSupported", "ServerOverloaded",
+        "Internal",
+    }
+)  # fmt: skip
+"""Zero's push-level error tokens; any other text is exported as ``_other``."""
 
 CRUD_MUTATION = "_zero_crud"
 _CRUD_CHANGES: dict[Any, Any] = {
@@ -155,13 +169,14 @@ class Push(ProtocolAdapter):
             return None
         tally = Tally()
         if isinstance(body, (list, tuple)) and body and body[0] == "error":
-            tally.attribute("sync.zero.push_error", _error_kind(body[1] if len(body) > 1 else None))
+            kind = field(body[1], "kind") if len(body) > 1 else MISSING
+            tally.attribute("sync.zero.push_error", token(kind, ERRORS))
             return tally
         results = field(body, "mutations")
         if results is MISSING:
             error = field(body, "error")
             if isinstance(error, str):
-                tally.attribute("sync.zero.push_error", error)
+                tally.attribute("sync.zero.push_error", token(error, ERRORS))
                 return tally
             raise Malformed("push response has neither mutations nor error")
         by_id: dict[tuple[Any, Any], Any] | None = None
@@ -222,8 +237,3 @@ def _crud_items(counts: dict[tuple[str | None, str | None], int], mutation: Any)
             key = (table, change)
             counts[key] = counts.get(key, 0) + 1
     return first
-
-
-def _error_kind(detail: Any) -> str:
-    kind = field(detail, "kind")
-    return kind if isinstance(kind, str) else "error"
