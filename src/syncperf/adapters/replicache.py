@@ -36,7 +36,6 @@ from syncperf.adapters._base import (
     MISSING,
     CallbackFailed,
     Malformed,
-    NameCache,
     ProtocolAdapter,
     Tally,
     call,
@@ -46,6 +45,7 @@ from syncperf.adapters._base import (
     seq,
     token,
 )
+from syncperf.adapters._names import NameCache
 from syncperf.exceptions import ConfigError
 
 __all__ = ["ERRORS", "Pull", "Push", "key_prefix"]

@@ -27,7 +27,6 @@ from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
     Malformed,
-    NameCache,
     ProtocolAdapter,
     Tally,
     call,
@@ -38,6 +37,7 @@ from syncperf.adapters._base import (
     token,
     unstash,
 )
+from syncperf.adapters._names import NameCache
 from syncperf.adapters.replicache import LastMutationID, _last_id
 
 __all__ = ["CRUD_MUTATION", "ERRORS", "Push", "mutator_namespace"]
