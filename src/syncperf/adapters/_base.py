@@ -206,7 +206,7 @@ def check_change(value: Any, what: str) -> str | None:
 class Tally:
     """Everything one payload says, gathered before anything is recorded."""
 
-    __slots__ = ("attributes", "batch", "conflicts", "duplicate", "items")
+    __slots__ = ("attributes", "batch", "conflicts", "duplicate", "error", "items")
 
     def __init__(self) -> None:
         self.batch: int | None = None
@@ -214,6 +214,7 @@ class Tally:
         self.conflicts: dict[tuple[str | None, str | None], int] = {}
         self.duplicate = False
         self.attributes: dict[str, Any] | None = None
+        self.error: str | None = None
 
     def item(self, entity: str | None, change: str | None, n: int = 1) -> None:
         """Count ``n`` items of ``entity`` and ``change``."""
@@ -233,6 +234,13 @@ class Tally:
             self.attributes = {}
         self.attributes[key] = value
 
+    def refuse(self, attribute: str, kind: str) -> None:
+        """The server refused the whole request in a 2xx answer (a push-level error): the
+        outcome is ``error``, with ``kind`` (a protocol token from ``token``, or ``_other``)
+        as ``error.type`` (``_OTHER``) and as the span attribute ``attribute``."""
+        self.attribute(attribute, kind)
+        self.error = "_OTHER" if kind == OTHER else kind
+
     def commit(self, op: SyncOperation) -> None:
         """Record the tally on ``op``."""
         rt = op.runtime
@@ -250,6 +258,8 @@ class Tally:
         if self.attributes:
             for key, value in self.attributes.items():
                 op.set_attribute(key, value)
+        if self.error is not None:
+            op.set_error(self.error)
 
 
 class ProtocolAdapter:
@@ -344,6 +354,16 @@ def stash(op: SyncOperation, key: str, value: Any) -> None:
     if scratch is None:
         scratch = op.scratch = {}
     scratch[key] = value
+
+
+def defer(op: SyncOperation, key: str, tally: Tally) -> Tally:
+    """Keep all of ``tally`` but its batch size for ``on_response`` (``unstash``): a push's
+    items count once its answer says the server took them (not when it refused the push, or
+    the handler raised). Returns what the request records now: the batch size."""
+    now = Tally()
+    now.batch, tally.batch = tally.batch, None
+    stash(op, key, tally)
+    return now
 
 
 def unstash(op: SyncOperation, key: str) -> Any:

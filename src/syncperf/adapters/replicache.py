@@ -1,8 +1,9 @@
 """Replicache push (v0 and v1) and pull.
 
 Push ``{pushVersion, clientGroupID, mutations: [{id, clientID, name, args, timestamp}]}``
-(v0: ``clientID`` on the body, not on each mutation). Replicache ignores the push response,
-and conflicts are not on the wire: the server re-runs each mutator and decides. A
+(v0: ``clientID`` on the body, not on each mutation). The push response is empty, or a
+refusal (``{error: "ClientStateNotFound" | "VersionNotSupported"}``: nothing applied), and
+conflicts are not on the wire: the server re-runs each mutator and decides. A
 mutation whose ``id`` is at or below the client's last mutation ID was already processed
 (a retried push); only the server knows that number, hence the ``last_mutation_id``
 callback.
@@ -40,10 +41,12 @@ from syncperf.adapters._base import (
     Tally,
     call,
     check_entity_name,
+    defer,
     field,
     name,
     seq,
     token,
+    unstash,
 )
 from syncperf.adapters._names import NameCache
 from syncperf.exceptions import ConfigError
@@ -69,6 +72,9 @@ class Push(ProtocolAdapter):
     entity and change type), and an idempotency hit when the push carries mutations the
     server already processed; those are not counted as items. Conflicts are decided by
     your mutators: record them with ``syncperf.current_operation().record_conflict()``.
+    Items are recorded when the response is read: a push refused in its answer
+    (``{error}``: outcome ``error``, ``error.type`` the token) or whose handler raised
+    records its batch size only.
 
     Args:
         last_mutation_id: ``(client_group_id, client_id) -> int | None``, the last
@@ -85,7 +91,7 @@ class Push(ProtocolAdapter):
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ("_last_mutation_id", "_names")
+    __slots__ = ("_key", "_last_mutation_id", "_names")
     protocol = "replicache push"
 
     def __init__(
@@ -98,6 +104,7 @@ class Push(ProtocolAdapter):
         check_callable("last_mutation_id", last_mutation_id)
         self._last_mutation_id = last_mutation_id
         self._names = NameCache(entity, change, _mutator_name)
+        self._key = f"syncperf.adapters.replicache.{id(self)}"
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:
         mutations = seq(field(body, "mutations"), "mutations")
@@ -142,7 +149,16 @@ class Push(ProtocolAdapter):
         for mutator, n in by_name.items():
             entity, change = names(name(mutator, "mutation name"))
             tally.item(entity, change, n)
-        return tally
+        return defer(op, self._key, tally)
+
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        counted: Tally | None = unstash(op, self._key)
+        error = field(body, "error")
+        if isinstance(error, str):  # e.g. VersionNotSupported: the server applied nothing
+            refused = Tally()
+            refused.refuse("sync.replicache.error", token(error, ERRORS))
+            return refused
+        return counted
 
 
 def _last_id(value: Any) -> int | None:
@@ -173,7 +189,8 @@ class Pull(ProtocolAdapter):
 
     Records the batch size (patch operations in the response) and one item per ``put``
     (change unknown: a put is an upsert) or ``del`` (``deleted``) by the entity of its key.
-    A ``clear`` patch and error responses are set on the span.
+    A ``clear`` patch is set on the span; an error response (``{error}``) is an ``error``
+    outcome, its token the ``error.type``.
 
     Args:
         entity: Key -> entity name or None. Default: ``key_prefix("/")``.
@@ -225,8 +242,8 @@ class Pull(ProtocolAdapter):
         tally = Tally()
         if patch is MISSING:
             error = field(body, "error")
-            if isinstance(error, str):
-                tally.attribute("sync.replicache.error", token(error, ERRORS))
+            if isinstance(error, str):  # ClientStateNotFound, VersionNotSupported
+                tally.refuse("sync.replicache.error", token(error, ERRORS))
                 return tally
             raise Malformed("pull response has neither patch nor error")
         patch = seq(patch, "patch")

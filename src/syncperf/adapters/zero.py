@@ -30,6 +30,7 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     call,
+    defer,
     field,
     name,
     seq,
@@ -98,7 +99,7 @@ class Push(ProtocolAdapter):
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ("_key", "_last_mutation_id", "_names")
+    __slots__ = ("_key", "_last_mutation_id", "_names", "_sent_key")
     protocol = "zero push"
 
     def __init__(
@@ -112,6 +113,7 @@ class Push(ProtocolAdapter):
         self._last_mutation_id = last_mutation_id
         self._names = NameCache(entity, change, mutator_namespace)
         self._key = f"syncperf.adapters.zero.{id(self)}"
+        self._sent_key = self._key + ".sent"
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:
         mutations = seq(field(body, "mutations"), "mutations")
@@ -153,8 +155,8 @@ class Push(ProtocolAdapter):
         if duplicates:
             tally.duplicate = True
             tally.attribute("sync.zero.duplicate_mutations", duplicates)
-        stash(op, self._key, mutations)
-        return tally
+        stash(op, self._sent_key, mutations)
+        return defer(op, self._key, tally)
 
     def _entity(self, mutation: Any) -> str | None:
         """The entity a mutation's conflict is counted under (its first table for CRUD)."""
@@ -164,24 +166,18 @@ class Push(ProtocolAdapter):
         return self._names(name(mutator, "mutation name"))[0]
 
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
-        sent: Any = unstash(op, self._key)
-        if body is None:  # the response was not seen
-            return None
-        tally = Tally()
-        if isinstance(body, (list, tuple)) and body and body[0] == "error":
-            kind = field(body[1], "kind") if len(body) > 1 else MISSING
-            tally.attribute("sync.zero.push_error", token(kind, ERRORS))
+        sent: Any = unstash(op, self._sent_key)
+        tally: Tally = unstash(op, self._key) or Tally()  # what the request carried
+        if body is None:  # a 2xx without a body
             return tally
-        results = field(body, "mutations")
-        if results is MISSING:
-            error = field(body, "error")
-            if isinstance(error, str):
-                tally.attribute("sync.zero.push_error", token(error, ERRORS))
-                return tally
-            raise Malformed("push response has neither mutations nor error")
+        kind = _refusal(body)
+        if kind is not MISSING:  # refused as a whole: nothing applied
+            refused = Tally()
+            refused.refuse("sync.zero.push_error", token(kind, ERRORS))
+            return refused
         by_id: dict[tuple[Any, Any], Any] | None = None
         processed = out_of_order = 0
-        for response in seq(results, "mutations"):
+        for response in seq(field(body, "mutations"), "mutations"):
             result = (
                 response.get("result", MISSING)
                 if type(response) is dict
@@ -210,6 +206,23 @@ class Push(ProtocolAdapter):
         if out_of_order:
             tally.attribute("sync.zero.out_of_order", out_of_order)
         return tally
+
+
+def _refusal(body: Any) -> Any:
+    """What refused a push as a whole: the ``kind`` of ``["error", {kind, ...}]``, or the
+    ``error`` of ``{error}`` (older releases); MISSING for an answer per mutation.
+
+    Raises:
+        Malformed: neither.
+    """
+    if isinstance(body, (list, tuple)) and body and body[0] == "error":
+        return field(body[1], "kind") if len(body) > 1 else None
+    if field(body, "mutations") is not MISSING:
+        return MISSING
+    error = field(body, "error")
+    if isinstance(error, str):
+        return error
+    raise Malformed("push response has neither mutations nor error")
 
 
 def _crud_items(counts: dict[tuple[str | None, str | None], int], mutation: Any) -> str | None:
