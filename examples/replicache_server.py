@@ -1,8 +1,9 @@
 """A Replicache backend (push v1, pull v1, global version strategy) measured by syncperf.
 
 ``syncperf.adapters.replicache`` reads the push and pull bodies: batch sizes, one item per
-new mutation by entity and change type, pulled patch operations by key prefix, and
-retried pushes (mutations at or below the client's last mutation ID) as idempotency hits.
+new mutation by entity and change type, and pulled patch operations by key prefix.
+Mutations at or below the client's last mutation ID are resends (Replicache resends every
+pending mutation until a pull confirms it): not items, and on the span only.
 
 Conflicts are not on Replicache's wire (the server re-runs each mutator and decides), so
 the one line of measurement code is in the mutator that detects one: updating a todo that

@@ -3,7 +3,7 @@
 * ``POST _bulk_docs {docs: [...], new_edits}`` answers ``201`` with one result per
   document: ``{id, rev, ok}`` or ``{id, error: "conflict" | "forbidden" | ..., reason}``.
 * ``POST _revs_diff {docid: [revs]}`` answers ``{docid: {missing: [revs]}}``; the
-  revisions offered but not missing are already on the server (duplicates).
+  revisions offered but not missing are already on the server.
 * ``_changes`` answers ``{results: [{seq, id, changes: [{rev}], deleted, doc}],
   last_seq, pending}`` (normal and longpoll feeds; a continuous feed is a stream).
 * ``POST _bulk_get {docs: [{id, rev}]}`` answers ``{results: [{id, docs: [{ok: doc}]}]}``:
@@ -346,9 +346,11 @@ class BulkGet(Documents):
 class RevsDiff(ProtocolAdapter):
     """Adapter for ``_revs_diff``.
 
-    Records the batch size (revisions offered) and an idempotency hit when some offered
-    revisions are already on the server; their number is set on the span
-    (``sync.couchdb.revs_present``). No items: ``_revs_diff`` only negotiates.
+    Records the batch size (revisions offered) and, on the span, how many of them are
+    already on the server (``sync.couchdb.revs_present``). That is no idempotency hit:
+    PouchDB offers back the revisions it just pulled (a device that only reads still pushes
+    them), so overlap is normal replication, not a client that missed an answer. No items:
+    ``_revs_diff`` only negotiates.
     """
 
     __slots__ = ("_key",)
@@ -376,7 +378,6 @@ class RevsDiff(ProtocolAdapter):
             name(doc_id, "document id")
             missing += count(field(diff, "missing"), "missing")
         tally = Tally()
-        if offered is not None and offered > missing:
-            tally.duplicate = True
+        if offered is not None and offered > missing:  # on the span: not an idempotency hit
             tally.attribute("sync.couchdb.revs_present", offered - missing)
         return tally

@@ -68,10 +68,13 @@ def _mutator_name(mutator: str) -> str | None:
 class Push(ProtocolAdapter):
     """Adapter for a Replicache push endpoint (push v0 and v1).
 
-    Records the batch size (mutations in the request), one item per new mutation (by
-    entity and change type), and an idempotency hit when the push carries mutations the
-    server already processed; those are not counted as items. Conflicts are decided by
-    your mutators: record them with ``syncperf.current_operation().record_conflict()``.
+    Records the batch size (mutations in the request) and one item per new mutation (by
+    entity and change type). Mutations the server already processed are not items; their
+    number is set on the span (``sync.replicache.duplicate_mutations``) and they are *not*
+    an idempotency hit: Replicache resends every pending mutation with each push until a
+    pull confirms it, so a resend is normal, not a client that missed an answer (Replicache
+    does not even read a successful push's answer). Conflicts are decided by your
+    mutators: record them with ``syncperf.current_operation().record_conflict()``.
     Items are recorded when the response is read: a push refused in its answer
     (``{error}``: outcome ``error``, ``error.type`` the token) or whose handler raised
     records its batch size only.
@@ -80,7 +83,7 @@ class Push(ProtocolAdapter):
         last_mutation_id: ``(client_group_id, client_id) -> int | None``, the last
             mutation ID the server processed for that client, read *before* the handler
             runs. Synchronous and cheap (called once per client in the push); v0 pushes
-            pass ``None`` as the group. Without it duplicates are not detected.
+            pass ``None`` as the group. Without it resent mutations count as items again.
         entity: Mutator name -> entity: a mapping (unlisted names get none) or a
             callable. Default: the mutator name itself (mutator names are code, so
             bounded).
@@ -142,8 +145,7 @@ class Push(ProtocolAdapter):
                     duplicates += 1
                     continue
                 by_name[mutator] = by_name.get(mutator, 0) + 1
-            if duplicates:
-                tally.duplicate = True
+            if duplicates:  # resends, not a lost answer: no idempotency hit (see Push)
                 tally.attribute("sync.replicache.duplicate_mutations", duplicates)
         names = self._names
         for mutator, n in by_name.items():
