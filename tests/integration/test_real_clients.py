@@ -89,7 +89,7 @@ def syncperf_counts(cap: Capture, resent: str | None = None) -> dict[str, int]:
     holding the client's normal resends."""
     counts = dict.fromkeys(
         ("pushes", "pushed", "pushed_deleted", "duplicates", "conflicts", "pulls", "pulled",
-         "pulled_deleted"),
+         "pulled_deleted", "refused"),
         0,
     )  # fmt: skip
     for metric in cap.metrics():
@@ -98,6 +98,8 @@ def syncperf_counts(cap: Capture, resent: str | None = None) -> dict[str, int]:
             operation = attrs.get("sync.operation")
             if metric.name == "sync.operation.duration" and operation in ("push", "pull"):
                 counts[f"{operation}es" if operation == "push" else "pulls"] += point.count
+                if attrs.get("sync.outcome") == "error":
+                    counts["refused"] += point.count
             elif metric.name == "sync.items" and operation in ("push", "pull"):
                 counts[f"{operation}ed"] += point.value
                 if attrs.get("sync.change") == "deleted":
@@ -135,9 +137,12 @@ def test_syncperf_counts_what_the_real_client_counts(
         assert client_counts["resent"] >= 1
     else:
         assert client_counts["duplicates"] >= 1
+    if client == "replicache":  # a client of an unsupported schema: its pushes applied nothing
+        assert client_counts["refused"] >= 2
     assert client_counts["conflicts"] >= 1
     assert client_counts["pushed_deleted"] >= 1
     del client_counts["lost"]
+    client_counts.setdefault("refused", 0)  # requests answered with a protocol error
     for extra in ("revs_diffs", "checkpoints", "reported_pending"):  # see test_client_health
         client_counts.pop(extra, None)
     assert syncperf_counts(syncperf_capture, RESENT.get(client)) == client_counts

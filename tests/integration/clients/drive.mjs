@@ -62,10 +62,10 @@ async function replicache() {
     },
     async deleteTodo(tx, {id}) { await tx.del(`todo/${id}`); },
   };
-  const open = (name) => new Replicache({
+  const open = (name, schemaVersion = '') => new Replicache({
     name, licenseKey: TEST_LICENSE_KEY, kvStore: 'mem', mutators, logLevel: 'error',
     pushURL: `${base}/replicache/push`, pullURL: `${base}/replicache/pull`,
-    pullInterval: null, pushDelay: 0,
+    pullInterval: null, pushDelay: 0, schemaVersion,
   });
   async function settle(rep) {
     for (let i = 0; i < 200; i++) {
@@ -97,8 +97,18 @@ async function replicache() {
     for (const id of edited) if ((await tx.get(`todo/${id}`)) === undefined) n++;
     return n;
   });
+  // A client of a schema the server does not support: every push and pull is refused
+  // (200 {error: 'VersionNotSupported'}) and nothing it sends is applied
+  const old = open('old', '0');
+  let updateNeeded = 0;
+  old.onUpdateNeeded = () => { updateNeeded++; };
+  for (let i = 0; i < 2; i++) { await old.mutate.createTodo({id: `old${i}`, text: 'x'}); await sleep(100); }
+  await old.pull().catch(() => {});
+  await sleep(100);
+  await old.close();
   await a.close();
   await b.close();
+  if (updateNeeded === 0) throw new Error('the old client was never told to update');
 
   // Replicache resends every pending mutation with each push until a pull confirms it, and
   // does not read a push's answer: a resend, the lost push's included, is no duplicate
@@ -107,6 +117,7 @@ async function replicache() {
   const kinds = {};
   let resent = 0;
   for (const push of pushes) {
+    if (push.response?.error) continue;  // refused: nothing applied, nothing to count
     for (const m of push.body.mutations) {
       const key = `${m.clientID}/${m.id}`;
       if (seen.has(key)) { resent++; continue; }
@@ -115,6 +126,7 @@ async function replicache() {
     }
   }
   const pulls = requests(tap.log, 'POST', '/replicache/pull');
+  const refused = [...pushes, ...pulls].filter((r) => r.response?.error).length;
   const ops = pulls.flatMap((p) => p.response.patch ?? []).filter((op) => op.op !== 'clear');
   return {
     pushes: pushes.length,
@@ -122,6 +134,7 @@ async function replicache() {
     pushed_deleted: kinds.deleteTodo ?? 0,
     duplicates: 0,
     resent,
+    refused,
     conflicts: lostOnes,
     pulls: pulls.length,
     pulled: ops.length,
