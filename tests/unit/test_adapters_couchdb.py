@@ -150,6 +150,27 @@ def test_changes_reads_every_leaf_revision_and_counts_conflicted_documents(
     assert span_attributes(syncperf_capture)["sync.couchdb.conflicted_docs"] == 2
 
 
+def test_changes_counts_a_resolved_conflict_while_its_deleted_leaf_is_listed(
+    syncperf_capture: Capture,
+) -> None:
+    # The documented limit: PouchDB resolves a conflict by deleting the losing revision, and
+    # style=all_docs lists that deleted leaf beside the live winner without marking it, so
+    # the document still counts (docs/adapters.md, "CouchDB conflicts")
+    response = {
+        "results": [
+            {"seq": 5, "id": "todo:1", "changes": [{"rev": "2-live"}, {"rev": "3-deleted"}]},
+            {
+                "seq": 6,
+                "id": "todo:2",
+                "changes": [{"rev": "4-x"}, {"rev": "3-y"}],
+                "deleted": True,
+            },
+        ],
+    }
+    run(couchdb.Changes(), None, response, operation="pull")
+    assert span_attributes(syncperf_capture)["sync.couchdb.conflicted_docs"] == 1
+
+
 def test_bulk_get_counts_the_revisions_actually_pulled(syncperf_capture: Capture) -> None:
     request = {"docs": [{"id": "todo:1", "rev": "1-a"}, {"id": "todo:2", "rev": "3-b"}]}
     response = {

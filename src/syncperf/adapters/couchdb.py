@@ -218,10 +218,11 @@ class Changes(Documents):
     deletions, ``created`` when the winning revision is a first generation, ``updated``
     otherwise. A result without its document delivers nothing yet: a replicating client
     fetches the revisions it lacks through ``_bulk_get`` (see ``BulkGet``), which counts
-    them, so pulled items equal the documents the client received. Every leaf revision of
-    a result is read (``style=all_docs`` lists them all): results with more than one
-    live leaf are conflicted documents, counted on the span
-    (``sync.couchdb.conflicted_docs``); ``pending`` is set on the span too.
+    them, so pulled items equal the documents the client received. Results listing more
+    than one leaf revision (``style=all_docs``) under a live winner are counted on the span
+    (``sync.couchdb.conflicted_docs``): an upper bound, as the feed does not mark deleted
+    leaves, so a conflict resolved by deleting its losing revision still counts there.
+    ``pending`` is set on the span too.
 
     Args:
         entity: ``(doc_id, doc_or_None) -> entity``. Default: the document's
