@@ -5,8 +5,10 @@ Per-protocol tests import ``run`` and ``recorded`` from here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -635,3 +637,40 @@ def test_a_callback_result_of_the_wrong_type_is_described_never_rendered(adapter
         run(adapter(Secret()), body, {})
     assert "an object of type" in str(raised.value)
     assert "sk_live_secret" not in str(raised.value)
+
+
+# --- the documentation's tables -------------------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "adapters.md"
+
+
+def _tables(text: str) -> dict[str, list[list[str]]]:
+    """Markdown tables by the heading above them: rows of cells, the header row first."""
+    tables: dict[str, list[list[str]]] = {}
+    heading = ""
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading = line.lstrip("#").strip()
+        elif line.startswith("|") and not line.startswith("|---"):
+            cells = [cell.strip() for cell in line.strip().strip("|").split(" | ")]
+            tables.setdefault(heading, []).append(cells)
+    return tables
+
+
+def test_the_adapter_tables_list_every_adapter_once_in_well_formed_rows() -> None:
+    import syncperf.adapters as package
+
+    shipped = {
+        f"{module}.{name}"
+        for module in ("replicache", "zero", "watermelondb", "rxdb", "couchdb", "powersync")
+        for name in getattr(package, module).__all__
+        if isinstance(getattr(getattr(package, module), name), type)
+    }
+    tables = _tables(DOCS.read_text(encoding="utf-8"))
+    for heading in ("The adapters", "What each adapter can and cannot see"):
+        header, *rows = tables[heading]
+        assert all(len(row) == len(header) for row in rows), heading
+    listed = [row[2] for row in tables["The adapters"][1:]]
+    assert sorted(re.findall(r"`(\w+\.\w+)`", " ".join(listed))) == sorted(shipped)
+    seen = [row[0].strip("`") for row in tables["What each adapter can and cannot see"][1:]]
+    assert sorted(seen) == sorted(shipped)
