@@ -170,6 +170,24 @@ def test_pull_counts_patch_operations_by_key_prefix(syncperf_capture: Capture) -
     assert span_attributes(syncperf_capture)["sync.replicache.clear"] is True
 
 
+def test_pull_counts_replicache_15s_internal_update_op(syncperf_capture: Capture) -> None:
+    # PatchOperationInternal: {op: "update", key, merge?, constrain?} changes an existing key
+    response = {
+        "cookie": 2,
+        "lastMutationIDChanges": {},
+        "patch": [
+            {"op": "update", "key": "todo/t1", "merge": {"done": True}},
+            {"op": "update", "key": "todo/t2", "constrain": ["id"]},
+            {"op": "put", "key": "todo/t3", "value": {}},
+        ],
+    }
+    run(replicache.Pull(), None, response, operation="pull")
+    got = recorded(syncperf_capture)
+    assert got.dropped == {}
+    assert got.items == {("todo", "updated"): 2, ("todo", None): 1}
+    assert got.batches == [(1, 3)]
+
+
 def test_pull_v0_response_and_a_custom_key_mapping(syncperf_capture: Capture) -> None:
     response = {
         "cookie": "c",

@@ -10,7 +10,8 @@ callback.
 
 Pull request ``{pullVersion, clientGroupID, cookie}``; response
 ``{cookie, lastMutationIDChanges, patch: [{op: "put", key, value} | {op: "del", key} |
-{op: "clear"}]}`` (v0: ``lastMutationID``), or ``{error: ...}``.
+{op: "clear"}]}`` (v0: ``lastMutationID``; Replicache 15 also takes an internal
+``{op: "update", key, merge, constrain}``), or ``{error: ...}``.
 
 Example::
 
@@ -190,7 +191,8 @@ class Pull(ProtocolAdapter):
     """Adapter for a Replicache pull endpoint (pull v0 and v1).
 
     Records the batch size (patch operations in the response) and one item per ``put``
-    (change unknown: a put is an upsert) or ``del`` (``deleted``) by the entity of its key.
+    (change unknown: a put is an upsert), ``update`` (``updated``) or ``del`` (``deleted``)
+    by the entity of its key.
     A ``clear`` patch is set on the span; an error response (``{error}``) is an ``error``
     outcome, its token the ``error.type``.
 
@@ -263,6 +265,8 @@ class Pull(ProtocolAdapter):
                 change = None
             elif kind == "del":
                 change = "deleted"
+            elif kind == "update":  # Replicache 15's internal op: merges into an existing key
+                change = "updated"
             elif kind == "clear":
                 tally.attribute("sync.replicache.clear", True)
                 continue
