@@ -84,7 +84,9 @@ class Push(ProtocolAdapter):
     one per custom mutation by entity), conflicts (mutations the server answered with
     ``error: "app"``, resolution ``rejected``, by the mutation's entity) and an
     idempotency hit when a mutation was ``alreadyProcessed`` or is at or below the
-    client's last mutation ID.
+    client's last mutation ID. Items are recorded when the response is read: a push
+    refused as a whole (``{error}``, ``["error", {kind}]``: outcome ``error``, the token as
+    ``error.type``) or whose handler raised records its batch size only.
 
     Args:
         last_mutation_id: Optional ``(client_group_id, client_id) -> int | None`` read
