@@ -13,7 +13,8 @@ main verb after ``WITH``) and ``db.collection.name`` (the first table the verb a
 statement that does not start with one of those keywords is not understood: its text is ``?``.
 
 Lexing follows the dialect: PostgreSQL (``standard_conforming_strings`` on: a backslash
-escapes only in ``E'...'``), SQLite (``"..."`` is a string wherever SQLite could not read it
+escapes only in ``E'...'``; a dollar quote's tag is any identifier, non-ASCII characters
+included), SQLite (``"..."`` is a string wherever SQLite could not read it
 as a name, see ``_sqlite_name``), MySQL / MariaDB (``"..."`` is a string; a backslash escapes
 in every string). When in doubt a token is a value: over-redacting costs readability,
 under-redacting would leak. Both run once per distinct statement (callers cache the result):
@@ -52,7 +53,7 @@ OPERATIONS = frozenset(
 _PATTERN = r"""
       (?P<comment>--[^\n]*|/\*HASH_COMMENT)
     | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
-    | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z))
+    | (?P<dollar>\$(?P<tag>[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*|)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
     | (?P<bquote>`[^`]*(?:`|\Z))
     | (?P<param>%\([^)]*\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
@@ -101,24 +102,10 @@ _TABLE_AFTER = {
     "ALTER": ("TABLE",),
     "TRUNCATE": ("TABLE",),
 }
-_SKIP_BEFORE_NAME = frozenset(
-    {
-        "ONLY",
-        "IF",
-        "NOT",
-        "EXISTS",
-        "TABLE",
-        "OR",
-        "REPLACE",
-        "IGNORE",
-        "ABORT",
-        "FAIL",
-        "ROLLBACK",
-        "LOW_PRIORITY",
-        "CONCURRENTLY",
-        "LATERAL",
-    }
-)
+_SKIP_BEFORE_NAME = frozenset({
+    "ONLY", "IF", "NOT", "EXISTS", "TABLE", "OR", "REPLACE", "IGNORE", "ABORT", "FAIL",
+    "ROLLBACK", "LOW_PRIORITY", "CONCURRENTLY", "LATERAL",
+})  # fmt: skip
 _MAX_NAME = 128
 
 # Settings: ``SET [scope] name {TO | =} value``, ``PRAGMA name = value``, ``ALTER ... SET``.

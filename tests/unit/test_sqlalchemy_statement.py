@@ -235,6 +235,31 @@ def test_no_string_or_number_literal_survives(secret: str, number: int) -> None:
     assert text == "SELECT a FROM t WHERE s = ? AND n = ? AND e = ? AND d = ?"
 
 
+_DOLLAR_TAG = st.text(
+    # PostgreSQL's tags: an identifier without "$"; any non-ASCII character is a letter to it
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(
+        lambda c: c.isascii() is False or c.isalnum() or c == "_"
+    ),
+    min_size=1,
+    max_size=8,
+).filter(lambda tag: not tag[0].isascii() or not tag[0].isdigit())
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=_SECRET, tag=_DOLLAR_TAG)
+def test_no_dollar_quoted_literal_survives_whatever_its_tag(secret: str, tag: str) -> None:
+    body = secret.replace("$", "")
+    text = normalize(f"SELECT ${tag}${body}${tag}$ AS k, a FROM t")
+    assert "zq" not in text
+    assert text == "SELECT ? AS k, a FROM t"
+
+
+@pytest.mark.parametrize("tag", ["é", "€", "😀", "a€", "１", "_1", "tägé"])
+def test_a_dollar_quote_with_a_non_ascii_tag_is_a_literal(tag: str) -> None:
+    # PostgreSQL reads every one of these as a dollar-quoted string (checked with psql)
+    assert normalize(f"SELECT ${tag}$api key hunter2${tag}$") == "SELECT ?"
+
+
 @settings(max_examples=200, deadline=None)
 @given(secret=_SECRET)
 def test_no_literal_survives_mysql_escaping(secret: str) -> None:
