@@ -5,8 +5,9 @@ literal (strings, dollar-quoted, numbers, hex and bit strings, SQLite's double-q
 every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``) become
 ``?``, comments are dropped (a sqlcommenter comment carries per-request IDs), whitespace
 collapses, and lists of placeholders collapse to one (``IN (?, ?, ?)`` and ``IN (?)``, a
-3-row and a 50-row ``VALUES`` alike). The result is the ``db.query.text`` of spans and the
-identity of a statement for N+1 detection.
+3-row and a 50-row ``VALUES`` alike; with bind casts too: ``IN (?::INTEGER, ?::INTEGER)``).
+The result is the ``db.query.text`` of spans and the identity of a statement for N+1
+detection.
 
 ``classify()`` reads ``db.operation.name`` (the verb, from an allow-list of SQL keywords; the
 main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
@@ -85,8 +86,12 @@ _TOKEN = _compile(backslash=False)
 _TOKEN_MYSQL = _compile(backslash=True)
 _MYSQL = frozenset({"mysql", "mariadb"})
 _COMMENT_MARK = re.compile(r"/\*|\*/")
-_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
-_ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
+# A list item is a placeholder, with a driver's bind cast (psycopg, asyncpg): ``?::INTEGER``,
+# ``?::NUMERIC(?, ?)``, ``?::TIMESTAMP WITH TIME ZONE``, ``?::INTEGER[]``, ``?::s."my enum"``.
+_NAME = r'(?:\w+|"[^"]*")'
+_ITEM = rf"\?(?:\s*::\s*{_NAME}(?:\.{_NAME})*(?: \w+)*(?:\s*\([^()]*\))?(?:\[\??\])*)?"
+_LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item too: (?::INT)
+_ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
 _SANITIZED = frozenset({"string", "dollar", "param", "number"})
 _NAMES = frozenset({"word", "dquote", "bquote"})
 

@@ -169,6 +169,32 @@ async def test_async_engine_counts_exactly_and_detects_n_plus_one(
     assert histogram.attributes["db.system.name"] == "postgresql"
 
 
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_in_lists_with_bind_casts_are_one_statement_for_n_plus_one(
+    syncperf_capture: Capture, pg: sa.Engine, postgres_dsn: str, table: str, driver: str
+) -> None:
+    # both drivers send IN ($1::BIGINT, $2::BIGINT) / IN (%(id_1_1)s::BIGINT, ...): one list
+    # length each time, one statement for all of them
+    engine = create_async_engine(_url(postgres_dsn, driver), pool_size=1, max_overflow=0)
+    handle = instrument_engine(engine)
+    todo = sa.table(table, sa.column("id", sa.BigInteger))
+    try:
+        async with syncperf.sync_operation("pull", entity="tag"), engine.connect() as conn:
+            for i in range(12):  # the N+1: one lookup per item, each with its own tags
+                await conn.execute(sa.select(todo.c.id).where(todo.c.id.in_(range(1 + i % 4))))
+    finally:
+        handle.uninstrument()
+        await engine.dispose()
+    (detection,) = syncperf_capture.points("sync.db.n_plus_one")
+    assert detection.attributes["db.collection.name"] == table
+    texts = {
+        s.attributes["db.query.text"]
+        for s in syncperf_capture.spans()
+        if s.kind is SpanKind.CLIENT and s.attributes and s.attributes.get("db.collection.name")
+    }
+    assert texts == {f"SELECT {table}.id FROM {table} WHERE {table}.id IN (?)"}
+
+
 # --- slow queries and errors ------------------------------------------------------------------
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects.postgresql import asyncpg, psycopg
 
 from syncperf._sql import MAX_TEXT, classify, normalize
 
@@ -39,6 +41,54 @@ from syncperf._sql import MAX_TEXT, classify, normalize
 )
 def test_literals_placeholders_and_comments_are_sanitized(statement: str, expected: str) -> None:
     assert normalize(statement) == expected
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (  # psycopg
+            "SELECT a FROM t WHERE id IN (%(id_1_1)s::INTEGER, %(id_1_2)s::INTEGER)",
+            "SELECT a FROM t WHERE id IN (?)",
+        ),
+        (  # asyncpg
+            "SELECT a FROM t WHERE id IN ($1::INTEGER, $2::INTEGER, $3::INTEGER)",
+            "SELECT a FROM t WHERE id IN (?)",
+        ),
+        (
+            "SELECT a FROM t WHERE d IN ($1::TIMESTAMP WITH TIME ZONE, $2::TIMESTAMP WITH "
+            "TIME ZONE) AND n IN ($3::NUMERIC(10, 2), $4::NUMERIC(10, 2)) AND x IN "
+            '($5::INTEGER[], $6::INTEGER[]) AND e IN ($7::sch."my enum", $8::sch."my enum")',
+            "SELECT a FROM t WHERE d IN (?) AND n IN (?) AND x IN (?) AND e IN (?)",
+        ),
+        (
+            "INSERT INTO t (a, b) VALUES (%(a__0)s::INTEGER, %(b__0)s::VARCHAR), "
+            "(%(a__1)s::INTEGER, %(b__1)s::VARCHAR)",
+            "INSERT INTO t (a, b) VALUES (?)",
+        ),
+        (
+            "INSERT INTO t (a) VALUES ($1::INTEGER), ($2::INTEGER), ($3::INTEGER)",
+            "INSERT INTO t (a) VALUES (?)",
+        ),
+        (
+            "SELECT a::text FROM t WHERE b = $1::VARCHAR",
+            "SELECT a::text FROM t WHERE b = ?::VARCHAR",
+        ),
+    ],
+)
+def test_lists_of_placeholders_with_bind_casts_collapse(statement: str, expected: str) -> None:
+    assert normalize(statement) == expected
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_in_lists_of_any_length_are_one_statement_with_bind_casts(driver: str) -> None:
+    dialect = psycopg.dialect() if driver == "psycopg" else asyncpg.dialect()
+    t = sa.table("t", sa.column("id", sa.Integer), sa.column("d", sa.DateTime(timezone=True)))
+    texts = set()
+    for size in range(1, 40):
+        statement = sa.select(t.c.id).where(t.c.id.in_(range(size)), t.c.d.in_([None] * size))
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        texts.add(normalize(str(compiled)))
+    assert texts == {"SELECT t.id FROM t WHERE t.id IN (?) AND t.d IN (?)"}, texts
 
 
 def test_mysql_lexing_treats_double_quotes_and_backslashes_as_string_syntax() -> None:
@@ -254,7 +304,7 @@ def test_no_dollar_quoted_literal_survives_whatever_its_tag(secret: str, tag: st
     assert text == "SELECT ? AS k, a FROM t"
 
 
-@pytest.mark.parametrize("tag", ["é", "€", "😀", "a€", "１", "_1", "tägé"])
+@pytest.mark.parametrize("tag", ["é", "€", "😀", "a€", "\uff11", "_1", "tägé"])
 def test_a_dollar_quote_with_a_non_ascii_tag_is_a_literal(tag: str) -> None:
     # PostgreSQL reads every one of these as a dollar-quoted string (checked with psql)
     assert normalize(f"SELECT ${tag}$api key hunter2${tag}$") == "SELECT ?"
