@@ -13,13 +13,11 @@ detection.
 main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
 statement that does not start with one of those keywords is not understood: its text is ``?``.
 
-Lexing follows the dialect: PostgreSQL (``standard_conforming_strings`` on: a backslash
-escapes only in ``E'...'``; a dollar quote's tag is any identifier, non-ASCII characters
-included), SQLite (``"..."`` is a string wherever SQLite could not read it
-as a name, see ``_sqlite_name``), MySQL / MariaDB (``"..."`` is a string; a backslash escapes
-in every string). When in doubt a token is a value: over-redacting costs readability,
-under-redacting would leak. Both run once per distinct statement (callers cache the result):
-correctness matters here, not cost. Bound parameter *values* never reach this module.
+Lexing follows the dialect (``syncperf._sql_lex``); SQLite's ``"..."`` is a string wherever
+SQLite could not read it as a name (``_sqlite_name``). When in doubt a token is a value:
+over-redacting costs readability, under-redacting would leak. Both run once per distinct
+statement (callers cache the result): correctness matters here, not cost. Bound parameter
+*values* never reach this module.
 """
 
 from __future__ import annotations
@@ -28,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
+from syncperf._sql_lex import Token, lex
 
 __all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
@@ -51,41 +50,7 @@ OPERATIONS = frozenset(
 )  # fmt: skip
 """The only values ``db.operation.name`` takes (it is a metric attribute and the span name)."""
 
-_PATTERN = r"""
-      (?P<comment>--[^\n]*|/\*HASH_COMMENT)
-    | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
-    | (?P<dollar>\$(?P<tag>[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*|)\$.*?(?:\$(?P=tag)\$|\Z))
-    | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
-    | (?P<bquote>`[^`]*(?:`|\Z))
-    | (?P<param>%\([^)]*\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
-    | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
-                              |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?
-                              |\.\d[\d_]*(?:[eE][-+]?\d+)?))
-    | (?P<word>[A-Za-z_][\w$]*)
-    | (?P<space>\s+)
-    | (?P<other>.)
-"""
-
-
-def _compile(backslash: bool) -> re.Pattern[str]:
-    if backslash:  # MySQL / MariaDB: backslash escapes everywhere, '#' starts a comment
-        parts = {
-            "STRING_BODY": r"(?:[^'\\]|''|\\.)*",
-            "DQUOTE_BODY": r'(?:[^"\\]|""|\\.)*',
-            "HASH_COMMENT": r"|\#[^\n]*",
-        }
-    else:
-        parts = {"STRING_BODY": r"(?:[^']|'')*", "DQUOTE_BODY": r'(?:[^"]|"")*', "HASH_COMMENT": ""}
-    pattern = _PATTERN
-    for key, value in parts.items():
-        pattern = pattern.replace(key, value)
-    return re.compile(pattern, re.S | re.X)
-
-
-_TOKEN = _compile(backslash=False)
-_TOKEN_MYSQL = _compile(backslash=True)
 _MYSQL = frozenset({"mysql", "mariadb"})
-_COMMENT_MARK = re.compile(r"/\*|\*/")
 # A list item is a placeholder, with a driver's bind cast (psycopg, asyncpg): ``?::INTEGER``,
 # ``?::NUMERIC(?, ?)``, ``?::TIMESTAMP WITH TIME ZONE``, ``?::INTEGER[]``, ``?::s."my enum"``.
 _NAME = r'(?:\w+|"[^"]*")'
@@ -129,9 +94,6 @@ _COLUMN_LIST_AFTER_NAME = frozenset(
 )
 _COLUMN_LIST_AFTER = frozenset({"KEY", "UNIQUE", "CONFLICT"})
 
-Token = tuple[str, str, bool]
-"""``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
-
 
 @dataclass(frozen=True)
 class Classified:
@@ -167,7 +129,7 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
     mysql = dialect in _MYSQL
-    tokens = _tokens(statement, _TOKEN_MYSQL if mysql else _TOKEN)
+    tokens = lex(statement, mysql=mysql)
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
     text = _render(tokens, dialect, operation, index) if operation or not tokens else "?"
@@ -177,38 +139,6 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         # request data, say a table per tenant, can be anything)
         collection = gate_name(_collection(tokens, operation, index, mysql))
     return Classified(text, operation, collection)
-
-
-def _tokens(statement: str, lexer: re.Pattern[str]) -> list[Token]:
-    tokens: list[Token] = []
-    spaced = False
-    position, size = 0, len(statement)
-    match = lexer.match
-    while position < size:
-        found = match(statement, position)
-        if found is None:  # unreachable: ``other`` matches any character
-            break
-        kind = found.lastgroup or "other"
-        end = found.end()
-        if kind == "comment" or kind == "space":
-            if found.group() == "/*":
-                end = _comment_end(statement, position)
-            spaced = True
-        else:
-            tokens.append((kind, found.group(), spaced))
-            spaced = False
-        position = end
-    return tokens
-
-
-def _comment_end(statement: str, start: int) -> int:
-    """End of the ``/* ... */`` comment at ``start``; comments nest (as in PostgreSQL)."""
-    depth = 0
-    for mark in _COMMENT_MARK.finditer(statement, start):
-        depth += 1 if mark.group() == "/*" else -1
-        if depth == 0:
-            return mark.end()
-    return len(statement)  # unterminated: swallowed to the end
 
 
 def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> str:
