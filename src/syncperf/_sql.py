@@ -57,6 +57,8 @@ _NAME = r'(?:\w+|"[^"]*")'
 _ITEM = rf"\?(?:\s*::\s*{_NAME}(?:\.{_NAME})*(?: \w+)*(?:\s*\([^()]*\))?(?:\[\??\])*)?"
 _LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item too: (?::INT)
 _ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
+_IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
+_ITEMS = re.compile(_ITEM)
 _SANITIZED = frozenset({"string", "dollar", "param", "number"})
 _NAMES = frozenset({"word", "dquote", "bquote"})
 
@@ -105,6 +107,8 @@ class Classified:
     """``db.operation.name``: one of ``OPERATIONS``, or None."""
     collection: str | None
     """``db.collection.name``: the first table the verb acts on, unquoted, or None."""
+    batch: int = 0
+    """The most values one ``IN`` list, or rows one multi-row ``VALUES``, holds (0: none)."""
 
 
 def normalize(statement: str, *, dialect: str = "postgresql") -> str:
@@ -132,16 +136,19 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     tokens = lex(statement, mysql=mysql)
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
-    text = _render(tokens, dialect, operation, index) if operation or not tokens else "?"
+    text, batch = (
+        _render(tokens, dialect, operation, index) if operation or not tokens else ("?", 0)
+    )
     collection = None
     if operation is not None:
         # a table name is a metric attribute: the value gate's bound (a name built from
         # request data, say a table per tenant, can be anything)
         collection = gate_name(_collection(tokens, operation, index, mysql))
-    return Classified(text, operation, collection)
+    return Classified(text, operation, collection, batch)
 
 
-def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> str:
+def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> tuple[str, int]:
+    """The normalized text, cut at ``MAX_TEXT``, and its batch (see ``_collapse``)."""
     cut = _setting_value(tokens, verb, index)
     dquote_values = dialect in _MYSQL
     sqlite = dialect == "sqlite"
@@ -166,10 +173,20 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
         out.append(value)
     if cut is not None and cut < len(tokens):
         out.append(" ?")
-    text = _ROWS.sub("(?)", _LIST.sub("(?)", "".join(out)))
+    text, batch = _collapse("".join(out))
     if len(text) > MAX_TEXT:
         text = text[: MAX_TEXT - 3] + "..."
-    return text
+    return text, batch
+
+
+def _collapse(text: str) -> tuple[str, int]:
+    """``text`` with each list of placeholders collapsed to ``(?)``, and the most values one
+    ``IN`` list or rows one ``VALUES`` held (a function's arguments are not a batch)."""
+    lists = (len(_ITEMS.findall(found.group(1))) for found in _IN_LIST.finditer(text))
+    batch = max(lists, default=0)
+    text = _LIST.sub("(?)", text)
+    rows = (len(_ITEMS.findall(found.group())) for found in _ROWS.finditer(text))
+    return _ROWS.sub("(?)", text), max(batch, *rows, 0)
 
 
 def _setting_value(tokens: list[Token], verb: str | None, index: int) -> int | None:

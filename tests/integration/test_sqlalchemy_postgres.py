@@ -13,6 +13,14 @@ import pytest
 import sqlalchemy as sa
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 import syncperf
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
@@ -167,6 +175,41 @@ async def test_async_engine_counts_exactly_and_detects_n_plus_one(
     )
     assert histogram.count == 50
     assert histogram.attributes["db.system.name"] == "postgresql"
+
+
+def test_the_pages_of_a_bulk_insert_and_of_selectinload_are_not_an_n_plus_one(
+    syncperf_capture: Capture, pg: sa.Engine, table: str
+) -> None:
+    # SQLAlchemy pages both: the bulk insert 1,000 rows a query ("insertmanyvalues", with
+    # server-generated keys), selectinload 500 keys a query
+    class Base(DeclarativeBase):
+        pass
+
+    class Parent(Base):
+        __tablename__ = f"{table}_parent"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        kids: Mapped[list[Kid]] = relationship()
+
+    class Kid(Base):
+        __tablename__ = f"{table}_kid"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        parent_id: Mapped[int] = mapped_column(sa.ForeignKey(f"{table}_parent.id"))
+
+    Base.metadata.create_all(pg)
+    handle = instrument_engine(pg, n_plus_one_threshold=2)  # three pages of each reach it
+    try:
+        with syncperf.sync_operation("push", entity="parent"), Session(pg) as session:
+            session.add_all([Parent() for _ in range(2500)])
+            session.commit()
+        with syncperf.sync_operation("pull", entity="parent"), Session(pg) as session:
+            parents = session.scalars(sa.select(Parent).options(selectinload(Parent.kids)))
+            assert len(parents.all()) == 2500
+    finally:
+        handle.uninstrument()
+        Base.metadata.drop_all(pg)
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    (push,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
+    assert push.sum >= 3  # three pages of the insert
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])

@@ -18,6 +18,14 @@ from prometheus_client import CollectorRegistry, generate_latest
 # Imported before any test runs SQLAlchemyInstrumentor: importing sqlalchemy.ext.asyncio for the
 # first time while contrib has create_engine wrapped binds the wrapper into it for good.
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 import syncperf
 from syncperf import _gate as gate
@@ -256,6 +264,59 @@ def test_the_batched_version_of_the_push_is_not_an_n_plus_one(
     assert syncperf_capture.metric("sync.db.n_plus_one") is None
     (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
     assert queries.sum == 2
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Parent(_Base):
+    __tablename__ = "parent"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kids: Mapped[list[_Kid]] = relationship()
+
+
+class _Kid(_Base):
+    __tablename__ = "kid"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(sa.ForeignKey("parent.id"))
+
+
+def test_the_pages_of_a_bulk_insert_and_of_selectinload_are_not_an_n_plus_one(
+    syncperf_capture: Capture,
+) -> None:
+    # SQLAlchemy pages both: the bulk insert in batches (one row per batch on SQLite, whose
+    # RETURNING order is not guaranteed), selectinload in IN lists of 500 keys
+    eng = sa.create_engine("sqlite://")
+    _Base.metadata.create_all(eng)
+    handle = instrument_engine(eng, n_plus_one_threshold=2)  # three pages of kids reach it
+    try:
+        with syncperf.sync_operation("push", entity="parent"), Session(eng) as session:
+            session.add_all([_Parent() for _ in range(1500)])
+            session.commit()
+        with syncperf.sync_operation("pull", entity="parent"), Session(eng) as session:
+            session.scalars(sa.select(_Parent).options(selectinload(_Parent.kids))).all()
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    (pull,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
+    assert pull.sum >= 4  # the parents, three pages of kids (and the transaction's end)
+
+
+def test_a_loop_over_chunks_is_not_an_n_plus_one_but_one_over_small_lists_is(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    todo = sa.table("todo", sa.column("id"), sa.column("title"))
+    with syncperf.sync_operation("push", entity="chunks"), engine.connect() as conn:
+        for start in range(0, 600, 50):  # batched by the application: 50 keys a query
+            conn.execute(sa.select(todo.c.title).where(todo.c.id.in_(range(start, start + 50))))
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    with syncperf.sync_operation("push", entity="tags"), engine.connect() as conn:
+        for i in range(12):  # one query per item, each with its own few keys
+            conn.execute(sa.select(todo.c.title).where(todo.c.id.in_(range(1 + i % 4))))
+    (detection,) = syncperf_capture.points("sync.db.n_plus_one")
+    assert detection.attributes["sync.entity"] == "tags"
 
 
 def test_n_plus_one_fires_at_the_default_threshold_of_ten(

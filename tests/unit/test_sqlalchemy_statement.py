@@ -91,6 +91,26 @@ def test_in_lists_of_any_length_are_one_statement_with_bind_casts(driver: str) -
     assert texts == {"SELECT t.id FROM t WHERE t.id IN (?) AND t.d IN (?)"}, texts
 
 
+@pytest.mark.parametrize(
+    ("statement", "batch"),
+    [
+        ("SELECT a FROM t WHERE id = ?", 0),
+        ("SELECT a FROM t WHERE id IN (?)", 1),
+        ("SELECT a FROM t WHERE id IN ($1::INTEGER, $2::INTEGER, $3::INTEGER) AND b IN (?, ?)", 3),
+        ("SELECT a FROM t WHERE id NOT IN (?::NUMERIC(10, 2), ?::NUMERIC(10, 2))", 2),
+        ("SELECT a FROM t WHERE (a, b) IN ((?, ?), (?, ?), (?, ?), (?, ?))", 4),
+        ("INSERT INTO t (a, b, c) VALUES (?, ?, ?)", 0),  # one row: not a batch
+        ("INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, DEFAULT)", 2),
+        ("INSERT INTO t (a) VALUES ($1::INTEGER), ($2::INTEGER), ($3::INTEGER)", 3),
+        ("SELECT coalesce(?, ?, ?), min(?, ?) FROM t", 0),  # arguments, not a list of values
+    ],
+)
+def test_the_largest_in_list_or_values_rows_is_the_statements_batch(
+    statement: str, batch: int
+) -> None:
+    assert classify(statement).batch == batch
+
+
 def test_mysql_lexing_treats_double_quotes_and_backslashes_as_string_syntax() -> None:
     statement = "SELECT \"a\\\"b secret\", 'c\\'d secret', `col` FROM `db`.`t` # note secret"
     text = normalize(statement, dialect="mysql")

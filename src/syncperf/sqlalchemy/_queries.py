@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from sqlalchemy.engine.interfaces import ExecuteStyle
 
 from syncperf import _runtime
 from syncperf._gate import error_type
@@ -58,6 +59,12 @@ _NOT_COUNTED = frozenset(
 )  # fmt: skip
 """Verbs that never make an N+1 (transaction control and session settings; unknown statements
 neither: they all normalize to ``?``)."""
+_BATCH = 10
+"""Values in one ``IN`` list (or rows in one ``VALUES``) from which a statement is a batch, never
+an N+1 execution: SQLAlchemy pages selectinload (500 keys a query) and bulk inserts, and an
+application pages its own batches; a loop over items sends a few keys each."""
+_PAGES = ExecuteStyle.INSERTMANYVALUES
+"""A page of SQLAlchemy's bulk insert ("insertmanyvalues"): one row a page on SQLite."""
 _SYSTEMS = {
     "postgresql": "postgresql",
     "mysql": "mysql",
@@ -330,7 +337,7 @@ class QueryRecorder:
         plans = self.plans
         if plans is not None and t1 >= plans.due.get(query.text, 0):
             plans.offer(statement, query, op, context, t1)
-        if self._n1 and query.counted:
+        if self._n1 and query.counted and getattr(context, "execute_style", None) is not _PAGES:
             scratch = op.scratch
             if scratch is None:
                 counts: dict[str, int] = {}
@@ -373,7 +380,7 @@ class QueryRecorder:
             collection,
             span_name,
             span_attrs,
-            operation is not None and operation not in _NOT_COUNTED,
+            operation is not None and operation not in _NOT_COUNTED and found.batch < _BATCH,
         )
         if len(self._queries) >= _MAX_STATEMENTS:  # e.g. literals inlined into statements
             self._queries.clear()
