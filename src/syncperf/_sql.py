@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
-from syncperf._sql_lex import Token, lex
+from syncperf._sql_lex import Token, lex, several
 
 __all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
@@ -109,6 +109,8 @@ class Classified:
     """``db.collection.name``: the first table the verb acts on, unquoted, or None."""
     batch: int = 0
     """The most values one ``IN`` list, or rows one multi-row ``VALUES``, holds (0: none)."""
+    several: bool = False
+    """More than one statement: a ``;`` followed by another token (``syncperf._sql_lex``)."""
 
 
 def normalize(statement: str, *, dialect: str = "postgresql") -> str:
@@ -144,7 +146,7 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         # a table name is a metric attribute: the value gate's bound (a name built from
         # request data, say a table per tenant, can be anything)
         collection = gate_name(_collection(tokens, operation, index, mysql))
-    return Classified(text, operation, collection, batch)
+    return Classified(text, operation, collection, batch, several(statement, tokens, mysql=mysql))
 
 
 def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> tuple[str, int]:

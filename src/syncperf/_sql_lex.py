@@ -1,18 +1,19 @@
 """The SQL lexer of ``syncperf._sql``: a statement as tokens, following the dialect.
 
 By default as PostgreSQL (``standard_conforming_strings`` on: a backslash escapes only in
-``E'...'``; a dollar quote's tag is any identifier, non-ASCII characters included: PostgreSQL
-reads every non-ASCII character as a letter) and SQLite; with ``mysql=True`` as MySQL /
-MariaDB (``"..."`` is a string, a backslash escapes in every string, ``#`` starts a comment).
-Comments nest, as in PostgreSQL; an unterminated literal or comment runs to the end. Whether
-a double-quoted token is a name or a string on SQLite is ``syncperf._sql``'s decision.
+``E'...'``) and SQLite; with ``mysql=True`` as MySQL / MariaDB (``"..."`` is a string, a
+backslash escapes in every string, ``#`` starts a comment). All three read a non-ASCII
+character as a letter: in names (``x€$t$`` is one name), and PostgreSQL in a dollar quote's
+tag (``$é$...$é$``). Comments nest, as in PostgreSQL; an unterminated literal or comment runs to
+the end. Whether a double-quoted token is a name or a string on SQLite is ``syncperf._sql``'s
+decision.
 """
 
 from __future__ import annotations
 
 import re
 
-__all__ = ["Token", "lex"]
+__all__ = ["Token", "lex", "several"]
 
 Token = tuple[str, str, bool]
 """``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
@@ -27,7 +28,7 @@ _PATTERN = r"""
     | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
                               |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?
                               |\.\d[\d_]*(?:[eE][-+]?\d+)?))
-    | (?P<word>[A-Za-z_][\w$]*)
+    | (?P<word>[A-Za-z_\x80-\U0010ffff][\w$\x80-\U0010ffff]*)
     | (?P<space>\s+)
     | (?P<other>.)
 """
@@ -85,3 +86,26 @@ def _comment_end(statement: str, start: int) -> int:
         if depth == 0:
             return mark.end()
     return len(statement)  # unterminated: swallowed to the end
+
+
+def several(statement: str, tokens: list[Token], *, mysql: bool = False) -> bool:
+    """Whether ``statement`` (lexed as ``tokens``) is more than one statement: a ``;`` followed
+    by another token.
+
+    Lexed both ways, whatever the dialect: PostgreSQL with ``standard_conforming_strings`` off
+    escapes with backslashes as MySQL does, and MySQL's ``#`` comment is an operator elsewhere.
+    A ``;`` seen by either lexing counts (a query plan must never run a second statement).
+    """
+    if ";" not in statement:
+        return False
+    return _several(tokens) or _several(lex(statement, mysql=not mysql))
+
+
+def _several(tokens: list[Token]) -> bool:
+    ended = False
+    for _, value, _ in tokens:
+        if value == ";":
+            ended = True
+        elif ended:
+            return True
+    return False

@@ -190,6 +190,39 @@ def test_a_write_is_planned_but_never_executed_again(
     assert _findings(syncperf_capture, **seq) == 4  # the updated_at writes and the delete
 
 
+@pytest.mark.parametrize("isolation_level", ["READ COMMITTED", "AUTOCOMMIT"])
+def test_a_string_of_several_statements_is_never_explained(
+    postgres_dsn: str, pg: sa.Engine, table: str, isolation_level: str
+) -> None:
+    # psycopg sends a string without parameters as one simple query: PostgreSQL runs all of
+    # it, and "EXPLAIN <string>" would run every statement after the first (not rolled back
+    # under AUTOCOMMIT; nextval never is)
+    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url, isolation_level=isolation_level)
+    with engine.connect():  # the dialect's first-connect queries, outside any sync operation
+        pass
+    runs = f"{table}_runs"
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SEQUENCE {runs}")
+    handle = instrument_engine(engine, plans=EVERY_TIME)
+    try:
+        with syncperf.sync_operation("push", entity="todo"), engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"SELECT id FROM {table} WHERE owner = 'a;b'; "
+                f"UPDATE {table} SET n = n + 1 WHERE id = 1; SELECT nextval('{runs}')"
+            )
+            conn.exec_driver_sql(f"SELECT id FROM {table} WHERE owner = 'x'; -- done")
+        planner = _planner(handle)
+        assert planner.wait()
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    with pg.connect() as conn:  # the application's statements ran once, and only they did
+        assert conn.exec_driver_sql(f"SELECT last_value FROM {runs}").scalar() == 1
+        assert conn.exec_driver_sql(f"SELECT sum(n) FROM {table}").scalar() == 1
+    assert planner.explained == 1  # the one statement (a trailing ';' and comment are fine)
+
+
 def test_the_per_minute_budget_holds_under_concurrent_load(
     syncperf_capture: Capture, pg: sa.Engine, table: str
 ) -> None:

@@ -111,6 +111,29 @@ def test_the_largest_in_list_or_values_rows_is_the_statements_batch(
     assert classify(statement).batch == batch
 
 
+@pytest.mark.parametrize(
+    ("statement", "several"),
+    [
+        ("SELECT 1", False),
+        ("SELECT 1;", False),
+        ("SELECT 1; ; -- done\n", False),
+        ("SELECT 1; INSERT INTO audit VALUES ('x'); SELECT nextval('s1')", True),
+        ("SELECT 1;DELETE FROM t", True),
+        ("SELECT 'a;b', E'c\\';d', $$e;f$$, $é$g;h$é$, \"i;j\" FROM t /* k; l */ -- m; n", False),
+        ("SELECT a FROM t /* x /* nested; */ still; a comment */ WHERE b = 1", False),
+        ("SELECT x€$t$ FROM a; DELETE FROM b; --$t$", True),  # x€$t$ is a name, not a quote
+        # standard_conforming_strings off: the backslash escapes the quote, the ; is outside
+        ("SELECT '\\'';DELETE FROM t;--'", True),
+        ("SELECT 1 # x; DELETE FROM t", True),  # '#' is an operator on PostgreSQL
+    ],
+)
+def test_a_second_statement_after_a_semicolon_is_seen_however_it_is_quoted(
+    statement: str, several: bool
+) -> None:
+    for dialect in ("postgresql", "sqlite", "mysql"):  # read both ways whatever the dialect
+        assert classify(statement, dialect=dialect).several is several
+
+
 def test_mysql_lexing_treats_double_quotes_and_backslashes_as_string_syntax() -> None:
     statement = "SELECT \"a\\\"b secret\", 'c\\'d secret', `col` FROM `db`.`t` # note secret"
     text = normalize(statement, dialect="mysql")

@@ -148,7 +148,9 @@ class Planner:
         """A statement ran inside sync operation ``op``: queue its plan if its shape is due.
 
         The caller checks ``now >= due.get(query.text, 0)`` first (one dict lookup per query);
-        ``query`` is the statement's classification (``text``, ``operation``, ``collection``).
+        ``query`` is the statement's classification (``text``, ``operation``, ``collection``,
+        ``several``: a string of several statements is never explained, ``EXPLAIN a; b`` runs
+        ``b``).
         """
         shape = query.text
         with self._lock:
@@ -156,7 +158,7 @@ class Planner:
                 return
             if len(self.due) >= _MAX_SHAPES:
                 self.due.clear()
-            if query.operation not in EXPLAINED:
+            if query.operation not in EXPLAINED or query.several:
                 self.due[shape] = _NEVER
                 return
             minute = now // _MINUTE

@@ -78,7 +78,9 @@ _SYSTEMS = {
 class Query:
     """What syncperf knows about one statement string (cached per engine)."""
 
-    __slots__ = ("collection", "counted", "key", "operation", "span_attrs", "span_name", "text")
+    __slots__ = (
+        "collection", "counted", "key", "operation", "several", "span_attrs", "span_name", "text",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -88,6 +90,7 @@ class Query:
         span_name: str,
         span_attrs: dict[str, Any],
         counted: bool,
+        several: bool = False,
     ) -> None:
         self.key = (operation, collection)
         """The key of the query's series in ``QuerySeries``: bounded, unlike statements."""
@@ -97,6 +100,8 @@ class Query:
         self.span_name = span_name
         self.span_attrs = span_attrs
         self.counted = counted
+        self.several = several
+        """More than one statement (``a; b``): never explained, the EXPLAIN would run ``b``."""
 
 
 class DeferredSpan:
@@ -381,6 +386,7 @@ class QueryRecorder:
             span_name,
             span_attrs,
             operation is not None and operation not in _NOT_COUNTED and found.batch < _BATCH,
+            found.several,
         )
         if len(self._queries) >= _MAX_STATEMENTS:  # e.g. literals inlined into statements
             self._queries.clear()
