@@ -22,12 +22,12 @@ def connection_attributes(system: str, url: URL) -> dict[str, Any]:
     """A query's ``db.system.name``, ``db.namespace``, ``server.address`` and ``server.port``."""
     attrs: dict[str, Any] = {"db.system.name": system}
     host, port, database = url_address(url)
-    database = made_name(database)
-    if database and database != ":memory:":
-        attrs["db.namespace"] = database
-    host = made_name(host)
-    if host:
-        attrs["server.address"] = host
+    namespace = made_name(database)
+    if namespace and namespace != ":memory:":
+        attrs["db.namespace"] = namespace
+    address = made_name(host)
+    if address:
+        attrs["server.address"] = address
     if port:
         attrs["server.port"] = port
     return attrs
@@ -41,8 +41,9 @@ def url_address(url: URL) -> tuple[str, int | None, str]:
     ``u:p@ss/w@host:5432/db`` host ``ss`` and database ``w@host:5432/db``; ``u:p@ss?k=w@host``
     host ``ss`` and a query. A host, port or database holds no ``@``: the address is what
     follows the last one, and nothing before it is kept (nothing at all when the last one is
-    in the query string, which SQLAlchemy has taken apart). A password with ``@`` then ``?``
-    and no ``=`` leaves no trace: SQLAlchemy drops that query string.
+    in the query string, which SQLAlchemy has taken apart). Two shapes leave no trace:
+    SQLAlchemy drops the rest of the URL after ``@`` then ``?`` with no ``=`` (a query
+    without a value), or ``@[...]`` followed by anything else than ``:``, ``/`` or ``?``.
     """
     if any("@" in f"{key}{value}" for key, value in url.query.items()):
         return "", None, ""
