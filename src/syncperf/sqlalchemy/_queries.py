@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from sqlalchemy.engine.interfaces import ExecuteStyle
 
 from syncperf import _runtime
@@ -30,17 +29,16 @@ from syncperf._runtime import Runtime
 from syncperf._sql import classify
 from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
 from syncperf.sqlalchemy._names import connection_attributes
+from syncperf.sqlalchemy._spans import DeferredSpan
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from syncperf._operation import SyncOperation
-    from syncperf._tracing.span import Tracer
     from syncperf.sqlalchemy._plans import Planner
 
 
 _perf = time.perf_counter_ns
-_CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
 _wall = time.time_ns
 _current_span = trace.get_current_span
 _MAX_STATEMENTS = 2000
@@ -102,48 +100,6 @@ class Query:
         self.counted = counted
         self.several = several
         """More than one statement (``a; b``): never explained, the EXPLAIN would run ``b``."""
-
-
-class DeferredSpan:
-    """A finished query's CLIENT span, built by the span finisher thread, not the request.
-
-    The request thread only notes what the span needs (a few hundred nanoseconds); the
-    ``SpanFinisher`` calls ``end()``, which starts the span as a child of the recorded
-    parent with the recorded start time and ends it at the recorded end time. Span processors
-    therefore see ``on_start`` on the finisher thread, after the fact.
-    """
-
-    __slots__ = ("_code", "_etype", "_parent", "_query", "_start", "_tracer")
-
-    def __init__(
-        self,
-        tracer: Tracer,
-        query: Query,
-        parent: SpanContext,
-        start: int,
-        etype: str | None,
-        code: str | None,
-    ) -> None:
-        self._tracer = tracer
-        self._query = query
-        self._parent = parent
-        self._start = start
-        self._etype = etype
-        self._code = code
-
-    def end(self, end_time: int | None = None) -> None:
-        query, etype = self._query, self._etype
-        attrs = query.span_attrs
-        if etype is not None:
-            attrs = {**attrs, "error.type": etype}
-            if self._code is not None:
-                attrs["db.response.status_code"] = self._code
-        span = self._tracer.start(
-            query.span_name, self._parent, _CLIENT, attrs, start_time=self._start
-        )
-        if etype is not None:
-            span.set_status(Status(StatusCode.ERROR, etype))
-        span.end(end_time=end_time)
 
 
 class QuerySeries:
