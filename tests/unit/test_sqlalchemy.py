@@ -95,6 +95,81 @@ def test_queries_and_db_time_per_operation_are_exact(
     assert span.attributes["sync.db.duration"] == pytest.approx(db_time.sum)
 
 
+def _queries(cap: Capture, entity: str) -> float:
+    (point,) = cap.points("sync.db.queries", {"sync.entity": entity})
+    return float(point.sum)
+
+
+def test_a_commit_or_rollback_the_database_runs_is_a_query(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with syncperf.sync_operation("push", entity="commit"), engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE todo SET title = 'x' WHERE id = 1")
+    with syncperf.sync_operation("push", entity="rollback"), engine.connect() as conn:
+        conn.exec_driver_sql("UPDATE todo SET title = 'y' WHERE id = 1")  # never committed
+    with syncperf.sync_operation("pull", entity="read"), engine.connect() as conn:
+        select_one(conn, 1)  # SQLite opens no transaction for a read: nothing to roll back
+    with (
+        syncperf.sync_operation("pull", entity="nested"),
+        engine.begin() as conn,
+    ):
+        conn.exec_driver_sql("UPDATE todo SET title = 'z' WHERE id = 2")
+        with conn.begin_nested():  # SAVEPOINT, RELEASE: statements, as ever
+            conn.exec_driver_sql("UPDATE todo SET title = 'z' WHERE id = 3")
+
+    assert _queries(syncperf_capture, "commit") == 2  # UPDATE, COMMIT
+    assert _queries(syncperf_capture, "rollback") == 2  # UPDATE, ROLLBACK
+    assert _queries(syncperf_capture, "read") == 1  # and no ROLLBACK at the checkin either
+    assert _queries(syncperf_capture, "nested") == 5  # UPDATE, SAVEPOINT, UPDATE, RELEASE, COMMIT
+    operations = {"COMMIT": 2, "ROLLBACK": 1}
+    for operation, count in operations.items():
+        (point,) = syncperf_capture.points(
+            "db.client.operation.duration", {"db.operation.name": operation}
+        )
+        assert point.count == count
+        assert "db.collection.name" not in point.attributes
+    commits = [s for s in syncperf_capture.spans() if s.name == "COMMIT"]
+    assert len(commits) == 2
+    for span in commits:
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is not None
+        assert span.attributes is not None
+        assert span.attributes["db.query.text"] == "COMMIT"
+        assert span.attributes["db.operation.name"] == "COMMIT"
+
+
+def test_a_commit_that_fails_is_a_failed_query(syncperf_capture: Capture, tmp_path: Any) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path}/fk.db")
+
+    @sa.event.listens_for(eng, "connect")
+    def _foreign_keys(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+    with eng.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, "
+            "p_id INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    handle = instrument_engine(eng)
+    try:
+        with (
+            pytest.raises(sa.exc.IntegrityError),  # the deferred constraint, at COMMIT
+            syncperf.sync_operation("push", entity="c"),
+            eng.begin() as conn,
+        ):
+            conn.exec_driver_sql("INSERT INTO c VALUES (1, 999)")
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+    (failed,) = syncperf_capture.points(
+        "db.client.operation.duration", {"db.operation.name": "COMMIT"}
+    )
+    assert failed.attributes["error.type"] == "sqlite3.IntegrityError"
+    assert failed.attributes["db.response.status_code"] == "SQLITE_CONSTRAINT_FOREIGNKEY"
+    assert _queries(syncperf_capture, "c") == 3  # INSERT, COMMIT (failed), ROLLBACK
+
+
 def test_an_operation_without_queries_records_zero_when_an_engine_is_instrumented(
     syncperf_capture: Capture, instrumented: EngineInstrumentation
 ) -> None:
@@ -264,7 +339,7 @@ def test_the_batched_version_of_the_push_is_not_an_n_plus_one(
 
     assert syncperf_capture.metric("sync.db.n_plus_one") is None
     (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
-    assert queries.sum == 2
+    assert queries.sum == 3  # and the ROLLBACK of the update, never committed
 
 
 class _Base(DeclarativeBase):
@@ -695,6 +770,7 @@ def test_uninstrument_removes_everything(syncperf_capture: Capture, engine: sa.E
     handle.uninstrument()  # idempotent
     assert Runtime.db_instrumented == before
     assert "connect" not in vars(engine.pool)
+    assert not set(vars(engine.dialect)) & {"do_execute", "do_commit", "do_rollback"}
     assert not handle.active
     with engine.connect() as conn:
         select_one(conn, 1)

@@ -10,8 +10,9 @@ Usage::
     handle.uninstrument()
 
 Everything is attached to the given engine only; nothing global is patched. Queries are
-timed by wrapping ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` on that
-engine's own dialect instance (connection events would switch SQLAlchemy to its slower,
+timed by wrapping ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` (and
+``do_commit`` / ``do_rollback``: a ``COMMIT`` or ``ROLLBACK`` the driver sends is a query) on
+that engine's own dialect instance (connection events would switch SQLAlchemy to its slower,
 event-dispatching execution path: ~4.5 µs per query before any listener runs); the pool is
 measured through pool events and by wrapping ``connect`` / ``recreate`` on that engine's pool
 instance. An ``AsyncEngine`` is instrumented through its ``sync_engine``, once.
