@@ -5,19 +5,19 @@ literal (strings, dollar-quoted, numbers, hex and bit strings, SQLite's double-q
 every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``) become
 ``?``, comments are dropped (a sqlcommenter comment carries per-request IDs), whitespace
 collapses, and lists of placeholders collapse to one (``IN (?, ?, ?)`` and ``IN (?)``, a
-3-row and a 50-row ``VALUES`` alike). The result is the ``db.query.text`` of spans and the
-identity of a statement for N+1 detection.
+3-row and a 50-row ``VALUES`` alike; with bind casts too: ``IN (?::INTEGER, ?::INTEGER)``).
+The result is the ``db.query.text`` of spans and the identity of a statement for N+1
+detection.
 
 ``classify()`` reads ``db.operation.name`` (the verb, from an allow-list of SQL keywords; the
 main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
 statement that does not start with one of those keywords is not understood: its text is ``?``.
 
-Lexing follows the dialect: PostgreSQL (``standard_conforming_strings`` on: a backslash
-escapes only in ``E'...'``), SQLite (``"..."`` is a string wherever SQLite could not read it
-as a name, see ``_sqlite_name``), MySQL / MariaDB (``"..."`` is a string; a backslash escapes
-in every string). When in doubt a token is a value: over-redacting costs readability,
-under-redacting would leak. Both run once per distinct statement (callers cache the result):
-correctness matters here, not cost. Bound parameter *values* never reach this module.
+Lexing follows the dialect (``syncperf._sql_lex``); SQLite's ``"..."`` is a string wherever
+SQLite could not read it as a name (``_sqlite_name``). When in doubt a token is a value:
+over-redacting costs readability, under-redacting would leak. Both run once per distinct
+statement (callers cache the result): correctness matters here, not cost. Bound parameter
+*values* never reach this module.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
+from syncperf._sql_lex import Token, lex, several
 
 __all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
@@ -49,43 +50,15 @@ OPERATIONS = frozenset(
 )  # fmt: skip
 """The only values ``db.operation.name`` takes (it is a metric attribute and the span name)."""
 
-_PATTERN = r"""
-      (?P<comment>--[^\n]*|/\*HASH_COMMENT)
-    | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
-    | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z))
-    | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
-    | (?P<bquote>`[^`]*(?:`|\Z))
-    | (?P<param>%\([^)]*\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
-    | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
-                              |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?
-                              |\.\d[\d_]*(?:[eE][-+]?\d+)?))
-    | (?P<word>[A-Za-z_][\w$]*)
-    | (?P<space>\s+)
-    | (?P<other>.)
-"""
-
-
-def _compile(backslash: bool) -> re.Pattern[str]:
-    if backslash:  # MySQL / MariaDB: backslash escapes everywhere, '#' starts a comment
-        parts = {
-            "STRING_BODY": r"(?:[^'\\]|''|\\.)*",
-            "DQUOTE_BODY": r'(?:[^"\\]|""|\\.)*',
-            "HASH_COMMENT": r"|\#[^\n]*",
-        }
-    else:
-        parts = {"STRING_BODY": r"(?:[^']|'')*", "DQUOTE_BODY": r'(?:[^"]|"")*', "HASH_COMMENT": ""}
-    pattern = _PATTERN
-    for key, value in parts.items():
-        pattern = pattern.replace(key, value)
-    return re.compile(pattern, re.S | re.X)
-
-
-_TOKEN = _compile(backslash=False)
-_TOKEN_MYSQL = _compile(backslash=True)
 _MYSQL = frozenset({"mysql", "mariadb"})
-_COMMENT_MARK = re.compile(r"/\*|\*/")
-_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
-_ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
+# A list item is a placeholder, with a driver's bind cast (psycopg, asyncpg): ``?::INTEGER``,
+# ``?::NUMERIC(?, ?)``, ``?::TIMESTAMP WITH TIME ZONE``, ``?::INTEGER[]``, ``?::s."my enum"``.
+_NAME = r'(?:\w+|"[^"]*")'
+_ITEM = rf"\?(?:\s*::\s*{_NAME}(?:\.{_NAME})*(?: \w+)*(?:\s*\([^()]*\))?(?:\[\??\])*)?"
+_LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item too: (?::INT)
+_ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
+_IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
+_ITEMS = re.compile(_ITEM)
 _SANITIZED = frozenset({"string", "dollar", "param", "number"})
 _NAMES = frozenset({"word", "dquote", "bquote"})
 
@@ -101,24 +74,10 @@ _TABLE_AFTER = {
     "ALTER": ("TABLE",),
     "TRUNCATE": ("TABLE",),
 }
-_SKIP_BEFORE_NAME = frozenset(
-    {
-        "ONLY",
-        "IF",
-        "NOT",
-        "EXISTS",
-        "TABLE",
-        "OR",
-        "REPLACE",
-        "IGNORE",
-        "ABORT",
-        "FAIL",
-        "ROLLBACK",
-        "LOW_PRIORITY",
-        "CONCURRENTLY",
-        "LATERAL",
-    }
-)
+_SKIP_BEFORE_NAME = frozenset({
+    "ONLY", "IF", "NOT", "EXISTS", "TABLE", "OR", "REPLACE", "IGNORE", "ABORT", "FAIL",
+    "ROLLBACK", "LOW_PRIORITY", "CONCURRENTLY", "LATERAL",
+})  # fmt: skip
 _MAX_NAME = 128
 
 # Settings: ``SET [scope] name {TO | =} value``, ``PRAGMA name = value``, ``ALTER ... SET``.
@@ -137,9 +96,6 @@ _COLUMN_LIST_AFTER_NAME = frozenset(
 )
 _COLUMN_LIST_AFTER = frozenset({"KEY", "UNIQUE", "CONFLICT"})
 
-Token = tuple[str, str, bool]
-"""``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
-
 
 @dataclass(frozen=True)
 class Classified:
@@ -151,6 +107,10 @@ class Classified:
     """``db.operation.name``: one of ``OPERATIONS``, or None."""
     collection: str | None
     """``db.collection.name``: the first table the verb acts on, unquoted, or None."""
+    batch: int = 0
+    """The most values one ``IN`` list, or rows one multi-row ``VALUES``, holds (0: none)."""
+    several: bool = False
+    """More than one statement: a ``;`` followed by another token (``syncperf._sql_lex``)."""
 
 
 def normalize(statement: str, *, dialect: str = "postgresql") -> str:
@@ -175,51 +135,22 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
     mysql = dialect in _MYSQL
-    tokens = _tokens(statement, _TOKEN_MYSQL if mysql else _TOKEN)
+    tokens = lex(statement, mysql=mysql)
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
-    text = _render(tokens, dialect, operation, index) if operation or not tokens else "?"
+    text, batch = (
+        _render(tokens, dialect, operation, index) if operation or not tokens else ("?", 0)
+    )
     collection = None
     if operation is not None:
         # a table name is a metric attribute: the value gate's bound (a name built from
         # request data, say a table per tenant, can be anything)
         collection = gate_name(_collection(tokens, operation, index, mysql))
-    return Classified(text, operation, collection)
+    return Classified(text, operation, collection, batch, several(statement, tokens, mysql=mysql))
 
 
-def _tokens(statement: str, lexer: re.Pattern[str]) -> list[Token]:
-    tokens: list[Token] = []
-    spaced = False
-    position, size = 0, len(statement)
-    match = lexer.match
-    while position < size:
-        found = match(statement, position)
-        if found is None:  # unreachable: ``other`` matches any character
-            break
-        kind = found.lastgroup or "other"
-        end = found.end()
-        if kind == "comment" or kind == "space":
-            if found.group() == "/*":
-                end = _comment_end(statement, position)
-            spaced = True
-        else:
-            tokens.append((kind, found.group(), spaced))
-            spaced = False
-        position = end
-    return tokens
-
-
-def _comment_end(statement: str, start: int) -> int:
-    """End of the ``/* ... */`` comment at ``start``; comments nest (as in PostgreSQL)."""
-    depth = 0
-    for mark in _COMMENT_MARK.finditer(statement, start):
-        depth += 1 if mark.group() == "/*" else -1
-        if depth == 0:
-            return mark.end()
-    return len(statement)  # unterminated: swallowed to the end
-
-
-def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> str:
+def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> tuple[str, int]:
+    """The normalized text, cut at ``MAX_TEXT``, and its batch (see ``_collapse``)."""
     cut = _setting_value(tokens, verb, index)
     dquote_values = dialect in _MYSQL
     sqlite = dialect == "sqlite"
@@ -244,10 +175,20 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
         out.append(value)
     if cut is not None and cut < len(tokens):
         out.append(" ?")
-    text = _ROWS.sub("(?)", _LIST.sub("(?)", "".join(out)))
+    text, batch = _collapse("".join(out))
     if len(text) > MAX_TEXT:
         text = text[: MAX_TEXT - 3] + "..."
-    return text
+    return text, batch
+
+
+def _collapse(text: str) -> tuple[str, int]:
+    """``text`` with each list of placeholders collapsed to ``(?)``, and the most values one
+    ``IN`` list or rows one ``VALUES`` held (a function's arguments are not a batch)."""
+    lists = (len(_ITEMS.findall(found.group(1))) for found in _IN_LIST.finditer(text))
+    batch = max(lists, default=0)
+    text = _LIST.sub("(?)", text)
+    rows = (len(_ITEMS.findall(found.group())) for found in _ROWS.finditer(text))
+    return _ROWS.sub("(?)", text), max(batch, *rows, 0)
 
 
 def _setting_value(tokens: list[Token], verb: str | None, index: int) -> int | None:
