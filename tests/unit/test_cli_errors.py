@@ -157,6 +157,7 @@ def test_demo_rejects_an_otlp_endpoint_that_is_not_a_url(
         "postgresql+psycopg://demo@127.0.0.1:1/demo?password=s3cret&sslmode=s3cret-mode",
         "postgresql+psycopg://demo@127.0.0.1:1/demo?port=s3cret",
         "postgresql+psycopg://demo:p@s3cret@127.0.0.1:1/demo",  # '@' not escaped
+        "postgresql+psycopg://demo:p@x/9s3cret@127.0.0.1:1/demo",  # '@', then '/'
         "postgresql+psycopg://demo:s3cret@@127.0.0.1:1/demo",
         "postgresql+psycopg://demo:s3cret@127.0.0.1:s3cret/demo",  # not a port
         "nosuchdialect://demo@host/db?password=s3cret",

@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import ArgumentError
 
-from syncperf.sqlalchemy._names import url_host
+from syncperf.sqlalchemy._names import url_address
 
 ENTITIES = ("todo", "list", "comment")
 """Entities the service syncs; ``comment`` pulls are the deliberate N+1."""
@@ -139,9 +139,13 @@ class ShownUrl:
         for value in parsed.query.values():
             secrets.update((value,) if isinstance(value, str) else value)
         secrets = {s for s in secrets if len(s) >= 3}  # shorter: no secret, and ``***`` garbles
+        database = parsed.database or ""
         if "@" in host:  # a fragment of the password, whatever its length
             secrets.add(host[: host.rindex("@") + 1])
-        shown = parsed.set(host=url_host(parsed) or None, query={})
+        elif "@" in database:  # ``u:p@ss/w@host/db``: ``ss`` and ``w@`` are too
+            secrets.update(s for s in (host, database[: database.rindex("@") + 1]) if s)
+        address, port, name = url_address(parsed)
+        shown = parsed.set(host=address or None, port=port, database=name or None, query={})
         text = shown.render_as_string(hide_password=True)
         if parsed.query:
             text += "?" + "&".join(f"{urllib.parse.quote(key)}=***" for key in parsed.query)
