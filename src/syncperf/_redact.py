@@ -38,7 +38,10 @@ _NAME_FIELDS = ("schema_name", "table_name", "column_name", "constraint_name")
 _MAX_NAME = 128
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
-_DIALECTS = {"sqlite3": "sqlite", "pymysql": "mysql", "MySQLdb": "mysql", "mysql": "mysql"}
+_MYSQL_DRIVERS = ("pymysql", "MySQLdb", "mysql", "asyncmy", "aiomysql", "mariadb", "cymysql")
+_DIALECTS = {"sqlite3": "sqlite", **dict.fromkeys(_MYSQL_DRIVERS, "mysql")}
+"""How the statement of a driver's error is lexed, by the top-level module of the driver's
+error class (SQLAlchemy's MySQL and MariaDB drivers); any other is lexed as PostgreSQL."""
 
 
 def record_exception(span: Span, exc: BaseException, full: bool) -> None:

@@ -918,7 +918,7 @@ def test_a_content_length_that_is_no_size_is_ignored(length: bytes) -> None:
         assert cap.total("syncperf.internal_errors") == 0
 
 
-# --- found by review, 2026-12-02: exception classes with a hostile metaclass ---------------
+# --- found by review, 2026-12-02: exception classes with a hostile metaclass -----------------
 
 
 def _raise(*args: Any) -> Any:
