@@ -12,12 +12,16 @@ identity of a statement for N+1 detection.
 main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
 statement that does not start with one of those keywords is not understood: its text is ``?``.
 
-Lexing follows the dialect: PostgreSQL (``standard_conforming_strings`` on: a backslash
-escapes only in ``E'...'``), SQLite (``"..."`` is a string wherever SQLite could not read it
-as a name, see ``_sqlite_name``), MySQL / MariaDB (``"..."`` is a string; a backslash escapes
-in every string). When in doubt a token is a value: over-redacting costs readability,
-under-redacting would leak. Both run once per distinct statement (callers cache the result):
-correctness matters here, not cost. Bound parameter *values* never reach this module.
+Lexing follows the dialect: PostgreSQL (comments nest), SQLite (``"..."`` is a string
+wherever SQLite could not read it as a name, see ``syncperf._sql_sqlite``; ``[name]``; no
+``E'...'`` or dollar quotes), MySQL / MariaDB (``"..."`` is a string; ``--`` starts a comment
+only before a space; no ``E'...'`` or dollar quotes). Whether a backslash escapes a quote is
+a server setting (MySQL's ``NO_BACKSLASH_ESCAPES``, PostgreSQL's
+``standard_conforming_strings``): where the two readings end a string in different places,
+the rest of the statement is one value, and so it is where a SQLite or MySQL comment holds a
+``/*``. When in doubt a token is a value: over-redacting costs readability, under-redacting
+would leak. Both run once per distinct statement (callers cache the result): correctness
+matters here, not cost. Bound parameter *values* never reach this module.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import re
 from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
+from syncperf._sql_sqlite import SqliteNames, Token
 
 __all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
@@ -54,8 +59,8 @@ _PATTERN = r"""
     | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
     | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
-    | (?P<bquote>`[^`]*(?:`|\Z))
-    | (?P<param>%\([^)]*\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
+    | (?P<bquote>`[^`]*(?:`|\Z)BRACKET)
+    | (?P<param>%\(\w+\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
     | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
                               |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?
                               |\.\d[\d_]*(?:[eE][-+]?\d+)?))
@@ -65,21 +70,35 @@ _PATTERN = r"""
 """
 
 
-def _compile(backslash: bool) -> re.Pattern[str]:
-    if backslash:  # MySQL / MariaDB: backslash escapes everywhere, '#' starts a comment
-        parts = {
-            "STRING_BODY": r"(?:[^'\\]|''|\\.)*",
-            "DQUOTE_BODY": r'(?:[^"\\]|""|\\.)*',
-            "HASH_COMMENT": r"|\#[^\n]*",
-        }
-    else:
-        parts = {"STRING_BODY": r"(?:[^']|'')*", "DQUOTE_BODY": r'(?:[^"]|"")*', "HASH_COMMENT": ""}
+def _body(quote: str, backslash: bool) -> str:
+    """A quoted text: a doubled quote, or with ``backslash`` a backslash and what follows it
+    (a quote too), is part of it."""
+    if backslash:
+        return rf"(?:[^{quote}\\]|{quote}{quote}|\\.?)*"
+    return rf"(?:[^{quote}]|{quote}{quote})*"
+
+
+def _compile(backslash: bool = False, brackets: bool = False) -> re.Pattern[str]:
+    """The lexer of MySQL / MariaDB (``backslash``: it escapes in every string, ``#`` starts
+    a comment), SQLite (``brackets``: ``[name]``) or PostgreSQL."""
+    parts = {
+        "STRING_BODY": _body("'", backslash),
+        "DQUOTE_BODY": _body('"', backslash),
+        "HASH_COMMENT": r"|\#[^\n]*" if backslash else "",
+        "BRACKET": r"|\[[^\]]*(?:\]|\Z)" if brackets else "",
+    }
     pattern = _PATTERN
     for key, value in parts.items():
         pattern = pattern.replace(key, value)
     return re.compile(pattern, re.S | re.X)
 
 
+_TOKEN_SQLITE = _compile(brackets=True)
+_READINGS = {
+    quote: [re.compile(f"{quote}{_body(quote, b)}(?:{quote}|\\Z)", re.S) for b in (False, True)]
+    for quote in "'\""
+}
+"""How a quoted text ends without and with backslash escapes."""
 _TOKEN = _compile(backslash=False)
 _TOKEN_MYSQL = _compile(backslash=True)
 _MYSQL = frozenset({"mysql", "mariadb"})
@@ -87,7 +106,6 @@ _COMMENT_MARK = re.compile(r"/\*|\*/")
 _LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
 _ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
 _SANITIZED = frozenset({"string", "dollar", "param", "number"})
-_NAMES = frozenset({"word", "dquote", "bquote"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
 _TABLE_AFTER = {
@@ -125,21 +143,6 @@ _MAX_NAME = 128
 _SET_SCOPES = frozenset({"SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"})
 _SET_TWO_WORDS = frozenset({("TIME", "ZONE"), ("SESSION", "AUTHORIZATION")})
 
-# SQLite: where a double-quoted token can only be a name (not ``ON``, ``BY``: see below).
-_SQLITE_NAME_AFTER = frozenset({
-    "FROM", "JOIN", "INTO", "UPDATE", "TABLE", "INDEX", "VIEW", "TRIGGER", "REFERENCES",
-    "EXISTS", "AS", "SET", "TO", "COLUMN",
-})  # fmt: skip
-_SQLITE_TABLE_AFTER_ON = frozenset({"(", "FOR", "BEGIN", "WHEN"})
-"""What follows the table of ``CREATE INDEX ... ON t (`` and ``CREATE TRIGGER ... ON t ...``."""
-_COLUMN_LIST_AFTER_NAME = frozenset(
-    {"INTO", "TABLE", "REFERENCES", "EXISTS", "VIEW", "WITH", "RECURSIVE"}
-)
-_COLUMN_LIST_AFTER = frozenset({"KEY", "UNIQUE", "CONFLICT"})
-
-Token = tuple[str, str, bool]
-"""``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
-
 
 @dataclass(frozen=True)
 class Classified:
@@ -175,7 +178,7 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
     mysql = dialect in _MYSQL
-    tokens = _tokens(statement, _TOKEN_MYSQL if mysql else _TOKEN)
+    tokens = _tokens(statement, dialect)
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
     text = _render(tokens, dialect, operation, index) if operation or not tokens else "?"
@@ -187,30 +190,62 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     return Classified(text, operation, collection)
 
 
-def _tokens(statement: str, lexer: re.Pattern[str]) -> list[Token]:
+def _tokens(statement: str, dialect: str) -> list[Token]:
+    mysql, sqlite = dialect in _MYSQL, dialect == "sqlite"
+    match = (_TOKEN_MYSQL if mysql else _TOKEN_SQLITE if sqlite else _TOKEN).match
     tokens: list[Token] = []
     spaced = False
     position, size = 0, len(statement)
-    match = lexer.match
     while position < size:
         found = match(statement, position)
         if found is None:  # unreachable: ``other`` matches any character
             break
-        kind = found.lastgroup or "other"
-        end = found.end()
+        kind, text, end = found.lastgroup or "other", found.group(), found.end()
+        if (mysql or sqlite) and _postgresql_only(kind, text, mysql):
+            kind, text, end = "word" if text[0] in "Ee" else "other", text[0], position + 1
+        if text == "/*":
+            end = _comment_end(statement, position, mysql or sqlite, mysql)
+        elif not sqlite and (kind == "string" or (kind == "dquote" and mysql)):
+            end = _string_end(statement, position, text, end, mysql)
+        if end < 0:  # where this token ends depends on the server: the rest is one value
+            tokens.append(("string", statement[position:], spaced or kind == "comment"))
+            break
         if kind == "comment" or kind == "space":
-            if found.group() == "/*":
-                end = _comment_end(statement, position)
             spaced = True
         else:
-            tokens.append((kind, found.group(), spaced))
+            tokens.append((kind, text, spaced))
             spaced = False
         position = end
     return tokens
 
 
-def _comment_end(statement: str, start: int) -> int:
-    """End of the ``/* ... */`` comment at ``start``; comments nest (as in PostgreSQL)."""
+def _postgresql_only(kind: str, text: str, mysql: bool) -> bool:
+    """Whether SQLite or MySQL reads the start of this token otherwise: ``E'...'`` is a name
+    then a string, ``$tag$`` names or parameters, and MySQL's ``--x`` two minus signs."""
+    if kind == "dollar":
+        return True
+    if kind == "string":
+        return text[0] in "Ee"
+    return mysql and text[:2] == "--" and not (text[2:3] <= " " or text[2:3] == "\x7f")
+
+
+def _comment_end(statement: str, start: int, flat: bool, mysql: bool) -> int:
+    """End of the ``/* ... */`` comment at ``start``, or -1 when it is unclear.
+
+    PostgreSQL nests comments; SQLite and MySQL (``flat``) end one at the first ``*/``: one
+    holding a ``/*`` (which would nest elsewhere) is unclear, and so is MySQL's ``/*!``,
+    ``/*M!`` or ``/*+`` holding a quote (its text is SQL to MySQL: ``'*/'`` a string in it).
+    """
+    if flat:
+        end = statement.find("*/", start + 2)
+        if end < 0:
+            return len(statement)  # unterminated: swallowed to the end
+        body = statement[start + 2 : end + 1]  # with the "*" of "*/": "/*/" opens one
+        if "/*" in body:
+            return -1
+        if mysql and body.startswith(("!", "M!", "+")) and any(q in body for q in "'\"`"):
+            return -1
+        return end + 2
     depth = 0
     for mark in _COMMENT_MARK.finditer(statement, start):
         depth += 1 if mark.group() == "/*" else -1
@@ -219,26 +254,28 @@ def _comment_end(statement: str, start: int) -> int:
     return len(statement)  # unterminated: swallowed to the end
 
 
+def _string_end(statement: str, position: int, text: str, end: int, mysql: bool) -> int:
+    """``end`` of the string ``text`` at ``position``, or -1 when it depends on whether a
+    backslash escapes a quote: in MySQL unless ``NO_BACKSLASH_ESCAPES``, in PostgreSQL with
+    ``standard_conforming_strings`` off (always in PostgreSQL's ``E'...'``)."""
+    if "\\" not in text or (not mysql and text[0] in "Ee"):
+        return end
+    start = position + len(text) - len(text.lstrip("BbXxNnUu&"))  # the opening quote
+    plain, escaped = (reading.match(statement, start) for reading in _READINGS[statement[start]])
+    return end if plain and escaped and plain.end() == escaped.end() else -1
+
+
 def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> str:
     cut = _setting_value(tokens, verb, index)
     dquote_values = dialect in _MYSQL
-    sqlite = dialect == "sqlite"
+    sqlite = SqliteNames(tokens, verb, index) if dialect == "sqlite" else None
     out: list[str] = []
-    column_lists: list[bool] = []  # per open parenthesis: does it hold a list of names?
-    aliases: set[str] = set()  # ``AS "x"`` seen so far: exported already, so "x" may be kept
     for position, (kind, value, spaced) in enumerate(tokens[:cut]):
         if kind in _SANITIZED or (
             kind == "dquote"
-            and (
-                dquote_values
-                or (sqlite and not _sqlite_name(tokens, position, column_lists, verb, aliases))
-            )
+            and (dquote_values or (sqlite is not None and not sqlite.is_name(position)))
         ):
             value = "?"
-        elif value == "(":
-            column_lists.append(_opens_column_list(tokens, position, verb))
-        elif value == ")" and column_lists:
-            column_lists.pop()
         if spaced and out:
             out.append(" ")
         out.append(value)
@@ -288,64 +325,6 @@ def _after_name(tokens: list[Token], position: int) -> int:
     if position < size and tokens[position][1].upper() in ("TO", "="):
         position += 1
     return position
-
-
-def _sqlite_name(
-    tokens: list[Token],
-    position: int,
-    column_lists: list[bool],
-    verb: str | None,
-    aliases: set[str],
-) -> bool:
-    """Whether SQLite reads the double-quoted token at ``position`` as a name.
-
-    SQLite takes ``"x"`` for a string when no column ``x`` exists, so only positions where
-    nothing but a name can stand keep it: a qualified name (``t."c"``); after ``FROM`` (not
-    ``IS DISTINCT FROM``), ``INTO``, ``UPDATE``, ``SET``, ``AS`` ...; the table of ``CREATE
-    INDEX/TRIGGER ... ON "t"``; ``INDEXED BY "i"``; a column list element; an assignment's
-    target after a comma; an alias declared earlier with ``AS "x"`` (exported already).
-    Never after ``ON`` or ``BY`` otherwise: an expression stands there.
-    """
-    before = tokens[position - 1] if position else None
-    after = tokens[position + 1] if position + 1 < len(tokens) else None
-    if (before is not None and before[1] == ".") or (after is not None and after[1] == "."):
-        return True
-    if before is None:
-        return False
-    value = tokens[position][1]
-    keyword = before[1].upper() if before[0] == "word" else ""
-    if keyword == "AS":
-        aliases.add(value)
-        return True
-    if value in aliases:
-        return True
-    if keyword in _SQLITE_NAME_AFTER:
-        return keyword != "FROM" or position < 2 or tokens[position - 2][1].upper() != "DISTINCT"
-    if keyword == "ON":
-        return verb == "CREATE" and (after is None or after[1].upper() in _SQLITE_TABLE_AFTER_ON)
-    if keyword == "BY":
-        return position >= 2 and tokens[position - 2][1].upper() == "INDEXED"
-    if before[1] in ("(", ",") and column_lists and column_lists[-1]:
-        return True
-    return before[1] == "," and after is not None and after[1] == "="
-
-
-def _opens_column_list(tokens: list[Token], position: int, verb: str | None) -> bool:
-    """Whether the ``(`` at ``position`` opens a list of column names."""
-    before = position - 1
-    if before < 0:
-        return False
-    if tokens[before][0] == "word" and tokens[before][1].upper() in _COLUMN_LIST_AFTER:
-        return True
-    if tokens[before][0] not in _NAMES:
-        return False
-    while before >= 2 and tokens[before - 1][1] == "." and tokens[before - 2][0] in _NAMES:
-        before -= 2
-    keyword = tokens[before - 1] if before >= 1 else None
-    if keyword is None or keyword[0] != "word":
-        return False
-    word = keyword[1].upper()
-    return word in _COLUMN_LIST_AFTER_NAME or (word == "ON" and verb == "CREATE")
 
 
 def _verb(tokens: list[Token]) -> tuple[str | None, int]:
@@ -406,7 +385,8 @@ def _name_at(tokens: list[Token], position: int, mysql: bool) -> str | None:
         if kind == "word":
             parts.append(value)
         elif kind == "bquote" or (kind == "dquote" and not mysql):
-            parts.append(value[1:-1].replace(value[0] * 2, value[0]))
+            quote = value[0]  # in SQLite's [name] nothing is escaped
+            parts.append(value[1:-1] if quote == "[" else value[1:-1].replace(quote * 2, quote))
         else:
             break
         if position + 1 < len(tokens) and tokens[position + 1][1] == ".":

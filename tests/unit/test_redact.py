@@ -201,10 +201,10 @@ MYSQL_DRIVER_ERRORS = [
 @settings(max_examples=100, deadline=None)
 @given(secret=_SECRET, module=st.sampled_from(MYSQL_DRIVER_ERRORS))
 def test_a_mysql_drivers_statement_is_lexed_as_mysql(secret: str, module: str) -> None:
-    escaped = secret.replace("\\", "\\\\").replace("'", "\\'")
+    escaped = secret.replace("\\", "\\\\").replace('"', '""')
     driver_error = type("IntegrityError", (Exception,), {"__module__": module})
-    error = sa.exc.IntegrityError(
-        f"INSERT INTO notes (title, body) VALUES ('it\\'s mine', '{escaped}')",
+    error = sa.exc.IntegrityError(  # "..." is a string to MySQL, a name to PostgreSQL
+        f'INSERT INTO notes (title, body) VALUES ("mine", "{escaped}")',
         None,
         driver_error(1062, "Duplicate entry"),
     )
