@@ -364,7 +364,12 @@ def _collection(tokens: list[Token], verb: str, index: int, mysql: bool) -> str 
             depth -= 1
             if depth < 0:
                 return None
-        elif depth == 0 and kind == "word" and value.upper() in markers:
+        elif (
+            depth == 0
+            and kind == "word"
+            and value.upper() in markers
+            and tokens[position - 1][1].upper() != "DISTINCT"  # not IS DISTINCT FROM x
+        ):
             return _name_at(tokens, position + 1, mysql)
     if verb == "TRUNCATE":
         return _name_at(tokens, index + 1, mysql)

@@ -109,6 +109,13 @@ def test_postgresql_lexing_is_safe_with_standard_conforming_strings_off(
     assert normalize(statement, dialect="postgresql") == expected
 
 
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_the_operand_of_is_distinct_from_is_no_collection(dialect: str) -> None:
+    # to SQLite "s3cretTOKEN" is a string there (no such column)
+    found = classify(f'SELECT 1 IS NOT DISTINCT FROM "{SECRET}" FROM t', dialect=dialect)
+    assert found.collection == "t"
+
+
 def test_a_bracketed_sqlite_table_is_the_collection() -> None:
     found = classify("SELECT a FROM [my [table] WHERE b = 1", dialect="sqlite")
     assert found.collection == "my [table"
@@ -185,8 +192,10 @@ TRAPS = ["E'\\'", "$a$", "[q'r]", "t.[q'r]", '"\'"', "'\\'", "[a]", "%(a)s", "e 
 """Values a lexer may misread so that it sees a quote open or close where SQLite does not."""
 NOISE = [
     "/* a /* b */", "/* a /* b */", "/*/ c */", "/*/ c */", "/* c */", "-- c\n", "/*! c */",
-    "/**/", "(", ")", ",", "'", '"', "[", "]", "E", "$", "%(", ")s", "*/",
+    "/**/", "(", ")", ",", "E", "$", "%(", ")s", "*/",
 ]  # fmt: skip
+"""Put between words; never an unclosed quote or bracket, which could make SQLite read the
+planted text as SQL (then it is no longer a literal)."""
 PLANTED = [PLANT, f"{PLANT} = a", f"lower({PLANT})", f"a || {PLANT}", f"{PLANT} a"]
 """Where a planted value stands: some of them a name could stand in too."""
 TEMPLATES = [
@@ -201,6 +210,13 @@ TEMPLATES = [
     "CREATE VIEW v AS SELECT {0} FROM t JOIN u ON lower({1}) = u.x",
     'CREATE TRIGGER g AFTER INSERT ON t BEGIN UPDATE u SET x = {0}, "x" = {1}; END',
     "CREATE INDEX i ON t (a, lower({0})) WHERE b = {1}",
+    "CREATE TABLE w (c TEXT DEFAULT ({0}), d TEXT CHECK (d <> {1}))",
+    "WITH c(x) AS (SELECT {0}) SELECT x, {1} FROM c",
+    "SELECT {0} FROM t GROUP BY {1} HAVING {0}",
+    "SELECT count(*) OVER (PARTITION BY {0} ORDER BY {1}) FROM t",
+    "INSERT INTO t (a, b) SELECT {0}, {1} FROM u",
+    "UPDATE t SET (a, b) = ({0}, {1})",
+    "DELETE FROM t WHERE {0} RETURNING {1}",
     "{0} SELECT {1}",
 ]
 
