@@ -2,11 +2,11 @@
 
 A client pushes 50 todos. The first handler looks each one up with ``session.get()``: one
 SELECT per item, and, because each lookup autoflushes the todo added in the previous
-iteration, one INSERT per item too (100 queries: two N+1s over one sync batch). The second
-loads the batch with one ``IN (...)`` query and lets the ORM write it in one executemany
-(2 queries). syncperf counts queries per sync operation, reports each N+1
-(``sync.db.n_plus_one``, a span event, a warning log naming the statement and the
-operation) and leaves the batched push alone.
+iteration, one INSERT per item too (101 queries with the COMMIT: two N+1s over one sync
+batch). The second loads the batch with one ``IN (...)`` query and lets the ORM write it in
+one executemany (3 queries with the COMMIT). syncperf counts queries per sync operation,
+reports each N+1 (``sync.db.n_plus_one``, a span event, a warning log naming the statement
+and the operation) and leaves the batched push alone.
 
 Run it (SQLite in memory by default; any SQLAlchemy URL with a sync driver works)::
 

@@ -1,8 +1,13 @@
 """A Replicache backend (push v1, pull v1, global version strategy) measured by syncperf.
 
 ``syncperf.adapters.replicache`` reads the push and pull bodies: batch sizes, one item per
-new mutation by entity and change type, pulled patch operations by key prefix, and
-retried pushes (mutations at or below the client's last mutation ID) as idempotency hits.
+new mutation by entity and change type, and pulled patch operations by key prefix.
+Mutations at or below the client's last mutation ID are resends (Replicache resends every
+pending mutation until a pull confirms it): not items, and on the span only.
+
+A client whose ``schemaVersion`` the server does not support is answered 200
+``{"error": "VersionNotSupported"}``, as Replicache asks: nothing is applied, and syncperf
+counts that push or pull as an error, with no items.
 
 Conflicts are not on Replicache's wire (the server re-runs each mutator and decides), so
 the one line of measurement code is in the mutator that detects one: updating a todo that
@@ -28,6 +33,9 @@ __all__ = ["Store", "app", "create_app"]
 
 MUTATOR_ENTITY = {"createTodo": "todo", "updateTodo": "todo", "deleteTodo": "todo"}
 MUTATOR_CHANGE = {"createTodo": "created", "updateTodo": "updated", "deleteTodo": "deleted"}
+SCHEMA_VERSIONS = ("", "1")
+"""The client ``schemaVersion`` values this server supports ("": a client that sets none)."""
+UNSUPPORTED = {"error": "VersionNotSupported", "versionType": "schema"}
 
 
 class Store:
@@ -138,10 +146,14 @@ def create_app(store: Store | None = None, *, measured_by: str = "decorator") ->
     pull_adapter = replicache.Pull()
 
     async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        if body.get("schemaVersion", "") not in SCHEMA_VERSIONS:
+            return UNSUPPORTED  # the client asks its app to update; nothing is applied
         store.push(body)
         return {}
 
     async def pull(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        if body.get("schemaVersion", "") not in SCHEMA_VERSIONS:
+            return UNSUPPORTED
         return store.pull(body)
 
     if measured_by == "decorator":

@@ -63,6 +63,11 @@ def instrument_sync(
     ``status_code``) decides the outcome as behind the ASGI middleware: 5xx and unconflicted
     4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict.
 
+    Inside another sync operation (the middleware's, an outer decorated function's) the
+    handler joins it; when an adapter or count extractors already feed that operation, this
+    one's ``adapter``, ``batch_size``, ``items`` and ``conflicts`` are skipped (one source of
+    counts; docs/core.md, "Nesting").
+
     An extractor's parameter names choose what it receives: a handler parameter name gets
     that argument, ``result`` gets the return value. Extractors run inside syncperf's guard:
     if one raises, the measurement is dropped and counted (strict mode re-raises).
@@ -89,7 +94,13 @@ def instrument_sync(
                 "measure a stream with the ASGI middleware (docs/core.md)",
             )
         before, after = plan(fn, options, adapter, request, _responder)
-        return _wrap(fn, operation, static_entity, phase(before), phase(after))
+        feeds = any(extractor.counts for extractor in (*before, *after))
+        joined = (  # what runs inside an operation another layer already feeds
+            phase(tuple(e for e in before if not e.counts)),
+            phase(tuple(e for e in after if not e.counts)),
+        )
+        phases = (phase(before), phase(after), joined if feeds else None)
+        return _wrap(fn, operation, static_entity, phases)
 
     return decorate
 
@@ -140,32 +151,40 @@ def apply_http_status(op: SyncOperation, status: int) -> None:
 
 
 def _responder(on_response: Apply) -> Apply:
-    """``on_response`` fed a returned ``Response`` object's JSON body instead of the object
-    (a body that is not JSON is not the protocol's response: nothing to read)."""
+    """``on_response`` fed a returned ``Response`` object's JSON body instead of the object,
+    or None when it has none to read (a 204, text): a push adapter that counts its rows when
+    it reads the answer still counts them, as behind the middleware. Only a 2xx answer is
+    the protocol's: a 401, 404 or 503 JSON body is an error's (the framework's, CouchDB's
+    ``{error, reason}``), not a malformed payload."""
 
     def feed(op: SyncOperation, result: Any) -> None:
-        if http_status(result) is not None:
+        status = http_status(result)
+        if status is not None:
+            if not 200 <= status < 300:
+                return
             body = getattr(result, "body", None)
             media = getattr(result, "media_type", None) or ""
             if not isinstance(body, (bytes, bytearray)) or "json" not in media or not body:
-                return
-            try:
-                result = json.loads(body)
-            except ValueError:
-                guard(op).reject("unparseable_payload", "a returned JSON response is not JSON")
-                return
+                result = None
+            else:
+                try:
+                    result = json.loads(body)
+                except ValueError:
+                    guard(op).reject("unparseable_payload", "a returned JSON response is not JSON")
+                    return
         on_response(op, result)
 
     return feed
 
 
-def _wrap(
-    fn: F,
-    operation: str,
-    entity: str | None,
-    before: Run | None,
-    after: Run | None,
-) -> F:
+Phases = tuple[Run | None, Run | None, tuple[Run | None, Run | None] | None]
+"""``(before, after, joined)``: ``joined`` is the pair that runs instead when the handler
+joins an operation whose counts another layer feeds (a middleware route's adapter, an outer
+decorator's adapter or extractors), without this decorator's adapter and count extractors,
+so nothing is counted twice; None when this decorator feeds no counts."""
+
+
+def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     """The two wrappers, one for ``def`` and one for ``async def`` handlers.
 
     ``bound`` caches ``(runtime, pre-bound series)`` for the current runtime (swapped by
@@ -175,13 +194,26 @@ def _wrap(
     the wrapper owns the operation (``start`` and ``end`` read the clock on either side).
     """
     wrap = _async_wrapper if inspect.iscoroutinefunction(fn) else _sync_wrapper
-    return wrap(fn, operation, entity, before, after)
+    return wrap(fn, operation, entity, phases)
 
 
-def _sync_wrapper(
-    fn: F, operation: str, entity: str | None, before: Run | None, after: Run | None
-) -> F:
+def _joins(op: SyncOperation, entity: str | None, phases: Phases) -> tuple[Run | None, Run | None]:
+    """Join ``op`` (another layer's operation): name its entity if it has none, mark it fed
+    when this decorator feeds counts; the phases to run in it."""
+    if entity is not None and op._entity is None:
+        op.set_entity(entity)
+    joined = phases[2]
+    if joined is None:
+        return phases[0], phases[1]
+    if op._fed:  # another layer counts it: one source feeds an operation
+        return joined
+    op._fed = True
+    return phases[0], phases[1]
+
+
+def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
+    own_before, own_after, joined = phases
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -195,8 +227,11 @@ def _sync_wrapper(
             if cached[1] is None:
                 return fn(*args, **kwargs)
             op = owner = start(rt, cached[1])
-        elif entity is not None and op._entity is None:
-            op.set_entity(entity)
+            if joined is not None:
+                op._fed = True
+            before, after = own_before, own_after
+        else:
+            before, after = _joins(op, entity, phases)
         try:
             if before is not None:
                 t = _perf() if owner is None else op._start_ns + op._own_ns
@@ -249,10 +284,9 @@ async def _completed(
     return result
 
 
-def _async_wrapper(
-    fn: F, operation: str, entity: str | None, before: Run | None, after: Run | None
-) -> F:
+def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
+    own_before, own_after, joined = phases
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -266,8 +300,11 @@ def _async_wrapper(
             if cached[1] is None:
                 return await fn(*args, **kwargs)
             op = owner = start(rt, cached[1])
-        elif entity is not None and op._entity is None:
-            op.set_entity(entity)
+            if joined is not None:
+                op._fed = True
+            before, after = own_before, own_after
+        else:
+            before, after = _joins(op, entity, phases)
         try:
             if before is not None:
                 t = _perf() if owner is None else op._start_ns + op._own_ns

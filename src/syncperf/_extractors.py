@@ -46,7 +46,8 @@ class Adapter(Protocol):
         """Record what the request tells (batch size, items, entity, duplicates)."""
 
     def on_response(self, op: SyncOperation, response: Any) -> None:
-        """Record what the response tells (conflicts, rejected items, pulled items)."""
+        """Record what a 2xx response tells (conflicts, rejected items, pulled items);
+        ``response`` is None when the answer had no body to read (a 204, text)."""
 
 
 def check_adapter(option: str, adapter: object) -> None:
@@ -80,6 +81,10 @@ class Extractor:
     fn: Callable[..., Any]
     args: tuple[_Arg, ...]
     wants_result: bool
+    counts: bool = True
+    """Whether it feeds counts (an adapter; ``batch_size``, ``items``, ``conflicts``), which
+    a decorated handler joining an operation already fed skips; ``entity`` and
+    ``idempotency_hit`` only fill in, never count twice."""
 
     def run(
         self, op: SyncOperation, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any
@@ -233,7 +238,7 @@ def plan(
         (after if built.wants_result else before).append(built)
     client = _http_request_param(fn, params)
     if client is not None:  # the framework's request object: its Sync-Client header
-        before.append(Extractor(_read_client_header, _identity, (client,), False))
+        before.append(Extractor(_read_client_header, _identity, (client,), False, False))
     if adapter is not None:
         name = _request_param(request, params, getattr(adapter, "reads_request", True))
         if name is not None:
@@ -326,7 +331,8 @@ def _build(
         args.append(params[name])
     if wants_result and names[-1] != "result":
         raise ConfigError(option, extractor, "'result' as the last parameter")
-    return Extractor(apply, extractor, tuple(args), wants_result)
+    counts = option not in ("entity", "idempotency_hit")
+    return Extractor(apply, extractor, tuple(args), wants_result, counts)
 
 
 def _request_param(request: str | None, params: dict[str, _Arg], required: bool) -> str | None:

@@ -83,6 +83,10 @@ class SyncOperation:
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
     _observed: Observed | None = None
     """What the request told about its client (checkpoint, change times, Sync-Client)."""
+    _fed = False
+    """Set when an adapter or count extractors feed this operation's counts (a middleware
+    route's adapter, or the decorator that owns it): a decorated handler that joins it then
+    skips its own, so nothing is counted twice."""
     _ended = False
     """Set by ``end``: a task that copied the context still sees it current, but joins it no
     more (its own operations start afresh)."""

@@ -61,7 +61,7 @@ class Runtime(Guard):
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
-        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs)
+        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs, idle=self._idle)
         self.exporters = self.feeds.exporters
         self.prometheus = self.feeds.prometheus
         """``(registry, collector)`` pairs this runtime feeds."""
@@ -123,6 +123,7 @@ class Runtime(Guard):
             config.span_queue_size,
             self._span_end_failed,
             self._spans_not_ended,
+            timeout=config.shutdown_timeout,
         )
 
     def _late_queue_full(self, stalled: bool) -> None:
@@ -189,6 +190,10 @@ class Runtime(Guard):
             found = self.inflight.setdefault(operation, deque())
         return found
 
+    def _idle(self) -> bool:
+        """No operation of this runtime is open (each records into it when it ends)."""
+        return not any(list(self.inflight.values()))
+
     def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
         return [({"sync.operation": op}, len(q)) for op, q in list(self.inflight.items())]
 
@@ -214,8 +219,10 @@ class Runtime(Guard):
 
         Waits at most ``timeout`` seconds (default ``config.shutdown_timeout``): the work runs
         on a daemon thread, so a collector that accepts and never answers cannot hold the
-        caller (or the process's exit) longer. True when everything finished in time and
-        succeeded: False when an export or a provider's flush failed, or flushing raised.
+        caller (or the process's exit) longer. In an exit hook on Python 3.12, which starts no
+        thread, it runs on the caller's, each step given what is left of the bound. True when
+        everything finished in time and succeeded: False when an export or a provider's flush
+        failed, or flushing raised.
         """
         limit = self.config.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
@@ -242,7 +249,10 @@ class Runtime(Guard):
                 _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
             done.set()
 
-        threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
+        try:
+            threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
+        except RuntimeError:  # no new thread in an exit hook (Python 3.12): on this one
+            work()
         self.flush_timed_out = not done.wait(limit)
         if not self.flush_timed_out:
             return succeeded == [True]

@@ -5,23 +5,19 @@ literal (strings, dollar-quoted, numbers, hex and bit strings, SQLite's double-q
 every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``) become
 ``?``, comments are dropped (a sqlcommenter comment carries per-request IDs), whitespace
 collapses, and lists of placeholders collapse to one (``IN (?, ?, ?)`` and ``IN (?)``, a
-3-row and a 50-row ``VALUES`` alike). The result is the ``db.query.text`` of spans and the
-identity of a statement for N+1 detection.
+3-row and a 50-row ``VALUES`` alike; with bind casts too: ``IN (?::INTEGER, ?::INTEGER)``).
+The result is the ``db.query.text`` of spans and the identity of a statement for N+1
+detection.
 
 ``classify()`` reads ``db.operation.name`` (the verb, from an allow-list of SQL keywords; the
 main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
 statement that does not start with one of those keywords is not understood: its text is ``?``.
 
-Lexing follows the dialect: PostgreSQL (comments nest), SQLite (``"..."`` is a string
-wherever SQLite could not read it as a name, see ``syncperf._sql_sqlite``; ``[name]``; no
-``E'...'`` or dollar quotes), MySQL / MariaDB (``"..."`` is a string; ``--`` starts a comment
-only before a space; no ``E'...'`` or dollar quotes). Whether a backslash escapes a quote is
-a server setting (MySQL's ``NO_BACKSLASH_ESCAPES``, PostgreSQL's
-``standard_conforming_strings``): where the two readings end a string in different places,
-the rest of the statement is one value, and so it is where a SQLite or MySQL comment holds a
-``/*``. When in doubt a token is a value: over-redacting costs readability, under-redacting
-would leak. Both run once per distinct statement (callers cache the result): correctness
-matters here, not cost. Bound parameter *values* never reach this module.
+Lexing follows the dialect (``syncperf._sql_lex``); SQLite's ``"..."`` is a string wherever
+SQLite could not read it as a name (``syncperf._sql_sqlite``). When in doubt a token is a value:
+over-redacting costs readability, under-redacting would leak. Both run once per distinct
+statement (callers cache the result): correctness matters here, not cost. Bound parameter
+*values* never reach this module.
 """
 
 from __future__ import annotations
@@ -30,7 +26,8 @@ import re
 from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
-from syncperf._sql_sqlite import SqliteNames, Token
+from syncperf._sql_lex import Token, lex, several
+from syncperf._sql_sqlite import SqliteNames
 
 __all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
@@ -54,58 +51,16 @@ OPERATIONS = frozenset(
 )  # fmt: skip
 """The only values ``db.operation.name`` takes (it is a metric attribute and the span name)."""
 
-_PATTERN = r"""
-      (?P<comment>--[^\n]*|/\*HASH_COMMENT)
-    | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
-    | (?P<dollar>\$(?P<tag>[A-Za-z_][A-Za-z_0-9]*|)\$.*?(?:\$(?P=tag)\$|\Z))
-    | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
-    | (?P<bquote>`[^`]*(?:`|\Z)BRACKET)
-    | (?P<param>%\(\w+\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
-    | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
-                              |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?
-                              |\.\d[\d_]*(?:[eE][-+]?\d+)?))
-    | (?P<word>[A-Za-z_][\w$]*)
-    | (?P<space>\s+)
-    | (?P<other>.)
-"""
-
-
-def _body(quote: str, backslash: bool) -> str:
-    """A quoted text: a doubled quote, or with ``backslash`` a backslash and what follows it
-    (a quote too), is part of it."""
-    if backslash:
-        return rf"(?:[^{quote}\\]|{quote}{quote}|\\.?)*"
-    return rf"(?:[^{quote}]|{quote}{quote})*"
-
-
-def _compile(backslash: bool = False, brackets: bool = False) -> re.Pattern[str]:
-    """The lexer of MySQL / MariaDB (``backslash``: it escapes in every string, ``#`` starts
-    a comment), SQLite (``brackets``: ``[name]``) or PostgreSQL."""
-    parts = {
-        "STRING_BODY": _body("'", backslash),
-        "DQUOTE_BODY": _body('"', backslash),
-        "HASH_COMMENT": r"|\#[^\n]*" if backslash else "",
-        "BRACKET": r"|\[[^\]]*(?:\]|\Z)" if brackets else "",
-    }
-    pattern = _PATTERN
-    for key, value in parts.items():
-        pattern = pattern.replace(key, value)
-    return re.compile(pattern, re.S | re.X)
-
-
-_TOKEN_SQLITE = _compile(brackets=True)
-_READINGS = {
-    quote: [re.compile(f"{quote}{_body(quote, b)}(?:{quote}|\\Z)", re.S) for b in (False, True)]
-    for quote in "'\""
-}
-"""How a quoted text ends without and with backslash escapes."""
-_TOKEN = _compile(backslash=False)
-_TOKEN_MYSQL = _compile(backslash=True)
 _MYSQL = frozenset({"mysql", "mariadb"})
-_COMMENT_MARK = re.compile(r"/\*|\*/")
-_LIST = re.compile(r"\(\s*\?(?:\s*,\s*\?)+\s*\)")
-_ROWS = re.compile(r"\(\?\)(?:\s*,\s*\(\?\))+")
-_SANITIZED = frozenset({"string", "dollar", "param", "number"})
+# A list item is a placeholder, with a driver's bind cast (psycopg, asyncpg): ``?::INTEGER``,
+# ``?::NUMERIC(?, ?)``, ``?::TIMESTAMP WITH TIME ZONE``, ``?::INTEGER[]``, ``?::s."my enum"``.
+_NAME = r'(?:\w+|"[^"]*")'
+_ITEM = rf"\?(?:\s*::\s*{_NAME}(?:\.{_NAME})*(?: \w+)*(?:\s*\([^()]*\))?(?:\[\??\])*)?"
+_LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item too: (?::INT)
+_ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
+_IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
+_ITEMS = re.compile(_ITEM)
+_SANITIZED = frozenset({"string", "dollar", "param", "number", "rest"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
 _TABLE_AFTER = {
@@ -119,24 +74,10 @@ _TABLE_AFTER = {
     "ALTER": ("TABLE",),
     "TRUNCATE": ("TABLE",),
 }
-_SKIP_BEFORE_NAME = frozenset(
-    {
-        "ONLY",
-        "IF",
-        "NOT",
-        "EXISTS",
-        "TABLE",
-        "OR",
-        "REPLACE",
-        "IGNORE",
-        "ABORT",
-        "FAIL",
-        "ROLLBACK",
-        "LOW_PRIORITY",
-        "CONCURRENTLY",
-        "LATERAL",
-    }
-)
+_SKIP_BEFORE_NAME = frozenset({
+    "ONLY", "IF", "NOT", "EXISTS", "TABLE", "OR", "REPLACE", "IGNORE", "ABORT", "FAIL",
+    "ROLLBACK", "LOW_PRIORITY", "CONCURRENTLY", "LATERAL",
+})  # fmt: skip
 _MAX_NAME = 128
 
 # Settings: ``SET [scope] name {TO | =} value``, ``PRAGMA name = value``, ``ALTER ... SET``.
@@ -154,6 +95,10 @@ class Classified:
     """``db.operation.name``: one of ``OPERATIONS``, or None."""
     collection: str | None
     """``db.collection.name``: the first table the verb acts on, unquoted, or None."""
+    batch: int = 0
+    """The most values one ``IN`` list, or rows one multi-row ``VALUES``, holds (0: none)."""
+    several: bool = False
+    """More than one statement: a ``;`` followed by another token (``syncperf._sql_lex``)."""
 
 
 def normalize(statement: str, *, dialect: str = "postgresql") -> str:
@@ -178,94 +123,22 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
     mysql = dialect in _MYSQL
-    tokens = _tokens(statement, dialect)
+    tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite")
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
-    text = _render(tokens, dialect, operation, index) if operation or not tokens else "?"
+    text, batch = (
+        _render(tokens, dialect, operation, index) if operation or not tokens else ("?", 0)
+    )
     collection = None
     if operation is not None:
         # a table name is a metric attribute: the value gate's bound (a name built from
         # request data, say a table per tenant, can be anything)
         collection = gate_name(_collection(tokens, operation, index, mysql))
-    return Classified(text, operation, collection)
+    return Classified(text, operation, collection, batch, several(statement, tokens, mysql=mysql))
 
 
-def _tokens(statement: str, dialect: str) -> list[Token]:
-    mysql, sqlite = dialect in _MYSQL, dialect == "sqlite"
-    match = (_TOKEN_MYSQL if mysql else _TOKEN_SQLITE if sqlite else _TOKEN).match
-    tokens: list[Token] = []
-    spaced = False
-    position, size = 0, len(statement)
-    while position < size:
-        found = match(statement, position)
-        if found is None:  # unreachable: ``other`` matches any character
-            break
-        kind, text, end = found.lastgroup or "other", found.group(), found.end()
-        if (mysql or sqlite) and _postgresql_only(kind, text, mysql):
-            kind, text, end = "word" if text[0] in "Ee" else "other", text[0], position + 1
-        if text == "/*":
-            end = _comment_end(statement, position, mysql or sqlite, mysql)
-        elif not sqlite and (kind == "string" or (kind == "dquote" and mysql)):
-            end = _string_end(statement, position, text, end, mysql)
-        if end < 0:  # where this token ends depends on the server: the rest is one value
-            tokens.append(("string", statement[position:], spaced or kind == "comment"))
-            break
-        if kind == "comment" or kind == "space":
-            spaced = True
-        else:
-            tokens.append((kind, text, spaced))
-            spaced = False
-        position = end
-    return tokens
-
-
-def _postgresql_only(kind: str, text: str, mysql: bool) -> bool:
-    """Whether SQLite or MySQL reads the start of this token otherwise: ``E'...'`` is a name
-    then a string, ``$tag$`` names or parameters, and MySQL's ``--x`` two minus signs."""
-    if kind == "dollar":
-        return True
-    if kind == "string":
-        return text[0] in "Ee"
-    return mysql and text[:2] == "--" and not (text[2:3] <= " " or text[2:3] == "\x7f")
-
-
-def _comment_end(statement: str, start: int, flat: bool, mysql: bool) -> int:
-    """End of the ``/* ... */`` comment at ``start``, or -1 when it is unclear.
-
-    PostgreSQL nests comments; SQLite and MySQL (``flat``) end one at the first ``*/``: one
-    holding a ``/*`` (which would nest elsewhere) is unclear, and so is MySQL's ``/*!``,
-    ``/*M!`` or ``/*+`` holding a quote (its text is SQL to MySQL: ``'*/'`` a string in it).
-    """
-    if flat:
-        end = statement.find("*/", start + 2)
-        if end < 0:
-            return len(statement)  # unterminated: swallowed to the end
-        body = statement[start + 2 : end + 1]  # with the "*" of "*/": "/*/" opens one
-        if "/*" in body:
-            return -1
-        if mysql and body.startswith(("!", "M!", "+")) and any(q in body for q in "'\"`"):
-            return -1
-        return end + 2
-    depth = 0
-    for mark in _COMMENT_MARK.finditer(statement, start):
-        depth += 1 if mark.group() == "/*" else -1
-        if depth == 0:
-            return mark.end()
-    return len(statement)  # unterminated: swallowed to the end
-
-
-def _string_end(statement: str, position: int, text: str, end: int, mysql: bool) -> int:
-    """``end`` of the string ``text`` at ``position``, or -1 when it depends on whether a
-    backslash escapes a quote: in MySQL unless ``NO_BACKSLASH_ESCAPES``, in PostgreSQL with
-    ``standard_conforming_strings`` off (always in PostgreSQL's ``E'...'``)."""
-    if "\\" not in text or (not mysql and text[0] in "Ee"):
-        return end
-    start = position + len(text) - len(text.lstrip("BbXxNnUu&"))  # the opening quote
-    plain, escaped = (reading.match(statement, start) for reading in _READINGS[statement[start]])
-    return end if plain and escaped and plain.end() == escaped.end() else -1
-
-
-def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> str:
+def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> tuple[str, int]:
+    """The normalized text, cut at ``MAX_TEXT``, and its batch (see ``_collapse``)."""
     cut = _setting_value(tokens, verb, index)
     dquote_values = dialect in _MYSQL
     sqlite = SqliteNames(tokens, verb, index) if dialect == "sqlite" else None
@@ -281,10 +154,20 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
         out.append(value)
     if cut is not None and cut < len(tokens):
         out.append(" ?")
-    text = _ROWS.sub("(?)", _LIST.sub("(?)", "".join(out)))
+    text, batch = _collapse("".join(out))
     if len(text) > MAX_TEXT:
         text = text[: MAX_TEXT - 3] + "..."
-    return text
+    return text, batch
+
+
+def _collapse(text: str) -> tuple[str, int]:
+    """``text`` with each list of placeholders collapsed to ``(?)``, and the most values one
+    ``IN`` list or rows one ``VALUES`` held (a function's arguments are not a batch)."""
+    lists = (len(_ITEMS.findall(found.group(1))) for found in _IN_LIST.finditer(text))
+    batch = max(lists, default=0)
+    text = _LIST.sub("(?)", text)
+    rows = (len(_ITEMS.findall(found.group())) for found in _ROWS.finditer(text))
+    return _ROWS.sub("(?)", text), max(batch, *rows, 0)
 
 
 def _setting_value(tokens: list[Token], verb: str | None, index: int) -> int | None:

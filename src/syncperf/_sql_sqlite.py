@@ -6,10 +6,9 @@ token is kept only where nothing but a name can stand; anywhere else it is a val
 
 from __future__ import annotations
 
-__all__ = ["SqliteNames", "Token"]
+from syncperf._sql_lex import Token
 
-Token = tuple[str, str, bool]
-"""``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
+__all__ = ["SqliteNames"]
 
 # Where a double-quoted token can only be a name (not ``ON``, ``BY``: see ``is_name``).
 _NAME_AFTER = frozenset({

@@ -32,21 +32,25 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print ``prog: message`` and exit 2 (argparse prints the whole usage first); a URL
         the message echoes loses its credentials."""
-        self.exit(2, f"{self.prog}: {without_userinfo(message)} (see '{self.prog} --help')\n")
+        self.exit(2, f"{self.prog}: {without_secrets(message)} (see '{self.prog} --help')\n")
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+_QUERY = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s'\"?]*)\?[^\s'\"]*")
 
 
-def without_userinfo(text: str) -> str:
-    """``text`` with the ``user:password@`` of the URLs in it shown as ``***@``.
+def without_secrets(text: str) -> str:
+    """``text`` with the ``user:password@`` of the URLs in it shown as ``***@`` and their
+    query strings (a proxy's ``?token=``) as ``?***``.
 
     Everything from the first ``scheme://`` to the last ``@`` after it goes: a password may
     hold spaces or ``/``, and hiding too much of an error message is the lesser harm.
     """
     match = _SCHEME.search(text)
     at = text.rfind("@", match.end()) if match else -1
-    return text if match is None or at < 0 else text[: match.end()] + "***" + text[at:]
+    if match is not None and at >= 0:
+        text = text[: match.end()] + "***" + text[at:]
+    return _QUERY.sub(r"\1?***", text)
 
 
 def positive(
@@ -126,7 +130,7 @@ def _run(args: list[str]) -> int:
         return 0
     command = _COMMANDS.get(args[0])
     if command is None:
-        shown = without_userinfo(repr(args[0]))
+        shown = without_secrets(repr(args[0]))
         print(f"syncperf: unknown command {shown}; try 'syncperf --help'", file=sys.stderr)
         return 2
     module = importlib.import_module("syncperf._tools." + command[0])

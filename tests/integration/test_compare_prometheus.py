@@ -32,6 +32,7 @@ from syncperf._metrics.catalogue import (
     SYNC_OPERATION_DURATION,
 )
 from tests.integration.prometheus_server import running_prometheus
+from tests.unit.test_compare import Received, _fake_prometheus, _send
 
 pytestmark = pytest.mark.integration
 
@@ -262,3 +263,22 @@ def test_a_query_prometheus_rejects_is_a_one_line_error(
     err = capsys.readouterr().err
     assert err.startswith("syncperf compare: Prometheus rejected a query: ")
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("code", [301, 308])
+def test_a_prometheus_behind_a_redirecting_proxy_gives_the_same_answer(
+    code: int, prometheus: tuple[str, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    url, start = prometheus
+    before, after = (start + WINDOW, start + 2 * WINDOW), (start + 2 * WINDOW, start + 3 * WINDOW)
+    assert _compare(url, before, after, "--json") == 1
+    direct = _rows(capsys.readouterr().out)
+
+    def proxy(handler: Received) -> None:  # /prom/... -> Prometheus's /..., the query kept
+        _send(handler, code, b"", Location=url + handler.path.removeprefix("/prom"))
+
+    with _fake_prometheus(proxy) as (proxy_url, seen):
+        status = _compare(proxy_url + "/prom?org=1", before, after, "--json")
+    assert status == 1
+    assert _rows(capsys.readouterr().out) == direct
+    assert seen and all(h.path == "/prom/api/v1/query?org=1" for h in seen)

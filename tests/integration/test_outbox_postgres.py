@@ -291,3 +291,32 @@ def test_savepoints_on_postgres_count_exactly_the_enqueues_whose_rows_were_commi
         kept = connection.execute(text("SELECT count(*) FROM box")).scalar()
     assert kept == 2
     assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == kept
+
+
+def test_on_postgres_an_enqueue_before_the_session_began_counts_only_with_its_row(
+    engine: Engine, syncperf_capture: Capture
+) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE box (id serial PRIMARY KEY, n int)"))
+    box = Outbox("todos")
+
+    def write(session: Session, n: int) -> None:
+        session.execute(text("INSERT INTO box (n) VALUES (:n)"), {"n": n})
+
+    session = Session(engine)
+    box.enqueue(session=session)  # a push that gave up before it began: forgotten
+    session.close()
+    box.enqueue(session=session)  # the session used again; the insert begins it
+    write(session, 1)
+    session.commit()
+    box.enqueue(session=session)  # an explicit begin after the enqueue
+    with session.begin():
+        write(session, 2)
+    box.enqueue(session=session)  # begun by the insert, rolled back
+    write(session, 3)
+    session.rollback()
+    session.close()
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT count(*) FROM box")).scalar()
+    assert kept == 2
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == kept

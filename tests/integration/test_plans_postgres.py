@@ -190,6 +190,39 @@ def test_a_write_is_planned_but_never_executed_again(
     assert _findings(syncperf_capture, **seq) == 4  # the updated_at writes and the delete
 
 
+@pytest.mark.parametrize("isolation_level", ["READ COMMITTED", "AUTOCOMMIT"])
+def test_a_string_of_several_statements_is_never_explained(
+    postgres_dsn: str, pg: sa.Engine, table: str, isolation_level: str
+) -> None:
+    # psycopg sends a string without parameters as one simple query: PostgreSQL runs all of
+    # it, and "EXPLAIN <string>" would run every statement after the first (not rolled back
+    # under AUTOCOMMIT; nextval never is)
+    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url, isolation_level=isolation_level)
+    with engine.connect():  # the dialect's first-connect queries, outside any sync operation
+        pass
+    runs = f"{table}_runs"
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SEQUENCE {runs}")
+    handle = instrument_engine(engine, plans=EVERY_TIME)
+    try:
+        with syncperf.sync_operation("push", entity="todo"), engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"SELECT id FROM {table} WHERE owner = 'a;b'; "
+                f"UPDATE {table} SET n = n + 1 WHERE id = 1; SELECT nextval('{runs}')"
+            )
+            conn.exec_driver_sql(f"SELECT id FROM {table} WHERE owner = 'x'; -- done")
+        planner = _planner(handle)
+        assert planner.wait()
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    with pg.connect() as conn:  # the application's statements ran once, and only they did
+        assert conn.exec_driver_sql(f"SELECT last_value FROM {runs}").scalar() == 1
+        assert conn.exec_driver_sql(f"SELECT sum(n) FROM {table}").scalar() == 1
+    assert planner.explained == 1  # the one statement (a trailing ';' and comment are fine)
+
+
 def test_the_per_minute_budget_holds_under_concurrent_load(
     syncperf_capture: Capture, pg: sa.Engine, table: str
 ) -> None:
@@ -231,11 +264,14 @@ def test_the_per_minute_budget_holds_under_concurrent_load(
     assert not syncperf_capture.points("syncperf.dropped")
 
 
+@pytest.mark.parametrize("isolation_level", ["READ COMMITTED", "AUTOCOMMIT"])
 def test_a_migration_lock_times_the_plan_out_and_the_timeouts_stay_in_its_transaction(
-    postgres_dsn: str, table: str, pg: sa.Engine
+    postgres_dsn: str, table: str, pg: sa.Engine, isolation_level: str
 ) -> None:
+    # AUTOCOMMIT: the timeouts need a transaction to last past their own statement; without
+    # one the EXPLAIN waited for the lock for as long as it was held, with the only connection
     url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
-    one = sa.create_engine(url, pool_size=1, max_overflow=0)
+    one = sa.create_engine(url, pool_size=1, max_overflow=0, isolation_level=isolation_level)
     with one.connect():  # the dialect's first-connect queries, outside any sync operation
         pass
     with capture(strict=False) as cap:
@@ -263,7 +299,37 @@ def test_a_migration_lock_times_the_plan_out_and_the_timeouts_stay_in_its_transa
         with one.connect() as conn:  # the worker's connection: no timeout left behind
             assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
             assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "0"
+            # ...and no transaction: under AUTOCOMMIT each statement is its own
+            xids = [conn.exec_driver_sql("SELECT txid_current()").scalar() for _ in range(2)]
+            assert (xids[0] != xids[1]) is (isolation_level == "AUTOCOMMIT")
     one.dispose()
+
+
+async def test_an_autocommit_async_engine_times_the_plan_out_too(
+    postgres_dsn: str, table: str, pg: sa.Engine
+) -> None:
+    url = postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    engine = create_async_engine(url, isolation_level="AUTOCOMMIT")
+    handle = instrument_engine(engine, plans=PlanOptions(interval=0, timeout=2.0))
+    planner = _planner(handle)
+    try:
+        async with engine.connect() as conn:  # the dialect's first-connect queries
+            pass
+        async with engine.connect() as conn:
+            # this connection holds the lock the worker's own connection will wait for
+            conn = await conn.execution_options(isolation_level="READ COMMITTED")
+            async with conn.begin():
+                await conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+                async with syncperf.sync_operation("pull"):
+                    await conn.exec_driver_sql(f"SELECT id FROM {table} WHERE owner = 'x'")
+                started = time.monotonic()
+                assert await asyncio.to_thread(planner.wait)
+                waited = time.monotonic() - started
+    finally:
+        handle.uninstrument()
+        await engine.dispose()
+    assert 1.5 < waited < 10  # lock_timeout, not the end of the lock, ended the wait
+    assert planner.explained == 0
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])

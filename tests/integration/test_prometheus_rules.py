@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
+import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 
+import syncperf
 from syncperf._tools.monitoring import dashboard, rules
 from syncperf._tools.monitoring._options import RuleOptions
 from syncperf._tools.monitoring._yaml import dump
+from syncperf.sqlalchemy import instrument_engine
+from syncperf.testing import capture
 from tests._promql import substitute
 
 pytestmark = pytest.mark.integration
@@ -52,8 +60,11 @@ def test_committed_rules_pass_promtool_check_and_their_unit_tests() -> None:
             outbox_age_seconds=30,
             slow_queries_per_hour=5,
         ),
+        RuleOptions(
+            for_="10m", slow_query_window="30m", plan_window="10m", stale_hours=336, stale_share=0.1
+        ),
     ],
-    ids=["short-windows", "high-thresholds", "tight-spikes"],
+    ids=["short-windows", "high-thresholds", "tight-spikes", "long-for"],
 )
 def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(
     tmp_path: Path, options: RuleOptions
@@ -61,6 +72,48 @@ def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(
     (tmp_path / "r.yml").write_text(rules.render(options))
     (tmp_path / "t.yml").write_text(rules.render(options, "promtool-tests", rule_file="r.yml"))
     _promtool("check", "rules", "r.yml", cwd=tmp_path)
+    _promtool("test", "rules", "t.yml", cwd=tmp_path)
+
+
+def _expected(rule: dict[str, Any], **labels: str) -> dict[str, Any]:
+    """An ``exp_alerts`` entry of ``rule`` for the label set ``labels``."""
+    notes = {
+        key: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m.group(1)], text)
+        for key, text in rule["annotations"].items()
+    }
+    return {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": notes}
+
+
+def test_event_alerts_see_a_series_first_events_and_restarts_not_old_or_gapped_ones(
+    tmp_path: Path,
+) -> None:
+    # Counters as syncperf exposes them (no 0 sample before a series' first event), one
+    # sample a minute, the default 5m window.
+    doc = yaml.safe_load(rules.render(RuleOptions()))
+    (rule,) = [r for g in doc["groups"] for r in g["rules"] if r.get("alert") == "SyncPerfShedding"]
+    shed = "syncperf_shed_total"
+    values = {
+        ("first", "a"): "_x20 1x40",  # a one-off: the series appears at 1 at 20m
+        ("restart", "a"): "3x20 _x2 1x40",  # the process restarted at 23m (a reset)
+        ("gap", "a"): "3x20 _x10 3x40",  # ten minutes unscraped, nothing new
+        ("old", "a"): "3x60",  # events long ago
+        ("two", "a"): "2x60",  # one process had its events long ago,
+        ("two", "b"): "_x20 1x40",  # another has its first at 20m: one alert for both
+    }
+    series = [
+        {"series": f'{shed}{{syncperf_reason="{r}", instance="{i}"}}', "values": v}
+        for (r, i), v in values.items()
+    ]
+
+    def at(minute: int, *reasons: str) -> dict[str, Any]:
+        expected = [_expected(rule, syncperf_reason=r) for r in reasons]
+        return {"eval_time": f"{minute}m", "alertname": rule["alert"], "exp_alerts": expected}
+
+    checks = [at(20, "first", "two"), at(24, "first", "restart", "two")]
+    checks += [at(29), at(33), at(36)]  # the window has passed; the gap never fired
+    test = {"interval": "1m", "input_series": series, "alert_rule_test": checks}
+    (tmp_path / "r.yml").write_text(rules.render(RuleOptions()))
+    (tmp_path / "t.yml").write_text(dump({"rule_files": ["r.yml"], "tests": [test]}))
     _promtool("test", "rules", "t.yml", cwd=tmp_path)
 
 
@@ -103,6 +156,76 @@ def test_every_dashboard_expression_parses(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(exprs)} rules found" in _promtool(
         "check", "rules", "d.yml", cwd=tmp_path
     )
+
+
+def _doc_queries() -> list[str]:
+    """The PromQL queries of the docs' ``promql`` blocks: one a line, or a paragraph whose
+    further lines are indented or start with an operator."""
+    queries: list[str] = []
+    for doc in sorted((ROOT / "docs").glob("*.md")):
+        for block in re.findall(r"```promql\n(.*?)```", doc.read_text(), re.S):
+            joined = False
+            for line in block.splitlines():
+                continues = line[:1].isspace() or line.strip()[:1] in ("/", "-", "+", "*")
+                if line.strip() and queries and (continues or joined):
+                    queries[-1] += "\n" + line
+                elif line.strip():
+                    queries.append(line)
+                joined = line.strip() in ("/", "-", "+", "*")
+    return [q.replace("<entity>", "todo") for q in queries]
+
+
+def test_every_promql_query_in_the_docs_parses(tmp_path: Path) -> None:
+    queries = _doc_queries()
+    assert len(queries) > 40
+    records = [{"record": f"docs:query:{i}", "expr": q} for i, q in enumerate(queries)]
+    (tmp_path / "q.yml").write_text(dump({"groups": [{"name": "docs", "rules": records}]}))
+    assert f"SUCCESS: {len(queries)} rules found" in _promtool(
+        "check", "rules", "q.yml", cwd=tmp_path
+    )
+
+
+SEMCONV_COUNT = (
+    'db_client_connection_count non-histogram and non-summary metrics should not have "_count"'
+    " suffix"
+)
+"""promtool's one lint of syncperf's exposition: the semantic conventions' own name."""
+
+
+def test_promtool_lints_the_exposition_only_for_the_documented_semconv_name(
+    tmp_path: Path,
+) -> None:
+    if PROMTOOL is None:
+        pytest.skip("promtool not installed")
+    registry = CollectorRegistry()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", pool_size=2)
+    with capture(prometheus=registry):
+        handle = instrument_engine(engine, pool_name="main")
+        try:
+            with syncperf.sync_operation("push", entity="todo") as op, engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                op.set_batch_size(3)
+                op.record_items(3, change="created")
+                op.record_conflict(resolution="rejected")
+                op.record_idempotency_hit()
+            with pytest.raises(TimeoutError), syncperf.sync_operation("pull", entity="todo"):
+                raise TimeoutError
+            exposition = generate_latest(registry).decode()
+        finally:
+            handle.uninstrument()
+            engine.dispose()
+    assert "db_client_connection_count{" in exposition
+    assert "sync_operation_duration_seconds_bucket{" in exposition
+    done = subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=exposition,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr  # 3: lint problems, not errors
+    assert (done.stdout + done.stderr).strip().splitlines() == [SEMCONV_COUNT]
+    assert SEMCONV_COUNT in " ".join((ROOT / "docs/metrics.md").read_text().split())
 
 
 def test_promtool_rejects_a_broken_expression(tmp_path: Path) -> None:

@@ -13,6 +13,14 @@ import pytest
 import sqlalchemy as sa
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 import syncperf
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
@@ -94,7 +102,7 @@ def test_n_plus_one_push_of_50_items_is_detected_with_exact_counts(
             conn.execute(insert, item)
 
     (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
-    assert (queries.count, queries.sum) == (1, 100)
+    assert (queries.count, queries.sum) == (1, 101)  # and the COMMIT
     (detections,) = syncperf_capture.points("sync.db.n_plus_one", {"sync.entity": "todo"})
     assert detections.attributes["db.collection.name"] == table
     assert detections.value == 2  # the lookup and the insert
@@ -109,12 +117,12 @@ def test_n_plus_one_push_of_50_items_is_detected_with_exact_counts(
         f"SELECT ? FROM {table} WHERE id = ?",
     ]
     assert span.attributes is not None
-    assert span.attributes["sync.db.queries"] == 100
+    assert span.attributes["sync.db.queries"] == 101
     warnings = [r.getMessage() for r in caplog.records if "N+1" in r.getMessage()]
     assert len(warnings) == 2
     assert all("sync push (entity todo)" in w for w in warnings)
     client = [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT]
-    assert len(client) == 100
+    assert len(client) == 101
     assert client[0].attributes is not None
     assert client[0].attributes["db.system.name"] == "postgresql"
     assert client[0].attributes["db.namespace"] == "postgres"
@@ -132,7 +140,7 @@ def test_the_batched_push_is_not_an_n_plus_one(
         conn.execute(sa.insert(todo), items)  # one executemany
 
     (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
-    assert queries.sum == 2
+    assert queries.sum == 3  # SELECT, INSERT, COMMIT
     assert syncperf_capture.metric("sync.db.n_plus_one") is None
     with pg.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(todo)).scalar() == 50
@@ -155,7 +163,7 @@ async def test_async_engine_counts_exactly_and_detects_n_plus_one(
 
     (push,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
     (pull,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
-    assert (push.sum, pull.sum) == (50, 1)
+    assert (push.sum, pull.sum) == (51, 2)  # with the COMMIT; with the ROLLBACK of the read
     (detection,) = syncperf_capture.points("sync.db.n_plus_one")
     assert detection.attributes == {
         "sync.operation": "push",
@@ -167,6 +175,67 @@ async def test_async_engine_counts_exactly_and_detects_n_plus_one(
     )
     assert histogram.count == 50
     assert histogram.attributes["db.system.name"] == "postgresql"
+
+
+def test_the_pages_of_a_bulk_insert_and_of_selectinload_are_not_an_n_plus_one(
+    syncperf_capture: Capture, pg: sa.Engine, table: str
+) -> None:
+    # SQLAlchemy pages both: the bulk insert 1,000 rows a query ("insertmanyvalues", with
+    # server-generated keys), selectinload 500 keys a query
+    class Base(DeclarativeBase):
+        pass
+
+    class Parent(Base):
+        __tablename__ = f"{table}_parent"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        kids: Mapped[list[Kid]] = relationship()
+
+    class Kid(Base):
+        __tablename__ = f"{table}_kid"
+        id: Mapped[int] = mapped_column(primary_key=True)
+        parent_id: Mapped[int] = mapped_column(sa.ForeignKey(f"{table}_parent.id"))
+
+    Base.metadata.create_all(pg)
+    handle = instrument_engine(pg, n_plus_one_threshold=2)  # three pages of each reach it
+    try:
+        with syncperf.sync_operation("push", entity="parent"), Session(pg) as session:
+            session.add_all([Parent() for _ in range(2500)])
+            session.commit()
+        with syncperf.sync_operation("pull", entity="parent"), Session(pg) as session:
+            parents = session.scalars(sa.select(Parent).options(selectinload(Parent.kids)))
+            assert len(parents.all()) == 2500
+    finally:
+        handle.uninstrument()
+        Base.metadata.drop_all(pg)
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    (push,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
+    assert push.sum >= 3  # three pages of the insert
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_in_lists_with_bind_casts_are_one_statement_for_n_plus_one(
+    syncperf_capture: Capture, pg: sa.Engine, postgres_dsn: str, table: str, driver: str
+) -> None:
+    # both drivers send IN ($1::BIGINT, $2::BIGINT) / IN (%(id_1_1)s::BIGINT, ...): one list
+    # length each time, one statement for all of them
+    engine = create_async_engine(_url(postgres_dsn, driver), pool_size=1, max_overflow=0)
+    handle = instrument_engine(engine)
+    todo = sa.table(table, sa.column("id", sa.BigInteger))
+    try:
+        async with syncperf.sync_operation("pull", entity="tag"), engine.connect() as conn:
+            for i in range(12):  # the N+1: one lookup per item, each with its own tags
+                await conn.execute(sa.select(todo.c.id).where(todo.c.id.in_(range(1 + i % 4))))
+    finally:
+        handle.uninstrument()
+        await engine.dispose()
+    (detection,) = syncperf_capture.points("sync.db.n_plus_one")
+    assert detection.attributes["db.collection.name"] == table
+    texts = {
+        s.attributes["db.query.text"]
+        for s in syncperf_capture.spans()
+        if s.kind is SpanKind.CLIENT and s.attributes and s.attributes.get("db.collection.name")
+    }
+    assert texts == {f"SELECT {table}.id FROM {table} WHERE {table}.id IN (?)"}
 
 
 # --- slow queries and errors ------------------------------------------------------------------
@@ -197,6 +266,68 @@ def test_pg_sleep_is_a_slow_query_at_the_default_threshold(
     (record,) = [r.getMessage() for r in caplog.records if "slow query" in r.getMessage()]
     assert "SELECT pg_sleep(?)" in record
     assert "sync pull" in record
+
+
+def test_commit_time_and_commit_failures_are_measured(
+    syncperf_capture: Capture, pg: sa.Engine, table: str
+) -> None:
+    # A deferred constraint is checked at COMMIT: here a slow one (a trigger) and a foreign
+    # key that fails there; both were invisible while COMMIT was not measured
+    parent, child = f"{table}_p", f"{table}_c"
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"CREATE TABLE {parent} (id INT PRIMARY KEY)")
+        conn.exec_driver_sql(
+            f"CREATE TABLE {child} (id INT PRIMARY KEY, "
+            f"p INT REFERENCES {parent} DEFERRABLE INITIALLY DEFERRED)"
+        )
+        conn.exec_driver_sql(
+            f"CREATE FUNCTION {parent}_slow() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN PERFORM pg_sleep(0.6); RETURN NULL; END $$"
+        )
+        conn.exec_driver_sql(
+            f"CREATE CONSTRAINT TRIGGER {parent}_t AFTER INSERT ON {parent} "
+            f"DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION {parent}_slow()"
+        )
+    handle = instrument_engine(pg)  # slow queries from 0.5 s
+    try:
+        with syncperf.sync_operation("push", entity="slow"), pg.begin() as conn:
+            conn.exec_driver_sql(f"INSERT INTO {parent} VALUES (1)")
+        with (
+            pytest.raises(sa.exc.IntegrityError),
+            syncperf.sync_operation("push", entity="bad"),
+            pg.begin() as conn,
+        ):
+            conn.exec_driver_sql(f"INSERT INTO {child} VALUES (1, 999)")
+        with syncperf.sync_operation("pull", entity="read"), pg.connect() as conn:
+            conn.exec_driver_sql(f"SELECT id FROM {parent}").all()  # a transaction, rolled back
+    finally:
+        handle.uninstrument()
+        with pg.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE {child}, {parent}")
+            conn.exec_driver_sql(f"DROP FUNCTION {parent}_slow")
+
+    def one(name: str, entity: str) -> Any:
+        (point,) = syncperf_capture.points(name, {"sync.entity": entity})
+        return point
+
+    assert one("sync.db.queries", "slow").sum == 2  # INSERT, COMMIT (no ROLLBACK at checkin)
+    assert 0.6 <= one("sync.db.duration", "slow").sum < 5  # the COMMIT's wait included
+    (slow,) = syncperf_capture.points("sync.db.slow_queries")
+    assert slow.attributes == {"db.operation.name": "COMMIT"}
+    assert one("sync.db.queries", "bad").sum == 2  # INSERT, COMMIT (failed: nothing to roll back)
+    (failed,) = syncperf_capture.points(
+        "db.client.operation.duration",
+        {"db.operation.name": "COMMIT", "db.response.status_code": "23503"},
+    )
+    assert failed.attributes["error.type"] == "psycopg.errors.ForeignKeyViolation"
+    assert failed.count == 1
+    assert one("sync.db.queries", "read").sum == 2  # SELECT, ROLLBACK
+    (failed_span,) = [
+        s
+        for s in syncperf_capture.spans()
+        if s.status.status_code is StatusCode.ERROR and s.name == "COMMIT"
+    ]
+    assert failed_span.kind is SpanKind.CLIENT
 
 
 def test_no_secret_reaches_any_exported_signal_even_from_error_messages(

@@ -74,13 +74,17 @@ def test_bulk_docs_conflicts_are_matched_by_id_when_results_are_reordered(
     assert recorded(syncperf_capture).conflicts == {("list", "rejected"): 1}
 
 
-def test_revs_diff_offered_revisions_not_missing_are_duplicates(syncperf_capture: Capture) -> None:
+def test_revs_diff_revisions_already_present_are_on_the_span_not_a_hit(
+    syncperf_capture: Capture,
+) -> None:
+    # PouchDB offers back revisions it just pulled (a read-only device's push half): normal
+    # replication, not a client that missed a response
     request = {"190f": ["3-bb72", "4-10265", "5-067a", "6-ffff"], "aaaa": ["1-x"]}
     response = {"190f": {"missing": ["3-bb72", "5-067a"], "possible_ancestors": ["4-10265"]}}
     run(couchdb.RevsDiff(), request, response)
     got = recorded(syncperf_capture)
     assert got.batches == [(1, 5)]
-    assert got.idempotency == 1
+    assert got.idempotency == 0
     assert span_attributes(syncperf_capture)["sync.couchdb.revs_present"] == 3
 
 
@@ -144,6 +148,27 @@ def test_changes_reads_every_leaf_revision_and_counts_conflicted_documents(
     }
     run(couchdb.Changes(), None, response, operation="pull")
     assert span_attributes(syncperf_capture)["sync.couchdb.conflicted_docs"] == 2
+
+
+def test_changes_counts_a_resolved_conflict_while_its_deleted_leaf_is_listed(
+    syncperf_capture: Capture,
+) -> None:
+    # The documented limit: PouchDB resolves a conflict by deleting the losing revision, and
+    # style=all_docs lists that deleted leaf beside the live winner without marking it, so
+    # the document still counts (docs/adapters.md, "CouchDB conflicts")
+    response = {
+        "results": [
+            {"seq": 5, "id": "todo:1", "changes": [{"rev": "2-live"}, {"rev": "3-deleted"}]},
+            {
+                "seq": 6,
+                "id": "todo:2",
+                "changes": [{"rev": "4-x"}, {"rev": "3-y"}],
+                "deleted": True,
+            },
+        ],
+    }
+    run(couchdb.Changes(), None, response, operation="pull")
+    assert span_attributes(syncperf_capture)["sync.couchdb.conflicted_docs"] == 1
 
 
 def test_bulk_get_counts_the_revisions_actually_pulled(syncperf_capture: Capture) -> None:

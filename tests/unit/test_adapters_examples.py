@@ -208,7 +208,7 @@ def assert_replicache_metrics(cap: Capture, seen: dict[str, Any]) -> None:
         ("todo", None): 2 + 1,  # puts: c2's first pull, then t2 in c1's pull
     }
     assert got.conflicts == {("todo", "server_wins"): 1}
-    assert got.idempotency == 1
+    assert got.idempotency == 0  # the retry's mutations are resends, on the span only
     assert got.outcomes == {"success": 6, "conflict": 1}
     assert got.dropped == {}
 

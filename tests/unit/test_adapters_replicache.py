@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import syncperf
 from syncperf.adapters import replicache
 from syncperf.testing import Capture, capture
 from tests.unit.test_adapters_common import recorded, run, span_attributes
@@ -79,7 +81,8 @@ def test_push_v1_mutations_at_or_below_the_last_mutation_id_are_duplicates(
     assert asked == [("cg1", "c1"), ("cg1", "c2")]  # once per client, not per mutation
     assert got.batches == [(1, 3)]
     assert got.items == {("todo", None): 2}  # mutation 7 of c1 was already processed
-    assert got.idempotency == 1
+    # Replicache resends every pending mutation until a pull confirms it: not a lost answer
+    assert got.idempotency == 0
     assert span_attributes(syncperf_capture)["sync.replicache.duplicate_mutations"] == 1
 
 
@@ -94,13 +97,55 @@ def test_push_v0_passes_no_group_and_the_body_client(syncperf_capture: Capture) 
     got = recorded(syncperf_capture)
     assert asked == [(None, "c1")]
     assert got.items == {}
-    assert got.idempotency == 1
+    assert got.idempotency == 0
     assert got.batches == [(1, 2)]
 
 
-def test_push_ignores_the_response_replicache_ignores_too(syncperf_capture: Capture) -> None:
+def test_push_reads_nothing_but_an_error_from_the_response(syncperf_capture: Capture) -> None:
     run(replicache.Push(), PUSH_V1, {"anything": "at all"})
-    assert recorded(syncperf_capture).dropped == {}
+    got = recorded(syncperf_capture)
+    assert got.dropped == {}
+    assert sum(got.items.values()) == 3
+    assert got.outcomes == {"success": 1}
+
+
+@pytest.mark.parametrize(
+    ("answer", "error_type"),
+    [
+        ({"error": "VersionNotSupported", "versionType": "schema"}, "VersionNotSupported"),
+        ({"error": "ClientStateNotFound"}, "ClientStateNotFound"),
+        ({"error": "a message from the server"}, "_OTHER"),
+    ],
+)
+def test_a_refused_push_counts_no_items_and_is_an_error(
+    answer: dict[str, Any], error_type: str, syncperf_capture: Capture
+) -> None:
+    # Replicache 15 reads these from the push response (and asks the app to update); the
+    # server applied nothing
+    adapter = replicache.Push(last_mutation_id=lambda group, client: 7, entity=TODO_ENTITY)
+    run(adapter, PUSH_V1, answer)
+    got = recorded(syncperf_capture)
+    assert got.items == {}
+    assert got.batches == [(1, 3)]
+    assert got.outcomes == {"error": 1}
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["error.type"] == error_type
+    attributes = span_attributes(syncperf_capture)
+    expected = "_other" if error_type == "_OTHER" else answer["error"]
+    assert attributes["sync.replicache.error"] == expected
+    assert "sync.replicache.duplicate_mutations" not in attributes
+
+
+def test_a_push_whose_handler_raised_counts_no_items(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync("push", adapter=replicache.Push())
+    def push(body: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError):
+        push(PUSH_V1)
+    got = recorded(syncperf_capture)
+    assert got.items == {}
+    assert got.batches == [(1, 3)]
 
 
 PULL_V1_RESPONSE = {
@@ -125,6 +170,24 @@ def test_pull_counts_patch_operations_by_key_prefix(syncperf_capture: Capture) -
     assert span_attributes(syncperf_capture)["sync.replicache.clear"] is True
 
 
+def test_pull_counts_replicache_15s_internal_update_op(syncperf_capture: Capture) -> None:
+    # PatchOperationInternal: {op: "update", key, merge?, constrain?} changes an existing key
+    response = {
+        "cookie": 2,
+        "lastMutationIDChanges": {},
+        "patch": [
+            {"op": "update", "key": "todo/t1", "merge": {"done": True}},
+            {"op": "update", "key": "todo/t2", "constrain": ["id"]},
+            {"op": "put", "key": "todo/t3", "value": {}},
+        ],
+    }
+    run(replicache.Pull(), None, response, operation="pull")
+    got = recorded(syncperf_capture)
+    assert got.dropped == {}
+    assert got.items == {("todo", "updated"): 2, ("todo", None): 1}
+    assert got.batches == [(1, 3)]
+
+
 def test_pull_v0_response_and_a_custom_key_mapping(syncperf_capture: Capture) -> None:
     response = {
         "cookie": "c",
@@ -135,11 +198,14 @@ def test_pull_v0_response_and_a_custom_key_mapping(syncperf_capture: Capture) ->
     assert recorded(syncperf_capture).items == {("a", None): 1}
 
 
-def test_pull_error_response_is_set_on_the_span_not_counted(syncperf_capture: Capture) -> None:
+def test_pull_error_response_is_an_error_not_a_successful_pull(syncperf_capture: Capture) -> None:
     run(replicache.Pull(), None, {"error": "ClientStateNotFound"}, operation="pull")
     got = recorded(syncperf_capture)
     assert got.items == {}
     assert got.dropped == {}
+    assert got.outcomes == {"error": 1}
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["error.type"] == "ClientStateNotFound"
     assert span_attributes(syncperf_capture)["sync.replicache.error"] == "ClientStateNotFound"
 
 
@@ -174,7 +240,7 @@ def test_push_counts_match_a_direct_computation(
     expected = Counter((m["name"], None) for m in mutations if not duplicate(m))
     assert got.items == dict(expected)
     assert got.batches == [(1, len(mutations))]
-    assert got.idempotency == (1 if any(duplicate(m) for m in mutations) else 0)
+    assert got.idempotency == 0
 
 
 patch_ops = st.lists(

@@ -15,12 +15,12 @@ from typing import Annotated, Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from fastapi import Body, FastAPI, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import Body, FastAPI, HTTPException, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel
 
 import syncperf
-from syncperf.adapters import powersync, replicache, rxdb, watermelondb
+from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.sqlalchemy import instrument_engine
 from syncperf.testing import Capture
@@ -68,7 +68,12 @@ async def test_replicache_last_mutation_id_is_read_before_the_push_is_applied(
     assert (await post(app, "/push", body)).status_code == 200  # the retry: all known
     got = recorded(syncperf_capture)
     assert got.items == {("createTodo", None): 3}
-    assert got.idempotency == 1
+    assert got.idempotency == 0  # a Replicache resend is normal: on the span only
+    resent = [
+        (s.attributes or {}).get("sync.replicache.duplicate_mutations")
+        for s in syncperf_capture.spans()
+    ]
+    assert resent == [None, 3]
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -242,6 +247,179 @@ async def test_a_returned_non_json_response_is_not_a_malformed_payload(
     got = recorded(syncperf_capture)
     assert got.outcomes == {"success": 1}
     assert got.dropped == {}
+
+
+# --- 3b. an error answer is not the protocol's answer ---------------------------------------
+
+PULL_ADAPTERS = {
+    "replicache.Pull": replicache.Pull,
+    "rxdb.Pull": rxdb.Pull,
+    "watermelondb.Pull": watermelondb.Pull,
+    "couchdb.Changes": couchdb.Changes,
+    "couchdb.BulkGet": couchdb.BulkGet,
+}
+
+
+async def unauthorized(body: Annotated[dict[str, Any], Body()]) -> Any:
+    raise HTTPException(status_code=401, detail="Not authenticated")
+
+
+async def couch_not_found(body: Annotated[dict[str, Any], Body()]) -> Any:
+    return JSONResponse({"error": "not_found", "reason": "Database does not exist."}, 404)
+
+
+async def unavailable(body: Annotated[dict[str, Any], Body()]) -> Any:
+    return JSONResponse({"detail": "database is restarting"}, status_code=503)
+
+
+@pytest.mark.parametrize("handler", [unauthorized, couch_not_found, unavailable])
+@pytest.mark.parametrize("adapter", sorted(PULL_ADAPTERS))
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_json_error_answer_is_an_error_not_an_unparseable_payload(
+    mode: str, adapter: str, handler: Callable[..., Any], syncperf_capture: Capture
+) -> None:
+    # strict mode (the fixture's) raised MeasurementError here: a user's own 401 test failed
+    app = build(mode, "/pull", "pull", PULL_ADAPTERS[adapter](), handler)
+    assert (await post(app, "/pull", {"cookie": None})).status_code >= 400
+    got = recorded(syncperf_capture)
+    assert got.outcomes == {"error": 1}
+    assert got.dropped == {}
+    assert got.items == {}
+
+
+# --- 3c. a 2xx answer without a JSON body -------------------------------------------------
+
+ROWS = [{"newDocumentState": {"id": f"t{i}", "title": "x", "_deleted": False}} for i in range(3)]
+
+
+async def applied_no_content(rows: Annotated[list[dict[str, Any]], Body()]) -> None:
+    return None
+
+
+async def applied_text(rows: Annotated[list[dict[str, Any]], Body()]) -> Any:
+    return PlainTextResponse("ok")
+
+
+async def applied_empty(rows: Annotated[list[dict[str, Any]], Body()]) -> Any:
+    return Response(status_code=204)
+
+
+@pytest.mark.parametrize(
+    ("handler", "status_code"),
+    [(applied_no_content, 204), (applied_text, 200), (applied_empty, 200)],
+    ids=["204 from the route", "text/plain", "a returned 204 Response"],
+)
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_rxdb_push_answered_without_a_json_body_counts_its_rows(
+    mode: str, handler: Callable[..., Any], status_code: int, syncperf_capture: Capture
+) -> None:
+    # rxdb.Push counts rows when it reads the answer: behind the middleware a 204 lost them
+    app = FastAPI()
+    decorate = syncperf.instrument_sync("push", entity="todo", adapter=rxdb.Push())
+    app.post("/todos/push", status_code=status_code)(
+        decorate(handler) if mode == "decorator" else handler
+    )
+    if mode == "middleware":
+        route = SyncRoute("push", entity="todo", adapter=rxdb.Push())
+        app = SyncPerfMiddleware(app, routes={"/todos/push": route})  # type: ignore[assignment]
+    assert (await post(app, "/todos/push", ROWS)).status_code in (200, 204)
+    got = recorded(syncperf_capture)
+    assert got.items == {("todo", "created"): 3}
+    assert got.outcomes == {"success": 1}
+    assert got.dropped == {}
+
+
+# --- 4. a decorated handler joining an operation: one source of counts ----------------------
+
+TWO_CREATED = {"tasks": {"created": [{"id": "a"}, {"id": "b"}], "updated": [], "deleted": []}}
+
+
+async def rejecting_push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    return {"experimentalRejectedIds": {"tasks": ["a"]}}
+
+
+def assert_counted_once(cap: Capture) -> None:
+    got = recorded(cap)
+    assert got.outcomes == {"conflict": 1}
+    assert got.batches == [(1, 2)]
+    assert got.items == {("tasks", "created"): 2}  # not 4
+    assert got.conflicts == {("tasks", "rejected"): 1}  # not 2
+    assert got.dropped == {}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"adapter": watermelondb.Push()},
+        {"items": lambda body: 2, "conflicts": lambda result: 1, "batch_size": lambda body: 9},
+        {"adapter": watermelondb.Push(), "items": lambda body: 2},
+    ],
+    ids=["adapter", "extractors", "both"],
+)
+async def test_a_decorated_handler_inside_a_route_with_an_adapter_counts_nothing_twice(
+    options: dict[str, Any], syncperf_capture: Capture
+) -> None:
+    app = FastAPI()
+    app.post("/sync")(syncperf.instrument_sync("push", **options)(rejecting_push))
+    wrapped = SyncPerfMiddleware(
+        app, routes={"/sync": SyncRoute("push", adapter=watermelondb.Push())}
+    )
+    assert (await post(wrapped, "/sync", TWO_CREATED)).status_code == 200
+    assert_counted_once(syncperf_capture)
+
+
+async def test_a_decorated_handler_with_an_adapter_feeds_a_route_without_one(
+    syncperf_capture: Capture,
+) -> None:
+    adapter = watermelondb.Push()
+
+    @syncperf.instrument_sync("push", adapter=adapter)  # a helper the handler calls
+    def apply(body: dict[str, Any]) -> dict[str, Any]:
+        return {"experimentalRejectedIds": {"tasks": ["a"]}}
+
+    async def push(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+        return apply(body)
+
+    app = FastAPI()
+    app.post("/sync")(syncperf.instrument_sync("push", adapter=adapter)(push))
+    wrapped = SyncPerfMiddleware(app, routes={"/sync": "push"})
+    assert (await post(wrapped, "/sync", TWO_CREATED)).status_code == 200
+    assert_counted_once(syncperf_capture)
+
+
+def test_nested_decorated_functions_with_adapters_count_once(syncperf_capture: Capture) -> None:
+    adapter = watermelondb.Push()
+
+    @syncperf.instrument_sync("push", adapter=adapter)
+    def inner(body: dict[str, Any]) -> dict[str, Any]:
+        return {"experimentalRejectedIds": {"tasks": ["a"]}}
+
+    @syncperf.instrument_sync("push", adapter=adapter, idempotency_hit=lambda body: True)
+    def outer(body: dict[str, Any]) -> dict[str, Any]:
+        return inner(body)
+
+    outer(TWO_CREATED)
+    assert_counted_once(syncperf_capture)
+    assert recorded(syncperf_capture).idempotency == 1
+
+
+async def test_a_joined_handler_still_names_the_entity_and_flags_a_replay(
+    syncperf_capture: Capture,
+) -> None:
+    app = FastAPI()
+    decorate = syncperf.instrument_sync(
+        "push", entity=lambda body: "task", idempotency_hit=lambda body: True, items=lambda body: 5
+    )
+    app.post("/sync")(decorate(rejecting_push))
+    wrapped = SyncPerfMiddleware(
+        app, routes={"/sync": SyncRoute("push", adapter=watermelondb.Push())}
+    )
+    await post(wrapped, "/sync", {"x": {"created": [{"id": "a"}]}})
+    got = recorded(syncperf_capture)
+    assert got.items == {("x", "created"): 1}
+    assert got.idempotency == 1  # a flag, never counted twice: it still applies
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["sync.entity"] == "task"
 
 
 # --- 7. GET handlers need no request= ------------------------------------------------------

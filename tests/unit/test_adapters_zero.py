@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import syncperf
 from syncperf.adapters import zero
 from syncperf.testing import Capture, capture
 from tests.unit.test_adapters_common import recorded, run, span_attributes
@@ -153,6 +155,42 @@ def test_push_level_errors_are_set_on_the_span(syncperf_capture: Capture) -> Non
     assert got.dropped == {}
     values = [dict(s.attributes or {})["sync.zero.push_error"] for s in syncperf_capture.spans()]
     assert values == ["unsupportedPushVersion", "PushFailed"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "error_type"),
+    [
+        ({"error": "unsupportedPushVersion"}, "unsupportedPushVersion"),
+        ({"error": "http", "status": 500, "details": "boom"}, "http"),
+        (["error", {"kind": "InvalidPush", "message": "x"}], "InvalidPush"),
+        (["error", {"kind": "no such kind"}], "_OTHER"),
+    ],
+)
+def test_a_refused_push_counts_no_items_and_is_an_error(
+    answer: Any, error_type: str, syncperf_capture: Capture
+) -> None:
+    body = push_body(crud(1, "c", ("insert", "issue")), crud(2, "c", ("insert", "issue")))
+    run(zero.Push(last_mutation_id=lambda group, client: 1), body, answer)
+    got = recorded(syncperf_capture)
+    assert got.items == {}  # nothing was applied
+    assert got.idempotency == 0
+    assert got.batches == [(1, 2)]
+    assert got.outcomes == {"error": 1}
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["error.type"] == error_type
+    assert "sync.zero.duplicate_mutations" not in span_attributes(syncperf_capture)
+
+
+def test_a_push_whose_handler_raised_counts_no_items(syncperf_capture: Capture) -> None:
+    @syncperf.instrument_sync("push", adapter=zero.Push())
+    def push(body: dict[str, Any]) -> dict[str, Any]:
+        raise RuntimeError("database down")
+
+    with pytest.raises(RuntimeError):
+        push(push_body(crud(1, "c", ("insert", "issue"))))
+    got = recorded(syncperf_capture)
+    assert got.items == {}
+    assert got.batches == [(1, 1)]
 
 
 @settings(max_examples=80, deadline=None)

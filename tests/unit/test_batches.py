@@ -11,12 +11,12 @@ import os
 import threading
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from syncperf._metrics import batches as batches_module
 from syncperf._metrics.aggregates import HistogramSeries, Registry
-from syncperf._metrics.batches import FOLD_AT, MAX_QUEUED, Batch, Batches
+from syncperf._metrics.batches import FOLD_AT, MAX_QUEUED, Batch, Batches, _limits_ns, record_ns
 from syncperf._metrics.catalogue import DB_DURATION_BOUNDS
 
 BOUNDS = DB_DURATION_BOUNDS
@@ -48,6 +48,60 @@ def test_record_all_records_what_record_records_one_by_one(values: list[float]) 
     assert counts == one.counts
     assert total == pytest.approx(one.sum)
     assert (low, high) == (one.min, one.max)
+
+
+def _around_bounds() -> st.SearchStrategy[int]:
+    """Nanosecond counts at, next to and between the bounds (where rounding could misplace
+    a value), and anywhere up to a day."""
+    near = st.builds(
+        lambda bound, delta: max(round(bound * 1e9) + delta, 0),
+        st.sampled_from(BOUNDS),
+        st.integers(-3, 3),
+    )
+    return st.one_of(near, st.integers(0, 86_400 * 10**9))
+
+
+@given(st.lists(_around_bounds(), max_size=60))
+def test_record_ns_records_what_record_records_of_the_values_in_seconds(
+    values: list[int],
+) -> None:
+    one, many = HistogramSeries((), BOUNDS), HistogramSeries((), BOUNDS)
+    for value in values:
+        one.record(value / 1e9)
+    record_ns(many, list(values))
+    counts, total, low, high = _state(many)
+    assert counts == one.counts
+    assert total == pytest.approx(one.sum)
+    assert (low, high) == (one.min, one.max)
+
+
+@given(
+    st.lists(  # decimal bounds, as configured: 8.046 s is 8045999999.999999 ns as a float
+        st.integers(1, 10**7).map(lambda n: n / 10**4), min_size=1, max_size=12, unique=True
+    ),
+    st.data(),
+)
+def test_record_ns_buckets_exactly_for_any_bounds(bounds: list[float], data: st.DataObject) -> None:
+    edges = tuple(sorted(bounds))
+    near = st.builds(
+        lambda bound, delta: max(int(bound * 1e9) + delta, 0),
+        st.sampled_from(edges),
+        st.integers(-2, 2),
+    )
+    values = data.draw(st.lists(near, max_size=30))
+    one, many = HistogramSeries((), edges), HistogramSeries((), edges)
+    for value in values:
+        one.record(value / 1e9)
+    record_ns(many, list(values))
+    assert many.counts == one.counts
+
+
+@example(8.046)  # 8045999999.999999 ns as a float: its limit is 8046000000, not the floor
+@example(0.25445861)
+@given(st.floats(0, 10**6, allow_nan=False))
+def test_a_bounds_nanosecond_limit_is_the_last_count_within_it(bound: float) -> None:
+    (limit,) = _limits_ns((bound,))
+    assert limit / 1e9 <= bound < (limit + 1) / 1e9
 
 
 def test_queued_nanoseconds_are_recorded_in_seconds_before_a_collection() -> None:

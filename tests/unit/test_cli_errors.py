@@ -74,6 +74,21 @@ def test_a_url_echoed_in_a_usage_error_loses_its_credentials(
     assert "***@" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "http://h:9090/?token=s3cret"],
+        ["compare", "--before", "-2h..-1h", "--after", "-1h..now", "--timeout", "https://h?s3cret"],
+        ["https://admin:pw@h/p?a=1&token=s3cret"],
+    ],
+)
+def test_a_url_echoed_in_a_usage_error_loses_its_query_string(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _fails_with_one_line(capsys, argv)
+    assert "s3cret" not in err and "?***" in err
+
+
 def test_a_closed_stdout_ends_compare_quietly_and_not_as_a_regression(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

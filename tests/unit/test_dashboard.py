@@ -49,6 +49,13 @@ def test_every_expression_names_only_metrics_syncperf_emits() -> None:
 
 
 @pytest.mark.usefixtures("sdk")
+def test_counts_of_events_include_a_series_first_events() -> None:
+    # A series appears at its count: increase() alone shows nothing for a one-off event.
+    for expr in _exprs(json.loads(dashboard.render())):
+        assert expr.count("increase(") == expr.count("present_over_time("), expr
+
+
+@pytest.mark.usefixtures("sdk")
 def test_panels_cover_the_issue_list() -> None:
     titles = " | ".join(p["title"].lower() for p in json.loads(dashboard.render())["panels"])
     for topic in (

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
+import time
 import traceback
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +31,7 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
 from opentelemetry.sdk.metrics import Counter
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.util._once import Once
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -438,6 +441,7 @@ def _one_pull() -> None:
 
 
 PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
+DURATION_COUNT = "sync_operation_duration_seconds_count"
 
 
 @pytest.mark.usefixtures("clean")
@@ -526,6 +530,95 @@ def test_in_multiprocess_mode_a_new_configuration_keeps_serving_counts_that_neve
     assert _pulls(generate_latest(group).decode()) == 115
 
 
+def _samples(exposition: str, name: str) -> dict[frozenset[tuple[str, str]], list[float]]:
+    """Samples of ``name`` by label set as Prometheus reads them (an empty label is none)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[frozenset[tuple[str, str]], list[float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == name:
+                labels = frozenset((k, v) for k, v in sample.labels.items() if v != "")
+                found.setdefault(labels, []).append(sample.value)
+    return found
+
+
+@pytest.mark.usefixtures("clean")
+def test_in_multiprocess_mode_a_series_keeps_one_sample_when_its_family_gains_a_label(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first error adds ``error.type`` to the duration family: the success series written
+    before must go on as the same sample, not as a second one (which Prometheus, reading an
+    empty label as none, takes for the same series and keeps only one of)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    def push(fail: bool = False) -> None:
+        failed = pytest.raises(TimeoutError) if fail else nullcontext()
+        with failed, syncperf.sync_operation("push", entity="todo"):
+            if fail:
+                raise TimeoutError
+
+    def worker() -> str:
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        push()
+        generate_latest(served)  # this worker's files written with the first label set
+        push()
+        push(fail=True)
+        return generate_latest(served).decode()
+
+    def success(exposition: str) -> dict[frozenset[tuple[str, str]], list[float]]:
+        return {
+            labels: values
+            for labels, values in _samples(exposition, DURATION_COUNT).items()
+            if ("sync_outcome", "success") in labels
+        }
+
+    key = frozenset(
+        {("sync_operation", "push"), ("sync_entity", "todo"), ("sync_outcome", "success")}
+    )
+    assert success(str(_in_a_worker(worker))) == {key: [2.0]}
+    group = CollectorRegistry()
+    MultiProcessCollector(group, path=str(tmp_path))  # type: ignore[no-untyped-call]
+    assert success(generate_latest(group).decode()) == {key: [2.0]}
+
+
+@pytest.mark.usefixtures("clean")
+def test_in_multiprocess_mode_a_gauge_no_longer_observed_is_dropped_not_frozen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/outbox.md: a failing probe drops both gauges for that collection; in multiprocess
+    mode the worker's file must not keep serving the last good values."""
+    from syncperf.outbox import Outbox
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    def worker() -> list[list[str]]:
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        failing = [False]
+
+        def stats() -> tuple[int, float]:
+            if failing[0]:
+                raise ConnectionError("database down")
+            return (5, 42.0)
+
+        outbox = Outbox("orders", stats=stats)
+        seen = []
+        for fail in (False, True, True, False):
+            failing[0] = fail
+            lines = generate_latest(served).decode().splitlines()
+            seen.append(sorted(x for x in lines if x.startswith(("outbox_depth", "outbox_oldest"))))
+        del outbox
+        return seen
+
+    good = [
+        'outbox_depth{outbox_name="orders"} 5.0',
+        'outbox_oldest_age_seconds{outbox_name="orders"} 42.0',
+    ]
+    assert _in_a_worker(worker) == [good, [], [], good]
+
+
 @pytest.mark.usefixtures("clean")
 def test_a_setup_without_options_keeps_the_configured_settings() -> None:
     syncperf.configure(max_entities=7)
@@ -608,3 +701,31 @@ def test_without_providers_to_join_an_exporter_setup_otlp_cannot_install_is_refu
     with pytest.raises(syncperf.ConfigError) as raised:
         setup_otlp()
     assert raised.value.option == "OTEL_METRICS_EXPORTER"
+
+
+class _Stuck(SpanExporter):
+    """A span exporter that waits for ``release`` (a collector that accepts, never answers)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def export(self, spans: Any) -> SpanExportResult:
+        self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+
+@pytest.mark.usefixtures("clean")
+def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_stalled_span_processor() -> None:
+    stuck = _Stuck()
+    provider = TracerProvider(shutdown_on_exit=False)  # the application's, with its own export
+    provider.add_span_processor(SimpleSpanProcessor(stuck))
+    trace.set_tracer_provider(provider)
+    handle = setup_otlp(metrics=False, shutdown_timeout=0.3)
+    try:
+        for _ in range(3):
+            _one_pull()
+        started = time.monotonic()
+        handle.shutdown()
+        assert time.monotonic() - started < 1.5  # 30 s per span when it ended them itself
+    finally:
+        stuck.release.set()

@@ -331,3 +331,64 @@ def test_configure_waits_at_most_the_shutdown_timeout_for_a_stalled_span_export(
     assert time.monotonic() - started < 1.0
     assert syncperf.force_flush(timeout=3)
     assert 2 in recording.dropped("span_end_timeout")  # not ended in time: dropped, counted
+
+
+@pytest.mark.parametrize("flushed_by", ["shutdown", "force_flush"])
+def test_the_providers_own_shutdown_and_flush_return_in_time_when_the_exporter_stalls(
+    exporter: InMemorySpanExporter, flushed_by: str
+) -> None:
+    # The span ends syncperf queued are part of TracerProvider.shutdown() (and force_flush):
+    # a span processor stuck in export must not hold them past shutdown_timeout.
+    blocking = _Blocking()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(blocking))
+    syncperf.configure(tracer_provider=provider, shutdown_timeout=0.3)
+    try:
+        for _ in range(3):
+            with syncperf.sync_operation("push", entity="todo"):
+                pass
+        started = time.monotonic()
+        if flushed_by == "shutdown":
+            provider.shutdown()
+        else:
+            assert provider.force_flush(300) is False
+        assert time.monotonic() - started < 1.5  # 30 s when the exporter's wait held it
+    finally:
+        blocking.release.set()
+
+
+def test_the_providers_shutdown_ends_the_queue_inline_where_no_thread_can_start(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.12 refuses new threads in atexit handlers, where the SDK shuts its provider
+    # down: the queue is still ended (on the caller's thread), never left behind.
+    provider = _batch_provider(exporter)
+    _run(provider, 5)
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    provider.shutdown()
+    assert len(exporter.get_finished_spans()) == 5
+
+
+def test_the_exit_flush_exports_where_no_thread_can_start(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python 3.12 refuses new threads in atexit handlers: the exit flush then runs on the
+    # caller's thread rather than raising and exporting nothing.
+    recording = _Recording()
+    provider = _batch_provider(exporter)
+    syncperf.configure(tracer_provider=provider, metric_exporters=[recording])
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    monkeypatch.setattr(_runtime, "_exit_stalled", False)
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    assert _runtime.flush_for_exit() is True
+    assert len(exporter.get_finished_spans()) == 1
+    assert recording.exports

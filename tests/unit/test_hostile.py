@@ -23,7 +23,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from prometheus_client import CollectorRegistry, generate_latest
 
 import syncperf
-from syncperf.adapters import couchdb, powersync, rxdb, watermelondb, zero
+from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb, zero
 from syncperf.exceptions import MeasurementError
 from syncperf.testing import Capture, capture
 
@@ -363,14 +363,22 @@ class _NaT(datetime):
         raise ValueError("NaTType does not support timestamp")
 
 
+class _NaNStamp(datetime):
+    """A datetime whose timestamp() is NaN: no lag (it read as 0 before)."""
+
+    def timestamp(self) -> float:
+        return float("nan")
+
+
 @pytest.mark.parametrize(
     "created_at",
     [
         datetime(2024, 1, 1, tzinfo=_ThirtyHours()),
         datetime(2024, 1, 1, tzinfo=_Raising()),
         _NaT(2024, 1, 1, tzinfo=timezone.utc),
+        _NaNStamp(2024, 1, 1, tzinfo=timezone.utc),
     ],
-    ids=["utcoffset-30h", "utcoffset-raises", "nat"],
+    ids=["utcoffset-30h", "utcoffset-raises", "nat", "nan-timestamp"],
 )
 def test_a_created_at_whose_timestamp_fails_is_dropped_not_raised(
     created_at: datetime, caplog: pytest.LogCaptureFixture
@@ -412,6 +420,69 @@ def test_log_lines_describe_bad_data_by_type_and_size_never_by_content(
             powersync.Upload().on_request(op, {"batch": [{"op": SECRET, "table": "t", "id": "1"}]})
     assert caplog.records
     assert SECRET not in caplog.text
+
+
+# --- a server's error text is exported only as a protocol token -------------------------
+
+ERROR_TEXT = f"duplicate key value violates unique constraint: Key (email)=(alice@x.org) {SECRET}"
+
+
+def _refusals(error: Any) -> list[tuple[str, Any, Any, Any, str]]:
+    """``(operation, adapter, request, response, span attribute)`` with ``error`` in the body."""
+    zero_push = {"clientGroupID": "g", "mutations": []}
+    return [
+        ("pull", replicache.Pull(), {"cookie": 1}, {"error": error}, "sync.replicache.error"),
+        ("push", zero.Push(), zero_push, {"error": error}, "sync.zero.push_error"),
+        ("push", zero.Push(), zero_push, ["error", {"kind": error}], "sync.zero.push_error"),
+        ("push", couchdb.BulkDocs(), {"docs": []}, {"error": error}, "sync.couchdb.error"),
+    ]
+
+
+KNOWN_ERRORS = {
+    "sync.replicache.error": {"ClientStateNotFound", "VersionNotSupported"},
+    "sync.zero.push_error": {"unsupportedPushVersion", "InvalidPush", "Unauthorized"},
+    "sync.couchdb.error": {"forbidden", "unauthorized", "bad_request"},
+}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    error=st.sampled_from([ERROR_TEXT, SECRET, "ClientStateNotFound", "InvalidPush", "forbidden"])
+    | st.text(max_size=40)
+    | st.integers()
+)
+def test_an_error_text_in_an_answer_is_exported_only_as_a_known_token(error: Any) -> None:
+    for operation, adapter, request, response, key in _refusals(error):
+        lines = _LogLines()
+        logging.getLogger("syncperf").addHandler(lines)
+        try:
+            with lenient() as (cap, registry):
+                with syncperf.sync_operation(operation) as op:
+                    adapter.on_request(op, request)
+                    adapter.on_response(op, response)
+                assert_exportable(cap, registry)
+                (span,) = cap.spans()
+                exported = encode_spans(cap.spans()).SerializeToString()
+                exported += encode_metrics(cap._reader.collect()).SerializeToString()
+                exported += generate_latest(registry)
+        finally:
+            logging.getLogger("syncperf").removeHandler(lines)
+        value = (span.attributes or {}).get(key)
+        assert value is None or value == "_other" or value in KNOWN_ERRORS[key] | {error}
+        if error in (ERROR_TEXT, SECRET):
+            assert value == "_other"
+        for planted in (SECRET, "alice@x.org"):
+            assert planted.encode() not in exported
+            assert not any(planted in line for line in lines.lines)
+
+
+class _LogLines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(self.format(record))
 
 
 # --- fuzzing every entry point -----------------------------------------------------------

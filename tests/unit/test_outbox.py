@@ -8,10 +8,13 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 import syncperf
+from syncperf._staleness import MAX_SKEW
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import (
     LAG_BOUNDS,
@@ -288,6 +291,62 @@ def test_invalid_reports_are_dropped_outside_strict_mode() -> None:
         assert events(cap)["published"] == 1
         assert cap.points("outbox.lag") == []
         assert cap.total("syncperf.dropped") == 2
+
+
+def test_a_dead_letter_that_is_no_bool_is_dropped_and_the_failure_still_counts() -> None:
+    """Only ``True`` and ``False`` (compared by identity: no ``__bool__`` is called), so a
+    truthy look-alike such as ``numpy.bool_(True)`` is dropped too."""
+
+    class BoolLike:
+        def __bool__(self) -> bool:
+            raise AssertionError("__bool__ called")
+
+    with capture(strict=False) as cap:
+        with Outbox("orders").publish() as batch:
+            batch.failed("timeout", dead_letter=BoolLike())  # type: ignore[arg-type]
+            batch.failed("timeout", dead_letter="yes")  # type: ignore[arg-type]
+            batch.failed("timeout", dead_letter=1)  # type: ignore[arg-type]
+            batch.failed("timeout", dead_letter=True)
+            batch.failed("timeout", dead_letter=False)
+        assert events(cap)["failed"] == 5
+        assert events(cap)["dead_lettered"] == 1
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_dead_letter"}) == 3
+    with capture(), Outbox("orders").publish() as batch, pytest.raises(MeasurementError):
+        batch.failed("timeout", dead_letter=None)  # type: ignore[arg-type]
+
+
+def test_a_created_at_far_in_the_future_is_dropped_not_read_as_lag_0(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Epoch milliseconds (``Date.now()``) read as seconds lie thousands of years ahead: a lag
+    clamped to 0 would hide a stalled relay for good. Up to MAX_SKEW ahead is clock skew."""
+    millis = int((time.time() - 7200) * 1000)  # two hours ago, in milliseconds
+    ahead = datetime.now(timezone.utc) + timedelta(hours=1)
+    with capture(strict=False) as cap:
+        with Outbox("orders").publish() as batch:
+            batch.published(millis)
+            batch.published(ahead)
+            batch.published(time.time() + MAX_SKEW / 2)  # another host's clock runs ahead
+        assert events(cap)["published"] == 3
+        (lag,) = cap.points("outbox.lag")
+        assert (lag.count, lag.sum) == (1, 0)
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_created_at"}) == 2
+    (record,) = [r for r in caplog.records if "invalid_created_at" in r.getMessage()]
+    assert "milliseconds" in record.getMessage()
+    assert str(millis) not in caplog.text and str(millis // 1000) not in caplog.text
+    with capture(), Outbox("orders").publish() as batch, pytest.raises(MeasurementError):
+        batch.published(millis)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(min_value=365 * 86400, max_value=253402300799).map(lambda s: s * 1000))
+def test_no_time_in_epoch_milliseconds_since_1971_reads_as_a_lag(millis: int) -> None:
+    with capture(strict=False) as cap:
+        with Outbox("orders").publish() as batch:
+            batch.published(millis)
+            batch.published(float(millis))
+        assert cap.points("outbox.lag") == []
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_created_at"}) == 2
 
 
 def test_a_failed_batch_is_traced_even_when_sampled_out() -> None:

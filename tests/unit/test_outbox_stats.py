@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -9,10 +10,11 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Integer,
@@ -20,18 +22,22 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    event,
     func,
     insert,
     select,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, registry, scoped_session, sessionmaker
 
 import syncperf
 from syncperf import _gate as gate
+from syncperf._staleness import MAX_SKEW
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
 from syncperf.outbox._gauges import MAX_STATUSES, _validate
 from syncperf.testing import Capture, capture
+
+SECRET = "sk_live_51OutboxStatsSecret"
 
 
 def gauge(cap: Capture, name: str, outbox: str = "orders") -> float | None:
@@ -116,6 +122,88 @@ def test_a_nonsense_answer_counts_as_a_failure(syncperf_capture: Capture) -> Non
     outbox.close()
 
 
+class SecretInt(int):
+    """An int whose conversions and comparisons raise, quoting a secret."""
+
+    def __float__(self) -> float:
+        raise RuntimeError("password=" + SECRET)
+
+    __index__ = __int__ = __float__  # type: ignore[assignment]
+
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("password=" + SECRET)
+
+    __gt__ = __le__ = __ge__ = __lt__  # type: ignore[assignment]
+
+
+class SecretFloat(float):
+    def __lt__(self, other: object) -> bool:
+        raise RuntimeError("password=" + SECRET)
+
+    __gt__ = __le__ = __ge__ = __lt__  # type: ignore[assignment]
+
+
+@pytest.mark.parametrize(
+    "stats",
+    [
+        (2**53, 5.0),  # not exact as a double: would be exported rounded
+        (2**60 + 1, 5.0),
+        (2**1100, 5.0),  # no double at all
+        (SecretInt(3), 5.0),
+        (True, 5.0),
+        (3, SecretInt(5)),
+        (3, SecretFloat(5.0)),
+        OutboxStats(2**60 + 1, 5.0, {"pending": 3}, None),
+    ],
+    ids=[
+        "2**53",
+        "2**60+1",
+        "2**1100",
+        "int-subclass",
+        "bool",
+        "age-int-sub",
+        "age-float-sub",
+        "stats",
+    ],
+)
+def test_a_depth_or_age_that_is_no_bounded_number_fails_both_gauges(
+    stats: Any, syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As ``rows`` and ``attempts``: an int in [0, 2**53), exactly; an age an exact number."""
+    outbox = Outbox("orders", stats=lambda: stats)
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"TypeError": 1}
+        warnings = [r for r in caplog.records if r.name.startswith("syncperf")]
+        assert len(warnings) == 1 and "failed" in warnings[0].getMessage()
+        assert SECRET not in caplog.text
+    finally:
+        outbox.close()
+
+
+@given(
+    depth=st.integers(min_value=-(2**70), max_value=2**70),
+    age=st.one_of(st.none(), st.floats(), st.integers(min_value=-(2**70), max_value=2**70)),
+)
+def test_any_depth_and_age_are_exported_exactly_or_fail_together(depth: int, age: Any) -> None:
+    with capture() as cap:
+        outbox = Outbox("fuzzed", stats=lambda: (depth, age))
+        metrics = {
+            m.name: m.data.data_points[0].value
+            for m in cap.metrics()
+            if m.name.startswith("outbox.")
+        }
+        outbox.close()
+    age_ok = age is None or -MAX_SKEW <= age < math.inf  # NaN is not
+    if 0 <= depth < 2**53 and (depth == 0 or age_ok):  # an empty outbox is age 0 whatever
+        assert metrics["outbox.depth"] == depth
+        expected = 0 if depth == 0 else None if age is None else max(0.0, float(age))
+        assert metrics.get("outbox.oldest_age") == expected
+    else:
+        assert "outbox.depth" not in metrics and "outbox.oldest_age" not in metrics
+
+
 @pytest.mark.parametrize("age", [math.inf, -math.inf, math.nan, 10**400])
 def test_a_non_finite_oldest_age_is_nonsense_and_counts_as_a_failure(
     syncperf_capture: Capture, age: Any
@@ -127,6 +215,30 @@ def test_a_non_finite_oldest_age_is_nonsense_and_counts_as_a_failure(
         assert probe_failures(syncperf_capture) == {"TypeError": 1}
     finally:
         outbox.close()
+
+
+@pytest.mark.parametrize("age", [-7200 * 1000.0, -MAX_SKEW - 1, -(2**52)])
+def test_an_oldest_age_far_below_zero_is_a_failure_not_age_0(
+    age: float, syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``now - created_at_ms / 1000`` done as ``now - created_at_ms``: a huge negative age."""
+    outbox = Outbox("orders", stats=lambda: (3, age))
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"invalid_created_at": 1}
+        assert "in the future" in caplog.text and str(int(age)) not in caplog.text
+    finally:
+        outbox.close()
+
+
+def test_an_oldest_age_a_little_below_zero_is_clock_skew_and_reads_0(
+    syncperf_capture: Capture,
+) -> None:
+    outbox = Outbox("orders", stats=lambda: (3, -MAX_SKEW / 2))
+    assert gauge(syncperf_capture, "outbox.oldest_age") == 0
+    assert probe_failures(syncperf_capture) == {}
+    outbox.close()
 
 
 @pytest.mark.parametrize(
@@ -347,6 +459,38 @@ def test_probe_with_21_statuses_still_reports_depth_and_folds_the_smallest_into_
     outbox.close()
 
 
+def test_probe_of_a_created_at_in_epoch_milliseconds_fails_and_says_so(
+    tmp_path: Any, syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A BIGINT column written by ``Date.now()`` or ``System.currentTimeMillis()``."""
+    millis_table = Table(
+        "outbox",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("created_at", BigInteger),
+    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'millis.db'}")
+    millis_table.metadata.create_all(engine)
+    millis = int((time.time() - 7200) * 1000)
+    with engine.begin() as connection:
+        connection.execute(insert(millis_table), [{"created_at": millis}])
+    outbox = Outbox("orders", stats=sqlalchemy_probe(engine))
+    try:
+        names = {m.name for m in syncperf_capture.metrics()}
+        assert "outbox.depth" not in names and "outbox.oldest_age" not in names
+        assert probe_failures(syncperf_capture) == {"invalid_created_at": 1}
+        with engine.begin() as connection:  # the same table in POSIX seconds: 2 h old
+            connection.execute(millis_table.update().values(created_at=millis // 1000))
+        age = gauge(syncperf_capture, "outbox.oldest_age")
+        assert age is not None and 7199 < age < 7260
+    finally:
+        outbox.close()
+        engine.dispose()
+    (warning,) = [r for r in caplog.records if r.name.startswith("syncperf")]
+    assert "milliseconds" in warning.getMessage()
+    assert str(millis) not in caplog.text and str(millis // 1000) not in caplog.text
+
+
 def test_probe_on_a_missing_table_fails_without_raising(syncperf_capture: Capture) -> None:
     engine = create_engine("sqlite:///:memory:")
     outbox = Outbox("orders", stats=sqlalchemy_probe(engine, "nope"))
@@ -489,11 +633,32 @@ def test_nested_savepoints_count_exactly_what_survives(
     assert enqueued(syncperf_capture) == 1011
 
 
+def sqlite_with_savepoints() -> Any:
+    """An in-memory SQLite engine whose savepoints behave (SQLAlchemy's pysqlite recipe).
+
+    pysqlite emits no BEGIN before a SAVEPOINT, so a savepoint opened first is the outermost
+    transaction and releasing it commits for good: a later rollback or close would not undo
+    its rows while SQLAlchemy (and syncperf's count) takes them as rolled back.
+    """
+    engine = create_engine("sqlite://")
+
+    @event.listens_for(engine, "connect")
+    def no_implicit_begin(connection: Any, record: Any) -> None:
+        connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN")
+
+    return engine
+
+
+@settings(deadline=None)  # an engine per example: slow on a busy machine
 @given(st.lists(st.sampled_from(["enqueue", "nest", "release", "rollback"]), max_size=12))
 def test_the_enqueued_count_matches_the_rows_any_savepoint_sequence_left(
     steps: list[str],
 ) -> None:
-    engine = create_engine("sqlite://")
+    engine = sqlite_with_savepoints()
     metadata.create_all(engine)
     outbox = Outbox("orders")
     with capture() as cap:
@@ -510,6 +675,163 @@ def test_the_enqueued_count_matches_the_rows_any_savepoint_sequence_left(
                 elif savepoints:
                     savepoints.pop().rollback()
             session.commit()
+        assert enqueued(cap) == rows(engine)
+    engine.dispose()
+
+
+class OutboxRow:
+    """An outbox row written with ``session.add()``, which begins no transaction."""
+
+    def __init__(self) -> None:
+        self.status = "pending"
+
+
+registry().map_imperatively(OutboxRow, outbox_table)
+
+
+def test_an_enqueue_before_the_session_began_counts_with_the_transaction_that_follows(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    with Session(engine) as session:  # the insert begins it
+        outbox.enqueue(session=session)
+        session.execute(insert(outbox_table).values(status="pending"))
+        session.commit()
+    with Session(engine) as session:  # commit() begins and commits it
+        outbox.enqueue(session=session)
+        session.add(OutboxRow())
+        session.commit()
+    with Session(engine) as session:  # an explicit begin after the enqueue
+        outbox.enqueue(session=session)
+        with session.begin():
+            session.add(OutboxRow())
+    with Session(engine) as session:  # begun by the insert, rolled back
+        outbox.enqueue(session=session)
+        session.execute(insert(outbox_table).values(status="pending"))
+        session.rollback()
+    assert (rows(engine), enqueued(syncperf_capture)) == (3, 3)
+
+
+@pytest.mark.parametrize("end", ["close", "reset"])
+def test_an_enqueue_before_the_session_began_is_forgotten_when_it_closes(
+    end: str, engine: Any, syncperf_capture: Capture
+) -> None:
+    outbox = Outbox("orders")
+    session = Session(engine)
+    outbox.enqueue(2, session=session)  # a push that gave up before writing its row
+    getattr(session, end)()  # nothing began: SQLAlchemy sends no transaction event
+    with session.begin():  # the session used again
+        session.add(OutboxRow())
+    outbox.enqueue(session=session)
+    session.add(OutboxRow())
+    session.commit()
+    session.close()
+    assert (rows(engine), enqueued(syncperf_capture)) == (2, 1)
+
+
+async def test_an_async_session_closed_before_it_began_forgets_the_enqueue(
+    tmp_path: Any, syncperf_capture: Capture
+) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    outbox = Outbox("orders")
+    session = AsyncSession(engine)
+    outbox.enqueue(session=session)
+    await session.close()
+    outbox.enqueue(session=session)  # the session used again: the first enqueue is gone
+    session.add(OutboxRow())
+    await session.commit()
+    await session.close()
+    await engine.dispose()
+    assert enqueued(syncperf_capture) == 1
+
+
+def test_enqueue_with_a_scoped_session_counts_on_commit_only(
+    engine: Any, syncperf_capture: Capture
+) -> None:
+    """The registry proxy (Flask-SQLAlchemy's ``db.session``) stands for its current Session."""
+    outbox = Outbox("orders")
+    scoped = scoped_session(sessionmaker(engine))
+    with pytest.raises(BrokerDown), scoped.begin():
+        scoped.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(session=scoped)
+        raise BrokerDown  # the push is rejected: its transaction rolls back
+    scoped.remove()
+    with scoped.begin():
+        scoped.execute(insert(outbox_table).values(status="pending"))
+        outbox.enqueue(2, session=scoped)
+        assert enqueued(syncperf_capture) == 0
+    outbox.enqueue(session=scoped)  # before the session began: the next transaction's
+    scoped.add(OutboxRow())
+    scoped.commit()
+    scoped.remove()
+    assert (rows(engine), enqueued(syncperf_capture)) == (2, 3)
+
+
+async def test_enqueue_with_an_async_scoped_session_counts_on_commit_only(
+    tmp_path: Any, syncperf_capture: Capture
+) -> None:
+    from sqlalchemy.ext.asyncio import (
+        async_scoped_session,
+        async_sessionmaker,
+        create_async_engine,
+    )
+
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(metadata.create_all)
+    outbox = Outbox("orders")
+    scoped = async_scoped_session(async_sessionmaker(engine), scopefunc=asyncio.current_task)
+    await scoped.execute(insert(outbox_table).values(status="pending"))
+    outbox.enqueue(session=scoped)
+    await scoped.rollback()
+    outbox.enqueue(2, session=scoped)  # before the next transaction began: counts with it
+    scoped.add(OutboxRow())
+    await scoped.commit()
+    await scoped.remove()
+    await engine.dispose()
+    assert enqueued(syncperf_capture) == 2
+
+
+class BrokerDown(Exception):
+    pass
+
+
+@settings(deadline=None)  # an engine per example: slow on a busy machine
+@given(
+    st.lists(
+        st.sampled_from(
+            ["insert", "add", "abandon", "nest", "release", "rollback", "commit", "close"]
+        ),
+        max_size=14,
+    )
+)
+def test_the_enqueued_count_matches_the_rows_whatever_the_session_did(steps: list[str]) -> None:
+    """``insert`` and ``add`` write a row after the enqueue (each begins a transaction when
+    none has begun); ``abandon`` closes the session right after the enqueue."""
+    engine = sqlite_with_savepoints()
+    metadata.create_all(engine)
+    outbox = Outbox("orders")
+    with capture() as cap, Session(engine) as session:
+        savepoints: list[Any] = []
+        for step in steps:
+            if step in ("insert", "add", "abandon"):
+                outbox.enqueue(session=session)
+            if step == "add":
+                session.add(OutboxRow())
+            elif step == "insert":
+                session.execute(insert(outbox_table).values(status="pending"))
+            elif step == "nest":
+                savepoints.append(session.begin_nested())
+            elif savepoints and step in ("release", "rollback"):
+                getattr(savepoints.pop(), "commit" if step == "release" else "rollback")()
+            elif step in ("commit", "close", "abandon"):
+                getattr(session, "commit" if step == "commit" else "close")()
+                savepoints.clear()
+        session.commit()
         assert enqueued(cap) == rows(engine)
     engine.dispose()
 

@@ -8,13 +8,18 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client.utils import floatToGoString
 
 from syncperf import ConfigError
-from syncperf._metrics.catalogue import BY_NAME, PROMETHEUS_SERIES
+from syncperf._metrics.catalogue import BY_NAME, METRICS, PROMETHEUS_SERIES
 from syncperf._tools.monitoring import rules
 from syncperf._tools.monitoring._alerts import alerts
 from syncperf._tools.monitoring._datadog import monitors
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, parse_duration
+from syncperf._tools.monitoring._series import le_matcher, le_texts
+from syncperf._tools.monitoring._timeline import Timeline, notation
 from syncperf._tools.monitoring._yaml import dump
 from tests._promql import metric_names
 
@@ -342,3 +347,98 @@ def test_outbox_probe_failures_have_an_alert_and_a_monitor() -> None:
     assert monitor["query"] == (
         "sum(last_5m):sum:outbox.probe.failures{*} by {outbox.name}.as_count() > 0"
     )
+
+
+def test_alerts_on_counted_events_also_count_a_series_first_events() -> None:
+    # increase() alone misses them (the series appears at its count, no 0 before it): every
+    # increase() of an alert goes with the check for a series that is new in its window.
+    for rule in _alert_rules(_rule_file()).values():
+        expr = rule["expr"]
+        assert expr.count("increase(") == expr.count("present_over_time("), rule["alert"]
+        assert "rate(sync_db_slow_queries" not in expr
+    expr = _alert_rules(_rule_file(plan_window="45m"))["SyncQueryPlanFinding"]["expr"]
+    new = "sync_db_plan_findings_total unless present_over_time(sync_db_plan_findings_total[1h]"
+    assert f"({new} offset 45m)) or increase(sync_db_plan_findings_total[45m])" in expr
+
+
+def test_slow_query_threshold_is_scaled_to_its_window_as_the_datadog_monitor_does() -> None:
+    o = RuleOptions(slow_query_window="30m", slow_queries_per_hour=50)
+    expr = _alert_rules(yaml.safe_load(rules.render(o)))["SyncSlowQueriesHigh"]["expr"]
+    assert expr.endswith(") > 25")
+    assert _monitor(o, "SyncSlowQueriesHigh")["query"].endswith(" > 25")
+
+
+def test_promtool_counters_are_absent_until_their_first_event() -> None:
+    t = Timeline(step=60, samples=5)
+    assert t.counter([(5, 1 / 60)]) == "_x1 1+1x3"
+    assert t.counter([(2, 1 / 60), (0, 2 / 60)]) == "_x1 1+2x3"  # 0 1 3 5 7
+    assert t.counter([(5, 0.0)]) == "_x5"
+    assert t.event(120, 3) == "_x2 3+0x2"
+    # A histogram's buckets appear with its first observation, at 0 when none fell in them.
+    assert t.counter([(5, 0.0)], bucket=True) == "_x1 0+0x3"
+    assert notation([0, 0, 2, 2, 3, 4]) == "_x2 2+0x1 3+1x1"
+
+
+def _regex(matcher: str) -> re.Pattern[str]:
+    """The regular expression of a PromQL ``le=~"..."`` matcher (its string unescaped)."""
+    assert matcher.startswith('le=~"') and matcher.endswith('"')
+    return re.compile(matcher[5:-1].replace("\\\\", "\\"))
+
+
+def test_a_bucket_bound_matches_as_each_path_writes_its_le() -> None:
+    # syncperf's endpoint, the OTLP paths (collector / Prometheus's OTLP receiver), a
+    # Prometheus 3 scrape: "86400.0", "86400", and Go's exponent form from 1e6 up.
+    assert le_texts(86400) == ("86400.0", "86400", "86400.0")
+    assert le_texts(1209600) == ("1209600.0", "1209600", "1.2096e+06")
+    assert le_texts(0.2) == ("0.2", "0.2", "0.2")
+    assert le_texts(1e-05) == ("1e-05", "0.00001", "1e-05")
+    assert le_matcher(86400) == 'le=~"86400(\\\\.0)?"'
+    for hours in (1, 24, 336, 720):
+        regex = _regex(le_matcher(hours * 3600.0))
+        for text in le_texts(hours * 3600.0):
+            assert regex.fullmatch(text), (hours, text)
+    assert not _regex(le_matcher(86400)).fullmatch("864000")
+
+
+@given(st.floats(min_value=0.0, allow_nan=False, allow_infinity=False))
+def test_every_le_text_is_the_bound_and_only_its_texts_match(bound: float) -> None:
+    regex = _regex(le_matcher(bound))
+    for text in le_texts(bound):
+        assert float(text) == bound
+        assert regex.fullmatch(text)
+    assert not regex.fullmatch(le_texts(bound)[1] + "1")
+    assert not regex.fullmatch("+Inf")
+
+
+def test_the_multiprocess_le_text_of_every_catalogue_bound_is_matched_too() -> None:
+    # prometheus_client's floatToGoString ("1.2096e+06"), which the multiprocess files have
+    # written: the matchers find those series as well.
+    for spec in METRICS:
+        for bound in spec.bounds or ():
+            assert floatToGoString(bound) in le_texts(bound), (spec.name, bound)
+
+
+_EXACT_LE = re.compile(r"""\ble\s*!?=\s*\\?["'`][0-9.]""")
+"""A ``le="86400.0"`` (or ``le!=``) matcher of a bound: finds nothing on another path."""
+
+
+@pytest.mark.parametrize("hours", [24.0, 1.0, 336.0, 720.0])
+def test_no_rule_matches_a_bucket_bound_as_one_string(hours: float) -> None:
+    text = rules.render(RuleOptions(stale_hours=hours))
+    assert not _EXACT_LE.search(text)
+    rule = _alert_rules(yaml.safe_load(text))["SyncClientsFarBehind"]
+    assert le_matcher(hours * 3600) in rule["expr"]
+
+
+def test_no_artefact_or_doc_query_matches_a_bucket_bound_as_one_string() -> None:
+    lines = [
+        f"{f}: {line.strip()}"
+        for f in sorted(OPS.rglob("*.*"))
+        for line in f.read_text().splitlines()
+        if "series:" not in line  # a promtool input series is written as one path writes it
+    ]
+    for doc in [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]:
+        for block in re.findall(r"```promql\n(.*?)```", doc.read_text(), re.S):
+            lines += [f"{doc}: {line}" for line in block.splitlines()]
+    assert len(lines) > 100
+    assert [line for line in lines if _EXACT_LE.search(line)] == []

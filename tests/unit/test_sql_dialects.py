@@ -116,6 +116,20 @@ def test_the_operand_of_is_distinct_from_is_no_collection(dialect: str) -> None:
     assert found.collection == "t"
 
 
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT 1 /* a /* b */; DELETE FROM t",  # SQLite and MySQL: the ; ends the SELECT
+        "SELECT a FROM t WHERE p = 'C:\\'; DELETE FROM t; -- '",  # NO_BACKSLASH_ESCAPES
+    ],
+)
+@pytest.mark.parametrize("dialect", ["sqlite", "mysql", "postgresql"])
+def test_a_semicolon_where_a_comment_or_string_may_end_counts_as_several(
+    statement: str, dialect: str
+) -> None:
+    assert classify(statement, dialect=dialect).several
+
+
 def test_a_bracketed_sqlite_table_is_the_collection() -> None:
     found = classify("SELECT a FROM [my [table] WHERE b = 1", dialect="sqlite")
     assert found.collection == "my [table"

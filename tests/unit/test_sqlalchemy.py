@@ -18,12 +18,21 @@ from prometheus_client import CollectorRegistry, generate_latest
 # Imported before any test runs SQLAlchemyInstrumentor: importing sqlalchemy.ext.asyncio for the
 # first time while contrib has create_engine wrapped binds the wrapper into it for good.
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    mapped_column,
+    relationship,
+    selectinload,
+)
 
 import syncperf
 from syncperf import _gate as gate
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
+from syncperf.sqlalchemy._names import connection_attributes, pool_name
 from syncperf.sqlalchemy._queries import QuerySeries
 from syncperf.testing import Capture, capture
 
@@ -84,6 +93,81 @@ def test_queries_and_db_time_per_operation_are_exact(
     assert span.attributes is not None
     assert span.attributes["sync.db.queries"] == 7
     assert span.attributes["sync.db.duration"] == pytest.approx(db_time.sum)
+
+
+def _queries(cap: Capture, entity: str) -> float:
+    (point,) = cap.points("sync.db.queries", {"sync.entity": entity})
+    return float(point.sum)
+
+
+def test_a_commit_or_rollback_the_database_runs_is_a_query(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    with syncperf.sync_operation("push", entity="commit"), engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE todo SET title = 'x' WHERE id = 1")
+    with syncperf.sync_operation("push", entity="rollback"), engine.connect() as conn:
+        conn.exec_driver_sql("UPDATE todo SET title = 'y' WHERE id = 1")  # never committed
+    with syncperf.sync_operation("pull", entity="read"), engine.connect() as conn:
+        select_one(conn, 1)  # SQLite opens no transaction for a read: nothing to roll back
+    with (
+        syncperf.sync_operation("pull", entity="nested"),
+        engine.begin() as conn,
+    ):
+        conn.exec_driver_sql("UPDATE todo SET title = 'z' WHERE id = 2")
+        with conn.begin_nested():  # SAVEPOINT, RELEASE: statements, as ever
+            conn.exec_driver_sql("UPDATE todo SET title = 'z' WHERE id = 3")
+
+    assert _queries(syncperf_capture, "commit") == 2  # UPDATE, COMMIT
+    assert _queries(syncperf_capture, "rollback") == 2  # UPDATE, ROLLBACK
+    assert _queries(syncperf_capture, "read") == 1  # and no ROLLBACK at the checkin either
+    assert _queries(syncperf_capture, "nested") == 5  # UPDATE, SAVEPOINT, UPDATE, RELEASE, COMMIT
+    operations = {"COMMIT": 2, "ROLLBACK": 1}
+    for operation, count in operations.items():
+        (point,) = syncperf_capture.points(
+            "db.client.operation.duration", {"db.operation.name": operation}
+        )
+        assert point.count == count
+        assert "db.collection.name" not in point.attributes
+    commits = [s for s in syncperf_capture.spans() if s.name == "COMMIT"]
+    assert len(commits) == 2
+    for span in commits:
+        assert span.kind is SpanKind.CLIENT
+        assert span.parent is not None
+        assert span.attributes is not None
+        assert span.attributes["db.query.text"] == "COMMIT"
+        assert span.attributes["db.operation.name"] == "COMMIT"
+
+
+def test_a_commit_that_fails_is_a_failed_query(syncperf_capture: Capture, tmp_path: Any) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path}/fk.db")
+
+    @sa.event.listens_for(eng, "connect")
+    def _foreign_keys(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+
+    with eng.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE p (id INTEGER PRIMARY KEY)")
+        conn.exec_driver_sql(
+            "CREATE TABLE c (id INTEGER PRIMARY KEY, "
+            "p_id INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+    handle = instrument_engine(eng)
+    try:
+        with (
+            pytest.raises(sa.exc.IntegrityError),  # the deferred constraint, at COMMIT
+            syncperf.sync_operation("push", entity="c"),
+            eng.begin() as conn,
+        ):
+            conn.exec_driver_sql("INSERT INTO c VALUES (1, 999)")
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+    (failed,) = syncperf_capture.points(
+        "db.client.operation.duration", {"db.operation.name": "COMMIT"}
+    )
+    assert failed.attributes["error.type"] == "sqlite3.IntegrityError"
+    assert failed.attributes["db.response.status_code"] == "SQLITE_CONSTRAINT_FOREIGNKEY"
+    assert _queries(syncperf_capture, "c") == 3  # INSERT, COMMIT (failed), ROLLBACK
 
 
 def test_an_operation_without_queries_records_zero_when_an_engine_is_instrumented(
@@ -255,7 +339,60 @@ def test_the_batched_version_of_the_push_is_not_an_n_plus_one(
 
     assert syncperf_capture.metric("sync.db.n_plus_one") is None
     (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
-    assert queries.sum == 2
+    assert queries.sum == 3  # and the ROLLBACK of the update, never committed
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+class _Parent(_Base):
+    __tablename__ = "parent"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kids: Mapped[list[_Kid]] = relationship()
+
+
+class _Kid(_Base):
+    __tablename__ = "kid"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int] = mapped_column(sa.ForeignKey("parent.id"))
+
+
+def test_the_pages_of_a_bulk_insert_and_of_selectinload_are_not_an_n_plus_one(
+    syncperf_capture: Capture,
+) -> None:
+    # SQLAlchemy pages both: the bulk insert in batches (one row per batch on SQLite, whose
+    # RETURNING order is not guaranteed), selectinload in IN lists of 500 keys
+    eng = sa.create_engine("sqlite://")
+    _Base.metadata.create_all(eng)
+    handle = instrument_engine(eng, n_plus_one_threshold=2)  # three pages of kids reach it
+    try:
+        with syncperf.sync_operation("push", entity="parent"), Session(eng) as session:
+            session.add_all([_Parent() for _ in range(1500)])
+            session.commit()
+        with syncperf.sync_operation("pull", entity="parent"), Session(eng) as session:
+            session.scalars(sa.select(_Parent).options(selectinload(_Parent.kids))).all()
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    (pull,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
+    assert pull.sum >= 4  # the parents, three pages of kids (and the transaction's end)
+
+
+def test_a_loop_over_chunks_is_not_an_n_plus_one_but_one_over_small_lists_is(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    todo = sa.table("todo", sa.column("id"), sa.column("title"))
+    with syncperf.sync_operation("push", entity="chunks"), engine.connect() as conn:
+        for start in range(0, 600, 50):  # batched by the application: 50 keys a query
+            conn.execute(sa.select(todo.c.title).where(todo.c.id.in_(range(start, start + 50))))
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    with syncperf.sync_operation("push", entity="tags"), engine.connect() as conn:
+        for i in range(12):  # one query per item, each with its own few keys
+            conn.execute(sa.select(todo.c.title).where(todo.c.id.in_(range(1 + i % 4))))
+    (detection,) = syncperf_capture.points("sync.db.n_plus_one")
+    assert detection.attributes["sync.entity"] == "tags"
 
 
 def test_n_plus_one_fires_at_the_default_threshold_of_ten(
@@ -633,6 +770,7 @@ def test_uninstrument_removes_everything(syncperf_capture: Capture, engine: sa.E
     handle.uninstrument()  # idempotent
     assert Runtime.db_instrumented == before
     assert "connect" not in vars(engine.pool)
+    assert not set(vars(engine.dialect)) & {"do_execute", "do_commit", "do_rollback"}
     assert not handle.active
     with engine.connect() as conn:
         select_one(conn, 1)
@@ -707,6 +845,22 @@ def test_a_default_pool_name_from_any_logging_name_is_a_valid_name(logging_name:
             {"server.address": "db.example", "server.port": 5, "db.namespace": "app"},
         ),
         (
+            # '@' then '/' in the password: SQLAlchemy reads host 'x', database '9SECRET@db...'
+            "postgresql+psycopg://app:Tr0ub4dor@x/9SECRET@db.internal:5432/app",
+            "postgresql://db.internal:5432/app",
+            {"server.address": "db.internal", "server.port": 5432, "db.namespace": "app"},
+        ),
+        (
+            "postgresql+psycopg://app:Tr0ub4dor@x/9SECRET@[::1]/app",
+            "postgresql://::1/app",
+            {"server.address": "::1", "server.port": None, "db.namespace": "app"},
+        ),
+        (  # the address went into the query string: nothing of it is known
+            "postgresql+psycopg://app:Tr0ub4dor@x?9SECRET=y@db.internal:5432/app",
+            "postgresql:///",
+            {"server.address": None, "server.port": None, "db.namespace": None},
+        ),
+        (
             "postgresql+psycopg://u:pw@db.example/a\nb",
             "postgresql://db.example/ab",
             {"server.address": "db.example", "db.namespace": "ab"},
@@ -727,10 +881,38 @@ def test_names_and_addresses_from_the_url_are_valid_names_without_credentials(
         assert handle.pool_name == pool_name
         base = handle._recorder._base
         assert {key: base.get(key) for key in connection} == connection
-        assert "ss@" not in repr(base)
+        for fragment in ("ss@", "SECRET", "'x'", "Tr0ub4dor"):
+            assert fragment not in repr(base)
+            assert fragment not in handle.pool_name
     finally:
         handle.uninstrument()
         eng.dispose()
+
+
+_URL_SECRET = "pW9zq7"
+_URL_PIECE = st.text(alphabet="@/:#%.-_~&=!$abc19[", max_size=6)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(before=_URL_PIECE, after=_URL_PIECE, query=st.sampled_from(["", "?sslmode=require"]))
+def test_no_piece_of_a_password_with_unescaped_separators_reaches_a_name_or_address(
+    before: str, after: str, query: str
+) -> None:
+    # '?' and ']' are left out: after '@', a '?' without '=' or a '[...]' followed by more
+    # makes SQLAlchemy drop the rest of the URL without a trace (docs/security.md)
+    password = before + _URL_SECRET + after
+    url = f"postgresql+psycopg://app:{password}@db.internal:5432/app{query}"
+    try:
+        parsed = sa.engine.make_url(url)
+    except ValueError:  # e.g. a port that is no number: create_engine() raises too
+        return
+    eng = sa.create_engine(parsed)
+    try:
+        exported = repr(connection_attributes("postgresql", eng.url)) + pool_name(eng)
+    finally:
+        eng.dispose()
+    for fragment in (_URL_SECRET, _URL_SECRET[:3], _URL_SECRET[3:]):
+        assert fragment not in exported, (url, exported)
 
 
 def test_a_bad_pool_logging_name_never_breaks_a_prometheus_scrape() -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy.dialects.postgresql import asyncpg, psycopg
 
 from syncperf._sql import MAX_TEXT, classify, normalize
 
@@ -39,6 +41,99 @@ from syncperf._sql import MAX_TEXT, classify, normalize
 )
 def test_literals_placeholders_and_comments_are_sanitized(statement: str, expected: str) -> None:
     assert normalize(statement) == expected
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (  # psycopg
+            "SELECT a FROM t WHERE id IN (%(id_1_1)s::INTEGER, %(id_1_2)s::INTEGER)",
+            "SELECT a FROM t WHERE id IN (?)",
+        ),
+        (  # asyncpg
+            "SELECT a FROM t WHERE id IN ($1::INTEGER, $2::INTEGER, $3::INTEGER)",
+            "SELECT a FROM t WHERE id IN (?)",
+        ),
+        (
+            "SELECT a FROM t WHERE d IN ($1::TIMESTAMP WITH TIME ZONE, $2::TIMESTAMP WITH "
+            "TIME ZONE) AND n IN ($3::NUMERIC(10, 2), $4::NUMERIC(10, 2)) AND x IN "
+            '($5::INTEGER[], $6::INTEGER[]) AND e IN ($7::sch."my enum", $8::sch."my enum")',
+            "SELECT a FROM t WHERE d IN (?) AND n IN (?) AND x IN (?) AND e IN (?)",
+        ),
+        (
+            "INSERT INTO t (a, b) VALUES (%(a__0)s::INTEGER, %(b__0)s::VARCHAR), "
+            "(%(a__1)s::INTEGER, %(b__1)s::VARCHAR)",
+            "INSERT INTO t (a, b) VALUES (?)",
+        ),
+        (
+            "INSERT INTO t (a) VALUES ($1::INTEGER), ($2::INTEGER), ($3::INTEGER)",
+            "INSERT INTO t (a) VALUES (?)",
+        ),
+        (
+            "SELECT a::text FROM t WHERE b = $1::VARCHAR",
+            "SELECT a::text FROM t WHERE b = ?::VARCHAR",
+        ),
+    ],
+)
+def test_lists_of_placeholders_with_bind_casts_collapse(statement: str, expected: str) -> None:
+    assert normalize(statement) == expected
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_in_lists_of_any_length_are_one_statement_with_bind_casts(driver: str) -> None:
+    dialect = psycopg.dialect() if driver == "psycopg" else asyncpg.dialect()
+    t = sa.table("t", sa.column("id", sa.Integer), sa.column("d", sa.DateTime(timezone=True)))
+    texts = set()
+    for size in range(1, 40):
+        statement = sa.select(t.c.id).where(t.c.id.in_(range(size)), t.c.d.in_([None] * size))
+        compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        texts.add(normalize(str(compiled)))
+    assert texts == {"SELECT t.id FROM t WHERE t.id IN (?) AND t.d IN (?)"}, texts
+
+
+@pytest.mark.parametrize(
+    ("statement", "batch"),
+    [
+        ("SELECT a FROM t WHERE id = ?", 0),
+        ("SELECT a FROM t WHERE id IN (?)", 1),
+        ("SELECT a FROM t WHERE id IN ($1::INTEGER, $2::INTEGER, $3::INTEGER) AND b IN (?, ?)", 3),
+        ("SELECT a FROM t WHERE id NOT IN (?::NUMERIC(10, 2), ?::NUMERIC(10, 2))", 2),
+        ("SELECT a FROM t WHERE (a, b) IN ((?, ?), (?, ?), (?, ?), (?, ?))", 4),
+        ("INSERT INTO t (a, b, c) VALUES (?, ?, ?)", 0),  # one row: not a batch
+        ("INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, DEFAULT)", 2),
+        ("INSERT INTO t (a) VALUES ($1::INTEGER), ($2::INTEGER), ($3::INTEGER)", 3),
+        ("SELECT coalesce(?, ?, ?), min(?, ?) FROM t", 0),  # arguments, not a list of values
+    ],
+)
+def test_the_largest_in_list_or_values_rows_is_the_statements_batch(
+    statement: str, batch: int
+) -> None:
+    assert classify(statement).batch == batch
+
+
+@pytest.mark.parametrize(
+    ("statement", "several"),
+    [
+        ("SELECT 1", False),
+        ("SELECT 1;", False),
+        ("SELECT 1; ; -- done\n", False),
+        ("SELECT 1; INSERT INTO audit VALUES ('x'); SELECT nextval('s1')", True),
+        ("SELECT 1;DELETE FROM t", True),
+        ("SELECT 'a;b', \"i;j\" FROM t /* k; l */ -- m; n", False),
+        # PostgreSQL's quotes and nested comments: SQLite and MySQL read a ; outside them
+        ("SELECT E'c\\';d', $$e;f$$, $é$g;h$é$ FROM t", True),
+        ("SELECT a FROM t /* x /* nested; */ still; a comment */ WHERE b = 1", True),
+        ("SELECT x€$t$ FROM a; DELETE FROM b; --$t$", True),  # x€$t$ is a name, not a quote
+        # standard_conforming_strings off: the backslash escapes the quote, the ; is outside
+        ("SELECT '\\'';DELETE FROM t;--'", True),
+        ("SELECT 1 # x; DELETE FROM t", True),  # '#' is an operator on PostgreSQL
+    ],
+)
+def test_a_second_statement_after_a_semicolon_is_seen_however_it_is_quoted(
+    statement: str, several: bool
+) -> None:
+    for dialect in ("postgresql", "sqlite", "mysql"):  # read both ways whatever the dialect
+        assert classify(statement, dialect=dialect).several is several
 
 
 def test_mysql_lexing_treats_double_quotes_and_backslashes_as_string_syntax() -> None:
@@ -237,6 +332,31 @@ def test_no_string_or_number_literal_survives(secret: str, number: int) -> None:
         assert text.startswith("SELECT a FROM t WHERE s = ?")
     else:
         assert text == "SELECT a FROM t WHERE s = ? AND n = ? AND e = ? AND d = ?"
+
+
+_DOLLAR_TAG = st.text(
+    # PostgreSQL's tags: an identifier without "$"; any non-ASCII character is a letter to it
+    alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(
+        lambda c: c.isascii() is False or c.isalnum() or c == "_"
+    ),
+    min_size=1,
+    max_size=8,
+).filter(lambda tag: not tag[0].isascii() or not tag[0].isdigit())
+
+
+@settings(max_examples=300, deadline=None)
+@given(secret=_SECRET, tag=_DOLLAR_TAG)
+def test_no_dollar_quoted_literal_survives_whatever_its_tag(secret: str, tag: str) -> None:
+    body = secret.replace("$", "")
+    text = normalize(f"SELECT ${tag}${body}${tag}$ AS k, a FROM t")
+    assert "zq" not in text
+    assert text == "SELECT ? AS k, a FROM t"
+
+
+@pytest.mark.parametrize("tag", ["é", "€", "😀", "a€", "\uff11", "_1", "tägé"])
+def test_a_dollar_quote_with_a_non_ascii_tag_is_a_literal(tag: str) -> None:
+    # PostgreSQL reads every one of these as a dollar-quoted string (checked with psql)
+    assert normalize(f"SELECT ${tag}$api key hunter2${tag}$") == "SELECT ?"
 
 
 @settings(max_examples=200, deadline=None)

@@ -17,23 +17,28 @@ are dropped once ``prometheus_client.multiprocess.mark_process_dead(pid)`` ran f
 files go on: a counter or histogram value written is the sum of what every runtime of this
 process counted (``_Sums``), so it never goes back (which ``rate()`` would read as a reset).
 The ``MultiProcessCollector`` a writer registered passes to the next writer serving the same
-registry rather than being unregistered with the old runtime.
+registry rather than being unregistered with the old runtime. Operations open across the
+change end in the old runtime: its writer, retired, goes on writing (every ``INTERVAL``, before
+scrapes and flushes of the process) until the last of them ended, so what they recorded is
+in the files too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 
-from syncperf._metrics.prometheus import family_samples
+from syncperf._metrics.exposition import label_value, le_value
+from syncperf._metrics.prometheus import label_name, prometheus_name
 from syncperf._metrics.reader import Reader
 
 _logger = logging.getLogger("syncperf")
@@ -41,6 +46,10 @@ INTERVAL = 1.0
 """Seconds between two writes of a worker's totals (the staleness bound of other workers)."""
 _writers: weakref.WeakSet[MultiprocessWriter] = weakref.WeakSet()
 _value_class: Any = None
+_files: dict[tuple[Any, ...], Any] = {}
+"""The value object of each file key, shared by every writer of the process: prometheus_client
+keeps each value object it makes for good (to move it to the child's files after a fork), so
+one per writer would grow its list by every series at each ``configure()``."""
 _owners = threading.Lock()
 """Held while a ``MultiProcessCollector`` is registered or handed over."""
 
@@ -106,14 +115,21 @@ class MultiprocessWriter:
 
     Registered in the served registry, its ``collect`` writes (and yields nothing) just
     before prometheus_client's ``MultiProcessCollector`` reads every worker's files.
+    ``idle``: whether the runtime has no open operation (see ``close``).
     """
 
-    def __init__(self, reader: Reader, registry: Any = None) -> None:
+    def __init__(
+        self, reader: Reader, registry: Any = None, idle: Callable[[], bool] = lambda: True
+    ) -> None:
         self._reader = reader
+        self._idle = idle
+        self.retired = False
+        """Closed by its runtime; it writes until that runtime's open operations ended."""
         self._source = id(reader._registry)
         _sums.open(self._source)
         self._lock = threading.Lock()
-        self._files: dict[tuple[Any, ...], Any] = {}
+        self._gauges: set[tuple[Any, ...]] = set()
+        """The gauge entries the last write with gauges set (see ``_unobserved``)."""
         self._closed = False
         self._stop = threading.Event()
         self._thread = self._start()
@@ -131,53 +147,73 @@ class MultiprocessWriter:
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
-            self.write()
+            if self.retired:
+                self.drain()
+            else:
+                self.write()
 
     def after_fork(self) -> None:
-        """In a forked child: restart the thread (the values follow the new pid)."""
-        if not self._stop.is_set():
-            self._lock = threading.Lock()
+        """In a forked child: restart the thread (the values follow the new pid). A retired
+        writer stops: its open operations run in the parent, which writes them."""
+        self._lock = threading.Lock()
+        if self.retired:
+            self._finish()
+        elif not self._stop.is_set():
             self._thread = self._start()
 
-    def write(self) -> bool:
+    def write(self, gauges: bool = True) -> bool:
         """Write this process's current totals (never raises); False when writing failed."""
         try:
             with self._lock:
                 if self._closed:  # its totals were final and folded (``_Sums.close``)
                     return True
                 data = self._reader.collect()
+                written: set[tuple[Any, ...]] = set()
                 for resource_metrics in data.resource_metrics:
                     for scope_metrics in resource_metrics.scope_metrics:
                         for metric in scope_metrics.metrics:
-                            self._write(metric)
+                            self._write(metric, written if gauges else None)
+                if gauges:
+                    self._unobserved(written)
         except Exception:
             _logger.debug("syncperf: writing multiprocess metrics failed", exc_info=True)
             return False
         return True
 
-    def _write(self, metric: Metric) -> None:
-        from prometheus_client.utils import floatToGoString
-
+    def _write(self, metric: Metric, gauges: set[tuple[Any, ...]] | None) -> None:
+        """Write ``metric``'s points; gauges only when ``gauges`` collects their keys."""
         data = metric.data
         if isinstance(data, Histogram):
             kind, mode = "histogram", ""
         elif isinstance(data, Sum) and data.is_monotonic:
             kind, mode = "counter", ""
+        elif gauges is None:
+            return
         else:
             kind = "gauge"
             mode = "livemostrecent" if isinstance(data, Gauge) else "livesum"
-        name, doc, keys, points = family_samples(metric)
+        name = prometheus_name(metric.name, metric.unit)
+        doc = metric.description or metric.name
         now = time.time()
-        for labels, point in points:
+        points: list[Any] = list(data.data_points)
+        for point in points:
+            # Each series under its own label names (not the family's union, which grows
+            # with a new attribute): its file entry never changes, so every worker's and every
+            # write's values add up (an empty label is no label to Prometheus).
+            attrs = sorted((k, label_value(v)) for k, v in (point.attributes or {}).items())
+            keys = tuple(label_name(k) for k, v in attrs if v != "")
+            labels = tuple(v for _, v in attrs if v != "")
             if kind == "histogram":
-                bounds = [*point.explicit_bounds, float("inf")]
+                bounds = [*point.explicit_bounds, math.inf]
                 for bound, count in zip(bounds, point.bucket_counts, strict=True):
-                    le = (*labels, floatToGoString(bound))  # type: ignore[no-untyped-call]
+                    le = (*labels, le_value(bound))
                     self._set(kind, name, "_bucket", (*keys, "le"), le, doc, mode, count, now)
                 self._set(kind, name, "_sum", keys, labels, doc, mode, point.sum, now)
             else:
                 suffix = "_total" if kind == "counter" else ""
-                self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
+                key = self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
+                if gauges is not None and kind == "gauge":
+                    gauges.add(key)
 
     def _set(
         self,
@@ -190,17 +226,28 @@ class MultiprocessWriter:
         mode: str,
         value: float,
         now: float,
-    ) -> None:
+    ) -> tuple[Any, ...]:
         key = (kind, name + suffix, keys, labels, mode)
-        found = self._files.get(key)
-        if found is None:
-            found = self._files[key] = _values()(
-                kind, name, name + suffix, keys, labels, doc, multiprocess_mode=mode
-            )
         with _sums.lock:
+            found = _files.get(key)
+            if found is None:
+                found = _files[key] = _values()(
+                    kind, name, name + suffix, keys, labels, doc, multiprocess_mode=mode
+                )
             if kind != "gauge":  # cumulative: add what the replaced runtimes counted
                 value = _sums.total(key, self._source, value)
             found.set(value, timestamp=now)
+        return key
+
+    def _unobserved(self, written: set[tuple[Any, ...]]) -> None:
+        """Gauges written before and not in this collection (a probe failed, a pool closed):
+        a ``livesum`` one adds nothing any more (0); a ``livemostrecent`` one is written as
+        NaN, its newest value, which the collector ``register`` adds leaves out."""
+        now = time.time()
+        with _sums.lock:
+            for key in self._gauges - written:
+                _files[key].set(0.0 if key[-1] == "livesum" else math.nan, timestamp=now)
+        self._gauges = written
 
     def describe(self) -> list[Any]:
         """No up-front description."""
@@ -209,29 +256,73 @@ class MultiprocessWriter:
     def collect(self) -> Iterator[Any]:
         """Write this worker's totals now; the ``MultiProcessCollector`` yields them."""
         self.write()
+        drain()
         return iter(())
 
     def close(self) -> None:
-        """Write a last time and stop."""
-        self._stop.set()
-        self.write()
+        """Retire: write now, and again (``drain``) until the runtime's open operations,
+        which record into it when they end, have ended; then stop."""
+        self.retired = True
+        self.drain()
+
+    def drain(self) -> bool:
+        """A retired writer's write; once its runtime has no open operation, the last one
+        (its gauges too: meanwhile the current runtime's are written alone) and it stops."""
+        idle = self._idle()  # before the write: an operation that ended by now is in it
+        written = self.write(gauges=idle)
+        if idle:
+            self._finish()
+        return written
+
+    def _finish(self) -> None:
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
+        self._stop.set()
         self._reader.close()
         _writers.discard(self)
         _sums.close(self._source)
 
 
-def register(reader: Reader, registry: Any) -> MultiprocessWriter:
-    """Start a writer for ``reader`` and make ``registry`` serve every worker's files."""
+def drain() -> bool:
+    """Write the retired writers of this process that wait for open operations (scrapes and
+    flushes call it: what those operations recorded is in the files they read); False when
+    a write failed."""
+    written = True
+    for writer in list(_writers):
+        if writer.retired:
+            written = writer.drain() and written
+    return written
+
+
+def register(
+    reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True
+) -> MultiprocessWriter:
+    """Start a writer for ``reader`` (``idle``: whether its runtime has no open operation)
+    and make ``registry`` serve every worker's files."""
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    writer = MultiprocessWriter(reader, registry)
+    class Collector(MultiProcessCollector):
+        """Every worker's files, less the gauges no longer observed (written as NaN)."""
+
+        def collect(self) -> Iterator[Any]:
+            for family in super().collect():  # type: ignore[no-untyped-call]
+                if family.type == "gauge":
+                    family.samples = [s for s in family.samples if not math.isnan(s.value)]
+                    if not family.samples:
+                        continue
+                yield family
+
+    writer = MultiprocessWriter(reader, registry, idle)
     registry.register(writer)
     with _owners:
         collectors = getattr(registry, "_collector_to_names", {})
-        if not any(isinstance(c, MultiProcessCollector) for c in list(collectors)):
-            writer.added = MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
+        if not found:
+            writer.added = Collector(registry)  # type: ignore[no-untyped-call]
+        for collector in found:  # the application's (or an older writer's): it reads the
+            _move_last(registry, collector)  # files once this writer wrote them, not before
     return writer
 
 
@@ -243,7 +334,7 @@ def unregister(registry: Any, writer: MultiprocessWriter) -> None:
         if added is None:
             return
         for heir in list(_writers):
-            if heir is not writer and heir.registry is registry and not heir._stop.is_set():
+            if heir is not writer and heir.registry is registry and not heir.retired:
                 heir.added = added
                 _move_last(registry, added)
                 return

@@ -52,9 +52,12 @@ class Feeds:
         reader: Callable[[], Reader],
         *,
         shared: bool = True,
+        idle: Callable[[], bool] = lambda: True,
     ) -> None:
         self._periodic = periodic
         self._reader = reader
+        self._idle = idle
+        """Whether the runtime has no open operation (a multiprocess writer's last write)."""
         self._shared = shared
         self.exporters: list[PeriodicExporter] = []
         self.prometheus: list[tuple[Any, Any]] = []
@@ -80,16 +83,17 @@ class Feeds:
                 unregister(*pair)
             for registry in registries:
                 if not any(p[0] is registry for p in self.prometheus):
-                    self.prometheus.append((registry, register(self._reader(), registry)))
+                    collector = register(self._reader(), registry, self._idle)
+                    self.prometheus.append((registry, collector))
 
     def write_files(self) -> bool:
-        """Write this process's multiprocess files now (``multiprocess``); False when a write
-        failed."""
+        """Write this process's multiprocess files now (``multiprocess``), replaced runtimes'
+        open operations included; False when a write failed."""
         ok = True
         for _, collector in list(self.prometheus):
             if isinstance(collector, multiprocess.MultiprocessWriter):
                 ok = collector.write() and ok
-        return ok
+        return multiprocess.drain() and ok
 
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
         """Stop exporters and unregister collectors. Exporter objects in ``keep`` (reused by
@@ -102,14 +106,15 @@ class Feeds:
         self.prometheus.clear()
 
 
-def register(reader: Reader, registry: Any) -> Any:
+def register(reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True) -> Any:
     """Serve ``reader``'s metrics from ``registry``; return the collector.
 
     With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's multiprocess mode) the
-    collector is the writer of this process's files instead (``multiprocess``).
+    collector is the writer of this process's files instead (``multiprocess``); ``idle``
+    tells it when the runtime has no open operation left.
     """
     if multiprocess.directory() is not None:
-        return multiprocess.register(reader, registry)
+        return multiprocess.register(reader, registry, idle)
     collector = SyncPerfCollector(reader)
     collector.register(registry)
     return collector

@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import re
+import string
 import time
 import urllib.error
 import urllib.parse
@@ -46,15 +47,69 @@ class CompareError(Exception):
     """A usage or connection problem (its message is one line)."""
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Redirects end in ``HTTPError``: urllib would send the Authorization header to
-    wherever the server points, another host included."""
+Origin = tuple[str, str, int]
+"""Scheme, host, port: where credentials may go."""
 
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect unless it leaves http(s), goes from https to http, or takes the
+    credentials of the URL to another origin; a refusal is a ``CompareError``.
+
+    urllib's own handler sends every header, Authorization included, wherever the server
+    points, and turns a redirected POST into a GET without its form. Here a 307 or 308
+    repeats the POST; a 301, 302 or 303 becomes a GET with the form in the URL (what HTTP
+    clients do, and Prometheus answers both).
+    """
+
+    def __init__(self, shown: str, origin: Origin, credentials: bool) -> None:
+        self.shown, self.origin, self.credentials = shown, origin, credentials
+
+    def redirect_request(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> urllib.request.Request:
+        target = urllib.parse.urlsplit(newurl)
+        refused = _refused(req, target, self.origin, self.credentials)
+        if refused:
+            fp.close()
+            raise CompareError(
+                f"--prometheus: {self.shown} answered HTTP {code}, a redirect {refused}: "
+                "give the URL it points to"
+            )
+        repeat = code in (307, 308) or req.data is None
+        kept = {k: v for k, v in req.headers.items() if repeat or k.lower() != "content-type"}
+        if repeat:
+            return urllib.request.Request(newurl, req.data, kept, method=req.get_method())
+        form = req.data.decode("ascii") if isinstance(req.data, bytes) else ""
+        query = f"{target.query}&{form}" if target.query else form
+        get = urllib.parse.urlunsplit(target._replace(query=query, fragment=""))
+        return urllib.request.Request(get, headers=kept, method="GET")
+
+
+def _refused(
+    req: urllib.request.Request, target: urllib.parse.SplitResult, home: Origin, secret: bool
+) -> str | None:
+    """Why a redirect to ``target`` is not followed, or None."""
+    origin = _origin(target)
+    if origin is None or target.username is not None:
+        return "to a URL that is not http(s)://host:port"
+    if req.type == "https" and origin[0] == "http":
+        return "from https to http"
+    if secret and origin != home:
+        shown = _printable(f"{target.scheme}://{target.netloc}")
+        return f"to another server ({shown}), which the credentials are not for"
+    return None
+
+
+def _origin(parts: urllib.parse.SplitResult) -> Origin | None:
+    """``parts``' scheme, host and port (the default one when none is written), or None when
+    it is no http(s) URL with a host."""
+    try:
+        port = parts.port
+    except ValueError:
         return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80)
 
 
 @dataclass(frozen=True)
@@ -110,8 +165,10 @@ def _parse_time(raw: str, option: str, now: float) -> float:
 
 
 def _shown(raw: str) -> str:
-    """``raw`` quoted for a one-line message, cut at 60 characters."""
-    return repr(raw if len(raw) <= 60 else raw[:57] + "...")
+    """``raw`` quoted for a one-line message, at most 63 characters (cut after quoting:
+    ``repr`` writes an unprintable character in up to 10)."""
+    text = repr(raw[:61])
+    return text if len(text) <= 63 else text[:60] + "..."
 
 
 def _rfc3339(seconds: float) -> str:
@@ -124,7 +181,11 @@ def check_selector(selector: str | None) -> str:
         return ""
     inner = selector.strip().removeprefix("{").removesuffix("}").strip()
     if not _SELECTOR.match(inner):
-        raise CompareError(f'--selector {selector!r}: expected label matchers like job="api"')
+        raise CompareError(f'--selector {_shown(selector)}: expected label matchers like job="api"')
+    try:
+        inner.encode("utf-8")  # lone surrogates: argument bytes that were not UTF-8
+    except UnicodeEncodeError:
+        raise CompareError("--selector: holds bytes that are not UTF-8") from None
     return inner
 
 
@@ -160,19 +221,25 @@ class Prometheus:
         usage = "--prometheus: expected http(s)://host:port"
         if any(c.isspace() or not c.isprintable() for c in url):  # urlsplit drops \t and \n
             raise CompareError(usage + " (no spaces or control characters)")
+        if "#" in url:  # a fragment is never sent: a '#' in a password or token cut it short
+            raise CompareError(usage + " (a '#' ends the URL: write a '#' in it as %23)")
         try:
             parsed = urllib.parse.urlsplit(url)
             host, port = parsed.hostname, parsed.port
         except ValueError:
             raise CompareError(usage) from None
-        if parsed.scheme not in ("http", "https") or not host:
+        origin = _origin(parsed)
+        if origin is None or host is None:
             raise CompareError(usage)
         netloc = host if port is None else f"{host}:{port}"
         if ":" in host:
             netloc = f"[{host}]" if port is None else f"[{host}]:{port}"
-        self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, parsed.path, "", ""))
-        self.url = self.url.rstrip("/")
-        """The base URL without credentials: safe to print."""
+        path = urllib.parse.quote(parsed.path, safe=string.punctuation)  # non-ASCII: UTF-8
+        self.url = urllib.parse.urlunsplit((parsed.scheme, netloc, path, "", "")).rstrip("/")
+        """The base URL without credentials or query string: safe to print."""
+        query = urllib.parse.quote(parsed.query, safe=string.punctuation)
+        self._endpoint = self.url + "/api/v1/query" + (f"?{query}" if query else "")
+        """Where queries go: the query string too (a proxy's token), never printed."""
         self._headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if parsed.username is not None:  # http://user:password@host: basic authentication
             user = urllib.parse.unquote(parsed.username)
@@ -181,15 +248,15 @@ class Prometheus:
             self._headers["Authorization"] = f"Basic {token}"
         self.selector = selector
         self.timeout = timeout
+        redirects = _Redirects(self.url, origin, "Authorization" in self._headers)
+        self._opener = urllib.request.build_opener(redirects)
 
     def query(self, promql: str, at: float) -> list[dict[str, Any]]:
         """The result vector of ``promql`` evaluated at ``at``."""
         body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
-        request = urllib.request.Request(
-            self.url + "/api/v1/query", data=body, headers=self._headers
-        )
+        request = urllib.request.Request(self._endpoint, data=body, headers=self._headers)
         try:
-            with _OPENER.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=self.timeout) as response:
                 raw = response.read(MAX_ANSWER + 1)
             if len(raw) > MAX_ANSWER:
                 raise CompareError(
@@ -197,10 +264,10 @@ class Prometheus:
                 )
             answer = json.loads(raw)
         except urllib.error.HTTPError as exc:
-            if 300 <= exc.code < 400:
+            if 300 <= exc.code < 400:  # no Location, or a loop (urllib stops at 10)
                 raise CompareError(
-                    f"--prometheus: {self.url} answered HTTP {exc.code} (a redirect, not "
-                    "followed so credentials stay with this server): give the URL it points to"
+                    f"--prometheus: {self.url} answered HTTP {exc.code}, a redirect that "
+                    "leads nowhere or in a loop"
                 ) from None
             answer = _error_body(exc)
             if not isinstance(answer, dict):

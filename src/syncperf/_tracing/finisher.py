@@ -7,7 +7,9 @@
   short-lived daemon thread of their own, never on the request's.
 * ``QueueFlusher`` puts that queue inside the provider's own flush and shutdown: it is the
   provider's first span processor, so ``TracerProvider.force_flush()`` / ``shutdown()`` hand
-  syncperf's ended spans to the processors behind it before those flush.
+  syncperf's ended spans to the processors behind it before those flush. It waits at most the
+  flush's timeout (shutdown: ``shutdown_timeout``): a processor stuck in export holds a
+  daemon thread, never the provider's caller.
 """
 
 from __future__ import annotations
@@ -69,9 +71,7 @@ class QueueFlusher(SpanProcessor):
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """End every queued span within ``timeout_millis``."""
         deadline = time.monotonic() + timeout_millis / 1000
-        done = all(
-            f.flush(timeout=max(deadline - time.monotonic(), 0)) for f in list(self.finishers)
-        )
+        done = end_queued(list(self.finishers), timeout_millis / 1000)
         provider = self._provider()
         if not self._first and provider is not None:  # the others flushed before us
             left = int(max(deadline - time.monotonic(), 0) * 1000)
@@ -82,9 +82,41 @@ class QueueFlusher(SpanProcessor):
         return done
 
     def shutdown(self) -> None:
-        """End every queued span (the provider shuts down)."""
-        for finisher in list(self.finishers):
-            finisher.flush()
+        """End every queued span (the provider shuts down) within ``shutdown_timeout`` (the
+        largest of the configurations whose spans are queued)."""
+        finishers = list(self.finishers)
+        end_queued(finishers, max((f.timeout for f in finishers), default=0.0))
+
+
+def end_queued(finishers: list[SpanFinisher], timeout: float) -> bool:
+    """End the spans queued in ``finishers`` within ``timeout`` seconds.
+
+    They are ended on a daemon thread the caller waits for: a span processor stuck in export
+    holds that thread, never the caller (what is not ended by then stays queued for the
+    finisher's own thread). Where no thread may start (an exit hook on Python 3.12) they are
+    ended on the caller's thread, the deadline checked between spans.
+
+    Returns:
+        True when every queued span was ended in time.
+    """
+    if not finishers:
+        return True
+    deadline = time.monotonic() + timeout
+    ended: list[bool] = []
+
+    def work() -> None:
+        # every finisher tries (all() of a generator would stop at the first one late)
+        flushed = [f.flush(timeout=max(deadline - time.monotonic(), 0)) for f in finishers]
+        ended.append(all(flushed))
+
+    try:
+        thread = threading.Thread(target=work, name="syncperf-span-flush", daemon=True)
+        thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        work()
+    else:
+        thread.join(timeout)
+    return ended == [True]
 
 
 class Endable(Protocol):
@@ -117,8 +149,11 @@ class SpanFinisher:
         max_queue: int = 2048,
         on_error: Callable[[Exception], None] | None = None,
         on_lost: Callable[[int], None] | None = None,
+        timeout: float = 5.0,
     ) -> None:
         _live.add(self)
+        self.timeout = timeout
+        """Seconds a flush of the provider's own waits for this queue (``shutdown_timeout``)."""
         self._queue: deque[tuple[Endable, int]] = deque()
         self._max_queue = max_queue
         self._budget_ns = budget_ns

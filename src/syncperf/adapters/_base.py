@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from syncperf._gate import describe, raised_at
+from syncperf._guard import OTHER
 from syncperf._operation import CHANGES, SyncOperation
-from syncperf.exceptions import ConfigError
 
 MISSING: Any = object()
 """Sentinel: the payload has no such field."""
@@ -150,6 +150,12 @@ def name(value: Any, what: str) -> str:
     raise Malformed(f"{what} is not a non-empty string: {type(value).__name__}")
 
 
+def token(value: Any, known: frozenset[str]) -> str:
+    """An error string as exported: one of the protocol's tokens (``known``), else ``_other``.
+    A server's error text can carry anything (a database message quoting a user's email)."""
+    return value if type(value) is str and value in known else OTHER
+
+
 def integer(value: Any) -> int | None:
     """An int (not a bool) or None."""
     return value if type(value) is int else None
@@ -194,74 +200,13 @@ def check_change(value: Any, what: str) -> str | None:
     )
 
 
-class NameCache:
-    """Maps a low-cardinality name (a mutator name) to ``(entity, change)``, memoised.
-
-    ``entity`` and ``change`` are each a mapping, a callable or None; ``default_entity``
-    applies when ``entity`` is None. At most ``limit`` names are memoised.
-    """
-
-    __slots__ = ("_change", "_default", "_entity", "_limit", "_memo")
-
-    def __init__(
-        self,
-        entity: Mapping[str, str] | Callable[[str], str | None] | None,
-        change: Mapping[str, str] | Callable[[str], str | None] | None,
-        default_entity: Callable[[str], str | None],
-        limit: int = 1024,
-    ) -> None:
-        _check_map("entity", entity, allowed=None)
-        _check_map("change", change, allowed=CHANGES)
-        self._entity = entity
-        self._change = change
-        self._default = default_entity
-        self._limit = limit
-        self._memo: dict[str, tuple[str | None, str | None]] = {}
-
-    def __call__(self, key: str) -> tuple[str | None, str | None]:
-        found = self._memo.get(key)
-        if found is not None:
-            return found
-        entity_map, change_map = self._entity, self._change
-        if entity_map is None:
-            entity = self._default(key)
-        elif isinstance(entity_map, Mapping):
-            entity = entity_map.get(key)
-        else:
-            entity = check_entity_name(call(entity_map, key), "entity callback")
-        if change_map is None:
-            change = None
-        elif isinstance(change_map, Mapping):
-            change = change_map.get(key)
-        else:
-            change = check_change(call(change_map, key), "change callback")
-        found = (entity, change)
-        if len(self._memo) < self._limit:
-            self._memo[key] = found
-        return found
-
-
-def _check_map(option: str, value: Any, allowed: frozenset[str] | None) -> None:
-    if value is None or (callable(value) and not isinstance(value, Mapping)):
-        return
-    if not isinstance(value, Mapping):
-        raise ConfigError(option, value, "a mapping, a callable or None")
-    for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str) or not item:
-            raise ConfigError(option, value, "a mapping of names to non-empty strings")
-        if allowed is not None and item not in allowed:
-            raise ConfigError(
-                option, value, "a mapping whose values are " + ", ".join(sorted(allowed))
-            )
-
-
 # --- the tally and the guard ------------------------------------------------------------
 
 
 class Tally:
     """Everything one payload says, gathered before anything is recorded."""
 
-    __slots__ = ("attributes", "batch", "conflicts", "duplicate", "items")
+    __slots__ = ("attributes", "batch", "conflicts", "duplicate", "error", "items")
 
     def __init__(self) -> None:
         self.batch: int | None = None
@@ -269,6 +214,7 @@ class Tally:
         self.conflicts: dict[tuple[str | None, str | None], int] = {}
         self.duplicate = False
         self.attributes: dict[str, Any] | None = None
+        self.error: str | None = None
 
     def item(self, entity: str | None, change: str | None, n: int = 1) -> None:
         """Count ``n`` items of ``entity`` and ``change``."""
@@ -288,6 +234,13 @@ class Tally:
             self.attributes = {}
         self.attributes[key] = value
 
+    def refuse(self, attribute: str, kind: str) -> None:
+        """The server refused the whole request in a 2xx answer (a push-level error): the
+        outcome is ``error``, with ``kind`` (a protocol token from ``token``, or ``_other``)
+        as ``error.type`` (``_OTHER``) and as the span attribute ``attribute``."""
+        self.attribute(attribute, kind)
+        self.error = "_OTHER" if kind == OTHER else kind
+
     def commit(self, op: SyncOperation) -> None:
         """Record the tally on ``op``."""
         rt = op.runtime
@@ -305,6 +258,8 @@ class Tally:
         if self.attributes:
             for key, value in self.attributes.items():
                 op.set_attribute(key, value)
+        if self.error is not None:
+            op.set_error(self.error)
 
 
 class ProtocolAdapter:
@@ -399,6 +354,16 @@ def stash(op: SyncOperation, key: str, value: Any) -> None:
     if scratch is None:
         scratch = op.scratch = {}
     scratch[key] = value
+
+
+def defer(op: SyncOperation, key: str, tally: Tally) -> Tally:
+    """Keep all of ``tally`` but its batch size for ``on_response`` (``unstash``): a push's
+    items count once its answer says the server took them (not when it refused the push, or
+    the handler raised). Returns what the request records now: the batch size."""
+    now = Tally()
+    now.batch, tally.batch = tally.batch, None
+    stash(op, key, tally)
+    return now
 
 
 def unstash(op: SyncOperation, key: str) -> Any:

@@ -3,7 +3,7 @@
 * ``POST _bulk_docs {docs: [...], new_edits}`` answers ``201`` with one result per
   document: ``{id, rev, ok}`` or ``{id, error: "conflict" | "forbidden" | ..., reason}``.
 * ``POST _revs_diff {docid: [revs]}`` answers ``{docid: {missing: [revs]}}``; the
-  revisions offered but not missing are already on the server (duplicates).
+  revisions offered but not missing are already on the server.
 * ``_changes`` answers ``{results: [{seq, id, changes: [{rev}], deleted, doc}],
   last_seq, pending}`` (normal and longpoll feeds; a continuous feed is a stream).
 * ``POST _bulk_get {docs: [{id, rev}]}`` answers ``{results: [{id, docs: [{ok: doc}]}]}``:
@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from syncperf._config import check_callable, check_text
+from syncperf._config import check_callable
 from syncperf._gate import describe
 from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
@@ -39,7 +39,6 @@ from syncperf.adapters._base import (
     ProtocolAdapter,
     Tally,
     call,
-    check_entity_name,
     count,
     entries,
     field,
@@ -47,65 +46,29 @@ from syncperf.adapters._base import (
     name,
     seq,
     stash,
+    token,
     unstash,
 )
+from syncperf.adapters._documents import Documents, EntityOf, first_generation
 
-__all__ = ["BulkDocs", "BulkGet", "Changes", "RevsDiff"]
+__all__ = ["ERRORS", "BulkDocs", "BulkGet", "Changes", "RevsDiff"]
 
-EntityOf = Callable[[Any, Any], "str | None"]
-"""``(doc_id, doc_or_None) -> entity name or None``."""
+ERRORS = frozenset(
+    {
+        "bad_request", "unauthorized", "forbidden", "not_found", "conflict", "file_exists",
+        "missing_stub", "doc_validation", "illegal_docid", "bad_content_type", "too_large",
+        "method_not_allowed", "not_implemented", "unknown_error", "internal_server_error",
+        "timeout",
+    }
+)  # fmt: skip
+"""CouchDB's ``error`` tokens; any other text (a validation function's) is exported as
+``_other``."""
+
 OpenConflicts = Callable[[str], int]
 """``(doc_id) -> conflicting leaf revisions the server holds for it (``_conflicts``)``."""
 
 
-class _Documents(ProtocolAdapter):
-    __slots__ = ("_entity", "_id_separator", "_key", "_type_field")
-
-    def __init__(
-        self,
-        *,
-        entity: EntityOf | None = None,
-        type_field: str | None = "type",
-        id_separator: str | None = None,
-    ) -> None:
-        check_callable("entity", entity)
-        check_text("type_field", type_field)
-        check_text("id_separator", id_separator)
-        self._entity = entity
-        self._type_field = type_field
-        self._id_separator = id_separator
-        self._key = f"syncperf.adapters.couchdb.{id(self)}"
-
-    def _entity_of(self, doc_id: Any, doc: Any) -> str | None:
-        """The callback's answer; else the type field; else the ID's prefix (a tombstone
-        ``{_id, _rev, _deleted}`` has no type field: only its ID can name its entity)."""
-        entity_fn = self._entity
-        if entity_fn is not None:
-            return check_entity_name(call(entity_fn, doc_id, doc), "entity callback")
-        type_field = self._type_field
-        if doc is not None and type_field is not None:
-            value = field(doc, type_field)
-            if isinstance(value, str) and value:
-                return value
-        separator = self._id_separator
-        if separator is not None and isinstance(doc_id, str):
-            head, sep, _ = doc_id.partition(separator)
-            if sep and head:
-                return head
-        return None
-
-
-def _first_generation(rev: Any) -> bool | None:
-    """Whether revision ``N-hash`` is a document's first (None when not a revision)."""
-    if not isinstance(rev, str):
-        return None
-    generation, sep, _ = rev.partition("-")
-    if not sep:
-        return None
-    return generation == "1"
-
-
-class BulkDocs(_Documents):
+class BulkDocs(Documents):
     """Adapter for ``_bulk_docs``.
 
     Records the batch size (documents), items by entity and change type (``deleted`` for
@@ -180,7 +143,7 @@ class BulkDocs(_Documents):
             elif new_edits:
                 change = "created" if rev is MISSING or rev is None else "updated"
             else:
-                first = _first_generation(rev)
+                first = first_generation(rev)
                 change = None if first is None else "created" if first else "updated"
             if type(kind) is str and kind and entity_fn is None:
                 entity: str | None = kind
@@ -211,18 +174,18 @@ class BulkDocs(_Documents):
 
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
         sent, before = unstash(op, self._key) or ([], None)
-        if body is None:  # the response was not seen
-            return None
         tally = Tally()
         if before:  # replication: a conflicting revision is stored as another leaf
             entities = {doc_id: entity for doc_id, entity in sent if isinstance(doc_id, str)}
             for doc_id, n in self._leaves(sent).items():
                 if n > before.get(doc_id, 0):
                     tally.conflict(entities.get(doc_id), None, n - before.get(doc_id, 0))
+        if body is None:  # a 2xx without a body: the server state above still tells
+            return tally
         if not isinstance(body, (list, tuple)):
             error = field(body, "error")
             if isinstance(error, str):
-                tally.attribute("sync.couchdb.error", error)
+                tally.attribute("sync.couchdb.error", token(error, ERRORS))
                 return tally
         results = seq(body, "_bulk_docs results")
         by_id: dict[Any, str | None] | None = None
@@ -247,7 +210,7 @@ class BulkDocs(_Documents):
         return tally
 
 
-class Changes(_Documents):
+class Changes(Documents):
     """Adapter for ``_changes`` (normal or longpoll feed).
 
     Records the batch size (changes listed) and, for results that carry their document
@@ -255,10 +218,11 @@ class Changes(_Documents):
     deletions, ``created`` when the winning revision is a first generation, ``updated``
     otherwise. A result without its document delivers nothing yet: a replicating client
     fetches the revisions it lacks through ``_bulk_get`` (see ``BulkGet``), which counts
-    them, so pulled items equal the documents the client received. Every leaf revision of
-    a result is read (``style=all_docs`` lists them all): results with more than one
-    live leaf are conflicted documents, counted on the span
-    (``sync.couchdb.conflicted_docs``); ``pending`` is set on the span too.
+    them, so pulled items equal the documents the client received. Results listing more
+    than one leaf revision (``style=all_docs``) under a live winner are counted on the span
+    (``sync.couchdb.conflicted_docs``): an upper bound, as the feed does not mark deleted
+    leaves, so a conflict resolved by deleting its losing revision still counts there.
+    ``pending`` is set on the span too.
 
     Args:
         entity: ``(doc_id, doc_or_None) -> entity``. Default: the document's
@@ -297,7 +261,9 @@ class Changes(_Documents):
             if at is not None:
                 op.record_checkpoint(at)
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         results = seq(field(body, "results"), "results")
         tally = Tally()
         tally.batch = len(results)
@@ -314,9 +280,9 @@ class Changes(_Documents):
             if deleted:
                 change: str | None = "deleted"
             else:
-                first = _first_generation(field(revs[0], "rev")) if revs else None
+                first = first_generation(field(revs[0], "rev")) if revs else None
                 if first is None:
-                    first = _first_generation(field(doc, "_rev"))
+                    first = first_generation(field(doc, "_rev"))
                 change = None if first is None else "created" if first else "updated"
             doc_id = field(result, "id")
             tally.item(self._entity_of(None if doc_id is MISSING else doc_id, doc), change)
@@ -328,7 +294,7 @@ class Changes(_Documents):
         return tally
 
 
-class BulkGet(_Documents):
+class BulkGet(Documents):
     """Adapter for ``_bulk_get``: the documents a replicating client actually pulls.
 
     Request ``{docs: [{id, rev}]}``; response ``{results: [{id, docs: [{ok: doc} |
@@ -350,7 +316,9 @@ class BulkGet(_Documents):
     __slots__ = ()
     protocol = "couchdb _bulk_get"
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         results = seq(field(body, "results"), "results")
         tally = Tally()
         returned = missing = 0
@@ -366,7 +334,7 @@ class BulkGet(_Documents):
                 if field(doc, "_deleted") is True:
                     change: str | None = "deleted"
                 else:
-                    first = _first_generation(field(doc, "_rev"))
+                    first = first_generation(field(doc, "_rev"))
                     change = None if first is None else "created" if first else "updated"
                 doc_id = field(doc, "_id")
                 tally.item(self._entity_of(None if doc_id is MISSING else doc_id, doc), change)
@@ -379,9 +347,11 @@ class BulkGet(_Documents):
 class RevsDiff(ProtocolAdapter):
     """Adapter for ``_revs_diff``.
 
-    Records the batch size (revisions offered) and an idempotency hit when some offered
-    revisions are already on the server; their number is set on the span
-    (``sync.couchdb.revs_present``). No items: ``_revs_diff`` only negotiates.
+    Records the batch size (revisions offered) and, on the span, how many of them are
+    already on the server (``sync.couchdb.revs_present``). That is no idempotency hit:
+    PouchDB offers back the revisions it just pulled (a device that only reads still pushes
+    them), so overlap is normal replication, not a client that missed an answer. No items:
+    ``_revs_diff`` only negotiates.
     """
 
     __slots__ = ("_key",)
@@ -409,7 +379,6 @@ class RevsDiff(ProtocolAdapter):
             name(doc_id, "document id")
             missing += count(field(diff, "missing"), "missing")
         tally = Tally()
-        if offered is not None and offered > missing:
-            tally.duplicate = True
+        if offered is not None and offered > missing:  # on the span: not an idempotency hit
             tally.attribute("sync.couchdb.revs_present", offered - missing)
         return tally

@@ -140,7 +140,7 @@ class Upload(ProtocolAdapter):
 
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
         conflicts_fn = self._conflicts
-        if conflicts_fn is None:
+        if conflicts_fn is None or body is None:  # None: a 2xx without a body to read
             return None
         found = call(conflicts_fn, body)
         if found is None:

@@ -1,15 +1,17 @@
 """Replicache push (v0 and v1) and pull.
 
 Push ``{pushVersion, clientGroupID, mutations: [{id, clientID, name, args, timestamp}]}``
-(v0: ``clientID`` on the body, not on each mutation). Replicache ignores the push response,
-and conflicts are not on the wire: the server re-runs each mutator and decides. A
+(v0: ``clientID`` on the body, not on each mutation). The push response is empty, or a
+refusal (``{error: "ClientStateNotFound" | "VersionNotSupported"}``: nothing applied), and
+conflicts are not on the wire: the server re-runs each mutator and decides. A
 mutation whose ``id`` is at or below the client's last mutation ID was already processed
 (a retried push); only the server knows that number, hence the ``last_mutation_id``
 callback.
 
 Pull request ``{pullVersion, clientGroupID, cookie}``; response
 ``{cookie, lastMutationIDChanges, patch: [{op: "put", key, value} | {op: "del", key} |
-{op: "clear"}]}`` (v0: ``lastMutationID``), or ``{error: ...}``.
+{op: "clear"}]}`` (v0: ``lastMutationID``; Replicache 15 also takes an internal
+``{op: "update", key, merge, constrain}``), or ``{error: ...}``.
 
 Example::
 
@@ -36,18 +38,25 @@ from syncperf.adapters._base import (
     MISSING,
     CallbackFailed,
     Malformed,
-    NameCache,
     ProtocolAdapter,
     Tally,
     call,
     check_entity_name,
+    defer,
     field,
     name,
     seq,
+    token,
+    unstash,
 )
+from syncperf.adapters._names import NameCache
 from syncperf.exceptions import ConfigError
 
-__all__ = ["Pull", "Push", "key_prefix"]
+__all__ = ["ERRORS", "Pull", "Push", "key_prefix"]
+
+ERRORS = frozenset({"ClientStateNotFound", "VersionNotSupported"})
+"""The ``error`` tokens of Replicache's push and pull responses; any other text is exported
+as ``_other`` (the client accepts any string, which may quote data)."""
 
 LastMutationID = Callable[[Any, str], "int | None"]
 """``(client_group_id, client_id) -> last processed mutation ID or None``."""
@@ -60,16 +69,22 @@ def _mutator_name(mutator: str) -> str | None:
 class Push(ProtocolAdapter):
     """Adapter for a Replicache push endpoint (push v0 and v1).
 
-    Records the batch size (mutations in the request), one item per new mutation (by
-    entity and change type), and an idempotency hit when the push carries mutations the
-    server already processed; those are not counted as items. Conflicts are decided by
-    your mutators: record them with ``syncperf.current_operation().record_conflict()``.
+    Records the batch size (mutations in the request) and one item per new mutation (by
+    entity and change type). Mutations the server already processed are not items; their
+    number is set on the span (``sync.replicache.duplicate_mutations``) and they are *not*
+    an idempotency hit: Replicache resends every pending mutation with each push until a
+    pull confirms it, so a resend is normal, not a client that missed an answer (Replicache
+    does not even read a successful push's answer). Conflicts are decided by your
+    mutators: record them with ``syncperf.current_operation().record_conflict()``.
+    Items are recorded when the response is read: a push refused in its answer
+    (``{error}``: outcome ``error``, ``error.type`` the token) or whose handler raised
+    records its batch size only.
 
     Args:
         last_mutation_id: ``(client_group_id, client_id) -> int | None``, the last
             mutation ID the server processed for that client, read *before* the handler
             runs. Synchronous and cheap (called once per client in the push); v0 pushes
-            pass ``None`` as the group. Without it duplicates are not detected.
+            pass ``None`` as the group. Without it resent mutations count as items again.
         entity: Mutator name -> entity: a mapping (unlisted names get none) or a
             callable. Default: the mutator name itself (mutator names are code, so
             bounded).
@@ -80,7 +95,7 @@ class Push(ProtocolAdapter):
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ("_last_mutation_id", "_names")
+    __slots__ = ("_key", "_last_mutation_id", "_names")
     protocol = "replicache push"
 
     def __init__(
@@ -93,6 +108,7 @@ class Push(ProtocolAdapter):
         check_callable("last_mutation_id", last_mutation_id)
         self._last_mutation_id = last_mutation_id
         self._names = NameCache(entity, change, _mutator_name)
+        self._key = f"syncperf.adapters.replicache.{id(self)}"
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:
         mutations = seq(field(body, "mutations"), "mutations")
@@ -130,14 +146,22 @@ class Push(ProtocolAdapter):
                     duplicates += 1
                     continue
                 by_name[mutator] = by_name.get(mutator, 0) + 1
-            if duplicates:
-                tally.duplicate = True
+            if duplicates:  # resends, not a lost answer: no idempotency hit (see Push)
                 tally.attribute("sync.replicache.duplicate_mutations", duplicates)
         names = self._names
         for mutator, n in by_name.items():
             entity, change = names(name(mutator, "mutation name"))
             tally.item(entity, change, n)
-        return tally
+        return defer(op, self._key, tally)
+
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        counted: Tally | None = unstash(op, self._key)
+        error = field(body, "error")
+        if isinstance(error, str):  # e.g. VersionNotSupported: the server applied nothing
+            refused = Tally()
+            refused.refuse("sync.replicache.error", token(error, ERRORS))
+            return refused
+        return counted
 
 
 def _last_id(value: Any) -> int | None:
@@ -167,8 +191,10 @@ class Pull(ProtocolAdapter):
     """Adapter for a Replicache pull endpoint (pull v0 and v1).
 
     Records the batch size (patch operations in the response) and one item per ``put``
-    (change unknown: a put is an upsert) or ``del`` (``deleted``) by the entity of its key.
-    A ``clear`` patch and error responses are set on the span.
+    (change unknown: a put is an upsert), ``update`` (``updated``) or ``del`` (``deleted``)
+    by the entity of its key.
+    A ``clear`` patch is set on the span; an error response (``{error}``) is an ``error``
+    outcome, its token the ``error.type``.
 
     Args:
         entity: Key -> entity name or None. Default: ``key_prefix("/")``.
@@ -213,13 +239,15 @@ class Pull(ProtocolAdapter):
             if at is not None:
                 op.record_checkpoint(at)
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         patch = field(body, "patch")
         tally = Tally()
         if patch is MISSING:
             error = field(body, "error")
-            if isinstance(error, str):
-                tally.attribute("sync.replicache.error", error)
+            if isinstance(error, str):  # ClientStateNotFound, VersionNotSupported
+                tally.refuse("sync.replicache.error", token(error, ERRORS))
                 return tally
             raise Malformed("pull response has neither patch nor error")
         patch = seq(patch, "patch")
@@ -237,6 +265,8 @@ class Pull(ProtocolAdapter):
                 change = None
             elif kind == "del":
                 change = "deleted"
+            elif kind == "update":  # Replicache 15's internal op: merges into an existing key
+                change = "updated"
             elif kind == "clear":
                 tally.attribute("sync.replicache.clear", True)
                 continue

@@ -85,7 +85,9 @@ class Pull(ProtocolAdapter):
     def _query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
         checkpoint_ms(op, params, self.query)
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         documents = _documents(body, "documents", "documents")
         tally = Tally()
         tally.batch = len(documents)

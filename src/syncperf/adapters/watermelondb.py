@@ -106,7 +106,9 @@ class Pull(ProtocolAdapter):
     def _query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
         checkpoint_ms(op, params, self.query)
 
-    def _response(self, op: SyncOperation, body: Any) -> Tally:
+    def _response(self, op: SyncOperation, body: Any) -> Tally | None:
+        if body is None:  # a 2xx without a body: nothing delivered
+            return None
         tally = Tally()
         if isinstance(body, (str, bytes, bytearray)) or field(body, "syncJson") is not MISSING:
             tally.attribute("sync.watermelondb.turbo", True)

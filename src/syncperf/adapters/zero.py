@@ -27,19 +27,34 @@ from syncperf._operation import SyncOperation
 from syncperf.adapters._base import (
     MISSING,
     Malformed,
-    NameCache,
     ProtocolAdapter,
     Tally,
     call,
+    defer,
     field,
     name,
     seq,
     stash,
+    token,
     unstash,
 )
+from syncperf.adapters._names import NameCache
 from syncperf.adapters.replicache import LastMutationID, _last_id
 
-__all__ = ["CRUD_MUTATION", "Push", "mutator_namespace"]
+__all__ = ["CRUD_MUTATION", "ERRORS", "Push", "mutator_namespace"]
+
+ERRORS = frozenset(
+    {  # ``{error}`` (older releases) and the ``kind`` of ``["error", {kind, ...}]``
+        "unsupportedPushVersion", "unsupportedSchemaVersion", "http", "zeroPusher",
+        "AuthInvalidated", "ClientNotFound", "InvalidConnectionRequest",
+        "InvalidConnectionRequestBaseCookie", "InvalidConnectionRequestLastMutationID",
+        "InvalidConnectionRequestClientDeleted", "InvalidMessage", "InvalidPush", "PushFailed",
+        "MutationFailed", "MutationRateLimited", "Rebalance", "Rehome", "TransformFailed",
+        "Unauthorized", "VersionNotSupported", "SchemaVersionNotSupported", "ServerOverloaded",
+        "Internal",
+    }
+)  # fmt: skip
+"""Zero's push-level error tokens; any other text is exported as ``_other``."""
 
 CRUD_MUTATION = "_zero_crud"
 _CRUD_CHANGES: dict[Any, Any] = {
@@ -69,7 +84,9 @@ class Push(ProtocolAdapter):
     one per custom mutation by entity), conflicts (mutations the server answered with
     ``error: "app"``, resolution ``rejected``, by the mutation's entity) and an
     idempotency hit when a mutation was ``alreadyProcessed`` or is at or below the
-    client's last mutation ID.
+    client's last mutation ID. Items are recorded when the response is read: a push
+    refused as a whole (``{error}``, ``["error", {kind}]``: outcome ``error``, the token as
+    ``error.type``) or whose handler raised records its batch size only.
 
     Args:
         last_mutation_id: Optional ``(client_group_id, client_id) -> int | None`` read
@@ -84,7 +101,7 @@ class Push(ProtocolAdapter):
         ConfigError: an option is not accepted.
     """
 
-    __slots__ = ("_key", "_last_mutation_id", "_names")
+    __slots__ = ("_key", "_last_mutation_id", "_names", "_sent_key")
     protocol = "zero push"
 
     def __init__(
@@ -98,6 +115,7 @@ class Push(ProtocolAdapter):
         self._last_mutation_id = last_mutation_id
         self._names = NameCache(entity, change, mutator_namespace)
         self._key = f"syncperf.adapters.zero.{id(self)}"
+        self._sent_key = self._key + ".sent"
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:
         mutations = seq(field(body, "mutations"), "mutations")
@@ -139,8 +157,8 @@ class Push(ProtocolAdapter):
         if duplicates:
             tally.duplicate = True
             tally.attribute("sync.zero.duplicate_mutations", duplicates)
-        stash(op, self._key, mutations)
-        return tally
+        stash(op, self._sent_key, mutations)
+        return defer(op, self._key, tally)
 
     def _entity(self, mutation: Any) -> str | None:
         """The entity a mutation's conflict is counted under (its first table for CRUD)."""
@@ -150,23 +168,18 @@ class Push(ProtocolAdapter):
         return self._names(name(mutator, "mutation name"))[0]
 
     def _response(self, op: SyncOperation, body: Any) -> Tally | None:
-        sent: Any = unstash(op, self._key)
-        if body is None:  # the response was not seen
-            return None
-        tally = Tally()
-        if isinstance(body, (list, tuple)) and body and body[0] == "error":
-            tally.attribute("sync.zero.push_error", _error_kind(body[1] if len(body) > 1 else None))
+        sent: Any = unstash(op, self._sent_key)
+        tally: Tally = unstash(op, self._key) or Tally()  # what the request carried
+        if body is None:  # a 2xx without a body
             return tally
-        results = field(body, "mutations")
-        if results is MISSING:
-            error = field(body, "error")
-            if isinstance(error, str):
-                tally.attribute("sync.zero.push_error", error)
-                return tally
-            raise Malformed("push response has neither mutations nor error")
+        kind = _refusal(body)
+        if kind is not MISSING:  # refused as a whole: nothing applied
+            refused = Tally()
+            refused.refuse("sync.zero.push_error", token(kind, ERRORS))
+            return refused
         by_id: dict[tuple[Any, Any], Any] | None = None
         processed = out_of_order = 0
-        for response in seq(results, "mutations"):
+        for response in seq(field(body, "mutations"), "mutations"):
             result = (
                 response.get("result", MISSING)
                 if type(response) is dict
@@ -197,6 +210,23 @@ class Push(ProtocolAdapter):
         return tally
 
 
+def _refusal(body: Any) -> Any:
+    """What refused a push as a whole: the ``kind`` of ``["error", {kind, ...}]``, or the
+    ``error`` of ``{error}`` (older releases); MISSING for an answer per mutation.
+
+    Raises:
+        Malformed: neither.
+    """
+    if isinstance(body, (list, tuple)) and body and body[0] == "error":
+        return field(body[1], "kind") if len(body) > 1 else None
+    if field(body, "mutations") is not MISSING:
+        return MISSING
+    error = field(body, "error")
+    if isinstance(error, str):
+        return error
+    raise Malformed("push response has neither mutations nor error")
+
+
 def _crud_items(counts: dict[tuple[str | None, str | None], int], mutation: Any) -> str | None:
     """Count a CRUD mutation's ops into ``counts``; return the table of its first op."""
     args = mutation.get("args") if type(mutation) is dict else field(mutation, "args")
@@ -222,8 +252,3 @@ def _crud_items(counts: dict[tuple[str | None, str | None], int], mutation: Any)
             key = (table, change)
             counts[key] = counts.get(key, 0) + 1
     return first
-
-
-def _error_kind(detail: Any) -> str:
-    kind = field(detail, "kind")
-    return kind if isinstance(kind, str) else "error"

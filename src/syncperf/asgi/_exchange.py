@@ -1,17 +1,15 @@
 """One HTTP request through ``SyncPerfMiddleware``: the ``Exchange``.
 
-The middleware decides whether a request is recorded at all, then makes one ``Exchange``
-for it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's
-``receive`` and ``send`` and owns everything the request records, so the middleware keeps
-no per-request state. Its steps, in order:
+The middleware decides whether a request is recorded at all, then makes one ``Exchange`` for
+it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's ``receive`` and
+``send`` and owns everything the request records, so the middleware keeps no per-request state:
 
 * ``open``: what is decided before the application runs (the request's headers, the sync
   operation of a sync route, ``http.server.active_requests``);
 * ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
   route with an adapter, the request body read first);
-* ``finish``: the operation's outcome and end, then the HTTP metrics. It never replaces the
-  application's exception (see ``_http.hook_failed``), and the active-requests gauge always
-  returns to zero.
+* ``finish``: the operation's outcome and end, then the HTTP metrics, never replacing the
+  application's exception (``_http.hook_failed``); the active-requests gauge returns to zero.
 """
 
 from __future__ import annotations
@@ -38,6 +36,7 @@ from syncperf.asgi._http import (
     AsgiState,
     HttpSeries,
     feed_body,
+    feed_response,
     hook_failed,
     is_json,
     owners,
@@ -195,6 +194,7 @@ class Exchange:
             self.owner_span.set_attribute("sync.operation", operation)
         if self.adapter is not None:
             self.response_chunks = []
+            op._fed = True  # its adapter counts: a decorated handler joining it adds none
         return op
 
     def path_entity(self, value: str) -> str:
@@ -322,9 +322,9 @@ class Exchange:
         rt, status = self.rt, self.status
         matched = None
         try:
-            if self.response_chunks is not None:
-                hook = self.adapter.on_response  # type: ignore[union-attr]
-                feed_body(rt, op, hook, self.response_chunks, self.sent, self.mw._max_body)
+            if self.adapter is not None and status is not None and 200 <= status < 300:
+                hook, cap = self.adapter.on_response, self.mw._max_body  # only a 2xx: an answer
+                feed_response(rt, op, hook, self.response_chunks, self.sent, cap)
             if self.replayed:
                 op.record_idempotency_hit()
             if failure is None:

@@ -37,6 +37,7 @@ __all__ = [
     "HttpSeries",
     "SeenKeys",
     "feed_body",
+    "feed_response",
     "is_json",
     "key_hash",
     "owners",
@@ -340,6 +341,26 @@ def feed_body(
         return
     try:
         hook(op, parsed)
+    except Exception as error:
+        rt.internal_error("adapter_failed", error)
+
+
+def feed_response(
+    rt: Runtime,
+    op: SyncOperation,
+    hook: Callable[[SyncOperation, Any], None],
+    chunks: list[bytes] | None,
+    size: int,
+    cap: int,
+) -> None:
+    """A 2xx answer to an adapter's ``on_response``: its JSON body, or None when it had none
+    to read (a 204, an empty or non-JSON body), so a push adapter that counts its rows when
+    it reads the answer (``rxdb.Push``) still counts them (never raises)."""
+    if chunks and size:
+        feed_body(rt, op, hook, chunks, size, cap)
+        return
+    try:
+        hook(op, None)
     except Exception as error:
         rt.internal_error("adapter_failed", error)
 

@@ -41,6 +41,7 @@ from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._metrics import outputs
 from syncperf._runtime import configure
+from syncperf._tracing.finisher import end_queued
 from syncperf.exceptions import ConfigError
 from syncperf.export import _otlp, _serve
 from syncperf.export._otlp import CountingSpanExporter, RenewableMetricExporter
@@ -92,7 +93,7 @@ class OtlpExport:
             return
         self._shut = True
         rt = _runtime.current()
-        rt.finisher.flush()
+        end_queued([rt.finisher], rt.config.shutdown_timeout)  # a stalled processor: bounded
         if self._exporter is not None and outputs.OUTPUTS.exporters.get("otlp") is self._exporter:
             del outputs.OUTPUTS.exporters["otlp"]
             rt.sync_outputs()  # a last export, then the exporter shuts down

@@ -54,6 +54,7 @@ from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
 from syncperf.outbox._gauges import (
     GaugeSource,
+    InvalidCreatedAt,
     InvalidStatus,
     OutboxStats,
     StatsRunner,
@@ -131,7 +132,7 @@ class Outbox:
         destination: str | None = None,
         system: str | None = None,
     ) -> None:
-        _check(name, stats, stats_timeout, destination, system)
+        name, destination, system = _check(name, stats, stats_timeout, destination, system)
         self.name = name
         self._serial = next(_serials)
         self._runner = None if stats is None else StatsRunner(stats, float(stats_timeout))
@@ -214,12 +215,15 @@ class Outbox:
                 error,
             )
             return
+        key, what = "outbox_probe:", raised_at(error)
+        if isinstance(error, InvalidCreatedAt):  # the probe's own finding, told apart
+            key, what = "outbox_created_at:", f"its oldest created_at is {error}"
         rt.log_once(
-            "outbox_probe:" + self.name,
+            key + self.name,
             "syncperf: the stats of outbox %s failed (%s); its gauges are skipped "
             "for this collection",
             self.name,
-            raised_at(error),
+            what,
         )
 
     def close(self) -> None:
@@ -244,8 +248,9 @@ class Outbox:
 
         Args:
             count: Messages written (an int >= 0); one ``create`` span covers them all.
-            session: A SQLAlchemy ``Session`` or ``AsyncSession``: count the messages when its
-                transaction commits and never if it rolls back. Without it they count now.
+            session: A SQLAlchemy ``Session`` or ``AsyncSession`` (or a ``scoped_session``:
+                its current session): count the messages when its transaction commits and
+                never if it rolls back. Without it they count now.
 
         Returns:
             The ``traceparent`` to store with the message(s), or None.
@@ -285,7 +290,9 @@ class Outbox:
         else:
             deferred = defer_enqueue(session, self._serial, self._count_enqueued, count)
         if not deferred:
-            rt.reject("invalid_session", "a SQLAlchemy Session or AsyncSession", session)
+            rt.reject(
+                "invalid_session", "a SQLAlchemy Session, AsyncSession or scoped_session", session
+            )
         return deferred
 
     def _count_enqueued(self, count: int) -> None:
@@ -321,8 +328,12 @@ class Outbox:
 
 def _check(
     name: object, stats: object, stats_timeout: object, destination: object, system: object
-) -> None:
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+) -> tuple[str, str | None, str | None]:
+    """The names as plain ``str``: no method of a subclass is called later (series, spans)."""
+    name, destination, system = (
+        str.__str__(v) if isinstance(v, str) else v for v in (name, destination, system)
+    )
+    if type(name) is not str or not _NAME_RE.fullmatch(name):
         raise ConfigError(
             "name",
             name,
@@ -332,8 +343,9 @@ def _check(
         raise ConfigError("stats", stats, "a callable returning (depth, oldest_age) or None")
     check_float("stats_timeout", stats_timeout, low=0.0, high=MAX_SECONDS, open_low=True)
     for option, value in (("destination", destination), ("system", system)):
-        if value is not None and (not isinstance(value, str) or not value):
+        if value is not None and (type(value) is not str or not value):
             raise ConfigError(option, value, "a non-empty string or None")
+    return name, destination, system  # type: ignore[return-value]
 
 
 # --- stats sources -----------------------------------------------------------------------------
@@ -364,7 +376,8 @@ def sqlalchemy_probe(
         engine: A synchronous ``sqlalchemy.Engine`` (the probe runs off the request path).
         table: The outbox table.
         schema: Its schema, if not the default.
-        created_at: The column holding when a row was written (timestamp or POSIX seconds).
+        created_at: The column holding when a row was written (a timestamp or POSIX seconds;
+            epoch milliseconds fail the probe with ``error.type=invalid_created_at``).
         status: The status column, or None when every row in the table is pending.
         pending: The ``status`` values that mean "not yet published or dead-lettered".
         timeout: Server-side statement timeout in seconds (PostgreSQL).

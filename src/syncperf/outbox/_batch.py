@@ -18,6 +18,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 from syncperf._gate import error_type, is_count
 from syncperf._gate import name as gate_name
 from syncperf._redact import record_exception
+from syncperf._staleness import MAX_SKEW
 from syncperf._tracing.span import detach
 from syncperf.outbox._gauges import age_of
 from syncperf.outbox._spans import parse_traceparent
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from syncperf.outbox import Outbox
     from syncperf.outbox._series import OutboxSeries
 
+_CREATED_AT = (
+    f"a datetime or POSIX seconds (not milliseconds): finite, at most {MAX_SKEW:g} s ahead"
+)
 MAX_LINKS = 128
 """Links per ``send`` span (the SDK's default link limit)."""
 
@@ -110,7 +114,8 @@ class PublishBatch:
 
         Args:
             created_at: When the message was enqueued (the row's created-at): a ``datetime``
-                (naive means UTC) or POSIX seconds; gives ``outbox.lag``. None: no lag.
+                (naive means UTC) or POSIX seconds (not milliseconds); gives ``outbox.lag``.
+                None: no lag.
             traceparent: The value ``Outbox.enqueue()`` returned for it: the span links to it.
             attempt: This attempt's number (1 = first try).
         """
@@ -121,10 +126,9 @@ class PublishBatch:
             try:
                 self._lags.append(age_of(created_at))
             except Exception:  # not a time, or a datetime whose timestamp() fails: a tzinfo
-                # with an offset of a day or more, pandas' NaT (ValueError), a hostile tzinfo
-                self._rt.reject(
-                    "invalid_created_at", "a datetime or finite POSIX seconds", created_at
-                )
+                # with an offset of a day or more, pandas' NaT (ValueError), a hostile tzinfo;
+                # or a time far ahead, such as epoch milliseconds (InvalidCreatedAt)
+                self._rt.reject("invalid_created_at", _CREATED_AT, created_at)
         self._published += 1
         self._own_ns += _perf() - t0
 
@@ -143,7 +147,9 @@ class PublishBatch:
             traceparent: The value ``Outbox.enqueue()`` returned for it.
             attempt: This attempt's number (1 = first try).
             dead_letter: True if the message is given up on (moved to a dead-letter table or
-                queue): also counts ``dead_lettered``.
+                queue): also counts ``dead_lettered``. Anything but a ``bool`` (a
+                ``numpy.bool_`` too) is dropped and counted (``invalid_dead_letter``); the
+                failure still counts.
         """
         t0 = _perf()
         if not self._attempt(attempt, traceparent):
@@ -156,6 +162,9 @@ class PublishBatch:
         else:
             rt.reject("invalid_error", "an exception or an error type string", error)
             etype = rt.error_types("_OTHER")
+        if dead_letter is not False and dead_letter is not True:  # identity: no __bool__
+            rt.reject("invalid_dead_letter", "dead_letter: True or False", dead_letter)
+            dead_letter = False  # the failure counts; that it was given up on is unknown
         self._failed[etype] = self._failed.get(etype, 0) + 1
         if self._first_error is None:
             self._first_error = etype

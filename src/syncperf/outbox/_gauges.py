@@ -27,6 +27,7 @@ from syncperf._metrics.catalogue import (
     OUTBOX_OLDEST_AGE,
     OUTBOX_ROWS,
 )
+from syncperf._staleness import MAX_SKEW
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -44,7 +45,8 @@ class OutboxStats(NamedTuple):
     optionally the table's totals (which survive a relay crash, unlike in-memory counters).
 
     Attributes:
-        depth: Messages written and not yet published or dead-lettered.
+        depth: Messages written and not yet published or dead-lettered (a count: an
+            ``int`` in [0, 2**53), as ``rows`` and ``attempts``).
         oldest_age: Seconds since the oldest of them was written (0 when empty); ``None``
             when unknown (then only ``outbox.depth`` is reported).
         rows: Messages in the table by status, or None.
@@ -65,6 +67,19 @@ class ProbeTimeout(Exception):
 
 class ProbeBusy(Exception):
     """The previous, timed-out stats call is still running."""
+
+
+class InvalidCreatedAt(ValueError):
+    """A created-at more than ``MAX_SKEW`` seconds in the future: no time a message already
+    written can have, but one in the wrong unit (epoch milliseconds) or from a wrong clock.
+
+    Its message is syncperf's own: it never quotes the value.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            f"more than {MAX_SKEW:g} s in the future: a time in milliseconds, or a wrong clock"
+        )
 
 
 class InvalidStatus(Exception):
@@ -137,8 +152,8 @@ def _checked(value: Any) -> tuple[OutboxStats, InvalidStatus | None]:
         depth, age, rows, attempts = value
     else:
         depth, age = value if isinstance(value, tuple) else (value, None)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise TypeError(f"stats depth must be an int >= 0, got {depth!r}")
+    if not _count(depth):  # as rows and attempts: an int that no exporter rounds, exactly
+        raise TypeError("stats depth must be an int in [0, 2**53)")
     invalid = None
     if rows is not None:
         rows, invalid = _statuses(rows)
@@ -147,8 +162,10 @@ def _checked(value: Any) -> tuple[OutboxStats, InvalidStatus | None]:
     if depth == 0:
         age = 0.0
     elif age is not None:
-        if isinstance(age, bool) or not isinstance(age, (int, float)) or not _finite(age):
+        if not (type(age) is int or type(age) is float) or not _finite(age):  # no subclass
             raise TypeError("stats oldest_age must be finite seconds (a number) or None")
+        if age < -MAX_SKEW:  # now minus a created-at in milliseconds, say
+            raise InvalidCreatedAt
         age = max(0.0, float(age))
     return OutboxStats(depth, age, rows, attempts), invalid
 
@@ -195,22 +212,26 @@ def _finite(number: int | float) -> bool:
 def age_of(created_at: object, now: float | None = None) -> float:
     """Seconds from ``created_at`` to ``now`` (default: the current time), never negative.
 
-    ``created_at`` is a ``datetime`` (a naive one is taken as UTC) or POSIX seconds.
+    ``created_at`` is a ``datetime`` (a naive one is taken as UTC; its own ``replace()`` and
+    ``timestamp()`` read it) or POSIX seconds. Up to ``MAX_SKEW`` seconds ahead of ``now`` is
+    clock skew between hosts and reads as age 0, as for clients' times (``_staleness``).
 
     Raises:
-        TypeError: ``created_at`` is neither.
+        TypeError: ``created_at`` is neither, or its ``timestamp()`` is no finite number.
+        InvalidCreatedAt: ``created_at`` is further ahead (never a silent age 0).
     """
     if now is None:
         now = time.time()
+    seconds = created_at
     if isinstance(created_at, datetime):
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=timezone.utc)
         seconds = created_at.timestamp()
-    elif (type(created_at) is int or type(created_at) is float) and abs(created_at) < MAX_COUNT:
-        seconds = float(created_at)
-    else:  # NaN fails the comparison above
-        raise TypeError("created_at must be a datetime or finite POSIX seconds")
+    if not ((type(seconds) is int or type(seconds) is float) and abs(seconds) < MAX_COUNT):
+        raise TypeError("created_at must be a datetime or finite POSIX seconds")  # NaN too
     age = now - seconds
+    if age < -MAX_SKEW:
+        raise InvalidCreatedAt
     return age if age > 0.0 else 0.0
 
 
@@ -308,4 +329,6 @@ def failure_type(error: BaseException) -> str:
         return "busy"
     if isinstance(error, InvalidStatus):
         return "invalid_status"
+    if isinstance(error, InvalidCreatedAt):
+        return "invalid_created_at"
     return error_type(error)

@@ -38,8 +38,13 @@ def parse_traceparent(value: object) -> SpanContext | None:
     Args:
         value: What ``Outbox.enqueue()`` returned (read back from the outbox row).
     """
-    if not isinstance(value, str):
-        return None
+    if type(value) is not str:
+        try:
+            if not isinstance(value, str):
+                return None
+            value = str.__str__(value)  # a str subclass's own methods are never called
+        except Exception:  # a hostile __class__
+            return None
     match = _TRACEPARENT_RE.fullmatch(value.strip())
     if match is None:
         return None

@@ -4,6 +4,8 @@
   one query per collection, with a server-side statement timeout on PostgreSQL.
 * ``defer_enqueue``: count an enqueue when the session's transaction commits, forget it when
   the transaction ends otherwise (rollback, close), so rolled-back pushes are never counted.
+  One made before the session began belongs to the transaction it begins next, unless the
+  session is closed first.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, column, event, func, select, table
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
+from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
 from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import OutboxStats, age_of
 
 _PENDING = "syncperf.outbox.pending"
+_UNBEGUN = "syncperf.outbox.unbegun"
+"""The identity map the session had at an enqueue made before it began: ``close()`` and
+``reset()`` replace it, and no transaction event tells of them when none began."""
 _install_lock = threading.Lock()
 _installed = False
 
@@ -129,20 +135,44 @@ def _timestamp(value: Any) -> Any:
 
 
 def defer_enqueue(session: Any, key: object, record: Callable[[int], None], count: int) -> bool:
-    """Count ``count`` enqueues with ``record`` when ``session`` commits; False if no Session.
+    """Count ``count`` enqueues with ``record`` when ``session`` commits; False if ``session``
+    stands for no Session (see ``_session_of``).
 
     The count belongs to the innermost transaction open now (a savepoint included): a savepoint
     that rolls back forgets it, one that is released hands it to its parent, and it is recorded
     only when the outermost transaction commits. Before any transaction began it belongs to the
-    outermost one to come.
+    outermost one to come, unless the session is closed (or reset) before it begins.
     """
-    sync = getattr(session, "sync_session", session)  # AsyncSession -> its Session
-    if not isinstance(sync, Session):
+    sync = _session_of(session)
+    if sync is None:
         return False
     _install()
     owner = sync.get_nested_transaction() or sync.get_transaction()
-    _add(_pending(sync).setdefault(owner, {}), {key: [record, count]})
+    pending = _pending(sync)
+    if owner is None:
+        if sync.info.get(_UNBEGUN) is not sync.identity_map:  # closed since the last one
+            pending.pop(None, None)
+        sync.info[_UNBEGUN] = sync.identity_map
+    _add(pending.setdefault(owner, {}), {key: [record, count]})
     return True
+
+
+def _session_of(value: object) -> Session | None:
+    """The ``Session`` that ``value`` stands for, or None.
+
+    An ``AsyncSession`` stands for its sync session; a ``scoped_session`` or
+    ``async_scoped_session`` (the registry proxy, Flask-SQLAlchemy's ``db.session``) for the
+    session current in its scope, as any method called on the proxy would. Only the exact
+    type is looked at (``type()``, not ``__class__``): nothing of an unknown object is read.
+    """
+    try:
+        if issubclass(type(value), (scoped_session, async_scoped_session)):
+            value = value.registry()  # type: ignore[attr-defined]
+        if issubclass(type(value), AsyncSession):
+            value = value.sync_session  # type: ignore[attr-defined]
+    except Exception:  # a scope function that failed
+        return None
+    return value if issubclass(type(value), Session) else None  # type: ignore[return-value]
 
 
 _Counts = dict[object, list[Any]]
@@ -169,9 +199,21 @@ def _install() -> None:
         return
     with _install_lock:
         if not _installed:
+            event.listen(Session, "after_transaction_create", _after_transaction_create)
             event.listen(Session, "after_commit", _after_commit)
             event.listen(Session, "after_transaction_end", _after_transaction_end)
             _installed = True
+
+
+def _after_transaction_create(session: Session, transaction: SessionTransaction) -> None:
+    """The outermost transaction begins (explicitly, or on first use, ``commit()`` included):
+    it takes the enqueues made before, unless the session was closed since (see _UNBEGUN)."""
+    pending = session.info.get(_PENDING)
+    if transaction.parent is not None or not pending or None not in pending:
+        return
+    unbegun = pending.pop(None)
+    if session.info.pop(_UNBEGUN, None) is session.identity_map:
+        _add(pending.setdefault(transaction, {}), unbegun)
 
 
 def _after_commit(session: Session) -> None:
@@ -193,10 +235,8 @@ def _after_commit(session: Session) -> None:
         if counts:
             _add(pending.setdefault(parent, {}), counts)
         return
-    counts = counts or {}
-    _add(counts, pending.pop(None, {}))
     with contextlib.suppress(Exception):  # record() reports its own problems
-        for record, count in counts.values():
+        for record, count in (counts or {}).values():
             record(count)
 
 

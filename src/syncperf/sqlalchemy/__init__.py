@@ -10,8 +10,9 @@ Usage::
     handle.uninstrument()
 
 Everything is attached to the given engine only; nothing global is patched. Queries are
-timed by wrapping ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` on that
-engine's own dialect instance (connection events would switch SQLAlchemy to its slower,
+timed by wrapping ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` (and
+``do_commit`` / ``do_rollback``: a ``COMMIT`` or ``ROLLBACK`` the driver sends is a query) on
+that engine's own dialect instance (connection events would switch SQLAlchemy to its slower,
 event-dispatching execution path: ~4.5 µs per query before any listener runs); the pool is
 measured through pool events and by wrapping ``connect`` / ``recreate`` on that engine's pool
 instance. An ``AsyncEngine`` is instrumented through its ``sync_engine``, once.
@@ -36,8 +37,9 @@ event ``sync.db.n_plus_one``, rate-limited warning log); a query slower than
 rate-limited log.
 
 The mechanics live beside this module: ``_queries`` (the per-query recorder and the dialect
-wrappers), ``_detections`` (N+1 and slow queries), ``_pool`` (connection-pool metrics),
-``_plans`` and ``_explain`` (query plans of sync statements, with ``plans=``).
+wrappers), ``_spans`` (a query's deferred CLIENT span), ``_detections`` (N+1 and slow
+queries), ``_pool`` (connection-pool metrics), ``_plans`` and ``_explain`` (query plans of
+sync statements, with ``plans=``).
 
 Bound parameter values are never read (with ``plans=`` on, those of a statement whose plan is
 due are copied for its ``EXPLAIN`` only, never exported or logged). Statements are sanitized

@@ -15,30 +15,51 @@ from syncperf._gate import made_name
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Engine
 
-__all__ = ["connection_attributes", "pool_name", "url_host"]
+__all__ = ["connection_attributes", "pool_name", "url_address", "url_host"]
 
 
 def connection_attributes(system: str, url: URL) -> dict[str, Any]:
     """A query's ``db.system.name``, ``db.namespace``, ``server.address`` and ``server.port``."""
     attrs: dict[str, Any] = {"db.system.name": system}
-    database = made_name(url.database or "")
-    if database and database != ":memory:":
-        attrs["db.namespace"] = database
-    host = made_name(url_host(url))
-    if host:
-        attrs["server.address"] = host
-    if url.port:
-        attrs["server.port"] = int(url.port)
+    host, port, database = url_address(url)
+    namespace = made_name(database)
+    if namespace and namespace != ":memory:":
+        attrs["db.namespace"] = namespace
+    address = made_name(host)
+    if address:
+        attrs["server.address"] = address
+    if port:
+        attrs["server.port"] = port
     return attrs
 
 
-def url_host(url: URL) -> str:
-    """The host of ``url``, or "".
+def url_address(url: URL) -> tuple[str, int | None, str]:
+    """The host, port and database of ``url``, never a piece of its password.
 
-    A password with an unescaped ``@`` (``u:p@ss@host``) makes SQLAlchemy read the host as
-    ``ss@host``: a host never contains ``@``, so what precedes the last one is dropped.
+    SQLAlchemy ends a password at its first ``@``: the rest of a password with an unescaped
+    ``@`` spills into what follows. ``u:p@ss@host/db`` reads host ``ss@host``;
+    ``u:p@ss/w@host:5432/db`` host ``ss`` and database ``w@host:5432/db``; ``u:p@ss?k=w@host``
+    host ``ss`` and a query. A host, port or database holds no ``@``: the address is what
+    follows the last one, and nothing before it is kept (nothing at all when the last one is
+    in the query string, which SQLAlchemy has taken apart). Two shapes leave no trace:
+    SQLAlchemy drops the rest of the URL after ``@`` then ``?`` with no ``=`` (a query
+    without a value), or ``@[...]`` followed by anything else than ``:``, ``/`` or ``?``.
     """
-    return (url.host or "").rpartition("@")[2]
+    if any("@" in f"{key}{value}" for key, value in url.query.items()):
+        return "", None, ""
+    database = url.database or ""
+    if "@" not in database:
+        return (url.host or "").rpartition("@")[2], url.port, database
+    address, _, database = database.rpartition("@")[2].partition("/")
+    host, colon, port = address.rpartition(":")
+    if not (colon and port.isascii() and port.isdigit() and len(port) <= 5):
+        host, port = address, ""  # no port (or an IPv6 address without one)
+    return host.strip("[]"), int(port) if port else None, database
+
+
+def url_host(url: URL) -> str:
+    """The host of ``url``, or "" (see ``url_address``)."""
+    return url_address(url)[0]
 
 
 def pool_name(engine: Engine) -> str:
@@ -48,8 +69,7 @@ def pool_name(engine: Engine) -> str:
         made = made_name(logging_name)
         if made:
             return made
-    url = engine.url
-    host = url_host(url)
-    if host and url.port:
-        host = f"{host}:{url.port}"
-    return made_name(f"{url.get_backend_name()}://{host}/{url.database or ''}") or "pool"
+    host, port, database = url_address(engine.url)
+    if host and port:
+        host = f"{host}:{port}"
+    return made_name(f"{engine.url.get_backend_name()}://{host}/{database}") or "pool"

@@ -6,7 +6,8 @@ and a copy of its parameters to a bounded queue. A daemon worker per engine take
 from the engine's pool (``engine.connect()``: the application's own connect events,
 search_path and credentials apply; an async engine gets the worker's own event loop and a
 one-connection pool the engine's pool makes) and, on the raw DBAPI cursor (the EXPLAIN is not
-measured as an application query), in a transaction it always rolls back, runs:
+measured as an application query), in a transaction it always rolls back (``BEGIN`` first on
+a connection in autocommit mode), runs:
 
 * PostgreSQL: ``statement_timeout`` / ``lock_timeout`` for that transaction only, then
   ``EXPLAIN (FORMAT JSON, VERBOSE) <statement>`` with the statement's own parameters. Never
@@ -148,7 +149,9 @@ class Planner:
         """A statement ran inside sync operation ``op``: queue its plan if its shape is due.
 
         The caller checks ``now >= due.get(query.text, 0)`` first (one dict lookup per query);
-        ``query`` is the statement's classification (``text``, ``operation``, ``collection``).
+        ``query`` is the statement's classification (``text``, ``operation``, ``collection``,
+        ``several``: a string of several statements is never explained, ``EXPLAIN a; b`` runs
+        ``b``).
         """
         shape = query.text
         with self._lock:
@@ -156,7 +159,7 @@ class Planner:
                 return
             if len(self.due) >= _MAX_SHAPES:
                 self.due.clear()
-            if query.operation not in EXPLAINED:
+            if query.operation not in EXPLAINED or query.several:
                 self.due[shape] = _NEVER
                 return
             minute = now // _MINUTE
@@ -272,15 +275,27 @@ class Planner:
             self._report(job, findings, cost, summary)
 
     def _read(self, pooled: Any, job: _Job) -> tuple[list[Finding], float | None, str]:
-        """The plan's findings, on one pooled connection, in a transaction rolled back."""
+        """The plan's findings, on one pooled connection, in a transaction rolled back.
+
+        A connection in autocommit mode (``isolation_level="AUTOCOMMIT"``) gets an explicit
+        ``BEGIN`` and ``ROLLBACK``: the timeouts are set for the transaction, and without one
+        they would end with their own statement (the driver's ``rollback()`` does nothing in
+        that mode). Its mode is never changed; if the ``ROLLBACK`` fails, the connection is
+        invalidated rather than handed back to the application inside a transaction.
+        """
         dbapi = pooled.dbapi_connection
+        explicit = not self._sqlite and getattr(dbapi, "autocommit", False) is True
         cursor = dbapi.cursor()
         try:
             if self._sqlite:
                 return read_sqlite(cursor, job, self.options.rows)
+            if explicit:
+                cursor.execute("BEGIN")
             return read_postgresql(cursor, job, self.options.rows, self.options.timeout)
         finally:
             try:
+                if explicit:
+                    _end(pooled, cursor)
                 cursor.close()
             finally:
                 dbapi.rollback()
@@ -374,6 +389,15 @@ def _pool_full(pool: Any) -> bool:
         return bool(pool.checkedin() == 0 and pool.checkedout() >= pool.size())
     except AttributeError:  # a pool without these counts (NullPool, StaticPool...)
         return False
+
+
+def _end(pooled: Any, cursor: Any) -> None:
+    """``ROLLBACK`` the explicit transaction of an autocommit connection, or invalidate it."""
+    try:
+        cursor.execute("ROLLBACK")
+    except BaseException:
+        pooled.invalidate()
+        raise
 
 
 def _parameters(context: Any) -> Any:

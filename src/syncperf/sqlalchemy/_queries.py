@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
+from sqlalchemy.engine.interfaces import ExecuteStyle
 
 from syncperf import _runtime
 from syncperf._gate import error_type
@@ -29,17 +29,16 @@ from syncperf._runtime import Runtime
 from syncperf._sql import classify
 from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
 from syncperf.sqlalchemy._names import connection_attributes
+from syncperf.sqlalchemy._spans import DeferredSpan
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from syncperf._operation import SyncOperation
-    from syncperf._tracing.span import Tracer
     from syncperf.sqlalchemy._plans import Planner
 
 
 _perf = time.perf_counter_ns
-_CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
 _wall = time.time_ns
 _current_span = trace.get_current_span
 _MAX_STATEMENTS = 2000
@@ -50,6 +49,7 @@ Keys are ``(operation, collection)``: statements differing only in inlined liter
 past the limit (only unbounded table names get there), series are looked up on each query
 instead of kept."""
 _serials = itertools.count()
+_FAILED = "sqlalchemy_hook_failed"
 _NOT_COUNTED = frozenset(
     {
         "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW", "START",
@@ -58,20 +58,24 @@ _NOT_COUNTED = frozenset(
 )  # fmt: skip
 """Verbs that never make an N+1 (transaction control and session settings; unknown statements
 neither: they all normalize to ``?``)."""
+_BATCH = 10
+"""Values in one ``IN`` list (or rows in one ``VALUES``) from which a statement is a batch, never
+an N+1 execution: SQLAlchemy pages selectinload (500 keys a query) and bulk inserts, and an
+application pages its own batches; a loop over items sends a few keys each."""
+_PAGES = ExecuteStyle.INSERTMANYVALUES
+"""A page of SQLAlchemy's bulk insert ("insertmanyvalues"): one row a page on SQLite."""
 _SYSTEMS = {
-    "postgresql": "postgresql",
-    "mysql": "mysql",
-    "mariadb": "mariadb",
-    "sqlite": "sqlite",
-    "mssql": "microsoft.sql_server",
-    "oracle": "oracle.db",
-}
+    "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite",
+    "mssql": "microsoft.sql_server", "oracle": "oracle.db",
+}  # fmt: skip
 
 
 class Query:
     """What syncperf knows about one statement string (cached per engine)."""
 
-    __slots__ = ("collection", "counted", "key", "operation", "span_attrs", "span_name", "text")
+    __slots__ = (
+        "collection", "counted", "key", "operation", "several", "span_attrs", "span_name", "text",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -81,6 +85,7 @@ class Query:
         span_name: str,
         span_attrs: dict[str, Any],
         counted: bool,
+        several: bool = False,
     ) -> None:
         self.key = (operation, collection)
         """The key of the query's series in ``QuerySeries``: bounded, unlike statements."""
@@ -90,48 +95,8 @@ class Query:
         self.span_name = span_name
         self.span_attrs = span_attrs
         self.counted = counted
-
-
-class DeferredSpan:
-    """A finished query's CLIENT span, built by the span finisher thread, not the request.
-
-    The request thread only notes what the span needs (a few hundred nanoseconds); the
-    ``SpanFinisher`` calls ``end()``, which starts the span as a child of the recorded
-    parent with the recorded start time and ends it at the recorded end time. Span processors
-    therefore see ``on_start`` on the finisher thread, after the fact.
-    """
-
-    __slots__ = ("_code", "_etype", "_parent", "_query", "_start", "_tracer")
-
-    def __init__(
-        self,
-        tracer: Tracer,
-        query: Query,
-        parent: SpanContext,
-        start: int,
-        etype: str | None,
-        code: str | None,
-    ) -> None:
-        self._tracer = tracer
-        self._query = query
-        self._parent = parent
-        self._start = start
-        self._etype = etype
-        self._code = code
-
-    def end(self, end_time: int | None = None) -> None:
-        query, etype = self._query, self._etype
-        attrs = query.span_attrs
-        if etype is not None:
-            attrs = {**attrs, "error.type": etype}
-            if self._code is not None:
-                attrs["db.response.status_code"] = self._code
-        span = self._tracer.start(
-            query.span_name, self._parent, _CLIENT, attrs, start_time=self._start
-        )
-        if etype is not None:
-            span.set_status(Status(StatusCode.ERROR, etype))
-        span.end(end_time=end_time)
+        self.several = several
+        """More than one statement (``a; b``): never explained, the EXPLAIN would run ``b``."""
 
 
 class QuerySeries:
@@ -197,16 +162,43 @@ class QueryRecorder:
     # one listener switches SQLAlchemy's whole execution path to its event-dispatching variant.
 
     def install(self, dialect: Any) -> None:
-        """Wrap ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` of ``dialect``."""
+        """Wrap ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` of ``dialect``,
+        and ``do_commit`` / ``do_rollback`` (see ``_wrap_end``)."""
         for name, with_params in _WRAPPED:
             setattr(dialect, name, self._wrap(getattr(dialect, name), with_params))
+        for name, statement in _ENDS:
+            setattr(dialect, name, self._wrap_end(getattr(dialect, name), statement))
 
     def uninstall(self, dialect: Any) -> None:
         """Remove this recorder's wrappers from ``dialect`` (not another recorder's)."""
         attrs = vars(dialect)
-        for name, _ in _WRAPPED:
+        for name in (*(name for name, _ in _WRAPPED), *(name for name, _ in _ENDS)):
             if getattr(attrs.get(name), "_syncperf_recorder", None) is self:
                 del attrs[name]
+
+    def _wrap_end(self, original: Callable[..., Any], statement: str) -> Callable[..., Any]:
+        """The wrapper of ``do_commit`` / ``do_rollback``: a ``COMMIT`` or ``ROLLBACK`` the
+        database runs is recorded as a query of that name, its time and its failure included
+        (a deferred constraint or a serialization failure fails the ``COMMIT``). One the driver
+        does not send (no transaction open: e.g. the pool's reset of a connection whose
+        transaction ended already) is not. Once per transaction, never per query."""
+
+        def run(connection: Any, _statement: str, _context: Any) -> Any:
+            return original(connection)
+
+        record = self._wrap(run, with_params=False)
+
+        def end(connection: Any) -> Any:
+            try:
+                idle = _idle(connection)
+            except Exception as failure:  # not measured, never failed by syncperf
+                (_runtime.installed or _runtime.current()).internal_error(_FAILED, failure)
+                idle = True
+            return original(connection) if idle else record(connection, statement, None)
+
+        end._syncperf_recorder = self  # type: ignore[attr-defined]
+        end.__wrapped__ = original  # type: ignore[attr-defined]
+        return end
 
     # --- the hot path ----------------------------------------------------------------------
 
@@ -271,7 +263,7 @@ class QueryRecorder:
                         if t1 - t0 >= slow_ns:
                             recorder._detector.slow_query(rt, held.detections, op, query, t1 - t0)
                     except Exception as failure:
-                        rt.internal_error("sqlalchemy_hook_failed", failure)
+                        rt.internal_error(_FAILED, failure)
                 error = None  # no cycle through the traceback
 
         execute._syncperf_recorder = self  # type: ignore[attr-defined]
@@ -330,7 +322,7 @@ class QueryRecorder:
         plans = self.plans
         if plans is not None and t1 >= plans.due.get(query.text, 0):
             plans.offer(statement, query, op, context, t1)
-        if self._n1 and query.counted:
+        if self._n1 and query.counted and getattr(context, "execute_style", None) is not _PAGES:
             scratch = op.scratch
             if scratch is None:
                 counts: dict[str, int] = {}
@@ -373,7 +365,8 @@ class QueryRecorder:
             collection,
             span_name,
             span_attrs,
-            operation is not None and operation not in _NOT_COUNTED,
+            operation is not None and operation not in _NOT_COUNTED and found.batch < _BATCH,
+            found.several,
         )
         if len(self._queries) >= _MAX_STATEMENTS:  # e.g. literals inlined into statements
             self._queries.clear()
@@ -403,3 +396,23 @@ class QueryRecorder:
 
 _WRAPPED = (("do_execute", True), ("do_executemany", True), ("do_execute_no_params", False))
 """The dialect methods wrapped, and whether they take parameters."""
+_ENDS = (("do_commit", "COMMIT"), ("do_rollback", "ROLLBACK"))
+"""The dialect methods that end a transaction, and the statement each is recorded as."""
+
+
+def _idle(connection: Any) -> bool:
+    """Whether the driver knows no transaction is open: its ``commit()`` / ``rollback()`` then
+    sends nothing. psycopg 2 and 3 say so (``info.transaction_status``, 0 when idle), as do
+    sqlite3 and aiosqlite (``in_transaction``) and asyncpg (``is_in_transaction()``). Any other
+    driver is taken at its word: MySQL's send ``COMMIT`` / ``ROLLBACK`` whatever the state."""
+    driver = getattr(connection, "driver_connection", None)  # under SQLAlchemy's adapter
+    if driver is None:  # a raw DBAPI connection, or a detached one
+        driver = getattr(connection, "dbapi_connection", connection)
+    status = getattr(getattr(driver, "info", None), "transaction_status", None)
+    if isinstance(status, int):
+        return status == 0
+    in_transaction = getattr(driver, "in_transaction", None)
+    if isinstance(in_transaction, bool):
+        return not in_transaction
+    asyncpg = getattr(driver, "is_in_transaction", None)
+    return callable(asyncpg) and asyncpg() is False

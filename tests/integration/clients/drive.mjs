@@ -7,8 +7,10 @@
 // error and retries (a duplicate, from the server's point of view). The printed counts are
 // the client's side of the wire and the client library's own figures:
 //   pushes, pushed (rows/mutations/documents, a retry of a lost push counted once),
-//   pushed_deleted, duplicates (requests that resent what a lost push had delivered, or
-//   offered revisions the server already had), conflicts, pulls, pulled, pulled_deleted.
+//   pushed_deleted, duplicates (requests that resent what a lost push had delivered),
+//   conflicts, pulls, pulled, pulled_deleted; and for Replicache and PouchDB, whose normal
+//   replication resends (pending mutations until a pull confirms them; revisions offered
+//   back to `_revs_diff`), `resent`: what the server already had, never a duplicate.
 
 const [, , client, base] = process.argv;
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -60,10 +62,10 @@ async function replicache() {
     },
     async deleteTodo(tx, {id}) { await tx.del(`todo/${id}`); },
   };
-  const open = (name) => new Replicache({
+  const open = (name, schemaVersion = '') => new Replicache({
     name, licenseKey: TEST_LICENSE_KEY, kvStore: 'mem', mutators, logLevel: 'error',
     pushURL: `${base}/replicache/push`, pullURL: `${base}/replicache/pull`,
-    pullInterval: null, pushDelay: 0,
+    pullInterval: null, pushDelay: 0, schemaVersion,
   });
   async function settle(rep) {
     for (let i = 0; i < 200; i++) {
@@ -95,30 +97,44 @@ async function replicache() {
     for (const id of edited) if ((await tx.get(`todo/${id}`)) === undefined) n++;
     return n;
   });
+  // A client of a schema the server does not support: every push and pull is refused
+  // (200 {error: 'VersionNotSupported'}) and nothing it sends is applied
+  const old = open('old', '0');
+  let updateNeeded = 0;
+  old.onUpdateNeeded = () => { updateNeeded++; };
+  for (let i = 0; i < 2; i++) { await old.mutate.createTodo({id: `old${i}`, text: 'x'}); await sleep(100); }
+  await old.pull().catch(() => {});
+  await sleep(100);
+  await old.close();
   await a.close();
   await b.close();
+  if (updateNeeded === 0) throw new Error('the old client was never told to update');
 
+  // Replicache resends every pending mutation with each push until a pull confirms it, and
+  // does not read a push's answer: a resend, the lost push's included, is no duplicate
   const pushes = requests(tap.log, 'POST', '/replicache/push');
   const seen = new Set();
   const kinds = {};
-  let duplicates = 0;
+  let resent = 0;
   for (const push of pushes) {
-    let resent = false;
+    if (push.response?.error) continue;  // refused: nothing applied, nothing to count
     for (const m of push.body.mutations) {
       const key = `${m.clientID}/${m.id}`;
-      if (seen.has(key)) { resent = true; continue; }
+      if (seen.has(key)) { resent++; continue; }
       seen.add(key);
       kinds[m.name] = (kinds[m.name] ?? 0) + 1;
     }
-    if (resent) duplicates++;
   }
   const pulls = requests(tap.log, 'POST', '/replicache/pull');
+  const refused = [...pushes, ...pulls].filter((r) => r.response?.error).length;
   const ops = pulls.flatMap((p) => p.response.patch ?? []).filter((op) => op.op !== 'clear');
   return {
     pushes: pushes.length,
     pushed: seen.size,
     pushed_deleted: kinds.deleteTodo ?? 0,
-    duplicates,
+    duplicates: 0,
+    resent,
+    refused,
     conflicts: lostOnes,
     pulls: pulls.length,
     pulled: ops.length,
@@ -399,12 +415,14 @@ async function pouchdb() {
   if (written + lostDocs !== sent.length) {
     throw new Error(`docs_written ${written} + lost ${lostDocs} != sent ${sent.length}`);
   }
+  // Revisions offered to _revs_diff that the server has (the lost push's, those a device
+  // just pulled) are never sent again: PouchDB pushes no duplicate, it resends offers
   const revsDiffs = requests(tap.log, 'POST', '/_revs_diff');
-  const duplicates = revsDiffs.filter((r) => {
+  let resent = 0;
+  for (const r of revsDiffs) {
     const offered = Object.values(r.body).reduce((n, revs) => n + revs.length, 0);
-    const missing = Object.values(r.response).reduce((n, d) => n + d.missing.length, 0);
-    return offered > missing;
-  }).length;
+    resent += offered - Object.values(r.response).reduce((n, d) => n + d.missing.length, 0);
+  }
   const changes = requests(tap.log, 'GET', '/_changes');
   const bulkGets = requests(tap.log, 'POST', '/_bulk_get');
   const got = bulkGets.flatMap((r) => r.response.results.flatMap((x) => x.docs))
@@ -413,7 +431,7 @@ async function pouchdb() {
   return {
     pushes: bulkDocs.length, pushed: sent.length,
     pushed_deleted: sent.filter((d) => d._deleted).length,
-    duplicates, conflicts, pulls: changes.length + bulkGets.length, pulled: read,
+    duplicates: 0, resent, conflicts, pulls: changes.length + bulkGets.length, pulled: read,
     pulled_deleted: got.filter((d) => d._deleted).length,
     revs_diffs: revsDiffs.length, lost: tap.log.filter((e) => e.lost).length,
   };

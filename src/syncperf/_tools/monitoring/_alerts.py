@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, percent
-from syncperf._tools.monitoring._series import prom
+from syncperf._tools.monitoring._series import events, le_matcher, prom
 
 BY = "sync_operation, sync_entity"
 """The labels sync alerts are grouped by (operation and entity)."""
@@ -219,7 +219,7 @@ def _outbox_alerts(o: RuleOptions, add: Add) -> None:
     )
     add(
         "OutboxProbeFailing",
-        f"sum by (outbox_name) (increase({prom('outbox.probe.failures')}[{w}])) > 0",
+        f"sum by (outbox_name) ({events(prom('outbox.probe.failures'), w)}) > 0",
         "5m",
         "warning",
         "Outbox {{ $labels.outbox_name }}: the depth and age probe is failing",
@@ -230,11 +230,13 @@ def _outbox_alerts(o: RuleOptions, add: Add) -> None:
 
 
 def _database_alerts(o: RuleOptions, add: Add) -> None:
-    """N+1 and slow queries."""
+    """N+1 and slow queries (counted over their windows: ``events``)."""
     w, op_entity = o.window, OP_ENTITY
+    # The hourly threshold scaled to the window (as the Datadog monitor counts them).
+    slow_per_window = round(o.slow_queries_per_hour * o.seconds("slow_query_window") / 3600, 6)
     add(
         "SyncNPlusOneDetected",
-        f"sum by ({BY}, db_collection_name) (increase({prom('sync.db.n_plus_one')}[{w}]))"
+        f"sum by ({BY}, db_collection_name) ({events(prom('sync.db.n_plus_one'), w)})"
         f" > {number(o.n_plus_one)}",
         "0s",
         "info",
@@ -245,7 +247,7 @@ def _database_alerts(o: RuleOptions, add: Add) -> None:
     add(
         "SyncQueryPlanFinding",
         f"sum by ({BY}, db_collection_name, sync_db_plan_finding) "
-        f"(increase({prom('sync.db.plan.findings')}[{o.plan_window}])) > 0",
+        f"({events(prom('sync.db.plan.findings'), o.plan_window)}) > 0",
         "0s",
         "info",
         "Query plan finding {{ $labels.sync_db_plan_finding }} on "
@@ -256,8 +258,8 @@ def _database_alerts(o: RuleOptions, add: Add) -> None:
     add(
         "SyncSlowQueriesHigh",
         "sum by (db_operation_name, db_collection_name) "
-        f"(rate({prom('sync.db.slow_queries')}[{o.slow_query_window}])) * 3600"
-        f" > {number(o.slow_queries_per_hour)}",
+        f"({events(prom('sync.db.slow_queries'), o.slow_query_window)})"
+        f" > {number(slow_per_window)}",
         "0s",
         "warning",
         f"More than {number(o.slow_queries_per_hour)} slow queries per hour: "
@@ -273,7 +275,7 @@ def _self_alerts(o: RuleOptions, add: Add) -> None:
     w = o.window
     add(
         "SyncPerfShedding",
-        f"sum by (syncperf_reason) (increase({prom('syncperf.shed')}[{w}])) > 0",
+        f"sum by (syncperf_reason) ({events(prom('syncperf.shed'), w)}) > 0",
         "0s",
         "info",
         "syncperf is shedding span work ({{ $labels.syncperf_reason }})",
@@ -283,7 +285,7 @@ def _self_alerts(o: RuleOptions, add: Add) -> None:
     )
     add(
         "SyncPerfExportFailing",
-        f"sum by (syncperf_signal) (increase({prom('syncperf.export.failures')}[{w}])) > 0",
+        f"sum by (syncperf_signal) ({events(prom('syncperf.export.failures'), w)}) > 0",
         "10m",
         "warning",
         "syncperf cannot export {{ $labels.syncperf_signal }}",
@@ -295,9 +297,8 @@ def _self_alerts(o: RuleOptions, add: Add) -> None:
 def _client_alerts(o: RuleOptions, add: Add) -> None:
     """What clients see: far behind, changes piling up on devices, their own failures."""
     w = o.window
-    stale_le = repr(o.stale_hours * 3600)
     staleness, pulls = prom("sync.pull.staleness", "_bucket"), prom("sync.pull.staleness", "_count")
-    recent = _rate(staleness, w, f'{{le="{stale_le}"}}')
+    recent = _rate(staleness, w, "{" + le_matcher(o.stale_hours * 3600) + "}")
     add(
         "SyncClientsFarBehind",
         f"1 - (\n  {recent}\n  / {_rate(pulls, w)}\n) > {number(o.stale_share)}\n"

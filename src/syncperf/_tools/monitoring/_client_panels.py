@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from syncperf._tools.monitoring._panels import DUR_BUCKET, ENTITY, Panel, _q, _quantiles, _rate
-from syncperf._tools.monitoring._series import prom
+from syncperf._tools.monitoring._series import le_matcher, prom
 
 __all__ = ["CLIENT_ROW"]
 
@@ -27,7 +27,7 @@ CLIENT_ROW: tuple[str, tuple[Panel, ...]] = (
             (
                 (
                     "1 - "
-                    + _rate(STALE_BUCKET, "sync_entity", f'{{le="86400.0", {ENTITY}}}')
+                    + _rate(STALE_BUCKET, "sync_entity", f"{{{le_matcher(86400)}, {ENTITY}}}")
                     + " / "
                     + _rate(prom("sync.pull.staleness", "_count"), "sync_entity", _ALL),
                     "{{sync_entity}}",

@@ -184,7 +184,7 @@ def _other_queries(o: RuleOptions) -> dict[str, Query]:
         ),
         "SyncSlowQueriesHigh": (
             # The count over the window (as_count() summed), against the hourly threshold
-            # scaled to the window: the Prometheus rule's rate() * 3600 > N.
+            # scaled to the window, as the Prometheus rule counts them.
             f"sum(last_{sw}):sum:{metric('sync.db.slow_queries')}{{*}}"
             f"{_by(('db.operation.name', 'db.collection.name'))}.as_count()"
             f" > {number(slow_per_window)}",

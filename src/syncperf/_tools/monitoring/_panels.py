@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from syncperf._tools.monitoring._series import prom
+from syncperf._tools.monitoring._series import events, prom
 
 RATE = "$__rate_interval"
 ENTITY = 'sync_entity=~"$entity"'
@@ -297,7 +297,7 @@ PANELS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 (
                     (
                         "sum by (sync_operation, db_collection_name, sync_db_plan_finding) "
-                        f"(increase({prom('sync.db.plan.findings')}{_ALL}[30m]))",
+                        f"({events(prom('sync.db.plan.findings'), '30m', _ALL)})",
                         "{{sync_operation}} {{sync_db_plan_finding}} {{db_collection_name}}",
                     ),
                 ),
@@ -393,16 +393,16 @@ PANELS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
                 "Times syncperf shed span work, dropped measurements or failed to export.",
                 (
                     (
-                        f"sum by (syncperf_reason) (increase({prom('syncperf.shed')}[{RATE}]))",
+                        f"sum by (syncperf_reason) ({events(prom('syncperf.shed'), RATE)})",
                         "shed {{syncperf_reason}}",
                     ),
                     (
-                        f"sum by (syncperf_reason) (increase({prom('syncperf.dropped')}[{RATE}]))",
+                        f"sum by (syncperf_reason) ({events(prom('syncperf.dropped'), RATE)})",
                         "dropped {{syncperf_reason}}",
                     ),
                     (
                         f"sum by (syncperf_signal) "
-                        f"(increase({prom('syncperf.export.failures')}[{RATE}]))",
+                        f"({events(prom('syncperf.export.failures'), RATE)})",
                         "export failed {{syncperf_signal}}",
                     ),
                 ),

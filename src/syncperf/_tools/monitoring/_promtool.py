@@ -3,7 +3,8 @@
 Each alert gets one test: synthetic series for one label set above its threshold (the alert
 must fire, with exactly these labels and annotations) and one below it (it must stay
 silent), derived from the same options as the rules, so the tests follow any threshold a
-user chooses. A further test checks the recording rules' values.
+user chooses; counters and bucket labels are written as syncperf and each export path write
+them (``_timeline``, ``_series.le_texts``). A further test checks the recording rules' values.
 """
 
 from __future__ import annotations
@@ -11,66 +12,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from syncperf._metrics.catalogue import AGE_BOUNDS, DURATION_BOUNDS, PENDING_BOUNDS
 from syncperf._tools.monitoring._alerts import Alert, alerts, names
+from syncperf._tools.monitoring._counter_fixtures import (
+    counter_alert,
+    n_plus_one,
+    plan_findings,
+    slow_queries,
+)
 from syncperf._tools.monitoring._options import RuleOptions, format_duration, number, parse_duration
-from syncperf._tools.monitoring._series import prom
+from syncperf._tools.monitoring._series import le_texts, prom
+from syncperf._tools.monitoring._timeline import Builder, Fixture, Timeline, steady
+from syncperf._tools.monitoring._timeline import series as _series
 
 COUNT = prom("sync.operation.duration", "_count")
 BUCKET = prom("sync.operation.duration", "_bucket")
-
-
-@dataclass
-class Fixture:
-    """Input series of one alert test and the label sets that must fire."""
-
-    series: list[dict[str, str]] = field(default_factory=list)
-    firing: list[dict[str, str]] = field(default_factory=list)
-    eval_seconds: float = 0.0
-
-
-class Timeline:
-    """Builds promtool expanding-notation values on a fixed sample step."""
-
-    def __init__(self, step: int, samples: int) -> None:
-        self.step = step
-        self.samples = samples
-
-    def counter(self, segments: list[tuple[int, float]]) -> str:
-        """A counter growing at ``rate`` per second for ``steps`` samples, per segment.
-
-        The last segment is extended to the end of the timeline.
-        """
-        parts, value, used = [], 0.0, 0
-        for index, (steps, rate) in enumerate(segments):
-            n = self.samples - used if index == len(segments) - 1 else steps
-            inc = rate * self.step
-            start = value if index == 0 else value + inc
-            parts.append(f"{_n(start)}+{_n(inc)}x{n - 1}")
-            value = start + inc * (n - 1)
-            used += n
-        return " ".join(parts)
-
-    def gauge(self, value: float) -> str:
-        """A constant gauge."""
-        return f"{_n(value)}+0x{self.samples - 1}"
-
-    def steps(self, seconds: float) -> int:
-        """Whole steps covering ``seconds``."""
-        return max(1, math.ceil(seconds / self.step))
-
-
-def _n(value: float) -> str:
-    rounded = round(value, 9)
-    return str(int(rounded)) if float(rounded).is_integer() else repr(rounded)
-
-
-def _series(metric: str, labels: dict[str, str], values: str) -> dict[str, str]:
-    inner = ", ".join(f'{k}="{v}"' for k, v in labels.items())
-    return {"series": f"{metric}{{{inner}}}", "values": values}
 
 
 def _ops(
@@ -102,7 +60,7 @@ def _buckets(
         cumulative = sum(s for b, s in shares.items() if b <= bound)
         le = "+Inf" if bound == math.inf else repr(float(bound))
         labels = {"sync_operation": op, "sync_entity": entity, "sync_outcome": "success", "le": le}
-        out.append(_series(BUCKET, labels, t.counter([(t.samples, rate * cumulative)])))
+        out.append(_series(BUCKET, labels, t.counter([(t.samples, rate * cumulative)], True)))
     out.extend(_ops(t, op, entity, {"success": rate}))
     return out
 
@@ -119,6 +77,7 @@ def tests_document(o: RuleOptions, rule_file: str) -> dict[str, Any]:
     longest = (
         o.seconds("baseline_window")
         + o.seconds("slow_query_window")
+        + o.seconds("plan_window")
         + 3 * window
         + 4 * max(for_s.values())
         + 20 * step
@@ -170,16 +129,10 @@ def _render(template: str, labels: dict[str, str]) -> str:
 
 # --- one fixture per alert ---------------------------------------------------------------
 
-Builder = Callable[[RuleOptions, Timeline, float, float], Fixture]
-
-
-def _steady(o: RuleOptions, for_s: float, t: Timeline) -> float:
-    return o.seconds("window") + for_s + 2 * t.step
-
 
 def _conflicts(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     hi, lo = _above(o.conflict_rate), o.conflict_rate / 2
-    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    f = Fixture(eval_seconds=steady(o, for_s, t))
     f.series += _ops(t, "push", "todo", {"conflict": rate * hi, "success": rate * (1 - hi)})
     f.series += _ops(t, "push", "note", {"conflict": rate * lo, "success": rate * (1 - lo)})
     f.firing.append({"sync_operation": "push", "sync_entity": "todo"})
@@ -191,7 +144,7 @@ def _latency(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     slow = next(b for b in bounds if b > o.p95_seconds)  # lower edge >= threshold
     lower = max(b for b in bounds if b <= o.p95_seconds) if o.p95_seconds >= bounds[0] else 0
     fast_bound = bounds[0]
-    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    f = Fixture(eval_seconds=steady(o, for_s, t))
     # 10% of pulls of "todo" in the bucket above the threshold: p95 lies inside it (> T).
     f.series += _buckets(t, "pull", "todo", rate, {fast_bound: 0.9, slow: 0.1})
     # Every pull of "note" at or below the threshold: p95 <= T.
@@ -202,7 +155,7 @@ def _latency(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
 
 def _errors(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     hi, lo = _above(o.error_rate), o.error_rate / 2
-    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    f = Fixture(eval_seconds=steady(o, for_s, t))
     f.series += _ops(t, "pull", "todo", {"error": rate * hi, "success": rate * (1 - hi)})
     f.series += _ops(t, "pull", "note", {"error": rate * lo, "success": rate * (1 - lo)})
     f.firing.append({"sync_operation": "pull", "sync_entity": "todo"})
@@ -217,7 +170,7 @@ def _spike_start(o: RuleOptions, t: Timeline, for_s: float) -> int:
 def _volume(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     start = _spike_start(o, t, for_s)
     spike = 4 * o.volume_spike_factor
-    f = Fixture(eval_seconds=start * t.step + _steady(o, for_s, t))
+    f = Fixture(eval_seconds=start * t.step + steady(o, for_s, t))
     f.series += _ops(
         t, "push", "todo", {"success": rate}, segments=lambda r: [(start, r), (0, r * spike)]
     )
@@ -230,7 +183,7 @@ def _idempotency(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixt
     start = _spike_start(o, t, for_s)
     base = 0.3 / o.idempotency_spike_factor
     hits = prom("sync.idempotency.hits")
-    f = Fixture(eval_seconds=start * t.step + _steady(o, for_s, t))
+    f = Fixture(eval_seconds=start * t.step + steady(o, for_s, t))
     for entity, after in (("todo", 0.9), ("note", base)):
         f.series += _ops(t, "push", entity, {"success": rate})
         labels = {"sync_operation": "push", "sync_entity": entity}
@@ -248,42 +201,6 @@ def _outbox(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     return f
 
 
-def _n_plus_one(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
-    metric = prom("sync.db.n_plus_one")
-    window = o.seconds("window")
-    f = Fixture(eval_seconds=_steady(o, for_s, t))
-    for collection, per_window in (("tags", 3 * (o.n_plus_one + 1)), ("users", o.n_plus_one / 2)):
-        labels = {"sync_operation": "pull", "sync_entity": "todo", "db_collection_name": collection}
-        f.series.append(_series(metric, labels, t.counter([(t.samples, per_window / window)])))
-    f.firing.append({"sync_operation": "pull", "sync_entity": "todo", "db_collection_name": "tags"})
-    return f
-
-
-def _plan_findings(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
-    metric = prom("sync.db.plan.findings")
-    f = Fixture(eval_seconds=o.seconds("plan_window") + for_s + 2 * t.step)
-    base = {"sync_operation": "pull", "sync_entity": "todo", "sync_db_plan_finding": "seq_scan"}
-    found = {**base, "db_collection_name": "tombstones"}
-    fixed = {**base, "db_collection_name": "records"}
-    f.series.append(_series(metric, found, t.counter([(t.samples, 1 / 300)])))  # every plan
-    f.series.append(_series(metric, fixed, t.counter([(t.samples, 0.0)])))  # indexed long ago
-    f.firing.append(found)
-    return f
-
-
-def _slow_queries(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
-    metric = prom("sync.db.slow_queries")
-    f = Fixture(eval_seconds=o.seconds("slow_query_window") + for_s + 2 * t.step)
-    for table, per_hour in (
-        ("todos", 2 * o.slow_queries_per_hour),
-        ("notes", o.slow_queries_per_hour / 2),
-    ):
-        labels = {"db_operation_name": "SELECT", "db_collection_name": table}
-        f.series.append(_series(metric, labels, t.counter([(t.samples, per_hour / 3600)])))
-    f.firing.append({"db_operation_name": "SELECT", "db_collection_name": "todos"})
-    return f
-
-
 def _histogram(
     t: Timeline,
     metric: str,
@@ -291,16 +208,18 @@ def _histogram(
     bounds: tuple[float, ...],
     rate: float,
     shares: dict[float, float],
+    path: int = 0,
 ) -> list[dict[str, str]]:
     """``_bucket`` and ``_count`` series of ``metric``: ``shares`` maps a bucket's upper
-    bound to the share of observations in it."""
+    bound to the share of observations in it; ``le`` as the ``path``-th of ``le_texts``
+    writes it (0 syncperf's endpoint, 1 OTLP into Prometheus, 2 a Prometheus 3 scrape)."""
     out = []
     for bound in [*bounds, math.inf]:
         cumulative = sum(share for b, share in shares.items() if b <= bound)
-        le = "+Inf" if bound == math.inf else repr(float(bound))
+        le = "+Inf" if bound == math.inf else le_texts(bound)[path]
         bucket = prom(metric, "_bucket")
         out.append(
-            _series(bucket, {**labels, "le": le}, t.counter([(t.samples, rate * cumulative)]))
+            _series(bucket, {**labels, "le": le}, t.counter([(t.samples, rate * cumulative)], True))
         )
     out.append(_series(prom(metric, "_count"), labels, t.counter([(t.samples, rate)])))
     return out
@@ -310,19 +229,21 @@ def _stale(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     threshold = o.stale_hours * 3600
     older = next(b for b in AGE_BOUNDS if b > threshold)
     hi, lo = _above(o.stale_share), o.stale_share / 2
-    f = Fixture(eval_seconds=_steady(o, for_s, t))
-    for entity, share in (("todo", hi), ("note", lo)):
+    f = Fixture(eval_seconds=steady(o, for_s, t))
+    # The same histogram with its `le` as each path writes it: the rule must match them all.
+    for entity, share, path in (("todo", hi, 0), ("note", lo, 0), ("task", hi, 1), ("list", hi, 2)):
         labels = {"sync_operation": "pull", "sync_entity": entity}
         shares = {60.0: 1 - share, older: share}
-        f.series += _histogram(t, "sync.pull.staleness", labels, AGE_BOUNDS, rate, shares)
-    f.firing.append({"sync_operation": "pull", "sync_entity": "todo"})
+        f.series += _histogram(t, "sync.pull.staleness", labels, AGE_BOUNDS, rate, shares, path)
+        if share == hi:
+            f.firing.append(labels)
     return f
 
 
 def _pending(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     bounds = tuple(float(b) for b in PENDING_BOUNDS)
     above = next((b for b in bounds if b > o.pending_changes), math.inf)
-    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    f = Fixture(eval_seconds=steady(o, for_s, t))
     for entity, shares in (("todo", {1.0: 0.8, above: 0.2}), ("note", {1.0: 1.0})):
         labels = {"sync_operation": "push", "sync_entity": entity, "sync_client_app_version": "2.4"}
         f.series += _histogram(t, "sync.client.pending_changes", labels, bounds, rate, shares)
@@ -333,25 +254,13 @@ def _pending(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
 def _client_failures(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     hi, lo = _above(o.client_error_rate), o.client_error_rate / 2
     metric = prom("sync.client.operation.duration", "_count")
-    f = Fixture(eval_seconds=_steady(o, for_s, t))
+    f = Fixture(eval_seconds=steady(o, for_s, t))
     for entity, share in (("todo", hi), ("note", lo)):
         for outcome, part in (("error", share), ("success", 1 - share)):
             labels = {"sync_operation": "push", "sync_entity": entity, "sync_outcome": outcome}
             f.series.append(_series(metric, labels, t.counter([(t.samples, rate * part)])))
     f.firing.append({"sync_operation": "push", "sync_entity": "todo"})
     return f
-
-
-def _counter_alert(metric_name: str, label: str, firing: str, silent: str) -> Builder:
-    def build(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
-        metric = prom(metric_name)
-        f = Fixture(eval_seconds=_steady(o, for_s, t))
-        f.series.append(_series(metric, {label: firing}, t.counter([(t.samples, 0.1)])))
-        f.series.append(_series(metric, {label: silent}, t.counter([(t.samples, 0.0)])))
-        f.firing.append({label: firing})
-        return f
-
-    return build
 
 
 _FIXTURES: dict[str, Builder] = {
@@ -361,19 +270,17 @@ _FIXTURES: dict[str, Builder] = {
     "SyncVolumeSpike": _volume,
     "SyncIdempotencyHitSpike": _idempotency,
     "OutboxOldestMessageTooOld": _outbox,
-    "OutboxProbeFailing": _counter_alert(
-        "outbox.probe.failures", "outbox_name", "orders", "emails"
-    ),
+    "OutboxProbeFailing": counter_alert("outbox.probe.failures", "outbox_name", "orders", "emails"),
     "SyncClientsFarBehind": _stale,
     "SyncClientPendingChangesHigh": _pending,
     "SyncClientFailureRateHigh": _client_failures,
-    "SyncNPlusOneDetected": _n_plus_one,
-    "SyncQueryPlanFinding": _plan_findings,
-    "SyncSlowQueriesHigh": _slow_queries,
-    "SyncPerfShedding": _counter_alert(
+    "SyncNPlusOneDetected": n_plus_one,
+    "SyncQueryPlanFinding": plan_findings,
+    "SyncSlowQueriesHigh": slow_queries,
+    "SyncPerfShedding": counter_alert(
         "syncperf.shed", "syncperf_reason", "operation_budget", "span_queue_full"
     ),
-    "SyncPerfExportFailing": _counter_alert(
+    "SyncPerfExportFailing": counter_alert(
         "syncperf.export.failures", "syncperf_signal", "metrics", "traces"
     ),
 }

@@ -1,0 +1,73 @@
+"""Mutator names to entities and change types, memoised (Replicache's and Zero's mutators)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from syncperf._operation import CHANGES
+from syncperf.adapters._base import call, check_change, check_entity_name
+from syncperf.exceptions import ConfigError
+
+__all__ = ["NameCache"]
+
+
+class NameCache:
+    """Maps a low-cardinality name (a mutator name) to ``(entity, change)``, memoised.
+
+    ``entity`` and ``change`` are each a mapping, a callable or None; ``default_entity``
+    applies when ``entity`` is None. At most ``limit`` names are memoised.
+    """
+
+    __slots__ = ("_change", "_default", "_entity", "_limit", "_memo")
+
+    def __init__(
+        self,
+        entity: Mapping[str, str] | Callable[[str], str | None] | None,
+        change: Mapping[str, str] | Callable[[str], str | None] | None,
+        default_entity: Callable[[str], str | None],
+        limit: int = 1024,
+    ) -> None:
+        _check_map("entity", entity, allowed=None)
+        _check_map("change", change, allowed=CHANGES)
+        self._entity = entity
+        self._change = change
+        self._default = default_entity
+        self._limit = limit
+        self._memo: dict[str, tuple[str | None, str | None]] = {}
+
+    def __call__(self, key: str) -> tuple[str | None, str | None]:
+        found = self._memo.get(key)
+        if found is not None:
+            return found
+        entity_map, change_map = self._entity, self._change
+        if entity_map is None:
+            entity = self._default(key)
+        elif isinstance(entity_map, Mapping):
+            entity = entity_map.get(key)
+        else:
+            entity = check_entity_name(call(entity_map, key), "entity callback")
+        if change_map is None:
+            change = None
+        elif isinstance(change_map, Mapping):
+            change = change_map.get(key)
+        else:
+            change = check_change(call(change_map, key), "change callback")
+        found = (entity, change)
+        if len(self._memo) < self._limit:
+            self._memo[key] = found
+        return found
+
+
+def _check_map(option: str, value: Any, allowed: frozenset[str] | None) -> None:
+    if value is None or (callable(value) and not isinstance(value, Mapping)):
+        return
+    if not isinstance(value, Mapping):
+        raise ConfigError(option, value, "a mapping, a callable or None")
+    for key, item in value.items():
+        if not isinstance(key, str) or not isinstance(item, str) or not item:
+            raise ConfigError(option, value, "a mapping of names to non-empty strings")
+        if allowed is not None and item not in allowed:
+            raise ConfigError(
+                option, value, "a mapping whose values are " + ", ".join(sorted(allowed))
+            )

@@ -1,0 +1,204 @@
+"""prometheus_client's multiprocess mode: each worker's files hold every count it recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+import syncperf
+from syncperf import _runtime
+from syncperf._metrics import multiprocess, outputs
+from syncperf._metrics.prometheus import scrape
+
+PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
+
+
+@pytest.fixture(autouse=True)
+def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Multiprocess mode in ``tmp_path``, no runtime, no set-up outputs; each test's workers
+    are forked (a worker's files are named by its pid)."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr(outputs, "OUTPUTS", outputs.Outputs())
+    previous = _runtime.replace(None)
+    try:
+        yield tmp_path
+    finally:
+        rt = _runtime.replace(previous)
+        if rt is not None:
+            rt.shutdown()
+
+
+def _in_a_worker(work: Callable[[], object]) -> object:
+    """Run ``work`` in a forked worker process; its JSON result (the worker ends with
+    ``os._exit``: no exit hook runs unless ``work`` calls it)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            os.write(write, json.dumps(work()).encode())
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        result = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return json.loads(result)
+
+
+def _pulls(exposition: str) -> float:
+    return sum(
+        float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(PULLS)
+    )
+
+
+def _group(directory: Path) -> str:
+    """What a scrape of the whole group shows, read from the files alone."""
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    return generate_latest(registry).decode()
+
+
+def _one_pull() -> None:
+    with syncperf.sync_operation("pull"):
+        pass
+
+
+def _open_across_configure(served: CollectorRegistry) -> None:
+    """One pull, one pull open while ``configure()`` replaces the runtime, one pull after."""
+    inside, go = threading.Event(), threading.Event()
+
+    def request() -> None:
+        with syncperf.sync_operation("pull"):
+            inside.set()
+            go.wait(5)
+
+    syncperf.configure(prometheus=served)
+    _one_pull()
+    thread = threading.Thread(target=request)
+    thread.start()
+    assert inside.wait(5)
+    syncperf.configure(prometheus=served, max_entities=50)  # e.g. a reload
+    go.set()
+    thread.join(5)
+    _one_pull()
+
+
+@pytest.mark.parametrize("then", ["scrape", "exit_flush", "wait"])
+def test_an_operation_open_across_configure_is_counted_in_the_files(
+    multiprocess_dir: Path, then: str
+) -> None:
+    def worker() -> tuple[float, int]:
+        served = CollectorRegistry()
+        _open_across_configure(served)
+        seen = -1.0
+        if then == "scrape":
+            seen = _pulls(generate_latest(served).decode())
+        elif then == "exit_flush":
+            _runtime.flush_for_exit()
+        else:
+            time.sleep(2.5)  # the replaced runtime's writer: at most a second behind
+        return seen, _writer_threads()
+
+    seen, threads = _in_a_worker(worker)  # type: ignore[misc]
+    assert seen == (3 if then == "scrape" else -1)
+    assert _pulls(_group(multiprocess_dir)) == 3
+    assert threads == 1  # the replaced runtime's writer stopped once its operation ended
+
+
+def _writer_threads() -> int:
+    """Writer threads alive once those that are stopping have stopped."""
+    deadline = time.monotonic() + 3
+    while True:
+        alive = [t for t in threading.enumerate() if t.name == "syncperf-multiprocess"]
+        if len(alive) <= 1 or time.monotonic() > deadline:
+            return len(alive)
+        time.sleep(0.05)
+
+
+def test_a_worker_forked_while_an_operation_is_open_across_configure_drops_the_old_writer(
+    multiprocess_dir: Path,
+) -> None:
+    # The open operation runs in the parent (which writes it); in the child it never ends.
+    def worker() -> list[int]:
+        inside, go = threading.Event(), threading.Event()
+
+        def request() -> None:
+            with syncperf.sync_operation("pull"):
+                inside.set()
+                go.wait(5)
+
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        thread = threading.Thread(target=request)
+        thread.start()
+        assert inside.wait(5)
+        syncperf.configure(prometheus=served, max_entities=50)
+        child = _in_a_worker(_writer_threads)
+        go.set()
+        thread.join(5)
+        return [child, _writer_threads()]  # type: ignore[list-item]
+
+    assert _in_a_worker(worker) == [1, 1]
+
+
+def _values_kept() -> int:
+    """How many value objects prometheus_client's multiprocess value class keeps (it appends
+    every one it makes to a list it never shrinks, to reset them after a fork)."""
+    value_class = multiprocess._values()
+    init = value_class.__init__
+    cells = dict(zip(init.__code__.co_freevars, init.__closure__ or (), strict=True))
+    return len(cells["values"].cell_contents)
+
+
+def test_repeated_configure_keeps_a_bounded_number_of_multiprocess_values(
+    multiprocess_dir: Path,
+) -> None:
+    def worker() -> list[int]:
+        served = CollectorRegistry()
+        kept = []
+        for round in range(12):
+            syncperf.configure(prometheus=served, max_entities=50 + round)
+            _one_pull()
+            generate_latest(served)  # writes the files
+            kept.append(_values_kept())
+        return kept
+
+    kept = _in_a_worker(worker)
+    assert kept[-1] == kept[1]  # once every series was written: one value per series
+
+
+@pytest.mark.parametrize("scraped_by", ["prometheus_client", "syncperf"])
+def test_a_multiprocess_collector_the_application_registered_reads_the_files_once_written(
+    multiprocess_dir: Path, scraped_by: str
+) -> None:
+    def worker() -> list[float]:
+        served = CollectorRegistry()
+        MultiProcessCollector(served)  # type: ignore[no-untyped-call]  # the application's own
+        syncperf.configure(prometheus=served)
+        seen = []
+        for _ in range(2):  # across a new configuration as well
+            _one_pull()
+            if scraped_by == "syncperf":
+                _, _, body = scrape(served, None, None, {})
+                seen.append(_pulls(body.decode()))
+            else:
+                seen.append(_pulls(generate_latest(served).decode()))
+            syncperf.configure(prometheus=served, max_entities=50)
+        return seen
+
+    assert _in_a_worker(worker) == [1, 2]  # not the files as the writer left them a second ago
