@@ -105,14 +105,15 @@ def instrument_sync(
     return decorate
 
 
-_PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
-"""Return types that are never a framework response object (checked before ``getattr``)."""
+_PLAIN = frozenset(map(id, (dict, list, tuple, str, bytes, int, type(None))))
+"""Return types that are never a framework response object (checked before ``getattr``), by
+``id``: a class's own ``__hash__`` (its metaclass's) may raise, or the class be unhashable."""
 
 
 def http_status(value: Any) -> int | None:
     """The HTTP status a handler's return value or exception carries (a Starlette or FastAPI
     ``Response`` or ``HTTPException``: an int ``status_code`` beside ``headers``), or None."""
-    if type(value) in _PLAIN:
+    if id(type(value)) in _PLAIN:
         return None
     try:
         status = getattr(value, "status_code", None)
@@ -121,6 +122,15 @@ def http_status(value: Any) -> int | None:
     except Exception:  # an attribute that raises (a lazy load): not a response to read
         return None
     return status
+
+
+def _awaitable(value: Any) -> bool:
+    """``inspect.isawaitable``, never raising: its ABC check hashes the value's class, which
+    may be unhashable (its metaclass defines ``__eq__``) or raise."""
+    try:
+        return inspect.isawaitable(value)
+    except Exception:
+        return False
 
 
 def apply_http_status(op: SyncOperation, status: int) -> None:
@@ -228,7 +238,7 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
                 before(op, args, kwargs, None)
                 op._own_ns += _perf() - t
             result = fn(*args, **kwargs)
-            if type(result) not in _PLAIN and inspect.isawaitable(result):  # async after all
+            if id(type(result)) not in _PLAIN and _awaitable(result):  # async after all
                 return _completed(result, op, owner, after, args, kwargs)
             if after is not None:
                 _after(after, op, owner, args, kwargs, result)
@@ -238,7 +248,7 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             raise
         if owner is None:
             return result
-        if type(result) not in _PLAIN:  # maybe a response whose status decides the outcome
+        if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
             return result
         try:
@@ -309,7 +319,7 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
             raise
         if owner is None:
             return result
-        if type(result) not in _PLAIN:  # maybe a response whose status decides the outcome
+        if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
             return result
         try:

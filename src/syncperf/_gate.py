@@ -199,17 +199,24 @@ def _bounded(value: object, left: list[int], depth: int) -> Any:
 def error_type(exc: BaseException) -> str:
     """``error.type`` of an exception: its fully qualified class name (builtins unqualified)."""
     cls = type(exc)
-    found = _error_names.get(cls)
-    if found is None:
-        try:
-            module, qualname = cls.__module__, cls.__qualname__
-            full = qualname if module == "builtins" else f"{module}.{qualname}"
-            found = name(full[-MAX_NAME:]) or "_OTHER"
-        except Exception:  # a class with a hostile __module__ or __qualname__
-            found = "_OTHER"
-        if len(_error_names) < 1000:
-            _error_names[cls] = found
-    return found
+    try:
+        found = _error_names.get(cls)
+        if found is None:
+            found = _class_name(cls)
+            if len(_error_names) < 1000:
+                _error_names[cls] = found
+        return found
+    except Exception:  # an unhashable class (its metaclass defines __eq__), a raising __hash__
+        return _class_name(cls)
+
+
+def _class_name(cls: type) -> str:
+    try:
+        module, qualname = cls.__module__, cls.__qualname__
+        full = qualname if module == "builtins" else f"{module}.{qualname}"
+        return name(full[-MAX_NAME:]) or "_OTHER"
+    except Exception:  # a class with a hostile __module__ or __qualname__
+        return "_OTHER"
 
 
 _error_names: dict[type, str] = {}

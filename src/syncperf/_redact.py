@@ -7,7 +7,8 @@ and Python's own messages echo values (``invalid literal for int() with base 10:
 No pattern can tell data from prose in arbitrary text, so by default nothing of a message is
 exported on a span. What is:
 
-* ``exception.type``, the fully qualified class name;
+* ``exception.type``, the fully qualified class name (``error.type``, ``_OTHER`` for a class
+  whose name cannot be read);
 * for a database error, a message built only from what the driver reports in separate
   fields: the SQLSTATE (or SQLite's error name), the schema, table, column and constraint
   names, and the statement sanitized like ``db.query.text``;
@@ -27,6 +28,8 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
+from syncperf._gate import error_type
+
 __all__ = ["exception_attributes", "record_exception", "status_code", "summary"]
 
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
@@ -35,7 +38,10 @@ _NAME_FIELDS = ("schema_name", "table_name", "column_name", "constraint_name")
 _MAX_NAME = 128
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
-_DIALECTS = {"sqlite3": "sqlite", "pymysql": "mysql", "MySQLdb": "mysql", "mysql": "mysql"}
+_MYSQL_DRIVERS = ("pymysql", "MySQLdb", "mysql", "asyncmy", "aiomysql", "mariadb", "cymysql")
+_DIALECTS = {"sqlite3": "sqlite", **dict.fromkeys(_MYSQL_DRIVERS, "mysql")}
+"""How the statement of a driver's error is lexed, by the top-level module of the driver's
+error class (SQLAlchemy's MySQL and MariaDB drivers); any other is lexed as PostgreSQL."""
 
 
 def record_exception(span: Span, exc: BaseException, full: bool) -> None:
@@ -48,7 +54,7 @@ def record_exception(span: Span, exc: BaseException, full: bool) -> None:
 
 def exception_attributes(exc: BaseException) -> dict[str, str]:
     """The redacted attributes of an ``exception`` event (see the module's docstring)."""
-    attrs = {"exception.type": _type_name(exc)}
+    attrs = {"exception.type": error_type(exc)}
     try:
         message = _database_message(exc)
         if message:
@@ -69,7 +75,7 @@ def summary(exc: BaseException) -> str:
         message = _database_message(exc)
     except Exception:  # a hostile exception object
         message = None
-    name = _type_name(exc)
+    name = error_type(exc)
     return f"{name}: {message}" if message else name
 
 
@@ -88,12 +94,6 @@ def status_code(exc: BaseException) -> str | None:
     except Exception:  # a hostile exception object
         pass
     return None
-
-
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module in (None, "builtins") else f"{module}.{cls.__qualname__}"
 
 
 def _database_errors(exc: BaseException) -> list[Any]:
@@ -117,7 +117,7 @@ def _database_message(exc: BaseException) -> str | None:
         return None
     parts: list[str] = []
     if len(errors) > 1:
-        parts.append(f"({_type_name(errors[1])})")
+        parts.append(f"({error_type(errors[1])})")
     if code is not None:
         parts.append(f"{'SQLSTATE' if _SQLSTATE.fullmatch(code) else 'code'} {code}")
     for field in _NAME_FIELDS:

@@ -14,7 +14,7 @@ main verb after ``WITH``) and ``db.collection.name`` (the first table the verb a
 statement that does not start with one of those keywords is not understood: its text is ``?``.
 
 Lexing follows the dialect (``syncperf._sql_lex``); SQLite's ``"..."`` is a string wherever
-SQLite could not read it as a name (``_sqlite_name``). When in doubt a token is a value:
+SQLite could not read it as a name (``syncperf._sql_sqlite``). When in doubt a token is a value:
 over-redacting costs readability, under-redacting would leak. Both run once per distinct
 statement (callers cache the result): correctness matters here, not cost. Bound parameter
 *values* never reach this module.
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
 from syncperf._sql_lex import Token, lex, several
+from syncperf._sql_sqlite import SqliteNames
 
 __all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
@@ -59,8 +60,7 @@ _LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item to
 _ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
 _IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
 _ITEMS = re.compile(_ITEM)
-_SANITIZED = frozenset({"string", "dollar", "param", "number"})
-_NAMES = frozenset({"word", "dquote", "bquote"})
+_SANITIZED = frozenset({"string", "dollar", "param", "number", "rest"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
 _TABLE_AFTER = {
@@ -83,18 +83,6 @@ _MAX_NAME = 128
 # Settings: ``SET [scope] name {TO | =} value``, ``PRAGMA name = value``, ``ALTER ... SET``.
 _SET_SCOPES = frozenset({"SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"})
 _SET_TWO_WORDS = frozenset({("TIME", "ZONE"), ("SESSION", "AUTHORIZATION")})
-
-# SQLite: where a double-quoted token can only be a name (not ``ON``, ``BY``: see below).
-_SQLITE_NAME_AFTER = frozenset({
-    "FROM", "JOIN", "INTO", "UPDATE", "TABLE", "INDEX", "VIEW", "TRIGGER", "REFERENCES",
-    "EXISTS", "AS", "SET", "TO", "COLUMN",
-})  # fmt: skip
-_SQLITE_TABLE_AFTER_ON = frozenset({"(", "FOR", "BEGIN", "WHEN"})
-"""What follows the table of ``CREATE INDEX ... ON t (`` and ``CREATE TRIGGER ... ON t ...``."""
-_COLUMN_LIST_AFTER_NAME = frozenset(
-    {"INTO", "TABLE", "REFERENCES", "EXISTS", "VIEW", "WITH", "RECURSIVE"}
-)
-_COLUMN_LIST_AFTER = frozenset({"KEY", "UNIQUE", "CONFLICT"})
 
 
 @dataclass(frozen=True)
@@ -135,7 +123,7 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
     mysql = dialect in _MYSQL
-    tokens = lex(statement, mysql=mysql)
+    tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite")
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
     text, batch = (
@@ -153,23 +141,14 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
     """The normalized text, cut at ``MAX_TEXT``, and its batch (see ``_collapse``)."""
     cut = _setting_value(tokens, verb, index)
     dquote_values = dialect in _MYSQL
-    sqlite = dialect == "sqlite"
+    sqlite = SqliteNames(tokens, verb, index) if dialect == "sqlite" else None
     out: list[str] = []
-    column_lists: list[bool] = []  # per open parenthesis: does it hold a list of names?
-    aliases: set[str] = set()  # ``AS "x"`` seen so far: exported already, so "x" may be kept
     for position, (kind, value, spaced) in enumerate(tokens[:cut]):
         if kind in _SANITIZED or (
             kind == "dquote"
-            and (
-                dquote_values
-                or (sqlite and not _sqlite_name(tokens, position, column_lists, verb, aliases))
-            )
+            and (dquote_values or (sqlite is not None and not sqlite.is_name(position)))
         ):
             value = "?"
-        elif value == "(":
-            column_lists.append(_opens_column_list(tokens, position, verb))
-        elif value == ")" and column_lists:
-            column_lists.pop()
         if spaced and out:
             out.append(" ")
         out.append(value)
@@ -231,64 +210,6 @@ def _after_name(tokens: list[Token], position: int) -> int:
     return position
 
 
-def _sqlite_name(
-    tokens: list[Token],
-    position: int,
-    column_lists: list[bool],
-    verb: str | None,
-    aliases: set[str],
-) -> bool:
-    """Whether SQLite reads the double-quoted token at ``position`` as a name.
-
-    SQLite takes ``"x"`` for a string when no column ``x`` exists, so only positions where
-    nothing but a name can stand keep it: a qualified name (``t."c"``); after ``FROM`` (not
-    ``IS DISTINCT FROM``), ``INTO``, ``UPDATE``, ``SET``, ``AS`` ...; the table of ``CREATE
-    INDEX/TRIGGER ... ON "t"``; ``INDEXED BY "i"``; a column list element; an assignment's
-    target after a comma; an alias declared earlier with ``AS "x"`` (exported already).
-    Never after ``ON`` or ``BY`` otherwise: an expression stands there.
-    """
-    before = tokens[position - 1] if position else None
-    after = tokens[position + 1] if position + 1 < len(tokens) else None
-    if (before is not None and before[1] == ".") or (after is not None and after[1] == "."):
-        return True
-    if before is None:
-        return False
-    value = tokens[position][1]
-    keyword = before[1].upper() if before[0] == "word" else ""
-    if keyword == "AS":
-        aliases.add(value)
-        return True
-    if value in aliases:
-        return True
-    if keyword in _SQLITE_NAME_AFTER:
-        return keyword != "FROM" or position < 2 or tokens[position - 2][1].upper() != "DISTINCT"
-    if keyword == "ON":
-        return verb == "CREATE" and (after is None or after[1].upper() in _SQLITE_TABLE_AFTER_ON)
-    if keyword == "BY":
-        return position >= 2 and tokens[position - 2][1].upper() == "INDEXED"
-    if before[1] in ("(", ",") and column_lists and column_lists[-1]:
-        return True
-    return before[1] == "," and after is not None and after[1] == "="
-
-
-def _opens_column_list(tokens: list[Token], position: int, verb: str | None) -> bool:
-    """Whether the ``(`` at ``position`` opens a list of column names."""
-    before = position - 1
-    if before < 0:
-        return False
-    if tokens[before][0] == "word" and tokens[before][1].upper() in _COLUMN_LIST_AFTER:
-        return True
-    if tokens[before][0] not in _NAMES:
-        return False
-    while before >= 2 and tokens[before - 1][1] == "." and tokens[before - 2][0] in _NAMES:
-        before -= 2
-    keyword = tokens[before - 1] if before >= 1 else None
-    if keyword is None or keyword[0] != "word":
-        return False
-    word = keyword[1].upper()
-    return word in _COLUMN_LIST_AFTER_NAME or (word == "ON" and verb == "CREATE")
-
-
 def _verb(tokens: list[Token]) -> tuple[str | None, int]:
     """The statement's verb and its token index (the main verb after ``WITH ...``)."""
     for index, (kind, value, _) in enumerate(tokens):
@@ -326,7 +247,12 @@ def _collection(tokens: list[Token], verb: str, index: int, mysql: bool) -> str 
             depth -= 1
             if depth < 0:
                 return None
-        elif depth == 0 and kind == "word" and value.upper() in markers:
+        elif (
+            depth == 0
+            and kind == "word"
+            and value.upper() in markers
+            and tokens[position - 1][1].upper() != "DISTINCT"  # not IS DISTINCT FROM x
+        ):
             return _name_at(tokens, position + 1, mysql)
     if verb == "TRUNCATE":
         return _name_at(tokens, index + 1, mysql)
@@ -347,7 +273,8 @@ def _name_at(tokens: list[Token], position: int, mysql: bool) -> str | None:
         if kind == "word":
             parts.append(value)
         elif kind == "bquote" or (kind == "dquote" and not mysql):
-            parts.append(value[1:-1].replace(value[0] * 2, value[0]))
+            quote = value[0]  # in SQLite's [name] nothing is escaped
+            parts.append(value[1:-1] if quote == "[" else value[1:-1].replace(quote * 2, quote))
         else:
             break
         if position + 1 < len(tokens) and tokens[position + 1][1] == ".":

@@ -1,12 +1,17 @@
 """The SQL lexer of ``syncperf._sql``: a statement as tokens, following the dialect.
 
-By default as PostgreSQL (``standard_conforming_strings`` on: a backslash escapes only in
-``E'...'``) and SQLite; with ``mysql=True`` as MySQL / MariaDB (``"..."`` is a string, a
-backslash escapes in every string, ``#`` starts a comment). All three read a non-ASCII
-character as a letter: in names (``x€$t$`` is one name), and PostgreSQL in a dollar quote's
-tag (``$é$...$é$``). Comments nest, as in PostgreSQL; an unterminated literal or comment runs to
-the end. Whether a double-quoted token is a name or a string on SQLite is ``syncperf._sql``'s
-decision.
+By default as PostgreSQL (comments nest); with ``sqlite=True`` as SQLite (``[name]``, no
+``E'...'`` or dollar quotes); with ``mysql=True`` as MySQL / MariaDB (``"..."`` is a string,
+``#`` starts a comment, ``--`` only before a space, no ``E'...'`` or dollar quotes). All three
+read a non-ASCII character as a letter: in names (``x€$t$`` is one name), and PostgreSQL in a
+dollar quote's tag (``$é$...$é$``). An unterminated literal or comment runs to the end.
+
+Whether a backslash escapes a quote is a server setting (MySQL's ``NO_BACKSLASH_ESCAPES``,
+PostgreSQL's ``standard_conforming_strings``): where the two readings end a string in
+different places, the rest of the statement is one ``rest`` token (a value), and so it is
+where a SQLite or MySQL comment holds a ``/*`` (those end at the first ``*/``; PostgreSQL's
+nest). Whether a double-quoted token is a name or a string on SQLite is
+``syncperf._sql_sqlite``'s decision.
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ _PATTERN = r"""
     | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
     | (?P<dollar>\$(?P<tag>[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*|)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
-    | (?P<bquote>`[^`]*(?:`|\Z))
-    | (?P<param>%\([^)]*\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
+    | (?P<bquote>`[^`]*(?:`|\Z)BRACKET)
+    | (?P<param>%\(\w+\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
     | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
                               |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?
                               |\.\d[\d_]*(?:[eE][-+]?\d+)?))
@@ -34,52 +39,97 @@ _PATTERN = r"""
 """
 
 
-def _compile(backslash: bool) -> re.Pattern[str]:
-    if backslash:  # MySQL / MariaDB: backslash escapes everywhere, '#' starts a comment
-        parts = {
-            "STRING_BODY": r"(?:[^'\\]|''|\\.)*",
-            "DQUOTE_BODY": r'(?:[^"\\]|""|\\.)*',
-            "HASH_COMMENT": r"|\#[^\n]*",
-        }
-    else:
-        parts = {"STRING_BODY": r"(?:[^']|'')*", "DQUOTE_BODY": r'(?:[^"]|"")*', "HASH_COMMENT": ""}
+def _body(quote: str, backslash: bool) -> str:
+    """A quoted text: a doubled quote, or with ``backslash`` a backslash and what follows it
+    (a quote too), is part of it."""
+    if backslash:
+        return rf"(?:[^{quote}\\]|{quote}{quote}|\\.?)*"
+    return rf"(?:[^{quote}]|{quote}{quote})*"
+
+
+def _compile(backslash: bool = False, brackets: bool = False) -> re.Pattern[str]:
+    """The lexer of MySQL / MariaDB (``backslash``: it escapes in every string, ``#`` starts
+    a comment), SQLite (``brackets``: ``[name]``) or PostgreSQL."""
+    parts = {
+        "STRING_BODY": _body("'", backslash),
+        "DQUOTE_BODY": _body('"', backslash),
+        "HASH_COMMENT": r"|\#[^\n]*" if backslash else "",
+        "BRACKET": r"|\[[^\]]*(?:\]|\Z)" if brackets else "",
+    }
     pattern = _PATTERN
     for key, value in parts.items():
         pattern = pattern.replace(key, value)
     return re.compile(pattern, re.S | re.X)
 
 
-_TOKEN = _compile(backslash=False)
+_TOKEN = _compile()
 _TOKEN_MYSQL = _compile(backslash=True)
+_TOKEN_SQLITE = _compile(brackets=True)
+_READINGS = {
+    quote: [re.compile(f"{quote}{_body(quote, b)}(?:{quote}|\\Z)", re.S) for b in (False, True)]
+    for quote in "'\""
+}
+"""How a quoted text ends without and with backslash escapes."""
 _COMMENT_MARK = re.compile(r"/\*|\*/")
 
 
-def lex(statement: str, *, mysql: bool = False) -> list[Token]:
-    """``statement`` as tokens, whitespace and comments dropped (``mysql``: MySQL's lexing)."""
-    lexer = _TOKEN_MYSQL if mysql else _TOKEN
+def lex(statement: str, *, mysql: bool = False, sqlite: bool = False) -> list[Token]:
+    """``statement`` as tokens, whitespace and comments dropped (``mysql``: MySQL's lexing,
+    ``sqlite``: SQLite's)."""
+    match = (_TOKEN_MYSQL if mysql else _TOKEN_SQLITE if sqlite else _TOKEN).match
     tokens: list[Token] = []
     spaced = False
     position, size = 0, len(statement)
-    match = lexer.match
     while position < size:
         found = match(statement, position)
         if found is None:  # unreachable: ``other`` matches any character
             break
-        kind = found.lastgroup or "other"
-        end = found.end()
+        kind, text, end = found.lastgroup or "other", found.group(), found.end()
+        if (mysql or sqlite) and _postgresql_only(kind, text, mysql):
+            kind, text, end = "word" if text[0] in "Ee" else "other", text[0], position + 1
+        if text == "/*":
+            end = _comment_end(statement, position, mysql or sqlite, mysql)
+        elif not sqlite and (kind == "string" or (kind == "dquote" and mysql)):
+            end = _string_end(statement, position, text, end, mysql)
+        if end < 0:  # where this token ends depends on the server: the rest is one value
+            tokens.append(("rest", statement[position:], spaced or kind == "comment"))
+            break
         if kind == "comment" or kind == "space":
-            if found.group() == "/*":
-                end = _comment_end(statement, position)
             spaced = True
         else:
-            tokens.append((kind, found.group(), spaced))
+            tokens.append((kind, text, spaced))
             spaced = False
         position = end
     return tokens
 
 
-def _comment_end(statement: str, start: int) -> int:
-    """End of the ``/* ... */`` comment at ``start``; comments nest (as in PostgreSQL)."""
+def _postgresql_only(kind: str, text: str, mysql: bool) -> bool:
+    """Whether SQLite or MySQL reads the start of this token otherwise: ``E'...'`` is a name
+    then a string, ``$tag$`` names or parameters, and MySQL's ``--x`` two minus signs."""
+    if kind == "dollar":
+        return True
+    if kind == "string":
+        return text[0] in "Ee"
+    return mysql and text[:2] == "--" and not (text[2:3] <= " " or text[2:3] == "\x7f")
+
+
+def _comment_end(statement: str, start: int, flat: bool, mysql: bool) -> int:
+    """End of the ``/* ... */`` comment at ``start``, or -1 when it is unclear.
+
+    PostgreSQL nests comments; SQLite and MySQL (``flat``) end one at the first ``*/``: one
+    holding a ``/*`` (which would nest elsewhere) is unclear, and so is MySQL's ``/*!``,
+    ``/*M!`` or ``/*+`` holding a quote (its text is SQL to MySQL: ``'*/'`` a string in it).
+    """
+    if flat:
+        end = statement.find("*/", start + 2)
+        if end < 0:
+            return len(statement)  # unterminated: swallowed to the end
+        body = statement[start + 2 : end + 1]  # with the "*" of "*/": "/*/" opens one
+        if "/*" in body:
+            return -1
+        if mysql and body.startswith(("!", "M!", "+")) and any(q in body for q in "'\"`"):
+            return -1
+        return end + 2
     depth = 0
     for mark in _COMMENT_MARK.finditer(statement, start):
         depth += 1 if mark.group() == "/*" else -1
@@ -88,13 +138,24 @@ def _comment_end(statement: str, start: int) -> int:
     return len(statement)  # unterminated: swallowed to the end
 
 
+def _string_end(statement: str, position: int, text: str, end: int, mysql: bool) -> int:
+    """``end`` of the string ``text`` at ``position``, or -1 when it depends on whether a
+    backslash escapes a quote: in MySQL unless ``NO_BACKSLASH_ESCAPES``, in PostgreSQL with
+    ``standard_conforming_strings`` off (always in PostgreSQL's ``E'...'``)."""
+    if "\\" not in text or (not mysql and text[0] in "Ee"):
+        return end
+    start = position + len(text) - len(text.lstrip("BbXxNnUu&"))  # the opening quote
+    plain, escaped = (reading.match(statement, start) for reading in _READINGS[statement[start]])
+    return end if plain and escaped and plain.end() == escaped.end() else -1
+
+
 def several(statement: str, tokens: list[Token], *, mysql: bool = False) -> bool:
     """Whether ``statement`` (lexed as ``tokens``) is more than one statement: a ``;`` followed
     by another token.
 
-    Lexed both ways, whatever the dialect: PostgreSQL with ``standard_conforming_strings`` off
-    escapes with backslashes as MySQL does, and MySQL's ``#`` comment is an operator elsewhere.
-    A ``;`` seen by either lexing counts (a query plan must never run a second statement).
+    Lexed both ways, whatever the dialect: MySQL's ``#`` comment is an operator elsewhere. A
+    ``;`` seen by either lexing counts (a query plan must never run a second statement), and
+    so does one in a ``rest`` token (where a string or comment ends is unclear).
     """
     if ";" not in statement:
         return False
@@ -103,7 +164,9 @@ def several(statement: str, tokens: list[Token], *, mysql: bool = False) -> bool
 
 def _several(tokens: list[Token]) -> bool:
     ended = False
-    for _, value, _ in tokens:
+    for kind, value, _ in tokens:
+        if kind == "rest":
+            return ended or ";" in value
         if value == ";":
             ended = True
         elif ended:

@@ -987,3 +987,145 @@ def test_a_content_length_that_is_no_size_is_ignored(length: bytes) -> None:
         assert all(point.sum <= 2 for point in size)
         assert cap.total("syncperf.dropped") == 0
         assert cap.total("syncperf.internal_errors") == 0
+
+
+# --- found by review, 2026-12-02: exception classes with a hostile metaclass -----------------
+
+
+def _raise(*args: Any) -> Any:
+    raise RuntimeError("hostile " + SECRET)
+
+
+def _names_raise(cls: type, attribute: str) -> Any:
+    if attribute in ("__qualname__", "__module__", "__name__"):
+        raise RuntimeError(attribute)
+    return type.__getattribute__(cls, attribute)
+
+
+CLASS_TRAITS: dict[str, tuple[str, dict[str, Any]]] = {
+    # trait -> (namespace it goes to: the metaclass's or the class's, what it adds)
+    "unhashable": ("meta", {"__eq__": lambda cls, other: cls is other}),  # __hash__ = None
+    "hash raises": ("meta", {"__hash__": _raise}),
+    "eq raises": ("meta", {"__eq__": _raise, "__hash__": type.__hash__}),
+    "names raise": ("meta", {"__getattribute__": _names_raise}),
+    "str raises": ("class", {"__str__": _raise, "__repr__": _raise}),
+    "traceback raises": ("class", {"__traceback__": property(_raise)}),
+}
+
+
+def hostile_exception_class(traits: frozenset[str]) -> type[Exception]:
+    namespaces: dict[str, dict[str, Any]] = {"meta": {}, "class": {}}
+    for trait in sorted(traits):
+        where, members = CLASS_TRAITS[trait]
+        namespaces[where].update(members)
+    meta = type("HostileMeta", (type,), namespaces["meta"])
+    cls: type[Exception] = meta("HostileError", (Exception,), namespaces["class"])
+    return cls
+
+
+def run_without_loop(coroutine: Any) -> None:
+    """Run a coroutine that never suspends. Not ``asyncio.run``: its task's repr (for the
+    SIGINT handler under pytest) renders the exception, whose ``__repr__`` may raise."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    finally:
+        coroutine.close()
+    raise AssertionError("the coroutine suspended")
+
+
+def raise_through(where: str, error: Exception) -> None:
+    """Raise ``error`` (or report it) inside syncperf's instrumentation at ``where``."""
+    from syncperf.asgi import SyncPerfMiddleware
+    from syncperf.outbox import Outbox
+
+    if where == "sync_operation":
+        with syncperf.sync_operation("push", entity="todo"):
+            raise error
+    elif where in ("decorator", "async decorator"):
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push() -> None:
+            raise error
+
+        @syncperf.instrument_sync("push", entity="todo")
+        async def push_async() -> None:
+            raise error
+
+        push() if where == "decorator" else run_without_loop(push_async())
+    elif where == "middleware":
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            raise error
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: Any) -> None:
+            pass
+
+        scope = {"type": "http", "method": "POST", "path": "/sync/todo/push", "headers": []}
+        wrapped = SyncPerfMiddleware(app, routes={"/sync/{entity}/push": "push"})
+        run_without_loop(wrapped(scope, receive, send))
+    elif where == "outbox block":
+        with Outbox("orders").publish(count=1):
+            raise error
+    else:
+        with Outbox("orders").publish(count=1) as batch:
+            batch.failed(error)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    traits=st.frozensets(st.sampled_from(sorted(CLASS_TRAITS)), min_size=1),
+    where=st.sampled_from(
+        ["sync_operation", "decorator", "async decorator", "middleware", "outbox block", "failed"]
+    ),
+)
+def test_an_exception_class_with_a_hostile_metaclass_is_measured_and_never_replaced(
+    traits: frozenset[str], where: str
+) -> None:
+    cls = hostile_exception_class(traits)
+    with lenient() as (cap, registry):
+        outcome = "nothing raised"
+        try:
+            raise_through(where, cls())
+        except cls:
+            outcome = "the application's exception"
+        except Exception as other:  # named here: pytest cannot render the hostile chain
+            outcome = f"replaced by {type(other).__qualname__}"
+        raised = "nothing raised" if where == "failed" else "the application's exception"
+        assert outcome == raised
+        assert_exportable(cap, registry)
+        assert cap.total("syncperf.dropped") == 0  # no hook failed: metrics and span whole
+        assert cap.total("syncperf.internal_errors") == 0
+        (span,) = cap.spans()
+        outbox = where in ("outbox block", "failed")
+        metric = "outbox.messages" if outbox else "sync.operation.duration"
+        (point,) = [p for p in cap.points(metric) if "error.type" in (p.attributes or {})]
+        etype = point.attributes["error.type"]
+        assert etype == ("_OTHER" if "names raise" in traits else f"{__name__}.HostileError")
+        if where != "failed":
+            (event,) = [e for e in span.events if e.name == "exception"]
+            assert event.attributes["exception.type"] == etype
+
+
+@pytest.mark.parametrize("trait", ["unhashable", "hash raises", "eq raises"])
+def test_a_handler_may_return_an_object_of_an_unhashable_class(trait: str) -> None:
+    returned = hostile_exception_class(frozenset({trait}))()  # any class: an exception's will do
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> Any:
+        return returned
+
+    @syncperf.instrument_sync("push", entity="todo")
+    async def push_async() -> Any:
+        return returned
+
+    with lenient() as (cap, registry):
+        assert push() is returned
+        run_without_loop(push_async())
+        assert_exportable(cap, registry)
+        assert cap.total("syncperf.dropped") == 0
+        assert cap.total("sync.operation.duration", {"sync.outcome": "success"}) == 2

@@ -184,3 +184,29 @@ def test_no_message_parameter_or_literal_of_a_database_error_is_exported(
     assert "zq" not in exported
     assert "[SQL: INSERT INTO account (email, note) VALUES (?)]" in attrs["exception.message"]
     assert attrs.get("db.response.status_code") == code
+
+
+MYSQL_DRIVER_ERRORS = [
+    "pymysql.err",
+    "MySQLdb._exceptions",
+    "mysql.connector.errors",
+    "asyncmy.errors",
+    "mariadb",
+    "cymysql.err",
+    "aiomysql",
+]
+"""Where the MySQL / MariaDB drivers SQLAlchemy supports define their errors."""
+
+
+@settings(max_examples=100, deadline=None)
+@given(secret=_SECRET, module=st.sampled_from(MYSQL_DRIVER_ERRORS))
+def test_a_mysql_drivers_statement_is_lexed_as_mysql(secret: str, module: str) -> None:
+    escaped = secret.replace("\\", "\\\\").replace('"', '""')
+    driver_error = type("IntegrityError", (Exception,), {"__module__": module})
+    error = sa.exc.IntegrityError(  # "..." is a string to MySQL, a name to PostgreSQL
+        f'INSERT INTO notes (title, body) VALUES ("mine", "{escaped}")',
+        None,
+        driver_error(1062, "Duplicate entry"),
+    )
+    message = exception_attributes(error)["exception.message"]
+    assert message == f"({module}.IntegrityError) [SQL: INSERT INTO notes (title, body) VALUES (?)]"

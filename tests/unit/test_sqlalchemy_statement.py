@@ -119,8 +119,10 @@ def test_the_largest_in_list_or_values_rows_is_the_statements_batch(
         ("SELECT 1; ; -- done\n", False),
         ("SELECT 1; INSERT INTO audit VALUES ('x'); SELECT nextval('s1')", True),
         ("SELECT 1;DELETE FROM t", True),
-        ("SELECT 'a;b', E'c\\';d', $$e;f$$, $é$g;h$é$, \"i;j\" FROM t /* k; l */ -- m; n", False),
-        ("SELECT a FROM t /* x /* nested; */ still; a comment */ WHERE b = 1", False),
+        ("SELECT 'a;b', \"i;j\" FROM t /* k; l */ -- m; n", False),
+        # PostgreSQL's quotes and nested comments: SQLite and MySQL read a ; outside them
+        ("SELECT E'c\\';d', $$e;f$$, $é$g;h$é$ FROM t", True),
+        ("SELECT a FROM t /* x /* nested; */ still; a comment */ WHERE b = 1", True),
         ("SELECT x€$t$ FROM a; DELETE FROM b; --$t$", True),  # x€$t$ is a name, not a quote
         # standard_conforming_strings off: the backslash escapes the quote, the ; is outside
         ("SELECT '\\'';DELETE FROM t;--'", True),
@@ -135,7 +137,8 @@ def test_a_second_statement_after_a_semicolon_is_seen_however_it_is_quoted(
 
 
 def test_mysql_lexing_treats_double_quotes_and_backslashes_as_string_syntax() -> None:
-    statement = "SELECT \"a\\\"b secret\", 'c\\'d secret', `col` FROM `db`.`t` # note secret"
+    # a backslash escapes the next character; where a quote follows it, see test_sql_dialects
+    statement = r"""SELECT "a\\""b secret", 'c\\''d secret', `col` FROM `db`.`t` # note secret"""
     text = normalize(statement, dialect="mysql")
     assert text == "SELECT ?, ?, `col` FROM `db`.`t`"
     assert classify(statement, dialect="mysql").collection == "db.t"
@@ -241,7 +244,7 @@ def test_setting_values_are_sanitized(statement: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("statement", "operation"),
     [
-        ("/* a /* b */ secret */ SELECT 1", "SELECT"),
+        ("/* a */ SELECT 1", "SELECT"),  # nested comments: test_sql_dialects
         ("secretword FROM t", None),
         ("alice@example.com", None),
         ("sk_live_123 SELECT 1", None),
@@ -325,7 +328,10 @@ def test_no_string_or_number_literal_survives(secret: str, number: int) -> None:
     text = normalize(statement)
     assert "zq" not in text
     assert str(number) not in text
-    assert text == "SELECT a FROM t WHERE s = ? AND n = ? AND e = ? AND d = ?"
+    if "\\" in secret:  # with standard_conforming_strings off \' escapes: the rest may be one ?
+        assert text.startswith("SELECT a FROM t WHERE s = ?")
+    else:
+        assert text == "SELECT a FROM t WHERE s = ? AND n = ? AND e = ? AND d = ?"
 
 
 _DOLLAR_TAG = st.text(
@@ -356,7 +362,8 @@ def test_a_dollar_quote_with_a_non_ascii_tag_is_a_literal(tag: str) -> None:
 @settings(max_examples=200, deadline=None)
 @given(secret=_SECRET)
 def test_no_literal_survives_mysql_escaping(secret: str) -> None:
-    escaped = secret.replace("\\", "\\\\").replace("'", "\\'").replace('"', '\\"')
+    # quotes doubled, not escaped by a backslash: see test_sql_dialects for \'
+    escaped = secret.replace("\\", "\\\\").replace("'", "''").replace('"', '""')
     text = normalize(f"SELECT a FROM t WHERE s = '{escaped}' OR d = \"{escaped}\"", dialect="mysql")
     assert text == "SELECT a FROM t WHERE s = ? OR d = ?"
 
