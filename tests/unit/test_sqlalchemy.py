@@ -1021,6 +1021,60 @@ def test_queue_pool_counts_idle_and_used_connections(
     assert instrument.callbacks == []  # then the observer is gone
 
 
+@pytest.mark.parametrize("at_return", [True, False])
+def test_use_time_is_timed_at_the_pools_return_or_else_by_its_checkin_event(
+    at_return: bool, syncperf_capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The return to the pool is wrapped like ``connect`` (SQLAlchemy's dispatch of a
+    ``checkin`` listener costs about a third of a session's pool metrics); a pool without
+    ``_return_conn`` is timed by the ``checkin`` event. Both follow ``dispose()`` and leave
+    nothing behind when uninstrumented."""
+    from syncperf.sqlalchemy import _pool
+
+    if not at_return:
+        monkeypatch.setattr(_pool, "_returns", lambda pool: None)
+    eng = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool)
+    handle = instrument_engine(eng)
+    try:
+        assert sa.event.contains(eng, "checkin", handle._pool._on_checkin) is not at_return
+        assert ("_return_conn" in vars(eng.pool)) is at_return
+        for _ in range(2):
+            with eng.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            eng.dispose()  # a new pool: wrapped again
+        with eng.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        assert syncperf_capture.total("db.client.connection.use_time") == 3
+        assert eng.pool.checkedin() == 1  # returned to the pool
+    finally:
+        handle.uninstrument()
+    assert not sa.event.contains(eng, "checkin", handle._pool._on_checkin)
+    assert "_return_conn" not in vars(eng.pool)
+
+
+def test_a_failing_checkin_hook_still_returns_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from syncperf.sqlalchemy import _pool
+
+    def broken(self: Any, dbapi_connection: Any, record: Any) -> None:
+        raise RuntimeError("hook bug")
+
+    monkeypatch.setattr(_pool.PoolMetrics, "_on_checkin", broken)
+    eng = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool)
+    with capture(strict=False) as cap:
+        handle = instrument_engine(eng)
+        try:
+            for _ in range(3):
+                with eng.connect() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+            assert eng.pool.checkedin() == 1 and eng.pool.checkedout() == 0
+            dropped = {"syncperf.reason": "sqlalchemy_pool_hook_failed"}
+            assert cap.total("syncperf.dropped", dropped) == 3
+        finally:
+            handle.uninstrument()
+
+
 def test_static_pool_has_one_connection_at_most(syncperf_capture: Capture) -> None:
     eng = sa.create_engine("sqlite://", poolclass=sa.pool.StaticPool)
     handle = instrument_engine(eng)

@@ -1,11 +1,12 @@
 """Connection-pool metrics (``db.client.connection.*``) for one SQLAlchemy engine.
 
-Measured where they happen, by a wrapper of the engine's ``pool.connect()`` (an attribute set
-on that one pool instance, moved to the new pool when ``engine.dispose()`` recreates it; never
-a class-level patch) and a ``checkin`` pool listener:
+Measured where they happen, by wrappers of the engine's ``pool.connect()`` and of the pool's
+return of a connection, ``_return_conn`` (attributes set on that one pool instance, moved to
+the new pool when ``engine.dispose()`` recreates it; never a class-level patch; a pool without
+``_return_conn`` gets a ``checkin`` listener instead):
 
 * ``wait_time`` and ``timeouts`` around ``pool.connect()``;
-* ``use_time`` from the end of that wait (the checkout) to the pool's ``checkin`` event: the
+* ``use_time`` from the end of that wait (the checkout) to the checkin: the
   checkout time is pushed on the connection record (a list: a ``StaticPool`` record can be
   checked out more than once at a time), and the checkin ends every checkout on it
   (SQLAlchemy checks such a record in once, at the first close).
@@ -127,8 +128,9 @@ class PoolMetrics:
     # --- life cycle ------------------------------------------------------------------------
 
     def install(self, engine: Engine) -> None:
-        """Listen on ``engine``'s pool events and wrap its pool's ``connect``."""
-        event.listen(engine, "checkin", self._on_checkin)
+        """Listen on ``engine``'s pool events and wrap its pool's ``connect`` and return."""
+        if _returns(engine.pool) is None:  # timed by the event instead (see ``_wrap``)
+            event.listen(engine, "checkin", self._on_checkin)
         event.listen(engine, "detach", self._on_detach)
         self._wrap(engine.pool)
 
@@ -207,12 +209,29 @@ class PoolMetrics:
         connect.__wrapped__ = original  # type: ignore[attr-defined]
         pool.connect = connect  # type: ignore[method-assign]
         pool.recreate = recreate  # type: ignore[method-assign]
+        returned = _returns(pool)
+        if returned is not None:
+            # The checkin, timed where SQLAlchemy returns the record to the pool, right after
+            # its ``checkin`` event: a listener would cost its dispatch on every checkin.
+            checked_in = self._on_checkin
+
+            def return_conn(record: Any) -> None:
+                try:
+                    checked_in(None, record)
+                except Exception as error:
+                    (_runtime.installed or _runtime.current()).internal_error(
+                        "sqlalchemy_pool_hook_failed", error
+                    )
+                finally:
+                    returned(record)
+
+            pool._return_conn = return_conn  # type: ignore[method-assign]
         self._wrapped = weakref.ref(pool)
 
     def _unwrap(self) -> None:
         pool = self._wrapped() if self._wrapped is not None else None
         if pool is not None:
-            for name in ("connect", "recreate"):
+            for name in ("connect", "recreate", "_return_conn"):
                 if name in vars(pool):
                     delattr(pool, name)
         self._wrapped = None
@@ -369,6 +388,13 @@ class _Observer:
                     registry.remove_gauge_callback(name, callback)
                 del self._callbacks[index]
                 return
+
+
+def _returns(pool: Pool) -> Callable[[Any], None] | None:
+    """The pool's ``_return_conn(record)``, which SQLAlchemy calls right after the
+    ``checkin`` event (from 1.4 to 2.1), or None where a pool has none."""
+    found = getattr(pool, "_return_conn", None)
+    return found if callable(found) else None
 
 
 _live: weakref.WeakSet[PoolMetrics] = weakref.WeakSet()
