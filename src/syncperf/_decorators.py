@@ -197,18 +197,22 @@ def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     return wrap(fn, operation, entity, phases)
 
 
-def _joins(op: SyncOperation, entity: str | None, phases: Phases) -> tuple[Run | None, Run | None]:
-    """Join ``op`` (another layer's operation): name its entity if it has none, mark it fed
-    when this decorator feeds counts; the phases to run in it."""
+def _joins(
+    op: SyncOperation, entity: str | None, phases: Phases
+) -> tuple[Run | None, Run | None, bool]:
+    """Join ``op`` (another layer's operation): name its entity if it has none; the phases
+    to run in it, and whether this call marked it fed (it feeds counts that layers inside
+    this call must not feed again; the wrapper unmarks it when the call ends, so a later
+    call of the same helper, another batch, counts its own)."""
     if entity is not None and op._entity is None:
         op.set_entity(entity)
     joined = phases[2]
     if joined is None:
-        return phases[0], phases[1]
-    if op._fed:  # another layer counts it: one source feeds an operation
-        return joined
+        return phases[0], phases[1], False
+    if op._fed:  # an outer layer counts it: one source feeds an operation
+        return (*joined, False)
     op._fed = True
-    return phases[0], phases[1]
+    return phases[0], phases[1], True
 
 
 def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
@@ -229,9 +233,9 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             op = owner = start(rt, cached[1])
             if joined is not None:
                 op._fed = True
-            before, after = own_before, own_after
+            before, after, marked = own_before, own_after, False
         else:
-            before, after = _joins(op, entity, phases)
+            before, after, marked = _joins(op, entity, phases)
         try:
             if before is not None:
                 t = _perf() if owner is None else op._start_ns + op._own_ns
@@ -246,6 +250,9 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             if owner is not None:
                 _end(owner, exc)
             raise
+        finally:
+            if marked:
+                op._fed = False
         if owner is None:
             return result
         if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome
@@ -302,9 +309,9 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
             op = owner = start(rt, cached[1])
             if joined is not None:
                 op._fed = True
-            before, after = own_before, own_after
+            before, after, marked = own_before, own_after, False
         else:
-            before, after = _joins(op, entity, phases)
+            before, after, marked = _joins(op, entity, phases)
         try:
             if before is not None:
                 t = _perf() if owner is None else op._start_ns + op._own_ns
@@ -317,6 +324,9 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
             if owner is not None:
                 _end(owner, exc)
             raise
+        finally:
+            if marked:
+                op._fed = False
         if owner is None:
             return result
         if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome

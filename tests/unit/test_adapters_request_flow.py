@@ -8,6 +8,7 @@ dict, and a request the framework rejects before the handler is never a success.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -23,7 +24,7 @@ import syncperf
 from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.sqlalchemy import instrument_engine
-from syncperf.testing import Capture
+from syncperf.testing import Capture, capture
 from tests.unit.test_adapters_common import recorded
 
 MODES = ("decorator", "middleware")
@@ -527,3 +528,37 @@ async def test_a_returned_model_with_a_status_code_field_is_data_not_a_response(
 
     await push()
     assert recorded(syncperf_capture).outcomes == {"success": 1}
+
+
+@syncperf.instrument_sync("push", entity="todo", items=lambda rows: len(rows))
+def _apply_rows(rows: list[int]) -> None:
+    """A helper decorated with a count extractor, called once per batch of a request."""
+
+
+@syncperf.instrument_sync("push", entity="todo", items=lambda rows: len(rows))
+async def _apply_rows_async(rows: list[int]) -> None:
+    """The same, ``async def``."""
+
+
+def test_a_decorated_helper_called_once_per_batch_counts_every_call() -> None:
+    """Only an outer layer that feeds the operation makes a joining decorator skip its
+    counts; a sibling call that fed it before does not (each call is its own batch)."""
+
+    @syncperf.instrument_sync("push")  # an outer handler with no count extractors
+    def handler(batches: list[list[int]]) -> None:
+        for rows in batches:
+            _apply_rows(rows)
+
+    async def in_async_handler() -> None:
+        with syncperf.sync_operation("push"):
+            await _apply_rows_async([1, 2, 3])
+            await _apply_rows_async([4, 5])
+
+    with capture() as cap:
+        with syncperf.sync_operation("push"):
+            _apply_rows([1, 2, 3])
+            _apply_rows([4, 5])
+        handler([[1, 2, 3], [4, 5]])
+        asyncio.run(in_async_handler())
+        assert cap.total("sync.items") == 15
+        assert cap.total("sync.operation.duration") == 3

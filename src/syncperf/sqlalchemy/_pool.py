@@ -211,22 +211,26 @@ class PoolMetrics:
         pool.recreate = recreate  # type: ignore[method-assign]
         returned = _returns(pool)
         if returned is not None:
-            # The checkin, timed where SQLAlchemy returns the record to the pool, right after
-            # its ``checkin`` event: a listener would cost its dispatch on every checkin.
-            checked_in = self._on_checkin
-
-            def return_conn(record: Any) -> None:
-                try:
-                    checked_in(None, record)
-                except Exception as error:
-                    (_runtime.installed or _runtime.current()).internal_error(
-                        "sqlalchemy_pool_hook_failed", error
-                    )
-                finally:
-                    returned(record)
-
-            pool._return_conn = return_conn  # type: ignore[method-assign]
+            pool._return_conn = self._returning(returned)  # type: ignore[method-assign,assignment]
         self._wrapped = weakref.ref(pool)
+
+    def _returning(self, returned: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``returned`` (the pool's ``_return_conn``) timing the checkin: where SQLAlchemy
+        returns the record to the pool, right after its ``checkin`` event (a listener would
+        cost its dispatch on every checkin)."""
+        checked_in = self._on_checkin
+
+        def return_conn(record: Any) -> None:
+            try:
+                checked_in(None, record)
+            except Exception as error:
+                (_runtime.installed or _runtime.current()).internal_error(
+                    "sqlalchemy_pool_hook_failed", error
+                )
+            finally:
+                returned(record)
+
+        return return_conn
 
     def _unwrap(self) -> None:
         pool = self._wrapped() if self._wrapped is not None else None
