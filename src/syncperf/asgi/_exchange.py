@@ -36,7 +36,6 @@ from syncperf.asgi._http import (
     AsgiState,
     HttpSeries,
     feed_body,
-    feed_response,
     hook_failed,
     is_json,
     owners,
@@ -324,7 +323,7 @@ class Exchange:
         try:
             if self.adapter is not None and status is not None and 200 <= status < 300:
                 hook, cap = self.adapter.on_response, self.mw._max_body  # only a 2xx: an answer
-                feed_response(rt, op, hook, self.response_chunks, self.sent, cap)
+                feed_body(rt, op, hook, self.response_chunks, self.sent, cap, answer=True)
             if self.replayed:
                 op.record_idempotency_hit()
             if failure is None:

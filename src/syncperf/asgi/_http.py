@@ -37,7 +37,6 @@ __all__ = [
     "HttpSeries",
     "SeenKeys",
     "feed_body",
-    "feed_response",
     "is_json",
     "key_hash",
     "owners",
@@ -325,42 +324,31 @@ def feed_body(
     chunks: list[bytes] | None,
     size: int,
     cap: int,
+    answer: bool = False,
 ) -> None:
-    """JSON-decode a buffered body and hand it to an adapter hook (never raises)."""
+    """JSON-decode a buffered body and hand it to an adapter hook (never raises).
+
+    ``answer``: the body of a 2xx answer (``on_response``); one with nothing to read (a 204,
+    an empty or non-JSON body) reaches the hook as None, so a push adapter that counts its
+    rows when it reads the answer (``rxdb.Push``) still counts them.
+    """
+    parsed = None
     if not chunks or size == 0:
-        return
-    if size > cap:
+        if not answer:
+            return
+    elif size > cap:
         _drop(rt, "asgi_body_too_large", f"a body of {size} bytes exceeds max_body_bytes={cap}")
         return
-    import json
+    else:
+        import json
 
-    try:
-        parsed = json.loads(b"".join(chunks))
-    except ValueError:
-        _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
-        return
+        try:
+            parsed = json.loads(b"".join(chunks))
+        except ValueError:
+            _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
+            return
     try:
         hook(op, parsed)
-    except Exception as error:
-        rt.internal_error("adapter_failed", error)
-
-
-def feed_response(
-    rt: Runtime,
-    op: SyncOperation,
-    hook: Callable[[SyncOperation, Any], None],
-    chunks: list[bytes] | None,
-    size: int,
-    cap: int,
-) -> None:
-    """A 2xx answer to an adapter's ``on_response``: its JSON body, or None when it had none
-    to read (a 204, an empty or non-JSON body), so a push adapter that counts its rows when
-    it reads the answer (``rxdb.Push``) still counts them (never raises)."""
-    if chunks and size:
-        feed_body(rt, op, hook, chunks, size, cap)
-        return
-    try:
-        hook(op, None)
     except Exception as error:
         rt.internal_error("adapter_failed", error)
 
