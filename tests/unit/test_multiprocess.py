@@ -202,3 +202,42 @@ def test_a_multiprocess_collector_the_application_registered_reads_the_files_onc
         return seen
 
     assert _in_a_worker(worker) == [1, 2]  # not the files as the writer left them a second ago
+
+
+def test_a_process_forked_while_the_files_are_written_can_write_its_own(
+    multiprocess_dir: Path,
+) -> None:
+    """A fork while a writer thread is inside prometheus_client's value lock (which it never
+    resets at fork) must not leave the child's writes blocked forever."""
+
+    def worker() -> int:
+        syncperf.configure(prometheus=CollectorRegistry(), max_entities=200)
+        for i in range(200):  # a worker with a realistic number of series: long writes
+            with syncperf.sync_operation("pull", entity=f"e{i}"):
+                pass
+        rt = _runtime.current()
+        stop = threading.Event()
+
+        def scrapes() -> None:  # e.g. scrapes of this worker, besides the 1 s writer
+            while not stop.is_set():
+                rt.feeds.write_files()
+
+        threading.Thread(target=scrapes, daemon=True).start()
+        hung = 0
+        for _ in range(40):
+            pid = os.fork()
+            if pid == 0:  # e.g. a multiprocessing.Process the worker starts
+                done = threading.Event()
+
+                def write() -> None:
+                    _runtime.current().feeds.write_files()
+                    done.set()
+
+                threading.Thread(target=write, daemon=True).start()
+                os._exit(0 if done.wait(3) else 1)
+            _, status = os.waitpid(pid, 0)
+            hung += os.waitstatus_to_exitcode(status) == 1
+        stop.set()
+        return hung
+
+    assert _in_a_worker(worker) == 0

@@ -354,6 +354,17 @@ def _move_last(registry: Any, collector: Any) -> None:
         order[collector] = order.pop(collector)
 
 
+def _before_fork() -> None:
+    """Hold ``_sums.lock`` across a fork: syncperf calls prometheus_client's value objects only
+    under it, so no writer thread is inside their lock (one per process, which prometheus_client
+    never resets at fork) when the child is made, and the child's writes cannot block on it."""
+    _sums.lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _sums.lock.release()
+
+
 def _after_fork_in_child() -> None:
     global _owners
     _owners = threading.Lock()
@@ -364,4 +375,8 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )
