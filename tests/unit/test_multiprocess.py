@@ -227,17 +227,42 @@ def test_a_process_forked_while_the_files_are_written_can_write_its_own(
         for _ in range(40):
             pid = os.fork()
             if pid == 0:  # e.g. a multiprocessing.Process the worker starts
-                done = threading.Event()
-
-                def write() -> None:
-                    _runtime.current().feeds.write_files()
-                    done.set()
-
-                threading.Thread(target=write, daemon=True).start()
-                os._exit(0 if done.wait(3) else 1)
+                written = threading.Thread(target=_runtime.current().feeds.write_files)
+                written.start()
+                written.join(3)
+                os._exit(1 if written.is_alive() else 0)
             _, status = os.waitpid(pid, 0)
             hung += os.waitstatus_to_exitcode(status) == 1
         stop.set()
         return hung
 
     assert _in_a_worker(worker) == 0
+
+
+def test_a_worker_with_the_pid_of_a_dead_one_adds_to_its_counts(
+    multiprocess_dir: Path,
+) -> None:
+    """pid wrap-around (long-lived containers recycling workers): the dead worker's file,
+    named by the same pid, holds counts the group must keep, as prometheus_client's own
+    counters (``inc``) keep them."""
+    from prometheus_client import values
+
+    def worker(pulls: int) -> Callable[[], None]:
+        def work() -> None:
+            multiprocess._files.clear()  # both workers get pid 4242 (prometheus_client's hook)
+            multiprocess._value_class = values.MultiProcessValue(lambda: 4242)  # type: ignore[no-untyped-call]
+            served = CollectorRegistry()
+            syncperf.configure(prometheus=served)
+            for _ in range(pulls):
+                _one_pull()
+            syncperf.force_flush()
+            syncperf.configure(prometheus=served, max_entities=50)  # a runtime of its own too
+            _one_pull()
+            syncperf.force_flush()
+
+        return work
+
+    _in_a_worker(worker(10))  # dies
+    _in_a_worker(worker(3))  # the same pid
+    assert [f.name for f in multiprocess_dir.glob("histogram_*")] == ["histogram_4242.db"]
+    assert _pulls(_group(multiprocess_dir)) == 15

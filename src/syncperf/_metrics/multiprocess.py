@@ -68,11 +68,15 @@ class _Sums:
         with self.lock:
             self.writers[source] = self.writers.get(source, 0) + 1
 
-    def total(self, key: tuple[Any, ...], source: int, value: float) -> float:
-        """The sum to write once ``source``'s total for ``key`` is ``value`` (hold ``lock``)."""
+    def total(self, key: tuple[Any, ...], source: int, value: float, found: Any) -> float:
+        """The sum to write once ``source``'s total for ``key`` is ``value`` (hold ``lock``);
+        ``found``: the key's value object."""
         per_source = self.totals.get(key)
-        if per_source is None:
-            per_source = self.totals[key] = {}
+        if per_source is None:  # the key's first write in this process (since its fork)
+            # The file, named by this pid, may hold the counts of a dead process that had the
+            # same pid (wrap-around): they stay in the sums, as prometheus_client's ``inc``
+            # keeps them, rather than being overwritten (read after a fork: the child's file).
+            per_source = self.totals[key] = {None: float(found.get())}
         per_source[source] = value
         return sum(per_source.values())
 
@@ -235,7 +239,7 @@ class MultiprocessWriter:
                     kind, name, name + suffix, keys, labels, doc, multiprocess_mode=mode
                 )
             if kind != "gauge":  # cumulative: add what the replaced runtimes counted
-                value = _sums.total(key, self._source, value)
+                value = _sums.total(key, self._source, value, found)
             found.set(value, timestamp=now)
         return key
 
