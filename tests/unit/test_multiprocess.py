@@ -9,12 +9,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
+import syncperf.export
 from syncperf import _runtime
 from syncperf._metrics import multiprocess, outputs
 from syncperf._metrics.prometheus import scrape
@@ -266,3 +268,87 @@ def test_a_worker_with_the_pid_of_a_dead_one_adds_to_its_counts(
     _in_a_worker(worker(3))  # the same pid
     assert [f.name for f in multiprocess_dir.glob("histogram_*")] == ["histogram_4242.db"]
     assert _pulls(_group(multiprocess_dir)) == 15
+
+
+def _left_running() -> dict[str, object]:
+    """What a refused configuration may not leave behind: writer threads and writers."""
+    threads = [t for t in threading.enumerate() if t.name == "syncperf-multiprocess"]
+    return {"threads": len(threads), "writers": len(multiprocess._writers)}
+
+
+@pytest.mark.parametrize("app_metric", ["before", "none"])
+def test_the_global_registry_is_refused_in_multiprocess_mode_leaving_nothing_running(
+    multiprocess_dir: Path, app_metric: str
+) -> None:
+    """prometheus_client's global REGISTRY holds the application's own metrics: a
+    MultiProcessCollector there repeats them (or raises DuplicateTimeseries)."""
+
+    def worker() -> list[object]:
+        from prometheus_client import REGISTRY, Counter
+
+        if app_metric == "before":
+            Counter("app_logins", "logins").inc(3)
+        before = _left_running()
+        collectors = list(REGISTRY._collector_to_names)
+        found = []
+        for value in (True, REGISTRY):
+            with pytest.raises(syncperf.ConfigError) as raised:
+                syncperf.configure(prometheus=value)
+            found.append(raised.value.option)
+        assert "CollectorRegistry()" in str(raised.value)
+        with pytest.raises(syncperf.ConfigError) as raised:  # before the port is bound
+            syncperf.export.setup_prometheus(port=0, registry=REGISTRY)
+        found.append(raised.value.option)
+        assert list(REGISTRY._collector_to_names) == collectors
+        return [found, _left_running() == before, _runtime.installed is None]
+
+    found = _in_a_worker(worker)
+    assert found == [["prometheus", "prometheus", "registry"], True, True]
+
+
+def test_a_multiprocess_directory_that_does_not_exist_is_a_config_error(
+    multiprocess_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = multiprocess_dir / "not-created-yet"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+
+    def worker() -> list[object]:
+        before = _left_running()
+        served = CollectorRegistry()
+        with pytest.raises(syncperf.ConfigError) as raised:
+            syncperf.configure(prometheus=served)
+        assert str(missing) in str(raised.value) and "existing directory" in str(raised.value)
+        options = [raised.value.option]
+        for setup in (syncperf.export.setup_prometheus, syncperf.export.prometheus_asgi_app):
+            with pytest.raises(syncperf.ConfigError) as raised:
+                setup()
+            options.append(raised.value.option)
+        left = [_left_running() == before, served._collector_to_names, outputs.OUTPUTS.registries]
+        return [options, *left]
+
+    found = _in_a_worker(worker)
+    assert found == [["PROMETHEUS_MULTIPROC_DIR"] * 3, True, {}, []]
+
+
+class _Refusing(CollectorRegistry):
+    """Refuses the MultiProcessCollector, as a registry that describes its collectors on
+    registration does when it already has a metric that is in the files."""
+
+    def register(self, collector: Any) -> None:
+        if isinstance(collector, MultiProcessCollector):
+            raise ValueError("Duplicated timeseries in CollectorRegistry: {'app_logins_total'}")
+        super().register(collector)
+
+
+def test_a_registry_that_cannot_take_the_multiprocess_collector_leaves_nothing_running(
+    multiprocess_dir: Path,
+) -> None:
+    def worker() -> list[object]:
+        served = _Refusing()
+        syncperf.configure()
+        before = _left_running()
+        with pytest.raises(syncperf.ConfigError) as raised:
+            syncperf.configure(prometheus=served)
+        return [raised.value.option, _left_running() == before, list(served._collector_to_names)]
+
+    assert _in_a_worker(worker) == ["prometheus", True, []]

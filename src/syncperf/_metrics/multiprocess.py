@@ -40,6 +40,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 from syncperf._metrics.exposition import label_value, le_value
 from syncperf._metrics.prometheus import label_name, prometheus_name
 from syncperf._metrics.reader import Reader
+from syncperf.exceptions import ConfigError
 
 _logger = logging.getLogger("syncperf")
 INTERVAL = 1.0
@@ -136,7 +137,8 @@ class MultiprocessWriter:
         """The gauge entries the last write with gauges set (see ``_unobserved``)."""
         self._closed = False
         self._stop = threading.Event()
-        self._thread = self._start()
+        self._thread: threading.Thread | None = None
+        """Started by ``start`` once the writer is registered."""
         self.registry = registry
         """The ``prometheus_client`` registry this writer serves."""
         self.added: Any = None
@@ -144,10 +146,10 @@ class MultiprocessWriter:
         the application is)."""
         _writers.add(self)
 
-    def _start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="syncperf-multiprocess", daemon=True)
-        thread.start()
-        return thread
+    def start(self) -> None:
+        """Start writing every ``INTERVAL`` seconds."""
+        self._thread = threading.Thread(target=self._run, name="syncperf-multiprocess", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(INTERVAL):
@@ -162,8 +164,8 @@ class MultiprocessWriter:
         self._lock = threading.Lock()
         if self.retired:
             self._finish()
-        elif not self._stop.is_set():
-            self._thread = self._start()
+        elif self._thread is not None and not self._stop.is_set():
+            self.start()
 
     def write(self, gauges: bool = True) -> bool:
         """Write this process's current totals (never raises); False when writing failed."""
@@ -300,34 +302,60 @@ def drain() -> bool:
     return written
 
 
+def check(registry: Any, option: str = "prometheus") -> None:
+    """Raise ``ConfigError`` unless ``registry`` can serve the group's files (``option``: the
+    argument that named it): see ``multiprocess_group.check``."""
+    from syncperf._metrics import multiprocess_group
+
+    multiprocess_group.check(registry, directory() or "", option)
+
+
 def register(
     reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True
 ) -> MultiprocessWriter:
     """Start a writer for ``reader`` (``idle``: whether its runtime has no open operation)
-    and make ``registry`` serve every worker's files."""
+    and make ``registry`` serve every worker's files.
+
+    Raises:
+        ConfigError: ``registry`` or the directory cannot serve the files (``check``); then
+            nothing is left registered or running.
+    """
     from prometheus_client.multiprocess import MultiProcessCollector
 
-    class Collector(MultiProcessCollector):
-        """Every worker's files, less the gauges no longer observed (written as NaN)."""
+    from syncperf._metrics.multiprocess_group import Collector
 
-        def collect(self) -> Iterator[Any]:
-            for family in super().collect():  # type: ignore[no-untyped-call]
-                if family.type == "gauge":
-                    family.samples = [s for s in family.samples if not math.isnan(s.value)]
-                    if not family.samples:
-                        continue
-                yield family
-
-    writer = MultiprocessWriter(reader, registry, idle)
-    registry.register(writer)
-    with _owners:
-        collectors = getattr(registry, "_collector_to_names", {})
-        found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
-        if not found:
-            writer.added = Collector(registry)  # type: ignore[no-untyped-call]
-        for collector in found:  # the application's (or an older writer's): it reads the
-            _move_last(registry, collector)  # files once this writer wrote them, not before
+    check(registry)
+    writer = MultiprocessWriter(reader, registry, idle)  # its thread starts last
+    try:
+        with _owners:
+            collectors = getattr(registry, "_collector_to_names", {})
+            found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
+            added = None if found else Collector(None)  # type: ignore[no-untyped-call]
+            registry.register(writer)
+            if added is not None:  # after the writer: it reads the files once written
+                _add(registry, added, writer)
+            for collector in found:  # the application's (or an older writer's): it reads the
+                _move_last(registry, collector)  # files once this writer wrote them, not before
+    except BaseException:
+        with contextlib.suppress(KeyError):
+            registry.unregister(writer)
+        writer._finish()
+        raise
+    writer.start()
     return writer
+
+
+def _add(registry: Any, collector: Any, writer: MultiprocessWriter) -> None:
+    """Register ``collector``, which ``writer`` is then in charge of."""
+    try:
+        registry.register(collector)
+    except ValueError as error:  # DuplicateTimeseries: the registry has the files' metrics
+        raise ConfigError(
+            "prometheus",
+            registry,
+            f"a registry without this process's own metrics in multiprocess mode ({error})",
+        ) from None
+    writer.added = collector
 
 
 def unregister(registry: Any, writer: MultiprocessWriter) -> None:

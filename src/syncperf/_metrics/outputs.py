@@ -69,6 +69,11 @@ class Feeds:
         registry once, however often it was named)."""
         shared = OUTPUTS if self._shared else Outputs()
         with _lock:
+            registries = [_registry(prometheus)] if prometheus else []
+            registries = _unique([*registries, *shared.registries])
+            for registry in registries:  # a refused registry raises before anything changes
+                if not any(p[0] is registry for p in self.prometheus):
+                    check(registry)
             wanted = _unique([*exporters, *shared.exporters.values()])
             for periodic in [p for p in self.exporters if not _has(wanted, p.exporter)]:
                 self.exporters.remove(periodic)
@@ -76,8 +81,6 @@ class Feeds:
             for exporter in wanted:
                 if not any(p.exporter is exporter for p in self.exporters):
                     self.exporters.append(self._periodic(exporter))
-            registries = [_registry(prometheus)] if prometheus else []
-            registries = _unique([*registries, *shared.registries])
             for pair in [p for p in self.prometheus if not _has(registries, p[0])]:
                 self.prometheus.remove(pair)
                 unregister(*pair)
@@ -104,6 +107,13 @@ class Feeds:
         for registry, collector in self.prometheus:
             unregister(registry, collector)
         self.prometheus.clear()
+
+
+def check(registry: Any, option: str = "prometheus") -> None:
+    """Raise ``ConfigError`` when ``register`` would refuse ``registry`` (multiprocess mode:
+    the global registry, a missing directory); ``option``: the argument that named it."""
+    if multiprocess.directory() is not None:
+        multiprocess.check(registry, option)
 
 
 def register(reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True) -> Any:

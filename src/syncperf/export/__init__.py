@@ -310,7 +310,9 @@ def setup_prometheus(
             from them and the environment, else the current settings stay.
 
     Raises:
-        ConfigError: a bad port, or an option syncperf rejects.
+        ConfigError: a bad port, a busy one, an option syncperf rejects, or in multiprocess
+            mode prometheus_client's global ``REGISTRY`` or a missing
+            ``PROMETHEUS_MULTIPROC_DIR`` directory.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError("port", port, "an integer between 0 and 65535")
@@ -336,6 +338,7 @@ def setup_prometheus(
             running.config = _apply(options).config
             return running
     registry = CollectorRegistry() if registry is None else registry
+    outputs.check(registry, "registry")  # multiprocess mode: not the global one
     try:
         server, thread = _serve.start_server(port, host, registry)
     except OSError as exc:
@@ -365,7 +368,8 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
             multiprocess mode a new registry, as prometheus_client prescribes there).
 
     Raises:
-        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra).
+        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra), or
+            ``PROMETHEUS_MULTIPROC_DIR`` names no existing directory.
     """
     try:
         from prometheus_client import REGISTRY, CollectorRegistry
@@ -380,5 +384,10 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
         if registry is None:
             registry = REGISTRY if _multiprocess.directory() is None else CollectorRegistry()
             outputs.OUTPUTS.registries.append(registry)
-            _runtime.sync_outputs()
+            try:
+                _runtime.sync_outputs()
+            except BaseException:  # a missing multiprocess directory: nothing is kept
+                served = outputs.OUTPUTS.registries
+                served[:] = [r for r in served if r is not registry]
+                raise
     return _serve.asgi_app(registry)
