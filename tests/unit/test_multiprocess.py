@@ -352,3 +352,40 @@ def test_a_registry_that_cannot_take_the_multiprocess_collector_leaves_nothing_r
         return [raised.value.option, _left_running() == before, list(served._collector_to_names)]
 
     assert _in_a_worker(worker) == ["prometheus", True, []]
+
+
+ACTIVE = 'sync_operations_active{sync_operation="pull"}'
+
+
+@pytest.mark.parametrize("named_by", ["pid", "custom_identifier"])
+def test_a_scrape_drops_the_live_gauges_of_workers_that_are_gone(
+    multiprocess_dir: Path, named_by: str
+) -> None:
+    def killed() -> int:  # ends (os._exit) with a pull in flight, as under SIGKILL
+        syncperf.configure(prometheus=CollectorRegistry())
+        _one_pull()
+        operation = syncperf.sync_operation("pull")
+        operation.__enter__()
+        syncperf.force_flush()
+        return os.getpid()
+
+    def scraped() -> list[object]:
+        from prometheus_client import values
+
+        if named_by == "custom_identifier":  # names that are no pids: nothing is dropped
+            multiprocess._value_class = values.MultiProcessValue(lambda: 4242)  # type: ignore[no-untyped-call]
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        _one_pull()
+        lines = generate_latest(served).decode().splitlines()
+        return [line for line in lines if line.startswith(ACTIVE)]
+
+    dead = _in_a_worker(killed)
+    assert ACTIVE + " 1.0" in _group(multiprocess_dir)
+    if named_by == "pid":
+        assert _in_a_worker(scraped) == [ACTIVE + " 0.0"]
+        assert not list(multiprocess_dir.glob(f"gauge_live*_{dead}.db"))
+        assert _pulls(_group(multiprocess_dir)) == 2  # its counts stay
+    else:
+        assert _in_a_worker(scraped) == [ACTIVE + " 1.0"]
+        assert list(multiprocess_dir.glob(f"gauge_livesum_{dead}.db"))

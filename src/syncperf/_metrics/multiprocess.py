@@ -11,7 +11,9 @@ that exits right after its last request leaves all its counts behind.
 
 Counters and histograms of a worker that exited stay in the sums (as for prometheus_client's
 own metrics); up-down counters (``livesum``) and gauges (``livemostrecent``) of a dead worker
-are dropped once ``prometheus_client.multiprocess.mark_process_dead(pid)`` ran for it.
+are dropped once ``prometheus_client.multiprocess.mark_process_dead(pid)`` ran for it, which
+the scrape-time write does for every process that left such files and is gone
+(``multiprocess_prune``).
 
 ``configure()`` replaces the runtime, whose new aggregates start from zero, while the worker's
 files go on: a counter or histogram value written is the sum of what every runtime of this
@@ -25,7 +27,6 @@ in the files too.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -40,7 +41,6 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 from syncperf._metrics.exposition import label_value, le_value
 from syncperf._metrics.prometheus import label_name, prometheus_name
 from syncperf._metrics.reader import Reader
-from syncperf.exceptions import ConfigError
 
 _logger = logging.getLogger("syncperf")
 INTERVAL = 1.0
@@ -51,8 +51,6 @@ _files: dict[tuple[Any, ...], Any] = {}
 """The value object of each file key, shared by every writer of the process: prometheus_client
 keeps each value object it makes for good (to move it to the child's files after a fork), so
 one per writer would grow its list by every series at each ``configure()``."""
-_owners = threading.Lock()
-"""Held while a ``MultiProcessCollector`` is registered or handed over."""
 
 
 class _Sums:
@@ -163,7 +161,7 @@ class MultiprocessWriter:
         writer stops: its open operations run in the parent, which writes them."""
         self._lock = threading.Lock()
         if self.retired:
-            self._finish()
+            self.finish()
         elif self._thread is not None and not self._stop.is_set():
             self.start()
 
@@ -260,9 +258,15 @@ class MultiprocessWriter:
         return []
 
     def collect(self) -> Iterator[Any]:
-        """Write this worker's totals now; the ``MultiProcessCollector`` yields them."""
+        """Write this worker's totals now, and drop the live gauges of workers that are gone;
+        the ``MultiProcessCollector`` yields them."""
+        from syncperf._metrics.multiprocess_prune import prune_dead
+
         self.write()
         drain()
+        path = directory()
+        if path is not None:
+            prune_dead(path, _values())
         return iter(())
 
     def close(self) -> None:
@@ -277,10 +281,11 @@ class MultiprocessWriter:
         idle = self._idle()  # before the write: an operation that ended by now is in it
         written = self.write(gauges=idle)
         if idle:
-            self._finish()
+            self.finish()
         return written
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Stop for good: its totals are final (``_Sums.close``)."""
         with self._lock:
             if self._closed:
                 return
@@ -302,90 +307,6 @@ def drain() -> bool:
     return written
 
 
-def check(registry: Any, option: str = "prometheus") -> None:
-    """Raise ``ConfigError`` unless ``registry`` can serve the group's files (``option``: the
-    argument that named it): see ``multiprocess_group.check``."""
-    from syncperf._metrics import multiprocess_group
-
-    multiprocess_group.check(registry, directory() or "", option)
-
-
-def register(
-    reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True
-) -> MultiprocessWriter:
-    """Start a writer for ``reader`` (``idle``: whether its runtime has no open operation)
-    and make ``registry`` serve every worker's files.
-
-    Raises:
-        ConfigError: ``registry`` or the directory cannot serve the files (``check``); then
-            nothing is left registered or running.
-    """
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    from syncperf._metrics.multiprocess_group import Collector
-
-    check(registry)
-    writer = MultiprocessWriter(reader, registry, idle)  # its thread starts last
-    try:
-        with _owners:
-            collectors = getattr(registry, "_collector_to_names", {})
-            found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
-            added = None if found else Collector(None)  # type: ignore[no-untyped-call]
-            registry.register(writer)
-            if added is not None:  # after the writer: it reads the files once written
-                _add(registry, added, writer)
-            for collector in found:  # the application's (or an older writer's): it reads the
-                _move_last(registry, collector)  # files once this writer wrote them, not before
-    except BaseException:
-        with contextlib.suppress(KeyError):
-            registry.unregister(writer)
-        writer._finish()
-        raise
-    writer.start()
-    return writer
-
-
-def _add(registry: Any, collector: Any, writer: MultiprocessWriter) -> None:
-    """Register ``collector``, which ``writer`` is then in charge of."""
-    try:
-        registry.register(collector)
-    except ValueError as error:  # DuplicateTimeseries: the registry has the files' metrics
-        raise ConfigError(
-            "prometheus",
-            registry,
-            f"a registry without this process's own metrics in multiprocess mode ({error})",
-        ) from None
-    writer.added = collector
-
-
-def unregister(registry: Any, writer: MultiprocessWriter) -> None:
-    """Undo ``register``: the ``MultiProcessCollector`` it added passes to another writer
-    serving ``registry`` (the next runtime's), or is unregistered when none is left."""
-    with _owners:
-        added, writer.added = writer.added, None
-        if added is None:
-            return
-        for heir in list(_writers):
-            if heir is not writer and heir.registry is registry and not heir.retired:
-                heir.added = added
-                _move_last(registry, added)
-                return
-        with contextlib.suppress(KeyError):  # already gone (the application cleared it)
-            registry.unregister(added)
-
-
-def _move_last(registry: Any, collector: Any) -> None:
-    """Put ``collector`` after the others in ``registry``'s order: the heir writer, registered
-    after it, writes its files before a scrape reads them."""
-    lock, order = getattr(registry, "_lock", None), getattr(registry, "_collector_to_names", None)
-    if lock is None or not isinstance(order, dict):
-        registry.unregister(collector)
-        registry.register(collector)
-        return
-    with lock:  # in one step: no scrape sees the registry without it
-        order[collector] = order.pop(collector)
-
-
 def _before_fork() -> None:
     """Hold ``_sums.lock`` across a fork: syncperf calls prometheus_client's value objects only
     under it, so no writer thread is inside their lock (one per process, which prometheus_client
@@ -398,8 +319,6 @@ def _after_fork_in_parent() -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _owners
-    _owners = threading.Lock()
     _sums.lock = threading.Lock()
     _sums.totals.clear()  # the child's aggregates start from zero, in files of its own
     for writer in list(_writers):

@@ -113,7 +113,9 @@ def check(registry: Any, option: str = "prometheus") -> None:
     """Raise ``ConfigError`` when ``register`` would refuse ``registry`` (multiprocess mode:
     the global registry, a missing directory); ``option``: the argument that named it."""
     if multiprocess.directory() is not None:
-        multiprocess.check(registry, option)
+        from syncperf._metrics import multiprocess_group
+
+        multiprocess_group.check(registry, option)
 
 
 def register(reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True) -> Any:
@@ -124,7 +126,9 @@ def register(reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: T
     tells it when the runtime has no open operation left.
     """
     if multiprocess.directory() is not None:
-        return multiprocess.register(reader, registry, idle)
+        from syncperf._metrics import multiprocess_group
+
+        return multiprocess_group.register(reader, registry, idle)
     collector = SyncPerfCollector(reader)
     collector.register(registry)
     return collector
@@ -135,7 +139,9 @@ def unregister(registry: Any, collector: Any) -> None:
     with contextlib.suppress(KeyError):  # already gone (the application cleared it)
         registry.unregister(collector)
     if isinstance(collector, multiprocess.MultiprocessWriter):
-        multiprocess.unregister(registry, collector)
+        from syncperf._metrics import multiprocess_group
+
+        multiprocess_group.unregister(registry, collector)
     collector.close()
 
 
