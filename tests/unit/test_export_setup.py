@@ -729,3 +729,27 @@ def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_stalled_span_pro
         assert time.monotonic() - started < 1.5  # 30 s per span when it ended them itself
     finally:
         stuck.release.set()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.usefixtures("clean")
+def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_silent_collector(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    """docs/export.md: only shutdown waits, never longer than shutdown_timeout; the last
+    metric export, the exporters' and the providers' shutdowns included."""
+    from tests.integration.otlp_receiver import SilentListener
+
+    listener = SilentListener()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "10")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "10000")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    try:
+        handle = setup_otlp(protocol=protocol, endpoint=listener.endpoint, shutdown_timeout=1.0)
+        for _ in range(3):
+            _one_pull()
+        started = time.monotonic()
+        handle.shutdown()
+        assert time.monotonic() - started < 2.0  # 20 s when each step took its own timeout
+    finally:
+        listener.close()

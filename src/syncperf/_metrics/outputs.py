@@ -7,15 +7,18 @@ them besides its config's own, so set-ups compose in any order and repeat harmle
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from syncperf._metrics import multiprocess
+from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._metrics.prometheus import SyncPerfCollector
 from syncperf._metrics.reader import PeriodicExporter, Reader
 
+_logger = logging.getLogger("syncperf")
 FLUSHES: list[Callable[[int], object]] = []
 """More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
 provider that ``setup_otlp`` built for other instrumentation."""
@@ -53,21 +56,29 @@ class Feeds:
         *,
         shared: bool = True,
         idle: Callable[[], bool] = lambda: True,
+        timeout: float = 5.0,
     ) -> None:
         self._periodic = periodic
         self._reader = reader
         self._idle = idle
+        self._timeout = timeout
+        """Seconds exporters that are stopped get for their last export and shutdown, in all
+        (``shutdown_timeout``)."""
         """Whether the runtime has no open operation (a multiprocess writer's last write)."""
         self._shared = shared
         self.exporters: list[PeriodicExporter] = []
         self.prometheus: list[tuple[Any, Any]] = []
         """``(registry, collector)`` pairs."""
 
-    def sync(self, exporters: tuple[Any, ...], prometheus: Any) -> None:
+    def sync(
+        self, exporters: tuple[Any, ...], prometheus: Any, timeout: float | None = None
+    ) -> None:
         """Feed exactly ``exporters`` and the ``prometheus`` registry (``True``: the default
         one) plus ``OUTPUTS``: start what is missing, stop what is gone (each exporter and
-        registry once, however often it was named)."""
+        registry once, however often it was named; stopped exporters get ``timeout`` seconds,
+        default ``shutdown_timeout``, for their last export and shutdown)."""
         shared = OUTPUTS if self._shared else Outputs()
+        stopped: list[PeriodicExporter] = []
         with _lock:
             registries = [_registry(prometheus)] if prometheus else []
             registries = _unique([*registries, *shared.registries])
@@ -77,7 +88,7 @@ class Feeds:
             wanted = _unique([*exporters, *shared.exporters.values()])
             for periodic in [p for p in self.exporters if not _has(wanted, p.exporter)]:
                 self.exporters.remove(periodic)
-                periodic.shutdown()
+                stopped.append(periodic)
             for exporter in wanted:
                 if not any(p.exporter is exporter for p in self.exporters):
                     self.exporters.append(self._periodic(exporter))
@@ -88,6 +99,7 @@ class Feeds:
                 if not any(p[0] is registry for p in self.prometheus):
                     collector = register(self._reader(), registry, self._idle)
                     self.prometheus.append((registry, collector))
+        self._stop([(p, True) for p in stopped], self._timeout if timeout is None else timeout)
 
     def write_files(self) -> bool:
         """Write this process's multiprocess files now (``multiprocess``), replaced runtimes'
@@ -98,15 +110,38 @@ class Feeds:
                 ok = collector.write() and ok
         return multiprocess.drain() and ok
 
-    def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
-        """Stop exporters and unregister collectors. Exporter objects in ``keep`` (reused by
-        the next runtime) and those of ``OUTPUTS`` get a last export but are not closed."""
-        shared = tuple(OUTPUTS.exporters.values())  # closed only by the set-up that owns them
-        for exporter in self.exporters:
-            exporter.shutdown(close=not _has((*keep, *shared), exporter.exporter))
-        for registry, collector in self.prometheus:
+    def shutdown(self, keep: tuple[Any, ...] = (), timeout: float | None = None) -> None:
+        """Unregister collectors and stop exporters (within ``timeout`` seconds, default
+        ``shutdown_timeout``). Exporter objects in ``keep`` (reused by the next runtime) and
+        those of ``OUTPUTS`` get a last export but are not closed."""
+        for registry, collector in self.prometheus:  # local and quick: first
             unregister(registry, collector)
         self.prometheus.clear()
+        shared = tuple(OUTPUTS.exporters.values())  # closed only by the set-up that owns them
+        closing = [(p, not _has((*keep, *shared), p.exporter)) for p in self.exporters]
+        self._stop(closing, self._timeout if timeout is None else timeout)
+
+    def _stop(self, exporters: list[tuple[PeriodicExporter, bool]], timeout: float) -> None:
+        """Shut ``(exporter, close)`` pairs down, holding the caller at most ``timeout``
+        seconds in all: an exporter whose collector never answers, or which does not honour
+        its timeouts, goes on in the background (what it had not exported is lost)."""
+        if not exporters:
+            return
+        left = Deadline(timeout).left
+
+        def work() -> None:
+            for periodic, close in exporters:
+                try:
+                    periodic.shutdown(close=close, timeout=left())
+                except Exception:  # never into a configure() or a shutdown
+                    _logger.debug("syncperf: stopping a metric exporter failed", exc_info=True)
+
+        if not run_bounded(work, timeout, "syncperf-metric-shutdown"):
+            _logger.warning(
+                "syncperf: the metric exporters did not stop within %.1f s (is the collector "
+                "answering?); they go on in the background",
+                timeout,
+            )
 
 
 def check(registry: Any, option: str = "prometheus") -> None:

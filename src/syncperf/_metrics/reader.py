@@ -39,6 +39,7 @@ from syncperf._metrics.aggregates import (
     Registry,
     Series,
 )
+from syncperf._metrics.bounded import Deadline
 from syncperf._metrics.points import (
     Point,
     Points,
@@ -281,20 +282,24 @@ class PeriodicExporter:
             self._on_failure()
         return ok
 
-    def shutdown(self, *, flush: bool = True, close: bool = True) -> None:
+    def shutdown(
+        self, *, flush: bool = True, close: bool = True, timeout: float | None = None
+    ) -> None:
         """Stop the thread, export a last time and (unless ``close`` is False, for an
-        exporter that a new runtime reuses) shut the exporter down."""
+        exporter that a new runtime reuses) shut the exporter down, each step given what is
+        left of ``timeout`` seconds (default: the export timeout)."""
+        left = Deadline(self._timeout_ms / 1000 if timeout is None else timeout).left
         self._stop.set()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=self._timeout_ms / 1000 + 1)
+            self._thread.join(timeout=left())
         if flush:
-            self.export_once()
+            self.export_once(timeout=left())
         self.reader.close()
         _exporters.discard(self)
         if not close:
             return
         try:
-            self.exporter.shutdown(timeout_millis=self._timeout_ms)
+            self.exporter.shutdown(timeout_millis=left() * 1000)
         except Exception:
             _logger.debug("syncperf metric exporter shutdown raised", exc_info=True)
 

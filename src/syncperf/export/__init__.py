@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ from opentelemetry import trace
 from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._metrics import outputs
+from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._runtime import configure
 from syncperf._tracing.finisher import end_queued
 from syncperf.exceptions import ConfigError
@@ -88,19 +89,45 @@ class OtlpExport:
     _shut: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
-        """Flush and stop what ``setup_otlp`` created (a global provider stays registered)."""
+        """Flush and stop what ``setup_otlp`` created (a global provider stays registered),
+        holding the caller at most ``shutdown_timeout`` in all: what a collector that does
+        not answer keeps longer goes on in the background, or is lost at exit."""
         if self._shut:
             return
         self._shut = True
         rt = _runtime.current()
-        end_queued([rt.finisher], rt.config.shutdown_timeout)  # a stalled processor: bounded
+        limit = rt.config.shutdown_timeout
+        left = Deadline(limit).left
+        end_queued([rt.finisher], limit)  # a stalled processor: bounded
         if self._exporter is not None and outputs.OUTPUTS.exporters.get("otlp") is self._exporter:
             del outputs.OUTPUTS.exporters["otlp"]
-            rt.sync_outputs()  # a last export, then the exporter shuts down
-        if self.owns_tracer_provider and self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
+            rt.sync_outputs(timeout=left())  # a last export, then the exporter shuts down
+        tracer_provider = self.tracer_provider if self.owns_tracer_provider else None
+        providers = tracer_provider is not None or self.meter_provider is not None
+        if providers and not run_bounded(
+            lambda: _shut_down(tracer_provider, self.meter_provider, left),
+            left(),
+            "syncperf-provider-shutdown",
+        ):
+            _logger.warning(
+                "syncperf: the providers setup_otlp built did not shut down within %.1f s "
+                "(is the collector answering?); what they had not exported is lost",
+                limit,
+            )
+
+
+def _shut_down(tracer_provider: Any, meter_provider: Any, left: Callable[[], float]) -> None:
+    """Shut the SDK providers down, the meter provider given what is ``left()`` of the bound
+    (the tracer provider's ``shutdown`` takes none)."""
+    for shut in (
+        None if tracer_provider is None else tracer_provider.shutdown,
+        None if meter_provider is None else lambda: meter_provider.shutdown(left() * 1000),
+    ):
+        try:
+            if shut is not None:
+                shut()
+        except Exception:
+            _logger.debug("syncperf: shutting a provider down failed", exc_info=True)
 
 
 def setup_otlp(
