@@ -71,7 +71,11 @@ class Runtime(Guard):
         self.exporters = self.feeds.exporters
         self.prometheus = self.feeds.prometheus
         """``(registry, collector)`` pairs this runtime feeds."""
-        self.sync_outputs()
+        try:
+            self.sync_outputs()
+        except BaseException:  # a refused output: nothing of this runtime is left running
+            self.feeds.abandon()
+            raise
         for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
             try:
                 hook(self)
@@ -150,15 +154,12 @@ class Runtime(Guard):
         self.feeds.sync(self.config.metric_exporters, self.config.prometheus, timeout)
 
     def _periodic(self, exporter: Any) -> PeriodicExporter:
+        config = self.config
+        interval, timeout = config.export_interval, config.export_timeout
         return PeriodicExporter(
-            self.registry,
-            exporter,
-            self.resource,
-            self.scope,
-            interval=self.config.export_interval,
-            timeout=self.config.export_timeout,
-            on_failure=self._export_failed,
-        )
+            self.registry, exporter, self.resource, self.scope, interval=interval,
+            timeout=timeout, on_failure=self._export_failed,
+        )  # fmt: skip
 
     # --- per-runtime state of integrations ------------------------------------------------
 

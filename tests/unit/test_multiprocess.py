@@ -272,8 +272,12 @@ def test_a_worker_with_the_pid_of_a_dead_one_adds_to_its_counts(
 
 def _left_running() -> dict[str, object]:
     """What a refused configuration may not leave behind: writer threads and writers."""
-    threads = [t for t in threading.enumerate() if t.name == "syncperf-multiprocess"]
-    return {"threads": len(threads), "writers": len(multiprocess._writers)}
+    names = [t.name for t in threading.enumerate()]
+    return {
+        "threads": names.count("syncperf-multiprocess"),
+        "exporters": names.count("syncperf-metric-export"),
+        "writers": len(multiprocess._writers),
+    }
 
 
 @pytest.mark.parametrize("app_metric", ["before", "none"])
@@ -344,11 +348,13 @@ def test_a_registry_that_cannot_take_the_multiprocess_collector_leaves_nothing_r
     multiprocess_dir: Path,
 ) -> None:
     def worker() -> list[object]:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
         served = _Refusing()
         syncperf.configure()
         before = _left_running()
-        with pytest.raises(syncperf.ConfigError) as raised:
-            syncperf.configure(prometheus=served)
+        with pytest.raises(syncperf.ConfigError) as raised:  # its exporter started first
+            syncperf.configure(prometheus=served, metric_exporters=[ConsoleMetricExporter()])
         return [raised.value.option, _left_running() == before, list(served._collector_to_names)]
 
     assert _in_a_worker(worker) == ["prometheus", True, []]

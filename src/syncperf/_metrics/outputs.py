@@ -121,6 +121,17 @@ class Feeds:
         closing = [(p, not _has((*keep, *shared), p.exporter)) for p in self.exporters]
         self._stop(closing, self._timeout if timeout is None else timeout)
 
+    def abandon(self) -> None:
+        """Undo ``sync`` for a runtime that is not installed (it raised): stop its exporters
+        with no export and without closing them (the running configuration may use them),
+        unregister its collectors."""
+        for periodic in self.exporters:
+            periodic.shutdown(flush=False, close=False, timeout=1.0)  # its thread ends
+        self.exporters.clear()
+        for registry, collector in self.prometheus:
+            unregister(registry, collector)
+        self.prometheus.clear()
+
     def _stop(self, exporters: list[tuple[PeriodicExporter, bool]], timeout: float) -> None:
         """Shut ``(exporter, close)`` pairs down, holding the caller at most ``timeout``
         seconds in all: an exporter whose collector never answers, or which does not honour
