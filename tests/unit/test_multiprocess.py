@@ -395,3 +395,34 @@ def test_a_scrape_drops_the_live_gauges_of_workers_that_are_gone(
     else:
         assert _in_a_worker(scraped) == [ACTIVE + " 1.0"]
         assert list(multiprocess_dir.glob(f"gauge_livesum_{dead}.db"))
+
+
+def test_the_background_write_runs_no_probe_and_keeps_in_process_gauges_fresh(
+    multiprocess_dir: Path,
+) -> None:
+    """docs/outbox.md: the stats probe (a database query, maybe a whole-table read) runs once
+    per collection: a scrape, a flush; not in every worker's write every second. The
+    in-process gauges (``sync.operations.active``) of every worker stay at most a second old."""
+    from syncperf.outbox import Outbox
+
+    def worker() -> list[object]:
+        multiprocess.INTERVAL = 0.05
+        calls: list[float] = []
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        box = Outbox("orders", stats=lambda: calls.append(1) or (7, 42.0))
+        operation = syncperf.sync_operation("pull")
+        operation.__enter__()
+        time.sleep(0.6)  # many background writes
+        found = [len(calls), ACTIVE + " 1.0" in _group(multiprocess_dir)]
+        body = generate_latest(served).decode()  # a scrape: one probe, its gauges written
+        found += [len(calls), 'outbox_depth{outbox_name="orders"} 7.0' in body]
+        time.sleep(0.3)  # the background writes keep the probe's last values as they were
+        found += [len(calls), 'outbox_depth{outbox_name="orders"} 7.0' in _group(multiprocess_dir)]
+        syncperf.force_flush()  # a flush: one probe
+        found.append(len(calls))
+        operation.__exit__(None, None, None)
+        box.close()
+        return found
+
+    assert _in_a_worker(worker) == [0, True, 1, True, 1, True, 2]

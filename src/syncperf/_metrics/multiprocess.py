@@ -131,8 +131,8 @@ class MultiprocessWriter:
         self._source = id(reader._registry)
         _sums.open(self._source)
         self._lock = threading.Lock()
-        self._gauges: set[tuple[Any, ...]] = set()
-        """The gauge entries the last write with gauges set (see ``_unobserved``)."""
+        self._gauges: dict[str, set[tuple[Any, ...]]] = {}
+        """The gauge entries the last write with gauges set, by metric (``_unobserved``)."""
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -150,11 +150,13 @@ class MultiprocessWriter:
         self._thread.start()
 
     def _run(self) -> None:
+        # No probe here: a costly one (the outbox's query) runs once per scrape and flush,
+        # not every second in every worker; the in-process gauges stay a second fresh.
         while not self._stop.wait(INTERVAL):
             if self.retired:
-                self.drain()
+                self.drain(probes=False)
             else:
-                self.write()
+                self.write(probes=False)
 
     def after_fork(self) -> None:
         """In a forked child: restart the thread (the values follow the new pid). A retired
@@ -165,26 +167,30 @@ class MultiprocessWriter:
         elif self._thread is not None and not self._stop.is_set():
             self.start()
 
-    def write(self, gauges: bool = True) -> bool:
-        """Write this process's current totals (never raises); False when writing failed."""
+    def write(self, gauges: bool = True, probes: bool = True) -> bool:
+        """Write this process's current totals (never raises); False when writing failed.
+        Without ``probes``, gauges observed through costly probes are left in the files as
+        the last write with probes left them."""
         try:
             with self._lock:
                 if self._closed:  # its totals were final and folded (``_Sums.close``)
                     return True
-                data = self._reader.collect()
-                written: set[tuple[Any, ...]] = set()
+                data = self._reader.collect(probes)
+                skipped = self._reader.skipped
+                written: dict[str, set[tuple[Any, ...]]] = {}
                 for resource_metrics in data.resource_metrics:
                     for scope_metrics in resource_metrics.scope_metrics:
                         for metric in scope_metrics.metrics:
-                            self._write(metric, written if gauges else None)
+                            if metric.name not in skipped:
+                                self._write(metric, written if gauges else None)
                 if gauges:
-                    self._unobserved(written)
+                    self._unobserved(written, skipped)
         except Exception:
             _logger.debug("syncperf: writing multiprocess metrics failed", exc_info=True)
             return False
         return True
 
-    def _write(self, metric: Metric, gauges: set[tuple[Any, ...]] | None) -> None:
+    def _write(self, metric: Metric, gauges: dict[str, set[tuple[Any, ...]]] | None) -> None:
         """Write ``metric``'s points; gauges only when ``gauges`` collects their keys."""
         data = metric.data
         if isinstance(data, Histogram):
@@ -217,7 +223,7 @@ class MultiprocessWriter:
                 suffix = "_total" if kind == "counter" else ""
                 key = self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
                 if gauges is not None and kind == "gauge":
-                    gauges.add(key)
+                    gauges.setdefault(metric.name, set()).add(key)
 
     def _set(
         self,
@@ -243,14 +249,21 @@ class MultiprocessWriter:
             found.set(value, timestamp=now)
         return key
 
-    def _unobserved(self, written: set[tuple[Any, ...]]) -> None:
+    def _unobserved(
+        self, written: dict[str, set[tuple[Any, ...]]], skipped: frozenset[str]
+    ) -> None:
         """Gauges written before and not in this collection (a probe failed, a pool closed):
         a ``livesum`` one adds nothing any more (0); a ``livemostrecent`` one is written as
-        NaN, its newest value, which the collector ``register`` adds leaves out."""
+        NaN, its newest value, which the collector ``register`` adds leaves out. Those whose
+        probe was not run (``skipped``) stay as they were."""
+        for name in skipped & self._gauges.keys():
+            written[name] = self._gauges[name]
+        kept = set().union(*written.values())
         now = time.time()
         with _sums.lock:
-            for key in self._gauges - written:
-                _files[key].set(0.0 if key[-1] == "livesum" else math.nan, timestamp=now)
+            for keys in self._gauges.values():
+                for key in keys - kept:
+                    _files[key].set(0.0 if key[-1] == "livesum" else math.nan, timestamp=now)
         self._gauges = written
 
     def describe(self) -> list[Any]:
@@ -275,11 +288,11 @@ class MultiprocessWriter:
         self.retired = True
         self.drain()
 
-    def drain(self) -> bool:
+    def drain(self, probes: bool = True) -> bool:
         """A retired writer's write; once its runtime has no open operation, the last one
         (its gauges too: meanwhile the current runtime's are written alone) and it stops."""
         idle = self._idle()  # before the write: an operation that ended by now is in it
-        written = self.write(gauges=idle)
+        written = self.write(gauges=idle, probes=probes)
         if idle:
             self.finish()
         return written
