@@ -30,7 +30,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,7 @@ class OtlpExport:
         tracer_provider = self.tracer_provider if self.owns_tracer_provider else None
         providers = tracer_provider is not None or self.meter_provider is not None
         if providers and not run_bounded(
-            lambda: _shut_down(tracer_provider, self.meter_provider, left),
+            lambda: _otlp.shut_down(tracer_provider, self.meter_provider, left),
             left(),
             "syncperf-provider-shutdown",
         ):
@@ -114,20 +114,6 @@ class OtlpExport:
                 "(is the collector answering?); what they had not exported is lost",
                 limit,
             )
-
-
-def _shut_down(tracer_provider: Any, meter_provider: Any, left: Callable[[], float]) -> None:
-    """Shut the SDK providers down, the meter provider given what is ``left()`` of the bound
-    (the tracer provider's ``shutdown`` takes none)."""
-    for shut in (
-        None if tracer_provider is None else tracer_provider.shutdown,
-        None if meter_provider is None else lambda: meter_provider.shutdown(left() * 1000),
-    ):
-        try:
-            if shut is not None:
-                shut()
-        except Exception:
-            _logger.debug("syncperf: shutting a provider down failed", exc_info=True)
 
 
 def setup_otlp(
@@ -323,9 +309,10 @@ def setup_prometheus(
     Adds ``registry`` to syncperf's outputs (composing with ``configure()`` and
     ``setup_otlp()`` in any order) and starts ``prometheus_client``'s HTTP server on a
     daemon thread. Bound to loopback by default; pass ``host="0.0.0.0"`` to expose it.
-    Called again for the same address, it returns the running endpoint. With
-    ``PROMETHEUS_MULTIPROC_DIR`` set (pre-fork workers), every scrape shows the totals of
-    all worker processes (docs/export.md, "Deployments").
+    Called again for the same address, it returns the running endpoint. One process binds
+    the port: in a pre-fork server a second worker's call raises ``ConfigError``; serve
+    ``prometheus_asgi_app()`` from the app in every worker instead, with
+    ``PROMETHEUS_MULTIPROC_DIR`` set (docs/export.md, "Deployments").
 
     Args:
         port: TCP port (9464, OpenTelemetry's Prometheus exporter port, by default; 0 picks
