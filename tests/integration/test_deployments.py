@@ -286,6 +286,30 @@ def test_every_scrape_of_any_worker_shows_the_whole_groups_totals(
             ]
 
 
+def test_setup_prometheus_in_each_worker_fails_loudly_rather_than_serving_one_worker(
+    tmp_path: Path,
+) -> None:
+    """docs/export.md: not ``setup_prometheus()`` in each worker. One port, one process: the
+    second worker's call raises ConfigError and gunicorn stops, rather than a group whose
+    endpoint silently misses a worker."""
+    port, scrape_port = free_port(), free_port()
+    (tmp_path / "multiproc").mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
+    env = {
+        **clean,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc"),
+        "DEPLOY_SETUP": "prometheus",
+        "DEPLOY_PROMETHEUS_PORT": str(scrape_port),
+    }
+    done = subprocess.run(
+        _gunicorn(port), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert f"ConfigError: port={scrape_port} is not accepted" in done.stderr
+    assert "Worker failed to boot" in done.stderr
+
+
 def test_workers_recycled_by_max_requests_or_stopped_by_sigterm_keep_every_count(
     tmp_path: Path,
 ) -> None:
