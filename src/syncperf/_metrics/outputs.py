@@ -61,10 +61,10 @@ class Feeds:
         self._periodic = periodic
         self._reader = reader
         self._idle = idle
+        """Whether the runtime has no open operation (a multiprocess writer's last write)."""
         self._timeout = timeout
         """Seconds exporters that are stopped get for their last export and shutdown, in all
         (``shutdown_timeout``)."""
-        """Whether the runtime has no open operation (a multiprocess writer's last write)."""
         self._shared = shared
         self.exporters: list[PeriodicExporter] = []
         self.prometheus: list[tuple[Any, Any]] = []
