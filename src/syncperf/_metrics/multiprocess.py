@@ -4,8 +4,9 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set, each worker process writes its cumulative
 totals into its own files in that directory, in prometheus_client's format (its
 ``MultiProcessValue``), and a scrape of any worker reads every worker's files through
 prometheus_client's ``MultiProcessCollector``: each scrape shows the whole group's totals.
-The request path never writes: a daemon thread writes every ``INTERVAL`` seconds, the
-scraped worker writes its own totals just before the files are read, and ``Runtime.flush``
+The request path never writes: a daemon thread writes every ``INTERVAL`` seconds (running
+no costly probe, ``Instrument.probe``: those run at the next two), the scraped worker writes
+its own totals just before the files are read, and ``Runtime.flush``
 (``force_flush()``, the ASGI lifespan shutdown, the exit hook) writes them too, so a worker
 that exits right after its last request leaves all its counts behind.
 
