@@ -3,6 +3,7 @@
 import importlib
 from typing import Any
 
+from syncperf import _process_exit as _process_exit  # multiprocessing children flush too
 from syncperf._config import Config
 from syncperf._decorators import Adapter, instrument_sync
 from syncperf._operation import SyncOperation, current_operation

@@ -72,7 +72,8 @@ class Config:
         export_interval: Seconds between exports (``OTEL_METRIC_EXPORT_INTERVAL``, ms).
         export_timeout: Seconds one export may take (``OTEL_METRIC_EXPORT_TIMEOUT``, ms).
         prometheus: Register syncperf's collector with ``prometheus_client``: ``True`` for
-            the default registry, or a ``CollectorRegistry``.
+            the default registry, or a ``CollectorRegistry`` (in multiprocess mode, a
+            registry of its own: the default one is refused with ``ConfigError``).
         shutdown_timeout: Seconds a flush may hold its caller: ``force_flush()``, the ASGI
             lifespan shutdown and the interpreter's exit (``SYNCPERF_SHUTDOWN_TIMEOUT``).
             Keep it well below the platform's grace period (Kubernetes: 30 s).

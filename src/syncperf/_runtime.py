@@ -10,7 +10,6 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -21,6 +20,7 @@ from syncperf._guard import Bounded as Bounded
 from syncperf._guard import Guard
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
+from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
 from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
 from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
@@ -61,11 +61,21 @@ class Runtime(Guard):
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
         self.resource = config.resource or _resource(self.tracing)
         self.scope = _scope()
-        self.feeds = Feeds(self._periodic, self.reader, shared=shared_outputs, idle=self._idle)
+        self.feeds = Feeds(
+            self._periodic,
+            self.reader,
+            shared=shared_outputs,
+            idle=self._idle,
+            timeout=config.shutdown_timeout,
+        )
         self.exporters = self.feeds.exporters
         self.prometheus = self.feeds.prometheus
         """``(registry, collector)`` pairs this runtime feeds."""
-        self.sync_outputs()
+        try:
+            self.sync_outputs()
+        except BaseException:  # a refused output: nothing of this runtime is left running
+            self.feeds.abandon()
+            raise
         for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
             try:
                 hook(self)
@@ -138,20 +148,18 @@ class Runtime(Guard):
         """The first ``prometheus_client`` registry syncperf's metrics are served from."""
         return self.prometheus[0][0] if self.prometheus else None
 
-    def sync_outputs(self) -> None:
-        """Feed exactly the config's outputs plus ``OUTPUTS`` (see ``Feeds.sync``)."""
-        self.feeds.sync(self.config.metric_exporters, self.config.prometheus)
+    def sync_outputs(self, timeout: float | None = None) -> None:
+        """Feed exactly the config's outputs plus ``OUTPUTS`` (see ``Feeds.sync``; exporters
+        no longer fed get ``timeout`` seconds, default ``shutdown_timeout``, to stop)."""
+        self.feeds.sync(self.config.metric_exporters, self.config.prometheus, timeout)
 
     def _periodic(self, exporter: Any) -> PeriodicExporter:
+        config = self.config
+        interval, timeout = config.export_interval, config.export_timeout
         return PeriodicExporter(
-            self.registry,
-            exporter,
-            self.resource,
-            self.scope,
-            interval=self.config.export_interval,
-            timeout=self.config.export_timeout,
-            on_failure=self._export_failed,
-        )
+            self.registry, exporter, self.resource, self.scope, interval=interval,
+            timeout=timeout, on_failure=self._export_failed,
+        )  # fmt: skip
 
     # --- per-runtime state of integrations ------------------------------------------------
 
@@ -225,12 +233,8 @@ class Runtime(Guard):
         failed, or flushing raised.
         """
         limit = self.config.shutdown_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        done = threading.Event()
+        left = Deadline(limit).left
         succeeded: list[bool] = []
-
-        def left() -> float:
-            return max(deadline - time.monotonic(), 0.0)
 
         def work() -> None:
             try:
@@ -247,13 +251,8 @@ class Runtime(Guard):
                 succeeded.append(ok)
             except Exception:  # never raise into the caller (an exit hook, a lifespan)
                 _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
-            done.set()
 
-        try:
-            threading.Thread(target=work, name="syncperf-flush", daemon=True).start()
-        except RuntimeError:  # no new thread in an exit hook (Python 3.12): on this one
-            work()
-        self.flush_timed_out = not done.wait(limit)
+        self.flush_timed_out = not run_bounded(work, limit, "syncperf-flush")
         if not self.flush_timed_out:
             return succeeded == [True]
         self.log_once(
@@ -265,15 +264,18 @@ class Runtime(Guard):
         return False
 
     def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
-        """Flush, stop exporters and threads, and unregister the Prometheus collector.
+        """Flush, stop exporters and threads, and unregister the Prometheus collector, holding
+        the caller at most ``shutdown_timeout`` in all.
 
-        Queued spans get ``shutdown_timeout`` to end (what a blocked span processor keeps
-        longer is dropped and counted: ``span_end_timeout``). Exporter objects in ``keep``
-        (reused by the next runtime) and those of ``OUTPUTS`` get a last export but are not
-        shut down.
+        Queued spans get the bound to end (what a blocked span processor keeps longer is
+        dropped and counted: ``span_end_timeout``), the exporters what is left of it for their
+        last export and shutdown (what they have not done by then goes on in the background).
+        Exporter objects in ``keep`` (reused by the next runtime) and those of ``OUTPUTS`` get
+        a last export but are not shut down.
         """
+        left = Deadline(self.config.shutdown_timeout).left
         self.finisher.shutdown(self.config.shutdown_timeout)
-        self.feeds.shutdown(keep)
+        self.feeds.shutdown(keep, timeout=left())
 
 
 def _resource(tracing: Tracing) -> Any:

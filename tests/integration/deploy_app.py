@@ -10,6 +10,7 @@ zero-code case). ``DEPLOY_METRICS_ROUTE=1`` mounts ``prometheus_asgi_app()`` at 
 
 from __future__ import annotations
 
+import asyncio
 import os
 from typing import Any
 
@@ -37,8 +38,9 @@ app = FastAPI()
 
 
 @app.post("/sync/{entity}/push")
-async def push(entity: str, body: dict[str, Any]) -> dict[str, int]:
+async def push(entity: str, body: dict[str, Any], slow: float = 0.0) -> dict[str, int]:
     syncperf.current_operation().set_batch_size(len(body.get("changes", [])))
+    await asyncio.sleep(slow)  # ?slow=seconds: a push that stays in flight
     return {"pid": os.getpid()}
 
 

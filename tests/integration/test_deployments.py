@@ -15,6 +15,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -298,6 +299,30 @@ def test_every_scrape_of_any_worker_shows_the_whole_groups_totals(
             ]
 
 
+def test_setup_prometheus_in_each_worker_fails_loudly_rather_than_serving_one_worker(
+    tmp_path: Path,
+) -> None:
+    """docs/export.md: not ``setup_prometheus()`` in each worker. One port, one process: the
+    second worker's call raises ConfigError and gunicorn stops, rather than a group whose
+    endpoint silently misses a worker."""
+    port, scrape_port = free_port(), free_port()
+    (tmp_path / "multiproc").mkdir()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
+    env = {
+        **clean,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "multiproc"),
+        "DEPLOY_SETUP": "prometheus",
+        "DEPLOY_PROMETHEUS_PORT": str(scrape_port),
+    }
+    done = subprocess.run(
+        _gunicorn(port), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert f"ConfigError: port={scrape_port} is not accepted" in done.stderr
+    assert "Worker failed to boot" in done.stderr
+
+
 def test_workers_recycled_by_max_requests_or_stopped_by_sigterm_keep_every_count(
     tmp_path: Path,
 ) -> None:
@@ -331,6 +356,51 @@ def test_workers_recycled_by_max_requests_or_stopped_by_sigterm_keep_every_count
         if sample.name == count and sample.labels.get("sync_operation") == "push"
     )
     assert written == 67
+
+
+def _in_flight_pids(directory: Path, operation: str) -> list[int]:
+    """Workers whose files say ``operation`` is in flight (``sync.operations.active`` > 0)."""
+    from prometheus_client.mmap_dict import MmapedDict
+
+    found = []
+    for path in directory.glob("gauge_livesum_*.db"):
+        for key, value, _, _ in MmapedDict.read_all_values_from_file(str(path)):
+            if value > 0 and "sync_operations_active" in key and f'"{operation}"' in key:
+                found.append(int(path.stem.rsplit("_", 1)[1]))
+    return found
+
+
+def test_the_in_flight_gauges_of_a_worker_killed_by_sigkill_leave_the_group(
+    tmp_path: Path,
+) -> None:
+    """uvicorn --workers restarts a killed worker and has no hook to call
+    ``mark_process_dead``: the scrape-time write drops the files of workers that are gone."""
+    port = free_port()
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(directory),
+        "DEPLOY_SETUP": "configure-prometheus",
+        "DEPLOY_METRICS_ROUTE": "1",
+    }
+    active = "sync_operations_active"
+    with serving(_uvicorn_workers(port), port, tmp_path / "server.log", **env) as client:
+        base = str(client.base_url)
+
+        def slow_push() -> None:
+            with contextlib.suppress(httpx.HTTPError):  # its worker is killed under it
+                httpx.post(base + "/sync/todo/push?slow=60", json={}, timeout=90)
+
+        threading.Thread(target=slow_push, daemon=True).start()
+        in_flight = lambda: scrape_total(base + "/metrics/", active, sync_operation="push")  # noqa: E731
+        assert eventually(in_flight, 1.0) == 1.0
+        busy = eventually(lambda: len(_in_flight_pids(directory, "push")), 1)
+        assert busy == 1
+        (pid,) = _in_flight_pids(directory, "push")
+        os.kill(pid, signal.SIGKILL)
+        assert eventually(in_flight, 0.0) == 0.0
+        assert not list(directory.glob(f"gauge_live*_{pid}.db"))
+        assert scrape_total(base + "/metrics/", active, sync_operation="push") == 0.0
 
 
 # --- 7. HTTP metrics in every output, once ------------------------------------------------------

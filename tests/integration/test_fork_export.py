@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -96,3 +97,71 @@ def test_forked_worker_exports_its_own_counts_from_a_restarted_thread(
     # Two streams: the parent's 5 operations and the worker's own 3 (not 8).
     assert sorted(counts.values()) == [3, 5], counts
     assert len(counts) == 2
+
+
+PROCESSES = textwrap.dedent(
+    """
+    import json, multiprocessing, os, sys
+    import syncperf
+    from syncperf.export import setup_otlp
+
+    setup_otlp()  # module level: spawn and forkserver children run it too
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push():
+        return 1
+
+    def job():
+        for _ in range(7):
+            push()
+
+    if __name__ == "__main__":
+        multiprocessing.set_start_method(sys.argv[1])
+        for _ in range(2):
+            push()
+        child = multiprocessing.Process(target=job)
+        child.start()
+        child.join()
+        print(json.dumps({"exitcode": child.exitcode}), flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_multiprocessing_child_exports_what_it_recorded_when_it_ends(
+    tmp_path: Path, method: str
+) -> None:
+    """multiprocessing ends a fork or forkserver child with ``os._exit``: no exit hook runs
+    there, only multiprocessing's finalizers. With exports an hour apart, only the child's own
+    flush at its end can export its 7 pushes (and their spans)."""
+    script = tmp_path / "processes.py"
+    script.write_text(PROCESSES)
+    with OtlpReceiver() as receiver:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
+        env.update(
+            {
+                "PYTHONPATH": str(ROOT / "src"),
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
+                "OTEL_BSP_SCHEDULE_DELAY": "3600000",
+                "OTEL_SERVICE_NAME": "processes",
+            }
+        )
+        done = subprocess.run(
+            [sys.executable, str(script), method],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert json.loads(done.stdout.strip().splitlines()[-1]) == {"exitcode": 0}
+        deadline = time.monotonic() + 10
+        while sorted(_counts(receiver).values()) != [2, 7] and time.monotonic() < deadline:
+            time.sleep(0.1)  # the exports are in before the process ends: not long
+        assert sorted(_counts(receiver).values()) == [2, 7]  # the parent's 2, the child's 7
+        spans = [span for _, span in receiver.spans() if span.name == "sync push"]
+        assert len(spans) == 9

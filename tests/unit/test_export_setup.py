@@ -729,3 +729,30 @@ def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_stalled_span_pro
         assert time.monotonic() - started < 1.5  # 30 s per span when it ended them itself
     finally:
         stuck.release.set()
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.usefixtures("clean")
+def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_silent_collector(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    """docs/export.md: only shutdown waits, never longer than shutdown_timeout; the last
+    metric export, the exporters' and the providers' shutdowns included."""
+    from tests.integration.otlp_receiver import SilentListener
+
+    listener = SilentListener()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2")
+    monkeypatch.setenv("OTEL_METRIC_EXPORT_TIMEOUT", "2000")
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "3600000")
+    try:
+        handle = setup_otlp(protocol=protocol, endpoint=listener.endpoint, shutdown_timeout=0.5)
+        for _ in range(3):
+            _one_pull()
+        started = time.monotonic()
+        handle.shutdown()
+        assert time.monotonic() - started < 1.5  # 4 s and more when each step took its own
+    finally:
+        listener.close()
+        for thread in threading.enumerate():  # what went on in the background: not into
+            if thread.name.endswith("-shutdown"):  # the next tests (the retries' jitter)
+                thread.join(15)

@@ -392,3 +392,43 @@ def test_the_exit_flush_exports_where_no_thread_can_start(
     assert _runtime.flush_for_exit() is True
     assert len(exporter.get_finished_spans()) == 1
     assert recording.exports
+
+
+class _Stalled(MetricExporter):
+    """A metric exporter whose export and shutdown hang until ``release`` (a collector that
+    accepts and never answers, an exporter that ignores its timeout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        self.release.wait(5)
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        self.release.wait(5)
+
+
+@pytest.mark.parametrize("kept", [False, True])
+def test_configure_again_waits_at_most_the_shutdown_timeout_for_a_stalled_metric_exporter(
+    exporter: InMemorySpanExporter, kept: bool
+) -> None:
+    # The replaced configuration's exporters get a last export (and, unless the new one
+    # keeps them, a shutdown): together at most shutdown_timeout, as the docs promise.
+    stalled = _Stalled()
+    options: dict[str, Any] = {"metric_exporters": [stalled], "shutdown_timeout": 0.3}
+    try:
+        syncperf.configure(**options)
+        with syncperf.sync_operation("pull"):
+            pass
+        started = time.monotonic()
+        syncperf.configure(**(options if kept else {"shutdown_timeout": 0.3}))
+        assert time.monotonic() - started < 1.0
+    finally:
+        stalled.release.set()

@@ -9,12 +9,14 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
+import syncperf.export
 from syncperf import _runtime
 from syncperf._metrics import multiprocess, outputs
 from syncperf._metrics.prometheus import scrape
@@ -202,3 +204,225 @@ def test_a_multiprocess_collector_the_application_registered_reads_the_files_onc
         return seen
 
     assert _in_a_worker(worker) == [1, 2]  # not the files as the writer left them a second ago
+
+
+def test_a_process_forked_while_the_files_are_written_can_write_its_own(
+    multiprocess_dir: Path,
+) -> None:
+    """A fork while a writer thread is inside prometheus_client's value lock (which it never
+    resets at fork) must not leave the child's writes blocked forever."""
+
+    def worker() -> int:
+        syncperf.configure(prometheus=CollectorRegistry(), max_entities=200)
+        for i in range(200):  # a worker with a realistic number of series: long writes
+            with syncperf.sync_operation("pull", entity=f"e{i}"):
+                pass
+        rt = _runtime.current()
+        stop = threading.Event()
+
+        def scrapes() -> None:  # e.g. scrapes of this worker, besides the 1 s writer
+            while not stop.is_set():
+                rt.feeds.write_files()
+
+        threading.Thread(target=scrapes, daemon=True).start()
+        hung = 0
+        for _ in range(40):
+            pid = os.fork()
+            if pid == 0:  # e.g. a multiprocessing.Process the worker starts
+                written = threading.Thread(target=_runtime.current().feeds.write_files)
+                written.start()
+                written.join(3)
+                os._exit(1 if written.is_alive() else 0)
+            _, status = os.waitpid(pid, 0)
+            hung += os.waitstatus_to_exitcode(status) == 1
+        stop.set()
+        return hung
+
+    assert _in_a_worker(worker) == 0
+
+
+def test_a_worker_with_the_pid_of_a_dead_one_adds_to_its_counts(
+    multiprocess_dir: Path,
+) -> None:
+    """pid wrap-around (long-lived containers recycling workers): the dead worker's file,
+    named by the same pid, holds counts the group must keep, as prometheus_client's own
+    counters (``inc``) keep them."""
+    from prometheus_client import values
+
+    def worker(pulls: int) -> Callable[[], None]:
+        def work() -> None:
+            multiprocess._files.clear()  # both workers get pid 4242 (prometheus_client's hook)
+            multiprocess._value_class = values.MultiProcessValue(lambda: 4242)  # type: ignore[no-untyped-call]
+            served = CollectorRegistry()
+            syncperf.configure(prometheus=served)
+            for _ in range(pulls):
+                _one_pull()
+            syncperf.force_flush()
+            syncperf.configure(prometheus=served, max_entities=50)  # a runtime of its own too
+            _one_pull()
+            syncperf.force_flush()
+
+        return work
+
+    _in_a_worker(worker(10))  # dies
+    _in_a_worker(worker(3))  # the same pid
+    assert [f.name for f in multiprocess_dir.glob("histogram_*")] == ["histogram_4242.db"]
+    assert _pulls(_group(multiprocess_dir)) == 15
+
+
+def _left_running() -> dict[str, object]:
+    """What a refused configuration may not leave behind: writer threads and writers."""
+    names = [t.name for t in threading.enumerate()]
+    return {
+        "threads": names.count("syncperf-multiprocess"),
+        "exporters": names.count("syncperf-metric-export"),
+        "writers": len(multiprocess._writers),
+    }
+
+
+@pytest.mark.parametrize("app_metric", ["before", "none"])
+def test_the_global_registry_is_refused_in_multiprocess_mode_leaving_nothing_running(
+    multiprocess_dir: Path, app_metric: str
+) -> None:
+    """prometheus_client's global REGISTRY holds the application's own metrics: a
+    MultiProcessCollector there repeats them (or raises DuplicateTimeseries)."""
+
+    def worker() -> list[object]:
+        from prometheus_client import REGISTRY, Counter
+
+        if app_metric == "before":
+            Counter("app_logins", "logins").inc(3)
+        before = _left_running()
+        collectors = list(REGISTRY._collector_to_names)
+        found = []
+        for value in (True, REGISTRY):
+            with pytest.raises(syncperf.ConfigError) as raised:
+                syncperf.configure(prometheus=value)
+            found.append(raised.value.option)
+        assert "CollectorRegistry()" in str(raised.value)
+        with pytest.raises(syncperf.ConfigError) as raised:  # before the port is bound
+            syncperf.export.setup_prometheus(port=0, registry=REGISTRY)
+        found.append(raised.value.option)
+        assert list(REGISTRY._collector_to_names) == collectors
+        return [found, _left_running() == before, _runtime.installed is None]
+
+    found = _in_a_worker(worker)
+    assert found == [["prometheus", "prometheus", "registry"], True, True]
+
+
+def test_a_multiprocess_directory_that_does_not_exist_is_a_config_error(
+    multiprocess_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    missing = multiprocess_dir / "not-created-yet"
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(missing))
+
+    def worker() -> list[object]:
+        before = _left_running()
+        served = CollectorRegistry()
+        with pytest.raises(syncperf.ConfigError) as raised:
+            syncperf.configure(prometheus=served)
+        assert str(missing) in str(raised.value) and "existing directory" in str(raised.value)
+        options = [raised.value.option]
+        for setup in (syncperf.export.setup_prometheus, syncperf.export.prometheus_asgi_app):
+            with pytest.raises(syncperf.ConfigError) as raised:
+                setup()
+            options.append(raised.value.option)
+        left = [_left_running() == before, served._collector_to_names, outputs.OUTPUTS.registries]
+        return [options, *left]
+
+    found = _in_a_worker(worker)
+    assert found == [["PROMETHEUS_MULTIPROC_DIR"] * 3, True, {}, []]
+
+
+class _Refusing(CollectorRegistry):
+    """Refuses the MultiProcessCollector, as a registry that describes its collectors on
+    registration does when it already has a metric that is in the files."""
+
+    def register(self, collector: Any) -> None:
+        if isinstance(collector, MultiProcessCollector):
+            raise ValueError("Duplicated timeseries in CollectorRegistry: {'app_logins_total'}")
+        super().register(collector)
+
+
+def test_a_registry_that_cannot_take_the_multiprocess_collector_leaves_nothing_running(
+    multiprocess_dir: Path,
+) -> None:
+    def worker() -> list[object]:
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        served = _Refusing()
+        syncperf.configure()
+        before = _left_running()
+        with pytest.raises(syncperf.ConfigError) as raised:  # its exporter started first
+            syncperf.configure(prometheus=served, metric_exporters=[ConsoleMetricExporter()])
+        return [raised.value.option, _left_running() == before, list(served._collector_to_names)]
+
+    assert _in_a_worker(worker) == ["prometheus", True, []]
+
+
+ACTIVE = 'sync_operations_active{sync_operation="pull"}'
+
+
+@pytest.mark.parametrize("named_by", ["pid", "custom_identifier"])
+def test_a_scrape_drops_the_live_gauges_of_workers_that_are_gone(
+    multiprocess_dir: Path, named_by: str
+) -> None:
+    def killed() -> int:  # ends (os._exit) with a pull in flight, as under SIGKILL
+        syncperf.configure(prometheus=CollectorRegistry())
+        _one_pull()
+        operation = syncperf.sync_operation("pull")
+        operation.__enter__()
+        syncperf.force_flush()
+        return os.getpid()
+
+    def scraped() -> list[object]:
+        from prometheus_client import values
+
+        if named_by == "custom_identifier":  # names that are no pids: nothing is dropped
+            multiprocess._value_class = values.MultiProcessValue(lambda: 4242)  # type: ignore[no-untyped-call]
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        _one_pull()
+        lines = generate_latest(served).decode().splitlines()
+        return [line for line in lines if line.startswith(ACTIVE)]
+
+    dead = _in_a_worker(killed)
+    assert ACTIVE + " 1.0" in _group(multiprocess_dir)
+    if named_by == "pid":
+        assert _in_a_worker(scraped) == [ACTIVE + " 0.0"]
+        assert not list(multiprocess_dir.glob(f"gauge_live*_{dead}.db"))
+        assert _pulls(_group(multiprocess_dir)) == 2  # its counts stay
+    else:
+        assert _in_a_worker(scraped) == [ACTIVE + " 1.0"]
+        assert list(multiprocess_dir.glob(f"gauge_livesum_{dead}.db"))
+
+
+def test_the_background_write_runs_no_probe_and_keeps_in_process_gauges_fresh(
+    multiprocess_dir: Path,
+) -> None:
+    """docs/outbox.md: the stats probe (a database query, maybe a whole-table read) runs once
+    per collection: a scrape, a flush; not in every worker's write every second. The
+    in-process gauges (``sync.operations.active``) of every worker stay at most a second old."""
+    from syncperf.outbox import Outbox
+
+    def worker() -> list[object]:
+        multiprocess.INTERVAL = 0.05
+        calls: list[float] = []
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        box = Outbox("orders", stats=lambda: calls.append(1) or (7, 42.0))
+        operation = syncperf.sync_operation("pull")
+        operation.__enter__()
+        time.sleep(0.6)  # many background writes
+        found = [len(calls), ACTIVE + " 1.0" in _group(multiprocess_dir)]
+        body = generate_latest(served).decode()  # a scrape: one probe, its gauges written
+        found += [len(calls), 'outbox_depth{outbox_name="orders"} 7.0' in body]
+        time.sleep(0.3)  # the background writes keep the probe's last values as they were
+        found += [len(calls), 'outbox_depth{outbox_name="orders"} 7.0' in _group(multiprocess_dir)]
+        syncperf.force_flush()  # a flush: one probe
+        found.append(len(calls))
+        operation.__exit__(None, None, None)
+        box.close()
+        return found
+
+    assert _in_a_worker(worker) == [0, True, 1, True, 1, True, 2]

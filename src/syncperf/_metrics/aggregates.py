@@ -188,6 +188,7 @@ class Instrument:
         "max_series",
         "monotonic",
         "name",
+        "probe",
         "series",
         "unit",
     )
@@ -212,6 +213,9 @@ class Instrument:
         self.monotonic = kind == "counter"
         self.series: dict[Attributes, Series] = {}
         self.callbacks: list[GaugeCallback] = []
+        self.probe = False
+        """Observed through a costly probe (a database query): ``Registry.collect`` runs its
+        callbacks only when asked to (not in the background write of multiprocess files)."""
         self.beside = beside
         """An SDK meter provider that already records these series through another
         instrumentation: readers feeding that provider's pipeline skip this instrument."""
@@ -340,8 +344,10 @@ class Registry:
             if reader in self._readers:
                 self._readers.remove(reader)
 
-    def collect(self) -> None:
-        """Drain every series and hand the result to every reader.
+    def collect(self, probes: bool = True) -> frozenset[str]:
+        """Drain every series and hand the result to every reader; return the names of the
+        gauges not observed because ``probes`` is False (their probes were not run: readers
+        keep their previous observation).
 
         Readers get the drained series themselves (``series.drained``), grouped by
         instrument: no object per series, so a collection does not wake the garbage
@@ -357,14 +363,20 @@ class Registry:
                         active = [s for s in list(instrument.series.values()) if s.drain()]
                         if active:
                             drained.append((instrument, active))
-            observed = self._observe_gauges()
+            skipped = frozenset(
+                i.name for i in list(self.instruments.values()) if i.probe and not probes
+            )
+            observed = self._observe_gauges(skipped)
             for reader in self._readers:
-                reader.accept(drained, observed)
+                reader.accept(drained, observed, skipped)
+        return skipped
 
-    def _observe_gauges(self) -> list[Observed]:
+    def _observe_gauges(self, skipped: frozenset[str]) -> list[Observed]:
         observed: list[Observed] = []
         now = time.time_ns()
         for instrument in list(self.instruments.values()):
+            if instrument.name in skipped:
+                continue
             for callback in list(instrument.callbacks):
                 try:
                     points = [
@@ -395,5 +407,8 @@ class _Sink(Protocol):
     """What a registry reader implements (see ``_export.Reader``)."""
 
     def accept(
-        self, drained: list[tuple[Instrument, list[Series]]], observed: list[Observed]
+        self,
+        drained: list[tuple[Instrument, list[Series]]],
+        observed: list[Observed],
+        skipped: frozenset[str] = frozenset(),
     ) -> None: ...

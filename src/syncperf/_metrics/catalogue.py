@@ -87,10 +87,17 @@ class MetricSpec:
         )
 
     def observe(
-        self, registry: Registry, callback: GaugeCallback, *, max_series: int = 2000
+        self,
+        registry: Registry,
+        callback: GaugeCallback,
+        *,
+        max_series: int = 2000,
+        probe: bool = False,
     ) -> Instrument:
-        """This metric's instrument in ``registry``, observed through ``callback`` at collection."""
+        """This metric's instrument in ``registry``, observed through ``callback`` at collection
+        (``probe``: a costly one, see ``Instrument.probe``)."""
         instrument = self.create(registry, max_series=max_series)
+        instrument.probe = instrument.probe or probe
         instrument.callbacks.append(callback)
         return instrument
 

@@ -4,14 +4,17 @@ With ``PROMETHEUS_MULTIPROC_DIR`` set, each worker process writes its cumulative
 totals into its own files in that directory, in prometheus_client's format (its
 ``MultiProcessValue``), and a scrape of any worker reads every worker's files through
 prometheus_client's ``MultiProcessCollector``: each scrape shows the whole group's totals.
-The request path never writes: a daemon thread writes every ``INTERVAL`` seconds, the
-scraped worker writes its own totals just before the files are read, and ``Runtime.flush``
+The request path never writes: a daemon thread writes every ``INTERVAL`` seconds (running
+no costly probe, ``Instrument.probe``: those run at the next two), the scraped worker writes
+its own totals just before the files are read, and ``Runtime.flush``
 (``force_flush()``, the ASGI lifespan shutdown, the exit hook) writes them too, so a worker
 that exits right after its last request leaves all its counts behind.
 
 Counters and histograms of a worker that exited stay in the sums (as for prometheus_client's
 own metrics); up-down counters (``livesum``) and gauges (``livemostrecent``) of a dead worker
-are dropped once ``prometheus_client.multiprocess.mark_process_dead(pid)`` ran for it.
+are dropped once ``prometheus_client.multiprocess.mark_process_dead(pid)`` ran for it, which
+the scrape-time write does for every process that left such files and is gone
+(``multiprocess_prune``).
 
 ``configure()`` replaces the runtime, whose new aggregates start from zero, while the worker's
 files go on: a counter or histogram value written is the sum of what every runtime of this
@@ -25,7 +28,6 @@ in the files too.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -50,8 +52,6 @@ _files: dict[tuple[Any, ...], Any] = {}
 """The value object of each file key, shared by every writer of the process: prometheus_client
 keeps each value object it makes for good (to move it to the child's files after a fork), so
 one per writer would grow its list by every series at each ``configure()``."""
-_owners = threading.Lock()
-"""Held while a ``MultiProcessCollector`` is registered or handed over."""
 
 
 class _Sums:
@@ -68,11 +68,15 @@ class _Sums:
         with self.lock:
             self.writers[source] = self.writers.get(source, 0) + 1
 
-    def total(self, key: tuple[Any, ...], source: int, value: float) -> float:
-        """The sum to write once ``source``'s total for ``key`` is ``value`` (hold ``lock``)."""
+    def total(self, key: tuple[Any, ...], source: int, value: float, found: Any) -> float:
+        """The sum to write once ``source``'s total for ``key`` is ``value`` (hold ``lock``);
+        ``found``: the key's value object."""
         per_source = self.totals.get(key)
-        if per_source is None:
-            per_source = self.totals[key] = {}
+        if per_source is None:  # the key's first write in this process (since its fork)
+            # The file, named by this pid, may hold the counts of a dead process that had the
+            # same pid (wrap-around): they stay in the sums, as prometheus_client's ``inc``
+            # keeps them, rather than being overwritten (read after a fork: the child's file).
+            per_source = self.totals[key] = {None: float(found.get())}
         per_source[source] = value
         return sum(per_source.values())
 
@@ -128,11 +132,12 @@ class MultiprocessWriter:
         self._source = id(reader._registry)
         _sums.open(self._source)
         self._lock = threading.Lock()
-        self._gauges: set[tuple[Any, ...]] = set()
-        """The gauge entries the last write with gauges set (see ``_unobserved``)."""
+        self._gauges: dict[str, set[tuple[Any, ...]]] = {}
+        """The gauge entries the last write with gauges set, by metric (``_unobserved``)."""
         self._closed = False
         self._stop = threading.Event()
-        self._thread = self._start()
+        self._thread: threading.Thread | None = None
+        """Started by ``start`` once the writer is registered."""
         self.registry = registry
         """The ``prometheus_client`` registry this writer serves."""
         self.added: Any = None
@@ -140,47 +145,53 @@ class MultiprocessWriter:
         the application is)."""
         _writers.add(self)
 
-    def _start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._run, name="syncperf-multiprocess", daemon=True)
-        thread.start()
-        return thread
+    def start(self) -> None:
+        """Start writing every ``INTERVAL`` seconds."""
+        self._thread = threading.Thread(target=self._run, name="syncperf-multiprocess", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
+        # No probe here: a costly one (the outbox's query) runs once per scrape and flush,
+        # not every second in every worker; the in-process gauges stay a second fresh.
         while not self._stop.wait(INTERVAL):
             if self.retired:
-                self.drain()
+                self.drain(probes=False)
             else:
-                self.write()
+                self.write(probes=False)
 
     def after_fork(self) -> None:
         """In a forked child: restart the thread (the values follow the new pid). A retired
         writer stops: its open operations run in the parent, which writes them."""
         self._lock = threading.Lock()
         if self.retired:
-            self._finish()
-        elif not self._stop.is_set():
-            self._thread = self._start()
+            self.finish()
+        elif self._thread is not None and not self._stop.is_set():
+            self.start()
 
-    def write(self, gauges: bool = True) -> bool:
-        """Write this process's current totals (never raises); False when writing failed."""
+    def write(self, gauges: bool = True, probes: bool = True) -> bool:
+        """Write this process's current totals (never raises); False when writing failed.
+        Without ``probes``, gauges observed through costly probes are left in the files as
+        the last write with probes left them."""
         try:
             with self._lock:
                 if self._closed:  # its totals were final and folded (``_Sums.close``)
                     return True
-                data = self._reader.collect()
-                written: set[tuple[Any, ...]] = set()
+                data = self._reader.collect(probes)
+                skipped = self._reader.skipped
+                written: dict[str, set[tuple[Any, ...]]] = {}
                 for resource_metrics in data.resource_metrics:
                     for scope_metrics in resource_metrics.scope_metrics:
                         for metric in scope_metrics.metrics:
-                            self._write(metric, written if gauges else None)
+                            if metric.name not in skipped:
+                                self._write(metric, written if gauges else None)
                 if gauges:
-                    self._unobserved(written)
+                    self._unobserved(written, skipped)
         except Exception:
             _logger.debug("syncperf: writing multiprocess metrics failed", exc_info=True)
             return False
         return True
 
-    def _write(self, metric: Metric, gauges: set[tuple[Any, ...]] | None) -> None:
+    def _write(self, metric: Metric, gauges: dict[str, set[tuple[Any, ...]]] | None) -> None:
         """Write ``metric``'s points; gauges only when ``gauges`` collects their keys."""
         data = metric.data
         if isinstance(data, Histogram):
@@ -213,7 +224,7 @@ class MultiprocessWriter:
                 suffix = "_total" if kind == "counter" else ""
                 key = self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
                 if gauges is not None and kind == "gauge":
-                    gauges.add(key)
+                    gauges.setdefault(metric.name, set()).add(key)
 
     def _set(
         self,
@@ -235,18 +246,25 @@ class MultiprocessWriter:
                     kind, name, name + suffix, keys, labels, doc, multiprocess_mode=mode
                 )
             if kind != "gauge":  # cumulative: add what the replaced runtimes counted
-                value = _sums.total(key, self._source, value)
+                value = _sums.total(key, self._source, value, found)
             found.set(value, timestamp=now)
         return key
 
-    def _unobserved(self, written: set[tuple[Any, ...]]) -> None:
+    def _unobserved(
+        self, written: dict[str, set[tuple[Any, ...]]], skipped: frozenset[str]
+    ) -> None:
         """Gauges written before and not in this collection (a probe failed, a pool closed):
         a ``livesum`` one adds nothing any more (0); a ``livemostrecent`` one is written as
-        NaN, its newest value, which the collector ``register`` adds leaves out."""
+        NaN, its newest value, which the collector ``register`` adds leaves out. Those whose
+        probe was not run (``skipped``) stay as they were."""
+        for name in skipped & self._gauges.keys():
+            written[name] = self._gauges[name]
+        kept = set().union(*written.values())
         now = time.time()
         with _sums.lock:
-            for key in self._gauges - written:
-                _files[key].set(0.0 if key[-1] == "livesum" else math.nan, timestamp=now)
+            for keys in self._gauges.values():
+                for key in keys - kept:
+                    _files[key].set(0.0 if key[-1] == "livesum" else math.nan, timestamp=now)
         self._gauges = written
 
     def describe(self) -> list[Any]:
@@ -254,9 +272,15 @@ class MultiprocessWriter:
         return []
 
     def collect(self) -> Iterator[Any]:
-        """Write this worker's totals now; the ``MultiProcessCollector`` yields them."""
+        """Write this worker's totals now, and drop the live gauges of workers that are gone;
+        the ``MultiProcessCollector`` yields them."""
+        from syncperf._metrics.multiprocess_prune import prune_dead
+
         self.write()
         drain()
+        path = directory()
+        if path is not None:
+            prune_dead(path, _values())
         return iter(())
 
     def close(self) -> None:
@@ -265,16 +289,17 @@ class MultiprocessWriter:
         self.retired = True
         self.drain()
 
-    def drain(self) -> bool:
+    def drain(self, probes: bool = True) -> bool:
         """A retired writer's write; once its runtime has no open operation, the last one
         (its gauges too: meanwhile the current runtime's are written alone) and it stops."""
         idle = self._idle()  # before the write: an operation that ended by now is in it
-        written = self.write(gauges=idle)
+        written = self.write(gauges=idle, probes=probes)
         if idle:
-            self._finish()
+            self.finish()
         return written
 
-    def _finish(self) -> None:
+    def finish(self) -> None:
+        """Stop for good: its totals are final (``_Sums.close``)."""
         with self._lock:
             if self._closed:
                 return
@@ -296,67 +321,18 @@ def drain() -> bool:
     return written
 
 
-def register(
-    reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True
-) -> MultiprocessWriter:
-    """Start a writer for ``reader`` (``idle``: whether its runtime has no open operation)
-    and make ``registry`` serve every worker's files."""
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    class Collector(MultiProcessCollector):
-        """Every worker's files, less the gauges no longer observed (written as NaN)."""
-
-        def collect(self) -> Iterator[Any]:
-            for family in super().collect():  # type: ignore[no-untyped-call]
-                if family.type == "gauge":
-                    family.samples = [s for s in family.samples if not math.isnan(s.value)]
-                    if not family.samples:
-                        continue
-                yield family
-
-    writer = MultiprocessWriter(reader, registry, idle)
-    registry.register(writer)
-    with _owners:
-        collectors = getattr(registry, "_collector_to_names", {})
-        found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
-        if not found:
-            writer.added = Collector(registry)  # type: ignore[no-untyped-call]
-        for collector in found:  # the application's (or an older writer's): it reads the
-            _move_last(registry, collector)  # files once this writer wrote them, not before
-    return writer
+def _before_fork() -> None:
+    """Hold ``_sums.lock`` across a fork: syncperf calls prometheus_client's value objects only
+    under it, so no writer thread is inside their lock (one per process, which prometheus_client
+    never resets at fork) when the child is made, and the child's writes cannot block on it."""
+    _sums.lock.acquire()
 
 
-def unregister(registry: Any, writer: MultiprocessWriter) -> None:
-    """Undo ``register``: the ``MultiProcessCollector`` it added passes to another writer
-    serving ``registry`` (the next runtime's), or is unregistered when none is left."""
-    with _owners:
-        added, writer.added = writer.added, None
-        if added is None:
-            return
-        for heir in list(_writers):
-            if heir is not writer and heir.registry is registry and not heir.retired:
-                heir.added = added
-                _move_last(registry, added)
-                return
-        with contextlib.suppress(KeyError):  # already gone (the application cleared it)
-            registry.unregister(added)
-
-
-def _move_last(registry: Any, collector: Any) -> None:
-    """Put ``collector`` after the others in ``registry``'s order: the heir writer, registered
-    after it, writes its files before a scrape reads them."""
-    lock, order = getattr(registry, "_lock", None), getattr(registry, "_collector_to_names", None)
-    if lock is None or not isinstance(order, dict):
-        registry.unregister(collector)
-        registry.register(collector)
-        return
-    with lock:  # in one step: no scrape sees the registry without it
-        order[collector] = order.pop(collector)
+def _after_fork_in_parent() -> None:
+    _sums.lock.release()
 
 
 def _after_fork_in_child() -> None:
-    global _owners
-    _owners = threading.Lock()
     _sums.lock = threading.Lock()
     _sums.totals.clear()  # the child's aggregates start from zero, in files of its own
     for writer in list(_writers):
@@ -364,4 +340,8 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

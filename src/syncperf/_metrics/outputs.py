@@ -7,15 +7,18 @@ them besides its config's own, so set-ups compose in any order and repeat harmle
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import weakref
 from collections.abc import Callable
 from typing import Any
 
 from syncperf._metrics import multiprocess
+from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._metrics.prometheus import SyncPerfCollector
 from syncperf._metrics.reader import PeriodicExporter, Reader
 
+_logger = logging.getLogger("syncperf")
 FLUSHES: list[Callable[[int], object]] = []
 """More flushes for ``Runtime.flush`` (called with the milliseconds left), e.g. the SDK meter
 provider that ``setup_otlp`` built for other instrumentation."""
@@ -53,31 +56,42 @@ class Feeds:
         *,
         shared: bool = True,
         idle: Callable[[], bool] = lambda: True,
+        timeout: float = 5.0,
     ) -> None:
         self._periodic = periodic
         self._reader = reader
         self._idle = idle
         """Whether the runtime has no open operation (a multiprocess writer's last write)."""
+        self._timeout = timeout
+        """Seconds exporters that are stopped get for their last export and shutdown, in all
+        (``shutdown_timeout``)."""
         self._shared = shared
         self.exporters: list[PeriodicExporter] = []
         self.prometheus: list[tuple[Any, Any]] = []
         """``(registry, collector)`` pairs."""
 
-    def sync(self, exporters: tuple[Any, ...], prometheus: Any) -> None:
+    def sync(
+        self, exporters: tuple[Any, ...], prometheus: Any, timeout: float | None = None
+    ) -> None:
         """Feed exactly ``exporters`` and the ``prometheus`` registry (``True``: the default
         one) plus ``OUTPUTS``: start what is missing, stop what is gone (each exporter and
-        registry once, however often it was named)."""
+        registry once, however often it was named; stopped exporters get ``timeout`` seconds,
+        default ``shutdown_timeout``, for their last export and shutdown)."""
         shared = OUTPUTS if self._shared else Outputs()
+        stopped: list[PeriodicExporter] = []
         with _lock:
+            registries = [_registry(prometheus)] if prometheus else []
+            registries = _unique([*registries, *shared.registries])
+            for registry in registries:  # a refused registry raises before anything changes
+                if not any(p[0] is registry for p in self.prometheus):
+                    check(registry)
             wanted = _unique([*exporters, *shared.exporters.values()])
             for periodic in [p for p in self.exporters if not _has(wanted, p.exporter)]:
                 self.exporters.remove(periodic)
-                periodic.shutdown()
+                stopped.append(periodic)
             for exporter in wanted:
                 if not any(p.exporter is exporter for p in self.exporters):
                     self.exporters.append(self._periodic(exporter))
-            registries = [_registry(prometheus)] if prometheus else []
-            registries = _unique([*registries, *shared.registries])
             for pair in [p for p in self.prometheus if not _has(registries, p[0])]:
                 self.prometheus.remove(pair)
                 unregister(*pair)
@@ -85,6 +99,7 @@ class Feeds:
                 if not any(p[0] is registry for p in self.prometheus):
                     collector = register(self._reader(), registry, self._idle)
                     self.prometheus.append((registry, collector))
+        self._stop([(p, True) for p in stopped], self._timeout if timeout is None else timeout)
 
     def write_files(self) -> bool:
         """Write this process's multiprocess files now (``multiprocess``), replaced runtimes'
@@ -95,15 +110,58 @@ class Feeds:
                 ok = collector.write() and ok
         return multiprocess.drain() and ok
 
-    def shutdown(self, keep: tuple[Any, ...] = ()) -> None:
-        """Stop exporters and unregister collectors. Exporter objects in ``keep`` (reused by
-        the next runtime) and those of ``OUTPUTS`` get a last export but are not closed."""
+    def shutdown(self, keep: tuple[Any, ...] = (), timeout: float | None = None) -> None:
+        """Unregister collectors and stop exporters (within ``timeout`` seconds, default
+        ``shutdown_timeout``). Exporter objects in ``keep`` (reused by the next runtime) and
+        those of ``OUTPUTS`` get a last export but are not closed."""
+        for registry, collector in self.prometheus:  # local and quick: first
+            unregister(registry, collector)
+        self.prometheus.clear()
         shared = tuple(OUTPUTS.exporters.values())  # closed only by the set-up that owns them
-        for exporter in self.exporters:
-            exporter.shutdown(close=not _has((*keep, *shared), exporter.exporter))
+        closing = [(p, not _has((*keep, *shared), p.exporter)) for p in self.exporters]
+        self._stop(closing, self._timeout if timeout is None else timeout)
+
+    def abandon(self) -> None:
+        """Undo ``sync`` for a runtime that is not installed (it raised): stop its exporters
+        with no export and without closing them (the running configuration may use them),
+        unregister its collectors."""
+        for periodic in self.exporters:
+            periodic.shutdown(flush=False, close=False, timeout=1.0)  # its thread ends
+        self.exporters.clear()
         for registry, collector in self.prometheus:
             unregister(registry, collector)
         self.prometheus.clear()
+
+    def _stop(self, exporters: list[tuple[PeriodicExporter, bool]], timeout: float) -> None:
+        """Shut ``(exporter, close)`` pairs down, holding the caller at most ``timeout``
+        seconds in all: an exporter whose collector never answers, or which does not honour
+        its timeouts, goes on in the background (what it had not exported is lost)."""
+        if not exporters:
+            return
+        left = Deadline(timeout).left
+
+        def work() -> None:
+            for periodic, close in exporters:
+                try:
+                    periodic.shutdown(close=close, timeout=left())
+                except Exception:  # never into a configure() or a shutdown
+                    _logger.debug("syncperf: stopping a metric exporter failed", exc_info=True)
+
+        if not run_bounded(work, timeout, "syncperf-metric-shutdown"):
+            _logger.warning(
+                "syncperf: the metric exporters did not stop within %.1f s (is the collector "
+                "answering?); they go on in the background",
+                timeout,
+            )
+
+
+def check(registry: Any, option: str = "prometheus") -> None:
+    """Raise ``ConfigError`` when ``register`` would refuse ``registry`` (multiprocess mode:
+    the global registry, a missing directory); ``option``: the argument that named it."""
+    if multiprocess.directory() is not None:
+        from syncperf._metrics import multiprocess_group
+
+        multiprocess_group.check(registry, option)
 
 
 def register(reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True) -> Any:
@@ -114,7 +172,9 @@ def register(reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: T
     tells it when the runtime has no open operation left.
     """
     if multiprocess.directory() is not None:
-        return multiprocess.register(reader, registry, idle)
+        from syncperf._metrics import multiprocess_group
+
+        return multiprocess_group.register(reader, registry, idle)
     collector = SyncPerfCollector(reader)
     collector.register(registry)
     return collector
@@ -125,7 +185,9 @@ def unregister(registry: Any, collector: Any) -> None:
     with contextlib.suppress(KeyError):  # already gone (the application cleared it)
         registry.unregister(collector)
     if isinstance(collector, multiprocess.MultiprocessWriter):
-        multiprocess.unregister(registry, collector)
+        from syncperf._metrics import multiprocess_group
+
+        multiprocess_group.unregister(registry, collector)
     collector.close()
 
 

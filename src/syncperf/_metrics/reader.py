@@ -39,6 +39,7 @@ from syncperf._metrics.aggregates import (
     Registry,
     Series,
 )
+from syncperf._metrics.bounded import Deadline
 from syncperf._metrics.points import (
     Point,
     Points,
@@ -91,6 +92,9 @@ class Reader:
         """Instruments observed through callbacks: replaced, not merged, at each collection."""
         self.epoch = 0
         """Bumped when every point is forgotten (a fork): caches keyed by points start over."""
+        self.skipped: frozenset[str] = frozenset()
+        """Gauges this reader's last collection did not observe (``collect(probes=False)``):
+        their points are those of an earlier one."""
         self._lock = threading.Lock()
         self._start_ns = self._last_collect_ns = time.time_ns()
         registry.add_reader(self)
@@ -103,11 +107,15 @@ class Reader:
         return self._temporality.get(instrument.kind, CUMULATIVE)
 
     def accept(
-        self, drained: list[tuple[Instrument, list[Series]]], observed: list[Observed]
+        self,
+        drained: list[tuple[Instrument, list[Series]]],
+        observed: list[Observed],
+        skipped: frozenset[str] = frozenset(),
     ) -> None:
-        """Merge one drain into this reader's points (called by ``Registry.collect``)."""
+        """Merge one drain into this reader's points (called by ``Registry.collect``); the
+        gauges named in ``skipped`` were not observed this time and keep their points."""
         with self._lock:
-            self._observe(observed)
+            self._observe(observed, skipped)
             beside = self._beside
             for instrument, series in drained:
                 if beside is not None and instrument.beside is beside:
@@ -127,14 +135,16 @@ class Reader:
                     value = copy_value(one.drained)
                     points[one.attributes] = Point(start, value, dict(one.attributes))
 
-    def _observe(self, observed: list[Observed]) -> None:
+    def _observe(self, observed: list[Observed], skipped: frozenset[str]) -> None:
         # Observations replace the previous ones: an observed instrument (a gauge, the pool's
         # connection counts...) that was not observed this time (its callback failed or was
-        # removed) is gone, not frozen at its last value.
+        # removed) is gone, not frozen at its last value. One whose probe was not run
+        # (``skipped``) keeps its points.
         observed_before = self._observed
         before = {
             (name, attributes): point.start_ns
             for name in observed_before
+            if name not in skipped
             for attributes, point in self._points.pop(name, {}).items()
         }
         beside = self._beside
@@ -170,12 +180,15 @@ class Reader:
                 Resource({"service.instance.id": instance_ids[old]})
             )
 
-    def read(self, render: Callable[[list[tuple[Instrument, Points]], int], T]) -> T:
-        """Drain the registry and return ``render(points by instrument, now)``.
+    def read(
+        self, render: Callable[[list[tuple[Instrument, Points]], int], T], probes: bool = True
+    ) -> T:
+        """Drain the registry and return ``render(points by instrument, now)``; without
+        ``probes``, gauges observed through costly probes are not observed (``skipped``).
 
         ``render`` runs under this reader's lock and must not keep the points it is given.
         """
-        self._registry.collect()
+        self.skipped = self._registry.collect(probes)
         now = time.time_ns()
         with self._lock:
             instruments = self._instruments
@@ -185,9 +198,10 @@ class Reader:
             finally:
                 self._forget_deltas(now)
 
-    def collect(self) -> MetricsData:
-        """Drain the registry and return this reader's ``MetricsData`` as of now."""
-        return self.read(self._metrics_data)
+    def collect(self, probes: bool = True) -> MetricsData:
+        """Drain the registry and return this reader's ``MetricsData`` as of now (see
+        ``read`` for ``probes``)."""
+        return self.read(self._metrics_data, probes)
 
     def _metrics_data(self, found: list[tuple[Instrument, Points]], now: int) -> MetricsData:
         metrics = [
@@ -281,20 +295,24 @@ class PeriodicExporter:
             self._on_failure()
         return ok
 
-    def shutdown(self, *, flush: bool = True, close: bool = True) -> None:
+    def shutdown(
+        self, *, flush: bool = True, close: bool = True, timeout: float | None = None
+    ) -> None:
         """Stop the thread, export a last time and (unless ``close`` is False, for an
-        exporter that a new runtime reuses) shut the exporter down."""
+        exporter that a new runtime reuses) shut the exporter down, each step given what is
+        left of ``timeout`` seconds (default: the export timeout)."""
+        left = Deadline(self._timeout_ms / 1000 if timeout is None else timeout).left
         self._stop.set()
         if threading.current_thread() is not self._thread:
-            self._thread.join(timeout=self._timeout_ms / 1000 + 1)
+            self._thread.join(timeout=left())
         if flush:
-            self.export_once()
+            self.export_once(timeout=left())
         self.reader.close()
         _exporters.discard(self)
         if not close:
             return
         try:
-            self.exporter.shutdown(timeout_millis=self._timeout_ms)
+            self.exporter.shutdown(timeout_millis=left() * 1000)
         except Exception:
             _logger.debug("syncperf metric exporter shutdown raised", exc_info=True)
 

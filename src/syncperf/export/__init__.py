@@ -40,6 +40,7 @@ from opentelemetry import trace
 from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._metrics import outputs
+from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._runtime import configure
 from syncperf._tracing.finisher import end_queued
 from syncperf.exceptions import ConfigError
@@ -88,19 +89,31 @@ class OtlpExport:
     _shut: bool = field(default=False, repr=False)
 
     def shutdown(self) -> None:
-        """Flush and stop what ``setup_otlp`` created (a global provider stays registered)."""
+        """Flush and stop what ``setup_otlp`` created (a global provider stays registered),
+        holding the caller at most ``shutdown_timeout`` in all: what a collector that does
+        not answer keeps longer goes on in the background, or is lost at exit."""
         if self._shut:
             return
         self._shut = True
         rt = _runtime.current()
-        end_queued([rt.finisher], rt.config.shutdown_timeout)  # a stalled processor: bounded
+        limit = rt.config.shutdown_timeout
+        left = Deadline(limit).left
+        end_queued([rt.finisher], limit)  # a stalled processor: bounded
         if self._exporter is not None and outputs.OUTPUTS.exporters.get("otlp") is self._exporter:
             del outputs.OUTPUTS.exporters["otlp"]
-            rt.sync_outputs()  # a last export, then the exporter shuts down
-        if self.owns_tracer_provider and self.tracer_provider is not None:
-            self.tracer_provider.shutdown()
-        if self.meter_provider is not None:
-            self.meter_provider.shutdown()
+            rt.sync_outputs(timeout=left())  # a last export, then the exporter shuts down
+        tracer_provider = self.tracer_provider if self.owns_tracer_provider else None
+        providers = tracer_provider is not None or self.meter_provider is not None
+        if providers and not run_bounded(
+            lambda: _otlp.shut_down(tracer_provider, self.meter_provider, left),
+            left(),
+            "syncperf-provider-shutdown",
+        ):
+            _logger.warning(
+                "syncperf: the providers setup_otlp built did not shut down within %.1f s "
+                "(is the collector answering?); what they had not exported is lost",
+                limit,
+            )
 
 
 def setup_otlp(
@@ -296,9 +309,10 @@ def setup_prometheus(
     Adds ``registry`` to syncperf's outputs (composing with ``configure()`` and
     ``setup_otlp()`` in any order) and starts ``prometheus_client``'s HTTP server on a
     daemon thread. Bound to loopback by default; pass ``host="0.0.0.0"`` to expose it.
-    Called again for the same address, it returns the running endpoint. With
-    ``PROMETHEUS_MULTIPROC_DIR`` set (pre-fork workers), every scrape shows the totals of
-    all worker processes (docs/export.md, "Deployments").
+    Called again for the same address, it returns the running endpoint. One process binds
+    the port: in a pre-fork server a second worker's call raises ``ConfigError``; serve
+    ``prometheus_asgi_app()`` from the app in every worker instead, with
+    ``PROMETHEUS_MULTIPROC_DIR`` set (docs/export.md, "Deployments").
 
     Args:
         port: TCP port (9464, OpenTelemetry's Prometheus exporter port, by default; 0 picks
@@ -310,7 +324,9 @@ def setup_prometheus(
             from them and the environment, else the current settings stay.
 
     Raises:
-        ConfigError: a bad port, or an option syncperf rejects.
+        ConfigError: a bad port, a busy one, an option syncperf rejects, or in multiprocess
+            mode prometheus_client's global ``REGISTRY`` or a missing
+            ``PROMETHEUS_MULTIPROC_DIR`` directory.
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError("port", port, "an integer between 0 and 65535")
@@ -336,6 +352,7 @@ def setup_prometheus(
             running.config = _apply(options).config
             return running
     registry = CollectorRegistry() if registry is None else registry
+    outputs.check(registry, "registry")  # multiprocess mode: not the global one
     try:
         server, thread = _serve.start_server(port, host, registry)
     except OSError as exc:
@@ -365,7 +382,8 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
             multiprocess mode a new registry, as prometheus_client prescribes there).
 
     Raises:
-        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra).
+        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra), or
+            ``PROMETHEUS_MULTIPROC_DIR`` names no existing directory.
     """
     try:
         from prometheus_client import REGISTRY, CollectorRegistry
@@ -380,5 +398,10 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
         if registry is None:
             registry = REGISTRY if _multiprocess.directory() is None else CollectorRegistry()
             outputs.OUTPUTS.registries.append(registry)
-            _runtime.sync_outputs()
+            try:
+                _runtime.sync_outputs()
+            except BaseException:  # a missing multiprocess directory: nothing is kept
+                served = outputs.OUTPUTS.registries
+                served[:] = [r for r in served if r is not registry]
+                raise
     return _serve.asgi_app(registry)

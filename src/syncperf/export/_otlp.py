@@ -368,3 +368,17 @@ def metric_outputs(
     # syncperf's own exporter to the same collector.
     exporter.beside = meter_provider if meter_provider is not None else existing
     return exporter, meter_provider, None
+
+
+def shut_down(tracer_provider: Any, meter_provider: Any, left: Callable[[], float]) -> None:
+    """Shut the SDK providers down, the meter provider given what is ``left()`` of the bound
+    (the tracer provider's ``shutdown`` takes none)."""
+    for shut in (
+        None if tracer_provider is None else tracer_provider.shutdown,
+        None if meter_provider is None else lambda: meter_provider.shutdown(left() * 1000),
+    ):
+        try:
+            if shut is not None:
+                shut()
+        except Exception:
+            _logger.debug("syncperf: shutting a provider down failed", exc_info=True)

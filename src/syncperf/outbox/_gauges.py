@@ -266,7 +266,7 @@ def register(
         gauges = registered.callbacks[token] = _callbacks(owner, source)
     registry = rt.registry
     for spec in (OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, OUTBOX_ROWS, OUTBOX_ATTEMPTS):
-        spec.observe(registry, gauges[spec.name])
+        spec.observe(registry, gauges[spec.name], probe=True)  # a query: not every second
 
 
 def _callbacks(

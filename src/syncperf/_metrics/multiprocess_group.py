@@ -1,0 +1,150 @@
+"""The group's side of multiprocess mode (``multiprocess``): the collector that reads every
+worker's files for a scrape, and the registration of a worker's writer beside it (checked
+first, undone when it fails).
+
+Imported only in multiprocess mode: it needs ``prometheus_client``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import REGISTRY
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from syncperf._metrics import multiprocess
+from syncperf._metrics.multiprocess import MultiprocessWriter, directory
+from syncperf._metrics.reader import Reader
+from syncperf.exceptions import ConfigError
+
+_owners = threading.Lock()
+"""Held while a ``MultiProcessCollector`` is registered or handed over."""
+
+
+def _check(registry: Any, directory: str, option: str) -> None:
+    """Raise ``ConfigError`` unless syncperf can serve ``registry`` from the files in
+    ``directory``.
+
+    prometheus_client's global ``REGISTRY`` is refused: it already holds the process's own
+    metrics, which a ``MultiProcessCollector`` there repeats (or, with an application metric
+    registered first, refuses as ``DuplicateTimeseries``); prometheus_client prescribes a
+    registry of its own for the collector.
+    """
+    if registry is REGISTRY:
+        raise ConfigError(
+            option,
+            registry,
+            "a registry of its own in multiprocess mode (PROMETHEUS_MULTIPROC_DIR is set), "
+            "e.g. CollectorRegistry(): the global REGISTRY already serves this process's "
+            "own metrics, which the multiprocess collector would repeat",
+        )
+    if not os.path.isdir(directory):
+        raise ConfigError(
+            "PROMETHEUS_MULTIPROC_DIR",
+            directory,
+            "an existing directory (create it, empty, before the server starts)",
+        )
+
+
+class Collector(MultiProcessCollector):
+    """Every worker's files, less the gauges no longer observed (written as NaN)."""
+
+    def collect(self) -> Iterator[Any]:
+        for family in super().collect():  # type: ignore[no-untyped-call]
+            if family.type == "gauge":
+                family.samples = [s for s in family.samples if not math.isnan(s.value)]
+                if not family.samples:
+                    continue
+            yield family
+
+
+def check(registry: Any, option: str = "prometheus") -> None:
+    """Raise ``ConfigError`` unless ``registry`` can serve the group's files (``option``: the
+    argument that named it): see ``_check``."""
+    _check(registry, directory() or "", option)
+
+
+def register(
+    reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True
+) -> MultiprocessWriter:
+    """Start a writer for ``reader`` (``idle``: whether its runtime has no open operation)
+    and make ``registry`` serve every worker's files.
+
+    Raises:
+        ConfigError: ``registry`` or the directory cannot serve the files (``check``); then
+            nothing is left registered or running.
+    """
+    check(registry)
+    writer = MultiprocessWriter(reader, registry, idle)  # its thread starts last
+    try:
+        with _owners:
+            collectors = getattr(registry, "_collector_to_names", {})
+            found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
+            added = None if found else Collector(None)  # type: ignore[no-untyped-call]
+            registry.register(writer)
+            if added is not None:  # after the writer: it reads the files once written
+                _add(registry, added, writer)
+            for collector in found:  # the application's (or an older writer's): it reads the
+                _move_last(registry, collector)  # files once this writer wrote them, not before
+    except BaseException:
+        with contextlib.suppress(KeyError):
+            registry.unregister(writer)
+        writer.finish()
+        raise
+    writer.start()
+    return writer
+
+
+def _add(registry: Any, collector: Any, writer: MultiprocessWriter) -> None:
+    """Register ``collector``, which ``writer`` is then in charge of."""
+    try:
+        registry.register(collector)
+    except ValueError as error:  # DuplicateTimeseries: the registry has the files' metrics
+        raise ConfigError(
+            "prometheus",
+            registry,
+            f"a registry without this process's own metrics in multiprocess mode ({error})",
+        ) from None
+    writer.added = collector
+
+
+def unregister(registry: Any, writer: MultiprocessWriter) -> None:
+    """Undo ``register``: the ``MultiProcessCollector`` it added passes to another writer
+    serving ``registry`` (the next runtime's), or is unregistered when none is left."""
+    with _owners:
+        added, writer.added = writer.added, None
+        if added is None:
+            return
+        for heir in list(multiprocess._writers):
+            if heir is not writer and heir.registry is registry and not heir.retired:
+                heir.added = added
+                _move_last(registry, added)
+                return
+        with contextlib.suppress(KeyError):  # already gone (the application cleared it)
+            registry.unregister(added)
+
+
+def _move_last(registry: Any, collector: Any) -> None:
+    """Put ``collector`` after the others in ``registry``'s order: the heir writer, registered
+    after it, writes its files before a scrape reads them."""
+    lock, order = getattr(registry, "_lock", None), getattr(registry, "_collector_to_names", None)
+    if lock is None or not isinstance(order, dict):
+        registry.unregister(collector)
+        registry.register(collector)
+        return
+    with lock:  # in one step: no scrape sees the registry without it
+        order[collector] = order.pop(collector)
+
+
+def _after_fork_in_child() -> None:
+    global _owners
+    _owners = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,57 @@
+"""The exit flush of ``multiprocessing`` children, which end without exit hooks.
+
+multiprocessing ends a child it forked (start methods ``fork`` and ``forkserver``) with
+``os._exit`` once its target returned: ``atexit`` hooks, syncperf's exit flush among them,
+never run there, and what the child recorded since the last periodic export was lost. Its own
+finalizers do run (``multiprocessing.util._exit_function``), so each child registers
+``flush_for_exit`` as one, through the hook multiprocessing runs in every child it starts
+before the target (``util.register_after_fork``; the finalizers registered before it are
+cleared there). The flush is bounded by ``shutdown_timeout``, as at any exit.
+
+A ``forkserver`` or ``spawn`` child imports the main module afresh (Python 3.11 and 3.12 do so
+in the child itself even for ``forkserver``): only what is set up at module level is set up
+there. A ``spawn`` child also runs the ``atexit`` hook, a second, quick flush.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from syncperf._runtime import flush_for_exit
+
+EXIT_PRIORITY = 0
+"""The finalizer's priority: among those multiprocessing runs first (``>= 0``)."""
+
+
+class _Token:
+    """What multiprocessing keys the after-fork hook by (held weakly: kept here)."""
+
+
+_TOKEN = _Token()
+_hooked = False
+
+
+def _flush_at_the_end(_: object) -> None:
+    """In a multiprocessing child, before its target runs: flush when it ends."""
+    from multiprocessing import util
+
+    util.Finalize(None, flush_for_exit, exitpriority=EXIT_PRIORITY)
+
+
+def _hook() -> None:
+    """Hook the children multiprocessing starts, once it is in use (the hook runs only in
+    multiprocessing's own children, never after a plain ``os.fork()``): at import (in a
+    ``forkserver`` or ``spawn`` child, which imports syncperf itself before its target runs)
+    and before every fork (the parent of a ``fork`` child, or the fork server)."""
+    global _hooked
+    util: Any = sys.modules.get("multiprocessing.util")
+    if util is not None and not _hooked:
+        util.register_after_fork(_TOKEN, _flush_at_the_end)
+        _hooked = True
+
+
+_hook()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_hook)
