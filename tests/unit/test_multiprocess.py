@@ -122,6 +122,42 @@ def test_an_operation_open_across_configure_is_counted_in_the_files(
     assert threads == 1  # the replaced runtime's writer stopped once its operation ended
 
 
+def test_a_replaced_runtimes_last_write_leaves_the_current_runtimes_gauges_alone(
+    multiprocess_dir: Path,
+) -> None:
+    """The replaced runtime's writer ends (its last open pull ended) while a pull is open in
+    the current runtime: the scrape shows the current runtime's one active pull, not the
+    replaced runtime's 0."""
+
+    def hold(inside: threading.Event, go: threading.Event) -> None:
+        with syncperf.sync_operation("pull"):
+            inside.set()
+            go.wait(5)
+
+    def worker() -> list[list[str]]:
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        events = [(threading.Event(), threading.Event()) for _ in range(2)]
+        threads = [threading.Thread(target=hold, args=pair) for pair in events]
+        threads[0].start()
+        assert events[0][0].wait(5)
+        syncperf.configure(prometheus=served, max_entities=50)  # e.g. a reload
+        threads[1].start()  # open in the current runtime
+        assert events[1][0].wait(5)
+        events[0][1].set()  # the replaced runtime has no open operation now
+        threads[0].join(5)
+        seen = []
+        for _ in range(2):
+            text = generate_latest(served).decode()
+            seen.append([x for x in text.splitlines() if x.startswith("sync_operations_active")])
+        events[1][1].set()
+        threads[1].join(5)
+        return seen
+
+    active = ['sync_operations_active{sync_operation="pull"} 1.0']
+    assert _in_a_worker(worker) == [active, active]
+
+
 def _writer_threads() -> int:
     """Writer threads alive once those that are stopping have stopped."""
     deadline = time.monotonic() + 3

@@ -251,15 +251,19 @@ class MultiprocessWriter:
         return key
 
     def _unobserved(
-        self, written: dict[str, set[tuple[Any, ...]]], skipped: frozenset[str]
+        self,
+        written: dict[str, set[tuple[Any, ...]]],
+        skipped: frozenset[str] = frozenset(),
+        held: frozenset[tuple[Any, ...]] = frozenset(),
     ) -> None:
         """Gauges written before and not in this collection (a probe failed, a pool closed):
         a ``livesum`` one adds nothing any more (0); a ``livemostrecent`` one is written as
         NaN, its newest value, which the collector ``register`` adds leaves out. Those whose
-        probe was not run (``skipped``) stay as they were."""
+        probe was not run (``skipped``) stay as they were, and so do those another writer
+        writes (``held``)."""
         for name in skipped & self._gauges.keys():
             written[name] = self._gauges[name]
-        kept = set().union(*written.values())
+        kept = held.union(*written.values())
         now = time.time()
         with _sums.lock:
             for keys in self._gauges.values():
@@ -290,11 +294,17 @@ class MultiprocessWriter:
         self.drain()
 
     def drain(self, probes: bool = True) -> bool:
-        """A retired writer's write; once its runtime has no open operation, the last one
-        (its gauges too: meanwhile the current runtime's are written alone) and it stops."""
+        """A retired writer's write; once its runtime has no open operation, the last one,
+        and it stops. Meanwhile the gauges are the current runtime's to write: the last write
+        writes them only when no current writer does, else it drops those it wrote that the
+        current writers do not."""
         idle = self._idle()  # before the write: an operation that ended by now is in it
-        written = self.write(gauges=idle, probes=probes)
+        live = [w for w in list(_writers) if not w.retired] if idle else []
+        written = self.write(gauges=idle and not live, probes=probes)
         if idle:
+            if live:
+                with self._lock:
+                    self._unobserved({}, held=frozenset().union(*_gauge_keys(live)))
             self.finish()
         return written
 
@@ -308,6 +318,12 @@ class MultiprocessWriter:
         self._reader.close()
         _writers.discard(self)
         _sums.close(self._source)
+
+
+def _gauge_keys(writers: list[MultiprocessWriter]) -> Iterator[set[tuple[Any, ...]]]:
+    """The gauge entries ``writers`` wrote last."""
+    for writer in writers:
+        yield from list(writer._gauges.values())
 
 
 def drain() -> bool:
