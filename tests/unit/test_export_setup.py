@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import threading
 import time
-import traceback
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -50,6 +47,7 @@ from syncperf.export import (
     setup_prometheus,
 )
 from syncperf.testing import capture
+from tests._forked import PULLS, in_a_worker, pulls
 
 
 def _reset_globals() -> None:
@@ -440,7 +438,6 @@ def _one_pull() -> None:
         pass
 
 
-PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
 DURATION_COUNT = "sync_operation_duration_seconds_count"
 
 
@@ -475,34 +472,6 @@ def test_configure_before_between_and_after_the_setups_keeps_every_output() -> N
     assert f"{PULLS} 1.0" in _scrape(endpoint)
 
 
-def _in_a_worker(work: Callable[[], object]) -> object:
-    """Run ``work`` in a forked worker process (its own multiprocess files); its result."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read)
-            os.write(write, json.dumps(work()).encode())
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        result = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(result)
-
-
-def _pulls(exposition: str) -> float:
-    return sum(
-        float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(PULLS)
-    )
-
-
 @pytest.mark.usefixtures("clean")
 @pytest.mark.parametrize("output", ["setup_prometheus", "configure"])
 def test_in_multiprocess_mode_a_new_configuration_keeps_serving_counts_that_never_go_back(
@@ -514,20 +483,20 @@ def test_in_multiprocess_mode_a_new_configuration_keeps_serving_counts_that_neve
         served = CollectorRegistry()
         endpoint = setup_prometheus(port=0) if output == "setup_prometheus" else None
         seen = []
-        for pulls, options in [(100, {}), (10, {"max_entities": 50}), (5, {"max_entities": 9})]:
+        for count, options in [(100, {}), (10, {"max_entities": 50}), (5, {"max_entities": 9})]:
             if endpoint is None:
                 syncperf.configure(prometheus=served, **options)
             elif options:
                 syncperf.configure(**options)
-            for _ in range(pulls):
+            for _ in range(count):
                 _one_pull()
-            seen.append(_pulls(_scrape(endpoint) if endpoint else generate_latest(served).decode()))
+            seen.append(pulls(_scrape(endpoint) if endpoint else generate_latest(served).decode()))
         return seen
 
-    assert _in_a_worker(worker) == [100, 110, 115]
+    assert in_a_worker(worker) == [100, 110, 115]
     group = CollectorRegistry()
     MultiProcessCollector(group, path=str(tmp_path))  # type: ignore[no-untyped-call]
-    assert _pulls(generate_latest(group).decode()) == 115
+    assert pulls(generate_latest(group).decode()) == 115
 
 
 def _samples(exposition: str, name: str) -> dict[frozenset[tuple[str, str]], list[float]]:
@@ -577,7 +546,7 @@ def test_in_multiprocess_mode_a_series_keeps_one_sample_when_its_family_gains_a_
     key = frozenset(
         {("sync_operation", "push"), ("sync_entity", "todo"), ("sync_outcome", "success")}
     )
-    assert success(str(_in_a_worker(worker))) == {key: [2.0]}
+    assert success(str(in_a_worker(worker))) == {key: [2.0]}
     group = CollectorRegistry()
     MultiProcessCollector(group, path=str(tmp_path))  # type: ignore[no-untyped-call]
     assert success(generate_latest(group).decode()) == {key: [2.0]}
@@ -616,7 +585,7 @@ def test_in_multiprocess_mode_a_gauge_no_longer_observed_is_dropped_not_frozen(
         'outbox_depth{outbox_name="orders"} 5.0',
         'outbox_oldest_age_seconds{outbox_name="orders"} 42.0',
     ]
-    assert _in_a_worker(worker) == [good, [], [], good]
+    assert in_a_worker(worker) == [good, [], [], good]
 
 
 @pytest.mark.usefixtures("clean")

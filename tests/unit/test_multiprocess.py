@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +18,7 @@ import syncperf.export
 from syncperf import _runtime
 from syncperf._metrics import multiprocess, outputs
 from syncperf._metrics.prometheus import scrape
-
-PULLS = 'sync_operation_duration_seconds_count{sync_operation="pull",sync_outcome="success"}'
+from tests._forked import in_a_worker, pulls
 
 
 @pytest.fixture(autouse=True)
@@ -37,35 +34,6 @@ def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
         rt = _runtime.replace(previous)
         if rt is not None:
             rt.shutdown()
-
-
-def _in_a_worker(work: Callable[[], object]) -> object:
-    """Run ``work`` in a forked worker process; its JSON result (the worker ends with
-    ``os._exit``: no exit hook runs unless ``work`` calls it)."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(read)
-            os.write(write, json.dumps(work()).encode())
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        result = pipe.read()
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(result)
-
-
-def _pulls(exposition: str) -> float:
-    return sum(
-        float(line.split()[-1]) for line in exposition.splitlines() if line.startswith(PULLS)
-    )
 
 
 def _group(directory: Path) -> str:
@@ -109,16 +77,16 @@ def test_an_operation_open_across_configure_is_counted_in_the_files(
         _open_across_configure(served)
         seen = -1.0
         if then == "scrape":
-            seen = _pulls(generate_latest(served).decode())
+            seen = pulls(generate_latest(served).decode())
         elif then == "exit_flush":
             _runtime.flush_for_exit()
         else:
             time.sleep(2.5)  # the replaced runtime's writer: at most a second behind
         return seen, _writer_threads()
 
-    seen, threads = _in_a_worker(worker)  # type: ignore[misc]
+    seen, threads = in_a_worker(worker)  # type: ignore[misc]
     assert seen == (3 if then == "scrape" else -1)
-    assert _pulls(_group(multiprocess_dir)) == 3
+    assert pulls(_group(multiprocess_dir)) == 3
     assert threads == 1  # the replaced runtime's writer stopped once its operation ended
 
 
@@ -155,7 +123,7 @@ def test_a_replaced_runtimes_last_write_leaves_the_current_runtimes_gauges_alone
         return seen
 
     active = ['sync_operations_active{sync_operation="pull"} 1.0']
-    assert _in_a_worker(worker) == [active, active]
+    assert in_a_worker(worker) == [active, active]
 
 
 def _writer_threads() -> int:
@@ -186,12 +154,12 @@ def test_a_worker_forked_while_an_operation_is_open_across_configure_drops_the_o
         thread.start()
         assert inside.wait(5)
         syncperf.configure(prometheus=served, max_entities=50)
-        child = _in_a_worker(_writer_threads)
+        child = in_a_worker(_writer_threads)
         go.set()
         thread.join(5)
         return [child, _writer_threads()]  # type: ignore[list-item]
 
-    assert _in_a_worker(worker) == [1, 1]
+    assert in_a_worker(worker) == [1, 1]
 
 
 def _values_kept() -> int:
@@ -216,7 +184,7 @@ def test_repeated_configure_keeps_a_bounded_number_of_multiprocess_values(
             kept.append(_values_kept())
         return kept
 
-    kept = _in_a_worker(worker)
+    kept = in_a_worker(worker)
     assert kept[-1] == kept[1]  # once every series was written: one value per series
 
 
@@ -233,13 +201,13 @@ def test_a_multiprocess_collector_the_application_registered_reads_the_files_onc
             _one_pull()
             if scraped_by == "syncperf":
                 _, _, body = scrape(served, None, None, {})
-                seen.append(_pulls(body.decode()))
+                seen.append(pulls(body.decode()))
             else:
-                seen.append(_pulls(generate_latest(served).decode()))
+                seen.append(pulls(generate_latest(served).decode()))
             syncperf.configure(prometheus=served, max_entities=50)
         return seen
 
-    assert _in_a_worker(worker) == [1, 2]  # not the files as the writer left them a second ago
+    assert in_a_worker(worker) == [1, 2]  # not the files as the writer left them a second ago
 
 
 def test_a_process_forked_while_the_files_are_written_can_write_its_own(
@@ -274,7 +242,7 @@ def test_a_process_forked_while_the_files_are_written_can_write_its_own(
         stop.set()
         return hung
 
-    assert _in_a_worker(worker) == 0
+    assert in_a_worker(worker) == 0
 
 
 def test_a_worker_with_the_pid_of_a_dead_one_adds_to_its_counts(
@@ -300,10 +268,10 @@ def test_a_worker_with_the_pid_of_a_dead_one_adds_to_its_counts(
 
         return work
 
-    _in_a_worker(worker(10))  # dies
-    _in_a_worker(worker(3))  # the same pid
+    in_a_worker(worker(10))  # dies
+    in_a_worker(worker(3))  # the same pid
     assert [f.name for f in multiprocess_dir.glob("histogram_*")] == ["histogram_4242.db"]
-    assert _pulls(_group(multiprocess_dir)) == 15
+    assert pulls(_group(multiprocess_dir)) == 15
 
 
 def _left_running() -> dict[str, object]:
@@ -342,7 +310,7 @@ def test_the_global_registry_is_refused_in_multiprocess_mode_leaving_nothing_run
         assert list(REGISTRY._collector_to_names) == collectors
         return [found, _left_running() == before, _runtime.installed is None]
 
-    found = _in_a_worker(worker)
+    found = in_a_worker(worker)
     assert found == [["prometheus", "prometheus", "registry"], True, True]
 
 
@@ -366,7 +334,7 @@ def test_a_multiprocess_directory_that_does_not_exist_is_a_config_error(
         left = [_left_running() == before, served._collector_to_names, outputs.OUTPUTS.registries]
         return [options, *left]
 
-    found = _in_a_worker(worker)
+    found = in_a_worker(worker)
     assert found == [["PROMETHEUS_MULTIPROC_DIR"] * 3, True, {}, []]
 
 
@@ -393,7 +361,7 @@ def test_a_registry_that_cannot_take_the_multiprocess_collector_leaves_nothing_r
             syncperf.configure(prometheus=served, metric_exporters=[ConsoleMetricExporter()])
         return [raised.value.option, _left_running() == before, list(served._collector_to_names)]
 
-    assert _in_a_worker(worker) == ["prometheus", True, []]
+    assert in_a_worker(worker) == ["prometheus", True, []]
 
 
 ACTIVE = 'sync_operations_active{sync_operation="pull"}'
@@ -422,14 +390,14 @@ def test_a_scrape_drops_the_live_gauges_of_workers_that_are_gone(
         lines = generate_latest(served).decode().splitlines()
         return [line for line in lines if line.startswith(ACTIVE)]
 
-    dead = _in_a_worker(killed)
+    dead = in_a_worker(killed)
     assert ACTIVE + " 1.0" in _group(multiprocess_dir)
     if named_by == "pid":
-        assert _in_a_worker(scraped) == [ACTIVE + " 0.0"]
+        assert in_a_worker(scraped) == [ACTIVE + " 0.0"]
         assert not list(multiprocess_dir.glob(f"gauge_live*_{dead}.db"))
-        assert _pulls(_group(multiprocess_dir)) == 2  # its counts stay
+        assert pulls(_group(multiprocess_dir)) == 2  # its counts stay
     else:
-        assert _in_a_worker(scraped) == [ACTIVE + " 1.0"]
+        assert in_a_worker(scraped) == [ACTIVE + " 1.0"]
         assert list(multiprocess_dir.glob(f"gauge_livesum_{dead}.db"))
 
 
@@ -461,4 +429,4 @@ def test_the_background_write_runs_no_probe_and_keeps_in_process_gauges_fresh(
         box.close()
         return found
 
-    assert _in_a_worker(worker) == [0, True, 1, True, 1, True, 2]
+    assert in_a_worker(worker) == [0, True, 1, True, 1, True, 2]
