@@ -27,10 +27,13 @@ def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     are forked (a worker's files are named by its pid)."""
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr(outputs, "OUTPUTS", outputs.Outputs())
+    flushes = list(outputs.FLUSHES)  # other tests' providers: each flush would collect
+    outputs.FLUSHES.clear()
     previous = _runtime.replace(None)
     try:
         yield tmp_path
     finally:
+        outputs.FLUSHES[:] = flushes
         rt = _runtime.replace(previous)
         if rt is not None:
             rt.shutdown()
