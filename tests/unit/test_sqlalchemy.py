@@ -1052,6 +1052,35 @@ def test_use_time_is_timed_at_the_pools_return_or_else_by_its_checkin_event(
     assert "_return_conn" not in vars(eng.pool)
 
 
+@pytest.mark.parametrize("at_return", [True, False])
+@pytest.mark.parametrize("poolclass", [sa.pool.QueuePool, sa.pool.NullPool])
+def test_a_connection_returned_to_a_pool_that_dispose_replaced_is_timed(
+    at_return: bool, poolclass: Any, syncperf_capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection checked out before ``engine.dispose()`` goes back to its own, old pool
+    when closed: its use is timed and it is no longer counted as used."""
+    from syncperf.sqlalchemy import _pool
+
+    if not at_return:
+        monkeypatch.setattr(_pool, "_returns", lambda pool: None)
+    eng = sa.create_engine("sqlite://", poolclass=poolclass)
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    try:
+        conn = eng.connect()
+        conn.execute(sa.text("SELECT 1"))
+        old = eng.pool
+        eng.dispose()
+        conn.close()
+        with eng.connect() as again:
+            again.execute(sa.text("SELECT 1"))
+        assert syncperf_capture.total("db.client.connection.use_time") == 2
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+    finally:
+        handle.uninstrument()
+    assert "_return_conn" not in vars(old) and "_return_conn" not in vars(eng.pool)
+
+
 def test_a_failing_checkin_hook_still_returns_the_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

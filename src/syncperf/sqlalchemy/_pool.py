@@ -119,6 +119,8 @@ class PoolMetrics:
         """One entry per checkout not yet checked in or detached (``used`` of pools that do
         not count it themselves)."""
         self._wrapped: weakref.ref[Pool] | None = None
+        self._returns: weakref.WeakSet[Pool] = weakref.WeakSet()
+        """Pools whose return is wrapped, replaced ones too (their connections come back)."""
         self._observers: list[_Observer] = []
         self.closed = False
         self._held: tuple[Runtime | None, PoolSeries | None] = (None, None)
@@ -143,6 +145,9 @@ class PoolMetrics:
                 if event.contains(engine, name, fn):
                     event.remove(engine, name, fn)
         self._unwrap()
+        for pool in list(self._returns):
+            vars(pool).pop("_return_conn", None)
+        self._returns.clear()
 
     def attach(self, rt: Runtime) -> None:
         """Observe the pool's connection counts in ``rt``'s registry (one observer per runtime)."""
@@ -199,7 +204,8 @@ class PoolMetrics:
         original_recreate = pool.recreate
 
         def recreate() -> Pool:
-            # engine.dispose() swaps in a new pool: move the wrappers over to it
+            # engine.dispose() swaps in a new pool: move the wrappers over to it (the old
+            # pool keeps its return wrapper: connections checked out from it go back to it)
             new_pool = original_recreate()
             metrics._unwrap()
             if not metrics.closed:
@@ -212,6 +218,7 @@ class PoolMetrics:
         returned = _returns(pool)
         if returned is not None:
             pool._return_conn = self._returning(returned)  # type: ignore[method-assign,assignment]
+            self._returns.add(pool)
         self._wrapped = weakref.ref(pool)
 
     def _returning(self, returned: Callable[[Any], None]) -> Callable[[Any], None]:
@@ -233,9 +240,10 @@ class PoolMetrics:
         return return_conn
 
     def _unwrap(self) -> None:
+        """Remove the ``connect`` and ``recreate`` wrappers from the current pool."""
         pool = self._wrapped() if self._wrapped is not None else None
         if pool is not None:
-            for name in ("connect", "recreate", "_return_conn"):
+            for name in ("connect", "recreate"):
                 if name in vars(pool):
                     delattr(pool, name)
         self._wrapped = None
@@ -395,8 +403,7 @@ class _Observer:
 
 
 def _returns(pool: Pool) -> Callable[[Any], None] | None:
-    """The pool's ``_return_conn(record)``, which SQLAlchemy calls right after the
-    ``checkin`` event (from 1.4 to 2.1), or None where a pool has none."""
+    """The pool's ``_return_conn(record)`` (called right after ``checkin``), or None."""
     found = getattr(pool, "_return_conn", None)
     return found if callable(found) else None
 
