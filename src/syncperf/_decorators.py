@@ -18,6 +18,7 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar, Token
 from typing import Any, TypeVar, cast
 
 from syncperf import _runtime
@@ -31,6 +32,9 @@ __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _perf = time.perf_counter_ns
+_FEEDING: ContextVar[SyncOperation | None] = ContextVar("syncperf_feeding", default=None)
+"""The joined operation a decorated call in this context feeds counts into (see ``_joins``):
+a call inside it, and only inside it (its own context), skips its counts."""
 
 
 def instrument_sync(
@@ -199,20 +203,19 @@ def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
 
 def _joins(
     op: SyncOperation, entity: str | None, phases: Phases
-) -> tuple[Run | None, Run | None, bool]:
+) -> tuple[Run | None, Run | None, Token[SyncOperation | None] | None]:
     """Join ``op`` (another layer's operation): name its entity if it has none; the phases
-    to run in it, and whether this call marked it fed (it feeds counts that layers inside
-    this call must not feed again; the wrapper unmarks it when the call ends, so a later
-    call of the same helper, another batch, counts its own)."""
+    to run in it, and the token of ``_FEEDING`` when this call feeds its counts: calls
+    inside it must not feed them again, while sibling calls (another batch, before, after or
+    at the same time in another task or thread) count their own. The wrapper resets it."""
     if entity is not None and op._entity is None:
         op.set_entity(entity)
     joined = phases[2]
     if joined is None:
-        return phases[0], phases[1], False
-    if op._fed:  # an outer layer counts it: one source feeds an operation
-        return (*joined, False)
-    op._fed = True
-    return phases[0], phases[1], True
+        return phases[0], phases[1], None
+    if op._fed or _FEEDING.get() is op:  # an outer layer counts it: one source feeds it
+        return (*joined, None)
+    return phases[0], phases[1], _FEEDING.set(op)
 
 
 def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
@@ -233,7 +236,7 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             op = owner = start(rt, cached[1])
             if joined is not None:
                 op._fed = True
-            before, after, marked = own_before, own_after, False
+            before, after, marked = own_before, own_after, None
         else:
             before, after, marked = _joins(op, entity, phases)
         try:
@@ -251,8 +254,8 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
                 _end(owner, exc)
             raise
         finally:
-            if marked:
-                op._fed = False
+            if marked is not None:
+                _FEEDING.reset(marked)
         if owner is None:
             return result
         if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome
@@ -309,7 +312,7 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
             op = owner = start(rt, cached[1])
             if joined is not None:
                 op._fed = True
-            before, after, marked = own_before, own_after, False
+            before, after, marked = own_before, own_after, None
         else:
             before, after, marked = _joins(op, entity, phases)
         try:
@@ -325,8 +328,8 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
                 _end(owner, exc)
             raise
         finally:
-            if marked:
-                op._fed = False
+            if marked is not None:
+                _FEEDING.reset(marked)
         if owner is None:
             return result
         if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome

@@ -9,7 +9,9 @@ dict, and a request the framework rejects before the handler is never a success.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -537,7 +539,17 @@ def _apply_rows(rows: list[int]) -> None:
 
 @syncperf.instrument_sync("push", entity="todo", items=lambda rows: len(rows))
 async def _apply_rows_async(rows: list[int]) -> None:
-    """The same, ``async def``."""
+    """The same, ``async def``; the calls of one ``gather`` overlap here."""
+    await asyncio.sleep(0.01)
+
+
+_BOTH_INSIDE = threading.Barrier(2, timeout=5)
+
+
+@syncperf.instrument_sync("push", entity="todo", items=lambda rows: len(rows))
+def _apply_rows_at_once(rows: list[int]) -> None:
+    """The same, in two threads that are inside it at the same time."""
+    _BOTH_INSIDE.wait()
 
 
 def test_a_decorated_helper_called_once_per_batch_counts_every_call() -> None:
@@ -554,11 +566,30 @@ def test_a_decorated_helper_called_once_per_batch_counts_every_call() -> None:
             await _apply_rows_async([1, 2, 3])
             await _apply_rows_async([4, 5])
 
+    async def gathered() -> None:  # the calls at once, each in its own task
+        with syncperf.sync_operation("push"):
+            await asyncio.gather(_apply_rows_async([1, 2, 3]), _apply_rows_async([4, 5]))
+
+    def in_threads() -> None:  # each batch in a thread, in a copy of the request's context
+        with syncperf.sync_operation("push"):
+            threads = [
+                threading.Thread(
+                    target=contextvars.copy_context().run, args=(_apply_rows_at_once, rows)
+                )
+                for rows in ([1, 2, 3], [4, 5])
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
     with capture() as cap:
         with syncperf.sync_operation("push"):
             _apply_rows([1, 2, 3])
             _apply_rows([4, 5])
         handler([[1, 2, 3], [4, 5]])
         asyncio.run(in_async_handler())
-        assert cap.total("sync.items") == 15
-        assert cap.total("sync.operation.duration") == 3
+        asyncio.run(gathered())
+        in_threads()
+        assert cap.total("sync.items") == 25
+        assert cap.total("sync.operation.duration") == 5
