@@ -8,11 +8,13 @@ accepts TCP connections and never speaks at all (a collector wedged below gRPC).
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -63,6 +65,22 @@ class OtlpReceiver:
     def endpoint(self) -> str:
         """``http://127.0.0.1:PORT`` (plaintext gRPC)."""
         return f"http://127.0.0.1:{self.port}"
+
+    def environment(self, **variables: str) -> dict[str, str]:
+        """The environment of a child process exporting here over plaintext gRPC: this
+        process's, less its ``OTEL_*`` and ``SYNCPERF_*`` variables, this checkout's ``src``
+        on ``PYTHONPATH``, then ``variables``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
+        env.update(
+            {
+                "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"),
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": self.endpoint,
+                "OTEL_EXPORTER_OTLP_INSECURE": "true",
+                **variables,
+            }
+        )
+        return env
 
     def start(self) -> OtlpReceiver:
         """Start serving."""

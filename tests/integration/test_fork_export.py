@@ -137,17 +137,10 @@ def test_a_multiprocessing_child_exports_what_it_recorded_when_it_ends(
     script = tmp_path / "processes.py"
     script.write_text(PROCESSES)
     with OtlpReceiver() as receiver:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
-        env.update(
-            {
-                "PYTHONPATH": str(ROOT / "src"),
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                "OTEL_EXPORTER_OTLP_INSECURE": "true",
-                "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
-                "OTEL_BSP_SCHEDULE_DELAY": "3600000",
-                "OTEL_SERVICE_NAME": "processes",
-            }
+        env = receiver.environment(
+            OTEL_METRIC_EXPORT_INTERVAL="3600000",
+            OTEL_BSP_SCHEDULE_DELAY="3600000",
+            OTEL_SERVICE_NAME="processes",
         )
         done = subprocess.run(
             [sys.executable, str(script), method],

@@ -8,7 +8,6 @@ reached the loopback OTLP receiver.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -48,17 +47,10 @@ def test_provider_force_flush_exports_every_syncperf_span(tmp_path: Path) -> Non
     script = tmp_path / "service.py"
     script.write_text(SERVICE)
     with OtlpReceiver() as receiver:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
-        env.update(
-            {
-                "PYTHONPATH": str(ROOT / "src"),
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                "OTEL_EXPORTER_OTLP_INSECURE": "true",
-                "OTEL_METRICS_EXPORTER": "none",
-                "OTEL_BSP_SCHEDULE_DELAY": "3600000",  # only the flush exports
-                "OTEL_BSP_MAX_QUEUE_SIZE": str(2 * OPERATIONS),  # no queue drops the spans
-            }
+        env = receiver.environment(
+            OTEL_METRICS_EXPORTER="none",
+            OTEL_BSP_SCHEDULE_DELAY="3600000",  # only the flush exports
+            OTEL_BSP_MAX_QUEUE_SIZE=str(2 * OPERATIONS),  # no queue drops the spans
         )
         done = subprocess.run(
             [sys.executable, str(script), str(OPERATIONS)],

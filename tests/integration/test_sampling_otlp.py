@@ -7,7 +7,6 @@ keep the same traces (consistent sampling).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -42,17 +41,10 @@ def test_exported_trace_ids_are_the_ones_the_ratio_sampler_accepted(tmp_path: Pa
     script = tmp_path / "service.py"
     script.write_text(SERVICE)
     with OtlpReceiver() as receiver:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
-        env.update(
-            {
-                "PYTHONPATH": str(ROOT / "src"),
-                "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-                "OTEL_EXPORTER_OTLP_INSECURE": "true",
-                "OTEL_METRICS_EXPORTER": "none",
-                "OTEL_TRACES_SAMPLER": "traceidratio",
-                "OTEL_TRACES_SAMPLER_ARG": "0.5",
-            }
+        env = receiver.environment(
+            OTEL_METRICS_EXPORTER="none",
+            OTEL_TRACES_SAMPLER="traceidratio",
+            OTEL_TRACES_SAMPLER_ARG="0.5",
         )
         done = subprocess.run(
             [sys.executable, str(script)],
