@@ -109,17 +109,17 @@ def instrument_sync(
     return decorate
 
 
-_PLAIN = frozenset(map(id, (dict, list, tuple, str, bytes, int, type(None))))
-"""Return types that are never a framework response object (checked before ``getattr``), by
-``id``: a class's own ``__hash__`` (its metaclass's) may raise, or the class be unhashable."""
+_PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
+"""Return types that are never a framework response object (checked before ``getattr``).
+Looking a class up hashes it, which its metaclass may make raise: callers catch that."""
 
 
 def http_status(value: Any) -> int | None:
     """The HTTP status a handler's return value or exception carries (a Starlette or FastAPI
     ``Response`` or ``HTTPException``: an int ``status_code`` beside ``headers``), or None."""
-    if id(type(value)) in _PLAIN:
-        return None
     try:
+        if type(value) in _PLAIN:  # hashing the class may raise (its metaclass's ``__hash__``)
+            return None
         status = getattr(value, "status_code", None)
         if type(status) is not int or not 100 <= status <= 599 or not hasattr(value, "headers"):
             return None
@@ -245,7 +245,11 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
                 before(op, args, kwargs, None)
                 op._own_ns += _perf() - t
             result = fn(*args, **kwargs)
-            if id(type(result)) not in _PLAIN and _awaitable(result):  # async after all
+            try:
+                plain = type(result) in _PLAIN
+            except Exception:  # a class its metaclass makes unhashable
+                plain = False
+            if not plain and _awaitable(result):  # async after all
                 return _completed(result, op, owner, after, args, kwargs)
             if after is not None:
                 _after(after, op, owner, args, kwargs, result)
@@ -258,7 +262,7 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
                 _FEEDING.reset(marked)
         if owner is None:
             return result
-        if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome
+        if not plain:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
             return result
         try:
@@ -332,7 +336,11 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
                 _FEEDING.reset(marked)
         if owner is None:
             return result
-        if id(type(result)) not in _PLAIN:  # maybe a response whose status decides the outcome
+        try:
+            plain = type(result) in _PLAIN
+        except Exception:  # a class its metaclass makes unhashable
+            plain = False
+        if not plain:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
             return result
         try:
