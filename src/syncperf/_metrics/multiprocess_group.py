@@ -26,9 +26,9 @@ _owners = threading.Lock()
 """Held while a ``MultiProcessCollector`` is registered or handed over."""
 
 
-def _check(registry: Any, directory: str, option: str) -> None:
-    """Raise ``ConfigError`` unless syncperf can serve ``registry`` from the files in
-    ``directory``.
+def check(registry: Any, option: str = "prometheus") -> None:
+    """Raise ``ConfigError`` unless syncperf can serve ``registry`` (named by ``option``) from
+    the files in the multiprocess directory.
 
     prometheus_client's global ``REGISTRY`` is refused: it already holds the process's own
     metrics, which a ``MultiProcessCollector`` there repeats (or, with an application metric
@@ -43,10 +43,11 @@ def _check(registry: Any, directory: str, option: str) -> None:
             "e.g. CollectorRegistry(): the global REGISTRY already serves this process's "
             "own metrics, which the multiprocess collector would repeat",
         )
-    if not os.path.isdir(directory):
+    path = directory() or ""
+    if not os.path.isdir(path):
         raise ConfigError(
             "PROMETHEUS_MULTIPROC_DIR",
-            directory,
+            path,
             "an existing directory (create it, empty, before the server starts)",
         )
 
@@ -61,12 +62,6 @@ class Collector(MultiProcessCollector):
                 if not family.samples:
                     continue
             yield family
-
-
-def check(registry: Any, option: str = "prometheus") -> None:
-    """Raise ``ConfigError`` unless ``registry`` can serve the group's files (``option``: the
-    argument that named it): see ``_check``."""
-    _check(registry, directory() or "", option)
 
 
 def register(
