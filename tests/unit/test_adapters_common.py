@@ -1,13 +1,11 @@
-"""Behaviour shared by every protocol adapter, plus helpers for the per-protocol tests.
-
-Per-protocol tests import ``run`` and ``recorded`` from here.
-"""
+"""Behaviour shared by every protocol adapter (the helpers the per-protocol tests share are
+in tests/_adapters.py)."""
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -27,76 +25,15 @@ from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.testing import Capture, capture
-
-# --- helpers ------------------------------------------------------------------------------
-
-
-def run(
-    adapter: Any,
-    request: Any = None,
-    response: Any = None,
-    *,
-    operation: str = "push",
-    entity: str | None = None,
-    skip_request: bool = False,
-) -> None:
-    """Feed one exchange to ``adapter`` the way the decorator and the middleware do."""
-    with syncperf.sync_operation(operation, entity=entity) as op:
-        if not skip_request:
-            adapter.on_request(op, request)
-        adapter.on_response(op, response)
-
-
-@dataclass
-class Recorded:
-    """What one capture holds, keyed the way tests compute expectations."""
-
-    items: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
-    conflicts: dict[tuple[str | None, str | None], int] = field(default_factory=dict)
-    batches: list[tuple[int, float]] = field(default_factory=list)  # (count, sum)
-    idempotency: int = 0
-    dropped: dict[str, int] = field(default_factory=dict)
-    outcomes: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def batch_sum(self) -> float:
-        return sum(total for _, total in self.batches)
-
-    @property
-    def batch_count(self) -> int:
-        return sum(n for n, _ in self.batches)
-
-
-def recorded(cap: Capture) -> Recorded:
-    """Read items, conflicts, batch sizes, idempotency hits and drops from ``cap``."""
-    out = Recorded()
-    for metric in cap.metrics():
-        for point in metric.data.data_points:
-            attrs = dict(point.attributes or {})
-            if metric.name == "sync.items" and point.value:
-                key = (attrs.get("sync.entity"), attrs.get("sync.change"))
-                out.items[key] = out.items.get(key, 0) + point.value
-            elif metric.name == "sync.conflicts" and point.value:
-                key = (attrs.get("sync.entity"), attrs.get("sync.conflict.resolution"))
-                out.conflicts[key] = out.conflicts.get(key, 0) + point.value
-            elif metric.name == "sync.batch.size":
-                out.batches.append((point.count, point.sum))
-            elif metric.name == "sync.idempotency.hits":
-                out.idempotency += point.value
-            elif metric.name == "syncperf.dropped" and point.value:
-                reason = attrs["syncperf.reason"]
-                out.dropped[reason] = out.dropped.get(reason, 0) + point.value
-            elif metric.name == "sync.operation.duration":
-                outcome = attrs["sync.outcome"]
-                out.outcomes[outcome] = out.outcomes.get(outcome, 0) + point.count
-    return out
-
-
-def span_attributes(cap: Capture) -> dict[str, Any]:
-    """Attributes of the only span captured."""
-    (span,) = cap.spans()
-    return dict(span.attributes or {})
-
+from tests._adapters import (
+    BULK,
+    BULK_RESPONSE,
+    CHANGES,
+    PULL_V1_RESPONSE,
+    PUSH_V1,
+    recorded,
+    run,
+)
 
 # --- every adapter, fed the wrong thing --------------------------------------------------
 
@@ -486,16 +423,6 @@ def as_models(value: Any) -> Any:
 
 
 def _documented_exchanges() -> list[tuple[str, Callable[[], Any], Any, Any, str]]:
-    from tests.unit import (
-        test_adapters_couchdb as c,
-    )
-    from tests.unit import (
-        test_adapters_replicache as r,
-    )
-    from tests.unit import (
-        test_adapters_watermelondb as w,
-    )
-
     zero_body = {
         "clientGroupID": "g",
         "mutations": [
@@ -528,23 +455,23 @@ def _documented_exchanges() -> list[tuple[str, Callable[[], Any], Any, Any, str]
         (
             "replicache push",
             lambda: replicache.Push(last_mutation_id=lambda g, c: 7),
-            r.PUSH_V1,
+            PUSH_V1,
             {},
             "push",
         ),
-        ("replicache pull", replicache.Pull, None, r.PULL_V1_RESPONSE, "pull"),
+        ("replicache pull", replicache.Pull, None, PULL_V1_RESPONSE, "pull"),
         ("zero push", zero.Push, zero_body, zero_response, "push"),
         (
             "watermelondb push",
             watermelondb.Push,
-            w.CHANGES,
+            CHANGES,
             {"experimentalRejectedIds": {"tasks": ["tttt"]}},
             "push",
         ),
-        ("watermelondb pull", watermelondb.Pull, None, {"changes": w.CHANGES}, "pull"),
+        ("watermelondb pull", watermelondb.Pull, None, {"changes": CHANGES}, "pull"),
         ("rxdb push", rxdb.Push, rows, [{"id": "b", "v": 3, "_deleted": False}], "push"),
         ("rxdb pull", rxdb.Pull, None, {"documents": [{"id": "a", "_deleted": True}]}, "pull"),
-        ("couchdb bulk docs", couchdb.BulkDocs, c.BULK, c.BULK_RESPONSE, "push"),
+        ("couchdb bulk docs", couchdb.BulkDocs, BULK, BULK_RESPONSE, "push"),
         (
             "couchdb revs diff",
             couchdb.RevsDiff,
@@ -674,3 +601,23 @@ def test_the_adapter_tables_list_every_adapter_once_in_well_formed_rows() -> Non
     assert sorted(re.findall(r"`(\w+\.\w+)`", " ".join(listed))) == sorted(shipped)
     seen = [row[0].strip("`") for row in tables["What each adapter can and cannot see"][1:]]
     assert sorted(seen) == sorted(shipped)
+
+
+# --- each adapter test module runs alone --------------------------------------------------
+
+
+def test_no_adapter_test_module_imports_another_test_module() -> None:
+    # `pytest tests/unit/test_adapters_couchdb.py` alone used to fail at collection: it imported
+    # this module, which imported it back (a cycle) for its payloads; shared helpers and
+    # payloads live in tests/_adapters.py
+    here = Path(__file__).resolve().parent
+    for path in sorted(here.glob("test_adapters_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            imported = [name for name in names if name.rpartition(".")[2].startswith("test_")]
+            assert not imported, f"{path.name}:{node.lineno} imports {imported}"

@@ -11,22 +11,7 @@ from hypothesis import strategies as st
 import syncperf
 from syncperf.adapters import couchdb
 from syncperf.testing import Capture, capture
-from tests.unit.test_adapters_common import recorded, run, span_attributes
-
-BULK = {
-    "docs": [
-        {"_id": "todo:1", "type": "todo", "title": "new"},
-        {"_id": "todo:2", "_rev": "1-abc", "type": "todo", "title": "edited"},
-        {"_id": "list:1", "_rev": "3-def", "type": "list", "_deleted": True},
-        {"_id": "note:1", "_rev": "2-fff", "type": "note"},
-    ]
-}
-BULK_RESPONSE = [
-    {"ok": True, "id": "todo:1", "rev": "1-111"},
-    {"id": "todo:2", "error": "conflict", "reason": "Document update conflict."},
-    {"ok": True, "id": "list:1", "rev": "4-444"},
-    {"id": "note:1", "error": "forbidden", "reason": "Only admins"},
-]
+from tests._adapters import BULK, BULK_RESPONSE, recorded, run, span_attributes
 
 
 def test_bulk_docs_counts_docs_by_type_and_change(syncperf_capture: Capture) -> None:

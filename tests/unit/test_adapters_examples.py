@@ -21,7 +21,7 @@ from examples import (
 )
 
 from syncperf.testing import Capture
-from tests.unit.test_adapters_common import recorded
+from tests._adapters import recorded
 
 
 async def watermelondb_exchange(client: httpx.AsyncClient) -> dict[str, Any]:

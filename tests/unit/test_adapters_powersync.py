@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from syncperf.adapters import powersync
 from syncperf.testing import Capture, capture
-from tests.unit.test_adapters_common import recorded, run, span_attributes
+from tests._adapters import recorded, run, span_attributes
 
 
 def entry(op: str, table: str, tx_id: int | None = None, key: str = "type") -> dict[str, Any]:

@@ -12,19 +12,8 @@ from hypothesis import strategies as st
 import syncperf
 from syncperf.adapters import replicache
 from syncperf.testing import Capture, capture
-from tests.unit.test_adapters_common import recorded, run, span_attributes
+from tests._adapters import PULL_V1_RESPONSE, PUSH_V1, recorded, run, span_attributes
 
-PUSH_V1 = {
-    "pushVersion": 1,
-    "clientGroupID": "cg1",
-    "profileID": "p1",
-    "schemaVersion": "",
-    "mutations": [
-        {"id": 7, "clientID": "c1", "name": "createTodo", "args": {"id": "t1"}, "timestamp": 1.0},
-        {"id": 8, "clientID": "c1", "name": "updateTodo", "args": {"id": "t1"}, "timestamp": 2.0},
-        {"id": 3, "clientID": "c2", "name": "deleteTodo", "args": {"id": "t9"}, "timestamp": 3.0},
-    ],
-}
 PUSH_V0 = {
     "pushVersion": 0,
     "clientID": "c1",
@@ -146,19 +135,6 @@ def test_a_push_whose_handler_raised_counts_no_items(syncperf_capture: Capture) 
     got = recorded(syncperf_capture)
     assert got.items == {}
     assert got.batches == [(1, 3)]
-
-
-PULL_V1_RESPONSE = {
-    "cookie": 42,
-    "lastMutationIDChanges": {"c1": 8},
-    "patch": [
-        {"op": "clear"},
-        {"op": "put", "key": "todo/t1", "value": {"title": "a"}},
-        {"op": "put", "key": "todo/t2", "value": {"title": "b"}},
-        {"op": "del", "key": "list/l1"},
-        {"op": "put", "key": "settings", "value": {}},
-    ],
-}
 
 
 def test_pull_counts_patch_operations_by_key_prefix(syncperf_capture: Capture) -> None:

@@ -27,7 +27,7 @@ from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.sqlalchemy import instrument_engine
 from syncperf.testing import Capture, capture
-from tests.unit.test_adapters_common import recorded
+from tests._adapters import recorded
 
 MODES = ("decorator", "middleware")
 JSON = {"content-type": "application/json"}

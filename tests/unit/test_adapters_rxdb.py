@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from syncperf.adapters import rxdb
 from syncperf.testing import Capture, capture
-from tests.unit.test_adapters_common import recorded, run, span_attributes
+from tests._adapters import recorded, run, span_attributes
 
 
 def doc(key: str, title: str = "t", deleted: bool = False, **extra: Any) -> dict[str, Any]:

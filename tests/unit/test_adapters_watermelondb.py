@@ -10,20 +10,8 @@ from hypothesis import strategies as st
 
 from syncperf.adapters import watermelondb
 from syncperf.testing import Capture, capture
-from tests.unit.test_adapters_common import recorded, run, span_attributes
+from tests._adapters import CHANGES, recorded, run, span_attributes
 
-# the example from the WatermelonDB "Implementing your Sync backend" page
-CHANGES = {
-    "projects": {
-        "created": [
-            {"id": "aaaa", "name": "Foo", "is_favorite": True},
-            {"id": "bbbb", "name": "Bar", "is_favorite": False},
-        ],
-        "updated": [{"id": "ccc", "name": "Baz", "is_favorite": True}],
-        "deleted": ["ddd"],
-    },
-    "tasks": {"created": [], "updated": [{"id": "tttt", "name": "Buy eggs"}], "deleted": []},
-}
 EXPECTED = {
     ("projects", "created"): 2,
     ("projects", "updated"): 1,

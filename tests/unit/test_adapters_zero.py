@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import syncperf
 from syncperf.adapters import zero
 from syncperf.testing import Capture, capture
-from tests.unit.test_adapters_common import recorded, run, span_attributes
+from tests._adapters import recorded, run, span_attributes
 
 
 def crud(mutation_id: int, client: str, *ops: tuple[str, str]) -> dict[str, Any]:
