@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -612,6 +613,27 @@ def test_repeated_setups_keep_one_exporter_and_one_collector() -> None:
     body = _scrape(endpoint)
     assert body.count("# TYPE sync_operation_duration_seconds histogram") == 1
     assert f"{PULLS} 1.0" in body
+
+
+@pytest.mark.usefixtures("clean")
+def test_flushes_keep_no_entry_for_a_provider_that_was_shut_down_or_is_gone() -> None:
+    # every setup_otlp() that builds a meter provider adds its flush to FLUSHES for
+    # force_flush(); a provider shut down, or collected, drops out: the list stays bounded
+    before = len(outputs.FLUSHES)
+    for _ in range(30):
+        handle = setup_otlp()
+        assert len(outputs.FLUSHES) == before + 1
+        handle.shutdown()
+        assert len(outputs.FLUSHES) == before  # shut down: flushing it has nothing to do
+        _reset_globals()
+    alive = setup_otlp()
+    _reset_globals()
+    for _ in range(30):
+        setup_otlp()  # never shut down: dropped once nothing holds it
+        _reset_globals()
+    gc.collect()
+    assert len(outputs.FLUSHES) <= before + 2  # the one ``alive`` holds, the latest
+    assert alive.meter_provider is not None  # (held to here)
 
 
 @pytest.mark.usefixtures("clean")

@@ -24,11 +24,33 @@ FLUSHES: list[Callable[[int], object]] = []
 provider that ``setup_otlp`` built for other instrumentation."""
 
 
+_entries: weakref.WeakKeyDictionary[Any, Callable[[int], object]] = weakref.WeakKeyDictionary()
+"""The ``FLUSHES`` entry of each provider, to drop it when the provider is shut down."""
+
+
 def flush_also(provider: Any) -> None:
-    """Add ``provider.force_flush`` to ``FLUSHES`` (held weakly: a provider that is gone is
-    skipped)."""
-    flush = weakref.WeakMethod(provider.force_flush)
-    FLUSHES.append(lambda ms: (method := flush()) is None or method(ms))
+    """Add ``provider.force_flush`` to ``FLUSHES``, held weakly: the entry drops out when the
+    provider is gone (or shut down, ``flush_no_more``), so repeated set-ups keep it bounded."""
+
+    def entry(ms: int) -> object:
+        method = flush()
+        return method is None or method(ms)
+
+    flush = weakref.WeakMethod(provider.force_flush, lambda _: _drop(entry))
+    FLUSHES.append(entry)
+    _entries[provider] = entry
+
+
+def flush_no_more(provider: Any) -> None:
+    """Drop the ``FLUSHES`` entry of ``provider`` (being shut down: nothing left to flush)."""
+    entry = _entries.pop(provider, None)
+    if entry is not None:
+        _drop(entry)
+
+
+def _drop(entry: Callable[[int], object]) -> None:
+    with contextlib.suppress(ValueError):  # already dropped, or a test swapped the list
+        FLUSHES.remove(entry)
 
 
 class Outputs:

@@ -373,6 +373,8 @@ def metric_outputs(
 def shut_down(tracer_provider: Any, meter_provider: Any, left: Callable[[], float]) -> None:
     """Shut the SDK providers down, the meter provider given what is ``left()`` of the bound
     (the tracer provider's ``shutdown`` takes none)."""
+    if meter_provider is not None:
+        outputs.flush_no_more(meter_provider)
     for shut in (
         None if tracer_provider is None else tracer_provider.shutdown,
         None if meter_provider is None else lambda: meter_provider.shutdown(left() * 1000),
