@@ -27,8 +27,8 @@ from syncperf._staleness import age_of
 from syncperf._tracing.span import Span
 
 if TYPE_CHECKING:
-    from syncperf._lifecycle import OperationSeries
     from syncperf._runtime import Runtime
+    from syncperf._series import OperationSeries
 
 __all__ = ["SyncOperation", "active_operation", "current_operation"]
 

@@ -30,7 +30,7 @@ from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
-    from syncperf._lifecycle import OperationSeries
+    from syncperf._series import OperationSeries
 
 _logger = logging.getLogger("syncperf")
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class Runtime(Guard):
         self.export_failures = catalogue.SYNCPERF_EXPORT_FAILURES.create(registry, max_series=limit)
 
     def _caches(self, config: Config) -> None:
-        """The bounded names and the pre-bound series (``op_series``: ``_lifecycle.series()``'s)."""
+        """The bounded names and the pre-bound series (``op_series``: ``_series.series()``'s)."""
         self.entities = Bounded(config.max_entities, config.entities)
         self.error_types = Bounded(100, overflow="_OTHER")
         self.resolutions = Bounded(20)
