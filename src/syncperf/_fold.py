@@ -7,20 +7,28 @@ atomic, so threads ending operations at once never wait on each other) and, ever
 (``Registry.folds``), so counts are exact whenever they are read; a forked child discards
 its parent's queue (``Registry.pending``); what is queued is what the operation had at its
 end (later recorder calls on it change nothing).
+
+An operation open when ``configure()`` replaced its runtime ends in it: the old runtime, after
+its last export, folds nothing more into its own series, which no export reads any more, but
+forwards what is queued (``forward``) to the runtime in force, whose collections take it
+(``adopt``), so nothing an operation records across a ``configure()`` is lost.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Any
 
+from syncperf._client_series import ClientSeries
 from syncperf._client_series import record as record_observed
 from syncperf._metrics.aggregates import SumSeries
 from syncperf._runtime import RUNTIME_HOOKS
+from syncperf._series import series
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
 
-__all__ = ["FOLD_AT", "MAX_QUEUED", "conflict_series", "fold"]
+__all__ = ["FOLD_AT", "MAX_QUEUED", "adopt", "conflict_series", "fold", "forward"]
 
 Attrs = dict[str, str | bool]
 
@@ -41,6 +49,9 @@ def fold(rt: Runtime) -> None:
     operation that fails to record is counted (``operation_end_failed``) and the rest are
     recorded; strict mode then raises the first failure.
     """
+    if rt.successor is not None:  # replaced: its series are exported no more
+        forward(rt)
+        return
     ended = rt.ended
     take = ended.popleft
     left = len(ended)  # what is there now: more may come while folding
@@ -100,8 +111,48 @@ def fold(rt: Runtime) -> None:
         rt.internal_error("operation_end_failed", failure, held=True)
 
 
+def forward(old: Runtime) -> None:
+    """Queue what operations of ``old``, a runtime ``configure()`` replaced, queued when they
+    ended into the runtime in force, bound to its series (the caller holds ``old.lock``)."""
+    rt = old.in_force()
+    ended, into = old.ended, rt.ended
+    for _ in range(len(ended)):
+        record = ended.popleft()
+        try:
+            into.append(_rebound(rt, record))
+        except Exception as error:  # this operation is lost (counted), not the others
+            rt.internal_error("operation_end_failed", error)
+
+
+def _rebound(rt: Runtime, record: tuple[Any, ...]) -> tuple[Any, ...]:
+    """An ended operation's record with the series of ``rt`` in place of its runtime's."""
+    bound, etype, outcome, duration_ns, others, own_ns, client, *rest = record
+    return (
+        series(rt, bound.operation, bound.entity),
+        None if etype is None else rt.error_types(etype),
+        outcome,
+        duration_ns,
+        others and [(series(rt, o.operation, o.entity), c, n) for o, c, n in others],
+        own_ns,
+        None if client is None else rt.state(ClientSeries),
+        *rest,
+    )
+
+
+def adopt(rt: Runtime) -> None:
+    """Before a collection of ``rt`` (its lock not held yet): forward what the runtimes it
+    replaced queued since, and forget those that have no open operation left."""
+    for old in list(rt.retired):
+        with old.lock:
+            forward(old)
+        if not old.ended and old.idle():
+            with contextlib.suppress(ValueError):  # another collection forgot it first
+                rt.retired.remove(old)
+
+
 def _register(rt: Runtime) -> None:
     rt.registry.folds.append(lambda: fold(rt))
+    rt.registry.adopts.append(lambda: adopt(rt))
 
 
 RUNTIME_HOOKS.append(_register)

@@ -24,7 +24,7 @@ from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
 from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
 from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
-from syncperf._metrics.reader import PeriodicExporter, Reader
+from syncperf._metrics.reader import PeriodicExporter, Reader, resource_of, syncperf_scope
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError
@@ -42,6 +42,9 @@ RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 class Runtime(Guard):
     """Everything the request path needs, built once per configuration."""
 
+    successor: Runtime | None = None
+    """The runtime ``configure()`` replaced this one with (its operations still open record
+    into it when they end: ``_fold.forward``)."""
     db_instrumented: ClassVar[int] = 0
     """Engines instrumented by ``syncperf.sqlalchemy`` (class-wide: survives runtime swaps);
     changed through ``note_database_instrumented()``."""
@@ -59,13 +62,13 @@ class Runtime(Guard):
         self._caches(config)
         self._budget(config)
         self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
-        self.resource = config.resource or _resource(self.tracing)
-        self.scope = _scope()
+        self.resource = config.resource or resource_of(self.tracing.tracer)
+        self.scope = syncperf_scope()
         self.feeds = Feeds(
             self._periodic,
             self.reader,
             shared=shared_outputs,
-            idle=self._idle,
+            idle=self.idle,
             timeout=config.shutdown_timeout,
         )
         self.exporters = self.feeds.exporters
@@ -114,6 +117,9 @@ class Runtime(Guard):
         self._state: dict[object, Any] = {}
         self._state_lock = threading.RLock()  # a factory may bind series under ``lock``
         self._logged: set[str] = set()
+        self.retired: list[Runtime] = []
+        """Runtimes this one replaced that may still hold what their open operations record
+        (``_fold.adopt`` moves it here)."""
 
     def _budget(self, config: Config) -> None:
         """The overhead budget and the span finisher it watches."""
@@ -198,9 +204,16 @@ class Runtime(Guard):
             found = self.inflight.setdefault(operation, deque())
         return found
 
-    def _idle(self) -> bool:
+    def idle(self) -> bool:
         """No operation of this runtime is open (each records into it when it ends)."""
         return not any(list(self.inflight.values()))
+
+    def in_force(self) -> Runtime:
+        """This runtime, or the last of those that replaced it (``successor``)."""
+        rt = self
+        while rt.successor is not None:
+            rt = rt.successor
+        return rt
 
     def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
         return [({"sync.operation": op}, len(q)) for op, q in list(self.inflight.items())]
@@ -278,23 +291,6 @@ class Runtime(Guard):
         self.feeds.shutdown(keep, timeout=left())
 
 
-def _resource(tracing: Tracing) -> Any:
-    from opentelemetry.sdk.resources import Resource
-
-    tracer = tracing.tracer
-    if tracer is not None:
-        return tracer.resource
-    return Resource.create()
-
-
-def _scope() -> Any:
-    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-
-    from syncperf._version import __version__
-
-    return InstrumentationScope("syncperf", __version__)
-
-
 def sync_outputs() -> Runtime:
     """Make the current runtime (built from the environment if none) feed ``OUTPUTS``."""
     rt = current()
@@ -342,8 +338,19 @@ def install(config: Config) -> Runtime:
     rt = Runtime(config)
     previous = replace(rt)
     if previous is not None:
+        _retire(previous, rt)
         previous.shutdown(keep=(*config.metric_exporters, *OUTPUTS.exporters.values()))
     return rt
+
+
+def _retire(previous: Runtime, rt: Runtime) -> None:
+    """What operations still open in ``previous`` record when they end goes to ``rt``, whose
+    exports carry it (``previous`` exports once more, then never: ``_fold.forward``)."""
+    with previous.lock:
+        for fold in previous.registry.folds:  # what ended so far: in its last export
+            fold()
+        previous.successor = rt
+    rt.retired = [old for old in (*previous.retired, previous) if old.ended or not old.idle()]
 
 
 def configure(config: Config | None = None, **options: Any) -> Config:

@@ -7,6 +7,7 @@ operation neither loses the others nor breaks a collection.
 
 from __future__ import annotations
 
+import contextvars
 import os
 import threading
 import time
@@ -173,6 +174,55 @@ def test_configure_exports_the_old_runtimes_queue_and_the_new_one_starts_empty()
         _push()
         _runtime.force_flush()
         assert _operations(exporter.batches[-1]) == 1
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
+
+
+def _totals(exporter: ListExporter, name: str) -> float:
+    """Every runtime's cumulative total of ``name`` (the last export of each stream)."""
+    latest: dict[tuple[object, int], float] = {}
+    for batch in exporter.batches:
+        for metric in batch.resource_metrics[0].scope_metrics[0].metrics:
+            if metric.name == name:
+                for point in metric.data.data_points:
+                    key = (tuple(sorted(point.attributes.items())), point.start_time_unix_nano)
+                    latest[key] = getattr(point, "count", None) or point.value
+    return sum(latest.values())
+
+
+def test_operations_open_across_configure_calls_are_counted_once_by_the_runtime_in_force() -> None:
+    # More than FOLD_AT of them: the old runtime folds them itself, and must forward them.
+    exporter = ListExporter()
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+        first = _runtime.current()
+        opened = []
+        for i in range(_fold.FOLD_AT + 6):
+            context = contextvars.copy_context()
+            scope = context.run(syncperf.sync_operation, "push", entity="todo")
+            op = context.run(scope.__enter__)
+            op.record_items(2, change="created")
+            op.record_items(1, change="created", entity=f"note{i % 3}")
+            if i % 2:
+                op.record_conflict(resolution="server_wins")
+            opened.append((context, scope))
+        for _ in range(2):  # a chain: what the first runtime records goes to the last one
+            syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+        last = _runtime.current()
+        assert first.in_force() is last and last.retired == [first]
+        for context, scope in opened:
+            context.run(scope.__exit__, None, None, None)
+        _push()
+        assert _runtime.force_flush(timeout=5)
+        n = _fold.FOLD_AT + 6
+        assert _totals(exporter, "sync.items") == 3 * n + 2
+        assert _totals(exporter, "sync.conflicts") == n // 2
+        assert _totals(exporter, "sync.operation.duration") == n + 1
+        assert last.retired == []  # nothing open any more: forgotten
+        assert not first.ended
     finally:
         installed = _runtime.replace(previous)
         if installed is not None:

@@ -282,6 +282,9 @@ class Registry:
         self.folds: list[Callable[[], None]] = []
         """Called under ``lock`` before every drain: move ``pending`` into the series
         (``_fold.fold``)."""
+        self.adopts: list[Callable[[], None]] = []
+        """Called before ``lock`` is taken, at every collection: queue into ``pending`` what
+        other registries hold for this one (``_fold.adopt``; they take this lock)."""
         self.on_gauge_error: Callable[[str, BaseException], None] = lambda name, error: None
         """Called when a gauge callback raises (the runtime counts and logs it)."""
         REGISTRIES.add(self)
@@ -355,6 +358,8 @@ class Registry:
         """
         with self._collect_lock:
             drained: list[tuple[Instrument, list[Series]]] = []
+            for adopt in self.adopts:
+                adopt()
             with self.lock:
                 for fold in self.folds:
                     fold()

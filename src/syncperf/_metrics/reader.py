@@ -225,6 +225,19 @@ class Reader:
                 self._points.pop(name, None)
 
 
+def resource_of(tracer: Any) -> Any:
+    """The resource of syncperf's metrics: that of the tracer its spans go to, or the SDK's
+    default one (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``)."""
+    return Resource.create() if tracer is None else tracer.resource
+
+
+def syncperf_scope() -> InstrumentationScope:
+    """The instrumentation scope of syncperf's metrics."""
+    from syncperf._version import __version__
+
+    return InstrumentationScope("syncperf", __version__)
+
+
 def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:
     """The exporter's preferred temporality per instrument kind (SDK default: cumulative).
 

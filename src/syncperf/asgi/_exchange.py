@@ -208,8 +208,7 @@ class Exchange:
 
     async def run(self, receive: Receive, send: Send) -> None:
         """Run the application with the wrapped ``receive`` and ``send``, then ``finish``."""
-        self.server_receive = receive
-        self.server_send = send
+        self.server_receive, self.server_send = receive, send
         failure: BaseException | None = None
         try:
             if self.adapter is not None:
@@ -290,6 +289,8 @@ class Exchange:
     def finish(self, failure: BaseException | None) -> None:
         """End the operation, then record the HTTP metrics (both even in strict mode)."""
         t_end = _perf()
+        if self.rt.successor is not None:  # configure() replaced the runtime meanwhile
+            self.shared.hand_over(self)
         reason = None
         if not self.complete_ns and self.disconnected:  # whatever the framework raised then
             reason, failure = "client_disconnected", None

@@ -17,7 +17,7 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 from opentelemetry import propagate, trace
@@ -30,6 +30,9 @@ from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._operation import SyncOperation
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
+
+if TYPE_CHECKING:
+    from syncperf.asgi._exchange import Exchange
 
 __all__ = [
     "HEADERS",
@@ -160,6 +163,24 @@ class AsgiState:
             self._fields = frozenset(f.lower().encode("latin-1") for f in textmap.fields)
             self._textmap = textmap
         return self._fields
+
+    def hand_over(self, exchange: Exchange) -> None:
+        """Move a request this runtime began to the one ``configure()`` replaced it with,
+        whose exports carry what the request records when it ends (this runtime's no
+        longer run): its ``http.server.active_requests`` leaves this runtime's series for
+        that one's, which it leaves when the request ends."""
+        rt = self._rt.in_force()
+        exchange.rt, exchange.shared = rt, rt.state(AsgiState)
+        if exchange.http is None:
+            return
+        http = exchange.http = exchange.shared.http(exchange.metered_into)
+        method, scheme = exchange.method, exchange.scheme
+        with self._rt.lock:
+            exchange.active.add(-1)  # type: ignore[union-attr]
+        with rt.lock:
+            active = http.active_series.get((method, scheme)) or http.active_for(method, scheme)
+            active.add(1)
+        exchange.active = active
 
 
 # --- coexistence ---------------------------------------------------------------------------
