@@ -282,3 +282,82 @@ def test_a_prometheus_behind_a_redirecting_proxy_gives_the_same_answer(
     assert status == 1
     assert _rows(capsys.readouterr().out) == direct
     assert seen and all(h.path == "/prom/api/v1/query?org=1" for h in seen)
+
+
+# --- series born, and series ended, inside a window ------------------------------------------
+
+BORN_AT = WINDOW + 600  # a new entity's first push, 10 minutes into the after-window
+ENDED_AT = WINDOW + 300  # an old pod's series: its last scrape, 5 minutes into it
+RESET_AT = WINDOW + 900
+
+
+def _born_load(start: int) -> tuple[str, dict[str, tuple[int, int]]]:
+    """OpenMetrics text of three push series over two windows, and what each window counted
+    per subject (before, after): ``todo`` all along, ``note`` born in the after-window (its
+    first scrape already counts 5 pushes, as a new series' first sample does), ``list`` on a
+    pod whose last scrape is early in the after-window, ``pull todo`` reset in the
+    after-window."""
+    lines: list[str] = []
+    counted = {subject: [0, 0] for subject in ("push todo", "push note", "push list", "pull todo")}
+    totals = dict.fromkeys(counted, 0)
+    for step in range(2 * WINDOW // STEP + 1):
+        offset = step * STEP
+        window = 0 if offset <= WINDOW else 1
+        adds = {"push todo": 2, "push list": 1, "pull todo": 2} if step else {}
+        if offset >= BORN_AT:
+            adds["push note"] = 5 if offset == BORN_AT else 3
+        if offset > ENDED_AT:
+            del adds["push list"]
+        if offset == RESET_AT:  # a process restarted under the same labels: from 0 again
+            totals["pull todo"] = 0
+        for subject, n in adds.items():
+            totals[subject] += n
+            counted[subject][window] += n
+            operation, entity = subject.split()
+            labels = _labels(operation, entity, sync_outcome="success")
+            bounds = DURATION_BOUNDS
+            counts = [totals[subject]] + [0] * len(bounds)
+            _histogram(
+                lines, DURATION, labels, bounds, counts, 0.01 * totals[subject], start + offset
+            )
+    text = "\n".join([f"# TYPE {DURATION} histogram", *sorted(lines, key=_series_then_time)])
+    return text + "\n# EOF\n", {k: (v[0], v[1]) for k, v in counted.items()}
+
+
+@pytest.fixture(scope="module")
+def born(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Any]]:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (apt-get install prometheus)")
+    root = tmp_path_factory.mktemp("prometheus-born")
+    start = (int(time.time()) - 3 * 3600) // 3600 * 3600
+    text, counted = _born_load(start)
+    source = root / "load.om"
+    source.write_text(text)
+    subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(root / "data")],
+        check=True,
+        capture_output=True,
+    )
+    with running_prometheus(root, []) as url:
+        yield url, start, counted
+
+
+def test_a_series_born_or_ended_inside_a_window_counts_every_operation_it_recorded(
+    born: tuple[str, int, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # increase() loses a new series' first sample (5 here: it has no 0 before it) and
+    # extrapolates the rest; compare reports what the scrapes in the window counted, exactly
+    url, start, counted = born
+    before, after = (start, start + WINDOW), (start + WINDOW, start + 2 * WINDOW)
+    _compare(url, before, after, "--json")
+    rows = _rows(capsys.readouterr().out)
+    for subject, (in_before, in_after) in counted.items():
+        row = rows[(subject, "throughput")]
+        if subject == "pull todo":  # reset: Prometheus's estimate (see _window.counted)
+            assert row["before"] * WINDOW == pytest.approx(in_before, abs=1e-6)
+            assert row["after"] * WINDOW == pytest.approx(in_after, rel=0.02)
+            continue
+        assert (row["before"] * WINDOW, row["after"] * WINDOW) == pytest.approx(
+            (in_before, in_after), abs=1e-6
+        ), subject

@@ -2,8 +2,9 @@
 
 A window ``START..END`` takes RFC 3339 times (``2026-12-01T10:00:00Z``), ``now``, or times
 relative to now (``-2h``, ``now-90m``, ``-1h30m``). What happened in a window is read with
-instant queries at its end: ``increase(metric[length])`` summed by the labels compare needs
-(``sync_operation``, ``sync_entity``, ``sync_outcome``, ``le``, ``outbox_name``).
+instant queries at its end: what each counter series counted in it (``counted``), summed by
+the labels compare needs (``sync_operation``, ``sync_entity``, ``sync_outcome``, ``le``,
+``outbox_name``).
 """
 
 from __future__ import annotations
@@ -295,8 +296,8 @@ class Prometheus:
         return result
 
     def increase(self, metric: str, by: str, window: Window) -> list[tuple[dict[str, str], float]]:
-        """``sum by (by) (increase(metric{selector}[window]))`` at the window's end."""
-        promql = f"sum by ({by}) (increase({metric}{{{self.selector}}}[{window.seconds}s]))"
+        """What the counter ``metric`` counted in ``window``, summed by ``by`` (``counted``)."""
+        promql = counted(f"{metric}{{{self.selector}}}", by, window.seconds, window.end)
         samples = []
         for sample in self.query(promql, window.end):
             try:
@@ -324,6 +325,24 @@ class Prometheus:
             name[0]: histogram for name, histogram in _histograms(lag, ("outbox_name",)).items()
         }
         return found
+
+
+def counted(series: str, by: str, seconds: int, end: float) -> str:
+    """PromQL for what the counters ``series`` counted in the ``seconds`` up to ``end``,
+    summed by ``by``: per series, its last sample in the window less its last sample before
+    it (0 for a series born in the window: all it counts is new), exactly what the scrapes
+    in the window saw, and a series that ended in the window keeps what it counted there.
+    ``increase()`` would lose a new series' first sample (it has no 0 before it: a series
+    appears at its first count) and extrapolates the rest to the window's edges. A series
+    whose counter went back (a reset, up to one window before the window) is read with
+    ``increase()``, Prometheus's estimate, which counts what the restarted process counted
+    but drops what came between the last scrape before the reset and the reset."""
+    start = f"{end - seconds:.3f}"
+    at, window, before = f"@ {end:.3f}", f"{seconds}s", f"{2 * seconds}s"
+    last = f"last_over_time({series}[{window}] {at})"
+    base = f"(last_over_time({series}[{window}] @ {start}) or {last} * 0)"
+    exact = f"(({last} - {base}) >= 0) unless (resets({series}[{before}] {at}) > 0)"
+    return f"sum by ({by}) ({exact} or increase({series}[{window}] {at}))"
 
 
 def _error_body(exc: urllib.error.HTTPError) -> Any:
