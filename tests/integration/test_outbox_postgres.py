@@ -182,16 +182,22 @@ def test_relay_crash_and_restart_keeps_every_count_exact(
     box.close()
 
 
+@pytest.mark.parametrize("isolation_level", [None, "AUTOCOMMIT"])
 def test_probe_timeout_on_postgres_is_counted_not_raised(
-    engine: Engine, syncperf_capture: Capture
+    engine: Engine, syncperf_capture: Capture, isolation_level: str | None
 ) -> None:
+    # AUTOCOMMIT: SET LOCAL outside a transaction block ends with its own statement; the probe
+    # waited for the lock for as long as it was held (stats_timeout only stopped the waiting)
     example = example_module()
     example.metadata.create_all(engine)
+    probed = engine
+    if isolation_level is not None:
+        probed = engine.execution_options(isolation_level=isolation_level)
     blocker = engine.connect()
     blocker.execute(text("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"))
     try:
         box = Outbox(
-            "todos", stats=sqlalchemy_probe(engine, "outbox", timeout=0.2), stats_timeout=3
+            "todos", stats=sqlalchemy_probe(probed, "outbox", timeout=0.2), stats_timeout=3
         )
         assert gauge(syncperf_capture, "outbox.depth") is None
         failures = syncperf_capture.points("outbox.probe.failures", {"outbox.name": "todos"})
@@ -203,6 +209,11 @@ def test_probe_timeout_on_postgres_is_counted_not_raised(
         blocker.close()
     assert gauge(syncperf_capture, "outbox.depth") == 0
     box.close()
+    with probed.connect() as connection:  # no timeout, and no transaction, left behind
+        assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+        if isolation_level == "AUTOCOMMIT":
+            xids = [connection.exec_driver_sql("SELECT txid_current()").scalar() for _ in "ab"]
+            assert xids[0] != xids[1]
 
 
 RELAY_PROCESS = """

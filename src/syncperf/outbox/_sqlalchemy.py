@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, column, event, func, select, table
+from sqlalchemy import Connection, Engine, column, event, func, select, table
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 
@@ -96,15 +96,29 @@ class SQLAlchemyProbe:
         self._postgres = engine.dialect.name == "postgresql"
 
     def __call__(self) -> OutboxStats:
-        """Run the query; return depth and the oldest pending message's age in seconds."""
+        """Run the query; return depth and the oldest pending message's age in seconds.
+
+        On PostgreSQL the statement timeout is set for the query's transaction only. A
+        connection in autocommit mode has none (``SET LOCAL`` would end with its own
+        statement): it gets an explicit ``BEGIN`` and ``ROLLBACK``, as the plan worker's
+        (``sqlalchemy._plans``); if the ``ROLLBACK`` fails, the connection is invalidated
+        rather than handed back to the pool inside a transaction.
+        """
         with self.engine.connect() as connection:
-            if self._postgres:  # the server stops the query; the caller stops waiting
-                milliseconds = max(1, int(self.timeout * 1000))
-                connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
-            if self.totals:
-                groups = connection.execute(self.statement).all()
-            else:
-                count, oldest = connection.execute(self.statement).one()
+            explicit = self._postgres and _autocommit(connection)
+            if explicit:
+                connection.exec_driver_sql("BEGIN")
+            try:
+                if self._postgres:  # the server stops the query; the caller stops waiting
+                    milliseconds = max(1, int(self.timeout * 1000))
+                    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+                if self.totals:
+                    groups = connection.execute(self.statement).all()
+                else:
+                    count, oldest = connection.execute(self.statement).one()
+            finally:
+                if explicit:
+                    _end(connection)
             connection.rollback()
         rows: dict[str, int] | None = None
         attempts: int | None = None
@@ -127,6 +141,20 @@ class SQLAlchemyProbe:
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyProbe {self.statement}>"
+
+
+def _autocommit(connection: Connection) -> bool:
+    """Whether the connection's driver runs each statement in its own transaction."""
+    return getattr(connection.connection.dbapi_connection, "autocommit", False) is True
+
+
+def _end(connection: Connection) -> None:
+    """``ROLLBACK`` the explicit transaction of an autocommit connection, or invalidate it."""
+    try:
+        connection.exec_driver_sql("ROLLBACK")
+    except BaseException:
+        connection.invalidate()
+        raise
 
 
 def _timestamp(value: Any) -> Any:
