@@ -216,6 +216,35 @@ def test_probe_timeout_on_postgres_is_counted_not_raised(
             assert xids[0] != xids[1]
 
 
+@pytest.mark.parametrize("totals", [False, True])
+@pytest.mark.parametrize("status_type", ["text", "char(10)", "outbox_status"])
+def test_the_probe_reads_enum_and_char_status_columns(
+    engine: Engine, status_type: str, totals: bool
+) -> None:
+    # an enum: the IN list's binds were cast to VARCHAR (operator does not exist: outbox_status
+    # = character varying) and every collection failed; char(10): the totals compared the
+    # padded values with the pending ones in Python and found no pending row (depth 0)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TYPE outbox_status AS ENUM ('pending', 'published')")
+        connection.exec_driver_sql(
+            f"CREATE TABLE outbox (id serial, status {status_type}, attempts int DEFAULT 1, "
+            "created_at timestamptz DEFAULT now() - interval '1 hour')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO outbox (status) VALUES ('pending'), ('pending'), ('pending'), "
+            "('published')"
+        )
+    attempts = "attempts" if totals else None
+    probe = sqlalchemy_probe(engine, "outbox", status="status", totals=totals, attempts=attempts)
+    stats = probe()
+    assert stats.depth == 3
+    assert stats.oldest_age is not None and 3500 < stats.oldest_age < 3700
+    if totals:
+        assert stats.rows is not None
+        assert {key.rstrip(): n for key, n in stats.rows.items()} == {"pending": 3, "published": 1}
+        assert stats.attempts == 4
+
+
 RELAY_PROCESS = """
 import importlib.util, os, signal, sys
 from sqlalchemy import create_engine

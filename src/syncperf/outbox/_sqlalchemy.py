@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, column, event, func, select, table
+from sqlalchemy import Connection, Engine, bindparam, column, event, func, select, table
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
+from sqlalchemy.types import NullType
 
 from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf.exceptions import ConfigError
@@ -75,10 +76,14 @@ class SQLAlchemyProbe:
         if attempts:
             columns.append(column(attempts))
         source = table(table_name, *columns, schema=schema)
+        # Untyped binds: the server gives them the column's type. Typed ones (VARCHAR, as
+        # psycopg casts a string) fail against an enum column (no enum = varchar operator).
+        values = [bindparam(None, value, type_=NullType()) for value in pending]
         if totals:  # one pass over the table: every status, pending ones give depth and age
             assert status is not None
             statement = select(
                 source.c[status],
+                source.c[status].in_(values),  # in SQL: char(n) values come back padded
                 func.count(),
                 func.min(source.c[created_at]),
                 func.sum(source.c[attempts]) if attempts else func.count(),
@@ -86,7 +91,7 @@ class SQLAlchemyProbe:
         else:
             statement = select(func.count(), func.min(source.c[created_at])).select_from(source)
             if status:
-                statement = statement.where(source.c[status].in_(list(pending)))
+                statement = statement.where(source.c[status].in_(values))
         self.engine = engine
         self.statement = statement
         self.totals = totals
@@ -124,10 +129,10 @@ class SQLAlchemyProbe:
         attempts: int | None = None
         if self.totals:
             count, oldest, rows, attempts = 0, None, {}, 0
-            for status, n, first, tries in groups:
+            for status, pending, n, first, tries in groups:
                 rows[str(status)] = int(n)
                 attempts += int(tries or 0)
-                if status in self.pending:
+                if pending:
                     count += int(n)
                     first = _timestamp(first)
                     oldest = first if oldest is None or first < oldest else oldest
