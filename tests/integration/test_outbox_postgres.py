@@ -245,6 +245,77 @@ def test_the_probe_reads_enum_and_char_status_columns(
         assert stats.attempts == 4
 
 
+def test_a_session_joined_into_an_external_transaction_counts_only_what_it_commits(
+    engine: Engine, syncperf_capture: Capture
+) -> None:
+    # SQLAlchemy's documented test pattern: session.commit() fires after_commit, but the
+    # rows are committed (or not) by the connection's own transaction
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE box (id serial PRIMARY KEY, n int)"))
+    box = Outbox("todos")
+
+    def push(connection: Any, n: int, savepoint: bool = False) -> None:
+        with Session(bind=connection) as session:
+            session.execute(text("INSERT INTO box (n) VALUES (:n)"), {"n": n})
+            box.enqueue(session=session)
+            session.commit()
+        if savepoint:
+            box.enqueue(session=session)  # ...and one not yet begun, closed before it began
+
+    for n, end in enumerate(["rollback", "commit", "close", "savepoint", "twice"]):
+        connection = engine.connect()
+        outer = connection.begin()
+        if end == "savepoint":  # the session makes a savepoint inside this one
+            inner = connection.begin_nested()
+            push(connection, n, savepoint=True)
+            inner.rollback()
+            outer.commit()
+        elif end == "twice":
+            push(connection, n)
+            push(connection, n)
+            outer.commit()
+        else:
+            push(connection, n)
+            if end == "rollback":
+                outer.rollback()
+            elif end == "commit":
+                outer.commit()
+        connection.close()
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT count(*) FROM box")).scalar()
+    assert kept == 3
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == kept
+
+
+async def test_an_async_session_joined_into_an_external_transaction_counts_only_its_commit(
+    postgres_dsn: str, engine: Engine, syncperf_capture: Capture
+) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE box (id serial PRIMARY KEY, n int)"))
+    url = postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    async_engine = create_async_engine(
+        url, connect_args={"server_settings": {"search_path": SCHEMA}}
+    )
+    box = Outbox("todos")
+    try:
+        for n, commit in enumerate([False, True]):
+            async with async_engine.connect() as connection:
+                outer = await connection.begin()
+                async with AsyncSession(bind=connection) as session:
+                    await session.execute(text("INSERT INTO box (n) VALUES (:n)"), {"n": n})
+                    box.enqueue(session=session)
+                    await session.commit()
+                await (outer.commit() if commit else outer.rollback())
+    finally:
+        await async_engine.dispose()
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT count(*) FROM box")).scalar()
+    assert kept == 1
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == kept
+
+
 RELAY_PROCESS = """
 import importlib.util, os, signal, sys
 from sqlalchemy import create_engine

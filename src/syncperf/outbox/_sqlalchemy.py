@@ -5,18 +5,21 @@
 * ``defer_enqueue``: count an enqueue when the session's transaction commits, forget it when
   the transaction ends otherwise (rollback, close), so rolled-back pushes are never counted.
   One made before the session began belongs to the transaction it begins next, unless the
-  session is closed first.
+  session is closed first. A session joined into its connection's transaction commits nothing
+  itself: the count waits for that connection's ``COMMIT``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, column, event, func, select, table
+from sqlalchemy.engine import NestedTransaction
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 from sqlalchemy.types import NullType
@@ -268,9 +271,67 @@ def _after_commit(session: Session) -> None:
         if counts:
             _add(pending.setdefault(parent, {}), counts)
         return
+    if counts and not _joined(committed, counts):
+        _record(counts)
+
+
+def _record(counts: _Counts) -> None:
     with contextlib.suppress(Exception):  # record() reports its own problems
-        for record, count in (counts or {}).values():
+        for record, count in counts.values():
             record(count)
+
+
+def _joined(committed: SessionTransaction, counts: _Counts) -> bool:
+    """Whether the session's commit committed nothing: it was joined into a transaction of
+    its connection's that it does not control (``Session(bind=connection)`` inside
+    ``connection.begin()``, SQLAlchemy's pattern for tests), or made a savepoint inside one.
+    The counts then wait for that connection's own ``COMMIT`` (``_Joined``)."""
+    for connection, transaction, commits, _ in set(committed._connections.values()):
+        if not commits or isinstance(transaction, NestedTransaction):
+            _Joined.of(connection).add(connection, counts)
+            return True
+    return False
+
+
+class _Joined:
+    """Counts a connection's transaction holds for sessions joined into it: recorded at its
+    ``COMMIT``, forgotten at its ``ROLLBACK`` or at the rollback of a savepoint that was open
+    when the session committed (the session's rows were inside it)."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[_Counts, frozenset[str]]] = []
+
+    @classmethod
+    def of(cls, connection: Connection) -> _Joined:
+        joined = _JOINED.get(connection)
+        if joined is None:  # the events of this Connection object only, for its life
+            joined = _JOINED[connection] = cls()
+            event.listen(connection, "commit", joined.commit)
+            event.listen(connection, "rollback", joined.rollback)
+            event.listen(connection, "rollback_savepoint", joined.rollback_savepoint)
+        return joined
+
+    def add(self, connection: Connection, counts: _Counts) -> None:
+        savepoints: set[str] = set()
+        nested = connection.get_nested_transaction()
+        while nested is not None:
+            savepoints.add(nested._savepoint)
+            nested = nested._previous_nested
+        self.held.append((counts, frozenset(savepoints)))
+
+    def commit(self, connection: Connection) -> None:
+        held, self.held = self.held, []
+        for counts, _ in held:
+            _record(counts)
+
+    def rollback(self, connection: Connection) -> None:
+        self.held = []
+
+    def rollback_savepoint(self, connection: Connection, name: str, context: Any) -> None:
+        self.held = [entry for entry in self.held if name not in entry[1]]
+
+
+_JOINED: weakref.WeakKeyDictionary[Connection, _Joined] = weakref.WeakKeyDictionary()
 
 
 def _owner(transaction: SessionTransaction | None) -> SessionTransaction | None:
