@@ -162,7 +162,7 @@ class EngineInstrumentation:
             self._pool.attach(_runtime.installed or _runtime.current())
         self._active = True
         _runtime.note_database_instrumented(1)
-        self._finalizer = weakref.finalize(engine, _runtime.note_database_instrumented, -1)
+        self._finalizer = weakref.finalize(engine, _release, self._recorder)
 
     def uninstrument(self) -> None:
         """Remove every wrapper and listener this instrumentation added (idempotent)."""
@@ -177,8 +177,6 @@ class EngineInstrumentation:
                 self._recorder.uninstall(engine.dialect)
             if self._pool is not None:
                 self._pool.uninstall()
-            if self._recorder.plans is not None:
-                self._recorder.plans.close()
             if self._finalizer is not None:
                 self._finalizer()  # runs at most once: uninstrumented or collected
 
@@ -265,6 +263,16 @@ def instrument_engine(
         handle._install(sync_engine)
         _instrumented[sync_engine.dialect] = handle
     return handle
+
+
+def _release(recorder: QueryRecorder) -> None:
+    """What an engine's instrumentation holds outside the engine goes: run once, by
+    ``uninstrument()`` or when the engine is garbage-collected (the finalizer holds the
+    recorder, never the engine). The plan worker stops (its thread, and an async engine's
+    connection of its own, would wait for statements forever)."""
+    _runtime.note_database_instrumented(-1)
+    if recorder.plans is not None:
+        recorder.plans.close()
 
 
 def _root(engine: Any) -> Any:
