@@ -11,7 +11,10 @@ exported on a span. What is:
   whose name cannot be read);
 * for a database error, a message built only from what the driver reports in separate
   fields: the SQLSTATE (or SQLite's error name), the schema, table, column and constraint
-  names, and the statement sanitized like ``db.query.text``;
+  names of an integrity violation (SQLSTATE class 23: the server fills them with the names
+  of what was violated; for any other error they are whatever a PL/pgSQL
+  ``RAISE ... USING SCHEMA = ...`` put there, data included), and the statement sanitized
+  like ``db.query.text``;
 * ``exception.stacktrace``: every frame (file, line, function, source line) of the exception
   and of its causes, each exception shown by the above instead of its message;
 * ``db.response.status_code``, the SQLSTATE, as the semantic conventions name it.
@@ -120,7 +123,7 @@ def _database_message(exc: BaseException) -> str | None:
         parts.append(f"({error_type(errors[1])})")
     if code is not None:
         parts.append(f"{'SQLSTATE' if _SQLSTATE.fullmatch(code) else 'code'} {code}")
-    for field in _NAME_FIELDS:
+    for field in _NAME_FIELDS if code is not None and code.startswith("23") else ():
         name = _field(errors, field)
         if name is not None:
             parts.append(f"{field.replace('_name', '')} {name}")

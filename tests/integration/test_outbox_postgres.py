@@ -182,16 +182,22 @@ def test_relay_crash_and_restart_keeps_every_count_exact(
     box.close()
 
 
+@pytest.mark.parametrize("isolation_level", [None, "AUTOCOMMIT"])
 def test_probe_timeout_on_postgres_is_counted_not_raised(
-    engine: Engine, syncperf_capture: Capture
+    engine: Engine, syncperf_capture: Capture, isolation_level: str | None
 ) -> None:
+    # AUTOCOMMIT: SET LOCAL outside a transaction block ends with its own statement; the probe
+    # waited for the lock for as long as it was held (stats_timeout only stopped the waiting)
     example = example_module()
     example.metadata.create_all(engine)
+    probed = engine
+    if isolation_level is not None:
+        probed = engine.execution_options(isolation_level=isolation_level)
     blocker = engine.connect()
     blocker.execute(text("LOCK TABLE outbox IN ACCESS EXCLUSIVE MODE"))
     try:
         box = Outbox(
-            "todos", stats=sqlalchemy_probe(engine, "outbox", timeout=0.2), stats_timeout=3
+            "todos", stats=sqlalchemy_probe(probed, "outbox", timeout=0.2), stats_timeout=3
         )
         assert gauge(syncperf_capture, "outbox.depth") is None
         failures = syncperf_capture.points("outbox.probe.failures", {"outbox.name": "todos"})
@@ -203,6 +209,111 @@ def test_probe_timeout_on_postgres_is_counted_not_raised(
         blocker.close()
     assert gauge(syncperf_capture, "outbox.depth") == 0
     box.close()
+    with probed.connect() as connection:  # no timeout, and no transaction, left behind
+        assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "0"
+        if isolation_level == "AUTOCOMMIT":
+            xids = [connection.exec_driver_sql("SELECT txid_current()").scalar() for _ in "ab"]
+            assert xids[0] != xids[1]
+
+
+@pytest.mark.parametrize("totals", [False, True])
+@pytest.mark.parametrize("status_type", ["text", "char(10)", "outbox_status"])
+def test_the_probe_reads_enum_and_char_status_columns(
+    engine: Engine, status_type: str, totals: bool
+) -> None:
+    # an enum: the IN list's binds were cast to VARCHAR (operator does not exist: outbox_status
+    # = character varying) and every collection failed; char(10): the totals compared the
+    # padded values with the pending ones in Python and found no pending row (depth 0)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TYPE outbox_status AS ENUM ('pending', 'published')")
+        connection.exec_driver_sql(
+            f"CREATE TABLE outbox (id serial, status {status_type}, attempts int DEFAULT 1, "
+            "created_at timestamptz DEFAULT now() - interval '1 hour')"
+        )
+        connection.exec_driver_sql(
+            "INSERT INTO outbox (status) VALUES ('pending'), ('pending'), ('pending'), "
+            "('published')"
+        )
+    attempts = "attempts" if totals else None
+    probe = sqlalchemy_probe(engine, "outbox", status="status", totals=totals, attempts=attempts)
+    stats = probe()
+    assert stats.depth == 3
+    assert stats.oldest_age is not None and 3500 < stats.oldest_age < 3700
+    if totals:
+        assert stats.rows is not None
+        assert {key.rstrip(): n for key, n in stats.rows.items()} == {"pending": 3, "published": 1}
+        assert stats.attempts == 4
+
+
+def test_a_session_joined_into_an_external_transaction_counts_only_what_it_commits(
+    engine: Engine, syncperf_capture: Capture
+) -> None:
+    # SQLAlchemy's documented test pattern: session.commit() fires after_commit, but the
+    # rows are committed (or not) by the connection's own transaction
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE box (id serial PRIMARY KEY, n int)"))
+    box = Outbox("todos")
+
+    def push(connection: Any, n: int, savepoint: bool = False) -> None:
+        with Session(bind=connection) as session:
+            session.execute(text("INSERT INTO box (n) VALUES (:n)"), {"n": n})
+            box.enqueue(session=session)
+            session.commit()
+        if savepoint:
+            box.enqueue(session=session)  # ...and one not yet begun, closed before it began
+
+    for n, end in enumerate(["rollback", "commit", "close", "savepoint", "twice"]):
+        connection = engine.connect()
+        outer = connection.begin()
+        if end == "savepoint":  # the session makes a savepoint inside this one
+            inner = connection.begin_nested()
+            push(connection, n, savepoint=True)
+            inner.rollback()
+            outer.commit()
+        elif end == "twice":
+            push(connection, n)
+            push(connection, n)
+            outer.commit()
+        else:
+            push(connection, n)
+            if end == "rollback":
+                outer.rollback()
+            elif end == "commit":
+                outer.commit()
+        connection.close()
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT count(*) FROM box")).scalar()
+    assert kept == 3
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == kept
+
+
+async def test_an_async_session_joined_into_an_external_transaction_counts_only_its_commit(
+    postgres_dsn: str, engine: Engine, syncperf_capture: Capture
+) -> None:
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE box (id serial PRIMARY KEY, n int)"))
+    url = postgres_dsn.replace("postgresql://", "postgresql+asyncpg://", 1)
+    async_engine = create_async_engine(
+        url, connect_args={"server_settings": {"search_path": SCHEMA}}
+    )
+    box = Outbox("todos")
+    try:
+        for n, commit in enumerate([False, True]):
+            async with async_engine.connect() as connection:
+                outer = await connection.begin()
+                async with AsyncSession(bind=connection) as session:
+                    await session.execute(text("INSERT INTO box (n) VALUES (:n)"), {"n": n})
+                    box.enqueue(session=session)
+                    await session.commit()
+                await (outer.commit() if commit else outer.rollback())
+    finally:
+        await async_engine.dispose()
+    with engine.connect() as connection:
+        kept = connection.execute(text("SELECT count(*) FROM box")).scalar()
+    assert kept == 1
+    assert syncperf_capture.total("outbox.messages", {"outbox.event": "enqueued"}) == kept
 
 
 RELAY_PROCESS = """

@@ -8,11 +8,13 @@ budget under concurrent load and search every exported byte for a planted parame
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,7 +25,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import syncperf
-from syncperf.sqlalchemy import EngineInstrumentation, PlanOptions, instrument_engine
+from syncperf.sqlalchemy import EngineInstrumentation, PlanOptions, _plans, instrument_engine
 from syncperf.sqlalchemy._plans import Planner
 from syncperf.testing import Capture, capture
 from tests.integration.otlp_receiver import OtlpReceiver
@@ -360,6 +362,53 @@ async def test_async_engines_read_plans_on_the_workers_own_loop_and_connection(
     assert _findings(syncperf_capture, **seq, **{"sync.operation": "push"}) == 1
     with pg.connect() as conn:  # the update ran once
         assert conn.exec_driver_sql(f"SELECT sum(n) FROM {table}").scalar() == 1
+
+
+def _backends(pg: sa.Engine, name: str) -> int:
+    with pg.connect() as conn:
+        query = "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+        return int(conn.execute(sa.text(query), {"name": name}).scalar() or 0)
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+async def test_a_collected_engine_stops_its_plan_worker_and_closes_its_connection(
+    pg: sa.Engine, postgres_dsn: str, table: str, driver: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # never uninstrumented: the worker waited on its queue for good, holding its planner and
+    # (async engines) the connection of its own pool, one thread and one backend per engine;
+    # an idle async worker lets its pool go (which keeps the engine alive) after _IDLE
+    monkeypatch.setattr(_plans, "_IDLE", 0.2, raising=False)
+    url = postgres_dsn.replace("postgresql://", f"postgresql+{driver}://", 1)
+    name = f"plans-gc-{uuid.uuid4().hex[:8]}"
+    workers: list[threading.Thread] = []
+    for _ in range(3):
+        if driver == "asyncpg":
+            settings = {"server_settings": {"application_name": name}}
+            engine: Any = create_async_engine(url, pool_size=1, connect_args=settings)
+            planner = _planner(instrument_engine(engine, plans=EVERY_TIME))
+            async with syncperf.sync_operation("pull"), engine.connect() as conn:
+                await conn.exec_driver_sql(f"SELECT id FROM {table} WHERE owner = 'x'")
+            assert await asyncio.to_thread(planner.wait)
+            await engine.dispose()
+            del conn
+        else:
+            settings = {"application_name": name}
+            engine = sa.create_engine(url, pool_size=1, connect_args=settings)
+            planner = _planner(instrument_engine(engine, plans=EVERY_TIME))
+            _pull(engine, table, "x")
+            assert planner.wait()
+            engine.dispose()
+        assert planner._thread is not None
+        workers.append(planner._thread)
+        del engine, planner
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        any(w.is_alive() for w in workers) or _backends(pg, name)
+    ):
+        gc.collect()  # an engine is collected once its idle worker let its own pool go
+        await asyncio.sleep(0.05)
+    assert not any(w.is_alive() for w in workers)
+    assert _backends(pg, name) == 0
 
 
 class _Records(logging.Handler):

@@ -384,6 +384,32 @@ def test_no_secret_reaches_any_exported_signal_even_from_error_messages(
     assert any(s.kind is SpanKind.CLIENT for s in failed)
 
 
+@pytest.mark.parametrize("field", ["SCHEMA", "TABLE", "COLUMN", "CONSTRAINT"])
+def test_a_name_field_a_raise_fills_never_reaches_an_exported_signal(
+    syncperf_capture: Capture, pg: sa.Engine, field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    handle = instrument_engine(pg)
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    raise_ = f"DO $$BEGIN RAISE EXCEPTION USING MESSAGE = 'no', {field} = '{SECRET}'; END$$"
+    try:
+        with (
+            caplog.at_level(logging.DEBUG, "syncperf"),
+            tracer.start_as_current_span("request"),
+            pytest.raises(sa.exc.DBAPIError),
+            syncperf.sync_operation("push", entity="todo"),
+            pg.connect() as conn,
+        ):
+            conn.exec_driver_sql(raise_)
+    finally:
+        handle.uninstrument()
+    events = [e for s in syncperf_capture.spans() for e in s.events if e.name == "exception"]
+    assert events
+    exported = repr([dict(e.attributes or {}) for e in events])
+    exported += "\n".join(r.getMessage() for r in caplog.records)
+    assert "SQLSTATE P0001" in exported
+    assert SECRET not in exported and "s3cr3t" not in exported
+
+
 # --- connection pool --------------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import socket
 import threading
@@ -32,6 +33,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.util._once import Once
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import Counter as Counter_
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
@@ -424,6 +426,37 @@ async def test_prometheus_asgi_app_serves_the_configured_registry() -> None:
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         response = await client.get("/")
     assert 'sync_operation_duration_seconds_count{sync_entity="note"' in response.text
+
+
+async def test_prometheus_asgi_app_scrapes_off_the_event_loop() -> None:
+    # a collector that waits (an outbox probe on a locked table waits up to stats_timeout)
+    # stalled every request of the worker: the scrape ran on the event loop
+    import httpx
+
+    release = threading.Event()
+
+    class Waiting:
+        def describe(self) -> list[Any]:
+            return []
+
+        def collect(self) -> Iterator[Any]:
+            release.wait(2)
+            yield from ()
+
+    registry = CollectorRegistry()
+    registry.register(Waiting())
+    Counter_("scrapes_total", "Scrapes.", registry=registry).inc()
+    transport = httpx.ASGITransport(app=prometheus_asgi_app(registry))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        scraping = asyncio.ensure_future(client.get("/", headers={"accept": "text/plain"}))
+        started = time.monotonic()
+        await asyncio.sleep(0.05)
+        assert time.monotonic() - started < 1.0  # the loop ran while the collector waited
+        assert not scraping.done()
+        release.set()
+        response = await scraping
+    assert response.status_code == 200
+    assert response.content == generate_latest(registry)  # the same bytes as ever
 
 
 # --- composition: any order, any repeat ------------------------------------------------------

@@ -186,6 +186,36 @@ def test_no_message_parameter_or_literal_of_a_database_error_is_exported(
     assert attrs.get("db.response.status_code") == code
 
 
+_NAME_SECRET = st.text(
+    alphabet=st.characters(min_codepoint=32, max_codepoint=0x2FF).filter(str.isprintable),
+    min_size=1,
+    max_size=30,
+).map(lambda s: "zq" + s)
+"""Printable strings that fit a name field (a PL/pgSQL ``RAISE ... USING SCHEMA = ...``)."""
+
+
+class _Diag:
+    def __init__(self, name: str) -> None:
+        self.schema_name = self.table_name = self.column_name = self.constraint_name = name
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=_NAME_SECRET, code=st.sampled_from(["P0001", "22023", "42501", "XX000", None]))
+def test_name_fields_are_exported_only_from_an_integrity_error(name: str, code: str | None) -> None:
+    # RAISE EXCEPTION USING SCHEMA (TABLE, COLUMN, CONSTRAINT) = <any string> fills the
+    # fields PostgreSQL reserves for the names of an integrity violation
+    orig = sqlite3.DatabaseError("raised")
+    orig.diag = _Diag(name)  # type: ignore[attr-defined]  # psycopg's, asyncpg's alike
+    if code is not None:
+        orig.sqlstate = code  # type: ignore[attr-defined]
+    error = sa.exc.DBAPIError("SELECT 1", None, orig)
+    exported = repr(exception_attributes(error)) + summary(error)
+    assert "zq" not in exported
+
+    orig.sqlstate = "23505"  # type: ignore[attr-defined]  # the server's own: names of things
+    assert f"constraint {name}" in exception_attributes(error)["exception.message"]
+
+
 MYSQL_DRIVER_ERRORS = [
     "pymysql.err",
     "MySQLdb._exceptions",

@@ -791,6 +791,40 @@ def test_a_collected_engine_releases_its_count() -> None:
     assert Runtime.db_instrumented == before
 
 
+@pytest.mark.parametrize("uninstrument", [False, True])
+def test_an_engine_collected_or_uninstrumented_releases_its_callbacks_and_states(
+    syncperf_capture: Capture, uninstrument: bool
+) -> None:
+    # collected without uninstrument(): its pool observers stayed in the registry (4 gauge
+    # callbacks per engine, every collection calling them); either way its query and pool
+    # series stayed in the runtime (rt.state(..., serial))
+    import gc
+
+    from syncperf import _runtime
+
+    rt = _runtime.installed or _runtime.current()
+
+    def held() -> tuple[int, int]:
+        callbacks = sum(len(getattr(i, "callbacks", ())) for i in rt.registry.instruments.values())
+        return callbacks, sum(1 for slot in list(rt._state) if isinstance(slot, tuple))
+
+    before = held()
+    for _ in range(5):
+        eng = sa.create_engine("sqlite://")
+        handle = instrument_engine(eng)
+        with syncperf.sync_operation("push"), eng.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        if uninstrument:
+            handle.uninstrument()
+        del eng, handle, conn
+    gc.collect()
+    assert held() != before or uninstrument  # pool observers report zero once, then go
+    syncperf_capture.metrics()
+    syncperf_capture.metrics()
+    assert held() == before
+    assert syncperf_capture.total("db.client.operation.duration") == 5  # nothing recorded lost
+
+
 @pytest.mark.parametrize(
     ("option", "value"),
     [

@@ -4,13 +4,19 @@ objects; every other collector of the registry as prometheus_client encodes it).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import parse_qs
 
 from syncperf._metrics.prometheus import scrape
+
+SCRAPE_THREADS = 2
+"""Scrapes an ASGI app runs at once (two Prometheus servers of an HA pair); more wait their
+turn, as coroutines."""
 
 
 def wsgi_app(registry: Any) -> Callable[..., list[bytes]]:
@@ -58,7 +64,15 @@ def start_server(port: int, host: str, registry: Any) -> tuple[Any, threading.Th
 
 
 def asgi_app(registry: Any) -> Callable[..., Any]:
-    """An ASGI app answering as ``prometheus_client.make_asgi_app`` does."""
+    """An ASGI app answering as ``prometheus_client.make_asgi_app`` does.
+
+    The scrape runs on a thread of the app's own (``SCRAPE_THREADS``), never on the event
+    loop: collecting may wait (an outbox probe on a locked table waits up to its
+    ``stats_timeout``), and every request of the worker would wait with it. A thread pool of
+    its own, so that scrapes waiting never take the loop's default executor from the
+    application's ``asyncio.to_thread`` calls.
+    """
+    threads = ThreadPoolExecutor(SCRAPE_THREADS, thread_name_prefix="syncperf-scrape")
 
     async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Any) -> None:
         assert scope.get("type") == "http"
@@ -67,7 +81,9 @@ def asgi_app(registry: Any) -> Callable[..., Any]:
         def header(name: bytes) -> str:
             return ",".join(v.decode() for k, v in headers if k.lower() == name)
 
-        status, response, output = scrape(
+        status, response, output = await asyncio.get_running_loop().run_in_executor(
+            threads,
+            scrape,
             registry,
             header(b"accept"),
             header(b"accept-encoding"),

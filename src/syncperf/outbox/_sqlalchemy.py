@@ -5,20 +5,24 @@
 * ``defer_enqueue``: count an enqueue when the session's transaction commits, forget it when
   the transaction ends otherwise (rollback, close), so rolled-back pushes are never counted.
   One made before the session began belongs to the transaction it begins next, unless the
-  session is closed first.
+  session is closed first. A session joined into its connection's transaction commits nothing
+  itself: the count waits for that connection's ``COMMIT``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, column, event, func, select, table
+from sqlalchemy import Connection, Engine, bindparam, column, event, func, select, table
+from sqlalchemy.engine import NestedTransaction
 from sqlalchemy.ext.asyncio import AsyncSession, async_scoped_session
 from sqlalchemy.orm import Session, SessionTransaction, scoped_session
+from sqlalchemy.types import NullType
 
 from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf.exceptions import ConfigError
@@ -75,10 +79,14 @@ class SQLAlchemyProbe:
         if attempts:
             columns.append(column(attempts))
         source = table(table_name, *columns, schema=schema)
+        # Untyped binds: the server gives them the column's type. Typed ones (VARCHAR, as
+        # psycopg casts a string) fail against an enum column (no enum = varchar operator).
+        values = [bindparam(None, value, type_=NullType()) for value in pending]
         if totals:  # one pass over the table: every status, pending ones give depth and age
             assert status is not None
             statement = select(
                 source.c[status],
+                source.c[status].in_(values),  # in SQL: char(n) values come back padded
                 func.count(),
                 func.min(source.c[created_at]),
                 func.sum(source.c[attempts]) if attempts else func.count(),
@@ -86,7 +94,7 @@ class SQLAlchemyProbe:
         else:
             statement = select(func.count(), func.min(source.c[created_at])).select_from(source)
             if status:
-                statement = statement.where(source.c[status].in_(list(pending)))
+                statement = statement.where(source.c[status].in_(values))
         self.engine = engine
         self.statement = statement
         self.totals = totals
@@ -96,24 +104,38 @@ class SQLAlchemyProbe:
         self._postgres = engine.dialect.name == "postgresql"
 
     def __call__(self) -> OutboxStats:
-        """Run the query; return depth and the oldest pending message's age in seconds."""
+        """Run the query; return depth and the oldest pending message's age in seconds.
+
+        On PostgreSQL the statement timeout is set for the query's transaction only. A
+        connection in autocommit mode has none (``SET LOCAL`` would end with its own
+        statement): it gets an explicit ``BEGIN`` and ``ROLLBACK``, as the plan worker's
+        (``sqlalchemy._plans``); if the ``ROLLBACK`` fails, the connection is invalidated
+        rather than handed back to the pool inside a transaction.
+        """
         with self.engine.connect() as connection:
-            if self._postgres:  # the server stops the query; the caller stops waiting
-                milliseconds = max(1, int(self.timeout * 1000))
-                connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
-            if self.totals:
-                groups = connection.execute(self.statement).all()
-            else:
-                count, oldest = connection.execute(self.statement).one()
+            explicit = self._postgres and _autocommit(connection)
+            if explicit:
+                connection.exec_driver_sql("BEGIN")
+            try:
+                if self._postgres:  # the server stops the query; the caller stops waiting
+                    milliseconds = max(1, int(self.timeout * 1000))
+                    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {milliseconds}")
+                if self.totals:
+                    groups = connection.execute(self.statement).all()
+                else:
+                    count, oldest = connection.execute(self.statement).one()
+            finally:
+                if explicit:
+                    _end(connection)
             connection.rollback()
         rows: dict[str, int] | None = None
         attempts: int | None = None
         if self.totals:
             count, oldest, rows, attempts = 0, None, {}, 0
-            for status, n, first, tries in groups:
+            for status, pending, n, first, tries in groups:
                 rows[str(status)] = int(n)
                 attempts += int(tries or 0)
-                if status in self.pending:
+                if pending:
                     count += int(n)
                     first = _timestamp(first)
                     oldest = first if oldest is None or first < oldest else oldest
@@ -127,6 +149,20 @@ class SQLAlchemyProbe:
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyProbe {self.statement}>"
+
+
+def _autocommit(connection: Connection) -> bool:
+    """Whether the connection's driver runs each statement in its own transaction."""
+    return getattr(connection.connection.dbapi_connection, "autocommit", False) is True
+
+
+def _end(connection: Connection) -> None:
+    """``ROLLBACK`` the explicit transaction of an autocommit connection, or invalidate it."""
+    try:
+        connection.exec_driver_sql("ROLLBACK")
+    except BaseException:
+        connection.invalidate()
+        raise
 
 
 def _timestamp(value: Any) -> Any:
@@ -235,9 +271,67 @@ def _after_commit(session: Session) -> None:
         if counts:
             _add(pending.setdefault(parent, {}), counts)
         return
+    if counts and not _joined(committed, counts):
+        _record(counts)
+
+
+def _record(counts: _Counts) -> None:
     with contextlib.suppress(Exception):  # record() reports its own problems
-        for record, count in (counts or {}).values():
+        for record, count in counts.values():
             record(count)
+
+
+def _joined(committed: SessionTransaction, counts: _Counts) -> bool:
+    """Whether the session's commit committed nothing: it was joined into a transaction of
+    its connection's that it does not control (``Session(bind=connection)`` inside
+    ``connection.begin()``, SQLAlchemy's pattern for tests), or made a savepoint inside one.
+    The counts then wait for that connection's own ``COMMIT`` (``_Joined``)."""
+    for connection, transaction, commits, _ in set(committed._connections.values()):
+        if not commits or isinstance(transaction, NestedTransaction):
+            _Joined.of(connection).add(connection, counts)
+            return True
+    return False
+
+
+class _Joined:
+    """Counts a connection's transaction holds for sessions joined into it: recorded at its
+    ``COMMIT``, forgotten at its ``ROLLBACK`` or at the rollback of a savepoint that was open
+    when the session committed (the session's rows were inside it)."""
+
+    def __init__(self) -> None:
+        self.held: list[tuple[_Counts, frozenset[str]]] = []
+
+    @classmethod
+    def of(cls, connection: Connection) -> _Joined:
+        joined = _JOINED.get(connection)
+        if joined is None:  # the events of this Connection object only, for its life
+            joined = _JOINED[connection] = cls()
+            event.listen(connection, "commit", joined.commit)
+            event.listen(connection, "rollback", joined.rollback)
+            event.listen(connection, "rollback_savepoint", joined.rollback_savepoint)
+        return joined
+
+    def add(self, connection: Connection, counts: _Counts) -> None:
+        savepoints: set[str] = set()
+        nested = connection.get_nested_transaction()
+        while nested is not None:
+            savepoints.add(nested._savepoint)
+            nested = nested._previous_nested
+        self.held.append((counts, frozenset(savepoints)))
+
+    def commit(self, connection: Connection) -> None:
+        held, self.held = self.held, []
+        for counts, _ in held:
+            _record(counts)
+
+    def rollback(self, connection: Connection) -> None:
+        self.held = []
+
+    def rollback_savepoint(self, connection: Connection, name: str, context: Any) -> None:
+        self.held = [entry for entry in self.held if name not in entry[1]]
+
+
+_JOINED: weakref.WeakKeyDictionary[Connection, _Joined] = weakref.WeakKeyDictionary()
 
 
 def _owner(transaction: SessionTransaction | None) -> SessionTransaction | None:

@@ -72,7 +72,7 @@ from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy._names import pool_name
 from syncperf.sqlalchemy._plans import Planner, PlanOptions, check_plans, planner_for
 from syncperf.sqlalchemy._pool import PoolMetrics
-from syncperf.sqlalchemy._queries import QueryRecorder
+from syncperf.sqlalchemy._queries import QueryRecorder, QuerySeries
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -162,7 +162,7 @@ class EngineInstrumentation:
             self._pool.attach(_runtime.installed or _runtime.current())
         self._active = True
         _runtime.note_database_instrumented(1)
-        self._finalizer = weakref.finalize(engine, _runtime.note_database_instrumented, -1)
+        self._finalizer = weakref.finalize(engine, _release, self._recorder, self._pool)
 
     def uninstrument(self) -> None:
         """Remove every wrapper and listener this instrumentation added (idempotent)."""
@@ -177,8 +177,6 @@ class EngineInstrumentation:
                 self._recorder.uninstall(engine.dialect)
             if self._pool is not None:
                 self._pool.uninstall()
-            if self._recorder.plans is not None:
-                self._recorder.plans.close()
             if self._finalizer is not None:
                 self._finalizer()  # runs at most once: uninstrumented or collected
 
@@ -265,6 +263,28 @@ def instrument_engine(
         handle._install(sync_engine)
         _instrumented[sync_engine.dialect] = handle
     return handle
+
+
+def _release(recorder: QueryRecorder, pool: PoolMetrics | None) -> None:
+    """What an engine's instrumentation holds outside the engine goes: run once, by
+    ``uninstrument()`` or when the engine is garbage-collected (the finalizer holds the
+    recorder and the pool metrics, never the engine). The plan worker stops (its thread, and
+    an async engine's connection of its own, would wait for statements forever); the
+    engine's query and pool series leave the runtimes that recorded them (what they queued
+    is in the runtime's batches, recorded all the same). The pool's observers report 0 at
+    the next collection, then remove their callbacks (``PoolMetrics.observe``)."""
+    _runtime.note_database_instrumented(-1)
+    if recorder.plans is not None:
+        recorder.plans.close()
+    runtimes = {_runtime.installed, recorder._held.rt}  # the last to record, and the current
+    if pool is not None:
+        pool.closed = True
+        runtimes.add(pool._held[0])
+    for rt in runtimes:
+        if rt is not None:
+            rt.forget(QuerySeries, recorder.serial)
+            if pool is not None:
+                pool.forget(rt)
 
 
 def _root(engine: Any) -> Any:

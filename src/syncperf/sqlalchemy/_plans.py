@@ -53,6 +53,9 @@ _perf = time.perf_counter_ns
 _NEVER = 1 << 62
 _MINUTE = 60_000_000_000
 _MAX_SHAPES = 2000
+_IDLE = 30.0
+"""Seconds the worker waits for a statement before it closes an async engine's own connection
+(whose pool holds the engine through its connect events) and checks the engine still exists."""
 EXPLAINED = frozenset({"SELECT", "UPDATE", "DELETE"})
 """Verbs whose plans are read. ``INSERT ... VALUES`` plans scan nothing; transaction control
 and session settings have none."""
@@ -199,10 +202,9 @@ class Planner:
     def _start(self) -> None:
         with self._lock:
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._work, name="syncperf-plans", daemon=True
-                )
-                self._thread.start()
+                thread = threading.Thread(target=self._work, name="syncperf-plans", daemon=True)
+                self._thread = thread
+                thread.start()
 
     def wait(self, timeout: float = 10.0) -> bool:
         """Block until every queued statement was explained (tests, shutdown)."""
@@ -227,10 +229,17 @@ class Planner:
 
     def _work(self) -> None:
         while True:
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=_IDLE)
+            except queue.Empty:  # idle: an async engine's own pool goes (it holds the engine)
+                if self._async is not None:
+                    self._async.close()
+                if self._engine() is None:  # collected, and close() found the queue full
+                    return
+                continue
             try:
                 if job is None:
-                    if self._async is not None:
+                    if self._async is not None:  # its loop and connection are this thread's
                         self._async.close()
                     return
                 self._explain(job)

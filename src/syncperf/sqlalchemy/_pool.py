@@ -43,13 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.pool import (
-    AssertionPool,
-    Pool,
-    QueuePool,
-    SingletonThreadPool,
-    StaticPool,
-)
+from sqlalchemy.pool import AssertionPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
 from syncperf import _runtime
 from syncperf._metrics import catalogue
@@ -273,6 +267,10 @@ class PoolMetrics:
         with rt.lock:
             return PoolSeries(rt, self._attrs)
 
+    def forget(self, rt: Runtime) -> None:
+        """Drop this pool's series from ``rt`` (uninstrumented, or the engine collected)."""
+        rt.forget(self._new_series, self._serial)
+
     # --- pool events -----------------------------------------------------------------------
 
     def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
@@ -316,6 +314,7 @@ class PoolMetrics:
         values: dict[str, dict[Attributes, float]] = {COUNT: {}, MAX: {}, IDLE_MAX: {}, PENDING: {}}
         engine = self._engine()
         if engine is None or self.closed:
+            self.closed = True  # a collected engine too: its observers report 0, then go
             return values
         values[PENDING][self._attrs] = len(self._waiting)
         pool = engine.pool
