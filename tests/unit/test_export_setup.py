@@ -725,3 +725,18 @@ def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_silent_collector
         for thread in threading.enumerate():  # what went on in the background: not into
             if thread.name.endswith("-shutdown"):  # the next tests (the retries' jitter)
                 thread.join(15)
+
+
+@pytest.mark.usefixtures("clean")
+def test_metrics_default_to_the_resource_of_the_applications_tracer_provider() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    mine = TracerProvider(resource=Resource.create({"service.name": "sync-api"}))
+    trace.set_tracer_provider(mine)
+    handle = setup_otlp()
+    assert handle.tracer_provider is mine
+    assert _runtime.current().resource.attributes["service.name"] == "sync-api"
+    (periodic,) = _runtime.current().exporters
+    assert periodic.reader._resource.attributes["service.name"] == "sync-api"
+    provider_resource = handle.meter_provider._sdk_config.resource
+    assert provider_resource.attributes["service.name"] == "sync-api"

@@ -166,7 +166,14 @@ def setup_otlp(
     traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_on else None
     metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_on else None
     disabled = _otlp.disabled(env)
-    resource = options.pop("resource", None) or _otlp.default_resource()
+    # Like configure(): the metrics' resource defaults to the application's tracer provider's
+    # (a provider syncperf does not own), so spans and metrics name the same service.
+    existing = _otlp.sdk_provider(trace.get_tracer_provider())
+    resource = (
+        options.pop("resource", None)
+        or getattr(existing, "resource", None)
+        or _otlp.default_resource()
+    )
     # Every option is checked before anything global changes: a mistyped option raises
     # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
     Config.from_env(environ, resource=resource, **options)
