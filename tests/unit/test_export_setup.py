@@ -740,3 +740,65 @@ def test_metrics_default_to_the_resource_of_the_applications_tracer_provider() -
     assert periodic.reader._resource.attributes["service.name"] == "sync-api"
     provider_resource = handle.meter_provider._sdk_config.resource
     assert provider_resource.attributes["service.name"] == "sync-api"
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize(
+    "var",
+    [
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    ],
+)
+def test_an_empty_exporter_variable_is_unset_for_either_protocol(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, var: str
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT")
+    monkeypatch.delenv("OTEL_METRIC_EXPORT_TIMEOUT")
+    monkeypatch.setenv(var, "")
+    handle = setup_otlp(protocol=protocol, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol
+    exporter = _metric_exporter()
+    timeout = exporter._timeout if protocol == "grpc" else exporter._client._timeout
+    assert timeout == 10.0  # the exporters' default
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize(
+    ("var", "raw", "accepted"),
+    [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "seconds"),
+        ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-1", "seconds"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "nan", "seconds"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "gzip"),
+        ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd\nx", "gzip"),
+    ],
+)
+def test_an_invalid_exporter_variable_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, var: str, raw: str, accepted: str
+) -> None:
+    monkeypatch.setenv(var, raw)
+    with pytest.raises(ConfigError) as info:
+        setup_otlp(protocol=protocol)
+    message = str(info.value)
+    assert info.value.option == var
+    assert accepted in message
+    assert len(message.splitlines()) == 1
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # nothing set
+
+
+@pytest.mark.usefixtures("clean")
+def test_deflate_is_accepted_over_http_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "Deflate")
+    setup_otlp(protocol="http/protobuf")
+    assert _metric_exporter()._compression.value == Compression.Deflate.value
+    with pytest.raises(ConfigError, match="gzip or none"):
+        setup_otlp(protocol="grpc")

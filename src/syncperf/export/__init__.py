@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
-from opentelemetry import trace
 
 from syncperf import _runtime
 from syncperf._config import Config
@@ -166,14 +165,11 @@ def setup_otlp(
     traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_on else None
     metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_on else None
     disabled = _otlp.disabled(env)
-    # Like configure(): the metrics' resource defaults to the application's tracer provider's
-    # (a provider syncperf does not own), so spans and metrics name the same service.
-    existing = _otlp.sdk_provider(trace.get_tracer_provider())
-    resource = (
-        options.pop("resource", None)
-        or getattr(existing, "resource", None)
-        or _otlp.default_resource()
+    protocols = (None, None) if disabled else (traces_protocol, metrics_protocol)
+    traces_kwargs, metrics_kwargs = _otlp.exporter_settings(
+        protocols, env, endpoint, headers, timeout
     )
+    resource = options.pop("resource", None) or _otlp.default_resource()
     # Every option is checked before anything global changes: a mistyped option raises
     # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
     Config.from_env(environ, resource=resource, **options)
@@ -181,23 +177,13 @@ def setup_otlp(
     tracer_provider: Any = None
     owns = False
     if traces_on and not disabled:
-        tracer_provider, owns = _otlp.tracer_provider_of(
-            resource, traces_protocol, endpoint, headers, timeout
-        )
+        tracer_provider, owns = _otlp.tracer_provider_of(resource, traces_protocol, traces_kwargs)
     exporter = meter_provider = joined = None
     if metrics_on and not disabled:
         exporter, meter_provider, joined = _otlp.metric_outputs(
-            resource, metrics_protocol, endpoint, headers, timeout, global_meter_provider
+            resource, metrics_protocol, metrics_kwargs or {}, global_meter_provider
         )
-    if owns:
-        trace.set_tracer_provider(tracer_provider)
-    if meter_provider is not None:
-        _otlp.OWN_METER_PROVIDERS.add(meter_provider)
-        otel_metrics.set_meter_provider(meter_provider)
-    if exporter is not None:
-        outputs.OUTPUTS.exporters["otlp"] = exporter
-    else:
-        outputs.OUTPUTS.exporters.pop("otlp", None)
+    _otlp.install(tracer_provider if owns else None, meter_provider, exporter)
     rt = _apply(options, environ, resource=resource)
     if tracer_provider is not None:
         rt.tracing.resolve(time.perf_counter_ns())  # no wait for the next look at the global
