@@ -802,3 +802,20 @@ def test_deflate_is_accepted_over_http_only(monkeypatch: pytest.MonkeyPatch) -> 
     assert _metric_exporter()._compression.value == Compression.Deflate.value
     with pytest.raises(ConfigError, match="gzip or none"):
         setup_otlp(protocol="grpc")
+
+
+@pytest.mark.usefixtures("clean")
+def test_headers_in_code_merge_over_the_variables_lowercased_for_both_protocols(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=env,x-team=sync")
+    sent = {}
+    for protocol in ("grpc", "http/protobuf"):
+        setup_otlp(protocol=protocol, headers={"Authorization": "Bearer t", "X-API-Key": "code"})
+        exporter = _metric_exporter()
+        headers = dict(exporter._headers) if protocol == "grpc" else exporter._client._headers
+        sent[protocol] = {
+            k: v for k, v in headers.items() if k in ("authorization", "x-api-key", "x-team")
+        }
+    expected = {"authorization": "Bearer t", "x-api-key": "code", "x-team": "sync"}
+    assert sent == {"grpc": expected, "http/protobuf": expected}

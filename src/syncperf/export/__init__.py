@@ -142,7 +142,8 @@ def setup_otlp(
         endpoint: Collector endpoint for both signals (default: ``OTEL_EXPORTER_OTLP_*``
             variables, else the exporter's default, ``localhost:4317`` / ``:4318``). For
             HTTP give the base URL; ``/v1/traces`` and ``/v1/metrics`` are appended.
-        headers: Extra request headers (default ``OTEL_EXPORTER_OTLP_HEADERS``).
+        headers: Request headers, added over ``OTEL_EXPORTER_OTLP_HEADERS`` (or the
+            per-signal variable) for both protocols, names lowercased (gRPC metadata).
         timeout: Seconds per export request (default ``OTEL_EXPORTER_OTLP_TIMEOUT``).
         traces: Export spans (default: unless ``OTEL_TRACES_EXPORTER=none``).
         metrics: Export syncperf's metrics (default: unless ``OTEL_METRICS_EXPORTER=none``).

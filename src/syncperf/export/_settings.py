@@ -2,10 +2,12 @@
 
 The exporters read some ``OTEL_EXPORTER_OTLP_*`` variables themselves, each its own way: the
 gRPC ones raise a bare ``ValueError`` on an empty or malformed timeout and on an empty or
-unknown compression, the HTTP ones log the value and go on. syncperf reads these variables
-itself, as the specification says (empty is unset; a per-signal variable wins over the
-general one), and hands the exporters explicit values, so both protocols agree and a
-mistake is one ``ConfigError`` naming the variable, before anything global changes.
+unknown compression, the HTTP ones log the value and go on; headers given in code replace
+the variable's over gRPC (and fail every export unless lowercase) but add to it over HTTP.
+syncperf reads these variables itself, as the specification says (empty is unset; a
+per-signal variable wins over the general one), and hands the exporters explicit values, so
+both protocols agree and a mistake is one ``ConfigError`` naming the variable, before
+anything global changes.
 """
 
 from __future__ import annotations
@@ -67,6 +69,20 @@ def compression_of(protocol: str, signal: str, env: Mapping[str, str]) -> Any:
     return choices[name]
 
 
+def headers_of(
+    explicit: Mapping[str, str] | None, signal: str, env: Mapping[str, str]
+) -> dict[str, str]:
+    """The request headers: the variables' (the per-signal one, else the general one), then
+    ``explicit`` over them, every name lowercased as gRPC metadata requires (HTTP header
+    names are case-insensitive), so both protocols send the same ones."""
+    from opentelemetry.util.re import parse_env_headers
+
+    found = variable(env, signal, "HEADERS")
+    headers = {} if found is None else dict(parse_env_headers(found[1], liberal=True))
+    headers.update({str(name).lower(): value for name, value in (explicit or {}).items()})
+    return headers
+
+
 def forget_blank_timeouts(protocol: str) -> None:
     """Unset an empty ``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_TIMEOUT`` in ``os.environ``, the
     same as unset to the specification: the gRPC exporters parse it as a number even when
@@ -101,6 +117,7 @@ def exporter_kwargs(
             kwargs["endpoint"] = endpoint
             if endpoint.startswith("http://"):
                 kwargs["insecure"] = True
-    if headers is not None:
-        kwargs["headers"] = dict(headers)
+    merged = headers_of(headers, signal, env)
+    if merged:  # none: the exporter's own default headers
+        kwargs["headers"] = merged
     return kwargs

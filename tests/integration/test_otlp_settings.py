@@ -1,0 +1,73 @@
+"""``setup_otlp``'s exporter settings against real OTLP receivers: headers, the environment
+it is given, the export timeout and the size of one request.
+
+Each service runs in its own interpreter (global OpenTelemetry providers are per process)
+and exports to a real OTLP/gRPC receiver (``otlp_receiver.py``) or one that never answers.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.integration.otlp_receiver import OtlpReceiver
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+SECRET = "tok-Pl4nted-9fQx27"
+"""An authorization token given to ``setup_otlp(headers=...)``."""
+
+
+def _run(
+    code: str, env: dict[str, str], args: Sequence[str] = (), timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+HEADERS_SERVICE = """
+    import json, logging, os, sys
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    import syncperf, syncperf.export
+    token = os.environ.pop("PLANTED")  # not on the command line
+    handle = syncperf.export.setup_otlp(
+        protocol=sys.argv[1], headers={"Authorization": "Bearer " + token},
+        export_interval=3600, shutdown_timeout=3,
+    )
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    print(json.dumps({"flushed": syncperf.force_flush()}), flush=True)
+    handle.shutdown()
+"""
+
+
+def test_grpc_headers_given_in_code_are_sent_merged_over_the_environments() -> None:
+    with OtlpReceiver() as receiver:
+        env = receiver.environment(OTEL_EXPORTER_OTLP_HEADERS="x-api-key=env-key", PLANTED=SECRET)
+        done = _run(HEADERS_SERVICE, env, args=["grpc"])
+        received = list(receiver.metadata)
+        requests = list(receiver.metric_requests) + list(receiver.trace_requests)
+    assert json.loads(done.stdout.splitlines()[-1]) == {"flushed": True}, done.stderr[-3000:]
+    assert receiver.metric_requests and receiver.trace_requests
+    for metadata in received:
+        assert metadata.get("authorization") == f"Bearer {SECRET}"
+        assert metadata.get("x-api-key") == "env-key"
+    # The header value is sent as metadata only: never in an exported payload or a log line.
+    for request in requests:
+        assert SECRET.encode() not in request.SerializeToString()
+    assert SECRET not in done.stdout + done.stderr
