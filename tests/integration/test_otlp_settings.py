@@ -71,3 +71,38 @@ def test_grpc_headers_given_in_code_are_sent_merged_over_the_environments() -> N
     for request in requests:
         assert SECRET.encode() not in request.SerializeToString()
     assert SECRET not in done.stdout + done.stderr
+
+
+ENVIRON_SERVICE = """
+    import json, os, sys
+    import syncperf, syncperf.export
+    given = json.loads(sys.argv[1])
+    assert not any(name.startswith("OTEL_") for name in os.environ)
+    handle = syncperf.export.setup_otlp(environ=given, shutdown_timeout=3)
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    print(json.dumps({"flushed": syncperf.force_flush()}), flush=True)
+    handle.shutdown()
+"""
+
+
+def test_an_environ_given_to_setup_otlp_decides_where_and_as_whom_it_exports() -> None:
+    with OtlpReceiver() as receiver:
+        env = {k: v for k, v in receiver.environment().items() if not k.startswith("OTEL_")}
+        given = {
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-team=sync",
+            "OTEL_SERVICE_NAME": "from-environ",
+            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+        }
+        done = _run(ENVIRON_SERVICE, env, args=[json.dumps(given)])
+        assert json.loads(done.stdout.splitlines()[-1]) == {"flushed": True}, done.stderr[-3000:]
+        assert receiver.metric_requests and receiver.trace_requests
+        resources = {r.get("service.name") for r, _, _ in receiver.metrics()}
+        resources |= {r.get("service.name") for r, _ in receiver.spans()}
+        duration = receiver.latest("sync.operation.duration")
+        metadata = list(receiver.metadata)
+    assert resources == {"from-environ"}
+    assert duration.histogram.aggregation_temporality == 1  # delta
+    assert all(m.get("x-team") == "sync" for m in metadata)

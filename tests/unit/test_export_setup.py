@@ -819,3 +819,49 @@ def test_headers_in_code_merge_over_the_variables_lowercased_for_both_protocols(
         }
     expected = {"authorization": "Bearer t", "x-api-key": "code", "x-team": "sync"}
     assert sent == {"grpc": expected, "http/protobuf": expected}
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_an_environ_given_to_setup_otlp_names_endpoint_headers_timeout_resource_temporality(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    # The process's variables, all different from the environment given: none may be used.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc" if protocol != "grpc" else "")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-leak=process")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "false")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "process")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "leak.attr=1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative")
+    environ = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:7",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-team=given",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+        "OTEL_METRIC_EXPORT_TIMEOUT": "5000",
+        "OTEL_SERVICE_NAME": "from-environ",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=given",
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+    }
+    handle = setup_otlp(environ=environ, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol
+    for resource in (handle.tracer_provider.resource, _runtime.current().resource):
+        assert resource.attributes["service.name"] == "from-environ"
+        assert resource.attributes["deployment.environment.name"] == "given"
+        assert "leak.attr" not in resource.attributes
+    exporter = _metric_exporter()
+    if protocol == "grpc":
+        assert (exporter._endpoint, exporter._insecure, exporter._timeout) == (
+            "127.0.0.1:7",
+            True,
+            3,
+        )
+        headers = dict(exporter._headers)
+    else:
+        assert exporter._endpoint == "http://127.0.0.1:7/v1/metrics"
+        assert exporter._client._timeout == 3
+        headers = exporter._client._headers
+    assert headers["x-team"] == "given"
+    assert "x-leak" not in headers
+    wrapper = _runtime.current().exporters[0].exporter
+    assert wrapper._preferred_temporality[Counter] is AggregationTemporality.DELTA

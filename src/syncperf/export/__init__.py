@@ -149,7 +149,11 @@ def setup_otlp(
         metrics: Export syncperf's metrics (default: unless ``OTEL_METRICS_EXPORTER=none``).
         global_meter_provider: Also install an SDK ``MeterProvider`` exporting over OTLP as
             the global one, for other instrumentation, when none is set.
-        environ: Environment to read instead of ``os.environ`` (tests).
+        environ: Environment to read instead of ``os.environ`` (tests): the protocol,
+            endpoint, headers, insecure, timeout, compression, temporality preference,
+            service name, resource attributes and syncperf's own settings come from it;
+            the SDK still reads certificate files, ``OTEL_BSP_*`` and the sampler from
+            ``os.environ``.
         **options: ``syncperf.configure`` options (``export_interval``, ``max_entities``...);
             given any, the settings are rebuilt from them and the environment, else the
             current settings stay.
@@ -170,7 +174,7 @@ def setup_otlp(
     traces_kwargs, metrics_kwargs = _otlp.exporter_settings(
         protocols, env, endpoint, headers, timeout
     )
-    resource = options.pop("resource", None) or _otlp.default_resource()
+    resource = options.pop("resource", None) or _otlp.default_resource(env)
     # Every option is checked before anything global changes: a mistyped option raises
     # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
     Config.from_env(environ, resource=resource, **options)
@@ -178,11 +182,13 @@ def setup_otlp(
     tracer_provider: Any = None
     owns = False
     if traces_on and not disabled:
-        tracer_provider, owns = _otlp.tracer_provider_of(resource, traces_protocol, traces_kwargs)
+        tracer_provider, owns = _otlp.tracer_provider_of(
+            resource, traces_protocol, traces_kwargs, env
+        )
     exporter = meter_provider = joined = None
     if metrics_on and not disabled:
         exporter, meter_provider, joined = _otlp.metric_outputs(
-            resource, metrics_protocol, metrics_kwargs or {}, global_meter_provider
+            resource, metrics_protocol, metrics_kwargs or {}, env, global_meter_provider
         )
     _otlp.install(tracer_provider if owns else None, meter_provider, exporter)
     rt = _apply(options, environ, resource=resource)

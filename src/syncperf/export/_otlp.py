@@ -77,14 +77,13 @@ def protocol_of(explicit: str | None, signal: str, env: Mapping[str, str]) -> st
     return value
 
 
-def default_resource() -> Any:
+def default_resource(env: Mapping[str, str]) -> Any:
     """Like ``configure()``: the resource of the application's SDK tracer provider (one
-    syncperf does not own), so spans and metrics name the same service; else the SDK's."""
-    from opentelemetry.sdk.resources import Resource
-
+    syncperf does not own), so spans and metrics name the same service; else the SDK's
+    default for ``env``."""
     existing = sdk_provider(trace.get_tracer_provider())
     resource = getattr(existing, "resource", None)
-    return Resource.create() if resource is None else resource
+    return _settings.resource_of(env) if resource is None else resource
 
 
 def sdk_provider(provider: Any) -> Any:
@@ -125,14 +124,16 @@ def _import(protocol: str | None, signal: str) -> Any:
     return getattr(loaded, name)
 
 
-def tracer_provider_for(resource: Any, protocol: str | None, kwargs: Mapping[str, Any]) -> Any:
+def tracer_provider_for(
+    resource: Any, protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
 
     cls = _import(protocol, "trace")
     # sampler: OTEL_TRACES_SAMPLER(_ARG); flushed at exit by syncperf, within its
     # shutdown_timeout (the SDK's own exit hook waits on a silent collector unbounded)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    exporter = CountingSpanExporter(factory=lambda: cls(**kwargs))
+    exporter = CountingSpanExporter(factory=lambda: _settings.build(cls, kwargs, env, "TRACES"))
     provider.add_span_processor(_CountingBatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
     return provider
 
@@ -168,17 +169,19 @@ class _CountingDrops:
         return getattr(self._inner, name)
 
 
-def metric_exporter(protocol: str | None, kwargs: Mapping[str, Any]) -> Any:
+def metric_exporter(protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     cls = _import(protocol, "metric")
-    return RenewableMetricExporter(lambda: cls(**kwargs))
+    return RenewableMetricExporter(lambda: _settings.build(cls, kwargs, env, "METRICS"))
 
 
-def meter_provider_for(resource: Any, protocol: str | None, kwargs: Mapping[str, Any]) -> Any:
+def meter_provider_for(
+    resource: Any, protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]
+) -> Any:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     reader = PeriodicExportingMetricReader(  # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
-        metric_exporter(protocol, kwargs)
+        metric_exporter(protocol, kwargs, env)
     )
     provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
     outputs.flush_also(provider)
@@ -293,7 +296,7 @@ def count_failure(signal: str) -> None:
 
 
 def tracer_provider_of(
-    resource: Any, protocol: str | None, kwargs: Mapping[str, Any] | None
+    resource: Any, protocol: str | None, kwargs: Mapping[str, Any] | None, env: Mapping[str, str]
 ) -> tuple[Any, bool]:
     """``(provider, owned)``: the global SDK tracer provider, else a new one exporting over
     OTLP (owned: the caller makes it global)."""
@@ -303,11 +306,15 @@ def tracer_provider_of(
         return provider, False
     if kwargs is None:  # the settings were resolved for no exporter
         return None, False
-    return tracer_provider_for(resource, protocol, kwargs), True
+    return tracer_provider_for(resource, protocol, kwargs, env), True
 
 
 def metric_outputs(
-    resource: Any, protocol: str | None, kwargs: Mapping[str, Any], global_meter_provider: bool
+    resource: Any,
+    protocol: str | None,
+    kwargs: Mapping[str, Any],
+    env: Mapping[str, str],
+    global_meter_provider: bool,
 ) -> tuple[Any, Any, Any]:
     """``(exporter, meter provider, joined)``: syncperf's own metric exporter and a new
     global meter provider for other instrumentation, or the application's SDK meter
@@ -317,10 +324,10 @@ def metric_outputs(
     existing = metrics.get_meter_provider()
     if not exports_metrics_itself():
         return None, None, existing
-    exporter = metric_exporter(protocol, kwargs)
+    exporter = metric_exporter(protocol, kwargs, env)
     meter_provider = None
     if global_meter_provider and is_proxy_meter_provider(existing):
-        meter_provider = meter_provider_for(resource, protocol, kwargs)
+        meter_provider = meter_provider_for(resource, protocol, kwargs, env)
     # FastAPI's native HTTP metrics in the global provider's OTLP export are not repeated by
     # syncperf's own exporter to the same collector.
     exporter.beside = meter_provider if meter_provider is not None else existing

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from syncperf import _otel_env as otel_env
 from syncperf._config import MAX_SECONDS
@@ -107,17 +109,109 @@ def exporter_kwargs(
     ``protocol``; raises ``ConfigError`` for a variable that is not accepted."""
     forget_blank_timeouts(protocol)
     kwargs: dict[str, Any] = {
+        "endpoint": endpoint_of(endpoint, protocol, signal, env),
         "timeout": timeout_of(timeout, signal, env),
         "compression": compression_of(protocol, signal, env),
     }
-    if endpoint is not None:
-        if protocol == "http/protobuf":
-            kwargs["endpoint"] = endpoint.rstrip("/") + "/v1/" + signal.lower()
-        else:
-            kwargs["endpoint"] = endpoint
-            if endpoint.startswith("http://"):
-                kwargs["insecure"] = True
+    if protocol == "grpc":
+        insecure = variable(env, signal, "INSECURE")
+        if endpoint is not None and endpoint.startswith("http://"):
+            kwargs["insecure"] = True
+        elif insecure is not None:
+            kwargs["insecure"] = insecure[1].lower() == "true"
+        else:  # what the exporter decides by itself (https is never insecure)
+            kwargs["insecure"] = urlparse(kwargs["endpoint"]).scheme == "http"
     merged = headers_of(headers, signal, env)
     if merged:  # none: the exporter's own default headers
         kwargs["headers"] = merged
+    if signal == "METRICS":
+        kwargs["preferred_temporality"] = temporality_of(env)
     return kwargs
+
+
+def endpoint_of(explicit: str | None, protocol: str, signal: str, env: Mapping[str, str]) -> str:
+    """The exporter's endpoint: over HTTP the signal's path is added to a base URL (one
+    given in code, or the general variable), never to the per-signal variable."""
+    path = "/v1/" + signal.lower()
+    if explicit is not None:
+        return explicit.rstrip("/") + path if protocol == "http/protobuf" else explicit
+    per_signal = otel_env.value(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+    if per_signal is not None:
+        return per_signal
+    base = otel_env.value(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    if protocol == "grpc":
+        return base or "http://localhost:4317"
+    return (base or "http://localhost:4318").rstrip("/") + path
+
+
+_DELTA_KINDS = {
+    "delta": ("Counter", "Histogram", "ObservableCounter"),
+    "lowmemory": ("Counter", "Histogram"),
+    "cumulative": (),
+}
+
+
+def temporality_of(env: Mapping[str, str]) -> dict[type, Any]:
+    """``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` as the exporters read it, for
+    every instrument class (an unknown value is warned about: cumulative)."""
+    from opentelemetry.sdk import metrics as sdk
+    from opentelemetry.sdk.metrics.export import AggregationTemporality
+
+    var = "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"
+    raw = (otel_env.value(env, var) or "cumulative").lower()
+    if raw not in _DELTA_KINDS:
+        otel_env.warn(var, raw, " or ".join(_DELTA_KINDS))
+    delta = _DELTA_KINDS.get(raw, ())
+    kinds = (
+        "Counter UpDownCounter Histogram ObservableCounter ObservableUpDownCounter ObservableGauge"
+    )
+    return {
+        getattr(sdk, kind): AggregationTemporality.DELTA
+        if kind in delta
+        else AggregationTemporality.CUMULATIVE
+        for kind in kinds.split()
+    }
+
+
+def resource_of(env: Mapping[str, str]) -> Any:
+    """The SDK's default resource, from ``env``'s ``OTEL_SERVICE_NAME`` and
+    ``OTEL_RESOURCE_ATTRIBUTES``: ``Resource.create()`` reads them from ``os.environ``, so for
+    another environment only what it adds by itself (``telemetry.sdk.*``, the
+    ``service.instance.id``) is kept of it."""
+    from opentelemetry.sdk.resources import Resource
+
+    created = Resource.create()
+    if env is os.environ:
+        return created
+    attributes = {
+        key: value
+        for key, value in created.attributes.items()
+        if key.startswith("telemetry.sdk.") or key == "service.instance.id"
+    }
+    for item in (otel_env.value(env, "OTEL_RESOURCE_ATTRIBUTES") or "").split(","):
+        key, equals, value = item.partition("=")
+        if key.strip() and equals:
+            attributes[key.strip()] = unquote(value.strip())
+    default = "unknown_service" + (f":{os.path.basename(sys.executable)}" if sys.executable else "")
+    attributes.setdefault("service.name", default)
+    name = otel_env.value(env, "OTEL_SERVICE_NAME")
+    if name is not None:
+        attributes["service.name"] = name
+    return Resource(attributes)
+
+
+def build(cls: Any, kwargs: Mapping[str, Any], env: Mapping[str, str], signal: str) -> Any:
+    """The exporter ``cls(**kwargs)``, sending exactly ``kwargs``' headers: the exporters
+    also read the process's header variables (the gRPC ones when given none, the HTTP ones
+    under those given), which for another environment than ``os.environ`` are not its."""
+    exporter = cls(**kwargs)
+    if env is os.environ:
+        return exporter
+    headers = dict(kwargs.get("headers") or {})
+    if "insecure" in kwargs:  # gRPC (only its keyword arguments name it)
+        exporter._headers = tuple(headers.items())
+    else:
+        sent = exporter._client._headers
+        for name in set(headers_of(None, signal, os.environ)) - set(headers):
+            sent.pop(name, None)
+    return exporter
