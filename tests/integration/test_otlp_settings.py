@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.otlp_receiver import OtlpReceiver
+from tests.integration.otlp_receiver import OtlpReceiver, SilentListener
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +106,47 @@ def test_an_environ_given_to_setup_otlp_decides_where_and_as_whom_it_exports() -
     assert resources == {"from-environ"}
     assert duration.histogram.aggregation_temporality == 1  # delta
     assert all(m.get("x-team") == "sync" for m in metadata)
+
+
+STALLED_SERVICE = """
+    import json, time
+    import syncperf, syncperf.export
+    from syncperf import _runtime
+    handle = syncperf.export.setup_otlp()
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    (periodic,) = _runtime.current().exporters
+    started = time.monotonic()
+    ok = periodic.export_once()
+    print(json.dumps({"ok": ok, "took": time.monotonic() - started}), flush=True)
+    import os
+    os._exit(0)  # the stalled collector is not waited for at exit
+"""
+
+
+@pytest.mark.parametrize(
+    ("protocol", "collector"),
+    [("grpc", "silent"), ("grpc", "hanging"), ("http/protobuf", "silent")],
+)
+def test_one_export_to_a_stalled_collector_takes_at_most_the_export_timeout(
+    protocol: str, collector: str
+) -> None:
+    hanging = OtlpReceiver().start()
+    silent = SilentListener()
+    hanging.hang()
+    try:
+        env = hanging.environment(
+            OTEL_EXPORTER_OTLP_PROTOCOL=protocol,
+            OTEL_EXPORTER_OTLP_ENDPOINT=(hanging if collector == "hanging" else silent).endpoint,
+            OTEL_METRIC_EXPORT_TIMEOUT="1000",  # export_timeout=1 s; the OTLP timeout: 10 s
+            OTEL_METRIC_EXPORT_INTERVAL="3600000",
+            OTEL_TRACES_EXPORTER="none",
+        )
+        done = _run(STALLED_SERVICE, env)
+    finally:
+        hanging.answer()
+        hanging.stop()
+        silent.close()
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["ok"] is False
+    assert report["took"] < 3.0, report  # 1 s and retries' slack; 10 s before

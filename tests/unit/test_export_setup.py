@@ -169,6 +169,7 @@ def test_explicit_arguments_override_the_environment() -> None:
         endpoint="http://127.0.0.1:9/base/",
         headers={"a": "b"},
         timeout=1.5,
+        export_timeout=5,
     )
     exporter = _metric_exporter()
     assert exporter._endpoint == "http://127.0.0.1:9/base/v1/metrics"
@@ -865,3 +866,10 @@ def test_an_environ_given_to_setup_otlp_names_endpoint_headers_timeout_resource_
     assert "x-leak" not in headers
     wrapper = _runtime.current().exporters[0].exporter
     assert wrapper._preferred_temporality[Counter] is AggregationTemporality.DELTA
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_metric_exporters_request_timeout_is_bounded_by_the_export_timeout() -> None:
+    handle = setup_otlp(protocol="grpc", timeout=5, export_timeout=1.5)
+    assert _metric_exporter()._timeout == 1.5
+    assert _span_exporter(handle.tracer_provider)._timeout == 5  # spans: not metrics' bound

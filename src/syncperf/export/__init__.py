@@ -144,7 +144,8 @@ def setup_otlp(
             HTTP give the base URL; ``/v1/traces`` and ``/v1/metrics`` are appended.
         headers: Request headers, added over ``OTEL_EXPORTER_OTLP_HEADERS`` (or the
             per-signal variable) for both protocols, names lowercased (gRPC metadata).
-        timeout: Seconds per export request (default ``OTEL_EXPORTER_OTLP_TIMEOUT``).
+        timeout: Seconds per export request (default ``OTEL_EXPORTER_OTLP_TIMEOUT``); a
+            metric export request takes at most ``export_timeout``.
         traces: Export spans (default: unless ``OTEL_TRACES_EXPORTER=none``).
         metrics: Export syncperf's metrics (default: unless ``OTEL_METRICS_EXPORTER=none``).
         global_meter_provider: Also install an SDK ``MeterProvider`` exporting over OTLP as
@@ -152,8 +153,8 @@ def setup_otlp(
         environ: Environment to read instead of ``os.environ`` (tests): the protocol,
             endpoint, headers, insecure, timeout, compression, temporality preference,
             service name, resource attributes and syncperf's own settings come from it;
-            the SDK still reads certificate files, ``OTEL_BSP_*`` and the sampler from
-            ``os.environ``.
+            the SDK still reads certificate files, ``OTEL_BSP_*``, the sampler and the
+            interval of the meter provider built here from ``os.environ``.
         **options: ``syncperf.configure`` options (``export_interval``, ``max_entities``...);
             given any, the settings are rebuilt from them and the environment, else the
             current settings stay.
@@ -170,14 +171,16 @@ def setup_otlp(
     traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_on else None
     metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_on else None
     disabled = _otlp.disabled(env)
-    protocols = (None, None) if disabled else (traces_protocol, metrics_protocol)
-    traces_kwargs, metrics_kwargs = _otlp.exporter_settings(
-        protocols, env, endpoint, headers, timeout
-    )
     resource = options.pop("resource", None) or _otlp.default_resource(env)
     # Every option is checked before anything global changes: a mistyped option raises
     # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
-    Config.from_env(environ, resource=resource, **options)
+    config = Config.from_env(environ, resource=resource, **options)
+    if not options and _runtime.installed is not None:  # the settings that stay (_apply)
+        config = _runtime.installed.config
+    protocols = (None, None) if disabled else (traces_protocol, metrics_protocol)
+    traces_kwargs, metrics_kwargs = _otlp.exporter_settings(
+        protocols, env, endpoint, headers, timeout, config.export_timeout
+    )
 
     tracer_provider: Any = None
     owns = False

@@ -360,10 +360,13 @@ def exporter_settings(
     endpoint: str | None,
     headers: Mapping[str, str] | None,
     timeout: float | None,
+    export_timeout: float,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
     """The span and the metric exporter's keyword arguments (``protocols``: the traces' and
     the metrics'), or None for a signal off, or whose provider is the application's: the
-    variables syncperf would not use are not read."""
+    variables syncperf would not use are not read. One metric export request takes at most
+    ``export_timeout``: the exporters take no bound per export (they ignore the reader's
+    ``timeout_millis``), so their own timeout is bounded."""
     traces, metrics_ = protocols
     if traces is not None and sdk_provider(trace.get_tracer_provider()) is None:
         traces_kwargs = _settings.exporter_kwargs(traces, "TRACES", env, endpoint, headers, timeout)
@@ -374,6 +377,7 @@ def exporter_settings(
         metrics_kwargs = _settings.exporter_kwargs(
             metrics_, "METRICS", env, endpoint, headers, timeout
         )
+        metrics_kwargs["timeout"] = min(metrics_kwargs["timeout"], export_timeout)
     return traces_kwargs, metrics_kwargs
 
 
