@@ -150,3 +150,44 @@ def test_one_export_to_a_stalled_collector_takes_at_most_the_export_timeout(
     report = json.loads(done.stdout.splitlines()[-1])
     assert report["ok"] is False
     assert report["took"] < 3.0, report  # 1 s and retries' slack; 10 s before
+
+
+LARGE_SERVICE = """
+    import json
+    import syncperf, syncperf.export
+    from syncperf import _runtime
+    handle = syncperf.export.setup_otlp(max_series=20000, export_interval=3600)
+    rt = _runtime.current()
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    duration = rt.registry.instruments["sync.operation.duration"]
+    for i in range(11999):  # 12,000 series of ~500 bytes: one request would be ~6 MiB
+        attributes = (("sync.entity", f"entity-{i:05d}-" + "x" * 60),
+                      ("sync.operation", "push"), ("sync.outcome", "success"))
+        with rt.lock:
+            duration.histogram(attributes).record(0.01)
+    print(json.dumps({"flushed": syncperf.force_flush()}), flush=True)
+    handle.shutdown()
+"""
+
+
+def test_an_export_larger_than_a_collectors_4_mib_limit_arrives_in_several_requests() -> None:
+    with OtlpReceiver() as receiver:  # grpc's default receive limit: 4 MiB
+        env = receiver.environment(OTEL_TRACES_EXPORTER="none")
+        done = _run(LARGE_SERVICE, env, timeout=120)
+        requests = list(receiver.metric_requests)
+    assert json.loads(done.stdout.splitlines()[-1]) == {"flushed": True}, done.stderr[-3000:]
+    assert len(requests) > 1
+    assert max(r.ByteSize() for r in requests) < 4 * 2**20
+    entities = {
+        kv.value.string_value
+        for request in requests
+        for rm in request.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == "sync.operation.duration"
+        for point in metric.histogram.data_points
+        for kv in point.attributes
+        if kv.key == "sync.entity"
+    }
+    assert len(entities) == 12000  # every series, each once

@@ -18,8 +18,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from syncperf import _otel_env as otel_env
 from syncperf import _runtime
 from syncperf._metrics import outputs
+from syncperf._metrics.bounded import Deadline
 from syncperf.exceptions import ConfigError
-from syncperf.export import _settings
+from syncperf.export import _settings, _split
 
 _logger = logging.getLogger("syncperf")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -240,10 +241,18 @@ class RenewableMetricExporter(MetricExporter):
     """A metric exporter built by ``factory``, rebuilt in a forked child.
 
     Keeps the wrapped exporter's temporality and aggregation preferences (so
-    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` still applies).
+    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` still applies). Sends one export
+    in requests of at most ``max_export_batch_size`` points (a collector refuses a gRPC
+    message above 4 MiB by default), stopping at the first that fails.
     """
 
-    def __init__(self, factory: Callable[[], MetricExporter]) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], MetricExporter],
+        *,
+        max_export_batch_size: int = _split.MAX_EXPORT_BATCH_SIZE,
+    ) -> None:
+        self.max_export_batch_size = _split.checked(max_export_batch_size)
         self._factory = factory
         self.inner = factory()
         self.beside: Any = None
@@ -257,8 +266,15 @@ class RenewableMetricExporter(MetricExporter):
     def export(
         self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        """Export through the wrapped exporter."""
-        return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        """Export through the wrapped exporter, in pieces, within ``timeout_millis``."""
+        left = Deadline(timeout_millis / 1000).left
+        for piece in _split.split(metrics_data, self.max_export_batch_size):
+            result = self.inner.export(piece, timeout_millis=left() * 1000, **kwargs)
+            if result is not MetricExportResult.SUCCESS:
+                return result  # what follows is dropped too (delta) or sent next time
+            if not left():
+                return MetricExportResult.FAILURE
+        return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Flush the wrapped exporter."""
