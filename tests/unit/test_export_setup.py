@@ -873,3 +873,32 @@ def test_the_metric_exporters_request_timeout_is_bounded_by_the_export_timeout()
     handle = setup_otlp(protocol="grpc", timeout=5, export_timeout=1.5)
     assert _metric_exporter()._timeout == 1.5
     assert _span_exporter(handle.tracer_provider)._timeout == 5  # spans: not metrics' bound
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_default_histogram_aggregation_variable_leaves_syncperfs_buckets_explicit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    variable = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"
+    monkeypatch.setenv(variable, "base2_exponential_bucket_histogram")
+    handle = setup_otlp()
+    (reader,) = handle.meter_provider._metric_readers  # for other instrumentation
+    exponential = reader._exporter._preferred_aggregation[Histogram]
+    assert isinstance(exponential, ExponentialBucketHistogramAggregation)
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    (periodic,) = _runtime.current().exporters
+    data = periodic.reader.collect()
+    (duration,) = [
+        m
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "sync.operation.duration"
+    ]
+    assert isinstance(duration.data, HistogramData)  # explicit buckets, as documented
+    assert 0.2 in duration.data.data_points[0].explicit_bounds
