@@ -34,6 +34,8 @@ class OtlpReceiver:
         self.trace_requests: list[trace_service_pb2.ExportTraceServiceRequest] = []
         self.metric_requests: list[metrics_service_pb2.ExportMetricsServiceRequest] = []
         self.log_requests: list[logs_service_pb2.ExportLogsServiceRequest] = []
+        self.metadata: list[dict[str, str]] = []
+        """Each request's gRPC metadata (its headers), in arrival order."""
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._release = threading.Event()
@@ -43,17 +45,17 @@ class OtlpReceiver:
 
         class Traces(trace_service_pb2_grpc.TraceServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                receiver._record(receiver.trace_requests, request)
+                receiver._record(receiver.trace_requests, request, context)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                receiver._record(receiver.metric_requests, request)
+                receiver._record(receiver.metric_requests, request, context)
                 return metrics_service_pb2.ExportMetricsServiceResponse()
 
         class Logs(logs_service_pb2_grpc.LogsServiceServicer):
             def Export(self, request: Any, context: Any) -> Any:
-                receiver._record(receiver.log_requests, request)
+                receiver._record(receiver.log_requests, request, context)
                 return logs_service_pb2.ExportLogsServiceResponse()
 
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._server)
@@ -106,10 +108,11 @@ class OtlpReceiver:
         """Answer again (and release RPCs that are hanging)."""
         self._release.set()
 
-    def _record(self, into: list[Any], request: Any) -> None:
+    def _record(self, into: list[Any], request: Any, context: Any) -> None:
         self._release.wait(60)
         with self._changed:
             into.append(request)
+            self.metadata.append({k: str(v) for k, v in context.invocation_metadata()})
             self._changed.notify_all()
 
     def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -252,3 +252,20 @@ def test_prometheus_asgi_app_without_its_extra_names_the_extra(
     _hide(monkeypatch, "prometheus_client")
     with pytest.raises(syncperf.ConfigError, match=r"pip install 'syncperf\[prometheus\]'"):
         prometheus_asgi_app()
+
+
+@pytest.mark.parametrize(
+    ("var", "raw"),
+    [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "soon"),
+        ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "deflate"),
+    ],
+)
+def test_demo_reports_an_invalid_otlp_variable_in_one_line(
+    var: str, raw: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+    monkeypatch.setenv(var, raw)
+    argv = ["demo", "--otlp", "http://127.0.0.1:9", "--duration", "1", "--no-tui"]
+    err = _fails_with_one_line(capsys, argv)
+    assert var in err

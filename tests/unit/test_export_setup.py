@@ -172,6 +172,7 @@ def test_explicit_arguments_override_the_environment() -> None:
         endpoint="http://127.0.0.1:9/base/",
         headers={"a": "b"},
         timeout=1.5,
+        export_timeout=5,
     )
     exporter = _metric_exporter()
     assert exporter._endpoint == "http://127.0.0.1:9/base/v1/metrics"
@@ -780,3 +781,179 @@ def test_otlp_shutdown_waits_at_most_the_shutdown_timeout_for_a_silent_collector
         for thread in threading.enumerate():  # what went on in the background: not into
             if thread.name.endswith("-shutdown"):  # the next tests (the retries' jitter)
                 thread.join(15)
+
+
+@pytest.mark.usefixtures("clean")
+def test_metrics_default_to_the_resource_of_the_applications_tracer_provider() -> None:
+    from opentelemetry.sdk.resources import Resource
+
+    mine = TracerProvider(resource=Resource.create({"service.name": "sync-api"}))
+    trace.set_tracer_provider(mine)
+    handle = setup_otlp()
+    assert handle.tracer_provider is mine
+    assert _runtime.current().resource.attributes["service.name"] == "sync-api"
+    (periodic,) = _runtime.current().exporters
+    assert periodic.reader._resource.attributes["service.name"] == "sync-api"
+    provider_resource = handle.meter_provider._sdk_config.resource
+    assert provider_resource.attributes["service.name"] == "sync-api"
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize(
+    "var",
+    [
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    ],
+)
+def test_an_empty_exporter_variable_is_unset_for_either_protocol(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, var: str
+) -> None:
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT")
+    monkeypatch.delenv("OTEL_METRIC_EXPORT_TIMEOUT")
+    monkeypatch.setenv(var, "")
+    handle = setup_otlp(protocol=protocol, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol
+    exporter = _metric_exporter()
+    timeout = exporter._timeout if protocol == "grpc" else exporter._client._timeout
+    assert timeout == 10.0  # the exporters' default
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+@pytest.mark.parametrize(
+    ("var", "raw", "accepted"),
+    [
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "10s", "seconds"),
+        ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "-1", "seconds"),
+        ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "nan", "seconds"),
+        ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "gzip"),
+        ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd\nx", "gzip"),
+    ],
+)
+def test_an_invalid_exporter_variable_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, var: str, raw: str, accepted: str
+) -> None:
+    monkeypatch.setenv(var, raw)
+    with pytest.raises(ConfigError) as info:
+        setup_otlp(protocol=protocol)
+    message = str(info.value)
+    assert info.value.option == var
+    assert accepted in message
+    assert len(message.splitlines()) == 1
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # nothing set
+
+
+@pytest.mark.usefixtures("clean")
+def test_deflate_is_accepted_over_http_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.exporter.otlp.proto.http import Compression
+
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "Deflate")
+    setup_otlp(protocol="http/protobuf")
+    assert _metric_exporter()._compression.value == Compression.Deflate.value
+    with pytest.raises(ConfigError, match="gzip or none"):
+        setup_otlp(protocol="grpc")
+
+
+@pytest.mark.usefixtures("clean")
+def test_headers_in_code_merge_over_the_variables_lowercased_for_both_protocols(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=env,x-team=sync")
+    sent = {}
+    for protocol in ("grpc", "http/protobuf"):
+        setup_otlp(protocol=protocol, headers={"Authorization": "Bearer t", "X-API-Key": "code"})
+        exporter = _metric_exporter()
+        headers = dict(exporter._headers) if protocol == "grpc" else exporter._client._headers
+        sent[protocol] = {
+            k: v for k, v in headers.items() if k in ("authorization", "x-api-key", "x-team")
+        }
+    expected = {"authorization": "Bearer t", "x-api-key": "code", "x-team": "sync"}
+    assert sent == {"grpc": expected, "http/protobuf": expected}
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_an_environ_given_to_setup_otlp_names_endpoint_headers_timeout_resource_temporality(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    # The process's variables, all different from the environment given: none may be used.
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc" if protocol != "grpc" else "")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-leak=process")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "false")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "process")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "leak.attr=1")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "cumulative")
+    environ = {
+        "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:7",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-team=given",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+        "OTEL_METRIC_EXPORT_TIMEOUT": "5000",
+        "OTEL_SERVICE_NAME": "from-environ",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment.name=given",
+        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE": "delta",
+    }
+    handle = setup_otlp(environ=environ, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol
+    for resource in (handle.tracer_provider.resource, _runtime.current().resource):
+        assert resource.attributes["service.name"] == "from-environ"
+        assert resource.attributes["deployment.environment.name"] == "given"
+        assert "leak.attr" not in resource.attributes
+    exporter = _metric_exporter()
+    if protocol == "grpc":
+        assert (exporter._endpoint, exporter._insecure, exporter._timeout) == (
+            "127.0.0.1:7",
+            True,
+            3,
+        )
+        headers = dict(exporter._headers)
+    else:
+        assert exporter._endpoint == "http://127.0.0.1:7/v1/metrics"
+        assert exporter._client._timeout == 3
+        headers = exporter._client._headers
+    assert headers["x-team"] == "given"
+    assert "x-leak" not in headers
+    wrapper = _runtime.current().exporters[0].exporter
+    assert wrapper._preferred_temporality[Counter] is AggregationTemporality.DELTA
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_metric_exporters_request_timeout_is_bounded_by_the_export_timeout() -> None:
+    handle = setup_otlp(protocol="grpc", timeout=5, export_timeout=1.5)
+    assert _metric_exporter()._timeout == 1.5
+    assert _span_exporter(handle.tracer_provider)._timeout == 5  # spans: not metrics' bound
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_default_histogram_aggregation_variable_leaves_syncperfs_buckets_explicit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.export import Histogram as HistogramData
+    from opentelemetry.sdk.metrics.view import ExponentialBucketHistogramAggregation
+
+    variable = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"
+    monkeypatch.setenv(variable, "base2_exponential_bucket_histogram")
+    handle = setup_otlp()
+    (reader,) = handle.meter_provider._metric_readers  # for other instrumentation
+    exponential = reader._exporter._preferred_aggregation[Histogram]
+    assert isinstance(exponential, ExponentialBucketHistogramAggregation)
+    with syncperf.sync_operation("push", entity="todo"):
+        pass
+    (periodic,) = _runtime.current().exporters
+    data = periodic.reader.collect()
+    (duration,) = [
+        m
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "sync.operation.duration"
+    ]
+    assert isinstance(duration.data, HistogramData)  # explicit buckets, as documented
+    assert 0.2 in duration.data.data_points[0].explicit_bounds

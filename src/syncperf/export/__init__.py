@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import metrics as otel_metrics
-from opentelemetry import trace
 
 from syncperf import _runtime
 from syncperf._config import Config
@@ -143,13 +142,19 @@ def setup_otlp(
         endpoint: Collector endpoint for both signals (default: ``OTEL_EXPORTER_OTLP_*``
             variables, else the exporter's default, ``localhost:4317`` / ``:4318``). For
             HTTP give the base URL; ``/v1/traces`` and ``/v1/metrics`` are appended.
-        headers: Extra request headers (default ``OTEL_EXPORTER_OTLP_HEADERS``).
-        timeout: Seconds per export request (default ``OTEL_EXPORTER_OTLP_TIMEOUT``).
+        headers: Request headers, added over ``OTEL_EXPORTER_OTLP_HEADERS`` (or the
+            per-signal variable) for both protocols, names lowercased (gRPC metadata).
+        timeout: Seconds per export request (default ``OTEL_EXPORTER_OTLP_TIMEOUT``); a
+            metric export request takes at most ``export_timeout``.
         traces: Export spans (default: unless ``OTEL_TRACES_EXPORTER=none``).
         metrics: Export syncperf's metrics (default: unless ``OTEL_METRICS_EXPORTER=none``).
         global_meter_provider: Also install an SDK ``MeterProvider`` exporting over OTLP as
             the global one, for other instrumentation, when none is set.
-        environ: Environment to read instead of ``os.environ`` (tests).
+        environ: Environment to read instead of ``os.environ`` (tests): the protocol,
+            endpoint, headers, insecure, timeout, compression, temporality preference,
+            service name, resource attributes and syncperf's own settings come from it;
+            the SDK still reads certificate files, ``OTEL_BSP_*``, the sampler and the
+            interval of the meter provider built here from ``os.environ``.
         **options: ``syncperf.configure`` options (``export_interval``, ``max_entities``...);
             given any, the settings are rebuilt from them and the environment, else the
             current settings stay.
@@ -166,31 +171,29 @@ def setup_otlp(
     traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_on else None
     metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_on else None
     disabled = _otlp.disabled(env)
-    resource = options.pop("resource", None) or _otlp.default_resource()
+    resource = options.pop("resource", None) or _otlp.default_resource(env)
     # Every option is checked before anything global changes: a mistyped option raises
     # ConfigError with the tracer and meter providers and syncperf's runtime untouched.
-    Config.from_env(environ, resource=resource, **options)
+    config = Config.from_env(environ, resource=resource, **options)
+    if not options and _runtime.installed is not None:  # the settings that stay (_apply)
+        config = _runtime.installed.config
+    protocols = (None, None) if disabled else (traces_protocol, metrics_protocol)
+    traces_kwargs, metrics_kwargs = _otlp.exporter_settings(
+        protocols, env, endpoint, headers, timeout, config.export_timeout
+    )
 
     tracer_provider: Any = None
     owns = False
     if traces_on and not disabled:
         tracer_provider, owns = _otlp.tracer_provider_of(
-            resource, traces_protocol, endpoint, headers, timeout
+            resource, traces_protocol, traces_kwargs, env
         )
     exporter = meter_provider = joined = None
     if metrics_on and not disabled:
         exporter, meter_provider, joined = _otlp.metric_outputs(
-            resource, metrics_protocol, endpoint, headers, timeout, global_meter_provider
+            resource, metrics_protocol, metrics_kwargs or {}, env, global_meter_provider
         )
-    if owns:
-        trace.set_tracer_provider(tracer_provider)
-    if meter_provider is not None:
-        _otlp.OWN_METER_PROVIDERS.add(meter_provider)
-        otel_metrics.set_meter_provider(meter_provider)
-    if exporter is not None:
-        outputs.OUTPUTS.exporters["otlp"] = exporter
-    else:
-        outputs.OUTPUTS.exporters.pop("otlp", None)
+    _otlp.install(tracer_provider if owns else None, meter_provider, exporter)
     rt = _apply(options, environ, resource=resource)
     if tracer_provider is not None:
         rt.tracing.resolve(time.perf_counter_ns())  # no wait for the next look at the global

@@ -18,7 +18,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from syncperf import _otel_env as otel_env
 from syncperf import _runtime
 from syncperf._metrics import outputs
+from syncperf._metrics.bounded import Deadline
 from syncperf.exceptions import ConfigError
+from syncperf.export import _settings, _split
 
 _logger = logging.getLogger("syncperf")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -76,10 +78,13 @@ def protocol_of(explicit: str | None, signal: str, env: Mapping[str, str]) -> st
     return value
 
 
-def default_resource() -> Any:
-    from opentelemetry.sdk.resources import Resource
-
-    return Resource.create()
+def default_resource(env: Mapping[str, str]) -> Any:
+    """Like ``configure()``: the resource of the application's SDK tracer provider (one
+    syncperf does not own), so spans and metrics name the same service; else the SDK's
+    default for ``env``."""
+    existing = sdk_provider(trace.get_tracer_provider())
+    resource = getattr(existing, "resource", None)
+    return _settings.resource_of(env) if resource is None else resource
 
 
 def sdk_provider(provider: Any) -> Any:
@@ -94,28 +99,6 @@ def is_proxy_meter_provider(provider: Any) -> bool:
     from opentelemetry.metrics._internal import _ProxyMeterProvider
 
     return isinstance(provider, (_ProxyMeterProvider, NoOpMeterProvider))
-
-
-def _kwargs(
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
-    protocol: str | None,
-    path: str,
-) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {}
-    if endpoint is not None:
-        if protocol == "http/protobuf":
-            kwargs["endpoint"] = endpoint.rstrip("/") + path
-        else:
-            kwargs["endpoint"] = endpoint
-            if endpoint.startswith("http://"):
-                kwargs["insecure"] = True
-    if headers is not None:
-        kwargs["headers"] = dict(headers)
-    if timeout is not None:
-        kwargs["timeout"] = timeout
-    return kwargs
 
 
 def _import(protocol: str | None, signal: str) -> Any:
@@ -143,20 +126,15 @@ def _import(protocol: str | None, signal: str) -> Any:
 
 
 def tracer_provider_for(
-    resource: Any,
-    protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
+    resource: Any, protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]
 ) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
 
     cls = _import(protocol, "trace")
-    kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/traces")
     # sampler: OTEL_TRACES_SAMPLER(_ARG); flushed at exit by syncperf, within its
     # shutdown_timeout (the SDK's own exit hook waits on a silent collector unbounded)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
-    exporter = CountingSpanExporter(factory=lambda: cls(**kwargs))
+    exporter = CountingSpanExporter(factory=lambda: _settings.build(cls, kwargs, env, "TRACES"))
     provider.add_span_processor(_CountingBatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
     return provider
 
@@ -192,29 +170,19 @@ class _CountingDrops:
         return getattr(self._inner, name)
 
 
-def metric_exporter(
-    protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
-) -> Any:
+def metric_exporter(protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]) -> Any:
     cls = _import(protocol, "metric")
-    kwargs = _kwargs(endpoint, headers, timeout, protocol, "/v1/metrics")
-    return RenewableMetricExporter(lambda: cls(**kwargs))
+    return RenewableMetricExporter(lambda: _settings.build(cls, kwargs, env, "METRICS"))
 
 
 def meter_provider_for(
-    resource: Any,
-    protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
+    resource: Any, protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]
 ) -> Any:
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
     reader = PeriodicExportingMetricReader(  # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
-        metric_exporter(protocol, endpoint, headers, timeout)
+        metric_exporter(protocol, kwargs, env)
     )
     provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
     outputs.flush_also(provider)
@@ -273,10 +241,18 @@ class RenewableMetricExporter(MetricExporter):
     """A metric exporter built by ``factory``, rebuilt in a forked child.
 
     Keeps the wrapped exporter's temporality and aggregation preferences (so
-    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` still applies).
+    ``OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`` still applies). Sends one export
+    in requests of at most ``max_export_batch_size`` points (a collector refuses a gRPC
+    message above 4 MiB by default), stopping at the first that fails.
     """
 
-    def __init__(self, factory: Callable[[], MetricExporter]) -> None:
+    def __init__(
+        self,
+        factory: Callable[[], MetricExporter],
+        *,
+        max_export_batch_size: int = _split.MAX_EXPORT_BATCH_SIZE,
+    ) -> None:
+        self.max_export_batch_size = _split.checked(max_export_batch_size)
         self._factory = factory
         self.inner = factory()
         self.beside: Any = None
@@ -290,8 +266,15 @@ class RenewableMetricExporter(MetricExporter):
     def export(
         self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any
     ) -> MetricExportResult:
-        """Export through the wrapped exporter."""
-        return self.inner.export(metrics_data, timeout_millis=timeout_millis, **kwargs)
+        """Export through the wrapped exporter, in pieces, within ``timeout_millis``."""
+        left = Deadline(timeout_millis / 1000).left
+        for piece in _split.split(metrics_data, self.max_export_batch_size):
+            result = self.inner.export(piece, timeout_millis=left() * 1000, **kwargs)
+            if result is not MetricExportResult.SUCCESS:
+                return result  # what follows is dropped too (delta) or sent next time
+            if not left():
+                return MetricExportResult.FAILURE
+        return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:
         """Flush the wrapped exporter."""
@@ -329,11 +312,7 @@ def count_failure(signal: str) -> None:
 
 
 def tracer_provider_of(
-    resource: Any,
-    protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
+    resource: Any, protocol: str | None, kwargs: Mapping[str, Any] | None, env: Mapping[str, str]
 ) -> tuple[Any, bool]:
     """``(provider, owned)``: the global SDK tracer provider, else a new one exporting over
     OTLP (owned: the caller makes it global)."""
@@ -341,15 +320,16 @@ def tracer_provider_of(
     if provider is not None:
         _logger.info("syncperf: using the existing global tracer provider")
         return provider, False
-    return tracer_provider_for(resource, protocol, endpoint, headers, timeout), True
+    if kwargs is None:  # the settings were resolved for no exporter
+        return None, False
+    return tracer_provider_for(resource, protocol, kwargs, env), True
 
 
 def metric_outputs(
     resource: Any,
     protocol: str | None,
-    endpoint: str | None,
-    headers: Mapping[str, str] | None,
-    timeout: float | None,
+    kwargs: Mapping[str, Any],
+    env: Mapping[str, str],
     global_meter_provider: bool,
 ) -> tuple[Any, Any, Any]:
     """``(exporter, meter provider, joined)``: syncperf's own metric exporter and a new
@@ -358,16 +338,63 @@ def metric_outputs(
     from opentelemetry import metrics
 
     existing = metrics.get_meter_provider()
-    if not (is_proxy_meter_provider(existing) or existing in OWN_METER_PROVIDERS):
+    if not exports_metrics_itself():
         return None, None, existing
-    exporter = metric_exporter(protocol, endpoint, headers, timeout)
+    exporter = metric_exporter(protocol, kwargs, env)
     meter_provider = None
     if global_meter_provider and is_proxy_meter_provider(existing):
-        meter_provider = meter_provider_for(resource, protocol, endpoint, headers, timeout)
+        meter_provider = meter_provider_for(resource, protocol, kwargs, env)
     # FastAPI's native HTTP metrics in the global provider's OTLP export are not repeated by
     # syncperf's own exporter to the same collector.
     exporter.beside = meter_provider if meter_provider is not None else existing
     return exporter, meter_provider, None
+
+
+def install(tracer_provider: Any, meter_provider: Any, exporter: Any) -> None:
+    """Make the providers ``setup_otlp`` built global (None: none built), and ``exporter``
+    syncperf's OTLP output (None: syncperf exports none of its own)."""
+    if tracer_provider is not None:
+        trace.set_tracer_provider(tracer_provider)
+    if meter_provider is not None:
+        OWN_METER_PROVIDERS.add(meter_provider)
+        otel_metrics.set_meter_provider(meter_provider)
+    if exporter is not None:
+        outputs.OUTPUTS.exporters["otlp"] = exporter
+    else:
+        outputs.OUTPUTS.exporters.pop("otlp", None)
+
+
+def exports_metrics_itself() -> bool:
+    """True unless an SDK meter provider of the application's is global (syncperf joins it)."""
+    existing = otel_metrics.get_meter_provider()
+    return is_proxy_meter_provider(existing) or existing in OWN_METER_PROVIDERS
+
+
+def exporter_settings(
+    protocols: tuple[str | None, str | None],
+    env: Mapping[str, str],
+    endpoint: str | None,
+    headers: Mapping[str, str] | None,
+    timeout: float | None,
+    export_timeout: float,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The span and the metric exporter's keyword arguments (``protocols``: the traces' and
+    the metrics'), or None for a signal off, or whose provider is the application's: the
+    variables syncperf would not use are not read. One metric export request takes at most
+    ``export_timeout``: the exporters take no bound per export (they ignore the reader's
+    ``timeout_millis``), so their own timeout is bounded."""
+    traces, metrics_ = protocols
+    if traces is not None and sdk_provider(trace.get_tracer_provider()) is None:
+        traces_kwargs = _settings.exporter_kwargs(traces, "TRACES", env, endpoint, headers, timeout)
+    else:
+        traces_kwargs = None
+    metrics_kwargs = None
+    if metrics_ is not None and exports_metrics_itself():
+        metrics_kwargs = _settings.exporter_kwargs(
+            metrics_, "METRICS", env, endpoint, headers, timeout
+        )
+        metrics_kwargs["timeout"] = min(metrics_kwargs["timeout"], export_timeout)
+    return traces_kwargs, metrics_kwargs
 
 
 def shut_down(tracer_provider: Any, meter_provider: Any, left: Callable[[], float]) -> None:
