@@ -278,12 +278,12 @@ def _broken(*args: Any, **kwargs: Any) -> Any:
 async def test_a_failing_http_metrics_helper_never_replaces_the_apps_exception(
     monkeypatch: pytest.MonkeyPatch, helper: str, strict: bool
 ) -> None:
-    import syncperf.asgi._exchange
+    import syncperf.asgi._finish
     import syncperf.asgi._http
     from syncperf._runtime import Runtime
 
     if helper == "framework_route":
-        monkeypatch.setattr(syncperf.asgi._exchange, "framework_route", _broken)
+        monkeypatch.setattr(syncperf.asgi._finish, "framework_route", _broken)
     elif helper == "overhead_for":
         original = Runtime.overhead_for
 
@@ -316,9 +316,9 @@ async def test_a_failing_http_metrics_helper_never_replaces_the_apps_exception(
 async def test_an_operation_end_failing_in_strict_mode_still_ends_the_http_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import syncperf.asgi._exchange
+    import syncperf.asgi._finish
 
-    monkeypatch.setattr(syncperf.asgi._exchange, "end", _broken)
+    monkeypatch.setattr(syncperf.asgi._finish, "end", _broken)
     with capture() as cap:
         async with client(make_app()) as c:
             with pytest.raises(HookBroke):

@@ -8,8 +8,8 @@ it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's 
   operation of a sync route, ``http.server.active_requests``);
 * ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
   route with an adapter, the request body read first);
-* ``finish``: the operation's outcome and end, then the HTTP metrics, never replacing the
-  application's exception (``_http.hook_failed``); the active-requests gauge returns to zero.
+* ``finish`` (``_finish``): the operation's outcome and end, then the HTTP metrics, never
+  replacing the application's exception; the active-requests gauge returns to zero.
 """
 
 from __future__ import annotations
@@ -23,26 +23,24 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
-from syncperf._decorators import Adapter, apply_http_status
-from syncperf._gate import error_type
+from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
-from syncperf._lifecycle import begin, end
-from syncperf._operation import SyncOperation, release_entity
+from syncperf._lifecycle import begin
+from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
+from syncperf.asgi._finish import finish
 from syncperf.asgi._http import (
     HEADERS,
     METHODS,
-    VERSIONS,
     AsgiState,
     HttpSeries,
     feed_body,
-    hook_failed,
     is_json,
     owners,
     read_client,
     record_key,
 )
-from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, framework_route, is_live
+from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -219,7 +217,7 @@ class Exchange:
             failure = exc
             raise
         finally:
-            self.finish(failure)
+            finish(self, failure)
 
     async def receive(self) -> Message:
         if self.read_ahead:
@@ -284,136 +282,3 @@ class Exchange:
             raise
         if final:
             self.complete_ns = _perf()
-
-    # --- after the application -----------------------------------------------------------
-
-    def finish(self, failure: BaseException | None) -> None:
-        """End the operation, then record the HTTP metrics (both even in strict mode)."""
-        t_end = _perf()
-        reason = None
-        if not self.complete_ns and self.disconnected:  # whatever the framework raised then
-            reason, failure = "client_disconnected", None
-        elif failure is None and not self.complete_ns:
-            reason = "incomplete_response"
-        matched: str | None = None
-        try:
-            if self.op is not None:
-                try:
-                    matched = self.finish_operation(self.op, failure, reason, t_end)
-                finally:
-                    if self.token is not None:
-                        context_api.detach(self.token)
-        finally:
-            self.record_http(failure, reason, matched, t_end)
-
-    def finish_operation(
-        self, op: SyncOperation, failure: BaseException | None, reason: str | None, t_end: int
-    ) -> str | None:
-        """Outcome from the response, adapter feeding, then ``end()``.
-
-        Never raises, except in strict mode when the application itself did not raise.
-        The operation's duration stops when the response was complete (0 when it never
-        was): background tasks that run after it are not part of it.
-
-        Returns:
-            The route template the framework matched (``framework_route``), or None.
-        """
-        rt, status = self.rt, self.status
-        matched = None
-        try:
-            if self.adapter is not None and status is not None and 200 <= status < 300:
-                hook, cap = self.adapter.on_response, self.mw._max_body  # only a 2xx: an answer
-                feed_body(rt, op, hook, self.response_chunks, self.sent, cap, answer=True)
-            if self.replayed:
-                op.record_idempotency_hit()
-            if failure is None:
-                if reason is not None and (status is None or status < 500):
-                    op.set_error(reason)
-                elif status is not None:
-                    apply_http_status(op, status)
-            fresh = self.fresh_entity
-            if (
-                fresh is not None
-                and status is not None
-                and 400 <= status < 500
-                and not op.conflicts
-                and op.entity == fresh
-            ):
-                # A rejected request (a junk URL answered 404) gives its path entity back:
-                # junk cannot use up the max_entities bound.
-                release_entity(op, fresh)
-            matched = framework_route(self.scope, self.entry_root)
-            if not self.owned:
-                span = op.span
-                if status is not None or failure is not None:
-                    span.set_attribute(
-                        "http.response.status_code", 500 if status is None else status
-                    )
-                if matched is not None and matched != self.template:
-                    span.set_attribute("http.route", matched)
-        except Exception as error:
-            hook_failed(rt, "asgi_outcome_failed", error, failure)
-        finally:  # the operation ends even when strict mode raised just above
-            try:
-                end(op, failure, self.complete_ns or None, t_end)
-            except Exception as error:
-                hook_failed(rt, "operation_end_failed", error, failure)
-        return matched
-
-    def record_http(
-        self, failure: BaseException | None, reason: str | None, matched: str | None, t_end: int
-    ) -> None:
-        """The ``http.server.*`` metrics and syncperf's overhead; the active-requests gauge
-        returns to zero whatever fails (never replacing the application's exception)."""
-        rt, http = self.rt, self.http
-        left = False
-        try:
-            overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
-            if http is not None:
-                key = self.http_key(failure, reason, matched)
-                size = self.content_length if self.content_length >= 0 else self.received
-                duration = ((self.complete_ns or t_end) - self.t0) / 1e9
-                bound = http.series.get(key)
-                with rt.lock:
-                    self.active.add(-1)  # type: ignore[union-attr]
-                    left = True
-                    dur, req_size, resp_size = bound or http.bound(*key)
-                    if not self.live:
-                        dur.record(duration)
-                    if size > 0 or self.content_length == 0:
-                        req_size.record(size)
-                    resp_size.record(self.sent)
-                    overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
-            else:
-                with rt.lock:
-                    overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
-        except Exception as error:
-            hook_failed(rt, "asgi_http_metrics_failed", error, failure)
-        finally:
-            if http is not None and not left:
-                with rt.lock:
-                    self.active.add(-1)  # type: ignore[union-attr]
-
-    def http_key(
-        self, failure: BaseException | None, reason: str | None, matched: str | None
-    ) -> tuple[str, str, int | None, str | None, str | None, str | None]:
-        """The attributes of the request's HTTP series (see ``HttpSeries.bound``)."""
-        status: int | None = self.status
-        if failure is not None:
-            etype: str | None = self.rt.error_types(error_type(failure))
-            status = 500 if status is None else status
-        elif status is not None and status >= 500:
-            etype = str(status)
-        else:
-            etype = reason
-        if self.op is None:
-            matched = framework_route(self.scope, self.entry_root)
-        version = self.scope.get("http_version")
-        return (
-            self.method,
-            self.scheme,
-            status,
-            matched or self.template,
-            etype,
-            version if version in VERSIONS else None,
-        )
