@@ -23,6 +23,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
+from syncperf._client_header import MAX_HEADER
 from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
 from syncperf._lifecycle import begin
@@ -122,8 +123,12 @@ class Exchange:
                 self.content_length = int(value) if value.isdigit() and len(value) <= 15 else -1
             elif name == idem_name:
                 idem_key = value
-            elif name == CLIENT_HEADER:
-                client = [value] if client is None else [*client, value]
+            elif name == CLIENT_HEADER:  # lines form one value, dropped whole past MAX_HEADER
+                if client is None:  # bytes: the lines after that are not even kept
+                    client, client_size = [value], len(value)
+                elif client_size <= MAX_HEADER:
+                    client.append(value)
+                    client_size += 1 + len(value)  # joined with a comma
             elif name == b"accept":
                 stream = stream or EVENT_STREAM in value
             elif name in fields:
