@@ -394,6 +394,51 @@ async def test_a_mounted_app_reports_the_full_template(syncperf_capture: Capture
     assert point.attributes["http.route"] == "/sub/x/{y}"
 
 
+async def test_routes_of_included_routers_report_their_prefixed_templates(
+    syncperf_capture: Capture,
+) -> None:
+    from fastapi import APIRouter
+
+    app = FastAPI()
+    v1, v2, inner = APIRouter(), APIRouter(), APIRouter()
+    for router in (v1, v2, inner):
+
+        @router.get("/items/{item_id}")
+        async def item(item_id: str) -> dict[str, str]:
+            return {}
+
+    @inner.post("/sync/{entity}/push")
+    async def push(entity: str) -> dict[str, str]:
+        return {}
+
+    async def plain(request: Request) -> Response:
+        return Response("ok")
+
+    inner.add_route("/plain/{p}", plain)
+    v1.include_router(inner, prefix="/inner")  # nested: FastAPI joins both prefixes
+    app.include_router(v1, prefix="/api/v1")
+    app.include_router(v2, prefix="/api/v2")
+    app.add_middleware(SyncPerfMiddleware, routes={"/api/v1/inner/sync/{entity}/push": "push"})
+    async with client(app) as c:
+        for path in ("/api/v1/items/1", "/api/v2/items/2", "/api/v1/inner/items/3"):
+            assert (await c.get(path)).status_code == 200
+        assert (await c.get("/api/v1/inner/plain/4")).status_code == 200
+        assert (await c.post("/api/v1/inner/sync/todo/push")).status_code == 200
+    routes = {
+        p.attributes.get("http.route"): p.count
+        for p in syncperf_capture.points("http.server.request.duration")
+    }
+    assert routes == {
+        "/api/v1/items/{item_id}": 1,
+        "/api/v2/items/{item_id}": 1,
+        "/api/v1/inner/items/{item_id}": 1,
+        "/api/v1/inner/plain/{p}": 1,
+        "/api/v1/inner/sync/{entity}/push": 1,
+    }
+    (span,) = syncperf_capture.spans()
+    assert span.attributes["http.route"] == "/api/v1/inner/sync/{entity}/push"  # type: ignore[index]
+
+
 async def test_http_metrics_can_be_switched_off(syncperf_capture: Capture) -> None:
     async with client(make_app(http_metrics=False)) as c:
         await c.get("/sync/pull")

@@ -124,6 +124,33 @@ async def test_instrument_app_twice_adds_one_middleware(
     assert len(syncperf_capture.spans()) == 1
 
 
+def test_instrument_app_finds_the_routes_of_included_routers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fastapi import APIRouter
+
+    app, v1, inner = FastAPI(), APIRouter(), APIRouter()
+
+    @v1.get("/sync/pull")
+    async def pull() -> dict[str, bool]:
+        return {}
+
+    @inner.post("/sync/{entity}/push")
+    async def push(entity: str) -> dict[str, bool]:
+        return {}
+
+    v1.include_router(inner, prefix="/inner")
+    app.include_router(v1, prefix="/api/v1")
+    with caplog.at_level(logging.WARNING, "syncperf"):
+        instrument_app(
+            app, {"/api/v1/sync/pull": "pull", "/api/v1/inner/sync/{entity}/push": "push"}
+        )
+    assert "matches no route" not in caplog.text
+    with caplog.at_level(logging.WARNING, "syncperf"):
+        instrument_app(FastAPI(), {"/api/v1/sync/pul": "pull"})  # still warns on a typo
+    assert "'/api/v1/sync/pul' matches no route" in caplog.text
+
+
 async def test_uninstrument_app_removes_the_middleware_even_after_start(
     syncperf_capture: Capture,
 ) -> None:

@@ -274,6 +274,12 @@ def uninstrument_app(app: Any) -> Any:
 def _templates(routes: Any, prefix: str) -> list[str]:
     found: list[str] = []
     for route in routes or ():
+        included = getattr(route, "effective_route_contexts", None)
+        if callable(included):  # a router FastAPI (>= 0.16x) included whole: its routes with
+            # every include prefix (a Starlette route or mount of it: its prefixed copy)
+            contexts = [getattr(c, "starlette_route", None) or c for c in included()]
+            found.extend(_templates(contexts, prefix))
+            continue
         children = getattr(route, "routes", None)
         path = getattr(route, "path" if children else "path_format", None)
         if not isinstance(path, str):
