@@ -66,8 +66,8 @@ class Exchange:
     # fmt: off
     __slots__ = (
         "active", "adapter", "complete_ns", "content_length", "current", "disconnected",
-        "entry_root", "fresh_entity", "http", "live", "metered_into", "method", "mw", "op",
-        "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
+        "entry_root", "fresh_entity", "http", "left_early", "live", "metered_into", "method",
+        "mw", "op", "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
         "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
         "shared", "status", "t0", "template", "token",
     )
@@ -93,6 +93,7 @@ class Exchange:
         self.status: int | None = None
         self.sent = self.received = self.complete_ns = 0
         self.disconnected = self.replayed = False
+        self.left_early = False  # disconnected before the response started: none was delivered
         self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
         self.response_chunks: list[bytes] | None = None
         method = scope.get("method") or "GET"
@@ -233,6 +234,8 @@ class Exchange:
             self.received += len(message.get("body", b""))
         elif kind == "http.disconnect":
             self.disconnected = True
+            if self.status is None:  # sticky: a server repeats the disconnect when asked again
+                self.left_early = True
         return message
 
     async def read_request(self) -> None:
@@ -246,7 +249,7 @@ class Exchange:
             message = await self.server_receive()
             read_ahead.append(message)
             if message["type"] != "http.request":
-                self.disconnected = message["type"] == "http.disconnect"
+                self.disconnected = self.left_early = message["type"] == "http.disconnect"
                 return
             body = message.get("body", b"")
             self.received += len(body)

@@ -34,7 +34,8 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
     """End the operation, then record the HTTP metrics (both even in strict mode)."""
     t_end = _perf()
     reason = None
-    if not ex.complete_ns and ex.disconnected:  # whatever the framework raised then
+    if ex.left_early or (ex.disconnected and not ex.complete_ns):
+        # whatever the framework raised or answered then (FastAPI: a 400 the server dropped)
         reason, failure = "client_disconnected", None
     elif failure is None and not ex.complete_ns:
         reason = "incomplete_response"
