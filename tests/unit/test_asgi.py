@@ -439,6 +439,64 @@ async def test_routes_of_included_routers_report_their_prefixed_templates(
     assert span.attributes["http.route"] == "/api/v1/inner/sync/{entity}/push"  # type: ignore[index]
 
 
+async def test_a_mounted_app_with_its_own_middleware_counts_each_request_once(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    inner, outer = FastAPI(), FastAPI()
+
+    @inner.get("/sync/pull")
+    async def pull() -> dict[str, Any]:
+        return {"changes": []}
+
+    @inner.get("/status")
+    async def status() -> dict[str, Any]:
+        return {}
+
+    @outer.get("/health")
+    async def health() -> dict[str, Any]:
+        return {}
+
+    inner.add_middleware(SyncPerfMiddleware, routes={"/sync/pull": "pull"})  # each team its own
+    outer.mount("/notes", inner)
+    outer.add_middleware(SyncPerfMiddleware, routes={"/notes/sync/pull": "pull", "/x": "push"})
+    async with client(outer) as c:
+        for path in ("/notes/sync/pull", "/notes/status", "/health"):
+            assert (await c.get(path)).status_code == 200
+    routes = {
+        p.attributes.get("http.route"): p.count for p in cap.points("http.server.request.duration")
+    }
+    assert routes == {"/notes/sync/pull": 1, "/notes/status": 1, "/health": 1}
+    assert cap.total("http.server.response.body.size") == 3
+    assert cap.total("sync.operation.duration") == 1
+    assert len(cap.spans()) == 1
+    assert active_total(cap, "http.server.active_requests") == 0
+
+
+async def test_a_mounted_app_measures_the_sync_routes_its_outer_middleware_does_not_know(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    inner, outer = FastAPI(), FastAPI()
+
+    @inner.get("/sync/pull")
+    async def pull() -> dict[str, Any]:
+        return {"changes": []}
+
+    inner.add_middleware(SyncPerfMiddleware, routes={"/sync/pull": "pull"})
+    outer.mount("/notes", inner)
+    outer.add_middleware(SyncPerfMiddleware)  # HTTP metrics only
+    async with client(outer) as c:
+        assert (await c.get("/notes/sync/pull")).status_code == 200
+    (op,) = cap.points("sync.operation.duration")
+    assert op.attributes["sync.outcome"] == "success"
+    (span,) = cap.spans()
+    assert span.kind is SpanKind.SERVER
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["http.route"] == "/notes/sync/pull"
+    assert active_total(cap, "http.server.active_requests") == 0
+
+
 async def test_http_metrics_can_be_switched_off(syncperf_capture: Capture) -> None:
     async with client(make_app(http_metrics=False)) as c:
         await c.get("/sync/pull")

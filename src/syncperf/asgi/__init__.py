@@ -57,6 +57,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _perf = time.perf_counter_ns
 _store_ids = itertools.count()
+_METERED = "syncperf.http_metrics"
+"""Scope key: an outer ``SyncPerfMiddleware`` records this request's HTTP metrics, so one of a
+mounted app (each team instruments its own) records only its sync operation: once each."""
 
 
 class SyncPerfMiddleware:
@@ -170,11 +173,14 @@ class SyncPerfMiddleware:
             scope.get("method") == "OPTIONS" or (outer is not None and not outer._ended)
         ):
             hit = None  # preflight, or an outer sync operation already measures this request
-        if hit is None and not self._http_metrics:
+        metered = self._http_metrics and _METERED not in scope
+        if hit is None and not metered:
             await self.app(scope, receive, send)
             return
+        if metered:  # a middleware of an app mounted inside this one leaves them to this one
+            scope[_METERED] = True
         exchange = Exchange(self, rt, shared, scope, t0)
-        exchange.open(hit)
+        exchange.open(hit, metered)
         await exchange.run(receive, send)
 
 

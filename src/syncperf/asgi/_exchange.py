@@ -107,9 +107,9 @@ class Exchange:
 
     # --- before the application ----------------------------------------------------------
 
-    def open(self, hit: tuple[CompiledRoute, str | None] | None) -> None:
+    def open(self, hit: tuple[CompiledRoute, str | None] | None, metered: bool) -> None:
         """Read the headers, begin the sync operation of a sync route (``hit``), count the
-        request active."""
+        request active (``metered``: this middleware records its HTTP metrics)."""
         rt = self.rt
         headers = self.scope.get("headers") or ()
         traced = hit is not None and not self.owned and rt.tracing.active
@@ -139,7 +139,7 @@ class Exchange:
             if idem_key is not None:
                 record_key(op, idem_key, self.shared, self.mw)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
-        if self.mw._http_metrics:
+        if metered:
             metered_into = self.metered_into
             shared = self.shared
             http = self.http = shared.http() if metered_into is None else shared.http(metered_into)
