@@ -364,6 +364,41 @@ async def test_background_tasks_are_not_part_of_the_operation_duration(
     assert active_total(cap, "sync.operations.active") == 0
 
 
+class NotifyFailed(Exception):
+    """A background task's own error."""
+
+
+@pytest.mark.parametrize("strict", [True, False])
+async def test_a_background_task_failing_after_a_complete_response_keeps_its_outcome(
+    strict: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = FastAPI()
+
+    def notify_other_devices() -> None:
+        raise NotifyFailed("secret-token-in-message")
+
+    @app.post("/sync/push")
+    async def push(tasks: BackgroundTasks) -> dict[str, int]:
+        tasks.add_task(notify_other_devices)
+        return {"applied": 3}
+
+    app.add_middleware(SyncPerfMiddleware, routes={"/sync/push": "push"})
+    with capture(strict=strict) as cap:
+        async with client(app) as c:
+            with pytest.raises(NotifyFailed):  # re-raised unchanged, to the server
+                await c.post("/sync/push")
+        (point,) = cap.points("sync.operation.duration")
+        assert point.attributes["sync.outcome"] == "success"  # the client got its answer
+        (http,) = cap.points("http.server.request.duration")
+        assert http.attributes["http.response.status_code"] == 200
+        assert "error.type" not in http.attributes
+        reason = {"syncperf.reason": "background_task_failed"}
+        assert cap.total("syncperf.dropped", reason) == 1
+        assert active_total(cap, "http.server.active_requests") == 0
+    assert "NotifyFailed" in caplog.text
+    assert "secret-token" not in caplog.text  # its type and where it was raised, never its text
+
+
 async def test_other_routes_get_http_metrics_with_the_template_and_no_span(
     syncperf_capture: Capture,
 ) -> None:

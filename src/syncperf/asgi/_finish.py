@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from opentelemetry import context as context_api
 
 from syncperf._decorators import apply_http_status
-from syncperf._gate import error_type
+from syncperf._gate import error_type, raised_at
 from syncperf._lifecycle import end
 from syncperf._operation import SyncOperation, release_entity
 from syncperf.asgi._http import VERSIONS, feed_body, hook_failed
@@ -39,6 +39,11 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
         reason, failure = "client_disconnected", None
     elif failure is None and not ex.complete_ns:
         reason = "incomplete_response"
+    elif failure is not None and ex.complete_ns:  # raised after the client had its answer (a
+        # background task): the response decides the outcome; the exception still propagates
+        msg = "syncperf: the application raised after its response was complete (%s)"
+        ex.rt.drop("background_task_failed", msg, raised_at(failure))
+        failure = None
     matched: str | None = None
     try:
         if ex.op is not None:
