@@ -136,6 +136,40 @@ async def test_http_server_metrics_follow_the_semantic_conventions(
     assert cap.metric("http.server.active_requests").unit == "{request}"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    ("claimed", "messages", "recorded"),
+    [
+        (b"999999999999999", [], []),  # claimed, never sent, never read: unknown, not 1 PB
+        (b"1000", [{"type": "http.request", "body": b"x" * 10, "more_body": True}], [10]),
+        (b"3", [{"type": "http.request", "body": b"abc", "more_body": False}], [3]),
+        (b"0", [{"type": "http.request", "body": b"", "more_body": False}], [0]),
+    ],
+)
+async def test_the_request_body_size_is_what_arrived_not_what_was_claimed(
+    claimed: bytes, messages: list[dict[str, Any]], recorded: list[int]
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for _ in messages:
+            await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    pending = [*messages, {"type": "http.disconnect"}]
+
+    async def receive() -> Any:
+        return pending.pop(0)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/sync/pull",
+        "headers": [(b"content-length", claimed)],
+    }
+    with capture(strict=False) as cap:
+        await SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})(scope, receive, _discard)
+        assert [p.sum for p in cap.points("http.server.request.body.size")] == recorded
+
+
 async def test_the_entity_comes_from_the_path_parameter(syncperf_capture: Capture) -> None:
     async with client(make_app()) as c:
         await c.post("/sync/todo/push", json={})

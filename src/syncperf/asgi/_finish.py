@@ -120,7 +120,8 @@ def record_http(
         overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
         if http is not None:
             key = http_key(ex, failure, reason, matched)
-            size = ex.content_length if ex.content_length >= 0 else ex.received
+            size = ex.received  # what arrived, never the Content-Length claimed (a body
+            # the app did not read is unknown: not recorded, unless declared empty)
             duration = ((ex.complete_ns or t_end) - ex.t0) / 1e9
             bound = http.series.get(key)
             with rt.lock:
