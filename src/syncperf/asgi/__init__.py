@@ -35,7 +35,6 @@ from syncperf.asgi._routes import (
     SyncRoute,
     exclusions,
     live_request,
-    request_url,
     route_path,
 )
 from syncperf.exceptions import ConfigError
@@ -89,10 +88,11 @@ class SyncPerfMiddleware:
         max_body_bytes: Bodies buffered for a route's adapter are capped at this size;
             larger ones are not parsed (counted in ``syncperf.dropped``).
         excluded_urls: Comma-separated regular expressions, as the contrib instrumentations
-            take them (e.g. ``"healthz,/metrics"``); a request whose URL matches one is not
-            recorded at all. None (default): the ``excluded_urls`` setting, from
-            ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` or ``OTEL_PYTHON_EXCLUDED_URLS``; ``""``:
-            none, whatever the environment says.
+            take them (e.g. ``"healthz,/metrics"``); a request whose path matches one is not
+            recorded at all, unless it is a sync route (matched against the path only: the
+            ``Host`` header is the client's to choose). None (default): the ``excluded_urls``
+            setting, from ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` or
+            ``OTEL_PYTHON_EXCLUDED_URLS``; ``""``: none, whatever the environment says.
         entities: The entity names a route's ``{entity}`` may report; any other value is
             reported as ``_other``. Without it (and without ``configure(entities=...)``) the
             first ``max_entities`` values any client sends become ``sync.entity`` series, and
@@ -159,9 +159,7 @@ class SyncPerfMiddleware:
             await self.app(scope, receive, send)
             return
         rt = current()
-        shared = rt.state(AsgiState)
-        excluded = shared.excluded if self._excluded is None else self._excluded
-        if not rt.enabled or (excluded and excluded.url_disabled(request_url(scope))):
+        if not rt.enabled:
             await self.app(scope, receive, send)
             return
         t0 = _perf()
@@ -173,6 +171,12 @@ class SyncPerfMiddleware:
             scope.get("method") == "OPTIONS" or (outer is not None and not outer._ended)
         ):
             hit = None  # preflight, or an outer sync operation already measures this request
+        shared = rt.state(AsgiState)
+        if hit is None:  # a sync route is never excluded (nor by a Host header the client chose)
+            excluded = shared.excluded if self._excluded is None else self._excluded
+            if excluded and excluded.url_disabled(scope["path"]):
+                await self.app(scope, receive, send)
+                return
         metered = self._http_metrics and _METERED not in scope
         if hit is None and not metered:
             await self.app(scope, receive, send)

@@ -29,7 +29,6 @@ __all__ = [
     "is_live",
     "live_query",
     "live_request",
-    "request_url",
     "route_path",
 ]
 
@@ -187,19 +186,6 @@ def exclusions(patterns: str | None) -> Any:
     from opentelemetry.util.http import parse_excluded_urls
 
     return parse_excluded_urls(patterns)
-
-
-def request_url(scope: MutableMapping[str, Any]) -> str:
-    """The URL the contrib instrumentations match excluded URLs against (no query string)."""
-    host = None
-    for name, value in scope.get("headers") or ():
-        if name == b"host":
-            host = value.decode("latin-1")
-            break
-    if host is None:
-        server = scope.get("server") or ("0.0.0.0", 80)
-        host = server[0] if server[1] in (80, 443, None) else f"{server[0]}:{server[1]}"
-    return f"{scope.get('scheme') or 'http'}://{host}{scope.get('path', '')}"
 
 
 def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | None:
