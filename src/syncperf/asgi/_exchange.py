@@ -240,23 +240,30 @@ class Exchange:
 
     async def read_request(self) -> None:
         """Read the body (up to ``max_body_bytes``) for the adapter before the app sees it:
-        its server-state callbacks must run before the handler changes that state."""
+        its server-state callbacks must run before the handler changes that state. Only the
+        bytes are kept, replayed to the app as one message (then what ended the read: a
+        disconnect), however many messages the client split the body into."""
         cap = self.mw._max_body
-        read_ahead: list[Message] = []
-        self.read_ahead = read_ahead
         chunks: list[bytes] = []
-        while True:
+        more, ended = True, None
+        while more and self.received <= cap:
             message = await self.server_receive()
-            read_ahead.append(message)
             if message["type"] != "http.request":
-                self.disconnected = self.left_early = message["type"] == "http.disconnect"
-                return
-            body = message.get("body", b"")
-            self.received += len(body)
-            chunks.append(body)
-            if not message.get("more_body", False) or self.received > cap:
+                ended = message
                 break
-        feed_body(self.rt, self.op, self.adapter.on_request, chunks, self.received, cap)  # type: ignore[arg-type,union-attr]
+            body = message.get("body", b"")
+            if body:
+                chunks.append(body)
+                self.received += len(body)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+        self.read_ahead = replay
+        if ended is not None:
+            self.disconnected = self.left_early = ended["type"] == "http.disconnect"
+            replay.append(ended)
+            return
+        feed_body(self.rt, self.op, self.adapter.on_request, [body], self.received, cap)  # type: ignore[arg-type,union-attr]
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
