@@ -170,6 +170,20 @@ async def test_the_request_body_size_is_what_arrived_not_what_was_claimed(
         assert [p.sum for p in cap.points("http.server.request.body.size")] == recorded
 
 
+async def test_a_head_answer_sends_no_body(syncperf_capture: Capture) -> None:
+    app = FastAPI()
+
+    @app.head("/items")
+    async def items() -> dict[str, Any]:
+        return {"items": [1, 2, 3]}  # the server sends the headers only
+
+    app.add_middleware(SyncPerfMiddleware, routes={})
+    async with client(app) as c:
+        assert (await c.head("/items")).status_code == 200
+    (size,) = syncperf_capture.points("http.server.response.body.size")
+    assert (size.count, size.sum) == (1, 0)
+
+
 async def test_the_entity_comes_from_the_path_parameter(syncperf_capture: Capture) -> None:
     async with client(make_app()) as c:
         await c.post("/sync/todo/push", json={})

@@ -132,7 +132,7 @@ def record_http(
                     dur.record(duration)
                 if size > 0 or ex.content_length == 0:
                     req_size.record(size)
-                resp_size.record(ex.sent)
+                resp_size.record(0 if ex.method == "HEAD" else ex.sent)  # server drops it
                 overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
         else:
             with rt.lock:
