@@ -580,6 +580,24 @@ async def test_a_mounted_app_measures_the_sync_routes_its_outer_middleware_does_
     assert active_total(cap, "http.server.active_requests") == 0
 
 
+async def test_a_raw_asgi_mount_reports_the_mount_template_under_starlette(
+    syncperf_capture: Capture,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    async def legacy(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"r"})
+
+    app = Starlette(routes=[Mount("/legacy", app=legacy)])
+    app.add_middleware(SyncPerfMiddleware)
+    async with client(app) as c:
+        assert (await c.get("/legacy/anything/42")).status_code == 200
+    (point,) = syncperf_capture.points("http.server.request.duration")
+    assert point.attributes["http.route"] == "/legacy/{path}"  # docs/asgi.md, Route templates
+
+
 async def test_http_metrics_can_be_switched_off(syncperf_capture: Capture) -> None:
     async with client(make_app(http_metrics=False)) as c:
         await c.get("/sync/pull")
