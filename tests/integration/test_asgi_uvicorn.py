@@ -149,6 +149,28 @@ def test_a_client_disconnect_mid_stream_ends_the_operation(
     assert 0 < size.sum < 1000 * 1024
 
 
+def test_a_client_gone_mid_upload_is_client_disconnected_not_a_400(
+    server: str, syncperf_capture: Capture
+) -> None:
+    # FastAPI answers the ClientDisconnect its body parameter met with a 400, which uvicorn
+    # drops (the client is gone): the request still ended with the client's disconnect
+    cap = syncperf_capture
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(
+            b"POST /sync/todo/push HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 5000000\r\n\r\n{"changes": ['
+        )
+        time.sleep(0.3)  # the phone lost its network mid-upload
+    wait_for(lambda: cap.total("sync.operation.duration") == 1)
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "error"
+    assert point.attributes["error.type"] == "client_disconnected"
+    wait_for(lambda: active(cap, "http.server.active_requests") == 0)
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["error.type"] == "client_disconnected"
+
+
 async def test_an_incoming_traceparent_over_http_is_continued(
     server: str, syncperf_capture: Capture
 ) -> None:

@@ -177,6 +177,54 @@ async def test_a_body_over_max_body_bytes_reaches_the_application_unread(
     assert got.batches == []
 
 
+@pytest.mark.parametrize(
+    ("pieces", "cap", "disconnect", "replayed"),
+    [
+        (100_000, 1_048_576, False, [(b"x" * 100_000, False)]),  # one message, not 100,000
+        (3000, 1000, False, [(b"x" * 1001, True), *[(b"x", True)] * 1998, (b"x", False)]),
+        (3, 1000, True, [(b"xx", True), (None, None)]),  # what was read, then the disconnect
+    ],
+)
+async def test_a_body_read_ahead_is_replayed_as_one_message_of_its_bytes(
+    pieces: int, cap: int, disconnect: bool, replayed: list[tuple[bytes | None, bool | None]]
+) -> None:
+    """A client dribbling its body one byte a message (one a TCP segment or an HTTP/2 frame)
+    costs linear time: the read-ahead keeps bytes, not messages, and replays them at once."""
+    seen: list[tuple[bytes | None, bool | None]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append((message.get("body"), message.get("more_body")))
+            if not message.get("more_body"):
+                break
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sent = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        sent += 1
+        if disconnect and sent == pieces:
+            return {"type": "http.disconnect"}
+        return {"type": "http.request", "body": b"x", "more_body": sent < pieces}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/push", "headers": []}
+    routes = {"/push": SyncRoute("push", adapter=replicache.Push())}
+    wrapped = SyncPerfMiddleware(app, routes=routes, max_body_bytes=cap)
+    with capture(strict=False) as cap_:
+        started = asyncio.get_running_loop().time()
+        await wrapped(scope, receive, send)
+        assert asyncio.get_running_loop().time() - started < 2  # quadratic: ~10 s
+        assert seen == replayed
+        (size,) = cap_.points("http.server.request.body.size")
+        assert size.sum == pieces - disconnect
+
+
 # --- 2. and 3. a conflict answered with a 4xx; a returned Response object -----------------
 
 

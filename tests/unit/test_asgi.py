@@ -136,6 +136,54 @@ async def test_http_server_metrics_follow_the_semantic_conventions(
     assert cap.metric("http.server.active_requests").unit == "{request}"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize(
+    ("claimed", "messages", "recorded"),
+    [
+        (b"999999999999999", [], []),  # claimed, never sent, never read: unknown, not 1 PB
+        (b"1000", [{"type": "http.request", "body": b"x" * 10, "more_body": True}], [10]),
+        (b"3", [{"type": "http.request", "body": b"abc", "more_body": False}], [3]),
+        (b"0", [{"type": "http.request", "body": b"", "more_body": False}], [0]),
+    ],
+)
+async def test_the_request_body_size_is_what_arrived_not_what_was_claimed(
+    claimed: bytes, messages: list[dict[str, Any]], recorded: list[int]
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for _ in messages:
+            await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    pending = [*messages, {"type": "http.disconnect"}]
+
+    async def receive() -> Any:
+        return pending.pop(0)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/sync/pull",
+        "headers": [(b"content-length", claimed)],
+    }
+    with capture(strict=False) as cap:
+        await SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})(scope, receive, _discard)
+        assert [p.sum for p in cap.points("http.server.request.body.size")] == recorded
+
+
+async def test_a_head_answer_sends_no_body(syncperf_capture: Capture) -> None:
+    app = FastAPI()
+
+    @app.head("/items")
+    async def items() -> dict[str, Any]:
+        return {"items": [1, 2, 3]}  # the server sends the headers only
+
+    app.add_middleware(SyncPerfMiddleware, routes={})
+    async with client(app) as c:
+        assert (await c.head("/items")).status_code == 200
+    (size,) = syncperf_capture.points("http.server.response.body.size")
+    assert (size.count, size.sum) == (1, 0)
+
+
 async def test_the_entity_comes_from_the_path_parameter(syncperf_capture: Capture) -> None:
     async with client(make_app()) as c:
         await c.post("/sync/todo/push", json={})
@@ -278,12 +326,12 @@ def _broken(*args: Any, **kwargs: Any) -> Any:
 async def test_a_failing_http_metrics_helper_never_replaces_the_apps_exception(
     monkeypatch: pytest.MonkeyPatch, helper: str, strict: bool
 ) -> None:
-    import syncperf.asgi._exchange
+    import syncperf.asgi._finish
     import syncperf.asgi._http
     from syncperf._runtime import Runtime
 
     if helper == "framework_route":
-        monkeypatch.setattr(syncperf.asgi._exchange, "framework_route", _broken)
+        monkeypatch.setattr(syncperf.asgi._finish, "framework_route", _broken)
     elif helper == "overhead_for":
         original = Runtime.overhead_for
 
@@ -316,9 +364,9 @@ async def test_a_failing_http_metrics_helper_never_replaces_the_apps_exception(
 async def test_an_operation_end_failing_in_strict_mode_still_ends_the_http_request(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import syncperf.asgi._exchange
+    import syncperf.asgi._finish
 
-    monkeypatch.setattr(syncperf.asgi._exchange, "end", _broken)
+    monkeypatch.setattr(syncperf.asgi._finish, "end", _broken)
     with capture() as cap:
         async with client(make_app()) as c:
             with pytest.raises(HookBroke):
@@ -364,6 +412,41 @@ async def test_background_tasks_are_not_part_of_the_operation_duration(
     assert active_total(cap, "sync.operations.active") == 0
 
 
+class NotifyFailed(Exception):
+    """A background task's own error."""
+
+
+@pytest.mark.parametrize("strict", [True, False])
+async def test_a_background_task_failing_after_a_complete_response_keeps_its_outcome(
+    strict: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = FastAPI()
+
+    def notify_other_devices() -> None:
+        raise NotifyFailed("secret-token-in-message")
+
+    @app.post("/sync/push")
+    async def push(tasks: BackgroundTasks) -> dict[str, int]:
+        tasks.add_task(notify_other_devices)
+        return {"applied": 3}
+
+    app.add_middleware(SyncPerfMiddleware, routes={"/sync/push": "push"})
+    with capture(strict=strict) as cap:
+        async with client(app) as c:
+            with pytest.raises(NotifyFailed):  # re-raised unchanged, to the server
+                await c.post("/sync/push")
+        (point,) = cap.points("sync.operation.duration")
+        assert point.attributes["sync.outcome"] == "success"  # the client got its answer
+        (http,) = cap.points("http.server.request.duration")
+        assert http.attributes["http.response.status_code"] == 200
+        assert "error.type" not in http.attributes
+        reason = {"syncperf.reason": "background_task_failed"}
+        assert cap.total("syncperf.dropped", reason) == 1
+        assert active_total(cap, "http.server.active_requests") == 0
+    assert "NotifyFailed" in caplog.text
+    assert "secret-token" not in caplog.text  # its type and where it was raised, never its text
+
+
 async def test_other_routes_get_http_metrics_with_the_template_and_no_span(
     syncperf_capture: Capture,
 ) -> None:
@@ -392,6 +475,127 @@ async def test_a_mounted_app_reports_the_full_template(syncperf_capture: Capture
         await c.get("/sub/x/abc")
     (point,) = syncperf_capture.points("http.server.request.duration")
     assert point.attributes["http.route"] == "/sub/x/{y}"
+
+
+async def test_routes_of_included_routers_report_their_prefixed_templates(
+    syncperf_capture: Capture,
+) -> None:
+    from fastapi import APIRouter
+
+    app = FastAPI()
+    v1, v2, inner = APIRouter(), APIRouter(), APIRouter()
+    for router in (v1, v2, inner):
+
+        @router.get("/items/{item_id}")
+        async def item(item_id: str) -> dict[str, str]:
+            return {}
+
+    @inner.post("/sync/{entity}/push")
+    async def push(entity: str) -> dict[str, str]:
+        return {}
+
+    async def plain(request: Request) -> Response:
+        return Response("ok")
+
+    inner.add_route("/plain/{p}", plain)
+    v1.include_router(inner, prefix="/inner")  # nested: FastAPI joins both prefixes
+    app.include_router(v1, prefix="/api/v1")
+    app.include_router(v2, prefix="/api/v2")
+    app.add_middleware(SyncPerfMiddleware, routes={"/api/v1/inner/sync/{entity}/push": "push"})
+    async with client(app) as c:
+        for path in ("/api/v1/items/1", "/api/v2/items/2", "/api/v1/inner/items/3"):
+            assert (await c.get(path)).status_code == 200
+        assert (await c.get("/api/v1/inner/plain/4")).status_code == 200
+        assert (await c.post("/api/v1/inner/sync/todo/push")).status_code == 200
+    routes = {
+        p.attributes.get("http.route"): p.count
+        for p in syncperf_capture.points("http.server.request.duration")
+    }
+    assert routes == {
+        "/api/v1/items/{item_id}": 1,
+        "/api/v2/items/{item_id}": 1,
+        "/api/v1/inner/items/{item_id}": 1,
+        "/api/v1/inner/plain/{p}": 1,
+        "/api/v1/inner/sync/{entity}/push": 1,
+    }
+    (span,) = syncperf_capture.spans()
+    assert span.attributes["http.route"] == "/api/v1/inner/sync/{entity}/push"  # type: ignore[index]
+
+
+async def test_a_mounted_app_with_its_own_middleware_counts_each_request_once(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    inner, outer = FastAPI(), FastAPI()
+
+    @inner.get("/sync/pull")
+    async def pull() -> dict[str, Any]:
+        return {"changes": []}
+
+    @inner.get("/status")
+    async def status() -> dict[str, Any]:
+        return {}
+
+    @outer.get("/health")
+    async def health() -> dict[str, Any]:
+        return {}
+
+    inner.add_middleware(SyncPerfMiddleware, routes={"/sync/pull": "pull"})  # each team its own
+    outer.mount("/notes", inner)
+    outer.add_middleware(SyncPerfMiddleware, routes={"/notes/sync/pull": "pull", "/x": "push"})
+    async with client(outer) as c:
+        for path in ("/notes/sync/pull", "/notes/status", "/health"):
+            assert (await c.get(path)).status_code == 200
+    routes = {
+        p.attributes.get("http.route"): p.count for p in cap.points("http.server.request.duration")
+    }
+    assert routes == {"/notes/sync/pull": 1, "/notes/status": 1, "/health": 1}
+    assert cap.total("http.server.response.body.size") == 3
+    assert cap.total("sync.operation.duration") == 1
+    assert len(cap.spans()) == 1
+    assert active_total(cap, "http.server.active_requests") == 0
+
+
+async def test_a_mounted_app_measures_the_sync_routes_its_outer_middleware_does_not_know(
+    syncperf_capture: Capture,
+) -> None:
+    cap = syncperf_capture
+    inner, outer = FastAPI(), FastAPI()
+
+    @inner.get("/sync/pull")
+    async def pull() -> dict[str, Any]:
+        return {"changes": []}
+
+    inner.add_middleware(SyncPerfMiddleware, routes={"/sync/pull": "pull"})
+    outer.mount("/notes", inner)
+    outer.add_middleware(SyncPerfMiddleware)  # HTTP metrics only
+    async with client(outer) as c:
+        assert (await c.get("/notes/sync/pull")).status_code == 200
+    (op,) = cap.points("sync.operation.duration")
+    assert op.attributes["sync.outcome"] == "success"
+    (span,) = cap.spans()
+    assert span.kind is SpanKind.SERVER
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["http.route"] == "/notes/sync/pull"
+    assert active_total(cap, "http.server.active_requests") == 0
+
+
+async def test_a_raw_asgi_mount_reports_the_mount_template_under_starlette(
+    syncperf_capture: Capture,
+) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    async def legacy(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"r"})
+
+    app = Starlette(routes=[Mount("/legacy", app=legacy)])
+    app.add_middleware(SyncPerfMiddleware)
+    async with client(app) as c:
+        assert (await c.get("/legacy/anything/42")).status_code == 200
+    (point,) = syncperf_capture.points("http.server.request.duration")
+    assert point.attributes["http.route"] == "/legacy/{path}"  # docs/asgi.md, Route templates
 
 
 async def test_http_metrics_can_be_switched_off(syncperf_capture: Capture) -> None:

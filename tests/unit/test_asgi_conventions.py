@@ -50,15 +50,33 @@ def _routes_recorded(cap: Capture) -> dict[str, float]:
     }
 
 
-async def test_excluded_urls_are_neither_sync_operations_nor_http_requests(
+async def test_excluded_urls_are_not_http_requests_and_sync_routes_never_excluded(
     syncperf_capture: Capture,
 ) -> None:
     app = make_app()
     instrument_app(app, ROUTES, excluded_urls="healthz,/metrics$,/sync/pull")
     await _get(app, "/healthz", "/metrics", "/sync/pull")
-    assert _routes_recorded(syncperf_capture) == {}
-    assert syncperf_capture.total("sync.operation.duration") == 0
-    assert syncperf_capture.spans() == []
+    assert _routes_recorded(syncperf_capture) == {"/sync/pull": 1}  # a sync route, always
+    assert syncperf_capture.total("sync.operation.duration") == 1
+
+
+async def test_a_host_header_never_excludes_a_request(syncperf_capture: Capture) -> None:
+    app = make_app()
+
+    @app.get("/items")
+    async def items() -> dict[str, bool]:
+        return {}
+
+    instrument_app(app, ROUTES, excluded_urls="healthz,/metrics,internal")
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://internal.corp") as client:
+        for host in ("healthz", "x/metrics", "internal.corp"):  # forged, or merely unlucky
+            for path in ("/sync/pull", "/items"):
+                response = await client.get(path, headers={"Host": host})
+                assert response.status_code == 200
+        assert (await client.get("/healthz")).status_code == 200  # excluded by its path
+    assert _routes_recorded(syncperf_capture) == {"/sync/pull": 3, "/items": 3}
+    assert syncperf_capture.total("sync.operation.duration") == 3
 
 
 async def test_other_urls_are_still_recorded(syncperf_capture: Capture) -> None:
@@ -122,6 +140,33 @@ async def test_instrument_app_twice_adds_one_middleware(
     await _get(app, "/sync/pull")
     assert syncperf_capture.total("sync.operation.duration") == 1
     assert len(syncperf_capture.spans()) == 1
+
+
+def test_instrument_app_finds_the_routes_of_included_routers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from fastapi import APIRouter
+
+    app, v1, inner = FastAPI(), APIRouter(), APIRouter()
+
+    @v1.get("/sync/pull")
+    async def pull() -> dict[str, bool]:
+        return {}
+
+    @inner.post("/sync/{entity}/push")
+    async def push(entity: str) -> dict[str, bool]:
+        return {}
+
+    v1.include_router(inner, prefix="/inner")
+    app.include_router(v1, prefix="/api/v1")
+    with caplog.at_level(logging.WARNING, "syncperf"):
+        instrument_app(
+            app, {"/api/v1/sync/pull": "pull", "/api/v1/inner/sync/{entity}/push": "push"}
+        )
+    assert "matches no route" not in caplog.text
+    with caplog.at_level(logging.WARNING, "syncperf"):
+        instrument_app(FastAPI(), {"/api/v1/sync/pul": "pull"})  # still warns on a typo
+    assert "'/api/v1/sync/pul' matches no route" in caplog.text
 
 
 async def test_uninstrument_app_removes_the_middleware_even_after_start(

@@ -316,3 +316,34 @@ def test_the_decorator_reads_every_sync_client_header_line_as_one_list(
     assert syncperf_capture.total("sync.client.pending_changes") == 1
     (retries,) = syncperf_capture.points("sync.client.retries")
     assert retries.sum == 2  # the second line is the same list (RFC 9110), as in the middleware
+
+
+async def test_many_header_lines_cost_linear_time_and_count_one_drop(
+    syncperf_capture: Capture,
+) -> None:
+    lines = [(b"sync-client", b"pending=1")] * 50_000  # a client stuffing its request headers
+    scope = {"type": "http", "method": "GET", "path": "/sync/todo/pull", "headers": lines}
+    messages: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        messages.append(message)
+
+    from syncperf.asgi import SyncPerfMiddleware
+
+    middleware = SyncPerfMiddleware(_echo, routes={"/sync/{entity}/pull": "pull"})
+    started = time.perf_counter()
+    await middleware(scope, receive, send)
+    assert time.perf_counter() - started < 0.5  # quadratic: seconds
+    assert messages[0]["status"] == 200
+    reason = {"syncperf.reason": "invalid_client_header"}
+    assert syncperf_capture.total("syncperf.dropped", reason) == 1  # one value, too long
+    assert syncperf_capture.points("sync.client.pending_changes") == []
+    assert syncperf_capture.total("sync.operation.duration") == 1
+
+
+async def _echo(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"{}"})

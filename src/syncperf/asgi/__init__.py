@@ -35,7 +35,6 @@ from syncperf.asgi._routes import (
     SyncRoute,
     exclusions,
     live_request,
-    request_url,
     route_path,
 )
 from syncperf.exceptions import ConfigError
@@ -57,6 +56,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _perf = time.perf_counter_ns
 _store_ids = itertools.count()
+_METERED = "syncperf.http_metrics"
+"""Scope key: an outer ``SyncPerfMiddleware`` records this request's HTTP metrics, so one of a
+mounted app (each team instruments its own) records only its sync operation: once each."""
 
 
 class SyncPerfMiddleware:
@@ -86,10 +88,11 @@ class SyncPerfMiddleware:
         max_body_bytes: Bodies buffered for a route's adapter are capped at this size;
             larger ones are not parsed (counted in ``syncperf.dropped``).
         excluded_urls: Comma-separated regular expressions, as the contrib instrumentations
-            take them (e.g. ``"healthz,/metrics"``); a request whose URL matches one is not
-            recorded at all. None (default): the ``excluded_urls`` setting, from
-            ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` or ``OTEL_PYTHON_EXCLUDED_URLS``; ``""``:
-            none, whatever the environment says.
+            take them (e.g. ``"healthz,/metrics"``); a request whose path matches one is not
+            recorded at all, unless it is a sync route (matched against the path only: the
+            ``Host`` header is the client's to choose). None (default): the ``excluded_urls``
+            setting, from ``OTEL_PYTHON_FASTAPI_EXCLUDED_URLS`` or
+            ``OTEL_PYTHON_EXCLUDED_URLS``; ``""``: none, whatever the environment says.
         entities: The entity names a route's ``{entity}`` may report; any other value is
             reported as ``_other``. Without it (and without ``configure(entities=...)``) the
             first ``max_entities`` values any client sends become ``sync.entity`` series, and
@@ -156,9 +159,7 @@ class SyncPerfMiddleware:
             await self.app(scope, receive, send)
             return
         rt = current()
-        shared = rt.state(AsgiState)
-        excluded = shared.excluded if self._excluded is None else self._excluded
-        if not rt.enabled or (excluded and excluded.url_disabled(request_url(scope))):
+        if not rt.enabled:
             await self.app(scope, receive, send)
             return
         t0 = _perf()
@@ -170,11 +171,20 @@ class SyncPerfMiddleware:
             scope.get("method") == "OPTIONS" or (outer is not None and not outer._ended)
         ):
             hit = None  # preflight, or an outer sync operation already measures this request
-        if hit is None and not self._http_metrics:
+        shared = rt.state(AsgiState)
+        if hit is None:  # a sync route is never excluded (nor by a Host header the client chose)
+            excluded = shared.excluded if self._excluded is None else self._excluded
+            if excluded and excluded.url_disabled(scope["path"]):
+                await self.app(scope, receive, send)
+                return
+        metered = self._http_metrics and _METERED not in scope
+        if hit is None and not metered:
             await self.app(scope, receive, send)
             return
+        if metered:  # a middleware of an app mounted inside this one leaves them to this one
+            scope[_METERED] = True
         exchange = Exchange(self, rt, shared, scope, t0)
-        exchange.open(hit)
+        exchange.open(hit, metered)
         await exchange.run(receive, send)
 
 
@@ -274,6 +284,12 @@ def uninstrument_app(app: Any) -> Any:
 def _templates(routes: Any, prefix: str) -> list[str]:
     found: list[str] = []
     for route in routes or ():
+        included = getattr(route, "effective_route_contexts", None)
+        if callable(included):  # a router FastAPI (>= 0.16x) included whole: its routes with
+            # every include prefix (a Starlette route or mount of it: its prefixed copy)
+            contexts = [getattr(c, "starlette_route", None) or c for c in included()]
+            found.extend(_templates(contexts, prefix))
+            continue
         children = getattr(route, "routes", None)
         path = getattr(route, "path" if children else "path_format", None)
         if not isinstance(path, str):

@@ -8,8 +8,8 @@ it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's 
   operation of a sync route, ``http.server.active_requests``);
 * ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
   route with an adapter, the request body read first);
-* ``finish``: the operation's outcome and end, then the HTTP metrics, never replacing the
-  application's exception (``_http.hook_failed``); the active-requests gauge returns to zero.
+* ``finish`` (``_finish``): the operation's outcome and end, then the HTTP metrics, never
+  replacing the application's exception; the active-requests gauge returns to zero.
 """
 
 from __future__ import annotations
@@ -23,26 +23,25 @@ from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
-from syncperf._decorators import Adapter, apply_http_status
-from syncperf._gate import error_type
+from syncperf._client_header import MAX_HEADER
+from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
-from syncperf._lifecycle import begin, end
-from syncperf._operation import SyncOperation, release_entity
+from syncperf._lifecycle import begin
+from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
+from syncperf.asgi._finish import finish
 from syncperf.asgi._http import (
     HEADERS,
     METHODS,
-    VERSIONS,
     AsgiState,
     HttpSeries,
     feed_body,
-    hook_failed,
     is_json,
     owners,
     read_client,
     record_key,
 )
-from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, framework_route, is_live
+from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -67,8 +66,8 @@ class Exchange:
     # fmt: off
     __slots__ = (
         "active", "adapter", "complete_ns", "content_length", "current", "disconnected",
-        "entry_root", "fresh_entity", "http", "live", "metered_into", "method", "mw", "op",
-        "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
+        "entry_root", "fresh_entity", "http", "left_early", "live", "metered_into", "method",
+        "mw", "op", "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
         "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
         "shared", "status", "t0", "template", "token",
     )
@@ -94,6 +93,7 @@ class Exchange:
         self.status: int | None = None
         self.sent = self.received = self.complete_ns = 0
         self.disconnected = self.replayed = False
+        self.left_early = False  # disconnected before the response started: none was delivered
         self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
         self.response_chunks: list[bytes] | None = None
         method = scope.get("method") or "GET"
@@ -107,9 +107,9 @@ class Exchange:
 
     # --- before the application ----------------------------------------------------------
 
-    def open(self, hit: tuple[CompiledRoute, str | None] | None) -> None:
+    def open(self, hit: tuple[CompiledRoute, str | None] | None, metered: bool) -> None:
         """Read the headers, begin the sync operation of a sync route (``hit``), count the
-        request active."""
+        request active (``metered``: this middleware records its HTTP metrics)."""
         rt = self.rt
         headers = self.scope.get("headers") or ()
         traced = hit is not None and not self.owned and rt.tracing.active
@@ -124,8 +124,12 @@ class Exchange:
                 self.content_length = int(value) if value.isdigit() and len(value) <= 15 else -1
             elif name == idem_name:
                 idem_key = value
-            elif name == CLIENT_HEADER:
-                client = [value] if client is None else [*client, value]
+            elif name == CLIENT_HEADER:  # lines form one value, dropped whole past MAX_HEADER
+                if client is None:  # bytes: the lines after that are not even kept
+                    client, client_size = [value], len(value)
+                elif client_size <= MAX_HEADER:
+                    client.append(value)
+                    client_size += 1 + len(value)  # joined with a comma
             elif name == b"accept":
                 stream = stream or EVENT_STREAM in value
             elif name in fields:
@@ -135,7 +139,7 @@ class Exchange:
             if idem_key is not None:
                 record_key(op, idem_key, self.shared, self.mw)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
-        if self.mw._http_metrics:
+        if metered:
             metered_into = self.metered_into
             shared = self.shared
             http = self.http = shared.http() if metered_into is None else shared.http(metered_into)
@@ -218,7 +222,7 @@ class Exchange:
             failure = exc
             raise
         finally:
-            self.finish(failure)
+            finish(self, failure)
 
     async def receive(self) -> Message:
         if self.read_ahead:
@@ -229,27 +233,36 @@ class Exchange:
             self.received += len(message.get("body", b""))
         elif kind == "http.disconnect":
             self.disconnected = True
+            if self.status is None:  # sticky: a server repeats the disconnect when asked again
+                self.left_early = True
         return message
 
     async def read_request(self) -> None:
         """Read the body (up to ``max_body_bytes``) for the adapter before the app sees it:
-        its server-state callbacks must run before the handler changes that state."""
+        its server-state callbacks must run before the handler changes that state. Only the
+        bytes are kept, replayed to the app as one message (then what ended the read: a
+        disconnect), however many messages the client split the body into."""
         cap = self.mw._max_body
-        read_ahead: list[Message] = []
-        self.read_ahead = read_ahead
         chunks: list[bytes] = []
-        while True:
+        more, ended = True, None
+        while more and self.received <= cap:
             message = await self.server_receive()
-            read_ahead.append(message)
             if message["type"] != "http.request":
-                self.disconnected = message["type"] == "http.disconnect"
-                return
-            body = message.get("body", b"")
-            self.received += len(body)
-            chunks.append(body)
-            if not message.get("more_body", False) or self.received > cap:
+                ended = message
                 break
-        feed_body(self.rt, self.op, self.adapter.on_request, chunks, self.received, cap)  # type: ignore[arg-type,union-attr]
+            body = message.get("body", b"")
+            if body:
+                chunks.append(body)
+                self.received += len(body)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": more}]
+        self.read_ahead = replay
+        if ended is not None:
+            self.disconnected = self.left_early = ended["type"] == "http.disconnect"
+            replay.append(ended)
+            return
+        feed_body(self.rt, self.op, self.adapter.on_request, [body], self.received, cap)  # type: ignore[arg-type,union-attr]
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -283,138 +296,3 @@ class Exchange:
             raise
         if final:
             self.complete_ns = _perf()
-
-    # --- after the application -----------------------------------------------------------
-
-    def finish(self, failure: BaseException | None) -> None:
-        """End the operation, then record the HTTP metrics (both even in strict mode)."""
-        t_end = _perf()
-        if self.rt.successor is not None:  # configure() replaced the runtime meanwhile
-            self.shared.hand_over(self)
-        reason = None
-        if not self.complete_ns and self.disconnected:  # whatever the framework raised then
-            reason, failure = "client_disconnected", None
-        elif failure is None and not self.complete_ns:
-            reason = "incomplete_response"
-        matched: str | None = None
-        try:
-            if self.op is not None:
-                try:
-                    matched = self.finish_operation(self.op, failure, reason, t_end)
-                finally:
-                    if self.token is not None:
-                        context_api.detach(self.token)
-        finally:
-            self.record_http(failure, reason, matched, t_end)
-
-    def finish_operation(
-        self, op: SyncOperation, failure: BaseException | None, reason: str | None, t_end: int
-    ) -> str | None:
-        """Outcome from the response, adapter feeding, then ``end()``.
-
-        Never raises, except in strict mode when the application itself did not raise.
-        The operation's duration stops when the response was complete (0 when it never
-        was): background tasks that run after it are not part of it.
-
-        Returns:
-            The route template the framework matched (``framework_route``), or None.
-        """
-        rt, status = self.rt, self.status
-        matched = None
-        try:
-            if self.adapter is not None and status is not None and 200 <= status < 300:
-                hook, cap = self.adapter.on_response, self.mw._max_body  # only a 2xx: an answer
-                feed_body(rt, op, hook, self.response_chunks, self.sent, cap, answer=True)
-            if self.replayed:
-                op.record_idempotency_hit()
-            if failure is None:
-                if reason is not None and (status is None or status < 500):
-                    op.set_error(reason)
-                elif status is not None:
-                    apply_http_status(op, status)
-            fresh = self.fresh_entity
-            if (
-                fresh is not None
-                and status is not None
-                and 400 <= status < 500
-                and not op.conflicts
-                and op.entity == fresh
-            ):
-                # A rejected request (a junk URL answered 404) gives its path entity back:
-                # junk cannot use up the max_entities bound.
-                release_entity(op, fresh)
-            matched = framework_route(self.scope, self.entry_root)
-            if not self.owned:
-                span = op.span
-                if status is not None or failure is not None:
-                    span.set_attribute(
-                        "http.response.status_code", 500 if status is None else status
-                    )
-                if matched is not None and matched != self.template:
-                    span.set_attribute("http.route", matched)
-        except Exception as error:
-            hook_failed(rt, "asgi_outcome_failed", error, failure)
-        finally:  # the operation ends even when strict mode raised just above
-            try:
-                end(op, failure, self.complete_ns or None, t_end)
-            except Exception as error:
-                hook_failed(rt, "operation_end_failed", error, failure)
-        return matched
-
-    def record_http(
-        self, failure: BaseException | None, reason: str | None, matched: str | None, t_end: int
-    ) -> None:
-        """The ``http.server.*`` metrics and syncperf's overhead; the active-requests gauge
-        returns to zero whatever fails (never replacing the application's exception)."""
-        rt, http = self.rt, self.http
-        left = False
-        try:
-            overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
-            if http is not None:
-                key = self.http_key(failure, reason, matched)
-                size = self.content_length if self.content_length >= 0 else self.received
-                duration = ((self.complete_ns or t_end) - self.t0) / 1e9
-                bound = http.series.get(key)
-                with rt.lock:
-                    self.active.add(-1)  # type: ignore[union-attr]
-                    left = True
-                    dur, req_size, resp_size = bound or http.bound(*key)
-                    if not self.live:
-                        dur.record(duration)
-                    if size > 0 or self.content_length == 0:
-                        req_size.record(size)
-                    resp_size.record(self.sent)
-                    overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
-            else:
-                with rt.lock:
-                    overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
-        except Exception as error:
-            hook_failed(rt, "asgi_http_metrics_failed", error, failure)
-        finally:
-            if http is not None and not left:
-                with rt.lock:
-                    self.active.add(-1)  # type: ignore[union-attr]
-
-    def http_key(
-        self, failure: BaseException | None, reason: str | None, matched: str | None
-    ) -> tuple[str, str, int | None, str | None, str | None, str | None]:
-        """The attributes of the request's HTTP series (see ``HttpSeries.bound``)."""
-        status: int | None = self.status
-        if failure is not None:
-            etype: str | None = self.rt.error_types(error_type(failure))
-            status = 500 if status is None else status
-        elif status is not None and status >= 500:
-            etype = str(status)
-        else:
-            etype = reason
-        if self.op is None:
-            matched = framework_route(self.scope, self.entry_root)
-        version = self.scope.get("http_version")
-        return (
-            self.method,
-            self.scheme,
-            status,
-            matched or self.template,
-            etype,
-            version if version in VERSIONS else None,
-        )

@@ -25,10 +25,10 @@ __all__ = [
     "SyncRoute",
     "exclusions",
     "framework_route",
+    "included_route",
     "is_live",
     "live_query",
     "live_request",
-    "request_url",
     "route_path",
 ]
 
@@ -188,19 +188,6 @@ def exclusions(patterns: str | None) -> Any:
     return parse_excluded_urls(patterns)
 
 
-def request_url(scope: MutableMapping[str, Any]) -> str:
-    """The URL the contrib instrumentations match excluded URLs against (no query string)."""
-    host = None
-    for name, value in scope.get("headers") or ():
-        if name == b"host":
-            host = value.decode("latin-1")
-            break
-    if host is None:
-        server = scope.get("server") or ("0.0.0.0", 80)
-        host = server[0] if server[1] in (80, 443, None) else f"{server[0]}:{server[1]}"
-    return f"{scope.get('scheme') or 'http'}://{host}{scope.get('path', '')}"
-
-
 def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | None:
     """``http.route`` from the route the framework matched, or None (never the raw path).
 
@@ -208,7 +195,7 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
     template is relative to the mount, whose literal path is added back (a mount with path
     parameters has no safe template and yields None).
     """
-    route = scope.get("route")
+    route = included_route(scope, scope.get("route"))
     if route is None:
         return None
     template = getattr(route, "path_format", None)
@@ -230,6 +217,25 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
             return None
         prefix = prefix[: len(prefix) - len(mount_path)]
     return prefix + template
+
+
+def included_route(scope: MutableMapping[str, Any], route: Any) -> Any:
+    """``route`` as included, when it belongs to a router included with a prefix.
+
+    FastAPI (>= 0.16x) keeps an included router whole: ``scope["route"]`` is then the route as
+    declared, without the include prefixes, and ``scope["fastapi"]["effective_route_context"]``
+    the route as included (its ``path_format`` has them; a Starlette route or a mount of the
+    router, which leaves ``scope["route"]`` unset, has its prefixed copy in
+    ``starlette_route``). A context left by an outer app's router (``route`` is another
+    route, matched by a mounted app) is not this route's.
+    """
+    fastapi = scope.get("fastapi")
+    context = fastapi.get("effective_route_context") if type(fastapi) is dict else None
+    if context is None:
+        return route
+    if route is None:
+        return getattr(context, "starlette_route", None)
+    return context if getattr(context, "original_route", None) is route else route
 
 
 EVENT_STREAM = b"text/event-stream"

@@ -1,0 +1,172 @@
+"""The end of one request through ``SyncPerfMiddleware`` (``Exchange.run`` calls ``finish``).
+
+* ``finish_operation``: the sync operation's outcome from the response, the adapter fed the
+  response body, then ``end()``;
+* ``record_http``: the ``http.server.*`` metrics and syncperf's overhead; the active-requests
+  gauge returns to zero whatever fails.
+
+Neither ever replaces the application's exception (``_http.hook_failed``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from opentelemetry import context as context_api
+
+from syncperf._decorators import apply_http_status
+from syncperf._gate import error_type, raised_at
+from syncperf._lifecycle import end
+from syncperf._operation import SyncOperation, release_entity
+from syncperf.asgi._http import VERSIONS, feed_body, hook_failed
+from syncperf.asgi._routes import framework_route
+
+if TYPE_CHECKING:
+    from syncperf.asgi._exchange import Exchange
+
+__all__ = ["finish"]
+
+_perf = time.perf_counter_ns
+
+
+def finish(ex: Exchange, failure: BaseException | None) -> None:
+    """End the operation, then record the HTTP metrics (both even in strict mode)."""
+    t_end = _perf()
+    if ex.rt.successor is not None:  # configure() replaced the runtime meanwhile
+        ex.shared.hand_over(ex)
+    reason = None
+    if ex.left_early or (ex.disconnected and not ex.complete_ns):
+        # whatever the framework raised or answered then (FastAPI: a 400 the server dropped)
+        reason, failure = "client_disconnected", None
+    elif failure is None and not ex.complete_ns:
+        reason = "incomplete_response"
+    elif failure is not None and ex.complete_ns:  # raised after the client had its answer (a
+        # background task): the response decides the outcome; the exception still propagates
+        msg = "syncperf: the application raised after its response was complete (%s)"
+        ex.rt.drop("background_task_failed", msg, raised_at(failure))
+        failure = None
+    matched: str | None = None
+    try:
+        if ex.op is not None:
+            try:
+                matched = finish_operation(ex, ex.op, failure, reason, t_end)
+            finally:
+                if ex.token is not None:
+                    context_api.detach(ex.token)
+    finally:
+        record_http(ex, failure, reason, matched, t_end)
+
+
+def finish_operation(
+    ex: Exchange, op: SyncOperation, failure: BaseException | None, reason: str | None, t_end: int
+) -> str | None:
+    """Outcome from the response, adapter feeding, then ``end()``.
+
+    Never raises, except in strict mode when the application itself did not raise.
+    The operation's duration stops when the response was complete (0 when it never
+    was): background tasks that run after it are not part of it.
+
+    Returns:
+        The route template the framework matched (``framework_route``), or None.
+    """
+    rt, status = ex.rt, ex.status
+    matched = None
+    try:
+        if ex.adapter is not None and status is not None and 200 <= status < 300:
+            hook, cap = ex.adapter.on_response, ex.mw._max_body  # only a 2xx: an answer
+            feed_body(rt, op, hook, ex.response_chunks, ex.sent, cap, answer=True)
+        if ex.replayed:
+            op.record_idempotency_hit()
+        if failure is None:
+            if reason is not None and (status is None or status < 500):
+                op.set_error(reason)
+            elif status is not None:
+                apply_http_status(op, status)
+        fresh = ex.fresh_entity
+        if (
+            fresh is not None
+            and status is not None
+            and 400 <= status < 500
+            and not op.conflicts
+            and op.entity == fresh
+        ):
+            # A rejected request (a junk URL answered 404) gives its path entity back:
+            # junk cannot use up the max_entities bound.
+            release_entity(op, fresh)
+        matched = framework_route(ex.scope, ex.entry_root)
+        if not ex.owned:
+            span = op.span
+            if status is not None or failure is not None:
+                span.set_attribute("http.response.status_code", 500 if status is None else status)
+            if matched is not None and matched != ex.template:
+                span.set_attribute("http.route", matched)
+    except Exception as error:
+        hook_failed(rt, "asgi_outcome_failed", error, failure)
+    finally:  # the operation ends even when strict mode raised just above
+        try:
+            end(op, failure, ex.complete_ns or None, t_end)
+        except Exception as error:
+            hook_failed(rt, "operation_end_failed", error, failure)
+    return matched
+
+
+def record_http(
+    ex: Exchange, failure: BaseException | None, reason: str | None, matched: str | None, t_end: int
+) -> None:
+    """The ``http.server.*`` metrics and syncperf's overhead; the active-requests gauge
+    returns to zero whatever fails (never replacing the application's exception)."""
+    rt, http = ex.rt, ex.http
+    left = False
+    try:
+        overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
+        if http is not None:
+            key = http_key(ex, failure, reason, matched)
+            size = ex.received  # what arrived, never the Content-Length claimed (a body
+            # the app did not read is unknown: not recorded, unless declared empty)
+            duration = ((ex.complete_ns or t_end) - ex.t0) / 1e9
+            bound = http.series.get(key)
+            with rt.lock:
+                ex.active.add(-1)  # type: ignore[union-attr]
+                left = True
+                dur, req_size, resp_size = bound or http.bound(*key)
+                if not ex.live:
+                    dur.record(duration)
+                if size > 0 or ex.content_length == 0:
+                    req_size.record(size)
+                resp_size.record(0 if ex.method == "HEAD" else ex.sent)  # server drops it
+                overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
+        else:
+            with rt.lock:
+                overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
+    except Exception as error:
+        hook_failed(rt, "asgi_http_metrics_failed", error, failure)
+    finally:
+        if http is not None and not left:
+            with rt.lock:
+                ex.active.add(-1)  # type: ignore[union-attr]
+
+
+def http_key(
+    ex: Exchange, failure: BaseException | None, reason: str | None, matched: str | None
+) -> tuple[str, str, int | None, str | None, str | None, str | None]:
+    """The attributes of the request's HTTP series (see ``HttpSeries.bound``)."""
+    status: int | None = ex.status
+    if failure is not None:
+        etype: str | None = ex.rt.error_types(error_type(failure))
+        status = 500 if status is None else status
+    elif status is not None and status >= 500:
+        etype = str(status)
+    else:
+        etype = reason
+    if ex.op is None:
+        matched = framework_route(ex.scope, ex.entry_root)
+    version = ex.scope.get("http_version")
+    return (
+        ex.method,
+        ex.scheme,
+        status,
+        matched or ex.template,
+        etype,
+        version if version in VERSIONS else None,
+    )
