@@ -372,18 +372,19 @@ class Exchange:
             if http is not None:
                 key = self.http_key(failure, reason, matched)
                 size = self.content_length if self.content_length >= 0 else self.received
-                duration = ((self.complete_ns or t_end) - self.t0) / 1e9
-                bound = http.series.get(key)
+                batch = http.series.get(key)
                 with rt.lock:
                     self.active.add(-1)  # type: ignore[union-attr]
                     left = True
-                    dur, req_size, resp_size = bound or http.bound(*key)
-                    if not self.live:
-                        dur.record(duration)
-                    if size > 0 or self.content_length == 0:
-                        req_size.record(size)
-                    resp_size.record(self.sent)
-                    overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
+                    batch = batch or http.bound(overhead, *key)
+                batch.add(  # queued without the lock, recorded in batches (``Batch``)
+                    (
+                        -1 if self.live else (self.complete_ns or t_end) - self.t0,  # -1: none
+                        size if size > 0 or self.content_length == 0 else -1,
+                        self.sent,
+                        self.prologue_ns + _perf() - t_end,
+                    )
+                )
             else:
                 with rt.lock:
                     overhead.record((self.prologue_ns + _perf() - t_end) / 1e9)
