@@ -343,8 +343,8 @@ class Exchange:
                 # junk cannot use up the max_entities bound.
                 release_entity(op, fresh)
             matched = framework_route(self.scope, self.entry_root)
-            if not self.owned:
-                span = op.span
+            span = None if self.owned else op._span  # None: sampled out, nothing to set
+            if span is not None:
                 if status is not None or failure is not None:
                     span.set_attribute(
                         "http.response.status_code", 500 if status is None else status
