@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from syncperf._client_series import ClientSeries
 from syncperf._client_series import record as record_observed
-from syncperf._metrics.aggregates import SumSeries
+from syncperf._metrics.aggregates import HistogramSeries, SumSeries
+from syncperf._metrics.batches import record_ns
 from syncperf._runtime import RUNTIME_HOOKS
 from syncperf._series import series
 
@@ -56,6 +57,7 @@ def fold(rt: Runtime) -> None:
     take = ended.popleft
     left = len(ended)  # what is there now: more may come while folding
     failures: list[Exception] = []
+    queued: dict[HistogramSeries, list[int]] = {}  # nanoseconds, recorded per series at the end
     while left:
         try:
             while left:
@@ -77,13 +79,13 @@ def fold(rt: Runtime) -> None:
                     db_queries,
                     db_ns,
                 ) = take()
-                seconds = duration_ns / 1e9
                 if etype is not None:
-                    bound.error(etype).record(seconds)
+                    series = bound.error(etype)
                 elif outcome == "conflict":
-                    bound.conflicted().record(seconds)
+                    series = bound.conflicted()
                 else:
-                    bound.success.record(seconds)
+                    series = bound.success
+                queued.setdefault(series, []).append(duration_ns)
                 if batch is not None:
                     bound.batch.record(batch)
                 if idempotent:
@@ -104,9 +106,11 @@ def fold(rt: Runtime) -> None:
                 if db_queries or rt.db_instrumented:
                     bound.db_queries.record(db_queries)
                     bound.db_duration.record(db_ns / 1e9)
-                bound.overhead.record(own_ns / 1e9)
+                queued.setdefault(bound.overhead, []).append(own_ns)
         except Exception as error:  # the rest of this operation is lost (counted), not others
             failures.append(error)
+    for series, values in queued.items():  # one C-level pass per series, not one call a value
+        record_ns(series, values)
     for failure in failures:
         rt.internal_error("operation_end_failed", failure, held=True)
 

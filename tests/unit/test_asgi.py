@@ -15,6 +15,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 import syncperf
+from syncperf._metrics.batches import FOLD_AT
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute, live_request
 from syncperf.testing import Capture, capture
 from tests.unit.test_export_contract import ListExporter
@@ -659,6 +660,30 @@ async def test_live_requests_stay_out_of_the_latency_histograms(
     assert cap.total("http.server.request.duration") == 1
     assert cap.total("http.server.response.body.size") == 3
     assert active_total(cap, "sync.operations.active") == 0
+
+
+async def test_http_histograms_count_every_request_exactly_across_batches(
+    syncperf_capture: Capture,
+) -> None:
+    # A request's values are queued and recorded in batches (``_metrics.batches``): whatever
+    # is read, before or after a batch records itself, counts every request once.
+    cap = syncperf_capture
+    rounds = FOLD_AT // 4 + 20  # four values per request: past one batch
+    async with client(make_app()) as c:
+        for index in range(rounds):
+            await c.get("/sync/pull?live=true")  # no duration; no request body
+            await c.post("/sync/todo/push", json={"a": index % 10})  # a 7-byte body
+            await c.request("GET", "/items/3", headers={"content-length": "0"})
+            if index == 3:  # read while values are queued
+                assert cap.total("http.server.response.body.size") == 12
+    assert cap.total("http.server.request.duration") == 2 * rounds
+    assert not cap.points("http.server.request.duration", {"http.route": "/sync/pull"})
+    sizes = cap.points("http.server.request.body.size")
+    assert sorted((p.count, p.sum) for p in sizes) == [(rounds, 0), (rounds, 7 * rounds)]
+    assert cap.total("http.server.response.body.size") == 3 * rounds
+    (overhead,) = cap.points("syncperf.overhead", {"syncperf.component": "asgi"})
+    assert overhead.count == 3 * rounds
+    assert active_total(cap, "http.server.active_requests") == 0
 
 
 SSE = "text/event-stream"

@@ -16,10 +16,19 @@ from hypothesis import strategies as st
 
 from syncperf._metrics import batches as batches_module
 from syncperf._metrics.aggregates import HistogramSeries, Registry
-from syncperf._metrics.batches import FOLD_AT, MAX_QUEUED, Batch, Batches, _limits_ns, record_ns
-from syncperf._metrics.catalogue import DB_DURATION_BOUNDS
+from syncperf._metrics.batches import (
+    FOLD_AT,
+    MAX_QUEUED,
+    NS,
+    Batch,
+    Batches,
+    _limits_ns,
+    record_ns,
+)
+from syncperf._metrics.catalogue import BODY_SIZE_BOUNDS, DB_DURATION_BOUNDS
 
 BOUNDS = DB_DURATION_BOUNDS
+SIZE_BOUNDS = BODY_SIZE_BOUNDS
 
 
 def _series(registry: Registry, name: str = "h") -> HistogramSeries:
@@ -102,6 +111,42 @@ def test_record_ns_buckets_exactly_for_any_bounds(bounds: list[float], data: st.
 def test_a_bounds_nanosecond_limit_is_the_last_count_within_it(bound: float) -> None:
     (limit,) = _limits_ns((bound,))
     assert limit / 1e9 <= bound < (limit + 1) / 1e9
+
+
+@given(
+    st.lists(
+        st.one_of(st.integers(-1, 0), st.integers(0, 10**10), st.sampled_from(SIZE_BOUNDS)),
+        max_size=60,
+    )
+)
+def test_counts_at_scale_one_are_recorded_as_record_records_them_placeholders_skipped(
+    values: list[int],
+) -> None:
+    # Byte sizes (``http.server.request.body.size``): recorded as they are; a negative value
+    # holds the place of a size an entry does not have.
+    one, many = HistogramSeries((), SIZE_BOUNDS), HistogramSeries((), SIZE_BOUNDS)
+    for value in values:
+        if value >= 0:
+            one.record(value)
+    record_ns(many, list(values), 1)
+    counts, total, low, high = _state(many)
+    assert counts == one.counts
+    assert total == one.sum
+    assert (low, high) == (one.min, one.max)
+
+
+def test_a_batch_records_each_series_at_its_own_scale() -> None:
+    registry = Registry()
+    duration = _series(registry, "d")
+    size = registry.instrument("s", "histogram", "By", "", bounds=SIZE_BOUNDS).histogram(())
+    batch = Batches(registry).of(duration, size, scales=(NS, 1))
+    batch.add((2_000_000, 2))
+    batch.add((-1, 70_000))  # no duration for this one (a live request)
+    registry.collect()
+    assert duration.drained is not None and size.drained is not None
+    assert (duration.drained.count, duration.drained.sum) == (1, pytest.approx(0.002))
+    assert (size.drained.count, size.drained.sum) == (2, 70_002)
+    assert (size.drained.min, size.drained.max) == (2, 70_000)
 
 
 def test_queued_nanoseconds_are_recorded_in_seconds_before_a_collection() -> None:

@@ -11,6 +11,7 @@ import contextvars
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics.export import MetricsData
@@ -227,3 +228,40 @@ def test_operations_open_across_configure_calls_are_counted_once_by_the_runtime_
         installed = _runtime.replace(previous)
         if installed is not None:
             installed.shutdown()
+
+
+def test_durations_and_overheads_are_recorded_exactly_as_record_records_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The fold gathers a batch's nanoseconds per series and records them in one C-level
+    # pass: the same operations, on a clock stepping 100 ms (durations of whole tenths of a
+    # second, some on a bucket's bound), export what recording each value alone exports.
+    from syncperf import _lifecycle
+    from syncperf._metrics.aggregates import HistogramSeries
+
+    def one_by_one(series: HistogramSeries, values: list[int]) -> None:
+        for value in values:
+            series.record(value / 1e9)
+
+    def run() -> list[tuple[Any, ...]]:
+        ticks = iter(range(0, 10**15, 100_000_000))
+        monkeypatch.setattr(_lifecycle, "_perf", lambda: next(ticks))
+        with capture() as cap:
+            for index in range(_fold.FOLD_AT + 5):
+                if index % 3:
+                    _push()
+                else:
+                    with pytest.raises(ValueError), syncperf.sync_operation("push"):
+                        raise ValueError
+            points = cap.points("sync.operation.duration") + cap.points("syncperf.overhead")
+        return sorted(
+            (sorted(p.attributes.items()), p.count, list(p.bucket_counts), p.min, p.max, p.sum)
+            for p in points
+        )
+
+    batched = run()
+    monkeypatch.setattr(_fold, "record_ns", one_by_one)
+    reference = run()
+    assert sum(point[1] for point in batched) == 2 * (_fold.FOLD_AT + 5)
+    assert [p[:5] for p in batched] == [p[:5] for p in reference]
+    assert [p[5] for p in batched] == pytest.approx([p[5] for p in reference])

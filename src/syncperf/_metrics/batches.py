@@ -9,7 +9,9 @@ values its parent queued (the parent records and exports them).
 
 A value costs an append here and a share of one C-level sort at the fold
 (``record_ns``), instead of a lock acquisition and a Python-level ``record``
-on the request thread.
+on the request thread. Values are integers: nanoseconds recorded in seconds, or (``scales``
+of 1) counts such as byte sizes recorded as they are; a negative value holds the place of a
+series the entry does not record (an HTTP request with no body size).
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import functools
 import math
 import os
 import weakref
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from typing import Protocol
 
 from syncperf._metrics.aggregates import HistogramSeries, Registry
 
-__all__ = ["FOLD_AT", "MAX_QUEUED", "Batch", "Batches", "batches", "record_ns"]
+__all__ = ["FOLD_AT", "MAX_QUEUED", "NS", "Batch", "Batches", "batches", "record_ns"]
 
 FOLD_AT = 512
 """Values one batch queues before the thread adding the last ones records them all."""
@@ -39,10 +41,18 @@ class Batch:
     does ``values = batch.values; values += (a, b); if len(values) >= FOLD_AT:
     batch.fold_now()`` (inline, or ``add``)."""
 
-    __slots__ = ("_lock", "series", "values")
+    __slots__ = ("_lock", "scales", "series", "values")
 
-    def __init__(self, series: tuple[HistogramSeries, ...], registry: Registry) -> None:
+    def __init__(
+        self,
+        series: tuple[HistogramSeries, ...],
+        registry: Registry,
+        scales: tuple[int, ...] | None = None,
+    ) -> None:
         self.series = series
+        self.scales = scales or (NS,) * len(series)
+        """Per series, the value of one unit of the series in queued units (``NS``: queued
+        nanoseconds, recorded in seconds)."""
         self.values: list[int] = []
         """Queued values, oldest first: threads extend it, folds take from the front."""
         self._lock = registry.lock
@@ -75,21 +85,32 @@ class Batch:
         del values[: len(taken)]
         stride = len(self.series)
         if stride == 1:
-            record_ns(self.series[0], taken)
+            record_ns(self.series[0], taken, self.scales[0])
             return
-        for index, series in enumerate(self.series):
-            record_ns(series, taken[index::stride])
+        for index, (series, scale) in enumerate(zip(self.series, self.scales, strict=True)):
+            record_ns(series, taken[index::stride], scale)
 
 
-def record_ns(series: HistogramSeries, values: list[int]) -> None:
+NS = 1_000_000_000
+
+
+def record_ns(series: HistogramSeries, values: list[int], scale: int = NS) -> None:
     """``series.record`` each of ``values``, nanoseconds, in seconds (``value / 1e9``); sorts
     ``values``. One C-level sort, then one bisect per bucket bound rather than one per value,
-    and one division for the sum (the caller holds the registry's lock)."""
+    and one division for the sum (the caller holds the registry's lock).
+
+    ``scale``: queued units per recorded unit (1: the values as they are); negative values
+    are placeholders, not recorded.
+    """
     if not values:
         return
     values.sort()
+    if values[0] < 0:
+        del values[: bisect_left(values, 0)]
+        if not values:
+            return
     counts, n, below = series.counts, len(values), 0
-    for index, limit in enumerate(_limits_ns(series.bounds)):
+    for index, limit in enumerate(_limits_ns(series.bounds, scale)):
         upto = bisect_right(values, limit, below)
         counts[index] += upto - below
         below = upto
@@ -97,8 +118,8 @@ def record_ns(series: HistogramSeries, values: list[int]) -> None:
             break
     else:
         counts[-1] += n - below
-    series.sum += sum(values) / 1e9
-    low, high = values[0] / 1e9, values[-1] / 1e9
+    series.sum += sum(values) / scale
+    low, high = values[0] / scale, values[-1] / scale
     if low < series.min:
         series.min = low
     if high > series.max:
@@ -106,17 +127,18 @@ def record_ns(series: HistogramSeries, values: list[int]) -> None:
 
 
 @functools.cache
-def _limits_ns(bounds: tuple[float, ...]) -> tuple[int, ...]:
+def _limits_ns(bounds: tuple[float, ...], scale: int = NS) -> tuple[int, ...]:
     """Per bound, the largest nanosecond count ``t`` with ``t / 1e9 <= bound``: comparing
     nanoseconds with it buckets exactly as ``record`` buckets the value in seconds (dividing
-    by 1e9 is monotonic, so the float rounding of ``bound * 1e9`` is stepped over here)."""
+    by 1e9 is monotonic, so the float rounding of ``bound * 1e9`` is stepped over here).
+    ``scale``: units per recorded unit, as for ``record_ns``."""
     limits = []
     for bound in bounds:
-        t = math.floor(bound * 1e9)
-        for _ in range(4):  # a few ulps at most below 2**53, where t / 1e9 is exact enough
-            if (t + 1) / 1e9 <= bound:
+        t = math.floor(bound * scale)
+        for _ in range(4):  # a few ulps at most below 2**53, where t / scale is exact enough
+            if (t + 1) / scale <= bound:
                 t += 1
-            elif t / 1e9 > bound:
+            elif t / scale > bound:
                 t -= 1
             else:
                 break
@@ -133,11 +155,12 @@ class Batches:
         registry.folds.append(self.fold)
         _live.add(self)
 
-    def of(self, *series: HistogramSeries) -> Batch:
-        """The batch of ``series`` (one per tuple of series: bounded as series are)."""
+    def of(self, *series: HistogramSeries, scales: tuple[int, ...] | None = None) -> Batch:
+        """The batch of ``series`` (one per tuple of series: bounded as series are);
+        ``scales``: as for ``Batch``, the first time it is asked for."""
         found = self._batches.get(series)
         if found is None:  # setdefault: threads binding at once share one batch
-            found = self._batches.setdefault(series, Batch(series, self._registry))
+            found = self._batches.setdefault(series, Batch(series, self._registry, scales))
         return found
 
     def fold(self) -> None:

@@ -19,7 +19,7 @@ from syncperf._decorators import apply_http_status
 from syncperf._gate import error_type, raised_at
 from syncperf._lifecycle import end
 from syncperf._operation import SyncOperation, release_entity
-from syncperf.asgi._http import VERSIONS, feed_body, hook_failed
+from syncperf.asgi._http import VERSIONS, AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
     """End the operation, then record the HTTP metrics (both even in strict mode)."""
     t_end = _perf()
     if ex.rt.successor is not None:  # configure() replaced the runtime meanwhile
-        ex.shared.hand_over(ex)
+        _hand_over(ex)
     reason = None
     if ex.left_early or (ex.disconnected and not ex.complete_ns):
         # whatever the framework raised or answered then (FastAPI: a 400 the server dropped)
@@ -95,8 +95,8 @@ def finish_operation(
             # junk cannot use up the max_entities bound.
             release_entity(op, fresh)
         matched = framework_route(ex.scope, ex.entry_root)
-        if not ex.owned:
-            span = op.span
+        span = None if ex.owned else op._span  # None: sampled out, nothing to set
+        if span is not None:
             if status is not None or failure is not None:
                 span.set_attribute("http.response.status_code", 500 if status is None else status)
             if matched is not None and matched != ex.template:
@@ -124,18 +124,19 @@ def record_http(
             key = http_key(ex, failure, reason, matched)
             size = ex.received  # what arrived, never the Content-Length claimed (a body
             # the app did not read is unknown: not recorded, unless declared empty)
-            duration = ((ex.complete_ns or t_end) - ex.t0) / 1e9
-            bound = http.series.get(key)
+            batch = http.series.get(key)
             with rt.lock:
                 ex.active.add(-1)  # type: ignore[union-attr]
                 left = True
-                dur, req_size, resp_size = bound or http.bound(*key)
-                if not ex.live:
-                    dur.record(duration)
-                if size > 0 or ex.content_length == 0:
-                    req_size.record(size)
-                resp_size.record(0 if ex.method == "HEAD" else ex.sent)  # server drops it
-                overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
+                batch = batch or http.bound(overhead, *key)
+            batch.add(  # queued without the lock, recorded in batches (``Batch``)
+                (
+                    -1 if ex.live else (ex.complete_ns or t_end) - ex.t0,  # -1: none
+                    size if size > 0 or ex.content_length == 0 else -1,
+                    0 if ex.method == "HEAD" else ex.sent,  # the server drops a HEAD's body
+                    ex.prologue_ns + _perf() - t_end,
+                )
+            )
         else:
             with rt.lock:
                 overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
@@ -170,3 +171,23 @@ def http_key(
         etype,
         version if version in VERSIONS else None,
     )
+
+
+def _hand_over(ex: Exchange) -> None:
+    """Move a request its runtime began to the one ``configure()`` replaced it with, whose
+    exports carry what the request records when it ends (the old runtime's no longer run):
+    its ``http.server.active_requests`` leaves the old runtime's series for the new one's,
+    which it leaves when the request ends."""
+    old, rt = ex.rt, ex.rt.in_force()
+    ex.rt, ex.shared = rt, rt.state(AsgiState)
+    if ex.http is None:
+        return
+    http = ex.http = ex.shared.http(ex.metered_into)
+    with old.lock:
+        ex.active.add(-1)  # type: ignore[union-attr]
+    with rt.lock:
+        active = http.active_series.get((ex.method, ex.scheme)) or http.active_for(
+            ex.method, ex.scheme
+        )
+        active.add(1)
+    ex.active = active
