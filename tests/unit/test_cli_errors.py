@@ -220,6 +220,19 @@ def test_the_readme_links_are_absolute() -> None:
     assert relative == []
 
 
+def test_the_docs_cite_only_source_files_that_exist() -> None:
+    docs = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+    cited = {p for doc in docs for p in re.findall(r"`syncperf/([\w/]+\.py)`", doc.read_text())}
+    assert cited
+    assert sorted(p for p in cited if not (PACKAGE / p).exists()) == []
+
+
+def test_the_readme_says_the_dashboard_needs_the_ops_extra() -> None:
+    text = " ".join((ROOT / "README.md").read_text().split())
+    at = text.index("syncperf dashboard > ")
+    assert "syncperf[ops]" in text[at : at + 400]
+
+
 def _hide(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
     real_import = builtins.__import__
 
