@@ -143,6 +143,19 @@ def test_bad_thresholds_raise_config_error_naming_the_option(option: str, value:
     assert option.rstrip("_") in str(info.value)
 
 
+@pytest.mark.parametrize("value", [10000.0, 20000.0, 1e9])
+def test_a_pending_changes_threshold_the_p95_cannot_exceed_is_a_config_error(
+    value: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """histogram_quantile() stops at the top finite bucket (10000): an alert on a p95 above
+    that bound could never fire."""
+    with pytest.raises(ConfigError, match="pending_changes.*below 10000"):
+        RuleOptions(pending_changes=value)
+    assert rules.main(["--pending-changes", repr(value)]) == 2
+    assert "pending_changes" in capsys.readouterr().err
+    RuleOptions(pending_changes=9999.0)
+
+
 def test_cli_reports_a_bad_threshold_without_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
