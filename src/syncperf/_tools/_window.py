@@ -372,7 +372,8 @@ def _histograms(
     samples: list[tuple[dict[str, str], float]],
     names: tuple[str, ...] = ("sync_operation", "sync_entity"),
 ) -> dict[Any, Histogram]:
-    """Cumulative ``le`` buckets per series, turned into per-bucket counts."""
+    """Cumulative ``le`` buckets per series, turned into per-bucket counts (the samples of
+    one bound, whatever its ``le`` text, added)."""
     cumulative: dict[Any, dict[float, float]] = {}
     for labels, value in samples:
         try:
@@ -382,7 +383,10 @@ def _histograms(
         if le != le:
             continue
         key = tuple(_label(labels, name) for name in names)
-        cumulative.setdefault(key, {})[le] = value
+        buckets = cumulative.setdefault(key, {})
+        # one bound, two texts: a scrape writes le="2.0", an OTLP path le="2" (metrics.md),
+        # and `sum by (le)` keeps them apart; each counts its own series' observations
+        buckets[le] = buckets.get(le, 0.0) + value
     histograms: dict[Any, Histogram] = {}
     for key, buckets in cumulative.items():
         bounds = sorted(buckets)
