@@ -31,7 +31,7 @@ NO_ENTITY = "-"
 MAX_ANSWER = 64 * 1024 * 1024
 MAX_COUNT = float(2**53)
 """Counts above it are not exact in a float64: such samples (and +Inf, NaN, negative ones,
-which ``increase()`` never yields) are dropped."""
+which ``increase()`` never yields, and JSON integers too big for a float) are dropped."""
 
 _RELATIVE = re.compile(r"^(?:now)?(?:-((?:\d+[smhdw])+))?$")
 _PART = re.compile(r"(\d+)([smhdw])")
@@ -263,7 +263,7 @@ class Prometheus:
                 raise CompareError(
                     f"Prometheus at {self.url} answered more than {MAX_ANSWER} bytes"
                 )
-            answer = json.loads(raw)
+            answer = _decode(raw)
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:  # no Location, or a loop (urllib stops at 10)
                 raise CompareError(
@@ -303,8 +303,8 @@ class Prometheus:
             try:
                 labels = {str(k): str(v) for k, v in dict(sample["metric"]).items()}
                 value = float(sample["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                continue
+            except (KeyError, IndexError, TypeError, ValueError, OverflowError, RecursionError):
+                continue  # not a sample; an int too big for a float; str() of deep nesting
             if 0.0 <= value <= MAX_COUNT:  # NaN when the window holds no samples; never +-Inf
                 samples.append((labels, value))
         return samples
@@ -345,9 +345,18 @@ def counted(series: str, by: str, seconds: int, end: float) -> str:
     return f"sum by ({by}) ({exact} or increase({series}[{window}] {at}))"
 
 
+def _decode(raw: bytes) -> Any:
+    """``raw`` as JSON; nesting too deep for the parser is a ``ValueError`` like any other
+    body that is not JSON (``json`` raises ``RecursionError``)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("an answer nested too deeply") from None
+
+
 def _error_body(exc: urllib.error.HTTPError) -> Any:
     try:
-        return json.loads(exc.read(65536))
+        return _decode(exc.read(65536))
     except (OSError, ValueError):
         return None
 
