@@ -149,7 +149,7 @@ def test_a_pending_changes_threshold_the_p95_cannot_exceed_is_a_config_error(
 ) -> None:
     """histogram_quantile() stops at the top finite bucket (10000): an alert on a p95 above
     that bound could never fire."""
-    with pytest.raises(ConfigError, match="pending_changes.*below 10000"):
+    with pytest.raises(ConfigError, match=r"pending_changes.*below 10000"):
         RuleOptions(pending_changes=value)
     assert rules.main(["--pending-changes", repr(value)]) == 2
     assert "pending_changes" in capsys.readouterr().err
