@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import urllib.error
 from email.message import Message
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -127,3 +129,48 @@ def test_any_answer_gives_rows_or_a_one_line_error(status: int, answer: Any) -> 
         return
     for row in compare(before, after, Thresholds()):
         json.dumps(row.__dict__, allow_nan=False)  # finite numbers or None
+
+
+def _trickle(handler: BaseHTTPRequestHandler) -> None:
+    """Headers at once, then a byte of body every 0.2 s (for at most 8 s)."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", "100000")
+    handler.end_headers()
+    for _ in range(40):
+        try:
+            handler.wfile.write(b" ")
+            handler.wfile.flush()
+        except OSError:  # compare gave up
+            return
+        time.sleep(0.2)
+
+
+def test_the_timeout_bounds_a_whole_answer_not_each_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with _fake_prometheus(_trickle) as (url, _):
+        started = time.monotonic()
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url, "--timeout", "1"])
+        elapsed = time.monotonic() - started
+    _one_line(status, out, err)
+    assert "timed out" in err
+    assert elapsed < 3.0
+
+
+def test_ctrl_c_exits_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from syncperf import cli
+    from syncperf._tools import bench
+    from syncperf._tools import compare as command
+
+    def interrupted(argv: object) -> int:
+        raise KeyboardInterrupt
+
+    for module in (command, bench):
+        monkeypatch.setattr(module, "main", interrupted)
+    for name in ("compare", "bench"):
+        assert cli.main([name]) == 130
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err == f"syncperf {name}: interrupted\n"

@@ -13,6 +13,7 @@ import base64
 import http.client
 import json
 import re
+import socket
 import string
 import time
 import urllib.error
@@ -256,9 +257,10 @@ class Prometheus:
         """The result vector of ``promql`` evaluated at ``at``."""
         body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
         request = urllib.request.Request(self._endpoint, data=body, headers=self._headers)
+        deadline = time.monotonic() + self.timeout
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                raw = response.read(MAX_ANSWER + 1)
+                raw = _read(response, MAX_ANSWER + 1, deadline)
             if len(raw) > MAX_ANSWER:
                 raise CompareError(
                     f"Prometheus at {self.url} answered more than {MAX_ANSWER} bytes"
@@ -270,7 +272,7 @@ class Prometheus:
                     f"--prometheus: {self.url} answered HTTP {exc.code}, a redirect that "
                     "leads nowhere or in a loop"
                 ) from None
-            answer = _error_body(exc)
+            answer = _error_body(exc, deadline)
             if not isinstance(answer, dict):
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -354,11 +356,44 @@ def _decode(raw: bytes) -> Any:
         raise ValueError("an answer nested too deeply") from None
 
 
-def _error_body(exc: urllib.error.HTTPError) -> Any:
+def _error_body(exc: urllib.error.HTTPError, deadline: float) -> Any:
     try:
-        return _decode(exc.read(65536))
+        with exc:  # read1() leaves the connection open at the end of the body
+            return _decode(_read(exc, 65536, deadline))
     except (OSError, ValueError):
         return None
+
+
+def _read(response: Any, most: int, deadline: float) -> bytes:
+    """Up to ``most`` bytes of ``response``'s body, all before ``deadline`` (``monotonic``),
+    else ``TimeoutError``. The socket's timeout bounds each read, not the answer: a server
+    sending a byte every second would hold one ``read()`` for ever. ``read1`` returns what
+    has arrived, and each wait is cut to the time left."""
+    chunks: list[bytes] = []
+    size = 0
+    while size < most:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        _wait_at_most(response, left)
+        chunk = response.read1(min(most - size, 65536))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _wait_at_most(response: Any, seconds: float) -> None:
+    """Sets the timeout of the socket under ``response`` (an ``HTTPResponse``, or the
+    ``HTTPError`` holding one: ``fp``, then its buffer's ``raw`` ``SocketIO``'s ``_sock``)."""
+    layer = response
+    for name in ("fp", "fp", "raw", "_sock"):
+        if isinstance(layer, socket.socket):
+            break
+        layer = getattr(layer, name, layer)
+    if isinstance(layer, socket.socket):
+        layer.settimeout(seconds)
 
 
 def _printable(text: str) -> str:
