@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import re
-import socket
 import string
 import time
 import urllib.error
@@ -24,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from syncperf._metrics import catalogue
+from syncperf._tools._answer import decode, error_body, read_answer
 
 DURATION = catalogue.SYNC_OPERATION_DURATION.prometheus
 QUERIES = catalogue.SYNC_DB_QUERIES.prometheus
@@ -260,19 +259,19 @@ class Prometheus:
         deadline = time.monotonic() + self.timeout
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                raw = _read(response, MAX_ANSWER + 1, deadline)
+                raw = read_answer(response, MAX_ANSWER + 1, deadline)
             if len(raw) > MAX_ANSWER:
                 raise CompareError(
                     f"Prometheus at {self.url} answered more than {MAX_ANSWER} bytes"
                 )
-            answer = _decode(raw)
+            answer = decode(raw)
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:  # no Location, or a loop (urllib stops at 10)
                 raise CompareError(
                     f"--prometheus: {self.url} answered HTTP {exc.code}, a redirect that "
                     "leads nowhere or in a loop"
                 ) from None
-            answer = _error_body(exc, deadline)
+            answer = error_body(exc, deadline)
             if not isinstance(answer, dict):
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -345,55 +344,6 @@ def counted(series: str, by: str, seconds: int, end: float) -> str:
     base = f"(last_over_time({series}[{window}] @ {start}) or {last} * 0)"
     exact = f"(({last} - {base}) >= 0) unless (resets({series}[{before}] {at}) > 0)"
     return f"sum by ({by}) ({exact} or increase({series}[{window}] {at}))"
-
-
-def _decode(raw: bytes) -> Any:
-    """``raw`` as JSON; nesting too deep for the parser is a ``ValueError`` like any other
-    body that is not JSON (``json`` raises ``RecursionError``)."""
-    try:
-        return json.loads(raw)
-    except RecursionError:
-        raise ValueError("an answer nested too deeply") from None
-
-
-def _error_body(exc: urllib.error.HTTPError, deadline: float) -> Any:
-    try:
-        with exc:  # read1() leaves the connection open at the end of the body
-            return _decode(_read(exc, 65536, deadline))
-    except (OSError, ValueError):
-        return None
-
-
-def _read(response: Any, most: int, deadline: float) -> bytes:
-    """Up to ``most`` bytes of ``response``'s body, all before ``deadline`` (``monotonic``),
-    else ``TimeoutError``. The socket's timeout bounds each read, not the answer: a server
-    sending a byte every second would hold one ``read()`` for ever. ``read1`` returns what
-    has arrived, and each wait is cut to the time left."""
-    chunks: list[bytes] = []
-    size = 0
-    while size < most:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("timed out")
-        _wait_at_most(response, left)
-        chunk = response.read1(min(most - size, 65536))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
-
-
-def _wait_at_most(response: Any, seconds: float) -> None:
-    """Sets the timeout of the socket under ``response`` (an ``HTTPResponse``, or the
-    ``HTTPError`` holding one: ``fp``, then its buffer's ``raw`` ``SocketIO``'s ``_sock``)."""
-    layer = response
-    for name in ("fp", "fp", "raw", "_sock"):
-        if isinstance(layer, socket.socket):
-            break
-        layer = getattr(layer, name, layer)
-    if isinstance(layer, socket.socket):
-        layer.settimeout(seconds)
 
 
 def _printable(text: str) -> str:
