@@ -156,6 +156,20 @@ def test_a_pending_changes_threshold_the_p95_cannot_exceed_is_a_config_error(
     RuleOptions(pending_changes=9999.0)
 
 
+@pytest.mark.parametrize(("window", "baseline"), [("1h", "30m"), ("10m", "9m59s")])
+def test_a_baseline_window_shorter_than_the_window_is_a_config_error(
+    window: str, baseline: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spike is the window's rate against the baseline's: a shorter baseline is noisier
+    than what it judges."""
+    with pytest.raises(ConfigError, match=r"baseline_window.*at least the window \("):
+        RuleOptions(window=window, baseline_window=baseline)
+    assert rules.main(["--window", window, "--baseline-window", baseline]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "baseline_window" in err
+    RuleOptions(window=window, baseline_window=window)
+
+
 def test_cli_reports_a_bad_threshold_without_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

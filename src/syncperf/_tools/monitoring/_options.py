@@ -91,7 +91,8 @@ class RuleOptions:
         client_error_rate: Share of the syncs clients measured themselves that failed.
         min_rate: Operations per second below which ratio and spike alerts stay silent.
         window: Rate window of the recording rules and alerts.
-        baseline_window: Length of the baseline the spike alerts compare against.
+        baseline_window: Length of the baseline the spike alerts compare against, at
+            least ``window``.
         slow_query_window: Window of the slow-query rate.
         plan_window: Window in which a query plan finding keeps its alert firing (plans are
             read once per statement shape every 5 min by default: keep it above that).
@@ -141,6 +142,9 @@ class RuleOptions:
         for name in ("window", "baseline_window", "slow_query_window", "plan_window"):
             if parse_duration(name, getattr(self, name)) < 1:
                 raise ConfigError(name, getattr(self, name), "a duration of at least 1s")
+        if self.seconds("baseline_window") < self.seconds("window"):  # noisier than the window
+            accepted = f"a duration at least the window ({self.window})"
+            raise ConfigError("baseline_window", self.baseline_window, accepted)
         if self.for_ is not None:
             parse_duration("for", self.for_)
         if self.evaluation_interval is not None:
