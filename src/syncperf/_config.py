@@ -164,6 +164,7 @@ class Config:
         if not isinstance(exporters, (tuple, list)):
             raise ConfigError("metric_exporters", exporters, "a sequence of MetricExporter")
         object.__setattr__(self, "metric_exporters", tuple(exporters))
+        check_objects(self)
 
     @classmethod
     def from_env(
@@ -345,6 +346,34 @@ def check_levels(option: str, value: object) -> Mapping[str, int]:
             raise ConfigError(option, value, accepted)
         levels[kind] = level
     return MappingProxyType(levels)
+
+
+def check_objects(config: Config) -> None:
+    """The OpenTelemetry and prometheus_client objects among the options: a wrong one would
+    be accepted, then fail every export with a line at DEBUG only."""
+    if not isinstance(config.prometheus, bool) and config.prometheus is not None:
+        check_registry("prometheus", config.prometheus, "True, False or ")
+    provider = config.tracer_provider
+    if provider is not None and not callable(getattr(provider, "get_tracer", None)):
+        raise ConfigError("tracer_provider", provider, "an OpenTelemetry TracerProvider or None")
+    if config.resource is not None:
+        from opentelemetry.sdk.resources import Resource
+
+        if not isinstance(config.resource, Resource):
+            raise ConfigError("resource", config.resource, "an SDK Resource or None")
+    if config.metric_exporters:
+        from opentelemetry.sdk.metrics.export import MetricExporter
+
+        if not all(isinstance(e, MetricExporter) for e in config.metric_exporters):
+            accepted = "a sequence of MetricExporter"
+            raise ConfigError("metric_exporters", config.metric_exporters, accepted)
+
+
+def check_registry(name: str, value: object, alternatives: str = "") -> None:
+    """A ``prometheus_client`` registry (what has ``register`` and ``unregister``)."""
+    methods = (getattr(value, m, None) for m in ("register", "unregister"))
+    if isinstance(value, type) or not all(callable(m) for m in methods):
+        raise ConfigError(name, value, alternatives + "a prometheus_client CollectorRegistry")
 
 
 def check_callable(name: str, value: object) -> None:

@@ -25,6 +25,9 @@ BROKEN_PIPE = 141
 """Exit status when stdout closes early (``syncperf compare | head``): 128 + SIGPIPE, what a
 shell shows for a tool SIGPIPE ended; never 1, which compare and check mean as "regression"."""
 
+INTERRUPTED = 130
+"""Exit status after Ctrl-C: 128 + SIGINT, as a shell shows it; never 1 ("regression")."""
+
 
 class Parser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one line on stderr and exit status 2."""
@@ -97,14 +100,19 @@ def write_output(prog: str, path: str | None, text: str) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syncperf`` command."""
+    args = list(sys.argv[1:] if argv is None else argv)
     try:
         try:
-            return _run(list(sys.argv[1:] if argv is None else argv))
+            return _run(args)
         finally:
             sys.stdout.flush()  # a closed pipe fails here, not at interpreter exit
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE
+    except KeyboardInterrupt:  # Ctrl-C: what the user asked for, not a crash to report
+        prog = f"syncperf {args[0]}" if args and args[0] in _COMMANDS else "syncperf"
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _silence_stdout() -> None:

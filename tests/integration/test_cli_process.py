@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +70,29 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     process.stdout.close()  # before the interpreter starts: its first write meets no reader
     _, err = process.communicate(timeout=120)
     assert (process.returncode, err) == (141, b"")
+
+
+@pytest.mark.parametrize("argv", [["bench", "--loops", "100000000"], ["compare"]])
+def test_ctrl_c_exits_130_without_a_traceback(argv: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        if argv[0] == "compare":
+            argv = [*argv, "--before", "-2h..-1h", "--after", "-1h..now", "--timeout", "60"]
+            argv += ["--prometheus", f"http://127.0.0.1:{silent.getsockname()[1]}"]
+        _interrupt(argv, env, tmp_path)
+
+
+def _interrupt(argv: list[str], env: dict[str, str], tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "syncperf.cli", *argv],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)  # imports done, the command running
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err == f"syncperf {argv[0]}: interrupted\n"

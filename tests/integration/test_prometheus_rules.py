@@ -63,8 +63,27 @@ def test_committed_rules_pass_promtool_check_and_their_unit_tests() -> None:
         RuleOptions(
             for_="10m", slow_query_window="30m", plan_window="10m", stale_hours=336, stale_share=0.1
         ),
+        RuleOptions(slow_query_window="1m"),  # a one-off burst stays in it past `for`
+        RuleOptions(plan_window="1m"),
+        RuleOptions(pending_changes=0.5),  # below the first bucket above 0
+        RuleOptions(pending_changes=190, p95_seconds=4.9),  # just under a bucket bound
+        RuleOptions(volume_spike_factor=1000, idempotency_spike_factor=1000),
+        RuleOptions(window="1h", baseline_window="1h"),
+        RuleOptions(idempotency_min_ratio=0.85, for_="1m"),
     ],
-    ids=["short-windows", "high-thresholds", "tight-spikes", "long-for"],
+    ids=[
+        "short-windows",
+        "high-thresholds",
+        "tight-spikes",
+        "long-for",
+        "short-slow-query-window",
+        "short-plan-window",
+        "pending-below-one",
+        "thresholds-under-a-bound",
+        "huge-spike-factors",
+        "baseline-as-long-as-the-window",
+        "high-idempotency-floor",
+    ],
 )
 def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(
     tmp_path: Path, options: RuleOptions

@@ -173,6 +173,32 @@ def test_demo_with_a_bad_or_unreachable_database_url(
         assert "password=***" in err or "port=***" in err  # the keys stay readable
 
 
+@pytest.mark.parametrize("url", ["sqlite:///\udcff/x.db", "postgresql://u:s3cret\udcfe@h/db"])
+def test_demo_rejects_a_database_url_that_is_not_utf8(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What Python makes of an argument holding bytes that are not UTF-8 (lone surrogates)."""
+    err = _fails_with_one_line(capsys, ["demo", "--database-url", url, "--no-tui"])
+    assert "--database-url" in err and "UTF-8" in err and "s3cret" not in err
+    err.encode("utf-8")
+
+
+@pytest.mark.parametrize("where", ["missing/summary.json", "."])
+def test_demo_checks_its_json_path_before_the_run(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / where
+    argv = ["demo", "--duration", "1", "--clients", "2", "--no-tui", "--json", str(target)]
+    try:
+        status = cli.main(argv)
+    except SystemExit as exit_:
+        status = exit_.code  # type: ignore[assignment]
+    out, err = capsys.readouterr()
+    assert (status, out) == (2, ""), err[-500:]  # nothing ran: no progress line, no summary
+    assert len(err.strip().splitlines()) == 1 and "--json" in err, err[-500:]
+    assert sorted(tmp_path.iterdir()) == []
+
+
 @given(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(["nan", "-inf", "1e400"]))
 def test_a_positive_number_option_takes_only_finite_numbers_up_to_its_cap(
     value: float | str,
@@ -218,6 +244,19 @@ def test_the_readme_links_are_absolute() -> None:
     assert links
     relative = [link for link in links if not link.startswith(("https://", "#"))]
     assert relative == []
+
+
+def test_the_docs_cite_only_source_files_that_exist() -> None:
+    docs = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
+    cited = {p for doc in docs for p in re.findall(r"`syncperf/([\w/]+\.py)`", doc.read_text())}
+    assert cited
+    assert sorted(p for p in cited if not (PACKAGE / p).exists()) == []
+
+
+def test_the_readme_says_the_dashboard_needs_the_ops_extra() -> None:
+    text = " ".join((ROOT / "README.md").read_text().split())
+    at = text.index("syncperf dashboard > ")
+    assert "syncperf[ops]" in text[at : at + 400]
 
 
 def _hide(monkeypatch: pytest.MonkeyPatch, package: str) -> None:

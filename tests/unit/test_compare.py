@@ -475,3 +475,39 @@ def test_an_infinite_sample_is_dropped(capsys: pytest.CaptureFixture[str]) -> No
         status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
     assert (status, err) == (0, "")
     assert json.loads(out)["rows"] == []
+
+
+def test_one_bound_written_two_ways_adds_up() -> None:
+    """A scrape writes ``le="2.0"``, an OTLP path ``le="2"`` (docs/metrics.md): ``sum by
+    (le)`` keeps both texts, and both hold operations."""
+    from syncperf._tools._window import _histograms
+
+    op = {"sync_operation": "push", "sync_entity": "todo"}
+    samples = [
+        ({**op, "le": "2.0"}, 100.0),
+        ({**op, "le": "2"}, 100.0),
+        ({**op, "le": "+Inf"}, 150.0),
+        ({**op, "le": "+Inf"}, 100.0),
+    ]
+    assert _histograms(samples)[("push", "todo")] == Histogram([2.0], [200.0, 50.0])
+
+
+def test_half_the_fleet_over_otlp_is_not_a_regression() -> None:
+    """The same 400 pushes in both windows; in the second, half the fleet sends them over
+    OTLP (``le="2"``), half is scraped (``le="2.0"``)."""
+    op = {"sync_operation": "push", "sync_entity": "todo"}
+    cumulative = {0.2: 200.0, 0.5: 400.0, 2.0: 400.0}
+    inf = ({**op, "le": "+Inf"}, "400")
+    count = ({**op, "sync_outcome": "success"}, "400")
+    before = _Answers([({**op, "le": repr(b)}, str(n)) for b, n in cumulative.items()])
+    after = _Answers(
+        [({**op, "le": repr(b)}, str(n / 2)) for b, n in cumulative.items()]
+        + [({**op, "le": f"{b:g}"}, str(n / 2)) for b, n in cumulative.items()]
+    )
+    for server in (before, after):
+        server.samples += [inf, count]
+    first = before.recorded(Window(NOW - 7200, NOW - 3600))
+    second = after.recorded(Window(NOW - 3600, NOW))
+    assert second.durations == first.durations
+    rows = compare(first, second, Thresholds())
+    assert rows and [r.metric for r in rows if r.verdict == "regression"] == []

@@ -143,6 +143,33 @@ def test_bad_thresholds_raise_config_error_naming_the_option(option: str, value:
     assert option.rstrip("_") in str(info.value)
 
 
+@pytest.mark.parametrize("value", [10000.0, 20000.0, 1e9])
+def test_a_pending_changes_threshold_the_p95_cannot_exceed_is_a_config_error(
+    value: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """histogram_quantile() stops at the top finite bucket (10000): an alert on a p95 above
+    that bound could never fire."""
+    with pytest.raises(ConfigError, match=r"pending_changes.*below 10000"):
+        RuleOptions(pending_changes=value)
+    assert rules.main(["--pending-changes", repr(value)]) == 2
+    assert "pending_changes" in capsys.readouterr().err
+    RuleOptions(pending_changes=9999.0)
+
+
+@pytest.mark.parametrize(("window", "baseline"), [("1h", "30m"), ("10m", "9m59s")])
+def test_a_baseline_window_shorter_than_the_window_is_a_config_error(
+    window: str, baseline: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A spike is the window's rate against the baseline's: a shorter baseline is noisier
+    than what it judges."""
+    with pytest.raises(ConfigError, match=r"baseline_window.*at least the window \("):
+        RuleOptions(window=window, baseline_window=baseline)
+    assert rules.main(["--window", window, "--baseline-window", baseline]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "baseline_window" in err
+    RuleOptions(window=window, baseline_window=window)
+
+
 def test_cli_reports_a_bad_threshold_without_a_traceback(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

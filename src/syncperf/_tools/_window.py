@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import re
 import string
 import time
@@ -23,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from syncperf._metrics import catalogue
+from syncperf._tools._answer import decode, error_body, read_answer
 
 DURATION = catalogue.SYNC_OPERATION_DURATION.prometheus
 QUERIES = catalogue.SYNC_DB_QUERIES.prometheus
@@ -31,7 +31,7 @@ NO_ENTITY = "-"
 MAX_ANSWER = 64 * 1024 * 1024
 MAX_COUNT = float(2**53)
 """Counts above it are not exact in a float64: such samples (and +Inf, NaN, negative ones,
-which ``increase()`` never yields) are dropped."""
+which ``increase()`` never yields, and JSON integers too big for a float) are dropped."""
 
 _RELATIVE = re.compile(r"^(?:now)?(?:-((?:\d+[smhdw])+))?$")
 _PART = re.compile(r"(\d+)([smhdw])")
@@ -256,21 +256,22 @@ class Prometheus:
         """The result vector of ``promql`` evaluated at ``at``."""
         body = urllib.parse.urlencode({"query": promql, "time": f"{at:.3f}"}).encode()
         request = urllib.request.Request(self._endpoint, data=body, headers=self._headers)
+        deadline = time.monotonic() + self.timeout
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                raw = response.read(MAX_ANSWER + 1)
+                raw = read_answer(response, MAX_ANSWER + 1, deadline)
             if len(raw) > MAX_ANSWER:
                 raise CompareError(
                     f"Prometheus at {self.url} answered more than {MAX_ANSWER} bytes"
                 )
-            answer = json.loads(raw)
+            answer = decode(raw)
         except urllib.error.HTTPError as exc:
             if 300 <= exc.code < 400:  # no Location, or a loop (urllib stops at 10)
                 raise CompareError(
                     f"--prometheus: {self.url} answered HTTP {exc.code}, a redirect that "
                     "leads nowhere or in a loop"
                 ) from None
-            answer = _error_body(exc)
+            answer = error_body(exc, deadline)
             if not isinstance(answer, dict):
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -303,8 +304,8 @@ class Prometheus:
             try:
                 labels = {str(k): str(v) for k, v in dict(sample["metric"]).items()}
                 value = float(sample["value"][1])
-            except (KeyError, IndexError, TypeError, ValueError):
-                continue
+            except (KeyError, IndexError, TypeError, ValueError, OverflowError, RecursionError):
+                continue  # not a sample; an int too big for a float; str() of deep nesting
             if 0.0 <= value <= MAX_COUNT:  # NaN when the window holds no samples; never +-Inf
                 samples.append((labels, value))
         return samples
@@ -345,13 +346,6 @@ def counted(series: str, by: str, seconds: int, end: float) -> str:
     return f"sum by ({by}) ({exact} or increase({series}[{window}] {at}))"
 
 
-def _error_body(exc: urllib.error.HTTPError) -> Any:
-    try:
-        return json.loads(exc.read(65536))
-    except (OSError, ValueError):
-        return None
-
-
 def _printable(text: str) -> str:
     """``text`` from the server fit for a one-line message: control characters become ``?``,
     at most 200."""
@@ -372,7 +366,8 @@ def _histograms(
     samples: list[tuple[dict[str, str], float]],
     names: tuple[str, ...] = ("sync_operation", "sync_entity"),
 ) -> dict[Any, Histogram]:
-    """Cumulative ``le`` buckets per series, turned into per-bucket counts."""
+    """Cumulative ``le`` buckets per series, turned into per-bucket counts (the samples of
+    one bound, whatever its ``le`` text, added)."""
     cumulative: dict[Any, dict[float, float]] = {}
     for labels, value in samples:
         try:
@@ -382,7 +377,10 @@ def _histograms(
         if le != le:
             continue
         key = tuple(_label(labels, name) for name in names)
-        cumulative.setdefault(key, {})[le] = value
+        buckets = cumulative.setdefault(key, {})
+        # one bound, two texts: a scrape writes le="2.0", an OTLP path le="2" (metrics.md),
+        # and `sum by (le)` keeps them apart; each counts its own series' observations
+        buckets[le] = buckets.get(le, 0.0) + value
     histograms: dict[Any, Histogram] = {}
     for key, buckets in cumulative.items():
         bounds = sorted(buckets)

@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=positive(float, most=MAX_SECONDS),
         default=30.0,
         metavar="SECONDS",
-        help="per request, at most a day (default: %(default)s)",
+        help="per query, its whole answer read; at most a day (default: %(default)s)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = parser.parse_args(_windows_as_values(sys.argv[1:] if argv is None else argv))

@@ -44,6 +44,7 @@ from syncperf._runtime import configure
 from syncperf._tracing.finisher import end_queued
 from syncperf.exceptions import ConfigError
 from syncperf.export import _otlp, _serve
+from syncperf.export._arguments import check_otlp, check_prometheus
 from syncperf.export._otlp import CountingSpanExporter, RenewableMetricExporter
 
 __all__ = [
@@ -163,6 +164,8 @@ def setup_otlp(
         ConfigError: an unknown protocol or exporter name, an option syncperf rejects, or the
             exporter package for the protocol is not installed.
     """
+    signals = {"traces": traces, "metrics": metrics}
+    check_otlp(protocol, endpoint, headers, timeout, signals, global_meter_provider)
     env = os.environ if environ is None else environ
     for name in ("metric_exporters", "tracer_provider"):
         if name in options:
@@ -333,6 +336,7 @@ def setup_prometheus(
     """
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ConfigError("port", port, "an integer between 0 and 65535")
+    check_prometheus(host, registry)
     if "prometheus" in options:
         raise ConfigError(
             "prometheus", options["prometheus"], "not an option of setup_prometheus (use registry=)"

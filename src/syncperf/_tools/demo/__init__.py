@@ -10,6 +10,7 @@ the simulator drove, and the default alerts that would have fired. Needs the ``d
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -87,6 +88,26 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _unusable(database_url: str | None, json_path: str | None) -> str | None:
+    """Why ``--database-url`` or ``--json`` cannot be used, checked before the run rather
+    than after it (a summary path that cannot be written), or None."""
+    try:
+        (database_url or "").encode("utf-8")
+    except UnicodeEncodeError:  # argument bytes that were not UTF-8 become lone surrogates
+        return "--database-url holds bytes that are not UTF-8"
+    if json_path is None:
+        return None
+    existed = os.path.lexists(json_path)
+    try:
+        with open(json_path, "a", encoding="utf-8"):
+            pass
+        if not existed:
+            os.remove(json_path)
+    except OSError as exc:
+        return f"--json: cannot write {json_path!r}: {exc.strerror or exc}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``syncperf demo``; returns the exit status.
 
@@ -100,6 +121,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[2:] if argv is None else list(argv))
     if args.prometheus_port is not None and not 0 <= args.prometheus_port <= 65535:
         print("syncperf demo: --prometheus-port must be between 0 and 65535", file=sys.stderr)
+        return 2
+    problem = _unusable(args.database_url, args.json_path)
+    if problem:
+        print(f"syncperf demo: {problem}", file=sys.stderr)
         return 2
     try:
         import fastapi  # noqa: F401

@@ -189,9 +189,17 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
         summary = summarize(snap, tally, service, options, seconds, interrupted)
         print_summary(console, summary, snap)
         if options.json_path:
-            Path(options.json_path).write_text(json.dumps(summary, indent=2, default=str))
+            _write_json(options.json_path, summary)
             console.print(f"summary written to {options.json_path}")
     return summary
+
+
+def _write_json(path: str, summary: dict[str, Any]) -> None:
+    """The summary as JSON at ``path`` (checked before the run; a disk can still fill up)."""
+    try:
+        Path(path).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError("--json", path, f"a file the demo can write ({exc.strerror})") from None
 
 
 def _service(url: str, options: Options) -> Service:

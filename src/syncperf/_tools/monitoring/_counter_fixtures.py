@@ -20,9 +20,13 @@ def _first_events(f: Fixture, for_s: float, t: Timeline) -> float:
     return f.eval_seconds - for_s - t.step
 
 
-def _fires_once(for_s: float, window: float, t: Timeline) -> bool:
-    """Whether a one-off burst keeps an alert active long enough to fire (``for`` < window)."""
-    return for_s + 2 * t.step < window
+def _fires_once(f: Fixture, for_s: float, window: float, t: Timeline) -> bool:
+    """Whether a one-off burst (``_first_events``) fires at the evaluation: its series counts
+    as new until a whole ``window`` has passed since it appeared (then ``offset window``
+    sees it), and the alert has to be active for ``for`` by then."""
+    appeared = t.steps(_first_events(f, for_s, t)) * t.step
+    evaluated = math.ceil(f.eval_seconds / t.step) * t.step
+    return for_s <= evaluated - appeared < window
 
 
 def n_plus_one(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
@@ -51,9 +55,9 @@ def n_plus_one(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixtur
     )
     at = _first_events(f, for_s, t)
     f.series.append(series(metric, {**split, "instance": "b"}, t.event(at, half)))
-    if _fires_once(for_s, window, t):
+    if _fires_once(f, for_s, window, t):
         f.firing.append(first)
-    if _fires_once(for_s, window, t) or half > o.n_plus_one:  # (a alone, with no threshold)
+    if _fires_once(f, for_s, window, t) or half > o.n_plus_one:  # (a alone, with no threshold)
         f.firing.append(split)
     return f
 
@@ -72,7 +76,7 @@ def plan_findings(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fix
     f.series.append(series(metric, once, t.event(_first_events(f, for_s, t), 1)))
     f.series.append(series(metric, fixed, t.event(t.step, 1)))  # indexed long ago
     f.firing.append(every)
-    if _fires_once(for_s, window, t):
+    if _fires_once(f, for_s, window, t):
         f.firing.append(once)
     return f
 
@@ -95,7 +99,7 @@ def slow_queries(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixt
     new, old = {**select, "db_collection_name": "tags"}, {**select, "db_collection_name": "users"}
     f.series.append(series(metric, new, t.event(_first_events(f, for_s, t), burst)))
     f.series.append(series(metric, old, t.event(t.step, burst)))  # long before the window
-    if _fires_once(for_s, window, t):
+    if _fires_once(f, for_s, window, t):
         f.firing.append(new)
     return f
 
@@ -113,7 +117,7 @@ def counter_alert(metric_name: str, label: str, firing: str, silent: str) -> Bui
         # The first event of a series (it appears at 1): fires unless `for` outlasts it.
         first = {label: f"{firing}_once"}
         f.series.append(series(metric, first, t.event(_first_events(f, for_s, t), 1)))
-        if _fires_once(for_s, window, t):
+        if _fires_once(f, for_s, window, t):
             f.firing.append(first)
         return f
 

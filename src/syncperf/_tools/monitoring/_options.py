@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from syncperf._metrics.catalogue import PENDING_BOUNDS
 from syncperf.exceptions import ConfigError
 
 DEFAULT_RUNBOOK_URL = "https://github.com/syncperf/syncperf/blob/main/docs/runbooks.md"
@@ -85,11 +86,13 @@ class RuleOptions:
             ``sync.pull.staleness``: 1, 2, 4, 8, 24, 48, 168, 336 or 720 hours).
         stale_share: Share of pulls from clients that far behind (0.5, 0.25, 0.1, 0.05 or
             0.01: the complement of a quantile Datadog computes, for the twin monitor).
-        pending_changes: p95 of the changes clients report waiting on their devices.
+        pending_changes: p95 of the changes clients report waiting on their devices, below
+            10000 (the top finite bucket of ``sync.client.pending_changes``).
         client_error_rate: Share of the syncs clients measured themselves that failed.
         min_rate: Operations per second below which ratio and spike alerts stay silent.
         window: Rate window of the recording rules and alerts.
-        baseline_window: Length of the baseline the spike alerts compare against.
+        baseline_window: Length of the baseline the spike alerts compare against, at
+            least ``window``.
         slow_query_window: Window of the slow-query rate.
         plan_window: Window in which a query plan finding keeps its alert firing (plans are
             read once per statement shape every 5 min by default: keep it above that).
@@ -133,11 +136,15 @@ class RuleOptions:
         _positive("n_plus_one", self.n_plus_one, low=0.0)
         _one_of("stale_hours", self.stale_hours, STALE_HOURS)
         _one_of("stale_share", self.stale_share, STALE_SHARES)
-        _positive("pending_changes", self.pending_changes)
+        # histogram_quantile() never goes past the top finite bucket: no p95 exceeds it
+        _positive("pending_changes", self.pending_changes, high=float(PENDING_BOUNDS[-1]))
         _ratio("client_error_rate", self.client_error_rate)
         for name in ("window", "baseline_window", "slow_query_window", "plan_window"):
             if parse_duration(name, getattr(self, name)) < 1:
                 raise ConfigError(name, getattr(self, name), "a duration of at least 1s")
+        if self.seconds("baseline_window") < self.seconds("window"):  # noisier than the window
+            accepted = f"a duration at least the window ({self.window})"
+            raise ConfigError("baseline_window", self.baseline_window, accepted)
         if self.for_ is not None:
             parse_duration("for", self.for_)
         if self.evaluation_interval is not None:

@@ -72,7 +72,9 @@ def _above(threshold: float, ceiling: float = 1.0) -> float:
 def tests_document(o: RuleOptions, rule_file: str) -> dict[str, Any]:
     """The promtool test file for the rules ``o`` produces."""
     window = o.seconds("window")
-    step = max(1, int(window // 10))
+    # a tenth of the shortest window: every range in the rules holds ten samples or more
+    shortest = min(o.seconds(w) for w in ("window", "slow_query_window", "plan_window"))
+    step = max(1, int(shortest // 10))
     for_s = {a.name: parse_duration("for", a.for_) for a in alerts(o)}
     longest = (
         o.seconds("baseline_window")
@@ -139,13 +141,21 @@ def _conflicts(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixtur
     return f
 
 
+def _around(threshold: float, bounds: list[float]) -> tuple[float, float]:
+    """Bucket bounds for a quantile test of ``threshold``: the last at or below it (0 when
+    none) and the second above it (+Inf when none). A quantile inside the bucket ending
+    there lies above the first bound over the threshold, wherever the threshold falls in
+    its bucket (``histogram_quantile`` interpolates within a bucket)."""
+    over = [b for b in bounds if b > threshold]
+    return max((b for b in bounds if b <= threshold), default=0.0), (over[1:] or [math.inf])[0]
+
+
 def _latency(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     bounds = [*DURATION_BOUNDS, math.inf]
-    slow = next(b for b in bounds if b > o.p95_seconds)  # lower edge >= threshold
-    lower = max(b for b in bounds if b <= o.p95_seconds) if o.p95_seconds >= bounds[0] else 0
+    lower, slow = _around(o.p95_seconds, bounds)
     fast_bound = bounds[0]
     f = Fixture(eval_seconds=steady(o, for_s, t))
-    # 10% of pulls of "todo" in the bucket above the threshold: p95 lies inside it (> T).
+    # 10% of pulls of "todo" beyond the bucket over the threshold: p95 > T.
     f.series += _buckets(t, "pull", "todo", rate, {fast_bound: 0.9, slow: 0.1})
     # Every pull of "note" at or below the threshold: p95 <= T.
     f.series += _buckets(t, "pull", "note", rate, {lower or fast_bound: 1.0})
@@ -167,10 +177,19 @@ def _spike_start(o: RuleOptions, t: Timeline, for_s: float) -> int:
     return t.steps(o.seconds("baseline_window") + o.seconds("window") + 2 * for_s) + 2
 
 
+def _spike_eval(o: RuleOptions, t: Timeline, for_s: float, start: int) -> float:
+    """When a spike fixture is evaluated: the spike fills the rate window a step short of
+    ``window`` after its start and has held ``for`` since, while the baseline, which ends
+    ``window`` + ``for`` before the evaluation, has not reached it yet: however large the
+    factor, no spike leaks into the baseline it is compared with."""
+    filled = max(1, int(o.seconds("window") // t.step) - 1) * t.step
+    return start * t.step + filled + for_s
+
+
 def _volume(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     start = _spike_start(o, t, for_s)
     spike = 4 * o.volume_spike_factor
-    f = Fixture(eval_seconds=start * t.step + steady(o, for_s, t))
+    f = Fixture(eval_seconds=_spike_eval(o, t, for_s, start))
     f.series += _ops(
         t, "push", "todo", {"success": rate}, segments=lambda r: [(start, r), (0, r * spike)]
     )
@@ -183,8 +202,8 @@ def _idempotency(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixt
     start = _spike_start(o, t, for_s)
     base = 0.3 / o.idempotency_spike_factor
     hits = prom("sync.idempotency.hits")
-    f = Fixture(eval_seconds=start * t.step + steady(o, for_s, t))
-    for entity, after in (("todo", 0.9), ("note", base)):
+    f = Fixture(eval_seconds=_spike_eval(o, t, for_s, start))
+    for entity, after in (("todo", 1.0), ("note", base)):  # every push a hit: any floor
         f.series += _ops(t, "push", entity, {"success": rate})
         labels = {"sync_operation": "push", "sync_entity": entity}
         f.series.append(_series(hits, labels, t.counter([(start, rate * base), (0, rate * after)])))
@@ -242,9 +261,11 @@ def _stale(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
 
 def _pending(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     bounds = tuple(float(b) for b in PENDING_BOUNDS)
-    above = next((b for b in bounds if b > o.pending_changes), math.inf)
+    lower, above = _around(o.pending_changes, list(bounds))
     f = Fixture(eval_seconds=steady(o, for_s, t))
-    for entity, shares in (("todo", {1.0: 0.8, above: 0.2}), ("note", {1.0: 1.0})):
+    # p95 of "todo" beyond the bucket over the threshold (above the top finite bound it is
+    # that bound, still over it: --pending-changes is below it); of "note" at most `lower`.
+    for entity, shares in (("todo", {lower: 0.8, above: 0.2}), ("note", {lower: 1.0})):
         labels = {"sync_operation": "push", "sync_entity": entity, "sync_client_app_version": "2.4"}
         f.series += _histogram(t, "sync.client.pending_changes", labels, bounds, rate, shares)
     f.firing.append({"sync_operation": "push", "sync_entity": "todo"})

@@ -1,0 +1,176 @@
+"""``configure()``, ``setup_otlp()`` and ``setup_prometheus()`` options of the wrong type are a
+``ConfigError`` naming the option, raised before anything changes: never a raw error, never
+accepted to make every export fail later, never read as their truthiness (``"false"``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
+from prometheus_client import CollectorRegistry
+
+import syncperf
+from syncperf import ConfigError, _runtime
+from syncperf.export import setup_otlp, setup_prometheus
+from tests.unit.test_export_setup import clean  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.usefixtures("clean")
+
+Setup = Callable[[Any], object]
+
+
+def _text(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _seconds(value: object) -> bool:
+    return type(value) in (int, float) and 0 < value <= 86400  # type: ignore[operator]
+
+
+def _never(value: object) -> bool:
+    return False
+
+
+OPTIONS: dict[str, tuple[Setup, Callable[[object], bool]]] = {
+    # option: (a call passing the value, whether the value has the right type)
+    "prometheus": (lambda v: syncperf.configure(prometheus=v), _never),
+    "tracer_provider": (lambda v: syncperf.configure(tracer_provider=v), _never),
+    "resource": (lambda v: syncperf.configure(resource=v), _never),
+    "metric_exporters": (lambda v: syncperf.configure(metric_exporters=[v]), _never),
+    "protocol": (lambda v: setup_otlp(protocol=v, environ={}), _text),
+    "endpoint": (lambda v: setup_otlp(endpoint=v, environ={}), _text),
+    "headers": (lambda v: setup_otlp(headers=v, environ={}), _never),
+    "timeout": (lambda v: setup_otlp(timeout=v, environ={}), _seconds),
+    "traces": (lambda v: setup_otlp(traces=v, metrics=False, environ={}), _never),
+    "metrics": (lambda v: setup_otlp(metrics=v, traces=False, environ={}), _never),
+    "global_meter_provider": (lambda v: setup_otlp(global_meter_provider=v, environ={}), _never),
+    "host": (lambda v: setup_prometheus(0, host=v), _text),
+    "registry": (lambda v: setup_prometheus(0, registry=v), _never),
+}
+
+
+def _untouched() -> None:
+    assert _runtime.installed is None
+    assert type(trace.get_tracer_provider()).__name__ == "ProxyTracerProvider"
+    assert type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider"
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("prometheus", "yes"),
+        ("prometheus", 1),
+        ("tracer_provider", 42),
+        ("resource", "svc"),
+        ("resource", {"service.name": "svc"}),
+        ("metric_exporters", "x"),
+        ("metric_exporters", InMemoryMetricReader()),
+        ("protocol", 5),
+        ("endpoint", 4318),
+        ("endpoint", b"http://collector:4318"),
+        ("headers", "a=b"),
+        ("headers", [("a", "b")]),
+        ("headers", {"a": 1}),
+        ("headers", {1: "b"}),
+        pytest.param("timeout", 10**400, id="timeout-10**400"),
+        ("timeout", "10"),
+        ("traces", "false"),
+        ("traces", 1),
+        ("metrics", "no"),
+        ("global_meter_provider", "no"),
+        ("host", 127),
+        ("host", b"127.0.0.1"),
+        ("registry", "x"),
+        ("registry", CollectorRegistry),  # the class, not a registry
+    ],
+)
+def test_a_value_of_the_wrong_type_is_a_config_error_naming_the_option(
+    option: str, value: object
+) -> None:
+    call, _ = OPTIONS[option]
+    with pytest.raises(ConfigError) as info:
+        call(value)
+    assert info.value.option == option
+    _untouched()
+
+
+def test_the_right_types_are_accepted() -> None:
+    registry = CollectorRegistry()
+    endpoint = setup_prometheus(0, host="127.0.0.1", registry=registry)
+    try:
+        syncperf.configure(
+            prometheus=registry,
+            resource=Resource.create({"service.name": "svc"}),
+            tracer_provider=trace.NoOpTracerProvider(),
+        )
+        handle = setup_otlp(
+            protocol="http/protobuf",
+            endpoint="http://127.0.0.1:9",
+            headers={"authorization": "Bearer t"},
+            timeout=0.2,
+            traces=False,
+            metrics=True,
+            global_meter_provider=False,
+            environ={},
+        )
+        assert handle.tracer_provider is None and handle.metrics_protocol == "http/protobuf"
+    finally:
+        endpoint.close()
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    __str__ = __repr__
+
+
+WRONG = (
+    st.builds(_Unprintable)
+    | st.text(min_size=1).map(lambda s: s * (100_000 // len(s) + 1))  # a huge string
+    | st.integers()
+    | st.floats()
+    | st.binary()
+    | st.lists(st.integers(), min_size=1)
+    | st.dictionaries(st.text(), st.integers() | st.builds(_Unprintable), min_size=1)
+    | st.builds(object)
+)
+
+
+@settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.sampled_from(sorted(OPTIONS)), WRONG)
+def test_any_wrong_value_is_a_bounded_config_error(option: str, value: object) -> None:
+    call, right_type = OPTIONS[option]
+    if right_type(value):
+        return
+    with pytest.raises(ConfigError) as info:
+        call(value)
+    assert info.value.option == option
+    message = str(info.value)
+    assert len(message) < 600, message[:600]
+    _untouched()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("headers", {"authorization": "Bearer s3cret", "x-retries": 3}),
+        ("headers", [("authorization", "Bearer s3cret")]),
+        ("endpoint", b"https://user:s3cret@collector:4318"),
+    ],
+)
+def test_a_rejected_header_or_endpoint_never_shows_its_secret(option: str, value: object) -> None:
+    call, _ = OPTIONS[option]
+    with pytest.raises(ConfigError) as info:
+        call(value)
+    assert "s3cret" not in str(info.value) + repr(info.value.value)
