@@ -4,6 +4,7 @@ entry is never logged, and the process's variables cannot break an explicit ``en
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import pytest
@@ -87,3 +88,37 @@ def test_a_malformed_header_given_in_code_is_a_config_error_not_quoting_it(
     assert info.value.option == "headers"
     assert SECRET not in str(info.value) and SECRET not in repr(info.value.value)
     assert SECRET not in _logged(caplog)
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("raw", ["10s", "", " "])
+def test_the_process_timeout_variables_do_not_break_an_environ_given(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, raw: str
+) -> None:
+    for signal in ("METRICS", "TRACES"):
+        monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", raw)
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+    }
+    handle = setup_otlp(protocol=protocol, environ=environ, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol
+    exporter = _metric_exporter()
+    assert (exporter._timeout if protocol == "grpc" else exporter._client._timeout) == 3
+    for signal in ("METRICS", "TRACES"):  # the process's environment is left as it was
+        assert os.environ[f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"] == raw
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_bad_process_timeout_in_use_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s")
+    with pytest.raises(ConfigError) as info:
+        setup_otlp(protocol=protocol, shutdown_timeout=0.5)
+    assert info.value.option == "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+    # Given a timeout, the variable is not in use: it breaks nothing.
+    handle = setup_otlp(protocol=protocol, timeout=2, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol

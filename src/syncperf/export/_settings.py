@@ -12,12 +12,13 @@ anything global changes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlparse
 
@@ -127,18 +128,6 @@ def headers_of(
     return headers
 
 
-def forget_blank_timeouts(protocol: str) -> None:
-    """Unset an empty ``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_TIMEOUT`` in ``os.environ``, the
-    same as unset to the specification: the gRPC exporters parse it as a number even when
-    given a timeout, and raise on an empty one."""
-    if protocol != "grpc":
-        return
-    for signal in ("TRACES", "METRICS"):
-        var = f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
-        if var in os.environ and not os.environ[var].strip():
-            del os.environ[var]
-
-
 def exporter_kwargs(
     protocol: str,
     signal: str,
@@ -149,7 +138,6 @@ def exporter_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of the ``signal`` (``TRACES`` / ``METRICS``) exporter of
     ``protocol``; raises ``ConfigError`` for a variable that is not accepted."""
-    forget_blank_timeouts(protocol)
     kwargs: dict[str, Any] = {
         "endpoint": endpoint_of(endpoint, protocol, signal, env),
         "timeout": timeout_of(timeout, signal, env),
@@ -254,6 +242,26 @@ _SDK_HEADER_LOGGER = logging.getLogger("opentelemetry.util.re")
 _UNLOGGED = _HeaderValuesUnlogged()
 
 
+@contextlib.contextmanager
+def _timeout_unread(cls: Any, signal: str) -> Iterator[None]:
+    """While ``cls`` is built, its module (a gRPC exporter's) reads the process's environment
+    without ``OTEL_EXPORTER_OTLP_{signal}_TIMEOUT``: it parses that as a number even when
+    given a timeout, raising a bare ``ValueError`` on ``10s`` or an empty one, and syncperf
+    resolved the timeout itself (``timeout_of``, from the environment in use, which may not
+    be ``os.environ``). ``os.environ`` itself is left alone."""
+    module = sys.modules.get(cls.__module__)
+    if getattr(module, "environ", None) is not os.environ:
+        yield
+        return
+    var = f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
+    seen = {name: value for name, value in os.environ.items() if name != var}
+    module.environ = seen  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        module.environ = os.environ  # type: ignore[union-attr]
+
+
 def build(cls: Any, kwargs: Mapping[str, Any], env: Mapping[str, str], signal: str) -> Any:
     """The exporter ``cls(**kwargs)``, sending exactly ``kwargs``' headers: the exporters
     also read the process's header variables (the gRPC ones when given none, the HTTP ones
@@ -263,7 +271,8 @@ def build(cls: Any, kwargs: Mapping[str, Any], env: Mapping[str, str], signal: s
 
     _SDK_HEADER_LOGGER.addFilter(_UNLOGGED)
     try:
-        exporter = cls(**kwargs)
+        with _timeout_unread(cls, signal):
+            exporter = cls(**kwargs)
         headers = dict(kwargs.get("headers") or {})
         if "insecure" in kwargs:  # gRPC (only its keyword arguments name it)
             exporter._headers = tuple(headers.items())
