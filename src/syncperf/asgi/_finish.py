@@ -115,35 +115,43 @@ def record_http(
     ex: Exchange, failure: BaseException | None, reason: str | None, matched: str | None, t_end: int
 ) -> None:
     """The ``http.server.*`` metrics and syncperf's overhead; the active-requests gauge
-    returns to zero whatever fails (never replacing the application's exception)."""
-    rt, http = ex.rt, ex.http
+    returns to zero whatever fails (never replacing the application's exception).
+
+    Recorded under the lock of a runtime that has no successor yet: ``configure()`` sets it
+    under that lock before the runtime's last export, which then carries them. A runtime
+    replaced meanwhile (``finish_operation`` may decode a large body) hands the request over
+    to the one in force, and they are recorded there."""
+    http = ex.http
     left = False
     try:
-        overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
-        if http is not None:
-            key = http_key(ex, failure, reason, matched)
-            size = ex.received  # what arrived, never the Content-Length claimed (a body
-            # the app did not read is unknown: not recorded, unless declared empty)
-            duration = ((ex.complete_ns or t_end) - ex.t0) / 1e9
-            bound = http.series.get(key)
+        size = ex.received  # what arrived, never the Content-Length claimed (a body the
+        # app did not read is unknown: not recorded, unless declared empty)
+        duration = ((ex.complete_ns or t_end) - ex.t0) / 1e9
+        while True:
+            rt, http = ex.rt, ex.http
+            overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
+            if http is not None:
+                key = http_key(ex, failure, reason, matched)
+                bound = http.series.get(key)
             with rt.lock:
-                ex.active.add(-1)  # type: ignore[union-attr]
-                left = True
-                dur, req_size, resp_size = bound or http.bound(*key)
-                if not ex.live:
-                    dur.record(duration)
-                if size > 0 or ex.content_length == 0:
-                    req_size.record(size)
-                resp_size.record(0 if ex.method == "HEAD" else ex.sent)  # server drops it
-                overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
-        else:
-            with rt.lock:
-                overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
+                if rt.successor is None:
+                    if http is not None:
+                        ex.active.add(-1)  # type: ignore[union-attr]
+                        left = True
+                        dur, req_size, resp_size = bound or http.bound(*key)
+                        if not ex.live:
+                            dur.record(duration)
+                        if size > 0 or ex.content_length == 0:
+                            req_size.record(size)
+                        resp_size.record(0 if ex.method == "HEAD" else ex.sent)  # dropped
+                    overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
+                    return
+            ex.shared.hand_over(ex)  # configure() replaced the runtime since ``finish``
     except Exception as error:
-        hook_failed(rt, "asgi_http_metrics_failed", error, failure)
+        hook_failed(ex.rt, "asgi_http_metrics_failed", error, failure)
     finally:
         if http is not None and not left:
-            with rt.lock:
+            with ex.rt.lock:
                 ex.active.add(-1)  # type: ignore[union-attr]
 
 
