@@ -11,7 +11,10 @@ end (later recorder calls on it change nothing).
 An operation open when ``configure()`` replaced its runtime ends in it: the old runtime, after
 its last export, folds nothing more into its own series, which no export reads any more, but
 forwards what is queued (``forward``) to the runtime in force, whose collections take it
-(``adopt``), so nothing an operation records across a ``configure()`` is lost.
+(``adopt``), so nothing an operation records across a ``configure()`` is lost. An operation
+that ends in a replaced runtime forwards its record itself (``_lifecycle.end`` folds at once:
+``fold`` forwards), which covers one begun there after ``configure()`` by a thread that read
+the runtime just before, where no collection looks any more.
 """
 
 from __future__ import annotations
@@ -126,6 +129,9 @@ def forward(old: Runtime) -> None:
             into.append(_rebound(rt, record))
         except Exception as error:  # this operation is lost (counted), not the others
             rt.internal_error("operation_end_failed", error)
+    if rt.successor is not None:  # replaced meanwhile, maybe after its last fold: on with them
+        with rt.lock:
+            fold(rt)
 
 
 def _rebound(rt: Runtime, record: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -145,13 +151,20 @@ def _rebound(rt: Runtime, record: tuple[Any, ...]) -> tuple[Any, ...]:
 
 def adopt(rt: Runtime) -> None:
     """Before a collection of ``rt`` (its lock not held yet): forward what the runtimes it
-    replaced queued since, and forget those that have no open operation left."""
+    replaced queued since, and forget those that have no open operation left.
+
+    ``idle()`` first: an operation queues its record before it leaves the in-flight count, so
+    once ``old`` is idle, what its open operations recorded is in ``old.ended``. One that
+    begins later (its thread read the runtime before ``configure()``) forwards its record
+    itself when it ends (``_lifecycle.end``: ``old.successor`` is set)."""
     for old in list(rt.retired):
         with old.lock:
             forward(old)
-        if not old.ended and old.idle():
+        if old.idle() and not old.ended:
             with contextlib.suppress(ValueError):  # another collection forgot it first
                 rt.retired.remove(old)
+            with old.lock:  # what was queued after the check: not left behind
+                forward(old)
 
 
 def _register(rt: Runtime) -> None:

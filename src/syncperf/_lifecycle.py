@@ -188,10 +188,9 @@ def end(
                 op._db_ns,
             )
         )
-        queued = len(ended)
-        # Fold a batch unless another thread holds the lock (it is folding, or collecting,
-        # which folds); wait for it only when the queue is full, so it stays bounded.
-        if queued >= FOLD_AT and rt.lock.acquire(queued >= MAX_QUEUED):
+        # Fold a batch if no other thread folds; wait when full or replaced (it forwards: _fold)
+        wait = (queued := len(ended)) >= MAX_QUEUED or rt.successor is not None
+        if (wait or queued >= FOLD_AT) and rt.lock.acquire(wait):
             try:
                 fold(rt)
             finally:

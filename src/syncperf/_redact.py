@@ -11,10 +11,11 @@ exported on a span. What is:
   whose name cannot be read);
 * for a database error, a message built only from what the driver reports in separate
   fields: the SQLSTATE (or SQLite's error name), the schema, table, column and constraint
-  names of an integrity violation (SQLSTATE class 23: the server fills them with the names
-  of what was violated; for any other error they are whatever a PL/pgSQL
-  ``RAISE ... USING SCHEMA = ...`` put there, data included), and the statement sanitized
-  like ``db.query.text``;
+  names of an integrity violation PostgreSQL's own constraint checks raised (SQLSTATE class
+  23 and a server source file of ``_CONSTRAINT_SOURCES``: a PL/pgSQL ``RAISE ... USING
+  ERRCODE = '23505', COLUMN = ...`` puts anything there, data included), each only if it is
+  an unquoted SQL identifier (``[A-Za-z_][A-Za-z0-9_$]*``, at most 63 bytes), and the
+  statement sanitized like ``db.query.text``;
 * ``exception.stacktrace``: every frame (file, line, function, source line) of the exception
   and of its causes, each exception shown by the above instead of its message;
 * ``db.response.status_code``, the SQLSTATE, as the semantic conventions name it.
@@ -38,7 +39,23 @@ __all__ = ["exception_attributes", "record_exception", "status_code", "summary"]
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 _SQLITE_NAME = re.compile(r"SQLITE_[A-Z_]{1,60}")
 _NAME_FIELDS = ("schema_name", "table_name", "column_name", "constraint_name")
-_MAX_NAME = 128
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+"""A name as PostgreSQL writes an unquoted identifier (at most 63 bytes, ASCII)."""
+_CONSTRAINT_SOURCES = frozenset(
+    {
+        "nbtinsert.c",  # unique, primary key
+        "execMain.c",  # not null, check, partition
+        "execIndexing.c",  # exclusion
+        "execExprInterp.c",  # domain
+        "ri_triggers.c",  # foreign key
+        "tablecmds.c",  # ALTER TABLE validating a check
+        "constraint.c",  # deferred unique
+        "execReplication.c",  # logical replication
+    }
+)
+"""The PostgreSQL server files whose constraint checks raise integrity violations (SQLSTATE
+class 23) with the names of what was violated: a PL/pgSQL ``RAISE`` (``pl_exec.c``) may pick
+a class 23 code and put anything in those fields."""
 _CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
 _CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 _MYSQL_DRIVERS = ("pymysql", "MySQLdb", "mysql", "asyncmy", "aiomysql", "mariadb", "cymysql")
@@ -123,7 +140,7 @@ def _database_message(exc: BaseException) -> str | None:
         parts.append(f"({error_type(errors[1])})")
     if code is not None:
         parts.append(f"{'SQLSTATE' if _SQLSTATE.fullmatch(code) else 'code'} {code}")
-    for field in _NAME_FIELDS if code is not None and code.startswith("23") else ():
+    for field in _NAME_FIELDS if _names_reported(errors, code) else ():
         name = _field(errors, field)
         if name is not None:
             parts.append(f"{field.replace('_name', '')} {name}")
@@ -136,12 +153,30 @@ def _database_message(exc: BaseException) -> str | None:
     return " ".join(parts)
 
 
+def _names_reported(errors: list[Any], code: str | None) -> bool:
+    """Whether the name fields hold names: an integrity violation (SQLSTATE class 23) that
+    the server's own constraint checks raised (the source file the driver reports: psycopg's
+    and psycopg2's ``diag.source_file``, asyncpg's ``server_source_filename``)."""
+    if code is None or not code.startswith("23"):
+        return False
+    for error in errors:
+        diag = getattr(error, "diag", None)
+        for source in (
+            getattr(diag, "source_file", None),
+            getattr(error, "server_source_filename", None),
+        ):
+            if type(source) is str:
+                return source in _CONSTRAINT_SOURCES
+    return False
+
+
 def _field(errors: list[Any], field: str) -> str | None:
-    """A schema name the driver reports (psycopg's ``diag``, asyncpg's attributes)."""
+    """A schema name the driver reports (psycopg's ``diag``, asyncpg's attributes), if it
+    looks like an unquoted SQL identifier."""
     for error in errors:
         for holder in (getattr(error, "diag", None), error):
             value = getattr(holder, field, None) if holder is not None else None
-            if type(value) is str and 0 < len(value) <= _MAX_NAME and value.isprintable():
+            if type(value) is str and _IDENTIFIER.fullmatch(value):
                 return value
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -385,12 +386,22 @@ def test_no_secret_reaches_any_exported_signal_even_from_error_messages(
 
 
 @pytest.mark.parametrize("field", ["SCHEMA", "TABLE", "COLUMN", "CONSTRAINT"])
+@pytest.mark.parametrize("code", ["P0001", "23505", "23514"])  # RAISE chooses the code too
+@pytest.mark.parametrize("secret", [SECRET, "alice@example.com-pg_s3cr3t"])
 def test_a_name_field_a_raise_fills_never_reaches_an_exported_signal(
-    syncperf_capture: Capture, pg: sa.Engine, field: str, caplog: pytest.LogCaptureFixture
+    syncperf_capture: Capture,
+    pg: sa.Engine,
+    field: str,
+    code: str,
+    secret: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     handle = instrument_engine(pg)
     tracer = syncperf_capture.tracer_provider.get_tracer("test")
-    raise_ = f"DO $$BEGIN RAISE EXCEPTION USING MESSAGE = 'no', {field} = '{SECRET}'; END$$"
+    raise_ = (
+        "DO $$BEGIN RAISE EXCEPTION USING MESSAGE = 'no', "
+        f"ERRCODE = '{code}', {field} = '{secret}'; END$$"
+    )
     try:
         with (
             caplog.at_level(logging.DEBUG, "syncperf"),
@@ -406,8 +417,36 @@ def test_a_name_field_a_raise_fills_never_reaches_an_exported_signal(
     assert events
     exported = repr([dict(e.attributes or {}) for e in events])
     exported += "\n".join(r.getMessage() for r in caplog.records)
-    assert "SQLSTATE P0001" in exported
-    assert SECRET not in exported and "s3cr3t" not in exported
+    assert f"SQLSTATE {code}" in exported
+    assert secret not in exported and "s3cr3t" not in exported
+
+
+def test_the_names_of_a_real_integrity_violation_are_exported(
+    syncperf_capture: Capture, pg: sa.Engine, table: str
+) -> None:
+    handle = instrument_engine(pg)
+    try:
+        for statement in (
+            f"INSERT INTO {table} (id, title) VALUES (1, 'a')",
+            f"INSERT INTO {table} (id, title) VALUES (1, 'b')",  # the primary key
+            f"INSERT INTO {table} (id, title) VALUES (NULL, 'c')",  # NOT NULL
+        ):
+            with (
+                contextlib.suppress(sa.exc.IntegrityError),
+                pg.begin() as conn,
+                syncperf.sync_operation("push", entity="todo"),
+            ):
+                conn.exec_driver_sql(statement)
+    finally:
+        handle.uninstrument()
+    messages = [
+        str((e.attributes or {}).get("exception.message"))
+        for s in syncperf_capture.spans()
+        for e in s.events
+        if e.name == "exception"
+    ]
+    assert any(f"schema public table {table} constraint {table}_pkey" in m for m in messages)
+    assert any(f"schema public table {table} column id" in m for m in messages)
 
 
 # --- connection pool --------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -103,3 +104,23 @@ def test_an_export_goes_in_pieces_and_stops_at_the_first_failure() -> None:
 def test_a_bad_batch_size_is_a_config_error(bad: Any) -> None:
     with pytest.raises(ConfigError, match="max_export_batch_size"):
         RenewableMetricExporter(lambda: _Recording([]), max_export_batch_size=bad)
+
+
+class _Slow(_Recording):
+    """Accepts every request, after longer than the whole export may take."""
+
+    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
+        time.sleep(0.06)
+        return super().export(metrics_data, timeout_millis, **kwargs)
+
+
+def test_an_export_whose_requests_all_succeed_succeeds_even_when_the_last_ends_late() -> None:
+    inner = _Slow([])
+    exporter = RenewableMetricExporter(lambda: inner, max_export_batch_size=10)
+    assert exporter.export(_data([[5]]), timeout_millis=30) is MetricExportResult.SUCCESS
+    assert exporter.export(_data([[10]]), timeout_millis=30) is MetricExportResult.SUCCESS
+    assert inner.sent == [5, 10]
+    inner.sent.clear()
+    # Past the deadline with pieces left: they are not sent, and the export failed.
+    assert exporter.export(_data([[25]]), timeout_millis=30) is MetricExportResult.FAILURE
+    assert inner.sent == [10]

@@ -17,7 +17,7 @@ import pytest
 from opentelemetry.sdk.metrics.export import MetricsData
 
 import syncperf
-from syncperf import _fold, _runtime
+from syncperf import _fold, _lifecycle, _runtime
 from syncperf.testing import capture
 from tests.unit.test_export_contract import ListExporter
 
@@ -265,3 +265,63 @@ def test_durations_and_overheads_are_recorded_exactly_as_record_records_them(
     assert sum(point[1] for point in batched) == 2 * (_fold.FOLD_AT + 5)
     assert [p[:5] for p in batched] == [p[:5] for p in reference]
     assert [p[5] for p in batched] == pytest.approx([p[5] for p in reference])
+
+
+def _configured(exporter: ListExporter) -> _runtime.Runtime:
+    syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+    return _runtime.current()
+
+
+def test_an_operation_ending_while_a_collection_decides_to_forget_its_runtime_is_counted() -> None:
+    # ``_lifecycle.end`` appends to ``ended`` and then pops the in-flight count, both without
+    # the lock: the operation ends here between the collection's two checks (a thread switch).
+    exporter = ListExporter()
+    previous = _runtime.replace(None)
+    try:
+        first = _configured(exporter)
+        context = contextvars.copy_context()
+        scope = context.run(syncperf.sync_operation, "push", entity="todo")
+        context.run(scope.__enter__)
+        last = _configured(exporter)
+        assert last.retired == [first]
+        real_idle, armed = first.idle, [True]
+
+        def idle() -> bool:
+            if armed:
+                armed.clear()
+                context.run(scope.__exit__, None, None, None)
+            return real_idle()
+
+        first.idle = idle  # type: ignore[method-assign]
+        assert _runtime.force_flush(timeout=5)
+        assert _runtime.force_flush(timeout=5)
+        assert _totals(exporter, "sync.operation.duration") == 1
+        assert not first.ended and last.retired == []
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
+
+
+def test_an_operation_begun_on_a_runtime_replaced_while_idle_reaches_the_runtime_in_force() -> None:
+    # A thread read ``_runtime.installed`` just before configure(): the runtime had nothing
+    # open, so no collection looks at it, and the operation forwards what it recorded itself.
+    exporter = ListExporter()
+    previous = _runtime.replace(None)
+    try:
+        first = _configured(exporter)
+        second = _configured(exporter)
+        last = _configured(exporter)
+        assert last.retired == []
+        for stale in (first, second):
+            op = _lifecycle.begin(stale, "push", "todo")
+            op.record_items(3, change="created")
+            _lifecycle.end(op, None)
+        assert not first.ended and not second.ended
+        assert _runtime.force_flush(timeout=5)
+        assert _totals(exporter, "sync.operation.duration") == 2
+        assert _totals(exporter, "sync.items") == 6
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from collections.abc import Iterator
 from typing import Any
@@ -195,8 +196,9 @@ _NAME_SECRET = st.text(
 
 
 class _Diag:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, source: str | None = None) -> None:
         self.schema_name = self.table_name = self.column_name = self.constraint_name = name
+        self.source_file = source  # the server's source file that raised it
 
 
 @settings(max_examples=200, deadline=None)
@@ -205,15 +207,46 @@ def test_name_fields_are_exported_only_from_an_integrity_error(name: str, code: 
     # RAISE EXCEPTION USING SCHEMA (TABLE, COLUMN, CONSTRAINT) = <any string> fills the
     # fields PostgreSQL reserves for the names of an integrity violation
     orig = sqlite3.DatabaseError("raised")
-    orig.diag = _Diag(name)  # type: ignore[attr-defined]  # psycopg's, asyncpg's alike
+    orig.diag = _Diag(name, "nbtinsert.c")  # type: ignore[attr-defined]  # psycopg's
     if code is not None:
         orig.sqlstate = code  # type: ignore[attr-defined]
     error = sa.exc.DBAPIError("SELECT 1", None, orig)
     exported = repr(exception_attributes(error)) + summary(error)
     assert "zq" not in exported
 
-    orig.sqlstate = "23505"  # type: ignore[attr-defined]  # the server's own: names of things
-    assert f"constraint {name}" in exception_attributes(error)["exception.message"]
+
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
+_NAMES = _NAME_SECRET | st.from_regex(IDENTIFIER, fullmatch=True)
+"""Any printable text a ``RAISE`` may put in a name field, and names that look like names."""
+CONSTRAINT_SOURCES = ["nbtinsert.c", "execMain.c", "ri_triggers.c", "execIndexing.c"]
+"""Where PostgreSQL raises the integrity violations it fills the name fields of."""
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=_NAMES,
+    code=st.sampled_from(["23505", "23503", "23999"]),
+    source=st.sampled_from([*CONSTRAINT_SOURCES, "pl_exec.c", "plpy_elog.c", "", None]),
+    asyncpg=st.booleans(),
+)
+def test_a_name_is_exported_only_from_postgresqls_own_check_and_only_an_identifier(
+    name: str, code: str, source: str | None, asyncpg: bool
+) -> None:
+    # RAISE ... USING ERRCODE = '23505', COLUMN = '<data>' chooses an integrity code too:
+    # only the server's constraint checks (its source file says which) fill in real names.
+    orig = sqlite3.DatabaseError("raised")
+    orig.sqlstate = code  # type: ignore[attr-defined]
+    if asyncpg:  # asyncpg's error carries the fields itself
+        orig.constraint_name = name  # type: ignore[attr-defined]
+        orig.server_source_filename = source  # type: ignore[attr-defined]
+    else:
+        orig.diag = _Diag(name, source)  # type: ignore[attr-defined]
+    error = sa.exc.DBAPIError("SELECT 1", None, orig)
+    exported = repr(exception_attributes(error)) + summary(error)
+    named = source in CONSTRAINT_SOURCES and IDENTIFIER.fullmatch(name) is not None
+    assert (f"constraint {name} " in exported) is named
+    if not named:
+        assert "constraint" not in exported and "column" not in exported
 
 
 MYSQL_DRIVER_ERRORS = [

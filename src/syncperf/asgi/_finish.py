@@ -18,6 +18,7 @@ from opentelemetry import context as context_api
 from syncperf._decorators import apply_http_status
 from syncperf._gate import error_type, raised_at
 from syncperf._lifecycle import end
+from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import SyncOperation, release_entity
 from syncperf.asgi._http import VERSIONS, AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
@@ -115,36 +116,46 @@ def record_http(
     ex: Exchange, failure: BaseException | None, reason: str | None, matched: str | None, t_end: int
 ) -> None:
     """The ``http.server.*`` metrics and syncperf's overhead; the active-requests gauge
-    returns to zero whatever fails (never replacing the application's exception)."""
-    rt, http = ex.rt, ex.http
+    returns to zero whatever fails (never replacing the application's exception).
+
+    Recorded under the lock of a runtime that has no successor yet: ``configure()`` sets it
+    under that lock before the runtime's last export, which then carries them. A runtime
+    replaced meanwhile (``finish_operation`` may decode a large body) hands the request over
+    to the one in force, and they are recorded there."""
+    http = ex.http
     left = False
     try:
-        overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
-        if http is not None:
-            key = http_key(ex, failure, reason, matched)
-            size = ex.received  # what arrived, never the Content-Length claimed (a body
-            # the app did not read is unknown: not recorded, unless declared empty)
-            batch = http.series.get(key)
+        size = ex.received  # what arrived, never the Content-Length claimed (a body the
+        # app did not read is unknown: not recorded, unless declared empty)
+        while True:
+            rt, http = ex.rt, ex.http
+            overhead = rt.overhead_series.get("asgi") or rt.overhead_for("asgi")
+            if http is not None:
+                key = http_key(ex, failure, reason, matched)
+                batch = http.series.get(key)
             with rt.lock:
-                ex.active.add(-1)  # type: ignore[union-attr]
-                left = True
-                batch = batch or http.bound(overhead, *key)
-            batch.add(  # queued without the lock, recorded in batches (``Batch``)
-                (
-                    -1 if ex.live else (ex.complete_ns or t_end) - ex.t0,  # -1: none
-                    size if size > 0 or ex.content_length == 0 else -1,
-                    0 if ex.method == "HEAD" else ex.sent,  # the server drops a HEAD's body
-                    ex.prologue_ns + _perf() - t_end,
-                )
-            )
-        else:
-            with rt.lock:
-                overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
+                if rt.successor is None:
+                    if http is None:
+                        overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
+                        return
+                    ex.active.add(-1)  # type: ignore[union-attr]
+                    left = True
+                    batch = batch or http.bound(overhead, *key)
+                    batch.values += (  # queued (``Batch``), recorded in batches
+                        -1 if ex.live else (ex.complete_ns or t_end) - ex.t0,  # -1: none
+                        size if size > 0 or ex.content_length == 0 else -1,
+                        0 if ex.method == "HEAD" else ex.sent,  # a HEAD's body is dropped
+                        ex.prologue_ns + _perf() - t_end,
+                    )
+                    break
+            _hand_over(ex)  # configure() replaced the runtime since ``finish``
+        if len(batch.values) >= FOLD_AT:  # the lock is free again: ``fold_now`` may take it
+            batch.fold_now()
     except Exception as error:
-        hook_failed(rt, "asgi_http_metrics_failed", error, failure)
+        hook_failed(ex.rt, "asgi_http_metrics_failed", error, failure)
     finally:
         if http is not None and not left:
-            with rt.lock:
+            with ex.rt.lock:
                 ex.active.add(-1)  # type: ignore[union-attr]
 
 

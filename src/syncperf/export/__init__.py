@@ -133,9 +133,12 @@ def setup_otlp(
     Call it at start-up (in a pre-fork server, preferably in each worker, e.g. gunicorn's
     ``post_fork`` hook). It composes with ``configure()`` and ``setup_prometheus()`` in any
     order; called again, it replaces its own exporter. Everything left as None comes from
-    the standard ``OTEL_*`` variables, read by the SDK and exporters themselves. When a
-    global SDK meter provider already exists (the application's, or the one
-    ``opentelemetry-instrument`` built), syncperf's metrics join its readers instead.
+    the standard ``OTEL_*`` variables, as the OpenTelemetry documentation says: syncperf
+    resolves the exporters' endpoint, headers, insecure, timeout, compression and temporality
+    preference and the resource variables itself (from ``environ`` when given) and hands them
+    to the SDK, which reads the rest (docs/export.md). When a global SDK meter provider
+    already exists (the application's, or the one ``opentelemetry-instrument`` built),
+    syncperf's metrics join its readers instead.
 
     Args:
         protocol: ``"grpc"`` or ``"http/protobuf"``; default ``OTEL_EXPORTER_OTLP_PROTOCOL``

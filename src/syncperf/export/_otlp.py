@@ -268,12 +268,12 @@ class RenewableMetricExporter(MetricExporter):
     ) -> MetricExportResult:
         """Export through the wrapped exporter, in pieces, within ``timeout_millis``."""
         left = Deadline(timeout_millis / 1000).left
-        for piece in _split.split(metrics_data, self.max_export_batch_size):
+        for n, piece in enumerate(_split.split(metrics_data, self.max_export_batch_size)):
+            if n and not left():  # out of time with pieces left (not after the last one)
+                return MetricExportResult.FAILURE
             result = self.inner.export(piece, timeout_millis=left() * 1000, **kwargs)
             if result is not MetricExportResult.SUCCESS:
                 return result  # what follows is dropped too (delta) or sent next time
-            if not left():
-                return MetricExportResult.FAILURE
         return MetricExportResult.SUCCESS
 
     def force_flush(self, timeout_millis: float = 10_000) -> bool:

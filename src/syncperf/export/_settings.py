@@ -12,13 +12,17 @@ anything global changes.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
 from syncperf._config import MAX_SECONDS
 from syncperf.exceptions import ConfigError
@@ -71,30 +75,57 @@ def compression_of(protocol: str, signal: str, env: Mapping[str, str]) -> Any:
     return choices[name]
 
 
+_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name: a token (RFC 9110), as the specification's header variables allow."""
+_VALUE = re.compile(r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
+"""An encoded value in a header variable: printable ASCII but ``",;\\``; URL-decoded when it
+has no space (the SDK also takes a plain one with spaces, as other languages' SDKs do)."""
+_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+"""What no header value may hold once decoded (a line break would inject a header)."""
+HEADERS_ACCEPTED = "header names (letters, digits, !#$%&'*+-.^_`|~) to text without line breaks"
+
+
+class NotQuoted(str):
+    """Shown in a ``ConfigError`` instead of a value that may be a secret: what it was."""
+
+    def __repr__(self) -> str:
+        return f"<{self}, not quoted>"
+
+
+def _parse_headers(var: str, raw: str) -> dict[str, str]:
+    """``name=value`` entries of a header variable, names lowercased; a malformed entry is
+    warned about (without its value: a token may be in it) and ignored, the rest kept."""
+    headers: dict[str, str] = {}
+    for n, entry in enumerate(raw.split(","), 1):
+        name, equals, value = (part.strip(" \t") for part in entry.partition("="))
+        if not entry.strip(" \t"):
+            continue
+        if equals and _NAME.fullmatch(name) and _VALUE.fullmatch(value):
+            if " " not in value:  # URL-encoded, as the specification says
+                value = unquote(value)
+            if not _BREAK.search(value):
+                headers[name.lower()] = value
+                continue
+        otel_env.warn(f"{var} entry {n}", entry, "name=value, the value URL-encoded")
+    return headers
+
+
 def headers_of(
     explicit: Mapping[str, str] | None, signal: str, env: Mapping[str, str]
 ) -> dict[str, str]:
     """The request headers: the variables' (the per-signal one, else the general one), then
     ``explicit`` over them, every name lowercased as gRPC metadata requires (HTTP header
-    names are case-insensitive), so both protocols send the same ones."""
-    from opentelemetry.util.re import parse_env_headers
-
+    names are case-insensitive), so both protocols send the same ones. A malformed header
+    given in code raises ``ConfigError``, never quoting it."""
     found = variable(env, signal, "HEADERS")
-    headers = {} if found is None else dict(parse_env_headers(found[1], liberal=True))
-    headers.update({str(name).lower(): value for name, value in (explicit or {}).items()})
+    headers = {} if found is None else _parse_headers(*found)
+    for name, value in (explicit or {}).items():
+        valid_name = isinstance(name, str) and _NAME.fullmatch(name)
+        if not valid_name or not isinstance(value, str) or _BREAK.search(value):
+            shown = f"{gate.describe(name)}: {gate.describe(value)}"
+            raise ConfigError("headers", NotQuoted(shown), HEADERS_ACCEPTED)
+        headers[name.lower()] = value
     return headers
-
-
-def forget_blank_timeouts(protocol: str) -> None:
-    """Unset an empty ``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_TIMEOUT`` in ``os.environ``, the
-    same as unset to the specification: the gRPC exporters parse it as a number even when
-    given a timeout, and raise on an empty one."""
-    if protocol != "grpc":
-        return
-    for signal in ("TRACES", "METRICS"):
-        var = f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
-        if var in os.environ and not os.environ[var].strip():
-            del os.environ[var]
 
 
 def exporter_kwargs(
@@ -107,7 +138,6 @@ def exporter_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of the ``signal`` (``TRACES`` / ``METRICS``) exporter of
     ``protocol``; raises ``ConfigError`` for a variable that is not accepted."""
-    forget_blank_timeouts(protocol)
     kwargs: dict[str, Any] = {
         "endpoint": endpoint_of(endpoint, protocol, signal, env),
         "timeout": timeout_of(timeout, signal, env),
@@ -200,18 +230,58 @@ def resource_of(env: Mapping[str, str]) -> Any:
     return Resource(attributes)
 
 
+class _HeaderValuesUnlogged(logging.Filter):
+    """Drops the SDK's warning about a malformed header variable, which quotes the entry (a
+    token may be in it): syncperf parsed the variable in use itself and warned, not quoting."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Header format invalid")
+
+
+_SDK_HEADER_LOGGER = logging.getLogger("opentelemetry.util.re")
+_UNLOGGED = _HeaderValuesUnlogged()
+
+
+@contextlib.contextmanager
+def _timeout_unread(cls: Any, signal: str) -> Iterator[None]:
+    """While ``cls`` is built, its module (a gRPC exporter's) reads the process's environment
+    without ``OTEL_EXPORTER_OTLP_{signal}_TIMEOUT``: it parses that as a number even when
+    given a timeout, raising a bare ``ValueError`` on ``10s`` or an empty one, and syncperf
+    resolved the timeout itself (``timeout_of``, from the environment in use, which may not
+    be ``os.environ``). ``os.environ`` itself is left alone."""
+    module = sys.modules.get(cls.__module__)
+    if getattr(module, "environ", None) is not os.environ:
+        yield
+        return
+    var = f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"
+    seen = {name: value for name, value in os.environ.items() if name != var}
+    module.environ = seen  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        module.environ = os.environ  # type: ignore[union-attr]
+
+
 def build(cls: Any, kwargs: Mapping[str, Any], env: Mapping[str, str], signal: str) -> Any:
     """The exporter ``cls(**kwargs)``, sending exactly ``kwargs``' headers: the exporters
     also read the process's header variables (the gRPC ones when given none, the HTTP ones
-    under those given), which for another environment than ``os.environ`` are not its."""
-    exporter = cls(**kwargs)
-    if env is os.environ:
+    under those given), which for another environment than ``os.environ`` are not its, and
+    keep (and log, with its value: not logged here) an entry syncperf refused."""
+    from opentelemetry.util.re import parse_env_headers
+
+    _SDK_HEADER_LOGGER.addFilter(_UNLOGGED)
+    try:
+        with _timeout_unread(cls, signal):
+            exporter = cls(**kwargs)
+        headers = dict(kwargs.get("headers") or {})
+        if "insecure" in kwargs:  # gRPC (only its keyword arguments name it)
+            exporter._headers = tuple(headers.items())
+        else:  # what the exporter added of the process's variable (its own parse)
+            own = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_HEADERS")
+            process = parse_env_headers(own or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
+            sent = exporter._client._headers
+            for name in set(process) - set(headers):
+                sent.pop(name, None)
         return exporter
-    headers = dict(kwargs.get("headers") or {})
-    if "insecure" in kwargs:  # gRPC (only its keyword arguments name it)
-        exporter._headers = tuple(headers.items())
-    else:
-        sent = exporter._client._headers
-        for name in set(headers_of(None, signal, os.environ)) - set(headers):
-            sent.pop(name, None)
-    return exporter
+    finally:
+        _SDK_HEADER_LOGGER.removeFilter(_UNLOGGED)

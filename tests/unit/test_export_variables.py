@@ -1,0 +1,124 @@
+"""``setup_otlp`` reads the exporters' variables itself: a secret in a malformed header
+entry is never logged, and the process's variables cannot break an explicit ``environ=``."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import pytest
+
+from syncperf import ConfigError
+from syncperf.export import setup_otlp
+from tests.unit.test_export_setup import _metric_exporter, clean
+
+__all__ = ["clean"]  # the fixture, used by name
+
+SECRET = "s3cr3t-TOKEN-123"
+PROTOCOLS = ["grpc", "http/protobuf"]
+
+
+def _sent_headers(protocol: str) -> dict[str, str]:
+    exporter = _metric_exporter()
+    return dict(exporter._headers) if protocol == "grpc" else dict(exporter._client._headers)
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every record of every logger, formatted, with its arguments and traceback."""
+    return "\n".join(
+        f"{r.getMessage()} {r.args!r} {r.exc_text or ''} {r.exc_info!r}" for r in caplog.records
+    )
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("given", [False, True])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        f"Authorization: Bearer {SECRET}",  # the HTTP form, not name=value
+        f"Authorization=Bearer {SECRET}\u00e9",  # not URL-encoded, not ASCII
+        f"x-token={SECRET}%0D%0Ax-injected=1",  # a line break once decoded
+        f"=Bearer {SECRET}",  # no name
+    ],
+)
+def test_a_malformed_header_entry_is_warned_about_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    protocol: str,
+    given: bool,
+    entry: str,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    value = f"x-team=sync,{entry}"
+    environ: dict[str, str] | None = None
+    if given:
+        environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+        environ["OTEL_EXPORTER_OTLP_HEADERS"] = value
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_HEADERS", value)  # the process's too
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", value)
+    setup_otlp(protocol=protocol, environ=environ, shutdown_timeout=0.5)
+    headers = _sent_headers(protocol)
+    assert headers["x-team"] == "sync"
+    assert SECRET not in repr(headers)
+    assert SECRET not in _logged(caplog)
+    warned = [r.getMessage() for r in caplog.records if r.name == "syncperf"]
+    assert any("OTEL_EXPORTER_OTLP_HEADERS" in m and "not quoted" in m for m in warned)
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": f"Bearer {SECRET}\r\nx-injected: 1"},
+        {f"Bearer {SECRET}": "x"},
+        {"Authorization": SECRET.encode()},
+        {"": SECRET},
+    ],
+)
+def test_a_malformed_header_given_in_code_is_a_config_error_not_quoting_it(
+    caplog: pytest.LogCaptureFixture, protocol: str, headers: dict[str, Any]
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ConfigError) as info:
+        setup_otlp(protocol=protocol, headers=headers)
+    assert info.value.option == "headers"
+    assert SECRET not in str(info.value) and SECRET not in repr(info.value.value)
+    assert SECRET not in _logged(caplog)
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("raw", ["10s", "", " "])
+def test_the_process_timeout_variables_do_not_break_an_environ_given(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, raw: str
+) -> None:
+    for signal in ("METRICS", "TRACES"):
+        monkeypatch.setenv(f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT", raw)
+    environ = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",
+        "OTEL_EXPORTER_OTLP_TIMEOUT": "3",
+    }
+    handle = setup_otlp(protocol=protocol, environ=environ, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol
+    exporter = _metric_exporter()
+    assert (exporter._timeout if protocol == "grpc" else exporter._client._timeout) == 3
+    for signal in ("METRICS", "TRACES"):  # the process's environment is left as it was
+        assert os.environ[f"OTEL_EXPORTER_OTLP_{signal}_TIMEOUT"] == raw
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_bad_process_timeout_in_use_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s")
+    with pytest.raises(ConfigError) as info:
+        setup_otlp(protocol=protocol, shutdown_timeout=0.5)
+    assert info.value.option == "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"
+    # Given a timeout, the variable is not in use: it breaks nothing.
+    handle = setup_otlp(protocol=protocol, timeout=2, shutdown_timeout=0.5)
+    assert handle.metrics_protocol == protocol
