@@ -433,3 +433,30 @@ def test_the_background_write_runs_no_probe_and_keeps_in_process_gauges_fresh(
         return found
 
     assert in_a_worker(worker) == [0, True, 1, True, 1, True, 2]
+
+
+def test_a_registry_added_after_traffic_shares_the_runtimes_writer(
+    multiprocess_dir: Path,
+) -> None:
+    """A second registry served later (``setup_prometheus``, ``prometheus_asgi_app``) reads the
+    same files: both scrapes, and the other workers reading the files, see every count of
+    this worker, never only those since the second registry came."""
+
+    def worker() -> list[object]:
+        multiprocess.INTERVAL = 0.05
+        first = CollectorRegistry()
+        syncperf.configure(prometheus=first)
+        for _ in range(100):
+            _one_pull()
+        generate_latest(first)  # a scrape: the counts so far are in the first reader's totals
+        endpoint = syncperf.export.setup_prometheus(port=0)
+        second = endpoint.registry
+        for _ in range(5):
+            _one_pull()
+        seen = [pulls(generate_latest(r).decode()) for r in (first, second, first, second)]
+        time.sleep(0.3)  # background writes only
+        found = [seen, pulls(_group(multiprocess_dir)), _writer_threads()]
+        endpoint.close()
+        return found
+
+    assert in_a_worker(worker) == [[105, 105, 105, 105], 105, 1]
