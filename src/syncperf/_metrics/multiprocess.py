@@ -134,6 +134,10 @@ class MultiprocessWriter:
         self._source = id(reader._registry)
         _sums.open(self._source)
         self._lock = threading.Lock()
+        self._written: dict[tuple[Any, ...], Any] = {}
+        """Per counter and histogram series, the state it was last written in: a write skips
+        those that have not changed since (an idle worker writes nothing; at tens of
+        thousands of series, a write of all of them takes seconds of the GIL)."""
         self._gauges: dict[str, set[tuple[Any, ...]]] = {}
         """The gauge entries the last write with gauges set, by metric (``_unobserved``)."""
         self._closed = False
@@ -160,6 +164,7 @@ class MultiprocessWriter:
         """In a forked child: restart the thread (the values follow the new pid). A retired
         writer stops: its open operations run in the parent, which writes them."""
         self._lock = threading.Lock()
+        self._written.clear()  # the child's files hold none of them
         if self.retired:
             self.finish()
         elif self._thread is not None and not self._stop.is_set():
@@ -211,6 +216,11 @@ class MultiprocessWriter:
             attrs = sorted((k, label_value(v)) for k, v in (point.attributes or {}).items())
             keys = tuple(label_name(k) for k, v in attrs if v != "")
             labels = tuple(v for _, v in attrs if v != "")
+            if kind != "gauge":  # cumulative: an unchanged count is an unchanged series
+                state = (point.count, point.sum) if kind == "histogram" else point.value
+                series = (name, keys, labels)
+                if self._written.get(series) == state:
+                    continue
             if kind == "histogram":
                 bounds = [*point.explicit_bounds, math.inf]
                 for bound, count in zip(bounds, point.bucket_counts, strict=True):
@@ -222,6 +232,8 @@ class MultiprocessWriter:
                 key = self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
                 if gauges is not None and kind == "gauge":
                     gauges.setdefault(metric.name, set()).add(key)
+            if kind != "gauge":
+                self._written[series] = state
 
     def _set(
         self,
