@@ -95,7 +95,10 @@ def scrape(
 
     from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-    encoder, content_type = choose_encoder(accept or "")
+    try:
+        encoder, content_type = choose_encoder(accept or "")
+    except TypeError:  # a version that is no number ("version=x"): the default format
+        encoder, content_type = choose_encoder("")
     ours = [c for c in list(_collectors) if c.registry is registry]
     if "name[]" in params:  # rare: through metric families, filtered as prometheus_client does
         names = set(params["name[]"])
