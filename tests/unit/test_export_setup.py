@@ -1033,3 +1033,40 @@ def test_the_default_histogram_aggregation_variable_leaves_syncperfs_buckets_exp
     ]
     assert isinstance(duration.data, HistogramData)  # explicit buckets, as documented
     assert 0.2 in duration.data.data_points[0].explicit_bounds
+
+
+@pytest.mark.usefixtures("clean")
+def test_an_application_metric_named_like_a_syncperf_one_is_refused() -> None:
+    # both were exposed, under one name, and Prometheus dropped one of them
+    served = CollectorRegistry()
+    Counter_("sync_conflicts", "My own conflicts.", ["sync_entity"], registry=served)
+    before = dict(served._collector_to_names)
+    with pytest.raises(ConfigError) as raised:
+        syncperf.configure(prometheus=served)
+    assert "sync_conflicts" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        setup_prometheus(port=0, registry=served)
+    assert "sync_conflicts" in str(raised.value)
+    assert served._collector_to_names == before  # nothing of syncperf's left in it
+
+    other = CollectorRegistry()
+    syncperf.configure(prometheus=other)
+    with pytest.raises(ValueError, match="sync_conflicts"):  # registered after syncperf
+        Counter_("sync_conflicts", "My own conflicts.", registry=other)
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_new_configuration_serving_the_same_registry_keeps_name_filters_working() -> None:
+    from syncperf._metrics.prometheus import scrape
+
+    served = CollectorRegistry()
+    Counter_("app_logins", "Logins.", registry=served).inc()
+    syncperf.configure(prometheus=served)
+    syncperf.configure(prometheus=served, max_entities=50)  # syncperf's own never clash
+    with syncperf.sync_operation("push", entity="todo") as operation:
+        operation.record_conflict()
+    names = {"name[]": ["sync_conflicts_total", "app_logins_total"]}
+    body = scrape(served, None, None, names)[2].decode()
+    samples = [line for line in body.splitlines() if line[:1] != "#"]
+    assert len(samples) == 2
+    assert 'sync_conflicts_total{sync_entity="todo"} 1.0' in samples

@@ -218,7 +218,11 @@ def register(reader: Reader, registry: Any) -> SyncPerfCollector:
     """Serve ``reader``'s metrics from ``registry``; return the collector (multiprocess mode:
     ``Feeds._serve_files`` instead)."""
     collector = SyncPerfCollector(reader)
-    collector.register(registry)
+    try:
+        collector.register(registry)
+    except BaseException:  # a clashing name: the reader is fed no more
+        collector.close()
+        raise
     return collector
 
 
