@@ -528,3 +528,20 @@ def test_the_exit_flush_at_high_cardinality_writes_only_the_last_requests(
     assert 0 < written < 60
     counts = [x for x in _group(multiprocess_dir).splitlines() if x.startswith(PULL_COUNTS)]
     assert sum(float(x.split()[-1]) for x in counts) == 3100
+
+
+def test_name_filters_select_from_every_workers_files(multiprocess_dir: Path) -> None:
+    # the body was empty: the multiprocess collector describes no names, so prometheus_client's
+    # restricted registry never read it
+    def worker() -> list[object]:
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        _one_pull()
+        first = scrape(served, None, None, {})[2].decode()
+        _one_pull()  # the scraped worker's own files are written first
+        names = {"name[]": ["sync_operation_duration_seconds_count"]}
+        body = scrape(served, None, None, names)[2].decode()
+        samples = [line for line in body.splitlines() if line[:1] != "#"]
+        return [pulls(first), pulls(body), len(samples)]
+
+    assert in_a_worker(worker) == [1, 2, 1]

@@ -10,6 +10,7 @@ attribute keys become label names with underscores.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import weakref
@@ -135,7 +136,8 @@ def scrape(
     muted = bool(ours)  # the registry's encoding leaves syncperf's collectors out
     if "name[]" in params:  # rare: through metric families, filtered as prometheus_client does
         names = set(params["name[]"])
-        registry = _Joined(registry.restricted_registry(names), _Restricted(ours, names))
+        parts = [registry.restricted_registry(names), _Restricted(ours, names)]
+        registry = _Joined(*parts, *_unnamed(registry, names))
         ours = []
     openmetrics = content_type.startswith("application/openmetrics-text")
     _muted.on = muted
@@ -176,6 +178,34 @@ class _Restricted:
                     kept = Family(family.name, family.documentation, family.type, family.unit)
                     kept.samples = samples
                     yield kept
+
+
+def _unnamed(registry: Any, names: set[str]) -> list[Any]:
+    """Multiprocess mode: the registry's collectors that describe no names, restricted to
+    ``names`` (the restricted registry never reads them): the collector reading every
+    worker's files, after syncperf's writer of this worker's (in the registry's order)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # ``multiprocess.directory()``
+        return []
+    found = getattr(registry, "_collector_to_names", None)
+    read = set(getattr(registry, "_collectors_without_names", ()))  # the restricted one reads them
+    if not isinstance(found, dict):
+        return []
+    unnamed = [c for c, n in list(found.items()) if not n and c not in read]
+    return [_Filtered(c, names) for c in unnamed if not isinstance(c, SyncPerfCollector)]
+
+
+class _Filtered:
+    """A collector's families, keeping the samples named in ``names``."""
+
+    def __init__(self, collector: Any, names: set[str]) -> None:
+        self._collector = collector
+        self._names = names
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._collector.collect():
+            kept = family._restricted_metric(self._names)
+            if kept:
+                yield kept
 
 
 class _Joined:
