@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from opentelemetry import metrics, trace
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
     OTLPMetricExporter as GrpcMetricExporter,
@@ -458,6 +460,80 @@ async def test_prometheus_asgi_app_scrapes_off_the_event_loop() -> None:
         response = await scraping
     assert response.status_code == 200
     assert response.content == generate_latest(registry)  # the same bytes as ever
+
+
+_HEADER_PARTS = st.sampled_from(
+    [
+        b"text/plain",
+        b"application/openmetrics-text",
+        b";",
+        b",",
+        b"version=",
+        b"escaping=",
+        b"1.0.0",
+        b"0.0.1",
+        b"dots",
+        b"allow-utf-8",
+        b"gzip",
+        b"q=0.5",
+        b" ",
+    ]
+)
+_HEADER = st.one_of(
+    st.binary(max_size=60), st.lists(st.one_of(_HEADER_PARTS, st.binary(max_size=3))).map(b"".join)
+)
+
+
+def _asgi_get(app: Any, headers: list[tuple[bytes, bytes]], query: bytes) -> dict[str, Any]:
+    """One GET of a raw ASGI app (any header bytes, as a server passes them on)."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+    asyncio.run(app({**scope, "query_string": query}, receive, send))
+    start, body = sent
+    return {"status": start["status"], "headers": dict(start["headers"]), "body": body["body"]}
+
+
+@pytest.mark.usefixtures("clean")
+def test_prometheus_asgi_app_answers_any_header_bytes_with_a_valid_exposition() -> None:
+    # a non-UTF-8 Accept (or Accept-Encoding, or query) byte raised UnicodeDecodeError into
+    # the app (a 500 and a logged traceback); "version=x" raised TypeError in prometheus_client
+    import gzip
+
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families as om
+    from prometheus_client.parser import text_string_to_metric_families as text
+
+    registry = CollectorRegistry()
+    Counter_("app_logins", "Logins.", registry=registry).inc()
+    syncperf.configure(prometheus=registry)
+    with syncperf.sync_operation("pull", entity="note"):
+        pass
+    app = prometheus_asgi_app()
+
+    @settings(max_examples=150, deadline=None)
+    @given(accept=_HEADER, encoding=_HEADER, query=_HEADER)
+    @example(accept=b"text/plain; q=\xe9", encoding=b"gz\xffip", query=b"name[]=\xff")
+    @example(accept=b"text/plain;version=x", encoding=b"", query=b"")
+    @example(accept=b"application/openmetrics-text;version=a.b", encoding=b"", query=b"")
+    def check(accept: bytes, encoding: bytes, query: bytes) -> None:
+        headers = [(b"accept", accept), (b"accept-encoding", encoding)]
+        response = _asgi_get(app, headers, query)
+        assert response["status"] == 200
+        body = response["body"]
+        if response["headers"].get(b"Content-Encoding") == b"gzip":
+            body = gzip.decompress(body)
+        parse = om if response["headers"][b"Content-Type"].startswith(b"application/") else text
+        names = {f.name for f in parse(body.decode())}
+        if b"name" not in query.lower() and b"%" not in query:  # no name[] filter
+            assert {"app_logins", "sync_operation_duration_seconds"} <= names
+
+    check()
 
 
 # --- composition: any order, any repeat ------------------------------------------------------
@@ -957,3 +1033,40 @@ def test_the_default_histogram_aggregation_variable_leaves_syncperfs_buckets_exp
     ]
     assert isinstance(duration.data, HistogramData)  # explicit buckets, as documented
     assert 0.2 in duration.data.data_points[0].explicit_bounds
+
+
+@pytest.mark.usefixtures("clean")
+def test_an_application_metric_named_like_a_syncperf_one_is_refused() -> None:
+    # both were exposed, under one name, and Prometheus dropped one of them
+    served = CollectorRegistry()
+    Counter_("sync_conflicts", "My own conflicts.", ["sync_entity"], registry=served)
+    before = dict(served._collector_to_names)
+    with pytest.raises(ConfigError) as raised:
+        syncperf.configure(prometheus=served)
+    assert "sync_conflicts" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        setup_prometheus(port=0, registry=served)
+    assert "sync_conflicts" in str(raised.value)
+    assert served._collector_to_names == before  # nothing of syncperf's left in it
+
+    other = CollectorRegistry()
+    syncperf.configure(prometheus=other)
+    with pytest.raises(ValueError, match="sync_conflicts"):  # registered after syncperf
+        Counter_("sync_conflicts", "My own conflicts.", registry=other)
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_new_configuration_serving_the_same_registry_keeps_name_filters_working() -> None:
+    from syncperf._metrics.prometheus import scrape
+
+    served = CollectorRegistry()
+    Counter_("app_logins", "Logins.", registry=served).inc()
+    syncperf.configure(prometheus=served)
+    syncperf.configure(prometheus=served, max_entities=50)  # syncperf's own never clash
+    with syncperf.sync_operation("push", entity="todo") as operation:
+        operation.record_conflict()
+    names = {"name[]": ["sync_conflicts_total", "app_logins_total"]}
+    body = scrape(served, None, None, names)[2].decode()
+    samples = [line for line in body.splitlines() if line[:1] != "#"]
+    assert len(samples) == 2
+    assert 'sync_conflicts_total{sync_entity="todo"} 1.0' in samples

@@ -174,3 +174,26 @@ def test_name_filters_select_syncperfs_samples_as_prometheus_client_selects_its_
         assert sorted(set(samples)) == sorted(names)
         assert 'sync_m0_histogram_seconds_count{entity="a"} 1.0' in body
         assert 'sync_m1_counter_seconds_total{entity="b"} 3.0' in body
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/plain;version=1.0.0;escaping=dots",
+        "application/openmetrics-text;version=1.0.0;escaping=dots",
+        "text/plain;version=1.0.0;escaping=values",
+    ],
+)
+def test_a_negotiated_name_escaping_applies_to_syncperfs_names_too(accept: str) -> None:
+    # Prometheus 3's metric_name_escaping_scheme: the Content-Type said escaping=dots and
+    # syncperf's names were written unescaped
+    from prometheus_client.exposition import choose_encoder
+
+    served = _build([(0, "counter", {"entity": "a"}, 2), (1, "histogram", {"sync.mode": "x"}, 1)])
+    Counter("app_requests", "requests", registry=served).inc()
+    encoder, content_type = choose_encoder(accept)
+    _, headers, body = scrape(served, accept, None, {})
+    assert headers == [("Content-Type", content_type)]
+    assert body == encoder(served)
+    if "dots" in accept:
+        assert b"sync__m0__counter" in body and b"sync_m0_counter" not in body

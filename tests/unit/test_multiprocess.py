@@ -433,3 +433,115 @@ def test_the_background_write_runs_no_probe_and_keeps_in_process_gauges_fresh(
         return found
 
     assert in_a_worker(worker) == [0, True, 1, True, 1, True, 2]
+
+
+def test_a_registry_added_after_traffic_shares_the_runtimes_writer(
+    multiprocess_dir: Path,
+) -> None:
+    """A second registry served later (``setup_prometheus``, ``prometheus_asgi_app``) reads the
+    same files: both scrapes, and the other workers reading the files, see every count of
+    this worker, never only those since the second registry came."""
+
+    def worker() -> list[object]:
+        multiprocess.INTERVAL = 0.05
+        first = CollectorRegistry()
+        syncperf.configure(prometheus=first)
+        for _ in range(100):
+            _one_pull()
+        generate_latest(first)  # a scrape: the counts so far are in the first reader's totals
+        endpoint = syncperf.export.setup_prometheus(port=0)
+        second = endpoint.registry
+        for _ in range(5):
+            _one_pull()
+        seen = [pulls(generate_latest(r).decode()) for r in (first, second, first, second)]
+        time.sleep(0.3)  # background writes only
+        found = [seen, pulls(_group(multiprocess_dir)), _writer_threads()]
+        endpoint.close()
+        return found
+
+    assert in_a_worker(worker) == [[105, 105, 105, 105], 105, 1]
+
+
+def _counted_writes() -> list[str]:
+    """The counter and histogram entries written into the files from now on (in a worker:
+    prometheus_client's value class is patched for good)."""
+    value_class = multiprocess._values()
+    original, written = value_class.set, []
+
+    def counted(self: Any, value: float, timestamp: float | None = None) -> None:
+        if self._params[0] != "gauge":
+            written.append(self._params[2])
+        original(self, value, timestamp)
+
+    value_class.set = counted
+    return written
+
+
+def _many_series(count: int) -> None:
+    syncperf.configure(prometheus=CollectorRegistry(), max_entities=count)
+    for i in range(count):
+        with syncperf.sync_operation("pull", entity=f"e{i}"):
+            pass
+    syncperf.force_flush()  # every series written once
+
+
+def test_a_write_rewrites_only_the_series_that_changed(multiprocess_dir: Path) -> None:
+    """An idle worker's background write (every second) writes nothing; one pull rewrites
+    the pull's series (its buckets, sum), not every series of the worker."""
+
+    def worker() -> list[int]:
+        _many_series(300)
+        written = _counted_writes()
+        rt = _runtime.current()
+        rt.feeds.write_files()
+        idle = len(written)
+        with syncperf.sync_operation("pull", entity="e7"):
+            pass
+        rt.feeds.write_files()
+        return [idle, len(written) - idle]
+
+    idle, one_pull = in_a_worker(worker)  # type: ignore[misc]
+    assert idle == 0
+    assert 0 < one_pull < 60  # its duration buckets and sum, and the overhead's
+
+
+PULL_COUNTS = "sync_operation_duration_seconds_count{"
+
+
+def test_the_exit_flush_at_high_cardinality_writes_only_the_last_requests(
+    multiprocess_dir: Path,
+) -> None:
+    """A worker with thousands of series that exits right after its last requests: the exit
+    flush writes what changed since the last write (fast), not every series again (which
+    at tens of thousands of series outlasted the exit's time budget: the requests were lost)."""
+
+    def worker() -> list[int]:
+        _many_series(3000)
+        written = _counted_writes()
+        for _ in range(100):
+            with syncperf.sync_operation("pull", entity="last"):
+                pass
+        _runtime.flush_for_exit()
+        return [len(written)]
+
+    (written,) = in_a_worker(worker)  # type: ignore[misc]
+    assert 0 < written < 60
+    counts = [x for x in _group(multiprocess_dir).splitlines() if x.startswith(PULL_COUNTS)]
+    assert sum(float(x.split()[-1]) for x in counts) == 3100
+
+
+def test_name_filters_select_from_every_workers_files(multiprocess_dir: Path) -> None:
+    # the body was empty: the multiprocess collector describes no names, so prometheus_client's
+    # restricted registry never read it
+    def worker() -> list[object]:
+        served = CollectorRegistry()
+        syncperf.configure(prometheus=served)
+        _one_pull()
+        first = scrape(served, None, None, {})[2].decode()
+        _one_pull()  # the scraped worker's own files are written first
+        names = {"name[]": ["sync_operation_duration_seconds_count"]}
+        body = scrape(served, None, None, names)[2].decode()
+        samples = [line for line in body.splitlines() if line[:1] != "#"]
+        return [pulls(first), pulls(body), len(samples)]
+
+    assert in_a_worker(worker) == [1, 2, 1]

@@ -19,7 +19,8 @@ the scrape-time write does for every process that left such files and is gone
 ``configure()`` replaces the runtime, whose new aggregates start from zero, while the worker's
 files go on: a counter or histogram value written is the sum of what every runtime of this
 process counted (``_Sums``), so it never goes back (which ``rate()`` would read as a reset).
-The ``MultiProcessCollector`` a writer registered passes to the next writer serving the same
+A runtime has one writer, however many registries it feeds (``Feeds._serve_files``). The
+``MultiProcessCollector`` syncperf registered passes to the next runtime serving the same
 registry rather than being unregistered with the old runtime. Operations open across the
 change end in the old runtime: its writer, retired, goes on writing (every ``INTERVAL``, before
 scrapes and flushes of the process) until the last of them ended, so what they recorded is
@@ -117,14 +118,15 @@ def _values() -> Any:
 class MultiprocessWriter:
     """Writes one runtime's cumulative totals into this process's multiprocess files.
 
-    Registered in the served registry, its ``collect`` writes (and yields nothing) just
-    before prometheus_client's ``MultiProcessCollector`` reads every worker's files.
-    ``idle``: whether the runtime has no open operation (see ``close``).
+    One per runtime, however many registries it feeds: the files are the process's, and a
+    second writer (a reader of its own, which starts from zero) would write other totals
+    into the same entries. Each served registry has a ``multiprocess_group.Serving`` whose
+    ``collect`` has it write (``collect``) just before prometheus_client's
+    ``MultiProcessCollector`` reads every worker's files. ``idle``: whether the runtime has
+    no open operation (see ``close``).
     """
 
-    def __init__(
-        self, reader: Reader, registry: Any = None, idle: Callable[[], bool] = lambda: True
-    ) -> None:
+    def __init__(self, reader: Reader, idle: Callable[[], bool] = lambda: True) -> None:
         self._reader = reader
         self._idle = idle
         self.retired = False
@@ -132,17 +134,16 @@ class MultiprocessWriter:
         self._source = id(reader._registry)
         _sums.open(self._source)
         self._lock = threading.Lock()
+        self._written: dict[tuple[Any, ...], Any] = {}
+        """Per counter and histogram series, the state it was last written in: a write skips
+        those that have not changed since (an idle worker writes nothing; at tens of
+        thousands of series, a write of all of them takes seconds of the GIL)."""
         self._gauges: dict[str, set[tuple[Any, ...]]] = {}
         """The gauge entries the last write with gauges set, by metric (``_unobserved``)."""
         self._closed = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         """Started by ``start`` once the writer is registered."""
-        self.registry = registry
-        """The ``prometheus_client`` registry this writer serves."""
-        self.added: Any = None
-        """The ``MultiProcessCollector`` this writer is in charge of (None: another writer or
-        the application is)."""
         _writers.add(self)
 
     def start(self) -> None:
@@ -163,6 +164,7 @@ class MultiprocessWriter:
         """In a forked child: restart the thread (the values follow the new pid). A retired
         writer stops: its open operations run in the parent, which writes them."""
         self._lock = threading.Lock()
+        self._written.clear()  # the child's files hold none of them
         if self.retired:
             self.finish()
         elif self._thread is not None and not self._stop.is_set():
@@ -214,6 +216,11 @@ class MultiprocessWriter:
             attrs = sorted((k, label_value(v)) for k, v in (point.attributes or {}).items())
             keys = tuple(label_name(k) for k, v in attrs if v != "")
             labels = tuple(v for _, v in attrs if v != "")
+            if kind != "gauge":  # cumulative: an unchanged count is an unchanged series
+                state = (point.count, point.sum) if kind == "histogram" else point.value
+                series = (name, keys, labels)
+                if self._written.get(series) == state:
+                    continue
             if kind == "histogram":
                 bounds = [*point.explicit_bounds, math.inf]
                 for bound, count in zip(bounds, point.bucket_counts, strict=True):
@@ -225,6 +232,8 @@ class MultiprocessWriter:
                 key = self._set(kind, name, suffix, keys, labels, doc, mode, point.value, now)
                 if gauges is not None and kind == "gauge":
                     gauges.setdefault(metric.name, set()).add(key)
+            if kind != "gauge":
+                self._written[series] = state
 
     def _set(
         self,
@@ -271,13 +280,9 @@ class MultiprocessWriter:
                     _files[key].set(0.0 if key[-1] == "livesum" else math.nan, timestamp=now)
         self._gauges = written
 
-    def describe(self) -> list[Any]:
-        """No up-front description."""
-        return []
-
-    def collect(self) -> Iterator[Any]:
-        """Write this worker's totals now, and drop the live gauges of workers that are gone;
-        the ``MultiProcessCollector`` yields them."""
+    def collect(self) -> None:
+        """Before a scrape: write this worker's totals now, and drop the live gauges of
+        workers that are gone; the ``MultiProcessCollector`` yields them."""
         from syncperf._metrics.multiprocess_prune import prune_dead
 
         self.write()
@@ -285,7 +290,6 @@ class MultiprocessWriter:
         path = directory()
         if path is not None:
             prune_dead(path, _values())
-        return iter(())
 
     def close(self) -> None:
         """Retire: write now, and again (``drain``) until the runtime's open operations,

@@ -11,15 +11,14 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from syncperf._metrics import multiprocess
 from syncperf._metrics.multiprocess import MultiprocessWriter, directory
-from syncperf._metrics.reader import Reader
 from syncperf.exceptions import ConfigError
 
 _owners = threading.Lock()
@@ -64,39 +63,64 @@ class Collector(MultiProcessCollector):
             yield family
 
 
-def register(
-    reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True
-) -> MultiprocessWriter:
-    """Start a writer for ``reader`` (``idle``: whether its runtime has no open operation)
-    and make ``registry`` serve every worker's files.
+class Serving:
+    """``writer``'s place in one served ``registry``: registered before the
+    ``MultiProcessCollector``, its ``collect`` has the writer write this worker's totals
+    (and yields nothing) just before the files are read."""
+
+    def __init__(self, writer: MultiprocessWriter, registry: Any) -> None:
+        self.writer = writer
+        self.registry = registry
+        self.added: Any = None
+        """The ``MultiProcessCollector`` this registration is in charge of (None: another
+        one or the application is)."""
+        _servings.add(self)
+
+    def describe(self) -> list[Any]:
+        """No up-front description."""
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        self.writer.collect()
+        return iter(())
+
+    def close(self) -> None:
+        """Nothing to stop: the writer is its runtime's (``Feeds``)."""
+        _servings.discard(self)
+
+
+_servings: weakref.WeakSet[Serving] = weakref.WeakSet()
+
+
+def register(writer: MultiprocessWriter, registry: Any) -> Serving:
+    """Make ``registry`` serve every worker's files, ``writer`` writing this worker's first.
 
     Raises:
         ConfigError: ``registry`` or the directory cannot serve the files (``check``); then
-            nothing is left registered or running.
+            nothing is left registered.
     """
     check(registry)
-    writer = MultiprocessWriter(reader, registry, idle)  # its thread starts last
+    serving = Serving(writer, registry)
     try:
         with _owners:
             collectors = getattr(registry, "_collector_to_names", {})
             found = [c for c in list(collectors) if isinstance(c, MultiProcessCollector)]
             added = None if found else Collector(None)  # type: ignore[no-untyped-call]
-            registry.register(writer)
+            registry.register(serving)
             if added is not None:  # after the writer: it reads the files once written
-                _add(registry, added, writer)
-            for collector in found:  # the application's (or an older writer's): it reads the
-                _move_last(registry, collector)  # files once this writer wrote them, not before
+                _add(registry, added, serving)
+            for collector in found:  # the application's (or an older runtime's): it reads
+                _move_last(registry, collector)  # the files once written, not before
     except BaseException:
         with contextlib.suppress(KeyError):
-            registry.unregister(writer)
-        writer.finish()
+            registry.unregister(serving)
+        serving.close()
         raise
-    writer.start()
-    return writer
+    return serving
 
 
-def _add(registry: Any, collector: Any, writer: MultiprocessWriter) -> None:
-    """Register ``collector``, which ``writer`` is then in charge of."""
+def _add(registry: Any, collector: Any, serving: Serving) -> None:
+    """Register ``collector``, which ``serving`` is then in charge of."""
     try:
         registry.register(collector)
     except ValueError as error:  # DuplicateTimeseries: the registry has the files' metrics
@@ -105,18 +129,18 @@ def _add(registry: Any, collector: Any, writer: MultiprocessWriter) -> None:
             registry,
             f"a registry without this process's own metrics in multiprocess mode ({error})",
         ) from None
-    writer.added = collector
+    serving.added = collector
 
 
-def unregister(registry: Any, writer: MultiprocessWriter) -> None:
-    """Undo ``register``: the ``MultiProcessCollector`` it added passes to another writer
-    serving ``registry`` (the next runtime's), or is unregistered when none is left."""
+def unregister(registry: Any, serving: Serving) -> None:
+    """Undo ``register``: the ``MultiProcessCollector`` it added passes to another
+    registration in ``registry`` (the next runtime's), or is unregistered when none is left."""
     with _owners:
-        added, writer.added = writer.added, None
+        added, serving.added = serving.added, None
         if added is None:
             return
-        for heir in list(multiprocess._writers):
-            if heir is not writer and heir.registry is registry and not heir.retired:
+        for heir in list(_servings):
+            if heir is not serving and heir.registry is registry and not heir.writer.retired:
                 heir.added = added
                 _move_last(registry, added)
                 return

@@ -91,6 +91,9 @@ class Feeds:
         self.exporters: list[PeriodicExporter] = []
         self.prometheus: list[tuple[Any, Any]] = []
         """``(registry, collector)`` pairs."""
+        self.writer: multiprocess.MultiprocessWriter | None = None
+        """Multiprocess mode: the writer of this process's files, one for every registry
+        (made with the first, closed with the runtime)."""
 
     def sync(
         self, exporters: tuple[Any, ...], prometheus: Any, timeout: float | None = None
@@ -119,18 +122,41 @@ class Feeds:
                 unregister(*pair)
             for registry in registries:
                 if not any(p[0] is registry for p in self.prometheus):
-                    collector = register(self._reader(), registry, self._idle)
+                    if multiprocess.directory() is None:
+                        collector = register(self._reader(), registry)
+                    else:
+                        collector = self._serve_files(registry)
                     self.prometheus.append((registry, collector))
         self._stop([(p, True) for p in stopped], self._timeout if timeout is None else timeout)
+
+    def _serve_files(self, registry: Any) -> Any:
+        """Multiprocess mode: have ``registry`` serve every worker's files, this process's
+        written by the runtime's one writer (started with the first registry)."""
+        from syncperf._metrics import multiprocess_group
+
+        writer = self.writer or multiprocess.MultiprocessWriter(self._reader(), self._idle)
+        try:
+            serving = multiprocess_group.register(writer, registry)
+        except BaseException:
+            if writer is not self.writer:
+                writer.finish()
+            raise
+        if self.writer is None:
+            self.writer = writer
+            writer.start()
+        return serving
 
     def write_files(self) -> bool:
         """Write this process's multiprocess files now (``multiprocess``), replaced runtimes'
         open operations included; False when a write failed."""
-        ok = True
-        for _, collector in list(self.prometheus):
-            if isinstance(collector, multiprocess.MultiprocessWriter):
-                ok = collector.write() and ok
+        ok = self.writer is None or self.writer.write()
         return multiprocess.drain() and ok
+
+    def _close_writer(self) -> None:
+        """Retire the writer: it writes until the runtime's open operations have ended."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.close()
 
     def shutdown(self, keep: tuple[Any, ...] = (), timeout: float | None = None) -> None:
         """Unregister collectors and stop exporters (within ``timeout`` seconds, default
@@ -139,6 +165,7 @@ class Feeds:
         for registry, collector in self.prometheus:  # local and quick: first
             unregister(registry, collector)
         self.prometheus.clear()
+        self._close_writer()
         shared = tuple(OUTPUTS.exporters.values())  # closed only by the set-up that owns them
         closing = [(p, not _has((*keep, *shared), p.exporter)) for p in self.exporters]
         self._stop(closing, self._timeout if timeout is None else timeout)
@@ -153,6 +180,7 @@ class Feeds:
         for registry, collector in self.prometheus:
             unregister(registry, collector)
         self.prometheus.clear()
+        self._close_writer()
 
     def _stop(self, exporters: list[tuple[PeriodicExporter, bool]], timeout: float) -> None:
         """Shut ``(exporter, close)`` pairs down, holding the caller at most ``timeout``
@@ -186,27 +214,23 @@ def check(registry: Any, option: str = "prometheus") -> None:
         multiprocess_group.check(registry, option)
 
 
-def register(reader: Reader, registry: Any, idle: Callable[[], bool] = lambda: True) -> Any:
-    """Serve ``reader``'s metrics from ``registry``; return the collector.
-
-    With ``PROMETHEUS_MULTIPROC_DIR`` set (prometheus_client's multiprocess mode) the
-    collector is the writer of this process's files instead (``multiprocess``); ``idle``
-    tells it when the runtime has no open operation left.
-    """
-    if multiprocess.directory() is not None:
-        from syncperf._metrics import multiprocess_group
-
-        return multiprocess_group.register(reader, registry, idle)
+def register(reader: Reader, registry: Any) -> SyncPerfCollector:
+    """Serve ``reader``'s metrics from ``registry``; return the collector (multiprocess mode:
+    ``Feeds._serve_files`` instead)."""
     collector = SyncPerfCollector(reader)
-    collector.register(registry)
+    try:
+        collector.register(registry)
+    except BaseException:  # a clashing name: the reader is fed no more
+        collector.close()
+        raise
     return collector
 
 
 def unregister(registry: Any, collector: Any) -> None:
-    """Undo ``register``."""
+    """Undo ``register`` (or ``Feeds._serve_files``)."""
     with contextlib.suppress(KeyError):  # already gone (the application cleared it)
         registry.unregister(collector)
-    if isinstance(collector, multiprocess.MultiprocessWriter):
+    if not isinstance(collector, SyncPerfCollector):
         from syncperf._metrics import multiprocess_group
 
         multiprocess_group.unregister(registry, collector)

@@ -10,6 +10,7 @@ attribute keys become label names with underscores.
 from __future__ import annotations
 
 import math
+import os
 import re
 import threading
 import weakref
@@ -20,6 +21,7 @@ from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 
 from syncperf._metrics.exposition import Exposition, label_value, le_value
 from syncperf._metrics.reader import Reader
+from syncperf.exceptions import ConfigError
 
 _UNITS = {"s": "seconds", "ms": "milliseconds", "By": "bytes", "1": "ratio"}
 _INVALID = re.compile(r"[^a-zA-Z0-9_:]")
@@ -55,9 +57,22 @@ class SyncPerfCollector:
         self.exposition = Exposition(reader, lambda i: prometheus_name(i.name, i.unit), label_name)
 
     def register(self, registry: Any) -> None:
-        """Register in ``registry``; its scrapes by ``scrape`` take the direct path."""
-        registry.register(self)
-        self.registry = registry
+        """Register in ``registry``; its scrapes by ``scrape`` take the direct path.
+
+        Raises:
+            ConfigError: the registry has a metric of one of syncperf's names (``describe``).
+        """
+        self.registry = registry  # for ``describe``
+        try:
+            registry.register(self)
+        except ValueError as error:  # prometheus_client's DuplicateTimeseries
+            self.registry = None
+            raise ConfigError(
+                "prometheus",
+                registry,
+                f"a registry without metrics of syncperf's names ({error}): both would be "
+                "exposed under one name and Prometheus would drop one; rename your metric",
+            ) from None
         _collectors.add(self)
 
     def close(self) -> None:
@@ -67,13 +82,29 @@ class SyncPerfCollector:
         self.reader.close()
 
     def describe(self) -> list[Any]:
-        """No up-front description: metric families appear as they get data."""
-        return []
+        """The families of the instruments there are (at registration: the core ones), with
+        no samples: prometheus_client then refuses a metric of the same name in the registry,
+        registered before or after. Names another of syncperf's collectors holds in it (the
+        replaced runtime's, while a configuration changes) are left out."""
+        from prometheus_client import Metric as Family
+
+        held = getattr(self.registry, "_names_to_collectors", None) or {}
+        found = []
+        for instrument in list(self.reader._registry.instruments.values()):
+            name = prometheus_name(instrument.name, instrument.unit)
+            if not isinstance(held.get(name), SyncPerfCollector):
+                kind = instrument.kind if instrument.kind in ("counter", "histogram") else "gauge"
+                found.append(Family(name, instrument.description or name, kind))
+        return found
 
     def collect(self) -> Iterator[Any]:
         """Translate one cumulative collection into Prometheus metric families."""
         if getattr(_muted, "on", False):  # ``scrape`` renders this collector itself
             return
+        yield from self.families()
+
+    def families(self) -> Iterator[Any]:
+        """One cumulative collection as Prometheus metric families."""
         data = self.reader.collect()
         for resource_metrics in data.resource_metrics:
             for scope_metrics in resource_metrics.scope_metrics:
@@ -95,14 +126,21 @@ def scrape(
 
     from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-    encoder, content_type = choose_encoder(accept or "")
+    try:
+        encoder, content_type = choose_encoder(accept or "")
+    except TypeError:  # a version that is no number ("version=x"): the default format
+        encoder, content_type = choose_encoder("")
     ours = [c for c in list(_collectors) if c.registry is registry]
+    if content_type.partition("escaping=")[2] not in ("", "underscores", "allow-utf-8"):
+        ours = []  # names to escape (Prometheus 3's "dots", "values"): prometheus_client does
+    muted = bool(ours)  # the registry's encoding leaves syncperf's collectors out
     if "name[]" in params:  # rare: through metric families, filtered as prometheus_client does
         names = set(params["name[]"])
-        registry = _Joined(registry.restricted_registry(names), _Restricted(ours, names))
+        parts = [registry.restricted_registry(names), _Restricted(ours, names)]
+        registry = _Joined(*parts, *_unnamed(registry, names))
         ours = []
     openmetrics = content_type.startswith("application/openmetrics-text")
-    _muted.on = bool(ours)
+    _muted.on = muted
     try:
         output = encoder(registry)
     finally:
@@ -123,7 +161,8 @@ def scrape(
 class _Restricted:
     """syncperf's collectors as metric families, keeping the samples named in ``names`` (what
     prometheus_client's ``restricted_registry`` does for collectors it knows the names of;
-    syncperf's describe none up front, so their names never clash with the application's)."""
+    syncperf's describe only the instruments there were at registration, and the restricted
+    registry's encoding leaves them out, muted)."""
 
     def __init__(self, collectors: list[SyncPerfCollector], names: set[str]) -> None:
         self._collectors = collectors
@@ -133,12 +172,40 @@ class _Restricted:
         from prometheus_client import Metric as Family
 
         for collector in self._collectors:
-            for family in collector.collect():
+            for family in collector.families():
                 samples = [sample for sample in family.samples if sample.name in self._names]
                 if samples:
                     kept = Family(family.name, family.documentation, family.type, family.unit)
                     kept.samples = samples
                     yield kept
+
+
+def _unnamed(registry: Any, names: set[str]) -> list[Any]:
+    """Multiprocess mode: the registry's collectors that describe no names, restricted to
+    ``names`` (the restricted registry never reads them): the collector reading every
+    worker's files, after syncperf's writer of this worker's (in the registry's order)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # ``multiprocess.directory()``
+        return []
+    found = getattr(registry, "_collector_to_names", None)
+    read = set(getattr(registry, "_collectors_without_names", ()))  # the restricted one reads them
+    if not isinstance(found, dict):
+        return []
+    unnamed = [c for c, n in list(found.items()) if not n and c not in read]
+    return [_Filtered(c, names) for c in unnamed if not isinstance(c, SyncPerfCollector)]
+
+
+class _Filtered:
+    """A collector's families, keeping the samples named in ``names``."""
+
+    def __init__(self, collector: Any, names: set[str]) -> None:
+        self._collector = collector
+        self._names = names
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._collector.collect():
+            kept = family._restricted_metric(self._names)
+            if kept:
+                yield kept
 
 
 class _Joined:

@@ -78,8 +78,8 @@ def asgi_app(registry: Any) -> Callable[..., Any]:
         assert scope.get("type") == "http"
         headers = scope.get("headers") or []
 
-        def header(name: bytes) -> str:
-            return ",".join(v.decode() for k, v in headers if k.lower() == name)
+        def header(name: bytes) -> str:  # latin-1, as WSGI does: any byte, never an error
+            return ",".join(v.decode("latin-1") for k, v in headers if k.lower() == name)
 
         status, response, output = await asyncio.get_running_loop().run_in_executor(
             threads,
@@ -87,7 +87,7 @@ def asgi_app(registry: Any) -> Callable[..., Any]:
             registry,
             header(b"accept"),
             header(b"accept-encoding"),
-            parse_qs(scope.get("query_string", b"").decode()),
+            parse_qs(scope.get("query_string", b"").decode("latin-1")),
         )
         payload = await receive()
         if payload.get("type") == "http.request":
