@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
 import threading
 import time
@@ -534,6 +535,33 @@ def test_prometheus_asgi_app_answers_any_header_bytes_with_a_valid_exposition() 
             assert {"app_logins", "sync_operation_duration_seconds"} <= names
 
     check()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+def test_prometheus_asgi_app_answers_in_a_worker_forked_after_it_served_a_scrape() -> None:
+    # the scrape threads were built once: a worker forked (gunicorn --preload) after the
+    # parent had served a scrape inherited the pool's "an idle thread exists", a thread it
+    # does not have, and its first scrape never answered
+    registry = CollectorRegistry()
+    Counter_("scrapes_total", "Scrapes.", registry=registry).inc()
+    app = prometheus_asgi_app(registry)
+
+    def status() -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        asyncio.run(app({"type": "http", "headers": [], "query_string": b""}, receive, send))
+        return int(sent[0]["status"])
+
+    assert status() == 200
+    assert in_a_worker(lambda: [status(), status()], timeout=5) == [200, 200]
+    assert status() == 200  # the parent's threads still serve it
 
 
 # --- composition: any order, any repeat ------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -36,6 +37,7 @@ from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
 from syncperf.outbox._gauges import MAX_STATUSES, _validate
 from syncperf.testing import Capture, capture
+from tests._forked import in_a_worker
 
 SECRET = "sk_live_51OutboxStatsSecret"
 
@@ -313,6 +315,46 @@ def test_a_slow_callback_times_out_and_the_next_collection_fails_fast(
         time.sleep(0.01)
     assert gauge(syncperf_capture, "outbox.depth") == 1
     outbox.close()
+
+
+def _depth_lines(registry: CollectorRegistry) -> list[str]:
+    body = generate_latest(registry).decode()
+    return [line for line in body.splitlines() if line.startswith("outbox_depth")]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+@pytest.mark.parametrize("stats_timeout", [10.0, 0.05], ids=["inside", "timed_out"])
+def test_a_worker_forked_while_the_parent_probes_runs_its_own_probe(
+    stats_timeout: float,
+) -> None:
+    # gunicorn --preload forks a worker while the master's export is inside a probe: the
+    # worker inherited the runner's lock held ("inside": its collections hung for ever,
+    # holding the registry's) or the parent's call still running ("timed_out": busy for ever).
+    parent = os.getpid()
+    entered, release = threading.Event(), threading.Event()
+
+    def stats() -> OutboxStats:
+        if os.getpid() == parent:
+            entered.set()
+            release.wait(10)
+        return OutboxStats(3, 1.5)
+
+    registry = CollectorRegistry()
+    with capture(strict=False, prometheus=registry):
+        outbox = Outbox("orders", stats=stats, stats_timeout=stats_timeout)
+        collecting = threading.Thread(target=generate_latest, args=(registry,))
+        collecting.start()
+        assert entered.wait(5)
+        if stats_timeout < 1:
+            collecting.join(5)  # the parent's collection gave up; its call still runs
+        try:
+            child = in_a_worker(lambda: [_depth_lines(registry) for _ in range(2)], timeout=5)
+        finally:
+            release.set()
+            collecting.join(10)
+            outbox.close()
+    assert child == [['outbox_depth{outbox_name="orders"} 3.0']] * 2
 
 
 def test_gauges_follow_configure_and_capture() -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -1053,6 +1059,60 @@ def test_queue_pool_counts_idle_and_used_connections(
     assert _pool_value(syncperf_capture, "db.client.connection.max") == 0
     instrument = syncperf_capture.runtime.registry.instruments["db.client.connection.count"]
     assert instrument.callbacks == []  # then the observer is gone
+
+
+_EXIT_EXPORT = textwrap.dedent("""
+    import json, sys
+    import syncperf  # first: its exit hook is registered before weakref.finalize's
+    import sqlalchemy as sa
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+    from syncperf.sqlalchemy import instrument_engine
+
+    class Printing(MetricExporter):
+        def export(self, metrics_data, timeout_millis=10_000, **kwargs):
+            counts = {
+                point.attributes["db.client.connection.state"]: point.value
+                for resource in metrics_data.resource_metrics
+                for scope in resource.scope_metrics
+                for metric in scope.metrics
+                if metric.name == "db.client.connection.count"
+                for point in metric.data.data_points
+            }
+            print(json.dumps(counts), flush=True)
+            return MetricExportResult.SUCCESS
+
+        def force_flush(self, timeout_millis=10_000):
+            return True
+
+        def shutdown(self, timeout_millis=30_000, **kwargs):
+            pass
+
+    syncperf.configure(metric_exporters=[Printing()])
+    engine = sa.create_engine("sqlite:///" + sys.argv[1])
+    instrument_engine(engine)
+    held = engine.connect()  # still in use when the process exits
+    held.execute(sa.text("SELECT 1"))
+""")
+
+
+def test_the_exit_export_reports_the_pool_of_an_engine_alive_at_exit(tmp_path: Path) -> None:
+    # The engine's finalizer ran at exit before syncperf's exit flush (atexit runs the last
+    # registered first: weakref.finalize registers its hook with the first finalizer, which
+    # importing sqlalchemy after syncperf makes) and released the pool's gauges: the exit
+    # export reported 0 or none.
+    src = str(Path(syncperf.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_EXPORT, str(tmp_path / "db.sqlite")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = done.stdout.splitlines()
+    assert exported  # the exit flush exported
+    assert json.loads(exported[-1]) == {"used": 1, "idle": 0}
 
 
 @pytest.mark.parametrize("at_return", [True, False])

@@ -5,6 +5,7 @@ objects; every other collector of the registry as prometheus_client encodes it).
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -70,9 +71,21 @@ def asgi_app(registry: Any) -> Callable[..., Any]:
     loop: collecting may wait (an outbox probe on a locked table waits up to its
     ``stats_timeout``), and every request of the worker would wait with it. A thread pool of
     its own, so that scrapes waiting never take the loop's default executor from the
-    application's ``asyncio.to_thread`` calls.
+    application's ``asyncio.to_thread`` calls. The pool is built by the first scrape of each
+    process: a worker forked (gunicorn ``--preload``) after the parent served a scrape inherits
+    a pool that counts the parent's idle thread as its own, and its scrapes were never run.
     """
-    threads = ThreadPoolExecutor(SCRAPE_THREADS, thread_name_prefix="syncperf-scrape")
+    pool: dict[int, ThreadPoolExecutor] = {}  # by pid: the current process's only
+
+    def threads() -> ThreadPoolExecutor:
+        pid = os.getpid()
+        found = pool.get(pid)
+        if found is None:  # two loops' threads racing here build a spare pool: harmless
+            pool.clear()  # a parent's pool: its threads are not this process's
+            found = pool[pid] = ThreadPoolExecutor(
+                SCRAPE_THREADS, thread_name_prefix="syncperf-scrape"
+            )
+        return found
 
     async def app(scope: dict[str, Any], receive: Callable[..., Any], send: Any) -> None:
         assert scope.get("type") == "http"
@@ -82,7 +95,7 @@ def asgi_app(registry: Any) -> Callable[..., Any]:
             return ",".join(v.decode("latin-1") for k, v in headers if k.lower() == name)
 
         status, response, output = await asyncio.get_running_loop().run_in_executor(
-            threads,
+            threads(),
             scrape,
             registry,
             header(b"accept"),

@@ -7,11 +7,13 @@ The call runs on a helper thread; the collecting thread waits at most ``timeout`
 call that raises, returns nonsense or times out drops both gauges for that collection, is
 counted on ``outbox.probe.failures`` and logged once; it never raises into the collector. While
 a timed-out call is still running no second one is started (the next collection fails fast).
+A forked child starts afresh: the parent's call, and the lock its collection held, are not its.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 import weakref
@@ -98,6 +100,15 @@ class StatsRunner:
         self._lock = threading.Lock()
         self._running: threading.Event | None = None
         self._last: tuple[float, OutboxStats | BaseException, set[str]] | None = None
+        _live.add(self)
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's call: a worker forked while it ran (gunicorn --preload, the
+        master exporting) inherited the lock held by a thread it does not have (its every
+        collection hung) or the call "still running" (busy for ever)."""
+        self._lock = threading.Lock()
+        self._running = None
+        self._last = None
 
     def observe(self, gauge: str) -> tuple[OutboxStats | BaseException, BaseException | None]:
         """The current stats (or the failure), and what to report as a probe failure: None
@@ -134,6 +145,18 @@ class StatsRunner:
             timeout = ProbeTimeout(f"no answer within {self._timeout:g} s")
             return timeout, timeout
         return box[0]
+
+
+_live: weakref.WeakSet[StatsRunner] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for runner in list(_live):
+        runner.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _validate(value: Any) -> OutboxStats:

@@ -163,6 +163,9 @@ class EngineInstrumentation:
         self._active = True
         _runtime.note_database_instrumented(1)
         self._finalizer = weakref.finalize(engine, _release, self._recorder, self._pool)
+        # Not at exit: it would run before syncperf's exit flush (atexit runs the last hook
+        # registered first) and take a live engine's pool gauges out of the last export.
+        self._finalizer.atexit = False
 
     def uninstrument(self) -> None:
         """Remove every wrapper and listener this instrumentation added (idempotent)."""
@@ -272,7 +275,8 @@ def _release(recorder: QueryRecorder, pool: PoolMetrics | None) -> None:
     an async engine's connection of its own, would wait for statements forever); the
     engine's query and pool series leave the runtimes that recorded them (what they queued
     is in the runtime's batches, recorded all the same). The pool's observers report 0 at
-    the next collection, then remove their callbacks (``PoolMetrics.observe``)."""
+    the next collection, then remove their callbacks (``PoolMetrics.observe``). Never at
+    exit: the engine is alive there, and the plan worker is a daemon thread."""
     _runtime.note_database_instrumented(-1)
     if recorder.plans is not None:
         recorder.plans.close()
