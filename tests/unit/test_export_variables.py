@@ -122,3 +122,20 @@ def test_a_bad_process_timeout_in_use_is_a_config_error_naming_it(
     # Given a timeout, the variable is not in use: it breaks nothing.
     handle = setup_otlp(protocol=protocol, timeout=2, shutdown_timeout=0.5)
     assert handle.metrics_protocol == protocol
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("value", [f"Bearer {SECRET}", f"Bearer%20{SECRET}", SECRET])
+def test_an_environ_given_never_sends_the_process_header_variables(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, value: str
+) -> None:
+    # "Bearer <token>" unencoded: the SDK takes it (liberally), and a strict parse of the
+    # process's variable missed it, so it went to the other environment's endpoint
+    for name in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_METRICS_HEADERS"):
+        monkeypatch.setenv(name, f"authorization={value},x-tenant=process")
+    environ = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    setup_otlp(protocol=protocol, environ=environ, traces=False, shutdown_timeout=0.5)
+    sent = _sent_headers(protocol)
+    assert "authorization" not in sent and "x-tenant" not in sent
+    assert SECRET not in repr(sent)

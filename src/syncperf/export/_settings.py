@@ -278,7 +278,8 @@ def build(cls: Any, kwargs: Mapping[str, Any], env: Mapping[str, str], signal: s
             exporter._headers = tuple(headers.items())
         else:  # what the exporter added of the process's variable (its own parse)
             own = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_HEADERS")
-            process = parse_env_headers(own or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", ""))
+            raw = own or os.environ.get("OTEL_EXPORTER_OTLP_HEADERS", "")
+            process = parse_env_headers(raw, liberal=True)  # as the exporter parsed it
             sent = exporter._client._headers
             for name in set(process) - set(headers):
                 sent.pop(name, None)
