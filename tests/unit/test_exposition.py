@@ -197,3 +197,24 @@ def test_a_negotiated_name_escaping_applies_to_syncperfs_names_too(accept: str) 
     assert body == encoder(served)
     if "dots" in accept:
         assert b"sync__m0__counter" in body and b"sync_m0_counter" not in body
+
+
+@pytest.mark.parametrize("escaping", ["underscores", "dots"])
+def test_name_filters_find_instruments_created_after_registration_whatever_the_escaping(
+    escaping: str,
+) -> None:
+    # with escaping=dots, syncperf's samples came only through the names its collector
+    # described at registration: an instrument created later (http.server.*, the outbox's,
+    # the pool's) was never returned
+    registry = Registry()
+    reader = Reader(registry, Resource({}), InstrumentationScope("t"))
+    served = CollectorRegistry()
+    SyncPerfCollector(reader).register(served)
+    late = registry.instrument("sync.late", "histogram", "s", "Late.", bounds=(0, 0.5, 1))
+    late.histogram(freeze({"entity": "a"})).record(0.2)  # type: ignore[union-attr]
+    accept = f"text/plain;version=1.0.0;escaping={escaping}"
+    full = scrape(served, accept, None, {})[2].decode()
+    wanted = [line for line in full.splitlines() if "late" in line and "_count" in line]
+    assert len(wanted) == 1  # the series, named as this escaping names it
+    body = scrape(served, accept, None, {"name[]": ["sync_late_seconds_count"]})[2].decode()
+    assert wanted[0] in body.splitlines()

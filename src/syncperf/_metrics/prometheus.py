@@ -131,14 +131,15 @@ def scrape(
     except TypeError:  # a version that is no number ("version=x"): the default format
         encoder, content_type = choose_encoder("")
     ours = [c for c in list(_collectors) if c.registry is registry]
-    if content_type.partition("escaping=")[2] not in ("", "underscores", "allow-utf-8"):
-        ours = []  # names to escape (Prometheus 3's "dots", "values"): prometheus_client does
     muted = bool(ours)  # the registry's encoding leaves syncperf's collectors out
     if "name[]" in params:  # rare: through metric families, filtered as prometheus_client does
         names = set(params["name[]"])
         parts = [registry.restricted_registry(names), _Restricted(ours, names)]
         registry = _Joined(*parts, *_unnamed(registry, names))
         ours = []
+    elif content_type.partition("escaping=")[2] not in ("", "underscores", "allow-utf-8"):
+        ours, muted = [], False  # names to escape (Prometheus 3's "dots", "values"): the
+        # registry's encoding renders syncperf's collectors too, and escapes them
     openmetrics = content_type.startswith("application/openmetrics-text")
     _muted.on = muted
     try:
