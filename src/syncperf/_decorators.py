@@ -79,10 +79,10 @@ def instrument_sync(
     Raises:
         ConfigError: a name or extractor is not accepted (at decoration time).
     """
-    check_operation(operation)
+    operation = check_operation(operation)  # a ``str`` subclass counts as its plain value
     static_entity = entity if isinstance(entity, str) or entity is None else None
     if static_entity is not None:
-        check_entity(static_entity)
+        static_entity = check_entity(static_entity)
     options = specs(entity, batch_size, items, conflicts, idempotency_hit)
     if adapter is not None:
         check_adapter("adapter", adapter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 import traceback
 from typing import Any
@@ -215,3 +216,28 @@ async def test_a_handler_returning_an_awaitable_is_measured_until_it_completes(
     assert point.sum >= 0.05
     assert cap.total("sync.items") == 3
     assert cap.total("sync.operations.active") == 0
+
+
+class _Entity(str, enum.Enum):
+    TODO = "todo"
+
+
+class _Operation(str, enum.Enum):
+    PUSH = "push"
+
+
+def test_str_subclass_operation_and_entity_count_as_their_plain_values(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync(_Operation.PUSH, entity=_Entity.TODO)
+    def push() -> dict[str, int]:
+        return {}
+
+    push()
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes == {
+        "sync.operation": "push",
+        "sync.entity": "todo",
+        "sync.outcome": "success",
+    }
+    assert all(type(value) is str for value in point.attributes.values())
