@@ -24,8 +24,10 @@ from typing import Any, TypeVar, cast
 from syncperf import _runtime
 from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
 from syncperf._gate import check_entity, check_operation
+from syncperf._http_status import PLAIN, apply_http_status, awaitable, http_status
 from syncperf._lifecycle import end, series, start
-from syncperf._operation import SyncOperation, active_operation
+from syncperf._operation import CURRENT, SyncOperation, active_operation
+from syncperf._tracing.span import attach, detach
 from syncperf.exceptions import ConfigError
 
 __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
@@ -109,51 +111,6 @@ def instrument_sync(
     return decorate
 
 
-_PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
-"""Return types that are never a framework response object (checked before ``getattr``).
-Looking a class up hashes it, which its metaclass may make raise: callers catch that."""
-
-
-def http_status(value: Any) -> int | None:
-    """The HTTP status a handler's return value or exception carries (a Starlette or FastAPI
-    ``Response`` or ``HTTPException``: an int ``status_code`` beside ``headers``), or None."""
-    try:
-        if type(value) in _PLAIN:  # hashing the class may raise (its metaclass's ``__hash__``)
-            return None
-        status = getattr(value, "status_code", None)
-        if type(status) is not int or not 100 <= status <= 599 or not hasattr(value, "headers"):
-            return None
-    except Exception:  # an attribute that raises (a lazy load): not a response to read
-        return None
-    return status
-
-
-def _awaitable(value: Any) -> bool:
-    """``inspect.isawaitable``, never raising: its ABC check hashes the value's class, which
-    may be unhashable (its metaclass defines ``__eq__``) or raise."""
-    try:
-        return inspect.isawaitable(value)
-    except Exception:
-        return False
-
-
-def apply_http_status(op: SyncOperation, status: int) -> None:
-    """The outcome an HTTP status gives an operation (one rule for decorator and middleware).
-
-    5xx: ``error`` (``error.type`` the status code). 4xx: ``conflict`` when the handler
-    recorded conflicts, or for a 409 (which counts one conflict if none was recorded);
-    any other 4xx is ``error`` with the status code as ``error.type`` (the request was
-    refused: nothing synced, e.g. a 422 from validation before the handler ran).
-    """
-    if status >= 500:
-        op.set_error(str(status))
-    elif status >= 400 and not op.conflicts:
-        if status == 409:
-            op.record_conflict()
-        else:
-            op.set_error(str(status))
-
-
 def _responder(on_response: Apply) -> Apply:
     """``on_response`` fed a returned ``Response`` object's JSON body instead of the object,
     or None when it has none to read (a 204, text): a push adapter that counts its rows when
@@ -197,8 +154,17 @@ def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     syncperf's behalf: their time is overhead, measured with one clock read per phase when
     the wrapper owns the operation (``start`` and ``end`` read the clock on either side).
     """
-    wrap = _async_wrapper if inspect.iscoroutinefunction(fn) else _sync_wrapper
+    wrap = _async_wrapper if _coroutine_function(fn) else _sync_wrapper
     return wrap(fn, operation, entity, phases)
+
+
+def _coroutine_function(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a coroutine: an ``async def`` function (or a partial or
+    method of one), or an object whose class has an ``async def __call__``. Its operation
+    then starts where the coroutine runs (the task awaiting it), not in the caller."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _joins(
@@ -246,11 +212,11 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
                 op._own_ns += _perf() - t
             result = fn(*args, **kwargs)
             try:
-                plain = type(result) in _PLAIN
+                plain = type(result) in PLAIN
             except Exception:  # a class its metaclass makes unhashable
                 plain = False
-            if not plain and _awaitable(result):  # async after all
-                return _completed(result, op, owner, after, args, kwargs)
+            if not plain and awaitable(result):  # async after all
+                return _completed(result, op, _leave(owner), after, args, kwargs, marked)
             if after is not None:
                 _after(after, op, owner, args, kwargs, result)
         except BaseException as exc:
@@ -274,6 +240,19 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
     return cast(F, wrapper)
 
 
+def _leave(owner: SyncOperation | None) -> SyncOperation | None:
+    """Undo in the caller's context what ``start`` made current there: the call returned an
+    awaitable, which may be awaited elsewhere (a task of ``gather``, ``wait_for``) or later,
+    and the caller's later calls must neither join the operation nor parent under its
+    span. ``_completed`` makes them current again where it runs."""
+    if owner is not None:
+        CURRENT.reset(owner._ctx_token)  # type: ignore[arg-type]
+        if owner._token is not None:
+            detach(owner._token)
+            owner._token = None
+    return owner
+
+
 async def _completed(
     awaitable: Any,
     op: SyncOperation,
@@ -281,10 +260,17 @@ async def _completed(
     after: Run | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    marked: Token[SyncOperation | None] | None,
 ) -> Any:
     """What a ``def`` handler returned that is awaitable (a coroutine function behind a
-    wrapper that does not say so, an object with an ``async __call__``): the operation lasts
-    until it completes, as for an ``async def`` handler."""
+    wrapper that does not say so): the operation lasts until it completes, as for an
+    ``async def`` handler, and is current (with its span, and ``_FEEDING`` when this call
+    feeds a joined operation's counts) in the context that awaits it."""
+    if owner is not None:
+        owner._ctx_token = CURRENT.set(owner)
+        if owner._span is not None:
+            owner._token = attach(owner._span)
+    feeding = None if marked is None else _FEEDING.set(op)
     try:
         result = await awaitable
         if after is not None:
@@ -293,6 +279,9 @@ async def _completed(
         if owner is not None:
             _end(owner, exc)
         raise
+    finally:
+        if feeding is not None:
+            _FEEDING.reset(feeding)
     if owner is not None:
         _end(owner, None, result)
     return result
@@ -337,7 +326,7 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
         if owner is None:
             return result
         try:
-            plain = type(result) in _PLAIN
+            plain = type(result) in PLAIN
         except Exception:  # a class its metaclass makes unhashable
             plain = False
         if not plain:  # maybe a response whose status decides the outcome
