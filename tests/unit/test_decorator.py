@@ -91,6 +91,26 @@ def test_extractor_naming_an_unknown_parameter_is_a_config_error() -> None:
     assert "'payload' is neither" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    "extractor",
+    [
+        lambda *, body: len(body),
+        lambda *body: len(body),
+        lambda **body: len(body),
+        lambda body, *, result: len(body),
+        lambda body, **result: len(body),
+    ],
+    ids=["keyword-only", "*args", "**kwargs", "keyword-only result", "**result"],
+)
+def test_an_extractor_with_other_than_positional_parameters_is_a_config_error(
+    extractor: Any,
+) -> None:
+    # it would be called positionally, and fail on every call
+    with pytest.raises(syncperf.ConfigError, match="batch_size") as info:
+        syncperf.instrument_sync("push", batch_size=extractor)(lambda body, result: None)
+    assert "positional parameters" in str(info.value)
+
+
 @pytest.mark.parametrize("operation", ["", "Push", "push now", "x" * 40, 3, None])
 def test_invalid_operation_names_are_rejected_at_decoration(operation: object) -> None:
     with pytest.raises(syncperf.ConfigError, match="operation="):
