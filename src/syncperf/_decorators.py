@@ -24,7 +24,7 @@ from typing import Any, TypeVar, cast
 from syncperf import _runtime
 from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
 from syncperf._gate import check_entity, check_operation
-from syncperf._http_status import PLAIN, apply_http_status, awaitable, http_status
+from syncperf._http_status import PLAIN, answered, apply_http_status, awaitable, http_status, raised
 from syncperf._lifecycle import end, series, start
 from syncperf._operation import CURRENT, SyncOperation, active_operation
 from syncperf._tracing.span import attach, detach
@@ -67,7 +67,8 @@ def instrument_sync(
 
     A returned ``Response`` or a raised ``HTTPException`` (anything with an int
     ``status_code``) decides the outcome as behind the ASGI middleware: 5xx and unconflicted
-    4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict.
+    4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict (also when
+    the handler joins another operation).
 
     Inside another sync operation (the middleware's, an outer decorated function's) the
     handler joins it; when an adapter or count extractors already feed that operation, this
@@ -227,6 +228,8 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             if marked is not None:
                 _FEEDING.reset(marked)
         if owner is None:
+            if not plain:  # joined: a response's status decides the outcome all the same
+                _answered(op, result)
             return result
         if not plain:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
@@ -284,6 +287,8 @@ async def _completed(
             _FEEDING.reset(feeding)
     if owner is not None:
         _end(owner, None, result)
+    else:
+        _answered(op, result)
     return result
 
 
@@ -324,6 +329,7 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
             if marked is not None:
                 _FEEDING.reset(marked)
         if owner is None:
+            _answered(op, result)  # joined: a response's status decides the outcome all the same
             return result
         try:
             plain = type(result) in PLAIN
@@ -357,18 +363,24 @@ def _after(
         op._resumed_ns = t
 
 
+def _answered(op: SyncOperation, result: Any) -> None:
+    """In a joined operation, the status of a returned ``Response`` decides its outcome as
+    when this wrapper owns it (a raised ``HTTPException`` reaches the owner, which reads it)."""
+    try:
+        answered(op, result)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+
+
 def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
     """End an operation this wrapper owns; an HTTP status the handler answered with (a
     returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
     behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
     try:
-        status = http_status(result if exc is None else exc)
-        if status is not None:
-            if exc is None:
-                apply_http_status(op, status)
-            elif status < 500 and (op.conflicts or status == 409):
-                apply_http_status(op, status)
-                exc = None  # the exception is the conflict's answer, not a failure
+        if exc is None:
+            answered(op, result)
+        else:
+            exc = raised(op, exc)
     except Exception as error:
         guard(op).internal_error("operation_end_failed", error)
     try:  # whatever happened above: an operation left open would swallow every later one

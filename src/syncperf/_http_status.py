@@ -9,7 +9,7 @@ from typing import Any
 
 from syncperf._operation import SyncOperation
 
-__all__ = ["PLAIN", "apply_http_status", "awaitable", "http_status"]
+__all__ = ["PLAIN", "answered", "apply_http_status", "awaitable", "http_status", "raised"]
 
 PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
 """Return types that are never a framework response object (checked before ``getattr``).
@@ -54,3 +54,21 @@ def apply_http_status(op: SyncOperation, status: int) -> None:
             op.record_conflict()
         else:
             op.set_error(str(status))
+
+
+def answered(op: SyncOperation, result: Any) -> None:
+    """Apply the status a returned ``Response`` carries (if any) to ``op``."""
+    status = http_status(result)
+    if status is not None:
+        apply_http_status(op, status)
+
+
+def raised(op: SyncOperation, exc: BaseException) -> BaseException | None:
+    """What is left of a raised exception as ``op``'s failure: None when it is an
+    ``HTTPException`` answering a conflict (a 4xx after ``record_conflict()``, or a 409),
+    which it then records; else ``exc`` (a 5xx or another 4xx fails with its type)."""
+    status = http_status(exc)
+    if status is not None and status < 500 and (op.conflicts or status == 409):
+        apply_http_status(op, status)
+        return None  # the exception is the conflict's answer, not a failure
+    return exc

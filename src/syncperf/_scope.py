@@ -15,6 +15,7 @@ from types import TracebackType
 from syncperf import _gate as gate
 from syncperf import _runtime
 from syncperf._gate import MAX_NAME, check_operation
+from syncperf._http_status import raised
 from syncperf._lifecycle import begin, end
 from syncperf._operation import NOOP, SyncOperation, active_operation
 
@@ -84,7 +85,12 @@ class OperationScope:
             self._started.remove(op)
         except ValueError:  # already ended, by an exit in another context
             return
-        try:
+        if exc is not None:  # a raised HTTPException answering a conflict is no failure
+            try:
+                exc = raised(op, exc)
+            except Exception as error:
+                op._rt.internal_error("operation_end_failed", error)
+        try:  # whatever happened above: an operation left open would swallow every later one
             end(op, exc)
         except Exception as error:
             op._rt.internal_error("operation_end_failed", error)
