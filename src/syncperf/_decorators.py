@@ -58,7 +58,8 @@ def instrument_sync(
         batch_size: Extractor returning the number of items in the request or response.
         items: Extractor returning an item count, or a mapping entity -> count.
         conflicts: Extractor returning a conflict count, or a mapping entity -> count.
-        idempotency_hit: Extractor returning True when the call was a duplicate.
+        idempotency_hit: Extractor returning True when the call was a duplicate (False or
+            None otherwise).
         adapter: A protocol adapter (see ``syncperf.adapters``) fed the parsed request and
             the return value.
         request: The handler parameter holding the parsed request for ``adapter``

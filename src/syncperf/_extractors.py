@@ -197,8 +197,12 @@ def _add_conflicts(op: SyncOperation, value: Any) -> None:
 
 
 def _set_idempotent(op: SyncOperation, value: Any) -> None:
-    if value:
+    if value is True:
         op.record_idempotency_hit()
+    elif value is not False and value is not None:  # never truth-tested: "false", NaN, len()
+        guard(op).reject(
+            "invalid_idempotency_hit", "an idempotency hit: True, False or None", value
+        )
 
 
 def specs(

@@ -261,3 +261,33 @@ def test_str_subclass_operation_and_entity_count_as_their_plain_values(
         "sync.outcome": "success",
     }
     assert all(type(value) is str for value in point.attributes.values())
+
+
+class _Rows:
+    """A lazy result set whose ``len()`` hits a closed connection."""
+
+    def __len__(self) -> int:
+        raise RuntimeError("connection closed")
+
+
+@pytest.mark.parametrize("value", [True, False, None], ids=repr)
+def test_idempotency_hit_counts_true_only(syncperf_capture: Capture, value: Any) -> None:
+    push = syncperf.instrument_sync("push", idempotency_hit=lambda result: result)(lambda v: v)
+    push(value)
+    assert syncperf_capture.total("sync.idempotency.hits") == (value is True)
+    assert syncperf_capture.total("syncperf.dropped") == 0
+
+
+@pytest.mark.parametrize("value", ["false", "", -1, 1, 0, float("nan"), _Rows()], ids=repr)
+def test_an_idempotency_hit_that_is_not_a_bool_is_rejected(value: Any) -> None:
+    from syncperf.testing import capture
+
+    push = syncperf.instrument_sync("push", idempotency_hit=lambda result: result)(lambda v: v)
+    with capture(strict=False) as cap:
+        assert push(value) is value
+        assert cap.total("sync.idempotency.hits") == 0
+        assert cap.points("syncperf.dropped")[0].attributes == {
+            "syncperf.reason": "invalid_idempotency_hit"
+        }
+    with capture(strict=True), pytest.raises(syncperf.MeasurementError):
+        push(value)
