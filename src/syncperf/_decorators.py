@@ -92,6 +92,15 @@ def instrument_sync(
         check_adapter("adapter", adapter)
 
     def decorate(fn: F) -> F:
+        if isinstance(fn, (staticmethod, classmethod)) or inspect.isclass(fn):
+            # wrapped, a staticmethod would become an instance method and an endpoint class
+            # would stop being one: refused, not silently broken
+            raise ConfigError(
+                "instrument_sync target",
+                fn,
+                "a function, not a class, staticmethod or classmethod: decorate the function "
+                "(below @staticmethod or @classmethod), or the endpoint's methods",
+            )
         if not callable(fn):
             raise ConfigError("instrument_sync target", fn, "a function")
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):

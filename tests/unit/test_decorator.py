@@ -111,6 +111,24 @@ def test_an_extractor_with_other_than_positional_parameters_is_a_config_error(
     assert "positional parameters" in str(info.value)
 
 
+class _Endpoint:
+    async def get(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "target",
+    [staticmethod(lambda body: None), classmethod(lambda cls, body: None), _Endpoint],
+    ids=["staticmethod", "classmethod", "class"],
+)
+def test_a_staticmethod_classmethod_or_class_is_a_config_error(target: Any) -> None:
+    # decorating them would silently break them (a staticmethod becomes an instance method,
+    # an endpoint class stops being one)
+    with pytest.raises(syncperf.ConfigError, match="instrument_sync target") as info:
+        syncperf.instrument_sync("push")(target)
+    assert "decorate the function" in str(info.value)
+
+
 @pytest.mark.parametrize("operation", ["", "Push", "push now", "x" * 40, 3, None])
 def test_invalid_operation_names_are_rejected_at_decoration(operation: object) -> None:
     with pytest.raises(syncperf.ConfigError, match="operation="):
