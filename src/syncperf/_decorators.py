@@ -24,8 +24,10 @@ from typing import Any, TypeVar, cast
 from syncperf import _runtime
 from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
 from syncperf._gate import check_entity, check_operation
+from syncperf._http_status import PLAIN, answered, apply_http_status, awaitable, http_status, raised
 from syncperf._lifecycle import end, series, start
-from syncperf._operation import SyncOperation, active_operation
+from syncperf._operation import CURRENT, SyncOperation, active_operation
+from syncperf._tracing.span import attach, detach
 from syncperf.exceptions import ConfigError
 
 __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
@@ -56,7 +58,8 @@ def instrument_sync(
         batch_size: Extractor returning the number of items in the request or response.
         items: Extractor returning an item count, or a mapping entity -> count.
         conflicts: Extractor returning a conflict count, or a mapping entity -> count.
-        idempotency_hit: Extractor returning True when the call was a duplicate.
+        idempotency_hit: Extractor returning True when the call was a duplicate (False or
+            None otherwise).
         adapter: A protocol adapter (see ``syncperf.adapters``) fed the parsed request and
             the return value.
         request: The handler parameter holding the parsed request for ``adapter``
@@ -65,7 +68,8 @@ def instrument_sync(
 
     A returned ``Response`` or a raised ``HTTPException`` (anything with an int
     ``status_code``) decides the outcome as behind the ASGI middleware: 5xx and unconflicted
-    4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict.
+    4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict (also when
+    the handler joins another operation).
 
     Inside another sync operation (the middleware's, an outer decorated function's) the
     handler joins it; when an adapter or count extractors already feed that operation, this
@@ -79,15 +83,24 @@ def instrument_sync(
     Raises:
         ConfigError: a name or extractor is not accepted (at decoration time).
     """
-    check_operation(operation)
+    operation = check_operation(operation)  # a ``str`` subclass counts as its plain value
     static_entity = entity if isinstance(entity, str) or entity is None else None
     if static_entity is not None:
-        check_entity(static_entity)
+        static_entity = check_entity(static_entity)
     options = specs(entity, batch_size, items, conflicts, idempotency_hit)
     if adapter is not None:
         check_adapter("adapter", adapter)
 
     def decorate(fn: F) -> F:
+        if isinstance(fn, (staticmethod, classmethod)) or inspect.isclass(fn):
+            # wrapped, a staticmethod would become an instance method and an endpoint class
+            # would stop being one: refused, not silently broken
+            raise ConfigError(
+                "instrument_sync target",
+                fn,
+                "a function, not a class, staticmethod or classmethod: decorate the function "
+                "(below @staticmethod or @classmethod), or the endpoint's methods",
+            )
         if not callable(fn):
             raise ConfigError("instrument_sync target", fn, "a function")
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
@@ -107,51 +120,6 @@ def instrument_sync(
         return _wrap(fn, operation, static_entity, phases)
 
     return decorate
-
-
-_PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
-"""Return types that are never a framework response object (checked before ``getattr``).
-Looking a class up hashes it, which its metaclass may make raise: callers catch that."""
-
-
-def http_status(value: Any) -> int | None:
-    """The HTTP status a handler's return value or exception carries (a Starlette or FastAPI
-    ``Response`` or ``HTTPException``: an int ``status_code`` beside ``headers``), or None."""
-    try:
-        if type(value) in _PLAIN:  # hashing the class may raise (its metaclass's ``__hash__``)
-            return None
-        status = getattr(value, "status_code", None)
-        if type(status) is not int or not 100 <= status <= 599 or not hasattr(value, "headers"):
-            return None
-    except Exception:  # an attribute that raises (a lazy load): not a response to read
-        return None
-    return status
-
-
-def _awaitable(value: Any) -> bool:
-    """``inspect.isawaitable``, never raising: its ABC check hashes the value's class, which
-    may be unhashable (its metaclass defines ``__eq__``) or raise."""
-    try:
-        return inspect.isawaitable(value)
-    except Exception:
-        return False
-
-
-def apply_http_status(op: SyncOperation, status: int) -> None:
-    """The outcome an HTTP status gives an operation (one rule for decorator and middleware).
-
-    5xx: ``error`` (``error.type`` the status code). 4xx: ``conflict`` when the handler
-    recorded conflicts, or for a 409 (which counts one conflict if none was recorded);
-    any other 4xx is ``error`` with the status code as ``error.type`` (the request was
-    refused: nothing synced, e.g. a 422 from validation before the handler ran).
-    """
-    if status >= 500:
-        op.set_error(str(status))
-    elif status >= 400 and not op.conflicts:
-        if status == 409:
-            op.record_conflict()
-        else:
-            op.set_error(str(status))
 
 
 def _responder(on_response: Apply) -> Apply:
@@ -197,8 +165,17 @@ def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     syncperf's behalf: their time is overhead, measured with one clock read per phase when
     the wrapper owns the operation (``start`` and ``end`` read the clock on either side).
     """
-    wrap = _async_wrapper if inspect.iscoroutinefunction(fn) else _sync_wrapper
+    wrap = _async_wrapper if _coroutine_function(fn) else _sync_wrapper
     return wrap(fn, operation, entity, phases)
+
+
+def _coroutine_function(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a coroutine: an ``async def`` function (or a partial or
+    method of one), or an object whose class has an ``async def __call__``. Its operation
+    then starts where the coroutine runs (the task awaiting it), not in the caller."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def _joins(
@@ -246,11 +223,11 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
                 op._own_ns += _perf() - t
             result = fn(*args, **kwargs)
             try:
-                plain = type(result) in _PLAIN
+                plain = type(result) in PLAIN
             except Exception:  # a class its metaclass makes unhashable
                 plain = False
-            if not plain and _awaitable(result):  # async after all
-                return _completed(result, op, owner, after, args, kwargs)
+            if not plain and awaitable(result):  # async after all
+                return _completed(result, op, _leave(owner), after, args, kwargs, marked)
             if after is not None:
                 _after(after, op, owner, args, kwargs, result)
         except BaseException as exc:
@@ -261,6 +238,8 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             if marked is not None:
                 _FEEDING.reset(marked)
         if owner is None:
+            if not plain:  # joined: a response's status decides the outcome all the same
+                _answered(op, result)
             return result
         if not plain:  # maybe a response whose status decides the outcome
             _end(owner, None, result)
@@ -274,6 +253,19 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
     return cast(F, wrapper)
 
 
+def _leave(owner: SyncOperation | None) -> SyncOperation | None:
+    """Undo in the caller's context what ``start`` made current there: the call returned an
+    awaitable, which may be awaited elsewhere (a task of ``gather``, ``wait_for``) or later,
+    and the caller's later calls must neither join the operation nor parent under its
+    span. ``_completed`` makes them current again where it runs."""
+    if owner is not None:
+        CURRENT.reset(owner._ctx_token)  # type: ignore[arg-type]
+        if owner._token is not None:
+            detach(owner._token)
+            owner._token = None
+    return owner
+
+
 async def _completed(
     awaitable: Any,
     op: SyncOperation,
@@ -281,10 +273,17 @@ async def _completed(
     after: Run | None,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
+    marked: Token[SyncOperation | None] | None,
 ) -> Any:
     """What a ``def`` handler returned that is awaitable (a coroutine function behind a
-    wrapper that does not say so, an object with an ``async __call__``): the operation lasts
-    until it completes, as for an ``async def`` handler."""
+    wrapper that does not say so): the operation lasts until it completes, as for an
+    ``async def`` handler, and is current (with its span, and ``_FEEDING`` when this call
+    feeds a joined operation's counts) in the context that awaits it."""
+    if owner is not None:
+        owner._ctx_token = CURRENT.set(owner)
+        if owner._span is not None:
+            owner._token = attach(owner._span)
+    feeding = None if marked is None else _FEEDING.set(op)
     try:
         result = await awaitable
         if after is not None:
@@ -293,8 +292,13 @@ async def _completed(
         if owner is not None:
             _end(owner, exc)
         raise
+    finally:
+        if feeding is not None:
+            _FEEDING.reset(feeding)
     if owner is not None:
         _end(owner, None, result)
+    else:
+        _answered(op, result)
     return result
 
 
@@ -335,9 +339,10 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
             if marked is not None:
                 _FEEDING.reset(marked)
         if owner is None:
+            _answered(op, result)  # joined: a response's status decides the outcome all the same
             return result
         try:
-            plain = type(result) in _PLAIN
+            plain = type(result) in PLAIN
         except Exception:  # a class its metaclass makes unhashable
             plain = False
         if not plain:  # maybe a response whose status decides the outcome
@@ -368,18 +373,24 @@ def _after(
         op._resumed_ns = t
 
 
+def _answered(op: SyncOperation, result: Any) -> None:
+    """In a joined operation, the status of a returned ``Response`` decides its outcome as
+    when this wrapper owns it (a raised ``HTTPException`` reaches the owner, which reads it)."""
+    try:
+        answered(op, result)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+
+
 def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
     """End an operation this wrapper owns; an HTTP status the handler answered with (a
     returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
     behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
     try:
-        status = http_status(result if exc is None else exc)
-        if status is not None:
-            if exc is None:
-                apply_http_status(op, status)
-            elif status < 500 and (op.conflicts or status == 409):
-                apply_http_status(op, status)
-                exc = None  # the exception is the conflict's answer, not a failure
+        if exc is None:
+            answered(op, result)
+        else:
+            exc = raised(op, exc)
     except Exception as error:
         guard(op).internal_error("operation_end_failed", error)
     try:  # whatever happened above: an operation left open would swallow every later one

@@ -197,8 +197,12 @@ def _add_conflicts(op: SyncOperation, value: Any) -> None:
 
 
 def _set_idempotent(op: SyncOperation, value: Any) -> None:
-    if value:
+    if value is True:
         op.record_idempotency_hit()
+    elif value is not False and value is not None:  # never truth-tested: "false", NaN, len()
+        guard(op).reject(
+            "invalid_idempotency_hit", "an idempotency hit: True, False or None", value
+        )
 
 
 def specs(
@@ -313,9 +317,15 @@ def _build(
     params: dict[str, _Arg],
 ) -> Extractor:
     try:
-        names = list(inspect.signature(extractor).parameters)
+        parameters = inspect.signature(extractor).parameters.values()
     except (TypeError, ValueError):
         raise ConfigError(option, extractor, "a callable with an inspectable signature") from None
+    if any(p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in parameters):
+        # it is called with its values in order (``fn(*values)``): any other kind fails
+        raise ConfigError(
+            option, extractor, "a callable with positional parameters only (no *, *args, **kwargs)"
+        )
+    names = [p.name for p in parameters]
     wants_result = "result" in names and "result" not in params
     args = []
     for name in names:

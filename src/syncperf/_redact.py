@@ -67,9 +67,12 @@ error class (SQLAlchemy's MySQL and MariaDB drivers); any other is lexed as Post
 def record_exception(span: Span, exc: BaseException, full: bool) -> None:
     """Add the ``exception`` event of ``exc`` to ``span``, redacted unless ``full``."""
     if full:
-        span.record_exception(exc)
-    else:
-        span.add_event("exception", exception_attributes(exc))
+        try:
+            span.record_exception(exc)
+            return
+        except Exception:  # its ``__str__`` or ``__class__`` raises: the redacted event
+            pass
+    span.add_event("exception", exception_attributes(exc))
 
 
 def exception_attributes(exc: BaseException) -> dict[str, str]:

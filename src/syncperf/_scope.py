@@ -9,12 +9,13 @@ one span, one ``sync.operations.active`` increment per request).
 
 from __future__ import annotations
 
-from contextvars import ContextVar
+import sys
 from types import TracebackType
 
 from syncperf import _gate as gate
 from syncperf import _runtime
 from syncperf._gate import MAX_NAME, check_operation
+from syncperf._http_status import raised
 from syncperf._lifecycle import begin, end
 from syncperf._operation import NOOP, SyncOperation, active_operation
 
@@ -23,31 +24,39 @@ __all__ = ["OperationScope", "sync_operation"]
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
 
-_ENTRIES: ContextVar[tuple[tuple[OperationScope, SyncOperation | None], ...]] = ContextVar(
-    "syncperf_scope_entries", default=()
-)
-"""This context's open ``OperationScope`` entries, innermost last: ``(scope, what it started,
-or None when it joined)``. A task or thread gets a copy: its entries are its own."""
-
-
 class OperationScope:
     """``with`` / ``async with`` block that starts (or joins) a sync operation.
 
-    Re-entrant and shareable, also by concurrent tasks and threads: each ``__enter__`` notes
-    in its own context what it started (or that it joined), and each ``__exit__`` ends what
-    the same context's latest entry of this scope started.
+    Re-entrant and shareable, also by concurrent tasks and threads: each entry is noted
+    under the frame of its ``with`` statement (what it started, or that it joined), and each
+    exit takes the latest entry made from its own frame. So entries may end in any order:
+    a generator holding a shared scope open past the outer block, streams stepped in fresh
+    copies of the context. An exit from a frame that made no entry (``ExitStack``, a manual
+    ``__exit__``) takes the scope's latest entry.
     """
 
-    __slots__ = ("_entity", "_operation", "_started")
+    __slots__ = ("_entity", "_open", "_operation")
 
     def __init__(self, operation: str, entity: str | None) -> None:
         self._operation = operation
         self._entity = entity
-        self._started: list[SyncOperation] = []
-        """Operations this scope started and has not ended (for an exit in another context,
-        e.g. a generator finished elsewhere: the latest of them is ended)."""
+        self._open: dict[int, list[SyncOperation | None]] = {}
+        """Open entries by ``id()`` of the frame that made them, innermost last: what each
+        started, or None when it joined (a frame is alive, so its id is its own, until its
+        ``with`` exits)."""
 
     def __enter__(self) -> SyncOperation:
+        return self._enter(id(sys._getframe(1)))
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._exit(id(sys._getframe(1)), exc)
+
+    def _enter(self, frame: int) -> SyncOperation:
         outer = active_operation()
         started = None
         if outer is not None and not outer._ended:
@@ -58,39 +67,39 @@ class OperationScope:
             rt = _runtime.current()
             if rt.enabled:
                 started = result = begin(rt, self._operation, self._entity)
-                self._started.append(started)
             else:
                 result = NOOP
-        _ENTRIES.set((*_ENTRIES.get(), (self, started)))
+        self._open.setdefault(frame, []).append(started)
         return result
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        entries = _ENTRIES.get()
-        for index in range(len(entries) - 1, -1, -1):
-            if entries[index][0] is self:
-                op = entries[index][1]
-                _ENTRIES.set(entries[:index] + entries[index + 1 :])
-                break
-        else:  # entered in another context
-            op = self._started[-1] if self._started else None
+    def _exit(self, frame: int, exc: BaseException | None) -> None:
+        entries = self._open
+        if frame not in entries:  # exited from elsewhere: the latest entry
+            try:
+                frame = next(reversed(entries))
+            except (StopIteration, RuntimeError):  # none open, or one opened meanwhile
+                return
+        stack = entries.get(frame)
+        try:
+            op = stack.pop()  # type: ignore[union-attr]
+        except (AttributeError, IndexError):  # taken meanwhile by another thread's exit
+            return
+        if not stack:
+            entries.pop(frame, None)
         if op is None:
             return
-        try:
-            self._started.remove(op)
-        except ValueError:  # already ended, by an exit in another context
-            return
-        try:
+        if exc is not None:  # a raised HTTPException answering a conflict is no failure
+            try:
+                exc = raised(op, exc)
+            except Exception as error:
+                op._rt.internal_error("operation_end_failed", error)
+        try:  # whatever happened above: an operation left open would swallow every later one
             end(op, exc)
         except Exception as error:
             op._rt.internal_error("operation_end_failed", error)
 
     async def __aenter__(self) -> SyncOperation:
-        return self.__enter__()
+        return self._enter(id(sys._getframe(1)))
 
     async def __aexit__(
         self,
@@ -98,7 +107,7 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        self._exit(id(sys._getframe(1)), exc)
 
 
 def sync_operation(operation: str, *, entity: str | None = None) -> OperationScope:

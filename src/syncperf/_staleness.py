@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
@@ -49,7 +49,7 @@ def age_of(rt: Runtime, at: object, now: float | None = None) -> float | None:
         elif kind is float and not math.isfinite(seconds):
             rt.reject("invalid_checkpoint", _EXPECTED, at)
             return None
-    elif isinstance(at, datetime):
+    elif _is_datetime(at):
         try:
             seconds = (at if at.tzinfo is not None else at.replace(tzinfo=timezone.utc)).timestamp()
         except Exception:  # a hostile tzinfo
@@ -80,6 +80,15 @@ def age_of(rt: Runtime, at: object, now: float | None = None) -> float | None:
         )
         return None
     return age
+
+
+def _is_datetime(value: object) -> TypeGuard[datetime]:
+    """``isinstance(value, datetime)``, never raising: it reads ``__class__``, which an
+    object (a lazy proxy not loaded) may make raise."""
+    try:
+        return isinstance(value, datetime)
+    except Exception:
+        return False
 
 
 def from_millis(value: object) -> float | None:

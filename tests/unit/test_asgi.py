@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -1016,3 +1017,28 @@ async def test_active_requests_return_to_zero_when_collected_mid_request(path: s
             assert (await c.get(path)).status_code == 200
         assert active_total(cap, "http.server.active_requests") == 0
         assert active_total(cap, "sync.operations.active") == 0
+
+
+async def test_a_str_subclass_sync_route_counts_as_its_plain_values(
+    syncperf_capture: Capture,
+) -> None:
+    class Entity(str, enum.Enum):
+        NOTE = "note"
+
+    class Operation(str, enum.Enum):
+        PULL = "pull"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    route = SyncRoute(Operation.PULL, entity=Entity.NOTE)
+    assert type(route.operation) is str and type(route.entity) is str
+    async with client(SyncPerfMiddleware(app, routes={"/notes/pull": route})) as c:
+        assert (await c.get("/notes/pull")).status_code == 200
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes == {
+        "sync.operation": "pull",
+        "sync.entity": "note",
+        "sync.outcome": "success",
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import inspect
 import traceback
 from typing import Any
@@ -88,6 +89,44 @@ def test_extractor_naming_an_unknown_parameter_is_a_config_error() -> None:
     with pytest.raises(syncperf.ConfigError, match="batch_size") as info:
         syncperf.instrument_sync("push", batch_size=lambda payload: 1)(lambda body: None)
     assert "'payload' is neither" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "extractor",
+    [
+        lambda *, body: len(body),
+        lambda *body: len(body),
+        lambda **body: len(body),
+        lambda body, *, result: len(body),
+        lambda body, **result: len(body),
+    ],
+    ids=["keyword-only", "*args", "**kwargs", "keyword-only result", "**result"],
+)
+def test_an_extractor_with_other_than_positional_parameters_is_a_config_error(
+    extractor: Any,
+) -> None:
+    # it would be called positionally, and fail on every call
+    with pytest.raises(syncperf.ConfigError, match="batch_size") as info:
+        syncperf.instrument_sync("push", batch_size=extractor)(lambda body, result: None)
+    assert "positional parameters" in str(info.value)
+
+
+class _Endpoint:
+    async def get(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize(
+    "target",
+    [staticmethod(lambda body: None), classmethod(lambda cls, body: None), _Endpoint],
+    ids=["staticmethod", "classmethod", "class"],
+)
+def test_a_staticmethod_classmethod_or_class_is_a_config_error(target: Any) -> None:
+    # decorating them would silently break them (a staticmethod becomes an instance method,
+    # an endpoint class stops being one)
+    with pytest.raises(syncperf.ConfigError, match="instrument_sync target") as info:
+        syncperf.instrument_sync("push")(target)
+    assert "decorate the function" in str(info.value)
 
 
 @pytest.mark.parametrize("operation", ["", "Push", "push now", "x" * 40, 3, None])
@@ -215,3 +254,58 @@ async def test_a_handler_returning_an_awaitable_is_measured_until_it_completes(
     assert point.sum >= 0.05
     assert cap.total("sync.items") == 3
     assert cap.total("sync.operations.active") == 0
+
+
+class _Entity(str, enum.Enum):
+    TODO = "todo"
+
+
+class _Operation(str, enum.Enum):
+    PUSH = "push"
+
+
+def test_str_subclass_operation_and_entity_count_as_their_plain_values(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync(_Operation.PUSH, entity=_Entity.TODO)
+    def push() -> dict[str, int]:
+        return {}
+
+    push()
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes == {
+        "sync.operation": "push",
+        "sync.entity": "todo",
+        "sync.outcome": "success",
+    }
+    assert all(type(value) is str for value in point.attributes.values())
+
+
+class _Rows:
+    """A lazy result set whose ``len()`` hits a closed connection."""
+
+    def __len__(self) -> int:
+        raise RuntimeError("connection closed")
+
+
+@pytest.mark.parametrize("value", [True, False, None], ids=repr)
+def test_idempotency_hit_counts_true_only(syncperf_capture: Capture, value: Any) -> None:
+    push = syncperf.instrument_sync("push", idempotency_hit=lambda result: result)(lambda v: v)
+    push(value)
+    assert syncperf_capture.total("sync.idempotency.hits") == (value is True)
+    assert syncperf_capture.total("syncperf.dropped") == 0
+
+
+@pytest.mark.parametrize("value", ["false", "", -1, 1, 0, float("nan"), _Rows()], ids=repr)
+def test_an_idempotency_hit_that_is_not_a_bool_is_rejected(value: Any) -> None:
+    from syncperf.testing import capture
+
+    push = syncperf.instrument_sync("push", idempotency_hit=lambda result: result)(lambda v: v)
+    with capture(strict=False) as cap:
+        assert push(value) is value
+        assert cap.total("sync.idempotency.hits") == 0
+        assert cap.points("syncperf.dropped")[0].attributes == {
+            "syncperf.reason": "invalid_idempotency_hit"
+        }
+    with capture(strict=True), pytest.raises(syncperf.MeasurementError):
+        push(value)

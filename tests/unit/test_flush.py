@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -432,3 +434,60 @@ def test_configure_again_waits_at_most_the_shutdown_timeout_for_a_stalled_metric
         assert time.monotonic() - started < 1.0
     finally:
         stalled.release.set()
+
+
+_OPEN_AT_EXIT = """
+import sys
+import syncperf
+from opentelemetry.sdk.trace import TracerProvider
+
+syncperf.configure(tracer_provider=TracerProvider())
+with syncperf.sync_operation("push"):
+    pass
+if sys.argv[1] == "reconfigure-before":
+    syncperf.configure(tracer_provider=TracerProvider())
+
+def rows():
+    with syncperf.sync_operation("pull", entity="todo"):
+        yield 1
+        yield 2
+
+stream = rows()
+next(stream)  # a stream still open at exit (a client mid-download): collected at finalization
+if sys.argv[1] == "reconfigure-after":
+    syncperf.configure(tracer_provider=TracerProvider())
+print("exiting")
+"""
+
+
+@pytest.mark.parametrize("when", ["none", "reconfigure-before", "reconfigure-after"])
+def test_an_operation_ended_at_interpreter_finalization_lets_the_process_exit(when: str) -> None:
+    # Python 3.11's Thread.start() waits forever during finalization: a span ended then
+    # (its operation open in a generator collected at exit) must start no thread.
+    done = subprocess.run(
+        [sys.executable, "-c", _OPEN_AT_EXIT, when], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "exiting\n"
+
+
+def test_a_finisher_that_cannot_start_its_thread_ends_the_span_inline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from syncperf._tracing.finisher import SpanFinisher
+
+    ended: list[int | None] = []
+
+    class Ended:
+        def end(self, end_time: int | None = None) -> None:
+            ended.append(end_time)
+
+    def refused(self: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    monkeypatch.setattr(threading.Thread, "start", refused)
+    finisher = SpanFinisher(lambda: None, lambda: None, lambda stalled: None, 10**9)
+    finisher.end(Ended(), 1)
+    finisher.shutdown(timeout=0)
+    finisher.end(Ended(), 2)  # the stopped finisher's late path
+    assert ended == [1, 2]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.trace import SpanKind, StatusCode
@@ -242,6 +245,69 @@ def test_a_reused_scope_ends_only_the_operation_it_started(syncperf_capture: Cap
         with scope as inner:
             assert inner is outer
         assert syncperf.current_operation() is outer
+    assert syncperf_capture.total("sync.operation.duration") == 1
+
+
+def test_a_shared_scope_joined_by_a_generator_that_outlives_the_block_ends_the_block(
+    syncperf_capture: Capture,
+) -> None:
+    pull = syncperf.sync_operation("pull", entity="todo")
+
+    def rows() -> Iterator[int]:
+        with pull as op:  # joins the block's operation
+            for i in range(3):
+                op.record_items(1)
+                yield i
+
+    with pull:
+        kept = rows()
+        next(kept)  # a cursor kept past the block
+    assert not syncperf.current_operation().recording  # the block ended its operation
+    with syncperf.sync_operation("push") as later:
+        assert later.operation == "push"  # its own, not joined into the pull
+    list(kept)  # the joined generator's exit ends nothing
+    cap = syncperf_capture
+    assert cap.total("sync.operation.duration", {"sync.operation": "pull"}) == 1
+    assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 1
+    assert cap.total("sync.operations.active") == 0
+
+
+def test_a_shared_scope_in_streams_stepped_in_fresh_contexts_ends_each_streams_own(
+    syncperf_capture: Capture,
+) -> None:
+    pull = syncperf.sync_operation("pull", entity="todo")
+
+    def rows(n: int) -> Iterator[int]:
+        with pull as op:
+            for i in range(n):
+                op.record_items(1)
+                yield i
+
+    def step(stream: Iterator[int]) -> None:  # Starlette: each step in a fresh context copy
+        with contextlib.suppress(StopIteration):
+            contextvars.copy_context().run(next, stream)
+
+    a, b = rows(2), rows(4)
+    step(a)
+    step(b)
+    for _ in range(2):
+        step(a)  # a ends while b is open
+    for _ in range(4):
+        step(b)
+    cap = syncperf_capture
+    assert cap.total("sync.operation.duration") == 2
+    assert cap.total("sync.items") == 6
+    assert sorted(span.attributes["sync.items"] for span in cap.spans()) == [2, 4]
+    assert cap.total("sync.operations.active") == 0
+
+
+def test_a_scope_entered_and_exited_from_other_frames_ends_its_operation(
+    syncperf_capture: Capture,
+) -> None:
+    with contextlib.ExitStack() as stack:  # enters and exits from its own frames
+        op = stack.enter_context(syncperf.sync_operation("push"))
+        assert syncperf.current_operation() is op
+    assert not syncperf.current_operation().recording
     assert syncperf_capture.total("sync.operation.duration") == 1
 
 

@@ -117,6 +117,41 @@ def test_record_exception_messages_opts_in_to_the_sdk_behaviour() -> None:
     assert f"ValueError: token {TOKEN}" in event["exception.stacktrace"]
 
 
+class _BadStr(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+class _BadClass(Exception):
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        raise RuntimeError("no class")
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("hostile", [_BadStr, _BadClass])
+def test_the_opt_in_keeps_the_error_span_of_an_exception_that_cannot_be_read(
+    hostile: type[Exception], strict: bool
+) -> None:
+    with capture(record_exception_messages=True, strict=strict) as cap:
+        exc = hostile()
+
+        @syncperf.instrument_sync("push")
+        def push() -> None:
+            raise exc
+
+        with pytest.raises(hostile) as raised:
+            push()
+        assert raised.value is exc  # the user's exception, never syncperf's
+        event = _event(cap)
+        assert cap.total("syncperf.dropped") == 0
+    assert event["exception.type"].endswith(hostile.__qualname__)
+    assert "exception.message" not in event  # redacted: nothing else could be read
+
+
 def test_the_opt_in_is_read_from_the_environment() -> None:
     env = {"SYNCPERF_RECORD_EXCEPTION_MESSAGES": "true"}
     assert Config.from_env(env).record_exception_messages is True

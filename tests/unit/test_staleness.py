@@ -107,6 +107,23 @@ def test_a_checkpoint_that_is_not_a_time_is_misuse(bad: Any) -> None:
     assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_checkpoint"}) == 1
 
 
+class _LazyProxy:
+    """An object whose ``__class__`` raises (a lazy proxy not loaded)."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # type: ignore[override]
+        raise RuntimeError("lazy proxy not loaded")
+
+
+@pytest.mark.parametrize("method", ["record_checkpoint", "record_change_time"])
+def test_a_time_whose_class_raises_is_rejected_not_raised(method: str) -> None:
+    with capture(strict=False) as cap, syncperf.sync_operation("pull") as op:
+        getattr(op, method)(_LazyProxy())
+    assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_checkpoint"}) == 1
+    with capture(), syncperf.sync_operation("pull") as op, pytest.raises(MeasurementError):
+        getattr(op, method)(_LazyProxy())
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.one_of(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 import weakref
@@ -32,6 +33,8 @@ _LINGER_S = 0.1
 waits 5 s by default): at a few hundred spans a second, one wake-up per ~0.1 s instead of one
 per span or two. A quarter-full queue ends the wait at once."""
 _live: weakref.WeakSet[SpanFinisher] = weakref.WeakSet()
+_EXIT_END_S = 1.0
+"""Seconds an end at interpreter exit spends ending the queue on the caller's thread."""
 
 
 class QueueFlusher(SpanProcessor):
@@ -205,10 +208,11 @@ class SpanFinisher:
             if self._thread is not None and self._pid == os.getpid():
                 return
             self._pid = os.getpid()
-            self._thread = threading.Thread(
-                target=self._run, name="syncperf-span-finisher", daemon=True
-            )
-            self._thread.start()
+            self._thread = _spawn(self._run)
+            if self._thread is not None:
+                return
+            self._pending = False
+        self._end_here()
 
     def _end_late(self) -> None:
         """End what reaches the stopped finisher on a thread that lives while there is some."""
@@ -216,7 +220,17 @@ class SpanFinisher:
             if self._late_running:
                 return
             self._late_running = True
-        threading.Thread(target=self._run_late, name="syncperf-span-finisher", daemon=True).start()
+        if _spawn(self._run_late) is None:
+            self._end_here()
+            with self._late:
+                self._late_running = False
+
+    def _end_here(self) -> None:
+        """Where no thread can start (interpreter exit: an operation left open in a generator
+        ends when it is collected), end the queue on the caller's thread, for a bounded time
+        (a finisher thread frozen by the exit may hold the lock); drop and count the rest."""
+        if not self.flush(timeout=_EXIT_END_S):
+            self._drop()
 
     def _run_late(self) -> None:
         while True:
@@ -267,6 +281,11 @@ class SpanFinisher:
             thread.join(timeout=max(deadline - time.monotonic(), 0))
         if self.flush(timeout=max(deadline - time.monotonic(), 0)):
             return True
+        self._drop()
+        return False
+
+    def _drop(self) -> None:
+        """Drop what is queued and count it (``on_lost``)."""
         lost = 0
         while True:
             try:
@@ -276,7 +295,6 @@ class SpanFinisher:
             lost += 1
         if lost and self._on_lost is not None:
             self._on_lost(lost)
-        return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """End every queued span now, on the calling thread; False when ``timeout`` (seconds)
@@ -327,6 +345,20 @@ class SpanFinisher:
             self._slow = False
             self._on_fast_end()
         return after
+
+
+def _spawn(target: Callable[[], None]) -> threading.Thread | None:
+    """A started daemon finisher thread running ``target``, or None where no thread can
+    start: during interpreter finalization Python 3.11's ``Thread.start()`` waits forever
+    for a thread that never runs (3.12 raises ``RuntimeError``)."""
+    if sys.is_finalizing():
+        return None
+    thread = threading.Thread(target=target, name="syncperf-span-finisher", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:  # "can't create new thread at interpreter shutdown"
+        return None
+    return thread
 
 
 def _after_fork_in_child() -> None:

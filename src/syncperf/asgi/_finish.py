@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 from opentelemetry import context as context_api
 
-from syncperf._decorators import apply_http_status
 from syncperf._gate import error_type, raised_at
+from syncperf._http_status import apply_http_status
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import SyncOperation, release_entity

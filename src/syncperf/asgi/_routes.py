@@ -59,8 +59,12 @@ class SyncRoute:
     adapter: Adapter | None = None
 
     def __post_init__(self) -> None:
-        check_operation(self.operation, "SyncRoute.operation")
-        check_entity(self.entity, "SyncRoute.entity")
+        # A ``str`` subclass (a ``StrEnum`` member) is kept as its plain value: the fields
+        # become metric attributes as they are.
+        object.__setattr__(
+            self, "operation", check_operation(self.operation, "SyncRoute.operation")
+        )
+        object.__setattr__(self, "entity", check_entity(self.entity, "SyncRoute.entity"))
         adapter = self.adapter
         if adapter is not None:
             check_adapter("SyncRoute.adapter", adapter)

@@ -1,0 +1,103 @@
+"""instrument_sync on handlers that are async without saying so: an object with an
+``async __call__``, a partial of a coroutine function, a coroutine function behind a plain
+``def`` wrapper. Each call is its own operation, current only where it is awaited."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry import trace
+
+import syncperf
+from syncperf._operation import active_operation
+from syncperf.testing import Capture
+
+SHAPES = ["async __call__", "partial", "plain def wrapper"]
+
+
+async def _apply(rows: list[int], delay: float = 0.01) -> int:
+    await asyncio.sleep(delay)
+    return len(rows)
+
+
+def _retry(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A hand-written decorator that does not mark its wrapper as a coroutine function."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return call
+
+
+def _handler(shape: str) -> Callable[..., Any]:
+    if shape == "async __call__":
+
+        class Handler:
+            async def __call__(self, rows: list[int]) -> int:
+                return await _apply(rows)
+
+        return Handler()
+    if shape == "partial":
+        return functools.partial(_apply, delay=0.01)
+    return _retry(_apply)
+
+
+def _measured(shape: str) -> Callable[..., Any]:
+    return syncperf.instrument_sync("push", items=lambda result: result)(_handler(shape))
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_concurrent_calls_are_one_operation_each(
+    syncperf_capture: Capture, shape: str
+) -> None:
+    push = _measured(shape)
+    assert await asyncio.gather(push([1]), push([1, 2]), push([1, 2, 3])) == [1, 2, 3]
+    cap = syncperf_capture
+    assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 3
+    assert cap.total("sync.items") == 6
+    assert len(cap.spans()) == 3
+    assert active_operation() is None  # nothing left current in the caller
+    assert cap.total("sync.operations.active") == 0
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+async def test_no_ended_span_stays_current_in_the_caller(
+    syncperf_capture: Capture, shape: str
+) -> None:
+    push = _measured(shape)
+
+    @syncperf.instrument_sync("pull")
+    async def pull() -> dict[str, int]:
+        return {}
+
+    assert await asyncio.wait_for(push([1, 2]), timeout=5) == 2
+    assert not trace.get_current_span().get_span_context().is_valid
+    assert active_operation() is None
+    await pull()
+    spans = {span.name: span for span in syncperf_capture.spans()}
+    assert spans["sync pull"].parent is None  # a root, not a child of the ended push
+    assert syncperf_capture.total("sync.operation.duration") == 2
+
+
+async def test_a_disguised_coroutine_in_a_joined_operation_counts_once(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", items=lambda result: result)
+    async def apply_table(rows: list[int]) -> int:
+        await asyncio.sleep(0)
+        return len(rows)
+
+    @syncperf.instrument_sync("push", items=lambda result: result)
+    @_retry
+    async def push_all(tables: list[list[int]]) -> int:
+        return sum([await apply_table(rows) for rows in tables])  # must not count again
+
+    async with syncperf.sync_operation("push"):
+        assert await push_all([[1, 2], [3]]) == 3
+    assert syncperf_capture.total("sync.items") == 3
+    assert syncperf_capture.total("sync.operation.duration") == 1
