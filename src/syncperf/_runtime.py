@@ -43,8 +43,7 @@ class Runtime(Guard):
     """Everything the request path needs, built once per configuration."""
 
     successor: Runtime | None = None
-    """The runtime ``configure()`` replaced this one with (its operations still open record
-    into it when they end: ``_fold.forward``)."""
+    """The runtime in force after ``configure()`` replaced this one (``_fold.forward``)."""
     db_instrumented: ClassVar[int] = 0
     """Engines instrumented by ``syncperf.sqlalchemy`` (class-wide: survives runtime swaps);
     changed through ``note_database_instrumented()``."""
@@ -118,8 +117,7 @@ class Runtime(Guard):
         self._state_lock = threading.RLock()  # a factory may bind series under ``lock``
         self._logged: set[str] = set()
         self.retired: list[Runtime] = []
-        """Runtimes this one replaced that may still hold what their open operations record
-        (``_fold.adopt`` moves it here)."""
+        """Replaced runtimes with operations open or queued (``_fold.adopt`` takes them)."""
 
     def _budget(self, config: Config) -> None:
         """The overhead budget and the span finisher it watches."""
@@ -351,6 +349,8 @@ def _retire(previous: Runtime, rt: Runtime) -> None:
             fold()
         previous.successor = rt
     rt.retired = [old for old in (*previous.retired, previous) if old.ended or not old.idle()]
+    for old in rt.retired:  # not a chain keeping every runtime since alive while one is open
+        old.successor = rt
 
 
 def configure(config: Config | None = None, **options: Any) -> Config:

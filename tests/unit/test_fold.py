@@ -325,3 +325,68 @@ def test_an_operation_begun_on_a_runtime_replaced_while_idle_reaches_the_runtime
         installed = _runtime.replace(previous)
         if installed is not None:
             installed.shutdown()
+
+
+def test_a_scrape_while_configure_runs_shows_each_of_syncperfs_families_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the new runtime's collector is registered before the old one's is unregistered: a
+    # scrape between the two showed every family twice (promtool: "second HELP line")
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    from syncperf._metrics.prometheus import scrape
+
+    registry = CollectorRegistry()
+    previous = _runtime.replace(None)
+    seen: list[str] = []
+    retire = _runtime._retire
+
+    def scraping_retire(old: _runtime.Runtime, rt: _runtime.Runtime) -> None:
+        with syncperf.sync_operation("push"):  # a request the new runtime served meanwhile
+            pass
+        seen.append(generate_latest(registry).decode())
+        seen.append(openmetrics(registry).decode())
+        seen.append(scrape(registry, None, None, {})[2].decode())
+        retire(old, rt)
+
+    try:
+        syncperf.configure(prometheus=registry, export_interval=3600)
+        for _ in range(5):
+            with syncperf.sync_operation("push"):
+                pass
+        monkeypatch.setattr(_runtime, "_retire", scraping_retire)
+        syncperf.configure(prometheus=registry, export_interval=3600)
+        for body in seen:
+            assert body.count("# TYPE sync_operation_duration_seconds histogram") == 1, body
+            counts = [s for s in body.splitlines() if s.startswith("sync_operation_duration_se")]
+            assert [s.split(" ")[-1] for s in counts if "_count" in s] == ["1.0"]
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
+
+
+def test_an_operation_open_across_many_configures_keeps_only_its_runtime_and_the_last() -> None:
+    # each replaced runtime held its successor: one stream left open kept every runtime
+    # configured since alive (~33 KB a configure(), without bound)
+    import gc
+    import weakref
+
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(export_interval=3600)
+        context = contextvars.copy_context()
+        scope = context.run(syncperf.sync_operation, "pull")
+        context.run(scope.__enter__)
+        runtimes = []
+        for _ in range(20):
+            syncperf.configure(export_interval=3600)
+            runtimes.append(weakref.ref(_runtime.current()))
+        gc.collect()
+        assert sum(ref() is not None for ref in runtimes) == 1  # the one in force
+        context.run(scope.__exit__, None, None, None)
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()

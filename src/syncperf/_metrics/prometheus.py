@@ -9,6 +9,7 @@ attribute keys become label names with underscores.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import re
@@ -52,6 +53,8 @@ class SyncPerfCollector:
 
     def __init__(self, reader: Reader) -> None:
         self.reader = reader
+        self.serial = next(_serials)
+        """Later collectors (a later runtime's) replace earlier ones in a registry."""
         self.registry: Any = None
         """The registry this collector is registered in (set by ``register``)."""
         self.exposition = Exposition(reader, lambda i: prometheus_name(i.name, i.unit), label_name)
@@ -99,8 +102,8 @@ class SyncPerfCollector:
 
     def collect(self) -> Iterator[Any]:
         """Translate one cumulative collection into Prometheus metric families."""
-        if getattr(_muted, "on", False):  # ``scrape`` renders this collector itself
-            return
+        if getattr(_muted, "on", False) or self not in _newest(self.registry):
+            return  # ``scrape`` renders it itself, or a later runtime's replaces it
         yield from self.families()
 
     def families(self) -> Iterator[Any]:
@@ -113,6 +116,16 @@ class SyncPerfCollector:
 
 
 _collectors: weakref.WeakSet[SyncPerfCollector] = weakref.WeakSet()
+_serials = itertools.count()
+
+
+def _newest(registry: Any) -> list[SyncPerfCollector]:
+    """The collector ``registry`` exposes of syncperf's (none, or the latest runtime's: while
+    ``configure()`` replaces a runtime, both of theirs are registered for a moment)."""
+    ours = [c for c in list(_collectors) if c.registry is registry]
+    return [max(ours, key=lambda c: c.serial)] if ours else []
+
+
 _muted = threading.local()
 
 
@@ -130,7 +143,7 @@ def scrape(
         encoder, content_type = choose_encoder(accept or "")
     except TypeError:  # a version that is no number ("version=x"): the default format
         encoder, content_type = choose_encoder("")
-    ours = [c for c in list(_collectors) if c.registry is registry]
+    ours = _newest(registry)
     muted = bool(ours)  # the registry's encoding leaves syncperf's collectors out
     if "name[]" in params:  # rare: through metric families, filtered as prometheus_client does
         names = set(params["name[]"])
