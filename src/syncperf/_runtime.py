@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -37,6 +38,7 @@ T = TypeVar("T")
 
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
+_REPLACED: weakref.WeakSet[Runtime] = weakref.WeakSet()  # replaced runtimes still alive
 
 
 class Runtime(Guard):
@@ -207,11 +209,8 @@ class Runtime(Guard):
         return not any(list(self.inflight.values()))
 
     def in_force(self) -> Runtime:
-        """This runtime, or the last of those that replaced it (``successor``)."""
-        rt = self
-        while rt.successor is not None:
-            rt = rt.successor
-        return rt
+        """This runtime, or the one that replaced it (``successor``), whichever is in force."""
+        return self if self.successor is None else self.successor.in_force()
 
     def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
         return [({"sync.operation": op}, len(q)) for op, q in list(self.inflight.items())]
@@ -349,7 +348,8 @@ def _retire(previous: Runtime, rt: Runtime) -> None:
             fold()
         previous.successor = rt
     rt.retired = [old for old in (*previous.retired, previous) if old.ended or not old.idle()]
-    for old in rt.retired:  # not a chain keeping every runtime since alive while one is open
+    _REPLACED.add(previous)  # all point at the runtime in force: a chain would keep every
+    for old in list(_REPLACED):  # runtime since alive while one is (an open stream, say)
         old.successor = rt
 
 

@@ -9,6 +9,7 @@ one span, one ``sync.operations.active`` increment per request).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from types import TracebackType
 
@@ -31,8 +32,8 @@ class OperationScope:
     under the frame of its ``with`` statement (what it started, or that it joined), and each
     exit takes the latest entry made from its own frame. So entries may end in any order:
     a generator holding a shared scope open past the outer block, streams stepped in fresh
-    copies of the context. An exit from a frame that made no entry (``ExitStack``, a manual
-    ``__exit__``) takes the scope's latest entry.
+    copies of the context. An ``ExitStack`` counts as the ``with`` holding it; an exit from a
+    frame that made no entry (a manual ``__exit__``) takes the scope's latest entry.
     """
 
     __slots__ = ("_entity", "_open", "_operation")
@@ -46,7 +47,7 @@ class OperationScope:
         ``with`` exits)."""
 
     def __enter__(self) -> SyncOperation:
-        return self._enter(id(sys._getframe(1)))
+        return self._enter(_frame())
 
     def __exit__(
         self,
@@ -54,7 +55,7 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(id(sys._getframe(1)), exc)
+        self._exit(_frame(), exc)
 
     def _enter(self, frame: int) -> SyncOperation:
         outer = active_operation()
@@ -99,7 +100,7 @@ class OperationScope:
             op._rt.internal_error("operation_end_failed", error)
 
     async def __aenter__(self) -> SyncOperation:
-        return self._enter(id(sys._getframe(1)))
+        return self._enter(_frame())
 
     async def __aexit__(
         self,
@@ -107,7 +108,20 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(id(sys._getframe(1)), exc)
+        self._exit(_frame(), exc)
+
+
+def _frame() -> int:
+    """The ``id`` of the frame whose ``with`` entered or exits the scope: past contextlib's
+    (an ``ExitStack`` enters in ``enter_context`` and exits in its own ``__exit__``, both
+    called from the frame of the user's ``with ExitStack()``)."""
+    frame = sys._getframe(2)
+    while frame.f_code.co_filename == _CONTEXTLIB and frame.f_back is not None:
+        frame = frame.f_back
+    return id(frame)
+
+
+_CONTEXTLIB = contextlib.__file__
 
 
 def sync_operation(operation: str, *, entity: str | None = None) -> OperationScope:

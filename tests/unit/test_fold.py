@@ -369,24 +369,30 @@ def test_a_scrape_while_configure_runs_shows_each_of_syncperfs_families_once(
 
 def test_an_operation_open_across_many_configures_keeps_only_its_runtime_and_the_last() -> None:
     # each replaced runtime held its successor: one stream left open kept every runtime
-    # configured since alive (~33 KB a configure(), without bound)
-    import gc
-    import weakref
+    # configured since alive (~33 KB a configure(), without bound). In a fresh interpreter:
+    # what other tests leave running here (threads of their runtimes) would hold some too.
+    import subprocess
+    import sys
 
-    previous = _runtime.replace(None)
-    try:
-        syncperf.configure(export_interval=3600)
-        context = contextvars.copy_context()
-        scope = context.run(syncperf.sync_operation, "pull")
-        context.run(scope.__enter__)
-        runtimes = []
-        for _ in range(20):
-            syncperf.configure(export_interval=3600)
-            runtimes.append(weakref.ref(_runtime.current()))
-        gc.collect()
-        assert sum(ref() is not None for ref in runtimes) == 1  # the one in force
-        context.run(scope.__exit__, None, None, None)
-    finally:
-        installed = _runtime.replace(previous)
-        if installed is not None:
-            installed.shutdown()
+    code = """
+import contextvars, gc, weakref
+import syncperf
+from syncperf import _runtime
+syncperf.configure(export_interval=3600)
+context = contextvars.copy_context()
+scope = context.run(syncperf.sync_operation, "pull")
+context.run(scope.__enter__)
+runtimes = []
+for _ in range(20):
+    syncperf.configure(export_interval=3600)
+    runtimes.append(weakref.ref(_runtime.current()))
+gc.collect()
+print(sum(ref() is not None for ref in runtimes))
+context.run(scope.__exit__, None, None, None)
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1"]  # the one in force

@@ -394,3 +394,66 @@ def test_end_with_an_explicit_end_time_stops_the_duration_and_span_there(
     assert span.start_time is not None and span.end_time is not None
     assert (span.end_time - span.start_time) / 1e9 < 0.1
     assert sum(p.value for p in cap.points("sync.operations.active")) == 0
+
+
+def test_a_shared_scope_entered_through_exit_stacks_ends_each_threads_own(
+    syncperf_capture: Capture,
+) -> None:
+    # an ExitStack notes its entry under contextlib's frame, gone when the exit comes from
+    # ExitStack.__exit__: the exit took the scope's latest entry, another thread's operation
+    import threading
+    import time
+
+    pull = syncperf.sync_operation("pull")
+    entered, joined_b = threading.Event(), threading.Event()
+    ended_early: list[bool] = []
+
+    def through_a_stack() -> None:
+        with contextlib.ExitStack() as stack:
+            op = stack.enter_context(pull)
+            op.set_entity("a")
+            entered.set()
+            joined_b.wait(5)
+
+    def plain() -> None:
+        entered.wait(5)
+        with contextlib.suppress(ValueError), pull as op:
+            op.set_entity("b")
+            joined_b.set()
+            time.sleep(0.05)
+            ended_early.append(op._ended)
+            raise ValueError("b failed")
+
+    threads = [threading.Thread(target=through_a_stack), threading.Thread(target=plain)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert ended_early == [False]
+    outcomes = {s.attributes["sync.entity"]: s.status.status_code for s in syncperf_capture.spans()}
+    assert outcomes == {"a": StatusCode.UNSET, "b": StatusCode.ERROR}
+
+
+async def test_a_shared_scope_entered_through_an_async_exit_stack_ends_its_own() -> None:
+    import asyncio
+
+    pull = syncperf.sync_operation("pull")
+    with capture() as cap:
+
+        async def through_a_stack() -> None:
+            async with contextlib.AsyncExitStack() as stack:
+                op = await stack.enter_async_context(pull)
+                op.set_entity("a")
+                await asyncio.sleep(0.01)
+
+        async def plain() -> None:
+            await asyncio.sleep(0.005)
+            with contextlib.suppress(ValueError):
+                async with pull as op:
+                    op.set_entity("b")
+                    await asyncio.sleep(0.03)
+                    raise ValueError("b failed")
+
+        await asyncio.gather(through_a_stack(), plain())
+        outcomes = {s.attributes["sync.entity"]: s.status.status_code for s in cap.spans()}
+    assert outcomes == {"a": StatusCode.UNSET, "b": StatusCode.ERROR}
