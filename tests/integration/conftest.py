@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.otlp_receiver import OtlpReceiver
+
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
 
 
@@ -85,3 +87,10 @@ def postgres_dsn() -> Iterator[str]:
             [*run_as, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP receiver (gRPC and HTTP) on 127.0.0.1 for one test."""
+    with OtlpReceiver() as running:
+        yield running

@@ -34,15 +34,6 @@ from tests.integration.otlp_receiver import OtlpReceiver, attributes
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    found = OtlpReceiver().start()
-    try:
-        yield found
-    finally:
-        found.stop()
-
-
 @pytest.fixture(autouse=True)
 def _own_runtime(receiver: OtlpReceiver) -> Iterator[None]:
     """This test's runtimes (shut down while the receiver still answers), the previous one

@@ -131,12 +131,6 @@ def eventually(check: Callable[[], Any], expected: Any, timeout: float = 20.0) -
     return value
 
 
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as running:
-        yield running
-
-
 def _otlp_env(receiver: OtlpReceiver) -> dict[str, str]:
     return {
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,

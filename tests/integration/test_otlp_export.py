@@ -13,7 +13,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,15 +118,6 @@ def _env(endpoint: str, **extra: str) -> dict[str, str]:
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         **extra,
     }
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    found = OtlpReceiver().start()
-    try:
-        yield found
-    finally:
-        found.stop()
 
 
 def _points(metric: Any) -> list[Any]:

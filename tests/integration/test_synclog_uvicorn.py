@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -53,12 +52,6 @@ def make_app() -> FastAPI:
 
     app.add_middleware(SyncPerfMiddleware, routes={"/sync/{entity}/push": "push"})
     return app
-
-
-@pytest.fixture
-def receiver() -> Iterator[OtlpReceiver]:
-    with OtlpReceiver() as running:
-        yield running
 
 
 def _serve(app: FastAPI) -> tuple[uvicorn.Server, threading.Thread, str]:
