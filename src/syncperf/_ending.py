@@ -1,0 +1,111 @@
+"""How a decorated call's operation ends: its result read (``after``), its HTTP status
+applied, and a ``def`` handler's awaitable result followed to its end (``_decorators``)."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar, Token
+from typing import Any
+
+from syncperf._extractors import Run, guard
+from syncperf._http_status import answered, raised
+from syncperf._lifecycle import end
+from syncperf._operation import CURRENT, SyncOperation
+from syncperf._tracing.span import attach, detach
+
+_perf = time.perf_counter_ns
+FEEDING: ContextVar[SyncOperation | None] = ContextVar("syncperf_feeding", default=None)
+"""The joined operation a decorated call in this context feeds counts into (see
+``_decorators._joins``): a call inside it, and only inside it (its own context), skips its
+counts."""
+
+
+def leave(owner: SyncOperation | None) -> SyncOperation | None:
+    """Undo in the caller's context what ``start`` made current there: the call returned an
+    awaitable, which may be awaited elsewhere (a task of ``gather``, ``wait_for``) or later,
+    and the caller's later calls must neither join the operation nor parent under its
+    span. ``completed`` makes them current again where it runs."""
+    if owner is not None:
+        CURRENT.reset(owner._ctx_token)  # type: ignore[arg-type]
+        if owner._token is not None:
+            detach(owner._token)
+            owner._token = None
+    return owner
+
+
+async def completed(
+    awaitable: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    marked: Token[SyncOperation | None] | None,
+) -> Any:
+    """What a ``def`` handler returned that is awaitable (a coroutine function behind a
+    wrapper that does not say so): the operation lasts until it completes, as for an
+    ``async def`` handler, and is current (with its span, and ``FEEDING`` when this call
+    feeds a joined operation's counts) in the context that awaits it."""
+    if owner is not None:
+        owner._ctx_token = CURRENT.set(owner)
+        if owner._span is not None:
+            owner._token = attach(owner._span)
+    feeding = None if marked is None else FEEDING.set(op)
+    try:
+        result = await awaitable
+        if after is not None:
+            after_phase(after, op, owner, args, kwargs, result)
+    except BaseException as exc:
+        if owner is not None:
+            finish(owner, exc)
+        raise
+    finally:
+        if feeding is not None:
+            FEEDING.reset(feeding)
+    if owner is not None:
+        finish(owner, None, result)
+    else:
+        answered_joined(op, result)
+    return result
+
+
+def after_phase(
+    after: Run,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+) -> None:
+    t = _perf()
+    after(op, args, kwargs, result)
+    if owner is None:
+        op._own_ns += _perf() - t
+    else:  # ``end`` measures its own time from ``t``
+        op._resumed_ns = t
+
+
+def answered_joined(op: SyncOperation, result: Any) -> None:
+    """In a joined operation, the status of a returned ``Response`` decides its outcome as
+    when this wrapper owns it (a raised ``HTTPException`` reaches the owner, which reads it)."""
+    try:
+        answered(op, result)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+
+
+def finish(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
+    """End an operation this wrapper owns; an HTTP status the handler answered with (a
+    returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
+    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
+    try:
+        if exc is None:
+            answered(op, result)
+        else:
+            exc = raised(op, exc)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+    try:  # whatever happened above: an operation left open would swallow every later one
+        end(op, exc)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
