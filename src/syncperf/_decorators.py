@@ -22,7 +22,16 @@ from contextvars import Token
 from typing import Any, TypeVar, cast
 
 from syncperf import _runtime
-from syncperf._ending import FEEDING, after_phase, answered_joined, completed, finish, leave
+from syncperf._ending import (
+    FEEDING,
+    after_phase,
+    answered_joined,
+    completed,
+    finish,
+    future,
+    leave,
+    settles,
+)
 from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
 from syncperf._gate import check_entity, check_operation
 from syncperf._http_status import PLAIN, apply_http_status, awaitable, http_status
@@ -224,6 +233,8 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             except Exception:  # a class its metaclass makes unhashable
                 plain = False
             if not plain and awaitable(result):  # async after all
+                if future(result):  # a Task: handed back as it is, ended when done
+                    return settles(result, op, leave(owner), after, args, kwargs)
                 return completed(result, op, leave(owner), after, args, kwargs, marked)
             if after is not None:
                 after_phase(after, op, owner, args, kwargs, result)

@@ -3,6 +3,7 @@ applied, and a ``def`` handler's awaitable result followed to its end (``_decora
 
 from __future__ import annotations
 
+import asyncio
 import time
 from contextvars import ContextVar, Token
 from typing import Any
@@ -24,13 +25,80 @@ def leave(owner: SyncOperation | None) -> SyncOperation | None:
     """Undo in the caller's context what ``start`` made current there: the call returned an
     awaitable, which may be awaited elsewhere (a task of ``gather``, ``wait_for``) or later,
     and the caller's later calls must neither join the operation nor parent under its
-    span. ``completed`` makes them current again where it runs."""
+    span. ``enter`` makes them current again where it ends."""
     if owner is not None:
         CURRENT.reset(owner._ctx_token)  # type: ignore[arg-type]
         if owner._token is not None:
             detach(owner._token)
             owner._token = None
     return owner
+
+
+def enter(owner: SyncOperation) -> None:
+    """Make ``owner`` (and its span) current in the context that ends it, which ``end``
+    then resets: the tokens ``start`` made were used up in the caller's (``leave``)."""
+    owner._ctx_token = CURRENT.set(owner)
+    if owner._span is not None:
+        owner._token = attach(owner._span)
+
+
+def future(value: Any) -> bool:
+    """``asyncio.isfuture``, never raising: it reads an attribute of the value, which may be
+    a property that raises."""
+    try:
+        return asyncio.isfuture(value)
+    except Exception:
+        return False
+
+
+def settles(
+    fut: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """What a ``def`` handler returned that is an asyncio ``Future`` (a ``Task``): handed back
+    unchanged (``asyncio.wait`` takes it, it can be cancelled, awaited twice), the operation
+    ending when it is done, from its outcome. The work ran, or runs, in the task's own
+    context (copied while the call's operation was current there)."""
+    try:
+        fut.add_done_callback(lambda done: _settled(done, op, owner, after, args, kwargs))
+    except Exception as error:  # a Future that refuses callbacks: its operation ends now
+        if owner is not None:
+            enter(owner)
+            finish(owner, error)
+    return fut
+
+
+def _settled(
+    fut: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """The done callback of ``settles``, in a copy of the caller's context; it never raises
+    (the event loop would report it as the application's error)."""
+    try:
+        if owner is not None:
+            enter(owner)
+        try:
+            result = fut.result()  # its exception, or CancelledError when it was cancelled
+            if after is not None:
+                after_phase(after, op, owner, args, kwargs, result)
+        except BaseException as exc:
+            if owner is not None:
+                finish(owner, exc)
+            return
+        if owner is not None:
+            finish(owner, None, result)
+        else:
+            answered_joined(op, result)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
 
 
 async def completed(
@@ -47,9 +115,7 @@ async def completed(
     ``async def`` handler, and is current (with its span, and ``FEEDING`` when this call
     feeds a joined operation's counts) in the context that awaits it."""
     if owner is not None:
-        owner._ctx_token = CURRENT.set(owner)
-        if owner._span is not None:
-            owner._token = attach(owner._span)
+        enter(owner)
     feeding = None if marked is None else FEEDING.set(op)
     try:
         result = await awaitable
