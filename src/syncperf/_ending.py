@@ -4,8 +4,10 @@ applied, and a ``def`` handler's awaitable result followed to its end (``_decora
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from contextvars import ContextVar, Token
+from collections.abc import Coroutine, Generator
+from contextvars import Context, ContextVar, Token
 from typing import Any
 
 from syncperf._extractors import Run, guard
@@ -133,6 +135,72 @@ async def completed(
     else:
         answered_joined(op, result)
     return result
+
+
+class Completion(Coroutine[Any, Any, Any]):
+    """The coroutine a ``def`` handler's awaitable result is handed back as (``completed``
+    runs in it), which ends the operation itself if it never starts: a ``try`` in a
+    coroutine that never ran cannot. Closed, cancelled before its first step (an exception
+    thrown in), or collected unawaited, it ends the operation as an error,
+    ``error.type`` ``not_awaited``. A coroutine, not just an awaitable, for
+    ``asyncio.create_task``."""
+
+    __slots__ = ("_awaitable", "_coro", "_owner")
+
+    def __init__(
+        self,
+        awaitable: Any,
+        op: SyncOperation,
+        owner: SyncOperation | None,
+        after: Run | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        marked: Token[SyncOperation | None] | None,
+    ) -> None:
+        self._coro = completed(awaitable, op, owner, after, args, kwargs, marked)
+        self._awaitable = awaitable  # None once started
+        self._owner = owner
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._awaitable = self._owner = None
+        return self._coro.__await__()
+
+    def send(self, value: Any) -> Any:
+        self._awaitable = self._owner = None
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._unstarted(True)
+        return self._coro.throw(*exc)  # not started: raised as is, nothing run
+
+    def close(self) -> None:
+        self._unstarted(True)
+        self._coro.close()
+
+    def __del__(self) -> None:
+        if self._unstarted(False):  # (once started, whoever awaits it holds ``_coro``)
+            self._coro.close()  # closed without running, and without a warning of its own
+
+    def _unstarted(self, stopped: bool) -> bool:
+        """End the operation if it never started (``stopped``: on purpose); whether so."""
+        awaitable, owner = self._awaitable, self._owner
+        if awaitable is None:  # started: ``completed`` ends the operation
+            return False
+        self._awaitable = self._owner = None
+        if stopped and inspect.iscoroutine(awaitable):
+            awaitable.close()  # stopped on purpose; a dropped one warns as never awaited
+        if owner is not None and not owner._ended:
+            Context().run(_not_awaited, owner)  # wherever the collector runs: nothing left
+        return True
+
+
+def _not_awaited(owner: SyncOperation) -> None:
+    try:
+        owner.set_error("not_awaited")
+        enter(owner)
+        finish(owner, None)
+    except Exception as error:  # strict mode; never out of ``__del__``
+        guard(owner).internal_error("operation_end_failed", error)
 
 
 def after_phase(

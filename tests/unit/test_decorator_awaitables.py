@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -165,3 +166,22 @@ async def test_an_object_that_only_looks_like_a_future_is_awaited_as_before(
     assert await measured() == 1
     assert _outcomes(syncperf_capture) == {("success", None): 1}
     assert syncperf_capture.total("sync.operations.active") == 0
+
+
+@pytest.mark.filterwarnings("ignore:coroutine '_apply' was never awaited:RuntimeWarning")
+async def test_a_result_never_awaited_ends_its_operation(syncperf_capture: Capture) -> None:
+    push = syncperf.instrument_sync("push", items=lambda result: result)(_retry(_apply))
+    dropped = push([1])
+    del dropped
+    gc.collect()
+    push([1]).close()
+    task = asyncio.ensure_future(push([1]))
+    task.cancel()  # before its first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.create_task(push([1, 2])) == 2  # still a coroutine to create_task
+    cap = syncperf_capture
+    assert _outcomes(cap) == {("success", None): 1, ("error", "not_awaited"): 3}
+    assert cap.total("sync.items") == 2
+    assert cap.total("sync.operations.active") == 0
+    assert active_operation() is None
