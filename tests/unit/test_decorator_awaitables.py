@@ -185,3 +185,18 @@ async def test_a_result_never_awaited_ends_its_operation(syncperf_capture: Captu
     assert cap.total("sync.items") == 2
     assert cap.total("sync.operations.active") == 0
     assert active_operation() is None
+
+
+async def test_a_future_that_refuses_callbacks_ends_its_operation_at_once(
+    syncperf_capture: Capture,
+) -> None:
+    class Refusing(asyncio.Future[int]):
+        def add_done_callback(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("no callbacks")
+
+    future = Refusing()
+    assert syncperf.instrument_sync("push")(lambda: future)() is future
+    future.cancel()
+    assert _outcomes(syncperf_capture) == {("error", "RuntimeError"): 1}
+    assert syncperf_capture.total("sync.operations.active") == 0
+    assert active_operation() is None
