@@ -18,25 +18,31 @@ import inspect
 import json
 import time
 from collections.abc import Callable, Mapping
-from contextvars import ContextVar, Token
+from contextvars import Token
 from typing import Any, TypeVar, cast
 
 from syncperf import _runtime
+from syncperf._ending import (
+    FEEDING,
+    Completion,
+    after_phase,
+    answered_joined,
+    finish,
+    future,
+    leave,
+    settles,
+)
 from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
 from syncperf._gate import check_entity, check_operation
-from syncperf._http_status import PLAIN, answered, apply_http_status, awaitable, http_status, raised
+from syncperf._http_status import PLAIN, apply_http_status, awaitable, http_status
 from syncperf._lifecycle import end, series, start
-from syncperf._operation import CURRENT, SyncOperation, active_operation
-from syncperf._tracing.span import attach, detach
+from syncperf._operation import SyncOperation, active_operation
 from syncperf.exceptions import ConfigError
 
 __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _perf = time.perf_counter_ns
-_FEEDING: ContextVar[SyncOperation | None] = ContextVar("syncperf_feeding", default=None)
-"""The joined operation a decorated call in this context feeds counts into (see ``_joins``):
-a call inside it, and only inside it (its own context), skips its counts."""
 
 
 def instrument_sync(
@@ -182,7 +188,7 @@ def _joins(
     op: SyncOperation, entity: str | None, phases: Phases
 ) -> tuple[Run | None, Run | None, Token[SyncOperation | None] | None]:
     """Join ``op`` (another layer's operation): name its entity if it has none; the phases
-    to run in it, and the token of ``_FEEDING`` when this call feeds its counts: calls
+    to run in it, and the token of ``FEEDING`` when this call feeds its counts: calls
     inside it must not feed them again, while sibling calls (another batch, before, after or
     at the same time in another task or thread) count their own. The wrapper resets it."""
     if entity is not None and op._entity is None:
@@ -190,9 +196,9 @@ def _joins(
     joined = phases[2]
     if joined is None:
         return phases[0], phases[1], None
-    if op._fed or _FEEDING.get() is op:  # an outer layer counts it: one source feeds it
+    if op._fed or FEEDING.get() is op:  # an outer layer counts it: one source feeds it
         return (*joined, None)
-    return phases[0], phases[1], _FEEDING.set(op)
+    return phases[0], phases[1], FEEDING.set(op)
 
 
 def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
@@ -227,22 +233,24 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             except Exception:  # a class its metaclass makes unhashable
                 plain = False
             if not plain and awaitable(result):  # async after all
-                return _completed(result, op, _leave(owner), after, args, kwargs, marked)
+                if future(result):  # a Task: handed back as it is, ended when done
+                    return settles(result, op, leave(owner), after, args, kwargs)
+                return Completion(result, op, leave(owner), after, args, kwargs, marked)
             if after is not None:
-                _after(after, op, owner, args, kwargs, result)
+                after_phase(after, op, owner, args, kwargs, result)
         except BaseException as exc:
             if owner is not None:
-                _end(owner, exc)
+                finish(owner, exc)
             raise
         finally:
             if marked is not None:
-                _FEEDING.reset(marked)
+                FEEDING.reset(marked)
         if owner is None:
             if not plain:  # joined: a response's status decides the outcome all the same
-                _answered(op, result)
+                answered_joined(op, result)
             return result
         if not plain:  # maybe a response whose status decides the outcome
-            _end(owner, None, result)
+            finish(owner, None, result)
             return result
         try:
             end(owner, None)
@@ -251,55 +259,6 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
         return result
 
     return cast(F, wrapper)
-
-
-def _leave(owner: SyncOperation | None) -> SyncOperation | None:
-    """Undo in the caller's context what ``start`` made current there: the call returned an
-    awaitable, which may be awaited elsewhere (a task of ``gather``, ``wait_for``) or later,
-    and the caller's later calls must neither join the operation nor parent under its
-    span. ``_completed`` makes them current again where it runs."""
-    if owner is not None:
-        CURRENT.reset(owner._ctx_token)  # type: ignore[arg-type]
-        if owner._token is not None:
-            detach(owner._token)
-            owner._token = None
-    return owner
-
-
-async def _completed(
-    awaitable: Any,
-    op: SyncOperation,
-    owner: SyncOperation | None,
-    after: Run | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    marked: Token[SyncOperation | None] | None,
-) -> Any:
-    """What a ``def`` handler returned that is awaitable (a coroutine function behind a
-    wrapper that does not say so): the operation lasts until it completes, as for an
-    ``async def`` handler, and is current (with its span, and ``_FEEDING`` when this call
-    feeds a joined operation's counts) in the context that awaits it."""
-    if owner is not None:
-        owner._ctx_token = CURRENT.set(owner)
-        if owner._span is not None:
-            owner._token = attach(owner._span)
-    feeding = None if marked is None else _FEEDING.set(op)
-    try:
-        result = await awaitable
-        if after is not None:
-            _after(after, op, owner, args, kwargs, result)
-    except BaseException as exc:
-        if owner is not None:
-            _end(owner, exc)
-        raise
-    finally:
-        if feeding is not None:
-            _FEEDING.reset(feeding)
-    if owner is not None:
-        _end(owner, None, result)
-    else:
-        _answered(op, result)
-    return result
 
 
 def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
@@ -330,23 +289,23 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
                 op._own_ns += _perf() - t
             result = await fn(*args, **kwargs)
             if after is not None:
-                _after(after, op, owner, args, kwargs, result)
+                after_phase(after, op, owner, args, kwargs, result)
         except BaseException as exc:
             if owner is not None:
-                _end(owner, exc)
+                finish(owner, exc)
             raise
         finally:
             if marked is not None:
-                _FEEDING.reset(marked)
-        if owner is None:
-            _answered(op, result)  # joined: a response's status decides the outcome all the same
+                FEEDING.reset(marked)
+        if owner is None:  # joined: a response's status decides the outcome all the same
+            answered_joined(op, result)
             return result
         try:
             plain = type(result) in PLAIN
         except Exception:  # a class its metaclass makes unhashable
             plain = False
         if not plain:  # maybe a response whose status decides the outcome
-            _end(owner, None, result)
+            finish(owner, None, result)
             return result
         try:
             end(owner, None)
@@ -355,45 +314,3 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
         return result
 
     return cast(F, wrapper)
-
-
-def _after(
-    after: Run,
-    op: SyncOperation,
-    owner: SyncOperation | None,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    result: Any,
-) -> None:
-    t = _perf()
-    after(op, args, kwargs, result)
-    if owner is None:
-        op._own_ns += _perf() - t
-    else:  # ``end`` measures its own time from ``t``
-        op._resumed_ns = t
-
-
-def _answered(op: SyncOperation, result: Any) -> None:
-    """In a joined operation, the status of a returned ``Response`` decides its outcome as
-    when this wrapper owns it (a raised ``HTTPException`` reaches the owner, which reads it)."""
-    try:
-        answered(op, result)
-    except Exception as error:
-        guard(op).internal_error("operation_end_failed", error)
-
-
-def _end(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
-    """End an operation this wrapper owns; an HTTP status the handler answered with (a
-    returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
-    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
-    try:
-        if exc is None:
-            answered(op, result)
-        else:
-            exc = raised(op, exc)
-    except Exception as error:
-        guard(op).internal_error("operation_end_failed", error)
-    try:  # whatever happened above: an operation left open would swallow every later one
-        end(op, exc)
-    except Exception as error:
-        guard(op).internal_error("operation_end_failed", error)

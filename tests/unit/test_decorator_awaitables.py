@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -101,3 +102,101 @@ async def test_a_disguised_coroutine_in_a_joined_operation_counts_once(
         assert await push_all([[1, 2], [3]]) == 3
     assert syncperf_capture.total("sync.items") == 3
     assert syncperf_capture.total("sync.operation.duration") == 1
+
+
+def _outcomes(cap: Capture) -> dict[tuple[str, str | None], int]:
+    found: dict[tuple[str, str | None], int] = {}
+    for p in cap.points("sync.operation.duration"):
+        key = (p.attributes["sync.outcome"], p.attributes.get("error.type"))
+        found[key] = found.get(key, 0) + p.count
+    return found
+
+
+async def test_a_returned_future_is_handed_back_and_ends_the_operation_when_done(
+    syncperf_capture: Capture,
+) -> None:
+    loop = asyncio.get_running_loop()
+
+    async def fail() -> int:
+        raise ValueError("no")
+
+    @syncperf.instrument_sync("push", items=lambda result: result)
+    def schedule(rows: list[int] | None) -> asyncio.Future[int]:
+        return loop.create_task(_apply(rows) if rows is not None else fail())
+
+    task = schedule([1, 2])
+    assert isinstance(task, asyncio.Task)  # the Task itself: wait(), cancel(), two awaits
+    assert active_operation() is None
+    done, _ = await asyncio.wait([task, schedule([1])])
+    assert len(done) == 2
+    assert await task == 2 and await task == 2
+    cancelled = schedule([1])
+    assert cancelled.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    with pytest.raises(ValueError):
+        await schedule(None)
+    future: asyncio.Future[int] = loop.create_future()
+    future.set_result(4)  # already done when returned
+    assert syncperf.instrument_sync("push")(lambda: future)() is future
+    await asyncio.sleep(0)  # the done callbacks run
+    cap = syncperf_capture
+    assert _outcomes(cap) == {
+        ("success", None): 3,
+        ("error", "asyncio.exceptions.CancelledError"): 1,
+        ("error", "ValueError"): 1,
+    }
+    assert cap.total("sync.items") == 3
+    assert cap.total("sync.operations.active") == 0
+    assert active_operation() is None
+
+
+async def test_an_object_that_only_looks_like_a_future_is_awaited_as_before(
+    syncperf_capture: Capture,
+) -> None:
+    class Hostile:
+        @property
+        def _asyncio_future_blocking(self) -> bool:
+            raise RuntimeError("hostile")
+
+        def __await__(self) -> Any:
+            return _apply([1]).__await__()
+
+    measured = syncperf.instrument_sync("push")(lambda: Hostile())
+    assert await measured() == 1
+    assert _outcomes(syncperf_capture) == {("success", None): 1}
+    assert syncperf_capture.total("sync.operations.active") == 0
+
+
+@pytest.mark.filterwarnings("ignore:coroutine '_apply' was never awaited:RuntimeWarning")
+async def test_a_result_never_awaited_ends_its_operation(syncperf_capture: Capture) -> None:
+    push = syncperf.instrument_sync("push", items=lambda result: result)(_retry(_apply))
+    dropped = push([1])
+    del dropped
+    gc.collect()
+    push([1]).close()
+    task = asyncio.ensure_future(push([1]))
+    task.cancel()  # before its first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.create_task(push([1, 2])) == 2  # still a coroutine to create_task
+    cap = syncperf_capture
+    assert _outcomes(cap) == {("success", None): 1, ("error", "not_awaited"): 3}
+    assert cap.total("sync.items") == 2
+    assert cap.total("sync.operations.active") == 0
+    assert active_operation() is None
+
+
+async def test_a_future_that_refuses_callbacks_ends_its_operation_at_once(
+    syncperf_capture: Capture,
+) -> None:
+    class Refusing(asyncio.Future[int]):
+        def add_done_callback(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("no callbacks")
+
+    future = Refusing()
+    assert syncperf.instrument_sync("push")(lambda: future)() is future
+    future.cancel()
+    assert _outcomes(syncperf_capture) == {("error", "RuntimeError"): 1}
+    assert syncperf_capture.total("sync.operations.active") == 0
+    assert active_operation() is None

@@ -1,0 +1,245 @@
+"""How a decorated call's operation ends: its result read (``after``), its HTTP status
+applied, and a ``def`` handler's awaitable result followed to its end (``_decorators``)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Coroutine, Generator
+from contextvars import Context, ContextVar, Token
+from typing import Any
+
+from syncperf._extractors import Run, guard
+from syncperf._http_status import answered, raised
+from syncperf._lifecycle import end
+from syncperf._operation import CURRENT, SyncOperation
+from syncperf._tracing.span import attach, detach
+
+_perf = time.perf_counter_ns
+FEEDING: ContextVar[SyncOperation | None] = ContextVar("syncperf_feeding", default=None)
+"""The joined operation a decorated call in this context feeds counts into (see
+``_decorators._joins``): a call inside it, and only inside it (its own context), skips its
+counts."""
+
+
+def leave(owner: SyncOperation | None) -> SyncOperation | None:
+    """Undo in the caller's context what ``start`` made current there: the call returned an
+    awaitable, which may be awaited elsewhere (a task of ``gather``, ``wait_for``) or later,
+    and the caller's later calls must neither join the operation nor parent under its
+    span. ``enter`` makes them current again where it ends."""
+    if owner is not None:
+        CURRENT.reset(owner._ctx_token)  # type: ignore[arg-type]
+        if owner._token is not None:
+            detach(owner._token)
+            owner._token = None
+    return owner
+
+
+def enter(owner: SyncOperation) -> None:
+    """Make ``owner`` (and its span) current in the context that ends it, which ``end``
+    then resets: the tokens ``start`` made were used up in the caller's (``leave``)."""
+    owner._ctx_token = CURRENT.set(owner)
+    if owner._span is not None:
+        owner._token = attach(owner._span)
+
+
+def future(value: Any) -> bool:
+    """``asyncio.isfuture``, never raising: it reads an attribute of the value, which may be
+    a property that raises."""
+    try:
+        return asyncio.isfuture(value)
+    except Exception:
+        return False
+
+
+def settles(
+    fut: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    """What a ``def`` handler returned that is an asyncio ``Future`` (a ``Task``): handed back
+    unchanged (``asyncio.wait`` takes it, it can be cancelled, awaited twice), the operation
+    ending when it is done, from its outcome. The work ran, or runs, in the task's own
+    context (copied while the call's operation was current there)."""
+    try:
+        fut.add_done_callback(lambda done: _settled(done, op, owner, after, args, kwargs))
+    except Exception as error:  # a Future that refuses callbacks: its operation ends now
+        if owner is not None:
+            enter(owner)
+            finish(owner, error)
+    return fut
+
+
+def _settled(
+    fut: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """The done callback of ``settles``, in a copy of the caller's context; it never raises
+    (the event loop would report it as the application's error)."""
+    try:
+        if owner is not None:
+            enter(owner)
+        try:
+            result = fut.result()  # its exception, or CancelledError when it was cancelled
+            if after is not None:
+                after_phase(after, op, owner, args, kwargs, result)
+        except BaseException as exc:
+            if owner is not None:
+                finish(owner, exc)
+            return
+        if owner is not None:
+            finish(owner, None, result)
+        else:
+            answered_joined(op, result)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+
+
+async def completed(
+    awaitable: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    marked: Token[SyncOperation | None] | None,
+) -> Any:
+    """What a ``def`` handler returned that is awaitable (a coroutine function behind a
+    wrapper that does not say so): the operation lasts until it completes, as for an
+    ``async def`` handler, and is current (with its span, and ``FEEDING`` when this call
+    feeds a joined operation's counts) in the context that awaits it."""
+    if owner is not None:
+        enter(owner)
+    feeding = None if marked is None else FEEDING.set(op)
+    try:
+        result = await awaitable
+        if after is not None:
+            after_phase(after, op, owner, args, kwargs, result)
+    except BaseException as exc:
+        if owner is not None:
+            finish(owner, exc)
+        raise
+    finally:
+        if feeding is not None:
+            FEEDING.reset(feeding)
+    if owner is not None:
+        finish(owner, None, result)
+    else:
+        answered_joined(op, result)
+    return result
+
+
+class Completion(Coroutine[Any, Any, Any]):
+    """The coroutine a ``def`` handler's awaitable result is handed back as (``completed``
+    runs in it), which ends the operation itself if it never starts: a ``try`` in a
+    coroutine that never ran cannot. Closed, cancelled before its first step (an exception
+    thrown in), or collected unawaited, it ends the operation as an error,
+    ``error.type`` ``not_awaited``. A coroutine, not just an awaitable, for
+    ``asyncio.create_task``."""
+
+    __slots__ = ("_awaitable", "_coro", "_owner")
+
+    def __init__(
+        self,
+        awaitable: Any,
+        op: SyncOperation,
+        owner: SyncOperation | None,
+        after: Run | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        marked: Token[SyncOperation | None] | None,
+    ) -> None:
+        self._coro = completed(awaitable, op, owner, after, args, kwargs, marked)
+        self._awaitable = awaitable  # None once started
+        self._owner = owner
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._awaitable = self._owner = None
+        return self._coro.__await__()
+
+    def send(self, value: Any) -> Any:
+        self._awaitable = self._owner = None
+        return self._coro.send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        self._unstarted(True)
+        return self._coro.throw(*exc)  # not started: raised as is, nothing run
+
+    def close(self) -> None:
+        self._unstarted(True)
+        self._coro.close()
+
+    def __del__(self) -> None:
+        if self._unstarted(False):  # (once started, whoever awaits it holds ``_coro``)
+            self._coro.close()  # closed without running, and without a warning of its own
+
+    def _unstarted(self, stopped: bool) -> bool:
+        """End the operation if it never started (``stopped``: on purpose); whether so."""
+        awaitable, owner = self._awaitable, self._owner
+        if awaitable is None:  # started: ``completed`` ends the operation
+            return False
+        self._awaitable = self._owner = None
+        if stopped and inspect.iscoroutine(awaitable):
+            awaitable.close()  # stopped on purpose; a dropped one warns as never awaited
+        if owner is not None and not owner._ended:
+            Context().run(_not_awaited, owner)  # wherever the collector runs: nothing left
+        return True
+
+
+def _not_awaited(owner: SyncOperation) -> None:
+    try:
+        owner.set_error("not_awaited")
+        enter(owner)
+        finish(owner, None)
+    except Exception as error:  # strict mode; never out of ``__del__``
+        guard(owner).internal_error("operation_end_failed", error)
+
+
+def after_phase(
+    after: Run,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    result: Any,
+) -> None:
+    t = _perf()
+    after(op, args, kwargs, result)
+    if owner is None:
+        op._own_ns += _perf() - t
+    else:  # ``end`` measures its own time from ``t``
+        op._resumed_ns = t
+
+
+def answered_joined(op: SyncOperation, result: Any) -> None:
+    """In a joined operation, the status of a returned ``Response`` decides its outcome as
+    when this wrapper owns it (a raised ``HTTPException`` reaches the owner, which reads it)."""
+    try:
+        answered(op, result)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+
+
+def finish(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
+    """End an operation this wrapper owns; an HTTP status the handler answered with (a
+    returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
+    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
+    try:
+        if exc is None:
+            answered(op, result)
+        else:
+            exc = raised(op, exc)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+    try:  # whatever happened above: an operation left open would swallow every later one
+        end(op, exc)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
