@@ -33,6 +33,7 @@ from syncperf._ending import (
     settles,
 )
 from syncperf._extractors import Adapter, Apply, Run, check_adapter, guard, phase, plan, specs
+from syncperf._fastpath import compiled
 from syncperf._gate import check_entity, check_operation
 from syncperf._http_status import PLAIN, apply_http_status, awaitable, http_status
 from syncperf._lifecycle import end, series, start
@@ -258,6 +259,8 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             guard(owner).internal_error("operation_end_failed", error)
         return result
 
+    if phases == (None, None, None):  # nothing to extract: the compiled path, if built
+        return cast(F, compiled(fn, wrapper, operation, entity) or wrapper)
     return cast(F, wrapper)
 
 

@@ -20,8 +20,10 @@ the runtime just before, where no collection looks any more.
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import TYPE_CHECKING, Any
 
+from syncperf._accel import speedups
 from syncperf._client_series import ClientSeries
 from syncperf._client_series import record as record_observed
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 __all__ = ["FOLD_AT", "MAX_QUEUED", "adopt", "conflict_series", "fold", "forward"]
 
 Attrs = dict[str, str | bool]
+Queued = dict[HistogramSeries, list[int]]
+"""Nanoseconds per series, recorded at the end of a fold."""
 
 
 FOLD_AT = 64
@@ -56,32 +60,35 @@ def fold(rt: Runtime) -> None:
     if rt.successor is not None:  # replaced: its series are exported no more
         forward(rt)
         return
+    failures: list[Exception] = []
+    queued: Queued = {}  # nanoseconds, recorded per series at the end
+    if speedups is not None:
+        rest = functools.partial(_rest, rt)
+        speedups.fold(rt.ended, queued, failures, rest, rt.db_instrumented)
+    else:
+        _queue(rt, queued, failures)
+    for histogram, values in queued.items():  # one C-level pass per series, not a call a value
+        record_ns(histogram, values)
+    for failure in failures:
+        rt.internal_error("operation_end_failed", failure, held=True)
+
+
+def _queue(
+    rt: Runtime, queued: dict[HistogramSeries, list[int]], failures: list[Exception]
+) -> None:
+    """Take what ``rt.ended`` holds now: each operation's duration and overhead queued per
+    series, the rest of its record (``_rest``) recorded (``_speedups.fold`` in C)."""
     ended = rt.ended
     take = ended.popleft
     left = len(ended)  # what is there now: more may come while folding
-    failures: list[Exception] = []
-    queued: dict[HistogramSeries, list[int]] = {}  # nanoseconds, recorded per series at the end
+    db = rt.db_instrumented
     while left:
         try:
             while left:
                 left -= 1
-                (
-                    bound,
-                    etype,
-                    outcome,
-                    duration_ns,
-                    others,
-                    own_ns,
-                    client,
-                    observed,
-                    entity,
-                    batch,
-                    idempotent,
-                    items,
-                    conflict_detail,
-                    db_queries,
-                    db_ns,
-                ) = take()
+                record = take()
+                bound, etype, outcome, duration_ns, others, own_ns, client = record[:7]
+                batch, idempotent, items, conflicts, queries = record[9:14]
                 if etype is not None:
                     series = bound.error(etype)
                 elif outcome == "conflict":
@@ -89,33 +96,53 @@ def fold(rt: Runtime) -> None:
                 else:
                     series = bound.success
                 queued.setdefault(series, []).append(duration_ns)
-                if batch is not None:
-                    bound.batch.record(batch)
-                if idempotent:
-                    bound.idempotency.add(1)
-                if items:
-                    for change, n in items.items():
-                        counter = bound.items.get(change) or bound.items_of(change)
-                        counter.value += n
-                        counter.touched = True
-                if others:
-                    for other, change, n in others:
-                        other.items_of(change).add(n)
-                if conflict_detail:
-                    for (conflict_entity, resolution), n in conflict_detail.items():
-                        conflict_series(rt, conflict_entity or entity, resolution).add(n)
-                if client is not None:
-                    record_observed(client, bound.operation, entity, observed)
-                if db_queries or rt.db_instrumented:
-                    bound.db_queries.record(db_queries)
-                    bound.db_duration.record(db_ns / 1e9)
+                extra = others or items or conflicts or queries or idempotent or db
+                if extra or client is not None or batch is not None:
+                    _rest(rt, record)
                 queued.setdefault(bound.overhead, []).append(own_ns)
         except Exception as error:  # the rest of this operation is lost (counted), not others
             failures.append(error)
-    for series, values in queued.items():  # one C-level pass per series, not one call a value
-        record_ns(series, values)
-    for failure in failures:
-        rt.internal_error("operation_end_failed", failure, held=True)
+
+
+def _rest(rt: Runtime, record: tuple[Any, ...]) -> None:
+    """An ended operation's counts other than its duration and overhead."""
+    (
+        bound,
+        _,
+        _,
+        _,
+        others,
+        _,
+        client,
+        observed,
+        entity,
+        batch,
+        idempotent,
+        items,
+        conflict_detail,
+        db_queries,
+        db_ns,
+    ) = record
+    if batch is not None:
+        bound.batch.record(batch)
+    if idempotent:
+        bound.idempotency.add(1)
+    if items:
+        for change, n in items.items():
+            counter = bound.items.get(change) or bound.items_of(change)
+            counter.value += n
+            counter.touched = True
+    if others:
+        for other, change, n in others:
+            other.items_of(change).add(n)
+    if conflict_detail:
+        for (conflict_entity, resolution), n in conflict_detail.items():
+            conflict_series(rt, conflict_entity or entity, resolution).add(n)
+    if client is not None:
+        record_observed(client, bound.operation, entity, observed)
+    if db_queries or rt.db_instrumented:
+        bound.db_queries.record(db_queries)
+        bound.db_duration.record(db_ns / 1e9)
 
 
 def forward(old: Runtime) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from syncperf._accel import speedups
 from syncperf._client_series import ClientSeries
 from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
 from syncperf._gate import error_type
@@ -31,6 +32,24 @@ __all__ = ["OperationSeries", "begin", "end", "series", "start"]
 
 _perf = time.perf_counter_ns
 _INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
+
+
+def fold_now(rt: Runtime, wait: bool) -> None:
+    """Fold what ended (``_fold``) if no other thread folds; with ``wait``, wait for it."""
+    if rt.lock.acquire(wait):
+        try:
+            fold(rt)
+        finally:
+            rt.lock.release()
+
+
+_end_plain = None
+"""The compiled ``end`` of an operation without a span (or unsampled, with nothing to
+rescue), entity change, other entities' items or client details (False, untouched, for any
+other), or None."""
+if speedups is not None:
+    speedups.setup(CURRENT, globals(), fold_now, FOLD_AT, MAX_QUEUED)  # ``_perf``: its clock
+    _end_plain = speedups.end_plain
 
 
 # --- begin --------------------------------------------------------------------------------
@@ -136,6 +155,8 @@ def end(
         now: ``time.perf_counter_ns()`` when the caller's own wrap-up began, if it read it
             (the time from there counts as syncperf's); 0: read here.
     """
+    if _end_plain is not None and exc is None and end_ns is None and _end_plain(op, now):
+        return
     t2 = now or _perf()
     rt = op._rt
     op._ended = True
@@ -190,11 +211,8 @@ def end(
         )
         # Fold a batch if no other thread folds; wait when full or replaced (it forwards: _fold)
         wait = (queued := len(ended)) >= MAX_QUEUED or rt.successor is not None
-        if (wait or queued >= FOLD_AT) and rt.lock.acquire(wait):
-            try:
-                fold(rt)
-            finally:
-                rt.lock.release()
+        if wait or queued >= FOLD_AT:
+            fold_now(rt, wait)
     finally:
         op._series.inflight.pop()
     if failure is not None:

@@ -21,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from syncperf import _gate as gate
+from syncperf._accel import speedups
 from syncperf._client_series import Observed
 from syncperf._gate import MAX_COUNT, MAX_NAME
 from syncperf._staleness import age_of
@@ -51,59 +52,97 @@ def _entity(rt: Runtime, entity: object) -> str | None:
     return rt.entities(name)
 
 
-class SyncOperation:
-    """Records one sync operation. Get it from ``sync_operation()``, the decorator, or
-    ``current_operation()``; every method is cheap and never raises into your code
-    (outside strict mode)."""
+class _Fields:
+    """What ``start``, ``end`` and the fold read of an operation (the compiled path's
+    ``_speedups.Operation`` holds the same fields as a C struct); all set at construction,
+    so reading one never falls back to a class default (a slower lookup)."""
 
-    # Defaults live on the class: an operation only writes what it records.
-    _batch: int | None = None
-    _items: dict[str | None, int] | None = None
+    __slots__ = (
+        "_batch",
+        "_conflict_detail",
+        "_conflicts",
+        "_ctx_token",
+        "_db_ns",
+        "_db_queries",
+        "_ended",
+        "_entity",
+        "_entity_items",
+        "_error_type",
+        "_idempotent",
+        "_item_total",
+        "_items",
+        "_observed",
+        "_own_ns",
+        "_parent_ctx",
+        "_resumed_ns",
+        "_rt",
+        "_series",
+        "_span",
+        "_start_ns",
+    )
+    _rt: Runtime
+    _series: OperationSeries
+    _entity: str | None
+    _start_ns: int
+    _own_ns: int
+    _resumed_ns: int
+    """When the result extractors began (0: at ``end``)."""
+    _batch: int | None
+    _items: dict[str | None, int] | None
     """Items of the operation's own entity, by change type."""
-    _item_total = 0
+    _item_total: int
     """Items recorded so far, every entity and change (below ``MAX_COUNT``)."""
-    _entity_items: dict[tuple[str, str | None], int] | None = None
+    _entity_items: dict[tuple[str, str | None], int] | None
     """Items of other entities, by (bounded entity, change type)."""
-    _conflicts = 0
-    _conflict_detail: dict[tuple[str | None, str | None], int] | None = None
-    _idempotent = False
-    _log_started = False
-    _span: Span | None = None
-    _span_attrs: dict[str, Any] | None = None
-    _token: Any = None
-    _ctx_token: Token[SyncOperation | None] | None = None
-    _parent_ctx: trace.SpanContext | None = None
-    _db_queries = 0
-    _db_ns = 0
-    _error_type: str | None = None
-    _kind = SpanKind.INTERNAL
-    _start_ns = 0
-    _own_ns = _resumed_ns = 0  # resumed: when the result extractors began (0: at ``end``)
-    scratch: dict[str, Any] | None = None
-    """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
-    _observed: Observed | None = None
+    _conflicts: int
+    _conflict_detail: dict[tuple[str | None, str | None], int] | None
+    _idempotent: bool
+    _span: Span | None
+    _ctx_token: Token[SyncOperation | None] | None
+    _parent_ctx: trace.SpanContext | None
+    _db_queries: int
+    _db_ns: int
+    _error_type: str | None
+    _observed: Observed | None
     """What the request told about its client (checkpoint, change times, Sync-Client)."""
-    _fed = False
-    """Set when an adapter or count extractors feed this operation's counts (a middleware
-    route's adapter, or the decorator that owns it): a decorated handler that joins it then
-    skips its own, so nothing is counted twice."""
-    _ended = False
+    _ended: bool
     """Set by ``end``: a task that copied the context still sees it current, but joins it no
     more (its own operations start afresh)."""
 
-    def __init__(self, rt: Runtime, series: OperationSeries, start_ns: int) -> None:
+    def __init__(self, rt: Any = None, series: Any = None, start_ns: int = 0) -> None:
         self._rt = rt
         self._series = series
-        self._entity = series.entity
+        self._entity = None if series is None else series.entity
         self._start_ns = start_ns
-        # What ``end`` reads, set on the instance although the class has the same defaults:
-        # CPython (3.11) reads an attribute from the instance's own values at specialized
-        # speed, but falls back to a generic lookup, ~10x slower, to find a class default.
         self._own_ns = self._resumed_ns = self._conflicts = self._item_total = 0
         self._db_queries = self._db_ns = 0
         self._ctx_token = self._span = self._parent_ctx = self._error_type = self._observed = None
         self._conflict_detail = self._batch = self._items = self._entity_items = None
         self._idempotent = self._ended = False
+
+
+if TYPE_CHECKING:
+    _Base = _Fields
+else:  # the compiled layout of the same fields, when built (``_accel``)
+    _Base = _Fields if speedups is None else speedups.Operation
+
+
+class SyncOperation(_Base):
+    """Records one sync operation. Get it from ``sync_operation()``, the decorator, or
+    ``current_operation()``; every method is cheap and never raises into your code
+    (outside strict mode)."""
+
+    # Rarely set: defaults on the class, an operation writes only what it records.
+    _log_started = False
+    _span_attrs: dict[str, Any] | None = None
+    _token: Any = None
+    _kind = SpanKind.INTERNAL
+    scratch: dict[str, Any] | None = None
+    """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""
+    _fed = False
+    """Set when an adapter or count extractors feed this operation's counts (a middleware
+    route's adapter, or the decorator that owns it): a decorated handler that joins it then
+    skips its own, so nothing is counted twice."""
 
     @property
     def operation(self) -> str:
@@ -310,10 +349,6 @@ class _NoopOperation(SyncOperation):
     """What ``current_operation()`` returns outside a sync operation: records nothing."""
 
     __slots__ = ()
-    _entity = None
-
-    def __init__(self) -> None:
-        pass
 
     @property
     def recording(self) -> bool:

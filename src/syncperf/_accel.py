@@ -1,0 +1,25 @@
+"""The compiled hot path (``_speedups``, a C extension built with the package when a compiler
+is there), or None: then every caller runs its pure-Python twin, which behaves the same.
+
+``SYNCPERF_NO_EXTENSIONS=1`` selects the pure-Python path (read once, at import, as
+``AIOHTTP_NO_EXTENSIONS`` or ``MULTIDICT_NO_EXTENSIONS`` are: the choice shapes classes)."""
+
+from __future__ import annotations
+
+import os
+from types import ModuleType
+
+__all__ = ["speedups"]
+
+
+def _load() -> ModuleType | None:
+    if os.environ.get("SYNCPERF_NO_EXTENSIONS", "").strip() not in ("", "0"):
+        return None
+    try:
+        from syncperf import _speedups
+    except ImportError:  # not built (no compiler at install time): the pure-Python path
+        return None
+    return _speedups
+
+
+speedups = _load()

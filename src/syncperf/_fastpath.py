@@ -1,0 +1,75 @@
+"""The wrapper of a ``def`` handler without extractors on the compiled path
+(``_speedups.FastPath``): it starts, calls and ends a plain operation in C, and hands every
+other case to the helpers here or to the Python wrapper (``_decorators``) as a whole: a
+joined operation, a span to start, a start to log, a returned response or awaitable, an
+exception, an operation with more to record than ``end_plain`` takes."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from syncperf import _runtime
+from syncperf._accel import speedups
+from syncperf._ending import Completion, finish, future, leave, settles
+from syncperf._extractors import guard
+from syncperf._http_status import PLAIN, awaitable
+from syncperf._lifecycle import end, series
+from syncperf._operation import SyncOperation
+from syncperf._runtime import Runtime
+from syncperf._series import OperationSeries
+
+__all__ = ["compiled"]
+
+
+def compiled(
+    fn: Callable[..., Any], slow: Callable[..., Any], operation: str, entity: str | None
+) -> Callable[..., Any] | None:
+    """``fn``'s wrapper on the compiled path, ``slow`` (the Python wrapper) behind it; None
+    without the compiled path."""
+    if speedups is None:
+        return None
+
+    def bind(rt: Runtime) -> OperationSeries | None:
+        return series(rt, operation, entity) if rt.enabled else None
+
+    fast = speedups.FastPath(
+        fn, slow, bind, _settle, _raised, _end, _failed, vars(_runtime), SyncOperation, PLAIN
+    )
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fast(args, kwargs)
+
+    return wrapper
+
+
+def _settle(op: SyncOperation, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A result that is not a plain value: an awaitable followed to its end, a response
+    whose status decides the outcome (as the Python wrapper does)."""
+    try:
+        if awaitable(result):
+            if future(result):
+                return settles(result, op, leave(op), None, args, kwargs)
+            return Completion(result, op, leave(op), None, args, kwargs, None)
+    except BaseException as exc:
+        finish(op, exc)
+        raise
+    finish(op, None, result)
+    return result
+
+
+def _raised(op: SyncOperation, exc: BaseException) -> None:
+    finish(op, exc)
+
+
+def _end(op: SyncOperation) -> None:
+    try:
+        end(op, None)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+
+
+def _failed(op: SyncOperation, error: Exception) -> None:
+    guard(op).internal_error("operation_end_failed", error)

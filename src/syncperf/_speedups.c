@@ -1,0 +1,1145 @@
+/* syncperf._speedups: the compiled hot path (optional; the pure-Python path is the fallback).
+ *
+ * Three pieces, each doing exactly what its Python twin does for the common case and handing
+ * every other case back to it:
+ *
+ *   Operation    the fields of a SyncOperation that start, end and the fold read (a C struct:
+ *                allocation sets them all at once; Python reads them as slots);
+ *   end_plain    _lifecycle.end for an operation without a span (or unsampled, with no
+ *                error, conflict or slowness to rescue), entity change, other entities'
+ *                items or client details (False, untouched, otherwise);
+ *   fold         _fold.fold's loop: each ended operation's duration and overhead queued per
+ *                series, the rest of its record handed to a Python function;
+ *   FastPath     the instrument_sync wrapper of a `def` handler without extractors: start,
+ *                call, end in C; anything else (a joined operation, a span, a start log, a
+ *                response object, an exception) through the Python helpers.
+ *
+ * Everything runs with the GIL held and calls no code that could release it between the
+ * reads and writes that must go together, as the Python twins do.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <time.h>
+
+/* ---- module state (one interpreter) ---------------------------------------------------- */
+
+static PyObject *CURRENT;        /* the ContextVar of the current operation */
+static PyObject *PERF_NS;        /* time.perf_counter_ns */
+static PyObject *CLOCKS;         /* the namespace whose `_perf` is the clock (tests swap it) */
+static PyObject *FOLD_HOOK;      /* fold_hook(rt, wait): fold under the lock (Python) */
+static PyObject *S_ERROR, *S_CONFLICT, *S_SUCCESS;
+static Py_ssize_t FOLD_AT = 64, MAX_QUEUED = 1024;
+static int use_clock = 0;
+
+static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflight, *s_pop, *s_log,
+    *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
+    *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
+    *s_min, *s_max;
+
+/* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
+#if LONG_MAX >= 9223372036854775807L
+#define AS_LL(o) ((long long)PyLong_AsLong(o))
+#else
+#define AS_LL(o) PyLong_AsLongLong(o)
+#endif
+
+static int
+now_ns(long long *out)
+{
+    PyObject *clock = CLOCKS == NULL ? NULL : PyDict_GetItemWithError(CLOCKS, s_perf);
+    if (clock == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        clock = PERF_NS;
+    }
+#if defined(__linux__)
+    if (use_clock && clock == PERF_NS) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        *out = (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+        return 0;
+    }
+#endif
+    PyObject *r = PyObject_CallNoArgs(clock);
+    if (r == NULL)
+        return -1;
+    *out = AS_LL(r);
+    Py_DECREF(r);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* ---- Operation: the fields ------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *rt, *series, *entity, *start_ns, *own_ns, *resumed_ns, *conflicts, *item_total,
+        *db_queries, *db_ns, *ctx_token, *span, *parent_ctx, *error_type, *observed,
+        *conflict_detail, *batch, *items, *entity_items, *idempotent, *ended;
+} Op;
+
+#define OP_FIELDS(X)                                                                         \
+    X(rt) X(series) X(entity) X(start_ns) X(own_ns) X(resumed_ns) X(conflicts) X(item_total)  \
+    X(db_queries) X(db_ns) X(ctx_token) X(span) X(parent_ctx) X(error_type) X(observed)      \
+    X(conflict_detail) X(batch) X(items) X(entity_items) X(idempotent) X(ended)
+
+static PyObject *ZERO;
+
+/* Set every field (the caller holds new references to nothing: all borrowed). */
+static int
+op_init_fields(Op *op, PyObject *rt, PyObject *series, PyObject *start_ns)
+{
+    PyObject *entity = Py_None;
+    if (series != Py_None) {
+        entity = PyObject_GetAttr(series, s_entity);
+        if (entity == NULL)
+            return -1;
+    } else {
+        Py_INCREF(entity);
+    }
+#define NONE(f) op->f = Py_NewRef(Py_None);
+    OP_FIELDS(NONE)
+#undef NONE
+    Py_SETREF(op->rt, Py_NewRef(rt));
+    Py_SETREF(op->series, Py_NewRef(series));
+    Py_SETREF(op->entity, entity);
+    Py_SETREF(op->start_ns, Py_NewRef(start_ns));
+    Py_SETREF(op->own_ns, Py_NewRef(ZERO));
+    Py_SETREF(op->resumed_ns, Py_NewRef(ZERO));
+    Py_SETREF(op->conflicts, Py_NewRef(ZERO));
+    Py_SETREF(op->item_total, Py_NewRef(ZERO));
+    Py_SETREF(op->db_queries, Py_NewRef(ZERO));
+    Py_SETREF(op->db_ns, Py_NewRef(ZERO));
+    Py_SETREF(op->idempotent, Py_NewRef(Py_False));
+    Py_SETREF(op->ended, Py_NewRef(Py_False));
+    return 0;
+}
+
+static PyObject *
+op_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *rt = Py_None, *series = Py_None, *start_ns = ZERO;
+    static char *names[] = {"rt", "series", "start_ns", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOO:SyncOperation", names, &rt, &series,
+                                     &start_ns))
+        return NULL;
+    Op *op = (Op *)type->tp_alloc(type, 0);
+    if (op == NULL)
+        return NULL;
+    if (op_init_fields(op, rt, series, start_ns) < 0) {
+        Py_DECREF(op);
+        return NULL;
+    }
+    return (PyObject *)op;
+}
+
+static int
+op_traverse(Op *op, visitproc visit, void *arg)
+{
+#define VISIT(f) Py_VISIT(op->f);
+    OP_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+op_clear(Op *op)
+{
+#define CLEAR(f) Py_CLEAR(op->f);
+    OP_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+op_dealloc(Op *op)
+{
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    op_clear(op);
+    tp->tp_free((PyObject *)op);
+}
+
+#define MEMBER(f) {"_" #f, T_OBJECT_EX, offsetof(Op, f), 0, NULL},
+static PyMemberDef op_members[] = {OP_FIELDS(MEMBER){NULL}};
+#undef MEMBER
+
+static PyTypeObject OpType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "syncperf._speedups.Operation",
+    .tp_basicsize = sizeof(Op),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The fields of a sync operation that start, end and the fold read.",
+    .tp_new = op_new,
+    .tp_traverse = (traverseproc)op_traverse,
+    .tp_clear = (inquiry)op_clear,
+    .tp_dealloc = (destructor)op_dealloc,
+    .tp_members = op_members,
+};
+
+/* What end reads of an operation's runtime and series, when the caller has them at hand
+ * (FastPath caches them per runtime); NULL fields: read here. */
+typedef struct {
+    PyObject *ended, *inflight, *log;
+} Hints;
+
+static const Hints NO_HINTS = {NULL, NULL, NULL};
+
+static PyObject *
+hinted(PyObject *hint, PyObject *owner, PyObject *name)
+{
+    if (hint != NULL)
+        return Py_NewRef(hint);
+    return PyObject_GetAttr(owner, name);
+}
+
+/* ---- end_plain ------------------------------------------------------------------------- */
+
+static int
+truthy(PyObject *v)
+{
+    if (v == Py_None || v == Py_False)
+        return 0;
+    if (v == Py_True)
+        return 1;
+    return PyObject_IsTrue(v);
+}
+
+/* Whether end_impl can end `op` (it changes nothing when it cannot). */
+static int
+plain_end(Op *op)
+{
+    if (op->span != Py_None || op->parent_ctx == NULL || op->observed != Py_None ||
+        op->entity_items != Py_None || op->series == NULL || op->series == Py_None ||
+        op->rt == NULL || op->start_ns == NULL || !PyLong_CheckExact(op->start_ns) ||
+        op->error_type == NULL || op->conflicts == NULL || op->own_ns == NULL ||
+        !PyLong_CheckExact(op->own_ns) || op->resumed_ns == NULL ||
+        !PyLong_CheckExact(op->resumed_ns) || op->entity == NULL || op->ctx_token == NULL ||
+        op->batch == NULL || op->idempotent == NULL || op->items == NULL ||
+        op->conflict_detail == NULL || op->db_queries == NULL || op->db_ns == NULL)
+        return 0;
+    PyObject *entity = PyObject_GetAttr(op->series, s_entity);
+    if (entity == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(entity); /* the series holds it */
+    return entity == op->entity;
+}
+
+/* The log check of _lifecycle.end: log.end(op, outcome, etype, duration_ns, t2) when due. */
+static int
+maybe_log(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long duration,
+          long long t2)
+{
+    PyObject *log = hinted(h->log, op->series, s_log);
+    if (log == NULL)
+        return -1;
+    int due = 0;
+    PyObject *on = PyObject_GetAttr(log, s_on);
+    if (on == NULL)
+        goto fail;
+    PyObject *flag = PyObject_GetItem(on, outcome);
+    Py_DECREF(on);
+    if (flag == NULL)
+        goto fail;
+    due = truthy(flag);
+    Py_DECREF(flag);
+    if (due < 0)
+        goto fail;
+    if (!due) {
+        PyObject *slow = PyObject_GetAttr(log, s_slow_ns);
+        if (slow == NULL)
+            goto fail;
+        long long slow_ns = AS_LL(slow);
+        Py_DECREF(slow);
+        if (slow_ns == -1 && PyErr_Occurred())
+            goto fail;
+        PyObject *next = PyObject_GetAttr(log, s_next_check);
+        if (next == NULL)
+            goto fail;
+        long long next_check = AS_LL(next);
+        Py_DECREF(next);
+        if (next_check == -1 && PyErr_Occurred())
+            goto fail;
+        due = duration > slow_ns || t2 >= next_check;
+    }
+    if (due) {
+        PyObject *d = PyLong_FromLongLong(duration), *t = PyLong_FromLongLong(t2);
+        PyObject *r = NULL;
+        if (d != NULL && t != NULL)
+            r = PyObject_CallMethodObjArgs(log, s_end, (PyObject *)op, outcome, etype, d, t,
+                                           NULL);
+        Py_XDECREF(d);
+        Py_XDECREF(t);
+        if (r == NULL)
+            goto fail;
+        Py_DECREF(r);
+    }
+    Py_DECREF(log);
+    return 0;
+fail:
+    Py_DECREF(log);
+    return -1;
+}
+
+/* Queue the record, maybe fold (the try block of _lifecycle.end); -1 with an error set. */
+static int
+queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long t2,
+             long long duration)
+{
+    long long own_ns = AS_LL(op->own_ns);
+    long long resumed = AS_LL(op->resumed_ns);
+    long long now;
+    if (PyErr_Occurred() || now_ns(&now) < 0)
+        return -1;
+    PyObject *ended = hinted(h->ended, op->rt, s_ended);
+    if (ended == NULL)
+        return -1;
+    PyObject *record = PyTuple_New(15);
+    PyObject *d = PyLong_FromLongLong(duration);
+    PyObject *own = PyLong_FromLongLong(own_ns + now - (resumed ? resumed : t2));
+    if (record == NULL || d == NULL || own == NULL) {
+        Py_XDECREF(record);
+        Py_XDECREF(d);
+        Py_XDECREF(own);
+        Py_DECREF(ended);
+        return -1;
+    }
+    PyObject *items[15] = {op->series, etype, outcome, d, Py_None, own, Py_None, Py_None,
+                           op->entity, op->batch, op->idempotent, op->items,
+                           op->conflict_detail, op->db_queries, op->db_ns};
+    for (int i = 0; i < 15; i++)
+        PyTuple_SET_ITEM(record, i, Py_NewRef(items[i]));
+    Py_DECREF(d);
+    Py_DECREF(own);
+    PyObject *r = PyObject_CallMethodOneArg(ended, s_append, record);
+    Py_DECREF(record);
+    if (r == NULL) {
+        Py_DECREF(ended);
+        return -1;
+    }
+    Py_DECREF(r);
+    Py_ssize_t queued = PyObject_Length(ended);
+    Py_DECREF(ended);
+    if (queued < 0)
+        return -1;
+    PyObject *successor = PyObject_GetAttr(op->rt, s_successor);
+    if (successor == NULL)
+        return -1;
+    int wait = queued >= MAX_QUEUED || successor != Py_None;
+    Py_DECREF(successor);
+    if (wait || queued >= FOLD_AT) {
+        r = PyObject_CallFunctionObjArgs(FOLD_HOOK, op->rt, wait ? Py_True : Py_False, NULL);
+        if (r == NULL)
+            return -1;
+        Py_DECREF(r);
+    }
+    return 0;
+}
+
+static int
+leave_inflight(Op *op, const Hints *h)
+{
+    PyObject *inflight = hinted(h->inflight, op->series, s_inflight);
+    if (inflight == NULL)
+        return -1;
+    PyObject *r = PyObject_CallMethodNoArgs(inflight, s_pop);
+    Py_DECREF(inflight);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return 0;
+}
+
+/* _lifecycle.end(op, None, None, now) for a plain operation: 1 ended, 0 not plain
+ * (untouched), -1 error (as the Python end raises: the in-flight count left). */
+static int
+end_impl(Op *op, long long now, const Hints *h)
+{
+    if (!plain_end(op))
+        return 0;
+    long long t2 = now;
+    if (!t2 && now_ns(&t2) < 0)
+        return -1;
+    long long start = AS_LL(op->start_ns);
+    if (start == -1 && PyErr_Occurred())
+        return -1;
+    long long duration = t2 - start;
+    PyObject *outcome, *etype;
+    if (op->error_type != Py_None) {
+        outcome = S_ERROR;
+        etype = op->error_type;
+    } else {
+        int conflicted = truthy(op->conflicts);
+        if (conflicted < 0)
+            return -1;
+        outcome = conflicted ? S_CONFLICT : S_SUCCESS;
+        etype = Py_None;
+    }
+    if (op->parent_ctx != Py_None) { /* not sampled: Python rescues an error, conflict, slow one */
+        if (outcome != S_SUCCESS)
+            return 0;
+        PyObject *slow = PyObject_GetAttr(op->rt, s_slow_ns);
+        if (slow == NULL)
+            return -1;
+        long long slow_ns = AS_LL(slow);
+        Py_DECREF(slow);
+        if (slow_ns == -1 && PyErr_Occurred())
+            return -1;
+        if (duration > slow_ns)
+            return 0;
+    }
+    Py_SETREF(op->ended, Py_NewRef(Py_True));
+    if (!PyContextToken_CheckExact(op->ctx_token)) {
+        PyErr_SetString(PyExc_TypeError, "an operation's context token is not a Token");
+        return -1;
+    }
+    if (PyContextVar_Reset(CURRENT, op->ctx_token) < 0) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return -1;
+        PyErr_Clear(); /* ended in another context: as _lifecycle.end */
+        PyObject *token = PyContextVar_Set(CURRENT, Py_None);
+        if (token == NULL)
+            return -1;
+        Py_DECREF(token);
+        if (PyObject_SetAttr((PyObject *)op, s_token, Py_None) < 0)
+            return -1;
+    }
+    Py_INCREF(etype);
+    int failed = queue_record(op, h, outcome, etype, t2, duration);
+    /* finally: the in-flight count, whatever happened */
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    if (leave_inflight(op, h) < 0) {
+        if (et != NULL) { /* the first error wins, as a finally that raises would not */
+            PyErr_Clear();
+            PyErr_Restore(et, ev, tb);
+        }
+        Py_DECREF(etype);
+        return -1;
+    }
+    PyErr_Restore(et, ev, tb);
+    if (failed < 0 || maybe_log(op, h, outcome, etype, duration, t2) < 0) {
+        Py_DECREF(etype);
+        return -1;
+    }
+    Py_DECREF(etype);
+    Py_SETREF(op->items, Py_NewRef(Py_None));
+    Py_SETREF(op->conflict_detail, Py_NewRef(Py_None));
+    Py_SETREF(op->observed, Py_NewRef(Py_None));
+    return 1;
+}
+
+static PyObject *
+end_plain(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "end_plain(op, now)");
+        return NULL;
+    }
+    if (!PyObject_TypeCheck(args[0], &OpType))
+        Py_RETURN_FALSE;
+    long long now = AS_LL(args[1]);
+    if (now == -1 && PyErr_Occurred())
+        return NULL;
+    int r = end_impl((Op *)args[0], now, &NO_HINTS);
+    if (r < 0)
+        return NULL;
+    return Py_NewRef(r ? Py_True : Py_False);
+}
+
+/* ---- fold ------------------------------------------------------------------------------ */
+
+/* The last series a fold queued into: most records in a row share one (a one-entry cache;
+ * the fold holds the references). */
+typedef struct {
+    PyObject *bound, *success, *overhead;
+} Last;
+
+static void
+last_clear(Last *last)
+{
+    Py_CLEAR(last->bound);
+    Py_CLEAR(last->success);
+    Py_CLEAR(last->overhead);
+}
+
+/* The value list of `series` in `queued` (borrowed), made on first use. */
+static PyObject *
+values_of(PyObject *queued, PyObject *series)
+{
+    PyObject *values = PyDict_GetItemWithError(queued, series);
+    if (values == NULL && !PyErr_Occurred()) {
+        values = PyList_New(0);
+        if (values == NULL)
+            return NULL;
+        int r = PyDict_SetItem(queued, series, values);
+        Py_DECREF(values); /* the dict holds it */
+        if (r < 0)
+            return NULL;
+    }
+    return values;
+}
+
+static int
+queue_value(PyObject *queued, PyObject *series, PyObject *value)
+{
+    PyObject *values = values_of(queued, series);
+    return values == NULL ? -1 : PyList_Append(values, value);
+}
+
+/* The success and overhead value lists of `bound` (borrowed, held by `queued`). */
+static int
+lists_of(Last *last, PyObject *queued, PyObject *bound)
+{
+    if (bound == last->bound)
+        return 0;
+    last_clear(last);
+    PyObject *success = PyObject_GetAttr(bound, s_success);
+    PyObject *overhead = success ? PyObject_GetAttr(bound, s_overhead) : NULL;
+    PyObject *a = overhead ? values_of(queued, success) : NULL;
+    PyObject *b = a ? values_of(queued, overhead) : NULL;
+    Py_XDECREF(success);
+    Py_XDECREF(overhead);
+    if (b == NULL)
+        return -1;
+    last->bound = Py_NewRef(bound);
+    last->success = Py_NewRef(a);
+    last->overhead = Py_NewRef(b);
+    return 0;
+}
+
+/* One record: its duration and overhead queued, the rest through `rest(record)`. */
+static int
+fold_one(PyObject *record, PyObject *queued, PyObject *rest, int db_instrumented, Last *last)
+{
+    if (!PyTuple_CheckExact(record) || PyTuple_GET_SIZE(record) != 15) {
+        PyErr_SetString(PyExc_ValueError, "an ended operation's record is not 15 values");
+        return -1;
+    }
+    PyObject *bound = PyTuple_GET_ITEM(record, 0), *etype = PyTuple_GET_ITEM(record, 1);
+    PyObject *outcome = PyTuple_GET_ITEM(record, 2);
+    if (lists_of(last, queued, bound) < 0)
+        return -1;
+    int r;
+    if (etype == Py_None && outcome == S_SUCCESS) {
+        r = PyList_Append(last->success, PyTuple_GET_ITEM(record, 3));
+    } else {
+        PyObject *series;
+        if (etype != Py_None)
+            series = PyObject_CallMethodOneArg(bound, s_error, etype);
+        else if (PyUnicode_Check(outcome) && PyUnicode_Compare(outcome, S_CONFLICT) == 0)
+            series = PyObject_CallMethodNoArgs(bound, s_conflicted);
+        else
+            series = PyObject_GetAttr(bound, s_success);
+        if (series == NULL)
+            return -1;
+        r = queue_value(queued, series, PyTuple_GET_ITEM(record, 3));
+        Py_DECREF(series);
+    }
+    if (r < 0)
+        return -1;
+    int more = db_instrumented || PyTuple_GET_ITEM(record, 6) != Py_None ||
+               PyTuple_GET_ITEM(record, 9) != Py_None;
+    static const int flags[] = {4, 10, 11, 12, 13};
+    for (int i = 0; !more && i < 5; i++) {
+        more = truthy(PyTuple_GET_ITEM(record, flags[i]));
+        if (more < 0)
+            return -1;
+    }
+    if (more) {
+        PyObject *done = PyObject_CallOneArg(rest, record);
+        if (done == NULL)
+            return -1;
+        Py_DECREF(done);
+    }
+    return PyList_Append(last->overhead, PyTuple_GET_ITEM(record, 5));
+}
+
+/* fold(ended, queued, failures, rest, db_instrumented): take what `ended` holds now. */
+static PyObject *
+fold(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyDict_CheckExact(args[1]) || !PyList_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "fold(ended, queued: dict, failures: list, rest, db)");
+        return NULL;
+    }
+    PyObject *ended = args[0], *queued = args[1], *failures = args[2], *rest = args[3];
+    int db = truthy(args[4]);
+    if (db < 0)
+        return NULL;
+    Py_ssize_t left = PyObject_Length(ended);
+    if (left < 0)
+        return NULL;
+    PyObject *take = PyObject_GetAttr(ended, s_popleft);
+    if (take == NULL)
+        return NULL;
+    Last last = {NULL, NULL, NULL};
+    while (left-- > 0) {
+        PyObject *record = PyObject_CallNoArgs(take);
+        int r = record == NULL ? -1 : fold_one(record, queued, rest, db, &last);
+        Py_XDECREF(record);
+        if (r < 0) { /* the rest of this operation is lost (counted), not others */
+            last_clear(&last); /* a failed record may have left it half set */
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                goto fail;
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyErr_NormalizeException(&et, &ev, &tb);
+            if (tb != NULL)
+                PyException_SetTraceback(ev, tb);
+            int appended = PyList_Append(failures, ev);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+            if (appended < 0)
+                goto fail;
+        }
+    }
+    last_clear(&last);
+    Py_DECREF(take);
+    Py_RETURN_NONE;
+fail:
+    last_clear(&last);
+    Py_DECREF(take);
+    return NULL;
+}
+
+/* ---- record: _metrics.batches.record_ns in one pass ---------------------------------- */
+
+#define MAX_BOUNDS 128
+
+/* record(series, values, limits, scale): `series.record(v / scale)` for each non-negative v
+ * of `values` (ints); `limits[i]`: the largest v in bucket i. True when recorded; False
+ * (nothing changed) when a value or the series is not what this takes (Python does it). */
+static PyObject *
+record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_CheckExact(args[1]) || !PyTuple_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "record(series, values: list, limits: tuple, scale)");
+        return NULL;
+    }
+    PyObject *series = args[0], *values = args[1], *limits = args[2], *scale = args[3];
+    Py_ssize_t nb = PyTuple_GET_SIZE(limits), n = PyList_GET_SIZE(values);
+    if (nb > MAX_BOUNDS)
+        Py_RETURN_FALSE;
+    long long lim[MAX_BOUNDS], cnt[MAX_BOUNDS + 1];
+    for (Py_ssize_t i = 0; i < nb; i++) {
+        PyObject *l = PyTuple_GET_ITEM(limits, i);
+        if (!PyLong_CheckExact(l))
+            Py_RETURN_FALSE;
+        int overflow;
+        lim[i] = PyLong_AsLongLongAndOverflow(l, &overflow);
+        if (overflow || (lim[i] == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        cnt[i] = 0;
+    }
+    cnt[nb] = 0;
+    long long total = 0, low = LLONG_MAX, high = -1, recorded = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *o = PyList_GET_ITEM(values, k);
+        if (!PyLong_CheckExact(o))
+            Py_RETURN_FALSE;
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (overflow > 0 || (v == -1 && PyErr_Occurred())) {
+            PyErr_Clear();
+            Py_RETURN_FALSE;
+        }
+        if (overflow < 0 || v < 0) /* a placeholder: not recorded */
+            continue;
+        Py_ssize_t lo = 0, hi = nb; /* the first bucket whose limit is >= v */
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (lim[mid] < v)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        cnt[lo]++;
+        if (__builtin_add_overflow(total, v, &total))
+            Py_RETURN_FALSE;
+        if (v < low)
+            low = v;
+        if (v > high)
+            high = v;
+        recorded++;
+    }
+    if (!recorded)
+        Py_RETURN_TRUE;
+    PyObject *counts = PyObject_GetAttr(series, s_counts);
+    if (counts == NULL)
+        return NULL;
+    if (!PyList_CheckExact(counts) || PyList_GET_SIZE(counts) != nb + 1) {
+        Py_DECREF(counts);
+        Py_RETURN_FALSE;
+    }
+    for (Py_ssize_t i = 0; i <= nb; i++) {
+        if (!cnt[i])
+            continue;
+        PyObject *add = PyLong_FromLongLong(cnt[i]);
+        PyObject *sum = add ? PyNumber_Add(PyList_GET_ITEM(counts, i), add) : NULL;
+        Py_XDECREF(add);
+        if (sum == NULL || PyList_SetItem(counts, i, sum) < 0) { /* SetItem steals sum */
+            Py_DECREF(counts);
+            return NULL;
+        }
+    }
+    Py_DECREF(counts);
+    /* series.sum += total / scale; min and max likewise, as Python divides them */
+    long long ends[3] = {total, low, high};
+    PyObject *names[3] = {s_sum, s_min, s_max};
+    for (int i = 0; i < 3; i++) {
+        PyObject *v = PyLong_FromLongLong(ends[i]);
+        PyObject *q = v ? PyNumber_TrueDivide(v, scale) : NULL;
+        Py_XDECREF(v);
+        PyObject *cur = q ? PyObject_GetAttr(series, names[i]) : NULL;
+        if (cur == NULL) {
+            Py_XDECREF(q);
+            return NULL;
+        }
+        PyObject *set = NULL;
+        if (i == 0) {
+            set = PyNumber_Add(cur, q);
+        } else {
+            int beyond = PyObject_RichCompareBool(q, cur, i == 1 ? Py_LT : Py_GT);
+            if (beyond > 0)
+                set = Py_NewRef(q);
+            else if (beyond == 0)
+                set = Py_NewRef(cur);
+        }
+        Py_DECREF(cur);
+        Py_DECREF(q);
+        if (set == NULL)
+            return NULL;
+        int r = PyObject_SetAttr(series, names[i], set);
+        Py_DECREF(set);
+        if (r < 0)
+            return NULL;
+    }
+    Py_RETURN_TRUE;
+}
+
+/* ---- FastPath -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *fn, *slow, *bind, *settle, *raised, *end, *failed, *runtime, *op_type, *plain;
+    PyObject *cached_rt, *cached_bound;
+    /* of the cached runtime and series: rt.tracing; rt.ended, bound.inflight, bound.log */
+    PyObject *tracing;
+    Hints hints;
+} Fast;
+
+#define FAST_FIELDS(X)                                                                       \
+    X(fn) X(slow) X(bind) X(settle) X(raised) X(end) X(failed) X(runtime) X(op_type) X(plain) \
+    X(cached_rt) X(cached_bound) X(tracing) X(hints.ended) X(hints.inflight) X(hints.log)
+
+static PyObject *
+call_with(PyObject *fn, PyObject *args, PyObject *kwargs)
+{
+    return PyObject_Call(fn, args, kwargs == Py_None ? NULL : kwargs);
+}
+
+/* The pre-bound series for `rt` (cached per runtime), None when it records nothing, NULL
+ * with an error. A new reference. */
+static PyObject *
+bound_for(Fast *self, PyObject *rt)
+{
+    if (rt != self->cached_rt) {
+        PyObject *bound = PyObject_CallOneArg(self->bind, rt);
+        if (bound == NULL)
+            return NULL;
+        PyObject *v[4] = {NULL, NULL, NULL, NULL};
+        if (bound != Py_None) {
+            v[0] = PyObject_GetAttr(rt, s_tracing);
+            v[1] = v[0] ? PyObject_GetAttr(rt, s_ended) : NULL;
+            v[2] = v[1] ? PyObject_GetAttr(bound, s_inflight) : NULL;
+            v[3] = v[2] ? PyObject_GetAttr(bound, s_log) : NULL;
+            if (v[3] == NULL) {
+                for (int i = 0; i < 4; i++)
+                    Py_XDECREF(v[i]);
+                Py_DECREF(bound);
+                return NULL;
+            }
+        }
+        /* all set before any old value goes (a decref may run other threads' code) */
+        PyObject *old[6] = {self->cached_bound, self->cached_rt, self->tracing,
+                            self->hints.ended, self->hints.inflight, self->hints.log};
+        self->cached_bound = bound;
+        self->cached_rt = Py_NewRef(rt);
+        self->tracing = v[0];
+        self->hints.ended = v[1];
+        self->hints.inflight = v[2];
+        self->hints.log = v[3];
+        for (int i = 0; i < 6; i++)
+            Py_XDECREF(old[i]);
+    }
+    return Py_NewRef(self->cached_bound);
+}
+
+/* Whether this call can start its operation here: no span to start, no start to log. */
+static int
+starts_plain(PyObject *tracing, PyObject *log, long long t0)
+{
+    PyObject *active = PyObject_GetAttr(tracing, s_active);
+    PyObject *next = active == NULL ? NULL : PyObject_GetAttr(tracing, s_next_check);
+    if (next == NULL) {
+        Py_XDECREF(active);
+        return -1;
+    }
+    int traced = truthy(active);
+    long long next_check = AS_LL(next);
+    Py_DECREF(active);
+    Py_DECREF(next);
+    if (traced < 0 || (next_check == -1 && PyErr_Occurred()))
+        return -1;
+    if (traced || t0 >= next_check)
+        return 0;
+    PyObject *starts = PyObject_GetAttr(log, s_starts);
+    if (starts == NULL)
+        return -1;
+    int logged = truthy(starts);
+    Py_DECREF(starts);
+    return logged < 0 ? -1 : !logged;
+}
+
+/* start(): the operation made current, counted in flight; NULL with an error. */
+static Op *
+start_op(Fast *self, PyObject *rt, PyObject *bound, PyObject *inflight, long long t0)
+{
+    PyTypeObject *tp = (PyTypeObject *)self->op_type;
+    PyObject *start = PyLong_FromLongLong(t0);
+    if (start == NULL)
+        return NULL;
+    Op *op = (Op *)tp->tp_alloc(tp, 0);
+    if (op == NULL || op_init_fields(op, rt, bound, start) < 0) {
+        Py_XDECREF(op);
+        Py_DECREF(start);
+        return NULL;
+    }
+    Py_DECREF(start);
+    PyObject *r = PyObject_CallMethodOneArg(inflight, s_append, Py_None);
+    if (r == NULL) {
+        Py_DECREF(op);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyObject *token = PyContextVar_Set(CURRENT, (PyObject *)op);
+    if (token == NULL) {
+        leave_inflight(op, &NO_HINTS);
+        Py_DECREF(op);
+        return NULL;
+    }
+    Py_SETREF(op->ctx_token, token);
+    long long t1;
+    if (now_ns(&t1) < 0) {
+        PyErr_Clear(); /* started: the caller ends it; its own time read as 0 */
+        return op;
+    }
+    PyObject *own = PyLong_FromLongLong(t1 - t0);
+    if (own != NULL)
+        Py_SETREF(op->own_ns, own);
+    return op;
+}
+
+static PyObject *fast_body(Fast *self, Op *op, const Hints *h, PyObject *args,
+                           PyObject *kwargs);
+
+static PyObject *
+fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 2 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "FastPath(args, kwargs)");
+        return NULL;
+    }
+    PyObject *args = argv[0], *kwargs = argv[1];
+    PyObject *current = NULL;
+    if (PyContextVar_Get(CURRENT, NULL, &current) < 0)
+        return NULL;
+    if (current != NULL && current != Py_None) {
+        int ended = PyObject_TypeCheck(current, &OpType)
+                        ? (((Op *)current)->ended == Py_True)
+                        : -1;
+        Py_DECREF(current);
+        if (ended != 1) /* joins it (or not ours to judge): the Python wrapper */
+            return call_with(self->slow, args, kwargs);
+    } else {
+        Py_XDECREF(current);
+    }
+    PyObject *rt = PyDict_GetItemWithError(self->runtime, s_installed);
+    if (rt == NULL || rt == Py_None) {
+        if (PyErr_Occurred())
+            return NULL;
+        return call_with(self->slow, args, kwargs); /* configured on first use there */
+    }
+    Py_INCREF(rt);
+    PyObject *bound = bound_for(self, rt);
+    if (bound == NULL) {
+        Py_DECREF(rt);
+        PyErr_Clear(); /* the Python wrapper binds (and counts a failure) itself */
+        return call_with(self->slow, args, kwargs);
+    }
+    if (bound == Py_None) { /* disabled */
+        Py_DECREF(rt);
+        Py_DECREF(bound);
+        return call_with(self->fn, args, kwargs);
+    }
+    /* this call's own references: another thread may rebind the cache meanwhile */
+    Hints h = {Py_NewRef(self->hints.ended), Py_NewRef(self->hints.inflight),
+               Py_NewRef(self->hints.log)};
+    PyObject *tracing = Py_NewRef(self->tracing);
+    long long t0;
+    int plain = now_ns(&t0) < 0 ? -1 : starts_plain(tracing, h.log, t0);
+    Py_DECREF(tracing);
+    Op *op = plain <= 0 ? NULL : start_op(self, rt, bound, h.inflight, t0);
+    Py_DECREF(rt);
+    Py_DECREF(bound);
+    if (op == NULL) {
+        Py_DECREF(h.ended);
+        Py_DECREF(h.inflight);
+        Py_DECREF(h.log);
+        PyErr_Clear();
+        return call_with(self->slow, args, kwargs);
+    }
+    PyObject *result = fast_body(self, op, &h, args, kwargs);
+    Py_DECREF(h.ended);
+    Py_DECREF(h.inflight);
+    Py_DECREF(h.log);
+    return result;
+}
+
+/* The handler called in its started operation, which ends here. */
+static PyObject *
+fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
+{
+    PyObject *result = call_with(self->fn, args, kwargs);
+    if (result == NULL) { /* finish(owner, exc); raise: the same exception, unchanged */
+        PyObject *et, *ev, *tb;
+        PyErr_Fetch(&et, &ev, &tb);
+        PyErr_NormalizeException(&et, &ev, &tb);
+        if (tb != NULL)
+            PyException_SetTraceback(ev, tb);
+        PyObject *r = PyObject_CallFunctionObjArgs(self->raised, (PyObject *)op, ev, NULL);
+        Py_DECREF(op);
+        if (r == NULL) { /* strict mode: syncperf's error, the handler's as its context */
+            PyObject *et2, *ev2, *tb2;
+            PyErr_Fetch(&et2, &ev2, &tb2);
+            PyErr_NormalizeException(&et2, &ev2, &tb2);
+            if (ev2 != ev)
+                PyException_SetContext(ev2, ev); /* steals ev */
+            else
+                Py_XDECREF(ev);
+            Py_XDECREF(et);
+            Py_XDECREF(tb);
+            PyErr_Restore(et2, ev2, tb2);
+            return NULL;
+        }
+        Py_DECREF(r);
+        PyErr_Restore(et, ev, tb);
+        return NULL;
+    }
+    int is_plain = PySet_Contains(self->plain, (PyObject *)Py_TYPE(result));
+    if (is_plain != 1) { /* maybe a response, an awaitable: the Python helpers */
+        if (is_plain < 0)
+            PyErr_Clear();
+        PyObject *r = PyObject_CallFunctionObjArgs(self->settle, (PyObject *)op, result, args,
+                                                   kwargs, NULL);
+        Py_DECREF(op);
+        Py_DECREF(result);
+        return r;
+    }
+    int ended = end_impl(op, 0, h);
+    PyObject *r = Py_None;
+    Py_INCREF(r);
+    if (ended == 0) {
+        Py_DECREF(r);
+        r = PyObject_CallOneArg(self->end, (PyObject *)op);
+    } else if (ended < 0) {
+        Py_DECREF(r);
+        r = NULL;
+        if (PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyObject *et, *ev, *tb;
+            PyErr_Fetch(&et, &ev, &tb);
+            PyErr_NormalizeException(&et, &ev, &tb);
+            if (tb != NULL)
+                PyException_SetTraceback(ev, tb);
+            r = PyObject_CallFunctionObjArgs(self->failed, (PyObject *)op, ev, NULL);
+            Py_XDECREF(et);
+            Py_XDECREF(ev);
+            Py_XDECREF(tb);
+        }
+    }
+    Py_DECREF(op);
+    if (r == NULL) {
+        Py_DECREF(result);
+        return NULL;
+    }
+    Py_DECREF(r);
+    return result;
+}
+
+static PyObject *
+fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *names[] = {"fn",      "slow",   "bind",    "settle", "raised",
+                            "end",     "failed", "runtime", "op_type", "plain", NULL};
+    PyObject *v[10];
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOO!O!O!:FastPath", names, &v[0], &v[1],
+                                     &v[2], &v[3], &v[4], &v[5], &v[6], &PyDict_Type, &v[7],
+                                     &PyType_Type, &v[8], &PyFrozenSet_Type, &v[9]))
+        return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)v[8], &OpType)) {
+        PyErr_SetString(PyExc_TypeError, "op_type: a subclass of Operation");
+        return NULL;
+    }
+    Fast *self = (Fast *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->vectorcall = (vectorcallfunc)fast_call;
+    PyObject **slots[] = {&self->fn,     &self->slow,   &self->bind,    &self->settle,
+                          &self->raised, &self->end,    &self->failed,  &self->runtime,
+                          &self->op_type, &self->plain};
+    for (int i = 0; i < 10; i++)
+        *slots[i] = Py_NewRef(v[i]);
+    self->cached_rt = Py_NewRef(Py_None);
+    self->cached_bound = Py_NewRef(Py_None);
+    return (PyObject *)self;
+}
+
+static int
+fast_traverse(Fast *self, visitproc visit, void *arg)
+{
+#define VISIT(f) Py_VISIT(self->f);
+    FAST_FIELDS(VISIT)
+#undef VISIT
+    return 0;
+}
+
+static int
+fast_clear(Fast *self)
+{
+#define CLEAR(f) Py_CLEAR(self->f);
+    FAST_FIELDS(CLEAR)
+#undef CLEAR
+    return 0;
+}
+
+static void
+fast_dealloc(Fast *self)
+{
+    PyObject_GC_UnTrack(self);
+    fast_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject FastType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "syncperf._speedups.FastPath",
+    .tp_basicsize = sizeof(Fast),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "The instrument_sync wrapper of a def handler without extractors.",
+    .tp_new = fast_new,
+    .tp_traverse = (traverseproc)fast_traverse,
+    .tp_clear = (inquiry)fast_clear,
+    .tp_dealloc = (destructor)fast_dealloc,
+    .tp_vectorcall_offset = offsetof(Fast, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
+/* ---- set-up ---------------------------------------------------------------------------- */
+
+/* setup(current, clocks, fold_hook, fold_at, max_queued): `clocks`, the namespace whose
+ * `_perf` (time.perf_counter_ns unless a test swaps it) the clock is read from */
+static PyObject *
+setup(PyObject *mod, PyObject *args)
+{
+    PyObject *current, *clocks, *hook;
+    Py_ssize_t fold_at, max_queued;
+    if (!PyArg_ParseTuple(args, "OO!Onn:setup", &current, &PyDict_Type, &clocks, &hook, &fold_at,
+                          &max_queued))
+        return NULL;
+    PyObject *perf = PyDict_GetItemWithError(clocks, s_perf);
+    if (perf == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "setup: the clocks namespace has no _perf");
+        return NULL;
+    }
+    if (!PyContextVar_CheckExact(current)) {
+        PyErr_SetString(PyExc_TypeError, "setup: current is not a ContextVar");
+        return NULL;
+    }
+    Py_XSETREF(CURRENT, Py_NewRef(current));
+    Py_XSETREF(PERF_NS, Py_NewRef(perf));
+    Py_XSETREF(CLOCKS, Py_NewRef(clocks));
+    Py_XSETREF(FOLD_HOOK, Py_NewRef(hook));
+    FOLD_AT = fold_at;
+    MAX_QUEUED = max_queued;
+#if defined(__linux__)
+    /* clock_gettime(CLOCK_MONOTONIC) is perf_counter_ns's clock on Linux: checked, not
+     * assumed (a reading between two of perf_counter_ns's) */
+    use_clock = 0;
+    long long a, b, c;
+    if (now_ns(&a) < 0)
+        return NULL;
+    use_clock = 1;
+    now_ns(&b);
+    use_clock = 0;
+    if (now_ns(&c) < 0)
+        return NULL;
+    use_clock = a <= b && b <= c;
+#endif
+    return Py_NewRef(use_clock ? Py_True : Py_False);
+}
+
+static PyMethodDef methods[] = {
+    {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
+    {"end_plain", (PyCFunction)(void (*)(void))end_plain, METH_FASTCALL,
+     "End a plain operation (True), or leave it to the Python end (False)."},
+    {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
+     "Record integer values into a histogram series in one pass."},
+    {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
+     "Queue ended operations' durations and overheads per series."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "syncperf._speedups", "syncperf's compiled hot path.", -1, methods,
+};
+
+#define INTERN(name)                                                                         \
+    if ((s_##name = PyUnicode_InternFromString(#name)) == NULL)                              \
+        return NULL;
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    INTERN(entity) INTERN(ended) INTERN(append) INTERN(successor) INTERN(inflight) INTERN(pop)
+    INTERN(log) INTERN(on) INTERN(slow_ns) INTERN(next_check) INTERN(end) INTERN(popleft)
+    INTERN(success) INTERN(error) INTERN(conflicted) INTERN(overhead) INTERN(installed)
+    INTERN(tracing) INTERN(active) INTERN(starts) INTERN(counts) INTERN(sum) INTERN(min)
+    INTERN(max)
+    if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
+        (s_perf = PyUnicode_InternFromString("_perf")) == NULL)
+        return NULL;
+    S_ERROR = PyUnicode_InternFromString("error");
+    S_CONFLICT = PyUnicode_InternFromString("conflict");
+    S_SUCCESS = PyUnicode_InternFromString("success");
+    ZERO = PyLong_FromLong(0);
+    if (S_ERROR == NULL || S_CONFLICT == NULL || S_SUCCESS == NULL || ZERO == NULL)
+        return NULL;
+    if (PyType_Ready(&OpType) < 0 || PyType_Ready(&FastType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Operation", (PyObject *)&OpType) < 0 ||
+        PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

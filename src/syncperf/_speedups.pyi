@@ -1,0 +1,39 @@
+from collections.abc import Callable
+from contextvars import ContextVar
+from typing import Any
+
+class Operation:
+    def __init__(self, rt: Any = None, series: Any = None, start_ns: int = 0) -> None: ...
+
+class FastPath:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        slow: Callable[..., Any],
+        bind: Callable[[Any], Any],
+        settle: Callable[..., Any],
+        raised: Callable[[Any, BaseException], None],
+        end: Callable[[Any], None],
+        failed: Callable[[Any, Exception], None],
+        runtime: dict[str, Any],
+        op_type: type[Operation],
+        plain: frozenset[type],
+    ) -> None: ...
+    def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
+
+def setup(
+    current: ContextVar[Any],
+    clocks: dict[str, Any],
+    fold_hook: Callable[[Any, bool], None],
+    fold_at: int,
+    max_queued: int,
+) -> bool: ...
+def end_plain(op: Any, now: int) -> bool: ...
+def fold(
+    ended: Any,
+    queued: dict[Any, list[int]],
+    failures: list[Exception],
+    rest: Callable[[tuple[Any, ...]], None],
+    db_instrumented: bool,
+) -> None: ...
+def record(series: Any, values: list[int], limits: tuple[int, ...], scale: int) -> bool: ...

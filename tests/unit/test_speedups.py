@@ -1,0 +1,224 @@
+"""The compiled hot path (``_speedups``) counts what the pure-Python path counts.
+
+CI runs the unit tests twice: with the compiled path, and with ``SYNCPERF_NO_EXTENSIONS=1``;
+so every test here (and every other) holds for both. The compiled wrapper of a ``def``
+handler only runs where no span is made, so these tests record without a tracer provider.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import tracemalloc
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.trace import NoOpTracerProvider
+
+import syncperf
+from syncperf import _accel
+from syncperf.testing import Capture, capture
+
+ON = os.environ.get("SYNCPERF_NO_EXTENSIONS", "").strip() in ("", "0")
+
+
+@pytest.fixture
+def metrics_only() -> Iterator[Capture]:
+    with capture(tracer_provider=NoOpTracerProvider()) as cap:
+        yield cap
+
+
+def outcomes(cap: Capture) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for point in cap.points("sync.operation.duration"):
+        outcome = point.attributes["sync.outcome"]
+        found[outcome] = found.get(outcome, 0) + point.count
+    return found
+
+
+@pytest.mark.skipif(os.environ.get("CI") != "true", reason="a build without a compiler is legal")
+def test_ci_builds_and_loads_the_compiled_path_unless_told_not_to() -> None:
+    assert (_accel.speedups is not None) == ON
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the compiled path is not built")
+def test_a_plain_def_handler_gets_the_compiled_wrapper() -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> int:
+        return 1
+
+    closure = [cell.cell_contents for cell in push.__closure__ or ()]  # type: ignore[attr-defined]
+    assert any(type(value).__name__ == "FastPath" for value in closure)
+
+
+class Boom(Exception):
+    pass
+
+
+def behave(action: str) -> Any:
+    op = syncperf.current_operation()
+    if action == "raise":
+        raise Boom
+    if action == "conflict":
+        op.record_conflict(count=2)
+    elif action == "items":
+        op.record_items(3, change="created")
+    elif action == "error":
+        op.set_error("rejected")
+    elif action == "entity":
+        op.set_entity("note")
+    elif action == "other":
+        op.record_items(1, entity="note")
+    elif action == "idempotent":
+        op.record_idempotency_hit()
+    elif action == "batch":
+        op.set_batch_size(7)
+    return {"ok": True}
+
+
+ACTIONS = ["plain", "raise", "conflict", "items", "error", "entity", "other", "idempotent", "batch"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(ACTIONS), min_size=1, max_size=200))
+def test_every_call_is_counted_with_its_outcome_and_counts(actions: list[str]) -> None:
+    with capture(tracer_provider=NoOpTracerProvider()) as cap:
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push(action: str) -> Any:
+            return behave(action)
+
+        for action in actions:
+            if action == "raise":
+                with pytest.raises(Boom):
+                    push(action)
+            else:
+                assert push(action) == {"ok": True}
+        expected = {
+            "error": actions.count("raise") + actions.count("error"),
+            "conflict": actions.count("conflict"),
+        }
+        expected["success"] = len(actions) - expected["error"] - expected["conflict"]
+        assert outcomes(cap) == {k: v for k, v in expected.items() if v}
+        assert cap.total("sync.items", {"sync.entity": "todo"}) == 3 * actions.count("items")
+        assert cap.total("sync.items", {"sync.entity": "note"}) == actions.count("other")
+        assert cap.total("sync.idempotency.hits") == actions.count("idempotent")
+        assert cap.total("sync.conflicts") == 2 * actions.count("conflict")
+        batches = cap.points("sync.batch.size")
+        assert sum(p.count for p in batches) == actions.count("batch")
+        assert sum(p.count for p in cap.points("syncperf.overhead")) >= len(actions)
+        assert cap.total("sync.operations.active") == 0
+
+
+def test_the_handlers_exception_passes_through_unchanged(metrics_only: Capture) -> None:
+    error = Boom("the handler's")
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> None:
+        raise error
+
+    with pytest.raises(Boom) as raised:
+        push()
+    assert raised.value is error
+    assert raised.traceback[-1].name == "push"  # the handler's own frame is where it was raised
+    assert outcomes(metrics_only) == {"error": 1}
+
+
+@pytest.mark.parametrize("kind", [KeyboardInterrupt, SystemExit, GeneratorExit])
+def test_a_base_exception_passes_through_and_counts_as_an_error(
+    metrics_only: Capture, kind: type[BaseException]
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> None:
+        raise kind
+
+    with pytest.raises(kind):
+        push()
+    assert outcomes(metrics_only) == {"error": 1}
+    assert syncperf.current_operation().recording is False  # nothing left current
+
+
+def test_calls_from_eight_threads_are_all_counted(metrics_only: Capture) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push(n: int) -> int:
+        syncperf.current_operation().record_items(1)
+        return n
+
+    def run() -> None:
+        for n in range(2_000):
+            push(n)
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes(metrics_only) == {"success": 16_000}
+    assert metrics_only.total("sync.items") == 16_000
+
+
+def test_configure_inside_a_handler_loses_no_call() -> None:
+    with capture(tracer_provider=NoOpTracerProvider()) as cap:
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push(swap: bool) -> None:
+            if swap:  # the runtime in force changes while this call runs
+                from syncperf import _runtime
+
+                _runtime.replace(_runtime.Runtime(cap.runtime.config, shared_outputs=False))
+
+        push(False)
+        push(True)
+        push(False)
+        from syncperf import _runtime
+
+        now = _runtime.current()
+        assert now is not cap.runtime
+        with capture(tracer_provider=NoOpTracerProvider()) as later:
+            push(False)
+            assert outcomes(later) == {"success": 1}
+
+
+def test_a_long_run_of_calls_holds_no_memory(metrics_only: Capture) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    body = {"changes": list(range(10))}
+    for _ in range(2_000):
+        push(body)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(50_000):
+            push(body)
+        metrics_only.points("sync.operation.duration")  # folds what is queued
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown < 200_000, grown  # a leaked reference per call would hold megabytes
+    assert outcomes(metrics_only) == {"success": 52_000}
+
+
+def test_a_handler_result_whose_class_cannot_be_hashed_is_returned(metrics_only: Capture) -> None:
+    class Meta(type):
+        def __hash__(cls) -> int:
+            raise RuntimeError("no hash")
+
+    class Odd(metaclass=Meta):
+        pass
+
+    odd = Odd()
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> Odd:
+        return odd
+
+    assert push() is odd
+    assert outcomes(metrics_only) == {"success": 1}
