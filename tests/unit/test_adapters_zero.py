@@ -181,6 +181,35 @@ def test_a_refused_push_counts_no_items_and_is_an_error(
     assert "sync.zero.duplicate_mutations" not in span_attributes(syncperf_capture)
 
 
+@pytest.mark.parametrize("reason", ["database", "parse", "oooMutation", "internal"])
+def test_zero_servers_bare_push_failed_answer_is_an_error_without_items(
+    reason: str, syncperf_capture: Capture
+) -> None:
+    failed = {
+        "kind": "PushFailed",
+        "origin": "server",
+        "reason": reason,
+        "message": "duplicate key; key (email)=(alice@example.com)",
+        "mutationIDs": [{"id": 1, "clientID": "c"}],
+    }
+    run(zero.Push(), push_body(crud(1, "c", ("insert", "issue"))), failed)
+    got = recorded(syncperf_capture)
+    assert (got.items, got.dropped, got.outcomes) == ({}, {}, {"error": 1})
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["error.type"] == "PushFailed"
+    assert span_attributes(syncperf_capture)["sync.zero.push_error"] == "PushFailed"
+
+
+def test_the_message_of_a_push_failed_answer_is_never_exported(
+    syncperf_capture: Capture,
+) -> None:
+    failed = {"kind": "PushFailed", "origin": "server", "reason": "database"}
+    failed |= {"message": "key (email)=(alice@example.com)", "mutationIDs": []}
+    run(zero.Push(), push_body(custom(1, "c", "issue.create")), failed)
+    exported = repr(span_attributes(syncperf_capture)) + repr(syncperf_capture.metrics())
+    assert "alice" not in exported
+
+
 def test_a_push_whose_handler_raised_counts_no_items(syncperf_capture: Capture) -> None:
     @syncperf.instrument_sync("push", adapter=zero.Push())
     def push(body: dict[str, Any]) -> dict[str, Any]:

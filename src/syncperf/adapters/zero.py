@@ -5,7 +5,8 @@ pushVersion, requestID}``. CRUD mutations are named ``_zero_crud`` with
 ``args: [{ops: [{op: insert|upsert|update|delete, tableName, primaryKey, value}]}]``
 (older releases: ``op: create|set|update|delete`` with ``entityType``). Response
 ``{mutations: [{id: {id, clientID}, result: {} | {error: "app" | "alreadyProcessed" |
-"oooMutation", ...}}]}``, or a push-level error (``{error: ...}`` or ``["error", {...}]``).
+"oooMutation", ...}}]}``, or a push-level error: zero-server's ``{kind: "PushFailed", origin,
+reason, message, mutationIDs}``, ``["error", {kind, ...}]`` or (older releases) ``{error}``.
 
 Example::
 
@@ -85,8 +86,9 @@ class Push(ProtocolAdapter):
     ``error: "app"``, resolution ``rejected``, by the mutation's entity) and an
     idempotency hit when a mutation was ``alreadyProcessed`` or is at or below the
     client's last mutation ID. Items are recorded when the response is read: a push
-    refused as a whole (``{error}``, ``["error", {kind}]``: outcome ``error``, the token as
-    ``error.type``) or whose handler raised records its batch size only.
+    refused as a whole (``{kind: "PushFailed", ...}``, ``["error", {kind}]``, ``{error}``:
+    outcome ``error``, the token as ``error.type``, never the message) or whose handler
+    raised records its batch size only.
 
     Args:
         last_mutation_id: Optional ``(client_group_id, client_id) -> int | None`` read
@@ -211,11 +213,13 @@ class Push(ProtocolAdapter):
 
 
 def _refusal(body: Any) -> Any:
-    """What refused a push as a whole: the ``kind`` of ``["error", {kind, ...}]``, or the
-    ``error`` of ``{error}`` (older releases); MISSING for an answer per mutation.
+    """What refused a push as a whole: the ``kind`` of zero-server's bare
+    ``{kind: "PushFailed", origin, reason, message, mutationIDs}`` or of
+    ``["error", {kind, ...}]``, or the ``error`` of ``{error}`` (older releases); MISSING for
+    an answer per mutation.
 
     Raises:
-        Malformed: neither.
+        Malformed: none of these.
     """
     if isinstance(body, (list, tuple)) and body and body[0] == "error":
         return field(body[1], "kind") if len(body) > 1 else None
@@ -224,6 +228,9 @@ def _refusal(body: Any) -> Any:
     error = field(body, "error")
     if isinstance(error, str):
         return error
+    kind = field(body, "kind")
+    if isinstance(kind, str):
+        return kind
     raise Malformed("push response has neither mutations nor error")
 
 
