@@ -222,6 +222,56 @@ def test_a_push_whose_handler_raised_counts_no_items(syncperf_capture: Capture) 
     assert got.batches == [(1, 1)]
 
 
+def cleanup(client: str, up_to: int) -> dict[str, Any]:
+    """zero-cache's housekeeping mutation (ackMutationResponses), POSTed to the push URL."""
+    arg = {"type": "single", "clientGroupID": "cg", "clientID": client, "upToMutationID": up_to}
+    return {
+        "type": "custom",
+        "id": 0,
+        "clientID": client,
+        "name": "_zero_cleanupResults",
+        "args": [arg],
+        "timestamp": 2.0,
+    }
+
+
+@pytest.mark.parametrize("last_id", [None, 7], ids=["no callback", "last_mutation_id"])
+def test_zero_caches_cleanup_mutation_is_no_item_and_no_idempotency_hit(
+    last_id: int | None, syncperf_capture: Capture
+) -> None:
+    adapter = zero.Push(last_mutation_id=None if last_id is None else lambda g, c: last_id)
+    run(adapter, push_body(cleanup("c1", 7)), {"mutations": []})
+    got = recorded(syncperf_capture)
+    assert (got.items, got.idempotency, got.dropped) == ({}, 0, {})
+
+
+def test_a_cleanup_push_still_counts_as_a_push_without_a_batch_size(
+    syncperf_capture: Capture,
+) -> None:
+    run(zero.Push(), push_body(cleanup("c1", 7)), {"mutations": []})
+    got = recorded(syncperf_capture)
+    assert (got.outcomes, got.batch_count) == ({"success": 1}, 0)
+    assert span_attributes(syncperf_capture)["sync.zero.cleanup"] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(order=st.lists(st.booleans(), min_size=1, max_size=8))
+def test_cleanup_mutations_beside_client_mutations_are_left_out_of_batch_and_items(
+    order: list[bool],
+) -> None:
+    mutations = [
+        cleanup("c", 3) if is_cleanup else custom(i + 1, "c", "issue.create")
+        for i, is_cleanup in enumerate(order)
+    ]
+    clients = order.count(False)
+    with capture() as cap:
+        run(zero.Push(last_mutation_id=lambda g, c: 0), push_body(*mutations), {"mutations": []})
+        got = recorded(cap)
+    assert got.items == ({("issue", None): clients} if clients else {})
+    assert got.batches == ([(1, clients)] if clients else [])
+    assert got.idempotency == 0
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     mutations=st.lists(
