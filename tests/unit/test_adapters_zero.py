@@ -181,6 +181,35 @@ def test_a_refused_push_counts_no_items_and_is_an_error(
     assert "sync.zero.duplicate_mutations" not in span_attributes(syncperf_capture)
 
 
+@pytest.mark.parametrize("reason", ["database", "parse", "oooMutation", "internal"])
+def test_zero_servers_bare_push_failed_answer_is_an_error_without_items(
+    reason: str, syncperf_capture: Capture
+) -> None:
+    failed = {
+        "kind": "PushFailed",
+        "origin": "server",
+        "reason": reason,
+        "message": "duplicate key; key (email)=(alice@example.com)",
+        "mutationIDs": [{"id": 1, "clientID": "c"}],
+    }
+    run(zero.Push(), push_body(crud(1, "c", ("insert", "issue"))), failed)
+    got = recorded(syncperf_capture)
+    assert (got.items, got.dropped, got.outcomes) == ({}, {}, {"error": 1})
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert (point.attributes or {})["error.type"] == "PushFailed"
+    assert span_attributes(syncperf_capture)["sync.zero.push_error"] == "PushFailed"
+
+
+def test_the_message_of_a_push_failed_answer_is_never_exported(
+    syncperf_capture: Capture,
+) -> None:
+    failed = {"kind": "PushFailed", "origin": "server", "reason": "database"}
+    failed |= {"message": "key (email)=(alice@example.com)", "mutationIDs": []}
+    run(zero.Push(), push_body(custom(1, "c", "issue.create")), failed)
+    exported = repr(span_attributes(syncperf_capture)) + repr(syncperf_capture.metrics())
+    assert "alice" not in exported
+
+
 def test_a_push_whose_handler_raised_counts_no_items(syncperf_capture: Capture) -> None:
     @syncperf.instrument_sync("push", adapter=zero.Push())
     def push(body: dict[str, Any]) -> dict[str, Any]:
@@ -191,6 +220,56 @@ def test_a_push_whose_handler_raised_counts_no_items(syncperf_capture: Capture) 
     got = recorded(syncperf_capture)
     assert got.items == {}
     assert got.batches == [(1, 1)]
+
+
+def cleanup(client: str, up_to: int) -> dict[str, Any]:
+    """zero-cache's housekeeping mutation (ackMutationResponses), POSTed to the push URL."""
+    arg = {"type": "single", "clientGroupID": "cg", "clientID": client, "upToMutationID": up_to}
+    return {
+        "type": "custom",
+        "id": 0,
+        "clientID": client,
+        "name": "_zero_cleanupResults",
+        "args": [arg],
+        "timestamp": 2.0,
+    }
+
+
+@pytest.mark.parametrize("last_id", [None, 7], ids=["no callback", "last_mutation_id"])
+def test_zero_caches_cleanup_mutation_is_no_item_and_no_idempotency_hit(
+    last_id: int | None, syncperf_capture: Capture
+) -> None:
+    adapter = zero.Push(last_mutation_id=None if last_id is None else lambda g, c: last_id)
+    run(adapter, push_body(cleanup("c1", 7)), {"mutations": []})
+    got = recorded(syncperf_capture)
+    assert (got.items, got.idempotency, got.dropped) == ({}, 0, {})
+
+
+def test_a_cleanup_push_still_counts_as_a_push_without_a_batch_size(
+    syncperf_capture: Capture,
+) -> None:
+    run(zero.Push(), push_body(cleanup("c1", 7)), {"mutations": []})
+    got = recorded(syncperf_capture)
+    assert (got.outcomes, got.batch_count) == ({"success": 1}, 0)
+    assert span_attributes(syncperf_capture)["sync.zero.cleanup"] == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(order=st.lists(st.booleans(), min_size=1, max_size=8))
+def test_cleanup_mutations_beside_client_mutations_are_left_out_of_batch_and_items(
+    order: list[bool],
+) -> None:
+    mutations = [
+        cleanup("c", 3) if is_cleanup else custom(i + 1, "c", "issue.create")
+        for i, is_cleanup in enumerate(order)
+    ]
+    clients = order.count(False)
+    with capture() as cap:
+        run(zero.Push(last_mutation_id=lambda g, c: 0), push_body(*mutations), {"mutations": []})
+        got = recorded(cap)
+    assert got.items == ({("issue", None): clients} if clients else {})
+    assert got.batches == ([(1, clients)] if clients else [])
+    assert got.idempotency == 0
 
 
 @settings(max_examples=80, deadline=None)

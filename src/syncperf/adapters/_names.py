@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from syncperf._gate import MAX_NAME
 from syncperf._operation import CHANGES
 from syncperf.adapters._base import call, check_change, check_entity_name
 from syncperf.exceptions import ConfigError
@@ -16,7 +17,10 @@ class NameCache:
     """Maps a low-cardinality name (a mutator name) to ``(entity, change)``, memoised.
 
     ``entity`` and ``change`` are each a mapping, a callable or None; ``default_entity``
-    applies when ``entity`` is None. At most ``limit`` names are memoised.
+    applies when ``entity`` is None. At most ``limit`` names are memoised, and only names of
+    up to ``MAX_NAME`` characters (an entity's limit): names come from clients, and a memo
+    must not keep what they send (1024 names of 1 MB each); a longer name is resolved again
+    each time it is seen.
     """
 
     __slots__ = ("_change", "_default", "_entity", "_limit", "_memo")
@@ -37,9 +41,16 @@ class NameCache:
         self._memo: dict[str, tuple[str | None, str | None]] = {}
 
     def __call__(self, key: str) -> tuple[str | None, str | None]:
+        if len(key) > MAX_NAME:  # never a valid entity: not worth keeping a client's bytes
+            return self._resolve(key)
         found = self._memo.get(key)
-        if found is not None:
-            return found
+        if found is None:
+            found = self._resolve(key)
+            if len(self._memo) < self._limit:
+                self._memo[key] = found
+        return found
+
+    def _resolve(self, key: str) -> tuple[str | None, str | None]:
         entity_map, change_map = self._entity, self._change
         if entity_map is None:
             entity = self._default(key)
@@ -53,10 +64,7 @@ class NameCache:
             change = change_map.get(key)
         else:
             change = check_change(call(change_map, key), "change callback")
-        found = (entity, change)
-        if len(self._memo) < self._limit:
-            self._memo[key] = found
-        return found
+        return entity, change
 
 
 def _check_map(option: str, value: Any, allowed: frozenset[str] | None) -> None:

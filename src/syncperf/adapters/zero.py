@@ -5,7 +5,8 @@ pushVersion, requestID}``. CRUD mutations are named ``_zero_crud`` with
 ``args: [{ops: [{op: insert|upsert|update|delete, tableName, primaryKey, value}]}]``
 (older releases: ``op: create|set|update|delete`` with ``entityType``). Response
 ``{mutations: [{id: {id, clientID}, result: {} | {error: "app" | "alreadyProcessed" |
-"oooMutation", ...}}]}``, or a push-level error (``{error: ...}`` or ``["error", {...}]``).
+"oooMutation", ...}}]}``, or a push-level error: zero-server's ``{kind: "PushFailed", origin,
+reason, message, mutationIDs}``, ``["error", {kind, ...}]`` or (older releases) ``{error}``.
 
 Example::
 
@@ -41,7 +42,7 @@ from syncperf.adapters._base import (
 from syncperf.adapters._names import NameCache
 from syncperf.adapters.replicache import LastMutationID, _last_id
 
-__all__ = ["CRUD_MUTATION", "ERRORS", "Push", "mutator_namespace"]
+__all__ = ["CLEANUP_MUTATION", "CRUD_MUTATION", "ERRORS", "Push", "mutator_namespace"]
 
 ERRORS = frozenset(
     {  # ``{error}`` (older releases) and the ``kind`` of ``["error", {kind, ...}]``
@@ -57,6 +58,9 @@ ERRORS = frozenset(
 """Zero's push-level error tokens; any other text is exported as ``_other``."""
 
 CRUD_MUTATION = "_zero_crud"
+CLEANUP_MUTATION = "_zero_cleanupResults"
+"""zero-cache's housekeeping mutation: after a client acknowledged its mutation results,
+zero-cache pushes this one (id 0) to the app's push URL to delete the stored results."""
 _CRUD_CHANGES: dict[Any, Any] = {
     "insert": "created",
     "create": "created",
@@ -84,9 +88,13 @@ class Push(ProtocolAdapter):
     one per custom mutation by entity), conflicts (mutations the server answered with
     ``error: "app"``, resolution ``rejected``, by the mutation's entity) and an
     idempotency hit when a mutation was ``alreadyProcessed`` or is at or below the
-    client's last mutation ID. Items are recorded when the response is read: a push
-    refused as a whole (``{error}``, ``["error", {kind}]``: outcome ``error``, the token as
-    ``error.type``) or whose handler raised records its batch size only.
+    client's last mutation ID. zero-cache's own ``_zero_cleanupResults`` mutation
+    (``CLEANUP_MUTATION``) is housekeeping: neither in the batch size nor an item nor a
+    duplicate, only counted on the span (``sync.zero.cleanup``); a push of nothing else
+    records no batch size. Items are recorded when the response is read: a push
+    refused as a whole (``{kind: "PushFailed", ...}``, ``["error", {kind}]``, ``{error}``:
+    outcome ``error``, the token as ``error.type``, never the message) or whose handler
+    raised records its batch size only.
 
     Args:
         last_mutation_id: Optional ``(client_group_id, client_id) -> int | None`` read
@@ -120,17 +128,19 @@ class Push(ProtocolAdapter):
     def _request(self, op: SyncOperation, body: Any) -> Tally:
         mutations = seq(field(body, "mutations"), "mutations")
         tally = Tally()
-        tally.batch = len(mutations)
         last_id = self._last_mutation_id
         group: Any = None
         known: dict[Any, int | None] = {}
         if last_id is not None:
             group = name(field(body, "clientGroupID"), "clientGroupID")
         by_name: dict[Any, int] = {}  # custom mutator name -> new mutations
-        duplicates = 0
+        duplicates = cleanups = 0
         for mutation in mutations:
             plain = type(mutation) is dict
             mutator = mutation.get("name") if plain else field(mutation, "name")
+            if mutator == CLEANUP_MUTATION:  # zero-cache's, not a client's: no work to count
+                cleanups += 1
+                continue
             if last_id is not None:
                 if plain:
                     mutation_id = mutation.get("id")
@@ -157,6 +167,10 @@ class Push(ProtocolAdapter):
         if duplicates:
             tally.duplicate = True
             tally.attribute("sync.zero.duplicate_mutations", duplicates)
+        if cleanups:
+            tally.attribute("sync.zero.cleanup", cleanups)
+        if cleanups < len(mutations) or not mutations:
+            tally.batch = len(mutations) - cleanups
         stash(op, self._sent_key, mutations)
         return defer(op, self._key, tally)
 
@@ -211,11 +225,13 @@ class Push(ProtocolAdapter):
 
 
 def _refusal(body: Any) -> Any:
-    """What refused a push as a whole: the ``kind`` of ``["error", {kind, ...}]``, or the
-    ``error`` of ``{error}`` (older releases); MISSING for an answer per mutation.
+    """What refused a push as a whole: the ``kind`` of zero-server's bare
+    ``{kind: "PushFailed", origin, reason, message, mutationIDs}`` or of
+    ``["error", {kind, ...}]``, or the ``error`` of ``{error}`` (older releases); MISSING for
+    an answer per mutation.
 
     Raises:
-        Malformed: neither.
+        Malformed: none of these.
     """
     if isinstance(body, (list, tuple)) and body and body[0] == "error":
         return field(body[1], "kind") if len(body) > 1 else None
@@ -224,6 +240,9 @@ def _refusal(body: Any) -> Any:
     error = field(body, "error")
     if isinstance(error, str):
         return error
+    kind = field(body, "kind")
+    if isinstance(kind, str):
+        return kind
     raise Malformed("push response has neither mutations nor error")
 
 
