@@ -222,3 +222,41 @@ def test_a_handler_result_whose_class_cannot_be_hashed_is_returned(metrics_only:
 
     assert push() is odd
     assert outcomes(metrics_only) == {"success": 1}
+
+
+async def test_an_awaitable_a_def_handler_returns_ends_its_operation_when_done(
+    metrics_only: Capture,
+) -> None:
+    async def work() -> int:
+        syncperf.current_operation().record_items(2)
+        return 5
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> Any:
+        return work()
+
+    pending = push()
+    assert outcomes(metrics_only) == {}  # not done yet
+    assert await pending == 5
+    assert outcomes(metrics_only) == {"success": 1}
+    assert metrics_only.total("sync.items") == 2
+
+
+class Answer:  # what a framework's response carries: an int status beside headers
+    def __init__(self, status_code: int) -> None:
+        self.status_code = status_code
+        self.headers: dict[str, str] = {}
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"), [(200, "success"), (409, "conflict"), (503, "error")]
+)
+def test_a_returned_response_decides_the_outcome(
+    metrics_only: Capture, status: int, outcome: str
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> Answer:
+        return Answer(status)
+
+    assert push().status_code == status
+    assert outcomes(metrics_only) == {outcome: 1}
