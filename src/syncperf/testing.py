@@ -42,6 +42,8 @@ class Capture:
         factory or a lifespan, say): checked, noted here, never installed."""
         self.scope: tuple[object, ...] = (*(outer.scope if outer else ()), object())
         """This capture's token after those of the captures it is nested in (``Outbox``)."""
+        self.outside: _runtime.Runtime | None = outer.outside if outer else _runtime.installed
+        """The application's runtime around the capture (what a bridged provider reads)."""
         self._exporter = exporter
         self._reader: Reader = runtime.reader()
 
