@@ -1,10 +1,12 @@
-"""PublishBatch reports: unusable attempts and batches shared across threads."""
+"""PublishBatch reports: unusable attempts, created-at values, batches shared by threads."""
 
 from __future__ import annotations
 
 import sys
 import threading
+import time
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from hypothesis import strategies as st
 
 import syncperf
 from syncperf.outbox import Outbox
+from syncperf.outbox._gauges import age_of
 from syncperf.testing import Capture, capture
 
 
@@ -100,3 +103,22 @@ def test_a_batch_shared_by_threads_counts_every_report_exactly(
         "retried": half,
         "dead_lettered": half + half // 2,
     }
+
+
+@settings(max_examples=100, deadline=None)
+@given(ago=st.decimals(min_value=0, max_value=10**6, places=6))
+def test_posix_seconds_in_a_decimal_read_as_a_lag(ago: Decimal) -> None:
+    """PostgreSQL hands back a ``numeric`` column (``extract(epoch ...)``) as a ``Decimal``."""
+    created = Decimal(time.time()) - ago
+    assert abs(age_of(created) - float(ago)) < 1.0
+    with capture() as cap:
+        with Outbox("orders").publish() as batch:
+            batch.published(created)
+        (lag,) = cap.points("outbox.lag")
+        assert abs(lag.sum - float(ago)) < 1.0
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "sNaN", "1e40"])
+def test_a_decimal_that_is_no_finite_time_is_no_created_at(value: str) -> None:
+    with pytest.raises(TypeError):
+        age_of(Decimal(value))

@@ -367,8 +367,9 @@ def sqlalchemy_probe(
         engine: A synchronous ``sqlalchemy.Engine`` (the probe runs off the request path).
         table: The outbox table.
         schema: Its schema, if not the default.
-        created_at: The column holding when a row was written (a timestamp or POSIX seconds;
-            epoch milliseconds fail the probe with ``error.type=invalid_created_at``).
+        created_at: The column holding when a row was written (a timestamp or POSIX seconds,
+            ``numeric`` included; epoch milliseconds fail the probe with
+            ``error.type=invalid_created_at``).
         status: The status column, or None when every row in the table is pending.
         pending: The ``status`` values that mean "not yet published or dead-lettered".
         timeout: Server-side statement timeout in seconds (PostgreSQL).

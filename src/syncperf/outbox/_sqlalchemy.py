@@ -28,6 +28,8 @@ from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import OutboxStats, age_of
 
+NULL_STATUS = "_null"
+"""``outbox.status`` of the rows whose status is NULL (``totals=True``)."""
 _PENDING = "syncperf.outbox.pending"
 _UNBEGUN = "syncperf.outbox.unbegun"
 """The identity map the session had at an enqueue made before it began: ``close()`` and
@@ -133,12 +135,14 @@ class SQLAlchemyProbe:
         if self.totals:
             count, oldest, rows, attempts = 0, None, {}, 0
             for status, pending, n, first, tries in groups:
-                rows[str(status)] = int(n)
+                label = _label(status)
+                rows[label] = rows.get(label, 0) + int(n)
                 attempts += int(tries or 0)
                 if pending:
                     count += int(n)
                     first = _timestamp(first)
-                    oldest = first if oldest is None or first < oldest else oldest
+                    if first is not None and (oldest is None or first < oldest):
+                        oldest = first
         oldest = _timestamp(oldest)
         return OutboxStats(
             int(count),
@@ -163,6 +167,12 @@ def _end(connection: Connection) -> None:
     except BaseException:
         connection.invalidate()
         raise
+
+
+def _label(status: Any) -> str:
+    """A status as an ``outbox.status`` value: NULL is ``_null``; a ``char(n)`` value loses
+    its padding."""
+    return NULL_STATUS if status is None else str(status).rstrip(" ")
 
 
 def _timestamp(value: Any) -> Any:
