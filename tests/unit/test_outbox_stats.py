@@ -800,10 +800,12 @@ def test_an_enqueue_before_the_session_began_counts_with_the_transaction_that_fo
     assert (rows(engine), enqueued(syncperf_capture)) == (3, 3)
 
 
-@pytest.mark.parametrize("end", ["close", "reset"])
+@pytest.mark.parametrize("end", ["close", "reset", "expunge_all"])
 def test_an_enqueue_before_the_session_began_is_forgotten_when_it_closes(
     end: str, engine: Any, syncperf_capture: Capture
 ) -> None:
+    """``expunge_all()`` too: on a session with nothing begun it is all ``close()`` does (the
+    same state afterwards), and it drops the rows ``add()`` gave the session so far."""
     outbox = Outbox("orders")
     session = Session(engine)
     outbox.enqueue(2, session=session)  # a push that gave up before writing its row

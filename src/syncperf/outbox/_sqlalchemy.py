@@ -5,8 +5,9 @@
 * ``defer_enqueue``: count an enqueue when the session's transaction commits, forget it when
   the transaction ends otherwise (rollback, close), so rolled-back pushes are never counted.
   One made before the session began belongs to the transaction it begins next, unless the
-  session is closed first. A session joined into its connection's transaction commits nothing
-  itself: the count waits for that connection's ``COMMIT``.
+  session is closed first (or reset, or ``expunge_all()``: the same state, see _UNBEGUN).
+  A session joined into its connection's transaction commits nothing itself: the count waits
+  for that connection's ``COMMIT``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ NULL_STATUS = "_null"
 _PENDING = "syncperf.outbox.pending"
 _UNBEGUN = "syncperf.outbox.unbegun"
 """The identity map the session had at an enqueue made before it began: ``close()`` and
-``reset()`` replace it, and no transaction event tells of them when none began."""
+``reset()`` replace it, and no transaction event tells of them when none began. So does
+``expunge_all()``, which is all ``close()`` does then (nothing else tells them apart), and
+which drops the rows ``add()`` gave the session as ``close()`` does: it forgets too."""
 _install_lock = threading.Lock()
 _installed = False
 
