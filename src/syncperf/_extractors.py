@@ -100,7 +100,7 @@ class Extractor:
         try:
             self.apply(op, self.fn(*values))
         except Exception as error:
-            guard(op).internal_error("extractor_failed", error)
+            guard(op).extractor_failed(error)
 
     def compiled(self) -> Run:
         """``run`` specialized at decoration time for the usual one-value extractor."""
@@ -111,7 +111,7 @@ class Extractor:
                 try:
                     apply(op, fn(result))
                 except Exception as error:
-                    guard(op).internal_error("extractor_failed", error)
+                    guard(op).extractor_failed(error)
 
             return on_result
         if self.wants_result or len(self.args) != 1:
@@ -125,7 +125,7 @@ class Extractor:
             try:
                 apply(op, fn(args[position] if position < len(args) else kwargs.get(name, default)))
             except Exception as error:
-                guard(op).internal_error("extractor_failed", error)
+                guard(op).extractor_failed(error)
 
         return on_argument
 

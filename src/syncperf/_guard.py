@@ -167,6 +167,15 @@ class Guard:
         if (key := self._count(reason, held=held)) is not None:
             self.log_once(key, "syncperf hook failed (%s): %s", reason, raised_at(exc))
 
+    def extractor_failed(self, exc: Exception) -> None:
+        """An extractor raised: ``internal_error("extractor_failed")``, except that strict mode
+        raises ``MeasurementError`` from it (its own exception could pass for the handler's);
+        a ``MeasurementError`` (a value strict mode refused) goes through as it is."""
+        if self.strict and not isinstance(exc, MeasurementError):
+            detail = f"an extractor raised {raised_at(exc)}"
+            raise MeasurementError("extractor_failed", detail) from exc
+        self.internal_error("extractor_failed", exc)
+
     def drop(self, reason: str, message: str, *args: object, key: str | None = None) -> None:
         """Count one ``syncperf.dropped`` by ``reason``; log ``message`` the first time for
         ``key`` (default: the reason). Never raises."""

@@ -44,11 +44,12 @@ _REPLACED: weakref.WeakSet[Runtime] = weakref.WeakSet()  # replaced runtimes sti
 class Runtime(Guard):
     """Everything the request path needs, built once per configuration."""
 
+    capture: Any = None
+    """The ``testing.Capture`` this runtime records for (``install`` leaves it current)."""
     successor: Runtime | None = None
     """The runtime in force after ``configure()`` replaced this one (``_fold.forward``)."""
     db_instrumented: ClassVar[int] = 0
-    """Engines instrumented by ``syncperf.sqlalchemy`` (class-wide: survives runtime swaps);
-    changed through ``note_database_instrumented()``."""
+    """Engines ``syncperf.sqlalchemy`` instruments (class-wide; ``note_database_instrumented``)."""
 
     def __init__(self, config: Config, *, shared_outputs: bool = True) -> None:
         """Build the runtime; ``shared_outputs=False`` (``testing.capture()``) feeds only the
@@ -288,13 +289,6 @@ class Runtime(Guard):
         self.feeds.shutdown(keep, timeout=left())
 
 
-def sync_outputs() -> Runtime:
-    """Make the current runtime (built from the environment if none) feed ``OUTPUTS``."""
-    rt = current()
-    rt.sync_outputs()
-    return rt
-
-
 def note_database_instrumented(delta: int) -> None:
     """A database integration instrumented (``+1``) or released (``-1``) an engine.
 
@@ -331,7 +325,12 @@ def _config_from_env() -> Config:
 
 
 def install(config: Config) -> Runtime:
-    """Build a runtime for ``config`` and make it current (the previous one shuts down)."""
+    """Build a runtime for ``config`` and make it current (the previous one shuts down); in a
+    ``testing.capture()``, whose runtime stays current, only note ``config`` on the capture."""
+    held = installed
+    if held is not None and held.capture is not None:
+        held.capture.configured.append(config)
+        return held
     rt = Runtime(config)
     previous = replace(rt)
     if previous is not None:
@@ -358,7 +357,8 @@ def configure(config: Config | None = None, **options: Any) -> Config:
 
     Call it once at start-up, after your OpenTelemetry providers are set up. Without a call,
     the first sync operation configures syncperf from the environment. Calling it again
-    replaces the settings (aggregates start afresh, exporters get a last flush).
+    replaces the settings (aggregates start afresh, exporters get a last flush); inside
+    ``testing.capture()`` it checks them and notes them on the capture, which stays in force.
 
     Args:
         config: A complete ``Config``; ``options`` may not be combined with it.

@@ -32,9 +32,18 @@ __all__ = ["Capture", "capture", "syncperf_capture"]
 class Capture:
     """What ``capture()`` yields: finished spans and metrics as they would be exported now."""
 
-    def __init__(self, runtime: _runtime.Runtime, exporter: InMemorySpanExporter) -> None:
+    def __init__(
+        self, runtime: _runtime.Runtime, exporter: InMemorySpanExporter, outer: Any = None
+    ) -> None:
         self.runtime = runtime
         self.tracer_provider = runtime.config.tracer_provider
+        self.configured: list[Config] = []
+        """The configs ``syncperf.configure()`` was given inside the capture (by an app
+        factory or a lifespan, say): checked, noted here, never installed."""
+        self.scope: tuple[object, ...] = (*(outer.scope if outer else ()), object())
+        """This capture's token after those of the captures it is nested in (``Outbox``)."""
+        self.outside: _runtime.Runtime | None = outer.outside if outer else _runtime.installed
+        """The application's runtime around the capture (what a bridged provider reads)."""
         self._exporter = exporter
         self._reader: Reader = runtime.reader()
 
@@ -81,20 +90,28 @@ def capture(*, sampler: Sampler = ALWAYS_ON, **options: Any) -> Iterator[Capture
     """Record syncperf's telemetry in memory for the duration of the block.
 
     Args:
-        sampler: Sampler of the capture's private tracer provider.
+        sampler: Sampler of the capture's private tracer provider (which decides alone:
+            ``trace_sample_rate`` defaults to 1.0 here, whatever the environment says).
         **options: ``Config`` fields (``strict`` defaults to True here).
+
+    Inside the block the capture's runtime stays in force: ``syncperf.configure()`` called by
+    the code under test checks its options (a bad one raises ``ConfigError``) and notes the
+    config in ``Capture.configured`` without installing it.
     """
     exporter = InMemorySpanExporter()
     provider = TracerProvider(sampler=sampler)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     options.setdefault("strict", True)
     options.setdefault("enabled", True)  # OTEL_SDK_DISABLED must not silently empty a test
+    options.setdefault("trace_sample_rate", 1.0)  # nor SYNCPERF_TRACE_SAMPLE_RATE: sampler=
     options.setdefault("tracer_provider", provider)
     config = Config.from_env(**options)
     rt = _runtime.Runtime(config, shared_outputs=False)  # the application's outputs stay its own
+    outer = _runtime.installed
+    rt.capture = cap = Capture(rt, exporter, outer.capture if outer is not None else None)
     previous = _runtime.replace(rt)
     try:
-        yield Capture(rt, exporter)
+        yield cap
     finally:
         _runtime.replace(previous)
         rt.shutdown()

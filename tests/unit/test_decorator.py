@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import syncperf
+from syncperf.exceptions import MeasurementError
 from syncperf.testing import Capture
 
 
@@ -199,14 +200,53 @@ def test_a_failing_extractor_never_breaks_the_handler_in_lenient_mode() -> None:
         assert duration_count(cap, **{"sync.outcome": "success"}) == 1
 
 
-def test_a_failing_extractor_raises_in_strict_mode(syncperf_capture: Capture) -> None:
+def test_a_failing_extractor_raises_a_measurement_error_from_its_own_in_strict_mode(
+    syncperf_capture: Capture,
+) -> None:
+    """Not the extractor's own exception: a test could take that for the handler's."""
+
     @syncperf.instrument_sync("push", batch_size=lambda body: body["missing"])
     def push(body: dict[str, int]) -> str:
         return "applied"
 
-    with pytest.raises(KeyError):
+    with pytest.raises(MeasurementError, match="extractor_failed") as raised:
         push({})
+    assert isinstance(raised.value.__cause__, KeyError)
+    assert "missing" not in str(raised.value)  # the type and where, never the message
     assert syncperf_capture.total("sync.operations.active") == 0
+
+
+@pytest.mark.parametrize("source", ["argument", "result", "arguments"])
+async def test_every_kind_of_extractor_raises_a_measurement_error_in_strict_mode(
+    syncperf_capture: Capture, source: str
+) -> None:
+    def broken(*values: Any) -> int:
+        raise KeyError("missing")
+
+    extractors: dict[str, Any] = {
+        "argument": {"batch_size": lambda body: broken(body)},
+        "result": {"batch_size": lambda result: broken(result)},
+        "arguments": {"batch_size": lambda body, client: broken(body, client)},
+    }
+
+    @syncperf.instrument_sync("push", **extractors[source])
+    async def push(body: dict[str, int], client: str = "c") -> str:
+        return "applied"
+
+    with pytest.raises(MeasurementError) as raised:
+        await push({})
+    assert isinstance(raised.value.__cause__, KeyError)
+
+
+def test_an_extractors_value_strict_mode_refuses_raises_its_own_measurement_error(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", batch_size=lambda body: -1)
+    def push(body: dict[str, int]) -> str:
+        return "applied"
+
+    with pytest.raises(MeasurementError, match="invalid_batch_size"):
+        push({})
 
 
 def test_disabled_syncperf_calls_straight_through() -> None:

@@ -177,3 +177,18 @@ def test_the_instrumentor_never_breaks_start_up(caplog: pytest.LogCaptureFixture
     instrumentor.instrument(meter_provider=object())  # not an SDK provider: logged, not raised
     instrumentor.uninstrument()
     assert "joining the OpenTelemetry pipeline failed" in caplog.text
+
+
+def test_a_capture_keeps_its_test_data_out_of_the_providers_readers(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    from syncperf.testing import capture
+
+    mp, reader = provider
+    assert setup_meter_provider(mp)
+    pulls(2)  # the application's own, before the test
+    with capture() as cap:
+        pulls(3)
+        assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
+        assert cap.total("sync.operation.duration") == 3
+    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2

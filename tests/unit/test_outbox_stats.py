@@ -479,6 +479,52 @@ def test_probe_totals_count_every_row_by_status_and_sum_the_attempts(
     outbox.close()
 
 
+@pytest.mark.parametrize("totals", [False, True])
+def test_probe_skips_a_pending_status_whose_rows_have_no_created_at(
+    engine: Any, totals: bool
+) -> None:
+    now = datetime.now(timezone.utc)
+    with engine.begin() as connection:
+        connection.execute(
+            insert(outbox_table),
+            [
+                {"status": "a", "created_at": now - timedelta(seconds=60)},
+                {"status": "b", "created_at": None},
+            ],
+        )
+    stats = sqlalchemy_probe(engine, status="status", pending=("a", "b"), totals=totals)()
+    assert stats.depth == 2
+    assert stats.oldest_age is not None and 59 < stats.oldest_age < 70
+
+
+def test_probe_totals_report_rows_without_a_status_as_null(engine: Any) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(outbox_table),
+            [
+                {"status": "pending", "created_at": datetime.now(timezone.utc)},
+                {"status": None, "created_at": None},
+            ],
+        )
+    stats = sqlalchemy_probe(engine, status="status", totals=True)()
+    assert stats.rows == {"pending": 1, "_null": 1}
+    assert stats.depth == 1
+
+
+def test_probe_totals_strip_the_padding_of_fixed_width_statuses(tmp_path: Any) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'padded.db'}")
+    with engine.begin() as connection:  # SQLite keeps what it is given: char(n) padding, say
+        connection.exec_driver_sql("CREATE TABLE outbox (status TEXT, created_at TEXT)")
+        connection.exec_driver_sql(
+            "INSERT INTO outbox VALUES ('pending   ', NULL), ('pending', NULL), ('done   ', NULL)"
+        )
+    pending = ("pending", "pending   ")
+    stats = sqlalchemy_probe(engine, status="status", pending=pending, totals=True)()
+    engine.dispose()
+    assert stats.rows == {"pending": 2, "done": 1}
+    assert stats.depth == 2
+
+
 def test_probe_with_21_statuses_still_reports_depth_and_folds_the_smallest_into_other(
     engine: Any, syncperf_capture: Capture
 ) -> None:
@@ -754,10 +800,12 @@ def test_an_enqueue_before_the_session_began_counts_with_the_transaction_that_fo
     assert (rows(engine), enqueued(syncperf_capture)) == (3, 3)
 
 
-@pytest.mark.parametrize("end", ["close", "reset"])
+@pytest.mark.parametrize("end", ["close", "reset", "expunge_all"])
 def test_an_enqueue_before_the_session_began_is_forgotten_when_it_closes(
     end: str, engine: Any, syncperf_capture: Capture
 ) -> None:
+    """``expunge_all()`` too: on a session with nothing begun it is all ``close()`` does (the
+    same state afterwards), and it drops the rows ``add()`` gave the session so far."""
     outbox = Outbox("orders")
     session = Session(engine)
     outbox.enqueue(2, session=session)  # a push that gave up before writing its row

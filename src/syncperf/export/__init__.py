@@ -225,7 +225,9 @@ def _apply(
     every output; returns the runtime."""
     if options or _runtime.installed is None:
         configure(Config.from_env(environ, **{**defaults, **options}))
-    return _runtime.sync_outputs()
+    rt = _runtime.current()
+    rt.sync_outputs()
+    return rt
 
 
 def setup_meter_provider(meter_provider: Any = None) -> bool:
@@ -409,7 +411,7 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
             registry = REGISTRY if _multiprocess.directory() is None else CollectorRegistry()
             outputs.OUTPUTS.registries.append(registry)
             try:
-                _runtime.sync_outputs()
+                _runtime.current().sync_outputs()
             except BaseException:  # a missing multiprocess directory: nothing is kept
                 served = outputs.OUTPUTS.registries
                 served[:] = [r for r in served if r is not registry]

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from syncperf._config import MAX_SECONDS, check_float
 from syncperf._gate import MAX_NAME, is_count, raised_at
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
+from syncperf.outbox import _live
 from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
 from syncperf.outbox._gauges import (
     GaugeSource,
@@ -93,8 +93,6 @@ _NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 _perf = time.perf_counter_ns
 _PRODUCER = SpanKind.PRODUCER  # an enum member lookup costs ~70 ns
 _serials = itertools.count(1)
-_live: weakref.WeakSet[Outbox] = weakref.WeakSet()
-_live_lock = threading.Lock()
 
 
 # --- the outbox ------------------------------------------------------------------------------
@@ -137,6 +135,9 @@ class Outbox:
         self._serial = next(_serials)
         self._runner = None if stats is None else StatsRunner(stats, float(stats_timeout))
         self._closed = False
+        rt = _runtime.installed
+        self._scope = _live.scope_of(rt)
+        """The ``testing.capture()`` scope it was made in (``outbox._live``)."""
         attrs: dict[str, Any] = {"outbox.name": name}
         if system is not None:
             attrs["messaging.system"] = system
@@ -156,16 +157,7 @@ class Outbox:
             "messaging.operation.name": "send",
         }
         if self._runner is not None:
-            with _live_lock:
-                if any(other.name == name for other in _live):
-                    raise ConfigError(
-                        "name",
-                        name,
-                        "a name no other open Outbox with stats uses (their gauges would hide "
-                        "each other); close() the other one first",
-                    )
-                _live.add(self)
-            rt = _runtime.installed
+            _live.claim(self)
             if rt is not None:
                 self._register(rt)
 
@@ -183,7 +175,7 @@ class Outbox:
         overhead = rt.overhead_for("outbox")
         with rt.lock:
             series = OutboxSeries(rt, name, overhead)
-        if self._runner is not None and not self._closed:
+        if self._runner is not None and _live.in_view(self, _live.scope_of(rt)):
             self._register(rt)
         return series
 
@@ -229,8 +221,7 @@ class Outbox:
     def close(self) -> None:
         """Stop observing this outbox's stats (its gauges disappear from later collections)."""
         self._closed = True
-        with _live_lock:
-            _live.discard(self)
+        _live.release(self)
         rt = _runtime.installed
         if rt is not None:
             unregister(rt, self._serial)
@@ -376,8 +367,9 @@ def sqlalchemy_probe(
         engine: A synchronous ``sqlalchemy.Engine`` (the probe runs off the request path).
         table: The outbox table.
         schema: Its schema, if not the default.
-        created_at: The column holding when a row was written (a timestamp or POSIX seconds;
-            epoch milliseconds fail the probe with ``error.type=invalid_created_at``).
+        created_at: The column holding when a row was written (a timestamp or POSIX seconds,
+            ``numeric`` included; epoch milliseconds fail the probe with
+            ``error.type=invalid_created_at``).
         status: The status column, or None when every row in the table is pending.
         pending: The ``status`` values that mean "not yet published or dead-lettered".
         timeout: Server-side statement timeout in seconds (PostgreSQL).
@@ -410,11 +402,9 @@ def sqlalchemy_probe(
 
 
 def _on_new_runtime(rt: Runtime) -> None:
-    with _live_lock:
-        outboxes = list(_live)
-    for outbox in outboxes:
-        if not outbox._closed:
-            outbox._register(rt)
+    # ``rt`` is not current yet: a capture's runtime sees what the runtime around it sees
+    for outbox in _live.visible(_live.scope_of(_runtime.installed)):
+        outbox._register(rt)
 
 
 _runtime.RUNTIME_HOOKS.append(_on_new_runtime)

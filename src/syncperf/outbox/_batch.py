@@ -1,13 +1,15 @@
 """One relay batch: the ``PublishBatch`` ``Outbox.publish()`` yields, and its ``send`` span.
 
-The batch counts its messages in plain attributes while the relay reports them and records
-everything under one lock when the block ends (``PublishBatch._end``). The ``send`` span is
+The batch counts its messages in plain attributes, under a lock of its own (a relay may report
+from a thread pool), while the relay reports them, and records everything under the runtime's
+lock when the block ends (``PublishBatch._end``). The ``send`` span is
 started, or, when head sampling dropped it, rescued for a failed batch, as the core does for
 sync operations.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any
@@ -46,7 +48,8 @@ class PublishBatch:
     Report every message the batch tried once: ``published()`` or ``failed()``; a message given
     up on without a new attempt with ``dead_lettered()``. ``attempt`` is the message's attempt
     number (1 on the first try; keep a counter in the row): attempts above 1 count as
-    ``retried``.
+    ``retried``. Threads may share a batch (a relay sending through a pool): its counts stay
+    exact; report every message before the block ends.
 
     Everything is recorded when the block ends. If the block raises, its transaction is taken
     as rolled back: messages reported published in it count as ``failed`` (with the
@@ -61,6 +64,7 @@ class PublishBatch:
         "_first_error",
         "_lags",
         "_links",
+        "_lock",
         "_max_attempt",
         "_outbox",
         "_own_ns",
@@ -96,6 +100,7 @@ class PublishBatch:
         self._rescuable = False
         self._token: Token[PublishBatch | None] | None = None
         self._own_ns = 0
+        self._lock = threading.Lock()
 
     @property
     def recording(self) -> bool:
@@ -115,22 +120,30 @@ class PublishBatch:
         Args:
             created_at: When the message was enqueued (the row's created-at): a ``datetime``
                 (naive means UTC) or POSIX seconds (not milliseconds); gives ``outbox.lag``.
-                None: no lag.
+                None: no lag. Anything else is dropped and counted (``invalid_created_at``);
+                the message still counts.
             traceparent: The value ``Outbox.enqueue()`` returned for it: the span links to it.
-            attempt: This attempt's number (1 = first try).
+            attempt: This attempt's number (1 = first try). Anything but an ``int`` >= 1 is
+                dropped and counted (``invalid_attempt``); the message still counts, without
+                its attempt.
         """
         t0 = _perf()
-        if not self._attempt(attempt, traceparent):
-            return
+        attempt = self._check_attempt(attempt)
+        lag = None
         if created_at is not None:
             try:
-                self._lags.append(age_of(created_at))
+                lag = age_of(created_at)
             except Exception:  # not a time, or a datetime whose timestamp() fails: a tzinfo
                 # with an offset of a day or more, pandas' NaT (ValueError), a hostile tzinfo;
                 # or a time far ahead, such as epoch milliseconds (InvalidCreatedAt)
                 self._rt.reject("invalid_created_at", _CREATED_AT, created_at)
-        self._published += 1
-        self._own_ns += _perf() - t0
+        link = self._link(traceparent)
+        with self._lock:
+            self._attempted(attempt, link)
+            if lag is not None:
+                self._lags.append(lag)
+            self._published += 1
+            self._own_ns += _perf() - t0
 
     def failed(
         self,
@@ -145,15 +158,15 @@ class PublishBatch:
         Args:
             error: The exception, or an ``error.type`` string (low cardinality).
             traceparent: The value ``Outbox.enqueue()`` returned for it.
-            attempt: This attempt's number (1 = first try).
+            attempt: This attempt's number (1 = first try). Anything but an ``int`` >= 1 is
+                dropped and counted (``invalid_attempt``); the failure still counts.
             dead_letter: True if the message is given up on (moved to a dead-letter table or
                 queue): also counts ``dead_lettered``. Anything but a ``bool`` (a
                 ``numpy.bool_`` too) is dropped and counted (``invalid_dead_letter``); the
                 failure still counts.
         """
         t0 = _perf()
-        if not self._attempt(attempt, traceparent):
-            return
+        attempt = self._check_attempt(attempt)
         rt = self._rt
         if isinstance(error, BaseException):
             etype = rt.error_types(error_type(error))
@@ -165,37 +178,49 @@ class PublishBatch:
         if dead_letter is not False and dead_letter is not True:  # identity: no __bool__
             rt.reject("invalid_dead_letter", "dead_letter: True or False", dead_letter)
             dead_letter = False  # the failure counts; that it was given up on is unknown
-        self._failed[etype] = self._failed.get(etype, 0) + 1
-        if self._first_error is None:
-            self._first_error = etype
-        if dead_letter:
-            self._dead += 1
-        self._own_ns += _perf() - t0
+        link = self._link(traceparent)
+        with self._lock:
+            self._attempted(attempt, link)
+            self._failed[etype] = self._failed.get(etype, 0) + 1
+            if self._first_error is None:
+                self._first_error = etype
+            if dead_letter:
+                self._dead += 1
+            self._own_ns += _perf() - t0
 
     def dead_lettered(self, count: int = 1) -> None:
         """Report ``count`` messages given up on without a new attempt in this batch."""
         if not is_count(count):
             self._rt.reject("invalid_count", "a dead-letter count: an int in [0, 2**53)", count)
             return
-        self._dead += count
+        with self._lock:
+            self._dead += count
 
-    def _attempt(self, attempt: int, traceparent: str | None) -> bool:
-        if not is_count(attempt) or attempt < 1:
-            self._rt.reject("invalid_attempt", "an attempt: an int in [1, 2**53)", attempt)
-            return False
+    def _check_attempt(self, attempt: object) -> int:
+        """``attempt``, or 0 (unknown) when it is not an int >= 1 (dropped and counted)."""
+        if is_count(attempt) and attempt:
+            return attempt  # type: ignore[return-value]
+        self._rt.reject("invalid_attempt", "an attempt: an int in [1, 2**53)", attempt)
+        return 0
+
+    def _link(self, traceparent: str | None) -> SpanContext | None:
+        if traceparent is None or (self._span is None and not self._rescuable):
+            return None
+        return parse_traceparent(traceparent)
+
+    def _attempted(self, attempt: int, link: SpanContext | None) -> None:
+        """Count one attempt (0: unknown, neither retried nor a link attribute); holds
+        ``_lock``."""
         if attempt > 1:
             self._retried += 1
         if attempt > self._max_attempt:
             self._max_attempt = attempt
-        if traceparent is not None and (self._span is not None or self._rescuable):
+        if link is not None:
             links = self._links
             if links is None:
                 links = self._links = []
             if len(links) < MAX_LINKS:
-                context = parse_traceparent(traceparent)
-                if context is not None:
-                    links.append((context, attempt))
-        return True
+                links.append((link, attempt))
 
     def _end(self, exc: BaseException | None) -> None:
         t1 = _perf()
@@ -279,7 +304,7 @@ class PublishBatch:
     ) -> None:
         try:
             for context, attempt in self._links or ():
-                span.add_link(context, {"outbox.attempt": attempt})
+                span.add_link(context, _link_attributes(attempt))
             span.set_attributes(self._span_attributes(size, n_failed, etype))
             if exc is not None:
                 record_exception(span, exc, self._rt.config.record_exception_messages)
@@ -308,7 +333,7 @@ class PublishBatch:
                 outbox.send_name,
                 _CLIENT,
                 outbox.send_attrs,
-                [Link(c, {"outbox.attempt": a}) for c, a in self._links or ()],
+                [Link(c, _link_attributes(a)) for c, a in self._links or ()],
                 now - int(duration * 1e9),
             )
         except Exception as error:
@@ -320,6 +345,10 @@ class PublishBatch:
 
     def __repr__(self) -> str:
         return f"<PublishBatch {self._outbox.name!r} published={self._published}>"
+
+
+def _link_attributes(attempt: int) -> dict[str, int] | None:
+    return {"outbox.attempt": attempt} if attempt else None
 
 
 class _NoopBatch(PublishBatch):

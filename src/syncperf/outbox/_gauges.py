@@ -19,6 +19,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from syncperf import _gate as gate
@@ -236,8 +237,9 @@ def age_of(created_at: object, now: float | None = None) -> float:
     """Seconds from ``created_at`` to ``now`` (default: the current time), never negative.
 
     ``created_at`` is a ``datetime`` (a naive one is taken as UTC; its own ``replace()`` and
-    ``timestamp()`` read it) or POSIX seconds. Up to ``MAX_SKEW`` seconds ahead of ``now`` is
-    clock skew between hosts and reads as age 0, as for clients' times (``_staleness``).
+    ``timestamp()`` read it) or POSIX seconds (an ``int``, ``float`` or ``Decimal``). Up to
+    ``MAX_SKEW`` seconds ahead of ``now`` is clock skew between hosts and reads as age 0, as
+    for clients' times (``_staleness``).
 
     Raises:
         TypeError: ``created_at`` is neither, or its ``timestamp()`` is no finite number.
@@ -250,6 +252,8 @@ def age_of(created_at: object, now: float | None = None) -> float:
         if created_at.tzinfo is None:
             created_at = created_at.replace(tzinfo=timezone.utc)
         seconds = created_at.timestamp()
+    elif type(created_at) is Decimal and created_at.is_finite():  # PostgreSQL's numeric
+        seconds = float(created_at)
     if not ((type(seconds) is int or type(seconds) is float) and abs(seconds) < MAX_COUNT):
         raise TypeError("created_at must be a datetime or finite POSIX seconds")  # NaN too
     age = now - seconds

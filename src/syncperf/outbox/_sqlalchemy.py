@@ -5,8 +5,9 @@
 * ``defer_enqueue``: count an enqueue when the session's transaction commits, forget it when
   the transaction ends otherwise (rollback, close), so rolled-back pushes are never counted.
   One made before the session began belongs to the transaction it begins next, unless the
-  session is closed first. A session joined into its connection's transaction commits nothing
-  itself: the count waits for that connection's ``COMMIT``.
+  session is closed first (or reset, or ``expunge_all()``: the same state, see _UNBEGUN).
+  A session joined into its connection's transaction commits nothing itself: the count waits
+  for that connection's ``COMMIT``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import OutboxStats, age_of
 
+NULL_STATUS = "_null"
+"""``outbox.status`` of the rows whose status is NULL (``totals=True``)."""
 _PENDING = "syncperf.outbox.pending"
 _UNBEGUN = "syncperf.outbox.unbegun"
 """The identity map the session had at an enqueue made before it began: ``close()`` and
-``reset()`` replace it, and no transaction event tells of them when none began."""
+``reset()`` replace it, and no transaction event tells of them when none began. So does
+``expunge_all()``, which is all ``close()`` does then (nothing else tells them apart), and
+which drops the rows ``add()`` gave the session as ``close()`` does: it forgets too."""
 _install_lock = threading.Lock()
 _installed = False
 
@@ -133,12 +138,14 @@ class SQLAlchemyProbe:
         if self.totals:
             count, oldest, rows, attempts = 0, None, {}, 0
             for status, pending, n, first, tries in groups:
-                rows[str(status)] = int(n)
+                label = _label(status)
+                rows[label] = rows.get(label, 0) + int(n)
                 attempts += int(tries or 0)
                 if pending:
                     count += int(n)
                     first = _timestamp(first)
-                    oldest = first if oldest is None or first < oldest else oldest
+                    if first is not None and (oldest is None or first < oldest):
+                        oldest = first
         oldest = _timestamp(oldest)
         return OutboxStats(
             int(count),
@@ -163,6 +170,12 @@ def _end(connection: Connection) -> None:
     except BaseException:
         connection.invalidate()
         raise
+
+
+def _label(status: Any) -> str:
+    """A status as an ``outbox.status`` value: NULL is ``_null``; a ``char(n)`` value loses
+    its padding."""
+    return NULL_STATUS if status is None else str(status).rstrip(" ")
 
 
 def _timestamp(value: Any) -> Any:
