@@ -38,6 +38,7 @@ from syncperf import _gate as gate
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
+from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH
 from syncperf.sqlalchemy._names import connection_attributes, pool_name
 from syncperf.sqlalchemy._queries import QuerySeries
 from syncperf.testing import Capture, capture
@@ -442,6 +443,43 @@ def test_n_plus_one_warnings_are_rate_limited_but_counted(
         handle.uninstrument()
     assert syncperf_capture.total("sync.db.n_plus_one") == 3
     assert len([r for r in caplog.records if "N+1" in r.getMessage()]) == 1
+
+
+def test_n_plus_one_tracks_a_bounded_number_of_distinct_statements_per_operation(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=3)
+    try:
+        with syncperf.sync_operation("pull") as op, engine.connect() as conn:
+            for i in range(MAX_TRACKED + 40):
+                conn.exec_driver_sql(f"SELECT title AS c{i} FROM todo WHERE id = 1").all()
+            counts = op.scratch[SCRATCH]
+            assert len(counts) == MAX_TRACKED
+    finally:
+        handle.uninstrument()
+    untracked = {"syncperf.reason": "n_plus_one_untracked"}
+    assert syncperf_capture.total("syncperf.dropped", untracked) == 40
+
+
+def test_n_plus_one_is_still_detected_for_the_statements_tracked_once_the_bound_is_reached(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=3)
+    try:
+        with syncperf.sync_operation("pull"), engine.connect() as conn:
+            for i in range(MAX_TRACKED + 5):
+                conn.exec_driver_sql(f"SELECT title AS c{i} FROM todo WHERE id = 1").all()
+            for _ in range(2):  # the first statement, tracked: its 2nd and 3rd executions
+                conn.exec_driver_sql("SELECT title AS c0 FROM todo WHERE id = 1").all()
+            for _ in range(5):  # one past the bound, never tracked
+                conn.exec_driver_sql(f"SELECT title AS c{MAX_TRACKED} FROM todo WHERE id = 1")
+    finally:
+        handle.uninstrument()
+    assert syncperf_capture.total("sync.db.n_plus_one") == 1
+    (span,) = [s for s in syncperf_capture.spans() if s.name == "sync pull"]
+    (event,) = [e for e in span.events if e.name == "sync.db.n_plus_one"]
+    assert event.attributes is not None
+    assert "AS c0 FROM" in str(event.attributes["db.query.text"])
 
 
 def test_n_plus_one_detection_can_be_turned_off(

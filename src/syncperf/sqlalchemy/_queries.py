@@ -27,7 +27,7 @@ from syncperf._operation import active_operation
 from syncperf._redact import status_code
 from syncperf._runtime import Runtime
 from syncperf._sql import classify
-from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
+from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH, DetectionSeries, Detector
 from syncperf.sqlalchemy._names import connection_attributes
 from syncperf.sqlalchemy._spans import DeferredSpan
 
@@ -325,16 +325,17 @@ class QueryRecorder:
         if self._n1 and query.counted and getattr(context, "execute_style", None) is not _PAGES:
             scratch = op.scratch
             if scratch is None:
-                counts: dict[str, int] = {}
-                op.scratch = {SCRATCH: counts}
-            else:
-                counts = scratch.get(SCRATCH)  # type: ignore[assignment]
-                if counts is None:
-                    counts = scratch[SCRATCH] = {}
+                scratch = op.scratch = {}
+            counts: dict[str, int] | None = scratch.get(SCRATCH)
+            if counts is None:
+                counts = scratch[SCRATCH] = {}
             detected = counts.get(query.text, 0) + 1
-            counts[query.text] = detected
-            if detected == self._n1:
-                self._detector.n_plus_one(rt, held.detections, op, query, detected)
+            if detected == 1 and len(counts) >= MAX_TRACKED:  # bounded: not tracked
+                self._detector.untracked(rt)
+            else:
+                counts[query.text] = detected
+                if detected == self._n1:
+                    self._detector.n_plus_one(rt, held.detections, op, query, detected)
 
     # --- off the common path -----------------------------------------------------------------
 
