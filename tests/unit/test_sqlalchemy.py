@@ -39,6 +39,7 @@ from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
 from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH
+from syncperf.sqlalchemy._ends import ends
 from syncperf.sqlalchemy._names import connection_attributes, pool_name
 from syncperf.sqlalchemy._queries import QuerySeries
 from syncperf.testing import Capture, capture
@@ -821,6 +822,21 @@ def test_uninstrument_removes_everything(syncperf_capture: Capture, engine: sa.E
     assert syncperf_capture.metric("db.client.operation.duration") is None
     assert instrument_engine(engine) is not handle
     instrument_engine(engine).uninstrument()
+
+
+def test_two_phase_steps_are_wrapped_only_where_the_driver_bypasses_do_execute() -> None:
+    # psycopg's dialect calls the driver's tpc_* (nothing else sees them); asyncpg's runs
+    # PREPARE TRANSACTION as a statement (measured already), SQLite has no two-phase commit
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg
+
+    steps = {"do_prepare_twophase", "do_commit_twophase", "do_rollback_twophase"}
+    psycopg = sa.create_engine("postgresql+psycopg://u@127.0.0.1:1/db")
+    handle = instrument_engine(psycopg)
+    assert steps <= set(vars(psycopg.dialect))
+    handle.uninstrument()
+    assert not steps & set(vars(psycopg.dialect))
+    for other in (asyncpg(), sa.create_engine("sqlite://").dialect):
+        assert not steps & {name for name, _ in ends(other)}
 
 
 def test_a_collected_engine_releases_its_count() -> None:
