@@ -1229,6 +1229,90 @@ def test_a_connection_returned_to_a_pool_that_dispose_replaced_is_timed(
     assert "_return_conn" not in vars(old) and "_return_conn" not in vars(eng.pool)
 
 
+@pytest.mark.parametrize("at_return", [True, False])
+@pytest.mark.parametrize("poolclass", [sa.pool.QueuePool, sa.pool.NullPool])
+def test_a_connection_still_checked_out_from_a_pool_that_dispose_replaced_is_used(
+    at_return: bool,
+    poolclass: Any,
+    syncperf_capture: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from syncperf.sqlalchemy import _pool
+
+    if not at_return:
+        monkeypatch.setattr(_pool, "_returns", lambda pool: None)
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", poolclass=poolclass)
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    try:
+        held = eng.connect()
+        held.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        held.execute(sa.text("SELECT 2"))
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 1
+        with eng.connect() as fresh:  # one from the new pool as well
+            fresh.execute(sa.text("SELECT 3"))
+            assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 2
+        held.close()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+def test_a_connection_detached_from_a_pool_that_dispose_replaced_is_no_longer_used(
+    syncperf_capture: Capture, tmp_path: Path
+) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    try:
+        held = eng.connect()
+        eng.dispose()
+        held.detach()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+        held.close()
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+def test_engines_sharing_a_pool_name_report_the_sums_of_their_pools(
+    syncperf_capture: Capture, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"  # the same URL: the same default name
+    first = sa.create_engine(url, pool_size=2, max_overflow=3)
+    second = sa.create_engine(url, pool_size=4, max_overflow=1)
+    handles = [instrument_engine(first), instrument_engine(second)]
+    assert handles[0].pool_name == handles[1].pool_name
+    used = {"db.client.connection.state": "used"}
+    held = [first.connect(), first.connect(), second.connect()]
+    try:
+        (point,) = syncperf_capture.points("db.client.connection.count", used)
+        assert point.value == 3
+        (point,) = syncperf_capture.points("db.client.connection.max")
+        assert point.value == 10
+        (point,) = syncperf_capture.points("db.client.connection.idle.max")
+        assert point.value == 6
+        handles[0].uninstrument()
+        (point,) = syncperf_capture.points("db.client.connection.count", used)
+        assert point.value == 1
+        (point,) = syncperf_capture.points("db.client.connection.max")
+        assert point.value == 5
+    finally:
+        for conn in held:
+            conn.close()
+        for handle in handles:
+            handle.uninstrument()
+        first.dispose()
+        second.dispose()
+    assert _pool_value(syncperf_capture, "db.client.connection.count") == 0  # zeros once
+    assert _pool_value(syncperf_capture, "db.client.connection.max") == 0
+    instrument = syncperf_capture.runtime.registry.instruments["db.client.connection.count"]
+    assert instrument.callbacks == []  # then the observers are gone
+
+
 def test_a_failing_checkin_hook_still_returns_the_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
