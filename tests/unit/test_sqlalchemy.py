@@ -103,6 +103,21 @@ def test_queries_and_db_time_per_operation_are_exact(
     assert span.attributes["sync.db.duration"] == pytest.approx(db_time.sum)
 
 
+def test_an_executemany_counts_once_whatever_its_rows(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    # one driver call (cursor.executemany), as it is one db.client.operation.duration
+    rows = [{"id": i, "title": f"u{i}"} for i in range(25)]
+    with syncperf.sync_operation("push", entity="many"), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE todo SET title = :title WHERE id = :id"), rows)
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.entity": "many"})
+    assert queries.sum == 2  # the UPDATE and the COMMIT
+    (update,) = syncperf_capture.points(
+        "db.client.operation.duration", {"db.operation.name": "UPDATE"}
+    )
+    assert update.count == 1
+
+
 def _queries(cap: Capture, entity: str) -> float:
     (point,) = cap.points("sync.db.queries", {"sync.entity": entity})
     return float(point.sum)
