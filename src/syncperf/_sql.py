@@ -2,12 +2,12 @@
 
 ``normalize()`` turns a statement as sent to the driver into text safe to export: every
 literal (strings, dollar-quoted, numbers, hex and bit strings, SQLite's double-quoted strings),
-every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``) become
-``?``, comments are dropped (a sqlcommenter comment carries per-request IDs), whitespace
-collapses, and lists of placeholders collapse to one (``IN (?, ?, ?)`` and ``IN (?)``, a
-3-row and a 50-row ``VALUES`` alike; with bind casts too: ``IN (?::INTEGER, ?::INTEGER)``).
-The result is the ``db.query.text`` of spans and the identity of a statement for N+1
-detection.
+every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``; in
+every statement of a string of several) become ``?``, comments are dropped (a sqlcommenter
+comment carries per-request IDs), whitespace collapses, and lists of placeholders collapse to
+one (``IN (?, ?, ?)`` and ``IN (?)``, a 3-row and a 50-row ``VALUES`` alike; with bind casts
+too: ``IN (?::INTEGER, ?::INTEGER)``). The result is the ``db.query.text`` of spans and the
+identity of a statement for N+1 detection.
 
 ``classify()`` reads ``db.operation.name`` (the verb, from an allow-list of SQL keywords; the
 main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
@@ -139,11 +139,17 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
 
 def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> tuple[str, int]:
     """The normalized text, cut at ``MAX_TEXT``, and its batch (see ``_collapse``)."""
-    cut = _setting_value(tokens, verb, index)
+    hidden = _hidden(tokens, verb, index)
     dquote_values = dialect in _MYSQL
     sqlite = SqliteNames(tokens, verb, index) if dialect == "sqlite" else None
     out: list[str] = []
-    for position, (kind, value, spaced) in enumerate(tokens[:cut]):
+    position, size = 0, len(tokens)
+    while position < size:
+        if position in hidden:
+            out.append(" ?")
+            position = hidden[position]
+            continue
+        kind, value, spaced = tokens[position]
         if kind in _SANITIZED or (
             kind == "dquote"
             and (dquote_values or (sqlite is not None and not sqlite.is_name(position)))
@@ -152,12 +158,32 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
         if spaced and out:
             out.append(" ")
         out.append(value)
-    if cut is not None and cut < len(tokens):
-        out.append(" ?")
+        position += 1
     text, batch = _collapse("".join(out))
     if len(text) > MAX_TEXT:
         text = text[: MAX_TEXT - 3] + "..."
     return text, batch
+
+
+def _hidden(tokens: list[Token], verb: str | None, index: int) -> dict[int, int]:
+    """Token ranges (start: end) each exported as one ``?``: a setting's value to the end of
+    its statement, in every statement of the string, and the whole of a later statement that
+    does not start with a known keyword (not understood, as a first one would not be)."""
+    hidden: dict[int, int] = {}
+    start, size = 0, len(tokens)
+    while start < size:
+        stop = next((at for at in range(start, size) if tokens[at][1] == ";"), size)
+        if start:
+            verb, index = _verb(tokens[start:stop])
+            index += start
+            if verb is None and stop > start:
+                hidden[start] = stop
+        if verb is not None:
+            cut = _setting_value(tokens[:stop], verb, index)
+            if cut is not None and cut < stop:
+                hidden[cut] = stop
+        start = stop + 1
+    return hidden
 
 
 def _collapse(text: str) -> tuple[str, int]:

@@ -68,7 +68,10 @@ def postgres_dsn() -> Iterator[str]:
         check=True,
         capture_output=True,
     )
-    options = f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200"
+    options = (
+        f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c max_connections=200 "
+        "-c max_prepared_transactions=10"  # two-phase commit
+    )
     subprocess.run(
         [*run_as, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
         check=True,

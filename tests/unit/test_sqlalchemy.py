@@ -38,6 +38,8 @@ from syncperf import _gate as gate
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
+from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH
+from syncperf.sqlalchemy._ends import ends
 from syncperf.sqlalchemy._names import connection_attributes, pool_name
 from syncperf.sqlalchemy._queries import QuerySeries
 from syncperf.testing import Capture, capture
@@ -99,6 +101,21 @@ def test_queries_and_db_time_per_operation_are_exact(
     assert span.attributes is not None
     assert span.attributes["sync.db.queries"] == 7
     assert span.attributes["sync.db.duration"] == pytest.approx(db_time.sum)
+
+
+def test_an_executemany_counts_once_whatever_its_rows(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    # one driver call (cursor.executemany), as it is one db.client.operation.duration
+    rows = [{"id": i, "title": f"u{i}"} for i in range(25)]
+    with syncperf.sync_operation("push", entity="many"), engine.begin() as conn:
+        conn.execute(sa.text("UPDATE todo SET title = :title WHERE id = :id"), rows)
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.entity": "many"})
+    assert queries.sum == 2  # the UPDATE and the COMMIT
+    (update,) = syncperf_capture.points(
+        "db.client.operation.duration", {"db.operation.name": "UPDATE"}
+    )
+    assert update.count == 1
 
 
 def _queries(cap: Capture, entity: str) -> float:
@@ -444,6 +461,43 @@ def test_n_plus_one_warnings_are_rate_limited_but_counted(
     assert len([r for r in caplog.records if "N+1" in r.getMessage()]) == 1
 
 
+def test_n_plus_one_tracks_a_bounded_number_of_distinct_statements_per_operation(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=3)
+    try:
+        with syncperf.sync_operation("pull") as op, engine.connect() as conn:
+            for i in range(MAX_TRACKED + 40):
+                conn.exec_driver_sql(f"SELECT title AS c{i} FROM todo WHERE id = 1").all()
+            counts = op.scratch[SCRATCH]
+            assert len(counts) == MAX_TRACKED
+    finally:
+        handle.uninstrument()
+    untracked = {"syncperf.reason": "n_plus_one_untracked"}
+    assert syncperf_capture.total("syncperf.dropped", untracked) == 40
+
+
+def test_n_plus_one_is_still_detected_for_the_statements_tracked_once_the_bound_is_reached(
+    syncperf_capture: Capture, engine: sa.Engine
+) -> None:
+    handle = instrument_engine(engine, n_plus_one_threshold=3)
+    try:
+        with syncperf.sync_operation("pull"), engine.connect() as conn:
+            for i in range(MAX_TRACKED + 5):
+                conn.exec_driver_sql(f"SELECT title AS c{i} FROM todo WHERE id = 1").all()
+            for _ in range(2):  # the first statement, tracked: its 2nd and 3rd executions
+                conn.exec_driver_sql("SELECT title AS c0 FROM todo WHERE id = 1").all()
+            for _ in range(5):  # one past the bound, never tracked
+                conn.exec_driver_sql(f"SELECT title AS c{MAX_TRACKED} FROM todo WHERE id = 1")
+    finally:
+        handle.uninstrument()
+    assert syncperf_capture.total("sync.db.n_plus_one") == 1
+    (span,) = [s for s in syncperf_capture.spans() if s.name == "sync pull"]
+    (event,) = [e for e in span.events if e.name == "sync.db.n_plus_one"]
+    assert event.attributes is not None
+    assert "AS c0 FROM" in str(event.attributes["db.query.text"])
+
+
 def test_n_plus_one_detection_can_be_turned_off(
     syncperf_capture: Capture, engine: sa.Engine
 ) -> None:
@@ -783,6 +837,21 @@ def test_uninstrument_removes_everything(syncperf_capture: Capture, engine: sa.E
     assert syncperf_capture.metric("db.client.operation.duration") is None
     assert instrument_engine(engine) is not handle
     instrument_engine(engine).uninstrument()
+
+
+def test_two_phase_steps_are_wrapped_only_where_the_driver_bypasses_do_execute() -> None:
+    # psycopg's dialect calls the driver's tpc_* (nothing else sees them); asyncpg's runs
+    # PREPARE TRANSACTION as a statement (measured already), SQLite has no two-phase commit
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg
+
+    steps = {"do_prepare_twophase", "do_commit_twophase", "do_rollback_twophase"}
+    psycopg = sa.create_engine("postgresql+psycopg://u@127.0.0.1:1/db")
+    handle = instrument_engine(psycopg)
+    assert steps <= set(vars(psycopg.dialect))
+    handle.uninstrument()
+    assert not steps & set(vars(psycopg.dialect))
+    for other in (asyncpg(), sa.create_engine("sqlite://").dialect):
+        assert not steps & {name for name, _ in ends(other)}
 
 
 def test_a_collected_engine_releases_its_count() -> None:
@@ -1173,6 +1242,90 @@ def test_a_connection_returned_to_a_pool_that_dispose_replaced_is_timed(
     finally:
         handle.uninstrument()
     assert "_return_conn" not in vars(old) and "_return_conn" not in vars(eng.pool)
+
+
+@pytest.mark.parametrize("at_return", [True, False])
+@pytest.mark.parametrize("poolclass", [sa.pool.QueuePool, sa.pool.NullPool])
+def test_a_connection_still_checked_out_from_a_pool_that_dispose_replaced_is_used(
+    at_return: bool,
+    poolclass: Any,
+    syncperf_capture: Capture,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    from syncperf.sqlalchemy import _pool
+
+    if not at_return:
+        monkeypatch.setattr(_pool, "_returns", lambda pool: None)
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", poolclass=poolclass)
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    try:
+        held = eng.connect()
+        held.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        held.execute(sa.text("SELECT 2"))
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 1
+        with eng.connect() as fresh:  # one from the new pool as well
+            fresh.execute(sa.text("SELECT 3"))
+            assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 2
+        held.close()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+def test_a_connection_detached_from_a_pool_that_dispose_replaced_is_no_longer_used(
+    syncperf_capture: Capture, tmp_path: Path
+) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    handle = instrument_engine(eng)
+    used = {"db.client.connection.state": "used"}
+    try:
+        held = eng.connect()
+        eng.dispose()
+        held.detach()
+        assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+        held.close()
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+def test_engines_sharing_a_pool_name_report_the_sums_of_their_pools(
+    syncperf_capture: Capture, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}"  # the same URL: the same default name
+    first = sa.create_engine(url, pool_size=2, max_overflow=3)
+    second = sa.create_engine(url, pool_size=4, max_overflow=1)
+    handles = [instrument_engine(first), instrument_engine(second)]
+    assert handles[0].pool_name == handles[1].pool_name
+    used = {"db.client.connection.state": "used"}
+    held = [first.connect(), first.connect(), second.connect()]
+    try:
+        (point,) = syncperf_capture.points("db.client.connection.count", used)
+        assert point.value == 3
+        (point,) = syncperf_capture.points("db.client.connection.max")
+        assert point.value == 10
+        (point,) = syncperf_capture.points("db.client.connection.idle.max")
+        assert point.value == 6
+        handles[0].uninstrument()
+        (point,) = syncperf_capture.points("db.client.connection.count", used)
+        assert point.value == 1
+        (point,) = syncperf_capture.points("db.client.connection.max")
+        assert point.value == 5
+    finally:
+        for conn in held:
+            conn.close()
+        for handle in handles:
+            handle.uninstrument()
+        first.dispose()
+        second.dispose()
+    assert _pool_value(syncperf_capture, "db.client.connection.count") == 0  # zeros once
+    assert _pool_value(syncperf_capture, "db.client.connection.max") == 0
+    instrument = syncperf_capture.runtime.registry.instruments["db.client.connection.count"]
+    assert instrument.callbacks == []  # then the observers are gone
 
 
 def test_a_failing_checkin_hook_still_returns_the_connection(

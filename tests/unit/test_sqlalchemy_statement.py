@@ -242,6 +242,31 @@ def test_setting_values_are_sanitized(statement: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (
+            "SELECT set_config('app.x', 'y', true); SET LOCAL app.user_token TO tokLive",
+            "SELECT set_config(?, ?, true); SET LOCAL app.user_token TO ?",
+        ),
+        ("SELECT ?; SET SESSION AUTHORIZATION alice", "SELECT ?; SET SESSION AUTHORIZATION ?"),
+        ("LOCK TABLE t; SET ROLE admin_x", "LOCK TABLE t; SET ROLE ?"),
+        ("SET ROLE a_x; SELECT b FROM t", "SET ROLE ?; SELECT b FROM t"),
+        (
+            "SELECT 1; ALTER ROLE r SET search_path TO s_x",
+            "SELECT ?; ALTER ROLE r SET search_path TO ?",
+        ),
+        ("SELECT 1; PRAGMA key = k_x; SELECT 2", "SELECT ?; PRAGMA key = ?; SELECT ?"),
+        ("SELECT 1; not_a_verb secret_x", "SELECT ?; ?"),
+    ],
+)
+def test_setting_values_are_sanitized_in_every_statement_of_a_string(
+    statement: str, expected: str
+) -> None:
+    assert normalize(statement) == expected
+    assert normalize(statement, dialect="sqlite") == expected
+
+
+@pytest.mark.parametrize(
     ("statement", "operation"),
     [
         ("/* a */ SELECT 1", "SELECT"),  # nested comments: test_sql_dialects
@@ -430,3 +455,32 @@ def test_no_secret_survives_in_any_statement_shape(
         assert "zq" not in exported, statement
         for digits in (str(number), f"{number:x}", f"{number:b}", f"{number:_}"):
             assert digits not in exported, statement
+
+
+_SETTINGS = [
+    "SET LOCAL app.token TO {0}",
+    "SET app.token = {0}",
+    "SET SESSION AUTHORIZATION {0}",
+    "SET ROLE {0}",
+    "SET TIME ZONE {0}",
+    "SET search_path TO {0}, public",
+    "ALTER ROLE r SET search_path TO {0}",
+    "PRAGMA key = {0}",
+]
+_BEFORE = ["SELECT set_config('a', 'b', true)", "SELECT ?", "LOCK TABLE t", "BEGIN", "SELECT 1;"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    word=_WORD_SECRET,
+    before=st.lists(st.sampled_from(_BEFORE), min_size=1, max_size=3),
+    setting=st.sampled_from(_SETTINGS),
+    after=st.sampled_from(["", "; SELECT a FROM t", ";"]),
+    dialect=st.sampled_from(["postgresql", "sqlite", "mysql"]),
+)
+def test_no_planted_setting_value_survives_in_a_later_statement(
+    word: str, before: list[str], setting: str, after: str, dialect: str
+) -> None:
+    statement = "; ".join([*before, setting.format(word)]) + after
+    found = classify(statement, dialect=dialect)
+    assert word not in f"{found.text}|{found.operation}|{found.collection}", statement

@@ -37,9 +37,10 @@ event ``sync.db.n_plus_one``, rate-limited warning log); a query slower than
 rate-limited log.
 
 The mechanics live beside this module: ``_queries`` (the per-query recorder and the dialect
-wrappers), ``_spans`` (a query's deferred CLIENT span), ``_detections`` (N+1 and slow
-queries), ``_pool`` (connection-pool metrics), ``_plans`` and ``_explain`` (query plans of
-sync statements, with ``plans=``).
+wrappers), ``_ends`` (transaction ends, two-phase commit's steps), ``_spans`` (a query's
+deferred CLIENT span), ``_detections`` (N+1 and slow queries), ``_pool`` and
+``_pool_gauges`` (connection-pool metrics), ``_plans`` and ``_explain`` (query plans of sync
+statements, with ``plans=``).
 
 Bound parameter values are never read (with ``plans=`` on, those of a statement whose plan is
 due are copied for its ``EXPLAIN`` only, never exported or logged). Statements are sanitized

@@ -28,6 +28,10 @@ _perf = time.perf_counter_ns
 _current_span = trace.get_current_span
 SCRATCH = "syncperf.sqlalchemy"
 """The key of syncperf.sqlalchemy's counts in ``SyncOperation.scratch``."""
+MAX_TRACKED = 1000
+"""Distinct statements N+1 detection counts per sync operation, at most: each holds its text
+(up to 2 KB) until the operation ends. Executions of others are counted in
+``syncperf.dropped`` (``n_plus_one_untracked``)."""
 _MAX_LOG_KEYS = 1000
 
 
@@ -101,6 +105,18 @@ class Detector:
                 query.text,
                 count,
             )
+
+    def untracked(self, rt: Runtime) -> None:
+        """An execution N+1 detection leaves out: its operation tracks ``MAX_TRACKED``
+        distinct statements already, this one is not among them."""
+        rt.drop(
+            "n_plus_one_untracked",
+            "syncperf: a sync operation ran more than %d distinct statements; N+1 detection "
+            "counts the first %d only (the executions of the others are counted in "
+            "syncperf.dropped)",
+            MAX_TRACKED,
+            MAX_TRACKED,
+        )
 
     def slow_query(
         self,

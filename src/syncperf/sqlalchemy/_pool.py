@@ -13,42 +13,42 @@ the new pool when ``engine.dispose()`` recreates it; never a class-level patch; 
 
 Histogram values are queued in batches, without a lock (``syncperf._metrics.batches``).
 
-Observed at collection time (no per-checkout cost): ``count`` by state (``idle`` / ``used``),
-``max`` and ``idle.max``, read from the pool itself (``QueuePool.checkedout()`` /
-``checkedin()``), so they are exact whatever happened in between (invalidations, overflow
-connections closed on return, pre-ping reconnects); pools that do not count them are counted
-here (checkouts seen and not yet checked in or detached). ``pending_requests`` is the number
-of callers inside ``pool.connect()`` right now (a deque each caller appends to and pops from:
-atomic, no lock). They are observed UpDownCounters, as the semantic conventions want (an
-instrument with callbacks: each observation replaces the previous value); when the engine
-is uninstrumented or collected they drop to 0, then stop. A forked child forgets the
-parent's callers waiting in ``connect()`` (those threads do not exist in the child).
-
-Pool kinds: ``QueuePool`` / ``AsyncAdaptedQueuePool`` report everything; ``NullPool`` has no
-idle connections and no maximum (``max`` is not reported); ``StaticPool`` and
-``AssertionPool`` hold one connection (``max`` 1); ``SingletonThreadPool`` one per thread up
-to its ``pool_size``.
+The observed gauges (``count``, ``max``, ``idle.max``, ``pending_requests``) are in
+``syncperf.sqlalchemy._pool_gauges``; ``observe`` gives them what this module counts:
+``pending_requests``, the callers inside ``pool.connect()`` right now (a deque each caller
+appends to and pops from: atomic, no lock), and per pool the checkouts seen and not yet
+checked in or detached, from the pools ``engine.dispose()`` replaced too (their connections
+are still in use until they go back). A forked child forgets the parent's callers waiting in
+``connect()`` (those threads do not exist in the child).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
-import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.pool import AssertionPool, Pool, QueuePool, SingletonThreadPool, StaticPool
+from sqlalchemy.pool import Pool
 
 from syncperf import _runtime
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import Attributes, HistogramSeries, SumSeries
 from syncperf._metrics.batches import FOLD_AT, Batch, batches
+from syncperf.sqlalchemy._pool_gauges import (
+    COUNT,
+    IDLE_MAX,
+    MAX,
+    PENDING,
+    Values,
+    attach,
+    read_pool,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -61,16 +61,6 @@ _perf = time.perf_counter_ns
 _serials = itertools.count(1)
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
-COUNT = catalogue.DB_CONNECTION_COUNT.name
-MAX = catalogue.DB_CONNECTION_MAX.name
-IDLE_MAX = catalogue.DB_CONNECTION_IDLE_MAX.name
-PENDING = catalogue.DB_CONNECTION_PENDING_REQUESTS.name
-_OBSERVED = (
-    catalogue.DB_CONNECTION_COUNT,
-    catalogue.DB_CONNECTION_MAX,
-    catalogue.DB_CONNECTION_IDLE_MAX,
-    catalogue.DB_CONNECTION_PENDING_REQUESTS,
-)
 
 
 class PoolSeries:
@@ -102,20 +92,20 @@ class PoolMetrics:
         self._serial = next(_serials)
         self._mark = f"_syncperf_checkouts_{self._serial}"
         """The connection record's attribute holding its checkout times (a list: a stack)."""
+        self._owner = f"_syncperf_pool_{self._serial}"
+        """The record's attribute holding its pool's checkouts not yet returned (a deque)."""
         self._engine = weakref.ref(engine)
         self._attrs: Attributes = ((POOL_NAME, name),)
         self._idle: Attributes = (*self._attrs, (STATE, "idle"))
         self._used: Attributes = (*self._attrs, (STATE, "used"))
-        self._lock = threading.Lock()
         self._waiting: deque[None] = deque()
         """One entry per caller inside ``pool.connect()`` (``pending_requests``)."""
-        self._checked_out: deque[None] = deque()
-        """One entry per checkout not yet checked in or detached (``used`` of pools that do
-        not count it themselves)."""
+        self._pools: list[tuple[weakref.ref[Pool], deque[None]]] = []
+        """Each pool wrapped (the current one last, before it those ``engine.dispose()``
+        replaced) with one entry per checkout from it not yet checked in or detached."""
         self._wrapped: weakref.ref[Pool] | None = None
         self._returns: weakref.WeakSet[Pool] = weakref.WeakSet()
         """Pools whose return is wrapped, replaced ones too (their connections come back)."""
-        self._observers: list[_Observer] = []
         self.closed = False
         self._held: tuple[Runtime | None, PoolSeries | None] = (None, None)
         """``(runtime, PoolSeries)`` of the runtime that recorded last."""
@@ -144,12 +134,9 @@ class PoolMetrics:
         self._returns.clear()
 
     def attach(self, rt: Runtime) -> None:
-        """Observe the pool's connection counts in ``rt``'s registry (one observer per runtime)."""
-        if self.closed:
-            return
-        observer = _Observer(self, rt)
-        with self._lock:
-            self._observers = [o for o in self._observers if o.alive()] + [observer]
+        """Observe the pool's connection counts in ``rt``'s registry (``_pool_gauges.attach``)."""
+        if not self.closed:
+            attach(self, rt)
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's callers waiting in ``connect()``: their threads are gone."""
@@ -160,7 +147,10 @@ class PoolMetrics:
     def _wrap(self, pool: Pool) -> None:
         original = pool.connect
         metrics = self
-        waiting, checked_out, mark = self._waiting, self._checked_out, self._mark
+        waiting, mark, owner = self._waiting, self._mark, self._owner
+        checked_out: deque[None] = deque()
+        self._pools = [(ref, out) for ref, out in self._pools if ref() is not None]
+        self._pools.append((weakref.ref(pool), checked_out))
 
         def connect() -> Any:
             waiting.append(None)
@@ -180,6 +170,7 @@ class PoolMetrics:
                     stamps = record.get(mark)
                     if stamps is None:
                         record[mark] = [t1]
+                        record[owner] = checked_out  # the record's pool's
                     else:
                         stamps.append(t1)
                     checked_out.append(None)
@@ -280,6 +271,7 @@ class PoolMetrics:
         stamps = record.__dict__.get(self._mark)
         if not stamps:
             return  # checked out before instrumentation, or a failed checkout
+        checked_out = record.__dict__[self._owner]
         now = _perf()
         ended = []
         while stamps:
@@ -287,7 +279,7 @@ class PoolMetrics:
                 ended.append(now - stamps.pop())
             except IndexError:  # another thread checked in the same record meanwhile
                 break
-            self._checked_out.pop()
+            checked_out.pop()
         rt = _runtime.installed or _runtime.current()
         if rt.enabled and ended:
             try:
@@ -304,101 +296,35 @@ class PoolMetrics:
     def _on_detach(self, dbapi_connection: Any, record: Any) -> None:
         # a detached connection leaves the pool: no checkin will come for its checkouts
         stamps = record.__dict__.pop(self._mark, None)
+        checked_out = record.__dict__.pop(self._owner, None)
         for _ in stamps or ():
-            self._checked_out.pop()
+            checked_out.pop()
 
     # --- observation -----------------------------------------------------------------------
 
-    def observe(self) -> dict[str, dict[Attributes, float]]:
+    def observe(self) -> Values:
         """Current values of the observed instruments, by instrument name."""
-        values: dict[str, dict[Attributes, float]] = {COUNT: {}, MAX: {}, IDLE_MAX: {}, PENDING: {}}
+        values: Values = {COUNT: {}, MAX: {}, IDLE_MAX: {}, PENDING: {}}
         engine = self._engine()
         if engine is None or self.closed:
             self.closed = True  # a collected engine too: its observers report 0, then go
             return values
         values[PENDING][self._attrs] = len(self._waiting)
         pool = engine.pool
-        maximum: int | None = None
-        idle_max: int | None = None
-        if isinstance(pool, QueuePool):
-            used, idle = pool.checkedout(), pool.checkedin()
-            overflow = pool._max_overflow
-            if overflow >= 0:
-                maximum = pool.size() + overflow
-                idle_max = pool.size()
-        else:
-            used = len(self._checked_out)
-            if isinstance(pool, StaticPool):
-                record = vars(pool).get("connection")
-                opened = 1 if record is not None and record.dbapi_connection is not None else 0
-                used, maximum = min(used, 1), 1
-                idle = max(opened - used, 0)
-            elif isinstance(pool, AssertionPool):
-                opened = 1 if getattr(pool, "_conn", None) is not None else 0
-                used, maximum = min(used, 1), 1
-                idle = max(opened - used, 0)
-            elif isinstance(pool, SingletonThreadPool):
-                maximum = pool.size
-                idle = max(len(pool._all_conns) - used, 0)
-            else:  # NullPool and unknown pools: nothing idle, no maximum
-                idle = 0
-        attrs = self._attrs
+        seen = elsewhere = 0
+        for ref, checked_out in list(self._pools):
+            seen += len(checked_out)
+            if ref() is not pool:
+                elsewhere += len(checked_out)
+        used, idle, maximum, idle_max = read_pool(pool, seen, elsewhere)
         counts = values[COUNT]
         counts[self._idle] = idle
         counts[self._used] = used
         if maximum is not None:
-            values[MAX][attrs] = maximum
+            values[MAX][self._attrs] = maximum
         if idle_max is not None:
-            values[IDLE_MAX][attrs] = idle_max
+            values[IDLE_MAX][self._attrs] = idle_max
         return values
-
-
-class _Observer:
-    """Reports one pool's observed values to one runtime's registry (one callback each)."""
-
-    def __init__(self, metrics: PoolMetrics, rt: Runtime) -> None:
-        self._metrics = metrics
-        self._registry = weakref.ref(rt.registry)
-        self._last: dict[str, dict[Attributes, float]] = {spec.name: {} for spec in _OBSERVED}
-        self._callbacks: list[
-            tuple[str, Callable[[], Iterable[tuple[dict[str, str | bool], float]]]]
-        ] = []
-        for spec in _OBSERVED:
-            callback = self._callback(spec.name)
-            spec.observe(rt.registry, callback, max_series=rt.config.max_series)
-            self._callbacks.append((spec.name, callback))
-
-    def alive(self) -> bool:
-        return self._registry() is not None and bool(self._callbacks)
-
-    def _callback(self, name: str) -> Callable[[], Iterable[tuple[dict[str, str | bool], float]]]:
-        def observe() -> list[tuple[dict[str, str | bool], float]]:
-            return self._changes(name)
-
-        return observe
-
-    def _changes(self, name: str) -> list[tuple[dict[str, str | bool], float]]:
-        """Current values; series that disappeared (pool closed, max gone) report 0 once."""
-        current = self._metrics.observe()[name]
-        last = self._last[name]
-        if self._metrics.closed and not current and not last:
-            # the zeros went out with the previous collection; detaching during the one
-            # that carries them would turn them into a sum for the reader
-            self._detach(name)
-            return []
-        values = [(dict(attrs), value) for attrs, value in current.items()]
-        values.extend((dict(attrs), 0.0) for attrs in last if attrs not in current)
-        self._last[name] = current
-        return values
-
-    def _detach(self, name: str) -> None:
-        registry = self._registry()
-        for index, (callback_name, callback) in enumerate(self._callbacks):
-            if callback_name == name:
-                if registry is not None:
-                    registry.remove_gauge_callback(name, callback)
-                del self._callbacks[index]
-                return
 
 
 def _returns(pool: Pool) -> Callable[[Any], None] | None:

@@ -27,7 +27,9 @@ from syncperf._operation import active_operation
 from syncperf._redact import status_code
 from syncperf._runtime import Runtime
 from syncperf._sql import classify
-from syncperf.sqlalchemy._detections import SCRATCH, DetectionSeries, Detector
+from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH, DetectionSeries, Detector
+from syncperf.sqlalchemy._ends import FAILED as _FAILED
+from syncperf.sqlalchemy._ends import NAMES, ends, wrap_end
 from syncperf.sqlalchemy._names import connection_attributes
 from syncperf.sqlalchemy._spans import DeferredSpan
 
@@ -49,15 +51,14 @@ Keys are ``(operation, collection)``: statements differing only in inlined liter
 past the limit (only unbounded table names get there), series are looked up on each query
 instead of kept."""
 _serials = itertools.count()
-_FAILED = "sqlalchemy_hook_failed"
 _NOT_COUNTED = frozenset(
     {
         "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW", "START",
-        "END", "PRAGMA",
+        "END", "PRAGMA", "PREPARE",
     }
 )  # fmt: skip
-"""Verbs that never make an N+1 (transaction control and session settings; unknown statements
-neither: they all normalize to ``?``)."""
+"""Verbs that never make an N+1 (transaction control, ``PREPARE``, session settings; unknown
+statements neither: they all normalize to ``?``)."""
 _BATCH = 10
 """Values in one ``IN`` list (or rows in one ``VALUES``) from which a statement is a batch, never
 an N+1 execution: SQLAlchemy pages selectinload (500 keys a query) and bulk inserts, and an
@@ -163,42 +164,22 @@ class QueryRecorder:
 
     def install(self, dialect: Any) -> None:
         """Wrap ``do_execute`` / ``do_executemany`` / ``do_execute_no_params`` of ``dialect``,
-        and ``do_commit`` / ``do_rollback`` (see ``_wrap_end``)."""
+        and the methods that end a transaction past them (``syncperf.sqlalchemy._ends``)."""
         for name, with_params in _WRAPPED:
             setattr(dialect, name, self._wrap(getattr(dialect, name), with_params))
-        for name, statement in _ENDS:
-            setattr(dialect, name, self._wrap_end(getattr(dialect, name), statement))
+        for name, statement in ends(dialect):
+            original = getattr(dialect, name)
+            end = wrap_end(self._wrap, original, name, statement)
+            end._syncperf_recorder = self
+            end.__wrapped__ = original
+            setattr(dialect, name, end)
 
     def uninstall(self, dialect: Any) -> None:
         """Remove this recorder's wrappers from ``dialect`` (not another recorder's)."""
         attrs = vars(dialect)
-        for name in (*(name for name, _ in _WRAPPED), *(name for name, _ in _ENDS)):
+        for name in (*(name for name, _ in _WRAPPED), *NAMES):
             if getattr(attrs.get(name), "_syncperf_recorder", None) is self:
                 del attrs[name]
-
-    def _wrap_end(self, original: Callable[..., Any], statement: str) -> Callable[..., Any]:
-        """The wrapper of ``do_commit`` / ``do_rollback``: a ``COMMIT`` or ``ROLLBACK`` the
-        database runs is recorded as a query of that name, its time and its failure included
-        (a deferred constraint or a serialization failure fails the ``COMMIT``). One the driver
-        does not send (no transaction open: e.g. the pool's reset of a connection whose
-        transaction ended already) is not. Once per transaction, never per query."""
-
-        def run(connection: Any, _statement: str, _context: Any) -> Any:
-            return original(connection)
-
-        record = self._wrap(run, with_params=False)
-
-        def end(connection: Any) -> Any:
-            try:
-                idle = _idle(connection)
-            except Exception as failure:  # not measured, never failed by syncperf
-                (_runtime.installed or _runtime.current()).internal_error(_FAILED, failure)
-                idle = True
-            return original(connection) if idle else record(connection, statement, None)
-
-        end._syncperf_recorder = self  # type: ignore[attr-defined]
-        end.__wrapped__ = original  # type: ignore[attr-defined]
-        return end
 
     # --- the hot path ----------------------------------------------------------------------
 
@@ -325,16 +306,17 @@ class QueryRecorder:
         if self._n1 and query.counted and getattr(context, "execute_style", None) is not _PAGES:
             scratch = op.scratch
             if scratch is None:
-                counts: dict[str, int] = {}
-                op.scratch = {SCRATCH: counts}
-            else:
-                counts = scratch.get(SCRATCH)  # type: ignore[assignment]
-                if counts is None:
-                    counts = scratch[SCRATCH] = {}
+                scratch = op.scratch = {}
+            counts: dict[str, int] | None = scratch.get(SCRATCH)
+            if counts is None:
+                counts = scratch[SCRATCH] = {}
             detected = counts.get(query.text, 0) + 1
-            counts[query.text] = detected
-            if detected == self._n1:
-                self._detector.n_plus_one(rt, held.detections, op, query, detected)
+            if detected == 1 and len(counts) >= MAX_TRACKED:  # bounded: not tracked
+                self._detector.untracked(rt)
+            else:
+                counts[query.text] = detected
+                if detected == self._n1:
+                    self._detector.n_plus_one(rt, held.detections, op, query, detected)
 
     # --- off the common path -----------------------------------------------------------------
 
@@ -396,23 +378,3 @@ class QueryRecorder:
 
 _WRAPPED = (("do_execute", True), ("do_executemany", True), ("do_execute_no_params", False))
 """The dialect methods wrapped, and whether they take parameters."""
-_ENDS = (("do_commit", "COMMIT"), ("do_rollback", "ROLLBACK"))
-"""The dialect methods that end a transaction, and the statement each is recorded as."""
-
-
-def _idle(connection: Any) -> bool:
-    """Whether the driver knows no transaction is open: its ``commit()`` / ``rollback()`` then
-    sends nothing. psycopg 2 and 3 say so (``info.transaction_status``, 0 when idle), as do
-    sqlite3 and aiosqlite (``in_transaction``) and asyncpg (``is_in_transaction()``). Any other
-    driver is taken at its word: MySQL's send ``COMMIT`` / ``ROLLBACK`` whatever the state."""
-    driver = getattr(connection, "driver_connection", None)  # under SQLAlchemy's adapter
-    if driver is None:  # a raw DBAPI connection, or a detached one
-        driver = getattr(connection, "dbapi_connection", connection)
-    status = getattr(getattr(driver, "info", None), "transaction_status", None)
-    if isinstance(status, int):
-        return status == 0
-    in_transaction = getattr(driver, "in_transaction", None)
-    if isinstance(in_transaction, bool):
-        return not in_transaction
-    asyncpg = getattr(driver, "is_in_transaction", None)
-    return callable(asyncpg) and asyncpg() is False
