@@ -64,6 +64,10 @@ class Bridge:
             weakref.WeakKeyDictionary()
         )
         self._warned = False
+        held: Any = _runtime.current()
+        self._capture = held.capture
+        """The capture in force when the provider was bridged (a test's own provider reads
+        the test's data; the application's, bridged outside, never does)."""
 
     def attach(self) -> int:
         """Wrap the collect callback of each reader not wrapped yet; return how many
@@ -115,8 +119,8 @@ class Bridge:
     def merge(self, sdk_reader: Any, data: MetricsData | None) -> MetricsData | None:
         """``data`` with syncperf's metrics added as one more instrumentation scope."""
         rt: Any = _runtime.current()
-        if rt.capture is not None:  # a test's data stays out of the application's readers
-            rt = rt.capture.outside
+        if rt.capture is not None and rt.capture is not self._capture:
+            rt = rt.capture.outside  # a test's data stays out of the application's readers
         if rt is None or not rt.enabled:
             return data
         reader = self.readers_for(rt)[id(sdk_reader)]
