@@ -73,9 +73,7 @@ def fold(rt: Runtime) -> None:
         rt.internal_error("operation_end_failed", failure, held=True)
 
 
-def _queue(
-    rt: Runtime, queued: dict[HistogramSeries, list[int]], failures: list[Exception]
-) -> None:
+def _queue(rt: Runtime, queued: Queued, failures: list[Exception]) -> None:
     """Take what ``rt.ended`` holds now: each operation's duration and overhead queued per
     series, the rest of its record (``_rest``) recorded (``_speedups.fold`` in C)."""
     ended = rt.ended
@@ -87,8 +85,23 @@ def _queue(
             while left:
                 left -= 1
                 record = take()
-                bound, etype, outcome, duration_ns, others, own_ns, client = record[:7]
-                batch, idempotent, items, conflicts, queries = record[9:14]
+                (
+                    bound,
+                    etype,
+                    outcome,
+                    duration_ns,
+                    others,
+                    own_ns,
+                    client,
+                    _,
+                    _,
+                    batch,
+                    idempotent,
+                    items,
+                    conflicts,
+                    queries,
+                    _,
+                ) = record
                 if etype is not None:
                     series = bound.error(etype)
                 elif outcome == "conflict":
