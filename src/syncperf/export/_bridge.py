@@ -64,8 +64,8 @@ class Bridge:
             weakref.WeakKeyDictionary()
         )
         self._warned = False
-        held: Any = _runtime.current()
-        self._capture = held.capture
+        held: Any = _runtime.installed  # not ``current()``: bridging configures nothing
+        self._capture = None if held is None else held.capture
         """The capture in force when the provider was bridged (a test's own provider reads
         the test's data; the application's, bridged outside, never does)."""
 
