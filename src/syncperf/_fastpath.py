@@ -35,7 +35,7 @@ def compiled(
         return series(rt, operation, entity) if rt.enabled else None
 
     fast = speedups.FastPath(
-        fn, slow, bind, _settle, _raised, _end, _failed, vars(_runtime), SyncOperation, PLAIN
+        fn, slow, bind, _settle, finish, _end, _failed, vars(_runtime), SyncOperation, PLAIN
     )
 
     @functools.wraps(fn)
@@ -60,13 +60,10 @@ def _settle(op: SyncOperation, result: Any, args: tuple[Any, ...], kwargs: dict[
     return result
 
 
-def _raised(op: SyncOperation, exc: BaseException) -> None:
-    finish(op, exc)
-
-
-def _end(op: SyncOperation) -> None:
+def _end(op: SyncOperation, now: int) -> None:
+    """``end`` of an operation the compiled ``end`` left (``now``: the end time it read)."""
     try:
-        end(op, None)
+        end(op, None, now=now)
     except Exception as error:
         guard(op).internal_error("operation_end_failed", error)
 

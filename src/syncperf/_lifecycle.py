@@ -45,8 +45,8 @@ def fold_now(rt: Runtime, wait: bool) -> None:
 
 _end_plain = None
 """The compiled ``end`` of an operation without a span (or unsampled, with nothing to
-rescue), entity change, other entities' items or client details (False, untouched, for any
-other), or None."""
+rescue), entity change, other entities' items or client details; for any other it changes
+nothing and returns the end time it read, for this ``end`` to use. None without it."""
 if speedups is not None:
     speedups.setup(CURRENT, globals(), fold_now, FOLD_AT, MAX_QUEUED)  # ``_perf``: its clock
     _end_plain = speedups.end_plain
@@ -155,8 +155,11 @@ def end(
         now: ``time.perf_counter_ns()`` when the caller's own wrap-up began, if it read it
             (the time from there counts as syncperf's); 0: read here.
     """
-    if _end_plain is not None and exc is None and end_ns is None and _end_plain(op, now):
-        return
+    if _end_plain is not None and exc is None and end_ns is None:
+        ended = _end_plain(op, now)  # None: ended; else the end time it read (or ``now``)
+        if ended is None:
+            return
+        now = ended
     t2 = now or _perf()
     rt = op._rt
     op._ended = True

@@ -189,6 +189,10 @@ hinted(PyObject *hint, PyObject *owner, PyObject *name)
 {
     if (hint != NULL)
         return Py_NewRef(hint);
+    if (owner == NULL) { /* a field deleted while Python code ran */
+        PyErr_SetString(PyExc_AttributeError, "an operation field is gone");
+        return NULL;
+    }
     return PyObject_GetAttr(owner, name);
 }
 
@@ -204,6 +208,15 @@ truthy(PyObject *v)
     return PyObject_IsTrue(v);
 }
 
+/* `o` (an exact int) as a long long; 0 (no error) when it does not fit one. */
+static int
+read_ll(PyObject *o, long long *out)
+{
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(o, &overflow);
+    return !overflow && !(*out == -1 && PyErr_Occurred());
+}
+
 /* Whether end_impl can end `op` (it changes nothing when it cannot). */
 static int
 plain_end(Op *op)
@@ -215,7 +228,8 @@ plain_end(Op *op)
         !PyLong_CheckExact(op->own_ns) || op->resumed_ns == NULL ||
         !PyLong_CheckExact(op->resumed_ns) || op->entity == NULL || op->ctx_token == NULL ||
         op->batch == NULL || op->idempotent == NULL || op->items == NULL ||
-        op->conflict_detail == NULL || op->db_queries == NULL || op->db_ns == NULL)
+        op->conflict_detail == NULL || op->db_queries == NULL || op->db_ns == NULL ||
+        op->ended == NULL)
         return 0;
     PyObject *entity = PyObject_GetAttr(op->series, s_entity);
     if (entity == NULL) {
@@ -265,6 +279,7 @@ maybe_log(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long 
     }
     if (due) {
         PyObject *d = PyLong_FromLongLong(duration), *t = PyLong_FromLongLong(t2);
+        /* (the log reads the operation's fields itself) */
         PyObject *r = NULL;
         if (d != NULL && t != NULL)
             r = PyObject_CallMethodObjArgs(log, s_end, (PyObject *)op, outcome, etype, d, t,
@@ -285,12 +300,10 @@ fail:
 /* Queue the record, maybe fold (the try block of _lifecycle.end); -1 with an error set. */
 static int
 queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long t2,
-             long long duration)
+             long long duration, long long own_ns, long long resumed)
 {
-    long long own_ns = AS_LL(op->own_ns);
-    long long resumed = AS_LL(op->resumed_ns);
     long long now;
-    if (PyErr_Occurred() || now_ns(&now) < 0)
+    if (now_ns(&now) < 0)
         return -1;
     PyObject *ended = hinted(h->ended, op->rt, s_ended);
     if (ended == NULL)
@@ -352,18 +365,20 @@ leave_inflight(Op *op, const Hints *h)
 }
 
 /* _lifecycle.end(op, None, None, now) for a plain operation: 1 ended, 0 not plain
- * (untouched), -1 error (as the Python end raises: the in-flight count left). */
+ * (untouched; *clock: the end time read, for the Python end to use, or `now`), -1 error
+ * (as the Python end raises: the in-flight count left). */
 static int
-end_impl(Op *op, long long now, const Hints *h)
+end_impl(Op *op, long long now, const Hints *h, long long *clock)
 {
-    if (!plain_end(op))
-        return 0;
+    *clock = now;
+    long long start, own_ns, resumed;
+    if (!plain_end(op) || !read_ll(op->start_ns, &start) || !read_ll(op->own_ns, &own_ns) ||
+        !read_ll(op->resumed_ns, &resumed))
+        return 0; /* (times past 2**63: Python's big ints take them) */
     long long t2 = now;
     if (!t2 && now_ns(&t2) < 0)
         return -1;
-    long long start = AS_LL(op->start_ns);
-    if (start == -1 && PyErr_Occurred())
-        return -1;
+    *clock = t2;
     long long duration = t2 - start;
     PyObject *outcome, *etype;
     if (op->error_type != Py_None) {
@@ -389,7 +404,7 @@ end_impl(Op *op, long long now, const Hints *h)
         if (duration > slow_ns)
             return 0;
     }
-    Py_SETREF(op->ended, Py_NewRef(Py_True));
+    Py_XSETREF(op->ended, Py_NewRef(Py_True));
     if (!PyContextToken_CheckExact(op->ctx_token)) {
         PyErr_SetString(PyExc_TypeError, "an operation's context token is not a Token");
         return -1;
@@ -406,7 +421,7 @@ end_impl(Op *op, long long now, const Hints *h)
             return -1;
     }
     Py_INCREF(etype);
-    int failed = queue_record(op, h, outcome, etype, t2, duration);
+    int failed = queue_record(op, h, outcome, etype, t2, duration, own_ns, resumed);
     /* finally: the in-flight count, whatever happened */
     PyObject *et, *ev, *tb;
     PyErr_Fetch(&et, &ev, &tb);
@@ -424,9 +439,10 @@ end_impl(Op *op, long long now, const Hints *h)
         return -1;
     }
     Py_DECREF(etype);
-    Py_SETREF(op->items, Py_NewRef(Py_None));
-    Py_SETREF(op->conflict_detail, Py_NewRef(Py_None));
-    Py_SETREF(op->observed, Py_NewRef(Py_None));
+    /* (Python code ran since the checks: a field may be gone) */
+    Py_XSETREF(op->items, Py_NewRef(Py_None));
+    Py_XSETREF(op->conflict_detail, Py_NewRef(Py_None));
+    Py_XSETREF(op->observed, Py_NewRef(Py_None));
     return 1;
 }
 
@@ -437,15 +453,21 @@ end_plain(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "end_plain(op, now)");
         return NULL;
     }
-    if (!PyObject_TypeCheck(args[0], &OpType))
-        Py_RETURN_FALSE;
-    long long now = AS_LL(args[1]);
-    if (now == -1 && PyErr_Occurred())
-        return NULL;
-    int r = end_impl((Op *)args[0], now, &NO_HINTS);
+    if (!PyObject_TypeCheck(args[0], &OpType) || !PyLong_CheckExact(args[1]))
+        return Py_NewRef(args[1]);
+    long long now;
+    if (!read_ll(args[1], &now)) {
+        if (PyErr_Occurred())
+            return NULL;
+        return Py_NewRef(args[1]);
+    }
+    long long clock;
+    int r = end_impl((Op *)args[0], now, &NO_HINTS, &clock);
     if (r < 0)
         return NULL;
-    return Py_NewRef(r ? Py_True : Py_False);
+    if (r)
+        Py_RETURN_NONE;
+    return PyLong_FromLongLong(clock);
 }
 
 /* ---- fold ------------------------------------------------------------------------------ */
@@ -836,8 +858,10 @@ start_op(Fast *self, PyObject *rt, PyObject *bound, PyObject *inflight, long lon
     }
     Py_SETREF(op->ctx_token, token);
     long long t1;
-    if (now_ns(&t1) < 0) {
-        PyErr_Clear(); /* started: the caller ends it; its own time read as 0 */
+    if (now_ns(&t1) < 0) { /* started: an Exception is forgotten (its own time read as 0),
+                              anything else stays set for the caller to end it with */
+        if (PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_Clear();
         return op;
     }
     PyObject *own = PyLong_FromLongLong(t1 - t0);
@@ -849,6 +873,39 @@ start_op(Fast *self, PyObject *rt, PyObject *bound, PyObject *inflight, long lon
 static PyObject *fast_body(Fast *self, Op *op, const Hints *h, PyObject *args,
                            PyObject *kwargs);
 
+/* After a failure of syncperf's own set-up: an Exception is cleared (1: the Python wrapper
+ * takes the call over); anything else (KeyboardInterrupt, SystemExit) stays set (0). */
+static int
+recoverable(void)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return 0;
+    PyErr_Clear();
+    return 1;
+}
+
+/* What `end` does that must happen whatever failed before it: the operation no longer
+ * current here, out of the in-flight count (its measurement is lost). Errors set stay. */
+static void
+abandon(Op *op)
+{
+    if (op->ended == Py_True)
+        return;
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    Py_XSETREF(op->ended, Py_NewRef(Py_True));
+    if (op->ctx_token == NULL || !PyContextToken_CheckExact(op->ctx_token) ||
+        PyContextVar_Reset(CURRENT, op->ctx_token) < 0) {
+        PyErr_Clear();
+        PyObject *token = PyContextVar_Set(CURRENT, Py_None);
+        Py_XDECREF(token);
+        PyErr_Clear();
+    }
+    if (op->series != NULL && leave_inflight(op, &NO_HINTS) < 0)
+        PyErr_Clear();
+    PyErr_Restore(et, ev, tb);
+}
+
 static PyObject *
 fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
 {
@@ -858,6 +915,10 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         return NULL;
     }
     PyObject *args = argv[0], *kwargs = argv[1];
+    if (!PyTuple_Check(args) || (kwargs != Py_None && !PyDict_Check(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "FastPath(args: tuple, kwargs: dict | None)");
+        return NULL;
+    }
     PyObject *current = NULL;
     if (PyContextVar_Get(CURRENT, NULL, &current) < 0)
         return NULL;
@@ -881,8 +942,9 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     PyObject *bound = bound_for(self, rt);
     if (bound == NULL) {
         Py_DECREF(rt);
-        PyErr_Clear(); /* the Python wrapper binds (and counts a failure) itself */
-        return call_with(self->slow, args, kwargs);
+        if (!recoverable())
+            return NULL;
+        return call_with(self->slow, args, kwargs); /* it binds (and counts a failure) */
     }
     if (bound == Py_None) { /* disabled */
         Py_DECREF(rt);
@@ -903,7 +965,8 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         Py_DECREF(h.ended);
         Py_DECREF(h.inflight);
         Py_DECREF(h.log);
-        PyErr_Clear();
+        if (PyErr_Occurred() && !recoverable())
+            return NULL;
         return call_with(self->slow, args, kwargs);
     }
     PyObject *result = fast_body(self, op, &h, args, kwargs);
@@ -917,7 +980,8 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
 static PyObject *
 fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
 {
-    PyObject *result = call_with(self->fn, args, kwargs);
+    /* (an interrupt while it started: ended with it, as if the handler had raised it) */
+    PyObject *result = PyErr_Occurred() ? NULL : call_with(self->fn, args, kwargs);
     if (result == NULL) { /* finish(owner, exc); raise: the same exception, unchanged */
         PyObject *et, *ev, *tb;
         PyErr_Fetch(&et, &ev, &tb);
@@ -925,6 +989,8 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
         if (tb != NULL)
             PyException_SetTraceback(ev, tb);
         PyObject *r = PyObject_CallFunctionObjArgs(self->raised, (PyObject *)op, ev, NULL);
+        if (r == NULL) /* e.g. at the recursion limit: never left current */
+            abandon(op);
         Py_DECREF(op);
         if (r == NULL) { /* strict mode: syncperf's error, the handler's as its context */
             PyObject *et2, *ev2, *tb2;
@@ -949,19 +1015,25 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
             PyErr_Clear();
         PyObject *r = PyObject_CallFunctionObjArgs(self->settle, (PyObject *)op, result, args,
                                                    kwargs, NULL);
+        if (r == NULL)
+            abandon(op);
         Py_DECREF(op);
         Py_DECREF(result);
         return r;
     }
-    int ended = end_impl(op, 0, h);
+    long long clock;
+    int ended = end_impl(op, 0, h, &clock);
     PyObject *r = Py_None;
     Py_INCREF(r);
-    if (ended == 0) {
+    if (ended == 0) { /* the Python end, from the end time read here */
         Py_DECREF(r);
-        r = PyObject_CallOneArg(self->end, (PyObject *)op);
+        PyObject *t = PyLong_FromLongLong(clock);
+        r = t == NULL ? NULL : PyObject_CallFunctionObjArgs(self->end, (PyObject *)op, t, NULL);
+        Py_XDECREF(t);
     } else if (ended < 0) {
         Py_DECREF(r);
         r = NULL;
+        abandon(op); /* if it failed before the operation left the context */
         if (PyErr_ExceptionMatches(PyExc_Exception)) {
             PyObject *et, *ev, *tb;
             PyErr_Fetch(&et, &ev, &tb);
@@ -974,6 +1046,8 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
             Py_XDECREF(tb);
         }
     }
+    if (r == NULL)
+        abandon(op);
     Py_DECREF(op);
     if (r == NULL) {
         Py_DECREF(result);

@@ -13,7 +13,7 @@ class FastPath:
         bind: Callable[[Any], Any],
         settle: Callable[..., Any],
         raised: Callable[[Any, BaseException], None],
-        end: Callable[[Any], None],
+        end: Callable[[Any, int], None],
         failed: Callable[[Any, Exception], None],
         runtime: dict[str, Any],
         op_type: type[Operation],
@@ -28,7 +28,7 @@ def setup(
     fold_at: int,
     max_queued: int,
 ) -> bool: ...
-def end_plain(op: Any, now: int) -> bool: ...
+def end_plain(op: Any, now: int) -> int | None: ...
 def fold(
     ended: Any,
     queued: dict[Any, list[int]],

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from typing import Any
@@ -260,3 +261,110 @@ def test_a_returned_response_decides_the_outcome(
 
     assert push().status_code == status
     assert outcomes(metrics_only) == {outcome: 1}
+
+
+def test_an_operation_whose_ended_field_was_deleted_still_ends(metrics_only: Capture) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> int:
+        del syncperf.current_operation()._ended  # type: ignore[attr-defined]
+        return 1
+
+    assert push() == 1
+    with syncperf.sync_operation("pull", entity="todo") as op:
+        del op._ended  # type: ignore[attr-defined]
+    assert sum(outcomes(metrics_only).values()) == 2
+    assert syncperf.current_operation().recording is False
+
+
+def test_a_keyboard_interrupt_while_syncperf_starts_reaches_the_caller(
+    metrics_only: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from syncperf import _lifecycle
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> int:
+        return 1
+
+    push()  # bound to the capture's runtime
+
+    delivered = []
+
+    def interrupted() -> int:  # Ctrl-C lands on syncperf's first clock read, once
+        if not delivered:
+            delivered.append(True)
+            raise KeyboardInterrupt
+        return time.perf_counter_ns()
+
+    monkeypatch.setattr(_lifecycle, "_perf", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        push()
+    monkeypatch.undo()
+    assert syncperf.current_operation().recording is False
+    assert metrics_only.total("sync.operations.active") == 0
+
+
+def test_times_past_two_to_the_63_are_counted_as_python_counts_them(
+    metrics_only: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> int:
+        syncperf.current_operation()._own_ns = 2**63  # type: ignore[attr-defined]
+        return 1
+
+    push()
+    assert outcomes(metrics_only) == {"success": 1}
+    assert metrics_only.total("syncperf.dropped") == 0
+    assert syncperf.current_operation().recording is False
+
+
+def test_the_end_time_is_read_once_when_the_python_end_takes_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from syncperf import _lifecycle
+
+    ticks = iter(range(0, 10**15, 100_000_000))  # 0.1 s a read
+    monkeypatch.setattr(_lifecycle, "_perf", lambda: next(ticks))
+    with capture(sampler=ALWAYS_OFF) as cap:
+        with syncperf.sync_operation("push", entity="todo") as op:  # unsampled, rescued
+            op.record_conflict()
+        (point,) = cap.points("sync.operation.duration")
+        assert point.sum == pytest.approx(0.2)  # start, its own time, end: three reads
+        (span,) = cap.spans()
+        assert (span.end_time - span.start_time) / 1e9 == pytest.approx(0.2)
+
+
+def test_a_handler_raising_at_the_recursion_limit_leaves_no_operation_current() -> None:
+    import sys
+
+    with capture(tracer_provider=NoOpTracerProvider(), strict=False):
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push() -> None:
+            raise ValueError("the handler's")
+
+        def deep(depth: int) -> None:
+            return push() if depth == 0 else deep(depth - 1)
+
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(300)
+        try:
+            for depth in range(200, 300):
+                with pytest.raises((ValueError, RecursionError)):
+                    deep(depth)
+                assert syncperf.current_operation().recording is False
+        finally:
+            sys.setrecursionlimit(limit)
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the compiled path is not built")
+def test_the_compiled_wrapper_refuses_arguments_that_are_not_a_tuple() -> None:
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> int:
+        return 1
+
+    closure = [cell.cell_contents for cell in push.__closure__ or ()]  # type: ignore[attr-defined]
+    (fast,) = [value for value in closure if type(value).__name__ == "FastPath"]
+    with pytest.raises(TypeError):
+        fast([1, 2, 3], None)
