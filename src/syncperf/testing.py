@@ -45,7 +45,7 @@ class Capture:
         """This capture's token after those of the captures it is nested in (``Outbox``)."""
         self.outside: _runtime.Runtime | None = outer.outside if outer else _runtime.installed
         """The application's runtime around the capture (what a bridged provider reads)."""
-        self.previous: _runtime.Runtime | None = None
+        self._previous: _runtime.Runtime | None = None
         """The runtime this capture's replaced when it began (restored at its end if still
         in force then, or, if that one is a capture's that has ended, the one before it)."""
         self.closed = False
@@ -116,7 +116,7 @@ def capture(*, sampler: Sampler = ALWAYS_ON, **options: Any) -> Iterator[Capture
     with _swap:
         outer = _runtime.installed
         rt.capture = cap = Capture(rt, exporter, outer.capture if outer is not None else None)
-        cap.previous = _runtime.replace(rt)
+        cap._previous = _runtime.replace(rt)
     try:
         yield cap
     finally:
@@ -134,9 +134,9 @@ def _end(cap: Capture) -> None:
     later is still in force (that one restores it, or the one before it if ``cap``'s
     replaced a capture that has ended since: never an ended capture's runtime)."""
     with _swap:
-        previous = cap.previous
+        previous = cap._previous
         while previous is not None and previous.capture is not None and previous.capture.closed:
-            previous = previous.capture.previous
+            previous = previous.capture._previous
         _runtime.replace(previous, only=cap.runtime)
         cap.closed = True
 
