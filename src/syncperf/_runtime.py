@@ -144,8 +144,7 @@ class Runtime(Guard):
         )
 
     def _late_queue_full(self, stalled: bool) -> None:
-        """A full span queue counts where it is seen: here while this runtime is current, in
-        the current one once this one was replaced (its outputs are gone)."""
+        """A full span queue counts in the current runtime (a replaced one's outputs are gone)."""
         (installed or self)._span_queue_full(stalled)
 
     # --- outputs -------------------------------------------------------------------------
@@ -319,21 +318,19 @@ def current() -> Runtime:
 
 
 def _config_from_env() -> Config:
-    """The environment's config; on first use (the request path) a bad variable is logged and
-    ignored alone (its default used), rather than raising into every request."""
+    """The environment's config; a bad variable is logged and its default used (request path)."""
     return Config.from_env(lenient=True)
 
 
 def install(config: Config) -> Runtime:
     """Build a runtime for ``config`` and make it current (the previous one shuts down); in a
-    ``testing.capture()``, whose runtime stays current, only note ``config`` on the capture."""
-    held = installed
-    if held is not None and held.capture is not None:
+    ``testing.capture()`` still open, whose runtime stays current, only note ``config`` on it."""
+    if (held := installed) is not None and held.capture is not None and not held.capture.closed:
         held.capture.configured.append(config)
         return held
     rt = Runtime(config)
     previous = replace(rt)
-    if previous is not None:
+    if previous is not None and previous.capture is None:  # a capture shuts its own down
         _retire(previous, rt)
         previous.shutdown(keep=(*config.metric_exporters, *OUTPUTS.exporters.values()))
     return rt
@@ -376,11 +373,14 @@ def configure(config: Config | None = None, **options: Any) -> Config:
     return active
 
 
-def replace(rt: Runtime | None) -> Runtime | None:
-    """Make ``rt`` current without shutting anything down; return the previous runtime."""
+def replace(rt: Runtime | None, only: Runtime | None = None) -> Runtime | None:
+    """Make ``rt`` current without shutting anything down; return the previous runtime. Given
+    ``only``: only if ``only`` is the one current (an ending capture's; else nothing changes)."""
     global installed
     with _install_lock:
-        previous, installed = installed, rt
+        previous = installed
+        if only is None or previous is only:
+            installed = rt
     return previous
 
 

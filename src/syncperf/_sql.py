@@ -179,7 +179,7 @@ def _hidden(tokens: list[Token], verb: str | None, index: int) -> dict[int, int]
             if verb is None and stop > start:
                 hidden[start] = stop
         if verb is not None:
-            cut = _setting_value(tokens[:stop], verb, index)
+            cut = _setting_value(tokens, verb, index, stop)
             if cut is not None and cut < stop:
                 hidden[cut] = stop
         start = stop + 1
@@ -196,35 +196,35 @@ def _collapse(text: str) -> tuple[str, int]:
     return _ROWS.sub("(?)", text), max(batch, *rows, 0)
 
 
-def _setting_value(tokens: list[Token], verb: str | None, index: int) -> int | None:
-    """Where the value of a setting starts (everything from there is one ``?``), or None."""
+def _setting_value(tokens: list[Token], verb: str | None, index: int, end: int) -> int | None:
+    """Where the value of a setting in ``tokens[:end]`` starts (everything from there to ``end``
+    is one ``?``), or None. Bounds, not a slice: a string of many statements stays linear."""
     if verb == "SET" or verb == "PRAGMA":
         position = index + 1
         if verb == "SET":
-            while position + 1 < len(tokens):
+            while position + 1 < end:
                 pair = (tokens[position][1].upper(), tokens[position + 1][1].upper())
                 if pair in _SET_TWO_WORDS:
                     return position + 2
                 if pair[0] not in _SET_SCOPES or tokens[position + 1][0] != "word":
                     break
                 position += 1
-        return _after_name(tokens, position)
+        return _after_name(tokens, position, end)
     if verb == "ALTER":
         depth = 0
-        for position in range(index + 1, len(tokens)):
+        for position in range(index + 1, end):
             kind, value, _ = tokens[position]
             depth += (value == "(") - (value == ")")
             if depth == 0 and kind == "word" and value.upper() == "SET":
-                start = _after_name(tokens, position + 1)
+                start = _after_name(tokens, position + 1, end)
                 if start > position + 2 and tokens[start - 1][1].upper() in ("TO", "="):
                     return start
                 return None
     return None
 
 
-def _after_name(tokens: list[Token], position: int) -> int:
-    """Skip a (dotted) setting name and a following ``TO`` / ``=``."""
-    size = len(tokens)
+def _after_name(tokens: list[Token], position: int, size: int) -> int:
+    """Skip a (dotted) setting name and a following ``TO`` / ``=`` (``tokens[:size]``)."""
     while position < size and tokens[position][0] in ("word", "dquote", "bquote", "param"):
         position += 1
         if position + 1 < size and tokens[position][1] == ".":

@@ -12,6 +12,7 @@ Global OpenTelemetry providers are neither read nor replaced::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -44,6 +45,11 @@ class Capture:
         """This capture's token after those of the captures it is nested in (``Outbox``)."""
         self.outside: _runtime.Runtime | None = outer.outside if outer else _runtime.installed
         """The application's runtime around the capture (what a bridged provider reads)."""
+        self._previous: _runtime.Runtime | None = None
+        """The runtime this capture's replaced when it began (restored at its end if still
+        in force then, or, if that one is a capture's that has ended, the one before it)."""
+        self.closed = False
+        """Whether the capture has ended (``configure()`` installs again, ``_runtime.install``)."""
         self._exporter = exporter
         self._reader: Reader = runtime.reader()
 
@@ -107,15 +113,32 @@ def capture(*, sampler: Sampler = ALWAYS_ON, **options: Any) -> Iterator[Capture
     options.setdefault("tracer_provider", provider)
     config = Config.from_env(**options)
     rt = _runtime.Runtime(config, shared_outputs=False)  # the application's outputs stay its own
-    outer = _runtime.installed
-    rt.capture = cap = Capture(rt, exporter, outer.capture if outer is not None else None)
-    previous = _runtime.replace(rt)
+    with _swap:
+        outer = _runtime.installed
+        rt.capture = cap = Capture(rt, exporter, outer.capture if outer is not None else None)
+        cap._previous = _runtime.replace(rt)
     try:
         yield cap
     finally:
-        _runtime.replace(previous)
+        _end(cap)
         rt.shutdown()
         provider.shutdown()
+
+
+_swap = threading.Lock()
+"""Captures begin and end one at a time (each in its thread or task, in any order)."""
+
+
+def _end(cap: Capture) -> None:
+    """End ``cap``: the runtime it replaced is current again, unless a capture that began
+    later is still in force (that one restores it, or the one before it if ``cap``'s
+    replaced a capture that has ended since: never an ended capture's runtime)."""
+    with _swap:
+        previous = cap._previous
+        while previous is not None and previous.capture is not None and previous.capture.closed:
+            previous = previous.capture._previous
+        _runtime.replace(previous, only=cap.runtime)
+        cap.closed = True
 
 
 try:

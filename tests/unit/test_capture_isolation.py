@@ -3,6 +3,7 @@ the code under test and production environment settings do not reach into it."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -169,3 +170,77 @@ def test_a_trace_sample_rate_given_to_the_capture_still_applies() -> None:
     with capture(trace_sample_rate=0.0) as cap:
         _push(1)
         assert cap.spans() == []
+
+
+# --- captures that end out of order (two threads, two tasks) ---------------------------------
+
+
+@pytest.fixture
+def application() -> Iterator[_runtime.Runtime]:
+    """The application's runtime, configured outside any capture (restored afterwards)."""
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(max_entities=7)
+        yield _runtime.current()
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
+
+
+def _interleaved() -> tuple[Capture, Capture]:
+    """Capture A, then B entered, then A ended first, then B."""
+    first, second = capture(), capture()
+    a = first.__enter__()
+    b = second.__enter__()
+    first.__exit__(None, None, None)
+    second.__exit__(None, None, None)
+    return a, b
+
+
+def test_the_applications_runtime_is_current_again_after_captures_that_end_out_of_order(
+    application: _runtime.Runtime,
+) -> None:
+    _interleaved()
+    assert _runtime.current() is application
+
+
+def test_configure_after_captures_that_end_out_of_order_installs_its_settings(
+    application: _runtime.Runtime,
+) -> None:
+    a, b = _interleaved()
+    syncperf.configure(max_entities=9)
+    rt = _runtime.current()
+    assert rt.capture is None
+    assert rt.config.max_entities == 9
+    assert a.configured == b.configured == []
+
+
+def test_a_capture_that_ends_first_leaves_the_one_entered_after_it_in_force(
+    application: _runtime.Runtime,
+) -> None:
+    first, second = capture(), capture()
+    first.__enter__()
+    b = second.__enter__()
+    first.__exit__(None, None, None)
+    try:
+        assert _runtime.current() is b.runtime
+        config = syncperf.configure(max_entities=9)  # still a capture's: noted, not installed
+        assert b.configured == [config]
+    finally:
+        second.__exit__(None, None, None)
+    assert _runtime.current() is application
+
+
+def test_configure_installs_its_settings_over_a_capture_that_has_ended(
+    application: _runtime.Runtime,
+) -> None:
+    with capture() as cap:
+        pass
+    _runtime.replace(cap.runtime)  # however an ended capture's runtime came to be installed
+    try:
+        syncperf.configure(max_entities=9)
+        assert _runtime.current().capture is None
+        assert cap.configured == []
+    finally:
+        application.shutdown()  # replaced above, by hand

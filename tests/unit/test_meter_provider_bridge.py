@@ -192,3 +192,32 @@ def test_a_capture_keeps_its_test_data_out_of_the_providers_readers(
         assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
         assert cap.total("sync.operation.duration") == 3
     assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
+
+
+def test_a_provider_bridged_in_a_capture_reads_that_captures_data(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    from syncperf.testing import capture
+
+    mp, reader = provider
+    pulls(2)  # the application's
+    with capture():
+        assert setup_meter_provider(mp)  # the test's own provider
+        pulls(1)
+        assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 1
+
+
+def test_a_provider_bridged_in_a_capture_reads_a_nested_captures_data_inside_it(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    from syncperf.testing import capture
+
+    mp, reader = provider
+    pulls(5)  # the application's: never in the test's provider
+    with capture():
+        assert setup_meter_provider(mp)
+        pulls(1)
+        with capture():
+            pulls(2)
+            assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
+        assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 1

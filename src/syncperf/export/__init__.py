@@ -39,12 +39,11 @@ from opentelemetry import metrics as otel_metrics
 from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._metrics import outputs
-from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._runtime import configure
-from syncperf._tracing.finisher import end_queued
 from syncperf.exceptions import ConfigError
-from syncperf.export import _otlp, _serve
+from syncperf.export import _in_capture, _otlp, _serve
 from syncperf.export._arguments import check_otlp, check_prometheus
+from syncperf.export._handle import OtlpExport
 from syncperf.export._otlp import CountingSpanExporter, RenewableMetricExporter
 
 __all__ = [
@@ -59,61 +58,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger("syncperf")
-
-
-@dataclass
-class OtlpExport:
-    """What ``setup_otlp`` installed.
-
-    Attributes:
-        config: The syncperf config now active.
-        tracer_provider: The tracer provider sync spans go to (the existing global one, or
-            the one created here), or None when traces are off.
-        meter_provider: The global meter provider created here for other instrumentation,
-            or None (one existed, or metrics are off).
-        joined_meter_provider: The application's global SDK meter provider whose readers
-            receive syncperf's metrics (instead of an exporter of syncperf's own), or None.
-        traces_protocol: Protocol of the span exporter, or None.
-        metrics_protocol: Protocol of the metric exporter, or None.
-        owns_tracer_provider: True when the tracer provider was created (and set global) here.
-    """
-
-    config: Config
-    tracer_provider: Any = None
-    meter_provider: Any = None
-    traces_protocol: str | None = None
-    metrics_protocol: str | None = None
-    owns_tracer_provider: bool = False
-    joined_meter_provider: Any = None
-    _exporter: Any = field(default=None, repr=False)
-    _shut: bool = field(default=False, repr=False)
-
-    def shutdown(self) -> None:
-        """Flush and stop what ``setup_otlp`` created (a global provider stays registered),
-        holding the caller at most ``shutdown_timeout`` in all: what a collector that does
-        not answer keeps longer goes on in the background, or is lost at exit."""
-        if self._shut:
-            return
-        self._shut = True
-        rt = _runtime.current()
-        limit = rt.config.shutdown_timeout
-        left = Deadline(limit).left
-        end_queued([rt.finisher], limit)  # a stalled processor: bounded
-        if self._exporter is not None and outputs.OUTPUTS.exporters.get("otlp") is self._exporter:
-            del outputs.OUTPUTS.exporters["otlp"]
-            rt.sync_outputs(timeout=left())  # a last export, then the exporter shuts down
-        tracer_provider = self.tracer_provider if self.owns_tracer_provider else None
-        providers = tracer_provider is not None or self.meter_provider is not None
-        if providers and not run_bounded(
-            lambda: _otlp.shut_down(tracer_provider, self.meter_provider, left),
-            left(),
-            "syncperf-provider-shutdown",
-        ):
-            _logger.warning(
-                "syncperf: the providers setup_otlp built did not shut down within %.1f s "
-                "(is the collector answering?); what they had not exported is lost",
-                limit,
-            )
 
 
 def setup_otlp(
@@ -187,6 +131,8 @@ def setup_otlp(
     traces_kwargs, metrics_kwargs = _otlp.exporter_settings(
         protocols, env, endpoint, headers, timeout, config.export_timeout
     )
+    if (cap := _in_capture.open_capture()) is not None:  # checked, noted, nothing installed
+        return _in_capture.otlp(cap, config, options, traces_protocol, metrics_protocol)
 
     tracer_provider: Any = None
     owns = False
@@ -296,8 +242,9 @@ class PrometheusEndpoint:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-        if self in _ENDPOINTS:
-            _ENDPOINTS.remove(self)
+        if self not in _ENDPOINTS:  # closed already, or set up inside a capture: not served
+            return
+        _ENDPOINTS.remove(self)
         if not any(e.registry is self.registry for e in _ENDPOINTS):
             served = outputs.OUTPUTS.registries
             served[:] = [r for r in served if r is not self.registry]
@@ -354,7 +301,11 @@ def setup_prometheus(
         ) from None
     # Options are checked and the port bound before syncperf is reconfigured: a bad option
     # or a busy port raises ConfigError and leaves the running configuration in place.
-    Config.from_env(**options)
+    config = Config.from_env(**options)
+    if (cap := _in_capture.open_capture()) is not None:  # checked, noted, nothing served
+        registry = CollectorRegistry() if registry is None else registry
+        outputs.check(registry, "registry")
+        return PrometheusEndpoint(host, port, registry, _in_capture.note(cap, config, options))
     for running in _ENDPOINTS:
         if (
             running.host == host
@@ -409,6 +360,8 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
         registry = _runtime.current().prometheus_registry
         if registry is None:
             registry = REGISTRY if _multiprocess.directory() is None else CollectorRegistry()
+            if _in_capture.open_capture() is not None:  # served, not fed (the capture's own:
+                return _serve.asgi_app(registry)  # capture(prometheus=registry))
             outputs.OUTPUTS.registries.append(registry)
             try:
                 _runtime.current().sync_outputs()

@@ -67,7 +67,8 @@ class Bridge:
         held: Any = _runtime.installed  # not ``current()``: bridging configures nothing
         self._capture = None if held is None else held.capture
         """The capture in force when the provider was bridged (a test's own provider reads
-        the test's data; the application's, bridged outside, never does)."""
+        the test's data, and that of a capture nested in it; the application's, bridged
+        outside, never does)."""
 
     def attach(self) -> int:
         """Wrap the collect callback of each reader not wrapped yet; return how many
@@ -116,10 +117,15 @@ class Bridge:
         setattr(collect, _MARK, self)
         return collect
 
+    def _reads(self, cap: Any) -> bool:
+        """Whether the capture in force is the one the provider was bridged in, or nested in
+        it (``Capture.scope``): a test's own provider reads what its test records."""
+        return self._capture is not None and self._capture.scope[-1] in cap.scope
+
     def merge(self, sdk_reader: Any, data: MetricsData | None) -> MetricsData | None:
         """``data`` with syncperf's metrics added as one more instrumentation scope."""
         rt: Any = _runtime.current()
-        if rt.capture is not None and rt.capture is not self._capture:
+        if rt.capture is not None and not self._reads(rt.capture):
             rt = rt.capture.outside  # a test's data stays out of the application's readers
         if rt is None or not rt.enabled:
             return data

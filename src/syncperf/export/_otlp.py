@@ -101,7 +101,8 @@ def is_proxy_meter_provider(provider: Any) -> bool:
     return isinstance(provider, (_ProxyMeterProvider, NoOpMeterProvider))
 
 
-def _import(protocol: str | None, signal: str) -> Any:
+def exporter_class(protocol: str | None, signal: str) -> Any:
+    """The OTLP exporter class of ``protocol`` for ``signal``; ConfigError if not installed."""
     module = {
         ("grpc", "trace"): "opentelemetry.exporter.otlp.proto.grpc.trace_exporter",
         ("grpc", "metric"): "opentelemetry.exporter.otlp.proto.grpc.metric_exporter",
@@ -130,7 +131,7 @@ def tracer_provider_for(
 ) -> Any:
     from opentelemetry.sdk.trace import TracerProvider
 
-    cls = _import(protocol, "trace")
+    cls = exporter_class(protocol, "trace")
     # sampler: OTEL_TRACES_SAMPLER(_ARG); flushed at exit by syncperf, within its
     # shutdown_timeout (the SDK's own exit hook waits on a silent collector unbounded)
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)
@@ -171,7 +172,7 @@ class _CountingDrops:
 
 
 def metric_exporter(protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]) -> Any:
-    cls = _import(protocol, "metric")
+    cls = exporter_class(protocol, "metric")
     return RenewableMetricExporter(lambda: _settings.build(cls, kwargs, env, "METRICS"))
 
 

@@ -135,18 +135,18 @@ class PoolGauges:
     def _changes(self, name: str) -> list[tuple[dict[str, str | bool], float]]:
         """Current sums; series that disappeared (pools closed, max gone) report 0 once."""
         current: dict[Attributes, float] = {}
-        members = self._members
-        for metrics in members:
+        for metrics in self._members:  # a snapshot: ``add`` replaces the list, never changes it
             for attrs, value in metrics.observe()[name].items():
                 current[attrs] = current.get(attrs, 0) + value
-        if any(metrics.closed for metrics in members):  # a closed pool reports nothing more
-            self._members = [metrics for metrics in members if not metrics.closed]
         last = self._last[name]
-        if not self._members and not current and not last:
-            # the zeros went out with the previous collection; detaching during the one
-            # that carries them would turn them into a sum for the reader
-            self._detach(name)
-            return []
+        with _lock:  # ``attach`` adds under it: a pool added since the snapshot stays
+            if any(metrics.closed for metrics in self._members):  # it reports nothing more
+                self._members = [metrics for metrics in self._members if not metrics.closed]
+            if not self._members and not current and not last:
+                # the zeros went out with the previous collection; detaching during the one
+                # that carries them would turn them into a sum for the reader
+                self._detach(name)
+                return []
         values = [(dict(attrs), value) for attrs, value in current.items()]
         values.extend((dict(attrs), 0.0) for attrs in last if attrs not in current)
         self._last[name] = current
