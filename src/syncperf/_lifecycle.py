@@ -45,8 +45,9 @@ def fold_now(rt: Runtime, wait: bool) -> None:
 
 _end_plain = None
 """The compiled ``end`` of an operation without a span (or unsampled, with nothing to
-rescue), entity change, other entities' items or client details; for any other it changes
-nothing and returns the end time it read, for this ``end`` to use. None without it."""
+rescue), entity change, other entities' items or client details (returns -1); for any other
+it changes nothing and returns the end time it read, for this ``end`` to use. None without
+it."""
 if speedups is not None:
     speedups.setup(CURRENT, globals(), fold_now, FOLD_AT, MAX_QUEUED)  # ``_perf``: its clock
     _end_plain = speedups.end_plain
@@ -155,11 +156,8 @@ def end(
         now: ``time.perf_counter_ns()`` when the caller's own wrap-up began, if it read it
             (the time from there counts as syncperf's); 0: read here.
     """
-    if _end_plain is not None and exc is None and end_ns is None:
-        ended = _end_plain(op, now)  # None: ended; else the end time it read (or ``now``)
-        if ended is None:
-            return
-        now = ended
+    if exc is None and end_ns is None and _end_plain and (now := _end_plain(op, now)) < 0:
+        return  # the compiled end ended it (else ``now``: the end time it read, or 0)
     t2 = now or _perf()
     rt = op._rt
     op._ended = True

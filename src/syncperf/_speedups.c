@@ -465,9 +465,7 @@ end_plain(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     int r = end_impl((Op *)args[0], now, &NO_HINTS, &clock);
     if (r < 0)
         return NULL;
-    if (r)
-        Py_RETURN_NONE;
-    return PyLong_FromLongLong(clock);
+    return PyLong_FromLongLong(r ? -1 : clock); /* -1: ended (no clock reads below 0) */
 }
 
 /* ---- fold ------------------------------------------------------------------------------ */
