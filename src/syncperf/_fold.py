@@ -62,20 +62,26 @@ def fold(rt: Runtime) -> None:
         return
     failures: list[Exception] = []
     queued: Queued = {}  # nanoseconds, recorded per series at the end
+    counted: Queued = {}  # counts (batch sizes), the same way
     if speedups is not None:
         rest = functools.partial(_rest, rt)
-        speedups.fold(rt.ended, queued, failures, rest, rt.db_instrumented)
+        conflicts = rt.conflict_series
+        speedups.fold(rt.ended, queued, counted, failures, rest, rt.db_instrumented, conflicts)
     else:
         _queue(rt, queued, failures)
     for histogram, values in queued.items():  # one C-level pass per series, not a call a value
         record_ns(histogram, values)
+    for histogram, values in counted.items():
+        record_ns(histogram, values, 1)
     for failure in failures:
         rt.internal_error("operation_end_failed", failure, held=True)
 
 
 def _queue(rt: Runtime, queued: Queued, failures: list[Exception]) -> None:
     """Take what ``rt.ended`` holds now: each operation's duration and overhead queued per
-    series, the rest of its record (``_rest``) recorded (``_speedups.fold`` in C)."""
+    series, the rest of its record (``_rest``) recorded. ``_speedups.fold`` in C also records
+    items, conflicts and batch sizes itself (batch sizes queued per series, as counts) when
+    their series are bound, and hands only the other records to ``_rest``."""
     ended = rt.ended
     take = ended.popleft
     left = len(ended)  # what is there now: more may come while folding

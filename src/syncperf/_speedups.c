@@ -35,7 +35,7 @@ static int use_clock = 0;
 static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflight, *s_pop, *s_log,
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
-    *s_min, *s_max;
+    *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch;
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
 #if LONG_MAX >= 9223372036854775807L
@@ -529,14 +529,159 @@ lists_of(Last *last, PyObject *queued, PyObject *bound)
     return 0;
 }
 
-/* One record: its duration and overhead queued, the rest through `rest(record)`. */
+/* What a fold fills: per series, nanoseconds (`queued`) and counts (`counted`, scale 1). */
+typedef struct {
+    PyObject *queued, *counted, *conflicts, *rest;
+    int db;
+} Into;
+
+/* The offsets of a __slots__ class's `value` and `touched` (SumSeries), looked up once per
+ * version of the class (a class whose fields are not plain slots gets the generic path). */
+static struct {
+    PyTypeObject *type;
+    unsigned int version;
+    Py_ssize_t value, touched;
+} SUM_SLOTS;
+
+static Py_ssize_t
+slot_offset(PyTypeObject *type, PyObject *name)
+{
+    PyObject *d = _PyType_Lookup(type, name); /* borrowed */
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type))
+        return -1;
+    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+    return m->type == T_OBJECT_EX && !(m->flags & READONLY) ? m->offset : -1;
+}
+
 static int
-fold_one(PyObject *record, PyObject *queued, PyObject *rest, int db_instrumented, Last *last)
+sum_slots(PyTypeObject *type)
+{
+    if (SUM_SLOTS.type == type && SUM_SLOTS.version == type->tp_version_tag &&
+        (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        return SUM_SLOTS.value >= 0 && SUM_SLOTS.touched >= 0;
+    SUM_SLOTS.value = slot_offset(type, s_value);
+    SUM_SLOTS.touched = slot_offset(type, s_touched);
+    /* compared only, never dereferenced: (class, version tag) names one class for good */
+    SUM_SLOTS.type = (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? type : NULL;
+    SUM_SLOTS.version = type->tp_version_tag;
+    return SUM_SLOTS.value >= 0 && SUM_SLOTS.touched >= 0;
+}
+
+/* `series.value += n` and `series.touched = True` (SumSeries.add without its frame). */
+static int
+sum_add(PyObject *series, PyObject *n)
+{
+    if (sum_slots(Py_TYPE(series))) {
+        PyObject **value = (PyObject **)((char *)series + SUM_SLOTS.value);
+        PyObject **touched = (PyObject **)((char *)series + SUM_SLOTS.touched);
+        if (*value != NULL) {
+            PyObject *sum = PyNumber_Add(*value, n);
+            if (sum == NULL)
+                return -1;
+            Py_SETREF(*value, sum);
+            Py_XSETREF(*touched, Py_NewRef(Py_True));
+            return 0;
+        }
+    }
+    PyObject *value = PyObject_GetAttr(series, s_value);
+    PyObject *sum = value ? PyNumber_Add(value, n) : NULL;
+    Py_XDECREF(value);
+    int r = sum ? PyObject_SetAttr(series, s_value, sum) : -1;
+    Py_XDECREF(sum);
+    return r < 0 ? -1 : PyObject_SetAttr(series, s_touched, Py_True);
+}
+
+/* The sync.conflicts key of one recorded (entity, resolution) pair: (entity or the
+ * operation's, resolution), as _fold._rest makes it; NULL with no error when not a pair. */
+static PyObject *
+conflict_key(PyObject *pair, PyObject *entity)
+{
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2)
+        return NULL;
+    PyObject *own = PyTuple_GET_ITEM(pair, 0);
+    int t = truthy(own);
+    if (t < 0)
+        return NULL;
+    return PyTuple_Pack(2, t ? own : entity, PyTuple_GET_ITEM(pair, 1));
+}
+
+/* Record's items, conflicts and batch size when every series they go to is bound already:
+ * 1 done, 0 left for `rest` (nothing changed), -1 error. */
+static int
+fold_counts(PyObject *record, PyObject *bound, const Into *into)
+{
+    PyObject *batch = PyTuple_GET_ITEM(record, 9), *items = PyTuple_GET_ITEM(record, 11);
+    PyObject *conflicts = PyTuple_GET_ITEM(record, 12), *entity = PyTuple_GET_ITEM(record, 8);
+    if ((items != Py_None && !PyDict_CheckExact(items)) ||
+        (conflicts != Py_None && !PyDict_CheckExact(conflicts)))
+        return 0;
+    PyObject *counters = NULL, *key, *n;
+    Py_ssize_t pos = 0;
+    if (items != Py_None && PyDict_GET_SIZE(items)) {
+        counters = PyObject_GetAttr(bound, s_items);
+        if (counters == NULL)
+            return -1;
+        if (!PyDict_CheckExact(counters)) {
+            Py_DECREF(counters);
+            return 0;
+        }
+        while (PyDict_Next(items, &pos, &key, &n)) /* every change bound already? */
+            if (PyDict_GetItemWithError(counters, key) == NULL) {
+                Py_DECREF(counters);
+                return PyErr_Occurred() ? -1 : 0;
+            }
+    }
+    if (conflicts != Py_None && PyDict_GET_SIZE(conflicts)) {
+        for (pos = 0; PyDict_Next(conflicts, &pos, &key, &n);) {
+            PyObject *k = conflict_key(key, entity);
+            PyObject *found = k ? PyDict_GetItemWithError(into->conflicts, k) : NULL;
+            Py_XDECREF(k);
+            if (found == NULL) {
+                Py_XDECREF(counters);
+                return PyErr_Occurred() ? -1 : 0;
+            }
+        }
+        for (pos = 0; PyDict_Next(conflicts, &pos, &key, &n);) {
+            PyObject *k = conflict_key(key, entity);
+            PyObject *found = k ? PyDict_GetItemWithError(into->conflicts, k) : NULL;
+            Py_XDECREF(k);
+            if (found == NULL || sum_add(found, n) < 0) {
+                Py_XDECREF(counters);
+                return -1;
+            }
+        }
+    }
+    if (counters != NULL) {
+        for (pos = 0; PyDict_Next(items, &pos, &key, &n);) {
+            PyObject *found = PyDict_GetItemWithError(counters, key);
+            if (found == NULL || sum_add(found, n) < 0) {
+                if (found == NULL && !PyErr_Occurred())
+                    PyErr_SetString(PyExc_KeyError, "an items series was unbound meanwhile");
+                Py_DECREF(counters);
+                return -1;
+            }
+        }
+        Py_DECREF(counters);
+    }
+    if (batch != Py_None) {
+        PyObject *series = PyObject_GetAttr(bound, s_batch);
+        int r = series ? queue_value(into->counted, series, batch) : -1;
+        Py_XDECREF(series);
+        return r < 0 ? -1 : 1;
+    }
+    return 1;
+}
+
+/* One record: its duration and overhead queued, its counts recorded (in Python, through
+ * `rest(record)`, when it has more than items, conflicts and a batch size to record). */
+static int
+fold_one(PyObject *record, const Into *into, Last *last)
 {
     if (!PyTuple_CheckExact(record) || PyTuple_GET_SIZE(record) != 15) {
         PyErr_SetString(PyExc_ValueError, "an ended operation's record is not 15 values");
         return -1;
     }
+    PyObject *queued = into->queued;
     PyObject *bound = PyTuple_GET_ITEM(record, 0), *etype = PyTuple_GET_ITEM(record, 1);
     PyObject *outcome = PyTuple_GET_ITEM(record, 2);
     if (lists_of(last, queued, bound) < 0)
@@ -559,16 +704,21 @@ fold_one(PyObject *record, PyObject *queued, PyObject *rest, int db_instrumented
     }
     if (r < 0)
         return -1;
-    int more = db_instrumented || PyTuple_GET_ITEM(record, 6) != Py_None ||
-               PyTuple_GET_ITEM(record, 9) != Py_None;
-    static const int flags[] = {4, 10, 11, 12, 13};
-    for (int i = 0; !more && i < 5; i++) {
+    int more = into->db || PyTuple_GET_ITEM(record, 6) != Py_None; /* db time, client */
+    static const int flags[] = {4, 10, 13}; /* other entities' items, idempotent, queries */
+    for (int i = 0; !more && i < 3; i++) {
         more = truthy(PyTuple_GET_ITEM(record, flags[i]));
         if (more < 0)
             return -1;
     }
+    if (!more) {
+        more = fold_counts(record, bound, into);
+        if (more < 0)
+            return -1;
+        more = !more;
+    }
     if (more) {
-        PyObject *done = PyObject_CallOneArg(rest, record);
+        PyObject *done = PyObject_CallOneArg(into->rest, record);
         if (done == NULL)
             return -1;
         Py_DECREF(done);
@@ -576,17 +726,20 @@ fold_one(PyObject *record, PyObject *queued, PyObject *rest, int db_instrumented
     return PyList_Append(last->overhead, PyTuple_GET_ITEM(record, 5));
 }
 
-/* fold(ended, queued, failures, rest, db_instrumented): take what `ended` holds now. */
+/* fold(ended, queued, counted, failures, rest, db_instrumented, conflict_series): take what
+ * `ended` holds now. */
 static PyObject *
 fold(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 5 || !PyDict_CheckExact(args[1]) || !PyList_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "fold(ended, queued: dict, failures: list, rest, db)");
+    if (nargs != 7 || !PyDict_CheckExact(args[1]) || !PyDict_CheckExact(args[2]) ||
+        !PyList_CheckExact(args[3]) || !PyDict_CheckExact(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "fold(ended, queued: dict, counted: dict, "
+                                         "failures: list, rest, db, conflict_series: dict)");
         return NULL;
     }
-    PyObject *ended = args[0], *queued = args[1], *failures = args[2], *rest = args[3];
-    int db = truthy(args[4]);
-    if (db < 0)
+    PyObject *ended = args[0], *failures = args[3];
+    Into into = {args[1], args[2], args[6], args[4], truthy(args[5])};
+    if (into.db < 0)
         return NULL;
     Py_ssize_t left = PyObject_Length(ended);
     if (left < 0)
@@ -597,7 +750,7 @@ fold(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Last last = {NULL, NULL, NULL};
     while (left-- > 0) {
         PyObject *record = PyObject_CallNoArgs(take);
-        int r = record == NULL ? -1 : fold_one(record, queued, rest, db, &last);
+        int r = record == NULL ? -1 : fold_one(record, &into, &last);
         Py_XDECREF(record);
         if (r < 0) { /* the rest of this operation is lost (counted), not others */
             last_clear(&last); /* a failed record may have left it half set */
@@ -1193,7 +1346,7 @@ PyInit__speedups(void)
     INTERN(log) INTERN(on) INTERN(slow_ns) INTERN(next_check) INTERN(end) INTERN(popleft)
     INTERN(success) INTERN(error) INTERN(conflicted) INTERN(overhead) INTERN(installed)
     INTERN(tracing) INTERN(active) INTERN(starts) INTERN(counts) INTERN(sum) INTERN(min)
-    INTERN(max)
+    INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
         (s_perf = PyUnicode_InternFromString("_perf")) == NULL)
         return NULL;

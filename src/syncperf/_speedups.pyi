@@ -32,8 +32,10 @@ def end_plain(op: Any, now: int) -> int: ...
 def fold(
     ended: Any,
     queued: dict[Any, list[int]],
+    counted: dict[Any, list[int]],
     failures: list[Exception],
     rest: Callable[[tuple[Any, ...]], None],
     db_instrumented: bool,
+    conflict_series: dict[Any, Any],
 ) -> None: ...
 def record(series: Any, values: list[int], limits: tuple[int, ...], scale: int) -> bool: ...

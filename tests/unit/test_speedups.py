@@ -368,3 +368,67 @@ def test_the_compiled_wrapper_refuses_arguments_that_are_not_a_tuple() -> None:
     (fast,) = [value for value in closure if type(value).__name__ == "FastPath"]
     with pytest.raises(TypeError):
         fast([1, 2, 3], None)
+
+
+Call = tuple[
+    str | None, int | None, list[tuple[int, str | None]], list[tuple[int, str | None, str | None]]
+]
+CALLS = st.tuples(
+    st.sampled_from([None, "todo", "note"]),  # the entity set in the handler, if any
+    st.one_of(st.none(), st.integers(0, 2**53 - 1)),  # batch size
+    st.lists(st.tuples(st.integers(0, 10**6), st.sampled_from([None, "created", "deleted"]))),
+    st.lists(
+        st.tuples(
+            st.integers(0, 50),
+            st.sampled_from([None, "todo", "list"]),
+            st.sampled_from([None, "server_wins", "merged"]),
+        )
+    ),
+)
+
+
+def _exported(calls: list[Call]) -> list[tuple[Any, ...]]:
+    """Every sync series' exported values after ``calls``, sorted."""
+    with capture(tracer_provider=NoOpTracerProvider()) as cap:
+
+        @syncperf.instrument_sync("push", entity="base")
+        def push(call: Call) -> None:
+            entity, batch, items, conflicts = call
+            op = syncperf.current_operation()
+            if entity is not None:
+                op.set_entity(entity)
+            if batch is not None:
+                op.set_batch_size(batch)
+            for n, change in items:
+                op.record_items(n, change=change)
+            for n, other, resolution in conflicts:
+                op.record_conflict(count=n, entity=other, resolution=resolution)
+
+        for call in calls:
+            push(call)
+        found = []
+        for name in ("sync.items", "sync.conflicts", "sync.batch.size", "sync.operation.duration"):
+            for p in cap.points(name):
+                values = (p.value,) if hasattr(p, "value") else (p.count, p.bucket_counts)
+                if name == "sync.batch.size":
+                    values = (*values, p.sum, p.min, p.max)
+                found.append((name, sorted(p.attributes.items()), *values))
+        return sorted(found, key=repr)
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the compiled path is not built")
+@settings(max_examples=60, deadline=None)
+@given(st.lists(CALLS, min_size=1, max_size=150))
+def test_the_compiled_fold_records_what_the_python_fold_records(calls: list[Call]) -> None:
+    """Items, conflicts and batch sizes, which the compiled fold records itself while their
+    series are bound, come out as the Python fold records them (series bound midway, several
+    entities and resolutions, batch sizes up to 2**53)."""
+    compiled = _exported(calls)
+    from syncperf import _fold
+
+    speedups, _fold.speedups = _fold.speedups, None
+    try:
+        pure = _exported(calls)
+    finally:
+        _fold.speedups = speedups
+    assert compiled == pure
