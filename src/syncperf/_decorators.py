@@ -259,9 +259,8 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             guard(owner).internal_error("operation_end_failed", error)
         return result
 
-    if phases == (None, None, None):  # nothing to extract: the compiled path, if built
-        return cast(F, compiled(fn, wrapper, operation, entity) or wrapper)
-    return cast(F, wrapper)
+    fast = compiled(fn, wrapper, operation, entity, (own_before, own_after, joined is not None))
+    return cast(F, fast or wrapper)
 
 
 def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:

@@ -1,8 +1,8 @@
-"""The wrapper of a ``def`` handler without extractors on the compiled path
-(``_speedups.FastPath``): it starts, calls and ends a plain operation in C, and hands every
-other case to the helpers here or to the Python wrapper (``_decorators``) as a whole: a
-joined operation, a span to start, a start to log, a returned response or awaitable, an
-exception, an operation with more to record than ``end_plain`` takes."""
+"""The wrapper of a ``def`` handler on the compiled path (``_speedups.FastPath``): it starts
+an operation, runs the extractor phases, calls the handler and ends the operation in C, and
+hands every other case to the helpers here or to the Python wrapper (``_decorators``) as a
+whole: a joined operation, a span to start, a start to log, a returned response or
+awaitable, an exception, an operation with more to record than ``end_plain`` takes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 
 from syncperf import _runtime
 from syncperf._accel import speedups
-from syncperf._ending import Completion, finish, future, leave, settles
-from syncperf._extractors import guard
+from syncperf._ending import Completion, after_phase, finish, future, leave, settles
+from syncperf._extractors import Run, guard
 from syncperf._http_status import PLAIN, awaitable
 from syncperf._lifecycle import end, series
 from syncperf._operation import SyncOperation
@@ -24,18 +24,36 @@ __all__ = ["compiled"]
 
 
 def compiled(
-    fn: Callable[..., Any], slow: Callable[..., Any], operation: str, entity: str | None
+    fn: Callable[..., Any],
+    slow: Callable[..., Any],
+    operation: str,
+    entity: str | None,
+    phases: tuple[Run | None, Run | None, bool] = (None, None, False),
 ) -> Callable[..., Any] | None:
     """``fn``'s wrapper on the compiled path, ``slow`` (the Python wrapper) behind it; None
-    without the compiled path."""
+    without the compiled path. ``phases``: the extractor phases of an operation it owns
+    (before, after) and whether they feed counts (see ``_decorators._joins``)."""
     if speedups is None:
         return None
 
     def bind(rt: Runtime) -> OperationSeries | None:
         return series(rt, operation, entity) if rt.enabled else None
 
+    before, after, fed = phases
     fast = speedups.FastPath(
-        fn, slow, bind, _settle, finish, _end, _failed, vars(_runtime), SyncOperation, PLAIN
+        fn,
+        slow,
+        bind,
+        _settle,
+        finish,
+        _end,
+        _failed,
+        vars(_runtime),
+        SyncOperation,
+        PLAIN,
+        before=before,
+        after=after,
+        fed=fed,
     )
 
     @functools.wraps(fn)
@@ -45,14 +63,23 @@ def compiled(
     return wrapper
 
 
-def _settle(op: SyncOperation, result: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _settle(
+    op: SyncOperation,
+    result: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any] | None,
+    after: Run | None,
+) -> Any:
     """A result that is not a plain value: an awaitable followed to its end, a response
     whose status decides the outcome (as the Python wrapper does)."""
+    kwargs = {} if kwargs is None else kwargs
     try:
         if awaitable(result):
             if future(result):
-                return settles(result, op, leave(op), None, args, kwargs)
-            return Completion(result, op, leave(op), None, args, kwargs, None)
+                return settles(result, op, leave(op), after, args, kwargs)
+            return Completion(result, op, leave(op), after, args, kwargs, None)
+        if after is not None:
+            after_phase(after, op, op, args, kwargs, result)
     except BaseException as exc:
         finish(op, exc)
         raise

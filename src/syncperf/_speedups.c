@@ -35,7 +35,7 @@ static int use_clock = 0;
 static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflight, *s_pop, *s_log,
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
-    *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch;
+    *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed;
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
 #if LONG_MAX >= 9223372036854775807L
@@ -901,6 +901,8 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *fn, *slow, *bind, *settle, *raised, *end, *failed, *runtime, *op_type, *plain;
+    PyObject *before, *after; /* the extractor phases (Run or None) */
+    int fed;                  /* whether they feed counts (op._fed) */
     PyObject *cached_rt, *cached_bound;
     /* of the cached runtime and series: rt.tracing; rt.ended, bound.inflight, bound.log */
     PyObject *tracing;
@@ -909,7 +911,7 @@ typedef struct {
 
 #define FAST_FIELDS(X)                                                                       \
     X(fn) X(slow) X(bind) X(settle) X(raised) X(end) X(failed) X(runtime) X(op_type) X(plain) \
-    X(cached_rt) X(cached_bound) X(tracing) X(hints.ended) X(hints.inflight) X(hints.log)
+    X(before) X(after) X(cached_rt) X(cached_bound) X(tracing) X(hints.ended) X(hints.inflight) X(hints.log)
 
 static PyObject *
 call_with(PyObject *fn, PyObject *args, PyObject *kwargs)
@@ -1127,50 +1129,113 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     return result;
 }
 
+/* The handler or an extractor phase raised: finish(owner, exc); raise (the same exception,
+ * unchanged). Takes the reference to `op`; NULL. */
+static PyObject *
+fast_raised(Fast *self, Op *op)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(ev, tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(self->raised, (PyObject *)op, ev, NULL);
+    if (r == NULL) /* e.g. at the recursion limit: never left current */
+        abandon(op);
+    Py_DECREF(op);
+    if (r == NULL) { /* strict mode: syncperf's error, the handler's as its context */
+        PyObject *et2, *ev2, *tb2;
+        PyErr_Fetch(&et2, &ev2, &tb2);
+        PyErr_NormalizeException(&et2, &ev2, &tb2);
+        if (ev2 != ev)
+            PyException_SetContext(ev2, ev); /* steals ev */
+        else
+            Py_XDECREF(ev);
+        Py_XDECREF(et);
+        Py_XDECREF(tb);
+        PyErr_Restore(et2, ev2, tb2);
+        return NULL;
+    }
+    Py_DECREF(r);
+    PyErr_Restore(et, ev, tb);
+    return NULL;
+}
+
+/* An extractor phase: run(op, args, kwargs, result); its time taken as syncperf's from
+ * `*since` (the clock read at its end stored there). -1 with an error set. */
+static int
+run_phase(PyObject *run, Op *op, PyObject *args, PyObject *kwargs, PyObject *result,
+          long long *since)
+{
+    PyObject *kw = kwargs == Py_None ? PyDict_New() : Py_NewRef(kwargs);
+    if (kw == NULL)
+        return -1;
+    PyObject *argv[4] = {(PyObject *)op, args, kw, result};
+    PyObject *r = PyObject_Vectorcall(run, argv, 4, NULL);
+    Py_DECREF(kw);
+    if (r == NULL)
+        return -1;
+    Py_DECREF(r);
+    return now_ns(since);
+}
+
+/* The before phase, its time added to the operation's own (the clock read by start_op). */
+static int
+fast_before(Fast *self, Op *op, PyObject *args, PyObject *kwargs)
+{
+    long long start, own, t;
+    if (!read_ll(op->start_ns, &start) || !read_ll(op->own_ns, &own))
+        return PyErr_Occurred() ? -1 : 0; /* (not ours: left as it is) */
+    if (run_phase(self->before, op, args, kwargs, Py_None, &t) < 0)
+        return -1;
+    PyObject *total = PyLong_FromLongLong(own + t - (start + own));
+    if (total == NULL)
+        return -1;
+    Py_SETREF(op->own_ns, total);
+    return 0;
+}
+
+/* The after phase; `end` measures syncperf's time from its start (resumed_ns). */
+static int
+fast_after(Fast *self, Op *op, PyObject *args, PyObject *kwargs, PyObject *result)
+{
+    long long t, done;
+    if (now_ns(&t) < 0 || run_phase(self->after, op, args, kwargs, result, &done) < 0)
+        return -1;
+    PyObject *resumed = PyLong_FromLongLong(t);
+    if (resumed == NULL)
+        return -1;
+    Py_SETREF(op->resumed_ns, resumed);
+    return 0;
+}
+
 /* The handler called in its started operation, which ends here. */
 static PyObject *
 fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
 {
     /* (an interrupt while it started: ended with it, as if the handler had raised it) */
-    PyObject *result = PyErr_Occurred() ? NULL : call_with(self->fn, args, kwargs);
-    if (result == NULL) { /* finish(owner, exc); raise: the same exception, unchanged */
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
-        PyErr_NormalizeException(&et, &ev, &tb);
-        if (tb != NULL)
-            PyException_SetTraceback(ev, tb);
-        PyObject *r = PyObject_CallFunctionObjArgs(self->raised, (PyObject *)op, ev, NULL);
-        if (r == NULL) /* e.g. at the recursion limit: never left current */
-            abandon(op);
-        Py_DECREF(op);
-        if (r == NULL) { /* strict mode: syncperf's error, the handler's as its context */
-            PyObject *et2, *ev2, *tb2;
-            PyErr_Fetch(&et2, &ev2, &tb2);
-            PyErr_NormalizeException(&et2, &ev2, &tb2);
-            if (ev2 != ev)
-                PyException_SetContext(ev2, ev); /* steals ev */
-            else
-                Py_XDECREF(ev);
-            Py_XDECREF(et);
-            Py_XDECREF(tb);
-            PyErr_Restore(et2, ev2, tb2);
-            return NULL;
-        }
-        Py_DECREF(r);
-        PyErr_Restore(et, ev, tb);
-        return NULL;
-    }
+    if (PyErr_Occurred() || (self->fed && PyObject_SetAttr((PyObject *)op, s_fed, Py_True) < 0))
+        return fast_raised(self, op);
+    if (self->before != Py_None && fast_before(self, op, args, kwargs) < 0)
+        return fast_raised(self, op);
+    PyObject *result = call_with(self->fn, args, kwargs);
+    if (result == NULL)
+        return fast_raised(self, op);
     int is_plain = PySet_Contains(self->plain, (PyObject *)Py_TYPE(result));
     if (is_plain != 1) { /* maybe a response, an awaitable: the Python helpers */
         if (is_plain < 0)
             PyErr_Clear();
         PyObject *r = PyObject_CallFunctionObjArgs(self->settle, (PyObject *)op, result, args,
-                                                   kwargs, NULL);
+                                                   kwargs, self->after, NULL);
         if (r == NULL)
             abandon(op);
         Py_DECREF(op);
         Py_DECREF(result);
         return r;
+    }
+    if (self->after != Py_None && fast_after(self, op, args, kwargs, result) < 0) {
+        Py_DECREF(result);
+        return fast_raised(self, op);
     }
     long long clock;
     int ended = end_impl(op, 0, h, &clock);
@@ -1211,12 +1276,16 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
 static PyObject *
 fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"fn",      "slow",   "bind",    "settle", "raised",
-                            "end",     "failed", "runtime", "op_type", "plain", NULL};
-    PyObject *v[10];
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOO!O!O!:FastPath", names, &v[0], &v[1],
-                                     &v[2], &v[3], &v[4], &v[5], &v[6], &PyDict_Type, &v[7],
-                                     &PyType_Type, &v[8], &PyFrozenSet_Type, &v[9]))
+    static char *names[] = {"fn",      "slow",    "bind",  "settle", "raised", "end",
+                            "failed",  "runtime", "op_type", "plain", "before", "after",
+                            "fed",     NULL};
+    PyObject *v[12];
+    v[10] = v[11] = Py_None;
+    int fed = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOOOOOOO!O!O!|$OOp:FastPath", names, &v[0],
+                                     &v[1], &v[2], &v[3], &v[4], &v[5], &v[6], &PyDict_Type,
+                                     &v[7], &PyType_Type, &v[8], &PyFrozenSet_Type, &v[9], &v[10],
+                                     &v[11], &fed))
         return NULL;
     if (!PyType_IsSubtype((PyTypeObject *)v[8], &OpType)) {
         PyErr_SetString(PyExc_TypeError, "op_type: a subclass of Operation");
@@ -1226,11 +1295,12 @@ fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (self == NULL)
         return NULL;
     self->vectorcall = (vectorcallfunc)fast_call;
-    PyObject **slots[] = {&self->fn,     &self->slow,   &self->bind,    &self->settle,
-                          &self->raised, &self->end,    &self->failed,  &self->runtime,
-                          &self->op_type, &self->plain};
-    for (int i = 0; i < 10; i++)
+    PyObject **slots[] = {&self->fn,      &self->slow,  &self->bind,   &self->settle,
+                          &self->raised,  &self->end,   &self->failed, &self->runtime,
+                          &self->op_type, &self->plain, &self->before, &self->after};
+    for (int i = 0; i < 12; i++)
         *slots[i] = Py_NewRef(v[i]);
+    self->fed = fed;
     self->cached_rt = Py_NewRef(Py_None);
     self->cached_bound = Py_NewRef(Py_None);
     return (PyObject *)self;
@@ -1348,6 +1418,7 @@ PyInit__speedups(void)
     INTERN(tracing) INTERN(active) INTERN(starts) INTERN(counts) INTERN(sum) INTERN(min)
     INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
+        (s_fed = PyUnicode_InternFromString("_fed")) == NULL ||
         (s_perf = PyUnicode_InternFromString("_perf")) == NULL)
         return NULL;
     S_ERROR = PyUnicode_InternFromString("error");

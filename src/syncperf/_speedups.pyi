@@ -18,6 +18,10 @@ class FastPath:
         runtime: dict[str, Any],
         op_type: type[Operation],
         plain: frozenset[type],
+        *,
+        before: Callable[..., None] | None = None,
+        after: Callable[..., None] | None = None,
+        fed: bool = False,
     ) -> None: ...
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
