@@ -243,6 +243,24 @@ async def test_an_awaitable_a_def_handler_returns_ends_its_operation_when_done(
     assert metrics_only.total("sync.items") == 2
 
 
+async def test_an_awaitable_with_extractors_is_extracted_when_done(
+    metrics_only: Capture,
+) -> None:
+    async def work() -> dict[str, int]:
+        return {"conflicts": 3}
+
+    @syncperf.instrument_sync(
+        "push", entity=lambda table: table, conflicts=lambda result: result["conflicts"]
+    )
+    def push(table: str) -> Any:
+        return work()
+
+    pending = push("note")
+    assert await pending == {"conflicts": 3}
+    assert outcomes(metrics_only) == {"conflict": 1}
+    assert metrics_only.total("sync.conflicts", {"sync.entity": "note"}) == 3
+
+
 class Answer:  # what a framework's response carries: an int status beside headers
     def __init__(self, status_code: int) -> None:
         self.status_code = status_code
@@ -261,6 +279,18 @@ def test_a_returned_response_decides_the_outcome(
 
     assert push().status_code == status
     assert outcomes(metrics_only) == {outcome: 1}
+
+
+def test_a_returned_response_is_extracted_before_its_status_decides(
+    metrics_only: Capture,
+) -> None:
+    @syncperf.instrument_sync("push", entity="todo", idempotency_hit=lambda result: True)
+    def push() -> Answer:
+        return Answer(200)
+
+    assert push().status_code == 200
+    assert outcomes(metrics_only) == {"success": 1}
+    assert metrics_only.total("sync.idempotency.hits") == 1
 
 
 def test_an_operation_whose_ended_field_was_deleted_still_ends(metrics_only: Capture) -> None:
@@ -431,4 +461,82 @@ def test_the_compiled_fold_records_what_the_python_fold_records(calls: list[Call
         pure = _exported(calls)
     finally:
         _fold.speedups = speedups
+    assert compiled == pure
+
+
+def test_an_extractor_decorated_def_handler_gets_the_compiled_wrapper() -> None:
+    @syncperf.instrument_sync("push", entity=lambda table: table, batch_size=lambda n: n)
+    def push(table: str, n: int) -> int:
+        return n
+
+    closure = [cell.cell_contents for cell in push.__closure__ or ()]  # type: ignore[attr-defined]
+    assert any(type(value).__name__ == "FastPath" for value in closure) == (
+        _accel.speedups is not None
+    )
+
+
+ODD = st.one_of(
+    st.none(),
+    st.integers(-3, 2**63),
+    st.floats(allow_nan=True),
+    st.text(max_size=3),
+    st.sampled_from([True, "todo", "note", "x" * 300, "\ud800", {"todo": 2, "note": -1}]),
+)
+Spec = tuple[Any, Any, Any, Any, str | None]
+SPECS = st.tuples(ODD, ODD, ODD, ODD, st.sampled_from([None, "entity", "batch", "result", "fn"]))
+
+
+def _value(spec: Spec, index: int, stage: str) -> Any:
+    if spec[4] == stage:
+        raise Boom
+    return spec[index]
+
+
+def _extracted(specs: list[Spec], strict: bool) -> list[Any]:
+    """What calls of an extractor-decorated handler answer, and what it exports, after
+    ``specs`` (every odd value, and extractors and handlers that raise)."""
+    with capture(tracer_provider=NoOpTracerProvider(), strict=strict) as cap:
+
+        @syncperf.instrument_sync(
+            "push",
+            entity=lambda spec: _value(spec, 0, "entity"),
+            batch_size=lambda spec: _value(spec, 1, "batch"),
+            conflicts=lambda result: _value(result, 2, "result"),
+            items=lambda result: result[3],
+        )
+        def push(spec: Spec) -> Spec:
+            _value(spec, 0, "fn")
+            return spec
+
+        found: list[Any] = []
+        for spec in specs:
+            try:
+                found.append(push(spec) is spec)
+            except Exception as error:  # strict mode: the same MeasurementError both ways
+                found.append(repr(error))
+        for name in ("sync.items", "sync.conflicts", "sync.batch.size", "syncperf.dropped"):
+            for p in cap.points(name):
+                values = (p.value,) if hasattr(p, "value") else (p.count, p.bucket_counts, p.sum)
+                found.append((name, sorted(p.attributes.items()), *values))
+        for p in cap.points("sync.operation.duration"):
+            found.append(("duration", sorted(p.attributes.items()), p.count))
+        assert cap.total("sync.operations.active") == 0
+        return found[: len(specs)] + sorted(found[len(specs) :], key=repr)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(SPECS, min_size=1, max_size=60), st.booleans())
+def test_the_compiled_wrapper_extracts_what_the_python_wrapper_extracts(
+    specs: list[Spec], strict: bool
+) -> None:
+    """The same calls through the compiled wrapper and the Python one (decorated without the
+    compiled path) answer the same and export the same counts, outcomes and dropped values."""
+    compiled = _extracted(specs, strict)
+    from syncperf import _fastpath
+
+    speedups, _fastpath.speedups = _fastpath.speedups, None
+    try:
+        pure = _extracted(specs, strict)
+    finally:
+        _fastpath.speedups = speedups
     assert compiled == pure
