@@ -518,8 +518,10 @@ def _extracted(specs: list[Spec], strict: bool) -> list[Any]:
             for p in cap.points(name):
                 values = (p.value,) if hasattr(p, "value") else (p.count, p.bucket_counts, p.sum)
                 found.append((name, sorted(p.attributes.items()), *values))
-        for p in cap.points("sync.operation.duration"):
-            found.append(("duration", sorted(p.attributes.items()), p.count))
+        found.extend(
+            ("duration", sorted(p.attributes.items()), p.count)
+            for p in cap.points("sync.operation.duration")
+        )
         assert cap.total("sync.operations.active") == 0
         return found[: len(specs)] + sorted(found[len(specs) :], key=repr)
 
