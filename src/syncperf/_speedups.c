@@ -69,6 +69,55 @@ now_ns(long long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* ---- attributes of __slots__ classes ---------------------------------------------------- */
+
+/* Where a __slots__ field lives in instances of one class: looked up once per version of the
+ * class (a call site keeps one; a class whose field is no plain slot gets NULL: the caller
+ * takes the generic path). Compared, never dereferenced: (class, version tag) names one
+ * class for good. */
+typedef struct {
+    PyTypeObject *type;
+    unsigned int version;
+    Py_ssize_t offset;
+} Slot;
+
+static PyObject **
+slot_of(PyObject *obj, PyObject *name, Slot *slot)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    if (slot->type != type || slot->version != type->tp_version_tag ||
+        !(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
+        PyObject *d = _PyType_Lookup(type, name); /* borrowed; no Python code runs */
+        slot->offset = -1;
+        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+            if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+                slot->offset = m->offset;
+        }
+        slot->type = (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? type : NULL;
+        slot->version = type->tp_version_tag;
+    }
+    return slot->offset < 0 ? NULL : (PyObject **)((char *)obj + slot->offset);
+}
+
+/* getattr(obj, name), straight from its slot when it has one (a new reference). */
+static PyObject *
+slot_get(PyObject *obj, PyObject *name, Slot *slot)
+{
+    PyObject **field = slot_of(obj, name, slot);
+    if (field != NULL && *field != NULL)
+        return Py_NewRef(*field);
+    return PyObject_GetAttr(obj, name);
+}
+
+/* One cache per field name, and class where two read it. */
+enum { SL_entity, SL_on, SL_slow_ns, SL_next_check, SL_success, SL_overhead, SL_items, SL_batch,
+       SL_starts, SL_counts, SL_value, SL_touched, SL_active,
+       SL_tracing_next_check, SL_N };
+static Slot SLOTS[SL_N];
+#define GET_AT(obj, name, at) slot_get((obj), s_##name, &SLOTS[at])
+#define GET(obj, name) GET_AT(obj, name, SL_##name)
+
 /* ---- Operation: the fields ------------------------------------------------------------- */
 
 typedef struct {
@@ -91,7 +140,7 @@ op_init_fields(Op *op, PyObject *rt, PyObject *series, PyObject *start_ns)
 {
     PyObject *entity = Py_None;
     if (series != Py_None) {
-        entity = PyObject_GetAttr(series, s_entity);
+        entity = GET(series, entity);
         if (entity == NULL)
             return -1;
     } else {
@@ -231,7 +280,7 @@ plain_end(Op *op)
         op->conflict_detail == NULL || op->db_queries == NULL || op->db_ns == NULL ||
         op->ended == NULL)
         return 0;
-    PyObject *entity = PyObject_GetAttr(op->series, s_entity);
+    PyObject *entity = GET(op->series, entity);
     if (entity == NULL) {
         PyErr_Clear();
         return 0;
@@ -249,7 +298,7 @@ maybe_log(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long 
     if (log == NULL)
         return -1;
     int due = 0;
-    PyObject *on = PyObject_GetAttr(log, s_on);
+    PyObject *on = GET(log, on);
     if (on == NULL)
         goto fail;
     PyObject *flag = PyObject_GetItem(on, outcome);
@@ -261,14 +310,14 @@ maybe_log(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long 
     if (due < 0)
         goto fail;
     if (!due) {
-        PyObject *slow = PyObject_GetAttr(log, s_slow_ns);
+        PyObject *slow = GET(log, slow_ns);
         if (slow == NULL)
             goto fail;
         long long slow_ns = AS_LL(slow);
         Py_DECREF(slow);
         if (slow_ns == -1 && PyErr_Occurred())
             goto fail;
-        PyObject *next = PyObject_GetAttr(log, s_next_check);
+        PyObject *next = GET(log, next_check);
         if (next == NULL)
             goto fail;
         long long next_check = AS_LL(next);
@@ -515,8 +564,8 @@ lists_of(Last *last, PyObject *queued, PyObject *bound)
     if (bound == last->bound)
         return 0;
     last_clear(last);
-    PyObject *success = PyObject_GetAttr(bound, s_success);
-    PyObject *overhead = success ? PyObject_GetAttr(bound, s_overhead) : NULL;
+    PyObject *success = GET(bound, success);
+    PyObject *overhead = success ? GET(bound, overhead) : NULL;
     PyObject *a = overhead ? values_of(queued, success) : NULL;
     PyObject *b = a ? values_of(queued, overhead) : NULL;
     Py_XDECREF(success);
@@ -535,53 +584,19 @@ typedef struct {
     int db;
 } Into;
 
-/* The offsets of a __slots__ class's `value` and `touched` (SumSeries), looked up once per
- * version of the class (a class whose fields are not plain slots gets the generic path). */
-static struct {
-    PyTypeObject *type;
-    unsigned int version;
-    Py_ssize_t value, touched;
-} SUM_SLOTS;
-
-static Py_ssize_t
-slot_offset(PyTypeObject *type, PyObject *name)
-{
-    PyObject *d = _PyType_Lookup(type, name); /* borrowed */
-    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type))
-        return -1;
-    PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-    return m->type == T_OBJECT_EX && !(m->flags & READONLY) ? m->offset : -1;
-}
-
-static int
-sum_slots(PyTypeObject *type)
-{
-    if (SUM_SLOTS.type == type && SUM_SLOTS.version == type->tp_version_tag &&
-        (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
-        return SUM_SLOTS.value >= 0 && SUM_SLOTS.touched >= 0;
-    SUM_SLOTS.value = slot_offset(type, s_value);
-    SUM_SLOTS.touched = slot_offset(type, s_touched);
-    /* compared only, never dereferenced: (class, version tag) names one class for good */
-    SUM_SLOTS.type = (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? type : NULL;
-    SUM_SLOTS.version = type->tp_version_tag;
-    return SUM_SLOTS.value >= 0 && SUM_SLOTS.touched >= 0;
-}
-
 /* `series.value += n` and `series.touched = True` (SumSeries.add without its frame). */
 static int
 sum_add(PyObject *series, PyObject *n)
 {
-    if (sum_slots(Py_TYPE(series))) {
-        PyObject **value = (PyObject **)((char *)series + SUM_SLOTS.value);
-        PyObject **touched = (PyObject **)((char *)series + SUM_SLOTS.touched);
-        if (*value != NULL) {
-            PyObject *sum = PyNumber_Add(*value, n);
-            if (sum == NULL)
-                return -1;
-            Py_SETREF(*value, sum);
-            Py_XSETREF(*touched, Py_NewRef(Py_True));
-            return 0;
-        }
+    PyObject **field = slot_of(series, s_value, &SLOTS[SL_value]);
+    PyObject **touched = field ? slot_of(series, s_touched, &SLOTS[SL_touched]) : NULL;
+    if (touched != NULL && *field != NULL) {
+        PyObject *sum = PyNumber_Add(*field, n);
+        if (sum == NULL)
+            return -1;
+        Py_SETREF(*field, sum);
+        Py_XSETREF(*touched, Py_NewRef(Py_True));
+        return 0;
     }
     PyObject *value = PyObject_GetAttr(series, s_value);
     PyObject *sum = value ? PyNumber_Add(value, n) : NULL;
@@ -618,7 +633,7 @@ fold_counts(PyObject *record, PyObject *bound, const Into *into)
     PyObject *counters = NULL, *key, *n;
     Py_ssize_t pos = 0;
     if (items != Py_None && PyDict_GET_SIZE(items)) {
-        counters = PyObject_GetAttr(bound, s_items);
+        counters = GET(bound, items);
         if (counters == NULL)
             return -1;
         if (!PyDict_CheckExact(counters)) {
@@ -664,7 +679,7 @@ fold_counts(PyObject *record, PyObject *bound, const Into *into)
         Py_DECREF(counters);
     }
     if (batch != Py_None) {
-        PyObject *series = PyObject_GetAttr(bound, s_batch);
+        PyObject *series = GET(bound, batch);
         int r = series ? queue_value(into->counted, series, batch) : -1;
         Py_XDECREF(series);
         return r < 0 ? -1 : 1;
@@ -696,7 +711,7 @@ fold_one(PyObject *record, const Into *into, Last *last)
         else if (PyUnicode_Check(outcome) && PyUnicode_Compare(outcome, S_CONFLICT) == 0)
             series = PyObject_CallMethodNoArgs(bound, s_conflicted);
         else
-            series = PyObject_GetAttr(bound, s_success);
+            series = GET(bound, success);
         if (series == NULL)
             return -1;
         r = queue_value(queued, series, PyTuple_GET_ITEM(record, 3));
@@ -842,7 +857,7 @@ record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if (!recorded)
         Py_RETURN_TRUE;
-    PyObject *counts = PyObject_GetAttr(series, s_counts);
+    PyObject *counts = GET(series, counts);
     if (counts == NULL)
         return NULL;
     if (!PyList_CheckExact(counts) || PyList_GET_SIZE(counts) != nb + 1) {
@@ -960,8 +975,8 @@ bound_for(Fast *self, PyObject *rt)
 static int
 starts_plain(PyObject *tracing, PyObject *log, long long t0)
 {
-    PyObject *active = PyObject_GetAttr(tracing, s_active);
-    PyObject *next = active == NULL ? NULL : PyObject_GetAttr(tracing, s_next_check);
+    PyObject *active = GET(tracing, active);
+    PyObject *next = active == NULL ? NULL : GET_AT(tracing, next_check, SL_tracing_next_check);
     if (next == NULL) {
         Py_XDECREF(active);
         return -1;
@@ -974,7 +989,7 @@ starts_plain(PyObject *tracing, PyObject *log, long long t0)
         return -1;
     if (traced || t0 >= next_check)
         return 0;
-    PyObject *starts = PyObject_GetAttr(log, s_starts);
+    PyObject *starts = GET(log, starts);
     if (starts == NULL)
         return -1;
     int logged = truthy(starts);

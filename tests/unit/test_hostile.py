@@ -333,6 +333,17 @@ def test_a_non_finite_gauge_value_drops_that_gauge_not_the_collection() -> None:
         assert cap.total("syncperf.dropped", {"syncperf.reason": "gauge_callback_failed"}) >= 2
 
 
+def test_a_gauge_attribute_that_cannot_be_exported_drops_that_gauge_not_the_scrape() -> None:
+    odd = [{"sync.entity": "\ud800"}, {"sync.entity": "x" * 300}, {"": "a"}, {"k": 1.5}]
+    with lenient() as (cap, registry):
+        for n, attrs in enumerate(odd):
+            cap.runtime.registry.gauge(f"test.odd{n}", "1", "", lambda a=attrs: [(a, 1)])
+        valid_push()
+        assert_exportable(cap, registry)
+        assert_valid_totals(cap, pushes=1)
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "gauge_callback_failed"}) >= 4
+
+
 def test_outbox_lag_from_a_hostile_created_at_is_dropped() -> None:
     from syncperf.outbox import Outbox
 

@@ -349,7 +349,7 @@ def test_a_worker_forked_while_the_parent_probes_runs_its_own_probe(
         if stats_timeout < 1:
             collecting.join(5)  # the parent's collection gave up; its call still runs
         try:
-            child = in_a_worker(lambda: [_depth_lines(registry) for _ in range(2)], timeout=5)
+            child = in_a_worker(lambda: [_depth_lines(registry) for _ in range(2)], timeout=30)
         finally:
             release.set()
             collecting.join(10)

@@ -439,9 +439,10 @@ def _exported(calls: list[Call]) -> list[tuple[Any, ...]]:
         found = []
         for name in ("sync.items", "sync.conflicts", "sync.batch.size", "sync.operation.duration"):
             for p in cap.points(name):
-                values = (p.value,) if hasattr(p, "value") else (p.count, p.bucket_counts)
                 if name == "sync.batch.size":
-                    values = (*values, p.sum, p.min, p.max)
+                    values = (p.count, p.bucket_counts, p.sum, p.min, p.max)
+                else:  # (a duration's buckets depend on the time it took)
+                    values = (p.value,) if hasattr(p, "value") else (p.count,)
                 found.append((name, sorted(p.attributes.items()), *values))
         return sorted(found, key=repr)
 

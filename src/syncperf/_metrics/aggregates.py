@@ -1,10 +1,9 @@
 """In-process aggregates: instruments, their pre-bound series, and the registry.
 
-The request path only ever touches a series: ``hist_series.record(v)`` is a bisect and four
-field updates, ``counter_series.add(n)`` one addition. Callers hold ``Registry.lock`` around
-a group of updates (one acquisition per sync operation), which makes every count exact under
-threads. Collection drains what accumulated since the previous drain and hands it to every
-reader (see ``_export``), so the hot path never knows who reads or at which temporality.
+Series are updated under ``Registry.lock`` (the request path queues its values, which the
+fold and ``batches`` record in groups), so every count is exact under threads. Collection
+drains what accumulated since the previous drain and hands it to every reader, so the hot
+path never knows who reads or at which temporality.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ Kind = Literal["histogram", "counter", "updowncounter", "gauge"]
 OVERFLOW: Attributes = (("otel.metric.overflow", True),)
 """Where measurements go once an instrument reaches its series limit (OTel spec)."""
 
-
 _INVALID: Attributes = (("syncperf.invalid_attributes", True),)
 """Where a measurement goes whose attributes could not be exported (never expected)."""
 
@@ -47,9 +45,12 @@ def _exportable(attributes: Attributes) -> bool:
     return True
 
 
-def freeze(attributes: dict[str, str | bool]) -> Attributes:
-    """Turn an attribute dict into the registry's hashable key."""
-    return tuple(sorted(attributes.items()))
+def freeze(attributes: dict[str, str | bool], checked: bool = False) -> Attributes:
+    """The registry's hashable key of ``attributes`` (``checked``: ValueError unless exportable)."""
+    key = tuple(sorted(attributes.items()))
+    if checked and not _exportable(key):
+        raise ValueError("an attribute that cannot be exported")
+    return key
 
 
 @functools.cache
@@ -384,8 +385,8 @@ class Registry:
                 continue
             for callback in list(instrument.callbacks):
                 try:
-                    points = [
-                        Observed(instrument, freeze(attrs), _finite(value), now)
+                    points = [  # attributes no exporter can write: the gauge, not the scrape, fails
+                        Observed(instrument, freeze(attrs, checked=True), _finite(value), now)
                         for attrs, value in callback()
                     ]
                 except Exception as error:  # a failing probe drops its gauge this time

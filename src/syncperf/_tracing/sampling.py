@@ -34,6 +34,20 @@ _INVALID = trace.INVALID_SPAN_CONTEXT
 class Tracing:
     """Resolved tracing state for one runtime."""
 
+    __slots__ = (  # the compiled path reads ``active`` and ``next_check`` straight from them
+        "_explicit",
+        "_finisher",
+        "_parent_based",
+        "_ratio",
+        "_sampler",
+        "_static",
+        "active",
+        "next_check",
+        "provider",
+        "sample_rate",
+        "tracer",
+    )
+
     def __init__(
         self,
         provider: trace.TracerProvider | None,
