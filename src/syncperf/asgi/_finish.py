@@ -80,8 +80,8 @@ def finish_operation(
         if ex.replayed:
             op.record_idempotency_hit()
         if failure is None:
-            if reason is not None and (status is None or status < 500):
-                op.set_error(reason)
+            if reason is not None and (ex.left_early or status is None or status < 500):
+                op.set_error(reason)  # gone before the response started: whatever it was
             elif status is not None:
                 apply_http_status(op, status)
         matched = framework_route(ex.scope, ex.entry_root)
@@ -163,8 +163,8 @@ def http_key(
     if failure is not None:
         etype: str | None = ex.rt.error_types(error_type(failure))
         status = 500 if status is None else status
-    elif status is not None and status >= 500:
-        etype = str(status)
+    elif status is not None and status >= 500 and not ex.left_early:  # client gone before
+        etype = str(status)  # the response started: client_disconnected, whatever it was
     else:
         etype = reason
     if ex.op is None:
