@@ -33,9 +33,14 @@ OTHER = "_other"
 
 
 class Bounded:
-    """Admits the first ``limit`` names (or an allowlist); everything else is ``overflow``."""
+    """Admits the first ``limit`` names (or an allowlist); everything else is ``overflow``.
 
-    __slots__ = ("_allow", "_limit", "_lock", "names", "overflow")
+    ``hold`` admits a name provisionally (a path entity a request brought, for that request);
+    ``settle`` confirms it, or gives its slot back once the last request holding it was
+    rejected. A name admitted any other way, or confirmed, is never given back.
+    """
+
+    __slots__ = ("_allow", "_limit", "_lock", "_held", "names", "overflow")
 
     def __init__(
         self, limit: int, allow: frozenset[str] | None = None, overflow: str = OTHER
@@ -43,6 +48,8 @@ class Bounded:
         self._limit = limit
         self._allow = allow
         self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+        """Names admitted provisionally: how many requests hold each."""
         self.names: set[str] = set()
         self.overflow = overflow
 
@@ -59,10 +66,43 @@ class Bounded:
                 return name
         return self.overflow
 
-    def release(self, name: str) -> None:
-        """Give back the slot ``name`` took (a name admitted for a request later rejected)."""
+    def hold(self, name: str) -> tuple[str, bool]:
+        """``name`` bounded, and whether the caller now holds it: admitted provisionally
+        (by the caller, or by another holder still running); the caller must ``settle`` it."""
+        if (name in self.names and name not in self._held) or self._allow is not None:
+            return self(name), False  # confirmed (never given back), or an allowlist
+        if len(self.names) >= self._limit and name not in self.names:
+            return self.overflow, False  # full: no lock needed to say "overflow"
         with self._lock:
-            self.names.discard(name)
+            held = self._held.get(name)
+            if held is not None:
+                self._held[name] = held + 1
+                return name, True
+            if name in self.names:
+                return name, False
+            if len(self.names) < self._limit and name != self.overflow:
+                self._held[name] = 1
+                self.names.add(name)
+                return name, True
+        return self.overflow, False
+
+    def settle(self, name: str, keep: bool) -> bool:
+        """End one ``hold`` of ``name``: ``keep`` confirms it for good; otherwise (the holder
+        was rejected) its slot is given back when no other holder remains, unless it was
+        confirmed meanwhile. Returns whether ``name`` is admitted for good now."""
+        with self._lock:
+            held = self._held.get(name)
+            if held is None:  # confirmed meanwhile
+                return True
+            if keep:
+                del self._held[name]
+                return True
+            if held > 1:
+                self._held[name] = held - 1
+            else:  # out of ``names`` first: ``hold`` reads both without the lock
+                self.names.discard(name)
+                del self._held[name]
+        return False
 
 
 class Guard:

@@ -406,10 +406,3 @@ def current_operation() -> SyncOperation:
     """The active sync operation, or a no-op one that records nothing."""
     op = CURRENT.get()
     return NOOP if op is None or op._ended else op
-
-
-def release_entity(op: SyncOperation, entity: str) -> None:
-    """Report ``op`` without ``entity`` and give back the slot it took in the entity bound
-    (for integrations: a rejected request cannot use up ``max_entities``)."""
-    op._rt.entities.release(entity)
-    op._entity = None

@@ -14,6 +14,9 @@ from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response, 
 from fastapi.responses import JSONResponse, StreamingResponse
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 
 import syncperf
 from syncperf._metrics.batches import FOLD_AT
@@ -837,6 +840,43 @@ async def test_a_disconnect_the_server_reports_by_raising_from_send_is_client_di
     with pytest.raises(Gone):
         await middleware(scope, _never_receive, send)
     (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["error.type"] == "client_disconnected"
+    (http,) = cap.points("http.server.request.duration")
+    assert http.attributes["error.type"] == "client_disconnected"
+    assert active_total(cap, "sync.operations.active") == 0
+
+
+async def test_a_client_gone_mid_upload_is_client_disconnected_whatever_the_app_answered(
+    syncperf_capture: Capture,
+) -> None:
+    # Starlette's request.body() raises ClientDisconnect; its ServerErrorMiddleware answers
+    # it with a 500 (that the server drops: the client is gone), then raises it again
+    cap = syncperf_capture
+
+    async def push(request: Request) -> Response:
+        return JSONResponse({"n": len(await request.body())})
+
+    app = Starlette(routes=[Route("/sync/push", push, methods=["POST"])])
+    messages = [
+        {"type": "http.request", "body": b'{"changes": [', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Any:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/sync/push",
+        "headers": [(b"content-length", b"5000")],
+        "scheme": "http",
+        "http_version": "1.1",
+    }
+    with pytest.raises(ClientDisconnect):
+        await SyncPerfMiddleware(app, routes={"/sync/push": "push"})(scope, receive, _discard)
+    (point,) = cap.points("sync.operation.duration")
+    assert point.attributes["sync.outcome"] == "error"
     assert point.attributes["error.type"] == "client_disconnected"
     (http,) = cap.points("http.server.request.duration")
     assert http.attributes["error.type"] == "client_disconnected"

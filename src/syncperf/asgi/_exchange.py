@@ -66,7 +66,7 @@ class Exchange:
     # fmt: off
     __slots__ = (
         "active", "adapter", "complete_ns", "content_length", "current", "disconnected",
-        "entry_root", "fresh_entity", "http", "left_early", "live", "metered_into", "method",
+        "entry_root", "held_entity", "http", "left_early", "live", "metered_into", "method",
         "mw", "op", "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
         "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
         "shared", "status", "t0", "template", "token",
@@ -86,7 +86,7 @@ class Exchange:
         self.template: str | None = None
         self.adapter: Adapter | None = None
         self.live = False
-        self.fresh_entity: str | None = None  # a path entity this request made known
+        self.held_entity: str | None = None  # a path entity admitted for now (``Bounded.hold``)
         self.http: HttpSeries | None = None
         self.active: SumSeries | None = None
         self.content_length = -1
@@ -188,11 +188,10 @@ class Exchange:
         op = self.op = begin(rt, operation, route.entity, kind, attributes, self.t0, current)
         if entity is not None and gate_name(entity) is None:  # client data: never raised
             rt.drop("invalid_entity", "syncperf dropped a path entity that is not a valid name")
-        elif entity is not None:  # known while the handler runs (query metrics)
-            fresh = entity not in rt.entities.names
-            op.set_entity(entity)
-            if fresh and op.entity == entity:  # admitted (not past the allow-list or bound)
-                self.fresh_entity = entity
+        elif entity is not None:  # known while the handler runs (query metrics); admitted
+            op._entity, held = rt.entities.hold(entity)  # for now: kept unless rejected
+            if held:
+                self.held_entity = entity
         if self.owner_span is not None:
             self.owner_span.set_attribute("sync.operation", operation)
         if self.adapter is not None:

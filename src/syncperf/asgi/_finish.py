@@ -19,7 +19,7 @@ from syncperf._gate import error_type, raised_at
 from syncperf._http_status import apply_http_status
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
-from syncperf._operation import SyncOperation, release_entity
+from syncperf._operation import SyncOperation
 from syncperf.asgi._http import VERSIONS, AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
 
@@ -80,21 +80,10 @@ def finish_operation(
         if ex.replayed:
             op.record_idempotency_hit()
         if failure is None:
-            if reason is not None and (status is None or status < 500):
-                op.set_error(reason)
+            if reason is not None and (ex.left_early or status is None or status < 500):
+                op.set_error(reason)  # gone before the response started: whatever it was
             elif status is not None:
                 apply_http_status(op, status)
-        fresh = ex.fresh_entity
-        if (
-            fresh is not None
-            and status is not None
-            and 400 <= status < 500
-            and not op.conflicts
-            and op.entity == fresh
-        ):
-            # A rejected request (a junk URL answered 404) gives its path entity back:
-            # junk cannot use up the max_entities bound.
-            release_entity(op, fresh)
         matched = framework_route(ex.scope, ex.entry_root)
         span = None if ex.owned else op._span  # None: sampled out, nothing to set
         if span is not None:
@@ -105,6 +94,13 @@ def finish_operation(
     except Exception as error:
         hook_failed(rt, "asgi_outcome_failed", error, failure)
     finally:  # the operation ends even when strict mode raised just above
+        held, ex.held_entity = ex.held_entity, None
+        if held is not None:  # a rejected request (a junk URL answered 404) gives its path
+            # entity back once no other request holds it (``Bounded.settle``), and is reported
+            # without it unless it was confirmed meanwhile: junk cannot use up max_entities
+            rejected = status is not None and 400 <= status < 500 and not op.conflicts
+            if not op._rt.entities.settle(held, not rejected) and op._entity == held:
+                op._entity = None
         try:
             end(op, failure, ex.complete_ns or None, t_end)
         except Exception as error:
@@ -167,8 +163,8 @@ def http_key(
     if failure is not None:
         etype: str | None = ex.rt.error_types(error_type(failure))
         status = 500 if status is None else status
-    elif status is not None and status >= 500:
-        etype = str(status)
+    elif status is not None and status >= 500 and not ex.left_early:  # client gone before
+        etype = str(status)  # the response started: client_disconnected, whatever it was
     else:
         etype = reason
     if ex.op is None:
