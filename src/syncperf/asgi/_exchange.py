@@ -31,8 +31,6 @@ from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._finish import finish
 from syncperf.asgi._http import (
-    HEADERS,
-    METHODS,
     AsgiState,
     HttpSeries,
     feed_body,
@@ -42,6 +40,7 @@ from syncperf.asgi._http import (
     record_key,
 )
 from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
+from syncperf.asgi._scope import HEADERS, METHODS, SCHEMES, other_scheme
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -98,7 +97,9 @@ class Exchange:
         self.response_chunks: list[bytes] | None = None
         method = scope.get("method") or "GET"
         self.method = method if method in METHODS else "_OTHER"
-        self.scheme = scope.get("scheme") or "http"
+        scheme = scope.get("scheme")  # a known scheme or ``_OTHER``: a proxy-fix middleware
+        # copies the client's X-Forwarded-Proto here (a type check and a set lookup)
+        self.scheme = scheme if type(scheme) is str and scheme in SCHEMES else other_scheme(scheme)
         self.entry_root = scope.get("root_path", "")
         self.current = trace.get_current_span()  # read once: ``owners`` and the span's parent
         self.owner_span, self.owned, self.metered_into = owners(

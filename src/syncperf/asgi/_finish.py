@@ -20,8 +20,9 @@ from syncperf._http_status import apply_http_status
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import SyncOperation, release_entity
-from syncperf.asgi._http import VERSIONS, AsgiState, feed_body, hook_failed
+from syncperf.asgi._http import AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
+from syncperf.asgi._scope import VERSIONS
 
 if TYPE_CHECKING:
     from syncperf.asgi._exchange import Exchange

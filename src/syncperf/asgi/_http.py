@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, MutableMapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from opentelemetry import propagate, trace
-from opentelemetry.propagators.textmap import Getter
 
 from syncperf._client_header import read as read_client_header
 from syncperf._gate import raised_at
@@ -32,11 +31,7 @@ from syncperf._operation import SyncOperation
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
 
-if TYPE_CHECKING:
-    pass
-
 __all__ = [
-    "HEADERS",
     "AsgiState",
     "HttpSeries",
     "SeenKeys",
@@ -46,11 +41,6 @@ __all__ = [
     "owners",
     "record_key",
 ]
-
-METHODS = frozenset(
-    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
-)
-VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
 
 
 class HttpSeries:
@@ -258,21 +248,6 @@ def owners(
 
 
 # --- headers and idempotency ---------------------------------------------------------------
-
-
-class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
-    """Reads propagation headers straight from the ASGI header list."""
-
-    def get(self, carrier: Iterable[tuple[bytes, bytes]], key: str) -> list[str] | None:
-        name = key.lower().encode("latin-1")
-        values = [v.decode("latin-1") for k, v in carrier if k == name]
-        return values or None
-
-    def keys(self, carrier: Iterable[tuple[bytes, bytes]]) -> list[str]:
-        return [k.decode("latin-1") for k, _ in carrier]
-
-
-HEADERS = _HeaderGetter()
 
 
 def key_hash(key: bytes) -> str:
