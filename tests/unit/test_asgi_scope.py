@@ -11,9 +11,12 @@ import asyncio
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 
+from syncperf._operation import active_operation
 from syncperf.adapters import watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+from syncperf.exceptions import MeasurementError
 from syncperf.testing import Capture, capture
 
 SECRET = "SECRET-TOKEN"
@@ -121,3 +124,38 @@ def test_a_known_or_missing_scheme_is_reported_as_asgi_defines_it(
         _call(SyncPerfMiddleware(_app, routes=ROUTES), _scope(scheme=scheme))
         (point,) = cap.points("http.server.request.duration")
         assert point.attributes["url.scheme"] == reported
+
+
+# --- strict mode ---------------------------------------------------------------------------
+
+
+async def test_strict_mode_ends_the_operation_before_raising_a_refused_query() -> None:
+    traceparent = b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with capture() as cap:  # strict
+        app = SyncPerfMiddleware(_app, routes=ROUTES)
+        sent: list[Any] = []
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = _scope(
+            path="/sync/wm",
+            query_string=b"last_pulled_at=notatime",
+            headers=[(b"traceparent", traceparent)],
+        )
+        with pytest.raises(MeasurementError):
+            await app(scope, receive, send)
+        assert not sent  # the application did not run
+        assert active_operation() is None
+        assert not trace.get_current_span().get_span_context().is_valid  # context detached
+        assert [p.value for p in cap.points("sync.operations.active")] == [0]
+        assert [p.value for p in cap.points("http.server.active_requests")] == [0]
+        (duration,) = cap.points("sync.operation.duration")
+        assert duration.attributes["sync.outcome"] == "error"
+        (http,) = cap.points("http.server.request.duration")
+        assert http.attributes["http.response.status_code"] == 500
+        (span,) = cap.spans()
+        assert f"{span.context.trace_id:032x}" == traceparent.decode()[3:35]

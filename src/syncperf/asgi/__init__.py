@@ -183,9 +183,7 @@ class SyncPerfMiddleware:
             return
         if metered:  # a middleware of an app mounted inside this one leaves them to this one
             scope[_METERED] = True
-        exchange = Exchange(self, rt, shared, scope, t0)
-        exchange.open(hit, metered)
-        await exchange.run(receive, send)
+        await Exchange(self, rt, shared, scope, t0).run(hit, metered, receive, send)
 
 
 def _check_header(option: str, value: object, accepted: str) -> None:

@@ -4,10 +4,11 @@ The middleware decides whether a request is recorded at all, then makes one ``Ex
 it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's ``receive`` and
 ``send`` and owns everything the request records, so the middleware keeps no per-request state:
 
-* ``open``: what is decided before the application runs (the request's headers, the sync
-  operation of a sync route, ``http.server.active_requests``);
-* ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
-  route with an adapter, the request body read first);
+* ``open``: what is decided before the application runs (``http.server.active_requests``,
+  the request's headers, the sync operation of a sync route);
+* ``run``: ``open``, then the application, with ``receive`` and ``send`` counting the bodies
+  (and, for a route with an adapter, the request body read first), ``finish`` whatever
+  raised (strict mode too);
 * ``finish`` (``_finish``): the operation's outcome and end, then the HTTP metrics, never
   replacing the application's exception; the active-requests gauge returns to zero.
 """
@@ -95,6 +96,7 @@ class Exchange:
         self.left_early = False  # disconnected before the response started: none was delivered
         self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
         self.response_chunks: list[bytes] | None = None
+        self.prologue_ns = 0
         method = scope.get("method") or "GET"
         self.method = method if method in METHODS else "_OTHER"
         scheme = scope.get("scheme")  # a known scheme or ``_OTHER``: a proxy-fix middleware
@@ -109,9 +111,18 @@ class Exchange:
     # --- before the application ----------------------------------------------------------
 
     def open(self, hit: tuple[CompiledRoute, str | None] | None, metered: bool) -> None:
-        """Read the headers, begin the sync operation of a sync route (``hit``), count the
-        request active (``metered``: this middleware records its HTTP metrics)."""
+        """Count the request active (``metered``: this middleware records its HTTP metrics),
+        read the headers, begin the sync operation of a sync route (``hit``)."""
         rt = self.rt
+        if metered:  # first: a failure below (strict mode) still records the request
+            metered_into = self.metered_into
+            shared = self.shared
+            http = shared.http() if metered_into is None else shared.http(metered_into)
+            method, scheme = self.method, self.scheme
+            with rt.lock:
+                active = http.active_series.get((method, scheme)) or http.active_for(method, scheme)
+                active.add(1)
+            self.active, self.http = active, http
         headers = self.scope.get("headers") or ()
         traced = hit is not None and not self.owned and rt.tracing.active
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
@@ -140,15 +151,6 @@ class Exchange:
             if idem_key is not None:
                 record_key(op, idem_key, self.shared, self.mw)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
-        if metered:
-            metered_into = self.metered_into
-            shared = self.shared
-            http = self.http = shared.http() if metered_into is None else shared.http(metered_into)
-            method, scheme = self.method, self.scheme
-            with rt.lock:
-                active = http.active_series.get((method, scheme)) or http.active_for(method, scheme)
-                active.add(1)
-            self.active = active
         self.prologue_ns = _perf() - self.t0
         if self.op is not None:  # the operation began with the request (``begin``'s ``now``)
             self.op._own_ns = self.prologue_ns
@@ -211,11 +213,20 @@ class Exchange:
 
     # --- the request ---------------------------------------------------------------------
 
-    async def run(self, receive: Receive, send: Send) -> None:
-        """Run the application with the wrapped ``receive`` and ``send``, then ``finish``."""
+    async def run(
+        self,
+        hit: tuple[CompiledRoute, str | None] | None,
+        metered: bool,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """``open``, run the application with the wrapped ``receive`` and ``send``, then
+        ``finish``: even when ``open`` raised (strict mode refused a value), the operation
+        ends and the request is recorded before the exception propagates."""
         self.server_receive, self.server_send = receive, send
         failure: BaseException | None = None
         try:
+            self.open(hit, metered)
             if self.adapter is not None:
                 await self.read_request()
             await self.mw.app(self.scope, self.receive, self.send)

@@ -51,12 +51,10 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
     matched: str | None = None
     try:
         if ex.op is not None:
-            try:
-                matched = finish_operation(ex, ex.op, failure, reason, t_end)
-            finally:
-                if ex.token is not None:
-                    context_api.detach(ex.token)
+            matched = finish_operation(ex, ex.op, failure, reason, t_end)
     finally:
+        if ex.token is not None:  # attached before the operation began (even if it did not)
+            context_api.detach(ex.token)
         record_http(ex, failure, reason, matched, t_end)
 
 
