@@ -1,16 +1,19 @@
-"""What ``SyncPerfMiddleware`` reads from the ASGI scope: bounded values.
+"""What ``SyncPerfMiddleware`` reads from the ASGI scope: bounded values, never raised.
 
 A scope is the server's, and the middlewares in front of this one (a proxy-fix middleware
-copies ``X-Forwarded-Proto`` into ``scope["scheme"]``): a value outside the known set is
-``_OTHER``, never what a client sent.
+copies ``X-Forwarded-Proto`` into ``scope["scheme"]``): a value of the wrong type is dropped
+and counted, one outside the known set is ``_OTHER``, and the application always runs.
 """
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 
 from syncperf._operation import active_operation
@@ -159,3 +162,183 @@ async def test_strict_mode_ends_the_operation_before_raising_a_refused_query() -
         assert http.attributes["http.response.status_code"] == 500
         (span,) = cap.spans()
         assert f"{span.context.trace_id:032x}" == traceparent.decode()[3:35]
+
+
+# --- values of the wrong type ----------------------------------------------------------------
+
+_WRONG = {
+    "root_path None": {"root_path": None},
+    "root_path bytes": {"root_path": b"/api"},
+    "method list": {"method": ["GET"]},
+    "method bytes": {"method": b"GET"},
+    "scheme list": {"scheme": ["https"]},
+    "scheme bytes": {"scheme": b"https"},
+    "http_version list": {"http_version": ["1", "1"]},
+    "path bytes": {"path": b"/sync/pull"},
+    "path missing": {"path": None},
+    "query str": {"query_string": "live=true"},
+    "headers int": {"headers": 5},
+    "header 3-tuple": {"headers": [(b"x", b"y", b"z")]},
+    "header str value": {"headers": [(b"accept", "text/event-stream")]},
+    "header int": {"headers": [7, (b"content-length", b"0")]},
+    "idempotency key str": {"headers": [(b"idempotency-key", "k")]},
+    "sync-client str": {"headers": [(b"sync-client", "pending=1")]},
+    "traceparent str": {"headers": [(b"traceparent", "00-x")]},
+    "content-length str": {"headers": [(b"content-length", "\u00b2")]},
+}
+
+
+@pytest.mark.parametrize("strict", [False, True])
+@pytest.mark.parametrize("fields", _WRONG.values(), ids=list(_WRONG))
+def test_a_scope_value_of_the_wrong_type_is_dropped_and_the_app_runs(
+    fields: dict[str, Any], strict: bool
+) -> None:
+    with capture(strict=strict) as cap:
+        for path in ("/sync/pull", "/sync/wm"):
+            app = SyncPerfMiddleware(_app, routes=ROUTES)
+            scope = _scope(**{"path": path, **fields})
+            assert [m["type"] for m in _call(app, scope)] == [
+                "http.response.start",
+                "http.response.body",
+            ]
+        assert cap.total("http.server.request.duration") == 2
+        assert _dropped(cap, "asgi_http_metrics_failed") == 0
+        assert sum(p.value for p in cap.points("http.server.active_requests")) == 0
+        assert sum(p.value for p in cap.points("sync.operations.active")) == 0
+        for point in cap.points("http.server.request.duration"):
+            assert point.attributes["http.request.method"] in METHODS | {"_OTHER"}
+            assert point.attributes["url.scheme"] in SCHEMES
+
+
+@pytest.mark.parametrize(("params", "route"), [({"y": "1"}, "/mnt/x/{y}"), ([["y"]], None)])
+def test_path_params_of_the_wrong_type_leave_http_route_out(params: Any, route: Any) -> None:
+    async def mounted(scope: Any, receive: Any, send: Any) -> None:
+        # what Starlette's router leaves in the scope, with path_params of another type
+        scope.update(
+            root_path="/mnt",
+            path_params=params,
+            route=SimpleNamespace(path_format="/x/{y}", param_convertors={"y": None}),
+        )
+        await _app(scope, receive, send)
+
+    with capture() as cap:
+        _call(SyncPerfMiddleware(mounted), _scope(path="/mnt/x/1"))
+        (point,) = cap.points("http.server.request.duration")
+        assert point.attributes.get("http.route") == route
+        assert _dropped(cap, "asgi_http_metrics_failed") == 0
+
+
+def test_a_value_of_the_wrong_type_is_counted_and_logged_once_without_its_content(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with capture(strict=False) as cap:
+        app = SyncPerfMiddleware(_app, routes=ROUTES)
+        for _ in range(3):
+            _call(app, _scope(method=[SECRET], http_version=[SECRET]))
+        assert _dropped(cap, "asgi_invalid_scope") == 6
+        assert cap.total("http.server.request.duration") == 3
+        (point,) = cap.points("http.server.request.duration")
+        assert point.attributes["http.request.method"] == "_OTHER"
+        assert "network.protocol.version" not in point.attributes
+    logged = [r.getMessage() for r in caplog.records if "asgi_invalid_scope" in r.getMessage()]
+    assert len(logged) == 2  # once per scope key
+    assert "method" in logged[0] and "a list of length 1" in logged[0]
+    assert all(SECRET not in line for line in logged)
+
+
+# --- hostile scopes --------------------------------------------------------------------------
+
+_text = st.text(alphabet=st.characters(codec=None), max_size=20)  # lone surrogates included
+_planted = st.builds(lambda a, b: a + SECRET + b, _text, _text)
+_huge = st.sampled_from(["x", SECRET, "\ud800"]).map(lambda s: s * 20_000)
+_planted_bytes = _planted.map(lambda s: s.encode("utf-8", "surrogatepass"))
+_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(),
+    _text,
+    _planted,
+    _huge,
+    _planted_bytes,
+    st.binary(max_size=20),
+)
+_hostile = st.recursive(
+    _scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.tuples(inner, inner), st.dictionaries(_text, inner)
+    ),
+    max_leaves=6,
+)
+_names = st.sampled_from(
+    [
+        b"content-length",
+        b"idempotency-key",
+        b"sync-client",
+        b"accept",
+        b"traceparent",
+        b"tracestate",
+        b"baggage",
+        b"x-forwarded-proto",
+    ]
+)
+_header_values = st.one_of(
+    _planted_bytes,
+    st.sampled_from([b"12", b"text/event-stream", b"pending=1"]),
+    st.just(b"\xff").map(lambda b: b * 600),
+    _hostile,
+)
+_header = st.one_of(
+    st.tuples(_names, _header_values),
+    st.lists(st.one_of(_names, _header_values), min_size=0, max_size=3).map(tuple),
+    _hostile,
+)
+_headers = st.one_of(st.lists(_header, max_size=6), _hostile)
+
+
+def _field(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(valid, _hostile)
+
+
+_scopes = st.fixed_dictionaries(
+    {
+        "method": _field(st.sampled_from(["GET", "POST", "OPTIONS", "get"])),
+        "scheme": _field(st.sampled_from(["http", "https", "HTTPS"])),
+        "path": _field(st.sampled_from(["/sync/pull", "/sync/wm", "/other", "/api/sync/pull"])),
+        # the server's configuration, part of url.path: hostile, but no planted secret
+        "root_path": st.one_of(
+            st.sampled_from(["", "/api"]), _hostile.filter(lambda v: SECRET not in repr(v))
+        ),
+        "query_string": _field(st.sampled_from([b"", b"live=true", b"last_pulled_at=1"])),
+        "headers": _headers,
+        "http_version": _field(st.sampled_from(["1.1", "2"])),
+        "path_params": _hostile,
+        "route": _hostile,
+        "fastapi": _hostile,
+    },
+    optional={"client": _hostile, "server": _hostile},
+)
+
+
+_KEYS = ["method", "scheme", "path", "root_path", "query_string", "headers", "http_version"]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scopes, st.sets(st.sampled_from(_KEYS), max_size=3))
+def test_a_hostile_scope_never_raises_nor_exports_a_planted_secret(
+    fields: dict[str, Any], missing: set[str]
+) -> None:
+    scope = {"type": "http", **{k: v for k, v in fields.items() if k not in missing}}
+    with capture(strict=False) as cap:
+        sent = _call(SyncPerfMiddleware(_app, routes=ROUTES), scope)
+        assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
+        assert SECRET not in _exported(cap)
+        assert sum(p.value for p in cap.points("http.server.active_requests")) == 0
+        assert sum(p.value for p in cap.points("sync.operations.active")) == 0
+        (point,) = cap.points("http.server.response.body.size")  # live: no duration
+        assert point.attributes["http.request.method"] in METHODS | {"_OTHER"}
+        assert point.attributes["url.scheme"] in SCHEMES
+        for span in cap.spans():
+            for value in (span.attributes or {}).values():
+                if isinstance(value, str):  # bounded, and valid UTF-8 for every exporter
+                    assert len(value) <= 1024 and value.encode("utf-8")

@@ -27,6 +27,7 @@ from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._client_header import MAX_HEADER
 from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
+from syncperf._gate import text
 from syncperf._lifecycle import begin
 from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
@@ -41,7 +42,15 @@ from syncperf.asgi._http import (
     record_key,
 )
 from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
-from syncperf.asgi._scope import HEADERS, METHODS, SCHEMES, other_scheme
+from syncperf.asgi._scope import (
+    HEADERS,
+    METHODS,
+    SCHEMES,
+    other_method,
+    other_scheme,
+    valid_headers,
+    wrong_type,
+)
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -97,12 +106,18 @@ class Exchange:
         self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
         self.response_chunks: list[bytes] | None = None
         self.prologue_ns = 0
-        method = scope.get("method") or "GET"
-        self.method = method if method in METHODS else "_OTHER"
-        scheme = scope.get("scheme")  # a known scheme or ``_OTHER``: a proxy-fix middleware
-        # copies the client's X-Forwarded-Proto here (a type check and a set lookup)
-        self.scheme = scheme if type(scheme) is str and scheme in SCHEMES else other_scheme(scheme)
-        self.entry_root = scope.get("root_path", "")
+        # bounded values (``_scope``): a type check and a set lookup, the rest when bad
+        method, scheme = scope.get("method"), scope.get("scheme")
+        self.method = (
+            method if type(method) is str and method in METHODS else other_method(rt, method)
+        )
+        self.scheme = (
+            scheme if type(scheme) is str and scheme in SCHEMES else other_scheme(rt, scheme)
+        )
+        root = scope.get("root_path", "")
+        if type(root) is not str:  # None: none, as when missing
+            root = "" if root is None else wrong_type(rt, "root_path", root, "")
+        self.entry_root = root
         self.current = trace.get_current_span()  # read once: ``owners`` and the span's parent
         self.owner_span, self.owned, self.metered_into = owners(
             scope, mw._contrib is True, self.current
@@ -127,25 +142,37 @@ class Exchange:
         traced = hit is not None and not self.owned and rt.tracing.active
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
         idem_name = self.mw._idem_name
-        idem_key: bytes | None = None
-        client: list[bytes] | None = None  # Sync-Client lines (several form one list)
-        propagated = False  # only parse trace headers when there is something to continue
-        stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
-        for name, value in headers:
-            if name == b"content-length":
-                self.content_length = int(value) if value.isdigit() and len(value) <= 15 else -1
-            elif name == idem_name:
-                idem_key = value
-            elif name == CLIENT_HEADER:  # lines form one value, dropped whole past MAX_HEADER
-                if client is None:  # bytes: the lines after that are not even kept
-                    client, client_size = [value], len(value)
-                elif client_size <= MAX_HEADER:
-                    client.append(value)
-                    client_size += 1 + len(value)  # joined with a comma
-            elif name == b"accept":
-                stream = stream or EVENT_STREAM in value
-            elif name in fields:
-                propagated = True
+        while True:
+            idem_key: bytes | None = None
+            client: list[bytes] | None = None  # Sync-Client lines (several form one list)
+            propagated = False  # only parse trace headers when there is something to continue
+            stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
+            try:
+                for name, value in headers:
+                    if name == b"content-length":
+                        self.content_length = (
+                            int(value) if value.isdigit() and len(value) <= 15 else -1
+                        )
+                    elif name == idem_name:
+                        if type(value) is not bytes:
+                            raise TypeError  # the headers are read again, without it
+                        idem_key = value
+                    elif name == CLIENT_HEADER:  # lines form one value, dropped whole past
+                        if type(value) is not bytes:  # MAX_HEADER bytes: the lines after
+                            raise TypeError  # that are not even kept
+                        if client is None:
+                            client, client_size = [value], len(value)
+                        elif client_size <= MAX_HEADER:
+                            client.append(value)
+                            client_size += 1 + len(value)  # joined with a comma
+                    elif name == b"accept":
+                        stream = stream or EVENT_STREAM in value
+                    elif name in fields:
+                        propagated = True
+                break
+            except (TypeError, ValueError, AttributeError):  # not a list of pairs of bytes
+                self.content_length = -1
+                headers = valid_headers(rt, headers)  # read again: those pairs only
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
@@ -183,7 +210,7 @@ class Exchange:
             attributes = {
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,
-                "url.path": self.entry_root + template,  # never a path parameter's value
+                "url.path": text(self.entry_root + template),  # no path parameter's value
                 "http.route": template,
             }
         kind = _INTERNAL if self.owned else _SERVER

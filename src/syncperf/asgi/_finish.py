@@ -22,7 +22,7 @@ from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import SyncOperation, release_entity
 from syncperf.asgi._http import AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
-from syncperf.asgi._scope import VERSIONS
+from syncperf.asgi._scope import VERSIONS, wrong_type
 
 if TYPE_CHECKING:
     from syncperf.asgi._exchange import Exchange
@@ -173,6 +173,8 @@ def http_key(
     if ex.op is None:
         matched = framework_route(ex.scope, ex.entry_root)
     version = ex.scope.get("http_version")
+    if type(version) is not str:
+        version = None if version is None else wrong_type(ex.rt, "http_version", version, None)
     return (
         ex.method,
         ex.scheme,

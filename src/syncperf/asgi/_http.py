@@ -30,6 +30,7 @@ from syncperf._metrics.batches import NS, Batch, batches
 from syncperf._operation import SyncOperation
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
+from syncperf.asgi._scope import wrong_type
 
 __all__ = [
     "AsgiState",
@@ -359,8 +360,10 @@ def read_client(
     if client:
         read_client_header(rt, b",".join(client), op.observed())
     if adapter is not None and getattr(adapter, "query", None):
+        query = scope.get("query_string")
+        if query is not None and type(query) is not bytes:
+            query = wrong_type(rt, "query_string", query, b"")
         try:
-            query = scope.get("query_string")
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else ()
             adapter.on_query(op, {key: value for key, value in pairs if key in adapter.query})
         except Exception as error:
