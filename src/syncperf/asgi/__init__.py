@@ -37,6 +37,7 @@ from syncperf.asgi._routes import (
     live_request,
     route_path,
 )
+from syncperf.asgi._scope import wrong_type
 from syncperf.exceptions import ConfigError
 
 __all__ = [
@@ -165,7 +166,14 @@ class SyncPerfMiddleware:
         t0 = _perf()
         if self._contrib is None:
             self._contrib = contrib_in_stack(scope.get("app"))
-        hit = self._routes.match(route_path(scope)) if self._has_routes else None
+        path = scope.get("path")
+        if type(path) is not str:
+            path = wrong_type(rt, "path", path, "")
+        hit = (
+            self._routes.match(route_path(path, scope.get("root_path")))
+            if self._has_routes
+            else None
+        )
         outer = active_operation()
         if hit is not None and (
             scope.get("method") == "OPTIONS" or (outer is not None and not outer._ended)
@@ -174,7 +182,7 @@ class SyncPerfMiddleware:
         shared = rt.state(AsgiState)
         if hit is None:  # a sync route is never excluded (nor by a Host header the client chose)
             excluded = shared.excluded if self._excluded is None else self._excluded
-            if excluded and excluded.url_disabled(scope["path"]):
+            if excluded and excluded.url_disabled(path):
                 await self.app(scope, receive, send)
                 return
         metered = self._http_metrics and _METERED not in scope
@@ -183,9 +191,7 @@ class SyncPerfMiddleware:
             return
         if metered:  # a middleware of an app mounted inside this one leaves them to this one
             scope[_METERED] = True
-        exchange = Exchange(self, rt, shared, scope, t0)
-        exchange.open(hit, metered)
-        await exchange.run(receive, send)
+        await Exchange(self, rt, shared, scope, t0).run(hit, metered, receive, send)
 
 
 def _check_header(option: str, value: object, accepted: str) -> None:

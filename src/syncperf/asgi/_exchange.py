@@ -4,10 +4,11 @@ The middleware decides whether a request is recorded at all, then makes one ``Ex
 it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's ``receive`` and
 ``send`` and owns everything the request records, so the middleware keeps no per-request state:
 
-* ``open``: what is decided before the application runs (the request's headers, the sync
-  operation of a sync route, ``http.server.active_requests``);
-* ``run``: the application, with ``receive`` and ``send`` counting the bodies (and, for a
-  route with an adapter, the request body read first);
+* ``open``: what is decided before the application runs (``http.server.active_requests``,
+  the request's headers, the sync operation of a sync route);
+* ``run``: ``open``, then the application, with ``receive`` and ``send`` counting the bodies
+  (and, for a route with an adapter, the request body read first), ``finish`` whatever
+  raised (strict mode too);
 * ``finish`` (``_finish``): the operation's outcome and end, then the HTTP metrics, never
   replacing the application's exception; the active-requests gauge returns to zero.
 """
@@ -26,13 +27,12 @@ from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._client_header import MAX_HEADER
 from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
+from syncperf._gate import text
 from syncperf._lifecycle import begin
 from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._finish import finish
 from syncperf.asgi._http import (
-    HEADERS,
-    METHODS,
     AsgiState,
     HttpSeries,
     feed_body,
@@ -42,6 +42,15 @@ from syncperf.asgi._http import (
     record_key,
 )
 from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
+from syncperf.asgi._scope import (
+    HEADERS,
+    METHODS,
+    SCHEMES,
+    other_method,
+    other_scheme,
+    valid_headers,
+    wrong_type,
+)
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -96,10 +105,19 @@ class Exchange:
         self.left_early = False  # disconnected before the response started: none was delivered
         self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
         self.response_chunks: list[bytes] | None = None
-        method = scope.get("method") or "GET"
-        self.method = method if method in METHODS else "_OTHER"
-        self.scheme = scope.get("scheme") or "http"
-        self.entry_root = scope.get("root_path", "")
+        self.prologue_ns = 0
+        # bounded values (``_scope``): a type check and a set lookup, the rest when bad
+        method, scheme = scope.get("method"), scope.get("scheme")
+        self.method = (
+            method if type(method) is str and method in METHODS else other_method(rt, method)
+        )
+        self.scheme = (
+            scheme if type(scheme) is str and scheme in SCHEMES else other_scheme(rt, scheme)
+        )
+        root = scope.get("root_path", "")
+        if type(root) is not str:  # None: none, as when missing
+            root = "" if root is None else wrong_type(rt, "root_path", root, "")
+        self.entry_root = root
         self.current = trace.get_current_span()  # read once: ``owners`` and the span's parent
         self.owner_span, self.owned, self.metered_into = owners(
             scope, mw._contrib is True, self.current
@@ -108,46 +126,58 @@ class Exchange:
     # --- before the application ----------------------------------------------------------
 
     def open(self, hit: tuple[CompiledRoute, str | None] | None, metered: bool) -> None:
-        """Read the headers, begin the sync operation of a sync route (``hit``), count the
-        request active (``metered``: this middleware records its HTTP metrics)."""
+        """Count the request active (``metered``: this middleware records its HTTP metrics),
+        read the headers, begin the sync operation of a sync route (``hit``)."""
         rt = self.rt
+        if metered:  # first: a failure below (strict mode) still records the request
+            metered_into = self.metered_into
+            shared = self.shared
+            http = shared.http() if metered_into is None else shared.http(metered_into)
+            method, scheme = self.method, self.scheme
+            with rt.lock:
+                active = http.active_series.get((method, scheme)) or http.active_for(method, scheme)
+                active.add(1)
+            self.active, self.http = active, http
         headers = self.scope.get("headers") or ()
         traced = hit is not None and not self.owned and rt.tracing.active
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
         idem_name = self.mw._idem_name
-        idem_key: bytes | None = None
-        client: list[bytes] | None = None  # Sync-Client lines (several form one list)
-        propagated = False  # only parse trace headers when there is something to continue
-        stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
-        for name, value in headers:
-            if name == b"content-length":
-                self.content_length = int(value) if value.isdigit() and len(value) <= 15 else -1
-            elif name == idem_name:
-                idem_key = value
-            elif name == CLIENT_HEADER:  # lines form one value, dropped whole past MAX_HEADER
-                if client is None:  # bytes: the lines after that are not even kept
-                    client, client_size = [value], len(value)
-                elif client_size <= MAX_HEADER:
-                    client.append(value)
-                    client_size += 1 + len(value)  # joined with a comma
-            elif name == b"accept":
-                stream = stream or EVENT_STREAM in value
-            elif name in fields:
-                propagated = True
+        while True:
+            idem_key: bytes | None = None
+            client: list[bytes] | None = None  # Sync-Client lines (several form one list)
+            propagated = False  # only parse trace headers when there is something to continue
+            stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
+            try:
+                for name, value in headers:
+                    if name == b"content-length":
+                        self.content_length = (
+                            int(value) if value.isdigit() and len(value) <= 15 else -1
+                        )
+                    elif name == idem_name:
+                        if type(value) is not bytes:
+                            raise TypeError  # the headers are read again, without it
+                        idem_key = value
+                    elif name == CLIENT_HEADER:  # lines form one value, dropped whole past
+                        if type(value) is not bytes:  # MAX_HEADER bytes: the lines after
+                            raise TypeError  # that are not even kept
+                        if client is None:
+                            client, client_size = [value], len(value)
+                        elif client_size <= MAX_HEADER:
+                            client.append(value)
+                            client_size += 1 + len(value)  # joined with a comma
+                    elif name == b"accept":
+                        stream = stream or EVENT_STREAM in value
+                    elif name in fields:
+                        propagated = True
+                break
+            except (TypeError, ValueError, AttributeError):  # not a list of pairs of bytes
+                self.content_length = -1
+                headers = valid_headers(rt, headers)  # read again: those pairs only
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
                 record_key(op, idem_key, self.shared, self.mw)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
-        if metered:
-            metered_into = self.metered_into
-            shared = self.shared
-            http = self.http = shared.http() if metered_into is None else shared.http(metered_into)
-            method, scheme = self.method, self.scheme
-            with rt.lock:
-                active = http.active_series.get((method, scheme)) or http.active_for(method, scheme)
-                active.add(1)
-            self.active = active
         self.prologue_ns = _perf() - self.t0
         if self.op is not None:  # the operation began with the request (``begin``'s ``now``)
             self.op._own_ns = self.prologue_ns
@@ -180,7 +210,7 @@ class Exchange:
             attributes = {
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,
-                "url.path": self.entry_root + template,  # never a path parameter's value
+                "url.path": text(self.entry_root + template),  # no path parameter's value
                 "http.route": template,
             }
         kind = _INTERNAL if self.owned else _SERVER
@@ -209,11 +239,20 @@ class Exchange:
 
     # --- the request ---------------------------------------------------------------------
 
-    async def run(self, receive: Receive, send: Send) -> None:
-        """Run the application with the wrapped ``receive`` and ``send``, then ``finish``."""
+    async def run(
+        self,
+        hit: tuple[CompiledRoute, str | None] | None,
+        metered: bool,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """``open``, run the application with the wrapped ``receive`` and ``send``, then
+        ``finish``: even when ``open`` raised (strict mode refused a value), the operation
+        ends and the request is recorded before the exception propagates."""
         self.server_receive, self.server_send = receive, send
         failure: BaseException | None = None
         try:
+            self.open(hit, metered)
             if self.adapter is not None:
                 await self.read_request()
             await self.mw.app(self.scope, self.receive, self.send)

@@ -20,8 +20,9 @@ from syncperf._http_status import apply_http_status
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import SyncOperation
-from syncperf.asgi._http import VERSIONS, AsgiState, feed_body, hook_failed
+from syncperf.asgi._http import AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
+from syncperf.asgi._scope import VERSIONS, wrong_type
 
 if TYPE_CHECKING:
     from syncperf.asgi._exchange import Exchange
@@ -50,12 +51,10 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
     matched: str | None = None
     try:
         if ex.op is not None:
-            try:
-                matched = finish_operation(ex, ex.op, failure, reason, t_end)
-            finally:
-                if ex.token is not None:
-                    context_api.detach(ex.token)
+            matched = finish_operation(ex, ex.op, failure, reason, t_end)
     finally:
+        if ex.token is not None:  # attached before the operation began (even if it did not)
+            context_api.detach(ex.token)
         record_http(ex, failure, reason, matched, t_end)
 
 
@@ -170,6 +169,8 @@ def http_key(
     if ex.op is None:
         matched = framework_route(ex.scope, ex.entry_root)
     version = ex.scope.get("http_version")
+    if type(version) is not str:
+        version = None if version is None else wrong_type(ex.rt, "http_version", version, None)
     return (
         ex.method,
         ex.scheme,

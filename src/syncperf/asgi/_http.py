@@ -16,12 +16,11 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, MutableMapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from opentelemetry import propagate, trace
-from opentelemetry.propagators.textmap import Getter
 
 from syncperf._client_header import read as read_client_header
 from syncperf._gate import raised_at
@@ -31,12 +30,9 @@ from syncperf._metrics.batches import NS, Batch, batches
 from syncperf._operation import SyncOperation
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
-
-if TYPE_CHECKING:
-    pass
+from syncperf.asgi._scope import wrong_type
 
 __all__ = [
-    "HEADERS",
     "AsgiState",
     "HttpSeries",
     "SeenKeys",
@@ -46,11 +42,6 @@ __all__ = [
     "owners",
     "record_key",
 ]
-
-METHODS = frozenset(
-    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
-)
-VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
 
 
 class HttpSeries:
@@ -260,21 +251,6 @@ def owners(
 # --- headers and idempotency ---------------------------------------------------------------
 
 
-class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
-    """Reads propagation headers straight from the ASGI header list."""
-
-    def get(self, carrier: Iterable[tuple[bytes, bytes]], key: str) -> list[str] | None:
-        name = key.lower().encode("latin-1")
-        values = [v.decode("latin-1") for k, v in carrier if k == name]
-        return values or None
-
-    def keys(self, carrier: Iterable[tuple[bytes, bytes]]) -> list[str]:
-        return [k.decode("latin-1") for k, _ in carrier]
-
-
-HEADERS = _HeaderGetter()
-
-
 def key_hash(key: bytes) -> str:
     """A short, stable hash of an idempotency key (the key itself is never exported)."""
     return hashlib.blake2b(key, digest_size=8, person=b"syncperf-idem").hexdigest()
@@ -384,8 +360,10 @@ def read_client(
     if client:
         read_client_header(rt, b",".join(client), op.observed())
     if adapter is not None and getattr(adapter, "query", None):
+        query = scope.get("query_string")
+        if query is not None and type(query) is not bytes:
+            query = wrong_type(rt, "query_string", query, b"")
         try:
-            query = scope.get("query_string")
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True) if query else ()
             adapter.on_query(op, {key: value for key, value in pairs if key in adapter.query})
         except Exception as error:

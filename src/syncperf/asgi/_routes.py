@@ -167,11 +167,10 @@ def _compile(template: object, value: object) -> CompiledRoute:
     return CompiledRoute(template, route, entity_param, prefix, re.compile("".join(pattern)))
 
 
-def route_path(scope: MutableMapping[str, Any]) -> str:
-    """The request path relative to the application's ``root_path`` (as Starlette routes it)."""
-    path: str = scope["path"]
-    root: str = scope.get("root_path", "")
-    if not root or not path.startswith(root):
+def route_path(path: str, root: object) -> str:
+    """The request ``path`` relative to the application's ``root_path`` (as Starlette routes
+    it); a ``root`` that is not a str is none."""
+    if not root or type(root) is not str or not path.startswith(root):
         return path
     if path == root:
         return ""
@@ -211,7 +210,9 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
     if not isinstance(root, str) or not root.startswith(entry_root):
         return None
     params = scope.get("path_params")
-    if params and not set(params) <= set(getattr(route, "param_convertors", ())):
+    if params and (
+        type(params) is not dict or not set(params) <= set(getattr(route, "param_convertors", ()))
+    ):
         return None  # a mount contributed parameters: its prefix holds raw values
     prefix = root[len(entry_root) :]
     if hasattr(route, "routes") or type(route).__name__ == "Mount":
@@ -269,8 +270,9 @@ def is_live(predicate: Callable[[Any], bool] | None, scope: Any, stream: bool) -
     return predicate is not None and bool(predicate(scope))
 
 
-def live_query(query: bytes | None) -> bool:
-    """Whether a query string asks for a live request (``live=true`` or ``live=1``)."""
-    if query and b"live=" in query:
+def live_query(query: object) -> bool:
+    """Whether a query string asks for a live request (``live=true`` or ``live=1``); one
+    that is not bytes asks for nothing."""
+    if type(query) is bytes and b"live=" in query:
         return any(part in (b"live=true", b"live=1") for part in query.split(b"&"))
     return False

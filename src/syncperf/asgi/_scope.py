@@ -1,0 +1,122 @@
+"""The ASGI scope values ``SyncPerfMiddleware`` reads, bounded before anything records them.
+
+A scope is the server's, then the middlewares' in front of this one: a proxy-fix middleware
+copies ``X-Forwarded-Proto`` into ``scope["scheme"]``, whatever the client sent. So
+
+* ``http.request.method``, ``url.scheme`` and ``network.protocol.version`` take values from
+  known sets only (``_OTHER`` for another method or scheme, as the semantic conventions bound
+  the method): a client cannot plant text in an exported attribute or add series;
+* a value of the wrong type (a server's or a middleware's bug: ``root_path=None``, a header
+  that is not a pair of bytes) is dropped and counted in ``syncperf.dropped``
+  (``asgi_invalid_scope``), logged once per scope key by type and size, never raised: the
+  application still runs.
+
+The common case costs a type check and a set lookup; the rest runs only for a bad value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, TypeVar
+
+from opentelemetry.propagators.textmap import Getter
+
+from syncperf._gate import describe
+
+if TYPE_CHECKING:
+    from syncperf._runtime import Runtime
+
+__all__ = [
+    "HEADERS",
+    "METHODS",
+    "SCHEMES",
+    "VERSIONS",
+    "other_method",
+    "other_scheme",
+    "valid_headers",
+    "wrong_type",
+]
+
+METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+SCHEMES = frozenset({"http", "https", "ws", "wss"})
+"""The schemes of an ASGI HTTP or WebSocket scope (``url.scheme``); any other is ``_OTHER``."""
+VERSIONS = frozenset({"1.0", "1.1", "2", "3"})
+
+_EXPECTED = {
+    "method": "a str",
+    "scheme": "a str",
+    "path": "a str",
+    "root_path": "a str",
+    "http_version": "a str",
+    "query_string": "bytes",
+    "headers": "a list of (bytes, bytes) pairs",
+}
+_T = TypeVar("_T")
+
+
+def wrong_type(rt: Runtime, key: str, value: object, replacement: _T) -> _T:
+    """Count a scope value of the wrong type, log it once per key (by type and size, never
+    its content) and return what replaces it. Never raises, not even in strict mode: the
+    scope is not the application's to fix per request."""
+    rt.drop(
+        "asgi_invalid_scope",
+        "syncperf ignored an ASGI scope value (asgi_invalid_scope): scope[%r] is %s, expected %s",
+        key,
+        describe(value),
+        _EXPECTED.get(key, "another type"),
+        key="asgi_invalid_scope:" + key,
+    )
+    return replacement
+
+
+def other_method(rt: Runtime, value: object) -> str:
+    """``http.request.method`` of a method not in ``METHODS``: ``_OTHER`` (none: ``GET``)."""
+    if type(value) is str:
+        return "_OTHER" if value else "GET"
+    if value is None:
+        return "GET"
+    return wrong_type(rt, "method", value, "_OTHER")
+
+
+def other_scheme(rt: Runtime, value: object) -> str:
+    """``url.scheme`` of a scheme not in ``SCHEMES``: its lowercase form when that is one
+    (schemes are case-insensitive, RFC 3986), else ``_OTHER``; none: ``http`` (ASGI's
+    default)."""
+    if type(value) is str:
+        if not value:
+            return "http"
+        lower = value.lower() if len(value) <= 5 else ""
+        return lower if lower in SCHEMES else "_OTHER"
+    if value is None:
+        return "http"
+    return wrong_type(rt, "scheme", value, "_OTHER")
+
+
+def valid_headers(rt: Runtime, headers: object) -> list[tuple[bytes, bytes]]:
+    """The (name, value) pairs of bytes of a ``headers`` scope value that also holds
+    something else: the rest is dropped (counted once for the request)."""
+    kept = []
+    if type(headers) is list or type(headers) is tuple:
+        for item in headers:
+            if (type(item) is tuple or type(item) is list) and len(item) == 2:
+                name, value = item
+                if type(name) is bytes and type(value) is bytes:
+                    kept.append((name, value))
+    return wrong_type(rt, "headers", headers, kept)
+
+
+class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
+    """Reads propagation headers straight from the ASGI header list (pairs of bytes only)."""
+
+    def get(self, carrier: Iterable[tuple[bytes, bytes]], key: str) -> list[str] | None:
+        name = key.lower().encode("latin-1")
+        values = [v.decode("latin-1") for k, v in carrier if k == name and type(v) is bytes]
+        return values or None
+
+    def keys(self, carrier: Iterable[tuple[bytes, bytes]]) -> list[str]:
+        return [k.decode("latin-1") for k, _ in carrier if type(k) is bytes]
+
+
+HEADERS = _HeaderGetter()
