@@ -29,6 +29,7 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceSt
 import syncperf
 from syncperf._tracing.sampling import Tracing
 from syncperf.asgi import SyncPerfMiddleware
+from syncperf.outbox import Outbox
 from syncperf.testing import capture
 
 RULE = TraceState([("ot", "th:0")])
@@ -54,7 +55,7 @@ class ByOperation(Sampler):
         parent = trace.get_current_span(parent_context).get_span_context()
         self.asked.append((parent, trace_id, name, kind, dict(attributes or {}), links))
         attributes = attributes or {}
-        if attributes.get("sync.operation") == "push":
+        if attributes.get("sync.operation") == "push" or attributes.get("messaging.system"):
             return SamplingResult(Decision.RECORD_AND_SAMPLE, self.result_attributes, RULE)
         return SamplingResult(Decision.DROP)
 
@@ -219,6 +220,31 @@ def test_a_sampler_that_changes_nothing_leaves_a_childs_trace_state_to_it() -> N
         (span,) = cap.spans()
     assert span.get_span_context().trace_state == sdk_span.get_span_context().trace_state
     assert span.attributes["sync.operation"] == "push"
+
+
+def test_the_sampler_sees_an_outbox_spans_attributes() -> None:
+    sampler = ByOperation()
+    with capture(sampler=sampler) as cap:
+        Outbox("orders", system="kafka").enqueue(3)
+        (span,) = cap.spans()
+    (attributes,) = asked_attributes(sampler)
+    assert attributes["messaging.system"] == "kafka"
+    assert attributes["messaging.batch.message_count"] == 3
+    assert span.attributes["sampler.rule"] == "push"
+    assert span.get_span_context().trace_state == RULE
+
+
+def test_a_failing_sampler_never_fails_an_enqueue() -> None:
+    class Broken(Sampler):
+        def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+            raise RuntimeError("sampler bug")
+
+        def get_description(self) -> str:
+            return "Broken"
+
+    with capture(sampler=Broken(), strict=False) as cap:
+        Outbox("orders").enqueue()
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "span_start_failed"}) == 1
 
 
 @pytest.mark.parametrize("operation", ["push", "pull"])
