@@ -26,7 +26,7 @@ from syncperf._operation import CURRENT, SyncOperation
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._series import OperationSeries, series
-from syncperf._tracing.span import Span, attach, detach
+from syncperf._tracing.span import Span, Tracer, attach, detach
 
 __all__ = ["OperationSeries", "begin", "end", "series", "start"]
 
@@ -115,17 +115,19 @@ def _start_span(
 ) -> None:
     tracing = rt.tracing
     parent = (trace.get_current_span() if current is None else current).get_span_context()
-    trace_id = tracing.sample(bound.span_name, kind, parent)
+    if tracing.asks:
+        trace_id = tracing.ask(bound.span_name, kind, parent, bound.attrs, attributes, current)
+    else:
+        trace_id = tracing.sample(bound.span_name, kind, parent)
     if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
         rt.span_shed()
     elif trace_id:
-        span = tracing.tracer.start(  # type: ignore[union-attr]
-            bound.span_name,
-            parent,
-            kind,
-            {**bound.attrs, **attributes} if attributes else bound.attrs,
-            trace_id=trace_id,
-        )
+        name, attrs = bound.span_name, {**bound.attrs, **attributes} if attributes else bound.attrs
+        tracer: Tracer = tracing.tracer  # type: ignore[assignment]
+        if tracing.asks:  # ``ask`` returned a ``Sampled``
+            span = tracer.start_sampled(name, parent, kind, attrs, trace_id)  # type: ignore[arg-type]
+        else:
+            span = tracer.start(name, parent, kind, attrs, trace_id=trace_id)
         op._span = span
         op._token = attach(span)
         if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked

@@ -13,6 +13,7 @@ import logging
 import random
 import re
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -23,12 +24,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
 from syncperf._tracing.finisher import QueueFlusher, SpanFinisher
-from syncperf._tracing.span import Tracer
+from syncperf._tracing.span import Sampled, Tracer
 from syncperf._version import __version__
 
 _logger = logging.getLogger("syncperf")
 _RECHECK_NS = 1_000_000_000
 _INVALID = trace.INVALID_SPAN_CONTEXT
+Attrs = Mapping[str, Any]
 
 
 class Tracing:
@@ -65,6 +67,10 @@ class Tracing:
         self._static: bool | None = None
         self._ratio: int | None = None
         self._parent_based = False
+        self.asks = False
+        """Whether the sampler is asked (one of the application's, not a standard one): then
+        spans are decided by ``ask``, with their attributes, and started by
+        ``Tracer.start_sampled``."""
         self.next_check = 0
         self.resolve(time.perf_counter_ns())
 
@@ -83,6 +89,7 @@ class Tracing:
             QueueFlusher.of(provider).finishers.add(self._finisher)
         self._sampler = tracer.sampler
         self._static, self._ratio, self._parent_based = _classify(tracer.sampler)
+        self.asks = self._static is None and self._ratio is None
         self.provider = provider
         self.tracer = Tracer(tracer, InstrumentationScope("syncperf", __version__))
         self.next_check = 1 << 62
@@ -99,11 +106,11 @@ class Tracing:
         self.resolve(now)
         return self.active
 
-    def decide(self, name: str, kind: SpanKind, now: int) -> int:
-        """Whether an operation starting at ``now`` gets a span (parent: the current context);
-        the value ``sample`` returns."""
+    def decide(self, name: str, kind: SpanKind, now: int, attributes: Attrs | None = None) -> int:
+        """Whether an operation starting at ``now`` gets a span (parent: the current context;
+        ``attributes``: the span's initial ones); the value ``sample`` or ``ask`` returns."""
         if self.active or self.due(now):
-            return self.sample(name, kind)
+            return self.ask(name, kind, None, attributes) if self.asks else self.sample(name, kind)
         return 0
 
     def sample(self, name: str, kind: SpanKind, parent: SpanContext | None = None) -> int:
@@ -113,7 +120,8 @@ class Tracing:
         Returns:
             0 (false) when no span is made; otherwise the trace id the sampler decided on for a
             new root span, which ``Tracer.start(trace_id=...)`` must give it, or 1 when the
-            decision did not depend on one (the tracer draws the ids).
+            decision did not depend on one (the tracer draws the ids). For a sampler that is
+            asked (``asks``), what ``ask`` returns, decided without the span's attributes.
         """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return 0
@@ -132,14 +140,54 @@ class Tracing:
                 return 1 if parent.trace_id & _TRACE_ID_LIMIT < ratio else 0  # type: ignore[operator]
             trace_id = self.tracer.trace_id()  # type: ignore[union-attr]
             return trace_id if trace_id & _TRACE_ID_LIMIT < ratio else 0  # type: ignore[operator]
+        return self._asked(name, kind, parent, None, None, None)
+
+    def ask(
+        self,
+        name: str,
+        kind: SpanKind,
+        parent: SpanContext | None = None,
+        attributes: Attrs | None = None,
+        extra: Attrs | None = None,
+        current: trace.Span | None = None,
+    ) -> int:
+        """``sample`` for a sampler that is asked (``asks``): asked as the SDK's
+        ``Tracer.start_span`` asks it, with the parent context (``current``: the parent span
+        when it may not be the current context's), the span's initial attributes
+        (``attributes`` and ``extra``, merged here) and its links (none).
+
+        Returns:
+            0 (false) when no span is made; otherwise a ``Sampled`` for
+            ``Tracer.start_sampled``: the new root span's trace id (1 for a child) with the
+            sampler's attributes and trace state for the span.
+        """
+        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+            return 0
+        return self._asked(name, kind, parent, attributes, extra, current)
+
+    def _asked(
+        self,
+        name: str,
+        kind: SpanKind,
+        parent: SpanContext | None,
+        attributes: Attrs | None,
+        extra: Attrs | None,
+        current: trace.Span | None,
+    ) -> int:
         if parent is None:
             parent = trace.get_current_span().get_span_context()
         if parent.is_valid:
             trace_id, answer = parent.trace_id, 1
         else:  # a root: the id the span will get, drawn now for the sampler to decide on
             trace_id = answer = self.tracer.trace_id()  # type: ignore[union-attr]
-        result = self._sampler.should_sample(None, trace_id, name, kind)
-        return answer if result.decision.is_sampled() else 0
+        context = None if current is None else trace.set_span_in_context(current)
+        asked = {**(attributes or {}), **(extra or {})} or None  # the sampler's own copy
+        result = self._sampler.should_sample(context, trace_id, name, kind, asked, ())
+        if not result.decision.is_sampled():
+            return 0
+        sampled = Sampled(answer)
+        sampled.attributes, sampled.trace_state = result.attributes, result.trace_state
+        return sampled
 
 
 _PARENT_DEFAULTS = (

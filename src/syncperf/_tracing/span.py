@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags
-from opentelemetry.trace.span import DEFAULT_TRACE_STATE
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 from opentelemetry.util.types import Attributes, AttributeValue
 
 from syncperf import _gate as gate
@@ -56,6 +56,14 @@ def _encodable(attributes: Attributes) -> Attributes:
 _get_current_span = trace.get_current_span
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
+
+
+class Sampled(int):
+    """What ``Tracing.ask`` returns for a span its sampler sampled: the new root span's trace
+    id (1 for a child), carrying the ``SamplingResult``'s attributes and trace state."""
+
+    attributes: Mapping[str, Any]
+    trace_state: TraceState | None
 
 
 class Tracer:
@@ -90,9 +98,14 @@ class Tracer:
         """Start a sampled span, child of the span in ``context`` (default: the current one).
 
         ``attributes`` must already be valid attribute values: they are not checked.
-        ``trace_id``: what ``Tracing.sample`` returned (the id of a new root span).
+        ``trace_id``: what ``Tracing.sample`` (the id of a new root span) or ``Tracing.ask``
+        returned.
         """
         parent = _get_current_span(context).get_span_context()
+        if type(trace_id) is Sampled:
+            return self.start_sampled(
+                name, parent, kind, attributes, trace_id, links, start_time, context
+            )
         return self.start(name, parent, kind, attributes, links, start_time, context, trace_id)
 
     def start_rescued(
@@ -140,6 +153,33 @@ class Tracer:
         if links:
             span._links = list(links)
         # Processors are typed for the SDK's Span; they get this one's (identical) API.
+        self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
+        return span
+
+    def start_sampled(
+        self,
+        name: str,
+        parent: SpanContext,
+        kind: SpanKind,
+        attributes: Mapping[str, AttributeValue] | None,
+        sampled: Sampled,
+        links: Sequence[Link] | None = None,
+        start_time: int | None = None,
+        context: Context | None = None,
+    ) -> Span:
+        """``start`` for a span whose sampler was asked (``sampled``: what ``Tracing.ask``
+        returned). As the SDK's ``Tracer.start_span`` does, the span gets the trace state the
+        sampler returned and its attributes (added to ``attributes``, and checked as the
+        application's are)."""
+        span_id = (_getrandbits(64) or 1) if self.random_ids else self.new_span_id()
+        child = parent if parent.is_valid else None
+        trace_id = parent.trace_id if child is not None else int(sampled)
+        span_context = SpanContext(trace_id, span_id, False, _SAMPLED, sampled.trace_state)
+        span = Span(self, name, span_context, child, kind, attributes, start_time)
+        if links:
+            span._links = list(links)
+        if sampled.attributes:
+            span.set_attributes(sampled.attributes)
         self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
 

@@ -66,19 +66,19 @@ def start_span(
 ) -> Span | None:
     """The span of outbox work on ``count`` messages starting at ``t0``, or None.
 
-    As for sync operations: the provider's sampler decides (``Tracing.decide``); while
-    syncperf sheds span work the span is not made but counted; a span processor that fails
-    is counted and logged, never raised.
+    As for sync operations: the provider's sampler decides (``Tracing.decide``; a sampler
+    that is asked sees ``attributes``); while syncperf sheds span work the span is not made
+    but counted; a sampler or span processor that fails is counted and logged, never raised.
     """
-    trace_id = rt.tracing.decide(name, kind, t0)
-    if not trace_id:
-        return None
-    if rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
-        rt.span_shed()
-        return None
     if count is not None and count != 1:
         attributes = {**attributes, "messaging.batch.message_count": count}
     try:
+        trace_id = rt.tracing.decide(name, kind, t0, attributes)
+        if not trace_id:
+            return None
+        if rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+            rt.span_shed()
+            return None
         return rt.tracing.tracer.start_span(  # type: ignore[union-attr]
             name, kind=kind, attributes=attributes, trace_id=trace_id
         )
