@@ -44,6 +44,7 @@ class Tracing:
         "_sampler",
         "_static",
         "active",
+        "asks",
         "next_check",
         "provider",
         "sample_rate",
