@@ -163,6 +163,16 @@ def test_calls_from_eight_threads_are_all_counted(metrics_only: Capture) -> None
 
 
 def test_configure_inside_a_handler_loses_no_call() -> None:
+    from syncperf import _runtime
+
+    before = _runtime.installed
+    try:
+        _configure_inside_a_handler()
+    finally:  # the runtime this test put in force is not left to the tests after it
+        _runtime.replace(before)
+
+
+def _configure_inside_a_handler() -> None:
     with capture(tracer_provider=NoOpTracerProvider()) as cap:
 
         @syncperf.instrument_sync("push", entity="todo")
