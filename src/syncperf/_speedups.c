@@ -1176,11 +1176,9 @@ fast_raised(Fast *self, Op *op)
     return NULL;
 }
 
-/* An extractor phase: run(op, args, kwargs, result); its time taken as syncperf's from
- * `*since` (the clock read at its end stored there). -1 with an error set. */
+/* An extractor phase: run(op, args, kwargs, result). -1 with an error set. */
 static int
-run_phase(PyObject *run, Op *op, PyObject *args, PyObject *kwargs, PyObject *result,
-          long long *since)
+run_phase(PyObject *run, Op *op, PyObject *args, PyObject *kwargs, PyObject *result)
 {
     PyObject *kw = kwargs == Py_None ? PyDict_New() : Py_NewRef(kwargs);
     if (kw == NULL)
@@ -1191,22 +1189,23 @@ run_phase(PyObject *run, Op *op, PyObject *args, PyObject *kwargs, PyObject *res
     if (r == NULL)
         return -1;
     Py_DECREF(r);
-    return now_ns(since);
+    return 0;
 }
 
-/* The before phase, its time added to the operation's own (the clock read by start_op). */
+/* The before phase, right after start_op: syncperf's own time so far is all of it since the
+ * operation started (start_op's part included). */
 static int
 fast_before(Fast *self, Op *op, PyObject *args, PyObject *kwargs)
 {
-    long long start, own, t;
-    if (!read_ll(op->start_ns, &start) || !read_ll(op->own_ns, &own))
-        return PyErr_Occurred() ? -1 : 0; /* (not ours: left as it is) */
-    if (run_phase(self->before, op, args, kwargs, Py_None, &t) < 0)
+    long long start, t;
+    if (run_phase(self->before, op, args, kwargs, Py_None) < 0 || now_ns(&t) < 0)
         return -1;
-    PyObject *total = PyLong_FromLongLong(own + t - (start + own));
-    if (total == NULL)
+    if (op->start_ns == NULL || !PyLong_CheckExact(op->start_ns) || !read_ll(op->start_ns, &start))
+        return PyErr_Occurred() ? -1 : 0; /* changed by the phase: its time goes unmeasured */
+    PyObject *own = PyLong_FromLongLong(t - start);
+    if (own == NULL)
         return -1;
-    Py_SETREF(op->own_ns, total);
+    Py_SETREF(op->own_ns, own);
     return 0;
 }
 
@@ -1214,8 +1213,8 @@ fast_before(Fast *self, Op *op, PyObject *args, PyObject *kwargs)
 static int
 fast_after(Fast *self, Op *op, PyObject *args, PyObject *kwargs, PyObject *result)
 {
-    long long t, done;
-    if (now_ns(&t) < 0 || run_phase(self->after, op, args, kwargs, result, &done) < 0)
+    long long t;
+    if (now_ns(&t) < 0 || run_phase(self->after, op, args, kwargs, result) < 0)
         return -1;
     PyObject *resumed = PyLong_FromLongLong(t);
     if (resumed == NULL)
