@@ -211,13 +211,7 @@ def test_a_sampler_that_changes_nothing_leaves_a_childs_trace_state_to_it() -> N
     context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
     sdk_span = TracerProvider(sampler=Plain()).get_tracer("app").start_span("x", context)
     with capture(sampler=Plain()) as cap:
-        token = context_api.attach(context)
-        try:
-            with syncperf.sync_operation("push"):
-                pass
-        finally:
-            context_api.detach(token)
-        (span,) = cap.spans()
+        span = _push_under(context, cap)
     assert span.get_span_context().trace_state == sdk_span.get_span_context().trace_state
     assert span.attributes["sync.operation"] == "push"
 
@@ -269,12 +263,18 @@ def test_the_standard_samplers_are_still_decided_in_front_of_the_sdk(sampler: Sa
     parent = SpanContext(1 << 64, 0x123, True, TraceFlags(1), state)
     context = trace.set_span_in_context(trace.NonRecordingSpan(parent))
     with capture(sampler=sampler) as cap:
-        token = context_api.attach(context)
-        try:
-            with syncperf.sync_operation("push"):
-                pass
-        finally:
-            context_api.detach(token)
-        (span,) = cap.spans()
+        span = _push_under(context, cap)
     assert span.get_span_context().trace_state == state
     assert "sampler.rule" not in span.attributes
+
+
+def _push_under(context: Any, cap: Any) -> Any:
+    """The one span of a push made with ``context`` attached."""
+    token = context_api.attach(context)
+    try:
+        with syncperf.sync_operation("push"):
+            pass
+    finally:
+        context_api.detach(token)
+    (span,) = cap.spans()
+    return span
