@@ -186,12 +186,17 @@ def test_a_bad_member_or_header_is_dropped_and_counted_even_in_strict_mode(
 
 
 def test_a_hostile_header_costs_bounded_time() -> None:
+    # The best of five parses per value: a loaded machine preempts one call for tens of
+    # milliseconds now and then, while a catastrophic (backtracking) parse is slow every time.
     worst = 0.0
     for body in ("(" + " 1" * 250, "1;" + "b;" * 250, "x" * 500 + '"', '"' + "x" * 500):
         value = ("a=" + body)[:MAX_HEADER]
-        t = time.perf_counter()
-        parse(value)
-        worst = max(worst, time.perf_counter() - t)
+        best = float("inf")
+        for _ in range(5):
+            t = time.perf_counter()
+            parse(value)
+            best = min(best, time.perf_counter() - t)
+        worst = max(worst, best)
     assert worst < 0.01
 
 
