@@ -242,8 +242,10 @@ class _Sleeping(SpanExporter):
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.exported: list[Any] = []
+        self.entered = threading.Event()
 
     def export(self, spans: Any) -> SpanExportResult:
+        self.entered.set()
         time.sleep(self.seconds)
         self.exported.extend(spans)
         return SpanExportResult.SUCCESS
@@ -310,7 +312,7 @@ def test_an_operation_open_across_configure_ends_without_waiting_for_a_stalled_e
     go.set()
     thread.join(10)
     assert held and held[0] < 0.3  # the 50 ms ceiling, with room for a loaded machine
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 30
     while not sleeping.exported and time.monotonic() < deadline:  # ended behind the request
         time.sleep(0.05)
     assert [span.name for span in sleeping.exported] == ["sync push"]
@@ -319,12 +321,12 @@ def test_an_operation_open_across_configure_ends_without_waiting_for_a_stalled_e
 def test_configure_waits_at_most_the_shutdown_timeout_for_a_stalled_span_export(
     exporter: InMemorySpanExporter,
 ) -> None:
-    provider, _ = _stalled_provider(2.0)
+    provider, sleeping = _stalled_provider(2.0)
     recording = _Recording()
     syncperf.configure(tracer_provider=provider, shutdown_timeout=0.3, metric_exporters=[recording])
     with syncperf.sync_operation("pull"):
         pass
-    time.sleep(0.4)  # the finisher took that span and is stuck exporting it
+    assert sleeping.entered.wait(10)  # the finisher took that span and is stuck exporting it
     for _ in range(2):  # queued behind it
         with syncperf.sync_operation("pull"):
             pass
