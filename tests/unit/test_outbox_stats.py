@@ -310,7 +310,7 @@ def test_a_slow_callback_times_out_and_the_next_collection_fails_fast(
     assert time.monotonic() - started < 1.0
     assert probe_failures(syncperf_capture) == {"timeout": 1, "busy": 1}
     release.set()
-    deadline = time.monotonic() + 2
+    deadline = time.monotonic() + 30  # each try has 50 ms: a loaded machine misses some
     while gauge(syncperf_capture, "outbox.depth") is None and time.monotonic() < deadline:
         time.sleep(0.01)
     assert gauge(syncperf_capture, "outbox.depth") == 1
