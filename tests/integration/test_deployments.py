@@ -273,8 +273,10 @@ def test_every_scrape_of_any_worker_shows_the_whole_groups_totals(
             pids |= push_all(base, 4)
             sent += 4
         assert len(pids) == 2, "one worker took every connection"
-        time.sleep(1.5)  # every worker has written its totals since (INTERVAL = 1 s)
         count = "sync_operation_duration_seconds_count"
+        total = lambda: scrape_total(base + "/metrics/", count, sync_operation="push")  # noqa: E731
+        # every worker writes its totals every second (later on a loaded machine)
+        assert eventually(total, sent) == sent
         scrapes = [scrape_total(base + "/metrics/", count, sync_operation="push") for _ in range(8)]
         assert scrapes == [sent] * 8
         with running_prometheus(tmp_path, [f"127.0.0.1:{port}"], metrics_path="/metrics/") as prom:
@@ -338,8 +340,9 @@ def test_workers_recycled_by_max_requests_or_stopped_by_sigterm_keep_every_count
     with serving(command, port, tmp_path / "server.log", **env) as client:
         base = str(client.base_url)
         push_all(base, 60, resend_dropped=True)  # several recycles, each right after a push
-        time.sleep(1.5)  # the workers alive now have written their totals since
-        assert scrape_total(base + "/metrics/", count, sync_operation="push") == 60
+        # the workers alive now write their totals every second (later on a loaded machine)
+        total = lambda: scrape_total(base + "/metrics/", count, sync_operation="push")  # noqa: E731
+        assert eventually(total, 60) == 60
         push_all(base, 7, resend_dropped=True)  # then SIGTERM within the second
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
