@@ -339,9 +339,9 @@ async def test_many_header_lines_cost_linear_time_and_count_one_drop(
     from syncperf.asgi import SyncPerfMiddleware
 
     middleware = SyncPerfMiddleware(_echo, routes={"/sync/{entity}/pull": "pull"})
-    started = time.perf_counter()
+    started = time.thread_time()  # CPU time: a loaded machine's preemptions are not the cost
     await middleware(scope, receive, send)
-    assert time.perf_counter() - started < 0.5  # quadratic: seconds
+    assert time.thread_time() - started < 0.5  # quadratic: seconds
     assert messages[0]["status"] == 200
     reason = {"syncperf.reason": "invalid_client_header"}
     assert syncperf_capture.total("syncperf.dropped", reason) == 1  # one value, too long
