@@ -49,7 +49,7 @@ rescue), entity change, other entities' items or client details (returns -1); fo
 it changes nothing and returns the end time it read, for this ``end`` to use. None without
 it."""
 if speedups is not None:
-    speedups.setup(CURRENT, globals(), fold_now, FOLD_AT, MAX_QUEUED)  # ``_perf``: its clock
+    speedups.setup(globals(), fold_now, FOLD_AT, MAX_QUEUED)  # ``_perf``: its clock
     _end_plain = speedups.end_plain
 
 

@@ -406,3 +406,10 @@ def current_operation() -> SyncOperation:
     """The active sync operation, or a no-op one that records nothing."""
     op = CURRENT.get()
     return NOOP if op is None or op._ended else op
+
+
+if speedups is not None:  # the compiled twins take the common case; these, every other
+    python_record_items = SyncOperation.record_items
+    speedups.operations(CURRENT, NOOP, python_record_items)
+    delattr(SyncOperation, "record_items")  # ``_speedups.Operation.record_items`` shows through
+    current_operation = speedups.current_operation

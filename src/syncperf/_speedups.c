@@ -28,6 +28,9 @@ static PyObject *CURRENT;        /* the ContextVar of the current operation */
 static PyObject *PERF_NS;        /* time.perf_counter_ns */
 static PyObject *CLOCKS;         /* the namespace whose `_perf` is the clock (tests swap it) */
 static PyObject *FOLD_HOOK;      /* fold_hook(rt, wait): fold under the lock (Python) */
+static PyObject *NOOP;           /* the no-op operation current_operation() returns */
+static PyObject *ITEMS_SLOW;     /* SyncOperation.record_items in Python: every other case */
+static PyObject *S_CHANGES[3];   /* "created", "updated", "deleted" */
 static PyObject *S_ERROR, *S_CONFLICT, *S_SUCCESS;
 static Py_ssize_t FOLD_AT = 64, MAX_QUEUED = 1024;
 static int use_clock = 0;
@@ -35,7 +38,8 @@ static int use_clock = 0;
 static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflight, *s_pop, *s_log,
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
-    *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed;
+    *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed, *s_change;
+#define MAX_COUNT (1LL << 53) /* _gate.MAX_COUNT */
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
 #if LONG_MAX >= 9223372036854775807L
@@ -209,6 +213,107 @@ op_dealloc(Op *op)
     tp->tp_free((PyObject *)op);
 }
 
+/* ---- the recorder calls a handler makes most --------------------------------------------- */
+
+static int read_ll(PyObject *o, long long *out);
+
+/* ITEMS_SLOW(op, *args, **kwargs): the call as it was made, to the Python twin. */
+static PyObject *
+items_slow(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    if (ITEMS_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "syncperf._speedups.operations() was not called");
+        return NULL;
+    }
+    Py_ssize_t total = nargs + (kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames));
+    PyObject *small[8], **all = total < 8 ? small : PyMem_New(PyObject *, total + 1);
+    if (all == NULL)
+        return PyErr_NoMemory();
+    all[0] = op;
+    for (Py_ssize_t i = 0; i < total; i++)
+        all[i + 1] = args[i];
+    PyObject *r = PyObject_Vectorcall(ITEMS_SLOW, all, nargs + 1, kwnames);
+    if (all != small)
+        PyMem_Free(all);
+    return r;
+}
+
+/* SyncOperation.record_items for its common case: an exact int count of the operation's own
+ * entity, with no change type or one of the three by name; ITEMS_SLOW takes every other
+ * (and so every rejection, strict mode included). */
+static PyObject *
+op_record_items(Op *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *change = Py_None, *key = Py_None;
+    long long n, total;
+    if (nargs != 1 || !PyLong_CheckExact(args[0]))
+        goto slow;
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
+        if (name == s_change)
+            change = value;
+        else if (name != s_entity || value != Py_None)
+            goto slow;
+    }
+    if (change != Py_None) {
+        if (!PyUnicode_CheckExact(change))
+            goto slow;
+        key = NULL;
+        for (int i = 0; i < 3 && key == NULL; i++)
+            if (change == S_CHANGES[i] || PyUnicode_Compare(change, S_CHANGES[i]) == 0)
+                key = S_CHANGES[i];
+        if (key == NULL)
+            goto slow;
+    }
+    if (!read_ll(args[0], &n) || n < 0 || n >= MAX_COUNT || op->item_total == NULL ||
+        !PyLong_CheckExact(op->item_total) || !read_ll(op->item_total, &total) ||
+        total + n >= MAX_COUNT || op->items == NULL ||
+        (op->items != Py_None && !PyDict_CheckExact(op->items)))
+        goto slow;
+    PyObject *sum = PyLong_FromLongLong(total + n);
+    if (sum == NULL)
+        return NULL;
+    if (op->items == Py_None) {
+        PyObject *items = PyDict_New();
+        if (items == NULL || PyDict_SetItem(items, key, args[0]) < 0) {
+            Py_XDECREF(items);
+            Py_DECREF(sum);
+            return NULL;
+        }
+        Py_SETREF(op->items, items);
+    } else {
+        PyObject *had = PyDict_GetItemWithError(op->items, key), *now;
+        if (had == NULL && PyErr_Occurred()) {
+            Py_DECREF(sum);
+            return NULL;
+        }
+        now = had == NULL ? Py_NewRef(args[0]) : PyNumber_Add(had, args[0]);
+        if (now == NULL || PyDict_SetItem(op->items, key, now) < 0) {
+            Py_XDECREF(now);
+            Py_DECREF(sum);
+            return NULL;
+        }
+        Py_DECREF(now);
+    }
+    Py_SETREF(op->item_total, sum);
+    Py_RETURN_NONE;
+slow:
+    return items_slow((PyObject *)op, args, nargs, kwnames);
+}
+
+static PyMethodDef op_methods[] = {
+    {"record_items", (PyCFunction)(void (*)(void))op_record_items,
+     METH_FASTCALL | METH_KEYWORDS,
+     "record_items($self, n, *, entity=None, change=None)\n--\n\n"
+     "Count ``n`` items synced, optionally per entity and change type.\n\n"
+     "Args:\n"
+     "    n: Item count (an int >= 0).\n"
+     "    entity: The items' entity; defaults to the operation's entity.\n"
+     "    change: ``\"created\"``, ``\"updated\"`` or ``\"deleted\"``, or None when unknown.\n"},
+    {NULL, NULL, 0, NULL},
+};
+
 #define MEMBER(f) {"_" #f, T_OBJECT_EX, offsetof(Op, f), 0, NULL},
 static PyMemberDef op_members[] = {OP_FIELDS(MEMBER){NULL}};
 #undef MEMBER
@@ -223,6 +328,7 @@ static PyTypeObject OpType = {
     .tp_clear = (inquiry)op_clear,
     .tp_dealloc = (destructor)op_dealloc,
     .tp_members = op_members,
+    .tp_methods = op_methods,
 };
 
 /* What end reads of an operation's runtime and series, when the caller has them at hand
@@ -1361,14 +1467,55 @@ static PyTypeObject FastType = {
 
 /* ---- set-up ---------------------------------------------------------------------------- */
 
-/* setup(current, clocks, fold_hook, fold_at, max_queued): `clocks`, the namespace whose
- * `_perf` (time.perf_counter_ns unless a test swaps it) the clock is read from */
+/* current_operation(): the operation current in this context, NOOP when none or ended. */
+static PyObject *
+current_operation(PyObject *mod, PyObject *unused)
+{
+    PyObject *op;
+    if (CURRENT == NULL || NOOP == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "syncperf._speedups.operations() was not called");
+        return NULL;
+    }
+    if (PyContextVar_Get(CURRENT, NULL, &op) < 0)
+        return NULL;
+    if (op == NULL || op == Py_None) {
+        Py_XDECREF(op);
+        return Py_NewRef(NOOP);
+    }
+    PyObject *ended = PyObject_TypeCheck(op, &OpType) && ((Op *)op)->ended != NULL
+                          ? Py_NewRef(((Op *)op)->ended)
+                          : PyObject_GetAttrString(op, "_ended");
+    int done = ended == NULL ? -1 : truthy(ended);
+    Py_XDECREF(ended);
+    if (done) {
+        Py_DECREF(op);
+        return done < 0 ? NULL : Py_NewRef(NOOP);
+    }
+    return op;
+}
+
+/* operations(current, noop, record_items): bind what _operation owns: the ContextVar of the
+ * current operation, the no-op operation and the Python record_items */
+static PyObject *
+operations(PyObject *mod, PyObject *args)
+{
+    PyObject *current, *noop, *items;
+    if (!PyArg_ParseTuple(args, "O!OO:operations", &PyContextVar_Type, &current, &noop, &items))
+        return NULL;
+    Py_XSETREF(CURRENT, Py_NewRef(current));
+    Py_XSETREF(NOOP, Py_NewRef(noop));
+    Py_XSETREF(ITEMS_SLOW, Py_NewRef(items));
+    Py_RETURN_NONE;
+}
+
+/* setup(clocks, fold_hook, fold_at, max_queued): `clocks`, the namespace whose `_perf`
+ * (time.perf_counter_ns unless a test swaps it) the clock is read from */
 static PyObject *
 setup(PyObject *mod, PyObject *args)
 {
-    PyObject *current, *clocks, *hook;
+    PyObject *clocks, *hook;
     Py_ssize_t fold_at, max_queued;
-    if (!PyArg_ParseTuple(args, "OO!Onn:setup", &current, &PyDict_Type, &clocks, &hook, &fold_at,
+    if (!PyArg_ParseTuple(args, "O!Onn:setup", &PyDict_Type, &clocks, &hook, &fold_at,
                           &max_queued))
         return NULL;
     PyObject *perf = PyDict_GetItemWithError(clocks, s_perf);
@@ -1377,11 +1524,6 @@ setup(PyObject *mod, PyObject *args)
             PyErr_SetString(PyExc_TypeError, "setup: the clocks namespace has no _perf");
         return NULL;
     }
-    if (!PyContextVar_CheckExact(current)) {
-        PyErr_SetString(PyExc_TypeError, "setup: current is not a ContextVar");
-        return NULL;
-    }
-    Py_XSETREF(CURRENT, Py_NewRef(current));
     Py_XSETREF(PERF_NS, Py_NewRef(perf));
     Py_XSETREF(CLOCKS, Py_NewRef(clocks));
     Py_XSETREF(FOLD_HOOK, Py_NewRef(hook));
@@ -1406,6 +1548,10 @@ setup(PyObject *mod, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
+    {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
+    {"current_operation", current_operation, METH_NOARGS,
+     "current_operation($module, /)\n--\n\n"
+     "The active sync operation, or a no-op one that records nothing."},
     {"end_plain", (PyCFunction)(void (*)(void))end_plain, METH_FASTCALL,
      "End a plain operation (True), or leave it to the Python end (False)."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
@@ -1433,6 +1579,10 @@ PyInit__speedups(void)
     INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
         (s_fed = PyUnicode_InternFromString("_fed")) == NULL ||
+        (s_change = PyUnicode_InternFromString("change")) == NULL ||
+        (S_CHANGES[0] = PyUnicode_InternFromString("created")) == NULL ||
+        (S_CHANGES[1] = PyUnicode_InternFromString("updated")) == NULL ||
+        (S_CHANGES[2] = PyUnicode_InternFromString("deleted")) == NULL ||
         (s_perf = PyUnicode_InternFromString("_perf")) == NULL)
         return NULL;
     S_ERROR = PyUnicode_InternFromString("error");

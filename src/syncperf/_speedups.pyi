@@ -4,6 +4,9 @@ from typing import Any
 
 class Operation:
     def __init__(self, rt: Any = None, series: Any = None, start_ns: int = 0) -> None: ...
+    def record_items(
+        self, n: int, *, entity: str | None = None, change: str | None = None
+    ) -> None: ...
 
 class FastPath:
     def __init__(
@@ -25,8 +28,9 @@ class FastPath:
     ) -> None: ...
     def __call__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any: ...
 
+def operations(current: ContextVar[Any], noop: Any, record_items: Callable[..., None]) -> None: ...
+def current_operation() -> Any: ...
 def setup(
-    current: ContextVar[Any],
     clocks: dict[str, Any],
     fold_hook: Callable[[Any, bool], None],
     fold_at: int,

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.trace import NoOpTracerProvider
 
@@ -553,3 +553,87 @@ def test_the_compiled_wrapper_extracts_what_the_python_wrapper_extracts(
     finally:
         _fastpath.speedups = speedups
     assert compiled == pure
+
+
+class Named(str):
+    pass
+
+
+COUNTS = st.one_of(
+    st.integers(-2, 2**53 + 2),
+    st.sampled_from([True, 2**52, 2**53 - 1, 2**63, 1.0, float("nan"), "3", None]),
+)
+CHANGE = st.sampled_from(
+    [None, "created", "updated", "deleted", "bogus", "\ud800", Named("created"), 5, b"created"]
+)
+ITEM_CALLS = st.lists(
+    st.tuples(COUNTS, CHANGE, st.sampled_from([None, "todo", "note", "\ud800"]), st.integers(0, 3)),
+    min_size=1,
+    max_size=40,
+)
+
+
+def _items_recorded(calls: list[Any], strict: bool) -> list[Any]:
+    """What ``record_items`` answers and exports for ``calls`` made inside one operation:
+    by position, by keyword, through a ``**`` mapping, or with a name it does not take."""
+    with capture(tracer_provider=NoOpTracerProvider(), strict=strict) as cap:
+        answers: list[Any] = []
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push() -> None:
+            record = syncperf.current_operation().record_items
+            for n, change, entity, form in calls:
+                try:
+                    if form == 0:
+                        record(n, change=change, entity=entity)
+                    elif form == 1:
+                        record(n=n, change=change)
+                    elif form == 2:  # keyword names that are not interned
+                        record(n, **{"".join(["cha", "nge"]): change})
+                    else:
+                        record(n, kind=change)  # type: ignore[call-arg]
+                    answers.append(None)
+                except Exception as error:
+                    answers.append(repr(error))
+
+        push()
+        for name in ("sync.items", "syncperf.dropped", "sync.operation.duration"):
+            for p in cap.points(name):
+                value = p.value if hasattr(p, "value") else p.count
+                answers.append((name, sorted(p.attributes.items()), value))
+        return answers[: len(calls)] + sorted(answers[len(calls) :], key=repr)
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the compiled path is not built")
+@settings(max_examples=80, deadline=None)
+@given(ITEM_CALLS, st.booleans())
+@example([(2**52, None, None, 0), (2**52, "created", None, 1)], False)  # a total of 2**53
+def test_the_compiled_record_items_counts_and_drops_what_the_python_one_does(
+    calls: list[Any], strict: bool
+) -> None:
+    """Hostile counts (bools, floats, 2**53, strings), change types (str subclasses, bytes,
+    lone surrogates) and call shapes, in strict mode and not: the compiled method answers,
+    counts and drops exactly as the Python method it hands every uncommon case to."""
+    from syncperf import _operation
+
+    compiled = _items_recorded(calls, strict)
+    cls = _operation.SyncOperation
+    cls.record_items = _operation.python_record_items  # type: ignore[method-assign]
+    try:
+        pure = _items_recorded(calls, strict)
+    finally:
+        del cls.record_items
+    assert compiled == pure
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the compiled path is not built")
+def test_current_operation_is_the_no_op_outside_and_after_an_operation() -> None:
+    from syncperf._operation import NOOP
+
+    assert syncperf.current_operation() is NOOP
+    with syncperf.sync_operation("pull") as op:
+        assert syncperf.current_operation() is op
+        op._ended = True  # what a task that copied the context sees after the end
+        assert syncperf.current_operation() is NOOP
+        op._ended = False
+    assert syncperf.current_operation() is NOOP
