@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from syncperf import _runtime
+from syncperf._accel import speedups
 from syncperf._client_header import read as read_client_header
 from syncperf._gate import MAX_COUNT
 from syncperf._operation import SyncOperation
@@ -131,7 +132,10 @@ class Extractor:
 
 
 def phase(extractors: tuple[Extractor, ...]) -> Run | None:
-    """One callable running ``extractors`` in order (None when there are none)."""
+    """One callable running ``extractors`` in order (None when there are none): a compiled
+    ``_speedups.Phase`` when built, else the Python ``Run`` of each in turn."""
+    if speedups is not None and extractors:
+        return speedups.Phase(tuple(map(_step, extractors)), _failed)  # type: ignore[no-any-return]
     runs = tuple(extractor.compiled() for extractor in extractors)
     if len(runs) <= 1:
         return runs[0] if runs else None
@@ -141,6 +145,23 @@ def phase(extractors: tuple[Extractor, ...]) -> Run | None:
             run(op, args, kwargs, result)
 
     return run_all
+
+
+def _step(extractor: Extractor) -> tuple[int, Any, Apply, int, str, Any]:
+    """A ``_speedups.Phase`` step: ``(kind, fn, apply, position, name, default)``. The kind
+    names the applier whose common case runs in C (0: none); position -1 reads the result;
+    kind 4 runs the Python ``Run`` in ``fn`` (an extractor of several values)."""
+    fn, apply, args = extractor.fn, extractor.apply, extractor.args
+    kind = _KINDS.get(apply, 0)
+    if extractor.wants_result and not args:
+        return kind, fn, apply, -1, "", None
+    if not extractor.wants_result and len(args) == 1 and args[0].position is not None:
+        return kind, fn, apply, args[0].position, args[0].name, args[0].default
+    return 4, extractor.compiled(), apply, -1, "", None
+
+
+def _failed(op: SyncOperation, error: Exception) -> None:
+    guard(op).extractor_failed(error)
 
 
 def _set_entity(op: SyncOperation, value: Any) -> None:
@@ -194,6 +215,10 @@ def _add_conflicts(op: SyncOperation, value: Any) -> None:
             detail[_ANY] = detail.get(_ANY, 0) + value
     elif type(value) is not int or value:
         _add_conflicts_of(op, value)
+
+
+_KINDS: dict[Apply, int] = {_set_entity: 1, _set_batch: 2, _add_conflicts: 3}
+"""The appliers whose common case the compiled ``Phase`` runs itself."""
 
 
 def _set_idempotent(op: SyncOperation, value: Any) -> None:

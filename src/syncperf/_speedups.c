@@ -38,7 +38,8 @@ static int use_clock = 0;
 static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflight, *s_pop, *s_log,
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
-    *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed, *s_change;
+    *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed, *s_change, *s_op_series,
+    *s_operation, *ANY;
 #define MAX_COUNT (1LL << 53) /* _gate.MAX_COUNT */
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
@@ -117,7 +118,7 @@ slot_get(PyObject *obj, PyObject *name, Slot *slot)
 /* One cache per field name, and class where two read it. */
 enum { SL_entity, SL_on, SL_slow_ns, SL_next_check, SL_success, SL_overhead, SL_items, SL_batch,
        SL_starts, SL_counts, SL_value, SL_touched, SL_active,
-       SL_tracing_next_check, SL_N };
+       SL_tracing_next_check, SL_op_series, SL_operation, SL_found_entity, SL_N };
 static Slot SLOTS[SL_N];
 #define GET_AT(obj, name, at) slot_get((obj), s_##name, &SLOTS[at])
 #define GET(obj, name) GET_AT(obj, name, SL_##name)
@@ -1016,6 +1017,278 @@ record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_TRUE;
 }
 
+/* ---- error handling ------------------------------------------------------------------- */
+
+/* handler(op, exc) for the exception being raised. 0: it is cleared (`consume`); -1: it is
+ * raised again; -2: the handler raised (strict mode), with the exception as its context. */
+static int
+on_error(PyObject *handler, PyObject *op, int consume)
+{
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyErr_NormalizeException(&et, &ev, &tb);
+    if (tb != NULL)
+        PyException_SetTraceback(ev, tb);
+    PyObject *r = PyObject_CallFunctionObjArgs(handler, op, ev, NULL);
+    if (r == NULL) {
+        PyObject *et2, *ev2, *tb2;
+        PyErr_Fetch(&et2, &ev2, &tb2);
+        PyErr_NormalizeException(&et2, &ev2, &tb2);
+        if (ev2 != ev)
+            PyException_SetContext(ev2, ev); /* steals ev */
+        else
+            Py_XDECREF(ev);
+        Py_XDECREF(et);
+        Py_XDECREF(tb);
+        PyErr_Restore(et2, ev2, tb2);
+        return -2;
+    }
+    Py_DECREF(r);
+    if (!consume) {
+        PyErr_Restore(et, ev, tb);
+        return -1;
+    }
+    Py_XDECREF(et);
+    Py_XDECREF(ev);
+    Py_XDECREF(tb);
+    return 0;
+}
+
+/* ---- Phase: extractors run in C --------------------------------------------------------- */
+
+/* What a step does with its extractor's value: give it to `apply`, or the common case of one
+ * of _extractors' appliers in C (each hands every other value to its Python twin). */
+enum { APPLY, ENTITY, BATCH, CONFLICTS, RUN };
+
+typedef struct {
+    int kind;
+    PyObject *fn, *apply, *name, *dflt; /* borrowed from the steps tuple */
+    Py_ssize_t position;                /* -1: the result */
+} Step;
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *steps, *failed; /* failed(op, error): an extractor or its applier raised */
+    Py_ssize_t n;
+    Step *step;
+} Phase;
+
+/* _set_entity: a name the operation's series table has already (1: done, 0: to Python). */
+static int
+set_entity(Op *op, PyObject *value)
+{
+    if (value == Py_None || (op->entity != NULL && op->entity != Py_None))
+        return 1; /* fills in, never replaces */
+    if (op->entity == NULL || !PyUnicode_CheckExact(value) || op->rt == NULL ||
+        op->series == NULL)
+        return 0;
+    PyObject *table = GET(op->rt, op_series), *name = NULL, *key = NULL, *found = NULL;
+    if (table != NULL && PyDict_CheckExact(table))
+        name = GET(op->series, operation);
+    if (name != NULL)
+        key = PyTuple_Pack(2, name, value);
+    if (key != NULL)
+        found = Py_XNewRef(PyDict_GetItemWithError(table, key)); /* str keys run no code */
+    PyObject *entity = found == NULL ? NULL : GET_AT(found, entity, SL_found_entity);
+    Py_XDECREF(table);
+    Py_XDECREF(name);
+    Py_XDECREF(key);
+    if (entity == NULL) {
+        Py_XDECREF(found);
+        PyErr_Clear(); /* the Python twin meets it again, and answers for it */
+        return 0;
+    }
+    Py_SETREF(op->entity, entity);
+    Py_SETREF(op->series, found);
+    return 1;
+}
+
+/* _set_batch and _add_conflicts for an exact int count. */
+static int
+add_count(int kind, Op *op, PyObject *value)
+{
+    long long n, had;
+    if (!PyLong_CheckExact(value) || !read_ll(value, &n) || n < 0 || n >= MAX_COUNT)
+        return 0;
+    if (kind == BATCH) {
+        Py_XSETREF(op->batch, Py_NewRef(value));
+        return 1;
+    }
+    if (n == 0)
+        return 1;
+    PyObject *detail = op->conflict_detail;
+    if (op->conflicts == NULL || !PyLong_CheckExact(op->conflicts) ||
+        !read_ll(op->conflicts, &had) || had + n >= MAX_COUNT || detail == NULL ||
+        (detail != Py_None && !PyDict_CheckExact(detail)))
+        return 0;
+    PyObject *total = PyLong_FromLongLong(had + n), *was, *now;
+    if (total == NULL)
+        return -1;
+    if (detail == Py_None) {
+        detail = PyDict_New();
+        if (detail == NULL || PyDict_SetItem(detail, ANY, value) < 0)
+            goto fail;
+        Py_SETREF(op->conflict_detail, detail);
+    } else {
+        was = PyDict_GetItemWithError(detail, ANY);
+        now = was != NULL ? PyNumber_Add(was, value) : PyErr_Occurred() ? NULL : Py_NewRef(value);
+        if (now == NULL || PyDict_SetItem(detail, ANY, now) < 0) {
+            Py_XDECREF(now);
+            Py_DECREF(total);
+            return -1;
+        }
+        Py_DECREF(now);
+    }
+    Py_SETREF(op->conflicts, total);
+    return 1;
+fail:
+    Py_XDECREF(detail);
+    Py_DECREF(total);
+    return -1;
+}
+
+/* One extractor: apply(op, fn(value)), its failure counted through `failed`. -1: an error
+ * to raise (a BaseException, or the failure in strict mode). */
+static int
+run_step(Phase *p, const Step *s, PyObject *op, PyObject *args, PyObject *kwargs,
+         PyObject *result)
+{
+    PyObject *value = result;
+    if (s->position >= 0) {
+        if (s->position < PyTuple_GET_SIZE(args))
+            value = PyTuple_GET_ITEM(args, s->position);
+        else if (kwargs == Py_None || (value = PyDict_GetItemWithError(kwargs, s->name)) == NULL)
+            value = PyErr_Occurred() ? NULL : s->dflt;
+    }
+    PyObject *v = value == NULL ? NULL : PyObject_CallOneArg(s->fn, value), *r = NULL;
+    int done = 0;
+    if (v != NULL && s->kind != APPLY && PyObject_TypeCheck(op, &OpType))
+        done = s->kind == ENTITY ? set_entity((Op *)op, v) : add_count(s->kind, (Op *)op, v);
+    if (done == 0 && v != NULL)
+        r = PyObject_CallFunctionObjArgs(s->apply, op, v, NULL);
+    Py_XDECREF(v);
+    if (done == 1 || r != NULL) {
+        Py_XDECREF(r);
+        return 0;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    return on_error(p->failed, op, 1) < 0 ? -1 : 0;
+}
+
+/* Every step in order; -1 with an error set. */
+static int
+run_steps(Phase *p, PyObject *op, PyObject *args, PyObject *kwargs, PyObject *result)
+{
+    if (!PyTuple_Check(args) || (kwargs != Py_None && !PyDict_Check(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "Phase: args is a tuple, kwargs a dict or None");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        const Step *s = &p->step[i];
+        if (s->kind == RUN) { /* a Python Run: it counts its own failures */
+            PyObject *argv[4] = {op, args, kwargs, result};
+            PyObject *r = PyObject_Vectorcall(s->fn, argv, 4, NULL);
+            if (r == NULL)
+                return -1;
+            Py_DECREF(r);
+        } else if (run_step(p, s, op, args, kwargs, result) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+phase_call(Phase *p, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    if (PyVectorcall_NARGS(nargsf) != 4 || kwnames != NULL) {
+        PyErr_SetString(PyExc_TypeError, "Phase(op, args, kwargs, result)");
+        return NULL;
+    }
+    if (run_steps(p, args[0], args[1], args[2], args[3]) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Phase(steps, failed): `steps`, a tuple of (kind, fn, apply, position, name, default). */
+static PyObject *
+phase_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *steps, *failed;
+    if (!PyArg_ParseTuple(args, "O!O:Phase", &PyTuple_Type, &steps, &failed))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(steps);
+    Step *step = PyMem_New(Step, n ? n : 1);
+    if (step == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyTuple_GET_ITEM(steps, i);
+        Step *s = &step[i];
+        if (!PyTuple_Check(t) ||
+            !PyArg_ParseTuple(t, "iOOnOO:Phase step", &s->kind, &s->fn, &s->apply, &s->position,
+                              &s->name, &s->dflt) ||
+            s->kind < APPLY || s->kind > RUN || s->position < -1) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_ValueError, "Phase: a step is not (kind, fn, apply, "
+                                                  "position, name, default)");
+            PyMem_Free(step);
+            return NULL;
+        }
+    }
+    Phase *p = (Phase *)type->tp_alloc(type, 0);
+    if (p == NULL) {
+        PyMem_Free(step);
+        return NULL;
+    }
+    p->vectorcall = (vectorcallfunc)phase_call;
+    p->steps = Py_NewRef(steps);
+    p->failed = Py_NewRef(failed);
+    p->n = n;
+    p->step = step;
+    return (PyObject *)p;
+}
+
+static int
+phase_traverse(Phase *p, visitproc visit, void *arg)
+{
+    Py_VISIT(p->steps);
+    Py_VISIT(p->failed);
+    return 0;
+}
+
+static int
+phase_clear(Phase *p)
+{
+    p->n = 0; /* the steps borrow from the tuple */
+    Py_CLEAR(p->steps);
+    Py_CLEAR(p->failed);
+    return 0;
+}
+
+static void
+phase_dealloc(Phase *p)
+{
+    PyObject_GC_UnTrack(p);
+    phase_clear(p);
+    PyMem_Free(p->step);
+    Py_TYPE(p)->tp_free((PyObject *)p);
+}
+
+static PyTypeObject PhaseType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "syncperf._speedups.Phase",
+    .tp_basicsize = sizeof(Phase),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "An instrument_sync extractor phase: run(op, args, kwargs, result).",
+    .tp_new = phase_new,
+    .tp_traverse = (traverseproc)phase_traverse,
+    .tp_clear = (inquiry)phase_clear,
+    .tp_dealloc = (destructor)phase_dealloc,
+    .tp_vectorcall_offset = offsetof(Phase, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 /* ---- FastPath -------------------------------------------------------------------------- */
 
 typedef struct {
@@ -1255,30 +1528,9 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
 static PyObject *
 fast_raised(Fast *self, Op *op)
 {
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
-    PyErr_NormalizeException(&et, &ev, &tb);
-    if (tb != NULL)
-        PyException_SetTraceback(ev, tb);
-    PyObject *r = PyObject_CallFunctionObjArgs(self->raised, (PyObject *)op, ev, NULL);
-    if (r == NULL) /* e.g. at the recursion limit: never left current */
-        abandon(op);
+    if (on_error(self->raised, (PyObject *)op, 0) == -2) /* e.g. at the recursion limit */
+        abandon(op);                                       /* never left current */
     Py_DECREF(op);
-    if (r == NULL) { /* strict mode: syncperf's error, the handler's as its context */
-        PyObject *et2, *ev2, *tb2;
-        PyErr_Fetch(&et2, &ev2, &tb2);
-        PyErr_NormalizeException(&et2, &ev2, &tb2);
-        if (ev2 != ev)
-            PyException_SetContext(ev2, ev); /* steals ev */
-        else
-            Py_XDECREF(ev);
-        Py_XDECREF(et);
-        Py_XDECREF(tb);
-        PyErr_Restore(et2, ev2, tb2);
-        return NULL;
-    }
-    Py_DECREF(r);
-    PyErr_Restore(et, ev, tb);
     return NULL;
 }
 
@@ -1286,6 +1538,8 @@ fast_raised(Fast *self, Op *op)
 static int
 run_phase(PyObject *run, Op *op, PyObject *args, PyObject *kwargs, PyObject *result)
 {
+    if (Py_IS_TYPE(run, &PhaseType))
+        return run_steps((Phase *)run, (PyObject *)op, args, kwargs, result);
     PyObject *kw = kwargs == Py_None ? PyDict_New() : Py_NewRef(kwargs);
     if (kw == NULL)
         return -1;
@@ -1576,7 +1830,8 @@ PyInit__speedups(void)
     INTERN(log) INTERN(on) INTERN(slow_ns) INTERN(next_check) INTERN(end) INTERN(popleft)
     INTERN(success) INTERN(error) INTERN(conflicted) INTERN(overhead) INTERN(installed)
     INTERN(tracing) INTERN(active) INTERN(starts) INTERN(counts) INTERN(sum) INTERN(min)
-    INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch)
+    INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch) INTERN(op_series)
+    INTERN(operation)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
         (s_fed = PyUnicode_InternFromString("_fed")) == NULL ||
         (s_change = PyUnicode_InternFromString("change")) == NULL ||
@@ -1589,15 +1844,18 @@ PyInit__speedups(void)
     S_CONFLICT = PyUnicode_InternFromString("conflict");
     S_SUCCESS = PyUnicode_InternFromString("success");
     ZERO = PyLong_FromLong(0);
-    if (S_ERROR == NULL || S_CONFLICT == NULL || S_SUCCESS == NULL || ZERO == NULL)
+    ANY = PyTuple_Pack(2, Py_None, Py_None);
+    if (ANY == NULL || S_ERROR == NULL || S_CONFLICT == NULL || S_SUCCESS == NULL || ZERO == NULL)
         return NULL;
-    if (PyType_Ready(&OpType) < 0 || PyType_Ready(&FastType) < 0)
+    if (PyType_Ready(&OpType) < 0 || PyType_Ready(&FastType) < 0 ||
+        PyType_Ready(&PhaseType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Operation", (PyObject *)&OpType) < 0 ||
-        PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastType) < 0) {
+        PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastType) < 0 ||
+        PyModule_AddObjectRef(m, "Phase", (PyObject *)&PhaseType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -238,6 +238,28 @@ async def test_every_kind_of_extractor_raises_a_measurement_error_in_strict_mode
     assert isinstance(raised.value.__cause__, KeyError)
 
 
+@pytest.mark.parametrize("option", ["entity", "batch_size", "conflicts"])
+def test_an_interrupt_in_an_extractor_reaches_the_caller_and_ends_the_operation(
+    syncperf_capture: Capture, option: str
+) -> None:
+    """A ``KeyboardInterrupt`` is no extractor failure to count: it goes on up, unchanged."""
+
+    def interrupt(body: Any = None, result: Any = None) -> Any:
+        raise KeyboardInterrupt
+
+    extractor = (lambda result: interrupt()) if option == "conflicts" else lambda body: interrupt()
+
+    @syncperf.instrument_sync("push", **{option: extractor})
+    def push(body: dict[str, int]) -> str:
+        return "applied"
+
+    with pytest.raises(KeyboardInterrupt):
+        push({})
+    assert syncperf_capture.total("syncperf.dropped") == 0
+    assert syncperf_capture.total("sync.operations.active") == 0
+    assert duration_count(syncperf_capture, **{"sync.outcome": "error"}) == 1
+
+
 def test_an_extractors_value_strict_mode_refuses_raises_its_own_measurement_error(
     syncperf_capture: Capture,
 ) -> None:

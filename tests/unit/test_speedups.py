@@ -514,18 +514,21 @@ def _extracted(specs: list[Spec], strict: bool) -> list[Any]:
             batch_size=lambda spec: _value(spec, 1, "batch"),
             conflicts=lambda result: _value(result, 2, "result"),
             items=lambda result: result[3],
+            idempotency_hit=lambda spec, extra: extra or spec[0] == "todo",  # two values
         )
-        def push(spec: Spec) -> Spec:
+        def push(spec: Spec, extra: Any = None) -> Spec:
             _value(spec, 0, "fn")
             return spec
 
         found: list[Any] = []
-        for spec in specs:
-            try:
-                found.append(push(spec) is spec)
+        for index, spec in enumerate(specs):
+            try:  # by position and by keyword, with the default and without
+                result = push(spec) if index % 2 else push(spec=spec, extra=spec[1])
+                found.append(result is spec)
             except Exception as error:  # strict mode: the same MeasurementError both ways
                 found.append(repr(error))
-        for name in ("sync.items", "sync.conflicts", "sync.batch.size", "syncperf.dropped"):
+        names = ("sync.items", "sync.conflicts", "sync.batch.size", "sync.idempotency.hits")
+        for name in (*names, "syncperf.dropped"):
             for p in cap.points(name):
                 values = (p.value,) if hasattr(p, "value") else (p.count, p.bucket_counts, p.sum)
                 found.append((name, sorted(p.attributes.items()), *values))
@@ -545,13 +548,14 @@ def test_the_compiled_wrapper_extracts_what_the_python_wrapper_extracts(
     """The same calls through the compiled wrapper and the Python one (decorated without the
     compiled path) answer the same and export the same counts, outcomes and dropped values."""
     compiled = _extracted(specs, strict)
-    from syncperf import _fastpath
+    from syncperf import _extractors, _fastpath
 
     speedups, _fastpath.speedups = _fastpath.speedups, None
+    _extractors.speedups = None  # the Python phases (the compiled ones also run in Python's)
     try:
         pure = _extracted(specs, strict)
     finally:
-        _fastpath.speedups = speedups
+        _fastpath.speedups = _extractors.speedups = speedups
     assert compiled == pure
 
 
