@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,13 +77,37 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
 def test_ctrl_c_exits_130_without_a_traceback(argv: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never answers
+        held: list[socket.socket] = []
         if argv[0] == "compare":
             argv = [*argv, "--before", "-2h..-1h", "--after", "-1h..now", "--timeout", "60"]
             argv += ["--prometheus", f"http://127.0.0.1:{silent.getsockname()[1]}"]
-        _interrupt(argv, env, tmp_path)
+            silent.setblocking(False)
+            running = lambda pid: _accepted(silent, held)  # noqa: E731  # its first query
+        else:
+            # its measurement started its threads (Linux: one /proc entry a thread)
+            running = lambda pid: len(os.listdir(f"/proc/{pid}/task")) > 1  # noqa: E731
+        try:
+            _interrupt(argv, env, tmp_path, running)
+        finally:
+            for conn in held:
+                conn.close()
 
 
-def _interrupt(argv: list[str], env: dict[str, str], tmp_path: Path) -> None:
+def _accepted(server: socket.socket, held: list[socket.socket]) -> bool:
+    """Whether a connection came in (kept open in ``held``, never answered)."""
+    try:
+        conn, _ = server.accept()
+    except BlockingIOError:
+        return False
+    held.append(conn)
+    return True
+
+
+def _interrupt(
+    argv: list[str], env: dict[str, str], tmp_path: Path, running: Callable[[int], bool]
+) -> None:
+    """Ctrl-C once ``running(pid)`` says the command is at work (imports done: an interrupt
+    during the interpreter's start is Python's own traceback, not the command's)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "syncperf.cli", *argv],
         cwd=tmp_path,
@@ -91,9 +116,18 @@ def _interrupt(argv: list[str], env: dict[str, str], tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(3)  # imports done, the command running
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
+        while not running(process.pid):
+            assert process.poll() is None, process.communicate()[1]
+            assert time.monotonic() < deadline, "the command never got to work"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
     assert process.returncode == 130, err
     # the last line says so; before it only what ran may be logged (the benchmark's sync
     # operation the interrupt ended: "sync push todo: error (KeyboardInterrupt)"), no traceback

@@ -3,7 +3,8 @@
 A service sets up OTLP export, records operations, then forks (as gunicorn does with
 ``--preload``). The child records its own operations and never flushes by hand: its
 periodic export thread must be running again, its counts must not include the parent's,
-and it must report as its own ``service.instance.id``.
+and it must report as its own ``service.instance.id``. The child stays alive until the test
+saw what it expects from it (or gave up): no fixed time for a loaded machine to miss.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ SERVICE = textwrap.dedent(
     if pid == 0:  # the worker
         for _ in range(3):
             push()
-        time.sleep(float(sys.argv[1]))   # the periodic exporter (not us) must export
+        # the periodic exporter (not us) must export: wait for the test's go-ahead
+        deadline = time.monotonic() + 120
+        while not os.path.exists(sys.argv[1]):
+            if time.monotonic() > deadline:
+                os._exit(3)
+            time.sleep(0.05)
         os._exit(0)
     _, status = os.waitpid(pid, 0)
     syncperf.force_flush()
@@ -81,16 +87,32 @@ def test_forked_worker_exports_its_own_counts_from_a_restarted_thread(
                 "OTEL_SERVICE_NAME": "forked",
             }
         )
-        done = subprocess.run(
-            [sys.executable, str(script), "2.0"],
+        release = tmp_path / "release"  # the worker ends once this exists
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(release)],
             env=env,
             cwd=ROOT,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=60,
         )
-        assert done.returncode == 0, done.stderr[-3000:]
-        report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        try:
+            # both streams in (or a minute gone, or the service ended): then the worker may go
+            deadline = time.monotonic() + 60
+            while (
+                sorted(_counts(receiver).values()) != [3, 5]
+                and process.poll() is None
+                and time.monotonic() < deadline
+            ):
+                time.sleep(0.05)
+            release.touch()
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, stderr[-3000:]
+        report: dict[str, Any] = json.loads(stdout.strip().splitlines()[-1])
         assert report["status"] == 0
         assert receiver.wait_for(lambda: len(receiver.metric_requests) >= 2)
         counts = _counts(receiver)
