@@ -3,14 +3,17 @@ entry is never logged, and the process's variables cannot break an explicit ``en
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 from typing import Any
 
 import pytest
 
-from syncperf import ConfigError
+from syncperf import ConfigError, _runtime
 from syncperf.export import setup_otlp
+from syncperf.testing import capture
 from tests.unit.test_export_setup import _metric_exporter, clean
 
 __all__ = ["clean"]  # the fixture, used by name
@@ -139,3 +142,86 @@ def test_an_environ_given_never_sends_the_process_header_variables(
     sent = _sent_headers(protocol)
     assert "authorization" not in sent and "x-tenant" not in sent
     assert SECRET not in repr(sent)
+
+
+_PACKAGES = {  # what each protocol's exporters import: hidden, it is not installed
+    "grpc": ("opentelemetry.exporter.otlp.proto.grpc", "grpc"),
+    "http/protobuf": ("opentelemetry.exporter.otlp.proto.http",),
+}
+
+
+def _uninstalled(monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
+    """Import the protocol's exporter packages as if they were not installed (a module set
+    to None in ``sys.modules`` raises ``ModuleNotFoundError`` when imported)."""
+    hidden = _PACKAGES[protocol]
+    for name in [*sys.modules, *hidden]:
+        if any(name == h or name.startswith(h + ".") for h in hidden):
+            monkeypatch.setitem(sys.modules, name, None)
+
+
+def _names_the_package(error: ConfigError, protocol: str) -> None:
+    assert error.option == "protocol" and error.value == protocol
+    package = "grpc" if protocol == "grpc" else "http"
+    assert f"pip install opentelemetry-exporter-otlp-proto-{package}" in error.accepted
+    assert "syncperf[otlp]" in error.accepted
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("inside_capture", [False, True])
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {"OTEL_EXPORTER_OTLP_COMPRESSION": "gzip"},
+        {"OTEL_TRACES_EXPORTER": "none"},
+        {"OTEL_METRICS_EXPORTER": "none"},
+    ],
+    ids=["defaults", "compression", "metrics-only", "traces-only"],
+)
+def test_a_protocol_whose_exporter_is_not_installed_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch, protocol: str, inside_capture: bool, env: dict[str, str]
+) -> None:
+    _uninstalled(monkeypatch, protocol)
+    environ = {"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **env}
+    inside = capture() if inside_capture else contextlib.nullcontext()
+    with inside, pytest.raises(ConfigError) as info:
+        setup_otlp(environ=environ)
+    _names_the_package(info.value, protocol)
+    assert _runtime.installed is None  # nothing changed
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_only_the_protocol_in_use_needs_its_exporter(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    _uninstalled(monkeypatch, protocol)
+    other = next(p for p in PROTOCOLS if p != protocol)
+    environ = {"OTEL_EXPORTER_OTLP_PROTOCOL": other}
+    for signal in ("TRACES", "METRICS"):  # one signal's variable names the missing one
+        with pytest.raises(ConfigError) as info:
+            setup_otlp(environ={**environ, f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL": protocol})
+        _names_the_package(info.value, protocol)
+    off = {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none"}
+    for quiet in (off, {"OTEL_SDK_DISABLED": "true"}):  # nothing to export: nothing needed
+        handle = setup_otlp(environ={"OTEL_EXPORTER_OTLP_PROTOCOL": protocol, **quiet})
+        handle.shutdown()
+    handle = setup_otlp(environ=environ, shutdown_timeout=0.5)
+    assert (handle.traces_protocol, handle.metrics_protocol) == (other, other)
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_joining_the_application_providers_needs_no_exporter_package(
+    monkeypatch: pytest.MonkeyPatch, protocol: str
+) -> None:
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    _uninstalled(monkeypatch, protocol)
+    trace.set_tracer_provider(TracerProvider())
+    metrics.set_meter_provider(MeterProvider())
+    handle = setup_otlp(environ={"OTEL_EXPORTER_OTLP_PROTOCOL": protocol})
+    assert handle.joined_meter_provider is metrics.get_meter_provider()

@@ -383,14 +383,17 @@ def exporter_settings(
     the metrics'), or None for a signal off, or whose provider is the application's: the
     variables syncperf would not use are not read. One metric export request takes at most
     ``export_timeout``: the exporters take no bound per export (they ignore the reader's
-    ``timeout_millis``), so their own timeout is bounded."""
+    ``timeout_millis``), so their own timeout is bounded. An exporter syncperf builds whose
+    package is not installed is a ``ConfigError`` first (its settings import from it)."""
     traces, metrics_ = protocols
     if traces is not None and sdk_provider(trace.get_tracer_provider()) is None:
+        exporter_class(traces, "trace")
         traces_kwargs = _settings.exporter_kwargs(traces, "TRACES", env, endpoint, headers, timeout)
     else:
         traces_kwargs = None
     metrics_kwargs = None
     if metrics_ is not None and exports_metrics_itself():
+        exporter_class(metrics_, "metric")
         metrics_kwargs = _settings.exporter_kwargs(
             metrics_, "METRICS", env, endpoint, headers, timeout
         )
