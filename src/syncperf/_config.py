@@ -12,13 +12,13 @@ import dataclasses
 import math
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
+from syncperf._config_env import SYNCPERF_VARS, check_names, check_operations
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -28,13 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Config"]
 
-_TRUE = {"1", "true", "yes", "on"}
 SYNC_LOG_LEVELS: Mapping[str, int] = MappingProxyType(
     {"success": 10, "start": 20, "conflict": 20, "slow": 30, "error": 30}
 )
 """Default level of each kind of sync log record (DEBUG, INFO, INFO, WARNING, WARNING)."""
 _LEVEL_NAMES = {"CRITICAL": 50, "ERROR": 40, "WARNING": 30, "WARN": 30, "INFO": 20, "DEBUG": 10}
-_FALSE = {"0", "false", "no", "off", ""}
 MAX_SECONDS = 86400.0
 """The longest duration option (one day): the runtime turns durations into nanoseconds and
 waits on them, which a larger or infinite number would make fail on every request."""
@@ -98,7 +96,8 @@ class Config:
             starts (a token bucket holding one second's worth); the excess is dropped and
             counted (``syncperf.dropped``, reason ``sync_log_limited``).
         sync_log_starts: Operations (e.g. a long initial pull) that also log a record when
-            they start; their end is then always logged.
+            they start; their end is then always logged. Operation names as
+            ``instrument_sync`` takes them (``[a-z][a-z0-9_]{0,31}``).
         plans: Read the query plans of sync statements on engines instrumented without an
             explicit ``plans=`` (``SYNCPERF_PLANS``; docs/plans.md).
     """
@@ -156,7 +155,7 @@ class Config:
             self, "sync_log_levels", check_levels("sync_log_levels", self.sync_log_levels)
         )
         object.__setattr__(
-            self, "sync_log_starts", check_names("sync_log_starts", self.sync_log_starts)
+            self, "sync_log_starts", check_operations("sync_log_starts", self.sync_log_starts)
         )
         if self.excluded_urls is not None:
             check_patterns("excluded_urls", self.excluded_urls)
@@ -184,10 +183,12 @@ class Config:
         ``SYNCPERF_SYNC_LOG_SAMPLE_RATE``, ``SYNCPERF_SYNC_LOG_RATE_LIMIT``,
         ``SYNCPERF_SYNC_LOG_STARTS`` (comma-separated operations) and ``SYNCPERF_PLANS``.
 
-        An empty variable is the same as an unset one. The ``OTEL_*`` variables mean what the
-        OpenTelemetry specification says (``_otel_env``): an invalid one is logged and
-        ignored. An invalid ``SYNCPERF_*`` variable raises, unless ``lenient``: then it is
-        logged (without its value) and ignored alone, the other variables still apply.
+        An empty variable is the same as an unset one; an empty item in a comma-separated
+        one is not accepted (never skipped: ``,`` is not an empty allowlist). The ``OTEL_*``
+        variables mean what the OpenTelemetry specification says (``_otel_env``): an invalid
+        one is logged and ignored. An invalid ``SYNCPERF_*`` variable raises, unless
+        ``lenient``: then it is logged (without its value) and ignored alone, the other
+        variables still apply.
 
         Raises:
             ConfigError: a ``SYNCPERF_*`` variable (unless ``lenient``) or an override holds
@@ -222,7 +223,7 @@ class Config:
         )
         if found is not None:
             offer(found[0], found[1], "excluded_urls", found[1], strict=False)
-        for key, parse in _SYNCPERF_VARS.items():
+        for key, parse in SYNCPERF_VARS.items():
             var = "SYNCPERF_" + key.upper()
             if (raw := otel_env.value(env, var)) is None:
                 continue
@@ -246,63 +247,6 @@ class Config:
         return cls(**values)
 
 
-def _parse_bool(var: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(var, raw, "true or false")
-
-
-def _parse_number(var: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(var, raw, "a number") from None
-
-
-def _parse_int(var: str, raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(var, raw, "an integer") from None
-
-
-def _parse_names(var: str, raw: str) -> frozenset[str]:
-    return frozenset(n.strip() for n in raw.split(",") if n.strip())
-
-
-def _parse_levels(var: str, raw: str) -> dict[str, str | int]:
-    levels: dict[str, str | int] = {}
-    for part in raw.split(","):
-        if part.strip():
-            kind, sep, level = (text.strip() for text in part.partition("="))
-            if not sep:
-                raise ConfigError(var, raw, "comma-separated kind=LEVEL pairs, e.g. error=ERROR")
-            levels[kind] = int(level) if level.isascii() and level.isdigit() else level
-    return levels
-
-
-_SYNCPERF_VARS = {
-    "strict": _parse_bool,
-    "max_entities": _parse_int,
-    "entities": _parse_names,
-    "trace_sample_rate": _parse_number,
-    "slow_threshold": _parse_number,
-    "overhead_budget": _parse_number,
-    "shed_cooldown": _parse_number,
-    "max_series": _parse_int,
-    "shutdown_timeout": _parse_number,
-    "record_exception_messages": _parse_bool,
-    "sync_log_levels": _parse_levels,
-    "sync_log_sample_rate": _parse_number,
-    "sync_log_rate_limit": _parse_number,
-    "sync_log_starts": _parse_names,
-    "plans": _parse_bool,
-}
-
-
 def check_patterns(name: str, value: object) -> None:
     """Comma-separated regular expressions (the contrib instrumentations' format)."""
     accepted = "comma-separated regular expressions (a string)"
@@ -312,16 +256,6 @@ def check_patterns(name: str, value: object) -> None:
         re.compile("|".join(part.strip() for part in value.split(",")))
     except re.error:
         raise ConfigError(name, value, accepted) from None
-
-
-def check_names(option: str, value: object) -> frozenset[str]:
-    """An allow-list of names (e.g. entities) as a frozenset of plain strings."""
-    if isinstance(value, str) or not isinstance(value, Iterable):
-        raise ConfigError(option, value, "an iterable of entity names or None")
-    names = frozenset(gate.name(n) for n in value)
-    if None in names:
-        raise ConfigError(option, value, f"strings of 1 to {gate.MAX_NAME} printable characters")
-    return names  # type: ignore[return-value]
 
 
 def check_levels(option: str, value: object) -> Mapping[str, int]:

@@ -31,6 +31,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_NAME",
     "MAX_TEXT",
+    "OPERATION_RULE",
     "REJECT",
     "attribute",
     "check_entity",
@@ -41,6 +42,7 @@ __all__ = [
     "is_count",
     "made_name",
     "name",
+    "operation_name",
     "raised_at",
 ]
 
@@ -91,10 +93,19 @@ def made_name(value: str) -> str | None:
     return value or None
 
 
-_OPERATION_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+OPERATION_RULE = "[a-z][a-z0-9_]{0,31}"
+"""What an operation name matches, as error messages state it."""
+_OPERATION_RE = re.compile(OPERATION_RULE)
 _valid_operations: set[str] = {"pull", "push"}
 MAX_OPERATIONS = 64
 """Distinct operation names accepted per process (they are metric attributes)."""
+
+
+def operation_name(value: object) -> str | None:
+    """``value`` as an operation name (a plain ``str``), or None when no operation can be
+    named so; nothing is declared (``check_operation`` does that)."""
+    found = name(value)
+    return found if found is not None and _OPERATION_RE.fullmatch(found) else None
 
 
 def check_operation(operation: object, option: str = "operation") -> str:
@@ -106,9 +117,7 @@ def check_operation(operation: object, option: str = "operation") -> str:
         return found
     if found is None or not _OPERATION_RE.fullmatch(found):
         raise ConfigError(
-            option,
-            operation,
-            '"pull", "push" or another lowercase name matching [a-z][a-z0-9_]{0,31}',
+            option, operation, f'"pull", "push" or another lowercase name matching {OPERATION_RULE}'
         )
     if len(_valid_operations) >= MAX_OPERATIONS:
         raise ConfigError(

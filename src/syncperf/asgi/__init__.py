@@ -23,7 +23,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from syncperf._config import MAX_TTL, check_bool, check_float, check_int, check_names
+from syncperf._config import MAX_TTL, check_bool, check_float, check_int
+from syncperf._config_env import check_names
 from syncperf._gate import check_operation
 from syncperf._operation import active_operation
 from syncperf._runtime import current, flush_for_exit
