@@ -152,7 +152,7 @@ def _step(extractor: Extractor) -> tuple[int, Any, Apply, int, str, Any]:
     names the applier whose common case runs in C (0: none); position -1 reads the result;
     kind 4 runs the Python ``Run`` in ``fn`` (an extractor of several values)."""
     fn, apply, args = extractor.fn, extractor.apply, extractor.args
-    kind = _KINDS.get(apply, 0)
+    kind = next((k for known, k in _KINDS if known is apply), 0)  # no hash: any callable
     if extractor.wants_result and not args:
         return kind, fn, apply, -1, "", None
     if not extractor.wants_result and len(args) == 1 and args[0].position is not None:
@@ -217,7 +217,7 @@ def _add_conflicts(op: SyncOperation, value: Any) -> None:
         _add_conflicts_of(op, value)
 
 
-_KINDS: dict[Apply, int] = {_set_entity: 1, _set_batch: 2, _add_conflicts: 3}
+_KINDS: tuple[tuple[Apply, int], ...] = ((_set_entity, 1), (_set_batch, 2), (_add_conflicts, 3))
 """The appliers whose common case the compiled ``Phase`` runs itself."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import inspect
 import traceback
@@ -236,6 +237,34 @@ async def test_every_kind_of_extractor_raises_a_measurement_error_in_strict_mode
     with pytest.raises(MeasurementError) as raised:
         await push({})
     assert isinstance(raised.value.__cause__, KeyError)
+
+
+def test_an_adapter_whose_method_is_an_unhashable_callable_is_fed(
+    syncperf_capture: Capture,
+) -> None:
+    """Any object with the two methods is an adapter: its ``on_request`` may be a callable
+    instance that cannot be hashed (a dataclass with ``__call__``)."""
+
+    @dataclasses.dataclass
+    class Reader:
+        field: str
+
+        def __call__(self, op: Any, request: Any) -> None:
+            op.set_batch_size(len(request[self.field]))
+
+    class Adapter:
+        on_request = Reader("changes")
+
+        def on_response(self, op: Any, response: Any) -> None:
+            pass
+
+    @syncperf.instrument_sync("push", adapter=Adapter())
+    def push(body: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    push({"changes": [1, 2, 3]})
+    (point,) = syncperf_capture.points("sync.batch.size")
+    assert point.sum == 3
 
 
 @pytest.mark.parametrize("option", ["entity", "batch_size", "conflicts"])
