@@ -1,16 +1,21 @@
 /* syncperf._speedups: the compiled hot path (optional; the pure-Python path is the fallback).
  *
- * Three pieces, each doing exactly what its Python twin does for the common case and handing
- * every other case back to it:
+ * Each piece does exactly what its Python twin does for the common case and hands every
+ * other case back to it:
  *
  *   Operation    the fields of a SyncOperation that start, end and the fold read (a C struct:
- *                allocation sets them all at once; Python reads them as slots);
+ *                allocation sets them all at once; Python reads them as slots), and its
+ *                record_items for an exact int count of the operation's own entity;
+ *   current_operation  _operation.current_operation;
  *   end_plain    _lifecycle.end for an operation without a span (or unsampled, with no
  *                error, conflict or slowness to rescue), entity change, other entities'
  *                items or client details (False, untouched, otherwise);
  *   fold         _fold.fold's loop: each ended operation's duration and overhead queued per
- *                series, the rest of its record handed to a Python function;
- *   FastPath     the instrument_sync wrapper of a `def` handler without extractors: start,
+ *                series, its items, conflicts and batch size recorded while their series are
+ *                bound, the rest of its record handed to a Python function;
+ *   Phase        an instrument_sync extractor phase: each extractor called on its argument
+ *                or the result, the common entity, batch-size and conflict values applied;
+ *   FastPath     the instrument_sync wrapper of a `def` handler: start, extractor phases,
  *                call, end in C; anything else (a joined operation, a span, a start log, a
  *                response object, an exception) through the Python helpers.
  *
