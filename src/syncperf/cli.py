@@ -126,11 +126,17 @@ def _silence_stdout() -> None:
 
 
 def _run(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
+    if not args:  # a usage error like any other: one line on stderr
+        commands = ", ".join(_COMMANDS)
+        print(
+            f"syncperf: a command is required ({commands}); try 'syncperf --help'", file=sys.stderr
+        )
+        return 2
+    if args[0] in ("-h", "--help"):
         print("usage: syncperf {" + ",".join(_COMMANDS) + "} [options]\n")
         for name, (_, summary) in _COMMANDS.items():
             print(f"  {name:<10} {summary}")
-        return 0 if args else 2
+        return 0
     if args[0] in ("-V", "--version"):
         from syncperf import __version__
 

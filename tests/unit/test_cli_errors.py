@@ -308,3 +308,15 @@ def test_demo_reports_an_invalid_otlp_variable_in_one_line(
     argv = ["demo", "--otlp", "http://127.0.0.1:9", "--duration", "1", "--no-tui"]
     err = _fails_with_one_line(capsys, argv)
     assert var in err
+
+
+def test_syncperf_without_a_command_is_one_line_and_exit_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = _fails_with_one_line(capsys, [])
+    assert capsys.readouterr().out == ""  # the usage is for --help, not for the mistake
+    assert err.startswith("syncperf: a command is required (demo, ") and "--help" in err
+    assert cli.main(["--help"]) == 0  # --help still prints the commands, to stdout
+    help_ = capsys.readouterr()
+    assert "usage: syncperf" in help_.out and "demo" in help_.out and help_.err == ""
+
