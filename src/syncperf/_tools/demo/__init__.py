@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from syncperf._config import MAX_SECONDS
-from syncperf.cli import Parser, positive
+from syncperf.cli import INTERRUPTED, TERMINATED, Parser, positive
 
 __all__ = ["main"]
 
@@ -116,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 when the run completed and syncperf's numbers matched the simulated traffic,
-        1 on a mismatch, 2 on a usage error or a missing extra, 130 when interrupted.
+        1 on a mismatch, 2 on a usage error or a missing extra, 130 when interrupted
+        (Ctrl-C), 143 when terminated (SIGTERM).
     """
     args = parser().parse_args(sys.argv[2:] if argv is None else list(argv))
     if args.prometheus_port is not None and not 0 <= args.prometheus_port <= 65535:
@@ -166,5 +167,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syncperf demo: {exc}", file=sys.stderr)
         return 2
     if summary["run"]["interrupted"]:
-        return 130
+        return TERMINATED if summary["run"]["signal"] == "SIGTERM" else INTERRUPTED
     return 0 if all(check["ok"] for check in summary["checks"]) else 1
