@@ -28,6 +28,15 @@ shell shows for a tool SIGPIPE ended; never 1, which compare and check mean as "
 INTERRUPTED = 130
 """Exit status after Ctrl-C: 128 + SIGINT, as a shell shows it; never 1 ("regression")."""
 
+TERMINATED = 143
+"""Exit status after SIGTERM that a command handles (``syncperf demo``): 128 + SIGTERM."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where a command asks for it (``syncperf demo``): a ``KeyboardInterrupt``
+    so that everything treats it as Ctrl-C and cleans up, which the default SIGTERM (the
+    process ends on the spot) would not."""
+
 
 class Parser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one line on stderr and exit status 2."""
@@ -109,10 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE
-    except KeyboardInterrupt:  # Ctrl-C: what the user asked for, not a crash to report
+    except KeyboardInterrupt as stop:  # Ctrl-C: what the user asked for, not a crash to report
         prog = f"syncperf {args[0]}" if args and args[0] in _COMMANDS else "syncperf"
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return INTERRUPTED
+        terminated = isinstance(stop, Terminated)
+        print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
+        return TERMINATED if terminated else INTERRUPTED
 
 
 def _silence_stdout() -> None:
@@ -126,11 +136,17 @@ def _silence_stdout() -> None:
 
 
 def _run(args: list[str]) -> int:
-    if not args or args[0] in ("-h", "--help"):
+    if not args:  # a usage error like any other: one line on stderr
+        commands = ", ".join(_COMMANDS)
+        print(
+            f"syncperf: a command is required ({commands}); try 'syncperf --help'", file=sys.stderr
+        )
+        return 2
+    if args[0] in ("-h", "--help"):
         print("usage: syncperf {" + ",".join(_COMMANDS) + "} [options]\n")
         for name, (_, summary) in _COMMANDS.items():
             print(f"  {name:<10} {summary}")
-        return 0 if args else 2
+        return 0
     if args[0] in ("-V", "--version"):
         from syncperf import __version__
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import builtins
 import importlib
+import importlib.abc
 import math
 import re
 import sys
@@ -272,6 +273,22 @@ def _hide(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
     monkeypatch.setattr(builtins, "__import__", fake_import)
 
 
+class _NotInstalled(importlib.abc.MetaPathFinder):
+    def __init__(self, package: str) -> None:
+        self.package = package
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == self.package or name.startswith(self.package + "."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+def _uninstall(monkeypatch: pytest.MonkeyPatch, package: str) -> None:
+    """``package`` as if not installed, for ``import`` statements and ``importlib`` alike."""
+    for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_NotInstalled(package), *sys.meta_path])
+
+
 def test_syncperf_sqlalchemy_without_its_extra_names_the_extra(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -308,3 +325,55 @@ def test_demo_reports_an_invalid_otlp_variable_in_one_line(
     argv = ["demo", "--otlp", "http://127.0.0.1:9", "--duration", "1", "--no-tui"]
     err = _fails_with_one_line(capsys, argv)
     assert var in err
+
+
+def test_syncperf_without_a_command_is_one_line_and_exit_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    err = _fails_with_one_line(capsys, [])
+    assert capsys.readouterr().out == ""  # the usage is for --help, not for the mistake
+    assert err.startswith("syncperf: a command is required (demo, ") and "--help" in err
+    assert cli.main(["--help"]) == 0  # --help still prints the commands, to stdout
+    help_ = capsys.readouterr()
+    assert "usage: syncperf" in help_.out and "demo" in help_.out and help_.err == ""
+
+
+@pytest.mark.parametrize("value", ["1001", "99999999999999999999", "9" * 5000])
+def test_demo_caps_its_clients(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The clients are built before the first request: an unbounded count would use up the
+    memory before Ctrl-C or ``--duration`` could end the run."""
+    from syncperf._tools import demo
+
+    with pytest.raises(SystemExit) as exit_:  # the parser alone: nothing was started
+        demo.parser().parse_args(["--clients", value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--clients" in err, err
+    assert demo.parser().parse_args(["--clients", str(demo.MAX_CLIENTS)]).clients == 1_000
+
+
+@pytest.mark.parametrize(
+    ("protocol", "hidden", "option", "extra"),
+    [
+        ("http/protobuf", "opentelemetry.exporter.otlp", "--otlp", "otlp"),
+        ("grpc", "opentelemetry.exporter.otlp", "--otlp", "otlp"),
+        ("grpc", "grpc", "--otlp", "otlp"),
+        ("http/protobuf", "prometheus_client", "--prometheus-port", "prometheus"),
+    ],
+)
+def test_demo_names_the_extra_an_option_needs(
+    protocol: str,
+    hidden: str,
+    option: str,
+    extra: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    for name in [m for m in sys.modules if m.startswith("opentelemetry.exporter.otlp")]:
+        monkeypatch.delitem(sys.modules, name)  # not imported yet, as in a new process
+    _uninstall(monkeypatch, hidden)
+    value = "http://127.0.0.1:9" if option == "--otlp" else "0"
+    err = _fails_with_one_line(capsys, ["demo", option, value, "--duration", "1", "--no-tui"])
+    assert err.startswith(f"syncperf demo: {option} needs the {extra} extra ("), err
+    assert f"pip install 'syncperf[{extra}]'" in err

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
 import re
+import signal
 import socket
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.metrics.export import HistogramDataPoint
@@ -17,6 +21,7 @@ from syncperf import _runtime
 from syncperf._tools.demo import main
 from syncperf._tools.demo._run import Options, telemetry
 from syncperf._tools.demo._stats import Snapshot, alert_report, operation_stats, quantile
+from syncperf._tools.demo._view import Warnings
 from syncperf.testing import Capture
 
 
@@ -174,3 +179,60 @@ def test_the_client_alerts_are_evaluated_on_the_run(syncperf_capture: Capture) -
     assert report["SyncClientsFarBehind"]["fired"] is True
     assert report["SyncClientsFarBehind"]["details"] == ["pull todo: 100% over 24 h behind"]
     assert report["SyncClientPendingChangesHigh"]["fired"] is False
+
+
+def _simulate(drive: Any, monkeypatch: pytest.MonkeyPatch, capture: Capture) -> Any:
+    """``_run._simulate`` with ``drive`` in place of the simulated clients."""
+    from syncperf._tools.demo import _run
+
+    monkeypatch.setattr(_run, "drive", drive)
+    options = Options(duration=0.2, clients=1, tui=False, interval=0.05)
+    console = Console(file=io.StringIO(), width=200)
+    simulation = _run._simulate(
+        options, "http://127.0.0.1:9", capture.runtime.reader(), console, False, Warnings()
+    )
+    return asyncio.run(asyncio.wait_for(simulation, 30))
+
+
+def test_a_second_ctrl_c_abandons_the_requests_in_flight(
+    monkeypatch: pytest.MonkeyPatch, syncperf_capture: Capture
+) -> None:
+    async def hung(base_url: str, clients: int, stop: asyncio.Event, **_: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        await stop.wait()  # the first Ctrl-C: no new requests, one still in flight
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.Event().wait()  # never answered: only the second Ctrl-C ends it
+
+    _tally, stopped_by = _simulate(hung, monkeypatch, syncperf_capture)
+    assert stopped_by == "SIGINT"
+
+
+def test_sigterm_stops_the_clients_like_ctrl_c(
+    monkeypatch: pytest.MonkeyPatch, syncperf_capture: Capture
+) -> None:
+    async def clients(base_url: str, clients: int, stop: asyncio.Event, **_: Any) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await stop.wait()
+
+    missed: list[int] = []  # a SIGTERM the simulation did not handle (not this process's end)
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: missed.append(signum))
+    try:
+        guard = signal.getsignal(signal.SIGTERM)
+        _tally, stopped_by = _simulate(clients, monkeypatch, syncperf_capture)
+        assert (stopped_by, missed) == ("SIGTERM", [])
+        assert signal.getsignal(signal.SIGTERM) is guard  # put back as it was
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_requests_hung_past_the_end_are_abandoned(
+    monkeypatch: pytest.MonkeyPatch, syncperf_capture: Capture
+) -> None:
+    from syncperf._tools.demo import _run
+
+    async def hung(base_url: str, clients: int, stop: asyncio.Event, **_: Any) -> None:
+        await asyncio.Event().wait()  # a request that never ends, whatever stop says
+
+    monkeypatch.setattr(_run, "HUNG_GRACE", 0.2)  # a minute in a real run
+    _tally, stopped_by = _simulate(hung, monkeypatch, syncperf_capture)
+    assert stopped_by is None

@@ -10,14 +10,21 @@ the simulator drove, and the default alerts that would have fired. Needs the ``d
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Sequence
 
 from syncperf._config import MAX_SECONDS
-from syncperf.cli import Parser, positive
+from syncperf.cli import INTERRUPTED, TERMINATED, Parser, positive
 
-__all__ = ["main"]
+__all__ = ["MAX_CLIENTS", "main"]
+
+MAX_CLIENTS = 1_000
+"""The most ``--clients``: the load ``benchmarks/bench_load.py`` measures. Every client is built
+before the first request, so a count without a bound used up the memory before Ctrl-C or
+``--duration`` could end the run; and 10,000 clients kept the one event loop that drives
+them (and shows the progress) busy for minutes after a 3 s ``--duration``."""
 
 
 def _endpoint(raw: str) -> str:
@@ -51,10 +58,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--clients",
-        type=positive(int),
+        type=positive(int, most=MAX_CLIENTS),
         default=20,
         metavar="N",
-        help="simulated clients (default: 20)",
+        help=f"simulated clients, at most {MAX_CLIENTS:,} (default: 20)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed of the simulation")
     p.add_argument(
@@ -108,6 +115,36 @@ def _unusable(database_url: str | None, json_path: str | None) -> str | None:
     return None
 
 
+def _otlp_exporters() -> list[str]:
+    """The exporter modules ``setup_otlp`` loads for the protocol of each signal
+    (``OTEL_EXPORTER_OTLP_{TRACES,METRICS}_PROTOCOL``, else ``OTEL_EXPORTER_OTLP_PROTOCOL``,
+    else ``http/protobuf``); a value it does not take is left to it to report."""
+    modules = []
+    for signal, kind in (("TRACES", "trace"), ("METRICS", "metric")):
+        raw = os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL", "").strip()
+        protocol = (raw or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL", "")).strip().lower()
+        package = {"": "http", "http/protobuf": "http", "grpc": "grpc"}.get(protocol)
+        if package is not None:
+            modules.append(f"opentelemetry.exporter.otlp.proto.{package}.{kind}_exporter")
+    return modules
+
+
+def _missing_extra(otlp: bool, prometheus: bool) -> str | None:
+    """The extra ``--otlp`` or ``--prometheus-port`` needs and lacks, as one line, or None."""
+    needs = [("--otlp", "otlp", module) for module in (_otlp_exporters() if otlp else [])]
+    if prometheus:
+        needs.append(("--prometheus-port", "prometheus", "prometheus_client"))
+    for option, extra, module in needs:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            return (
+                f"{option} needs the {extra} extra ({error.name or module} is missing): "
+                f"pip install 'syncperf[{extra}]'"
+            )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``syncperf demo``; returns the exit status.
 
@@ -116,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         0 when the run completed and syncperf's numbers matched the simulated traffic,
-        1 on a mismatch, 2 on a usage error or a missing extra, 130 when interrupted.
+        1 on a mismatch, 2 on a usage error or a missing extra, 130 when interrupted
+        (Ctrl-C), 143 when terminated (SIGTERM).
     """
     args = parser().parse_args(sys.argv[2:] if argv is None else list(argv))
     if args.prometheus_port is not None and not 0 <= args.prometheus_port <= 65535:
@@ -138,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "pip install 'syncperf[demo]'",
             file=sys.stderr,
         )
+        return 2
+    problem = _missing_extra(args.otlp is not None, args.prometheus_port is not None)
+    if problem:
+        print(f"syncperf demo: {problem}", file=sys.stderr)
         return 2
     from rich.console import Console
 
@@ -166,5 +208,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"syncperf demo: {exc}", file=sys.stderr)
         return 2
     if summary["run"]["interrupted"]:
-        return 130
+        return TERMINATED if summary["run"]["signal"] == "SIGTERM" else INTERRUPTED
     return 0 if all(check["ok"] for check in summary["checks"]) else 1

@@ -24,6 +24,7 @@ from syncperf._tools.demo._client_checks import client_checks
 from syncperf._tools.demo._clients import Behaviour, Tally, drive
 from syncperf._tools.demo._schema import ENTITIES, N_PLUS_ONE_ENTITY, ShownUrl
 from syncperf._tools.demo._service import Service
+from syncperf._tools.demo._signals import on_stop_signals, sigterm_raises
 from syncperf._tools.demo._stats import (
     Snapshot,
     alert_report,
@@ -37,6 +38,9 @@ from syncperf._tools.demo._stats import (
 )
 from syncperf._tools.demo._view import Warnings, live_view, plain_line, print_summary
 from syncperf.exceptions import ConfigError
+
+HUNG_GRACE = 60.0
+"""Seconds past ``--duration`` that requests still in flight get before they are abandoned."""
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
     """Run the demo; returns the summary (also printed, and written to ``json_path``)."""
     console = console or Console()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(sigterm_raises())  # clean-up as after Ctrl-C, outside _simulate
         url = options.database_url
         if url is None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="syncperf-demo-"))
@@ -177,7 +182,7 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
                 f"{options.clients} clients for {options.duration:g} s"
             )
         started = time.monotonic()
-        tally, interrupted = asyncio.run(
+        tally, stopped_by = asyncio.run(
             _simulate(options, base_url, reader, console, tui, warnings)
         )
         seconds = time.monotonic() - started
@@ -186,7 +191,7 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
             service.handle.plans.wait()  # plans still being read count in the summary
         service.stop_relay()
         snap = Snapshot.of(reader.collect(), time.monotonic())
-        summary = summarize(snap, tally, service, options, seconds, interrupted)
+        summary = summarize(snap, tally, service, options, seconds, stopped_by)
         print_summary(console, summary, snap)
         if options.json_path:
             _write_json(options.json_path, summary)
@@ -227,11 +232,12 @@ async def _simulate(
     console: Console,
     tui: bool,
     warnings: Warnings,
-) -> tuple[Tally, bool]:
-    """Drive the clients for the duration (or until Ctrl-C), showing progress."""
+) -> tuple[Tally, str | None]:
+    """Drive the clients for the duration (or until Ctrl-C or SIGTERM), showing progress;
+    returns the tally and the name of the signal that stopped the run, if one did."""
     stop = asyncio.Event()
     tally = Tally()
-    interrupted = False
+    stopped_by: str | None = None
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(
         drive(
@@ -239,27 +245,21 @@ async def _simulate(
         )
     )
 
-    def on_sigint() -> None:
-        nonlocal interrupted
-        if interrupted:  # a second Ctrl-C: abandon requests in flight
+    def on_signal(received: signal.Signals) -> None:
+        nonlocal stopped_by
+        if stopped_by is not None:  # a second Ctrl-C (or SIGTERM): abandon requests in flight
             task.cancel()
-        interrupted = True
+        stopped_by = stopped_by or received.name
         stop.set()
 
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGINT, on_sigint)
     started = loop.time()
     previous: Snapshot | None = None
     live = Live(console=console, auto_refresh=False, transient=True) if tui else None
-    try:
-        if live is not None:
-            live.start()
+    with on_stop_signals(loop, on_signal), live if live is not None else contextlib.nullcontext():
         while not task.done():
-            elapsed = loop.time() - started
-            if elapsed >= options.duration:
+            if loop.time() - started >= options.duration:
                 stop.set()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), options.interval)
+            await asyncio.wait({task}, timeout=options.interval)  # never raises, even cancelled
             snap = Snapshot.of(await asyncio.to_thread(reader.collect), time.monotonic())
             elapsed = min(loop.time() - started, options.duration)
             if live is not None:
@@ -270,16 +270,11 @@ async def _simulate(
                 for message in warnings.take():
                     console.print(f"  warning: {message}", highlight=False, markup=False)
             previous = snap
-            if stop.is_set() and not task.done() and loop.time() - started > options.duration + 60:
+            if stop.is_set() and loop.time() - started > options.duration + HUNG_GRACE:
                 task.cancel()  # requests hung for a minute past the end: give up on them
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    finally:
-        if live is not None:
-            live.stop()
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.remove_signal_handler(signal.SIGINT)
-    return tally, interrupted
+    return tally, stopped_by
 
 
 def _wait_idle(rt: _runtime.Runtime, timeout: float = 10.0) -> None:
@@ -296,21 +291,15 @@ def summarize(
     service: Service,
     options: Options,
     seconds: float,
-    interrupted: bool,
+    stopped_by: str | None,
 ) -> dict[str, Any]:
     """The summary: syncperf's numbers, the simulator's, their comparison and the alerts."""
     ops = [operation_stats(snap, op, entity) for op, entity in operations(snap)]
     checks: list[dict[str, Any]] = []
 
     def check(what: str, driven: float, measured: float) -> None:
-        checks.append(
-            {
-                "what": what,
-                "driven": int(driven),
-                "measured": int(measured),
-                "ok": driven == measured,
-            }
-        )
+        ok = driven == measured
+        checks.append({"what": what, "driven": int(driven), "measured": int(measured), "ok": ok})
 
     for entity in ENTITIES:
         push = {"sync.operation": "push", "sync.entity": entity}
@@ -374,7 +363,8 @@ def summarize(
             "clients": options.clients,
             "seed": options.seed,
             "database": service.engine.dialect.name,
-            "interrupted": interrupted,
+            "interrupted": stopped_by is not None,
+            "signal": stopped_by,
         },
         "operations": ops,
         "totals": {
