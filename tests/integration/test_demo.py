@@ -179,9 +179,8 @@ def test_a_second_ctrl_c_ends_the_demo_without_a_traceback(tmp_path: Path) -> No
     process.send_signal(signal.SIGINT)  # requests still in flight: abandoned
     stdout, stderr = _ended(process)
     assert process.returncode == 130, stderr
-    # uvicorn may log a handler whose client went away (seen once, on a loaded machine)
-    own, _, server = stderr.partition("ERROR:    Exception in ASGI application\n")
-    assert "Traceback" not in own and "CancelledError" not in server, stderr
+    # (nor does the service log a push whose client went away while it read the body)
+    assert "Traceback" not in stderr and "Exception in ASGI" not in stderr, stderr
     if out.exists():  # the second one landed while requests were in flight
         assert json.loads(out.read_text())["run"]["interrupted"]
         assert "syncperf demo interrupted" in stdout

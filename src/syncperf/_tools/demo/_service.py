@@ -50,6 +50,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from starlette.requests import ClientDisconnect
 
 import syncperf
 from syncperf._tools.demo._schema import (
@@ -400,7 +401,10 @@ class Service:
             if entity not in ENTITIES:
                 return JSONResponse({"error": "unknown entity"}, status_code=404)
             syncperf.current_operation().set_entity(entity)
-            body = await request.json()
+            try:
+                body = await request.json()
+            except ClientDisconnect:  # abandoned (a second Ctrl-C): no one to answer
+                return JSONResponse(None, status_code=499)  # recorded as client_disconnected
             from starlette.concurrency import run_in_threadpool
 
             status, result, replayed = await run_in_threadpool(
