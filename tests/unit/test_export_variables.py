@@ -80,6 +80,7 @@ def test_a_malformed_header_entry_is_warned_about_without_its_value(
         {f"Bearer {SECRET}": "x"},
         {"Authorization": SECRET.encode()},
         {"": SECRET},
+        {"tenant": f"M\u00fcnchen {SECRET}"},  # not ASCII: neither exporter sent anything
     ],
 )
 def test_a_malformed_header_given_in_code_is_a_config_error_not_quoting_it(

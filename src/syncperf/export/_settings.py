@@ -77,12 +77,20 @@ def compression_of(protocol: str, signal: str, env: Mapping[str, str]) -> Any:
 
 _NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 """A header name: a token (RFC 9110), as the specification's header variables allow."""
+_GRPC_NAME = re.compile(r"[0-9a-z_.\-]+")
+"""A gRPC metadata key, once lowercased (gRPC refuses any other; it wants bytes, not text, as
+the value of one ending in ``-bin``, so such a name is not accepted either)."""
 _VALUE = re.compile(r"[\x20\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 """An encoded value in a header variable: printable ASCII but ``",;\\``; URL-decoded when it
 has no space (the SDK also takes a plain one with spaces, as other languages' SDKs do)."""
-_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-"""What no header value may hold once decoded (a line break would inject a header)."""
-HEADERS_ACCEPTED = "header names (letters, digits, !#$%&'*+-.^_`|~) to text without line breaks"
+_TEXT = re.compile(r"(?:[\x21-\x7e][\x20-\x7e]*)?")
+"""A header value as sent: printable ASCII, not starting with a space. gRPC refuses anything
+else (``é``, a tab), ``requests`` a leading blank and ``http.client`` what is not latin-1 (a
+line break would inject a header); each of those failed every export of the signal."""
+HEADERS_ACCEPTED = (
+    "header names (letters, digits, !#$%&'*+-.^_`|~; over gRPC only letters, digits, _.- and"
+    " no -bin suffix) to printable ASCII text not starting with a space"
+)
 
 
 class NotQuoted(str):
@@ -92,36 +100,50 @@ class NotQuoted(str):
         return f"<{self}, not quoted>"
 
 
-def _parse_headers(var: str, raw: str) -> dict[str, str]:
-    """``name=value`` entries of a header variable, names lowercased; a malformed entry is
-    warned about (without its value: a token may be in it) and ignored, the rest kept."""
+def _sendable(protocol: str, name: object, value: object) -> bool:
+    """Whether the exporter of ``protocol`` can send header ``name`` (lowercased) with
+    ``value``: one it cannot send fails every export of its signal, the good headers too."""
+    if not (isinstance(name, str) and _NAME.fullmatch(name)):
+        return False
+    if not (isinstance(value, str) and _TEXT.fullmatch(value)):
+        return False
+    if protocol != "grpc":
+        return True
+    name = name.lower()
+    return bool(_GRPC_NAME.fullmatch(name)) and not name.endswith("-bin")
+
+
+def _parse_headers(protocol: str, var: str, raw: str) -> dict[str, str]:
+    """``name=value`` entries of a header variable, names lowercased; an entry that is
+    malformed, or that the exporter of ``protocol`` cannot send, is warned about by its
+    position (never its name or value: a token may be in either) and ignored, the rest kept."""
     headers: dict[str, str] = {}
     for n, entry in enumerate(raw.split(","), 1):
         name, equals, value = (part.strip(" \t") for part in entry.partition("="))
         if not entry.strip(" \t"):
             continue
-        if equals and _NAME.fullmatch(name) and _VALUE.fullmatch(value):
+        if equals and _VALUE.fullmatch(value):
             if " " not in value:  # URL-encoded, as the specification says
                 value = unquote(value)
-            if not _BREAK.search(value):
+            if _sendable(protocol, name, value):
                 headers[name.lower()] = value
                 continue
-        otel_env.warn(f"{var} entry {n}", entry, "name=value, the value URL-encoded")
+        otel_env.warn(f"{var} entry {n}", entry, "name=value, the value URL-encoded ASCII")
     return headers
 
 
 def headers_of(
-    explicit: Mapping[str, str] | None, signal: str, env: Mapping[str, str]
+    explicit: Mapping[str, str] | None, protocol: str, signal: str, env: Mapping[str, str]
 ) -> dict[str, str]:
     """The request headers: the variables' (the per-signal one, else the general one), then
     ``explicit`` over them, every name lowercased as gRPC metadata requires (HTTP header
-    names are case-insensitive), so both protocols send the same ones. A malformed header
-    given in code raises ``ConfigError``, never quoting it."""
+    names are case-insensitive), so both protocols send the same ones. A header given in
+    code that the exporter of ``protocol`` cannot send raises ``ConfigError``, never
+    quoting it."""
     found = variable(env, signal, "HEADERS")
-    headers = {} if found is None else _parse_headers(*found)
+    headers = {} if found is None else _parse_headers(protocol, *found)
     for name, value in (explicit or {}).items():
-        valid_name = isinstance(name, str) and _NAME.fullmatch(name)
-        if not valid_name or not isinstance(value, str) or _BREAK.search(value):
+        if not _sendable(protocol, name, value):
             shown = f"{gate.describe(name)}: {gate.describe(value)}"
             raise ConfigError("headers", NotQuoted(shown), HEADERS_ACCEPTED)
         headers[name.lower()] = value
@@ -151,7 +173,7 @@ def exporter_kwargs(
             kwargs["insecure"] = insecure[1].lower() == "true"
         else:  # what the exporter decides by itself (https is never insecure)
             kwargs["insecure"] = urlparse(kwargs["endpoint"]).scheme == "http"
-    merged = headers_of(headers, signal, env)
+    merged = headers_of(headers, protocol, signal, env)
     if merged:  # none: the exporter's own default headers
         kwargs["headers"] = merged
     if signal == "METRICS":
