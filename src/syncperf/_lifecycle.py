@@ -11,6 +11,7 @@ Callers start an operation only when none is active (``active_operation()`` is N
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from syncperf import _runtime
 from syncperf._accel import speedups
 from syncperf._client_series import ClientSeries
 from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
@@ -149,15 +151,14 @@ def end(
     """Finish ``op``: queue its metrics (``_fold``), end or rescue its span.
 
     Args:
-        op: The operation ``begin()`` returned.
+        op: The operation ``begin()`` returned (an ended one is only left: ``_leave_ended``).
         exc: The exception that ended it, or None.
-        end_ns: When the operation ended (``time.perf_counter_ns()``), if earlier than now:
-            the ASGI middleware passes the time the response was complete, so background
-            tasks that ran after it (with the operation still current) are not part of its
-            duration. None: now.
-        now: ``time.perf_counter_ns()`` when the caller's own wrap-up began, if it read it
-            (the time from there counts as syncperf's); 0: read here.
+        end_ns: When it ended (``time.perf_counter_ns()``), if before now (the ASGI
+            middleware's: when the response was complete; tasks run after it are not in it).
+        now: ``time.perf_counter_ns()`` when the caller's wrap-up began; 0: read here.
     """
+    if getattr(op, "_ended", False):  # (a deleted field is set below)
+        return _leave_ended(op)
     if exc is None and end_ns is None and _end_plain and (now := _end_plain(op, now)) < 0:
         return  # the compiled end ended it (else ``now``: the end time it read, or 0)
     t2 = now or _perf()
@@ -226,6 +227,18 @@ def end(
     # Queued, not yet folded: a task that kept the operation in its context must not change
     # what it recorded (its scalars were copied above, its collections are let go here).
     op._items = op._conflict_detail = op._observed = None
+
+
+def _leave_ended(op: SyncOperation) -> None:
+    """``end`` of an ended operation counts nothing: in a forked child, the parent's (see
+    ``_after_fork_in_child``) leaves the context here, its span ended by the parent only."""
+    try:
+        CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):  # ended here before, or elsewhere
+        return
+    if op._token is not None:
+        detach(op._token)
+        op._token = None
 
 
 def _end_span(
@@ -320,3 +333,26 @@ def _rescue(
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
     op._span = span
+
+
+# --- fork ---------------------------------------------------------------------------------
+
+
+def _after_fork_in_child() -> None:
+    """An operation open across ``fork()`` runs in the parent (which ends it, counts it and
+    exports its span): in the child, the one current where it forked is ended (joined no
+    more, not current, its ``end`` a no-op) and the in-flight counts are emptied (the
+    child's ``sync.operations.active`` counts its own operations only)."""
+    op = CURRENT.get()
+    if op is not None:
+        op._ended = True
+    rt = _runtime.installed
+    if rt is None:
+        return
+    for each in {rt, *rt.retired, *_runtime._REPLACED}:
+        for inflight in list(each.inflight.values()):
+            inflight.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

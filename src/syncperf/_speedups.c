@@ -378,13 +378,14 @@ read_ll(PyObject *o, long long *out)
     return !overflow && !(*out == -1 && PyErr_Occurred());
 }
 
-/* Whether end_impl can end `op` (it changes nothing when it cannot). */
+/* Whether end_impl can end `op` (it changes nothing when it cannot); not an ended one (one
+ * open across fork() in the child: the Python end leaves it uncounted). */
 static int
 plain_end(Op *op)
 {
-    if (op->span != Py_None || op->parent_ctx == NULL || op->observed != Py_None ||
-        op->entity_items != Py_None || op->series == NULL || op->series == Py_None ||
-        op->rt == NULL || op->start_ns == NULL || !PyLong_CheckExact(op->start_ns) ||
+    if (op->ended == Py_True || op->span != Py_None || op->parent_ctx == NULL ||
+        op->observed != Py_None || op->entity_items != Py_None || op->series == NULL ||
+        op->series == Py_None || op->rt == NULL || op->start_ns == NULL || !PyLong_CheckExact(op->start_ns) ||
         op->error_type == NULL || op->conflicts == NULL || op->own_ns == NULL ||
         !PyLong_CheckExact(op->own_ns) || op->resumed_ns == NULL ||
         !PyLong_CheckExact(op->resumed_ns) || op->entity == NULL || op->ctx_token == NULL ||
