@@ -30,6 +30,12 @@ def in_a_worker(work: Callable[[], object], timeout: float = 60.0) -> object:
         finally:
             os._exit(code)
     os.close(write)
+    return answer_of(pid, read, timeout)
+
+
+def answer_of(pid: int, read: int, timeout: float = 60.0) -> object:
+    """The JSON a forked child ``pid`` writes to the pipe end ``read`` (closed here), once it
+    has exited with status 0; a child that has not answered within ``timeout`` is killed."""
     deadline = time.monotonic() + timeout
     chunks = []
     with os.fdopen(read, "rb") as pipe:

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import select
-import signal
-import time
 from typing import Any
 
 import pytest
@@ -23,6 +20,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 import syncperf
 from syncperf import _lifecycle, _operation
 from syncperf.testing import Capture, capture
+from tests._forked import answer_of
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork"),
@@ -55,25 +53,6 @@ def _answer(write: int, result: object) -> None:
     os.write(write, json.dumps(result).encode())
 
 
-def _child_result(pid: int, read: int) -> Any:
-    """What the child wrote to ``read`` (closed here); a child that hangs is killed."""
-    deadline = time.monotonic() + _TIMEOUT
-    chunks = []
-    with os.fdopen(read, "rb") as pipe:
-        while True:
-            if not select.select([pipe], [], [], max(0.0, deadline - time.monotonic()))[0]:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise AssertionError("the child did not answer")
-            chunk = os.read(pipe.fileno(), 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-    _, status = os.waitpid(pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0
-    return json.loads(b"".join(chunks))
-
-
 def _parent_counted_once(cap: Capture, spans: bool = True) -> None:
     assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 1
     assert cap.total("sync.operation.duration", {"sync.operation": "pull"}) == 0
@@ -102,7 +81,7 @@ def test_a_child_forked_in_an_operation_counts_its_own_and_never_ends_the_parent
             finally:
                 os._exit(code)
         os.close(write)
-        child = _child_result(pid, read)
+        child = answer_of(pid, read, _TIMEOUT)
         assert child["current"] is False  # not the parent's operation
         assert child["left"] == {
             "pull": 0, "push": 0, "active": 0, "spans": [], "current": False
@@ -138,7 +117,7 @@ def test_a_child_forked_by_a_decorated_handler_returns_through_it_uncounted(
             finally:
                 os._exit(code)
         os.close(write)
-        child = _child_result(pid, read)
+        child = answer_of(pid, read, _TIMEOUT)
         assert (child["left"]["push"], child["left"]["active"], child["left"]["spans"]) == (
             0,
             0,
