@@ -162,9 +162,9 @@ PUSH_GUARDS = (
     else {"extractors": ("prometheus", 1.5), "fast": ("floor", 20.0)}  # the pure-Python path
 )
 SQL_TARGETS = {"query": 8000, "pool": 10000}
-SQL_GUARDS = {"query": 10000, "pool": 12000}
-"""Reached (docs/performance.md): the targets plus what memory layout alone moves these counts
-(up to ~4,000 per call between layouts of the same code)."""
+SQL_GUARDS = {"query": 10000, "pool": 16000}
+"""The targets plus what memory layout alone moves these counts (docs/performance.md): the
+same code measured the pool at 11,300 in one checkout and 14,009 in a clone at another path."""
 
 
 def test_push_instructions(benchmark: Any) -> None:
