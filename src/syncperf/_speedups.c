@@ -341,9 +341,12 @@ static PyTypeObject OpType = {
  * (FastPath caches them per runtime); NULL fields: read here. */
 typedef struct {
     PyObject *ended, *inflight, *log;
+    PyObject *queue, *push, *pop; /* bound: ended.append, inflight.append, inflight.pop */
 } Hints;
 
-static const Hints NO_HINTS = {NULL, NULL, NULL};
+static const Hints NO_HINTS = {NULL, NULL, NULL, NULL, NULL, NULL};
+#define HINTS_N 6
+#define HINTS_AT(h) {&(h)->ended, &(h)->inflight, &(h)->log, &(h)->queue, &(h)->push, &(h)->pop}
 
 static PyObject *
 hinted(PyObject *hint, PyObject *owner, PyObject *name)
@@ -414,7 +417,10 @@ maybe_log(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long 
     PyObject *on = GET(log, on);
     if (on == NULL)
         goto fail;
-    PyObject *flag = PyObject_GetItem(on, outcome);
+    PyObject *flag = PyDict_CheckExact(on) ? Py_XNewRef(PyDict_GetItemWithError(on, outcome))
+                                           : NULL;
+    if (flag == NULL && !PyErr_Occurred())
+        flag = PyObject_GetItem(on, outcome); /* (the KeyError, as Python raises it) */
     Py_DECREF(on);
     if (flag == NULL)
         goto fail;
@@ -487,7 +493,8 @@ queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long lo
         PyTuple_SET_ITEM(record, i, Py_NewRef(items[i]));
     Py_DECREF(d);
     Py_DECREF(own);
-    PyObject *r = PyObject_CallMethodOneArg(ended, s_append, record);
+    PyObject *r = h->queue != NULL ? PyObject_CallOneArg(h->queue, record)
+                                   : PyObject_CallMethodOneArg(ended, s_append, record);
     Py_DECREF(record);
     if (r == NULL) {
         Py_DECREF(ended);
@@ -515,11 +522,16 @@ queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long lo
 static int
 leave_inflight(Op *op, const Hints *h)
 {
-    PyObject *inflight = hinted(h->inflight, op->series, s_inflight);
-    if (inflight == NULL)
-        return -1;
-    PyObject *r = PyObject_CallMethodNoArgs(inflight, s_pop);
-    Py_DECREF(inflight);
+    PyObject *r;
+    if (h->pop != NULL) {
+        r = PyObject_CallNoArgs(h->pop);
+    } else {
+        PyObject *inflight = hinted(h->inflight, op->series, s_inflight);
+        if (inflight == NULL)
+            return -1;
+        r = PyObject_CallMethodNoArgs(inflight, s_pop);
+        Py_DECREF(inflight);
+    }
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -1303,6 +1315,7 @@ typedef struct {
     PyObject *fn, *slow, *bind, *settle, *raised, *end, *failed, *runtime, *op_type, *plain;
     PyObject *before, *after; /* the extractor phases (Run or None) */
     int fed;                  /* whether they feed counts (op._fed) */
+    PyTypeObject *plain_hit;  /* the type in `plain` last found (the frozenset holds it) */
     PyObject *cached_rt, *cached_bound;
     /* of the cached runtime and series: rt.tracing; rt.ended, bound.inflight, bound.log */
     PyObject *tracing;
@@ -1311,7 +1324,8 @@ typedef struct {
 
 #define FAST_FIELDS(X)                                                                       \
     X(fn) X(slow) X(bind) X(settle) X(raised) X(end) X(failed) X(runtime) X(op_type) X(plain) \
-    X(before) X(after) X(cached_rt) X(cached_bound) X(tracing) X(hints.ended) X(hints.inflight) X(hints.log)
+    X(before) X(after) X(cached_rt) X(cached_bound) X(tracing) X(hints.ended)                \
+    X(hints.inflight) X(hints.log) X(hints.queue) X(hints.push) X(hints.pop)
 
 static PyObject *
 call_with(PyObject *fn, PyObject *args, PyObject *kwargs)
@@ -1328,29 +1342,36 @@ bound_for(Fast *self, PyObject *rt)
         PyObject *bound = PyObject_CallOneArg(self->bind, rt);
         if (bound == NULL)
             return NULL;
-        PyObject *v[4] = {NULL, NULL, NULL, NULL};
+        PyObject *v[1 + HINTS_N] = {NULL};
         if (bound != Py_None) {
             v[0] = PyObject_GetAttr(rt, s_tracing);
             v[1] = v[0] ? PyObject_GetAttr(rt, s_ended) : NULL;
             v[2] = v[1] ? PyObject_GetAttr(bound, s_inflight) : NULL;
             v[3] = v[2] ? PyObject_GetAttr(bound, s_log) : NULL;
-            if (v[3] == NULL) {
-                for (int i = 0; i < 4; i++)
+            v[4] = v[3] ? PyObject_GetAttr(v[1], s_append) : NULL;
+            v[5] = v[4] ? PyObject_GetAttr(v[2], s_append) : NULL;
+            v[6] = v[5] ? PyObject_GetAttr(v[2], s_pop) : NULL;
+            if (v[HINTS_N] == NULL) {
+                for (int i = 0; i <= HINTS_N; i++)
                     Py_XDECREF(v[i]);
                 Py_DECREF(bound);
                 return NULL;
             }
         }
         /* all set before any old value goes (a decref may run other threads' code) */
-        PyObject *old[6] = {self->cached_bound, self->cached_rt, self->tracing,
-                            self->hints.ended, self->hints.inflight, self->hints.log};
+        PyObject **at[1 + HINTS_N] = {&self->tracing}, *old[3 + HINTS_N];
+        PyObject **hints[HINTS_N] = HINTS_AT(&self->hints);
+        for (int i = 0; i < HINTS_N; i++)
+            at[i + 1] = hints[i];
+        old[0] = self->cached_bound;
+        old[1] = self->cached_rt;
         self->cached_bound = bound;
         self->cached_rt = Py_NewRef(rt);
-        self->tracing = v[0];
-        self->hints.ended = v[1];
-        self->hints.inflight = v[2];
-        self->hints.log = v[3];
-        for (int i = 0; i < 6; i++)
+        for (int i = 0; i <= HINTS_N; i++) {
+            old[i + 2] = *at[i];
+            *at[i] = v[i];
+        }
+        for (int i = 0; i < 3 + HINTS_N; i++)
             Py_XDECREF(old[i]);
     }
     return Py_NewRef(self->cached_bound);
@@ -1384,7 +1405,7 @@ starts_plain(PyObject *tracing, PyObject *log, long long t0)
 
 /* start(): the operation made current, counted in flight; NULL with an error. */
 static Op *
-start_op(Fast *self, PyObject *rt, PyObject *bound, PyObject *inflight, long long t0)
+start_op(Fast *self, PyObject *rt, PyObject *bound, const Hints *h, long long t0)
 {
     PyTypeObject *tp = (PyTypeObject *)self->op_type;
     PyObject *start = PyLong_FromLongLong(t0);
@@ -1397,7 +1418,7 @@ start_op(Fast *self, PyObject *rt, PyObject *bound, PyObject *inflight, long lon
         return NULL;
     }
     Py_DECREF(start);
-    PyObject *r = PyObject_CallMethodOneArg(inflight, s_append, Py_None);
+    PyObject *r = PyObject_CallOneArg(h->push, Py_None);
     if (r == NULL) {
         Py_DECREF(op);
         return NULL;
@@ -1405,7 +1426,7 @@ start_op(Fast *self, PyObject *rt, PyObject *bound, PyObject *inflight, long lon
     Py_DECREF(r);
     PyObject *token = PyContextVar_Set(CURRENT, (PyObject *)op);
     if (token == NULL) {
-        leave_inflight(op, &NO_HINTS);
+        leave_inflight(op, h);
         Py_DECREF(op);
         return NULL;
     }
@@ -1505,27 +1526,27 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         return call_with(self->fn, args, kwargs);
     }
     /* this call's own references: another thread may rebind the cache meanwhile */
-    Hints h = {Py_NewRef(self->hints.ended), Py_NewRef(self->hints.inflight),
-               Py_NewRef(self->hints.log)};
+    Hints h = self->hints;
+    PyObject **held[HINTS_N] = HINTS_AT(&h);
+    for (int i = 0; i < HINTS_N; i++)
+        Py_INCREF(*held[i]);
     PyObject *tracing = Py_NewRef(self->tracing);
     long long t0;
     int plain = now_ns(&t0) < 0 ? -1 : starts_plain(tracing, h.log, t0);
     Py_DECREF(tracing);
-    Op *op = plain <= 0 ? NULL : start_op(self, rt, bound, h.inflight, t0);
+    Op *op = plain <= 0 ? NULL : start_op(self, rt, bound, &h, t0);
     Py_DECREF(rt);
     Py_DECREF(bound);
     if (op == NULL) {
-        Py_DECREF(h.ended);
-        Py_DECREF(h.inflight);
-        Py_DECREF(h.log);
+        for (int i = 0; i < HINTS_N; i++)
+            Py_DECREF(*held[i]);
         if (PyErr_Occurred() && !recoverable())
             return NULL;
         return call_with(self->slow, args, kwargs);
     }
     PyObject *result = fast_body(self, op, &h, args, kwargs);
-    Py_DECREF(h.ended);
-    Py_DECREF(h.inflight);
-    Py_DECREF(h.log);
+    for (int i = 0; i < HINTS_N; i++)
+        Py_DECREF(*held[i]);
     return result;
 }
 
@@ -1601,8 +1622,12 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
     PyObject *result = call_with(self->fn, args, kwargs);
     if (result == NULL)
         return fast_raised(self, op);
-    int is_plain = PySet_Contains(self->plain, (PyObject *)Py_TYPE(result));
-    if (is_plain != 1) { /* maybe a response, an awaitable: the Python helpers */
+    int is_plain = Py_TYPE(result) == self->plain_hit
+                       ? 1
+                       : PySet_Contains(self->plain, (PyObject *)Py_TYPE(result));
+    if (is_plain == 1) {
+        self->plain_hit = Py_TYPE(result);
+    } else { /* maybe a response, an awaitable: the Python helpers */
         if (is_plain < 0)
             PyErr_Clear();
         PyObject *r = PyObject_CallFunctionObjArgs(self->settle, (PyObject *)op, result, args,

@@ -641,3 +641,19 @@ def test_current_operation_is_the_no_op_outside_and_after_an_operation() -> None
         assert syncperf.current_operation() is NOOP
         op._ended = False
     assert syncperf.current_operation() is NOOP
+
+
+def test_a_response_after_plain_results_is_read_for_its_status(metrics_only: Capture) -> None:
+    """The compiled wrapper remembers the last plain result type it saw: a response that
+    follows plain results is still read for its status."""
+    from starlette.responses import JSONResponse
+
+    answers = iter([{"ok": 1}, {"ok": 2}, JSONResponse({"error": "busy"}, status_code=503)])
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> Any:
+        return next(answers)
+
+    for _ in range(3):
+        push()
+    assert outcomes(metrics_only) == {"success": 2, "error": 1}
