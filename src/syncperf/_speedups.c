@@ -54,10 +54,31 @@ static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflig
 #define AS_LL(o) PyLong_AsLongLong(o)
 #endif
 
+/* CLOCKS[`_perf`] (borrowed), NULL when absent (or with an error). Up to 3.11 the lookup is
+ * remembered while the namespace's version tag stays (the dict holds what it found). */
+static PyObject *clock_seen; /* (borrowed; NULL: look up) */
+
+static PyObject *
+clock_of(void)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    static uint64_t seen_version = 0;
+    PyObject *seen = clock_seen;
+    uint64_t version = ((PyDictObject *)CLOCKS)->ma_version_tag;
+    if (version == seen_version && seen != NULL)
+        return seen;
+    clock_seen = seen = PyDict_GetItemWithError(CLOCKS, s_perf);
+    seen_version = version;
+    return seen;
+#else
+    return PyDict_GetItemWithError(CLOCKS, s_perf);
+#endif
+}
+
 static int
 now_ns(long long *out)
 {
-    PyObject *clock = CLOCKS == NULL ? NULL : PyDict_GetItemWithError(CLOCKS, s_perf);
+    PyObject *clock = CLOCKS == NULL ? NULL : clock_of();
     if (clock == NULL) {
         if (PyErr_Occurred())
             return -1;
@@ -1811,6 +1832,7 @@ setup(PyObject *mod, PyObject *args)
     }
     Py_XSETREF(PERF_NS, Py_NewRef(perf));
     Py_XSETREF(CLOCKS, Py_NewRef(clocks));
+    clock_seen = NULL;
     Py_XSETREF(FOLD_HOOK, Py_NewRef(hook));
     FOLD_AT = fold_at;
     MAX_QUEUED = max_queued;
