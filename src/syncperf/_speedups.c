@@ -1336,7 +1336,7 @@ typedef struct {
     PyObject *fn, *slow, *bind, *settle, *raised, *end, *failed, *runtime, *op_type, *plain;
     PyObject *before, *after; /* the extractor phases (Run or None) */
     int fed;                  /* whether they feed counts (op._fed) */
-    PyTypeObject *plain_hit;  /* the type in `plain` last found (the frozenset holds it) */
+    PyObject *plain_hit;      /* the type last found in `plain` (or None) */
     PyObject *cached_rt, *cached_bound;
     /* of the cached runtime and series: rt.tracing; rt.ended, bound.inflight, bound.log */
     PyObject *tracing;
@@ -1346,7 +1346,7 @@ typedef struct {
 #define FAST_FIELDS(X)                                                                       \
     X(fn) X(slow) X(bind) X(settle) X(raised) X(end) X(failed) X(runtime) X(op_type) X(plain) \
     X(before) X(after) X(cached_rt) X(cached_bound) X(tracing) X(hints.ended)                \
-    X(hints.inflight) X(hints.log) X(hints.queue) X(hints.push) X(hints.pop)
+    X(hints.inflight) X(hints.log) X(hints.queue) X(hints.push) X(hints.pop) X(plain_hit)
 
 static PyObject *
 call_with(PyObject *fn, PyObject *args, PyObject *kwargs)
@@ -1643,11 +1643,11 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
     PyObject *result = call_with(self->fn, args, kwargs);
     if (result == NULL)
         return fast_raised(self, op);
-    int is_plain = Py_TYPE(result) == self->plain_hit
-                       ? 1
-                       : PySet_Contains(self->plain, (PyObject *)Py_TYPE(result));
+    PyObject *type = (PyObject *)Py_TYPE(result);
+    int is_plain = type == self->plain_hit ? 1 : PySet_Contains(self->plain, type);
     if (is_plain == 1) {
-        self->plain_hit = Py_TYPE(result);
+        if (type != self->plain_hit)
+            Py_SETREF(self->plain_hit, Py_NewRef(type));
     } else { /* maybe a response, an awaitable: the Python helpers */
         if (is_plain < 0)
             PyErr_Clear();
@@ -1729,6 +1729,7 @@ fast_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->fed = fed;
     self->cached_rt = Py_NewRef(Py_None);
     self->cached_bound = Py_NewRef(Py_None);
+    self->plain_hit = Py_NewRef(Py_None);
     return (PyObject *)self;
 }
 
