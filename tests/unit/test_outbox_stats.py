@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, registry, scoped_session, sessionmaker
 
 import syncperf
@@ -611,6 +612,18 @@ def test_probe_asks_for_a_sync_engine() -> None:
     with pytest.raises(ConfigError) as raised:
         sqlalchemy_probe("sqlite://")  # type: ignore[arg-type]
     assert raised.value.option == "engine"
+
+
+def test_probe_refuses_the_sync_engine_of_an_async_engine(tmp_path: Any) -> None:
+    # its connections need the event loop's greenlet: every collection would fail
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+    try:
+        with pytest.raises(ConfigError) as raised:
+            sqlalchemy_probe(async_engine.sync_engine)
+    finally:
+        asyncio.run(async_engine.dispose())
+    assert raised.value.option == "engine"
+    assert "Engine" in str(raised.value) and "synchronous" in raised.value.accepted
 
 
 # --- counting enqueues when the session commits ------------------------------------------

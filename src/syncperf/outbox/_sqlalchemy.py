@@ -60,13 +60,7 @@ class SQLAlchemyProbe:
         totals: bool = False,
         attempts: str | None = None,
     ) -> None:
-        if not isinstance(engine, Engine):
-            raise ConfigError(
-                "engine",
-                engine,
-                "a synchronous sqlalchemy.Engine (for an AsyncEngine, give the probe a small "
-                "sync engine, e.g. create_engine(url, pool_size=1))",
-            )
+        _check_engine(engine)
         for option, value in (("table", table_name), ("created_at", created_at)):
             if not isinstance(value, str) or not value:
                 raise ConfigError(option, value, "a column or table name")
@@ -156,6 +150,26 @@ class SQLAlchemyProbe:
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyProbe {self.statement}>"
+
+
+def _check_engine(engine: Any) -> None:
+    """Raise ``ConfigError`` unless ``engine`` is a synchronous ``Engine``: not an
+    ``AsyncEngine``, nor its ``sync_engine`` (every collection would fail, MissingGreenlet)."""
+    if not isinstance(engine, Engine):
+        raise ConfigError(
+            "engine",
+            engine,
+            "a synchronous sqlalchemy.Engine (for an AsyncEngine, give the probe a small "
+            "sync engine, e.g. create_engine(url, pool_size=1))",
+        )
+    if getattr(engine.dialect, "is_async", False):  # an AsyncEngine's sync_engine
+        raise ConfigError(
+            "engine",
+            engine,
+            "a synchronous sqlalchemy.Engine, not the sync_engine of an AsyncEngine (its "
+            f"{engine.dialect.driver} connections need the event loop; give the probe a "
+            "small sync engine, e.g. create_engine(url, pool_size=1))",
+        )
 
 
 def _autocommit(connection: Connection) -> bool:
