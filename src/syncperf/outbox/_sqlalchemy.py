@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, column, event, func, select, table
@@ -134,7 +136,7 @@ class SQLAlchemyProbe:
             for status, pending, n, first, tries in groups:
                 label = _label(status)
                 rows[label] = rows.get(label, 0) + int(n)
-                attempts += int(tries or 0)
+                attempts += _attempt_sum(tries)
                 if pending:
                     count += int(n)
                     first = _timestamp(first)
@@ -170,6 +172,25 @@ def _check_engine(engine: Any) -> None:
             f"{engine.dialect.driver} connections need the event loop; give the probe a "
             "small sync engine, e.g. create_engine(url, pool_size=1))",
         )
+
+
+def _attempt_sum(tries: Any) -> int:
+    """A status's ``sum(attempts)`` as an ``int``: 0 for NULL (no counter set), an ``int``, or
+    a ``Decimal`` or ``float`` of whole value (PostgreSQL's sum of a ``bigint`` or ``numeric``,
+    SQLite's of a ``REAL``).
+
+    Raises:
+        TypeError: anything else (``2.7`` attempts is no count): the probe fails.
+    """
+    if tries is None:
+        return 0
+    if type(tries) is int:
+        return tries
+    if type(tries) is Decimal and tries.is_finite() and tries == tries.to_integral_value():
+        return int(tries)
+    if type(tries) is float and math.isfinite(tries) and tries.is_integer():
+        return int(tries)
+    raise TypeError(f"the attempts column's sum must be a whole number, not {type(tries).__name__}")
 
 
 def _autocommit(connection: Connection) -> bool:
