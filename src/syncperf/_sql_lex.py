@@ -1,10 +1,12 @@
 """The SQL lexer of ``syncperf._sql``: a statement as tokens, following the dialect.
 
-By default as PostgreSQL (comments nest); with ``sqlite=True`` as SQLite (``[name]``, no
+By default as PostgreSQL (comments nest, a ``--`` comment ends at a carriage return or a
+newline); with ``sqlite=True`` as SQLite (``[name]``, no
 ``E'...'`` or dollar quotes); with ``mysql=True`` as MySQL / MariaDB (``"..."`` is a string,
 ``#`` starts a comment, ``--`` only before a space, no ``E'...'`` or dollar quotes). All three
 read a non-ASCII character as a letter: in names (``x€$t$`` is one name), and PostgreSQL in a
-dollar quote's tag (``$é$...$é$``). An unterminated literal or comment runs to the end.
+dollar quote's tag (``$é$...$é$``). SQLite and MySQL end a ``--`` comment at a newline only.
+An unterminated literal or comment runs to the end.
 
 Whether a backslash escapes a quote is a server setting (MySQL's ``NO_BACKSLASH_ESCAPES``,
 PostgreSQL's ``standard_conforming_strings``): where the two readings end a string in
@@ -24,7 +26,7 @@ Token = tuple[str, str, bool]
 """``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
 
 _PATTERN = r"""
-      (?P<comment>--[^\n]*|/\*HASH_COMMENT)
+      (?P<comment>--[^LINE_END]*|/\*HASH_COMMENT)
     | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
     | (?P<dollar>\$(?P<tag>[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*|)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
@@ -47,10 +49,12 @@ def _body(quote: str, backslash: bool) -> str:
     return rf"(?:[^{quote}]|{quote}{quote})*"
 
 
-def _compile(backslash: bool = False, brackets: bool = False) -> re.Pattern[str]:
+def _compile(backslash: bool = False, brackets: bool = False, cr: bool = False) -> re.Pattern[str]:
     """The lexer of MySQL / MariaDB (``backslash``: it escapes in every string, ``#`` starts
-    a comment), SQLite (``brackets``: ``[name]``) or PostgreSQL."""
+    a comment), SQLite (``brackets``: ``[name]``) or PostgreSQL (``cr``: a carriage return
+    ends a ``--`` comment too)."""
     parts = {
+        "LINE_END": r"\n\r" if cr else r"\n",
         "STRING_BODY": _body("'", backslash),
         "DQUOTE_BODY": _body('"', backslash),
         "HASH_COMMENT": r"|\#[^\n]*" if backslash else "",
@@ -62,9 +66,13 @@ def _compile(backslash: bool = False, brackets: bool = False) -> re.Pattern[str]
     return re.compile(pattern, re.S | re.X)
 
 
-_TOKEN = _compile()
+_TOKEN = _compile(cr=True)
 _TOKEN_MYSQL = _compile(backslash=True)
 _TOKEN_SQLITE = _compile(brackets=True)
+_TOKEN_LF = _compile()
+"""PostgreSQL's tokens with MySQL's and SQLite's ``--`` comment (to a newline only)."""
+_TOKEN_MYSQL_CR = _compile(backslash=True, cr=True)
+"""MySQL's tokens with PostgreSQL's ``--`` comment (to a carriage return or a newline)."""
 _READINGS = {
     quote: [re.compile(f"{quote}{_body(quote, b)}(?:{quote}|\\Z)", re.S) for b in (False, True)]
     for quote in "'\""
@@ -76,7 +84,13 @@ _COMMENT_MARK = re.compile(r"/\*|\*/")
 def lex(statement: str, *, mysql: bool = False, sqlite: bool = False) -> list[Token]:
     """``statement`` as tokens, whitespace and comments dropped (``mysql``: MySQL's lexing,
     ``sqlite``: SQLite's)."""
-    match = (_TOKEN_MYSQL if mysql else _TOKEN_SQLITE if sqlite else _TOKEN).match
+    return _lex(
+        statement, _TOKEN_MYSQL if mysql else _TOKEN_SQLITE if sqlite else _TOKEN, mysql, sqlite
+    )
+
+
+def _lex(statement: str, pattern: re.Pattern[str], mysql: bool, sqlite: bool) -> list[Token]:
+    match = pattern.match
     tokens: list[Token] = []
     spaced = False
     position, size = 0, len(statement)
@@ -155,11 +169,18 @@ def several(statement: str, tokens: list[Token], *, mysql: bool = False) -> bool
 
     Lexed both ways, whatever the dialect: MySQL's ``#`` comment is an operator elsewhere. A
     ``;`` seen by either lexing counts (a query plan must never run a second statement), and
-    so does one in a ``rest`` token (where a string or comment ends is unclear).
+    so does one in a ``rest`` token (where a string or comment ends is unclear). With a
+    carriage return in it, both ways again with either end of a ``--`` comment (PostgreSQL's,
+    at the carriage return, and SQLite's and MySQL's, at the next newline).
     """
     if ";" not in statement:
         return False
-    return _several(tokens) or _several(lex(statement, mysql=not mysql))
+    if _several(tokens) or _several(lex(statement, mysql=not mysql)):
+        return True
+    if "\r" not in statement:
+        return False
+    readings = ((_TOKEN, False), (_TOKEN_LF, False), (_TOKEN_MYSQL_CR, True))
+    return any(_several(_lex(statement, p, m, False)) for p, m in readings)
 
 
 def _several(tokens: list[Token]) -> bool:

@@ -225,6 +225,39 @@ def test_a_string_of_several_statements_is_never_explained(
     assert planner.explained == 1  # the one statement (a trailing ';' and comment are fine)
 
 
+@pytest.mark.parametrize("end", ["\r", "\r\n", "\n"])
+def test_a_second_statement_after_a_line_comment_is_never_explained(
+    postgres_dsn: str, pg: sa.Engine, table: str, end: str
+) -> None:
+    # PostgreSQL ends a "--" comment at a carriage return too: "SELECT 1 -- note\r; b" is two
+    # statements, and EXPLAIN of it as a simple query would run b (a session lock held after)
+    url = postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with engine.connect():  # the dialect's first-connect queries, outside any sync operation
+        pass
+    runs = f"{table}_runs"
+    with pg.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SEQUENCE {runs}")
+    handle = instrument_engine(engine, plans=EVERY_TIME)
+    try:
+        with syncperf.sync_operation("pull", entity="todo"), engine.connect() as conn:
+            conn.exec_driver_sql(
+                f"SELECT id FROM {table} WHERE owner = 'x' -- note{end}; "
+                f"SELECT nextval('{runs}'), pg_advisory_lock(4242)"
+            )
+            conn.exec_driver_sql("SELECT pg_advisory_unlock(4242)")
+        planner = _planner(handle)
+        assert planner.wait()
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    with pg.connect() as conn:  # the application's statements ran once, and only they did
+        assert conn.exec_driver_sql(f"SELECT last_value FROM {runs}").scalar() == 1
+        assert conn.exec_driver_sql("SELECT pg_try_advisory_lock(4242)").scalar()
+        conn.exec_driver_sql("SELECT pg_advisory_unlock(4242)")
+    assert planner.explained == 1  # the application's unlock (EXPLAIN does not run it)
+
+
 def test_the_per_minute_budget_holds_under_concurrent_load(
     syncperf_capture: Capture, pg: sa.Engine, table: str
 ) -> None:

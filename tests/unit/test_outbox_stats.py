@@ -8,6 +8,7 @@ import os
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, registry, scoped_session, sessionmaker
 
 import syncperf
@@ -36,6 +38,7 @@ from syncperf._staleness import MAX_SKEW
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
 from syncperf.outbox._gauges import MAX_STATUSES, _validate
+from syncperf.outbox._sqlalchemy import _attempt_sum
 from syncperf.testing import Capture, capture
 from tests._forked import in_a_worker
 
@@ -611,6 +614,81 @@ def test_probe_asks_for_a_sync_engine() -> None:
     with pytest.raises(ConfigError) as raised:
         sqlalchemy_probe("sqlite://")  # type: ignore[arg-type]
     assert raised.value.option == "engine"
+
+
+def test_probe_refuses_the_sync_engine_of_an_async_engine(tmp_path: Any) -> None:
+    # its connections need the event loop's greenlet: every collection would fail
+    async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")
+    try:
+        with pytest.raises(ConfigError) as raised:
+            sqlalchemy_probe(async_engine.sync_engine)
+    finally:
+        asyncio.run(async_engine.dispose())
+    assert raised.value.option == "engine"
+    assert "Engine" in str(raised.value) and "synchronous" in raised.value.accepted
+
+
+@pytest.mark.parametrize(
+    ("attempts", "total", "failures"),
+    [
+        ([1.0, 2.0], 3, {}),  # a REAL column of whole counts
+        ([2.7], None, {"TypeError": 1}),  # no attempt count: nonsense, never 2
+        ([1, 0.5], None, {"TypeError": 1}),
+    ],
+)
+def test_probe_attempt_sums_must_be_whole_numbers(
+    tmp_path: Any,
+    syncperf_capture: Capture,
+    attempts: list[float],
+    total: int | None,
+    failures: dict[str, float],
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'real.db'}")
+    with engine.begin() as connection:
+        connection.exec_driver_sql(
+            "CREATE TABLE outbox (status TEXT, created_at TEXT, attempts REAL)"
+        )
+        for n in attempts:
+            connection.exec_driver_sql(
+                "INSERT INTO outbox VALUES ('published', '2026-01-01 00:00:00', ?)", (n,)
+            )
+    probe = sqlalchemy_probe(engine, status="status", totals=True, attempts="attempts")
+    outbox = Outbox("orders", stats=probe)
+    try:
+        assert gauge(syncperf_capture, "outbox.attempts") == total
+        assert probe_failures(syncperf_capture) == failures
+    finally:
+        outbox.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("value", "whole"),
+    [
+        (None, 0),
+        (3, 3),
+        (Decimal("12"), 12),  # PostgreSQL's sum of a bigint or numeric column
+        (Decimal("12.000"), 12),
+        (4.0, 4),
+        (Decimal("2.7"), None),
+        (2.7, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        (Decimal("NaN"), None),
+        (Decimal("sNaN"), None),
+        (True, None),
+        ("3", None),
+    ],
+)
+def test_an_attempt_sum_is_an_int_or_a_whole_decimal_or_float(
+    value: Any, whole: int | None
+) -> None:
+    if whole is None:
+        with pytest.raises(TypeError):
+            _attempt_sum(value)
+    else:
+        assert _attempt_sum(value) == whole
+        assert type(_attempt_sum(value)) is int
 
 
 # --- counting enqueues when the session commits ------------------------------------------

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncperf._sql import classify, normalize
+from syncperf._sql_lex import lex
 
 SECRET = "s3cretTOKEN"
 
@@ -128,6 +129,50 @@ def test_a_semicolon_where_a_comment_or_string_may_end_counts_as_several(
     statement: str, dialect: str
 ) -> None:
     assert classify(statement, dialect=dialect).several
+
+
+# --- a "--" comment ends at a carriage return on PostgreSQL, at a newline only elsewhere ------
+
+
+def test_a_line_comment_ends_at_a_carriage_return_on_postgresql_only() -> None:
+    statement = "SELECT 1 -- note\rFROM t"  # PostgreSQL's scan.l: newline is [\n\r]
+    assert [text for _, text, _ in lex(statement)] == ["SELECT", "1", "FROM", "t"]
+    assert [text for _, text, _ in lex(statement, sqlite=True)] == ["SELECT", "1"]
+    assert [text for _, text, _ in lex(statement, mysql=True)] == ["SELECT", "1"]
+    assert sqlite3.connect(":memory:").execute("SELECT 1 -- x\r; SELECT 2").fetchall() == [(1,)]
+
+
+_LINE_COMMENT = st.sampled_from(["--", "-- ", "--x", "-- a;b", "#", "# x", "/* c */ --"])
+_LINE_END = st.sampled_from(["\r", "\n", "\r\n", "\n\r", "\r\r", " \r ", "\r\t"])
+_TRAIL = st.lists(st.sampled_from([" ", "\t", "\r", "\n", "-- end", "/* end */"]), max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    comment=_LINE_COMMENT,
+    end=_LINE_END,
+    second=st.sampled_from(["SELECT nextval('s')", "DELETE FROM t", "x"]),
+    dialect=st.sampled_from(["postgresql", "sqlite", "mysql"]),
+)
+def test_a_statement_after_a_line_comment_and_a_semicolon_is_several_on_every_dialect(
+    comment: str, end: str, second: str, dialect: str
+) -> None:
+    # a plan worker explaining this as one statement would run the second one on PostgreSQL
+    assert classify(f"SELECT 1 {comment}{end}; {second}", dialect=dialect).several
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    comment=_LINE_COMMENT,
+    end=_LINE_END,
+    trail=_TRAIL,
+    dialect=st.sampled_from(["postgresql", "sqlite", "mysql"]),
+)
+def test_only_whitespace_and_comments_after_the_semicolon_is_one_statement(
+    comment: str, end: str, trail: list[str], dialect: str
+) -> None:
+    statement = f"SELECT 1 {comment}{end};{''.join(trail)}"
+    assert not classify(statement, dialect=dialect).several
 
 
 def test_a_bracketed_sqlite_table_is_the_collection() -> None:

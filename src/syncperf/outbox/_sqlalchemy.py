@@ -13,10 +13,12 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import weakref
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, column, event, func, select, table
@@ -60,13 +62,7 @@ class SQLAlchemyProbe:
         totals: bool = False,
         attempts: str | None = None,
     ) -> None:
-        if not isinstance(engine, Engine):
-            raise ConfigError(
-                "engine",
-                engine,
-                "a synchronous sqlalchemy.Engine (for an AsyncEngine, give the probe a small "
-                "sync engine, e.g. create_engine(url, pool_size=1))",
-            )
+        _check_engine(engine)
         for option, value in (("table", table_name), ("created_at", created_at)):
             if not isinstance(value, str) or not value:
                 raise ConfigError(option, value, "a column or table name")
@@ -140,7 +136,7 @@ class SQLAlchemyProbe:
             for status, pending, n, first, tries in groups:
                 label = _label(status)
                 rows[label] = rows.get(label, 0) + int(n)
-                attempts += int(tries or 0)
+                attempts += _attempt_sum(tries)
                 if pending:
                     count += int(n)
                     first = _timestamp(first)
@@ -156,6 +152,45 @@ class SQLAlchemyProbe:
 
     def __repr__(self) -> str:
         return f"<SQLAlchemyProbe {self.statement}>"
+
+
+def _check_engine(engine: Any) -> None:
+    """Raise ``ConfigError`` unless ``engine`` is a synchronous ``Engine``: not an
+    ``AsyncEngine``, nor its ``sync_engine`` (every collection would fail, MissingGreenlet)."""
+    if not isinstance(engine, Engine):
+        raise ConfigError(
+            "engine",
+            engine,
+            "a synchronous sqlalchemy.Engine (for an AsyncEngine, give the probe a small "
+            "sync engine, e.g. create_engine(url, pool_size=1))",
+        )
+    if getattr(engine.dialect, "is_async", False):  # an AsyncEngine's sync_engine
+        raise ConfigError(
+            "engine",
+            engine,
+            "a synchronous sqlalchemy.Engine, not the sync_engine of an AsyncEngine (its "
+            f"{engine.dialect.driver} connections need the event loop; give the probe a "
+            "small sync engine, e.g. create_engine(url, pool_size=1))",
+        )
+
+
+def _attempt_sum(tries: Any) -> int:
+    """A status's ``sum(attempts)`` as an ``int``: 0 for NULL (no counter set), an ``int``, or
+    a ``Decimal`` or ``float`` of whole value (PostgreSQL's sum of a ``bigint`` or ``numeric``,
+    SQLite's of a ``REAL``).
+
+    Raises:
+        TypeError: anything else (``2.7`` attempts is no count): the probe fails.
+    """
+    if tries is None:
+        return 0
+    if type(tries) is int:
+        return tries
+    if type(tries) is Decimal and tries.is_finite() and tries == tries.to_integral_value():
+        return int(tries)
+    if type(tries) is float and math.isfinite(tries) and tries.is_integer():
+        return int(tries)
+    raise TypeError(f"the attempts column's sum must be a whole number, not {type(tries).__name__}")
 
 
 def _autocommit(connection: Connection) -> bool:
