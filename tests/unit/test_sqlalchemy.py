@@ -418,6 +418,23 @@ def test_a_loop_over_chunks_is_not_an_n_plus_one_but_one_over_small_lists_is(
     assert detection.attributes["sync.entity"] == "tags"
 
 
+def test_an_applications_chunks_sent_as_executemany_are_not_an_n_plus_one(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    # conn.execute(insert(t), rows) in chunks: one cursor.executemany each, one VALUES row
+    todo = sa.table("todo", sa.column("id"), sa.column("title"))
+    rows = [{"id": 100 + i, "title": f"c{i}"} for i in range(1000)]
+    with syncperf.sync_operation("push", entity="chunks"), engine.begin() as conn:
+        for start in range(0, len(rows), 100):
+            conn.execute(sa.insert(todo), rows[start : start + 100])
+        for start in range(0, len(rows), 100):  # and so for an UPDATE's
+            conn.execute(
+                sa.text("UPDATE todo SET title = :title WHERE id = :id"), rows[start : start + 100]
+            )
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    assert _queries(syncperf_capture, "chunks") == 21  # each chunk is still a query
+
+
 def test_n_plus_one_fires_at_the_default_threshold_of_ten(
     syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
 ) -> None:

@@ -63,8 +63,11 @@ _BATCH = 10
 """Values in one ``IN`` list (or rows in one ``VALUES``) from which a statement is a batch, never
 an N+1 execution: SQLAlchemy pages selectinload (500 keys a query) and bulk inserts, and an
 application pages its own batches; a loop over items sends a few keys each."""
-_PAGES = ExecuteStyle.INSERTMANYVALUES
-"""A page of SQLAlchemy's bulk insert ("insertmanyvalues"): one row a page on SQLite."""
+_BULK = frozenset({ExecuteStyle.EXECUTEMANY, ExecuteStyle.INSERTMANYVALUES})
+"""Execute styles that are batches whatever their ``VALUES`` hold, never an N+1 execution: an
+``executemany`` (one placeholder row, many rows of parameters: SQLAlchemy's, or an application's
+own chunks) and a page of SQLAlchemy's bulk insert ("insertmanyvalues": one row a page on
+SQLite)."""
 _SYSTEMS = {
     "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite",
     "mssql": "microsoft.sql_server", "oracle": "oracle.db",
@@ -303,7 +306,7 @@ class QueryRecorder:
         plans = self.plans
         if plans is not None and t1 >= plans.due.get(query.text, 0):
             plans.offer(statement, query, op, context, t1)
-        if self._n1 and query.counted and getattr(context, "execute_style", None) is not _PAGES:
+        if self._n1 and query.counted and getattr(context, "execute_style", None) not in _BULK:
             scratch = op.scratch
             if scratch is None:
                 scratch = op.scratch = {}
