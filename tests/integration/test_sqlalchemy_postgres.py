@@ -24,7 +24,9 @@ from sqlalchemy.orm import (
 )
 
 import syncperf
+from syncperf import _sql as sql
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
+from syncperf.sqlalchemy import _queries as queries_module
 from syncperf.testing import Capture
 
 pytestmark = pytest.mark.integration
@@ -211,6 +213,65 @@ def test_the_pages_of_a_bulk_insert_and_of_selectinload_are_not_an_n_plus_one(
     assert syncperf_capture.metric("sync.db.n_plus_one") is None
     (push,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "push"})
     assert push.sum >= 3  # three pages of the insert
+
+
+@pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])
+async def test_the_pages_of_a_bulk_insert_are_classified_once_whatever_their_sizes(
+    syncperf_capture: Capture,
+    postgres_dsn: str,
+    table: str,
+    driver: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # keys in parameter order: each page is INSERT ... SELECT ... FROM (VALUES (...), ...) AS
+    # imp_sen ... ORDER BY sen_counter, one placeholder row per item, so each size is another
+    # string; classified once, as the single-row statement SQLAlchemy compiled
+    classified: list[str] = []
+    classify = sql.classify
+
+    def counted(statement: str, **kwargs: Any) -> Any:
+        classified.append(statement)
+        return classify(statement, **kwargs)
+
+    monkeypatch.setattr(queries_module, "classify", counted)
+    metadata = sa.MetaData()
+    todo = sa.Table(
+        table,
+        metadata,
+        sa.Column("id", sa.BigInteger, primary_key=True),
+        sa.Column("title", sa.Text),
+    )
+    engine = create_async_engine(_url(postgres_dsn, driver), pool_size=1, max_overflow=0)
+    async with engine.begin() as conn:
+        await conn.run_sync(metadata.create_all)
+    handle = instrument_engine(engine)
+    insert = sa.insert(todo).returning(todo.c.id, sort_by_parameter_order=True)
+    try:
+        with syncperf_capture.tracer_provider.get_tracer("test").start_as_current_span("req"):
+            async with engine.begin() as conn:
+                for size in range(20, 40):
+                    rows = [{"title": f"t{i}"} for i in range(size)]
+                    assert len((await conn.execute(insert, rows)).all()) == size
+    finally:
+        handle.uninstrument()
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+        await engine.dispose()
+    (single,) = [statement for statement in classified if statement.startswith("INSERT")]
+    assert "imp_sen" in single
+    (point,) = syncperf_capture.points(
+        "db.client.operation.duration", {"db.operation.name": "INSERT"}
+    )
+    assert point.count == 20  # one page each
+    texts = {
+        s.attributes["db.query.text"]
+        for s in syncperf_capture.spans()
+        if s.kind is SpanKind.CLIENT and s.attributes and s.attributes.get("db.collection.name")
+    }
+    assert texts == {
+        f"INSERT INTO {table} (title) SELECT p0::VARCHAR FROM (VALUES (?)) AS imp_sen(p0, "
+        f"sen_counter) ORDER BY sen_counter RETURNING {table}.id, {table}.id AS id__1"
+    }
 
 
 @pytest.mark.parametrize("driver", ["asyncpg", "psycopg"])

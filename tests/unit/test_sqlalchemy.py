@@ -35,9 +35,11 @@ from sqlalchemy.orm import (
 
 import syncperf
 from syncperf import _gate as gate
+from syncperf import _sql as sql
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy import EngineInstrumentation, instrument_engine
+from syncperf.sqlalchemy import _queries as queries_module
 from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH
 from syncperf.sqlalchemy._ends import ends
 from syncperf.sqlalchemy._names import connection_attributes, pool_name
@@ -403,6 +405,54 @@ def test_the_pages_of_a_bulk_insert_and_of_selectinload_are_not_an_n_plus_one(
     assert pull.sum >= 4  # the parents, three pages of kids (and the transaction's end)
 
 
+def _bulk_engine() -> sa.Engine:
+    eng = sa.create_engine("sqlite://")
+    with eng.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE bulk (id INTEGER PRIMARY KEY, title TEXT, n INT)")
+    return eng
+
+
+_BULK = sa.table("bulk", sa.column("id"), sa.column("title"), sa.column("n"))
+
+
+def test_the_pages_of_a_bulk_insert_are_classified_once_whatever_their_sizes(
+    syncperf_capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a page carries one placeholder row per item, so each batch size is another string; each
+    # is classified as its single-row statement (once), not sanitized whole (~1 us a character)
+    classified: list[str] = []
+    classify = sql.classify
+
+    def counted(statement: str, **kwargs: Any) -> Any:
+        classified.append(statement)
+        return classify(statement, **kwargs)
+
+    monkeypatch.setattr(queries_module, "classify", counted)
+    eng = _bulk_engine()
+    handle = instrument_engine(eng)
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    try:
+        with tracer.start_as_current_span("req"), eng.begin() as conn:
+            for size in range(20, 40):
+                rows = [{"title": f"t{i}"} for i in range(size)]
+                conn.execute(sa.insert(_BULK).returning(_BULK.c.id), rows).all()
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+    inserts = [statement for statement in classified if statement.startswith("INSERT")]
+    assert inserts == ["INSERT INTO bulk (title) VALUES (?) RETURNING id"]
+    (point,) = syncperf_capture.points(
+        "db.client.operation.duration", {"db.operation.name": "INSERT"}
+    )
+    assert point.count == 20  # one page each
+    texts = {
+        span.attributes.get("db.query.text")
+        for span in syncperf_capture.spans()
+        if span.kind is SpanKind.CLIENT and span.attributes is not None
+    }
+    assert "INSERT INTO bulk (title) VALUES (?) RETURNING id" in texts
+
+
 def test_a_loop_over_chunks_is_not_an_n_plus_one_but_one_over_small_lists_is(
     syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
 ) -> None:
@@ -416,6 +466,23 @@ def test_a_loop_over_chunks_is_not_an_n_plus_one_but_one_over_small_lists_is(
             conn.execute(sa.select(todo.c.title).where(todo.c.id.in_(range(1 + i % 4))))
     (detection,) = syncperf_capture.points("sync.db.n_plus_one")
     assert detection.attributes["sync.entity"] == "tags"
+
+
+def test_an_applications_chunks_sent_as_executemany_are_not_an_n_plus_one(
+    syncperf_capture: Capture, engine: sa.Engine, instrumented: EngineInstrumentation
+) -> None:
+    # conn.execute(insert(t), rows) in chunks: one cursor.executemany each, one VALUES row
+    todo = sa.table("todo", sa.column("id"), sa.column("title"))
+    rows = [{"id": 100 + i, "title": f"c{i}"} for i in range(1000)]
+    with syncperf.sync_operation("push", entity="chunks"), engine.begin() as conn:
+        for start in range(0, len(rows), 100):
+            conn.execute(sa.insert(todo), rows[start : start + 100])
+        for start in range(0, len(rows), 100):  # and so for an UPDATE's
+            conn.execute(
+                sa.text("UPDATE todo SET title = :title WHERE id = :id"), rows[start : start + 100]
+            )
+    assert syncperf_capture.metric("sync.db.n_plus_one") is None
+    assert _queries(syncperf_capture, "chunks") == 21  # each chunk is still a query
 
 
 def test_n_plus_one_fires_at_the_default_threshold_of_ten(
@@ -700,6 +767,37 @@ def test_no_bound_or_literal_value_reaches_spans_events_logs_or_metrics(
     assert SECRET not in exported
     assert str(SECRET_NUMBER) not in exported
     assert "s3cr3t" not in exported
+
+
+def test_no_literal_of_a_bulk_insert_page_reaches_spans_events_logs_or_metrics(
+    syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    # pages are classified through their single-row statement, where the literals are too
+    eng = _bulk_engine()
+    handle = instrument_engine(eng, slow_query_threshold=0.000001)
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    insert = sa.insert(_BULK).values(
+        title=sa.literal_column(f"'{SECRET}'"), n=sa.literal_column(str(SECRET_NUMBER))
+    )
+    try:
+        with (
+            caplog.at_level(logging.DEBUG, "syncperf"),
+            tracer.start_as_current_span("req"),
+            syncperf.sync_operation("push", entity="bulk"),
+            eng.begin() as conn,
+        ):
+            for size in (2, 3, 12):
+                rows = [{"id": size * 100 + i} for i in range(size)]
+                conn.execute(insert.returning(_BULK.c.id), rows).all()
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+    exported = _exported_text(syncperf_capture, caplog)
+    assert "db.query.text=INSERT INTO bulk (id, title, n) VALUES (?) RETURNING id" in exported
+    assert "sync.db.slow_query" in exported
+    assert "s3cr3t" not in exported
+    assert str(SECRET_NUMBER) not in exported
 
 
 def test_sqlite_double_quoted_literals_and_comment_text_never_reach_events_logs_or_names(
