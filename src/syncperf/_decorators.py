@@ -148,7 +148,7 @@ def _responder(on_response: Apply) -> Apply:
             else:
                 try:
                     result = json.loads(body)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested ~1,000 deep
                     guard(op).reject("unparseable_payload", "a returned JSON response is not JSON")
                     return
         on_response(op, result)

@@ -244,6 +244,44 @@ async def test_zero_example_exchange(measured_by: str, syncperf_capture: Capture
     assert_zero_metrics(syncperf_capture, seen)
 
 
+@MEASURED_BY
+async def test_replicache_example_counts_what_the_server_applied(
+    measured_by: str, syncperf_capture: Capture
+) -> None:
+    # one push carrying mutation (c1, 1) three times, then (c1, 9) from the future
+    store = replicache_server.Store()
+    first = {"id": 1, "clientID": "c1", "name": "createTodo", "args": {"id": "a", "text": "x"},
+             "timestamp": 1}  # fmt: skip
+    gap = dict(first, id=9, args={"id": "b", "text": "y"})
+    body = {"pushVersion": 1, "clientGroupID": "g", "profileID": "p", "schemaVersion": "1",
+            "mutations": [first, dict(first), dict(first), gap]}  # fmt: skip
+    async with client_for(replicache_server.create_app(store, measured_by=measured_by)) as client:
+        assert (await client.post("/replicache/push", json=body)).status_code == 200
+    assert sorted(store.entries) == ["todo/a"]
+    got = recorded(syncperf_capture)
+    assert got.items == {("todo", "created"): 1}
+    assert got.batches == [(1, 4)]
+    assert got.idempotency == 0
+
+
+@MEASURED_BY
+async def test_zero_example_counts_a_repeated_mutation_once(
+    measured_by: str, syncperf_capture: Capture
+) -> None:
+    store = zero_server.Store()
+    mutation = {"type": "custom", "id": 1, "clientID": "c1", "name": "issue.create",
+                "args": [{"id": "i1", "title": "t"}], "timestamp": 1}  # fmt: skip
+    body = {"clientGroupID": "g", "pushVersion": 1, "schemaVersion": 1, "requestID": "r",
+            "timestamp": 1, "mutations": [mutation, dict(mutation)]}  # fmt: skip
+    async with client_for(zero_server.create_app(store, measured_by=measured_by)) as client:
+        answer = (await client.post("/api/zero/push", json=body)).json()
+    assert [m["result"] for m in answer["mutations"]] == [{}, {"error": "alreadyProcessed"}]
+    assert list(store.issues) == ["i1"]
+    got = recorded(syncperf_capture)
+    assert got.items == {("issue", "created"): 1}
+    assert got.idempotency == 1
+
+
 def test_the_examples_expose_an_app() -> None:
     for example in (
         couchdb_server, powersync_server, replicache_server, rxdb_server, watermelondb_server,

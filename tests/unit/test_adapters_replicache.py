@@ -90,6 +90,35 @@ def test_push_v0_passes_no_group_and_the_body_client(syncperf_capture: Capture) 
     assert got.batches == [(1, 2)]
 
 
+def test_a_mutation_repeated_within_a_push_counts_once(syncperf_capture: Capture) -> None:
+    # the server applies (c1, 5) once: the first copy advances the client's last mutation ID
+    mutation = {"id": 5, "clientID": "c1", "name": "createTodo", "args": {}}
+    body = {"pushVersion": 1, "clientGroupID": "g", "mutations": [mutation] * 3}
+    run(replicache.Push(last_mutation_id=lambda group, client: 4), body, {})
+    got = recorded(syncperf_capture)
+    assert got.items == {("createTodo", None): 1}
+    assert got.batches == [(1, 3)]
+    assert got.idempotency == 0  # a resend, as for ids at or below the callback's answer
+    assert span_attributes(syncperf_capture)["sync.replicache.duplicate_mutations"] == 2
+
+
+def test_mutations_out_of_order_or_from_the_future_are_not_items(
+    syncperf_capture: Capture,
+) -> None:
+    # Replicache's push algorithm: an id below last + 1 was processed; one above it is from
+    # the future, and the server stops there (the client resends the gap and what follows)
+    ids = [("c1", 5), ("c1", 6), ("c1", 5), ("c2", 1), ("c1", 9), ("c1", 7), ("c2", 2)]
+    mutations = [{"id": i, "clientID": c, "name": "createTodo", "args": {}} for c, i in ids]
+    body = {"pushVersion": 1, "clientGroupID": "g", "mutations": mutations}
+    run(replicache.Push(last_mutation_id=lambda group, client: {"c1": 4}.get(client)), body, {})
+    got = recorded(syncperf_capture)
+    assert got.items == {("createTodo", None): 3}  # c1's 5 and 6, c2's 1 (unknown: its first)
+    assert got.batches == [(1, 7)]
+    attributes = span_attributes(syncperf_capture)
+    assert attributes["sync.replicache.duplicate_mutations"] == 1
+    assert attributes["sync.replicache.future_mutations"] == 3  # c1's 9 and all after it
+
+
 def test_push_reads_nothing_but_an_error_from_the_response(syncperf_capture: Capture) -> None:
     run(replicache.Push(), PUSH_V1, {"anything": "at all"})
     got = recorded(syncperf_capture)
@@ -198,6 +227,25 @@ mutations = st.lists(
 last_ids = st.dictionaries(clients, st.integers(0, 20) | st.none())
 
 
+def _applied(
+    mutations: list[dict[str, Any]], last_ids: dict[str, int | None]
+) -> list[dict[str, Any]]:
+    """What Replicache's push algorithm (examples/replicache_server.py) runs: each client's
+    next mutation (last + 1; any id for a client the server does not know), skipping the
+    ones already processed and stopping at the first from the future."""
+    last = dict(last_ids)
+    applied = []
+    for m in mutations:
+        known = last.get(m["clientID"])
+        if known is not None and m["id"] <= known:
+            continue
+        if known is not None and m["id"] > known + 1:
+            break
+        last[m["clientID"]] = m["id"]
+        applied.append(m)
+    return applied
+
+
 @settings(max_examples=150, deadline=None)
 @given(mutations=mutations, last_ids=last_ids)
 def test_push_counts_match_a_direct_computation(
@@ -209,11 +257,7 @@ def test_push_counts_match_a_direct_computation(
         run(adapter, body)
         got = recorded(cap)
 
-    def duplicate(m: dict[str, Any]) -> bool:
-        last = last_ids.get(m["clientID"])
-        return last is not None and m["id"] <= last
-
-    expected = Counter((m["name"], None) for m in mutations if not duplicate(m))
+    expected = Counter((m["name"], None) for m in _applied(mutations, last_ids))
     assert got.items == dict(expected)
     assert got.batches == [(1, len(mutations))]
     assert got.idempotency == 0

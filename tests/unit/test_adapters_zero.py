@@ -148,6 +148,29 @@ def test_the_last_mutation_id_callback_keeps_duplicates_out_of_items(
     assert got.idempotency == 1
 
 
+def test_a_mutation_repeated_within_a_push_counts_once(syncperf_capture: Capture) -> None:
+    # the server applies (c1, 5) once and answers its copy alreadyProcessed
+    body = push_body(custom(5, "c1", "issue.create"), custom(5, "c1", "issue.create"))
+    answer = {"mutations": [result(5, "c1"), result(5, "c1", error="alreadyProcessed")]}
+    run(zero.Push(last_mutation_id=lambda group, client: 4), body, answer)
+    got = recorded(syncperf_capture)
+    assert got.items == {("issue", None): 1}
+    assert got.batches == [(1, 2)]
+    assert got.idempotency == 1
+    assert span_attributes(syncperf_capture)["sync.zero.duplicate_mutations"] == 1
+
+
+def test_a_mutation_below_one_the_push_already_carried_is_a_duplicate(
+    syncperf_capture: Capture,
+) -> None:
+    ids = [(5, "c1"), (7, "c1"), (6, "c1"), (1, "c2")]
+    body = push_body(*(custom(i, c, "issue.create") for i, c in ids))
+    run(zero.Push(last_mutation_id=lambda group, client: {"c1": 4}.get(client)), body)
+    got = recorded(syncperf_capture)
+    assert got.items == {("issue", None): 3}  # 6 comes after 7: the server took 7 already
+    assert span_attributes(syncperf_capture)["sync.zero.duplicate_mutations"] == 1
+
+
 def test_push_level_errors_are_set_on_the_span(syncperf_capture: Capture) -> None:
     run(zero.Push(), push_body(), {"error": "unsupportedPushVersion"})
     run(zero.Push(), push_body(), ["error", {"kind": "PushFailed", "message": "x"}])

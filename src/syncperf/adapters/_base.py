@@ -110,26 +110,40 @@ def seq(obj: Any, what: str) -> list[Any] | tuple[Any, ...]:
 
 
 def entries(obj: Any, what: str) -> Iterable[tuple[Any, Any]]:
-    """``(key, value)`` pairs of a JSON object (a mapping, or a model's set fields)."""
+    """``(key, value)`` pairs of a JSON object: a mapping, or what a model serialises to
+    (``model_dump(by_alias=True)``, as FastAPI answers with it): every field, set or left
+    at its default (a default table filled in afterwards is on the wire), by its
+    serialization alias, but not one marked ``exclude=True``; computed fields; extras."""
     if type(obj) is dict or isinstance(obj, Mapping):
         return obj.items()
     if not isinstance(obj, _SCALARS):
-        fields = getattr(type(obj), "model_fields", None)
+        cls = type(obj)
+        fields = getattr(cls, "model_fields", None)
         if isinstance(fields, Mapping):
             if "root" in fields:
                 return entries(obj.root, what)
             pairs = []
-            for name in getattr(obj, "model_fields_set", fields):
-                info = fields.get(name)
-                if info is None:  # an extra field: listed below
-                    continue
-                alias = getattr(info, "alias", None)
-                pairs.append((alias if isinstance(alias, str) else name, getattr(obj, name)))
+            for name, info in fields.items():
+                if getattr(info, "exclude", None) is not True:
+                    pairs.append((_wire_name(name, info), getattr(obj, name)))
+            computed = getattr(cls, "model_computed_fields", None)
+            if isinstance(computed, Mapping):
+                for name, info in computed.items():
+                    pairs.append((_wire_name(name, info), getattr(obj, name)))
             extra = getattr(obj, "model_extra", None)
             if extra:
                 pairs.extend(extra.items())
             return pairs
     raise Malformed(f"{what} is not an object but {type(obj).__name__}")
+
+
+def _wire_name(name: str, info: Any) -> str:
+    """A model field's key in its serialised JSON (by alias, as FastAPI writes it)."""
+    for alias_attr in ("serialization_alias", "alias"):
+        alias = getattr(info, alias_attr, None)
+        if isinstance(alias, str):
+            return alias
+    return name
 
 
 def count(obj: Any, what: str) -> int:

@@ -70,7 +70,10 @@ class Push(ProtocolAdapter):
     """Adapter for a Replicache push endpoint (push v0 and v1).
 
     Records the batch size (mutations in the request) and one item per new mutation (by
-    entity and change type). Mutations the server already processed are not items; their
+    entity and change type). Mutations the server already processed (with the callback: at
+    or below the client's last mutation ID, or a copy of one earlier in the push) are not
+    items; mutations from the future (past the last ID + 1) and all after them are not
+    either (the server stops there, ``sync.replicache.future_mutations``). The resends'
     number is set on the span (``sync.replicache.duplicate_mutations``) and they are *not*
     an idempotency hit: Replicache resends every pending mutation with each push until a
     pull confirms it, so a resend is normal, not a client that missed an answer (Replicache
@@ -123,31 +126,7 @@ class Push(ProtocolAdapter):
                 )
                 by_name[mutator] = by_name.get(mutator, 0) + 1
         else:
-            group = field(body, "clientGroupID")
-            v0_client = MISSING if group is not MISSING else field(body, "clientID")
-            group = None if group is MISSING else name(group, "clientGroupID")
-            known: dict[Any, int | None] = {}
-            duplicates = 0
-            for mutation in mutations:
-                if type(mutation) is dict:
-                    mutator = mutation.get("name")
-                    mutation_id = mutation.get("id")
-                    client = mutation.get("clientID") if v0_client is MISSING else v0_client
-                else:
-                    mutator = field(mutation, "name")
-                    mutation_id = field(mutation, "id")
-                    client = field(mutation, "clientID") if v0_client is MISSING else v0_client
-                if type(mutation_id) is not int:
-                    raise Malformed("mutation id is not an integer")
-                last = known.get(client, MISSING)
-                if last is MISSING:
-                    last = known[client] = _last_id(call(last_id, group, name(client, "clientID")))
-                if last is not None and mutation_id <= last:
-                    duplicates += 1
-                    continue
-                by_name[mutator] = by_name.get(mutator, 0) + 1
-            if duplicates:  # resends, not a lost answer: no idempotency hit (see Push)
-                tally.attribute("sync.replicache.duplicate_mutations", duplicates)
+            _new_mutations(body, mutations, last_id, by_name, tally)
         names = self._names
         for mutator, n in by_name.items():
             entity, change = names(name(mutator, "mutation name"))
@@ -162,6 +141,51 @@ class Push(ProtocolAdapter):
             refused.refuse("sync.replicache.error", token(error, ERRORS))
             return refused
         return counted
+
+
+def _new_mutations(
+    body: Any, mutations: Any, last_id: LastMutationID, by_name: dict[Any, int], tally: Tally
+) -> None:
+    """Count into ``by_name`` the mutations the server runs, per Replicache's push algorithm:
+    each client's next one (its last mutation ID + 1, advanced by every mutation counted, so
+    a copy later in the same push is a resend; any ID for a client the callback does not
+    know, None). A lower ID was processed already (``sync.replicache.duplicate_mutations``);
+    a higher one is from the future: the server stops there and the client resends the gap,
+    so neither it nor any mutation after it is an item (``sync.replicache.future_mutations``).
+    """
+    group = field(body, "clientGroupID")
+    v0_client = MISSING if group is not MISSING else field(body, "clientID")
+    group = None if group is MISSING else name(group, "clientGroupID")
+    known: dict[Any, int | None] = {}
+    duplicates = future = 0
+    for mutation in mutations:
+        if type(mutation) is dict:
+            mutator = mutation.get("name")
+            mutation_id = mutation.get("id")
+            client = mutation.get("clientID") if v0_client is MISSING else v0_client
+        else:
+            mutator = field(mutation, "name")
+            mutation_id = field(mutation, "id")
+            client = field(mutation, "clientID") if v0_client is MISSING else v0_client
+        if type(mutation_id) is not int:
+            raise Malformed("mutation id is not an integer")
+        if future:  # the server stopped: read on, to find a malformed mutation
+            future += 1
+            continue
+        last = known.get(client, MISSING)
+        if last is MISSING:
+            last = known[client] = _last_id(call(last_id, group, name(client, "clientID")))
+        if last is not None and mutation_id <= last:
+            duplicates += 1
+        elif last is not None and mutation_id > last + 1:
+            future = 1
+        else:
+            known[client] = mutation_id
+            by_name[mutator] = by_name.get(mutator, 0) + 1
+    if duplicates:  # resends, not a lost answer: no idempotency hit (see Push)
+        tally.attribute("sync.replicache.duplicate_mutations", duplicates)
+    if future:
+        tally.attribute("sync.replicache.future_mutations", future)
 
 
 def _last_id(value: Any) -> int | None:

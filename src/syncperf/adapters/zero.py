@@ -98,8 +98,9 @@ class Push(ProtocolAdapter):
 
     Args:
         last_mutation_id: Optional ``(client_group_id, client_id) -> int | None`` read
-            before the handler runs; mutations at or below it are duplicates and are
-            not counted as items. Without it duplicates are seen only in the response
+            before the handler runs; mutations at or below it, or at or below one the
+            push carried before them for that client, are duplicates and are not counted
+            as items. Without it duplicates are seen only in the response
             (``alreadyProcessed``), after their items were counted.
         entity: Custom mutator name -> entity (mapping or callable). Default:
             ``mutator_namespace``.
@@ -156,6 +157,7 @@ class Push(ProtocolAdapter):
                 if last is not None and mutation_id <= last:
                     duplicates += 1
                     continue
+                known[client] = mutation_id  # a later copy in this push is a duplicate
             if mutator == CRUD_MUTATION:
                 _crud_items(tally.items, mutation)
             else:

@@ -338,7 +338,7 @@ def feed_body(
 
         try:
             parsed = json.loads(b"".join(chunks))
-        except ValueError:
+        except (ValueError, RecursionError):  # nested deeper than the decoder reads: ~1,000
             _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
             return
     try:
