@@ -63,7 +63,9 @@ class Runtime(Guard):
         self._instruments(self.registry, config.max_series)
         self._caches(config)
         self._budget(config)
-        self.tracing = Tracing(config.tracer_provider, config.trace_sample_rate, self.finisher)
+        self.tracing = Tracing(
+            config.tracer_provider, config.trace_sample_rate, self.finisher, self.internal_error
+        )
         self.resource = config.resource or resource_of(self.tracing.tracer)
         self.scope = syncperf_scope()
         self.feeds = Feeds(
@@ -200,9 +202,7 @@ class Runtime(Guard):
     def inflight_for(self, operation: str) -> deque[None]:
         """The in-flight deque of ``operation``."""
         found = self.inflight.get(operation)
-        if found is None:
-            found = self.inflight.setdefault(operation, deque())
-        return found
+        return found if found is not None else self.inflight.setdefault(operation, deque())
 
     def idle(self) -> bool:
         """No operation of this runtime is open (each records into it when it ends)."""

@@ -4,6 +4,7 @@ operations are traced anyway; metrics are never sampled."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -15,8 +16,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
+    Decision,
     ParentBased,
     ParentBasedTraceIdRatio,
+    Sampler,
+    SamplingResult,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
@@ -202,3 +206,54 @@ def test_ratio_samplers_decide_a_child_on_its_parents_trace_id_as_the_sdk_does(
             expected = sampler.should_sample(context, trace_id, "sync push").decision
             decided = tracing.sample("sync push", SpanKind.INTERNAL, parent)
             assert bool(decided) is expected.is_sampled()
+
+
+class _NoDescription(Sampler):
+    """Samples everything; its description is not a str (a misbehaving sampler)."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE)
+
+    def get_description(self) -> Any:
+        return None
+
+
+def test_a_sampler_whose_description_is_not_a_str_is_asked() -> None:
+    assert Tracing(TracerProvider(sampler=_NoDescription()), 1.0).asks is True
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=_NoDescription())
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider, strict=False) as cap:  # configure() accepts it
+        run_ops(2)
+        cap.runtime.finisher.flush()
+        assert cap.total("syncperf.dropped") == 0
+    assert len(exporter.get_finished_spans()) == 2
+
+
+class _BrokenProvider(TracerProvider):
+    def get_tracer(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("provider bug")
+
+
+def test_a_provider_that_fails_to_resolve_never_fails_the_handler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Looking at the provider again (once a second while tracing is off) may fail: counted,
+    tracing stays off, the handler runs; strict mode raises, as for any internal error."""
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    with capture(tracer_provider=None, strict=False) as cap:
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER", _BrokenProvider())
+        for _ in range(2):
+            cap.runtime.tracing.next_check = 0  # skip the one-second wait
+            run_ops(1)
+        assert cap.runtime.tracing.active is False
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "tracing_resolve_failed"}) == 2
+        assert cap.total("sync.operation.duration") == 2
+    with capture(tracer_provider=_BrokenProvider(), strict=False) as cap:  # configure() too
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "tracing_resolve_failed"}) == 1
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    with capture(tracer_provider=None) as cap:
+        monkeypatch.setattr(trace, "_TRACER_PROVIDER", _BrokenProvider())
+        cap.runtime.tracing.next_check = 0
+        with pytest.raises(RuntimeError, match="provider bug"):
+            run_ops(1)

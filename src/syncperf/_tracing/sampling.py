@@ -13,7 +13,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import trace
@@ -38,6 +38,7 @@ class Tracing:
 
     __slots__ = (  # the compiled path reads ``active`` and ``next_check`` straight from them
         "_explicit",
+        "_failed",
         "_finisher",
         "_parent_based",
         "_ratio",
@@ -56,9 +57,12 @@ class Tracing:
         provider: trace.TracerProvider | None,
         sample_rate: float,
         finisher: SpanFinisher | None = None,
+        failed: Callable[[str, BaseException], None] | None = None,
     ) -> None:
         self._explicit = provider
         self._finisher = finisher
+        self._failed = failed
+        """Told (``Guard.internal_error``) when looking at the provider raised."""
         self.sample_rate = sample_rate
         self.active = False
         self.tracer: Tracer | None = None
@@ -76,7 +80,21 @@ class Tracing:
         self.resolve(time.perf_counter_ns())
 
     def resolve(self, now: int) -> None:
-        """Look at the provider; a proxy (no SDK yet) is looked at again a second later."""
+        """Look at the provider; a proxy (no SDK yet) is looked at again a second later.
+
+        Never raises: a provider or sampler that fails to be looked at (a ``get_tracer`` that
+        raises) leaves tracing off, is counted (``tracing_resolve_failed``) and looked at
+        again a second later; strict mode raises, as for any internal error."""
+        try:
+            self._resolve(now)
+        except Exception as error:
+            self.active = False
+            self.next_check = now + _RECHECK_NS
+            if self._failed is None:
+                raise
+            self._failed("tracing_resolve_failed", error)
+
+    def _resolve(self, now: int) -> None:
         self.next_check = now + _RECHECK_NS
         provider = self._explicit or trace.get_tracer_provider()
         if not isinstance(provider, SdkTracerProvider):
@@ -207,6 +225,8 @@ def _classify(sampler: Any) -> tuple[bool | None, int | None, bool]:
     try:
         description = sampler.get_description()
     except Exception:
+        return None, None, False
+    if not isinstance(description, str):  # a misbehaving sampler: asked, as any other
         return None, None, False
     root, parent_based = description, False
     if description.startswith("ParentBased{root:") and description.endswith(_PARENT_DEFAULTS):
