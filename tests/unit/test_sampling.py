@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -21,6 +22,7 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBasedTraceIdRatio,
     Sampler,
     SamplingResult,
+    StaticSampler,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
@@ -257,3 +259,64 @@ def test_a_provider_that_fails_to_resolve_never_fails_the_handler(
         cap.runtime.tracing.next_check = 0
         with pytest.raises(RuntimeError, match="provider bug"):
             run_ops(1)
+
+
+class _NoPulls(ParentBased):
+    """The standard sampler, subclassed to never trace pulls: it keeps its description."""
+
+    def should_sample(
+        self, parent_context: Any, trace_id: int, name: str, *args: Any, **kwargs: Any
+    ) -> SamplingResult:
+        if "pull" in name:
+            return SamplingResult(Decision.DROP)
+        return super().should_sample(parent_context, trace_id, name, *args, **kwargs)
+
+
+class _NoRatio(TraceIdRatioBased):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.DROP)
+
+
+class _Never(StaticSampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return SamplingResult(Decision.DROP)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "spans"),
+    [
+        (_NoPulls(ALWAYS_ON), 0),
+        (_NoRatio(1.0), 0),
+        (_Never(Decision.RECORD_AND_SAMPLE), 0),
+        (ParentBased(_Never(Decision.RECORD_AND_SAMPLE)), 1),  # the child
+        (ParentBased(ALWAYS_ON, remote_parent_sampled=_Never(Decision.RECORD_AND_SAMPLE)), 1),
+    ],
+)
+def test_a_subclass_of_a_standard_sampler_is_asked(sampler: Sampler, spans: int) -> None:
+    """Same description, but its own ``should_sample``: only the SDK's own classes are
+    decided in front of it."""
+    assert Tracing(TracerProvider(sampler=sampler), 1.0).asks is True
+    parent = SpanContext(1 << 64, 0x123, True, TraceFlags(TraceFlags.SAMPLED))
+    with capture(sampler=sampler) as cap:
+        with syncperf.sync_operation("pull", entity="todo"):  # a root
+            pass
+        token = context_api.attach(trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+        try:  # a remote sampled parent's child
+            with syncperf.sync_operation("pull", entity="todo"):
+                pass
+        finally:
+            context_api.detach(token)
+        assert len(cap.spans()) == spans  # the standard samplers these pass for: 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["always_on", "always_off", "traceidratio", "parentbased_always_on",
+     "parentbased_always_off", "parentbased_traceidratio"],
+)  # fmt: skip
+def test_every_otel_traces_sampler_is_still_decided_in_front_of_the_sdk(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
+    assert Tracing(TracerProvider(), 1.0).asks is False

@@ -19,7 +19,8 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-from opentelemetry.sdk.trace.sampling import TraceIdRatioBased
+from opentelemetry.sdk.trace import sampling as sdk_sampling
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 
@@ -216,12 +217,38 @@ _PARENT_DEFAULTS = (
 _STATIC = {"AlwaysOnSampler": True, "AlwaysOffSampler": False}
 _RATIO = re.compile(r"TraceIdRatioBased\{([0-9.e+-]+)\}")
 _TRACE_ID_LIMIT = TraceIdRatioBased.TRACE_ID_LIMIT
+_SDK_CLASSES = frozenset(
+    getattr(sdk_sampling, name, ParentBased)  # the private ones: OTEL_TRACES_SAMPLER's
+    for name in ("StaticSampler", "TraceIdRatioBased", "ParentBased", "ParentBasedTraceIdRatio",
+                 "_AlwaysOn", "_AlwaysOff", "_ParentBasedAlwaysOn", "_ParentBasedAlwaysOff")
+)  # fmt: skip
+"""The SDK's own standard sampler classes, none of which overrides ``should_sample``."""
+_DELEGATES = (
+    "_root",
+    "_remote_parent_sampled",
+    "_remote_parent_not_sampled",
+    "_local_parent_sampled",
+    "_local_parent_not_sampled",
+)
+
+
+def _sdk_own(sampler: Any) -> bool:
+    """Whether ``sampler`` is exactly one of the SDK's classes, a ``ParentBased``'s delegates
+    too: a subclass (of the application's) may override ``should_sample``, so is asked."""
+    if type(sampler) not in _SDK_CLASSES:
+        return False
+    if isinstance(sampler, ParentBased):
+        return all(_sdk_own(getattr(sampler, name, None)) for name in _DELEGATES)
+    return True
 
 
 def _classify(sampler: Any) -> tuple[bool | None, int | None, bool]:
     """(constant root decision, ``TraceIdRatioBased`` bound, parent-based) for the SDK's
-    standard samplers (``OTEL_TRACES_SAMPLER``'s), by their public description; ``(None,
-    None, False)`` for any other sampler (asked every time)."""
+    standard samplers (``OTEL_TRACES_SAMPLER``'s): instances of the SDK's own classes,
+    recognised by their public description; ``(None, None, False)`` for any other sampler,
+    a subclass of a standard one included (asked every time)."""
+    if not _sdk_own(sampler):
+        return None, None, False
     try:
         description = sampler.get_description()
     except Exception:
