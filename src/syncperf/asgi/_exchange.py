@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from syncperf._client_header import HEADER as CLIENT_HEADER
@@ -43,9 +43,9 @@ from syncperf.asgi._http import (
 )
 from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
 from syncperf.asgi._scope import (
-    HEADERS,
     METHODS,
     SCHEMES,
+    extract,
     other_method,
     other_scheme,
     valid_headers,
@@ -206,7 +206,7 @@ class Exchange:
         attributes = None
         if traced:
             if propagated is not None:
-                self.token = context_api.attach(propagate.extract(propagated, getter=HEADERS))
+                self.token = context_api.attach(extract(rt, propagated))
             attributes = {
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,

@@ -12,13 +12,23 @@ copies ``X-Forwarded-Proto`` into ``scope["scheme"]``, whatever the client sent.
   application still runs.
 
 The common case costs a type check and a set lookup; the rest runs only for a bad value.
+
+Trace context headers are parsed by OpenTelemetry's propagators (``extract``), whose parsers
+log a malformed baggage or tracestate list-member verbatim, once per request: while syncperf
+extracts, those records are dropped and counted (``propagation_log_suppressed``, logged once
+without content), so a secret a client planted never reaches a log line. Outside syncperf's
+extraction (the application's own) they are logged as before.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, TypeVar
 
+from opentelemetry import propagate
+from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 
 from syncperf._gate import describe
@@ -31,6 +41,7 @@ __all__ = [
     "METHODS",
     "SCHEMES",
     "VERSIONS",
+    "extract",
     "other_method",
     "other_scheme",
     "valid_headers",
@@ -120,3 +131,42 @@ class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
 
 
 HEADERS = _HeaderGetter()
+
+
+_extracting = threading.local()
+"""``rt``: the runtime of the request whose headers this thread is extracting, else None."""
+PROPAGATION_LOGGERS = (
+    "opentelemetry.baggage.propagation",
+    "opentelemetry.trace.propagation.tracecontext",
+    "opentelemetry.trace.span",  # ``TraceState.from_header``
+)
+
+
+class _WhileExtracting(logging.Filter):
+    """Drops the propagators' records logged while syncperf extracts a request's context."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        rt = getattr(_extracting, "rt", None)
+        if rt is None:  # the application's own: as before
+            return True
+        rt.drop(
+            "propagation_log_suppressed",
+            "syncperf suppressed OpenTelemetry's warnings about a request's malformed trace "
+            "context headers (propagation_log_suppressed): they quote the header",
+        )
+        return False
+
+
+_FILTER = _WhileExtracting()
+for _name in PROPAGATION_LOGGERS:
+    logging.getLogger(_name).addFilter(_FILTER)
+
+
+def extract(rt: Runtime, headers: Iterable[tuple[bytes, bytes]]) -> Context:
+    """The trace context the global propagator reads from ``headers``, its parsers' records
+    about them dropped and counted in ``rt``."""
+    _extracting.rt = rt
+    try:
+        return propagate.extract(headers, getter=HEADERS)
+    finally:
+        _extracting.rt = None
