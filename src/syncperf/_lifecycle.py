@@ -132,14 +132,20 @@ def _start_span(
             span = tracer.start(name, parent, kind, attrs, trace_id=trace_id)
         op._span = span
         op._token = attach(span)
-        if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked
-            rt.over_budget("slow_span_start")
-        elif rt.streaks:
-            rt.within_budget("slow_span_start")
+        _time_start(rt, t0)
     else:
         op._parent_ctx = parent
         if attributes:
             op._span_attrs = dict(attributes)
+
+
+def _time_start(rt: Runtime, t0: int) -> None:
+    """Watch a span start begun at ``t0`` (``time.perf_counter_ns()``): a span processor's
+    ``on_start`` that blocks sheds spans (``over_budget``), sampled or rescued alike."""
+    if _perf() - t0 > rt.budget_ns:
+        rt.over_budget("slow_span_start")
+    elif rt.streaks:
+        rt.within_budget("slow_span_start")
 
 
 # --- end ----------------------------------------------------------------------------------
@@ -322,6 +328,7 @@ def _rescue(
     parent = op._parent_ctx
     links = [Link(parent)] if parent is not None and parent.is_valid else []
     attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}
+    t0 = _perf()
     span = tracer.start_span(
         "sync " + op.operation,
         context=trace.set_span_in_context(trace.INVALID_SPAN),
@@ -330,6 +337,7 @@ def _rescue(
         links=links,
         start_time=now - duration_ns,
     )
+    _time_start(rt, t0)
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
     op._span = span
