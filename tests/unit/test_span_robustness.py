@@ -5,11 +5,13 @@ for a lock a parent thread held."""
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 import syncperf
@@ -60,9 +62,73 @@ def test_a_rescued_span_starts_when_its_operation_started() -> None:
     assert span.end_time - span.start_time >= 20_000_000  # type: ignore[operator]
 
 
+def test_past_the_event_limit_the_newest_events_are_kept_and_the_rest_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SPAN_EVENT_COUNT_LIMIT", "4")
+    with capture() as cap:
+        with pytest.raises(ValueError), syncperf.sync_operation("push"):
+            span = trace.get_current_span()
+            for i in range(10):
+                span.add_event(f"step {i}")
+            raise ValueError("boom")
+        sdk = cap.tracer_provider.get_tracer("app").start_span("sdk")
+        for i in range(10):
+            sdk.add_event(f"step {i}")
+        sdk.record_exception(ValueError("boom"))
+        sdk.end()
+        ours = next(s for s in cap.spans() if s.name == "sync push")
+        expected = next(s for s in cap.spans() if s.name == "sdk")
+    assert [e.name for e in ours.events] == [e.name for e in expected.events]
+    assert ours.events[-1].name == "exception"
+    assert ours.dropped_events == expected.dropped_events == 7
+    assert encode_spans([ours]).resource_spans[0].scope_spans[0].spans[0].dropped_events_count == 7
+
+
+def test_past_the_link_limit_the_newest_links_are_kept_and_the_rest_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_SPAN_LINK_COUNT_LIMIT", "3")
+    contexts = [trace.SpanContext(1, i, False, trace.TraceFlags(1)) for i in range(1, 8)]
+    with capture() as cap:
+        with syncperf.sync_operation("push"):
+            span = trace.get_current_span()
+            for context in contexts:
+                span.add_link(context)
+        (ours,) = cap.spans()
+    assert [link.context.span_id for link in ours.links] == [5, 6, 7]
+    assert ours.dropped_links == 4
+
+
 _names = st.text(
     alphabet=st.characters(min_codepoint=0, max_codepoint=0xFFFF), min_size=0, max_size=40
 ).map(lambda text: text + "\ud800")  # at least one lone surrogate
 
 
-pytestmark_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@settings(max_examples=60, deadline=None)
+@given(event=_names, name=_names, type_name=_names)
+def test_names_with_lone_surrogates_stay_encodable(event: str, name: str, type_name: str) -> None:
+    error = type("Failure", (Exception,), {})
+    error.__module__ = error.__qualname__ = type_name  # (a class name cannot be invalid)
+    with capture(record_exception_messages=True) as cap:
+        for _ in range(2):
+            with syncperf.sync_operation("push"):
+                pass
+        with pytest.raises(error), syncperf.sync_operation("push"):
+            span = trace.get_current_span()
+            span.add_event(event)
+            span.update_name(name)
+            raise error("x")
+        spans = cap.spans()
+    encode_spans(spans).SerializeToString()  # the whole batch: not one span lost
+    assert len(spans) == 3
+
+
+def test_names_are_bounded_as_attribute_values_are() -> None:
+    with capture() as cap:
+        with syncperf.sync_operation("push"):
+            span = trace.get_current_span()
+            span.add_event("e" * 5000)
+            span.update_name("n" * 5000)
+        (ours,) = cap.spans()
+    assert len(ours.name) == len(ours.events[0].name) == 1024
