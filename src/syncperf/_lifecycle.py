@@ -12,6 +12,7 @@ Callers start an operation only when none is active (``active_operation()`` is N
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -350,7 +351,8 @@ def _after_fork_in_child() -> None:
     """An operation open across ``fork()`` runs in the parent (which ends it, counts it and
     exports its span): in the child, the one current where it forked is ended (joined no
     more, not current, its ``end`` a no-op) and the in-flight counts are emptied (the
-    child's ``sync.operations.active`` counts its own operations only)."""
+    child's ``sync.operations.active`` counts its own operations only). A runtime's state
+    lock a parent thread held at ``fork`` is made anew (``_forklocks`` for the others)."""
     op = CURRENT.get()
     if op is not None:
         op._ended = True
@@ -358,6 +360,7 @@ def _after_fork_in_child() -> None:
     if rt is None:
         return
     for each in {rt, *rt.retired, *_runtime._REPLACED}:
+        each._state_lock = threading.RLock()
         for inflight in list(each.inflight.values()):
             inflight.clear()
 

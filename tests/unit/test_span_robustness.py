@@ -5,7 +5,12 @@ for a lock a parent thread held."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import threading
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +21,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
 import syncperf
 from syncperf.testing import capture
+from tests._forked import answer_of, in_a_worker
 
 
 class _SlowStart(SpanProcessor):
@@ -57,7 +63,7 @@ def test_a_rescued_span_starts_when_its_operation_started() -> None:
         with pytest.raises(ValueError):
             slow_failing()
         (span,) = cap.spans()
-    assert span.attributes["syncperf.rescued"] is True
+    assert dict(span.attributes or {})["syncperf.rescued"] is True
     assert before <= span.start_time  # type: ignore[operator]
     assert span.end_time - span.start_time >= 20_000_000  # type: ignore[operator]
 
@@ -72,6 +78,7 @@ def test_past_the_event_limit_the_newest_events_are_kept_and_the_rest_counted(
             for i in range(10):
                 span.add_event(f"step {i}")
             raise ValueError("boom")
+        assert cap.tracer_provider is not None
         sdk = cap.tracer_provider.get_tracer("app").start_span("sdk")
         for i in range(10):
             sdk.add_event(f"step {i}")
@@ -132,3 +139,99 @@ def test_names_are_bounded_as_attribute_values_are() -> None:
             span.update_name("n" * 5000)
         (ours,) = cap.spans()
     assert len(ours.name) == len(ours.events[0].name) == 1024
+
+
+_needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+
+
+def _locks_of(rt: Any) -> list[Any]:
+    """Locks the request path (and ``configure``) of ``rt`` may take."""
+    return [rt.error_types._lock, rt.entities._lock, rt._state_lock, rt.registry._instrument_lock]
+
+
+@_needs_fork
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+def test_a_child_forked_while_a_parent_thread_held_request_path_locks_still_works() -> None:
+    with capture() as cap:
+        held = _locks_of(cap.runtime)
+        release = threading.Event()
+        holding = threading.Event()
+
+        def hold() -> None:
+            for lock in held:
+                lock.acquire()
+            holding.set()
+            release.wait(30)
+            for lock in held:
+                lock.release()
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert holding.wait(10)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                os.close(read)
+
+                class NewError(Exception):
+                    pass
+
+                @syncperf.instrument_sync("push", entity="new")
+                def failing() -> None:
+                    raise NewError("x")
+
+                with contextlib.suppress(NewError):
+                    failing()
+                free = [lock.acquire(timeout=1) for lock in _locks_of(cap.runtime)]
+                events = [e.name for s in cap.spans() for e in s.events]
+                os.write(write, json.dumps([events, free]).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        try:
+            assert answer_of(pid, read, timeout=10) == [["exception"], [True] * len(held)]
+        finally:
+            release.set()
+            holder.join()
+
+
+def _seen_keys() -> Any:
+    from syncperf.asgi._http import SeenKeys
+
+    keys = SeenKeys(60.0, 10)
+    return keys, lambda: keys.seen("digest")
+
+
+def _rate_limit() -> Any:
+    from syncperf.asgi._client_metrics import RateLimit
+
+    limit = RateLimit(1.0, 5, 10)
+    return limit, lambda: limit.wait("client")
+
+
+@_needs_fork
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
+@pytest.mark.parametrize("make", [_seen_keys, _rate_limit])
+def test_request_path_stores_are_usable_in_a_child_forked_while_their_lock_was_held(
+    make: Any,
+) -> None:
+    owner, use = make()
+    release = threading.Event()
+    holding = threading.Event()
+
+    def hold() -> None:
+        with owner._lock:
+            holding.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        assert in_a_worker(lambda: [use(), "done"][1], timeout=10) == "done"
+    finally:
+        release.set()
+        holder.join()
