@@ -15,6 +15,7 @@ import time
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
+from syncperf._forklocks import renew_in_child
 from syncperf._gate import describe, raised_at
 from syncperf.exceptions import MeasurementError
 
@@ -40,7 +41,7 @@ class Bounded:
     rejected. A name admitted any other way, or confirmed, is never given back.
     """
 
-    __slots__ = ("_allow", "_limit", "_lock", "_held", "names", "overflow")
+    __slots__ = ("__weakref__", "_allow", "_limit", "_lock", "_held", "names", "overflow")
 
     def __init__(
         self, limit: int, allow: frozenset[str] | None = None, overflow: str = OTHER
@@ -48,6 +49,7 @@ class Bounded:
         self._limit = limit
         self._allow = allow
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
         self._held: dict[str, int] = {}
         """Names admitted provisionally: how many requests hold each."""
         self.names: set[str] = set()

@@ -12,6 +12,7 @@ Callers start an operation only when none is active (``active_operation()`` is N
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -132,14 +133,20 @@ def _start_span(
             span = tracer.start(name, parent, kind, attrs, trace_id=trace_id)
         op._span = span
         op._token = attach(span)
-        if _perf() - t0 > rt.budget_ns:  # a span processor's on_start blocked
-            rt.over_budget("slow_span_start")
-        elif rt.streaks:
-            rt.within_budget("slow_span_start")
+        _time_start(rt, t0)
     else:
         op._parent_ctx = parent
         if attributes:
             op._span_attrs = dict(attributes)
+
+
+def _time_start(rt: Runtime, t0: int) -> None:
+    """Watch a span start begun at ``t0`` (``time.perf_counter_ns()``): a span processor's
+    ``on_start`` that blocks sheds spans (``over_budget``), sampled or rescued alike."""
+    if _perf() - t0 > rt.budget_ns:
+        rt.over_budget("slow_span_start")
+    elif rt.streaks:
+        rt.within_budget("slow_span_start")
 
 
 # --- end ----------------------------------------------------------------------------------
@@ -322,6 +329,7 @@ def _rescue(
     parent = op._parent_ctx
     links = [Link(parent)] if parent is not None and parent.is_valid else []
     attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}
+    t0 = _perf()
     span = tracer.start_span(
         "sync " + op.operation,
         context=trace.set_span_in_context(trace.INVALID_SPAN),
@@ -330,6 +338,7 @@ def _rescue(
         links=links,
         start_time=now - duration_ns,
     )
+    _time_start(rt, t0)
     _finish_span(op, span, outcome, etype, exc)
     rt.finisher.end(span, now)
     op._span = span
@@ -342,7 +351,8 @@ def _after_fork_in_child() -> None:
     """An operation open across ``fork()`` runs in the parent (which ends it, counts it and
     exports its span): in the child, the one current where it forked is ended (joined no
     more, not current, its ``end`` a no-op) and the in-flight counts are emptied (the
-    child's ``sync.operations.active`` counts its own operations only)."""
+    child's ``sync.operations.active`` counts its own operations only). A runtime's state
+    lock a parent thread held at ``fork`` is made anew (``_forklocks`` for the others)."""
     op = CURRENT.get()
     if op is not None:
         op._ended = True
@@ -350,6 +360,7 @@ def _after_fork_in_child() -> None:
     if rt is None:
         return
     for each in {rt, *rt.retired, *_runtime._REPLACED}:
+        each._state_lock = threading.RLock()
         for inflight in list(each.inflight.values()):
             inflight.clear()
 

@@ -371,6 +371,7 @@ def after_fork_in_child() -> None:
     now = time.time_ns()
     for registry in list(REGISTRIES):
         _release(registry._collect_lock)
+        _release(registry._instrument_lock)
         _release(registry.lock)
         registry.pending.clear()  # the parent's queued operations: the parent folds them
         for instrument in list(registry.instruments.values()):

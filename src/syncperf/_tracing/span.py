@@ -13,10 +13,10 @@ the provider's resource and id generator, and the SDK's own rules (``BoundedAttr
 from __future__ import annotations
 
 import random
-import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as context_api
@@ -53,6 +53,37 @@ def _encodable(attributes: Attributes) -> Attributes:
 
 
 """Attribute value types stored as they are (anything else is cleaned by the SDK's rules)."""
+
+
+class Newest(deque[Any]):
+    """The SDK's ``BoundedList`` without its lock: keeps the newest ``maxlen`` items and
+    counts the ones it drops (``deque.append`` is atomic: no lock a fork could inherit held;
+    two threads adding at once may miscount a drop, never lose an item kept)."""
+
+    dropped = 0
+
+    @classmethod
+    def of(cls, maxlen: int | None, items: Iterable[Any] = ()) -> Newest:
+        bounded = cls((), maxlen)
+        for item in items:
+            bounded.add(item)
+        return bounded
+
+    def add(self, item: Any) -> None:
+        if len(self) == self.maxlen:
+            self.dropped += 1
+        self.append(item)
+
+
+def _name(name: str) -> str:
+    """A span or event name as a string attribute value is kept: valid UTF-8 (lone
+    surrogates replaced; the OTLP encoder rejects the whole batch otherwise), at most
+    ``MAX_TEXT`` characters."""
+    if type(name) is str and len(name) <= gate.MAX_TEXT and name.isascii():
+        return name
+    return gate.text(name if isinstance(name, str) else str(name))
+
+
 _get_current_span = trace.get_current_span
 _getrandbits = random.getrandbits
 _time_ns = time.time_ns
@@ -79,7 +110,6 @@ class Tracer:
         self.new_span_id = ids.generate_span_id
         self.scope = scope
         self.limits = SpanLimits()
-        self.lock = threading.Lock()
 
     def trace_id(self) -> int:
         """A new trace id from the provider's id generator (never the invalid 0)."""
@@ -151,7 +181,7 @@ class Tracer:
             span_context = SpanContext(trace_id, span_id, False, _SAMPLED, DEFAULT_TRACE_STATE)
             span = Span(self, name, span_context, None, kind, attributes, start_time)
         if links:
-            span._links = list(links)
+            span._links = Newest.of(self.limits.max_links, links)
         # Processors are typed for the SDK's Span; they get this one's (identical) API.
         self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
         return span
@@ -177,7 +207,7 @@ class Tracer:
         span_context = SpanContext(trace_id, span_id, False, _SAMPLED, sampled.trace_state)
         span = Span(self, name, span_context, child, kind, attributes, start_time)
         if links:
-            span._links = list(links)
+            span._links = Newest.of(self.limits.max_links, links)
         if sampled.attributes:
             span.set_attributes(sampled.attributes)
         self.processor.on_start(span, parent_context=context)  # type: ignore[arg-type]
@@ -265,12 +295,11 @@ class Span(trace.Span, ReadableSpan):
             attributes=_encodable(attributes),
             max_value_len=limits.max_attribute_length,
         )
-        with self._tracer.lock:
-            events = self._events
-            if not isinstance(events, list):
-                events = self._events = []
-            if limits.max_events is None or len(events) < limits.max_events:
-                events.append(Event(name, clean, timestamp or _time_ns()))
+        # The newest events are kept (an error's exception event comes last), as the SDK does.
+        events = self.__dict__.get("_events")
+        if events is None:  # made once, even by two threads at once (setdefault is atomic)
+            events = self.__dict__.setdefault("_events", Newest((), limits.max_events))
+        events.add(Event(_name(name), clean, timestamp or _time_ns()))
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
         if self._end_time is not None or not context.is_valid:
@@ -282,16 +311,14 @@ class Span(trace.Span, ReadableSpan):
             max_value_len=limits.max_attribute_length,
             immutable=True,
         )
-        with self._tracer.lock:
-            links = self._links
-            if not isinstance(links, list):
-                links = self._links = list(links)
-            if limits.max_links is None or len(links) < limits.max_links:
-                links.append(Link(context, clean))
+        links = self.__dict__.get("_links")
+        if links is None:
+            links = self.__dict__.setdefault("_links", Newest((), limits.max_links))
+        links.add(Link(context, clean))
 
     def update_name(self, name: str) -> None:
         if self._end_time is None:
-            self._name = name
+            self._name = _name(name)
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         if self._end_time is not None or self._status.status_code is StatusCode.OK:
@@ -332,6 +359,16 @@ class Span(trace.Span, ReadableSpan):
     @property
     def dropped_attributes(self) -> int:
         return self._dropped_attributes
+
+    @property
+    def dropped_events(self) -> int:
+        events = self._events
+        return events.dropped if isinstance(events, Newest) else 0
+
+    @property
+    def dropped_links(self) -> int:
+        links = self._links
+        return links.dropped if isinstance(links, Newest) else 0
 
     def __repr__(self) -> str:
         return f'<syncperf Span "{self._name}" {self._context.span_id:016x}>'

@@ -33,6 +33,7 @@ from typing import Any
 from syncperf import _gate as gate
 from syncperf._client_series import REPORTED, ClientSeries, app_version
 from syncperf._config import MAX_TTL, check_float, check_int
+from syncperf._forklocks import renew_in_child
 from syncperf._gate import is_operation
 from syncperf._runtime import Runtime, current, flush_for_exit
 from syncperf.asgi._http import SeenKeys, key_hash
@@ -56,7 +57,7 @@ class RateLimit:
     """A token bucket per client key: ``rate`` batches per second, bursts of ``burst``;
     at most ``max_clients`` buckets (the least recently seen are forgotten first)."""
 
-    __slots__ = ("_buckets", "_lock", "burst", "max_clients", "rate")
+    __slots__ = ("__weakref__", "_buckets", "_lock", "burst", "max_clients", "rate")
 
     def __init__(self, rate: float, burst: int, max_clients: int) -> None:
         self.rate = rate
@@ -64,6 +65,7 @@ class RateLimit:
         self.max_clients = max_clients
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
 
     def wait(self, key: str, now: float | None = None) -> float:
         """Take one token for ``key``: 0 when allowed, else the seconds until one is due."""

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl
 from opentelemetry import propagate, trace
 
 from syncperf._client_header import read as read_client_header
+from syncperf._forklocks import renew_in_child
 from syncperf._gate import raised_at
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
@@ -130,11 +131,21 @@ class AsgiState:
         excluded: The ``excluded_urls`` setting's ``ExcludeList``, or False for none.
     """
 
-    __slots__ = ("_fields", "_lock", "_rt", "_series", "_stores", "_textmap", "excluded")
+    __slots__ = (
+        "__weakref__",
+        "_fields",
+        "_lock",
+        "_rt",
+        "_series",
+        "_stores",
+        "_textmap",
+        "excluded",
+    )
 
     def __init__(self, rt: Runtime) -> None:
         self._rt = rt
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
         self._series: dict[int | None, HttpSeries] = {}
         self._stores: dict[object, SeenKeys] = {}
         self._textmap: object = None
@@ -274,13 +285,14 @@ def record_key(op: SyncOperation, key: bytes, shared: AsgiState, mw: Any) -> Non
 class SeenKeys:
     """Idempotency-key hashes seen within ``ttl`` seconds; at most ``max_keys`` kept."""
 
-    __slots__ = ("_keys", "_lock", "max_keys", "ttl_ns")
+    __slots__ = ("__weakref__", "_keys", "_lock", "max_keys", "ttl_ns")
 
     def __init__(self, ttl: float, max_keys: int) -> None:
         self.ttl_ns = int(ttl * 1e9)
         self.max_keys = max_keys
         self._keys: dict[str, int] = {}  # hash -> expiry (monotonic ns), oldest first
         self._lock = threading.Lock()
+        renew_in_child(self, "_lock")
 
     def seen(self, digest: str) -> bool:
         """Record ``digest`` now; True when it was already seen within the TTL."""
