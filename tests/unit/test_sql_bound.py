@@ -53,7 +53,26 @@ def test_a_megabyte_statement_is_lexed_up_to_the_prefix_only(
     lengths = _lexed_lengths(statement, dialect, monkeypatch)
     assert lengths
     assert max(lengths) <= MAX_LEXED
-    assert sum(lengths) <= 4 * MAX_LEXED
+    assert sum(lengths) <= 2 * MAX_LEXED
+
+
+@pytest.mark.parametrize("dialect", _DIALECTS)
+@pytest.mark.parametrize(
+    "tail",
+    ["\r;", "\r/* ; x */", "\r-- ; x", "\r'; x'"],  # every reading of several(), none a second
+)
+def test_a_statement_within_the_prefix_is_not_lexed_again_and_again(
+    tail: str, dialect: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statement = "SELECT " + "(" * (MAX_LEXED - 20) + tail
+    assert len(statement) <= MAX_LEXED
+    assert sum(_lexed_lengths(statement, dialect, monkeypatch)) <= 2 * MAX_LEXED
+
+
+def test_a_short_statement_is_still_read_every_way() -> None:
+    assert not classify("SELECT '; x' -- ;\r\n").several
+    assert classify("SELECT 1 -- note\r; SELECT 2").several
+    assert classify("SELECT 1 # x ; SELECT 2", dialect="mysql").several
 
 
 def test_the_prefix_is_a_few_kilobytes() -> None:
