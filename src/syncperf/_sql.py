@@ -67,6 +67,7 @@ _LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item to
 _ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
 _IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
 _ITEMS = re.compile(_ITEM)
+_QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"', re.S)
 _SANITIZED = frozenset({"string", "dollar", "param", "number", "rest"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
@@ -135,8 +136,7 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     if cut:
         statement = statement[:MAX_LEXED]
     tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite")
-    if cut and tokens and tokens[-1][0] in ("dquote", "bquote"):
-        # a quoted name (or SQLite string) the cut may end: unterminated, it is a value
+    if tokens and _unterminated(tokens[-1], mysql):  # only the last runs to the end
         tokens[-1] = ("rest", tokens[-1][1], tokens[-1][2])
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
@@ -152,6 +152,16 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         collection = gate_name(_collection(tokens, operation, index, mysql))
     many = cut or several(statement, tokens, mysql=mysql)
     return Classified(text, operation, collection, batch, many)
+
+
+def _unterminated(token: Token, mysql: bool) -> bool:
+    """Whether ``token`` is a quoted name (or SQLite string) without its closing quote: it ran
+    to the end of the statement (or of the prefix read), swallowing what follows, and so it
+    is a value, as an unterminated literal is."""
+    kind, value, _ = token
+    if kind == "bquote":
+        return len(value) < 2 or value[-1] != ("]" if value[0] == "[" else "`")
+    return kind == "dquote" and not mysql and _QUOTED_NAME.fullmatch(value) is None
 
 
 def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> tuple[str, int]:

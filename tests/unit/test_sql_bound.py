@@ -107,6 +107,31 @@ def test_a_statement_that_fits_is_read_whole() -> None:
     assert (found.text, found.several) == ("SELECT a FROM t WHERE b = ?", False)
 
 
+@pytest.mark.parametrize("dialect", _DIALECTS)
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        ('SELECT a FROM t WHERE "unterminated 12345 zqsecret', "SELECT a FROM t WHERE ?"),
+        ("SELECT a FROM t WHERE `unterminated 12345 zqsecret", "SELECT a FROM t WHERE ?"),
+        ("SELECT a FROM t WHERE s = '%x' -- c\r\"\nAND n = 12345", "SELECT a FROM t WHERE s = ? ?"),
+    ],
+)
+def test_an_unterminated_quoted_name_is_a_value(
+    statement: str, expected: str, dialect: str
+) -> None:
+    found = classify(statement, dialect=dialect)
+    assert "12345" not in found.text and "zqsecret" not in found.text
+    if dialect == "postgresql":
+        assert found.text == expected
+
+
+def test_a_quoted_name_at_the_end_is_kept() -> None:
+    for statement in ('SELECT * FROM "user"', 'SELECT * FROM "a""b"', "SELECT * FROM `user`"):
+        assert normalize(statement) == statement
+    assert normalize("SELECT * FROM [user]", dialect="sqlite") == "SELECT * FROM [user]"
+    assert classify('SELECT * FROM "public"."user"').collection == "public.user"
+
+
 def test_a_statement_not_understood_stays_one_value_when_cut() -> None:
     assert normalize("secret_verb " + "x" * _MEGABYTE) == "?"
 
