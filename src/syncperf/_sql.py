@@ -16,7 +16,8 @@ statement that does not start with one of those keywords is not understood: its 
 Lexing follows the dialect (``syncperf._sql_lex``); SQLite's ``"..."`` is a string wherever
 SQLite could not read it as a name (``syncperf._sql_sqlite``). When in doubt a token is a value:
 over-redacting costs readability, under-redacting would leak. Both run once per distinct
-statement (callers cache the result): correctness matters here, not cost. Bound parameter
+statement (callers cache the result), on the request thread: only the first ``MAX_LEXED``
+characters of a statement are read, so one costs at most about 25 ms. Bound parameter
 *values* never reach this module.
 """
 
@@ -29,10 +30,16 @@ from syncperf._gate import name as gate_name
 from syncperf._sql_lex import Token, lex, several
 from syncperf._sql_sqlite import SqliteNames
 
-__all__ = ["MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
+__all__ = ["MAX_LEXED", "MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
 
 MAX_TEXT = 2048
 """Longest ``db.query.text`` exported; longer normalized statements are cut and end in ``...``."""
+
+MAX_LEXED = 8192
+"""Longest prefix of a statement read (lexed, sanitized, classified): the work per distinct
+statement is bounded (about 25 ms at worst in pure Python, a statement of one-character
+tokens). A longer statement is read up to here: its text ends in ``...``, it counts as
+``several`` (what was not read is never explained) and a token the cut ends is a value."""
 
 OPERATIONS = frozenset(
     {
@@ -60,6 +67,7 @@ _LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item to
 _ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
 _IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
 _ITEMS = re.compile(_ITEM)
+_QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"', re.S)
 _SANITIZED = frozenset({"string", "dollar", "param", "number", "rest"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
@@ -98,7 +106,8 @@ class Classified:
     batch: int = 0
     """The most values one ``IN`` list, or rows one multi-row ``VALUES``, holds (0: none)."""
     several: bool = False
-    """More than one statement: a ``;`` followed by another token (``syncperf._sql_lex``)."""
+    """More than one statement: a ``;`` followed by another token (``syncperf._sql_lex``), or
+    a statement longer than ``MAX_LEXED`` (not read whole)."""
 
 
 def normalize(statement: str, *, dialect: str = "postgresql") -> str:
@@ -123,18 +132,36 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
     mysql = dialect in _MYSQL
+    cut = len(statement) > MAX_LEXED
+    if cut:
+        statement = statement[:MAX_LEXED]
     tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite")
+    if tokens and _unterminated(tokens[-1], mysql):  # only the last runs to the end
+        tokens[-1] = ("rest", tokens[-1][1], tokens[-1][2])
     operation, index = _verb(tokens)
     # A statement that does not start with a known keyword is not read: nothing of it is kept.
     text, batch = (
         _render(tokens, dialect, operation, index) if operation or not tokens else ("?", 0)
     )
+    if cut and text != "?" and not text.endswith("..."):
+        text = text[: MAX_TEXT - 3] + "..."
     collection = None
     if operation is not None:
         # a table name is a metric attribute: the value gate's bound (a name built from
         # request data, say a table per tenant, can be anything)
         collection = gate_name(_collection(tokens, operation, index, mysql))
-    return Classified(text, operation, collection, batch, several(statement, tokens, mysql=mysql))
+    many = cut or several(statement, tokens, mysql=mysql)
+    return Classified(text, operation, collection, batch, many)
+
+
+def _unterminated(token: Token, mysql: bool) -> bool:
+    """Whether ``token`` is a quoted name (or SQLite string) without its closing quote: it ran
+    to the end of the statement (or of the prefix read), swallowing what follows, and so it
+    is a value, as an unterminated literal is."""
+    kind, value, _ = token
+    if kind == "bquote":
+        return len(value) < 2 or value[-1] != ("]" if value[0] == "[" else "`")
+    return kind == "dquote" and not mysql and _QUOTED_NAME.fullmatch(value) is None
 
 
 def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> tuple[str, int]:

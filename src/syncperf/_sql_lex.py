@@ -79,6 +79,8 @@ _READINGS = {
 }
 """How a quoted text ends without and with backslash escapes."""
 _COMMENT_MARK = re.compile(r"/\*|\*/")
+_MAX_REREAD = 2048
+"""Longest statement ``several`` lexes again (up to four more readings, on the request thread)."""
 
 
 def lex(statement: str, *, mysql: bool = False, sqlite: bool = False) -> list[Token]:
@@ -171,11 +173,18 @@ def several(statement: str, tokens: list[Token], *, mysql: bool = False) -> bool
     ``;`` seen by either lexing counts (a query plan must never run a second statement), and
     so does one in a ``rest`` token (where a string or comment ends is unclear). With a
     carriage return in it, both ways again with either end of a ``--`` comment (PostgreSQL's,
-    at the carriage return, and SQLite's and MySQL's, at the next newline).
+    at the carriage return, and SQLite's and MySQL's, at the next newline). Read again only up
+    to ``_MAX_REREAD`` characters: in a longer statement any ``;`` followed by more than
+    whitespace and ``;`` counts (never explained), whatever quotes it.
     """
-    if ";" not in statement:
+    first = statement.find(";")
+    if first < 0:
         return False
-    if _several(tokens) or _several(lex(statement, mysql=not mysql)):
+    if _several(tokens):
+        return True
+    if len(statement) > _MAX_REREAD:  # bounded work: a ``;`` with more after it counts
+        return first < len(statement.rstrip(" \t\n\r\f\v;"))
+    if _several(lex(statement, mysql=not mysql)):
         return True
     if "\r" not in statement:
         return False

@@ -72,8 +72,8 @@ SQLite)."""
 _PAGES = ExecuteStyle.INSERTMANYVALUES
 """A page of a bulk insert: classified, and cached, as the single-row statement SQLAlchemy
 compiled (``context.statement``), which the page repeats once per row. Pages of every size are
-one statement (classification sanitizes at ~1 µs a character) and are not kept (up to 1,000
-rows a page)."""
+one statement (classification sanitizes at ~1 µs a character, up to ``MAX_LEXED``) and are not
+kept (up to 1,000 rows a page)."""
 _SYSTEMS = {
     "postgresql": "postgresql", "mysql": "mysql", "mariadb": "mariadb", "sqlite": "sqlite",
     "mssql": "microsoft.sql_server", "oracle": "oracle.db",
