@@ -255,3 +255,31 @@ def test_no_planted_secret_across_the_cut_reaches_spans_events_logs_or_metrics(
     assert "sync.db.slow_query" in exported
     for fragment in (_PLANTED, "s3cr3t", "tok_s", "xxxx"):
         assert fragment not in exported
+
+
+def test_the_statement_cache_never_keeps_more_of_a_statement_than_it_reads(
+    syncperf_capture: Capture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distinct megabyte statements (literals inlined) would otherwise sit in the engine's
+    statement cache whole, up to its 2,000 entries; a long one is kept by its prefix, and a
+    repeated one is still classified once."""
+    from syncperf.sqlalchemy import _queries
+
+    classified: list[int] = []
+    original = _queries.classify
+
+    def counted(statement: str, **options: Any) -> Any:
+        classified.append(len(statement))
+        return original(statement, **options)
+
+    monkeypatch.setattr(_queries, "classify", counted)
+    engine = sa.create_engine("sqlite://")
+    recorder: Any = instrument_engine(engine)._recorder  # type: ignore[attr-defined]
+    with engine.connect() as connection:
+        for i in range(20):
+            connection.exec_driver_sql(f"SELECT '{i}{'x' * 200_000}'")
+        for _ in range(5):
+            connection.exec_driver_sql(f"SELECT '{'y' * 200_000}'")
+    caches = [value for value in vars(recorder).values() if isinstance(value, dict)]
+    assert max(len(key) for cache in caches for key in cache) <= MAX_LEXED
+    assert len([n for n in classified if n > MAX_LEXED]) == 21  # the repeated one once

@@ -27,7 +27,7 @@ from syncperf._metrics.batches import FOLD_AT, Batch, batches
 from syncperf._operation import active_operation
 from syncperf._redact import status_code
 from syncperf._runtime import Runtime
-from syncperf._sql import classify
+from syncperf._sql import MAX_LEXED, classify
 from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH, DetectionSeries, Detector
 from syncperf.sqlalchemy._ends import FAILED as _FAILED
 from syncperf.sqlalchemy._ends import NAMES, ends, wrap_end
@@ -45,6 +45,10 @@ _perf = time.perf_counter_ns
 _wall = time.time_ns
 _current_span = trace.get_current_span
 _MAX_STATEMENTS = 2000
+_MAX_LONG = 64
+"""Statements longer than ``MAX_LEXED`` one engine keeps, by their first ``MAX_LEXED``
+characters (all classification reads of them): distinct megabyte statements never sit in the
+cache whole."""
 _MAX_BOUND = 1000
 """Pre-bound ``db.client.operation.duration`` series one engine keeps per runtime, at most.
 
@@ -157,6 +161,7 @@ class QueryRecorder:
         self._dialect = name
         self._base = connection_attributes(self.system, engine.url)
         self._queries: dict[str, Query] = {}
+        self._long: dict[str, Query] = {}
         self.serial = next(_serials)
         """Tells this engine's ``QuerySeries`` apart on a runtime."""
         self._texts: dict[str, str] = {}
@@ -334,6 +339,11 @@ class QueryRecorder:
             single = getattr(context, "statement", None)
             if isinstance(single, str) and single != statement:
                 return self._queries.get(single) or self._classify(single)
+        cache, key, most = self._queries, statement, _MAX_STATEMENTS
+        if len(statement) > MAX_LEXED:  # found by the prefix it was classified by
+            cache, key, most = self._long, statement[:MAX_LEXED], _MAX_LONG
+            if (held := cache.get(key)) is not None:
+                return held
         found = classify(statement, dialect=self._dialect)
         text = self._texts.get(found.text)
         if text is None:
@@ -363,9 +373,9 @@ class QueryRecorder:
             operation is not None and operation not in _NOT_COUNTED and found.batch < _BATCH,
             found.several,
         )
-        if len(self._queries) >= _MAX_STATEMENTS:  # e.g. literals inlined into statements
-            self._queries.clear()
-        self._queries[statement] = query
+        if len(cache) >= most:  # e.g. literals inlined into statements
+            cache.clear()
+        cache[key] = query
         return query
 
     def _bind(
