@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,18 @@ SYNCPERF = Path(sys.executable).with_name("syncperf")
 ENTITIES = ("todo", "list", "comment")
 
 
-def _by_pair(summary: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(o["operation"], o["entity"]): o for o in summary["operations"]}
+_NONE = dict.fromkeys(
+    ("count", "conflicts", "conflicted", "items_created", "items_updated", "idempotency_hits"), 0
+)
+"""What the summary would say of a pair it does not list (no operation of it ended)."""
+
+
+def _by_pair(summary: dict[str, Any]) -> defaultdict[tuple[str, str], dict[str, Any]]:
+    """Operations by (operation, entity); a pair that never ended counts nothing (a run
+    stopped early may not have reached every pair: the traffic must say 0 too)."""
+    pairs = defaultdict(lambda: _NONE)
+    pairs.update(((o["operation"], o["entity"]), o) for o in summary["operations"])
+    return pairs
 
 
 def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = True) -> None:
@@ -51,6 +62,8 @@ def assert_numbers_match_traffic(summary: dict[str, Any], *, exercised: bool = T
     assert totals["errors"] == server_errors
     assert totals["n_plus_one"] == driven["by_operation"]["pull comment"]["n_plus_one"]
     if exercised:
+        listed = {(o["operation"], o["entity"]) for o in summary["operations"]}
+        assert {(op, e) for op in ("push", "pull") for e in ENTITIES} <= listed
         assert min(o["count"] for o in summary["operations"]) > 0
         assert totals["conflicts"] > 0
         assert totals["idempotency_hits"] > 0
