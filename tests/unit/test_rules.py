@@ -17,7 +17,13 @@ from syncperf._metrics.catalogue import BY_NAME, METRICS, PROMETHEUS_SERIES
 from syncperf._tools.monitoring import rules
 from syncperf._tools.monitoring._alerts import alerts
 from syncperf._tools.monitoring._datadog import monitors
-from syncperf._tools.monitoring._options import RuleOptions, format_duration, parse_duration
+from syncperf._tools.monitoring._options import (
+    STALE_HOURS,
+    RuleOptions,
+    format_duration,
+    number,
+    parse_duration,
+)
 from syncperf._tools.monitoring._series import le_matcher, le_texts
 from syncperf._tools.monitoring._timeline import Timeline, notation
 from syncperf._tools.monitoring._yaml import dump
@@ -154,6 +160,17 @@ def test_a_pending_changes_threshold_the_p95_cannot_exceed_is_a_config_error(
     assert rules.main(["--pending-changes", repr(value)]) == 2
     assert "pending_changes" in capsys.readouterr().err
     RuleOptions(pending_changes=9999.0)
+
+
+@pytest.mark.parametrize("hours", STALE_HOURS)
+def test_every_accepted_stale_hours_value_gets_promtool_tests(
+    hours: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """720 h is the top finite bucket: the far-behind pulls of its test are in +Inf."""
+    assert rules.main(["--stale-hours", number(hours), "--format", "promtool-tests"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    (test,) = [t for t in doc["tests"] if "SyncClientsFarBehind" in t["name"]]
+    assert any('le="+Inf"' in s["series"] for s in test["input_series"])
 
 
 @pytest.mark.parametrize(("window", "baseline"), [("1h", "30m"), ("10m", "9m59s")])

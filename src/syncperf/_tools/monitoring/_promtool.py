@@ -246,7 +246,8 @@ def _histogram(
 
 def _stale(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     threshold = o.stale_hours * 3600
-    older = next(b for b in AGE_BOUNDS if b > threshold)
+    # the next bucket up; past the top finite bound (720 h) only +Inf (and _count) hold them
+    older = next((b for b in AGE_BOUNDS if b > threshold), math.inf)
     hi, lo = _above(o.stale_share), o.stale_share / 2
     f = Fixture(eval_seconds=steady(o, for_s, t))
     # The same histogram with its `le` as each path writes it: the rule must match them all.
