@@ -106,6 +106,16 @@ def test_the_edge_stale_hours_values_get_promtool_tests_that_pass(
     _promtool("test", "rules", "t.yml", cwd=tmp_path)
 
 
+@pytest.mark.parametrize("window", ["plan_window", "slow_query_window"])
+def test_the_longest_window_the_promtool_tests_take_passes(tmp_path: Path, window: str) -> None:
+    # 1d: 2880 samples at the default 30s step (~40 s of promtool each; a 1d baseline
+    # window takes ~60 s and passes too).
+    options = RuleOptions(**{window: "1d"})  # type: ignore[arg-type]
+    (tmp_path / "r.yml").write_text(rules.render(options))
+    (tmp_path / "t.yml").write_text(rules.render(options, "promtool-tests", rule_file="r.yml"))
+    _promtool("test", "rules", "t.yml", cwd=tmp_path)
+
+
 def _expected(rule: dict[str, Any], **labels: str) -> dict[str, Any]:
     """An ``exp_alerts`` entry of ``rule`` for the label set ``labels``."""
     notes = {

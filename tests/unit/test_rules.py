@@ -173,6 +173,37 @@ def test_every_accepted_stale_hours_value_gets_promtool_tests(
     assert any('le="+Inf"' in s["series"] for s in test["input_series"])
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--plan-window", "1y"],
+        ["--baseline-window", "1w"],
+        ["--slow-query-window", "24h30s"],
+        ["--window", "1m", "--plan-window", "4h48m6s"],
+    ],
+)
+def test_promtool_tests_refuse_a_window_promtool_cannot_evaluate(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """promtool's test engine loads at most 10000 samples a query (and evaluates every rule
+    at each step): a window over 2880 steps of the tests' sampling is a one-line error."""
+    assert rules.main([*argv, "-o", "/dev/null"]) == 0  # the rules themselves are fine
+    assert rules.main([*argv, "--format", "promtool-tests"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert argv[-2].lstrip("-").replace("-", "_") in captured.err
+    assert "promtool" in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--plan-window", "1d"], ["--window", "1m", "--plan-window", "4h48m"]],
+)
+def test_promtool_tests_take_windows_up_to_2880_steps(argv: list[str]) -> None:
+    assert rules.main([*argv, "--format", "promtool-tests", "-o", "/dev/null"]) == 0
+
+
 @pytest.mark.parametrize(("window", "baseline"), [("1h", "30m"), ("10m", "9m59s")])
 def test_a_baseline_window_shorter_than_the_window_is_a_config_error(
     window: str, baseline: str, capsys: pytest.CaptureFixture[str]
