@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import syncperf
 from syncperf._tools.monitoring import dashboard, rules
-from syncperf._tools.monitoring._options import RuleOptions
+from syncperf._tools.monitoring._options import STALE_HOURS, RuleOptions
 from syncperf._tools.monitoring._yaml import dump
 from syncperf.sqlalchemy import instrument_engine
 from syncperf.testing import capture
@@ -91,6 +91,28 @@ def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(
     (tmp_path / "r.yml").write_text(rules.render(options))
     (tmp_path / "t.yml").write_text(rules.render(options, "promtool-tests", rule_file="r.yml"))
     _promtool("check", "rules", "r.yml", cwd=tmp_path)
+    _promtool("test", "rules", "t.yml", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("hours", [STALE_HOURS[0], 24.0, STALE_HOURS[-1]])
+def test_the_edge_stale_hours_values_get_promtool_tests_that_pass(
+    tmp_path: Path, hours: float
+) -> None:
+    # The smallest, the default and the largest (~5 s of promtool each). 720 h is the top
+    # finite bucket of sync.pull.staleness: the clients "older" than it are only in +Inf.
+    options = RuleOptions(stale_hours=hours)
+    (tmp_path / "r.yml").write_text(rules.render(options))
+    (tmp_path / "t.yml").write_text(rules.render(options, "promtool-tests", rule_file="r.yml"))
+    _promtool("test", "rules", "t.yml", cwd=tmp_path)
+
+
+@pytest.mark.parametrize("window", ["plan_window", "slow_query_window"])
+def test_the_longest_window_the_promtool_tests_take_passes(tmp_path: Path, window: str) -> None:
+    # 1d: 2880 samples at the default 30s step (~40 s of promtool each; a 1d baseline
+    # window takes ~60 s and passes too).
+    options = RuleOptions(**{window: "1d"})  # type: ignore[arg-type]
+    (tmp_path / "r.yml").write_text(rules.render(options))
+    (tmp_path / "t.yml").write_text(rules.render(options, "promtool-tests", rule_file="r.yml"))
     _promtool("test", "rules", "t.yml", cwd=tmp_path)
 
 

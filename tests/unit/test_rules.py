@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from syncperf._metrics.catalogue import BY_NAME, METRICS, PROMETHEUS_SERIES
 from syncperf._tools.monitoring import rules
 from syncperf._tools.monitoring._alerts import alerts
 from syncperf._tools.monitoring._datadog import monitors
-from syncperf._tools.monitoring._options import RuleOptions, format_duration, parse_duration
+from syncperf._tools.monitoring._options import (
+    STALE_HOURS,
+    RuleOptions,
+    format_duration,
+    number,
+    parse_duration,
+)
 from syncperf._tools.monitoring._series import le_matcher, le_texts
 from syncperf._tools.monitoring._timeline import Timeline, notation
 from syncperf._tools.monitoring._yaml import dump
@@ -154,6 +161,105 @@ def test_a_pending_changes_threshold_the_p95_cannot_exceed_is_a_config_error(
     assert rules.main(["--pending-changes", repr(value)]) == 2
     assert "pending_changes" in capsys.readouterr().err
     RuleOptions(pending_changes=9999.0)
+
+
+@pytest.mark.parametrize("hours", STALE_HOURS)
+def test_every_accepted_stale_hours_value_gets_promtool_tests(
+    hours: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """720 h is the top finite bucket: the far-behind pulls of its test are in +Inf."""
+    assert rules.main(["--stale-hours", number(hours), "--format", "promtool-tests"]) == 0
+    doc = yaml.safe_load(capsys.readouterr().out)
+    (test,) = [t for t in doc["tests"] if "SyncClientsFarBehind" in t["name"]]
+    assert any('le="+Inf"' in s["series"] for s in test["input_series"])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--plan-window", "1y"],
+        ["--baseline-window", "1w"],
+        ["--slow-query-window", "24h30s"],
+        ["--window", "1m", "--plan-window", "4h48m6s"],
+    ],
+)
+def test_promtool_tests_refuse_a_window_promtool_cannot_evaluate(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """promtool's test engine loads at most 10000 samples a query (and evaluates every rule
+    at each step): a window over 2880 steps of the tests' sampling is a one-line error."""
+    assert rules.main([*argv, "-o", "/dev/null"]) == 0  # the rules themselves are fine
+    assert rules.main([*argv, "--format", "promtool-tests"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert argv[-2].lstrip("-").replace("-", "_") in captured.err
+    assert "promtool" in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--plan-window", "1d"], ["--window", "1m", "--plan-window", "4h48m"]],
+)
+def test_promtool_tests_take_windows_up_to_2880_steps(argv: list[str]) -> None:
+    assert rules.main([*argv, "--format", "promtool-tests", "-o", "/dev/null"]) == 0
+
+
+# (option, lowest accepted or None, whether it is accepted, highest or None, accepted)
+NUMERIC_BOUNDS = [
+    ("conflict-rate", 0.0, False, 1.0, False),
+    ("error-rate", 0.0, False, 1.0, False),
+    ("client-error-rate", 0.0, False, 1.0, False),
+    ("idempotency-min-ratio", 0.0, False, 0.9, False),
+    ("p95-seconds", 0.001, True, 30.0, False),
+    ("volume-spike-factor", 1.0, True, None, False),
+    ("idempotency-spike-factor", 1.0, True, None, False),
+    ("outbox-age-seconds", 0.0, False, None, False),
+    ("slow-queries-per-hour", 0.0, False, None, False),
+    ("pending-changes", 0.0, False, 10000.0, False),
+    ("min-rate", 0.0, True, None, False),
+    ("n-plus-one", 0.0, True, None, False),
+]
+
+
+def _outside(bound: float, up: bool, included: bool) -> float:
+    """The value just outside ``bound`` (above it for an upper one)."""
+    if not included:
+        return bound
+    return math.nextafter(bound, math.inf if up else -math.inf)
+
+
+@pytest.mark.parametrize(("option", "low", "low_in", "high", "high_in"), NUMERIC_BOUNDS)
+@pytest.mark.parametrize("up", [False, True])
+def test_a_numeric_option_just_outside_a_bound_states_the_range_it_takes(
+    option: str,
+    low: float,
+    low_in: bool,
+    high: float | None,
+    high_in: bool,
+    up: bool,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bound, included = (high, high_in) if up else (low, low_in)
+    if bound is None:
+        return
+    value = _outside(bound, up, included)
+    assert rules.main([f"--{option}={value!r}", "-o", "/dev/null"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    # The stated range: "above L" / "at least L" / "between L and H (exclusive)", "below H".
+    stated_low = re.search(r"(at least|above|between) (\S+)", err)
+    assert stated_low is not None, err
+    word, text = stated_low.groups()
+    assert float(text) == low
+    assert (word == "at least") == low_in, err
+    stated_high = re.search(r"(below|and) ([0-9.e+]+)", err)
+    assert (stated_high is not None) == (high is not None), err
+    if stated_high is not None and high is not None:
+        assert float(stated_high.group(2)) == high
+    # The stated range admits the value just inside each bound.
+    inside = low if low_in else math.nextafter(low, math.inf)
+    assert rules.main([f"--{option}={inside!r}", "-o", "/dev/null"]) == 0
 
 
 @pytest.mark.parametrize(("window", "baseline"), [("1h", "30m"), ("10m", "9m59s")])

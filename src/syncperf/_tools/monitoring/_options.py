@@ -181,12 +181,16 @@ def _ratio(name: str, value: object, high: float = 1.0) -> None:
 
 
 def _positive(name: str, value: object, low: float = 0.0, high: float = math.inf) -> None:
+    # 0 itself is refused unless the option counts from it (one message for both bounds)
+    strict = low == 0.0 and name not in ("min_rate", "n_plus_one")
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or math.isnan(float(value)) or not low <= float(value) < high:  # type: ignore[arg-type]
-        bound = f" and below {number(high)}" if high != math.inf else ""
-        raise ConfigError(name, value, f"a number of at least {number(low)}{bound}")
-    if low == 0.0 and name not in ("min_rate", "n_plus_one") and float(value) <= 0:  # type: ignore[arg-type]
-        raise ConfigError(name, value, "a number above 0")
+    if ok and not math.isnan(float(value)):  # type: ignore[arg-type]
+        number_ = float(value)  # type: ignore[arg-type]
+        if (low < number_ if strict else low <= number_) and number_ < high:
+            return
+    bound = f" and below {number(high)}" if high != math.inf else ""
+    lowest = "above" if strict else "of at least"
+    raise ConfigError(name, value, f"a number {lowest} {number(low)}{bound}")
 
 
 MAX_URL = 2000

@@ -26,6 +26,7 @@ from syncperf._tools.monitoring._options import RuleOptions, format_duration, nu
 from syncperf._tools.monitoring._series import le_texts, prom
 from syncperf._tools.monitoring._timeline import Builder, Fixture, Timeline, steady
 from syncperf._tools.monitoring._timeline import series as _series
+from syncperf.exceptions import ConfigError
 
 COUNT = prom("sync.operation.duration", "_count")
 BUCKET = prom("sync.operation.duration", "_bucket")
@@ -75,6 +76,7 @@ def tests_document(o: RuleOptions, rule_file: str) -> dict[str, Any]:
     # a tenth of the shortest window: every range in the rules holds ten samples or more
     shortest = min(o.seconds(w) for w in ("window", "slow_query_window", "plan_window"))
     step = max(1, int(shortest // 10))
+    _check_windows(o, step)
     for_s = {a.name: parse_duration("for", a.for_) for a in alerts(o)}
     longest = (
         o.seconds("baseline_window")
@@ -96,6 +98,24 @@ def tests_document(o: RuleOptions, rule_file: str) -> dict[str, Any]:
         "evaluation_interval": format_duration(step),
         "tests": tests,
     }
+
+
+MAX_WINDOW_STEPS = 2880
+"""Samples of the longest window the tests take (1d at the default 30s step): promtool's
+test engine loads at most 10000 samples a query and evaluates every rule at each step."""
+
+
+def _check_windows(o: RuleOptions, step: int) -> None:
+    for name in ("window", "baseline_window", "slow_query_window", "plan_window"):
+        if o.seconds(name) > MAX_WINDOW_STEPS * step:
+            limit = format_duration(MAX_WINDOW_STEPS * step)
+            raise ConfigError(
+                name,
+                getattr(o, name),
+                f"at most {limit} for the promtool tests ({MAX_WINDOW_STEPS} samples at their "
+                f"{format_duration(step)} step, a tenth of the shortest window: promtool "
+                "evaluates at most 10000 samples a query)",
+            )
 
 
 def _alert_test(o: RuleOptions, alert: Alert, fixture: Fixture, t: Timeline) -> dict[str, Any]:
@@ -246,7 +266,8 @@ def _histogram(
 
 def _stale(o: RuleOptions, t: Timeline, rate: float, for_s: float) -> Fixture:
     threshold = o.stale_hours * 3600
-    older = next(b for b in AGE_BOUNDS if b > threshold)
+    # the next bucket up; past the top finite bound (720 h) only +Inf (and _count) hold them
+    older = next((b for b in AGE_BOUNDS if b > threshold), math.inf)
     hi, lo = _above(o.stale_share), o.stale_share / 2
     f = Fixture(eval_seconds=steady(o, for_s, t))
     # The same histogram with its `le` as each path writes it: the rule must match them all.
