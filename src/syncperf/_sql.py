@@ -68,6 +68,12 @@ _ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
 _IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
 _ITEMS = re.compile(_ITEM)
 _QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"', re.S)
+_BACKTICK_NAME = re.compile(r"`(?:[^`]|``)*`", re.S)
+_BACK_OFF = 256
+_LIST_END = re.compile(r"\)(?!s)")  # not the ")" of a ``%(name)s`` placeholder
+_ROW_GAP = re.compile(r"\)\s*,\s*\(")
+_IN_OPEN = re.compile(r"(?<![\w$])IN\s*\(", re.I)
+_VALUES_OPEN = re.compile(r"(?<![\w$])VALUES\s*\(", re.I)
 _SANITIZED = frozenset({"string", "dollar", "param", "number", "rest"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
@@ -133,8 +139,10 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     """
     mysql = dialect in _MYSQL
     cut = len(statement) > MAX_LEXED
-    if cut:
-        statement = statement[:MAX_LEXED]
+    rest = ""
+    if cut:  # at the last comma before the cut: an item of a list is read whole or not at all
+        end = statement.rfind(",", MAX_LEXED - _BACK_OFF, MAX_LEXED) + 1 or MAX_LEXED
+        statement, rest = statement[:end], statement[end:]
     tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite")
     if tokens and _unterminated(tokens[-1], mysql):  # only the last runs to the end
         tokens[-1] = ("rest", tokens[-1][1], tokens[-1][2])
@@ -145,6 +153,8 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     )
     if cut and text != "?" and not text.endswith("..."):
         text = text[: MAX_TEXT - 3] + "..."
+    if cut and operation is not None:
+        batch = max(batch, _across(tokens, rest), _after(rest))
     collection = None
     if operation is not None:
         # a table name is a metric attribute: the value gate's bound (a name built from
@@ -154,13 +164,60 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     return Classified(text, operation, collection, batch, many)
 
 
+def _across(tokens: list[Token], rest: str) -> int:
+    """The values of an ``IN`` list, or rows of a ``VALUES``, open where a statement was cut
+    (0: none): those of ``tokens`` (what was read) and those of ``rest`` (what was not),
+    counted at C speed, not lexed: commas up to the list's ``)``, or ``), (`` between rows."""
+    depth = commas = rows = 0
+    open_row = False
+    for position in range(len(tokens) - 1, -1, -1):
+        kind, value, _ = tokens[position]
+        if value == ")":
+            depth += 1
+        elif value == "(" and depth:
+            depth -= 1
+            rows += depth == 0
+        elif value == "(":  # the list, or row, open at the cut
+            before = tokens[position - 1][1].upper() if position else ""
+            if before == "IN" and not open_row:
+                end = _LIST_END.search(rest)
+                return commas + rest.count(",", 0, end.start() if end else len(rest)) + 1
+            if open_row or before not in (",", "VALUES"):
+                return 0
+            open_row, rows = True, rows + 1
+        elif depth == 0 and kind == "word" and value.upper() == "VALUES":
+            if not rows:
+                return 0
+            after = tokens[-1][1] == "," and not open_row  # a row starts after the cut
+            return rows + after + len(_ROW_GAP.findall(rest))
+        elif depth == 0 and value == ",":
+            commas += 1
+    return 0
+
+
+def _after(rest: str) -> int:
+    """The values of the first ``IN`` list, or the rows of a ``VALUES``, in ``rest`` (what
+    was not read of a statement), counted at C speed as in ``_across``. A string holding
+    commas may count too many: that statement is then not counted for N+1 detection."""
+    batch = 0
+    found = _IN_OPEN.search(rest)
+    if found is not None:
+        end = _LIST_END.search(rest, found.end())
+        batch = rest.count(",", found.end(), end.start() if end else len(rest)) + 1
+    if _VALUES_OPEN.search(rest) is not None:
+        batch = max(batch, len(_ROW_GAP.findall(rest)) + 1)
+    return batch
+
+
 def _unterminated(token: Token, mysql: bool) -> bool:
     """Whether ``token`` is a quoted name (or SQLite string) without its closing quote: it ran
     to the end of the statement (or of the prefix read), swallowing what follows, and so it
     is a value, as an unterminated literal is."""
     kind, value, _ = token
-    if kind == "bquote":
-        return len(value) < 2 or value[-1] != ("]" if value[0] == "[" else "`")
+    if kind == "bquote":  # SQLite's [name] escapes nothing; `a``b` is a`b
+        if value[0] == "[":
+            return len(value) < 2 or value[-1] != "]"
+        return _BACKTICK_NAME.fullmatch(value) is None
     return kind == "dquote" and not mysql and _QUOTED_NAME.fullmatch(value) is None
 
 
