@@ -69,6 +69,10 @@ _IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", 
 _ITEMS = re.compile(_ITEM)
 _QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"', re.S)
 _BACKTICK_NAME = re.compile(r"`(?:[^`]|``)*`", re.S)
+_QUOTES = re.compile("['\"]")
+"""A backtick or bracket name holding a quote (a double-quoted one holding ``'``) is a value:
+a name never needs one, and PostgreSQL has no backtick names (where one would swallow a
+string, PostgreSQL reads the string)."""
 _BACK_OFF = 256
 _LIST_END = re.compile(r"\)(?!s)")  # not the ")" of a ``%(name)s`` placeholder
 _ROW_GAP = re.compile(r"\)\s*,\s*\(")
@@ -234,9 +238,14 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
             position = hidden[position]
             continue
         kind, value, spaced = tokens[position]
-        if kind in _SANITIZED or (
-            kind == "dquote"
-            and (dquote_values or (sqlite is not None and not sqlite.is_name(position)))
+        if (
+            kind in _SANITIZED
+            or (
+                kind == "dquote"
+                and (dquote_values or (sqlite is not None and not sqlite.is_name(position)))
+            )
+            or (kind == "bquote" and _QUOTES.search(value))
+            or (kind == "dquote" and "'" in value)
         ):
             value = "?"
         if spaced and out:
@@ -382,7 +391,9 @@ def _name_at(tokens: list[Token], position: int, mysql: bool) -> str | None:
         kind, value, _ = tokens[position]
         if kind == "word":
             parts.append(value)
-        elif kind == "bquote" or (kind == "dquote" and not mysql):
+        elif (kind == "bquote" and not _QUOTES.search(value)) or (
+            kind == "dquote" and not mysql and "'" not in value
+        ):
             quote = value[0]  # in SQLite's [name] nothing is escaped
             parts.append(value[1:-1] if quote == "[" else value[1:-1].replace(quote * 2, quote))
         else:

@@ -3,6 +3,7 @@ never an N+1 merely because its prefix is shared, and no quoted name leaks a lit
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -162,3 +163,56 @@ def test_a_long_statement_repeated_is_still_an_n_plus_one(syncperf_capture: Capt
         handle.uninstrument()
         engine.dispose()
     assert syncperf_capture.metric("sync.db.n_plus_one") is not None
+
+
+_NAME_TEXT = st.text(alphabet='ab`"[] ', max_size=6)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    dialect=st.sampled_from(_DIALECTS),
+    quote=st.sampled_from(['"', "`", "["]),
+    inside=_NAME_TEXT,
+    doubled=st.booleans(),
+    closed=st.booleans(),
+    tail=st.sampled_from(["", " ``", ' ""', " [", " `", ' "']),
+)
+def test_a_secret_after_a_quoted_name_never_leaks(
+    dialect: str, quote: str, inside: str, doubled: bool, closed: bool, tail: str
+) -> None:
+    end = "]" if quote == "[" else quote
+    name = quote + inside + (end * 2 if doubled else "") + (end if closed else "")
+    statement = f"SELECT {name} FROM users WHERE password = 'hunter2' AND note = {tail}"
+    assert "hunter2" not in classify(statement, dialect=dialect).text
+
+
+@pytest.mark.parametrize("dialect", _DIALECTS)
+def test_an_unterminated_backtick_name_ending_in_a_doubled_backtick_is_a_value(
+    dialect: str,
+) -> None:
+    statement = "SELECT `x`` FROM users WHERE password = 'hunter2' AND note = ``"
+    assert "hunter2" not in classify(statement, dialect=dialect).text
+    assert classify("SELECT `a``b` FROM t", dialect="mysql").text == "SELECT `a``b` FROM t"
+    assert classify("SELECT x FROM `a``b` WHERE y = 1", dialect="mysql").collection == "a`b"
+
+
+def test_the_failed_statement_span_of_an_unterminated_backtick_name_leaks_nothing(
+    syncperf_capture: Capture,
+) -> None:
+    engine = sa.create_engine("sqlite://")
+    handle = instrument_engine(engine)
+    try:
+        with (
+            pytest.raises(sa.exc.OperationalError),
+            syncperf.sync_operation("pull"),
+            engine.connect() as connection,
+        ):
+            connection.exec_driver_sql(
+                "SELECT `x`` FROM users WHERE password = 'hunter2' AND note = ``"
+            )
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    texts = [str(s.attributes.get("db.query.text")) for s in syncperf_capture.spans()]
+    assert "SELECT ?" in texts
+    assert not any("hunter2" in text for text in texts)
