@@ -46,9 +46,10 @@ _wall = time.time_ns
 _current_span = trace.get_current_span
 _MAX_STATEMENTS = 2000
 _MAX_LONG = 64
-"""Statements longer than ``MAX_LEXED`` one engine keeps, by their first ``MAX_LEXED``
-characters (all classification reads of them): distinct megabyte statements never sit in the
-cache whole."""
+"""Statements longer than ``MAX_LEXED`` (4 KiB) one engine keeps, by their first ``MAX_LEXED``
+characters (all classification lexes of them) with their length and hash (their batch is
+counted over the whole, and N+1 detection tells them apart): distinct megabyte statements
+never sit in the cache whole."""
 _MAX_BOUND = 1000
 """Pre-bound ``db.client.operation.duration`` series one engine keeps per runtime, at most.
 
