@@ -17,7 +17,7 @@ Lexing follows the dialect (``syncperf._sql_lex``); SQLite's ``"..."`` is a stri
 SQLite could not read it as a name (``syncperf._sql_sqlite``). When in doubt a token is a value:
 over-redacting costs readability, under-redacting would leak. Both run once per distinct
 statement (callers cache the result), on the request thread: only the first ``MAX_LEXED``
-characters of a statement are read, so one costs at most about 25 ms. Bound parameter
+characters of a statement are read, so one costs at most about 15 ms. Bound parameter
 *values* never reach this module.
 """
 
@@ -35,11 +35,13 @@ __all__ = ["MAX_LEXED", "MAX_TEXT", "OPERATIONS", "Classified", "classify", "nor
 MAX_TEXT = 2048
 """Longest ``db.query.text`` exported; longer normalized statements are cut and end in ``...``."""
 
-MAX_LEXED = 8192
+MAX_LEXED = 4096
 """Longest prefix of a statement read (lexed, sanitized, classified): the work per distinct
-statement is bounded (about 25 ms at worst in pure Python, a statement of one-character
-tokens). A longer statement is read up to here: its text ends in ``...``, it counts as
-``several`` (what was not read is never explained) and a token the cut ends is a value."""
+statement is bounded (about 15 ms at worst in pure Python, a statement of one-character
+tokens; up to twice that on a loaded 2-core machine). A longer statement is read up to here
+(back to its last comma): its text ends in ``...``, it counts as ``several`` (what was not
+read is never explained), a token the cut ends is a value, and of the rest only an ``IN``
+list's or ``VALUES``' size is counted (``Classified.batch``)."""
 
 OPERATIONS = frozenset(
     {
@@ -68,6 +70,10 @@ _ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
 _IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
 _ITEMS = re.compile(_ITEM)
 _QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"', re.S)
+_BQUOTED_NAME = re.compile(r"`(?:[^`]|``)*`|\[[^\]]*\]", re.S)
+_QUOTES = re.compile("['\"]")  # in a `name` or [name] (or ' in "name"): a value (_render)
+_BACK_OFF = 256
+_LIST_ENDS = (") ", "))", "),", ");", ")\n")  # never a ``%(name)s`` placeholder's ")s"
 _SANITIZED = frozenset({"string", "dollar", "param", "number", "rest"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
@@ -133,8 +139,10 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     """
     mysql = dialect in _MYSQL
     cut = len(statement) > MAX_LEXED
-    if cut:
-        statement = statement[:MAX_LEXED]
+    rest = ""
+    if cut:  # at the last comma before the cut: an item of a list is read whole or not at all
+        end = statement.rfind(",", MAX_LEXED - _BACK_OFF, MAX_LEXED) + 1 or MAX_LEXED
+        statement, rest = statement[:end], statement[end:]
     tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite")
     if tokens and _unterminated(tokens[-1], mysql):  # only the last runs to the end
         tokens[-1] = ("rest", tokens[-1][1], tokens[-1][2])
@@ -145,6 +153,8 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     )
     if cut and text != "?" and not text.endswith("..."):
         text = text[: MAX_TEXT - 3] + "..."
+    if cut and operation is not None:
+        batch = max(batch, _across(tokens, rest), _after(rest))
     collection = None
     if operation is not None:
         # a table name is a metric attribute: the value gate's bound (a name built from
@@ -154,13 +164,74 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     return Classified(text, operation, collection, batch, many)
 
 
+def _across(tokens: list[Token], rest: str) -> int:
+    """The values of an ``IN`` list, or rows of a ``VALUES``, open where a statement was cut
+    (0: none): those of ``tokens`` (what was read) and those of ``rest`` (what was not),
+    counted by ``str`` methods, not lexed: commas up to the list's ``)``, or ``), (`` between
+    rows (about 1 ms a megabyte)."""
+    depth = commas = rows = 0
+    open_row = False
+    for position in range(len(tokens) - 1, -1, -1):
+        kind, value, _ = tokens[position]
+        if value == ")":
+            depth += 1
+        elif value == "(" and depth:
+            depth -= 1
+            rows += depth == 0
+        elif value == "(":  # the list, or row, open at the cut
+            before = tokens[position - 1][1].upper() if position else ""
+            if before == "IN" and not open_row:
+                return commas + rest.count(",", 0, _list_end(rest, 0)) + 1
+            if open_row or before not in (",", "VALUES"):
+                return 0
+            open_row, rows = True, rows + 1
+        elif depth == 0 and kind == "word" and value.upper() == "VALUES":
+            if not rows:
+                return 0
+            after = tokens[-1][1] == "," and not open_row  # a row starts after the cut
+            return rows + after + _rows(rest)
+        elif depth == 0 and value == ",":
+            commas += 1
+    return 0
+
+
+def _after(rest: str) -> int:
+    """The values of the first ``IN (`` list, or the rows of a ``VALUES``, in ``rest`` (what
+    was not read of a statement), counted as in ``_across``. A string holding commas may
+    count too many: that statement is then not counted for N+1 detection."""
+    batch = 0
+    start = min((at for at in map(rest.find, ("IN (", "in (")) if at >= 0), default=-1)
+    if start >= 0:
+        batch = rest.count(",", start, _list_end(rest, start)) + 1
+    if "VALUES" in rest or "values" in rest:
+        batch = max(batch, _rows(rest) + 1)
+    return batch
+
+
+def _list_end(rest: str, start: int) -> int:
+    """Where the list in ``rest`` ends: its ``)`` (not a ``%(name)s`` placeholder's)."""
+    found = rest.find(")", start)
+    if found < 0 or rest[found + 1 : found + 2] != "s":
+        return len(rest) if found < 0 else found
+    end = len(rest)
+    for mark in _LIST_ENDS:  # each looked for up to the nearest end found so far
+        at = rest.find(mark, found, end + len(mark))
+        end = end if at < 0 else at
+    return end
+
+
+def _rows(rest: str) -> int:
+    """``), (`` between rows in ``rest``, as SQLAlchemy and most code write them."""
+    return rest.count("), (") + rest.count("),(") + rest.count("),\n")
+
+
 def _unterminated(token: Token, mysql: bool) -> bool:
     """Whether ``token`` is a quoted name (or SQLite string) without its closing quote: it ran
     to the end of the statement (or of the prefix read), swallowing what follows, and so it
     is a value, as an unterminated literal is."""
     kind, value, _ = token
-    if kind == "bquote":
-        return len(value) < 2 or value[-1] != ("]" if value[0] == "[" else "`")
+    if kind == "bquote":  # `a``b` is a`b; SQLite's [name] escapes nothing
+        return _BQUOTED_NAME.fullmatch(value) is None
     return kind == "dquote" and not mysql and _QUOTED_NAME.fullmatch(value) is None
 
 
@@ -177,9 +248,16 @@ def _render(tokens: list[Token], dialect: str, verb: str | None, index: int) -> 
             position = hidden[position]
             continue
         kind, value, spaced = tokens[position]
-        if kind in _SANITIZED or (
-            kind == "dquote"
-            and (dquote_values or (sqlite is not None and not sqlite.is_name(position)))
+        if (
+            kind in _SANITIZED
+            or (
+                kind == "dquote"
+                and (dquote_values or (sqlite is not None and not sqlite.is_name(position)))
+            )
+            # a name never needs a quote; PostgreSQL has no `name`: where one would swallow
+            # a string, PostgreSQL reads the string
+            or (kind == "bquote" and _QUOTES.search(value))
+            or (kind == "dquote" and "'" in value)
         ):
             value = "?"
         if spaced and out:
@@ -325,7 +403,9 @@ def _name_at(tokens: list[Token], position: int, mysql: bool) -> str | None:
         kind, value, _ = tokens[position]
         if kind == "word":
             parts.append(value)
-        elif kind == "bquote" or (kind == "dquote" and not mysql):
+        elif (kind == "bquote" and not _QUOTES.search(value)) or (
+            kind == "dquote" and not mysql and "'" not in value
+        ):
             quote = value[0]  # in SQLite's [name] nothing is escaped
             parts.append(value[1:-1] if quote == "[" else value[1:-1].replace(quote * 2, quote))
         else:

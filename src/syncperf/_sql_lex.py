@@ -30,7 +30,7 @@ _PATTERN = r"""
     | (?P<string>[Ee]'(?:[^'\\]|''|\\.)*(?:'|\Z)|(?:[BbXxNn]|[Uu]&)?'STRING_BODY(?:'|\Z))
     | (?P<dollar>\$(?P<tag>[A-Za-z_\x80-\U0010ffff][\w\x80-\U0010ffff]*|)\$.*?(?:\$(?P=tag)\$|\Z))
     | (?P<dquote>"DQUOTE_BODY(?:"|\Z))
-    | (?P<bquote>`[^`]*(?:`|\Z)BRACKET)
+    | (?P<bquote>`(?:[^`]|``)*(?:`|\Z)BRACKET)
     | (?P<param>%\(\w+\)s|%s|\?\d*|(?<![:\w]):[A-Za-z_]\w*|(?<![\w$])\$\d+|@@?\w+)
     | (?P<number>(?<![\w$])(?:0[xX][0-9a-fA-F_]+|0[oO][0-7_]+|0[bB][01_]+
                               |\d[\d_]*(?:\.[\d_]*)?(?:[eE][-+]?\d+)?

@@ -212,9 +212,37 @@ def _rate_limit() -> Any:
     return limit, lambda: limit.wait("client")
 
 
+def _query_plans() -> Any:
+    import types
+
+    import sqlalchemy as sa
+
+    from syncperf.sqlalchemy import PlanOptions
+    from syncperf.sqlalchemy._plans import Planner
+
+    plans = Planner(sa.create_engine("sqlite://"), PlanOptions(), 60.0)
+    query = types.SimpleNamespace(text="SELECT ?", operation="SELECT", several=True)
+    return plans, lambda: plans.offer("SELECT 1", query, None, None, 1)
+
+
+def _pool_gauges() -> Any:
+    """Held by the exporter's collection; taken by ``instrument_engine`` in a worker."""
+    import sqlalchemy as sa
+
+    from syncperf.sqlalchemy import _pool_gauges, instrument_engine
+
+    return _pool_gauges, lambda: instrument_engine(sa.create_engine("sqlite://")).uninstrument()
+
+
+def _outboxes() -> Any:
+    from syncperf.outbox import _live
+
+    return _live, lambda: _live.visible(())
+
+
 @_needs_fork
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
-@pytest.mark.parametrize("make", [_seen_keys, _rate_limit])
+@pytest.mark.parametrize("make", [_seen_keys, _rate_limit, _query_plans, _pool_gauges, _outboxes])
 def test_request_path_stores_are_usable_in_a_child_forked_while_their_lock_was_held(
     make: Any,
 ) -> None:

@@ -29,8 +29,8 @@ SECRET = "s3cretTOKEN"
         (f"SELECT a /* x */ FROM t WHERE c = '*/ {SECRET}'", "SELECT a FROM t WHERE c = ?"),
         (f"SELECT a FROM t /* x /*/ WHERE c = '{SECRET}'", "SELECT a FROM t ?"),
         (f"SELECT a FROM t /* unterminated {SECRET}", "SELECT a FROM t"),
-        # [bracketed] names, which may hold a quote
-        (f"SELECT [it's] FROM t WHERE c = '{SECRET}'", "SELECT [it's] FROM t WHERE c = ?"),
+        # [bracketed] names; one holding a quote does not start a string (it is a value)
+        (f"SELECT [it's] FROM t WHERE c = '{SECRET}'", "SELECT ? FROM t WHERE c = ?"),
         ("SELECT a FROM [my table]", "SELECT a FROM [my table]"),
         # "x" = after a comma is an assignment's target only in a SET list
         (f'SELECT c, "{SECRET}" = c FROM t', "SELECT c, ? = c FROM t"),

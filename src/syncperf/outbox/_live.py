@@ -9,11 +9,13 @@ traceback does), so one test's outboxes never reach into the next.
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from typing import TYPE_CHECKING, Any
 
 from syncperf import _runtime
+from syncperf._forklocks import renew_in_child
 from syncperf.exceptions import ConfigError
 
 if TYPE_CHECKING:
@@ -21,6 +23,7 @@ if TYPE_CHECKING:
 
 _live: weakref.WeakSet[Outbox] = weakref.WeakSet()
 _lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_lock")  # taken by a new Outbox or runtime, in a child too
 
 
 def scope_of(rt: _runtime.Runtime | None) -> tuple[object, ...]:

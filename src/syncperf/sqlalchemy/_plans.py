@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncperf import _runtime
 from syncperf._config import MAX_TTL, check_float, check_int
+from syncperf._forklocks import renew_in_child
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import freeze
 from syncperf._runtime import Runtime
@@ -106,8 +107,7 @@ class _Job:
 
 
 class _Reports:
-    """Per-runtime series of ``sync.db.plan.findings``; table names share the bound of the
-    other ``sync.db.*`` metrics (``DetectionSeries.collections``)."""
+    """Per-runtime ``sync.db.plan.findings``; tables bounded as ``DetectionSeries``'s."""
 
     def __init__(self, rt: Runtime) -> None:
         self.tables = rt.state(DetectionSeries).collections
@@ -137,9 +137,9 @@ class Planner:
         """When each statement shape is next due (``perf_counter_ns``)."""
         self._costs: dict[str, float] = {}
         self._next_log: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._minute = -1
-        self._spent = 0
+        self._lock = threading.Lock()  # the request thread's, and the worker's
+        renew_in_child(self, "_lock")
+        self._minute, self._spent = -1, 0
         self._queue: queue.Queue[_Job | None] = queue.Queue(options.queue_size)
         self._thread: threading.Thread | None = None
         self.explained = 0

@@ -19,6 +19,7 @@ to its ``pool_size``.
 
 from __future__ import annotations
 
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy.pool import AssertionPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
+from syncperf._forklocks import renew_in_child
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import Attributes
 
@@ -47,6 +49,7 @@ _OBSERVED = (
 Values = dict[str, dict[Attributes, float]]
 """Observed values by instrument name, then by attributes."""
 _lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_lock")  # collection holds it; a forked worker takes it
 
 
 class Observed(Protocol):

@@ -46,9 +46,10 @@ _wall = time.time_ns
 _current_span = trace.get_current_span
 _MAX_STATEMENTS = 2000
 _MAX_LONG = 64
-"""Statements longer than ``MAX_LEXED`` one engine keeps, by their first ``MAX_LEXED``
-characters (all classification reads of them): distinct megabyte statements never sit in the
-cache whole."""
+"""Statements longer than ``MAX_LEXED`` (4 KiB) one engine keeps, by their first ``MAX_LEXED``
+characters (all classification lexes of them) with their length and hash (their batch is
+counted over the whole, and N+1 detection tells them apart): distinct megabyte statements
+never sit in the cache whole."""
 _MAX_BOUND = 1000
 """Pre-bound ``db.client.operation.duration`` series one engine keeps per runtime, at most.
 
@@ -88,7 +89,8 @@ class Query:
     """What syncperf knows about one statement string (cached per engine)."""
 
     __slots__ = (
-        "collection", "counted", "key", "operation", "several", "span_attrs", "span_name", "text",
+        "collection", "counted", "key", "operation", "repeat", "several", "span_attrs",
+        "span_name", "text",
     )  # fmt: skip
 
     def __init__(
@@ -100,6 +102,7 @@ class Query:
         span_attrs: dict[str, Any],
         counted: bool,
         several: bool = False,
+        repeat: Any = None,
     ) -> None:
         self.key = (operation, collection)
         """The key of the query's series in ``QuerySeries``: bounded, unlike statements."""
@@ -111,6 +114,10 @@ class Query:
         self.counted = counted
         self.several = several
         """More than one statement (``a; b``): never explained, the EXPLAIN would run ``b``."""
+        self.repeat = text if repeat is None else repeat
+        """What N+1 detection counts repeats of: the text, or for a statement longer than the
+        sanitizer reads, the text with the whole statement's length and hash (statements that
+        share the prefix read are not one statement repeated)."""
 
 
 class QuerySeries:
@@ -161,7 +168,7 @@ class QueryRecorder:
         self._dialect = name
         self._base = connection_attributes(self.system, engine.url)
         self._queries: dict[str, Query] = {}
-        self._long: dict[str, Query] = {}
+        self._long: dict[tuple[str, int, int], Query] = {}
         self.serial = next(_serials)
         """Tells this engine's ``QuerySeries`` apart on a runtime."""
         self._texts: dict[str, str] = {}
@@ -321,14 +328,14 @@ class QueryRecorder:
             scratch = op.scratch
             if scratch is None:
                 scratch = op.scratch = {}
-            counts: dict[str, int] | None = scratch.get(SCRATCH)
+            counts: dict[Any, int] | None = scratch.get(SCRATCH)
             if counts is None:
                 counts = scratch[SCRATCH] = {}
-            detected = counts.get(query.text, 0) + 1
+            detected = counts.get(query.repeat, 0) + 1
             if detected == 1 and len(counts) >= MAX_TRACKED:  # bounded: not tracked
                 self._detector.untracked(rt)
             else:
-                counts[query.text] = detected
+                counts[query.repeat] = detected
                 if detected == self._n1:
                     self._detector.n_plus_one(rt, held.detections, op, query, detected)
 
@@ -339,9 +346,12 @@ class QueryRecorder:
             single = getattr(context, "statement", None)
             if isinstance(single, str) and single != statement:
                 return self._queries.get(single) or self._classify(single)
-        cache, key, most = self._queries, statement, _MAX_STATEMENTS
-        if len(statement) > MAX_LEXED:  # found by the prefix it was classified by
-            cache, key, most = self._long, statement[:MAX_LEXED], _MAX_LONG
+        cache: dict[Any, Query] = self._queries
+        key: Any = statement
+        most, repeat = _MAX_STATEMENTS, None
+        if len(statement) > MAX_LEXED:  # kept by its prefix and a hash: never whole
+            repeat = (len(statement), hash(statement))
+            cache, key, most = self._long, (statement[:MAX_LEXED], *repeat), _MAX_LONG
             if (held := cache.get(key)) is not None:
                 return held
         found = classify(statement, dialect=self._dialect)
@@ -372,6 +382,7 @@ class QueryRecorder:
             span_attrs,
             operation is not None and operation not in _NOT_COUNTED and found.batch < _BATCH,
             found.several,
+            text if repeat is None else (text, *repeat),
         )
         if len(cache) >= most:  # e.g. literals inlined into statements
             cache.clear()
