@@ -49,7 +49,7 @@ class PublishBatch:
     up on without a new attempt with ``dead_lettered()``. ``attempt`` is the message's attempt
     number (1 on the first try; keep a counter in the row): attempts above 1 count as
     ``retried``. Threads may share a batch (a relay sending through a pool): its counts stay
-    exact; report every message before the block ends.
+    exact; report every message before the block ends (a report after it is lost).
 
     Everything is recorded when the block ends. If the block raises, its transaction is taken
     as rolled back: messages reported published in it count as ``failed`` (with the
@@ -60,6 +60,7 @@ class PublishBatch:
     __slots__ = (
         "_count",
         "_dead",
+        "_ended",
         "_failed",
         "_first_error",
         "_lags",
@@ -100,6 +101,7 @@ class PublishBatch:
         self._rescuable = False
         self._token: Token[PublishBatch | None] | None = None
         self._own_ns = 0
+        self._ended = False
         self._lock = threading.Lock()
 
     @property
@@ -139,6 +141,8 @@ class PublishBatch:
                 self._rt.reject("invalid_created_at", _CREATED_AT, created_at)
         link = self._link(traceparent)
         with self._lock:
+            if self._ended:  # a report after the block ended is lost
+                return
             self._attempted(attempt, link)
             if lag is not None:
                 self._lags.append(lag)
@@ -180,6 +184,8 @@ class PublishBatch:
             dead_letter = False  # the failure counts; that it was given up on is unknown
         link = self._link(traceparent)
         with self._lock:
+            if self._ended:
+                return
             self._attempted(attempt, link)
             self._failed[etype] = self._failed.get(etype, 0) + 1
             if self._first_error is None:
@@ -194,7 +200,8 @@ class PublishBatch:
             self._rt.reject("invalid_count", "a dead-letter count: an int in [0, 2**53)", count)
             return
         with self._lock:
-            self._dead += count
+            if not self._ended:
+                self._dead += count
 
     def _check_attempt(self, attempt: object) -> int:
         """``attempt``, or 0 (unknown) when it is not an int >= 1 (dropped and counted)."""
@@ -224,6 +231,8 @@ class PublishBatch:
 
     def _end(self, exc: BaseException | None) -> None:
         t1 = _perf()
+        with self._lock:  # no report changes the counts from here on: read without the lock
+            self._ended = True
         rt, series = self._rt, self._series
         if self._token is not None:
             try:

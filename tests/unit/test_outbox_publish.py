@@ -1,0 +1,94 @@
+"""The ``publish()`` scope: reports racing the block's end, scopes shared by tasks and threads,
+what ``@outbox.publish`` wraps, and where the ``send`` span starts."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from syncperf.outbox import Outbox
+from syncperf.testing import Capture
+
+
+def events(cap: Capture, name: str = "orders") -> dict[str, float]:
+    """``outbox.messages`` totals by event for outbox ``name``."""
+    return {
+        event: cap.total("outbox.messages", {"outbox.name": name, "outbox.event": event})
+        for event in ("published", "failed", "retried", "dead_lettered")
+    }
+
+
+def send_spans(cap: Capture) -> list[Any]:
+    return [span for span in cap.spans() if span.name.startswith("send")]
+
+
+@pytest.fixture
+def frequent_switches() -> Iterator[None]:
+    """Threads switch every microsecond: a race shows within a few hundred blocks."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(interval)
+
+
+@pytest.mark.usefixtures("frequent_switches")
+def test_a_report_racing_the_end_of_the_block_is_lost_never_raised(
+    syncperf_capture: Capture,
+) -> None:
+    """A pool thread still reporting while the block ends: the block ends cleanly, with the
+    reports made before its end (at least those done before it began ending, at most those
+    begun before it finished); the later ones are lost."""
+    outbox = Outbox("orders")
+    low = high = 0
+    for _ in range(200):
+        go = threading.Event()
+        started, done = [0], [0]
+
+        def late(
+            batch: Any,
+            go: threading.Event = go,
+            started: list[int] = started,
+            done: list[int] = done,
+        ) -> None:
+            go.wait()
+            for n in range(40):
+                started[0] += 1
+                batch.failed(f"L{n % 5}", attempt=2, dead_letter=True)
+                batch.dead_lettered()
+                done[0] += 1
+
+        with outbox.publish() as batch:
+            for i in range(20):
+                batch.failed(f"E{i % 5}")
+            thread = threading.Thread(target=late, args=(batch,))
+            thread.start()
+            go.set()
+            low += 20 + done[0]
+        high += 20 + started[0]
+        thread.join()
+    assert low <= events(syncperf_capture)["failed"] <= high
+    # every block recorded its own overhead: none raised out of its end
+    (overhead,) = syncperf_capture.points("syncperf.overhead", {"syncperf.component": "outbox"})
+    assert overhead.count == 200
+
+
+def test_reports_after_the_block_ended_are_dropped(syncperf_capture: Capture) -> None:
+    with Outbox("orders").publish() as batch:
+        batch.published(None)
+        batch.failed("broker", attempt=2)
+    batch.published(None)
+    batch.failed("broker", attempt=3, dead_letter=True)
+    batch.dead_lettered(2)
+    assert events(syncperf_capture) == {
+        "published": 1,
+        "failed": 1,
+        "retried": 1,
+        "dead_lettered": 0,
+    }
+    (span,) = send_spans(syncperf_capture)
+    assert span.attributes["outbox.published"] == 1
+    assert span.attributes["outbox.attempt"] == 2
