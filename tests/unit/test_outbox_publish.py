@@ -3,6 +3,7 @@ what ``@outbox.publish`` wraps, and where the ``send`` span starts."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 from collections.abc import Iterator
@@ -10,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from syncperf.outbox import Outbox
+from syncperf.outbox import Outbox, current_batch
 from syncperf.testing import Capture
 
 
@@ -92,3 +93,48 @@ def test_reports_after_the_block_ended_are_dropped(syncperf_capture: Capture) ->
     (span,) = send_spans(syncperf_capture)
     assert span.attributes["outbox.published"] == 1
     assert span.attributes["outbox.attempt"] == 2
+
+
+async def test_one_publish_scope_shared_by_two_tasks_records_each_batch(
+    syncperf_capture: Capture,
+) -> None:
+    scope = Outbox("orders").publish()
+
+    async def relay(n: int, delay: float) -> None:
+        async with scope as batch:
+            await asyncio.sleep(delay)
+            for _ in range(n):
+                batch.published(None)
+            assert current_batch() is batch
+
+    await asyncio.gather(relay(3, 0.01), relay(5, 0.02))
+    assert events(syncperf_capture)["published"] == 8
+    spans = send_spans(syncperf_capture)
+    assert sorted(span.attributes["outbox.published"] for span in spans) == [3, 5]
+    assert not current_batch().recording
+
+
+def test_one_publish_scope_shared_by_two_threads_records_each_batch(
+    syncperf_capture: Capture,
+) -> None:
+    scope = Outbox("orders").publish()
+    both_in, first_out = threading.Barrier(2), threading.Event()
+
+    def relay(n: int) -> None:
+        with scope as batch:
+            both_in.wait()
+            if n == 5:
+                first_out.wait()  # the later entry exits first... then the earlier one
+            for _ in range(n):
+                batch.published(None)
+        if n == 3:
+            first_out.set()
+
+    pool = [threading.Thread(target=relay, args=(n,)) for n in (3, 5)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    assert events(syncperf_capture)["published"] == 8
+    spans = send_spans(syncperf_capture)
+    assert sorted(span.attributes["outbox.published"] for span in spans) == [3, 5]

@@ -17,6 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
 from syncperf._gate import is_count
+from syncperf._scope import _frame
 from syncperf._tracing.span import attach
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import BATCH, NOOP_BATCH, PublishBatch
@@ -53,18 +54,24 @@ def begin(outbox: Outbox, count: int | None) -> PublishBatch:
 
 
 class PublishScope:
-    """What ``Outbox.publish()`` returns: ``with``, ``async with`` or a decorator."""
+    """What ``Outbox.publish()`` returns: ``with``, ``async with`` or a decorator.
 
-    __slots__ = ("_batch", "_count", "_outbox")
+    Shareable, also by concurrent tasks and threads, as ``sync_operation()`` scopes are: each
+    entry's batch is noted under the frame of its ``with`` statement, and each exit ends the
+    latest batch entered from its own frame (an exit from a frame that made no entry ends the
+    scope's latest batch).
+    """
+
+    __slots__ = ("_count", "_open", "_outbox")
 
     def __init__(self, outbox: Outbox, count: int | None) -> None:
         self._outbox = outbox
         self._count = count
-        self._batch: PublishBatch | None = None
+        self._open: dict[int, list[PublishBatch]] = {}
+        """Open batches by ``id()`` of the frame that entered them, innermost last."""
 
     def __enter__(self) -> PublishBatch:
-        self._batch = batch = begin(self._outbox, self._count)
-        return batch
+        return self._enter(_frame())
 
     def __exit__(
         self,
@@ -72,12 +79,10 @@ class PublishScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        batch, self._batch = self._batch, None
-        if batch is not None:
-            batch._end(exc)
+        self._exit(_frame(), exc)
 
     async def __aenter__(self) -> PublishBatch:
-        return self.__enter__()
+        return self._enter(_frame())
 
     async def __aexit__(
         self,
@@ -85,7 +90,28 @@ class PublishScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self.__exit__(exc_type, exc, tb)
+        self._exit(_frame(), exc)
+
+    def _enter(self, frame: int) -> PublishBatch:
+        batch = begin(self._outbox, self._count)
+        self._open.setdefault(frame, []).append(batch)
+        return batch
+
+    def _exit(self, frame: int, exc: BaseException | None) -> None:
+        entries = self._open
+        if frame not in entries:  # exited from elsewhere: the latest entry
+            try:
+                frame = next(reversed(entries))
+            except (StopIteration, RuntimeError):  # none open, or one opened meanwhile
+                return
+        stack = entries.get(frame)
+        try:
+            batch = stack.pop()  # type: ignore[union-attr]
+        except (AttributeError, IndexError):  # taken meanwhile by another thread's exit
+            return
+        if not stack:
+            entries.pop(frame, None)
+        batch._end(exc)
 
     def __call__(self, fn: F) -> F:
         if not callable(fn):
