@@ -47,7 +47,7 @@ class OperationScope:
         ``with`` exits)."""
 
     def __enter__(self) -> SyncOperation:
-        return self._enter(_frame())
+        return self._enter(entry_frame())
 
     def __exit__(
         self,
@@ -55,7 +55,7 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(_frame(), exc)
+        self._exit(entry_frame(), exc)
 
     def _enter(self, frame: int) -> SyncOperation:
         outer = active_operation()
@@ -100,7 +100,7 @@ class OperationScope:
             op._rt.internal_error("operation_end_failed", error)
 
     async def __aenter__(self) -> SyncOperation:
-        return self._enter(_frame())
+        return self._enter(entry_frame())
 
     async def __aexit__(
         self,
@@ -108,10 +108,10 @@ class OperationScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(_frame(), exc)
+        self._exit(entry_frame(), exc)
 
 
-def _frame() -> int:
+def entry_frame() -> int:
     """The ``id`` of the frame whose ``with`` entered or exits the scope: past contextlib's
     (an ``ExitStack`` enters in ``enter_context`` and exits in its own ``__exit__``, both
     called from the frame of the user's ``with ExitStack()``)."""

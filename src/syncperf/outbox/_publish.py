@@ -17,7 +17,7 @@ from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
 from syncperf._gate import is_count
-from syncperf._scope import _frame
+from syncperf._scope import entry_frame
 from syncperf._tracing.span import attach
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import BATCH, NOOP_BATCH, PublishBatch
@@ -71,7 +71,7 @@ class PublishScope:
         """Open batches by ``id()`` of the frame that entered them, innermost last."""
 
     def __enter__(self) -> PublishBatch:
-        return self._enter(_frame())
+        return self._enter(entry_frame())
 
     def __exit__(
         self,
@@ -79,10 +79,10 @@ class PublishScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(_frame(), exc)
+        self._exit(entry_frame(), exc)
 
     async def __aenter__(self) -> PublishBatch:
-        return self._enter(_frame())
+        return self._enter(entry_frame())
 
     async def __aexit__(
         self,
@@ -90,7 +90,7 @@ class PublishScope:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._exit(_frame(), exc)
+        self._exit(entry_frame(), exc)
 
     def _enter(self, frame: int) -> PublishBatch:
         batch = begin(self._outbox, self._count)
