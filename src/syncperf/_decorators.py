@@ -172,11 +172,11 @@ def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     syncperf's behalf: their time is overhead, measured with one clock read per phase when
     the wrapper owns the operation (``start`` and ``end`` read the clock on either side).
     """
-    wrap = _async_wrapper if _coroutine_function(fn) else _sync_wrapper
+    wrap = _async_wrapper if coroutine_function(fn) else _sync_wrapper
     return wrap(fn, operation, entity, phases)
 
 
-def _coroutine_function(fn: Any) -> bool:
+def coroutine_function(fn: Any) -> bool:
     """Whether calling ``fn`` makes a coroutine: an ``async def`` function (or a partial or
     method of one), or an object whose class has an ``async def __call__``. Its operation
     then starts where the coroutine runs (the task awaiting it), not in the caller."""

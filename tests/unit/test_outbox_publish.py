@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from syncperf.exceptions import ConfigError
 from syncperf.outbox import Outbox, current_batch
 from syncperf.testing import Capture
 
@@ -138,3 +139,95 @@ def test_one_publish_scope_shared_by_two_threads_records_each_batch(
     assert events(syncperf_capture)["published"] == 8
     spans = send_spans(syncperf_capture)
     assert sorted(span.attributes["outbox.published"] for span in spans) == [3, 5]
+
+
+async def test_publish_wraps_an_object_with_an_async_call(syncperf_capture: Capture) -> None:
+    class Relay:
+        async def __call__(self) -> str:
+            await asyncio.sleep(0)
+            current_batch().published(None)
+            return "done"
+
+    relay = Outbox("orders").publish(Relay())
+    assert await relay() == "done"
+    assert events(syncperf_capture)["published"] == 1
+    (span,) = send_spans(syncperf_capture)
+    assert span.attributes["outbox.published"] == 1
+
+
+async def test_publish_wraps_a_plain_def_returning_a_coroutine(
+    syncperf_capture: Capture,
+) -> None:
+    def retry(fn: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return fn(*args, **kwargs)
+
+        return wrapper
+
+    outbox = Outbox("orders")
+
+    @outbox.publish
+    @retry
+    async def relay(n: int) -> int:
+        await asyncio.sleep(0)
+        for _ in range(n):
+            current_batch().published(None)
+        return n
+
+    pending = relay(2)
+    assert not current_batch().recording  # the batch is current only where it is awaited
+    assert await pending == 2
+
+    @outbox.publish
+    @retry
+    async def crashing() -> None:
+        current_batch().published(None)
+        raise OSError("broker down")
+
+    with pytest.raises(OSError):
+        await crashing()
+    assert events(syncperf_capture) == {
+        "published": 2,
+        "failed": 1,
+        "retried": 0,
+        "dead_lettered": 0,
+    }
+    assert sorted(s.attributes["outbox.published"] for s in send_spans(syncperf_capture)) == [
+        0,
+        2,
+    ]
+
+
+async def test_publish_wraps_a_plain_def_returning_a_task(syncperf_capture: Capture) -> None:
+    outbox = Outbox("orders")
+
+    async def send() -> None:
+        await asyncio.sleep(0)
+        current_batch().published(None)
+
+    @outbox.publish
+    def relay() -> asyncio.Task[None]:
+        return asyncio.ensure_future(send())
+
+    task = relay()
+    assert isinstance(task, asyncio.Task)
+    await task
+    await asyncio.sleep(0)  # done callbacks run on the next loop step
+    assert events(syncperf_capture)["published"] == 1
+    (span,) = send_spans(syncperf_capture)
+    assert span.attributes["outbox.published"] == 1
+
+
+def test_publish_refuses_generator_functions() -> None:
+    outbox = Outbox("orders")
+
+    def gen() -> Iterator[None]:
+        yield
+
+    async def agen() -> Any:
+        yield
+
+    with pytest.raises(ConfigError):
+        outbox.publish(gen)
+    with pytest.raises(ConfigError):
+        outbox.publish(agen)

@@ -254,7 +254,8 @@ class PublishBatch:
         duration = (t1 - self._start_ns) / 1e9
         span = self._span
         if span is not None:
-            detach(self._span_token)
+            if self._span_token is not None:  # None: moved out of the caller's context
+                detach(self._span_token)
             self._finish_span(span, size, n_failed, exc, etype)
             rt.finisher.end(span, time.time_ns())
         elif self._rescuable and (etype or n_failed):

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
+from syncperf._decorators import coroutine_function
+from syncperf._ending import future
 from syncperf._gate import is_count
+from syncperf._http_status import PLAIN, awaitable
 from syncperf._scope import entry_frame
-from syncperf._tracing.span import attach
+from syncperf._tracing.span import attach, detach
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import BATCH, NOOP_BATCH, PublishBatch
 from syncperf.outbox._spans import start_span
@@ -114,21 +117,100 @@ class PublishScope:
         batch._end(exc)
 
     def __call__(self, fn: F) -> F:
-        if not callable(fn):
-            raise ConfigError("fn", fn, "a function or coroutine function to decorate")
-        outbox, count = self._outbox, self._count
-        if inspect.iscoroutinefunction(fn):
+        return decorate(self._outbox, self._count, fn)
 
-            @functools.wraps(fn)
-            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                async with PublishScope(outbox, count):
-                    return await fn(*args, **kwargs)
 
-            return cast(F, async_wrapper)
+def decorate(outbox: Outbox, count: int | None, fn: F) -> F:
+    """``fn`` measured as one relay batch per call (``@outbox.publish``).
+
+    As the core decorators decide (``instrument_sync``): an ``async def`` function, a partial
+    of one, or an object with an ``async def __call__`` gets the async wrapper, its batch
+    current in the task that awaits it; a plain ``def`` that returns an awaitable (an
+    ``async def`` behind a decorator that does not say so) is measured until the awaitable
+    completes, its batch current only where it is awaited; generators are refused.
+    """
+    if not callable(fn):
+        raise ConfigError("fn", fn, "a function or coroutine function to decorate")
+    if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        raise ConfigError(
+            "fn",
+            fn,
+            "a def or async def function returning a value (not a generator): report a "
+            "stream's messages inside a publish() block",
+        )
+    if coroutine_function(fn):
 
         @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with PublishScope(outbox, count):
-                return fn(*args, **kwargs)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            batch = begin(outbox, count)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                batch._end(exc)
+                raise
+            batch._end(None)
+            return result
 
-        return cast(F, wrapper)
+        return cast(F, async_wrapper)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        batch = begin(outbox, count)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            batch._end(exc)
+            raise
+        try:
+            plain = type(result) in PLAIN
+        except Exception:  # a class its metaclass makes unhashable
+            plain = False
+        if not plain and batch is not NOOP_BATCH and awaitable(result):  # async after all
+            return _later(batch, result)
+        batch._end(None)
+        return result
+
+    return cast(F, wrapper)
+
+
+def _later(batch: PublishBatch, result: Any) -> Any:
+    """The awaitable a plain ``def`` returned, its batch moved out of the caller's context:
+    an asyncio ``Future`` (a ``Task``) as it is, the batch ending when it is done; any other
+    awaitable as a coroutine that makes the batch current and ends it when it completes."""
+    if batch._token is not None:
+        try:
+            BATCH.reset(batch._token)
+        except ValueError:  # made current in another context
+            BATCH.set(None)
+        batch._token = None
+    if batch._span_token is not None:
+        detach(batch._span_token)
+        batch._span_token = None
+    if not future(result):
+        return _completion(batch, result)
+    try:
+        result.add_done_callback(lambda done: _settled(batch, done))
+    except Exception as error:  # a Future that refuses callbacks: its batch ends now
+        batch._end(error)
+    return result
+
+
+def _settled(batch: PublishBatch, done: Any) -> None:
+    try:
+        exc = done.exception()
+    except BaseException as cancelled:  # CancelledError: the task was cancelled
+        exc = cancelled
+    batch._end(exc)
+
+
+async def _completion(batch: PublishBatch, pending: Any) -> Any:
+    batch._token = BATCH.set(batch)
+    if batch._span is not None:
+        batch._span_token = attach(batch._span)  # type: ignore[arg-type]  # begin made it
+    try:
+        result = await pending
+    except BaseException as exc:
+        batch._end(exc)
+        raise
+    batch._end(None)
+    return result
