@@ -10,10 +10,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, SamplingResult
 
 from syncperf.exceptions import ConfigError
 from syncperf.outbox import Outbox, current_batch
-from syncperf.testing import Capture
+from syncperf.testing import Capture, capture
 
 
 def events(cap: Capture, name: str = "orders") -> dict[str, float]:
@@ -231,3 +233,54 @@ def test_publish_refuses_generator_functions() -> None:
         outbox.publish(gen)
     with pytest.raises(ConfigError):
         outbox.publish(agen)
+
+
+def test_the_send_span_is_a_root_linked_to_each_push(syncperf_capture: Capture) -> None:
+    """A relay batch mixes messages from many pushes: its span is its own trace, not a child
+    of whatever span is current where the relay runs."""
+    outbox = Outbox("orders")
+    provider = syncperf_capture.tracer_provider
+    assert provider is not None
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("push"):
+        traceparent = outbox.enqueue()
+    assert traceparent is not None
+    with tracer.start_as_current_span("relay-loop") as loop, outbox.publish() as batch:
+        batch.published(None, traceparent=traceparent)
+        with tracer.start_as_current_span("broker-call"):
+            pass
+    (send,) = send_spans(syncperf_capture)
+    assert send.parent is None
+    assert send.context.trace_id != loop.get_span_context().trace_id
+    assert [link.context.trace_id for link in send.links] == [int(traceparent.split("-")[1], 16)]
+    (call,) = [span for span in syncperf_capture.spans() if span.name == "broker-call"]
+    assert call.parent is not None
+    assert call.parent.span_id == send.context.span_id  # still current during the block
+
+
+class _Asked(Sampler):
+    """A sampler syncperf asks as the SDK does (not one of the standard ones)."""
+
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        return _PARENT_BASED.should_sample(*args, **kwargs)
+
+    def get_description(self) -> str:
+        return "asked"
+
+
+_PARENT_BASED = ParentBased(ALWAYS_ON)
+
+
+@pytest.mark.parametrize("sampler", [_PARENT_BASED, _Asked()], ids=["standard", "asked"])
+def test_the_send_span_is_made_under_an_unsampled_parent(sampler: Sampler) -> None:
+    """A parent-based sampler decides the send span as a root: it does not follow the relay
+    loop's unsampled context."""
+    unsampled = trace.NonRecordingSpan(
+        trace.SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=trace.TraceFlags(0))
+    )
+    with capture(sampler=sampler) as cap:
+        with trace.use_span(unsampled), Outbox("orders").publish() as batch:
+            batch.published(None)
+        (send,) = send_spans(cap)
+    assert send.parent is None
+    assert send.context.trace_id != 0xABC

@@ -126,10 +126,23 @@ class Tracing:
         self.resolve(now)
         return self.active
 
-    def decide(self, name: str, kind: SpanKind, now: int, attributes: Attrs | None = None) -> int:
-        """Whether an operation starting at ``now`` gets a span (parent: the current context;
-        ``attributes``: the span's initial ones); the value ``sample`` or ``ask`` returns."""
+    def decide(
+        self,
+        name: str,
+        kind: SpanKind,
+        now: int,
+        attributes: Attrs | None = None,
+        root: bool = False,
+    ) -> int:
+        """Whether an operation starting at ``now`` gets a span (parent: the current context,
+        or none when ``root``; ``attributes``: the span's initial ones); the value ``sample``
+        or ``ask`` returns."""
         if self.active or self.due(now):
+            if root:
+                parent: SpanContext | None = trace.INVALID_SPAN_CONTEXT
+                if self.asks:
+                    return self.ask(name, kind, parent, attributes, current=trace.INVALID_SPAN)
+                return self.sample(name, kind, parent)
             return self.ask(name, kind, None, attributes) if self.asks else self.sample(name, kind)
         return 0
 

@@ -45,7 +45,8 @@ def begin(outbox: Outbox, count: int | None) -> PublishBatch:
         rt.reject("invalid_count", "an outbox batch count: an int in [0, 2**53)", count)
         count = None
     batch = PublishBatch(rt, outbox.series(rt), outbox, count, t0)
-    span = start_span(rt, outbox.send_name, _CLIENT, outbox.send_attrs, t0, count)
+    # its own trace: a relay batch mixes messages from many pushes (its links lead to them)
+    span = start_span(rt, outbox.send_name, _CLIENT, outbox.send_attrs, t0, count, root=True)
     if span is not None:
         batch._span = span
         batch._span_token = attach(span)

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from syncperf._runtime import Runtime
     from syncperf._tracing.span import Span
 
+_ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
+"""A context without a span: what a root span starts in."""
 _TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
@@ -63,8 +65,10 @@ def start_span(
     attributes: dict[str, Any],
     t0: int,
     count: int | None = 1,
+    root: bool = False,
 ) -> Span | None:
-    """The span of outbox work on ``count`` messages starting at ``t0``, or None.
+    """The span of outbox work on ``count`` messages starting at ``t0``, or None: a child of
+    the current span, or with ``root`` a new trace's root (the sampler sees no parent).
 
     As for sync operations: the provider's sampler decides (``Tracing.decide``; a sampler
     that is asked sees ``attributes``); while syncperf sheds span work the span is not made
@@ -73,14 +77,14 @@ def start_span(
     if count is not None and count != 1:
         attributes = {**attributes, "messaging.batch.message_count": count}
     try:
-        trace_id = rt.tracing.decide(name, kind, t0, attributes)
+        trace_id = rt.tracing.decide(name, kind, t0, attributes, root)
         if not trace_id:
             return None
         if rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
             rt.span_shed()
             return None
         return rt.tracing.tracer.start_span(  # type: ignore[union-attr]
-            name, kind=kind, attributes=attributes, trace_id=trace_id
+            name, _ROOT if root else None, kind, attributes, trace_id=trace_id
         )
     except Exception as error:
         rt.internal_error("span_start_failed", error)
