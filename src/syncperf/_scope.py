@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from types import TracebackType
+from typing import Generic, TypeVar
 
 from syncperf import _gate as gate
 from syncperf import _runtime
@@ -20,7 +21,9 @@ from syncperf._http_status import raised
 from syncperf._lifecycle import begin, end
 from syncperf._operation import NOOP, SyncOperation, active_operation
 
-__all__ = ["OperationScope", "sync_operation"]
+__all__ = ["Entries", "OperationScope", "entry_frame", "sync_operation"]
+
+T = TypeVar("T")
 
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
 
@@ -41,10 +44,8 @@ class OperationScope:
     def __init__(self, operation: str, entity: str | None) -> None:
         self._operation = operation
         self._entity = entity
-        self._open: dict[int, list[SyncOperation | None]] = {}
-        """Open entries by ``id()`` of the frame that made them, innermost last: what each
-        started, or None when it joined (a frame is alive, so its id is its own, until its
-        ``with`` exits)."""
+        self._open: Entries[SyncOperation | None] = Entries()
+        """What each open entry started, or None when it joined."""
 
     def __enter__(self) -> SyncOperation:
         return self._enter(entry_frame())
@@ -70,23 +71,11 @@ class OperationScope:
                 started = result = begin(rt, self._operation, self._entity)
             else:
                 result = NOOP
-        self._open.setdefault(frame, []).append(started)
+        self._open.add(frame, started)
         return result
 
     def _exit(self, frame: int, exc: BaseException | None) -> None:
-        entries = self._open
-        if frame not in entries:  # exited from elsewhere: the latest entry
-            try:
-                frame = next(reversed(entries))
-            except (StopIteration, RuntimeError):  # none open, or one opened meanwhile
-                return
-        stack = entries.get(frame)
-        try:
-            op = stack.pop()  # type: ignore[union-attr]
-        except (AttributeError, IndexError):  # taken meanwhile by another thread's exit
-            return
-        if not stack:
-            entries.pop(frame, None)
+        op = self._open.take(frame)
         if op is None:
             return
         if exc is not None:  # a raised HTTPException answering a conflict is no failure
@@ -109,6 +98,38 @@ class OperationScope:
         tb: TracebackType | None,
     ) -> None:
         self._exit(entry_frame(), exc)
+
+
+class Entries(Generic[T]):
+    """What a shareable scope's open entries made, by ``id()`` of the frame whose ``with``
+    made them, innermost last (a frame is alive, so its id is its own, until its ``with``
+    exits)."""
+
+    __slots__ = ("_open",)
+
+    def __init__(self) -> None:
+        self._open: dict[int, list[T]] = {}
+
+    def add(self, frame: int, made: T) -> None:
+        self._open.setdefault(frame, []).append(made)
+
+    def take(self, frame: int) -> T | None:
+        """What the latest entry from ``frame`` made (from any frame when ``frame`` made
+        none: a manual ``__exit__``), removed; None when no entry is open."""
+        entries = self._open
+        if frame not in entries:  # exited from elsewhere: the latest entry
+            try:
+                frame = next(reversed(entries))
+            except (StopIteration, RuntimeError):  # none open, or one opened meanwhile
+                return None
+        stack = entries.get(frame)
+        try:
+            made = stack.pop()  # type: ignore[union-attr]
+        except (AttributeError, IndexError):  # taken meanwhile by another thread's exit
+            return None
+        if not stack:
+            entries.pop(frame, None)
+        return made
 
 
 def entry_frame() -> int:

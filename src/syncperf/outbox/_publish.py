@@ -20,7 +20,7 @@ from syncperf._decorators import coroutine_function
 from syncperf._ending import future
 from syncperf._gate import is_count
 from syncperf._http_status import PLAIN, awaitable
-from syncperf._scope import entry_frame
+from syncperf._scope import Entries, entry_frame
 from syncperf._tracing.span import attach, detach
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import BATCH, NOOP_BATCH, PublishBatch
@@ -71,8 +71,7 @@ class PublishScope:
     def __init__(self, outbox: Outbox, count: int | None) -> None:
         self._outbox = outbox
         self._count = count
-        self._open: dict[int, list[PublishBatch]] = {}
-        """Open batches by ``id()`` of the frame that entered them, innermost last."""
+        self._open: Entries[PublishBatch] = Entries()
 
     def __enter__(self) -> PublishBatch:
         return self._enter(entry_frame())
@@ -98,24 +97,13 @@ class PublishScope:
 
     def _enter(self, frame: int) -> PublishBatch:
         batch = begin(self._outbox, self._count)
-        self._open.setdefault(frame, []).append(batch)
+        self._open.add(frame, batch)
         return batch
 
     def _exit(self, frame: int, exc: BaseException | None) -> None:
-        entries = self._open
-        if frame not in entries:  # exited from elsewhere: the latest entry
-            try:
-                frame = next(reversed(entries))
-            except (StopIteration, RuntimeError):  # none open, or one opened meanwhile
-                return
-        stack = entries.get(frame)
-        try:
-            batch = stack.pop()  # type: ignore[union-attr]
-        except (AttributeError, IndexError):  # taken meanwhile by another thread's exit
-            return
-        if not stack:
-            entries.pop(frame, None)
-        batch._end(exc)
+        batch = self._open.take(frame)
+        if batch is not None:
+            batch._end(exc)
 
     def __call__(self, fn: F) -> F:
         return decorate(self._outbox, self._count, fn)
