@@ -380,6 +380,41 @@ def test_prometheus_endpoint_binds_loopback_and_serves_syncperf_metrics() -> Non
         endpoint.close()
 
 
+@pytest.mark.parametrize(
+    ("host", "netloc"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("localhost", "localhost"),
+        ("::1", "[::1]"),
+        ("::", "[::]"),
+        ("fe80::1%eth0", "[fe80::1%25eth0]"),  # RFC 6874: the zone's "%" is escaped
+    ],
+)
+def test_prometheus_endpoint_url_brackets_an_ipv6_host(host: str, netloc: str) -> None:
+    endpoint = PrometheusEndpoint(host, 9464, None, syncperf.Config())
+    assert endpoint.url == f"http://{netloc}:9464/metrics"
+
+
+def _ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("clean")
+@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_prometheus_endpoint_on_ipv6_loopback_serves_at_its_url() -> None:
+    endpoint = setup_prometheus(port=0, host="::1")
+    _one_pull()
+    assert endpoint.url == f"http://[::1]:{endpoint.port}/metrics"
+    assert f"{DURATION_COUNT}" in _scrape(endpoint)
+
+
 @pytest.mark.usefixtures("clean")
 def test_prometheus_endpoint_rejects_a_bad_port() -> None:
     with pytest.raises(ConfigError):

@@ -233,8 +233,9 @@ class PrometheusEndpoint:
 
     @property
     def url(self) -> str:
-        """The scrape URL."""
-        return f"http://{self.host}:{self.port}/metrics"
+        """The scrape URL (an IPv6 host in brackets, its zone's ``%`` escaped: RFC 6874)."""
+        host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
 
     def close(self) -> None:
         """Stop serving and stop feeding the registry."""
