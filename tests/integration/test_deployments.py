@@ -234,6 +234,35 @@ def test_opentelemetry_instrument_exports_syncperf_metrics_with_no_syncperf_call
     assert not [m for _, scope, m in receiver.metrics() if scope == "syncperf" and m.name in http]
 
 
+def test_a_setup_otlp_left_in_the_code_joins_the_launchers_providers_whatever_their_exporters(
+    instrument_launcher: str, receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    # With the launcher's prometheus (and console) exporters and no otlp among them,
+    # setup_otlp() accepted the names but neither joined nor exported: the metrics were lost.
+    port, scrape_port = free_port(), free_port()
+    command = [instrument_launcher, str(BIN / "python"), "-m", "uvicorn", APP, "--port", str(port)]
+    env = {
+        **_otlp_env(receiver),
+        "DEPLOY_SETUP": "otlp",
+        "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "syncperf",  # only setup_otlp() may join
+        "OTEL_TRACES_EXPORTER": "console",
+        "OTEL_METRICS_EXPORTER": "prometheus",
+        "OTEL_EXPORTER_PROMETHEUS_HOST": "127.0.0.1",
+        "OTEL_EXPORTER_PROMETHEUS_PORT": str(scrape_port),
+    }
+    log = tmp_path / "server.log"
+    with serving(command, port, log, **env) as client:
+        assert client.get("/debug/outputs").json()["exporters"] == 0  # no OTLP of its own
+        push_all(str(client.base_url))
+        scrape = f"http://127.0.0.1:{scrape_port}/metrics"
+        count = "sync_operation_duration_seconds_count"
+        assert eventually(lambda: scrape_total(scrape, count, sync_operation="push"), PUSHES) == (
+            PUSHES
+        )
+        assert eventually(lambda: '"name": "sync push"' in log.read_text(), True)
+    assert not [m for _, scope, m in receiver.metrics() if scope == "syncperf"]
+
+
 # --- 5. pre-fork workers and Prometheus ---------------------------------------------------------
 
 

@@ -859,6 +859,65 @@ def test_under_the_launcher_other_exporter_names_are_the_launchers_and_setup_otl
 
 
 @pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("exporters", ["console", "prometheus", "console,prometheus"])
+def test_setup_otlp_joins_the_applications_providers_whatever_exporters_they_name(
+    monkeypatch: pytest.MonkeyPatch, exporters: str
+) -> None:
+    # docs/export.md: other exporter names are accepted when a global SDK provider exists,
+    # and setup_otlp() joins it (with no "otlp" among them, syncperf's metrics were dropped).
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", exporters)
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", exporters)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")  # not read: nothing OTLP
+    reader = InMemoryMetricReader()
+    tracer_provider = TracerProvider()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    handle = setup_otlp()
+    assert handle.joined_meter_provider is meter_provider
+    assert handle.tracer_provider is tracer_provider and not handle.owns_tracer_provider
+    assert (handle.traces_protocol, handle.metrics_protocol) == (None, None)
+    assert _runtime.current().exporters == [] and _processors(tracer_provider) == []
+    _one_pull()
+    data = reader.get_metrics_data()
+    scopes = {sm.scope.name for rm in data.resource_metrics for sm in rm.scope_metrics}
+    assert "syncperf" in scopes
+
+
+@pytest.mark.usefixtures("clean")
+def test_with_exporters_none_setup_otlp_does_not_join_the_applications_meter_provider(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "none")
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    reader = InMemoryMetricReader()
+    metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+    trace.set_tracer_provider(TracerProvider())
+    handle = setup_otlp()
+    assert handle.joined_meter_provider is None and handle.tracer_provider is None
+    _one_pull()
+    data = reader.get_metrics_data()
+    assert data is None or not [
+        sm for rm in data.resource_metrics for sm in rm.scope_metrics if sm.scope.name == "syncperf"
+    ]
+
+
+@pytest.mark.usefixtures("clean")
+def test_the_meter_provider_setup_otlp_built_is_no_provider_to_join_for_other_exporters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    setup_otlp(traces=False)  # its own global meter provider: it exports OTLP only
+    monkeypatch.setenv("OTEL_METRICS_EXPORTER", "console")
+    with pytest.raises(syncperf.ConfigError) as raised:
+        setup_otlp(traces=False)
+    assert raised.value.option == "OTEL_METRICS_EXPORTER"
+
+
+@pytest.mark.usefixtures("clean")
 def test_without_providers_to_join_an_exporter_setup_otlp_cannot_install_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

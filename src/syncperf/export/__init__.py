@@ -94,8 +94,10 @@ def setup_otlp(
             per-signal variable) for both protocols, names lowercased (gRPC metadata).
         timeout: Seconds per export request (default ``OTEL_EXPORTER_OTLP_TIMEOUT``); a
             metric export request takes at most ``export_timeout``.
-        traces: Export spans (default: unless ``OTEL_TRACES_EXPORTER=none``).
-        metrics: Export syncperf's metrics (default: unless ``OTEL_METRICS_EXPORTER=none``).
+        traces: Export spans (default: unless ``OTEL_TRACES_EXPORTER=none``; other names
+            than ``otlp`` and ``none`` only with a global SDK tracer provider, used as is).
+        metrics: Export syncperf's metrics (default: unless ``OTEL_METRICS_EXPORTER=none``;
+            other names only with a global SDK meter provider, joined whatever its readers).
         global_meter_provider: Also install an SDK ``MeterProvider`` exporting over OTLP as
             the global one, for other instrumentation, when none is set.
         environ: Environment to read instead of ``os.environ`` (tests): the protocol,
@@ -117,9 +119,10 @@ def setup_otlp(
     for name in ("metric_exporters", "tracer_provider"):
         if name in options:
             raise ConfigError(name, options[name], "not an option of setup_otlp (it sets it)")
-    traces_on, metrics_on = _otlp.signals(traces, metrics, env)
-    traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_on else None
-    metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_on else None
+    traces_to, metrics_to = _otlp.signals(traces, metrics, env)  # "otlp", "joined" or None
+    traces_on, metrics_on = traces_to is not None, metrics_to is not None
+    traces_protocol = _otlp.protocol_of(protocol, "TRACES", env) if traces_to == "otlp" else None
+    metrics_protocol = _otlp.protocol_of(protocol, "METRICS", env) if metrics_to == "otlp" else None
     disabled = _otlp.disabled(env)
     resource = options.pop("resource", None) or _otlp.default_resource(env)
     # Every option is checked before anything global changes: a mistyped option raises
@@ -150,6 +153,7 @@ def setup_otlp(
     if tracer_provider is not None:
         rt.tracing.resolve(time.perf_counter_ns())  # no wait for the next look at the global
     if joined is not None:
+        _logger.info("syncperf: joining the existing global meter provider")
         setup_meter_provider(joined)
     return OtlpExport(
         rt.config,

@@ -36,33 +36,33 @@ def disabled(env: Mapping[str, str]) -> bool:
     return otel_env.sdk_disabled(env)
 
 
-def signal_on(var: str, env: Mapping[str, str], joining: bool = False) -> bool:
-    """Whether ``var`` (``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``) asks for OTLP.
-
-    Exporters other than ``otlp`` are refused (``setup_otlp`` installs OTLP only), unless
-    ``joining``: a global SDK provider exists (under ``opentelemetry-instrument``, the
-    launcher built it with those exporters), and syncperf joins it.
+def signal_on(var: str, env: Mapping[str, str], joining: bool = False) -> str | None:
+    """What ``var`` (``OTEL_TRACES_EXPORTER`` / ``OTEL_METRICS_EXPORTER``) asks for: ``"otlp"``,
+    ``"joined"`` (only other exporters, those of the global SDK provider, which syncperf
+    joins) or None (``none``). Exporters other than ``otlp`` are refused (``setup_otlp``
+    installs OTLP only) unless ``joining``: a global SDK provider of the application's
+    exists (under ``opentelemetry-instrument``, the launcher built it with those exporters).
     """
     raw = (otel_env.value(env, var) or "otlp").lower()
     names = {n.strip() for n in raw.split(",") if n.strip()}
     unknown = names - set(_EXPORTER_CHOICES)
     if unknown and not joining:
         raise ConfigError(var, raw, "otlp or none (setup_otlp installs OTLP exporters only)")
-    return "otlp" in names
+    return "otlp" if "otlp" in names else "joined" if unknown else None
 
 
 def signals(
     traces: bool | None, metrics_: bool | None, env: Mapping[str, str]
-) -> tuple[bool, bool]:
-    """Whether traces and metrics go out over OTLP: the explicit arguments, else the
-    ``OTEL_*_EXPORTER`` variables (``signal_on``), joining the global SDK providers if any."""
+) -> tuple[str | None, str | None]:
+    """What traces and metrics do (``signal_on``): the explicit arguments (True: ``"otlp"``),
+    else the ``OTEL_*_EXPORTER`` variables, joining the global SDK providers if any."""
+    picked = ["otlp" if on else None for on in (traces, metrics_)]
     if traces is None:
         joining = sdk_provider(trace.get_tracer_provider()) is not None
-        traces = signal_on("OTEL_TRACES_EXPORTER", env, joining)
-    if metrics_ is None:
-        joining = not is_proxy_meter_provider(otel_metrics.get_meter_provider())
-        metrics_ = signal_on("OTEL_METRICS_EXPORTER", env, joining)
-    return bool(traces), bool(metrics_)
+        picked[0] = signal_on("OTEL_TRACES_EXPORTER", env, joining)
+    if metrics_ is None:  # not the one setup_otlp built: it exports OTLP only
+        picked[1] = signal_on("OTEL_METRICS_EXPORTER", env, not exports_metrics_itself())
+    return picked[0], picked[1]
 
 
 def protocol_of(explicit: str | None, signal: str, env: Mapping[str, str]) -> str:
