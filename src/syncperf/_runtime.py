@@ -24,7 +24,7 @@ from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
 from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
 from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
-from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
+from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds, carry
 from syncperf._metrics.reader import PeriodicExporter, Reader, resource_of, syncperf_scope
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
@@ -328,8 +328,7 @@ def install(config: Config) -> Runtime:
     if (held := installed) is not None and held.capture is not None and not held.capture.closed:
         held.capture.configured.append(config)
         return held
-    rt = Runtime(config)
-    previous = replace(rt)
+    previous = replace(rt := Runtime(config))
     if previous is not None and previous.capture is None:  # a capture shuts its own down
         _retire(previous, rt)
         previous.shutdown(keep=(*config.metric_exporters, *OUTPUTS.exporters.values()))
@@ -347,6 +346,7 @@ def _retire(previous: Runtime, rt: Runtime) -> None:
     _REPLACED.add(previous)  # all point at the runtime in force: a chain would keep every
     for old in list(_REPLACED):  # runtime since alive while one is (an open stream, say)
         old.successor = rt
+    carry(previous, rt)  # pull outputs: the counts go on (the others get a last export)
 
 
 def configure(config: Config | None = None, **options: Any) -> Config:
@@ -354,7 +354,7 @@ def configure(config: Config | None = None, **options: Any) -> Config:
 
     Call it once at start-up, after your OpenTelemetry providers are set up. Without a call,
     the first sync operation configures syncperf from the environment. Calling it again
-    replaces the settings (aggregates start afresh, exporters get a last flush); inside
+    replaces the settings (exporters get a last export, pull outputs' counts go on); inside
     ``testing.capture()`` it checks them and notes them on the capture, which stays in force.
 
     Args:

@@ -673,6 +673,36 @@ def test_in_multiprocess_mode_a_new_configuration_keeps_serving_counts_that_neve
     assert pulls(generate_latest(group).decode()) == 115
 
 
+@pytest.mark.usefixtures("clean")
+@pytest.mark.parametrize("output", ["setup_prometheus", "configure"])
+def test_a_new_configuration_keeps_serving_counts_recorded_since_the_last_scrape(
+    output: str,
+) -> None:
+    from syncperf._metrics.prometheus import scrape
+
+    served = CollectorRegistry()
+    endpoint = setup_prometheus(port=0) if output == "setup_prometheus" else None
+    if endpoint is None:
+        syncperf.configure(prometheus=served)
+    registry = served if endpoint is None else endpoint.registry
+
+    def seen() -> list[float]:
+        direct = scrape(registry, None, None, {})[2].decode()  # syncperf's own rendering
+        return [pulls(direct), pulls(generate_latest(registry).decode())]
+
+    _one_pull()
+    assert seen() == [1, 1]
+    for count, options in [(3, {"max_entities": 50}), (4, {"max_entities": 9})]:
+        for _ in range(count):
+            _one_pull()  # recorded in the runtime the configuration replaces, never scraped
+        if endpoint is None:
+            syncperf.configure(prometheus=served, **options)
+        else:
+            syncperf.configure(**options)
+        _one_pull()
+    assert seen() == [10, 10]  # every pull, in a counter that never went back
+
+
 def _samples(exposition: str, name: str) -> dict[frozenset[tuple[str, str]], list[float]]:
     """Samples of ``name`` by label set as Prometheus reads them (an empty label is none)."""
     from prometheus_client.parser import text_string_to_metric_families

@@ -99,16 +99,39 @@ def test_a_delta_reader_gets_deltas() -> None:
     mp.shutdown()
 
 
-def test_the_readers_follow_a_new_configuration(
-    provider: tuple[MeterProvider, InMemoryMetricReader],
+def _points(reader: InMemoryMetricReader, name: str) -> list[tuple[Any, int]]:
+    """``(count or value, start time)`` of each point of syncperf's ``name``."""
+    points = syncperf_metrics(reader)[name].data.data_points
+    return [
+        (getattr(p, "count", None) or getattr(p, "value", 0), p.start_time_unix_nano)
+        for p in points
+    ]
+
+
+@pytest.mark.parametrize("temporality", ["cumulative", "delta"])
+def test_the_readers_follow_a_new_configuration_and_get_what_was_recorded_before_it(
+    temporality: str,
 ) -> None:
-    mp, reader = provider
+    preferred: dict[type, Any] = {Histogram: DELTA, Counter: DELTA}
+    if temporality == "cumulative":
+        preferred = {}
+    reader = InMemoryMetricReader(preferred_temporality=preferred)
+    mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     setup_meter_provider(mp)
-    pulls(2)
-    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
-    syncperf.configure(max_entities=3)
     pulls(1)
-    assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 1  # a new stream
+    [(first, start)] = _points(reader, "sync.operation.duration")
+    assert first == 1
+    seen = []
+    for entities in [3, 4]:
+        pulls(3)  # recorded in the runtime the configuration replaces, never collected
+        syncperf.configure(max_entities=entities)
+        pulls(2)
+        seen += _points(reader, "sync.operation.duration")
+    if temporality == "cumulative":  # one stream: the same start, a count that never goes back
+        assert seen == [(6, start), (11, start)]
+    else:  # every delta delivered once
+        assert [count for count, _ in seen] == [5, 5]
+    mp.shutdown()
 
 
 def test_a_prometheus_metric_reader_serves_syncperfs_metrics() -> None:

@@ -24,6 +24,24 @@ FLUSHES: list[Callable[[int], object]] = []
 provider that ``setup_otlp`` built for other instrumentation."""
 
 
+CARRIES: list[Callable[[Any, Any], None]] = []
+"""Called by ``carry`` with the replaced runtime and its successor: outputs fed besides the
+runtime's own (``export._bridge``) continue what the replaced one counted."""
+
+
+def carry(previous: Any, rt: Any) -> None:
+    """``rt``, which replaced ``previous`` (``configure()``), continues in each output both
+    feed what ``previous`` counted and had not handed out (its readers' last collection):
+    a pull output's counters never go back, nor lose what ended before the swap."""
+    for hook in (lambda old, new: new.feeds.carry(old.feeds), *CARRIES):
+        try:
+            hook(previous, rt)
+        except Exception:  # never into a configure()
+            _logger.warning(
+                "syncperf: carrying counts to a new configuration failed", exc_info=True
+            )
+
+
 _entries: weakref.WeakKeyDictionary[Any, Callable[[int], object]] = weakref.WeakKeyDictionary()
 """The ``FLUSHES`` entry of each provider, to drop it when the provider is shut down."""
 
@@ -128,6 +146,16 @@ class Feeds:
                         collector = self._serve_files(registry)
                     self.prometheus.append((registry, collector))
         self._stop([(p, True) for p in stopped], self._timeout if timeout is None else timeout)
+
+    def carry(self, previous: Feeds) -> None:
+        """Continue the counts of ``previous`` (a replaced runtime's) in the registries both
+        serve (multiprocess mode continues them in the files: ``multiprocess._Sums``)."""
+        for registry, collector in self.prometheus:
+            if not isinstance(collector, SyncPerfCollector):
+                continue
+            for served, old in previous.prometheus:
+                if served is registry and isinstance(old, SyncPerfCollector):
+                    collector.reader.carry(old.reader)
 
     def _serve_files(self, registry: Any) -> Any:
         """Multiprocess mode: have ``registry`` serve every worker's files, this process's

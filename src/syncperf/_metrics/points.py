@@ -89,6 +89,28 @@ def merge_sums(points: Points, series: list[Series]) -> list[Series]:
     return new
 
 
+def carry(into: Points, points: Points) -> None:
+    """Add a replaced reader's counter or histogram ``points`` into ``into`` (the points of
+    its successor's reader of the same output), each under the earlier start time."""
+    for attributes, point in points.items():
+        found = into.get(attributes)
+        if found is None:
+            into[attributes] = Point(point.start_ns, copy_value(point.value), point.attributes)
+            continue
+        found.start_ns = min(found.start_ns, point.start_ns)
+        found.exported = None  # a data point handed out keeps its start time
+        old: Any = point.value
+        if isinstance(old, HistogramDelta):
+            into_value: Any = found.value
+            total = [*map(add, into_value.counts, old.counts)]
+            low, high = min(into_value.min, old.min), max(into_value.max, old.max)
+            found.value = HistogramDelta(
+                total, into_value.count + old.count, into_value.sum + old.sum, low, high
+            )
+        else:
+            found.value = found.value + old
+
+
 def to_metric(
     instrument: Instrument,
     points: dict[Attributes, Point],

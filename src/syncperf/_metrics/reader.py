@@ -43,6 +43,7 @@ from syncperf._metrics.bounded import Deadline
 from syncperf._metrics.points import (
     Point,
     Points,
+    carry,
     copy_value,
     merge_histograms,
     merge_sums,
@@ -158,6 +159,28 @@ class Reader:
             start = before.get((name, item.attributes), item.at_ns)
             point = Point(start, item.value, dict(item.attributes))
             self._points.setdefault(name, {})[item.attributes] = point
+
+    def carry(self, old: Reader) -> None:
+        """Continue ``old``, a replaced runtime's reader of the same output (``configure()``):
+        what its counters and histograms hold that was not handed out (all of it, cumulative;
+        since its last collection, delta) is added to this reader's, and ``old`` closes."""
+        old._registry.collect(probes=False)  # what the replaced runtime recorded until the swap
+        old.close()
+        with old._lock:
+            taken = [
+                (old._instruments[name], points)
+                for name, points in old._points.items()
+                if old._instruments[name].kind in ("counter", "histogram")
+            ]
+            old._points = {}
+        with self._lock:
+            for instrument, points in taken:
+                mine = self._registry.instruments.get(instrument.name, instrument)
+                if (mine.kind, mine.bounds) != (instrument.kind, instrument.bounds):
+                    continue  # other buckets: a new series, from zero
+                self._instruments.setdefault(instrument.name, mine)
+                carry(self._points.setdefault(instrument.name, {}), points)
+            self.epoch += 1  # new series: renderings keyed by points start over
 
     def close(self) -> None:
         """Stop receiving drains."""

@@ -12,7 +12,8 @@ the same collection as the application's, and syncperf never records through the
 synchronous instruments.
 
 Wrapping twice is a no-op; the bridge follows ``configure()`` (a new runtime gets a new
-syncperf reader at the next collection); a failing merge returns the provider's own data.
+syncperf reader, which continues the replaced one's: ``Bridge.carry``); a failing merge
+returns the provider's own data.
 """
 
 from __future__ import annotations
@@ -103,6 +104,20 @@ class Bridge:
                     )
             return found
 
+    def carry(self, previous: Any, rt: Any) -> None:
+        """Continue, in ``rt``'s reader of each SDK reader, what ``previous``'s (replaced)
+        had not handed out: its next collection delivers it (``Reader.carry``)."""
+        with self._lock:
+            old = self._readers.pop(previous, None)
+        if not old:
+            return
+        new = self.readers_for(rt)
+        for key, reader in old.items():
+            if key in new:
+                new[key].carry(reader)
+            else:  # an SDK reader gone since
+                reader.close()
+
     def _wrap(self, inner: Any) -> Any:
         def collect(sdk_reader: Any, *args: Any, **kwargs: Any) -> Any:
             data = inner(sdk_reader, *args, **kwargs)
@@ -180,6 +195,13 @@ def _on_new_runtime(rt: Any) -> None:
         found.readers_for(rt)
 
 
+def _carry(previous: Any, rt: Any) -> None:
+    for found in list(_bridges.values()):
+        found.carry(previous, rt)
+
+
 def _register_hook() -> None:
     if _on_new_runtime not in _runtime.RUNTIME_HOOKS:
         _runtime.RUNTIME_HOOKS.append(_on_new_runtime)
+    if _carry not in outputs.CARRIES:
+        outputs.CARRIES.append(_carry)
