@@ -8,6 +8,7 @@ variables start with ``SYNCPERF_`` and never shadow an ``OTEL_*`` one; the stand
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -132,25 +133,15 @@ class Config:
         check_bool("strict", self.strict)
         check_bool("record_exception_messages", self.record_exception_messages)
         check_bool("plans", self.plans)
-        check_int("max_entities", self.max_entities, minimum=1)
-        check_int("max_series", self.max_series, minimum=2)
-        check_int("span_queue_size", self.span_queue_size, minimum=1)
+        # Numbers are kept as plain int and float: a subclass's operators would run on the
+        # request path (a raising __lt__ or __add__ in every handler).
+        for name, minimum in (("max_entities", 1), ("max_series", 2), ("span_queue_size", 1)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
         if self.entities is not None:
             object.__setattr__(self, "entities", check_names("entities", self.entities))
-        check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
-        for name in (
-            "slow_threshold",
-            "overhead_budget",
-            "export_interval",
-            "export_timeout",
-            "shutdown_timeout",
-        ):
-            check_float(name, getattr(self, name), low=0.0, high=MAX_SECONDS, open_low=True)
-        check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=MAX_SECONDS)
-        check_float("sync_log_sample_rate", self.sync_log_sample_rate, low=0.0, high=1.0)
-        check_float(
-            "sync_log_rate_limit", self.sync_log_rate_limit, low=0.0, high=math.inf, open_low=True
-        )
+        for name, low, high, open_low in _FLOAT_OPTIONS:
+            number = check_float(name, getattr(self, name), low=low, high=high, open_low=open_low)
+            object.__setattr__(self, name, number)
         object.__setattr__(
             self, "sync_log_levels", check_levels("sync_log_levels", self.sync_log_levels)
         )
@@ -247,6 +238,20 @@ class Config:
         return cls(**values)
 
 
+_FLOAT_OPTIONS = (
+    ("trace_sample_rate", 0.0, 1.0, False),
+    ("slow_threshold", 0.0, MAX_SECONDS, True),
+    ("overhead_budget", 0.0, MAX_SECONDS, True),
+    ("export_interval", 0.0, MAX_SECONDS, True),
+    ("export_timeout", 0.0, MAX_SECONDS, True),
+    ("shutdown_timeout", 0.0, MAX_SECONDS, True),
+    ("shed_cooldown", 0.0, MAX_SECONDS, False),
+    ("sync_log_sample_rate", 0.0, 1.0, False),
+    ("sync_log_rate_limit", 0.0, math.inf, True),
+)
+"""The number options: name, low, high, whether ``low`` itself is excluded."""
+
+
 def check_patterns(name: str, value: object) -> None:
     """Comma-separated regular expressions (the contrib instrumentations' format)."""
     accepted = "comma-separated regular expressions (a string)"
@@ -267,7 +272,8 @@ def check_levels(option: str, value: object) -> Mapping[str, int]:
     if not isinstance(value, Mapping):
         raise ConfigError(option, value, accepted)
     levels = dict(SYNC_LOG_LEVELS)
-    for kind, level in value.items():
+    for key, given in value.items():
+        kind, level = _plain(key), _plain(given)  # a subclass's methods never run
         if isinstance(level, str):
             level = _LEVEL_NAMES.get(level.strip().upper(), level)
         if (
@@ -280,6 +286,15 @@ def check_levels(option: str, value: object) -> Mapping[str, int]:
             raise ConfigError(option, value, accepted)
         levels[kind] = level
     return MappingProxyType(levels)
+
+
+def _plain(value: object) -> object:
+    """A ``str`` or ``int`` (not ``bool``) as the plain one; anything else as it is."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__int__(value)
+    return value
 
 
 def check_objects(config: Config) -> None:
@@ -327,23 +342,27 @@ def check_bool(name: str, value: object) -> None:
         raise ConfigError(name, value, "True or False")
 
 
-def check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """An ``int`` (not ``bool``) >= ``minimum``, as a plain ``int`` (never a subclass)."""
+    number = _plain(value)
+    if type(number) is not int or number < minimum:
         raise ConfigError(name, value, f"an integer >= {minimum}")
+    return number
 
 
 def check_float(
     name: str, value: object, *, low: float, high: float, open_low: bool = False
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except OverflowError:  # an int too large for a float
-            number = math.nan
-        ok = not math.isnan(number) and (number > low if open_low else number >= low)
-        ok = ok and number <= high
-    if not ok:
+) -> float:
+    """A number (not ``bool``) in the range, as a plain ``float`` (never a subclass)."""
+    number = math.nan
+    if isinstance(value, float):
+        number = float.__float__(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an int too large for a float: nan
+            number = float(int.__int__(value))
+    ok = not math.isnan(number) and (number > low if open_low else number >= low)
+    if not (ok and number <= high):
         low_text = f"> {low}" if open_low else f">= {low}"
         high_text = "" if high == math.inf else f" and <= {high}"
         raise ConfigError(name, value, f"a number {low_text}{high_text}")
+    return number
