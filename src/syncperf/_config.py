@@ -149,7 +149,9 @@ class Config:
             self, "sync_log_starts", check_operations("sync_log_starts", self.sync_log_starts)
         )
         if self.excluded_urls is not None:
-            check_patterns("excluded_urls", self.excluded_urls)
+            object.__setattr__(
+                self, "excluded_urls", check_patterns("excluded_urls", self.excluded_urls)
+            )
         exporters = self.metric_exporters
         if not isinstance(exporters, (tuple, list)):
             raise ConfigError("metric_exporters", exporters, "a sequence of MetricExporter")
@@ -191,10 +193,8 @@ class Config:
         def offer(var: str, raw: str, key: str, value: Any, strict: bool) -> None:
             try:
                 cls(**{key: value})  # each option is checked on its own
-            except ConfigError as error:
-                if strict:
-                    raise ConfigError(var, raw, error.accepted) from None
-                otel_env.warn(var, raw, error.accepted)
+            except Exception as error:  # leniently, reading never raises
+                _reject(var, raw, error, strict)
             else:
                 values[key] = value
 
@@ -220,10 +220,8 @@ class Config:
                 continue
             try:
                 parsed = parse(var, raw)
-            except ConfigError as error:
-                if not lenient:
-                    raise
-                otel_env.warn(var, raw, error.accepted)
+            except Exception as error:  # leniently, reading never raises
+                _reject(var, raw, error, strict=not lenient)
             else:
                 offer(var, raw, key, parsed, strict=not lenient)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
@@ -252,15 +250,32 @@ _FLOAT_OPTIONS = (
 """The number options: name, low, high, whether ``low`` itself is excluded."""
 
 
-def check_patterns(name: str, value: object) -> None:
-    """Comma-separated regular expressions (the contrib instrumentations' format)."""
+def _reject(var: str, raw: str, error: Exception, strict: bool) -> None:
+    """Variable ``var`` holds a value that is not accepted: a ``ConfigError`` naming it when
+    ``strict``, else a warning; its value described, never quoted, either way. An error other
+    than ``ConfigError`` (none is expected) is reported the same way, by its type only."""
+    if isinstance(error, ConfigError):
+        accepted = error.accepted
+    else:
+        accepted = f"a value syncperf can read (reading it raised {type(error).__name__})"
+    if strict:
+        raise ConfigError(var, raw, accepted) from None
+    otel_env.warn(var, raw, accepted)
+
+
+def check_patterns(name: str, value: object) -> str:
+    """Comma-separated regular expressions (the contrib instrumentations' format), as a plain
+    ``str``. A pattern ``re.compile`` rejects with another error than ``re.error`` (a repeat
+    count past its limit, too deep a nesting) is not accepted either."""
     accepted = "comma-separated regular expressions (a string)"
     if not isinstance(value, str):
         raise ConfigError(name, value, accepted)
+    text = str.__str__(value)
     try:
-        re.compile("|".join(part.strip() for part in value.split(",")))
-    except re.error:
+        re.compile("|".join(part.strip() for part in text.split(",")))
+    except (re.error, OverflowError, RecursionError, ValueError):
         raise ConfigError(name, value, accepted) from None
+    return text
 
 
 def check_levels(option: str, value: object) -> Mapping[str, int]:

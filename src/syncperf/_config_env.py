@@ -65,12 +65,18 @@ def _parse_list(
 
 
 def _parse_levels(var: str, raw: str) -> dict[str, str | int]:
+    accepted = "comma-separated kind=LEVEL pairs (e.g. error=ERROR), LEVEL a name or 1 to 50"
     levels: dict[str, str | int] = {}
     for part in raw.split(","):
         kind, sep, level = (text.strip() for text in part.partition("="))
         if not sep:  # an empty item too
-            raise ConfigError(var, raw, "comma-separated kind=LEVEL pairs, e.g. error=ERROR")
-        levels[kind] = int(level) if level.isascii() and level.isdigit() else level
+            raise ConfigError(var, raw, accepted)
+        if level.isascii() and level.isdigit():
+            if len(level) > 9:  # int() refuses past its digit limit; none is a level anyway
+                raise ConfigError(var, raw, accepted)
+            levels[kind] = int(level)
+        else:
+            levels[kind] = level
     return levels
 
 
