@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
 from syncperf._config_env import SYNCPERF_VARS, check_names, check_operations
 from syncperf.exceptions import ConfigError
@@ -181,7 +182,8 @@ class Config:
         variables mean what the OpenTelemetry specification says (``_otel_env``): an invalid
         one is logged and ignored. An invalid ``SYNCPERF_*`` variable raises, unless
         ``lenient``: then it is logged (without its value) and ignored alone, the other
-        variables still apply.
+        variables still apply. A rejected variable's value is never quoted, in the error or
+        the log (a token may be misplaced in any variable): it is described by type and size.
 
         Raises:
             ConfigError: a ``SYNCPERF_*`` variable (unless ``lenient``) or an override holds
@@ -227,11 +229,8 @@ class Config:
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             name = sorted(unknown)[0]
-            raise ConfigError(
-                name,
-                overrides[name],
-                "one of " + ", ".join(f.name for f in dataclasses.fields(cls)),
-            )
+            accepted = "one of " + ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(name, gate.not_quoted(overrides[name]), accepted)  # a typo's value
         values.update(overrides)
         return cls(**values)
 
@@ -259,7 +258,7 @@ def _reject(var: str, raw: str, error: Exception, strict: bool) -> None:
     else:
         accepted = f"a value syncperf can read (reading it raised {type(error).__name__})"
     if strict:
-        raise ConfigError(var, raw, accepted) from None
+        raise ConfigError(var, gate.not_quoted(raw), accepted) from None
     otel_env.warn(var, raw, accepted)
 
 
