@@ -8,6 +8,7 @@ variables start with ``SYNCPERF_`` and never shadow an ``OTEL_*`` one; the stand
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
 from syncperf._config_env import SYNCPERF_VARS, check_names, check_operations
 from syncperf.exceptions import ConfigError
@@ -132,25 +134,15 @@ class Config:
         check_bool("strict", self.strict)
         check_bool("record_exception_messages", self.record_exception_messages)
         check_bool("plans", self.plans)
-        check_int("max_entities", self.max_entities, minimum=1)
-        check_int("max_series", self.max_series, minimum=2)
-        check_int("span_queue_size", self.span_queue_size, minimum=1)
+        # Numbers are kept as plain int and float: a subclass's operators would run on the
+        # request path (a raising __lt__ or __add__ in every handler).
+        for name, minimum in (("max_entities", 1), ("max_series", 2), ("span_queue_size", 1)):
+            object.__setattr__(self, name, check_int(name, getattr(self, name), minimum=minimum))
         if self.entities is not None:
             object.__setattr__(self, "entities", check_names("entities", self.entities))
-        check_float("trace_sample_rate", self.trace_sample_rate, low=0.0, high=1.0)
-        for name in (
-            "slow_threshold",
-            "overhead_budget",
-            "export_interval",
-            "export_timeout",
-            "shutdown_timeout",
-        ):
-            check_float(name, getattr(self, name), low=0.0, high=MAX_SECONDS, open_low=True)
-        check_float("shed_cooldown", self.shed_cooldown, low=0.0, high=MAX_SECONDS)
-        check_float("sync_log_sample_rate", self.sync_log_sample_rate, low=0.0, high=1.0)
-        check_float(
-            "sync_log_rate_limit", self.sync_log_rate_limit, low=0.0, high=math.inf, open_low=True
-        )
+        for name, low, high, open_low in _FLOAT_OPTIONS:
+            number = check_float(name, getattr(self, name), low=low, high=high, open_low=open_low)
+            object.__setattr__(self, name, number)
         object.__setattr__(
             self, "sync_log_levels", check_levels("sync_log_levels", self.sync_log_levels)
         )
@@ -158,7 +150,9 @@ class Config:
             self, "sync_log_starts", check_operations("sync_log_starts", self.sync_log_starts)
         )
         if self.excluded_urls is not None:
-            check_patterns("excluded_urls", self.excluded_urls)
+            object.__setattr__(
+                self, "excluded_urls", check_patterns("excluded_urls", self.excluded_urls)
+            )
         exporters = self.metric_exporters
         if not isinstance(exporters, (tuple, list)):
             raise ConfigError("metric_exporters", exporters, "a sequence of MetricExporter")
@@ -188,7 +182,8 @@ class Config:
         variables mean what the OpenTelemetry specification says (``_otel_env``): an invalid
         one is logged and ignored. An invalid ``SYNCPERF_*`` variable raises, unless
         ``lenient``: then it is logged (without its value) and ignored alone, the other
-        variables still apply.
+        variables still apply. A rejected variable's value is never quoted, in the error or
+        the log (a token may be misplaced in any variable): it is described by type and size.
 
         Raises:
             ConfigError: a ``SYNCPERF_*`` variable (unless ``lenient``) or an override holds
@@ -200,10 +195,8 @@ class Config:
         def offer(var: str, raw: str, key: str, value: Any, strict: bool) -> None:
             try:
                 cls(**{key: value})  # each option is checked on its own
-            except ConfigError as error:
-                if strict:
-                    raise ConfigError(var, raw, error.accepted) from None
-                otel_env.warn(var, raw, error.accepted)
+            except Exception as error:  # leniently, reading never raises
+                _reject(var, raw, error, strict)
             else:
                 values[key] = value
 
@@ -229,33 +222,59 @@ class Config:
                 continue
             try:
                 parsed = parse(var, raw)
-            except ConfigError as error:
-                if not lenient:
-                    raise
-                otel_env.warn(var, raw, error.accepted)
+            except Exception as error:  # leniently, reading never raises
+                _reject(var, raw, error, strict=not lenient)
             else:
                 offer(var, raw, key, parsed, strict=not lenient)
         unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             name = sorted(unknown)[0]
-            raise ConfigError(
-                name,
-                overrides[name],
-                "one of " + ", ".join(f.name for f in dataclasses.fields(cls)),
-            )
+            accepted = "one of " + ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(name, gate.not_quoted(overrides[name]), accepted)  # a typo's value
         values.update(overrides)
         return cls(**values)
 
 
-def check_patterns(name: str, value: object) -> None:
-    """Comma-separated regular expressions (the contrib instrumentations' format)."""
+_FLOAT_OPTIONS = (
+    ("trace_sample_rate", 0.0, 1.0, False),
+    ("slow_threshold", 0.0, MAX_SECONDS, True),
+    ("overhead_budget", 0.0, MAX_SECONDS, True),
+    ("export_interval", 0.0, MAX_SECONDS, True),
+    ("export_timeout", 0.0, MAX_SECONDS, True),
+    ("shutdown_timeout", 0.0, MAX_SECONDS, True),
+    ("shed_cooldown", 0.0, MAX_SECONDS, False),
+    ("sync_log_sample_rate", 0.0, 1.0, False),
+    ("sync_log_rate_limit", 0.0, math.inf, True),
+)
+"""The number options: name, low, high, whether ``low`` itself is excluded."""
+
+
+def _reject(var: str, raw: str, error: Exception, strict: bool) -> None:
+    """Variable ``var`` holds a value that is not accepted: a ``ConfigError`` naming it when
+    ``strict``, else a warning; its value described, never quoted, either way. An error other
+    than ``ConfigError`` (none is expected) is reported the same way, by its type only."""
+    if isinstance(error, ConfigError):
+        accepted = error.accepted
+    else:
+        accepted = f"a value syncperf can read (reading it raised {type(error).__name__})"
+    if strict:
+        raise ConfigError(var, gate.not_quoted(raw), accepted) from None
+    otel_env.warn(var, raw, accepted)
+
+
+def check_patterns(name: str, value: object) -> str:
+    """Comma-separated regular expressions (the contrib instrumentations' format), as a plain
+    ``str``. A pattern ``re.compile`` rejects with another error than ``re.error`` (a repeat
+    count past its limit, too deep a nesting) is not accepted either."""
     accepted = "comma-separated regular expressions (a string)"
     if not isinstance(value, str):
         raise ConfigError(name, value, accepted)
+    text = str.__str__(value)
     try:
-        re.compile("|".join(part.strip() for part in value.split(",")))
-    except re.error:
+        re.compile("|".join(part.strip() for part in text.split(",")))
+    except (re.error, OverflowError, RecursionError, ValueError):
         raise ConfigError(name, value, accepted) from None
+    return text
 
 
 def check_levels(option: str, value: object) -> Mapping[str, int]:
@@ -267,7 +286,8 @@ def check_levels(option: str, value: object) -> Mapping[str, int]:
     if not isinstance(value, Mapping):
         raise ConfigError(option, value, accepted)
     levels = dict(SYNC_LOG_LEVELS)
-    for kind, level in value.items():
+    for key, given in value.items():
+        kind, level = _plain(key), _plain(given)  # a subclass's methods never run
         if isinstance(level, str):
             level = _LEVEL_NAMES.get(level.strip().upper(), level)
         if (
@@ -280,6 +300,15 @@ def check_levels(option: str, value: object) -> Mapping[str, int]:
             raise ConfigError(option, value, accepted)
         levels[kind] = level
     return MappingProxyType(levels)
+
+
+def _plain(value: object) -> object:
+    """A ``str`` or ``int`` (not ``bool``) as the plain one; anything else as it is."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__int__(value)
+    return value
 
 
 def check_objects(config: Config) -> None:
@@ -327,23 +356,27 @@ def check_bool(name: str, value: object) -> None:
         raise ConfigError(name, value, "True or False")
 
 
-def check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+def check_int(name: str, value: object, *, minimum: int) -> int:
+    """An ``int`` (not ``bool``) >= ``minimum``, as a plain ``int`` (never a subclass)."""
+    number = _plain(value)
+    if type(number) is not int or number < minimum:
         raise ConfigError(name, value, f"an integer >= {minimum}")
+    return number
 
 
 def check_float(
     name: str, value: object, *, low: float, high: float, open_low: bool = False
-) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except OverflowError:  # an int too large for a float
-            number = math.nan
-        ok = not math.isnan(number) and (number > low if open_low else number >= low)
-        ok = ok and number <= high
-    if not ok:
+) -> float:
+    """A number (not ``bool``) in the range, as a plain ``float`` (never a subclass)."""
+    number = math.nan
+    if isinstance(value, float):
+        number = float.__float__(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        with contextlib.suppress(OverflowError):  # an int too large for a float: nan
+            number = float(int.__int__(value))
+    ok = not math.isnan(number) and (number > low if open_low else number >= low)
+    if not (ok and number <= high):
         low_text = f"> {low}" if open_low else f">= {low}"
         high_text = "" if high == math.inf else f" and <= {high}"
         raise ConfigError(name, value, f"a number {low_text}{high_text}")
+    return number

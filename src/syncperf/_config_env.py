@@ -21,21 +21,21 @@ def _parse_bool(var: str, raw: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ConfigError(var, raw, "true or false")
+    raise ConfigError(var, gate.not_quoted(raw), "true or false")
 
 
 def _parse_number(var: str, raw: str) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ConfigError(var, raw, "a number") from None
+        raise ConfigError(var, gate.not_quoted(raw), "a number") from None
 
 
 def _parse_int(var: str, raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(var, raw, "an integer") from None
+        raise ConfigError(var, gate.not_quoted(raw), "an integer") from None
 
 
 def _parse_entities(var: str, raw: str) -> frozenset[str]:
@@ -58,19 +58,25 @@ def _parse_list(
     items = [item.strip() for item in raw.split(",")]
     try:
         if not all(items):
-            raise ConfigError(var, raw, accepted)
+            raise ConfigError(var, gate.not_quoted(raw), accepted)
         return check(var, items)
     except ConfigError:
-        raise ConfigError(var, raw, accepted) from None
+        raise ConfigError(var, gate.not_quoted(raw), accepted) from None
 
 
 def _parse_levels(var: str, raw: str) -> dict[str, str | int]:
+    accepted = "comma-separated kind=LEVEL pairs (e.g. error=ERROR), LEVEL a name or 1 to 50"
     levels: dict[str, str | int] = {}
     for part in raw.split(","):
         kind, sep, level = (text.strip() for text in part.partition("="))
         if not sep:  # an empty item too
-            raise ConfigError(var, raw, "comma-separated kind=LEVEL pairs, e.g. error=ERROR")
-        levels[kind] = int(level) if level.isascii() and level.isdigit() else level
+            raise ConfigError(var, gate.not_quoted(raw), accepted)
+        if level.isascii() and level.isdigit():
+            if len(level) > 9:  # int() refuses past its digit limit; none is a level anyway
+                raise ConfigError(var, gate.not_quoted(raw), accepted)
+            levels[kind] = int(level)
+        else:
+            levels[kind] = level
     return levels
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_TEXT",
     "OPERATION_RULE",
     "REJECT",
+    "NotQuoted",
     "attribute",
     "check_entity",
     "check_operation",
@@ -248,6 +249,19 @@ def describe(value: object) -> str:
         return "an object of type " + _type_name(kind)
     except Exception:
         return "an object"
+
+
+class NotQuoted(str):
+    """Shown in a ``ConfigError`` instead of a value that may be a secret (a variable's, an
+    unknown option's): what it was, by ``describe()``."""
+
+    def __repr__(self) -> str:
+        return f"<{self}, not quoted>"
+
+
+def not_quoted(value: object) -> NotQuoted:
+    """``value`` as a ``ConfigError`` may show it: described, never quoted."""
+    return NotQuoted(describe(value))
 
 
 def raised_at(exc: BaseException) -> str:

@@ -12,7 +12,9 @@ class SyncPerfError(Exception):
 class ConfigError(SyncPerfError, ValueError):
     """A configuration, construction or decoration-time value is not accepted.
 
-    The message names the option, the value it got and what it accepts.
+    The message names the option, the value it got and what it accepts; a value that may be
+    a secret (an environment variable's, an unknown option's, a header's) is described by
+    type and size instead of quoted.
     """
 
     def __init__(self, option: str, value: object, accepted: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -35,7 +36,7 @@ def test_bad_options_name_the_option_the_value_and_what_is_accepted(
 
 
 def test_unknown_option_lists_what_is_accepted() -> None:
-    with pytest.raises(ConfigError, match=r"max_entitys=5 .* one of enabled, strict"):
+    with pytest.raises(ConfigError, match=r"max_entitys=<an int .* one of enabled, strict"):
         syncperf.configure(max_entitys=5)
 
 
@@ -56,7 +57,7 @@ def test_environment_variables_are_read_and_overridden_by_arguments() -> None:
 
 
 def test_a_bad_environment_value_names_the_variable() -> None:
-    with pytest.raises(ConfigError, match="SYNCPERF_MAX_ENTITIES='many'"):
+    with pytest.raises(ConfigError, match="SYNCPERF_MAX_ENTITIES=<a str of length 4, not quoted>"):
         Config.from_env({"SYNCPERF_MAX_ENTITIES": "many"})
 
 
@@ -269,3 +270,128 @@ def test_configure_still_raises_for_a_bad_syncperf_variable() -> None:
     with pytest.raises(ConfigError) as info:
         Config.from_env({"SYNCPERF_SLOW_THRESHOLD": "inf"})
     assert info.value.option == "SYNCPERF_SLOW_THRESHOLD"
+
+
+UNCOMPILABLE = {  # patterns re.compile rejects with another error than re.error
+    "overflow": "healthz,a{4294967296}",
+    "recursion": "(" * 2000 + "x" + ")" * 2000,
+}
+
+
+@pytest.mark.parametrize("raw", UNCOMPILABLE.values(), ids=UNCOMPILABLE.keys())
+@pytest.mark.parametrize("var", ["OTEL_PYTHON_EXCLUDED_URLS", "OTEL_PYTHON_FASTAPI_EXCLUDED_URLS"])
+def test_an_excluded_urls_variable_that_cannot_compile_is_ignored_on_first_use(
+    var: str, raw: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv(var, raw)
+    monkeypatch.setenv("SYNCPERF_MAX_SERIES", "50")
+    previous = _runtime.replace(None)
+    try:
+        with syncperf.sync_operation("pull", entity="todo") as op:  # no raise into the handler
+            op.set_batch_size(1)
+        config = _runtime.current().config
+        assert (config.excluded_urls, config.max_series) == (None, 50)
+        assert var in caplog.text and raw not in caplog.text and "a{4294967296}" not in caplog.text
+        assert Config.from_env({var: raw}) == Config()  # configure(): ignored as well
+    finally:
+        installed = _runtime.replace(previous)
+        assert installed is not None
+        installed.shutdown()
+
+
+@pytest.mark.parametrize("raw", UNCOMPILABLE.values(), ids=UNCOMPILABLE.keys())
+def test_excluded_urls_that_cannot_compile_given_in_code_is_a_config_error(raw: str) -> None:
+    from syncperf.asgi import SyncPerfMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pass
+
+    for call in (
+        lambda: syncperf.configure(excluded_urls=raw),
+        lambda: Config(excluded_urls=raw),
+        lambda: SyncPerfMiddleware(app, excluded_urls=raw),
+    ):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert info.value.option == "excluded_urls"
+
+
+BIG_LEVEL = "error=" + "9" * 5000  # past int()'s digit limit: a bare ValueError
+
+
+def test_a_level_too_long_for_int_is_a_config_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({"SYNCPERF_SYNC_LOG_LEVELS": BIG_LEVEL})
+    assert info.value.option == "SYNCPERF_SYNC_LOG_LEVELS"
+    assert "9999" not in str(info.value)
+
+
+def test_a_level_too_long_for_int_is_ignored_on_first_use(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("SYNCPERF_SYNC_LOG_LEVELS", BIG_LEVEL)
+    monkeypatch.setenv("SYNCPERF_MAX_SERIES", "50")
+    previous = _runtime.replace(None)
+    try:
+        with syncperf.sync_operation("pull", entity="todo") as op:
+            op.set_batch_size(1)
+        config = _runtime.current().config
+        assert config.sync_log_levels == Config().sync_log_levels and config.max_series == 50
+        assert "SYNCPERF_SYNC_LOG_LEVELS" in caplog.text and "9999" not in caplog.text
+    finally:
+        installed = _runtime.replace(previous)
+        assert installed is not None
+        installed.shutdown()
+
+
+def test_an_unexpected_error_reading_a_variable_leniently_is_logged_unquoted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncperf import _config_env
+
+    def broken(var: str, raw: str) -> object:
+        raise RuntimeError(raw)
+
+    monkeypatch.setitem(_config_env.SYNCPERF_VARS, "max_entities", broken)
+    env = {"SYNCPERF_MAX_ENTITIES": "sk_live_secret", "SYNCPERF_MAX_SERIES": "50"}
+    assert Config.from_env(env, lenient=True) == Config(max_series=50)
+    assert "SYNCPERF_MAX_ENTITIES" in caplog.text and "sk_live_secret" not in caplog.text
+
+
+SECRET = "Bearer sk_live_s3cr3t"
+
+
+@pytest.mark.parametrize(
+    "var",
+    ["SYNCPERF_SLOW_THRESHOLD", "SYNCPERF_MAX_ENTITIES", "SYNCPERF_STRICT", "SYNCPERF_ENTITIES",
+     "SYNCPERF_SYNC_LOG_LEVELS", "SYNCPERF_SYNC_LOG_STARTS", "SYNCPERF_TRACE_SAMPLE_RATE"],
+)  # fmt: skip
+def test_a_rejected_syncperf_variable_is_never_quoted(
+    var: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    raws = {"SYNCPERF_SYNC_LOG_LEVELS": "error=" + SECRET, "SYNCPERF_ENTITIES": SECRET + ","}
+    raw = raws.get(var, SECRET)
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({var: raw})
+    assert info.value.option == var and var in str(info.value)
+    assert "s3cr3t" not in str(info.value) and "s3cr3t" not in repr(info.value)
+    assert "not quoted" in str(info.value)
+    assert Config.from_env({var: raw}, lenient=True) == Config()
+    assert "s3cr3t" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"header": {"authorization": SECRET}}, {"endpint": f"https://user:{SECRET}@collector"}],
+)
+def test_an_unknown_option_is_named_but_its_value_never_quoted(
+    options: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    from syncperf.export import setup_otlp
+
+    for call in (lambda: syncperf.configure(**options), lambda: setup_otlp(**options)):
+        with pytest.raises(ConfigError) as info:
+            call()
+        assert info.value.option in options and info.value.option in str(info.value)
+        assert "one of enabled, strict" in str(info.value)
+        assert "s3cr3t" not in str(info.value) and "s3cr3t" not in caplog.text

@@ -25,7 +25,7 @@ def test_an_empty_item_in_a_list_variable_is_a_config_error(var: str, raw: str) 
     with pytest.raises(ConfigError) as info:
         Config.from_env({var: raw})
     assert info.value.option == var
-    assert info.value.value == raw.strip()
+    assert repr(info.value.value) == f"<a str of length {len(raw.strip())}, not quoted>"
     assert info.value.accepted.startswith("comma-separated ")
     assert "none empty" in info.value.accepted
 
@@ -44,13 +44,13 @@ def test_an_empty_item_in_the_levels_variable_is_a_config_error(raw: str) -> Non
 
 
 @pytest.mark.parametrize("var", sorted(LIST_VARIABLES))
-def test_a_rejected_list_variable_is_shown_truncated(var: str) -> None:
+def test_a_rejected_list_variable_is_described_not_quoted(var: str) -> None:
     raw = "todo," * 100 + ","
     with pytest.raises(ConfigError) as info:
         Config.from_env({var: raw})
     shown = str(info.value)
-    assert shown.startswith(f"{var}='todo,todo,") and "... is not accepted" in shown
-    assert len(shown) < 200 + len(var) + len(info.value.accepted) + 40
+    assert shown.startswith(f"{var}=<a str of length 501, not quoted> is not accepted")
+    assert "todo" not in shown
 
 
 @pytest.mark.parametrize("var", sorted(LIST_VARIABLES))

@@ -16,7 +16,7 @@ from opentelemetry.sdk.resources import Resource
 from prometheus_client import CollectorRegistry
 
 import syncperf
-from syncperf import ConfigError, _runtime
+from syncperf import Config, ConfigError, _runtime
 from syncperf.export import setup_otlp, setup_prometheus
 from tests.unit.test_export_setup import clean  # noqa: F401 - the fixture
 
@@ -174,3 +174,81 @@ def test_a_rejected_header_or_endpoint_never_shows_its_secret(option: str, value
     with pytest.raises(ConfigError) as info:
         call(value)
     assert "s3cret" not in str(info.value) + repr(info.value.value)
+
+
+def _hostile(*args: object) -> Any:
+    raise RuntimeError("a hostile operator ran")
+
+
+_OPERATORS = [
+    "__add__",
+    "__radd__",
+    "__sub__",
+    "__rsub__",
+    "__mul__",
+    "__rmul__",
+    "__truediv__",
+    "__rtruediv__",
+    "__floordiv__",
+    "__mod__",
+    "__lt__",
+    "__le__",
+    "__gt__",
+    "__ge__",
+    "__eq__",
+    "__ne__",
+    "__hash__",
+    "__index__",
+    "__int__",
+    "__float__",
+    "__bool__",
+    "__round__",
+    "__trunc__",
+    "__neg__",
+    "__abs__",
+    "__repr__",
+    "__str__",
+    ").split(",
+]
+HostileInt = type("HostileInt", (int,), dict.fromkeys(_OPERATORS, _hostile))
+HostileFloat = type("HostileFloat", (float,), dict.fromkeys(_OPERATORS, _hostile))
+_STR_OPERATORS = [op for op in _OPERATORS if op not in ("__hash__", "__eq__", "__ne__")]  # a key
+HostileStr = type(
+    "HostileStr", (str,), dict.fromkeys([*_STR_OPERATORS, "strip", "upper"], _hostile)
+)
+
+NUMBER_OPTIONS = {
+    "max_entities": HostileInt(50),
+    "max_series": HostileInt(50),
+    "span_queue_size": HostileInt(50),
+    "trace_sample_rate": HostileFloat(1.0),
+    "slow_threshold": HostileFloat(5.0),
+    "overhead_budget": HostileFloat(0.5),
+    "shed_cooldown": HostileFloat(5.0),
+    "export_interval": HostileInt(60),
+    "export_timeout": HostileFloat(30.0),
+    "shutdown_timeout": HostileFloat(5.0),
+    "sync_log_sample_rate": HostileFloat(1.0),
+    "sync_log_rate_limit": HostileFloat(5.0),
+}
+
+
+@pytest.mark.parametrize("option", sorted(NUMBER_OPTIONS))
+def test_a_number_subclass_is_kept_as_a_plain_number(option: str) -> None:
+    config = syncperf.configure(**{option: NUMBER_OPTIONS[option]})
+    kept = getattr(config, option)
+    assert type(kept) is (int if isinstance(NUMBER_OPTIONS[option], int) and option in {
+        "max_entities", "max_series", "span_queue_size"} else float)  # fmt: skip
+    for i in range(60):  # past max_series and the log rate limit: their operators run
+        with syncperf.sync_operation("pull", entity=f"e{i}") as op:
+            op.set_batch_size(3)
+
+
+def test_levels_of_int_and_str_subclasses_are_kept_as_plain_values() -> None:
+    config = syncperf.configure(
+        sync_log_levels={HostileStr("error"): HostileInt(40), "success": HostileStr("INFO")}
+    )
+    assert dict(config.sync_log_levels) == {**Config().sync_log_levels, "error": 40, "success": 20}
+    assert all(type(k) is str and type(v) is int for k, v in config.sync_log_levels.items())
+    with syncperf.sync_operation("pull", entity="todo") as op:
+        op.set_batch_size(1)

@@ -294,6 +294,8 @@ def test_an_empty_per_signal_protocol_falls_back_to_the_general_one(
         ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "udp"}, {}, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
         ({}, {"protocol": "thrift"}, "protocol"),
         ({"OTEL_TRACES_EXPORTER": "zipkin"}, {}, "OTEL_TRACES_EXPORTER"),
+        ({"OTEL_METRICS_EXPORTER": "Bearer s3cr3t"}, {}, "OTEL_METRICS_EXPORTER"),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "Bearer s3cr3t"}, {}, "OTEL_EXPORTER_OTLP_PROTOCOL"),
         ({}, {"metric_exporters": []}, "metric_exporters"),
         ({}, {"max_entities": 0}, "max_entities"),
     ],
@@ -306,6 +308,8 @@ def test_configuration_mistakes_raise_config_error(
     with pytest.raises(ConfigError) as info:
         setup_otlp(**kwargs)
     assert info.value.args[0] == option or option in str(info.value)
+    for value in env.values():  # a variable's value is described, never quoted
+        assert value.lower() not in str(info.value).lower()
 
 
 @pytest.mark.usefixtures("clean")
@@ -1063,6 +1067,8 @@ def test_an_empty_exporter_variable_is_unset_for_either_protocol(
         ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "nan", "seconds"),
         ("OTEL_EXPORTER_OTLP_COMPRESSION", "brotli", "gzip"),
         ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd\nx", "gzip"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "Bearer s3cr3t", "seconds"),
+        ("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "Bearer s3cr3t", "gzip"),
     ],
 )
 def test_an_invalid_exporter_variable_is_a_config_error_naming_it(
@@ -1074,6 +1080,7 @@ def test_an_invalid_exporter_variable_is_a_config_error_naming_it(
     message = str(info.value)
     assert info.value.option == var
     assert accepted in message
+    assert raw not in message and "not quoted" in message  # a token may be misplaced there
     assert len(message.splitlines()) == 1
     assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)  # nothing set
 

@@ -185,7 +185,7 @@ def exclusions(patterns: str | None) -> Any:
     """
     if patterns is None or patterns == "":
         return False
-    check_patterns("excluded_urls", patterns)
+    patterns = check_patterns("excluded_urls", patterns)
     from opentelemetry.util.http import parse_excluded_urls
 
     return parse_excluded_urls(patterns)

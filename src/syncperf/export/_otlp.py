@@ -15,6 +15,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
 from syncperf import _runtime
 from syncperf._metrics import outputs
@@ -47,7 +48,8 @@ def signal_on(var: str, env: Mapping[str, str], joining: bool = False) -> str | 
     names = {n.strip() for n in raw.split(",") if n.strip()}
     unknown = names - set(_EXPORTER_CHOICES)
     if unknown and not joining:
-        raise ConfigError(var, raw, "otlp or none (setup_otlp installs OTLP exporters only)")
+        accepted = "otlp or none (setup_otlp installs OTLP exporters only)"
+        raise ConfigError(var, gate.not_quoted(raw), accepted)
     return "otlp" if "otlp" in names else "joined" if unknown else None
 
 
@@ -74,7 +76,8 @@ def protocol_of(explicit: str | None, signal: str, env: Mapping[str, str]) -> st
         ) or ("OTEL_EXPORTER_OTLP_PROTOCOL", DEFAULT_PROTOCOL)
     value = value.strip().lower()
     if value not in PROTOCOLS:
-        raise ConfigError(option, value, " or ".join(PROTOCOLS))
+        shown = value if explicit is not None else gate.not_quoted(value)  # a variable's
+        raise ConfigError(option, shown, " or ".join(PROTOCOLS))
     return value
 
 

@@ -52,7 +52,8 @@ def timeout_of(explicit: float | None, signal: str, env: Mapping[str, str]) -> f
     except (TypeError, ValueError):
         seconds = math.nan
     if not 0 < seconds <= MAX_SECONDS:  # nan fails too
-        raise ConfigError(option, raw, f"a number of seconds > 0 and <= {MAX_SECONDS:g}")
+        shown = raw if explicit is not None else gate.not_quoted(raw)  # a variable's: unquoted
+        raise ConfigError(option, shown, f"a number of seconds > 0 and <= {MAX_SECONDS:g}")
     return seconds
 
 
@@ -71,7 +72,7 @@ def compression_of(protocol: str, signal: str, env: Mapping[str, str]) -> Any:
         choices["none"] = Compression.NoCompression
     if name not in choices:
         assert found is not None
-        raise ConfigError(found[0], found[1], " or ".join(choices))
+        raise ConfigError(found[0], gate.not_quoted(found[1]), " or ".join(choices))
     return choices[name]
 
 
@@ -91,13 +92,6 @@ HEADERS_ACCEPTED = (
     "header names (letters, digits, !#$%&'*+-.^_`|~; over gRPC only letters, digits, _.- and"
     " no -bin suffix) to printable ASCII text not starting with a space"
 )
-
-
-class NotQuoted(str):
-    """Shown in a ``ConfigError`` instead of a value that may be a secret: what it was."""
-
-    def __repr__(self) -> str:
-        return f"<{self}, not quoted>"
 
 
 def _sendable(protocol: str, name: object, value: object) -> bool:
@@ -145,7 +139,7 @@ def headers_of(
     for name, value in (explicit or {}).items():
         if not _sendable(protocol, name, value):
             shown = f"{gate.describe(name)}: {gate.describe(value)}"
-            raise ConfigError("headers", NotQuoted(shown), HEADERS_ACCEPTED)
+            raise ConfigError("headers", gate.NotQuoted(shown), HEADERS_ACCEPTED)
         headers[name.lower()] = value
     return headers
 
