@@ -240,18 +240,27 @@ def _outboxes() -> Any:
     return _live, lambda: _live.visible(())
 
 
+def _first_runtime() -> Any:
+    """Held while the first use builds the runtime (``current()``); taken by every swap."""
+    from syncperf import _runtime
+
+    return _runtime, lambda: _runtime.replace(_runtime.installed), "_install_lock"
+
+
 @_needs_fork
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads (3.12+)
-@pytest.mark.parametrize("make", [_seen_keys, _rate_limit, _query_plans, _pool_gauges, _outboxes])
+@pytest.mark.parametrize(
+    "make", [_seen_keys, _rate_limit, _query_plans, _pool_gauges, _outboxes, _first_runtime]
+)
 def test_request_path_stores_are_usable_in_a_child_forked_while_their_lock_was_held(
     make: Any,
 ) -> None:
-    owner, use = make()
+    owner, use, *name = make()  # (a lock not named ``_lock``: its name third)
     release = threading.Event()
     holding = threading.Event()
 
     def hold() -> None:
-        with owner._lock:
+        with getattr(owner, *name or ["_lock"]):
             holding.set()
             release.wait(30)
 
