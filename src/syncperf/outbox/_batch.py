@@ -58,6 +58,7 @@ class PublishBatch:
     """
 
     __slots__ = (
+        "__weakref__",  # ``_publish.LIVE``
         "_count",
         "_dead",
         "_ended",
@@ -232,7 +233,9 @@ class PublishBatch:
     def _end(self, exc: BaseException | None) -> None:
         t1 = _perf()
         with self._lock:  # no report changes the counts from here on: read without the lock
-            self._ended = True
+            ended, self._ended = self._ended, True
+        if ended:  # in a forked child, a batch of the parent's (``_publish``): counts nothing
+            return self._leave_ended()
         rt, series = self._rt, self._series
         if self._token is not None:
             try:
@@ -287,6 +290,16 @@ class PublishBatch:
             rt.over_budget("outbox")
         elif rt.streaks:
             rt.within_budget("outbox")
+
+    def _leave_ended(self) -> None:
+        """Leave the context of a batch ended before (its span ended by the parent only)."""
+        try:
+            BATCH.reset(self._token)  # type: ignore[arg-type]
+        except (TypeError, ValueError, RuntimeError):  # ended here before, or elsewhere
+            return
+        if self._span_token is not None:
+            detach(self._span_token)
+            self._span_token = None
 
     def _span_attributes(self, size: int, n_failed: int, etype: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -397,4 +410,5 @@ NOOP_BATCH = _NoopBatch(None, None, None, None, 0)  # type: ignore[arg-type]
 
 def current_batch() -> PublishBatch:
     """The innermost active ``PublishBatch`` (e.g. inside ``@outbox.publish``), or a no-op."""
-    return BATCH.get() or NOOP_BATCH
+    batch = BATCH.get()
+    return NOOP_BATCH if batch is None or batch._ended else batch
