@@ -23,6 +23,7 @@ from syncperf._redact import record_exception
 from syncperf._staleness import MAX_SKEW
 from syncperf._tracing.span import detach
 from syncperf.outbox._gauges import age_of
+from syncperf.outbox._series import rebound
 from syncperf.outbox._spans import parse_traceparent
 
 if TYPE_CHECKING:
@@ -236,7 +237,9 @@ class PublishBatch:
             ended, self._ended = self._ended, True
         if ended:  # in a forked child, a batch of the parent's (``_publish``): counts nothing
             return self._leave_ended()
-        rt, series = self._rt, self._series
+        rt, series = self._rt.in_force(), self._series
+        if rt is not self._rt:  # configure() replaced its runtime: record into the one in force
+            series, self._failed = self._outbox.series(rt), rebound(rt, self._failed)
         if self._token is not None:
             try:
                 BATCH.reset(self._token)
