@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import sys
 import threading
 import weakref
 from collections import deque
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from syncperf._config import Config
+from syncperf._forklocks import renew_in_child
 from syncperf._guard import OTHER as OTHER
 from syncperf._guard import Bounded as Bounded
 from syncperf._guard import Guard
@@ -163,10 +165,9 @@ class Runtime(Guard):
 
     def _periodic(self, exporter: Any) -> PeriodicExporter:
         config = self.config
-        interval, timeout = config.export_interval, config.export_timeout
         return PeriodicExporter(
-            self.registry, exporter, self.resource, self.scope, interval=interval,
-            timeout=timeout, on_failure=self._export_failed,
+            self.registry, exporter, self.resource, self.scope, interval=config.export_interval,
+            timeout=config.export_timeout, on_failure=self._export_failed,
         )  # fmt: skip
 
     # --- per-runtime state of integrations ------------------------------------------------
@@ -289,11 +290,9 @@ class Runtime(Guard):
 
 
 def note_database_instrumented(delta: int) -> None:
-    """A database integration instrumented (``+1``) or released (``-1``) an engine.
-
-    While any engine is instrumented, every sync operation reports ``sync.db.queries`` and
-    ``sync.db.duration``, zeros included (``Runtime.db_instrumented``).
-    """
+    """A database integration instrumented (``+1``) or released (``-1``) an engine: while any
+    engine is instrumented, every sync operation reports ``sync.db.queries`` and
+    ``sync.db.duration``, zeros included (``Runtime.db_instrumented``)."""
     with _db_lock:
         Runtime.db_instrumented += delta
 
@@ -303,6 +302,7 @@ installed: Runtime | None = None
 """The runtime in force, or None before the first use: integrations read it on their hot path
 as ``installed or current()`` (one global read instead of a call)."""
 _install_lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_install_lock")  # held while the first use builds one
 
 
 def current() -> Runtime:

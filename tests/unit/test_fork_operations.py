@@ -1,5 +1,6 @@
-"""An operation open across ``fork()`` runs in the parent: the child neither joins it nor
-ends it (nothing counted twice, no span exported twice), and counts its own operations.
+"""An operation (or an outbox publish batch) open across ``fork()`` runs in the parent: the
+child neither joins it nor ends it (nothing counted twice, no span exported twice), and counts
+its own operations.
 
 A handler that forks a worker (``os.fork``, a ``multiprocessing`` ``fork`` ``Process`` or
 ``Pool``) does so inside its own operation; the child inherits that operation as current,
@@ -19,6 +20,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
 
 import syncperf
 from syncperf import _lifecycle, _operation
+from syncperf.outbox import Outbox, _publish, current_batch
 from syncperf.testing import Capture, capture
 from tests._forked import answer_of
 
@@ -191,3 +193,68 @@ def test_the_child_hook_ends_the_current_operation_uncounted(sampled: bool, run:
         assert cap.total("sync.operation.duration", {"sync.operation": "pull"}) == 2
         assert cap.total("sync.operations.active") == 0
         assert [span.name for span in cap.spans()] == (["sync pull"] * 2 if sampled else [])
+
+
+# --- outbox publish batches ---------------------------------------------------------------
+
+
+def _batch_counts(cap: Capture) -> dict[str, Any]:
+    return {
+        "published": cap.total("outbox.messages", {"outbox.event": "published"}),
+        "batches": cap.total("outbox.publish.duration"),
+        "spans": sorted(span.name for span in cap.spans()),
+        "current": current_batch().recording,
+    }
+
+
+def test_a_child_forked_in_a_publish_batch_counts_its_own_and_never_ends_the_parents() -> None:
+    # as for an operation: the batch runs in the parent, which counts it and exports its span
+    with capture() as cap:
+        outbox = Outbox("orders")
+        read, write = os.pipe()
+        with outbox.publish() as batch:
+            batch.published()
+            pid = os.fork()
+            if pid == 0:
+                os.close(read)
+                batch.published()  # the parent's batch: lost here
+        if pid == 0:  # the child left the block: the inherited batch ends here no more
+            code = 1
+            try:
+                left = _batch_counts(cap)
+                with outbox.publish() as own:
+                    own.published()
+                _answer(write, {"left": left, "after": _batch_counts(cap)})
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        child: Any = answer_of(pid, read, _TIMEOUT)
+        assert child["left"] == {"published": 0, "batches": 0, "spans": [], "current": False}
+        ours = {"published": 1, "batches": 1, "spans": ["send orders"], "current": False}
+        assert child["after"] == ours
+        assert _batch_counts(cap) == ours
+
+
+@pytest.mark.parametrize("sampled", [True, False])  # unsampled: a failed batch is rescued
+def test_the_child_hook_ends_the_open_publish_batches_uncounted(sampled: bool) -> None:
+    # what the child does after fork, in one process: leaving the inherited batch's block
+    # counts nothing, ends no span and leaves the context clean; its own batches count
+    with capture(sampler=ALWAYS_ON if sampled else ALWAYS_OFF) as cap:
+        outbox = Outbox("orders")
+        with outbox.publish() as batch:
+            batch.failed("Timeout")
+            _publish._after_fork_in_child()
+            assert current_batch().recording is False
+            batch.published()
+            with outbox.publish() as own:
+                own.published()
+        assert current_batch().recording is False
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        assert cap.total("outbox.messages", {"outbox.event": "failed"}) == 0
+        assert _batch_counts(cap) == {
+            "published": 1,
+            "batches": 1,
+            "spans": ["send orders"] if sampled else [],
+            "current": False,
+        }

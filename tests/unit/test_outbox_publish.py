@@ -1,5 +1,6 @@
 """The ``publish()`` scope: reports racing the block's end, scopes shared by tasks and threads,
-what ``@outbox.publish`` wraps, and where the ``send`` span starts."""
+what ``@outbox.publish`` wraps, where the ``send`` span starts, and a batch open across
+``configure()``."""
 
 from __future__ import annotations
 
@@ -12,10 +13,15 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, SamplingResult
+from prometheus_client import CollectorRegistry
 
+import syncperf
+from syncperf import _runtime
 from syncperf.exceptions import ConfigError
 from syncperf.outbox import Outbox, current_batch
 from syncperf.testing import Capture, capture
+from tests.unit.test_export_contract import ListExporter
+from tests.unit.test_fold import _totals
 
 
 def events(cap: Capture, name: str = "orders") -> dict[str, float]:
@@ -284,3 +290,39 @@ def test_the_send_span_is_made_under_an_unsampled_parent(sampler: Sampler) -> No
         (send,) = send_spans(cap)
     assert send.parent is None
     assert send.context.trace_id != 0xABC
+
+
+@pytest.mark.parametrize("output", ["exporter", "prometheus"])
+def test_a_batch_open_across_configure_is_recorded_by_the_runtime_in_force(output: str) -> None:
+    """As an operation open across ``configure()``: the batch records when it ends, into the
+    runtime in force then (the replaced one exports no more), without multiprocess mode."""
+    exporter, registry = ListExporter(), CollectorRegistry()
+    options: dict[str, Any] = (
+        {"metric_exporters": [exporter], "export_interval": 3600}
+        if output == "exporter"
+        else {"prometheus": registry}
+    )
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(**options)
+        outbox = Outbox("orders")
+        with outbox.publish() as batch:
+            batch.published()
+            batch.failed(ValueError("x"))
+            syncperf.configure(**options, max_entities=7)  # another thread's, say
+            batch.published()
+        assert _runtime.force_flush(timeout=5)
+        if output == "exporter":
+            assert _totals(exporter, "outbox.messages") == 3
+            assert _totals(exporter, "outbox.publish.duration") == 1
+        else:
+            labels = {"outbox_name": "orders", "outbox_event": "published", "error_type": ""}
+            assert registry.get_sample_value("outbox_messages_total", labels) == 2
+            labels = {**labels, "outbox_event": "failed", "error_type": "ValueError"}
+            assert registry.get_sample_value("outbox_messages_total", labels) == 1
+            count = "outbox_publish_duration_seconds_count"
+            assert registry.get_sample_value(count, {"outbox_name": "orders"}) == 1
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()

@@ -23,6 +23,7 @@ from syncperf._redact import record_exception
 from syncperf._staleness import MAX_SKEW
 from syncperf._tracing.span import detach
 from syncperf.outbox._gauges import age_of
+from syncperf.outbox._series import rebound
 from syncperf.outbox._spans import parse_traceparent
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class PublishBatch:
     """
 
     __slots__ = (
+        "__weakref__",  # ``_publish.LIVE``
         "_count",
         "_dead",
         "_ended",
@@ -232,8 +234,12 @@ class PublishBatch:
     def _end(self, exc: BaseException | None) -> None:
         t1 = _perf()
         with self._lock:  # no report changes the counts from here on: read without the lock
-            self._ended = True
-        rt, series = self._rt, self._series
+            ended, self._ended = self._ended, True
+        if ended:  # in a forked child, a batch of the parent's (``_publish``): counts nothing
+            return self._leave_ended()
+        rt, series = self._rt.in_force(), self._series
+        if rt is not self._rt:  # configure() replaced its runtime: record into the one in force
+            series, self._failed = self._outbox.series(rt), rebound(rt, self._failed)
         if self._token is not None:
             try:
                 BATCH.reset(self._token)
@@ -287,6 +293,16 @@ class PublishBatch:
             rt.over_budget("outbox")
         elif rt.streaks:
             rt.within_budget("outbox")
+
+    def _leave_ended(self) -> None:
+        """Leave the context of a batch ended before (its span ended by the parent only)."""
+        try:
+            BATCH.reset(self._token)  # type: ignore[arg-type]
+        except (TypeError, ValueError, RuntimeError):  # ended here before, or elsewhere
+            return
+        if self._span_token is not None:
+            detach(self._span_token)
+            self._span_token = None
 
     def _span_attributes(self, size: int, n_failed: int, etype: str | None) -> dict[str, Any]:
         attrs: dict[str, Any] = {
@@ -397,4 +413,5 @@ NOOP_BATCH = _NoopBatch(None, None, None, None, 0)  # type: ignore[arg-type]
 
 def current_batch() -> PublishBatch:
     """The innermost active ``PublishBatch`` (e.g. inside ``@outbox.publish``), or a no-op."""
-    return BATCH.get() or NOOP_BATCH
+    batch = BATCH.get()
+    return NOOP_BATCH if batch is None or batch._ended else batch

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -53,8 +56,26 @@ def begin(outbox: Outbox, count: int | None) -> PublishBatch:
     elif rt.tracing.active:
         batch._rescuable = True
     batch._token = BATCH.set(batch)
+    LIVE.add(batch)
     batch._own_ns = _perf() - t0
     return batch
+
+
+LIVE: weakref.WeakSet[PublishBatch] = weakref.WeakSet()
+"""The batches begun and still alive, ended ones too (``_after_fork_in_child``)."""
+
+
+def _after_fork_in_child() -> None:
+    """A batch open across ``fork()`` runs in the parent (which ends it, counts it and exports
+    its span): in the child each is ended (not current, its reports and end count nothing),
+    its lock made anew (a parent thread may have held it)."""
+    for batch in list(LIVE):
+        batch._ended = True
+        batch._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class PublishScope:

@@ -16,6 +16,16 @@ def outbox_names(rt: Runtime) -> Bounded:
     return Bounded(MAX_NAMES)
 
 
+def rebound(rt: Runtime, failed: dict[str, int]) -> dict[str, int]:
+    """Failure counts by ``error.type``, the types bounded by ``rt`` (the runtime in force
+    after the one that bounded them was replaced)."""
+    found: dict[str, int] = {}
+    for etype, n in failed.items():
+        kind = rt.error_types(etype)
+        found[kind] = found.get(kind, 0) + n
+    return found
+
+
 class OutboxSeries:
     """The series one outbox records into on one runtime (``Outbox._series``)."""
 

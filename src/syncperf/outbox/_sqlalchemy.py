@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session, SessionTransaction, scoped_session
 from sqlalchemy.types import NullType
 
 from syncperf._config import MAX_SECONDS, check_bool, check_float
+from syncperf._forklocks import renew_in_child
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import OutboxStats, age_of
 
@@ -40,6 +42,7 @@ _UNBEGUN = "syncperf.outbox.unbegun"
 ``expunge_all()``, which is all ``close()`` does then (nothing else tells them apart), and
 which drops the rows ``add()`` gave the session as ``close()`` does: it forgets too."""
 _install_lock = threading.Lock()
+renew_in_child(sys.modules[__name__], "_install_lock")  # taken by the first enqueue(session)
 _installed = False
 
 
