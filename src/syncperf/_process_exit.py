@@ -1,4 +1,5 @@
-"""The exit flush of ``multiprocessing`` children, which end without exit hooks.
+"""The exit flush: at interpreter exit, and in ``multiprocessing`` children, which end
+without exit hooks.
 
 multiprocessing ends a child it forked (start methods ``fork`` and ``forkserver``) with
 ``os._exit`` once its target returned: ``atexit`` hooks, syncperf's exit flush among them,
@@ -15,11 +16,33 @@ there. A ``spawn`` child also runs the ``atexit`` hook, a second, quick flush.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 from typing import Any
 
-from syncperf._runtime import flush_for_exit
+from syncperf import _runtime
+
+_exit_stalled = False
+
+
+def flush_for_exit() -> bool:
+    """``force_flush`` for a process that is stopping (ASGI lifespan shutdown, exit).
+
+    Bounded by ``shutdown_timeout``; once such a flush ran out of time (the collector does not
+    answer), later ones in the same process do not wait again, so a lifespan shutdown followed
+    by the interpreter's exit stays within one bound.
+    """
+    global _exit_stalled
+    rt = _runtime.installed
+    if rt is None:
+        return True
+    done = rt.flush(0.0 if _exit_stalled else None)
+    _exit_stalled = _exit_stalled or rt.flush_timed_out  # not a quick failure: it may recover
+    return done
+
+
+atexit.register(flush_for_exit)
 
 EXIT_PRIORITY = 0
 """The finalizer's priority: among those multiprocessing runs first (``>= 0``)."""

@@ -7,7 +7,6 @@ operation and then only touches pre-bound series cached on the runtime.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import sys
 import threading
@@ -324,15 +323,24 @@ def _config_from_env() -> Config:
 
 def install(config: Config) -> Runtime:
     """Build a runtime for ``config`` and make it current (the previous one shuts down); in a
-    ``testing.capture()`` still open, whose runtime stays current, only note ``config`` on it."""
-    if (held := installed) is not None and held.capture is not None and not held.capture.closed:
-        held.capture.configured.append(config)
-        return held
-    previous = replace(rt := Runtime(config))
-    if previous is not None and previous.capture is None:  # a capture shuts its own down
-        _retire(previous, rt)
-        previous.shutdown(keep=(*config.metric_exporters, *OUTPUTS.exporters.values()))
-    return rt
+    ``testing.capture()`` still open, whose runtime stays current, only note ``config`` on it
+    (also one that began while this runtime was built: then it shuts down unused)."""
+    keep = (*config.metric_exporters, *OUTPUTS.exporters.values())
+    if not _captured(held := installed):
+        held = replace(rt := Runtime(config), unless_captured=True)
+        if not _captured(held):
+            if held is not None and held.capture is None:  # a capture shuts its own down
+                _retire(held, rt)
+                held.shutdown(keep=keep)
+            return rt
+        rt.shutdown(keep=keep)
+    assert held is not None and held.capture is not None
+    held.capture.configured.append(config)
+    return held
+
+
+def _captured(rt: Runtime | None) -> bool:
+    return rt is not None and rt.capture is not None and not rt.capture.closed
 
 
 def _retire(previous: Runtime, rt: Runtime) -> None:
@@ -373,13 +381,16 @@ def configure(config: Config | None = None, **options: Any) -> Config:
     return active
 
 
-def replace(rt: Runtime | None, only: Runtime | None = None) -> Runtime | None:
+def replace(
+    rt: Runtime | None, only: Runtime | None = None, unless_captured: bool = False
+) -> Runtime | None:
     """Make ``rt`` current without shutting anything down; return the previous runtime. Given
-    ``only``: only if ``only`` is the one current (an ending capture's; else nothing changes)."""
+    ``only``: only if ``only`` is the one current (an ending capture's; else nothing changes);
+    ``unless_captured``: not if the current one is an open capture's."""
     global installed
     with _install_lock:
         previous = installed
-        if only is None or previous is only:
+        if (only is None or previous is only) and not (unless_captured and _captured(previous)):
             installed = rt
     return previous
 
@@ -401,25 +412,3 @@ def force_flush(timeout: float | None = None) -> bool:
     """
     rt = installed
     return True if rt is None else rt.flush(timeout)
-
-
-_exit_stalled = False
-
-
-def flush_for_exit() -> bool:
-    """``force_flush`` for a process that is stopping (ASGI lifespan shutdown, exit).
-
-    Bounded by ``shutdown_timeout``; once such a flush ran out of time (the collector does not
-    answer), later ones in the same process do not wait again, so a lifespan shutdown followed
-    by the interpreter's exit stays within one bound.
-    """
-    global _exit_stalled
-    rt = installed
-    if rt is None:
-        return True
-    done = rt.flush(0.0 if _exit_stalled else None)
-    _exit_stalled = _exit_stalled or rt.flush_timed_out  # not a quick failure: it may recover
-    return done
-
-
-atexit.register(flush_for_exit)

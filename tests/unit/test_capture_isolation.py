@@ -4,6 +4,7 @@ the code under test and production environment settings do not reach into it."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
@@ -116,6 +117,35 @@ def test_configure_inside_a_capture_leaves_the_capture_in_force() -> None:
         assert len(cap.spans()) == 2
         assert cap.configured == [config]
         assert config.max_entities == 50
+
+
+def test_a_capture_that_begins_while_configure_builds_its_runtime_stays_in_force(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """configure() in the application's thread, capture() beginning in the test's meanwhile:
+    the capture keeps its place, and the runtime configure() built is shut down unused."""
+    app = _runtime.current()
+    exporter = CountingExporter()
+    opened = ExitStack()
+    built: list[_runtime.Runtime] = []
+
+    def begin_a_capture(rt: _runtime.Runtime) -> None:  # while configure() builds ``rt``
+        if not built:
+            built.append(rt)
+            opened.enter_context(capture())
+
+    monkeypatch.setattr(_runtime, "RUNTIME_HOOKS", [*_runtime.RUNTIME_HOOKS, begin_a_capture])
+    with opened:
+        config = syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+        cap = _runtime.current().capture
+        assert cap is not None and cap.runtime is not built[0]
+        assert cap.configured == [config]
+        _push(4)
+        assert cap.total("sync.items") == 4
+    assert not any(p._thread.is_alive() for p in built[0].feeds.exporters)  # shut down
+    assert _runtime.current() is app
+    syncperf.force_flush()
+    assert exporter.items == 0
 
 
 def test_configure_inside_a_capture_keeps_strict_mode() -> None:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
-from syncperf import _runtime
+from syncperf import _process_exit, _runtime
 
 
 @pytest.fixture
@@ -184,10 +184,10 @@ def test_force_flush_returns_true_when_everything_was_exported(
 def test_a_failed_export_at_shutdown_does_not_make_the_exit_flush_skip_its_wait(
     exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_runtime, "_exit_stalled", False)
+    monkeypatch.setattr(_process_exit, "_exit_stalled", False)
     syncperf.configure(metric_exporters=[_Failing()])
-    assert _runtime.flush_for_exit() is False
-    assert _runtime._exit_stalled is False
+    assert _process_exit.flush_for_exit() is False
+    assert _process_exit._exit_stalled is False
 
 
 def _worker(pushes: int, end: Callable[[], object]) -> int:
@@ -220,7 +220,7 @@ def _group_total(directory: Path) -> float:
 
 @pytest.mark.parametrize(
     "end",
-    [syncperf.force_flush, _runtime.flush_for_exit],  # the exit hook and lifespan flush
+    [syncperf.force_flush, _process_exit.flush_for_exit],  # the exit hook and lifespan flush
     ids=["force_flush", "exit_hook"],
 )
 def test_a_worker_that_exits_right_after_its_last_request_keeps_every_count_in_the_group(
@@ -387,13 +387,13 @@ def test_the_exit_flush_exports_where_no_thread_can_start(
     syncperf.configure(tracer_provider=provider, metric_exporters=[recording])
     with syncperf.sync_operation("push", entity="todo"):
         pass
-    monkeypatch.setattr(_runtime, "_exit_stalled", False)
+    monkeypatch.setattr(_process_exit, "_exit_stalled", False)
 
     def refused(self: threading.Thread) -> None:
         raise RuntimeError("can't create new thread at interpreter shutdown")
 
     monkeypatch.setattr(threading.Thread, "start", refused)
-    assert _runtime.flush_for_exit() is True
+    assert _process_exit.flush_for_exit() is True
     assert len(exporter.get_finished_spans()) == 1
     assert recording.exports
 

@@ -15,7 +15,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
 import syncperf.export
-from syncperf import _runtime
+from syncperf import _process_exit, _runtime
 from syncperf._metrics import multiprocess, outputs
 from syncperf._metrics.prometheus import scrape
 from tests._forked import in_a_worker, pulls
@@ -82,7 +82,7 @@ def test_an_operation_open_across_configure_is_counted_in_the_files(
         if then == "scrape":
             seen = pulls(generate_latest(served).decode())
         elif then == "exit_flush":
-            _runtime.flush_for_exit()
+            _process_exit.flush_for_exit()
         else:  # the writers (every second; later on a loaded machine), no flush of ours
             deadline = time.monotonic() + 30
             while pulls(_group(multiprocess_dir)) < 3 and time.monotonic() < deadline:
@@ -533,7 +533,7 @@ def test_the_exit_flush_at_high_cardinality_writes_only_the_last_requests(
         for _ in range(100):
             with syncperf.sync_operation("pull", entity="last"):
                 pass
-        _runtime.flush_for_exit()
+        _process_exit.flush_for_exit()
         return [len(written)]
 
     (written,) = in_a_worker(worker)  # type: ignore[misc]

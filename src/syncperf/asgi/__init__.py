@@ -27,7 +27,8 @@ from syncperf._config import MAX_TTL, check_bool, check_float, check_int
 from syncperf._config_env import check_names
 from syncperf._gate import check_operation
 from syncperf._operation import active_operation
-from syncperf._runtime import current, flush_for_exit
+from syncperf._process_exit import flush_for_exit
+from syncperf._runtime import current
 from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._exchange import Exchange
 from syncperf.asgi._http import AsgiState, contrib_in_stack

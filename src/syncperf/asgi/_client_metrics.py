@@ -35,7 +35,8 @@ from syncperf._client_series import REPORTED, ClientSeries, app_version
 from syncperf._config import MAX_TTL, check_float, check_int
 from syncperf._forklocks import renew_in_child
 from syncperf._gate import is_operation
-from syncperf._runtime import Runtime, current, flush_for_exit
+from syncperf._process_exit import flush_for_exit
+from syncperf._runtime import Runtime, current
 from syncperf.asgi._http import SeenKeys, key_hash
 from syncperf.exceptions import ConfigError
 
