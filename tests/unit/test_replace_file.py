@@ -125,3 +125,20 @@ def test_a_device_or_pipe_is_written_in_place(tmp_path: Path) -> None:
         os.close(reader)
     assert stat.S_ISFIFO(fifo.stat().st_mode)
     assert cli.write_output("syncperf rules", os.devnull, "new\n") == 0
+
+
+def test_a_directory_that_refuses_new_files_gets_the_file_written_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "rules.yml"
+    target.write_text(OLD, encoding="utf-8")
+    real_open = os.open
+
+    def no_new_files(path: str, flags: int, mode: int = 0o777) -> int:
+        if flags & os.O_EXCL:
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", no_new_files)
+    assert cli.write_output("syncperf rules", str(target), "new\n") == 0
+    assert target.read_text(encoding="utf-8") == "new\n"
