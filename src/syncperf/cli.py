@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from syncperf._tools._files import replace_file
+
 _COMMANDS = {
     "demo": ("demo", "Run a live instrumented sync service under simulated clients."),
     "rules": ("monitoring.rules", "Write Prometheus alert and recording rules to stdout."),
@@ -87,9 +89,10 @@ def positive(
 
 
 def write_output(prog: str, path: str | None, text: str) -> int:
-    """Write ``text`` to ``path`` (stdout when None); a path that cannot be written is a
-    one-line error and exit status 2, and so is text that is not valid UTF-8 (an argument
-    holding undecodable bytes, which Python reads as lone surrogates)."""
+    """Write ``text`` to ``path`` (stdout when None), replacing a file whole or not at all; a
+    path that cannot be written is a one-line error and exit status 2, and so is text that is
+    not valid UTF-8 (an argument holding undecodable bytes, which Python reads as lone
+    surrogates)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -99,8 +102,7 @@ def write_output(prog: str, path: str | None, text: str) -> int:
         sys.stdout.write(text)
         return 0
     try:
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        replace_file(path, text)
     except OSError as exc:
         print(f"{prog}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
         return 2

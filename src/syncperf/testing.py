@@ -180,8 +180,20 @@ else:
         update = bool(config.getoption("syncperf_update_baseline", False))
         if baseline is None and results is None and not update:
             return
-        if getattr(config.option, "numprocesses", None):
-            raise pytest.UsageError("syncperf check does not support pytest-xdist (-n) yet")
+        if _distributed(config):
+            raise pytest.UsageError(
+                "syncperf check does not support pytest-xdist (-n, --dist, --tx) yet"
+            )
         from syncperf._tools._pytest import CheckPlugin
 
         config.pluginmanager.register(CheckPlugin(baseline, update, results), "syncperf-check")
+
+    def _distributed(config: pytest.Config) -> bool:
+        """Whether pytest-xdist spreads this run over workers (each would record its share
+        only): ``-n``, ``--dist`` or ``--tx`` on the controller, or this is a worker."""
+        return bool(
+            getattr(config.option, "numprocesses", None)
+            or config.getoption("dist", "no") not in ("no", None)
+            or config.getoption("tx", None)
+            or hasattr(config, "workerinput")
+        )

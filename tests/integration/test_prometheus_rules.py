@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -70,6 +71,19 @@ def test_committed_rules_pass_promtool_check_and_their_unit_tests() -> None:
         RuleOptions(volume_spike_factor=1000, idempotency_spike_factor=1000),
         RuleOptions(window="1h", baseline_window="1h"),
         RuleOptions(idempotency_min_ratio=0.85, for_="1m"),
+        # the edges the promtool tests take (also at a 1s step, but that takes 80 s)
+        RuleOptions(
+            conflict_rate=1e-6,
+            error_rate=1e-6,
+            client_error_rate=1e-6,
+            outbox_age_seconds=1e-6,
+            slow_queries_per_hour=0.01,
+            volume_spike_factor=math.nextafter(1.0, 2.0),
+            idempotency_spike_factor=math.nextafter(1.0, 2.0),
+        ),
+        RuleOptions(
+            n_plus_one=1e6, volume_spike_factor=1e9, slow_queries_per_hour=1e12, min_rate=1e12
+        ),
     ],
     ids=[
         "short-windows",
@@ -83,6 +97,8 @@ def test_committed_rules_pass_promtool_check_and_their_unit_tests() -> None:
         "huge-spike-factors",
         "baseline-as-long-as-the-window",
         "high-idempotency-floor",
+        "smallest-thresholds",
+        "largest-thresholds",
     ],
 )
 def test_rules_with_other_thresholds_still_fire_above_and_stay_silent_below(

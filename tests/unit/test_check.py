@@ -301,7 +301,7 @@ def test_plan_findings_are_read_by_name_from_what_the_test_recorded() -> None:
         findings = cap.runtime.registry.instrument(
             "sync.db.plan.findings", "counter", "{finding}", "Query plan findings."
         )
-        attributes = {
+        attributes: dict[str, str | bool] = {
             "sync.operation": "pull",
             "sync.entity": "todo",
             "db.collection.name": "records",
@@ -333,3 +333,49 @@ def test_update_without_a_baseline_file_is_a_usage_error(pytester: pytest.Pytest
     result.stderr.fnmatch_lines(
         ["ERROR: --syncperf-update-baseline needs --syncperf-baseline=FILE"]
     )
+
+
+XDIST_LIKE = """
+import pytest
+
+
+def pytest_addoption(parser):
+    # the options pytest-xdist adds (not installed here), with its dests and defaults
+    group = parser.getgroup("xdist")
+    group.addoption("--numprocesses", dest="numprocesses", type=int)
+    group.addoption("--dist", dest="dist", default="no")
+    group.addoption("--tx", dest="tx", action="append", default=[])
+    group.addoption("--as-worker", action="store_true")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config):
+    if config.getoption("as_worker"):
+        config.workerinput = {"workerid": "gw0"}
+"""
+
+
+@pytest.mark.parametrize(
+    "xdist",
+    [
+        ["--numprocesses=2"],
+        ["--dist=load", "--tx=2*popen"],
+        ["--dist=each"],
+        ["--tx=popen"],
+        ["--as-worker"],
+    ],
+)
+def test_a_distributed_run_is_a_usage_error(pytester: pytest.Pytester, xdist: list[str]) -> None:
+    pytester.makeconftest(XDIST_LIKE)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest(*QUIET, "--syncperf-results=r.json", *xdist)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: syncperf check does not support pytest-xdist*"])
+    assert not (pytester.path / "r.json").exists()
+
+
+def test_xdist_options_left_at_their_defaults_are_not_refused(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(XDIST_LIKE)
+    pytester.makepyfile(test_plain="def test_plain():\n    pass\n")
+    result = pytester.runpytest(*QUIET, "--syncperf-results=r.json", "--numprocesses=0")
+    result.assert_outcomes(passed=1)

@@ -29,6 +29,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDa
 from syncperf import _gate, _runtime
 from syncperf._metrics import catalogue
 from syncperf._metrics.reader import Reader
+from syncperf._tools._files import replace_file
 from syncperf._tools._stats import QUANTILES
 from syncperf._tools.demo._stats import Snapshot, quantile
 
@@ -148,9 +149,10 @@ class Record:
         return json.dumps({"format": FORMAT, "operations": operations}, indent=2, sort_keys=True)
 
     def write(self, path: str | Path) -> None:
-        """Write ``to_json()`` to ``path``; raises ``CheckError`` when it cannot."""
+        """Write ``to_json()`` to ``path`` (whole or not at all); raises ``CheckError`` when
+        it cannot."""
         try:
-            Path(path).write_text(self.to_json() + "\n", encoding="utf-8")
+            replace_file(path, self.to_json() + "\n")
         except OSError as exc:
             raise CheckError(f"cannot write {path}: {exc.strerror or exc}") from None
 

@@ -76,8 +76,9 @@ class RuleOptions:
         conflict_rate: Share of pushes with outcome ``conflict``, per entity.
         p95_seconds: p95 sync duration, per operation and entity.
         error_rate: Share of sync operations with outcome ``error``.
-        volume_spike_factor: Operation rate relative to its own baseline.
-        idempotency_spike_factor: Idempotency-hit ratio relative to its own baseline.
+        volume_spike_factor: Operation rate relative to its own baseline (above 1).
+        idempotency_spike_factor: Idempotency-hit ratio relative to its own baseline
+            (above 1).
         idempotency_min_ratio: Hit ratio below which no idempotency spike is reported.
         outbox_age_seconds: Age of the oldest unpublished outbox message.
         n_plus_one: N+1 detections tolerated per window (alert when above).
@@ -128,8 +129,8 @@ class RuleOptions:
         _ratio("error_rate", self.error_rate)
         _ratio("idempotency_min_ratio", self.idempotency_min_ratio, high=0.9)
         _positive("p95_seconds", self.p95_seconds, low=0.001, high=30.0)
-        _positive("volume_spike_factor", self.volume_spike_factor, low=1.0)
-        _positive("idempotency_spike_factor", self.idempotency_spike_factor, low=1.0)
+        _positive("volume_spike_factor", self.volume_spike_factor, low=1.0, above=True)
+        _positive("idempotency_spike_factor", self.idempotency_spike_factor, low=1.0, above=True)
         _positive("outbox_age_seconds", self.outbox_age_seconds)
         _positive("slow_queries_per_hour", self.slow_queries_per_hour)
         _positive("min_rate", self.min_rate, low=0.0)
@@ -180,9 +181,12 @@ def _ratio(name: str, value: object, high: float = 1.0) -> None:
         raise ConfigError(name, value, f"a number between 0 and {number(high)} (exclusive)")
 
 
-def _positive(name: str, value: object, low: float = 0.0, high: float = math.inf) -> None:
-    # 0 itself is refused unless the option counts from it (one message for both bounds)
-    strict = low == 0.0 and name not in ("min_rate", "n_plus_one")
+def _positive(
+    name: str, value: object, low: float = 0.0, high: float = math.inf, above: bool = False
+) -> None:
+    # 0 itself is refused unless the option counts from it (one message for both bounds);
+    # ``above``: ``low`` is refused too (a spike factor of 1 is any rise over the baseline)
+    strict = above or (low == 0.0 and name not in ("min_rate", "n_plus_one"))
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok and not math.isnan(float(value)):  # type: ignore[arg-type]
         number_ = float(value)  # type: ignore[arg-type]

@@ -77,6 +77,7 @@ def tests_document(o: RuleOptions, rule_file: str) -> dict[str, Any]:
     shortest = min(o.seconds(w) for w in ("window", "slow_query_window", "plan_window"))
     step = max(1, int(shortest // 10))
     _check_windows(o, step)
+    _check_thresholds(o)
     for_s = {a.name: parse_duration("for", a.for_) for a in alerts(o)}
     longest = (
         o.seconds("baseline_window")
@@ -115,6 +116,36 @@ def _check_windows(o: RuleOptions, step: int) -> None:
                 f"at most {limit} for the promtool tests ({MAX_WINDOW_STEPS} samples at their "
                 f"{format_duration(step)} step, a tenth of the shortest window: promtool "
                 "evaluates at most 10000 samples a query)",
+            )
+
+
+FIXTURE_RANGES: dict[str, tuple[float, float]] = {
+    "conflict_rate": (1e-6, math.inf),
+    "error_rate": (1e-6, math.inf),
+    "client_error_rate": (1e-6, math.inf),
+    "outbox_age_seconds": (1e-6, math.inf),
+    "slow_queries_per_hour": (0.01, 1e12),
+    "n_plus_one": (-math.inf, 1e6),
+    "volume_spike_factor": (-math.inf, 1e9),
+    "min_rate": (-math.inf, 1e12),
+}
+"""Thresholds the tests' input series can hold (the rules take any the options accept;
+-inf: the options' own lower bound):
+values are written to 9 decimals (a smaller threshold's counts round to 0) and must stay
+finite, with their margin over the threshold (a larger one overflows to ``inf``/``nan``)."""
+
+
+def _check_thresholds(o: RuleOptions) -> None:
+    for name, (low, high) in FIXTURE_RANGES.items():
+        value = getattr(o, name)
+        if value < low or value > high:
+            bounds = [f"at least {number(low)}"] if low > -math.inf else []
+            bounds += [f"at most {number(high)}"] if high < math.inf else []
+            raise ConfigError(
+                name,
+                value,
+                f"{' and '.join(bounds)} for the promtool tests (their input series are "
+                "written to 9 decimals and must stay finite; the rules take it)",
             )
 
 
