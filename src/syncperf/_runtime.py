@@ -39,6 +39,8 @@ T = TypeVar("T")
 
 RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
+SHUTDOWN_HOOKS: list[Callable[[Runtime], None]] = []
+"""Called with every ``Runtime`` that shut down (outputs drop what they keep for it)."""
 _REPLACED: weakref.WeakSet[Runtime] = weakref.WeakSet()  # replaced runtimes still alive
 
 
@@ -84,11 +86,7 @@ class Runtime(Guard):
         except BaseException:  # a refused output: nothing of this runtime is left running
             self.feeds.abandon()
             raise
-        for hook in tuple(RUNTIME_HOOKS):  # integrations register per-runtime gauges
-            try:
-                hook(self)
-            except Exception:
-                _logger.warning("syncperf: a runtime hook failed", exc_info=True)
+        self._hooks(RUNTIME_HOOKS)  # integrations register per-runtime gauges
 
     def _instruments(self, registry: Registry, limit: int) -> None:
         """The core instruments (at most ``limit`` series each)."""
@@ -286,6 +284,14 @@ class Runtime(Guard):
         left = Deadline(self.config.shutdown_timeout).left
         self.finisher.shutdown(self.config.shutdown_timeout)
         self.feeds.shutdown(keep, timeout=left())
+        self._hooks(SHUTDOWN_HOOKS)
+
+    def _hooks(self, hooks: list[Callable[[Runtime], None]]) -> None:
+        for hook in tuple(hooks):
+            try:
+                hook(self)
+            except Exception:
+                _logger.warning("syncperf: a runtime hook failed", exc_info=True)
 
 
 def note_database_instrumented(delta: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -244,3 +246,31 @@ def test_a_provider_bridged_in_a_capture_reads_a_nested_captures_data_inside_it(
             pulls(2)
             assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 2
         assert count(syncperf_metrics(reader)["sync.operation.duration"]) == 1
+
+
+def test_runtimes_and_providers_are_freed_once_shut_down(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    """A bridged provider that lives as long as the process (the application's) keeps no
+    runtime that has shut down alive (one per test's capture, one per configure()), and a
+    bridged provider nothing else holds is freed with the runtimes that read it."""
+    from syncperf.testing import capture
+
+    mp, _ = provider
+    setup_meter_provider(mp)
+    gone: list[weakref.ref[Any]] = []
+    for _ in range(3):
+        with capture() as cap:
+            pulls(1)
+        gone.append(weakref.ref(cap.runtime))
+        del cap
+        gone.append(weakref.ref(_runtime.current()))
+        syncperf.configure()
+    other = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
+    setup_meter_provider(other)
+    other.shutdown()
+    gone.append(weakref.ref(other))
+    del other
+    syncperf.configure()  # the runtime that read ``other`` shuts down
+    gc.collect()
+    assert [ref() for ref in gone] == [None] * len(gone)

@@ -59,7 +59,7 @@ class Bridge:
     """Feeds the current syncperf runtime's metrics to every reader of one provider."""
 
     def __init__(self, provider: Any) -> None:
-        self.provider = provider
+        self._provider = weakref.ref(provider)  # ``_bridges`` holds this bridge, by provider
         self._lock = threading.Lock()
         self._readers: weakref.WeakKeyDictionary[Any, dict[int, Reader]] = (
             weakref.WeakKeyDictionary()
@@ -70,6 +70,11 @@ class Bridge:
         """The capture in force when the provider was bridged (a test's own provider reads
         the test's data, and that of a capture nested in it; the application's, bridged
         outside, never does)."""
+
+    @property
+    def provider(self) -> Any:
+        """The bridged provider (None once it is gone)."""
+        return self._provider()
 
     def attach(self) -> int:
         """Wrap the collect callback of each reader not wrapped yet; return how many
@@ -93,16 +98,25 @@ class Bridge:
             found = self._readers.get(rt)
             if found is None:
                 found = self._readers[rt] = {}
-            for sdk_reader in readers_of(self.provider):
+            provider = self.provider  # one shut down gets no new runtime's readers
+            live = provider is not None and getattr(provider, "_shutdown", False) is not True
+            for sdk_reader in readers_of(provider) if live else ():
                 if id(sdk_reader) not in found:
                     found[id(sdk_reader)] = Reader(
                         rt.registry,
                         rt.resource,
                         rt.scope,
                         temporality_of(sdk_reader),
-                        beside=self.provider,
+                        beside=provider,
                     )
             return found
+
+    def forget(self, rt: Any) -> None:
+        """``rt`` shut down: its readers close (each holds ``rt``, the key it is kept by)."""
+        with self._lock:
+            gone = self._readers.pop(rt, {})
+        for reader in gone.values():
+            reader.close()
 
     def carry(self, previous: Any, rt: Any) -> None:
         """Continue, in ``rt``'s reader of each SDK reader, what ``previous``'s (replaced)
@@ -200,8 +214,14 @@ def _carry(previous: Any, rt: Any) -> None:
         found.carry(previous, rt)
 
 
+def _on_shutdown(rt: Any) -> None:
+    for found in list(_bridges.values()):
+        found.forget(rt)
+
+
 def _register_hook() -> None:
     if _on_new_runtime not in _runtime.RUNTIME_HOOKS:
         _runtime.RUNTIME_HOOKS.append(_on_new_runtime)
+        _runtime.SHUTDOWN_HOOKS.append(_on_shutdown)
     if _carry not in outputs.CARRIES:
         outputs.CARRIES.append(_carry)
