@@ -252,3 +252,38 @@ def test_levels_of_int_and_str_subclasses_are_kept_as_plain_values() -> None:
     assert all(type(k) is str and type(v) is int for k, v in config.sync_log_levels.items())
     with syncperf.sync_operation("pull", entity="todo") as op:
         op.set_batch_size(1)
+
+
+async def test_middleware_and_outbox_number_options_are_kept_as_plain_numbers() -> None:
+    """The middleware's and the outbox's own number options: checked, then kept plain, so
+    a subclass's operators never run per request or per collection."""
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from syncperf.asgi import SyncPerfMiddleware
+    from syncperf.outbox import Outbox
+    from syncperf.testing import capture
+
+    async def push(request: Any) -> JSONResponse:
+        return JSONResponse({"ok": bool(await request.body())})
+
+    app = SyncPerfMiddleware(
+        Starlette(routes=[Route("/sync/push", push, methods=["POST"])]),
+        routes={"/sync/push": "push"},
+        idempotency_ttl=HostileFloat(60.0),
+        idempotency_max_keys=HostileInt(2),
+        max_body_bytes=HostileInt(1000),
+    )
+    with capture() as cap:
+        outbox = Outbox("orders", stats=lambda: (1, 2.0), stats_timeout=HostileFloat(2.0))
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            for i in range(5):  # past idempotency_max_keys, with a body to read
+                headers = {"Idempotency-Key": f"k{i % 3}"}
+                answer = await http.post("/sync/push", content=b"x" * 10, headers=headers)
+                assert answer.status_code == 200
+        assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 5
+        assert [p.value for p in cap.points("outbox.depth")] == [1]
+        del outbox

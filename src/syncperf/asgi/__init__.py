@@ -127,11 +127,13 @@ class SyncPerfMiddleware:
         if replay_header is not None:
             _check_header("replay_header", replay_header, "a header name or None")
         if idempotency_ttl is not None:
-            check_float("idempotency_ttl", idempotency_ttl, low=0, high=MAX_TTL, open_low=True)
-        check_int("idempotency_max_keys", idempotency_max_keys, minimum=1)
+            idempotency_ttl = check_float(
+                "idempotency_ttl", idempotency_ttl, low=0, high=MAX_TTL, open_low=True
+            )
+        idempotency_max_keys = check_int("idempotency_max_keys", idempotency_max_keys, minimum=1)
         if live is not None and not callable(live):
             raise ConfigError("live", live, "a callable taking the ASGI scope, or None")
-        check_int("max_body_bytes", max_body_bytes, minimum=0)
+        max_body_bytes = check_int("max_body_bytes", max_body_bytes, minimum=0)
         self._excluded = None if excluded_urls is None else exclusions(excluded_urls)
         self.app = app
         self._routes = RouteTable(routes)

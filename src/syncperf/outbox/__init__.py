@@ -130,10 +130,12 @@ class Outbox:
         destination: str | None = None,
         system: str | None = None,
     ) -> None:
-        name, destination, system = _check(name, stats, stats_timeout, destination, system)
+        name, stats_timeout, destination, system = _check(
+            name, stats, stats_timeout, destination, system
+        )
         self.name = name
         self._serial = next(_serials)
-        self._runner = None if stats is None else StatsRunner(stats, float(stats_timeout))
+        self._runner = None if stats is None else StatsRunner(stats, stats_timeout)
         self._closed = False
         rt = _runtime.installed
         self._scope = _live.scope_of(rt)
@@ -319,8 +321,9 @@ class Outbox:
 
 def _check(
     name: object, stats: object, stats_timeout: object, destination: object, system: object
-) -> tuple[str, str | None, str | None]:
-    """The names as plain ``str``: no method of a subclass is called later (series, spans)."""
+) -> tuple[str, float, str | None, str | None]:
+    """The names as plain ``str`` and the timeout as a plain ``float``: no method of a
+    subclass is called later (series, spans, collections)."""
     name, destination, system = (
         str.__str__(v) if isinstance(v, str) else v for v in (name, destination, system)
     )
@@ -332,11 +335,13 @@ def _check(
         )
     if stats is not None and not callable(stats):
         raise ConfigError("stats", stats, "a callable returning (depth, oldest_age) or None")
-    check_float("stats_timeout", stats_timeout, low=0.0, high=MAX_SECONDS, open_low=True)
+    stats_timeout = check_float(
+        "stats_timeout", stats_timeout, low=0.0, high=MAX_SECONDS, open_low=True
+    )
     for option, value in (("destination", destination), ("system", system)):
         if value is not None and (type(value) is not str or not value):
             raise ConfigError(option, value, "a non-empty string or None")
-    return name, destination, system  # type: ignore[return-value]
+    return name, stats_timeout, destination, system  # type: ignore[return-value]
 
 
 # --- stats sources -----------------------------------------------------------------------------

@@ -73,7 +73,7 @@ class SQLAlchemyProbe:
             raise ConfigError("status", status, "a column name or None (every row is pending)")
         if isinstance(pending, (str, bytes)) or not isinstance(pending, Sequence) or not pending:
             raise ConfigError("pending", pending, "a non-empty sequence of status values")
-        check_float("timeout", timeout, low=0.0, high=MAX_SECONDS, open_low=True)
+        timeout = check_float("timeout", timeout, low=0.0, high=MAX_SECONDS, open_low=True)
         check_bool("totals", totals)
         if totals and status is None:
             raise ConfigError("totals", totals, "True (with a status column) or False")

@@ -20,6 +20,7 @@ from rich.live import Live
 
 from syncperf import _runtime
 from syncperf._config import Config
+from syncperf._tools._files import replace_file
 from syncperf._tools.demo._client_checks import client_checks
 from syncperf._tools.demo._clients import Behaviour, Tally, drive
 from syncperf._tools.demo._schema import ENTITIES, N_PLUS_ONE_ENTITY, ShownUrl
@@ -202,7 +203,7 @@ def run(options: Options, console: Console | None = None) -> dict[str, Any]:
 def _write_json(path: str, summary: dict[str, Any]) -> None:
     """The summary as JSON at ``path`` (checked before the run; a disk can still fill up)."""
     try:
-        Path(path).write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+        replace_file(path, json.dumps(summary, indent=2, default=str))
     except OSError as exc:
         raise ConfigError("--json", path, f"a file the demo can write ({exc.strerror})") from None
 
