@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 import socket
+import sys
 import threading
 import time
 import urllib.request
@@ -30,7 +31,7 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
     OTLPSpanExporter as HttpSpanExporter,
 )
-from opentelemetry.sdk.metrics import Counter
+from opentelemetry.sdk.metrics import Counter, MeterProvider
 from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
@@ -1232,3 +1233,22 @@ def test_a_new_configuration_serving_the_same_registry_keeps_name_filters_workin
     samples = [line for line in body.splitlines() if line[:1] != "#"]
     assert len(samples) == 2
     assert 'sync_conflicts_total{sync_entity="todo"} 1.0' in samples
+
+
+def test_a_provider_collected_at_interpreter_exit_drops_its_flush_quietly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At exit the interpreter clears module globals before it collects what is left: the
+    entry's weak callback must need none of them (it printed 'Exception ignored')."""
+    provider = MeterProvider(shutdown_on_exit=False)
+    outputs.flush_also(provider)
+    entry = outputs._entries[provider]
+    flushes = outputs.FLUSHES
+    for name in ("FLUSHES", "_drop", "contextlib"):
+        monkeypatch.setattr(outputs, name, None)
+    unraisable: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    del provider
+    gc.collect()
+    assert unraisable == []
+    assert entry not in flushes

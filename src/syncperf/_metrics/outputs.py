@@ -54,7 +54,13 @@ def flush_also(provider: Any) -> None:
         method = flush()
         return method is None or method(ms)
 
-    flush = weakref.WeakMethod(provider.force_flush, lambda _: _drop(entry))
+    def gone(_: object, flushes: list[Callable[[int], object]] = FLUSHES) -> None:
+        try:  # no module global: this also runs at interpreter exit, when they are None
+            flushes.remove(entry)
+        except ValueError:  # already dropped
+            pass
+
+    flush = weakref.WeakMethod(provider.force_flush, gone)
     FLUSHES.append(entry)
     _entries[provider] = entry
 
