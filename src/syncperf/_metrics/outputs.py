@@ -58,7 +58,7 @@ def flush_also(provider: Any) -> None:
         try:  # no module global: this also runs at interpreter exit, when they are None
             flushes.remove(entry)
         except ValueError:  # already dropped
-            pass
+            return
 
     flush = weakref.WeakMethod(provider.force_flush, gone)
     FLUSHES.append(entry)
