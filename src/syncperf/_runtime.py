@@ -26,7 +26,8 @@ from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
 from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
 from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds, carry
-from syncperf._metrics.reader import PeriodicExporter, Reader, resource_of, syncperf_scope
+from syncperf._metrics.reader import PeriodicExporter, Reader
+from syncperf._metrics.resources import resource_of, syncperf_scope
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError
@@ -51,6 +52,8 @@ class Runtime(Guard):
     """The ``testing.Capture`` this runtime records for (``install`` leaves it current)."""
     successor: Runtime | None = None
     """The runtime in force after ``configure()`` replaced this one (``_fold.forward``)."""
+    closed = False
+    """Shut down (``shutdown``): outputs keep nothing more for it."""
     db_instrumented: ClassVar[int] = 0
     """Engines ``syncperf.sqlalchemy`` instruments (class-wide; ``note_database_instrumented``)."""
 
@@ -284,6 +287,7 @@ class Runtime(Guard):
         left = Deadline(self.config.shutdown_timeout).left
         self.finisher.shutdown(self.config.shutdown_timeout)
         self.feeds.shutdown(keep, timeout=left())
+        self.closed = True  # before the hooks: an output that checks it adds nothing after
         self._hooks(SHUTDOWN_HOOKS)
 
     def _hooks(self, hooks: list[Callable[[Runtime], None]]) -> None:

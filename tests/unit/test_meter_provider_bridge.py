@@ -274,3 +274,40 @@ def test_runtimes_and_providers_are_freed_once_shut_down(
     syncperf.configure()  # the runtime that read ``other`` shuts down
     gc.collect()
     assert [ref() for ref in gone] == [None] * len(gone)
+
+
+def test_a_collection_racing_configure_makes_no_readers_for_the_runtime_shut_down(
+    provider: tuple[MeterProvider, InMemoryMetricReader],
+) -> None:
+    """A collection read the runtime in force just before configure() shut it down: asking
+    for that runtime's readers then must not make new ones, which would keep it alive."""
+    from syncperf.export import _bridge
+
+    mp, _ = provider
+    setup_meter_provider(mp)
+    old = _runtime.current()
+    syncperf.configure()  # ``old`` shuts down, and the bridge forgets it
+    assert _bridge.bridge(mp).readers_for(old) == {}
+    gone = weakref.ref(old)
+    del old
+    gc.collect()
+    assert gone() is None
+
+
+def test_a_provider_dropped_while_the_runtime_lives_is_freed_and_fed_no_more() -> None:
+    """One provider per test, shut down and dropped, while one runtime lives on: none stays
+    alive, and after one collection the runtime feeds none of their readers."""
+    rt = _runtime.current()
+    before = len(rt.registry._readers)
+    gone = []
+    for _ in range(20):
+        mp = MeterProvider(metric_readers=[InMemoryMetricReader()], shutdown_on_exit=False)
+        setup_meter_provider(mp)
+        mp.shutdown()
+        gone.append(weakref.ref(mp))
+        del mp
+    gc.collect()
+    assert [ref() for ref in gone] == [None] * 20
+    pulls(1)
+    rt.registry.collect()
+    assert len(rt.registry._readers) == before

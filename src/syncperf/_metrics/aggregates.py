@@ -373,8 +373,8 @@ class Registry:
                 i.name for i in list(self.instruments.values()) if i.probe and not probes
             )
             observed = self._observe_gauges(skipped)
-            for reader in self._readers:
-                reader.accept(drained, observed, skipped)
+            fed = [r for r in self._readers if r.accept(drained, observed, skipped) is not False]
+            self._readers = fed  # one answering False is fed no more (its provider is gone)
         return skipped
 
     def _observe_gauges(self, skipped: frozenset[str]) -> list[Observed]:
@@ -417,4 +417,4 @@ class _Sink(Protocol):
         drained: list[tuple[Instrument, list[Series]]],
         observed: list[Observed],
         skipped: frozenset[str] = frozenset(),
-    ) -> None: ...
+    ) -> object: ...

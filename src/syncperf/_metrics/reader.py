@@ -14,7 +14,6 @@ import logging
 import os
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -49,6 +48,7 @@ from syncperf._metrics.points import (
     merge_sums,
     to_metric,
 )
+from syncperf._metrics.resources import child_instance_ids
 
 _logger = logging.getLogger("syncperf")
 
@@ -64,6 +64,19 @@ DELTA = AggregationTemporality.DELTA
 
 
 T = TypeVar("T")
+
+
+_GONE = object()
+
+
+def _weak(beside: object) -> Callable[[], object]:
+    """``beside`` held weakly where it can be (a bridged provider must not outlive the
+    application's hold on it): the call returns it, None for none, ``_GONE`` once gone."""
+    try:
+        ref = weakref.ref(beside)
+    except TypeError:  # None, or an object without weak references
+        return lambda: beside
+    return lambda: _GONE if (found := ref()) is None else found
 
 
 class Reader:
@@ -82,7 +95,7 @@ class Reader:
         beside: object = None,
     ) -> None:
         self._registry = registry
-        self._beside = beside
+        self._beside = _weak(beside)
         self._resource = resource
         self._scope = scope
         self._temporality = temporality or {}
@@ -112,12 +125,17 @@ class Reader:
         drained: list[tuple[Instrument, list[Series]]],
         observed: list[Observed],
         skipped: frozenset[str] = frozenset(),
-    ) -> None:
+    ) -> bool:
         """Merge one drain into this reader's points (called by ``Registry.collect``); the
-        gauges named in ``skipped`` were not observed this time and keep their points."""
+        gauges named in ``skipped`` were not observed this time and keep their points.
+        False once the provider it stands beside is gone: nothing reads it any more."""
+        beside = self._beside()
+        if beside is _GONE:
+            with self._lock:
+                self._points = {}
+            return False
         with self._lock:
-            self._observe(observed, skipped)
-            beside = self._beside
+            self._observe(observed, skipped, beside)
             for instrument, series in drained:
                 if beside is not None and instrument.beside is beside:
                     continue
@@ -135,8 +153,9 @@ class Reader:
                     start = max(one.created_ns, since)
                     value = copy_value(one.drained)
                     points[one.attributes] = Point(start, value, dict(one.attributes))
+        return True
 
-    def _observe(self, observed: list[Observed], skipped: frozenset[str]) -> None:
+    def _observe(self, observed: list[Observed], skipped: frozenset[str], beside: object) -> None:
         # Observations replace the previous ones: an observed instrument (a gauge, the pool's
         # connection counts...) that was not observed this time (its callback failed or was
         # removed) is gone, not frozen at its last value. One whose probe was not run
@@ -148,7 +167,6 @@ class Reader:
             if name not in skipped
             for attributes, point in self._points.pop(name, {}).items()
         }
-        beside = self._beside
         for item in observed:
             instrument = item.instrument
             if beside is not None and instrument.beside is beside:
@@ -246,19 +264,6 @@ class Reader:
         for name, instrument in self._instruments.items():
             if self.temporality_of(instrument) is DELTA:
                 self._points.pop(name, None)
-
-
-def resource_of(tracer: Any) -> Any:
-    """The resource of syncperf's metrics: that of the tracer its spans go to, or the SDK's
-    default one (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``)."""
-    return Resource.create() if tracer is None else tracer.resource
-
-
-def syncperf_scope() -> InstrumentationScope:
-    """The instrumentation scope of syncperf's metrics."""
-    from syncperf._version import __version__
-
-    return InstrumentationScope("syncperf", __version__)
 
 
 def exporter_temporality(exporter: MetricExporter) -> dict[str, AggregationTemporality]:
@@ -365,24 +370,6 @@ def _release(lock: Any) -> None:
         lock.release()
 
 
-def _child_instance_ids() -> dict[str, str]:
-    """The parent's SDK-generated ``service.instance.id`` mapped to this process's own.
-
-    ``Resource.create()`` cannot run here (its detector pool deadlocks in a fork hook), so
-    a new id is made here and handed to the SDK's detector, which would make the same
-    per-process choice later; every resource of this child then agrees on it.
-    """
-    from opentelemetry.sdk import resources
-
-    parent = getattr(resources, "_service_instance_id", None)
-    if not isinstance(parent, str) or getattr(resources, "_service_instance_id_pid", None) is None:
-        return {}
-    child = str(uuid.uuid4())
-    resources._service_instance_id = child
-    resources._service_instance_id_pid = os.getpid()
-    return {parent: child}
-
-
 def after_fork_in_child() -> None:
     """Make syncperf's metrics correct and alive in a forked child.
 
@@ -401,7 +388,7 @@ def after_fork_in_child() -> None:
             for series in list(instrument.series.values()):
                 series.drain()
     readers = list(_readers)
-    instance_ids = _child_instance_ids() if readers else {}
+    instance_ids = child_instance_ids() if readers else {}
     for reader in readers:
         reader.after_fork(now, instance_ids)
     for exporter in list(_exporters):

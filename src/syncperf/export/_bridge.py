@@ -96,6 +96,8 @@ class Bridge:
         exists, so they see every drain of its aggregates)."""
         with self._lock:
             found = self._readers.get(rt)
+            if rt.closed:  # shut down (``forget``): it holds no readers
+                return found or {}
             if found is None:
                 found = self._readers[rt] = {}
             provider = self.provider  # one shut down gets no new runtime's readers
