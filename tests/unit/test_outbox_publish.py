@@ -411,3 +411,18 @@ def test_an_enqueue_as_configure_replaces_the_runtime_loses_nothing(
     outbox.enqueue(3)
     assert old.successor is not None
     assert _messages(registry, "enqueued") == 3
+
+
+def test_an_enqueue_counted_at_commit_as_configure_replaces_the_runtime_loses_nothing(
+    registry: CollectorRegistry,
+) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.orm import Session
+
+    outbox, old = Outbox("orders"), _runtime.current()
+    with Session(sqlalchemy.create_engine("sqlite://")) as session:
+        outbox.enqueue(2, session=session)
+        old.lock = _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+        session.commit()
+    assert old.successor is not None
+    assert _messages(registry, "enqueued") == 2
