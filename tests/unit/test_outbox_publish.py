@@ -335,16 +335,17 @@ class _ConfigureOnEnter:
 
     def __init__(self, rt: _runtime.Runtime, options: dict[str, Any]) -> None:
         self.rt, self.real, self.options = rt, rt.lock, options
+        rt.lock = self  # type: ignore[assignment]
 
     def __enter__(self) -> Any:
-        if self.rt.lock is self:
+        if self.rt.lock is not self.real:
             self.rt.lock = self.real  # configure() takes the real lock
             thread = threading.Thread(target=lambda: syncperf.configure(**self.options))
             thread.start()
             thread.join()
         return self.real.__enter__()
 
-    def __exit__(self, *exc: object) -> Any:
+    def __exit__(self, *exc: Any) -> Any:
         return self.real.__exit__(*exc)
 
 
@@ -379,7 +380,7 @@ def test_a_batch_ending_as_configure_replaces_the_runtime_loses_nothing(
         batch.published()
         batch.published()
         batch.failed(ValueError("x"))
-        old.lock = _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+        _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
     assert old.successor is not None
     assert _messages(registry, "published") == 2
     assert _messages(registry, "failed", "ValueError") == 1
@@ -393,7 +394,7 @@ def test_a_failed_batch_ending_as_configure_replaces_the_runtime_loses_nothing(
     outbox, old = Outbox("orders"), _runtime.current()
     with pytest.raises(KeyError), outbox.publish(count=3) as batch:
         batch.published()
-        old.lock = _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+        _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
         raise KeyError("x")
     assert old.successor is not None
     assert _messages(registry, "failed", "KeyError") == 3
@@ -407,7 +408,7 @@ def test_an_enqueue_as_configure_replaces_the_runtime_loses_nothing(
 ) -> None:
     outbox, old = Outbox("orders"), _runtime.current()
     outbox.series(old)  # bound before: enqueue's first lock is the one that records
-    old.lock = _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+    _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
     outbox.enqueue(3)
     assert old.successor is not None
     assert _messages(registry, "enqueued") == 3
@@ -422,7 +423,7 @@ def test_an_enqueue_counted_at_commit_as_configure_replaces_the_runtime_loses_no
     outbox, old = Outbox("orders"), _runtime.current()
     with Session(sqlalchemy.create_engine("sqlite://")) as session:
         outbox.enqueue(2, session=session)
-        old.lock = _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+        _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
         session.commit()
     assert old.successor is not None
     assert _messages(registry, "enqueued") == 2
