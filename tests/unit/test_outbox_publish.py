@@ -326,3 +326,104 @@ def test_a_batch_open_across_configure_is_recorded_by_the_runtime_in_force(outpu
         installed = _runtime.replace(previous)
         if installed is not None:
             installed.shutdown()
+
+
+class _ConfigureOnEnter:
+    """Stands for ``rt.lock``: the first time it is taken, another thread's ``configure()``
+    replaces the runtime (under the real lock), then it is taken: the interleaving where the
+    runtime was picked before ``configure()`` and is locked after it."""
+
+    def __init__(self, rt: _runtime.Runtime, options: dict[str, Any]) -> None:
+        self.rt, self.real, self.options = rt, rt.lock, options
+        rt.lock = self  # type: ignore[assignment]
+
+    def __enter__(self) -> Any:
+        if self.rt.lock is not self.real:
+            self.rt.lock = self.real  # configure() takes the real lock
+            thread = threading.Thread(target=lambda: syncperf.configure(**self.options))
+            thread.start()
+            thread.join()
+        return self.real.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self.real.__exit__(*exc)
+
+
+@pytest.fixture
+def registry() -> Iterator[CollectorRegistry]:
+    registry = CollectorRegistry()
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(prometheus=registry)
+        yield registry
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
+
+
+def _messages(registry: CollectorRegistry, event: str, error_type: str = "") -> float | None:
+    labels = {"outbox_name": "orders", "outbox_event": event}
+    if event != "enqueued":
+        labels["error_type"] = error_type
+    return registry.get_sample_value("outbox_messages_total", labels)
+
+
+def test_a_batch_ending_as_configure_replaces_the_runtime_loses_nothing(
+    registry: CollectorRegistry,
+) -> None:
+    """``configure()`` completes between the batch picking the runtime in force and locking
+    it: the batch records into the successor, never the replaced runtime (whose counts were
+    carried already)."""
+    outbox, old = Outbox("orders"), _runtime.current()
+    with outbox.publish() as batch:
+        batch.published()
+        batch.published()
+        batch.failed(ValueError("x"))
+        _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+    assert old.successor is not None
+    assert _messages(registry, "published") == 2
+    assert _messages(registry, "failed", "ValueError") == 1
+    count = "outbox_publish_duration_seconds_count"
+    assert registry.get_sample_value(count, {"outbox_name": "orders"}) == 1
+
+
+def test_a_failed_batch_ending_as_configure_replaces_the_runtime_loses_nothing(
+    registry: CollectorRegistry,
+) -> None:
+    outbox, old = Outbox("orders"), _runtime.current()
+    with pytest.raises(KeyError), outbox.publish(count=3) as batch:
+        batch.published()
+        _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+        raise KeyError("x")
+    assert old.successor is not None
+    assert _messages(registry, "failed", "KeyError") == 3
+    count = "outbox_publish_duration_seconds_count"
+    labels = {"outbox_name": "orders", "error_type": "KeyError"}
+    assert registry.get_sample_value(count, labels) == 1
+
+
+def test_an_enqueue_as_configure_replaces_the_runtime_loses_nothing(
+    registry: CollectorRegistry,
+) -> None:
+    outbox, old = Outbox("orders"), _runtime.current()
+    outbox.series(old)  # bound before: enqueue's first lock is the one that records
+    _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+    outbox.enqueue(3)
+    assert old.successor is not None
+    assert _messages(registry, "enqueued") == 3
+
+
+def test_an_enqueue_counted_at_commit_as_configure_replaces_the_runtime_loses_nothing(
+    registry: CollectorRegistry,
+) -> None:
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.orm import Session
+
+    outbox, old = Outbox("orders"), _runtime.current()
+    with Session(sqlalchemy.create_engine("sqlite://")) as session:
+        outbox.enqueue(2, session=session)
+        _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+        session.commit()
+    assert old.successor is not None
+    assert _messages(registry, "enqueued") == 2

@@ -142,3 +142,58 @@ def test_a_directory_that_refuses_new_files_gets_the_file_written_in_place(
     monkeypatch.setattr(os, "open", no_new_files)
     assert cli.write_output("syncperf rules", str(target), "new\n") == 0
     assert target.read_text(encoding="utf-8") == "new\n"
+
+
+STDOUT_TWICE = (
+    "from syncperf.cli import main\n"
+    "assert main(['rules', '-o', {path!r}]) == 0\n"
+    "assert main(['dashboard', '-o', {path!r}]) == 0\n"
+)
+
+
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"])
+def test_stdout_redirected_to_a_file_gets_each_output_never_replaced(
+    tmp_path: Path, path: str
+) -> None:
+    """``{ syncperf rules -o /dev/stdout; syncperf dashboard -o /dev/stdout; } > out.txt``:
+    both land in out.txt, as without ``-o`` (a rename over it would leave one of them in an
+    unlinked file)."""
+    out = tmp_path / "out.txt"
+    with out.open("wb") as stdout:
+        for _ in range(2):  # two commands sharing the shell's stdout
+            subprocess.run(
+                [sys.executable, "-c", STDOUT_TWICE.format(path=path)],
+                stdout=stdout,
+                timeout=60,
+                check=True,
+            )
+    plain = subprocess.run(  # the same, without ``-o``
+        [sys.executable, "-c", STDOUT_TWICE.replace(", '-o', {path!r}", "")],
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.read_bytes() == plain.stdout * 2
+    assert os.listdir(tmp_path) == ["out.txt"]
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new", "replaced"])
+def test_a_long_file_name_is_written(tmp_path: Path, existing: bool) -> None:
+    """A name near NAME_MAX (255 bytes) is valid; its temporary file's name must be too."""
+    target = tmp_path / ("r" * 246 + ".yml")
+    if existing:
+        target.write_text(OLD, encoding="utf-8")
+    assert cli.write_output("syncperf rules", str(target), "new\n") == 0
+    assert target.read_text(encoding="utf-8") == "new\n"
+    assert os.listdir(tmp_path) == [target.name]
+
+
+@pytest.mark.parametrize("suffix", ["/", "/."])
+def test_a_path_naming_a_directory_that_does_not_exist_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    path = str(tmp_path / "missing_dir") + suffix
+    assert cli.write_output("syncperf rules", path, "new\n") == 2
+    err = capsys.readouterr().err
+    assert err == f"syncperf rules: cannot write {path}: Is a directory\n"
+    assert os.listdir(tmp_path) == []

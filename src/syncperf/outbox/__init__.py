@@ -51,7 +51,7 @@ from syncperf._gate import MAX_NAME, is_count, raised_at
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.outbox import _live
-from syncperf.outbox._batch import MAX_LINKS, PublishBatch, current_batch
+from syncperf.outbox._batch import MAX_LINKS, PublishBatch
 from syncperf.outbox._gauges import (
     GaugeSource,
     InvalidCreatedAt,
@@ -62,7 +62,7 @@ from syncperf.outbox._gauges import (
     register,
     unregister,
 )
-from syncperf.outbox._publish import PublishScope
+from syncperf.outbox._publish import PublishScope, current_batch
 from syncperf.outbox._series import LAG_BOUNDS, MAX_NAMES, OutboxSeries, outbox_names
 from syncperf.outbox._spans import (
     current_traceparent,
@@ -148,16 +148,10 @@ class Outbox:
         self._create_name = "create " + (destination or name)
         self.send_name = "send " + (destination or name)
         """The name of the relay's ``send`` spans."""
-        self._create_attrs = {
-            **attrs,
-            "messaging.operation.type": "create",
-            "messaging.operation.name": "create",
-        }
-        self.send_attrs = {
-            **attrs,
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "send",
-        }
+        self._create_attrs, self.send_attrs = (
+            {**attrs, "messaging.operation.type": op, "messaging.operation.name": op}
+            for op in ("create", "send")
+        )
         if self._runner is not None:
             _live.claim(self)
             if rt is not None:
@@ -264,11 +258,16 @@ class Outbox:
         if traceparent is None:
             traceparent = current_traceparent()
         now = session is None or not self._defer(rt, session, count)
-        with rt.lock:
-            if now:
-                series.enqueued.add(count)
-            own = _perf() - t0
-            series.overhead.record(own / 1e9)
+        while True:  # see ``PublishBatch._end``: never into a runtime replaced meanwhile
+            with rt.lock:
+                if rt.successor is None:
+                    if now:
+                        series.enqueued.add(count)
+                    own = _perf() - t0
+                    series.overhead.record(own / 1e9)
+                    break
+            rt = rt.in_force()
+            series = self.series(rt)
         if own > rt.budget_ns:
             rt.over_budget("outbox")
         elif rt.streaks:
@@ -290,10 +289,13 @@ class Outbox:
 
     def _count_enqueued(self, count: int) -> None:
         rt = _runtime.installed or _runtime.current()
-        if rt.enabled:
+        while rt.enabled:
             series = self.series(rt)
             with rt.lock:
-                series.enqueued.add(count)
+                if rt.successor is None:
+                    series.enqueued.add(count)
+                    return
+            rt = rt.in_force()
 
     # --- publish ---------------------------------------------------------------------------
 

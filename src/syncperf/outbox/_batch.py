@@ -269,30 +269,46 @@ class PublishBatch:
                 self._rescue(size, n_failed, exc, etype, duration)
             else:
                 rt.span_shed()
-        lags = self._lags
-        with rt.lock:
-            if size or exc is not None or self._dead:
-                (series.duration if etype is None else series.duration_error(etype)).record(
-                    duration
-                )
-            if size:
-                series.batch_size.record(size)
-            if self._published:
-                series.published.add(self._published)
-                for lag in lags:
-                    series.lag.record(lag)
-            for kind, n in failed.items():
-                series.failed(kind).add(n)
-            if self._retried:
-                series.retried.add(self._retried)
-            if self._dead:
-                series.dead_lettered.add(self._dead)
-            own = self._own_ns + _perf() - t1
-            series.overhead.record(own / 1e9)
+        while True:  # under the lock of a runtime not replaced yet (``configure()`` sets
+            with rt.lock:  # ``successor`` under it, before the last export carries its counts)
+                if rt.successor is None:
+                    own = self._record(series, failed, size, etype, exc is not None, duration)
+                    own += _perf() - t1
+                    series.overhead.record(own / 1e9)
+                    break
+            rt = rt.in_force()  # replaced since: on to the one in force
+            series, failed = self._outbox.series(rt), rebound(rt, failed)
+            etype = None if etype is None else rt.error_types(etype)
         if own > rt.budget_ns:
             rt.over_budget("outbox")
         elif rt.streaks:
             rt.within_budget("outbox")
+
+    def _record(
+        self,
+        series: OutboxSeries,
+        failed: dict[str, int],
+        size: int,
+        etype: str | None,
+        raised: bool,
+        duration: float,
+    ) -> int:
+        """Record the batch into ``series`` (holds the runtime's lock); its own time so far."""
+        if size or raised or self._dead:
+            (series.duration if etype is None else series.duration_error(etype)).record(duration)
+        if size:
+            series.batch_size.record(size)
+        if self._published:
+            series.published.add(self._published)
+            for lag in self._lags:
+                series.lag.record(lag)
+        for kind, n in failed.items():
+            series.failed(kind).add(n)
+        if self._retried:
+            series.retried.add(self._retried)
+        if self._dead:
+            series.dead_lettered.add(self._dead)
+        return self._own_ns
 
     def _leave_ended(self) -> None:
         """Leave the context of a batch ended before (its span ended by the parent only)."""
@@ -375,43 +391,3 @@ class PublishBatch:
 
 def _link_attributes(attempt: int) -> dict[str, int] | None:
     return {"outbox.attempt": attempt} if attempt else None
-
-
-class _NoopBatch(PublishBatch):
-    """What ``current_batch()`` returns outside a publish block (and when disabled)."""
-
-    __slots__ = ()
-
-    @property
-    def recording(self) -> bool:
-        return False
-
-    def published(
-        self, created_at: object = None, *, traceparent: str | None = None, attempt: int = 1
-    ) -> None:
-        pass
-
-    def failed(
-        self,
-        error: BaseException | str,
-        *,
-        traceparent: str | None = None,
-        attempt: int = 1,
-        dead_letter: bool = False,
-    ) -> None:
-        pass
-
-    def dead_lettered(self, count: int = 1) -> None:
-        pass
-
-    def _end(self, exc: BaseException | None) -> None:
-        pass
-
-
-NOOP_BATCH = _NoopBatch(None, None, None, None, 0)  # type: ignore[arg-type]
-
-
-def current_batch() -> PublishBatch:
-    """The innermost active ``PublishBatch`` (e.g. inside ``@outbox.publish``), or a no-op."""
-    batch = BATCH.get()
-    return NOOP_BATCH if batch is None or batch._ended else batch

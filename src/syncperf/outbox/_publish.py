@@ -26,7 +26,7 @@ from syncperf._http_status import PLAIN, awaitable
 from syncperf._scope import Entries, entry_frame
 from syncperf._tracing.span import attach, detach
 from syncperf.exceptions import ConfigError
-from syncperf.outbox._batch import BATCH, NOOP_BATCH, PublishBatch
+from syncperf.outbox._batch import BATCH, PublishBatch
 from syncperf.outbox._spans import start_span
 
 if TYPE_CHECKING:
@@ -36,6 +36,46 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _perf = time.perf_counter_ns
 _CLIENT = SpanKind.CLIENT  # an enum member lookup costs ~70 ns
+
+
+class _NoopBatch(PublishBatch):
+    """What ``current_batch()`` returns outside a publish block (and when disabled)."""
+
+    __slots__ = ()
+
+    @property
+    def recording(self) -> bool:
+        return False
+
+    def published(
+        self, created_at: object = None, *, traceparent: str | None = None, attempt: int = 1
+    ) -> None:
+        pass
+
+    def failed(
+        self,
+        error: BaseException | str,
+        *,
+        traceparent: str | None = None,
+        attempt: int = 1,
+        dead_letter: bool = False,
+    ) -> None:
+        pass
+
+    def dead_lettered(self, count: int = 1) -> None:
+        pass
+
+    def _end(self, exc: BaseException | None) -> None:
+        pass
+
+
+NOOP_BATCH = _NoopBatch(None, None, None, None, 0)  # type: ignore[arg-type]
+
+
+def current_batch() -> PublishBatch:
+    """The innermost active ``PublishBatch`` (e.g. inside ``@outbox.publish``), or a no-op."""
+    batch = BATCH.get()
+    return NOOP_BATCH if batch is None or batch._ended else batch
 
 
 def begin(outbox: Outbox, count: int | None) -> PublishBatch:
