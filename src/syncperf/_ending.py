@@ -88,7 +88,9 @@ def _settled(
         if owner is not None:
             enter(owner)
         try:
-            result = fut.result()  # its exception, or CancelledError when it was cancelled
+            if fut.cancelled():  # never read: asyncio hands its CancelledError out only once
+                raise asyncio.CancelledError()  # (anyio's scope needs its own, message and all)
+            result = fut.result()  # its exception
             if after is not None:
                 after_phase(after, op, owner, args, kwargs, result)
         except BaseException as exc:
