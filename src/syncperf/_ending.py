@@ -238,6 +238,8 @@ def finish(op: SyncOperation, exc: BaseException | None, result: Any = None) -> 
     An interrupt while its status is read (a ``status_code`` property raising
     ``KeyboardInterrupt``, ``SystemExit``; strict mode's error) ends it all the same, as
     an error, and goes on unchanged: an operation left open would swallow every later one."""
+    if exc is None and (inspect.isgenerator(result) or inspect.isasyncgen(result)):
+        return _streamed(op)
     try:
         try:
             if exc is None:
@@ -257,3 +259,18 @@ def finish(op: SyncOperation, exc: BaseException | None, result: Any = None) -> 
         end(op, exc)
     except Exception as error:
         guard(op).internal_error("operation_end_failed", error)
+
+
+def _streamed(op: SyncOperation) -> None:
+    """A handler that returned a generator (one decoration could not see: ``stream_function``
+    in ``_decorators``): over before its stream even starts, its operation ends as an
+    error, ``unsupported_stream``, and the misuse is counted (strict mode raises)."""
+    op.set_error("unsupported_stream")
+    try:
+        end(op, None)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+    guard(op).reject(
+        "unsupported_stream",
+        "a handler returning a value, not a generator: measure a stream with the ASGI middleware",
+    )
