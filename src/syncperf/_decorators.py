@@ -110,7 +110,7 @@ def instrument_sync(
             )
         if not callable(fn):
             raise ConfigError("instrument_sync target", fn, "a function")
-        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+        if stream_function(fn):
             raise ConfigError(
                 "instrument_sync target",
                 fn,
@@ -127,6 +127,28 @@ def instrument_sync(
         return _wrap(fn, operation, static_entity, phases)
 
     return decorate
+
+
+def stream_function(fn: Any) -> bool:
+    """Whether calling ``fn`` makes a generator (or an async one), as far as decoration can
+    tell: a generator function, also behind partials, ``functools.wraps`` wrappers
+    (``__wrapped__``) or an object's ``__call__``. (A handler that returns one all the same
+    ends its operation as an error: ``_ending.finish``.)"""
+    for _ in range(32):  # a chain that long, or a cycle: taken as no stream
+        if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
+            return True
+        try:
+            if isinstance(fn, functools.partial):
+                fn = fn.func
+            elif hasattr(fn, "__wrapped__"):
+                fn = fn.__wrapped__
+            elif inspect.isroutine(fn):
+                return False
+            else:  # an object: its class's ``__call__``
+                fn = type(fn).__call__
+        except Exception:  # an attribute that raises: nothing more to tell
+            return False
+    return False
 
 
 def _responder(on_response: Apply) -> Apply:

@@ -4,6 +4,7 @@ applied, and a ``def`` handler's awaitable result followed to its end (``_decora
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Coroutine, Generator
@@ -88,7 +89,9 @@ def _settled(
         if owner is not None:
             enter(owner)
         try:
-            result = fut.result()  # its exception, or CancelledError when it was cancelled
+            if fut.cancelled():  # never read: asyncio hands its CancelledError out only once
+                raise asyncio.CancelledError()  # (anyio's scope needs its own, message and all)
+            result = fut.result()  # its exception
             if after is not None:
                 after_phase(after, op, owner, args, kwargs, result)
         except BaseException as exc:
@@ -231,15 +234,43 @@ def answered_joined(op: SyncOperation, result: Any) -> None:
 def finish(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
     """End an operation this wrapper owns; an HTTP status the handler answered with (a
     returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
-    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict."""
+    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict.
+    An interrupt while its status is read (a ``status_code`` property raising
+    ``KeyboardInterrupt``, ``SystemExit``; strict mode's error) ends it all the same, as
+    an error, and goes on unchanged: an operation left open would swallow every later one."""
+    if exc is None and (inspect.isgenerator(result) or inspect.isasyncgen(result)):
+        return _streamed(op)
     try:
-        if exc is None:
-            answered(op, result)
-        else:
-            exc = raised(op, exc)
-    except Exception as error:
-        guard(op).internal_error("operation_end_failed", error)
-    try:  # whatever happened above: an operation left open would swallow every later one
+        try:
+            if exc is None:
+                answered(op, result)
+            else:
+                exc = raised(op, exc)
+        except Exception as error:
+            guard(op).internal_error("operation_end_failed", error)
+    except BaseException as interrupt:
+        try:
+            end(op, interrupt if exc is None else exc)
+        except Exception as error:  # counted; strict mode's raise would replace the interrupt
+            with contextlib.suppress(Exception):
+                guard(op).internal_error("operation_end_failed", error)
+        raise
+    try:  # (inline, not a helper: one frame less to fail in at the recursion limit)
         end(op, exc)
     except Exception as error:
         guard(op).internal_error("operation_end_failed", error)
+
+
+def _streamed(op: SyncOperation) -> None:
+    """A handler that returned a generator (one decoration could not see: ``stream_function``
+    in ``_decorators``): over before its stream even starts, its operation ends as an
+    error, ``unsupported_stream``, and the misuse is counted (strict mode raises)."""
+    op.set_error("unsupported_stream")
+    try:
+        end(op, None)
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+    guard(op).reject(
+        "unsupported_stream",
+        "a handler returning a value, not a generator: measure a stream with the ASGI middleware",
+    )

@@ -13,7 +13,7 @@ one span, one ``sync.operations.active`` increment per request).
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextvars import ContextVar, Token
+from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,12 +24,11 @@ from syncperf import _gate as gate
 from syncperf._accel import speedups
 from syncperf._client_series import Observed
 from syncperf._gate import MAX_COUNT, MAX_NAME
+from syncperf._operation_fields import Fields
 from syncperf._staleness import age_of
-from syncperf._tracing.span import Span
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
-    from syncperf._series import OperationSeries
 
 __all__ = ["SyncOperation", "active_operation", "current_operation"]
 
@@ -52,79 +51,15 @@ def _entity(rt: Runtime, entity: object) -> str | None:
     return rt.entities(name)
 
 
-class _Fields:
-    """What ``start``, ``end`` and the fold read of an operation (the compiled path's
-    ``_speedups.Operation`` holds the same fields as a C struct); all set at construction,
-    so reading one never falls back to a class default (a slower lookup)."""
-
-    __slots__ = (
-        "_batch",
-        "_conflict_detail",
-        "_conflicts",
-        "_ctx_token",
-        "_db_ns",
-        "_db_queries",
-        "_ended",
-        "_entity",
-        "_entity_items",
-        "_error_type",
-        "_idempotent",
-        "_item_total",
-        "_items",
-        "_observed",
-        "_own_ns",
-        "_parent_ctx",
-        "_resumed_ns",
-        "_rt",
-        "_series",
-        "_span",
-        "_start_ns",
-    )
-    _rt: Runtime
-    _series: OperationSeries
-    _entity: str | None
-    _start_ns: int
-    _own_ns: int
-    _resumed_ns: int
-    """When the result extractors began (0: at ``end``)."""
-    _batch: int | None
-    _items: dict[str | None, int] | None
-    """Items of the operation's own entity, by change type."""
-    _item_total: int
-    """Items recorded so far, every entity and change (below ``MAX_COUNT``)."""
-    _entity_items: dict[tuple[str, str | None], int] | None
-    """Items of other entities, by (bounded entity, change type)."""
-    _conflicts: int
-    _conflict_detail: dict[tuple[str | None, str | None], int] | None
-    _idempotent: bool
-    _span: Span | None
-    _ctx_token: Token[SyncOperation | None] | None
-    _parent_ctx: trace.SpanContext | None
-    _db_queries: int
-    _db_ns: int
-    _error_type: str | None
-    _observed: Observed | None
-    """What the request told about its client (checkpoint, change times, Sync-Client)."""
-    _ended: bool
-    """Set by ``end``: a task that copied the context still sees it current, but joins it no
-    more (its own operations start afresh)."""
-
-    def __init__(self, rt: Any = None, series: Any = None, start_ns: int = 0) -> None:
-        self._rt = rt
-        self._series = series
-        self._entity = None if series is None else series.entity
-        self._start_ns = start_ns
-        self._own_ns = self._resumed_ns = self._conflicts = self._item_total = 0
-        self._db_queries = self._db_ns = 0
-        self._ctx_token = self._span = self._parent_ctx = self._error_type = self._observed = None
-        self._conflict_detail = self._batch = self._items = self._entity_items = None
-        self._idempotent = self._ended = False
-
-
 if TYPE_CHECKING:
-    _Base = _Fields
+    _Base = Fields
 else:  # the compiled layout of the same fields, when built (``_accel``)
-    _Base = _Fields if speedups is None else speedups.Operation
+    _Base = Fields if speedups is None else speedups.Operation
+
+
+def _late(op: SyncOperation) -> None:
+    """A recorder call on an operation that has ended (its measurement is gone)."""
+    op._rt.reject("operation_ended", "a recorder call before its operation ended")
 
 
 class SyncOperation(_Base):
@@ -174,12 +109,16 @@ class SyncOperation(_Base):
 
     def set_entity(self, entity: str) -> None:
         """Name the operation's entity (bounded by ``max_entities``)."""
+        if self._ended:  # a background job that kept it: counted, not lost silently
+            return _late(self)
         bounded = _entity(self._rt, entity)
         if bounded is not None:
             self._entity = bounded
 
     def set_batch_size(self, n: int) -> None:
         """Set the number of items in this request or response."""
+        if self._ended:
+            return _late(self)
         if type(n) is int and 0 <= n < MAX_COUNT:
             self._batch = n
         else:
@@ -193,6 +132,8 @@ class SyncOperation(_Base):
             entity: The items' entity; defaults to the operation's entity.
             change: ``"created"``, ``"updated"`` or ``"deleted"``, or None when unknown.
         """
+        if self._ended:
+            return _late(self)
         rt = self._rt
         if type(n) is not int or not 0 <= n < MAX_COUNT:
             rt.reject("invalid_count", "an item count: " + _COUNT, n)
@@ -236,6 +177,8 @@ class SyncOperation(_Base):
             count: How many conflicts (an int >= 0).
             resolution: How they were resolved, e.g. ``"server_wins"`` (low cardinality).
         """
+        if self._ended:
+            return _late(self)
         rt = self._rt
         if type(count) is not int or not 0 <= count < MAX_COUNT:
             rt.reject("invalid_count", "a conflict count: " + _COUNT, count)
@@ -265,6 +208,8 @@ class SyncOperation(_Base):
 
     def record_idempotency_hit(self) -> None:
         """Mark this request as a duplicate (an idempotent replay)."""
+        if self._ended:
+            return _late(self)
         self._idempotent = True
 
     def record_checkpoint(self, at: datetime | float) -> None:
@@ -275,6 +220,8 @@ class SyncOperation(_Base):
                 seconds since the epoch; 0 means "never synced" (nothing recorded). Far
                 future or over a year old: dropped and counted (docs/clients.md).
         """
+        if self._ended:
+            return _late(self)
         age = age_of(self._rt, at)
         if age is not None:
             self.observed().staleness = age
@@ -282,6 +229,8 @@ class SyncOperation(_Base):
     def record_change_time(self, at: datetime | float) -> None:
         """Record when a pushed change was made (``sync.push.change_age``: the age of the
         oldest one); ``at`` as for ``record_checkpoint``, per change or once with the oldest."""
+        if self._ended:
+            return _late(self)
         age = age_of(self._rt, at)
         if age is not None:
             observed = self.observed()
@@ -302,6 +251,8 @@ class SyncOperation(_Base):
         Values are what the OpenTelemetry SDK accepts; strings are cut at 1,024 characters and
         made valid UTF-8, and ints must fit in 64 bits.
         """
+        if self._ended:
+            return _late(self)
         rt = self._rt
         if type(key) is not str or not 0 < len(key) <= MAX_NAME or not key.isprintable():
             rt.reject("invalid_attribute", "an attribute key: " + _NAME, key)
@@ -320,6 +271,8 @@ class SyncOperation(_Base):
 
     def set_error(self, error_type: str) -> None:
         """Mark the operation failed without an exception (e.g. a 5xx response)."""
+        if self._ended:
+            return _late(self)
         name = gate.name(error_type)
         if name is None:
             self._rt.reject("invalid_error_type", "an error type: " + _NAME, error_type)

@@ -16,8 +16,8 @@ from typing import Generic, TypeVar
 
 from syncperf import _gate as gate
 from syncperf import _runtime
+from syncperf._ending import finish
 from syncperf._gate import MAX_NAME, check_operation
-from syncperf._http_status import raised
 from syncperf._lifecycle import begin, end
 from syncperf._operation import NOOP, SyncOperation, active_operation
 
@@ -79,12 +79,9 @@ class OperationScope:
         if op is None:
             return
         if exc is not None:  # a raised HTTPException answering a conflict is no failure
-            try:
-                exc = raised(op, exc)
-            except Exception as error:
-                op._rt.internal_error("operation_end_failed", error)
-        try:  # whatever happened above: an operation left open would swallow every later one
-            end(op, exc)
+            return finish(op, exc)  # (which ends it, also when reading its status raises)
+        try:
+            end(op, None)
         except Exception as error:
             op._rt.internal_error("operation_end_failed", error)
 

@@ -266,16 +266,16 @@ items_slow(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwna
 }
 
 /* SyncOperation.record_items for its common case: an exact int count of the operation's own
- * entity, with no change type or one of the three by name; ITEMS_SLOW takes every other
- * (and so every rejection, strict mode included). */
+ * entity, with no change type or one of the three by name, in an operation not ended;
+ * ITEMS_SLOW takes every other (and so every rejection, strict mode included). */
 static PyObject *
 op_record_items(Op *op, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     PyObject *change = Py_None, *key = Py_None;
     long long n, total;
-    if (nargs != 1 || !PyLong_CheckExact(args[0]))
-        goto slow;
+    if (op->ended != Py_False || nargs != 1 || !PyLong_CheckExact(args[0]))
+        goto slow; /* (an ended operation's: rejected there, operation_ended) */
     for (Py_ssize_t i = 0; i < nkw; i++) {
         PyObject *name = PyTuple_GET_ITEM(kwnames, i), *value = args[nargs + i];
         if (name == s_change)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import inspect
 import traceback
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
 import syncperf
 from syncperf.exceptions import MeasurementError
-from syncperf.testing import Capture
+from syncperf.testing import Capture, capture
 
 
 def duration_count(cap: Capture, **attrs: str) -> int:
@@ -152,6 +154,69 @@ def test_generator_functions_are_rejected_with_a_clear_message() -> None:
 
     with pytest.raises(syncperf.ConfigError, match="not a generator"):
         syncperf.instrument_sync("pull")(stream)
+
+
+def _logged(fn: Any) -> Any:
+    """An ordinary pass-through decorator."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return call
+
+
+class _Stream:
+    def __call__(self) -> Iterator[int]:
+        yield 1
+
+
+class _AsyncStream:
+    async def __call__(self) -> AsyncIterator[int]:
+        yield 1
+
+
+async def _rows() -> AsyncIterator[int]:
+    yield 1
+
+
+def _lines() -> Iterator[int]:
+    yield 1
+
+
+@pytest.mark.parametrize(
+    "stream",
+    [
+        _logged(_lines),
+        _logged(_rows),
+        _Stream(),
+        _AsyncStream(),
+        functools.partial(_logged(_lines)),
+    ],
+    ids=["wrapped generator", "wrapped async generator", "__call__", "async __call__", "partial"],
+)
+def test_a_generator_behind_a_wrapper_is_rejected_too(stream: Any) -> None:
+    with pytest.raises(syncperf.ConfigError, match="not a generator"):
+        syncperf.instrument_sync("pull")(stream)
+
+
+@pytest.mark.parametrize("lenient", [False, True])
+def test_a_handler_returning_a_generator_ends_its_operation_as_an_error(lenient: bool) -> None:
+    """What decoration cannot see (a wrapper that hides its generator): the operation, over
+    when the stream has not even started, ends as an error, and the misuse is counted."""
+    handler: Any = lambda: _lines()  # noqa: E731
+    with capture(strict=not lenient) as cap:
+        measured = syncperf.instrument_sync("pull")(handler)
+        if lenient:
+            assert list(measured()) == [1]
+        else:
+            with pytest.raises(MeasurementError, match="unsupported_stream"):
+                measured()
+        (point,) = cap.points("sync.operation.duration")
+        assert point.attributes["error.type"] == "unsupported_stream"
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "unsupported_stream"}) == lenient
+        assert cap.total("sync.operations.active") == 0
+        assert not syncperf.current_operation().recording
 
 
 def test_user_exception_propagates_as_the_same_object_with_its_traceback(

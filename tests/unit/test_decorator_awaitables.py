@@ -10,6 +10,7 @@ import gc
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import pytest
 from opentelemetry import trace
 
@@ -198,5 +199,27 @@ async def test_a_future_that_refuses_callbacks_ends_its_operation_at_once(
     assert syncperf.instrument_sync("push")(lambda: future)() is future
     future.cancel()
     assert _outcomes(syncperf_capture) == {("error", "RuntimeError"): 1}
+    assert syncperf_capture.total("sync.operations.active") == 0
+    assert active_operation() is None
+
+
+async def test_a_cancelled_future_keeps_its_cancellation_for_whoever_awaits_it(
+    syncperf_capture: Capture,
+) -> None:
+    """The operation ends as cancelled without reading the future's result first: asyncio
+    hands the original ``CancelledError`` (anyio's, with its message) out only once."""
+    loop = asyncio.get_running_loop()
+    schedule = syncperf.instrument_sync("push")(lambda: loop.create_task(asyncio.sleep(1)))
+    with anyio.move_on_after(0.01) as scope:
+        await schedule()
+    assert scope.cancelled_caught  # absorbed by its scope, not cancelling this whole task
+    task = asyncio.current_task()
+    assert task is not None
+    loop.call_later(0.01, task.cancel, "stopped here")
+    with pytest.raises(asyncio.CancelledError) as info:
+        await schedule()
+    task.uncancel()
+    assert info.value.args == ("stopped here",)
+    assert _outcomes(syncperf_capture) == {("error", "asyncio.exceptions.CancelledError"): 2}
     assert syncperf_capture.total("sync.operations.active") == 0
     assert active_operation() is None

@@ -101,3 +101,68 @@ def test_a_sync_operation_block_raising_an_http_exception(
     handler, expected = ANSWERS[answer]
     _call(handler, "sync_operation")
     assert _outcomes(syncperf_capture) == [expected]
+
+
+class _Interrupting:
+    """A response (or raised exception) whose status cannot be read: reading it raises."""
+
+    def __init__(self, interrupt: type[BaseException]) -> None:
+        self._interrupt = interrupt
+
+    @property
+    def status_code(self) -> int:
+        raise self._interrupt()
+
+
+class _InterruptingError(Exception):
+    @property
+    def status_code(self) -> int:
+        raise KeyboardInterrupt()
+
+
+def _ended_and_counted_after(cap: Capture, error_type: str) -> None:
+    """The interrupted operation ended as an error, and a later one is its own."""
+    assert not syncperf.current_operation().recording
+    syncperf.instrument_sync("pull")(lambda: 1)()
+    assert sorted(_outcomes(cap), key=str) == [("error", error_type), ("success", None)]
+    assert cap.total("sync.operations.active") == 0
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+def test_an_interrupt_reading_the_status_ends_the_operation(
+    syncperf_capture: Capture, interrupt: type[BaseException]
+) -> None:
+    answer = _Interrupting(interrupt)
+    with pytest.raises(interrupt):
+        syncperf.instrument_sync("push")(lambda: answer)()
+    _ended_and_counted_after(syncperf_capture, interrupt.__name__)
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, SystemExit])
+async def test_an_interrupt_reading_an_async_handlers_status_ends_the_operation(
+    syncperf_capture: Capture, interrupt: type[BaseException]
+) -> None:
+    @syncperf.instrument_sync("push")
+    async def push() -> Any:
+        return _Interrupting(interrupt)
+
+    with pytest.raises(interrupt):
+        await push()
+    _ended_and_counted_after(syncperf_capture, interrupt.__name__)
+
+
+@pytest.mark.parametrize("owner", ["decorator", "sync_operation"])
+def test_an_interrupt_reading_a_raised_status_ends_the_operation(
+    syncperf_capture: Capture, owner: str
+) -> None:
+    def fail() -> Any:
+        raise _InterruptingError()
+
+    with pytest.raises(KeyboardInterrupt):
+        if owner == "sync_operation":
+            with syncperf.sync_operation("push"):
+                fail()
+        else:
+            syncperf.instrument_sync("push")(fail)()
+    # the handler's own error ends it
+    _ended_and_counted_after(syncperf_capture, __name__ + "._InterruptingError")

@@ -265,7 +265,8 @@ def test_a_shared_scope_joined_by_a_generator_that_outlives_the_block_ends_the_b
     assert not syncperf.current_operation().recording  # the block ended its operation
     with syncperf.sync_operation("push") as later:
         assert later.operation == "push"  # its own, not joined into the pull
-    list(kept)  # the joined generator's exit ends nothing
+    with pytest.raises(syncperf.MeasurementError, match="operation_ended"):
+        list(kept)  # its items come too late (rejected), and its exit ends nothing
     cap = syncperf_capture
     assert cap.total("sync.operation.duration", {"sync.operation": "pull"}) == 1
     assert cap.total("sync.operation.duration", {"sync.operation": "push"}) == 1
@@ -462,3 +463,38 @@ async def test_a_shared_scope_entered_through_an_async_exit_stack_ends_its_own()
         await asyncio.gather(through_a_stack(), plain())
         outcomes = {s.attributes["sync.entity"]: s.status.status_code for s in cap.spans()}
     assert outcomes == {"a": StatusCode.UNSET, "b": StatusCode.ERROR}
+
+
+LATE_CALLS = {
+    "set_entity": lambda op: op.set_entity("note"),
+    "set_batch_size": lambda op: op.set_batch_size(4),
+    "record_items": lambda op: op.record_items(5),
+    "record_items of an entity": lambda op: op.record_items(5, entity="note", change="created"),
+    "record_conflict": lambda op: op.record_conflict(count=3),
+    "record_idempotency_hit": lambda op: op.record_idempotency_hit(),
+    "record_checkpoint": lambda op: op.record_checkpoint(1.0),
+    "record_change_time": lambda op: op.record_change_time(1.0),
+    "set_attribute": lambda op: op.set_attribute("k", 1),
+    "set_error": lambda op: op.set_error("late"),
+}
+
+
+@pytest.mark.parametrize("call", list(LATE_CALLS))
+def test_a_recorder_call_after_the_operation_ended_is_rejected(call: str) -> None:
+    """A background job that kept the recorder past its block: counted, never lost silently."""
+    with capture() as cap:
+        with syncperf.sync_operation("push", entity="todo") as op:
+            op.record_items(1)
+        with pytest.raises(syncperf.MeasurementError, match="operation_ended"):
+            LATE_CALLS[call](op)
+    with capture(strict=False) as cap:
+        with syncperf.sync_operation("push", entity="todo") as op:
+            op.record_items(1)
+        LATE_CALLS[call](op)
+        LATE_CALLS[call](op)
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "operation_ended"}) == 2
+        assert cap.total("sync.items") == 1
+        assert cap.points("sync.conflicts") == cap.points("sync.batch.size") == []
+        assert [
+            p.attributes.get("sync.outcome") for p in cap.points("sync.operation.duration")
+        ] == ["success"]
