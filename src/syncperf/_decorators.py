@@ -131,17 +131,16 @@ def instrument_sync(
 
 def stream_function(fn: Any) -> bool:
     """Whether calling ``fn`` makes a generator (or an async one), as far as decoration can
-    tell: a generator function, also behind partials, ``functools.wraps`` wrappers
-    (``__wrapped__``) or an object's ``__call__``. (A handler that returns one all the same
-    ends its operation as an error: ``_ending.finish``.)"""
+    tell for certain: a generator function, also behind partials or as an object's
+    ``__call__``. Not behind a ``functools.wraps`` wrapper, which may consume the stream and
+    return a value; a handler that returns a generator ends its operation as an error
+    (``_ending.finish``)."""
     for _ in range(32):  # a chain that long, or a cycle: taken as no stream
         if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
             return True
         try:
             if isinstance(fn, functools.partial):
                 fn = fn.func
-            elif hasattr(fn, "__wrapped__"):
-                fn = fn.__wrapped__
             elif inspect.isroutine(fn):
                 return False
             else:  # an object: its class's ``__call__``
