@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from syncperf._accel import speedups
 from syncperf._client_series import ClientSeries
@@ -34,9 +35,19 @@ from syncperf._series import series
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
 
-__all__ = ["FOLD_AT", "MAX_QUEUED", "adopt", "conflict_series", "fold", "forward"]
+__all__ = [
+    "FOLD_AT",
+    "MAX_QUEUED",
+    "adopt",
+    "conflict_series",
+    "fold",
+    "forward",
+    "record_in_force",
+]
 
 Attrs = dict[str, str | bool]
+S = TypeVar("S")
+T = TypeVar("T")
 Queued = dict[HistogramSeries, list[int]]
 """Nanoseconds per series, recorded at the end of a fold."""
 
@@ -193,6 +204,24 @@ def _rebound(rt: Runtime, record: tuple[Any, ...]) -> tuple[Any, ...]:
         None if client is None else rt.state(ClientSeries),
         *rest,
     )
+
+
+def record_in_force(
+    rt: Runtime, bound: S, record: Callable[[Runtime, S], T], rebind: Callable[[Runtime, S], S]
+) -> tuple[Runtime, T]:
+    """``record(rt, bound)`` under the lock of ``rt`` if no runtime replaced it yet, else of
+    the runtime in force, ``bound`` (its series) bound to it by ``rebind(rt, bound)`` first,
+    outside the lock (binding series takes it). Returns the runtime and what ``record`` did.
+
+    ``configure()`` sets ``successor`` under the old runtime's lock before its last export
+    carries its counts: what is recorded under the lock of a runtime without one is exported.
+    """
+    while True:
+        with rt.lock:
+            if rt.successor is None:
+                return rt, record(rt, bound)
+        rt = rt.in_force()  # replaced since: on to the one in force
+        bound = rebind(rt, bound)
 
 
 def adopt(rt: Runtime) -> None:

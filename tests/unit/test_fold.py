@@ -398,3 +398,26 @@ context.run(scope.__exit__, None, None, None)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["1"]  # the one in force
+
+
+def test_record_in_force_records_in_the_runtime_in_force_once_the_first_was_replaced() -> None:
+    old, new = _runtime.Runtime(syncperf.Config()), _runtime.Runtime(syncperf.Config())
+    seen: list[tuple[_runtime.Runtime, int, bool]] = []
+
+    def record(rt: _runtime.Runtime, bound: int) -> str:
+        seen.append((rt, bound, rt.lock.locked()))
+        return "recorded"
+
+    def rebind(rt: _runtime.Runtime, bound: int) -> int:
+        assert not rt.lock.locked()  # binding series takes the lock
+        return bound + 1
+
+    try:
+        assert _fold.record_in_force(old, 0, record, rebind) == (old, "recorded")
+        old.successor = new  # configure() replaced it since the caller picked it
+        assert _fold.record_in_force(old, 0, record, rebind) == (new, "recorded")
+        assert seen == [(old, 0, True), (new, 1, True)]  # rebound once, under new's lock
+        assert not old.lock.locked() and not new.lock.locked()
+    finally:
+        new.shutdown()
+        old.shutdown()

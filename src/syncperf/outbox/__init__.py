@@ -47,6 +47,7 @@ from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
 from syncperf._config import MAX_SECONDS, check_float
+from syncperf._fold import record_in_force
 from syncperf._gate import MAX_NAME, is_count, raised_at
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
@@ -166,6 +167,10 @@ class Outbox:
         """This outbox's series on ``rt`` (bound once, kept by the runtime)."""
         return rt.state(self._new_series, self._serial)
 
+    def _rebind(self, rt: Runtime, _: object) -> OutboxSeries:
+        """This outbox's series on ``rt``, the runtime in force (``record_in_force``)."""
+        return self.series(rt)
+
     def _new_series(self, rt: Runtime) -> OutboxSeries:
         name = rt.state(outbox_names)(self.name)
         overhead = rt.overhead_for("outbox")
@@ -258,16 +263,15 @@ class Outbox:
         if traceparent is None:
             traceparent = current_traceparent()
         now = session is None or not self._defer(rt, session, count)
-        while True:  # see ``PublishBatch._end``: never into a runtime replaced meanwhile
-            with rt.lock:
-                if rt.successor is None:
-                    if now:
-                        series.enqueued.add(count)
-                    own = _perf() - t0
-                    series.overhead.record(own / 1e9)
-                    break
-            rt = rt.in_force()
-            series = self.series(rt)
+
+        def record(_: Runtime, series: OutboxSeries) -> int:
+            if now:
+                series.enqueued.add(count)
+            own = _perf() - t0
+            series.overhead.record(own / 1e9)
+            return own
+
+        rt, own = record_in_force(rt, series, record, self._rebind)
         if own > rt.budget_ns:
             rt.over_budget("outbox")
         elif rt.streaks:
@@ -288,14 +292,13 @@ class Outbox:
         return deferred
 
     def _count_enqueued(self, count: int) -> None:
+        def record(rt: Runtime, series: OutboxSeries) -> None:
+            if rt.enabled:  # a runtime in force since that is disabled counts nothing
+                series.enqueued.add(count)
+
         rt = _runtime.installed or _runtime.current()
-        while rt.enabled:
-            series = self.series(rt)
-            with rt.lock:
-                if rt.successor is None:
-                    series.enqueued.add(count)
-                    return
-            rt = rt.in_force()
+        if rt.enabled:
+            record_in_force(rt, self.series(rt), record, self._rebind)
 
     # --- publish ---------------------------------------------------------------------------
 

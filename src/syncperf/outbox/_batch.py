@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
+from syncperf._fold import record_in_force
 from syncperf._gate import error_type, is_count
 from syncperf._gate import name as gate_name
 from syncperf._redact import record_exception
@@ -269,20 +270,27 @@ class PublishBatch:
                 self._rescue(size, n_failed, exc, etype, duration)
             else:
                 rt.span_shed()
-        while True:  # under the lock of a runtime not replaced yet (``configure()`` sets
-            with rt.lock:  # ``successor`` under it, before the last export carries its counts)
-                if rt.successor is None:
-                    own = self._record(series, failed, size, etype, exc is not None, duration)
-                    own += _perf() - t1
-                    series.overhead.record(own / 1e9)
-                    break
-            rt = rt.in_force()  # replaced since: on to the one in force
-            series, failed = self._outbox.series(rt), rebound(rt, failed)
-            etype = None if etype is None else rt.error_types(etype)
+        raised = exc is not None
+
+        def record(_: Runtime, bound: tuple[OutboxSeries, dict[str, int], str | None]) -> int:
+            series, failed, etype = bound
+            own = self._record(series, failed, size, etype, raised, duration) + _perf() - t1
+            series.overhead.record(own / 1e9)
+            return own
+
+        rt, own = record_in_force(rt, (series, failed, etype), record, self._rebind)
         if own > rt.budget_ns:
             rt.over_budget("outbox")
         elif rt.streaks:
             rt.within_budget("outbox")
+
+    def _rebind(
+        self, rt: Runtime, bound: tuple[OutboxSeries, dict[str, int], str | None]
+    ) -> tuple[OutboxSeries, dict[str, int], str | None]:
+        """The batch's series, failures and error type on ``rt``, the runtime in force."""
+        _, failed, etype = bound
+        series, failed = self._outbox.series(rt), rebound(rt, failed)
+        return series, failed, None if etype is None else rt.error_types(etype)
 
     def _record(
         self,
