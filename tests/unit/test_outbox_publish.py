@@ -414,6 +414,20 @@ def test_an_enqueue_as_configure_replaces_the_runtime_loses_nothing(
     assert _messages(registry, "enqueued") == 3
 
 
+def test_a_probe_failure_as_configure_replaces_the_runtime_loses_nothing(
+    registry: CollectorRegistry,
+) -> None:
+    """A stats probe of the replaced runtime's last collection fails: the failure is counted
+    in the runtime in force (the replaced one's counts were carried already)."""
+    outbox, old = Outbox("orders"), _runtime.current()
+    series = outbox.series(old)
+    _ConfigureOnEnter(old, {"prometheus": registry, "max_entities": 7})
+    outbox._probe_failed(old, series, RuntimeError("db down"))
+    assert old.successor is not None
+    labels = {"outbox_name": "orders", "error_type": "RuntimeError"}
+    assert registry.get_sample_value("outbox_probe_failures_total", labels) == 1
+
+
 def test_an_enqueue_counted_at_commit_as_configure_replaces_the_runtime_loses_nothing(
     registry: CollectorRegistry,
 ) -> None:

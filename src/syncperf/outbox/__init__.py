@@ -167,8 +167,7 @@ class Outbox:
         """This outbox's series on ``rt`` (bound once, kept by the runtime)."""
         return rt.state(self._new_series, self._serial)
 
-    def _rebind(self, rt: Runtime, _: object) -> OutboxSeries:
-        """This outbox's series on ``rt``, the runtime in force (``record_in_force``)."""
+    def _rebind(self, rt: Runtime, _: object) -> OutboxSeries:  # for ``record_in_force``
         return self.series(rt)
 
     def _new_series(self, rt: Runtime) -> OutboxSeries:
@@ -195,9 +194,10 @@ class Outbox:
         register(rt, self, self._serial, source)
 
     def _probe_failed(self, rt: Runtime, series: OutboxSeries, error: BaseException) -> None:
-        etype = failure_type(error)
-        with rt.lock:
-            series.probe_failure(rt.error_types(etype)).add(1)
+        etype = failure_type(error)  # in a replaced runtime's last collection: in the one in force
+        rt, _ = record_in_force(
+            rt, series, lambda rt, s: s.probe_failure(rt.error_types(etype)).add(1), self._rebind
+        )
         if isinstance(error, InvalidStatus):
             rt.log_once(
                 "outbox_status:" + self.name,
