@@ -5,6 +5,7 @@ what ``@outbox.publish`` wraps, where the ``send`` span starts, and a batch open
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 from collections.abc import Iterator
@@ -204,6 +205,48 @@ async def test_publish_wraps_a_plain_def_returning_a_coroutine(
         0,
         2,
     ]
+
+
+@pytest.mark.filterwarnings("ignore:coroutine '.*relay' was never awaited:RuntimeWarning")
+async def test_a_plain_def_result_never_awaited_ends_its_batch_as_not_awaited(
+    syncperf_capture: Capture,
+) -> None:
+    """As ``instrument_sync()``'s: the coroutine a plain ``def`` returned ends its batch when
+    it is collected, closed or cancelled before its first step (``error.type``
+    ``not_awaited``, like a block that raised); one that is awaited measures its whole run."""
+
+    def retry(fn: Any) -> Any:
+        return lambda *args, **kwargs: fn(*args, **kwargs)
+
+    outbox = Outbox("orders")
+
+    @outbox.publish(count=2)
+    @retry
+    async def relay() -> int:
+        await asyncio.sleep(0.05)
+        current_batch().published(None)
+        current_batch().published(None)
+        return 2
+
+    dropped = relay()
+    del dropped
+    gc.collect()
+    relay().close()
+    task = asyncio.ensure_future(relay())
+    task.cancel()  # before its first step
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.create_task(relay()) == 2  # still a coroutine to create_task
+    cap = syncperf_capture
+    assert events(cap) == {"published": 2, "failed": 6, "retried": 0, "dead_lettered": 0}
+    assert cap.total("outbox.messages", {"error.type": "not_awaited"}) == 6
+    duration = "outbox.publish.duration"
+    assert cap.total(duration, {"error.type": "not_awaited"}) == 3
+    (whole,) = [p for p in cap.points(duration) if "error.type" not in p.attributes]
+    assert whole.count == 1 and whole.sum >= 0.05  # the awaited one: its whole run
+    spans = send_spans(cap)
+    assert sorted(s.status.description or "" for s in spans) == ["", *["not_awaited"] * 3]
+    assert not current_batch().recording
 
 
 async def test_publish_wraps_a_plain_def_returning_a_task(syncperf_capture: Capture) -> None:

@@ -232,7 +232,9 @@ class PublishBatch:
             if len(links) < MAX_LINKS:
                 links.append((link, attempt))
 
-    def _end(self, exc: BaseException | None) -> None:
+    def _end(self, exc: BaseException | None, reason: str | None = None) -> None:
+        """End the batch: as an error if the block raised ``exc`` or, without one, if
+        ``reason`` says why it failed (``not_awaited``: ``_publish.Completion``)."""
         t1 = _perf()
         with self._lock:  # no report changes the counts from here on: read without the lock
             ended, self._ended = self._ended, True
@@ -247,9 +249,9 @@ class PublishBatch:
             except ValueError:  # ended in another context
                 BATCH.set(None)
         failed = self._failed
-        etype = None
-        if exc is not None:
-            etype = rt.error_types(error_type(exc))
+        etype = reason if exc is None else error_type(exc)
+        if etype is not None:
+            etype = rt.error_types(etype)
             attempted = self._published + sum(failed.values())
             lost = self._published + max(0, (self._count or 0) - attempted)
             if lost:
@@ -270,7 +272,7 @@ class PublishBatch:
                 self._rescue(size, n_failed, exc, etype, duration)
             else:
                 rt.span_shed()
-        raised = exc is not None
+        raised = etype is not None
 
         def record(_: Runtime, bound: tuple[OutboxSeries, dict[str, int], str | None]) -> int:
             series, failed, etype = bound
