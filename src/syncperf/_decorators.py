@@ -24,9 +24,9 @@ from typing import Any, TypeVar, cast
 from syncperf import _runtime
 from syncperf._ending import (
     FEEDING,
-    Completion,
     after_phase,
     answered_joined,
+    completion,
     finish,
     future,
     leave,
@@ -257,7 +257,7 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             if not plain and awaitable(result):  # async after all
                 if future(result):  # a Task: handed back as it is, ended when done
                     return settles(result, op, leave(owner), after, args, kwargs)
-                return Completion(result, op, leave(owner), after, args, kwargs, marked)
+                return completion(result, op, leave(owner), after, args, kwargs, marked)
             if after is not None:
                 after_phase(after, op, owner, args, kwargs, result)
         except BaseException as exc:

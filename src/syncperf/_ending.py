@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import inspect
 import time
-from collections.abc import Coroutine, Generator
+from collections.abc import Callable, Coroutine, Generator
 from contextvars import Context, ContextVar, Token
+from functools import partial
 from typing import Any
 
 from syncperf._extractors import Run, guard
@@ -141,35 +142,30 @@ async def completed(
 
 
 class Completion(Coroutine[Any, Any, Any]):
-    """The coroutine a ``def`` handler's awaitable result is handed back as (``completed``
-    runs in it), which ends the operation itself if it never starts: a ``try`` in a
-    coroutine that never ran cannot. Closed, cancelled before its first step (an exception
-    thrown in), or collected unawaited, it ends the operation as an error,
-    ``error.type`` ``not_awaited``. A coroutine, not just an awaitable, for
-    ``asyncio.create_task``."""
+    """The coroutine a ``def``'s awaitable result is handed back as: ``coro`` (which awaits
+    it and ends what measures it) runs in it. If it never starts, ``abandoned()`` ends that
+    work instead, as an error ``not_awaited``: a ``try`` in a coroutine that never ran
+    cannot. Closed, cancelled before its first step (an exception thrown in), or collected
+    unawaited. A coroutine, not just an awaitable, for ``asyncio.create_task``."""
 
-    __slots__ = ("_awaitable", "_coro", "_owner")
+    __slots__ = ("_abandoned", "_awaitable", "_coro")
 
     def __init__(
         self,
+        coro: Coroutine[Any, Any, Any],
         awaitable: Any,
-        op: SyncOperation,
-        owner: SyncOperation | None,
-        after: Run | None,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        marked: Token[SyncOperation | None] | None,
+        abandoned: Callable[[], object] | None,
     ) -> None:
-        self._coro = completed(awaitable, op, owner, after, args, kwargs, marked)
+        self._coro = coro
         self._awaitable = awaitable  # None once started
-        self._owner = owner
+        self._abandoned = abandoned
 
     def __await__(self) -> Generator[Any, None, Any]:
-        self._awaitable = self._owner = None
+        self._awaitable = self._abandoned = None
         return self._coro.__await__()
 
     def send(self, value: Any) -> Any:
-        self._awaitable = self._owner = None
+        self._awaitable = self._abandoned = None
         return self._coro.send(value)
 
     def throw(self, *exc: Any) -> Any:
@@ -185,19 +181,35 @@ class Completion(Coroutine[Any, Any, Any]):
             self._coro.close()  # closed without running, and without a warning of its own
 
     def _unstarted(self, stopped: bool) -> bool:
-        """End the operation if it never started (``stopped``: on purpose); whether so."""
-        awaitable, owner = self._awaitable, self._owner
-        if awaitable is None:  # started: ``completed`` ends the operation
+        """End the work if it never started (``stopped``: on purpose); whether so."""
+        awaitable, abandoned = self._awaitable, self._abandoned
+        if awaitable is None:  # started: ``coro`` ends the work
             return False
-        self._awaitable = self._owner = None
+        self._awaitable = self._abandoned = None
         if stopped and inspect.iscoroutine(awaitable):
             awaitable.close()  # stopped on purpose; a dropped one warns as never awaited
-        if owner is not None and not owner._ended:
-            Context().run(_not_awaited, owner)  # wherever the collector runs: nothing left
+        if abandoned is not None:
+            Context().run(abandoned)  # wherever the collector runs: nothing left
         return True
 
 
+def completion(
+    awaitable: Any,
+    op: SyncOperation,
+    owner: SyncOperation | None,
+    after: Run | None,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    marked: Token[SyncOperation | None] | None,
+) -> Completion:
+    """A ``def`` handler's awaitable result, ``completed`` when awaited (``Completion``)."""
+    coro = completed(awaitable, op, owner, after, args, kwargs, marked)
+    return Completion(coro, awaitable, None if owner is None else partial(_not_awaited, owner))
+
+
 def _not_awaited(owner: SyncOperation) -> None:
+    if owner._ended:
+        return
     try:
         owner.set_error("not_awaited")
         enter(owner)

@@ -12,7 +12,7 @@ from typing import Any
 
 from syncperf import _runtime
 from syncperf._accel import speedups
-from syncperf._ending import Completion, after_phase, finish, future, leave, settles
+from syncperf._ending import after_phase, completion, finish, future, leave, settles
 from syncperf._extractors import Run, guard
 from syncperf._http_status import PLAIN, awaitable
 from syncperf._lifecycle import end, series
@@ -77,7 +77,7 @@ def _settle(
         if awaitable(result):
             if future(result):
                 return settles(result, op, leave(op), after, args, kwargs)
-            return Completion(result, op, leave(op), after, args, kwargs, None)
+            return completion(result, op, leave(op), after, args, kwargs, None)
         if after is not None:
             after_phase(after, op, op, args, kwargs, result)
     except BaseException as exc:

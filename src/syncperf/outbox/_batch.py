@@ -234,7 +234,7 @@ class PublishBatch:
 
     def _end(self, exc: BaseException | None, reason: str | None = None) -> None:
         """End the batch: as an error if the block raised ``exc`` or, without one, if
-        ``reason`` says why it failed (``not_awaited``: ``_publish.Completion``)."""
+        ``reason`` says why it failed (``not_awaited``: ``_ending.Completion``)."""
         t1 = _perf()
         with self._lock:  # no report changes the counts from here on: read without the lock
             ended, self._ended = self._ended, True

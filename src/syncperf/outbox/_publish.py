@@ -12,8 +12,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Coroutine, Generator
-from contextvars import Context
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -21,7 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
 from syncperf._decorators import coroutine_function
-from syncperf._ending import future
+from syncperf._ending import Completion, future
 from syncperf._gate import is_count
 from syncperf._http_status import PLAIN, awaitable
 from syncperf._scope import Entries, entry_frame
@@ -239,7 +238,8 @@ def _later(batch: PublishBatch, result: Any) -> Any:
         detach(batch._span_token)
         batch._span_token = None
     if not future(result):
-        return Completion(batch, result)
+        abandoned = functools.partial(batch._end, None, "not_awaited")
+        return Completion(_completion(batch, result), result, abandoned)
     try:
         result.add_done_callback(lambda done: _settled(batch, done))
     except Exception as error:  # a Future that refuses callbacks: its batch ends now
@@ -266,49 +266,3 @@ async def _completion(batch: PublishBatch, pending: Any) -> Any:
         raise
     batch._end(None)
     return result
-
-
-class Completion(Coroutine[Any, Any, Any]):
-    """The coroutine a plain ``def``'s awaitable result is handed back as (``_completion``
-    runs in it), which ends the batch itself if it never starts, as ``_ending.Completion``
-    ends an operation: closed, cancelled before its first step (an exception thrown in), or
-    collected unawaited, the batch ends as an error, ``error.type`` ``not_awaited``."""
-
-    __slots__ = ("_awaitable", "_batch", "_coro")
-
-    def __init__(self, batch: PublishBatch, awaitable: Any) -> None:
-        self._coro = _completion(batch, awaitable)
-        self._awaitable = awaitable  # None once started
-        self._batch: PublishBatch | None = batch
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        self._awaitable = self._batch = None
-        return self._coro.__await__()
-
-    def send(self, value: Any) -> Any:
-        self._awaitable = self._batch = None
-        return self._coro.send(value)
-
-    def throw(self, *exc: Any) -> Any:
-        self._unstarted(True)
-        return self._coro.throw(*exc)  # not started: raised as is, nothing run
-
-    def close(self) -> None:
-        self._unstarted(True)
-        self._coro.close()
-
-    def __del__(self) -> None:
-        if self._unstarted(False):  # (once started, whoever awaits it holds ``_coro``)
-            self._coro.close()  # closed without running, and without a warning of its own
-
-    def _unstarted(self, stopped: bool) -> bool:
-        """End the batch if it never started (``stopped``: on purpose); whether so."""
-        awaitable, batch = self._awaitable, self._batch
-        if awaitable is None:  # started: ``_completion`` ends the batch
-            return False
-        self._awaitable = self._batch = None
-        if stopped and inspect.iscoroutine(awaitable):
-            awaitable.close()  # stopped on purpose; a dropped one warns as never awaited
-        if batch is not None:
-            Context().run(batch._end, None, "not_awaited")  # wherever the collector runs
-        return True
