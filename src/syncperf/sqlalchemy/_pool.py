@@ -166,11 +166,11 @@ class PoolMetrics:
             rt = _runtime.installed or _runtime.current()
             try:
                 if fairy._counter == 1:  # a checkout (not a nested connect of the same one)
-                    record = fairy._connection_record.__dict__
-                    stamps = record.get(mark)
-                    if stamps is None:
-                        record[mark] = [t1]
-                        record[owner] = checked_out  # the record's pool's
+                    record = fairy._connection_record  # not its ``__dict__``: reading that
+                    stamps = getattr(record, mark, None)  # would make SQLAlchemy's own
+                    if stamps is None:  # attribute reads on the record slower
+                        setattr(record, mark, [t1])
+                        setattr(record, owner, checked_out)  # the record's pool's
                     else:
                         stamps.append(t1)
                     checked_out.append(None)
@@ -268,26 +268,33 @@ class PoolMetrics:
         # A checkin ends every checkout stamped on the record: a ``StaticPool`` connection
         # checked out twice at once is checked in once, at the first close (SQLAlchemy
         # sends no event for the second), and the pool counts it idle from then on.
-        stamps = record.__dict__.get(self._mark)
+        stamps = getattr(record, self._mark, None)
         if not stamps:
             return  # checked out before instrumentation, or a failed checkout
-        checked_out = record.__dict__[self._owner]
+        checked_out = getattr(record, self._owner)
         now = _perf()
-        ended = []
-        while stamps:
+        try:
+            ended = now - stamps.pop()
+        except IndexError:  # another thread checked in the same record meanwhile
+            return
+        checked_out.pop()
+        more: list[int] | None = None
+        while stamps:  # a record checked out more than once (``StaticPool``)
             try:
-                ended.append(now - stamps.pop())
-            except IndexError:  # another thread checked in the same record meanwhile
+                (more := more or []).append(now - stamps.pop())
+            except IndexError:
                 break
             checked_out.pop()
         rt = _runtime.installed or _runtime.current()
-        if rt.enabled and ended:
+        if rt.enabled:
             try:
                 held, series = self._held
                 if held is not rt or series is None:
                     series = self.series(rt)
                 values = series.use.values  # Batch.add, inline: one frame less
-                values.extend(ended)
+                values.append(ended)
+                if more:
+                    values += more
                 if len(values) >= FOLD_AT:
                     series.use.fold_now()
             except Exception as error:
