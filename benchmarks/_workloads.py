@@ -132,7 +132,8 @@ def _sql_metrics(name: str) -> Callable[[], object]:
 
 
 def main() -> None:
-    """Run one workload: ``<suite>/<variant> <warm-up calls> <measured calls>``.
+    """Run one workload: ``<suite>/<variant> <warm-up calls> <measured calls>``, or a pair,
+    ``<suite>/<variant>+<variant>``, measured one after the other in one process.
 
     The measured calls run inside ``itertools.starmap``, which nothing else on these paths
     uses: callgrind counts only inside it (``--toggle-collect=starmap_next``), so start-up,
@@ -140,30 +141,35 @@ def main() -> None:
     """
     workload, warm, calls = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     random.seed(0)  # the same trace ids, so the same requests sampled, in every run
-    suite, _, name = workload.partition("/")
+    suite, _, names = workload.partition("/")
+    built = [_build(suite, name) for name in names.split("+")]
+    for _ in range(warm):
+        for call in built:
+            call()
+    for call in built:  # a pair (``A+B``): measured one after the other, in one process
+        if os.environ.get("SYNCPERF_BENCH_HANDSHAKE"):
+            _handshake()
+        deque(starmap(call, repeat((), calls)), maxlen=0)
+
+
+def _build(suite: str, name: str) -> Callable[[], object]:
     if suite == "core":
-        call = _core(name)
-    elif suite == "asgi":
-        call = next(_asgi(name))
-    elif suite == "asgi10":  # 10 % of requests traced, against prometheus-fastapi-instrumentator
-        call = next(_asgi(name, "sampled_variants"))
-    elif suite == "push":
+        return _core(name)
+    if suite == "asgi":
+        return next(_asgi(name))
+    if suite == "asgi10":  # 10 % of requests traced, against prometheus-fastapi-instrumentator
+        return next(_asgi(name, "sampled_variants"))
+    if suite == "push":
         from benchmarks._push import build
 
-        call = build(name)
-    elif suite == "sqlm":
-        call = _sql_metrics(name)
-    elif suite == "collect":
+        return build(name)
+    if suite == "sqlm":
+        return _sql_metrics(name)
+    if suite == "collect":
         from benchmarks._collect import round_of
 
-        call = round_of(name)
-    else:
-        call = _sqlalchemy(name, in_operation=suite == "sqlop")
-    for _ in range(warm):
-        call()
-    if os.environ.get("SYNCPERF_BENCH_HANDSHAKE"):
-        _handshake()
-    deque(starmap(call, repeat((), calls)), maxlen=0)
+        return round_of(name)
+    return _sqlalchemy(name, in_operation=suite == "sqlop")
 
 
 def _handshake() -> None:
