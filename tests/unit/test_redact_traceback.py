@@ -116,3 +116,37 @@ def test_raised_at_names_the_innermost_frame_of_a_bounded_walk_only() -> None:
     assert time.perf_counter() - start < 0.005
     assert said.endswith("test_redact_traceback._Boom")  # the type, no location
     assert "sk_live" not in said
+
+
+async def test_the_middleware_costs_the_same_for_an_instance_raised_again_and_again() -> None:
+    from syncperf.asgi import SyncPerfMiddleware
+
+    boom = _Boom("token sk_live_traceback")
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        raise boom
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    middleware = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
+    scope = {"type": "http", "method": "GET", "path": "/sync/pull", "headers": []}
+
+    async def per_call(times: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _ in range(times):
+                with contextlib.suppress(_Boom):
+                    await middleware(dict(scope), receive, send)
+            best = min(best, (time.perf_counter() - start) / times)
+        return best
+
+    with capture():
+        first = await per_call(40)
+        await per_call(700)
+        last = await per_call(40)
+    assert last < 4 * first + 0.001, (first, last)
