@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import math
 import re
+import traceback
+from collections.abc import Callable
 from itertools import islice
+from types import TracebackType
 from typing import Any
 
 from syncperf.exceptions import ConfigError
 
 __all__ = [
     "MAX_COUNT",
+    "MAX_FRAMES",
     "MAX_NAME",
     "MAX_TEXT",
     "OPERATION_RULE",
@@ -45,6 +49,7 @@ __all__ = [
     "name",
     "operation_name",
     "raised_at",
+    "stack_trace",
 ]
 
 MAX_COUNT = 2**53
@@ -55,6 +60,18 @@ MAX_TEXT = 1024
 """Characters kept of a string span attribute (longer ones are truncated)."""
 MAX_SEQUENCE = 128
 """Elements kept of a sequence span attribute."""
+MAX_FRAMES = 32
+"""Frames formatted of a stack trace (the outermost; see ``_redact``): an exception instance
+raised again and again keeps every raise's frames, so its traceback has no bound."""
+MAX_WALK = 1000
+"""Traceback entries ``raised_at`` walks to find the innermost frame (Python's default
+recursion limit: one raise's own traceback is about that long at most)."""
+_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
+_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
+_CUT = (
+    f"  [... more frames not shown: syncperf keeps the outermost {MAX_FRAMES} frames of a "
+    "stack trace]\n"
+)
 _INT64 = 2**63
 REJECT: Any = object()
 """What ``attribute()`` returns for a value that cannot be a span attribute."""
@@ -265,19 +282,68 @@ def not_quoted(value: object) -> NotQuoted:
 
 
 def raised_at(exc: BaseException) -> str:
-    """An exception's type and the innermost frame that raised it, never its message."""
+    """An exception's type and the innermost frame that raised it, never its message; the
+    type alone if that frame is more than ``MAX_WALK`` entries down its traceback (an instance
+    raised over and over: each raise adds its frames, and the walk must stay bounded)."""
     try:
         where = ""
         tb = exc.__traceback__
-        if tb is not None:
-            while tb.tb_next is not None:
-                tb = tb.tb_next
+        for _ in range(MAX_WALK):
+            if tb is None or tb.tb_next is None:
+                break
+            tb = tb.tb_next
+        if tb is not None and tb.tb_next is None:
             code = tb.tb_frame.f_code
             where = f" at {code.co_filename}:{tb.tb_lineno} in {code.co_name}"
         cls = type(exc)
         return f"{cls.__module__}.{cls.__qualname__}{where}"
     except Exception:
         return "an exception"
+
+
+def stack_trace(exc: BaseException, describe: Callable[[BaseException], str]) -> str:
+    """``traceback.format_exception`` of ``exc``, each exception of its chain (at most 16)
+    shown by ``describe``, at most ``MAX_FRAMES`` frames in all: the outermost of ``exc``
+    first, then of its causes, a cut traceback saying so. Never more: an instance raised
+    again and again keeps the frames of every raise, its traceback growing without bound."""
+    chain: list[tuple[BaseException, str]] = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    note = ""
+    while current is not None and id(current) not in seen and len(chain) < 16:
+        seen.add(id(current))
+        chain.append((current, note))
+        if current.__cause__ is not None:
+            current, note = current.__cause__, _CAUSE
+        elif current.__context__ is not None and not current.__suppress_context__:
+            current, note = current.__context__, _CONTEXT
+        else:
+            current = None
+    budget = MAX_FRAMES
+    parts: list[list[str]] = []
+    for error, after in chain:
+        lines: list[str] = []
+        tb = error.__traceback__
+        if tb is not None:
+            lines.append("Traceback (most recent call last):\n")
+            frames = traceback.extract_tb(tb, limit=budget)
+            budget -= len(frames)
+            lines.extend(frames.format())
+            if _longer(tb, len(frames)):
+                lines.append(_CUT)
+        lines.append(describe(error))
+        lines.append(after)
+        parts.append(lines)
+    return "".join(line for lines in reversed(parts) for line in lines)
+
+
+def _longer(tb: TracebackType | None, entries: int) -> bool:
+    """Whether the traceback ``tb`` has more than ``entries`` entries (walks that many)."""
+    for _ in range(entries):
+        if tb is None:
+            return False
+        tb = tb.tb_next
+    return tb is not None
 
 
 def _type_name(kind: type) -> str:

@@ -16,12 +16,15 @@ exported on a span. What is:
   ERRCODE = '23505', COLUMN = ...`` puts anything there, data included), each only if it is
   an unquoted SQL identifier (``[A-Za-z_][A-Za-z0-9_$]*``, at most 63 bytes), and the
   statement sanitized like ``db.query.text``;
-* ``exception.stacktrace``: every frame (file, line, function, source line) of the exception
-  and of its causes, each exception shown by the above instead of its message;
+* ``exception.stacktrace``: the frames (file, line, function, source line) of the exception
+  and of its causes, each exception shown by the above instead of its message; at most
+  ``MAX_FRAMES`` frames in all, the outermost (an exception instance raised over and over
+  keeps every raise's frames: its traceback grows without bound), a cut traceback saying so;
 * ``db.response.status_code``, the SQLSTATE, as the semantic conventions name it.
 
 ``record_exception_messages=True`` (``SYNCPERF_RECORD_EXCEPTION_MESSAGES=true``) restores the
-OpenTelemetry SDK's behaviour: ``str(exc)`` and the full traceback, data included.
+OpenTelemetry SDK's behaviour: ``str(exc)`` and the traceback with every message, data
+included (cut to ``MAX_FRAMES`` frames the same way).
 """
 
 from __future__ import annotations
@@ -32,9 +35,15 @@ from typing import Any
 
 from opentelemetry.trace import Span
 
-from syncperf._gate import error_type
+from syncperf._gate import error_type, stack_trace
 
-__all__ = ["exception_attributes", "record_exception", "status_code", "summary"]
+__all__ = [
+    "exception_attributes",
+    "full_stacktrace",
+    "record_exception",
+    "status_code",
+    "summary",
+]
 
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 _SQLITE_NAME = re.compile(r"SQLITE_[A-Z_]{1,60}")
@@ -56,8 +65,6 @@ _CONSTRAINT_SOURCES = frozenset(
 """The PostgreSQL server files whose constraint checks raise integrity violations (SQLSTATE
 class 23) with the names of what was violated: a PL/pgSQL ``RAISE`` (``pl_exec.c``) may pick
 a class 23 code and put anything in those fields."""
-_CAUSE = "\nThe above exception was the direct cause of the following exception:\n\n"
-_CONTEXT = "\nDuring handling of the above exception, another exception occurred:\n\n"
 _MYSQL_DRIVERS = ("pymysql", "MySQLdb", "mysql", "asyncmy", "aiomysql", "mariadb", "cymysql")
 _DIALECTS = {"sqlite3": "sqlite", **dict.fromkeys(_MYSQL_DRIVERS, "mysql")}
 """How the statement of a driver's error is lexed, by the top-level module of the driver's
@@ -68,10 +75,12 @@ def record_exception(span: Span, exc: BaseException, full: bool) -> None:
     """Add the ``exception`` event of ``exc`` to ``span``, redacted unless ``full``."""
     if full:
         try:
-            span.record_exception(exc)
-            return
+            attrs = _full_attributes(exc)
         except Exception:  # its ``__str__`` or ``__class__`` raises: the redacted event
             pass
+        else:
+            span.add_event("exception", attrs)
+            return
     span.add_event("exception", exception_attributes(exc))
 
 
@@ -184,26 +193,29 @@ def _field(errors: list[Any], field: str) -> str | None:
     return None
 
 
-def _stacktrace(exc: BaseException) -> str:
-    """The traceback of ``exc`` and its causes, each exception described, never quoted."""
-    chain: list[tuple[BaseException, str]] = []
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    note = ""
-    while current is not None and id(current) not in seen and len(chain) < 16:
-        seen.add(id(current))
-        chain.append((current, note))
-        if current.__cause__ is not None:
-            current, note = current.__cause__, _CAUSE
-        elif current.__context__ is not None and not current.__suppress_context__:
-            current, note = current.__context__, _CONTEXT
-        else:
-            current = None
-    lines: list[str] = []
-    for error, after in reversed(chain):
-        if error.__traceback__ is not None:
-            lines.append("Traceback (most recent call last):\n")
-            lines.extend(traceback.format_tb(error.__traceback__))
-        lines.append(summary(error) + "\n")
-        lines.append(after)
-    return "".join(lines)
+def full_stacktrace(exc: BaseException) -> str:
+    """The stack trace of ``record_exception_messages=True``: ``traceback.format_exception``'s,
+    messages included, cut to ``MAX_FRAMES`` frames like the redacted one."""
+    return _stacktrace(exc, full=True)
+
+
+def _full_attributes(exc: BaseException) -> dict[str, str]:
+    """The OpenTelemetry SDK's ``exception`` event, but for the length of its stack trace."""
+    cls = type(exc)
+    module = cls.__module__
+    return {
+        "exception.type": f"{module}.{cls.__qualname__}"
+        if module and module != "builtins"
+        else cls.__qualname__,
+        "exception.message": str(exc),
+        "exception.stacktrace": full_stacktrace(exc),
+        "exception.escaped": "False",
+    }
+
+
+def _stacktrace(exc: BaseException, full: bool = False) -> str:
+    """The traceback of ``exc`` and its causes, each exception described, never quoted (its
+    message too if ``full``), cut to ``MAX_FRAMES`` frames (see ``_gate.stack_trace``)."""
+    if full:
+        return stack_trace(exc, lambda e: "".join(traceback.format_exception_only(type(e), e)))
+    return stack_trace(exc, lambda e: summary(e) + "\n")

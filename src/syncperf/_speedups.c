@@ -1022,13 +1022,18 @@ record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     Py_DECREF(counts);
-    /* series.sum += total / scale; min and max likewise, as Python divides them */
+    /* series.sum += total / scale; min and max likewise, as Python divides them; at scale 1
+     * (counts) the ints themselves, exact, as Python's record_ns keeps them */
+    int whole = PyLong_CheckExact(scale) && PyLong_AsLongLong(scale) == 1;
+    if (!whole && PyErr_Occurred())
+        PyErr_Clear(); /* a scale past long long: not 1 */
     long long ends[3] = {total, low, high};
     PyObject *names[3] = {s_sum, s_min, s_max};
     for (int i = 0; i < 3; i++) {
         PyObject *v = PyLong_FromLongLong(ends[i]);
-        PyObject *q = v ? PyNumber_TrueDivide(v, scale) : NULL;
-        Py_XDECREF(v);
+        PyObject *q = v && !whole ? PyNumber_TrueDivide(v, scale) : v;
+        if (!whole)
+            Py_XDECREF(v);
         PyObject *cur = q ? PyObject_GetAttr(series, names[i]) : NULL;
         if (cur == NULL) {
             Py_XDECREF(q);

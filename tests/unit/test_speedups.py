@@ -657,3 +657,62 @@ def test_a_response_after_plain_results_is_read_for_its_status(metrics_only: Cap
     for _ in range(3):
         push()
     assert outcomes(metrics_only) == {"success": 2, "error": 1}
+
+
+BIG_BATCHES = [1, 2**53 - 1, 2**53 - 1, 3]
+"""Batch sizes whose sum is past 2**53: exact as an int, not as a float added up in steps."""
+
+
+def _batch_point(compiled_fold: bool) -> tuple[Any, Any, Any]:
+    from syncperf import _fold
+
+    speedups = _fold.speedups
+    if not compiled_fold:
+        _fold.speedups = None
+    try:
+        with capture(tracer_provider=NoOpTracerProvider()) as cap:
+
+            @syncperf.instrument_sync("push", batch_size=lambda body: body)
+            def push(body: int) -> None:
+                return None
+
+            for size in BIG_BATCHES:
+                push(size)
+            (point,) = cap.points("sync.batch.size")
+    finally:
+        _fold.speedups = speedups
+    return point.sum, point.min, point.max
+
+
+@pytest.mark.parametrize("compiled_fold", [True, False])
+def test_batch_sizes_past_two_to_the_53_export_the_same_sum_min_and_max_on_both_paths(
+    compiled_fold: bool,
+) -> None:
+    """The compiled fold added its int total as a float and divided min and max into floats;
+    the Python fold added each size to a float sum: the sum is now the exact int total, made
+    a float once when drained, and min and max stay ints, whichever path recorded them."""
+    total, low, high = _batch_point(compiled_fold)
+    assert total == float(sum(BIG_BATCHES)) and type(total) is float
+    assert (low, high) == (1, 2**53 - 1)
+    assert type(low) is int and type(high) is int
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_record_ns_at_scale_one_keeps_ints_exact(compiled: bool) -> None:
+    from syncperf._metrics import batches
+    from syncperf._metrics.aggregates import HistogramSeries
+
+    if compiled and batches._record is None:
+        pytest.skip("the compiled path is not built")
+    record, batches._record = batches._record, batches._record if compiled else None
+    try:
+        series = HistogramSeries((), (1.0, 10.0))
+        batches.record_ns(series, [2**53 - 1, 1], 1)
+        batches.record_ns(series, [2**53 - 1, 3, -1], 1)  # -1: a placeholder
+    finally:
+        batches._record = record
+    assert series.sum == sum(BIG_BATCHES) and type(series.sum) is int
+    assert (series.min, series.max) == (1, 2**53 - 1)
+    assert type(series.min) is int and type(series.max) is int
+    assert series.drain() and series.drained is not None
+    assert series.drained.sum == float(sum(BIG_BATCHES)) and type(series.drained.sum) is float

@@ -80,7 +80,7 @@ class HistogramSeries:
         self.created_ns = time.time_ns()
         self.zeros = _zeros(len(bounds) + 1)
         self.counts = list(self.zeros)
-        self.sum = 0.0
+        self.sum: float = 0  # an int while only ints come (exact), a float once drained
         self.min = _INF
         self.max = _NEG_INF
         self.drained: HistogramDelta | None = None
@@ -119,14 +119,14 @@ class HistogramSeries:
         drained = self.drained
         if drained is None:
             self.counts = [0] * len(counts)
-            self.drained = HistogramDelta(counts, count, self.sum, self.min, self.max)
+            self.drained = HistogramDelta(counts, count, float(self.sum), self.min, self.max)
         else:
             spare = drained.counts
             spare[:] = self.zeros
             self.counts = spare
-            drained.counts, drained.count, drained.sum = counts, count, self.sum
+            drained.counts, drained.count, drained.sum = counts, count, float(self.sum)
             drained.min, drained.max = self.min, self.max
-        self.sum = 0.0
+        self.sum = 0
         self.min = _INF
         self.max = _NEG_INF
         return True

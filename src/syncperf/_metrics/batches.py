@@ -123,8 +123,14 @@ def record_ns(series: HistogramSeries, values: list[int], scale: int = NS) -> No
             break
     else:
         counts[-1] += n - below
-    series.sum += sum(values) / scale
-    low, high = values[0] / scale, values[-1] / scale
+    low: float
+    high: float
+    if scale == 1:  # counts: ints, exact (see ``HistogramSeries.sum``)
+        series.sum += sum(values)
+        low, high = values[0], values[-1]
+    else:
+        series.sum += sum(values) / scale
+        low, high = values[0] / scale, values[-1] / scale
     if low < series.min:
         series.min = low
     if high > series.max:

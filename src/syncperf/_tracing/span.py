@@ -342,7 +342,9 @@ class Span(trace.Span, ReadableSpan):
             if module in (None, "builtins")
             else f"{module}.{cls.__qualname__}",
             "exception.message": str(exception),
-            "exception.stacktrace": "".join(traceback.format_exception(exception)),
+            "exception.stacktrace": gate.stack_trace(
+                exception, lambda e: "".join(traceback.format_exception_only(type(e), e))
+            ),
             "exception.escaped": str(escaped),
         }
         if attributes:
