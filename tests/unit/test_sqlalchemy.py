@@ -1146,6 +1146,57 @@ def test_a_non_engine_is_rejected() -> None:
     assert raised.value.option == "engine"
 
 
+PLANTED_URL = "postgresql+psycopg://postgres:SuperSecretPw9@db.example/app?password=SuperSecretPw9"
+
+
+def _unquoted(error: ConfigError) -> None:
+    for text in (str(error), repr(error), repr(error.value), str(error.value)):
+        assert "SuperSecretPw9" not in text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [PLANTED_URL, sa.engine.make_url(PLANTED_URL), {"url": PLANTED_URL}, [PLANTED_URL]],
+    ids=["str", "url", "dict", "list"],
+)
+def test_a_url_given_for_the_engine_is_described_not_quoted(value: object) -> None:
+    with pytest.raises(ConfigError) as raised:
+        instrument_engine(value)
+    assert raised.value.option == "engine"
+    assert "not quoted" in repr(raised.value.value)
+    _unquoted(raised.value)
+
+
+def test_an_engine_instrumented_with_other_options_is_not_quoted() -> None:
+    eng = sa.create_engine(
+        "sqlite:///file:planted?mode=memory&password=SuperSecretPw9&uri=true",
+        poolclass=sa.pool.StaticPool,
+    )
+    handle = instrument_engine(eng)
+    try:
+        with pytest.raises(ConfigError) as raised:
+            instrument_engine(eng, n_plus_one_threshold=3)
+        assert raised.value.option == "engine"
+        _unquoted(raised.value)
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("pool_name", PLANTED_URL + "x" * 130), ("plans", PLANTED_URL)],
+    ids=["pool_name", "plans"],
+)
+def test_option_values_that_may_hold_a_url_are_not_quoted(
+    engine: sa.Engine, option: str, value: Any
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        instrument_engine(engine, **{option: value})
+    assert raised.value.option == option
+    _unquoted(raised.value)
+
+
 async def test_an_async_engine_is_instrumented_once(syncperf_capture: Capture) -> None:
     async_engine = create_async_engine("sqlite+aiosqlite://")
     handle = instrument_engine(async_engine)
