@@ -14,7 +14,10 @@ the new pool when ``engine.dispose()`` recreates it; never a class-level patch; 
 Histogram values are queued in batches, without a lock (``syncperf._metrics.batches``).
 
 The observed gauges (``count``, ``max``, ``idle.max``, ``pending_requests``) are in
-``syncperf.sqlalchemy._pool_gauges``; ``observe`` gives them what this module counts:
+``syncperf.sqlalchemy._pool_gauges``, attached to the runtime current at ``install`` and to
+each runtime this pool's series are bound for (``_new_series``: the first checkout or checkin
+it sees), so a runtime the engine was not instrumented in (the application's, after a test's
+``capture()``) reports them too. ``observe`` gives them what this module counts:
 ``pending_requests``, the callers inside ``pool.connect()`` right now (a deque each caller
 appends to and pops from: atomic, no lock), and per pool the checkouts seen and not yet
 checked in or detached, from the pools ``engine.dispose()`` replaced too (their connections
@@ -256,7 +259,11 @@ class PoolMetrics:
 
     def _new_series(self, rt: Runtime) -> PoolSeries:
         with rt.lock:
-            return PoolSeries(rt, self._attrs)
+            series = PoolSeries(rt, self._attrs)
+        # Every runtime that records the pool's times observes its gauges too: one the engine
+        # was instrumented outside of (an outer capture's, the application's) as well.
+        self.attach(rt)
+        return series
 
     def forget(self, rt: Runtime) -> None:
         """Drop this pool's series from ``rt`` (uninstrumented, or the engine collected)."""
