@@ -1657,3 +1657,62 @@ def test_the_wrapped_dialect_methods_pass_the_context_however_it_is_given(
         connection.close()
         handle.uninstrument()
         engine.dispose()
+
+
+class _Composed:
+    """A statement that is not a ``str`` (as psycopg's ``sql.Composed``): unhashable."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Composed) and other.text == self.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Hashable:
+    """A statement that is not a ``str`` but hashable."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+@pytest.mark.parametrize("kind", [_Composed, _Hashable])
+def test_a_statement_that_is_not_a_string_is_measured_as_an_unknown_one(
+    syncperf_capture: Capture, kind: type[Any]
+) -> None:
+    # a driver that takes statement objects (psycopg's sql.Composed via exec_driver_sql)
+    engine = sa.create_engine("sqlite://")
+
+    def do_execute(cursor: Any, statement: Any, parameters: Any, context: Any = None) -> None:
+        cursor.execute(getattr(statement, "text", statement), parameters)
+
+    def no_params(cursor: Any, statement: Any, context: Any = None) -> None:
+        cursor.execute(getattr(statement, "text", statement))
+
+    engine.dialect.do_execute = do_execute  # type: ignore[method-assign]
+    engine.dialect.do_execute_no_params = no_params  # type: ignore[method-assign]
+    handle = instrument_engine(engine)
+    try:
+        with syncperf.sync_operation("pull", entity="todo"), engine.connect() as conn:
+            assert conn.exec_driver_sql(kind(f"SELECT '{SECRET}'")).all() == [(SECRET,)]
+            with pytest.raises(sa.exc.OperationalError):
+                conn.exec_driver_sql(kind("SELECT nope FROM nowhere"))
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    points = syncperf_capture.points("db.client.operation.duration")
+    assert sorted(p.count for p in points) == [1, 1]
+    for point in points:
+        assert "db.operation.name" not in point.attributes
+        assert "db.collection.name" not in point.attributes
+    (failed,) = [p for p in points if "error.type" in p.attributes]
+    assert failed.attributes["error.type"] == "sqlite3.OperationalError"
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
+    assert (queries.count, queries.sum) == (1, 2)
+    client = [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in client] == ["sqlite", "sqlite"]
+    for span in client:
+        assert "db.query.text" not in (span.attributes or {})
+    assert SECRET not in json.dumps([s.to_json() for s in client])
