@@ -7,9 +7,9 @@ the new pool when ``engine.dispose()`` recreates it; never a class-level patch; 
 
 * ``wait_time`` and ``timeouts`` around ``pool.connect()``;
 * ``use_time`` from the end of that wait (the checkout) to the checkin: the
-  checkout time and thread are pushed on the connection record (a list: a ``StaticPool``
-  record can be checked out more than once at a time), and the checkin ends every checkout on
-  it (SQLAlchemy checks such a record in once, at the first close).
+  checkout time is pushed on the connection record (a list: a ``StaticPool`` record can be
+  checked out more than once at a time), and the checkin ends every checkout on it
+  (SQLAlchemy checks such a record in once, at the first close).
 
 Histogram values are queued in batches, without a lock (``syncperf._metrics.batches``).
 
@@ -21,18 +21,14 @@ it sees), so a runtime the engine was not instrumented in (the application's, af
 ``pending_requests``, the callers inside ``pool.connect()`` right now (a deque each caller
 appends to and pops from: atomic, no lock), and per pool the checkouts seen and not yet
 checked in or detached, from the pools ``engine.dispose()`` replaced too (their connections
-are still in use until they go back): the thread of each checkout, so that a forked child
-forgets the checkouts of the parent's other threads (those threads do not exist in the child
-and never check their connections in; the forking thread's stay), as it forgets the parent's
-callers waiting in ``connect()``.
+are still in use until they go back). A forked child forgets the parent's callers waiting in
+``connect()`` and its checkouts (those threads do not exist in the child).
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
-import threading
 import time
 import weakref
 from collections import deque
@@ -65,7 +61,6 @@ if TYPE_CHECKING:
 __all__ = ["PoolMetrics"]
 
 _perf = time.perf_counter_ns
-_thread = threading.get_ident
 _serials = itertools.count(1)
 POOL_NAME = "db.client.connection.pool.name"
 STATE = "db.client.connection.state"
@@ -99,21 +94,18 @@ class PoolMetrics:
         self.name = name
         self._serial = next(_serials)
         self._mark = f"_syncperf_checkouts_{self._serial}"
-        """The connection record's attribute holding its checkouts (a list, a stack: of
-        ``(time, thread)``)."""
+        """The connection record's attribute holding its checkout times (a list: a stack)."""
         self._owner = f"_syncperf_pool_{self._serial}"
-        """The record's attribute holding its pool's checkouts not yet returned (a deque of
-        their threads)."""
+        """The record's attribute holding its pool's checkouts not yet returned (a deque)."""
         self._engine = weakref.ref(engine)
         self._attrs: Attributes = ((POOL_NAME, name),)
         self._idle: Attributes = (*self._attrs, (STATE, "idle"))
         self._used: Attributes = (*self._attrs, (STATE, "used"))
         self._waiting: deque[None] = deque()
         """One entry per caller inside ``pool.connect()`` (``pending_requests``)."""
-        self._pools: list[tuple[weakref.ref[Pool], deque[int]]] = []
+        self._pools: list[tuple[weakref.ref[Pool], deque[None]]] = []
         """Each pool wrapped (the current one last, before it those ``engine.dispose()``
-        replaced) with one entry per checkout from it not yet checked in or detached: the
-        thread that checked it out."""
+        replaced) with one entry per checkout from it not yet checked in or detached."""
         self._wrapped: weakref.ref[Pool] | None = None
         self._returns: weakref.WeakSet[Pool] = weakref.WeakSet()
         """Pools whose return is wrapped, replaced ones too (their connections come back)."""
@@ -150,14 +142,12 @@ class PoolMetrics:
             attach(self, rt)
 
     def after_fork_in_child(self) -> None:
-        """Forget the parent's callers waiting in ``connect()`` and the checkouts of its other
-        threads: those threads are gone. The forking thread's checkouts stay (still used)."""
+        """Forget the parent's callers waiting in ``connect()`` and its checkouts: their
+        threads are gone (the parent's connections are the parent's: SQLAlchemy advises a
+        child not to use them, and ``engine.dispose(close=False)``)."""
         self._waiting.clear()
-        me = _thread()
         for _, checked_out in self._pools:
-            kept = checked_out.count(me)
             checked_out.clear()
-            checked_out.extend([me] * kept)
 
     # --- connect wrapper -------------------------------------------------------------------
 
@@ -165,7 +155,7 @@ class PoolMetrics:
         original = pool.connect
         metrics = self
         waiting, mark, owner = self._waiting, self._mark, self._owner
-        checked_out: deque[int] = deque()
+        checked_out: deque[None] = deque()
         self._pools = [(ref, out) for ref, out in self._pools if ref() is not None]
         self._pools.append((weakref.ref(pool), checked_out))
 
@@ -185,13 +175,12 @@ class PoolMetrics:
                 if fairy._counter == 1:  # a checkout (not a nested connect of the same one)
                     record = fairy._connection_record  # not its ``__dict__``: reading that
                     stamps = getattr(record, mark, None)  # would make SQLAlchemy's own
-                    thread = _thread()  # attribute reads on the record slower
-                    if stamps is None:
-                        setattr(record, mark, [(t1, thread)])
+                    if stamps is None:  # attribute reads on the record slower
+                        setattr(record, mark, [t1])
                         setattr(record, owner, checked_out)  # the record's pool's
                     else:
-                        stamps.append((t1, thread))
-                    checked_out.append(thread)
+                        stamps.append(t1)
+                    checked_out.append(None)
                 if rt.enabled:
                     held, series = metrics._held
                     if held is not rt or series is None:
@@ -296,22 +285,18 @@ class PoolMetrics:
         checked_out = getattr(record, self._owner)
         now = _perf()
         try:
-            started, thread = stamps.pop()
+            ended = now - stamps.pop()
         except IndexError:  # another thread checked in the same record meanwhile
             return
-        ended = now - started
-        try:  # noqa: SIM105 - inline, no call: the one checkout of a record, usually
-            checked_out.remove(thread)
-        except ValueError:  # forgotten by a forked child: the parent's other thread's
-            pass
+        if checked_out:  # (none left: checked out before a fork, forgotten by this child)
+            checked_out.pop()
         more: list[int] | None = None
         while stamps:  # a record checked out more than once (``StaticPool``)
             try:
-                started, thread = stamps.pop()
+                (more := more or []).append(now - stamps.pop())
+                checked_out.pop()
             except IndexError:
                 break
-            (more := more or []).append(now - started)
-            _returned(checked_out, thread)
         rt = _runtime.installed or _runtime.current()
         if rt.enabled:
             try:
@@ -331,8 +316,9 @@ class PoolMetrics:
         # a detached connection leaves the pool: no checkin will come for its checkouts
         stamps = record.__dict__.pop(self._mark, None)
         checked_out = record.__dict__.pop(self._owner, None)
-        for _, thread in stamps or ():
-            _returned(checked_out, thread)
+        for _ in stamps or ():
+            if checked_out:  # (none left: checked out before a fork, forgotten since)
+                checked_out.pop()
 
     # --- observation -----------------------------------------------------------------------
 
@@ -359,13 +345,6 @@ class PoolMetrics:
         if idle_max is not None:
             values[IDLE_MAX][self._attrs] = idle_max
         return values
-
-
-def _returned(checked_out: deque[int], thread: int) -> None:
-    """A checkout by ``thread`` ended: one of its entries leaves ``checked_out`` (none is
-    left when a forked child forgot it: a checkout of the parent's other threads)."""
-    with contextlib.suppress(ValueError):
-        checked_out.remove(thread)
 
 
 def _returns(pool: Pool) -> Callable[[Any], None] | None:
