@@ -648,3 +648,30 @@ async def test_null_pool_reports_used_connections_and_no_maximum(
     finally:
         handle.uninstrument()
         await engine.dispose()
+
+
+def test_a_composed_psycopg_statement_is_measured_as_an_unknown_one(
+    syncperf_capture: Capture, pg: sa.Engine, instrumented: EngineInstrumentation, table: str
+) -> None:
+    from psycopg import sql as pgsql
+
+    statement = pgsql.SQL("SELECT {} FROM {}").format(
+        pgsql.Literal(SECRET), pgsql.Identifier(table)
+    )
+    failing = pgsql.SQL("SELECT 1 / {}").format(pgsql.Literal(0))
+    with syncperf.sync_operation("pull", entity="todo"), pg.connect() as conn:
+        assert conn.exec_driver_sql(statement).all() == []  # type: ignore[arg-type]
+        with pytest.raises(sa.exc.DataError):
+            conn.exec_driver_sql(failing)  # type: ignore[arg-type]
+    unknown = [
+        point
+        for point in syncperf_capture.points("db.client.operation.duration")
+        if "db.operation.name" not in point.attributes
+    ]
+    assert sorted(point.attributes.get("error.type", "") for point in unknown) == [
+        "",
+        "psycopg.errors.DivisionByZero",
+    ]
+    assert syncperf_capture.total("syncperf.dropped") == 0
+    spans = [s.to_json() for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT]
+    assert not any(SECRET in span for span in spans)

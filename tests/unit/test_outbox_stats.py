@@ -616,6 +616,27 @@ def test_probe_asks_for_a_sync_engine() -> None:
     assert raised.value.option == "engine"
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("engine", "postgresql://postgres:SuperSecretPw9@db.example/app"),
+        ("engine", {"url": "postgresql://postgres:SuperSecretPw9@db.example/app"}),
+        ("table", ["SELECT 'SuperSecretPw9'"]),
+        ("status", ["SELECT 'SuperSecretPw9'"]),
+        ("attempts", ["SELECT 'SuperSecretPw9'"]),
+    ],
+)
+def test_probe_errors_do_not_quote_a_url_or_sql(engine: Any, option: str, value: Any) -> None:
+    with pytest.raises(ConfigError) as raised:
+        if option == "engine":
+            sqlalchemy_probe(value)
+        else:
+            sqlalchemy_probe(engine, **{option: value})
+    assert raised.value.option == option
+    for text in (str(raised.value), repr(raised.value), repr(raised.value.value)):
+        assert "SuperSecretPw9" not in text
+
+
 def test_probe_refuses_the_sync_engine_of_an_async_engine(tmp_path: Any) -> None:
     # its connections need the event loop's greenlet: every collection would fail
     async_engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'async.db'}")

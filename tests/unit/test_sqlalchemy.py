@@ -1146,6 +1146,57 @@ def test_a_non_engine_is_rejected() -> None:
     assert raised.value.option == "engine"
 
 
+PLANTED_URL = "postgresql+psycopg://postgres:SuperSecretPw9@db.example/app?password=SuperSecretPw9"
+
+
+def _unquoted(error: ConfigError) -> None:
+    for text in (str(error), repr(error), repr(error.value), str(error.value)):
+        assert "SuperSecretPw9" not in text
+
+
+@pytest.mark.parametrize(
+    "value",
+    [PLANTED_URL, sa.engine.make_url(PLANTED_URL), {"url": PLANTED_URL}, [PLANTED_URL]],
+    ids=["str", "url", "dict", "list"],
+)
+def test_a_url_given_for_the_engine_is_described_not_quoted(value: object) -> None:
+    with pytest.raises(ConfigError) as raised:
+        instrument_engine(value)
+    assert raised.value.option == "engine"
+    assert "not quoted" in repr(raised.value.value)
+    _unquoted(raised.value)
+
+
+def test_an_engine_instrumented_with_other_options_is_not_quoted() -> None:
+    eng = sa.create_engine(
+        "sqlite:///file:planted?mode=memory&password=SuperSecretPw9&uri=true",
+        poolclass=sa.pool.StaticPool,
+    )
+    handle = instrument_engine(eng)
+    try:
+        with pytest.raises(ConfigError) as raised:
+            instrument_engine(eng, n_plus_one_threshold=3)
+        assert raised.value.option == "engine"
+        _unquoted(raised.value)
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("pool_name", PLANTED_URL + "x" * 130), ("plans", PLANTED_URL)],
+    ids=["pool_name", "plans"],
+)
+def test_option_values_that_may_hold_a_url_are_not_quoted(
+    engine: sa.Engine, option: str, value: Any
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        instrument_engine(engine, **{option: value})
+    assert raised.value.option == option
+    _unquoted(raised.value)
+
+
 async def test_an_async_engine_is_instrumented_once(syncperf_capture: Capture) -> None:
     async_engine = create_async_engine("sqlite+aiosqlite://")
     handle = instrument_engine(async_engine)
@@ -1606,3 +1657,62 @@ def test_the_wrapped_dialect_methods_pass_the_context_however_it_is_given(
         connection.close()
         handle.uninstrument()
         engine.dispose()
+
+
+class _Composed:
+    """A statement that is not a ``str`` (as psycopg's ``sql.Composed``): unhashable."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Composed) and other.text == self.text
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class _Hashable:
+    """A statement that is not a ``str`` but hashable."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+@pytest.mark.parametrize("kind", [_Composed, _Hashable])
+def test_a_statement_that_is_not_a_string_is_measured_as_an_unknown_one(
+    syncperf_capture: Capture, kind: type[Any]
+) -> None:
+    # a driver that takes statement objects (psycopg's sql.Composed via exec_driver_sql)
+    engine = sa.create_engine("sqlite://")
+
+    def do_execute(cursor: Any, statement: Any, parameters: Any, context: Any = None) -> None:
+        cursor.execute(getattr(statement, "text", statement), parameters)
+
+    def no_params(cursor: Any, statement: Any, context: Any = None) -> None:
+        cursor.execute(getattr(statement, "text", statement))
+
+    engine.dialect.do_execute = do_execute  # type: ignore[method-assign]
+    engine.dialect.do_execute_no_params = no_params  # type: ignore[method-assign]
+    handle = instrument_engine(engine)
+    try:
+        with syncperf.sync_operation("pull", entity="todo"), engine.connect() as conn:
+            assert conn.exec_driver_sql(kind(f"SELECT '{SECRET}'")).all() == [(SECRET,)]
+            with pytest.raises(sa.exc.OperationalError):
+                conn.exec_driver_sql(kind("SELECT nope FROM nowhere"))
+    finally:
+        handle.uninstrument()
+        engine.dispose()
+    points = syncperf_capture.points("db.client.operation.duration")
+    assert sorted(p.count for p in points) == [1, 1]
+    for point in points:
+        assert "db.operation.name" not in point.attributes
+        assert "db.collection.name" not in point.attributes
+    (failed,) = [p for p in points if "error.type" in p.attributes]
+    assert failed.attributes["error.type"] == "sqlite3.OperationalError"
+    (queries,) = syncperf_capture.points("sync.db.queries", {"sync.operation": "pull"})
+    assert (queries.count, queries.sum) == (1, 2)
+    client = [s for s in syncperf_capture.spans() if s.kind is SpanKind.CLIENT]
+    assert [s.name for s in client] == ["sqlite", "sqlite"]
+    for span in client:
+        assert "db.query.text" not in (span.attributes or {})
+    assert SECRET not in json.dumps([s.to_json() for s in client])

@@ -48,7 +48,7 @@ from opentelemetry.trace import SpanKind
 from syncperf import _runtime
 from syncperf._config import MAX_SECONDS, check_float
 from syncperf._fold import record_in_force
-from syncperf._gate import MAX_NAME, is_count, raised_at
+from syncperf._gate import MAX_NAME, is_count, not_quoted, raised_at
 from syncperf._runtime import Runtime
 from syncperf.exceptions import ConfigError
 from syncperf.outbox import _live
@@ -339,13 +339,13 @@ def _check(
             "a low-cardinality name matching [A-Za-z][A-Za-z0-9_.-]{0,63}, e.g. 'orders'",
         )
     if stats is not None and not callable(stats):
-        raise ConfigError("stats", stats, "a callable returning (depth, oldest_age) or None")
+        raise ConfigError("stats", not_quoted(stats), "a callable returning (depth, age) or None")
     stats_timeout = check_float(
         "stats_timeout", stats_timeout, low=0.0, high=MAX_SECONDS, open_low=True
     )
     for option, value in (("destination", destination), ("system", system)):
         if value is not None and (type(value) is not str or not value):
-            raise ConfigError(option, value, "a non-empty string or None")
+            raise ConfigError(option, not_quoted(value), "a non-empty string or None")
     return name, stats_timeout, destination, system  # type: ignore[return-value]
 
 

@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from syncperf import _runtime
 from syncperf._decorators import coroutine_function
 from syncperf._ending import Completion, future
-from syncperf._gate import is_count
+from syncperf._gate import is_count, not_quoted
 from syncperf._http_status import PLAIN, awaitable
 from syncperf._scope import Entries, entry_frame
 from syncperf._tracing.span import attach, detach
@@ -181,7 +181,7 @@ def decorate(outbox: Outbox, count: int | None, fn: F) -> F:
     generators are refused.
     """
     if not callable(fn):
-        raise ConfigError("fn", fn, "a function or coroutine function to decorate")
+        raise ConfigError("fn", not_quoted(fn), "a function or coroutine function to decorate")
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise ConfigError(
             "fn",

@@ -30,6 +30,7 @@ from sqlalchemy.types import NullType
 
 from syncperf._config import MAX_SECONDS, check_bool, check_float
 from syncperf._forklocks import renew_in_child
+from syncperf._gate import not_quoted
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._gauges import OutboxStats, age_of
 
@@ -68,17 +69,17 @@ class SQLAlchemyProbe:
         _check_engine(engine)
         for option, value in (("table", table_name), ("created_at", created_at)):
             if not isinstance(value, str) or not value:
-                raise ConfigError(option, value, "a column or table name")
+                raise ConfigError(option, not_quoted(value), "a column or table name")
         if status is not None and (not isinstance(status, str) or not status):
-            raise ConfigError("status", status, "a column name or None (every row is pending)")
+            raise ConfigError("status", not_quoted(status), "a column name or None")
         if isinstance(pending, (str, bytes)) or not isinstance(pending, Sequence) or not pending:
-            raise ConfigError("pending", pending, "a non-empty sequence of status values")
+            raise ConfigError("pending", not_quoted(pending), "a non-empty sequence of values")
         timeout = check_float("timeout", timeout, low=0.0, high=MAX_SECONDS, open_low=True)
         check_bool("totals", totals)
         if totals and status is None:
             raise ConfigError("totals", totals, "True (with a status column) or False")
         if attempts is not None and (not isinstance(attempts, str) or not attempts or not totals):
-            raise ConfigError("attempts", attempts, "a column name (with totals=True) or None")
+            raise ConfigError("attempts", not_quoted(attempts), "a column (totals=True) or None")
         columns: list[Any] = [column(created_at)] + ([column(status)] if status else [])
         if attempts:
             columns.append(column(attempts))
@@ -163,14 +164,14 @@ def _check_engine(engine: Any) -> None:
     if not isinstance(engine, Engine):
         raise ConfigError(
             "engine",
-            engine,
+            not_quoted(engine),  # a URL given by mistake; an engine's repr shows its URL's query
             "a synchronous sqlalchemy.Engine (for an AsyncEngine, give the probe a small "
             "sync engine, e.g. create_engine(url, pool_size=1))",
         )
     if getattr(engine.dialect, "is_async", False):  # an AsyncEngine's sync_engine
         raise ConfigError(
             "engine",
-            engine,
+            not_quoted(engine),  # a URL given by mistake; an engine's repr shows its URL's query
             "a synchronous sqlalchemy.Engine, not the sync_engine of an AsyncEngine (its "
             f"{engine.dialect.driver} connections need the event loop; give the probe a "
             "small sync engine, e.g. create_engine(url, pool_size=1))",

@@ -67,7 +67,7 @@ except ModuleNotFoundError as exc:
 
 from syncperf import _runtime
 from syncperf._config import MAX_SECONDS, check_bool, check_float, check_int
-from syncperf._gate import MAX_NAME
+from syncperf._gate import MAX_NAME, not_quoted
 from syncperf._gate import name as gate_name
 from syncperf.exceptions import ConfigError
 from syncperf.sqlalchemy._names import pool_name
@@ -238,8 +238,8 @@ def instrument_engine(
             other options.
     """
     sync_engine = getattr(engine, "sync_engine", engine)
-    if not isinstance(sync_engine, Engine):
-        raise ConfigError("engine", engine, "a sqlalchemy Engine or AsyncEngine")
+    if not isinstance(sync_engine, Engine):  # described, never quoted: a URL given by mistake
+        raise ConfigError("engine", not_quoted(engine), "a sqlalchemy Engine or AsyncEngine")
     sync_engine = _root(sync_engine)
     options = _options(
         n_plus_one_threshold,
@@ -258,7 +258,7 @@ def instrument_engine(
             if existing._options != options:
                 raise ConfigError(
                     "engine",
-                    engine,
+                    not_quoted(engine),  # an engine's repr shows its URL's query
                     "an engine not yet instrumented with other options "
                     "(call uninstrument() on its handle first)",
                 )
@@ -325,8 +325,10 @@ def _options(
         )
         slow_query_threshold = float(slow_query_threshold)
     if pool_name is not None and gate_name(pool_name) != pool_name:
-        raise ConfigError(
-            "pool_name", pool_name, f"a string of 1 to {MAX_NAME} printable characters, or None"
+        raise ConfigError(  # described: a URL given by mistake
+            "pool_name",
+            not_quoted(pool_name),
+            f"a string of 1 to {MAX_NAME} printable characters, or None",
         )
     pool_name = gate_name(pool_name)
     check_bool("spans", spans)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from syncperf import _runtime
 from syncperf._config import MAX_TTL, check_float, check_int
 from syncperf._forklocks import renew_in_child
+from syncperf._gate import not_quoted
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import freeze
 from syncperf._runtime import Runtime
@@ -362,10 +363,9 @@ def check_plans(engine: Engine, value: object) -> PlanOptions | None:
     """``instrument_engine(plans=...)`` as a ``PlanOptions``, or None for off."""
     if value is None or value is False:
         return None
-    if value is True:
-        value = PlanOptions()
-    if not isinstance(value, PlanOptions):
-        raise ConfigError("plans", value, "True, False, None or a PlanOptions")
+    value = PlanOptions() if value is True else value
+    if not isinstance(value, PlanOptions):  # described: it may be a URL given by mistake
+        raise ConfigError("plans", not_quoted(value), "True, False, None or a PlanOptions")
     if planner_for(engine, True, 0.0) is None:
         raise ConfigError(
             "plans",

@@ -14,12 +14,15 @@ the new pool when ``engine.dispose()`` recreates it; never a class-level patch; 
 Histogram values are queued in batches, without a lock (``syncperf._metrics.batches``).
 
 The observed gauges (``count``, ``max``, ``idle.max``, ``pending_requests``) are in
-``syncperf.sqlalchemy._pool_gauges``; ``observe`` gives them what this module counts:
+``syncperf.sqlalchemy._pool_gauges``, attached to the runtime current at ``install`` and to
+each runtime this pool's series are bound for (``_new_series``: the first checkout or checkin
+it sees), so a runtime the engine was not instrumented in (the application's, after a test's
+``capture()``) reports them too. ``observe`` gives them what this module counts:
 ``pending_requests``, the callers inside ``pool.connect()`` right now (a deque each caller
 appends to and pops from: atomic, no lock), and per pool the checkouts seen and not yet
 checked in or detached, from the pools ``engine.dispose()`` replaced too (their connections
 are still in use until they go back). A forked child forgets the parent's callers waiting in
-``connect()`` (those threads do not exist in the child).
+``connect()`` and its checkouts (those threads do not exist in the child).
 """
 
 from __future__ import annotations
@@ -139,8 +142,12 @@ class PoolMetrics:
             attach(self, rt)
 
     def after_fork_in_child(self) -> None:
-        """Forget the parent's callers waiting in ``connect()``: their threads are gone."""
+        """Forget the parent's callers waiting in ``connect()`` and its checkouts: their
+        threads are gone (the parent's connections are the parent's: SQLAlchemy advises a
+        child not to use them, and ``engine.dispose(close=False)``)."""
         self._waiting.clear()
+        for _, checked_out in self._pools:
+            checked_out.clear()
 
     # --- connect wrapper -------------------------------------------------------------------
 
@@ -256,7 +263,11 @@ class PoolMetrics:
 
     def _new_series(self, rt: Runtime) -> PoolSeries:
         with rt.lock:
-            return PoolSeries(rt, self._attrs)
+            series = PoolSeries(rt, self._attrs)
+        # Every runtime that records the pool's times observes its gauges too: one the engine
+        # was instrumented outside of (an outer capture's, the application's) as well.
+        self.attach(rt)
+        return series
 
     def forget(self, rt: Runtime) -> None:
         """Drop this pool's series from ``rt`` (uninstrumented, or the engine collected)."""
@@ -277,14 +288,15 @@ class PoolMetrics:
             ended = now - stamps.pop()
         except IndexError:  # another thread checked in the same record meanwhile
             return
-        checked_out.pop()
+        if checked_out:  # (none left: checked out before a fork, forgotten by this child)
+            checked_out.pop()
         more: list[int] | None = None
         while stamps:  # a record checked out more than once (``StaticPool``)
             try:
                 (more := more or []).append(now - stamps.pop())
+                checked_out.pop()
             except IndexError:
                 break
-            checked_out.pop()
         rt = _runtime.installed or _runtime.current()
         if rt.enabled:
             try:
@@ -305,7 +317,8 @@ class PoolMetrics:
         stamps = record.__dict__.pop(self._mark, None)
         checked_out = record.__dict__.pop(self._owner, None)
         for _ in stamps or ():
-            checked_out.pop()
+            if checked_out:  # (none left: checked out before a fork, forgotten since)
+                checked_out.pop()
 
     # --- observation -----------------------------------------------------------------------
 

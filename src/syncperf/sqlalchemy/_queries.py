@@ -174,6 +174,7 @@ class QueryRecorder:
         self._texts: dict[str, str] = {}
         self._held = QuerySeries(None)
         """The ``QuerySeries`` of the runtime that recorded last (one attribute read)."""
+        self._other = Query("?", None, None, self.system, dict(self._base), False)  # not a str
         self.plans: Planner | None = None
         """Query plans of sync statements (``plans=``), or None when off."""
 
@@ -238,7 +239,10 @@ class QueryRecorder:
                 rt = _runtime.installed or _runtime.current()
                 if rt.enabled:
                     try:
-                        query = queries.get(statement) or recorder._classify(statement, context)
+                        try:
+                            query = queries.get(statement) or recorder._classify(statement, context)
+                        except TypeError:  # unhashable, not a str (psycopg's ``sql.Composed``)
+                            query = recorder._classify(statement, context)
                         held = recorder._held
                         if held.rt is not rt:  # another runtime (configure(), capture())
                             held = recorder._held = rt.state(QuerySeries, recorder.serial)
@@ -342,6 +346,8 @@ class QueryRecorder:
     # --- off the common path -----------------------------------------------------------------
 
     def _classify(self, statement: str, context: Any = None) -> Query:
+        if not isinstance(statement, str):  # psycopg's ``sql.Composed``: unknown, text unread
+            return self._other
         if getattr(context, "execute_style", None) is _PAGES:
             single = getattr(context, "statement", None)
             if isinstance(single, str) and single != statement:

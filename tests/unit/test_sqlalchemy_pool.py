@@ -1,0 +1,141 @@
+"""syncperf.sqlalchemy's pool gauges on SQLite: in every runtime that records the pool, and in a
+forked child."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from syncperf.sqlalchemy import instrument_engine
+from syncperf.testing import Capture, capture
+from tests._forked import in_a_worker
+
+COUNT = "db.client.connection.count"
+MAX = "db.client.connection.max"
+USED = {"db.client.connection.state": "used"}
+
+
+def _value(cap: Capture, name: str, **attrs: str) -> float:
+    return float(sum(p.value for p in cap.points(name, attrs)))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", pool_size=2, max_overflow=3)
+    yield eng
+    eng.dispose()
+
+
+def test_an_engine_instrumented_in_a_nested_capture_reports_its_gauges_to_the_outer_one(
+    engine: sa.Engine,
+) -> None:
+    with capture() as outer:
+        with capture():
+            handle = instrument_engine(engine)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                assert _value(outer, COUNT, **USED) == 1
+                assert _value(outer, MAX) == 5
+                assert outer.points("db.client.connection.wait_time")
+        finally:
+            handle.uninstrument()
+
+
+def test_an_engine_instrumented_again_in_a_nested_capture_keeps_the_outer_ones_gauges(
+    engine: sa.Engine,
+) -> None:
+    with capture() as outer:
+        handle = instrument_engine(engine)
+        try:
+            with capture():
+                handle.uninstrument()
+                handle = instrument_engine(engine)
+                engine.connect().close()
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                assert _value(outer, COUNT, **USED) == 1
+                assert _value(outer, MAX) == 5
+        finally:
+            handle.uninstrument()
+
+
+def test_a_runtime_sees_the_gauges_of_a_connection_it_checks_in(engine: sa.Engine) -> None:
+    with capture() as outer:
+        with capture():
+            handle = instrument_engine(engine)
+            conn = engine.connect()
+        try:
+            conn.close()  # the outer runtime records its use time: it reports the pool too
+            assert outer.points("db.client.connection.use_time")
+            assert _value(outer, COUNT, **USED) == 0
+            assert _value(outer, MAX) == 5
+        finally:
+            handle.uninstrument()
+
+
+def _held_by_another_thread(engine: sa.Engine) -> tuple[threading.Thread, threading.Event]:
+    """A thread holding a connection of ``engine`` until the returned event is set."""
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+            held.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert held.wait(30)
+    return thread, release
+
+
+def _used_in_a_child(engine: sa.Engine, dispose: bool) -> object:
+    """In a forked child: the used count while the forking thread's connection (the
+    parent's, which SQLAlchemy advises a child not to use) is held, after a connection of the
+    child's own came and went, and once it is closed too."""
+
+    def child() -> object:
+        if dispose:
+            engine.dispose(close=False)  # SQLAlchemy's advice for a forked child
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        with capture() as cap:
+            first = _value(cap, COUNT, **USED)
+            mine.close()
+            return [first, _value(cap, COUNT, **USED)]
+
+    with capture():
+        handle = instrument_engine(engine)
+        thread, release = _held_by_another_thread(engine)
+        mine = engine.connect()  # held by the forking thread: the parent's, not the child's
+        try:
+            return in_a_worker(child)
+        finally:
+            release.set()
+            thread.join()
+            mine.close()
+            handle.uninstrument()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("dispose", [False, True], ids=["inherited", "disposed"])
+def test_a_forked_child_does_not_count_the_parents_other_threads_connections(
+    engine: sa.Engine, dispose: bool
+) -> None:
+    # an inherited QueuePool counts the parent's checkouts itself (its ``checkedout()``)
+    assert _used_in_a_child(engine, dispose) == ([2, 1] if not dispose else [0, 0])
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_counts_only_its_own_connections_of_a_null_pool(tmp_path: Path) -> None:
+    eng = sa.create_engine(f"sqlite:///{tmp_path / 'db.sqlite'}", poolclass=sa.pool.NullPool)
+    try:
+        assert _used_in_a_child(eng, dispose=False) == [0, 0]
+    finally:
+        eng.dispose()
