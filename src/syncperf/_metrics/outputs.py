@@ -7,6 +7,7 @@ them besides its config's own, so set-ups compose in any order and repeat harmle
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import weakref
@@ -155,7 +156,14 @@ class Feeds:
 
     def carry(self, previous: Feeds) -> None:
         """Continue the counts of ``previous`` (a replaced runtime's) in the registries both
-        serve (multiprocess mode continues them in the files: ``multiprocess._Sums``)."""
+        serve (multiprocess mode continues them in the files: ``multiprocess._Sums``), and
+        in the exporters both feed when the old one's last export fails
+        (``_hand_over``)."""
+        for periodic in self.exporters:
+            for old in previous.exporters:
+                if old.exporter is periodic.exporter and old.hand_over is None:
+                    old.hand_over = functools.partial(_hand_over, old, periodic)
+                    periodic.after = old.settled
         for registry, collector in self.prometheus:
             if not isinstance(collector, SyncPerfCollector):
                 continue
@@ -237,6 +245,22 @@ class Feeds:
                 "answering?); they go on in the background",
                 timeout,
             )
+
+
+def _hand_over(old: PeriodicExporter, new: PeriodicExporter) -> None:
+    """``old``'s last export failed: ``new``'s stream goes on with its reader's totals
+    (cumulative: all of them, under their start time), unless ``new`` has exported already
+    (they would count twice): then they are lost, and said so."""
+    if new.exported:
+        _logger.warning(
+            "syncperf: the last metric export of a replaced configuration failed; what it"
+            " recorded since its last export is lost"
+        )
+        return
+    try:
+        new.reader.carry(old.reader)
+    except Exception:  # never into a configure()
+        _logger.warning("syncperf: carrying counts to a new configuration failed", exc_info=True)
 
 
 def check(registry: Any, option: str = "prometheus") -> None:

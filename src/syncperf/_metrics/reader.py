@@ -302,6 +302,13 @@ class PeriodicExporter:
         self._interval = interval
         self._timeout_ms = timeout * 1000
         self._on_failure = on_failure
+        self.hand_over: Callable[[], None] | None = None
+        """Called when the last export failed (``configure()``: ``outputs.Feeds.carry``)."""
+        self.after: threading.Event | None = None
+        """A replaced exporter's ``settled``, which the first scheduled export waits for (at
+        most one export timeout): what it hands over comes first."""
+        self.settled = threading.Event()
+        self.exported = False
         self._stop = threading.Event()
         self._thread = self._start_thread()
         _exporters.add(self)
@@ -320,12 +327,16 @@ class PeriodicExporter:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            if self.after is not None:
+                self.after.wait(self._timeout_ms / 1000)
+                self.after = None
             self.export_once()
 
     def export_once(self, timeout: float | None = None) -> bool:
         """Collect and export now (within ``timeout`` seconds when shorter than the export
         timeout); True when the exporter reported success."""
         timeout_ms = self._timeout_ms if timeout is None else min(self._timeout_ms, timeout * 1000)
+        self.exported = True
         try:
             result = self.exporter.export(self.reader.collect(), timeout_millis=timeout_ms)
         except Exception:
@@ -346,9 +357,10 @@ class PeriodicExporter:
         self._stop.set()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout=left())
-        if flush:
-            self.export_once(timeout=left())
+        if flush and not self.export_once(timeout=left()) and self.hand_over is not None:
+            self.hand_over()
         self.reader.close()
+        self.settled.set()
         _exporters.discard(self)
         if not close:
             return

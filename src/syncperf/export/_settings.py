@@ -20,7 +20,7 @@ import re
 import sys
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import unquote, urlsplit
 
 from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
@@ -154,19 +154,20 @@ def exporter_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of the ``signal`` (``TRACES`` / ``METRICS``) exporter of
     ``protocol``; raises ``ConfigError`` for a variable that is not accepted."""
+    url, scheme = endpoint_of(endpoint, protocol, signal, env)
     kwargs: dict[str, Any] = {
-        "endpoint": endpoint_of(endpoint, protocol, signal, env),
+        "endpoint": url,
         "timeout": timeout_of(timeout, signal, env),
         "compression": compression_of(protocol, signal, env),
     }
     if protocol == "grpc":
         insecure = variable(env, signal, "INSECURE")
-        if endpoint is not None and endpoint.startswith("http://"):
+        if endpoint is not None and scheme == "http":
             kwargs["insecure"] = True
         elif insecure is not None:
             kwargs["insecure"] = insecure[1].lower() == "true"
         else:  # what the exporter decides by itself (https is never insecure)
-            kwargs["insecure"] = urlparse(kwargs["endpoint"]).scheme == "http"
+            kwargs["insecure"] = scheme == "http"
     merged = headers_of(headers, protocol, signal, env)
     if merged:  # none: the exporter's own default headers
         kwargs["headers"] = merged
@@ -175,19 +176,70 @@ def exporter_kwargs(
     return kwargs
 
 
-def endpoint_of(explicit: str | None, protocol: str, signal: str, env: Mapping[str, str]) -> str:
-    """The exporter's endpoint: over HTTP the signal's path is added to a base URL (one
-    given in code, or the general variable), never to the per-signal variable."""
+def endpoint_of(
+    explicit: str | None, protocol: str, signal: str, env: Mapping[str, str]
+) -> tuple[str, str]:
+    """The exporter's endpoint and its scheme (empty for a gRPC ``host:port``): over HTTP the
+    signal's path is added to a base URL (one given in code, or the general variable), never
+    to the per-signal variable. One the exporter cannot use raises ``ConfigError`` naming the
+    option or variable, never quoting it (``check_endpoint``)."""
     path = "/v1/" + signal.lower()
+    per_signal = f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
     if explicit is not None:
-        return explicit.rstrip("/") + path if protocol == "http/protobuf" else explicit
-    per_signal = otel_env.value(env, f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-    if per_signal is not None:
-        return per_signal
-    base = otel_env.value(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
-    if protocol == "grpc":
-        return base or "http://localhost:4317"
-    return (base or "http://localhost:4318").rstrip("/") + path
+        option, raw, url = "endpoint", explicit, explicit
+        if protocol == "http/protobuf":
+            url = explicit.rstrip("/") + path
+    elif otel_env.value(env, per_signal) is not None:
+        option = per_signal
+        raw = url = otel_env.value(env, per_signal) or ""
+    else:
+        option = "OTEL_EXPORTER_OTLP_ENDPOINT"
+        raw = otel_env.value(env, option) or ""
+        url = raw or ("http://localhost:4317" if protocol == "grpc" else "http://localhost:4318")
+        if protocol == "http/protobuf":
+            url = url.rstrip("/") + path
+    return url, check_endpoint(option, raw, url, protocol)
+
+
+ENDPOINT_ACCEPTED = {
+    "grpc": "an http:// or https:// URL, or host:port, with a host, a port from 0 to 65535"
+    " if any, and no user:password@ (gRPC cannot send them)",
+    "http/protobuf": "an http:// or https:// URL with a host and a port from 0 to 65535 if any",
+}
+
+
+def check_endpoint(option: str, raw: str, url: str, protocol: str) -> str:
+    """``url``'s scheme (empty for a gRPC ``host:port``), parsed once; raises ``ConfigError``
+    naming ``option``, ``raw`` described, never quoted: it may hold a password, which the
+    exporters quote in a warning on every failed export."""
+    problem, scheme = _endpoint_problem(url, protocol)
+    if problem:
+        shown = gate.NotQuoted(f"{gate.describe(raw)} {problem}")
+        raise ConfigError(option, shown, ENDPOINT_ACCEPTED[protocol]) from None
+    return scheme
+
+
+def _endpoint_problem(url: str, protocol: str) -> tuple[str, str]:
+    """What the exporter of ``protocol`` cannot use in ``url`` (empty when nothing) and its
+    scheme: a URL that does not parse, a scheme but http or https (over gRPC, none is
+    ``host:port``, which the exporter hands gRPC as is), no host, a port that is no number
+    from 0 to 65535; over gRPC, credentials (it sends none: they were only logged) or more
+    than ``host:port`` without a scheme."""
+    bare = protocol == "grpc" and "://" not in url
+    try:
+        parts = urlsplit("//" + url if bare else url)
+        parts.port  # noqa: B018 (raises on a port that is no number, or out of range)
+    except ValueError:
+        return "that does not parse as a URL with a port from 0 to 65535", ""
+    if not bare and parts.scheme not in ("http", "https"):
+        return "with a scheme other than http or https", ""
+    if not parts.hostname:
+        return "with no host", ""
+    if protocol == "grpc" and (parts.username is not None or parts.password is not None):
+        return "with user:password@, which gRPC cannot send", ""
+    if bare and (parts.path or parts.query or parts.fragment):
+        return "with more than host:port and no scheme", ""
+    return "", "" if bare else parts.scheme
 
 
 _DELTA_KINDS = {
