@@ -27,7 +27,6 @@ BAD_BOTH = [
     f"http://127.0.0.1:{SECRET}",
     f"http://[::1{SECRET}",
     f"http://user:{SECRET}@:4318",  # no host
-    f"unix:///tmp/{SECRET}.sock",
 ]
 BAD = {
     "grpc": [
@@ -37,10 +36,24 @@ BAD = {
         f"user:{SECRET}@127.0.0.1:4317",
         f"127.0.0.1:4317/{SECRET}",
     ],
-    "http/protobuf": [*BAD_BOTH, f"user:{SECRET}@127.0.0.1:4318", "127.0.0.1:4318"],
+    "http/protobuf": [
+        *BAD_BOTH,
+        f"user:{SECRET}@127.0.0.1:4318",
+        "127.0.0.1:4318",
+        f"unix:///tmp/{SECRET}.sock",  # a gRPC target
+    ],
 }
 GOOD = {
-    "grpc": ["127.0.0.1:4317", "localhost:4317", "http://[::1]:4317", "https://collector:4317"],
+    "grpc": [
+        "127.0.0.1:4317",
+        "localhost:4317",
+        "http://[::1]:4317",
+        "https://collector:4317",
+        "unix:/run/otel/collector.sock",
+        "unix:///run/otel/collector.sock",
+        "unix-abstract:otel",
+        "dns:///collector:4317",
+    ],
     "http/protobuf": [
         f"http://user:{SECRET}@127.0.0.1:4318",  # sent as basic auth
         "https://[::1]:4318/base/",

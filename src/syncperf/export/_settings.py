@@ -201,9 +201,11 @@ def endpoint_of(
     return url, check_endpoint(option, raw, url, protocol)
 
 
+GRPC_TARGETS = ("unix", "unix-abstract", "dns")
+"""gRPC's own target schemes, which the exporter hands gRPC as they are."""
 ENDPOINT_ACCEPTED = {
     "grpc": "an http:// or https:// URL, or host:port, with a host, a port from 0 to 65535"
-    " if any, and no user:password@ (gRPC cannot send them)",
+    " if any, and no user:password@ (gRPC cannot send them); or a gRPC unix: or dns: target",
     "http/protobuf": "an http:// or https:// URL with a host and a port from 0 to 65535 if any",
 }
 
@@ -226,6 +228,9 @@ def _endpoint_problem(url: str, protocol: str) -> tuple[str, str]:
     from 0 to 65535; over gRPC, credentials (it sends none: they were only logged) or more
     than ``host:port`` without a scheme."""
     bare = protocol == "grpc" and "://" not in url
+    target = url.partition(":")[0]
+    if protocol == "grpc" and target in GRPC_TARGETS and url[len(target) + 1 : len(target) + 2]:
+        return "", target  # gRPC's own name syntax (``unix:/path``, ``dns:///host:port``)
     try:
         parts = urlsplit("//" + url if bare else url)
         parts.port  # noqa: B018 (raises on a port that is no number, or out of range)
