@@ -43,6 +43,8 @@ __all__ = [
     "check_operation",
     "describe",
     "error_type",
+    "exception_event",
+    "full_stack_trace",
     "is_operation",
     "is_count",
     "made_name",
@@ -335,6 +337,26 @@ def stack_trace(exc: BaseException, describe: Callable[[BaseException], str]) ->
         lines.append(after)
         parts.append(lines)
     return "".join(line for lines in reversed(parts) for line in lines)
+
+
+def exception_event(exc: BaseException, escaped: bool = False) -> dict[str, str]:
+    """The OpenTelemetry SDK's ``exception`` event attributes of ``exc`` (message and every
+    message of its chain included), its stack trace cut to ``MAX_FRAMES`` frames."""
+    cls = type(exc)
+    module = cls.__module__
+    return {
+        "exception.type": cls.__qualname__
+        if module in (None, "builtins")
+        else f"{module}.{cls.__qualname__}",
+        "exception.message": str(exc),
+        "exception.stacktrace": full_stack_trace(exc),
+        "exception.escaped": str(escaped),
+    }
+
+
+def full_stack_trace(exc: BaseException) -> str:
+    """``stack_trace`` with each exception as ``traceback.format_exception`` shows it."""
+    return stack_trace(exc, lambda e: "".join(traceback.format_exception_only(type(e), e)))
 
 
 def _longer(tb: TracebackType | None, entries: int) -> bool:

@@ -30,20 +30,13 @@ included (cut to ``MAX_FRAMES`` frames the same way).
 from __future__ import annotations
 
 import re
-import traceback
 from typing import Any
 
 from opentelemetry.trace import Span
 
-from syncperf._gate import error_type, stack_trace
+from syncperf._gate import error_type, exception_event, stack_trace
 
-__all__ = [
-    "exception_attributes",
-    "full_stacktrace",
-    "record_exception",
-    "status_code",
-    "summary",
-]
+__all__ = ["exception_attributes", "record_exception", "status_code", "summary"]
 
 _SQLSTATE = re.compile(r"[0-9A-Z]{5}")
 _SQLITE_NAME = re.compile(r"SQLITE_[A-Z_]{1,60}")
@@ -75,7 +68,7 @@ def record_exception(span: Span, exc: BaseException, full: bool) -> None:
     """Add the ``exception`` event of ``exc`` to ``span``, redacted unless ``full``."""
     if full:
         try:
-            attrs = _full_attributes(exc)
+            attrs = exception_event(exc)
         except Exception:  # its ``__str__`` or ``__class__`` raises: the redacted event
             pass
         else:
@@ -193,29 +186,7 @@ def _field(errors: list[Any], field: str) -> str | None:
     return None
 
 
-def full_stacktrace(exc: BaseException) -> str:
-    """The stack trace of ``record_exception_messages=True``: ``traceback.format_exception``'s,
-    messages included, cut to ``MAX_FRAMES`` frames like the redacted one."""
-    return _stacktrace(exc, full=True)
-
-
-def _full_attributes(exc: BaseException) -> dict[str, str]:
-    """The OpenTelemetry SDK's ``exception`` event, but for the length of its stack trace."""
-    cls = type(exc)
-    module = cls.__module__
-    return {
-        "exception.type": f"{module}.{cls.__qualname__}"
-        if module and module != "builtins"
-        else cls.__qualname__,
-        "exception.message": str(exc),
-        "exception.stacktrace": full_stacktrace(exc),
-        "exception.escaped": "False",
-    }
-
-
-def _stacktrace(exc: BaseException, full: bool = False) -> str:
-    """The traceback of ``exc`` and its causes, each exception described, never quoted (its
-    message too if ``full``), cut to ``MAX_FRAMES`` frames (see ``_gate.stack_trace``)."""
-    if full:
-        return stack_trace(exc, lambda e: "".join(traceback.format_exception_only(type(e), e)))
+def _stacktrace(exc: BaseException) -> str:
+    """The traceback of ``exc`` and its causes, each exception described, never quoted, cut
+    to ``MAX_FRAMES`` frames (see ``_gate.stack_trace``)."""
     return stack_trace(exc, lambda e: summary(e) + "\n")

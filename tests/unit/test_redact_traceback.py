@@ -14,7 +14,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
 import syncperf
 from syncperf._gate import MAX_FRAMES, raised_at
-from syncperf._redact import exception_attributes, full_stacktrace
+from syncperf._gate import full_stack_trace as full_stacktrace
+from syncperf._redact import exception_attributes
 from syncperf.testing import Capture, capture
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import random
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -335,18 +334,7 @@ class Span(trace.Span, ReadableSpan):
         timestamp: int | None = None,
         escaped: bool = False,
     ) -> None:
-        cls = type(exception)
-        module = cls.__module__
-        event: dict[str, Any] = {
-            "exception.type": cls.__qualname__
-            if module in (None, "builtins")
-            else f"{module}.{cls.__qualname__}",
-            "exception.message": str(exception),
-            "exception.stacktrace": gate.stack_trace(
-                exception, lambda e: "".join(traceback.format_exception_only(type(e), e))
-            ),
-            "exception.escaped": str(escaped),
-        }
+        event: dict[str, Any] = gate.exception_event(exception, escaped)
         if attributes:
             event.update(attributes)
         self.add_event("exception", event, timestamp)
