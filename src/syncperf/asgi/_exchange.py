@@ -41,7 +41,7 @@ from syncperf.asgi._http import (
     read_client,
     record_key,
 )
-from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
+from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live, mount_base
 from syncperf.asgi._scope import (
     METHODS,
     SCHEMES,
@@ -194,7 +194,8 @@ class Exchange:
         rt, mw, scope = self.rt, self.mw, self.scope
         compiled, entity = hit
         route = compiled.route
-        template = self.template = compiled.template
+        template = compiled.template  # relative to the app; ``http.route``: to the server
+        self.template = http_route = mount_base(scope, self.entry_root) + template
         self.adapter = route.adapter
         if entity is not None:
             entity = self.path_entity(entity)
@@ -211,7 +212,7 @@ class Exchange:
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,
                 "url.path": text(self.entry_root + template),  # no path parameter's value
-                "http.route": template,
+                "http.route": http_route,
             }
         kind = _INTERNAL if self.owned else _SERVER
         current = None if self.token is not None else self.current  # None: the propagated one

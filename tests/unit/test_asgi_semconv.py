@@ -1,0 +1,86 @@
+"""What the HTTP semantic conventions and the ASGI spec ask of ``SyncPerfMiddleware``:
+``http.route`` from the server's root, span status on 4xx, ``http.response.pathsend``, and
+request bodies read only when an adapter reads them (never ahead of ``Expect: 100-continue``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException, Response
+from opentelemetry.trace import SpanKind, StatusCode
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, PlainTextResponse
+from starlette.routing import Route
+
+import syncperf
+from syncperf.adapters import couchdb, replicache
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+from syncperf.testing import Capture
+
+
+def _client(app: Any, **kwargs: Any) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app, **kwargs), base_url="http://testserver"
+    )
+
+
+def _team() -> FastAPI:
+    """A sub-app instrumented by its own team, mounted by an app that is not."""
+    app = FastAPI()
+
+    @app.get("/items/{item_id}")
+    async def item(item_id: str) -> dict[str, str]:
+        return {"id": item_id}
+
+    @app.get("/sync/pull")
+    async def pull() -> dict[str, Any]:
+        return {"changes": []}
+
+    app.add_middleware(SyncPerfMiddleware, routes={"/sync/pull": "pull"})
+    return app
+
+
+def _routes(cap: Capture) -> dict[str, float]:
+    return {
+        p.attributes["http.route"]: p.count
+        for p in cap.points("http.server.request.duration")
+        if "http.route" in p.attributes
+    }
+
+
+async def test_sub_apps_mounted_with_their_own_middleware_report_routes_from_the_server_root(
+    syncperf_capture: Capture,
+) -> None:
+    main = FastAPI()
+    main.mount("/notes", _team())
+    main.mount("/todos", _team())
+    async with _client(main) as c:
+        for path in ("/notes/items/1", "/todos/items/2", "/notes/sync/pull", "/todos/sync/pull"):
+            assert (await c.get(path)).status_code == 200
+    assert _routes(syncperf_capture) == {
+        "/notes/items/{item_id}": 1,
+        "/todos/items/{item_id}": 1,
+        "/notes/sync/pull": 1,
+        "/todos/sync/pull": 1,
+    }
+    spans = {s.attributes["url.path"]: s.attributes["http.route"] for s in syncperf_capture.spans()}  # type: ignore[index]
+    assert spans == {"/notes/sync/pull": "/notes/sync/pull", "/todos/sync/pull": "/todos/sync/pull"}
+
+
+async def test_a_server_root_path_stays_out_of_the_route_of_a_mounted_sub_app(
+    syncperf_capture: Capture,
+) -> None:
+    main = FastAPI()
+    main.mount("/notes", _team())
+    async with _client(main, root_path="/api") as c:
+        assert (await c.get("/api/notes/items/1")).status_code == 200
+        assert (await c.get("/api/notes/sync/pull")).status_code == 200
+    assert _routes(syncperf_capture) == {"/notes/items/{item_id}": 1, "/notes/sync/pull": 1}
+    (span,) = syncperf_capture.spans()
+    assert span.attributes["http.route"] == "/notes/sync/pull"  # type: ignore[index]
+    assert span.attributes["url.path"] == "/api/notes/sync/pull"  # type: ignore[index]
