@@ -84,3 +84,50 @@ async def test_a_server_root_path_stays_out_of_the_route_of_a_mounted_sub_app(
     (span,) = syncperf_capture.spans()
     assert span.attributes["http.route"] == "/notes/sync/pull"  # type: ignore[index]
     assert span.attributes["url.path"] == "/api/notes/sync/pull"  # type: ignore[index]
+
+
+def _refusing_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.post("/sync/push")
+    async def push(status: int = 401) -> dict[str, Any]:
+        raise HTTPException(status, "refused")
+
+    app.add_middleware(SyncPerfMiddleware, routes={"/sync/push": "push"})
+    return app
+
+
+async def test_a_4xx_leaves_the_server_span_status_unset_but_keeps_the_error_type(
+    syncperf_capture: Capture,
+) -> None:
+    async with _client(_refusing_app()) as c:
+        assert (await c.post("/sync/push?status=401")).status_code == 401
+    (span,) = syncperf_capture.spans()
+    assert span.kind is SpanKind.SERVER
+    assert span.status.status_code is StatusCode.UNSET
+    assert span.attributes["error.type"] == "401"  # type: ignore[index]
+    assert span.attributes["sync.outcome"] == "error"  # type: ignore[index]
+    (op,) = syncperf_capture.points("sync.operation.duration")
+    assert op.attributes["error.type"] == "401"
+
+
+async def test_a_5xx_still_sets_the_server_span_status_to_error(
+    syncperf_capture: Capture,
+) -> None:
+    async with _client(_refusing_app()) as c:
+        assert (await c.post("/sync/push?status=503")).status_code == 503
+    (span,) = syncperf_capture.spans()
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_an_internal_span_refused_with_a_4xx_keeps_status_error(
+    syncperf_capture: Capture,
+) -> None:
+    @syncperf.instrument_sync("push")
+    def push() -> Response:
+        return Response(status_code=401)
+
+    push()
+    (span,) = syncperf_capture.spans()
+    assert span.kind is SpanKind.INTERNAL
+    assert span.status.status_code is StatusCode.ERROR
