@@ -131,3 +131,56 @@ def test_an_internal_span_refused_with_a_4xx_keeps_status_error(
     (span,) = syncperf_capture.spans()
     assert span.kind is SpanKind.INTERNAL
     assert span.status.status_code is StatusCode.ERROR
+
+
+def _pathsend(app: Any, path: str = "/file") -> list[str]:
+    sent: list[str] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message["type"])
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [],
+        "extensions": {"http.response.pathsend": {}},
+    }
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def test_a_file_sent_with_pathsend_counts_its_size(
+    syncperf_capture: Capture, tmp_path: Path
+) -> None:
+    file = tmp_path / "export.bin"
+    file.write_bytes(b"z" * 50_000)
+
+    async def download(request: Request) -> FileResponse:
+        return FileResponse(file)
+
+    app = SyncPerfMiddleware(Starlette(routes=[Route("/file", download)]))
+    assert _pathsend(app) == ["http.response.start", "http.response.pathsend"]
+    (point,) = syncperf_capture.points("http.server.response.body.size")
+    assert point.sum == 50_000
+
+
+def test_a_pathsend_of_a_file_gone_meanwhile_never_raises(
+    syncperf_capture: Capture, tmp_path: Path
+) -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.pathsend", "path": os.fspath(tmp_path / "gone")})
+
+    assert _pathsend(SyncPerfMiddleware(app))[-1] == "http.response.pathsend"
+    (point,) = syncperf_capture.points("http.server.response.body.size")
+    assert point.sum == 0

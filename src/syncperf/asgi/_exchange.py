@@ -15,6 +15,7 @@ it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -328,6 +329,11 @@ class Exchange:
                     self.owner_span.set_attribute("sync.entity", op.entity)
         elif kind == "http.response.pathsend":
             final = True
+            try:  # the file the server sends (a bad path: its size is not recorded)
+                size = os.stat(message["path"]).st_size
+            except Exception:  # never raised into the application
+                size = 0
+            self.sent += size
         try:
             await self.server_send(message)
         except OSError:  # how an ASGI 2.4 server reports that the client is gone
