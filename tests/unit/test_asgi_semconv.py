@@ -184,3 +184,52 @@ def test_a_pathsend_of_a_file_gone_meanwhile_never_raises(
     assert _pathsend(SyncPerfMiddleware(app))[-1] == "http.response.pathsend"
     (point,) = syncperf_capture.points("http.server.response.body.size")
     assert point.sum == 0
+
+
+class Recording:
+    """An adapter that keeps what it is fed."""
+
+    def __init__(self, reads_request: bool = True) -> None:
+        self.reads_request = reads_request
+        self.requests: list[Any] = []
+
+    def on_request(self, op: Any, request: Any) -> None:
+        self.requests.append(request)
+
+    def on_response(self, op: Any, response: Any) -> None:
+        pass
+
+
+def _body_app(seen: list[bytes]) -> Any:
+    async def handler(request: Request) -> PlainTextResponse:
+        if request.headers.get("authorization") != "ok":
+            return PlainTextResponse("unauthorized", status_code=401)  # the body is never read
+        seen.append(await request.body())
+        return PlainTextResponse("ok")
+
+    return Starlette(routes=[Route("/push", handler, methods=["POST"])])
+
+
+async def test_a_pull_adapter_never_has_its_request_body_parsed(
+    syncperf_capture: Capture,
+) -> None:
+    seen: list[bytes] = []
+    routes = {"/push": SyncRoute("pull", adapter=couchdb.BulkGet())}
+    app = SyncPerfMiddleware(_body_app(seen), routes=routes, max_body_bytes=10)
+    async with _client(app) as c:
+        for body in (b"{not json", b'{"docs": []}' * 10):
+            response = await c.post("/push", content=body, headers={"authorization": "ok"})
+            assert response.status_code == 200
+    assert seen == [b"{not json", b'{"docs": []}' * 10]
+    assert syncperf_capture.points("syncperf.dropped") == []
+
+
+async def test_an_adapter_that_does_not_read_the_request_is_not_fed_it(
+    syncperf_capture: Capture,
+) -> None:
+    adapter = Recording(reads_request=False)
+    routes = {"/push": SyncRoute("push", adapter=adapter)}  # type: ignore[arg-type]
+    async with _client(SyncPerfMiddleware(_body_app([]), routes=routes)) as c:
+        await c.post("/push", content=b"{}", headers={"authorization": "ok"})
+    assert adapter.requests == []
+    assert replicache.Pull().reads_request is False

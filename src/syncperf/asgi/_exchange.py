@@ -255,8 +255,8 @@ class Exchange:
         failure: BaseException | None = None
         try:
             self.open(hit, metered)
-            if self.adapter is not None:
-                await self.read_request()
+            if self.adapter is not None and getattr(self.adapter, "reads_request", True):
+                await self.read_request()  # not a pull adapter's: it reads only the response
             await self.mw.app(self.scope, self.receive, self.send)
         except BaseException as exc:
             failure = exc
