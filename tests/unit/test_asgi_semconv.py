@@ -233,3 +233,76 @@ async def test_an_adapter_that_does_not_read_the_request_is_not_fed_it(
         await c.post("/push", content=b"{}", headers={"authorization": "ok"})
     assert adapter.requests == []
     assert replicache.Pull().reads_request is False
+
+
+async def _expecting(app: Any, body: bytes, authorized: bool) -> tuple[int, list[str]]:
+    """One ``Expect: 100-continue`` request; the status and the order of what happened."""
+    events: list[str] = []
+    chunks = [body[:3], body[3:]]
+
+    async def receive() -> Any:
+        events.append("receive")  # a server sends ``100 Continue`` on the first receive()
+        chunk = chunks.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+
+    status = 0
+
+    async def send(message: Any) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            events.append("start")
+
+    headers = [(b"content-length", str(len(body)).encode()), (b"expect", b"100-Continue")]
+    if authorized:
+        headers.append((b"authorization", b"ok"))
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/push",
+        "root_path": "",
+        "query_string": b"",
+        "headers": headers,
+    }
+    await app(scope, receive, send)
+    return status, events
+
+
+async def test_expect_100_continue_refused_without_reading_is_never_read_ahead(
+    syncperf_capture: Capture,
+) -> None:
+    adapter = Recording()
+    routes = {"/push": SyncRoute("push", adapter=adapter)}  # type: ignore[arg-type]
+    app = SyncPerfMiddleware(_body_app([]), routes=routes)
+    assert await _expecting(app, b'{"mutations": []}', authorized=False) == (401, ["start"])
+    assert adapter.requests == []
+    (op,) = syncperf_capture.points("sync.operation.duration")
+    assert op.attributes["error.type"] == "401"
+
+
+async def test_expect_100_continue_feeds_the_adapter_the_body_the_app_reads(
+    syncperf_capture: Capture,
+) -> None:
+    adapter, seen = Recording(), []
+    routes = {"/push": SyncRoute("push", adapter=adapter)}  # type: ignore[arg-type]
+    app = SyncPerfMiddleware(_body_app(seen), routes=routes)
+    status, events = await _expecting(app, b'{"mutations": [1, 2]}', authorized=True)
+    assert (status, events) == (200, ["receive", "receive", "start"])
+    assert seen == [b'{"mutations": [1, 2]}']
+    assert adapter.requests == [{"mutations": [1, 2]}]
+    (size,) = syncperf_capture.points("http.server.request.body.size")
+    assert size.sum == 21
+
+
+async def test_expect_100_continue_past_max_body_bytes_is_not_parsed(
+    syncperf_capture: Capture,
+) -> None:
+    adapter = Recording()
+    routes = {"/push": SyncRoute("push", adapter=adapter)}  # type: ignore[arg-type]
+    app = SyncPerfMiddleware(_body_app([]), routes=routes, max_body_bytes=8)
+    assert (await _expecting(app, b'{"mutations": [1, 2]}', authorized=True))[0] == 200
+    assert adapter.requests == []
+    assert syncperf_capture.total("syncperf.dropped", {"syncperf.reason": "asgi_body_too_large"})

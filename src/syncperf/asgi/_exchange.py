@@ -255,9 +255,14 @@ class Exchange:
         failure: BaseException | None = None
         try:
             self.open(hit, metered)
-            if self.adapter is not None and getattr(self.adapter, "reads_request", True):
-                await self.read_request()  # not a pull adapter's: it reads only the response
-            await self.mw.app(self.scope, self.receive, self.send)
+            app_receive: Receive = self.receive
+            adapter = self.adapter
+            if adapter is not None and getattr(adapter, "reads_request", True):
+                if expects_continue(self.scope.get("headers")):
+                    app_receive = self.feeding_receive()  # no read-ahead: nothing is uploaded
+                else:  # unless the application reads it
+                    await self.read_request()
+            await self.mw.app(self.scope, app_receive, self.send)
         except BaseException as exc:
             failure = exc
             raise
@@ -276,6 +281,27 @@ class Exchange:
             if self.status is None:  # sticky: a server repeats the disconnect when asked again
                 self.left_early = True
         return message
+
+    def feeding_receive(self) -> Receive:
+        """``receive`` that feeds the adapter the body the application reads, when its last
+        chunk arrives (``Expect: 100-continue``: reading ahead would have the server ask the
+        client for a body the application may refuse unread)."""
+        cap = self.mw._max_body
+        chunks: list[bytes] = []
+
+        async def receive() -> Message:
+            message = await self.receive()
+            if message["type"] == "http.request" and self.op is not None:
+                body = message.get("body", b"")
+                if body and self.received <= cap:
+                    chunks.append(body)
+                if not message.get("more_body", False):
+                    hook = self.adapter.on_request  # type: ignore[union-attr]
+                    feed_body(self.rt, self.op, hook, chunks, self.received, cap)
+                    chunks.clear()  # fed once
+            return message
+
+        return receive
 
     async def read_request(self) -> None:
         """Read the body (up to ``max_body_bytes``) for the adapter before the app sees it:
@@ -341,3 +367,13 @@ class Exchange:
             raise
         if final:
             self.complete_ns = _perf()
+
+
+def expects_continue(headers: Any) -> bool:
+    """Whether a request's headers carry ``Expect: 100-continue`` (junk headers: no)."""
+    try:
+        return any(
+            name == b"expect" and value.lower() == b"100-continue" for name, value in headers
+        )
+    except (TypeError, ValueError, AttributeError):
+        return False
