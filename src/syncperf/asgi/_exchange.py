@@ -7,8 +7,9 @@ it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's 
 * ``open``: what is decided before the application runs (``http.server.active_requests``,
   the request's headers, the sync operation of a sync route);
 * ``run``: ``open``, then the application, with ``receive`` and ``send`` counting the bodies
-  (and, for a route with an adapter, the request body read first), ``finish`` whatever
-  raised (strict mode too);
+  (and, for a route whose adapter reads the request, its body read first, or as the
+  application reads it under ``Expect: 100-continue``), ``finish`` whatever raised (strict
+  mode too);
 * ``finish`` (``_finish``): the operation's outcome and end, then the HTTP metrics, never
   replacing the application's exception; the active-requests gauge returns to zero.
 """
