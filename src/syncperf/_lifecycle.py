@@ -303,9 +303,15 @@ def _finish_span(
         attrs["error.type"] = etype
         if exc is not None:
             record_exception(span, exc, op._rt.config.record_exception_messages)
-        span.set_status(Status(StatusCode.ERROR, etype))
+        if op._kind is not SpanKind.SERVER or not _refused(etype):  # HTTP conventions: a
+            span.set_status(Status(StatusCode.ERROR, etype))  # 4xx leaves a SERVER span unset
     if op._span_attrs:  # the application's, checked
         span.set_attributes(op._span_attrs)
+
+
+def _refused(etype: str) -> bool:
+    """Whether ``etype`` is a 4xx status code (``apply_http_status``'s error type)."""
+    return len(etype) == 3 and etype[0] == "4" and etype.isdigit()
 
 
 def _rescue(

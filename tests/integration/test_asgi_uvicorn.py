@@ -12,11 +12,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from fastapi import FastAPI
-from fastapi.responses import StreamingResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 import syncperf
-from syncperf.asgi import SyncPerfMiddleware
+from syncperf.adapters import replicache
+from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.testing import Capture
 from tests.integration.conftest import free_port
 
@@ -50,9 +51,19 @@ def make_app() -> FastAPI:
 
         return StreamingResponse(chunks(), media_type="application/octet-stream")
 
-    app.add_middleware(
-        SyncPerfMiddleware, routes={"/sync/pull": "pull", "/sync/{entity}/push": "push"}
-    )
+    @app.post("/replicache/push")
+    async def replicache_push(request: Request) -> PlainTextResponse:
+        if request.headers.get("authorization") != "Bearer ok":
+            return PlainTextResponse("unauthorized", status_code=401)  # the body is never read
+        await request.body()
+        return PlainTextResponse("ok")
+
+    routes = {
+        "/sync/pull": "pull",
+        "/sync/{entity}/push": "push",
+        "/replicache/push": SyncRoute("push", adapter=replicache.Push()),
+    }
+    app.add_middleware(SyncPerfMiddleware, routes=routes)
     return app
 
 
@@ -169,6 +180,41 @@ def test_a_client_gone_mid_upload_is_client_disconnected_not_a_400(
     wait_for(lambda: active(cap, "http.server.active_requests") == 0)
     (http,) = cap.points("http.server.request.duration")
     assert http.attributes["error.type"] == "client_disconnected"
+
+
+_EXPECTING = (
+    b"POST /replicache/push HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    b"Expect: 100-continue\r\n"
+)
+
+
+def test_expect_100_continue_refused_unread_is_answered_before_any_upload(
+    server: str, syncperf_capture: Capture
+) -> None:
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(_EXPECTING + b"Content-Length: 800000\r\n\r\n")
+        assert sock.recv(200).startswith(b"HTTP/1.1 401")  # not "100 Continue"
+    wait_for(lambda: syncperf_capture.total("sync.operation.duration") == 1)
+    (point,) = syncperf_capture.points("sync.operation.duration")
+    assert point.attributes["error.type"] == "401"
+    assert syncperf_capture.points("syncperf.dropped") == []
+
+
+def test_expect_100_continue_accepted_feeds_the_adapter_the_uploaded_body(
+    server: str, syncperf_capture: Capture
+) -> None:
+    body = b'{"clientGroupID": "g", "mutations": [{"id": 1, "name": "a"}, {"id": 2, "name": "a"}]}'
+    host, port = server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        head = b"Authorization: Bearer ok\r\nContent-Length: %d\r\n\r\n" % len(body)
+        sock.sendall(_EXPECTING + head)
+        assert sock.recv(200).startswith(b"HTTP/1.1 100")
+        sock.sendall(body)
+        assert sock.recv(200).startswith(b"HTTP/1.1 200")
+    wait_for(lambda: syncperf_capture.total("sync.operation.duration") == 1)
+    (batch,) = syncperf_capture.points("sync.batch.size")
+    assert batch.sum == 2
 
 
 async def test_an_incoming_traceparent_over_http_is_continued(

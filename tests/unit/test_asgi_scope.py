@@ -26,6 +26,7 @@ SECRET = "SECRET-TOKEN"
 ROUTES: dict[str, str | SyncRoute] = {
     "/sync/pull": "pull",
     "/sync/wm": SyncRoute("pull", adapter=watermelondb.Pull()),
+    "/sync/wm/push": SyncRoute("push", adapter=watermelondb.Push()),  # reads the request
 }
 METHODS = {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 SCHEMES = {"http", "https", "ws", "wss", "_OTHER"}
@@ -280,11 +281,12 @@ _names = st.sampled_from(
         b"tracestate",
         b"baggage",
         b"x-forwarded-proto",
+        b"expect",
     ]
 )
 _header_values = st.one_of(
     _planted_bytes,
-    st.sampled_from([b"12", b"text/event-stream", b"pending=1"]),
+    st.sampled_from([b"12", b"text/event-stream", b"pending=1", b"100-continue"]),
     st.just(b"\xff").map(lambda b: b * 600),
     _hostile,
 )
@@ -304,7 +306,9 @@ _scopes = st.fixed_dictionaries(
     {
         "method": _field(st.sampled_from(["GET", "POST", "OPTIONS", "get"])),
         "scheme": _field(st.sampled_from(["http", "https", "HTTPS"])),
-        "path": _field(st.sampled_from(["/sync/pull", "/sync/wm", "/other", "/api/sync/pull"])),
+        "path": _field(
+            st.sampled_from(["/sync/pull", "/sync/wm", "/sync/wm/push", "/other", "/api/sync/pull"])
+        ),
         # the server's configuration, part of url.path: hostile, but no planted secret
         "root_path": st.one_of(
             st.sampled_from(["", "/api"]), _hostile.filter(lambda v: SECRET not in repr(v))

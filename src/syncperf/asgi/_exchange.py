@@ -7,14 +7,16 @@ it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's 
 * ``open``: what is decided before the application runs (``http.server.active_requests``,
   the request's headers, the sync operation of a sync route);
 * ``run``: ``open``, then the application, with ``receive`` and ``send`` counting the bodies
-  (and, for a route with an adapter, the request body read first), ``finish`` whatever
-  raised (strict mode too);
+  (and, for a route whose adapter reads the request, its body read first, or as the
+  application reads it under ``Expect: 100-continue``), ``finish`` whatever raised (strict
+  mode too);
 * ``finish`` (``_finish``): the operation's outcome and end, then the HTTP metrics, never
   replacing the application's exception; the active-requests gauge returns to zero.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -41,7 +43,7 @@ from syncperf.asgi._http import (
     read_client,
     record_key,
 )
-from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live
+from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live, mount_base
 from syncperf.asgi._scope import (
     METHODS,
     SCHEMES,
@@ -194,7 +196,8 @@ class Exchange:
         rt, mw, scope = self.rt, self.mw, self.scope
         compiled, entity = hit
         route = compiled.route
-        template = self.template = compiled.template
+        template = compiled.template  # relative to the app; ``http.route``: to the server
+        self.template = http_route = mount_base(scope, self.entry_root) + template
         self.adapter = route.adapter
         if entity is not None:
             entity = self.path_entity(entity)
@@ -211,7 +214,7 @@ class Exchange:
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,
                 "url.path": text(self.entry_root + template),  # no path parameter's value
-                "http.route": template,
+                "http.route": http_route,
             }
         kind = _INTERNAL if self.owned else _SERVER
         current = None if self.token is not None else self.current  # None: the propagated one
@@ -253,9 +256,14 @@ class Exchange:
         failure: BaseException | None = None
         try:
             self.open(hit, metered)
-            if self.adapter is not None:
-                await self.read_request()
-            await self.mw.app(self.scope, self.receive, self.send)
+            app_receive: Receive = self.receive
+            adapter = self.adapter
+            if adapter is not None and getattr(adapter, "reads_request", True):
+                if expects_continue(self.scope.get("headers")):
+                    app_receive = self.feeding_receive()  # no read-ahead: nothing is uploaded
+                else:  # unless the application reads it
+                    await self.read_request()
+            await self.mw.app(self.scope, app_receive, self.send)
         except BaseException as exc:
             failure = exc
             raise
@@ -274,6 +282,27 @@ class Exchange:
             if self.status is None:  # sticky: a server repeats the disconnect when asked again
                 self.left_early = True
         return message
+
+    def feeding_receive(self) -> Receive:
+        """``receive`` that feeds the adapter the body the application reads, when its last
+        chunk arrives (``Expect: 100-continue``: reading ahead would have the server ask the
+        client for a body the application may refuse unread)."""
+        cap = self.mw._max_body
+        chunks: list[bytes] = []
+
+        async def receive() -> Message:
+            message = await self.receive()
+            if message["type"] == "http.request" and self.op is not None:
+                body = message.get("body", b"")
+                if body and self.received <= cap:
+                    chunks.append(body)
+                if not message.get("more_body", False):
+                    hook = self.adapter.on_request  # type: ignore[union-attr]
+                    feed_body(self.rt, self.op, hook, chunks, self.received, cap)
+                    chunks.clear()  # fed once
+            return message
+
+        return receive
 
     async def read_request(self) -> None:
         """Read the body (up to ``max_body_bytes``) for the adapter before the app sees it:
@@ -327,6 +356,11 @@ class Exchange:
                     self.owner_span.set_attribute("sync.entity", op.entity)
         elif kind == "http.response.pathsend":
             final = True
+            try:  # the file the server sends (a bad path: its size is not recorded)
+                size = os.stat(message["path"]).st_size
+            except Exception:  # never raised into the application
+                size = 0
+            self.sent += size
         try:
             await self.server_send(message)
         except OSError:  # how an ASGI 2.4 server reports that the client is gone
@@ -334,3 +368,13 @@ class Exchange:
             raise
         if final:
             self.complete_ns = _perf()
+
+
+def expects_continue(headers: Any) -> bool:
+    """Whether a request's headers carry ``Expect: 100-continue`` (junk headers: no)."""
+    try:
+        return any(
+            name == b"expect" and value.lower() == b"100-continue" for name, value in headers
+        )
+    except (TypeError, ValueError, AttributeError):
+        return False

@@ -29,6 +29,7 @@ __all__ = [
     "is_live",
     "live_query",
     "live_request",
+    "mount_base",
     "route_path",
 ]
 
@@ -196,7 +197,8 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
 
     Starlette and FastAPI leave the matched route in ``scope["route"]``. Inside a mount its
     template is relative to the mount, whose literal path is added back (a mount with path
-    parameters has no safe template and yields None).
+    parameters has no safe template and yields None), and so is the path of the mount this
+    middleware's app sits in (``mount_base``): the route is relative to the server's root.
     """
     route = included_route(scope, scope.get("route"))
     if route is None:
@@ -206,7 +208,9 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
         return None
     root = scope.get("root_path", "")
     if root == entry_root:
-        return template
+        if scope.get("app_root_path", root) == root:  # the server's app: not mounted
+            return template
+        return mount_base(scope, entry_root) + template
     if not isinstance(root, str) or not root.startswith(entry_root):
         return None
     params = scope.get("path_params")
@@ -221,7 +225,17 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
         if not isinstance(mount_path, str) or not prefix.endswith(mount_path):
             return None
         prefix = prefix[: len(prefix) - len(mount_path)]
-    return prefix + template
+    return mount_base(scope, entry_root) + prefix + template
+
+
+def mount_base(scope: MutableMapping[str, Any], entry_root: str) -> str:
+    """The path of the mounts an app was reached through (``""`` for the server's app):
+    its ``root_path`` past the server's, which Starlette's ``Mount`` keeps in
+    ``scope["app_root_path"]`` (a server's ``--root-path`` stays out of ``http.route``)."""
+    server_root = scope.get("app_root_path")
+    if type(server_root) is not str or not entry_root.startswith(server_root):
+        return ""
+    return entry_root[len(server_root) :]
 
 
 def included_route(scope: MutableMapping[str, Any], route: Any) -> Any:
