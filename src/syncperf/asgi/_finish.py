@@ -44,8 +44,10 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
         reason, failure = "client_disconnected", None
     elif failure is None and not ex.complete_ns:
         reason = "incomplete_response"
-    elif failure is not None and ex.complete_ns:  # raised after the client had its answer (a
-        # background task): the response decides the outcome; the exception still propagates
+    elif failure is not None and ex.complete_ns and (ex.status or 0) < 500:  # raised after
+        # the client had its answer (a background task): the response decides the outcome; the
+        # exception still propagates. After a 5xx it is the handler's failure (Starlette's
+        # ServerErrorMiddleware sends the 500, then raises again)
         msg = "syncperf: the application raised after its response was complete (%s)"
         ex.rt.drop("background_task_failed", msg, raised_at(failure))
         failure = None
@@ -74,8 +76,9 @@ def finish_operation(
     rt, status = ex.rt, ex.status
     matched = None
     try:
-        if ex.adapter is not None and status is not None and 200 <= status < 300:
-            hook, cap = ex.adapter.on_response, ex.mw._max_body  # only a 2xx: an answer
+        whole = ex.complete_ns and status is not None and 200 <= status < 300
+        if ex.adapter is not None and whole:  # only a whole 2xx: an answer
+            hook, cap = ex.adapter.on_response, ex.mw._max_body
             feed_body(rt, op, hook, ex.response_chunks, ex.sent, cap, answer=True)
         settle(op, status, ex.replayed)
         if ex.replayed:
@@ -88,7 +91,7 @@ def finish_operation(
         matched = framework_route(ex.scope, ex.entry_root)
         span = None if ex.owned else op._span  # None: sampled out, nothing to set
         if span is not None:
-            if status is not None or failure is not None:
+            if (status is not None or failure is not None) and not ex.left_early:  # never sent
                 span.set_attribute("http.response.status_code", 500 if status is None else status)
             if matched is not None and matched != ex.template:
                 span.set_attribute("http.route", matched)
@@ -176,7 +179,7 @@ def http_key(
     ex: Exchange, failure: BaseException | None, reason: str | None, matched: str | None
 ) -> tuple[str, str, int | None, str | None, str | None, str | None]:
     """The attributes of the request's HTTP series (see ``HttpSeries.bound``)."""
-    status: int | None = ex.status
+    status: int | None = None if ex.left_early else ex.status  # only a status sent
     if failure is not None:
         etype: str | None = ex.rt.error_types(error_type(failure))
         status = 500 if status is None else status
