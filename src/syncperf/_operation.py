@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["SyncOperation", "active_operation", "current_operation"]
 
 CHANGES = frozenset({"created", "updated", "deleted"})
+HELD = "syncperf.held"
+"""``scratch`` key of the payload tallies an adapter holds until the answer decides them (a list
+the ASGI middleware puts there): a shipped adapter then adds its tallies to it, uncommitted."""
 CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 """The operation in progress in this context; set and reset by ``_lifecycle`` only."""
 active_operation: Callable[[], SyncOperation | None] = CURRENT.get

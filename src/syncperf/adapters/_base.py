@@ -14,7 +14,7 @@ from typing import Any
 
 from syncperf._gate import describe, raised_at
 from syncperf._guard import OTHER
-from syncperf._operation import CHANGES, SyncOperation
+from syncperf._operation import CHANGES, HELD, SyncOperation
 
 MISSING: Any = object()
 """Sentinel: the payload has no such field."""
@@ -255,8 +255,13 @@ class Tally:
         self.attribute(attribute, kind)
         self.error = "_OTHER" if kind == OTHER else kind
 
-    def commit(self, op: SyncOperation) -> None:
-        """Record the tally on ``op``."""
+    def commit(self, op: SyncOperation, replayed: bool = False) -> None:
+        """Record the tally on ``op``; ``replayed``: the answer was replayed from an
+        idempotency store (nothing applied again), so only its outcome and attributes."""
+        if replayed:
+            self.batch, self.duplicate = None, False
+            self.items.clear()
+            self.conflicts.clear()
         rt = op.runtime
         if rt is not None and any(e is not None for e, _ in (*self.items, *self.conflicts)):
             rt.names_from_requests("a sync payload")
@@ -312,7 +317,7 @@ class ProtocolAdapter:
             _unparseable(op, self.protocol + " request", error)
             return
         if tally is not None:
-            tally.commit(op)
+            _commit(op, tally)
 
     def on_response(self, op: SyncOperation, response: Any) -> None:
         """Read the handler's return value into ``op`` (conflicts, pulled items)."""
@@ -325,7 +330,7 @@ class ProtocolAdapter:
             _unparseable(op, self.protocol + " response", error)
             return
         if tally is not None:
-            tally.commit(op)
+            _commit(op, tally)
 
     def on_query(self, op: SyncOperation, params: Mapping[str, Any]) -> None:
         """Read the request's query parameters named in ``query`` (strings from a URL, or
@@ -346,6 +351,16 @@ class ProtocolAdapter:
 
     def __repr__(self) -> str:
         return f"<syncperf adapter {self.protocol}>"
+
+
+def _commit(op: SyncOperation, tally: Tally) -> None:
+    """Commit ``tally``, or add it to the operation's held tallies (``HELD``)."""
+    scratch = op.scratch
+    held = None if scratch is None else scratch.get(HELD)
+    if held is None:
+        tally.commit(op)
+    else:
+        held.append(tally)
 
 
 def _unparseable(op: SyncOperation, what: str, error: Exception) -> None:

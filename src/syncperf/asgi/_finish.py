@@ -1,7 +1,8 @@
 """The end of one request through ``SyncPerfMiddleware`` (``Exchange.run`` calls ``finish``).
 
 * ``finish_operation``: the sync operation's outcome from the response, the adapter fed the
-  response body, then ``end()``;
+  response body, what it read committed unless the answer refused the request (``settle``),
+  then ``end()``;
 * ``record_http``: the ``http.server.*`` metrics and syncperf's overhead; the active-requests
   gauge returns to zero whatever fails.
 
@@ -19,7 +20,7 @@ from syncperf._gate import error_type, raised_at
 from syncperf._http_status import apply_http_status
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
-from syncperf._operation import SyncOperation
+from syncperf._operation import HELD, SyncOperation
 from syncperf.asgi._http import AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
 from syncperf.asgi._scope import VERSIONS, wrong_type
@@ -43,8 +44,10 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
         reason, failure = "client_disconnected", None
     elif failure is None and not ex.complete_ns:
         reason = "incomplete_response"
-    elif failure is not None and ex.complete_ns:  # raised after the client had its answer (a
-        # background task): the response decides the outcome; the exception still propagates
+    elif failure is not None and ex.complete_ns and (ex.status or 0) < 500:  # raised after
+        # the client had its answer (a background task): the response decides the outcome; the
+        # exception still propagates. After a 5xx it is the handler's failure (Starlette's
+        # ServerErrorMiddleware sends the 500, then raises again)
         msg = "syncperf: the application raised after its response was complete (%s)"
         ex.rt.drop("background_task_failed", msg, raised_at(failure))
         failure = None
@@ -73,9 +76,11 @@ def finish_operation(
     rt, status = ex.rt, ex.status
     matched = None
     try:
-        if ex.adapter is not None and status is not None and 200 <= status < 300:
-            hook, cap = ex.adapter.on_response, ex.mw._max_body  # only a 2xx: an answer
+        whole = ex.complete_ns and status is not None and 200 <= status < 300
+        if ex.adapter is not None and whole:  # only a whole 2xx: an answer
+            hook, cap = ex.adapter.on_response, ex.mw._max_body
             feed_body(rt, op, hook, ex.response_chunks, ex.sent, cap, answer=True)
+        settle(op, status, ex.replayed)
         if ex.replayed:
             op.record_idempotency_hit()
         if failure is None:
@@ -86,7 +91,7 @@ def finish_operation(
         matched = framework_route(ex.scope, ex.entry_root)
         span = None if ex.owned else op._span  # None: sampled out, nothing to set
         if span is not None:
-            if status is not None or failure is not None:
+            if (status is not None or failure is not None) and not ex.left_early:  # never sent
                 span.set_attribute("http.response.status_code", 500 if status is None else status)
             if matched is not None and matched != ex.template:
                 span.set_attribute("http.route", matched)
@@ -105,6 +110,22 @@ def finish_operation(
         except Exception as error:
             hook_failed(rt, "operation_end_failed", error, failure)
     return matched
+
+
+def settle(op: SyncOperation, status: int | None, replayed: bool) -> None:
+    """Commit the payload tallies the adapter held (``HELD``) unless the answer refused the
+    request: a 4xx that is not a conflict (nothing synced: no items, batch size or payload
+    entity names). A 5xx, a raise, a client gone: the handler may have applied some of it.
+    A replayed answer commits only its outcome (the request applied nothing again)."""
+    scratch = op.scratch
+    held = None if scratch is None else scratch.pop(HELD, None)
+    if not held:
+        return
+    refused = status is not None and 400 <= status < 500 and status != 409
+    if refused and not op.conflicts and not any(tally.conflicts for tally in held):
+        return
+    for tally in held:
+        tally.commit(op, replayed)
 
 
 def record_http(
@@ -158,7 +179,7 @@ def http_key(
     ex: Exchange, failure: BaseException | None, reason: str | None, matched: str | None
 ) -> tuple[str, str, int | None, str | None, str | None, str | None]:
     """The attributes of the request's HTTP series (see ``HttpSeries.bound``)."""
-    status: int | None = ex.status
+    status: int | None = None if ex.left_early else ex.status  # only a status sent
     if failure is not None:
         etype: str | None = ex.rt.error_types(error_type(failure))
         status = 500 if status is None else status

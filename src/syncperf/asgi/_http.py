@@ -28,7 +28,7 @@ from syncperf._gate import raised_at
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._metrics.batches import NS, Batch, batches
-from syncperf._operation import SyncOperation
+from syncperf._operation import HELD, SyncOperation
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
 from syncperf.asgi._scope import wrong_type
@@ -336,7 +336,8 @@ def feed_body(
 
     ``answer``: the body of a 2xx answer (``on_response``); one with nothing to read (a 204,
     an empty or non-JSON body) reaches the hook as None, so a push adapter that counts its
-    rows when it reads the answer (``rxdb.Push``) still counts them.
+    rows when it reads the answer (``rxdb.Push``) still counts them. A shipped adapter holds
+    what it reads (``HELD``) for ``finish`` to commit once the answer is known.
     """
     parsed = None
     if not chunks or size == 0:
@@ -353,6 +354,10 @@ def feed_body(
         except (ValueError, RecursionError):  # nested deeper than the decoder reads: ~1,000
             _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
             return
+    scratch = op.scratch
+    if scratch is None:
+        scratch = op.scratch = {}
+    scratch.setdefault(HELD, [])  # until the answer decides them (``_finish.settle``)
     try:
         hook(op, parsed)
     except Exception as error:
