@@ -36,7 +36,7 @@ import syncperf
 from syncperf import _gate as gate
 from syncperf._staleness import MAX_SKEW
 from syncperf.exceptions import ConfigError, MeasurementError
-from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
+from syncperf.outbox import MAX_NAMES, Outbox, OutboxStats, sqlalchemy_probe
 from syncperf.outbox._gauges import MAX_STATUSES, _validate
 from syncperf.outbox._sqlalchemy import _attempt_sum
 from syncperf.testing import Capture, capture
@@ -375,6 +375,35 @@ def test_closed_outboxes_stop_reporting(syncperf_capture: Capture) -> None:
     outbox.close()
     with capture() as later:
         assert later.metric("outbox.depth") is None
+
+
+def _other_gauges(cap: Capture) -> dict[str, Any]:
+    rows = cap.points("outbox.rows", {"outbox.name": "_other"})
+    return {
+        "depth": gauge(cap, "outbox.depth", "_other"),
+        "oldest_age": gauge(cap, "outbox.oldest_age", "_other"),
+        "rows": {p.attributes["outbox.status"]: p.value for p in rows},
+        "attempts": gauge(cap, "outbox.attempts", "_other"),
+    }
+
+
+def test_a_stuck_outbox_past_the_name_bound_is_not_hidden_by_a_healthy_one(
+    syncperf_capture: Capture,
+) -> None:
+    for index in range(MAX_NAMES):
+        Outbox(f"box{index}").enqueue()
+    stuck = Outbox("stuck", stats=lambda: OutboxStats(500, 1000.0, {"pending": 500, "dead": 2}, 9))
+    healthy = Outbox("healthy", stats=lambda: OutboxStats(1, 10.0, {"pending": 1}, 1))
+    named = Outbox("box0", stats=lambda: (3, 5.0))  # a bound name is reported as itself
+    assert _other_gauges(syncperf_capture) == {
+        "depth": 501,
+        "oldest_age": 1000.0,
+        "rows": {"pending": 501, "dead": 2},
+        "attempts": 10,
+    }
+    assert gauge(syncperf_capture, "outbox.depth", "box0") == 3
+    for outbox in (stuck, healthy, named):
+        outbox.close()
 
 
 def test_an_outbox_the_application_drops_is_not_kept_alive_and_stops_reporting(
