@@ -152,9 +152,9 @@ def test_event_alerts_see_a_series_first_events_and_restarts_not_old_or_gapped_o
     values = {
         ("first", "a"): "_x20 1x40",  # a one-off: the series appears at 1 at 20m
         ("restart", "a"): "3x20 _x2 1x40",  # the process restarted at 23m (a reset)
-        # The process stopped at 8m (10m, marked stale) and its successor's first event came at 20m: the old
-        # samples are before the window (unscraped, or marked stale as a target going down
-        # is), the new series is a reset that increase() over the window cannot see.
+        # The process stopped at 8m (at 10m, marked stale as a target going down is) and its
+        # successor's first event came at 20m: the old samples are before the window, the new
+        # series is a reset that increase() over the window cannot see.
         ("late", "a"): "3x8 _x11 1x40",
         ("stale", "a"): "3x10 stale _x8 1x40",
         ("gap", "a"): "3x20 _x10 3x40",  # ten minutes unscraped, nothing new
