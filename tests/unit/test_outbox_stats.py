@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, registry, scoped_session, sessionmaker
 
@@ -118,6 +119,53 @@ def test_a_failing_callback_drops_the_gauges_and_is_counted(syncperf_capture: Ca
     stats.result = OutboxStats(1, 5.0)
     assert gauge(syncperf_capture, "outbox.depth") == 1
     outbox.close()
+
+
+class _Driver(Exception):
+    """A DBAPI error as psycopg2 (``pgcode``) or psycopg 3 and asyncpg (``sqlstate``) raise it."""
+
+    def __init__(self, **codes: object) -> None:
+        super().__init__("canceling statement due to statement timeout")
+        self.__dict__.update(codes)
+
+
+OPERATIONAL = "sqlalchemy.exc.OperationalError"
+
+
+class _Hostile(Exception):
+    @property
+    def sqlstate(self) -> str:
+        raise RuntimeError(SECRET)
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (OperationalError("SELECT", {}, _Driver(pgcode="57014")), "timeout"),  # psycopg2
+        (OperationalError("SELECT", {}, _Driver(sqlstate="57014")), "timeout"),  # psycopg 3
+        (_Driver(sqlstate="57014"), "timeout"),  # the driver's own error, from a callback
+        (
+            OperationalError("SELECT", {}, _Driver(pgcode="08006")),
+            "sqlalchemy.exc.OperationalError",
+        ),
+        (
+            OperationalError("SELECT", {}, _Driver(sqlstate=57014)),
+            "sqlalchemy.exc.OperationalError",
+        ),
+        (OperationalError("SELECT", {}, _Hostile()), "sqlalchemy.exc.OperationalError"),
+    ],
+)
+def test_a_statement_the_database_cancelled_for_its_timeout_counts_as_a_timeout(
+    raised: BaseException, expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PostgreSQL's statement_timeout (the SQLAlchemy probe sets it to its timeout) cancels
+    # the query with SQLSTATE 57014 (query_canceled) before stats_timeout stops the waiting.
+    with capture() as cap:
+        outbox = Outbox("orders", stats=Counting(raised))
+        assert gauge(cap, "outbox.depth") is None
+        assert probe_failures(cap) == {expected: 1}
+        outbox.close()
+    assert SECRET not in caplog.text
 
 
 def test_a_nonsense_answer_counts_as_a_failure(syncperf_capture: Capture) -> None:

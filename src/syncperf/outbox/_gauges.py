@@ -380,8 +380,9 @@ def unregister(rt: Runtime, token: int) -> None:
 
 
 def failure_type(error: BaseException) -> str:
-    """``error.type`` of a failed stats call."""
-    if isinstance(error, ProbeTimeout):
+    """``error.type`` of a failed stats call: ``timeout`` also for a statement the database
+    cancelled for its timeout (the SQLAlchemy probe's ``statement_timeout``)."""
+    if isinstance(error, ProbeTimeout) or _query_canceled(error):
         return "timeout"
     if isinstance(error, ProbeBusy):
         return "busy"
@@ -390,3 +391,21 @@ def failure_type(error: BaseException) -> str:
     if isinstance(error, InvalidCreatedAt):
         return "invalid_created_at"
     return error_type(error)
+
+
+_QUERY_CANCELED = "57014"
+"""PostgreSQL's SQLSTATE for a statement cancelled by ``statement_timeout`` (or by request)."""
+
+
+def _query_canceled(error: BaseException) -> bool:
+    """Whether ``error`` (or the DBAPI error SQLAlchemy wraps in it, ``orig``) carries SQLSTATE
+    57014: ``sqlstate`` on psycopg 3's and asyncpg's errors, ``pgcode`` on psycopg2's."""
+    try:
+        for candidate in (error, getattr(error, "orig", None)):
+            for attribute in ("sqlstate", "pgcode"):
+                code = getattr(candidate, attribute, None)
+                if isinstance(code, str) and code == _QUERY_CANCELED:
+                    return True
+    except Exception:  # a hostile error's attribute: its class name, as any other
+        return False
+    return False
