@@ -38,7 +38,7 @@ from syncperf import _gate as gate
 from syncperf._staleness import MAX_SKEW
 from syncperf.exceptions import ConfigError, MeasurementError
 from syncperf.outbox import MAX_NAMES, Outbox, OutboxStats, sqlalchemy_probe
-from syncperf.outbox._gauges import MAX_STATUSES, _validate
+from syncperf.outbox._gauges import MAX_STATUSES, GaugeCallbacks, _validate
 from syncperf.outbox._sqlalchemy import _attempt_sum
 from syncperf.testing import Capture, capture
 from tests._forked import in_a_worker
@@ -433,6 +433,46 @@ def _other_gauges(cap: Capture) -> dict[str, Any]:
         "rows": {p.attributes["outbox.status"]: p.value for p in rows},
         "attempts": gauge(cap, "outbox.attempts", "_other"),
     }
+
+
+def _flat(point: tuple[dict[str, Any], float]) -> tuple[tuple[tuple[str, Any], ...], float]:
+    return tuple(sorted(point[0].items())), point[1]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["_other", "orders"]), st.floats(0, 1e9), st.booleans()),
+        max_size=6,
+    )
+)
+def test_the_other_outboxes_points_are_summed_or_the_oldest_taken_the_rest_kept(
+    answers: list[tuple[str, float, bool]],
+) -> None:
+    # The combination itself, over any mix of the outboxes' answers (one callback each).
+    callbacks = GaugeCallbacks(None)  # type: ignore[arg-type]
+    for token, (name, value, pending) in enumerate(answers):
+        points = [({"outbox.name": name, "outbox.status": "pending"}, value)] if pending else []
+        callbacks.callbacks[token] = {
+            gauge: lambda p=points, a={"outbox.name": name}, v=value: [(a, v), *p]
+            for gauge in ("outbox.depth", "outbox.oldest_age", "outbox.rows")
+        }
+    other = [(v, p) for n, v, p in answers if n == "_other"]
+    kept = [({"outbox.name": "orders"}, v) for n, v, _ in answers if n == "orders"]
+    kept += [({"outbox.name": "orders", "outbox.status": "pending"}, v)
+             for n, v, p in answers if n == "orders" and p]  # fmt: skip
+    for gauge, combine in (("outbox.depth", sum), ("outbox.oldest_age", max)):
+        points = callbacks.observe(gauge)()
+        named = [p for p in points if p[0]["outbox.name"] != "_other"]
+        assert sorted(map(_flat, named)) == sorted(map(_flat, kept))
+        combined = dict(_flat(p) for p in points if p[0]["outbox.name"] == "_other")
+        assert len(combined) == len([a for a, _ in points if a["outbox.name"] == "_other"])
+        expected: dict[Any, float] = {}
+        if other:
+            expected[(("outbox.name", "_other"),)] = combine(v for v, _ in other)
+        if any(p for _, p in other):
+            key = (("outbox.name", "_other"), ("outbox.status", "pending"))
+            expected[key] = combine(v for v, p in other if p)
+        assert combined == pytest.approx(expected)
 
 
 def test_a_stuck_outbox_past_the_name_bound_is_not_hidden_by_a_healthy_one(
