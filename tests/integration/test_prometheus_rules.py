@@ -152,7 +152,15 @@ def test_event_alerts_see_a_series_first_events_and_restarts_not_old_or_gapped_o
     values = {
         ("first", "a"): "_x20 1x40",  # a one-off: the series appears at 1 at 20m
         ("restart", "a"): "3x20 _x2 1x40",  # the process restarted at 23m (a reset)
+        # The process stopped at 8m (at 10m, marked stale as a target going down is) and its
+        # successor's first event came at 20m: the old samples are before the window, the new
+        # series is a reset that increase() over the window cannot see.
+        ("late", "a"): "3x8 _x11 1x40",
+        ("stale", "a"): "3x10 stale _x8 1x40",
         ("gap", "a"): "3x20 _x10 3x40",  # ten minutes unscraped, nothing new
+        # One failed scrape (Prometheus marks every series of the target stale) at 19m, the
+        # start of the window evaluated at 24m: the series is absent there, but is no new one.
+        ("blip", "a"): "3x18 stale 3x41",
         ("old", "a"): "3x60",  # events long ago
         ("two", "a"): "2x60",  # one process had its events long ago,
         ("two", "b"): "_x20 1x40",  # another has its first at 20m: one alert for both
@@ -166,7 +174,8 @@ def test_event_alerts_see_a_series_first_events_and_restarts_not_old_or_gapped_o
         expected = [_expected(rule, syncperf_reason=r) for r in reasons]
         return {"eval_time": f"{minute}m", "alertname": rule["alert"], "exp_alerts": expected}
 
-    checks = [at(20, "first", "two"), at(24, "first", "restart", "two")]
+    checks = [at(20, "first", "late", "stale", "two")]
+    checks += [at(24, "first", "restart", "late", "stale", "two")]
     checks += [at(29), at(33), at(36)]  # the window has passed; the gap never fired
     test = {"interval": "1m", "input_series": series, "alert_rule_test": checks}
     (tmp_path / "r.yml").write_text(rules.render(RuleOptions()))

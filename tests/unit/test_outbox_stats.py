@@ -29,6 +29,7 @@ from sqlalchemy import (
     insert,
     select,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, registry, scoped_session, sessionmaker
 
@@ -36,8 +37,8 @@ import syncperf
 from syncperf import _gate as gate
 from syncperf._staleness import MAX_SKEW
 from syncperf.exceptions import ConfigError, MeasurementError
-from syncperf.outbox import Outbox, OutboxStats, sqlalchemy_probe
-from syncperf.outbox._gauges import MAX_STATUSES, _validate
+from syncperf.outbox import MAX_NAMES, Outbox, OutboxStats, sqlalchemy_probe
+from syncperf.outbox._gauges import MAX_STATUSES, GaugeCallbacks, _validate
 from syncperf.outbox._sqlalchemy import _attempt_sum
 from syncperf.testing import Capture, capture
 from tests._forked import in_a_worker
@@ -118,6 +119,53 @@ def test_a_failing_callback_drops_the_gauges_and_is_counted(syncperf_capture: Ca
     stats.result = OutboxStats(1, 5.0)
     assert gauge(syncperf_capture, "outbox.depth") == 1
     outbox.close()
+
+
+class _Driver(Exception):
+    """A DBAPI error as psycopg2 (``pgcode``) or psycopg 3 and asyncpg (``sqlstate``) raise it."""
+
+    def __init__(self, **codes: object) -> None:
+        super().__init__("canceling statement due to statement timeout")
+        self.__dict__.update(codes)
+
+
+OPERATIONAL = "sqlalchemy.exc.OperationalError"
+
+
+class _Hostile(Exception):
+    @property
+    def sqlstate(self) -> str:
+        raise RuntimeError(SECRET)
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected"),
+    [
+        (OperationalError("SELECT", {}, _Driver(pgcode="57014")), "timeout"),  # psycopg2
+        (OperationalError("SELECT", {}, _Driver(sqlstate="57014")), "timeout"),  # psycopg 3
+        (_Driver(sqlstate="57014"), "timeout"),  # the driver's own error, from a callback
+        (
+            OperationalError("SELECT", {}, _Driver(pgcode="08006")),
+            "sqlalchemy.exc.OperationalError",
+        ),
+        (
+            OperationalError("SELECT", {}, _Driver(sqlstate=57014)),
+            "sqlalchemy.exc.OperationalError",
+        ),
+        (OperationalError("SELECT", {}, _Hostile()), "sqlalchemy.exc.OperationalError"),
+    ],
+)
+def test_a_statement_the_database_cancelled_for_its_timeout_counts_as_a_timeout(
+    raised: BaseException, expected: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PostgreSQL's statement_timeout (the SQLAlchemy probe sets it to its timeout) cancels
+    # the query with SQLSTATE 57014 (query_canceled) before stats_timeout stops the waiting.
+    with capture() as cap:
+        outbox = Outbox("orders", stats=Counting(raised))
+        assert gauge(cap, "outbox.depth") is None
+        assert probe_failures(cap) == {expected: 1}
+        outbox.close()
+    assert SECRET not in caplog.text
 
 
 def test_a_nonsense_answer_counts_as_a_failure(syncperf_capture: Capture) -> None:
@@ -375,6 +423,75 @@ def test_closed_outboxes_stop_reporting(syncperf_capture: Capture) -> None:
     outbox.close()
     with capture() as later:
         assert later.metric("outbox.depth") is None
+
+
+def _other_gauges(cap: Capture) -> dict[str, Any]:
+    rows = cap.points("outbox.rows", {"outbox.name": "_other"})
+    return {
+        "depth": gauge(cap, "outbox.depth", "_other"),
+        "oldest_age": gauge(cap, "outbox.oldest_age", "_other"),
+        "rows": {p.attributes["outbox.status"]: p.value for p in rows},
+        "attempts": gauge(cap, "outbox.attempts", "_other"),
+    }
+
+
+def _flat(point: tuple[dict[str, Any], float]) -> tuple[tuple[tuple[str, Any], ...], float]:
+    return tuple(sorted(point[0].items())), point[1]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["_other", "orders"]), st.floats(0, 1e9), st.booleans()),
+        max_size=6,
+    )
+)
+def test_the_other_outboxes_points_are_summed_or_the_oldest_taken_the_rest_kept(
+    answers: list[tuple[str, float, bool]],
+) -> None:
+    # The combination itself, over any mix of the outboxes' answers (one callback each).
+    callbacks = GaugeCallbacks(None)  # type: ignore[arg-type]
+    for token, (name, value, pending) in enumerate(answers):
+        points = [({"outbox.name": name, "outbox.status": "pending"}, value)] if pending else []
+        callbacks.callbacks[token] = {
+            gauge: lambda p=points, a={"outbox.name": name}, v=value: [(a, v), *p]
+            for gauge in ("outbox.depth", "outbox.oldest_age", "outbox.rows")
+        }
+    other = [(v, p) for n, v, p in answers if n == "_other"]
+    kept = [({"outbox.name": "orders"}, v) for n, v, _ in answers if n == "orders"]
+    kept += [({"outbox.name": "orders", "outbox.status": "pending"}, v)
+             for n, v, p in answers if n == "orders" and p]  # fmt: skip
+    for gauge, combine in (("outbox.depth", sum), ("outbox.oldest_age", max)):
+        points = callbacks.observe(gauge)()
+        named = [p for p in points if p[0]["outbox.name"] != "_other"]
+        assert sorted(map(_flat, named)) == sorted(map(_flat, kept))
+        combined = dict(_flat(p) for p in points if p[0]["outbox.name"] == "_other")
+        assert len(combined) == len([a for a, _ in points if a["outbox.name"] == "_other"])
+        expected: dict[Any, float] = {}
+        if other:
+            expected[(("outbox.name", "_other"),)] = combine(v for v, _ in other)
+        if any(p for _, p in other):
+            key = (("outbox.name", "_other"), ("outbox.status", "pending"))
+            expected[key] = combine(v for v, p in other if p)
+        assert combined == pytest.approx(expected)
+
+
+def test_a_stuck_outbox_past_the_name_bound_is_not_hidden_by_a_healthy_one(
+    syncperf_capture: Capture,
+) -> None:
+    for index in range(MAX_NAMES):
+        Outbox(f"box{index}").enqueue()
+    stuck = Outbox("stuck", stats=lambda: OutboxStats(500, 1000.0, {"pending": 500, "dead": 2}, 9))
+    healthy = Outbox("healthy", stats=lambda: OutboxStats(1, 10.0, {"pending": 1}, 1))
+    named = Outbox("box0", stats=lambda: (3, 5.0))  # a bound name is reported as itself
+    assert _other_gauges(syncperf_capture) == {
+        "depth": 501,
+        "oldest_age": 1000.0,
+        "rows": {"pending": 501, "dead": 2},
+        "attempts": 10,
+    }
+    assert gauge(syncperf_capture, "outbox.depth", "box0") == 3
+    for outbox in (stuck, healthy, named):
+        outbox.close()
 
 
 def test_an_outbox_the_application_drops_is_not_kept_alive_and_stops_reporting(

@@ -520,10 +520,17 @@ def test_alerts_on_counted_events_also_count_a_series_first_events() -> None:
     for rule in _alert_rules(_rule_file()).values():
         expr = rule["expr"]
         assert expr.count("increase(") == expr.count("present_over_time("), rule["alert"]
+        assert expr.count("increase(") == expr.count("last_over_time("), rule["alert"]
         assert "rate(sync_db_slow_queries" not in expr
     expr = _alert_rules(_rule_file(plan_window="45m"))["SyncQueryPlanFinding"]["expr"]
-    new = "sync_db_plan_findings_total unless present_over_time(sync_db_plan_findings_total[1h]"
-    assert f"({new} offset 45m)) or increase(sync_db_plan_findings_total[45m])" in expr
+    x = "sync_db_plan_findings_total"
+    new = f"{x} unless present_over_time({x}[1h] offset 45m)"
+    # a restarted process's series: absent at the window's start, back below its last value
+    restarted = (
+        f"({x} unless {x} offset 45m) and "
+        f"(min_over_time({x}[45m]) < last_over_time({x}[1h] offset 45m))"
+    )
+    assert f"({new}) or ({restarted}) or increase({x}[45m])" in expr
 
 
 def test_slow_query_threshold_is_scaled_to_its_window_as_the_datadog_monitor_does() -> None:

@@ -263,11 +263,42 @@ def age_of(created_at: object, now: float | None = None) -> float:
 
 
 class GaugeCallbacks:
-    """The gauge callbacks registered on one runtime, by outbox (``rt.state(GaugeCallbacks)``)."""
+    """The gauge callbacks registered on one runtime, by outbox (``rt.state(GaugeCallbacks)``).
+
+    The registry observes each gauge through one callback per runtime (``observe``), which
+    calls every outbox's: the outboxes past the name bound all report as ``outbox.name=_other``
+    and are combined into one observation per collection (depth, rows and attempts summed,
+    the oldest age the largest) instead of each replacing the one before.
+    """
 
     def __init__(self, rt: Runtime) -> None:
         self.lock = threading.Lock()
         self.callbacks: dict[int, dict[str, Callable[[], Any]]] = {}
+        self.observed = False
+        """Whether ``observe``'s callbacks are registered on the runtime's registry."""
+
+    def observe(self, gauge: str) -> Callable[[], list[tuple[dict[str, str | bool], float]]]:
+        """The registry's callback of ``gauge``: every outbox's points, ``_other``'s combined."""
+        combine: Callable[[float, float], float] = (
+            max if gauge == OUTBOX_OLDEST_AGE.name else lambda a, b: a + b
+        )
+
+        def observe() -> list[tuple[dict[str, str | bool], float]]:
+            with self.lock:
+                outboxes = [gauges[gauge] for gauges in self.callbacks.values()]
+            points: list[tuple[dict[str, str | bool], float]] = []
+            other: dict[object, tuple[dict[str, str | bool], float]] = {}
+            for callback in outboxes:
+                for attrs, value in callback():
+                    if attrs["outbox.name"] != OTHER:
+                        points.append((attrs, value))
+                        continue
+                    key = attrs.get("outbox.status")
+                    seen = other.get(key)
+                    other[key] = (attrs, value if seen is None else combine(seen[1], value))
+            return points + list(other.values())
+
+        return observe
 
 
 class GaugeSource(NamedTuple):
@@ -290,10 +321,12 @@ def register(
     with registered.lock:
         if token in registered.callbacks:
             return
-        gauges = registered.callbacks[token] = _callbacks(owner, source)
-    registry = rt.registry
-    for spec in (OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, OUTBOX_ROWS, OUTBOX_ATTEMPTS):
-        spec.observe(registry, gauges[spec.name], probe=True)  # a query: not every second
+        registered.callbacks[token] = _callbacks(owner, source)
+        first, registered.observed = not registered.observed, True
+    if first:
+        for spec in (OUTBOX_DEPTH, OUTBOX_OLDEST_AGE, OUTBOX_ROWS, OUTBOX_ATTEMPTS):
+            # a query: not every second
+            spec.observe(rt.registry, registered.observe(spec.name), probe=True)
 
 
 def _callbacks(
@@ -343,14 +376,13 @@ def unregister(rt: Runtime, token: int) -> None:
     """Remove the gauges ``register`` added under ``token`` on ``rt``."""
     registered = rt.state(GaugeCallbacks)
     with registered.lock:
-        gauges = registered.callbacks.pop(token, None)
-    for name, observe in (gauges or {}).items():
-        rt.registry.remove_gauge_callback(name, observe)
+        registered.callbacks.pop(token, None)
 
 
 def failure_type(error: BaseException) -> str:
-    """``error.type`` of a failed stats call."""
-    if isinstance(error, ProbeTimeout):
+    """``error.type`` of a failed stats call: ``timeout`` also for a statement the database
+    cancelled for its timeout (the SQLAlchemy probe's ``statement_timeout``)."""
+    if isinstance(error, ProbeTimeout) or _query_canceled(error):
         return "timeout"
     if isinstance(error, ProbeBusy):
         return "busy"
@@ -359,3 +391,21 @@ def failure_type(error: BaseException) -> str:
     if isinstance(error, InvalidCreatedAt):
         return "invalid_created_at"
     return error_type(error)
+
+
+_QUERY_CANCELED = "57014"
+"""PostgreSQL's SQLSTATE for a statement cancelled by ``statement_timeout`` (or by request)."""
+
+
+def _query_canceled(error: BaseException) -> bool:
+    """Whether ``error`` (or the DBAPI error SQLAlchemy wraps in it, ``orig``) carries SQLSTATE
+    57014: ``sqlstate`` on psycopg 3's and asyncpg's errors, ``pgcode`` on psycopg2's."""
+    try:
+        for candidate in (error, getattr(error, "orig", None)):
+            for attribute in ("sqlstate", "pgcode"):
+                code = getattr(candidate, attribute, None)
+                if isinstance(code, str) and code == _QUERY_CANCELED:
+                    return True
+    except Exception:  # a hostile error's attribute: its class name, as any other
+        return False
+    return False

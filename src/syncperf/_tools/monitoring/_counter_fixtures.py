@@ -117,8 +117,16 @@ def counter_alert(metric_name: str, label: str, firing: str, silent: str) -> Bui
         # The first event of a series (it appears at 1): fires unless `for` outlasts it.
         first = {label: f"{firing}_once"}
         f.series.append(series(metric, first, t.event(_first_events(f, for_s, t), 1)))
+        # A restarted process's first event: the old one's series (3) stopped at the
+        # window's start, the new one appears at 1 (a reset no increase() sees).
+        restarted = {label: f"{firing}_restarted"}
+        values = t.restart(f.eval_seconds - window, _first_events(f, for_s, t), 3, 1)
+        if values is not None:
+            f.series.append(series(metric, restarted, values))
         if _fires_once(f, for_s, window, t):
             f.firing.append(first)
+            if values is not None:
+                f.firing.append(restarted)
         return f
 
     return build

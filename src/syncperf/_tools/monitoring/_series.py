@@ -37,13 +37,23 @@ def events(series: str, window: str, selector: str = "") -> str:
     ``increase()`` alone misses the first events of a series: syncperf exposes a counter
     series only once it has counted something, so the series appears at its count (1 for
     a one-off event) with no 0 sample before it (and no ``_created`` series), and
-    ``increase()`` over an absent-then-1 series is empty. A series with no sample in the
-    ``HISTORY`` before the window is new: all of its count is events in the window. The
-    others are counted by ``increase()`` (which also reads a restart's reset).
+    ``increase()`` over an absent-then-1 series is empty. So all of a series' count is
+    events in the window when the series is
+
+    * new: no sample in the ``HISTORY`` before the window;
+    * a restart's: absent at the window's start (a stopped process's series is marked
+      stale) and, in the window, below its last value before it (a reset) -- the first
+      events of a process that restarted on the same target (same labels) after a pause.
+      A series absent at the start that did not drop (one failed scrape marks it stale
+      too) is not new.
+
+    The others are counted by ``increase()`` (which also reads a reset within the window).
     """
     s = series + selector
     new = f"{s} unless present_over_time({s}[{HISTORY}] offset {window})"
-    return f"({new}) or increase({s}[{window}])"
+    reset = f"min_over_time({s}[{window}]) < last_over_time({s}[{HISTORY}] offset {window})"
+    restarted = f"({s} unless {s} offset {window}) and ({reset})"
+    return f"({new}) or ({restarted}) or increase({s}[{window}])"
 
 
 def le_texts(bound: float) -> tuple[str, str, str]:

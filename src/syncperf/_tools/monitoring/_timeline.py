@@ -43,6 +43,15 @@ class Timeline:
         at = self.steps(seconds)
         return notation([0.0] * at + [float(count)] * (self.samples - at))
 
+    def restart(self, stopped: float, seconds: float, old: float, count: float) -> str | None:
+        """A process that counted ``old`` from the start, stopped ``stopped`` seconds in (its
+        series marked stale, as a target going down is), and a new one on the same target
+        whose first ``count`` events come ``seconds`` in; None if they leave no gap."""
+        end, at = int(stopped // self.step), self.steps(seconds)
+        if end < 1 or at <= end + 1:
+            return None
+        return f"{_n(old)}x{end - 1} stale _x{at - end - 1} {_n(count)}x{self.samples - at - 1}"
+
     def gauge(self, value: float) -> str:
         """A constant gauge."""
         return f"{_n(value)}+0x{self.samples - 1}"
