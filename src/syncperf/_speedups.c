@@ -1859,6 +1859,166 @@ setup(PyObject *mod, PyObject *args)
     return Py_NewRef(use_clock ? Py_True : Py_False);
 }
 
+/* ---- the request headers (asgi._headers) ---------------------------------------------- */
+
+static PyObject *HEADERS_SLOW;  /* read_headers_py: every header list not read here */
+static PyObject *CLIENT_HEADER, *EVENT_STREAM;
+static Py_ssize_t MAX_HEADER = -1;
+
+/* bind_headers(read_headers_py, client_header, max_header, event_stream) */
+static PyObject *
+bind_headers(PyObject *mod, PyObject *args)
+{
+    PyObject *slow, *client, *stream;
+    Py_ssize_t max_header;
+    if (!PyArg_ParseTuple(args, "OO!nO!:bind_headers", &slow, &PyBytes_Type, &client, &max_header,
+                          &PyBytes_Type, &stream))
+        return NULL;
+    Py_XSETREF(HEADERS_SLOW, Py_NewRef(slow));
+    Py_XSETREF(CLIENT_HEADER, Py_NewRef(client));
+    Py_XSETREF(EVENT_STREAM, Py_NewRef(stream));
+    MAX_HEADER = max_header;
+    Py_RETURN_NONE;
+}
+
+static inline int
+bytes_is(PyObject *b, const char *s, Py_ssize_t n)
+{
+    return PyBytes_GET_SIZE(b) == n && memcmp(PyBytes_AS_STRING(b), s, (size_t)n) == 0;
+}
+
+static inline int
+bytes_eq(PyObject *a, PyObject *b)
+{
+    return a == b || bytes_is(a, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+}
+
+/* `needle in hay` for bytes (hay non-empty or not): memmem where there is one */
+static int
+bytes_in(PyObject *needle, PyObject *hay)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(needle), h = PyBytes_GET_SIZE(hay);
+    const char *s = PyBytes_AS_STRING(hay), *t = PyBytes_AS_STRING(needle);
+    if (n == 0)
+        return 1;
+    for (Py_ssize_t i = 0; i + n <= h; i++)
+        if (s[i] == t[0] && memcmp(s + i, t, (size_t)n) == 0)
+            return 1;
+    return 0;
+}
+
+/* read_headers(headers, idem_name, fields): read_headers_py for a list or tuple of pairs
+ * (tuples or lists of two) of exact bytes, idem_name exact bytes and fields an exact set or
+ * frozenset; any other input goes to read_headers_py whole, from its start (nothing read
+ * here has an effect: the same answer). */
+static PyObject *
+read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "read_headers takes 3 arguments");
+        return NULL;
+    }
+    PyObject *headers = args[0], *idem = args[1], *fields = args[2];
+    if (HEADERS_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "read_headers: bind_headers was not called");
+        return NULL;
+    }
+    long long length = -1;
+    PyObject *key = NULL, *client = NULL; /* strong references */
+    Py_ssize_t client_size = 0;
+    int propagated = 0, stream = 0;
+    int is_list = PyList_CheckExact(headers);
+    if ((!is_list && !PyTuple_CheckExact(headers)) || !PyBytes_CheckExact(idem) ||
+        !PyAnySet_CheckExact(fields))
+        goto slow;
+    for (Py_ssize_t i = 0;; i++) {
+        PyObject *item;
+        if (is_list) {
+            if (i >= PyList_GET_SIZE(headers))
+                break;
+            item = PyList_GET_ITEM(headers, i);
+        }
+        else {
+            if (i >= PyTuple_GET_SIZE(headers))
+                break;
+            item = PyTuple_GET_ITEM(headers, i);
+        }
+        PyObject *name, *value;
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+            name = PyTuple_GET_ITEM(item, 0);
+            value = PyTuple_GET_ITEM(item, 1);
+        }
+        else if (PyList_CheckExact(item) && PyList_GET_SIZE(item) == 2) {
+            name = PyList_GET_ITEM(item, 0);
+            value = PyList_GET_ITEM(item, 1);
+        }
+        else
+            goto slow;
+        if (!PyBytes_CheckExact(name) || !PyBytes_CheckExact(value))
+            goto slow;
+        if (bytes_is(name, "content-length", 14)) {
+            Py_ssize_t n = PyBytes_GET_SIZE(value);
+            const char *s = PyBytes_AS_STRING(value);
+            long long v = n >= 1 && n <= 15 ? 0 : -1; /* isdigit() and len(value) <= 15 */
+            for (Py_ssize_t j = 0; j < n && v >= 0; j++)
+                v = (s[j] >= '0' && s[j] <= '9') ? v * 10 + (s[j] - '0') : -1;
+            length = v;
+        }
+        else if (bytes_eq(name, idem)) {
+            Py_XSETREF(key, Py_NewRef(value));
+        }
+        else if (bytes_eq(name, CLIENT_HEADER)) {
+            if (client == NULL) {
+                if ((client = PyList_New(1)) == NULL)
+                    goto error;
+                PyList_SET_ITEM(client, 0, Py_NewRef(value));
+                client_size = PyBytes_GET_SIZE(value);
+            }
+            else if (client_size <= MAX_HEADER) {
+                if (PyList_Append(client, value) < 0)
+                    goto error;
+                client_size += 1 + PyBytes_GET_SIZE(value);
+            }
+        }
+        else if (bytes_is(name, "accept", 6)) {
+            stream = stream || bytes_in(EVENT_STREAM, value);
+        }
+        else {
+            /* fields holds bytes (a propagator's header names), compared in C; one holding
+             * anything else could run Python code: the item is held meanwhile */
+            Py_INCREF(item);
+            int found = PySet_Contains(fields, name);
+            Py_DECREF(item);
+            if (found < 0)
+                goto error;
+            propagated = propagated || found;
+            if (is_list && i >= PyList_GET_SIZE(headers))
+                break;
+        }
+    }
+    PyObject *r = PyTuple_New(5);
+    PyObject *n = PyLong_FromLongLong(length);
+    if (r == NULL || n == NULL) {
+        Py_XDECREF(r);
+        Py_XDECREF(n);
+        goto error;
+    }
+    PyTuple_SET_ITEM(r, 0, n);
+    PyTuple_SET_ITEM(r, 1, key == NULL ? Py_NewRef(Py_None) : key);
+    PyTuple_SET_ITEM(r, 2, client == NULL ? Py_NewRef(Py_None) : client);
+    PyTuple_SET_ITEM(r, 3, Py_NewRef(propagated ? Py_True : Py_False));
+    PyTuple_SET_ITEM(r, 4, Py_NewRef(stream ? Py_True : Py_False));
+    return r;
+slow:
+    Py_XDECREF(key);
+    Py_XDECREF(client);
+    return PyObject_Vectorcall(HEADERS_SLOW, args, 3, NULL);
+error:
+    Py_XDECREF(key);
+    Py_XDECREF(client);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
     {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
@@ -1871,6 +2031,10 @@ static PyMethodDef methods[] = {
      "Record integer values into a histogram series in one pass."},
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
      "Queue ended operations' durations and overheads per series."},
+    {"bind_headers", bind_headers, METH_VARARGS, "Bind what the request header reader uses."},
+    {"read_headers", (PyCFunction)(void (*)(void))read_headers, METH_FASTCALL,
+     "read_headers($module, headers, idem_name, fields, /)\n--\n\n"
+     "What a request's headers tell (asgi._headers.read_headers_py)."},
     {NULL, NULL, 0, NULL},
 };
 

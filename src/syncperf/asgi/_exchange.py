@@ -25,8 +25,6 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from syncperf._client_header import HEADER as CLIENT_HEADER
-from syncperf._client_header import MAX_HEADER
 from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
 from syncperf._gate import text
@@ -34,6 +32,7 @@ from syncperf._lifecycle import begin
 from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._finish import finish
+from syncperf.asgi._headers import Read, read_headers
 from syncperf.asgi._http import (
     AsgiState,
     HttpSeries,
@@ -43,7 +42,7 @@ from syncperf.asgi._http import (
     read_client,
     record_key,
 )
-from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live, mount_base
+from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
 from syncperf.asgi._scope import (
     METHODS,
     SCHEMES,
@@ -68,6 +67,7 @@ Send = Callable[[Message], Awaitable[None]]
 _perf = time.perf_counter_ns
 _TRUE = (b"true", b"1")
 _NO_FIELDS: frozenset[bytes] = frozenset()
+_NO_HEADERS: Read = (-1, None, None, False, False)
 _INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup costs ~70 ns
 
 
@@ -143,38 +143,11 @@ class Exchange:
         headers = self.scope.get("headers") or ()
         traced = hit is not None and not self.owned and rt.tracing.active
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
-        idem_name = self.mw._idem_name
-        while True:
-            idem_key: bytes | None = None
-            client: list[bytes] | None = None  # Sync-Client lines (several form one list)
-            propagated = False  # only parse trace headers when there is something to continue
-            stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
-            try:
-                for name, value in headers:
-                    if name == b"content-length":
-                        self.content_length = (
-                            int(value) if value.isdigit() and len(value) <= 15 else -1
-                        )
-                    elif name == idem_name:
-                        if type(value) is not bytes:
-                            raise TypeError  # the headers are read again, without it
-                        idem_key = value
-                    elif name == CLIENT_HEADER:  # lines form one value, dropped whole past
-                        if type(value) is not bytes:  # MAX_HEADER bytes: the lines after
-                            raise TypeError  # that are not even kept
-                        if client is None:
-                            client, client_size = [value], len(value)
-                        elif client_size <= MAX_HEADER:
-                            client.append(value)
-                            client_size += 1 + len(value)  # joined with a comma
-                    elif name == b"accept":
-                        stream = stream or EVENT_STREAM in value
-                    elif name in fields:
-                        propagated = True
-                break
-            except (TypeError, ValueError, AttributeError):  # not a list of pairs of bytes
-                self.content_length = -1
-                headers = valid_headers(rt, headers)  # read again: those pairs only
+        found = read_headers(headers, self.mw._idem_name, fields)
+        if found is None:  # not a list of pairs of bytes: read again, those pairs only
+            headers = valid_headers(rt, headers)
+            found = read_headers(headers, self.mw._idem_name, fields) or _NO_HEADERS
+        self.content_length, idem_key, client, propagated, stream = found
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
