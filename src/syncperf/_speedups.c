@@ -1859,26 +1859,60 @@ setup(PyObject *mod, PyObject *args)
     return Py_NewRef(use_clock ? Py_True : Py_False);
 }
 
-/* ---- the request headers (asgi._headers) ---------------------------------------------- */
+/* ---- what an Exchange reads per request (asgi._read) ------------------------------------ */
 
-static PyObject *HEADERS_SLOW;  /* read_headers_py: every header list not read here */
-static PyObject *CLIENT_HEADER, *EVENT_STREAM;
+static PyObject *HEADERS_SLOW, *SCOPE_SLOW, *REPLAYED_SLOW; /* the Python twins */
+static PyObject *CLIENT_HEADER, *EVENT_STREAM, *METHODS, *SCHEMES;
+static PyObject *s_method, *s_scheme, *s_root_path, *s_replayed, *s_empty;
 static Py_ssize_t MAX_HEADER = -1;
 
-/* bind_headers(read_headers_py, client_header, max_header, event_stream) */
+/* bind_read((read_headers_py, read_scope_py, mark_replayed_py),
+ *           (client_header, max_header, event_stream, methods, schemes)) */
 static PyObject *
-bind_headers(PyObject *mod, PyObject *args)
+bind_read(PyObject *mod, PyObject *args)
 {
-    PyObject *slow, *client, *stream;
+    PyObject *headers, *scope, *replayed, *client, *stream, *methods, *schemes;
     Py_ssize_t max_header;
-    if (!PyArg_ParseTuple(args, "OO!nO!:bind_headers", &slow, &PyBytes_Type, &client, &max_header,
-                          &PyBytes_Type, &stream))
+    if (!PyArg_ParseTuple(args, "(OOO)(O!nO!O!O!):bind_read", &headers, &scope, &replayed,
+                          &PyBytes_Type, &client, &max_header, &PyBytes_Type, &stream,
+                          &PyFrozenSet_Type, &methods, &PyFrozenSet_Type, &schemes))
         return NULL;
-    Py_XSETREF(HEADERS_SLOW, Py_NewRef(slow));
+    Py_XSETREF(HEADERS_SLOW, Py_NewRef(headers));
+    Py_XSETREF(SCOPE_SLOW, Py_NewRef(scope));
+    Py_XSETREF(REPLAYED_SLOW, Py_NewRef(replayed));
     Py_XSETREF(CLIENT_HEADER, Py_NewRef(client));
     Py_XSETREF(EVENT_STREAM, Py_NewRef(stream));
+    Py_XSETREF(METHODS, Py_NewRef(methods));
+    Py_XSETREF(SCHEMES, Py_NewRef(schemes));
     MAX_HEADER = max_header;
     Py_RETURN_NONE;
+}
+
+/* the two items of a pair (an exact tuple or list of two), borrowed; 0: not one */
+static inline int
+pair_of(PyObject *item, PyObject **a, PyObject **b)
+{
+    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+        *a = PyTuple_GET_ITEM(item, 0);
+        *b = PyTuple_GET_ITEM(item, 1);
+        return 1;
+    }
+    if (PyList_CheckExact(item) && PyList_GET_SIZE(item) == 2) {
+        *a = PyList_GET_ITEM(item, 0);
+        *b = PyList_GET_ITEM(item, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* item i of an exact list or tuple (borrowed), NULL past its end (a list is read again each
+ * time, as Python's iterator does) */
+static inline PyObject *
+nth(PyObject *seq, int is_list, Py_ssize_t i)
+{
+    if (is_list)
+        return i < PyList_GET_SIZE(seq) ? PyList_GET_ITEM(seq, i) : NULL;
+    return i < PyTuple_GET_SIZE(seq) ? PyTuple_GET_ITEM(seq, i) : NULL;
 }
 
 static inline int
@@ -1920,7 +1954,7 @@ read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     PyObject *headers = args[0], *idem = args[1], *fields = args[2];
     if (HEADERS_SLOW == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "read_headers: bind_headers was not called");
+        PyErr_SetString(PyExc_RuntimeError, "read_headers: bind_read was not called");
         return NULL;
     }
     long long length = -1;
@@ -1931,30 +1965,11 @@ read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if ((!is_list && !PyTuple_CheckExact(headers)) || !PyBytes_CheckExact(idem) ||
         !PyAnySet_CheckExact(fields))
         goto slow;
-    for (Py_ssize_t i = 0;; i++) {
-        PyObject *item;
-        if (is_list) {
-            if (i >= PyList_GET_SIZE(headers))
-                break;
-            item = PyList_GET_ITEM(headers, i);
-        }
-        else {
-            if (i >= PyTuple_GET_SIZE(headers))
-                break;
-            item = PyTuple_GET_ITEM(headers, i);
-        }
+    PyObject *item;
+    for (Py_ssize_t i = 0; (item = nth(headers, is_list, i)) != NULL; i++) {
         PyObject *name, *value;
-        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
-            name = PyTuple_GET_ITEM(item, 0);
-            value = PyTuple_GET_ITEM(item, 1);
-        }
-        else if (PyList_CheckExact(item) && PyList_GET_SIZE(item) == 2) {
-            name = PyList_GET_ITEM(item, 0);
-            value = PyList_GET_ITEM(item, 1);
-        }
-        else
-            goto slow;
-        if (!PyBytes_CheckExact(name) || !PyBytes_CheckExact(value))
+        if (!pair_of(item, &name, &value) || !PyBytes_CheckExact(name) ||
+            !PyBytes_CheckExact(value))
             goto slow;
         if (bytes_is(name, "content-length", 14)) {
             Py_ssize_t n = PyBytes_GET_SIZE(value);
@@ -1992,8 +2007,6 @@ read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             if (found < 0)
                 goto error;
             propagated = propagated || found;
-            if (is_list && i >= PyList_GET_SIZE(headers))
-                break;
         }
     }
     PyObject *r = PyTuple_New(5);
@@ -2019,6 +2032,103 @@ error:
     return NULL;
 }
 
+/* read_scope(scope): read_scope_py for an exact dict (its values read in the same order,
+ * held while the next is looked up); any other scope goes to read_scope_py */
+static PyObject *
+read_scope(PyObject *mod, PyObject *scope)
+{
+    if (SCOPE_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "read_scope: bind_read was not called");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(scope))
+        return PyObject_CallOneArg(SCOPE_SLOW, scope);
+    PyObject *method = NULL, *scheme = NULL, *root = NULL, *r = NULL;
+    if ((method = Py_XNewRef(PyDict_GetItemWithError(scope, s_method))) == NULL &&
+        PyErr_Occurred())
+        goto done;
+    if ((scheme = Py_XNewRef(PyDict_GetItemWithError(scope, s_scheme))) == NULL &&
+        PyErr_Occurred())
+        goto done;
+    if ((root = Py_XNewRef(PyDict_GetItemWithError(scope, s_root_path))) == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        root = Py_NewRef(s_empty);
+    }
+    int known = 0;
+    if (method != NULL && PyUnicode_CheckExact(method) && scheme != NULL &&
+        PyUnicode_CheckExact(scheme) && PyUnicode_CheckExact(root)) {
+        if ((known = PySet_Contains(METHODS, method)) < 0 ||
+            (known && (known = PySet_Contains(SCHEMES, scheme)) < 0))
+            goto done;
+    }
+    r = known ? PyTuple_Pack(3, method, scheme, root) : Py_NewRef(Py_None);
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(scheme);
+    Py_XDECREF(root);
+    return r;
+}
+
+/* a.lower() == b for bytes (bytes.lower(): ASCII letters only) */
+static inline int
+lower_is(PyObject *a, const char *b, Py_ssize_t n)
+{
+    if (PyBytes_GET_SIZE(a) != n)
+        return 0;
+    const char *s = PyBytes_AS_STRING(a);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if ((c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c) != b[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* mark_replayed(ex, headers, name): mark_replayed_py for an exact list or tuple of pairs of
+ * exact bytes and an exact bytes name; anything else goes to mark_replayed_py whole (nothing
+ * is set here before a header that is not a pair of bytes: the same effect) */
+static PyObject *
+mark_replayed(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "mark_replayed takes 3 arguments");
+        return NULL;
+    }
+    if (REPLAYED_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mark_replayed: bind_read was not called");
+        return NULL;
+    }
+    PyObject *ex = args[0], *headers = args[1], *name = args[2], *item;
+    int is_list = PyList_CheckExact(headers);
+    if ((!is_list && !PyTuple_CheckExact(headers)) || !PyBytes_CheckExact(name))
+        return PyObject_Vectorcall(REPLAYED_SLOW, args, 3, NULL);
+    /* checked whole first: a pair that is not one raises in Python, after the marks before
+     * it; here nothing is marked before the list is known to be pairs of bytes */
+    for (Py_ssize_t i = 0; (item = nth(headers, is_list, i)) != NULL; i++) {
+        PyObject *key, *value;
+        if (!pair_of(item, &key, &value) || !PyBytes_CheckExact(key) ||
+            !PyBytes_CheckExact(value))
+            return PyObject_Vectorcall(REPLAYED_SLOW, args, 3, NULL);
+    }
+    const char *want = PyBytes_AS_STRING(name);
+    Py_ssize_t n = PyBytes_GET_SIZE(name);
+    for (Py_ssize_t i = 0; (item = nth(headers, is_list, i)) != NULL; i++) {
+        PyObject *key, *value;
+        if (!pair_of(item, &key, &value) || !PyBytes_CheckExact(key) ||
+            !PyBytes_CheckExact(value))
+            return PyObject_Vectorcall(REPLAYED_SLOW, args, 3, NULL); /* changed meanwhile */
+        if (lower_is(key, want, n) && (lower_is(value, "true", 4) || lower_is(value, "1", 1))) {
+            Py_INCREF(item);
+            int failed = PyObject_SetAttr(ex, s_replayed, Py_True);
+            Py_DECREF(item);
+            if (failed < 0)
+                return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
     {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
@@ -2031,7 +2141,13 @@ static PyMethodDef methods[] = {
      "Record integer values into a histogram series in one pass."},
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
      "Queue ended operations' durations and overheads per series."},
-    {"bind_headers", bind_headers, METH_VARARGS, "Bind what the request header reader uses."},
+    {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
+    {"read_scope", read_scope, METH_O,
+     "read_scope($module, scope, /)\n--\n\n"
+     "The scope's known method, scheme and root path (asgi._read.read_scope_py)."},
+    {"mark_replayed", (PyCFunction)(void (*)(void))mark_replayed, METH_FASTCALL,
+     "mark_replayed($module, ex, headers, name, /)\n--\n\n"
+     "Mark a replayed response (asgi._read.mark_replayed_py)."},
     {"read_headers", (PyCFunction)(void (*)(void))read_headers, METH_FASTCALL,
      "read_headers($module, headers, idem_name, fields, /)\n--\n\n"
      "What a request's headers tell (asgi._headers.read_headers_py)."},
@@ -2061,7 +2177,12 @@ PyInit__speedups(void)
         (S_CHANGES[0] = PyUnicode_InternFromString("created")) == NULL ||
         (S_CHANGES[1] = PyUnicode_InternFromString("updated")) == NULL ||
         (S_CHANGES[2] = PyUnicode_InternFromString("deleted")) == NULL ||
-        (s_perf = PyUnicode_InternFromString("_perf")) == NULL)
+        (s_perf = PyUnicode_InternFromString("_perf")) == NULL ||
+        (s_method = PyUnicode_InternFromString("method")) == NULL ||
+        (s_scheme = PyUnicode_InternFromString("scheme")) == NULL ||
+        (s_root_path = PyUnicode_InternFromString("root_path")) == NULL ||
+        (s_replayed = PyUnicode_InternFromString("replayed")) == NULL ||
+        (s_empty = PyUnicode_InternFromString("")) == NULL)
         return NULL;
     S_ERROR = PyUnicode_InternFromString("error");
     S_CONFLICT = PyUnicode_InternFromString("conflict");

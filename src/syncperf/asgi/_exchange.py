@@ -32,7 +32,6 @@ from syncperf._lifecycle import begin
 from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._finish import finish
-from syncperf.asgi._headers import Read, read_headers
 from syncperf.asgi._http import (
     AsgiState,
     HttpSeries,
@@ -42,16 +41,9 @@ from syncperf.asgi._http import (
     read_client,
     record_key,
 )
+from syncperf.asgi._read import Read, mark_replayed, read_headers, read_scope
 from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
-from syncperf.asgi._scope import (
-    METHODS,
-    SCHEMES,
-    extract,
-    other_method,
-    other_scheme,
-    valid_headers,
-    wrong_type,
-)
+from syncperf.asgi._scope import bounded, extract, valid_headers
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -65,7 +57,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _perf = time.perf_counter_ns
-_TRUE = (b"true", b"1")
 _NO_FIELDS: frozenset[bytes] = frozenset()
 _NO_HEADERS: Read = (-1, None, None, False, False)
 _INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup costs ~70 ns
@@ -108,18 +99,8 @@ class Exchange:
         self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
         self.response_chunks: list[bytes] | None = None
         self.prologue_ns = 0
-        # bounded values (``_scope``): a type check and a set lookup, the rest when bad
-        method, scheme = scope.get("method"), scope.get("scheme")
-        self.method = (
-            method if type(method) is str and method in METHODS else other_method(rt, method)
-        )
-        self.scheme = (
-            scheme if type(scheme) is str and scheme in SCHEMES else other_scheme(rt, scheme)
-        )
-        root = scope.get("root_path", "")
-        if type(root) is not str:  # None: none, as when missing
-            root = "" if root is None else wrong_type(rt, "root_path", root, "")
-        self.entry_root = root
+        # bounded values (``_scope``): known ones read in one call, the rest when bad
+        self.method, self.scheme, self.entry_root = read_scope(scope) or bounded(rt, scope)
         self.current = trace.get_current_span()  # read once: ``owners`` and the span's parent
         self.owner_span, self.owned, self.metered_into = owners(
             scope, mw._contrib is True, self.current
@@ -322,9 +303,7 @@ class Exchange:
             if op is not None:
                 replay_name = self.mw._replay_name
                 if replay_name is not None:
-                    for name, value in message.get("headers") or ():
-                        if name.lower() == replay_name and value.lower() in _TRUE:
-                            self.replayed = True
+                    mark_replayed(self, message.get("headers") or (), replay_name)
                 if self.owner_span is not None and op.entity is not None:
                     self.owner_span.set_attribute("sync.entity", op.entity)
         elif kind == "http.response.pathsend":

@@ -2,20 +2,29 @@
 
 The compiled reader (``_speedups.read_headers``) reads a list or tuple of pairs of exact
 ``bytes`` (what every server sends) and hands any other header list to ``read_headers_py``
-from its start, so both return the same for any input (``tests/unit/test_asgi_headers.py``).
+from its start, so both return the same for any input (``tests/unit/test_asgi_read.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from syncperf._accel import speedups
 from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._client_header import MAX_HEADER
 from syncperf.asgi._routes import EVENT_STREAM
+from syncperf.asgi._scope import METHODS, SCHEMES
 
-__all__ = ["Read", "read_headers", "read_headers_py"]
+__all__ = [
+    "Read",
+    "mark_replayed",
+    "mark_replayed_py",
+    "read_headers",
+    "read_headers_py",
+    "read_scope",
+    "read_scope_py",
+]
 
 Read = tuple[int, bytes | None, list[bytes] | None, bool, bool]
 """``(content_length, idempotency_key, sync_client_lines, propagated, event_stream)``."""
@@ -61,7 +70,38 @@ def read_headers_py(headers: Any, idem_name: bytes, fields: Collection[bytes]) -
     return content_length, idem_key, client, propagated, stream
 
 
-read_headers = read_headers_py
+def read_scope_py(scope: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """``(method, scheme, root_path)`` when the method and scheme are known values (``METHODS``,
+    ``SCHEMES``) and the root path a str (or missing: ""), else None: then the caller bounds
+    them (``_scope.other_method``...)."""
+    method, scheme, root = scope.get("method"), scope.get("scheme"), scope.get("root_path", "")
+    if (
+        type(method) is str
+        and method in METHODS
+        and type(scheme) is str
+        and scheme in SCHEMES
+        and type(root) is str
+    ):
+        return method, scheme, root
+    return None
+
+
+_TRUE = (b"true", b"1")
+
+
+def mark_replayed_py(ex: Any, headers: Any, name: bytes) -> None:
+    """``ex.replayed = True`` when a response header ``name`` says ``true`` or ``1`` (any
+    case); response headers that are not pairs of bytes raise, as the application's bug."""
+    for key, value in headers:
+        if key.lower() == name and value.lower() in _TRUE:
+            ex.replayed = True
+
+
+read_headers, read_scope, mark_replayed = read_headers_py, read_scope_py, mark_replayed_py
 if speedups is not None:
-    speedups.bind_headers(read_headers_py, CLIENT_HEADER, MAX_HEADER, EVENT_STREAM)
-    read_headers = speedups.read_headers
+    speedups.bind_read(
+        (read_headers_py, read_scope_py, mark_replayed_py),
+        (CLIENT_HEADER, MAX_HEADER, EVENT_STREAM, METHODS, SCHEMES),
+    )
+    read_headers, read_scope = speedups.read_headers, speedups.read_scope
+    mark_replayed = speedups.mark_replayed
