@@ -559,11 +559,11 @@ leave_inflight(Op *op, const Hints *h)
     return 0;
 }
 
-/* _lifecycle.end(op, None, None, now) for a plain operation: 1 ended, 0 not plain
- * (untouched; *clock: the end time read, for the Python end to use, or `now`), -1 error
- * (as the Python end raises: the in-flight count left). */
+/* _lifecycle.end(op, None, end_ns, now) for a plain operation (`end`: end_ns, when `has_end`):
+ * 1 ended, 0 not plain (untouched; *clock: the end time read, for the Python end to use, or
+ * `now`), -1 error (as the Python end raises: the in-flight count left). */
 static int
-end_impl(Op *op, long long now, const Hints *h, long long *clock)
+end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long long *clock)
 {
     *clock = now;
     long long start, own_ns, resumed;
@@ -574,7 +574,15 @@ end_impl(Op *op, long long now, const Hints *h, long long *clock)
     if (!t2 && now_ns(&t2) < 0)
         return -1;
     *clock = t2;
-    long long duration = t2 - start;
+    long long lag = 0; /* min(max(t2 - end_ns, 0), t2 - start) */
+    if (has_end) {
+        const long long far = 1LL << 61; /* beyond: Python's big ints take them */
+        if (end < -far || end > far || t2 < -far || t2 > far || start < -far || start > far)
+            return 0;
+        lag = t2 - end < 0 ? 0 : t2 - end;
+        lag = lag < t2 - start ? lag : t2 - start;
+    }
+    long long duration = t2 - lag - start;
     PyObject *outcome, *etype;
     if (op->error_type != Py_None) {
         outcome = S_ERROR;
@@ -644,20 +652,22 @@ end_impl(Op *op, long long now, const Hints *h, long long *clock)
 static PyObject *
 end_plain(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "end_plain(op, now)");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "end_plain(op, now, end_ns=None)");
         return NULL;
     }
-    if (!PyObject_TypeCheck(args[0], &OpType) || !PyLong_CheckExact(args[1]))
+    PyObject *end_ns = nargs == 3 ? args[2] : Py_None;
+    if (!PyObject_TypeCheck(args[0], &OpType) || !PyLong_CheckExact(args[1]) ||
+        (end_ns != Py_None && !PyLong_CheckExact(end_ns)))
         return Py_NewRef(args[1]);
-    long long now;
-    if (!read_ll(args[1], &now)) {
+    long long now, end = 0;
+    if (!read_ll(args[1], &now) || (end_ns != Py_None && !read_ll(end_ns, &end))) {
         if (PyErr_Occurred())
             return NULL;
         return Py_NewRef(args[1]);
     }
     long long clock;
-    int r = end_impl((Op *)args[0], now, &NO_HINTS, &clock);
+    int r = end_impl((Op *)args[0], now, end_ns != Py_None, end, &NO_HINTS, &clock);
     if (r < 0)
         return NULL;
     return PyLong_FromLongLong(r ? -1 : clock); /* -1: ended (no clock reads below 0) */
@@ -1669,7 +1679,7 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
         return fast_raised(self, op);
     }
     long long clock;
-    int ended = end_impl(op, 0, h, &clock);
+    int ended = end_impl(op, 0, 0, 0, h, &clock);
     PyObject *r = Py_None;
     Py_INCREF(r);
     if (ended == 0) { /* the Python end, from the end time read here */
