@@ -7,9 +7,9 @@
  *                allocation sets them all at once; Python reads them as slots), and its
  *                record_items for an exact int count of the operation's own entity;
  *   current_operation  _operation.current_operation;
- *   end_plain    _lifecycle.end for an operation without a span (or unsampled, with no
- *                error, conflict or slowness to rescue), entity change, other entities'
- *                items or client details (False, untouched, otherwise);
+ *   end_plain    _lifecycle.end (an end_ns too) for an operation without a span (or
+ *                unsampled, with no error, conflict or slowness to rescue), entity change,
+ *                other entities' items or client details (False, untouched, otherwise);
  *   fold         _fold.fold's loop: each ended operation's duration and overhead queued per
  *                series, its items, conflicts and batch size recorded while their series are
  *                bound, the rest of its record handed to a Python function;
@@ -17,7 +17,9 @@
  *                or the result, the common entity, batch-size and conflict values applied;
  *   FastPath     the instrument_sync wrapper of a `def` handler: start, extractor phases,
  *                call, end in C; anything else (a joined operation, a span, a start log, a
- *                response object, an exception) through the Python helpers.
+ *                response object, an exception) through the Python helpers;
+ *   read_headers, read_scope, mark_replayed  asgi._read's readers of the request headers,
+ *                the scope's method, scheme and root path, the response's replay header.
  *
  * Everything runs with the GIL held and calls no code that could release it between the
  * reads and writes that must go together, as the Python twins do.

@@ -1,8 +1,13 @@
-"""The request headers ``Exchange.open`` reads, in one pass: ``read_headers``.
+"""What an ``Exchange`` reads per request, each in one call:
 
-The compiled reader (``_speedups.read_headers``) reads a list or tuple of pairs of exact
-``bytes`` (what every server sends) and hands any other header list to ``read_headers_py``
-from its start, so both return the same for any input (``tests/unit/test_asgi_read.py``).
+* ``read_headers``: the request headers ``Exchange.open`` reads;
+* ``read_scope``: the scope's method, scheme and root path, when each is a known value;
+* ``mark_replayed``: the response's replay header (``Exchange.send``).
+
+Each is compiled (``_speedups``) when the extension is built: the compiled reader reads what
+servers send (a dict scope; lists or tuples of pairs of exact ``bytes``) and hands anything
+else, whole and from its start, to its pure-Python twin (``*_py``), so both answer the same
+for any input (``tests/unit/test_asgi_read.py``).
 """
 
 from __future__ import annotations
