@@ -110,7 +110,12 @@ def outcome(headers: Any, idem: Any, fields: Any, read: Any) -> Any:
 @example([b"ab"], IDEM, FIELDS)
 @example([(b"content-length", b"9" * 15), (b"content-length", b"9" * 16)], IDEM, FIELDS)
 @example([(HEADER, b"x" * 300), (HEADER, b"y" * 300), (HEADER, b"z")], IDEM, FIELDS)
+@example([(HEADER, b"x" * MAX_HEADER), (HEADER, b"y")], IDEM, FIELDS)  # at the cap: kept
 @example([(b"accept", EVENT_STREAM), (b"accept", None)], IDEM, FIELDS)  # not read again
+@example([(b"accept", EVENT_STREAM), (b"accept", b"text/html")], IDEM, FIELDS)  # one asks
+@example([(b"traceparent", b"00-x"), (b"host", b"h")], IDEM, FIELDS)  # one carries a parent
+@example([(b"content-length", b"9" * 15)], IDEM, FIELDS)  # 15 digits: read
+@example([(b"content-length", b"1" * 40)], IDEM, FIELDS)  # past a long long: -1
 @example([(Loud(b"content-length"), b"5")], IDEM, FIELDS)
 @example([(b"traceparent", b"00-x")], IDEM, [b"traceparent"])
 def test_the_compiled_reader_returns_what_the_python_reader_returns(
@@ -133,6 +138,8 @@ def test_a_list_of_pairs_of_bytes_is_read_in_one_pass() -> None:
     found = _read.read_headers(headers, IDEM, FIELDS)
     assert found == (12, b"key-1", [b"pending=1", b"acked=2"], True, True)
     assert found[1] is headers[1][1]  # the value itself, not a copy
+    later = [*headers, (b"accept", b"text/html"), (b"host", b"h"), (b"content-length", b"9" * 15)]
+    assert _read.read_headers(later, IDEM, FIELDS) == (10**15 - 1, *found[1:])
 
 
 def test_a_header_list_that_is_not_pairs_of_bytes_reads_as_none() -> None:
@@ -141,11 +148,19 @@ def test_a_header_list_that_is_not_pairs_of_bytes_reads_as_none() -> None:
     assert _read.read_headers(5, IDEM, FIELDS) is None
 
 
-def test_sync_client_lines_past_the_cap_are_not_kept() -> None:
-    lines = [(HEADER, b"x" * (MAX_HEADER - 1)), (HEADER, b"y"), (HEADER, b"z")]
+@pytest.mark.parametrize(
+    ("sizes", "kept"),
+    [
+        ((MAX_HEADER - 1, 1, 1), 2),  # 513 bytes joined: the third line is not kept
+        ((MAX_HEADER, 1), 2),  # a line after exactly MAX_HEADER bytes is still kept
+        ((MAX_HEADER + 1, 1), 1),
+    ],
+)
+def test_sync_client_lines_past_the_cap_are_not_kept(sizes: tuple[int, ...], kept: int) -> None:
+    lines = [(HEADER, b"x" * size) for size in sizes]
     found = _read.read_headers(lines, IDEM, FIELDS)
     assert found is not None
-    assert found[2] == [b"x" * (MAX_HEADER - 1), b"y"]
+    assert found[2] == [value for _, value in lines[:kept]]
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
