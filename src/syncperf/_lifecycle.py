@@ -47,8 +47,9 @@ def fold_now(rt: Runtime, wait: bool) -> None:
 
 
 _end_plain = None
-"""The compiled ``end`` of an operation without a span (or unsampled, with nothing to
-rescue), entity change, other entities' items or client details (returns -1); for any other
+"""The compiled ``end`` (also of one complete before its end: ``end_ns``) of an operation
+without a span (or unsampled, with nothing to rescue), entity change, other entities' items
+or client details (returns -1); for any other
 it changes nothing and returns the end time it read, for this ``end`` to use. None without
 it."""
 if speedups is not None:
@@ -166,7 +167,7 @@ def end(
     """
     if getattr(op, "_ended", False):  # (a deleted field is set below)
         return _leave_ended(op)
-    if exc is None and end_ns is None and _end_plain and (now := _end_plain(op, now)) < 0:
+    if exc is None and _end_plain and (now := _end_plain(op, now, end_ns)) < 0:
         return  # the compiled end ended it (else ``now``: the end time it read, or 0)
     t2 = now or _perf()
     rt = op._rt

@@ -7,9 +7,9 @@
  *                allocation sets them all at once; Python reads them as slots), and its
  *                record_items for an exact int count of the operation's own entity;
  *   current_operation  _operation.current_operation;
- *   end_plain    _lifecycle.end for an operation without a span (or unsampled, with no
- *                error, conflict or slowness to rescue), entity change, other entities'
- *                items or client details (False, untouched, otherwise);
+ *   end_plain    _lifecycle.end (an end_ns too) for an operation without a span (or
+ *                unsampled, with no error, conflict or slowness to rescue), entity change,
+ *                other entities' items or client details (False, untouched, otherwise);
  *   fold         _fold.fold's loop: each ended operation's duration and overhead queued per
  *                series, its items, conflicts and batch size recorded while their series are
  *                bound, the rest of its record handed to a Python function;
@@ -17,7 +17,9 @@
  *                or the result, the common entity, batch-size and conflict values applied;
  *   FastPath     the instrument_sync wrapper of a `def` handler: start, extractor phases,
  *                call, end in C; anything else (a joined operation, a span, a start log, a
- *                response object, an exception) through the Python helpers.
+ *                response object, an exception) through the Python helpers;
+ *   read_headers, read_scope, mark_replayed  asgi._read's readers of the request headers,
+ *                the scope's method, scheme and root path, the response's replay header.
  *
  * Everything runs with the GIL held and calls no code that could release it between the
  * reads and writes that must go together, as the Python twins do.
@@ -559,11 +561,11 @@ leave_inflight(Op *op, const Hints *h)
     return 0;
 }
 
-/* _lifecycle.end(op, None, None, now) for a plain operation: 1 ended, 0 not plain
- * (untouched; *clock: the end time read, for the Python end to use, or `now`), -1 error
- * (as the Python end raises: the in-flight count left). */
+/* _lifecycle.end(op, None, end_ns, now) for a plain operation (`end`: end_ns, when `has_end`):
+ * 1 ended, 0 not plain (untouched; *clock: the end time read, for the Python end to use, or
+ * `now`), -1 error (as the Python end raises: the in-flight count left). */
 static int
-end_impl(Op *op, long long now, const Hints *h, long long *clock)
+end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long long *clock)
 {
     *clock = now;
     long long start, own_ns, resumed;
@@ -574,7 +576,15 @@ end_impl(Op *op, long long now, const Hints *h, long long *clock)
     if (!t2 && now_ns(&t2) < 0)
         return -1;
     *clock = t2;
-    long long duration = t2 - start;
+    long long lag = 0; /* min(max(t2 - end_ns, 0), t2 - start) */
+    if (has_end) {
+        const long long far = 1LL << 61; /* beyond: Python's big ints take them */
+        if (end < -far || end > far || t2 < -far || t2 > far || start < -far || start > far)
+            return 0;
+        lag = t2 - end < 0 ? 0 : t2 - end;
+        lag = lag < t2 - start ? lag : t2 - start;
+    }
+    long long duration = t2 - lag - start;
     PyObject *outcome, *etype;
     if (op->error_type != Py_None) {
         outcome = S_ERROR;
@@ -644,20 +654,22 @@ end_impl(Op *op, long long now, const Hints *h, long long *clock)
 static PyObject *
 end_plain(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "end_plain(op, now)");
+    if (nargs != 2 && nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "end_plain(op, now, end_ns=None)");
         return NULL;
     }
-    if (!PyObject_TypeCheck(args[0], &OpType) || !PyLong_CheckExact(args[1]))
+    PyObject *end_ns = nargs == 3 ? args[2] : Py_None;
+    if (!PyObject_TypeCheck(args[0], &OpType) || !PyLong_CheckExact(args[1]) ||
+        (end_ns != Py_None && !PyLong_CheckExact(end_ns)))
         return Py_NewRef(args[1]);
-    long long now;
-    if (!read_ll(args[1], &now)) {
+    long long now, end = 0;
+    if (!read_ll(args[1], &now) || (end_ns != Py_None && !read_ll(end_ns, &end))) {
         if (PyErr_Occurred())
             return NULL;
         return Py_NewRef(args[1]);
     }
     long long clock;
-    int r = end_impl((Op *)args[0], now, &NO_HINTS, &clock);
+    int r = end_impl((Op *)args[0], now, end_ns != Py_None, end, &NO_HINTS, &clock);
     if (r < 0)
         return NULL;
     return PyLong_FromLongLong(r ? -1 : clock); /* -1: ended (no clock reads below 0) */
@@ -1669,7 +1681,7 @@ fast_body(Fast *self, Op *op, const Hints *h, PyObject *args, PyObject *kwargs)
         return fast_raised(self, op);
     }
     long long clock;
-    int ended = end_impl(op, 0, h, &clock);
+    int ended = end_impl(op, 0, 0, 0, h, &clock);
     PyObject *r = Py_None;
     Py_INCREF(r);
     if (ended == 0) { /* the Python end, from the end time read here */
@@ -1859,6 +1871,276 @@ setup(PyObject *mod, PyObject *args)
     return Py_NewRef(use_clock ? Py_True : Py_False);
 }
 
+/* ---- what an Exchange reads per request (asgi._read) ------------------------------------ */
+
+static PyObject *HEADERS_SLOW, *SCOPE_SLOW, *REPLAYED_SLOW; /* the Python twins */
+static PyObject *CLIENT_HEADER, *EVENT_STREAM, *METHODS, *SCHEMES;
+static PyObject *s_method, *s_scheme, *s_root_path, *s_replayed, *s_empty;
+static Py_ssize_t MAX_HEADER = -1;
+
+/* bind_read((read_headers_py, read_scope_py, mark_replayed_py),
+ *           (client_header, max_header, event_stream, methods, schemes)) */
+static PyObject *
+bind_read(PyObject *mod, PyObject *args)
+{
+    PyObject *headers, *scope, *replayed, *client, *stream, *methods, *schemes;
+    Py_ssize_t max_header;
+    if (!PyArg_ParseTuple(args, "(OOO)(O!nO!O!O!):bind_read", &headers, &scope, &replayed,
+                          &PyBytes_Type, &client, &max_header, &PyBytes_Type, &stream,
+                          &PyFrozenSet_Type, &methods, &PyFrozenSet_Type, &schemes))
+        return NULL;
+    Py_XSETREF(HEADERS_SLOW, Py_NewRef(headers));
+    Py_XSETREF(SCOPE_SLOW, Py_NewRef(scope));
+    Py_XSETREF(REPLAYED_SLOW, Py_NewRef(replayed));
+    Py_XSETREF(CLIENT_HEADER, Py_NewRef(client));
+    Py_XSETREF(EVENT_STREAM, Py_NewRef(stream));
+    Py_XSETREF(METHODS, Py_NewRef(methods));
+    Py_XSETREF(SCHEMES, Py_NewRef(schemes));
+    MAX_HEADER = max_header;
+    Py_RETURN_NONE;
+}
+
+/* the two items of a pair (an exact tuple or list of two), borrowed; 0: not one */
+static inline int
+pair_of(PyObject *item, PyObject **a, PyObject **b)
+{
+    if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2) {
+        *a = PyTuple_GET_ITEM(item, 0);
+        *b = PyTuple_GET_ITEM(item, 1);
+        return 1;
+    }
+    if (PyList_CheckExact(item) && PyList_GET_SIZE(item) == 2) {
+        *a = PyList_GET_ITEM(item, 0);
+        *b = PyList_GET_ITEM(item, 1);
+        return 1;
+    }
+    return 0;
+}
+
+/* item i of an exact list or tuple (borrowed), NULL past its end (a list is read again each
+ * time, as Python's iterator does) */
+static inline PyObject *
+nth(PyObject *seq, int is_list, Py_ssize_t i)
+{
+    if (is_list)
+        return i < PyList_GET_SIZE(seq) ? PyList_GET_ITEM(seq, i) : NULL;
+    return i < PyTuple_GET_SIZE(seq) ? PyTuple_GET_ITEM(seq, i) : NULL;
+}
+
+static inline int
+bytes_is(PyObject *b, const char *s, Py_ssize_t n)
+{
+    return PyBytes_GET_SIZE(b) == n && memcmp(PyBytes_AS_STRING(b), s, (size_t)n) == 0;
+}
+
+static inline int
+bytes_eq(PyObject *a, PyObject *b)
+{
+    return a == b || bytes_is(a, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b));
+}
+
+/* `needle in hay` for bytes (hay non-empty or not): memmem where there is one */
+static int
+bytes_in(PyObject *needle, PyObject *hay)
+{
+    Py_ssize_t n = PyBytes_GET_SIZE(needle), h = PyBytes_GET_SIZE(hay);
+    const char *s = PyBytes_AS_STRING(hay), *t = PyBytes_AS_STRING(needle);
+    if (n == 0)
+        return 1;
+    for (Py_ssize_t i = 0; i + n <= h; i++)
+        if (s[i] == t[0] && memcmp(s + i, t, (size_t)n) == 0)
+            return 1;
+    return 0;
+}
+
+/* read_headers(headers, idem_name, fields): read_headers_py for a list or tuple of pairs
+ * (tuples or lists of two) of exact bytes, idem_name exact bytes and fields an exact set or
+ * frozenset; any other input goes to read_headers_py whole, from its start (nothing read
+ * here has an effect: the same answer). */
+static PyObject *
+read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "read_headers takes 3 arguments");
+        return NULL;
+    }
+    PyObject *headers = args[0], *idem = args[1], *fields = args[2];
+    if (HEADERS_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "read_headers: bind_read was not called");
+        return NULL;
+    }
+    long long length = -1;
+    PyObject *key = NULL, *client = NULL; /* strong references */
+    Py_ssize_t client_size = 0;
+    int propagated = 0, stream = 0;
+    int is_list = PyList_CheckExact(headers);
+    if ((!is_list && !PyTuple_CheckExact(headers)) || !PyBytes_CheckExact(idem) ||
+        !PyAnySet_CheckExact(fields))
+        goto slow;
+    PyObject *item;
+    for (Py_ssize_t i = 0; (item = nth(headers, is_list, i)) != NULL; i++) {
+        PyObject *name, *value;
+        if (!pair_of(item, &name, &value) || !PyBytes_CheckExact(name) ||
+            !PyBytes_CheckExact(value))
+            goto slow;
+        if (bytes_is(name, "content-length", 14)) {
+            Py_ssize_t n = PyBytes_GET_SIZE(value);
+            const char *s = PyBytes_AS_STRING(value);
+            long long v = n >= 1 && n <= 15 ? 0 : -1; /* isdigit() and len(value) <= 15 */
+            for (Py_ssize_t j = 0; j < n && v >= 0; j++)
+                v = (s[j] >= '0' && s[j] <= '9') ? v * 10 + (s[j] - '0') : -1;
+            length = v;
+        }
+        else if (bytes_eq(name, idem)) {
+            Py_XSETREF(key, Py_NewRef(value));
+        }
+        else if (bytes_eq(name, CLIENT_HEADER)) {
+            if (client == NULL) {
+                if ((client = PyList_New(1)) == NULL)
+                    goto error;
+                PyList_SET_ITEM(client, 0, Py_NewRef(value));
+                client_size = PyBytes_GET_SIZE(value);
+            }
+            else if (client_size <= MAX_HEADER) {
+                if (PyList_Append(client, value) < 0)
+                    goto error;
+                client_size += 1 + PyBytes_GET_SIZE(value);
+            }
+        }
+        else if (bytes_is(name, "accept", 6)) {
+            stream = stream || bytes_in(EVENT_STREAM, value);
+        }
+        else {
+            /* fields holds bytes (a propagator's header names), compared in C; one holding
+             * anything else could run Python code: the item is held meanwhile */
+            Py_INCREF(item);
+            int found = PySet_Contains(fields, name);
+            Py_DECREF(item);
+            if (found < 0)
+                goto error;
+            propagated = propagated || found;
+        }
+    }
+    PyObject *r = PyTuple_New(5);
+    PyObject *n = PyLong_FromLongLong(length);
+    if (r == NULL || n == NULL) {
+        Py_XDECREF(r);
+        Py_XDECREF(n);
+        goto error;
+    }
+    PyTuple_SET_ITEM(r, 0, n);
+    PyTuple_SET_ITEM(r, 1, key == NULL ? Py_NewRef(Py_None) : key);
+    PyTuple_SET_ITEM(r, 2, client == NULL ? Py_NewRef(Py_None) : client);
+    PyTuple_SET_ITEM(r, 3, Py_NewRef(propagated ? Py_True : Py_False));
+    PyTuple_SET_ITEM(r, 4, Py_NewRef(stream ? Py_True : Py_False));
+    return r;
+slow:
+    Py_XDECREF(key);
+    Py_XDECREF(client);
+    return PyObject_Vectorcall(HEADERS_SLOW, args, 3, NULL);
+error:
+    Py_XDECREF(key);
+    Py_XDECREF(client);
+    return NULL;
+}
+
+/* read_scope(scope): read_scope_py for an exact dict (its values read in the same order,
+ * held while the next is looked up); any other scope goes to read_scope_py */
+static PyObject *
+read_scope(PyObject *mod, PyObject *scope)
+{
+    if (SCOPE_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "read_scope: bind_read was not called");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(scope))
+        return PyObject_CallOneArg(SCOPE_SLOW, scope);
+    PyObject *method = NULL, *scheme = NULL, *root = NULL, *r = NULL;
+    if ((method = Py_XNewRef(PyDict_GetItemWithError(scope, s_method))) == NULL &&
+        PyErr_Occurred())
+        goto done;
+    if ((scheme = Py_XNewRef(PyDict_GetItemWithError(scope, s_scheme))) == NULL &&
+        PyErr_Occurred())
+        goto done;
+    if ((root = Py_XNewRef(PyDict_GetItemWithError(scope, s_root_path))) == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        root = Py_NewRef(s_empty);
+    }
+    int known = 0;
+    if (method != NULL && PyUnicode_CheckExact(method) && scheme != NULL &&
+        PyUnicode_CheckExact(scheme) && PyUnicode_CheckExact(root)) {
+        if ((known = PySet_Contains(METHODS, method)) < 0 ||
+            (known && (known = PySet_Contains(SCHEMES, scheme)) < 0))
+            goto done;
+    }
+    r = known ? PyTuple_Pack(3, method, scheme, root) : Py_NewRef(Py_None);
+done:
+    Py_XDECREF(method);
+    Py_XDECREF(scheme);
+    Py_XDECREF(root);
+    return r;
+}
+
+/* a.lower() == b for bytes (bytes.lower(): ASCII letters only) */
+static inline int
+lower_is(PyObject *a, const char *b, Py_ssize_t n)
+{
+    if (PyBytes_GET_SIZE(a) != n)
+        return 0;
+    const char *s = PyBytes_AS_STRING(a);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        char c = s[i];
+        if ((c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c) != b[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* mark_replayed(ex, headers, name): mark_replayed_py for an exact list or tuple of pairs of
+ * exact bytes and an exact bytes name; anything else goes to mark_replayed_py whole (nothing
+ * is set here before a header that is not a pair of bytes: the same effect) */
+static PyObject *
+mark_replayed(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "mark_replayed takes 3 arguments");
+        return NULL;
+    }
+    if (REPLAYED_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "mark_replayed: bind_read was not called");
+        return NULL;
+    }
+    PyObject *ex = args[0], *headers = args[1], *name = args[2], *item;
+    int is_list = PyList_CheckExact(headers);
+    if ((!is_list && !PyTuple_CheckExact(headers)) || !PyBytes_CheckExact(name))
+        return PyObject_Vectorcall(REPLAYED_SLOW, args, 3, NULL);
+    /* checked whole first: a pair that is not one raises in Python, after the marks before
+     * it; here nothing is marked before the list is known to be pairs of bytes */
+    for (Py_ssize_t i = 0; (item = nth(headers, is_list, i)) != NULL; i++) {
+        PyObject *key, *value;
+        if (!pair_of(item, &key, &value) || !PyBytes_CheckExact(key) ||
+            !PyBytes_CheckExact(value))
+            return PyObject_Vectorcall(REPLAYED_SLOW, args, 3, NULL);
+    }
+    const char *want = PyBytes_AS_STRING(name);
+    Py_ssize_t n = PyBytes_GET_SIZE(name);
+    for (Py_ssize_t i = 0; (item = nth(headers, is_list, i)) != NULL; i++) {
+        PyObject *key, *value;
+        if (!pair_of(item, &key, &value) || !PyBytes_CheckExact(key) ||
+            !PyBytes_CheckExact(value))
+            return PyObject_Vectorcall(REPLAYED_SLOW, args, 3, NULL); /* changed meanwhile */
+        if (lower_is(key, want, n) && (lower_is(value, "true", 4) || lower_is(value, "1", 1))) {
+            Py_INCREF(item);
+            int failed = PyObject_SetAttr(ex, s_replayed, Py_True);
+            Py_DECREF(item);
+            if (failed < 0)
+                return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
     {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
@@ -1871,6 +2153,16 @@ static PyMethodDef methods[] = {
      "Record integer values into a histogram series in one pass."},
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
      "Queue ended operations' durations and overheads per series."},
+    {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
+    {"read_scope", read_scope, METH_O,
+     "read_scope($module, scope, /)\n--\n\n"
+     "The scope's known method, scheme and root path (asgi._read.read_scope_py)."},
+    {"mark_replayed", (PyCFunction)(void (*)(void))mark_replayed, METH_FASTCALL,
+     "mark_replayed($module, ex, headers, name, /)\n--\n\n"
+     "Mark a replayed response (asgi._read.mark_replayed_py)."},
+    {"read_headers", (PyCFunction)(void (*)(void))read_headers, METH_FASTCALL,
+     "read_headers($module, headers, idem_name, fields, /)\n--\n\n"
+     "What a request's headers tell (asgi._headers.read_headers_py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1897,7 +2189,12 @@ PyInit__speedups(void)
         (S_CHANGES[0] = PyUnicode_InternFromString("created")) == NULL ||
         (S_CHANGES[1] = PyUnicode_InternFromString("updated")) == NULL ||
         (S_CHANGES[2] = PyUnicode_InternFromString("deleted")) == NULL ||
-        (s_perf = PyUnicode_InternFromString("_perf")) == NULL)
+        (s_perf = PyUnicode_InternFromString("_perf")) == NULL ||
+        (s_method = PyUnicode_InternFromString("method")) == NULL ||
+        (s_scheme = PyUnicode_InternFromString("scheme")) == NULL ||
+        (s_root_path = PyUnicode_InternFromString("root_path")) == NULL ||
+        (s_replayed = PyUnicode_InternFromString("replayed")) == NULL ||
+        (s_empty = PyUnicode_InternFromString("")) == NULL)
         return NULL;
     S_ERROR = PyUnicode_InternFromString("error");
     S_CONFLICT = PyUnicode_InternFromString("conflict");

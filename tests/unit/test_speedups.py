@@ -716,3 +716,56 @@ def test_record_ns_at_scale_one_keeps_ints_exact(compiled: bool) -> None:
     assert type(series.min) is int and type(series.max) is int
     assert series.drain() and series.drained is not None
     assert series.drained.sum == float(sum(BIG_BATCHES)) and type(series.drained.sum) is float
+
+
+def _histograms(cap: Capture) -> dict[str, list[tuple[int, float]]]:
+    return {
+        m.name: sorted((p.count, round(p.sum, 6)) for p in m.data.data_points)
+        for m in cap.metrics()
+        if hasattr(m.data.data_points[0], "bucket_counts")
+    }
+
+
+@pytest.mark.parametrize("sampled_out", [False, True])
+@pytest.mark.parametrize("done_ms", [300, 700, -100, 0])
+def test_an_operation_complete_before_its_end_counts_the_same_on_both_paths(
+    monkeypatch: pytest.MonkeyPatch, sampled_out: bool, done_ms: int
+) -> None:
+    """The ASGI middleware ends an operation with the time its response was complete
+    (``end_ns``): the compiled end counts what the Python end counts (done after the end
+    or before the start: clamped)."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
+
+    from syncperf import _lifecycle
+
+    found = []
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(_lifecycle, "_end_plain", None)
+        ticks = iter(range(10**12, 10**15, 100_000_000))  # 0.1 s a read
+        monkeypatch.setattr(_lifecycle, "_perf", ticks.__next__)
+        options: dict[str, Any] = (
+            {"sampler": ALWAYS_OFF} if sampled_out else {"tracer_provider": NoOpTracerProvider()}
+        )
+        with capture(**options) as cap:
+            start = 10**11
+            op = _lifecycle.begin(cap.runtime, "push", "todo", now=start)
+            _lifecycle.end(op, None, start + done_ms * 10**6, start + 500 * 10**6)
+            assert syncperf.current_operation().recording is False
+            found.append(_histograms(cap))
+    assert found[0] == found[1]
+    expected = min(max(done_ms, 0), 500) / 1000
+    assert found[0]["sync.operation.duration"] == [(1, expected)]
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the compiled path is not built")
+def test_the_compiled_end_takes_an_operation_complete_before_its_end() -> None:
+    from syncperf import _lifecycle
+
+    with capture(tracer_provider=NoOpTracerProvider()) as cap:
+        op = _lifecycle.begin(cap.runtime, "push", "todo")
+        now = time.perf_counter_ns()
+        assert _accel.speedups.end_plain(op, now, now - 1_000) == -1
+        assert op._ended is True  # type: ignore[attr-defined]
+        (point,) = cap.points("sync.operation.duration")
+        assert point.count == 1

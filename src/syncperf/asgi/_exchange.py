@@ -25,8 +25,6 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from syncperf._client_header import HEADER as CLIENT_HEADER
-from syncperf._client_header import MAX_HEADER
 from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
 from syncperf._gate import text
@@ -43,16 +41,9 @@ from syncperf.asgi._http import (
     read_client,
     record_key,
 )
-from syncperf.asgi._routes import EVENT_STREAM, CompiledRoute, is_live, mount_base
-from syncperf.asgi._scope import (
-    METHODS,
-    SCHEMES,
-    extract,
-    other_method,
-    other_scheme,
-    valid_headers,
-    wrong_type,
-)
+from syncperf.asgi._read import Read, mark_replayed, read_headers, read_scope
+from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
+from syncperf.asgi._scope import bounded, extract, valid_headers
 
 if TYPE_CHECKING:
     from syncperf._metrics.aggregates import SumSeries
@@ -66,8 +57,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _perf = time.perf_counter_ns
-_TRUE = (b"true", b"1")
 _NO_FIELDS: frozenset[bytes] = frozenset()
+_NO_HEADERS: Read = (-1, None, None, False, False)
 _INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup costs ~70 ns
 
 
@@ -108,18 +99,8 @@ class Exchange:
         self.read_ahead: list[Message] | None = None  # read for the adapter, replayed first
         self.response_chunks: list[bytes] | None = None
         self.prologue_ns = 0
-        # bounded values (``_scope``): a type check and a set lookup, the rest when bad
-        method, scheme = scope.get("method"), scope.get("scheme")
-        self.method = (
-            method if type(method) is str and method in METHODS else other_method(rt, method)
-        )
-        self.scheme = (
-            scheme if type(scheme) is str and scheme in SCHEMES else other_scheme(rt, scheme)
-        )
-        root = scope.get("root_path", "")
-        if type(root) is not str:  # None: none, as when missing
-            root = "" if root is None else wrong_type(rt, "root_path", root, "")
-        self.entry_root = root
+        # bounded values (``_scope``): known ones read in one call, the rest when bad
+        self.method, self.scheme, self.entry_root = read_scope(scope) or bounded(rt, scope)
         self.current = trace.get_current_span()  # read once: ``owners`` and the span's parent
         self.owner_span, self.owned, self.metered_into = owners(
             scope, mw._contrib is True, self.current
@@ -143,38 +124,11 @@ class Exchange:
         headers = self.scope.get("headers") or ()
         traced = hit is not None and not self.owned and rt.tracing.active
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
-        idem_name = self.mw._idem_name
-        while True:
-            idem_key: bytes | None = None
-            client: list[bytes] | None = None  # Sync-Client lines (several form one list)
-            propagated = False  # only parse trace headers when there is something to continue
-            stream = False  # ``Accept: text/event-stream``, for the default ``live`` predicate
-            try:
-                for name, value in headers:
-                    if name == b"content-length":
-                        self.content_length = (
-                            int(value) if value.isdigit() and len(value) <= 15 else -1
-                        )
-                    elif name == idem_name:
-                        if type(value) is not bytes:
-                            raise TypeError  # the headers are read again, without it
-                        idem_key = value
-                    elif name == CLIENT_HEADER:  # lines form one value, dropped whole past
-                        if type(value) is not bytes:  # MAX_HEADER bytes: the lines after
-                            raise TypeError  # that are not even kept
-                        if client is None:
-                            client, client_size = [value], len(value)
-                        elif client_size <= MAX_HEADER:
-                            client.append(value)
-                            client_size += 1 + len(value)  # joined with a comma
-                    elif name == b"accept":
-                        stream = stream or EVENT_STREAM in value
-                    elif name in fields:
-                        propagated = True
-                break
-            except (TypeError, ValueError, AttributeError):  # not a list of pairs of bytes
-                self.content_length = -1
-                headers = valid_headers(rt, headers)  # read again: those pairs only
+        found = read_headers(headers, self.mw._idem_name, fields)
+        if found is None:  # not a list of pairs of bytes: read again, those pairs only
+            headers = valid_headers(rt, headers)
+            found = read_headers(headers, self.mw._idem_name, fields) or _NO_HEADERS
+        self.content_length, idem_key, client, propagated, stream = found
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
@@ -349,9 +303,7 @@ class Exchange:
             if op is not None:
                 replay_name = self.mw._replay_name
                 if replay_name is not None:
-                    for name, value in message.get("headers") or ():
-                        if name.lower() == replay_name and value.lower() in _TRUE:
-                            self.replayed = True
+                    mark_replayed(self, message.get("headers") or (), replay_name)
                 if self.owner_span is not None and op.entity is not None:
                     self.owner_span.set_attribute("sync.entity", op.entity)
         elif kind == "http.response.pathsend":

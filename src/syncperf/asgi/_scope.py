@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, TypeVar
 
 from opentelemetry import propagate
@@ -41,6 +41,7 @@ __all__ = [
     "METHODS",
     "SCHEMES",
     "VERSIONS",
+    "bounded",
     "extract",
     "other_method",
     "other_scheme",
@@ -103,6 +104,18 @@ def other_scheme(rt: Runtime, value: object) -> str:
     if value is None:
         return "http"
     return wrong_type(rt, "scheme", value, "_OTHER")
+
+
+def bounded(rt: Runtime, scope: Mapping[str, object]) -> tuple[str, str, str]:
+    """``(http.request.method, url.scheme, root_path)`` of a scope with a value that is not a
+    known one (``asgi._read.read_scope`` reads the others)."""
+    method, scheme = scope.get("method"), scope.get("scheme")
+    method = method if type(method) is str and method in METHODS else other_method(rt, method)
+    scheme = scheme if type(scheme) is str and scheme in SCHEMES else other_scheme(rt, scheme)
+    root = scope.get("root_path", "")
+    if type(root) is not str:  # None: none, as when missing
+        root = "" if root is None else wrong_type(rt, "root_path", root, "")
+    return method, scheme, root
 
 
 def valid_headers(rt: Runtime, headers: object) -> list[tuple[bytes, bytes]]:

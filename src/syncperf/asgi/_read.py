@@ -1,0 +1,112 @@
+"""What an ``Exchange`` reads per request, each in one call:
+
+* ``read_headers``: the request headers ``Exchange.open`` reads;
+* ``read_scope``: the scope's method, scheme and root path, when each is a known value;
+* ``mark_replayed``: the response's replay header (``Exchange.send``).
+
+Each is compiled (``_speedups``) when the extension is built: the compiled reader reads what
+servers send (a dict scope; lists or tuples of pairs of exact ``bytes``) and hands anything
+else, whole and from its start, to its pure-Python twin (``*_py``), so both answer the same
+for any input (``tests/unit/test_asgi_read.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from syncperf._accel import speedups
+from syncperf._client_header import HEADER as CLIENT_HEADER
+from syncperf._client_header import MAX_HEADER
+from syncperf.asgi._routes import EVENT_STREAM
+from syncperf.asgi._scope import METHODS, SCHEMES
+
+__all__ = [
+    "Read",
+    "mark_replayed",
+    "mark_replayed_py",
+    "read_headers",
+    "read_headers_py",
+    "read_scope",
+    "read_scope_py",
+]
+
+Read = tuple[int, bytes | None, list[bytes] | None, bool, bool]
+"""``(content_length, idempotency_key, sync_client_lines, propagated, event_stream)``."""
+
+
+def read_headers_py(headers: Any, idem_name: bytes, fields: Collection[bytes]) -> Read | None:
+    """What a request's headers tell, or None when they are not a list of pairs of bytes
+    (the caller reads them again, those pairs only).
+
+    Returns:
+        ``content_length`` (the last ``Content-Length``; -1: none, or not up to 15 digits),
+        the ``idem_name`` header's value, the ``Sync-Client`` lines (several form one list;
+        the lines after ``MAX_HEADER`` bytes are not kept), whether a header named in
+        ``fields`` (a propagator's) is there, and whether ``Accept`` asks for an event stream.
+    """
+    content_length = -1
+    idem_key: bytes | None = None
+    client: list[bytes] | None = None
+    client_size = 0
+    propagated = stream = False
+    try:
+        for name, value in headers:
+            if name == b"content-length":
+                content_length = int(value) if value.isdigit() and len(value) <= 15 else -1
+            elif name == idem_name:
+                if type(value) is not bytes:
+                    return None
+                idem_key = value
+            elif name == CLIENT_HEADER:  # lines form one value, dropped whole past
+                if type(value) is not bytes:  # MAX_HEADER bytes: the lines after
+                    return None  # that are not even kept
+                if client is None:
+                    client, client_size = [value], len(value)
+                elif client_size <= MAX_HEADER:
+                    client.append(value)
+                    client_size += 1 + len(value)  # joined with a comma
+            elif name == b"accept":
+                stream = stream or EVENT_STREAM in value
+            elif name in fields:
+                propagated = True
+    except (TypeError, ValueError, AttributeError):  # not a list of pairs of bytes
+        return None
+    return content_length, idem_key, client, propagated, stream
+
+
+def read_scope_py(scope: Mapping[str, Any]) -> tuple[str, str, str] | None:
+    """``(method, scheme, root_path)`` when the method and scheme are known values (``METHODS``,
+    ``SCHEMES``) and the root path a str (or missing: ""), else None: then the caller bounds
+    them (``_scope.other_method``...)."""
+    method, scheme, root = scope.get("method"), scope.get("scheme"), scope.get("root_path", "")
+    if (
+        type(method) is str
+        and method in METHODS
+        and type(scheme) is str
+        and scheme in SCHEMES
+        and type(root) is str
+    ):
+        return method, scheme, root
+    return None
+
+
+_TRUE = (b"true", b"1")
+
+
+def mark_replayed_py(ex: Any, headers: Any, name: bytes) -> None:
+    """``ex.replayed = True`` when a response header ``name`` says ``true`` or ``1`` (any
+    case); response headers that are not pairs of bytes raise, as the application's bug."""
+    for key, value in headers:
+        if key.lower() == name and value.lower() in _TRUE:
+            ex.replayed = True
+
+
+read_headers, read_scope, mark_replayed = read_headers_py, read_scope_py, mark_replayed_py
+if speedups is not None:
+    speedups.bind_read(
+        (read_headers_py, read_scope_py, mark_replayed_py),
+        (CLIENT_HEADER, MAX_HEADER, EVENT_STREAM, METHODS, SCHEMES),
+    )
+    read_headers, read_scope = speedups.read_headers, speedups.read_scope
+    mark_replayed = speedups.mark_replayed
