@@ -408,3 +408,25 @@ def test_a_client_unknown_to_the_callback_starts_at_its_first_mutation(
 ) -> None:
     run(zero.Push(last_mutation_id=lambda group, client: None), issues(7, 8))
     assert recorded(syncperf_capture).items == {("issue", None): 2}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ident=st.one_of(
+        st.none(),
+        st.integers(),
+        st.dictionaries(
+            st.sampled_from(["id", "clientID"]),
+            st.one_of(st.integers(), st.text(max_size=3), st.lists(st.integers(), max_size=2)),
+        ),
+    ),
+    error=st.sampled_from([None, "app", "alreadyProcessed", "oooMutation"]),
+)
+def test_any_response_id_is_read_or_an_unparseable_payload(ident: Any, error: str | None) -> None:
+    entry = {"id": ident, "result": {} if error is None else {"error": error}}
+    with capture(strict=False) as cap:
+        run(zero.Push(), issues(1), {"mutations": [entry]})
+        got = recorded(cap)
+    assert set(got.dropped) <= {"unparseable_payload"}
+    well_formed = ident == {"id": 1, "clientID": "c1"}
+    assert got.items == ({("issue", None): 1} if well_formed and error is None else {})

@@ -137,7 +137,7 @@ class Push(ProtocolAdapter):
         known: dict[Any, int | None] = {}
         if last_id is not None:
             group = name(field(body, "clientGroupID"), "clientGroupID")
-        keys: list[tuple[str, int] | None] = []  # per mutation; None for a cleanup
+        keys: list[tuple[Any, Any] | None] = []  # per mutation; None for a cleanup
         counted: list[int] = []  # the mutations the server is to apply, by index
         duplicates = cleanups = future = 0
         for index, mutation in enumerate(mutations):
@@ -146,7 +146,12 @@ class Push(ProtocolAdapter):
                 cleanups += 1
                 keys.append(None)
                 continue
-            key = _ident(mutation, "mutation")
+            if type(mutation) is dict:  # the common case inline: a plain JSON object
+                key = (mutation.get("clientID"), mutation.get("id"))
+                if type(key[1]) is not int or type(key[0]) is not str or not key[0]:
+                    key = _checked(key, "mutation")
+            else:
+                key = _ident(mutation, "mutation")
             keys.append(key)
             if future:  # the server stopped: read on, to find a malformed mutation
                 future += 1
@@ -209,25 +214,29 @@ class Push(ProtocolAdapter):
             refused = Tally()
             refused.refuse("sync.zero.push_error", token(kind, ERRORS))
             return refused
-        mutations, keys, counted = sent or ((), (), ())
-        by_id: dict[tuple[str, int], Any] | None = None
-        answered: dict[tuple[str, int], int] = {}  # key -> entries answering it
-        applied: dict[tuple[str, int], int] = {}  # key -> entries with an ok result
+        mutations, keys, counted = sent or ((), (), [])
+        by_id: dict[Any, Any] | None = None
+        answered: list[tuple[Any, Any]] = []  # the key of each entry
+        applied: list[tuple[Any, Any]] = []  # the key of each entry with an ok result
         processed = out_of_order = 0
         for response in seq(field(body, "mutations"), "mutations"):
             plain = type(response) is dict
             result = response.get("result", MISSING) if plain else field(response, "result")
             if result is MISSING:
                 raise Malformed("mutation response has no result")
-            key = _ident(response.get("id") if plain else field(response, "id"), "response")
-            answered[key] = answered.get(key, 0) + 1
+            ident = response.get("id") if plain else field(response, "id")
+            if type(ident) is dict:  # checked below unless it matches a mutation's key
+                answered.append((ident.get("clientID"), ident.get("id")))
+            else:
+                answered.append(_ident(ident, "response"))
+            key = answered[-1]
             error = result.get("error") if type(result) is dict else field(result, "error")
             if error is MISSING or error is None:
-                applied[key] = applied.get(key, 0) + 1
+                applied.append(key)
             elif error == "app":  # the mutator's writes were rolled back: rejected
                 if by_id is None:
                     by_id = {k: m for k, m in zip(keys, mutations, strict=True) if k is not None}
-                mutation = by_id.get(key, MISSING)
+                mutation = by_id.get(_checked(key, "response"), MISSING)
                 tally.conflict(None if mutation is MISSING else self._entity(mutation), "rejected")
             elif error == "alreadyProcessed":
                 processed += 1
@@ -235,8 +244,12 @@ class Push(ProtocolAdapter):
                 out_of_order += 1
             else:
                 raise Malformed("unknown mutation error: " + describe(error))
+        sent_keys = [k for k in keys if k is not None]
+        if answered != sent_keys:  # not one answer per mutation, in order
+            for key in answered:
+                _checked(key, "response")
         self._keep_applied(tally, mutations, keys, counted, applied)
-        unanswered = _unmatched([k for k in keys if k is not None], answered)
+        unanswered = _unmatched(sent_keys, answered)
         if processed:
             tally.duplicate = True
             tally.attribute("sync.zero.already_processed", processed)
@@ -251,36 +264,54 @@ class Push(ProtocolAdapter):
         tally: Tally,
         mutations: Any,
         keys: Any,
-        counted: Any,
-        applied: dict[tuple[str, int], int],
+        counted: list[int],
+        applied: list[tuple[Any, Any]],
     ) -> None:
         """Keep in ``tally`` the items of the counted mutations the answer says were applied
         (an ok result): not those rejected, out of order, already processed or unanswered."""
-        missed = set(_unmatched([keys[i] for i in counted], applied))
+        counted_keys = [keys[i] for i in counted]
+        if applied == counted_keys:  # the common case: all applied, answered in order
+            return
+        missed = _unmatched(counted_keys, applied)
         if missed:
-            tally.items = {}
-            self._count(tally, mutations, [i for n, i in enumerate(counted) if n not in missed])
+            gone = Tally()
+            self._count(gone, mutations, [counted[n] for n in missed])
+            items = tally.items
+            for item, n in gone.items.items():
+                left = items.get(item, 0) - n
+                if left > 0:
+                    items[item] = left
+                else:
+                    items.pop(item, None)
 
 
 def _ident(obj: Any, what: str) -> tuple[str, int]:
     """A mutation's ``(clientID, id)`` (or a response's ``id`` object's)."""
-    if type(obj) is dict:
-        mutation_id, client = obj.get("id"), obj.get("clientID")
-    else:
-        mutation_id, client = field(obj, "id"), field(obj, "clientID")
+    return _checked((field(obj, "clientID"), field(obj, "id")), what)
+
+
+def _checked(key: tuple[Any, Any], what: str) -> tuple[str, int]:
+    """``key`` when it is a ``(clientID, id)`` pair: a non-empty string and an integer."""
+    client, mutation_id = key
     if type(mutation_id) is not int:
         raise Malformed(what + " id is not an integer")
+    if type(client) is str and client:
+        return key
     return name(client, what + " clientID"), mutation_id
 
 
-def _unmatched(keys: list[tuple[str, int]], matches: dict[tuple[str, int], int]) -> list[int]:
-    """Positions in ``keys`` left once each of ``matches`` (key -> how many) took the first
-    of its key; ``matches`` is used up."""
+def _unmatched(keys: list[tuple[Any, Any]], matches: list[tuple[Any, Any]]) -> list[int]:
+    """Positions in ``keys`` left once each of ``matches`` took the first of its key."""
+    if keys == matches:
+        return []
+    left_over: dict[tuple[Any, Any], int] = {}
+    for key in matches:
+        left_over[key] = left_over.get(key, 0) + 1
     left = []
     for position, key in enumerate(keys):
-        n = matches.get(key, 0)
+        n = left_over.get(key, 0)
         if n:
-            matches[key] = n - 1
+            left_over[key] = n - 1
         else:
             left.append(position)
     return left
