@@ -52,7 +52,11 @@ class Adapter(Protocol):
 
 
 def check_adapter(option: str, adapter: object) -> None:
-    """Raise ``ConfigError`` unless ``adapter`` has callable ``on_request``/``on_response``."""
+    """Raise ``ConfigError`` unless ``adapter`` has callable ``on_request``/``on_response``
+    and is not a class (``adapter=zero.Push``, the ``()`` left out)."""
+    if isinstance(adapter, type):
+        what = adapter.__name__
+        raise ConfigError(option, adapter, f"an adapter instance ({what}(), not the class {what})")
     if not (
         callable(getattr(adapter, "on_request", None))
         and callable(getattr(adapter, "on_response", None))

@@ -281,6 +281,77 @@ def test_configuration_mistakes_raise_config_error_naming_the_option(
     assert raised.value.option == option
 
 
+OPTIONS: list[tuple[Callable[..., Any], str]] = [
+    (replicache.Push, "last_mutation_id"),
+    (replicache.Push, "entity"),
+    (replicache.Push, "change"),
+    (replicache.Pull, "entity"),
+    (replicache.Pull, "cookie_time"),
+    (zero.Push, "last_mutation_id"),
+    (zero.Push, "entity"),
+    (zero.Push, "change"),
+    (watermelondb.Push, "count_existing"),
+    (rxdb.Pull, "checkpoint_ms"),
+    (rxdb.Push, "primary_key"),
+    (rxdb.Push, "server_fields"),
+    (couchdb.BulkDocs, "entity"),
+    (couchdb.BulkDocs, "type_field"),
+    (couchdb.BulkDocs, "id_separator"),
+    (couchdb.BulkDocs, "open_conflicts"),
+    (couchdb.BulkGet, "entity"),
+    (couchdb.Changes, "since_time"),
+    (powersync.Upload, "last_tx_id"),
+    (powersync.Upload, "conflicts"),
+]
+WRONG_SHAPES = st.one_of(
+    st.integers(),
+    st.floats(allow_nan=False),
+    st.booleans(),
+    st.binary(max_size=8),
+    st.text(max_size=8),
+    st.lists(st.one_of(st.integers(), st.none(), st.text(max_size=3)), max_size=3),
+    st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), st.integers(), max_size=2),
+    st.sets(st.integers(), max_size=3),
+    st.just(object()),
+    st.just(ConfigError),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(option=st.sampled_from(OPTIONS), value=WRONG_SHAPES)
+def test_an_adapter_option_of_any_shape_is_accepted_or_a_config_error_naming_it(
+    option: tuple[Callable[..., Any], str], value: Any
+) -> None:
+    make, name = option
+    try:
+        make(**{name: value})
+    except ConfigError as error:
+        assert error.option == name
+
+
+def test_server_fields_that_are_not_iterable_are_a_config_error() -> None:
+    with pytest.raises(ConfigError) as raised:
+        rxdb.Push(server_fields=5)  # type: ignore[arg-type]
+    assert raised.value.option == "server_fields"
+
+
+def test_server_fields_given_as_a_generator_are_all_kept() -> None:
+    adapter = rxdb.Push(server_fields=(name for name in ["updatedAt"]))
+    assert "updatedAt" in adapter._ignored
+
+
+@pytest.mark.parametrize("make", [lambda a: SyncRoute("push", adapter=a), syncperf.instrument_sync])
+@pytest.mark.parametrize("cls", [watermelondb.Push, zero.Push, couchdb.RevsDiff])
+def test_an_adapter_class_instead_of_an_instance_is_a_config_error(
+    make: Callable[[Any], Any], cls: type
+) -> None:
+    with pytest.raises(ConfigError) as raised:
+        make(cls) if make is not syncperf.instrument_sync else make("push", adapter=cls)
+    assert raised.value.option.endswith("adapter")
+    assert cls.__name__ in str(raised.value)
+    assert "instance" in str(raised.value) and f"{cls.__name__}()" in str(raised.value)
+
+
 # --- payload forms: dicts, pydantic models, plain objects ---------------------------------
 
 

@@ -98,7 +98,8 @@ def test_custom_mutators_count_under_their_namespace(syncperf_capture: Capture) 
     body = push_body(
         custom(1, "c", "issue.create"), custom(2, "c", "issue|update"), custom(3, "c", "ping")
     )
-    run(zero.Push(change={"issue.create": "created"}), body, {"mutations": []})
+    answer = {"mutations": [result(1, "c"), result(2, "c"), result(3, "c")]}
+    run(zero.Push(change={"issue.create": "created"}), body, answer)
     assert recorded(syncperf_capture).items == {
         ("issue", "created"): 1,
         ("issue", None): 1,
@@ -163,11 +164,11 @@ def test_a_mutation_repeated_within_a_push_counts_once(syncperf_capture: Capture
 def test_a_mutation_below_one_the_push_already_carried_is_a_duplicate(
     syncperf_capture: Capture,
 ) -> None:
-    ids = [(5, "c1"), (7, "c1"), (6, "c1"), (1, "c2")]
+    ids = [(5, "c1"), (6, "c1"), (5, "c1"), (1, "c2")]
     body = push_body(*(custom(i, c, "issue.create") for i, c in ids))
     run(zero.Push(last_mutation_id=lambda group, client: {"c1": 4}.get(client)), body)
     got = recorded(syncperf_capture)
-    assert got.items == {("issue", None): 3}  # 6 comes after 7: the server took 7 already
+    assert got.items == {("issue", None): 3}  # 5 again after 6: the server took 5 already
     assert span_attributes(syncperf_capture)["sync.zero.duplicate_mutations"] == 1
 
 
@@ -283,12 +284,13 @@ def test_cleanup_mutations_beside_client_mutations_are_left_out_of_batch_and_ite
     order: list[bool],
 ) -> None:
     mutations = [
-        cleanup("c", 3) if is_cleanup else custom(i + 1, "c", "issue.create")
+        cleanup("c", 3) if is_cleanup else custom(order[:i].count(False) + 1, "c", "issue.create")
         for i, is_cleanup in enumerate(order)
     ]
     clients = order.count(False)
+    answer = {"mutations": [result(i + 1, "c") for i in range(clients)]}
     with capture() as cap:
-        run(zero.Push(last_mutation_id=lambda g, c: 0), push_body(*mutations), {"mutations": []})
+        run(zero.Push(last_mutation_id=lambda g, c: 0), push_body(*mutations), answer)
         got = recorded(cap)
     assert got.items == ({("issue", None): clients} if clients else {})
     assert got.batches == ([(1, clients)] if clients else [])
@@ -320,22 +322,111 @@ def test_counts_match_a_direct_computation(mutations: list[tuple[str, Any, str |
     items: Counter[tuple[str | None, str | None]] = Counter()
     conflicts: Counter[tuple[str | None, str | None]] = Counter()
     for index, (client, what, error) in enumerate(mutations):
+        added: list[tuple[str | None, str | None]] = []
         if isinstance(what, str):
             sent.append(custom(index, client, what))
             entity: str = what.split(".")[0]
-            items[(entity, None)] += 1
+            added.append((entity, None))
         else:
             sent.append(crud(index, client, *what))
             entity = what[0][1]
-            for op, table in what:
-                items[(table, zero._CRUD_CHANGES[op])] += 1
+            added += [(table, zero._CRUD_CHANGES[op]) for op, table in what]
+        for key in added:
+            items[key] += 1
         results.append(result(index, client, error=error) if error else result(index, client))
         if error == "app":
             conflicts[(entity, "rejected")] += 1
+        if error is not None:  # rejected or applied by an earlier push: not this one's item
+            for key in added:
+                items[key] -= 1
     with capture() as cap:
         run(zero.Push(), push_body(*sent), {"mutations": results})
         got = recorded(cap)
-    assert got.items == dict(items)
+    assert got.items == {key: n for key, n in items.items() if n}
     assert got.conflicts == dict(conflicts)
     assert got.batches == [(1, len(mutations))]
     assert got.idempotency == (1 if any(e == "alreadyProcessed" for *_, e in mutations) else 0)
+
+
+# --- what zero-server applied: its PushProcessor stops at an oooMutation (older releases at any
+# error) and answers nothing after it; an app error's mutator writes are rolled back
+
+
+def issues(*ids: int) -> dict[str, Any]:
+    return push_body(*(custom(i, "c1", "issue.create") for i in ids))
+
+
+@pytest.mark.parametrize("last_id", [None, 0], ids=["no callback", "last_mutation_id"])
+def test_mutations_from_an_out_of_order_one_on_are_not_items(
+    last_id: int | None, syncperf_capture: Capture
+) -> None:
+    answer = {"mutations": [result(1, "c1"), result(2, "c1", error="oooMutation", details="x")]}
+    adapter = zero.Push() if last_id is None else zero.Push(last_mutation_id=lambda g, c: last_id)
+    run(adapter, issues(1, 2, 3), answer)
+    got = recorded(syncperf_capture)
+    assert got.items == {("issue", None): 1}
+    assert got.batches == [(1, 3)]
+    assert got.outcomes == {"success": 1}
+    attributes = span_attributes(syncperf_capture)
+    assert attributes["sync.zero.out_of_order"] == 1
+    assert attributes["sync.zero.unanswered"] == 1
+
+
+def test_an_app_error_is_a_conflict_and_not_an_item(syncperf_capture: Capture) -> None:
+    answer = {"mutations": [result(1, "c1"), result(2, "c1", error="app", details="x")]}
+    run(zero.Push(), issues(1, 2, 3), answer)
+    got = recorded(syncperf_capture)
+    assert got.items == {("issue", None): 1}  # 3: never processed (older servers stop there)
+    assert got.conflicts == {("issue", "rejected"): 1}
+
+
+def test_an_already_processed_mutation_is_not_an_item_again(syncperf_capture: Capture) -> None:
+    answer = {"mutations": [result(1, "c1", error="alreadyProcessed"), result(2, "c1")]}
+    run(zero.Push(), issues(1, 2), answer)
+    got = recorded(syncperf_capture)
+    assert got.items == {("issue", None): 1}
+    assert got.idempotency == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [None, {"mutations": [result(7, "c1", error="oooMutation")]}],
+    ids=["no body", "oooMutation"],
+)
+def test_a_mutation_past_the_clients_next_id_and_all_after_it_are_not_items(
+    answer: Any, syncperf_capture: Capture
+) -> None:
+    run(zero.Push(last_mutation_id=lambda group, client: 5), issues(7, 8), answer)
+    got = recorded(syncperf_capture)
+    assert got.items == {}
+    assert got.batches == [(1, 2)]
+    assert span_attributes(syncperf_capture)["sync.zero.future_mutations"] == 2
+
+
+def test_a_client_unknown_to_the_callback_starts_at_its_first_mutation(
+    syncperf_capture: Capture,
+) -> None:
+    run(zero.Push(last_mutation_id=lambda group, client: None), issues(7, 8))
+    assert recorded(syncperf_capture).items == {("issue", None): 2}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ident=st.one_of(
+        st.none(),
+        st.integers(),
+        st.dictionaries(
+            st.sampled_from(["id", "clientID"]),
+            st.one_of(st.integers(), st.text(max_size=3), st.lists(st.integers(), max_size=2)),
+        ),
+    ),
+    error=st.sampled_from([None, "app", "alreadyProcessed", "oooMutation"]),
+)
+def test_any_response_id_is_read_or_an_unparseable_payload(ident: Any, error: str | None) -> None:
+    entry = {"id": ident, "result": {} if error is None else {"error": error}}
+    with capture(strict=False) as cap:
+        run(zero.Push(), issues(1), {"mutations": [entry]})
+        got = recorded(cap)
+    assert set(got.dropped) <= {"unparseable_payload"}
+    well_formed = ident == {"id": 1, "clientID": "c1"}
+    assert got.items == ({("issue", None): 1} if well_formed and error is None else {})

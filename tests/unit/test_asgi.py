@@ -12,6 +12,8 @@ import httpx
 import pytest
 from fastapi import BackgroundTasks, FastAPI, HTTPException, Request, Response, WebSocket
 from fastapi.responses import JSONResponse, StreamingResponse
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 from starlette.applications import Starlette
@@ -20,6 +22,7 @@ from starlette.routing import Route
 
 import syncperf
 from syncperf._metrics.batches import FOLD_AT
+from syncperf.adapters import couchdb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute, live_request
 from syncperf.testing import Capture, capture
 from tests.unit.test_export_contract import ListExporter
@@ -717,6 +720,60 @@ def test_the_default_live_predicate_reads_the_query_and_accept_header() -> None:
     assert not live_request(scope(b"alive=true"))
     assert live_request(scope(accept=b"text/event-stream"))
     assert not live_request(scope())
+
+
+@pytest.mark.parametrize("feed", [b"longpoll", b"continuous", b"eventsource"])
+def test_the_default_live_predicate_takes_couchdbs_live_feeds(feed: bytes) -> None:
+    # PouchDB's live replication: _changes?style=all_docs&feed=longpoll&heartbeat=10000&since=5
+    query = b"style=all_docs&feed=" + feed + b"&heartbeat=10000&since=5"
+    assert live_request({"query_string": query, "headers": []})
+
+
+@pytest.mark.parametrize("query", [b"feed=normal", b"since=5", b"xfeed=longpoll", b"feed=long"])
+def test_a_normal_changes_feed_is_not_live(query: bytes) -> None:
+    assert not live_request({"query_string": query, "headers": []})
+
+
+LIVE_PARTS = {b"live=true", b"live=1", b"feed=longpoll", b"feed=continuous", b"feed=eventsource"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    query=st.one_of(
+        st.binary(max_size=80),
+        st.lists(
+            st.sampled_from([*LIVE_PARTS, b"feed=", b"live=", b"=", b"", b"feed=normal", b"&"]),
+            max_size=5,
+        ).map(b"&".join),
+        st.text(max_size=20),
+        st.none(),
+        st.integers(),
+    )
+)
+def test_the_default_live_predicate_reads_any_query_string_without_raising(query: Any) -> None:
+    expected = type(query) is bytes and any(part in LIVE_PARTS for part in query.split(b"&"))
+    assert live_request({"query_string": query, "headers": []}) is expected
+
+
+async def test_a_couchdb_long_poll_is_live_and_out_of_the_request_duration(
+    syncperf_capture: Capture,
+) -> None:
+    async def changes(request: Request) -> Response:
+        return JSONResponse({"results": [], "last_seq": "5", "pending": 0})
+
+    app = SyncPerfMiddleware(
+        Starlette(routes=[Route("/db/_changes", changes)]),
+        routes={"/db/_changes": SyncRoute("pull", adapter=couchdb.Changes())},
+    )
+    async with client(app) as c:
+        await c.get("/db/_changes?style=all_docs&feed=longpoll&heartbeat=10000&since=5")
+        await c.get("/db/_changes?style=all_docs&since=5")
+    points = syncperf_capture.points("sync.operation.duration")
+    assert {p.attributes["sync.operation"]: p.count for p in points} == {
+        "pull": 1,
+        "pull_live": 1,
+    }
+    assert syncperf_capture.total("http.server.request.duration") == 1
 
 
 async def test_an_incoming_traceparent_is_continued(syncperf_capture: Capture) -> None:

@@ -133,12 +133,13 @@ class Push(ProtocolAdapter):
     def __init__(self, *, primary_key: str = "id", server_fields: Iterable[str] = ()) -> None:
         if not isinstance(primary_key, str) or not primary_key:
             raise ConfigError("primary_key", primary_key, "a non-empty string")
-        if isinstance(server_fields, str) or not all(
-            isinstance(f, str) and f for f in server_fields
-        ):
+        if isinstance(server_fields, (str, bytes)) or not isinstance(server_fields, Iterable):
             raise ConfigError("server_fields", server_fields, "field names (strings)")
+        fields = tuple(server_fields)  # read once: an iterator is used up by the check
+        if not all(isinstance(f, str) and f for f in fields):
+            raise ConfigError("server_fields", fields, "field names (strings)")
         self._primary_key = primary_key
-        self._ignored = _NOT_COMPARED | frozenset(server_fields)
+        self._ignored = _NOT_COMPARED | frozenset(fields)
         self._key = f"syncperf.adapters.rxdb.{id(self)}"
 
     def _request(self, op: SyncOperation, body: Any) -> Tally:

@@ -85,23 +85,26 @@ class Push(ProtocolAdapter):
     """Adapter for a Zero push endpoint.
 
     Records the batch size (mutations), items (one per CRUD op by table and change type;
-    one per custom mutation by entity), conflicts (mutations the server answered with
-    ``error: "app"``, resolution ``rejected``, by the mutation's entity) and an
-    idempotency hit when a mutation was ``alreadyProcessed`` or is at or below the
-    client's last mutation ID. zero-cache's own ``_zero_cleanupResults`` mutation
-    (``CLEANUP_MUTATION``) is housekeeping: neither in the batch size nor an item nor a
-    duplicate, only counted on the span (``sync.zero.cleanup``); a push of nothing else
-    records no batch size. Items are recorded when the response is read: a push
-    refused as a whole (``{kind: "PushFailed", ...}``, ``["error", {kind}]``, ``{error}``:
-    outcome ``error``, the token as ``error.type``, never the message) or whose handler
-    raised records its batch size only.
+    one per custom mutator by entity) of the mutations the answer says were applied (an ok
+    result: zero-server stops at an ``oooMutation``, older releases at any error, and
+    answers none after it: ``sync.zero.unanswered`` on the span), conflicts (mutations the
+    server answered with ``error: "app"``, resolution ``rejected``, by the mutation's
+    entity: not items, their writes were rolled back) and an idempotency hit when a
+    mutation was ``alreadyProcessed`` or is at or below the client's last mutation ID.
+    zero-cache's own ``_zero_cleanupResults`` mutation (``CLEANUP_MUTATION``) is
+    housekeeping: neither in the batch size nor an item nor a duplicate, only counted on the
+    span (``sync.zero.cleanup``); a push of nothing else records no batch size. Items are
+    recorded when the response is read: a push refused as a whole (``{kind: "PushFailed",
+    ...}``, ``["error", {kind}]``, ``{error}``: outcome ``error``, the token as
+    ``error.type``, never the message) or whose handler raised records its batch size only.
 
     Args:
         last_mutation_id: Optional ``(client_group_id, client_id) -> int | None`` read
             before the handler runs; mutations at or below it, or at or below one the
             push carried before them for that client, are duplicates and are not counted
-            as items. Without it duplicates are seen only in the response
-            (``alreadyProcessed``), after their items were counted.
+            as items; one past the client's last ID + 1 is out of order: neither it nor
+            any mutation after it is an item (``sync.zero.future_mutations``). Without it
+            duplicates are seen only in the response (``alreadyProcessed``).
         entity: Custom mutator name -> entity (mapping or callable). Default:
             ``mutator_namespace``.
         change: Custom mutator name -> change type (mapping or callable). Default: unknown.
@@ -134,30 +137,57 @@ class Push(ProtocolAdapter):
         known: dict[Any, int | None] = {}
         if last_id is not None:
             group = name(field(body, "clientGroupID"), "clientGroupID")
-        by_name: dict[Any, int] = {}  # custom mutator name -> new mutations
-        duplicates = cleanups = 0
-        for mutation in mutations:
-            plain = type(mutation) is dict
-            mutator = mutation.get("name") if plain else field(mutation, "name")
+        keys: list[tuple[Any, Any] | None] = []  # per mutation; None for a cleanup
+        counted: list[int] = []  # the mutations the server is to apply, by index
+        duplicates = cleanups = future = 0
+        for index, mutation in enumerate(mutations):
+            mutator = mutation.get("name") if type(mutation) is dict else field(mutation, "name")
             if mutator == CLEANUP_MUTATION:  # zero-cache's, not a client's: no work to count
                 cleanups += 1
+                keys.append(None)
+                continue
+            if type(mutation) is dict:  # the common case inline: a plain JSON object
+                key = (mutation.get("clientID"), mutation.get("id"))
+                if type(key[1]) is not int or type(key[0]) is not str or not key[0]:
+                    key = _checked(key, "mutation")
+            else:
+                key = _ident(mutation, "mutation")
+            keys.append(key)
+            if future:  # the server stopped: read on, to find a malformed mutation
+                future += 1
                 continue
             if last_id is not None:
-                if plain:
-                    mutation_id = mutation.get("id")
-                    client = mutation.get("clientID")
-                else:
-                    mutation_id = field(mutation, "id")
-                    client = field(mutation, "clientID")
-                if type(mutation_id) is not int:
-                    raise Malformed("mutation id is not an integer")
+                client, mutation_id = key
                 last = known.get(client, MISSING)
                 if last is MISSING:
-                    last = known[client] = _last_id(call(last_id, group, name(client, "clientID")))
+                    last = known[client] = _last_id(call(last_id, group, client))
                 if last is not None and mutation_id <= last:
                     duplicates += 1
                     continue
+                if last is not None and mutation_id > last + 1:  # from the future: the
+                    future = 1  # server answers oooMutation and stops (the client resends)
+                    continue
                 known[client] = mutation_id  # a later copy in this push is a duplicate
+            counted.append(index)
+        self._count(tally, mutations, counted)
+        if duplicates:
+            tally.duplicate = True
+            tally.attribute("sync.zero.duplicate_mutations", duplicates)
+        if future:
+            tally.attribute("sync.zero.future_mutations", future)
+        if cleanups:
+            tally.attribute("sync.zero.cleanup", cleanups)
+        if cleanups < len(mutations) or not mutations:
+            tally.batch = len(mutations) - cleanups
+        stash(op, self._sent_key, (mutations, keys, counted))
+        return defer(op, self._key, tally)
+
+    def _count(self, tally: Tally, mutations: Any, indices: list[int]) -> None:
+        """Count the items of ``mutations[i]`` for each ``i`` of ``indices`` into ``tally``."""
+        by_name: dict[Any, int] = {}  # custom mutator name -> mutations
+        for index in indices:
+            mutation = mutations[index]
+            mutator = mutation.get("name") if type(mutation) is dict else field(mutation, "name")
             if mutator == CRUD_MUTATION:
                 _crud_items(tally.items, mutation)
             else:
@@ -166,15 +196,6 @@ class Push(ProtocolAdapter):
         for mutator, n in by_name.items():
             entity, change = names(name(mutator, "mutation name"))
             tally.item(entity, change, n)
-        if duplicates:
-            tally.duplicate = True
-            tally.attribute("sync.zero.duplicate_mutations", duplicates)
-        if cleanups:
-            tally.attribute("sync.zero.cleanup", cleanups)
-        if cleanups < len(mutations) or not mutations:
-            tally.batch = len(mutations) - cleanups
-        stash(op, self._sent_key, mutations)
-        return defer(op, self._key, tally)
 
     def _entity(self, mutation: Any) -> str | None:
         """The entity a mutation's conflict is counted under (its first table for CRUD)."""
@@ -193,24 +214,29 @@ class Push(ProtocolAdapter):
             refused = Tally()
             refused.refuse("sync.zero.push_error", token(kind, ERRORS))
             return refused
-        by_id: dict[tuple[Any, Any], Any] | None = None
+        mutations, keys, counted = sent or ((), (), [])
+        by_id: dict[Any, Any] | None = None
+        answered: list[tuple[Any, Any]] = []  # the key of each entry
+        applied: list[tuple[Any, Any]] = []  # the key of each entry with an ok result
         processed = out_of_order = 0
         for response in seq(field(body, "mutations"), "mutations"):
-            result = (
-                response.get("result", MISSING)
-                if type(response) is dict
-                else field(response, "result")
-            )
+            plain = type(response) is dict
+            result = response.get("result", MISSING) if plain else field(response, "result")
             if result is MISSING:
                 raise Malformed("mutation response has no result")
+            ident = response.get("id") if plain else field(response, "id")
+            if type(ident) is dict:  # checked below unless it matches a mutation's key
+                answered.append((ident.get("clientID"), ident.get("id")))
+            else:
+                answered.append(_ident(ident, "response"))
+            key = answered[-1]
             error = result.get("error") if type(result) is dict else field(result, "error")
             if error is MISSING or error is None:
-                continue
-            if error == "app":
+                applied.append(key)
+            elif error == "app":  # the mutator's writes were rolled back: rejected
                 if by_id is None:
-                    by_id = {(field(m, "clientID"), field(m, "id")): m for m in (sent or ())}
-                ident = field(response, "id")
-                mutation = by_id.get((field(ident, "clientID"), field(ident, "id")), MISSING)
+                    by_id = {k: m for k, m in zip(keys, mutations, strict=True) if k is not None}
+                mutation = by_id.get(_checked(key, "response"), MISSING)
                 tally.conflict(None if mutation is MISSING else self._entity(mutation), "rejected")
             elif error == "alreadyProcessed":
                 processed += 1
@@ -218,12 +244,77 @@ class Push(ProtocolAdapter):
                 out_of_order += 1
             else:
                 raise Malformed("unknown mutation error: " + describe(error))
+        sent_keys = [k for k in keys if k is not None]
+        if answered != sent_keys:  # not one answer per mutation, in order
+            for key in answered:
+                _checked(key, "response")
+        self._keep_applied(tally, mutations, keys, counted, applied)
+        unanswered = _unmatched(sent_keys, answered)
         if processed:
             tally.duplicate = True
             tally.attribute("sync.zero.already_processed", processed)
         if out_of_order:
             tally.attribute("sync.zero.out_of_order", out_of_order)
+        if unanswered:
+            tally.attribute("sync.zero.unanswered", len(unanswered))
         return tally
+
+    def _keep_applied(
+        self,
+        tally: Tally,
+        mutations: Any,
+        keys: Any,
+        counted: list[int],
+        applied: list[tuple[Any, Any]],
+    ) -> None:
+        """Keep in ``tally`` the items of the counted mutations the answer says were applied
+        (an ok result): not those rejected, out of order, already processed or unanswered."""
+        counted_keys = [keys[i] for i in counted]
+        if applied == counted_keys:  # the common case: all applied, answered in order
+            return
+        missed = _unmatched(counted_keys, applied)
+        if missed:
+            gone = Tally()
+            self._count(gone, mutations, [counted[n] for n in missed])
+            items = tally.items
+            for item, n in gone.items.items():
+                left = items.get(item, 0) - n
+                if left > 0:
+                    items[item] = left
+                else:
+                    items.pop(item, None)
+
+
+def _ident(obj: Any, what: str) -> tuple[str, int]:
+    """A mutation's ``(clientID, id)`` (or a response's ``id`` object's)."""
+    return _checked((field(obj, "clientID"), field(obj, "id")), what)
+
+
+def _checked(key: tuple[Any, Any], what: str) -> tuple[str, int]:
+    """``key`` when it is a ``(clientID, id)`` pair: a non-empty string and an integer."""
+    client, mutation_id = key
+    if type(mutation_id) is not int:
+        raise Malformed(what + " id is not an integer")
+    if type(client) is str and client:
+        return key
+    return name(client, what + " clientID"), mutation_id
+
+
+def _unmatched(keys: list[tuple[Any, Any]], matches: list[tuple[Any, Any]]) -> list[int]:
+    """Positions in ``keys`` left once each of ``matches`` took the first of its key."""
+    if keys == matches:
+        return []
+    left_over: dict[tuple[Any, Any], int] = {}
+    for key in matches:
+        left_over[key] = left_over.get(key, 0) + 1
+    left = []
+    for position, key in enumerate(keys):
+        n = left_over.get(key, 0)
+        if n:
+            left_over[key] = n - 1
+        else:
+            left.append(position)
+    return left
 
 
 def _refusal(body: Any) -> Any:

@@ -87,7 +87,8 @@ class SyncPerfMiddleware:
         live: Predicate on the ASGI scope marking long-poll / streaming sync requests.
             They are reported as operation ``<operation>_live`` and kept out of
             ``http.server.request.duration``, so they cannot poison latency percentiles.
-            None disables it; default ``live_request`` (``?live=true`` or SSE).
+            None disables it; default ``live_request`` (``?live=true``, CouchDB's
+            ``?feed=longpoll`` or SSE).
         max_body_bytes: Bodies buffered for a route's adapter are capped at this size;
             larger ones are not parsed (counted in ``syncperf.dropped``).
         excluded_urls: Comma-separated regular expressions, as the contrib instrumentations

@@ -31,7 +31,7 @@ from syncperf._metrics.batches import NS, Batch, batches
 from syncperf._operation import HELD, SyncOperation
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
-from syncperf.asgi._scope import wrong_type
+from syncperf.asgi._scope import encoded, wrong_type
 
 __all__ = [
     "AsgiState",
@@ -314,6 +314,9 @@ class SeenKeys:
 
 # --- bodies for adapters ---------------------------------------------------------------
 
+ENCODED = "syncperf.asgi.encoded"
+"""``op.scratch`` key: the request body is compressed (``Content-Encoding``), not parsed."""
+
 
 def is_json(start: MutableMapping[str, Any]) -> bool:
     """Whether a response's ``content-type`` is JSON (``application/json``, ``+json``)."""
@@ -346,12 +349,19 @@ def feed_body(
     elif size > cap:
         _drop(rt, "asgi_body_too_large", f"a body of {size} bytes exceeds max_body_bytes={cap}")
         return
+    elif not answer and op.scratch and op.scratch.pop(ENCODED, False):
+        _drop(rt, "unsupported_encoding", "a sync request body is compressed (Content-Encoding)")
+        return
     else:
         import json
 
+        body = b"".join(chunks)
         try:
-            parsed = json.loads(b"".join(chunks))
+            parsed = json.loads(body)
         except (ValueError, RecursionError):  # nested deeper than the decoder reads: ~1,000
+            if body[:2] == b"\x1f\x8b":  # gzip's magic: a compressed answer
+                _drop(rt, "unsupported_encoding", "a sync response body is gzip-compressed")
+                return
             _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
             return
     scratch = op.scratch
@@ -376,6 +386,10 @@ def read_client(
     (``adapter.query``: checkpoints) handed to ``on_query``. Never raises."""
     if client:
         read_client_header(rt, b",".join(client), op.observed())
+    if adapter is not None and encoded(scope.get("headers")):  # its body is not to parse
+        if op.scratch is None:
+            op.scratch = {}
+        op.scratch[ENCODED] = True
     if adapter is not None and getattr(adapter, "query", None):
         query = scope.get("query_string")
         if query is not None and type(query) is not bytes:

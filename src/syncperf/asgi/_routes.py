@@ -262,7 +262,9 @@ EVENT_STREAM = b"text/event-stream"
 
 
 def live_request(scope: MutableMapping[str, Any]) -> bool:
-    """The default ``live`` predicate: ``?live=true`` (or ``1``) or ``Accept: text/event-stream``.
+    """The default ``live`` predicate: ``?live=true`` (or ``1``), CouchDB's
+    ``?feed=longpoll`` (or ``continuous``, ``eventsource``: how PouchDB's live replication
+    polls ``_changes``) or ``Accept: text/event-stream``.
 
     Args:
         scope: The ASGI HTTP scope.
@@ -284,9 +286,15 @@ def is_live(predicate: Callable[[Any], bool] | None, scope: Any, stream: bool) -
     return predicate is not None and bool(predicate(scope))
 
 
+LIVE_PARAMETERS = frozenset(
+    {b"live=true", b"live=1", b"feed=longpoll", b"feed=continuous", b"feed=eventsource"}
+)
+"""Query parameters that ask for a live request, exactly as sent (CouchDB's ``feed``)."""
+
+
 def live_query(query: object) -> bool:
-    """Whether a query string asks for a live request (``live=true`` or ``live=1``); one
+    """Whether a query string asks for a live request (one of ``LIVE_PARAMETERS``); one
     that is not bytes asks for nothing."""
-    if type(query) is bytes and b"live=" in query:
-        return any(part in (b"live=true", b"live=1") for part in query.split(b"&"))
+    if type(query) is bytes and (b"live=" in query or b"feed=" in query):
+        return not LIVE_PARAMETERS.isdisjoint(query.split(b"&"))
     return False
