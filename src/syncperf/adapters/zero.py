@@ -139,6 +139,7 @@ class Push(ProtocolAdapter):
             group = name(field(body, "clientGroupID"), "clientGroupID")
         keys: list[tuple[Any, Any] | None] = []  # per mutation; None for a cleanup
         counted: list[int] = []  # the mutations the server is to apply, by index
+        by_name: dict[Any, int] = {}  # custom mutator name -> mutations counted
         duplicates = cleanups = future = 0
         for index, mutation in enumerate(mutations):
             mutator = mutation.get("name") if type(mutation) is dict else field(mutation, "name")
@@ -169,7 +170,11 @@ class Push(ProtocolAdapter):
                     continue
                 known[client] = mutation_id  # a later copy in this push is a duplicate
             counted.append(index)
-        self._count(tally, mutations, counted)
+            if mutator == CRUD_MUTATION:
+                _crud_items(tally.items, mutation)
+            else:
+                by_name[mutator] = by_name.get(mutator, 0) + 1
+        self._count_named(tally, by_name)
         if duplicates:
             tally.duplicate = True
             tally.attribute("sync.zero.duplicate_mutations", duplicates)
@@ -192,6 +197,10 @@ class Push(ProtocolAdapter):
                 _crud_items(tally.items, mutation)
             else:
                 by_name[mutator] = by_name.get(mutator, 0) + 1
+        self._count_named(tally, by_name)
+
+    def _count_named(self, tally: Tally, by_name: dict[Any, int]) -> None:
+        """Count the custom mutations of ``by_name`` (name -> mutations) into ``tally``."""
         names = self._names
         for mutator, n in by_name.items():
             entity, change = names(name(mutator, "mutation name"))
