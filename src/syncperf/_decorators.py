@@ -78,7 +78,9 @@ def instrument_sync(
     A returned ``Response`` or a raised ``HTTPException`` (anything with an int
     ``status_code``) decides the outcome as behind the ASGI middleware: 5xx and unconflicted
     4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict (also when
-    the handler joins another operation).
+    the handler joins another operation). What ``adapter`` read of the request in an
+    operation it owns counts only once that answer is known, and not at all when it refused
+    the request (an unconflicted 4xx: nothing synced).
 
     Inside another sync operation (the middleware's, an outer decorated function's) the
     handler joins it; when an adapter or count extractors already feed that operation, this
