@@ -284,6 +284,9 @@ def _streamed(op: SyncOperation) -> None:
     op.set_error("unsupported_stream")
     try:
         settle(op, None)  # what it read: the stream's work may have begun
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
+    try:
         end(op, None)
     except Exception as error:
         guard(op).internal_error("operation_end_failed", error)
