@@ -44,6 +44,8 @@ __all__ = ["Adapter", "apply_http_status", "http_status", "instrument_sync"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _perf = time.perf_counter_ns
+HOLDING: frozenset[type] = frozenset()
+"""The plain result types of a handler whose adapter holds its tallies: none."""
 
 
 def instrument_sync(
@@ -76,7 +78,9 @@ def instrument_sync(
     A returned ``Response`` or a raised ``HTTPException`` (anything with an int
     ``status_code``) decides the outcome as behind the ASGI middleware: 5xx and unconflicted
     4xx are errors; a 409, or a 4xx after ``record_conflict()``, is a conflict (also when
-    the handler joins another operation).
+    the handler joins another operation). What ``adapter`` read of the request in an
+    operation it owns counts only once that answer is known, and not at all when it refused
+    the request (an unconflicted 4xx: nothing synced).
 
     Inside another sync operation (the middleware's, an outer decorated function's) the
     handler joins it; when an adapter or count extractors already feed that operation, this
@@ -124,7 +128,9 @@ def instrument_sync(
             phase(tuple(e for e in after if not e.counts)),
         )
         phases = (phase(before), phase(after), joined if feeds else None)
-        return _wrap(fn, operation, static_entity, phases)
+        # held tallies (an adapter's) are settled by ``finish``: every result goes there
+        plain = PLAIN if adapter is None else HOLDING
+        return _wrap(fn, operation, static_entity, phases, plain)
 
     return decorate
 
@@ -184,7 +190,7 @@ decorator's adapter or extractors), without this decorator's adapter and count e
 so nothing is counted twice; None when this decorator feeds no counts."""
 
 
-def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
+def _wrap(fn: F, operation: str, entity: str | None, phases: Phases, plain: frozenset[type]) -> F:
     """The two wrappers, one for ``def`` and one for ``async def`` handlers.
 
     ``bound`` caches ``(runtime, pre-bound series)`` for the current runtime (swapped by
@@ -192,9 +198,11 @@ def _wrap(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
     call does no lookup at all. Extractors (compiled into one ``Run`` per phase) run on
     syncperf's behalf: their time is overhead, measured with one clock read per phase when
     the wrapper owns the operation (``start`` and ``end`` read the clock on either side).
+    A result whose type is in ``plain`` ends the operation at once (``end``); any other goes
+    through ``finish`` (its status, the adapter's held tallies).
     """
     wrap = _async_wrapper if coroutine_function(fn) else _sync_wrapper
-    return wrap(fn, operation, entity, phases)
+    return wrap(fn, operation, entity, phases, plain)
 
 
 def coroutine_function(fn: Any) -> bool:
@@ -223,7 +231,9 @@ def _joins(
     return phases[0], phases[1], FEEDING.set(op)
 
 
-def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
+def _sync_wrapper(
+    fn: F, operation: str, entity: str | None, phases: Phases, plain_types: frozenset[type]
+) -> F:
     bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
     own_before, own_after, joined = phases
 
@@ -251,7 +261,7 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
                 op._own_ns += _perf() - t
             result = fn(*args, **kwargs)
             try:
-                plain = type(result) in PLAIN
+                plain = type(result) in plain_types
             except Exception:  # a class its metaclass makes unhashable
                 plain = False
             if not plain and awaitable(result):  # async after all
@@ -280,11 +290,14 @@ def _sync_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> 
             guard(owner).internal_error("operation_end_failed", error)
         return result
 
-    fast = compiled(fn, wrapper, operation, entity, (own_before, own_after, joined is not None))
+    phased = (own_before, own_after, joined is not None)
+    fast = compiled(fn, wrapper, operation, entity, phased, plain_types)
     return cast(F, fast or wrapper)
 
 
-def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) -> F:
+def _async_wrapper(
+    fn: F, operation: str, entity: str | None, phases: Phases, plain_types: frozenset[type]
+) -> F:
     bound: list[tuple[Any, Any]] = [(None, None)]  # see ``_wrap``
     own_before, own_after, joined = phases
 
@@ -324,7 +337,7 @@ def _async_wrapper(fn: F, operation: str, entity: str | None, phases: Phases) ->
             answered_joined(op, result)
             return result
         try:
-            plain = type(result) in PLAIN
+            plain = type(result) in plain_types
         except Exception:  # a class its metaclass makes unhashable
             plain = False
         if not plain:  # maybe a response whose status decides the outcome

@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any
 
 from syncperf._extractors import Run, guard
-from syncperf._http_status import answered, raised
+from syncperf._http_status import answered, apply_http_status, http_status, raised, settle
 from syncperf._lifecycle import end
 from syncperf._operation import CURRENT, SyncOperation
 from syncperf._tracing.span import attach, detach
@@ -246,7 +246,8 @@ def answered_joined(op: SyncOperation, result: Any) -> None:
 def finish(op: SyncOperation, exc: BaseException | None, result: Any = None) -> None:
     """End an operation this wrapper owns; an HTTP status the handler answered with (a
     returned ``Response``, a raised ``HTTPException``) decides the outcome as it would
-    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict.
+    behind the middleware: a 4xx carrying recorded conflicts (or a 409) is a conflict, and
+    the payload tallies the adapter held are committed unless it refused the request (``settle``).
     An interrupt while its status is read (a ``status_code`` property raising
     ``KeyboardInterrupt``, ``SystemExit``; strict mode's error) ends it all the same, as
     an error, and goes on unchanged: an operation left open would swallow every later one."""
@@ -254,8 +255,11 @@ def finish(op: SyncOperation, exc: BaseException | None, result: Any = None) -> 
         return _streamed(op)
     try:
         try:
+            status = http_status(result if exc is None else exc)
+            settle(op, status)  # before the status decides the outcome (a 409's one conflict)
             if exc is None:
-                answered(op, result)
+                if status is not None:
+                    apply_http_status(op, status)
             else:
                 exc = raised(op, exc)
         except Exception as error:
@@ -278,6 +282,10 @@ def _streamed(op: SyncOperation) -> None:
     in ``_decorators``): over before its stream even starts, its operation ends as an
     error, ``unsupported_stream``, and the misuse is counted (strict mode raises)."""
     op.set_error("unsupported_stream")
+    try:
+        settle(op, None)  # what it read: the stream's work may have begun
+    except Exception as error:
+        guard(op).internal_error("operation_end_failed", error)
     try:
         end(op, None)
     except Exception as error:

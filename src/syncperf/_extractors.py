@@ -18,7 +18,7 @@ from syncperf import _runtime
 from syncperf._accel import speedups
 from syncperf._client_header import read as read_client_header
 from syncperf._gate import MAX_COUNT
-from syncperf._operation import SyncOperation
+from syncperf._operation import HELD, SyncOperation
 from syncperf.exceptions import ConfigError
 
 __all__ = [
@@ -275,7 +275,8 @@ def plan(
     if adapter is not None:
         name = _request_param(request, params, getattr(adapter, "reads_request", True))
         if name is not None:
-            before.append(Extractor(adapter.on_request, _identity, (params[name],), False))
+            on_request = _holding(adapter.on_request)
+            before.append(Extractor(on_request, _identity, (params[name],), False))
         query = [params[n] for n in getattr(adapter, "query", ()) if n in params]
         if query:  # the query parameters the framework parsed into handler arguments
             on_query = adapter.on_query  # type: ignore[attr-defined]
@@ -284,6 +285,22 @@ def plan(
     elif request is not None:
         raise ConfigError("request", request, "only together with adapter=")
     return tuple(before), tuple(after)
+
+
+def _holding(on_request: Apply) -> Apply:
+    """``on_request`` holding the adapter's payload tallies (``HELD``) in an operation the
+    decorator owns (``_fed``: an operation another layer feeds runs no adapter of its own)
+    until the handler's answer decides them (``_ending.finish``), as behind the middleware."""
+
+    def hold(op: SyncOperation, request: Any) -> None:
+        if op._fed:
+            scratch = op.scratch
+            if scratch is None:
+                scratch = op.scratch = {}
+            scratch.setdefault(HELD, [])
+        on_request(op, request)
+
+    return hold
 
 
 def _identity(value: Any) -> Any:

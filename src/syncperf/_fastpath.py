@@ -29,10 +29,13 @@ def compiled(
     operation: str,
     entity: str | None,
     phases: tuple[Run | None, Run | None, bool] = (None, None, False),
+    plain: frozenset[type] = PLAIN,
 ) -> Callable[..., Any] | None:
     """``fn``'s wrapper on the compiled path, ``slow`` (the Python wrapper) behind it; None
     without the compiled path. ``phases``: the extractor phases of an operation it owns
-    (before, after) and whether they feed counts (see ``_decorators._joins``)."""
+    (before, after) and whether they feed counts (see ``_decorators._joins``). A result
+    whose type is not in ``plain`` ends in Python (``_settle``): a response, an awaitable,
+    any result of a handler whose adapter holds its tallies until ``finish`` settles them."""
     if speedups is None:
         return None
 
@@ -50,7 +53,7 @@ def compiled(
         _failed,
         vars(_runtime),
         SyncOperation,
-        PLAIN,
+        plain,
         before=before,
         after=after,
         fed=fed,
@@ -71,7 +74,8 @@ def _settle(
     after: Run | None,
 ) -> Any:
     """A result that is not a plain value: an awaitable followed to its end, a response
-    whose status decides the outcome (as the Python wrapper does)."""
+    whose status decides the outcome (as the Python wrapper does); any result when the
+    adapter holds its tallies (``finish`` settles them)."""
     kwargs = {} if kwargs is None else kwargs
     try:
         if awaitable(result):

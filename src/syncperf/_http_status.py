@@ -7,11 +7,19 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from syncperf._operation import SyncOperation
+from syncperf._operation import HELD, SyncOperation
 
-__all__ = ["PLAIN", "answered", "apply_http_status", "awaitable", "http_status", "raised"]
+__all__ = [
+    "PLAIN",
+    "answered",
+    "apply_http_status",
+    "awaitable",
+    "http_status",
+    "raised",
+    "settle",
+]
 
-PLAIN = frozenset({dict, list, tuple, str, bytes, int, type(None)})
+PLAIN: frozenset[type] = frozenset({dict, list, tuple, str, bytes, int, type(None)})
 """Return types that are never a framework response object (checked before ``getattr``).
 Looking a class up hashes it, which its metaclass may make raise: callers catch that."""
 
@@ -54,6 +62,24 @@ def apply_http_status(op: SyncOperation, status: int) -> None:
             op.record_conflict()
         else:
             op.set_error(str(status))
+
+
+def settle(op: SyncOperation, status: int | None, replayed: bool = False) -> None:
+    """Commit the payload tallies the adapter held (``HELD``) unless the answer refused the
+    request: a 4xx that is not a conflict (nothing synced: no items, batch size or payload
+    entity names). A 5xx, a raise, a client gone: the handler may have applied some of it.
+    A replayed answer commits only its outcome (the request applied nothing again). Called
+    before the status decides the outcome (a 409 counts one conflict only if none was held).
+    One rule for the middleware (``asgi._finish``) and the decorator (``_ending.finish``)."""
+    scratch = op.scratch
+    held = None if scratch is None else scratch.pop(HELD, None)
+    if not held:
+        return
+    refused = status is not None and 400 <= status < 500 and status != 409
+    if refused and not op.conflicts and not any(tally.conflicts for tally in held):
+        return
+    for tally in held:
+        tally.commit(op, replayed)
 
 
 def answered(op: SyncOperation, result: Any) -> None:

@@ -35,7 +35,8 @@ __all__ = ["SyncOperation", "active_operation", "current_operation"]
 CHANGES = frozenset({"created", "updated", "deleted"})
 HELD = "syncperf.held"
 """``scratch`` key of the payload tallies an adapter holds until the answer decides them (a list
-the ASGI middleware puts there): a shipped adapter then adds its tallies to it, uncommitted."""
+the ASGI middleware, or a decorator that owns its operation, puts there): a shipped adapter then
+adds its tallies to it, uncommitted, and ``_http_status.settle`` commits them or not."""
 CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 """The operation in progress in this context; set and reset by ``_lifecycle`` only."""
 active_operation: Callable[[], SyncOperation | None] = CURRENT.get

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from opentelemetry import context as context_api
 
 from syncperf._gate import error_type, raised_at
-from syncperf._http_status import apply_http_status
+from syncperf._http_status import apply_http_status, settle
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
-from syncperf._operation import HELD, SyncOperation
+from syncperf._operation import SyncOperation
 from syncperf.asgi._http import AsgiState, feed_body, hook_failed
 from syncperf.asgi._routes import framework_route
 from syncperf.asgi._scope import VERSIONS, wrong_type
@@ -110,22 +110,6 @@ def finish_operation(
         except Exception as error:
             hook_failed(rt, "operation_end_failed", error, failure)
     return matched
-
-
-def settle(op: SyncOperation, status: int | None, replayed: bool) -> None:
-    """Commit the payload tallies the adapter held (``HELD``) unless the answer refused the
-    request: a 4xx that is not a conflict (nothing synced: no items, batch size or payload
-    entity names). A 5xx, a raise, a client gone: the handler may have applied some of it.
-    A replayed answer commits only its outcome (the request applied nothing again)."""
-    scratch = op.scratch
-    held = None if scratch is None else scratch.pop(HELD, None)
-    if not held:
-        return
-    refused = status is not None and 400 <= status < 500 and status != 409
-    if refused and not op.conflicts and not any(tally.conflicts for tally in held):
-        return
-    for tally in held:
-        tally.commit(op, replayed)
 
 
 def record_http(

@@ -367,7 +367,7 @@ def feed_body(
     scratch = op.scratch
     if scratch is None:
         scratch = op.scratch = {}
-    scratch.setdefault(HELD, [])  # until the answer decides them (``_finish.settle``)
+    scratch.setdefault(HELD, [])  # until the answer decides them (``_http_status.settle``)
     try:
         hook(op, parsed)
     except Exception as error:
