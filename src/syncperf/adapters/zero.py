@@ -227,22 +227,25 @@ class Push(ProtocolAdapter):
         by_id: dict[Any, Any] | None = None
         answered: list[tuple[Any, Any]] = []  # the key of each entry
         applied: list[tuple[Any, Any]] = []  # the key of each entry with an ok result
+        not_ok: list[int] = []  # the position of each entry without an ok result
         processed = out_of_order = 0
-        for response in seq(field(body, "mutations"), "mutations"):
+        for position, response in enumerate(seq(field(body, "mutations"), "mutations")):
             plain = type(response) is dict
             result = response.get("result", MISSING) if plain else field(response, "result")
             if result is MISSING:
                 raise Malformed("mutation response has no result")
             ident = response.get("id") if plain else field(response, "id")
             if type(ident) is dict:  # checked below unless it matches a mutation's key
-                answered.append((ident.get("clientID"), ident.get("id")))
+                key = (ident.get("clientID"), ident.get("id"))
             else:
-                answered.append(_ident(ident, "response"))
-            key = answered[-1]
+                key = _ident(ident, "response")
+            answered.append(key)
             error = result.get("error") if type(result) is dict else field(result, "error")
             if error is MISSING or error is None:
                 applied.append(key)
-            elif error == "app":  # the mutator's writes were rolled back: rejected
+                continue
+            not_ok.append(position)
+            if error == "app":  # the mutator's writes were rolled back: rejected
                 if by_id is None:
                     by_id = {k: m for k, m in zip(keys, mutations, strict=True) if k is not None}
                 mutation = by_id.get(_checked(key, "response"), MISSING)
@@ -257,8 +260,14 @@ class Push(ProtocolAdapter):
         if answered != sent_keys:  # not one answer per mutation, in order
             for key in answered:
                 _checked(key, "response")
-        self._keep_applied(tally, mutations, keys, counted, applied)
-        unanswered = _unmatched(sent_keys, answered)
+        if answered == sent_keys and len(counted) == len(keys):  # one answer per mutation,
+            missed = [counted[p] for p in not_ok]  # in order; none a cleanup or left out
+            unanswered = []
+        else:
+            missed = self._missed(keys, counted, applied)
+            unanswered = _unmatched(sent_keys, answered)
+        if missed:
+            self._uncount(tally, mutations, missed)
         if processed:
             tally.duplicate = True
             tally.attribute("sync.zero.already_processed", processed)
@@ -268,30 +277,23 @@ class Push(ProtocolAdapter):
             tally.attribute("sync.zero.unanswered", len(unanswered))
         return tally
 
-    def _keep_applied(
-        self,
-        tally: Tally,
-        mutations: Any,
-        keys: Any,
-        counted: list[int],
-        applied: list[tuple[Any, Any]],
-    ) -> None:
-        """Keep in ``tally`` the items of the counted mutations the answer says were applied
-        (an ok result): not those rejected, out of order, already processed or unanswered."""
+    def _missed(self, keys: Any, counted: list[int], applied: list[tuple[Any, Any]]) -> list[int]:
+        """The counted mutations (indices) the answer does not say were applied (an ok
+        result): rejected, out of order, already processed or unanswered."""
         counted_keys = [keys[i] for i in counted]
-        if applied == counted_keys:  # the common case: all applied, answered in order
-            return
-        missed = _unmatched(counted_keys, applied)
-        if missed:
-            gone = Tally()
-            self._count(gone, mutations, [counted[n] for n in missed])
-            items = tally.items
-            for item, n in gone.items.items():
-                left = items.get(item, 0) - n
-                if left > 0:
-                    items[item] = left
-                else:
-                    items.pop(item, None)
+        return [counted[n] for n in _unmatched(counted_keys, applied)]
+
+    def _uncount(self, tally: Tally, mutations: Any, missed: list[int]) -> None:
+        """Take the items of ``mutations[i]`` for each ``i`` of ``missed`` out of ``tally``."""
+        gone = Tally()
+        self._count(gone, mutations, missed)
+        items = tally.items
+        for item, n in gone.items.items():
+            left = items.get(item, 0) - n
+            if left > 0:
+                items[item] = left
+            else:
+                items.pop(item, None)
 
 
 def _ident(obj: Any, what: str) -> tuple[str, int]:
