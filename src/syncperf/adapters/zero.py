@@ -223,10 +223,9 @@ class Push(ProtocolAdapter):
             refused = Tally()
             refused.refuse("sync.zero.push_error", token(kind, ERRORS))
             return refused
-        mutations, keys, counted = sent or ((), (), [])
+        mutations, keys, counted = sent or ((), [], [])
         by_id: dict[Any, Any] | None = None
         answered: list[tuple[Any, Any]] = []  # the key of each entry
-        applied: list[tuple[Any, Any]] = []  # the key of each entry with an ok result
         not_ok: list[int] = []  # the position of each entry without an ok result
         processed = out_of_order = 0
         for position, response in enumerate(seq(field(body, "mutations"), "mutations")):
@@ -242,13 +241,15 @@ class Push(ProtocolAdapter):
             answered.append(key)
             error = result.get("error") if type(result) is dict else field(result, "error")
             if error is MISSING or error is None:
-                applied.append(key)
                 continue
             not_ok.append(position)
             if error == "app":  # the mutator's writes were rolled back: rejected
-                if by_id is None:
-                    by_id = {k: m for k, m in zip(keys, mutations, strict=True) if k is not None}
-                mutation = by_id.get(_checked(key, "response"), MISSING)
+                if position < len(keys) and keys[position] == key:  # answered in order
+                    mutation = mutations[position]
+                else:
+                    if by_id is None:
+                        by_id = {k: m for k, m in zip(keys, mutations, strict=True) if k}
+                    mutation = by_id.get(_checked(key, "response"), MISSING)
                 tally.conflict(None if mutation is MISSING else self._entity(mutation), "rejected")
             elif error == "alreadyProcessed":
                 processed += 1
@@ -256,7 +257,7 @@ class Push(ProtocolAdapter):
                 out_of_order += 1
             else:
                 raise Malformed("unknown mutation error: " + describe(error))
-        sent_keys = [k for k in keys if k is not None]
+        sent_keys: list[Any] = keys if None not in keys else [k for k in keys if k is not None]
         if answered != sent_keys:  # not one answer per mutation, in order
             for key in answered:
                 _checked(key, "response")
@@ -264,6 +265,8 @@ class Push(ProtocolAdapter):
             missed = [counted[p] for p in not_ok]  # in order; none a cleanup or left out
             unanswered = []
         else:
+            rejected = set(not_ok)
+            applied = [key for p, key in enumerate(answered) if p not in rejected]
             missed = self._missed(keys, counted, applied)
             unanswered = _unmatched(sent_keys, answered)
         if missed:
