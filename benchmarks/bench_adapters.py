@@ -208,5 +208,5 @@ def test_adapter_cost_vs_json_parsing(benchmark: Any) -> None:
     print(table(rows, "Adapters: µs per exchange, adapter vs json.loads of the same bodies"))
     benchmark.extra_info.update({case: round(ratio, 3) for case, _, _, ratio in rows})
     # loose, noise-proof bound: every adapter costs well under the parse it rides on
-    # (measured 0.18-0.36 on the 2-core VM)
+    # (measured 0.26-0.51 on the 2-core VM, docs/adapters.md)
     assert all(ratio < 0.6 for *_, ratio in rows), rows
