@@ -8,7 +8,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import syncperf
+from syncperf.adapters import couchdb, powersync, watermelondb
 from syncperf.testing import Capture
+
+TWO_TASKS = {"tasks": {"created": [{"id": "a"}, {"id": "b"}], "updated": [], "deleted": []}}
+PUSHES: dict[str, tuple[Any, Any]] = {
+    "watermelondb.Push": (watermelondb.Push, {"changes": TWO_TASKS}),
+    "powersync.Upload": (
+        powersync.Upload,
+        {"batch": [{"op": "PUT", "table": "tasks", "id": i} for i in "ab"]},
+    ),
+    "couchdb.BulkDocs": (
+        couchdb.BulkDocs,
+        {"docs": [{"_id": f"tasks:{i}", "_rev": "1-x"} for i in "ab"], "new_edits": False},
+    ),
+}
+"""Push adapters and a body each that carries two ``tasks`` rows."""
 
 # --- helpers ------------------------------------------------------------------------------
 

@@ -19,24 +19,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import syncperf
-from syncperf.adapters import couchdb, powersync, replicache, rxdb, watermelondb
+from syncperf.adapters import powersync, replicache, rxdb, watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.testing import Capture, capture
-from tests._adapters import recorded
+from tests._adapters import PUSHES, TWO_TASKS, recorded
 
 JSON = [(b"content-type", b"application/json")]
-TWO_TASKS = {"tasks": {"created": [{"id": "a"}, {"id": "b"}], "updated": [], "deleted": []}}
-PUSHES: dict[str, tuple[Any, Any]] = {
-    "watermelondb.Push": (watermelondb.Push, {"changes": TWO_TASKS}),
-    "powersync.Upload": (
-        powersync.Upload,
-        {"batch": [{"op": "PUT", "table": "tasks", "id": i} for i in "ab"]},
-    ),
-    "couchdb.BulkDocs": (
-        couchdb.BulkDocs,
-        {"docs": [{"_id": f"tasks:{i}", "_rev": "1-x"} for i in "ab"], "new_edits": False},
-    ),
-}
 
 
 def app_answering(status: int, answer: bytes = b"{}", replay: bool = False) -> Any:

@@ -20,23 +20,10 @@ from hypothesis import strategies as st
 from opentelemetry.trace import NoOpTracerProvider
 
 import syncperf
-from syncperf.adapters import couchdb, powersync, watermelondb
+from syncperf.adapters import powersync, watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.testing import capture
-from tests._adapters import Recorded, recorded
-
-TWO_TASKS = {"tasks": {"created": [{"id": "a"}, {"id": "b"}], "updated": [], "deleted": []}}
-PUSHES: dict[str, tuple[Any, Any]] = {
-    "watermelondb.Push": (watermelondb.Push, {"changes": TWO_TASKS}),
-    "powersync.Upload": (
-        powersync.Upload,
-        {"batch": [{"op": "PUT", "table": "tasks", "id": i} for i in "ab"]},
-    ),
-    "couchdb.BulkDocs": (
-        couchdb.BulkDocs,
-        {"docs": [{"_id": f"tasks:{i}", "_rev": "1-x"} for i in "ab"], "new_edits": False},
-    ),
-}
+from tests._adapters import PUSHES, TWO_TASKS, Recorded, recorded
 
 
 def answer(how: str, status: int, conflict: bool) -> Any:
