@@ -86,6 +86,22 @@ async def test_a_server_root_path_stays_out_of_the_route_of_a_mounted_sub_app(
     assert span.attributes["url.path"] == "/api/notes/sync/pull"  # type: ignore[index]
 
 
+async def test_a_sub_app_mounted_at_a_path_with_parameters_keeps_their_values_out_of_the_route(
+    syncperf_capture: Capture,
+) -> None:
+    """A mount such as ``/t/{tenant}`` has no literal path to add: the route stays relative
+    to the mounted app (one series for every tenant), never the path's values."""
+    main = FastAPI()
+    main.mount("/t/{tenant}", _team())
+    tenants = ("acme", "globex", "user@example.com")
+    async with _client(main) as c:
+        for tenant in tenants:
+            assert (await c.get(f"/t/{tenant}/sync/pull")).status_code == 200
+            assert (await c.get(f"/t/{tenant}/items/{tenant}")).status_code == 200
+    assert _routes(syncperf_capture) == {"/items/{item_id}": 3, "/sync/pull": 3}
+    assert {s.attributes["http.route"] for s in syncperf_capture.spans()} == {"/sync/pull"}  # type: ignore[index]
+
+
 def _refusing_app() -> FastAPI:
     app = FastAPI()
 

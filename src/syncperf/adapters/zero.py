@@ -258,16 +258,12 @@ class Push(ProtocolAdapter):
             else:
                 raise Malformed("unknown mutation error: " + describe(error))
         sent_keys: list[Any] = keys if None not in keys else [k for k in keys if k is not None]
-        if answered != sent_keys:  # not one answer per mutation, in order
-            for key in answered:
-                _checked(key, "response")
         if answered == sent_keys and len(counted) == len(keys):  # one answer per mutation,
-            missed = [counted[p] for p in not_ok]  # in order; none a cleanup or left out
-            unanswered = []
+            missed, unanswered = [counted[p] for p in not_ok], []  # in order, all counted
         else:
-            rejected = set(not_ok)
-            applied = [key for p, key in enumerate(answered) if p not in rejected]
-            missed = self._missed(keys, counted, applied)
+            for key in answered:  # no longer each the key of the mutation it answers
+                _checked(key, "response")
+            missed = self._missed(keys, counted, answered, not_ok)
             unanswered = _unmatched(sent_keys, answered)
         if missed:
             self._uncount(tally, mutations, missed)
@@ -280,9 +276,13 @@ class Push(ProtocolAdapter):
             tally.attribute("sync.zero.unanswered", len(unanswered))
         return tally
 
-    def _missed(self, keys: Any, counted: list[int], applied: list[tuple[Any, Any]]) -> list[int]:
+    def _missed(
+        self, keys: Any, counted: list[int], answered: list[tuple[Any, Any]], not_ok: list[int]
+    ) -> list[int]:
         """The counted mutations (indices) the answer does not say were applied (an ok
         result): rejected, out of order, already processed or unanswered."""
+        rejected = set(not_ok)
+        applied = [key for p, key in enumerate(answered) if p not in rejected]
         counted_keys = [keys[i] for i in counted]
         return [counted[n] for n in _unmatched(counted_keys, applied)]
 

@@ -210,7 +210,7 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
     if root == entry_root:
         if scope.get("app_root_path", root) == root:  # the server's app: not mounted
             return template
-        return mount_base(scope, entry_root) + template
+        return mount_base(scope, entry_root, route) + template
     if not isinstance(root, str) or not root.startswith(entry_root):
         return None
     params = scope.get("path_params")
@@ -225,15 +225,24 @@ def framework_route(scope: MutableMapping[str, Any], entry_root: str) -> str | N
         if not isinstance(mount_path, str) or not prefix.endswith(mount_path):
             return None
         prefix = prefix[: len(prefix) - len(mount_path)]
-    return mount_base(scope, entry_root) + prefix + template
+    return mount_base(scope, entry_root, route) + prefix + template
 
 
-def mount_base(scope: MutableMapping[str, Any], entry_root: str) -> str:
+def mount_base(scope: MutableMapping[str, Any], entry_root: str, route: Any = None) -> str:
     """The path of the mounts an app was reached through (``""`` for the server's app):
     its ``root_path`` past the server's, which Starlette's ``Mount`` keeps in
-    ``scope["app_root_path"]`` (a server's ``--root-path`` stays out of ``http.route``)."""
+    ``scope["app_root_path"]`` (a server's ``--root-path`` stays out of ``http.route``).
+
+    ``""`` too when a mount has path parameters (``/t/{tenant}``): its path holds their
+    values, and the route stays relative to the app. ``route``: the route matched inside the
+    app, whose own parameters the scope holds besides the mounts' (None: before routing)."""
     server_root = scope.get("app_root_path")
     if type(server_root) is not str or not entry_root.startswith(server_root):
+        return ""
+    params = scope.get("path_params")
+    if params and (
+        type(params) is not dict or not set(params) <= set(getattr(route, "param_convertors", ()))
+    ):
         return ""
     return entry_root[len(server_root) :]
 
