@@ -62,6 +62,8 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     clients do, and Prometheus answers both).
     """
 
+    http_error_308 = urllib.request.HTTPRedirectHandler.http_error_302  # as 3.11's (3.10: none)
+
     def __init__(self, shown: str, origin: Origin, credentials: bool) -> None:
         self.shown, self.origin, self.credentials = shown, origin, credentials
 
