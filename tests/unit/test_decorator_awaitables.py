@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -203,6 +204,7 @@ async def test_a_future_that_refuses_callbacks_ends_its_operation_at_once(
     assert active_operation() is None
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Task.uncancel and the message: 3.11")
 async def test_a_cancelled_future_keeps_its_cancellation_for_whoever_awaits_it(
     syncperf_capture: Capture,
 ) -> None:
