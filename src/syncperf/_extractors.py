@@ -18,7 +18,7 @@ from syncperf import _runtime
 from syncperf._accel import speedups
 from syncperf._client_header import read as read_client_header
 from syncperf._gate import MAX_COUNT
-from syncperf._operation import HELD, SyncOperation
+from syncperf._operation import SyncOperation, hold
 from syncperf.exceptions import ConfigError
 
 __all__ = [
@@ -292,15 +292,12 @@ def _holding(on_request: Apply) -> Apply:
     decorator owns (``_fed``: an operation another layer feeds runs no adapter of its own)
     until the handler's answer decides them (``_ending.finish``), as behind the middleware."""
 
-    def hold(op: SyncOperation, request: Any) -> None:
+    def holding(op: SyncOperation, request: Any) -> None:
         if op._fed:
-            scratch = op.scratch
-            if scratch is None:
-                scratch = op.scratch = {}
-            scratch.setdefault(HELD, [])
+            hold(op)
         on_request(op, request)
 
-    return hold
+    return holding
 
 
 def _identity(value: Any) -> Any:

@@ -37,6 +37,17 @@ HELD = "syncperf.held"
 """``scratch`` key of the payload tallies an adapter holds until the answer decides them (a list
 the ASGI middleware, or a decorator that owns its operation, puts there): a shipped adapter then
 adds its tallies to it, uncommitted, and ``_http_status.settle`` commits them or not."""
+
+
+def hold(op: SyncOperation) -> None:
+    """Have ``op``'s adapter hold its payload tallies (``HELD``) until the answer decides
+    them (``_http_status.settle``)."""
+    scratch = op.scratch
+    if scratch is None:
+        scratch = op.scratch = {}
+    scratch.setdefault(HELD, [])
+
+
 CURRENT: ContextVar[SyncOperation | None] = ContextVar("syncperf_operation", default=None)
 """The operation in progress in this context; set and reset by ``_lifecycle`` only."""
 active_operation: Callable[[], SyncOperation | None] = CURRENT.get

@@ -28,7 +28,7 @@ from syncperf._gate import raised_at
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._metrics.batches import NS, Batch, batches
-from syncperf._operation import HELD, SyncOperation
+from syncperf._operation import SyncOperation, hold
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
 from syncperf.asgi._scope import encoded, wrong_type
@@ -364,10 +364,7 @@ def feed_body(
                 return
             _drop(rt, "asgi_invalid_json", "a sync request or response body is not valid JSON")
             return
-    scratch = op.scratch
-    if scratch is None:
-        scratch = op.scratch = {}
-    scratch.setdefault(HELD, [])  # until the answer decides them (``_http_status.settle``)
+    hold(op)  # until the answer decides them (``_http_status.settle``)
     try:
         hook(op, parsed)
     except Exception as error:
