@@ -1953,6 +1953,26 @@ bytes_in(PyObject *needle, PyObject *hay)
     return 0;
 }
 
+/* whether b, its ASCII whitespace stripped (bytes.strip()), is s (n bytes, lower case) in
+ * any ASCII case; `strip`: 0 reads b whole (bytes.lower() == s) */
+static int
+bytes_ieq(PyObject *b, const char *s, Py_ssize_t n, int strip)
+{
+    const char *p = PyBytes_AS_STRING(b), *end = p + PyBytes_GET_SIZE(b);
+    if (strip) {
+        while (p < end && Py_ISSPACE(*p))
+            p++;
+        while (end > p && Py_ISSPACE(end[-1]))
+            end--;
+    }
+    if (end - p != n)
+        return 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (Py_TOLOWER(p[i]) != s[i])
+            return 0;
+    return 1;
+}
+
 /* read_headers(headers, idem_name, fields): read_headers_py for a list or tuple of pairs
  * (tuples or lists of two) of exact bytes, idem_name exact bytes and fields an exact set or
  * frozenset; any other input goes to read_headers_py whole, from its start (nothing read
@@ -1972,7 +1992,7 @@ read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     long long length = -1;
     PyObject *key = NULL, *client = NULL; /* strong references */
     Py_ssize_t client_size = 0;
-    int propagated = 0, stream = 0;
+    int propagated = 0, stream = 0, encoded = 0, continues = 0;
     int is_list = PyList_CheckExact(headers);
     if ((!is_list && !PyTuple_CheckExact(headers)) || !PyBytes_CheckExact(idem) ||
         !PyAnySet_CheckExact(fields))
@@ -2011,6 +2031,11 @@ read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             stream = stream || bytes_in(EVENT_STREAM, value);
         }
         else {
+            if (bytes_is(name, "content-encoding", 16))
+                encoded = encoded || !(bytes_ieq(value, "", 0, 1) ||
+                                       bytes_ieq(value, "identity", 8, 1));
+            else if (bytes_is(name, "expect", 6))
+                continues = continues || bytes_ieq(value, "100-continue", 12, 0);
             /* fields holds bytes (a propagator's header names), compared in C; one holding
              * anything else could run Python code: the item is held meanwhile */
             Py_INCREF(item);
@@ -2021,7 +2046,7 @@ read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             propagated = propagated || found;
         }
     }
-    PyObject *r = PyTuple_New(5);
+    PyObject *r = PyTuple_New(7);
     PyObject *n = PyLong_FromLongLong(length);
     if (r == NULL || n == NULL) {
         Py_XDECREF(r);
@@ -2033,6 +2058,8 @@ read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     PyTuple_SET_ITEM(r, 2, client == NULL ? Py_NewRef(Py_None) : client);
     PyTuple_SET_ITEM(r, 3, Py_NewRef(propagated ? Py_True : Py_False));
     PyTuple_SET_ITEM(r, 4, Py_NewRef(stream ? Py_True : Py_False));
+    PyTuple_SET_ITEM(r, 5, Py_NewRef(encoded ? Py_True : Py_False));
+    PyTuple_SET_ITEM(r, 6, Py_NewRef(continues ? Py_True : Py_False));
     return r;
 slow:
     Py_XDECREF(key);

@@ -45,6 +45,7 @@ _names = st.one_of(
     st.sampled_from(
         [b"content-length", IDEM, HEADER, b"accept", b"traceparent", b"baggage", b"host", b""]
     ),
+    st.sampled_from([b"content-encoding", b"expect"]),
     st.binary(max_size=16),
 )
 _hostile = st.one_of(
@@ -60,6 +61,8 @@ _values = st.one_of(
         [b"2", b"007", b"9" * 15, b"9" * 16, b"", b"-1", b" 1", b"1_0", b"\xd9\xa1", EVENT_STREAM]
     ),
     st.sampled_from([b"text/html, " + EVENT_STREAM, b"pending=1", b"x" * (MAX_HEADER - 1)]),
+    st.sampled_from([b"gzip", b" IDENTITY\t", b"\x0bidentity\x0c", b"identity,", b"\xa0"]),
+    st.sampled_from([b"100-Continue", b"100-continue ", b"100-continue\x00", b"\t\r\n "]),
     st.binary(max_size=20),
     st.text(alphabet="0123456789", min_size=1, max_size=17).map(str.encode),
     _hostile,
@@ -118,6 +121,14 @@ def outcome(headers: Any, idem: Any, fields: Any, read: Any) -> Any:
 @example([(b"content-length", b"1" * 40)], IDEM, FIELDS)  # past a long long: -1
 @example([(Loud(b"content-length"), b"5")], IDEM, FIELDS)
 @example([(b"traceparent", b"00-x")], IDEM, [b"traceparent"])
+@example([(b"content-encoding", b" \x0b IdEnTiTy\t\r\n\x0c")], IDEM, FIELDS)  # not encoded
+@example([(b"content-encoding", b"identity"), (b"content-encoding", b"br")], IDEM, FIELDS)
+@example([(b"content-encoding", b"\x1cidentity")], IDEM, FIELDS)  # not ASCII whitespace
+@example([(b"content-encoding", b" \t")], IDEM, FIELDS)  # blank: not encoded
+@example([(b"expect", b"100-CONTINUE")], IDEM, FIELDS)
+@example([(b"expect", b" 100-continue")], IDEM, FIELDS)  # not stripped: no
+@example([(b"content-encoding", b"gzip")], IDEM, {b"content-encoding"})  # both read
+@example([(b"expect", b"100-continue")], b"expect", FIELDS)  # the idempotency header
 def test_the_compiled_reader_returns_what_the_python_reader_returns(
     headers: Any, idem: Any, fields: Any
 ) -> None:
@@ -136,10 +147,30 @@ def test_a_list_of_pairs_of_bytes_is_read_in_one_pass() -> None:
         (b"tracestate", b"a=b"),
     ]
     found = _read.read_headers(headers, IDEM, FIELDS)
-    assert found == (12, b"key-1", [b"pending=1", b"acked=2"], True, True)
+    assert found == (12, b"key-1", [b"pending=1", b"acked=2"], True, True, False, False)
     assert found[1] is headers[1][1]  # the value itself, not a copy
     later = [*headers, (b"accept", b"text/html"), (b"host", b"h"), (b"content-length", b"9" * 15)]
     assert _read.read_headers(later, IDEM, FIELDS) == (10**15 - 1, *found[1:])
+
+
+@pytest.mark.parametrize(
+    ("headers", "encoded", "continues"),
+    [
+        ([(b"content-encoding", b"GZIP")], True, False),
+        ([(b"content-encoding", b" identity ")], False, False),
+        ([(b"content-encoding", b"")], False, False),
+        ([(b"content-encoding", b"identity"), (b"content-encoding", b"br")], True, False),
+        ([(b"expect", b"100-Continue")], False, True),
+        ([(b"expect", b"100-continue, x")], False, False),
+        ([(b"host", b"h"), (b"expect", b"100-continue"), (b"content-encoding", b"gzip")], 1, 1),
+    ],
+)
+def test_a_compressed_body_and_an_expected_continue_are_read_with_the_rest(
+    headers: list[tuple[bytes, bytes]], encoded: bool, continues: bool
+) -> None:
+    found = _read.read_headers(headers, IDEM, FIELDS)
+    assert found is not None
+    assert found[5:] == (encoded, continues)
 
 
 def test_a_header_list_that_is_not_pairs_of_bytes_reads_as_none() -> None:

@@ -58,7 +58,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 _perf = time.perf_counter_ns
 _NO_FIELDS: frozenset[bytes] = frozenset()
-_NO_HEADERS: Read = (-1, None, None, False, False)
+_NO_HEADERS: Read = (-1, None, None, False, False, False, False)
 _INTERNAL, _SERVER = SpanKind.INTERNAL, SpanKind.SERVER  # an enum member lookup costs ~70 ns
 
 
@@ -67,7 +67,8 @@ class Exchange:
 
     # fmt: off
     __slots__ = (
-        "active", "adapter", "complete_ns", "content_length", "current", "disconnected",
+        "active", "adapter", "complete_ns", "content_length", "continues", "current",
+        "disconnected",
         "entry_root", "held_entity", "http", "left_early", "live", "metered_into", "method",
         "mw", "op", "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
         "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
@@ -92,6 +93,7 @@ class Exchange:
         self.http: HttpSeries | None = None
         self.active: SumSeries | None = None
         self.content_length = -1
+        self.continues = False  # ``Expect: 100-continue``: the body waits until it is read
         self.status: int | None = None
         self.sent = self.received = self.complete_ns = 0
         self.disconnected = self.replayed = False
@@ -128,12 +130,13 @@ class Exchange:
         if found is None:  # not a list of pairs of bytes: read again, those pairs only
             headers = valid_headers(rt, headers)
             found = read_headers(headers, self.mw._idem_name, fields) or _NO_HEADERS
-        self.content_length, idem_key, client, propagated, stream = found
+        self.content_length, idem_key, client, propagated, stream, encoded, continues = found
+        self.continues = continues
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
                 record_key(op, idem_key, self.shared, self.mw)
-            read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
+            read_client(rt, op, self.adapter, self.scope, client, encoded)
         self.prologue_ns = _perf() - self.t0
         if self.op is not None:  # the operation began with the request (``begin``'s ``now``)
             self.op._own_ns = self.prologue_ns
@@ -213,7 +216,7 @@ class Exchange:
             app_receive: Receive = self.receive
             adapter = self.adapter
             if adapter is not None and getattr(adapter, "reads_request", True):
-                if expects_continue(self.scope.get("headers")):
+                if self.continues:
                     app_receive = self.feeding_receive()  # no read-ahead: nothing is uploaded
                 else:  # unless the application reads it
                     await self.read_request()
@@ -320,13 +323,3 @@ class Exchange:
             raise
         if final:
             self.complete_ns = _perf()
-
-
-def expects_continue(headers: Any) -> bool:
-    """Whether a request's headers carry ``Expect: 100-continue`` (junk headers: no)."""
-    try:
-        return any(
-            name == b"expect" and value.lower() == b"100-continue" for name, value in headers
-        )
-    except (TypeError, ValueError, AttributeError):
-        return False

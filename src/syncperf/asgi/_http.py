@@ -31,7 +31,7 @@ from syncperf._metrics.batches import NS, Batch, batches
 from syncperf._operation import SyncOperation, hold
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
-from syncperf.asgi._scope import encoded, wrong_type
+from syncperf.asgi._scope import wrong_type
 
 __all__ = [
     "AsgiState",
@@ -377,13 +377,15 @@ def read_client(
     adapter: Any,
     scope: MutableMapping[str, Any],
     client: list[bytes] | None,
+    encoded: bool,
 ) -> None:
     """What a sync request tells about its client: the ``Sync-Client`` header (``client``, its
-    lines: several form one list, RFC 9110) and the query parameters its adapter reads
-    (``adapter.query``: checkpoints) handed to ``on_query``. Never raises."""
+    lines: several form one list, RFC 9110), whether its body is compressed (``encoded``: not
+    for the adapter to parse) and the query parameters its adapter reads (``adapter.query``:
+    checkpoints) handed to ``on_query``. Never raises."""
     if client:
         read_client_header(rt, b",".join(client), op.observed())
-    if adapter is not None and encoded(scope.get("headers")):  # its body is not to parse
+    if adapter is not None and encoded:
         if op.scratch is None:
             op.scratch = {}
         op.scratch[ENCODED] = True

@@ -31,8 +31,12 @@ __all__ = [
     "read_scope_py",
 ]
 
-Read = tuple[int, bytes | None, list[bytes] | None, bool, bool]
-"""``(content_length, idempotency_key, sync_client_lines, propagated, event_stream)``."""
+Read = tuple[int, bytes | None, list[bytes] | None, bool, bool, bool, bool]
+"""``(content_length, idempotency_key, sync_client_lines, propagated, event_stream, encoded,
+continues)``."""
+
+
+_IDENTITY = (b"", b"identity")
 
 
 def read_headers_py(headers: Any, idem_name: bytes, fields: Collection[bytes]) -> Read | None:
@@ -43,13 +47,16 @@ def read_headers_py(headers: Any, idem_name: bytes, fields: Collection[bytes]) -
         ``content_length`` (the last ``Content-Length``; -1: none, or not up to 15 digits),
         the ``idem_name`` header's value, the ``Sync-Client`` lines (several form one list;
         the lines after ``MAX_HEADER`` bytes are not kept), whether a header named in
-        ``fields`` (a propagator's) is there, and whether ``Accept`` asks for an event stream.
+        ``fields`` (a propagator's) is there, whether ``Accept`` asks for an event stream,
+        whether a ``Content-Encoding`` other than ``identity`` says the body is compressed
+        (``encoded``), and whether ``Expect: 100-continue`` waits for the body to be read
+        (``continues``).
     """
     content_length = -1
     idem_key: bytes | None = None
     client: list[bytes] | None = None
     client_size = 0
-    propagated = stream = False
+    propagated = stream = encoded = continues = False
     try:
         for name, value in headers:
             if name == b"content-length":
@@ -68,11 +75,16 @@ def read_headers_py(headers: Any, idem_name: bytes, fields: Collection[bytes]) -
                     client_size += 1 + len(value)  # joined with a comma
             elif name == b"accept":
                 stream = stream or EVENT_STREAM in value
-            elif name in fields:
-                propagated = True
+            else:
+                if name == b"content-encoding" and type(value) is bytes:
+                    encoded = encoded or value.strip().lower() not in _IDENTITY
+                elif name == b"expect" and type(value) is bytes:
+                    continues = continues or value.lower() == b"100-continue"
+                if name in fields:
+                    propagated = True
     except (TypeError, ValueError, AttributeError):  # not a list of pairs of bytes
         return None
-    return content_length, idem_key, client, propagated, stream
+    return content_length, idem_key, client, propagated, stream, encoded, continues
 
 
 def read_scope_py(scope: Mapping[str, Any]) -> tuple[str, str, str] | None:

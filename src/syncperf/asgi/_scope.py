@@ -42,7 +42,6 @@ __all__ = [
     "SCHEMES",
     "VERSIONS",
     "bounded",
-    "encoded",
     "extract",
     "other_method",
     "other_scheme",
@@ -130,23 +129,6 @@ def valid_headers(rt: Runtime, headers: object) -> list[tuple[bytes, bytes]]:
                 if type(name) is bytes and type(value) is bytes:
                     kept.append((name, value))
     return wrong_type(rt, "headers", headers, kept)
-
-
-def encoded(headers: object) -> bool:
-    """Whether a ``headers`` scope value has a ``Content-Encoding`` other than ``identity``
-    (a compressed body). A value that is not bytes is skipped, a list that is not of pairs
-    read up to its first other item (``valid_headers`` counts it): never raises."""
-    try:
-        for name, value in headers:  # type: ignore[attr-defined]
-            if (
-                name == b"content-encoding"
-                and type(value) is bytes
-                and value.strip().lower() not in (b"", b"identity")
-            ):
-                return True
-    except Exception:  # not a list of pairs: a server's bug, counted where it is read
-        pass
-    return False
 
 
 class _HeaderGetter(Getter[Iterable[tuple[bytes, bytes]]]):
