@@ -116,10 +116,19 @@ def test_any_content_encoding_never_raises_and_is_never_logged(encoding: str, bo
     assert not any(SECRET in r.getMessage() for r in records)
 
 
-def test_a_compressed_answer_is_dropped_as_unsupported_encoding() -> None:
+ANSWERS = {
+    "gzip": gzip.compress(PULL_ANSWER),
+    "deflate": zlib.compress(PULL_ANSWER),
+    "br": COMPRESSED["br"],
+    " BR ": COMPRESSED["br"],
+}
+
+
+@pytest.mark.parametrize("encoding", sorted(ANSWERS))
+def test_a_compressed_answer_is_dropped_as_unsupported_encoding(encoding: str) -> None:
     answer = Response(
-        gzip.compress(PULL_ANSWER),
-        headers={"content-encoding": "gzip"},
+        ANSWERS[encoding],
+        headers={"content-encoding": encoding},
         media_type="application/json",
     )
     with capture() as cap:
@@ -127,6 +136,17 @@ def test_a_compressed_answer_is_dropped_as_unsupported_encoding() -> None:
         got = recorded(cap)
     assert got.dropped == {"unsupported_encoding": 1}
     assert got.items == {}
+
+
+def test_an_identity_encoded_answer_is_read() -> None:
+    answer = Response(
+        PULL_ANSWER, headers={"content-encoding": "identity"}, media_type="application/json"
+    )
+    with capture() as cap:
+        assert asyncio.run(_call(_app([], answer), "GET", "/pull", b"", {})) == 200
+        got = recorded(cap)
+    assert got.dropped == {}
+    assert got.items == {("tasks", "created"): 2}
 
 
 def test_a_compressed_body_among_headers_of_the_wrong_shape_is_still_found() -> None:

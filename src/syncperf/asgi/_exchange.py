@@ -33,10 +33,12 @@ from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
 from syncperf.asgi._finish import finish
 from syncperf.asgi._http import (
+    ENCODED_JSON,
+    JSON,
     AsgiState,
     HttpSeries,
+    answer_kind,
     feed_body,
-    is_json,
     owners,
     read_client,
     record_key,
@@ -67,8 +69,8 @@ class Exchange:
 
     # fmt: off
     __slots__ = (
-        "active", "adapter", "complete_ns", "content_length", "continues", "current",
-        "disconnected",
+        "active", "adapter", "answer_encoded", "complete_ns", "content_length", "continues",
+        "current", "disconnected", "encoded",
         "entry_root", "held_entity", "http", "left_early", "live", "metered_into", "method",
         "mw", "op", "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
         "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
@@ -94,6 +96,7 @@ class Exchange:
         self.active: SumSeries | None = None
         self.content_length = -1
         self.continues = False  # ``Expect: 100-continue``: the body waits until it is read
+        self.encoded = self.answer_encoded = False  # a compressed request body, answer
         self.status: int | None = None
         self.sent = self.received = self.complete_ns = 0
         self.disconnected = self.replayed = False
@@ -131,12 +134,12 @@ class Exchange:
             headers = valid_headers(rt, headers)
             found = read_headers(headers, self.mw._idem_name, fields) or _NO_HEADERS
         self.content_length, idem_key, client, propagated, stream, encoded, continues = found
-        self.continues = continues
+        self.encoded, self.continues = encoded, continues
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
                 record_key(op, idem_key, self.shared, self.mw)
-            read_client(rt, op, self.adapter, self.scope, client, encoded)
+            read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
         self.prologue_ns = _perf() - self.t0
         if self.op is not None:  # the operation began with the request (``begin``'s ``now``)
             self.op._own_ns = self.prologue_ns
@@ -255,7 +258,9 @@ class Exchange:
                     chunks.append(body)
                 if not message.get("more_body", False):
                     hook = self.adapter.on_request  # type: ignore[union-attr]
-                    feed_body(self.rt, self.op, hook, chunks, self.received, cap)
+                    feed_body(
+                        self.rt, self.op, hook, chunks, self.received, cap, False, self.encoded
+                    )
                     chunks.clear()  # fed once
             return message
 
@@ -286,7 +291,8 @@ class Exchange:
             self.disconnected = self.left_early = ended["type"] == "http.disconnect"
             replay.append(ended)
             return
-        feed_body(self.rt, self.op, self.adapter.on_request, [body], self.received, cap)  # type: ignore[arg-type,union-attr]
+        hook = self.adapter.on_request  # type: ignore[union-attr]
+        feed_body(self.rt, self.op, hook, [body], self.received, cap, False, self.encoded)  # type: ignore[arg-type]
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
@@ -300,8 +306,11 @@ class Exchange:
             final = not message.get("more_body", False)
         elif kind == "http.response.start":
             self.status = message["status"]
-            if self.response_chunks is not None and not is_json(message):
-                self.response_chunks = None  # not the protocol's answer (text, HTML...)
+            if self.response_chunks is not None:
+                kind = answer_kind(message)
+                if kind != JSON:  # not the protocol's answer (text, HTML...), or compressed
+                    self.response_chunks = None
+                    self.answer_encoded = kind == ENCODED_JSON
             op = self.op
             if op is not None:
                 replay_name = self.mw._replay_name

@@ -79,7 +79,8 @@ def finish_operation(
         whole = ex.complete_ns and status is not None and 200 <= status < 300
         if ex.adapter is not None and whole:  # only a whole 2xx: an answer
             hook, cap = ex.adapter.on_response, ex.mw._max_body
-            feed_body(rt, op, hook, ex.response_chunks, ex.sent, cap, answer=True)
+            chunks, encoded = ex.response_chunks, ex.answer_encoded
+            feed_body(rt, op, hook, chunks, ex.sent, cap, answer=True, encoded=encoded)
         settle(op, status, ex.replayed)
         if ex.replayed:
             op.record_idempotency_hit()

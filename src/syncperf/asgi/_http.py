@@ -38,7 +38,7 @@ __all__ = [
     "HttpSeries",
     "SeenKeys",
     "feed_body",
-    "is_json",
+    "answer_kind",
     "key_hash",
     "owners",
     "record_key",
@@ -314,16 +314,23 @@ class SeenKeys:
 
 # --- bodies for adapters ---------------------------------------------------------------
 
-ENCODED = "syncperf.asgi.encoded"
-"""``op.scratch`` key: the request body is compressed (``Content-Encoding``), not parsed."""
+NOT_JSON, JSON, ENCODED_JSON = range(3)
+"""What ``answer_kind`` tells of a response."""
 
 
-def is_json(start: MutableMapping[str, Any]) -> bool:
-    """Whether a response's ``content-type`` is JSON (``application/json``, ``+json``)."""
+def answer_kind(start: MutableMapping[str, Any]) -> int:
+    """``JSON`` when a response's ``content-type`` is JSON (``application/json``, ``+json``),
+    ``ENCODED_JSON`` when it is compressed as well (a ``Content-Encoding`` other than
+    ``identity``), else ``NOT_JSON``. Headers that are not pairs of bytes raise, as the
+    application's bug."""
+    json = encoded = False
     for name, value in start.get("headers") or ():
-        if name.lower() == b"content-type":
-            return b"json" in value.lower()
-    return False
+        name = name.lower()
+        if name == b"content-type":
+            json = json or b"json" in value.lower()
+        elif name == b"content-encoding":
+            encoded = encoded or value.strip().lower() not in (b"", b"identity")
+    return (ENCODED_JSON if encoded else JSON) if json else NOT_JSON
 
 
 def feed_body(
@@ -334,23 +341,25 @@ def feed_body(
     size: int,
     cap: int,
     answer: bool = False,
+    encoded: bool = False,
 ) -> None:
     """JSON-decode a buffered body and hand it to an adapter hook (never raises).
 
+    ``encoded``: the body is compressed (``Content-Encoding``), not JSON to parse.
     ``answer``: the body of a 2xx answer (``on_response``); one with nothing to read (a 204,
     an empty or non-JSON body) reaches the hook as None, so a push adapter that counts its
     rows when it reads the answer (``rxdb.Push``) still counts them. A shipped adapter holds
     what it reads (``HELD``) for ``finish`` to commit once the answer is known.
     """
     parsed = None
+    if encoded and size:
+        _drop(rt, "unsupported_encoding", "a sync body is compressed (Content-Encoding)")
+        return
     if not chunks or size == 0:
         if not answer:
             return
     elif size > cap:
         _drop(rt, "asgi_body_too_large", f"a body of {size} bytes exceeds max_body_bytes={cap}")
-        return
-    elif not answer and op.scratch and op.scratch.pop(ENCODED, False):
-        _drop(rt, "unsupported_encoding", "a sync request body is compressed (Content-Encoding)")
         return
     else:
         import json
@@ -377,18 +386,12 @@ def read_client(
     adapter: Any,
     scope: MutableMapping[str, Any],
     client: list[bytes] | None,
-    encoded: bool,
 ) -> None:
     """What a sync request tells about its client: the ``Sync-Client`` header (``client``, its
-    lines: several form one list, RFC 9110), whether its body is compressed (``encoded``: not
-    for the adapter to parse) and the query parameters its adapter reads (``adapter.query``:
-    checkpoints) handed to ``on_query``. Never raises."""
+    lines: several form one list, RFC 9110) and the query parameters its adapter reads
+    (``adapter.query``: checkpoints) handed to ``on_query``. Never raises."""
     if client:
         read_client_header(rt, b",".join(client), op.observed())
-    if adapter is not None and encoded:
-        if op.scratch is None:
-            op.scratch = {}
-        op.scratch[ENCODED] = True
     if adapter is not None and getattr(adapter, "query", None):
         query = scope.get("query_string")
         if query is not None and type(query) is not bytes:
