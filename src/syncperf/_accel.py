@@ -2,7 +2,9 @@
 is there), or None: then every caller runs its pure-Python twin, which behaves the same.
 
 ``SYNCPERF_NO_EXTENSIONS=1`` selects the pure-Python path (read once, at import, as
-``AIOHTTP_NO_EXTENSIONS`` or ``MULTIDICT_NO_EXTENSIONS`` are: the choice shapes classes)."""
+``AIOHTTP_NO_EXTENSIONS`` or ``MULTIDICT_NO_EXTENSIONS`` are: the choice shapes classes).
+Only the main interpreter, when it imported syncperf first, uses it: the compiled state is one
+per process, and a sub-interpreter's import would rebind it (``_speedups.usable``)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ def _load() -> ModuleType | None:
         from syncperf import _speedups
     except ImportError:  # not built (no compiler at install time): the pure-Python path
         return None
-    return _speedups
+    # its state is one per process: a sub-interpreter (mod_wsgi, uWSGI) takes the Python path
+    return _speedups if _speedups.usable() else None
 
 
 speedups = _load()

@@ -29,7 +29,7 @@
 #include <structmember.h>
 #include <time.h>
 
-/* ---- module state (one interpreter) ---------------------------------------------------- */
+/* ---- module state (one interpreter: usable()) ------------------------------------------- */
 
 static PyObject *CURRENT;        /* the ContextVar of the current operation */
 static PyObject *PERF_NS;        /* time.perf_counter_ns */
@@ -41,6 +41,7 @@ static PyObject *S_CHANGES[3];   /* "created", "updated", "deleted" */
 static PyObject *S_ERROR, *S_CONFLICT, *S_SUCCESS;
 static Py_ssize_t FOLD_AT = 64, MAX_QUEUED = 1024;
 static int use_clock = 0;
+static PyInterpreterState *OWNER; /* the interpreter whose import set this state up */
 
 static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflight, *s_pop, *s_log,
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
@@ -512,6 +513,17 @@ queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long lo
     PyObject *items[15] = {op->series, etype, outcome, d, Py_None, own, Py_None, Py_None,
                            op->entity, op->batch, op->idempotent, op->items,
                            op->conflict_detail, op->db_queries, op->db_ns};
+    int gone = op->rt == NULL; /* a field deleted while Python code ran (`ended` above) */
+    for (int i = 0; i < 15; i++)
+        gone = gone || items[i] == NULL;
+    if (gone) {
+        PyErr_SetString(PyExc_AttributeError, "an operation field is gone");
+        Py_DECREF(record);
+        Py_DECREF(d);
+        Py_DECREF(own);
+        Py_DECREF(ended);
+        return -1;
+    }
     for (int i = 0; i < 15; i++)
         PyTuple_SET_ITEM(record, i, Py_NewRef(items[i]));
     Py_DECREF(d);
@@ -1873,6 +1885,18 @@ setup(PyObject *mod, PyObject *args)
 
 /* ---- what an Exchange reads per request (asgi._read) ------------------------------------ */
 
+/* usable(): whether this interpreter set the module's state up and is the main one. The
+ * state is one set of C globals per process (single-phase init): a second interpreter
+ * importing syncperf (mod_wsgi's, uWSGI's sub-interpreters) would bind them to its own
+ * objects under the first one's feet; every interpreter but the first, main one takes the
+ * pure-Python path (_accel). */
+static PyObject *
+usable(PyObject *mod, PyObject *unused)
+{
+    PyInterpreterState *here = PyInterpreterState_Get();
+    return PyBool_FromLong(here == OWNER && here == PyInterpreterState_Main());
+}
+
 static PyObject *HEADERS_SLOW, *SCOPE_SLOW, *REPLAYED_SLOW; /* the Python twins */
 static PyObject *CLIENT_HEADER, *EVENT_STREAM, *METHODS, *SCHEMES;
 static PyObject *s_method, *s_scheme, *s_root_path, *s_replayed, *s_empty;
@@ -2181,6 +2205,7 @@ static PyMethodDef methods[] = {
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
      "Queue ended operations' durations and overheads per series."},
     {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
+    {"usable", usable, METH_NOARGS, "Whether this interpreter may use the compiled path."},
     {"read_scope", read_scope, METH_O,
      "read_scope($module, scope, /)\n--\n\n"
      "The scope's known method, scheme and root path (asgi._read.read_scope_py)."},
@@ -2204,6 +2229,7 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
+    OWNER = PyInterpreterState_Get();
     INTERN(entity) INTERN(ended) INTERN(append) INTERN(successor) INTERN(inflight) INTERN(pop)
     INTERN(log) INTERN(on) INTERN(slow_ns) INTERN(next_check) INTERN(end) INTERN(popleft)
     INTERN(success) INTERN(error) INTERN(conflicted) INTERN(overhead) INTERN(installed)

@@ -769,3 +769,117 @@ def test_the_compiled_end_takes_an_operation_complete_before_its_end() -> None:
         assert op._ended is True  # type: ignore[attr-defined]
         (point,) = cap.points("sync.operation.duration")
         assert point.count == 1
+
+
+_FIELD_GONE = """
+from syncperf._accel import speedups
+from syncperf._operation import CURRENT
+
+
+class Log:
+    on = {"success": False, "error": False, "conflict": False}
+    slow_ns = next_check = 10**18
+
+    def end(self, *args):
+        pass
+
+
+class Series:
+    entity, log = "e", Log()
+
+    def __init__(self):
+        self.inflight = [None]
+
+
+class Runtime:
+    successor, slow_ns = None, 10**18
+
+    @property
+    def ended(self):  # Python code the end runs: it deletes a field the end reads next
+        del OP._series
+        return []
+
+
+OP = speedups.Operation(Runtime(), Series(), 1)
+OP._ctx_token = CURRENT.set(OP)
+try:
+    speedups.end_plain(OP, 5)
+except AttributeError as error:
+    print("raised", error)
+"""
+
+
+@pytest.mark.skipif(_accel.speedups is None, reason="the compiled path is not built")
+def test_a_field_deleted_by_code_the_compiled_end_runs_raises_not_crashes() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _FIELD_GONE], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-2000:]  # -11: the process crashed
+    assert done.stdout.strip() == "raised an operation field is gone"
+
+
+_INTERPRETERS = """
+import sys
+
+try:
+    import _xxsubinterpreters as interpreters
+
+    def run(code):
+        sub = interpreters.create(isolated=False)  # mod_wsgi's kind: the GIL shared
+        interpreters.run_string(sub, code)
+        interpreters.destroy(sub)
+except ImportError:  # Python 3.13
+    import _interpreters as interpreters
+
+    def run(code):
+        sub = interpreters.create("legacy")
+        interpreters.exec(sub, code)
+        interpreters.destroy(sub)
+
+COUNT = '''
+import syncperf
+from opentelemetry.trace import NoOpTracerProvider
+from syncperf import _accel
+from syncperf.testing import capture
+
+with capture(tracer_provider=NoOpTracerProvider()) as cap:
+    for _ in range(100):
+        with syncperf.sync_operation("push", entity="todo"):
+            syncperf.current_operation().record_items(2)
+    ops = sum(p.count for p in cap.points("sync.operation.duration"))
+    print(WHO, _accel.speedups is not None, ops, int(cap.total("sync.items")), flush=True)
+'''
+if sys.argv[1] == "main-first":
+    exec("WHO = 'main'" + COUNT)
+run("WHO = 'sub'" + COUNT)
+exec("WHO = 'main-again'" + COUNT)
+"""
+
+
+@pytest.mark.skipif(not ON, reason="the pure-Python path has no process-wide state")
+@pytest.mark.parametrize("first", ["main-first", "sub-first"])
+def test_a_sub_interpreter_importing_syncperf_leaves_the_main_ones_counts_exact(
+    first: str,
+) -> None:
+    """The compiled state is one per process: a sub-interpreter (mod_wsgi, uWSGI) takes the
+    pure-Python path, and the main interpreter keeps counting, compiled if it came first."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERPRETERS, first],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line.split() for line in done.stdout.splitlines()]
+    if first == "main-first":  # the main interpreter set the compiled state up: it keeps it
+        assert lines.pop(0) == ["main", "True", "100", "200"]
+        assert lines[1] == ["main-again", "True", "100", "200"]
+    assert lines[0] == ["sub", "False", "100", "200"]
+    assert lines[1][0] == "main-again"
+    assert lines[1][2:] == ["100", "200"]
