@@ -139,3 +139,55 @@ def test_a_forked_child_counts_only_its_own_connections_of_a_null_pool(tmp_path:
         assert _used_in_a_child(eng, dispose=False) == [0, 0]
     finally:
         eng.dispose()
+
+
+IDLE = {"db.client.connection.state": "idle"}
+
+
+def test_connections_closed_by_invalidation_are_not_counted_idle(engine: sa.Engine) -> None:
+    """An invalidated connection is closed: its pool slot holds none until its next checkout
+    reopens it (``Connection.invalidate()`` after an error the application handled)."""
+    with capture() as cap:
+        handle = instrument_engine(engine)
+        first = [engine.connect() for _ in range(2)]
+        for conn in first:
+            conn.exec_driver_sql("select 1")
+            conn.close()
+        assert _value(cap, COUNT, **IDLE) == 2
+        again = [engine.connect() for _ in range(2)]
+        again[0].invalidate()
+        for conn in again:
+            conn.close()
+        assert _value(cap, COUNT, **IDLE) == 1
+        assert _value(cap, COUNT, **USED) == 0
+        with engine.connect() as conn:  # reopened at its checkout, idle again after it
+            conn.exec_driver_sql("select 1")
+        assert _value(cap, COUNT, **IDLE) in (1, 2)  # whichever slot the queue handed out
+        engine.dispose()
+        assert _value(cap, COUNT, **IDLE) == 0
+        handle.uninstrument()
+
+
+def test_an_async_pools_invalidated_connections_are_not_counted_idle(tmp_path: Path) -> None:
+    import asyncio
+
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def run(cap: Capture) -> tuple[float, float]:
+        eng = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'a.sqlite'}", pool_size=2)
+        handle = instrument_engine(eng)
+        conns = [await eng.connect() for _ in range(2)]
+        for conn in conns:
+            await conn.exec_driver_sql("select 1")
+        await conns[0].invalidate()
+        for conn in conns:
+            await conn.close()
+        idle = _value(cap, COUNT, **IDLE)
+        await eng.dispose()
+        try:
+            return idle, _value(cap, COUNT, **IDLE)
+        finally:
+            handle.uninstrument()
+
+    with capture() as cap:
+        assert asyncio.run(run(cap)) == (1, 0)

@@ -23,7 +23,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.pool import AssertionPool, Pool, QueuePool, SingletonThreadPool, StaticPool
 
@@ -72,7 +72,7 @@ def read_pool(pool: Pool, seen: int, elsewhere: int) -> tuple[int, int, int | No
             ``QueuePool`` counts its own only).
     """
     if isinstance(pool, QueuePool):
-        used, idle = pool.checkedout() + elsewhere, pool.checkedin()
+        used, idle = pool.checkedout() + elsewhere, _idle(pool)
         overflow = pool._max_overflow
         if overflow < 0:
             return used, idle, None, None
@@ -88,6 +88,20 @@ def read_pool(pool: Pool, seen: int, elsewhere: int) -> tuple[int, int, int | No
         return seen, 0, None, None
     used = min(seen, 1)
     return used, max(opened - used, 0), 1, None
+
+
+def _idle(pool: QueuePool) -> int:
+    """The connections idle in ``pool``: its queued records that hold one. A record whose
+    connection an invalidation closed holds none until its next checkout reopens it."""
+    queue = pool._pool
+    held: Iterable[Any] | None = getattr(queue, "queue", None)  # the thread queue's deque
+    if held is None:  # an asyncio one's, once made (not made here: it binds an event loop)
+        held = getattr(vars(queue).get("_queue"), "_queue", ())
+    try:
+        records = tuple(held)  # one C call under the GIL: no checkout or checkin meanwhile
+    except Exception:  # a queue of another shape
+        return pool.checkedin()
+    return sum(getattr(record, "dbapi_connection", None) is not None for record in records)
 
 
 def _groups(rt: Runtime) -> dict[str, PoolGauges]:
