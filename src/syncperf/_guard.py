@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from typing import TYPE_CHECKING, Any
 
 from syncperf._forklocks import renew_in_child
@@ -245,10 +245,13 @@ class Guard:
             )
 
     def log_once(self, key: str, message: str, *args: object) -> None:
-        """Log ``message`` at WARNING the first time ``key`` is seen in this runtime."""
+        """Log ``message`` at WARNING the first time ``key`` is seen in this runtime. A
+        logging handler or filter that raises (the application's, on the root logger) loses
+        the line, never raises into the caller: what it reports is counted already."""
         if key not in self._logged:
             self._logged.add(key)
-            _logger.warning(message, *args)
+            with suppress(Exception):  # nowhere left to report it
+                _logger.warning(message, *args)
 
     def _gauge_failed(self, name: str, error: BaseException) -> None:
         self.drop(

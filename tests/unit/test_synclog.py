@@ -361,3 +361,76 @@ def test_the_rate_limit_refills_over_time(monkeypatch: pytest.MonkeyPatch) -> No
     assert [bucket.take() for _ in range(2)] == [True, False]
     now[0] += 10_000_000_000  # a long pause refills one second's worth, not more
     assert [bucket.take() for _ in range(3)] == [True, True, False]
+
+
+class _Raising(logging.Handler):
+    """A handler whose ``emit`` raises (one written without ``handleError``)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        raise RuntimeError(SECRET)
+
+
+@pytest.fixture
+def raising_root() -> Iterator[None]:
+    root = logging.getLogger()
+    handler = _Raising()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+def test_a_raising_root_handler_never_reaches_a_decorated_handler(
+    raising_root: None, records: pytest.LogCaptureFixture
+) -> None:
+    """syncperf's own logged-once warnings (a rejected value, a failed sync log record) go
+    through the application's handlers too: one that raises is syncperf's failure, never the
+    caller's."""
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push() -> int:
+        syncperf.current_operation().record_conflict()
+        return 1
+
+    with capture(strict=False) as cap:
+        assert push() == 1
+        with syncperf.sync_operation("push") as op:
+            op.set_batch_size(-1)  # rejected: counted, logged once
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "invalid_batch_size"}) == 1
+        assert cap.total("syncperf.dropped", {"syncperf.reason": "sync_log_failed"}) == 1
+        assert sum(p.count for p in cap.points("sync.operation.duration")) == 2
+
+
+def test_a_raising_root_handler_never_reaches_the_asgi_application(raising_root: None) -> None:
+    import asyncio
+
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+
+    ran: list[bool] = []
+
+    async def pull(request: Request) -> JSONResponse:
+        ran.append(True)
+        return JSONResponse({})
+
+    app = SyncPerfMiddleware(
+        Starlette(routes=[Route("/pull", pull)]), routes={"/pull": SyncRoute("pull")}
+    )
+
+    async def call() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            answer = await client.get("/pull", headers={"sync-client": "pending=oops("})
+            return answer.status_code
+
+    with capture(strict=False) as cap:
+        assert asyncio.run(call()) == 200
+        dropped = cap.total("syncperf.dropped", {"syncperf.reason": "invalid_client_header"})
+    assert ran == [True]
+    assert dropped == 1
