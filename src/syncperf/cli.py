@@ -74,7 +74,8 @@ def positive(
     ``most`` when given)."""
 
     def parse(raw: str) -> float | int:
-        shown = raw if len(raw) <= 40 else raw[:37] + "..."
+        shown = without_secrets(raw)  # before the cut, which may take the '@' that marks them
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
         try:
             value = kind(raw)
         except ValueError:
