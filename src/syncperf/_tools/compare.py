@@ -353,6 +353,8 @@ def _table(rows: list[Row], before: str, after: str) -> None:
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text
+
+        from syncperf._tools._console import PipeConsole
     except ImportError:
         raise CompareError(
             "the table needs rich (pip install 'syncperf[ops]'); or use --json"
@@ -372,4 +374,4 @@ def _table(rows: list[Row], before: str, after: str) -> None:
             row.verdict,
             style=_STYLE.get(row.verdict, "yellow"),
         )
-    Console(width=max(100, Console().width)).print(table)
+    PipeConsole(width=max(100, Console().width)).print(table)
