@@ -78,9 +78,7 @@ def test_no_option_value_shows_a_planted_secret(
     option: list[str], before: str, scheme: str, in_query: bool, secret: str, after: str
 ) -> None:
     host = f"{before}{scheme}://"
-    value = (
-        f"{host}h.example/{after}?token={secret}" if in_query else f"{host}u:{secret}@h/{after}"
-    )
+    value = f"{host}h.example/{after}?token={secret}" if in_query else f"{host}u:{secret}@h/{after}"
     status, err = _stderr_of([*option, value])
     assert status == 2 and err.count("\n") == 1, err
     assert secret not in err and not _leaks(secret, err), err

@@ -53,7 +53,9 @@ class CheckPlugin:
                 self.lines.append(f"syncperf check: results written to {shown(self.results_path)}")
             if self.update and self.baseline_path is not None:
                 record.write(self.baseline_path)
-                self.lines.append(f"syncperf check: baseline written to {shown(self.baseline_path)}")
+                self.lines.append(
+                    f"syncperf check: baseline written to {shown(self.baseline_path)}"
+                )
         except CheckError as error:
             self._fail(session, [f"syncperf check: {error}"])
             return
