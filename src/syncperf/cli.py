@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from syncperf._tools._files import replace_file
+from syncperf._tools._files import replace_file, shown
 
 _COMMANDS = {
     "demo": ("demo", "Run a live instrumented sync service under simulated clients."),
@@ -74,7 +74,8 @@ def positive(
     ``most`` when given)."""
 
     def parse(raw: str) -> float | int:
-        shown = raw if len(raw) <= 40 else raw[:37] + "..."
+        shown = without_secrets(raw)  # before the cut, which may take the '@' that marks them
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
         try:
             value = kind(raw)
         except ValueError:
@@ -103,8 +104,10 @@ def write_output(prog: str, path: str | None, text: str) -> int:
         return 0
     try:
         replace_file(path, text)
+    except BrokenPipeError:  # -o /dev/stdout | head: the reader stopped; main exits 141
+        raise
     except OSError as exc:
-        print(f"{prog}: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
+        print(f"{prog}: cannot write {shown(path)}: {exc.strerror or exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -112,6 +115,7 @@ def write_output(prog: str, path: str | None, text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``syncperf`` command."""
     args = list(sys.argv[1:] if argv is None else argv)
+    prog = f"syncperf {args[0]}" if args and args[0] in _COMMANDS else "syncperf"
     try:
         try:
             return _run(args)
@@ -120,8 +124,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE
+    except UnicodeEncodeError as exc:  # a stdout in ASCII (LC_ALL=C, PYTHONIOENCODING=ascii)
+        print(
+            f"{prog}: the output holds text {exc.encoding} cannot encode; "
+            "set PYTHONIOENCODING=utf-8",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt as stop:  # Ctrl-C: what the user asked for, not a crash to report
-        prog = f"syncperf {args[0]}" if args and args[0] in _COMMANDS else "syncperf"
         terminated = isinstance(stop, Terminated)
         print(f"{prog}: {'terminated' if terminated else 'interrupted'}", file=sys.stderr)
         return TERMINATED if terminated else INTERRUPTED

@@ -5,6 +5,7 @@ servers (HTTPS ones with a certificate made by ``openssl``)."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import ssl
 import subprocess
@@ -119,6 +120,35 @@ def test_a_token_in_the_query_string_is_never_in_an_error(
     assert seen and (status, out) == (2, "")
     _one_short_line(err)
     assert url in err and "s3cret" not in err
+
+
+@pytest.mark.parametrize("code", [401, 403, 404, 502])
+@pytest.mark.parametrize(
+    "body", [{"message": "invalid credentials"}, {}, [], {"status": "success"}, "denied"]
+)
+def test_an_http_error_with_json_that_is_not_prometheus_names_the_status(
+    code: int, body: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def answer(handler: Received) -> None:
+        _send(handler, code, json.dumps(body).encode(), **{"Content-Type": "application/json"})
+
+    with _fake_prometheus(answer) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, out) == (2, "")
+    _one_short_line(err)
+    assert f"answered HTTP {code}" in err
+
+
+def test_an_http_error_with_prometheus_json_shows_prometheus_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def answer(handler: Received) -> None:
+        _send(handler, 400, json.dumps({"status": "error", "error": "bad query"}).encode())
+
+    with _fake_prometheus(answer) as (url, _):
+        status, out, err = _run(capsys, [*WINDOWS, "--prometheus", url])
+    assert (status, out) == (2, "")
+    assert "Prometheus rejected a query: bad query" in err
 
 
 PRINTABLE = st.characters(exclude_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"))

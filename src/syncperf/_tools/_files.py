@@ -12,6 +12,13 @@ import sys
 from pathlib import Path
 
 
+def shown(path: str | Path) -> str:
+    """``path`` for a one-line message: as written when every character is printable, else
+    its ``repr`` (a newline or an escape sequence in a file name would break the line)."""
+    text = os.fspath(path)
+    return text if text.isprintable() else repr(text)
+
+
 def replace_file(path: str | Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` so that a reader finds the previous file or the new
     one, never a part of it: a temporary file in the same directory, flushed to the disk, then

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from syncperf._tools._files import shown
 from syncperf._tools._record import CheckError, Record, Recorder
 from syncperf._tools.check import Outcome, compare
 
@@ -49,10 +50,12 @@ class CheckPlugin:
         try:
             if self.results_path is not None:
                 record.write(self.results_path)
-                self.lines.append(f"syncperf check: results written to {self.results_path}")
+                self.lines.append(f"syncperf check: results written to {shown(self.results_path)}")
             if self.update and self.baseline_path is not None:
                 record.write(self.baseline_path)
-                self.lines.append(f"syncperf check: baseline written to {self.baseline_path}")
+                self.lines.append(
+                    f"syncperf check: baseline written to {shown(self.baseline_path)}"
+                )
         except CheckError as error:
             self._fail(session, [f"syncperf check: {error}"])
             return

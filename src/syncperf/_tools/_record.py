@@ -29,7 +29,7 @@ from opentelemetry.sdk.metrics.export import AggregationTemporality, HistogramDa
 from syncperf import _gate, _runtime
 from syncperf._metrics import catalogue
 from syncperf._metrics.reader import Reader
-from syncperf._tools._files import replace_file
+from syncperf._tools._files import replace_file, shown
 from syncperf._tools._stats import QUANTILES
 from syncperf._tools.demo._stats import Snapshot, quantile
 
@@ -153,8 +153,10 @@ class Record:
         it cannot."""
         try:
             replace_file(path, self.to_json() + "\n")
+        except BrokenPipeError:  # -o /dev/stdout | head: the reader stopped, not an error
+            raise
         except OSError as exc:
-            raise CheckError(f"cannot write {path}: {exc.strerror or exc}") from None
+            raise CheckError(f"cannot write {shown(path)}: {exc.strerror or exc}") from None
 
     @classmethod
     def load(cls, path: str | Path, role: str = "baseline") -> Record:
@@ -163,18 +165,18 @@ class Record:
             with open(path, "rb") as handle:
                 raw = handle.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise CheckError(f"cannot read {role} {path}: {exc.strerror or exc}") from None
+            raise CheckError(f"cannot read {role} {shown(path)}: {exc.strerror or exc}") from None
         if len(raw) > MAX_FILE_BYTES:
-            raise CheckError(f"{role} {path} is larger than {MAX_FILE_BYTES} bytes")
+            raise CheckError(f"{role} {shown(path)} is larger than {MAX_FILE_BYTES} bytes")
         try:
             data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         except (ValueError, RecursionError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise CheckError(f"{role} {path} is not JSON ({reason})") from None
+            raise CheckError(f"{role} {shown(path)} is not JSON ({reason})") from None
         try:
             return cls._parse(data)
         except _Invalid as exc:
-            raise CheckError(f"{role} {path}: {exc}; rewrite it with {_UPDATE}") from None
+            raise CheckError(f"{role} {shown(path)}: {exc}; rewrite it with {_UPDATE}") from None
 
     @classmethod
     def _parse(cls, data: object) -> Record:

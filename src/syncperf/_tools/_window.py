@@ -274,7 +274,7 @@ class Prometheus:
                     "leads nowhere or in a loop"
                 ) from None
             answer = error_body(exc, deadline)
-            if not isinstance(answer, dict):
+            if not isinstance(answer, dict) or answer.get("status") != "error":  # a proxy's
                 raise CompareError(f"Prometheus at {self.url} answered HTTP {exc.code}") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
             reason = _printable(str(getattr(exc, "reason", exc)).strip())

@@ -15,6 +15,7 @@ import argparse
 import functools
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -220,5 +221,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--rounds", type=positive(int), default=15, help="interleaved rounds")
     args = parser.parse_args(argv)
     rows = measure(loops=args.loops, rounds=args.rounds)
-    print(render(rows))
+    text = render(rows)
+    try:
+        text.encode(getattr(sys.stdout, "encoding", None) or "utf-8")
+    except (UnicodeEncodeError, LookupError):  # LC_ALL=C, PYTHONIOENCODING=ascii
+        text = text.replace("\N{MICRO SIGN}", "u")
+    print(text)
     return 0

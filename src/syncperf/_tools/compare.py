@@ -82,6 +82,8 @@ class _Tested:
     down: Shares
     big_enough_up: bool
     big_enough_down: bool
+    can_rise: bool = True
+    """False when the before figure is already in the +Inf bucket: no test can see it rise."""
 
 
 def compare(before: Recorded, after: Recorded, limits: Thresholds) -> list[Row]:
@@ -113,8 +115,9 @@ def _verdict(t: _Tested, cut: float) -> str:
     if down is not None and down < cut and t.big_enough_down:
         t.row.p_value = down
         return "better"
-    if up is None and t.big_enough_up and t.up.after > t.up.before:
-        return "too few to tell"  # it grew, by too few events to say it is not noise
+    # it grew, by too few events to say it is not noise; or it lies above the highest bound
+    if up is None and (not t.can_rise or (t.big_enough_up and t.up.after > t.up.before)):
+        return "too few to tell"
     return "unchanged"
 
 
@@ -181,16 +184,12 @@ def _quantile(
         row.verdict = "too few to tell" if before is None or after is None else "buckets differ"
         return
     # "slower": the share above the before-window's q bucket grew; "faster": the share above
-    # the after-window's q bucket shrank
+    # the after-window's q bucket shrank (not tested when that bucket is +Inf: nothing is above)
     up_at, down_at = bucket_of(q, before.counts), bucket_of(q, after.counts)
-    last = len(before.bounds)
-    if up_at is None or down_at is None or up_at >= last or down_at >= last:
+    if up_at is None or down_at is None:
         row.verdict = "too few to tell"
         return
-    up = grew(above(before.counts, up_at), before.total, above(after.counts, up_at), after.total)
-    down = grew(
-        above(after.counts, down_at), after.total, above(before.counts, down_at), before.total
-    )
+    up, down = _exceeding(before, after, up_at), _exceeding(after, before, down_at)
     change = row.change
     tested.append(
         _Tested(
@@ -199,8 +198,18 @@ def _quantile(
             down,
             change is None or change >= limits.min_change,
             change is not None and -change >= limits.min_change,
+            up_at < len(before.bounds),
         )
     )
+
+
+def _exceeding(base: Histogram, other: Histogram, at: int) -> Shares:
+    """Did the share above bucket ``at`` grow from ``base`` to ``other``? Untested (p-value
+    None) when ``at`` is the +Inf bucket: nothing lies above it."""
+    hits = above(base.counts, at), above(other.counts, at)
+    if at >= len(base.bounds):
+        return Shares(hits[0], base.total, hits[1], other.total, None)
+    return grew(hits[0], base.total, hits[1], other.total)
 
 
 def _interval(q: float, histogram: Histogram | None) -> tuple[float | None, float | None] | None:
@@ -344,6 +353,8 @@ def _table(rows: list[Row], before: str, after: str) -> None:
         from rich.console import Console
         from rich.table import Table
         from rich.text import Text
+
+        from syncperf._tools._console import PipeConsole
     except ImportError:
         raise CompareError(
             "the table needs rich (pip install 'syncperf[ops]'); or use --json"
@@ -363,4 +374,4 @@ def _table(rows: list[Row], before: str, after: str) -> None:
             row.verdict,
             style=_STYLE.get(row.verdict, "yellow"),
         )
-    Console(width=max(100, Console().width)).print(table)
+    PipeConsole(width=max(100, Console().width)).print(table)

@@ -181,14 +181,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if problem:
         print(f"syncperf demo: {problem}", file=sys.stderr)
         return 2
-    from rich.console import Console
-
+    from syncperf._tools._console import PipeConsole
     from syncperf._tools.demo._run import Options, run
     from syncperf.exceptions import ConfigError
 
-    console = Console()
+    console = PipeConsole()  # a closed stdout: exit status 141, never 1 ("a check failed")
     if not console.is_terminal:  # piped or captured: wide enough for the tables
-        console = Console(width=max(console.width, 150))
+        console = PipeConsole(width=max(console.width, 150))
 
     try:
         summary = run(

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from syncperf._metrics.catalogue import PENDING_BOUNDS
+from syncperf.cli import without_secrets
 from syncperf.exceptions import ConfigError
 
 DEFAULT_RUNBOOK_URL = "https://github.com/syncperf/syncperf/blob/main/docs/runbooks.md"
@@ -202,7 +203,9 @@ MAX_URL = 2000
 
 def _runbook_url(value: object) -> None:
     """An http(s) URL of printable characters: it is written into YAML, JSON and a ``#``
-    header line, where a newline or a lone surrogate breaks the file."""
+    header line, where a newline or a lone surrogate breaks the file; and without
+    ``user:password@``, which every alert would show. A refused value is shown without its
+    credentials and query string."""
     ok = (
         isinstance(value, str)
         and len(value) <= MAX_URL
@@ -216,9 +219,13 @@ def _runbook_url(value: object) -> None:
             ok = False
         else:
             ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+    shown = without_secrets(value) if isinstance(value, str) else value
     if not ok:
         accepted = f"an http(s) URL with a host, at most {MAX_URL} printable characters"
-        raise ConfigError("runbook_url", value, accepted + ", no spaces")
+        raise ConfigError("runbook_url", shown, accepted + ", no spaces")
+    if "@" in parts.netloc:  # every alert's annotations show it to whoever sees the alert
+        accepted = "a URL without user:password@ (alerts show it to everyone who sees them)"
+        raise ConfigError("runbook_url", shown, accepted)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
