@@ -14,6 +14,12 @@ import pytest
 from syncperf._tools._record import CheckError, Record, Recorder
 from syncperf._tools.check import Outcome, compare
 
+_NOT_PASSED = {
+    pytest.ExitCode.TESTS_FAILED: "a test failed",
+    pytest.ExitCode.INTERRUPTED: "the run was interrupted",
+    pytest.ExitCode.NO_TESTS_COLLECTED: "no test ran",
+}
+
 
 class CheckPlugin:
     """Records what each test's sync operations did; compares the run with the baseline."""
@@ -51,8 +57,7 @@ class CheckPlugin:
                 record.write(self.results_path)
                 self.lines.append(f"syncperf check: results written to {self.results_path}")
             if self.update and self.baseline_path is not None:
-                record.write(self.baseline_path)
-                self.lines.append(f"syncperf check: baseline written to {self.baseline_path}")
+                self._update(session, record, self.baseline_path)
         except CheckError as error:
             self._fail(session, [f"syncperf check: {error}"])
             return
@@ -63,6 +68,17 @@ class CheckPlugin:
             self._fail(session, outcome.report(self.baseline_path))
         else:
             self.lines.extend(outcome.report(self.baseline_path))
+
+    def _update(self, session: pytest.Session, record: Record, path: str) -> None:
+        """Write the baseline only from a run that passed: an interrupted or failing run
+        did not reach, or did not finish, every operation the committed baseline lists."""
+        status = session.exitstatus
+        if status == pytest.ExitCode.OK:
+            record.write(path)
+            self.lines.append(f"syncperf check: baseline written to {path}")
+            return
+        why = _NOT_PASSED.get(status, f"pytest exit status {int(status)}")
+        self.lines.append(f"syncperf check: {path} not written: {why} (the baseline is kept)")
 
     def _fail(self, session: pytest.Session, lines: list[str]) -> None:
         self.failed = True
