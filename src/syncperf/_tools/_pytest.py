@@ -1,7 +1,7 @@
 """The pytest side of ``syncperf check``: record each test, compare or update at the end.
 
-Registered by ``syncperf.testing`` when ``--syncperf-baseline`` or ``--syncperf-results`` is
-given; without them the plugin does nothing and costs nothing.
+Registered by the plugin (``_syncperf_pytest``) when a ``--syncperf-*`` option is given;
+without one, nothing of syncperf is imported.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from syncperf._tools._record import CheckError, Record, Recorder
 from syncperf._tools.check import Outcome, compare
 
-_NOT_PASSED = {
+_NOT_PASSED: dict[int, str] = {
     pytest.ExitCode.TESTS_FAILED: "a test failed",
     pytest.ExitCode.INTERRUPTED: "the run was interrupted",
     pytest.ExitCode.NO_TESTS_COLLECTED: "no test ran",
@@ -77,7 +77,7 @@ class CheckPlugin:
             record.write(path)
             self.lines.append(f"syncperf check: baseline written to {path}")
             return
-        why = _NOT_PASSED.get(status, f"pytest exit status {int(status)}")
+        why = _NOT_PASSED.get(int(status), f"pytest exit status {int(status)}")
         self.lines.append(f"syncperf check: {path} not written: {why} (the baseline is kept)")
 
     def _fail(self, session: pytest.Session, lines: list[str]) -> None:
