@@ -1,4 +1,4 @@
-"""Test helpers: ``capture()`` and the pytest plugin (fixture ``syncperf_capture``).
+"""Test helpers: ``capture()`` and the pytest fixture ``syncperf_capture``.
 
 Inside ``capture()`` syncperf records into a fresh, private runtime in strict mode (misuse
 raises ``MeasurementError``), with spans in memory, and restores the previous runtime on exit.
@@ -146,54 +146,13 @@ try:
 except ImportError:  # pragma: no cover - capture() works without pytest
     pass
 else:
+    pytest_plugins = ["_syncperf_pytest"]
+    """Listed as a plugin (``pytest_plugins = ["syncperf.testing"]``, ``-p syncperf.testing``),
+    this module brings the plugin in (registered once, beside its entry point)."""
 
     @pytest.fixture
     def syncperf_capture() -> Iterator[Capture]:
-        """pytest fixture: ``syncperf.testing.capture()`` around the test."""
+        """pytest fixture: ``syncperf.testing.capture()`` around the test (the plugin,
+        ``_syncperf_pytest``, provides it without importing syncperf up front)."""
         with capture() as cap:
             yield cap
-
-    def pytest_addoption(parser: pytest.Parser) -> None:
-        """``syncperf check`` options: a baseline to compare with, to update, a results file."""
-        group = parser.getgroup("syncperf")
-        group.addoption(
-            "--syncperf-baseline",
-            metavar="FILE",
-            help="fail the run when sync operations regress against this baseline "
-            "(queries per operation, N+1, query-plan findings)",
-        )
-        group.addoption(
-            "--syncperf-update-baseline",
-            action="store_true",
-            help="write what this run recorded to the --syncperf-baseline file instead",
-        )
-        group.addoption(
-            "--syncperf-results",
-            metavar="FILE",
-            help="write what this run recorded to FILE (for 'syncperf check FILE --baseline')",
-        )
-
-    def pytest_configure(config: pytest.Config) -> None:
-        """Register the check when one of its options is given (otherwise: no cost)."""
-        baseline = config.getoption("syncperf_baseline", None)
-        results = config.getoption("syncperf_results", None)
-        update = bool(config.getoption("syncperf_update_baseline", False))
-        if baseline is None and results is None and not update:
-            return
-        if _distributed(config):
-            raise pytest.UsageError(
-                "syncperf check does not support pytest-xdist (-n, --dist, --tx) yet"
-            )
-        from syncperf._tools._pytest import CheckPlugin
-
-        config.pluginmanager.register(CheckPlugin(baseline, update, results), "syncperf-check")
-
-    def _distributed(config: pytest.Config) -> bool:
-        """Whether pytest-xdist spreads this run over workers (each would record its share
-        only): ``-n``, ``--dist`` or ``--tx`` on the controller, or this is a worker."""
-        return bool(
-            getattr(config.option, "numprocesses", None)
-            or config.getoption("dist", "no") not in ("no", None)
-            or config.getoption("tx", None)
-            or hasattr(config, "workerinput")
-        )

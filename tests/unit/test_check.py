@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy.dialects.sqlite
 import sqlalchemy.orm
+from hypothesis import given
+from hypothesis import strategies as st
 
 import syncperf.sqlalchemy
 from syncperf import _runtime, cli
 from syncperf._metrics.aggregates import freeze
-from syncperf._tools._record import Entry, Record, Recorder, Seen
+from syncperf._tools._record import CheckError, Entry, Record, Recorder, Seen
 from syncperf.testing import capture
 
 pytest_plugins = ["pytester"]
@@ -230,6 +233,83 @@ def test_a_baseline_round_trips_unchanged(tmp_path: Path) -> None:
     record.write(tmp_path / "b.json")
     assert Record.load(tmp_path / "b.json").to_json() == record.to_json()
     assert isinstance(Record.load(tmp_path / "b.json").entries[("pull", "-")], Entry)
+
+
+@pytest.mark.parametrize(
+    ("stop", "status", "why"),
+    [
+        ("raise KeyboardInterrupt", pytest.ExitCode.INTERRUPTED, "the run was interrupted"),
+        ("assert False", pytest.ExitCode.TESTS_FAILED, "a test failed"),
+    ],
+)
+def test_update_keeps_the_baseline_when_the_run_does_not_pass(
+    pytester: pytest.Pytester, stop: str, status: pytest.ExitCode, why: str
+) -> None:
+    path = _baseline(pytester)
+    before = path.read_bytes()
+    pytester.makepyfile(test_a_stop=f"def test_stop():\n    {stop}\n")  # runs first
+    args = ("-x", "--syncperf-baseline=baseline.json", "--syncperf-update-baseline")
+    result = pytester.runpytest(*QUIET, *args, no_reraise_ctrlc=True)
+    assert result.ret == status
+    assert path.read_bytes() == before
+    result.stdout.fnmatch_lines([f"syncperf check: baseline.json not written: {why}*"])
+    result.stdout.no_fnmatch_line("*baseline written*")
+
+
+def test_a_baseline_the_plugin_writes_for_a_very_long_test_id_reads_back(
+    pytester: pytest.Pytester,
+) -> None:
+    suite = SUITE.format(batched=True) + (
+        '\n@pytest.mark.parametrize("n", [3], ids=["case-" + "x" * 5000])\n'
+        "def test_long(n):\n"
+        '    with Session(engine) as session, syncperf.sync_operation("push", entity="todo"):\n'
+        "        for _ in range(n):\n"
+        "            session.scalars(select(Row)).all()\n"
+    )
+    pytester.makepyfile(test_sync=suite)
+    update = ("--syncperf-baseline=baseline.json", "--syncperf-update-baseline")
+    pytester.runpytest(*QUIET, *update).assert_outcomes(passed=4)
+    first_seen = Record.load(pytester.path / "baseline.json").entries[("push", "todo")].queries
+    assert first_seen is not None and first_seen.first_seen.startswith("test_sync.py::test_long[")
+    result = pytester.runpytest(*QUIET, "--syncperf-baseline=baseline.json")
+    assert result.ret == pytest.ExitCode.OK, result.stderr.str()[:300]
+
+
+@given(st.text(max_size=5000))
+def test_every_test_name_the_writer_writes_the_reader_reads(name: str) -> None:
+    record = _record()
+    entry = record.entry(("push", "todo"))
+    entry.queries = Seen(2, name)
+    entry.n_plus_one["records"] = Seen(1, name)
+    back = Record._parse(json.loads(record.to_json())).entries[("push", "todo")]
+    assert back.queries is not None
+    if name.isprintable() and len(name) <= 4096:
+        assert back.queries.first_seen == name  # names the reader accepts are kept whole
+    assert len(back.queries.first_seen) <= 4096
+
+
+@pytest.mark.parametrize(
+    ("fields", "where"),
+    [
+        (
+            {"queries_per_operation": {"value": 1, "first_seen": "\x1b"}},
+            "queries_per_operation.first_seen",
+        ),
+        ({"n_plus_one": {"records": {"value": "1"}}}, "n_plus_one.'records'.value"),
+        ({"latency_seconds": {"p50": -1}}, "latency_seconds.'p50'"),
+    ],
+)
+def test_a_bad_field_is_named_by_its_place_in_the_file(
+    fields: dict[str, object], where: str, tmp_path: Path
+) -> None:
+    base = tmp_path / "baseline.json"
+    base.write_text(
+        json.dumps({"format": "syncperf-check/1", "operations": {"push": {"todo": fields}}})
+    )
+    with pytest.raises(
+        CheckError, match="operations.'push'.'todo'." + re.escape(where) + " is not"
+    ):
+        Record.load(base)
 
 
 HOSTILE = {

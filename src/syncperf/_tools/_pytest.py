@@ -1,7 +1,7 @@
 """The pytest side of ``syncperf check``: record each test, compare or update at the end.
 
-Registered by ``syncperf.testing`` when ``--syncperf-baseline`` or ``--syncperf-results`` is
-given; without them the plugin does nothing and costs nothing.
+Registered by the plugin (``_syncperf_pytest``) when a ``--syncperf-*`` option is given;
+without one, nothing of syncperf is imported.
 """
 
 from __future__ import annotations
@@ -14,6 +14,12 @@ import pytest
 from syncperf._tools._files import shown
 from syncperf._tools._record import CheckError, Record, Recorder
 from syncperf._tools.check import Outcome, compare
+
+_NOT_PASSED: dict[int, str] = {
+    pytest.ExitCode.TESTS_FAILED: "a test failed",
+    pytest.ExitCode.INTERRUPTED: "the run was interrupted",
+    pytest.ExitCode.NO_TESTS_COLLECTED: "no test ran",
+}
 
 
 class CheckPlugin:
@@ -52,10 +58,7 @@ class CheckPlugin:
                 record.write(self.results_path)
                 self.lines.append(f"syncperf check: results written to {shown(self.results_path)}")
             if self.update and self.baseline_path is not None:
-                record.write(self.baseline_path)
-                self.lines.append(
-                    f"syncperf check: baseline written to {shown(self.baseline_path)}"
-                )
+                self._update(session, record, self.baseline_path)
         except CheckError as error:
             self._fail(session, [f"syncperf check: {error}"])
             return
@@ -66,6 +69,19 @@ class CheckPlugin:
             self._fail(session, outcome.report(self.baseline_path))
         else:
             self.lines.extend(outcome.report(self.baseline_path))
+
+    def _update(self, session: pytest.Session, record: Record, path: str) -> None:
+        """Write the baseline only from a run that passed: an interrupted or failing run
+        did not reach, or did not finish, every operation the committed baseline lists."""
+        status = session.exitstatus
+        if status == pytest.ExitCode.OK:
+            record.write(path)
+            self.lines.append(f"syncperf check: baseline written to {shown(path)}")
+            return
+        why = _NOT_PASSED.get(int(status), f"pytest exit status {int(status)}")
+        self.lines.append(
+            f"syncperf check: {shown(path)} not written: {why} (the baseline is kept)"
+        )
 
     def _fail(self, session: pytest.Session, lines: list[str]) -> None:
         self.failed = True

@@ -36,6 +36,8 @@ from syncperf._tools.demo._stats import Snapshot, quantile
 FORMAT = "syncperf-check/1"
 NO_ENTITY = "-"
 MAX_FILE_BYTES = 16 * 1024 * 1024
+MAX_TEST_NAME = 4096
+"""The longest ``first_seen`` a baseline holds (a longer pytest node id is cut)."""
 
 DURATION = catalogue.SYNC_OPERATION_DURATION.name
 QUERIES = catalogue.SYNC_DB_QUERIES.name
@@ -190,13 +192,16 @@ class Record:
                 entry = record.entry((operation, entity))
                 entry.operations = _int(fields.get("operations", 0), f"{at}.operations")
                 if "queries_per_operation" in fields:
-                    entry.queries = _parse_seen(fields["queries_per_operation"], at)
-                for table, seen, there in _named(fields.get("n_plus_one", {}), at):
+                    queries = fields["queries_per_operation"]
+                    entry.queries = _parse_seen(queries, f"{at}.queries_per_operation")
+                for table, seen, there in _named(fields.get("n_plus_one", {}), f"{at}.n_plus_one"):
                     entry.n_plus_one[table] = _parse_seen(seen, there)
-                for table, kinds, there in _named(fields.get("plan_findings", {}), at):
+                findings = fields.get("plan_findings", {})
+                for table, kinds, there in _named(findings, f"{at}.plan_findings"):
                     for kind, seen, place in _named(kinds, there):
                         entry.plan_findings[(table, kind)] = _parse_seen(seen, place)
-                for name, value, there in _named(fields.get("latency_seconds", {}), at):
+                latency = fields.get("latency_seconds", {})
+                for name, value, there in _named(latency, f"{at}.latency_seconds"):
                     entry.latency[name] = _float(value, there)
         return record
 
@@ -244,13 +249,23 @@ def _float(value: object, where: str) -> float:
 def _parse_seen(value: object, where: str) -> Seen:
     fields = _mapping(value, where)
     test = fields.get("first_seen", "")
-    if not isinstance(test, str) or len(test) > 4096 or not test.isprintable():
+    if not isinstance(test, str) or len(test) > MAX_TEST_NAME or not test.isprintable():
         raise _Invalid(f"{where}.first_seen is not a test name")
     return Seen(_int(fields.get("value"), f"{where}.value"), test)
 
 
 def _seen(seen: Seen) -> dict[str, Any]:
-    return {"first_seen": seen.first_seen, "value": seen.value}
+    return {"first_seen": _test_name(seen.first_seen), "value": seen.value}
+
+
+def _test_name(nodeid: str) -> str:
+    """``nodeid`` as the baseline file holds it (what ``_parse_seen`` accepts): control
+    characters escaped, cut to ``MAX_TEST_NAME`` characters (ending in ``...``)."""
+    if not nodeid.isprintable():
+        nodeid = "".join(c if c.isprintable() else ascii(c)[1:-1] for c in nodeid)
+    if len(nodeid) > MAX_TEST_NAME:
+        nodeid = nodeid[: MAX_TEST_NAME - 3] + "..."
+    return nodeid
 
 
 def _key(attrs: Mapping[str, Any]) -> tuple[str, str]:
