@@ -142,17 +142,10 @@ def _end(cap: Capture) -> None:
 
 
 try:
-    import pytest
+    from _syncperf_pytest import syncperf_capture  # the fixture, for ``from ... import``
 except ImportError:  # pragma: no cover - capture() works without pytest
     pass
 else:
     pytest_plugins = ["_syncperf_pytest"]
     """Listed as a plugin (``pytest_plugins = ["syncperf.testing"]``, ``-p syncperf.testing``),
     this module brings the plugin in (registered once, beside its entry point)."""
-
-    @pytest.fixture
-    def syncperf_capture() -> Iterator[Capture]:
-        """pytest fixture: ``syncperf.testing.capture()`` around the test (the plugin,
-        ``_syncperf_pytest``, provides it without importing syncperf up front)."""
-        with capture() as cap:
-            yield cap
