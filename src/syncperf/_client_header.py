@@ -110,6 +110,7 @@ def read(rt: Runtime, raw: bytes | str, into: Observed) -> None:
 
     Never raises (client data is never the application's misuse, so not even in strict mode).
     """
+    into.header = True
     if len(raw) > MAX_HEADER:
         _invalid(rt, "a value of more than 512 bytes")
         return

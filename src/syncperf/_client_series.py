@@ -55,9 +55,12 @@ def app_version(value: object) -> str | None:
 class Observed:
     """What one operation's request told about its client (recorded at the end)."""
 
-    __slots__ = ("app", "change_age", "staleness", "values")
+    __slots__ = ("app", "change_age", "header", "staleness", "values")
 
     def __init__(self) -> None:
+        self.header = False
+        """Whether a ``Sync-Client`` header was read into it (by the middleware or a
+        decorator): a decorated handler joining the operation reads it no second time."""
         self.staleness: float | None = None
         self.change_age: float | None = None
         self.values: dict[str, int] | None = None

@@ -325,7 +325,11 @@ def _http_request_param(fn: Callable[..., Any], params: dict[str, _Arg]) -> _Arg
 
 def _read_client_header(op: SyncOperation, request: Any) -> None:
     """Read a request's ``Sync-Client`` header into ``op`` (when it has one); repeated lines
-    are one list (RFC 9110), as behind the middleware."""
+    are one list (RFC 9110), as behind the middleware. Not when a layer ``op`` belongs to
+    (the middleware, an outer decorator) read it already: one bad member counts once."""
+    observed = op._observed
+    if observed is not None and observed.header:
+        return
     headers = getattr(request, "headers", None)
     getlist = getattr(headers, "getlist", None)  # Starlette's and FastAPI's Headers
     if getlist is not None:

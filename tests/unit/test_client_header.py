@@ -352,3 +352,71 @@ async def test_many_header_lines_cost_linear_time_and_count_one_drop(
 async def _echo(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"{}"})
+
+
+def _decorated_app(adapter: bool, asynchronous: bool) -> Any:
+    """A sync route behind the middleware whose handler, decorated, takes the request."""
+    from urllib.parse import parse_qsl
+
+    from starlette.requests import Request
+
+    from syncperf.adapters import watermelondb
+    from syncperf.asgi import SyncPerfMiddleware, SyncRoute
+
+    decorate = syncperf.instrument_sync("pull", adapter=watermelondb.Pull() if adapter else None)
+
+    @decorate
+    async def pull_async(request: Request, last_pulled_at: str | None = None) -> Any:
+        return {"changes": {}, "timestamp": 1}
+
+    @decorate
+    def pull(request: Request, last_pulled_at: str | None = None) -> Any:
+        return {"changes": {}, "timestamp": 1}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        query = dict(parse_qsl(scope["query_string"].decode()))
+        if asynchronous:
+            await pull_async(Request(scope), **query)
+        else:
+            pull(Request(scope), **query)
+        await _echo(scope, receive, send)
+
+    route = SyncRoute("pull", adapter=watermelondb.Pull()) if adapter else "pull"
+    return SyncPerfMiddleware(app, routes={"/sync/pull": route})
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["def", "async_def"])
+@pytest.mark.parametrize("adapter", [False, True], ids=["plain", "adapter"])
+async def test_a_decorated_handler_behind_the_middleware_reads_the_header_no_second_time(
+    syncperf_capture: Capture, adapter: bool, asynchronous: bool
+) -> None:
+    app = _decorated_app(adapter, asynchronous)
+    await _get(app, "/sync/pull", [("Sync-Client", "pending=-1, retries=2")])
+    assert syncperf_capture.total("sync.operation.duration") == 1
+    reason = {"syncperf.reason": "invalid_client_header"}
+    assert syncperf_capture.total("syncperf.dropped", reason) == 1
+    (retries,) = syncperf_capture.points("sync.client.retries")
+    assert (retries.count, retries.sum) == (1, 2)
+
+
+def test_a_decorated_handler_joining_a_block_that_read_no_header_reads_it(
+    syncperf_capture: Capture,
+) -> None:
+    from starlette.requests import Request
+
+    @syncperf.instrument_sync("push")
+    def push(request: Request) -> int:
+        return 1
+
+    @syncperf.instrument_sync("push")
+    def outer(request: Request) -> int:  # it reads the header: the inner one reads it no more
+        return push(request)
+
+    request = Request({"type": "http", "headers": [(b"sync-client", b"pending=-1, retries=2")]})
+    with syncperf.sync_operation("push", entity="todo"):
+        push(request)
+    outer(request)
+    reason = {"syncperf.reason": "invalid_client_header"}
+    assert syncperf_capture.total("syncperf.dropped", reason) == 2  # once per operation
+    retries = syncperf_capture.points("sync.client.retries")  # by entity: todo, then none
+    assert [(p.count, p.sum) for p in retries] == [(1, 2), (1, 2)]

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from syncperf.asgi import client_metrics_app
+from syncperf.asgi import SyncPerfMiddleware, client_metrics_app
 from syncperf.asgi._client_metrics import RateLimit
 from syncperf.exceptions import ConfigError
 from syncperf.testing import Capture, capture
@@ -104,6 +104,68 @@ async def test_a_bad_record_is_rejected_whole_and_counted_beside_good_ones() -> 
         assert cap.total("sync.client.pending_changes") == 1
         reason = {"syncperf.reason": "invalid_client_metric"}
         assert cap.total("syncperf.dropped", reason) == 7
+
+
+_bad_fields = st.sampled_from(
+    [
+        {},  # no value at all
+        {"pending": -1},
+        {"pending": 3, "retries": "2"},
+        {"db-size": 1.5},
+        {"duration": 0.1},  # no outcome
+        {"outcome": "success"},  # no duration
+        {"duration": float("inf"), "outcome": "success"},
+        {"duration": -1, "outcome": "error"},
+        {"duration": 0.1, "outcome": "lost", "pending": 1},
+        {"operation": "not_declared", "pending": 1},
+    ]
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.text("abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12).filter(
+            lambda name: name != "todo"
+        ),
+        min_size=1,
+        max_size=8,
+        unique=True,
+    ),
+    st.data(),
+)
+def test_rejected_records_take_no_entity_slot(entities: list[str], data: Any) -> None:
+    records = [{"operation": "pull", "entity": e, **data.draw(_bad_fields)} for e in entities]
+
+    async def run() -> None:
+        app = client_metrics_app()
+        junk = await post(app, batch("junk", records))
+        assert junk.json() == {"accepted": 0, "rejected": len(records)}
+        real = await post(
+            app, batch("real", [{"operation": "pull", "entity": "todo", "pending": 3}])
+        )
+        assert real.json() == {"accepted": 1, "rejected": 0}
+
+    with capture(max_entities=1) as cap:
+        asyncio.run(run())
+        (point,) = cap.points("sync.client.pending_changes")
+        assert point.attributes["sync.entity"] == "todo"
+
+
+async def test_a_rejected_batch_leaves_the_entity_bound_to_the_sync_routes() -> None:
+    async def sync_app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    junk = [{"operation": "pull", "entity": f"junk{i}"} for i in range(3)]
+    middleware = SyncPerfMiddleware(sync_app, routes={"/sync/{entity}/pull": "pull"})
+    with capture(max_entities=3) as cap:
+        await post(client_metrics_app(), batch(records=junk))
+        transport = httpx.ASGITransport(app=middleware)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            assert (await http.get("/sync/todo/pull")).status_code == 200
+        (point,) = cap.points("sync.operation.duration")
+        assert point.attributes["sync.entity"] == "todo"
 
 
 @pytest.mark.parametrize(

@@ -252,7 +252,8 @@ Checked = tuple[str, str | None, list[tuple[str, int]], float | None, str | None
 
 
 def _check(rt: Runtime, record: Any) -> Checked | None:
-    """One record's values, or None when any field is not acceptable."""
+    """One record's values, or None when any field is not acceptable (checked before its
+    entity is bounded: a rejected record leaves ``max_entities`` as it was)."""
     if type(record) is not dict:
         return None
     operation = gate.name(record.get("operation"))
@@ -263,8 +264,6 @@ def _check(rt: Runtime, record: Any) -> Checked | None:
         entity = gate.name(entity)
         if entity is None:
             return None
-        rt.names_from_requests("client metric batches")
-        entity = rt.entities(entity)
     values = []
     for key in REPORTED:
         value = record.get(key)
@@ -284,6 +283,9 @@ def _check(rt: Runtime, record: Any) -> Checked | None:
         duration = float(duration)
     if not values and duration is None:
         return None
+    if entity is not None:  # only a record kept whole takes one of ``max_entities``
+        rt.names_from_requests("client metric batches")
+        entity = rt.entities(entity)
     return operation, entity, values, duration, outcome
 
 
