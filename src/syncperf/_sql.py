@@ -4,10 +4,11 @@
 literal (strings, dollar-quoted, numbers, hex and bit strings, SQLite's double-quoted strings),
 every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``; in
 every statement of a string of several) become ``?``, comments are dropped (a sqlcommenter
-comment carries per-request IDs), whitespace collapses, and lists of placeholders collapse to
-one (``IN (?, ?, ?)`` and ``IN (?)``, a 3-row and a 50-row ``VALUES`` alike; with bind casts
-too: ``IN (?::INTEGER, ?::INTEGER)``). The result is the ``db.query.text`` of spans and the
-identity of a statement for N+1 detection.
+comment carries per-request IDs), whitespace collapses, and lists collapse to one
+(``syncperf._sql_collapse``: ``IN (?, ?, ?)`` and ``IN (?)`` alike, with bind casts, signs,
+``NULL`` or ``lower(?)`` too, ``ARRAY[...]``, and a 3-row and a 50-row ``VALUES`` of identical
+rows, ``now()`` in each or not). The result is the ``db.query.text`` of spans and the identity
+of a statement for N+1 detection.
 
 ``classify()`` reads ``db.operation.name`` (the verb, from an allow-list of SQL keywords; the
 main verb after ``WITH``) and ``db.collection.name`` (the first table the verb acts on). A
@@ -27,6 +28,7 @@ import re
 from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
+from syncperf._sql_collapse import collapse as _collapse
 from syncperf._sql_lex import Token, lex, several
 from syncperf._sql_sqlite import SqliteNames
 
@@ -61,14 +63,6 @@ OPERATIONS = frozenset(
 """The only values ``db.operation.name`` takes (it is a metric attribute and the span name)."""
 
 _MYSQL = frozenset({"mysql", "mariadb"})
-# A list item is a placeholder, with a driver's bind cast (psycopg, asyncpg): ``?::INTEGER``,
-# ``?::NUMERIC(?, ?)``, ``?::TIMESTAMP WITH TIME ZONE``, ``?::INTEGER[]``, ``?::s."my enum"``.
-_NAME = r'(?:\w+|"[^"]*")'
-_ITEM = rf"\?(?:\s*::\s*{_NAME}(?:\.{_NAME})*(?: \w+)*(?:\s*\([^()]*\))?(?:\[\??\])*)?"
-_LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item too: (?::INT)
-_ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
-_IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
-_ITEMS = re.compile(_ITEM)
 _QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"', re.S)
 _BQUOTED_NAME = re.compile(r"`(?:[^`]|``)*`|\[[^\]]*\]", re.S)
 _QUOTES = re.compile("['\"]")  # in a `name` or [name] (or ' in "name"): a value (_render)
@@ -289,16 +283,6 @@ def _hidden(tokens: list[Token], verb: str | None, index: int) -> dict[int, int]
                 hidden[cut] = stop
         start = stop + 1
     return hidden
-
-
-def _collapse(text: str) -> tuple[str, int]:
-    """``text`` with each list of placeholders collapsed to ``(?)``, and the most values one
-    ``IN`` list or rows one ``VALUES`` held (a function's arguments are not a batch)."""
-    lists = (len(_ITEMS.findall(found.group(1))) for found in _IN_LIST.finditer(text))
-    batch = max(lists, default=0)
-    text = _LIST.sub("(?)", text)
-    rows = (len(_ITEMS.findall(found.group())) for found in _ROWS.finditer(text))
-    return _ROWS.sub("(?)", text), max(batch, *rows, 0)
 
 
 def _setting_value(tokens: list[Token], verb: str | None, index: int, end: int) -> int | None:
