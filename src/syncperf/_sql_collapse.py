@@ -28,10 +28,10 @@ __all__ = ["collapse"]
 # ``?::TIMESTAMP WITH TIME ZONE``, ``?::INTEGER[]``, ``?::s."my enum"``.
 _NAME = r'(?:\w+|"[^"]*")'
 _CAST = rf"\s*::\s*{_NAME}(?:\.{_NAME})*(?: \w+)*(?:\s*\([^()]*\))?(?:\[\??\])*"
-_PLACEHOLDER = rf"(?:[-+] ?)?\?(?:{_CAST})?"
-_SIMPLE = rf"(?:{_PLACEHOLDER}|(?i:NULL|DEFAULT|TRUE|FALSE)(?!\w)(?:{_CAST})?)"
+_PLACEHOLDER = rf"(?:[-+] ?)?\?(?:{_CAST})*"
+_SIMPLE = rf"(?:{_PLACEHOLDER}|(?i:NULL|DEFAULT|TRUE|FALSE)(?!\w)(?:{_CAST})*)"
 _ARGUMENT = rf"{_SIMPLE}(?: (?i:AS) {_NAME}(?: \w+)*(?:\s*\([^()]*\))?)?"
-_CALL = rf"\w+(?:\.\w+)? ?\(\s*(?:{_ARGUMENT}(?:\s*,\s*{_ARGUMENT})*)?\s*\)(?:{_CAST})?"
+_CALL = rf"\w+(?:\.\w+)? ?\(\s*(?:{_ARGUMENT}(?:\s*,\s*{_ARGUMENT})*)?\s*\)(?:{_CAST})*"
 _ITEM = rf"(?:{_SIMPLE}|{_CALL})"
 _ITEMS = rf"\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*"
 
