@@ -4,9 +4,9 @@
 literal (strings, dollar-quoted, numbers, hex and bit strings, SQLite's double-quoted strings),
 every placeholder and a setting's value (``SET name TO value``, ``PRAGMA key = value``; in
 every statement of a string of several) become ``?``, comments are dropped (a sqlcommenter
-comment carries per-request IDs), whitespace collapses, and lists of placeholders collapse to
-one (``IN (?, ?, ?)`` and ``IN (?)``, a 3-row and a 50-row ``VALUES`` alike; with bind casts
-too: ``IN (?::INTEGER, ?::INTEGER)``). The result is the ``db.query.text`` of spans and the
+comment carries per-request IDs), whitespace collapses, and lists collapse to one
+(``syncperf._sql_collapse``: ``IN (?, ?)``, ``IN (-?, lower(?))`` and ``IN (?)`` alike, a 3-row
+and a 50-row ``VALUES (?, now())``). The result is the ``db.query.text`` of spans and the
 identity of a statement for N+1 detection.
 
 ``classify()`` reads ``db.operation.name`` (the verb, from an allow-list of SQL keywords; the
@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 
 from syncperf._gate import name as gate_name
+from syncperf._sql_collapse import collapse as _collapse
+from syncperf._sql_cut import counted
 from syncperf._sql_lex import Token, lex, several
 from syncperf._sql_sqlite import SqliteNames
 
@@ -61,19 +63,10 @@ OPERATIONS = frozenset(
 """The only values ``db.operation.name`` takes (it is a metric attribute and the span name)."""
 
 _MYSQL = frozenset({"mysql", "mariadb"})
-# A list item is a placeholder, with a driver's bind cast (psycopg, asyncpg): ``?::INTEGER``,
-# ``?::NUMERIC(?, ?)``, ``?::TIMESTAMP WITH TIME ZONE``, ``?::INTEGER[]``, ``?::s."my enum"``.
-_NAME = r'(?:\w+|"[^"]*")'
-_ITEM = rf"\?(?:\s*::\s*{_NAME}(?:\.{_NAME})*(?: \w+)*(?:\s*\([^()]*\))?(?:\[\??\])*)?"
-_LIST = re.compile(rf"\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\)")  # one cast item too: (?::INT)
-_ROWS = re.compile(rf"\(\s*{_ITEM}\s*\)(?:\s*,\s*\(\s*{_ITEM}\s*\))+")
-_IN_LIST = re.compile(rf"(?<![\w$])IN ?(\(\s*{_ITEM}(?:\s*,\s*{_ITEM})*\s*\))", re.I)
-_ITEMS = re.compile(_ITEM)
 _QUOTED_NAME = re.compile(r'"(?:[^"]|"")*"', re.S)
 _BQUOTED_NAME = re.compile(r"`(?:[^`]|``)*`|\[[^\]]*\]", re.S)
 _QUOTES = re.compile("['\"]")  # in a `name` or [name] (or ' in "name"): a value (_render)
 _BACK_OFF = 256
-_LIST_ENDS = (") ", "))", "),", ");", ")\n")  # never a ``%(name)s`` placeholder's ")s"
 _SANITIZED = frozenset({"string", "dollar", "param", "number", "rest"})
 
 _MAIN_VERBS = frozenset({"SELECT", "INSERT", "UPDATE", "DELETE", "MERGE"})
@@ -154,7 +147,7 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     if cut and text != "?" and not text.endswith("..."):
         text = text[: MAX_TEXT - 3] + "..."
     if cut and operation is not None:
-        batch = max(batch, _across(tokens, rest), _after(rest))
+        batch = max(batch, counted(tokens, rest))
     collection = None
     if operation is not None:
         # a table name is a metric attribute: the value gate's bound (a name built from
@@ -162,67 +155,6 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
         collection = gate_name(_collection(tokens, operation, index, mysql))
     many = cut or several(statement, tokens, mysql=mysql)
     return Classified(text, operation, collection, batch, many)
-
-
-def _across(tokens: list[Token], rest: str) -> int:
-    """The values of an ``IN`` list, or rows of a ``VALUES``, open where a statement was cut
-    (0: none): those of ``tokens`` (what was read) and those of ``rest`` (what was not),
-    counted by ``str`` methods, not lexed: commas up to the list's ``)``, or ``), (`` between
-    rows (about 1 ms a megabyte)."""
-    depth = commas = rows = 0
-    open_row = False
-    for position in range(len(tokens) - 1, -1, -1):
-        kind, value, _ = tokens[position]
-        if value == ")":
-            depth += 1
-        elif value == "(" and depth:
-            depth -= 1
-            rows += depth == 0
-        elif value == "(":  # the list, or row, open at the cut
-            before = tokens[position - 1][1].upper() if position else ""
-            if before == "IN" and not open_row:
-                return commas + rest.count(",", 0, _list_end(rest, 0)) + 1
-            if open_row or before not in (",", "VALUES"):
-                return 0
-            open_row, rows = True, rows + 1
-        elif depth == 0 and kind == "word" and value.upper() == "VALUES":
-            if not rows:
-                return 0
-            after = tokens[-1][1] == "," and not open_row  # a row starts after the cut
-            return rows + after + _rows(rest)
-        elif depth == 0 and value == ",":
-            commas += 1
-    return 0
-
-
-def _after(rest: str) -> int:
-    """The values of the first ``IN (`` list, or the rows of a ``VALUES``, in ``rest`` (what
-    was not read of a statement), counted as in ``_across``. A string holding commas may
-    count too many: that statement is then not counted for N+1 detection."""
-    batch = 0
-    start = min((at for at in map(rest.find, ("IN (", "in (")) if at >= 0), default=-1)
-    if start >= 0:
-        batch = rest.count(",", start, _list_end(rest, start)) + 1
-    if "VALUES" in rest or "values" in rest:
-        batch = max(batch, _rows(rest) + 1)
-    return batch
-
-
-def _list_end(rest: str, start: int) -> int:
-    """Where the list in ``rest`` ends: its ``)`` (not a ``%(name)s`` placeholder's)."""
-    found = rest.find(")", start)
-    if found < 0 or rest[found + 1 : found + 2] != "s":
-        return len(rest) if found < 0 else found
-    end = len(rest)
-    for mark in _LIST_ENDS:  # each looked for up to the nearest end found so far
-        at = rest.find(mark, found, end + len(mark))
-        end = end if at < 0 else at
-    return end
-
-
-def _rows(rest: str) -> int:
-    """``), (`` between rows in ``rest``, as SQLAlchemy and most code write them."""
-    return rest.count("), (") + rest.count("),(") + rest.count("),\n")
 
 
 def _unterminated(token: Token, mysql: bool) -> bool:
@@ -289,16 +221,6 @@ def _hidden(tokens: list[Token], verb: str | None, index: int) -> dict[int, int]
                 hidden[cut] = stop
         start = stop + 1
     return hidden
-
-
-def _collapse(text: str) -> tuple[str, int]:
-    """``text`` with each list of placeholders collapsed to ``(?)``, and the most values one
-    ``IN`` list or rows one ``VALUES`` held (a function's arguments are not a batch)."""
-    lists = (len(_ITEMS.findall(found.group(1))) for found in _IN_LIST.finditer(text))
-    batch = max(lists, default=0)
-    text = _LIST.sub("(?)", text)
-    rows = (len(_ITEMS.findall(found.group())) for found in _ROWS.finditer(text))
-    return _ROWS.sub("(?)", text), max(batch, *rows, 0)
 
 
 def _setting_value(tokens: list[Token], verb: str | None, index: int, end: int) -> int | None:

@@ -85,6 +85,51 @@ def test_values_rows_across_the_cut_are_counted_whole(
     assert found.operation == "INSERT"
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    style=st.sampled_from(sorted(_PLACEHOLDERS)),
+    function=st.sampled_from(["lower({})", "f({}::NUMERIC)", "lower({})::TEXT"]),
+    count=st.integers(min_value=10, max_value=3000),
+    head=st.integers(min_value=0, max_value=2 * MAX_LEXED),
+)
+def test_an_in_list_of_function_calls_across_the_cut_is_counted_whole(
+    style: str, function: str, count: int, head: int
+) -> None:
+    item = _PLACEHOLDERS[style]
+    statement = (
+        "SELECT t.a" + ", t.a" * (head // 5) + " FROM t WHERE lower(t.b) IN ("
+        + ", ".join(function.format(item(i)) for i in range(count))
+        + ") AND t.c IN (1, 2)"
+    )  # fmt: skip
+    assert classify(statement).batch == count
+
+
+_ARRAY_ITEMS = {**_PLACEHOLDERS, "array cast": lambda i: f"%(k_{i})s::INTEGER[]"}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    style=st.sampled_from(sorted(_ARRAY_ITEMS)),
+    count=st.integers(min_value=10, max_value=3000),
+    head=st.integers(min_value=0, max_value=2 * MAX_LEXED),
+    wrap=st.sampled_from(["= ANY (ARRAY[{}])", "<> ALL(ARRAY [{}]) AND t.d = 2"]),
+)
+def test_an_any_array_list_across_the_cut_is_counted_whole(
+    style: str, count: int, head: int, wrap: str
+) -> None:
+    item = _ARRAY_ITEMS[style]
+    statement = (
+        "SELECT t.a" + ", t.a" * (head // 5) + " FROM t WHERE t.b "
+        + wrap.format(", ".join(item(i) for i in range(count)))
+    )  # fmt: skip
+    assert classify(statement).batch == count
+
+
+def test_an_array_value_in_a_row_across_the_cut_is_not_a_batch() -> None:
+    tags = ", ".join(f"%(tag_{i})s" for i in range(2000))
+    assert classify(f"INSERT INTO t (a, tags) VALUES (%(a)s, ARRAY[{tags}])").batch < 10
+
+
 class _Base(DeclarativeBase):
     pass
 

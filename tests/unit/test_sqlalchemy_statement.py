@@ -104,7 +104,7 @@ def test_in_lists_of_any_length_are_one_statement_with_bind_casts(driver: str) -
         ("SELECT a FROM t WHERE id NOT IN (?::NUMERIC(10, 2), ?::NUMERIC(10, 2))", 2),
         ("SELECT a FROM t WHERE (a, b) IN ((?, ?), (?, ?), (?, ?), (?, ?))", 4),
         ("INSERT INTO t (a, b, c) VALUES (?, ?, ?)", 0),  # one row: not a batch
-        ("INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, DEFAULT)", 2),
+        ("INSERT INTO t (a, b) VALUES (?, ?), (?, ?), (?, DEFAULT)", 3),
         ("INSERT INTO t (a) VALUES ($1::INTEGER), ($2::INTEGER), ($3::INTEGER)", 3),
         ("SELECT coalesce(?, ?, ?), min(?, ?) FROM t", 0),  # arguments, not a list of values
     ],
