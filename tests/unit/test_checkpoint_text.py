@@ -75,6 +75,8 @@ def test_fractional_milliseconds_are_recorded_on_both_paths() -> None:
 
 def test_digits_with_no_end_are_in_the_future() -> None:
     assert outcome("9" * 1_000_000) == (False, {"checkpoint_in_future": 1})
+    assert outcome(10**400) == outcome(str(10**400)) == (False, {"checkpoint_in_future": 1})
+    assert outcome(-(10**400)) == (False, {})
     assert outcome("-" + "9" * 1_000_000) == (False, {})
     assert outcome("0" * 100_000 + "1" + "0" * 12) == (False, {"checkpoint_too_old": 1})
 
