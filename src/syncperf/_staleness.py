@@ -31,6 +31,8 @@ MAX_SKEW = 300.0
 """Seconds a client time may be ahead of the server's clock and still count (as age 0)."""
 _FAR = 2**62
 """An int time beyond this is treated as infinitely far ahead (a float cannot hold it all)."""
+_DIGITS = 19
+"""Integer digits past which a decimal string is beyond any clock (``_FAR`` has 19)."""
 _EXPECTED = "a time: a datetime or seconds since the epoch (an int or a finite float)"
 
 
@@ -92,17 +94,38 @@ def _is_datetime(value: object) -> TypeGuard[datetime]:
 
 
 def from_millis(value: object) -> float | None:
-    """Milliseconds since the epoch (an int, or a decimal string from a query) as seconds.
+    """Milliseconds since the epoch (an int, a finite float, or a decimal string from a
+    query) as seconds.
+
+    A string counts as the same number sent as JSON would: ASCII digits with an optional
+    leading ``-`` and fractional part (no exponent, ``nan`` or other digits). An int beyond
+    any clock (more than 19 digits) is returned as is: ``age_of`` takes it as far future
+    (or, negative, as "never synced") on both paths.
 
     None when ``value`` is absent or not such a number (the caller decides whether that is
     malformed).
     """
     if type(value) is str:
-        if not (0 < len(value) <= 16 and value.isdigit() and value.isascii()):
-            return None
-        value = int(value)
+        value = _decimal(value)
     if type(value) is int:
-        return value / 1000
+        return value / 1000 if -_FAR <= value <= _FAR else value
     if type(value) is float and math.isfinite(value):
         return value / 1000
     return None
+
+
+def _decimal(text: str) -> float | None:
+    """``text`` as the int or float it spells in plain decimals, else None. Linear in its
+    length and never raising: a megabyte of digits is a number far ahead."""
+    negative = text[:1] == "-"
+    whole, dot, fraction = (text[1:] if negative else text).partition(".")
+    if not (whole.isascii() and whole.isdigit()):
+        return None
+    if dot and not (fraction.isascii() and fraction.isdigit()):
+        return None
+    if len(whole.lstrip("0")) > _DIGITS:  # beyond any clock: as an int past _FAR
+        return -_FAR - 1 if negative else _FAR + 1
+    if dot:
+        return float(text)
+    number = int(whole[-_DIGITS:])  # what is cut off is leading zeros
+    return -number if negative else number

@@ -1,7 +1,8 @@
 """Sync logs: one structured record per finished sync operation on ``syncperf.sync``.
 
-The record's fields are set through ``extra=``, so they are attributes of the stdlib
-``LogRecord`` under their telemetry names (``sync.operation``, ``dd.trace_id``...): what
+The record's fields are set through ``extra=`` (or on the record once made, under a custom
+log-record factory), so they are attributes of the stdlib ``LogRecord`` under their telemetry
+names (``sync.operation``, ``dd.trace_id``...): what
 python-json-logger, structlog's ``ExtraAdder`` and OpenTelemetry's ``LoggingHandler`` export.
 Only syncperf's own, bounded values go in (names, counts, the error's type): never a message,
 a payload or an identifier from the request.
@@ -14,6 +15,7 @@ decision); everything else runs only for a record that is written (see docs/logg
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -36,6 +38,9 @@ _enabled = LOGGER.isEnabledFor
 _RECHECK_NS = 1_000_000_000
 """How often the hot path's pre-check reads the logger's levels again."""
 _perf = time.perf_counter_ns
+_record_factory = logging.getLogRecordFactory
+_PLAIN_RECORD = logging.LogRecord
+"""The default record factory: under it, the fields go through ``extra=``."""
 
 
 def correlation(context: SpanContext) -> dict[str, str]:
@@ -198,12 +203,34 @@ class SyncLog:
             if trace.get_current_span().get_span_context() is not context:
                 token = context_api.attach(trace.set_span_in_context(NonRecordingSpan(context)))
         try:
-            LOGGER.log(level, message, *args, extra=fields)
+            if _record_factory() is _PLAIN_RECORD:
+                LOGGER.log(level, message, *args, extra=fields)
+            else:
+                _log_over_factory(level, message, args, fields)
         except Exception as error:  # a logging filter or handler raised
             self._rt.internal_error("sync_log_failed", error)
         finally:
             if token is not None:
                 context_api.detach(token)
+
+
+def _log_over_factory(
+    level: int, message: str, args: tuple[object, ...], fields: dict[str, Any]
+) -> None:
+    """``LOGGER.log(..., extra=fields)`` under a custom log-record factory: one that stamps
+    ``trace_id``/``span_id`` on every record (a common correlation recipe) makes ``extra=``
+    raise, so the fields are set on the record after it is made. They win over the
+    factory's: the ids are the operation's span's (docs/logging.md)."""
+    if not LOGGER.isEnabledFor(level):
+        return
+    where: tuple[str, int, str] = ("(unknown file)", 0, "(unknown function)")
+    if logging._srcfile:
+        with contextlib.suppress(ValueError):  # no frame to report, as in logging itself
+            where = LOGGER.findCaller()[:3]
+    filename, line, function = where
+    record = LOGGER.makeRecord(LOGGER.name, level, filename, line, message, args, None, function)
+    record.__dict__.update(fields)
+    LOGGER.handle(record)
 
 
 def _context(op: SyncOperation) -> SpanContext | None:
