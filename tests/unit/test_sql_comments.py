@@ -3,9 +3,11 @@ make it a new statement to the per-engine cache, and classify as the statement w
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +15,9 @@ from syncperf import _sql as sql
 from syncperf._sql import classify
 from syncperf._sql_comments import Bare, bare, clean_tokens
 from syncperf._sql_lex import lex
+from syncperf.sqlalchemy import _queries as queries_module
+from syncperf.sqlalchemy import instrument_engine
+from syncperf.testing import Capture
 
 SECRET = "sk_live_51HxQ9planted7secret"
 DIALECTS = ("postgresql", "sqlite", "mysql")
@@ -136,3 +141,39 @@ def test_the_tokens_of_a_statement_that_ends_clean_are_its_own() -> None:
 
 def test_a_statement_too_long_to_read_whole_keeps_its_comments() -> None:
     assert bare("SELECT 1" + " " * sql.MAX_LEXED + "/* a */") is None
+
+
+def test_differently_commented_executions_of_a_statement_are_classified_once(
+    syncperf_capture: Capture, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    classified: list[str] = []
+    original = sql.classify
+
+    def counted(statement: str, **kwargs: Any) -> Any:
+        classified.append(statement)
+        return original(statement, **kwargs)
+
+    monkeypatch.setattr(queries_module, "classify", counted)
+    eng = sa.create_engine("sqlite://")
+    with eng.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t (id INTEGER, title TEXT)")
+    handle = instrument_engine(eng, query_text=True)
+    tracer = syncperf_capture.tracer_provider.get_tracer("test")
+    caplog.set_level(logging.DEBUG)
+    try:
+        with tracer.start_as_current_span("req"), eng.connect() as conn:
+            for i in range(100):
+                comment = f"/*traceparent='00-{i:032x}-{SECRET}-01'*/"
+                conn.exec_driver_sql(f"SELECT title FROM t WHERE id = ? {comment}", (i,))
+                conn.exec_driver_sql(f"{comment}\nSELECT title FROM t WHERE id = ?", (i,))
+    finally:
+        handle.uninstrument()
+        eng.dispose()
+    assert classified == ["SELECT title FROM t WHERE id = ?"]
+    assert not [key for key in handle._recorder._queries if "traceparent" in key]  # not kept
+    texts = {s.attributes.get("db.query.text") for s in syncperf_capture.spans()}
+    assert "SELECT title FROM t WHERE id = ?" in texts
+    exported = repr([s.to_json() for s in syncperf_capture.spans()]) + repr(
+        syncperf_capture.metrics()
+    )
+    assert SECRET not in exported + caplog.text
