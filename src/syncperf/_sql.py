@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from syncperf._gate import name as gate_name
 from syncperf._sql_collapse import collapse as _collapse
 from syncperf._sql_cut import counted
-from syncperf._sql_lex import Token, lex, several
+from syncperf._sql_lex import Lexed, Token, lex, several
 from syncperf._sql_sqlite import SqliteNames
 
 __all__ = ["MAX_LEXED", "MAX_TEXT", "OPERATIONS", "Classified", "classify", "normalize"]
@@ -123,11 +123,11 @@ def normalize(statement: str, *, dialect: str = "postgresql") -> str:
     return classify(statement, dialect=dialect).text
 
 
-def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
+def classify(statement: str, *, dialect: str = "postgresql", tokens: Lexed = None) -> Classified:
     """Normalize ``statement`` and read its operation and collection names.
 
     Args:
-        statement: SQL as sent to the driver.
+        statement: SQL as sent to the driver (``tokens``: lexed already, if not cut).
         dialect: SQLAlchemy's dialect name (see ``normalize``).
     """
     mysql = dialect in _MYSQL
@@ -135,8 +135,8 @@ def classify(statement: str, *, dialect: str = "postgresql") -> Classified:
     rest = ""
     if cut:  # at the last comma before the cut: an item of a list is read whole or not at all
         end = statement.rfind(",", MAX_LEXED - _BACK_OFF, MAX_LEXED) + 1 or MAX_LEXED
-        statement, rest = statement[:end], statement[end:]
-    tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite")
+        statement, rest, tokens = statement[:end], statement[end:], None
+    tokens = lex(statement, mysql=mysql, sqlite=dialect == "sqlite") if tokens is None else tokens
     if tokens and _unterminated(tokens[-1], mysql):  # only the last runs to the end
         tokens[-1] = ("rest", tokens[-1][1], tokens[-1][2])
     operation, index = _verb(tokens)

@@ -24,6 +24,8 @@ __all__ = ["Token", "lex", "several"]
 
 Token = tuple[str, str, bool]
 """``(kind, text, preceded by whitespace or a comment)``; whitespace and comments are dropped."""
+Lexed = list[Token] | None
+"""A statement's tokens, when lexed already (``syncperf._sql.classify``)."""
 
 _PATTERN = r"""
       (?P<comment>--[^LINE_END]*|/\*HASH_COMMENT)

@@ -28,6 +28,8 @@ from syncperf._operation import active_operation
 from syncperf._redact import status_code
 from syncperf._runtime import Runtime
 from syncperf._sql import MAX_LEXED, classify
+from syncperf._sql_comments import Bare
+from syncperf._sql_lex import Lexed
 from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH, DetectionSeries, Detector
 from syncperf.sqlalchemy._ends import FAILED as _FAILED
 from syncperf.sqlalchemy._ends import NAMES, ends, wrap_end
@@ -57,12 +59,10 @@ Keys are ``(operation, collection)``: statements differing only in inlined liter
 past the limit (only unbounded table names get there), series are looked up on each query
 instead of kept."""
 _serials = itertools.count()
-_NOT_COUNTED = frozenset(
-    {
-        "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW", "START",
-        "END", "PRAGMA", "PREPARE",
-    }
-)  # fmt: skip
+_NOT_COUNTED = frozenset({
+    "BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE", "SET", "RESET", "SHOW", "START",
+    "END", "PRAGMA", "PREPARE",
+})  # fmt: skip
 """Verbs that never make an N+1 (transaction control, ``PREPARE``, session settings; unknown
 statements neither: they all normalize to ``?``)."""
 _BATCH = 10
@@ -169,6 +169,7 @@ class QueryRecorder:
         self._base = connection_attributes(self.system, engine.url)
         self._queries: dict[str, Query] = {}
         self._long: dict[tuple[str, int, int], Query] = {}
+        self._bare: Bare[Query] = Bare(name, _MAX_STATEMENTS)  # sqlcommenter: one per request
         self.serial = next(_serials)
         """Tells this engine's ``QuerySeries`` apart on a runtime."""
         self._texts: dict[str, str] = {}
@@ -345,13 +346,15 @@ class QueryRecorder:
 
     # --- off the common path -----------------------------------------------------------------
 
-    def _classify(self, statement: str, context: Any = None) -> Query:
+    def _classify(self, statement: str, context: Any = None, tokens: Lexed = None) -> Query:
         if not isinstance(statement, str):  # psycopg's ``sql.Composed``: unknown, text unread
             return self._other
         if getattr(context, "execute_style", None) is _PAGES:
             single = getattr(context, "statement", None)
             if isinstance(single, str) and single != statement:
                 return self._queries.get(single) or self._classify(single)
+        if (bare := self._bare.find(statement, self._classify)) is not None:
+            return bare  # without its comments: kept by the bare text, not this one
         cache: dict[Any, Query] = self._queries
         key: Any = statement
         most, repeat = _MAX_STATEMENTS, None
@@ -360,7 +363,7 @@ class QueryRecorder:
             cache, key, most = self._long, (statement[:MAX_LEXED], *repeat), _MAX_LONG
             if (held := cache.get(key)) is not None:
                 return held
-        found = classify(statement, dialect=self._dialect)
+        found = classify(statement, dialect=self._dialect, tokens=tokens)
         text = self._texts.get(found.text)
         if text is None:
             if len(self._texts) >= _MAX_STATEMENTS:
@@ -374,11 +377,8 @@ class QueryRecorder:
             span_attrs["db.collection.name"] = collection
         if self._query_text:
             span_attrs["db.query.text"] = text
-        if operation is None:
-            span_name = self.system
-        elif collection is None:
-            span_name = operation
-        else:
+        span_name = operation or self.system
+        if operation is not None and collection is not None:
             span_name = f"{operation} {collection}"
         query = Query(
             text,
