@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import hashlib
+import sys
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -28,7 +29,7 @@ from syncperf._gate import raised_at
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._metrics.batches import NS, Batch, batches
-from syncperf._operation import SyncOperation, hold
+from syncperf._operation import SyncOperation, active_operation, hold
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
 from syncperf.asgi._scope import wrong_type
@@ -252,11 +253,32 @@ def owners(
         recording = span if span is not None and span.is_recording() else None
         provider = _sdk_meter_provider(None) if contrib else _native_meters(scope)
         return recording, span is not None, provider
-    if current.is_recording() and getattr(current, "kind", None) is trace.SpanKind.SERVER:
+    recording = current.is_recording()
+    if recording and getattr(current, "kind", None) is trace.SpanKind.SERVER:
         return current, True, _sdk_meter_provider(None)
-    if contrib:
+    if contrib or (not recording and _sampled_out_outside(current)):
         return None, current.get_span_context().is_valid, _sdk_meter_provider(None)
     return None, False, None
+
+
+def _sampled_out_outside(current: trace.Span) -> bool:
+    """Whether ``current``, not recording, is the server span of contrib wrapping the app from
+    outside (an outer ASGI wrapper) that sampled the request out.
+
+    At the ASGI entry the span current was started by what runs around the app: the server
+    starts none, a propagation-only wrapper attaches a *remote* context (the parent, not an
+    owner), and a syncperf middleware outside this one marks the scope instead. So a local,
+    valid context that is not recording is taken for a sampled-out server span of contrib,
+    provided contrib is loaded and no sync operation of syncperf's is current (one whose
+    sampled-out span is current: a request served in-process inside it).
+    """
+    context = current.get_span_context()
+    return (
+        context.is_valid
+        and not context.is_remote
+        and _CONTRIB[0] in sys.modules
+        and active_operation() is None
+    )
 
 
 # --- headers and idempotency ---------------------------------------------------------------
