@@ -127,7 +127,12 @@ class Exchange:
                 active.add(1)
             self.active, self.http = active, http
         headers = self.scope.get("headers") or ()
-        traced = hit is not None and not self.owned and rt.tracing.active
+        tracing = rt.tracing  # "can spans be made": on, or turning on now (``Tracing.due``)
+        traced = (
+            hit is not None
+            and not self.owned
+            and (tracing.active or (self.t0 >= tracing.next_check and tracing.due(self.t0)))
+        )
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
         found = read_headers(headers, self.mw._idem_name, fields)
         if found is None:  # not a list of pairs of bytes: read again, those pairs only
@@ -168,8 +173,9 @@ class Exchange:
         operation = mw._live_names[route.operation] if self.live else route.operation
         attributes = None
         if traced:
-            if propagated is not None:
-                self.token = context_api.attach(extract(rt, propagated))
+            parent = None if propagated is None else extract(rt, propagated)
+            if parent is not None:  # None: the propagator failed (counted), no parent
+                self.token = context_api.attach(parent)
             attributes = {
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,
