@@ -197,7 +197,9 @@ def scoped(reader: InMemoryMetricReader, scope: str) -> dict[str, int]:
         for sm in rm.scope_metrics:
             if sm.scope.name == scope:
                 for metric in sm.metrics:
-                    found[metric.name] = sum(getattr(p, "count", 1) for p in metric.data.data_points)
+                    found[metric.name] = sum(
+                        getattr(p, "count", 1) for p in metric.data.data_points
+                    )
     return found
 
 
@@ -282,6 +284,7 @@ async def test_a_sampled_out_span_of_the_application_is_not_taken_for_contrib(
     # not loaded: nothing else can have made it)
     monkeypatch.delitem(sys.modules, "opentelemetry.instrumentation.asgi", raising=False)
     with capture(sampler=ParentBased(ALWAYS_ON)) as cap:
+
         async def wrapped(scope: Any, receive: Any, send: Any) -> None:
             span = trace.NonRecordingSpan(
                 trace.SpanContext(int(UNSAMPLED[3:35], 16), 0x1234, is_remote=False)

@@ -39,10 +39,10 @@ from syncperf.asgi._http import (
     HttpSeries,
     answer_kind,
     feed_body,
-    owners,
     read_client,
     record_key,
 )
+from syncperf.asgi._owners import owners
 from syncperf.asgi._read import Read, mark_replayed, read_headers, read_scope
 from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
 from syncperf.asgi._scope import bounded, extract, valid_headers
