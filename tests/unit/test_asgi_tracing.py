@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from opentelemetry import propagate
 from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ParentBased
 from opentelemetry.trace import SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.applications import Starlette
@@ -24,11 +25,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from syncperf.asgi import SyncPerfMiddleware
+from syncperf.asgi._http import key_hash
 from syncperf.testing import capture
 
 SECRET = "Bearer_SECRET_TOKEN_42"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+UNSAMPLED = f"00-{TRACE_ID}-b7ad6b7169203331-00"
 
 
 def make_app(ran: list[str] | None = None) -> Starlette:
@@ -139,7 +142,9 @@ async def test_strict_mode_raises_what_the_propagator_raised() -> None:
         assert cap.total("http.server.request.duration") == 1  # the request is still recorded
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(value=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1))
 def test_any_vendor_header_value_reaches_the_application(fragile: None, value: str) -> None:
     ran: list[str] = []
@@ -152,3 +157,68 @@ def test_any_vendor_header_value_reaches_the_application(fragile: None, value: s
 
     asyncio.run(run())
     assert ran == ["/sync/pull"]
+
+
+# --- rescued spans -------------------------------------------------------------------------
+
+
+def _one_span(path: str, headers: dict[str, str], sampler: Any) -> Any:
+    """The span of one request to ``path`` (run in its own capture)."""
+
+    async def run() -> Any:
+        with capture(sampler=sampler) as cap:
+            async with client(make_app()) as c:
+                await c.post(path, headers=headers)
+            (span,) = cap.spans()
+        return span
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("traceparent", [PARENT, UNSAMPLED])
+def test_a_rescued_server_span_carries_what_a_sampled_one_does(traceparent: str) -> None:
+    headers = {"traceparent": traceparent, "Idempotency-Key": "k-123"}
+    span = _one_span("/sync/pull?status=503", headers, ParentBased(ALWAYS_OFF))
+    assert span.kind is SpanKind.SERVER
+    assert span.attributes.get("syncperf.rescued", False) is (traceparent == UNSAMPLED)
+    assert span.attributes["http.response.status_code"] == 503
+    assert span.attributes["sync.idempotency.key_hash"] == key_hash(b"k-123")
+    assert span.attributes["http.route"] == "/sync/pull"
+
+
+def test_a_rescued_span_carries_the_route_the_framework_matched() -> None:
+    span = _one_span("/sync/items/7", {}, ALWAYS_OFF)
+    assert span.attributes["syncperf.rescued"] is True
+    assert span.attributes["http.route"] == "/sync/items/{item_id}"
+    assert span.attributes["http.response.status_code"] == 503
+
+
+def test_a_slow_success_rescued_carries_its_status() -> None:
+    async def run() -> Any:
+        with capture(sampler=ALWAYS_OFF, slow_threshold=1e-9) as cap:
+            async with client(make_app()) as c:
+                await c.post("/sync/pull", headers={"Idempotency-Key": "k-1"})
+            (span,) = cap.spans()
+        return span
+
+    span = asyncio.run(run())
+    assert span.attributes["syncperf.rescued"] is True
+    assert span.attributes["http.response.status_code"] == 200
+    assert span.attributes["sync.idempotency.key_hash"] == key_hash(b"k-1")
+
+
+def test_a_sampled_out_success_hashes_no_idempotency_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    from syncperf.asgi import _finish
+
+    hashed: list[bytes] = []
+    monkeypatch.setattr(_finish, "key_hash", lambda key: hashed.append(key) or "h")
+
+    async def run() -> None:
+        with capture(sampler=ALWAYS_OFF) as cap:
+            async with client(make_app()) as c:
+                await c.post("/sync/pull", headers={"Idempotency-Key": "k-1"})
+                await c.post("/sync/pull?status=503", headers={"Idempotency-Key": "k-2"})
+            assert len(cap.spans()) == 1
+
+    asyncio.run(run())
+    assert hashed == [b"k-2"]  # the rescued one only

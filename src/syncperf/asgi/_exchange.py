@@ -70,8 +70,8 @@ class Exchange:
     # fmt: off
     __slots__ = (
         "active", "adapter", "answer_encoded", "complete_ns", "content_length", "continues",
-        "current", "disconnected", "encoded",
-        "entry_root", "held_entity", "http", "left_early", "live", "metered_into", "method",
+        "current", "disconnected", "encoded", "entry_root", "held_entity", "http", "idem_key",
+        "left_early", "live", "metered_into", "method",
         "mw", "op", "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
         "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
         "shared", "status", "t0", "template", "token",
@@ -91,6 +91,7 @@ class Exchange:
         self.template: str | None = None
         self.adapter: Adapter | None = None
         self.live = False
+        self.idem_key: bytes | None = None  # hashed only for a rescued span (``_finish``)
         self.held_entity: str | None = None  # a path entity admitted for now (``Bounded.hold``)
         self.http: HttpSeries | None = None
         self.active: SumSeries | None = None
@@ -143,6 +144,7 @@ class Exchange:
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
+                self.idem_key = idem_key
                 record_key(op, idem_key, self.shared, self.mw)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
         self.prologue_ns = _perf() - self.t0
