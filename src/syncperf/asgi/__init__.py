@@ -31,7 +31,8 @@ from syncperf._process_exit import flush_for_exit
 from syncperf._runtime import current
 from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._exchange import Exchange
-from syncperf.asgi._http import AsgiState, contrib_in_stack
+from syncperf.asgi._http import AsgiState
+from syncperf.asgi._owners import contrib_in_stack
 from syncperf.asgi._routes import (
     RouteTable,
     SyncRoute,

@@ -39,10 +39,10 @@ from syncperf.asgi._http import (
     HttpSeries,
     answer_kind,
     feed_body,
-    owners,
     read_client,
     record_key,
 )
+from syncperf.asgi._owners import owners
 from syncperf.asgi._read import Read, mark_replayed, read_headers, read_scope
 from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
 from syncperf.asgi._scope import bounded, extract, valid_headers
@@ -70,8 +70,8 @@ class Exchange:
     # fmt: off
     __slots__ = (
         "active", "adapter", "answer_encoded", "complete_ns", "content_length", "continues",
-        "current", "disconnected", "encoded",
-        "entry_root", "held_entity", "http", "left_early", "live", "metered_into", "method",
+        "current", "disconnected", "encoded", "entry_root", "held_entity", "http", "idem_key",
+        "left_early", "live", "metered_into", "method",
         "mw", "op", "owned", "owner_span", "prologue_ns", "read_ahead", "received", "replayed",
         "response_chunks", "rt", "scheme", "scope", "sent", "server_receive", "server_send",
         "shared", "status", "t0", "template", "token",
@@ -91,6 +91,7 @@ class Exchange:
         self.template: str | None = None
         self.adapter: Adapter | None = None
         self.live = False
+        self.idem_key: bytes | None = None  # hashed only for a rescued span (``_finish``)
         self.held_entity: str | None = None  # a path entity admitted for now (``Bounded.hold``)
         self.http: HttpSeries | None = None
         self.active: SumSeries | None = None
@@ -127,7 +128,12 @@ class Exchange:
                 active.add(1)
             self.active, self.http = active, http
         headers = self.scope.get("headers") or ()
-        traced = hit is not None and not self.owned and rt.tracing.active
+        tracing = rt.tracing  # "can spans be made": on, or turning on now (``Tracing.due``)
+        traced = (
+            hit is not None
+            and not self.owned
+            and (tracing.active or (self.t0 >= tracing.next_check and tracing.due(self.t0)))
+        )
         fields = self.shared.propagation_fields() if traced else _NO_FIELDS
         found = read_headers(headers, self.mw._idem_name, fields)
         if found is None:  # not a list of pairs of bytes: read again, those pairs only
@@ -138,6 +144,7 @@ class Exchange:
         if hit is not None:
             op = self.start_operation(hit, traced, headers if propagated else None, stream)
             if idem_key is not None:
+                self.idem_key = idem_key
                 record_key(op, idem_key, self.shared, self.mw)
             read_client(rt, op, self.adapter, self.scope, client)  # Sync-Client, checkpoints
         self.prologue_ns = _perf() - self.t0
@@ -168,8 +175,9 @@ class Exchange:
         operation = mw._live_names[route.operation] if self.live else route.operation
         attributes = None
         if traced:
-            if propagated is not None:
-                self.token = context_api.attach(extract(rt, propagated))
+            parent = None if propagated is None else extract(rt, propagated)
+            if parent is not None:  # None: the propagator failed (counted), no parent
+                self.token = context_api.attach(parent)
             attributes = {
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,

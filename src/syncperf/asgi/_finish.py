@@ -21,7 +21,7 @@ from syncperf._http_status import apply_http_status, settle
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import SyncOperation
-from syncperf.asgi._http import AsgiState, feed_body, hook_failed
+from syncperf.asgi._http import AsgiState, feed_body, hook_failed, key_hash
 from syncperf.asgi._routes import framework_route
 from syncperf.asgi._scope import VERSIONS, wrong_type
 
@@ -90,8 +90,17 @@ def finish_operation(
             elif status is not None:
                 apply_http_status(op, status)
         matched = framework_route(ex.scope, ex.entry_root)
-        span = None if ex.owned else op._span  # None: sampled out, nothing to set
-        if span is not None:
+        span = op._span
+        if span is None:  # sampled out: for the span ``end`` rescues, if it does (an error,
+            # a conflict or a slow one: its test, on the duration ``end`` gets)
+            if op._parent_ctx is not None and (
+                failure is not None
+                or op._error_type is not None
+                or op._conflicts
+                or (ex.complete_ns or t_end) - op._start_ns > op._rt.slow_ns
+            ):
+                describe_rescued(ex, op, failure, matched)
+        elif not ex.owned:  # the server span is syncperf's
             if (status is not None or failure is not None) and not ex.left_early:  # never sent
                 span.set_attribute("http.response.status_code", 500 if status is None else status)
             if matched is not None and matched != ex.template:
@@ -111,6 +120,27 @@ def finish_operation(
         except Exception as error:
             hook_failed(rt, "operation_end_failed", error, failure)
     return matched
+
+
+def describe_rescued(
+    ex: Exchange, op: SyncOperation, failure: BaseException | None, matched: str | None
+) -> None:
+    """What a sampled span has by now and a rescued one would lack, into the attributes
+    ``end`` gives it (``op._span_attrs``): the idempotency key's hash and, when the server
+    span is syncperf's, the status sent and the route the framework matched. Only for a
+    span that is rescued: a sampled-out success pays nothing (the key is hashed here)."""
+    attrs = op._span_attrs
+    if attrs is None:
+        attrs = op._span_attrs = {}
+    if ex.idem_key is not None:
+        attrs["sync.idempotency.key_hash"] = key_hash(ex.idem_key)
+    if ex.owned:
+        return
+    status = ex.status
+    if (status is not None or failure is not None) and not ex.left_early:
+        attrs["http.response.status_code"] = 500 if status is None else status
+    if matched is not None and matched != ex.template:
+        attrs["http.route"] = matched
 
 
 def record_http(

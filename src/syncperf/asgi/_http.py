@@ -5,8 +5,6 @@
   ``configure()`` / ``capture()`` replace the runtime, so nothing is kept on the middleware.
 * ``HttpSeries``: the ``http.server.*`` instruments of one runtime (created in its registry)
   and their pre-bound series.
-* ``owners``: does another instrumentation already own the server span or the HTTP metrics
-  of this request (contrib's ``OpenTelemetryMiddleware``, FastAPI's native telemetry)?
 * ``SeenKeys``: a bounded, TTL'd set of hashed ``Idempotency-Key`` values.
 * ``feed_body``: a buffered JSON body handed to a route's adapter.
 """
@@ -20,7 +18,7 @@ from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from opentelemetry import propagate, trace
+from opentelemetry import propagate
 
 from syncperf._client_header import read as read_client_header
 from syncperf._forklocks import renew_in_child
@@ -40,7 +38,6 @@ __all__ = [
     "feed_body",
     "answer_kind",
     "key_hash",
-    "owners",
     "record_key",
 ]
 
@@ -180,83 +177,6 @@ class AsgiState:
             self._fields = frozenset(f.lower().encode("latin-1") for f in textmap.fields)
             self._textmap = textmap
         return self._fields
-
-
-# --- coexistence ---------------------------------------------------------------------------
-
-_CONTRIB = ("opentelemetry.instrumentation.asgi", "OpenTelemetryMiddleware")
-_PROXY_METER = ("opentelemetry.metrics._internal", "_ProxyMeterProvider")
-
-
-def contrib_in_stack(app: Any) -> bool:
-    """Whether contrib's ``OpenTelemetryMiddleware`` is in a Starlette app's middleware stack.
-
-    The same test FastAPI's native telemetry uses to switch itself off.
-    """
-    stack = getattr(app, "middleware_stack", None)
-    seen: set[int] = set()
-    while stack is not None and id(stack) not in seen and len(seen) < 64:
-        seen.add(id(stack))
-        cls = type(stack)
-        if (cls.__module__, cls.__name__) == _CONTRIB:
-            return True
-        stack = getattr(stack, "app", None)
-    return False
-
-
-def _sdk_meter_provider(provider: Any) -> Any:
-    """``provider`` (default: the global one) when it records anything, else None."""
-    if provider is None:
-        from opentelemetry import metrics
-
-        provider = metrics.get_meter_provider()
-        cls = type(provider)
-        if (cls.__module__, cls.__name__) == _PROXY_METER:
-            return None
-    from opentelemetry.metrics import NoOpMeterProvider
-
-    return None if isinstance(provider, NoOpMeterProvider) else provider
-
-
-def _native_meters(scope: MutableMapping[str, Any]) -> Any:
-    """The meter provider FastAPI's native telemetry records HTTP metrics into, or None.
-
-    Mirrors FastAPI (>= 0.142): on unless ``telemetry={"metrics": False}``, and only with a
-    configured meter provider (explicit, or a global one that is not the API's proxy).
-    """
-    if scope.get("type") != "http":
-        return None
-    config = getattr(scope.get("app"), "_telemetry", None)
-    provider = None
-    if isinstance(config, dict):
-        if not config.get("metrics", True):
-            return None
-        provider = config.get("meter_provider")
-    return _sdk_meter_provider(provider)
-
-
-def owners(
-    scope: MutableMapping[str, Any], contrib: bool, current: trace.Span
-) -> tuple[trace.Span | None, bool, Any]:
-    """Who else instruments this request (``current``: the span current when it arrived).
-
-    Returns:
-        ``(server_span, owns_span, metrics_provider)``: another instrumentation's recording
-        server span to enrich (or None), whether another instrumentation owns the server
-        span (even a sampled-out one), and the meter provider another instrumentation
-        records ``http.server.*`` metrics into (or None).
-    """
-    telemetry = scope.get("fastapi.telemetry")
-    if telemetry is not None:  # FastAPI's native telemetry is active for this request
-        span = getattr(telemetry, "span", None)
-        recording = span if span is not None and span.is_recording() else None
-        provider = _sdk_meter_provider(None) if contrib else _native_meters(scope)
-        return recording, span is not None, provider
-    if current.is_recording() and getattr(current, "kind", None) is trace.SpanKind.SERVER:
-        return current, True, _sdk_meter_provider(None)
-    if contrib:
-        return None, current.get_span_context().is_valid, _sdk_meter_provider(None)
-    return None, False, None
 
 
 # --- headers and idempotency ---------------------------------------------------------------

@@ -175,11 +175,16 @@ for _name in PROPAGATION_LOGGERS:
     logging.getLogger(_name).addFilter(_FILTER)
 
 
-def extract(rt: Runtime, headers: Iterable[tuple[bytes, bytes]]) -> Context:
+def extract(rt: Runtime, headers: Iterable[tuple[bytes, bytes]]) -> Context | None:
     """The trace context the global propagator reads from ``headers``, its parsers' records
-    about them dropped and counted in ``rt``."""
+    about them dropped and counted in ``rt``; None when the propagator raised (a vendor's
+    choking on a hostile value): counted as ``propagation_failed``, logged without its
+    message (which may quote the header), and the request has no parent. Strict mode raises."""
     _extracting.rt = rt
     try:
         return propagate.extract(headers, getter=HEADERS)
+    except Exception as error:
+        rt.internal_error("propagation_failed", error)
+        return None
     finally:
         _extracting.rt = None
