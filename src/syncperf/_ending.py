@@ -42,8 +42,9 @@ def enter(owner: SyncOperation) -> None:
     """Make ``owner`` (and its span) current in the context that ends it, which ``end``
     then resets: the tokens ``start`` made were used up in the caller's (``leave``)."""
     owner._ctx_token = CURRENT.set(owner)
-    if owner._span is not None:
-        owner._token = attach(owner._span)
+    span = owner._span or owner._unsampled
+    if span is not None:
+        owner._token = attach(span)
 
 
 def future(value: Any) -> bool:

@@ -29,12 +29,15 @@ from syncperf._operation import CURRENT, SyncOperation
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
 from syncperf._series import OperationSeries, series
+from syncperf._tracing.sampling import Dropped
 from syncperf._tracing.span import Span, Tracer, attach, detach
 
 __all__ = ["OperationSeries", "begin", "end", "series", "start"]
 
 _perf = time.perf_counter_ns
 _INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
+_INVALID = trace.INVALID_SPAN_CONTEXT
+_ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 
 def fold_now(rt: Runtime, wait: bool) -> None:
@@ -139,6 +142,10 @@ def _start_span(
         op._parent_ctx = parent
         if attributes:
             op._span_attrs = dict(attributes)
+        if type(trace_id) is Dropped:  # by the sampler: its decision passes on, as the SDK's
+            unsampled = tracing.unsampled(parent, trace_id)
+            op._unsampled = unsampled
+            op._token = attach(unsampled)
 
 
 def _time_start(rt: Runtime, t0: int) -> None:
@@ -273,7 +280,7 @@ def _end_span(
     except Exception as error:  # a span processor failed; the metrics still count
         return error
     finally:
-        if span is not None and op._token is not None:
+        if op._token is not None:  # the span's context, or the unsampled one
             detach(op._token)
     return None
 
@@ -326,7 +333,9 @@ def _rescue(
     """Trace an error, conflict or slow operation that head sampling dropped.
 
     A new root span with the operation's real start time and a link to the context it ran in;
-    it ends ``lag_ns`` before now (see ``end()``), and becomes the operation's span.
+    it ends ``lag_ns`` before now (see ``end()``), and becomes the operation's span. A root
+    operation's takes the trace and span ids of the unsampled span that was current during it
+    (those its traceparent told the services it called); one under a parent, a new trace.
     """
     rt = op._rt
     tracer = rt.tracing.tracer
@@ -336,14 +345,22 @@ def _rescue(
     parent = op._parent_ctx
     links = [Link(parent)] if parent is not None and parent.is_valid else []
     attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}
+    trace_id = span_id = 0
+    unsampled = op._unsampled
+    if unsampled is not None and not links:
+        ids = unsampled.get_span_context()
+        trace_id, span_id = ids.trace_id, ids.span_id
     t0 = _perf()
-    span = tracer.start_span(
+    span = tracer.start(
         "sync " + op.operation,
-        context=trace.set_span_in_context(trace.INVALID_SPAN),
-        kind=op._kind,
-        attributes=attrs,
-        links=links,
-        start_time=now - duration_ns,
+        _INVALID,
+        op._kind,
+        attrs,
+        links,
+        now - duration_ns,
+        _ROOT,
+        trace_id or 1,
+        span_id,
     )
     _time_start(rt, t0)
     _finish_span(op, span, outcome, etype, exc)

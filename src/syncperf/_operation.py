@@ -85,7 +85,6 @@ class SyncOperation(_Base):
     # Rarely set: defaults on the class, an operation writes only what it records.
     _log_started = False
     _span_attrs: dict[str, Any] | None = None
-    _token: Any = None
     _kind = SpanKind.INTERNAL
     scratch: dict[str, Any] | None = None
     """Per-operation state for integrations (e.g. statement counts for N+1 detection)."""

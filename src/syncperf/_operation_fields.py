@@ -46,6 +46,8 @@ class Fields:
         "_series",
         "_span",
         "_start_ns",
+        "_token",
+        "_unsampled",
     )
     _rt: Runtime
     _series: OperationSeries
@@ -67,6 +69,10 @@ class Fields:
     _span: Span | None
     _ctx_token: Token[SyncOperation | None] | None
     _parent_ctx: trace.SpanContext | None
+    _token: Any
+    """The OpenTelemetry context token of the span (or unsampled span) made current."""
+    _unsampled: trace.Span | None
+    """The non-recording span current during an operation its sampler dropped."""
     _db_queries: int
     _db_ns: int
     _error_type: str | None
@@ -86,3 +92,4 @@ class Fields:
         self._ctx_token = self._span = self._parent_ctx = self._error_type = self._observed = None
         self._conflict_detail = self._batch = self._items = self._entity_items = None
         self._idempotent = self._ended = False
+        self._token = self._unsampled = None

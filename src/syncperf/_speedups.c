@@ -47,7 +47,7 @@ static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflig
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
     *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed, *s_change, *s_op_series,
-    *s_operation, *ANY;
+    *s_operation, *s_detach, *ANY;
 #define MAX_COUNT (1LL << 53) /* _gate.MAX_COUNT */
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
@@ -158,13 +158,14 @@ typedef struct {
     PyObject_HEAD
     PyObject *rt, *series, *entity, *start_ns, *own_ns, *resumed_ns, *conflicts, *item_total,
         *db_queries, *db_ns, *ctx_token, *span, *parent_ctx, *error_type, *observed,
-        *conflict_detail, *batch, *items, *entity_items, *idempotent, *ended;
+        *conflict_detail, *batch, *items, *entity_items, *idempotent, *ended, *token, *unsampled;
 } Op;
 
 #define OP_FIELDS(X)                                                                         \
     X(rt) X(series) X(entity) X(start_ns) X(own_ns) X(resumed_ns) X(conflicts) X(item_total)  \
     X(db_queries) X(db_ns) X(ctx_token) X(span) X(parent_ctx) X(error_type) X(observed)      \
-    X(conflict_detail) X(batch) X(items) X(entity_items) X(idempotent) X(ended)
+    X(conflict_detail) X(batch) X(items) X(entity_items) X(idempotent) X(ended) X(token)      \
+    X(unsampled)
 
 static PyObject *ZERO;
 
@@ -573,6 +574,25 @@ leave_inflight(Op *op, const Hints *h)
     return 0;
 }
 
+/* _lifecycle._end_span's `finally` for an operation its sampler dropped: the unsampled span
+ * context it left current (op._token, None if none) detached with the clocks namespace's
+ * `detach` (_lifecycle's, opentelemetry.context.detach). */
+static int
+detach_unsampled(Op *op)
+{
+    if (op->token == NULL || op->token == Py_None)
+        return 0;
+    PyObject *detach = PyDict_GetItemWithError(CLOCKS, s_detach); /* borrowed */
+    if (detach == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "the clocks namespace has no detach");
+        return -1;
+    }
+    PyObject *r = PyObject_CallOneArg(detach, op->token);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 /* _lifecycle.end(op, None, end_ns, now) for a plain operation (`end`: end_ns, when `has_end`):
  * 1 ended, 0 not plain (untouched; *clock: the end time read, for the Python end to use, or
  * `now`), -1 error (as the Python end raises: the in-flight count left). */
@@ -637,6 +657,8 @@ end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long
         if (PyObject_SetAttr((PyObject *)op, s_token, Py_None) < 0)
             return -1;
     }
+    if (op->parent_ctx != Py_None && detach_unsampled(op) < 0)
+        return -1;
     Py_INCREF(etype);
     int failed = queue_record(op, h, outcome, etype, t2, duration, own_ns, resumed);
     /* finally: the in-flight count, whatever happened */
@@ -2235,7 +2257,7 @@ PyInit__speedups(void)
     INTERN(success) INTERN(error) INTERN(conflicted) INTERN(overhead) INTERN(installed)
     INTERN(tracing) INTERN(active) INTERN(starts) INTERN(counts) INTERN(sum) INTERN(min)
     INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch) INTERN(op_series)
-    INTERN(operation)
+    INTERN(operation) INTERN(detach)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
         (s_fed = PyUnicode_InternFromString("_fed")) == NULL ||
         (s_change = PyUnicode_InternFromString("change")) == NULL ||

@@ -23,14 +23,48 @@ from opentelemetry.sdk.trace import sampling as sdk_sampling
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
 from syncperf._tracing.finisher import QueueFlusher, SpanFinisher
-from syncperf._tracing.span import Sampled, Tracer
+from syncperf._tracing.span import FLAGS, Sampled, Tracer
 from syncperf._version import __version__
 
 _logger = logging.getLogger("syncperf")
 _RECHECK_NS = 1_000_000_000
 _INVALID = trace.INVALID_SPAN_CONTEXT
+
+
+class Dropped(int):
+    """What ``Tracing.sample`` or ``ask`` returns when the sampler drops the span (false, as
+    0 is): the trace id it decided on for a new root span (0: none drawn), for the unsampled
+    span context the operation leaves current (``Tracer.unsampled``), so that a service
+    downstream deciding on that id decides the same; an asked sampler's trace state (None:
+    the parent's, as the standard samplers return it)."""
+
+    trace_state: TraceState | None = None
+
+    def __bool__(self) -> bool:
+        return False
+
+
+_DROPPED = Dropped(0)
+"""Dropped by the sampler, with no trace id drawn for it."""
+_tuple = tuple.__new__
+_getrandbits = random.getrandbits
+_NonRecording = trace.NonRecordingSpan
+
+
+def _tuples() -> bool:
+    """Whether a ``SpanContext`` is the tuple of its fields (and validity) that ``unsampled``
+    builds directly (a third of ``SpanContext()``'s cost); checked, not assumed."""
+    try:
+        fields = (1, 2, False, FLAGS[2], DEFAULT_TRACE_STATE)
+        return _tuple(SpanContext, (*fields, True)) == SpanContext(*fields)
+    except Exception:
+        return False
+
+
+_TUPLES = _tuples()
 Attrs = Mapping[str, Any]
 
 
@@ -151,10 +185,13 @@ class Tracing:
         context, when the caller has it at hand.
 
         Returns:
-            0 (false) when no span is made; otherwise the trace id the sampler decided on for a
-            new root span, which ``Tracer.start(trace_id=...)`` must give it, or 1 when the
-            decision did not depend on one (the tracer draws the ids). For a sampler that is
-            asked (``asks``), what ``ask`` returns, decided without the span's attributes.
+            False when no span is made: 0 when syncperf's ``sample_rate`` dropped it (its
+            span only: the context is left as it is), a ``Dropped`` when the sampler did (its
+            decision passes on: ``Tracer.unsampled``); otherwise the trace id the sampler
+            decided on for a new root span, which ``Tracer.start(trace_id=...)`` must give it,
+            or 1 when the decision did not depend on one (the tracer draws the ids). For a
+            sampler that is asked (``asks``), what ``ask`` returns, decided without the span's
+            attributes.
         """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return 0
@@ -164,16 +201,41 @@ class Tracing:
                 if parent is None:
                     parent = trace.get_current_span().get_span_context()
                 if parent.is_valid:  # the default delegates follow the parent
-                    return bool(parent.trace_flags.sampled)
+                    return 1 if parent.trace_flags.sampled else _DROPPED
             if static is not None:
-                return static
+                return static or _DROPPED
             if parent is None:
                 parent = trace.get_current_span().get_span_context()
             if parent.is_valid:  # a child: decided on its trace's id, as the SDK decides it
-                return 1 if parent.trace_id & _TRACE_ID_LIMIT < ratio else 0  # type: ignore[operator]
+                return 1 if parent.trace_id & _TRACE_ID_LIMIT < ratio else _DROPPED  # type: ignore[operator]
             trace_id = self.tracer.trace_id()  # type: ignore[union-attr]
-            return trace_id if trace_id & _TRACE_ID_LIMIT < ratio else 0  # type: ignore[operator]
+            return trace_id if trace_id & _TRACE_ID_LIMIT < ratio else Dropped(trace_id)  # type: ignore[operator]
         return self._asked(name, kind, parent, None, None, None)
+
+    def unsampled(self, parent: SpanContext, dropped: Dropped) -> trace.NonRecordingSpan:
+        """The non-recording span an operation its sampler dropped (``dropped``: what
+        ``sample`` or ``ask`` returned) leaves current, as the SDK's ``Tracer.start_span``
+        makes it: a new span id, unsampled flags (the random-trace-id flag as a sampled span's:
+        ``Tracer``), in the parent's trace, or for a root in the trace whose id the sampler
+        dropped (or a new one); with the sampler's trace state (the parent's, standard ones)."""
+        tracer: Tracer = self.tracer  # type: ignore[assignment]
+        rand = tracer.random_ids  # then ids are in range: a valid context, built directly
+        span_id = (_getrandbits(64) or 1) if rand else tracer.new_span_id()
+        state = dropped.trace_state
+        if parent.is_valid:
+            trace_id, flags = parent.trace_id, FLAGS[parent.trace_flags & 2]
+            if state is None:
+                state = parent.trace_state
+        else:
+            trace_id, flags = int(dropped), tracer.root_unsampled
+            if not trace_id:
+                trace_id = tracer.trace_id()
+            if state is None:
+                state = DEFAULT_TRACE_STATE
+        if rand and _TUPLES:
+            fields = (trace_id, span_id, False, flags, state, True)
+            return _NonRecording(_tuple(SpanContext, fields))
+        return _NonRecording(SpanContext(trace_id, span_id, False, flags, state))
 
     def ask(
         self,
@@ -190,7 +252,8 @@ class Tracing:
         (``attributes`` and ``extra``, merged here) and its links (none).
 
         Returns:
-            0 (false) when no span is made; otherwise a ``Sampled`` for
+            0 or a ``Dropped`` (both false: see ``sample``) when no span is made; otherwise a
+            ``Sampled`` for
             ``Tracer.start_sampled``: the new root span's trace id (1 for a child) with the
             sampler's attributes and trace state for the span.
         """
@@ -217,7 +280,9 @@ class Tracing:
         asked = {**(attributes or {}), **(extra or {})} or None  # the sampler's own copy
         result = self._sampler.should_sample(context, trace_id, name, kind, asked, ())
         if not result.decision.is_sampled():
-            return 0
+            dropped = Dropped(trace_id if answer != 1 else 0)
+            dropped.trace_state = result.trace_state or DEFAULT_TRACE_STATE  # as the SDK's
+            return dropped
         sampled = Sampled(answer)
         sampled.attributes, sampled.trace_state = result.attributes, result.trace_state
         return sampled

@@ -32,7 +32,9 @@ from opentelemetry.util.types import Attributes, AttributeValue
 
 from syncperf import _gate as gate
 
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+FLAGS = tuple(map(TraceFlags, range(4)))
+"""Trace flags by value: 1 sampled, 2 W3C level 2's random trace id (the SDK's rule: a root's
+when its id generator's ids are random, a child's its parent's)."""
 _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, bool, int, float})
 _ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
@@ -107,6 +109,11 @@ class Tracer:
         self.random_ids = type(ids) is RandomIdGenerator  # the default: drawn inline
         self.new_trace_id = ids.generate_trace_id
         self.new_span_id = ids.generate_span_id
+        try:  # asked once (recent SDKs; an older generator has no such method)
+            rand = 2 if ids.is_trace_id_random() else 0
+        except Exception:
+            rand = 0
+        self.root_flags, self.root_unsampled = FLAGS[1 | rand], FLAGS[rand]
         self.scope = scope
         self.limits = SpanLimits()
 
@@ -162,22 +169,26 @@ class Tracer:
         start_time: int | None = None,
         context: Context | None = None,
         trace_id: int = 1,
+        span_id: int = 0,
     ) -> Span:
         """``start_span`` with the parent's span context (current or from ``context``) at hand.
 
-        A new root span gets ``trace_id`` when it is not 1 (the id its sampler decided on).
+        A new root span gets ``trace_id`` when it is not 1 (the id its sampler decided on),
+        and any span ``span_id`` when it is not 0 (a rescued one: ``_lifecycle._rescue``).
         """
         # What the SDK's RandomIdGenerator returns (never the invalid 0), without two calls.
-        span_id = (_getrandbits(64) or 1) if self.random_ids else self.new_span_id()
+        if not span_id:
+            span_id = (_getrandbits(64) or 1) if self.random_ids else self.new_span_id()
         if parent.is_valid:
-            span_context = SpanContext(
-                parent.trace_id, span_id, False, _SAMPLED, parent.trace_state
-            )
+            flags = FLAGS[1 | parent.trace_flags & 2]
+            span_context = SpanContext(parent.trace_id, span_id, False, flags, parent.trace_state)
             span = Span(self, name, span_context, parent, kind, attributes, start_time)
         else:
             if trace_id == 1:
                 trace_id = self.trace_id()
-            span_context = SpanContext(trace_id, span_id, False, _SAMPLED, DEFAULT_TRACE_STATE)
+            span_context = SpanContext(
+                trace_id, span_id, False, self.root_flags, DEFAULT_TRACE_STATE
+            )
             span = Span(self, name, span_context, None, kind, attributes, start_time)
         if links:
             span._links = Newest.of(self.limits.max_links, links)
@@ -202,8 +213,11 @@ class Tracer:
         application's are)."""
         span_id = (_getrandbits(64) or 1) if self.random_ids else self.new_span_id()
         child = parent if parent.is_valid else None
-        trace_id = parent.trace_id if child is not None else int(sampled)
-        span_context = SpanContext(trace_id, span_id, False, _SAMPLED, sampled.trace_state)
+        if child is not None:
+            trace_id, flags = parent.trace_id, FLAGS[1 | parent.trace_flags & 2]
+        else:
+            trace_id, flags = int(sampled), self.root_flags
+        span_context = SpanContext(trace_id, span_id, False, flags, sampled.trace_state)
         span = Span(self, name, span_context, child, kind, attributes, start_time)
         if links:
             span._links = Newest.of(self.limits.max_links, links)
@@ -368,7 +382,7 @@ _attach = context_api.attach
 _in_context = trace.set_span_in_context
 
 
-def attach(span: Span) -> Any:
+def attach(span: trace.Span) -> Any:
     """Make ``span`` current; returns the token for ``detach``."""
     return _attach(_in_context(span))
 

@@ -258,7 +258,7 @@ def _settled(batch: PublishBatch, done: Any) -> None:
 async def _completion(batch: PublishBatch, pending: Any) -> Any:
     batch._token = BATCH.set(batch)
     if batch._span is not None:
-        batch._span_token = attach(batch._span)  # type: ignore[arg-type]  # begin made it
+        batch._span_token = attach(batch._span)  # begin made it
     try:
         result = await pending
     except BaseException as exc:
