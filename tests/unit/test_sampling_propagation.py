@@ -9,6 +9,8 @@ from contextlib import AbstractContextManager
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import context as context_api
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -254,3 +256,32 @@ def test_an_asked_samplers_spans_carry_the_random_flag_too(flags: int) -> None:
             context_api.detach(token)
         root, child = cap.spans()
     assert (root.context.trace_flags, child.context.trace_flags) == (0x03, flags)
+
+
+@given(
+    flags=st.integers(0, 255),
+    trace_id=st.integers(1, (1 << 128) - 1),
+    sampler=st.sampled_from([ParentBased(ALWAYS_OFF), ParentBased(ALWAYS_ON), _DropsAll()]),
+)
+@settings(max_examples=80, deadline=None)
+def test_any_incoming_trace_flags_give_the_context_the_sdk_would_make(
+    flags: int, trace_id: int, sampler: Sampler
+) -> None:
+    """Whatever flag byte a remote parent carries (a traceparent is the caller's input), the
+    span context current inside the operation has the trace id, flags and trace state the
+    SDK's own span would have under the same parent and sampler."""
+    parent = _remote(flags, trace_id)
+    with capture(sampler=sampler) as cap:
+        sdk = cap.tracer_provider.get_tracer("app").start_span("sdk", context=parent)
+        token = context_api.attach(parent)
+        try:
+            ctx = _inside(lambda: syncperf.sync_operation("push"))
+        finally:
+            context_api.detach(token)
+    expected = sdk.get_span_context()
+    assert (ctx.trace_id, ctx.trace_flags, ctx.trace_state) == (
+        expected.trace_id,
+        expected.trace_flags,
+        expected.trace_state,
+    )
+    assert ctx.span_id != 0x123 and ctx.is_valid and not ctx.is_remote
