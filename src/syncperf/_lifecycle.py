@@ -357,10 +357,10 @@ def _rescue(
         op._kind,
         attrs,
         links,
-        now - duration_ns,
-        _ROOT,
-        trace_id or 1,
-        span_id,
+        start_time=now - duration_ns,
+        context=_ROOT,
+        trace_id=trace_id or 1,
+        span_id=span_id,
     )
     _time_start(rt, t0)
     _finish_span(op, span, outcome, etype, exc)

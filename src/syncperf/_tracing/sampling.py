@@ -37,7 +37,7 @@ _INVALID = trace.INVALID_SPAN_CONTEXT
 class Dropped(int):
     """What ``Tracing.sample`` or ``ask`` returns when the sampler drops the span (false, as
     0 is): the trace id it decided on for a new root span (0: none drawn), for the unsampled
-    span context the operation leaves current (``Tracer.unsampled``), so that a service
+    span context the operation leaves current (``Tracing.unsampled``), so that a service
     downstream deciding on that id decides the same; an asked sampler's trace state (None:
     the parent's, as the standard samplers return it)."""
 
@@ -187,7 +187,7 @@ class Tracing:
         Returns:
             False when no span is made: 0 when syncperf's ``sample_rate`` dropped it (its
             span only: the context is left as it is), a ``Dropped`` when the sampler did (its
-            decision passes on: ``Tracer.unsampled``); otherwise the trace id the sampler
+            decision passes on: ``unsampled``); otherwise the trace id the sampler
             decided on for a new root span, which ``Tracer.start(trace_id=...)`` must give it,
             or 1 when the decision did not depend on one (the tracer draws the ids). For a
             sampler that is asked (``asks``), what ``ask`` returns, decided without the span's
@@ -253,9 +253,8 @@ class Tracing:
 
         Returns:
             0 or a ``Dropped`` (both false: see ``sample``) when no span is made; otherwise a
-            ``Sampled`` for
-            ``Tracer.start_sampled``: the new root span's trace id (1 for a child) with the
-            sampler's attributes and trace state for the span.
+            ``Sampled`` for ``Tracer.start_sampled``: the new root span's trace id (1 for a
+            child) with the sampler's attributes and trace state for the span.
         """
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             return 0
