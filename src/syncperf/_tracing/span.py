@@ -96,6 +96,16 @@ class Sampled(int):
     trace_state: TraceState | None
 
 
+def _default_limits() -> SpanLimits:
+    """The SDK's limits from the environment, or its defaults when one is malformed (the SDK
+    raises, quoting the value)."""
+    try:
+        return SpanLimits()
+    except ValueError:
+        unset = SpanLimits.UNSET
+        return SpanLimits(128, 128, 128, 128, 128, 128, unset, unset)
+
+
 class Tracer:
     """Starts syncperf's spans for one SDK tracer provider (the sampling decision is taken
     before, by ``Tracing``: every span started here is sampled)."""
@@ -108,7 +118,8 @@ class Tracer:
         self.new_trace_id = ids.generate_trace_id
         self.new_span_id = ids.generate_span_id
         self.scope = scope
-        self.limits = SpanLimits()
+        limits = getattr(sdk_tracer, "_span_limits", None)  # the provider's, read once
+        self.limits = limits if isinstance(limits, SpanLimits) else _default_limits()
 
     def trace_id(self) -> int:
         """A new trace id from the provider's id generator (never the invalid 0)."""
