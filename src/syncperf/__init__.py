@@ -3,6 +3,7 @@
 import importlib
 from typing import Any
 
+from syncperf import _import_guard as _import_guard  # first: before the SDK's trace module
 from syncperf import _process_exit as _process_exit  # multiprocessing children flush too
 from syncperf._config import Config
 from syncperf._decorators import Adapter, instrument_sync

@@ -10,6 +10,8 @@ sit in any variable): they describe it by type and size.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from collections.abc import Mapping
 
 from syncperf import _gate as gate
@@ -77,3 +79,26 @@ def warn(var: str, raw: str, accepted: str) -> None:
     _logger.warning(
         "syncperf: ignoring %s (%s, not quoted): expected %s", var, gate.describe(raw), accepted
     )
+
+
+def import_sdk_trace() -> None:
+    """Import ``opentelemetry.sdk.trace``, which reads ``OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`` as it
+    loads and raises, quoting the value, on one that is not an integer >= 0 (empty: none):
+    such a value is warned about and left out of the environment while it loads (put back
+    after), so ``import syncperf`` never fails over it (``SpanLimits`` are read by syncperf
+    when it builds a provider: setup_otlp)."""
+    var = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT"
+    raw = os.environ.get(var)
+    if "opentelemetry.sdk.trace" in sys.modules or raw is None:
+        return
+    try:
+        if not raw.strip() or int(raw) >= 0:
+            return
+    except ValueError:
+        pass
+    warn(var, raw, "an integer >= 0")
+    del os.environ[var]
+    try:
+        import opentelemetry.sdk.trace  # noqa: F401
+    finally:
+        os.environ[var] = raw

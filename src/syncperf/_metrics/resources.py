@@ -3,18 +3,103 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 import uuid
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import unquote
 
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+from syncperf import _gate as gate
+
+_logger = logging.getLogger("syncperf")
+_OWN = ("OTEL_RESOURCE_ATTRIBUTES", "OTEL_SERVICE_NAME", "OTEL_EXPERIMENTAL_RESOURCE_DETECTORS")
+"""Read by syncperf itself: the SDK logs a malformed entry (or detector name) word for word."""
 
 
 def resource_of(tracer: Any) -> Any:
     """The resource of syncperf's metrics: that of the tracer its spans go to, or the SDK's
     default one (``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``)."""
-    return Resource.create() if tracer is None else tracer.resource
+    return env_resource(os.environ) if tracer is None else tracer.resource
+
+
+@contextlib.contextmanager
+def swapped_environ(modules: Iterable[Any], view: Mapping[str, str]) -> Iterator[None]:
+    """While inside, ``modules`` (of the SDK, which read ``from os import environ``) read
+    ``view`` instead; ``os.environ`` itself is left alone."""
+    saved = [(module, module.environ) for module in modules]
+    for module, _ in saved:
+        module.environ = view
+    try:
+        yield
+    finally:
+        for module, environ in saved:
+            module.environ = environ
+
+
+def _warn(var: str, raw: str, accepted: str) -> None:
+    _logger.warning(
+        "syncperf: ignoring %s (%s, not quoted): expected %s", var, gate.describe(raw), accepted
+    )
+
+
+def _detectors(raw: str) -> str:
+    """The names of ``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS`` that are installed (or ``*``);
+    another is warned about by its position (the SDK logs its name) and left out."""
+    from opentelemetry.util._importlib_metadata import entry_points
+
+    installed = set(entry_points(group="opentelemetry_resource_detector").names) | {"*"}
+    kept = []
+    for n, name in enumerate(raw.split(","), 1):
+        if name.strip() in installed:
+            kept.append(name.strip())
+        elif name.strip():
+            var = f"OTEL_EXPERIMENTAL_RESOURCE_DETECTORS entry {n}"
+            _warn(var, name, "the name of an installed resource detector")
+    return ",".join(kept)
+
+
+def env_resource(env: Mapping[str, str]) -> Any:
+    """The SDK's default resource, with ``env``'s ``OTEL_SERVICE_NAME`` and
+    ``OTEL_RESOURCE_ATTRIBUTES`` read by syncperf (an entry that is no ``key=value`` is
+    warned about by its position, never quoted). ``Resource.create()`` runs without them;
+    for another environment than ``os.environ`` only what it adds by itself
+    (``telemetry.sdk.*``, the ``service.instance.id``) is kept of it."""
+    from opentelemetry.sdk import resources
+
+    view = {k: v for k, v in os.environ.items() if k not in _OWN}
+    raw = (env.get("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS") or "").strip()
+    if env is os.environ and raw:
+        view["OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"] = _detectors(raw)
+    with swapped_environ([resources], view):
+        created = Resource.create()
+    attributes = dict(created.attributes)
+    if env is not os.environ:
+        attributes = {
+            key: value
+            for key, value in attributes.items()
+            if key.startswith("telemetry.sdk.") or key == "service.instance.id"
+        }
+        default = "unknown_service" + (
+            f":{os.path.basename(sys.executable)}" if sys.executable else ""
+        )
+        attributes["service.name"] = default
+    var = "OTEL_RESOURCE_ATTRIBUTES"
+    for n, item in enumerate((env.get(var) or "").strip().split(","), 1):
+        key, equals, value = item.partition("=")
+        if key.strip() and equals:
+            attributes[key.strip()] = unquote(value.strip())
+        elif item.strip():
+            _warn(f"{var} entry {n}", item, "key=value, the value URL-encoded")
+    name = (env.get("OTEL_SERVICE_NAME") or "").strip()
+    if name:
+        attributes["service.name"] = name
+    return Resource(attributes)
 
 
 def syncperf_scope() -> InstrumentationScope:

@@ -98,6 +98,16 @@ class Sampled(int):
     trace_state: TraceState | None
 
 
+def _default_limits() -> SpanLimits:
+    """The SDK's limits from the environment, or its defaults when one is malformed (the SDK
+    raises, quoting the value)."""
+    try:
+        return SpanLimits()
+    except ValueError:
+        unset = SpanLimits.UNSET
+        return SpanLimits(128, 128, 128, 128, 128, 128, unset, unset)
+
+
 class Tracer:
     """Starts syncperf's spans for one SDK tracer provider (the sampling decision is taken
     before, by ``Tracing``: every span started here is sampled)."""
@@ -115,7 +125,8 @@ class Tracer:
             rand = 0
         self.root_flags, self.root_unsampled = FLAGS[1 | rand], FLAGS[rand]
         self.scope = scope
-        self.limits = SpanLimits()
+        limits = getattr(sdk_tracer, "_span_limits", None)  # the provider's, read once
+        self.limits = limits if isinstance(limits, SpanLimits) else _default_limits()
 
     def trace_id(self) -> int:
         """A new trace id from the provider's id generator (never the invalid 0)."""

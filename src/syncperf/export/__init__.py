@@ -102,9 +102,9 @@ def setup_otlp(
             the global one, for other instrumentation, when none is set.
         environ: Environment to read instead of ``os.environ`` (tests): the protocol,
             endpoint, headers, insecure, timeout, compression, temporality preference,
-            service name, resource attributes and syncperf's own settings come from it;
-            the SDK still reads certificate files, ``OTEL_BSP_*``, the sampler and the
-            interval of the meter provider built here from ``os.environ``.
+            service name, resource attributes, ``OTEL_BSP_*``, the sampler, the span
+            limits and syncperf's own settings come from it; the exporters still read
+            their certificate files from ``os.environ``.
         **options: ``syncperf.configure`` options (``export_interval``, ``max_entities``...);
             given any, the settings are rebuilt from them and the environment, else the
             current settings stay.
@@ -146,7 +146,7 @@ def setup_otlp(
     exporter = meter_provider = joined = None
     if metrics_on and not disabled:
         exporter, meter_provider, joined = _otlp.metric_outputs(
-            resource, metrics_protocol, metrics_kwargs or {}, env, global_meter_provider
+            resource, metrics_protocol, metrics_kwargs or {}, env, global_meter_provider, config
         )
     _otlp.install(tracer_provider if owns else None, meter_provider, exporter)
     rt = _apply(options, environ, resource=resource)

@@ -13,7 +13,7 @@ from typing import Any
 from opentelemetry import metrics as otel_metrics
 from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
@@ -21,7 +21,7 @@ from syncperf import _runtime
 from syncperf._metrics import outputs
 from syncperf._metrics.bounded import Deadline
 from syncperf.exceptions import ConfigError
-from syncperf.export import _settings, _split
+from syncperf.export import _batch, _sdk_env, _settings, _split
 
 _logger = logging.getLogger("syncperf")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -132,46 +132,21 @@ def exporter_class(protocol: str | None, signal: str) -> Any:
 def tracer_provider_for(
     resource: Any, protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]
 ) -> Any:
-    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace import SpanLimits, TracerProvider
 
     cls = exporter_class(protocol, "trace")
-    # sampler: OTEL_TRACES_SAMPLER(_ARG); flushed at exit by syncperf, within its
-    # shutdown_timeout (the SDK's own exit hook waits on a silent collector unbounded)
-    provider = TracerProvider(resource=resource, shutdown_on_exit=False)
     exporter = CountingSpanExporter(factory=lambda: _settings.build(cls, kwargs, env, "TRACES"))
-    provider.add_span_processor(_CountingBatchSpanProcessor(exporter))  # OTEL_BSP_* honoured
+    # the OTEL_* variables the SDK reads, read by syncperf first (_sdk_env); flushed at exit
+    # by syncperf, within its shutdown_timeout (the SDK's own hook waits on a silent
+    # collector unbounded)
+    batch = _sdk_env.batch_arguments(env)
+    chosen = _sdk_env.sampler(env)
+    with _sdk_env.building(env, traces=True):
+        provider = TracerProvider(
+            sampler=chosen, resource=resource, shutdown_on_exit=False, span_limits=SpanLimits()
+        )
+        provider.add_span_processor(_batch.CountingBatchSpanProcessor(exporter, **batch))
     return provider
-
-
-class _CountingBatchSpanProcessor(BatchSpanProcessor):
-    """The SDK's batch processor; the spans it drops (its queue is full, or it was shut
-    down) are counted in ``syncperf.dropped`` as well as logged by the SDK."""
-
-    def __init__(self, exporter: SpanExporter) -> None:
-        super().__init__(exporter)
-        batch = getattr(self, "_batch_processor", None)
-        metrics = getattr(batch, "_metrics", None)  # where the SDK reports each drop
-        if metrics is not None:
-            batch._metrics = _CountingDrops(metrics)  # type: ignore[union-attr]
-
-
-class _CountingDrops:
-    """The SDK batch processor's own metrics, with each drop also counted by syncperf."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def drop_items(self, count: int, error_type: str = "queue_full") -> None:
-        reason = "span_export_" + ("queue_full" if error_type == "queue_full" else "shutdown")
-        rt = _runtime.current()
-        if count > 1:  # ``drop`` below counts one
-            with rt.lock:
-                rt.dropped.sum((("syncperf.reason", reason),)).add(count - 1)
-        rt.drop(reason, "syncperf: the batch span processor dropped spans (%s)", error_type)
-        self._inner.drop_items(count, error_type)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 def metric_exporter(protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]) -> Any:
@@ -180,15 +155,25 @@ def metric_exporter(protocol: str | None, kwargs: Mapping[str, Any], env: Mappin
 
 
 def meter_provider_for(
-    resource: Any, protocol: str | None, kwargs: Mapping[str, Any], env: Mapping[str, str]
+    resource: Any,
+    protocol: str | None,
+    kwargs: Mapping[str, Any],
+    env: Mapping[str, str],
+    config: Any,
 ) -> Any:
+    """An SDK meter provider exporting over OTLP every ``config.export_interval`` (from
+    ``OTEL_METRIC_EXPORT_INTERVAL`` / ``_TIMEOUT`` unless given: ``Config`` read them)."""
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    reader = PeriodicExportingMetricReader(  # OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT
-        metric_exporter(protocol, kwargs, env)
-    )
-    provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
+    exporter = metric_exporter(protocol, kwargs, env)
+    with _sdk_env.building(env, traces=False):
+        reader = PeriodicExportingMetricReader(
+            exporter,
+            export_interval_millis=config.export_interval * 1000,
+            export_timeout_millis=config.export_timeout * 1000,
+        )
+        provider = MeterProvider(metric_readers=[reader], resource=resource, shutdown_on_exit=False)
     outputs.flush_also(provider)
     return provider
 
@@ -335,6 +320,7 @@ def metric_outputs(
     kwargs: Mapping[str, Any],
     env: Mapping[str, str],
     global_meter_provider: bool,
+    config: Any,
 ) -> tuple[Any, Any, Any]:
     """``(exporter, meter provider, joined)``: syncperf's own metric exporter and a new
     global meter provider for other instrumentation, or the application's SDK meter
@@ -347,7 +333,7 @@ def metric_outputs(
     exporter = metric_exporter(protocol, kwargs, env)
     meter_provider = None
     if global_meter_provider and is_proxy_meter_provider(existing):
-        meter_provider = meter_provider_for(resource, protocol, kwargs, env)
+        meter_provider = meter_provider_for(resource, protocol, kwargs, env, config)
     # FastAPI's native HTTP metrics in the global provider's OTLP export are not repeated by
     # syncperf's own exporter to the same collector.
     exporter.beside = meter_provider if meter_provider is not None else existing

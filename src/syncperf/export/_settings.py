@@ -25,6 +25,7 @@ from urllib.parse import unquote, urlsplit
 from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
 from syncperf._config import MAX_SECONDS
+from syncperf._metrics import resources
 from syncperf.exceptions import ConfigError
 
 DEFAULT_TIMEOUT = 10.0
@@ -173,6 +174,7 @@ def exporter_kwargs(
         kwargs["headers"] = merged
     if signal == "METRICS":
         kwargs["preferred_temporality"] = temporality_of(env)
+        kwargs["preferred_aggregation"] = aggregation_of(env)
     return kwargs
 
 
@@ -276,31 +278,31 @@ def temporality_of(env: Mapping[str, str]) -> dict[type, Any]:
     }
 
 
+_HISTOGRAMS = ("explicit_bucket_histogram", "base2_exponential_bucket_histogram")
+
+
+def aggregation_of(env: Mapping[str, str]) -> dict[type, Any]:
+    """``OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`` as the exporters read it
+    (an unknown value is warned about: explicit buckets)."""
+    from opentelemetry.sdk.metrics import Histogram
+    from opentelemetry.sdk.metrics.view import (
+        ExplicitBucketHistogramAggregation,
+        ExponentialBucketHistogramAggregation,
+    )
+
+    var = "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION"
+    raw = (otel_env.value(env, var) or _HISTOGRAMS[0]).lower()
+    if raw not in _HISTOGRAMS:
+        otel_env.warn(var, raw, " or ".join(_HISTOGRAMS))
+    if raw == _HISTOGRAMS[1]:
+        return {Histogram: ExponentialBucketHistogramAggregation()}
+    return {Histogram: ExplicitBucketHistogramAggregation()}
+
+
 def resource_of(env: Mapping[str, str]) -> Any:
     """The SDK's default resource, from ``env``'s ``OTEL_SERVICE_NAME`` and
-    ``OTEL_RESOURCE_ATTRIBUTES``: ``Resource.create()`` reads them from ``os.environ``, so for
-    another environment only what it adds by itself (``telemetry.sdk.*``, the
-    ``service.instance.id``) is kept of it."""
-    from opentelemetry.sdk.resources import Resource
-
-    created = Resource.create()
-    if env is os.environ:
-        return created
-    attributes = {
-        key: value
-        for key, value in created.attributes.items()
-        if key.startswith("telemetry.sdk.") or key == "service.instance.id"
-    }
-    for item in (otel_env.value(env, "OTEL_RESOURCE_ATTRIBUTES") or "").split(","):
-        key, equals, value = item.partition("=")
-        if key.strip() and equals:
-            attributes[key.strip()] = unquote(value.strip())
-    default = "unknown_service" + (f":{os.path.basename(sys.executable)}" if sys.executable else "")
-    attributes.setdefault("service.name", default)
-    name = otel_env.value(env, "OTEL_SERVICE_NAME")
-    if name is not None:
-        attributes["service.name"] = name
-    return Resource(attributes)
+    ``OTEL_RESOURCE_ATTRIBUTES`` (``resources.env_resource``)."""
+    return resources.env_resource(env)
 
 
 class _HeaderValuesUnlogged(logging.Filter):
@@ -335,16 +337,28 @@ def _timeout_unread(cls: Any, signal: str) -> Iterator[None]:
         module.environ = os.environ  # type: ignore[union-attr]
 
 
+_READ_FOR_THE_EXPORTER = (
+    "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+    "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+)
+
+
 def build(cls: Any, kwargs: Mapping[str, Any], env: Mapping[str, str], signal: str) -> Any:
     """The exporter ``cls(**kwargs)``, sending exactly ``kwargs``' headers: the exporters
     also read the process's header variables (the gRPC ones when given none, the HTTP ones
     under those given), which for another environment than ``os.environ`` are not its, and
     keep (and log, with its value: not logged here) an entry syncperf refused."""
+    from opentelemetry.exporter.otlp.proto.common._internal import metrics_encoder
     from opentelemetry.util.re import parse_env_headers
 
+    from syncperf.export import _sdk_env
+
+    _sdk_env.values_not_quoted()  # the HTTP exporter's own reading (os.environ) is logged
+
+    view = {k: v for k, v in os.environ.items() if k not in _READ_FOR_THE_EXPORTER}
     _SDK_HEADER_LOGGER.addFilter(_UNLOGGED)
-    try:
-        with _timeout_unread(cls, signal):
+    try:  # what syncperf resolved is not read again (the exporter logs a value it refuses)
+        with _timeout_unread(cls, signal), resources.swapped_environ([metrics_encoder], view):
             exporter = cls(**kwargs)
         headers = dict(kwargs.get("headers") or {})
         if "insecure" in kwargs:  # gRPC (only its keyword arguments name it)
