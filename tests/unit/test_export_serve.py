@@ -8,6 +8,7 @@ rest in the app, under that cap."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -169,3 +170,88 @@ def test_the_asgi_app_stops_sending_to_a_client_that_does_not_read(
         await asyncio.wait_for(app(scope, receive, never_read), 5)
 
     asyncio.run(run())
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bytes) -> float | None:
+    """Send ``trickle`` a byte every 0.05 s: the seconds until the server closed, else None."""
+    started = time.monotonic()
+    sock.settimeout(0.05)
+    for i in range(len(trickle)):
+        if time.monotonic() - started > seconds:
+            return None
+        try:
+            sock.send(trickle[i : i + 1])
+            if sock.recv(1024) == b"":
+                return time.monotonic() - started
+            return None  # an answer: the request was read to its end
+        except TimeoutError:
+            continue
+        except OSError:  # reset, broken pipe: closed
+            return time.monotonic() - started
+    return None
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_client_trickling_its_request_is_dropped_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_serve, "SCRAPE_TIMEOUT", 0.5)
+    endpoint = setup_prometheus(port=0)
+    request = b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 200 + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", endpoint.port)) as sock:
+        closed = _closed_within(sock, 5, request)  # every byte within the per-read timeout
+    assert closed is not None and closed < 2
+    assert _get(endpoint.url) == 200
+
+
+@pytest.mark.usefixtures("clean")
+def test_connections_over_the_cap_are_closed_without_a_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_serve, "MAX_CONNECTIONS", 3)
+    endpoint = setup_prometheus(port=0)
+    held = [socket.create_connection(("127.0.0.1", endpoint.port)) for _ in range(10)]
+    try:
+        deadline = time.monotonic() + 5
+        while _request_threads() < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)  # the rest accepted too
+        assert _request_threads() == 3
+        closed = 0
+        for sock in held:
+            sock.settimeout(0.2)
+            with contextlib.suppress(TimeoutError):
+                closed += sock.recv(1) == b""
+        assert closed == 7
+        for sock in held[:3]:  # the capped ones, sent late, are still answered
+            sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+            sock.settimeout(5)
+            assert sock.recv(12) == b"HTTP/1.0 200"
+    finally:
+        for sock in held:
+            sock.close()
+    deadline = time.monotonic() + 5
+    while _request_threads() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _get(endpoint.url) == 200
+
+
+@pytest.mark.usefixtures("clean")
+def test_scrapes_up_to_the_cap_are_served_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_serve, "SCRAPE_TIMEOUT", 2.0)
+    endpoint = setup_prometheus(port=0)
+    idle = [socket.create_connection(("127.0.0.1", endpoint.port)) for _ in range(2)]
+    try:
+        results: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: results.append(_get(endpoint.url)))
+            for _ in range(_serve.MAX_SCRAPES)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert results == [200] * _serve.MAX_SCRAPES
+    finally:
+        for sock in idle:
+            sock.close()

@@ -445,6 +445,25 @@ def test_a_busy_port_raises_before_syncperf_is_reconfigured() -> None:
 
 
 @pytest.mark.usefixtures("clean")
+@settings(max_examples=15, deadline=None)
+@given(
+    host=st.one_of(
+        st.from_regex(r"[a-z][a-z0-9-]{0,20}\.invalid", fullmatch=True),  # never resolves
+        st.builds("198.51.100.{}".format, st.integers(1, 254)),  # TEST-NET-2: not local
+        st.builds("203.0.113.{}".format, st.integers(1, 254)),  # TEST-NET-3
+        st.just("127.0.0.l"),
+    )
+)
+def test_a_host_not_of_this_machine_is_blamed_not_the_port(host: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        setup_prometheus(port=0, host=host)
+    assert info.value.option == "host"
+    assert info.value.value == host
+    assert "an address of this machine" in str(info.value)
+    assert "port" not in str(info.value)
+
+
+@pytest.mark.usefixtures("clean")
 def test_a_rejected_option_raises_before_the_port_is_bound() -> None:
     before = syncperf.configure(max_entities=7)
     with socket.socket() as probe:

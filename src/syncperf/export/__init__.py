@@ -26,8 +26,10 @@ request path; they are counted in ``syncperf.export.failures`` by ``syncperf.sig
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -287,7 +289,8 @@ def setup_prometheus(
             from them and the environment, else the current settings stay.
 
     Raises:
-        ConfigError: a bad port, a busy one, an option syncperf rejects, or in multiprocess
+        ConfigError: a bad port, a busy one, a host that is no address of this machine
+            (``option`` "host"), an option syncperf rejects, or in multiprocess
             mode prometheus_client's global ``REGISTRY`` or a missing
             ``PROMETHEUS_MULTIPROC_DIR`` directory.
     """
@@ -324,6 +327,9 @@ def setup_prometheus(
     try:
         server, thread = _serve.start_server(port, host, registry)
     except OSError as exc:
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            here = "an address of this machine (e.g. 127.0.0.1, 0.0.0.0, ::1)"
+            raise ConfigError("host", host, f"{here}; {exc.strerror}") from None
         raise ConfigError("port", port, f"a free port on {host} ({exc.strerror})") from None
     try:
         if not any(r is registry for r in outputs.OUTPUTS.registries):

@@ -10,6 +10,7 @@ import io
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -30,6 +31,11 @@ SCRAPE_TIMEOUT = 30.0
 """Seconds a client has to send its request and read the whole answer (Prometheus' scrape
 timeout is 10 s by default): past them the WSGI server drops the connection and the ASGI app
 stops sending, freeing the scrape's place."""
+
+MAX_CONNECTIONS = 16
+"""Connections the server of ``setup_prometheus()`` holds at once, each on a thread of its
+own until answered or ``SCRAPE_TIMEOUT``: past it a connection is closed at once, with no
+thread (a client trickling its request held one each, for ever)."""
 
 SEND_PART = 1 << 16
 """Bytes per ``http.response.body`` message of the ASGI app: sent in parts, the server's flow
@@ -99,18 +105,73 @@ class _Discarded(io.StringIO):
         return len(text)
 
 
+class _Timed(io.RawIOBase):
+    """A connection's socket, read and written within what is left of its deadline (a
+    socket's timeout alone is per call: a byte every few seconds renewed it for ever)."""
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._sock, self._deadline = sock, deadline
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the connection's time is up")
+        self._sock.settimeout(left)
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        self._arm()
+        return self._sock.recv_into(buffer)
+
+    def write(self, data: Any) -> int:
+        self._arm()
+        self._sock.sendall(data)  # its timeout bounds the whole call
+        return memoryview(data).nbytes
+
+
 def start_server(port: int, host: str, registry: Any) -> tuple[Any, threading.Thread]:
     """Serve ``registry`` on a daemon thread, as ``prometheus_client.start_http_server``,
-    giving each client ``SCRAPE_TIMEOUT`` seconds per request."""
+    giving each client ``SCRAPE_TIMEOUT`` seconds in all, ``MAX_CONNECTIONS`` at once."""
     from wsgiref.simple_server import WSGIRequestHandler, make_server
 
     from prometheus_client.exposition import ThreadingWSGIServer
 
+    connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
     class Server(ThreadingWSGIServer):
         address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
 
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not connections.acquire(blocking=False):
+                self.shutdown_request(request)  # over the cap: closed, no thread
+                return
+            try:
+                super().process_request(request, client_address)
+            except BaseException:  # no thread started
+                connections.release()
+                raise
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                connections.release()
+
     class Quiet(WSGIRequestHandler):
         timeout = SCRAPE_TIMEOUT  # the connection's socket timeout
+
+        def setup(self) -> None:
+            super().setup()
+            self.rfile.close()  # the socket's own file: replaced
+            timed = _Timed(self.connection, time.monotonic() + SCRAPE_TIMEOUT)
+            self.rfile = io.BufferedReader(timed)
+            self.wfile = timed  # type: ignore[assignment]  # unbuffered, as socketserver's
 
         def handle(self) -> None:
             with contextlib.suppress(OSError):  # a request not sent in time, a client gone
