@@ -311,3 +311,24 @@ def test_a_provider_dropped_while_the_runtime_lives_is_freed_and_fed_no_more() -
     pulls(1)
     rt.registry.collect()
     assert len(rt.registry._readers) == before
+
+
+def test_a_provider_shut_down_after_a_new_runtime_collects_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A provider's last collection at shutdown, in a runtime it never read (a test's, a
+    new configuration's after it shut down), gets no syncperf metrics: no warning."""
+    reader = InMemoryMetricReader()
+    mp = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+    setup_meter_provider(mp)
+    pulls(1)
+    mp._shutdown = True  # what shutdown() sets before its readers' last collection
+    syncperf.configure(max_entities=7)  # a runtime the provider never read
+    with caplog.at_level("WARNING", logger="syncperf"):
+        data = reader.get_metrics_data()
+    assert not [r for r in caplog.records if "merging" in r.getMessage()]
+    assert data is None or "syncperf" not in {
+        sm.scope.name for rm in data.resource_metrics for sm in rm.scope_metrics
+    }
+    mp._shutdown = False
+    mp.shutdown()

@@ -160,7 +160,9 @@ class Bridge:
             rt = rt.capture.outside  # a test's data stays out of the application's readers
         if rt is None or not rt.enabled:
             return data
-        reader = self.readers_for(rt)[id(sdk_reader)]
+        reader = self.readers_for(rt).get(id(sdk_reader))
+        if reader is None:  # the provider shut down before it read this runtime
+            return data
         ours = reader.collect()
         scopes = [
             scope
