@@ -24,7 +24,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
 from syncperf import ConfigError
 from syncperf.export import RenewableMetricExporter
-from syncperf.export._split import request_timeout, split
+from syncperf.export._split import split
 
 
 def _data(shape: list[list[int]]) -> MetricsData:
@@ -124,43 +124,3 @@ def test_an_export_whose_requests_all_succeed_succeeds_even_when_the_last_ends_l
     # Past the deadline with pieces left: they are not sent, and the export failed.
     assert exporter.export(_data([[25]]), timeout_millis=30) is MetricExportResult.FAILURE
     assert inner.sent == [10]
-
-
-class _Timed(_Recording):
-    """An exporter that, as the OTLP ones, gives each request its own ``_timeout`` (seconds),
-    whatever ``timeout_millis`` says; each request takes 0.06 s."""
-
-    _timeout = 0.1
-
-    def export(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> Any:
-        time.sleep(0.06)
-        return super().export(metrics_data, timeout_millis, **kwargs)
-
-
-def test_a_piece_is_not_started_when_less_than_the_exporters_timeout_is_left() -> None:
-    inner = _Timed([])
-    exporter = RenewableMetricExporter(lambda: inner, max_export_batch_size=10)
-    started = time.monotonic()
-    assert exporter.export(_data([[35]]), timeout_millis=150) is MetricExportResult.FAILURE
-    assert time.monotonic() - started < 0.15  # not 0.24: 0.09 s left, a request may take 0.1
-    assert inner.sent == [10]
-    inner.sent.clear()
-    assert exporter.export(_data([[35]]), timeout_millis=2_000) is MetricExportResult.SUCCESS
-    assert inner.sent == [10, 10, 10, 5]
-
-
-def test_the_timeout_of_the_otlp_exporters_is_found() -> None:
-    from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
-        OTLPMetricExporter as GrpcExporter,
-    )
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import (
-        OTLPMetricExporter as HttpExporter,
-    )
-
-    for kind in (GrpcExporter, HttpExporter):
-        exporter = kind(endpoint="http://127.0.0.1:9", timeout=2.5)
-        try:
-            assert request_timeout(exporter) == 2.5, kind
-        finally:
-            exporter.shutdown()
-    assert request_timeout(_Recording([])) == 0.0  # unknown: the exporter keeps to timeout_millis

@@ -258,7 +258,7 @@ class RenewableMetricExporter(MetricExporter):
         """Export through the wrapped exporter, in pieces, within ``timeout_millis``."""
         left = Deadline(timeout_millis / 1000).left
         for n, piece in enumerate(_split.split(metrics_data, self.max_export_batch_size)):
-            if n and left() <= _split.request_timeout(self.inner):  # a request may overrun
+            if n and not left():  # out of time with pieces left (not after the last one)
                 return MetricExportResult.FAILURE
             result = self.inner.export(piece, timeout_millis=left() * 1000, **kwargs)
             if result is not MetricExportResult.SUCCESS:

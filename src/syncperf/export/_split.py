@@ -4,8 +4,7 @@ At ``max_series`` (2,000) for every instrument one collection is ~80,000 points 
 of OTLP; a collector refuses a gRPC message above 4 MiB by default, so the whole export
 would fail, every time. ``RenewableMetricExporter`` sends it in pieces of at most
 ``MAX_EXPORT_BATCH_SIZE`` points instead (~0.7 MiB at syncperf's largest points), one after
-the other within the export's timeout (a request after the first starts only while more than
-the exporter's own timeout is left of it). The OTLP exporters' own ``max_export_batch_size`` is
+the other within the export's timeout. The OTLP exporters' own ``max_export_batch_size`` is
 not used: the gRPC one gives each piece the whole timeout and goes on after a failure.
 """
 
@@ -72,14 +71,3 @@ def _assemble(pieces: list[tuple[Any, Any, Any]]) -> MetricsData:
             for resource_metrics, scopes in resources
         ]
     )
-
-
-def request_timeout(exporter: Any) -> float:
-    """Seconds one request of ``exporter`` may take whatever ``timeout_millis`` it is given
-    (the OTLP exporters keep their own, ``OTEL_EXPORTER_OTLP_TIMEOUT``: gRPC's ``_timeout``,
-    HTTP's ``_client._timeout``), else 0.0: an exporter keeping to ``timeout_millis``."""
-    for owner in (exporter, getattr(exporter, "_client", None)):
-        timeout = getattr(owner, "_timeout", None)
-        if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0:
-            return float(timeout)
-    return 0.0
