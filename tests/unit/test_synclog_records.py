@@ -10,6 +10,7 @@ import pytest
 
 import syncperf
 from syncperf.testing import capture
+from tests.unit.test_synclog import ids
 
 _CORRELATION = ("trace_id", "span_id", "dd.trace_id", "dd.span_id")
 _RESERVED = set(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None))) | {
@@ -18,15 +19,6 @@ _RESERVED = set(vars(logging.LogRecord("n", logging.INFO, "p", 1, "m", None, Non
     "taskName",
 }
 """Every attribute logging sets on a record (``makeRecord`` refuses them in ``extra=``)."""
-
-
-def ids(context: Any) -> dict[str, str]:
-    return {
-        "trace_id": format(context.trace_id, "032x"),
-        "span_id": format(context.span_id, "016x"),
-        "dd.trace_id": str(context.trace_id & (2**64 - 1)),
-        "dd.span_id": str(context.span_id),
-    }
 
 
 @pytest.fixture
