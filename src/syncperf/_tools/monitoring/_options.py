@@ -7,7 +7,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 from syncperf._metrics.catalogue import PENDING_BOUNDS
 from syncperf.cli import without_secrets
@@ -220,12 +220,44 @@ def _runbook_url(value: object) -> None:
         else:
             ok = parts.scheme in ("http", "https") and bool(parts.hostname)
     shown = without_secrets(value) if isinstance(value, str) else value
+    if isinstance(shown, str) and "#" in shown:  # a fragment may hold ``access_token=``
+        shown = shown[: shown.index("#")] + "#***"
     if not ok:
         accepted = f"an http(s) URL with a host, at most {MAX_URL} printable characters"
         raise ConfigError("runbook_url", shown, accepted + ", no spaces")
     if "@" in parts.netloc:  # every alert's annotations show it to whoever sees the alert
         accepted = "a URL without user:password@ (alerts show it to everyone who sees them)"
         raise ConfigError("runbook_url", shown, accepted)
+    if _secret_parameter(parts.query) or _secret_parameter(parts.fragment):
+        accepted = "a URL without a secret query parameter such as token=, key= or sig="
+        raise ConfigError("runbook_url", shown, accepted + " (alerts show it to everyone)")
+
+
+_SECRET_WORDS = frozenset(
+    {
+        *("token", "key", "apikey", "password", "passwd", "pwd", "secret", "sig", "signature"),
+        *("auth", "authorization", "credential", "credentials", "jwt", "bearer", "session"),
+        *("sessionid", "sid"),
+    }
+)
+"""Query parameter names (or words of one, split at ``_``, ``-``, ``.``) that carry a
+credential: ``?token=``, ``access_token``, ``api_key``, ``X-Amz-Signature``."""
+_SECRET_PARTS = ("token", "secret", "passw", "signature", "apikey", "credential")
+"""Parts that mark a name as secret wherever they stand (``AccessToken``, ``clientSecret``)."""
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def _secret_parameter(query: str) -> bool:
+    """Whether a query string (or fragment) has a parameter whose name says it is a secret;
+    names are compared percent-decoded and case-insensitively, pairs split at ``&`` and
+    ``;``."""
+    for pair in re.split("[&;]", query):
+        name = unquote_plus(pair.partition("=")[0]).casefold()
+        if any(part in name for part in _SECRET_PARTS) or any(
+            word in _SECRET_WORDS for word in _WORD_SPLIT.split(name)
+        ):
+            return True
+    return False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
