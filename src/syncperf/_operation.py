@@ -107,8 +107,11 @@ class SyncOperation(_Base):
 
     @property
     def span(self) -> trace.Span:
-        """The operation's span, or an invalid non-recording span when it has none."""
-        return self._span or trace.INVALID_SPAN
+        """The operation's span; for one its sampler dropped, the non-recording span current
+        in it (its context carries the decision downstream), until a rescue makes a span;
+        ``trace.INVALID_SPAN`` when it has neither (tracing off, left out by
+        ``trace_sample_rate``, or shed)."""
+        return self._span or self._unsampled or trace.INVALID_SPAN
 
     @property
     def recording(self) -> bool:

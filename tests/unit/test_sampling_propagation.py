@@ -187,6 +187,49 @@ def test_a_sampled_out_async_handler_keeps_its_unsampled_span_current_where_it_r
     assert not seen[0].trace_flags.sampled
 
 
+def test_op_span_of_a_sampled_out_operation_is_the_unsampled_span_current_in_it(
+    dropping: Capture,
+) -> None:
+    with syncperf.sync_operation("push", entity="todo") as op:
+        span, current = op.span, trace.get_current_span()
+        sent: dict[str, str] = {}
+        propagate.inject(sent, context=trace.set_span_in_context(op.span, context_api.Context()))
+        expected: dict[str, str] = {}
+        propagate.inject(expected)
+    assert span is current and not span.is_recording()
+    ctx = span.get_span_context()
+    assert ctx.is_valid and not ctx.trace_flags.sampled
+    assert sent == expected and sent["traceparent"].endswith("-02")
+
+
+def test_op_span_of_a_sampled_out_decorated_handler_is_the_current_span() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)):
+
+        @syncperf.instrument_sync("pull")
+        def handler() -> tuple[Any, Any]:
+            return syncperf.current_operation().span, trace.get_current_span()
+
+        span, current = handler()
+    assert span is current and span.get_span_context().is_valid
+    assert not span.get_span_context().trace_flags.sampled
+
+
+def test_op_span_of_a_sampled_out_operation_becomes_its_rescued_span() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)) as cap:
+        with syncperf.sync_operation("push") as op:
+            inside = op.span
+            op.record_conflict()
+        (span,) = cap.spans()
+    assert not inside.is_recording() and op.span.get_span_context() == span.context
+    assert inside.get_span_context().span_id == span.context.span_id  # the ids it passed on
+
+
+def test_op_span_is_invalid_when_syncperfs_own_sample_rate_leaves_the_span_out() -> None:
+    with capture(trace_sample_rate=1e-9), syncperf.sync_operation("push") as op:
+        assert op.span is trace.INVALID_SPAN  # nothing of its own is current
+        assert trace.get_current_span() is trace.INVALID_SPAN
+
+
 # --- the random-trace-id flag -------------------------------------------------------------
 
 
