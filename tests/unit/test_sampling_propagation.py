@@ -230,6 +230,14 @@ def test_op_span_is_invalid_when_syncperfs_own_sample_rate_leaves_the_span_out()
         assert trace.get_current_span() is trace.INVALID_SPAN
 
 
+def test_op_span_is_invalid_while_syncperf_sheds_the_span_its_sampler_kept() -> None:
+    with capture() as cap:
+        cap.runtime.shed_until = 1 << 62  # as after slow span starts (test_span_robustness)
+        with syncperf.sync_operation("push") as op:
+            assert op.span is trace.INVALID_SPAN and trace.get_current_span() is op.span
+        assert cap.spans() == []
+
+
 # --- the random-trace-id flag -------------------------------------------------------------
 
 
