@@ -25,6 +25,7 @@ from syncperf._accel import speedups
 from syncperf._client_series import ClientSeries
 from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
 from syncperf._gate import error_type
+from syncperf._metrics.resources import child_instance_ids, with_own_instance_id
 from syncperf._operation import CURRENT, SyncOperation
 from syncperf._redact import record_exception
 from syncperf._runtime import Runtime
@@ -376,13 +377,17 @@ def _after_fork_in_child() -> None:
     exports its span): in the child, the one current where it forked is ended (joined no
     more, not current, its ``end`` a no-op) and the in-flight counts are emptied (the
     child's ``sync.operations.active`` counts its own operations only). A runtime's state
-    lock a parent thread held at ``fork`` is made anew (``_forklocks`` for the others)."""
+    lock a parent thread held at ``fork`` is made anew (``_forklocks`` for the others). The
+    runtime's resource takes the child's own ``service.instance.id``, as its readers do: the
+    exporters a set-up in the child adds (gunicorn's ``post_fork``) export under it."""
     op = CURRENT.get()
     if op is not None:
         op._ended = True
     rt = _runtime.installed
     if rt is None:
         return
+    if "service.instance.id" in getattr(rt.resource, "attributes", {}):
+        rt.resource = with_own_instance_id(rt.resource, child_instance_ids())
     for each in {rt, *rt.retired, *_runtime._REPLACED}:
         each._state_lock = threading.RLock()
         for inflight in list(each.inflight.values()):

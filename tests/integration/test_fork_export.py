@@ -180,3 +180,76 @@ def test_a_multiprocessing_child_exports_what_it_recorded_when_it_ends(
         assert sorted(_counts(receiver).values()) == [2, 7]  # the parent's 2, the child's 7
         spans = [span for _, span in receiver.spans() if span.name == "sync push"]
         assert len(spans) == 9
+
+
+RESETUP = textwrap.dedent(
+    """
+    import json, os, sys
+    import syncperf
+    from syncperf.export import setup_otlp
+    from opentelemetry.sdk import resources
+
+    setup_otlp()  # gunicorn --preload: the app sets up at import, in the master
+
+    @syncperf.instrument_sync("push", entity="todo")
+    def push():
+        return 1
+
+    for _ in range(2):
+        push()
+    children = []
+    for n in (3, 5):
+        pid = os.fork()
+        if pid == 0:  # a worker: gunicorn's post_fork hook sets up again
+            setup_otlp()
+            for _ in range(n):
+                push()
+            ok = syncperf.force_flush()
+            print(json.dumps({"n": n, "id": resources._service_instance_id, "ok": ok}), flush=True)
+            os._exit(0)
+        children.append(pid)
+    statuses = [os.waitpid(pid, 0)[1] for pid in children]
+    syncperf.force_flush()
+    print(json.dumps({"parent": resources._service_instance_id, "statuses": statuses}), flush=True)
+    """
+)
+
+
+def test_workers_set_up_again_after_the_fork_export_their_own_streams(tmp_path: Path) -> None:
+    """gunicorn ``--preload`` with ``setup_otlp()`` at import and again in ``post_fork``: each
+    worker's metrics (and spans) carry its own ``service.instance.id``, not the master's, so
+    the collector sees one stream per worker, each with its own count."""
+    script = tmp_path / "resetup.py"
+    script.write_text(RESETUP)
+    with OtlpReceiver() as receiver:
+        env = receiver.environment(
+            OTEL_METRIC_EXPORT_INTERVAL="3600000",
+            OTEL_BSP_SCHEDULE_DELAY="3600000",
+            OTEL_SERVICE_NAME="resetup",
+        )
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+        parent = lines[-1]
+        assert parent["statuses"] == [0, 0]
+        workers = {line["n"]: line["id"] for line in lines[:-1]}
+        assert all(line["ok"] for line in lines[:-1])
+        expected = {parent["parent"]: 2, workers[3]: 3, workers[5]: 5}
+        assert len(expected) == 3  # three processes, three ids
+        deadline = time.monotonic() + 10
+        while _counts(receiver) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _counts(receiver) == expected
+        span_ids: dict[str, int] = {}
+        for resource, span in receiver.spans():
+            if span.name == "sync push":
+                key = resource["service.instance.id"]
+                span_ids[key] = span_ids.get(key, 0) + 1
+        assert span_ids == expected

@@ -48,7 +48,7 @@ from syncperf._metrics.points import (
     merge_sums,
     to_metric,
 )
-from syncperf._metrics.resources import child_instance_ids
+from syncperf._metrics.resources import child_instance_ids, with_own_instance_id
 
 _logger = logging.getLogger("syncperf")
 
@@ -215,11 +215,7 @@ class Reader:
         self._points.clear()
         self.epoch += 1
         self._start_ns = self._last_collect_ns = now
-        old = self._resource.attributes.get("service.instance.id")
-        if isinstance(old, str) and old in instance_ids:
-            self._resource = self._resource.merge(
-                Resource({"service.instance.id": instance_ids[old]})
-            )
+        self._resource = with_own_instance_id(self._resource, instance_ids)
 
     def read(
         self, render: Callable[[list[tuple[Instrument, Points]], int], T], probes: bool = True

@@ -114,14 +114,32 @@ def child_instance_ids() -> dict[str, str]:
 
     ``Resource.create()`` cannot run here (its detector pool deadlocks in a fork hook), so
     a new id is made here and handed to the SDK's detector, which would make the same
-    per-process choice later; every resource of this child then agrees on it.
+    per-process choice later; every resource of this child then agrees on it. Called again
+    in the same child (by each fork hook that needs it), it returns the same mapping.
     """
     from opentelemetry.sdk import resources
 
+    global _mapped
+    if _mapped is not None and _mapped[0] == os.getpid():
+        return dict(_mapped[1])
     parent = getattr(resources, "_service_instance_id", None)
     if not isinstance(parent, str) or getattr(resources, "_service_instance_id_pid", None) is None:
         return {}
     child = str(uuid.uuid4())
     resources._service_instance_id = child
     resources._service_instance_id_pid = os.getpid()
+    _mapped = (os.getpid(), {parent: child})
     return {parent: child}
+
+
+_mapped: tuple[int, dict[str, str]] | None = None
+"""This process's id and the mapping ``child_instance_ids`` made in it."""
+
+
+def with_own_instance_id(resource: Any, instance_ids: Mapping[str, str]) -> Any:
+    """``resource`` with a parent's ``service.instance.id`` replaced by this child's own
+    (``instance_ids`` maps old to new); unchanged when it names no such id."""
+    old = None if resource is None else resource.attributes.get("service.instance.id")
+    if isinstance(old, str) and old in instance_ids:
+        return resource.merge(Resource({"service.instance.id": instance_ids[old]}))
+    return resource
