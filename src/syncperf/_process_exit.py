@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 from syncperf import _runtime
+from syncperf._metrics import bounded
 
 _exit_stalled = False
 
@@ -31,13 +32,16 @@ def flush_for_exit() -> bool:
 
     Bounded by ``shutdown_timeout``; once such a flush ran out of time (the collector does not
     answer), later ones in the same process do not wait again, so a lifespan shutdown followed
-    by the interpreter's exit stays within one bound.
+    by the interpreter's exit stays within one bound. Nor does it wait while a flush that ran
+    out of time is still waiting on the collector (``force_flush()`` in gunicorn's
+    ``worker_exit``, then the exit hook).
     """
     global _exit_stalled
     rt = _runtime.installed
     if rt is None:
         return True
-    done = rt.flush(0.0 if _exit_stalled else None)
+    stalled = _exit_stalled or (rt.flush_timed_out and bounded.running(bounded.FLUSH))
+    done = rt.flush(0.0 if stalled else None)
     _exit_stalled = _exit_stalled or rt.flush_timed_out  # not a quick failure: it may recover
     return done
 

@@ -22,7 +22,7 @@ from syncperf._guard import Bounded as Bounded
 from syncperf._guard import Guard
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
-from syncperf._metrics.bounded import Deadline, run_bounded
+from syncperf._metrics.bounded import FLUSH, Deadline, run_bounded
 from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
 from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
 from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds, carry
@@ -263,7 +263,7 @@ class Runtime(Guard):
             except Exception:  # never raise into the caller (an exit hook, a lifespan)
                 _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
 
-        self.flush_timed_out = not run_bounded(work, limit, "syncperf-flush")
+        self.flush_timed_out = not run_bounded(work, limit, FLUSH)
         if not self.flush_timed_out:
             return succeeded == [True]
         self.log_once(

@@ -11,6 +11,7 @@ past the bound.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -198,3 +199,50 @@ def test_an_unresponsive_collector_cannot_hold_the_exit_past_the_bound(
     endpoint = request.getfixturevalue(collector)
     seconds = _serve_then_stop(server, app_dir, endpoint)
     assert seconds < EXIT_BOUND
+
+
+HOOK_THEN_EXIT = textwrap.dedent(
+    """
+    import json, sys, time
+    import syncperf
+    from syncperf.export import setup_otlp
+
+    setup_otlp()
+    for _ in range(20):
+        with syncperf.sync_operation("push", entity="todo"):
+            pass
+    started = time.time()
+    ok = syncperf.force_flush()  # gunicorn's worker_exit recipe; then the exit hook flushes
+    print(json.dumps({"started": started, "ok": ok}), flush=True)
+    """
+)
+
+
+def test_a_flush_hook_then_the_exit_flush_wait_one_bound_in_all(
+    silent: str, tmp_path: Path
+) -> None:
+    """``force_flush()`` in a shutdown hook (gunicorn's ``worker_exit``), then syncperf's own
+    exit flush: with a collector that accepts and never answers, the process stops within
+    about one ``shutdown_timeout``, not one per flush."""
+    bound = 1.0
+    script = tmp_path / "hook.py"
+    script.write_text(HOOK_THEN_EXIT)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
+    env.update(
+        {
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": silent,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000",
+            "SYNCPERF_SHUTDOWN_TIMEOUT": str(bound),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    ended = time.time()
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["ok"] is False  # the hook's flush ran out of time
+    assert ended - report["started"] < bound + 0.7  # one bound in all, not two

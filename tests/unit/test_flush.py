@@ -26,6 +26,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
 from syncperf import _process_exit, _runtime
+from syncperf._metrics import bounded
+from tests._forked import in_a_worker
 
 
 @pytest.fixture
@@ -493,3 +495,20 @@ def test_a_finisher_that_cannot_start_its_thread_ends_the_span_inline(
     finisher.shutdown(timeout=0)
     finisher.end(Ended(), 2)  # the stopped finisher's late path
     assert ended == [1, 2]
+
+
+def test_a_flush_still_waiting_on_the_collector_is_running_here_not_in_a_forked_child() -> None:
+    """What lets the exit flush skip its wait after a ``force_flush()`` that ran out of time
+    (``_process_exit``): a run of ``bounded.FLUSH`` still going on, in this process only."""
+    release = threading.Event()
+    assert not bounded.running(bounded.FLUSH)
+    assert bounded.run_bounded(release.wait, 0.0, bounded.FLUSH) is False
+    try:
+        assert bounded.running(bounded.FLUSH)
+        assert in_a_worker(lambda: bounded.running(bounded.FLUSH)) is False
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while bounded.running(bounded.FLUSH) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not bounded.running(bounded.FLUSH)

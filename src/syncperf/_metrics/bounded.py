@@ -7,9 +7,15 @@ the process exits, but never holds the caller (a request, a reload, the process'
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
+
+FLUSH = "syncperf-flush"
+"""The name of a flush's thread (``Runtime.flush``)."""
+_running: set[tuple[str, threading.Event]] = set()
+"""The runs not finished yet, by name (set operations are atomic: no lock to cross a fork)."""
 
 
 class Deadline:
@@ -31,15 +37,28 @@ def run_bounded(work: Callable[[], object], timeout: float, name: str) -> bool:
     then only the timeouts ``work`` gives its own steps bound it.
     """
     done = threading.Event()
+    entry = (name, done)
+    _running.add(entry)
 
     def run() -> None:
         try:
             work()
         finally:
             done.set()
+            _running.discard(entry)
 
     try:
         threading.Thread(target=run, name=name, daemon=True).start()
     except RuntimeError:  # "can't create new thread at interpreter shutdown"
         run()
     return done.wait(timeout)
+
+
+def running(name: str) -> bool:
+    """True while a run of ``name`` has not finished: one that ran out of time may still be
+    waiting on a collector that does not answer."""
+    return any(each == name for each, _ in tuple(_running))
+
+
+if hasattr(os, "register_at_fork"):  # the parent's runs are not the child's
+    os.register_at_fork(after_in_child=_running.clear)
