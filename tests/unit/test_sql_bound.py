@@ -281,6 +281,7 @@ def test_the_statement_cache_never_keeps_more_of_a_statement_than_it_reads(
             connection.exec_driver_sql(f"SELECT '{i}{'x' * 200_000}'")
         for _ in range(5):
             connection.exec_driver_sql(f"SELECT '{'y' * 200_000}'")
+    engine.dispose()
     caches = [value for value in vars(recorder).values() if isinstance(value, (dict, Evicting))]
     keys = [key[0] if isinstance(key, tuple) else key for cache in caches for key in cache]
     assert max(len(key) for key in keys) <= MAX_LEXED

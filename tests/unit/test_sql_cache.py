@@ -45,6 +45,7 @@ def test_a_statement_in_use_stays_cached_past_the_capacity(
             connection.exec_driver_sql("SELECT 1")
             connection.exec_driver_sql(f"SELECT {i} + 1")  # a new statement each time
             sizes.append(len(recorder._queries))
+    engine.dispose()
     assert classified["SELECT 1"] == 1
     assert max(sizes) <= _CAPACITY
     assert classified["SELECT 7 + 1"] == 1
@@ -64,6 +65,7 @@ def test_a_commented_statement_in_use_stays_cached_past_the_capacity(
             connection.exec_driver_sql(f"SELECT 1 {comment}")
             connection.exec_driver_sql(f"SELECT {i} + 1 {comment}")
             sizes.append(len(recorder._bare.known))
+    engine.dispose()
     assert classified["SELECT 1"] == 1
     assert max(sizes) <= _CAPACITY
 
