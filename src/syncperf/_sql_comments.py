@@ -20,14 +20,21 @@ reading) or longer than ``MAX_LEXED`` (read in part only) keeps its comments.
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Generic, TypeVar
 
+from syncperf._evicting import Evicting
 from syncperf._sql import MAX_LEXED
 from syncperf._sql_lex import Token, lex
 
 __all__ = ["Bare", "bare", "clean_tokens"]
 
 T = TypeVar("T")
+
+
+class _Unknown(Enum):
+    UNKNOWN = 0
+
 
 _PIECES = 8
 """Most comments removed from each end (more: the statement keeps them all)."""
@@ -122,14 +129,15 @@ def clean_tokens(statement: str, *, mysql: bool, sqlite: bool) -> list[Token] | 
 
 class Bare(Generic[T]):
     """What one engine knows of statements by their bare text (``bare()``), at most ``most``
-    (then forgotten at once, as the engine's other caches): an entry is the bare statement's
-    classification, or None when it does not end clean (its statements are classified whole)."""
+    (past them the oldest half is set aside, as in the engine's statement cache: see
+    ``syncperf._evicting``): an entry is the bare statement's classification, or None when it
+    does not end clean (its statements are classified whole)."""
 
-    __slots__ = ("known", "most", "mysql", "sqlite")
+    __slots__ = ("cache", "known", "mysql", "sqlite")
 
     def __init__(self, dialect: str, most: int) -> None:
-        self.known: dict[str, T | None] = {}
-        self.most = most
+        self.cache: Evicting[str, T | None] = Evicting(most)
+        self.known = self.cache.hot
         self.mysql = dialect in ("mysql", "mariadb")
         self.sqlite = dialect == "sqlite"
 
@@ -140,14 +148,14 @@ class Bare(Generic[T]):
         text = bare(statement)
         if text is None:
             return None
-        known = self.known
         try:
-            return known[text]
-        except KeyError:  # new (or cleared by another thread)
+            return self.known[text]
+        except KeyError:  # new, or set aside
             pass
+        found = self.cache.recall(text, _Unknown.UNKNOWN)
+        if found is not _Unknown.UNKNOWN:
+            return found
         tokens = clean_tokens(text, mysql=self.mysql, sqlite=self.sqlite)
         found = None if tokens is None else classify(text, tokens=tokens)
-        if len(known) >= self.most:
-            known.clear()
-        known[text] = found
+        self.cache.put(text, found)
         return found

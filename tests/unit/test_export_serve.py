@@ -255,3 +255,50 @@ def test_scrapes_up_to_the_cap_are_served_at_once(monkeypatch: pytest.MonkeyPatc
     finally:
         for sock in idle:
             sock.close()
+
+
+def _handshakes(port: int, n: int, seconds: float) -> tuple[int, list[socket.socket]]:
+    """Connections among ``n`` opened at once whose handshake completes within ``seconds``."""
+    socks = []
+    for _ in range(n):
+        sock = socket.socket()
+        sock.setblocking(False)
+        sock.connect_ex(("127.0.0.1", port))
+        socks.append(sock)
+    time.sleep(seconds)
+    done = sum(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0 and _peer(sock) for sock in socks
+    )
+    return done, socks
+
+
+def _peer(sock: socket.socket) -> bool:
+    try:
+        sock.getpeername()
+    except OSError:  # not connected (yet): its SYN was dropped
+        return False
+    return True
+
+
+@pytest.mark.usefixtures("clean")
+def test_a_burst_of_connections_waits_in_the_listen_backlog() -> None:
+    """A burst of scrapers and health checks waits to be accepted: with socketserver's
+    backlog of 5, the connections past the sixth had their SYN dropped (a second's retry)."""
+    endpoint = setup_prometheus(port=0)
+    server = endpoint._server  # type: ignore[attr-defined]
+    server.shutdown()  # not accepting: the burst waits in the backlog
+    done, socks = _handshakes(endpoint.port, 40, 0.5)
+    try:
+        assert server.request_queue_size >= 64
+        assert done == 40
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        for sock in socks:
+            sock.setblocking(True)
+            sock.settimeout(5)
+            with contextlib.suppress(OSError):  # past the connection cap: closed at once
+                sock.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+                assert sock.recv(12) in (b"", b"HTTP/1.0 200", b"HTTP/1.0 503")
+    finally:
+        for sock in socks:
+            sock.close()
+    assert _get(endpoint.url) == 200

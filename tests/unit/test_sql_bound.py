@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 import syncperf
 from syncperf import _sql, _sql_lex
+from syncperf._evicting import Evicting
 from syncperf._sql import MAX_LEXED, MAX_TEXT, classify, normalize
 from syncperf.sqlalchemy import instrument_engine
 from syncperf.testing import Capture
@@ -280,7 +281,8 @@ def test_the_statement_cache_never_keeps_more_of_a_statement_than_it_reads(
             connection.exec_driver_sql(f"SELECT '{i}{'x' * 200_000}'")
         for _ in range(5):
             connection.exec_driver_sql(f"SELECT '{'y' * 200_000}'")
-    caches = [value for value in vars(recorder).values() if isinstance(value, dict)]
+    engine.dispose()
+    caches = [value for value in vars(recorder).values() if isinstance(value, (dict, Evicting))]
     keys = [key[0] if isinstance(key, tuple) else key for cache in caches for key in cache]
     assert max(len(key) for key in keys) <= MAX_LEXED
     assert len([n for n in classified if n > MAX_LEXED]) == 21  # the repeated one once

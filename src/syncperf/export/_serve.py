@@ -37,6 +37,12 @@ MAX_CONNECTIONS = 16
 own until answered or ``SCRAPE_TIMEOUT``: past it a connection is closed at once, with no
 thread (a client trickling its request held one each, for ever)."""
 
+LISTEN_BACKLOG = min(128, socket.SOMAXCONN)
+"""Connections the kernel holds for the server of ``setup_prometheus()`` until it accepts them
+(``listen()``'s backlog; socketserver's is 5): a burst of scrapers and health checks waits
+there, where past the sixth the kernel dropped their SYNs (a second's retry, or a refusal).
+Accepted, they are served or closed under ``MAX_CONNECTIONS``: the backlog holds no thread."""
+
 SEND_PART = 1 << 16
 """Bytes per ``http.response.body`` message of the ASGI app: sent in parts, the server's flow
 control holds back a client that does not read (uvicorn buffers 64 KiB), instead of taking
@@ -146,6 +152,7 @@ def start_server(port: int, host: str, registry: Any) -> tuple[Any, threading.Th
 
     class Server(ThreadingWSGIServer):
         address_family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        request_queue_size = LISTEN_BACKLOG
 
         def process_request(self, request: Any, client_address: Any) -> None:
             if not connections.acquire(blocking=False):

@@ -20,6 +20,7 @@ from opentelemetry import trace
 from sqlalchemy.engine.interfaces import ExecuteStyle
 
 from syncperf import _runtime
+from syncperf._evicting import Evicting
 from syncperf._gate import error_type
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import freeze
@@ -167,8 +168,9 @@ class QueryRecorder:
         self._query_text = query_text
         self._dialect = name
         self._base = connection_attributes(self.system, engine.url)
-        self._queries: dict[str, Query] = {}
-        self._long: dict[tuple[str, int, int], Query] = {}
+        self._statements: Evicting[str, Query] = Evicting(_MAX_STATEMENTS)
+        self._queries = self._statements.hot  # a hit: one ``dict.get``
+        self._long: Evicting[tuple[str, int, int], Query] = Evicting(_MAX_LONG)
         self._bare: Bare[Query] = Bare(name, _MAX_STATEMENTS)  # sqlcommenter: one per request
         self.serial = next(_serials)
         """Tells this engine's ``QuerySeries`` apart on a runtime."""
@@ -355,14 +357,14 @@ class QueryRecorder:
                 return self._queries.get(single) or self._classify(single)
         if (bare := self._bare.find(statement, self._classify)) is not None:
             return bare  # without its comments: kept by the bare text, not this one
-        cache: dict[Any, Query] = self._queries
+        cache: Evicting[Any, Query] = self._statements
         key: Any = statement
-        most, repeat = _MAX_STATEMENTS, None
+        repeat = None
         if len(statement) > MAX_LEXED:  # kept by its prefix and a hash: never whole
             repeat = (len(statement), hash(statement))
-            cache, key, most = self._long, (statement[:MAX_LEXED], *repeat), _MAX_LONG
-            if (held := cache.get(key)) is not None:
-                return held
+            cache, key = self._long, (statement[:MAX_LEXED], *repeat)
+        if (held := cache.hot.get(key) or cache.recall(key, None)) is not None:  # set aside
+            return held
         found = classify(statement, dialect=self._dialect, tokens=tokens)
         text = self._texts.get(found.text)
         if text is None:
@@ -390,9 +392,7 @@ class QueryRecorder:
             found.several,
             text if repeat is None else (text, *repeat),
         )
-        if len(cache) >= most:  # e.g. literals inlined into statements
-            cache.clear()
-        cache[key] = query
+        cache.put(key, query)  # bounded: e.g. literals inlined into statements
         return query
 
     def _bind(
