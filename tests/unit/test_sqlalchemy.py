@@ -1479,15 +1479,21 @@ def test_engines_sharing_a_pool_name_report_the_sums_of_their_pools(
     assert instrument.callbacks == []  # then the observers are gone
 
 
+@pytest.mark.parametrize("at_return", [True, False])
 def test_a_failing_checkin_hook_still_returns_the_connection(
-    monkeypatch: pytest.MonkeyPatch,
+    at_return: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Timed at the pool's return or by the ``checkin`` listener, a hook that fails is
+    counted (here the series lookup of every checkout and every checkin) and the connection
+    goes back to the pool all the same."""
     from syncperf.sqlalchemy import _pool
 
-    def broken(self: Any, dbapi_connection: Any, record: Any) -> None:
+    def broken(self: Any, rt: Any) -> Any:
         raise RuntimeError("hook bug")
 
-    monkeypatch.setattr(_pool.PoolMetrics, "_on_checkin", broken)
+    if not at_return:
+        monkeypatch.setattr(_pool, "_returns", lambda pool: None)
+    monkeypatch.setattr(_pool.PoolMetrics, "series", broken)
     eng = sa.create_engine("sqlite://", poolclass=sa.pool.QueuePool)
     with capture(strict=False) as cap:
         handle = instrument_engine(eng)
@@ -1497,9 +1503,10 @@ def test_a_failing_checkin_hook_still_returns_the_connection(
                     conn.execute(sa.text("SELECT 1"))
             assert eng.pool.checkedin() == 1 and eng.pool.checkedout() == 0
             dropped = {"syncperf.reason": "sqlalchemy_pool_hook_failed"}
-            assert cap.total("syncperf.dropped", dropped) == 3
+            assert cap.total("syncperf.dropped", dropped) == 6
         finally:
             handle.uninstrument()
+            eng.dispose()
 
 
 def test_static_pool_has_one_connection_at_most(syncperf_capture: Capture) -> None:
