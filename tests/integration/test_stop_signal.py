@@ -10,7 +10,6 @@ so the exit hooks do not run) and ``--lifespan off``.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -65,7 +64,9 @@ APP = textwrap.dedent(
 )
 
 
-def _start(app_dir: Path, endpoint: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+def _start(
+    app_dir: Path, endpoint: str, *args: str, server: str = "uvicorn"
+) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
     env.update(
@@ -80,7 +81,13 @@ def _start(app_dir: Path, endpoint: str, *args: str) -> tuple[subprocess.Popen[b
             "SYNCPERF_SHUTDOWN_TIMEOUT": "2",
         }
     )
-    command = [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1", "--port", str(port)]
+    if server == "uvicorn":
+        command = [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1"]
+        command += ["--port", str(port)]
+    else:  # one uvicorn worker, SIGKILLed by the master when the graceful timeout ends
+        command = [sys.executable, "-m", "gunicorn", *args, "--bind", f"127.0.0.1:{port}"]
+        command += ["--worker-class", "uvicorn.workers.UvicornWorker"]
+        command += ["--graceful-timeout", "1"]
     process = subprocess.Popen(
         command, cwd=app_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
@@ -131,22 +138,28 @@ def app_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
 def test_completed_requests_are_exported_when_an_open_request_outlives_the_grace_period(
-    app_dir: Path,
+    app_dir: Path, server: str
 ) -> None:
     with OtlpReceiver() as receiver:
-        process, url = _start(app_dir, receiver.endpoint, "app:app")
+        process, url = _start(app_dir, receiver.endpoint, "app:app", server=server)
         _push(url, "/sync/push")
 
+        outcome: list[object] = []
+
         def long_poll() -> None:
-            with contextlib.suppress(httpx.HTTPError):  # cut by the SIGKILL
-                httpx.post(url + "/sync/push?slow=60", json={}, timeout=30)
+            try:
+                outcome.append(httpx.post(url + "/sync/push?slow=60", json={}, timeout=30))
+            except httpx.HTTPError as error:  # cut by the SIGKILL
+                outcome.append(error)
 
         open_request = threading.Thread(target=long_poll, daemon=True)
         open_request.start()
         time.sleep(0.5)
-        _stop(process, grace=GRACE)
-        assert process.returncode == -signal.SIGKILL  # the open request held the stop
+        _stop(process, grace=GRACE)  # uvicorn: the orchestrator's SIGKILL; gunicorn: its own
+        open_request.join(5)
+        assert outcome and isinstance(outcome[0], httpx.HTTPError)  # it held the stop
         time.sleep(0.3)
         assert _exported(receiver) == (OPERATIONS, OPERATIONS)
 
