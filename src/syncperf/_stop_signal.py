@@ -36,7 +36,6 @@ _MARK = "_syncperf_stop_flush"
 
 _pipe: tuple[int, int] | None = None
 """(read end, write end), the flush thread's; None before ``arm()`` and in a forked child."""
-_thread: threading.Thread | None = None
 _seen = False
 """A stop signal was handled in this process: the later ones go straight to the server."""
 
@@ -49,7 +48,9 @@ def arm() -> None:
     try:
         for signum in SIGNALS:
             previous = signal.getsignal(signum)
-            if _chainable(previous):
+            if getattr(previous, _MARK, False):
+                _start()  # chained already (in a forked child: by its parent)
+            elif _chainable(previous):
                 _start()
                 signal.signal(signum, _chain(previous))
     except (OSError, RuntimeError, ValueError):  # no thread, no pipe, an embedded interpreter
@@ -57,24 +58,19 @@ def arm() -> None:
 
 
 def _chainable(handler: object) -> TypeGuard[Callable[[int, FrameType | None], Any]]:
-    """A Python handler the server installed (not a default action, not ours already)."""
-    return (
-        callable(handler)
-        and handler is not signal.default_int_handler
-        and not getattr(handler, _MARK, False)
-    )
+    """A Python handler the server installed (not a default action)."""
+    return callable(handler) and handler is not signal.default_int_handler
 
 
 def _start() -> None:
     """Start the flush thread, once per process."""
-    global _pipe, _thread
+    global _pipe
     if _pipe is None:
         read, write = os.pipe()
         os.set_blocking(write, False)
-        _thread = threading.Thread(
+        threading.Thread(
             target=_flush_on_signal, args=(read,), name="syncperf-stop-flush", daemon=True
-        )
-        _thread.start()
+        ).start()
         _pipe = (read, write)
 
 
@@ -99,8 +95,8 @@ def _chain(previous: Callable[[int, FrameType | None], Any]) -> Callable[..., An
 
 def _wake(signum: int) -> bool:
     """Tell the flush thread (a write to its pipe: no lock); False when it cannot be told."""
-    pipe, thread = _pipe, _thread
-    if pipe is None or thread is None or not thread.is_alive():
+    pipe = _pipe  # None once the thread ended (not ``is_alive()``: it may take a lock)
+    if pipe is None:
         return False
     try:
         return os.write(pipe[1], bytes((signum,))) == 1
@@ -110,23 +106,25 @@ def _wake(signum: int) -> bool:
 
 def _flush_on_signal(read: int) -> None:
     """The flush thread: on each stop signal, export, then deliver the signal again."""
-    while True:
-        try:
+    global _pipe
+    try:
+        while True:
             received = os.read(read, 1)
-        except OSError:
-            return
-        if not received:
-            return
-        with contextlib.suppress(Exception):  # it logs its own failures; deliver anyway
-            flush_for_exit()
-        if received[0]:
-            os.kill(os.getpid(), received[0])
+            if not received:
+                return
+            with contextlib.suppress(Exception):  # it logs its own failures; deliver anyway
+                flush_for_exit()
+            if received[0]:
+                os.kill(os.getpid(), received[0])
+    finally:  # never expected: the signals go straight to the server from now on
+        if _pipe is not None and _pipe[0] == read:
+            _pipe = None
 
 
 def _after_fork_in_child() -> None:
     """The child has no flush thread: close its copy of the pipe; it arms on its own."""
-    global _pipe, _thread, _seen
-    pipe, _pipe, _thread, _seen = _pipe, None, None, False
+    global _pipe, _seen
+    pipe, _pipe, _seen = _pipe, None, False
     for fd in pipe or ():
         with contextlib.suppress(OSError):
             os.close(fd)

@@ -143,10 +143,14 @@ def test_without_a_live_flush_thread_the_server_handler_runs_at_once(
     server = _Server()
     signal.signal(signal.SIGTERM, server.handle_exit)
     _stop_signal.arm()
-    dead = threading.Thread(target=lambda: None)
-    dead.start()
-    dead.join()
-    monkeypatch.setattr(_stop_signal, "_thread", dead)
+    read, write = os.pipe()
+    monkeypatch.setattr(_stop_signal, "_pipe", (read, write))
+    os.close(write)  # the flush thread reading ``read`` ends at once
+    thread = threading.Thread(target=_stop_signal._flush_on_signal, args=(read,))
+    thread.start()
+    thread.join(5)
+    os.close(read)
+    assert _stop_signal._pipe is None
     handler = signal.getsignal(signal.SIGTERM)
     assert callable(handler)
     handler(signal.SIGTERM, None)
@@ -192,14 +196,19 @@ def test_the_final_flush_does_not_wait_again_after_a_stalled_stop_flush(clean: N
         exporter.go.set()
 
 
-def test_a_forked_child_has_no_flush_thread_of_its_parent(clean: None) -> None:
+def test_a_forked_child_arms_its_own_flush_thread(
+    clean: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     server = _Server()
     signal.signal(signal.SIGTERM, server.handle_exit)
     _stop_signal.arm()
     assert _stop_signal._pipe is not None
+    monkeypatch.setattr(_stop_signal, "_seen", True)  # the parent is stopping
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
-        ok = _stop_signal._pipe is None and _stop_signal._thread is None
+        ok = _stop_signal._pipe is None and not _stop_signal._seen
+        _stop_signal.arm()  # its own thread, behind the handler it inherited
+        ok = ok and _stop_signal._pipe is not None
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
