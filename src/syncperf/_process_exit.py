@@ -19,30 +19,40 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import threading
 from typing import Any
 
 from syncperf import _runtime
 from syncperf._metrics import bounded
 
 _exit_stalled = False
+_exiting = threading.Lock()
+"""Held by the stop flush that runs: a later one waits for it, then knows whether it stalled."""
 
 
 def flush_for_exit() -> bool:
-    """``force_flush`` for a process that is stopping (ASGI lifespan shutdown, exit).
+    """``force_flush`` for a process that is stopping (stop signal, ASGI lifespan shutdown,
+    exit).
 
     Bounded by ``shutdown_timeout``; once such a flush ran out of time (the collector does not
-    answer), later ones in the same process do not wait again, so a lifespan shutdown followed
-    by the interpreter's exit stays within one bound. Nor does it wait while a flush that ran
-    out of time is still waiting on the collector (``force_flush()`` in gunicorn's
-    ``worker_exit``, then the exit hook).
+    answer), later ones in the same process do not wait again, so a stop signal's flush
+    followed by the lifespan shutdown's and the interpreter's exit stays within one bound. Nor
+    does it wait while a flush that ran out of time is still waiting on the collector
+    (``force_flush()`` in gunicorn's ``worker_exit``, then the exit hook). One that starts
+    while another runs (the stop signal's, on its thread) waits for it first.
     """
     global _exit_stalled
     rt = _runtime.installed
     if rt is None:
         return True
-    stalled = _exit_stalled or (rt.flush_timed_out and bounded.running(bounded.FLUSH))
-    done = rt.flush(0.0 if stalled else None)
-    _exit_stalled = _exit_stalled or rt.flush_timed_out  # not a quick failure: it may recover
+    if not _exiting.acquire(timeout=rt.config.shutdown_timeout):
+        return False  # the other one is still at it (its bound is its own)
+    try:
+        stalled = _exit_stalled or (rt.flush_timed_out and bounded.running(bounded.FLUSH))
+        done = rt.flush(0.0 if stalled else None)
+        _exit_stalled = _exit_stalled or rt.flush_timed_out  # not a quick failure: it may recover
+    finally:
+        _exiting.release()
     return done
 
 
@@ -80,5 +90,12 @@ def _hook() -> None:
 
 
 _hook()
+
+
+def _after_fork_in_child() -> None:
+    global _exiting
+    _exiting = threading.Lock()  # a flush thread of the parent may have held it
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_hook)
+    os.register_at_fork(before=_hook, after_in_child=_after_fork_in_child)

@@ -29,6 +29,7 @@ from syncperf._gate import check_operation
 from syncperf._operation import active_operation
 from syncperf._process_exit import flush_for_exit
 from syncperf._runtime import current
+from syncperf._stop_signal import arm
 from syncperf.asgi._client_metrics import client_metrics_app
 from syncperf.asgi._exchange import Exchange
 from syncperf.asgi._http import AsgiState
@@ -158,10 +159,12 @@ class SyncPerfMiddleware:
         self._entities = None if entities is None else check_names("entities", entities)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Handle one ASGI connection (websocket passes through untouched; at the lifespan
-        shutdown what syncperf recorded is exported, see ``flush_on_shutdown``)."""
+        """Handle one ASGI connection (websocket passes through untouched; on the server's
+        stop signal and at the lifespan shutdown what syncperf recorded is exported, see
+        ``flush_on_shutdown`` and ``syncperf._stop_signal``)."""
         if scope["type"] != "http":
             if scope["type"] == "lifespan":
+                arm()
                 send = flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
@@ -170,7 +173,8 @@ class SyncPerfMiddleware:
             await self.app(scope, receive, send)
             return
         t0 = _perf()
-        if self._contrib is None:
+        if self._contrib is None:  # the first request
+            arm()  # mounted, or no lifespan: the stop signal is the only hook
             self._contrib = contrib_in_stack(scope.get("app"))
         path = scope.get("path")
         if type(path) is not str:
