@@ -15,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.sdk.metrics.export import Metric
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -26,6 +26,9 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler
 from syncperf import _runtime
 from syncperf._config import Config
 from syncperf._metrics.reader import Reader
+
+if TYPE_CHECKING:  # imported when asked for (``__getattr__`` below)
+    from _syncperf_pytest import syncperf_capture
 
 __all__ = ["Capture", "capture", "syncperf_capture"]
 
@@ -141,11 +144,18 @@ def _end(cap: Capture) -> None:
         cap.closed = True
 
 
-try:
-    from _syncperf_pytest import syncperf_capture  # the fixture, for ``from ... import``
-except ImportError:  # pragma: no cover - capture() works without pytest
-    pass
-else:
-    pytest_plugins = ["_syncperf_pytest"]
-    """Listed as a plugin (``pytest_plugins = ["syncperf.testing"]``, ``-p syncperf.testing``),
-    this module brings the plugin in (registered once, beside its entry point)."""
+pytest_plugins = ["_syncperf_pytest"]
+"""Listed as a plugin (``pytest_plugins = ["syncperf.testing"]``, ``-p syncperf.testing``),
+this module brings the plugin in (registered once, beside its entry point). pytest imports
+it, after marking it for assertion rewriting: importing it here first would make pytest warn
+(an error under ``filterwarnings = error``)."""
+
+
+def __getattr__(name: str) -> Any:
+    """``syncperf_capture``, the fixture (for ``from syncperf.testing import ...``), imported
+    when asked for: it needs pytest, which ``capture()`` does not."""
+    if name == "syncperf_capture":
+        from _syncperf_pytest import syncperf_capture
+
+        return syncperf_capture
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -148,3 +148,37 @@ def test_with_autoloading_off_it_is_loaded_as_documented(
     result = pytester.runpytest_subprocess(*args, "--syncperf-results=r.json")
     assert result.ret == pytest.ExitCode.OK, result.stderr.str()
     assert (pytester.path / "r.json").exists()
+
+
+STRICT_WARNINGS = {
+    "-W error": (["-W", "error"], ""),
+    "filterwarnings = error": ([], "[pytest]\nfilterwarnings = error\n"),
+}
+
+
+@pytest.mark.usefixtures("entry_point")
+@pytest.mark.parametrize("autoload", ["autoload on", "autoload off"])
+@pytest.mark.parametrize(("args", "conftest"), LISTED.values(), ids=LISTED.keys())
+@pytest.mark.parametrize(("warn_args", "ini"), STRICT_WARNINGS.values(), ids=STRICT_WARNINGS)
+def test_listing_it_by_hand_warns_nothing(
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    autoload: str,
+    args: list[str],
+    conftest: str,
+    warn_args: list[str],
+    ini: str,
+) -> None:
+    """A project that turns warnings into errors can list the plugin (no warning that a
+    module was imported before pytest could rewrite its assertions)."""
+    if autoload == "autoload off":
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    if ini:
+        pytester.makeini(ini)
+    pytester.makeconftest(conftest)
+    pytester.makepyfile(test_it=USES_IT.replace("def test_not_compiled", "def _not_compiled"))
+    result = pytester.runpytest_subprocess(*QUIET, "-p", "no:cacheprovider", *warn_args, *args)
+    output = result.stdout.str() + result.stderr.str()
+    assert "Warning" not in output, output
+    assert result.ret == pytest.ExitCode.OK, output
+    result.assert_outcomes(passed=1)
