@@ -25,6 +25,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_env(
+    app_dir: Path, endpoint: str, service: str, shutdown_timeout: float
+) -> dict[str, str]:
+    """The environment of a server process exporting over gRPC to ``endpoint`` only when it
+    stops (hour-long export intervals), importing ``app_dir`` and this checkout's syncperf."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
+    src = Path(__file__).resolve().parents[2] / "src"
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(app_dir), str(src)]),
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
+            "OTEL_BSP_SCHEDULE_DELAY": "3600000",
+            "OTEL_SERVICE_NAME": service,
+            "SYNCPERF_SHUTDOWN_TIMEOUT": str(shutdown_timeout),
+        }
+    )
+    return env
+
+
 def _pg_tool(name: str) -> str | None:
     for directory in PG_BIN_DIRS:
         if (directory / name).exists():

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, server_env
 from tests.integration.otlp_receiver import OtlpReceiver, SilentListener, attributes
 
 pytestmark = pytest.mark.integration
@@ -97,19 +97,7 @@ def app_dir(tmp_path: Path) -> Path:
 
 def _start(server: str, app_dir: Path, endpoint: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(app_dir), str(ROOT / "src")]),
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
-            "OTEL_BSP_SCHEDULE_DELAY": "3600000",
-            "OTEL_SERVICE_NAME": "shutdown-test",
-            "SYNCPERF_SHUTDOWN_TIMEOUT": str(SHUTDOWN_TIMEOUT),
-        }
-    )
+    env = server_env(app_dir, endpoint, "shutdown-test", SHUTDOWN_TIMEOUT)
     process = subprocess.Popen(
         _command(server, port),
         cwd=app_dir,

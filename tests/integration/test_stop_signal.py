@@ -10,7 +10,6 @@ so the exit hooks do not run) and ``--lifespan off``.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -22,11 +21,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, server_env
 from tests.integration.otlp_receiver import OtlpReceiver, attributes
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 OPERATIONS = 20
 GRACE = 1.5
 """Seconds between SIGTERM and SIGKILL, the orchestrator's grace period (30 s in Kubernetes)."""
@@ -68,19 +66,7 @@ def _start(
     app_dir: Path, endpoint: str, *args: str, server: str = "uvicorn"
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SYNCPERF_"))}
-    env.update(
-        {
-            "PYTHONPATH": os.pathsep.join([str(app_dir), str(ROOT / "src")]),
-            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-            "OTEL_EXPORTER_OTLP_INSECURE": "true",
-            "OTEL_METRIC_EXPORT_INTERVAL": "3600000",
-            "OTEL_BSP_SCHEDULE_DELAY": "3600000",
-            "OTEL_SERVICE_NAME": "stop-signal-test",
-            "SYNCPERF_SHUTDOWN_TIMEOUT": "2",
-        }
-    )
+    env = server_env(app_dir, endpoint, "stop-signal-test", 2)
     if server == "uvicorn":
         command = [sys.executable, "-m", "uvicorn", *args, "--host", "127.0.0.1"]
         command += ["--port", str(port)]
