@@ -205,8 +205,8 @@ class CountingSpanExporter(SpanExporter):
         """Export through the wrapped exporter; count a failure."""
         try:
             result = self.inner.export(spans)
-        except Exception:
-            _logger.debug("syncperf: span export raised", exc_info=True)
+        except Exception as error:
+            _logger.debug("syncperf: span export raised: %s", gate.raised_at(error))
             result = SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
             count_failure("traces")
@@ -285,8 +285,10 @@ def _renew_after_fork() -> None:
     for exporter in list(_renewable):
         try:
             exporter.renew()
-        except Exception:  # never break the child over telemetry
-            _logger.debug("syncperf: rebuilding an exporter after fork failed", exc_info=True)
+        except Exception as error:  # never break the child over telemetry
+            _logger.debug(
+                "syncperf: rebuilding an exporter after fork failed: %s", gate.raised_at(error)
+            )
 
 
 if hasattr(os, "register_at_fork"):
@@ -402,5 +404,5 @@ def shut_down(tracer_provider: Any, meter_provider: Any, left: Callable[[], floa
         try:
             if shut is not None:
                 shut()
-        except Exception:
-            _logger.debug("syncperf: shutting a provider down failed", exc_info=True)
+        except Exception as error:
+            _logger.debug("syncperf: shutting a provider down failed: %s", gate.raised_at(error))
