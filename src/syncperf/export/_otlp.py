@@ -3,7 +3,6 @@ that count failed exports and rebuild exporters in forked children."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import weakref
@@ -18,7 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
 from syncperf import _runtime
-from syncperf._metrics import outputs
+from syncperf._metrics import outputs, resources
 from syncperf._metrics.bounded import Deadline
 from syncperf.exceptions import ConfigError
 from syncperf.export import _batch, _sdk_env, _settings, _split
@@ -113,7 +112,7 @@ def exporter_class(protocol: str | None, signal: str) -> Any:
         ("http/protobuf", "metric"): "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     }[(protocol or DEFAULT_PROTOCOL, signal)]
     try:
-        loaded = importlib.import_module(module)
+        loaded = resources.import_quietly(module)
     except ImportError:
         package = (
             "opentelemetry-exporter-otlp-proto-grpc"

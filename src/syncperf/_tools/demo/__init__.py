@@ -10,7 +10,6 @@ the simulator drove, and the default alerts that would have fired. Needs the ``d
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -134,9 +133,11 @@ def _missing_extra(otlp: bool, prometheus: bool) -> str | None:
     needs = [("--otlp", "otlp", module) for module in (_otlp_exporters() if otlp else [])]
     if prometheus:
         needs.append(("--prometheus-port", "prometheus", "prometheus_client"))
+    from syncperf._metrics.resources import import_quietly
+
     for option, extra, module in needs:
         try:
-            importlib.import_module(module)
+            import_quietly(module)  # the gRPC exporter's import reads the resource variables
         except ImportError as error:
             return (
                 f"{option} needs the {extra} extra ({error.name or module} is missing): "
