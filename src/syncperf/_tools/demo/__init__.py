@@ -27,7 +27,8 @@ them (and shows the progress) busy for minutes after a 3 s ``--duration``."""
 
 
 def _endpoint(raw: str) -> str:
-    """An OTLP endpoint: ``http(s)://host[:port]``."""
+    """An OTLP base endpoint: ``http(s)://host[:port][/path]``, with no query or fragment
+    (``/v1/<signal>`` is added to it; the exporters quote it on every failed export)."""
     from urllib.parse import urlsplit
 
     try:
@@ -38,6 +39,11 @@ def _endpoint(raw: str) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(
             "not an http(s) URL with a host and a valid port (e.g. http://localhost:4318)"
+        )
+    if "?" in raw or "#" in raw:
+        raise argparse.ArgumentTypeError(
+            "a base URL with a ?query or #fragment (/v1/<signal> is added to it; pass"
+            " credentials in OTEL_EXPORTER_OTLP_HEADERS)"
         )
     return raw
 
