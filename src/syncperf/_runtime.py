@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from syncperf._config import Config
 from syncperf._forklocks import renew_in_child
+from syncperf._gate import raised_at
 from syncperf._guard import OTHER as OTHER
 from syncperf._guard import Bounded as Bounded
 from syncperf._guard import Guard
@@ -260,8 +261,8 @@ class Runtime(Guard):
                 for extra in tuple(FLUSHES):
                     ok = extra(int(left() * 1000)) is not False and ok
                 succeeded.append(ok)
-            except Exception:  # never raise into the caller (an exit hook, a lifespan)
-                _logger.warning("syncperf: flushing telemetry failed", exc_info=True)
+            except Exception as error:  # never raise into the caller (an exit hook, a lifespan)
+                _logger.warning("syncperf: flushing telemetry failed: %s", raised_at(error))
 
         self.flush_timed_out = not run_bounded(work, limit, FLUSH)
         if not self.flush_timed_out:
@@ -294,8 +295,8 @@ class Runtime(Guard):
         for hook in tuple(hooks):
             try:
                 hook(self)
-            except Exception:
-                _logger.warning("syncperf: a runtime hook failed", exc_info=True)
+            except Exception as error:
+                _logger.warning("syncperf: a runtime hook failed: %s", raised_at(error))
 
 
 def note_database_instrumented(delta: int) -> None:

@@ -17,6 +17,8 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
+from syncperf._gate import raised_at
+
 _logger = logging.getLogger("syncperf")
 
 
@@ -33,8 +35,10 @@ class SyncPerfInstrumentor(BaseInstrumentor):  # type: ignore[misc]
 
             if not setup_meter_provider(kwargs.get("meter_provider")):
                 _logger.info("syncperf: no SDK meter provider to join; metrics stay local")
-        except Exception:  # start-up of the application must go on
-            _logger.warning("syncperf: joining the OpenTelemetry pipeline failed", exc_info=True)
+        except Exception as error:  # start-up of the application must go on
+            _logger.warning(
+                "syncperf: joining the OpenTelemetry pipeline failed: %s", raised_at(error)
+            )
 
     def _uninstrument(self, **kwargs: Any) -> None:
         """The readers keep receiving syncperf's metrics until the provider shuts down."""

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from syncperf import cli
@@ -147,6 +147,21 @@ def test_demo_rejects_an_otlp_endpoint_that_is_not_a_url(
     err = _fails_with_one_line(capsys, ["demo", "--otlp", endpoint, "--duration", "1"])
     assert "--otlp" in err
     assert "SECRETPW" not in err  # the value is not echoed: it may carry credentials
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture], deadline=None)
+@given(
+    token=st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12),
+    mark=st.sampled_from(["/otlp?api_key=", "?", "#", "/#k="]),
+)
+def test_demo_rejects_an_otlp_endpoint_with_a_query_without_quoting_it(
+    token: str, mark: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    argv = ["demo", "--otlp", f"http://127.0.0.1:1{mark}SEKRTotq{token}"]
+    err = _fails_with_one_line(capsys, [*argv, "--duration", "1", "--no-tui"])
+    assert "--otlp" in err and "query" in err
+    assert "SEKRTotq" not in err
 
 
 @pytest.mark.parametrize(

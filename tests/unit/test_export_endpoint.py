@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import syncperf
 from syncperf import ConfigError
@@ -164,3 +166,37 @@ def test_credentials_of_an_http_endpoint_are_never_logged(
     syncperf.force_flush(timeout=3)
     assert "user" in _metric_exporter()._endpoint  # kept: sent as basic auth
     assert SECRET not in _logged(caplog)
+
+
+_TOKENS = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    token=_TOKENS,
+    mark=st.sampled_from(["?api_key=", "?", "#", "/otlp?token=", "/#key="]),
+    option=st.sampled_from(["endpoint", "OTEL_EXPORTER_OTLP_ENDPOINT"]),
+    signal=st.sampled_from(["TRACES", "METRICS"]),
+)
+def test_a_base_http_endpoint_with_a_query_or_fragment_is_refused_not_quoting_it(
+    token: str, mark: str, option: str, signal: str
+) -> None:
+    # /v1/<signal> would be added after the query (a wrong request), and the exporter quotes
+    # its endpoint in a warning on every failed export.
+    secret = f"{SECRET}{token}"
+    endpoint = f"http://127.0.0.1:4318{mark}{secret}"
+    env = {} if option == "endpoint" else {option: endpoint}
+    explicit = endpoint if option == "endpoint" else None
+    with pytest.raises(ConfigError) as info:
+        exporter_kwargs("http/protobuf", signal, env, explicit, None, None)
+    assert info.value.option == option
+    assert "query" in str(info.value)
+    for text in (str(info.value), repr(info.value.value)):
+        assert SECRET not in text and "S3CRET" not in text
+
+
+def test_a_per_signal_http_endpoint_is_used_as_given_query_included() -> None:
+    # The exporter sends to the per-signal URL as it is: a query there reaches the collector.
+    url = "https://collector:4318/v1/traces?tenant=a"
+    env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": url}
+    assert exporter_kwargs("http/protobuf", "TRACES", env, None, None, None)["endpoint"] == url

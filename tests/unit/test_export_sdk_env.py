@@ -246,3 +246,40 @@ def test_import_warns_about_a_malformed_span_attribute_count_limit_by_name() -> 
     assert done.returncode == 0, done.stderr[-400:]
     assert "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT" in done.stderr
     assert "secret123" not in done.stderr.lower()
+
+
+_RESOURCE_CODE = """
+import logging, sys
+logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+if sys.argv[2] == "demo":  # syncperf demo --otlp checks the exporters import first
+    from syncperf._tools.demo import _missing_extra
+    assert _missing_extra(True, False) is None
+from syncperf.export import setup_otlp
+handle = setup_otlp(protocol=sys.argv[1], endpoint="http://127.0.0.1:1")
+getattr(handle, "shutdown", lambda: None)()
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("via", ["setup_otlp", "demo"])
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
+def test_importing_the_exporters_never_quotes_a_malformed_resource_variable(
+    protocol: str, via: str
+) -> None:
+    # The gRPC exporter imports the SDK's logs module, which reads the resource variables
+    # when it is imported: a malformed entry or detector name would be logged word for word.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    env["OTEL_RESOURCE_ATTRIBUTES"] = f"service.name=svc,db_password:{SECRET}"
+    env["OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"] = f"otel,{SECRET}"
+    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
+    done = subprocess.run(
+        [sys.executable, "-c", _RESOURCE_CODE, protocol, via],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-400:]
+    assert done.stdout.strip() == "ok"
+    assert "OTEL_RESOURCE_ATTRIBUTES entry 2" in done.stderr  # warned about by position
+    assert "secret123" not in (done.stdout + done.stderr).lower()

@@ -40,6 +40,7 @@ from typing import Any
 
 from opentelemetry.sdk.metrics.export import Gauge, Histogram, Metric, Sum
 
+from syncperf._gate import raised_at
 from syncperf._metrics.exposition import label_value, le_value
 from syncperf._metrics.prometheus import label_name, prometheus_name
 from syncperf._metrics.reader import Reader
@@ -188,8 +189,8 @@ class MultiprocessWriter:
                                 self._write(metric, written if gauges else None)
                 if gauges:
                     self._unobserved(written, skipped)
-        except Exception:
-            _logger.debug("syncperf: writing multiprocess metrics failed", exc_info=True)
+        except Exception as error:
+            _logger.debug("syncperf: writing multiprocess metrics failed: %s", raised_at(error))
             return False
         return True
 

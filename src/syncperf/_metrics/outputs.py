@@ -14,6 +14,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from syncperf._gate import raised_at
 from syncperf._metrics import multiprocess
 from syncperf._metrics.bounded import Deadline, run_bounded
 from syncperf._metrics.prometheus import SyncPerfCollector
@@ -37,9 +38,9 @@ def carry(previous: Any, rt: Any) -> None:
     for hook in (lambda old, new: new.feeds.carry(old.feeds), *CARRIES):
         try:
             hook(previous, rt)
-        except Exception:  # never into a configure()
+        except Exception as error:  # never into a configure()
             _logger.warning(
-                "syncperf: carrying counts to a new configuration failed", exc_info=True
+                "syncperf: carrying counts to a new configuration failed: %s", raised_at(error)
             )
 
 
@@ -236,8 +237,10 @@ class Feeds:
             for periodic, close in exporters:
                 try:
                     periodic.shutdown(close=close, timeout=left())
-                except Exception:  # never into a configure() or a shutdown
-                    _logger.debug("syncperf: stopping a metric exporter failed", exc_info=True)
+                except Exception as error:  # never into a configure() or a shutdown
+                    _logger.debug(
+                        "syncperf: stopping a metric exporter failed: %s", raised_at(error)
+                    )
 
         if not run_bounded(work, timeout, "syncperf-metric-shutdown"):
             _logger.warning(
@@ -259,8 +262,10 @@ def _hand_over(old: PeriodicExporter, new: PeriodicExporter) -> None:
         return
     try:
         new.reader.carry(old.reader)
-    except Exception:  # never into a configure()
-        _logger.warning("syncperf: carrying counts to a new configuration failed", exc_info=True)
+    except Exception as error:  # never into a configure()
+        _logger.warning(
+            "syncperf: carrying counts to a new configuration failed: %s", raised_at(error)
+        )
 
 
 def check(registry: Any, option: str = "prometheus") -> None:

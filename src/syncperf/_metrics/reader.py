@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from syncperf._gate import raised_at
 from syncperf._metrics.aggregates import (
     REGISTRIES,
     Attributes,
@@ -335,8 +336,8 @@ class PeriodicExporter:
         self.exported = True
         try:
             result = self.exporter.export(self.reader.collect(), timeout_millis=timeout_ms)
-        except Exception:
-            _logger.debug("syncperf metric export raised", exc_info=True)
+        except Exception as error:
+            _logger.debug("syncperf metric export raised: %s", raised_at(error))
             result = MetricExportResult.FAILURE
         ok = result is MetricExportResult.SUCCESS
         if not ok and callable(self._on_failure):
@@ -362,8 +363,8 @@ class PeriodicExporter:
             return
         try:
             self.exporter.shutdown(timeout_millis=left() * 1000)
-        except Exception:
-            _logger.debug("syncperf metric exporter shutdown raised", exc_info=True)
+        except Exception as error:
+            _logger.debug("syncperf metric exporter shutdown raised: %s", raised_at(error))
 
 
 # --- fork safety -------------------------------------------------------------------------

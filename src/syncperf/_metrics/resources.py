@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 import sys
@@ -48,9 +49,10 @@ def _warn(var: str, raw: str, accepted: str) -> None:
     )
 
 
-def _detectors(raw: str) -> str:
+def _detectors(raw: str, warn: bool = True) -> str:
     """The names of ``OTEL_EXPERIMENTAL_RESOURCE_DETECTORS`` that are installed (or ``*``);
-    another is warned about by its position (the SDK logs its name) and left out."""
+    another is left out and (``warn``) warned about by its position (the SDK logs its
+    name)."""
     from opentelemetry.util._importlib_metadata import entry_points
 
     installed = set(entry_points(group="opentelemetry_resource_detector").names) | {"*"}
@@ -58,10 +60,32 @@ def _detectors(raw: str) -> str:
     for n, name in enumerate(raw.split(","), 1):
         if name.strip() in installed:
             kept.append(name.strip())
-        elif name.strip():
+        elif name.strip() and warn:
             var = f"OTEL_EXPERIMENTAL_RESOURCE_DETECTORS entry {n}"
             _warn(var, name, "the name of an installed resource detector")
     return ",".join(kept)
+
+
+def _view(detectors: bool, warn: bool) -> dict[str, str]:
+    """``os.environ`` as the SDK's ``Resource.create()`` may read it: without the variables
+    syncperf reads itself (``_OWN``), but with the installed ``detectors``."""
+    view = {k: v for k, v in os.environ.items() if k not in _OWN}
+    raw = (os.environ.get("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS") or "").strip()
+    if detectors and raw:
+        view["OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"] = _detectors(raw, warn)
+    return view
+
+
+def import_quietly(name: str) -> Any:
+    """Import module ``name`` (an OTLP exporter's) while the SDK's resource code reads the
+    environment without the variables syncperf reads itself: the gRPC exporter imports the
+    SDK's logs module, whose import runs ``Resource.create()``, which logs a malformed
+    ``OTEL_RESOURCE_ATTRIBUTES`` entry or detector name word for word. (Only the default
+    resource of log records made without one misses them; syncperf makes none.)"""
+    from opentelemetry.sdk import resources
+
+    with swapped_environ([resources], _view(True, warn=False)):
+        return importlib.import_module(name)
 
 
 def env_resource(env: Mapping[str, str]) -> Any:
@@ -72,11 +96,7 @@ def env_resource(env: Mapping[str, str]) -> Any:
     (``telemetry.sdk.*``, the ``service.instance.id``) is kept of it."""
     from opentelemetry.sdk import resources
 
-    view = {k: v for k, v in os.environ.items() if k not in _OWN}
-    raw = (env.get("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS") or "").strip()
-    if env is os.environ and raw:
-        view["OTEL_EXPERIMENTAL_RESOURCE_DETECTORS"] = _detectors(raw)
-    with swapped_environ([resources], view):
+    with swapped_environ([resources], _view(env is os.environ, warn=True)):
         created = Resource.create()
     attributes = dict(created.attributes)
     if env is not os.environ:

@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics.export import (
 )
 
 from syncperf import _runtime
+from syncperf._gate import raised_at
 from syncperf._metrics import outputs
 from syncperf._metrics.reader import CUMULATIVE, Reader
 
@@ -139,10 +140,12 @@ class Bridge:
             data = inner(sdk_reader, *args, **kwargs)
             try:
                 return self.merge(sdk_reader, data)
-            except Exception:
+            except Exception as error:
                 if not self._warned:
                     self._warned = True
-                    _logger.warning("syncperf: merging into a metric reader failed", exc_info=True)
+                    _logger.warning(
+                        "syncperf: merging into a metric reader failed: %s", raised_at(error)
+                    )
                 return data
 
         setattr(collect, _MARK, self)

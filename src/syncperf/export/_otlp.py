@@ -3,7 +3,6 @@ that count failed exports and rebuild exporters in forked children."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import weakref
@@ -18,7 +17,7 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
 from syncperf import _runtime
-from syncperf._metrics import outputs
+from syncperf._metrics import outputs, resources
 from syncperf._metrics.bounded import Deadline
 from syncperf.exceptions import ConfigError
 from syncperf.export import _batch, _sdk_env, _settings, _split
@@ -113,7 +112,7 @@ def exporter_class(protocol: str | None, signal: str) -> Any:
         ("http/protobuf", "metric"): "opentelemetry.exporter.otlp.proto.http.metric_exporter",
     }[(protocol or DEFAULT_PROTOCOL, signal)]
     try:
-        loaded = importlib.import_module(module)
+        loaded = resources.import_quietly(module)
     except ImportError:
         package = (
             "opentelemetry-exporter-otlp-proto-grpc"
@@ -205,8 +204,8 @@ class CountingSpanExporter(SpanExporter):
         """Export through the wrapped exporter; count a failure."""
         try:
             result = self.inner.export(spans)
-        except Exception:
-            _logger.debug("syncperf: span export raised", exc_info=True)
+        except Exception as error:
+            _logger.debug("syncperf: span export raised: %s", gate.raised_at(error))
             result = SpanExportResult.FAILURE
         if result is not SpanExportResult.SUCCESS:
             count_failure("traces")
@@ -285,8 +284,10 @@ def _renew_after_fork() -> None:
     for exporter in list(_renewable):
         try:
             exporter.renew()
-        except Exception:  # never break the child over telemetry
-            _logger.debug("syncperf: rebuilding an exporter after fork failed", exc_info=True)
+        except Exception as error:  # never break the child over telemetry
+            _logger.debug(
+                "syncperf: rebuilding an exporter after fork failed: %s", gate.raised_at(error)
+            )
 
 
 if hasattr(os, "register_at_fork"):
@@ -402,5 +403,5 @@ def shut_down(tracer_provider: Any, meter_provider: Any, left: Callable[[], floa
         try:
             if shut is not None:
                 shut()
-        except Exception:
-            _logger.debug("syncperf: shutting a provider down failed", exc_info=True)
+        except Exception as error:
+            _logger.debug("syncperf: shutting a provider down failed: %s", gate.raised_at(error))

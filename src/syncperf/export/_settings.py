@@ -183,24 +183,27 @@ def endpoint_of(
 ) -> tuple[str, str]:
     """The exporter's endpoint and its scheme (empty for a gRPC ``host:port``): over HTTP the
     signal's path is added to a base URL (one given in code, or the general variable), never
-    to the per-signal variable. One the exporter cannot use raises ``ConfigError`` naming the
-    option or variable, never quoting it (``check_endpoint``)."""
+    to the per-signal variable, which the exporter uses as given (a query there reaches the
+    collector). One the exporter cannot use raises ``ConfigError`` naming the option or
+    variable, never quoting it (``check_endpoint``), as does a base URL with a ``?query`` or
+    ``#fragment``: the path would follow it."""
     path = "/v1/" + signal.lower()
     per_signal = f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"
+    based = protocol == "http/protobuf"
     if explicit is not None:
         option, raw, url = "endpoint", explicit, explicit
-        if protocol == "http/protobuf":
+        if based:
             url = explicit.rstrip("/") + path
     elif otel_env.value(env, per_signal) is not None:
-        option = per_signal
+        option, based = per_signal, False
         raw = url = otel_env.value(env, per_signal) or ""
     else:
         option = "OTEL_EXPORTER_OTLP_ENDPOINT"
         raw = otel_env.value(env, option) or ""
         url = raw or ("http://localhost:4317" if protocol == "grpc" else "http://localhost:4318")
-        if protocol == "http/protobuf":
+        if based:
             url = url.rstrip("/") + path
-    return url, check_endpoint(option, raw, url, protocol)
+    return url, check_endpoint(option, raw, url, protocol, based=based)
 
 
 GRPC_TARGETS = ("unix", "unix-abstract", "dns")
@@ -208,15 +211,20 @@ GRPC_TARGETS = ("unix", "unix-abstract", "dns")
 ENDPOINT_ACCEPTED = {
     "grpc": "an http:// or https:// URL, or host:port, with a host, a port from 0 to 65535"
     " if any, and no user:password@ (gRPC cannot send them); or a gRPC unix: or dns: target",
-    "http/protobuf": "an http:// or https:// URL with a host and a port from 0 to 65535 if any",
+    "http/protobuf": "an http:// or https:// URL with a host and a port from 0 to 65535 if any"
+    " (a base URL, to which /v1/<signal> is added: no ?query or #fragment; credentials go in"
+    " headers)",
 }
 
 
-def check_endpoint(option: str, raw: str, url: str, protocol: str) -> str:
+def check_endpoint(option: str, raw: str, url: str, protocol: str, based: bool = False) -> str:
     """``url``'s scheme (empty for a gRPC ``host:port``), parsed once; raises ``ConfigError``
     naming ``option``, ``raw`` described, never quoted: it may hold a password, which the
-    exporters quote in a warning on every failed export."""
+    exporters quote in a warning on every failed export. ``based``: ``raw`` is a base URL
+    that ``url`` extends with the signal's path."""
     problem, scheme = _endpoint_problem(url, protocol)
+    if not problem and based and ("?" in raw or "#" in raw):
+        problem = "with a ?query or #fragment, after which /v1/<signal> would be added"
     if problem:
         shown = gate.NotQuoted(f"{gate.describe(raw)} {problem}")
         raise ConfigError(option, shown, ENDPOINT_ACCEPTED[protocol]) from None

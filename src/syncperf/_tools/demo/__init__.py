@@ -10,7 +10,6 @@ the simulator drove, and the default alerts that would have fired. Needs the ``d
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
@@ -28,7 +27,8 @@ them (and shows the progress) busy for minutes after a 3 s ``--duration``."""
 
 
 def _endpoint(raw: str) -> str:
-    """An OTLP endpoint: ``http(s)://host[:port]``."""
+    """An OTLP base endpoint: ``http(s)://host[:port][/path]``, with no query or fragment
+    (``/v1/<signal>`` is added to it; the exporters quote it on every failed export)."""
     from urllib.parse import urlsplit
 
     try:
@@ -39,6 +39,11 @@ def _endpoint(raw: str) -> str:
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise argparse.ArgumentTypeError(
             "not an http(s) URL with a host and a valid port (e.g. http://localhost:4318)"
+        )
+    if "?" in raw or "#" in raw:
+        raise argparse.ArgumentTypeError(
+            "a base URL with a ?query or #fragment (/v1/<signal> is added to it; pass"
+            " credentials in OTEL_EXPORTER_OTLP_HEADERS)"
         )
     return raw
 
@@ -134,9 +139,11 @@ def _missing_extra(otlp: bool, prometheus: bool) -> str | None:
     needs = [("--otlp", "otlp", module) for module in (_otlp_exporters() if otlp else [])]
     if prometheus:
         needs.append(("--prometheus-port", "prometheus", "prometheus_client"))
+    from syncperf._metrics.resources import import_quietly
+
     for option, extra, module in needs:
         try:
-            importlib.import_module(module)
+            import_quietly(module)  # the gRPC exporter's import reads the resource variables
         except ImportError as error:
             return (
                 f"{option} needs the {extra} extra ({error.name or module} is missing): "
