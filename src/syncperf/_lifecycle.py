@@ -185,6 +185,7 @@ def end(
     except ValueError:  # ended in another context (e.g. an abandoned async generator)
         CURRENT.set(None)
         op._token = None  # the span's context token was made there too: not detached here
+    op._ctx_token = None  # it holds the value before: ended ones would chain through it
     lag_ns = 0 if end_ns is None else min(max(t2 - end_ns, 0), t2 - op._start_ns)
     duration_ns = t2 - lag_ns - op._start_ns
     if exc is not None:
@@ -200,8 +201,7 @@ def end(
         failure = _end_span(rt, op, outcome, etype, exc, duration_ns, lag_ns, t2)
     # The metrics: queued without a lock, folded in batches (``fold``); in-flight count left.
     try:
-        bound = op._series
-        entity = op._entity
+        bound, entity = op._series, op._entity
         if entity is not bound.entity:
             bound = series(rt, bound.operation, entity)
         others = op._entity_items and [

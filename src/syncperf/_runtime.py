@@ -247,12 +247,12 @@ class Runtime(Guard):
         limit = self.config.shutdown_timeout if timeout is None else timeout
         left = Deadline(limit).left
         succeeded: list[bool] = []
+        # Here first: local files, written in milliseconds whatever the collectors do.
+        wrote = self.feeds.write_files()  # the writes catch their own errors
 
         def work() -> None:
             try:
-                # First: local files, written in milliseconds whatever the collectors do.
-                ok = self.feeds.write_files()
-                ok = self.finisher.flush(timeout=left()) and ok
+                ok = self.finisher.flush(timeout=left()) and wrote
                 provider = self.tracing.provider
                 if provider is not None:
                     ok = provider.force_flush(int(left() * 1000)) is not False and ok  # None: ok
@@ -264,7 +264,7 @@ class Runtime(Guard):
             except Exception as error:  # never raise into the caller (an exit hook, a lifespan)
                 _logger.warning("syncperf: flushing telemetry failed: %s", raised_at(error))
 
-        self.flush_timed_out = not run_bounded(work, limit, FLUSH)
+        self.flush_timed_out = not run_bounded(work, limit, FLUSH, alone=True)
         if not self.flush_timed_out:
             return succeeded == [True]
         self.log_once(

@@ -654,9 +654,11 @@ end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long
         if (token == NULL)
             return -1;
         Py_DECREF(token);
-        if (PyObject_SetAttr((PyObject *)op, s_token, Py_None) < 0)
+        if (PyObject_SetAttr((PyObject *)op, s_token, Py_None) < 0) /* the span's token */
             return -1;
     }
+    /* It holds the value before: ended operations would chain through it (as _lifecycle.end) */
+    Py_SETREF(op->ctx_token, Py_NewRef(Py_None));
     if (op->parent_ctx != Py_None && detach_unsampled(op) < 0)
         return -1;
     Py_INCREF(etype);
@@ -1547,6 +1549,7 @@ abandon(Op *op)
         Py_XDECREF(token);
         PyErr_Clear();
     }
+    Py_XSETREF(op->ctx_token, Py_NewRef(Py_None));
     if (op->series != NULL && leave_inflight(op, &NO_HINTS) < 0)
         PyErr_Clear();
     PyErr_Restore(et, ev, tb);

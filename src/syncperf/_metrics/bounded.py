@@ -16,6 +16,8 @@ FLUSH = "syncperf-flush"
 """The name of a flush's thread (``Runtime.flush``)."""
 _running: set[tuple[str, threading.Event]] = set()
 """The runs not finished yet, by name (set operations are atomic: no lock to cross a fork)."""
+_starting = threading.Lock()
+"""Held while an ``alone`` run looks for one of its name and adds itself (never waits)."""
 
 
 class Deadline:
@@ -29,16 +31,32 @@ class Deadline:
         return max(self.at - time.monotonic(), 0.0)
 
 
-def run_bounded(work: Callable[[], object], timeout: float, name: str) -> bool:
+def run_bounded(
+    work: Callable[[], object], timeout: float, name: str, *, alone: bool = False
+) -> bool:
     """Run ``work`` on a daemon thread called ``name`` and wait for it at most ``timeout``
     seconds; True when it ended in time (``work`` handles its own errors).
+
+    With ``alone``, a run of ``name`` not finished yet (one that ran out of time, still
+    waiting on a collector) is waited for first, within the same ``timeout``, rather than
+    another thread (and socket) started next to it: False, and ``work`` not run, when it
+    does not end in time. So repeated calls against a collector that never answers keep one
+    thread, not one each.
 
     Where no thread can start (an exit hook on Python 3.12) it runs on the caller's thread:
     then only the timeouts ``work`` gives its own steps bound it.
     """
+    deadline = Deadline(timeout)
     done = threading.Event()
     entry = (name, done)
-    _running.add(entry)
+    while True:
+        with _starting:
+            ahead = next((d for n, d in tuple(_running) if n == name), None) if alone else None
+            if ahead is None:
+                _running.add(entry)
+                break
+        if not ahead.wait(deadline.left()):
+            return False
 
     def run() -> None:
         try:
@@ -51,7 +69,7 @@ def run_bounded(work: Callable[[], object], timeout: float, name: str) -> bool:
         threading.Thread(target=run, name=name, daemon=True).start()
     except RuntimeError:  # "can't create new thread at interpreter shutdown"
         run()
-    return done.wait(timeout)
+    return done.wait(deadline.left())
 
 
 def running(name: str) -> bool:
@@ -61,4 +79,10 @@ def running(name: str) -> bool:
 
 
 if hasattr(os, "register_at_fork"):  # the parent's runs are not the child's
-    os.register_at_fork(after_in_child=_running.clear)
+
+    def _after_fork_in_child() -> None:
+        global _starting
+        _running.clear()
+        _starting = threading.Lock()  # another thread may have held it at the fork
+
+    os.register_at_fork(after_in_child=_after_fork_in_child)

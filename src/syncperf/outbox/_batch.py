@@ -248,6 +248,7 @@ class PublishBatch:
                 BATCH.reset(self._token)
             except ValueError:  # ended in another context
                 BATCH.set(None)
+            self._token = None  # it holds the batch before: ended ones would chain through it
         failed = self._failed
         etype = reason if exc is None else error_type(exc)
         if etype is not None:
