@@ -3,6 +3,7 @@ forked child."""
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
 from collections.abc import Iterator
@@ -191,3 +192,30 @@ def test_an_async_pools_invalidated_connections_are_not_counted_idle(tmp_path: P
 
     with capture() as cap:
         assert asyncio.run(run(cap)) == (1, 0)
+
+
+def test_dropped_engines_of_distinct_pool_names_leave_no_bookkeeping_behind(tmp_path: Path) -> None:
+    from syncperf.sqlalchemy._pool_gauges import _groups
+
+    with capture() as cap:
+        for tenant in range(40):  # one engine per tenant database: one pool name each
+            eng = sa.create_engine(f"sqlite:///{tmp_path / f'tenant_{tenant}.db'}")
+            instrument_engine(eng, plans=False)
+            with eng.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            eng.dispose()
+            del eng, conn
+            gc.collect()
+            cap.points(COUNT)  # the collection that reports the pool's zeros...
+            cap.points(COUNT)  # ...and the one that stops its gauges
+        assert len(cap.runtime.state(_groups)) <= 2
+        live = sa.create_engine(f"sqlite:///{tmp_path / 'tenant_0.db'}")  # a name again
+        handle = instrument_engine(live, plans=False)
+        try:
+            with live.connect():
+                assert _value(cap, COUNT, **USED) == 1
+            assert _value(cap, COUNT, **USED) == 0
+            assert len(cap.runtime.state(_groups)) == 1
+        finally:
+            handle.uninstrument()
+            live.dispose()

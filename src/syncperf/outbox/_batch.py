@@ -24,10 +24,12 @@ from syncperf._redact import record_exception
 from syncperf._staleness import MAX_SKEW
 from syncperf._tracing.span import detach
 from syncperf.outbox._gauges import age_of
+from syncperf.outbox._lags import LAG_FOLD_AT, fold_lags, record_lags
 from syncperf.outbox._series import rebound
 from syncperf.outbox._spans import parse_traceparent
 
 if TYPE_CHECKING:
+    from syncperf._metrics.aggregates import HistogramSeries
     from syncperf._runtime import Runtime
     from syncperf.outbox import Outbox
     from syncperf.outbox._series import OutboxSeries
@@ -66,6 +68,7 @@ class PublishBatch:
         "_ended",
         "_failed",
         "_first_error",
+        "_folded",
         "_lags",
         "_links",
         "_lock",
@@ -92,7 +95,8 @@ class PublishBatch:
         self._count = count
         self._start_ns = start_ns
         self._published = 0
-        self._lags: list[float] = []
+        self._lags: list[float] = []  # queued; folded into ``_folded`` (``fold_lags``)
+        self._folded: HistogramSeries | None = None
         self._failed: dict[str, int] = {}
         self._first_error: str | None = None
         self._dead = 0
@@ -148,7 +152,10 @@ class PublishBatch:
                 return
             self._attempted(attempt, link)
             if lag is not None:
-                self._lags.append(lag)
+                lags = self._lags
+                lags.append(lag)
+                if len(lags) >= LAG_FOLD_AT:
+                    self._folded = fold_lags(lags, self._folded, self._series.lag.bounds)
             self._published += 1
             self._own_ns += _perf() - t0
 
@@ -259,6 +266,7 @@ class PublishBatch:
                 failed[etype] = failed.get(etype, 0) + lost
             self._published, self._dead = 0, 0
             self._lags.clear()
+            self._folded = None
         n_failed = sum(failed.values())
         size = max(self._count or 0, self._published + n_failed)
         duration = (t1 - self._start_ns) / 1e9
@@ -311,8 +319,7 @@ class PublishBatch:
             series.batch_size.record(size)
         if self._published:
             series.published.add(self._published)
-            for lag in self._lags:
-                series.lag.record(lag)
+            record_lags(series.lag, self._lags, self._folded)
         for kind, n in failed.items():
             series.failed(kind).add(n)
         if self._retried:

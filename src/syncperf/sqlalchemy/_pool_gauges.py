@@ -114,15 +114,18 @@ def attach(metrics: Observed, rt: Runtime) -> None:
     with _lock:
         gauges = groups.get(metrics.name)
         if gauges is None or not gauges.alive():
-            gauges = groups[metrics.name] = PoolGauges(rt)
+            gauges = groups[metrics.name] = PoolGauges(rt, metrics.name, groups)
         gauges.add(metrics)
 
 
 class PoolGauges:
     """Reports the pools of one name to one runtime's registry (one callback per instrument):
-    the sums of their observed values."""
+    the sums of their observed values. Once one of them stops it leaves ``groups`` (the next
+    engine of its name gets new gauges), so dropped names are not kept."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, name: str, groups: dict[str, PoolGauges]) -> None:
+        self._name = name
+        self._groups = groups
         self._members: list[Observed] = []
         self._registry = weakref.ref(rt.registry)
         self._last: Values = {spec.name: {} for spec in _OBSERVED}
@@ -170,6 +173,9 @@ class PoolGauges:
         return values
 
     def _detach(self, name: str) -> None:
+        """Take ``name``'s callback off (under ``_lock``): these gauges are no longer alive."""
+        if self._groups.get(self._name) is self:
+            del self._groups[self._name]
         registry = self._registry()
         for index, (callback_name, callback) in enumerate(self._callbacks):
             if callback_name == name:
