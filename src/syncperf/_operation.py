@@ -12,6 +12,7 @@ one span, one ``sync.operations.active`` increment per request).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import datetime
@@ -55,6 +56,16 @@ active_operation: Callable[[], SyncOperation | None] = CURRENT.get
 (callers skip an ``_ended`` one); ``current_operation()`` is the user's form, never None."""
 _COUNT = "an int in [0, 2**53)"
 _NAME = f"a string of 1 to {MAX_NAME} printable characters"
+
+
+def _attribute_room(rt: Runtime) -> int | float:
+    """The attributes a span of ``rt``'s tracer provider keeps (its ``SpanLimits``; the
+    SDK's default, 128, without one; no limit when the provider sets none)."""
+    tracer = rt.tracing.tracer
+    if tracer is None:
+        return 128
+    room = tracer.limits.max_span_attributes
+    return math.inf if room is None else room
 
 
 def _entity(rt: Runtime, entity: object) -> str | None:
@@ -280,10 +291,18 @@ class SyncOperation(_Base):
             return
         if self._span is not None:
             self._span.set_attribute(key, value)
-        else:
+        else:  # kept for a span ``end`` may rescue: as many keys as a span keeps
             attrs = self._span_attrs
             if attrs is None:
                 attrs = self._span_attrs = {}
+            elif key not in attrs and len(attrs) >= _attribute_room(rt):
+                rt.drop(
+                    "span_attribute_limit",
+                    "syncperf dropped span attributes of a sampled-out operation "
+                    "(span_attribute_limit): past the %d keys a span keeps",
+                    len(attrs),
+                )
+                return
             attrs[key] = value
 
     def set_error(self, error_type: str) -> None:

@@ -39,6 +39,7 @@ from syncperf.asgi._http import (
     HttpSeries,
     answer_kind,
     feed_body,
+    invalid_status,
     read_client,
     record_key,
 )
@@ -313,7 +314,11 @@ class Exchange:
                 chunks.append(body)
             final = not message.get("more_body", False)
         elif kind == "http.response.start":
-            self.status = message["status"]
+            status = message.get("status")
+            if type(status) is int and 100 <= status <= 599:
+                self.status = status
+            else:  # recorded without a status: not one an exporter or a dashboard can read
+                invalid_status(self.rt, status)
             if self.response_chunks is not None:
                 kind = answer_kind(message)
                 if kind != JSON:  # not the protocol's answer (text, HTML...), or compressed

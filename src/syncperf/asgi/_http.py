@@ -22,7 +22,7 @@ from opentelemetry import propagate
 
 from syncperf._client_header import read as read_client_header
 from syncperf._forklocks import renew_in_child
-from syncperf._gate import raised_at
+from syncperf._gate import describe, raised_at
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._metrics.batches import NS, Batch, batches
@@ -37,9 +37,16 @@ __all__ = [
     "SeenKeys",
     "feed_body",
     "answer_kind",
+    "invalid_status",
     "key_hash",
     "record_key",
 ]
+
+
+MAX_CACHED = 1000
+"""Attribute sets ``HttpSeries.series`` caches at least (``max_series`` when more): past
+them a request binds its series again (still recorded, in the overflow series once the
+instrument is full), so distinct attribute sets cannot grow the cache without bound."""
 
 
 class HttpSeries:
@@ -47,6 +54,7 @@ class HttpSeries:
 
     __slots__ = (
         "_batches",
+        "_cap",
         "active",
         "active_series",
         "duration",
@@ -70,6 +78,7 @@ class HttpSeries:
         self.response_size = catalogue.HTTP_SERVER_RESPONSE_BODY_SIZE.create(
             registry, max_series=limit, beside=beside
         )
+        self._cap = max(limit, MAX_CACHED)
         self.series: dict[tuple[Any, ...], Batch] = {}
         """A request's histogram values are queued (``Batch``), recorded in batches: one
         append per request instead of four ``record`` calls under the lock."""
@@ -97,7 +106,7 @@ class HttpSeries:
     ) -> Batch:
         """The batch a request with these attributes queues its values in: duration (ns),
         request and response body size (bytes), ``overhead`` (ns); ``series`` caches it under
-        the attributes (call under ``rt.lock``)."""
+        the attributes, up to its bound (call under ``rt.lock``)."""
         key = (method, scheme, status, route, error, version)
         found = self.series.get(key)
         if found is None:
@@ -111,13 +120,15 @@ class HttpSeries:
             if version is not None:
                 attrs["network.protocol.version"] = version
             frozen = tuple(sorted(attrs.items()))
-            found = self.series[key] = self._batches.of(
+            found = self._batches.of(  # one batch per tuple of series: bounded as they are
                 self.duration.histogram(frozen),
                 self.request_size.histogram(frozen),
                 self.response_size.histogram(frozen),
                 overhead,
                 scales=(NS, 1, 1, NS),
             )
+            if len(self.series) < self._cap:
+                self.series[key] = found
         return found
 
 
@@ -333,6 +344,18 @@ def hook_failed(rt: Runtime, reason: str, error: Exception, failure: BaseExcepti
         rt.internal_error(reason, error)
         return
     rt.drop(reason, "syncperf hook failed (%s): %s", reason, raised_at(error))
+
+
+def invalid_status(rt: Runtime, status: object) -> None:
+    """Count a response status that is not an HTTP status (an int in 100..599) and log it
+    once, by type and size, never its content. Never raises, not even in strict mode: the
+    response is the application's and goes to the server unchanged."""
+    rt.drop(
+        "asgi_invalid_status",
+        "syncperf ignored a response status (asgi_invalid_status): %s, expected an int in "
+        "100..599; the request is recorded without http.response.status_code",
+        describe(status),
+    )
 
 
 def _drop(rt: Runtime, reason: str, detail: str) -> None:
