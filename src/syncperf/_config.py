@@ -339,6 +339,18 @@ def check_registry(name: str, value: object, alternatives: str = "") -> None:
         raise ConfigError(name, value, alternatives + "a prometheus_client CollectorRegistry")
 
 
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+"""A header name: a token (RFC 9110); no other can be sent, nor match a received one."""
+HEADER_NAME_ACCEPTED = "a header name: letters, digits and !#$%&'*+-.^_`|~ (an RFC 9110 token)"
+
+
+def check_header_name(name: str, value: object, alternatives: str = "") -> str:
+    """A header name (``HEADER_NAME``), as a plain ``str`` lowercased."""
+    if not (isinstance(value, str) and HEADER_NAME.fullmatch(value)):
+        raise ConfigError(name, value, HEADER_NAME_ACCEPTED + alternatives)
+    return str.lower(value)
+
+
 def check_callable(name: str, value: object) -> None:
     """None or a callable (an optional callback)."""
     if value is not None and not callable(value):

@@ -23,7 +23,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-from syncperf._config import MAX_TTL, check_bool, check_float, check_int
+from syncperf._config import (
+    HEADER_NAME_ACCEPTED,
+    MAX_TTL,
+    check_bool,
+    check_float,
+    check_header_name,
+    check_int,
+)
 from syncperf._config_env import check_names
 from syncperf._gate import check_operation
 from syncperf._operation import active_operation
@@ -61,6 +68,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _perf = time.perf_counter_ns
 _store_ids = itertools.count()
+_IDEM_ACCEPTED = HEADER_NAME_ACCEPTED + ", other than Content-Length"
 _METERED = "syncperf.http_metrics"
 """Scope key: an outer ``SyncPerfMiddleware`` records this request's HTTP metrics, so one of a
 mounted app (each team instruments its own) records only its sync operation: once each."""
@@ -126,9 +134,12 @@ class SyncPerfMiddleware:
         if not callable(app):
             raise ConfigError("app", app, "an ASGI application")
         check_bool("http_metrics", http_metrics)
-        _check_header("idempotency_header", idempotency_header, "a header name")
+        idem_name = check_header_name("idempotency_header", idempotency_header)
+        if idem_name == "content-length":  # read as the body's size, never as a key
+            raise ConfigError("idempotency_header", idempotency_header, _IDEM_ACCEPTED)
+        replay_name = None
         if replay_header is not None:
-            _check_header("replay_header", replay_header, "a header name or None")
+            replay_name = check_header_name("replay_header", replay_header, ", or None")
         if idempotency_ttl is not None:
             idempotency_ttl = check_float(
                 "idempotency_ttl", idempotency_ttl, low=0, high=MAX_TTL, open_low=True
@@ -146,10 +157,8 @@ class SyncPerfMiddleware:
             for c in (*self._routes.static.values(), *self._routes.dynamic)
         }
         self._http_metrics = http_metrics
-        self._idem_name = idempotency_header.lower().encode("latin-1")
-        self._replay_name = (
-            None if replay_header is None else replay_header.lower().encode("latin-1")
-        )
+        self._idem_name = idem_name.encode("ascii")
+        self._replay_name = None if replay_name is None else replay_name.encode("ascii")
         self._ttl = idempotency_ttl
         self._max_keys = idempotency_max_keys
         self._store_id = next(_store_ids)  # its idempotency window, kept on the runtime
@@ -202,11 +211,6 @@ class SyncPerfMiddleware:
         if metered:  # a middleware of an app mounted inside this one leaves them to this one
             scope[_METERED] = True
         await Exchange(self, rt, shared, scope, t0).run(hit, metered, receive, send)
-
-
-def _check_header(option: str, value: object, accepted: str) -> None:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(option, value, accepted)
 
 
 _SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from syncperf import _gate as gate
 from syncperf import _otel_env as otel_env
-from syncperf._config import MAX_SECONDS
+from syncperf._config import HEADER_NAME, MAX_SECONDS
 from syncperf._metrics import resources
 from syncperf.exceptions import ConfigError
 
@@ -77,8 +77,6 @@ def compression_of(protocol: str, signal: str, env: Mapping[str, str]) -> Any:
     return choices[name]
 
 
-_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-"""A header name: a token (RFC 9110), as the specification's header variables allow."""
 _GRPC_NAME = re.compile(r"[0-9a-z_.\-]+")
 """A gRPC metadata key, once lowercased (gRPC refuses any other; it wants bytes, not text, as
 the value of one ending in ``-bin``, so such a name is not accepted either)."""
@@ -98,7 +96,7 @@ HEADERS_ACCEPTED = (
 def _sendable(protocol: str, name: object, value: object) -> bool:
     """Whether the exporter of ``protocol`` can send header ``name`` (lowercased) with
     ``value``: one it cannot send fails every export of its signal, the good headers too."""
-    if not (isinstance(name, str) and _NAME.fullmatch(name)):
+    if not (isinstance(name, str) and HEADER_NAME.fullmatch(name)):  # the spec's too
         return False
     if not (isinstance(value, str) and _TEXT.fullmatch(value)):
         return False
