@@ -37,21 +37,19 @@ creation context (link attribute ``outbox.attempt``).
 from __future__ import annotations
 
 import itertools
-import re
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from opentelemetry.trace import SpanKind
 
 from syncperf import _runtime
-from syncperf._config import MAX_SECONDS, check_float
 from syncperf._fold import record_in_force
-from syncperf._gate import MAX_NAME, is_count, not_quoted, raised_at
+from syncperf._gate import MAX_NAME, is_count, raised_at
 from syncperf._runtime import Runtime
-from syncperf.exceptions import ConfigError
 from syncperf.outbox import _live
+from syncperf.outbox._args import check_args
 from syncperf.outbox._batch import MAX_LINKS, PublishBatch
 from syncperf.outbox._gauges import (
     GaugeSource,
@@ -90,7 +88,6 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.\-]{0,63}")
 _perf = time.perf_counter_ns
 _PRODUCER = SpanKind.PRODUCER  # an enum member lookup costs ~70 ns
 _serials = itertools.count(1)
@@ -131,7 +128,7 @@ class Outbox:
         destination: str | None = None,
         system: str | None = None,
     ) -> None:
-        name, stats_timeout, destination, system = _check(
+        name, stats_timeout, destination, system = check_args(
             name, stats, stats_timeout, destination, system
         )
         self.name = name
@@ -302,7 +299,13 @@ class Outbox:
 
     # --- publish ---------------------------------------------------------------------------
 
-    def publish(self, fn: F | None = None, *, count: int | None = None) -> Any:
+    @overload
+    def publish(self, fn: F, *, count: int | None = None) -> F: ...
+
+    @overload
+    def publish(self, fn: None = None, *, count: int | None = None) -> PublishScope: ...
+
+    def publish(self, fn: F | None = None, *, count: int | None = None) -> F | PublishScope:
         """Measure one relay batch: a context manager (``with`` / ``async with``) or decorator.
 
         The block (or each call of the decorated function) is one ``send <name>`` span and one
@@ -318,35 +321,11 @@ class Outbox:
                 never reported as failed.
 
         Returns:
-            A context manager yielding a ``PublishBatch``, or the decorated function.
+            A ``PublishScope``: a context manager yielding a ``PublishBatch`` and a decorator
+            (``@outbox.publish(count=...)``); or, given ``fn``, the decorated function.
         """
         scope = PublishScope(self, count)
         return scope if fn is None else scope(fn)
-
-
-def _check(
-    name: object, stats: object, stats_timeout: object, destination: object, system: object
-) -> tuple[str, float, str | None, str | None]:
-    """The names as plain ``str`` and the timeout as a plain ``float``: no method of a
-    subclass is called later (series, spans, collections)."""
-    name, destination, system = (
-        str.__str__(v) if isinstance(v, str) else v for v in (name, destination, system)
-    )
-    if type(name) is not str or not _NAME_RE.fullmatch(name):
-        raise ConfigError(
-            "name",
-            name,
-            "a low-cardinality name matching [A-Za-z][A-Za-z0-9_.-]{0,63}, e.g. 'orders'",
-        )
-    if stats is not None and not callable(stats):
-        raise ConfigError("stats", not_quoted(stats), "a callable returning (depth, age) or None")
-    stats_timeout = check_float(
-        "stats_timeout", stats_timeout, low=0.0, high=MAX_SECONDS, open_low=True
-    )
-    for option, value in (("destination", destination), ("system", system)):
-        if value is not None and (type(value) is not str or not value):
-            raise ConfigError(option, not_quoted(value), "a non-empty string or None")
-    return name, stats_timeout, destination, system  # type: ignore[return-value]
 
 
 # --- stats sources -----------------------------------------------------------------------------

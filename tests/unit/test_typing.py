@@ -1,0 +1,69 @@
+"""What a user's ``mypy --strict`` sees of the public API: the decorators and ``instrument_app``
+keep the types of what they are given (``py.typed`` promises it)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import syncperf
+
+SRC = Path(syncperf.__file__).resolve().parents[1]
+
+
+def _mypy(tmp_path: Path, code: str) -> list[str]:
+    """The lines ``mypy --strict`` reports on ``code`` (its summary line left out)."""
+    (tmp_path / "snippet.py").write_text(textwrap.dedent(code))
+    env = {**os.environ, "MYPYPATH": str(SRC)}
+    done = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-error-summary", "snippet.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return [line for line in done.stdout.splitlines() if line.strip()]
+
+
+def _line(tmp_path: Path, marker: str) -> int:
+    """The number of the snippet's line holding ``marker``."""
+    lines = (tmp_path / "snippet.py").read_text().splitlines()
+    return next(n for n, line in enumerate(lines, 1) if marker in line)
+
+
+def test_the_publish_decorator_and_context_manager_keep_their_types(tmp_path: Path) -> None:
+    errors = _mypy(
+        tmp_path,
+        """
+        from typing_extensions import assert_type
+        from syncperf.outbox import Outbox, PublishBatch
+
+        box = Outbox("todos", destination="todo.events", system="memory")
+
+        @box.publish
+        def relay_once(rows: list[str]) -> int:
+            return len(rows)
+
+        @box.publish(count=3)
+        async def relay_async(rows: list[str]) -> int:
+            return len(rows)
+
+        async def relay_block(rows: list[str]) -> None:
+            with box.publish(count=len(rows)) as batch:
+                assert_type(batch, PublishBatch)
+            async with box.publish() as batch:
+                assert_type(batch, PublishBatch)
+
+        assert_type(relay_once(["a"]), int)
+        n: str = relay_async  # wrong: the decorated function keeps its type
+        """,
+    )
+    assert len(errors) == 1, errors
+    assert f"snippet.py:{_line(tmp_path, '# wrong')}: error: Incompatible types" in errors[0]
