@@ -4,14 +4,16 @@ given, anything else is one ``ConfigError`` naming the option, when the app is b
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from fastapi import FastAPI
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 import syncperf
-from syncperf.asgi import SyncPerfMiddleware
+from syncperf.asgi import SyncPerfMiddleware, instrument_app
 from syncperf.testing import capture
 
 ROUTES = {"/sync/pull": "pull"}
@@ -83,3 +85,37 @@ def test_a_header_option_is_used_as_given_or_refused(name: str) -> None:
             else:
                 _request(mw, [], name.swapcase())
             assert cap.total("sync.idempotency.hits") == 1
+
+
+def test_a_misspelt_instrument_app_option_is_a_config_error_listing_the_options() -> None:
+    app = FastAPI()
+    with pytest.raises(syncperf.ConfigError) as raised:
+        instrument_app(app, ROUTES, http_metric=False)  # type: ignore[call-arg]
+    assert raised.value.option == "http_metric"
+    assert "http_metrics" in raised.value.accepted
+    assert "routes" in raised.value.accepted
+    assert app.user_middleware == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.text(min_size=1), value=st.text(min_size=8).map(lambda s: "tok-" + s))
+def test_an_unknown_instrument_app_option_never_shows_its_value(name: str, value: str) -> None:
+    assume(name not in inspect.signature(instrument_app).parameters)
+    with pytest.raises(syncperf.ConfigError) as raised:
+        instrument_app(FastAPI(), ROUTES, **{name: value})
+    assert raised.value.option == name
+    assert value not in str(raised.value)  # a typo's value may be a token
+
+
+def test_instrument_app_takes_the_options_of_the_middleware_with_the_same_defaults() -> None:
+    ours = list(inspect.signature(instrument_app).parameters.values())[1:-1]  # no app, **
+    theirs = list(inspect.signature(SyncPerfMiddleware).parameters.values())[1:]  # no app
+    assert [(p.name, p.default) for p in ours] == [(p.name, p.default) for p in theirs]
+
+
+def test_instrument_app_returns_the_app_it_was_given() -> None:
+    app = FastAPI()
+    assert instrument_app(app, ROUTES, http_metrics=False, idempotency_ttl=5) is app
+    (middleware,) = app.user_middleware
+    assert middleware.kwargs["http_metrics"] is False
+    assert middleware.kwargs["idempotency_ttl"] == 5

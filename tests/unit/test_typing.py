@@ -9,8 +9,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import syncperf
 
 SRC = Path(syncperf.__file__).resolve().parents[1]
@@ -67,3 +65,23 @@ def test_the_publish_decorator_and_context_manager_keep_their_types(tmp_path: Pa
     )
     assert len(errors) == 1, errors
     assert f"snippet.py:{_line(tmp_path, '# wrong')}: error: Incompatible types" in errors[0]
+
+
+def test_instrument_app_keeps_the_apps_type_and_catches_a_misspelt_option(
+    tmp_path: Path,
+) -> None:
+    errors = _mypy(
+        tmp_path,
+        """
+        from fastapi import FastAPI
+        from typing_extensions import assert_type
+        from syncperf.asgi import instrument_app, uninstrument_app
+
+        app = instrument_app(FastAPI(), {"/sync/pull": "pull"}, http_metrics=False)
+        assert_type(app, FastAPI)
+        assert_type(uninstrument_app(app), FastAPI)
+        instrument_app(FastAPI(), http_metric=False)  # misspelt
+        """,
+    )
+    assert len(errors) == 1, errors
+    assert f"snippet.py:{_line(tmp_path, '# misspelt')}: error:" in errors[0]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 from syncperf._config import (
     HEADER_NAME_ACCEPTED,
@@ -32,7 +32,7 @@ from syncperf._config import (
     check_int,
 )
 from syncperf._config_env import check_names
-from syncperf._gate import check_operation
+from syncperf._gate import check_operation, not_quoted
 from syncperf._operation import active_operation
 from syncperf._process_exit import flush_for_exit
 from syncperf._runtime import current
@@ -65,6 +65,8 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+App = TypeVar("App")
+"""The application ``instrument_app`` and ``uninstrument_app`` are given, and return."""
 
 _perf = time.perf_counter_ns
 _store_ids = itertools.count()
@@ -234,8 +236,20 @@ def flush_on_shutdown(send: Send) -> Send:
 
 
 def instrument_app(
-    app: Any, routes: Mapping[str, str | SyncRoute] | None = None, **options: Any
-) -> Any:
+    app: App,
+    routes: Mapping[str, str | SyncRoute] | None = None,
+    *,
+    http_metrics: bool = True,
+    idempotency_header: str = "idempotency-key",
+    replay_header: str | None = "idempotent-replayed",
+    idempotency_ttl: float | None = None,
+    idempotency_max_keys: int = 10_000,
+    live: Callable[[Scope], bool] | None = live_request,
+    max_body_bytes: int = 1_048_576,
+    excluded_urls: str | None = None,
+    entities: Iterable[str] | None = None,
+    **unknown: NoReturn,
+) -> App:
     """Add ``SyncPerfMiddleware`` to a FastAPI or Starlette app in one call.
 
     Equivalent to ``app.add_middleware(SyncPerfMiddleware, routes=routes, **options)``, but
@@ -247,7 +261,17 @@ def instrument_app(
     Args:
         app: A FastAPI or Starlette application (anything with ``add_middleware``).
         routes: Sync route templates, as for ``SyncPerfMiddleware``.
-        **options: Other ``SyncPerfMiddleware`` options.
+        http_metrics: As for ``SyncPerfMiddleware``, as are the other options.
+        idempotency_header: See ``SyncPerfMiddleware``.
+        replay_header: See ``SyncPerfMiddleware``.
+        idempotency_ttl: See ``SyncPerfMiddleware``.
+        idempotency_max_keys: See ``SyncPerfMiddleware``.
+        live: See ``SyncPerfMiddleware``.
+        max_body_bytes: See ``SyncPerfMiddleware``.
+        excluded_urls: See ``SyncPerfMiddleware``.
+        entities: See ``SyncPerfMiddleware``.
+        **unknown: None accepted: a misspelt option is a ``ConfigError`` (its value not
+            quoted), and an error for a type checker.
 
     Returns:
         The same app.
@@ -255,16 +279,40 @@ def instrument_app(
     Raises:
         ConfigError: ``app`` has no ``add_middleware`` or an option is not accepted.
     """
+    if unknown:
+        import inspect
+
+        name = sorted(unknown)[0]
+        known = list(inspect.signature(instrument_app).parameters)[1:-1]
+        raise ConfigError(name, not_quoted(unknown[name]), "one of " + ", ".join(known))
+    options: dict[str, Any] = {
+        "http_metrics": http_metrics,
+        "idempotency_header": idempotency_header,
+        "replay_header": replay_header,
+        "idempotency_ttl": idempotency_ttl,
+        "idempotency_max_keys": idempotency_max_keys,
+        "live": live,
+        "max_body_bytes": max_body_bytes,
+        "excluded_urls": excluded_urls,
+        "entities": entities,
+    }
     if not callable(getattr(app, "add_middleware", None)):
         raise ConfigError("app", app, "a FastAPI or Starlette application")
-    SyncPerfMiddleware(app, routes, **options)  # validate now, not on the first request
+    # validate now, not on the first request (an app without __call__ is a ConfigError)
+    SyncPerfMiddleware(app, routes, **options)  # type: ignore[arg-type]
+    _add(app, routes, options)
+    return app
+
+
+def _add(app: Any, routes: Mapping[str, str | SyncRoute] | None, options: dict[str, Any]) -> None:
+    """``instrument_app``'s work, its options checked."""
     if any(m.cls is SyncPerfMiddleware for m in getattr(app, "user_middleware", ())):
         import logging
 
         logging.getLogger("syncperf").warning(
             "syncperf: %r is already instrumented; instrument_app did nothing", app
         )
-        return app
+        return
     known = set(_templates(getattr(app, "routes", ()), ""))
     if known:
         import logging
@@ -275,10 +323,9 @@ def instrument_app(
                     "syncperf: sync route %r matches no route of %r", template, app
                 )
     app.add_middleware(SyncPerfMiddleware, routes=routes, **options)
-    return app
 
 
-def uninstrument_app(app: Any) -> Any:
+def uninstrument_app(app: App) -> App:
     """Remove ``SyncPerfMiddleware`` from a FastAPI or Starlette app (``instrument_app``'s
     or ``add_middleware``'s), even after it served requests.
 
@@ -297,7 +344,8 @@ def uninstrument_app(app: Any) -> Any:
     kept = [m for m in middleware if m.cls is not SyncPerfMiddleware]
     if len(kept) != len(middleware):
         middleware[:] = kept
-        app.middleware_stack = None  # built again, without it, on the next request
+        # built again, without it, on the next request
+        app.middleware_stack = None  # type: ignore[attr-defined]
     return app
 
 
