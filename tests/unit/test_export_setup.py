@@ -491,6 +491,20 @@ async def test_prometheus_asgi_app_serves_the_configured_registry() -> None:
     assert 'sync_operation_duration_seconds_count{sync_entity="note"' in response.text
 
 
+def _registry_class() -> object:
+    from prometheus_client import CollectorRegistry
+
+    return CollectorRegistry  # the class, not a registry
+
+
+@pytest.mark.parametrize("registry", [{"not": "a registry"}, "REGISTRY", 0, _registry_class()])
+def test_prometheus_asgi_app_refuses_what_is_not_a_registry(registry: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        prometheus_asgi_app(registry)
+    assert info.value.option == "registry"
+    assert "CollectorRegistry" in info.value.accepted
+
+
 async def test_prometheus_asgi_app_scrapes_off_the_event_loop() -> None:
     # a collector that waits (an outbox probe on a locked table waits up to stats_timeout)
     # stalled every request of the worker: the scrape ran on the event loop

@@ -39,7 +39,7 @@ from typing import Any
 from opentelemetry import metrics as otel_metrics
 
 from syncperf import _runtime
-from syncperf._config import Config
+from syncperf._config import Config, check_registry
 from syncperf._metrics import outputs
 from syncperf._runtime import configure
 from syncperf.exceptions import ConfigError
@@ -356,8 +356,9 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
             multiprocess mode a new registry, as prometheus_client prescribes there).
 
     Raises:
-        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra), or
-            ``PROMETHEUS_MULTIPROC_DIR`` names no existing directory.
+        ConfigError: ``prometheus-client`` is not installed (the ``prometheus`` extra),
+            ``registry`` is not a registry, or ``PROMETHEUS_MULTIPROC_DIR`` names no existing
+            directory.
     """
     try:
         from prometheus_client import REGISTRY, CollectorRegistry
@@ -367,7 +368,9 @@ def prometheus_asgi_app(registry: Any = None) -> Any:
         ) from None
     from syncperf._metrics import multiprocess as _multiprocess
 
-    if registry is None:
+    if registry is not None:  # else every scrape would fail, not this call
+        check_registry("registry", registry, "None or ")
+    else:
         registry = _runtime.current().prometheus_registry
         if registry is None:
             registry = REGISTRY if _multiprocess.directory() is None else CollectorRegistry()
