@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -119,18 +120,36 @@ def test_render_without_the_sdk_raises_runtime_error_with_an_install_hint(
         dashboard.render()
 
 
-def test_cli_without_the_sdk_prints_an_install_hint_and_exits_2(
+def test_the_packaged_dashboard_is_the_committed_one() -> None:
+    # what ``syncperf dashboard`` writes where the SDK is missing (Python 3.10): installed
+    # with the package, while ops/ is in neither the wheel nor the sdist
+    packaged = resources.files("syncperf._tools.monitoring") / "syncperf-dashboard.json"
+    assert packaged.read_text(encoding="utf-8") == COMMITTED.read_text(encoding="utf-8")
+
+
+def test_the_packaged_dashboard_is_package_data() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["syncperf"]
+    packaged = Path(dashboard.__file__).with_name("syncperf-dashboard.json")
+    relative = packaged.relative_to(Path(dashboard.__file__).parents[2])
+    assert any(relative.match(pattern) for pattern in patterns), patterns
+
+
+def test_cli_without_the_sdk_writes_the_packaged_dashboard_and_says_so(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     _hide_sdk(monkeypatch)
     out = tmp_path / "d.json"
-    assert dashboard.main(["-o", str(out)]) == 2
+    assert dashboard.main(["-o", str(out)]) == 0
+    assert out.read_text(encoding="utf-8") == COMMITTED.read_text(encoding="utf-8")
     captured = capsys.readouterr()
     assert "grafana-foundation-sdk" in captured.err
-    assert "pip install" in captured.err
+    assert "shipped" in captured.err
     assert "Traceback" not in captured.err
     assert captured.out == ""
-    assert not out.exists()
+    assert dashboard.main([]) == 0  # to stdout, the same
+    assert capsys.readouterr().out == COMMITTED.read_text(encoding="utf-8")
 
 
 def test_cli_reports_an_import_error_from_inside_the_sdk(

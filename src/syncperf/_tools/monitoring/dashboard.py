@@ -2,7 +2,9 @@
 
 Built with ``grafana-foundation-sdk`` (Python >= 3.11). Every query names metrics through
 ``_series.prom``, so the dashboard can only show metrics syncperf emits; a test parses each
-expression with promtool. Usage::
+expression with promtool. Without the SDK (Python 3.10, or no ``ops`` extra) it writes the
+same dashboard as generated when this version was released (``syncperf-dashboard.json``
+beside this module, package data; a test keeps it equal to ``ops/grafana``'s). Usage::
 
     syncperf dashboard > syncperf-dashboard.json     # import in Grafana, pick a Prometheus source
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 from syncperf._tools.monitoring._client_panels import CLIENT_ROW
@@ -27,7 +30,14 @@ INSTALL_HINT = (
     "syncperf dashboard needs grafana-foundation-sdk (Python >= 3.11): "
     "pip install 'syncperf[ops]' (or pip install grafana-foundation-sdk)"
 )
-"""The message ``syncperf dashboard`` prints when the SDK is missing."""
+"""Why ``render()`` fails when the SDK is missing."""
+SHIPPED = "syncperf-dashboard.json"
+"""The dashboard as generated for this release, package data beside this module."""
+SHIPPED_NOTE = (
+    "grafana-foundation-sdk is not installed (it needs Python >= 3.11); writing the dashboard"
+    " shipped with this syncperf version, the same as the generator's"
+)
+"""What ``syncperf dashboard`` says (on stderr) when it writes ``SHIPPED``."""
 
 
 def build(title: str = "syncperf: sync endpoints", uid: str = "syncperf") -> Any:
@@ -141,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ImportError as exc:  # an SDK too old or partly installed
         print(f"syncperf dashboard: {INSTALL_HINT} ({exc})", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        print(f"syncperf dashboard: {exc}", file=sys.stderr)
-        return 2
+    except RuntimeError:  # no SDK: the dashboard generated for this release
+        text = (resources.files(__package__) / SHIPPED).read_text(encoding="utf-8")
+        print(f"syncperf dashboard: {SHIPPED_NOTE}", file=sys.stderr)
     return write_output("syncperf dashboard", namespace.output, text)
