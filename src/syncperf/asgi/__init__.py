@@ -92,7 +92,9 @@ class SyncPerfMiddleware:
         idempotency_header: Request header carrying the idempotency key (IETF draft
             ``Idempotency-Key``). The key is never exported; on spans only as a hash.
         replay_header: Response header by which the application marks a replayed response
-            (value ``true`` or ``1``); it counts an idempotency hit. None to disable.
+            (value ``true`` or ``1``); it counts an idempotency hit. None to disable. Both
+            are header names in any case: letters, digits and ``!#$%&'*+-.^_`|~`` (an RFC
+            9110 token); ``idempotency_header`` is not ``Content-Length``.
         idempotency_ttl: Seconds; when set, a key repeating within this window also counts
             as a hit (opt-in; keeps at most ``idempotency_max_keys`` hashes).
         idempotency_max_keys: Bound of the key window.
