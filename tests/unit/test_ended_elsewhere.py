@@ -18,6 +18,7 @@ import pytest
 
 import syncperf
 from syncperf._operation import CURRENT
+from syncperf.outbox import Outbox, current_batch
 from syncperf.testing import Capture, capture
 
 TODO_PUSH = {"sync.operation": "push", "sync.entity": "todo"}
@@ -107,3 +108,64 @@ def test_an_operation_ended_in_a_copy_of_its_context_is_no_longer_current_there(
 
     assert contextvars.copy_context().run(task)
     assert cap.total("sync.operation.duration", TODO_PUSH) == 1
+
+
+_box = Outbox("orders")
+
+
+def _relay() -> Iterator[int]:
+    with _box.publish() as batch:
+        batch.published()
+        yield 1
+        yield 2
+
+
+def _published(cap: Capture) -> float:
+    return cap.total("outbox.messages", {"outbox.name": "orders", "outbox.event": "published"})
+
+
+def _context_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """OpenTelemetry's errors: its context token is not detached where it was not made."""
+    return [r.getMessage() for r in caplog.records if r.name == "opentelemetry.context"]
+
+
+def test_a_relay_stream_collected_inside_another_batch_leaves_that_batch_current(
+    syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    relay = _relay()
+    _first_step_in_a_copy(relay)
+    with _box.publish() as batch:
+        del relay
+        gc.collect()  # the abandoned relay's batch ends here, in this context
+        assert current_batch() is batch
+        current_batch().published()
+        current_batch().published()
+    cap = syncperf_capture
+    assert cap.total("outbox.publish.duration") == 2
+    assert _published(cap) == 2  # the abandoned batch's one is lost with it (an error)
+    assert not _context_errors(caplog)
+
+
+def test_a_batch_ended_by_a_thread_inside_its_own_leaves_that_one_current(
+    syncperf_capture: Capture, caplog: pytest.LogCaptureFixture
+) -> None:
+    started: list[Any] = []
+
+    def start_relay() -> None:
+        scope = _box.publish()
+        started.append((scope, scope.__enter__()))
+
+    worker = threading.Thread(target=start_relay)
+    worker.start()
+    worker.join()
+    ((scope, other),) = started
+    other.published()
+    with _box.publish() as batch:
+        scope.__exit__(None, None, None)
+        assert current_batch() is batch
+        current_batch().published()
+        current_batch().published()
+    cap = syncperf_capture
+    assert cap.total("outbox.publish.duration") == 2
+    assert _published(cap) == 3
+    assert not _context_errors(caplog)
