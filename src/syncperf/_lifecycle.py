@@ -28,6 +28,7 @@ from syncperf._gate import error_type
 from syncperf._metrics.resources import child_instance_ids, with_own_instance_id
 from syncperf._operation import CURRENT, SyncOperation
 from syncperf._redact import record_exception
+from syncperf._replaced import REPLACED
 from syncperf._runtime import Runtime
 from syncperf._series import OperationSeries, series
 from syncperf._tracing.sampling import Dropped
@@ -396,7 +397,7 @@ def _after_fork_in_child() -> None:
         return
     if "service.instance.id" in getattr(rt.resource, "attributes", {}):
         rt.resource = with_own_instance_id(rt.resource, child_instance_ids())
-    for each in {rt, *rt.retired, *_runtime._REPLACED}:
+    for each in {rt, *rt.retired, *REPLACED}:
         each._state_lock = threading.RLock()
         for inflight in list(each.inflight.values()):
             inflight.clear()
