@@ -193,6 +193,11 @@ class Runtime(Guard):
                     found = self._state[slot] = factory(self)
         return found
 
+    def peek(self, factory: Callable[[Runtime], T], key: object = None) -> T | None:
+        """The state ``state(factory, key)`` made, or None (none is made here)."""
+        slot = factory if key is None else (getattr(factory, "__func__", factory), key)
+        return self._state.get(slot)
+
     def forget(self, factory: Callable[[Runtime], Any], key: object = None) -> Any:
         """Remove and return the state ``state(factory, key)`` made, or None."""
         with self._state_lock:
