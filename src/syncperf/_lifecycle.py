@@ -28,6 +28,7 @@ from syncperf._gate import error_type
 from syncperf._metrics.resources import child_instance_ids, with_own_instance_id
 from syncperf._operation import CURRENT, SyncOperation
 from syncperf._redact import record_exception
+from syncperf._replaced import REPLACED
 from syncperf._runtime import Runtime
 from syncperf._series import OperationSeries, series
 from syncperf._tracing.sampling import Dropped
@@ -183,8 +184,7 @@ def end(
     try:
         CURRENT.reset(op._ctx_token)  # type: ignore[arg-type]
     except ValueError:  # ended in another context (e.g. an abandoned async generator)
-        CURRENT.set(None)
-        op._token = None  # the span's context token was made there too: not detached here
+        _leave_foreign(op)
     op._ctx_token = None  # it holds the value before: ended ones would chain through it
     lag_ns = 0 if end_ns is None else min(max(t2 - end_ns, 0), t2 - op._start_ns)
     duration_ns = t2 - lag_ns - op._start_ns
@@ -243,6 +243,15 @@ def end(
     # Queued, not yet folded: a task that kept the operation in its context must not change
     # what it recorded (its scalars were copied above, its collections are let go here).
     op._items = op._conflict_detail = op._observed = None
+
+
+def _leave_foreign(op: SyncOperation) -> None:
+    """``end`` in a context other than the one ``op`` began in: there ``op`` is no longer
+    current if it was (a copy of its own, e.g. a task it spawned); another operation current
+    there (that context's own) stays current."""
+    if CURRENT.get() is op:
+        CURRENT.set(None)
+    op._token = None  # the span's context token was made there too: not detached here
 
 
 def _leave_ended(op: SyncOperation) -> None:
@@ -388,7 +397,7 @@ def _after_fork_in_child() -> None:
         return
     if "service.instance.id" in getattr(rt.resource, "attributes", {}):
         rt.resource = with_own_instance_id(rt.resource, child_instance_ids())
-    for each in {rt, *rt.retired, *_runtime._REPLACED}:
+    for each in {rt, *rt.retired, *REPLACED}:
         each._state_lock = threading.RLock()
         for inflight in list(each.inflight.values()):
             inflight.clear()

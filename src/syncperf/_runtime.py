@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -26,9 +25,11 @@ from syncperf._metrics.aggregates import HistogramSeries, Registry, SumSeries
 from syncperf._metrics.bounded import FLUSH, Deadline, run_bounded
 from syncperf._metrics.catalogue import BATCH_BOUNDS as BATCH_BOUNDS
 from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
-from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds, carry
+from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
 from syncperf._metrics.reader import PeriodicExporter, Reader
 from syncperf._metrics.resources import resource_of, syncperf_scope
+from syncperf._replaced import replaced_by
+from syncperf._replaced import retire as _retire
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
 from syncperf.exceptions import ConfigError
@@ -43,7 +44,6 @@ RUNTIME_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every new ``Runtime`` (e.g. to register an integration's gauge callbacks)."""
 SHUTDOWN_HOOKS: list[Callable[[Runtime], None]] = []
 """Called with every ``Runtime`` that shut down (outputs drop what they keep for it)."""
-_REPLACED: weakref.WeakSet[Runtime] = weakref.WeakSet()  # replaced runtimes still alive
 
 
 class Runtime(Guard):
@@ -193,6 +193,11 @@ class Runtime(Guard):
                     found = self._state[slot] = factory(self)
         return found
 
+    def peek(self, factory: Callable[[Runtime], T], key: object = None) -> T | None:
+        """The state ``state(factory, key)`` made, or None (none is made here)."""
+        slot = factory if key is None else (getattr(factory, "__func__", factory), key)
+        return self._state.get(slot)
+
     def forget(self, factory: Callable[[Runtime], Any], key: object = None) -> Any:
         """Remove and return the state ``state(factory, key)`` made, or None."""
         with self._state_lock:
@@ -215,7 +220,13 @@ class Runtime(Guard):
         return self if self.successor is None else self.successor.in_force()
 
     def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
-        return [({"sync.operation": op}, len(q)) for op, q in list(self.inflight.items())]
+        """In flight per operation name: this runtime's and those of the runtimes it replaced
+        (begun before ``configure()``, they end in the runtime that began them)."""
+        counts: dict[str, int] = {}
+        for rt in (self, *replaced_by(self)):
+            for name, inflight in list(rt.inflight.items()):
+                counts[name] = counts.get(name, 0) + len(inflight)
+        return [({"sync.operation": name}, n) for name, n in counts.items()]
 
     def overhead_for(self, component: str) -> HistogramSeries:
         """The ``syncperf.overhead`` series of ``component``."""
@@ -352,20 +363,6 @@ def install(config: Config) -> Runtime:
 
 def _captured(rt: Runtime | None) -> bool:
     return rt is not None and rt.capture is not None and not rt.capture.closed
-
-
-def _retire(previous: Runtime, rt: Runtime) -> None:
-    """What operations still open in ``previous`` record when they end goes to ``rt``, whose
-    exports carry it (``previous`` exports once more, then never: ``_fold.forward``)."""
-    with previous.lock:
-        for fold in previous.registry.folds:  # what ended so far: in its last export
-            fold()
-        previous.successor = rt
-    rt.retired = [old for old in (*previous.retired, previous) if old.ended or not old.idle()]
-    _REPLACED.add(previous)  # all point at the runtime in force: a chain would keep every
-    for old in list(_REPLACED):  # runtime since alive while one is (an open stream, say)
-        old.successor = rt
-    carry(previous, rt)  # pull outputs: the counts go on (the others get a last export)
 
 
 def configure(config: Config | None = None, **options: Any) -> Config:

@@ -555,6 +555,25 @@ queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long lo
     return 0;
 }
 
+/* After its context token failed to reset CURRENT (ended in another context): CURRENT there
+ * cleared only if it holds `op` (a copy of its own context), never another operation. */
+static int
+leave_foreign(Op *op)
+{
+    PyObject *current = NULL;
+    if (PyContextVar_Get(CURRENT, NULL, &current) < 0)
+        return -1;
+    int own = current == (PyObject *)op;
+    Py_XDECREF(current);
+    if (!own)
+        return 0;
+    PyObject *token = PyContextVar_Set(CURRENT, Py_None);
+    if (token == NULL)
+        return -1;
+    Py_DECREF(token);
+    return 0;
+}
+
 static int
 leave_inflight(Op *op, const Hints *h)
 {
@@ -650,10 +669,8 @@ end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long
         if (!PyErr_ExceptionMatches(PyExc_ValueError))
             return -1;
         PyErr_Clear(); /* ended in another context: as _lifecycle.end */
-        PyObject *token = PyContextVar_Set(CURRENT, Py_None);
-        if (token == NULL)
+        if (leave_foreign(op) < 0)
             return -1;
-        Py_DECREF(token);
         if (PyObject_SetAttr((PyObject *)op, s_token, Py_None) < 0) /* the span's token */
             return -1;
     }
@@ -1545,9 +1562,8 @@ abandon(Op *op)
     if (op->ctx_token == NULL || !PyContextToken_CheckExact(op->ctx_token) ||
         PyContextVar_Reset(CURRENT, op->ctx_token) < 0) {
         PyErr_Clear();
-        PyObject *token = PyContextVar_Set(CURRENT, Py_None);
-        Py_XDECREF(token);
-        PyErr_Clear();
+        if (leave_foreign(op) < 0)
+            PyErr_Clear();
     }
     Py_XSETREF(op->ctx_token, Py_NewRef(Py_None));
     if (op->series != NULL && leave_inflight(op, &NO_HINTS) < 0)

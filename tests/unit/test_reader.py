@@ -97,3 +97,20 @@ def test_a_delta_reader_reports_each_interval_once() -> None:
     assert second["h"].count == 1 and list(second["h"].bucket_counts) == [0, 0, 1]
     assert second["h"].start_time_unix_nano >= first["h"].time_unix_nano
     assert second["c"].value == 3 and first["c"].value == 2
+
+
+def test_an_observed_up_down_counter_in_two_streams_adds_up_except_beside_its_provider() -> None:
+    """``http.server.active_requests`` of requests another instrumentation meters into a
+    provider is a stream of its own: that provider's reader skips it, the others add both."""
+    registry, provider = Registry(), object()
+    for beside, n in ((None, 2.0), (provider, 3.0)):
+        points: list[tuple[dict[str, str | bool], float]] = [({"k": "v"}, n)]
+        registry.instrument("a", "updowncounter", "1", "d", beside=beside).callbacks.append(
+            lambda points=points: points
+        )
+    scope = InstrumentationScope("t")
+    other = Reader(registry, Resource({}), scope)
+    own = Reader(registry, Resource({}), scope, beside=provider)
+    for _ in range(2):
+        assert _points(other.collect())["a"].value == 5
+        assert _points(own.collect())["a"].value == 2

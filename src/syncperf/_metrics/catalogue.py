@@ -93,10 +93,11 @@ class MetricSpec:
         *,
         max_series: int = 2000,
         probe: bool = False,
+        beside: object = None,
     ) -> Instrument:
         """This metric's instrument in ``registry``, observed through ``callback`` at collection
-        (``probe``: a costly one, see ``Instrument.probe``)."""
-        instrument = self.create(registry, max_series=max_series)
+        (``probe``: a costly one, see ``Instrument.probe``; ``beside``: see ``create``)."""
+        instrument = self.create(registry, max_series=max_series, beside=beside)
         instrument.probe = instrument.probe or probe
         instrument.callbacks.append(callback)
         return instrument

@@ -16,7 +16,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from opentelemetry.sdk.metrics import Counter, Histogram, ObservableGauge, UpDownCounter
 from opentelemetry.sdk.metrics.export import (
@@ -176,8 +176,11 @@ class Reader:
             self._instruments[name] = instrument
             observed_before.add(name)
             start = before.get((name, item.attributes), item.at_ns)
-            point = Point(start, item.value, dict(item.attributes))
-            self._points.setdefault(name, {})[item.attributes] = point
+            points = self._points.setdefault(name, {})
+            value, same = item.value, points.get(item.attributes)
+            if same is not None and instrument.kind == "updowncounter":  # two streams (beside)
+                value += cast(float, same.value)  # of one count (e.g. requests): they add up
+            points[item.attributes] = Point(start, value, dict(item.attributes))
 
     def carry(self, old: Reader) -> None:
         """Continue ``old``, a replaced runtime's reader of the same output (``configure()``):

@@ -49,7 +49,8 @@ from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
 from syncperf.asgi._scope import bounded, extract, valid_headers
 
 if TYPE_CHECKING:
-    from syncperf._metrics.aggregates import SumSeries
+    from collections import deque
+
     from syncperf.asgi import SyncPerfMiddleware
 
 __all__ = ["Exchange"]
@@ -95,7 +96,7 @@ class Exchange:
         self.idem_key: bytes | None = None  # hashed only for a rescued span (``_finish``)
         self.held_entity: str | None = None  # a path entity admitted for now (``Bounded.hold``)
         self.http: HttpSeries | None = None
-        self.active: SumSeries | None = None
+        self.active: deque[None] | None = None
         self.content_length = -1
         self.continues = False  # ``Expect: 100-continue``: the body waits until it is read
         self.encoded = self.answer_encoded = False  # a compressed request body, answer
@@ -124,9 +125,10 @@ class Exchange:
             shared = self.shared
             http = shared.http() if metered_into is None else shared.http(metered_into)
             method, scheme = self.method, self.scheme
-            with rt.lock:
-                active = http.active_series.get((method, scheme)) or http.active_for(method, scheme)
-                active.add(1)
+            active = http.active_series.get((method, scheme))
+            if active is None:
+                active = http.active_for(method, scheme)
+            active.append(None)
             self.active, self.http = active, http
         headers = self.scope.get("headers") or ()
         tracing = rt.tracing  # "can spans be made": on, or turning on now (``Tracing.due``)

@@ -169,7 +169,8 @@ def record_http(
                     if http is None:
                         overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
                         return
-                    ex.active.add(-1)  # type: ignore[union-attr]
+                    if ex.active:  # (emptied by a fork: a request of the parent's, here)
+                        ex.active.pop()
                     left = True
                     batch = batch or http.bound(overhead, *key)
                     batch.values += (  # queued (``Batch``), recorded in batches
@@ -185,9 +186,8 @@ def record_http(
     except Exception as error:
         hook_failed(ex.rt, "asgi_http_metrics_failed", error, failure)
     finally:
-        if http is not None and not left:
-            with ex.rt.lock:
-                ex.active.add(-1)  # type: ignore[union-attr]
+        if http is not None and not left and ex.active:  # (empty: as above)
+            ex.active.pop()
 
 
 def http_key(
@@ -219,19 +219,10 @@ def http_key(
 
 def _hand_over(ex: Exchange) -> None:
     """Move a request its runtime began to the one ``configure()`` replaced it with, whose
-    exports carry what the request records when it ends (the old runtime's no longer run):
-    its ``http.server.active_requests`` leaves the old runtime's series for the new one's,
-    which it leaves when the request ends."""
-    old, rt = ex.rt, ex.rt.in_force()
+    exports carry what the request records when it ends (the old runtime's no longer run).
+    It stays in the in-flight deque it entered, which the new runtime's
+    ``http.server.active_requests`` counts (``HttpSeries._observe_active``), until it ends."""
+    rt = ex.rt.in_force()
     ex.rt, ex.shared = rt, rt.state(AsgiState)
-    if ex.http is None:
-        return
-    http = ex.http = ex.shared.http(ex.metered_into)
-    with old.lock:
-        ex.active.add(-1)  # type: ignore[union-attr]
-    with rt.lock:
-        active = http.active_series.get((ex.method, ex.scheme)) or http.active_for(
-            ex.method, ex.scheme
-        )
-        active.add(1)
-    ex.active = active
+    if ex.http is not None:
+        ex.http = ex.shared.http(ex.metered_into)

@@ -12,21 +12,26 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections import deque
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
 from opentelemetry import propagate
 
+from syncperf import _runtime
 from syncperf._client_header import read as read_client_header
 from syncperf._forklocks import renew_in_child
 from syncperf._gate import describe, raised_at
 from syncperf._metrics import catalogue
-from syncperf._metrics.aggregates import HistogramSeries, SumSeries
+from syncperf._metrics.aggregates import HistogramSeries
 from syncperf._metrics.batches import NS, Batch, batches
+from syncperf._metrics.outputs import CARRIES
 from syncperf._operation import SyncOperation, hold
+from syncperf._replaced import REPLACED, replaced_by
 from syncperf._runtime import Runtime
 from syncperf.asgi._routes import exclusions
 from syncperf.asgi._scope import wrong_type
@@ -54,7 +59,9 @@ class HttpSeries:
 
     __slots__ = (
         "_batches",
+        "_beside",
         "_cap",
+        "_rt",
         "active",
         "active_series",
         "duration",
@@ -69,8 +76,9 @@ class HttpSeries:
         self.duration = catalogue.HTTP_SERVER_REQUEST_DURATION.create(
             registry, max_series=limit, beside=beside
         )
-        self.active = catalogue.HTTP_SERVER_ACTIVE_REQUESTS.create(
-            registry, max_series=limit, beside=beside
+        self._rt, self._beside = rt, beside
+        self.active = catalogue.HTTP_SERVER_ACTIVE_REQUESTS.observe(
+            registry, self._observe_active, max_series=limit, beside=beside
         )
         self.request_size = catalogue.HTTP_SERVER_REQUEST_BODY_SIZE.create(
             registry, max_series=limit, beside=beside
@@ -82,17 +90,33 @@ class HttpSeries:
         self.series: dict[tuple[Any, ...], Batch] = {}
         """A request's histogram values are queued (``Batch``), recorded in batches: one
         append per request instead of four ``record`` calls under the lock."""
-        self.active_series: dict[tuple[str, str], SumSeries] = {}
+        self.active_series: dict[tuple[str, str], deque[None]] = {}
+        """Requests in flight per method and scheme (``http.server.active_requests``): appends
+        and pops are atomic, no lock."""
 
-    def active_for(self, method: str, scheme: str) -> SumSeries:
-        """The active-requests series (call under ``rt.lock``)."""
+    def active_for(self, method: str, scheme: str) -> deque[None]:
+        """The in-flight deque of requests with ``method`` and ``scheme``."""
         key = (method, scheme)
         found = self.active_series.get(key)
-        if found is None:
-            found = self.active_series[key] = self.active.sum(
-                (("http.request.method", method), ("url.scheme", scheme))
-            )
-        return found
+        return found if found is not None else self.active_series.setdefault(key, deque())
+
+    def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
+        """In flight per method and scheme: this runtime's requests and those the runtimes it
+        replaced began (each leaves the deque it entered when it ends)."""
+        counts: dict[tuple[str, str], int] = {}
+        for http in (self, *self._replaced()):
+            for key, inflight in list(http.active_series.items()):
+                counts[key] = counts.get(key, 0) + len(inflight)
+        return [({"http.request.method": m, "url.scheme": s}, n) for (m, s), n in counts.items()]
+
+    def _replaced(self) -> Iterator[HttpSeries]:
+        """The same series (same ``beside``) of the runtimes this one's replaced, still alive."""
+        key = None if self._beside is None else id(self._beside)  # as ``AsgiState.http``'s
+        for old in replaced_by(self._rt):
+            state = old.peek(AsgiState)
+            found = None if state is None else state._series.get(key)
+            if found is not None:
+                yield found
 
     def bound(
         self,
@@ -188,6 +212,34 @@ class AsgiState:
             self._fields = frozenset(f.lower().encode("latin-1") for f in textmap.fields)
             self._textmap = textmap
         return self._fields
+
+
+def _carry_http(previous: Runtime, rt: Runtime) -> None:
+    """``configure()`` replaced ``previous`` by ``rt``: ``rt`` counts the requests still in
+    flight in ``previous`` (``HttpSeries._observe_active``) at once, before it serves any."""
+    state = previous.peek(AsgiState)
+    if state is not None:
+        shared = rt.state(AsgiState)
+        for http in list(state._series.values()):
+            shared.http(http._beside)
+
+
+CARRIES.append(_carry_http)
+
+
+def _after_fork_in_child() -> None:
+    """The parent's requests in flight are not the child's: its ``http.server.active_requests``
+    counts its own (as ``sync.operations.active`` does; one of the parent's that returns
+    through the child takes nothing out: ``_finish.record_http``)."""
+    for rt in {_runtime.installed, *REPLACED}:
+        state = None if rt is None else rt.peek(AsgiState)
+        for http in [] if state is None else list(state._series.values()):
+            for inflight in list(http.active_series.values()):
+                inflight.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # --- headers and idempotency ---------------------------------------------------------------

@@ -253,8 +253,10 @@ class PublishBatch:
         if self._token is not None:
             try:
                 BATCH.reset(self._token)
-            except ValueError:  # ended in another context
-                BATCH.set(None)
+            except ValueError:  # ended in another context: another batch current there stays
+                if BATCH.get() is self:
+                    BATCH.set(None)
+                self._span_token = None  # made there too: not detached here
             self._token = None  # it holds the batch before: ended ones would chain through it
         failed = self._failed
         etype = reason if exc is None else error_type(exc)

@@ -231,8 +231,9 @@ def _later(batch: PublishBatch, result: Any) -> Any:
     if batch._token is not None:
         try:
             BATCH.reset(batch._token)
-        except ValueError:  # made current in another context
-            BATCH.set(None)
+        except ValueError:  # made current in another context: another batch here stays
+            if BATCH.get() is batch:
+                BATCH.set(None)
         batch._token = None
     if batch._span_token is not None:
         detach(batch._span_token)
