@@ -484,3 +484,8 @@ def test_an_enqueue_counted_at_commit_as_configure_replaces_the_runtime_loses_no
         session.commit()
     assert old.successor is not None
     assert _messages(registry, "enqueued") == 2
+
+
+def test_the_batch_outside_a_publish_block_has_a_repr() -> None:
+    # what a debugger or a log line shows: it must not raise
+    assert repr(current_batch()) == "<PublishBatch none>"

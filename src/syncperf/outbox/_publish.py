@@ -47,6 +47,9 @@ class _NoopBatch(PublishBatch):
     def recording(self) -> bool:
         return False
 
+    def __repr__(self) -> str:
+        return "<PublishBatch none>"
+
     def published(
         self, created_at: object = None, *, traceparent: str | None = None, attempt: int = 1
     ) -> None:
