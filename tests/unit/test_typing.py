@@ -15,7 +15,7 @@ SRC = Path(syncperf.__file__).resolve().parents[1]
 
 
 def _mypy(tmp_path: Path, code: str) -> list[str]:
-    """The lines ``mypy --strict`` reports on ``code`` (its summary line left out)."""
+    """The errors ``mypy --strict`` reports on ``code`` (its notes and summary left out)."""
     (tmp_path / "snippet.py").write_text(textwrap.dedent(code))
     env = {**os.environ, "MYPYPATH": str(SRC)}
     done = subprocess.run(
@@ -27,7 +27,7 @@ def _mypy(tmp_path: Path, code: str) -> list[str]:
         timeout=300,
         check=False,
     )
-    return [line for line in done.stdout.splitlines() if line.strip()]
+    return [line for line in done.stdout.splitlines() if ": error:" in line]
 
 
 def _line(tmp_path: Path, marker: str) -> int:
@@ -85,3 +85,4 @@ def test_instrument_app_keeps_the_apps_type_and_catches_a_misspelt_option(
     )
     assert len(errors) == 1, errors
     assert f"snippet.py:{_line(tmp_path, '# misspelt')}: error:" in errors[0]
+    assert 'did you mean "http_metrics"' in errors[0]

@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from syncperf._config import (
     HEADER_NAME_ACCEPTED,
@@ -66,6 +66,25 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 App = TypeVar("App")
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+
+class MiddlewareOptions(TypedDict, total=False):
+    """``SyncPerfMiddleware``'s keyword options, as ``instrument_app`` takes them."""
+
+    http_metrics: bool
+    idempotency_header: str
+    replay_header: str | None
+    idempotency_ttl: float | None
+    idempotency_max_keys: int
+    live: Callable[[Scope], bool] | None
+    max_body_bytes: int
+    excluded_urls: str | None
+    entities: Iterable[str] | None
+
+
 """The application ``instrument_app`` and ``uninstrument_app`` are given, and return."""
 
 _perf = time.perf_counter_ns
@@ -240,17 +259,7 @@ def flush_on_shutdown(send: Send) -> Send:
 def instrument_app(
     app: App,
     routes: Mapping[str, str | SyncRoute] | None = None,
-    *,
-    http_metrics: bool = True,
-    idempotency_header: str = "idempotency-key",
-    replay_header: str | None = "idempotent-replayed",
-    idempotency_ttl: float | None = None,
-    idempotency_max_keys: int = 10_000,
-    live: Callable[[Scope], bool] | None = live_request,
-    max_body_bytes: int = 1_048_576,
-    excluded_urls: str | None = None,
-    entities: Iterable[str] | None = None,
-    **unknown: NoReturn,
+    **options: Unpack[MiddlewareOptions],
 ) -> App:
     """Add ``SyncPerfMiddleware`` to a FastAPI or Starlette app in one call.
 
@@ -263,17 +272,9 @@ def instrument_app(
     Args:
         app: A FastAPI or Starlette application (anything with ``add_middleware``).
         routes: Sync route templates, as for ``SyncPerfMiddleware``.
-        http_metrics: As for ``SyncPerfMiddleware``, as are the other options.
-        idempotency_header: See ``SyncPerfMiddleware``.
-        replay_header: See ``SyncPerfMiddleware``.
-        idempotency_ttl: See ``SyncPerfMiddleware``.
-        idempotency_max_keys: See ``SyncPerfMiddleware``.
-        live: See ``SyncPerfMiddleware``.
-        max_body_bytes: See ``SyncPerfMiddleware``.
-        excluded_urls: See ``SyncPerfMiddleware``.
-        entities: See ``SyncPerfMiddleware``.
-        **unknown: None accepted: a misspelt option is a ``ConfigError`` (its value not
-            quoted), and an error for a type checker.
+        **options: ``SyncPerfMiddleware``'s keyword options (``MiddlewareOptions``); a
+            misspelt one is a ``ConfigError`` (its value not quoted), and an error for a type
+            checker.
 
     Returns:
         The same app.
@@ -281,23 +282,11 @@ def instrument_app(
     Raises:
         ConfigError: ``app`` has no ``add_middleware`` or an option is not accepted.
     """
+    unknown = sorted(options.keys() - MiddlewareOptions.__annotations__.keys())
     if unknown:
-        import inspect
-
-        name = sorted(unknown)[0]
-        known = list(inspect.signature(instrument_app).parameters)[1:-1]
-        raise ConfigError(name, not_quoted(unknown[name]), "one of " + ", ".join(known))
-    options: dict[str, Any] = {
-        "http_metrics": http_metrics,
-        "idempotency_header": idempotency_header,
-        "replay_header": replay_header,
-        "idempotency_ttl": idempotency_ttl,
-        "idempotency_max_keys": idempotency_max_keys,
-        "live": live,
-        "max_body_bytes": max_body_bytes,
-        "excluded_urls": excluded_urls,
-        "entities": entities,
-    }
+        accepted = ", ".join(["routes", *MiddlewareOptions.__annotations__])
+        value = options[unknown[0]]  # type: ignore[literal-required]
+        raise ConfigError(unknown[0], not_quoted(value), "one of " + accepted)
     if not callable(getattr(app, "add_middleware", None)):
         raise ConfigError("app", app, "a FastAPI or Starlette application")
     # validate now, not on the first request (an app without __call__ is a ConfigError)
@@ -306,7 +295,9 @@ def instrument_app(
     return app
 
 
-def _add(app: Any, routes: Mapping[str, str | SyncRoute] | None, options: dict[str, Any]) -> None:
+def _add(
+    app: Any, routes: Mapping[str, str | SyncRoute] | None, options: MiddlewareOptions
+) -> None:
     """``instrument_app``'s work, its options checked."""
     if any(m.cls is SyncPerfMiddleware for m in getattr(app, "user_middleware", ())):
         import logging
