@@ -7,7 +7,6 @@ and counted, one outside the known set is ``_OTHER``, and the application always
 
 from __future__ import annotations
 
-import asyncio
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,6 +20,7 @@ from syncperf.adapters import watermelondb
 from syncperf.asgi import SyncPerfMiddleware, SyncRoute
 from syncperf.exceptions import MeasurementError
 from syncperf.testing import Capture, capture
+from tests._asgi import call, http_scope
 
 SECRET = "SECRET-TOKEN"
 ROUTES: dict[str, str | SyncRoute] = {
@@ -42,35 +42,6 @@ async def _app(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": b'{"changes": {}, "timestamp": 1}'})
-
-
-def _scope(**fields: Any) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/sync/pull",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [],
-        **fields,
-    }
-
-
-def _call(app: Any, scope: dict[str, Any]) -> list[Any]:
-    """One request; the messages the application sent."""
-    sent: list[Any] = []
-
-    async def receive() -> Any:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    return sent
 
 
 def _exported(cap: Capture) -> str:
@@ -106,7 +77,7 @@ def test_url_scheme_is_a_known_scheme_or_other_never_what_a_client_forwarded() -
         for path in ("/sync/pull", "/other"):
             for proto in forwarded:
                 headers = [(b"x-forwarded-proto", proto.encode())]
-                assert _call(app, _scope(path=path, headers=headers))
+                assert call(app, http_scope(path=path, headers=headers))
         assert SECRET not in _exported(cap)
         points = cap.points("http.server.request.duration")
         schemes = {p.attributes["url.scheme"] for p in points}
@@ -125,7 +96,7 @@ def test_a_known_or_missing_scheme_is_reported_as_asgi_defines_it(
     scheme: str | None, reported: str
 ) -> None:
     with capture() as cap:
-        _call(SyncPerfMiddleware(_app, routes=ROUTES), _scope(scheme=scheme))
+        call(SyncPerfMiddleware(_app, routes=ROUTES), http_scope(scheme=scheme))
         (point,) = cap.points("http.server.request.duration")
         assert point.attributes["url.scheme"] == reported
 
@@ -145,7 +116,7 @@ async def test_strict_mode_ends_the_operation_before_raising_a_refused_query() -
         async def send(message: Any) -> None:
             sent.append(message)
 
-        scope = _scope(
+        scope = http_scope(
             path="/sync/wm",
             query_string=b"last_pulled_at=notatime",
             headers=[(b"traceparent", traceparent)],
@@ -197,8 +168,8 @@ def test_a_scope_value_of_the_wrong_type_is_dropped_and_the_app_runs(
     with capture(strict=strict) as cap:
         for path in ("/sync/pull", "/sync/wm"):
             app = SyncPerfMiddleware(_app, routes=ROUTES)
-            scope = _scope(**{"path": path, **fields})
-            assert [m["type"] for m in _call(app, scope)] == [
+            scope = http_scope(**{"path": path, **fields})
+            assert [m["type"] for m in call(app, scope)] == [
                 "http.response.start",
                 "http.response.body",
             ]
@@ -223,7 +194,7 @@ def test_path_params_of_the_wrong_type_leave_http_route_out(params: Any, route: 
         await _app(scope, receive, send)
 
     with capture() as cap:
-        _call(SyncPerfMiddleware(mounted), _scope(path="/mnt/x/1"))
+        call(SyncPerfMiddleware(mounted), http_scope(path="/mnt/x/1"))
         (point,) = cap.points("http.server.request.duration")
         assert point.attributes.get("http.route") == route
         assert _dropped(cap, "asgi_http_metrics_failed") == 0
@@ -235,7 +206,7 @@ def test_a_value_of_the_wrong_type_is_counted_and_logged_once_without_its_conten
     with capture(strict=False) as cap:
         app = SyncPerfMiddleware(_app, routes=ROUTES)
         for _ in range(3):
-            _call(app, _scope(method=[SECRET], http_version=[SECRET]))
+            call(app, http_scope(method=[SECRET], http_version=[SECRET]))
         assert _dropped(cap, "asgi_invalid_scope") == 6
         assert cap.total("http.server.request.duration") == 3
         (point,) = cap.points("http.server.request.duration")
@@ -334,7 +305,7 @@ def test_a_hostile_scope_never_raises_nor_exports_a_planted_secret(
 ) -> None:
     scope = {"type": "http", **{k: v for k, v in fields.items() if k not in missing}}
     with capture(strict=False) as cap:
-        sent = _call(SyncPerfMiddleware(_app, routes=ROUTES), scope)
+        sent = call(SyncPerfMiddleware(_app, routes=ROUTES), scope)
         assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
         assert SECRET not in _exported(cap)
         assert sum(p.value for p in cap.points("http.server.active_requests")) == 0

@@ -9,7 +9,6 @@ statuses cannot grow the middleware's per-series cache past its bound.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 
 from syncperf.asgi import SyncPerfMiddleware, _http
 from syncperf.testing import Capture, capture
+from tests._asgi import call, http_scope
 
 ROUTES = {"/sync/pull": "pull"}
 
@@ -28,34 +28,6 @@ def _answering(status: Any) -> Any:
         await send({"type": "http.response.body", "body": b"ok"})
 
     return app
-
-
-def _scope(path: str, method: str = "GET") -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "root_path": "",
-        "query_string": b"",
-        "headers": [],
-    }
-
-
-def _call(app: Any, scope: dict[str, Any]) -> list[Any]:
-    """One request; the messages the application sent."""
-    sent: list[Any] = []
-
-    async def receive() -> Any:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: Any) -> None:
-        sent.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    return sent
 
 
 def _cached(cap: Capture) -> int:
@@ -85,7 +57,7 @@ def test_only_an_http_status_is_recorded_and_a_hostile_one_never_raises(status: 
     with capture() as cap:  # strict: a hostile status is still never raised
         app = SyncPerfMiddleware(_answering(status), routes=ROUTES)
         for path in ("/sync/pull", "/other"):
-            sent = _call(app, _scope(path))
+            sent = call(app, http_scope(path=path))
             assert [m["type"] for m in sent] == ["http.response.start", "http.response.body"]
             assert sent[0]["status"] is status  # the server gets what the app sent
         points = cap.points("http.server.request.duration")
@@ -108,7 +80,7 @@ def test_an_invalid_status_is_logged_once_by_type_never_its_content(
 ) -> None:
     with capture(strict=False):
         for status in ("SECRET-TOKEN", 2**70, True):
-            _call(SyncPerfMiddleware(_answering(status), routes=ROUTES), _scope("/sync/pull"))
+            call(SyncPerfMiddleware(_answering(status), routes=ROUTES), http_scope())
     logged = [r.getMessage() for r in caplog.records if "asgi_invalid_status" in r.getMessage()]
     assert len(logged) == 1
     assert "SECRET-TOKEN" not in logged[0] and str(2**70) not in logged[0]
@@ -118,7 +90,7 @@ def test_distinct_invalid_statuses_add_no_series_nor_cache_entries() -> None:
     with capture() as cap:
         for index in range(300):
             app = SyncPerfMiddleware(_answering(1000 + index), routes=ROUTES)
-            _call(app, _scope("/other"))
+            call(app, http_scope(path="/other"))
         assert _cached(cap) == 1
         (point,) = cap.points("http.server.request.duration")
         assert point.count == 300
@@ -131,7 +103,9 @@ def test_the_series_cache_is_bounded_and_requests_past_it_are_still_recorded(
     with capture(max_series=50) as cap:  # caches up to max(max_series, MAX_CACHED)
         for status in range(100, 600):
             for _ in range(2):
-                _call(SyncPerfMiddleware(_answering(status), routes=ROUTES), _scope("/other"))
+                call(
+                    SyncPerfMiddleware(_answering(status), routes=ROUTES), http_scope(path="/other")
+                )
         assert _cached(cap) <= 50
         points = cap.points("http.server.request.duration")
         assert len(points) == 50  # 49 statuses and the overflow series
