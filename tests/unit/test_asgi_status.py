@@ -9,6 +9,7 @@ statuses cannot grow the middleware's per-series cache past its bound.
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -47,13 +48,30 @@ _invalid = st.one_of(
     st.just(200.0),
     st.lists(st.integers(), max_size=2),
 )
-_valid = st.integers(min_value=100, max_value=599)
+
+
+class _HostileInt(int):
+    """An int subclass whose every method raises: its value is what counts."""
+
+    def _raise(self, *args: Any) -> Any:
+        raise RuntimeError("hostile")
+
+    __repr__ = __str__ = __hash__ = __eq__ = __lt__ = __le__ = __gt__ = __ge__ = _raise
+    __int__ = __index__ = _raise
+
+
+_valid = st.one_of(
+    st.integers(min_value=100, max_value=599),
+    st.sampled_from(list(HTTPStatus)),  # what Starlette's and FastAPI's users pass
+    st.integers(min_value=100, max_value=599).map(_HostileInt),
+)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(_valid, _invalid))
 def test_only_an_http_status_is_recorded_and_a_hostile_one_never_raises(status: Any) -> None:
-    valid = type(status) is int and 100 <= status <= 599
+    number = int.__int__(status) if isinstance(status, int) else None
+    valid = not isinstance(status, bool) and number is not None and 100 <= number <= 599
     with capture() as cap:  # strict: a hostile status is still never raised
         app = SyncPerfMiddleware(_answering(status), routes=ROUTES)
         for path in ("/sync/pull", "/other"):
@@ -66,7 +84,8 @@ def test_only_an_http_status_is_recorded_and_a_hostile_one_never_raises(status: 
         (span,) = cap.spans()
         code = (span.attributes or {}).get("http.response.status_code")
         if valid:
-            assert codes == {status} and code == status
+            assert codes == {number} and code == number
+            assert type(code) is int and {type(c) for c in codes} == {int}
         else:
             assert codes == {None} and code is None
         assert cap.total("syncperf.dropped", {"syncperf.reason": "asgi_invalid_status"}) == (

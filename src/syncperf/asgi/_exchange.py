@@ -317,6 +317,8 @@ class Exchange:
             final = not message.get("more_body", False)
         elif kind == "http.response.start":
             status = message.get("status")
+            if type(status) is not int and isinstance(status, int) and type(status) is not bool:
+                status = int.__int__(status)  # HTTPStatus: its value, none of its methods
             if type(status) is int and 100 <= status <= 599:
                 self.status = status
             else:  # recorded without a status: not one an exporter or a dashboard can read
