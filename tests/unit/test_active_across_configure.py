@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 from collections.abc import Iterator
 from typing import Any
 
@@ -124,6 +125,30 @@ async def test_requests_open_across_configure_stay_active_until_they_end(
         assert await asyncio.wait_for(served(("/sync/pull", "/other")), 10) == [(2, 1), (0, 0)]
 
 
+async def test_a_request_ended_after_configure_reads_zero_once_the_old_runtime_is_gone(
+    registry: CollectorRegistry,
+) -> None:
+    """The series stays, at 0: an OTLP backend would keep the last value it was sent."""
+    gate = asyncio.Event()
+
+    async def wait(request: Request) -> JSONResponse:
+        await gate.wait()
+        return JSONResponse({})
+
+    app = SyncPerfMiddleware(Starlette(routes=[Route("/other", wait)]))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        task = asyncio.create_task(client.get("/other"))
+        while _requests(registry)[0] != 1:
+            await asyncio.sleep(0.001)
+        syncperf.configure(prometheus=registry, export_interval=3600)
+        assert _requests(registry)[0] == 1
+        gate.set()
+        assert (await asyncio.wait_for(task, 10)).status_code == 200
+        gc.collect()
+        assert _requests(registry)[0] == 0
+
+
 async def test_a_forked_child_counts_none_of_the_parents_requests(
     registry: CollectorRegistry,
 ) -> None:
@@ -137,7 +162,13 @@ async def test_a_forked_child_counts_none_of_the_parents_requests(
         await gate.wait()
         return JSONResponse({})
 
-    app = SyncPerfMiddleware(Starlette(routes=[Route("/other", wait)]))
+    own_gate = asyncio.Event()
+
+    async def own(request: Request) -> JSONResponse:
+        await own_gate.wait()
+        return JSONResponse({})
+
+    app = SyncPerfMiddleware(Starlette(routes=[Route("/other", wait), Route("/own", own)]))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
         task = asyncio.create_task(client.get("/other"))
@@ -145,6 +176,13 @@ async def test_a_forked_child_counts_none_of_the_parents_requests(
             await asyncio.sleep(0.001)
         _http._after_fork_in_child()
         assert _requests(registry)[0] == 0
+        own_gate.clear()
+        own = asyncio.create_task(client.get("/own"))  # the child's own request
+        while _requests(registry)[0] != 1:
+            await asyncio.sleep(0.001)
         gate.set()
         assert (await asyncio.wait_for(task, 10)).status_code == 200
+        assert _requests(registry)[0] == 1  # the parent's took the child's out before
+        own_gate.set()
+        assert (await asyncio.wait_for(own, 10)).status_code == 200
         assert _requests(registry)[0] == 0

@@ -169,7 +169,7 @@ def record_http(
                     if http is None:
                         overhead.record((ex.prologue_ns + _perf() - t_end) / 1e9)
                         return
-                    if ex.active:  # (emptied by a fork: a request of the parent's, here)
+                    if ex.active:  # (a guard: never below zero)
                         ex.active.pop()
                     left = True
                     batch = batch or http.bound(overhead, *key)
@@ -186,7 +186,7 @@ def record_http(
     except Exception as error:
         hook_failed(ex.rt, "asgi_http_metrics_failed", error, failure)
     finally:
-        if http is not None and not left and ex.active:  # (empty: as above)
+        if http is not None and not left and ex.active:  # (as above)
             ex.active.pop()
 
 

@@ -216,12 +216,15 @@ class AsgiState:
 
 def _carry_http(previous: Runtime, rt: Runtime) -> None:
     """``configure()`` replaced ``previous`` by ``rt``: ``rt`` counts the requests still in
-    flight in ``previous`` (``HttpSeries._observe_active``) at once, before it serves any."""
+    flight in ``previous`` (``HttpSeries._observe_active``) at once, before it serves any,
+    and goes on reporting their series (at 0 once they end) after ``previous`` is gone."""
     state = previous.peek(AsgiState)
     if state is not None:
         shared = rt.state(AsgiState)
         for http in list(state._series.values()):
-            shared.http(http._beside)
+            carried = shared.http(http._beside)
+            for method, scheme in list(http.active_series):
+                carried.active_for(method, scheme)
 
 
 CARRIES.append(_carry_http)
@@ -229,13 +232,13 @@ CARRIES.append(_carry_http)
 
 def _after_fork_in_child() -> None:
     """The parent's requests in flight are not the child's: its ``http.server.active_requests``
-    counts its own (as ``sync.operations.active`` does; one of the parent's that returns
-    through the child takes nothing out: ``_finish.record_http``)."""
+    counts its own (as ``sync.operations.active`` does). Each series gets a new deque, so one
+    of the parent's that returns through the child takes its entry out of the old one."""
     for rt in {_runtime.installed, *REPLACED}:
         state = None if rt is None else rt.peek(AsgiState)
         for http in [] if state is None else list(state._series.values()):
-            for inflight in list(http.active_series.values()):
-                inflight.clear()
+            for key in list(http.active_series):
+                http.active_series[key] = deque()
 
 
 if hasattr(os, "register_at_fork"):
