@@ -275,7 +275,7 @@ class Runtime(Guard):
             except Exception as error:  # never raise into the caller (an exit hook, a lifespan)
                 _logger.warning("syncperf: flushing telemetry failed: %s", raised_at(error))
 
-        self.flush_timed_out = not run_bounded(work, limit, FLUSH, alone=True)
+        self.flush_timed_out = not run_bounded(work, limit, FLUSH, alone=self)
         if not self.flush_timed_out:
             return succeeded == [True]
         self.log_once(

@@ -94,3 +94,40 @@ def test_a_flush_waits_for_the_stalled_one_and_succeeds_once_the_collector_answe
     assert syncperf.force_flush(timeout=10) is True
     assert gated.exports == 2
     assert syncperf.force_flush(timeout=10) is True
+
+
+class _Recording(MetricExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.exports = 0
+
+    def export(
+        self, metrics_data: MetricsData, timeout_millis: float = 10_000, **kwargs: object
+    ) -> MetricExportResult:
+        self.exports += 1
+        return MetricExportResult.SUCCESS
+
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        return True
+
+    def shutdown(self, timeout_millis: float = 30_000, **kwargs: object) -> None:
+        pass
+
+
+def test_a_flush_after_configure_does_not_wait_on_the_replaced_exporters_stalled_one() -> None:
+    """configure() moved to a collector that answers: its flushes do not queue behind one
+    still waiting on the old collector (whose shutdown does not end a request in flight)."""
+    gated = _Gated()
+    gated.shutdown = lambda *args, **kwargs: None  # type: ignore[method-assign]
+    try:
+        syncperf.configure(metric_exporters=[gated], shutdown_timeout=0.05)
+        _one()
+        assert syncperf.force_flush(timeout=0.01) is False
+        healthy = _Recording()
+        syncperf.configure(metric_exporters=[healthy], shutdown_timeout=0.05)
+        _one()
+        assert syncperf.force_flush(timeout=5) is True
+        assert healthy.exports == 1
+    finally:
+        gated.release.set()
+        _settle()

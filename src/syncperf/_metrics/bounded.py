@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 FLUSH = "syncperf-flush"
 """The name of a flush's thread (``Runtime.flush``)."""
-_running: set[tuple[str, threading.Event]] = set()
-"""The runs not finished yet, by name (set operations are atomic: no lock to cross a fork)."""
+_running: set[tuple[str, object, threading.Event]] = set()
+"""The runs not finished yet: name, ``alone`` key, done (set operations are atomic: no lock
+to cross a fork)."""
 _starting = threading.Lock()
-"""Held while an ``alone`` run looks for one of its name and adds itself (never waits)."""
+"""Held while an ``alone`` run looks for one of its key and adds itself (never waits)."""
 
 
 class Deadline:
@@ -32,26 +33,29 @@ class Deadline:
 
 
 def run_bounded(
-    work: Callable[[], object], timeout: float, name: str, *, alone: bool = False
+    work: Callable[[], object], timeout: float, name: str, *, alone: object = None
 ) -> bool:
     """Run ``work`` on a daemon thread called ``name`` and wait for it at most ``timeout``
     seconds; True when it ended in time (``work`` handles its own errors).
 
-    With ``alone``, a run of ``name`` not finished yet (one that ran out of time, still
-    waiting on a collector) is waited for first, within the same ``timeout``, rather than
-    another thread (and socket) started next to it: False, and ``work`` not run, when it
-    does not end in time. So repeated calls against a collector that never answers keep one
-    thread, not one each.
+    With ``alone`` (a key: the runtime whose exporters ``work`` uses), a run with the same
+    key not finished yet (one that ran out of time, still waiting on a collector) is waited
+    for first, within the same ``timeout``, rather than another thread (and socket) started
+    next to it: False, and ``work`` not run, when it does not end in time. So repeated calls
+    against a collector that never answers keep one thread, not one each, and a runtime
+    ``configure()`` made does not wait on its predecessor's.
 
     Where no thread can start (an exit hook on Python 3.12) it runs on the caller's thread:
     then only the timeouts ``work`` gives its own steps bound it.
     """
     deadline = Deadline(timeout)
     done = threading.Event()
-    entry = (name, done)
+    entry = (name, alone, done)
     while True:
         with _starting:
-            ahead = next((d for n, d in tuple(_running) if n == name), None) if alone else None
+            ahead = None
+            if alone is not None:
+                ahead = next((d for _, key, d in tuple(_running) if key is alone), None)
             if ahead is None:
                 _running.add(entry)
                 break
@@ -75,7 +79,7 @@ def run_bounded(
 def running(name: str) -> bool:
     """True while a run of ``name`` has not finished: one that ran out of time may still be
     waiting on a collector that does not answer."""
-    return any(each == name for each, _ in tuple(_running))
+    return any(each == name for each, _, _ in tuple(_running))
 
 
 if hasattr(os, "register_at_fork"):  # the parent's runs are not the child's
