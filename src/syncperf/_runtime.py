@@ -220,12 +220,13 @@ class Runtime(Guard):
         return self if self.successor is None else self.successor.in_force()
 
     def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
-        """In flight per operation name: this runtime's and those of the runtimes it replaced
-        (begun before ``configure()``, they end in the runtime that began them)."""
-        counts: dict[str, int] = {}
-        for rt in (self, *replaced_by(self)):
+        """In flight per operation name: this runtime's and the open ones of the runtimes it
+        replaced (begun before ``configure()``, they end in the runtime that began them)."""
+        counts = {name: len(inflight) for name, inflight in list(self.inflight.items())}
+        for rt in replaced_by(self):
             for name, inflight in list(rt.inflight.items()):
-                counts[name] = counts.get(name, 0) + len(inflight)
+                if inflight:  # (not its idle names: whether it is alive is the collector's)
+                    counts[name] = counts.get(name, 0) + len(inflight)
         return [({"sync.operation": name}, n) for name, n in counts.items()]
 
     def overhead_for(self, component: str) -> HistogramSeries:

@@ -68,6 +68,21 @@ def test_an_operation_open_across_configure_stays_active_until_it_ends(
     assert _active(registry) == 0
 
 
+def test_a_replaced_runtime_kept_alive_adds_no_series_of_its_own(
+    registry: CollectorRegistry,
+) -> None:
+    """Only an open operation of a replaced runtime counts: one that a reference cycle keeps
+    alive until the collector runs adds no ``0`` series, so what is shown does not depend on
+    when the garbage collector ran."""
+    _close(_open("pull"))
+    kept = _runtime.current()  # as a cycle would, until the collector runs
+    syncperf.configure(prometheus=registry, export_interval=3600)
+    assert kept.successor is not None
+    assert _active(registry, "pull") is None
+    _close(_open())
+    assert _active(registry) == 0
+
+
 def test_operations_open_across_several_configures_are_each_counted_once(
     registry: CollectorRegistry,
 ) -> None:

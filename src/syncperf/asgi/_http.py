@@ -101,12 +101,13 @@ class HttpSeries:
         return found if found is not None else self.active_series.setdefault(key, deque())
 
     def _observe_active(self) -> list[tuple[dict[str, str | bool], float]]:
-        """In flight per method and scheme: this runtime's requests and those the runtimes it
-        replaced began (each leaves the deque it entered when it ends)."""
-        counts: dict[tuple[str, str], int] = {}
-        for http in (self, *self._replaced()):
+        """In flight per method and scheme: this runtime's requests and the open ones the
+        runtimes it replaced began (each leaves the deque it entered when it ends)."""
+        counts = {key: len(inflight) for key, inflight in list(self.active_series.items())}
+        for http in self._replaced():
             for key, inflight in list(http.active_series.items()):
-                counts[key] = counts.get(key, 0) + len(inflight)
+                if inflight:  # (idle keys: ``_carry_http`` gave this one those it had)
+                    counts[key] = counts.get(key, 0) + len(inflight)
         return [({"http.request.method": m, "url.scheme": s}, n) for (m, s), n in counts.items()]
 
     def _replaced(self) -> Iterator[HttpSeries]:
