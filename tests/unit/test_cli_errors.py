@@ -395,3 +395,27 @@ def test_demo_names_the_extra_an_option_needs(
     err = _fails_with_one_line(capsys, ["demo", option, value, "--duration", "1", "--no-tui"])
     assert err.startswith(f"syncperf demo: {option} needs the {extra} extra ("), err
     assert f"pip install 'syncperf[{extra}]'" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "out", "err"),
+    [
+        (["--version"], 0, re.compile(r"\d+\.\d+\.\d+\S*\n"), re.compile("")),
+        (["rules", "--format", "nope"], 2, re.compile(""), re.compile(r"syncperf rules: .*\n")),
+    ],
+)
+def test_python_m_syncperf_is_the_syncperf_command(
+    args: list[str], status: int, out: re.Pattern[str], err: re.Pattern[str]
+) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "syncperf", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == status, done.stderr
+    assert out.fullmatch(done.stdout) and err.fullmatch(done.stderr), (done.stdout, done.stderr)
+    assert done.stderr.count("\n") <= 1  # one line, never a traceback
