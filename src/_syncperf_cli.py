@@ -14,14 +14,32 @@ INTERRUPTED = 130
 
 
 def main() -> int:
-    """Import and run the ``syncperf`` command; Ctrl-C before it runs is exit status 130."""
+    """Import and run the ``syncperf`` command; Ctrl-C before it runs is exit status 130.
+
+    A Ctrl-C that lands in a callback while the package imports (the import lock's weakref
+    callback) cannot propagate: Python would print it as "Exception ignored"; it is taken as
+    the interrupt it is instead."""
+    interrupted = False
+    previous = sys.unraisablehook
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        nonlocal interrupted
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            interrupted = True
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = hook
     try:
         from syncperf.cli import main as run
-
-        return run()
-    except KeyboardInterrupt:  # while importing: ``run`` handles its own
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        sys.unraisablehook = previous
+    if interrupted:
         print("syncperf: interrupted", file=sys.stderr)
         return INTERRUPTED
+    return run()  # handles its own Ctrl-C
 
 
 if __name__ == "__main__":
