@@ -62,7 +62,11 @@ def _eight_busy_threads() -> None:
         for thread in threads:
             thread.join()
         total = sum(counts)
-        assert cap.points("syncperf.shed") == []
+        # span ends are judged on syncperf's CPU time: never shed here; span starts are timed
+        # in wall-clock time (the documented limit), which a busy 2-core machine can push past
+        # the budget three times in a row: then what is not made is still counted
+        shed = {p.attributes["syncperf.reason"] for p in cap.points("syncperf.shed")}
+        assert shed <= {"slow_span_start"}, shed
         assert len(cap.spans()) + _not_made(cap) == total
 
 
