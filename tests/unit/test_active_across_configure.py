@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -106,14 +106,21 @@ def _requests(registry: CollectorRegistry) -> tuple[float | None, float | None]:
     )
 
 
-async def test_requests_open_across_configure_stay_active_until_they_end(
-    registry: CollectorRegistry,
-) -> None:
+def _gated() -> tuple[asyncio.Event, Callable[[Request], Awaitable[JSONResponse]]]:
+    """A handler that answers once its gate is set."""
     gate = asyncio.Event()
 
     async def wait(request: Request) -> JSONResponse:
         await gate.wait()
         return JSONResponse({})
+
+    return gate, wait
+
+
+async def test_requests_open_across_configure_stay_active_until_they_end(
+    registry: CollectorRegistry,
+) -> None:
+    gate, wait = _gated()
 
     app = SyncPerfMiddleware(
         Starlette(routes=[Route("/sync/pull", wait), Route("/other", wait)]),
@@ -144,11 +151,7 @@ async def test_a_request_ended_after_configure_reads_zero_once_the_old_runtime_i
     registry: CollectorRegistry,
 ) -> None:
     """The series stays, at 0: an OTLP backend would keep the last value it was sent."""
-    gate = asyncio.Event()
-
-    async def wait(request: Request) -> JSONResponse:
-        await gate.wait()
-        return JSONResponse({})
+    gate, wait = _gated()
 
     app = SyncPerfMiddleware(Starlette(routes=[Route("/other", wait)]))
     transport = httpx.ASGITransport(app=app)
@@ -171,17 +174,9 @@ async def test_a_forked_child_counts_none_of_the_parents_requests(
     then returns through the child, taking nothing out of the child's count)."""
     from syncperf.asgi import _http
 
-    gate = asyncio.Event()
+    gate, wait = _gated()
 
-    async def wait(request: Request) -> JSONResponse:
-        await gate.wait()
-        return JSONResponse({})
-
-    own_gate = asyncio.Event()
-
-    async def own(request: Request) -> JSONResponse:
-        await own_gate.wait()
-        return JSONResponse({})
+    own_gate, own = _gated()
 
     app = SyncPerfMiddleware(Starlette(routes=[Route("/other", wait), Route("/own", own)]))
     transport = httpx.ASGITransport(app=app)
