@@ -122,11 +122,8 @@ def _syncperf(variant: str) -> Callable[..., Any]:
 
         return recorded
 
-    @syncperf.instrument_sync("push", entity="todo")
-    def fast(table: str, body: dict[str, Any]) -> Any:
-        return handler(table, body)
-
-    return fast
+    # the handler itself, as the floor wraps it (a function around it adds a frame)
+    return syncperf.instrument_sync("push", entity="todo")(handler)
 
 
 def build(variant: str) -> Callable[[], object]:

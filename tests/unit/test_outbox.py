@@ -80,10 +80,11 @@ def test_enqueue_of_several_messages_is_one_create_span_with_the_batch_count(
     assert create.attributes["messaging.batch.message_count"] == 5
 
 
-def test_enqueue_without_a_span_returns_the_current_traceparent_or_none() -> None:
+def test_enqueue_whose_span_the_sampler_dropped_returns_its_unsampled_traceparent() -> None:
     with capture(sampler=ALWAYS_OFF) as cap:
         outbox = Outbox("orders")
-        assert outbox.enqueue() is None
+        stored = outbox.enqueue()
+        assert stored is not None and stored.endswith("-02")  # unsampled, random ids
         assert cap.spans() == []
         assert events(cap)["enqueued"] == 1
 

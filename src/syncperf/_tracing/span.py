@@ -39,6 +39,7 @@ _UNSET = Status(StatusCode.UNSET)
 _PLAIN = frozenset({str, bool, int, float})
 _ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
 """A context whose span is invalid: spans started in it are roots."""
+_INVALID = trace.INVALID_SPAN_CONTEXT
 
 
 def _encodable(attributes: Attributes) -> Attributes:
@@ -162,12 +163,17 @@ class Tracer:
         attributes: Mapping[str, AttributeValue],
         links: Sequence[Link],
         start_time: int,
+        ids: SpanContext | None = None,
     ) -> Span:
         """A new root span (``syncperf.rescued``) for work whose span head sampling dropped
         but that is worth a trace after all (an error, a conflict, a slow operation); linked
-        to the context the work ran in."""
-        return self.start_span(
-            name, _ROOT, kind, {**attributes, "syncperf.rescued": True}, links, start_time
+        to the context the work ran in; with the trace and span ids of ``ids`` (the unsampled
+        span that was current during the work), if given."""
+        attributes = {**attributes, "syncperf.rescued": True}
+        if ids is None:
+            return self.start_span(name, _ROOT, kind, attributes, links, start_time)
+        return self.start(
+            name, _INVALID, kind, attributes, links, start_time, _ROOT, ids.trace_id, ids.span_id
         )
 
     def start(

@@ -232,8 +232,9 @@ class Outbox:
         Call it where the push writes the outbox row(s), inside the push's transaction. When
         tracing, it starts and ends a ``create <name>`` span (a child of the push's span) and
         returns that span's W3C ``traceparent``; store it in the row and hand it back to
-        ``PublishBatch.published()`` so the ``send`` span links to it. Without a span it returns
-        the current span's ``traceparent``, or None.
+        ``PublishBatch.published()`` so the ``send`` span links to it. When the sampler drops
+        the span, it returns the ``traceparent`` of the unsampled span that passes the decision
+        on (as an instrumented producer injects); without tracing, the current span's, or None.
 
         Args:
             count: Messages written (an int >= 0); one ``create`` span covers them all.
@@ -254,9 +255,10 @@ class Outbox:
         series = self.series(rt)
         traceparent = None
         span = start_span(rt, self._create_name, _PRODUCER, self._create_attrs, t0, count)
-        if span is not None:
+        if span is not None:  # made, or the decision of a sampler that dropped it
             traceparent = format_traceparent(span.get_span_context())
-            rt.finisher.end(span, time.time_ns())
+            if span.is_recording():
+                rt.finisher.end(span, time.time_ns())
         if traceparent is None:
             traceparent = current_traceparent()
         now = session is None or not self._defer(rt, session, count)

@@ -84,6 +84,7 @@ class PublishBatch:
         "_span_token",
         "_start_ns",
         "_token",
+        "_unsampled",
     )
 
     def __init__(
@@ -106,6 +107,7 @@ class PublishBatch:
         self._span: trace.Span | None = None
         self._span_token: Any = None
         self._rescuable = False
+        self._unsampled: trace.NonRecordingSpan | None = None  # what the sampler dropped
         self._token: Token[PublishBatch | None] | None = None
         self._own_ns = 0
         self._ended = False
@@ -273,9 +275,9 @@ class PublishBatch:
         size = max(self._count or 0, self._published + n_failed)
         duration = (t1 - self._start_ns) / 1e9
         span = self._span
+        if self._span_token is not None:  # None: moved out of the caller's context
+            detach(self._span_token)
         if span is not None:
-            if self._span_token is not None:  # None: moved out of the caller's context
-                detach(self._span_token)
             self._finish_span(span, size, n_failed, exc, etype)
             rt.finisher.end(span, time.time_ns())
         elif self._rescuable and (etype or n_failed):
@@ -383,13 +385,15 @@ class PublishBatch:
         etype: str | None,
         duration: float,
     ) -> None:
-        """Trace a failed batch that head sampling dropped (a root span, as for sync ops)."""
+        """Trace a failed batch that head sampling dropped: a root span, as for sync ops, with
+        the ids of the unsampled span current during the batch (if its sampler left one)."""
         rt = self._rt
         tracer = rt.tracing.tracer
         if tracer is None:
             return
         now = time.time_ns()
         outbox = self._outbox
+        ids = self._unsampled.get_span_context() if self._unsampled is not None else None
         try:
             span = tracer.start_rescued(
                 outbox.send_name,
@@ -397,6 +401,7 @@ class PublishBatch:
                 outbox.send_attrs,
                 [Link(c, _link_attributes(a)) for c, a in self._links or ()],
                 now - int(duration * 1e9),
+                ids,
             )
         except Exception as error:
             rt.internal_error("span_start_failed", error)

@@ -24,7 +24,7 @@ from syncperf._ending import Completion, future
 from syncperf._gate import is_count, not_quoted
 from syncperf._http_status import PLAIN, awaitable
 from syncperf._scope import Entries, entry_frame
-from syncperf._tracing.span import attach, detach
+from syncperf._tracing.span import Span, attach, detach
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import BATCH, PublishBatch
 from syncperf.outbox._spans import start_span
@@ -93,11 +93,13 @@ def begin(outbox: Outbox, count: int | None) -> PublishBatch:
     batch = PublishBatch(rt, outbox.series(rt), outbox, count, t0)
     # its own trace: a relay batch mixes messages from many pushes (its links lead to them)
     span = start_span(rt, outbox.send_name, _CLIENT, outbox.send_attrs, t0, count, root=True)
-    if span is not None:
+    if isinstance(span, Span):
         batch._span = span
-        batch._span_token = attach(span)
     elif rt.tracing.active:
         batch._rescuable = True
+        batch._unsampled = span  # the decision of a sampler that dropped it, or None
+    if span is not None:
+        batch._span_token = attach(span)
     batch._token = BATCH.set(batch)
     LIVE.add(batch)
     batch._own_ns = _perf() - t0
@@ -261,8 +263,9 @@ def _settled(batch: PublishBatch, done: Any) -> None:
 
 async def _completion(batch: PublishBatch, pending: Any) -> Any:
     batch._token = BATCH.set(batch)
-    if batch._span is not None:
-        batch._span_token = attach(batch._span)  # begin made it
+    span = batch._span or batch._unsampled  # begin made it
+    if span is not None:
+        batch._span_token = attach(span)
     try:
         result = await pending
     except BaseException as exc:

@@ -13,12 +13,15 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
+from syncperf._tracing.sampling import Dropped
+
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
     from syncperf._tracing.span import Span
 
 _ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
 """A context without a span: what a root span starts in."""
+_INVALID = trace.INVALID_SPAN_CONTEXT
 _TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
@@ -66,18 +69,23 @@ def start_span(
     t0: int,
     count: int | None = 1,
     root: bool = False,
-) -> Span | None:
+) -> Span | trace.NonRecordingSpan | None:
     """The span of outbox work on ``count`` messages starting at ``t0``, or None: a child of
     the current span, or with ``root`` a new trace's root (the sampler sees no parent).
 
     As for sync operations: the provider's sampler decides (``Tracing.decide``; a sampler
-    that is asked sees ``attributes``); while syncperf sheds span work the span is not made
-    but counted; a sampler or span processor that fails is counted and logged, never raised.
+    that is asked sees ``attributes``), and a span it dropped is the non-recording span that
+    passes its decision on (``Tracing.unsampled``, as the SDK's); while syncperf sheds span
+    work the span is not made but counted; a sampler or span processor that fails is counted
+    and logged, never raised.
     """
     if count is not None and count != 1:
         attributes = {**attributes, "messaging.batch.message_count": count}
     try:
         trace_id = rt.tracing.decide(name, kind, t0, attributes, root)
+        if type(trace_id) is Dropped:
+            parent = _INVALID if root else trace.get_current_span().get_span_context()
+            return rt.tracing.unsampled(parent, trace_id)
         if not trace_id:
             return None
         if rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
