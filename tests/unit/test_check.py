@@ -45,13 +45,15 @@ class Row(Base):
     title: Mapped[str] = mapped_column(String(50))
 
 
-engine = create_engine("sqlite://")
-Base.metadata.create_all(engine)
-handle = instrument_engine(engine)
+engine = None
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _uninstrument():
+def _engine():  # made when a test here runs: a run stopped before leaves nothing open
+    global engine
+    engine = create_engine("sqlite://")
+    Base.metadata.create_all(engine)
+    handle = instrument_engine(engine)
     yield
     handle.uninstrument()  # this process runs other tests after this suite
     engine.dispose()
