@@ -376,3 +376,19 @@ def test_processes_scraping_and_folding_at_once_read_every_total_exactly(
     assert _read(multiprocess_dir) == {("counter_metric_total", (("series", "0"),)): 2.0**40 - 1}
     _compact(multiprocess_dir)
     assert _cumulative_files(multiprocess_dir) == [multiprocess_compact.ARCHIVE.format("counter")]
+
+
+def test_a_fold_takes_a_bounded_batch_and_the_next_scrapes_the_rest(
+    multiprocess_dir: Path,
+) -> None:
+    """The lock is held for a bounded time, however many workers exited since the last fold."""
+    pids = _dead_pids(multiprocess_compact.BATCH + 4)
+    for power, pid in enumerate(pids):
+        _write(multiprocess_dir / f"counter_{pid}.db", {_key("counter", 0): 2.0**power})
+    before = _totals(multiprocess_dir)
+    _compact(multiprocess_dir)
+    assert len(_cumulative_files(multiprocess_dir)) == 4 + 1
+    assert _read(multiprocess_dir) == before
+    _compact(multiprocess_dir)
+    assert _cumulative_files(multiprocess_dir) == [multiprocess_compact.ARCHIVE.format("counter")]
+    assert _read(multiprocess_dir) == before
