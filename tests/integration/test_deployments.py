@@ -374,6 +374,15 @@ def test_workers_recycled_by_max_requests_or_stopped_by_sigterm_keep_every_count
         # the workers alive now write their totals every second (later on a loaded machine)
         total = lambda: scrape_total(base + "/metrics/", count, sync_operation="push")  # noqa: E731
         assert eventually(total, 60) == 60
+        # the recycled workers' files are folded into one archive per type at a scrape: after
+        # one with no worker recycled since, the live workers' files and the archives are left
+        left = lambda: _files_of_exited_workers(directory, base + "/metrics/")  # noqa: E731
+        assert eventually(left, []) == []
+        kept = sorted(p.name for p in directory.glob("*.db") if p.name.startswith(CUMULATIVE))
+        archives = {"counter_syncperf-archive.db", "histogram_syncperf-archive.db"}
+        assert "histogram_syncperf-archive.db" in kept, kept
+        assert len(set(kept) - archives) <= 2 * 2, kept  # two live workers, two types at most
+        assert eventually(total, 60) == 60
         push_all(base, 7, resend_dropped=True)  # then SIGTERM within the second
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
@@ -384,6 +393,24 @@ def test_workers_recycled_by_max_requests_or_stopped_by_sigterm_keep_every_count
         if sample.name == count and sample.labels.get("sync_operation") == "push"
     )
     assert written == 67
+
+
+CUMULATIVE = ("counter_", "histogram_", "summary_")
+
+
+def _files_of_exited_workers(directory: Path, metrics: str) -> list[str]:
+    """Scrape ``metrics``; then the counter, histogram and summary files of workers that are
+    gone (a worker recycled after answering that scrape leaves its files to the next one)."""
+    httpx.get(metrics, timeout=10).raise_for_status()
+    left = []
+    for path in directory.glob("*.db"):
+        pid = path.stem.rpartition("_")[2]
+        if path.name.startswith(CUMULATIVE) and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                left.append(path.name)
+    return left
 
 
 def _in_flight_pids(directory: Path, operation: str) -> list[int]:

@@ -14,7 +14,10 @@ Counters and histograms of a worker that exited stay in the sums (as for prometh
 own metrics); up-down counters (``livesum``) and gauges (``livemostrecent``) of a dead worker
 are dropped once ``prometheus_client.multiprocess.mark_process_dead(pid)`` ran for it, which
 the scrape-time write does for every process that left such files and is gone
-(``multiprocess_prune``).
+(``multiprocess_prune``). Their counter, histogram and summary files are folded then
+into one archive per type, so a scrape reads the live workers' files and the archives,
+however many workers were recycled (``multiprocess_compact``: under the directory's lock,
+which syncperf's collector shares, and only with that collector reading the files).
 
 ``configure()`` replaces the runtime, whose new aggregates start from zero, while the worker's
 files go on: a counter or histogram value written is the sum of what every runtime of this

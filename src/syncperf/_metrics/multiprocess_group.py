@@ -18,7 +18,8 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from syncperf._metrics.multiprocess import MultiprocessWriter, directory
+from syncperf._metrics.multiprocess import MultiprocessWriter, _values, directory
+from syncperf._metrics.multiprocess_compact import compact, readable, shared
 from syncperf.exceptions import ConfigError
 
 _owners = threading.Lock()
@@ -52,10 +53,21 @@ def check(registry: Any, option: str = "prometheus") -> None:
 
 
 class Collector(MultiProcessCollector):
-    """Every worker's files, less the gauges no longer observed (written as NaN)."""
+    """Every worker's files, less the gauges no longer observed (written as NaN), read under
+    the directory's shared lock (``multiprocess_compact``): a fold of the files of workers
+    that are gone never runs during the read."""
 
     def collect(self) -> Iterator[Any]:
-        for family in super().collect():  # type: ignore[no-untyped-call]
+        path: str = self._path
+        for attempt in range(3):
+            with shared(path) as held:
+                try:
+                    families = self.merge(readable(path))  # type: ignore[no-untyped-call]
+                    break
+                except FileNotFoundError:  # without the lock: a file folded meanwhile
+                    if held or attempt == 2:
+                        raise
+        for family in families:
             if family.type == "gauge":
                 family.samples = [s for s in family.samples if not math.isnan(s.value)]
                 if not family.samples:
@@ -66,7 +78,10 @@ class Collector(MultiProcessCollector):
 class Serving:
     """``writer``'s place in one served ``registry``: registered before the
     ``MultiProcessCollector``, its ``collect`` has the writer write this worker's totals
-    (and yields nothing) just before the files are read."""
+    (and yields nothing) just before the files are read; when that collector is syncperf's
+    own (``added``), which reads under the lock, it folds the files of workers that are gone
+    first (``multiprocess_compact``). An application's own collector takes no lock: a fold
+    could remove a file between its listing and its read, so none runs."""
 
     def __init__(self, writer: MultiprocessWriter, registry: Any) -> None:
         self.writer = writer
@@ -82,6 +97,9 @@ class Serving:
 
     def collect(self) -> Iterator[Any]:
         self.writer.collect()
+        path = directory()
+        if self.added is not None and path is not None:  # read by the ``Collector`` alone
+            compact(path, _values())
         return iter(())
 
     def close(self) -> None:

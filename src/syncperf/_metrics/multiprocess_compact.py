@@ -1,0 +1,247 @@
+"""Folding the counter, histogram and summary files of workers that are gone into one archive
+file per type, so a scrape reads the live workers' files and one archive each, however many
+workers were recycled (gunicorn's ``--max-requests``, uvicorn's ``--limit-max-requests``).
+
+The files keep their sums: an archive holds, per file key, the sum of the values the folded
+files held (``MultiProcessCollector`` sums per key across files too). Readers that cooperate
+(``multiprocess_group.Collector``) read under a shared ``flock`` on ``LOCK``; a fold holds it
+exclusively, taken without waiting (busy: no fold this time), so no reader sees a folded file
+both in the archive and on its own, or in neither. A fold writes the new archive to a temp
+file, then a journal (``JOURNAL``: the temp, its sha256 and the folded files), then replaces
+the archive, removes the folded files and the journal. A process that dies at any step leaves
+either the old archive and every folded file (the journal's sha256 is not the archive's: the
+temp is dropped) or the new archive and the journal naming the files it holds (those files
+are removed, and readers leave them out meanwhile, ``readable``): the next fold finishes the
+step first.
+
+Imported only in multiprocess mode: it needs ``prometheus_client``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.mmap_dict import MmapedDict
+
+from syncperf._gate import raised_at
+from syncperf._metrics.multiprocess_prune import _alive, _identifier
+
+_logger = logging.getLogger("syncperf")
+LOCK = ".syncperf.lock"
+"""The lock file readers share and a fold holds alone (the ``*.db`` glob never reads it)."""
+JOURNAL = ".syncperf-compact.json"
+ARCHIVE = "{}_syncperf-archive.db"
+"""An archive's name: its type first (the collector reads it there), no pid after it."""
+_TEMP = ".syncperf-archive-{}.tmp"
+_DEAD_FILE = re.compile(r"(counter|histogram|summary)_([0-9]+)\.db")
+READ_WAIT = 2.0
+"""Seconds a read waits for a fold to end before it reads without the lock (a scrape must
+never wait for ever; a fold of ``BATCH`` files of 1,000 histogram series each takes ~0.5 s)."""
+BATCH = 8
+"""Files of each type one fold takes at most (in name order): the lock is held for a
+bounded time, however many workers exited since the last fold (the next scrapes go on)."""
+_reported: set[str] = set()
+"""The files already reported unreadable (once each per process)."""
+
+
+@contextlib.contextmanager
+def shared(directory: str) -> Iterator[bool]:
+    """Hold the lock shared while a reader reads ``directory``; yields whether it is held
+    (not after ``READ_WAIT`` seconds of folds, or in a directory where it cannot be made)."""
+    fd = _open_lock(directory)
+    held = False
+    try:
+        deadline = time.monotonic() + READ_WAIT
+        while fd is not None and not held:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)
+            except OSError:
+                break
+        yield held
+    finally:
+        if fd is not None:
+            os.close(fd)  # releases the lock
+
+
+def _open_lock(directory: str) -> int | None:
+    try:
+        return os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None
+
+
+def readable(directory: str) -> list[str]:
+    """The ``*.db`` files a reader holding the lock reads: all of them, less those a fold that
+    died after replacing the archive had yet to remove (the archive holds their counts)."""
+    files = glob.glob(os.path.join(directory, "*.db"))
+    journal = _journal(directory)
+    if journal is None or _sha256(os.path.join(directory, journal["archive"])) != journal["sha256"]:
+        return files
+    folded = {os.path.join(directory, name) for name in journal["folded"]}
+    return [f for f in files if f not in folded]
+
+
+def compact(directory: str, value_class: Any) -> None:
+    """Fold the files of processes that are gone into the archives (never raises). Only when
+    the files are named by pid (``value_class``'s identifier is ``os.getpid``), once one such
+    file exists (each fold is a net gain: the archive replaces at least one file, at the cost
+    of one read of them, as a scrape's), and only when no reader or other fold holds the
+    lock."""
+    if _identifier(value_class) is not os.getpid:
+        return
+    try:
+        if not _dead(directory) and not os.path.exists(os.path.join(directory, JOURNAL)):
+            return
+        fd = _open_lock(directory)
+        if fd is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # a reader or another fold: the next scrape folds
+            os.close(fd)
+            return
+        try:
+            if _recover(directory):
+                for kind, names in _dead(directory).items():
+                    _fold(directory, kind, names[:BATCH])
+        finally:
+            os.close(fd)
+    except Exception as error:
+        _logger.debug("syncperf: folding multiprocess files failed: %s", raised_at(error))
+
+
+def _dead(directory: str) -> dict[str, list[str]]:
+    """The counter, histogram and summary files of processes that are gone, by type."""
+    found: dict[str, list[str]] = {}
+    me = os.getpid()
+    for name in sorted(os.listdir(directory)):
+        match = _DEAD_FILE.fullmatch(name)
+        if match and (pid := int(match[2])) > 0 and pid != me and not _alive(pid):
+            found.setdefault(match[1], []).append(name)
+    return found
+
+
+def _fold(directory: str, kind: str, names: list[str]) -> None:
+    """Fold ``names`` (files of ``kind``) into its archive; those that cannot be read stay."""
+    archive = os.path.join(directory, ARCHIVE.format(kind))
+    totals: dict[str, float] = {}
+    if os.path.exists(archive) and not _add(archive, totals):
+        return  # an archive that cannot be read is left alone, with the files to fold
+    folded = [name for name in names if _add(os.path.join(directory, name), totals)]
+    if not folded:
+        return
+    temp = os.path.join(directory, _TEMP.format(kind))
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(temp)
+    values = MmapedDict(temp)  # type: ignore[no-untyped-call]
+    try:
+        for key, value in totals.items():
+            values.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+    finally:
+        values.close()  # type: ignore[no-untyped-call]
+    journal = {"archive": os.path.basename(archive), "temp": os.path.basename(temp)}
+    _write_journal(directory, {**journal, "sha256": _sha256(temp), "folded": folded})
+    os.replace(temp, archive)
+    _finish(directory, folded)
+
+
+def _add(path: str, totals: dict[str, float]) -> bool:
+    """Add the values of the file at ``path`` to ``totals``, key by key; False (``totals``
+    untouched) when it cannot be read whole."""
+    try:
+        entries = [(key, value) for key, value, _, _ in MmapedDict.read_all_values_from_file(path)]  # type: ignore[no-untyped-call]
+        for key, _ in entries:
+            json.loads(key)  # a key the collector cannot parse would fail every scrape
+    except FileNotFoundError:
+        return False
+    except Exception as error:
+        _report(os.path.basename(path), error)
+        return False
+    for key, value in entries:
+        totals[key] = totals.get(key, 0.0) + value
+    return True
+
+
+def _report(name: str, error: BaseException) -> None:
+    """Log once per process that the file ``name`` cannot be read (never its contents)."""
+    if name not in _reported:
+        _reported.add(name)
+        _logger.warning(
+            "syncperf: a multiprocess file cannot be read, left as it is: %s (%s)",
+            name,
+            raised_at(error),
+        )
+
+
+def _recover(directory: str) -> bool:
+    """Finish the fold a dead process left (hold the lock alone): remove the files it folded
+    if the archive is the one it wrote, else its temp file. False: the journal cannot be read
+    (left alone, and nothing is folded while it is there)."""
+    path = os.path.join(directory, JOURNAL)
+    if not os.path.exists(path):
+        return True
+    journal = _journal(directory)
+    if journal is None:
+        _report(JOURNAL, ValueError("not a journal a fold wrote"))
+        return False
+    if _sha256(os.path.join(directory, journal["archive"])) == journal["sha256"]:
+        _finish(directory, journal["folded"])
+        return True
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(os.path.join(directory, journal["temp"]))
+    os.remove(path)
+    return True
+
+
+def _finish(directory: str, folded: list[str]) -> None:
+    """The archive holds ``folded``: remove them, then the journal."""
+    for name in folded:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(directory, name))
+    os.remove(os.path.join(directory, JOURNAL))
+
+
+def _journal(directory: str) -> dict[str, Any] | None:
+    """The journal of a fold under way or cut short; None when there is none, or it is not
+    one a fold wrote."""
+    try:
+        with open(os.path.join(directory, JOURNAL), "rb") as file:
+            found = json.loads(file.read())
+        names = [found["archive"], found["temp"], *found["folded"]]
+        if all(isinstance(n, str) and n == os.path.basename(n) for n in names) and isinstance(
+            found["sha256"], str
+        ):
+            return dict(found)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _write_journal(directory: str, journal: dict[str, Any]) -> None:
+    temp = os.path.join(directory, JOURNAL + ".tmp")
+    with open(temp, "w", encoding="utf-8") as file:
+        json.dump(journal, file)
+    os.replace(temp, os.path.join(directory, JOURNAL))
+
+
+def _sha256(path: str) -> str | None:
+    try:
+        with open(path, "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()
+    except OSError:
+        return None
