@@ -154,6 +154,19 @@ def test_a_multiprocess_collector_the_application_registered_folds_nothing(
     assert _left(multiprocess_dir) == files
 
 
+def test_without_posix_file_locks_nothing_is_folded_and_the_scrape_reads_every_file(
+    multiprocess_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows has no ``fcntl``: no lock, so no fold (a read could miss a folded file)."""
+    monkeypatch.setattr(multiprocess_compact, "fcntl", None)
+    [in_a_worker(_worker(n)) for n in (3, 5)]
+    files = _left(multiprocess_dir)
+    served = CollectorRegistry()
+    syncperf.configure(prometheus=served)
+    assert pulls(generate_latest(served).decode()) == 8
+    assert _left(multiprocess_dir) == files
+
+
 def _write(path: Path, values: dict[str, float]) -> None:
     """A file as a worker leaves it, complete once it has its name."""
     temp = str(path) + ".part"

@@ -20,7 +20,6 @@ Imported only in multiprocess mode: it needs ``prometheus_client``.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import glob
 import hashlib
 import json
@@ -32,6 +31,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.mmap_dict import MmapedDict
+
+try:
+    import fcntl
+except ImportError:  # not POSIX (Windows): no lock, so no fold
+    fcntl = None  # type: ignore[assignment]
 
 from syncperf._gate import raised_at
 from syncperf._metrics.multiprocess_prune import _alive, _identifier
@@ -58,7 +62,7 @@ _reported: set[str] = set()
 def shared(directory: str) -> Iterator[bool]:
     """Hold the lock shared while a reader reads ``directory``; yields whether it is held
     (not after ``READ_WAIT`` seconds of folds, or in a directory where it cannot be made)."""
-    fd = _open_lock(directory)
+    fd = _open_lock(directory) if fcntl is not None else None
     held = False
     try:
         deadline = time.monotonic() + READ_WAIT
@@ -102,7 +106,7 @@ def compact(directory: str, value_class: Any) -> None:
     file exists (each fold is a net gain: the archive replaces at least one file, at the cost
     of one read of them, as a scrape's), and only when no reader or other fold holds the
     lock."""
-    if _identifier(value_class) is not os.getpid:
+    if fcntl is None or _identifier(value_class) is not os.getpid:
         return
     try:
         if not _dead(directory) and not os.path.exists(os.path.join(directory, JOURNAL)):
