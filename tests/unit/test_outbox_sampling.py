@@ -5,6 +5,7 @@ and a message enqueued in a dropped ``create`` span carries the decision to its 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,8 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from syncperf.outbox import Outbox
+from syncperf import _runtime
+from syncperf.outbox import Outbox, parse_traceparent
 from syncperf.testing import Capture, capture
 
 RANDOM = 0x02
@@ -168,3 +170,55 @@ def test_a_message_enqueued_under_an_unsampled_parent_stays_in_its_trace() -> No
         context_api.detach(token)
     assert stored is not None
     assert stored.startswith(f"00-{0xABC:032x}-") and stored.endswith("-00")
+
+
+def test_batch_span_of_a_dropped_block_is_the_unsampled_span_current_in_it() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)), Outbox("orders").publish(count=1) as batch:
+        assert batch.span is trace.get_current_span()
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(batch.span))
+        batch.published()
+    assert carrier["traceparent"].endswith("-02")
+
+
+def _shed(cap: Capture) -> float:
+    return cap.total("syncperf.dropped", {"syncperf.reason": "span_shed"})
+
+
+@pytest.mark.parametrize("cooled", [False, True], ids=["shedding-throughout", "cooled-down"])
+def test_a_failed_batch_begun_while_shedding_is_counted_once_and_never_rescued(
+    cooled: bool,
+) -> None:
+    """A shed span is not a head-sampling decision: no rescue follows, and the batch counts
+    one ``span_shed``, however the cool-down ends (as a sync operation does)."""
+    with capture(strict=False) as cap:
+        rt = _runtime.installed
+        assert rt is not None
+        rt.shed_until = time.perf_counter_ns() + 10**12
+        with pytest.raises(ConnectionError), Outbox("orders").publish(count=1):
+            if cooled:
+                rt.shed_until = 0
+            raise ConnectionError
+        assert (cap.spans(), _shed(cap)) == ([], 1)
+
+
+class _Raises(Sampler):
+    def should_sample(self, *args: Any, **kwargs: Any) -> SamplingResult:
+        raise RuntimeError("a sampler bug")
+
+    def get_description(self) -> str:
+        return "Raises"
+
+
+def test_a_failed_batch_whose_sampler_raised_is_counted_never_rescued() -> None:
+    with capture(sampler=_Raises(), strict=False) as cap:
+        with pytest.raises(ConnectionError), Outbox("orders").publish(count=1):
+            raise ConnectionError
+        failed = cap.total("syncperf.dropped", {"syncperf.reason": "span_start_failed"})
+        assert (cap.spans(), failed) == ([], 1)
+
+
+@pytest.mark.parametrize(("flags", "kept"), [("00", 0), ("01", 1), ("02", 2), ("03", 3), ("ff", 3)])
+def test_a_stored_traceparent_keeps_its_sampled_and_random_flags(flags: str, kept: int) -> None:
+    context = parse_traceparent(f"00-{'ab' * 16}-{'cd' * 8}-{flags}")
+    assert context is not None and context.trace_flags == kept

@@ -24,11 +24,13 @@ from opentelemetry.sdk.trace.sampling import (
     ParentBased,
     Sampler,
     SamplingResult,
+    StaticSampler,
     TraceIdRatioBased,
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 
 import syncperf
+from syncperf.outbox import Outbox
 from syncperf.testing import Capture, capture
 
 RANDOM = 0x02
@@ -336,3 +338,23 @@ def test_any_incoming_trace_flags_give_the_context_the_sdk_would_make(
         expected.trace_state,
     )
     assert ctx.span_id != 0x123 and ctx.is_valid and not ctx.is_remote
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [StaticSampler(Decision.RECORD_ONLY), ParentBased(StaticSampler(Decision.RECORD_ONLY))],
+    ids=["record-only", "parent-based-record-only"],
+)
+def test_a_record_only_static_sampler_is_a_drop_not_always_on(sampler: Sampler) -> None:
+    """It describes itself as ``AlwaysOnSampler``: syncperf must not take it for ALWAYS_ON
+    (the SDK exports none of its spans and passes an unsampled decision on)."""
+    with capture(sampler=sampler) as cap:
+        with syncperf.sync_operation("push", entity="todo"):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        stored = Outbox("orders").enqueue()
+        with Outbox("orders").publish(count=1) as batch:
+            batch.published()
+        assert cap.spans() == []
+    assert carrier["traceparent"].endswith("-02")  # unsampled, random ids
+    assert stored is not None and stored.endswith("-02")

@@ -300,6 +300,8 @@ _SDK_CLASSES = frozenset(
                  "_AlwaysOn", "_AlwaysOff", "_ParentBasedAlwaysOn", "_ParentBasedAlwaysOff")
 )  # fmt: skip
 """The SDK's own standard sampler classes, none of which overrides ``should_sample``."""
+_DECIDED = (sdk_sampling.Decision.DROP, sdk_sampling.Decision.RECORD_AND_SAMPLE)
+"""The decisions a ``StaticSampler`` classified by its description makes."""
 _DELEGATES = (
     "_root",
     "_remote_parent_sampled",
@@ -314,6 +316,8 @@ def _sdk_own(sampler: Any) -> bool:
     too: a subclass (of the application's) may override ``should_sample``, so is asked."""
     if type(sampler) not in _SDK_CLASSES:
         return False
+    if isinstance(sampler, sdk_sampling.StaticSampler):  # RECORD_ONLY describes itself as
+        return getattr(sampler, "_decision", None) in _DECIDED  # "AlwaysOnSampler": asked
     if isinstance(sampler, ParentBased):
         return all(_sdk_own(getattr(sampler, name, None)) for name in _DELEGATES)
     return True

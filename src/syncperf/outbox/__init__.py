@@ -254,7 +254,7 @@ class Outbox:
             return current_traceparent()
         series = self.series(rt)
         traceparent = None
-        span = start_span(rt, self._create_name, _PRODUCER, self._create_attrs, t0, count)
+        span, _ = start_span(rt, self._create_name, _PRODUCER, self._create_attrs, t0, count)
         if span is not None:  # made, or the decision of a sampler that dropped it
             traceparent = format_traceparent(span.get_span_context())
             if span.is_recording():

@@ -120,8 +120,10 @@ class PublishBatch:
 
     @property
     def span(self) -> trace.Span:
-        """The batch's ``send`` span, or an invalid non-recording span when it has none."""
-        return self._span or trace.INVALID_SPAN
+        """The batch's ``send`` span; when its sampler dropped it, the unsampled span current
+        in the block (a ``traceparent`` injected from it passes the decision on, as
+        ``SyncOperation.span``); otherwise an invalid non-recording span."""
+        return self._span or self._unsampled or trace.INVALID_SPAN
 
     def published(
         self, created_at: object = None, *, traceparent: str | None = None, attempt: int = 1

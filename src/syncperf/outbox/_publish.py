@@ -92,10 +92,12 @@ def begin(outbox: Outbox, count: int | None) -> PublishBatch:
         count = None
     batch = PublishBatch(rt, outbox.series(rt), outbox, count, t0)
     # its own trace: a relay batch mixes messages from many pushes (its links lead to them)
-    span = start_span(rt, outbox.send_name, _CLIENT, outbox.send_attrs, t0, count, root=True)
+    span, sampled_out = start_span(
+        rt, outbox.send_name, _CLIENT, outbox.send_attrs, t0, count, root=True
+    )
     if isinstance(span, Span):
         batch._span = span
-    elif rt.tracing.active:
+    elif sampled_out:  # (not when shed or failed: counted then, never rescued)
         batch._rescuable = True
         batch._unsampled = span  # the decision of a sampler that dropped it, or None
     if span is not None:

@@ -57,7 +57,7 @@ def parse_traceparent(value: object) -> SpanContext | None:
     if not trace_id or not span_id:
         return None
     return SpanContext(
-        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16) & 0x01)
+        trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(match[3], 16) & 0x03)
     )
 
 
@@ -69,15 +69,17 @@ def start_span(
     t0: int,
     count: int | None = 1,
     root: bool = False,
-) -> Span | trace.NonRecordingSpan | None:
+) -> tuple[Span | trace.NonRecordingSpan | None, bool]:
     """The span of outbox work on ``count`` messages starting at ``t0``, or None: a child of
-    the current span, or with ``root`` a new trace's root (the sampler sees no parent).
+    the current span, or with ``root`` a new trace's root (the sampler sees no parent); and
+    whether head sampling left it out (the sampler, or syncperf's ``trace_sample_rate``:
+    work that fails is traced anyway, ``PublishBatch._rescue``).
 
     As for sync operations: the provider's sampler decides (``Tracing.decide``; a sampler
     that is asked sees ``attributes``), and a span it dropped is the non-recording span that
     passes its decision on (``Tracing.unsampled``, as the SDK's); while syncperf sheds span
     work the span is not made but counted; a sampler or span processor that fails is counted
-    and logged, never raised.
+    and logged, never raised (neither is left out by head sampling: no rescue follows).
     """
     if count is not None and count != 1:
         attributes = {**attributes, "messaging.batch.message_count": count}
@@ -85,15 +87,16 @@ def start_span(
         trace_id = rt.tracing.decide(name, kind, t0, attributes, root)
         if type(trace_id) is Dropped:
             parent = _INVALID if root else trace.get_current_span().get_span_context()
-            return rt.tracing.unsampled(parent, trace_id)
-        if not trace_id:
-            return None
+            return rt.tracing.unsampled(parent, trace_id), True
+        if not trace_id:  # tracing is off, or syncperf's own rate left the span out
+            return None, rt.tracing.active
         if rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
             rt.span_shed()
-            return None
-        return rt.tracing.tracer.start_span(  # type: ignore[union-attr]
+            return None, False
+        span = rt.tracing.tracer.start_span(  # type: ignore[union-attr]
             name, _ROOT if root else None, kind, attributes, trace_id=trace_id
         )
+        return span, False
     except Exception as error:
         rt.internal_error("span_start_failed", error)
-        return None
+        return None, False
