@@ -10,6 +10,7 @@ import time
 import pytest
 from opentelemetry import baggage, trace
 from opentelemetry import context as context_api
+from opentelemetry.sdk.resources import ProcessResourceDetector, get_aggregated_resources
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,6 +21,7 @@ import syncperf
 from syncperf._tracing import finisher as finisher_module
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf.testing import capture
+from tests._forked import in_a_worker
 
 
 class Recorder(SpanProcessor):
@@ -265,3 +267,23 @@ def test_an_operation_ended_in_another_context_ends_its_span_without_an_error_lo
         assert span.name == "sync pull"
         assert cap.total("sync.operation.duration") == 1
     assert "Failed to detach context" not in caplog.text
+
+
+def test_spans_in_a_forked_child_carry_the_resource_the_sdk_renewed_there(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``gunicorn --preload``: the tracer was resolved in the parent; the SDK renews its
+    tracers' process-dependent resource in the child, and syncperf's spans must follow."""
+    monkeypatch.setenv("OTEL_EXPERIMENTAL_RESOURCE_DETECTORS", "process")
+    provider = TracerProvider(resource=get_aggregated_resources([ProcessResourceDetector()]))
+
+    def child() -> list[object]:
+        with syncperf.sync_operation("push") as op:
+            pass
+        return [os.getpid(), op.span.resource.attributes.get("process.pid")]
+
+    with capture(tracer_provider=provider, strict=False):
+        with syncperf.sync_operation("push"):  # resolved in the parent
+            pass
+        pid, seen = in_a_worker(child)  # type: ignore[misc]
+    assert seen == pid != os.getpid()

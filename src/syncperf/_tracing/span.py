@@ -22,6 +22,7 @@ from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanLimits
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
@@ -114,7 +115,7 @@ class Tracer:
     before, by ``Tracing``: every span started here is sampled)."""
 
     def __init__(self, sdk_tracer: SdkTracer, scope: InstrumentationScope) -> None:
-        self.resource = sdk_tracer.resource
+        self._sdk = sdk_tracer
         self.processor = sdk_tracer.span_processor
         ids = sdk_tracer.id_generator
         self.random_ids = type(ids) is RandomIdGenerator  # the default: drawn inline
@@ -128,6 +129,12 @@ class Tracer:
         self.scope = scope
         limits = getattr(sdk_tracer, "_span_limits", None)  # the provider's, read once
         self.limits = limits if isinstance(limits, SpanLimits) else _default_limits()
+
+    @property
+    def resource(self) -> Resource:
+        """The SDK tracer's resource, read per span: the SDK renews it in a forked child
+        (``process.pid``, with a process resource detector)."""
+        return self._sdk.resource
 
     def trace_id(self) -> int:
         """A new trace id from the provider's id generator (never the invalid 0)."""
