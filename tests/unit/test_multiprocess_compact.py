@@ -4,6 +4,7 @@ directory and each scrape stay bounded under recycling servers, with every total
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import math
 import os
@@ -405,3 +406,40 @@ def test_a_fold_takes_a_bounded_batch_and_the_next_scrapes_the_rest(
     _compact(multiprocess_dir)
     assert _cumulative_files(multiprocess_dir) == [multiprocess_compact.ARCHIVE.format("counter")]
     assert _read(multiprocess_dir) == before
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        json.dumps(["m", "m_total", {}]),  # three parts, as the collector cannot unpack
+        json.dumps(["m", "m_total", {"a": 1}, "h"]),  # a label value that is no text
+        json.dumps(["m", "m_total", ["a"], "h"]),
+        json.dumps({"m": 1}),
+    ],
+)
+def test_a_file_with_a_key_of_the_wrong_shape_is_never_folded(
+    multiprocess_dir: Path, key: str
+) -> None:
+    """Folded, the key would sit in the archive for good, and fail every scrape from there."""
+    bad = multiprocess_dir / f"counter_{PIDS[0]}.db"
+    _write(bad, {key: 1.0})
+    _plant(multiprocess_dir, str(PIDS[1]), {("counter", 0): 2.0})
+    _compact(multiprocess_dir)
+    assert bad.exists()
+    archive = multiprocess_dir / multiprocess_compact.ARCHIVE.format("counter")
+    folded = MmapedDict.read_all_values_from_file(str(archive))  # type: ignore[no-untyped-call]
+    assert {k: v for k, v, _, _ in folded} == {_key("counter", 0): 2.0}
+
+
+@pytest.mark.parametrize("pid", ["4294967296", "99999999999999999999", "0"])
+def test_a_file_named_by_no_pid_a_process_can_have_is_left_and_never_fails_a_scrape(
+    multiprocess_dir: Path, pid: str
+) -> None:
+    for name in (f"gauge_livesum_{pid}.db", f"counter_{pid}.db"):
+        _write(multiprocess_dir / name, {mmap_key("m", "m", [], [], "h"): 1.0})
+    _plant(multiprocess_dir, str(PIDS[0]), {("counter", 0): 2.0})
+    served = CollectorRegistry()
+    syncperf.configure(prometheus=served)
+    generate_latest(served)  # a scrape: prunes the live gauges, folds, reads
+    assert {f"gauge_livesum_{pid}.db", f"counter_{pid}.db"} <= set(os.listdir(multiprocess_dir))
+    assert not (multiprocess_dir / f"counter_{PIDS[0]}.db").exists()  # the others fold on

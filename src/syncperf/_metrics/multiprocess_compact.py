@@ -135,7 +135,7 @@ def _dead(directory: str) -> dict[str, list[str]]:
     me = os.getpid()
     for name in sorted(os.listdir(directory)):
         match = _DEAD_FILE.fullmatch(name)
-        if match and (pid := int(match[2])) > 0 and pid != me and not _alive(pid):
+        if match and (pid := int(match[2])) != me and not _alive(pid):
             found.setdefault(match[1], []).append(name)
     return found
 
@@ -169,8 +169,9 @@ def _add(path: str, totals: dict[str, float]) -> bool:
     untouched) when it cannot be read whole."""
     try:
         entries = [(key, value) for key, value, _, _ in MmapedDict.read_all_values_from_file(path)]  # type: ignore[no-untyped-call]
-        for key, _ in entries:
-            json.loads(key)  # a key the collector cannot parse would fail every scrape
+        for key, _ in entries:  # a key the collector cannot parse would fail every scrape
+            if not _valid_key(json.loads(key)):
+                raise ValueError("not a key prometheus_client writes")
     except FileNotFoundError:
         return False
     except Exception as error:
@@ -179,6 +180,19 @@ def _add(path: str, totals: dict[str, float]) -> bool:
     for key, value in entries:
         totals[key] = totals.get(key, 0.0) + value
     return True
+
+
+def _valid_key(parsed: Any) -> bool:
+    """Whether ``parsed`` (a file key, parsed) has the shape ``mmap_key`` gives it: metric
+    name, sample name, labels (text to text), help text."""
+    if type(parsed) is not list or len(parsed) != 4:
+        return False
+    name, sample, labels, help_text = parsed
+    return (
+        all(type(v) is str for v in (name, sample, help_text))
+        and type(labels) is dict
+        and all(type(v) is str for v in labels.values())
+    )
 
 
 def _report(name: str, error: BaseException) -> None:

@@ -32,14 +32,17 @@ def prune_dead(directory: str, value_class: Any) -> None:
         return
     pids = {int(found[1]) for name in names if (found := _LIVE_FILE.fullmatch(name))}
     for pid in pids:
-        if pid > 0 and not _alive(pid):
+        if not _alive(pid):
             with contextlib.suppress(OSError):  # another worker removed them first
                 mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 def _alive(pid: int) -> bool:
     """Whether process ``pid`` exists (one of another user's, which may not be signalled,
-    does; a dead one not yet reaped by its parent still does, until it is)."""
+    does; a dead one not yet reaped by its parent still does, until it is). A number no
+    ``pid_t`` holds (a stray file's name) is taken for one alive: its files are not touched."""
+    if not 0 < pid < 2**31:
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
