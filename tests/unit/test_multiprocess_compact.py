@@ -3,6 +3,7 @@ directory and each scrape stay bounded under recycling servers, with every total
 
 from __future__ import annotations
 
+import fcntl
 import glob
 import json
 import logging
@@ -443,3 +444,41 @@ def test_a_file_named_by_no_pid_a_process_can_have_is_left_and_never_fails_a_scr
     generate_latest(served)  # a scrape: prunes the live gauges, folds, reads
     assert {f"gauge_livesum_{pid}.db", f"counter_{pid}.db"} <= set(os.listdir(multiprocess_dir))
     assert not (multiprocess_dir / f"counter_{PIDS[0]}.db").exists()  # the others fold on
+
+
+@pytest.mark.parametrize("held", ["shared", "exclusive"])
+def test_a_child_forked_while_the_lock_is_held_does_not_keep_it(
+    multiprocess_dir: Path, held: str
+) -> None:
+    """A ``multiprocessing`` job forked by another thread mid-read or mid-fold: the lock is the
+    read's or the fold's, not the child's for its whole life."""
+    read, write = os.pipe()
+    child = -1
+    try:
+        if held == "shared":
+            with multiprocess_compact.shared(str(multiprocess_dir)) as locked:
+                assert locked
+                child = os.fork()
+        else:
+            fd = os.open(multiprocess_dir / multiprocess_compact.LOCK, os.O_RDWR | os.O_CREAT)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            multiprocess_compact._open.add(fd)  # as a fold holds it
+            child = os.fork()
+            if child:
+                multiprocess_compact._open.discard(fd)
+                os.close(fd)
+        if child == 0:  # lives on, holding nothing, until the parent is done
+            os.close(write)
+            os.read(read, 1)
+            os._exit(0)
+        _plant(multiprocess_dir, str(PIDS[0]), {("counter", 0): 2.0})
+        _compact(multiprocess_dir)  # takes the lock alone, without waiting
+        assert not (multiprocess_dir / f"counter_{PIDS[0]}.db").exists()
+        started = time.monotonic()
+        with multiprocess_compact.shared(str(multiprocess_dir)) as locked:
+            assert locked and time.monotonic() - started < 1
+    finally:
+        os.close(read)
+        os.close(write)
+        if child > 0:
+            os.waitpid(child, 0)

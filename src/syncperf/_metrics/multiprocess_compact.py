@@ -79,14 +79,40 @@ def shared(directory: str) -> Iterator[bool]:
         yield held
     finally:
         if fd is not None:
-            os.close(fd)  # releases the lock
+            _close_lock(fd)
 
 
 def _open_lock(directory: str) -> int | None:
     try:
-        return os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(os.path.join(directory, LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError:
         return None
+    _open.add(fd)
+    return fd
+
+
+def _close_lock(fd: int) -> None:
+    _open.discard(fd)
+    os.close(fd)  # releases the lock (unless a forked child still had it: ``_in_child``)
+
+
+_open: set[int] = set()
+"""The lock files open in this process: a child forked meanwhile closes its copies."""
+
+
+def _in_child() -> None:
+    """A child forked while a read or a fold held the lock: its copy of the descriptor would
+    hold the lock for the child's whole life (``flock`` locks belong to the open file, which
+    fork shares), blocking every fold, or every read for ``READ_WAIT``. Closing the copy
+    leaves the parent's lock as it is."""
+    for fd in list(_open):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _open.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_in_child)
 
 
 def readable(directory: str) -> list[str]:
@@ -117,14 +143,14 @@ def compact(directory: str, value_class: Any) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # a reader or another fold: the next scrape folds
-            os.close(fd)
+            _close_lock(fd)
             return
         try:
             if _recover(directory):
                 for kind, names in _dead(directory).items():
                     _fold(directory, kind, names[:BATCH])
         finally:
-            os.close(fd)
+            _close_lock(fd)
     except Exception as error:
         _logger.debug("syncperf: folding multiprocess files failed: %s", raised_at(error))
 
