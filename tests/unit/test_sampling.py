@@ -320,3 +320,23 @@ def test_every_otel_traces_sampler_is_still_decided_in_front_of_the_sdk(
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", name)
     monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")
     assert Tracing(TracerProvider(), 1.0).asks is False
+
+
+def test_a_tracer_configurator_that_disables_syncperfs_scope_is_honoured() -> None:
+    """As the SDK's own tracer of that scope: no span, the context left as it is."""
+    from opentelemetry.sdk.trace import _TracerConfig
+
+    def configurator(scope: Any) -> Any:
+        return _TracerConfig(is_enabled=scope.name != "syncperf")
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(_tracer_configurator=configurator)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    with capture(tracer_provider=provider, strict=False):
+        before = trace.get_current_span()
+        with syncperf.sync_operation("push") as op:
+            assert trace.get_current_span() is before and op.span is trace.INVALID_SPAN
+        with provider.get_tracer("app").start_as_current_span("app"):
+            pass  # another scope is still traced
+        syncperf.force_flush()
+    assert [s.name for s in exporter.get_finished_spans()] == ["app"]

@@ -136,8 +136,8 @@ class Tracing:
             self.active = False
             return
         tracer = provider.get_tracer("syncperf", __version__)
-        if not isinstance(tracer, SdkTracer):  # e.g. a disabled tracer configurator
-            self.active = False
+        if not isinstance(tracer, SdkTracer) or not _enabled(tracer):  # a tracer configurator
+            self.active = False  # disabled syncperf's scope: looked at again a second later
             return
         if self._finisher is not None:
             QueueFlusher.of(provider).finishers.add(self._finisher)
@@ -309,6 +309,14 @@ _DELEGATES = (
     "_local_parent_sampled",
     "_local_parent_not_sampled",
 )
+
+
+def _enabled(tracer: SdkTracer) -> bool:
+    """Whether the SDK makes spans for ``tracer`` (a tracer configurator, SDK 1.45 and later,
+    may disable its scope: the SDK's own spans are then non-recording, and none of syncperf's
+    are made)."""
+    check = getattr(tracer, "_is_enabled", None)
+    return check is None or bool(check())
 
 
 def _sdk_own(sampler: Any) -> bool:
