@@ -446,6 +446,22 @@ def test_a_file_named_by_no_pid_a_process_can_have_is_left_and_never_fails_a_scr
     assert not (multiprocess_dir / f"counter_{PIDS[0]}.db").exists()  # the others fold on
 
 
+def _fork_waiting(read: int, write: int) -> int:
+    """Fork a child that waits until ``write`` closes; returns once the child runs (its
+    after-fork hooks have run by then)."""
+    ready_read, ready_write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(write)
+        os.write(ready_write, b".")
+        os.read(read, 1)
+        os._exit(0)
+    os.close(ready_write)
+    os.read(ready_read, 1)
+    os.close(ready_read)
+    return child
+
+
 @pytest.mark.parametrize("held", ["shared", "exclusive"])
 def test_a_child_forked_while_the_lock_is_held_does_not_keep_it(
     multiprocess_dir: Path, held: str
@@ -458,19 +474,13 @@ def test_a_child_forked_while_the_lock_is_held_does_not_keep_it(
         if held == "shared":
             with multiprocess_compact.shared(str(multiprocess_dir)) as locked:
                 assert locked
-                child = os.fork()
+                child = _fork_waiting(read, write)
         else:
-            fd = os.open(multiprocess_dir / multiprocess_compact.LOCK, os.O_RDWR | os.O_CREAT)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            multiprocess_compact._open.add(fd)  # as a fold holds it
-            child = os.fork()
-            if child:
-                multiprocess_compact._open.discard(fd)
-                os.close(fd)
-        if child == 0:  # lives on, holding nothing, until the parent is done
-            os.close(write)
-            os.read(read, 1)
-            os._exit(0)
+            fd = multiprocess_compact._open_lock(str(multiprocess_dir))
+            assert fd is not None
+            fcntl.flock(fd, fcntl.LOCK_EX)  # as a fold holds it
+            child = _fork_waiting(read, write)
+            multiprocess_compact._close_lock(fd)
         _plant(multiprocess_dir, str(PIDS[0]), {("counter", 0): 2.0})
         _compact(multiprocess_dir)  # takes the lock alone, without waiting
         assert not (multiprocess_dir / f"counter_{PIDS[0]}.db").exists()

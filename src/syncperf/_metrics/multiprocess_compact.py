@@ -92,8 +92,11 @@ def _open_lock(directory: str) -> int | None:
 
 
 def _close_lock(fd: int) -> None:
-    _open.discard(fd)
-    os.close(fd)  # releases the lock (unless a forked child still had it: ``_in_child``)
+    """Release the lock: close ``fd``, unless a fork closed this process's copy already (the
+    number may be another file's by now)."""
+    if fd in _open:
+        _open.discard(fd)
+        os.close(fd)
 
 
 _open: set[int] = set()
