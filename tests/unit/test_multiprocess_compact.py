@@ -328,7 +328,7 @@ def test_a_file_that_cannot_be_read_is_left_and_reported_once(
     multiprocess_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Left as it is, with its counts; the fold goes on with the others and never raises into
-    the scrape. (The collector's own read of such a file fails the scrape, as it did before.)"""
+    the scrape, and the collector leaves the file out of the scrape (reported once too)."""
     _plant(multiprocess_dir, str(PIDS[0]), {("counter", 0): 2.0})
     corrupt = multiprocess_dir / f"counter_{PIDS[1]}.db"  # says it holds 256 bytes
     corrupt.write_bytes(b"\x00\x01\x00\x00\x00\x00\x00\x00\xff\x00\x00\x00" + SECRET.encode())
@@ -341,6 +341,7 @@ def test_a_file_that_cannot_be_read_is_left_and_reported_once(
         for pid in PIDS[3:5]:  # a scrape at each new dead worker: one report per file
             _plant(multiprocess_dir, str(pid), {("counter", 0): 1.0})
             assert list(serving.collect()) == []  # the writer's step of a scrape
+            assert 'counter_metric_total{series="0"}' in generate_latest(served).decode()
     assert corrupt.exists() and bad_key.exists()
     archive = multiprocess_dir / multiprocess_compact.ARCHIVE.format("counter")
     folded = MmapedDict.read_all_values_from_file(str(archive))  # type: ignore[no-untyped-call]

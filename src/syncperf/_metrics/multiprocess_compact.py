@@ -2,8 +2,11 @@
 file per type, so a scrape reads the live workers' files and one archive each, however many
 workers were recycled (gunicorn's ``--max-requests``, uvicorn's ``--limit-max-requests``).
 
-The files keep their sums: an archive holds, per file key, the sum of the values the folded
-files held (``MultiProcessCollector`` sums per key across files too). Readers that cooperate
+The files keep their sums: an archive holds, per file key, the exact sum of the values the
+folded files held, as one to a few doubles (``multiprocess_sum.expansion``: the correctly
+rounded sum first, then what it rounded off), each under the key with as many spaces after
+it as its rank (the same series to a reader: ``MultiProcessCollector`` sums per series across
+entries and files, syncperf's collector exactly). Readers that cooperate
 (``multiprocess_group.Collector``) read under a shared ``flock`` on ``LOCK``; a fold holds it
 exclusively, taken without waiting (busy: no fold this time), so no reader sees a folded file
 both in the archive and on its own, or in neither. A fold writes the new archive to a temp
@@ -38,6 +41,7 @@ except ImportError:  # not POSIX (Windows): no lock, so no fold
     fcntl = None  # type: ignore[assignment]
 
 from syncperf._gate import raised_at
+from syncperf._metrics import multiprocess_sum
 from syncperf._metrics.multiprocess_prune import _alive, _identifier
 
 _logger = logging.getLogger("syncperf")
@@ -172,7 +176,7 @@ def _dead(directory: str) -> dict[str, list[str]]:
 def _fold(directory: str, kind: str, names: list[str]) -> None:
     """Fold ``names`` (files of ``kind``) into its archive; those that cannot be read stay."""
     archive = os.path.join(directory, ARCHIVE.format(kind))
-    totals: dict[str, float] = {}
+    totals: dict[str, list[float]] = {}
     if os.path.exists(archive) and not _add(archive, totals):
         return  # an archive that cannot be read is left alone, with the files to fold
     folded = [name for name in names if _add(os.path.join(directory, name), totals)]
@@ -183,8 +187,9 @@ def _fold(directory: str, kind: str, names: list[str]) -> None:
         os.remove(temp)
     values = MmapedDict(temp)  # type: ignore[no-untyped-call]
     try:
-        for key, value in totals.items():
-            values.write_value(key, value, 0.0)  # type: ignore[no-untyped-call]
+        for key, found in totals.items():  # the exact sum: one entry a layer (the same key
+            for layer, part in enumerate(multiprocess_sum.expansion(found)):  # but spaces)
+                values.write_value(key + " " * layer, part, 0.0)  # type: ignore[no-untyped-call]
     finally:
         values.close()  # type: ignore[no-untyped-call]
     journal = {"archive": os.path.basename(archive), "temp": os.path.basename(temp)}
@@ -193,9 +198,9 @@ def _fold(directory: str, kind: str, names: list[str]) -> None:
     _finish(directory, folded)
 
 
-def _add(path: str, totals: dict[str, float]) -> bool:
-    """Add the values of the file at ``path`` to ``totals``, key by key; False (``totals``
-    untouched) when it cannot be read whole."""
+def _add(path: str, totals: dict[str, list[float]]) -> bool:
+    """Add the values of the file at ``path`` to ``totals``, key by key (an archive's layers
+    to their key); False (``totals`` untouched) when it cannot be read whole."""
     try:
         entries = [(key, value) for key, value, _, _ in MmapedDict.read_all_values_from_file(path)]  # type: ignore[no-untyped-call]
         for key, _ in entries:  # a key the collector cannot parse would fail every scrape
@@ -207,7 +212,7 @@ def _add(path: str, totals: dict[str, float]) -> bool:
         _report(os.path.basename(path), error)
         return False
     for key, value in entries:
-        totals[key] = totals.get(key, 0.0) + value
+        totals.setdefault(key.rstrip(" "), []).append(value)
     return True
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from syncperf._metrics import multiprocess_compact, multiprocess_sum
 from syncperf._metrics.multiprocess import MultiprocessWriter, _values, directory
 from syncperf._metrics.multiprocess_compact import compact, readable, shared
 from syncperf.exceptions import ConfigError
@@ -55,14 +56,20 @@ def check(registry: Any, option: str = "prometheus") -> None:
 class Collector(MultiProcessCollector):
     """Every worker's files, less the gauges no longer observed (written as NaN), read under
     the directory's shared lock (``multiprocess_compact``): a fold of the files of workers
-    that are gone never runs during the read."""
+    that are gone never runs during the read. Each counter, histogram and summary sample is
+    the exact sum of its values across the files (``multiprocess_sum``), so it is the same in
+    any listing order and after any fold; a file that cannot be read is left out."""
+
+    @staticmethod
+    def merge(files: Any, accumulate: bool = True) -> Any:
+        return multiprocess_sum.merge(files, accumulate, multiprocess_compact._report)
 
     def collect(self) -> Iterator[Any]:
         path: str = self._path
         for attempt in range(3):
             with shared(path) as held:
                 try:
-                    families = self.merge(readable(path))  # type: ignore[no-untyped-call]
+                    families = self.merge(readable(path))
                     break
                 except FileNotFoundError:  # without the lock: a file folded meanwhile
                     if held or attempt == 2:
