@@ -10,6 +10,7 @@ import platform
 import sqlite3
 import sys
 from collections.abc import Callable
+from contextlib import closing
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -139,7 +140,8 @@ def test_a_line_comment_ends_at_a_carriage_return_on_postgresql_only() -> None:
     assert [text for _, text, _ in lex(statement)] == ["SELECT", "1", "FROM", "t"]
     assert [text for _, text, _ in lex(statement, sqlite=True)] == ["SELECT", "1"]
     assert [text for _, text, _ in lex(statement, mysql=True)] == ["SELECT", "1"]
-    assert sqlite3.connect(":memory:").execute("SELECT 1 -- x\r; SELECT 2").fetchall() == [(1,)]
+    with closing(sqlite3.connect(":memory:")) as connection:
+        assert connection.execute("SELECT 1 -- x\r; SELECT 2").fetchall() == [(1,)]
 
 
 _LINE_COMMENT = st.sampled_from(["--", "-- ", "--x", "-- a;b", "#", "# x", "/* c */ --"])
@@ -210,6 +212,7 @@ def _sqlite(double_quoted_strings: bool) -> Callable[[str], bool] | None:
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DML, False)
         connection.setconfig(sqlite3.SQLITE_DBCONFIG_DQS_DDL, False)
         return lambda statement: _accepts(connection, statement)
+    connection.close()  # not used below: SQLite is reached through ctypes instead
     # sqlite3_db_config takes varargs: through ctypes only where they pass like other args
     path = ctypes.util.find_library("sqlite3")
     if path is None or sys.platform != "linux" or platform.machine() != "x86_64":

@@ -991,6 +991,7 @@ def test_an_engine_collected_or_uninstrumented_releases_its_callbacks_and_states
             conn.exec_driver_sql("SELECT 1")
         if uninstrument:
             handle.uninstrument()
+        eng.dispose()  # closes its connection; the engine itself still goes with ``del``
         del eng, handle, conn
     gc.collect()
     assert held() != before or uninstrument  # pool observers report zero once, then go
@@ -1364,6 +1365,7 @@ def test_use_time_is_timed_at_the_pools_return_or_else_by_its_checkin_event(
         handle.uninstrument()
     assert not sa.event.contains(eng, "checkin", handle._pool._on_checkin)
     assert "_return_conn" not in vars(eng.pool)
+    eng.dispose()
 
 
 @pytest.mark.parametrize("at_return", [True, False])
@@ -1393,6 +1395,8 @@ def test_a_connection_returned_to_a_pool_that_dispose_replaced_is_timed(
     finally:
         handle.uninstrument()
     assert "_return_conn" not in vars(old) and "_return_conn" not in vars(eng.pool)
+    old.dispose()  # SQLAlchemy keeps a connection returned to a replaced pool in that pool
+    eng.dispose()
 
 
 @pytest.mark.parametrize("at_return", [True, False])
@@ -1414,14 +1418,16 @@ def test_a_connection_still_checked_out_from_a_pool_that_dispose_replaced_is_use
     try:
         held = eng.connect()
         held.execute(sa.text("SELECT 1"))
+        old = eng.pool
         eng.dispose()
         held.execute(sa.text("SELECT 2"))
         assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 1
         with eng.connect() as fresh:  # one from the new pool as well
             fresh.execute(sa.text("SELECT 3"))
             assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 2
-        held.close()
+        held.close()  # back to the old pool, which SQLAlchemy keeps it in
         assert _pool_value(syncperf_capture, "db.client.connection.count", **used) == 0
+        old.dispose()
     finally:
         handle.uninstrument()
         eng.dispose()
@@ -1534,6 +1540,7 @@ def test_static_pool_has_one_connection_at_most(syncperf_capture: Capture) -> No
         )
     finally:
         handle.uninstrument()
+        eng.dispose()
 
 
 def test_overlapping_checkouts_of_a_static_pool_all_end_at_its_one_checkin(
@@ -1559,6 +1566,7 @@ def test_overlapping_checkouts_of_a_static_pool_all_end_at_its_one_checkin(
         assert not any(vars(record).get(name) for name in vars(record) if "syncperf" in name)
     finally:
         handle.uninstrument()
+        eng.dispose()
 
 
 def test_a_detached_connection_is_no_longer_counted_as_used(syncperf_capture: Capture) -> None:
@@ -1593,6 +1601,7 @@ def test_a_nested_connect_of_a_singleton_thread_pool_is_one_checkout(
         assert syncperf_capture.total("db.client.connection.wait_time") == 2
     finally:
         handle.uninstrument()
+        eng.dispose()
 
 
 def test_pending_requests_drop_to_zero_once_uninstrumented(syncperf_capture: Capture) -> None:
@@ -1608,6 +1617,7 @@ def test_pending_requests_drop_to_zero_once_uninstrumented(syncperf_capture: Cap
         "db.client.connection.pending_requests"
     ]
     assert instrument.callbacks == []  # observed, then gone
+    eng.dispose()
 
 
 def test_dispose_moves_the_pool_wrappers_to_the_new_pool(
