@@ -143,6 +143,20 @@ def test_a_scrape_folds_the_files_of_workers_that_are_gone_into_one_archive_per_
     ]
 
 
+def test_recycled_workers_files_are_folded_between_scrapes_too(multiprocess_dir: Path) -> None:
+    """Once a second on the writer's thread: folds keep up with recycles however rarely the
+    group is scraped (a fold per scrape takes a bounded share of the files)."""
+    [in_a_worker(_worker(n)) for n in (3, 5)]
+    before = _totals(multiprocess_dir)
+    served = CollectorRegistry()
+    syncperf.configure(prometheus=served)  # no scrape from here
+    deadline = time.monotonic() + 30
+    while _left(multiprocess_dir) != ARCHIVES and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _left(multiprocess_dir) == ARCHIVES
+    assert _same(_totals(multiprocess_dir, skip_pid=os.getpid()), before)
+
+
 def test_a_multiprocess_collector_the_application_registered_folds_nothing(
     multiprocess_dir: Path,
 ) -> None:
@@ -404,6 +418,24 @@ def test_a_fold_takes_a_bounded_batch_and_the_next_scrapes_the_rest(
     before = _totals(multiprocess_dir)
     _compact(multiprocess_dir)
     assert len(_cumulative_files(multiprocess_dir)) == 4 + 1
+    assert _read(multiprocess_dir) == before
+    _compact(multiprocess_dir)
+    assert _cumulative_files(multiprocess_dir) == [multiprocess_compact.ARCHIVE.format("counter")]
+    assert _read(multiprocess_dir) == before
+
+
+def test_a_fold_reads_a_bounded_number_of_values_past_its_first_file(
+    multiprocess_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Files of many series: the time a fold holds the lock follows the values it reads."""
+    monkeypatch.setattr(multiprocess_compact, "ENTRIES", 250)
+    for pid in PIDS[:3]:
+        _write(
+            multiprocess_dir / f"counter_{pid}.db", {_key("counter", n): 1.0 for n in range(200)}
+        )
+    before = _totals(multiprocess_dir)
+    _compact(multiprocess_dir)  # 200 read, then 400: past 250
+    assert len(_cumulative_files(multiprocess_dir)) == 1 + 1
     assert _read(multiprocess_dir) == before
     _compact(multiprocess_dir)
     assert _cumulative_files(multiprocess_dir) == [multiprocess_compact.ARCHIVE.format("counter")]

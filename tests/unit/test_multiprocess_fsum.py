@@ -268,3 +268,20 @@ def test_a_file_that_cannot_be_read_is_left_out_of_the_scrape_and_reported_once(
     assert broken.exists()
     reports = [r.getMessage() for r in caplog.records if "cannot be read" in r.getMessage()]
     assert len(reports) == 1 and broken.name in reports[0]
+
+
+def test_an_applications_nan_gauges_are_served_as_prometheus_client_serves_them(
+    multiprocess_dir: Path,
+) -> None:
+    """NaN is a value an application's gauge may hold (an undefined ratio); only syncperf's
+    own gauges use it to mark a series no longer observed."""
+    ratio = mmap_key("app_ratio", "app_ratio", [], [], "a ratio, NaN when undefined")
+    for pid, value in ((1_000_001, math.nan), (1_000_002, 0.5)):
+        found = MmapedDict(str(multiprocess_dir / f"gauge_all_{pid}.db"))  # type: ignore[no-untyped-call]
+        found.write_value(ratio, value, 0.0)  # type: ignore[no-untyped-call]
+        found.close()  # type: ignore[no-untyped-call]
+    served = CollectorRegistry()
+    syncperf.configure(prometheus=served)
+    text = generate_latest(served).decode()
+    assert 'app_ratio{pid="1000001"} NaN' in text
+    assert 'app_ratio{pid="1000002"} 0.5' in text

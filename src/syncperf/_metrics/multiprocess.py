@@ -148,6 +148,9 @@ class MultiprocessWriter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         """Started by ``start`` once the writer is registered."""
+        self.between: Callable[[], None] | None = None
+        """Run after each timed write (``multiprocess_group``: folding recycled workers'
+        files off the scrape path, once a second)."""
         _writers.add(self)
 
     def start(self) -> None:
@@ -163,6 +166,8 @@ class MultiprocessWriter:
                 self.drain(probes=False)
             else:
                 self.write(probes=False)
+                if self.between is not None:
+                    self.between()
 
     def after_fork(self) -> None:
         """In a forked child: restart the thread (the values follow the new pid). A retired

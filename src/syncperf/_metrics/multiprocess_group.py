@@ -19,6 +19,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from syncperf._metrics import multiprocess_compact, multiprocess_sum
+from syncperf._metrics.catalogue import METRICS
 from syncperf._metrics.multiprocess import MultiprocessWriter, _values, directory
 from syncperf._metrics.multiprocess_compact import compact, readable, shared
 from syncperf.exceptions import ConfigError
@@ -54,7 +55,7 @@ def check(registry: Any, option: str = "prometheus") -> None:
 
 
 class Collector(MultiProcessCollector):
-    """Every worker's files, less the gauges no longer observed (written as NaN), read under
+    """Every worker's files, less syncperf's gauges no longer observed (written as NaN), read under
     the directory's shared lock (``multiprocess_compact``): a fold of the files of workers
     that are gone never runs during the read. Each counter, histogram and summary sample is
     the exact sum of its values across the files (``multiprocess_sum``), so it is the same in
@@ -75,11 +76,15 @@ class Collector(MultiProcessCollector):
                     if held or attempt == 2:
                         raise
         for family in families:
-            if family.type == "gauge":
+            if family.type == "gauge" and family.name in _OWN_GAUGES:
                 family.samples = [s for s in family.samples if not math.isnan(s.value)]
                 if not family.samples:
                     continue
-            yield family
+            yield family  # an application's gauges as prometheus_client serves them, NaN too
+
+
+_OWN_GAUGES = frozenset(m.prometheus for m in METRICS if m.kind == "gauge")
+"""syncperf's gauges, whose NaN marks a series no longer observed (``multiprocess``)."""
 
 
 class Serving:
@@ -104,9 +109,8 @@ class Serving:
 
     def collect(self) -> Iterator[Any]:
         self.writer.collect()
-        path = directory()
-        if self.added is not None and path is not None:  # read by the ``Collector`` alone
-            compact(path, _values())
+        if self.added is not None:  # read by the ``Collector`` alone
+            fold_dead()
         return iter(())
 
     def close(self) -> None:
@@ -155,6 +159,16 @@ def _add(registry: Any, collector: Any, serving: Serving) -> None:
             f"a registry without this process's own metrics in multiprocess mode ({error})",
         ) from None
     serving.added = collector
+    serving.writer.between = fold_dead
+
+
+def fold_dead() -> None:
+    """Fold the files of workers that are gone (``multiprocess_compact``; never raises): at a
+    scrape, and once a second on the writer's thread, so the folds keep up with recycles
+    however rarely the group is scraped."""
+    path = directory()
+    if path is not None:
+        compact(path, _values())
 
 
 def unregister(registry: Any, serving: Serving) -> None:
@@ -167,6 +181,7 @@ def unregister(registry: Any, serving: Serving) -> None:
         for heir in list(_servings):
             if heir is not serving and heir.registry is registry and not heir.writer.retired:
                 heir.added = added
+                heir.writer.between = fold_dead
                 _move_last(registry, added)
                 return
         with contextlib.suppress(KeyError):  # already gone (the application cleared it)
