@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,23 +20,7 @@ from syncperf._metrics import multiprocess, outputs
 from syncperf._metrics.prometheus import scrape
 from tests._forked import in_a_worker, pulls
 
-
-@pytest.fixture(autouse=True)
-def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Multiprocess mode in ``tmp_path``, no runtime, no set-up outputs; each test's workers
-    are forked (a worker's files are named by its pid)."""
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(outputs, "OUTPUTS", outputs.Outputs())
-    flushes = list(outputs.FLUSHES)  # other tests' providers: each flush would collect
-    outputs.FLUSHES.clear()
-    previous = _runtime.replace(None)
-    try:
-        yield tmp_path
-    finally:
-        outputs.FLUSHES[:] = flushes
-        rt = _runtime.replace(previous)
-        if rt is not None:
-            rt.shutdown()
+pytestmark = pytest.mark.usefixtures("multiprocess_dir")
 
 
 def _group(directory: Path) -> str:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +25,14 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.multiprocess import MultiProcessCollector
 
 import syncperf
-from syncperf import _runtime
-from syncperf._metrics import multiprocess, multiprocess_compact, outputs
+from syncperf._metrics import multiprocess, multiprocess_compact
 from syncperf._metrics.multiprocess_group import Collector
 from tests._forked import in_a_worker, pulls
 
 CUMULATIVE = ("counter", "histogram", "summary")
 
 
-@pytest.fixture(autouse=True)
-def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Multiprocess mode in ``tmp_path``, no runtime, no set-up outputs."""
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(outputs, "OUTPUTS", outputs.Outputs())
-    flushes = list(outputs.FLUSHES)
-    outputs.FLUSHES.clear()
-    previous = _runtime.replace(None)
-    try:
-        yield tmp_path
-    finally:
-        outputs.FLUSHES[:] = flushes
-        rt = _runtime.replace(previous)
-        if rt is not None:
-            rt.shutdown()
+pytestmark = pytest.mark.usefixtures("multiprocess_dir")
 
 
 def _dead_pids(count: int) -> list[int]:

@@ -25,8 +25,7 @@ from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
 import syncperf
-from syncperf import _runtime
-from syncperf._metrics import multiprocess, multiprocess_compact, outputs
+from syncperf._metrics import multiprocess, multiprocess_compact
 from syncperf._metrics.multiprocess_group import Collector
 from tests._forked import in_a_worker
 from tests.unit.test_multiprocess_compact import _dead_pids
@@ -35,20 +34,7 @@ Series = tuple[str, int, str]
 """A file key: (type, series number, ``le`` or "" for a counter/summary/``_sum``)."""
 
 
-@pytest.fixture(autouse=True)
-def multiprocess_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(outputs, "OUTPUTS", outputs.Outputs())
-    flushes = list(outputs.FLUSHES)
-    outputs.FLUSHES.clear()
-    previous = _runtime.replace(None)
-    try:
-        yield tmp_path
-    finally:
-        outputs.FLUSHES[:] = flushes
-        rt = _runtime.replace(previous)
-        if rt is not None:
-            rt.shutdown()
+pytestmark = pytest.mark.usefixtures("multiprocess_dir")
 
 
 def _key(series: Series) -> str:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,6 @@ from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
-    Decision,
     ParentBased,
     Sampler,
     SamplingResult,
@@ -28,25 +26,6 @@ from syncperf.outbox import Outbox, parse_traceparent
 from syncperf.testing import Capture, capture
 
 RANDOM = 0x02
-
-
-class _DropsAll(Sampler):
-    """An application sampler (asked, not decided in front of the SDK) that drops all."""
-
-    def should_sample(self, context: Any, *args: Any, **kwargs: Any) -> SamplingResult:
-        return SamplingResult(Decision.DROP)
-
-    def get_description(self) -> str:
-        return "DropsAll"
-
-
-@pytest.fixture(
-    params=[ParentBased(ALWAYS_OFF), ALWAYS_OFF, _DropsAll()],
-    ids=["parent-based", "always-off", "asked"],
-)
-def dropping(request: pytest.FixtureRequest) -> Iterator[Capture]:
-    with capture(sampler=request.param) as cap:
-        yield cap
 
 
 def _traceparent() -> str:

@@ -4,7 +4,7 @@ spans syncperf makes carry the W3C random-trace-id flag as the SDK sets and inhe
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -32,6 +32,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, Trace
 import syncperf
 from syncperf.outbox import Outbox
 from syncperf.testing import Capture, capture
+from tests.unit.conftest import DropsAll
 
 RANDOM = 0x02
 TRACE_STATE = TraceState([("vendor", "value")])
@@ -44,18 +45,6 @@ class _NotRandomIds(RandomIdGenerator):
         return False
 
 
-class _DropsAll(Sampler):
-    """An application sampler (asked, not decided in front of the SDK) that drops all; the
-    trace state it returns, the parent's, is the unsampled span's (as the SDK's)."""
-
-    def should_sample(self, context: Any, *args: Any, **kwargs: Any) -> SamplingResult:
-        state = trace.get_current_span(context).get_span_context().trace_state
-        return SamplingResult(Decision.DROP, trace_state=state)
-
-    def get_description(self) -> str:
-        return "DropsAll"
-
-
 def _remote(flags: int, trace_id: int = 0xABC) -> context_api.Context:
     parent = SpanContext(trace_id, 0x123, True, TraceFlags(flags), TRACE_STATE)
     return trace.set_span_in_context(NonRecordingSpan(parent))
@@ -64,15 +53,6 @@ def _remote(flags: int, trace_id: int = 0xABC) -> context_api.Context:
 def _inside(operation: Callable[[], AbstractContextManager[Any]]) -> SpanContext:
     with operation():
         return trace.get_current_span().get_span_context()
-
-
-@pytest.fixture(
-    params=[ParentBased(ALWAYS_OFF), ALWAYS_OFF, _DropsAll()],
-    ids=["parent-based", "always-off", "asked"],
-)
-def dropping(request: pytest.FixtureRequest) -> Iterator[Capture]:
-    with capture(sampler=request.param) as cap:
-        yield cap
 
 
 def test_a_sampled_out_root_operation_leaves_an_unsampled_span_current(
@@ -314,7 +294,7 @@ def test_an_asked_samplers_spans_carry_the_random_flag_too(flags: int) -> None:
 @given(
     flags=st.integers(0, 255),
     trace_id=st.integers(1, (1 << 128) - 1),
-    sampler=st.sampled_from([ParentBased(ALWAYS_OFF), ParentBased(ALWAYS_ON), _DropsAll()]),
+    sampler=st.sampled_from([ParentBased(ALWAYS_OFF), ParentBased(ALWAYS_ON), DropsAll()]),
 )
 @settings(max_examples=80, deadline=None)
 def test_any_incoming_trace_flags_give_the_context_the_sdk_would_make(
