@@ -38,8 +38,6 @@ __all__ = ["OperationSeries", "begin", "end", "series", "start"]
 
 _perf = time.perf_counter_ns
 _INTERNAL = SpanKind.INTERNAL  # an enum member lookup costs ~70 ns
-_INVALID = trace.INVALID_SPAN_CONTEXT
-_ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
 
 
 def fold_now(rt: Runtime, wait: bool) -> None:
@@ -354,23 +352,16 @@ def _rescue(
     now = time.time_ns() - lag_ns
     parent = op._parent_ctx
     links = [Link(parent)] if parent is not None and parent.is_valid else []
-    attrs: dict[str, Any] = {"sync.operation": op.operation, "syncperf.rescued": True}
-    trace_id = span_id = 0
     unsampled = op._unsampled
-    if unsampled is not None and not links:
-        ids = unsampled.get_span_context()
-        trace_id, span_id = ids.trace_id, ids.span_id
+    ids = unsampled.get_span_context() if unsampled is not None and not links else None
     t0 = _perf()
-    span = tracer.start(
+    span = tracer.start_rescued(
         "sync " + op.operation,
-        _INVALID,
         op._kind,
-        attrs,
+        {"sync.operation": op.operation},
         links,
-        start_time=now - duration_ns,
-        context=_ROOT,
-        trace_id=trace_id or 1,
-        span_id=span_id,
+        now - duration_ns,
+        ids,
     )
     _time_start(rt, t0)
     _finish_span(op, span, outcome, etype, exc)

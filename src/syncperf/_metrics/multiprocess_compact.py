@@ -54,7 +54,7 @@ _TEMP = ".syncperf-archive-{}.tmp"
 _DEAD_FILE = re.compile(r"(counter|histogram|summary)_([0-9]+)\.db")
 READ_WAIT = 2.0
 """Seconds a read waits for a fold to end before it reads without the lock (a scrape must
-never wait for ever; a fold of ``BATCH`` files of 1,000 histogram series each takes ~0.5 s)."""
+never wait for ever; a fold reads at most ``ENTRIES`` values past its first file: ~0.15 s)."""
 BATCH = 8
 """Files of each type one fold takes at most (in name order): the lock is held for a
 bounded time, however many workers exited since the last fold (the next scrapes go on)."""

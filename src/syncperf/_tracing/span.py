@@ -176,11 +176,10 @@ class Tracer:
         but that is worth a trace after all (an error, a conflict, a slow operation); linked
         to the context the work ran in; with the trace and span ids of ``ids`` (the unsampled
         span that was current during the work), if given."""
+        trace_id, span_id = (1, 0) if ids is None else (ids.trace_id, ids.span_id)
         attributes = {**attributes, "syncperf.rescued": True}
-        if ids is None:
-            return self.start_span(name, _ROOT, kind, attributes, links, start_time)
         return self.start(
-            name, _INVALID, kind, attributes, links, start_time, _ROOT, ids.trace_id, ids.span_id
+            name, _INVALID, kind, attributes, links, start_time, _ROOT, trace_id, span_id
         )
 
     def start(

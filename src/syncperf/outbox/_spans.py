@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
 _ROOT = trace.set_span_in_context(trace.INVALID_SPAN)
 """A context without a span: what a root span starts in."""
-_INVALID = trace.INVALID_SPAN_CONTEXT
 _TRACEPARENT_RE = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 
 
@@ -86,8 +85,8 @@ def start_span(
     try:
         trace_id = rt.tracing.decide(name, kind, t0, attributes, root)
         if type(trace_id) is Dropped:
-            parent = _INVALID if root else trace.get_current_span().get_span_context()
-            return rt.tracing.unsampled(parent, trace_id), True
+            current = trace.INVALID_SPAN if root else trace.get_current_span()
+            return rt.tracing.unsampled(current.get_span_context(), trace_id), True
         if not trace_id:  # tracing is off, or syncperf's own rate left the span out
             return None, rt.tracing.active
         if rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
