@@ -16,7 +16,7 @@ from syncperf._extractors import Run, guard
 from syncperf._http_status import answered, apply_http_status, http_status, raised, settle
 from syncperf._lifecycle import end
 from syncperf._operation import CURRENT, SyncOperation
-from syncperf._tracing.span import attach, detach
+from syncperf._tracing.current import attach, detach
 
 _perf = time.perf_counter_ns
 FEEDING: ContextVar[SyncOperation | None] = ContextVar("syncperf_feeding", default=None)

@@ -1,8 +1,9 @@
 """The wrapper of a ``def`` handler on the compiled path (``_speedups.FastPath``): it starts
-an operation, runs the extractor phases, calls the handler and ends the operation in C, and
-hands every other case to the helpers here or to the Python wrapper (``_decorators``) as a
-whole: a joined operation, a span to start, a start to log, a returned response or
-awaitable, an exception, an operation with more to record than ``end_plain`` takes."""
+an operation (its span, or the sampler's decision left current, by ``_lifecycle.span_start``),
+runs the extractor phases, calls the handler and ends the operation in C, and hands every
+other case to the helpers here or to the Python wrapper (``_decorators``) as a whole: a
+joined operation, a start to log, a returned response or awaitable, an exception, a span to
+end, an operation with more to record than ``end_plain`` takes."""
 
 from __future__ import annotations
 

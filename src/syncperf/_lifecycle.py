@@ -31,8 +31,9 @@ from syncperf._redact import record_exception
 from syncperf._replaced import REPLACED
 from syncperf._runtime import Runtime
 from syncperf._series import OperationSeries, series
+from syncperf._tracing.current import attach, current_span, detach
 from syncperf._tracing.sampling import Dropped
-from syncperf._tracing.span import Span, Tracer, attach, detach
+from syncperf._tracing.span import Span, Tracer
 
 __all__ = ["OperationSeries", "begin", "end", "series", "start"]
 
@@ -98,10 +99,7 @@ def start(
         op._kind = kind
     tracing = rt.tracing
     if tracing.active or (t0 >= tracing.next_check and tracing.due(t0)):
-        try:
-            _start_span(rt, op, bound, kind, attributes, t0, current)
-        except Exception as error:  # a sampler or span processor failed: no span, no harm
-            rt.internal_error("span_start_failed", error)
+        _spanned(rt, op, bound, kind, attributes, t0, current)
     bound.inflight.append(None)
     op._ctx_token = CURRENT.set(op)
     if bound.log.starts:
@@ -109,6 +107,28 @@ def start(
     if not now:
         op._own_ns = _perf() - t0
     return op
+
+
+def span_start(rt: Runtime, op: SyncOperation, bound: OperationSeries, t0: int) -> None:
+    """``start``'s span, for the compiled ``FastPath`` (before it makes ``op`` current)."""
+    tracing = rt.tracing
+    if tracing.active or (t0 >= tracing.next_check and tracing.due(t0)):
+        _spanned(rt, op, bound, _INTERNAL, None, t0, None)
+
+
+def _spanned(
+    rt: Runtime,
+    op: SyncOperation,
+    bound: OperationSeries,
+    kind: SpanKind,
+    attributes: Mapping[str, Any] | None,
+    t0: int,
+    current: trace.Span | None,
+) -> None:
+    try:
+        _start_span(rt, op, bound, kind, attributes, t0, current)
+    except Exception as error:  # a sampler or span processor failed: no span, no harm
+        rt.internal_error("span_start_failed", error)
 
 
 def _start_span(
@@ -121,7 +141,7 @@ def _start_span(
     current: trace.Span | None,
 ) -> None:
     tracing = rt.tracing
-    parent = (trace.get_current_span() if current is None else current).get_span_context()
+    parent = (current_span() if current is None else current).get_span_context()
     if tracing.asks:
         trace_id = tracing.ask(bound.span_name, kind, parent, bound.attrs, attributes, current)
     else:

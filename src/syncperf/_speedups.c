@@ -15,8 +15,9 @@
  *                bound, the rest of its record handed to a Python function;
  *   Phase        an instrument_sync extractor phase: each extractor called on its argument
  *                or the result, the common entity, batch-size and conflict values applied;
- *   FastPath     the instrument_sync wrapper of a `def` handler: start, extractor phases,
- *                call, end in C; anything else (a joined operation, a span, a start log, a
+ *   FastPath     the instrument_sync wrapper of a `def` handler: start (its span, or the
+ *                sampler's decision, by _lifecycle.span_start), extractor phases, call, end
+ *                in C; anything else (a joined operation, a span to end, a start log, a
  *                response object, an exception) through the Python helpers;
  *   read_headers, read_scope, mark_replayed  asgi._read's readers of the request headers,
  *                the scope's method, scheme and root path, the response's replay header.
@@ -47,7 +48,7 @@ static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflig
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
     *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed, *s_change, *s_op_series,
-    *s_operation, *s_detach, *ANY;
+    *s_operation, *s_detach, *s_span_start, *ANY;
 #define MAX_COUNT (1LL << 53) /* _gate.MAX_COUNT */
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
@@ -1468,7 +1469,9 @@ bound_for(Fast *self, PyObject *rt)
     return Py_NewRef(self->cached_bound);
 }
 
-/* Whether this call can start its operation here: no span to start, no start to log. */
+/* Whether this call can start its operation here: 1 with no span to start, 2 with a span
+ * that may start (tracing on, or due to be checked: _lifecycle.span_start decides), 0 with a
+ * start to log (the Python wrapper), -1 with an error. */
 static int
 starts_plain(PyObject *tracing, PyObject *log, long long t0)
 {
@@ -1484,26 +1487,47 @@ starts_plain(PyObject *tracing, PyObject *log, long long t0)
     Py_DECREF(next);
     if (traced < 0 || (next_check == -1 && PyErr_Occurred()))
         return -1;
-    if (traced || t0 >= next_check)
-        return 0;
     PyObject *starts = GET(log, starts);
     if (starts == NULL)
         return -1;
     int logged = truthy(starts);
     Py_DECREF(starts);
-    return logged < 0 ? -1 : !logged;
+    if (logged)
+        return logged < 0 ? -1 : 0;
+    return traced || t0 >= next_check ? 2 : 1;
 }
 
-/* start(): the operation made current, counted in flight; NULL with an error. */
+/* _lifecycle.span_start(rt, op, bound, start): the span start() makes (or the sampler's
+ * decision it leaves current), before the operation is current. -1 with an error: what
+ * start() raises (strict mode, an interrupt), which the caller raises too. */
+static int
+span_start(PyObject *rt, Op *op, PyObject *bound, PyObject *start)
+{
+    PyObject *hook = PyDict_GetItemWithError(CLOCKS, s_span_start); /* borrowed */
+    if (hook == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "the clocks namespace has no span_start");
+        return -1;
+    }
+    PyObject *argv[4] = {rt, (PyObject *)op, bound, start};
+    PyObject *r = PyObject_Vectorcall(hook, argv, 4, NULL);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* start(): the operation (its span first, when `traced`: *raised is then set if that
+ * raised) made current, counted in flight; NULL with an error. */
 static Op *
-start_op(Fast *self, PyObject *rt, PyObject *bound, const Hints *h, long long t0)
+start_op(Fast *self, PyObject *rt, PyObject *bound, const Hints *h, long long t0, int traced,
+         int *raised)
 {
     PyTypeObject *tp = (PyTypeObject *)self->op_type;
     PyObject *start = PyLong_FromLongLong(t0);
     if (start == NULL)
         return NULL;
     Op *op = (Op *)tp->tp_alloc(tp, 0);
-    if (op == NULL || op_init_fields(op, rt, bound, start) < 0) {
+    if (op == NULL || op_init_fields(op, rt, bound, start) < 0 ||
+        (traced && (*raised = span_start(rt, op, bound, start) < 0))) {
         Py_XDECREF(op);
         Py_DECREF(start);
         return NULL;
@@ -1623,15 +1647,15 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
         Py_INCREF(*held[i]);
     PyObject *tracing = Py_NewRef(self->tracing);
     long long t0;
-    int plain = now_ns(&t0) < 0 ? -1 : starts_plain(tracing, h.log, t0);
+    int plain = now_ns(&t0) < 0 ? -1 : starts_plain(tracing, h.log, t0), raised = 0;
     Py_DECREF(tracing);
-    Op *op = plain <= 0 ? NULL : start_op(self, rt, bound, &h, t0);
+    Op *op = plain <= 0 ? NULL : start_op(self, rt, bound, &h, t0, plain == 2, &raised);
     Py_DECREF(rt);
     Py_DECREF(bound);
     if (op == NULL) {
         for (int i = 0; i < HINTS_N; i++)
             Py_DECREF(*held[i]);
-        if (PyErr_Occurred() && !recoverable())
+        if (raised || (PyErr_Occurred() && !recoverable()))
             return NULL;
         return call_with(self->slow, args, kwargs);
     }
@@ -2276,7 +2300,7 @@ PyInit__speedups(void)
     INTERN(success) INTERN(error) INTERN(conflicted) INTERN(overhead) INTERN(installed)
     INTERN(tracing) INTERN(active) INTERN(starts) INTERN(counts) INTERN(sum) INTERN(min)
     INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch) INTERN(op_series)
-    INTERN(operation) INTERN(detach)
+    INTERN(operation) INTERN(detach) INTERN(span_start)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
         (s_fed = PyUnicode_InternFromString("_fed")) == NULL ||
         (s_change = PyUnicode_InternFromString("change")) == NULL ||

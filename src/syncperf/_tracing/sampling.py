@@ -25,6 +25,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
+from syncperf._tracing.current import current_span
 from syncperf._tracing.finisher import QueueFlusher, SpanFinisher
 from syncperf._tracing.span import FLAGS, Sampled, Tracer
 from syncperf._version import __version__
@@ -199,13 +200,13 @@ class Tracing:
         if static is not None or ratio is not None:  # a standard sampler: no SamplingResult
             if self._parent_based:
                 if parent is None:
-                    parent = trace.get_current_span().get_span_context()
+                    parent = current_span().get_span_context()
                 if parent.is_valid:  # the default delegates follow the parent
                     return 1 if parent.trace_flags.sampled else _DROPPED
             if static is not None:
                 return static or _DROPPED
             if parent is None:
-                parent = trace.get_current_span().get_span_context()
+                parent = current_span().get_span_context()
             if parent.is_valid:  # a child: decided on its trace's id, as the SDK decides it
                 return 1 if parent.trace_id & _TRACE_ID_LIMIT < ratio else _DROPPED  # type: ignore[operator]
             trace_id = self.tracer.trace_id()  # type: ignore[union-attr]
@@ -270,7 +271,7 @@ class Tracing:
         current: trace.Span | None,
     ) -> int:
         if parent is None:
-            parent = trace.get_current_span().get_span_context()
+            parent = current_span().get_span_context()
         if parent.is_valid:
             trace_id, answer = parent.trace_id, 1
         else:  # a root: the id the span will get, drawn now for the sampler to decide on

@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
@@ -399,16 +398,3 @@ class Span(trace.Span, ReadableSpan):
 
     def __repr__(self) -> str:
         return f'<syncperf Span "{self._name}" {self._context.span_id:016x}>'
-
-
-_attach = context_api.attach
-_in_context = trace.set_span_in_context
-
-
-def attach(span: trace.Span) -> Any:
-    """Make ``span`` current; returns the token for ``detach``."""
-    return _attach(_in_context(span))
-
-
-detach = context_api.detach
-"""Undo ``attach``."""

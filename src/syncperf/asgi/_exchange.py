@@ -22,7 +22,6 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
-from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from syncperf._decorators import Adapter
@@ -31,6 +30,7 @@ from syncperf._gate import text
 from syncperf._lifecycle import begin
 from syncperf._operation import SyncOperation
 from syncperf._runtime import OTHER, Runtime
+from syncperf._tracing.current import current_span
 from syncperf.asgi._finish import finish
 from syncperf.asgi._http import (
     ENCODED_JSON,
@@ -109,7 +109,7 @@ class Exchange:
         self.prologue_ns = 0
         # bounded values (``_scope``): known ones read in one call, the rest when bad
         self.method, self.scheme, self.entry_root = read_scope(scope) or bounded(rt, scope)
-        self.current = trace.get_current_span()  # read once: ``owners`` and the span's parent
+        self.current = current_span()  # read once: ``owners`` and the span's parent
         self.owner_span, self.owned, self.metered_into = owners(
             scope, mw._contrib is True, self.current
         )

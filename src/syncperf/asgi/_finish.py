@@ -14,13 +14,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from opentelemetry import context as context_api
-
 from syncperf._gate import error_type, raised_at
 from syncperf._http_status import apply_http_status, settle
 from syncperf._lifecycle import end
 from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import SyncOperation
+from syncperf._tracing.current import detach
 from syncperf.asgi._http import AsgiState, feed_body, hook_failed, key_hash
 from syncperf.asgi._routes import framework_route
 from syncperf.asgi._scope import VERSIONS, wrong_type
@@ -57,7 +56,7 @@ def finish(ex: Exchange, failure: BaseException | None) -> None:
             matched = finish_operation(ex, ex.op, failure, reason, t_end)
     finally:
         if ex.token is not None:  # attached before the operation began (even if it did not)
-            context_api.detach(ex.token)
+            detach(ex.token)
         record_http(ex, failure, reason, matched, t_end)
 
 

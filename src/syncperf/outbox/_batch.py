@@ -22,7 +22,7 @@ from syncperf._gate import error_type, is_count
 from syncperf._gate import name as gate_name
 from syncperf._redact import record_exception
 from syncperf._staleness import MAX_SKEW
-from syncperf._tracing.span import detach
+from syncperf._tracing.current import detach
 from syncperf.outbox._gauges import age_of
 from syncperf.outbox._lags import LAG_FOLD_AT, fold_lags, record_lags
 from syncperf.outbox._series import rebound

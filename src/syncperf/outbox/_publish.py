@@ -24,7 +24,8 @@ from syncperf._ending import Completion, future
 from syncperf._gate import is_count, not_quoted
 from syncperf._http_status import PLAIN, awaitable
 from syncperf._scope import Entries, entry_frame
-from syncperf._tracing.span import Span, attach, detach
+from syncperf._tracing.current import attach, detach
+from syncperf._tracing.span import Span
 from syncperf.exceptions import ConfigError
 from syncperf.outbox._batch import BATCH, PublishBatch
 from syncperf.outbox._spans import start_span

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import trace
 from opentelemetry.trace import SpanContext, SpanKind, TraceFlags
 
+from syncperf._tracing.current import current_span
 from syncperf._tracing.sampling import Dropped
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def format_traceparent(context: SpanContext) -> str | None:
 
 def current_traceparent() -> str | None:
     """The W3C ``traceparent`` of the current span, or None without a valid current span."""
-    return format_traceparent(trace.get_current_span().get_span_context())
+    return format_traceparent(current_span().get_span_context())
 
 
 def parse_traceparent(value: object) -> SpanContext | None:
@@ -85,7 +86,7 @@ def start_span(
     try:
         trace_id = rt.tracing.decide(name, kind, t0, attributes, root)
         if type(trace_id) is Dropped:
-            current = trace.INVALID_SPAN if root else trace.get_current_span()
+            current = trace.INVALID_SPAN if root else current_span()
             return rt.tracing.unsampled(current.get_span_context(), trace_id), True
         if not trace_id:  # tracing is off, or syncperf's own rate left the span out
             return None, rt.tracing.active

@@ -13,11 +13,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
-
 from syncperf._metrics import catalogue
 from syncperf._metrics.aggregates import SumSeries, freeze
 from syncperf._runtime import Bounded, Runtime
+from syncperf._tracing.current import current_span as _current_span
 
 if TYPE_CHECKING:
     from syncperf._operation import SyncOperation
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger("syncperf.sqlalchemy")
 _perf = time.perf_counter_ns
-_current_span = trace.get_current_span
 SCRATCH = "syncperf.sqlalchemy"
 """The key of syncperf.sqlalchemy's counts in ``SyncOperation.scratch``."""
 MAX_TRACKED = 1000

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import trace
 from sqlalchemy.engine.interfaces import ExecuteStyle
 
 from syncperf import _runtime
@@ -31,6 +30,7 @@ from syncperf._runtime import Runtime
 from syncperf._sql import MAX_LEXED, classify
 from syncperf._sql_comments import Bare
 from syncperf._sql_lex import Lexed
+from syncperf._tracing.current import current_span as _current_span
 from syncperf.sqlalchemy._detections import MAX_TRACKED, SCRATCH, DetectionSeries, Detector
 from syncperf.sqlalchemy._ends import FAILED as _FAILED
 from syncperf.sqlalchemy._ends import NAMES, ends, wrap_end
@@ -46,7 +46,6 @@ if TYPE_CHECKING:
 
 _perf = time.perf_counter_ns
 _wall = time.time_ns
-_current_span = trace.get_current_span
 _MAX_STATEMENTS = 2000
 _MAX_LONG = 64
 """Statements longer than ``MAX_LEXED`` (4 KiB) one engine keeps, by their first ``MAX_LEXED``
