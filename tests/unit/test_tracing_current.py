@@ -120,3 +120,62 @@ def test_another_runtime_context_is_used_through_the_api(
     current.detach(token)
     assert runtime.stack == [Context()]
     assert current.current_span() is trace.INVALID_SPAN
+
+
+class NotASpan:
+    """What an outer layer may make current under the span key: ``set_span_in_context`` and
+    ``use_span`` take any object."""
+
+
+@pytest.mark.parametrize("value", [NotASpan(), "span", 0, SpanContext(1, 2, False)])
+def test_a_value_that_is_not_a_span_reads_as_no_span_as_the_api_reads_it(value: object) -> None:
+    token = context_api.attach(trace.set_span_in_context(value))  # type: ignore[arg-type]
+    try:
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        assert current.current_span() is trace.INVALID_SPAN
+        current.current_span()  # (a type seen before reads the same)
+        assert current.current_span() is trace.INVALID_SPAN
+    finally:
+        context_api.detach(token)
+
+
+def test_requests_and_operations_under_a_value_that_is_not_a_span_are_recorded() -> None:
+    import syncperf
+    from syncperf.asgi import SyncPerfMiddleware
+    from syncperf.outbox import Outbox
+    from syncperf.testing import capture
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def request(mw: Any) -> list[str]:
+        sent: list[str] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message["type"])
+
+        scope = {"type": "http", "method": "GET", "path": "/sync/pull", "headers": []}
+        await mw(scope, receive, send)
+        return sent
+
+    token = context_api.attach(trace.set_span_in_context(NotASpan()))  # type: ignore[arg-type]
+    try:
+        with capture() as cap:  # strict: anything dropped would raise
+            mw = SyncPerfMiddleware(app, routes={"/sync/pull": "pull"})
+            assert asyncio.run(request(mw)) == ["http.response.start", "http.response.body"]
+
+            @syncperf.instrument_sync("push", entity="todo")
+            def push() -> int:
+                return 1
+
+            assert push() == 1
+            assert Outbox("events").enqueue() is not None
+            names = sorted(span.name for span in cap.spans())
+            assert names == ["create events", "sync pull", "sync push"]
+            assert all(span.parent is None for span in cap.spans())
+    finally:
+        context_api.detach(token)

@@ -37,11 +37,22 @@ def _default_var() -> tuple[object, ContextVar[Context] | None]:
 _RUNTIME, _VAR = _default_var()
 
 
+_SPANS: set[type] = set()
+"""Classes found to be ``Span`` classes (``isinstance`` on an ABC, once per class; a few)."""
+
+
 def current_span() -> trace.Span:
-    """``trace.get_current_span()``."""
+    """``trace.get_current_span()``: what is current under the span key when it is a
+    ``Span`` (``set_span_in_context`` takes any object), otherwise ``INVALID_SPAN``."""
     if _VAR is not None and context_api._RUNTIME_CONTEXT is _RUNTIME:
         span: Any = _VAR.get().get(_SPAN_KEY)
-        return _INVALID if span is None else span
+        if type(span) in _SPANS:
+            return span  # type: ignore[no-any-return]
+        if not isinstance(span, trace.Span):
+            return _INVALID
+        if len(_SPANS) < 64:
+            _SPANS.add(type(span))
+        return span
     return trace.get_current_span()
 
 
