@@ -46,6 +46,8 @@ def current_span() -> trace.Span:
     ``Span`` (``set_span_in_context`` takes any object), otherwise ``INVALID_SPAN``."""
     if _VAR is not None and context_api._RUNTIME_CONTEXT is _RUNTIME:
         span: Any = _VAR.get().get(_SPAN_KEY)
+        if span is None:
+            return _INVALID
         if type(span) in _SPANS:
             return span  # type: ignore[no-any-return]
         if not isinstance(span, trace.Span):
