@@ -99,7 +99,7 @@ def start(
         op._kind = kind
     tracing = rt.tracing
     if tracing.active or (t0 >= tracing.next_check and tracing.due(t0)):
-        _spanned(rt, op, bound, kind, attributes, t0, current)
+        _start_span(rt, op, bound, kind, attributes, t0, current)
     bound.inflight.append(None)
     op._ctx_token = CURRENT.set(op)
     if bound.log.starts:
@@ -113,22 +113,7 @@ def span_start(rt: Runtime, op: SyncOperation, bound: OperationSeries, t0: int) 
     """``start``'s span, for the compiled ``FastPath`` (before it makes ``op`` current)."""
     tracing = rt.tracing
     if tracing.active or (t0 >= tracing.next_check and tracing.due(t0)):
-        _spanned(rt, op, bound, _INTERNAL, None, t0, None)
-
-
-def _spanned(
-    rt: Runtime,
-    op: SyncOperation,
-    bound: OperationSeries,
-    kind: SpanKind,
-    attributes: Mapping[str, Any] | None,
-    t0: int,
-    current: trace.Span | None,
-) -> None:
-    try:
-        _start_span(rt, op, bound, kind, attributes, t0, current)
-    except Exception as error:  # a sampler or span processor failed: no span, no harm
-        rt.internal_error("span_start_failed", error)
+        _start_span(rt, op, bound, _INTERNAL, None, t0, None)
 
 
 def _start_span(
@@ -140,32 +125,40 @@ def _start_span(
     t0: int,
     current: trace.Span | None,
 ) -> None:
+    """The span ``start`` makes, or the sampler's decision it leaves current; none when a
+    sampler or span processor fails (counted: ``span_start_failed``)."""
     tracing = rt.tracing
-    parent = (current_span() if current is None else current).get_span_context()
-    if tracing.asks:
-        trace_id = tracing.ask(bound.span_name, kind, parent, bound.attrs, attributes, current)
-    else:
-        trace_id = tracing.sample(bound.span_name, kind, parent)
-    if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
-        rt.span_shed()
-    elif trace_id:
-        name, attrs = bound.span_name, {**bound.attrs, **attributes} if attributes else bound.attrs
-        tracer: Tracer = tracing.tracer  # type: ignore[assignment]
-        if tracing.asks:  # ``ask`` returned a ``Sampled``
-            span = tracer.start_sampled(name, parent, kind, attrs, trace_id)  # type: ignore[arg-type]
+    try:
+        parent = (current_span() if current is None else current).get_span_context()
+        if tracing.asks:
+            trace_id = tracing.ask(bound.span_name, kind, parent, bound.attrs, attributes, current)
         else:
-            span = tracer.start(name, parent, kind, attrs, trace_id=trace_id)
-        op._span = span
-        op._token = attach(span)
-        _time_start(rt, t0)
-    else:
-        op._parent_ctx = parent
-        if attributes:
-            op._span_attrs = dict(attributes)
-        if type(trace_id) is Dropped:  # by the sampler: its decision passes on, as the SDK's
-            unsampled = tracing.unsampled(parent, trace_id)
-            op._unsampled = unsampled
-            op._token = attach(unsampled)
+            trace_id = tracing.sample(bound.span_name, kind, parent)
+        if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
+            rt.span_shed()
+        elif trace_id:
+            name, attrs = (
+                bound.span_name,
+                {**bound.attrs, **attributes} if attributes else bound.attrs,
+            )
+            tracer: Tracer = tracing.tracer  # type: ignore[assignment]
+            if tracing.asks:  # ``ask`` returned a ``Sampled``
+                span = tracer.start_sampled(name, parent, kind, attrs, trace_id)  # type: ignore[arg-type]
+            else:
+                span = tracer.start(name, parent, kind, attrs, trace_id=trace_id)
+            op._span = span
+            op._token = attach(span)
+            _time_start(rt, t0)
+        else:
+            op._parent_ctx = parent
+            if attributes:
+                op._span_attrs = dict(attributes)
+            if type(trace_id) is Dropped:  # by the sampler: its decision passes on, as the SDK's
+                unsampled = tracing.unsampled(parent, trace_id)
+                op._unsampled = unsampled
+                op._token = attach(unsampled)
+    except Exception as error:  # a sampler or span processor failed: no span, no harm
+        rt.internal_error("span_start_failed", error)
 
 
 def _time_start(rt: Runtime, t0: int) -> None:
