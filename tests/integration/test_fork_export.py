@@ -205,7 +205,8 @@ RESETUP = textwrap.dedent(
             for _ in range(n):
                 push()
             ok = syncperf.force_flush()
-            print(json.dumps({"n": n, "id": resources._service_instance_id, "ok": ok}), flush=True)
+            line = json.dumps({"n": n, "id": resources._service_instance_id, "ok": ok})
+            os.write(1, (line + "\\n").encode())  # one write: the two workers' lines never mix
             os._exit(0)
         children.append(pid)
     statuses = [os.waitpid(pid, 0)[1] for pid in children]
