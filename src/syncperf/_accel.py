@@ -9,9 +9,19 @@ per process, and a sub-interpreter's import would rebind it (``_speedups.usable`
 from __future__ import annotations
 
 import os
+from collections import deque
 from types import ModuleType
+from typing import TYPE_CHECKING, TypeAlias
 
-__all__ = ["speedups"]
+if TYPE_CHECKING:
+    from syncperf._speedups import Count
+
+__all__ = ["InFlight", "in_flight", "speedups"]
+
+InFlight: TypeAlias = "deque[None] | Count"
+"""The in-flight count of an operation name: ``append(None)``, ``pop()``, ``clear()``,
+``len()``; a ``_speedups.Count`` (one C integer the compiled path steps in place), or a
+deque of Nones on the pure-Python path."""
 
 
 def _load() -> ModuleType | None:
@@ -26,3 +36,8 @@ def _load() -> ModuleType | None:
 
 
 speedups = _load()
+
+
+def in_flight() -> InFlight:
+    """A new in-flight count."""
+    return deque() if speedups is None else speedups.Count()

@@ -34,9 +34,11 @@ from syncperf._series import series
 
 if TYPE_CHECKING:
     from syncperf._runtime import Runtime
+    from syncperf._speedups import Values
 
 __all__ = [
     "FOLD_AT",
+    "FOLD_PAIRS_AT",
     "MAX_QUEUED",
     "adopt",
     "conflict_series",
@@ -48,8 +50,9 @@ __all__ = [
 Attrs = dict[str, str | bool]
 S = TypeVar("S")
 T = TypeVar("T")
-Queued = dict[HistogramSeries, list[int]]
-"""Nanoseconds per series, recorded at the end of a fold."""
+Queued = dict[HistogramSeries, Any]
+"""Nanoseconds per series, recorded at the end of a fold: a list of ints (the Python fold)
+or a ``_speedups.Values`` (the compiled one)."""
 
 
 FOLD_AT = 64
@@ -57,6 +60,11 @@ FOLD_AT = 64
 MAX_QUEUED = 1024
 """Queued operations at which the one ending waits for the lock to fold them (another thread
 holds it for long): the queue, which keeps each operation until it is folded, stays bounded."""
+FOLD_PAIRS_AT = 256
+"""Operations of one compiled wrapper ended since the last fold, each with nothing but its
+duration and overhead to record, queued as a pair of C integers (``_speedups.fold``), at
+which the one ending folds them in: more than ``FOLD_AT``, since a pair costs no object
+and a fold's fixed cost is shared by more operations (``MAX_QUEUED`` bounds them too)."""
 
 
 def fold(rt: Runtime) -> None:
@@ -102,6 +110,11 @@ def _queue(rt: Runtime, queued: Queued, failures: list[Exception]) -> None:
             while left:
                 left -= 1
                 record = take()
+                if len(record) == 2:  # a compiled end's marker: its records, in its place
+                    records = _expanded(record)
+                    ended.extendleft(reversed(records))
+                    left += len(records)
+                    continue
                 (
                     bound,
                     etype,
@@ -182,13 +195,28 @@ def forward(old: Runtime) -> None:
     ended, into = old.ended, rt.ended
     for _ in range(len(ended)):
         record = ended.popleft()
-        try:
-            into.append(_rebound(rt, record))
-        except Exception as error:  # this operation is lost (counted), not the others
-            rt.internal_error("operation_end_failed", error)
+        for each in _expanded(record) if len(record) == 2 else (record,):
+            try:
+                into.append(_rebound(rt, each))
+            except Exception as error:  # this operation is lost (counted), not the others
+                rt.internal_error("operation_end_failed", error)
     if rt.successor is not None:  # replaced meanwhile, maybe after its last fold: on with them
         with rt.lock:
             fold(rt)
+
+
+def _expanded(marker: tuple[Any, Values]) -> list[tuple[Any, ...]]:
+    """The records of the operations whose (duration, overhead) pairs a compiled end queued
+    behind ``marker`` (``(bound, pairs)``, see ``_speedups.fold``): each a plain success with
+    nothing else recorded, as ``_lifecycle.end`` queues one. The first of a FastPath's
+    markers takes every pair; the others find none."""
+    bound, pairs = marker
+    values = pairs.take()
+    entity = bound.entity
+    return [
+        (bound, None, "success", d, None, own, None, None, entity, None, False, None, None, 0, 0)
+        for d, own in zip(values[::2], values[1::2], strict=True)
+    ]
 
 
 def _rebound(rt: Runtime, record: tuple[Any, ...]) -> tuple[Any, ...]:

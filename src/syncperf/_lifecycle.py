@@ -23,7 +23,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from syncperf import _runtime
 from syncperf._accel import speedups
 from syncperf._client_series import ClientSeries
-from syncperf._fold import FOLD_AT, MAX_QUEUED, fold
+from syncperf._fold import FOLD_AT, FOLD_PAIRS_AT, MAX_QUEUED, fold
 from syncperf._gate import error_type
 from syncperf._metrics.resources import child_instance_ids, with_own_instance_id
 from syncperf._operation import CURRENT, SyncOperation
@@ -57,7 +57,7 @@ or client details (returns -1); for any other
 it changes nothing and returns the end time it read, for this ``end`` to use. None without
 it."""
 if speedups is not None:
-    speedups.setup(globals(), fold_now, FOLD_AT, MAX_QUEUED)  # ``_perf``: its clock
+    speedups.setup(globals(), fold_now, FOLD_AT, MAX_QUEUED, FOLD_PAIRS_AT)  # ``_perf``: clock
     _end_plain = speedups.end_plain
 
 

@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from syncperf._accel import InFlight, in_flight
 from syncperf._config import Config
 from syncperf._forklocks import renew_in_child
 from syncperf._gate import raised_at
@@ -49,9 +50,11 @@ SHUTDOWN_HOOKS: list[Callable[[Runtime], None]] = []
 class Runtime(Guard):
     """Everything the request path needs, built once per configuration."""
 
+    __slots__ = ("successor",)  # read by every operation's end: a slot is read fastest
+
     capture: Any = None
     """The ``testing.Capture`` this runtime records for (``install`` leaves it current)."""
-    successor: Runtime | None = None
+    successor: Runtime | None
     """The runtime in force after ``configure()`` replaced this one (``_fold.forward``)."""
     closed = False
     """Shut down (``shutdown``): outputs keep nothing more for it."""
@@ -61,8 +64,7 @@ class Runtime(Guard):
     def __init__(self, config: Config, *, shared_outputs: bool = True) -> None:
         """Build the runtime; ``shared_outputs=False`` (``testing.capture()``) feeds only the
         config's own outputs, not those the set-ups added."""
-        self.config = config
-        self.enabled = config.enabled
+        self.successor, self.config, self.enabled = None, config, config.enabled
         self.strict = config.strict
         self.registry = Registry()
         self.registry.on_gauge_error = self._gauge_failed
@@ -116,7 +118,7 @@ class Runtime(Guard):
         self.resolutions = Bounded(20)
         self.op_series: dict[tuple[str, str | None], OperationSeries] = {}
         self.conflict_series: dict[tuple[str | None, str | None], SumSeries] = {}
-        self.inflight: dict[str, deque[None]] = {}
+        self.inflight: dict[str, InFlight] = {}
         """In-flight operations per name (``sync.operations.active``), and ``ended``: what ended
         operations recorded, for ``_fold.fold``. Appends and pops are atomic: no lock."""
         self.overhead_series: dict[str, HistogramSeries] = {}
@@ -206,10 +208,10 @@ class Runtime(Guard):
 
     # --- cached series -------------------------------------------------------------------
 
-    def inflight_for(self, operation: str) -> deque[None]:
-        """The in-flight deque of ``operation``."""
+    def inflight_for(self, operation: str) -> InFlight:
+        """The in-flight count of ``operation``."""
         found = self.inflight.get(operation)
-        return found if found is not None else self.inflight.setdefault(operation, deque())
+        return found if found is not None else self.inflight.setdefault(operation, in_flight())
 
     def idle(self) -> bool:
         """No operation of this runtime is open (each records into it when it ends)."""

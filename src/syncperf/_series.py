@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-from collections import deque
-
+from syncperf._accel import InFlight
 from syncperf._metrics.aggregates import HistogramSeries, SumSeries
 from syncperf._runtime import Runtime
 from syncperf._synclog import SyncLog
@@ -45,7 +44,7 @@ class OperationSeries:
         rt: Runtime,
         operation: str,
         entity: str | None,
-        inflight: deque[None],
+        inflight: InFlight,
         overhead: HistogramSeries,
         log: SyncLog,
     ) -> None:

@@ -40,7 +40,7 @@ static PyObject *NOOP;           /* the no-op operation current_operation() retu
 static PyObject *ITEMS_SLOW;     /* SyncOperation.record_items in Python: every other case */
 static PyObject *S_CHANGES[3];   /* "created", "updated", "deleted" */
 static PyObject *S_ERROR, *S_CONFLICT, *S_SUCCESS;
-static Py_ssize_t FOLD_AT = 64, MAX_QUEUED = 1024;
+static Py_ssize_t FOLD_AT = 64, MAX_QUEUED = 1024, PAIRS_AT = 256;
 static int use_clock = 0;
 static PyInterpreterState *OWNER; /* the interpreter whose import set this state up */
 
@@ -58,31 +58,56 @@ static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflig
 #define AS_LL(o) PyLong_AsLongLong(o)
 #endif
 
-/* CLOCKS[`_perf`] (borrowed), NULL when absent (or with an error). Up to 3.11 the lookup is
- * remembered while the namespace's version tag stays (the dict holds what it found). */
-static PyObject *clock_seen; /* (borrowed; NULL: look up) */
+/* dict[key] (borrowed), NULL when absent (or with an error). Up to 3.11 a call site remembers
+ * what it found while the dict's version tag stays (unique to one state of one dict; the dict
+ * holds what it found); 3.12 deprecates the tag: there each call looks it up. */
+typedef struct {
+    PyObject *dict, *key, *value;
+    uint64_t version;
+} Found;
 
 static PyObject *
-clock_of(void)
+item_of(PyObject *dict, PyObject *key, Found *found)
 {
 #if PY_VERSION_HEX < 0x030C0000
-    static uint64_t seen_version = 0;
-    PyObject *seen = clock_seen;
-    uint64_t version = ((PyDictObject *)CLOCKS)->ma_version_tag;
-    if (version == seen_version && seen != NULL)
-        return seen;
-    clock_seen = seen = PyDict_GetItemWithError(CLOCKS, s_perf);
-    seen_version = version;
-    return seen;
+    uint64_t version = ((PyDictObject *)dict)->ma_version_tag;
+    if (found->value != NULL && found->dict == dict && found->key == key &&
+        found->version == version)
+        return found->value;
+    found->dict = dict;
+    found->key = key;
+    found->version = version;
+    return found->value = PyDict_GetItemWithError(dict, key);
 #else
-    return PyDict_GetItemWithError(CLOCKS, s_perf);
+    return PyDict_GetItemWithError(dict, key);
 #endif
+}
+
+/* An exact int as a long long (-1 with an error when it does not fit); a call site remembers
+ * the last one it read (holding it: the same object is the same value). */
+typedef struct {
+    PyObject *held;
+    long long value;
+} Read;
+
+static long long
+read_of(PyObject *o, Read *read)
+{
+    if (o == read->held)
+        return read->value;
+    long long v = AS_LL(o);
+    if (PyLong_CheckExact(o) && !(v == -1 && PyErr_Occurred())) {
+        Py_XSETREF(read->held, Py_NewRef(o)); /* (an int: its release runs no code) */
+        read->value = v;
+    }
+    return v;
 }
 
 static int
 now_ns(long long *out)
 {
-    PyObject *clock = CLOCKS == NULL ? NULL : clock_of();
+    static Found found; /* (tests swap the clock: the namespace's `_perf`) */
+    PyObject *clock = CLOCKS == NULL ? NULL : item_of(CLOCKS, s_perf, &found);
     if (clock == NULL) {
         if (PyErr_Occurred())
             return -1;
@@ -116,27 +141,33 @@ typedef struct {
     Py_ssize_t offset;
 } Slot;
 
-static PyObject **
+/* The lookup behind slot_of, once per class version. */
+static void
+slot_find(PyTypeObject *type, PyObject *name, Slot *slot)
+{
+    PyObject *d = _PyType_Lookup(type, name); /* borrowed; no Python code runs */
+    slot->offset = -1;
+    if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
+        PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
+        if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
+            slot->offset = m->offset;
+    }
+    slot->type = (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? type : NULL;
+    slot->version = type->tp_version_tag;
+}
+
+static inline PyObject **
 slot_of(PyObject *obj, PyObject *name, Slot *slot)
 {
     PyTypeObject *type = Py_TYPE(obj);
     if (slot->type != type || slot->version != type->tp_version_tag ||
-        !(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG)) {
-        PyObject *d = _PyType_Lookup(type, name); /* borrowed; no Python code runs */
-        slot->offset = -1;
-        if (d != NULL && Py_IS_TYPE(d, &PyMemberDescr_Type)) {
-            PyMemberDef *m = ((PyMemberDescrObject *)d)->d_member;
-            if (m->type == T_OBJECT_EX && !(m->flags & READONLY))
-                slot->offset = m->offset;
-        }
-        slot->type = (type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG) ? type : NULL;
-        slot->version = type->tp_version_tag;
-    }
+        !(type->tp_flags & Py_TPFLAGS_VALID_VERSION_TAG))
+        slot_find(type, name, slot);
     return slot->offset < 0 ? NULL : (PyObject **)((char *)obj + slot->offset);
 }
 
 /* getattr(obj, name), straight from its slot when it has one (a new reference). */
-static PyObject *
+static inline PyObject *
 slot_get(PyObject *obj, PyObject *name, Slot *slot)
 {
     PyObject **field = slot_of(obj, name, slot);
@@ -148,7 +179,7 @@ slot_get(PyObject *obj, PyObject *name, Slot *slot)
 /* One cache per field name, and class where two read it. */
 enum { SL_entity, SL_on, SL_slow_ns, SL_next_check, SL_success, SL_overhead, SL_items, SL_batch,
        SL_starts, SL_counts, SL_value, SL_touched, SL_active,
-       SL_tracing_next_check, SL_op_series, SL_operation, SL_found_entity, SL_N };
+       SL_tracing_next_check, SL_op_series, SL_operation, SL_found_entity, SL_successor, SL_N };
 static Slot SLOTS[SL_N];
 #define GET_AT(obj, name, at) slot_get((obj), s_##name, &SLOTS[at])
 #define GET(obj, name) GET_AT(obj, name, SL_##name)
@@ -363,16 +394,282 @@ static PyTypeObject OpType = {
     .tp_methods = op_methods,
 };
 
+/* ---- Values: integers queued for a series, as C integers -------------------------------- */
+
+/* The fold's queue of one series' values (nanoseconds or counts) for `record`, and, linked
+ * (PAIRS), a FastPath's (duration, overhead) pairs of plain operations it ended, each pair
+ * announced in `ended` by the marker (bound, pairs). Values past a long long: `spill`. */
+typedef struct Values {
+    PyObject_HEAD
+    long long *v;
+    Py_ssize_t n, cap;
+    PyObject *spill; /* a list, or NULL */
+    struct Values *prev, *next;
+    int linked;
+} Values;
+
+static Values PAIRS = {.prev = &PAIRS, .next = &PAIRS}; /* the linked ones (a ring) */
+static PyTypeObject ValuesType;
+
+/* Room for `more` values: 0, or -1 with MemoryError (nothing changed). */
+static int
+values_reserve(Values *self, Py_ssize_t more)
+{
+    if (self->n + more <= self->cap)
+        return 0;
+    Py_ssize_t cap = self->cap ? self->cap : 16;
+    while (cap < self->n + more)
+        cap *= 2;
+    long long *v = PyMem_Realloc(self->v, (size_t)cap * sizeof(long long));
+    if (v == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->v = v;
+    self->cap = cap;
+    return 0;
+}
+
+static int
+values_push(Values *self, long long x)
+{
+    if (values_reserve(self, 1) < 0)
+        return -1;
+    self->v[self->n++] = x;
+    return 0;
+}
+
+/* An int that fits a long long as one; anything else kept as it is (`spill`). */
+static int
+values_push_obj(Values *self, PyObject *o)
+{
+    int overflow = 1;
+    long long x = PyLong_CheckExact(o) ? PyLong_AsLongLongAndOverflow(o, &overflow) : 0;
+    if (!overflow && !(x == -1 && PyErr_Occurred()))
+        return values_push(self, x);
+    PyErr_Clear();
+    if (self->spill == NULL && (self->spill = PyList_New(0)) == NULL)
+        return -1;
+    return PyList_Append(self->spill, o);
+}
+
+static Values *
+values_make(int linked)
+{
+    Values *self = PyObject_New(Values, &ValuesType);
+    if (self == NULL)
+        return NULL;
+    self->v = NULL;
+    self->n = self->cap = 0;
+    self->spill = NULL;
+    self->linked = linked;
+    self->prev = self->next = self;
+    if (linked) {
+        self->next = &PAIRS;
+        self->prev = PAIRS.prev;
+        PAIRS.prev->next = self;
+        PAIRS.prev = self;
+    }
+    return self;
+}
+
+static PyObject *
+values_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) || (kwds != NULL && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Values() takes no arguments");
+        return NULL;
+    }
+    return (PyObject *)values_make(0);
+}
+
+static void
+values_dealloc(Values *self)
+{
+    if (self->linked) {
+        self->prev->next = self->next;
+        self->next->prev = self->prev;
+    }
+    PyMem_Free(self->v);
+    Py_XDECREF(self->spill);
+    PyObject_Free(self);
+}
+
+static Py_ssize_t
+values_len(Values *self)
+{
+    return self->n + (self->spill ? PyList_GET_SIZE(self->spill) : 0);
+}
+
+/* take(): every value as a list of ints (the spilled ones last); empty afterwards. */
+static PyObject *
+values_take(Values *self, PyObject *unused)
+{
+    PyObject *out = PyList_New(self->n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < self->n; i++) {
+        PyObject *x = PyLong_FromLongLong(self->v[i]);
+        if (x == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, x);
+    }
+    if (self->spill != NULL) {
+        Py_ssize_t n = PyList_GET_SIZE(out);
+        if (PyList_SetSlice(out, n, n, self->spill) < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_CLEAR(self->spill);
+    }
+    self->n = 0;
+    return out;
+}
+
+static PyMethodDef values_methods[] = {
+    {"take", (PyCFunction)values_take, METH_NOARGS,
+     "take($self, /)\n--\n\nEvery value as a list of ints; empty afterwards."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *
+values_item(Values *self, Py_ssize_t i)
+{
+    if (i >= 0 && i < self->n)
+        return PyLong_FromLongLong(self->v[i]);
+    if (i >= self->n && i < values_len(self))
+        return Py_NewRef(PyList_GET_ITEM(self->spill, i - self->n));
+    PyErr_SetString(PyExc_IndexError, "Values index out of range");
+    return NULL;
+}
+
+static PySequenceMethods values_as_sequence = {
+    .sq_length = (lenfunc)values_len,
+    .sq_item = (ssizeargfunc)values_item,
+};
+
+static PyTypeObject ValuesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "syncperf._speedups.Values",
+    .tp_basicsize = sizeof(Values),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Integers queued for a histogram series (or a FastPath's ended pairs).",
+    .tp_new = values_new,
+    .tp_dealloc = (destructor)values_dealloc,
+    .tp_methods = values_methods,
+    .tp_as_sequence = &values_as_sequence,
+};
+
+/* forget_pending(): in a forked child, the parent's pairs dropped (the parent folds them;
+ * their markers went with the parent's queue). */
+static PyObject *
+forget_pending(PyObject *mod, PyObject *unused)
+{
+    for (Values *v = PAIRS.next; v != &PAIRS; v = v->next) {
+        v->n = 0;
+        Py_CLEAR(v->spill);
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- Count: the in-flight count of an operation name (sync.operations.active) ---------- */
+
+/* What a deque of Nones did (append(None), pop(), clear(), len()), as one integer. */
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+} Count;
+
+static PyTypeObject CountType;
+
+static PyObject *
+count_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) || (kwds != NULL && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Count() takes no arguments");
+        return NULL;
+    }
+    Count *self = (Count *)type->tp_alloc(type, 0);
+    if (self != NULL)
+        self->n = 0;
+    return (PyObject *)self;
+}
+
+/* `inflight` one up (inflight.append(None)) or down (inflight.pop()): a Count's here. */
+static int
+count_step(PyObject *inflight, int up)
+{
+    if (Py_IS_TYPE(inflight, &CountType)) {
+        Count *count = (Count *)inflight;
+        if (!up && count->n == 0) {
+            PyErr_SetString(PyExc_IndexError, "pop from an empty count");
+            return -1;
+        }
+        count->n += up ? 1 : -1;
+        return 0;
+    }
+    PyObject *r = up ? PyObject_CallMethodOneArg(inflight, s_append, Py_None)
+                     : PyObject_CallMethodNoArgs(inflight, s_pop);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+static PyObject *
+count_append(Count *self, PyObject *unused)
+{
+    return count_step((PyObject *)self, 1) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+count_pop(Count *self, PyObject *unused)
+{
+    return count_step((PyObject *)self, 0) < 0 ? NULL : Py_NewRef(Py_None);
+}
+
+static PyObject *
+count_clear(Count *self, PyObject *unused)
+{
+    self->n = 0;
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t
+count_len(Count *self)
+{
+    return self->n;
+}
+
+static PyMethodDef count_methods[] = {
+    {"append", (PyCFunction)count_append, METH_O, "One more (the argument is not kept)."},
+    {"pop", (PyCFunction)count_pop, METH_NOARGS, "One less; IndexError at none."},
+    {"clear", (PyCFunction)count_clear, METH_NOARGS, "None left."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PySequenceMethods count_as_sequence = {.sq_length = (lenfunc)count_len};
+
+static PyTypeObject CountType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "syncperf._speedups.Count",
+    .tp_basicsize = sizeof(Count),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "An in-flight count: append(None), pop(), clear() and len() of a deque of Nones.",
+    .tp_new = count_new,
+    .tp_methods = count_methods,
+    .tp_as_sequence = &count_as_sequence,
+};
+
 /* What end reads of an operation's runtime and series, when the caller has them at hand
  * (FastPath caches them per runtime); NULL fields: read here. */
 typedef struct {
     PyObject *ended, *inflight, *log;
-    PyObject *queue, *push, *pop; /* bound: ended.append, inflight.append, inflight.pop */
+    PyObject *queue;  /* ended.append (bound) */
+    PyObject *marker; /* (bound, pairs): a plain operation's record (Values) */
 } Hints;
 
-static const Hints NO_HINTS = {NULL, NULL, NULL, NULL, NULL, NULL};
-#define HINTS_N 6
-#define HINTS_AT(h) {&(h)->ended, &(h)->inflight, &(h)->log, &(h)->queue, &(h)->push, &(h)->pop}
+static const Hints NO_HINTS = {NULL, NULL, NULL, NULL, NULL};
+#define HINTS_N 5
+#define HINTS_AT(h) {&(h)->ended, &(h)->inflight, &(h)->log, &(h)->queue, &(h)->marker}
 
 static PyObject *
 hinted(PyObject *hint, PyObject *owner, PyObject *name)
@@ -391,10 +688,12 @@ hinted(PyObject *hint, PyObject *owner, PyObject *name)
 static int
 truthy(PyObject *v)
 {
-    if (v == Py_None || v == Py_False)
+    if (v == Py_None || v == Py_False || v == ZERO)
         return 0;
     if (v == Py_True)
         return 1;
+    if (PyFrozenSet_CheckExact(v))
+        return PySet_GET_SIZE(v) != 0;
     return PyObject_IsTrue(v);
 }
 
@@ -443,8 +742,8 @@ maybe_log(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long 
     PyObject *on = GET(log, on);
     if (on == NULL)
         goto fail;
-    PyObject *flag = PyDict_CheckExact(on) ? Py_XNewRef(PyDict_GetItemWithError(on, outcome))
-                                           : NULL;
+    static Found seen;
+    PyObject *flag = PyDict_CheckExact(on) ? Py_XNewRef(item_of(on, outcome, &seen)) : NULL;
     if (flag == NULL && !PyErr_Occurred())
         flag = PyObject_GetItem(on, outcome); /* (the KeyError, as Python raises it) */
     Py_DECREF(on);
@@ -458,14 +757,15 @@ maybe_log(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long 
         PyObject *slow = GET(log, slow_ns);
         if (slow == NULL)
             goto fail;
-        long long slow_ns = AS_LL(slow);
+        static Read slow_read, next_read;
+        long long slow_ns = read_of(slow, &slow_read);
         Py_DECREF(slow);
         if (slow_ns == -1 && PyErr_Occurred())
             goto fail;
         PyObject *next = GET(log, next_check);
         if (next == NULL)
             goto fail;
-        long long next_check = AS_LL(next);
+        long long next_check = read_of(next, &next_read);
         Py_DECREF(next);
         if (next_check == -1 && PyErr_Occurred())
             goto fail;
@@ -491,6 +791,45 @@ fail:
     return -1;
 }
 
+/* Whether an operation's record holds nothing but its duration and overhead: a success
+ * with no batch size, items, conflicts, idempotency or queries (its fields all there). */
+static int
+only_times(Op *op, PyObject *outcome, PyObject *etype)
+{
+    return outcome == S_SUCCESS && etype == Py_None && op->rt != NULL &&
+           op->series != NULL && op->entity != NULL && op->batch == Py_None &&
+           op->items == Py_None && op->conflict_detail == Py_None &&
+           op->idempotent == Py_False && op->db_queries == ZERO && op->db_ns == ZERO;
+}
+
+/* The record _lifecycle.end queues (see _fold._queue), a new reference; NULL with an error. */
+static PyObject *
+full_record(Op *op, PyObject *outcome, PyObject *etype, long long duration, long long own_ns)
+{
+    PyObject *items[15] = {op->series, etype, outcome, NULL, Py_None, NULL, Py_None, Py_None,
+                           op->entity, op->batch, op->idempotent, op->items,
+                           op->conflict_detail, op->db_queries, op->db_ns};
+    int gone = op->rt == NULL; /* a field deleted while Python code ran (`ended` above) */
+    for (int i = 0; i < 15; i++)
+        gone = gone || (items[i] == NULL && i != 3 && i != 5);
+    if (gone) {
+        PyErr_SetString(PyExc_AttributeError, "an operation field is gone");
+        return NULL;
+    }
+    PyObject *record = PyTuple_New(15);
+    items[3] = PyLong_FromLongLong(duration);
+    items[5] = PyLong_FromLongLong(own_ns);
+    if (record == NULL || items[3] == NULL || items[5] == NULL) {
+        Py_XDECREF(record);
+        Py_XDECREF(items[3]);
+        Py_XDECREF(items[5]);
+        return NULL;
+    }
+    for (int i = 0; i < 15; i++)
+        PyTuple_SET_ITEM(record, i, i == 3 || i == 5 ? items[i] : Py_NewRef(items[i]));
+    return record;
+}
+
 /* Queue the record, maybe fold (the try block of _lifecycle.end); -1 with an error set. */
 static int
 queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long long t2,
@@ -502,52 +841,48 @@ queue_record(Op *op, const Hints *h, PyObject *outcome, PyObject *etype, long lo
     PyObject *ended = hinted(h->ended, op->rt, s_ended);
     if (ended == NULL)
         return -1;
-    PyObject *record = PyTuple_New(15);
-    PyObject *d = PyLong_FromLongLong(duration);
-    PyObject *own = PyLong_FromLongLong(own_ns + now - (resumed ? resumed : t2));
-    if (record == NULL || d == NULL || own == NULL) {
-        Py_XDECREF(record);
-        Py_XDECREF(d);
-        Py_XDECREF(own);
+    long long own = own_ns + now - (resumed ? resumed : t2);
+    Values *pairs = h->marker ? (Values *)PyTuple_GET_ITEM(h->marker, 1) : NULL;
+    PyObject *record = NULL; /* (none: only its pair, the marker queued already) */
+    Py_ssize_t held = 0;     /* the pairs queued, this one's included */
+    if (pairs != NULL && op->series == PyTuple_GET_ITEM(h->marker, 0) &&
+        only_times(op, outcome, etype)) { /* (not one whose entity an extractor set) */
+        if (values_reserve(pairs, 2) < 0) {
+            Py_DECREF(ended);
+            return -1;
+        }
+        if (pairs->n == 0) /* the first since the last fold: its marker queued (below) */
+            record = Py_NewRef(h->marker);
+        pairs->v[pairs->n++] = duration;
+        pairs->v[pairs->n++] = own;
+        held = pairs->n / 2;
+    } else if ((record = full_record(op, outcome, etype, duration, own)) == NULL) {
         Py_DECREF(ended);
         return -1;
     }
-    PyObject *items[15] = {op->series, etype, outcome, d, Py_None, own, Py_None, Py_None,
-                           op->entity, op->batch, op->idempotent, op->items,
-                           op->conflict_detail, op->db_queries, op->db_ns};
-    int gone = op->rt == NULL; /* a field deleted while Python code ran (`ended` above) */
-    for (int i = 0; i < 15; i++)
-        gone = gone || items[i] == NULL;
-    if (gone) {
-        PyErr_SetString(PyExc_AttributeError, "an operation field is gone");
+    if (record != NULL) {
+        PyObject *r = h->queue != NULL ? PyObject_CallOneArg(h->queue, record)
+                                       : PyObject_CallMethodOneArg(ended, s_append, record);
+        if (r == NULL && held) /* no marker: no pair either */
+            pairs->n = 0;
         Py_DECREF(record);
-        Py_DECREF(d);
-        Py_DECREF(own);
-        Py_DECREF(ended);
-        return -1;
+        if (r == NULL) {
+            Py_DECREF(ended);
+            return -1;
+        }
+        Py_DECREF(r);
     }
-    for (int i = 0; i < 15; i++)
-        PyTuple_SET_ITEM(record, i, Py_NewRef(items[i]));
-    Py_DECREF(d);
-    Py_DECREF(own);
-    PyObject *r = h->queue != NULL ? PyObject_CallOneArg(h->queue, record)
-                                   : PyObject_CallMethodOneArg(ended, s_append, record);
-    Py_DECREF(record);
-    if (r == NULL) {
-        Py_DECREF(ended);
-        return -1;
-    }
-    Py_DECREF(r);
     Py_ssize_t queued = PyObject_Length(ended);
     Py_DECREF(ended);
     if (queued < 0)
         return -1;
-    PyObject *successor = PyObject_GetAttr(op->rt, s_successor);
+    PyObject *successor = GET(op->rt, successor);
     if (successor == NULL)
         return -1;
-    int wait = queued >= MAX_QUEUED || successor != Py_None;
+    int wait = queued >= MAX_QUEUED || held >= MAX_QUEUED || successor != Py_None;
     Py_DECREF(successor);
-    if (wait || queued >= FOLD_AT) {
+    if (wait || queued >= FOLD_AT || held >= PAIRS_AT) {
+        PyObject *r;
         r = PyObject_CallFunctionObjArgs(FOLD_HOOK, op->rt, wait ? Py_True : Py_False, NULL);
         if (r == NULL)
             return -1;
@@ -578,20 +913,10 @@ leave_foreign(Op *op)
 static int
 leave_inflight(Op *op, const Hints *h)
 {
-    PyObject *r;
-    if (h->pop != NULL) {
-        r = PyObject_CallNoArgs(h->pop);
-    } else {
-        PyObject *inflight = hinted(h->inflight, op->series, s_inflight);
-        if (inflight == NULL)
-            return -1;
-        r = PyObject_CallMethodNoArgs(inflight, s_pop);
-        Py_DECREF(inflight);
-    }
-    if (r == NULL)
-        return -1;
-    Py_DECREF(r);
-    return 0;
+    PyObject *inflight = hinted(h->inflight, op->series, s_inflight);
+    int r = inflight ? count_step(inflight, 0) : -1;
+    Py_XDECREF(inflight);
+    return r;
 }
 
 /* _lifecycle._end_span's `finally` for an operation its sampler dropped: the unsampled span
@@ -682,8 +1007,9 @@ end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long
     Py_INCREF(etype);
     int failed = queue_record(op, h, outcome, etype, t2, duration, own_ns, resumed);
     /* finally: the in-flight count, whatever happened */
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *et = NULL, *ev = NULL, *tb = NULL;
+    if (failed < 0)
+        PyErr_Fetch(&et, &ev, &tb);
     if (leave_inflight(op, h) < 0) {
         if (et != NULL) { /* the first error wins, as a finally that raises would not */
             PyErr_Clear();
@@ -692,7 +1018,8 @@ end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long
         Py_DECREF(etype);
         return -1;
     }
-    PyErr_Restore(et, ev, tb);
+    if (failed < 0)
+        PyErr_Restore(et, ev, tb);
     if (failed < 0 || maybe_log(op, h, outcome, etype, duration, t2) < 0) {
         Py_DECREF(etype);
         return -1;
@@ -745,19 +1072,23 @@ last_clear(Last *last)
     Py_CLEAR(last->overhead);
 }
 
-/* The value list of `series` in `queued` (borrowed), made on first use. */
+/* The Values of `series` in `queued` (borrowed), made on first use. */
 static PyObject *
 values_of(PyObject *queued, PyObject *series)
 {
     PyObject *values = PyDict_GetItemWithError(queued, series);
     if (values == NULL && !PyErr_Occurred()) {
-        values = PyList_New(0);
+        values = (PyObject *)values_make(0);
         if (values == NULL)
             return NULL;
         int r = PyDict_SetItem(queued, series, values);
         Py_DECREF(values); /* the dict holds it */
         if (r < 0)
             return NULL;
+    }
+    if (values != NULL && !Py_IS_TYPE(values, &ValuesType)) {
+        PyErr_SetString(PyExc_TypeError, "a fold's queue holds Values");
+        return NULL;
     }
     return values;
 }
@@ -766,7 +1097,7 @@ static int
 queue_value(PyObject *queued, PyObject *series, PyObject *value)
 {
     PyObject *values = values_of(queued, series);
-    return values == NULL ? -1 : PyList_Append(values, value);
+    return values == NULL ? -1 : values_push_obj((Values *)values, value);
 }
 
 /* The success and overhead value lists of `bound` (borrowed, held by `queued`). */
@@ -915,7 +1246,7 @@ fold_one(PyObject *record, const Into *into, Last *last)
         return -1;
     int r;
     if (etype == Py_None && outcome == S_SUCCESS) {
-        r = PyList_Append(last->success, PyTuple_GET_ITEM(record, 3));
+        r = values_push_obj((Values *)last->success, PyTuple_GET_ITEM(record, 3));
     } else {
         PyObject *series;
         if (etype != Py_None)
@@ -950,7 +1281,51 @@ fold_one(PyObject *record, const Into *into, Last *last)
             return -1;
         Py_DECREF(done);
     }
-    return PyList_Append(last->overhead, PyTuple_GET_ITEM(record, 5));
+    return values_push_obj((Values *)last->overhead, PyTuple_GET_ITEM(record, 5));
+}
+
+/* A FastPath's marker (bound, pairs): the pairs its plain operations queued since the last
+ * fold (the first of its markers takes them all; the others find none), each a success
+ * whose duration and overhead are queued, or (engines instrumented: their query counts go
+ * through `rest`) its record made and folded as _lifecycle.end would have queued it. */
+static int
+fold_pairs(PyObject *marker, const Into *into, Last *last)
+{
+    PyObject *bound = PyTuple_GET_ITEM(marker, 0);
+    Values *pairs = (Values *)PyTuple_GET_ITEM(marker, 1);
+    if (!Py_IS_TYPE(pairs, &ValuesType) || pairs->n % 2) {
+        PyErr_SetString(PyExc_ValueError, "a marker is not (bound, pairs)");
+        return -1;
+    }
+    Py_ssize_t n = pairs->n;
+    if (n == 0)
+        return 0;
+    if (!into->db) {
+        if (lists_of(last, into->queued, bound) < 0)
+            return -1;
+        Values *success = (Values *)last->success, *overhead = (Values *)last->overhead;
+        if (values_reserve(success, n / 2) < 0 || values_reserve(overhead, n / 2) < 0)
+            return -1;
+        for (Py_ssize_t i = 0; i < n; i += 2) {
+            success->v[success->n++] = pairs->v[i];
+            overhead->v[overhead->n++] = pairs->v[i + 1];
+        }
+        pairs->n = 0;
+        return 0;
+    }
+    PyObject *taken = values_take(pairs, NULL);
+    PyObject *entity = taken ? GET(bound, entity) : NULL;
+    int r = entity ? 0 : -1;
+    for (Py_ssize_t i = 0; r == 0 && i < n; i += 2) {
+        PyObject *record = PyTuple_Pack(15, bound, Py_None, S_SUCCESS, PyList_GET_ITEM(taken, i),
+                                        Py_None, PyList_GET_ITEM(taken, i + 1), Py_None, Py_None,
+                                        entity, Py_None, Py_False, Py_None, Py_None, ZERO, ZERO);
+        r = record ? fold_one(record, into, last) : -1;
+        Py_XDECREF(record);
+    }
+    Py_XDECREF(entity);
+    Py_XDECREF(taken);
+    return r;
 }
 
 /* fold(ended, queued, counted, failures, rest, db_instrumented, conflict_series): take what
@@ -977,7 +1352,9 @@ fold(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Last last = {NULL, NULL, NULL};
     while (left-- > 0) {
         PyObject *record = PyObject_CallNoArgs(take);
-        int r = record == NULL ? -1 : fold_one(record, &into, &last);
+        int r = record == NULL                                             ? -1
+                : PyTuple_CheckExact(record) && PyTuple_GET_SIZE(record) == 2 ? fold_pairs(record, &into, &last)
+                                                                              : fold_one(record, &into, &last);
         Py_XDECREF(record);
         if (r < 0) { /* the rest of this operation is lost (counted), not others */
             last_clear(&last); /* a failed record may have left it half set */
@@ -1015,12 +1392,17 @@ fail:
 static PyObject *
 record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4 || !PyList_CheckExact(args[1]) || !PyTuple_CheckExact(args[2])) {
-        PyErr_SetString(PyExc_TypeError, "record(series, values: list, limits: tuple, scale)");
+    Values *given = nargs == 4 && Py_IS_TYPE(args[1], &ValuesType) ? (Values *)args[1] : NULL;
+    if (nargs != 4 || (given == NULL && !PyList_CheckExact(args[1])) ||
+        !PyTuple_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "record(series, values: list | Values, limits: tuple, scale)");
         return NULL;
     }
     PyObject *series = args[0], *values = args[1], *limits = args[2], *scale = args[3];
-    Py_ssize_t nb = PyTuple_GET_SIZE(limits), n = PyList_GET_SIZE(values);
+    if (given != NULL && given->spill != NULL)
+        Py_RETURN_FALSE; /* (values past a long long) */
+    Py_ssize_t nb = PyTuple_GET_SIZE(limits), n = given ? given->n : PyList_GET_SIZE(values);
     if (nb > MAX_BOUNDS)
         Py_RETURN_FALSE;
     long long lim[MAX_BOUNDS], cnt[MAX_BOUNDS + 1];
@@ -1039,14 +1421,19 @@ record(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     cnt[nb] = 0;
     long long total = 0, low = LLONG_MAX, high = -1, recorded = 0;
     for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *o = PyList_GET_ITEM(values, k);
-        if (!PyLong_CheckExact(o))
-            Py_RETURN_FALSE;
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (overflow > 0 || (v == -1 && PyErr_Occurred())) {
-            PyErr_Clear();
-            Py_RETURN_FALSE;
+        long long v;
+        int overflow = 0;
+        if (given != NULL) {
+            v = given->v[k];
+        } else {
+            PyObject *o = PyList_GET_ITEM(values, k);
+            if (!PyLong_CheckExact(o))
+                Py_RETURN_FALSE;
+            v = PyLong_AsLongLongAndOverflow(o, &overflow);
+            if (overflow > 0 || (v == -1 && PyErr_Occurred())) {
+                PyErr_Clear();
+                Py_RETURN_FALSE;
+            }
         }
         if (overflow < 0 || v < 0) /* a placeholder: not recorded */
             continue;
@@ -1417,7 +1804,7 @@ typedef struct {
 #define FAST_FIELDS(X)                                                                       \
     X(fn) X(slow) X(bind) X(settle) X(raised) X(end) X(failed) X(runtime) X(op_type) X(plain) \
     X(before) X(after) X(cached_rt) X(cached_bound) X(tracing) X(hints.ended)                \
-    X(hints.inflight) X(hints.log) X(hints.queue) X(hints.push) X(hints.pop) X(plain_hit)
+    X(hints.inflight) X(hints.log) X(hints.queue) X(hints.marker) X(plain_hit)
 
 static PyObject *
 call_with(PyObject *fn, PyObject *args, PyObject *kwargs)
@@ -1441,8 +1828,9 @@ bound_for(Fast *self, PyObject *rt)
             v[2] = v[1] ? PyObject_GetAttr(bound, s_inflight) : NULL;
             v[3] = v[2] ? PyObject_GetAttr(bound, s_log) : NULL;
             v[4] = v[3] ? PyObject_GetAttr(v[1], s_append) : NULL;
-            v[5] = v[4] ? PyObject_GetAttr(v[2], s_append) : NULL;
-            v[6] = v[5] ? PyObject_GetAttr(v[2], s_pop) : NULL;
+            PyObject *pairs = v[4] ? (PyObject *)values_make(1) : NULL;
+            v[5] = pairs ? PyTuple_Pack(2, bound, pairs) : NULL;
+            Py_XDECREF(pairs);
             if (v[HINTS_N] == NULL) {
                 for (int i = 0; i <= HINTS_N; i++)
                     Py_XDECREF(v[i]);
@@ -1482,7 +1870,8 @@ starts_plain(PyObject *tracing, PyObject *log, long long t0)
         return -1;
     }
     int traced = truthy(active);
-    long long next_check = AS_LL(next);
+    static Read next_read;
+    long long next_check = read_of(next, &next_read);
     Py_DECREF(active);
     Py_DECREF(next);
     if (traced < 0 || (next_check == -1 && PyErr_Occurred()))
@@ -1533,12 +1922,10 @@ start_op(Fast *self, PyObject *rt, PyObject *bound, const Hints *h, long long t0
         return NULL;
     }
     Py_DECREF(start);
-    PyObject *r = PyObject_CallOneArg(h->push, Py_None);
-    if (r == NULL) {
+    if (count_step(h->inflight, 1) < 0) {
         Py_DECREF(op);
         return NULL;
     }
-    Py_DECREF(r);
     PyObject *token = PyContextVar_Set(CURRENT, (PyObject *)op);
     if (token == NULL) {
         leave_inflight(op, h);
@@ -1621,7 +2008,8 @@ fast_call(Fast *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
     } else {
         Py_XDECREF(current);
     }
-    PyObject *rt = PyDict_GetItemWithError(self->runtime, s_installed);
+    static Found installed;
+    PyObject *rt = item_of(self->runtime, s_installed, &installed);
     if (rt == NULL || rt == Py_None) {
         if (PyErr_Occurred())
             return NULL;
@@ -1909,15 +2297,16 @@ operations(PyObject *mod, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* setup(clocks, fold_hook, fold_at, max_queued): `clocks`, the namespace whose `_perf`
- * (time.perf_counter_ns unless a test swaps it) the clock is read from */
+/* setup(clocks, fold_hook, fold_at, max_queued, pairs_at): `clocks`, the namespace whose
+ * `_perf` (time.perf_counter_ns unless a test swaps it) the clock is read from; a fold is
+ * due at `fold_at` records queued or `pairs_at` pairs of one FastPath (see _fold) */
 static PyObject *
 setup(PyObject *mod, PyObject *args)
 {
     PyObject *clocks, *hook;
-    Py_ssize_t fold_at, max_queued;
-    if (!PyArg_ParseTuple(args, "O!Onn:setup", &PyDict_Type, &clocks, &hook, &fold_at,
-                          &max_queued))
+    Py_ssize_t fold_at, max_queued, pairs_at;
+    if (!PyArg_ParseTuple(args, "O!Onnn:setup", &PyDict_Type, &clocks, &hook, &fold_at,
+                          &max_queued, &pairs_at))
         return NULL;
     PyObject *perf = PyDict_GetItemWithError(clocks, s_perf);
     if (perf == NULL) {
@@ -1927,10 +2316,10 @@ setup(PyObject *mod, PyObject *args)
     }
     Py_XSETREF(PERF_NS, Py_NewRef(perf));
     Py_XSETREF(CLOCKS, Py_NewRef(clocks));
-    clock_seen = NULL;
     Py_XSETREF(FOLD_HOOK, Py_NewRef(hook));
     FOLD_AT = fold_at;
     MAX_QUEUED = max_queued;
+    PAIRS_AT = pairs_at;
 #if defined(__linux__)
     /* clock_gettime(CLOCK_MONOTONIC) is perf_counter_ns's clock on Linux: checked, not
      * assumed (a reading between two of perf_counter_ns's) */
@@ -2269,6 +2658,8 @@ static PyMethodDef methods[] = {
      "Record integer values into a histogram series in one pass."},
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
      "Queue ended operations' durations and overheads per series."},
+    {"forget_pending", forget_pending, METH_NOARGS,
+     "In a forked child: drop the pairs the parent's FastPaths queued."},
     {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
     {"usable", usable, METH_NOARGS, "Whether this interpreter may use the compiled path."},
     {"read_scope", read_scope, METH_O,
@@ -2322,14 +2713,17 @@ PyInit__speedups(void)
     if (ANY == NULL || S_ERROR == NULL || S_CONFLICT == NULL || S_SUCCESS == NULL || ZERO == NULL)
         return NULL;
     if (PyType_Ready(&OpType) < 0 || PyType_Ready(&FastType) < 0 ||
-        PyType_Ready(&PhaseType) < 0)
+        PyType_Ready(&PhaseType) < 0 || PyType_Ready(&ValuesType) < 0 ||
+        PyType_Ready(&CountType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
     if (PyModule_AddObjectRef(m, "Operation", (PyObject *)&OpType) < 0 ||
         PyModule_AddObjectRef(m, "FastPath", (PyObject *)&FastType) < 0 ||
-        PyModule_AddObjectRef(m, "Phase", (PyObject *)&PhaseType) < 0) {
+        PyModule_AddObjectRef(m, "Phase", (PyObject *)&PhaseType) < 0 ||
+        PyModule_AddObjectRef(m, "Values", (PyObject *)&ValuesType) < 0 ||
+        PyModule_AddObjectRef(m, "Count", (PyObject *)&CountType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -21,10 +21,13 @@ import math
 import os
 import weakref
 from bisect import bisect_left, bisect_right
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from syncperf._accel import speedups
 from syncperf._metrics.aggregates import HistogramSeries, Registry
+
+if TYPE_CHECKING:
+    from syncperf._speedups import Values
 
 __all__ = ["FOLD_AT", "MAX_QUEUED", "NS", "Batch", "Batches", "batches", "record_ns"]
 
@@ -97,7 +100,7 @@ _record = None if speedups is None else speedups.record
 """The compiled ``record_ns`` (False when it leaves the values to the code below)."""
 
 
-def record_ns(series: HistogramSeries, values: list[int], scale: int = NS) -> None:
+def record_ns(series: HistogramSeries, values: list[int] | Values, scale: int = NS) -> None:
     """``series.record`` each of ``values``, nanoseconds, in seconds (``value / 1e9``); sorts
     ``values``. One C-level sort, then one bisect per bucket bound rather than one per value,
     and one division for the sum (the caller holds the registry's lock).
@@ -109,6 +112,8 @@ def record_ns(series: HistogramSeries, values: list[int], scale: int = NS) -> No
         return
     if _record is not None and _record(series, values, _limits_ns(series.bounds, scale), scale):
         return
+    if not isinstance(values, list):  # the compiled fold's (``speedups.Values``)
+        values = values.take()
     values.sort()
     if values[0] < 0:
         del values[: bisect_left(values, 0)]

@@ -30,6 +30,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from syncperf._accel import speedups
 from syncperf._gate import raised_at
 from syncperf._metrics.aggregates import (
     REGISTRIES,
@@ -399,6 +400,8 @@ def after_fork_in_child() -> None:
         for instrument in list(registry.instruments.values()):
             for series in list(instrument.series.values()):
                 series.drain()
+    if speedups is not None:  # and the pairs of those the compiled path ended (their markers)
+        speedups.forget_pending()
     readers = list(_readers)
     instance_ids = child_instance_ids() if readers else {}
     for reader in readers:
