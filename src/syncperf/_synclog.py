@@ -21,9 +21,9 @@ import random
 import time
 from typing import TYPE_CHECKING, Any
 
-from opentelemetry import context as context_api
-from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext
+
+from syncperf._tracing.current import attach, current_span, detach
 
 if TYPE_CHECKING:
     from syncperf._operation import SyncOperation
@@ -200,8 +200,8 @@ class SyncLog:
         token = None
         if context is not None and context.is_valid:
             fields.update(correlation(context))
-            if trace.get_current_span().get_span_context() is not context:
-                token = context_api.attach(trace.set_span_in_context(NonRecordingSpan(context)))
+            if current_span().get_span_context() is not context:
+                token = attach(NonRecordingSpan(context))
         try:
             if _record_factory() is _PLAIN_RECORD:
                 LOGGER.log(level, message, *args, extra=fields)
@@ -211,7 +211,7 @@ class SyncLog:
             self._rt.internal_error("sync_log_failed", error)
         finally:
             if token is not None:
-                context_api.detach(token)
+                detach(token)
 
 
 def _log_over_factory(
