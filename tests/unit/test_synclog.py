@@ -188,6 +188,32 @@ def test_a_sampled_out_error_carries_the_ids_of_its_rescued_span(
     assert {k: fields(record)[k] for k in _CORRELATION} == ids(span.context)
 
 
+def test_a_handler_emitting_the_record_sees_the_operations_span_current(
+    records: pytest.LogCaptureFixture,
+) -> None:
+    """The end record is emitted after the operation left the context: its span is made
+    current again for the handlers (OpenTelemetry's ``LoggingHandler`` reads it), and the
+    context is as it was afterwards."""
+    from opentelemetry import trace
+
+    seen: list[SpanContext] = []
+
+    class Reader(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(trace.get_current_span().get_span_context())
+
+    reader = Reader()
+    logging.getLogger("syncperf.sync").addHandler(reader)
+    try:
+        with capture() as cap, pytest.raises(KeyError), syncperf.sync_operation("push"):
+            raise KeyError("x")
+    finally:
+        logging.getLogger("syncperf.sync").removeHandler(reader)
+    (span,) = cap.spans()
+    assert seen == [span.context]
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
 def test_a_sampled_out_success_carries_the_ids_of_the_enclosing_span(
     records: pytest.LogCaptureFixture,
 ) -> None:
