@@ -64,7 +64,8 @@ FOLD_PAIRS_AT = 256
 """Operations of one compiled wrapper ended since the last fold, each with nothing but its
 duration and overhead to record, queued as a pair of C integers (``_speedups.fold``), at
 which the one ending folds them in: more than ``FOLD_AT``, since a pair costs no object
-and a fold's fixed cost is shared by more operations (``MAX_QUEUED`` bounds them too)."""
+and a fold's fixed cost is shared by more operations. ``MAX_QUEUED`` bounds them per
+wrapper (16 KB), the records of all operations per runtime."""
 
 
 def fold(rt: Runtime) -> None:
@@ -110,10 +111,11 @@ def _queue(rt: Runtime, queued: Queued, failures: list[Exception]) -> None:
             while left:
                 left -= 1
                 record = take()
-                if len(record) == 2:  # a compiled end's marker: its records, in its place
-                    records = _expanded(record)
-                    ended.extendleft(reversed(records))
-                    left += len(records)
+                if len(record) == 2:  # a compiled end's marker: durations and overheads only
+                    bound, pairs = record
+                    values = pairs.take()
+                    queued.setdefault(bound.success, []).extend(values[::2])
+                    queued.setdefault(bound.overhead, []).extend(values[1::2])
                     continue
                 (
                     bound,
@@ -195,7 +197,12 @@ def forward(old: Runtime) -> None:
     ended, into = old.ended, rt.ended
     for _ in range(len(ended)):
         record = ended.popleft()
-        for each in _expanded(record) if len(record) == 2 else (record,):
+        try:
+            records = _expanded(record) if len(record) == 2 else [record]
+        except Exception as error:
+            rt.internal_error("operation_end_failed", error)
+            continue
+        for each in records:
             try:
                 into.append(_rebound(rt, each))
             except Exception as error:  # this operation is lost (counted), not the others
@@ -208,8 +215,8 @@ def forward(old: Runtime) -> None:
 def _expanded(marker: tuple[Any, Values]) -> list[tuple[Any, ...]]:
     """The records of the operations whose (duration, overhead) pairs a compiled end queued
     behind ``marker`` (``(bound, pairs)``, see ``_speedups.fold``): each a plain success with
-    nothing else recorded, as ``_lifecycle.end`` queues one. The first of a FastPath's
-    markers takes every pair; the others find none."""
+    nothing else recorded (no engine was instrumented when it ended), as ``_lifecycle.end``
+    queues one. The first of a FastPath's markers takes every pair; the others find none."""
     bound, pairs = marker
     values = pairs.take()
     entity = bound.entity

@@ -48,7 +48,7 @@ static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflig
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
     *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed, *s_change, *s_op_series,
-    *s_operation, *s_detach, *s_span_start, *ANY;
+    *s_operation, *s_detach, *s_span_start, *s_db_instrumented, *ANY;
 #define MAX_COUNT (1LL << 53) /* _gate.MAX_COUNT */
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
@@ -792,11 +792,14 @@ fail:
 }
 
 /* Whether an operation's record holds nothing but its duration and overhead: a success
- * with no batch size, items, conflicts, idempotency or queries (its fields all there). */
+ * with no batch size, items, conflicts, idempotency or queries (its fields all there), while
+ * no engine is instrumented (Runtime.db_instrumented: each operation then records its query
+ * count, decided here, as it ends, not when it is folded). */
 static int
 only_times(Op *op, PyObject *outcome, PyObject *etype)
 {
     return outcome == S_SUCCESS && etype == Py_None && op->rt != NULL &&
+           _PyType_Lookup(Py_TYPE(op->rt), s_db_instrumented) == ZERO && /* (borrowed) */
            op->series != NULL && op->entity != NULL && op->batch == Py_None &&
            op->items == Py_None && op->conflict_detail == Py_None &&
            op->idempotent == Py_False && op->db_queries == ZERO && op->db_ns == ZERO;
@@ -1285,47 +1288,38 @@ fold_one(PyObject *record, const Into *into, Last *last)
 }
 
 /* A FastPath's marker (bound, pairs): the pairs its plain operations queued since the last
- * fold (the first of its markers takes them all; the others find none), each a success
- * whose duration and overhead are queued, or (engines instrumented: their query counts go
- * through `rest`) its record made and folded as _lifecycle.end would have queued it. */
+ * fold (the first of its markers takes them all; the others find none), each a success whose
+ * duration and overhead are queued. On a failure its pairs are let go (a later operation
+ * queues a marker again), `*lost` of them. */
 static int
-fold_pairs(PyObject *marker, const Into *into, Last *last)
+fold_pairs(PyObject *marker, const Into *into, Last *last, Py_ssize_t *lost)
 {
     PyObject *bound = PyTuple_GET_ITEM(marker, 0);
     Values *pairs = (Values *)PyTuple_GET_ITEM(marker, 1);
-    if (!Py_IS_TYPE(pairs, &ValuesType) || pairs->n % 2) {
+    if (!Py_IS_TYPE(pairs, &ValuesType)) {
         PyErr_SetString(PyExc_ValueError, "a marker is not (bound, pairs)");
         return -1;
     }
+    if (pairs->n == 0)
+        return 0;
+    int r = lists_of(last, into->queued, bound); /* (may run code: read n after it) */
     Py_ssize_t n = pairs->n;
-    if (n == 0)
-        return 0;
-    if (!into->db) {
-        if (lists_of(last, into->queued, bound) < 0)
-            return -1;
-        Values *success = (Values *)last->success, *overhead = (Values *)last->overhead;
-        if (values_reserve(success, n / 2) < 0 || values_reserve(overhead, n / 2) < 0)
-            return -1;
-        for (Py_ssize_t i = 0; i < n; i += 2) {
-            success->v[success->n++] = pairs->v[i];
-            overhead->v[overhead->n++] = pairs->v[i + 1];
-        }
+    Values *success = (Values *)last->success, *overhead = (Values *)last->overhead;
+    if (r == 0 && n % 2) {
+        PyErr_SetString(PyExc_ValueError, "a pair is half queued");
+        r = -1;
+    }
+    if (r < 0 || values_reserve(success, n / 2) < 0 || values_reserve(overhead, n / 2) < 0) {
+        *lost = n / 2 > 1 ? n / 2 : 1;
         pairs->n = 0;
-        return 0;
+        return -1;
     }
-    PyObject *taken = values_take(pairs, NULL);
-    PyObject *entity = taken ? GET(bound, entity) : NULL;
-    int r = entity ? 0 : -1;
-    for (Py_ssize_t i = 0; r == 0 && i < n; i += 2) {
-        PyObject *record = PyTuple_Pack(15, bound, Py_None, S_SUCCESS, PyList_GET_ITEM(taken, i),
-                                        Py_None, PyList_GET_ITEM(taken, i + 1), Py_None, Py_None,
-                                        entity, Py_None, Py_False, Py_None, Py_None, ZERO, ZERO);
-        r = record ? fold_one(record, into, last) : -1;
-        Py_XDECREF(record);
+    for (Py_ssize_t i = 0; i < n; i += 2) {
+        success->v[success->n++] = pairs->v[i];
+        overhead->v[overhead->n++] = pairs->v[i + 1];
     }
-    Py_XDECREF(entity);
-    Py_XDECREF(taken);
-    return r;
+    pairs->n = 0;
+    return 0;
 }
 
 /* fold(ended, queued, counted, failures, rest, db_instrumented, conflict_series): take what
@@ -1352,9 +1346,12 @@ fold(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Last last = {NULL, NULL, NULL};
     while (left-- > 0) {
         PyObject *record = PyObject_CallNoArgs(take);
-        int r = record == NULL                                             ? -1
-                : PyTuple_CheckExact(record) && PyTuple_GET_SIZE(record) == 2 ? fold_pairs(record, &into, &last)
-                                                                              : fold_one(record, &into, &last);
+        Py_ssize_t lost = 1; /* operations a failure loses */
+        int r = -1;
+        if (record != NULL && PyTuple_CheckExact(record) && PyTuple_GET_SIZE(record) == 2)
+            r = fold_pairs(record, &into, &last, &lost);
+        else if (record != NULL)
+            r = fold_one(record, &into, &last);
         Py_XDECREF(record);
         if (r < 0) { /* the rest of this operation is lost (counted), not others */
             last_clear(&last); /* a failed record may have left it half set */
@@ -1365,7 +1362,9 @@ fold(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             PyErr_NormalizeException(&et, &ev, &tb);
             if (tb != NULL)
                 PyException_SetTraceback(ev, tb);
-            int appended = PyList_Append(failures, ev);
+            int appended = 0;
+            while (appended == 0 && lost-- > 0) /* one failure counted per operation */
+                appended = PyList_Append(failures, ev);
             Py_XDECREF(et);
             Py_XDECREF(ev);
             Py_XDECREF(tb);
@@ -2691,7 +2690,7 @@ PyInit__speedups(void)
     INTERN(success) INTERN(error) INTERN(conflicted) INTERN(overhead) INTERN(installed)
     INTERN(tracing) INTERN(active) INTERN(starts) INTERN(counts) INTERN(sum) INTERN(min)
     INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch) INTERN(op_series)
-    INTERN(operation) INTERN(detach) INTERN(span_start)
+    INTERN(operation) INTERN(detach) INTERN(span_start) INTERN(db_instrumented)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
         (s_fed = PyUnicode_InternFromString("_fed")) == NULL ||
         (s_change = PyUnicode_InternFromString("change")) == NULL ||

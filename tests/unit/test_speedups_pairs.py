@@ -203,19 +203,47 @@ def test_pairs_queued_before_and_during_configure_are_all_counted() -> None:
             installed.shutdown()
 
 
-def test_pairs_of_a_runtime_whose_engines_are_instrumented_count_their_queries(
+def test_whether_an_operation_records_its_query_count_is_decided_as_it_ends(
     metrics_only: Capture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With engines instrumented every operation records its query count (0 here): the
-    fold makes each pair's record and folds it as the Python end would have queued it."""
-    monkeypatch.setattr(_runtime.Runtime, "db_instrumented", 1)
+    """With engines instrumented every operation records its query count (0 here), so it is
+    queued as a record, not a pair; operations that ended before an engine was instrumented
+    record none, although they are folded after."""
     push = _handler()
-    for _ in range(7):
+    for _ in range(3):
         push()
     assert _pairs(metrics_only.runtime)
-    assert metrics_only.total("sync.operation.duration") == 7
+    monkeypatch.setattr(_runtime.Runtime, "db_instrumented", 1)
+    for _ in range(7):
+        push()
+    assert len(_pairs(metrics_only.runtime)[0]) == 6  # the three before, as pairs
+    assert metrics_only.total("sync.operation.duration") == 10
     (point,) = metrics_only.points("sync.db.queries")
     assert (point.count, point.sum) == (7, 0)
+
+
+def test_a_fold_that_fails_on_pairs_counts_them_lost_and_later_ones_are_counted() -> None:
+    """A fold that fails on a marker (a series that cannot be bound, a MemoryError) loses
+    that marker's operations, each counted as ``operation_end_failed``; the wrapper's next
+    operations queue a marker again and are counted."""
+    with capture(tracer_provider=NoOpTracerProvider(), strict=False) as cap:
+        push = _handler()
+        for _ in range(10):
+            push()
+        rt = cap.runtime
+        bound = rt.op_series[("push", "todo")]
+        good, bound.success = bound.success, []  # unhashable: the fold fails on it
+        try:
+            with rt.lock:
+                _fold.fold(rt)
+        finally:
+            bound.success = good
+        assert not _pairs(rt)
+        for _ in range(500):
+            push()
+        assert cap.total("sync.operation.duration") == 500
+        dropped = cap.total("syncperf.dropped", {"syncperf.reason": "operation_end_failed"})
+        assert dropped == 10
 
 
 def test_values_and_count_answer_like_the_list_and_deque_they_replace() -> None:
