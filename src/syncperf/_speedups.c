@@ -799,10 +799,10 @@ static int
 only_times(Op *op, PyObject *outcome, PyObject *etype)
 {
     return outcome == S_SUCCESS && etype == Py_None && op->rt != NULL &&
-           _PyType_Lookup(Py_TYPE(op->rt), s_db_instrumented) == ZERO && /* (borrowed) */
            op->series != NULL && op->entity != NULL && op->batch == Py_None &&
            op->items == Py_None && op->conflict_detail == Py_None &&
-           op->idempotent == Py_False && op->db_queries == ZERO && op->db_ns == ZERO;
+           op->idempotent == Py_False && op->db_queries == ZERO && op->db_ns == ZERO &&
+           _PyType_Lookup(Py_TYPE(op->rt), s_db_instrumented) == ZERO; /* (borrowed) */
 }
 
 /* The record _lifecycle.end queues (see _fold._queue), a new reference; NULL with an error. */
