@@ -26,6 +26,7 @@ from syncperf._metrics.batches import (
     record_ns,
 )
 from syncperf._metrics.catalogue import BODY_SIZE_BOUNDS, DB_DURATION_BOUNDS
+from tests.unit.forking import in_child
 
 BOUNDS = DB_DURATION_BOUNDS
 SIZE_BOUNDS = BODY_SIZE_BOUNDS
@@ -235,22 +236,13 @@ def test_a_forked_child_does_not_count_what_its_parent_had_queued() -> None:
     batch = Batches(registry).of(series)
     for _ in range(10):
         batch.add((1000,))
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: a worker forked from a master that ran queries
-        try:
-            batch.add((1000,))
-            registry.collect()
-            count = series.drained.count if series.drained is not None else 0
-            os.write(write, repr(count).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(read) as pipe:
-        child_count = pipe.read()
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert child_count == "1"  # its own value only
+
+    def child() -> int:  # a worker forked from a master that ran queries
+        batch.add((1000,))
+        registry.collect()
+        return series.drained.count if series.drained is not None else 0
+
+    assert in_child(child) == "1"  # its own value only
     registry.collect()
     assert series.drained is not None and series.drained.count == 10  # the parent's stay
     assert batches_module._live  # the registry's batches are known to the fork handler

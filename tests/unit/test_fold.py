@@ -19,6 +19,7 @@ from opentelemetry.sdk.metrics.export import MetricsData
 import syncperf
 from syncperf import _fold, _lifecycle, _runtime
 from syncperf.testing import capture
+from tests.unit.forking import in_child
 from tests.unit.test_export_contract import ListExporter
 
 
@@ -54,20 +55,12 @@ def test_a_forked_child_does_not_count_the_operations_its_parent_had_queued() ->
         for _ in range(10):
             _push()
         assert cap.runtime.ended  # still queued (fewer than FOLD_AT): the case under test
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: a worker forked from a master that served requests
-            try:
-                _push()
-                os.write(write, repr(cap.total("sync.operation.duration")).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        _, status = os.waitpid(pid, 0)
-        with os.fdopen(read) as pipe:
-            child_total = pipe.read()
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert child_total == "1.0"  # its own operation only
+
+        def child() -> float:
+            _push()
+            return cap.total("sync.operation.duration")
+
+        assert in_child(child) == "1.0"  # its own operation only
         assert cap.total("sync.operation.duration") == 10  # the parent lost nothing
 
 

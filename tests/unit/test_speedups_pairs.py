@@ -22,6 +22,7 @@ from opentelemetry.trace import NoOpTracerProvider
 import syncperf
 from syncperf import _accel, _fold, _lifecycle, _runtime
 from syncperf.testing import Capture, capture
+from tests.unit.forking import in_child
 from tests.unit.test_export_contract import ListExporter
 from tests.unit.test_fold import _totals
 
@@ -132,20 +133,12 @@ def test_a_forked_child_does_not_count_the_pairs_its_parent_had_queued(
     for _ in range(10):
         push()
     assert _pairs(metrics_only.runtime)  # queued, not folded: the case under test
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # a worker forked from a master that served requests
-        try:
-            push()
-            os.write(write, repr(metrics_only.total("sync.operation.duration")).encode())
-        finally:
-            os._exit(0)
-    os.close(write)
-    _, status = os.waitpid(pid, 0)
-    with os.fdopen(read) as pipe:
-        child_total = pipe.read()
-    assert os.waitstatus_to_exitcode(status) == 0
-    assert child_total == "1.0"  # its own operation only
+
+    def child() -> float:
+        push()
+        return metrics_only.total("sync.operation.duration")
+
+    assert in_child(child) == "1.0"  # its own operation only
     assert metrics_only.total("sync.operation.duration") == 10  # the parent lost nothing
 
 
@@ -250,7 +243,7 @@ def test_values_and_count_answer_like_the_list_and_deque_they_replace() -> None:
     speedups = _accel.speedups
     assert speedups is not None
     with pytest.raises(TypeError):
-        speedups.Values(1)  # type: ignore[call-arg]
+        speedups.Values(1)
     values = speedups.Values()
     assert len(values) == 0 and values.take() == [] and list(values) == []
     with pytest.raises(IndexError):
@@ -266,7 +259,7 @@ def test_values_and_count_answer_like_the_list_and_deque_they_replace() -> None:
     count.clear()
     assert len(count) == 0
     with pytest.raises(TypeError):
-        speedups.Count(3)  # type: ignore[call-arg]
+        speedups.Count(3)
 
 
 def test_the_in_flight_count_holds_while_a_compiled_call_runs(metrics_only: Capture) -> None:
