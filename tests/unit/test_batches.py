@@ -26,7 +26,7 @@ from syncperf._metrics.batches import (
     record_ns,
 )
 from syncperf._metrics.catalogue import BODY_SIZE_BOUNDS, DB_DURATION_BOUNDS
-from tests.unit.forking import in_child
+from tests._forked import in_a_worker
 
 BOUNDS = DB_DURATION_BOUNDS
 SIZE_BOUNDS = BODY_SIZE_BOUNDS
@@ -242,7 +242,7 @@ def test_a_forked_child_does_not_count_what_its_parent_had_queued() -> None:
         registry.collect()
         return series.drained.count if series.drained is not None else 0
 
-    assert in_child(child) == "1"  # its own value only
+    assert in_a_worker(child) == 1  # its own value only
     registry.collect()
     assert series.drained is not None and series.drained.count == 10  # the parent's stay
     assert batches_module._live  # the registry's batches are known to the fork handler

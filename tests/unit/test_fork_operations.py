@@ -22,7 +22,7 @@ import syncperf
 from syncperf import _lifecycle, _operation
 from syncperf.outbox import Outbox, _publish, current_batch
 from syncperf.testing import Capture, capture
-from tests._forked import answer_of
+from tests._forked import answer_of, in_a_worker
 
 pytestmark = [
     pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork"),
@@ -258,3 +258,38 @@ def test_the_child_hook_ends_the_open_publish_batches_uncounted(sampled: bool) -
             "spans": ["send orders"] if sampled else [],
             "current": False,
         }
+
+
+def test_children_forked_while_threads_record_count_their_own_and_never_hang() -> None:
+    """A fork while other threads end operations: one of them may have taken the registry
+    lock's semaphore and be waiting for the GIL to mark it held. The child's copy was then
+    taken and unmarked (``locked()`` False, no ``acquire`` ever returning), and its first
+    fold or collection hung for good; the child now resets it (``_at_fork_reinit``)."""
+    import threading
+
+    with capture(tracer_provider=trace.NoOpTracerProvider(), strict=False) as cap:
+        stop = threading.Event()
+
+        def work() -> None:
+            while not stop.is_set():
+                _decorated_pull()
+
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        try:
+
+            def child() -> list[float]:
+                for _ in range(3):
+                    _decorated_pull()
+                return [
+                    cap.total("sync.operation.duration", {"sync.operation": "pull"}),
+                    cap.total("sync.operations.active"),
+                ]
+
+            answers = [in_a_worker(child, timeout=10) for _ in range(30)]
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+    assert answers == [[3, 0]] * 30

@@ -378,8 +378,16 @@ _exporters: weakref.WeakSet[PeriodicExporter] = weakref.WeakSet()
 
 
 def _release(lock: Any) -> None:
-    """Free a lock a thread of the parent held at ``fork`` (that thread is gone here)."""
-    if lock.locked():
+    """Free a lock a thread of the parent held at ``fork`` (that thread is gone here).
+
+    Reset in place (``_at_fork_reinit``, what ``threading`` does with its own locks): a
+    thread that had taken the lock's semaphore but not yet marked it held (it was waiting
+    for the GIL) left it taken and unmarked, which ``locked()`` reads as free and no
+    ``acquire`` ever gets."""
+    reinit = getattr(lock, "_at_fork_reinit", None)
+    if reinit is not None:
+        reinit()
+    elif lock.locked():
         lock.release()
 
 
