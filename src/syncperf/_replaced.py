@@ -7,6 +7,8 @@ operation holds it), here as in ``REPLACED``.
 
 from __future__ import annotations
 
+import os
+import threading
 import weakref
 from typing import TYPE_CHECKING
 
@@ -17,6 +19,12 @@ if TYPE_CHECKING:
 
 REPLACED: weakref.WeakSet[Runtime] = weakref.WeakSet()
 """Replaced runtimes still alive, each pointing at the runtime in force (``successor``)."""
+RETIRING = threading.RLock()
+"""Held by ``_runtime.install`` from the swap to the end of ``retire``: one ``configure()``
+at a time (two at once each retired the other's new runtime: a runtime its own successor).
+A forked child resets it in place (a parent thread may have held it; imported by name)."""
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=RETIRING._at_fork_reinit)  # type: ignore[attr-defined]
 
 
 def retire(previous: Runtime, rt: Runtime) -> None:

@@ -29,7 +29,7 @@ from syncperf._metrics.catalogue import DURATION_BOUNDS as DURATION_BOUNDS
 from syncperf._metrics.outputs import FLUSHES, OUTPUTS, Feeds
 from syncperf._metrics.reader import PeriodicExporter, Reader
 from syncperf._metrics.resources import resource_of, syncperf_scope
-from syncperf._replaced import replaced_by
+from syncperf._replaced import RETIRING, replaced_by
 from syncperf._replaced import retire as _retire
 from syncperf._tracing.finisher import SpanFinisher
 from syncperf._tracing.sampling import Tracing
@@ -51,7 +51,6 @@ class Runtime(Guard):
     """Everything the request path needs, built once per configuration."""
 
     __slots__ = ("successor",)  # read by every operation's end: a slot is read fastest
-
     capture: Any = None
     """The ``testing.Capture`` this runtime records for (``install`` leaves it current)."""
     successor: Runtime | None
@@ -351,14 +350,15 @@ def install(config: Config) -> Runtime:
     ``testing.capture()`` still open, whose runtime stays current, only note ``config`` on it
     (also one that began while this runtime was built: then it shuts down unused)."""
     keep = (*config.metric_exporters, *OUTPUTS.exporters.values())
-    if not _captured(held := installed):
-        held = replace(rt := Runtime(config), unless_captured=True)
-        if not _captured(held):
-            if held is not None and held.capture is None:  # a capture shuts its own down
-                _retire(held, rt)
-                held.shutdown(keep=keep)
-            return rt
-        rt.shutdown(keep=keep)
+    with RETIRING:
+        if not _captured(held := installed):
+            held = replace(rt := Runtime(config), unless_captured=True)
+            if not _captured(held):
+                if held is not None and held.capture is None:  # a capture shuts its own down
+                    _retire(held, rt)
+                    held.shutdown(keep=keep)
+                return rt
+            rt.shutdown(keep=keep)
     assert held is not None and held.capture is not None
     held.capture.configured.append(config)
     return held

@@ -414,3 +414,43 @@ def test_record_in_force_records_in_the_runtime_in_force_once_the_first_was_repl
     finally:
         new.shutdown()
         old.shutdown()
+
+
+def test_configure_called_from_several_threads_at_once_counts_every_operation() -> None:
+    # Two configure() calls at once each retired the runtime the other had just installed:
+    # one ended up its own successor (in_force() recursing without end) and counts were lost.
+    exporter = ListExporter()
+    previous = _runtime.replace(None)
+    try:
+        syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+
+        @syncperf.instrument_sync("push", entity="todo")
+        def push() -> None:
+            pass
+
+        stop, calls = threading.Event(), [0, 0]
+
+        def pushing(index: int) -> None:
+            while not stop.is_set():
+                push()
+                calls[index] += 1
+
+        def configuring() -> None:
+            for _ in range(15):
+                syncperf.configure(metric_exporters=[exporter], export_interval=3600)
+
+        pushers = [threading.Thread(target=pushing, args=(i,)) for i in range(2)]
+        configurers = [threading.Thread(target=configuring) for _ in range(2)]
+        for thread in (*pushers, *configurers):
+            thread.start()
+        for thread in configurers:
+            thread.join()
+        stop.set()
+        for thread in pushers:
+            thread.join()
+        assert _runtime.force_flush(timeout=10)
+        assert _totals(exporter, "sync.operation.duration") == sum(calls)
+    finally:
+        installed = _runtime.replace(previous)
+        if installed is not None:
+            installed.shutdown()
