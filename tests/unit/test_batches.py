@@ -27,6 +27,7 @@ from syncperf._metrics.batches import (
 )
 from syncperf._metrics.catalogue import BODY_SIZE_BOUNDS, DB_DURATION_BOUNDS
 from tests._forked import in_a_worker
+from tests._threads import held_elsewhere
 
 BOUNDS = DB_DURATION_BOUNDS
 SIZE_BOUNDS = BODY_SIZE_BOUNDS
@@ -199,22 +200,11 @@ def test_the_queue_stays_bounded_while_another_thread_holds_the_lock() -> None:
     registry = Registry()
     series = _series(registry)
     batch = Batches(registry).of(series)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:  # e.g. a long collection
-        with registry.lock:
-            held.set()
-            release.wait(0.5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait()
     longest = 0
-    for _ in range(MAX_QUEUED + 500):
-        batch.add((1000,))
-        longest = max(longest, len(batch.values))
-    release.set()
-    holder.join()
+    with held_elsewhere(registry.lock):  # e.g. a long collection
+        for _ in range(MAX_QUEUED + 500):
+            batch.add((1000,))
+            longest = max(longest, len(batch.values))
     registry.collect()
     assert longest <= MAX_QUEUED
     assert series.drained is not None and series.drained.count == MAX_QUEUED + 500

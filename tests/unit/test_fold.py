@@ -20,6 +20,7 @@ import syncperf
 from syncperf import _fold, _lifecycle, _runtime
 from syncperf.testing import capture
 from tests._forked import in_a_worker
+from tests._threads import held_elsewhere
 from tests.unit.test_export_contract import ListExporter
 
 
@@ -68,23 +69,12 @@ def test_the_queue_stays_bounded_while_another_thread_holds_the_lock() -> None:
     with capture() as cap:
         rt = cap.runtime
         _push()  # its series are bound (binding waits for the lock)
-        held, release = threading.Event(), threading.Event()
-
-        def hold() -> None:  # e.g. a long collection, or a thread binding series
-            with rt.lock:
-                held.set()
-                release.wait(0.5)
-
-        holder = threading.Thread(target=hold)
-        holder.start()
-        held.wait()
         longest = 0
         calls = _fold.MAX_QUEUED + 500
-        for _ in range(calls):
-            _push()
-            longest = max(longest, len(rt.ended))
-        release.set()
-        holder.join()
+        with held_elsewhere(rt.lock):  # e.g. a long collection, or a thread binding series
+            for _ in range(calls):
+                _push()
+                longest = max(longest, len(rt.ended))
         assert longest <= _fold.MAX_QUEUED
         assert cap.total("sync.operation.duration") == calls + 1
         assert cap.total("sync.items") == 2 * (calls + 1)

@@ -10,7 +10,6 @@ operation exactly once, as the Python records did.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +22,7 @@ import syncperf
 from syncperf import _accel, _fold, _lifecycle, _runtime
 from syncperf.testing import Capture, capture
 from tests._forked import in_a_worker
+from tests._threads import held_elsewhere
 from tests.unit.test_export_contract import ListExporter
 from tests.unit.test_fold import _totals
 
@@ -146,23 +146,12 @@ def test_pairs_stay_bounded_while_another_thread_holds_the_lock(metrics_only: Ca
     rt = metrics_only.runtime
     push = _handler()
     push()  # its series are bound (binding waits for the lock)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:  # a long collection, say
-        with rt.lock:
-            held.set()
-            release.wait(0.5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    held.wait()
     longest = 0
     calls = _fold.MAX_QUEUED + 500
-    for _ in range(calls):
-        push()
-        longest = max([longest, *(len(pairs) // 2 for pairs in _pairs(rt))])
-    release.set()
-    holder.join()
+    with held_elsewhere(rt.lock):  # a long collection, say
+        for _ in range(calls):
+            push()
+            longest = max([longest, *(len(pairs) // 2 for pairs in _pairs(rt))])
     assert longest <= _fold.MAX_QUEUED
     assert metrics_only.total("sync.operation.duration") == calls + 1
 
