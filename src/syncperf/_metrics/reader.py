@@ -378,12 +378,9 @@ _exporters: weakref.WeakSet[PeriodicExporter] = weakref.WeakSet()
 
 
 def _release(lock: Any) -> None:
-    """Free a lock a thread of the parent held at ``fork`` (that thread is gone here).
-
-    Reset in place (``_at_fork_reinit``, what ``threading`` does with its own locks): a
-    thread that had taken the lock's semaphore but not yet marked it held (it was waiting
-    for the GIL) left it taken and unmarked, which ``locked()`` reads as free and no
-    ``acquire`` ever gets."""
+    """Free a lock a thread of the parent held at ``fork`` (that thread is gone here): reset
+    in place (``_at_fork_reinit``, as ``threading`` does), since a thread that had taken its
+    semaphore but not yet marked it held (waiting for the GIL) left it taken and unmarked."""
     reinit = getattr(lock, "_at_fork_reinit", None)
     if reinit is not None:
         reinit()
