@@ -32,7 +32,7 @@ from syncperf._replaced import REPLACED
 from syncperf._runtime import Runtime
 from syncperf._series import OperationSeries, series
 from syncperf._tracing.current import attach, current_span, detach
-from syncperf._tracing.sampling import Dropped
+from syncperf._tracing.sampling import Dropped, decide_span
 from syncperf._tracing.span import Span, Tracer
 
 __all__ = ["OperationSeries", "begin", "end", "series", "start"]
@@ -130,9 +130,13 @@ def _start_span(
     tracing = rt.tracing
     try:
         parent = (current_span() if current is None else current).get_span_context()
-        if tracing.asks:
+        standard = tracing.standard  # a standard sampler, decided compiled (``decide_span``)
+        trace_id = standard and decide_span(standard, op, parent, attributes)  # type: ignore[misc]
+        if trace_id is False:  # dropped, and its decision made current there
+            return
+        if trace_id is None and tracing.asks:  # None: not one decided there
             trace_id = tracing.ask(bound.span_name, kind, parent, bound.attrs, attributes, current)
-        else:
+        elif trace_id is None:
             trace_id = tracing.sample(bound.span_name, kind, parent)
         if trace_id and rt.shed_until >= t0:  # syncperf is shedding: not made, but counted
             rt.span_shed()

@@ -2336,6 +2336,212 @@ setup(PyObject *mod, PyObject *args)
     return Py_NewRef(use_clock ? Py_True : Py_False);
 }
 
+/* ---- a standard sampler's decision, and a dropped span's context (_tracing.sampling) ---- */
+
+static PyObject *SPAN_CONTEXT, *NON_RECORDING, *DEFAULT_STATE, *FLAGS, *TUPLE_NEW;
+static PyObject *CONTEXT_VAR, *CONTEXT_TYPE, *CONTEXT_NS, *RUNTIME, *SPAN_KEY, *ATTACH_SLOW;
+static PyObject *s_runtime_context, *s_span_attrs, *s_parent_ctx_attr, *s_unsampled_attr, *LIMIT;
+
+/* bind_spans((SpanContext, NonRecordingSpan, DEFAULT_TRACE_STATE, FLAGS, tuple.__new__),
+ *            (context_var, Context, context_api.__dict__, runtime, span_key, attach)):
+ * what decide_span builds with; context_var None: every attach goes to `attach` */
+static PyObject *
+bind_spans(PyObject *mod, PyObject *args)
+{
+    PyObject *ctx, *nonrec, *state, *flags, *tnew, *var, *ctype, *ns, *runtime, *key, *attach;
+    if (!PyArg_ParseTuple(args, "(O!O!OO!O)(OO!O!OOO):bind_spans", &PyType_Type, &ctx,
+                          &PyType_Type, &nonrec, &state, &PyTuple_Type, &flags, &tnew, &var,
+                          &PyType_Type, &ctype, &PyDict_Type, &ns, &runtime, &key, &attach))
+        return NULL;
+    if (PyTuple_GET_SIZE(flags) != 4 || !PyType_IsSubtype((PyTypeObject *)ctx, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "bind_spans: four flags and a tuple type expected");
+        return NULL;
+    }
+    if (LIMIT == NULL && (LIMIT = PyLong_FromUnsignedLongLong(~0ULL)) == NULL)
+        return NULL;
+    Py_XSETREF(SPAN_CONTEXT, Py_NewRef(ctx));
+    Py_XSETREF(NON_RECORDING, Py_NewRef(nonrec));
+    Py_XSETREF(DEFAULT_STATE, Py_NewRef(state));
+    Py_XSETREF(FLAGS, Py_NewRef(flags));
+    Py_XSETREF(TUPLE_NEW, Py_NewRef(tnew));
+    Py_XSETREF(CONTEXT_VAR, var == Py_None ? NULL : Py_NewRef(var));
+    Py_XSETREF(CONTEXT_TYPE, Py_NewRef(ctype));
+    Py_XSETREF(CONTEXT_NS, Py_NewRef(ns));
+    Py_XSETREF(RUNTIME, Py_NewRef(runtime));
+    Py_XSETREF(SPAN_KEY, Py_NewRef(key));
+    Py_XSETREF(ATTACH_SLOW, Py_NewRef(attach));
+    Py_RETURN_NONE;
+}
+
+/* getrandbits(bits) or 1 (a new reference) */
+static PyObject *
+draw(PyObject *getrandbits, int bits)
+{
+    PyObject *n = PyLong_FromLong(bits);
+    PyObject *r = n == NULL ? NULL : PyObject_CallOneArg(getrandbits, n);
+    Py_XDECREF(n);
+    int truth = r == NULL ? 0 : PyObject_IsTrue(r);
+    if (truth == 0 && r != NULL) { /* `or 1` */
+        Py_DECREF(r);
+        return PyLong_FromLong(1);
+    }
+    if (truth < 0)
+        Py_CLEAR(r);
+    return r;
+}
+
+/* _tracing.current.attach(span): the token (a new reference) */
+static PyObject *
+attach_span(PyObject *span)
+{
+    if (CONTEXT_VAR != NULL) {
+        PyObject *in_force = PyDict_GetItemWithError(CONTEXT_NS, s_runtime_context);
+        if (in_force == RUNTIME) {
+            PyObject *now = NULL;
+            if (PyContextVar_Get(CONTEXT_VAR, NULL, &now) < 0)
+                return NULL;
+            PyObject *values = now != NULL && PyDict_Check(now) ? PyDict_Copy(now) : NULL;
+            if (values == NULL) { /* (never: OpenTelemetry's variable holds a Context) */
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_LookupError, "no current context");
+                Py_XDECREF(now);
+                return NULL;
+            }
+            Py_DECREF(now);
+            PyObject *context = NULL;
+            if (PyDict_SetItem(values, SPAN_KEY, span) == 0)
+                context = PyObject_CallOneArg(CONTEXT_TYPE, values);
+            Py_DECREF(values);
+            PyObject *token = context == NULL ? NULL : PyContextVar_Set(CONTEXT_VAR, context);
+            Py_XDECREF(context);
+            return token;
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_CallOneArg(ATTACH_SLOW, span);
+}
+
+/* The dropped span: a NonRecordingSpan on (trace_id, span_id, False, flags, state, True),
+ * made current for `op` (its _parent_ctx, _span_attrs, _unsampled and _token), as
+ * _lifecycle._start_span does with Tracing.unsampled; -1 with an error. */
+static int
+leave_dropped(PyObject *op, PyObject *parent, PyObject *attributes, PyObject *trace_id,
+              PyObject *span_id, PyObject *flags, PyObject *state)
+{
+    if (PyObject_SetAttr(op, s_parent_ctx_attr, parent) < 0)
+        return -1;
+    if (attributes != Py_None && PyDict_GET_SIZE(attributes) > 0) {
+        PyObject *copy = PyDict_Copy(attributes);
+        int failed = copy == NULL || PyObject_SetAttr(op, s_span_attrs, copy) < 0;
+        Py_XDECREF(copy);
+        if (failed)
+            return -1;
+    }
+    PyObject *fields = Py_BuildValue("(OOOOOO)", trace_id, span_id, Py_False, flags, state,
+                                     Py_True);
+    PyObject *context = fields == NULL ? NULL
+                                       : PyObject_CallFunctionObjArgs(TUPLE_NEW, SPAN_CONTEXT,
+                                                                      fields, NULL);
+    Py_XDECREF(fields);
+    PyObject *span = context == NULL ? NULL : PyObject_CallOneArg(NON_RECORDING, context);
+    Py_XDECREF(context);
+    if (span == NULL)
+        return -1;
+    int failed = PyObject_SetAttr(op, s_unsampled_attr, span) < 0;
+    PyObject *token = failed ? NULL : attach_span(span);
+    Py_DECREF(span);
+    failed = token == NULL || PyObject_SetAttr(op, s_token, token) < 0;
+    Py_XDECREF(token);
+    return failed ? -1 : 0;
+}
+
+/* decide_span(standard, op, parent, attributes): Tracing.sample's decision for a standard
+ * sampler (`standard`: Tracing.standard, (static, ratio, parent_based, root_unsampled,
+ * getrandbits), given while sample_rate is 1 and the ids are random), with the same random
+ * draws in the same order. None: not decided here (a parent that is not an exact
+ * SpanContext, `attributes` not a dict or None): Tracing.sample decides. False: the sampler
+ * dropped it and its decision is current (leave_dropped). Anything else: the sampled
+ * decision, as Tracing.sample returns it. */
+static PyObject *
+decide_span(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "decide_span takes 4 arguments");
+        return NULL;
+    }
+    PyObject *standard = args[0], *op = args[1], *parent = args[2], *attributes = args[3];
+    if (SPAN_CONTEXT == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "decide_span: bind_spans was not called");
+        return NULL;
+    }
+    if (!PyTuple_CheckExact(standard) || PyTuple_GET_SIZE(standard) != 5 ||
+        Py_TYPE(parent) != (PyTypeObject *)SPAN_CONTEXT || PyTuple_GET_SIZE(parent) != 6 ||
+        (attributes != Py_None && !PyDict_CheckExact(attributes)))
+        Py_RETURN_NONE;
+    PyObject *fixed = PyTuple_GET_ITEM(standard, 0), *ratio = PyTuple_GET_ITEM(standard, 1);
+    PyObject *getrandbits = PyTuple_GET_ITEM(standard, 4);
+    int parent_based = PyTuple_GET_ITEM(standard, 2) == Py_True;
+    PyObject *valid = PyTuple_GET_ITEM(parent, 5), *flags_of = PyTuple_GET_ITEM(parent, 3);
+    if ((valid != Py_True && valid != Py_False) ||
+        Py_TYPE(flags_of) != Py_TYPE(PyTuple_GET_ITEM(FLAGS, 0)) ||
+        (fixed == Py_None && !PyLong_CheckExact(ratio)))
+        Py_RETURN_NONE;
+    long parent_flags = PyLong_AsLong(flags_of);
+    if (parent_flags == -1 && PyErr_Occurred()) { /* past a long: decided in Python */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    PyObject *trace_id = NULL; /* the dropped span's, once drawn or taken from the parent */
+    if (valid == Py_True && parent_based) {
+        if (parent_flags & 1)
+            return PyLong_FromLong(1);
+    }
+    else if (fixed != Py_None) {
+        if (fixed == Py_True)
+            return Py_NewRef(Py_True);
+    }
+    else {
+        int child = valid == Py_True;
+        trace_id = child ? Py_NewRef(PyTuple_GET_ITEM(parent, 0)) : draw(getrandbits, 128);
+        PyObject *low = trace_id == NULL ? NULL : PyNumber_And(trace_id, LIMIT);
+        int sampled = low == NULL ? -1 : PyObject_RichCompareBool(low, ratio, Py_LT);
+        Py_XDECREF(low);
+        if (sampled != 0) {
+            if (sampled < 0 || child) {
+                Py_XDECREF(trace_id);
+                return sampled < 0 ? NULL : PyLong_FromLong(1);
+            }
+            return trace_id;
+        }
+        if (child) /* _DROPPED: the parent's trace */
+            Py_CLEAR(trace_id);
+    }
+    /* dropped: Tracing.unsampled, the span id drawn first */
+    PyObject *span_id = draw(getrandbits, 64), *flags, *state;
+    if (span_id == NULL) {
+        Py_XDECREF(trace_id);
+        return NULL;
+    }
+    if (valid == Py_True) {
+        Py_XSETREF(trace_id, Py_NewRef(PyTuple_GET_ITEM(parent, 0)));
+        flags = PyTuple_GET_ITEM(FLAGS, parent_flags & 2);
+        state = PyTuple_GET_ITEM(parent, 4);
+    }
+    else {
+        flags = PyTuple_GET_ITEM(standard, 3);
+        state = DEFAULT_STATE;
+        if (trace_id == NULL && (trace_id = draw(getrandbits, 128)) == NULL) {
+            Py_DECREF(span_id);
+            return NULL;
+        }
+    }
+    int failed = leave_dropped(op, parent, attributes, trace_id, span_id, flags, state);
+    Py_DECREF(trace_id);
+    Py_DECREF(span_id);
+    return failed ? NULL : Py_NewRef(Py_False);
+}
+
 /* ---- what an Exchange reads per request (asgi._read) ------------------------------------ */
 
 /* usable(): whether this interpreter set the module's state up and is the main one. The
@@ -2660,6 +2866,10 @@ static PyMethodDef methods[] = {
     {"forget_pending", forget_pending, METH_NOARGS,
      "In a forked child: drop the pairs the parent's FastPaths queued."},
     {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
+    {"bind_spans", bind_spans, METH_VARARGS, "Bind what decide_span builds with."},
+    {"decide_span", (PyCFunction)(void (*)(void))decide_span, METH_FASTCALL,
+     "decide_span($module, standard, op, parent, attributes, /)\n--\n\n"
+     "A standard sampler's decision; a dropped span's context made current."},
     {"usable", usable, METH_NOARGS, "Whether this interpreter may use the compiled path."},
     {"read_scope", read_scope, METH_O,
      "read_scope($module, scope, /)\n--\n\n"
@@ -2702,7 +2912,11 @@ PyInit__speedups(void)
         (s_scheme = PyUnicode_InternFromString("scheme")) == NULL ||
         (s_root_path = PyUnicode_InternFromString("root_path")) == NULL ||
         (s_replayed = PyUnicode_InternFromString("replayed")) == NULL ||
-        (s_empty = PyUnicode_InternFromString("")) == NULL)
+        (s_empty = PyUnicode_InternFromString("")) == NULL ||
+        (s_runtime_context = PyUnicode_InternFromString("_RUNTIME_CONTEXT")) == NULL ||
+        (s_span_attrs = PyUnicode_InternFromString("_span_attrs")) == NULL ||
+        (s_parent_ctx_attr = PyUnicode_InternFromString("_parent_ctx")) == NULL ||
+        (s_unsampled_attr = PyUnicode_InternFromString("_unsampled")) == NULL)
         return NULL;
     S_ERROR = PyUnicode_InternFromString("error");
     S_CONFLICT = PyUnicode_InternFromString("conflict");

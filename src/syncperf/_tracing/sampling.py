@@ -16,15 +16,20 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
 from opentelemetry.sdk.trace import sampling as sdk_sampling
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.trace.span import DEFAULT_TRACE_STATE, TraceState
 
+from syncperf._accel import speedups
+from syncperf._tracing import current
 from syncperf._tracing.current import current_span
 from syncperf._tracing.finisher import QueueFlusher, SpanFinisher
 from syncperf._tracing.span import FLAGS, Sampled, Tracer
@@ -66,6 +71,16 @@ def _tuples() -> bool:
 
 
 _TUPLES = _tuples()
+decide_span: Callable[..., Any] | None = None
+"""The compiled decision of a standard sampler (``Tracing.standard``), None without it: see
+``_lifecycle._start_span``."""
+if speedups is not None and _TUPLES:
+    _CONTEXT = (current._VAR, Context, vars(context_api), current._RUNTIME, _SPAN_KEY)
+    speedups.bind_spans(
+        (SpanContext, _NonRecording, DEFAULT_TRACE_STATE, FLAGS, _tuple),
+        (*_CONTEXT, current.attach),
+    )
+    decide_span = speedups.decide_span
 Attrs = Mapping[str, Any]
 
 
@@ -85,6 +100,7 @@ class Tracing:
         "next_check",
         "provider",
         "sample_rate",
+        "standard",
         "tracer",
     )
 
@@ -112,6 +128,9 @@ class Tracing:
         """Whether the sampler is asked (one of the application's, not a standard one): then
         spans are decided by ``ask``, with their attributes, and started by
         ``Tracer.start_sampled``."""
+        self.standard: tuple[bool | None, int | None, bool, Any, Any] | None = None
+        """For ``decide_span``: a standard sampler's ``(static, ratio, parent_based,
+        root_unsampled flags, getrandbits)``, with ``sample_rate`` 1 and random ids."""
         self.next_check = 0
         self.resolve(time.perf_counter_ns())
 
@@ -147,6 +166,10 @@ class Tracing:
         self.asks = self._static is None and self._ratio is None
         self.provider = provider
         self.tracer = Tracer(tracer, InstrumentationScope("syncperf", __version__))
+        self.standard = None
+        if decide_span and not self.asks and self.sample_rate >= 1.0 and self.tracer.random_ids:
+            decided = self._static, self._ratio, self._parent_based, self.tracer.root_unsampled
+            self.standard = (*decided, _getrandbits)
         self.next_check = 1 << 62
         self.active = True
 
