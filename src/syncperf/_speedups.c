@@ -200,6 +200,11 @@ typedef struct {
     X(unsampled)
 
 static PyObject *ZERO;
+/* _tracing: what decide_span builds with, and the current context (bind_spans) */
+static PyObject *SPAN_CONTEXT, *NON_RECORDING, *DEFAULT_STATE, *FLAGS, *TUPLE_NEW;
+static PyObject *CONTEXT_VAR, *CONTEXT_TYPE, *CONTEXT_NS, *RUNTIME, *SPAN_KEY, *ATTACH_SLOW,
+    *DETACH_SLOW;
+static PyObject *s_runtime_context, *s_span_attrs, *s_parent_ctx_attr, *s_unsampled_attr, *LIMIT;
 
 /* Set every field (the caller holds new references to nothing: all borrowed). */
 static int
@@ -924,7 +929,8 @@ leave_inflight(Op *op, const Hints *h)
 
 /* _lifecycle._end_span's `finally` for an operation its sampler dropped: the unsampled span
  * context it left current (op._token, None if none) detached with the clocks namespace's
- * `detach` (_lifecycle's, opentelemetry.context.detach). */
+ * `detach` (_lifecycle's: _tracing.current.detach, reset here on the default runtime context
+ * as it resets it; a token that does not reset goes to it, which logs it). */
 static int
 detach_unsampled(Op *op)
 {
@@ -935,6 +941,14 @@ detach_unsampled(Op *op)
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_RuntimeError, "the clocks namespace has no detach");
         return -1;
+    }
+    if (detach == DETACH_SLOW && CONTEXT_VAR != NULL && PyContextToken_CheckExact(op->token)) {
+        PyObject *in_force = PyDict_GetItemWithError(CONTEXT_NS, s_runtime_context);
+        if (in_force == RUNTIME && PyContextVar_Reset(CONTEXT_VAR, op->token) == 0)
+            return 0;
+        if (in_force == NULL && PyErr_Occurred())
+            return -1;
+        PyErr_Clear();
     }
     PyObject *r = PyObject_CallOneArg(detach, op->token);
     Py_XDECREF(r);
@@ -2338,20 +2352,20 @@ setup(PyObject *mod, PyObject *args)
 
 /* ---- a standard sampler's decision, and a dropped span's context (_tracing.sampling) ---- */
 
-static PyObject *SPAN_CONTEXT, *NON_RECORDING, *DEFAULT_STATE, *FLAGS, *TUPLE_NEW;
-static PyObject *CONTEXT_VAR, *CONTEXT_TYPE, *CONTEXT_NS, *RUNTIME, *SPAN_KEY, *ATTACH_SLOW;
-static PyObject *s_runtime_context, *s_span_attrs, *s_parent_ctx_attr, *s_unsampled_attr, *LIMIT;
 
 /* bind_spans((SpanContext, NonRecordingSpan, DEFAULT_TRACE_STATE, FLAGS, tuple.__new__),
- *            (context_var, Context, context_api.__dict__, runtime, span_key, attach)):
- * what decide_span builds with; context_var None: every attach goes to `attach` */
+ *            (context_var, Context, context_api.__dict__, runtime, span_key, attach, detach)):
+ * what decide_span builds with and the compiled end detaches with (_tracing.current's
+ * variable and functions); context_var None: every attach and detach goes to those */
 static PyObject *
 bind_spans(PyObject *mod, PyObject *args)
 {
-    PyObject *ctx, *nonrec, *state, *flags, *tnew, *var, *ctype, *ns, *runtime, *key, *attach;
-    if (!PyArg_ParseTuple(args, "(O!O!OO!O)(OO!O!OOO):bind_spans", &PyType_Type, &ctx,
+    PyObject *ctx, *nonrec, *state, *flags, *tnew, *var, *ctype, *ns, *runtime, *key, *attach,
+        *detach;
+    if (!PyArg_ParseTuple(args, "(O!O!OO!O)(OO!O!OOOO):bind_spans", &PyType_Type, &ctx,
                           &PyType_Type, &nonrec, &state, &PyTuple_Type, &flags, &tnew, &var,
-                          &PyType_Type, &ctype, &PyDict_Type, &ns, &runtime, &key, &attach))
+                          &PyType_Type, &ctype, &PyDict_Type, &ns, &runtime, &key, &attach,
+                          &detach))
         return NULL;
     if (PyTuple_GET_SIZE(flags) != 4 || !PyType_IsSubtype((PyTypeObject *)ctx, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "bind_spans: four flags and a tuple type expected");
@@ -2370,6 +2384,7 @@ bind_spans(PyObject *mod, PyObject *args)
     Py_XSETREF(RUNTIME, Py_NewRef(runtime));
     Py_XSETREF(SPAN_KEY, Py_NewRef(key));
     Py_XSETREF(ATTACH_SLOW, Py_NewRef(attach));
+    Py_XSETREF(DETACH_SLOW, Py_NewRef(detach));
     Py_RETURN_NONE;
 }
 

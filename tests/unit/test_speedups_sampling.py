@@ -174,3 +174,20 @@ def test_the_decision_goes_through_another_runtime_context(
         assert trace.get_current_span() is op._unsampled
         detach(op._token)
         assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+def test_a_dropped_context_that_does_not_reset_at_the_end_is_logged_not_raised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The compiled end resets the dropped span's context itself; a token that was used
+    already goes to ``detach``, which logs it as the API does."""
+    with capture(sampler=ParentBased(ALWAYS_OFF), slow_threshold=3600.0) as cap:
+        rt = cap.runtime
+        op = _lifecycle.begin(rt, "push", None)
+        assert op._unsampled is not None
+        detach(op._token)  # (a layer that detached it already)
+        with caplog.at_level("ERROR", logger="opentelemetry.context"):
+            _lifecycle.end(op, None)
+        assert [r.getMessage() for r in caplog.records] == ["Failed to detach context"]
+        assert trace.get_current_span() is trace.INVALID_SPAN
+        assert cap.total("sync.operation.duration") == 1

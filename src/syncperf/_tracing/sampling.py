@@ -78,7 +78,7 @@ if speedups is not None and _TUPLES:
     _CONTEXT = (current._VAR, Context, vars(context_api), current._RUNTIME, _SPAN_KEY)
     speedups.bind_spans(
         (SpanContext, _NonRecording, DEFAULT_TRACE_STATE, FLAGS, _tuple),
-        (*_CONTEXT, current.attach),
+        (*_CONTEXT, current.attach, current.detach),
     )
     decide_span = speedups.decide_span
 Attrs = Mapping[str, Any]
