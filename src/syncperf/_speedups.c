@@ -2571,25 +2571,28 @@ usable(PyObject *mod, PyObject *unused)
     return PyBool_FromLong(here == OWNER && here == PyInterpreterState_Main());
 }
 
-static PyObject *HEADERS_SLOW, *SCOPE_SLOW, *REPLAYED_SLOW; /* the Python twins */
+static PyObject *HEADERS_SLOW, *SCOPE_SLOW, *REPLAYED_SLOW, *SENDING_SLOW; /* the Python twins */
 static PyObject *CLIENT_HEADER, *EVENT_STREAM, *METHODS, *SCHEMES;
-static PyObject *s_method, *s_scheme, *s_root_path, *s_replayed, *s_empty;
+static PyObject *s_method, *s_scheme, *s_root_path, *s_replayed, *s_empty, *s_empty_bytes,
+    *s_empty_tuple;
 static Py_ssize_t MAX_HEADER = -1;
 
-/* bind_read((read_headers_py, read_scope_py, mark_replayed_py),
+/* bind_read((read_headers_py, read_scope_py, mark_replayed_py, sending_py),
  *           (client_header, max_header, event_stream, methods, schemes)) */
 static PyObject *
 bind_read(PyObject *mod, PyObject *args)
 {
-    PyObject *headers, *scope, *replayed, *client, *stream, *methods, *schemes;
+    PyObject *headers, *scope, *replayed, *sending, *client, *stream, *methods, *schemes;
     Py_ssize_t max_header;
-    if (!PyArg_ParseTuple(args, "(OOO)(O!nO!O!O!):bind_read", &headers, &scope, &replayed,
+    if (!PyArg_ParseTuple(args, "(OOOO)(O!nO!O!O!):bind_read", &headers, &scope, &replayed,
+                          &sending,
                           &PyBytes_Type, &client, &max_header, &PyBytes_Type, &stream,
                           &PyFrozenSet_Type, &methods, &PyFrozenSet_Type, &schemes))
         return NULL;
     Py_XSETREF(HEADERS_SLOW, Py_NewRef(headers));
     Py_XSETREF(SCOPE_SLOW, Py_NewRef(scope));
     Py_XSETREF(REPLAYED_SLOW, Py_NewRef(replayed));
+    Py_XSETREF(SENDING_SLOW, Py_NewRef(sending));
     Py_XSETREF(CLIENT_HEADER, Py_NewRef(client));
     Py_XSETREF(EVENT_STREAM, Py_NewRef(stream));
     Py_XSETREF(METHODS, Py_NewRef(methods));
@@ -2866,6 +2869,140 @@ mark_replayed(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
+static PyObject *s_type, *s_body, *s_more_body, *s_status, *s_headers, *s_sent, *s_chunks,
+    *s_max_body, *s_op_attr, *s_mw, *s_replay_name, *s_owner_span, *s_body_kind, *s_start_kind;
+
+/* getattr(obj, name) when it is an exact int (a new reference); NULL without an error: not
+ * one */
+static PyObject *
+int_attr(PyObject *obj, PyObject *name)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v != NULL && !PyLong_CheckExact(v))
+        Py_CLEAR(v);
+    return v;
+}
+
+/* message[key] of an exact dict, or `absent` when missing (borrowed); NULL with an error */
+static PyObject *
+get_or(PyObject *message, PyObject *key, PyObject *absent)
+{
+    PyObject *v = PyDict_GetItemWithError(message, key);
+    return v != NULL || PyErr_Occurred() ? v : absent;
+}
+
+/* sending(ex, message): sending_py for the messages servers are sent: an exact dict whose
+ * `type` is a body (exact bytes, `more_body` a bool or None, an int `sent`, no chunks or a
+ * list and an int cap) or a start (a status an exact int from 100 to 599, no chunks, no
+ * span of another instrumentation's to name the entity on); any other message goes to
+ * sending_py whole, before anything is set here. */
+static PyObject *
+sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "sending takes 2 arguments");
+        return NULL;
+    }
+    if (SENDING_SLOW == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sending: bind_read was not called");
+        return NULL;
+    }
+    PyObject *ex = args[0], *message = args[1], *kind, *r = NULL;
+    PyObject *sent = NULL, *chunks = NULL, *mw = NULL, *cap = NULL, *op = NULL, *name = NULL;
+    if (!PyDict_CheckExact(message))
+        goto slow;
+    if ((kind = PyDict_GetItemWithError(message, s_type)) == NULL)
+        goto slow_or_error;
+    if (!PyUnicode_CheckExact(kind))
+        goto slow;
+    int body_kind = PyUnicode_Compare(kind, s_body_kind) == 0;
+    if (!body_kind && PyUnicode_Compare(kind, s_start_kind) != 0)
+        goto slow;
+    if ((chunks = PyObject_GetAttr(ex, s_chunks)) == NULL)
+        goto done;
+    if (body_kind) {
+        PyObject *body = get_or(message, s_body, s_empty_bytes);
+        PyObject *more = body == NULL ? NULL : get_or(message, s_more_body, Py_False);
+        if (more == NULL)
+            goto slow_or_error;
+        if (!PyBytes_CheckExact(body) || (more != Py_True && more != Py_False && more != Py_None))
+            goto slow;
+        if ((sent = int_attr(ex, s_sent)) == NULL)
+            goto slow_or_error;
+        if (chunks != Py_None) {
+            if (!PyList_CheckExact(chunks))
+                goto slow;
+            if ((mw = PyObject_GetAttr(ex, s_mw)) == NULL ||
+                (cap = int_attr(mw, s_max_body)) == NULL)
+                goto slow_or_error;
+        }
+        PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(body));
+        PyObject *total = size == NULL ? NULL : PyNumber_Add(sent, size);
+        Py_XDECREF(size);
+        int keep = 0;
+        if (total == NULL || PyObject_SetAttr(ex, s_sent, total) < 0 ||
+            (cap != NULL && (keep = PyObject_RichCompareBool(total, cap, Py_LE)) < 0) ||
+            (keep && PyList_Append(chunks, body) < 0)) {
+            Py_XDECREF(total);
+            goto done;
+        }
+        Py_DECREF(total);
+        r = Py_NewRef(more == Py_True ? Py_False : Py_True);
+        goto done;
+    }
+    PyObject *status = get_or(message, s_status, Py_None);
+    if (status == NULL)
+        goto slow_or_error;
+    long code = PyLong_CheckExact(status) ? PyLong_AsLong(status) : 0;
+    if (code == -1 && PyErr_Occurred())
+        PyErr_Clear(); /* past a long: not a status */
+    if (code < 100 || code > 599 || chunks != Py_None || (op = PyObject_GetAttr(ex, s_op_attr)) == NULL)
+        goto slow_or_error;
+    PyObject *headers = NULL;
+    if (op != Py_None) {
+        PyObject *owner = PyObject_GetAttr(ex, s_owner_span);
+        int owned = owner == NULL ? -1 : owner != Py_None;
+        Py_XDECREF(owner);
+        if (owned != 0 || (mw = PyObject_GetAttr(ex, s_mw)) == NULL ||
+            (name = PyObject_GetAttr(mw, s_replay_name)) == NULL)
+            goto slow_or_error;
+        if (name != Py_None) {
+            headers = get_or(message, s_headers, Py_None);
+            if (headers == NULL)
+                goto slow_or_error;
+            if (headers == Py_None || ((PyList_CheckExact(headers) || PyTuple_CheckExact(headers)) &&
+                                       Py_SIZE(headers) == 0))
+                headers = s_empty_tuple;
+            else if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers))
+                goto slow; /* (its truth decides in Python) */
+        }
+    }
+    if (PyObject_SetAttr(ex, s_status, status) < 0)
+        goto done;
+    if (headers != NULL) {
+        PyObject *argv[3] = {ex, headers, name};
+        PyObject *marked = mark_replayed(mod, argv, 3);
+        if (marked == NULL)
+            goto done;
+        Py_DECREF(marked);
+    }
+    r = Py_NewRef(Py_False);
+    goto done;
+slow_or_error:
+    if (PyErr_Occurred())
+        goto done;
+slow:
+    r = PyObject_Vectorcall(SENDING_SLOW, args, 2, NULL);
+done:
+    Py_XDECREF(sent);
+    Py_XDECREF(chunks);
+    Py_XDECREF(mw);
+    Py_XDECREF(cap);
+    Py_XDECREF(op);
+    Py_XDECREF(name);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
     {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
@@ -2895,6 +3032,9 @@ static PyMethodDef methods[] = {
     {"read_headers", (PyCFunction)(void (*)(void))read_headers, METH_FASTCALL,
      "read_headers($module, headers, idem_name, fields, /)\n--\n\n"
      "What a request's headers tell (asgi._headers.read_headers_py)."},
+    {"sending", (PyCFunction)(void (*)(void))sending, METH_FASTCALL,
+     "sending($module, ex, message, /)\n--\n\n"
+     "What Exchange.send records of a message (asgi._read.sending_py)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -2928,6 +3068,22 @@ PyInit__speedups(void)
         (s_root_path = PyUnicode_InternFromString("root_path")) == NULL ||
         (s_replayed = PyUnicode_InternFromString("replayed")) == NULL ||
         (s_empty = PyUnicode_InternFromString("")) == NULL ||
+        (s_type = PyUnicode_InternFromString("type")) == NULL ||
+        (s_body = PyUnicode_InternFromString("body")) == NULL ||
+        (s_more_body = PyUnicode_InternFromString("more_body")) == NULL ||
+        (s_status = PyUnicode_InternFromString("status")) == NULL ||
+        (s_headers = PyUnicode_InternFromString("headers")) == NULL ||
+        (s_sent = PyUnicode_InternFromString("sent")) == NULL ||
+        (s_chunks = PyUnicode_InternFromString("response_chunks")) == NULL ||
+        (s_max_body = PyUnicode_InternFromString("_max_body")) == NULL ||
+        (s_op_attr = PyUnicode_InternFromString("op")) == NULL ||
+        (s_mw = PyUnicode_InternFromString("mw")) == NULL ||
+        (s_replay_name = PyUnicode_InternFromString("_replay_name")) == NULL ||
+        (s_owner_span = PyUnicode_InternFromString("owner_span")) == NULL ||
+        (s_body_kind = PyUnicode_InternFromString("http.response.body")) == NULL ||
+        (s_start_kind = PyUnicode_InternFromString("http.response.start")) == NULL ||
+        (s_empty_bytes = PyBytes_FromStringAndSize("", 0)) == NULL ||
+        (s_empty_tuple = PyTuple_New(0)) == NULL ||
         (s_runtime_context = PyUnicode_InternFromString("_RUNTIME_CONTEXT")) == NULL ||
         (s_span_attrs = PyUnicode_InternFromString("_span_attrs")) == NULL ||
         (s_parent_ctx_attr = PyUnicode_InternFromString("_parent_ctx")) == NULL ||

@@ -16,7 +16,6 @@ it (as Starlette's ``GZipMiddleware`` makes a responder): it wraps the server's 
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -33,18 +32,14 @@ from syncperf._runtime import OTHER, Runtime
 from syncperf._tracing.current import current_span
 from syncperf.asgi._finish import finish
 from syncperf.asgi._http import (
-    ENCODED_JSON,
-    JSON,
     AsgiState,
     HttpSeries,
-    answer_kind,
     feed_body,
-    invalid_status,
     read_client,
     record_key,
 )
 from syncperf.asgi._owners import owners
-from syncperf.asgi._read import Read, mark_replayed, read_headers, read_scope
+from syncperf.asgi._read import Read, read_headers, read_scope, sending
 from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
 from syncperf.asgi._scope import bounded, extract, valid_headers
 
@@ -306,42 +301,7 @@ class Exchange:
         feed_body(self.rt, self.op, hook, [body], self.received, cap, False, self.encoded)  # type: ignore[arg-type]
 
     async def send(self, message: Message) -> None:
-        kind = message["type"]
-        final = False
-        if kind == "http.response.body":
-            body = message.get("body", b"")
-            sent = self.sent = self.sent + len(body)
-            chunks = self.response_chunks
-            if chunks is not None and sent <= self.mw._max_body:
-                chunks.append(body)
-            final = not message.get("more_body", False)
-        elif kind == "http.response.start":
-            status = message.get("status")
-            if type(status) is not int and isinstance(status, int) and type(status) is not bool:
-                status = int.__int__(status)  # HTTPStatus: its value, none of its methods
-            if type(status) is int and 100 <= status <= 599:
-                self.status = status
-            else:  # recorded without a status: not one an exporter or a dashboard can read
-                invalid_status(self.rt, status)
-            if self.response_chunks is not None:
-                kind = answer_kind(message)
-                if kind != JSON:  # not the protocol's answer (text, HTML...), or compressed
-                    self.response_chunks = None
-                    self.answer_encoded = kind == ENCODED_JSON
-            op = self.op
-            if op is not None:
-                replay_name = self.mw._replay_name
-                if replay_name is not None:
-                    mark_replayed(self, message.get("headers") or (), replay_name)
-                if self.owner_span is not None and op.entity is not None:
-                    self.owner_span.set_attribute("sync.entity", op.entity)
-        elif kind == "http.response.pathsend":
-            final = True
-            try:  # the file the server sends (a bad path: its size is not recorded)
-                size = os.stat(message["path"]).st_size
-            except Exception:  # never raised into the application
-                size = 0
-            self.sent += size
+        final = sending(self, message)  # the status, the body's size (``_read``)
         try:
             await self.server_send(message)
         except OSError:  # how an ASGI 2.4 server reports that the client is gone

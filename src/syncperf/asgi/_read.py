@@ -2,7 +2,9 @@
 
 * ``read_headers``: the request headers ``Exchange.open`` reads;
 * ``read_scope``: the scope's method, scheme and root path, when each is a known value;
-* ``mark_replayed``: the response's replay header (``Exchange.send``).
+* ``mark_replayed``: the response's replay header;
+* ``sending``: what ``Exchange.send`` records of a response message before the server sends
+  it (the status, the body's size and, for an adapter, its bytes, a replayed answer).
 
 Each is compiled (``_speedups``) when the extension is built: the compiled reader reads what
 servers send (a dict scope; lists or tuples of pairs of exact ``bytes``) and hands anything
@@ -12,12 +14,14 @@ for any input (``tests/unit/test_asgi_read.py``).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Mapping
 from typing import Any
 
 from syncperf._accel import speedups
 from syncperf._client_header import HEADER as CLIENT_HEADER
 from syncperf._client_header import MAX_HEADER
+from syncperf.asgi._http import ENCODED_JSON, JSON, answer_kind, invalid_status
 from syncperf.asgi._routes import EVENT_STREAM
 from syncperf.asgi._scope import METHODS, SCHEMES
 
@@ -29,6 +33,8 @@ __all__ = [
     "read_headers_py",
     "read_scope",
     "read_scope_py",
+    "sending",
+    "sending_py",
 ]
 
 Read = tuple[int, bytes | None, list[bytes] | None, bool, bool, bool, bool]
@@ -114,11 +120,54 @@ def mark_replayed_py(ex: Any, headers: Any, name: bytes) -> None:
             ex.replayed = True
 
 
+def sending_py(ex: Any, message: Any) -> bool:
+    """What ``Exchange.send`` records of ``message`` before the server sends it; whether the
+    message completes the response."""
+    kind = message["type"]
+    if kind == "http.response.body":
+        body = message.get("body", b"")
+        sent = ex.sent = ex.sent + len(body)
+        chunks = ex.response_chunks
+        if chunks is not None and sent <= ex.mw._max_body:
+            chunks.append(body)
+        return not message.get("more_body", False)
+    if kind == "http.response.start":
+        status = message.get("status")
+        if type(status) is not int and isinstance(status, int) and type(status) is not bool:
+            status = int.__int__(status)  # HTTPStatus: its value, none of its methods
+        if type(status) is int and 100 <= status <= 599:
+            ex.status = status
+        else:  # recorded without a status: not one an exporter or a dashboard can read
+            invalid_status(ex.rt, status)
+        if ex.response_chunks is not None:
+            kind = answer_kind(message)
+            if kind != JSON:  # not the protocol's answer (text, HTML...), or compressed
+                ex.response_chunks = None
+                ex.answer_encoded = kind == ENCODED_JSON
+        op = ex.op
+        if op is not None:
+            replay_name = ex.mw._replay_name
+            if replay_name is not None:
+                mark_replayed(ex, message.get("headers") or (), replay_name)
+            if ex.owner_span is not None and op.entity is not None:
+                ex.owner_span.set_attribute("sync.entity", op.entity)
+        return False
+    if kind == "http.response.pathsend":
+        try:  # the file the server sends (a bad path: its size is not recorded)
+            size = os.stat(message["path"]).st_size
+        except Exception:  # never raised into the application
+            size = 0
+        ex.sent += size
+        return True
+    return False
+
+
 read_headers, read_scope, mark_replayed = read_headers_py, read_scope_py, mark_replayed_py
+sending = sending_py
 if speedups is not None:
     speedups.bind_read(
-        (read_headers_py, read_scope_py, mark_replayed_py),
+        (read_headers_py, read_scope_py, mark_replayed_py, sending_py),
         (CLIENT_HEADER, MAX_HEADER, EVENT_STREAM, METHODS, SCHEMES),
     )
     read_headers, read_scope = speedups.read_headers, speedups.read_scope
-    mark_replayed = speedups.mark_replayed
+    mark_replayed, sending = speedups.mark_replayed, speedups.sending
