@@ -176,10 +176,11 @@ class Exchange:
             parent = None if propagated is None else extract(rt, propagated)
             if parent is not None:  # None: the propagator failed (counted), no parent
                 self.token = context_api.attach(parent)
+            root = self.entry_root  # ``url.path``: the template, no path parameter's value
             attributes = {
                 "http.request.method": self.method,
                 "url.scheme": self.scheme,
-                "url.path": text(self.entry_root + template),  # no path parameter's value
+                "url.path": text(root + template) if root else compiled.url_path,
                 "http.route": http_route,
             }
         kind = _INTERNAL if self.owned else _SERVER

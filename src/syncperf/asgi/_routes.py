@@ -12,11 +12,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from syncperf._config import check_patterns
 from syncperf._extractors import Adapter, check_adapter
-from syncperf._gate import check_entity, check_operation
+from syncperf._gate import check_entity, check_operation, text
 from syncperf.exceptions import ConfigError
 
 __all__ = [
@@ -80,6 +81,11 @@ class CompiledRoute:
     entity_param: bool
     prefix: str
     regex: re.Pattern[str] | None
+
+    @cached_property
+    def url_path(self) -> str:
+        """``url.path`` of a request at the app's root: the template (no parameter's value)."""
+        return text(self.template)
 
 
 class RouteTable:
