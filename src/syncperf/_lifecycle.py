@@ -109,6 +109,11 @@ def start(
     return op
 
 
+_start_py = start
+if speedups is not None:  # the same, compiled (with this module's names: ``_start_span``...)
+    start = speedups.start
+
+
 def span_start(rt: Runtime, op: SyncOperation, bound: OperationSeries, t0: int) -> None:
     """``start``'s span, for the compiled ``FastPath`` (before it makes ``op`` current)."""
     tracing = rt.tracing

@@ -7,6 +7,9 @@
  *                allocation sets them all at once; Python reads them as slots), and its
  *                record_items for an exact int count of the operation's own entity;
  *   current_operation  _operation.current_operation;
+ *   start        _lifecycle.start (what begin calls: the ASGI middleware, sync_operation());
+ *   decide_span  _tracing.sampling's decision of a standard sampler (ratio, parent-based,
+ *                static) and, when it drops the span, the unsampled context made current;
  *   end_plain    _lifecycle.end (an end_ns too) for an operation without a span (or
  *                unsampled, with no error, conflict or slowness to rescue), entity change,
  *                other entities' items or client details (False, untouched, otherwise);
@@ -19,8 +22,9 @@
  *                sampler's decision, by _lifecycle.span_start), extractor phases, call, end
  *                in C; anything else (a joined operation, a span to end, a start log, a
  *                response object, an exception) through the Python helpers;
- *   read_headers, read_scope, mark_replayed  asgi._read's readers of the request headers,
- *                the scope's method, scheme and root path, the response's replay header.
+ *   read_headers, read_scope, mark_replayed, sending  asgi._read's readers of the request
+ *                headers, the scope's method, scheme and root path, the response's replay
+ *                header, and what Exchange.send records of a response message.
  *
  * Everything runs with the GIL held and calls no code that could release it between the
  * reads and writes that must go together, as the Python twins do.
@@ -1899,6 +1903,115 @@ starts_plain(PyObject *tracing, PyObject *log, long long t0)
     return traced || t0 >= next_check ? 2 : 1;
 }
 
+static PyObject *s_sync_operation, *s_internal, *s_start_span_py, *s_start_py, *s_kind, *s_due,
+    *s_start, *s_ctx_token_attr, *s_own_ns_attr;
+
+/* clocks[name] (borrowed), a RuntimeError when missing */
+static PyObject *
+named(PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(CLOCKS, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_RuntimeError, "the clocks namespace has no %U", name);
+    return v;
+}
+
+/* start(rt, bound, kind, attributes, now, current): _lifecycle.start in one call, with the
+ * names of its namespace (SyncOperation, _INTERNAL, _start_span, _perf); a `now` that is not
+ * an exact int fitting 64 bits goes to the Python one (_start_py) whole. */
+static PyObject *
+start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 2 || nargs > 6) {
+        PyErr_SetString(PyExc_TypeError, "start takes from 2 to 6 arguments");
+        return NULL;
+    }
+    if (CLOCKS == NULL || CURRENT == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "start: setup and operations were not called");
+        return NULL;
+    }
+    PyObject *internal = named(s_internal);
+    if (internal == NULL)
+        return NULL;
+    PyObject *rt = args[0], *bound = args[1], *kind = nargs > 2 ? args[2] : internal;
+    PyObject *attributes = nargs > 3 ? args[3] : Py_None, *now = nargs > 4 ? args[4] : ZERO;
+    PyObject *current = nargs > 5 ? args[5] : Py_None;
+    long long t0 = PyLong_CheckExact(now) ? PyLong_AsLongLong(now) : -1;
+    if (t0 == -1) {
+        PyErr_Clear();
+        PyObject *slow = named(s_start_py);
+        return slow == NULL ? NULL : PyObject_Vectorcall(slow, args, nargs, NULL);
+    }
+    int given = t0 != 0;
+    if (!given && now_ns(&t0) < 0)
+        return NULL;
+    PyObject *start_ns = given ? Py_NewRef(now) : PyLong_FromLongLong(t0);
+    PyObject *type = start_ns == NULL ? NULL : named(s_sync_operation);
+    if (type == NULL) {
+        Py_XDECREF(start_ns);
+        return NULL;
+    }
+    PyObject *argv[7] = {rt, bound, start_ns};
+    PyObject *op = PyObject_Vectorcall(type, argv, 3, NULL);
+    PyObject *tracing = NULL, *flag = NULL, *inflight = NULL, *log = NULL, *token = NULL;
+    if (op == NULL || (kind != internal && PyObject_SetAttr(op, s_kind, kind) < 0) ||
+        (tracing = PyObject_GetAttr(rt, s_tracing)) == NULL ||
+        (flag = PyObject_GetAttr(tracing, s_active)) == NULL)
+        goto failed;
+    int traced = truthy(flag);
+    if (traced == 0) { /* tracing.active or (t0 >= tracing.next_check and tracing.due(t0)) */
+        Py_SETREF(flag, PyObject_GetAttr(tracing, s_next_check));
+        traced = flag == NULL ? -1 : PyObject_RichCompareBool(start_ns, flag, Py_GE);
+        if (traced > 0) {
+            Py_SETREF(flag, PyObject_CallMethodOneArg(tracing, s_due, start_ns));
+            traced = flag == NULL ? -1 : truthy(flag);
+        }
+    }
+    if (traced < 0)
+        goto failed;
+    if (traced) {
+        PyObject *span_start = named(s_start_span_py), *r;
+        argv[0] = rt, argv[1] = op, argv[2] = bound, argv[3] = kind, argv[4] = attributes;
+        argv[5] = start_ns, argv[6] = current;
+        if (span_start == NULL || (r = PyObject_Vectorcall(span_start, argv, 7, NULL)) == NULL)
+            goto failed;
+        Py_DECREF(r);
+    }
+    if ((inflight = PyObject_GetAttr(bound, s_inflight)) == NULL || count_step(inflight, 1) < 0 ||
+        (token = PyContextVar_Set(CURRENT, op)) == NULL ||
+        PyObject_SetAttr(op, s_ctx_token_attr, token) < 0 ||
+        (log = PyObject_GetAttr(bound, s_log)) == NULL)
+        goto failed;
+    Py_SETREF(flag, PyObject_GetAttr(log, s_starts));
+    int logged = flag == NULL ? -1 : truthy(flag);
+    if (logged) {
+        PyObject *r = logged < 0 ? NULL : PyObject_CallMethodOneArg(log, s_start, op);
+        if (r == NULL)
+            goto failed;
+        Py_DECREF(r);
+    }
+    if (!given) { /* its own time: the set-up just done */
+        long long t1;
+        PyObject *own = now_ns(&t1) < 0 ? NULL : PyLong_FromLongLong(t1 - t0);
+        if (own == NULL || PyObject_SetAttr(op, s_own_ns_attr, own) < 0) {
+            Py_XDECREF(own);
+            goto failed;
+        }
+        Py_DECREF(own);
+    }
+    goto done;
+failed:
+    Py_CLEAR(op);
+done:
+    Py_DECREF(start_ns);
+    Py_XDECREF(tracing);
+    Py_XDECREF(flag);
+    Py_XDECREF(inflight);
+    Py_XDECREF(log);
+    Py_XDECREF(token);
+    return op;
+}
+
 /* _lifecycle.span_start(rt, op, bound, start): the span start() makes (or the sampler's
  * decision it leaves current), before the operation is current. -1 with an error: what
  * start() raises (strict mode, an interrupt), which the caller raises too. */
@@ -3011,6 +3124,9 @@ static PyMethodDef methods[] = {
      "The active sync operation, or a no-op one that records nothing."},
     {"end_plain", (PyCFunction)(void (*)(void))end_plain, METH_FASTCALL,
      "End a plain operation (True), or leave it to the Python end (False)."},
+    {"start", (PyCFunction)(void (*)(void))start, METH_FASTCALL,
+     "start($module, rt, bound, kind=INTERNAL, attributes=None, now=0, current=None, /)\n--\n\n"
+     "Start an operation and make it current (_lifecycle.start)."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "Record integer values into a histogram series in one pass."},
     {"fold", (PyCFunction)(void (*)(void))fold, METH_FASTCALL,
@@ -3069,6 +3185,15 @@ PyInit__speedups(void)
         (s_replayed = PyUnicode_InternFromString("replayed")) == NULL ||
         (s_empty = PyUnicode_InternFromString("")) == NULL ||
         (s_type = PyUnicode_InternFromString("type")) == NULL ||
+        (s_sync_operation = PyUnicode_InternFromString("SyncOperation")) == NULL ||
+        (s_internal = PyUnicode_InternFromString("_INTERNAL")) == NULL ||
+        (s_start_span_py = PyUnicode_InternFromString("_start_span")) == NULL ||
+        (s_start_py = PyUnicode_InternFromString("_start_py")) == NULL ||
+        (s_kind = PyUnicode_InternFromString("_kind")) == NULL ||
+        (s_due = PyUnicode_InternFromString("due")) == NULL ||
+        (s_start = PyUnicode_InternFromString("start")) == NULL ||
+        (s_ctx_token_attr = PyUnicode_InternFromString("_ctx_token")) == NULL ||
+        (s_own_ns_attr = PyUnicode_InternFromString("_own_ns")) == NULL ||
         (s_body = PyUnicode_InternFromString("body")) == NULL ||
         (s_more_body = PyUnicode_InternFromString("more_body")) == NULL ||
         (s_status = PyUnicode_InternFromString("status")) == NULL ||
