@@ -205,7 +205,7 @@ typedef struct {
 
 static PyObject *ZERO;
 /* _tracing: what decide_span builds with, and the current context (bind_spans) */
-static PyObject *SPAN_CONTEXT, *NON_RECORDING, *DEFAULT_STATE, *FLAGS, *TUPLE_NEW;
+static PyObject *SPAN_CONTEXT, *NON_RECORDING, *DEFAULT_STATE, *FLAGS;
 static PyObject *CONTEXT_VAR, *CONTEXT_TYPE, *CONTEXT_NS, *RUNTIME, *SPAN_KEY, *ATTACH_SLOW,
     *DETACH_SLOW;
 static PyObject *s_runtime_context, *s_span_attrs, *s_parent_ctx_attr, *s_unsampled_attr, *LIMIT;
@@ -2466,17 +2466,16 @@ setup(PyObject *mod, PyObject *args)
 /* ---- a standard sampler's decision, and a dropped span's context (_tracing.sampling) ---- */
 
 
-/* bind_spans((SpanContext, NonRecordingSpan, DEFAULT_TRACE_STATE, FLAGS, tuple.__new__),
+/* bind_spans((SpanContext, NonRecordingSpan, DEFAULT_TRACE_STATE, FLAGS),
  *            (context_var, Context, context_api.__dict__, runtime, span_key, attach, detach)):
  * what decide_span builds with and the compiled end detaches with (_tracing.current's
  * variable and functions); context_var None: every attach and detach goes to those */
 static PyObject *
 bind_spans(PyObject *mod, PyObject *args)
 {
-    PyObject *ctx, *nonrec, *state, *flags, *tnew, *var, *ctype, *ns, *runtime, *key, *attach,
-        *detach;
-    if (!PyArg_ParseTuple(args, "(O!O!OO!O)(OO!O!OOOO):bind_spans", &PyType_Type, &ctx,
-                          &PyType_Type, &nonrec, &state, &PyTuple_Type, &flags, &tnew, &var,
+    PyObject *ctx, *nonrec, *state, *flags, *var, *ctype, *ns, *runtime, *key, *attach, *detach;
+    if (!PyArg_ParseTuple(args, "(O!O!OO!)(OO!O!OOOO):bind_spans", &PyType_Type, &ctx,
+                          &PyType_Type, &nonrec, &state, &PyTuple_Type, &flags, &var,
                           &PyType_Type, &ctype, &PyDict_Type, &ns, &runtime, &key, &attach,
                           &detach))
         return NULL;
@@ -2490,7 +2489,6 @@ bind_spans(PyObject *mod, PyObject *args)
     Py_XSETREF(NON_RECORDING, Py_NewRef(nonrec));
     Py_XSETREF(DEFAULT_STATE, Py_NewRef(state));
     Py_XSETREF(FLAGS, Py_NewRef(flags));
-    Py_XSETREF(TUPLE_NEW, Py_NewRef(tnew));
     Py_XSETREF(CONTEXT_VAR, var == Py_None ? NULL : Py_NewRef(var));
     Py_XSETREF(CONTEXT_TYPE, Py_NewRef(ctype));
     Py_XSETREF(CONTEXT_NS, Py_NewRef(ns));
@@ -2557,7 +2555,10 @@ static int
 leave_dropped(PyObject *op, PyObject *parent, PyObject *attributes, PyObject *trace_id,
               PyObject *span_id, PyObject *flags, PyObject *state)
 {
-    if (PyObject_SetAttr(op, s_parent_ctx_attr, parent) < 0)
+    Op *fields = PyObject_TypeCheck(op, &OpType) ? (Op *)op : NULL; /* (else: set by name) */
+    if (fields != NULL)
+        Py_XSETREF(fields->parent_ctx, Py_NewRef(parent));
+    else if (PyObject_SetAttr(op, s_parent_ctx_attr, parent) < 0)
         return -1;
     if (attributes != Py_None && PyDict_GET_SIZE(attributes) > 0) {
         PyObject *copy = PyDict_Copy(attributes);
@@ -2566,21 +2567,31 @@ leave_dropped(PyObject *op, PyObject *parent, PyObject *attributes, PyObject *tr
         if (failed)
             return -1;
     }
-    PyObject *fields = Py_BuildValue("(OOOOOO)", trace_id, span_id, Py_False, flags, state,
-                                     Py_True);
-    PyObject *context = fields == NULL ? NULL
-                                       : PyObject_CallFunctionObjArgs(TUPLE_NEW, SPAN_CONTEXT,
-                                                                      fields, NULL);
-    Py_XDECREF(fields);
-    PyObject *span = context == NULL ? NULL : PyObject_CallOneArg(NON_RECORDING, context);
-    Py_XDECREF(context);
+    /* tuple.__new__(SpanContext, fields), as tuple's own __new__ makes a subclass's */
+    PyTypeObject *type = (PyTypeObject *)SPAN_CONTEXT;
+    PyObject *context = type->tp_alloc(type, 6);
+    if (context == NULL)
+        return -1;
+    PyObject *items[6] = {trace_id, span_id, Py_False, flags, state, Py_True};
+    for (int i = 0; i < 6; i++)
+        PyTuple_SET_ITEM(context, i, Py_NewRef(items[i]));
+    PyObject *span = PyObject_CallOneArg(NON_RECORDING, context);
+    Py_DECREF(context);
     if (span == NULL)
         return -1;
-    int failed = PyObject_SetAttr(op, s_unsampled_attr, span) < 0;
+    int failed = 0;
+    if (fields != NULL)
+        Py_XSETREF(fields->unsampled, Py_NewRef(span));
+    else
+        failed = PyObject_SetAttr(op, s_unsampled_attr, span) < 0;
     PyObject *token = failed ? NULL : attach_span(span);
     Py_DECREF(span);
-    failed = token == NULL || PyObject_SetAttr(op, s_token, token) < 0;
-    Py_XDECREF(token);
+    if (token != NULL && fields != NULL)
+        Py_XSETREF(fields->token, token);
+    else {
+        failed = token == NULL || PyObject_SetAttr(op, s_token, token) < 0;
+        Py_XDECREF(token);
+    }
     return failed ? -1 : 0;
 }
 

@@ -77,7 +77,7 @@ decide_span: Callable[..., Any] | None = None
 if speedups is not None and _TUPLES:
     _CONTEXT = (current._VAR, Context, vars(context_api), current._RUNTIME, _SPAN_KEY)
     speedups.bind_spans(
-        (SpanContext, _NonRecording, DEFAULT_TRACE_STATE, FLAGS, _tuple),
+        (SpanContext, _NonRecording, DEFAULT_TRACE_STATE, FLAGS),
         (*_CONTEXT, current.attach, current.detach),
     )
     decide_span = speedups.decide_span

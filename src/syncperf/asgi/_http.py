@@ -314,7 +314,7 @@ def answer_kind(start: MutableMapping[str, Any]) -> int:
     for name, value in start.get("headers") or ():
         name = name.lower()
         if name == b"content-type":
-            json = json or b"json" in value.lower()
+            json = json or value.lower().find(b"json") >= 0  # (``in``: see ``live_query``)
         elif name == b"content-encoding":
             encoded = encoded or value.strip().lower() not in (b"", b"identity")
     return (ENCODED_JSON if encoded else JSON) if json else NOT_JSON

@@ -310,6 +310,7 @@ LIVE_PARAMETERS = frozenset(
 def live_query(query: object) -> bool:
     """Whether a query string asks for a live request (one of ``LIVE_PARAMETERS``); one
     that is not bytes asks for nothing."""
-    if type(query) is bytes and (b"live=" in query or b"feed=" in query):
+    # ``find``: ``in`` on bytes first tries the needle as an int, and formats the TypeError
+    if type(query) is bytes and (query.find(b"live=") >= 0 or query.find(b"feed=") >= 0):
         return not LIVE_PARAMETERS.isdisjoint(query.split(b"&"))
     return False
