@@ -1920,39 +1920,40 @@ named(PyObject *name)
  * names of its namespace (SyncOperation, _INTERNAL, _start_span, _perf); a `now` that is not
  * an exact int fitting 64 bits goes to the Python one (_start_py) whole. */
 static PyObject *
-start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+start(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (nargs < 2 || nargs > 6) {
-        PyErr_SetString(PyExc_TypeError, "start takes from 2 to 6 arguments");
-        return NULL;
-    }
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (CLOCKS == NULL || CURRENT == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "start: setup and operations were not called");
         return NULL;
     }
-    PyObject *internal = named(s_internal);
+    long long t0 = nargs > 4 && PyLong_CheckExact(args[4]) ? PyLong_AsLongLong(args[4]) : 0;
+    if (nargs < 2 || nargs > 6 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) ||
+        (nargs > 4 && !PyLong_CheckExact(args[4])) || t0 == -1) {
+        PyErr_Clear(); /* anything but a 64-bit int start time, given by position */
+        PyObject *slow = named(s_start_py);
+        return slow == NULL ? NULL : PyObject_Vectorcall(slow, args, nargsf, kwnames);
+    }
+    PyObject *internal = named(s_internal); /* (held: the calls below run Python code) */
     if (internal == NULL)
         return NULL;
+    Py_INCREF(internal);
     PyObject *rt = args[0], *bound = args[1], *kind = nargs > 2 ? args[2] : internal;
     PyObject *attributes = nargs > 3 ? args[3] : Py_None, *now = nargs > 4 ? args[4] : ZERO;
     PyObject *current = nargs > 5 ? args[5] : Py_None;
-    long long t0 = PyLong_CheckExact(now) ? PyLong_AsLongLong(now) : -1;
-    if (t0 == -1) {
-        PyErr_Clear();
-        PyObject *slow = named(s_start_py);
-        return slow == NULL ? NULL : PyObject_Vectorcall(slow, args, nargs, NULL);
-    }
     int given = t0 != 0;
-    if (!given && now_ns(&t0) < 0)
-        return NULL;
-    PyObject *start_ns = given ? Py_NewRef(now) : PyLong_FromLongLong(t0);
-    PyObject *type = start_ns == NULL ? NULL : named(s_sync_operation);
+    PyObject *start_ns = NULL, *type = NULL;
+    if ((given || now_ns(&t0) == 0) &&
+        (start_ns = given ? Py_NewRef(now) : PyLong_FromLongLong(t0)) != NULL)
+        type = Py_XNewRef(named(s_sync_operation));
     if (type == NULL) {
         Py_XDECREF(start_ns);
+        Py_DECREF(internal);
         return NULL;
     }
     PyObject *argv[7] = {rt, bound, start_ns};
     PyObject *op = PyObject_Vectorcall(type, argv, 3, NULL);
+    Py_DECREF(type);
     PyObject *tracing = NULL, *flag = NULL, *inflight = NULL, *log = NULL, *token = NULL;
     if (op == NULL || (kind != internal && PyObject_SetAttr(op, s_kind, kind) < 0) ||
         (tracing = PyObject_GetAttr(rt, s_tracing)) == NULL ||
@@ -1970,10 +1971,13 @@ start(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (traced < 0)
         goto failed;
     if (traced) {
-        PyObject *span_start = named(s_start_span_py), *r;
+        PyObject *span_start = Py_XNewRef(named(s_start_span_py)), *r = NULL;
         argv[0] = rt, argv[1] = op, argv[2] = bound, argv[3] = kind, argv[4] = attributes;
         argv[5] = start_ns, argv[6] = current;
-        if (span_start == NULL || (r = PyObject_Vectorcall(span_start, argv, 7, NULL)) == NULL)
+        if (span_start != NULL)
+            r = PyObject_Vectorcall(span_start, argv, 7, NULL);
+        Py_XDECREF(span_start);
+        if (r == NULL)
             goto failed;
         Py_DECREF(r);
     }
@@ -2004,6 +2008,7 @@ failed:
     Py_CLEAR(op);
 done:
     Py_DECREF(start_ns);
+    Py_DECREF(internal);
     Py_XDECREF(tracing);
     Py_XDECREF(flag);
     Py_XDECREF(inflight);
@@ -3007,19 +3012,21 @@ int_attr(PyObject *obj, PyObject *name)
     return v;
 }
 
-/* message[key] of an exact dict, or `absent` when missing (borrowed); NULL with an error */
+/* message[key] of an exact dict, or `absent` when missing (a new reference); NULL with an
+ * error */
 static PyObject *
 get_or(PyObject *message, PyObject *key, PyObject *absent)
 {
     PyObject *v = PyDict_GetItemWithError(message, key);
-    return v != NULL || PyErr_Occurred() ? v : absent;
+    return Py_XNewRef(v != NULL || PyErr_Occurred() ? v : absent);
 }
 
 /* sending(ex, message): sending_py for the messages servers are sent: an exact dict whose
  * `type` is a body (exact bytes, `more_body` a bool or None, an int `sent`, no chunks or a
  * list and an int cap) or a start (a status an exact int from 100 to 599, no chunks, no
- * span of another instrumentation's to name the entity on); any other message goes to
- * sending_py whole, before anything is set here. */
+ * span of another instrumentation's to name the entity on); any other message, or a field
+ * that cannot be read, goes to sending_py whole, before anything is set here. What it
+ * holds it holds strong references to: reading a field may run code. */
 static PyObject *
 sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -3031,34 +3038,31 @@ sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_RuntimeError, "sending: bind_read was not called");
         return NULL;
     }
-    PyObject *ex = args[0], *message = args[1], *kind, *r = NULL;
-    PyObject *sent = NULL, *chunks = NULL, *mw = NULL, *cap = NULL, *op = NULL, *name = NULL;
+    PyObject *ex = args[0], *message = args[1], *r = NULL, *kind = NULL, *body = NULL;
+    PyObject *more = NULL, *status = NULL, *headers = NULL, *sent = NULL, *chunks = NULL;
+    PyObject *mw = NULL, *cap = NULL, *op = NULL, *name = NULL, *owner = NULL;
     if (!PyDict_CheckExact(message))
         goto slow;
-    if ((kind = PyDict_GetItemWithError(message, s_type)) == NULL)
+    if ((kind = get_or(message, s_type, NULL)) == NULL)
         goto slow_or_error;
     if (!PyUnicode_CheckExact(kind))
         goto slow;
     int body_kind = PyUnicode_Compare(kind, s_body_kind) == 0;
     if (!body_kind && PyUnicode_Compare(kind, s_start_kind) != 0)
         goto slow;
-    if ((chunks = PyObject_GetAttr(ex, s_chunks)) == NULL)
-        goto done;
     if (body_kind) {
-        PyObject *body = get_or(message, s_body, s_empty_bytes);
-        PyObject *more = body == NULL ? NULL : get_or(message, s_more_body, Py_False);
-        if (more == NULL)
+        if ((body = get_or(message, s_body, s_empty_bytes)) == NULL ||
+            (more = get_or(message, s_more_body, Py_False)) == NULL)
             goto slow_or_error;
         if (!PyBytes_CheckExact(body) || (more != Py_True && more != Py_False && more != Py_None))
             goto slow;
-        if ((sent = int_attr(ex, s_sent)) == NULL)
-            goto slow_or_error;
+        if ((sent = int_attr(ex, s_sent)) == NULL || (chunks = PyObject_GetAttr(ex, s_chunks)) == NULL)
+            goto unread;
         if (chunks != Py_None) {
             if (!PyList_CheckExact(chunks))
                 goto slow;
-            if ((mw = PyObject_GetAttr(ex, s_mw)) == NULL ||
-                (cap = int_attr(mw, s_max_body)) == NULL)
-                goto slow_or_error;
+            if ((mw = PyObject_GetAttr(ex, s_mw)) == NULL || (cap = int_attr(mw, s_max_body)) == NULL)
+                goto unread;
         }
         PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(body));
         PyObject *total = size == NULL ? NULL : PyNumber_Add(sent, size);
@@ -3074,37 +3078,34 @@ sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         r = Py_NewRef(more == Py_True ? Py_False : Py_True);
         goto done;
     }
-    PyObject *status = get_or(message, s_status, Py_None);
-    if (status == NULL)
+    if ((status = get_or(message, s_status, Py_None)) == NULL)
         goto slow_or_error;
     long code = PyLong_CheckExact(status) ? PyLong_AsLong(status) : 0;
     if (code == -1 && PyErr_Occurred())
         PyErr_Clear(); /* past a long: not a status */
-    if (code < 100 || code > 599 || chunks != Py_None || (op = PyObject_GetAttr(ex, s_op_attr)) == NULL)
-        goto slow_or_error;
-    PyObject *headers = NULL;
+    if (code < 100 || code > 599)
+        goto slow;
+    if ((chunks = PyObject_GetAttr(ex, s_chunks)) == NULL || (op = PyObject_GetAttr(ex, s_op_attr)) == NULL)
+        goto unread;
+    if (chunks != Py_None)
+        goto slow;
     if (op != Py_None) {
-        PyObject *owner = PyObject_GetAttr(ex, s_owner_span);
-        int owned = owner == NULL ? -1 : owner != Py_None;
-        Py_XDECREF(owner);
-        if (owned != 0 || (mw = PyObject_GetAttr(ex, s_mw)) == NULL ||
+        if ((owner = PyObject_GetAttr(ex, s_owner_span)) == NULL ||
+            (mw = PyObject_GetAttr(ex, s_mw)) == NULL ||
             (name = PyObject_GetAttr(mw, s_replay_name)) == NULL)
-            goto slow_or_error;
-        if (name != Py_None) {
-            headers = get_or(message, s_headers, Py_None);
-            if (headers == NULL)
-                goto slow_or_error;
-            if (headers == Py_None || ((PyList_CheckExact(headers) || PyTuple_CheckExact(headers)) &&
-                                       Py_SIZE(headers) == 0))
-                headers = s_empty_tuple;
-            else if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers))
-                goto slow; /* (its truth decides in Python) */
-        }
+            goto unread;
+        if (owner != Py_None)
+            goto slow;
     }
     if (PyObject_SetAttr(ex, s_status, status) < 0)
         goto done;
-    if (headers != NULL) {
-        PyObject *argv[3] = {ex, headers, name};
+    if (name != NULL && name != Py_None) { /* mark_replayed(ex, message.get("headers") or (), name) */
+        if ((headers = get_or(message, s_headers, Py_None)) == NULL)
+            goto done;
+        int given = headers == Py_None ? 0 : PyObject_IsTrue(headers);
+        if (given < 0)
+            goto done;
+        PyObject *argv[3] = {ex, given ? headers : s_empty_tuple, name};
         PyObject *marked = mark_replayed(mod, argv, 3);
         if (marked == NULL)
             goto done;
@@ -3112,18 +3113,31 @@ sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     r = Py_NewRef(Py_False);
     goto done;
+unread: /* a field not read (or not an int): the Python twin reads it too, after its writes */
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto done;
+        PyErr_Clear();
+    }
+    goto slow;
 slow_or_error:
     if (PyErr_Occurred())
         goto done;
 slow:
     r = PyObject_Vectorcall(SENDING_SLOW, args, 2, NULL);
 done:
+    Py_XDECREF(kind);
+    Py_XDECREF(body);
+    Py_XDECREF(more);
+    Py_XDECREF(status);
+    Py_XDECREF(headers);
     Py_XDECREF(sent);
     Py_XDECREF(chunks);
     Py_XDECREF(mw);
     Py_XDECREF(cap);
     Py_XDECREF(op);
     Py_XDECREF(name);
+    Py_XDECREF(owner);
     return r;
 }
 
@@ -3135,8 +3149,8 @@ static PyMethodDef methods[] = {
      "The active sync operation, or a no-op one that records nothing."},
     {"end_plain", (PyCFunction)(void (*)(void))end_plain, METH_FASTCALL,
      "End a plain operation (True), or leave it to the Python end (False)."},
-    {"start", (PyCFunction)(void (*)(void))start, METH_FASTCALL,
-     "start($module, rt, bound, kind=INTERNAL, attributes=None, now=0, current=None, /)\n--\n\n"
+    {"start", (PyCFunction)(void (*)(void))start, METH_FASTCALL | METH_KEYWORDS,
+     "start($module, rt, bound, kind=..., attributes=None, now=0, current=None)\n--\n\n"
      "Start an operation and make it current (_lifecycle.start)."},
     {"record", (PyCFunction)(void (*)(void))record, METH_FASTCALL,
      "Record integer values into a histogram series in one pass."},

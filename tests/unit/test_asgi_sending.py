@@ -1,7 +1,8 @@
 """What ``Exchange.send`` records of each response message (``asgi._read.sending``): the
 compiled reader records exactly what its pure-Python twin records, returns what it returns
-and raises what it raises, for any message and any state an application, a middleware in
-front or a server could leave, and holds no reference or memory afterwards.
+and raises what it raises, for any message and any field values an application, a
+middleware in front or a server could leave (even fields whose reading changes the message),
+and holds no reference or memory afterwards.
 
 CI runs the unit tests with the compiled path and with ``SYNCPERF_NO_EXTENSIONS=1``: without
 it, ``sending`` is its Python twin and these tests compare it with itself.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import gc
 import sys
 import tracemalloc
+from collections.abc import Callable
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from syncperf._accel import speedups
+from syncperf._client_header import HEADER, MAX_HEADER
 from syncperf.asgi import _read
+from syncperf.asgi._routes import EVENT_STREAM
+from syncperf.asgi._scope import METHODS, SCHEMES
 
 REPLAY = b"idempotent-replayed"
 
@@ -243,16 +248,109 @@ def test_the_compiled_reader_is_the_one_used() -> None:
     assert _read.sending is speedups.sending
 
 
+def test_what_servers_are_sent_is_read_without_the_python_twin() -> None:
+    if speedups is None:
+        pytest.skip("the compiled path is not built")
+    handed: list[Any] = []
+
+    def counted(ex: Any, message: Any) -> bool:
+        handed.append(message["type"])
+        return _read.sending_py(ex, message)
+
+    twins = (_read.read_headers_py, _read.read_scope_py, _read.mark_replayed_py)
+    values = (HEADER, MAX_HEADER, EVENT_STREAM, METHODS, SCHEMES)
+    speedups.bind_read((*twins, counted), values)
+    try:
+        ex = Ex(_state(op=Operation("todo"), response_chunks=[]))
+        ex.response_chunks = None
+        _read.sending(ex, {"type": "http.response.start", "status": 200, "headers": []})
+        _read.sending(ex, {"type": "http.response.body", "body": b"{}", "more_body": False})
+        assert handed == []
+        _read.sending(ex, {"type": "http.response.start", "status": 600})  # invalid: counted
+        assert handed == ["http.response.start"]
+    finally:
+        speedups.bind_read((*twins, _read.sending_py), values)
+
+
+class Meddling:
+    """An exchange whose fields change the message as they are read or set: what the
+    compiled reader holds of the message must outlive that."""
+
+    def __init__(self, message: dict[str, Any], victim: str) -> None:
+        self.__dict__.update(
+            message=message, victim=victim, rt=Recorded(), mw=Middleware(1 << 20, REPLAY),
+            answer_encoded=False, replayed=False, response_chunks=None, owner_span=None,
+            _sent=0, status=None, _op=Operation("todo"),
+        )  # fmt: skip
+
+    def _meddle(self) -> None:
+        if self.victim in self.message:
+            self.message[self.victim] = [(bytes(bytearray(b"other")), b"1")] * 8  # a new list
+
+    @property
+    def sent(self) -> int:
+        self._meddle()
+        return self.__dict__["_sent"]
+
+    @sent.setter
+    def sent(self, value: int) -> None:
+        self.__dict__["_sent"] = value
+
+    @property
+    def op(self) -> Operation:
+        self._meddle()
+        return self.__dict__["_op"]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "status":
+            self._meddle()
+        super().__setattr__(name, value)
+
+    def seen(self) -> Any:
+        keys = ("_sent", "status", "replayed", "response_chunks")
+        return {k: self.__dict__[k] for k in keys}, self.rt.told
+
+
+@pytest.mark.parametrize(
+    ("message", "victim"),
+    [  # each value a fresh object, held by the message alone
+        (lambda: {"type": "http.response.body", "body": bytes(bytearray(b"abcd"))}, "body"),
+        (lambda: {"type": "http.response.start", "status": int("404")}, "status"),
+        (
+            lambda: {"type": "http.response.start", "status": 201, "headers": [(REPLAY, b"1")]},
+            "headers",
+        ),
+    ],
+)
+def test_a_message_changed_while_it_is_read_is_read_as_python_reads_it(
+    message: Callable[[], dict[str, Any]], victim: str
+) -> None:
+    outcomes = []
+    for sending in (_read.sending, _read.sending_py):
+        ex = Meddling(message(), victim)
+        for _ in range(3):
+            ex.message = message()
+            try:
+                returned: Any = sending(ex, ex.message)
+            except Exception as error:
+                returned = type(error)
+        outcomes.append((returned, ex.seen()))
+    assert outcomes[0] == outcomes[1]
+
+
 def test_sending_a_million_messages_holds_no_reference_nor_memory() -> None:
     body = bytes(bytearray(b"0123456789"))
     start = {"type": "http.response.start", "status": 200, "headers": [(REPLAY, b"true")]}
     chunk = {"type": "http.response.body", "body": body, "more_body": False}
-    mw = Middleware(1 << 40, REPLAY)
-    counts = [sys.getrefcount(v) for v in (body, mw)]
+    name, cap, sent = bytes(bytearray(REPLAY)), 1 << 40, 1 << 70
+    mw = Middleware(cap, name)
+    start["headers"] = [(name, b"true")]
+    held = (body, mw, name, cap, sent)
+    counts = [sys.getrefcount(v) for v in held]
 
     def run(n: int) -> None:
         for _ in range(n):
-            ex = Ex(_state(mw=mw, op=Operation(None), response_chunks=[]))
+            ex = Ex(_state(mw=mw, op=Operation(None), response_chunks=[], sent=sent))
             ex.response_chunks = None
             _read.sending(ex, start)
             ex.response_chunks = []
@@ -269,4 +367,4 @@ def test_sending_a_million_messages_holds_no_reference_nor_memory() -> None:
     finally:
         tracemalloc.stop()
     assert grown < 100_000, grown
-    assert [sys.getrefcount(v) for v in (body, mw)] == counts
+    assert [sys.getrefcount(v) for v in held] == counts

@@ -6,6 +6,7 @@ the same exception when a span processor, a sampler or the log raises."""
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import random
@@ -102,13 +103,45 @@ def test_the_compiled_start_is_the_python_one(
     seed: int,
 ) -> None:
     starts = frozenset({"push"}) if logged else frozenset()
-    with capture(sampler=sampler, sync_log_starts=starts, slow_threshold=3600.0) as cap:
-        rt = cap.runtime
-        bound = series(rt, "push", "todo")
-        args = (rt, bound, kind, attributes, now, current)[:arity]
-        compiled = _outcome(_accel.speedups.start, rt, args, seed)  # type: ignore[union-attr]
-        python = _outcome(_lifecycle._start_py, rt, args, seed)
+    logger = logging.getLogger("syncperf.sync")
+    level = logger.level
+    logger.setLevel(logging.INFO)  # (read when the runtime is made: starts are logged)
+    try:
+        with capture(sampler=sampler, sync_log_starts=starts, slow_threshold=3600.0) as cap:
+            rt = cap.runtime
+            bound = series(rt, "push", "todo")
+            args = (rt, bound, kind, attributes, now, current)[:arity]
+            compiled = _outcome(_accel.speedups.start, rt, args, seed)  # type: ignore[union-attr]
+            python = _outcome(_lifecycle._start_py, rt, args, seed)
+    finally:
+        logger.setLevel(level)
     assert compiled == python
+    if logged and compiled[0] != "raised":
+        assert compiled[-2] is True  # the start was logged
+
+
+def test_tracing_turning_on_is_looked_at_as_python_looks_at_it() -> None:
+    """Tracing off and due to be looked at again: ``tracing.due`` turns it on, and the
+    operation gets its span decision."""
+    outcomes = []
+    for start in (_accel.speedups.start, _lifecycle._start_py):  # type: ignore[union-attr]
+        with capture(sampler=ALWAYS_ON) as cap:
+            rt = cap.runtime
+            rt.tracing.active, rt.tracing.next_check = False, 0
+            outcomes.append(_outcome(start, rt, (rt, series(rt, "push", None)), 1))
+            assert rt.tracing.active
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][4] is not None  # a span
+
+
+def test_keyword_arguments_are_taken_as_python_takes_them() -> None:
+    with capture() as cap:
+        rt = cap.runtime
+        bound = series(rt, "push", None)
+        op = _lifecycle.start(rt, bound, now=5_000, kind=SpanKind.SERVER)
+        assert (op._start_ns, op._kind) == (5_000, SpanKind.SERVER)
+        _lifecycle.end(op, None)
+    assert str(inspect.signature(_lifecycle.start)).startswith("(rt, bound, kind=")
 
 
 def test_begin_is_the_compiled_start() -> None:

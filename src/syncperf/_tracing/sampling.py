@@ -151,6 +151,7 @@ class Tracing:
 
     def _resolve(self, now: int) -> None:
         self.next_check = now + _RECHECK_NS
+        self.standard = None  # first: read with no lock, never paired with another sampler
         provider = self._explicit or trace.get_tracer_provider()
         if not isinstance(provider, SdkTracerProvider):
             self.active = False
@@ -166,7 +167,6 @@ class Tracing:
         self.asks = self._static is None and self._ratio is None
         self.provider = provider
         self.tracer = Tracer(tracer, InstrumentationScope("syncperf", __version__))
-        self.standard = None
         if decide_span and not self.asks and self.sample_rate >= 1.0 and self.tracer.random_ids:
             decided = self._static, self._ratio, self._parent_based, self.tracer.root_unsampled
             self.standard = (*decided, _getrandbits)
