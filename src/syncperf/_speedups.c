@@ -2468,6 +2468,22 @@ setup(PyObject *mod, PyObject *args)
     return Py_NewRef(use_clock ? Py_True : Py_False);
 }
 
+/* Whether a fastcall function `name` got its `want` arguments and its bind (`bound`: what
+ * `bind` set) ran; otherwise a TypeError or a RuntimeError is set. */
+static int
+called(const char *name, Py_ssize_t nargs, Py_ssize_t want, PyObject *bound, const char *bind)
+{
+    if (nargs != want) {
+        PyErr_Format(PyExc_TypeError, "%s takes %zd arguments", name, want);
+        return 0;
+    }
+    if (bound == NULL) {
+        PyErr_Format(PyExc_RuntimeError, "%s: %s was not called", name, bind);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- a standard sampler's decision, and a dropped span's context (_tracing.sampling) ---- */
 
 
@@ -2610,15 +2626,9 @@ leave_dropped(PyObject *op, PyObject *parent, PyObject *attributes, PyObject *tr
 static PyObject *
 decide_span(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "decide_span takes 4 arguments");
+    if (!called("decide_span", nargs, 4, SPAN_CONTEXT, "bind_spans"))
         return NULL;
-    }
     PyObject *standard = args[0], *op = args[1], *parent = args[2], *attributes = args[3];
-    if (SPAN_CONTEXT == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "decide_span: bind_spans was not called");
-        return NULL;
-    }
     if (!PyTuple_CheckExact(standard) || PyTuple_GET_SIZE(standard) != 5 ||
         Py_TYPE(parent) != (PyTypeObject *)SPAN_CONTEXT || PyTuple_GET_SIZE(parent) != 6 ||
         (attributes != Py_None && !PyDict_CheckExact(attributes)))
@@ -2714,8 +2724,7 @@ bind_read(PyObject *mod, PyObject *args)
     PyObject *headers, *scope, *replayed, *sending, *client, *stream, *methods, *schemes;
     Py_ssize_t max_header;
     if (!PyArg_ParseTuple(args, "(OOOO)(O!nO!O!O!):bind_read", &headers, &scope, &replayed,
-                          &sending,
-                          &PyBytes_Type, &client, &max_header, &PyBytes_Type, &stream,
+                          &sending, &PyBytes_Type, &client, &max_header, &PyBytes_Type, &stream,
                           &PyFrozenSet_Type, &methods, &PyFrozenSet_Type, &schemes))
         return NULL;
     Py_XSETREF(HEADERS_SLOW, Py_NewRef(headers));
@@ -2810,15 +2819,9 @@ bytes_ieq(PyObject *b, const char *s, Py_ssize_t n, int strip)
 static PyObject *
 read_headers(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "read_headers takes 3 arguments");
+    if (!called("read_headers", nargs, 3, HEADERS_SLOW, "bind_read"))
         return NULL;
-    }
     PyObject *headers = args[0], *idem = args[1], *fields = args[2];
-    if (HEADERS_SLOW == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "read_headers: bind_read was not called");
-        return NULL;
-    }
     long long length = -1;
     PyObject *key = NULL, *client = NULL; /* strong references */
     Py_ssize_t client_size = 0;
@@ -2960,14 +2963,8 @@ lower_is(PyObject *a, const char *b, Py_ssize_t n)
 static PyObject *
 mark_replayed(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "mark_replayed takes 3 arguments");
+    if (!called("mark_replayed", nargs, 3, REPLAYED_SLOW, "bind_read"))
         return NULL;
-    }
-    if (REPLAYED_SLOW == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "mark_replayed: bind_read was not called");
-        return NULL;
-    }
     PyObject *ex = args[0], *headers = args[1], *name = args[2], *item;
     int is_list = PyList_CheckExact(headers);
     if ((!is_list && !PyTuple_CheckExact(headers)) || !PyBytes_CheckExact(name))
@@ -3030,14 +3027,8 @@ get_or(PyObject *message, PyObject *key, PyObject *absent)
 static PyObject *
 sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "sending takes 2 arguments");
+    if (!called("sending", nargs, 2, SENDING_SLOW, "bind_read"))
         return NULL;
-    }
-    if (SENDING_SLOW == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "sending: bind_read was not called");
-        return NULL;
-    }
     PyObject *ex = args[0], *message = args[1], *r = NULL, *kind = NULL, *body = NULL;
     PyObject *more = NULL, *status = NULL, *headers = NULL, *sent = NULL, *chunks = NULL;
     PyObject *mw = NULL, *cap = NULL, *op = NULL, *name = NULL, *owner = NULL;
@@ -3054,14 +3045,17 @@ sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         if ((body = get_or(message, s_body, s_empty_bytes)) == NULL ||
             (more = get_or(message, s_more_body, Py_False)) == NULL)
             goto slow_or_error;
-        if (!PyBytes_CheckExact(body) || (more != Py_True && more != Py_False && more != Py_None))
+        if (!PyBytes_CheckExact(body) ||
+            (more != Py_True && more != Py_False && more != Py_None))
             goto slow;
-        if ((sent = int_attr(ex, s_sent)) == NULL || (chunks = PyObject_GetAttr(ex, s_chunks)) == NULL)
+        if ((sent = int_attr(ex, s_sent)) == NULL ||
+            (chunks = PyObject_GetAttr(ex, s_chunks)) == NULL)
             goto unread;
         if (chunks != Py_None) {
             if (!PyList_CheckExact(chunks))
                 goto slow;
-            if ((mw = PyObject_GetAttr(ex, s_mw)) == NULL || (cap = int_attr(mw, s_max_body)) == NULL)
+            if ((mw = PyObject_GetAttr(ex, s_mw)) == NULL ||
+                (cap = int_attr(mw, s_max_body)) == NULL)
                 goto unread;
         }
         PyObject *size = PyLong_FromSsize_t(PyBytes_GET_SIZE(body));
@@ -3085,7 +3079,8 @@ sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         PyErr_Clear(); /* past a long: not a status */
     if (code < 100 || code > 599)
         goto slow;
-    if ((chunks = PyObject_GetAttr(ex, s_chunks)) == NULL || (op = PyObject_GetAttr(ex, s_op_attr)) == NULL)
+    if ((chunks = PyObject_GetAttr(ex, s_chunks)) == NULL ||
+        (op = PyObject_GetAttr(ex, s_op_attr)) == NULL)
         goto unread;
     if (chunks != Py_None)
         goto slow;
@@ -3099,7 +3094,7 @@ sending(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if (PyObject_SetAttr(ex, s_status, status) < 0)
         goto done;
-    if (name != NULL && name != Py_None) { /* mark_replayed(ex, message.get("headers") or (), name) */
+    if (name != NULL && name != Py_None) { /* mark_replayed(ex, headers or (), name) */
         if ((headers = get_or(message, s_headers, Py_None)) == NULL)
             goto done;
         int given = headers == Py_None ? 0 : PyObject_IsTrue(headers);
