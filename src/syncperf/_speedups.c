@@ -931,6 +931,16 @@ leave_inflight(Op *op, const Hints *h)
     return r;
 }
 
+/* clocks[name] (borrowed), a RuntimeError when missing */
+static PyObject *
+named(PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(CLOCKS, name);
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_RuntimeError, "the clocks namespace has no %U", name);
+    return v;
+}
+
 /* _lifecycle._end_span's `finally` for an operation its sampler dropped: the unsampled span
  * context it left current (op._token, None if none) detached with the clocks namespace's
  * `detach` (_lifecycle's: _tracing.current.detach, reset here on the default runtime context
@@ -940,12 +950,9 @@ detach_unsampled(Op *op)
 {
     if (op->token == NULL || op->token == Py_None)
         return 0;
-    PyObject *detach = PyDict_GetItemWithError(CLOCKS, s_detach); /* borrowed */
-    if (detach == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "the clocks namespace has no detach");
+    PyObject *detach = named(s_detach);
+    if (detach == NULL)
         return -1;
-    }
     if (detach == DETACH_SLOW && CONTEXT_VAR != NULL && PyContextToken_CheckExact(op->token)) {
         PyObject *in_force = PyDict_GetItemWithError(CONTEXT_NS, s_runtime_context);
         if (in_force == RUNTIME && PyContextVar_Reset(CONTEXT_VAR, op->token) == 0)
@@ -1906,16 +1913,6 @@ starts_plain(PyObject *tracing, PyObject *log, long long t0)
 static PyObject *s_sync_operation, *s_internal, *s_start_span_py, *s_start_py, *s_kind, *s_due,
     *s_start, *s_ctx_token_attr, *s_own_ns_attr;
 
-/* clocks[name] (borrowed), a RuntimeError when missing */
-static PyObject *
-named(PyObject *name)
-{
-    PyObject *v = PyDict_GetItemWithError(CLOCKS, name);
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_Format(PyExc_RuntimeError, "the clocks namespace has no %U", name);
-    return v;
-}
-
 /* start(rt, bound, kind, attributes, now, current): _lifecycle.start in one call, with the
  * names of its namespace (SyncOperation, _INTERNAL, _start_span, _perf); a `now` that is not
  * an exact int fitting 64 bits goes to the Python one (_start_py) whole. */
@@ -2023,12 +2020,9 @@ done:
 static int
 span_start(PyObject *rt, Op *op, PyObject *bound, PyObject *start)
 {
-    PyObject *hook = PyDict_GetItemWithError(CLOCKS, s_span_start); /* borrowed */
-    if (hook == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "the clocks namespace has no span_start");
+    PyObject *hook = named(s_span_start);
+    if (hook == NULL)
         return -1;
-    }
     PyObject *argv[4] = {rt, (PyObject *)op, bound, start};
     PyObject *r = PyObject_Vectorcall(hook, argv, 4, NULL);
     Py_XDECREF(r);
@@ -2485,7 +2479,6 @@ called(const char *name, Py_ssize_t nargs, Py_ssize_t want, PyObject *bound, con
 }
 
 /* ---- a standard sampler's decision, and a dropped span's context (_tracing.sampling) ---- */
-
 
 /* bind_spans((SpanContext, NonRecordingSpan, DEFAULT_TRACE_STATE, FLAGS),
  *            (context_var, Context, context_api.__dict__, runtime, span_key, attach, detach)):
