@@ -24,7 +24,9 @@
  *                response object, an exception) through the Python helpers;
  *   read_headers, read_scope, mark_replayed, sending  asgi._read's readers of the request
  *                headers, the scope's method, scheme and root path, the response's replay
- *                header, and what Exchange.send records of a response message.
+ *                header, and what Exchange.send records of a response message;
+ *   finish       asgi._finish.finish for a request that ended as most do: its operation
+ *                ended (end_impl) and its HTTP metrics queued, or the Python helpers called.
  *
  * Everything runs with the GIL held and calls no code that could release it between the
  * reads and writes that must go together, as the Python twins do.
@@ -3129,6 +3131,375 @@ done:
     return r;
 }
 
+/* ---- the end of a request (asgi._finish) ---------------------------------------------- */
+
+/* What finish reads and compares: the names of _finish's namespace it calls (a test or a
+ * configure() race patches one: then finish_py runs whole), the Exchange's fields. */
+enum { W_finish_operation, W_record_http, W_framework_route, W_end, W_http_key, W_settle,
+       W_apply_http_status, W_hook_failed, W_perf, W_N };
+static const char *W_NAMES[W_N] = {"finish_operation", "record_http", "framework_route",
+                                   "end", "http_key", "settle", "apply_http_status",
+                                   "hook_failed", "_perf"};
+enum { X_rt, X_left_early, X_complete_ns, X_token, X_status, X_op, X_adapter, X_replayed,
+       X_held_entity, X_scope, X_entry_root, X_http, X_live, X_t0, X_received,
+       X_content_length, X_method, X_scheme, X_sent, X_prologue_ns, X_active, X_template, X_N };
+static const char *X_NAMES[X_N] = {
+    "rt", "left_early", "complete_ns", "token", "status", "op", "adapter", "replayed",
+    "held_entity", "scope", "entry_root", "http", "live", "t0", "received", "content_length",
+    "method", "scheme", "sent", "prologue_ns", "active", "template"};
+static PyObject *W_STR[W_N], *W_ORIG[W_N], *X_STR[X_N], *FINISH_NS, *FINISH_SLOW, *VERSIONS,
+    *END_PLAIN_FN;
+static PyObject *s_end_plain, *s_overhead_series, *s_asgi, *s_lock, *s_acquire, *s_release,
+    *s_series_attr, *s_values, *s_fold_now, *s_scratch, *s_http_version, *s_head,
+    *s_end_failed, *s_http_failed;
+static Found W_FOUND[W_N], END_PLAIN_FOUND;
+static Slot X_SLOT[X_N];
+static Py_ssize_t BATCH_FOLD_AT = -1;
+
+/* bind_finish(namespace, finish_py, versions, fold_at): _finish's namespace as it is now (its
+ * functions are the ones finish may skip calling), the Python twin, the HTTP versions kept and
+ * the batch size that folds (_metrics.batches.FOLD_AT) */
+static PyObject *
+bind_finish(PyObject *mod, PyObject *args)
+{
+    PyObject *ns, *slow, *versions;
+    Py_ssize_t fold_at;
+    if (!PyArg_ParseTuple(args, "O!OO!n:bind_finish", &PyDict_Type, &ns, &slow,
+                          &PyFrozenSet_Type, &versions, &fold_at))
+        return NULL;
+    if (CLOCKS == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_finish: setup was not called");
+        return NULL;
+    }
+#define FINISH_INTERN(var, text)                                                             \
+    if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL)                     \
+        return NULL;
+    for (int i = 0; i < W_N; i++)
+        FINISH_INTERN(W_STR[i], W_NAMES[i])
+    for (int i = 0; i < X_N; i++)
+        FINISH_INTERN(X_STR[i], X_NAMES[i])
+    FINISH_INTERN(s_end_plain, "_end_plain") FINISH_INTERN(s_overhead_series, "overhead_series")
+    FINISH_INTERN(s_asgi, "asgi") FINISH_INTERN(s_lock, "lock")
+    FINISH_INTERN(s_acquire, "acquire") FINISH_INTERN(s_release, "release")
+    FINISH_INTERN(s_series_attr, "series") FINISH_INTERN(s_values, "values")
+    FINISH_INTERN(s_fold_now, "fold_now") FINISH_INTERN(s_scratch, "scratch")
+    FINISH_INTERN(s_http_version, "http_version") FINISH_INTERN(s_head, "HEAD")
+    FINISH_INTERN(s_end_failed, "operation_end_failed")
+    FINISH_INTERN(s_http_failed, "asgi_http_metrics_failed")
+#undef FINISH_INTERN
+    for (int i = 0; i < W_N; i++) {
+        PyObject *f = PyDict_GetItemWithError(ns, W_STR[i]);
+        if (f == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "bind_finish: no %U", W_STR[i]);
+            return NULL;
+        }
+        Py_XSETREF(W_ORIG[i], Py_NewRef(f));
+    }
+    PyObject *plain = PyDict_GetItemWithError(CLOCKS, s_end_plain);
+    if (plain == NULL && PyErr_Occurred())
+        return NULL;
+    Py_XSETREF(END_PLAIN_FN, Py_XNewRef(plain));
+    Py_XSETREF(FINISH_NS, Py_NewRef(ns));
+    Py_XSETREF(FINISH_SLOW, Py_NewRef(slow));
+    Py_XSETREF(VERSIONS, Py_NewRef(versions));
+    BATCH_FOLD_AT = fold_at;
+    Py_RETURN_NONE;
+}
+
+/* Whether every function finish would skip is still the one bound, and both clocks are
+ * perf_counter_ns (0: finish_py runs; -1: an error) */
+static int
+unpatched(void)
+{
+    for (int i = 0; i < W_N; i++) {
+        PyObject *f = item_of(FINISH_NS, W_STR[i], &W_FOUND[i]);
+        if (f != W_ORIG[i])
+            return f == NULL && PyErr_Occurred() ? -1 : 0;
+    }
+    PyObject *plain = item_of(CLOCKS, s_end_plain, &END_PLAIN_FOUND);
+    if (plain == NULL && PyErr_Occurred())
+        return -1;
+    if (plain != END_PLAIN_FN || END_PLAIN_FN == NULL || W_ORIG[W_perf] != PERF_NS)
+        return 0;
+    static Found perf_found;
+    PyObject *perf = item_of(CLOCKS, s_perf, &perf_found);
+    if (perf == NULL && PyErr_Occurred())
+        return -1;
+    return perf == PERF_NS;
+}
+
+/* The error set, as an exception object with its traceback (a new reference) */
+static PyObject *
+raised(void)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+}
+
+/* hook_failed(rt, reason, <the error set>, None) for an Exception (0, or -1 with what it
+ * raised: strict mode); any other error stays set (-1) */
+static int
+hook_failed(PyObject *rt, PyObject *reason)
+{
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyObject *error = raised();
+    PyObject *argv[4] = {rt, reason, error, Py_None};
+    PyObject *r = PyObject_Vectorcall(W_ORIG[W_hook_failed], argv, 4, NULL);
+    Py_DECREF(error);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* An exact int field read as a long long within 2**61 (0: it is not one; Python's big ints
+ * take the others) */
+static inline int
+ll_field(PyObject *o, long long *out)
+{
+    if (!PyLong_CheckExact(o))
+        return 0;
+    if (read_ll(o, out))
+        return *out >= -(1LL << 61) && *out <= (1LL << 61);
+    PyErr_Clear();
+    return 0;
+}
+
+/* The error set, kept for the end (a later one replaces it, as in a `finally`) */
+static void
+keep(PyObject **pending)
+{
+    Py_XSETREF(*pending, raised());
+}
+
+/* record_http's try block for a request whose series is bound: 1 recorded, 0 not begun
+ * (record_http does it all), -1 with an error set after the request began to be recorded
+ * (record_http's except: hook_failed) */
+static int
+record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, long long t0,
+         long long received, long long clen, long long sent, long long prologue)
+{
+    PyObject *rt = x[X_rt], *http = x[X_http], *scope = x[X_scope];
+    PyObject *overheads = NULL, *route_given = NULL, *key = NULL, *series = NULL;
+    PyObject *batch = NULL, *values = NULL, *entry = NULL, *lock = NULL, *successor = NULL;
+    int r = 0;
+    if ((overheads = PyObject_GetAttr(rt, s_overhead_series)) == NULL ||
+        !PyDict_CheckExact(overheads))
+        goto out;
+    PyObject *overhead = PyDict_GetItemWithError(overheads, s_asgi);
+    if (overhead == NULL || PyObject_IsTrue(overhead) != 1) /* (a series: true) */
+        goto out;
+    if (x[X_op] == Py_None) { /* http_key reads the route the framework matched */
+        PyObject *argv[2] = {scope, x[X_entry_root]};
+        if ((route_given = PyObject_Vectorcall(W_ORIG[W_framework_route], argv, 2, NULL)) ==
+            NULL)
+            goto out;
+        matched = route_given;
+    }
+    PyObject *version = PyDict_GetItemWithError(scope, s_http_version);
+    if (version == NULL) {
+        if (PyErr_Occurred())
+            goto out;
+        version = Py_None;
+    } else if (PyUnicode_CheckExact(version)) {
+        int known = PySet_Contains(VERSIONS, version);
+        if (known < 0)
+            goto out;
+        version = known ? version : Py_None;
+    } else if (version != Py_None) {
+        goto out; /* wrong_type counts it */
+    }
+    int given = matched == NULL || matched == Py_None ? 0 : PyObject_IsTrue(matched);
+    if (given < 0)
+        goto out;
+    key = PyTuple_Pack(6, x[X_method], x[X_scheme], x[X_status], given ? matched : x[X_template],
+                       Py_None, version);
+    if (key == NULL || (series = PyObject_GetAttr(http, s_series_attr)) == NULL ||
+        !PyDict_CheckExact(series))
+        goto out;
+    if ((batch = PyDict_GetItemWithError(series, key)) == NULL)
+        goto out;
+    Py_INCREF(batch);
+    if ((values = PyObject_GetAttr(batch, s_values)) == NULL || !PyList_CheckExact(values))
+        goto out;
+    long long now;
+    if (now_ns(&now) < 0)
+        goto out;
+    int head = PyUnicode_Compare(x[X_method], s_head) == 0;
+    entry = Py_BuildValue("(LLLL)", x[X_live] == Py_True ? -1LL : complete - t0,
+                          received > 0 || clen == 0 ? received : -1LL, head ? 0LL : sent,
+                          prologue + now - t_end);
+    if (entry == NULL || (lock = PyObject_GetAttr(rt, s_lock)) == NULL)
+        goto out;
+    PyObject *acquired = PyObject_CallMethodNoArgs(lock, s_acquire);
+    if (acquired == NULL)
+        goto out;
+    Py_DECREF(acquired);
+    r = -1; /* from here on, as record_http's except does */
+    int done = 0;
+    if ((successor = PyObject_GetAttr(rt, s_successor)) != NULL && successor == Py_None) {
+        PyObject *active = x[X_active];
+        int busy = active == Py_None ? 0 : PyObject_IsTrue(active);
+        PyObject *popped = busy > 0 ? PyObject_CallMethodObjArgs(active, s_pop, NULL) : NULL;
+        Py_XDECREF(popped);
+        if (busy == 0 || popped != NULL) {
+            Py_ssize_t n = PyList_GET_SIZE(values);
+            done = PyList_SetSlice(values, n, n, entry) == 0;
+        }
+    }
+    PyObject *et, *ev, *tb;
+    PyErr_Fetch(&et, &ev, &tb);
+    PyObject *released = PyObject_CallMethodNoArgs(lock, s_release);
+    if (released == NULL) {
+        Py_XDECREF(et);
+        Py_XDECREF(ev);
+        Py_XDECREF(tb);
+        goto out;
+    }
+    Py_DECREF(released);
+    PyErr_Restore(et, ev, tb);
+    if (successor != NULL && successor != Py_None) { /* configure() replaced the runtime */
+        r = 0; /* record_http hands the request over */
+        goto out;
+    }
+    if (!done)
+        goto out; /* (the error set) */
+    if (PyList_GET_SIZE(values) >= BATCH_FOLD_AT) {
+        PyObject *folded = PyObject_CallMethodNoArgs(batch, s_fold_now);
+        if (folded == NULL)
+            goto out;
+        Py_DECREF(folded);
+    }
+    r = 1;
+out:
+    if (r == 0) /* not begun: record_http meets the error again, and handles it */
+        PyErr_Clear();
+    Py_XDECREF(overheads);
+    Py_XDECREF(route_given);
+    Py_XDECREF(key);
+    Py_XDECREF(series);
+    Py_XDECREF(batch);
+    Py_XDECREF(values);
+    Py_XDECREF(entry);
+    Py_XDECREF(lock);
+    Py_XDECREF(successor);
+    return r;
+}
+
+/* finish(ex, failure): asgi._finish.finish_py for a request that ended as most do: no
+ * exception, a whole response with a status below 400, no propagated context, the runtime in
+ * force. An operation without an adapter, replay, held entity, held tallies or span (or
+ * unsampled, with nothing to rescue) ends here (end_impl); any other goes to
+ * finish_operation. Its HTTP metrics are queued here when their series is bound, and by
+ * record_http otherwise. A request that ended otherwise, or a patched helper or clock, goes
+ * to finish_py whole, before anything is read that could run code. */
+static PyObject *
+finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!called("finish", nargs, 2, FINISH_SLOW, "bind_finish"))
+        return NULL;
+    PyObject *ex = args[0], *x[X_N] = {NULL}, *successor = NULL, *scratch = NULL;
+    PyObject *matched = NULL, *t_obj = NULL, *pending = NULL, *r = NULL;
+    long long complete, t0, received, clen, sent, prologue, status, t_end;
+    int plain = args[1] == Py_None ? unpatched() : 0;
+    if (plain < 0)
+        return NULL;
+    if (!plain)
+        goto slow;
+    for (int i = 0; i < X_N; i++)
+        if ((x[i] = slot_get(ex, X_STR[i], &X_SLOT[i])) == NULL)
+            goto unread;
+    if ((successor = PyObject_GetAttr(x[X_rt], s_successor)) == NULL)
+        goto unread;
+    if (successor != Py_None || x[X_left_early] != Py_False || x[X_token] != Py_None ||
+        !ll_field(x[X_complete_ns], &complete) || !complete ||
+        !ll_field(x[X_status], &status) || status < 100 || status >= 400 ||
+        !ll_field(x[X_t0], &t0) || !ll_field(x[X_received], &received) ||
+        !ll_field(x[X_content_length], &clen) || !ll_field(x[X_sent], &sent) ||
+        !ll_field(x[X_prologue_ns], &prologue) ||
+        (x[X_live] != Py_True && x[X_live] != Py_False) || !PyUnicode_CheckExact(x[X_method]) ||
+        !PyUnicode_CheckExact(x[X_scheme]) || !PyDict_CheckExact(x[X_scope]))
+        goto slow;
+    PyObject *op = x[X_op];
+    int op_c = 0; /* (a path entity held: the operation's entity changed, end() ends it) */
+    if (op != Py_None && PyObject_TypeCheck(op, &OpType) && x[X_adapter] == Py_None &&
+        x[X_replayed] == Py_False && x[X_held_entity] == Py_None && ((Op *)op)->span == Py_None) {
+        if ((scratch = PyObject_GetAttr(op, s_scratch)) == NULL)
+            goto unread;
+        op_c = scratch == Py_None;
+    }
+    if (now_ns(&t_end) < 0)
+        goto done;
+    if (complete > t_end)
+        op_c = 0;
+    if (op_c) { /* finish_operation's work, for this operation: the route, then end() */
+        PyObject *argv[2] = {x[X_scope], x[X_entry_root]};
+        matched = PyObject_Vectorcall(W_ORIG[W_framework_route], argv, 2, NULL);
+        op_c = matched != NULL;
+        PyErr_Clear(); /* finish_operation asks again, and says */
+    }
+    if (op_c) {
+        long long clock;
+        int ended = end_impl((Op *)op, t_end, 1, complete, &NO_HINTS, &clock);
+        if (ended < 0) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception))
+                Py_CLEAR(matched); /* finish_operation raised: finish has no route */
+            if (hook_failed(x[X_rt], s_end_failed) < 0)
+                keep(&pending);
+        } else if (ended == 0) {
+            op_c = 0;
+            Py_CLEAR(matched);
+        }
+    }
+    if ((t_obj = PyLong_FromLongLong(t_end)) == NULL)
+        goto done;
+    if (op != Py_None && !op_c) {
+        PyObject *argv[5] = {ex, op, Py_None, Py_None, t_obj};
+        matched = PyObject_Vectorcall(W_ORIG[W_finish_operation], argv, 5, NULL);
+        if (matched == NULL)
+            keep(&pending);
+    }
+    int recorded = x[X_http] == Py_None ? 0
+                                        : record_c(x, matched, t_end, complete, t0, received,
+                                                   clen, sent, prologue);
+    if (recorded < 0 && hook_failed(x[X_rt], s_http_failed) < 0)
+        keep(&pending);
+    if (recorded == 0) {
+        PyObject *argv[5] = {ex, Py_None, Py_None, matched ? matched : Py_None, t_obj};
+        PyObject *none = PyObject_Vectorcall(W_ORIG[W_record_http], argv, 5, NULL);
+        if (none == NULL)
+            keep(&pending);
+        Py_XDECREF(none);
+    }
+    if (pending == NULL)
+        r = Py_NewRef(Py_None);
+    else /* raised again, with its traceback */
+        PyErr_Restore(Py_NewRef(Py_TYPE(pending)), Py_NewRef(pending),
+                      PyException_GetTraceback(pending));
+    goto done;
+unread: /* a field not set or not readable: finish_py reads it too */
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        goto done;
+    PyErr_Clear();
+slow:
+    r = PyObject_Vectorcall(FINISH_SLOW, args, 2, NULL);
+done:
+    for (int i = 0; i < X_N; i++)
+        Py_XDECREF(x[i]);
+    Py_XDECREF(successor);
+    Py_XDECREF(scratch);
+    Py_XDECREF(matched);
+    Py_XDECREF(t_obj);
+    Py_XDECREF(pending);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
     {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
@@ -3147,6 +3518,10 @@ static PyMethodDef methods[] = {
     {"forget_pending", forget_pending, METH_NOARGS,
      "In a forked child: drop the pairs the parent's FastPaths queued."},
     {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
+    {"bind_finish", bind_finish, METH_VARARGS, "Bind what asgi._finish's finish uses."},
+    {"finish", (PyCFunction)(void (*)(void))finish, METH_FASTCALL,
+     "finish($module, ex, failure, /)\n--\n\n"
+     "The end of a request through the middleware (asgi._finish.finish_py)."},
     {"bind_spans", bind_spans, METH_VARARGS, "Bind what decide_span builds with."},
     {"decide_span", (PyCFunction)(void (*)(void))decide_span, METH_FASTCALL,
      "decide_span($module, standard, op, parent, attributes, /)\n--\n\n"

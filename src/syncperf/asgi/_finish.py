@@ -1,5 +1,10 @@
 """The end of one request through ``SyncPerfMiddleware`` (``Exchange.run`` calls ``finish``).
 
+``finish`` is compiled (``_speedups.finish``) when the extension is built: it does
+``finish_py``'s work for a request that ended as most do, calls ``finish_operation`` and
+``record_http`` for the parts it does not do, and hands any other request to ``finish_py``
+whole (``tests/unit/test_asgi_finish.py`` compares them).
+
 * ``finish_operation``: the sync operation's outcome from the response, the adapter fed the
   response body, what it read committed unless the answer refused the request (``settle``),
   then ``end()``;
@@ -14,6 +19,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
+from syncperf._accel import speedups
 from syncperf._gate import error_type, raised_at
 from syncperf._http_status import apply_http_status, settle
 from syncperf._lifecycle import end
@@ -27,12 +33,12 @@ from syncperf.asgi._scope import VERSIONS, wrong_type
 if TYPE_CHECKING:
     from syncperf.asgi._exchange import Exchange
 
-__all__ = ["finish"]
+__all__ = ["finish", "finish_py"]
 
 _perf = time.perf_counter_ns
 
 
-def finish(ex: Exchange, failure: BaseException | None) -> None:
+def finish_py(ex: Exchange, failure: BaseException | None) -> None:
     """End the operation, then record the HTTP metrics (both even in strict mode)."""
     t_end = _perf()
     if ex.rt.successor is not None:  # configure() replaced the runtime meanwhile
@@ -225,3 +231,9 @@ def _hand_over(ex: Exchange) -> None:
     ex.rt, ex.shared = rt, rt.state(AsgiState)
     if ex.http is not None:
         ex.http = ex.shared.http(ex.metered_into)
+
+
+finish = finish_py
+if speedups is not None:
+    speedups.bind_finish(globals(), finish_py, VERSIONS, FOLD_AT)
+    finish = speedups.finish

@@ -1,0 +1,350 @@
+"""The end of a request through ``SyncPerfMiddleware`` (``asgi._finish.finish``): the compiled
+``finish`` records exactly what its pure-Python twin ``finish_py`` records, and raises what
+it raises, for any way a request can end: any status, an application that raises before or
+after its response, a client gone early, hostile ``scope`` fields (``http_version``, the
+framework's matched route), a handler that records an error or conflicts, sampled, dropped
+and rescued spans, strict mode and not, and a series bound or not yet.
+
+CI runs the unit tests with the compiled path and with ``SYNCPERF_NO_EXTENSIONS=1``: without
+it, ``finish`` is its Python twin and these tests compare it with itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+
+import syncperf
+from syncperf._accel import speedups
+from syncperf._metrics.batches import FOLD_AT
+from syncperf._operation import HELD, NOOP, hold
+from syncperf.asgi import SyncPerfMiddleware, _exchange, _finish
+from syncperf.asgi._scope import VERSIONS
+from syncperf.testing import Capture, capture
+
+ROUTES = {"/sync/{entity}/push": "push", "/sync/pull": "pull"}
+METRICS = (
+    "sync.operation.duration",
+    "sync.conflicts",
+    "sync.items",
+    "sync.idempotency.hits",
+    "sync.batch.size",
+    "http.server.request.duration",
+    "http.server.request.body.size",
+    "http.server.response.body.size",
+    "http.server.active_requests",
+    "sync.operations.active",
+    "syncperf.dropped",
+    "syncperf.overhead",
+)
+
+
+class Boom(Exception):
+    """The application's own error."""
+
+
+class Halt(BaseException):
+    """Not an ``Exception``: what no ``except Exception`` catches."""
+
+
+class Route:
+    """What a framework leaves in ``scope["route"]``: a ``path_format``, or one that raises."""
+
+    def __init__(self, template: Any) -> None:
+        self._template = template
+
+    @property
+    def path_format(self) -> Any:
+        if isinstance(self._template, BaseException):
+            raise self._template
+        return self._template
+
+
+class Tally:
+    """What an adapter holds until the answer decides it (``HELD``): items, committed or not."""
+
+    conflicts = 0
+
+    def commit(self, op: Any, replayed: bool) -> None:
+        op.record_items(3, entity="todo", change="created")
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Does what the request's plan (``scope["plan"]``) says."""
+    plan = scope["plan"]
+    for _ in range(plan["read"]):  # 0: the body is never read (its size is not known)
+        await receive()
+    if "route" in plan:
+        scope["route"] = Route(plan["route"])
+    op = syncperf.current_operation()
+    if plan["held"] and op is not NOOP:
+        hold(op)
+        op.scratch[HELD].append(Tally())
+    if plan["error"]:
+        op.set_error("handler_error")
+    if plan["conflicts"]:
+        op.record_conflict(entity="todo", count=plan["conflicts"])
+    if plan["raise"] == "before":
+        raise Boom("before the response")
+    if plan["status"] is not None:
+        headers = [(b"idempotent-replayed", b"true")] if plan["replayed"] else []
+        await send({"type": "http.response.start", "status": plan["status"], "headers": headers})
+        more = plan["partial"]  # True: the response never completes
+        await send({"type": "http.response.body", "body": b"x" * plan["sent"], "more_body": more})
+    if plan["raise"] == "after":
+        raise Boom("after the response")
+
+
+def scope_of(plan: dict[str, Any]) -> dict[str, Any]:
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "method": plan["method"],
+        "scheme": "http",
+        "path": plan["path"],
+        "raw_path": plan["path"].encode(),
+        "query_string": plan["query"],
+        "root_path": "",
+        "plan": plan,
+        "headers": [],
+    }
+    length = {"body": str(len(plan["body"])), "zero": "0", "absent": None}[plan["length"]]
+    if length is not None:
+        scope["headers"].append((b"content-length", length.encode()))
+    if plan["version"] != "absent":
+        scope["http_version"] = plan["version"]
+    return scope
+
+
+async def request(mw: Any, plan: dict[str, Any]) -> str | None:
+    """One request; the name of what it raised, or None."""
+    messages = [{"type": "http.request", "body": plan["body"], "more_body": False}]
+    if plan["gone"]:
+        messages.insert(0, {"type": "http.disconnect"})
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    try:
+        await mw(scope_of(plan), receive, send)
+    except BaseException as error:  # (a Halt too)
+        return type(error).__name__ + ": " + str(error)
+    return None
+
+
+def summary(cap: Capture) -> dict[str, Any]:
+    """What was recorded, without the times (counts, sizes, values; span names, attributes)."""
+    found: dict[str, Any] = {}
+    for name in METRICS:
+        for point in cap.points(name):
+            key = (name, tuple(sorted(point.attributes.items())))
+            if hasattr(point, "count"):
+                times = name.endswith("duration") or name == "syncperf.overhead"
+                found[key] = (point.count, None if times else point.sum)
+            else:
+                found[key] = point.value
+    found["spans"] = sorted(
+        (span.name, str(span.status.status_code), sorted(dict(span.attributes or {}).items()))
+        for span in cap.spans()
+    )
+    return found
+
+
+@contextmanager
+def finishing(compiled: bool) -> Iterator[None]:
+    saved = _exchange.finish
+    _exchange.finish = _finish.finish if compiled else _finish.finish_py
+    try:
+        yield
+    finally:
+        _exchange.finish = saved
+
+
+def run(
+    plans: list[dict[str, Any]], options: dict[str, Any], compiled: bool
+) -> tuple[list[str | None], dict[str, Any]]:
+    sampler = {"on": ALWAYS_ON, "off": ParentBased(ALWAYS_OFF)}[options["sampler"]]
+    slow = 1e-9 if options["slow"] else 60.0
+    with capture(sampler=sampler, strict=options["strict"], slow_threshold=slow) as cap:
+        mw = SyncPerfMiddleware(
+            app, routes=ROUTES, entities=["todo"], replay_header="Idempotent-Replayed"
+        )
+        loop = asyncio.new_event_loop()
+        try:
+            with finishing(compiled):
+                raised = [loop.run_until_complete(request(mw, plan)) for plan in plans]
+        finally:
+            loop.close()
+        return raised, summary(cap)
+
+
+# Mostly requests the compiled finish takes, so that later ones find bound series; the rest
+# every other way a request can end
+common = st.sampled_from([200, 201, 204, 302, 304])
+statuses = st.one_of(
+    common,
+    common,
+    common,
+    st.sampled_from([400, 404, 409, 422, 500, 503, None]),
+    st.integers(100, 599),
+)
+versions = st.one_of(
+    st.sampled_from([*sorted(VERSIONS), "absent"]),
+    st.sampled_from(["0.9", "", None, 2, b"1.1"]),
+    st.text(max_size=3),
+)
+routes = st.one_of(
+    st.sampled_from(["/sync/{entity}/push", "/sync/pull", "/elsewhere", "", None, 7]),
+    st.sampled_from([RuntimeError("route"), Halt("halt")]),
+    st.text(max_size=5),
+)
+fields = {
+    "path": st.sampled_from(["/sync/pull"] * 3 + ["/sync/todo/push", "/sync/junk/push", "/other"]),
+    "method": st.sampled_from(["GET", "POST", "HEAD", "PATCH"]),
+    "query": st.sampled_from([b"", b"live=true"]),
+    "body": st.sampled_from([b"", b"{}", b"x" * 100]),
+    "read": st.integers(0, 2),
+    "length": st.sampled_from(["body", "zero", "absent"]),
+    "status": statuses,
+    "sent": st.integers(0, 50),
+    "raise": st.sampled_from([None] * 6 + ["before", "after"]),
+    "gone": st.sampled_from([False] * 6 + [True]),
+    "error": st.sampled_from([False] * 4 + [True]),
+    "conflicts": st.sampled_from([0] * 4 + [1, 2]),
+    "held": st.booleans(),
+    "replayed": st.sampled_from([False] * 4 + [True]),
+    "partial": st.sampled_from([False] * 6 + [True]),
+    "version": versions,
+    "route": routes,
+}
+
+
+@st.composite
+def request_lists(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """A first request, then others that each differ from it in one field or none: most find
+    the series an earlier one bound, under the same or another route."""
+    first = draw(st.fixed_dictionaries(fields))
+    if draw(st.booleans()):
+        del first["route"]
+    one = st.sampled_from(sorted(fields)).flatmap(lambda k: fields[k].map(lambda v: {k: v}))
+    changes = draw(st.lists(st.one_of(st.just({}), one), max_size=5))
+    return [first, *({**first, **change} for change in changes)]
+
+
+options = st.fixed_dictionaries(
+    {
+        "sampler": st.sampled_from(["on", "off", "off"]),
+        "slow": st.sampled_from([False, False, True]),
+        "strict": st.booleans(),
+    }
+)
+
+
+OPTIONS = {"sampler": "off", "slow": False, "strict": True}
+PLAIN = {
+    "path": "/sync/todo/push", "method": "POST", "query": b"", "body": b"{}", "read": 1,
+    "length": "body",
+    "status": 200, "sent": 10, "raise": None, "gone": False, "error": False, "conflicts": 0,
+    "held": False, "replayed": False, "partial": False, "version": "1.1",
+}  # fmt: skip
+PULL = {**PLAIN, "path": "/sync/pull"}
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plans=request_lists(), options=options)
+@example(plans=[{**PULL, "replayed": True}] * 2, options=OPTIONS)  # an idempotency hit
+@example(plans=[{**PULL, "held": True}] * 2, options=OPTIONS)  # tallies the answer commits
+@example(plans=[PULL, {**PULL, "route": "/pulled"}, {**PULL, "route": "/pulled"}], options=OPTIONS)
+def test_the_compiled_finish_records_what_the_python_one_records(
+    plans: list[dict[str, Any]], options: dict[str, Any]
+) -> None:
+    """Several requests in one runtime: later ones find series the earlier ones bound."""
+    assert run(plans, options, compiled=True) == run(plans, options, compiled=False)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
+@pytest.mark.parametrize("path", ["/sync/todo/push", "/sync/pull", "/other"])
+def test_a_plain_request_is_finished_without_the_python_helpers(path: str) -> None:
+    """Past its first (which binds the series), a request that ended as most do is finished
+    in C: neither ``finish_py``, ``finish_operation`` nor ``record_http`` runs. (A path
+    entity changes the operation's entity: ``finish_operation`` ends it, in ``end``.)"""
+    called: list[str] = []
+
+    def counted(name: str) -> Any:
+        def call(*args: Any) -> Any:
+            called.append(name)
+            return getattr(_finish, name)(*args)
+
+        return call
+
+    namespace = {**vars(_finish)}
+    namespace.update({name: counted(name) for name in ("finish_operation", "record_http")})
+    assert speedups is not None
+    speedups.bind_finish(namespace, counted("finish_py"), VERSIONS, FOLD_AT)
+    n = FOLD_AT + 3
+    try:
+        raised, found = run([{**PLAIN, "path": path}] * n, OPTIONS, compiled=True)
+    finally:
+        speedups.bind_finish(vars(_finish), _finish.finish_py, VERSIONS, FOLD_AT)
+    assert raised == [None] * n
+    ended = ["finish_operation"] * n if path == "/sync/todo/push" else []
+    assert sorted(called) == [*ended, "record_http"]  # the first binds the series
+    (duration,) = [v for k, v in found.items() if k[0] == "http.server.request.duration"]
+    assert duration == (n, None)
+    (sizes,) = [v for k, v in found.items() if k[0] == "http.server.response.body.size"]
+    assert sizes == (n, 10 * n)
+    if path != "/other":
+        (ended,) = [v for k, v in found.items() if k[0] == "sync.operation.duration"]
+        assert ended == (n, None)
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
+def test_a_patched_helper_sends_the_request_to_the_python_finish(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[Any] = []
+    real = _finish.http_key
+
+    def http_key(*args: Any) -> Any:
+        seen.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(_finish, "http_key", http_key)
+    raised, _ = run([PLAIN] * 3, OPTIONS, compiled=True)
+    assert raised == [None] * 3
+    assert len(seen) == 3
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
+def test_finish_holds_no_reference_or_memory_afterwards() -> None:
+    plan = PLAIN
+    method, template = "POST", "/sync/{entity}/push"
+    with capture(sampler=ParentBased(ALWAYS_OFF)):
+        mw = SyncPerfMiddleware(app, routes={template: "push"}, entities=["todo"])
+        loop = asyncio.new_event_loop()
+        try:
+            for _ in range(500):
+                loop.run_until_complete(request(mw, plan))
+            refs = sys.getrefcount(method), sys.getrefcount(template)
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(5000):
+                loop.run_until_complete(request(mw, plan))
+            grown = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+            assert (sys.getrefcount(method), sys.getrefcount(template)) == refs
+        finally:
+            loop.close()
+    assert grown < 64 * 1024
