@@ -3302,6 +3302,10 @@ record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, l
             goto out;
         matched = route_given;
     }
+    /* (first: a str subclass's truth may run code; the version is read borrowed after it) */
+    int given = matched == NULL || matched == Py_None ? 0 : PyObject_IsTrue(matched);
+    if (given < 0)
+        goto out;
     PyObject *version = PyDict_GetItemWithError(scope, s_http_version);
     if (version == NULL) {
         if (PyErr_Occurred())
@@ -3315,9 +3319,6 @@ record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, l
     } else if (version != Py_None) {
         goto out; /* wrong_type counts it */
     }
-    int given = matched == NULL || matched == Py_None ? 0 : PyObject_IsTrue(matched);
-    if (given < 0)
-        goto out;
     key = PyTuple_Pack(6, x[X_method], x[X_scheme], x[X_status], given ? matched : x[X_template],
                        Py_None, version);
     if (key == NULL || (series = PyObject_GetAttr(http, s_series_attr)) == NULL ||
