@@ -3142,18 +3142,25 @@ static const char *W_NAMES[W_N] = {"finish_operation", "record_http", "framework
                                    "hook_failed", "_perf"};
 enum { X_rt, X_left_early, X_complete_ns, X_token, X_status, X_op, X_adapter, X_replayed,
        X_held_entity, X_scope, X_entry_root, X_http, X_live, X_t0, X_received,
-       X_content_length, X_method, X_scheme, X_sent, X_prologue_ns, X_active, X_template, X_N };
-static const char *X_NAMES[X_N] = {
+       X_content_length, X_method, X_scheme, X_sent, X_prologue_ns, X_active, X_template,
+       X_N, /* finish reads the fields above; new_exchange sets these too */
+       X_answer_encoded = X_N, X_continues, X_current, X_disconnected, X_encoded, X_idem_key,
+       X_metered_into, X_mw, X_owned, X_owner_span, X_read_ahead, X_response_chunks, X_shared,
+       X_ALL };
+static const char *X_NAMES[X_ALL] = {
     "rt", "left_early", "complete_ns", "token", "status", "op", "adapter", "replayed",
     "held_entity", "scope", "entry_root", "http", "live", "t0", "received", "content_length",
-    "method", "scheme", "sent", "prologue_ns", "active", "template"};
-static PyObject *W_STR[W_N], *W_ORIG[W_N], *X_STR[X_N], *FINISH_NS, *FINISH_SLOW, *VERSIONS,
+    "method", "scheme", "sent", "prologue_ns", "active", "template", "answer_encoded",
+    "continues", "current", "disconnected", "encoded", "idem_key", "metered_into", "mw",
+    "owned", "owner_span", "read_ahead", "response_chunks", "shared"};
+static PyObject *W_STR[W_N], *W_ORIG[W_N], *X_STR[X_ALL], *FINISH_NS, *FINISH_SLOW, *VERSIONS,
     *END_PLAIN_FN;
 static PyObject *s_end_plain, *s_overhead_series, *s_asgi, *s_lock, *s_acquire, *s_release,
     *s_series_attr, *s_values, *s_fold_now, *s_scratch, *s_http_version, *s_head,
-    *s_end_failed, *s_http_failed;
+    *s_end_failed, *s_http_failed, *s_route_key, *s_root_path_key, *s_fastapi, *s_app_root,
+    *s_path_format;
 static Found W_FOUND[W_N], END_PLAIN_FOUND;
-static Slot X_SLOT[X_N];
+static Slot X_SLOT[X_ALL];
 static Py_ssize_t BATCH_FOLD_AT = -1;
 
 /* bind_finish(namespace, finish_py, versions, fold_at): _finish's namespace as it is now (its
@@ -3176,7 +3183,7 @@ bind_finish(PyObject *mod, PyObject *args)
         return NULL;
     for (int i = 0; i < W_N; i++)
         FINISH_INTERN(W_STR[i], W_NAMES[i])
-    for (int i = 0; i < X_N; i++)
+    for (int i = 0; i < X_ALL; i++)
         FINISH_INTERN(X_STR[i], X_NAMES[i])
     FINISH_INTERN(s_end_plain, "_end_plain") FINISH_INTERN(s_overhead_series, "overhead_series")
     FINISH_INTERN(s_asgi, "asgi") FINISH_INTERN(s_lock, "lock")
@@ -3186,6 +3193,9 @@ bind_finish(PyObject *mod, PyObject *args)
     FINISH_INTERN(s_http_version, "http_version") FINISH_INTERN(s_head, "HEAD")
     FINISH_INTERN(s_end_failed, "operation_end_failed")
     FINISH_INTERN(s_http_failed, "asgi_http_metrics_failed")
+    FINISH_INTERN(s_route_key, "route") FINISH_INTERN(s_root_path_key, "root_path")
+    FINISH_INTERN(s_fastapi, "fastapi") FINISH_INTERN(s_app_root, "app_root_path")
+    FINISH_INTERN(s_path_format, "path_format")
 #undef FINISH_INTERN
     for (int i = 0; i < W_N; i++) {
         PyObject *f = PyDict_GetItemWithError(ns, W_STR[i]);
@@ -3278,6 +3288,38 @@ keep(PyObject **pending)
     Py_XSETREF(*pending, raised());
 }
 
+/* framework_route(scope, entry_root) (a new reference): the matched route's template, read
+ * here for a route Starlette or FastAPI left without an included router's context, at the
+ * server's root; any other scope goes to the Python one */
+static PyObject *
+route_of(PyObject *scope, PyObject *entry_root)
+{
+    PyObject *route = PyDict_GetItemWithError(scope, s_route_key), *root = NULL;
+    int plain = route != NULL && PyDict_GetItemWithError(scope, s_fastapi) == NULL &&
+                !PyErr_Occurred() && (root = PyDict_GetItemWithError(scope, s_root_path_key)) &&
+                PyUnicode_CheckExact(root) && PyUnicode_CheckExact(entry_root) &&
+                PyUnicode_Compare(root, entry_root) == 0 &&
+                PyDict_GetItemWithError(scope, s_app_root) == NULL && !PyErr_Occurred();
+    if (!plain) {
+        if (PyErr_Occurred())
+            return NULL;
+        PyObject *argv[2] = {scope, entry_root};
+        return PyObject_Vectorcall(W_ORIG[W_framework_route], argv, 2, NULL);
+    }
+    Py_INCREF(route);
+    PyObject *template = PyObject_GetAttr(route, s_path_format); /* (may run code) */
+    Py_DECREF(route);
+    if (template == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+            return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    if (!PyUnicode_Check(template))
+        Py_SETREF(template, Py_NewRef(Py_None));
+    return template;
+}
+
 /* record_http's try block for a request whose series is bound: 1 recorded, 0 not begun
  * (record_http does it all), -1 with an error set after the request began to be recorded
  * (record_http's except: hook_failed) */
@@ -3296,9 +3338,7 @@ record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, l
     if (overhead == NULL || PyObject_IsTrue(overhead) != 1) /* (a series: true) */
         goto out;
     if (x[X_op] == Py_None) { /* http_key reads the route the framework matched */
-        PyObject *argv[2] = {scope, x[X_entry_root]};
-        if ((route_given = PyObject_Vectorcall(W_ORIG[W_framework_route], argv, 2, NULL)) ==
-            NULL)
+        if ((route_given = route_of(scope, x[X_entry_root])) == NULL)
             goto out;
         matched = route_given;
     }
@@ -3440,8 +3480,7 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (complete > t_end)
         op_c = 0;
     if (op_c) { /* finish_operation's work, for this operation: the route, then end() */
-        PyObject *argv[2] = {x[X_scope], x[X_entry_root]};
-        matched = PyObject_Vectorcall(W_ORIG[W_framework_route], argv, 2, NULL);
+        matched = route_of(x[X_scope], x[X_entry_root]);
         op_c = matched != NULL;
         PyErr_Clear(); /* finish_operation asks again, and says */
     }
@@ -3501,6 +3540,586 @@ done:
     return r;
 }
 
+/* ---- the start of a request (asgi._exchange) ------------------------------------------ */
+
+/* What new_exchange and open_exchange call of _exchange's namespace (checked as finish's) */
+enum { E_begin, E_valid_headers, E_record_key, E_read_client, E_mount_base, E_is_live,
+       E_extract, E_gate_name, E_text, E_perf, E_context_api, E_current_span, E_owners,
+       E_read_scope, E_read_headers, E_N };
+static const char *E_NAMES[E_N] = {"begin", "valid_headers", "record_key", "read_client",
+                                   "mount_base", "is_live", "extract", "gate_name", "text",
+                                   "_perf", "context_api", "current_span", "owners",
+                                   "read_scope", "read_headers"};
+static PyObject *E_STR[E_N], *E_ORIG[E_N], *EXCHANGE_NS, *EXCHANGE_TYPE, *OPEN_SLOW, *START_FN;
+static Found E_FOUND[E_N];
+static PyObject *INVALID_SPAN, *SERVER_KIND, *NO_FIELDS, *NO_HEADERS, *OTHER_NAME, *LIVE_REQUEST,
+    *LIVE_QUERY, *MINUS_ONE;
+static PyObject *s_contrib, *s_telemetry, *s_route, *s_template_attr, *s_adapter, *s_operation_attr,
+    *s_entity_plain, *s_series_map, *s_http_method, *s_active_series, *s_active_for, *s_headers_key,
+    *s_tracing_attr, *s_active_attr, *s_next_check_attr, *s_due, *s_fields_method, *s_idem_name,
+    *s_entities_attr, *s_names_from, *s_entity_text, *s_live_attr, *s_internal_error,
+    *s_live_failed, *s_live_names, *s_attach, *s_url_path, *s_op_series, *s_drop,
+    *s_invalid_entity, *s_invalid_text, *s_hold, *s_own_ns_attr, *s_entity_field,
+    *s_query_string, *s_rt_entities, *a_method, *a_scheme, *a_url_path, *a_route,
+    *s_start_name;
+
+/* bind_exchange(namespace, Exchange, Exchange.open, (INVALID_SPAN, SpanKind.SERVER, no fields,
+ * no headers, OTHER, live_request, live_query)) */
+static PyObject *
+bind_exchange(PyObject *mod, PyObject *args)
+{
+    PyObject *ns, *cls, *open;
+    if (!PyArg_ParseTuple(args, "O!O!O(OOO!O!OOO):bind_exchange", &PyDict_Type, &ns,
+                          &PyType_Type, &cls, &open, &INVALID_SPAN, &SERVER_KIND,
+                          &PyFrozenSet_Type, &NO_FIELDS, &PyTuple_Type, &NO_HEADERS, &OTHER_NAME,
+                          &LIVE_REQUEST, &LIVE_QUERY))
+        return NULL;
+    if (X_STR[0] == NULL || HEADERS_SLOW == NULL || CLOCKS == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_exchange: bind_finish and bind_read first");
+        return NULL;
+    }
+    Py_INCREF(INVALID_SPAN), Py_INCREF(SERVER_KIND), Py_INCREF(NO_FIELDS);
+    Py_INCREF(NO_HEADERS), Py_INCREF(OTHER_NAME), Py_INCREF(LIVE_REQUEST), Py_INCREF(LIVE_QUERY);
+#define EX_INTERN(var, text)                                                                 \
+    if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL)                     \
+        return NULL;
+    for (int i = 0; i < E_N; i++)
+        EX_INTERN(E_STR[i], E_NAMES[i])
+    EX_INTERN(s_contrib, "_contrib") EX_INTERN(s_telemetry, "fastapi.telemetry")
+    EX_INTERN(s_route, "route") EX_INTERN(s_template_attr, "template")
+    EX_INTERN(s_adapter, "adapter") EX_INTERN(s_operation_attr, "operation")
+    EX_INTERN(s_entity_plain, "entity") EX_INTERN(s_series_map, "_series")
+    EX_INTERN(s_http_method, "http") EX_INTERN(s_active_series, "active_series")
+    EX_INTERN(s_active_for, "active_for") EX_INTERN(s_headers_key, "headers")
+    EX_INTERN(s_tracing_attr, "tracing") EX_INTERN(s_active_attr, "active")
+    EX_INTERN(s_next_check_attr, "next_check") EX_INTERN(s_due, "due")
+    EX_INTERN(s_fields_method, "propagation_fields") EX_INTERN(s_idem_name, "_idem_name")
+    EX_INTERN(s_entities_attr, "_entities") EX_INTERN(s_names_from, "names_from_requests")
+    EX_INTERN(s_entity_text, "the {entity} of a route") EX_INTERN(s_live_attr, "_live")
+    EX_INTERN(s_internal_error, "internal_error")
+    EX_INTERN(s_live_failed, "asgi_live_predicate_failed")
+    EX_INTERN(s_live_names, "_live_names") EX_INTERN(s_attach, "attach")
+    EX_INTERN(s_url_path, "url_path") EX_INTERN(s_op_series, "op_series")
+    EX_INTERN(s_drop, "drop") EX_INTERN(s_invalid_entity, "invalid_entity")
+    EX_INTERN(s_invalid_text, "syncperf dropped a path entity that is not a valid name")
+    EX_INTERN(s_hold, "hold") EX_INTERN(s_own_ns_attr, "_own_ns")
+    EX_INTERN(s_entity_field, "_entity") EX_INTERN(s_query_string, "query_string")
+    EX_INTERN(s_rt_entities, "entities") EX_INTERN(a_method, "http.request.method")
+    EX_INTERN(a_scheme, "url.scheme") EX_INTERN(a_url_path, "url.path")
+    EX_INTERN(a_route, "http.route") EX_INTERN(s_start_name, "start")
+#undef EX_INTERN
+    if (MINUS_ONE == NULL && (MINUS_ONE = PyLong_FromLong(-1)) == NULL)
+        return NULL;
+    for (int i = 0; i < E_N; i++) {
+        PyObject *f = PyDict_GetItemWithError(ns, E_STR[i]);
+        if (f == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "bind_exchange: no %U", E_STR[i]);
+            return NULL;
+        }
+        Py_XSETREF(E_ORIG[i], Py_NewRef(f));
+    }
+    PyObject *start_fn = PyDict_GetItemWithError(CLOCKS, s_start_name);
+    if (start_fn == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "bind_exchange: _lifecycle has no start");
+        return NULL;
+    }
+    Py_XSETREF(START_FN, Py_NewRef(start_fn));
+    Py_XSETREF(EXCHANGE_NS, Py_NewRef(ns));
+    Py_XSETREF(EXCHANGE_TYPE, Py_NewRef(cls));
+    Py_XSETREF(OPEN_SLOW, Py_NewRef(open));
+    Py_RETURN_NONE;
+}
+
+/* Whether _exchange's namespace still holds what was bound and the clock is perf_counter_ns
+ * (0: the Python path; -1: an error) */
+static int
+exchange_unpatched(void)
+{
+    for (int i = 0; i < E_N; i++) {
+        PyObject *f = item_of(EXCHANGE_NS, E_STR[i], &E_FOUND[i]);
+        if (f != E_ORIG[i])
+            return f == NULL && PyErr_Occurred() ? -1 : 0;
+    }
+    static Found perf_found, start_found;
+    PyObject *perf = item_of(CLOCKS, s_perf, &perf_found);
+    PyObject *start_fn = perf == NULL ? NULL : item_of(CLOCKS, s_start_name, &start_found);
+    if (start_fn == NULL && PyErr_Occurred())
+        return -1;
+    return perf == PERF_NS && E_ORIG[E_perf] == PERF_NS && start_fn == START_FN;
+}
+
+/* A new reference to value set in ex's field i (its slot, when it is a plain one) */
+static int
+x_set(PyObject *ex, int i, PyObject *value)
+{
+    PyObject **field = slot_of(ex, X_STR[i], &X_SLOT[i]);
+    if (field == NULL)
+        return PyObject_SetAttr(ex, X_STR[i], value);
+    Py_XSETREF(*field, Py_NewRef(value));
+    return 0;
+}
+
+/* The span current in OpenTelemetry's default runtime context, when none is: INVALID_SPAN
+ * (borrowed); NULL otherwise (or with an error) */
+static PyObject *
+no_current_span(void)
+{
+    if (CONTEXT_VAR == NULL)
+        return NULL;
+    PyObject *in_force = PyDict_GetItemWithError(CONTEXT_NS, s_runtime_context);
+    if (in_force != RUNTIME)
+        return NULL;
+    PyObject *now = NULL;
+    if (PyContextVar_Get(CONTEXT_VAR, NULL, &now) < 0)
+        return NULL;
+    PyObject *span = now != NULL && PyDict_Check(now) ? PyDict_GetItemWithError(now, SPAN_KEY)
+                                                      : Py_None;
+    Py_XDECREF(now);
+    return span == NULL && !PyErr_Occurred() ? INVALID_SPAN : NULL;
+}
+
+/* new_exchange(mw, rt, shared, scope, t0): Exchange(...) for a request whose scope is a dict of
+ * known method and scheme and a str root path, no FastAPI telemetry, contrib not in the app's
+ * stack and no span current: its fields set here, as Exchange.__init__ sets them (the
+ * instance made as object.__new__ makes it). Any other goes to Exchange(...). */
+static PyObject *
+new_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!called("new_exchange", nargs, 5, EXCHANGE_TYPE, "bind_exchange"))
+        return NULL;
+    PyObject *mw = args[0], *scope = args[3], *contrib = NULL, *read = NULL, *ex = NULL;
+    int plain = PyDict_CheckExact(scope) && PyLong_CheckExact(args[4]) ? exchange_unpatched() : 0;
+    if (plain < 0)
+        return NULL;
+    if (!plain || (contrib = PyObject_GetAttr(mw, s_contrib)) == NULL || contrib != Py_False ||
+        PyDict_GetItemWithError(scope, s_telemetry) != NULL || PyErr_Occurred())
+        goto slow;
+    PyObject *current = no_current_span();
+    if (current == NULL || (read = read_scope(NULL, scope)) == NULL || !PyTuple_Check(read))
+        goto slow;
+    PyTypeObject *type = (PyTypeObject *)EXCHANGE_TYPE;
+    if ((ex = type->tp_alloc(type, 0)) == NULL)
+        goto done;
+    const struct {
+        int field;
+        PyObject *value;
+    } set[] = {
+        {X_mw, mw}, {X_rt, args[1]}, {X_shared, args[2]}, {X_scope, scope}, {X_t0, args[4]},
+        {X_op, Py_None}, {X_token, Py_None}, {X_template, Py_None}, {X_adapter, Py_None},
+        {X_live, Py_False}, {X_idem_key, Py_None}, {X_held_entity, Py_None},
+        {X_http, Py_None}, {X_active, Py_None}, {X_content_length, MINUS_ONE},
+        {X_continues, Py_False}, {X_encoded, Py_False}, {X_answer_encoded, Py_False},
+        {X_status, Py_None}, {X_sent, ZERO}, {X_received, ZERO}, {X_complete_ns, ZERO},
+        {X_disconnected, Py_False}, {X_replayed, Py_False}, {X_left_early, Py_False},
+        {X_read_ahead, Py_None}, {X_response_chunks, Py_None}, {X_prologue_ns, ZERO},
+        {X_method, PyTuple_GET_ITEM(read, 0)}, {X_scheme, PyTuple_GET_ITEM(read, 1)},
+        {X_entry_root, PyTuple_GET_ITEM(read, 2)}, {X_current, current},
+        {X_owner_span, Py_None}, {X_owned, Py_False}, {X_metered_into, Py_None},
+    };
+    for (size_t i = 0; i < sizeof set / sizeof set[0]; i++)
+        if (x_set(ex, set[i].field, set[i].value) < 0) {
+            Py_CLEAR(ex);
+            goto done;
+        }
+    goto done;
+slow:
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto done;
+        PyErr_Clear();
+    }
+    ex = PyObject_Vectorcall(EXCHANGE_TYPE, args, 5, NULL);
+done:
+    Py_XDECREF(contrib);
+    Py_XDECREF(read);
+    return ex;
+}
+
+/* The default live predicate for a request: `stream`, or the query string's live parameter
+ * (live_query, called when a query has `live=` or `feed=`); -1 with an error */
+static int
+live_default(PyObject *scope, int stream)
+{
+    if (stream)
+        return 1;
+    PyObject *query = PyDict_GetItemWithError(scope, s_query_string);
+    if (query == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    if (!PyBytes_CheckExact(query))
+        return 0;
+    const char *q = PyBytes_AS_STRING(query);
+    size_t n = (size_t)PyBytes_GET_SIZE(query);
+    if (!memmem(q, n, "live=", 5) && !memmem(q, n, "feed=", 5))
+        return 0;
+    Py_INCREF(query);
+    PyObject *r = PyObject_CallOneArg(LIVE_QUERY, query);
+    Py_DECREF(query);
+    int truth = r == NULL ? -1 : PyObject_IsTrue(r);
+    Py_XDECREF(r);
+    return truth;
+}
+
+/* op._entity, held = rt.entities.hold(entity); ex.held_entity = entity when held (0, -1) */
+static int
+hold_entity(PyObject *ex, PyObject *rt, PyObject *op, PyObject *entity)
+{
+    PyObject *entities = PyObject_GetAttr(rt, s_rt_entities);
+    PyObject *pair = entities == NULL ? NULL
+                                      : PyObject_CallMethodOneArg(entities, s_hold, entity);
+    Py_XDECREF(entities);
+    if (pair == NULL)
+        return -1;
+    PyObject *name, *held;
+    int r = -1;
+    if (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 2) {
+        PyErr_SetString(PyExc_TypeError, "entities.hold: a pair expected");
+    } else {
+        name = PyTuple_GET_ITEM(pair, 0), held = PyTuple_GET_ITEM(pair, 1);
+        int truth = PyObject_SetAttr(op, s_entity_field, name) < 0 ? -1 : PyObject_IsTrue(held);
+        r = truth < 0 ? -1 : truth ? x_set(ex, X_held_entity, entity) : 0;
+    }
+    Py_DECREF(pair);
+    return r;
+}
+
+/* Exchange.start_operation for a route without an adapter: a new reference to the operation,
+ * NULL with an error (where the Python one raises: the fields it set by then are set) */
+static PyObject *
+start_operation_c(PyObject *ex, PyObject **x, PyObject *compiled, PyObject *route,
+                  PyObject *entity, int traced, PyObject *propagated, int stream)
+{
+    PyObject *rt = x[X_rt], *mw = x[X_mw], *scope = x[X_scope], *root = x[X_entry_root];
+    PyObject *template = NULL, *base = NULL, *http_route = NULL, *kept = NULL, *names = NULL;
+    PyObject *operation = NULL, *attributes = NULL, *parent = NULL, *token = NULL;
+    PyObject *url_path = NULL, *key = NULL, *op = NULL, *r = NULL, *plain_entity = NULL;
+    PyObject *bound = NULL, *predicate = NULL, *said = NULL;
+    PyObject *argv[7] = {scope, root};
+    if ((template = PyObject_GetAttr(compiled, s_template_attr)) == NULL ||
+        (base = PyObject_Vectorcall(E_ORIG[E_mount_base], argv, 2, NULL)) == NULL ||
+        (http_route = PyNumber_Add(base, template)) == NULL ||
+        x_set(ex, X_template, http_route) < 0 || x_set(ex, X_adapter, Py_None) < 0)
+        goto done;
+    if (entity != Py_None) { /* path_entity */
+        PyObject *allowed = PyObject_GetAttr(mw, s_entities_attr);
+        if (allowed == NULL)
+            goto done;
+        int in = 1;
+        if (allowed == Py_None) {
+            said = PyObject_CallMethodOneArg(rt, s_names_from, s_entity_text);
+            in = said == NULL ? -1 : 1;
+            Py_CLEAR(said);
+        } else {
+            in = PySequence_Contains(allowed, entity);
+        }
+        Py_DECREF(allowed);
+        if (in < 0)
+            goto done;
+        kept = Py_NewRef(in ? entity : OTHER_NAME);
+    }
+    if ((predicate = PyObject_GetAttr(mw, s_live_attr)) == NULL)
+        goto done;
+    int live;
+    if (predicate == LIVE_REQUEST) {
+        live = live_default(scope, stream);
+    } else {
+        argv[0] = predicate, argv[1] = scope, argv[2] = stream ? Py_True : Py_False;
+        said = PyObject_Vectorcall(E_ORIG[E_is_live], argv, 3, NULL);
+        live = said == NULL ? -1 : PyObject_IsTrue(said);
+        Py_CLEAR(said);
+    }
+    if (live < 0) { /* the predicate raised: counted (strict mode raises), not live */
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto done;
+        PyObject *error = raised();
+        said = PyObject_CallMethodObjArgs(rt, s_internal_error, s_live_failed, error, NULL);
+        Py_DECREF(error);
+        if (said == NULL)
+            goto done;
+        Py_CLEAR(said);
+        live = 0;
+    } else if (live && x_set(ex, X_live, Py_True) < 0) {
+        goto done;
+    }
+    if ((operation = PyObject_GetAttr(route, s_operation_attr)) == NULL)
+        goto done;
+    if (live) {
+        if ((names = PyObject_GetAttr(mw, s_live_names)) == NULL)
+            goto done;
+        Py_SETREF(operation, PyObject_GetItem(names, operation));
+        if (operation == NULL)
+            goto done;
+    }
+    if (traced) {
+        if (propagated != Py_None) {
+            argv[0] = rt, argv[1] = propagated;
+            if ((parent = PyObject_Vectorcall(E_ORIG[E_extract], argv, 2, NULL)) == NULL)
+                goto done;
+            if (parent != Py_None &&
+                ((token = PyObject_CallMethodOneArg(E_ORIG[E_context_api], s_attach, parent)) ==
+                     NULL ||
+                 x_set(ex, X_token, token) < 0))
+                goto done;
+        }
+        if (PyUnicode_GET_LENGTH(root) > 0) {
+            PyObject *whole = PyNumber_Add(root, template);
+            url_path = whole == NULL ? NULL : PyObject_CallOneArg(E_ORIG[E_text], whole);
+            Py_XDECREF(whole);
+        } else {
+            url_path = PyObject_GetAttr(compiled, s_url_path);
+        }
+        if (url_path == NULL || (attributes = PyDict_New()) == NULL ||
+            PyDict_SetItem(attributes, a_method, x[X_method]) < 0 ||
+            PyDict_SetItem(attributes, a_scheme, x[X_scheme]) < 0 ||
+            PyDict_SetItem(attributes, a_url_path, url_path) < 0 ||
+            PyDict_SetItem(attributes, a_route, http_route) < 0)
+            goto done;
+    }
+    if ((plain_entity = PyObject_GetAttr(route, s_entity_plain)) == NULL)
+        goto done;
+    PyObject *current = token != NULL ? Py_None : x[X_current];
+    PyObject *attrs = attributes != NULL ? attributes : Py_None;
+    PyObject *series_map = PyObject_GetAttr(rt, s_op_series); /* begin's lookup */
+    if (series_map != NULL && PyDict_CheckExact(series_map) &&
+        (key = PyTuple_Pack(2, operation, plain_entity)) != NULL)
+        bound = Py_XNewRef(PyDict_GetItemWithError(series_map, key));
+    Py_XDECREF(series_map);
+    if (bound == NULL && PyErr_Occurred())
+        goto done;
+    if (bound != NULL) {
+        argv[0] = rt, argv[1] = bound, argv[2] = SERVER_KIND, argv[3] = attrs;
+        argv[4] = x[X_t0], argv[5] = current;
+        op = start(NULL, argv, 6, NULL);
+    } else {
+        argv[0] = rt, argv[1] = operation, argv[2] = plain_entity, argv[3] = SERVER_KIND;
+        argv[4] = attrs, argv[5] = x[X_t0], argv[6] = current;
+        op = PyObject_Vectorcall(E_ORIG[E_begin], argv, 7, NULL);
+    }
+    if (op == NULL || x_set(ex, X_op, op) < 0)
+        goto done;
+    if (kept != NULL) {
+        if ((said = PyObject_CallOneArg(E_ORIG[E_gate_name], kept)) == NULL)
+            goto done;
+        if (said == Py_None) { /* client data: never raised */
+            Py_SETREF(said, PyObject_CallMethodObjArgs(rt, s_drop, s_invalid_entity,
+                                                       s_invalid_text, NULL));
+            if (said == NULL)
+                goto done;
+        } else if (hold_entity(ex, rt, op, kept) < 0) { /* known while the handler runs */
+            goto done;
+        }
+    }
+    r = Py_NewRef(op);
+done:
+    Py_XDECREF(template);
+    Py_XDECREF(base);
+    Py_XDECREF(http_route);
+    Py_XDECREF(kept);
+    Py_XDECREF(names);
+    Py_XDECREF(operation);
+    Py_XDECREF(attributes);
+    Py_XDECREF(parent);
+    Py_XDECREF(token);
+    Py_XDECREF(url_path);
+    Py_XDECREF(key);
+    Py_XDECREF(op);
+    Py_XDECREF(plain_entity);
+    Py_XDECREF(bound);
+    Py_XDECREF(predicate);
+    Py_XDECREF(said);
+    return r;
+}
+
+/* open_exchange(ex, hit, metered): Exchange.open for a request new_exchange made (its fields as
+ * Exchange.__init__ sets them: no other instrumentation owns it) and a route without an
+ * adapter; its Python helpers called as open calls them, in the same order. Any other goes
+ * to Exchange.open whole, before anything is set. */
+static PyObject *
+open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!called("open_exchange", nargs, 3, EXCHANGE_TYPE, "bind_exchange"))
+        return NULL;
+    PyObject *ex = args[0], *hit = args[1], *metered = args[2], *r = NULL;
+    PyObject *x[X_ALL] = {NULL}, *compiled = NULL, *route = NULL, *adapter = NULL;
+    PyObject *http = NULL, *active = NULL, *key = NULL, *headers = NULL, *tracing = NULL;
+    PyObject *fields = NULL, *found = NULL, *op = NULL, *said = NULL;
+    PyObject *entity = Py_None;
+    static const int READ[] = {X_rt, X_shared, X_scope, X_mw, X_method, X_scheme, X_entry_root,
+                               X_owned, X_owner_span, X_metered_into, X_t0, X_current};
+    long long t0;
+    int plain = Py_IS_TYPE(ex, (PyTypeObject *)EXCHANGE_TYPE) &&
+                        (metered == Py_True || metered == Py_False)
+                    ? exchange_unpatched()
+                    : 0;
+    if (plain < 0)
+        return NULL;
+    if (!plain)
+        goto slow;
+    for (size_t i = 0; i < sizeof READ / sizeof READ[0]; i++)
+        if ((x[READ[i]] = slot_get(ex, X_STR[READ[i]], &X_SLOT[READ[i]])) == NULL)
+            goto unread;
+    if (x[X_owned] != Py_False || x[X_owner_span] != Py_None || x[X_metered_into] != Py_None ||
+        !ll_field(x[X_t0], &t0) || !PyDict_CheckExact(x[X_scope]) ||
+        !PyUnicode_CheckExact(x[X_method]) || !PyUnicode_CheckExact(x[X_scheme]) ||
+        !PyUnicode_CheckExact(x[X_entry_root]))
+        goto slow;
+    if (hit != Py_None) {
+        if (!PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 2)
+            goto slow;
+        compiled = PyTuple_GET_ITEM(hit, 0), entity = PyTuple_GET_ITEM(hit, 1);
+        if ((entity != Py_None && !PyUnicode_CheckExact(entity)) ||
+            (route = PyObject_GetAttr(compiled, s_route)) == NULL ||
+            (adapter = PyObject_GetAttr(route, s_adapter)) == NULL)
+            goto unread;
+        if (adapter != Py_None)
+            goto slow;
+    }
+    PyObject *rt = x[X_rt], *shared = x[X_shared], *scope = x[X_scope], *mw = x[X_mw];
+    if (metered == Py_True) { /* first: a failure below (strict mode) still records it */
+        PyObject *series = PyObject_GetAttr(shared, s_series_map);
+        http = series != NULL && PyDict_CheckExact(series)
+                   ? Py_XNewRef(PyDict_GetItemWithError(series, Py_None))
+                   : NULL;
+        Py_XDECREF(series);
+        if (http == NULL) {
+            PyErr_Clear(); /* (AsgiState.http reads them again) */
+            if ((http = PyObject_CallMethodNoArgs(shared, s_http_method)) == NULL)
+                goto done;
+        }
+        PyObject *actives = PyObject_GetAttr(http, s_active_series);
+        if (actives != NULL && PyDict_CheckExact(actives) &&
+            (key = PyTuple_Pack(2, x[X_method], x[X_scheme])) != NULL)
+            active = Py_XNewRef(PyDict_GetItemWithError(actives, key));
+        Py_XDECREF(actives);
+        if (active == NULL) {
+            PyErr_Clear();
+            active = PyObject_CallMethodObjArgs(http, s_active_for, x[X_method], x[X_scheme],
+                                                NULL);
+        }
+        if (active == NULL || (said = PyObject_CallMethodOneArg(active, s_append, Py_None)) ==
+                                  NULL ||
+            x_set(ex, X_active, active) < 0 || x_set(ex, X_http, http) < 0)
+            goto done;
+        Py_CLEAR(said);
+    }
+    headers = Py_XNewRef(PyDict_GetItemWithError(scope, s_headers_key)); /* `or ()` */
+    int given = headers == NULL ? 0 : PyObject_IsTrue(headers); /* (may run code) */
+    if (given < 0 || (headers == NULL && PyErr_Occurred()))
+        goto done;
+    if (!given)
+        Py_XSETREF(headers, Py_NewRef(s_empty_tuple));
+    int traced = 0;
+    if (hit != Py_None) { /* "can spans be made": on, or turning on now (Tracing.due) */
+        if ((tracing = PyObject_GetAttr(rt, s_tracing_attr)) == NULL)
+            goto done;
+        PyObject *on = PyObject_GetAttr(tracing, s_active_attr);
+        traced = on == NULL ? -1 : PyObject_IsTrue(on);
+        Py_XDECREF(on);
+        if (traced == 0) {
+            PyObject *next = PyObject_GetAttr(tracing, s_next_check_attr);
+            traced = next == NULL ? -1 : PyObject_RichCompareBool(x[X_t0], next, Py_GE);
+            Py_XDECREF(next);
+            if (traced > 0) {
+                PyObject *due = PyObject_CallMethodOneArg(tracing, s_due, x[X_t0]);
+                traced = due == NULL ? -1 : PyObject_IsTrue(due);
+                Py_XDECREF(due);
+            }
+        }
+        if (traced < 0)
+            goto done;
+    }
+    if ((fields = traced ? PyObject_CallMethodNoArgs(shared, s_fields_method)
+                         : Py_NewRef(NO_FIELDS)) == NULL)
+        goto done;
+    PyObject *idem = PyObject_GetAttr(mw, s_idem_name);
+    if (idem == NULL)
+        goto done;
+    PyObject *argv[5] = {headers, idem, fields};
+    found = read_headers(NULL, argv, 3);
+    if (found == Py_None) { /* not a list of pairs of bytes: read again, those pairs only */
+        argv[0] = rt, argv[1] = headers;
+        Py_SETREF(headers, PyObject_Vectorcall(E_ORIG[E_valid_headers], argv, 2, NULL));
+        if (headers == NULL) {
+            Py_DECREF(idem);
+            goto done;
+        }
+        argv[0] = headers, argv[1] = idem;
+        Py_SETREF(found, read_headers(NULL, argv, 3));
+        if (found == Py_None)
+            Py_SETREF(found, Py_NewRef(NO_HEADERS));
+    }
+    Py_DECREF(idem);
+    if (found == NULL)
+        goto done;
+    if (!PyTuple_CheckExact(found) || PyTuple_GET_SIZE(found) != 7) {
+        PyErr_SetString(PyExc_TypeError, "read_headers: seven values expected");
+        goto done;
+    }
+    PyObject *idem_key = PyTuple_GET_ITEM(found, 1), *client = PyTuple_GET_ITEM(found, 2);
+    int propagated = PyObject_IsTrue(PyTuple_GET_ITEM(found, 3));
+    int stream = PyObject_IsTrue(PyTuple_GET_ITEM(found, 4));
+    if (propagated < 0 || stream < 0 ||
+        x_set(ex, X_content_length, PyTuple_GET_ITEM(found, 0)) < 0 ||
+        x_set(ex, X_encoded, PyTuple_GET_ITEM(found, 5)) < 0 ||
+        x_set(ex, X_continues, PyTuple_GET_ITEM(found, 6)) < 0)
+        goto done;
+    if (hit != Py_None) {
+        op = start_operation_c(ex, x, compiled, route, entity, traced,
+                               propagated ? headers : Py_None, stream);
+        if (op == NULL)
+            goto done;
+        if (idem_key != Py_None) {
+            argv[0] = op, argv[1] = idem_key, argv[2] = shared, argv[3] = mw;
+            if (x_set(ex, X_idem_key, idem_key) < 0 ||
+                (said = PyObject_Vectorcall(E_ORIG[E_record_key], argv, 4, NULL)) == NULL)
+                goto done;
+            Py_CLEAR(said);
+        }
+        int any = client == Py_None ? 0 : PyObject_IsTrue(client);
+        if (any < 0)
+            goto done;
+        if (any) { /* Sync-Client */
+            argv[0] = rt, argv[1] = op, argv[2] = Py_None, argv[3] = scope, argv[4] = client;
+            if ((said = PyObject_Vectorcall(E_ORIG[E_read_client], argv, 5, NULL)) == NULL)
+                goto done;
+        }
+    }
+    long long now;
+    if (now_ns(&now) < 0)
+        goto done;
+    PyObject *prologue = PyLong_FromLongLong(now - t0);
+    if (prologue == NULL)
+        goto done;
+    int failed = x_set(ex, X_prologue_ns, prologue) < 0 ||
+                 (op != NULL && PyObject_SetAttr(op, s_own_ns_attr, prologue) < 0);
+    Py_DECREF(prologue);
+    if (!failed)
+        r = Py_NewRef(Py_None);
+    goto done;
+unread:
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        goto done;
+    PyErr_Clear();
+slow:
+    r = PyObject_Vectorcall(OPEN_SLOW, args, 3, NULL);
+done:
+    for (int i = 0; i < X_ALL; i++)
+        Py_XDECREF(x[i]);
+    Py_XDECREF(route);
+    Py_XDECREF(adapter);
+    Py_XDECREF(http);
+    Py_XDECREF(active);
+    Py_XDECREF(key);
+    Py_XDECREF(headers);
+    Py_XDECREF(tracing);
+    Py_XDECREF(fields);
+    Py_XDECREF(found);
+    Py_XDECREF(op);
+    Py_XDECREF(said);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
     {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
@@ -3520,6 +4139,13 @@ static PyMethodDef methods[] = {
      "In a forked child: drop the pairs the parent's FastPaths queued."},
     {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
     {"bind_finish", bind_finish, METH_VARARGS, "Bind what asgi._finish's finish uses."},
+    {"bind_exchange", bind_exchange, METH_VARARGS, "Bind what asgi._exchange's start uses."},
+    {"new_exchange", (PyCFunction)(void (*)(void))new_exchange, METH_FASTCALL,
+     "new_exchange($module, mw, rt, shared, scope, t0, /)\n--\n\n"
+     "An Exchange for a request (asgi._exchange.Exchange(...))."},
+    {"open_exchange", (PyCFunction)(void (*)(void))open_exchange, METH_FASTCALL,
+     "open_exchange($module, ex, hit, metered, /)\n--\n\n"
+     "What is decided before the application runs (asgi._exchange.Exchange.open)."},
     {"finish", (PyCFunction)(void (*)(void))finish, METH_FASTCALL,
      "finish($module, ex, failure, /)\n--\n\n"
      "The end of a request through the middleware (asgi._finish.finish_py)."},

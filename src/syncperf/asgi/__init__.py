@@ -38,7 +38,7 @@ from syncperf._process_exit import flush_for_exit
 from syncperf._runtime import current
 from syncperf._stop_signal import arm
 from syncperf.asgi._client_metrics import client_metrics_app
-from syncperf.asgi._exchange import Exchange
+from syncperf.asgi._exchange import new_exchange
 from syncperf.asgi._http import AsgiState
 from syncperf.asgi._owners import contrib_in_stack
 from syncperf.asgi._routes import (
@@ -233,7 +233,7 @@ class SyncPerfMiddleware:
             return
         if metered:  # a middleware of an app mounted inside this one leaves them to this one
             scope[_METERED] = True
-        await Exchange(self, rt, shared, scope, t0).run(hit, metered, receive, send)
+        await new_exchange(self, rt, shared, scope, t0).run(hit, metered, receive, send)
 
 
 _SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})

@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import INVALID_SPAN, SpanKind
 
+from syncperf._accel import speedups
 from syncperf._decorators import Adapter
 from syncperf._gate import name as gate_name
 from syncperf._gate import text
@@ -40,7 +41,7 @@ from syncperf.asgi._http import (
 )
 from syncperf.asgi._owners import owners
 from syncperf.asgi._read import Read, read_headers, read_scope, sending
-from syncperf.asgi._routes import CompiledRoute, is_live, mount_base
+from syncperf.asgi._routes import CompiledRoute, is_live, live_query, live_request, mount_base
 from syncperf.asgi._scope import bounded, extract, valid_headers
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 
     from syncperf.asgi import SyncPerfMiddleware
 
-__all__ = ["Exchange"]
+__all__ = ["Exchange", "new_exchange", "open_exchange"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -222,7 +223,7 @@ class Exchange:
         self.server_receive, self.server_send = receive, send
         failure: BaseException | None = None
         try:
-            self.open(hit, metered)
+            open_exchange(self, hit, metered)
             app_receive: Receive = self.receive
             adapter = self.adapter
             if adapter is not None and getattr(adapter, "reads_request", True):
@@ -310,3 +311,11 @@ class Exchange:
             raise
         if final:
             self.complete_ns = _perf()
+
+
+new_exchange: Callable[..., Exchange] = Exchange
+open_exchange: Callable[[Exchange, Any, bool], None] = Exchange.open
+if speedups is not None:  # ``__init__`` and ``open`` for most requests (``_speedups``)
+    _KNOWN = (INVALID_SPAN, _SERVER, _NO_FIELDS, _NO_HEADERS, OTHER, live_request, live_query)
+    speedups.bind_exchange(globals(), Exchange, Exchange.open, _KNOWN)
+    new_exchange, open_exchange = speedups.new_exchange, speedups.open_exchange

@@ -1,12 +1,16 @@
-"""The end of a request through ``SyncPerfMiddleware`` (``asgi._finish.finish``): the compiled
-``finish`` records exactly what its pure-Python twin ``finish_py`` records, and raises what
-it raises, for any way a request can end: any status, an application that raises before or
-after its response, a client gone early, hostile ``scope`` fields (``http_version``, the
-framework's matched route), a handler that records an error or conflicts, sampled, dropped
-and rescued spans, strict mode and not, and a series bound or not yet.
+"""A request through ``SyncPerfMiddleware`` on the compiled path (``_speedups``:
+``new_exchange`` and ``open_exchange``, its start; ``finish``, its end) records exactly what
+the pure-Python ``Exchange`` and ``finish_py`` record, and raises what they raise, for any way
+a request can start and end: request headers (a propagated parent, an idempotency key,
+``Sync-Client``, an event stream, encoded bodies, headers that are not bytes), live requests
+and live predicates that raise, path entities with and without an allow-list, a span
+current when the request arrives, any status, an application that raises before or after
+its response, a client gone early, hostile ``scope`` fields (``http_version``, the
+framework's matched route, mounts), a handler that records an error or conflicts, sampled,
+dropped and rescued spans, strict mode and not, and series bound or not yet.
 
 CI runs the unit tests with the compiled path and with ``SYNCPERF_NO_EXTENSIONS=1``: without
-it, ``finish`` is its Python twin and these tests compare it with itself.
+it, the compiled names are their Python twins and these tests compare them with themselves.
 """
 
 from __future__ import annotations
@@ -15,19 +19,23 @@ import asyncio
 import sys
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+from opentelemetry.trace import SpanKind
 
 import syncperf
+from syncperf import asgi
 from syncperf._accel import speedups
 from syncperf._metrics.batches import FOLD_AT
 from syncperf._operation import HELD, NOOP, hold
-from syncperf.asgi import SyncPerfMiddleware, _exchange, _finish
+from syncperf.asgi import SyncPerfMiddleware, _exchange, _finish, live_request
+from syncperf.asgi._exchange import Exchange
 from syncperf.asgi._scope import VERSIONS
 from syncperf.testing import Capture, capture
 
@@ -59,6 +67,8 @@ class Halt(BaseException):
 class Route:
     """What a framework leaves in ``scope["route"]``: a ``path_format``, or one that raises."""
 
+    original_route: Any = None
+
     def __init__(self, template: Any) -> None:
         self._template = template
 
@@ -85,6 +95,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await receive()
     if "route" in plan:
         scope["route"] = Route(plan["route"])
+    mounted = dict(plan["mounted"])  # what a mount or a router leaves in the scope
+    if mounted.pop("included", False):  # FastAPI's router included with a prefix
+        context = Route("/included" + str(plan.get("route")))
+        context.original_route = scope.get("route")
+        mounted["fastapi"] = {"effective_route_context": context}
+    scope.update(mounted)
     op = syncperf.current_operation()
     if plan["held"] and op is not NOOP:
         hold(op)
@@ -113,9 +129,9 @@ def scope_of(plan: dict[str, Any]) -> dict[str, Any]:
         "path": plan["path"],
         "raw_path": plan["path"].encode(),
         "query_string": plan["query"],
-        "root_path": "",
+        "root_path": plan.get("root", ""),  # a server's --root-path
         "plan": plan,
-        "headers": [],
+        "headers": [*plan["headers"]],
     }
     length = {"body": str(len(plan["body"])), "zero": "0", "absent": None}[plan["length"]]
     if length is not None:
@@ -163,13 +179,24 @@ def summary(cap: Capture) -> dict[str, Any]:
 
 
 @contextmanager
-def finishing(compiled: bool) -> Iterator[None]:
-    saved = _exchange.finish
-    _exchange.finish = _finish.finish if compiled else _finish.finish_py
+def path(compiled: bool) -> Iterator[None]:
+    """The compiled request path, or the Python one."""
+    saved = _exchange.finish, _exchange.open_exchange, asgi.new_exchange
+    if not compiled:
+        _exchange.finish, _exchange.open_exchange = _finish.finish_py, Exchange.open
+        asgi.new_exchange = Exchange  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        _exchange.finish = saved
+        _exchange.finish, _exchange.open_exchange, asgi.new_exchange = saved
+
+
+def live_raises(scope: Any) -> bool:
+    raise RuntimeError("the live predicate failed")
+
+
+LIVE = {"default": live_request, "none": None, "raises": live_raises, "always": lambda s: True}
+OUTER = TracerProvider().get_tracer("outer")
 
 
 def run(
@@ -179,11 +206,19 @@ def run(
     slow = 1e-9 if options["slow"] else 60.0
     with capture(sampler=sampler, strict=options["strict"], slow_threshold=slow) as cap:
         mw = SyncPerfMiddleware(
-            app, routes=ROUTES, entities=["todo"], replay_header="Idempotent-Replayed"
+            app,
+            routes=ROUTES,
+            entities=options["entities"],
+            replay_header="Idempotent-Replayed",
+            live=LIVE[options["live"]],
         )
         loop = asyncio.new_event_loop()
         try:
-            with finishing(compiled):
+            with path(compiled), ExitStack() as outer:
+                if options["outer"] is not None:  # a span current when the request arrives
+                    kind = {"server": SpanKind.SERVER, "internal": SpanKind.INTERNAL}
+                    span = OUTER.start_as_current_span("outer", kind=kind[options["outer"]])
+                    outer.enter_context(span)
                 raised = [loop.run_until_complete(request(mw, plan)) for plan in plans]
         finally:
             loop.close()
@@ -210,6 +245,18 @@ routes = st.one_of(
     st.sampled_from([RuntimeError("route"), Halt("halt")]),
     st.text(max_size=5),
 )
+HEADERS = [
+    (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+    (b"traceparent", b"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"),
+    (b"traceparent", b"junk"),
+    (b"idempotency-key", b"key-1"),
+    (b"sync-client", b"app=todo; version=1.2.3"),
+    (b"accept", b"text/event-stream"),
+    (b"content-encoding", b"gzip"),
+    (b"expect", b"100-continue"),
+    (b"x-other", "not bytes"),
+    ("x-other", b"a str name"),
+]
 fields = {
     "path": st.sampled_from(["/sync/pull"] * 3 + ["/sync/todo/push", "/sync/junk/push", "/other"]),
     "method": st.sampled_from(["GET", "POST", "HEAD", "PATCH"]),
@@ -227,7 +274,24 @@ fields = {
     "replayed": st.sampled_from([False] * 4 + [True]),
     "partial": st.sampled_from([False] * 6 + [True]),
     "version": versions,
+    "headers": st.lists(st.sampled_from(HEADERS), max_size=3),
     "route": routes,
+    "root": st.sampled_from(["", "", "/m"]),
+    "mounted": st.sampled_from(
+        [
+            {},
+            {},
+            {"root_path": "/api"},
+            {"root_path": "/api", "app_root_path": ""},
+            {"app_root_path": "/api"},
+            {"fastapi": {}},
+            {"fastapi": {"effective_route_context": Route("/included")}},
+            {"included": True},
+            {"app_root_path": ""},
+            {"root_path": 7},
+            {"route": None},
+        ]
+    ),
 }
 
 
@@ -248,16 +312,23 @@ options = st.fixed_dictionaries(
         "sampler": st.sampled_from(["on", "off", "off"]),
         "slow": st.sampled_from([False, False, True]),
         "strict": st.booleans(),
+        "entities": st.sampled_from([["todo"], ["todo"], None]),
+        "live": st.sampled_from(["default", "default", "none", "raises", "always"]),
+        "outer": st.sampled_from([None, None, None, "server", "internal"]),
     }
 )
 
 
-OPTIONS = {"sampler": "off", "slow": False, "strict": True}
+OPTIONS = {
+    "sampler": "off", "slow": False, "strict": True, "entities": ["todo"], "live": "default",
+    "outer": None,
+}  # fmt: skip
 PLAIN = {
     "path": "/sync/todo/push", "method": "POST", "query": b"", "body": b"{}", "read": 1,
     "length": "body",
     "status": 200, "sent": 10, "raise": None, "gone": False, "error": False, "conflicts": 0,
-    "held": False, "replayed": False, "partial": False, "version": "1.1",
+    "held": False, "replayed": False, "partial": False, "version": "1.1", "mounted": {},
+    "headers": [],
 }  # fmt: skip
 PULL = {**PLAIN, "path": "/sync/pull"}
 
@@ -265,9 +336,20 @@ PULL = {**PLAIN, "path": "/sync/pull"}
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans=request_lists(), options=options)
 @example(plans=[{**PULL, "replayed": True}] * 2, options=OPTIONS)  # an idempotency hit
+@example(plans=[{**PULL, "headers": [(b"accept", b"text/event-stream")]}] * 2, options=OPTIONS)
 @example(plans=[{**PULL, "held": True}] * 2, options=OPTIONS)  # tallies the answer commits
 @example(plans=[PULL, {**PULL, "route": "/pulled"}, {**PULL, "route": "/pulled"}], options=OPTIONS)
-def test_the_compiled_finish_records_what_the_python_one_records(
+@example(plans=[{**PULL, "route": "/x", "mounted": {"root_path": "/api"}}] * 2, options=OPTIONS)
+@example(plans=[{**PULL, "route": "/x", "mounted": {"included": True}}] * 2, options=OPTIONS)
+@example(
+    plans=[{**PULL, "root": "/m", "route": "/x", "mounted": {"app_root_path": ""}}] * 2,
+    options=OPTIONS,
+)
+@example(
+    plans=[{**PLAIN, "path": "/other", "route": "/x", "mounted": {"root_path": "/a"}}] * 2,
+    options=OPTIONS,
+)
+def test_the_compiled_path_records_what_the_python_one_records(
     plans: list[dict[str, Any]], options: dict[str, Any]
 ) -> None:
     """Several requests in one runtime: later ones find series the earlier ones bound."""
@@ -311,6 +393,44 @@ def test_a_plain_request_is_finished_without_the_python_helpers(path: str) -> No
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
+@pytest.mark.parametrize(
+    "headers",
+    [[], [HEADERS[0]], [HEADERS[3], HEADERS[4]], [(b"x-other", "not bytes")]],
+    ids=["none", "traceparent", "key-client", "not-bytes"],
+)
+@pytest.mark.parametrize("path", ["/sync/todo/push", "/sync/pull", "/other"])
+def test_a_plain_request_starts_without_the_python_exchange(
+    monkeypatch: pytest.MonkeyPatch, path: str, headers: list[Any]
+) -> None:
+    """A request nothing else instruments is made and opened in C: neither
+    ``Exchange.__init__`` nor ``Exchange.open`` runs, traced or not."""
+    called: list[str] = []
+    init, opened = Exchange.__init__, Exchange.open
+
+    def counted_init(self: Exchange, *args: Any) -> None:
+        called.append("__init__")
+        init(self, *args)
+
+    def counted_open(ex: Exchange, *args: Any) -> None:
+        called.append("open")
+        opened(ex, *args)
+
+    monkeypatch.setattr(Exchange, "__init__", counted_init)
+    assert speedups is not None
+    speedups.bind_exchange(vars(_exchange), Exchange, counted_open, _exchange._KNOWN)
+    try:
+        for sampler in ("on", "off"):
+            plan = {**PLAIN, "path": path, "headers": headers}
+            raised, found = run([plan] * 3, {**OPTIONS, "sampler": sampler}, compiled=True)
+            assert raised == [None] * 3
+            (duration,) = [v for k, v in found.items() if k[0] == "http.server.request.duration"]
+            assert duration == (3, None)
+    finally:
+        speedups.bind_exchange(vars(_exchange), Exchange, Exchange.open, _exchange._KNOWN)
+    assert called == []
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
 def test_a_patched_helper_sends_the_request_to_the_python_finish(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -328,8 +448,10 @@ def test_a_patched_helper_sends_the_request_to_the_python_finish(
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
-def test_finish_holds_no_reference_or_memory_afterwards() -> None:
-    plan = PLAIN
+def test_a_request_holds_no_reference_or_memory_afterwards() -> None:
+    """The compiled start and end, a propagated parent and an idempotency key included (an
+    unsampled parent: the capture keeps every span it exports)."""
+    plan = {**PLAIN, "headers": [HEADERS[1], HEADERS[3]]}
     method, template = "POST", "/sync/{entity}/push"
     with capture(sampler=ParentBased(ALWAYS_OFF)):
         mw = SyncPerfMiddleware(app, routes={template: "push"}, entities=["todo"])
