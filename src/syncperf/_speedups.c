@@ -4120,6 +4120,227 @@ done:
     return r;
 }
 
+/* ---- what the middleware decides before the application runs (asgi.enter) ------------- */
+
+enum { N_current, N_route_path, N_active_operation, N_new_exchange, N_perf, N_wrong_type,
+       N_AsgiState, N_N };
+static const char *N_NAMES[N_N] = {"current", "route_path", "active_operation", "new_exchange",
+                                   "_perf", "wrong_type", "AsgiState"};
+static PyObject *N_STR[N_N], *N_ORIG[N_N], *ENTER_NS, *ENTER_SLOW, *RUNTIME_NS, *METERED;
+static Found N_FOUND[N_N], INSTALLED_FOUND;
+static PyObject *s_installed, *s_enabled, *s_path_key, *s_has_routes, *s_routes_attr,
+    *s_static, *s_match, *s_method_key, *s_options, *s_ended_attr, *s_state_attr,
+    *s_excluded_mw, *s_excluded, *s_url_disabled, *s_http_metrics, *s_state_method;
+
+/* bind_enter(namespace, enter_py, metered_key): asgi's namespace as it is now, the Python
+ * twin, the scope key of a request whose HTTP metrics a middleware records */
+static PyObject *
+bind_enter(PyObject *mod, PyObject *args)
+{
+    PyObject *ns, *slow, *metered;
+    if (!PyArg_ParseTuple(args, "O!OU:bind_enter", &PyDict_Type, &ns, &slow, &metered))
+        return NULL;
+    if (EXCHANGE_TYPE == NULL || CURRENT == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "bind_enter: bind_exchange first");
+        return NULL;
+    }
+#define ENTER_INTERN(var, text)                                                              \
+    if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL)                     \
+        return NULL;
+    for (int i = 0; i < N_N; i++)
+        ENTER_INTERN(N_STR[i], N_NAMES[i])
+    ENTER_INTERN(s_installed, "installed") ENTER_INTERN(s_enabled, "enabled")
+    ENTER_INTERN(s_path_key, "path") ENTER_INTERN(s_has_routes, "_has_routes")
+    ENTER_INTERN(s_routes_attr, "_routes") ENTER_INTERN(s_static, "static")
+    ENTER_INTERN(s_match, "match") ENTER_INTERN(s_method_key, "method")
+    ENTER_INTERN(s_options, "OPTIONS") ENTER_INTERN(s_ended_attr, "_ended")
+    ENTER_INTERN(s_state_attr, "_state") ENTER_INTERN(s_excluded_mw, "_excluded")
+    ENTER_INTERN(s_excluded, "excluded") ENTER_INTERN(s_url_disabled, "url_disabled")
+    ENTER_INTERN(s_http_metrics, "_http_metrics") ENTER_INTERN(s_state_method, "state")
+#undef ENTER_INTERN
+    for (int i = 0; i < N_N; i++) {
+        PyObject *f = PyDict_GetItemWithError(ns, N_STR[i]);
+        if (f == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "bind_enter: no %U", N_STR[i]);
+            return NULL;
+        }
+        Py_XSETREF(N_ORIG[i], Py_NewRef(f));
+    }
+    PyObject *runtime_ns = PyFunction_Check(N_ORIG[N_current])
+                               ? PyFunction_GetGlobals(N_ORIG[N_current])
+                               : NULL;
+    if (runtime_ns == NULL || !PyDict_Check(runtime_ns)) {
+        PyErr_SetString(PyExc_TypeError, "bind_enter: current is not _runtime's function");
+        return NULL;
+    }
+    Py_XSETREF(RUNTIME_NS, Py_NewRef(runtime_ns));
+    Py_XSETREF(ENTER_NS, Py_NewRef(ns));
+    Py_XSETREF(ENTER_SLOW, Py_NewRef(slow));
+    Py_XSETREF(METERED, Py_NewRef(metered));
+    Py_RETURN_NONE;
+}
+
+/* route_path(path, root), for an exact str path (a new reference) */
+static PyObject *
+routed_path(PyObject *path, PyObject *root)
+{
+    if (root == NULL || !PyUnicode_CheckExact(root) || PyUnicode_GET_LENGTH(root) == 0)
+        return Py_NewRef(path);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(root), size = PyUnicode_GET_LENGTH(path);
+    int starts = (int)PyUnicode_Tailmatch(path, root, 0, n, -1);
+    if (starts < 0)
+        return NULL;
+    if (!starts)
+        return Py_NewRef(path);
+    if (size == n)
+        return PyUnicode_FromStringAndSize("", 0);
+    if (PyUnicode_READ_CHAR(path, n) != '/')
+        return Py_NewRef(path);
+    return PyUnicode_Substring(path, n, size);
+}
+
+/* enter(mw, scope): asgi.enter_py for a request after the first, in a runtime configured and
+ * enabled, its path a str: the same decision, the Exchange made by new_exchange. A sync route
+ * matched by a template with parameters is matched by RouteTable.match. Any other request
+ * goes to enter_py whole, before anything is set. */
+static PyObject *
+enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (!called("enter", nargs, 2, ENTER_SLOW, "bind_enter"))
+        return NULL;
+    PyObject *mw = args[0], *scope = args[1], *on = NULL, *contrib = NULL, *path = NULL;
+    PyObject *t0 = NULL, *flag = NULL, *routed = NULL, *routes = NULL, *table = NULL;
+    PyObject *hit = NULL, *outer = NULL, *ended = NULL, *states = NULL, *shared = NULL;
+    PyObject *excluded = NULL, *said = NULL, *metrics = NULL, *ex = NULL, *r = NULL;
+    int plain = PyDict_CheckExact(scope) && N_ORIG[N_perf] == PERF_NS, truth;
+    for (int i = 0; plain && i < N_N; i++) {
+        PyObject *f = item_of(ENTER_NS, N_STR[i], &N_FOUND[i]);
+        if (f == NULL && PyErr_Occurred())
+            return NULL;
+        plain = f == N_ORIG[i];
+    }
+    PyObject *rt = plain ? item_of(RUNTIME_NS, s_installed, &INSTALLED_FOUND) : NULL;
+    if (rt == NULL && PyErr_Occurred())
+        return NULL;
+    if (rt == NULL || rt == Py_None)
+        goto slow; /* (not configured yet: current() makes it) */
+    Py_INCREF(rt);
+    if ((on = PyObject_GetAttr(rt, s_enabled)) == NULL || (truth = PyObject_IsTrue(on)) < 0 ||
+        !truth || (contrib = PyObject_GetAttr(mw, s_contrib)) == NULL || contrib == Py_None)
+        goto slow;
+    if ((path = Py_XNewRef(PyDict_GetItemWithError(scope, s_path_key))) == NULL ||
+        !PyUnicode_CheckExact(path))
+        goto slow;
+    long long now;
+    if (now_ns(&now) < 0 || (t0 = PyLong_FromLongLong(now)) == NULL ||
+        (flag = PyObject_GetAttr(mw, s_has_routes)) == NULL || (truth = PyObject_IsTrue(flag)) < 0)
+        goto done;
+    hit = Py_NewRef(Py_None);
+    if (truth) { /* mw._routes.match(route_path(path, scope.get("root_path"))) */
+        PyObject *root = PyDict_GetItemWithError(scope, s_root_path_key);
+        if ((root == NULL && PyErr_Occurred()) || (routed = routed_path(path, root)) == NULL ||
+            (routes = PyObject_GetAttr(mw, s_routes_attr)) == NULL ||
+            (table = PyObject_GetAttr(routes, s_static)) == NULL)
+            goto done;
+        PyObject *found = PyDict_CheckExact(table) ? PyDict_GetItemWithError(table, routed) : NULL;
+        if (found == NULL && PyErr_Occurred())
+            goto done;
+        Py_SETREF(hit, found != NULL ? PyTuple_Pack(2, found, Py_None)
+                                     : PyObject_CallMethodOneArg(routes, s_match, routed));
+        if (hit == NULL)
+            goto done;
+    }
+    if (PyContextVar_Get(CURRENT, NULL, &outer) < 0)
+        goto done;
+    if (hit != Py_None) { /* preflight, or an outer sync operation already measures it */
+        PyObject *method = PyDict_GetItemWithError(scope, s_method_key);
+        int drop = method == NULL ? 0 : PyObject_RichCompareBool(method, s_options, Py_EQ);
+        if (drop == 0 && !PyErr_Occurred() && outer != NULL && outer != Py_None) {
+            ended = PyObject_GetAttr(outer, s_ended_attr);
+            drop = ended == NULL ? -1 : PyObject_Not(ended);
+        }
+        if (drop < 0 || PyErr_Occurred())
+            goto done;
+        if (drop)
+            Py_SETREF(hit, Py_NewRef(Py_None));
+    }
+    states = PyObject_GetAttr(rt, s_state_attr); /* rt.state(AsgiState): its slot, or made */
+    shared = states != NULL && PyDict_CheckExact(states)
+                 ? Py_XNewRef(PyDict_GetItemWithError(states, N_ORIG[N_AsgiState]))
+                 : NULL;
+    if (shared == NULL) {
+        PyErr_Clear(); /* (state() reads it again) */
+        if ((shared = PyObject_CallMethodOneArg(rt, s_state_method, N_ORIG[N_AsgiState])) == NULL)
+            goto done;
+    }
+    if (hit == Py_None) { /* a sync route is never excluded */
+        if ((excluded = PyObject_GetAttr(mw, s_excluded_mw)) == NULL)
+            goto done;
+        if (excluded == Py_None) {
+            Py_SETREF(excluded, PyObject_GetAttr(shared, s_excluded));
+            if (excluded == NULL)
+                goto done;
+        }
+        if ((truth = PyObject_IsTrue(excluded)) < 0)
+            goto done;
+        if (truth) {
+            said = PyObject_CallMethodOneArg(excluded, s_url_disabled, path);
+            if (said == NULL || (truth = PyObject_IsTrue(said)) < 0)
+                goto done;
+            if (truth) { /* passed through */
+                r = Py_NewRef(Py_None);
+                goto done;
+            }
+        }
+    }
+    /* mw._http_metrics and _METERED not in scope */
+    if ((metrics = PyObject_GetAttr(mw, s_http_metrics)) == NULL ||
+        (truth = PyObject_IsTrue(metrics)) < 0)
+        goto done;
+    if (truth && (truth = PyDict_Contains(scope, METERED)) >= 0)
+        truth = !truth;
+    if (truth < 0)
+        goto done;
+    if (hit == Py_None && !truth) {
+        r = Py_NewRef(Py_None);
+        goto done;
+    }
+    if (truth && PyDict_SetItem(scope, METERED, Py_True) < 0)
+        goto done;
+    PyObject *argv[5] = {mw, rt, shared, scope, t0};
+    if ((ex = PyObject_Vectorcall(N_ORIG[N_new_exchange], argv, 5, NULL)) != NULL)
+        r = PyTuple_Pack(3, ex, hit, truth ? Py_True : Py_False);
+    goto done;
+slow:
+    if (PyErr_Occurred()) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception))
+            goto done;
+        PyErr_Clear();
+    }
+    r = PyObject_Vectorcall(ENTER_SLOW, args, 2, NULL);
+done:
+    Py_XDECREF(rt);
+    Py_XDECREF(on);
+    Py_XDECREF(contrib);
+    Py_XDECREF(path);
+    Py_XDECREF(t0);
+    Py_XDECREF(flag);
+    Py_XDECREF(routed);
+    Py_XDECREF(routes);
+    Py_XDECREF(table);
+    Py_XDECREF(hit);
+    Py_XDECREF(outer);
+    Py_XDECREF(ended);
+    Py_XDECREF(states);
+    Py_XDECREF(shared);
+    Py_XDECREF(excluded);
+    Py_XDECREF(said);
+    Py_XDECREF(metrics);
+    Py_XDECREF(ex);
+    return r;
+}
+
 static PyMethodDef methods[] = {
     {"setup", setup, METH_VARARGS, "Bind the Python objects the compiled path uses."},
     {"operations", operations, METH_VARARGS, "Bind what the operation module owns."},
@@ -4140,6 +4361,10 @@ static PyMethodDef methods[] = {
     {"bind_read", bind_read, METH_VARARGS, "Bind what the readers of asgi._read use."},
     {"bind_finish", bind_finish, METH_VARARGS, "Bind what asgi._finish's finish uses."},
     {"bind_exchange", bind_exchange, METH_VARARGS, "Bind what asgi._exchange's start uses."},
+    {"bind_enter", bind_enter, METH_VARARGS, "Bind what asgi's enter uses."},
+    {"enter", (PyCFunction)(void (*)(void))enter, METH_FASTCALL,
+     "enter($module, mw, scope, /)\n--\n\n"
+     "What the middleware decides before the application runs (asgi.enter_py)."},
     {"new_exchange", (PyCFunction)(void (*)(void))new_exchange, METH_FASTCALL,
      "new_exchange($module, mw, rt, shared, scope, t0, /)\n--\n\n"
      "An Exchange for a request (asgi._exchange.Exchange(...))."},

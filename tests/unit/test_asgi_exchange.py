@@ -1,4 +1,4 @@
-"""A request through ``SyncPerfMiddleware`` on the compiled path (``_speedups``:
+"""A request through ``SyncPerfMiddleware`` on the compiled path (``_speedups``: ``enter``,
 ``new_exchange`` and ``open_exchange``, its start; ``finish``, its end) records exactly what
 the pure-Python ``Exchange`` and ``finish_py`` record, and raises what they raise, for any way
 a request can start and end: request headers (a propagated parent, an idempotency key,
@@ -181,14 +181,14 @@ def summary(cap: Capture) -> dict[str, Any]:
 @contextmanager
 def path(compiled: bool) -> Iterator[None]:
     """The compiled request path, or the Python one."""
-    saved = _exchange.finish, _exchange.open_exchange, asgi.new_exchange
+    saved = _exchange.finish, _exchange.open_exchange, asgi.new_exchange, asgi.enter
     if not compiled:
         _exchange.finish, _exchange.open_exchange = _finish.finish_py, Exchange.open
-        asgi.new_exchange = Exchange  # type: ignore[attr-defined]
+        asgi.new_exchange, asgi.enter = Exchange, asgi.enter_py  # type: ignore[attr-defined]
     try:
         yield
     finally:
-        _exchange.finish, _exchange.open_exchange, asgi.new_exchange = saved
+        _exchange.finish, _exchange.open_exchange, asgi.new_exchange, asgi.enter = saved
 
 
 def live_raises(scope: Any) -> bool:
@@ -205,17 +205,22 @@ def run(
     sampler = {"on": ALWAYS_ON, "off": ParentBased(ALWAYS_OFF)}[options["sampler"]]
     slow = 1e-9 if options["slow"] else 60.0
     with capture(sampler=sampler, strict=options["strict"], slow_threshold=slow) as cap:
+        inner = SyncPerfMiddleware(app, routes=ROUTES) if options["nested"] else app
         mw = SyncPerfMiddleware(
-            app,
+            inner,
             routes=ROUTES,
             entities=options["entities"],
             replay_header="Idempotent-Replayed",
             live=LIVE[options["live"]],
+            excluded_urls=options["excluded"],
+            http_metrics=options["http_metrics"],
         )
         loop = asyncio.new_event_loop()
         try:
             with path(compiled), ExitStack() as outer:
-                if options["outer"] is not None:  # a span current when the request arrives
+                if options["outer"] == "sync":  # a sync operation measures the request
+                    outer.enter_context(syncperf.sync_operation("outer"))
+                elif options["outer"] is not None:  # a span current when it arrives
                     kind = {"server": SpanKind.SERVER, "internal": SpanKind.INTERNAL}
                     span = OUTER.start_as_current_span("outer", kind=kind[options["outer"]])
                     outer.enter_context(span)
@@ -258,8 +263,10 @@ HEADERS = [
     ("x-other", b"a str name"),
 ]
 fields = {
-    "path": st.sampled_from(["/sync/pull"] * 3 + ["/sync/todo/push", "/sync/junk/push", "/other"]),
-    "method": st.sampled_from(["GET", "POST", "HEAD", "PATCH"]),
+    "path": st.sampled_from(
+        ["/sync/pull"] * 3 + ["/sync/todo/push", "/sync/junk/push", "/other", "/m/sync/pull"]
+    ),
+    "method": st.sampled_from(["GET", "POST", "HEAD", "PATCH", "OPTIONS"]),
     "query": st.sampled_from([b"", b"live=true"]),
     "body": st.sampled_from([b"", b"{}", b"x" * 100]),
     "read": st.integers(0, 2),
@@ -314,14 +321,17 @@ options = st.fixed_dictionaries(
         "strict": st.booleans(),
         "entities": st.sampled_from([["todo"], ["todo"], None]),
         "live": st.sampled_from(["default", "default", "none", "raises", "always"]),
-        "outer": st.sampled_from([None, None, None, "server", "internal"]),
+        "outer": st.sampled_from([None, None, None, "server", "internal", "sync"]),
+        "excluded": st.sampled_from([None, None, "/other,/m"]),
+        "http_metrics": st.sampled_from([True, True, False]),
+        "nested": st.sampled_from([False, False, True]),  # a middleware inside another
     }
 )
 
 
 OPTIONS = {
     "sampler": "off", "slow": False, "strict": True, "entities": ["todo"], "live": "default",
-    "outer": None,
+    "outer": None, "excluded": None, "http_metrics": True, "nested": False,
 }  # fmt: skip
 PLAIN = {
     "path": "/sync/todo/push", "method": "POST", "query": b"", "body": b"{}", "read": 1,
@@ -336,6 +346,7 @@ PULL = {**PLAIN, "path": "/sync/pull"}
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans=request_lists(), options=options)
 @example(plans=[{**PULL, "replayed": True}] * 2, options=OPTIONS)  # an idempotency hit
+@example(plans=[PULL, {**PULL, "path": "/other"}], options={**OPTIONS, "nested": True})
 @example(plans=[{**PULL, "headers": [(b"accept", b"text/event-stream")]}] * 2, options=OPTIONS)
 @example(plans=[{**PULL, "held": True}] * 2, options=OPTIONS)  # tallies the answer commits
 @example(plans=[PULL, {**PULL, "route": "/pulled"}, {**PULL, "route": "/pulled"}], options=OPTIONS)
@@ -402,8 +413,9 @@ def test_a_plain_request_is_finished_without_the_python_helpers(path: str) -> No
 def test_a_plain_request_starts_without_the_python_exchange(
     monkeypatch: pytest.MonkeyPatch, path: str, headers: list[Any]
 ) -> None:
-    """A request nothing else instruments is made and opened in C: neither
-    ``Exchange.__init__`` nor ``Exchange.open`` runs, traced or not."""
+    """A request nothing else instruments is decided, made and opened in C: neither
+    ``enter_py`` (but for the middleware's first request), ``Exchange.__init__`` nor
+    ``Exchange.open`` runs, traced or not."""
     called: list[str] = []
     init, opened = Exchange.__init__, Exchange.open
 
@@ -415,9 +427,14 @@ def test_a_plain_request_starts_without_the_python_exchange(
         called.append("open")
         opened(ex, *args)
 
+    def counted_enter(mw: Any, scope: Any) -> Any:
+        called.append("enter_py")
+        return asgi.enter_py(mw, scope)
+
     monkeypatch.setattr(Exchange, "__init__", counted_init)
     assert speedups is not None
     speedups.bind_exchange(vars(_exchange), Exchange, counted_open, _exchange._KNOWN)
+    speedups.bind_enter(vars(asgi), counted_enter, asgi._METERED)
     try:
         for sampler in ("on", "off"):
             plan = {**PLAIN, "path": path, "headers": headers}
@@ -427,7 +444,8 @@ def test_a_plain_request_starts_without_the_python_exchange(
             assert duration == (3, None)
     finally:
         speedups.bind_exchange(vars(_exchange), Exchange, Exchange.open, _exchange._KNOWN)
-    assert called == []
+        speedups.bind_enter(vars(asgi), asgi.enter_py, asgi._METERED)
+    assert called == ["enter_py", "enter_py"]  # a middleware's first request: it looks around
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled path is not built")

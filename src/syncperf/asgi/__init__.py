@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
+from syncperf._accel import speedups
 from syncperf._config import (
     HEADER_NAME_ACCEPTED,
     MAX_TTL,
@@ -42,6 +43,7 @@ from syncperf.asgi._exchange import new_exchange
 from syncperf.asgi._http import AsgiState
 from syncperf.asgi._owners import contrib_in_stack
 from syncperf.asgi._routes import (
+    CompiledRoute,
     RouteTable,
     SyncRoute,
     exclusions,
@@ -69,6 +71,11 @@ App = TypeVar("App")
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+    from syncperf.asgi._exchange import Exchange
+
+Hit = tuple[CompiledRoute, str | None] | None
+"""A request's sync route and its ``{entity}`` value (``RouteTable.match``), or None."""
 
 
 class MiddlewareOptions(TypedDict, total=False):
@@ -200,40 +207,54 @@ class SyncPerfMiddleware:
                 send = flush_on_shutdown(send)
             await self.app(scope, receive, send)
             return
-        rt = current()
-        if not rt.enabled:
+        entered = enter(self, scope)
+        if entered is None:  # not recorded: passed through
             await self.app(scope, receive, send)
             return
-        t0 = _perf()
-        if self._contrib is None:  # the first request
-            arm()  # mounted, or no lifespan: the stop signal is the only hook
-            self._contrib = contrib_in_stack(scope.get("app"))
-        path = scope.get("path")
-        if type(path) is not str:
-            path = wrong_type(rt, "path", path, "")
-        hit = (
-            self._routes.match(route_path(path, scope.get("root_path")))
-            if self._has_routes
-            else None
-        )
-        outer = active_operation()
-        if hit is not None and (
-            scope.get("method") == "OPTIONS" or (outer is not None and not outer._ended)
-        ):
-            hit = None  # preflight, or an outer sync operation already measures this request
-        shared = rt.state(AsgiState)
-        if hit is None:  # a sync route is never excluded (nor by a Host header the client chose)
-            excluded = shared.excluded if self._excluded is None else self._excluded
-            if excluded and excluded.url_disabled(path):
-                await self.app(scope, receive, send)
-                return
-        metered = self._http_metrics and _METERED not in scope
-        if hit is None and not metered:
-            await self.app(scope, receive, send)
-            return
-        if metered:  # a middleware of an app mounted inside this one leaves them to this one
-            scope[_METERED] = True
-        await new_exchange(self, rt, shared, scope, t0).run(hit, metered, receive, send)
+        ex, hit, metered = entered
+        await ex.run(hit, metered, receive, send)
+
+
+def enter_py(mw: SyncPerfMiddleware, scope: Scope) -> tuple[Exchange, Hit, bool] | None:
+    """What ``SyncPerfMiddleware`` decides about an HTTP request before the application runs:
+    None when it is not recorded (passed through), else its ``Exchange``, its sync route
+    (``hit``) and whether this middleware records its HTTP metrics (``metered``).
+
+    Compiled (``_speedups.enter``) when the extension is built: the compiled one decides the
+    same for a request after the first, and hands any other to this one whole."""
+    rt = current()
+    if not rt.enabled:
+        return None
+    t0 = _perf()
+    if mw._contrib is None:  # the first request
+        arm()  # mounted, or no lifespan: the stop signal is the only hook
+        mw._contrib = contrib_in_stack(scope.get("app"))
+    path = scope.get("path")
+    if type(path) is not str:
+        path = wrong_type(rt, "path", path, "")
+    hit = mw._routes.match(route_path(path, scope.get("root_path"))) if mw._has_routes else None
+    outer = active_operation()
+    if hit is not None and (
+        scope.get("method") == "OPTIONS" or (outer is not None and not outer._ended)
+    ):
+        hit = None  # preflight, or an outer sync operation already measures this request
+    shared = rt.state(AsgiState)
+    if hit is None:  # a sync route is never excluded (nor by a Host header the client chose)
+        excluded = shared.excluded if mw._excluded is None else mw._excluded
+        if excluded and excluded.url_disabled(path):
+            return None
+    metered = mw._http_metrics and _METERED not in scope
+    if hit is None and not metered:
+        return None
+    if metered:  # a middleware of an app mounted inside this one leaves them to this one
+        scope[_METERED] = True
+    return new_exchange(mw, rt, shared, scope, t0), hit, metered
+
+
+enter = enter_py
+if speedups is not None:
+    speedups.bind_enter(globals(), enter_py, _METERED)
+    enter = speedups.enter
 
 
 _SHUTDOWN_DONE = frozenset({"lifespan.shutdown.complete", "lifespan.shutdown.failed"})
