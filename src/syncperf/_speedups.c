@@ -3551,6 +3551,7 @@ static const char *E_NAMES[E_N] = {"begin", "valid_headers", "record_key", "read
                                    "_perf", "context_api", "current_span", "owners",
                                    "read_scope", "read_headers"};
 static PyObject *E_STR[E_N], *E_ORIG[E_N], *EXCHANGE_NS, *EXCHANGE_TYPE, *OPEN_SLOW, *START_FN;
+static PyObject *PROPAGATE_NS, *TEXTMAP_FN; /* opentelemetry.propagate: its global propagator */
 static Found E_FOUND[E_N];
 static PyObject *INVALID_SPAN, *SERVER_KIND, *NO_FIELDS, *NO_HEADERS, *OTHER_NAME, *LIVE_REQUEST,
     *LIVE_QUERY, *MINUS_ONE;
@@ -3561,7 +3562,7 @@ static PyObject *s_contrib, *s_telemetry, *s_route, *s_template_attr, *s_adapter
     *s_live_failed, *s_live_names, *s_attach, *s_url_path, *s_op_series, *s_drop,
     *s_invalid_entity, *s_invalid_text, *s_hold, *s_own_ns_attr, *s_entity_field,
     *s_query_string, *s_rt_entities, *a_method, *a_scheme, *a_url_path, *a_route,
-    *s_start_name;
+    *s_start_name, *s_get_textmap, *s_propagator, *s_textmap_attr, *s_fields_attr;
 
 /* bind_exchange(namespace, Exchange, Exchange.open, (INVALID_SPAN, SpanKind.SERVER, no fields,
  * no headers, OTHER, live_request, live_query)) */
@@ -3569,10 +3570,11 @@ static PyObject *
 bind_exchange(PyObject *mod, PyObject *args)
 {
     PyObject *ns, *cls, *open;
-    if (!PyArg_ParseTuple(args, "O!O!O(OOO!O!OOO):bind_exchange", &PyDict_Type, &ns,
+    PyObject *propagate;
+    if (!PyArg_ParseTuple(args, "O!O!O(OOO!O!OOOO!):bind_exchange", &PyDict_Type, &ns,
                           &PyType_Type, &cls, &open, &INVALID_SPAN, &SERVER_KIND,
                           &PyFrozenSet_Type, &NO_FIELDS, &PyTuple_Type, &NO_HEADERS, &OTHER_NAME,
-                          &LIVE_REQUEST, &LIVE_QUERY))
+                          &LIVE_REQUEST, &LIVE_QUERY, &PyDict_Type, &propagate))
         return NULL;
     if (X_STR[0] == NULL || HEADERS_SLOW == NULL || CLOCKS == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "bind_exchange: bind_finish and bind_read first");
@@ -3607,6 +3609,8 @@ bind_exchange(PyObject *mod, PyObject *args)
     EX_INTERN(s_rt_entities, "entities") EX_INTERN(a_method, "http.request.method")
     EX_INTERN(a_scheme, "url.scheme") EX_INTERN(a_url_path, "url.path")
     EX_INTERN(a_route, "http.route") EX_INTERN(s_start_name, "start")
+    EX_INTERN(s_get_textmap, "get_global_textmap") EX_INTERN(s_propagator, "_HTTP_TEXT_FORMAT")
+    EX_INTERN(s_textmap_attr, "_textmap") EX_INTERN(s_fields_attr, "_fields")
 #undef EX_INTERN
     if (MINUS_ONE == NULL && (MINUS_ONE = PyLong_FromLong(-1)) == NULL)
         return NULL;
@@ -3626,6 +3630,14 @@ bind_exchange(PyObject *mod, PyObject *args)
         return NULL;
     }
     Py_XSETREF(START_FN, Py_NewRef(start_fn));
+    PyObject *textmap_fn = PyDict_GetItemWithError(propagate, s_get_textmap);
+    if (textmap_fn == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "bind_exchange: no get_global_textmap");
+        return NULL;
+    }
+    Py_XSETREF(TEXTMAP_FN, Py_NewRef(textmap_fn));
+    Py_XSETREF(PROPAGATE_NS, Py_NewRef(propagate));
     Py_XSETREF(EXCHANGE_NS, Py_NewRef(ns));
     Py_XSETREF(EXCHANGE_TYPE, Py_NewRef(cls));
     Py_XSETREF(OPEN_SLOW, Py_NewRef(open));
@@ -3796,8 +3808,13 @@ start_operation_c(PyObject *ex, PyObject **x, PyObject *compiled, PyObject *rout
     PyObject *url_path = NULL, *key = NULL, *op = NULL, *r = NULL, *plain_entity = NULL;
     PyObject *bound = NULL, *predicate = NULL, *said = NULL;
     PyObject *argv[7] = {scope, root};
+    PyObject *mounted = PyDict_GetItemWithError(scope, s_app_root); /* mount_base: "" */
+    if (mounted == NULL && PyErr_Occurred())
+        goto done;
     if ((template = PyObject_GetAttr(compiled, s_template_attr)) == NULL ||
-        (base = PyObject_Vectorcall(E_ORIG[E_mount_base], argv, 2, NULL)) == NULL ||
+        (base = mounted == NULL ? PyUnicode_FromStringAndSize("", 0)
+                                : PyObject_Vectorcall(E_ORIG[E_mount_base], argv, 2, NULL)) ==
+            NULL ||
         (http_route = PyNumber_Add(base, template)) == NULL ||
         x_set(ex, X_template, http_route) < 0 || x_set(ex, X_adapter, Py_None) < 0)
         goto done;
@@ -3931,6 +3948,25 @@ done:
     return r;
 }
 
+/* shared.propagation_fields(): the fields it keeps while the global propagator is the one it
+ * read them from (AsgiState.propagation_fields reads them again otherwise) */
+static PyObject *
+propagation_fields(PyObject *shared)
+{
+    static Found fn_found, map_found;
+    PyObject *fn = item_of(PROPAGATE_NS, s_get_textmap, &fn_found);
+    PyObject *now = fn == TEXTMAP_FN ? item_of(PROPAGATE_NS, s_propagator, &map_found) : NULL;
+    PyObject *known = now == NULL ? NULL : PyObject_GetAttr(shared, s_textmap_attr);
+    PyObject *fields = known != NULL && known == now ? PyObject_GetAttr(shared, s_fields_attr)
+                                                     : NULL;
+    Py_XDECREF(known);
+    if (fields != NULL && PyFrozenSet_CheckExact(fields))
+        return fields;
+    Py_XDECREF(fields);
+    PyErr_Clear(); /* (the method reads them again) */
+    return PyObject_CallMethodNoArgs(shared, s_fields_method);
+}
+
 /* open_exchange(ex, hit, metered): Exchange.open for a request new_exchange made (its fields as
  * Exchange.__init__ sets them: no other instrumentation owns it) and a route without an
  * adapter; its Python helpers called as open calls them, in the same order. Any other goes
@@ -4029,8 +4065,7 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         if (traced < 0)
             goto done;
     }
-    if ((fields = traced ? PyObject_CallMethodNoArgs(shared, s_fields_method)
-                         : Py_NewRef(NO_FIELDS)) == NULL)
+    if ((fields = traced ? propagation_fields(shared) : Py_NewRef(NO_FIELDS)) == NULL)
         goto done;
     PyObject *idem = PyObject_GetAttr(mw, s_idem_name);
     if (idem == NULL)

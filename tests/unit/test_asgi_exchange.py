@@ -138,6 +138,8 @@ def scope_of(plan: dict[str, Any]) -> dict[str, Any]:
         scope["headers"].append((b"content-length", length.encode()))
     if plan["version"] != "absent":
         scope["http_version"] = plan["version"]
+    if plan.get("app_root") is not None:  # the app is mounted (Starlette's ``app_root_path``)
+        scope["app_root_path"] = plan["app_root"]
     return scope
 
 
@@ -284,6 +286,7 @@ fields = {
     "headers": st.lists(st.sampled_from(HEADERS), max_size=3),
     "route": routes,
     "root": st.sampled_from(["", "", "/m"]),
+    "app_root": st.sampled_from([None, None, "", "/m"]),
     "mounted": st.sampled_from(
         [
             {},

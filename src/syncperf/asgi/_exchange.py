@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as context_api
+from opentelemetry import propagate
 from opentelemetry.trace import INVALID_SPAN, SpanKind
 
 from syncperf._accel import speedups
@@ -316,6 +317,9 @@ class Exchange:
 new_exchange: Callable[..., Exchange] = Exchange
 open_exchange: Callable[[Exchange, Any, bool], None] = Exchange.open
 if speedups is not None:  # ``__init__`` and ``open`` for most requests (``_speedups``)
-    _KNOWN = (INVALID_SPAN, _SERVER, _NO_FIELDS, _NO_HEADERS, OTHER, live_request, live_query)
+    _KNOWN = (
+        *(INVALID_SPAN, _SERVER, _NO_FIELDS, _NO_HEADERS, OTHER, live_request, live_query),
+        vars(propagate),  # its global propagator: the propagation fields kept (``AsgiState``)
+    )
     speedups.bind_exchange(globals(), Exchange, Exchange.open, _KNOWN)
     new_exchange, open_exchange = speedups.new_exchange, speedups.open_exchange
