@@ -1,5 +1,4 @@
-"""An operation's life cycle: ``begin``/``end`` and its span (its pre-bound series:
-``_series``).
+"""An operation's life cycle: ``begin``/``end`` and its span (its pre-bound series: ``_series``).
 
 ``begin`` makes a ``SyncOperation`` current and maybe starts its span; the recorder collects;
 ``end`` queues its metrics for ``_fold`` (no lock), then ends the span, or *rescues* an error,
@@ -53,9 +52,8 @@ def fold_now(rt: Runtime, wait: bool) -> None:
 _end_plain = None
 """The compiled ``end`` (also of one complete before its end: ``end_ns``) of an operation
 without a span (or unsampled, with nothing to rescue), entity change, other entities' items
-or client details (returns -1); for any other
-it changes nothing and returns the end time it read, for this ``end`` to use. None without
-it."""
+or client details (returns -1); for any other it changes nothing and returns the end time it
+read, for this ``end`` to use. None without it."""
 if speedups is not None:
     speedups.setup(globals(), fold_now, FOLD_AT, MAX_QUEUED, FOLD_PAIRS_AT)  # ``_perf``: clock
     _end_plain = speedups.end_plain
@@ -88,11 +86,10 @@ def start(
 ) -> SyncOperation:
     """``begin`` with the operation's pre-bound series already at hand.
 
-    For a caller that already read them (the ASGI middleware): ``now``,
-    ``time.perf_counter_ns()`` when it began (the operation starts then, and the caller sets
-    ``op._own_ns`` to its own time once its set-up is done; 0: read here), and ``current``,
-    the current span (the parent; None: read here).
-    """
+    For a caller that already read them (the ASGI middleware): ``now``, the
+    ``time.perf_counter_ns()`` it began at (the operation starts then; the caller sets
+    ``op._own_ns`` once its set-up is done; 0: read here), and ``current``, the current span
+    (the parent; None: read here)."""
     t0 = now or _perf()
     op = SyncOperation(rt, bound, t0)
     if kind is not _INTERNAL:
@@ -129,14 +126,17 @@ def _start_span(
     attributes: Mapping[str, Any] | None,
     t0: int,
     current: trace.Span | None,
+    decided: tuple[Any, Any] | None = None,
 ) -> None:
-    """The span ``start`` makes, or the sampler's decision it leaves current; none when a
-    sampler or span processor fails (counted: ``span_start_failed``)."""
+    """The span ``start`` makes, or the sampler's decision it leaves current; none when a sampler
+    or span processor fails (``span_start_failed``). ``decided``: by the compiled ``start``."""
     tracing = rt.tracing
     try:
-        parent = (current_span() if current is None else current).get_span_context()
-        standard = tracing.standard  # a standard sampler, decided compiled (``decide_span``)
-        trace_id = standard and decide_span(standard, op, parent, attributes)  # type: ignore[misc]
+        if decided is None:
+            parent = (current_span() if current is None else current).get_span_context()
+            standard = tracing.standard  # a standard sampler, decided compiled (``decide_span``)
+            decided = parent, standard and decide_span(standard, op, parent, attributes)  # type: ignore[misc]
+        parent, trace_id = decided
         if trace_id is False:  # dropped, and its decision made current there
             return
         if trace_id is None and tracing.asks:  # None: not one decided there
@@ -152,7 +152,7 @@ def _start_span(
             )
             tracer: Tracer = tracing.tracer  # type: ignore[assignment]
             if tracing.asks:  # ``ask`` returned a ``Sampled``
-                span = tracer.start_sampled(name, parent, kind, attrs, trace_id)  # type: ignore[arg-type]
+                span = tracer.start_sampled(name, parent, kind, attrs, trace_id)
             else:
                 span = tracer.start(name, parent, kind, attrs, trace_id=trace_id)
             op._span = span

@@ -1915,6 +1915,59 @@ starts_plain(PyObject *tracing, PyObject *log, long long t0)
 static PyObject *s_sync_operation, *s_internal, *s_start_span_py, *s_start_py, *s_kind, *s_due,
     *s_start, *s_ctx_token_attr, *s_own_ns_attr;
 
+static PyObject *decide_span(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *raised(void);
+static PyObject *s_standard, *s_get_context, *s_decide_name, *s_span_failed,
+    *s_internal_error_name;
+
+/* _start_span's first step, for a given parent span and a standard sampler (Tracing.standard)
+ * while _lifecycle's decide_span is the compiled one: the decision made here. 1: the span
+ * dropped (its decision made current there), or the decision failed and was counted as
+ * _start_span counts it; 0: *decided is (parent, decision) for _start_span, or NULL (it
+ * decides itself, from the start); -1 with an error (strict mode raised) */
+static int
+decide_here(PyObject *rt, PyObject *tracing, PyObject *op, PyObject *attributes,
+            PyObject *current, PyObject **decided)
+{
+    *decided = NULL;
+    PyObject *fn = current == Py_None ? NULL : named(s_decide_name);
+    if (fn == NULL || !PyCFunction_Check(fn) ||
+        PyCFunction_GET_FUNCTION(fn) != (PyCFunction)(void (*)(void))decide_span) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *standard = PyObject_GetAttr(tracing, s_standard), *parent = NULL, *r = NULL;
+    if (standard != NULL && PyTuple_CheckExact(standard) && PyTuple_GET_SIZE(standard) > 0)
+        parent = PyObject_CallMethodNoArgs(current, s_get_context);
+    if (parent == NULL) { /* _start_span reads them again, and says */
+        Py_XDECREF(standard);
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *argv[4] = {standard, op, parent, attributes};
+    r = decide_span(NULL, argv, 4);
+    Py_DECREF(standard);
+    int done = 1;
+    if (r == NULL) { /* as _start_span's except: counted (strict mode raises) */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            done = -1;
+        } else {
+            PyObject *error = raised();
+            PyObject *said = PyObject_CallMethodObjArgs(rt, s_internal_error_name,
+                                                        s_span_failed, error, NULL);
+            Py_DECREF(error);
+            done = said == NULL ? -1 : 1;
+            Py_XDECREF(said);
+        }
+    } else if (r != Py_False) {
+        *decided = PyTuple_Pack(2, parent, r);
+        done = *decided == NULL ? -1 : 0;
+    }
+    Py_DECREF(parent);
+    Py_XDECREF(r);
+    return done;
+}
+
 /* start(rt, bound, kind, attributes, now, current): _lifecycle.start in one call, with the
  * names of its namespace (SyncOperation, _INTERNAL, _start_span, _perf); a `now` that is not
  * an exact int fitting 64 bits goes to the Python one (_start_py) whole. */
@@ -1950,7 +2003,7 @@ start(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwnames)
         Py_DECREF(internal);
         return NULL;
     }
-    PyObject *argv[7] = {rt, bound, start_ns};
+    PyObject *argv[8] = {rt, bound, start_ns};
     PyObject *op = PyObject_Vectorcall(type, argv, 3, NULL);
     Py_DECREF(type);
     PyObject *tracing = NULL, *flag = NULL, *inflight = NULL, *log = NULL, *token = NULL;
@@ -1970,15 +2023,22 @@ start(PyObject *mod, PyObject *const *args, size_t nargsf, PyObject *kwnames)
     if (traced < 0)
         goto failed;
     if (traced) {
-        PyObject *span_start = Py_XNewRef(named(s_start_span_py)), *r = NULL;
-        argv[0] = rt, argv[1] = op, argv[2] = bound, argv[3] = kind, argv[4] = attributes;
-        argv[5] = start_ns, argv[6] = current;
-        if (span_start != NULL)
-            r = PyObject_Vectorcall(span_start, argv, 7, NULL);
-        Py_XDECREF(span_start);
-        if (r == NULL)
+        PyObject *decided = NULL; /* (parent, decision) of a standard sampler, made here */
+        int dropped = decide_here(rt, tracing, op, attributes, current, &decided);
+        if (dropped < 0)
             goto failed;
-        Py_DECREF(r);
+        if (!dropped) {
+            PyObject *span_start = Py_XNewRef(named(s_start_span_py)), *r = NULL;
+            argv[0] = rt, argv[1] = op, argv[2] = bound, argv[3] = kind, argv[4] = attributes;
+            argv[5] = start_ns, argv[6] = current, argv[7] = decided;
+            if (span_start != NULL)
+                r = PyObject_Vectorcall(span_start, argv, decided != NULL ? 8 : 7, NULL);
+            Py_XDECREF(span_start);
+            Py_XDECREF(decided);
+            if (r == NULL)
+                goto failed;
+            Py_DECREF(r);
+        }
     }
     if ((inflight = PyObject_GetAttr(bound, s_inflight)) == NULL || count_step(inflight, 1) < 0 ||
         (token = PyContextVar_Set(CURRENT, op)) == NULL ||
@@ -3320,9 +3380,31 @@ route_of(PyObject *scope, PyObject *entry_root)
     return template;
 }
 
+/* After a lookup that failed: 0, an Exception dropped (the Python twin it hands over to
+ * meets it again); -1, anything else (a KeyboardInterrupt...) left set */
+static int
+dropped_exception(void)
+{
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyErr_Clear();
+    return 0;
+}
+
+/* record_http's `finally`: `if ex.active: ex.active.pop()` (its own errors dropped) */
+static void
+leave_active(PyObject *active)
+{
+    int busy = active == Py_None ? 0 : PyObject_IsTrue(active);
+    PyObject *popped = busy > 0 ? PyObject_CallMethodObjArgs(active, s_pop, NULL) : NULL;
+    Py_XDECREF(popped);
+    if (busy < 0 || (busy > 0 && popped == NULL))
+        PyErr_Clear();
+}
+
 /* record_http's try block for a request whose series is bound: 1 recorded, 0 not begun
  * (record_http does it all), -1 with an error set after the request began to be recorded
- * (record_http's except: hook_failed) */
+ * (record_http's except: hook_failed), -2 with an error no `except Exception` catches */
 static int
 record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, long long t0,
          long long received, long long clen, long long sent, long long prologue)
@@ -3369,27 +3451,26 @@ record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, l
     Py_INCREF(batch);
     if ((values = PyObject_GetAttr(batch, s_values)) == NULL || !PyList_CheckExact(values))
         goto out;
-    long long now;
-    if (now_ns(&now) < 0)
-        goto out;
     int head = PyUnicode_Compare(x[X_method], s_head) == 0;
-    entry = Py_BuildValue("(LLLL)", x[X_live] == Py_True ? -1LL : complete - t0,
-                          received > 0 || clen == 0 ? received : -1LL, head ? 0LL : sent,
-                          prologue + now - t_end);
-    if (entry == NULL || (lock = PyObject_GetAttr(rt, s_lock)) == NULL)
+    if ((lock = PyObject_GetAttr(rt, s_lock)) == NULL)
         goto out;
     PyObject *acquired = PyObject_CallMethodNoArgs(lock, s_acquire);
     if (acquired == NULL)
         goto out;
     Py_DECREF(acquired);
     r = -1; /* from here on, as record_http's except does */
-    int done = 0;
+    int done = 0, left = 0;
     if ((successor = PyObject_GetAttr(rt, s_successor)) != NULL && successor == Py_None) {
         PyObject *active = x[X_active];
         int busy = active == Py_None ? 0 : PyObject_IsTrue(active);
         PyObject *popped = busy > 0 ? PyObject_CallMethodObjArgs(active, s_pop, NULL) : NULL;
         Py_XDECREF(popped);
-        if (busy == 0 || popped != NULL) {
+        left = busy == 0 || popped != NULL;
+        long long now; /* (syncperf's own time: up to now, under the lock) */
+        if (left && now_ns(&now) == 0 &&
+            (entry = Py_BuildValue("(LLLL)", x[X_live] == Py_True ? -1LL : complete - t0,
+                                   received > 0 || clen == 0 ? received : -1LL,
+                                   head ? 0LL : sent, prologue + now - t_end)) != NULL) {
             Py_ssize_t n = PyList_GET_SIZE(values);
             done = PyList_SetSlice(values, n, n, entry) == 0;
         }
@@ -3409,8 +3490,14 @@ record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, l
         r = 0; /* record_http hands the request over */
         goto out;
     }
-    if (!done)
-        goto out; /* (the error set) */
+    if (!done) { /* (the error set) record_http's `finally`: the request leaves the gauge */
+        if (!left) {
+            PyErr_Fetch(&et, &ev, &tb);
+            leave_active(x[X_active]);
+            PyErr_Restore(et, ev, tb);
+        }
+        goto out;
+    }
     if (PyList_GET_SIZE(values) >= BATCH_FOLD_AT) {
         PyObject *folded = PyObject_CallMethodNoArgs(batch, s_fold_now);
         if (folded == NULL)
@@ -3419,8 +3506,12 @@ record_c(PyObject **x, PyObject *matched, long long t_end, long long complete, l
     }
     r = 1;
 out:
-    if (r == 0) /* not begun: record_http meets the error again, and handles it */
-        PyErr_Clear();
+    if (r == 0 && PyErr_Occurred()) { /* not begun: record_http meets an Exception again */
+        if (PyErr_ExceptionMatches(PyExc_Exception))
+            PyErr_Clear();
+        else
+            r = -2; /* a KeyboardInterrupt...: raised, the request out of the gauge */
+    }
     Py_XDECREF(overheads);
     Py_XDECREF(route_given);
     Py_XDECREF(key);
@@ -3479,27 +3570,41 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     if (complete > t_end)
         op_c = 0;
+    int ends = 0; /* end() called here: the route raised what finish_operation lets through */
     if (op_c) { /* finish_operation's work, for this operation: the route, then end() */
         matched = route_of(x[X_scope], x[X_entry_root]);
         op_c = matched != NULL;
-        PyErr_Clear(); /* finish_operation asks again, and says */
+        if (!op_c && !PyErr_ExceptionMatches(PyExc_Exception)) {
+            keep(&pending); /* (a KeyboardInterrupt...): raised after end(), no route */
+            ends = 1;
+        }
+        PyErr_Clear(); /* an Exception: finish_operation asks again, and says */
     }
-    if (op_c) {
+    if ((t_obj = PyLong_FromLongLong(t_end)) == NULL)
+        goto done;
+    if (op_c || ends) {
         long long clock;
         int ended = end_impl((Op *)op, t_end, 1, complete, &NO_HINTS, &clock);
-        if (ended < 0) {
-            if (!PyErr_ExceptionMatches(PyExc_Exception))
-                Py_CLEAR(matched); /* finish_operation raised: finish has no route */
-            if (hook_failed(x[X_rt], s_end_failed) < 0)
+        if (ended == 0 && ends) { /* not plain: the Python end */
+            PyObject *end_ns = PyLong_FromLongLong(complete);
+            PyObject *argv[4] = {op, Py_None, end_ns, t_obj}, *none = NULL;
+            if (end_ns != NULL)
+                none = PyObject_Vectorcall(W_ORIG[W_end], argv, 4, NULL);
+            Py_XDECREF(end_ns);
+            Py_XDECREF(none);
+            ended = none == NULL ? -1 : 1;
+        }
+        if (ended < 0) { /* (strict mode: hook_failed raises, and finish has no route) */
+            if (!PyErr_ExceptionMatches(PyExc_Exception) || hook_failed(x[X_rt], s_end_failed) < 0) {
+                Py_CLEAR(matched);
                 keep(&pending);
+            }
         } else if (ended == 0) {
             op_c = 0;
             Py_CLEAR(matched);
         }
     }
-    if ((t_obj = PyLong_FromLongLong(t_end)) == NULL)
-        goto done;
-    if (op != Py_None && !op_c) {
+    if (op != Py_None && !op_c && !ends) {
         PyObject *argv[5] = {ex, op, Py_None, Py_None, t_obj};
         matched = PyObject_Vectorcall(W_ORIG[W_finish_operation], argv, 5, NULL);
         if (matched == NULL)
@@ -3508,8 +3613,12 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     int recorded = x[X_http] == Py_None ? 0
                                         : record_c(x, matched, t_end, complete, t0, received,
                                                    clen, sent, prologue);
-    if (recorded < 0 && hook_failed(x[X_rt], s_http_failed) < 0)
+    if (recorded == -2) { /* raised what record_http lets through: its `finally` */
         keep(&pending);
+        leave_active(x[X_active]);
+    } else if (recorded < 0 && hook_failed(x[X_rt], s_http_failed) < 0) {
+        keep(&pending);
+    }
     if (recorded == 0) {
         PyObject *argv[5] = {ex, Py_None, Py_None, matched ? matched : Py_None, t_obj};
         PyObject *none = PyObject_Vectorcall(W_ORIG[W_record_http], argv, 5, NULL);
@@ -3557,12 +3666,13 @@ static PyObject *INVALID_SPAN, *SERVER_KIND, *NO_FIELDS, *NO_HEADERS, *OTHER_NAM
     *LIVE_QUERY, *MINUS_ONE;
 static PyObject *s_contrib, *s_telemetry, *s_route, *s_template_attr, *s_adapter, *s_operation_attr,
     *s_entity_plain, *s_series_map, *s_http_method, *s_active_series, *s_active_for, *s_headers_key,
-    *s_tracing_attr, *s_active_attr, *s_next_check_attr, *s_due, *s_fields_method, *s_idem_name,
+    *s_fields_method, *s_idem_name,
     *s_entities_attr, *s_names_from, *s_entity_text, *s_live_attr, *s_internal_error,
-    *s_live_failed, *s_live_names, *s_attach, *s_url_path, *s_op_series, *s_drop,
-    *s_invalid_entity, *s_invalid_text, *s_hold, *s_own_ns_attr, *s_entity_field,
+    *s_live_failed, *s_live_names, *s_attach, *s_url_path, *s_drop,
+    *s_invalid_entity, *s_invalid_text, *s_hold, *s_entity_field,
     *s_query_string, *s_rt_entities, *a_method, *a_scheme, *a_url_path, *a_route,
-    *s_start_name, *s_get_textmap, *s_propagator, *s_textmap_attr, *s_fields_attr;
+    *s_start_name, *s_get_textmap, *s_propagator, *s_textmap_attr, *s_fields_attr, *s_live_eq,
+    *s_feed_eq;
 
 /* bind_exchange(namespace, Exchange, Exchange.open, (INVALID_SPAN, SpanKind.SERVER, no fields,
  * no headers, OTHER, live_request, live_query)) */
@@ -3593,22 +3703,23 @@ bind_exchange(PyObject *mod, PyObject *args)
     EX_INTERN(s_entity_plain, "entity") EX_INTERN(s_series_map, "_series")
     EX_INTERN(s_http_method, "http") EX_INTERN(s_active_series, "active_series")
     EX_INTERN(s_active_for, "active_for") EX_INTERN(s_headers_key, "headers")
-    EX_INTERN(s_tracing_attr, "tracing") EX_INTERN(s_active_attr, "active")
-    EX_INTERN(s_next_check_attr, "next_check") EX_INTERN(s_due, "due")
     EX_INTERN(s_fields_method, "propagation_fields") EX_INTERN(s_idem_name, "_idem_name")
     EX_INTERN(s_entities_attr, "_entities") EX_INTERN(s_names_from, "names_from_requests")
     EX_INTERN(s_entity_text, "the {entity} of a route") EX_INTERN(s_live_attr, "_live")
     EX_INTERN(s_internal_error, "internal_error")
     EX_INTERN(s_live_failed, "asgi_live_predicate_failed")
     EX_INTERN(s_live_names, "_live_names") EX_INTERN(s_attach, "attach")
-    EX_INTERN(s_url_path, "url_path") EX_INTERN(s_op_series, "op_series")
+    EX_INTERN(s_url_path, "url_path")
     EX_INTERN(s_drop, "drop") EX_INTERN(s_invalid_entity, "invalid_entity")
     EX_INTERN(s_invalid_text, "syncperf dropped a path entity that is not a valid name")
-    EX_INTERN(s_hold, "hold") EX_INTERN(s_own_ns_attr, "_own_ns")
+    EX_INTERN(s_hold, "hold")
     EX_INTERN(s_entity_field, "_entity") EX_INTERN(s_query_string, "query_string")
     EX_INTERN(s_rt_entities, "entities") EX_INTERN(a_method, "http.request.method")
     EX_INTERN(a_scheme, "url.scheme") EX_INTERN(a_url_path, "url.path")
     EX_INTERN(a_route, "http.route") EX_INTERN(s_start_name, "start")
+    if (s_live_eq == NULL && ((s_live_eq = PyBytes_FromString("live=")) == NULL ||
+                              (s_feed_eq = PyBytes_FromString("feed=")) == NULL))
+        return NULL;
     EX_INTERN(s_get_textmap, "get_global_textmap") EX_INTERN(s_propagator, "_HTTP_TEXT_FORMAT")
     EX_INTERN(s_textmap_attr, "_textmap") EX_INTERN(s_fields_attr, "_fields")
 #undef EX_INTERN
@@ -3761,9 +3872,7 @@ live_default(PyObject *scope, int stream)
         return PyErr_Occurred() ? -1 : 0;
     if (!PyBytes_CheckExact(query))
         return 0;
-    const char *q = PyBytes_AS_STRING(query);
-    size_t n = (size_t)PyBytes_GET_SIZE(query);
-    if (!memmem(q, n, "live=", 5) && !memmem(q, n, "feed=", 5))
+    if (!bytes_in(s_live_eq, query) && !bytes_in(s_feed_eq, query))
         return 0;
     Py_INCREF(query);
     PyObject *r = PyObject_CallOneArg(LIVE_QUERY, query);
@@ -3963,7 +4072,8 @@ propagation_fields(PyObject *shared)
     if (fields != NULL && PyFrozenSet_CheckExact(fields))
         return fields;
     Py_XDECREF(fields);
-    PyErr_Clear(); /* (the method reads them again) */
+    if (dropped_exception() < 0) /* (the method reads them again) */
+        return NULL;
     return PyObject_CallMethodNoArgs(shared, s_fields_method);
 }
 
@@ -4004,8 +4114,9 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         if (!PyTuple_CheckExact(hit) || PyTuple_GET_SIZE(hit) != 2)
             goto slow;
         compiled = PyTuple_GET_ITEM(hit, 0), entity = PyTuple_GET_ITEM(hit, 1);
-        if ((entity != Py_None && !PyUnicode_CheckExact(entity)) ||
-            (route = PyObject_GetAttr(compiled, s_route)) == NULL ||
+        if (entity != Py_None && !PyUnicode_CheckExact(entity))
+            goto slow;
+        if ((route = PyObject_GetAttr(compiled, s_route)) == NULL ||
             (adapter = PyObject_GetAttr(route, s_adapter)) == NULL)
             goto unread;
         if (adapter != Py_None)
@@ -4018,9 +4129,9 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                    ? Py_XNewRef(PyDict_GetItemWithError(series, Py_None))
                    : NULL;
         Py_XDECREF(series);
-        if (http == NULL) {
-            PyErr_Clear(); /* (AsgiState.http reads them again) */
-            if ((http = PyObject_CallMethodNoArgs(shared, s_http_method)) == NULL)
+        if (http == NULL) { /* (AsgiState.http reads them again) */
+            if (dropped_exception() < 0 ||
+                (http = PyObject_CallMethodNoArgs(shared, s_http_method)) == NULL)
                 goto done;
         }
         PyObject *actives = PyObject_GetAttr(http, s_active_series);
@@ -4028,11 +4139,9 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             (key = PyTuple_Pack(2, x[X_method], x[X_scheme])) != NULL)
             active = Py_XNewRef(PyDict_GetItemWithError(actives, key));
         Py_XDECREF(actives);
-        if (active == NULL) {
-            PyErr_Clear();
+        if (active == NULL && dropped_exception() == 0)
             active = PyObject_CallMethodObjArgs(http, s_active_for, x[X_method], x[X_scheme],
                                                 NULL);
-        }
         if (active == NULL || (said = PyObject_CallMethodOneArg(active, s_append, Py_None)) ==
                                   NULL ||
             x_set(ex, X_active, active) < 0 || x_set(ex, X_http, http) < 0)
@@ -4047,13 +4156,13 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         Py_XSETREF(headers, Py_NewRef(s_empty_tuple));
     int traced = 0;
     if (hit != Py_None) { /* "can spans be made": on, or turning on now (Tracing.due) */
-        if ((tracing = PyObject_GetAttr(rt, s_tracing_attr)) == NULL)
+        if ((tracing = PyObject_GetAttr(rt, s_tracing)) == NULL)
             goto done;
-        PyObject *on = PyObject_GetAttr(tracing, s_active_attr);
+        PyObject *on = PyObject_GetAttr(tracing, s_active);
         traced = on == NULL ? -1 : PyObject_IsTrue(on);
         Py_XDECREF(on);
         if (traced == 0) {
-            PyObject *next = PyObject_GetAttr(tracing, s_next_check_attr);
+            PyObject *next = PyObject_GetAttr(tracing, s_next_check);
             traced = next == NULL ? -1 : PyObject_RichCompareBool(x[X_t0], next, Py_GE);
             Py_XDECREF(next);
             if (traced > 0) {
@@ -4163,7 +4272,7 @@ static const char *N_NAMES[N_N] = {"current", "route_path", "active_operation", 
                                    "_perf", "wrong_type", "AsgiState"};
 static PyObject *N_STR[N_N], *N_ORIG[N_N], *ENTER_NS, *ENTER_SLOW, *RUNTIME_NS, *METERED;
 static Found N_FOUND[N_N], INSTALLED_FOUND;
-static PyObject *s_installed, *s_enabled, *s_path_key, *s_has_routes, *s_routes_attr,
+static PyObject *s_enabled, *s_path_key, *s_has_routes, *s_routes_attr,
     *s_static, *s_match, *s_method_key, *s_options, *s_ended_attr, *s_state_attr,
     *s_excluded_mw, *s_excluded, *s_url_disabled, *s_http_metrics, *s_state_method;
 
@@ -4184,7 +4293,7 @@ bind_enter(PyObject *mod, PyObject *args)
         return NULL;
     for (int i = 0; i < N_N; i++)
         ENTER_INTERN(N_STR[i], N_NAMES[i])
-    ENTER_INTERN(s_installed, "installed") ENTER_INTERN(s_enabled, "enabled")
+    ENTER_INTERN(s_enabled, "enabled")
     ENTER_INTERN(s_path_key, "path") ENTER_INTERN(s_has_routes, "_has_routes")
     ENTER_INTERN(s_routes_attr, "_routes") ENTER_INTERN(s_static, "static")
     ENTER_INTERN(s_match, "match") ENTER_INTERN(s_method_key, "method")
@@ -4258,8 +4367,10 @@ enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     PyObject *rt = plain ? item_of(RUNTIME_NS, s_installed, &INSTALLED_FOUND) : NULL;
     if (rt == NULL && PyErr_Occurred())
         return NULL;
-    if (rt == NULL || rt == Py_None)
-        goto slow; /* (not configured yet: current() makes it) */
+    if (rt == NULL || rt == Py_None) { /* (not configured yet: current() makes it) */
+        rt = NULL;
+        goto slow;
+    }
     Py_INCREF(rt);
     if ((on = PyObject_GetAttr(rt, s_enabled)) == NULL || (truth = PyObject_IsTrue(on)) < 0 ||
         !truth || (contrib = PyObject_GetAttr(mw, s_contrib)) == NULL || contrib == Py_None)
@@ -4304,9 +4415,9 @@ enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     shared = states != NULL && PyDict_CheckExact(states)
                  ? Py_XNewRef(PyDict_GetItemWithError(states, N_ORIG[N_AsgiState]))
                  : NULL;
-    if (shared == NULL) {
-        PyErr_Clear(); /* (state() reads it again) */
-        if ((shared = PyObject_CallMethodOneArg(rt, s_state_method, N_ORIG[N_AsgiState])) == NULL)
+    if (shared == NULL) { /* (state() reads it again) */
+        if (dropped_exception() < 0 ||
+            (shared = PyObject_CallMethodOneArg(rt, s_state_method, N_ORIG[N_AsgiState])) == NULL)
             goto done;
     }
     if (hit == Py_None) { /* a sync route is never excluded */
@@ -4463,6 +4574,11 @@ PyInit__speedups(void)
         (s_sync_operation = PyUnicode_InternFromString("SyncOperation")) == NULL ||
         (s_internal = PyUnicode_InternFromString("_INTERNAL")) == NULL ||
         (s_start_span_py = PyUnicode_InternFromString("_start_span")) == NULL ||
+        (s_standard = PyUnicode_InternFromString("standard")) == NULL ||
+        (s_get_context = PyUnicode_InternFromString("get_span_context")) == NULL ||
+        (s_decide_name = PyUnicode_InternFromString("decide_span")) == NULL ||
+        (s_span_failed = PyUnicode_InternFromString("span_start_failed")) == NULL ||
+        (s_internal_error_name = PyUnicode_InternFromString("internal_error")) == NULL ||
         (s_start_py = PyUnicode_InternFromString("_start_py")) == NULL ||
         (s_kind = PyUnicode_InternFromString("_kind")) == NULL ||
         (s_due = PyUnicode_InternFromString("due")) == NULL ||

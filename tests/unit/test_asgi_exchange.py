@@ -107,6 +107,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         op.scratch[HELD].append(Tally())
     if plan["error"]:
         op.set_error("handler_error")
+    if plan.get("junk_token") and op is not NOOP and op._series.operation != "outer":
+        op._ctx_token = "junk"  # what makes the middleware's operation's end() fail
     if plan["conflicts"]:
         op.record_conflict(entity="todo", count=plan["conflicts"])
     if plan["raise"] == "before":
@@ -280,6 +282,7 @@ fields = {
     "error": st.sampled_from([False] * 4 + [True]),
     "conflicts": st.sampled_from([0] * 4 + [1, 2]),
     "held": st.booleans(),
+    "junk_token": st.sampled_from([False] * 8 + [True]),
     "replayed": st.sampled_from([False] * 4 + [True]),
     "partial": st.sampled_from([False] * 6 + [True]),
     "version": versions,
@@ -349,6 +352,7 @@ PULL = {**PLAIN, "path": "/sync/pull"}
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(plans=request_lists(), options=options)
 @example(plans=[{**PULL, "replayed": True}] * 2, options=OPTIONS)  # an idempotency hit
+@example(plans=[{**PULL, "junk_token": True, "route": "/framework"}] * 2, options=OPTIONS)
 @example(plans=[PULL, {**PULL, "path": "/other"}], options={**OPTIONS, "nested": True})
 @example(plans=[{**PULL, "headers": [(b"accept", b"text/event-stream")]}] * 2, options=OPTIONS)
 @example(plans=[{**PULL, "held": True}] * 2, options=OPTIONS)  # tallies the answer commits
@@ -449,6 +453,47 @@ def test_a_plain_request_starts_without_the_python_exchange(
         speedups.bind_exchange(vars(_exchange), Exchange, Exchange.open, _exchange._KNOWN)
         speedups.bind_enter(vars(asgi), asgi.enter_py, asgi._METERED)
     assert called == ["enter_py", "enter_py"]  # a middleware's first request: it looks around
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
+def test_a_request_before_any_runtime_is_decided_by_python_and_leaks_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No runtime yet (the first request of a process, or after a ``capture()`` with none
+    outside it): ``enter_py`` decides, and the compiled ``enter`` gives back what it took."""
+    from syncperf import _runtime
+
+    assert speedups is not None
+    mw = SyncPerfMiddleware(app, routes=ROUTES)
+    monkeypatch.setattr(_runtime, "installed", None)
+    speedups.bind_enter(vars(asgi), lambda mw, scope: None, asgi._METERED)
+    try:
+        before = sys.getrefcount(None)
+        for _ in range(10_000):
+            assert speedups.enter(mw, scope_of(PLAIN)) is None
+        after = sys.getrefcount(None)
+    finally:
+        speedups.bind_enter(vars(asgi), asgi.enter_py, asgi._METERED)
+    assert abs(after - before) < 100  # (a reference to None lost per call: 10,000)
+
+
+class Entity(str):
+    """A ``{entity}`` value that is a str subclass (a ``RouteTable`` of the application's)."""
+
+
+@pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
+def test_an_entity_that_is_no_exact_str_is_opened_by_python() -> None:
+    with capture(sampler=ParentBased(ALWAYS_OFF)) as cap:
+        mw = SyncPerfMiddleware(app, routes=ROUTES, entities=["todo"])
+        mw._contrib = False
+        compiled, _ = mw._routes.match("/sync/todo/push")
+        rt = cap.runtime
+        ex = asgi.new_exchange(mw, rt, rt.state(_finish.AsgiState), scope_of(PLAIN), 1)
+        _exchange.open_exchange(ex, (compiled, Entity("todo")), True)  # (no SystemError)
+        assert ex.op is not None
+        assert ex.op.entity == "todo"
+        _finish.finish(ex, None)
+    assert cap.total("sync.operation.duration") == 1
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled path is not built")

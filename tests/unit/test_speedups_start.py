@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
@@ -36,8 +36,24 @@ SAMPLERS = [ALWAYS_ON, ParentBased(ALWAYS_OFF), TraceIdRatioBased(0.5)]
 NOWS = st.sampled_from([0, 1, 5_000, 2**62, 2**63 - 1, 2**63, 2**70, -1, True])
 KINDS = st.sampled_from([SpanKind.INTERNAL, SpanKind.SERVER, SpanKind.CLIENT])
 ATTRIBUTES = st.sampled_from([None, {}, {"url.path": "/sync/push"}])
-CURRENT = st.sampled_from(  # the parent a caller read (None: read in start)
-    [None, *(NonRecordingSpan(SpanContext(0xABC, 0x123, True, TraceFlags(f))) for f in (0, 1))]
+
+
+class Hostile(NonRecordingSpan):
+    """A span whose context a sampler's decision fails on (its trace id a str)."""
+
+    def __repr__(self) -> str:  # (NonRecordingSpan's formats the id as hex)
+        return "Hostile()"
+
+
+HOSTILE = Hostile(tuple.__new__(SpanContext, ("abc", 1, True, TraceFlags(1), None, True)))
+CURRENT = st.sampled_from(  # the parent a caller read (None: read in start), or a hostile one
+    [
+        None,
+        *(NonRecordingSpan(SpanContext(0xABC, 0x123, True, TraceFlags(f))) for f in (0, 1)),
+        NonRecordingSpan(
+            tuple.__new__(SpanContext, ("abc", 0x123, True, TraceFlags(1), None, True))
+        ),
+    ]
 )
 
 
@@ -87,9 +103,21 @@ def _outcome(start: Callable[..., Any], rt: Any, args: tuple[Any, ...], seed: in
     kind=KINDS,
     attributes=ATTRIBUTES,
     logged=st.booleans(),
+    strict=st.booleans(),
     current=CURRENT,
     arity=st.integers(2, 6),
     seed=st.integers(0, 2**32),
+)
+@example(  # a parent the decision fails on: counted once (the compiled start decides it)
+    sampler=SAMPLERS[2],
+    now=5_000,
+    kind=SpanKind.SERVER,
+    attributes=None,
+    logged=False,
+    strict=False,
+    current=HOSTILE,
+    arity=6,
+    seed=1,
 )
 @settings(max_examples=300, deadline=None)
 def test_the_compiled_start_is_the_python_one(
@@ -98,6 +126,7 @@ def test_the_compiled_start_is_the_python_one(
     kind: SpanKind,
     attributes: Any,
     logged: bool,
+    strict: bool,
     current: Any,
     arity: int,
     seed: int,
@@ -107,15 +136,21 @@ def test_the_compiled_start_is_the_python_one(
     level = logger.level
     logger.setLevel(logging.INFO)  # (read when the runtime is made: starts are logged)
     try:
-        with capture(sampler=sampler, sync_log_starts=starts, slow_threshold=3600.0) as cap:
-            rt = cap.runtime
-            bound = series(rt, "push", "todo")
-            args = (rt, bound, kind, attributes, now, current)[:arity]
-            compiled = _outcome(_accel.speedups.start, rt, args, seed)  # type: ignore[union-attr]
-            python = _outcome(_lifecycle._start_py, rt, args, seed)
+        options = {"sync_log_starts": starts, "slow_threshold": 3600.0, "strict": strict}
+        outcomes = []
+        for start in (_accel.speedups.start, _lifecycle._start_py):  # type: ignore[union-attr]
+            with capture(sampler=sampler, **options) as cap:  # (one each: what it counts)
+                rt = cap.runtime
+                bound = series(rt, "push", "todo")
+                args = (rt, bound, kind, attributes, now, current)[:arity]
+                outcome = _outcome(start, rt, args, seed)
+                failed = cap.total("syncperf.dropped", {"syncperf.reason": "span_start_failed"})
+                outcomes.append((outcome, failed))
     finally:
         logger.setLevel(level)
+    (compiled, compiled_failed), (python, python_failed) = outcomes
     assert compiled == python
+    assert compiled_failed == python_failed
     if logged and compiled[0] != "raised":
         assert compiled[-2] is True  # the start was logged
 
