@@ -135,8 +135,9 @@ def _start_span(
         if decided is None:
             parent = (current_span() if current is None else current).get_span_context()
             standard = tracing.standard  # a standard sampler, decided compiled (``decide_span``)
-            decided = parent, standard and decide_span(standard, op, parent, attributes)  # type: ignore[misc]
-        parent, trace_id = decided
+            trace_id = standard and decide_span(standard, op, parent, attributes)  # type: ignore[misc]
+        else:  # by the compiled ``start``
+            parent, trace_id = decided
         if trace_id is False:  # dropped, and its decision made current there
             return
         if trace_id is None and tracing.asks:  # None: not one decided there
@@ -152,7 +153,7 @@ def _start_span(
             )
             tracer: Tracer = tracing.tracer  # type: ignore[assignment]
             if tracing.asks:  # ``ask`` returned a ``Sampled``
-                span = tracer.start_sampled(name, parent, kind, attrs, trace_id)
+                span = tracer.start_sampled(name, parent, kind, attrs, trace_id)  # type: ignore[arg-type]
             else:
                 span = tracer.start(name, parent, kind, attrs, trace_id=trace_id)
             op._span = span
@@ -192,8 +193,7 @@ def end(
         exc: The exception that ended it, or None.
         end_ns: When it ended (``time.perf_counter_ns()``), if before now (the ASGI
             middleware's: when the response was complete; tasks run after it are not in it).
-        now: ``time.perf_counter_ns()`` when the caller's wrap-up began; 0: read here.
-    """
+        now: ``time.perf_counter_ns()`` when the caller's wrap-up began; 0: read here."""
     if getattr(op, "_ended", False):  # (a deleted field is set below)
         return _leave_ended(op)
     if exc is None and _end_plain and (now := _end_plain(op, now, end_ns)) < 0:
@@ -365,8 +365,7 @@ def _rescue(
     A new root span with the operation's real start time and a link to the context it ran in;
     it ends ``lag_ns`` before now (see ``end()``), and becomes the operation's span. A root
     operation's takes the trace and span ids of the unsampled span that was current during it
-    (those its traceparent told the services it called); one under a parent, a new trace.
-    """
+    (those its traceparent told the services it called); one under a parent, a new trace."""
     rt = op._rt
     tracer = rt.tracing.tracer
     if tracer is None:

@@ -1918,29 +1918,39 @@ static PyObject *s_sync_operation, *s_internal, *s_start_span_py, *s_start_py, *
 static PyObject *decide_span(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *raised(void);
 static PyObject *s_standard, *s_get_context, *s_decide_name, *s_span_failed,
-    *s_internal_error_name;
+    *s_internal_error_name, *s_current_span_name;
 
-/* _start_span's first step, for a given parent span and a standard sampler (Tracing.standard)
- * while _lifecycle's decide_span is the compiled one: the decision made here. 1: the span
- * dropped (its decision made current there), or the decision failed and was counted as
- * _start_span counts it; 0: *decided is (parent, decision) for _start_span, or NULL (it
- * decides itself, from the start); -1 with an error (strict mode raised) */
+/* _start_span's first step for a standard sampler (Tracing.standard), while _lifecycle's
+ * decide_span is the compiled one: the decision made here, on the parent _start_span reads
+ * (`current`'s, or that of _lifecycle's current_span()). 1: the span dropped (its decision
+ * made current there), or the decision failed and was counted as _start_span counts it;
+ * 0: *decided is (parent, decision) for _start_span, or NULL (it decides itself, from the
+ * start); -1 with an error (strict mode raised, or one no `except Exception` catches) */
 static int
 decide_here(PyObject *rt, PyObject *tracing, PyObject *op, PyObject *attributes,
             PyObject *current, PyObject **decided)
 {
     *decided = NULL;
-    PyObject *fn = current == Py_None ? NULL : named(s_decide_name);
+    PyObject *fn = named(s_decide_name);
     if (fn == NULL || !PyCFunction_Check(fn) ||
         PyCFunction_GET_FUNCTION(fn) != (PyCFunction)(void (*)(void))decide_span) {
         PyErr_Clear();
         return 0;
     }
     PyObject *standard = PyObject_GetAttr(tracing, s_standard), *parent = NULL, *r = NULL;
-    if (standard != NULL && PyTuple_CheckExact(standard) && PyTuple_GET_SIZE(standard) > 0)
-        parent = PyObject_CallMethodNoArgs(current, s_get_context);
+    if (standard != NULL && PyTuple_CheckExact(standard) && PyTuple_GET_SIZE(standard) > 0) {
+        PyObject *span = Py_XNewRef(current); /* None: the current span (current_span()) */
+        if (current == Py_None) {
+            PyObject *read = named(s_current_span_name);
+            Py_SETREF(span, read == NULL ? NULL : PyObject_CallNoArgs(read));
+        }
+        parent = span == NULL ? NULL : PyObject_CallMethodNoArgs(span, s_get_context);
+        Py_XDECREF(span);
+    }
     if (parent == NULL) { /* _start_span reads them again, and says */
         Py_XDECREF(standard);
+        if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception))
+            return -1;
         PyErr_Clear();
         return 0;
     }
@@ -4579,6 +4589,7 @@ PyInit__speedups(void)
         (s_decide_name = PyUnicode_InternFromString("decide_span")) == NULL ||
         (s_span_failed = PyUnicode_InternFromString("span_start_failed")) == NULL ||
         (s_internal_error_name = PyUnicode_InternFromString("internal_error")) == NULL ||
+        (s_current_span_name = PyUnicode_InternFromString("current_span")) == NULL ||
         (s_start_py = PyUnicode_InternFromString("_start_py")) == NULL ||
         (s_kind = PyUnicode_InternFromString("_kind")) == NULL ||
         (s_due = PyUnicode_InternFromString("due")) == NULL ||
