@@ -25,12 +25,8 @@ from collections.abc import Callable
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
-from prometheus_client import CollectorRegistry
-from prometheus_fastapi_instrumentator import Instrumentator
 
-import syncperf
-from benchmarks.bench_asgi import NO_NATIVE, _app, _caller, _Discard, _flushing
-from syncperf.asgi import SyncPerfMiddleware
+from benchmarks.bench_asgi import _Discard, against_instrumentator
 
 SAMPLERS = {
     "10": ParentBased(TraceIdRatioBased(0.1)),
@@ -42,23 +38,11 @@ ROUNDS, PER_ROUND, WARM_UP = 61, 200, 500
 
 def variants(mode: str) -> dict[str, Callable[[], object]]:
     """One call per request of each app, syncperf configured for ``mode``."""
-    if mode == "none":
-        syncperf.configure()
-    else:
+    provider = None
+    if mode != "none":
         provider = TracerProvider(sampler=SAMPLERS[mode])
         provider.add_span_processor(BatchSpanProcessor(_Discard()))
-        syncperf.configure(tracer_provider=provider)
-    plain = _app(telemetry=NO_NATIVE)
-    instrumented = _app(telemetry=NO_NATIVE)
-    Instrumentator(registry=CollectorRegistry()).instrument(instrumented)
-    ours = _app(telemetry=NO_NATIVE)
-    ours.add_middleware(SyncPerfMiddleware, routes={"/sync/push": "push"})
-    loop = asyncio.new_event_loop()
-    return {
-        "plain": _caller(loop, plain),
-        "instrumentator": _caller(loop, instrumented),
-        "syncperf": _flushing(_caller(loop, ours)),
-    }
+    return against_instrumentator(asyncio.new_event_loop(), provider)
 
 
 def measure(calls: dict[str, Callable[[], object]]) -> dict[str, float]:

@@ -194,24 +194,33 @@ def variants() -> Iterator[dict[str, Callable[[], object]]]:
 @pytest.fixture(scope="module")
 def sampled_variants() -> Iterator[dict[str, Callable[[], object]]]:
     """Plain, prometheus-fastapi-instrumentator, and syncperf tracing 10 % of requests."""
+    tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1)))
+    tracer_provider.add_span_processor(BatchSpanProcessor(_Discard()))
+    loop = asyncio.new_event_loop()
+    yield against_instrumentator(loop, tracer_provider)
+    loop.close()
+    tracer_provider.shutdown()
+
+
+def against_instrumentator(
+    loop: asyncio.AbstractEventLoop, tracer_provider: TracerProvider | None
+) -> dict[str, Callable[[], object]]:
+    """One request per call of the plain app, the app behind prometheus-fastapi-instrumentator
+    and the app behind ``SyncPerfMiddleware`` (syncperf configured with ``tracer_provider``;
+    None: metrics only), syncperf's span ended inside the call (``_flushing``)."""
     from prometheus_client import CollectorRegistry
     from prometheus_fastapi_instrumentator import Instrumentator
 
-    tracer_provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(0.1)))
-    tracer_provider.add_span_processor(BatchSpanProcessor(_Discard()))
     syncperf.configure(tracer_provider=tracer_provider)
     plain = _app(telemetry=NO_NATIVE)
     instrumentator = _app(telemetry=NO_NATIVE)
     Instrumentator(registry=CollectorRegistry()).instrument(instrumentator)
     ours = _app(telemetry=NO_NATIVE)
     ours.add_middleware(SyncPerfMiddleware, routes={"/sync/push": "push"})
-    loop = asyncio.new_event_loop()
     apps = {"plain": plain, "instrumentator": instrumentator, "syncperf": ours}
     calls = {name: _caller(loop, app) for name, app in apps.items()}
     calls["syncperf"] = _flushing(calls["syncperf"])
-    yield calls
-    loop.close()
-    tracer_provider.shutdown()
+    return calls
 
 
 def test_sync_request_overhead_vs_fastapi_instrumentor(

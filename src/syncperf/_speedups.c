@@ -3201,15 +3201,67 @@ done:
     return r;
 }
 
+/* ns[key] (borrowed) for a bind function, or NULL with an error naming it */
+static PyObject *
+bound_item(PyObject *ns, PyObject *key, const char *bind)
+{
+    PyObject *found = PyDict_GetItemWithError(ns, key);
+    if (found == NULL && !PyErr_Occurred())
+        PyErr_Format(PyExc_TypeError, "%s: no %U", bind, key);
+    return found;
+}
+
+/* ---- a Python namespace a compiled twin calls into (asgi) ---------------------------- */
+
+/* The functions of one module's namespace a compiled twin calls, or skips calling: bound
+ * once, compared per call (a dict version check on 3.11). One rebound since (a test's
+ * monkeypatch) sends the call to the Python twin, which calls what is there now. */
+#define WATCH_MAX 16
+typedef struct {
+    int n;
+    const char *const *names;
+    PyObject *ns, *str[WATCH_MAX], *orig[WATCH_MAX];
+    Found found[WATCH_MAX];
+} Watch;
+
+/* Bind `w` to namespace `ns` as it is now (0; -1 with an error naming `bind`) */
+static int
+watch_bind(Watch *w, PyObject *ns, const char *bind)
+{
+    for (int i = 0; i < w->n; i++) {
+        if (w->str[i] == NULL && (w->str[i] = PyUnicode_InternFromString(w->names[i])) == NULL)
+            return -1;
+        PyObject *f = bound_item(ns, w->str[i], bind);
+        if (f == NULL)
+            return -1;
+        Py_XSETREF(w->orig[i], Py_NewRef(f));
+    }
+    Py_XSETREF(w->ns, Py_NewRef(ns));
+    return 0;
+}
+
+/* 1: every name still holds what was bound; 0: one was rebound; -1: an error */
+static int
+watch_same(Watch *w)
+{
+    for (int i = 0; i < w->n; i++) {
+        PyObject *f = item_of(w->ns, w->str[i], &w->found[i]);
+        if (f != w->orig[i])
+            return f == NULL && PyErr_Occurred() ? -1 : 0;
+    }
+    return 1;
+}
+
 /* ---- the end of a request (asgi._finish) ---------------------------------------------- */
 
 /* What finish reads and compares: the names of _finish's namespace it calls (a test or a
  * configure() race patches one: then finish_py runs whole), the Exchange's fields. */
 enum { W_finish_operation, W_record_http, W_framework_route, W_end, W_http_key, W_settle,
        W_apply_http_status, W_hook_failed, W_perf, W_N };
-static const char *W_NAMES[W_N] = {"finish_operation", "record_http", "framework_route",
-                                   "end", "http_key", "settle", "apply_http_status",
-                                   "hook_failed", "_perf"};
+static const char *const W_NAMES[W_N] = {"finish_operation", "record_http", "framework_route",
+                                         "end", "http_key", "settle", "apply_http_status",
+                                         "hook_failed", "_perf"};
+static Watch FINISH_W = {.n = W_N, .names = W_NAMES};
 enum { X_rt, X_left_early, X_complete_ns, X_token, X_status, X_op, X_adapter, X_replayed,
        X_held_entity, X_scope, X_entry_root, X_http, X_live, X_t0, X_received,
        X_content_length, X_method, X_scheme, X_sent, X_prologue_ns, X_active, X_template,
@@ -3223,13 +3275,13 @@ static const char *X_NAMES[X_ALL] = {
     "method", "scheme", "sent", "prologue_ns", "active", "template", "answer_encoded",
     "continues", "current", "disconnected", "encoded", "idem_key", "metered_into", "mw",
     "owned", "owner_span", "read_ahead", "response_chunks", "shared"};
-static PyObject *W_STR[W_N], *W_ORIG[W_N], *X_STR[X_ALL], *FINISH_NS, *FINISH_SLOW, *VERSIONS,
+static PyObject *X_STR[X_ALL], *FINISH_SLOW, *VERSIONS,
     *END_PLAIN_FN;
 static PyObject *s_end_plain, *s_overhead_series, *s_asgi, *s_lock, *s_acquire, *s_release,
     *s_series_attr, *s_values, *s_fold_now, *s_scratch, *s_http_version, *s_head,
     *s_end_failed, *s_http_failed, *s_route_key, *s_root_path_key, *s_fastapi, *s_app_root,
     *s_path_format;
-static Found W_FOUND[W_N], END_PLAIN_FOUND;
+static Found END_PLAIN_FOUND;
 static Slot X_SLOT[X_ALL];
 static Py_ssize_t BATCH_FOLD_AT = -1;
 
@@ -3251,8 +3303,6 @@ bind_finish(PyObject *mod, PyObject *args)
 #define FINISH_INTERN(var, text)                                                             \
     if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL)                     \
         return NULL;
-    for (int i = 0; i < W_N; i++)
-        FINISH_INTERN(W_STR[i], W_NAMES[i])
     for (int i = 0; i < X_ALL; i++)
         FINISH_INTERN(X_STR[i], X_NAMES[i])
     FINISH_INTERN(s_end_plain, "_end_plain") FINISH_INTERN(s_overhead_series, "overhead_series")
@@ -3267,20 +3317,12 @@ bind_finish(PyObject *mod, PyObject *args)
     FINISH_INTERN(s_fastapi, "fastapi") FINISH_INTERN(s_app_root, "app_root_path")
     FINISH_INTERN(s_path_format, "path_format")
 #undef FINISH_INTERN
-    for (int i = 0; i < W_N; i++) {
-        PyObject *f = PyDict_GetItemWithError(ns, W_STR[i]);
-        if (f == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "bind_finish: no %U", W_STR[i]);
-            return NULL;
-        }
-        Py_XSETREF(W_ORIG[i], Py_NewRef(f));
-    }
+    if (watch_bind(&FINISH_W, ns, "bind_finish") < 0)
+        return NULL;
     PyObject *plain = PyDict_GetItemWithError(CLOCKS, s_end_plain);
     if (plain == NULL && PyErr_Occurred())
         return NULL;
     Py_XSETREF(END_PLAIN_FN, Py_XNewRef(plain));
-    Py_XSETREF(FINISH_NS, Py_NewRef(ns));
     Py_XSETREF(FINISH_SLOW, Py_NewRef(slow));
     Py_XSETREF(VERSIONS, Py_NewRef(versions));
     BATCH_FOLD_AT = fold_at;
@@ -3292,15 +3334,13 @@ bind_finish(PyObject *mod, PyObject *args)
 static int
 unpatched(void)
 {
-    for (int i = 0; i < W_N; i++) {
-        PyObject *f = item_of(FINISH_NS, W_STR[i], &W_FOUND[i]);
-        if (f != W_ORIG[i])
-            return f == NULL && PyErr_Occurred() ? -1 : 0;
-    }
+    int same = watch_same(&FINISH_W);
+    if (same <= 0)
+        return same;
     PyObject *plain = item_of(CLOCKS, s_end_plain, &END_PLAIN_FOUND);
     if (plain == NULL && PyErr_Occurred())
         return -1;
-    if (plain != END_PLAIN_FN || END_PLAIN_FN == NULL || W_ORIG[W_perf] != PERF_NS)
+    if (plain != END_PLAIN_FN || END_PLAIN_FN == NULL || FINISH_W.orig[W_perf] != PERF_NS)
         return 0;
     static Found perf_found;
     PyObject *perf = item_of(CLOCKS, s_perf, &perf_found);
@@ -3332,7 +3372,7 @@ hook_failed(PyObject *rt, PyObject *reason)
         return -1;
     PyObject *error = raised();
     PyObject *argv[4] = {rt, reason, error, Py_None};
-    PyObject *r = PyObject_Vectorcall(W_ORIG[W_hook_failed], argv, 4, NULL);
+    PyObject *r = PyObject_Vectorcall(FINISH_W.orig[W_hook_failed], argv, 4, NULL);
     Py_DECREF(error);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
@@ -3374,7 +3414,7 @@ route_of(PyObject *scope, PyObject *entry_root)
         if (PyErr_Occurred())
             return NULL;
         PyObject *argv[2] = {scope, entry_root};
-        return PyObject_Vectorcall(W_ORIG[W_framework_route], argv, 2, NULL);
+        return PyObject_Vectorcall(FINISH_W.orig[W_framework_route], argv, 2, NULL);
     }
     Py_INCREF(route);
     PyObject *template = PyObject_GetAttr(route, s_path_format); /* (may run code) */
@@ -3599,7 +3639,7 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             PyObject *end_ns = PyLong_FromLongLong(complete);
             PyObject *argv[4] = {op, Py_None, end_ns, t_obj}, *none = NULL;
             if (end_ns != NULL)
-                none = PyObject_Vectorcall(W_ORIG[W_end], argv, 4, NULL);
+                none = PyObject_Vectorcall(FINISH_W.orig[W_end], argv, 4, NULL);
             Py_XDECREF(end_ns);
             Py_XDECREF(none);
             ended = none == NULL ? -1 : 1;
@@ -3616,7 +3656,7 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if (op != Py_None && !op_c && !ends) {
         PyObject *argv[5] = {ex, op, Py_None, Py_None, t_obj};
-        matched = PyObject_Vectorcall(W_ORIG[W_finish_operation], argv, 5, NULL);
+        matched = PyObject_Vectorcall(FINISH_W.orig[W_finish_operation], argv, 5, NULL);
         if (matched == NULL)
             keep(&pending);
     }
@@ -3631,7 +3671,7 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if (recorded == 0) {
         PyObject *argv[5] = {ex, Py_None, Py_None, matched ? matched : Py_None, t_obj};
-        PyObject *none = PyObject_Vectorcall(W_ORIG[W_record_http], argv, 5, NULL);
+        PyObject *none = PyObject_Vectorcall(FINISH_W.orig[W_record_http], argv, 5, NULL);
         if (none == NULL)
             keep(&pending);
         Py_XDECREF(none);
@@ -3665,13 +3705,13 @@ done:
 enum { E_begin, E_valid_headers, E_record_key, E_read_client, E_mount_base, E_is_live,
        E_extract, E_gate_name, E_text, E_perf, E_context_api, E_current_span, E_owners,
        E_read_scope, E_read_headers, E_N };
-static const char *E_NAMES[E_N] = {"begin", "valid_headers", "record_key", "read_client",
+static const char *const E_NAMES[E_N] = {"begin", "valid_headers", "record_key", "read_client",
                                    "mount_base", "is_live", "extract", "gate_name", "text",
                                    "_perf", "context_api", "current_span", "owners",
                                    "read_scope", "read_headers"};
-static PyObject *E_STR[E_N], *E_ORIG[E_N], *EXCHANGE_NS, *EXCHANGE_TYPE, *OPEN_SLOW, *START_FN;
+static Watch EXCHANGE_W = {.n = E_N, .names = E_NAMES};
+static PyObject *EXCHANGE_TYPE, *OPEN_SLOW, *START_FN;
 static PyObject *PROPAGATE_NS, *TEXTMAP_FN; /* opentelemetry.propagate: its global propagator */
-static Found E_FOUND[E_N];
 static PyObject *INVALID_SPAN, *SERVER_KIND, *NO_FIELDS, *NO_HEADERS, *OTHER_NAME, *LIVE_REQUEST,
     *LIVE_QUERY, *MINUS_ONE;
 static PyObject *s_contrib, *s_telemetry, *s_route, *s_template_attr, *s_adapter, *s_operation_attr,
@@ -3705,8 +3745,6 @@ bind_exchange(PyObject *mod, PyObject *args)
 #define EX_INTERN(var, text)                                                                 \
     if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL)                     \
         return NULL;
-    for (int i = 0; i < E_N; i++)
-        EX_INTERN(E_STR[i], E_NAMES[i])
     EX_INTERN(s_contrib, "_contrib") EX_INTERN(s_telemetry, "fastapi.telemetry")
     EX_INTERN(s_route, "route") EX_INTERN(s_template_attr, "template")
     EX_INTERN(s_adapter, "adapter") EX_INTERN(s_operation_attr, "operation")
@@ -3735,31 +3773,15 @@ bind_exchange(PyObject *mod, PyObject *args)
 #undef EX_INTERN
     if (MINUS_ONE == NULL && (MINUS_ONE = PyLong_FromLong(-1)) == NULL)
         return NULL;
-    for (int i = 0; i < E_N; i++) {
-        PyObject *f = PyDict_GetItemWithError(ns, E_STR[i]);
-        if (f == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "bind_exchange: no %U", E_STR[i]);
-            return NULL;
-        }
-        Py_XSETREF(E_ORIG[i], Py_NewRef(f));
-    }
-    PyObject *start_fn = PyDict_GetItemWithError(CLOCKS, s_start_name);
-    if (start_fn == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "bind_exchange: _lifecycle has no start");
+    if (watch_bind(&EXCHANGE_W, ns, "bind_exchange") < 0)
         return NULL;
-    }
+    PyObject *start_fn = bound_item(CLOCKS, s_start_name, "bind_exchange");
+    PyObject *textmap_fn = bound_item(propagate, s_get_textmap, "bind_exchange");
+    if (start_fn == NULL || textmap_fn == NULL)
+        return NULL;
     Py_XSETREF(START_FN, Py_NewRef(start_fn));
-    PyObject *textmap_fn = PyDict_GetItemWithError(propagate, s_get_textmap);
-    if (textmap_fn == NULL) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_TypeError, "bind_exchange: no get_global_textmap");
-        return NULL;
-    }
     Py_XSETREF(TEXTMAP_FN, Py_NewRef(textmap_fn));
     Py_XSETREF(PROPAGATE_NS, Py_NewRef(propagate));
-    Py_XSETREF(EXCHANGE_NS, Py_NewRef(ns));
     Py_XSETREF(EXCHANGE_TYPE, Py_NewRef(cls));
     Py_XSETREF(OPEN_SLOW, Py_NewRef(open));
     Py_RETURN_NONE;
@@ -3770,17 +3792,15 @@ bind_exchange(PyObject *mod, PyObject *args)
 static int
 exchange_unpatched(void)
 {
-    for (int i = 0; i < E_N; i++) {
-        PyObject *f = item_of(EXCHANGE_NS, E_STR[i], &E_FOUND[i]);
-        if (f != E_ORIG[i])
-            return f == NULL && PyErr_Occurred() ? -1 : 0;
-    }
+    int same = watch_same(&EXCHANGE_W);
+    if (same <= 0)
+        return same;
     static Found perf_found, start_found;
     PyObject *perf = item_of(CLOCKS, s_perf, &perf_found);
     PyObject *start_fn = perf == NULL ? NULL : item_of(CLOCKS, s_start_name, &start_found);
     if (start_fn == NULL && PyErr_Occurred())
         return -1;
-    return perf == PERF_NS && E_ORIG[E_perf] == PERF_NS && start_fn == START_FN;
+    return perf == PERF_NS && EXCHANGE_W.orig[E_perf] == PERF_NS && start_fn == START_FN;
 }
 
 /* A new reference to value set in ex's field i (its slot, when it is a plain one) */
@@ -3932,7 +3952,7 @@ start_operation_c(PyObject *ex, PyObject **x, PyObject *compiled, PyObject *rout
         goto done;
     if ((template = PyObject_GetAttr(compiled, s_template_attr)) == NULL ||
         (base = mounted == NULL ? PyUnicode_FromStringAndSize("", 0)
-                                : PyObject_Vectorcall(E_ORIG[E_mount_base], argv, 2, NULL)) ==
+                                : PyObject_Vectorcall(EXCHANGE_W.orig[E_mount_base], argv, 2, NULL)) ==
             NULL ||
         (http_route = PyNumber_Add(base, template)) == NULL ||
         x_set(ex, X_template, http_route) < 0 || x_set(ex, X_adapter, Py_None) < 0)
@@ -3961,7 +3981,7 @@ start_operation_c(PyObject *ex, PyObject **x, PyObject *compiled, PyObject *rout
         live = live_default(scope, stream);
     } else {
         argv[0] = predicate, argv[1] = scope, argv[2] = stream ? Py_True : Py_False;
-        said = PyObject_Vectorcall(E_ORIG[E_is_live], argv, 3, NULL);
+        said = PyObject_Vectorcall(EXCHANGE_W.orig[E_is_live], argv, 3, NULL);
         live = said == NULL ? -1 : PyObject_IsTrue(said);
         Py_CLEAR(said);
     }
@@ -3990,17 +4010,17 @@ start_operation_c(PyObject *ex, PyObject **x, PyObject *compiled, PyObject *rout
     if (traced) {
         if (propagated != Py_None) {
             argv[0] = rt, argv[1] = propagated;
-            if ((parent = PyObject_Vectorcall(E_ORIG[E_extract], argv, 2, NULL)) == NULL)
+            if ((parent = PyObject_Vectorcall(EXCHANGE_W.orig[E_extract], argv, 2, NULL)) == NULL)
                 goto done;
             if (parent != Py_None &&
-                ((token = PyObject_CallMethodOneArg(E_ORIG[E_context_api], s_attach, parent)) ==
+                ((token = PyObject_CallMethodOneArg(EXCHANGE_W.orig[E_context_api], s_attach, parent)) ==
                      NULL ||
                  x_set(ex, X_token, token) < 0))
                 goto done;
         }
         if (PyUnicode_GET_LENGTH(root) > 0) {
             PyObject *whole = PyNumber_Add(root, template);
-            url_path = whole == NULL ? NULL : PyObject_CallOneArg(E_ORIG[E_text], whole);
+            url_path = whole == NULL ? NULL : PyObject_CallOneArg(EXCHANGE_W.orig[E_text], whole);
             Py_XDECREF(whole);
         } else {
             url_path = PyObject_GetAttr(compiled, s_url_path);
@@ -4030,12 +4050,12 @@ start_operation_c(PyObject *ex, PyObject **x, PyObject *compiled, PyObject *rout
     } else {
         argv[0] = rt, argv[1] = operation, argv[2] = plain_entity, argv[3] = SERVER_KIND;
         argv[4] = attrs, argv[5] = x[X_t0], argv[6] = current;
-        op = PyObject_Vectorcall(E_ORIG[E_begin], argv, 7, NULL);
+        op = PyObject_Vectorcall(EXCHANGE_W.orig[E_begin], argv, 7, NULL);
     }
     if (op == NULL || x_set(ex, X_op, op) < 0)
         goto done;
     if (kept != NULL) {
-        if ((said = PyObject_CallOneArg(E_ORIG[E_gate_name], kept)) == NULL)
+        if ((said = PyObject_CallOneArg(EXCHANGE_W.orig[E_gate_name], kept)) == NULL)
             goto done;
         if (said == Py_None) { /* client data: never raised */
             Py_SETREF(said, PyObject_CallMethodObjArgs(rt, s_drop, s_invalid_entity,
@@ -4193,7 +4213,7 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     found = read_headers(NULL, argv, 3);
     if (found == Py_None) { /* not a list of pairs of bytes: read again, those pairs only */
         argv[0] = rt, argv[1] = headers;
-        Py_SETREF(headers, PyObject_Vectorcall(E_ORIG[E_valid_headers], argv, 2, NULL));
+        Py_SETREF(headers, PyObject_Vectorcall(EXCHANGE_W.orig[E_valid_headers], argv, 2, NULL));
         if (headers == NULL) {
             Py_DECREF(idem);
             goto done;
@@ -4226,7 +4246,7 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
         if (idem_key != Py_None) {
             argv[0] = op, argv[1] = idem_key, argv[2] = shared, argv[3] = mw;
             if (x_set(ex, X_idem_key, idem_key) < 0 ||
-                (said = PyObject_Vectorcall(E_ORIG[E_record_key], argv, 4, NULL)) == NULL)
+                (said = PyObject_Vectorcall(EXCHANGE_W.orig[E_record_key], argv, 4, NULL)) == NULL)
                 goto done;
             Py_CLEAR(said);
         }
@@ -4235,7 +4255,7 @@ open_exchange(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
             goto done;
         if (any) { /* Sync-Client */
             argv[0] = rt, argv[1] = op, argv[2] = Py_None, argv[3] = scope, argv[4] = client;
-            if ((said = PyObject_Vectorcall(E_ORIG[E_read_client], argv, 5, NULL)) == NULL)
+            if ((said = PyObject_Vectorcall(EXCHANGE_W.orig[E_read_client], argv, 5, NULL)) == NULL)
                 goto done;
         }
     }
@@ -4278,10 +4298,11 @@ done:
 
 enum { N_current, N_route_path, N_active_operation, N_new_exchange, N_perf, N_wrong_type,
        N_AsgiState, N_N };
-static const char *N_NAMES[N_N] = {"current", "route_path", "active_operation", "new_exchange",
+static const char *const N_NAMES[N_N] = {"current", "route_path", "active_operation", "new_exchange",
                                    "_perf", "wrong_type", "AsgiState"};
-static PyObject *N_STR[N_N], *N_ORIG[N_N], *ENTER_NS, *ENTER_SLOW, *RUNTIME_NS, *METERED;
-static Found N_FOUND[N_N], INSTALLED_FOUND;
+static Watch ENTER_W = {.n = N_N, .names = N_NAMES};
+static PyObject *ENTER_SLOW, *RUNTIME_NS, *METERED;
+static Found INSTALLED_FOUND;
 static PyObject *s_enabled, *s_path_key, *s_has_routes, *s_routes_attr,
     *s_static, *s_match, *s_method_key, *s_options, *s_ended_attr, *s_state_attr,
     *s_excluded_mw, *s_excluded, *s_url_disabled, *s_http_metrics, *s_state_method;
@@ -4301,8 +4322,6 @@ bind_enter(PyObject *mod, PyObject *args)
 #define ENTER_INTERN(var, text)                                                              \
     if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL)                     \
         return NULL;
-    for (int i = 0; i < N_N; i++)
-        ENTER_INTERN(N_STR[i], N_NAMES[i])
     ENTER_INTERN(s_enabled, "enabled")
     ENTER_INTERN(s_path_key, "path") ENTER_INTERN(s_has_routes, "_has_routes")
     ENTER_INTERN(s_routes_attr, "_routes") ENTER_INTERN(s_static, "static")
@@ -4312,24 +4331,16 @@ bind_enter(PyObject *mod, PyObject *args)
     ENTER_INTERN(s_excluded, "excluded") ENTER_INTERN(s_url_disabled, "url_disabled")
     ENTER_INTERN(s_http_metrics, "_http_metrics") ENTER_INTERN(s_state_method, "state")
 #undef ENTER_INTERN
-    for (int i = 0; i < N_N; i++) {
-        PyObject *f = PyDict_GetItemWithError(ns, N_STR[i]);
-        if (f == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "bind_enter: no %U", N_STR[i]);
-            return NULL;
-        }
-        Py_XSETREF(N_ORIG[i], Py_NewRef(f));
-    }
-    PyObject *runtime_ns = PyFunction_Check(N_ORIG[N_current])
-                               ? PyFunction_GetGlobals(N_ORIG[N_current])
+    if (watch_bind(&ENTER_W, ns, "bind_enter") < 0)
+        return NULL;
+    PyObject *runtime_ns = PyFunction_Check(ENTER_W.orig[N_current])
+                               ? PyFunction_GetGlobals(ENTER_W.orig[N_current])
                                : NULL;
     if (runtime_ns == NULL || !PyDict_Check(runtime_ns)) {
         PyErr_SetString(PyExc_TypeError, "bind_enter: current is not _runtime's function");
         return NULL;
     }
     Py_XSETREF(RUNTIME_NS, Py_NewRef(runtime_ns));
-    Py_XSETREF(ENTER_NS, Py_NewRef(ns));
     Py_XSETREF(ENTER_SLOW, Py_NewRef(slow));
     Py_XSETREF(METERED, Py_NewRef(metered));
     Py_RETURN_NONE;
@@ -4367,13 +4378,9 @@ enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     PyObject *t0 = NULL, *flag = NULL, *routed = NULL, *routes = NULL, *table = NULL;
     PyObject *hit = NULL, *outer = NULL, *ended = NULL, *states = NULL, *shared = NULL;
     PyObject *excluded = NULL, *said = NULL, *metrics = NULL, *ex = NULL, *r = NULL;
-    int plain = PyDict_CheckExact(scope) && N_ORIG[N_perf] == PERF_NS, truth;
-    for (int i = 0; plain && i < N_N; i++) {
-        PyObject *f = item_of(ENTER_NS, N_STR[i], &N_FOUND[i]);
-        if (f == NULL && PyErr_Occurred())
-            return NULL;
-        plain = f == N_ORIG[i];
-    }
+    int plain = PyDict_CheckExact(scope) && ENTER_W.orig[N_perf] == PERF_NS, truth;
+    if (plain && (plain = watch_same(&ENTER_W)) < 0)
+        return NULL;
     PyObject *rt = plain ? item_of(RUNTIME_NS, s_installed, &INSTALLED_FOUND) : NULL;
     if (rt == NULL && PyErr_Occurred())
         return NULL;
@@ -4423,11 +4430,11 @@ enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     states = PyObject_GetAttr(rt, s_state_attr); /* rt.state(AsgiState): its slot, or made */
     shared = states != NULL && PyDict_CheckExact(states)
-                 ? Py_XNewRef(PyDict_GetItemWithError(states, N_ORIG[N_AsgiState]))
+                 ? Py_XNewRef(PyDict_GetItemWithError(states, ENTER_W.orig[N_AsgiState]))
                  : NULL;
     if (shared == NULL) { /* (state() reads it again) */
         if (dropped_exception() < 0 ||
-            (shared = PyObject_CallMethodOneArg(rt, s_state_method, N_ORIG[N_AsgiState])) == NULL)
+            (shared = PyObject_CallMethodOneArg(rt, s_state_method, ENTER_W.orig[N_AsgiState])) == NULL)
             goto done;
     }
     if (hit == Py_None) { /* a sync route is never excluded */
@@ -4465,7 +4472,7 @@ enter(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     if (truth && PyDict_SetItem(scope, METERED, Py_True) < 0)
         goto done;
     PyObject *argv[5] = {mw, rt, shared, scope, t0};
-    if ((ex = PyObject_Vectorcall(N_ORIG[N_new_exchange], argv, 5, NULL)) != NULL)
+    if ((ex = PyObject_Vectorcall(ENTER_W.orig[N_new_exchange], argv, 5, NULL)) != NULL)
         r = PyTuple_Pack(3, ex, hit, truth ? Py_True : Py_False);
     goto done;
 slow:
