@@ -1917,6 +1917,7 @@ static PyObject *s_sync_operation, *s_internal, *s_start_span_py, *s_start_py, *
 
 static PyObject *decide_span(PyObject *mod, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *raised(void);
+static PyObject *INVALID_SPAN, *INVALID_PARENT; /* trace.INVALID_SPAN, its context */
 static PyObject *s_standard, *s_get_context, *s_decide_name, *s_span_failed,
     *s_internal_error_name, *s_current_span_name;
 
@@ -1944,7 +1945,9 @@ decide_here(PyObject *rt, PyObject *tracing, PyObject *op, PyObject *attributes,
             PyObject *read = named(s_current_span_name);
             Py_SETREF(span, read == NULL ? NULL : PyObject_CallNoArgs(read));
         }
-        parent = span == NULL ? NULL : PyObject_CallMethodNoArgs(span, s_get_context);
+        parent = span == NULL              ? NULL
+                 : span == INVALID_SPAN ? Py_NewRef(INVALID_PARENT) /* (its own, read once) */
+                                        : PyObject_CallMethodNoArgs(span, s_get_context);
         Py_XDECREF(span);
     }
     if (parent == NULL) { /* _start_span reads them again, and says */
@@ -3712,7 +3715,7 @@ static const char *const E_NAMES[E_N] = {"begin", "valid_headers", "record_key",
 static Watch EXCHANGE_W = {.n = E_N, .names = E_NAMES};
 static PyObject *EXCHANGE_TYPE, *OPEN_SLOW, *START_FN;
 static PyObject *PROPAGATE_NS, *TEXTMAP_FN; /* opentelemetry.propagate: its global propagator */
-static PyObject *INVALID_SPAN, *SERVER_KIND, *NO_FIELDS, *NO_HEADERS, *OTHER_NAME, *LIVE_REQUEST,
+static PyObject *SERVER_KIND, *NO_FIELDS, *NO_HEADERS, *OTHER_NAME, *LIVE_REQUEST,
     *LIVE_QUERY, *MINUS_ONE;
 static PyObject *s_contrib, *s_telemetry, *s_route, *s_template_attr, *s_adapter, *s_operation_attr,
     *s_entity_plain, *s_series_map, *s_http_method, *s_active_series, *s_active_for, *s_headers_key,
@@ -3729,19 +3732,28 @@ static PyObject *s_contrib, *s_telemetry, *s_route, *s_template_attr, *s_adapter
 static PyObject *
 bind_exchange(PyObject *mod, PyObject *args)
 {
-    PyObject *ns, *cls, *open;
-    PyObject *propagate;
+    PyObject *ns, *cls, *open, *invalid, *server, *no_fields, *no_headers, *other, *live;
+    PyObject *query, *propagate;
     if (!PyArg_ParseTuple(args, "O!O!O(OOO!O!OOOO!):bind_exchange", &PyDict_Type, &ns,
-                          &PyType_Type, &cls, &open, &INVALID_SPAN, &SERVER_KIND,
-                          &PyFrozenSet_Type, &NO_FIELDS, &PyTuple_Type, &NO_HEADERS, &OTHER_NAME,
-                          &LIVE_REQUEST, &LIVE_QUERY, &PyDict_Type, &propagate))
+                          &PyType_Type, &cls, &open, &invalid, &server, &PyFrozenSet_Type,
+                          &no_fields, &PyTuple_Type, &no_headers, &other, &live, &query,
+                          &PyDict_Type, &propagate))
         return NULL;
     if (X_STR[0] == NULL || HEADERS_SLOW == NULL || CLOCKS == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "bind_exchange: bind_finish and bind_read first");
         return NULL;
     }
-    Py_INCREF(INVALID_SPAN), Py_INCREF(SERVER_KIND), Py_INCREF(NO_FIELDS);
-    Py_INCREF(NO_HEADERS), Py_INCREF(OTHER_NAME), Py_INCREF(LIVE_REQUEST), Py_INCREF(LIVE_QUERY);
+    PyObject *parent = PyObject_CallMethod(invalid, "get_span_context", NULL);
+    if (parent == NULL)
+        return NULL;
+    Py_XSETREF(INVALID_PARENT, parent);
+    Py_XSETREF(INVALID_SPAN, Py_NewRef(invalid));
+    Py_XSETREF(SERVER_KIND, Py_NewRef(server));
+    Py_XSETREF(NO_FIELDS, Py_NewRef(no_fields));
+    Py_XSETREF(NO_HEADERS, Py_NewRef(no_headers));
+    Py_XSETREF(OTHER_NAME, Py_NewRef(other));
+    Py_XSETREF(LIVE_REQUEST, Py_NewRef(live));
+    Py_XSETREF(LIVE_QUERY, Py_NewRef(query));
 #define EX_INTERN(var, text)                                                                 \
     if (var == NULL && (var = PyUnicode_InternFromString(text)) == NULL)                     \
         return NULL;
