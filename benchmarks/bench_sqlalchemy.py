@@ -177,7 +177,10 @@ def test_inside_a_sync_operation(setup: dict[str, Any]) -> None:
         scope.__exit__(None, None, None)
     assert setup["plans"].wait()
     assert setup["plans"].explained == 1  # the shape was explained, once
-    assert ratio < 0.5, (ours, ref)
+    # 0.32-0.62 from run to run on 2026-12-05, the code of the day before alike (syncperf
+    # adds 13-22 µs a query here, not the 0.2 of docs/performance.md's older run: not yet
+    # explained); a bound a regression past the noise crosses
+    assert ratio < 0.75, (ours, ref)
 
 
 def test_engines_are_the_ones_measured(setup: dict[str, Any]) -> None:
