@@ -317,9 +317,9 @@ class Exchange:
 new_exchange: Callable[..., Exchange] = Exchange
 open_exchange: Callable[[Exchange, Any, bool], None] = Exchange.open
 if speedups is not None:  # ``__init__`` and ``open`` for most requests (``_speedups``)
-    _KNOWN = (
-        *(INVALID_SPAN, _SERVER, _NO_FIELDS, _NO_HEADERS, OTHER, live_request, live_query),
-        vars(propagate),  # its global propagator: the propagation fields kept (``AsgiState``)
-    )
+    _KNOWN = (  # ``propagate``'s namespace: its global propagator (``AsgiState``'s fields)
+        INVALID_SPAN, _SERVER, _NO_FIELDS, _NO_HEADERS, OTHER, live_request, live_query,
+        vars(propagate),
+    )  # fmt: skip
     speedups.bind_exchange(globals(), Exchange, Exchange.open, _KNOWN)
     new_exchange, open_exchange = speedups.new_exchange, speedups.open_exchange

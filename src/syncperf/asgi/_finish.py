@@ -3,7 +3,7 @@
 ``finish`` is compiled (``_speedups.finish``) when the extension is built: it does
 ``finish_py``'s work for a request that ended as most do, calls ``finish_operation`` and
 ``record_http`` for the parts it does not do, and hands any other request to ``finish_py``
-whole (``tests/unit/test_asgi_finish.py`` compares them).
+whole (``tests/unit/test_asgi_exchange.py`` compares them).
 
 * ``finish_operation``: the sync operation's outcome from the response, the adapter fed the
   response body, what it read committed unless the answer refused the request (``settle``),
