@@ -230,6 +230,60 @@ def test_the_finisher_lingers_over_a_batch_but_a_burst_ends_the_wait(
         finisher.shutdown()
 
 
+class _Costly:
+    """A span whose end takes ``busy`` s of this thread's CPU time, then ``idle`` s of sleep."""
+
+    def __init__(self, busy: float = 0.0, idle: float = 0.0) -> None:
+        self.busy, self.idle = busy, idle
+
+    def end(self, end_time: int | None = None) -> None:
+        until = time.thread_time() + self.busy
+        while time.thread_time() < until:
+            pass
+        time.sleep(self.idle)
+
+
+def _judged(monkeypatch: pytest.MonkeyPatch, spans: list[_Costly]) -> tuple[list[str], int]:
+    """The slow and fast verdicts of a finisher with a 5 ms budget on ``spans``, one flush
+    each, and how often it read the CPU clock."""
+    reads = []
+    clock = finisher_module._thread_time_ns
+    monkeypatch.setattr(finisher_module, "_thread_time_ns", lambda: reads.append(1) or clock())
+    verdicts: list[str] = []
+    finisher = SpanFinisher(
+        lambda: verdicts.append("slow"), lambda: verdicts.append("fast"), print, 5_000_000
+    )
+    for span in spans:
+        finisher._queue.append((span, 0))  # as end() queues it, without waking the thread
+        assert finisher.flush()
+    return verdicts, len(reads)
+
+
+def test_span_ends_within_the_budget_in_wall_time_never_read_the_cpu_clock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert _judged(monkeypatch, [_Costly() for _ in range(50)]) == ([], 0)
+
+
+def test_span_ends_slow_in_cpu_time_are_judged_slow_from_the_second_of_a_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    busy = [_Costly(busy=0.012) for _ in range(4)]
+    verdicts, reads = _judged(monkeypatch, [_Costly(), *busy, _Costly(), _Costly()])
+    # the first of the run has no CPU time read before it; the first fast end breaks the run
+    assert verdicts == ["slow", "slow", "slow", "fast"]
+    assert reads == 1 + 3 * 2 + 1  # after the first, around the next three, before the fast one
+
+
+def test_span_ends_slow_only_in_wall_time_are_never_judged_slow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # waiting (for the GIL, a lock, the network) is not syncperf's CPU time
+    verdicts, reads = _judged(monkeypatch, [_Costly(idle=0.012) for _ in range(4)])
+    assert verdicts == []
+    assert reads == 1 + 3 * 2  # after the first, around the next three
+
+
 def test_link_attributes_follow_the_sdks_limits_and_stay_encodable(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
