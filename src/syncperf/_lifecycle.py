@@ -51,9 +51,10 @@ def fold_now(rt: Runtime, wait: bool) -> None:
 
 _end_plain = None
 """The compiled ``end`` (also of one complete before its end: ``end_ns``) of an operation
-without a span (or unsampled, with nothing to rescue), entity change, other entities' items
-or client details (returns -1); for any other it changes nothing and returns the end time it
-read, for this ``end`` to use. None without it."""
+without an exception, entity change, other entities' items or client details, unsampled with
+nothing to rescue or sampled (its span ended by ``_end_span``, called from there): returns -1;
+for any other it changes nothing and returns the end time it read, for this ``end`` to use.
+None without it."""
 if speedups is not None:
     speedups.setup(globals(), fold_now, FOLD_AT, MAX_QUEUED, FOLD_PAIRS_AT)  # ``_perf``: clock
     _end_plain = speedups.end_plain

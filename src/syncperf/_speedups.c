@@ -54,7 +54,8 @@ static PyObject *s_perf, *s_entity, *s_ended, *s_append, *s_successor, *s_inflig
     *s_on, *s_slow_ns, *s_next_check, *s_end, *s_popleft, *s_success, *s_error, *s_conflicted,
     *s_overhead, *s_installed, *s_tracing, *s_active, *s_starts, *s_token, *s_counts, *s_sum,
     *s_min, *s_max, *s_value, *s_touched, *s_items, *s_batch, *s_fed, *s_change, *s_op_series,
-    *s_operation, *s_detach, *s_span_start, *s_db_instrumented, *ANY;
+    *s_operation, *s_detach, *s_span_start, *s_db_instrumented, *s_end_span, *s_span_end_failed,
+    *s_internal_error_name, *ANY;
 #define MAX_COUNT (1LL << 53) /* _gate.MAX_COUNT */
 
 /* PyLong_AsLongLong takes a slow path for values past 2**30; PyLong_AsLong does not. */
@@ -722,7 +723,8 @@ read_ll(PyObject *o, long long *out)
 static int
 plain_end(Op *op)
 {
-    if (op->ended == Py_True || op->span != Py_None || op->parent_ctx == NULL ||
+    if (op->ended == Py_True || op->span == NULL || op->parent_ctx == NULL ||
+        (op->span != Py_None && op->parent_ctx != Py_None) ||
         op->observed != Py_None || op->entity_items != Py_None || op->series == NULL ||
         op->series == Py_None || op->rt == NULL || op->start_ns == NULL || !PyLong_CheckExact(op->start_ns) ||
         op->error_type == NULL || op->conflicts == NULL || op->own_ns == NULL ||
@@ -968,7 +970,32 @@ detach_unsampled(Op *op)
     return r == NULL ? -1 : 0;
 }
 
-/* _lifecycle.end(op, None, end_ns, now) for a plain operation (`end`: end_ns, when `has_end`):
+/* _lifecycle._end_span(rt, op, outcome, etype, None, duration, lag, t2) for a sampled
+ * operation (the clocks namespace's, looked up per call): None, or the Exception a span
+ * processor raised; NULL with anything else raised. */
+static PyObject *
+end_span(Op *op, PyObject *outcome, PyObject *etype, long long duration, long long lag,
+         long long t2)
+{
+    PyObject *fn = named(s_end_span);
+    if (fn == NULL)
+        return NULL;
+    PyObject *rt = Py_NewRef(op->rt), *r = NULL;
+    PyObject *d = PyLong_FromLongLong(duration), *l = PyLong_FromLongLong(lag);
+    PyObject *t = PyLong_FromLongLong(t2);
+    if (d != NULL && l != NULL && t != NULL) {
+        PyObject *argv[8] = {rt, (PyObject *)op, outcome, etype, Py_None, d, l, t};
+        r = PyObject_Vectorcall(fn, argv, 8, NULL);
+    }
+    Py_DECREF(rt);
+    Py_XDECREF(d);
+    Py_XDECREF(l);
+    Py_XDECREF(t);
+    return r;
+}
+
+/* _lifecycle.end(op, None, end_ns, now) for a plain operation (`end`: end_ns, when `has_end`;
+ * a sampled one's span is ended by _lifecycle._end_span, called from here):
  * 1 ended, 0 not plain (untouched; *clock: the end time read, for the Python end to use, or
  * `now`), -1 error (as the Python end raises: the in-flight count left). */
 static int
@@ -1032,9 +1059,19 @@ end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long
     }
     /* It holds the value before: ended operations would chain through it (as _lifecycle.end) */
     Py_SETREF(op->ctx_token, Py_NewRef(Py_None));
-    if (op->parent_ctx != Py_None && detach_unsampled(op) < 0)
-        return -1;
     Py_INCREF(etype);
+    PyObject *failure = Py_NewRef(Py_None); /* what a span processor raised */
+    if (op->span != Py_None) { /* sampled: ended (and its context detached) by _end_span */
+        Py_SETREF(failure, end_span(op, outcome, etype, duration, lag, t2));
+        if (failure == NULL) { /* raised past its `except Exception`: as out of the Python end */
+            Py_DECREF(etype);
+            return -1;
+        }
+    } else if (op->parent_ctx != Py_None && detach_unsampled(op) < 0) {
+        Py_DECREF(failure);
+        Py_DECREF(etype);
+        return -1;
+    }
     int failed = queue_record(op, h, outcome, etype, t2, duration, own_ns, resumed);
     /* finally: the in-flight count, whatever happened */
     PyObject *et = NULL, *ev = NULL, *tb = NULL;
@@ -1045,11 +1082,20 @@ end_impl(Op *op, long long now, int has_end, long long end, const Hints *h, long
             PyErr_Clear();
             PyErr_Restore(et, ev, tb);
         }
-        Py_DECREF(etype);
-        return -1;
-    }
-    if (failed < 0)
+        failed = -1;
+    } else if (failed < 0) {
         PyErr_Restore(et, ev, tb);
+    }
+    if (!failed && failure != Py_None) { /* rt.internal_error("span_end_failed", failure) */
+        PyObject *say = hinted(NULL, op->rt, s_internal_error_name); /* (rt: maybe gone) */
+        PyObject *said = say == NULL ? NULL
+                                     : PyObject_CallFunctionObjArgs(say, s_span_end_failed,
+                                                                    failure, NULL);
+        failed = said == NULL ? -1 : 0;
+        Py_XDECREF(say);
+        Py_XDECREF(said);
+    }
+    Py_DECREF(failure);
     if (failed < 0 || maybe_log(op, h, outcome, etype, duration, t2) < 0) {
         Py_DECREF(etype);
         return -1;
@@ -1919,7 +1965,7 @@ static PyObject *decide_span(PyObject *mod, PyObject *const *args, Py_ssize_t na
 static PyObject *raised(void);
 static PyObject *INVALID_SPAN, *INVALID_PARENT; /* trace.INVALID_SPAN, its context */
 static PyObject *s_standard, *s_get_context, *s_decide_name, *s_span_failed,
-    *s_internal_error_name, *s_current_span_name;
+    *s_current_span_name;
 
 /* _start_span's first step for a standard sampler (Tracing.standard), while _lifecycle's
  * decide_span is the compiled one: the decision made here, on the parent _start_span reads
@@ -3260,10 +3306,10 @@ watch_same(Watch *w)
 /* What finish reads and compares: the names of _finish's namespace it calls (a test or a
  * configure() race patches one: then finish_py runs whole), the Exchange's fields. */
 enum { W_finish_operation, W_record_http, W_framework_route, W_end, W_http_key, W_settle,
-       W_apply_http_status, W_hook_failed, W_perf, W_N };
+       W_apply_http_status, W_hook_failed, W_span_outcome, W_perf, W_N };
 static const char *const W_NAMES[W_N] = {"finish_operation", "record_http", "framework_route",
                                          "end", "http_key", "settle", "apply_http_status",
-                                         "hook_failed", "_perf"};
+                                         "hook_failed", "span_outcome", "_perf"};
 static Watch FINISH_W = {.n = W_N, .names = W_NAMES};
 enum { X_rt, X_left_early, X_complete_ns, X_token, X_status, X_op, X_adapter, X_replayed,
        X_held_entity, X_scope, X_entry_root, X_http, X_live, X_t0, X_received,
@@ -3283,7 +3329,7 @@ static PyObject *X_STR[X_ALL], *FINISH_SLOW, *VERSIONS,
 static PyObject *s_end_plain, *s_overhead_series, *s_asgi, *s_lock, *s_acquire, *s_release,
     *s_series_attr, *s_values, *s_fold_now, *s_scratch, *s_http_version, *s_head,
     *s_end_failed, *s_http_failed, *s_route_key, *s_root_path_key, *s_fastapi, *s_app_root,
-    *s_path_format;
+    *s_path_format, *s_outcome_failed;
 static Found END_PLAIN_FOUND;
 static Slot X_SLOT[X_ALL];
 static Py_ssize_t BATCH_FOLD_AT = -1;
@@ -3319,6 +3365,7 @@ bind_finish(PyObject *mod, PyObject *args)
     FINISH_INTERN(s_route_key, "route") FINISH_INTERN(s_root_path_key, "root_path")
     FINISH_INTERN(s_fastapi, "fastapi") FINISH_INTERN(s_app_root, "app_root_path")
     FINISH_INTERN(s_path_format, "path_format")
+    FINISH_INTERN(s_outcome_failed, "asgi_outcome_failed")
 #undef FINISH_INTERN
     if (watch_bind(&FINISH_W, ns, "bind_finish") < 0)
         return NULL;
@@ -3579,18 +3626,20 @@ out:
 
 /* finish(ex, failure): asgi._finish.finish_py for a request that ended as most do: no
  * exception, a whole response with a status below 400, no propagated context, the runtime in
- * force. An operation without an adapter, replay, held entity, held tallies or span (or
- * unsampled, with nothing to rescue) ends here (end_impl); any other goes to
- * finish_operation. Its HTTP metrics are queued here when their series is bound, and by
- * record_http otherwise. A request that ended otherwise, or a patched helper or clock, goes
- * to finish_py whole, before anything is read that could run code. */
+ * force. An operation without an adapter, replay, held entity or held tallies ends here
+ * (end_impl), unsampled with nothing to rescue or sampled (its span, when the server span is
+ * syncperf's, told the outcome by span_outcome first); any other goes to finish_operation.
+ * Its HTTP metrics are queued here when their series is bound, and by record_http otherwise.
+ * A request that ended otherwise, or a patched helper or clock, goes to finish_py whole,
+ * before anything is read that could run code. */
 static PyObject *
 finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 {
     if (!called("finish", nargs, 2, FINISH_SLOW, "bind_finish"))
         return NULL;
     PyObject *ex = args[0], *x[X_N] = {NULL}, *successor = NULL, *scratch = NULL;
-    PyObject *matched = NULL, *t_obj = NULL, *pending = NULL, *r = NULL;
+    PyObject *matched = NULL, *t_obj = NULL, *pending = NULL, *r = NULL, *span = NULL;
+    PyObject *owned = NULL;
     long long complete, t0, received, clen, sent, prologue, status, t_end;
     int plain = args[1] == Py_None ? unpatched() : 0;
     if (plain < 0)
@@ -3614,10 +3663,21 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     PyObject *op = x[X_op];
     int op_c = 0; /* (a path entity held: the operation's entity changed, end() ends it) */
     if (op != Py_None && PyObject_TypeCheck(op, &OpType) && x[X_adapter] == Py_None &&
-        x[X_replayed] == Py_False && x[X_held_entity] == Py_None && ((Op *)op)->span == Py_None) {
-        if ((scratch = PyObject_GetAttr(op, s_scratch)) == NULL)
-            goto unread;
-        op_c = scratch == Py_None;
+        x[X_replayed] == Py_False && x[X_held_entity] == Py_None) {
+        span = ((Op *)op)->span;
+        if (span != NULL && span != Py_None) { /* sampled: told the outcome if it is syncperf's */
+            owned = slot_get(ex, X_STR[X_owned], &X_SLOT[X_owned]);
+            if (owned == NULL)
+                goto unread;
+            span = owned == Py_False && ((Op *)op)->parent_ctx == Py_None ? Py_NewRef(span) : NULL;
+        } else {
+            span = span == Py_None ? Py_NewRef(span) : NULL;
+        }
+        if (span != NULL) {
+            if ((scratch = PyObject_GetAttr(op, s_scratch)) == NULL)
+                goto unread;
+            op_c = scratch == Py_None;
+        }
     }
     if (now_ns(&t_end) < 0)
         goto done;
@@ -3635,10 +3695,22 @@ finish(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if ((t_obj = PyLong_FromLongLong(t_end)) == NULL)
         goto done;
+    int told = 0; /* the span told the outcome: whatever end_impl says, end() ends it */
+    if (op_c && span != Py_None) { /* finish_operation's `elif not ex.owned` */
+        PyObject *argv[4] = {ex, span, Py_None, matched};
+        PyObject *none = PyObject_Vectorcall(FINISH_W.orig[W_span_outcome], argv, 4, NULL);
+        if (none == NULL && (!PyErr_ExceptionMatches(PyExc_Exception) ||
+                             hook_failed(x[X_rt], s_outcome_failed) < 0)) {
+            keep(&pending); /* raised out of finish_operation after its end(): no route */
+            Py_CLEAR(matched);
+        }
+        Py_XDECREF(none);
+        told = 1;
+    }
     if (op_c || ends) {
         long long clock;
         int ended = end_impl((Op *)op, t_end, 1, complete, &NO_HINTS, &clock);
-        if (ended == 0 && ends) { /* not plain: the Python end */
+        if (ended == 0 && (ends || told)) { /* not plain: the Python end */
             PyObject *end_ns = PyLong_FromLongLong(complete);
             PyObject *argv[4] = {op, Py_None, end_ns, t_obj}, *none = NULL;
             if (end_ns != NULL)
@@ -3696,6 +3768,8 @@ done:
         Py_XDECREF(x[i]);
     Py_XDECREF(successor);
     Py_XDECREF(scratch);
+    Py_XDECREF(span);
+    Py_XDECREF(owned);
     Py_XDECREF(matched);
     Py_XDECREF(t_obj);
     Py_XDECREF(pending);
@@ -4588,6 +4662,8 @@ PyInit__speedups(void)
     INTERN(max) INTERN(value) INTERN(touched) INTERN(items) INTERN(batch) INTERN(op_series)
     INTERN(operation) INTERN(detach) INTERN(span_start) INTERN(db_instrumented)
     if ((s_token = PyUnicode_InternFromString("_token")) == NULL ||
+        (s_end_span = PyUnicode_InternFromString("_end_span")) == NULL ||
+        (s_span_end_failed = PyUnicode_InternFromString("span_end_failed")) == NULL ||
         (s_fed = PyUnicode_InternFromString("_fed")) == NULL ||
         (s_change = PyUnicode_InternFromString("change")) == NULL ||
         (S_CHANGES[0] = PyUnicode_InternFromString("created")) == NULL ||

@@ -375,11 +375,13 @@ def test_the_compiled_path_records_what_the_python_one_records(
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled path is not built")
+@pytest.mark.parametrize("sampler", ["off", "on"])
 @pytest.mark.parametrize("path", ["/sync/todo/push", "/sync/pull", "/other"])
-def test_a_plain_request_is_finished_without_the_python_helpers(path: str) -> None:
+def test_a_plain_request_is_finished_without_the_python_helpers(path: str, sampler: str) -> None:
     """Past its first (which binds the series), a request that ended as most do is finished
-    in C: neither ``finish_py``, ``finish_operation`` nor ``record_http`` runs. (A path
-    entity changes the operation's entity: ``finish_operation`` ends it, in ``end``.)"""
+    in C, its span traced or not: neither ``finish_py``, ``finish_operation`` nor
+    ``record_http`` runs. (A path entity changes the operation's entity:
+    ``finish_operation`` ends it, in ``end``.)"""
     called: list[str] = []
 
     def counted(name: str) -> Any:
@@ -395,11 +397,16 @@ def test_a_plain_request_is_finished_without_the_python_helpers(path: str) -> No
     speedups.bind_finish(namespace, counted("finish_py"), VERSIONS, FOLD_AT)
     n = FOLD_AT + 3
     try:
-        raised, found = run([{**PLAIN, "path": path}] * n, OPTIONS, compiled=True)
+        raised, found = run(
+            [{**PLAIN, "path": path}] * n, {**OPTIONS, "sampler": sampler}, compiled=True
+        )
     finally:
         speedups.bind_finish(vars(_finish), _finish.finish_py, VERSIONS, FOLD_AT)
     assert raised == [None] * n
-    ended = ["finish_operation"] * n if path == "/sync/todo/push" else []
+    ended = []
+    if path == "/sync/todo/push":  # the first holds its path entity (``Bounded.hold``); the
+        # others' traced spans are told the outcome here and ended by ``end`` (the entity)
+        ended = ["finish_operation"] * (n if sampler == "off" else 1)
     assert sorted(called) == [*ended, "record_http"]  # the first binds the series
     (duration,) = [v for k, v in found.items() if k[0] == "http.server.request.duration"]
     assert duration == (n, None)
@@ -408,6 +415,10 @@ def test_a_plain_request_is_finished_without_the_python_helpers(path: str) -> No
     if path != "/other":
         (ended,) = [v for k, v in found.items() if k[0] == "sync.operation.duration"]
         assert ended == (n, None)
+    spans = found["spans"]
+    assert len(spans) == (n if sampler == "on" and path != "/other" else 0)
+    for _, _, attributes in spans:
+        assert ("http.response.status_code", 200) in attributes
 
 
 @pytest.mark.skipif(speedups is None, reason="the compiled path is not built")

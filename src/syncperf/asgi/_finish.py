@@ -31,6 +31,8 @@ from syncperf.asgi._routes import framework_route
 from syncperf.asgi._scope import VERSIONS, wrong_type
 
 if TYPE_CHECKING:
+    from opentelemetry import trace
+
     from syncperf.asgi._exchange import Exchange
 
 __all__ = ["finish", "finish_py"]
@@ -106,10 +108,7 @@ def finish_operation(
             ):
                 describe_rescued(ex, op, failure, matched)
         elif not ex.owned:  # the server span is syncperf's
-            if (status is not None or failure is not None) and not ex.left_early:  # never sent
-                span.set_attribute("http.response.status_code", 500 if status is None else status)
-            if matched is not None and matched != ex.template:
-                span.set_attribute("http.route", matched)
+            span_outcome(ex, span, failure, matched)
     except Exception as error:
         hook_failed(rt, "asgi_outcome_failed", error, failure)
     finally:  # the operation ends even when strict mode raised just above
@@ -125,6 +124,18 @@ def finish_operation(
         except Exception as error:
             hook_failed(rt, "operation_end_failed", error, failure)
     return matched
+
+
+def span_outcome(
+    ex: Exchange, span: trace.Span, failure: BaseException | None, matched: str | None
+) -> None:
+    """What the response tells syncperf's server span: the status sent, and the route the
+    framework matched where it is not the sync route's own template."""
+    status = ex.status
+    if (status is not None or failure is not None) and not ex.left_early:  # never sent
+        span.set_attribute("http.response.status_code", 500 if status is None else status)
+    if matched is not None and matched != ex.template:
+        span.set_attribute("http.route", matched)
 
 
 def describe_rescued(
